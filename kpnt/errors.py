@@ -1,0 +1,25 @@
+"""Error types whose message is a complete one-line explanation for users.
+
+The CLIs print ``str(error)`` of a :class:`KpntError` as a single line
+(no traceback unless ``--verbose``) and carry on with the next file.
+"""
+
+
+class KpntError(Exception):
+    """Base class: the message says what is wrong and what to do."""
+
+
+class RawReadError(KpntError):
+    """A raw file could not be read or is not a supported mosaic raw."""
+
+
+class WeightsError(KpntError):
+    """A weights file is missing, corrupt or built for another sensor/architecture."""
+
+
+class DatasetError(KpntError):
+    """A dataset folder is missing, malformed or holds no usable pairs."""
+
+
+class NoiseProfileError(KpntError):
+    """A noise-profile table or camera/ISO lookup failed."""
