@@ -1,0 +1,211 @@
+"""``kpnt-train``: train the colour KPN and the mosaic front level jointly.
+
+Examples::
+
+    # synthetic pairs from clean photos and a camera's noise profile
+    kpnt-train --sensor bayer --clean photos/train --val photos/val \\
+        --profiles noiseprofiles.json --camera "Canon EOS 5D Mark III" \\
+        --isos 1600-6400 --minutes 30 -o runs/5d3
+
+    # pairs built by kpnt-build-dataset from your own raws
+    kpnt-train --sensor xtrans --data datasets/xt1 -o runs/xt1
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kpnt.cli._common import add_common_args, run_cli, setup_logging
+from kpnt.errors import KpntError
+
+log = logging.getLogger("kpnt")
+PROG = "kpnt-train"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train kpnt's four-level colour KPN and its mosaic front level (all weight sets in one step).",
+        epilog="Outputs in OUT: weights.safetensors (load with kpnt-denoise --weights), checkpoint.pt (for --resume), "
+        "curve.png (loss and validation PSNR), history.json.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--sensor", required=True, choices=["bayer", "xtrans", "rgb"], help="sensor layout the weights are for")
+    p.add_argument("-o", "--out", required=True, type=Path, help="run folder for weights, checkpoints and curves")
+    data = p.add_argument_group("data (either --clean with --profiles, or --data)")
+    data.add_argument("--clean", type=Path, help="folder of clean photos (sRGB JPEG/PNG) to synthesise noisy raws from")
+    data.add_argument("--val", type=Path, help="folder of clean photos for validation (default: a held-out tenth of --clean)")
+    data.add_argument("--profiles", type=Path, help="darktable-format noise profile table (JSON); its a, b are multiplied by 12 to reach raw-photosite scale")
+    data.add_argument("--camera", action="append", default=[], help="camera 'MAKE MODEL' from the table (repeatable; default: all cameras of the sensor kind that have a colour matrix)")
+    data.add_argument("--isos", default="1600-6400", help="ISO range 'LO-HI' or list 'A,B,C' of profiles to train at (default 1600-6400)")
+    data.add_argument("--data", type=Path, help="dataset folder written by kpnt-build-dataset")
+    data.add_argument("--downscale", type=int, default=2, help="downscale clean photos by this factor first (removes JPEG artefacts; default 2)")
+    data.add_argument("--val-images", type=int, default=16, help="number of validation tiles (default 16)")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
+    opt.add_argument("--minutes", type=float, help="stop after this many minutes even if --steps is not reached")
+    opt.add_argument("--batch", type=int, default=8, help="tiles per step (default 8)")
+    opt.add_argument("--tile", type=int, default=96, help="tile side in photosites, rounded to the CFA period (default 96)")
+    opt.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, cosine-decayed to 10%%)")
+    opt.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clipping, 0 to disable (default 1.0)")
+    opt.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    opt.add_argument("--loss", choices=["smape", "l2"], default="smape", help="loss on the full-res output (default smape)")
+    opt.add_argument("--seed", type=int, default=0, help="random seed of data and initialisation (default 0)")
+    opt.add_argument("--val-every", type=int, default=100, help="validate every N steps (default 100)")
+    opt.add_argument("--ckpt-every", type=int, default=200, help="checkpoint every N steps (default 200)")
+    opt.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    opt.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    arch = p.add_argument_group("architecture")
+    arch.add_argument("--apply", choices=["softmax", "plain"], default=None, help="kernel normalisation (default: the model's)")
+    arch.add_argument("--no-noise-input", action="store_true", help="do not feed the noise level to the MLPs (ablation)")
+    arch.add_argument("--width", type=int, help="MLP width (default 64)")
+    p.add_argument("--backend", choices=["auto", "torch", "cuda"], default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_args(p)
+    return p
+
+
+def parse_isos(spec: str, available: list[int]) -> list[int]:
+    """ISOs of the table within 'LO-HI', or the listed 'A,B,C'."""
+    try:
+        if "-" in spec:
+            lo, hi = (int(v) for v in spec.split("-", 1))
+            chosen = [i for i in available if lo <= i <= hi]
+        else:
+            chosen = [int(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        raise KpntError(f"--isos {spec!r}: expected 'LO-HI' or a comma-separated list of ISOs") from None
+    if not chosen:
+        raise KpntError(f"--isos {spec!r} selects none of the profiled ISOs {available}")
+    return chosen
+
+
+def _cameras(args, sensor: str):
+    """CameraModels for synthesis: colour matrix plus noise at chosen ISOs."""
+    from kpnt.color import camera_matrix, known_cameras
+    from kpnt.noise import load_profile_table
+    from kpnt.train.synthesis import CameraModel
+
+    if args.profiles is None:
+        raise KpntError("--clean needs --profiles TABLE (a darktable noiseprofiles.json) to synthesise noise")
+    table = load_profile_table(args.profiles)
+    if args.camera:
+        wanted = []
+        by_name = {f"{mk} {md}".lower(): (mk, md) for mk, md in table.cameras()}
+        for name in args.camera:
+            hit = by_name.get(name.lower())
+            if hit is None:
+                close = [f"{mk} {md}" for mk, md in table.cameras() if name.lower().split()[-1] in md.lower()][:3]
+                raise KpntError(f"--camera {name!r} is not in {args.profiles}" + (f"; close: {', '.join(close)}" if close else ""))
+            wanted.append(hit)
+    else:
+        wanted = [(mk, md) for mk, md, kind in known_cameras() if kind == ("bayer" if sensor == "rgb" else sensor)]
+    cams = []
+    for mk, md in wanted:
+        try:
+            xyz_to_cam = camera_matrix(mk, md)
+        except KpntError:
+            # Colour matrices are known for a few bodies only; any realistic
+            # matrix serves the unprocessing, so borrow one and say so.
+            fallback = next(c for c in known_cameras() if c[2] == ("bayer" if sensor == "rgb" else sensor))
+            log.info("no colour matrix for %s %s: unprocessing with %s %s's", mk, md, fallback[0], fallback[1])
+            xyz_to_cam = camera_matrix(fallback[0], fallback[1])
+        isos = parse_isos(args.isos, table.isos(mk, md))
+        noise = np.stack([table.lookup(mk, md, iso).as_array() for iso in isos])
+        cams.append(CameraModel(name=f"{mk} {md}", xyz_to_cam=xyz_to_cam, noise=noise))
+        log.info("camera %s %s at ISO %s", mk, md, ", ".join(map(str, isos)))
+    return cams, [c.name for c in cams]
+
+
+def _synthetic_sources(args, sensor: str, tile: int):
+    from kpnt.train.photos import PhotoSource
+    from kpnt.train.synthesis import random_cfa, synthesize
+
+    cams, cam_names = _cameras(args, sensor)
+    train_photos = PhotoSource.from_folder(args.clean, downscale=args.downscale)
+    if args.val is not None:
+        val_photos = PhotoSource.from_folder(args.val, downscale=args.downscale, limit=args.val_images)
+    else:
+        n_val = max(1, len(train_photos.photos) // 10)
+        val_photos = PhotoSource(train_photos.photos[-n_val:][: args.val_images])
+        train_photos = PhotoSource(train_photos.photos[:-n_val] or train_photos.photos)
+    log.info("%d training photos, %d validation tiles, tile %d, batch %d", len(train_photos.photos), len(val_photos.photos), tile, args.batch)
+
+    def source(gen: torch.Generator):
+        cfa = random_cfa(sensor, gen)
+        return synthesize(train_photos.sample(args.batch, tile, gen), cfa, cams, gen)
+
+    # Validation: fixed tiles, fixed noise, the sensor's canonical phase.
+    val_gen = torch.Generator().manual_seed(12345)
+    from kpnt.train.loop import canonical_cfa
+
+    scenes = val_photos.centre_tiles(min(tile * 2, val_photos.min_side() // 6 * 6))
+    val_batches = [synthesize(scenes[i : i + 8], canonical_cfa(sensor), cams, val_gen) for i in range(0, len(scenes), 8)]
+    prov = {"data": f"synthetic from {args.clean}", "val": str(args.val or "held-out tenth of --clean"), "cameras": cam_names, "isos": args.isos, "profiles": str(args.profiles), "noise_scale": "darktable x 12"}
+    return source, val_batches, prov
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+
+    def body() -> int:
+        from kpnt.model import KPNT, ModelConfig
+        from kpnt.train.loop import CHECKPOINT_NAME, Trainer, TrainConfig
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if (args.clean is None) == (args.data is None):
+            raise KpntError("give either --clean DIR (with --profiles) or --data DIR (from kpnt-build-dataset)")
+        torch.manual_seed(args.seed)
+        overrides = {}
+        if args.apply:
+            overrides["apply_mode"] = args.apply
+        if args.no_noise_input:
+            overrides["noise_input"] = False
+        if args.width:
+            overrides["width"] = args.width
+        model = KPNT(args.sensor, ModelConfig(**overrides))
+        if hasattr(model, "set_backend"):
+            model.set_backend(args.backend)
+        period = {"bayer": 2, "xtrans": 6, "rgb": 1}[args.sensor]
+        tile = max(period * 4, args.tile // period * period)
+        if args.clean is not None:
+            source, val_batches, prov = _synthetic_sources(args, args.sensor, tile)
+        else:
+            from kpnt.train.real import dataset_sources
+
+            source, val_batches, prov = dataset_sources(args.data, args.sensor, tile, args.batch, args.val_images)
+        cfg = TrainConfig(
+            steps=args.steps, lr=args.lr, grad_clip=args.grad_clip, weight_decay=args.weight_decay, loss=args.loss,
+            seed=args.seed, val_every=args.val_every, ckpt_every=args.ckpt_every, minutes=args.minutes,
+        )
+        trainer = Trainer(model, cfg, source, val_batches, args.out, prov)
+        ckpt = args.out / CHECKPOINT_NAME
+        if args.resume:
+            if not ckpt.exists():
+                raise KpntError(f"--resume: no checkpoint at {ckpt}")
+            trainer.load_checkpoint(ckpt)
+            log.info("resumed at step %d", trainer.step)
+        elif ckpt.exists():
+            raise KpntError(f"{args.out} already holds a run: pass --resume to continue it or choose another --out")
+        hist = trainer.run(progress=not args.no_progress)
+        msg = f"trained {trainer.step} steps"
+        if hist.val_psnr:
+            msg += f"; validation PSNR {hist.val_psnr[0]:.2f} -> {hist.val_psnr[-1]:.2f} dB (linear, white-balanced)"
+        if hist.skipped:
+            msg += f"; {len(hist.skipped)} step(s) skipped for non-finite loss/gradients (first at step {hist.skipped[0][0]})"
+        print(msg)
+        print(f"weights: {args.out / 'weights.safetensors'}  curve: {args.out / 'curve.png'}")
+        return 0
+
+    return run_cli(PROG, body, args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Training losses on the full-resolution output (DESIGN.md section 4)."""
+from __future__ import annotations
+
+import torch
+
+#: Keeps SMAPE finite where output and reference are both zero.
+SMAPE_EPS = 1e-3
+
+
+def masked_mean(per_pixel: torch.Tensor, valid: torch.Tensor, border: int) -> torch.Tensor:
+    """Mean of ``per_pixel`` (N, C, H, W) over valid pixels, ``border``
+    pixels at each image edge excluded (they see padded neighbourhoods)."""
+    if border:
+        per_pixel = per_pixel[..., border:-border, border:-border]
+        valid = valid[..., border:-border, border:-border]
+    weight = valid.to(per_pixel.dtype).expand_as(per_pixel)
+    return (per_pixel * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def smape(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """Symmetric mean absolute percentage error ``|O-R| / (|O|+|R|+eps)``:
+    relative, so dark and bright regions weigh alike (as in vkdt's kpn-t)."""
+    per = (out - ref).abs() / (out.abs() + ref.abs() + SMAPE_EPS)
+    return masked_mean(per, valid, border)
+
+
+def l2(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """Mean squared error (the ``--loss l2`` option)."""
+    return masked_mean((out - ref) ** 2, valid, border)
+
+
+LOSSES = {"smape": smape, "l2": l2}
+
+
+def psnr_linear(out: torch.Tensor, ref: torch.Tensor, border: int = 6) -> torch.Tensor:
+    """(N,) PSNR per image, peak 1, both clipped to [0, 1], border ignored."""
+    if border:
+        out = out[..., border:-border, border:-border]
+        ref = ref[..., border:-border, border:-border]
+    mse = ((out.clamp(0, 1) - ref.clamp(0, 1)) ** 2).flatten(1).mean(dim=1)
+    return -10.0 * torch.log10(mse.clamp_min(1e-12))

@@ -1,0 +1,104 @@
+"""Clean photographs as linear-light scenes for synthetic training pairs.
+
+Photos (sRGB JPEG/PNG, e.g. BSDS500) are decoded once, optionally downscaled
+(``downscale=2`` by area averaging removes most JPEG 4:2:0 chroma blocking
+and compression artefacts, which would otherwise be learnt as "detail"),
+linearised with the inverse sRGB curve and kept in memory as float32
+``(3, H, W)`` tensors in linear sRGB.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from kpnt.errors import KpntError
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+
+
+def srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    """Inverse sRGB transfer function on values in [0, 1]."""
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def list_photos(folder: str | Path) -> list[Path]:
+    """All photo files below ``folder`` (recursive), sorted for determinism."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise KpntError(f"{folder}: no such folder of clean photos: pass --clean with a folder of JPEG/PNG images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+    if not files:
+        raise KpntError(f"{folder}: holds no JPEG/PNG photos: pass --clean with a folder of clean photos")
+    return files
+
+
+def load_linear_photo(path: str | Path, downscale: int = 1) -> torch.Tensor:
+    """Decode one photo to linear sRGB, float32 ``(3, H, W)`` in [0, 1]."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise KpntError(f"{path}: cannot decode as an image")
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    img = img[:, :, :3][:, :, ::-1]  # BGR -> RGB
+    peak = 65535.0 if img.dtype == np.uint16 else 255.0
+    v = img.astype(np.float32) / peak
+    lin = srgb_to_linear(v).astype(np.float32)
+    if downscale > 1:
+        h, w = lin.shape[0] // downscale * downscale, lin.shape[1] // downscale * downscale
+        lin = lin[:h, :w].reshape(h // downscale, downscale, w // downscale, downscale, 3).mean(axis=(1, 3))
+    return torch.from_numpy(np.ascontiguousarray(lin.transpose(2, 0, 1)))
+
+
+class PhotoSource:
+    """An in-memory set of linear photos that yields random scene tiles.
+
+    Tiles are random crops with random flips and transposes (applied to the
+    scene *before* mosaicing, so they never disturb the CFA phase).
+    """
+
+    def __init__(self, photos: list[torch.Tensor], names: list[str] | None = None):
+        if not photos:
+            raise KpntError("no photos to train on")
+        self.photos = photos
+        self.names = names or [str(i) for i in range(len(photos))]
+
+    @classmethod
+    def from_folder(cls, folder, downscale: int = 2, limit: int | None = None) -> "PhotoSource":
+        files = list_photos(folder)[:limit]
+        return cls([load_linear_photo(f, downscale) for f in files], [f.name for f in files])
+
+    def min_side(self) -> int:
+        return min(min(p.shape[1:]) for p in self.photos)
+
+    def sample(self, n: int, size: int, gen: torch.Generator, augment: bool = True) -> torch.Tensor:
+        """``(n, 3, size, size)`` random linear scene tiles."""
+        if size > self.min_side():
+            raise KpntError(f"tile size {size} exceeds the smallest photo side {self.min_side()}: use a smaller --tile")
+        out = torch.empty(n, 3, size, size)
+        for i in range(n):
+            k = int(torch.randint(len(self.photos), (1,), generator=gen))
+            img = self.photos[k]
+            y = int(torch.randint(img.shape[1] - size + 1, (1,), generator=gen))
+            x = int(torch.randint(img.shape[2] - size + 1, (1,), generator=gen))
+            tile = img[:, y : y + size, x : x + size]
+            if augment:
+                flips = torch.randint(2, (3,), generator=gen).tolist()
+                if flips[0]:
+                    tile = tile.flip(1)
+                if flips[1]:
+                    tile = tile.flip(2)
+                if flips[2]:
+                    tile = tile.transpose(1, 2)
+            out[i] = tile
+        return out
+
+    def centre_tiles(self, size: int) -> torch.Tensor:
+        """One deterministic centre crop per photo: ``(len, 3, size, size)``."""
+        tiles = []
+        for img in self.photos:
+            y, x = (img.shape[1] - size) // 2, (img.shape[2] - size) // 2
+            tiles.append(img[:, y : y + size, x : x + size])
+        return torch.stack(tiles)
