@@ -327,8 +327,11 @@ class CFA:
         tf = np.full((p, p), -1, dtype=np.int64)
         swap = np.zeros((p, p), dtype=bool)
         for c in range(self.n_classes):
-            cy, cx = self.canonical_site[c]
-            ref = self._transformed(cy, cx, D4[0])
+            # The canonical layout comes from the reference phase of this
+            # kind, not from this phase's first site: otherwise two crops of
+            # one sensor would orient a class differently and one weight set
+            # could not serve every phase (X-Trans has 4 corner-green frames).
+            ref = _reference_layout(self.kind, c)
             ref_swapped = _swap_rb(ref)
             for y, x in zip(*np.nonzero(self.site_class == c)):
                 # Prefer an exact match, then one up to the red/blue swap.
@@ -368,12 +371,14 @@ class CFA:
 
     def canonical_colours(self, taps: np.ndarray) -> np.ndarray:
         """(n_classes, T) colour of each canonical tap at the class's
-        canonical site; a site with ``swap_rb`` sees R and B exchanged."""
+        canonical site (of the reference phase of this kind, so the same for
+        every phase); a site with ``swap_rb`` sees R and B exchanged."""
         taps = np.asarray(taps, dtype=np.int64)
+        ref = _reference_cfa(self.kind)
         out = np.zeros((self.n_classes, len(taps)), dtype=np.int64)
         for c in range(self.n_classes):
-            y, x = self.canonical_site[c]
-            out[c] = self.colour_at(y + taps[:, 0], x + taps[:, 1])
+            y, x = ref.canonical_site[c]
+            out[c] = ref.colour_at(y + taps[:, 0], x + taps[:, 1])
         return out
 
     def to_json(self) -> dict:
@@ -384,6 +389,25 @@ class CFA:
     def from_json(cls, d: dict) -> "CFA":
         return cls.from_pattern(d["pattern"])
 
+
+def _reference_cfa(kind: str) -> CFA:
+    """The phase whose canonical sites define each class's canonical layout
+    for every phase of ``kind``: RGGB, and the X-Trans pattern as LibRaw
+    reports it for the X-T1 (:meth:`CFA.xtrans` with no crop)."""
+    if kind not in _REFERENCE:
+        _REFERENCE[kind] = CFA.bayer("RGGB") if kind == "bayer" else CFA.xtrans()
+    return _REFERENCE[kind]
+
+
+def _reference_layout(kind: str, cls: int) -> np.ndarray:
+    """Colour layout around the canonical site of class ``cls`` of the
+    reference phase (needs only ``canonical_site``, not orientations)."""
+    ref = _reference_cfa(kind)
+    cy, cx = ref.canonical_site[cls]
+    return ref._transformed(cy, cx, D4[0])
+
+
+_REFERENCE: dict[str, CFA] = {}
 
 #: The four Bayer phases by name.
 BAYER_PHASES = ("RGGB", "BGGR", "GRBG", "GBRG")
