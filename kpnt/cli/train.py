@@ -87,7 +87,7 @@ def parse_isos(spec: str, available: list[int]) -> list[int]:
 
 def _cameras(args, sensor: str):
     """CameraModels for synthesis: colour matrix plus noise at chosen ISOs."""
-    from kpnt.color import camera_matrix, known_cameras
+    from kpnt.color import camera_matrix, find_camera, known_cameras
     from kpnt.noise import load_profile_table
     from kpnt.train.synthesis import CameraModel
 
@@ -104,7 +104,9 @@ def _cameras(args, sensor: str):
                 raise KpntError(f"--camera {name!r} is not in {args.profiles}" + (f"; close: {', '.join(close)}" if close else ""))
             wanted.append(hit)
     else:
-        wanted = [(mk, md) for mk, md, kind in known_cameras() if kind == ("bayer" if sensor == "rgb" else sensor)]
+        kind = "bayer" if sensor == "rgb" else sensor
+        infos = [find_camera(name) for name in known_cameras()]
+        wanted = [(i["make"], i["model"]) for i in infos if i["sensor"] == kind and (i["make"], i["model"]) in set(table.cameras())]
     cams = []
     for mk, md in wanted:
         try:
@@ -112,9 +114,10 @@ def _cameras(args, sensor: str):
         except KpntError:
             # Colour matrices are known for a few bodies only; any realistic
             # matrix serves the unprocessing, so borrow one and say so.
-            fallback = next(c for c in known_cameras() if c[2] == ("bayer" if sensor == "rgb" else sensor))
-            log.info("no colour matrix for %s %s: unprocessing with %s %s's", mk, md, fallback[0], fallback[1])
-            xyz_to_cam = camera_matrix(fallback[0], fallback[1])
+            kind = "bayer" if sensor == "rgb" else sensor
+            fallback = next(i for i in map(find_camera, known_cameras()) if i["sensor"] == kind)
+            log.info("no colour matrix for %s %s: unprocessing with %s %s's", mk, md, fallback["make"], fallback["model"])
+            xyz_to_cam = fallback["xyz_to_cam"]
         isos = parse_isos(args.isos, table.isos(mk, md))
         noise = np.stack([table.lookup(mk, md, iso).as_array() for iso in isos])
         cams.append(CameraModel(name=f"{mk} {md}", xyz_to_cam=xyz_to_cam, noise=noise))

@@ -14,14 +14,10 @@ import cv2
 import numpy as np
 import torch
 
+from kpnt.color import srgb_to_linear
 from kpnt.errors import KpntError
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
-
-
-def srgb_to_linear(v: np.ndarray) -> np.ndarray:
-    """Inverse sRGB transfer function on values in [0, 1]."""
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
 
 
 def list_photos(folder: str | Path) -> list[Path]:

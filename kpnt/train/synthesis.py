@@ -21,22 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from kpnt.color import srgb_to_cam_matrix
 from kpnt.mosaic import CFA
-
-
-def srgb_to_wb_camera(xyz_to_cam: np.ndarray) -> np.ndarray:
-    """(3, 3) matrix from linear sRGB to white-balanced camera RGB.
-
-    It is the inverse of the usual camera-to-sRGB matrix whose rows are
-    normalised so that camera white (1, 1, 1) maps to sRGB white; its rows
-    therefore also sum to one (white stays white).
-    """
-    srgb_to_xyz = np.array(
-        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
-    )
-    srgb_to_cam = np.asarray(xyz_to_cam, dtype=np.float64) @ srgb_to_xyz
-    srgb_to_cam /= srgb_to_cam.sum(axis=1, keepdims=True)
-    return srgb_to_cam
 
 
 @dataclass
@@ -50,7 +36,7 @@ class CameraModel:
     noise: np.ndarray
 
     def __post_init__(self):
-        self.to_wb_cam = torch.tensor(srgb_to_wb_camera(self.xyz_to_cam), dtype=torch.float32)
+        self.to_wb_cam = torch.tensor(srgb_to_cam_matrix(self.xyz_to_cam), dtype=torch.float32)
         self.noise = np.asarray(self.noise, dtype=np.float32).reshape(-1, 2, 3)
 
 
@@ -74,7 +60,8 @@ class Batch:
     x: (N, C, H, W) noisy white-balanced input (C=1 mosaic, 3 for rgb);
     target: (N, 3, H, W) clean white-balanced camera RGB;
     noise: (N, 2, 3) white-balanced [a; b]; valid: (N, 1, H, W) bool,
-    False at saturated pixels; cfa: the batch's CFA (None for rgb).
+    False at saturated pixels; cfa: the batch's CFA (None for rgb);
+    wb: (N, 3) the as-shot white balance gains that were applied.
     """
 
     x: torch.Tensor
@@ -82,6 +69,7 @@ class Batch:
     noise: torch.Tensor
     valid: torch.Tensor
     cfa: CFA | None
+    wb: torch.Tensor | None = None
 
 
 def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
@@ -113,7 +101,7 @@ def synthesize(
     # (the one that saturates first), then expose by +-2 EV.
     scale = _uniform(gen, n, *config.headroom) / wb.max(dim=1).values
     scale = scale * 2.0 ** _uniform(gen, n, *config.exposure_ev)
-    raw_rgb = wbcam * (scale / 1.0)[:, None, None, None] / wb[:, :, None, None]
+    raw_rgb = wbcam * scale[:, None, None, None] / wb[:, :, None, None]
     saturated = (raw_rgb >= 1.0).any(dim=1, keepdim=True)
     raw_rgb = raw_rgb.clamp_max(1.0)
     target = raw_rgb * wb[:, :, None, None]
@@ -140,7 +128,7 @@ def synthesize(
     x = noisy * gain
 
     noise_wb = torch.stack([noise[:, 0] * wb, noise[:, 1] * wb**2], dim=1)
-    return Batch(x=x, target=target, noise=noise_wb, valid=~saturated, cfa=cfa)
+    return Batch(x=x, target=target, noise=noise_wb, valid=~saturated, cfa=cfa, wb=wb)
 
 
 def random_cfa(sensor: str, gen: torch.Generator) -> CFA | None:
