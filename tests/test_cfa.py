@@ -146,3 +146,16 @@ def test_unsupported_colour_letter():
 def test_json_round_trip():
     for cfa in [CFA.bayer("GBRG"), CFA.xtrans(3, 4)]:
         assert CFA.from_json(cfa.to_json()) == cfa
+
+
+def test_canonical_layout_same_for_every_phase():
+    """One weight set serves every crop: a class's canonical layout must not
+    depend on the CFA phase (it would, if each phase chose its own frame)."""
+    for kind, cfas in [("bayer", [CFA.bayer(p) for p in BAYER_PHASES]), ("xtrans", [CFA.xtrans(dy, dx) for dy in range(6) for dx in range(6)])]:
+        ref = cfas[0]
+        for cls in range(ref.n_classes):
+            y, x = zip(*np.nonzero(ref.site_class == cls))
+            want = canonical_layout(ref, y[0], x[0])
+            for cfa in cfas[1:]:
+                for yy, xx in zip(*np.nonzero(cfa.site_class == cls)):
+                    np.testing.assert_array_equal(canonical_layout(cfa, yy, xx), want, err_msg=f"{kind} {cfa.name} site {(yy, xx)}")
