@@ -154,8 +154,8 @@ def test_canonical_layout_same_for_every_phase():
     for kind, cfas in [("bayer", [CFA.bayer(p) for p in BAYER_PHASES]), ("xtrans", [CFA.xtrans(dy, dx) for dy in range(6) for dx in range(6)])]:
         ref = cfas[0]
         for cls in range(ref.n_classes):
-            y, x = zip(*np.nonzero(ref.site_class == cls))
-            want = canonical_layout(ref, y[0], x[0])
+            ys, xs = np.nonzero(ref.site_class == cls)
+            want = canonical_layout(ref, ys[0], xs[0])
             for cfa in cfas[1:]:
                 for yy, xx in zip(*np.nonzero(cfa.site_class == cls)):
                     np.testing.assert_array_equal(canonical_layout(cfa, yy, xx), want, err_msg=f"{kind} {cfa.name} site {(yy, xx)}")
