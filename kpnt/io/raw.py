@@ -177,6 +177,7 @@ class _FileTags:
     noise_profile: np.ndarray | None = None
     black_dims: tuple[int, int] | None = None
     black_pattern: np.ndarray | None = None
+    iso_speed: int | None = None
 
 
 def _file_tags(path: Path) -> _FileTags:
@@ -189,6 +190,9 @@ def _file_tags(path: Path) -> _FileTags:
         return out
     ifd0 = ifds[0]
     out.make, out.model = str(ifd0.get(271, "")), str(ifd0.get(272, ""))
+    exif = next((d for d in ifds if d["_kind"] == "exif"), {})
+    if 34867 in exif:  # EXIF ISOSpeed: LibRaw stops at ISOSpeedRatings' 65535
+        out.iso_speed = int(exif[34867][0])
     out.is_dng = 50706 in ifd0
     if not out.is_dng:
         return out
@@ -284,6 +288,16 @@ def read_raw(path) -> RawImage:
     return _assemble(path, **fields)
 
 
+def visible_cfa(raw_pattern: np.ndarray, color_desc: str | bytes, top_margin: int, left_margin: int) -> CFA:
+    """CFA of the visible area from rawpy's ``raw_pattern``.
+
+    rawpy anchors ``raw_pattern`` at the full raw's (0, 0) (its
+    ``raw_colors_visible`` is the tiled pattern cut at the margins), so the
+    visible area's pattern is the pattern cropped by the margins.
+    """
+    return CFA.from_rawpy(raw_pattern, color_desc).crop(top_margin, left_margin)
+
+
 def _read_open(path: Path, rp) -> dict:
     """Everything needed from an open rawpy object, copied (arrays die on close)."""
     if rp.raw_type != rawpy.RawType.Flat:
@@ -299,9 +313,7 @@ def _read_open(path: Path, rp) -> dict:
         raise _fail(path, "monochrome sensor (no colour filter array): kpnt needs a Bayer or X-Trans raw")
     sizes = rp.sizes
     try:
-        # raw_pattern is anchored at the full raw's (0, 0); re-anchor it at
-        # the visible area's top-left photosite.
-        cfa = CFA.from_rawpy(pattern, desc).crop(sizes.top_margin, sizes.left_margin)
+        cfa = visible_cfa(pattern, desc, sizes.top_margin, sizes.left_margin)
     except CFAError as exc:
         raise _fail(path, f"unsupported CFA layout: {exc}") from None
     raw = np.array(rp.raw_image_visible, dtype=np.uint16, copy=True)
@@ -328,31 +340,43 @@ def _read_open(path: Path, rp) -> dict:
     )
 
 
+def _iso(libraw_iso: float, exif_iso: int | None) -> int:
+    """LibRaw's ISO, or EXIF ISOSpeed where LibRaw saturates at 65535."""
+    iso = int(round(libraw_iso))
+    return exif_iso if iso >= 65535 and exif_iso else iso
+
+
 def _assemble(path: Path, raw, cfa, black_rep, white, cam_wb, day_wb, xyz_to_cam, flip, other,
               identity) -> RawImage:
     tags = _file_tags(path)
     h, w = raw.shape
     p = cfa.period
-    black_map = np.tile(black_rep, (-(-h // p), -(-w // p)))[:h, :w]
-    rep_h, rep_w = p, p  # a block over which the black pattern repeats
+    # Black of every position of a block over which all black patterns repeat.
+    block = black_rep
     if tags.black_pattern is not None:
         r, c = tags.black_dims
-        rep_h, rep_w = math.lcm(p, r), math.lcm(p, c)
         # LibRaw folds 1x1 patterns (and Bayer patterns up to 2x2) into its
         # per-channel levels and keeps only the minimum of any other pattern
         # there; add back what it left out.
         folded = (r, c) == (1, 1) or (cfa.kind == "bayer" and r <= 2 and c <= 2)
         if not folded:
+            bh, bw = math.lcm(p, r), math.lcm(p, c)
             resid = tags.black_pattern - tags.black_pattern.min()
-            black_map = black_map + np.tile(resid, (-(-h // r), -(-w // c)))[:h, :w]
-    if white <= black_map.max():
-        raise _fail(path, f"white level {white:g} is not above the black level {black_map.max():g}")
-    mosaic = ((raw - black_map) / (white - black_map)).astype(np.float32)
-    colour_map = cfa.colour_map(h, w)
-    # Per-colour black for the metadata: the mean over one repeat (exact
+            block = np.tile(black_rep, (bh // p, bw // p)) + np.tile(resid, (bh // r, bw // c))
+    if white <= block.max():
+        raise _fail(path, f"white level {white:g} is not above the black level {block.max():g}")
+    # Normalise one phase of the block at a time: exact float64 arithmetic
+    # without full-size float64 temporaries (a 24 MP raw stays cheap).
+    mosaic = np.empty((h, w), dtype=np.float32)
+    bh, bw = block.shape
+    for dy in range(bh):
+        for dx in range(bw):
+            b = float(block[dy, dx])
+            mosaic[dy::bh, dx::bw] = (raw[dy::bh, dx::bw] - b) / (white - b)
+    # Per-colour black for the metadata: the mean over the block (exact
     # unless a camera gives sites of one colour different levels).
-    rep_h, rep_w = min(h, rep_h), min(w, rep_w)
-    black = np.array([black_map[:rep_h, :rep_w][colour_map[:rep_h, :rep_w] == c].mean() for c in range(3)])
+    colours = cfa.colour_map(bh, bw)
+    black = np.array([block[colours == c].mean() for c in range(3)])
 
     wb_source, wb = "as_shot", cam_wb
     if not (np.isfinite(wb).all() and (wb > 0).all()):
@@ -379,7 +403,7 @@ def _assemble(path: Path, raw, cfa, black_rep, white, cam_wb, day_wb, xyz_to_cam
     try:
         meta = RawMeta(
             black=black, white=white, wb=wb, xyz_to_cam=xyz, make=make, model=model,
-            iso=int(round(other.iso_speed)), exposure_time=_f32(other.shutter_speed) or None,
+            iso=_iso(other.iso_speed, tags.iso_speed), exposure_time=_f32(other.shutter_speed) or None,
             f_number=_f32(other.aperture) or None, focal_length=_f32(other.focal_length) or None,
             datetime=stamp, orientation=_FLIP_TO_EXIF.get(flip, 1), baseline_exposure=tags.baseline_exposure,
             noise_profile=tags.noise_profile, wb_source=wb_source,

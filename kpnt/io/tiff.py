@@ -210,7 +210,7 @@ def atomic_write(path, blobs, overwrite: bool) -> None:
         raise
 
 
-def write_tiff(path, rgb: np.ndarray, dtype: str = "uint16", overwrite: bool = False) -> Path:
+def write_tiff(path, rgb: np.ndarray, dtype: str | None = None, overwrite: bool = False) -> Path:
     """Write a linear RGB image as an uncompressed 16-bit or float TIFF.
 
     Args:
@@ -218,13 +218,22 @@ def write_tiff(path, rgb: np.ndarray, dtype: str = "uint16", overwrite: bool = F
         rgb: (H, W, 3) image.  Float input is linear with white = 1: for
             ``dtype='uint16'`` it is clipped to [0, 1] and scaled to 65535;
             uint16 input is written unchanged.
-        dtype: 'uint16' or 'float32' (float keeps negatives and values > 1).
+        dtype: 'uint16' or 'float32' (float keeps negatives and values > 1);
+            None (default) follows the input: uint16 stays uint16, float
+            input is written as float32.
     Returns:
         The path written.  cv2 (``IMREAD_UNCHANGED``) and tifffile read both.
     """
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise TiffWriteError(f"write_tiff expects an (H, W, 3) image, got shape {rgb.shape}")
+    if dtype is None:
+        if rgb.dtype == np.uint16:
+            dtype = "uint16"
+        elif rgb.dtype.kind == "f":
+            dtype = "float32"
+        else:
+            raise TiffWriteError(f"write_tiff: input must be uint16 or float, got {rgb.dtype}")
     if dtype == "uint16":
         if rgb.dtype == np.uint16:
             pix = rgb
@@ -236,8 +245,10 @@ def write_tiff(path, rgb: np.ndarray, dtype: str = "uint16", overwrite: bool = F
             raise TiffWriteError(f"write_tiff: uint16 output needs float or uint16 input, got {rgb.dtype}")
         bits, fmt = 16, 1
     elif dtype == "float32":
-        if rgb.dtype.kind not in "fu":
-            raise TiffWriteError(f"write_tiff: float32 output needs float or unsigned input, got {rgb.dtype}")
+        if rgb.dtype.kind != "f":
+            raise TiffWriteError(f"write_tiff: float32 output needs float input (white = 1), got {rgb.dtype}")
+        if not np.isfinite(rgb).all():
+            raise TiffWriteError("write_tiff: image holds NaN/inf values")
         pix = rgb.astype(np.float32)
         bits, fmt = 32, 3
     else:
