@@ -1,0 +1,10 @@
+"""Pure-PyTorch reference of kpnt's math: the spec the fused kernels are
+tested against (DESIGN.md sections 2 and 3).
+
+Modules, one job each: ``pad`` (mirror / CFA-consistent padding),
+``colour_base`` (block averages), ``pyramid`` (down, up, exact detail-noise
+gains), ``noise`` (variance model), ``taps`` (tap sets and gather),
+``features`` (colour-level MLP inputs), ``mlp`` (bias-free MLP and its
+initialisation), ``apply`` (kernel normalisation and application), ``level``
+(one colour level).  The mosaic level lives in :mod:`kpnt.mosaic.front`.
+"""

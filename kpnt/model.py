@@ -1,0 +1,271 @@
+"""The kpnt model: colour KPN on the colour base + mosaic front level.
+
+Data flow of :meth:`KPNT.forward` for a mosaic (DESIGN.md sections 2, 3)::
+
+    x (N,1,H,W) --pad (CFA-consistent mirror)--> xp, cfa_p
+    C0 = colour_base(xp)                                   (N,3,h,w), h = Hp/b
+    M_0 = C0, M_{i+1} = down(M_i), S_i = up(M_{i+1}), D_i = M_i - S_i
+    per level i: var_i = detail_var(S_i), (I_i, a_i) = colour_level(D_i, var_i)
+    O_L = M_L, O_i = up(O_{i+1}) + a_i I_i                 (one weight set)
+    U = up_block(O_0), S = up_block(S_0)
+    O = front_level(xp, U, S)                              (one set per site class)
+    crop to (N,3,H,W)
+
+RGB input (sensor 'rgb') runs only the colour KPN on the input itself.
+
+Every op goes through :mod:`kpnt.ops` with ``self.backend`` ('torch' by
+default; 'cuda'/'auto' once fused kernels are registered).
+
+Initialisation (see :func:`kpnt.ref.mlp.init_weights`): random hidden
+layers, a last layer with small random weights plus constant offsets: the
+centre tap's logit starts at :data:`INIT_CENTRE_LOGIT` (other taps 0) and
+the blend logit at :data:`INIT_BLEND_LOGIT`.  The untrained model is thus a
+mild detail-shrinking filter on every level (softmax centre weight ~0.35
+of 15 taps, blend ~0.88) and a colour-difference demosaic at the front (centre
+weight ~0.23 of 25 taps): a reasonable demosaic + mild denoise before any
+training.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+from kpnt import ops
+from kpnt.mosaic.cfa import CFA, CLASS_NAMES
+from kpnt.mosaic.front import front_widths
+from kpnt.ref.apply import APPLY_MODES
+from kpnt.ref.features import N_FEATURES
+from kpnt.ref.level import N_OUTPUTS
+from kpnt.ref.mlp import init_weights
+from kpnt.ref.pad import mosaic_pads
+from kpnt.ref.taps import DIAMOND, DIAMOND_CENTRE
+
+SENSORS = ("bayer", "xtrans", "rgb")
+
+#: Initial logit of the centre tap (other taps 0), colour and front kernels.
+INIT_CENTRE_LOGIT = 2.0
+#: Initial blend logit (sigmoid(2) ~ 0.88).
+INIT_BLEND_LOGIT = 2.0
+#: Seed of the default initialisation (models are reproducible by default).
+INIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a :class:`KPNT` (stored in every weights file).
+
+    Attributes:
+        width: hidden width of the colour MLP (multiple of 16).
+        hidden_layers: hidden layers of the colour MLP (matrices = layers + 1).
+        levels: colour pyramid levels (detail levels; M_levels is the coarse rest).
+        apply_mode: 'softmax' or 'plain' kernel normalisation.
+        noise_input: feed the log noise std to the MLPs.
+        front_radius: the front level's kernel is the full (2r+1)^2 square.
+        front_width, front_hidden_layers: front MLPs (one per site class);
+            64 x 4 (one layer fewer than the colour MLP: it runs on 4-9x as
+            many pixels, and its job, colour-difference transfer of a local
+            detail, is simpler).
+        leaky_slope: negative slope of the hidden leaky ReLUs (0.01).
+    """
+
+    width: int = 64
+    hidden_layers: int = 6
+    levels: int = 4
+    apply_mode: str = "softmax"
+    noise_input: bool = True
+    front_radius: int = 2
+    front_width: int = 64
+    front_hidden_layers: int = 4
+    leaky_slope: float = 0.01
+
+    def __post_init__(self):
+        problems = []
+        for name in ("width", "front_width"):
+            v = getattr(self, name)
+            if v <= 0 or v % 16:
+                problems.append(f"{name} must be a positive multiple of 16 (fused MLP tiles), got {v}")
+        for name in ("hidden_layers", "front_hidden_layers", "levels", "front_radius"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.apply_mode not in APPLY_MODES:
+            problems.append(f"apply_mode must be one of {APPLY_MODES}, got {self.apply_mode!r}")
+        if not 0 <= self.leaky_slope < 1:
+            problems.append(f"leaky_slope must be in [0, 1), got {self.leaky_slope}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+def _param_key(name: str) -> str:
+    """nn.Module-safe key of a weight-set name ('front.red/blue' -> 'front_red_blue')."""
+    return name.replace(".", "_").replace("/", "_").replace(" ", "_")
+
+
+def _make_mlp(n_in, width, layers, n_out, const_index, out_offset, slope, gen, n_in_used, n_out_used):
+    mats = init_weights(n_in, width, layers, n_out, const_index, out_offset, slope, gen, n_in_used, n_out_used)
+    return torch.nn.ParameterList([torch.nn.Parameter(m) for m in mats])
+
+
+class KPNT(torch.nn.Module):
+    """Kernel-predicting raw denoise-demosaic network.
+
+    Args:
+        sensor: 'bayer', 'xtrans' or 'rgb'.
+        config: architecture.
+        backend: op backend ('torch', 'cuda' or 'auto'); may be changed later
+            by assigning ``model.backend``.
+    """
+
+    def __init__(self, sensor: str, config: ModelConfig = ModelConfig(), backend: str = "torch"):
+        super().__init__()
+        if sensor not in SENSORS:
+            raise ValueError(f"sensor must be one of {SENSORS}, got {sensor!r}")
+        ops.resolve_backend(backend, torch.device("cpu"))        # validates the name
+        self.sensor = sensor
+        self.config = config
+        self.backend = backend
+        cfg = config
+        gen = torch.Generator().manual_seed(INIT_SEED)
+        self._set_names = ["colour"]
+        self.sets = torch.nn.ModuleDict()
+        out = torch.zeros(N_OUTPUTS)
+        out[DIAMOND_CENTRE] = INIT_CENTRE_LOGIT
+        out[len(DIAMOND)] = INIT_BLEND_LOGIT
+        out = self._offsets_for_mode(out, len(DIAMOND))
+        self.sets["colour"] = _make_mlp(N_FEATURES, cfg.width, cfg.hidden_layers, N_OUTPUTS, N_FEATURES - 1, out,
+                                        cfg.leaky_slope, gen, N_FEATURES, N_OUTPUTS)
+        if sensor != "rgb":
+            T, n_in, n_out = front_widths(cfg.front_radius)
+            out = torch.zeros(T + 1)
+            out[T // 2] = INIT_CENTRE_LOGIT          # raster centre of the square
+            out[T] = INIT_BLEND_LOGIT
+            out = self._offsets_for_mode(out, T)
+            for cls in CLASS_NAMES[sensor]:
+                name = f"front.{cls}"
+                self._set_names.append(name)
+                self.sets[_param_key(name)] = _make_mlp(n_in, cfg.front_width, cfg.front_hidden_layers, n_out, T + 1,
+                                                         out, cfg.leaky_slope, gen, T + 2, T + 1)
+
+    def _offsets_for_mode(self, out: torch.Tensor, T: int) -> torch.Tensor:
+        """Plain mode reads kernel weights, not logits: start from the same
+        normalised kernel as softmax would (weights exp(logit))."""
+        if self.config.apply_mode == "plain":
+            out = out.clone()
+            out[:T] = torch.exp(out[:T])
+        return out
+
+    # ------------------------------------------------------------------
+    def weight_sets(self) -> dict[str, list[torch.nn.Parameter]]:
+        """Weight matrices per set, e.g. ``{'colour': [...], 'front.green':
+        [...], 'front.red/blue': [...]}`` (bayer 3 sets, xtrans 4, rgb 1);
+        each list is ``[W_0 (width, n_in), ..., W_last (n_out, width)]``."""
+        return {name: list(self.sets[_param_key(name)]) for name in self._set_names}
+
+    def extra_repr(self) -> str:
+        return f"sensor={self.sensor!r}, backend={self.backend!r}, config={json.dumps(self.config.to_json())}"
+
+    # ------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, cfa: CFA | None, noise: torch.Tensor) -> torch.Tensor:
+        """Denoise (and demosaic) a batch.
+
+        Args:
+            x: (N, 1, H, W) white-balanced normalised mosaic whose photosite
+                (0, 0) has colour ``cfa.pattern[0, 0]`` (sensor bayer/xtrans),
+                or (N, 3, H, W) linear RGB with ``cfa=None`` (sensor rgb).
+                H, W >= 2 * CFA period (rgb: >= 2).
+            cfa: layout of ``x``; ``cfa.kind`` must equal ``self.sensor``.
+            noise: (N, 2, 3) ``[a; b]`` for R, G, B in the units of x:
+                ``var(x) = a_c x + b_c``.
+        Returns:
+            (N, 3, H, W) camera RGB, white-balanced, units of x.
+        """
+        self._check_inputs(x, cfa, noise)
+        if self.sensor == "rgb":
+            return self._forward_rgb(x, noise)
+        return self._forward_mosaic(x, cfa, noise)
+
+    def _check_inputs(self, x, cfa, noise):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+            raise ValueError(f"x: expected a float tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
+        if self.sensor == "rgb":
+            if cfa is not None:
+                raise ValueError(f"this model is for rgb input, got a {cfa.kind} CFA: use a {cfa.kind} model")
+            if x.shape[1] != 3:
+                raise ValueError(f"rgb model: x must have 3 channels, got {x.shape[1]}")
+            min_size = 2
+        else:
+            if cfa is None:
+                raise ValueError(f"this model is for {self.sensor} mosaics: pass the CFA of x")
+            if cfa.kind != self.sensor:
+                raise ValueError(f"this model is for {self.sensor} mosaics, the CFA is {cfa.kind} ({cfa.name}): "
+                                 f"load {cfa.kind} weights")
+            if x.shape[1] != 1:
+                raise ValueError(f"{self.sensor} model: x must be a mosaic (N, 1, H, W), got {x.shape[1]} channels")
+            min_size = 2 * cfa.period
+        if min(x.shape[-2:]) < min_size:
+            raise ValueError(f"x is {tuple(x.shape[-2:])}: both sides must be >= {min_size}")
+        if not isinstance(noise, torch.Tensor) or tuple(noise.shape) != (x.shape[0], 2, 3):
+            raise ValueError(f"noise: expected shape ({x.shape[0]}, 2, 3), got {tuple(getattr(noise, 'shape', ()))}")
+        if noise.dtype != x.dtype or noise.device != x.device:
+            raise ValueError(f"noise is {noise.dtype} on {noise.device}, x is {x.dtype} on {x.device}")
+
+    # ------------------------------------------------------------------
+    def _colour_kpn(self, c0: torch.Tensor, noise: torch.Tensor, counts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Denoise a colour base; returns ``(O_0, S_0)`` with S_0 = up(M_1)
+        (the smooth signal estimate of level 0), both (N, 3, h, w)."""
+        cfg, be = self.config, self.backend
+        weights = list(self.sets["colour"])
+        M = [c0]
+        for _ in range(cfg.levels):
+            M.append(ops.pyramid_down(M[-1], backend=be))
+        o = M[-1]
+        s0 = None
+        for i in reversed(range(cfg.levels)):
+            size = tuple(M[i].shape[-2:])
+            s = ops.pyramid_up(M[i + 1], size, backend=be)
+            D = M[i] - s
+            var = ops.detail_var(s, noise, counts, i, backend=be)
+            I, a = ops.colour_level(D, var, weights, cfg.leaky_slope, cfg.apply_mode, cfg.noise_input, backend=be)
+            o = ops.pyramid_up(o, size, backend=be) + a * I
+            s0 = s
+        return o, s0
+
+    def _forward_rgb(self, x, noise):
+        H, W = x.shape[-2:]
+        mult = 1 << self.config.levels
+        # pad bottom/right to a multiple of 2^levels so every level halves exactly
+        xp = ops.reflect_pad(x, 0, (-H) % mult, 0, (-W) % mult, backend=self.backend)
+        o, _ = self._colour_kpn(xp, noise, (1, 1, 1))
+        return o[..., :H, :W]
+
+    def _forward_mosaic(self, x, cfa, noise):
+        cfg, be = self.config, self.backend
+        H, W = x.shape[-2:]
+        b = cfa.block
+        mult = b << cfg.levels
+        oy, ox = cfa.block_phase
+        top, bottom = mosaic_pads(H, oy, b, mult, cfg.front_radius)
+        left, right = mosaic_pads(W, ox, b, mult, cfg.front_radius)
+        xp, cfa_p = ops.pad_mosaic(x, cfa, top, bottom, left, right, backend=be)
+        c0 = ops.colour_base(xp, cfa_p, backend=be)
+        o0, s0 = self._colour_kpn(c0, noise, tuple(int(c) for c in cfa.base_counts))
+        U = ops.up_block(o0, b, backend=be)
+        S = ops.up_block(s0, b, backend=be)
+        fronts = [list(self.sets[_param_key(f"front.{c}")]) for c in cfa.class_names]
+        out = ops.front_level(xp, U, S, noise, cfa_p, fronts, cfg.front_radius, cfg.leaky_slope, cfg.apply_mode,
+                              cfg.noise_input, backend=be)
+        return out[..., top:top + H, left:left + W]

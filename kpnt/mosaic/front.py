@@ -1,0 +1,203 @@
+"""The full-resolution mosaic level (DESIGN.md section 3), pure PyTorch.
+
+Inputs: the mosaic ``x`` (N, 1, H, W), the denoised colour base brought to
+full resolution ``U = up_block(O_0)`` (N, 3, H, W), a smooth signal
+estimate ``S`` (N, 3, H, W) for the noise model, and the noise profile.
+
+1. Detail of every photosite against the smooth estimate of its own colour:
+   ``d(q) = x(q) - U_{c(q)}(q)``, and its noise std
+   ``sigma(q) = sqrt(max(a_c S_c(q) + b_c, floor))``.
+2. For each pixel p of site class k, gather the full ``(2r+1)^2`` square of
+   taps **in the class's canonical orientation**: canonical tap t of p lies
+   at ``p + cfa.canonical_offsets(taps)[p mod P, t]``.  MLP inputs, padded to
+   a multiple of 16 (zeros):
+   ``[0:T]`` ``asinh(d / sigma)`` of the taps (SNR, compressed as in the
+   colour levels), ``[T]`` noise input ``(ln sigma(p) + 6)/3`` (0 with
+   ``noise_input=False``), ``[T+1]`` constant 1.  No input says which of red
+   or blue a tap measured: a tap's role (green / own colour / other) is
+   fixed by its canonical position, so sites that agree up to the R/B swap
+   (``cfa.swap_rb``) share one weight set.
+3. The class's MLP gives T kernel logits (canonical tap order) and a blend
+   logit (outputs padded to a multiple of 16, extra rows unused).  Because
+   the kernel is applied to the details gathered with the *same* canonical
+   indices, mapping it back to the site's orientation is implicit:
+   ``O(p) = U(p) + sigmoid(blend) * sum_t w_t d(p + M_p t)``, the same
+   detail added to all three channels (colour-difference transfer).
+
+Taps outside the image read ``d = 0`` (no detail); ``kpnt.model`` pads the
+mosaic so that only cropped pixels see that.
+
+Pixels are processed per class with precomputed flat index tensors (cached
+per pattern, size and device): one gather per class, one MLP call per
+class, and one final gather that puts every pixel back in raster order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kpnt.mosaic.cfa import CFA
+from kpnt.ref.apply import normalise_kernel
+from kpnt.ref.mlp import mlp
+from kpnt.ref.noise import noise_feature, site_var
+from kpnt.ref.taps import square_taps
+
+
+def _pad16(n: int) -> int:
+    return -(-n // 16) * 16
+
+
+def front_widths(radius: int) -> tuple[int, int, int]:
+    """``(T, n_in, n_out)`` of the front MLPs: T = (2r+1)^2 taps,
+    n_in = pad16(T + 2) inputs, n_out = pad16(T + 1) outputs."""
+    T = (2 * radius + 1) ** 2
+    return T, _pad16(T + 2), _pad16(T + 1)
+
+
+def up_block(o0: torch.Tensor, block: int) -> torch.Tensor:
+    """Colour base to full resolution, each base pixel at its block centre.
+
+    Bilinear; full-res pixel y reads base coordinate ``(y - (b-1)/2) / b``,
+    clamped at the borders (``F.interpolate(..., align_corners=False)``).
+
+    Args:
+        o0: (N, C, h, w).
+    Returns:
+        (N, C, h*b, w*b).
+    """
+    return F.interpolate(o0, scale_factor=block, mode="bilinear", align_corners=False)
+
+
+@dataclass(frozen=True)
+class FrontIndex:
+    """Gather/scatter indices of one (pattern, H, W, radius, device).
+
+    Attributes:
+        pos: per class, (n_k,) raster index ``y*W + x`` of the class's pixels.
+        taps: per class, (n_k, T) index of each canonical tap in the
+            zero-padded ``(H+2r) x (W+2r)`` raster.
+        inverse: (H*W,) where each raster pixel sits in ``cat(pos)``.
+        colour: (H, W) int64 colour of every photosite.
+    """
+
+    pos: tuple[torch.Tensor, ...]
+    taps: tuple[torch.Tensor, ...]
+    inverse: torch.Tensor
+    colour: torch.Tensor
+
+
+@lru_cache(maxsize=32)
+def _front_index(pattern: bytes, period: int, H: int, W: int, radius: int, device: str) -> FrontIndex:
+    cfa = CFA(np.frombuffer(pattern, dtype=np.int64).reshape(period, period))
+    offsets = cfa.canonical_offsets(square_taps(radius))            # (P, P, T, 2)
+    P = cfa.period
+    ys, xs = np.mgrid[0:H, 0:W]
+    cls_map = cfa.site_class[ys % P, xs % P]
+    pos, taps = [], []
+    for k in range(cfa.n_classes):   # 2-3 classes, each handled with array ops
+        y, x = ys[cls_map == k], xs[cls_map == k]
+        off = offsets[y % P, x % P]                                  # (n_k, T, 2)
+        ty = y[:, None] + off[..., 0] + radius
+        tx = x[:, None] + off[..., 1] + radius
+        pos.append(y * W + x)
+        taps.append(ty * (W + 2 * radius) + tx)
+    order = np.concatenate(pos)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
+    return FrontIndex(tuple(map(as_t, pos)), tuple(map(as_t, taps)), as_t(inverse), as_t(cfa.colour_map(H, W)))
+
+
+def front_index(cfa: CFA, H: int, W: int, radius: int, device) -> FrontIndex:
+    """Cached :class:`FrontIndex` for a mosaic of ``H x W`` with layout ``cfa``."""
+    return _front_index(cfa.pattern.tobytes(), cfa.period, H, W, radius, str(device))
+
+
+def front_detail(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, noise: torch.Tensor, cfa: CFA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Photosite details against the smooth estimate and their noise std.
+
+    Args:
+        x: (N, 1, H, W) mosaic.  U, S: (N, 3, H, W).  noise: (N, 2, 3).
+    Returns:
+        ``(d, sigma)``, both (N, 1, H, W).
+    """
+    N, _, H, W = x.shape
+    col = torch.as_tensor(cfa.colour_map(H, W), device=x.device)
+    idx = col.expand(N, 1, H, W)
+    a = noise[:, 0][:, col].unsqueeze(1)                              # (N, 1, H, W)
+    b = noise[:, 1][:, col].unsqueeze(1)
+    d = x - U.gather(1, idx)
+    sigma = torch.sqrt(site_var(S.gather(1, idx), a, b))
+    return d, sigma
+
+
+def front_features(
+    d: torch.Tensor, sigma: torch.Tensor, cfa: CFA, radius: int, noise_input: bool
+) -> tuple[list[torch.Tensor], list[torch.Tensor], FrontIndex]:
+    """Gather every class's MLP inputs and raw tap details.
+
+    Args:
+        d, sigma: (N, 1, H, W) from :func:`front_detail`.
+    Returns:
+        ``(feats, dtaps, index)``: per class k, feats[k] (N*n_k, n_in) rows in
+        (image, pixel of ``index.pos[k]``) order and dtaps[k] (N, n_k, T) the
+        unnormalised details at the canonical taps.
+    """
+    N, _, H, W = d.shape
+    T, n_in, _ = front_widths(radius)
+    index = front_index(cfa, H, W, radius, d.device)
+    snr = torch.asinh(d / sigma)
+    both = F.pad(torch.cat([snr, d], 1), (radius,) * 4).reshape(N, 2, -1)
+    nz = noise_feature(sigma) if noise_input else torch.zeros_like(sigma)
+    nz = nz.reshape(N, H * W)
+    feats, dtaps = [], []
+    for pos, taps in zip(index.pos, index.taps):
+        g = both[:, :, taps]                                          # (N, 2, n_k, T)
+        n_k = pos.numel()
+        rows = [g[:, 0].reshape(N * n_k, T), nz[:, pos].reshape(N * n_k, 1), d.new_ones(N * n_k, 1)]
+        if n_in > T + 2:
+            rows.append(d.new_zeros(N * n_k, n_in - T - 2))
+        feats.append(torch.cat(rows, 1))
+        dtaps.append(g[:, 1])
+    return feats, dtaps, index
+
+
+def front_level(
+    x: torch.Tensor,
+    U: torch.Tensor,
+    S: torch.Tensor,
+    noise: torch.Tensor,
+    cfa: CFA,
+    weights: Sequence[Sequence[torch.Tensor]],
+    radius: int,
+    leaky_slope: float,
+    apply_mode: str,
+    noise_input: bool,
+) -> torch.Tensor:
+    """Full-resolution output of the mosaic level (module doc).
+
+    Args:
+        x: (N, 1, H, W) mosaic with layout ``cfa``.
+        U: (N, 3, H, W) ``up_block(O_0)``.
+        S: (N, 3, H, W) smooth signal estimate for the noise model.
+        noise: (N, 2, 3) ``[a; b]`` per channel.
+        weights: one MLP per site class, in ``cfa.class_names`` order.
+    Returns:
+        (N, 3, H, W) ``U + a * sum_t w_t d_t`` (same value on all channels).
+    """
+    N, _, H, W = x.shape
+    T, _, _ = front_widths(radius)
+    d, sigma = front_detail(x, U, S, noise, cfa)
+    feats, dtaps, index = front_features(d, sigma, cfa, radius, noise_input)
+    deltas = []
+    for f, dt, w in zip(feats, dtaps, weights):
+        out = mlp(f, w, leaky_slope).reshape(N, dt.shape[1], -1)      # (N, n_k, n_out)
+        k = normalise_kernel(out[..., :T], apply_mode)
+        deltas.append(torch.sigmoid(out[..., T]) * (k * dt).sum(-1))
+    delta = torch.cat(deltas, 1)[:, index.inverse].reshape(N, 1, H, W)
+    return U + delta

@@ -1,0 +1,72 @@
+"""MLP inputs of the colour levels (DESIGN.md section 2).
+
+Per pixel p of a detail level ``D_i`` (N, 3, h, w) with per-channel noise
+variance ``var`` (N, 3, h, w), 32 inputs, in this order:
+
+* ``[0:15]``  luminance of the 15 diamond taps (``kpnt.ref.taps.DIAMOND``),
+* ``[15:30]`` chroma of the same taps,
+* ``[30]``    noise input ``(ln sigma(p) + 6) / 3`` (0 with ``noise_input=False``),
+* ``[31]``    constant 1 (the first layer's bias).
+
+With ``sigma = sqrt(mean_c var_c)`` (RMS channel noise std of ``D_i`` at the
+pixel) and ``u_c = D_c / sigma``:
+
+* ``lum = sqrt(3) * mean_c u_c``  (unit variance on white noise),
+* ``chroma = (sqrt(sum_c (u_c - mean u)^2 + eps^2) - eps) / sqrt(2)``
+  (saturation-like, rms ~1 on white noise, smooth everywhere: eps = 0.1),
+
+each then compressed by ``asinh``: SNR-like inputs, invariant to exposure
+where the noise is, linear for small SNR and logarithmic for large ones, so
+noise-free data stays in a range that f16 fused kernels can hold.  The map
+is computed per pixel first and then gathered, so each tap's values are
+normalised by the noise at that tap.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from kpnt.ref.noise import noise_feature
+from kpnt.ref.taps import DIAMOND, gather_taps
+
+#: Softening of the chroma norm, in units of the noise std.
+CHROMA_EPS = 0.1
+#: Number of MLP inputs of a colour level.
+N_FEATURES = 32
+
+
+def detail_maps(D: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel compressed luminance/chroma and noise std.
+
+    Args:
+        D: (N, 3, h, w) detail coefficients.
+        var: (N, 3, h, w) their noise variance.
+    Returns:
+        ``(f, sigma)``: f (N, 2, h, w) = asinh(lum), asinh(chroma); sigma (N, 1, h, w).
+    """
+    sigma = torch.sqrt(var.mean(1, keepdim=True))
+    u = D / sigma
+    mu = u.mean(1, keepdim=True)
+    lum = mu * math.sqrt(3.0)
+    chroma = (torch.sqrt(((u - mu) ** 2).sum(1, keepdim=True) + CHROMA_EPS ** 2) - CHROMA_EPS) / math.sqrt(2.0)
+    return torch.asinh(torch.cat([lum, chroma], 1)), sigma
+
+
+def colour_features(D: torch.Tensor, var: torch.Tensor, noise_input: bool = True) -> torch.Tensor:
+    """The 32 MLP inputs of every pixel of a colour level (module doc).
+
+    Args:
+        D: (N, 3, h, w) detail coefficients ``D_i``.
+        var: (N, 3, h, w) per-channel noise variance of ``D_i``.
+        noise_input: feed ``(ln sigma + 6)/3`` (else 0).
+    Returns:
+        (N*h*w, 32), rows in (n, y, x) raster order.
+    """
+    N, _, h, w = D.shape
+    f, sigma = detail_maps(D, var)
+    taps = gather_taps(f, DIAMOND)                                  # (N, 2, h, w, 15)
+    taps = taps.permute(0, 2, 3, 1, 4).reshape(N * h * w, 2 * len(DIAMOND))
+    nz = noise_feature(sigma) if noise_input else torch.zeros_like(sigma)
+    nz = nz.reshape(N * h * w, 1)
+    return torch.cat([taps, nz, torch.ones_like(nz)], 1)

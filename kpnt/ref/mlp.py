@@ -1,0 +1,85 @@
+"""Bias-free MLP, the shape a fully fused tensor-core kernel evaluates.
+
+Every layer is a plain ``(out, in)`` matrix (widths multiples of 16, no bias
+vectors); a constant-1 input feature plays the role of the first layer's
+bias.  Hidden layers use leaky ReLU, the output layer is linear.
+
+Initialisation (:func:`init_weights`) threads the constant through the net so
+that every layer starts *with* a bias: hidden unit 0 of every layer is wired
+to copy the constant (leaky ReLU leaves 1 unchanged), every other unit reads
+it with a random weight, and the output layer reads it with the requested
+output offsets.  Training may of course repurpose unit 0.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], leaky_slope: float) -> torch.Tensor:
+    """Evaluate the MLP on a batch of pixels.
+
+    Args:
+        x: (P, n_in) inputs, one row per pixel.
+        weights: matrices ``W_0 (width, n_in), ..., W_last (n_out, width)``.
+        leaky_slope: negative slope of the hidden activations.
+    Returns:
+        (P, n_out).
+    """
+    h = x
+    for w in weights[:-1]:
+        h = F.leaky_relu(h @ w.t(), leaky_slope)
+    return h @ weights[-1].t()
+
+
+def init_weights(
+    n_in: int,
+    width: int,
+    hidden_layers: int,
+    n_out: int,
+    const_index: int,
+    out_offset: torch.Tensor,
+    leaky_slope: float,
+    generator: torch.Generator,
+    n_in_used: int | None = None,
+    n_out_used: int | None = None,
+    out_scale: float = 0.1,
+) -> list[torch.Tensor]:
+    """Initial weights: He-normal hidden layers, a small last layer.
+
+    Args:
+        n_in, width, hidden_layers, n_out: shapes; ``hidden_layers`` hidden
+            layers of ``width`` give ``hidden_layers + 1`` matrices.
+        const_index: input column that is constant 1.
+        out_offset: (n_out_used,) initial output values (the output layer's
+            effective bias, carried by hidden unit 0).
+        n_in_used / n_out_used: columns/rows beyond these are padding (zero
+            inputs, unused outputs) and start at zero.
+        out_scale: std of the random part of the last layer, times
+            ``1/sqrt(width)``: small so the outputs start near ``out_offset``.
+    Returns:
+        list of float32 tensors.
+    """
+    n_in_used = n_in if n_in_used is None else n_in_used
+    n_out_used = n_out if n_out_used is None else n_out_used
+    gain = math.sqrt(2.0 / (1.0 + leaky_slope ** 2))
+    mats = []
+    fan_in = n_in_used
+    for layer in range(hidden_layers):
+        cols = n_in if layer == 0 else width
+        w = torch.zeros(width, cols)
+        used = n_in_used if layer == 0 else width
+        w[:, :used] = torch.randn(width, used, generator=generator) * (gain / math.sqrt(fan_in))
+        src = const_index if layer == 0 else 0
+        w[0, :] = 0.0
+        w[0, src] = 1.0                      # unit 0 carries the constant
+        mats.append(w)
+        fan_in = width
+    w = torch.zeros(n_out, width)
+    w[:n_out_used] = torch.randn(n_out_used, width, generator=generator) * (out_scale / math.sqrt(width))
+    w[:n_out_used, 0] = out_offset
+    mats.append(w)
+    return mats

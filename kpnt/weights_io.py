@@ -1,0 +1,193 @@
+"""Weights on disk (DESIGN.md section 5).
+
+A kpnt weights file is ``safetensors``: one float32 tensor per weight matrix,
+named ``<set>.w<layer>`` (e.g. ``colour.w0``, ``front.red/blue.w4``; each
+``(out, in)``), and one metadata entry ``"kpnt"`` holding a JSON string
+(safetensors metadata is str -> str)::
+
+    {"format_version": 1, "kpnt_version": "0.1.0", "sensor": "bayer",
+     "cfa": {"kind": "bayer", "pattern": [[0, 1], [1, 2]]} | null,
+     "config": {...ModelConfig...},
+     "weight_sets": {"colour": [[64, 32], ...], ...},
+     "provenance": {...data, noise profiles, steps, validation PSNR...}}
+
+``cfa`` is the canonical CFA of the sensor kind (RGGB, or X-Trans as
+``CFA.xtrans()``): the phase whose class layouts define every weight set's
+canonical orientation (see :mod:`kpnt.mosaic.cfa`); the CFA the model was
+trained on is kept in ``provenance['train_cfa']`` when given.
+
+Loading checks everything and raises :class:`kpnt.errors.WeightsError` with
+a one-line message: missing or corrupt file, weights for another sensor,
+architecture mismatch, or a newer format version than this kpnt reads.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import kpnt
+from kpnt.errors import WeightsError
+from kpnt.model import KPNT, SENSORS, ModelConfig
+from kpnt.mosaic.cfa import CFA
+
+#: Version of the on-disk layout written by :func:`save_weights`.
+FORMAT_VERSION = 1
+META_KEY = "kpnt"
+
+
+def _canonical_cfa(sensor: str) -> CFA | None:
+    if sensor == "bayer":
+        return CFA.bayer("RGGB")
+    if sensor == "xtrans":
+        return CFA.xtrans()
+    return None
+
+
+def _tensor_name(set_name: str, layer: int) -> str:
+    return f"{set_name}.w{layer}"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_weights(path, model: KPNT, cfa: CFA | None, provenance: dict) -> None:
+    """Write ``model``'s weights and metadata to ``path`` atomically.
+
+    Args:
+        path: target file (``.safetensors``).
+        model: the model to save.
+        cfa: CFA the model was trained on (None for rgb); must match the
+            model's sensor.  Stored as ``provenance['train_cfa']``; the file's
+            ``cfa`` entry is the sensor's canonical CFA.
+        provenance: JSON-serialisable dict (data, noise profiles, steps,
+            validation PSNR, ...).
+    """
+    from safetensors.torch import save
+
+    if model.sensor == "rgb":
+        if cfa is not None:
+            raise ValueError(f"an rgb model has no CFA, got {cfa.kind}")
+    elif cfa is None or cfa.kind != model.sensor:
+        raise ValueError(f"a {model.sensor} model needs a {model.sensor} CFA, got {cfa!r}")
+    prov = dict(provenance)
+    if cfa is not None:
+        prov.setdefault("train_cfa", cfa.to_json())
+    tensors, shapes = {}, {}
+    for name, mats in model.weight_sets().items():
+        shapes[name] = [list(m.shape) for m in mats]
+        for i, m in enumerate(mats):
+            tensors[_tensor_name(name, i)] = m.detach().to("cpu", torch.float32).contiguous()
+    canon = _canonical_cfa(model.sensor)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "kpnt_version": kpnt.__version__,
+        "sensor": model.sensor,
+        "cfa": canon.to_json() if canon is not None else None,
+        "config": model.config.to_json(),
+        "weight_sets": shapes,
+        "provenance": prov,
+    }
+    data = save(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    _atomic_write_bytes(Path(path), data)
+
+
+def read_metadata(path) -> dict:
+    """The metadata dict of a kpnt weights file (no tensors loaded).
+
+    Raises:
+        WeightsError: missing, unreadable or not a kpnt weights file, or a
+            newer format version.
+    """
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"{p}: no such weights file")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+    except Exception as e:   # safetensors raises several types for bad headers
+        raise WeightsError(f"{p}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+    if raw is None:
+        raise WeightsError(f"{p}: safetensors file without kpnt metadata: not a kpnt weights file")
+    try:
+        meta = json.loads(raw)
+        version = int(meta["format_version"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise WeightsError(f"{p}: corrupt kpnt metadata ({e})") from e
+    if version > FORMAT_VERSION:
+        raise WeightsError(f"{p}: weights format version {version} is newer than this kpnt "
+                           f"{kpnt.__version__} reads ({FORMAT_VERSION}): upgrade kpnt")
+    return meta
+
+
+def load_weights(path, sensor: str | None = None, device="cpu") -> tuple[KPNT, dict]:
+    """Build the model a weights file describes and load its weights.
+
+    Args:
+        path: weights file.
+        sensor: the sensor the caller has ('bayer', 'xtrans', 'rgb'), or None
+            to accept any.
+        device: where to put the model.
+    Returns:
+        ``(model, metadata)``.
+    Raises:
+        WeightsError: one line, for a missing/corrupt file, weights for another
+            sensor, an architecture mismatch, or a newer format version.
+    """
+    from safetensors import safe_open
+
+    p = Path(path)
+    meta = read_metadata(p)
+    file_sensor = meta.get("sensor")
+    if file_sensor not in SENSORS:
+        raise WeightsError(f"{p}: unknown sensor {file_sensor!r} in metadata (expected one of {SENSORS})")
+    if sensor is not None and sensor != file_sensor:
+        raise WeightsError(f"{p}: weights are for {file_sensor}, this raw is {sensor}: "
+                           f"pass --weights with a {sensor} model")
+    try:
+        config = ModelConfig.from_json(meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"{p}: architecture mismatch: model config not understood by kpnt "
+                           f"{kpnt.__version__} ({e})") from e
+    canon = _canonical_cfa(file_sensor)
+    if (canon.to_json() if canon is not None else None) != meta.get("cfa"):
+        raise WeightsError(f"{p}: architecture mismatch: canonical CFA {meta.get('cfa')} is not kpnt's for {file_sensor}")
+    model = KPNT(file_sensor, config)
+    expected = {_tensor_name(n, i): m for n, mats in model.weight_sets().items() for i, m in enumerate(mats)}
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            names = set(f.keys())
+            missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
+            if missing or extra:
+                raise WeightsError(f"{p}: architecture mismatch: missing tensors {missing[:4]}, unexpected {extra[:4]}")
+            with torch.no_grad():
+                for name, param in expected.items():
+                    t = f.get_tensor(name)
+                    if tuple(t.shape) != tuple(param.shape):
+                        raise WeightsError(f"{p}: architecture mismatch: {name} is {tuple(t.shape)}, "
+                                           f"the config implies {tuple(param.shape)}")
+                    if not torch.isfinite(t).all():
+                        raise WeightsError(f"{p}: corrupt weights: {name} holds inf or nan")
+                    param.copy_(t)
+    except WeightsError:
+        raise
+    except Exception as e:
+        raise WeightsError(f"{p}: corrupt weights file ({type(e).__name__}: {e})") from e
+    return model.to(device), meta
