@@ -132,3 +132,12 @@ def test_dng_refuses_overwrite(tmp_path):
     write_cfa_dng(path, mosaic(seed=9), CFA.bayer(), meta(), overwrite=True)
     assert path.read_bytes() != before
     assert os.listdir(tmp_path) == ["x.dng"]
+
+
+def test_writing_needs_no_rawpy():
+    import subprocess
+    import sys
+
+    code = ("import sys, kpnt.io; from kpnt.io import write_cfa_dng, write_tiff; "
+            "assert 'rawpy' not in sys.modules; kpnt.io.read_raw; assert 'rawpy' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
