@@ -85,6 +85,7 @@ def test_camera_lookup_spelling_sensor_kinds_and_source_numbers():
     # Spot check against LibRaw's adobe_coeff row for the D750, / 10000.
     d750 = np.array([9020, -2890, -715, -4535, 12436, 2348, -934, 1919, 7086]).reshape(3, 3) / 10000
     np.testing.assert_array_equal(camera_matrix("nikon", "d750"), d750)
+    assert camera_info("FUJIFILM", "x-t10")["model"] == "X-T10"         # the table's spelling back
     info = find_camera("Fujifilm X-T10")
     assert info["sensor"] == "xtrans" and info["make"] == "Fujifilm"
     np.testing.assert_array_equal(info["xyz_to_cam"], camera_matrix("Fujifilm", "X-T1"))

@@ -158,8 +158,8 @@ def make_ladder(
     info = camera_info(make, model)
     if info["sensor"] != cfa.kind:
         raise SynthError(
-            f"{info['make']} {info['model']} has a {SENSOR_NAMES[info['sensor']]} sensor, but the CFA is {SENSOR_NAMES[cfa.kind]}: "
-            f"pick a camera and CFA of the same kind"
+            f"{info['make']} {info['model']} has a {SENSOR_NAMES[info['sensor']]} sensor, but the CFA is "
+            f"{SENSOR_NAMES[cfa.kind]}: pick a camera and CFA of the same kind"
         )
     isos = _check_isos(isos)
     if not stem or os.sep in stem or (os.altsep and os.altsep in stem):

@@ -159,6 +159,7 @@ def to_raw_counts(mosaic_norm, black, white: float, colour=None) -> np.ndarray:
         raise SynthError(f"black must be a number or 3 per-colour values, got shape {black.shape}")
     white = float(white)
     if not np.all(black >= 0) or not np.all(white > black) or white > 65535:
-        raise SynthError(f"levels must satisfy 0 <= black < white <= 65535, got black {np.unique(black)}, white {white}")
+        raise SynthError(
+            f"levels must satisfy 0 <= black < white <= 65535, got black {np.unique(black)}, white {white}")
     counts = np.rint(x * (white - black) + black)
     return np.clip(counts, 0, white).astype(np.uint16)
