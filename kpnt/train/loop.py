@@ -156,7 +156,7 @@ class Trainer:
         loss = self.loss_fn(out, batch.target, batch.valid, self.cfg.loss_border)
         reason = None
         if not torch.isfinite(loss):
-            reason = f"loss is {float(loss)}"
+            reason = f"loss is {loss.item()}"
         else:
             loss.backward()
             if not _finite_grads(self.params):
@@ -170,15 +170,18 @@ class Trainer:
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.optim.step()
-        return float(loss)
+        return loss.item()
 
     # -- the run -----------------------------------------------------------
-    def run(self, progress: bool = True) -> History:
+    def run(self, progress: bool = True, until: int | None = None) -> History:
+        """Train to ``cfg.steps`` (or stop early at step ``until``, as an
+        interruption would, leaving a checkpoint to resume from)."""
         cfg = self.cfg
+        last_step = cfg.steps if until is None else min(until, cfg.steps)
         start = time.monotonic()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
         last_val = self.history.val_psnr[-1] if self.history.val_psnr else float("nan")
-        while self.step < cfg.steps:
+        while self.step < last_step:
             loss = self.train_step()
             if loss is not None:
                 self.history.steps.append(self.step)

@@ -1,0 +1,140 @@
+"""Training loop: exact resume, NaN steps skipped, CLI end to end."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from kpnt.cli.train import main as train_main
+from kpnt.model import KPNT
+from kpnt.train.loop import CHECKPOINT_NAME, Trainer, TrainConfig
+from kpnt.train.loss import psnr_linear, smape
+from kpnt.train.photos import PhotoSource
+from kpnt.train.synthesis import CameraModel, random_cfa, synthesize
+from kpnt.weights_io import load_weights
+
+XYZ_TO_CAM = np.array([[0.7, -0.1, -0.05], [-0.4, 1.2, 0.2], [-0.05, 0.1, 0.6]])
+NOISE = np.array([[[2e-3, 1e-3, 1.5e-3], [4e-6, 2e-6, 3e-6]]])
+
+
+def _photos(n=3, size=72, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = []
+    for _ in range(n):
+        img = np.stack([0.5 + 0.4 * np.sin(2 * np.pi * (rng.uniform(1, 4) * xx + rng.uniform(0, 3) * yy + rng.uniform())) for _ in range(3)])
+        out.append(torch.from_numpy(img.astype(np.float32).clip(0, 1)))
+    return PhotoSource(out)
+
+
+def _trainer(tmp_path, sensor="bayer", steps=6, source_hook=None, seed=0):
+    torch.manual_seed(seed)
+    model = KPNT(sensor)
+    photos = _photos()
+    cams = [CameraModel("test cam", XYZ_TO_CAM, NOISE)]
+
+    def source(gen):
+        batch = synthesize(photos.sample(2, 36, gen), random_cfa(sensor, gen), cams, gen)
+        return source_hook(batch) if source_hook else batch
+
+    vgen = torch.Generator().manual_seed(7)
+    val = [synthesize(photos.centre_tiles(36), random_cfa(sensor, torch.Generator().manual_seed(1)), cams, vgen)]
+    cfg = TrainConfig(steps=steps, val_every=3, ckpt_every=3, seed=seed)
+    return Trainer(model, cfg, source, val, tmp_path, {"data": "test"})
+
+
+def test_smape_and_psnr():
+    a = torch.rand(2, 3, 10, 10)
+    valid = torch.ones(2, 1, 10, 10, dtype=torch.bool)
+    assert smape(a, a, valid) == 0
+    b = a.clone()
+    b[..., 0, 0] = 100.0
+    valid[..., 0, 0] = False
+    assert smape(b, a, valid) == 0  # masked pixel ignored
+    assert smape(b, a, torch.ones_like(valid)) > 0
+    a = a * 0.9  # keep a + 0.01 inside [0, 1], where psnr_linear clips
+    assert torch.allclose(psnr_linear(a + 0.01, a, border=0), torch.full((2,), 40.0), atol=1e-3)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = _trainer(tmp_path / "full")
+    full.run(progress=False)
+
+    half = _trainer(tmp_path / "half")
+    half.run(progress=False, until=3)  # interrupted after step 3
+    resumed = _trainer(tmp_path / "half", seed=123)  # different init: must be overwritten by the checkpoint
+    resumed.load_checkpoint(tmp_path / "half" / CHECKPOINT_NAME)
+    assert resumed.step == 3
+    resumed.run(progress=False)
+
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7, msg=f"weight {k} differs after resume")
+    # and the run really trained: weights moved from their initialisation
+    init = _trainer(tmp_path / "init").model.state_dict()
+    assert any(not torch.equal(init[k], a[k]) for k in a)
+    assert full.history.losses == pytest.approx(half.history.losses + resumed.history.losses[3:])
+
+
+def test_nan_input_step_is_skipped_and_weights_stay_finite(tmp_path):
+    calls = {"n": 0}
+
+    def poison(batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            batch.x[0, 0, 5, 5] = float("nan")
+        return batch
+
+    tr = _trainer(tmp_path, steps=4, source_hook=poison)
+    hist = tr.run(progress=False)
+    assert [s for s, _ in hist.skipped] == [2]
+    assert len(hist.losses) == 3
+    model, meta = load_weights(tmp_path / "weights.safetensors", sensor="bayer")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert meta["provenance"]["skipped_steps"] == 1
+
+
+def _clean_folder(tmp_path):
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    for i, p in enumerate(_photos(4, 80, seed=3).photos):
+        srgb = (p.numpy().transpose(1, 2, 0) ** (1 / 2.2) * 255).round().astype(np.uint8)
+        cv2.imwrite(str(folder / f"p{i}.png"), srgb[:, :, ::-1])
+    return folder
+
+
+def _profile_table(tmp_path):
+    table = {"version": 1, "noiseprofiles": [{"maker": "Nikon", "models": [{"model": "D750", "profiles": [
+        {"name": "iso 100", "iso": 100, "a": [1e-5, 8e-6, 1.2e-5], "b": [2e-8, 1e-8, 2e-8]},
+        {"name": "iso 3200", "iso": 3200, "a": [3e-4, 2e-4, 3e-4], "b": [6e-7, 4e-7, 6e-7]},
+    ]}]}]}
+    path = tmp_path / "profiles.json"
+    path.write_text(json.dumps(table))
+    return path
+
+
+@pytest.mark.parametrize("sensor", ["bayer", "xtrans"])
+def test_cli_trains_and_writes_outputs(tmp_path, sensor, capsys):
+    clean, table = _clean_folder(tmp_path), _profile_table(tmp_path)
+    camera = "Nikon D750"
+    args = ["--sensor", sensor, "--clean", str(clean), "--profiles", str(table), "--camera", camera, "--isos", "3200",
+            "--steps", "4", "--batch", "2", "--tile", "36", "--val-every", "2", "--ckpt-every", "2", "-o", str(tmp_path / "run"), "--no-progress"]
+    assert train_main(args) == 0
+    out = capsys.readouterr().out
+    assert "trained 4 steps" in out
+    for name in ("weights.safetensors", "curve.png", "checkpoint.pt", "history.json"):
+        assert (tmp_path / "run" / name).exists()
+    assert cv2.imread(str(tmp_path / "run" / "curve.png")) is not None
+    # a second run into the same folder refuses; --resume continues
+    assert train_main(args) == 1
+    assert "pass --resume" in capsys.readouterr().err
+    assert train_main(args + ["--resume"]) == 0  # already complete: nothing more to do
+    assert "trained 4 steps" in capsys.readouterr().out
+
+
+def test_cli_rejects_missing_data(tmp_path, capsys):
+    assert train_main(["--sensor", "bayer", "-o", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--clean" in err[0]
