@@ -1,0 +1,695 @@
+// Fully fused tensor-core MLP (forward, and backward with recomputation).
+//
+// Technique (after tiny-cuda-nn's FullyFusedMLP, written anew for mma.sync):
+// the whole network is evaluated inside one kernel; weights sit in shared
+// memory, activations never touch device memory.  The building block is the
+// PTX instruction mma.sync.m16n8k16 (f16 inputs, f32 accumulation).  Because
+// its accumulator layout (thread t holds rows t/4 and t/4+8, columns
+// 2*(t%4)+{0,1} of each 16x8 tile) is exactly the layout of its A operand
+// when two neighbouring 16x8 tiles are read as one 16x16 tile, a warp that
+// owns *all* output columns of its rows can feed a layer's result straight
+// into the next layer from registers: only the weights (B operand) are read
+// from shared memory, with ldmatrix.  See docs/KERNELS.md for the numbers.
+//
+// Forward: 4 warps per block, 32 rows per warp (two 16-row blocks share each
+// weight fragment, halving shared-memory traffic per mma), persistent grid.
+//
+// Backward: 8 warps per block, 16 rows per warp, tile of 128 pixels.  Each
+// tile recomputes the forward pass (storing the f16 post-activations of every
+// layer in shared memory: cheaper than a round trip through device memory),
+// then walks back through the layers.  Per matrix m:
+//   dW_m += dZ_{m+1}^T A_m     (sum over the 128 pixels of the tile, one
+//                               tensor-core product per 16x8 tile of dW_m;
+//                               each warp owns a fixed set of dW tiles and
+//                               accumulates it in registers over all tiles
+//                               the persistent block visits)
+//   dA_m  = dZ_{m+1} W_m       (per warp, from registers, like the forward)
+//   dZ_m  = dA_m * lrelu'(A_m) (sign of the stored post-activation: slope > 0
+//                               keeps the sign of the pre-activation)
+// Each block writes its partial dW once at the end; the caller sums them.
+//
+// f16 range: gradients of a mean loss over millions of pixels are ~1e-7 and
+// would underflow f16.  Each tile therefore scales dL/dy by a power of two
+// that brings its largest magnitude into [0.5, 1) (exact, the backward is
+// linear in dL/dy) and divides the scale back out in f32.
+#include "fused_mlp.cuh"
+
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace kpnt {
+namespace {
+
+// Halves of padding per shared-memory row: every row stride becomes an odd
+// multiple of 16 bytes, so the 8 row addresses of an ldmatrix hit 8 distinct
+// 16-byte bank groups (no conflicts), and 4-byte accesses in accumulator
+// layout (8 rows x 4 lanes) also spread over all 32 banks.
+constexpr int kPad = 8;
+
+template <int IN_, int H_, int OUT_, int NH_>
+struct Cfg {
+  static constexpr int IN = IN_, H = H_, OUT = OUT_, NH = NH_, NMAT = NH_ + 1;
+  static_assert(IN % 16 == 0 && H % 16 == 0 && OUT % 16 == 0, "widths must be multiples of 16");
+  static_assert(NH >= 1, "at least one hidden layer");
+  // Matrix m maps A_m (cols(m) wide) to Z_{m+1} (rows(m) wide).
+  __host__ __device__ static constexpr int rows(int m) { return m == NH ? OUT : H; }
+  __host__ __device__ static constexpr int cols(int m) { return m == 0 ? IN : H; }
+  // Offset of matrix m in the packed (unpadded) weight buffer.
+  __host__ __device__ static constexpr int woff(int m) {
+    int o = 0;
+    for (int j = 0; j < m; ++j) o += rows(j) * cols(j);
+    return o;
+  }
+  // Offset of matrix m in shared memory (rows padded by kPad).
+  __host__ __device__ static constexpr int wsoff(int m) {
+    int o = 0;
+    for (int j = 0; j < m; ++j) o += rows(j) * (cols(j) + kPad);
+    return o;
+  }
+  static constexpr int NW = woff(NMAT);
+  static constexpr int NWS = wsoff(NMAT);
+};
+
+// ---------------------------------------------------------------- device helpers
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// ldmatrix: lanes 8q..8q+7 give the row addresses of 8x8 matrix q.  The
+// "memory" clobber keeps the loads on the right side of __syncthreads().
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const __half* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p))
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const __half* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p))
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x2_t(uint32_t& r0, uint32_t& r1, const __half* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r0), "=r"(r1)
+               : "r"(smem_addr(p))
+               : "memory");
+}
+
+// c += a (16x16, row) * b (16x8, col); f16 in, f32 accumulate.
+__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+__device__ __forceinline__ float lrelu(float v, float slope) { return v > 0.f ? v : v * slope; }
+
+// Memory row of logical row r, or -1 past the end of the group.
+__device__ __forceinline__ int64_t mem_row(int64_t r, int64_t end, const int32_t* __restrict__ perm) {
+  if (r >= end) return -1;
+  return perm ? static_cast<int64_t>(__ldg(perm + r)) : r;
+}
+
+// Copy one packed f16 weight set into padded shared memory, 16 bytes a thread.
+template <class C>
+__device__ void load_weights(__half* ws, const __half* __restrict__ w) {
+  for (int c = threadIdx.x; c < C::NW / 8; c += blockDim.x) {
+    const int e = c * 8;
+    int m = 0;
+#pragma unroll
+    for (int j = 1; j < C::NMAT; ++j)
+      if (e >= C::woff(j)) m = j;
+    const int local = e - C::woff(m);
+    const int r = local / C::cols(m), col = local % C::cols(m);
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(w + e));
+    *reinterpret_cast<uint4*>(ws + C::wsoff(m) + r * (C::cols(m) + kPad) + col) = v;
+  }
+}
+
+// Two consecutive f32 of a row, as packed f16 (0 for rows past the end).
+__device__ __forceinline__ uint32_t ld_pair_h(const float* __restrict__ p, int64_t row, int stride, int col) {
+  if (row < 0) return 0u;
+  const float2 v = __ldg(reinterpret_cast<const float2*>(p + row * stride + col));
+  return pack2(v.x, v.y);
+}
+
+// A fragments (16 rows x K) of R row blocks straight from global f32 input.
+template <int K, int R>
+__device__ __forceinline__ void load_a_global(uint32_t (&a)[R][K / 16][4], const float* __restrict__ x,
+                                              const int64_t (&rlo)[R], const int64_t (&rhi)[R], int lane) {
+  const int c = 2 * (lane & 3);
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int kb = 0; kb < K / 16; ++kb) {
+      a[r][kb][0] = ld_pair_h(x, rlo[r], K, kb * 16 + c);
+      a[r][kb][1] = ld_pair_h(x, rhi[r], K, kb * 16 + c);
+      a[r][kb][2] = ld_pair_h(x, rlo[r], K, kb * 16 + 8 + c);
+      a[r][kb][3] = ld_pair_h(x, rhi[r], K, kb * 16 + 8 + c);
+    }
+}
+
+// acc (R x 16 rows, N) = a (R x 16 rows, K) * W^T, W stored [N][K + kPad].
+template <int K, int N, int R>
+__device__ __forceinline__ void gemm_nk(float (&acc)[R][N / 8][4], const uint32_t (&a)[R][K / 16][4],
+                                        const __half* w, int lane) {
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int j = 0; j < N / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[r][j][e] = 0.f;
+  const int q = lane >> 3, i = lane & 7;
+#pragma unroll
+  for (int kb = 0; kb < K / 16; ++kb)
+#pragma unroll
+    for (int nb = 0; nb < N / 16; ++nb) {
+      uint32_t b[4];  // b[0..1]: n-tile 2nb, b[2..3]: n-tile 2nb+1
+      ldsm_x4(b, w + (nb * 16 + i + 8 * (q >> 1)) * (K + kPad) + kb * 16 + 8 * (q & 1));
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        mma(acc[r][2 * nb], a[r][kb], b[0], b[1]);
+        mma(acc[r][2 * nb + 1], a[r][kb], b[2], b[3]);
+      }
+    }
+}
+
+// acc (16 rows, N) = a (16 rows, K) * W, W stored [K][N + kPad] (backward).
+template <int K, int N>
+__device__ __forceinline__ void gemm_kn(float (&acc)[N / 8][4], const uint32_t (&a)[K / 16][4], const __half* w,
+                                        int lane) {
+#pragma unroll
+  for (int j = 0; j < N / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
+  const int q = lane >> 3, i = lane & 7;
+#pragma unroll
+  for (int kb = 0; kb < K / 16; ++kb)
+#pragma unroll
+    for (int nb = 0; nb < N / 16; ++nb) {
+      uint32_t b[4];
+      ldsm_x4_t(b, w + (kb * 16 + i + 8 * (q & 1)) * (N + kPad) + nb * 16 + 8 * (q >> 1));
+      mma(acc[2 * nb], a[kb], b[0], b[1]);
+      mma(acc[2 * nb + 1], a[kb], b[2], b[3]);
+    }
+}
+
+// Accumulators of N columns -> A fragments of K = N (the register hand-over).
+template <int N>
+__device__ __forceinline__ void to_frags(uint32_t (&a)[N / 16][4], const float (&acc)[N / 8][4]) {
+#pragma unroll
+  for (int kb = 0; kb < N / 16; ++kb) {
+    a[kb][0] = pack2(acc[2 * kb][0], acc[2 * kb][1]);
+    a[kb][1] = pack2(acc[2 * kb][2], acc[2 * kb][3]);
+    a[kb][2] = pack2(acc[2 * kb + 1][0], acc[2 * kb + 1][1]);
+    a[kb][3] = pack2(acc[2 * kb + 1][2], acc[2 * kb + 1][3]);
+  }
+}
+
+template <int N>
+__device__ __forceinline__ void apply_lrelu(float (&acc)[N / 8][4], float slope) {
+#pragma unroll
+  for (int j = 0; j < N / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[j][e] = lrelu(acc[j][e], slope);
+}
+
+// Store A fragments (16 rows x K) to shared memory [row][K + kPad] at rows lr, lr + 8.
+template <int K>
+__device__ __forceinline__ void store_frags(__half* s, const uint32_t (&a)[K / 16][4], int lr, int lane) {
+  const int c = 2 * (lane & 3);
+#pragma unroll
+  for (int kb = 0; kb < K / 16; ++kb) {
+    *reinterpret_cast<uint32_t*>(s + lr * (K + kPad) + kb * 16 + c) = a[kb][0];
+    *reinterpret_cast<uint32_t*>(s + (lr + 8) * (K + kPad) + kb * 16 + c) = a[kb][1];
+    *reinterpret_cast<uint32_t*>(s + lr * (K + kPad) + kb * 16 + 8 + c) = a[kb][2];
+    *reinterpret_cast<uint32_t*>(s + (lr + 8) * (K + kPad) + kb * 16 + 8 + c) = a[kb][3];
+  }
+}
+
+// ---------------------------------------------------------------- forward
+
+constexpr int kFwdWarps = 4;
+constexpr int kFwdR = 2;  // 16-row blocks per warp
+constexpr int kFwdT = kFwdWarps * kFwdR * 16;
+
+template <class C>
+__global__ void __launch_bounds__(kFwdWarps * 32)
+    mlp_fwd_kernel(const float* __restrict__ x, const __half* __restrict__ w, const int32_t* __restrict__ perm,
+                   const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ y, float slope) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __half* ws = reinterpret_cast<__half*>(smem_raw);
+  const int g = blockIdx.y;
+  load_weights<C>(ws, w + static_cast<int64_t>(g) * C::NW);
+  __syncthreads();
+
+  const int64_t begin = offsets ? offsets[g] : 0;
+  const int64_t end = offsets ? offsets[g + 1] : P;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  constexpr int R = kFwdR;
+
+  for (int64_t base = begin + static_cast<int64_t>(blockIdx.x) * kFwdT; base < end;
+       base += static_cast<int64_t>(gridDim.x) * kFwdT) {
+    int64_t rlo[R], rhi[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int64_t l = base + warp * R * 16 + r * 16 + (lane >> 2);
+      rlo[r] = mem_row(l, end, perm);
+      rhi[r] = mem_row(l + 8, end, perm);
+    }
+    uint32_t ax[R][C::IN / 16][4];
+    load_a_global<C::IN, R>(ax, x, rlo, rhi, lane);
+
+    float acc[R][C::H / 8][4];
+    uint32_t ah[R][C::H / 16][4];
+    gemm_nk<C::IN, C::H, R>(acc, ax, ws + C::wsoff(0), lane);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      apply_lrelu<C::H>(acc[r], slope);
+      to_frags<C::H>(ah[r], acc[r]);
+    }
+#pragma unroll
+    for (int m = 1; m < C::NH; ++m) {
+      gemm_nk<C::H, C::H, R>(acc, ah, ws + C::wsoff(m), lane);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        apply_lrelu<C::H>(acc[r], slope);
+        to_frags<C::H>(ah[r], acc[r]);
+      }
+    }
+    float out[R][C::OUT / 8][4];
+    gemm_nk<C::H, C::OUT, R>(out, ah, ws + C::wsoff(C::NH), lane);
+
+    const int c = 2 * (lane & 3);
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int j = 0; j < C::OUT / 8; ++j) {
+        if (rlo[r] >= 0)
+          *reinterpret_cast<float2*>(y + rlo[r] * C::OUT + j * 8 + c) = make_float2(out[r][j][0], out[r][j][1]);
+        if (rhi[r] >= 0)
+          *reinterpret_cast<float2*>(y + rhi[r] * C::OUT + j * 8 + c) = make_float2(out[r][j][2], out[r][j][3]);
+      }
+  }
+}
+
+// ---------------------------------------------------------------- backward
+
+constexpr int kBwdWarps = 8;
+constexpr int kBwdT = kBwdWarps * 16;  // pixels per tile = K of the dW products
+
+template <class C>
+struct Bwd {
+  // dW tiles (16x8) of matrix m owned by each warp, and their offset in the
+  // warp's register array.
+  __host__ __device__ static constexpr int tpw(int m) { return (C::rows(m) / 16) * (C::cols(m) / 8) / kBwdWarps; }
+  __host__ __device__ static constexpr int dwoff(int m) {
+    int o = 0;
+    for (int j = 0; j < m; ++j) o += tpw(j);
+    return o;
+  }
+  static constexpr int NDW = dwoff(C::NMAT);
+  // A warp's tiles must share one 16-row block of dW (one A fragment per k-step).
+  __host__ __device__ static constexpr bool tiling_ok() {
+    for (int m = 0; m < C::NMAT; ++m) {
+      const int tiles = (C::rows(m) / 16) * (C::cols(m) / 8);
+      if (tiles % kBwdWarps != 0 || tpw(m) == 0 || (C::cols(m) / 8) % tpw(m) != 0) return false;
+    }
+    return true;
+  }
+  static_assert(tiling_ok(), "weight-gradient tiles do not divide evenly over the backward warps");
+
+  // Shared memory (halves): weights | activations A_0..A_NH | 2 dZ buffers | f32 reduction slots.
+  __host__ __device__ static constexpr int act_stride(int l) { return (l == 0 ? C::IN : C::H) + kPad; }
+  __host__ __device__ static constexpr int act_off(int l) {
+    int o = 0;
+    for (int j = 0; j < l; ++j) o += kBwdT * act_stride(j);
+    return o;
+  }
+  static constexpr int ACT_HALVES = act_off(C::NH + 1);
+  static constexpr int DZ_HALVES = kBwdT * ((C::H > C::OUT ? C::H : C::OUT) + kPad);
+  static constexpr size_t SMEM_BYTES =
+      sizeof(__half) * (static_cast<size_t>(C::NWS) + ACT_HALVES + 2 * DZ_HALVES) + sizeof(float) * kBwdWarps;
+};
+
+// dW_m (M x N) += inv_s * dZ^T A over the tile's kBwdT pixels, for the tiles
+// this warp owns.  dz: [pixel][M + kPad], act: [pixel][N + kPad].
+template <int M, int N, int TPW, int OFF, int NDW>
+__device__ __forceinline__ void dw_update(float (&dw)[NDW][4], const __half* dz, const __half* act, float inv_s,
+                                          int warp, int lane) {
+  constexpr int NT = N / 8;
+  const int idx0 = warp * TPW;
+  const int mt = idx0 / NT, nt0 = idx0 % NT;
+  const int q = lane >> 3, i = lane & 7;
+  float t[TPW][4];
+#pragma unroll
+  for (int j = 0; j < TPW; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) t[j][e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < kBwdT / 16; ++ks) {
+    uint32_t a[4];  // dZ^T block: rows = outputs mt*16.., k = pixels ks*16..
+    ldsm_x4_t(a, dz + (ks * 16 + 8 * (q >> 1) + i) * (M + kPad) + mt * 16 + 8 * (q & 1));
+#pragma unroll
+    for (int p = 0; p < TPW / 2; ++p) {
+      uint32_t b[4];
+      ldsm_x4_t(b, act + (ks * 16 + i + 8 * (q & 1)) * (N + kPad) + (nt0 + 2 * p) * 8 + 8 * (q >> 1));
+      mma(t[2 * p], a, b[0], b[1]);
+      mma(t[2 * p + 1], a, b[2], b[3]);
+    }
+    if constexpr (TPW % 2 == 1) {
+      uint32_t b0, b1;
+      ldsm_x2_t(b0, b1, act + (ks * 16 + i + 8 * (q & 1)) * (N + kPad) + (nt0 + TPW - 1) * 8);
+      mma(t[TPW - 1], a, b0, b1);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < TPW; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dw[OFF + j][e] = fmaf(t[j][e], inv_s, dw[OFF + j][e]);
+}
+
+// Per-tile context of the backward walk.
+struct BwdCtx {
+  const __half* ws;
+  const __half* act;
+  float inv_s, slope;
+  int warp, lane, lr;
+  int64_t rlo, rhi;
+  float* dx;  // nullptr: no input gradient
+};
+
+// One step of the backward walk: matrix m, with dZ_{m+1} in registers (dzf)
+// and in shared memory (dz_cur, stride rows(m) + kPad).
+template <class C, int m>
+__device__ __forceinline__ void bwd_step(float (&dw)[Bwd<C>::NDW][4], const uint32_t (&dzf)[C::rows(m) / 16][4],
+                                         __half* dz_cur, __half* dz_next, const BwdCtx& k) {
+  using B = Bwd<C>;
+  constexpr int M = C::rows(m), N = C::cols(m);
+  dw_update<M, N, B::tpw(m), B::dwoff(m), B::NDW>(dw, dz_cur, k.act + B::act_off(m), k.inv_s, k.warp, k.lane);
+  const int c = 2 * (k.lane & 3);
+  if constexpr (m > 0) {
+    float da[N / 8][4];
+    gemm_kn<M, N>(da, dzf, k.ws + C::wsoff(m), k.lane);
+    // lrelu'(Z_m) from the sign of the stored A_m.
+    const __half* am = k.act + B::act_off(m);
+#pragma unroll
+    for (int j = 0; j < N / 8; ++j) {
+      const __half2 lo = *reinterpret_cast<const __half2*>(am + k.lr * (N + kPad) + j * 8 + c);
+      const __half2 hi = *reinterpret_cast<const __half2*>(am + (k.lr + 8) * (N + kPad) + j * 8 + c);
+      da[j][0] *= __low2float(lo) > 0.f ? 1.f : k.slope;
+      da[j][1] *= __high2float(lo) > 0.f ? 1.f : k.slope;
+      da[j][2] *= __low2float(hi) > 0.f ? 1.f : k.slope;
+      da[j][3] *= __high2float(hi) > 0.f ? 1.f : k.slope;
+    }
+    uint32_t nf[N / 16][4];
+    to_frags<N>(nf, da);
+    store_frags<N>(dz_next, nf, k.lr, k.lane);
+    __syncthreads();
+    bwd_step<C, m - 1>(dw, nf, dz_next, dz_cur, k);
+  } else {
+    if (k.dx != nullptr) {
+      float dxa[C::IN / 8][4];
+      gemm_kn<M, C::IN>(dxa, dzf, k.ws + C::wsoff(0), k.lane);
+#pragma unroll
+      for (int j = 0; j < C::IN / 8; ++j) {
+        if (k.rlo >= 0)
+          *reinterpret_cast<float2*>(k.dx + k.rlo * C::IN + j * 8 + c) =
+              make_float2(dxa[j][0] * k.inv_s, dxa[j][1] * k.inv_s);
+        if (k.rhi >= 0)
+          *reinterpret_cast<float2*>(k.dx + k.rhi * C::IN + j * 8 + c) =
+              make_float2(dxa[j][2] * k.inv_s, dxa[j][3] * k.inv_s);
+      }
+    }
+  }
+}
+
+// Write this warp's dW tiles of matrices m..NH to the block's partial buffer.
+template <class C, int m>
+__device__ __forceinline__ void store_dw(const float (&dw)[Bwd<C>::NDW][4], float* out, int warp, int lane) {
+  if constexpr (m <= C::NH) {
+    using B = Bwd<C>;
+    constexpr int N = C::cols(m), NT = N / 8, TPW = B::tpw(m);
+    float* o = out + C::woff(m);
+#pragma unroll
+    for (int j = 0; j < TPW; ++j) {
+      const int idx = warp * TPW + j;
+      const int row = (idx / NT) * 16 + (lane >> 2), col = (idx % NT) * 8 + 2 * (lane & 3);
+      const float* t = dw[B::dwoff(m) + j];
+      *reinterpret_cast<float2*>(o + row * N + col) = make_float2(t[0], t[1]);
+      *reinterpret_cast<float2*>(o + (row + 8) * N + col) = make_float2(t[2], t[3]);
+    }
+    store_dw<C, m + 1>(dw, out, warp, lane);
+  }
+}
+
+template <class C>
+__global__ void __launch_bounds__(kBwdWarps * 32, 1)
+    mlp_bwd_kernel(const float* __restrict__ x, const __half* __restrict__ w, const int32_t* __restrict__ perm,
+                   const int32_t* __restrict__ offsets, int64_t P, const float* __restrict__ dy,
+                   float* __restrict__ dx, float* __restrict__ dw_partial, float slope) {
+  using B = Bwd<C>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __half* ws = reinterpret_cast<__half*>(smem_raw);
+  __half* act = ws + C::NWS;
+  __half* dz0 = act + B::ACT_HALVES;
+  __half* dz1 = dz0 + B::DZ_HALVES;
+  float* red = reinterpret_cast<float*>(dz1 + B::DZ_HALVES);
+
+  const int g = blockIdx.y;
+  load_weights<C>(ws, w + static_cast<int64_t>(g) * C::NW);
+
+  const int64_t begin = offsets ? offsets[g] : 0;
+  const int64_t end = offsets ? offsets[g + 1] : P;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int lr = warp * 16 + (lane >> 2);  // block-local row of c0/c1 (c2/c3: lr + 8)
+  const int c = 2 * (lane & 3);
+
+  float dw[B::NDW][4];
+#pragma unroll
+  for (int j = 0; j < B::NDW; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dw[j][e] = 0.f;
+
+  for (int64_t base = begin + static_cast<int64_t>(blockIdx.x) * kBwdT; base < end;
+       base += static_cast<int64_t>(gridDim.x) * kBwdT) {
+    // The previous tile's dW products read every warp's rows of act/dz (and
+    // the first pass waits for the weights).
+    __syncthreads();
+    const int64_t l = base + lr;
+    int64_t rlo[1] = {mem_row(l, end, perm)}, rhi[1] = {mem_row(l + 8, end, perm)};
+
+    // Forward recomputation, storing A_0..A_NH (f16, exactly what the forward kernel used).
+    uint32_t ax[1][C::IN / 16][4];
+    load_a_global<C::IN, 1>(ax, x, rlo, rhi, lane);
+    store_frags<C::IN>(act + B::act_off(0), ax[0], lr, lane);
+    float acc[1][C::H / 8][4];
+    uint32_t ah[1][C::H / 16][4];
+    gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
+    apply_lrelu<C::H>(acc[0], slope);
+    to_frags<C::H>(ah[0], acc[0]);
+    store_frags<C::H>(act + B::act_off(1), ah[0], lr, lane);
+#pragma unroll
+    for (int m = 1; m < C::NH; ++m) {
+      gemm_nk<C::H, C::H, 1>(acc, ah, ws + C::wsoff(m), lane);
+      apply_lrelu<C::H>(acc[0], slope);
+      to_frags<C::H>(ah[0], acc[0]);
+      store_frags<C::H>(act + B::act_off(m + 1), ah[0], lr, lane);
+    }
+
+    // dL/dy in accumulator layout, and the tile's power-of-two scale.
+    float gy[C::OUT / 8][4];
+    float mx = 0.f;
+#pragma unroll
+    for (int j = 0; j < C::OUT / 8; ++j) {
+      float2 lo = make_float2(0.f, 0.f), hi = make_float2(0.f, 0.f);
+      if (rlo[0] >= 0) lo = __ldg(reinterpret_cast<const float2*>(dy + rlo[0] * C::OUT + j * 8 + c));
+      if (rhi[0] >= 0) hi = __ldg(reinterpret_cast<const float2*>(dy + rhi[0] * C::OUT + j * 8 + c));
+      gy[j][0] = lo.x;
+      gy[j][1] = lo.y;
+      gy[j][2] = hi.x;
+      gy[j][3] = hi.y;
+      mx = fmaxf(mx, fmaxf(fmaxf(fabsf(lo.x), fabsf(lo.y)), fmaxf(fabsf(hi.x), fabsf(hi.y))));
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if (lane == 0) red[warp] = mx;
+    __syncthreads();
+    mx = red[0];
+#pragma unroll
+    for (int wi = 1; wi < kBwdWarps; ++wi) mx = fmaxf(mx, red[wi]);
+    float s = 1.f, inv_s = 1.f;
+    if (mx > 0.f && isfinite(mx)) {
+      int e;
+      frexpf(mx, &e);  // mx = f * 2^e, f in [0.5, 1)
+      s = ldexpf(1.f, -e);
+      inv_s = ldexpf(1.f, e);
+    }
+#pragma unroll
+    for (int j = 0; j < C::OUT / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) gy[j][e] *= s;
+    uint32_t dzf[C::OUT / 16][4];
+    to_frags<C::OUT>(dzf, gy);
+    store_frags<C::OUT>(dz0, dzf, lr, lane);
+    __syncthreads();
+
+    const BwdCtx k{ws, act, inv_s, slope, warp, lane, lr, rlo[0], rhi[0], dx};
+    bwd_step<C, C::NH>(dw, dzf, dz0, dz1, k);
+  }
+
+  store_dw<C, 0>(dw, dw_partial + (static_cast<int64_t>(g) * gridDim.x + blockIdx.x) * C::NW, warp, lane);
+}
+
+// ---------------------------------------------------------------- host side
+
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    throw std::runtime_error(std::string("fused_mlp: ") + what + ": " + cudaGetErrorString(e));
+  }
+}
+
+int device_attr(cudaDeviceAttr attr) {
+  int dev = 0, v = 0;
+  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&v, attr, dev), "cudaDeviceGetAttribute");
+  return v;
+}
+
+// Shared memory beyond 48 KB must be opted into per kernel; say clearly when
+// this GPU has less than the configuration needs.
+template <class K>
+void prepare_smem(K kernel, size_t bytes, const char* which) {
+  const int optin = device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin);
+  if (bytes > static_cast<size_t>(optin)) {
+    std::ostringstream os;
+    os << "fused_mlp " << which << ": needs " << bytes << " bytes of shared memory per block, this GPU allows "
+       << optin << " (the kernels are tuned for sm_90, 227 KB)";
+    throw std::runtime_error(os.str());
+  }
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+             "cudaFuncSetAttribute");
+}
+
+// Blocks per group for a persistent launch: enough to fill the GPU, never
+// more than the tiles of the whole batch (an upper bound for every group).
+template <class K>
+int persistent_blocks(K kernel, int threads, size_t smem, int64_t P, int tile, int groups) {
+  int occ = 0;
+  check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, threads, smem), "occupancy query");
+  if (occ < 1) throw std::runtime_error("fused_mlp: kernel does not fit on one multiprocessor");
+  const int64_t resident = static_cast<int64_t>(device_attr(cudaDevAttrMultiProcessorCount)) * occ;
+  const int64_t want = (resident + groups - 1) / groups;
+  const int64_t tiles = std::max<int64_t>(1, (P + tile - 1) / tile);
+  return static_cast<int>(std::max<int64_t>(1, std::min(want, tiles)));
+}
+
+template <class C>
+void launch_forward(const MlpArgs& a, float* y) {
+  if (a.P == 0) return;
+  const size_t smem = sizeof(__half) * C::NWS;
+  auto kernel = mlp_fwd_kernel<C>;
+  prepare_smem(kernel, smem, "forward");
+  const int bx = persistent_blocks(kernel, kFwdWarps * 32, smem, a.P, kFwdT, a.groups);
+  kernel<<<dim3(bx, a.groups), kFwdWarps * 32, smem, a.stream>>>(
+      a.x, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, y, a.slope);
+  check_cuda(cudaGetLastError(), "forward launch");
+}
+
+template <class C>
+int backward_blocks(const MlpArgs& a) {
+  const size_t smem = Bwd<C>::SMEM_BYTES;
+  auto kernel = mlp_bwd_kernel<C>;
+  prepare_smem(kernel, smem, "backward");
+  return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
+}
+
+template <class C>
+void launch_backward(const MlpArgs& a, const float* dy, float* dx, float* dw_partial) {
+  const size_t smem = Bwd<C>::SMEM_BYTES;
+  auto kernel = mlp_bwd_kernel<C>;
+  const int bx = backward_blocks<C>(a);
+  kernel<<<dim3(bx, a.groups), kBwdWarps * 32, smem, a.stream>>>(
+      a.x, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, dy, dx, dw_partial, a.slope);
+  check_cuda(cudaGetLastError(), "backward launch");
+}
+
+// The compiled configurations: (in, hidden, out, n_hidden).  Each costs one
+// forward and one backward instantiation of build time; add a line to
+// support another network shape.
+#define KPNT_MLP_CONFIGS(X) \
+  X(32, 64, 16, 6) /* colour KPN: 32 features, 6 x 64 hidden, 15 kernel + 1 blend */ \
+  X(32, 64, 32, 4) /* mosaic front level (per-class sets) */
+
+template <class F>
+bool dispatch(const MlpDims& d, F&& f) {
+#define KPNT_MLP_CASE(i, h, o, n)                                               \
+  if (d.in == i && d.hidden == h && d.out == o && d.n_hidden == n) {            \
+    f(Cfg<i, h, o, n>{});                                                       \
+    return true;                                                                \
+  }
+  KPNT_MLP_CONFIGS(KPNT_MLP_CASE)
+#undef KPNT_MLP_CASE
+  return false;
+}
+
+[[noreturn]] void unsupported(const MlpDims& d) {
+  std::ostringstream os;
+  os << "fused_mlp: no kernel for (in=" << d.in << ", hidden=" << d.hidden << ", out=" << d.out
+     << ", n_hidden=" << d.n_hidden << "); compiled configurations: " << mlp_supported_configs()
+     << " (add one to KPNT_MLP_CONFIGS in kernels/fused_mlp.cu)";
+  throw std::invalid_argument(os.str());
+}
+
+}  // namespace
+
+int64_t mlp_n_weights(const MlpDims& d) {
+  return static_cast<int64_t>(d.hidden) * d.in + static_cast<int64_t>(d.n_hidden - 1) * d.hidden * d.hidden +
+         static_cast<int64_t>(d.out) * d.hidden;
+}
+
+std::string mlp_supported_configs() {
+  std::ostringstream os;
+  const char* sep = "";
+#define KPNT_MLP_NAME(i, h, o, n)                                                        \
+  os << sep << "(in=" << i << ", hidden=" << h << ", out=" << o << ", n_hidden=" << n << ")"; \
+  sep = ", ";
+  KPNT_MLP_CONFIGS(KPNT_MLP_NAME)
+#undef KPNT_MLP_NAME
+  return os.str();
+}
+
+bool mlp_is_supported(const MlpDims& d) {
+  return dispatch(d, [](auto) {});
+}
+
+int mlp_bwd_tile_rows() { return kBwdT; }
+
+void mlp_forward(const MlpArgs& a, float* y) {
+  if (!dispatch(a.dims, [&](auto cfg) { launch_forward<decltype(cfg)>(a, y); })) unsupported(a.dims);
+}
+
+int mlp_bwd_blocks(const MlpArgs& a) {
+  int bx = 0;
+  if (!dispatch(a.dims, [&](auto cfg) { bx = backward_blocks<decltype(cfg)>(a); })) unsupported(a.dims);
+  return bx;
+}
+
+void mlp_backward(const MlpArgs& a, const float* dy, float* dx, float* dw_partial) {
+  if (!dispatch(a.dims, [&](auto cfg) { launch_backward<decltype(cfg)>(a, dy, dx, dw_partial); }))
+    unsupported(a.dims);
+}
+
+}  // namespace kpnt

@@ -1,0 +1,75 @@
+// Fully fused tensor-core MLP for kpnt's per-pixel kernel predictor.
+//
+// Host-side interface of kernels/fused_mlp.cu.  This header is included by the
+// bindings (plain C++, no nvcc) and by the .cu file, so it holds no device
+// code and no torch types: the launchers take raw device pointers and throw
+// std::invalid_argument (bad configuration) or std::runtime_error (CUDA
+// failure), which pybind11 turns into ValueError / RuntimeError.
+//
+// Network (DESIGN.md section 2): x (P, in) -> [W0 (hidden, in), leaky ReLU]
+// -> (n_hidden - 1) x [Wl (hidden, hidden), leaky ReLU] -> Wout (out, hidden)
+// -> y (P, out).  No biases (the last input feature is a constant 1).  Weights
+// are packed row-major, matrix after matrix, into one buffer of
+// n_weights(dims) elements; G weight sets ("groups", one per photosite class)
+// are G such buffers back to back.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <cuda_runtime.h>
+
+namespace kpnt {
+
+struct MlpDims {
+  int in;        // input features (multiple of 16)
+  int hidden;    // hidden width (multiple of 16)
+  int out;       // outputs (multiple of 16)
+  int n_hidden;  // hidden layers (each with an activation); matrices = n_hidden + 1
+};
+
+// Number of weights of one set, packed as described above.
+int64_t mlp_n_weights(const MlpDims& d);
+
+// The configurations compiled into this build, human readable, e.g.
+// "(in=32, hidden=64, out=16, n_hidden=6), (in=32, ...)".
+std::string mlp_supported_configs();
+
+// True if `d` is one of the compiled configurations.
+bool mlp_is_supported(const MlpDims& d);
+
+// Rows of one block tile of the backward kernel (the pixel count over which
+// one tensor-core weight-gradient product sums).
+int mlp_bwd_tile_rows();
+
+// Common arguments.  Row indexing: logical rows are 0..P-1.  Without `perm`
+// (groups == 1 only) logical row r is memory row r.  With `perm`, logical rows
+// are ordered by group (offsets[g] .. offsets[g+1]-1 belong to group g, and
+// offsets[groups] == P) and logical row r is memory row perm[r]; `perm` and
+// `offsets` are device int32 arrays.
+struct MlpArgs {
+  MlpDims dims;
+  int64_t P;
+  int groups;
+  const float* x;        // (P, in) float32, row-major
+  const void* w;         // (groups, n_weights) float16 (__half), packed
+  const int32_t* perm;   // (P,) or nullptr
+  const int32_t* offsets;// (groups + 1,) or nullptr
+  float slope;           // leaky ReLU negative slope (>= 0)
+  cudaStream_t stream;
+};
+
+// y (P, out) float32 = MLP(x).
+void mlp_forward(const MlpArgs& a, float* y);
+
+// Backward with forward recomputation.  dy (P, out) float32 is dL/dy.
+// dx (P, in) float32 receives dL/dx, or is nullptr to skip it.
+// dw_partial receives per-block partial weight gradients, float32 of shape
+// (groups, mlp_bwd_blocks(a), n_weights); the caller sums over the middle axis.
+void mlp_backward(const MlpArgs& a, const float* dy, float* dx, float* dw_partial);
+
+// Number of blocks per group that mlp_backward launches (fixes the partial
+// buffer's middle dimension).
+int mlp_bwd_blocks(const MlpArgs& a);
+
+}  // namespace kpnt

@@ -1,0 +1,205 @@
+"""Lazy build of kpnt's fused CUDA kernels (``kernels/``).
+
+``import kpnt`` never compiles anything and never touches CUDA: the kernels
+are built with :func:`torch.utils.cpp_extension.load` on the first call of
+:func:`load` (which the CUDA ops make on their first use), for the GPU that
+is present, and cached on disk under ``$KPNT_CACHE_DIR`` (default
+``~/.cache/kpnt/kernels``).  Within one process the module, or the error that
+prevented it, is cached too: a failed build is not retried on every call, and
+an explicit ``backend="cuda"`` re-raises the same :class:`BackendError`.
+
+The build directory's name carries a hash of everything that changes the
+binary besides the sources (compiler flags, target architectures, torch and
+CUDA versions), so changing a flag builds afresh instead of loading a stale
+module; edits to the sources are picked up by ninja's dependency tracking.
+
+Environment:
+
+- ``TORCH_CUDA_ARCH_LIST``: target architectures (default: the current GPU's,
+  e.g. ``9.0``).
+- ``KPNT_CACHE_DIR``: where builds are kept.
+- ``KPNT_KERNELS_DIR``: the CUDA sources (default: ``kernels/`` next to the
+  package, i.e. the repository checkout).
+- ``KPNT_BUILD_VERBOSE=1``: show compiler output and ``ptxas`` resource use.
+
+Example::
+
+    >>> from kpnt import _backend
+    >>> ext = _backend.load()            # doctest: +SKIP  (builds on first use)
+    >>> ext.mlp_supported_configs()      # doctest: +SKIP
+    '(in=32, hidden=64, out=16, n_hidden=6), (in=32, hidden=64, out=32, n_hidden=4)'
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kpnt.errors import KpntError
+
+log = logging.getLogger("kpnt.backend")
+
+#: Translation units of the extension, relative to the kernels directory.
+SOURCES = ("fused_mlp.cu", "bindings.cpp")
+
+_lock = threading.Lock()
+_cache: dict[str, Any] = {}  # build key -> module, or the BackendError that stopped it
+
+
+class BackendError(KpntError):
+    """The fused CUDA kernels are unavailable: no GPU, no compiler, or a failed build."""
+
+
+def kernels_dir() -> Path:
+    """Directory of the CUDA sources."""
+    env = os.environ.get("KPNT_KERNELS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "kernels"
+
+
+def cache_dir() -> Path:
+    """Directory that holds one build folder per flag set."""
+    env = os.environ.get("KPNT_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "kpnt" / "kernels"
+
+
+def _arch_list() -> str:
+    env = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    if env:
+        return env
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return f"{major}.{minor}"
+
+
+def build_flags(arch_list: str | None = None) -> dict[str, Any]:
+    """Everything besides the sources that determines the built module.
+
+    Pure function of the environment (no compiler is run); its hash names the
+    build directory, so a change here means a fresh build.
+    """
+    import torch
+
+    verbose = os.environ.get("KPNT_BUILD_VERBOSE", "") not in ("", "0")
+    # No -std here: cpp_extension passes the standard that torch's headers
+    # need (C++17 or newer) to both compilers; the kernels need C++17.
+    cuda_cflags = ["-O3", "-lineinfo"]
+    if verbose:
+        cuda_cflags.append("-Xptxas=-v")
+    return {
+        "arch": arch_list if arch_list is not None else _arch_list(),
+        "cflags": ["-O3"],
+        "cuda_cflags": cuda_cflags,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+    }
+
+
+def build_name(flags: dict[str, Any]) -> str:
+    """Module / build-directory name for a flag set."""
+    digest = hashlib.sha256(json.dumps(flags, sort_keys=True).encode()).hexdigest()[:12]
+    return f"kpnt_cuda_{digest}"
+
+
+def _sources_digest(src_dir: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(src_dir.glob("*")):
+        if path.suffix in (".cu", ".cuh", ".cpp", ".h"):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def is_built() -> bool:
+    """True if :func:`load` already returned a module in this process."""
+    return any(not isinstance(v, BaseException) for v in _cache.values())
+
+
+def load(verbose: bool | None = None):
+    """Return the compiled extension module, building it on first use.
+
+    Raises :class:`BackendError` (cached: later calls raise the same error
+    without retrying) when there is no CUDA GPU, no CUDA compiler, or the
+    build fails.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        # Not cached: a process may gain a GPU later (e.g. CUDA_VISIBLE_DEVICES
+        # set before torch initialises), and this check costs nothing.
+        raise BackendError(
+            "the CUDA backend needs a CUDA GPU, but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); use backend='torch'"
+        )
+    src_dir = kernels_dir()
+    missing = [s for s in SOURCES if not (src_dir / s).is_file()]
+    if missing:
+        raise BackendError(
+            f"the CUDA kernel sources {', '.join(missing)} are not in {src_dir}; "
+            "set KPNT_KERNELS_DIR to the repository's kernels/ folder"
+        )
+    flags = build_flags()
+    key = build_name(flags) + ":" + _sources_digest(src_dir)
+    with _lock:
+        hit = _cache.get(key)
+        if isinstance(hit, BaseException):
+            raise hit
+        if hit is not None:
+            return hit
+        try:
+            module = _build(src_dir, flags, verbose)
+        except BackendError as err:
+            _cache[key] = err
+            raise
+        except Exception as exc:  # compiler errors, linker errors, import errors
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            err = BackendError(
+                f"building the fused CUDA kernels failed ({first}); "
+                "run with KPNT_BUILD_VERBOSE=1 for the compiler output, or use backend='torch'"
+            )
+            err.__cause__ = exc
+            _cache[key] = err
+            raise err from exc
+        _cache[key] = module
+        return module
+
+
+def _build(src_dir: Path, flags: dict[str, Any], verbose: bool | None):
+    from torch.utils import cpp_extension
+
+    if cpp_extension.CUDA_HOME is None:
+        raise BackendError(
+            "no CUDA compiler found for the fused kernels: install the CUDA toolkit (nvcc) "
+            f"matching torch's CUDA {flags['cuda']} and set CUDA_HOME, or use backend='torch'"
+        )
+    if verbose is None:
+        verbose = os.environ.get("KPNT_BUILD_VERBOSE", "") not in ("", "0")
+    name = build_name(flags)
+    build_dir = cache_dir() / name
+    build_dir.mkdir(parents=True, exist_ok=True)
+    # cpp_extension reads the target architectures from this variable.
+    old_arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    os.environ["TORCH_CUDA_ARCH_LIST"] = flags["arch"]
+    t0 = time.perf_counter()
+    try:
+        module = cpp_extension.load(
+            name=name,
+            sources=[str(src_dir / s) for s in SOURCES],
+            extra_cflags=flags["cflags"],
+            extra_cuda_cflags=flags["cuda_cflags"],
+            extra_include_paths=[str(src_dir)],
+            build_directory=str(build_dir),
+            verbose=verbose,
+        )
+    finally:
+        if old_arch is None:
+            os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
+        else:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = old_arch
+    log.info("fused CUDA kernels ready (%s, arch %s, %.1f s)", name, flags["arch"], time.perf_counter() - t0)
+    return module

@@ -1,0 +1,141 @@
+"""Fused tensor-core MLP vs a float64 PyTorch MLP (forward, gradients, groups).
+
+Tolerances (issue 5): relative Frobenius error < 2e-3 forward, < 1e-2 for the
+weight and input gradients; f16 operands with f32 accumulation land near 1e-3.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kpnt.ops import _cuda
+
+SLOPE = 0.1  # large enough that the negative branch matters in the gradients
+CONFIGS = [[32, 64, 16, 6], [32, 64, 32, 4]]
+TOL_FWD, TOL_GRAD = 2e-3, 1e-2
+
+pytestmark = pytest.mark.cuda
+
+
+def weights(dims, groups=None, seed=0):
+    n_in, h, n_out, nh = dims
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(h, n_in)] + [(h, h)] * (nh - 1) + [(n_out, h)]
+    lead = () if groups is None else (groups,)
+    return [(torch.randn(*lead, *s, generator=g) * math.sqrt(2 / s[1])).cuda().requires_grad_() for s in shapes]
+
+
+def features(P, n_in, seed=1):
+    x = torch.randn(P, n_in, generator=torch.Generator().manual_seed(seed))
+    x[:, -1] = 1.0
+    return x.cuda()
+
+
+def ref_mlp(x, ws):
+    h = x
+    for w in ws[:-1]:
+        h = F.leaky_relu(h @ w.t(), SLOPE)
+    return h @ ws[-1].t()
+
+
+def rel(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def poison():
+    t = torch.empty(1 << 27, device="cuda")
+    t.fill_(float("nan"))
+    del t
+
+
+@pytest.mark.parametrize("dims", CONFIGS, ids=lambda d: "x".join(map(str, d)))
+@pytest.mark.parametrize("P", [1, 127, 129, 20_011])
+def test_forward_and_gradients(dims, P):
+    ws = weights(dims, seed=P)
+    x = features(P, dims[0], seed=P + 1).requires_grad_()
+    gy = torch.randn(P, dims[2], device="cuda")
+    ws64 = [w.detach().double().requires_grad_() for w in ws]
+    x64 = x.detach().double().requires_grad_()
+    ref = ref_mlp(x64, ws64)
+    ref_g = torch.autograd.grad(ref, [x64, *ws64], gy.double())
+
+    poison()
+    y = _cuda.fused_mlp(x, ws, SLOPE)
+    assert y.shape == (P, dims[2])
+    assert torch.isfinite(y).all(), "rows left unwritten"
+    assert rel(y, ref) < TOL_FWD
+    poison()
+    g = torch.autograd.grad(y, [x, *ws], gy)
+    assert torch.isfinite(g[0]).all()
+    assert rel(g[0], ref_g[0]) < TOL_GRAD
+    for i, (a, b) in enumerate(zip(g[1:], ref_g[1:])):
+        assert rel(a, b) < TOL_GRAD, f"weights[{i}]"
+
+
+def test_tiny_gradients_do_not_underflow():
+    """dL/dy of a mean loss over many pixels is far below f16's range."""
+    dims = CONFIGS[0]
+    ws = weights(dims, seed=3)
+    x = features(4099, dims[0], seed=4)
+    gy = torch.randn(4099, dims[2], device="cuda")
+    big = torch.autograd.grad(_cuda.fused_mlp(x, ws, SLOPE), ws, gy)
+    small = torch.autograd.grad(_cuda.fused_mlp(x, ws, SLOPE), ws, gy * 1e-10)
+    for a, b in zip(small, big):
+        assert rel(a * 1e10, b) < 1e-5  # power-of-two scaling: equal up to rounding of 1e-10
+
+
+def test_deterministic():
+    dims = CONFIGS[0]
+    ws = weights(dims, seed=5)
+    x = features(10_007, dims[0], seed=6)
+    gy = torch.randn(10_007, dims[2], device="cuda")
+    runs = [torch.autograd.grad(_cuda.fused_mlp(x, ws, SLOPE), ws, gy) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+@pytest.mark.parametrize("dims", CONFIGS, ids=lambda d: "x".join(map(str, d)))
+def test_grouped_matches_per_class(dims):
+    G, P = 3, 9_001
+    ws = weights(dims, groups=G, seed=7)
+    x = features(P, dims[0], seed=8)
+    cls = torch.randint(0, G, (P,), device="cuda")
+    cls[:5] = 2  # an uneven split
+    gy = torch.randn(P, dims[2], device="cuda")
+    poison()
+    y = _cuda.fused_mlp_grouped(x, cls, ws, SLOPE)
+    assert torch.isfinite(y).all()
+    g = torch.autograd.grad(y, ws, gy)
+    for c in range(G):
+        idx = (cls == c).nonzero().squeeze(1)
+        wc = [w[c].detach().double().requires_grad_() for w in ws]
+        r = ref_mlp(x[idx].double(), wc)
+        assert rel(y[idx], r) < TOL_FWD
+        rg = torch.autograd.grad(r, wc, gy[idx].double())
+        for a, b in zip(g, rg):
+            assert rel(a[c], b) < TOL_GRAD
+
+
+def test_grouped_empty_class():
+    dims = CONFIGS[1]
+    ws = weights(dims, groups=2, seed=9)
+    x = features(300, dims[0])
+    cls = torch.zeros(300, dtype=torch.int64, device="cuda")
+    g = torch.autograd.grad(_cuda.fused_mlp_grouped(x, cls, ws, SLOPE), ws, torch.ones(300, dims[2], device="cuda"))
+    assert all(torch.all(gi[1] == 0) for gi in g)
+
+
+def test_unsupported_config_lists_the_legal_ones():
+    with pytest.raises(ValueError, match="compiled configurations: .*in=32, hidden=64, out=16, n_hidden=6"):
+        _cuda.fused_mlp(features(10, 32), weights([32, 48, 16, 2]), SLOPE)
+
+
+def test_argument_errors():
+    ws = weights(CONFIGS[0])
+    with pytest.raises(ValueError, match="CUDA"):
+        _cuda.fused_mlp(torch.randn(4, 32), ws, SLOPE)
+    with pytest.raises(ValueError, match=r"\(P, 32\)"):
+        _cuda.fused_mlp(torch.randn(4, 31, device="cuda"), ws, SLOPE)
+    with pytest.raises(ValueError, match=r"weights\[1\]"):
+        _cuda.fused_mlp(features(4, 32), [ws[0], ws[1][:, :32], *ws[2:]], SLOPE)
