@@ -77,45 +77,64 @@ def up_block(o0: torch.Tensor, block: int) -> torch.Tensor:
 class FrontIndex:
     """Gather/scatter indices of one (pattern, H, W, radius, device).
 
+    With ``Lp = (H+2r)(W+2r)`` (the zero-padded raster):
+
     Attributes:
         pos: per class, (n_k,) raster index ``y*W + x`` of the class's pixels.
-        taps: per class, (n_k, T) index of each canonical tap in the
-            zero-padded ``(H+2r) x (W+2r)`` raster.
+        taps: per class, (n_k, T) index of each canonical tap in the padded
+            raster.
+        feats: per class, (n_k, n_in) index of each MLP input in the source
+            row ``[snr (Lp), noise input (H*W), 1, 0]``: taps, own noise,
+            constant 1, zero padding.
         inverse: (H*W,) where each raster pixel sits in ``cat(pos)``.
-        colour: (H, W) int64 colour of every photosite.
     """
 
     pos: tuple[torch.Tensor, ...]
     taps: tuple[torch.Tensor, ...]
+    feats: tuple[torch.Tensor, ...]
     inverse: torch.Tensor
-    colour: torch.Tensor
 
 
 @lru_cache(maxsize=32)
 def _front_index(pattern: bytes, period: int, H: int, W: int, radius: int, device: str) -> FrontIndex:
     cfa = CFA(np.frombuffer(pattern, dtype=np.int64).reshape(period, period))
     offsets = cfa.canonical_offsets(square_taps(radius))            # (P, P, T, 2)
+    T, n_in, _ = front_widths(radius)
+    Lp = (H + 2 * radius) * (W + 2 * radius)
     P = cfa.period
     ys, xs = np.mgrid[0:H, 0:W]
     cls_map = cfa.site_class[ys % P, xs % P]
-    pos, taps = [], []
+    pos, taps, feats = [], [], []
     for k in range(cfa.n_classes):   # 2-3 classes, each handled with array ops
         y, x = ys[cls_map == k], xs[cls_map == k]
         off = offsets[y % P, x % P]                                  # (n_k, T, 2)
         ty = y[:, None] + off[..., 0] + radius
         tx = x[:, None] + off[..., 1] + radius
-        pos.append(y * W + x)
-        taps.append(ty * (W + 2 * radius) + tx)
+        t = ty * (W + 2 * radius) + tx
+        p = y * W + x
+        f = np.full((len(p), n_in), Lp + H * W + 1)                 # zero padding
+        f[:, :T] = t
+        f[:, T] = Lp + p
+        f[:, T + 1] = Lp + H * W                                     # constant 1
+        pos.append(p)
+        taps.append(t)
+        feats.append(f)
     order = np.concatenate(pos)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.size)
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
-    return FrontIndex(tuple(map(as_t, pos)), tuple(map(as_t, taps)), as_t(inverse), as_t(cfa.colour_map(H, W)))
+    return FrontIndex(tuple(map(as_t, pos)), tuple(map(as_t, taps)), tuple(map(as_t, feats)), as_t(inverse))
 
 
 def front_index(cfa: CFA, H: int, W: int, radius: int, device) -> FrontIndex:
     """Cached :class:`FrontIndex` for a mosaic of ``H x W`` with layout ``cfa``."""
     return _front_index(cfa.pattern.tobytes(), cfa.period, H, W, radius, str(device))
+
+
+@lru_cache(maxsize=32)
+def _colour_map(pattern: bytes, period: int, H: int, W: int, device: str) -> torch.Tensor:
+    cfa = CFA(np.frombuffer(pattern, dtype=np.int64).reshape(period, period))
+    return torch.from_numpy(np.ascontiguousarray(cfa.colour_map(H, W))).to(device)
 
 
 def front_detail(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, noise: torch.Tensor, cfa: CFA) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +146,7 @@ def front_detail(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, noise: torch
         ``(d, sigma)``, both (N, 1, H, W).
     """
     N, _, H, W = x.shape
-    col = torch.as_tensor(cfa.colour_map(H, W), device=x.device)
+    col = _colour_map(cfa.pattern.tobytes(), cfa.period, H, W, str(x.device))
     idx = col.expand(N, 1, H, W)
     a = noise[:, 0][:, col].unsqueeze(1)                              # (N, 1, H, W)
     b = noise[:, 1][:, col].unsqueeze(1)
@@ -151,19 +170,17 @@ def front_features(
     N, _, H, W = d.shape
     T, n_in, _ = front_widths(radius)
     index = front_index(cfa, H, W, radius, d.device)
-    snr = torch.asinh(d / sigma)
-    both = F.pad(torch.cat([snr, d], 1), (radius,) * 4).reshape(N, 2, -1)
+    snr = F.pad(torch.asinh(d / sigma), (radius,) * 4).reshape(N, -1)
+    dpad = F.pad(d, (radius,) * 4).reshape(N, -1)
     nz = noise_feature(sigma) if noise_input else torch.zeros_like(sigma)
-    nz = nz.reshape(N, H * W)
+    # Source row per image [snr (Lp), noise (HW), 1, 0]: one index_select
+    # with the cached (n_k, n_in) index yields a class's feature matrix.
+    src = torch.cat([snr, nz.reshape(N, H * W), d.new_ones(N, 1), d.new_zeros(N, 1)], 1)
     feats, dtaps = [], []
-    for pos, taps in zip(index.pos, index.taps):
-        g = both[:, :, taps]                                          # (N, 2, n_k, T)
-        n_k = pos.numel()
-        rows = [g[:, 0].reshape(N * n_k, T), nz[:, pos].reshape(N * n_k, 1), d.new_ones(N * n_k, 1)]
-        if n_in > T + 2:
-            rows.append(d.new_zeros(N * n_k, n_in - T - 2))
-        feats.append(torch.cat(rows, 1))
-        dtaps.append(g[:, 1])
+    for f_idx, t_idx in zip(index.feats, index.taps):
+        n_k = f_idx.shape[0]
+        feats.append(src.index_select(1, f_idx.reshape(-1)).reshape(N * n_k, n_in))
+        dtaps.append(dpad.index_select(1, t_idx.reshape(-1)).reshape(N, n_k, T))
     return feats, dtaps, index
 
 
@@ -199,5 +216,5 @@ def front_level(
         out = mlp(f, w, leaky_slope).reshape(N, dt.shape[1], -1)      # (N, n_k, n_out)
         k = normalise_kernel(out[..., :T], apply_mode)
         deltas.append(torch.sigmoid(out[..., T]) * (k * dt).sum(-1))
-    delta = torch.cat(deltas, 1)[:, index.inverse].reshape(N, 1, H, W)
+    delta = torch.cat(deltas, 1).index_select(1, index.inverse).reshape(N, 1, H, W)
     return U + delta

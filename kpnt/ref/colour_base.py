@@ -19,16 +19,21 @@ from kpnt.mosaic.cfa import CFA
 def _block_weights(pattern_bytes: bytes, period: int) -> np.ndarray:
     cfa = CFA(np.frombuffer(pattern_bytes, dtype=np.int64).reshape(period, period))
     b = cfa.block
-    blk = cfa.pattern[:b, :b].reshape(-1)
-    w = np.zeros((b * b, 3))
-    for c in range(3):
-        w[blk == c, c] = 1.0 / (blk == c).sum()
+    r = period // b                     # block types per repeat and axis (1 Bayer, 2 X-Trans)
+    w = np.zeros((r, r, b * b, 3))
+    for ty in range(r):
+        for tx in range(r):
+            blk = cfa.pattern[ty * b:(ty + 1) * b, tx * b:(tx + 1) * b].reshape(-1)
+            for c in range(3):
+                w[ty, tx, blk == c, c] = 1.0 / (blk == c).sum()
     return w
 
 
 def block_weights(cfa: CFA) -> np.ndarray:
-    """(b*b, 3) averaging weights: ``C0[c] = sum_j w[j, c] x[block site j]``
-    (sites in raster order of the block at the image origin)."""
+    """(r, r, b*b, 3) averaging weights, r = period / block: the block at
+    block index (by, bx) uses ``w[by % r, bx % r]``, and
+    ``C0[c] = sum_j w[.., j, c] x[block site j]`` (sites in raster order).
+    X-Trans needs r = 2: its four 3x3 blocks place red and blue differently."""
     return _block_weights(cfa.pattern.tobytes(), cfa.period)
 
 
@@ -47,5 +52,14 @@ def colour_base(x: torch.Tensor, cfa: CFA) -> torch.Tensor:
     h, w = H // b, W // b
     # (N, h, b, w, b) -> (N, h, w, b*b): one row of block sites per base pixel.
     blocks = x.reshape(N, h, b, w, b).permute(0, 1, 3, 2, 4).reshape(N, h, w, b * b)
-    wts = torch.as_tensor(block_weights(cfa), dtype=x.dtype, device=x.device)
-    return (blocks @ wts).permute(0, 3, 1, 2)
+    wts = _weight_map(cfa.pattern.tobytes(), cfa.period, h, w, x.dtype, str(x.device))
+    return torch.einsum("nhwj,hwjc->nchw", blocks, wts)
+
+
+@lru_cache(maxsize=64)
+def _weight_map(pattern_bytes: bytes, period: int, h: int, w: int, dtype, device: str) -> torch.Tensor:
+    """(h, w, b*b, 3) block weights of every base pixel."""
+    wb = _block_weights(pattern_bytes, period)
+    r = wb.shape[0]
+    wmap = np.tile(wb, (-(-h // r), -(-w // r), 1, 1))[:h, :w]
+    return torch.tensor(wmap, dtype=dtype, device=device)

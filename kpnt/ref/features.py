@@ -24,11 +24,12 @@ normalised by the noise at that tap.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
 from kpnt.ref.noise import noise_feature
-from kpnt.ref.taps import DIAMOND, gather_taps
+from kpnt.ref.taps import DIAMOND, tap_index
 
 #: Softening of the chroma norm, in units of the noise std.
 CHROMA_EPS = 0.1
@@ -53,6 +54,14 @@ def detail_maps(D: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch
     return torch.asinh(torch.cat([lum, chroma], 1)), sigma
 
 
+@lru_cache(maxsize=64)
+def _feature_index(h: int, w: int, device: str) -> torch.Tensor:
+    taps = tap_index(h, w, DIAMOND, "cpu")                          # (hw, 15)
+    hw = h * w
+    p = torch.arange(hw)[:, None]
+    return torch.cat([taps, taps + hw, p + 2 * hw, torch.full_like(p, 3 * hw)], 1).to(device)
+
+
 def colour_features(D: torch.Tensor, var: torch.Tensor, noise_input: bool = True) -> torch.Tensor:
     """The 32 MLP inputs of every pixel of a colour level (module doc).
 
@@ -65,8 +74,9 @@ def colour_features(D: torch.Tensor, var: torch.Tensor, noise_input: bool = True
     """
     N, _, h, w = D.shape
     f, sigma = detail_maps(D, var)
-    taps = gather_taps(f, DIAMOND)                                  # (N, 2, h, w, 15)
-    taps = taps.permute(0, 2, 3, 1, 4).reshape(N * h * w, 2 * len(DIAMOND))
     nz = noise_feature(sigma) if noise_input else torch.zeros_like(sigma)
-    nz = nz.reshape(N * h * w, 1)
-    return torch.cat([taps, nz, torch.ones_like(nz)], 1)
+    # Source row per image: [lum (hw), chroma (hw), noise (hw), 1]; one
+    # gather with a cached (hw, 32) index then yields the feature matrix.
+    src = torch.cat([f.reshape(N, 2 * h * w), nz.reshape(N, h * w), D.new_ones(N, 1)], 1)
+    idx = _feature_index(h, w, str(D.device))
+    return src.index_select(1, idx.reshape(-1)).reshape(N * h * w, N_FEATURES)

@@ -31,7 +31,8 @@ def mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], leaky_slope: float) ->
     """
     h = x
     for w in weights[:-1]:
-        h = F.leaky_relu(h @ w.t(), leaky_slope)
+        # in place on the fresh matmul output (mm saves its inputs, not its output)
+        h = F.leaky_relu(h @ w.t(), leaky_slope, inplace=True)
     return h @ weights[-1].t()
 
 

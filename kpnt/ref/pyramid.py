@@ -145,15 +145,18 @@ def detail_noise_gain(levels: int) -> np.ndarray:
         level i (parity on the level's own grid; exact away from borders).
     """
     size = 16 << levels                      # interior far from every border
-    c0 = torch.zeros(1, 1, size, size, dtype=torch.float64, requires_grad=True)
-    _, D, _ = build(c0, levels)
-    gain = np.zeros((levels, 2, 2))
-    for i, d in enumerate(D):
-        h = d.shape[-1] // 2                # even: parity of q equals parity of (q - h)
-        for py in range(2):
-            for px in range(2):
-                (g,) = torch.autograd.grad(d[0, 0, h + py, h + px], c0, retain_graph=True)
-                gain[i, py, px] = float((g ** 2).sum())
+    # The first call may come from inference (no_grad / inference_mode):
+    # this one-off impulse-response computation needs autograd regardless.
+    with torch.inference_mode(False), torch.enable_grad():
+        c0 = torch.zeros(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+        _, D, _ = build(c0, levels)
+        gain = np.zeros((levels, 2, 2))
+        for i, d in enumerate(D):
+            h = d.shape[-1] // 2                # even: parity of q equals parity of (q - h)
+            for py in range(2):
+                for px in range(2):
+                    (g,) = torch.autograd.grad(d[0, 0, h + py, h + px], c0, retain_graph=True)
+                    gain[i, py, px] = float((g ** 2).sum())
     gain.setflags(write=False)
     return gain
 

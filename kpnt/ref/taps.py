@@ -6,7 +6,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from kpnt.ref.pad import reflect_pad
+from kpnt.ref.pad import fold_indices
 
 #: The 15-tap diamond of the colour levels, (dy, dx) in raster order::
 #:
@@ -35,10 +35,23 @@ def square_taps(radius: int) -> np.ndarray:
     return np.stack(np.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
 
 
-@lru_cache(maxsize=32)
-def _tap_index(offsets_bytes: bytes, radius: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+@lru_cache(maxsize=64)
+def _tap_index(offsets_bytes: bytes, h: int, w: int, device: str) -> torch.Tensor:
     off = np.frombuffer(offsets_bytes, dtype=np.int64).reshape(-1, 2)
-    return (torch.from_numpy(off[:, 0] + radius).to(device), torch.from_numpy(off[:, 1] + radius).to(device))
+    r = int(np.abs(off).max())
+    ys = fold_indices(h, r, r)                  # padded row -> source row
+    xs = fold_indices(w, r, r)
+    y = np.arange(h)[:, None, None] + off[None, None, :, 0] + r
+    x = np.arange(w)[None, :, None] + off[None, None, :, 1] + r
+    idx = ys[y] * w + xs[x]                     # (h, w, T)
+    return torch.from_numpy(idx.reshape(h * w, len(off))).to(device)
+
+
+def tap_index(h: int, w: int, offsets: np.ndarray, device) -> torch.Tensor:
+    """(h*w, T) raster index of every pixel's taps, mirrored at the borders
+    (edge not repeated, folding as often as needed); cached."""
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    return _tap_index(offsets.tobytes(), h, w, str(device))
 
 
 def gather_taps(m: torch.Tensor, offsets: np.ndarray) -> torch.Tensor:
@@ -50,11 +63,8 @@ def gather_taps(m: torch.Tensor, offsets: np.ndarray) -> torch.Tensor:
     Returns:
         (N, C, h, w, T): ``out[..., y, x, t] = m[..., y + dy_t, x + dx_t]``.
     """
-    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
-    r = int(np.abs(offsets).max())
-    k = 2 * r + 1
-    # unfold gives a strided (N, C, h, w, k, k) view of every window; the
-    # advanced index then copies only the T wanted taps.
-    win = reflect_pad(m, r, r, r, r).unfold(2, k, 1).unfold(3, k, 1)
-    ty, tx = _tap_index(offsets.tobytes(), r, str(m.device))
-    return win[..., ty, tx]
+    N, C, h, w = m.shape
+    idx = tap_index(h, w, offsets, m.device)
+    # One index_select (its backward is an index_add): padding is folded
+    # into the index, so no padded copy is made.
+    return m.reshape(N, C, h * w).index_select(2, idx.reshape(-1)).reshape(N, C, h, w, idx.shape[1])
