@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, help="weights file from kpnt-train (default: the shipped model for each file's sensor)")
     p.add_argument("--profiles", type=Path, help="darktable-format noise profile table to look the camera and ISO up in")
     p.add_argument("--noise", help="noise 'a,b' (var = a*x + b, normalised raw units) for every file and channel")
-    p.add_argument("--tile", type=int, default=None, help="tile side in photosites, 0 for no tiling (default 1024 on CPU)")
+    p.add_argument("--tile", type=int, default=None, help="tile side in photosites (each tile also reads an overlap margin around it, so results are seamless); 0 for no tiling (default 768)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs (default: skip them)")
     p.add_argument("--backend", choices=["auto", "torch", "cuda"], default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
