@@ -89,7 +89,9 @@ def receptive_radius(model, cfa: CFA | None) -> int:
 
 
 def _run_model(model, x: torch.Tensor, cfa: CFA | None, noise: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
+    # no_grad, not inference_mode: the reference ops cache index tensors,
+    # and inference tensors in those caches would break later training.
+    with torch.no_grad():
         return model(x, cfa, noise)
 
 

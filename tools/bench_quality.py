@@ -35,12 +35,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from kpnt.color import camera_info, find_camera, psnr, render_linear_wb, render_srgb
+from kpnt.baselines import nlm_denoise
+from kpnt.color import find_camera, psnr, render_linear_wb, render_srgb
 from kpnt.denoise import NoiseChoice, choose_noise, denoise_raw
+from kpnt.io.demosaic import libraw_demosaic_counts
 from kpnt.io.dng import write_cfa_dng
 from kpnt.io.meta import RawMeta
 from kpnt.io.raw import read_raw
@@ -50,67 +51,6 @@ from kpnt.train.photos import PhotoSource
 from kpnt.train.synthesis import CameraModel, SynthConfig, synthesize
 
 BLACK, WHITE = 512.0, 16383.0
-
-
-def libraw_demosaic(path: Path, wb: np.ndarray) -> np.ndarray:
-    """LibRaw demosaic of white-balanced data, WB divided back out: camera
-    RGB, white = 1 (DESIGN.md section 8)."""
-    import rawpy
-
-    with rawpy.imread(str(path)) as raw:
-        # AHD for Bayer; LibRaw ignores the choice for X-Trans and runs its
-        # own X-Trans interpolation.
-        rgb = raw.postprocess(
-            demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD,
-            gamma=(1, 1),
-            no_auto_bright=True,
-            output_bps=16,
-            output_color=rawpy.ColorSpace.raw,
-            user_black=int(BLACK),
-            user_sat=int(WHITE - BLACK),
-            adjust_maximum_thr=0.0,
-            user_wb=[float(wb[0]), float(wb[1]), float(wb[2]), float(wb[1])],
-            use_camera_wb=False,
-            use_auto_wb=False,
-            half_size=False,
-        ).astype(np.float32) / 65535.0
-    return rgb / wb[None, None, :]
-
-
-def gat(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Generalised Anscombe transform: noise of variance a*y + b -> ~1."""
-    return 2.0 / a * np.sqrt(np.maximum(a * y + 0.375 * a * a + b, 0.0))
-
-
-def gat_inverse(z: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Algebraic inverse of :func:`gat`."""
-    return ((z * a / 2.0) ** 2 - 0.375 * a * a - b) / a
-
-
-def nlm(cam_wb: np.ndarray, noise_wb: np.ndarray, h: float) -> np.ndarray:
-    """Non-local means per channel of a white-balanced linear image on the
-    variance-stabilised scale (16-bit, L1 norm: OpenCV's 16-bit mode)."""
-    out = np.empty_like(cam_wb)
-    scale = 200.0  # uint16 units per noise std
-    for c in range(3):
-        a, b = float(noise_wb[0, c]), float(noise_wb[1, c])
-        z = gat(cam_wb[..., c], a, b)
-        off = z.min() - 1.0
-        u = np.clip(np.rint((z - off) * scale), 0, 65535).astype(np.uint16)
-        d = cv2.fastNlMeansDenoising(u, None, h=[h * scale], templateWindowSize=5, searchWindowSize=15, normType=cv2.NORM_L1)
-        out[..., c] = gat_inverse(d.astype(np.float32) / scale + off, a, b)
-    return out
-
-
-def pad_for_libraw(mosaic: np.ndarray, period: int, minimum: int = 512) -> tuple[np.ndarray, int, int]:
-    """LibRaw's X-Trans demosaic fails under 512 px: pad the bottom/right by
-    wrapping around, which keeps the CFA phase when the sides are multiples
-    of the period (the caller crops the padding off again)."""
-    h, w = mosaic.shape
-    assert h % period == 0 and w % period == 0, "crop to whole CFA repeats first"
-    ph = max(0, -(-(minimum - h) // period) * period)
-    pw = max(0, -(-(minimum - w) // period) * period)
-    return np.pad(mosaic, ((0, ph), (0, pw)), mode="wrap"), ph, pw
 
 
 def run(args) -> list[dict]:
@@ -151,21 +91,14 @@ def run(args) -> list[dict]:
                     outs["kpnt"] = denoise_raw(model, raw, noise, tile=0)
                     scores["kpnt"]["sec"] += time.perf_counter() - t0
                     scores["kpnt"]["mpix"] += mp
-                # LibRaw (on padded X-Trans when small)
-                pc, ph, pw = pad_for_libraw(counts, cfa.period) if sensor == "xtrans" else (counts, 0, 0)
-                if ph or pw:
-                    dng_l = tmp / f"{sensor}_{iso}_{k}_pad.dng"
-                    write_cfa_dng(dng_l, pc, cfa, meta, overwrite=True)
-                else:
-                    dng_l = dng
                 t0 = time.perf_counter()
-                lr = libraw_demosaic(dng_l, wb)[:h, :w]
+                lr = libraw_demosaic_counts(counts, cfa, meta, tmp_dir=tmp)
                 scores["libraw"]["sec"] += time.perf_counter() - t0
                 scores["libraw"]["mpix"] += mp
                 outs["libraw"] = lr
                 t0 = time.perf_counter()
                 noise_wb = np.stack([prof.a * wb, prof.b * wb**2])
-                outs["libraw+nlm"] = nlm(lr * wb, noise_wb, args.nlm_h) / wb
+                outs["libraw+nlm"] = nlm_denoise(lr * wb, noise_wb, args.nlm_h) / wb
                 scores["libraw+nlm"]["sec"] += time.perf_counter() - t0
                 scores["libraw+nlm"]["mpix"] += mp
                 ref_lin = render_linear_wb(ref_cam, wb)
