@@ -196,11 +196,11 @@ def mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], leaky_slope: float, ba
     return _impl("mlp", backend, x.device)(x, weights, leaky_slope)
 
 
-def up_block(o0: torch.Tensor, block: int, backend: str = "torch") -> torch.Tensor:
-    """(N,C,h,w) -> (N,C,h*b,w*b); see :func:`kpnt.mosaic.front.up_block`."""
-    _check_image(o0, "colour base")
-    _check(block in (2, 3), "block", "2 or 3", block)
-    return _impl("up_block", backend, o0.device)(o0, block)
+def up_block(o0: torch.Tensor, cfa: CFA, backend: str = "torch") -> torch.Tensor:
+    """(N,3,h,w) -> (N,3,h*b,w*b); see :func:`kpnt.mosaic.front.up_block`."""
+    _check_image(o0, "colour base", 3)
+    _check(cfa.block_phase == (0, 0), "CFA block phase", "(0, 0)", cfa.block_phase)
+    return _impl("up_block", backend, o0.device)(o0, cfa)
 
 
 def front_level(x, U, S, noise, cfa: CFA, weights, radius: int, leaky_slope: float, apply_mode: str,
