@@ -49,6 +49,11 @@ def _canonical_cfa(sensor: str) -> CFA | None:
     return None
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception as ``Type: message`` on one line (library messages may span several)."""
+    return f"{type(e).__name__}: " + " ".join(str(e).split())
+
+
 def _tensor_name(set_name: str, layer: int) -> str:
     return f"{set_name}.w{layer}"
 
@@ -123,14 +128,14 @@ def read_metadata(path) -> dict:
         with safe_open(str(p), framework="pt") as f:
             raw = (f.metadata() or {}).get(META_KEY)
     except Exception as e:   # safetensors raises several types for bad headers
-        raise WeightsError(f"{p}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+        raise WeightsError(f"{p}: not a readable safetensors file ({_one_line(e)})") from e
     if raw is None:
         raise WeightsError(f"{p}: safetensors file without kpnt metadata: not a kpnt weights file")
     try:
         meta = json.loads(raw)
         version = int(meta["format_version"])
     except (ValueError, KeyError, TypeError) as e:
-        raise WeightsError(f"{p}: corrupt kpnt metadata ({e})") from e
+        raise WeightsError(f"{p}: corrupt kpnt metadata ({_one_line(e)})") from e
     if version > FORMAT_VERSION:
         raise WeightsError(f"{p}: weights format version {version} is newer than this kpnt "
                            f"{kpnt.__version__} reads ({FORMAT_VERSION}): upgrade kpnt")
@@ -165,7 +170,7 @@ def load_weights(path, sensor: str | None = None, device="cpu") -> tuple[KPNT, d
         config = ModelConfig.from_json(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise WeightsError(f"{p}: architecture mismatch: model config not understood by kpnt "
-                           f"{kpnt.__version__} ({e})") from e
+                           f"{kpnt.__version__} ({_one_line(e)})") from e
     canon = _canonical_cfa(file_sensor)
     if (canon.to_json() if canon is not None else None) != meta.get("cfa"):
         raise WeightsError(f"{p}: architecture mismatch: canonical CFA {meta.get('cfa')} is not kpnt's for {file_sensor}")
@@ -189,5 +194,5 @@ def load_weights(path, sensor: str | None = None, device="cpu") -> tuple[KPNT, d
     except WeightsError:
         raise
     except Exception as e:
-        raise WeightsError(f"{p}: corrupt weights file ({type(e).__name__}: {e})") from e
+        raise WeightsError(f"{p}: corrupt weights file ({_one_line(e)})") from e
     return model.to(device), meta
