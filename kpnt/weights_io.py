@@ -196,3 +196,40 @@ def load_weights(path, sensor: str | None = None, device="cpu") -> tuple[KPNT, d
     except Exception as e:
         raise WeightsError(f"{p}: corrupt weights file ({_one_line(e)})") from e
     return model.to(device), meta
+
+
+#: vkdt .lut header: magic, version, channels, datatype (16 = ssbo f16), width, height.
+_LUT_HEADER = struct.Struct("<IHBBII")
+LUT_MAGIC, LUT_VERSION, LUT_SSBO_F16 = 1234, 2, 16
+
+
+def export_vkdt_lut(path, model: KPNT) -> None:
+    """Write the colour weight set as a vkdt ``.lut`` for its ``kpn`` module.
+
+    Layout (as vkdt's kpn-t ``w`` buffer, tiny-cuda-nn style): a 16-byte
+    header (uint32 magic 1234, uint16 version 2, uint8 channels 1, uint8
+    datatype 16 = ssbo f16, uint32 width = W, uint32 height = (L+1) W for
+    L hidden layers of width W), then f16 weights: each layer's ``(out, in)``
+    matrix row-major (element ``(o, i)`` at ``o*in + i``; vkdt loads it as a
+    column-major ``in x out`` tile), layers back to back, zero-filled to
+    ``width * height``.
+
+    vkdt compiles width, depth and leaky slope (0.001) into its shaders and
+    computes its own inputs: the file loads there only with matching
+    ``WIDTH``/``N_HIDDEN_LAYERS``, and kpnt's inputs (asinh SNR features,
+    DESIGN.md section 2) differ from vkdt's, so this is an interchange of the
+    weights, not of the whole model.
+    """
+    mats = [m.detach().to("cpu", torch.float32) for m in model.weight_sets()["colour"]]
+    width = model.config.width
+    height = (model.config.hidden_layers + 1) * width
+    flat = np.concatenate([m.numpy().reshape(-1) for m in mats])
+    if flat.size > width * height:
+        raise ValueError(f"colour set has {flat.size} weights, more than a {width}x{height} lut holds")
+    if np.abs(flat).max() > np.finfo(np.float16).max:
+        raise ValueError("colour weights exceed the f16 range: cannot export to vkdt")
+    data = np.zeros(width * height, dtype=np.float16)
+    data[: flat.size] = flat.astype(np.float16)
+    header = _LUT_HEADER.pack(LUT_MAGIC, LUT_VERSION, 1, LUT_SSBO_F16, width, height)
+    _atomic_write_bytes(Path(path), header + data.tobytes())
+

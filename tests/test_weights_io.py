@@ -8,7 +8,9 @@ from safetensors.torch import load_file, save_file
 from kpnt.errors import WeightsError
 from kpnt.model import KPNT, ModelConfig
 from kpnt.mosaic.cfa import CFA
-from kpnt.weights_io import FORMAT_VERSION, META_KEY, load_weights, read_metadata, save_weights
+import numpy as np
+
+from kpnt.weights_io import FORMAT_VERSION, META_KEY, export_vkdt_lut, load_weights, read_metadata, save_weights
 
 
 def _perturbed(sensor, config=ModelConfig()):
@@ -121,3 +123,22 @@ def test_save_refuses_cfa_of_other_sensor(tmp_path):
         save_weights(tmp_path / "w.safetensors", KPNT("bayer"), CFA.xtrans(), {})
     with pytest.raises(ValueError, match="no CFA"):
         save_weights(tmp_path / "w.safetensors", KPNT("rgb"), CFA.bayer(), {})
+
+
+def test_vkdt_lut_export(tmp_path):
+    model = _perturbed("bayer", ModelConfig(width=32, hidden_layers=3))
+    path = tmp_path / "mlp-w.lut"
+    export_vkdt_lut(path, model)
+    raw = path.read_bytes()
+    magic, version, channels, dtype, wd, ht = np.frombuffer(raw[:4], "<u4")[0], *np.frombuffer(raw[4:6], "<u2"), \
+        raw[6], raw[7], *np.frombuffer(raw[8:16], "<u4")
+    assert (magic, version, channels, dtype, wd, ht) == (1234, 2, 1, 16, 32, 4 * 32)
+    data = np.frombuffer(raw[16:], np.float16)
+    assert data.size == wd * ht
+    mats = model.weight_sets()["colour"]
+    offset = 0
+    for m in mats:                        # (out, in) row-major, back to back
+        want = m.detach().numpy().astype(np.float16).reshape(-1)
+        np.testing.assert_array_equal(data[offset:offset + want.size], want)
+        offset += want.size
+    assert offset == 32 * 32 + 2 * 32 * 32 + 16 * 32 and not data[offset:].any()
