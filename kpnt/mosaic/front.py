@@ -249,6 +249,7 @@ def front_level(
     leaky_slope: float,
     apply_mode: str,
     noise_input: bool,
+    mlp_fn=mlp,
 ) -> torch.Tensor:
     """Full-resolution output of the mosaic level (module doc).
 
@@ -258,6 +259,7 @@ def front_level(
         S: (N, 3, H, W) smooth signal estimate for the noise model.
         noise: (N, 2, 3) ``[a; b]`` per channel.
         weights: one MLP per site class, in ``cfa.class_names`` order.
+        mlp_fn: MLP evaluator with the signature of :func:`kpnt.ref.mlp.mlp`.
     Returns:
         (N, 3, H, W) ``U + a * sum_t w_t d_t`` (same value on all channels).
     """
@@ -267,7 +269,7 @@ def front_level(
     feats, dtaps, index = front_features(d, sigma, cfa, radius, noise_input)
     deltas = []
     for f, dt, w in zip(feats, dtaps, weights):
-        out = mlp(f, w, leaky_slope).reshape(N, dt.shape[1], -1)      # (N, n_k, n_out)
+        out = mlp_fn(f, w, leaky_slope).reshape(N, dt.shape[1], -1)   # (N, n_k, n_out)
         k = normalise_kernel(out[..., :T], apply_mode)
         deltas.append(torch.sigmoid(out[..., T]) * (k * dt).sum(-1))
     delta = torch.cat(deltas, 1).index_select(1, index.inverse).reshape(N, 1, H, W)

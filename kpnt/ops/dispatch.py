@@ -7,11 +7,14 @@ Every op that :class:`kpnt.model.KPNT` runs goes through here with a
 giving a mapping ``op name -> callable`` with the same signatures as the
 reference functions listed in :data:`OPS`; ops it does not provide fall back
 to the reference *by design* (e.g. padding is plain indexing), which is
-logged once per op.  ``'auto'`` picks a registered ``'cuda'`` backend for
+logged once per op; the composite ops ``colour_level`` and ``front_level``
+then run the reference with the backend's ``mlp`` if it has one, so a
+backend that only fuses the MLP already speeds up the whole model.  ``'auto'`` picks a registered ``'cuda'`` backend for
 CUDA tensors and the reference otherwise.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable, Mapping, Sequence
 
@@ -81,14 +84,21 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+#: Reference ops that evaluate MLPs through an ``mlp_fn`` argument.
+_COMPOSITES = ("colour_level", "front_level")
+
+
 def _impl(op: str, backend: str, device: torch.device) -> Callable:
     name = resolve_backend(backend, device)
     table = _backend_ops(name)
     if op in table:
         return table[op]
+    use_mlp = op in _COMPOSITES and "mlp" in table
     if (name, op) not in _fallback_logged:
         _fallback_logged.add((name, op))
-        log.info("backend %s has no %s: using the reference", name, op)
+        log.info("backend %s has no %s: using the reference%s", name, op, " with its mlp" if use_mlp else "")
+    if use_mlp:
+        return functools.partial(OPS[op], mlp_fn=table["mlp"])
     return OPS[op]
 
 

@@ -43,6 +43,7 @@ def colour_level(
     leaky_slope: float,
     apply_mode: str,
     noise_input: bool,
+    mlp_fn=mlp,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predict and apply the per-pixel kernel of one colour level.
 
@@ -50,12 +51,14 @@ def colour_level(
         D: (N, 3, h, w) detail coefficients.
         var: (N, 3, h, w) their noise variance (:func:`detail_var`).
         weights: the colour MLP, input 32, output 16.
+        mlp_fn: MLP evaluator with the signature of :func:`kpnt.ref.mlp.mlp`
+            (a backend's fused MLP slots in here).
     Returns:
         ``(I, a)``: filtered details (N, 3, h, w) and blend weights
         ``sigmoid`` of the 16th output (N, 1, h, w).
     """
     N, _, h, w = D.shape
-    out = mlp(colour_features(D, var, noise_input), weights, leaky_slope)      # (P, 16)
+    out = mlp_fn(colour_features(D, var, noise_input), weights, leaky_slope)   # (P, 16)
     k = normalise_kernel(out[:, : len(DIAMOND)].reshape(N, h, w, len(DIAMOND)), apply_mode)
     a = torch.sigmoid(out[:, len(DIAMOND)]).reshape(N, 1, h, w)
     return apply_kernel(D, k, DIAMOND), a

@@ -76,3 +76,23 @@ def test_register_rejects_unknown_ops_and_names():
         ops.register_backend("cuda", {"fused_everything": lambda: None})
     with pytest.raises(ValueError, match="backend name"):
         ops.register_backend("torch", {})
+
+
+def test_backend_with_only_an_mlp_runs_inside_the_composites(monkeypatch):
+    monkeypatch.setattr(dispatch, "_registered", dict(dispatch._registered))
+    monkeypatch.setattr(dispatch, "_loaders", {})
+    rows = []
+
+    def mlp(x, weights, slope):
+        rows.append(x.shape[0])
+        return dispatch.OPS["mlp"](x, weights, slope)
+
+    ops.register_backend("cuda", {"mlp": mlp})
+    model = KPNT("bayer", backend="cuda")
+    x = torch.rand(1, 1, 16, 16)
+    noise = torch.tensor([[[1e-3] * 3, [1e-5] * 3]])
+    out = model(x, CFA.bayer(), noise)
+    # 4 colour levels of a 32x32 padded mosaic (16x16 base .. 2x2), then 2 site classes of 32*32/2
+    assert rows == [4, 16, 64, 256, 512, 512]
+    model.backend = "torch"
+    torch.testing.assert_close(out, model(x, CFA.bayer(), noise), rtol=0, atol=0)
