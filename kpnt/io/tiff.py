@@ -200,6 +200,10 @@ def atomic_write(path, blobs, overwrite: bool) -> None:
     check_target(path, overwrite)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates owner-only files; give outputs the usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as fh:
             for b in blobs:
                 fh.write(b)
