@@ -190,6 +190,9 @@ class Trainer:
                 last_val = validate(self.model, self.val_batches)
                 self.history.val_steps.append(self.step)
                 self.history.val_psnr.append(last_val)
+                if not progress:  # without a bar, log each validation instead
+                    recent = self.history.losses[-cfg.val_every :]
+                    log.info("step %d: loss %.4f, validation PSNR %.2f dB, %.1f min", self.step, sum(recent) / max(len(recent), 1), last_val, (time.monotonic() - start) / 60)
             if self.step % cfg.ckpt_every == 0:
                 self.save_checkpoint()
                 self.write_reports()
