@@ -40,3 +40,11 @@ def test_apply_matches_explicit_sum_with_mirrored_borders():
             for x in range(5):
                 ref = sum(w[n, y, x, t] * D[n, :, mirror(y + dy, 4), mirror(x + dx, 5)] for t, (dy, dx) in enumerate(DIAMOND))
                 torch.testing.assert_close(out[n, :, y, x], ref)
+
+
+@pytest.mark.parametrize("mode", ["softmax", "plain"])
+def test_gradcheck_apply(mode):
+    gen = torch.Generator().manual_seed(2)
+    D = torch.randn(1, 3, 4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    k = (torch.rand(1, 4, 3, 15, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(lambda d, kk: apply_kernel(d, normalise_kernel(kk, mode), DIAMOND), (D, k))

@@ -27,3 +27,9 @@ def test_colour_base_is_block_mean_per_colour(cfa):
 
 def test_xtrans_base_counts():
     assert CFA.xtrans().base_counts.tolist() == [2, 5, 2]
+
+
+def test_gradcheck_colour_base():
+    cfa = CFA.xtrans().crop(*CFA.xtrans().block_phase)
+    x = torch.rand(1, 1, 6, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: colour_base(t, cfa), (x,))

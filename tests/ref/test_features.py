@@ -52,3 +52,10 @@ def test_grey_detail_has_zero_chroma_and_exposure_invariance():
     g = colour_features(D * 4, var * 16)
     torch.testing.assert_close(g[:, :30], colour_features(D, var)[:, :30])
     torch.testing.assert_close(noise_feature(torch.tensor(math.exp(-6.0))), torch.tensor(0.0))
+
+
+def test_gradcheck_features():
+    gen = torch.Generator().manual_seed(4)
+    D = (torch.randn(1, 3, 4, 3, generator=gen, dtype=torch.float64) * 0.01).requires_grad_()
+    var = torch.rand(1, 3, 4, 3, generator=gen, dtype=torch.float64) * 1e-4 + 1e-6
+    assert torch.autograd.gradcheck(lambda d: colour_features(d, var), (D,))

@@ -177,3 +177,12 @@ def test_up_block_interpolates_each_colour_from_its_sites(cfa):
         cmap = torch.from_numpy(cfa.colour_map(8, 10))
         red = U[0, 0][cmap == 0].reshape(4, 5)
         torch.testing.assert_close(red, o0[0, 0])
+
+
+def test_gradcheck_front_level():
+    cfa = CFA.bayer("GRBG")
+    x, U, S, noise, weights = _inputs(cfa, 6, 6, seed=9)
+    U.requires_grad_()
+    x.requires_grad_()
+    f = lambda xx, uu: front_level(xx, uu, S, noise, cfa, weights, R, 0.01, "softmax", True)
+    assert torch.autograd.gradcheck(f, (x, U))

@@ -87,3 +87,11 @@ def test_predicted_detail_noise_matches_empirical():
                 want = pred[sl].mean(dim=(0, 2, 3)).sqrt()
                 np.testing.assert_allclose(emp.numpy(), want.numpy(), rtol=0.03 if i < 3 else 0.05,
                                            err_msg=f"level {i} parity {(py, px)}")
+
+
+def test_gradcheck_pyramid_ops():
+    x = torch.randn(1, 2, 7, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(pyramid.blur5, (x,))
+    assert torch.autograd.gradcheck(pyramid.down, (x,))
+    c = torch.randn(1, 2, 4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: pyramid.up(t, (7, 6)), (c,))
