@@ -2,30 +2,82 @@
 //
 // Tensor checks live here (the launchers in the .cu files take raw pointers):
 // each names the argument, what was expected and what came.  kpnt/ops/_cuda.py
-// checks the same things first with friendlier messages; these back them up.
+// checks the same things first; these back them up.
 #include <torch/extension.h>
 
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "fused_mlp.cuh"
 
 namespace {
 
+// No exception may leave these functions (see fused_mlp.cuh: on the GPU
+// machines one that reached pybind11 crashed the interpreter).  Every
+// function returns its result, or an error as the tuple ("ValueError" |
+// "RuntimeError", message), which kpnt/ops/_cuda.py raises in Python.
+// Checks throw std::invalid_argument inside the try block of `guarded`.
+struct ValueError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+template <class... T>
+std::string cat(const T&... parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  return os.str();
+}
+
+void require(bool ok, const std::string& msg) {
+  if (!ok) throw ValueError("fused_mlp: " + msg);
+}
+
+std::string shape(const torch::Tensor& t) {
+  std::ostringstream os;
+  os << t.sizes();
+  return os.str();
+}
+
+template <class F>
+py::object guarded(F&& f) {
+  try {
+    return f();
+  } catch (const std::invalid_argument& e) {
+    return py::make_tuple(py::str("ValueError"), py::str(e.what()));
+  } catch (const c10::Error& e) {
+    return py::make_tuple(py::str("RuntimeError"), py::str(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return py::make_tuple(py::str("RuntimeError"), py::str(e.what()));
+  }
+}
+
+// Launcher result -> exception inside `guarded`.
+void check_launch(const char* err) {
+  if (err == nullptr) return;
+  const std::string msg(err);
+  const auto bar = msg.find('|');
+  const std::string kind = msg.substr(0, bar), text = msg.substr(bar + 1);
+  if (kind == "ValueError") throw ValueError(text);
+  throw std::runtime_error(text);
+}
+
 kpnt::MlpDims dims_from(const std::vector<int64_t>& d) {
-  TORCH_CHECK_VALUE(d.size() == 4, "fused_mlp: dims must be [in, hidden, out, n_hidden], got ", d.size(), " values");
+  require(d.size() == 4, cat("dims must be [in, hidden, out, n_hidden], got ", d.size(), " values"));
   return kpnt::MlpDims{static_cast<int>(d[0]), static_cast<int>(d[1]), static_cast<int>(d[2]),
                        static_cast<int>(d[3])};
 }
 
 void check_cuda_tensor(const torch::Tensor& t, const char* name, at::ScalarType dtype, const torch::Tensor& like) {
-  TORCH_CHECK_VALUE(t.is_cuda(), "fused_mlp: ", name, " must be a CUDA tensor, got device ", t.device());
-  TORCH_CHECK_VALUE(t.device() == like.device(), "fused_mlp: ", name, " is on ", t.device(), ", x on ", like.device());
-  TORCH_CHECK_VALUE(t.scalar_type() == dtype, "fused_mlp: ", name, " must be ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.is_contiguous(), "fused_mlp: ", name, " must be contiguous");
+  require(t.is_cuda(), cat(name, " must be a CUDA tensor, got device ", t.device()));
+  require(t.device() == like.device(), cat(name, " is on ", t.device(), ", x on ", like.device()));
+  require(t.scalar_type() == dtype, cat(name, " must be ", dtype, ", got ", t.scalar_type()));
+  require(t.is_contiguous(), cat(name, " must be contiguous"));
 }
 
 // Validates everything and fills the launcher arguments.  `w16` keeps the f16
@@ -34,29 +86,29 @@ kpnt::MlpArgs make_args(const torch::Tensor& x, const torch::Tensor& w, const st
                         const std::optional<torch::Tensor>& offsets, const std::vector<int64_t>& dims, double slope,
                         torch::Tensor& w16) {
   const kpnt::MlpDims d = dims_from(dims);
-  TORCH_CHECK_VALUE(kpnt::mlp_is_supported(d), "fused_mlp: no kernel for (in=", d.in, ", hidden=", d.hidden,
-                    ", out=", d.out, ", n_hidden=", d.n_hidden,
-                    "); compiled configurations: ", kpnt::mlp_supported_configs());
+  require(kpnt::mlp_is_supported(d), cat("no kernel for (in=", d.in, ", hidden=", d.hidden, ", out=", d.out,
+                                         ", n_hidden=", d.n_hidden, "); compiled configurations: ",
+                                         kpnt::mlp_supported_configs()));
   check_cuda_tensor(x, "x", at::kFloat, x);
-  TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) == d.in, "fused_mlp: x must be (P, ", d.in, "), got ", x.sizes());
-  TORCH_CHECK_VALUE(x.size(0) < (int64_t(1) << 31), "fused_mlp: at most 2^31 - 1 pixels per call, got ", x.size(0));
+  require(x.dim() == 2 && x.size(1) == d.in, cat("x must be (P, ", d.in, "), got ", shape(x)));
+  require(x.size(0) < (int64_t(1) << 31), cat("at most 2^31 - 1 pixels per call, got ", x.size(0)));
   check_cuda_tensor(w, "weights", at::kFloat, x);
   const int64_t nw = kpnt::mlp_n_weights(d);
-  TORCH_CHECK_VALUE((w.dim() == 1 && w.size(0) == nw) || (w.dim() == 2 && w.size(1) == nw && w.size(0) >= 1),
-                    "fused_mlp: packed weights must be (", nw, ",) or (G, ", nw, "), got ", w.sizes());
+  require((w.dim() == 1 && w.size(0) == nw) || (w.dim() == 2 && w.size(1) == nw && w.size(0) >= 1),
+          cat("packed weights must be (", nw, ",) or (G, ", nw, "), got ", shape(w)));
   const int groups = w.dim() == 2 ? static_cast<int>(w.size(0)) : 1;
-  TORCH_CHECK_VALUE(perm.has_value() == offsets.has_value(), "fused_mlp: perm and offsets come together");
-  TORCH_CHECK_VALUE(groups == 1 || perm.has_value(), "fused_mlp: ", groups, " weight sets need perm and offsets");
+  require(perm.has_value() == offsets.has_value(), "perm and offsets come together");
+  require(groups == 1 || perm.has_value(), cat(groups, " weight sets need perm and offsets"));
   if (perm.has_value()) {
     check_cuda_tensor(*perm, "perm", at::kInt, x);
     check_cuda_tensor(*offsets, "offsets", at::kInt, x);
-    TORCH_CHECK_VALUE(perm->dim() == 1 && perm->size(0) == x.size(0), "fused_mlp: perm must be (", x.size(0),
-                      ",), got ", perm->sizes());
-    TORCH_CHECK_VALUE(offsets->dim() == 1 && offsets->size(0) == groups + 1, "fused_mlp: offsets must be (",
-                      groups + 1, ",), got ", offsets->sizes());
+    require(perm->dim() == 1 && perm->size(0) == x.size(0),
+            cat("perm must be (", x.size(0), ",), got ", shape(*perm)));
+    require(offsets->dim() == 1 && offsets->size(0) == groups + 1,
+            cat("offsets must be (", groups + 1, ",), got ", shape(*offsets)));
   }
-  TORCH_CHECK_VALUE(slope >= 0.0, "fused_mlp: the leaky ReLU slope must be >= 0 (the backward reads the sign of "
-                    "the activation), got ", slope);
+  require(slope >= 0.0, cat("the leaky ReLU slope must be >= 0 (the backward reads the sign of the activation), "
+                            "got ", slope));
   w16 = w.to(at::kHalf).contiguous();
   kpnt::MlpArgs a;
   a.dims = d;
@@ -71,37 +123,43 @@ kpnt::MlpArgs make_args(const torch::Tensor& x, const torch::Tensor& w, const st
   return a;
 }
 
-torch::Tensor mlp_forward(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
-                          const std::optional<torch::Tensor>& offsets, const std::vector<int64_t>& dims,
-                          double slope) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  torch::Tensor w16;
-  const kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
-  torch::Tensor y = torch::empty({x.size(0), a.dims.out}, x.options());
-  kpnt::mlp_forward(a, y.data_ptr<float>());
-  return y;
+// y (P, out), or an error tuple.
+py::object mlp_forward(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
+                       const std::optional<torch::Tensor>& offsets, const std::vector<int64_t>& dims,
+                       double slope) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(x.device());
+    torch::Tensor w16;
+    const kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
+    torch::Tensor y = torch::empty({x.size(0), a.dims.out}, x.options());
+    check_launch(kpnt::mlp_forward(a, y.data_ptr<float>()));
+    return py::cast(y);
+  });
 }
 
-// Returns (dx, dw): dx is (P, in), or empty when need_dx is false; dw has the
-// shape of w (float32).
-std::vector<torch::Tensor> mlp_backward(const torch::Tensor& x, const torch::Tensor& w,
-                                        const std::optional<torch::Tensor>& perm,
-                                        const std::optional<torch::Tensor>& offsets, const torch::Tensor& dy,
-                                        const std::vector<int64_t>& dims, double slope, bool need_dx) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  torch::Tensor w16;
-  const kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
-  check_cuda_tensor(dy, "grad_output", at::kFloat, x);
-  TORCH_CHECK_VALUE(dy.dim() == 2 && dy.size(0) == x.size(0) && dy.size(1) == a.dims.out,
-                    "fused_mlp: grad_output must be (", x.size(0), ", ", a.dims.out, "), got ", dy.sizes());
-  torch::Tensor dx = need_dx ? torch::empty_like(x) : torch::empty({0}, x.options());
-  const int64_t nw = kpnt::mlp_n_weights(a.dims);
-  const int bx = kpnt::mlp_bwd_blocks(a);
-  torch::Tensor partial = torch::empty({a.groups, bx, nw}, x.options());
-  kpnt::mlp_backward(a, dy.data_ptr<float>(), need_dx ? dx.data_ptr<float>() : nullptr, partial.data_ptr<float>());
-  torch::Tensor dw = partial.sum(1);
-  if (w.dim() == 1) dw = dw.view({nw});
-  return {dx, dw};
+// (dx, dw), or an error tuple: dx is (P, in), or empty when need_dx is false;
+// dw has the shape of w (float32).
+py::object mlp_backward(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
+                        const std::optional<torch::Tensor>& offsets, const torch::Tensor& dy,
+                        const std::vector<int64_t>& dims, double slope, bool need_dx) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(x.device());
+    torch::Tensor w16;
+    const kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
+    check_cuda_tensor(dy, "grad_output", at::kFloat, x);
+    require(dy.dim() == 2 && dy.size(0) == x.size(0) && dy.size(1) == a.dims.out,
+            cat("grad_output must be (", x.size(0), ", ", a.dims.out, "), got ", shape(dy)));
+    torch::Tensor dx = need_dx ? torch::empty_like(x) : torch::empty({0}, x.options());
+    const int64_t nw = kpnt::mlp_n_weights(a.dims);
+    int bx = 0;
+    check_launch(kpnt::mlp_bwd_blocks(a, &bx));
+    torch::Tensor partial = torch::empty({a.groups, bx, nw}, x.options());
+    check_launch(
+        kpnt::mlp_backward(a, dy.data_ptr<float>(), need_dx ? dx.data_ptr<float>() : nullptr, partial.data_ptr<float>()));
+    torch::Tensor dw = partial.sum(1);
+    if (w.dim() == 1) dw = dw.view({nw});
+    return py::make_tuple(dx, dw);
+  });
 }
 
 }  // namespace
@@ -114,7 +172,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("w"), py::arg("perm"), py::arg("offsets"), py::arg("dy"), py::arg("dims"), py::arg("slope"),
         py::arg("need_dx"));
   m.def("mlp_supported_configs", &kpnt::mlp_supported_configs, "compiled (in, hidden, out, n_hidden) configurations");
-  m.def("mlp_n_weights", [](const std::vector<int64_t>& d) { return kpnt::mlp_n_weights(dims_from(d)); },
-        "packed weight count of one set");
+  m.def("mlp_n_weights", [](int64_t in, int64_t hidden, int64_t out, int64_t n_hidden) {
+        return kpnt::mlp_n_weights(kpnt::MlpDims{int(in), int(hidden), int(out), int(n_hidden)});
+      }, "packed weight count of one set");
   m.def("mlp_bwd_tile_rows", &kpnt::mlp_bwd_tile_rows, "pixels per backward tile");
 }

@@ -244,9 +244,12 @@ __device__ __forceinline__ void store_frags(__half* s, const uint32_t (&a)[K / 1
 constexpr int kFwdWarps = 4;
 constexpr int kFwdR = 2;  // 16-row blocks per warp
 constexpr int kFwdT = kFwdWarps * kFwdR * 16;
+// 4 resident blocks (16 warps) per SM caps registers at 128 a thread; without
+// the cap ptxas took 136 and only 3 blocks fit (docs/KERNELS.md, v2).
+constexpr int kFwdMinBlocks = 4;
 
 template <class C>
-__global__ void __launch_bounds__(kFwdWarps * 32)
+__global__ void __launch_bounds__(kFwdWarps * 32, kFwdMinBlocks)
     mlp_fwd_kernel(const float* __restrict__ x, const __half* __restrict__ w, const int32_t* __restrict__ perm,
                    const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ y, float slope) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -660,15 +663,14 @@ int64_t mlp_n_weights(const MlpDims& d) {
          static_cast<int64_t>(d.out) * d.hidden;
 }
 
-std::string mlp_supported_configs() {
-  std::ostringstream os;
-  const char* sep = "";
-#define KPNT_MLP_NAME(i, h, o, n)                                                        \
-  os << sep << "(in=" << i << ", hidden=" << h << ", out=" << o << ", n_hidden=" << n << ")"; \
-  sep = ", ";
-  KPNT_MLP_CONFIGS(KPNT_MLP_NAME)
+const char* mlp_supported_configs() {
+  // A string literal assembled by the preprocessor: no std::string crosses
+  // into the bindings' translation unit (nvcc and the C++ compiler may be
+  // told different libstdc++ ABIs, and a returned std::string crashed).
+#define KPNT_MLP_NAME(i, h, o, n) ", (in=" #i ", hidden=" #h ", out=" #o ", n_hidden=" #n ")"
+  static const char names[] = KPNT_MLP_CONFIGS(KPNT_MLP_NAME);
 #undef KPNT_MLP_NAME
-  return os.str();
+  return names + 2;  // drop the leading ", "
 }
 
 bool mlp_is_supported(const MlpDims& d) {
@@ -677,19 +679,42 @@ bool mlp_is_supported(const MlpDims& d) {
 
 int mlp_bwd_tile_rows() { return kBwdT; }
 
-void mlp_forward(const MlpArgs& a, float* y) {
-  if (!dispatch(a.dims, [&](auto cfg) { launch_forward<decltype(cfg)>(a, y); })) unsupported(a.dims);
+// The public entry points catch every exception and return its message:
+// no C++ exception leaves this translation unit (see fused_mlp.cuh).
+namespace {
+thread_local std::string last_error;
+
+template <class F>
+const char* guarded(F&& f) {
+  try {
+    f();
+    return nullptr;
+  } catch (const std::invalid_argument& e) {
+    last_error = std::string("ValueError|") + e.what();
+  } catch (const std::exception& e) {
+    last_error = std::string("RuntimeError|") + e.what();
+  }
+  return last_error.c_str();
+}
+}  // namespace
+
+const char* mlp_forward(const MlpArgs& a, float* y) {
+  return guarded([&] {
+    if (!dispatch(a.dims, [&](auto cfg) { launch_forward<decltype(cfg)>(a, y); })) unsupported(a.dims);
+  });
 }
 
-int mlp_bwd_blocks(const MlpArgs& a) {
-  int bx = 0;
-  if (!dispatch(a.dims, [&](auto cfg) { bx = backward_blocks<decltype(cfg)>(a); })) unsupported(a.dims);
-  return bx;
+const char* mlp_bwd_blocks(const MlpArgs& a, int* blocks) {
+  return guarded([&] {
+    if (!dispatch(a.dims, [&](auto cfg) { *blocks = backward_blocks<decltype(cfg)>(a); })) unsupported(a.dims);
+  });
 }
 
-void mlp_backward(const MlpArgs& a, const float* dy, float* dx, float* dw_partial) {
-  if (!dispatch(a.dims, [&](auto cfg) { launch_backward<decltype(cfg)>(a, dy, dx, dw_partial); }))
-    unsupported(a.dims);
+const char* mlp_backward(const MlpArgs& a, const float* dy, float* dx, float* dw_partial) {
+  return guarded([&] {
+    if (!dispatch(a.dims, [&](auto cfg) { launch_backward<decltype(cfg)>(a, dy, dx, dw_partial); }))
+      unsupported(a.dims);
+  });
 }
 
 }  // namespace kpnt

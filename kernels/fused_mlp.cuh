@@ -2,9 +2,14 @@
 //
 // Host-side interface of kernels/fused_mlp.cu.  This header is included by the
 // bindings (plain C++, no nvcc) and by the .cu file, so it holds no device
-// code and no torch types: the launchers take raw device pointers and throw
-// std::invalid_argument (bad configuration) or std::runtime_error (CUDA
-// failure), which pybind11 turns into ValueError / RuntimeError.
+// code and no torch types: the launchers take raw device pointers.
+//
+// Errors cross this interface as C strings, never as C++ exceptions or
+// std::string: on the GPU machines (torch 2.11, g++ 13) any exception that
+// propagated out of the extension into pybind11 crashed the interpreter
+// (SIGSEGV), and so did a std::string returned from the nvcc-compiled unit.
+// Each launcher returns nullptr on success, else "ValueError|message" or
+// "RuntimeError|message" (thread-local storage, valid until the next call).
 //
 // Network (DESIGN.md section 2): x (P, in) -> [W0 (hidden, in), leaky ReLU]
 // -> (n_hidden - 1) x [Wl (hidden, hidden), leaky ReLU] -> Wout (out, hidden)
@@ -15,7 +20,6 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 
 #include <cuda_runtime.h>
 
@@ -33,7 +37,9 @@ int64_t mlp_n_weights(const MlpDims& d);
 
 // The configurations compiled into this build, human readable, e.g.
 // "(in=32, hidden=64, out=16, n_hidden=6), (in=32, ...)".
-std::string mlp_supported_configs();
+// (A C string: std::string must not cross between the nvcc-compiled and the
+// C++-compiled translation units, whose libstdc++ ABI settings can differ.)
+const char* mlp_supported_configs();
 
 // True if `d` is one of the compiled configurations.
 bool mlp_is_supported(const MlpDims& d);
@@ -60,16 +66,16 @@ struct MlpArgs {
 };
 
 // y (P, out) float32 = MLP(x).
-void mlp_forward(const MlpArgs& a, float* y);
+const char* mlp_forward(const MlpArgs& a, float* y);
 
 // Backward with forward recomputation.  dy (P, out) float32 is dL/dy.
 // dx (P, in) float32 receives dL/dx, or is nullptr to skip it.
 // dw_partial receives per-block partial weight gradients, float32 of shape
 // (groups, mlp_bwd_blocks(a), n_weights); the caller sums over the middle axis.
-void mlp_backward(const MlpArgs& a, const float* dy, float* dx, float* dw_partial);
+const char* mlp_backward(const MlpArgs& a, const float* dy, float* dx, float* dw_partial);
 
 // Number of blocks per group that mlp_backward launches (fixes the partial
-// buffer's middle dimension).
-int mlp_bwd_blocks(const MlpArgs& a);
+// buffer's middle dimension), in *blocks.
+const char* mlp_bwd_blocks(const MlpArgs& a, int* blocks);
 
 }  // namespace kpnt

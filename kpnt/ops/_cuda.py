@@ -39,6 +39,15 @@ def _ext():
     return _backend.load()
 
 
+def _unwrap(res):
+    """The extension reports errors as ("ValueError" | "RuntimeError", message)
+    tuples instead of raising through pybind11 (kernels/fused_mlp.cuh says why)."""
+    if isinstance(res, tuple) and len(res) == 2 and isinstance(res[0], str):
+        kind, msg = res
+        raise (ValueError if kind == "ValueError" else RuntimeError)(msg)
+    return res
+
+
 # ---------------------------------------------------------------- custom ops
 
 
@@ -46,7 +55,7 @@ def _ext():
 def _mlp_fwd(
     x: Tensor, w: Tensor, perm: Optional[Tensor], offsets: Optional[Tensor], dims: list[int], slope: float
 ) -> Tensor:
-    return _ext().mlp_forward(x, w, perm, offsets, dims, slope)
+    return _unwrap(_ext().mlp_forward(x, w, perm, offsets, dims, slope))
 
 
 @_mlp_fwd.register_fake
@@ -65,7 +74,7 @@ def _mlp_bwd(
     slope: float,
     need_dx: bool,
 ) -> tuple[Tensor, Tensor]:
-    dx, dw = _ext().mlp_backward(x, w, perm, offsets, dy, dims, slope, need_dx)
+    dx, dw = _unwrap(_ext().mlp_backward(x, w, perm, offsets, dy, dims, slope, need_dx))
     return dx, dw
 
 

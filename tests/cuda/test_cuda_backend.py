@@ -55,6 +55,7 @@ def test_failed_build_is_cached(monkeypatch, tmp_path):
 
 
 def test_flags_change_the_build_name(monkeypatch):
+    monkeypatch.delenv("KPNT_BUILD_VERBOSE", raising=False)
     a = _backend.build_name(_backend.build_flags("9.0"))
     b = _backend.build_name(_backend.build_flags("8.0"))
     assert a != b and a == _backend.build_name(_backend.build_flags("9.0"))
