@@ -92,7 +92,8 @@ def test_backend_with_only_an_mlp_runs_inside_the_composites(monkeypatch):
     x = torch.rand(1, 1, 16, 16)
     noise = torch.tensor([[[1e-3] * 3, [1e-5] * 3]])
     out = model(x, CFA.bayer(), noise)
-    # 4 colour levels of a 32x32 padded mosaic (16x16 base .. 2x2), then 2 site classes of 32*32/2
-    assert rows == [4, 16, 64, 256, 512, 512]
+    # 16x16 mosaic padded by 2 on each side: base 10x10, levels 10, 5, 3, 2
+    # (coarse first), then the 2 site classes of 20*20/2 photosites
+    assert rows == [4, 9, 25, 100, 200, 200]
     model.backend = "torch"
     torch.testing.assert_close(out, model(x, CFA.bayer(), noise), rtol=0, atol=0)
