@@ -98,7 +98,7 @@ def run(out: Path, iso_shown: int = 3200, crop: int = 200) -> int:
                 continue
             wb, m = raw.meta.wb, raw.meta.xyz_to_cam
             noisy = libraw_demosaic_counts(raw.raw, raw.cfa, raw.meta)
-            nlm = nlm_denoise(noisy * wb, np.stack([noise.profile[0] * wb, noise.profile[1] * wb**2]), 1.2) / wb
+            nlm = nlm_denoise(noisy * wb, np.stack([noise.profile[0] * wb, noise.profile[1] * wb**2])) / wb
             reference = clean[frames.index((path, truth))]
             panels = {"noisy (LibRaw)": noisy, "kpnt": rgb, "LibRaw+NLM": nlm, "reference (clean)": reference}
             srgb = {k: render_srgb(v, wb, m) for k, v in panels.items()}

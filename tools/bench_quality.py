@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kpnt.baselines import nlm_denoise
+from kpnt.baselines import NLM_STRENGTH, nlm_denoise
 from kpnt.color import find_camera, psnr, render_linear_wb, render_srgb
 from kpnt.denoise import NoiseChoice, choose_noise, denoise_raw
 from kpnt.io.demosaic import libraw_demosaic_counts
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--bayer-weights", type=Path)
     p.add_argument("--xtrans-weights", type=Path)
     p.add_argument("--blind", action="store_true", help="kpnt uses its blind noise estimate instead of the true profile")
-    p.add_argument("--nlm-h", type=float, default=1.2, help="NLM strength in noise standard deviations (default 1.2)")
+    p.add_argument("--nlm-h", type=float, default=NLM_STRENGTH, help=f"NLM strength in noise standard deviations (default {NLM_STRENGTH}, tuned on BSDS train)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = p.parse_args(argv)
