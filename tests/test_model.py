@@ -148,3 +148,25 @@ def test_untrained_model_beats_bilinear_demosaicing():
         out = model(noisy, cfa, _noise(a=a, b=b))
     assert _psnr(clean, truth) > _psnr(_bilinear_demosaic(mosaic, cfa), truth) + 0.2
     assert _psnr(out, truth) > _psnr(_bilinear_demosaic(noisy, cfa), truth) + 0.2
+
+
+@pytest.mark.parametrize("sensor,cfa,size,shift", [("bayer", CFA.bayer("GRBG"), 400, 32), ("xtrans", CFA.xtrans(1, 2), 528, 48)])
+def test_translation_by_whole_pyramid_periods(sensor, cfa, size, shift):
+    """Cropping ``block * 2^levels`` photosites (a whole CFA period too) off
+    the top-left shifts the output exactly, away from the borders: the pyramid
+    grids, the CFA phase and the front indexing all stay aligned.  (The
+    front's own transpose/mirror equivariance is in tests/ref/test_front.py.)"""
+    model = KPNT(sensor)
+    x = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(3))
+    noise = _noise()
+    with torch.no_grad():
+        full = model(x, cfa, noise)
+        moved = model(x[..., shift:, shift:], cfa.crop(shift, shift), noise)
+    c = size // 2
+    torch.testing.assert_close(moved[..., c - shift - 8:c - shift + 8, c - shift - 8:c - shift + 8],
+                               full[..., c - 8:c + 8, c - 8:c + 8], rtol=1e-5, atol=1e-6)
+    # not vacuous: a shift by one photosite-period only does not align the pyramid
+    with torch.no_grad():
+        off = model(x[..., cfa.period:, cfa.period:], cfa, noise)
+    p = cfa.period
+    assert (off[..., c - p - 8:c - p + 8, c - p - 8:c - p + 8] - full[..., c - 8:c + 8, c - 8:c + 8]).abs().max() > 1e-4
