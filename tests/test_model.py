@@ -170,3 +170,20 @@ def test_translation_by_whole_pyramid_periods(sensor, cfa, size, shift):
         off = model(x[..., cfa.period:, cfa.period:], cfa, noise)
     p = cfa.period
     assert (off[..., c - p - 8:c - p + 8, c - p - 8:c - p + 8] - full[..., c - 8:c + 8, c - 8:c + 8]).abs().max() > 1e-4
+
+
+def test_inference_mode_first_then_training():
+    """Index caches filled under inference_mode must not break a later
+    backward pass (inference tensors cannot be saved for backward)."""
+    from kpnt.ref import pyramid
+
+    pyramid.detail_noise_gain.cache_clear()
+    model = KPNT("xtrans")
+    x = torch.rand(1, 1, 25, 31)                    # a size no other test uses: fresh cache entries
+    cfa = CFA.xtrans(5, 0)
+    with torch.inference_mode():
+        ref = model(x, cfa, _noise())
+    out = model(x, cfa, _noise())
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), ref)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.abs().sum() > 0)

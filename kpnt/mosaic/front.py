@@ -36,7 +36,6 @@ class, and one final gather that puts every pixel back in raster order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -48,6 +47,7 @@ from kpnt.ref.apply import normalise_kernel
 from kpnt.ref.mlp import mlp
 from kpnt.ref.noise import noise_feature, site_var
 from kpnt.ref.taps import square_taps
+from kpnt.ref._cache import tensor_cache
 
 
 def _pad16(n: int) -> int:
@@ -80,7 +80,7 @@ def colour_centroids(cfa: CFA) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=64)
+@tensor_cache(64)
 def _up_block_axis(centroids: tuple, b: int, n_in: int, device: str, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per channel, the two source indices and the weight of the second one
     for every output sample of one axis: (3, n_in * b) each."""
@@ -149,7 +149,7 @@ class FrontIndex:
     inverse: torch.Tensor
 
 
-@lru_cache(maxsize=32)
+@tensor_cache(32)
 def _front_index(pattern: bytes, period: int, H: int, W: int, radius: int, device: str) -> FrontIndex:
     cfa = CFA(np.frombuffer(pattern, dtype=np.int64).reshape(period, period))
     offsets = cfa.canonical_offsets(square_taps(radius))            # (P, P, T, 2)
@@ -185,7 +185,7 @@ def front_index(cfa: CFA, H: int, W: int, radius: int, device) -> FrontIndex:
     return _front_index(cfa.pattern.tobytes(), cfa.period, H, W, radius, str(device))
 
 
-@lru_cache(maxsize=32)
+@tensor_cache(32)
 def _colour_map(pattern: bytes, period: int, H: int, W: int, device: str) -> torch.Tensor:
     cfa = CFA(np.frombuffer(pattern, dtype=np.int64).reshape(period, period))
     return torch.from_numpy(np.ascontiguousarray(cfa.colour_map(H, W))).to(device)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from kpnt.mosaic.cfa import CFA
+from kpnt.ref._cache import tensor_cache
 
 
 @lru_cache(maxsize=64)
@@ -56,7 +57,7 @@ def colour_base(x: torch.Tensor, cfa: CFA) -> torch.Tensor:
     return torch.einsum("nhwj,hwjc->nchw", blocks, wts)
 
 
-@lru_cache(maxsize=64)
+@tensor_cache(64)
 def _weight_map(pattern_bytes: bytes, period: int, h: int, w: int, dtype, device: str) -> torch.Tensor:
     """(h, w, b*b, 3) block weights of every base pixel."""
     wb = _block_weights(pattern_bytes, period)

@@ -24,12 +24,12 @@ normalised by the noise at that tap.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
 
 from kpnt.ref.noise import noise_feature
 from kpnt.ref.taps import DIAMOND, tap_index
+from kpnt.ref._cache import tensor_cache
 
 #: Softening of the chroma norm, in units of the noise std.
 CHROMA_EPS = 0.1
@@ -54,7 +54,7 @@ def detail_maps(D: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch
     return torch.asinh(torch.cat([lum, chroma], 1)), sigma
 
 
-@lru_cache(maxsize=64)
+@tensor_cache(64)
 def _feature_index(h: int, w: int, device: str) -> torch.Tensor:
     taps = tap_index(h, w, DIAMOND, "cpu")                          # (hw, 15)
     hw = h * w

@@ -17,12 +17,12 @@ the same on every backend.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from kpnt.mosaic.cfa import CFA
+from kpnt.ref._cache import tensor_cache
 
 
 def fold_indices(n: int, before: int, after: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
@@ -50,7 +50,7 @@ def fold_indices(n: int, before: int, after: int, lo: int = 0, hi: int | None = 
     return np.where(inside, pos, folded)
 
 
-@lru_cache(maxsize=256)
+@tensor_cache(256)
 def _fold_tensor(n: int, before: int, after: int, lo: int, hi: int, device: str) -> torch.Tensor:
     return torch.from_numpy(fold_indices(n, before, after, lo, hi)).to(device)
 

@@ -21,12 +21,12 @@ map ``C0 -> D_i(q)``), away from borders.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from kpnt.ref.pad import reflect_pad
+from kpnt.ref._cache import tensor_cache
 
 #: The 5-tap B-spline, normalised.
 B5 = (1.0 / 16, 4.0 / 16, 6.0 / 16, 4.0 / 16, 1.0 / 16)
@@ -136,7 +136,7 @@ def reconstruct(coarse: torch.Tensor, details: list[torch.Tensor], alphas: list[
     return o
 
 
-@lru_cache(maxsize=8)
+@tensor_cache(8)
 def detail_noise_gain(levels: int) -> np.ndarray:
     """Variance of ``D_i`` per unit white-noise variance of ``C0``.
 

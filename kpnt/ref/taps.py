@@ -1,12 +1,12 @@
 """Tap sets and the neighbourhood gather shared by features and apply."""
 from __future__ import annotations
 
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from kpnt.ref.pad import fold_indices
+from kpnt.ref._cache import tensor_cache
 
 #: The 15-tap diamond of the colour levels, (dy, dx) in raster order::
 #:
@@ -35,7 +35,7 @@ def square_taps(radius: int) -> np.ndarray:
     return np.stack(np.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
 
 
-@lru_cache(maxsize=64)
+@tensor_cache(64)
 def _tap_index(offsets_bytes: bytes, h: int, w: int, device: str) -> torch.Tensor:
     off = np.frombuffer(offsets_bytes, dtype=np.int64).reshape(-1, 2)
     r = int(np.abs(off).max())
