@@ -31,10 +31,8 @@ than it gains on noise (the untrained MLP cannot tell them apart).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 
-import numpy as np
 import torch
 
 from kpnt import ops

@@ -1,12 +1,10 @@
 """KPNT: shapes, input checks, determinism, symmetry, untrained quality."""
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from kpnt import ops
 from kpnt.model import KPNT, ModelConfig
 from kpnt.mosaic.cfa import CFA
 

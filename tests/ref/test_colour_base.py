@@ -1,5 +1,4 @@
 """Colour base: per-block colour means."""
-import numpy as np
 import pytest
 import torch
 
