@@ -26,6 +26,15 @@ estimate ``S`` (N, 3, H, W) for the noise model, and the noise profile.
    ``O(p) = U(p) + sigmoid(blend) * sum_t w_t d(p + M_p t)``, the same
    detail added to all three channels (colour-difference transfer).
 
+Symmetry: transposing/mirroring the mosaic with its CFA hands every site
+its original neighbourhood in canonical order up to ``s = M_p^-1 G M_p'``,
+an element of the class layout's own symmetry group.  Where s is the
+identity (Bayer greens under transpose, X-Trans corner greens under mirror)
+the output transforms exactly; sites whose layout is itself symmetric (a
+Bayer red site under transpose, X-Trans centre/side sites under mirror)
+cannot be oriented equivariantly by any fixed rule, and there the MLP sees
+the neighbourhood permuted by s (tests/ref/test_front.py checks both).
+
 Taps outside the image read ``d = 0`` (no detail); ``kpnt.model`` pads the
 mosaic so that only cropped pixels see that.
 
