@@ -9,7 +9,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <optional>
-#include <sstream>
+#include <type_traits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -27,22 +27,35 @@ struct ValueError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// Messages are built with std::string only, and only on failure: on the GPU
+// machine, code using std::ostringstream inside the extension crashed
+// (kernels/fused_mlp.cuh).
+inline std::string str(const std::string& s) { return s; }
+inline std::string str(const char* s) { return s; }
+inline std::string str(const c10::Device& d) { return d.str(); }
+inline std::string str(at::ScalarType t) { return c10::toString(t); }
+inline std::string str(at::IntArrayRef sizes) {
+  std::string s = "(";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + (sizes.size() == 1 ? ",)" : ")");
+}
+template <class T, std::enable_if_t<std::is_arithmetic_v<T>, int> = 0>
+std::string str(T v) {
+  return std::to_string(v);
+}
 template <class... T>
 std::string cat(const T&... parts) {
-  std::ostringstream os;
-  (os << ... << parts);
-  return os.str();
+  std::string s;
+  ((s += str(parts)), ...);
+  return s;
 }
 
-void require(bool ok, const std::string& msg) {
-  if (!ok) throw ValueError("fused_mlp: " + msg);
-}
+#define KPNT_REQUIRE(cond, ...)                                         \
+  do {                                                                  \
+    if (!(cond)) throw ValueError("fused_mlp: " + cat(__VA_ARGS__));    \
+  } while (0)
 
-std::string shape(const torch::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
-}
+std::string shape(const torch::Tensor& t) { return str(t.sizes()); }
 
 template <class F>
 py::object guarded(F&& f) {
@@ -68,16 +81,16 @@ void check_launch(const char* err) {
 }
 
 kpnt::MlpDims dims_from(const std::vector<int64_t>& d) {
-  require(d.size() == 4, cat("dims must be [in, hidden, out, n_hidden], got ", d.size(), " values"));
+  KPNT_REQUIRE(d.size() == 4, "dims must be [in, hidden, out, n_hidden], got ", d.size(), " values");
   return kpnt::MlpDims{static_cast<int>(d[0]), static_cast<int>(d[1]), static_cast<int>(d[2]),
                        static_cast<int>(d[3])};
 }
 
 void check_cuda_tensor(const torch::Tensor& t, const char* name, at::ScalarType dtype, const torch::Tensor& like) {
-  require(t.is_cuda(), cat(name, " must be a CUDA tensor, got device ", t.device()));
-  require(t.device() == like.device(), cat(name, " is on ", t.device(), ", x on ", like.device()));
-  require(t.scalar_type() == dtype, cat(name, " must be ", dtype, ", got ", t.scalar_type()));
-  require(t.is_contiguous(), cat(name, " must be contiguous"));
+  KPNT_REQUIRE(t.is_cuda(), name, " must be a CUDA tensor, got device ", t.device());
+  KPNT_REQUIRE(t.device() == like.device(), name, " is on ", t.device(), ", x on ", like.device());
+  KPNT_REQUIRE(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
+  KPNT_REQUIRE(t.is_contiguous(), name, " must be contiguous");
 }
 
 // Validates everything and fills the launcher arguments.  `w16` keeps the f16
@@ -86,29 +99,26 @@ kpnt::MlpArgs make_args(const torch::Tensor& x, const torch::Tensor& w, const st
                         const std::optional<torch::Tensor>& offsets, const std::vector<int64_t>& dims, double slope,
                         torch::Tensor& w16) {
   const kpnt::MlpDims d = dims_from(dims);
-  require(kpnt::mlp_is_supported(d), cat("no kernel for (in=", d.in, ", hidden=", d.hidden, ", out=", d.out,
+  KPNT_REQUIRE(kpnt::mlp_is_supported(d), cat("no kernel for (in=", d.in, ", hidden=", d.hidden, ", out=", d.out,
                                          ", n_hidden=", d.n_hidden, "); compiled configurations: ",
                                          kpnt::mlp_supported_configs()));
   check_cuda_tensor(x, "x", at::kFloat, x);
-  require(x.dim() == 2 && x.size(1) == d.in, cat("x must be (P, ", d.in, "), got ", shape(x)));
-  require(x.size(0) < (int64_t(1) << 31), cat("at most 2^31 - 1 pixels per call, got ", x.size(0)));
+  KPNT_REQUIRE(x.dim() == 2 && x.size(1) == d.in, "x must be (P, ", d.in, "), got ", shape(x));
+  KPNT_REQUIRE(x.size(0) < (int64_t(1) << 31), "at most 2^31 - 1 pixels per call, got ", x.size(0));
   check_cuda_tensor(w, "weights", at::kFloat, x);
   const int64_t nw = kpnt::mlp_n_weights(d);
-  require((w.dim() == 1 && w.size(0) == nw) || (w.dim() == 2 && w.size(1) == nw && w.size(0) >= 1),
-          cat("packed weights must be (", nw, ",) or (G, ", nw, "), got ", shape(w)));
+  KPNT_REQUIRE((w.dim() == 1 && w.size(0) == nw) || (w.dim() == 2 && w.size(1) == nw && w.size(0) >= 1), "packed weights must be (", nw, ",) or (G, ", nw, "), got ", shape(w));
   const int groups = w.dim() == 2 ? static_cast<int>(w.size(0)) : 1;
-  require(perm.has_value() == offsets.has_value(), "perm and offsets come together");
-  require(groups == 1 || perm.has_value(), cat(groups, " weight sets need perm and offsets"));
+  KPNT_REQUIRE(perm.has_value() == offsets.has_value(), "perm and offsets come together");
+  KPNT_REQUIRE(groups == 1 || perm.has_value(), groups, " weight sets need perm and offsets");
   if (perm.has_value()) {
     check_cuda_tensor(*perm, "perm", at::kInt, x);
     check_cuda_tensor(*offsets, "offsets", at::kInt, x);
-    require(perm->dim() == 1 && perm->size(0) == x.size(0),
-            cat("perm must be (", x.size(0), ",), got ", shape(*perm)));
-    require(offsets->dim() == 1 && offsets->size(0) == groups + 1,
-            cat("offsets must be (", groups + 1, ",), got ", shape(*offsets)));
+    KPNT_REQUIRE(perm->dim() == 1 && perm->size(0) == x.size(0), "perm must be (", x.size(0), ",), got ", shape(*perm));
+    KPNT_REQUIRE(offsets->dim() == 1 && offsets->size(0) == groups + 1, "offsets must be (", groups + 1, ",), got ", shape(*offsets));
   }
-  require(slope >= 0.0, cat("the leaky ReLU slope must be >= 0 (the backward reads the sign of the activation), "
-                            "got ", slope));
+  KPNT_REQUIRE(slope >= 0.0, "the leaky ReLU slope must be >= 0 (the backward reads the sign of the activation), "
+                            "got ", slope);
   w16 = w.to(at::kHalf).contiguous();
   kpnt::MlpArgs a;
   a.dims = d;
@@ -147,8 +157,7 @@ py::object mlp_backward(const torch::Tensor& x, const torch::Tensor& w, const st
     torch::Tensor w16;
     const kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
     check_cuda_tensor(dy, "grad_output", at::kFloat, x);
-    require(dy.dim() == 2 && dy.size(0) == x.size(0) && dy.size(1) == a.dims.out,
-            cat("grad_output must be (", x.size(0), ", ", a.dims.out, "), got ", shape(dy)));
+    KPNT_REQUIRE(dy.dim() == 2 && dy.size(0) == x.size(0) && dy.size(1) == a.dims.out, "grad_output must be (", x.size(0), ", ", a.dims.out, "), got ", shape(dy));
     torch::Tensor dx = need_dx ? torch::empty_like(x) : torch::empty({0}, x.options());
     const int64_t nw = kpnt::mlp_n_weights(a.dims);
     int bx = 0;

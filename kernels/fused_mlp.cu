@@ -37,7 +37,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <sstream>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -244,12 +244,12 @@ __device__ __forceinline__ void store_frags(__half* s, const uint32_t (&a)[K / 1
 constexpr int kFwdWarps = 4;
 constexpr int kFwdR = 2;  // 16-row blocks per warp
 constexpr int kFwdT = kFwdWarps * kFwdR * 16;
-// 4 resident blocks (16 warps) per SM caps registers at 128 a thread; without
-// the cap ptxas took 136 and only 3 blocks fit (docs/KERNELS.md, v2).
-constexpr int kFwdMinBlocks = 4;
+// No minimum-blocks hint: ptxas takes 136 registers (3 blocks, 12 warps per
+// SM, no spills).  Forcing 4 blocks (128 registers) spilled 20 bytes and was
+// not faster (docs/KERNELS.md, v2).
 
 template <class C>
-__global__ void __launch_bounds__(kFwdWarps * 32, kFwdMinBlocks)
+__global__ void __launch_bounds__(kFwdWarps * 32)
     mlp_fwd_kernel(const float* __restrict__ x, const __half* __restrict__ w, const int32_t* __restrict__ perm,
                    const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ y, float slope) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -577,10 +577,12 @@ template <class K>
 void prepare_smem(K kernel, size_t bytes, const char* which) {
   const int optin = device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin);
   if (bytes > static_cast<size_t>(optin)) {
-    std::ostringstream os;
-    os << "fused_mlp " << which << ": needs " << bytes << " bytes of shared memory per block, this GPU allows "
-       << optin << " (the kernels are tuned for sm_90, 227 KB)";
-    throw std::runtime_error(os.str());
+    char msg[256];
+    std::snprintf(msg, sizeof msg,
+                  "fused_mlp %s: needs %zu bytes of shared memory per block, this GPU allows %d "
+                  "(the kernels are tuned for sm_90, 227 KB)",
+                  which, bytes, optin);
+    throw std::runtime_error(msg);
   }
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
              "cudaFuncSetAttribute");
@@ -649,11 +651,12 @@ bool dispatch(const MlpDims& d, F&& f) {
 }
 
 [[noreturn]] void unsupported(const MlpDims& d) {
-  std::ostringstream os;
-  os << "fused_mlp: no kernel for (in=" << d.in << ", hidden=" << d.hidden << ", out=" << d.out
-     << ", n_hidden=" << d.n_hidden << "); compiled configurations: " << mlp_supported_configs()
-     << " (add one to KPNT_MLP_CONFIGS in kernels/fused_mlp.cu)";
-  throw std::invalid_argument(os.str());
+  char msg[512];
+  std::snprintf(msg, sizeof msg,
+                "fused_mlp: no kernel for (in=%d, hidden=%d, out=%d, n_hidden=%d); compiled configurations: %s "
+                "(add one to KPNT_MLP_CONFIGS in kernels/fused_mlp.cu)",
+                d.in, d.hidden, d.out, d.n_hidden, mlp_supported_configs());
+  throw std::invalid_argument(msg);
 }
 
 }  // namespace
@@ -665,8 +668,8 @@ int64_t mlp_n_weights(const MlpDims& d) {
 
 const char* mlp_supported_configs() {
   // A string literal assembled by the preprocessor: no std::string crosses
-  // into the bindings' translation unit (nvcc and the C++ compiler may be
-  // told different libstdc++ ABIs, and a returned std::string crashed).
+  // into the bindings' translation unit, and no iostreams are used (both
+  // crashed on the GPU machine, see fused_mlp.cuh).
 #define KPNT_MLP_NAME(i, h, o, n) ", (in=" #i ", hidden=" #h ", out=" #o ", n_hidden=" #n ")"
   static const char names[] = KPNT_MLP_CONFIGS(KPNT_MLP_NAME);
 #undef KPNT_MLP_NAME

@@ -5,9 +5,12 @@
 // code and no torch types: the launchers take raw device pointers.
 //
 // Errors cross this interface as C strings, never as C++ exceptions or
-// std::string: on the GPU machines (torch 2.11, g++ 13) any exception that
-// propagated out of the extension into pybind11 crashed the interpreter
-// (SIGSEGV), and so did a std::string returned from the nvcc-compiled unit.
+// std::string.  On the GPU machines (torch 2.11, g++ 13 wrapper over the
+// system's libstdc++ headers) the interpreter crashed (SIGSEGV) on a
+// std::string returned from the nvcc-compiled unit, on a TORCH_CHECK failure
+// and on binding code that formatted messages with std::ostringstream; the
+// common factor seems to be iostreams inside the extension, so there are none
+// (messages use snprintf / std::string), and nothing is thrown across units.
 // Each launcher returns nullptr on success, else "ValueError|message" or
 // "RuntimeError|message" (thread-local storage, valid until the next call).
 //

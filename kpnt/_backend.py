@@ -88,12 +88,17 @@ def build_flags(arch_list: str | None = None) -> dict[str, Any]:
     verbose = os.environ.get("KPNT_BUILD_VERBOSE", "") not in ("", "0")
     # No -std here: cpp_extension passes the standard that torch's headers
     # need (C++17 or newer) to both compilers; the kernels need C++17.
-    cuda_cflags = ["-O3", "-lineinfo"]
+    # torch's extension builder stopped passing the libstdc++ ABI macro
+    # (2.11 does not); state it so that std::string and exceptions crossing
+    # into libtorch agree with the ABI torch was built with, whatever the
+    # host compiler's default.
+    abi = [f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+    cuda_cflags = ["-O3", "-lineinfo", *abi]
     if verbose:
         cuda_cflags.append("-Xptxas=-v")
     return {
         "arch": arch_list if arch_list is not None else _arch_list(),
-        "cflags": ["-O3"],
+        "cflags": ["-O3", *abi],
         "cuda_cflags": cuda_cflags,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

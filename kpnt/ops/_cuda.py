@@ -235,3 +235,23 @@ def fused_mlp_grouped(
         perm, offsets = partition_by_class(cls, groups)
     w = torch.cat([wi.reshape(groups, -1) for wi in weights], dim=1)
     return _mlp_fwd(x.contiguous(), w, perm, offsets, dims, float(slope))
+
+
+# ---------------------------------------------------------------- dispatch hook
+
+
+def _dispatch_mlp(x: Tensor, weights: Sequence[Tensor], leaky_slope: float) -> Tensor:
+    """:func:`kpnt.ref.mlp.mlp`'s signature on the fused kernel (any compiled shape)."""
+    return fused_mlp(x, weights, leaky_slope)
+
+
+def backend_ops() -> dict:
+    """Op table for ``kpnt.ops.dispatch.register_backend("cuda", backend_ops)``.
+
+    Builds the kernels first, so that a missing GPU or compiler surfaces as a
+    :class:`kpnt._backend.BackendError` when the backend is first used.
+    Only the MLP is fused so far; ``colour_level`` / ``front_level`` run the
+    reference around it (the dispatch passes this ``mlp`` to them).
+    """
+    _ext()
+    return {"mlp": _dispatch_mlp}

@@ -101,7 +101,10 @@ def test_tiny_gradients_do_not_underflow():
     big = torch.autograd.grad(_cuda.fused_mlp(x, ws, SLOPE), ws, gy)
     small = torch.autograd.grad(_cuda.fused_mlp(x, ws, SLOPE), ws, gy * 1e-10)
     for a, b in zip(small, big):
-        assert rel(a * 1e10, b) < 1e-5  # power-of-two scaling: equal up to rounding of 1e-10
+        # The tile scale is a power of two, but gy * 1e-10 itself is rounded
+        # (f32), which can move a few f16 roundings: equal to f16 precision.
+        assert torch.isfinite(a).all() and a.abs().max() > 0
+        assert rel(a * 1e10, b) < 2e-3
 
 
 def test_deterministic():
@@ -157,3 +160,26 @@ def test_argument_errors():
         _cuda.fused_mlp(torch.randn(4, 31, device="cuda"), ws, SLOPE)
     with pytest.raises(ValueError, match=r"weights\[1\]"):
         _cuda.fused_mlp(features(4, 32), [ws[0], ws[1][:, :32], *ws[2:]], SLOPE)
+
+
+def test_colour_level_through_dispatch_with_fused_mlp(monkeypatch):
+    """The reference colour level with the fused MLP plugged in through
+    kpnt.ops.dispatch's backend hook matches the all-reference level."""
+    from kpnt import ops
+    from kpnt.ops import dispatch
+
+    monkeypatch.setitem(dispatch._registered, "cuda", _cuda.backend_ops())
+    g = torch.Generator().manual_seed(11)
+    D = (torch.randn(2, 3, 40, 56, generator=g) * 0.05).cuda()
+    var = torch.full_like(D, 0.02**2)
+    ws = weights(CONFIGS[0], seed=12)
+    outs = {}
+    for be in ("torch", "cuda"):
+        I, a = ops.colour_level(D, var, ws, SLOPE, "softmax", True, backend=be)
+        loss = I.square().mean() + a.mean()
+        outs[be] = (I.detach(), a.detach(), torch.autograd.grad(loss, ws))
+    assert rel(outs["cuda"][0], outs["torch"][0]) < 2e-3
+    assert rel(outs["cuda"][1], outs["torch"][1]) < 2e-3
+    # Exact-reference gradients: bounded by the f16 kink flips (module doc).
+    for a, b in zip(outs["cuda"][2], outs["torch"][2]):
+        assert torch.isfinite(a).all() and rel(a, b) < 0.1
