@@ -23,6 +23,7 @@ import torch
 
 from kpnt.color import srgb_to_cam_matrix
 from kpnt.mosaic import CFA
+from kpnt.noise import add_noise_torch
 
 
 @dataclass
@@ -113,18 +114,15 @@ def synthesize(
     noise = noise * jitter[:, None, None]
 
     if cfa is None:
-        clean = raw_rgb
-        a = noise[:, 0, :, None, None]
-        b = noise[:, 1, :, None, None]
+        clean, colour = raw_rgb, None
         gain = wb[:, :, None, None]
     else:
         colour = torch.from_numpy(cfa.colour_map(h, w)).long()
         clean = torch.gather(raw_rgb, 1, colour.expand(n, 1, h, w))
-        a = noise[:, 0][:, colour][:, None]
-        b = noise[:, 1][:, colour][:, None]
         gain = wb[:, colour][:, None]
-    std = (a * clean.clamp_min(0.0) + b).sqrt()
-    noisy = (clean + std * torch.randn(clean.shape, generator=gen)).clamp_max(1.0)
+    # Profiles with a negative read variance b exist (darktable fits): the
+    # sampler clamps a*x + b at zero.  The sensor clips at the white level.
+    noisy = add_noise_torch(clean, noise[:, 0], noise[:, 1], colour, gen).clamp_max(1.0)
     x = noisy * gain
 
     noise_wb = torch.stack([noise[:, 0] * wb, noise[:, 1] * wb**2], dim=1)
