@@ -111,8 +111,7 @@ class ModelCache:
             if not path.exists():
                 raise WeightsError(f"no shipped {sensor} weights in this kpnt install: train them with kpnt-train and pass --weights FILE")
         model, meta = load_weights(path, sensor=sensor, device=self.device)
-        if hasattr(model, "set_backend"):
-            model.set_backend(self.backend)
+        model.backend = self.backend
         model.eval()
         self.models[sensor] = model
         log.debug("loaded %s weights from %s", sensor, path)
