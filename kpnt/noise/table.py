@@ -107,13 +107,13 @@ class ProfileTable:
         cam = self._cams.get(key)
         if cam is not None:
             return cam
-        names = {f"{c.maker} {c.model}": c for c in self._cams.values()}
-        close = difflib.get_close_matches(f"{make} {model}", list(names), n=3, cutoff=0.4)
-        if len(close) < 3:
-            # Also compare on normalised keys: 'NIKON D75' vs 'Nikon D750'.
-            by_key = {f"{k[0]} {k[1]}": f"{c.maker} {c.model}" for k, c in self._cams.items()}
-            more = difflib.get_close_matches(f"{key[0]} {key[1]}", list(by_key), n=3, cutoff=0.4)
-            close += [by_key[m] for m in more if by_key[m] not in close]
+        same_maker = {k[1]: f"{c.maker} {c.model}" for k, c in self._cams.items() if k[0] == key[0]}
+        if same_maker:
+            # Compare normalised model names within the maker: 'X-T2' -> 'X-T1'.
+            close = [same_maker[m] for m in difflib.get_close_matches(key[1], list(same_maker), n=3, cutoff=0.3)]
+        else:
+            everything = [f"{c.maker} {c.model}" for c in self._cams.values()]
+            close = difflib.get_close_matches(f"{make} {model}", everything, n=3, cutoff=0.6)
         hint = f"; close names: {', '.join(close[:3])}" if close else ""
         raise NoiseProfileError(
             f"no noise profile for camera '{make} {model}' in {self.source or 'the table'}{hint}"
