@@ -9,11 +9,16 @@ Examples::
 
     # pairs built by kpnt-build-dataset from your own raws
     kpnt-train --sensor xtrans --data datasets/xt1 -o runs/xt1
+
+    # data-parallel on two GPUs (one process each, NCCL); the same as
+    # torchrun --standalone --nproc-per-node 2 -m kpnt.train ... --devices cuda:0,cuda:1
+    kpnt-train --devices cuda:0,cuda:1 --sensor bayer --data datasets/d750 -o runs/d750
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -49,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
     opt.add_argument("--minutes", type=float, help="stop after this many minutes even if --steps is not reached")
-    opt.add_argument("--batch", type=int, default=8, help="tiles per step (default 8)")
+    opt.add_argument("--batch", type=int, default=8, help="tiles per step and shard (default 8; the global batch is --shards times this)")
     opt.add_argument("--tile", type=int, default=96, help="tile side in photosites, rounded to the CFA period (default 96)")
     opt.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, cosine-decayed to 10%%)")
     opt.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clipping, 0 to disable (default 1.0)")
@@ -59,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--val-every", type=int, default=100, help="validate every N steps (default 100)")
     opt.add_argument("--ckpt-every", type=int, default=200, help="checkpoint every N steps (default 200)")
     opt.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    opt.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    opt.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; with several CPU processes a share of the cores each)")
+    par = p.add_argument_group("devices and data parallelism (README: 'Several GPUs')")
+    par.add_argument("--devices", default="auto", help="device list, one process per entry: 'cuda:0,cuda:1' (NCCL), 'cpu', or 'auto' = cuda:0 when CUDA is usable, else the CPU (default auto)")
+    par.add_argument("--nproc", type=int, help="number of CPU processes (gloo), e.g. to test data parallelism without GPUs")
+    par.add_argument("--shards", type=int, help="shards of the global batch, --batch tiles each, each drawn from its own seed (default: one per process; on --resume the run's number)")
+    par.add_argument("--grad-sync", choices=["ddp", "allreduce"], default="ddp", help="average gradients with DistributedDataParallel (default), or one all-reduce after the backward pass")
     arch = p.add_argument_group("architecture")
     arch.add_argument("--apply", choices=["softmax", "plain"], default=None, help="kernel normalisation (default: the model's)")
     arch.add_argument("--no-noise-input", action="store_true", help="do not feed the noise level to the MLPs (ablation)")
@@ -91,9 +101,7 @@ def _cameras(args, sensor: str):
     from kpnt.noise import load_profile_table
     from kpnt.train.synthesis import CameraModel
 
-    if args.profiles is None:
-        raise KpntError("--clean needs --profiles TABLE (a darktable noiseprofiles.json) to synthesise noise")
-    table = load_profile_table(args.profiles)
+    table = load_profile_table(args.profiles)  # main() made sure there is one
     if args.camera:
         wanted = []
         by_name = {f"{mk} {md}".lower(): (mk, md) for mk, md in table.cameras()}
@@ -153,18 +161,58 @@ def _synthetic_sources(args, sensor: str, tile: int):
     return source, val_batches, prov
 
 
+def _processes(args) -> tuple[int, list[torch.device]]:
+    """Number of processes the arguments ask for, and the device list."""
+    from kpnt.train.distributed import parse_devices
+
+    devices = parse_devices(args.devices)
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise KpntError(f"--nproc must be >= 1, got {args.nproc}")
+        if devices[0].type == "cuda" and args.devices != "auto":
+            raise KpntError("--nproc starts CPU processes: for GPUs list them with --devices cuda:0,cuda:1")
+        return args.nproc, [torch.device("cpu")]
+    return len(devices), devices
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    ctx = None
 
     def body() -> int:
+        nonlocal ctx
         from kpnt.model import KPNT, ModelConfig
+        from kpnt.train import distributed
         from kpnt.train.loop import CHECKPOINT_NAME, Trainer, TrainConfig
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        # Checks of the arguments alone come first: before a launch, they
+        # fail once here instead of once per process.
         if (args.clean is None) == (args.data is None):
             raise KpntError("give either --clean DIR (with --profiles) or --data DIR (from kpnt-build-dataset)")
+        if args.clean is not None and args.profiles is None:
+            raise KpntError("--clean needs --profiles TABLE (a darktable noiseprofiles.json) to synthesise noise")
+        ckpt = args.out / CHECKPOINT_NAME
+        if args.resume and not ckpt.exists():
+            raise KpntError(f"--resume: no checkpoint at {ckpt}")
+        if not args.resume and ckpt.exists():
+            raise KpntError(f"{args.out} already holds a run: pass --resume to continue it or choose another --out")
+        nproc, devices = _processes(args)
+        if distributed.in_torchrun():
+            # A worker (of torchrun or of the launch below): its device is
+            # devices[LOCAL_RANK]; without --devices torchrun's own choice.
+            if args.nproc is not None and args.nproc != int(os.environ.get("LOCAL_WORLD_SIZE", 0)):
+                raise KpntError(f"--nproc {args.nproc} does not match torchrun's {os.environ.get('LOCAL_WORLD_SIZE')} processes on this host: leave --nproc out")
+            ctx = distributed.init_from_env(None if args.devices == "auto" and args.nproc is None else devices)
+        elif nproc > 1:
+            return distributed.launch(nproc, argv, args.verbose)
+        else:
+            ctx = distributed.DistContext(device=devices[0])
+        if not ctx.is_main:
+            logging.getLogger("kpnt").setLevel(logging.ERROR)  # rank 0 speaks for all
+        if args.threads:
+            torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)
         overrides = {}
         if args.apply:
@@ -173,9 +221,9 @@ def main(argv=None) -> int:
             overrides["noise_input"] = False
         if args.width:
             overrides["width"] = args.width
-        model = KPNT(args.sensor, ModelConfig(**overrides))
-        if hasattr(model, "set_backend"):
-            model.set_backend(args.backend)
+        # The backend is chosen per call from the data's device ('auto': the
+        # fused kernels for CUDA tensors when they load, else the reference).
+        model = KPNT(args.sensor, ModelConfig(**overrides), backend=args.backend)
         period = {"bayer": 2, "xtrans": 6, "rgb": 1}[args.sensor]
         tile = max(period * 4, args.tile // period * period)
         if args.clean is not None:
@@ -187,17 +235,20 @@ def main(argv=None) -> int:
         cfg = TrainConfig(
             steps=args.steps, lr=args.lr, grad_clip=args.grad_clip, weight_decay=args.weight_decay, loss=args.loss,
             seed=args.seed, val_every=args.val_every, ckpt_every=args.ckpt_every, minutes=args.minutes,
+            shards=args.shards, grad_sync=args.grad_sync,
         )
-        trainer = Trainer(model, cfg, source, val_batches, args.out, prov)
-        ckpt = args.out / CHECKPOINT_NAME
+        trainer = Trainer(model, cfg, source, val_batches, args.out, prov, ctx)
         if args.resume:
-            if not ckpt.exists():
-                raise KpntError(f"--resume: no checkpoint at {ckpt}")
             trainer.load_checkpoint(ckpt)
             log.info("resumed at step %d", trainer.step)
-        elif ckpt.exists():
-            raise KpntError(f"{args.out} already holds a run: pass --resume to continue it or choose another --out")
+        if ctx.distributed:
+            log.info("data-parallel training: %d processes (%s), rank 0 on %s; global batch %d shards of %d tiles, %d shard(s) per process",
+                     ctx.world_size, "nccl" if ctx.device.type == "cuda" else "gloo", ctx.device, trainer.shards, args.batch, len(trainer.local))
+        else:
+            log.info("training on %s%s", ctx.device, f", global batch {trainer.shards} shards of {args.batch} tiles" if trainer.shards > 1 else "")
         hist = trainer.run(progress=not args.no_progress)
+        if not ctx.is_main:
+            return 0
         msg = f"trained {trainer.step} steps"
         if hist.val_psnr:
             msg += f"; validation PSNR {hist.val_psnr[0]:.2f} -> {hist.val_psnr[-1]:.2f} dB (linear, white-balanced)"
@@ -207,7 +258,17 @@ def main(argv=None) -> int:
         print(f"weights: {args.out / 'weights.safetensors'}  curve: {args.out / 'curve.png'}")
         return 0
 
-    return run_cli(PROG, body, args.verbose)
+    # Every process of a job prints its own errors; say which one it is.
+    prog = PROG if os.environ.get("RANK", "0") == "0" else f"{PROG} [rank {os.environ['RANK']}]"
+    rc = 1
+    try:
+        rc = run_cli(prog, body, args.verbose)
+        return rc
+    finally:
+        if ctx is not None:
+            from kpnt.train.distributed import shutdown
+
+            shutdown(ctx, wait=rc == 0)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """The training loop: one loss, one backward through every weight set, one
 Adam step (DESIGN.md section 4), with checkpoints that resume exactly.
 
-Determinism: every random draw of the data pipeline comes from one
-``torch.Generator`` whose state is saved in the checkpoint together with the
+Determinism: the global batch of a step is ``S`` shards (default: one per
+process, see :mod:`kpnt.train.distributed`); every random draw of shard
+``s`` comes from its own ``torch.Generator`` seeded from ``(seed, s)``.  The
+states of all ``S`` generators are saved in the checkpoint together with the
 model, the optimiser and the history, so ``--resume`` continues to the same
-weights an uninterrupted run reaches.
+weights an uninterrupted run reaches, also with another number of processes
+as long as it divides ``S`` (then only the order of float additions in the
+gradient average differs).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +26,7 @@ from tqdm import tqdm
 
 from kpnt.errors import KpntError
 from kpnt.mosaic import CFA
+from kpnt.train.distributed import GRAD_SYNCS, DistContext, local_shards, make_sync, shard_seed
 from kpnt.train.loss import LOSSES, psnr_linear
 from kpnt.train.plot import write_curve
 from kpnt.train.synthesis import Batch
@@ -52,10 +57,19 @@ class TrainConfig:
     loss_border: int = 4
     #: stop after this many minutes of training (None: run all steps)
     minutes: float | None = None
+    #: shards of the global batch, each from its own generator (None: one
+    #: per process for a new run, the checkpoint's number on resume)
+    shards: int | None = None
+    #: how gradients are averaged over processes: 'ddp' or 'allreduce'
+    grad_sync: str = "ddp"
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise KpntError(f"unknown loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+        if self.shards is not None and self.shards < 1:
+            raise KpntError(f"--shards must be >= 1, got {self.shards}")
+        if self.grad_sync not in GRAD_SYNCS:
+            raise KpntError(f"unknown gradient sync {self.grad_sync!r}: choose one of {', '.join(GRAD_SYNCS)}")
 
 
 @dataclass
@@ -74,13 +88,29 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 @torch.no_grad()
-def validate(model, batches: list[Batch]) -> float:
-    """Mean per-image linear PSNR (white-balanced, peak 1, 6-px border)."""
-    scores = []
-    for b in batches:
-        out = model(b.x, b.cfa, b.noise)
-        scores.append(psnr_linear(out, b.target))
-    return float(torch.cat(scores).mean())
+def validate(model, batches: list[Batch], ctx: DistContext | None = None) -> float:
+    """Mean per-image linear PSNR (white-balanced, peak 1, 6-px border).
+
+    With several processes each validates every ``world_size``-th batch and
+    the sums are all-reduced, so all of them return the same mean.
+    """
+    ctx = ctx or DistContext()
+    device = next(model.parameters()).device
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # sum of PSNRs, images
+    for b in batches[ctx.rank :: ctx.world_size]:
+        b = batch_to(b, device)
+        scores = psnr_linear(model(b.x, b.cfa, b.noise), b.target)
+        total += torch.stack([scores.double().sum(), torch.tensor(float(scores.numel()), dtype=torch.float64, device=device)])
+    ctx.all_reduce_sum(total)
+    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+
+def batch_to(batch: Batch, device: torch.device) -> Batch:
+    """The batch with its tensors on ``device`` (synthesis runs on the CPU)."""
+    if batch.x.device == device:
+        return batch
+    moved = {k: getattr(batch, k).to(device, non_blocking=True) for k in ("x", "target", "noise", "valid")}
+    return replace(batch, wb=None if batch.wb is None else batch.wb.to(device), **moved)
 
 
 def canonical_cfa(sensor: str) -> CFA | None:
@@ -94,34 +124,73 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _finite_grads(params) -> bool:
-    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+def _count_nonfinite(params) -> torch.Tensor:
+    """Number of parameters whose gradient holds a NaN or inf, as a tensor
+    (one device sync later instead of one per parameter)."""
+    flags = [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
+    if not flags:
+        return torch.zeros((), dtype=torch.float64)
+    return (~torch.stack(flags)).sum().double()
 
 
 class Trainer:
-    """Owns model, optimiser, data generator and history for one run folder."""
+    """Owns model, optimiser, data generators and history for one run folder.
 
-    def __init__(self, model, cfg: TrainConfig, source: Callable[[torch.Generator], Batch], val_batches: list[Batch], out_dir: Path, provenance: dict):
-        self.model, self.cfg, self.source, self.val_batches = model, cfg, source, val_batches
+    Args:
+        model: a :class:`~kpnt.model.KPNT`; moved to ``ctx.device``.
+        cfg: optimisation settings.
+        source: ``source(gen) -> Batch`` draws one shard's batch (on the
+            CPU) with every random choice taken from ``gen``.
+        val_batches: fixed validation batches.
+        out_dir: run folder (written by rank 0 only).
+        provenance: recorded in the weights file.
+        ctx: this process's place in a data-parallel job (default: alone,
+            on the model's device).
+    """
+
+    def __init__(self, model, cfg: TrainConfig, source: Callable[[torch.Generator], Batch], val_batches: list[Batch], out_dir: Path, provenance: dict, ctx: DistContext | None = None):
+        self.ctx = ctx or DistContext(device=next(model.parameters()).device)
+        self.model = model.to(self.ctx.device)
+        self.cfg, self.source, self.val_batches = cfg, source, val_batches
         self.out_dir = Path(out_dir)
         self.provenance = provenance
         self.params = [p for ps in model.weight_sets().values() for p in ps]
         self.optim = torch.optim.Adam(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.sync = make_sync(cfg.grad_sync, model, self.ctx)
         self.step = 0
         self.history = History()
         self.loss_fn = LOSSES[cfg.loss]
+        self._set_shards(cfg.shards or self.ctx.world_size)
+        self.gens = {s: torch.Generator().manual_seed(shard_seed(cfg.seed, s)) for s in self.local}
+
+    def _set_shards(self, shards: int) -> None:
+        self.shards = shards
+        self.local = local_shards(shards, self.ctx.rank, self.ctx.world_size)
+
+    @property
+    def gen(self) -> torch.Generator:
+        """The generator of this process's first shard (with one shard and
+        one process: the generator of all data randomness)."""
+        return self.gens[self.local[0]]
 
     # -- checkpoints -----------------------------------------------------
     def save_checkpoint(self) -> Path:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        """Write OUT/checkpoint.pt (rank 0; every process must call this,
+        since the generator states of all shards are gathered first)."""
+        states = {}
+        for part in self.ctx.all_gather_object({s: g.get_state() for s, g in self.gens.items()}):
+            states.update(part)
         path = self.out_dir / CHECKPOINT_NAME
+        if not self.ctx.is_main:
+            return path
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         _atomic_torch_save(
             {
                 "step": self.step,
                 "model": self.model.state_dict(),
                 "optim": self.optim.state_dict(),
-                "gen": self.gen.get_state(),
+                "shards": self.shards,
+                "gens": [states[s] for s in range(self.shards)],
                 "history": asdict(self.history),
                 "train_config": asdict(self.cfg),
                 "sensor": self.model.sensor,
@@ -132,54 +201,100 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: Path) -> None:
+        """Continue from a checkpoint (every process reads it).
+
+        The run keeps the checkpoint's number of shards unless
+        ``cfg.shards`` asks for another: then shards that existed keep their
+        generators, new ones start from seeds mixed with the step, and the
+        data stream (not the model or optimiser state) departs from an
+        uninterrupted run's.
+        """
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # corrupt or foreign file: one line for the user
             raise KpntError(f"{path}: cannot read checkpoint ({type(exc).__name__}): start without --resume") from exc
         if state.get("sensor") != self.model.sensor or state.get("model_config") != self.model.config.to_json():
             raise KpntError(f"{path}: checkpoint is for sensor {state.get('sensor')!r} with another architecture: resume with the same --sensor and model options")
+        # Checkpoints before sharding hold one generator state under "gen".
+        saved = state["gens"] if "gens" in state else [state["gen"]]
+        step = int(state["step"])
+        if self.cfg.shards is None:
+            if len(saved) % self.ctx.world_size:
+                raise KpntError(f"{path}: the run has {len(saved)} shard(s), which {self.ctx.world_size} processes cannot split: "
+                                f"use a number of processes that divides {len(saved)}, or pass --shards to re-shard (changes the data stream)")
+            self._set_shards(len(saved))
+        elif self.cfg.shards != len(saved) and self.ctx.is_main:
+            log.warning("re-sharding the run from %d to %d shards at step %d: the data stream differs from an uninterrupted run's from here on",
+                        len(saved), self.cfg.shards, step)
         self.model.load_state_dict(state["model"])
         self.optim.load_state_dict(state["optim"])
-        self.gen.set_state(state["gen"])
-        self.step = int(state["step"])
+        self.gens = {}
+        for s in self.local:
+            g = torch.Generator()
+            if s < len(saved):
+                g.set_state(saved[s])
+            else:
+                g.manual_seed(shard_seed(self.cfg.seed, s, step))
+            self.gens[s] = g
+        self.step = step
         self.history = History(**state["history"])
 
     # -- one step --------------------------------------------------------
     def train_step(self) -> float | None:
-        """One optimisation step; returns the loss, or None when the step
-        was skipped for a non-finite loss or gradient (nothing updated)."""
+        """One optimisation step on the global batch (all shards); returns
+        the mean shard loss, or None when the step was skipped for a
+        non-finite loss or gradient on any shard (nothing updated, and the
+        same decision on every process)."""
         for g in self.optim.param_groups:
             g["lr"] = learning_rate(self.cfg, self.step)
-        batch = self.source(self.gen)
         self.optim.zero_grad(set_to_none=True)
-        out = self.model(batch.x, batch.cfa, batch.noise)
-        loss = self.loss_fn(out, batch.target, batch.valid, self.cfg.loss_border)
-        reason = None
-        if not torch.isfinite(loss):
-            reason = f"loss is {loss.item()}"
-        else:
-            loss.backward()
-            if not _finite_grads(self.params):
-                reason = "non-finite gradient"
+        weight = self.sync.loss_weight(self.shards)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
+        for i, s in enumerate(self.local):
+            batch = batch_to(self.source(self.gens[s]), self.ctx.device)
+            with self.sync.accumulate(last=i == len(self.local) - 1):
+                out = self.sync.net(batch.x, batch.cfa, batch.noise)
+                loss = self.loss_fn(out, batch.target, batch.valid, self.cfg.loss_border)
+                # Backward even for a non-finite loss: under DDP every process
+                # must join every gradient all-reduce; the NaN gradients that
+                # result are thrown away below.
+                (loss * weight if weight != 1.0 else loss).backward()
+            loss_sum += loss.detach().double()
+        self.sync.finish(self.params)
+        # One all-reduce decides for all processes: the global mean loss, and
+        # how many gradients are non-finite anywhere.
+        stats = torch.stack([loss_sum, _count_nonfinite(self.params).to(self.ctx.device)])
+        total_loss, nonfinite = self.ctx.all_reduce_sum(stats).tolist()
+        mean_loss = total_loss / self.shards
         self.step += 1
+        reason = None
+        if not math.isfinite(mean_loss):
+            reason = f"loss is {mean_loss}"
+        elif nonfinite > 0:
+            reason = "non-finite gradient"
         if reason is not None:
             self.optim.zero_grad(set_to_none=True)
             self.history.skipped.append((self.step, reason))
-            log.warning("step %d skipped: %s (input or numerics broke; %d skipped so far)", self.step, reason, len(self.history.skipped))
+            if self.ctx.is_main:
+                log.warning("step %d skipped: %s (input or numerics broke; %d skipped so far)", self.step, reason, len(self.history.skipped))
             return None
         if self.cfg.grad_clip > 0:
+            # The gradients are the same on every process, so is the clipping.
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.optim.step()
-        return loss.item()
+        return mean_loss
 
     # -- the run -----------------------------------------------------------
     def run(self, progress: bool = True, until: int | None = None) -> History:
         """Train to ``cfg.steps`` (or stop early at step ``until``, as an
-        interruption would, leaving a checkpoint to resume from)."""
+        interruption would, leaving a checkpoint to resume from).  Every
+        process of a data-parallel job runs this; only rank 0 shows
+        progress and writes files."""
         cfg = self.cfg
+        main = self.ctx.is_main
         last_step = cfg.steps if until is None else min(until, cfg.steps)
         start = time.monotonic()
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not (progress and main), dynamic_ncols=True)
         last_val = self.history.val_psnr[-1] if self.history.val_psnr else float("nan")
         while self.step < last_step:
             loss = self.train_step()
@@ -187,10 +302,10 @@ class Trainer:
                 self.history.steps.append(self.step)
                 self.history.losses.append(loss)
             if self.val_batches and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
-                last_val = validate(self.model, self.val_batches)
+                last_val = validate(self.model, self.val_batches, self.ctx)
                 self.history.val_steps.append(self.step)
                 self.history.val_psnr.append(last_val)
-                if not progress:  # without a bar, log each validation instead
+                if not progress and main:  # without a bar, log each validation instead
                     recent = self.history.losses[-cfg.val_every :]
                     log.info("step %d: loss %.4f, validation PSNR %.2f dB, %.1f min", self.step, sum(recent) / max(len(recent), 1), last_val, (time.monotonic() - start) / 60)
             if self.step % cfg.ckpt_every == 0:
@@ -198,31 +313,39 @@ class Trainer:
                 self.write_reports()
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}" if loss is not None else "skip", val_psnr=f"{last_val:.2f}", skipped=len(self.history.skipped))
-            if cfg.minutes is not None and time.monotonic() - start > cfg.minutes * 60:
-                log.info("time budget of %.1f min reached at step %d", cfg.minutes, self.step)
+            # Rank 0's clock decides, for all processes at once.
+            if cfg.minutes is not None and self.ctx.any(main and time.monotonic() - start > cfg.minutes * 60):
+                if main:
+                    log.info("time budget of %.1f min reached at step %d", cfg.minutes, self.step)
                 break
         bar.close()
         if self.val_batches and (not self.history.val_steps or self.history.val_steps[-1] != self.step):
             self.history.val_steps.append(self.step)
-            self.history.val_psnr.append(validate(self.model, self.val_batches))
+            self.history.val_psnr.append(validate(self.model, self.val_batches, self.ctx))
         self.save_checkpoint()
         self.write_reports()
         return self.history
 
     def write_reports(self) -> None:
-        """Weights (safetensors with provenance), curve PNG and history JSON."""
+        """Weights (safetensors with provenance), curve PNG and history JSON,
+        written by rank 0 (every process checks the weights first, so a
+        failure stops them all alike)."""
         from kpnt.weights_io import save_weights
 
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         for p in self.params:
             if not torch.isfinite(p).all():
                 raise KpntError("weights became non-finite: lower --lr or enable --grad-clip")
+        if not self.ctx.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         prov = dict(self.provenance)
         prov.update(
             steps=self.step,
             skipped_steps=len(self.history.skipped),
             val_psnr_linear=self.history.val_psnr[-1] if self.history.val_psnr else None,
             train_config=asdict(self.cfg),
+            shards=self.shards,
+            processes=self.ctx.world_size,
         )
         save_weights(self.out_dir / WEIGHTS_NAME, self.model, canonical_cfa(self.model.sensor), prov)
         h = self.history
