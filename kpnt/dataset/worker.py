@@ -1,0 +1,105 @@
+"""One scene's work: read and demosaic the reference once, build each of its
+pairs, write their arrays.  Runs in the main process (``--jobs 1``) or in a
+``spawn`` process-pool worker; takes and returns plain dicts (picklable)."""
+from __future__ import annotations
+
+import logging
+import traceback
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from kpnt.dataset.noisefit import reference_profile
+from kpnt.dataset.options import BuildOptions
+from kpnt.dataset.pair import PairRejected, Reference, process_pair
+from kpnt.dataset.targets import demosaic_reference, spread
+from kpnt.dataset.writer import write_pair
+from kpnt.errors import KpntError
+
+log = logging.getLogger("kpnt.dataset")
+
+
+@lru_cache(maxsize=4)
+def _table(path: str):
+    from kpnt.noise import load_profile_table
+
+    return load_profile_table(path)
+
+
+def _identity(frame: dict) -> dict:
+    return {k: frame.get(k) for k in ("sha256", "path", "iso", "exposure_time", "datetime")}
+
+
+def read_reference(frame: dict, opts: BuildOptions) -> Reference:
+    """Read, profile and demosaic a scene's reference."""
+    from kpnt.io import read_raw
+
+    img = read_raw(frame["path"])
+    table = _table(opts.profiles) if opts.profiles else None
+    prof, source = reference_profile(img.mosaic, img.cfa, img.saturated, img.meta.noise_profile, img.meta.make,
+                                     img.meta.model, img.meta.iso, table, opts.raw_scale)
+    target, clipped = demosaic_reference(img.mosaic, img.cfa, img.meta.wb)
+    bad = spread(img.saturated) | clipped
+    return Reference(mosaic=img.mosaic, saturated=img.saturated, cfa=img.cfa, wb=np.asarray(img.meta.wb),
+                     target=target, bad=bad, profile=prof, profile_source=source)
+
+
+def build_scene(job: dict) -> dict:
+    """Build the pairs of one scene.
+
+    Args:
+        job: {"out": dataset folder, "options": BuildOptions JSON,
+              "camera": camera id, "reference": frame JSON (with sha256),
+              "pairs": [{"id": pair id, "frame": frame JSON}, ...],
+              "verbose": bool}
+    Returns:
+        {"built": [pair records], "rejected": [rejection records],
+         "failed": [{"path", "sha256", "reason"}]}: "failed" are read
+        errors and unexpected errors (non-zero exit), "rejected" are pairs
+        unfit for training (reported, exit 0).
+    """
+    opts = BuildOptions.from_json(job["options"])
+    out = Path(job["out"])
+    ref_frame = job["reference"]
+    result = {"built": [], "rejected": [], "failed": []}
+
+    def base(pair) -> dict:
+        return {"id": pair["id"], "camera": job["camera"], "scene": ref_frame["sha256"],
+                "reference": _identity(ref_frame), "noisy": _identity(pair["frame"])}
+
+    try:
+        ref = read_reference(ref_frame, opts)
+    except KpntError as exc:
+        reason = f"reference {Path(ref_frame['path']).name} could not be used: {exc}"
+        result["failed"].append({"path": ref_frame["path"], "sha256": ref_frame["sha256"], "reason": reason})
+        return result
+    except Exception as exc:  # a bug: report it with the file and go on with other scenes
+        reason = f"unexpected {type(exc).__name__} while reading the reference: {exc}"
+        if job.get("verbose"):
+            reason += "\n" + traceback.format_exc()
+        result["failed"].append({"path": ref_frame["path"], "sha256": ref_frame["sha256"], "reason": reason})
+        return result
+
+    from kpnt.io import read_raw
+
+    for pair in job["pairs"]:
+        frame = pair["frame"]
+        try:
+            img = read_raw(frame["path"])
+            record, arrays = process_pair(ref, img.mosaic, img.saturated, img.cfa, img.meta.wb, opts)
+            del img
+            write_pair(out, pair["id"], arrays)
+            del arrays
+            record = {**base(pair), **record, "options": opts.pair_fingerprint()}
+            result["built"].append(record)
+        except PairRejected as exc:
+            result["rejected"].append({**base(pair), "reason": str(exc), "options": opts.pair_fingerprint()})
+        except KpntError as exc:
+            result["failed"].append({"path": frame["path"], "sha256": frame["sha256"], "reason": str(exc)})
+        except Exception as exc:  # a bug: report it with the file and go on
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+            if job.get("verbose"):
+                reason += "\n" + traceback.format_exc()
+            result["failed"].append({"path": frame["path"], "sha256": frame["sha256"], "reason": reason})
+    return result
