@@ -171,6 +171,102 @@ py::object mlp_backward(const torch::Tensor& x, const torch::Tensor& w, const st
   });
 }
 
+// ---- colour level (kernels/fused_mlp.cuh, colour_*)
+
+#define KPNT_REQUIRE_C(cond, ...)                                           \
+  do {                                                                      \
+    if (!(cond)) throw ValueError("colour_level: " + cat(__VA_ARGS__));     \
+  } while (0)
+
+// consts = [chroma_eps, noise_log_centre, noise_log_scale, plain_eps].
+kpnt::ColourArgs make_colour_args(const torch::Tensor& D, const torch::Tensor& w, const std::vector<int64_t>& dims,
+                                  double slope, bool plain, bool noise_input, const std::vector<double>& consts,
+                                  torch::Tensor& w16) {
+  const kpnt::MlpDims d = dims_from(dims);
+  KPNT_REQUIRE(kpnt::mlp_is_supported(d), cat("no kernel for (in=", d.in, ", hidden=", d.hidden, ", out=", d.out,
+                                         ", n_hidden=", d.n_hidden, "); compiled configurations: ",
+                                         kpnt::mlp_supported_configs()));
+  KPNT_REQUIRE_C(d.in == kpnt::kColourFeatures && d.out == kpnt::kColourTaps + 1, "the MLP must have ",
+                 kpnt::kColourFeatures, " inputs and ", kpnt::kColourTaps + 1, " outputs, got ", d.in, " and ", d.out);
+  check_cuda_tensor(D, "D", at::kFloat, D);
+  KPNT_REQUIRE_C(D.dim() == 4 && D.size(1) == 3, "D must be (N, 3, h, w), got ", shape(D));
+  KPNT_REQUIRE_C(D.size(2) >= 1 && D.size(3) >= 1, "D must not be empty, got ", shape(D));
+  KPNT_REQUIRE_C(D.numel() < (int64_t(1) << 31), "at most 2^31 - 1 values per call, got ", D.numel());
+  check_cuda_tensor(w, "weights", at::kFloat, D);
+  const int64_t nw = kpnt::mlp_n_weights(d);
+  KPNT_REQUIRE_C(w.dim() == 1 && w.size(0) == nw, "packed weights must be (", nw, ",), got ", shape(w));
+  KPNT_REQUIRE_C(consts.size() == 4, "consts must be [chroma_eps, noise_centre, noise_scale, plain_eps], got ",
+                 consts.size(), " values");
+  KPNT_REQUIRE_C(slope >= 0.0, "the leaky ReLU slope must be >= 0, got ", slope);
+  w16 = w.to(at::kHalf).contiguous();
+  kpnt::ColourArgs a;
+  a.dims = d;
+  a.N = D.size(0);
+  a.h = static_cast<int>(D.size(2));
+  a.w = static_cast<int>(D.size(3));
+  a.D = D.data_ptr<float>();
+  a.w16 = w16.data_ptr();
+  a.slope = static_cast<float>(slope);
+  a.plain = plain;
+  a.plain_eps = static_cast<float>(consts[3]);
+  a.fc = kpnt::ColourFeatureConsts{static_cast<float>(consts[0]), static_cast<float>(consts[1]),
+                                   static_cast<float>(consts[2]), noise_input ? 1 : 0};
+  a.stream = c10::cuda::getCurrentCUDAStream(D.device().index()).stream();
+  return a;
+}
+
+// (I, alpha, fmap), or an error tuple.
+py::object colour_forward(const torch::Tensor& D, const torch::Tensor& var, const torch::Tensor& w,
+                          const std::vector<int64_t>& dims, double slope, bool plain, bool noise_input,
+                          const std::vector<double>& consts) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(D.device());
+    torch::Tensor w16;
+    const kpnt::ColourArgs a = make_colour_args(D, w, dims, slope, plain, noise_input, consts, w16);
+    check_cuda_tensor(var, "var", at::kFloat, D);
+    KPNT_REQUIRE_C(var.sizes() == D.sizes(), "var must be ", shape(D), " like D, got ", shape(var));
+    torch::Tensor fmap = torch::empty_like(D);
+    torch::Tensor I = torch::empty_like(D);
+    torch::Tensor alpha = torch::empty({D.size(0), 1, D.size(2), D.size(3)}, D.options());
+    check_launch(kpnt::colour_forward(a, var.data_ptr<float>(), fmap.data_ptr<float>(), I.data_ptr<float>(),
+                                      alpha.data_ptr<float>()));
+    return py::make_tuple(I, alpha, fmap);
+  });
+}
+
+// dw (n_weights,) float32, or an error tuple.
+py::object colour_backward(const torch::Tensor& D, const torch::Tensor& fmap, const torch::Tensor& w,
+                           const torch::Tensor& dI, const torch::Tensor& dalpha, const std::vector<int64_t>& dims,
+                           double slope, bool plain, const std::vector<double>& consts) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(D.device());
+    torch::Tensor w16;
+    const kpnt::ColourArgs a = make_colour_args(D, w, dims, slope, plain, true, consts, w16);
+    check_cuda_tensor(fmap, "fmap", at::kFloat, D);
+    check_cuda_tensor(dI, "grad of I", at::kFloat, D);
+    check_cuda_tensor(dalpha, "grad of alpha", at::kFloat, D);
+    KPNT_REQUIRE_C(fmap.sizes() == D.sizes(), "fmap must be ", shape(D), ", got ", shape(fmap));
+    KPNT_REQUIRE_C(dI.sizes() == D.sizes(), "grad of I must be ", shape(D), ", got ", shape(dI));
+    KPNT_REQUIRE_C(dalpha.dim() == 4 && dalpha.size(0) == D.size(0) && dalpha.size(1) == 1 &&
+                       dalpha.size(2) == D.size(2) && dalpha.size(3) == D.size(3),
+                   "grad of alpha must be (N, 1, h, w) for D ", shape(D), ", got ", shape(dalpha));
+    int bx = 0;
+    check_launch(kpnt::colour_bwd_blocks(a, &bx));
+    const int64_t nw = kpnt::mlp_n_weights(a.dims);
+    torch::Tensor partial = torch::empty({bx, nw}, D.options());
+    check_launch(kpnt::colour_backward(a, fmap.data_ptr<float>(), dI.data_ptr<float>(), dalpha.data_ptr<float>(),
+                                       partial.data_ptr<float>()));
+    return py::cast(partial.sum(0));
+  });
+}
+
+// The diamond as the kernels see it, [(dy, dx), ...] (checked against kpnt.ref.taps.DIAMOND).
+py::object colour_taps() {
+  py::list taps;
+  for (int t = 0; t < kpnt::kColourTaps; ++t) taps.append(py::make_tuple(kpnt::colour_tap_dy(t), kpnt::colour_tap_dx(t)));
+  return taps;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -184,5 +280,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mlp_n_weights", [](int64_t in, int64_t hidden, int64_t out, int64_t n_hidden) {
         return kpnt::mlp_n_weights(kpnt::MlpDims{int(in), int(hidden), int(out), int(n_hidden)});
       }, "packed weight count of one set");
+  m.def("colour_forward", &colour_forward, "fused colour level forward: (I, alpha, fmap)", py::arg("D"),
+        py::arg("var"), py::arg("w"), py::arg("dims"), py::arg("slope"), py::arg("plain"), py::arg("noise_input"),
+        py::arg("consts"));
+  m.def("colour_backward", &colour_backward, "fused colour level backward: weight gradient", py::arg("D"),
+        py::arg("fmap"), py::arg("w"), py::arg("dI"), py::arg("dalpha"), py::arg("dims"), py::arg("slope"),
+        py::arg("plain"), py::arg("consts"));
+  m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");
   m.def("mlp_bwd_tile_rows", &kpnt::mlp_bwd_tile_rows, "pixels per backward tile");
 }

@@ -239,6 +239,346 @@ __device__ __forceinline__ void store_frags(__half* s, const uint32_t (&a)[K / 1
   }
 }
 
+// ---------------------------------------------------------------- input / output policies
+//
+// The kernels get their A_0 fragments from an input policy (`load`), hand the
+// output accumulators to an output policy (`store`, forward) and get dL/dy
+// from a gradient policy (`grad`, backward).  RowsIn/RowsOut/RowsDy are the
+// plain MLP op on row-major tensors; MapIn/ApplyOut/ApplyDy are the colour
+// level (kernels/fused_mlp.cuh, colour_*), whose features are gathered from
+// per-pixel maps inside the kernel and whose outputs are turned into the
+// filtered details right there.
+
+struct RowsIn {
+  const float* x;
+  template <int K, int R>
+  __device__ __forceinline__ void load(uint32_t (&a)[R][K / 16][4], const int64_t (&rlo)[R], const int64_t (&rhi)[R],
+                                       int lane) const {
+    load_a_global<K, R>(a, x, rlo, rhi, lane);
+  }
+};
+
+struct RowsOut {
+  float* y;
+  template <int OUT, int R>
+  __device__ __forceinline__ void store(const float (&out)[R][OUT / 8][4], const int64_t (&rlo)[R],
+                                        const int64_t (&rhi)[R], int lane) const {
+    const int c = 2 * (lane & 3);
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int j = 0; j < OUT / 8; ++j) {
+        if (rlo[r] >= 0)
+          *reinterpret_cast<float2*>(y + rlo[r] * OUT + j * 8 + c) = make_float2(out[r][j][0], out[r][j][1]);
+        if (rhi[r] >= 0)
+          *reinterpret_cast<float2*>(y + rhi[r] * OUT + j * 8 + c) = make_float2(out[r][j][2], out[r][j][3]);
+      }
+  }
+};
+
+struct RowsDy {
+  const float* dy;
+  static constexpr bool kNeedsOut = false;  // dL/dy is given: no output layer in the recomputation
+  template <int OUT>
+  __device__ __forceinline__ void grad(float (&gy)[OUT / 8][4], const float (&)[OUT / 8][4], int64_t rlo, int64_t rhi,
+                                       int lane) const {
+    const int c = 2 * (lane & 3);
+#pragma unroll
+    for (int j = 0; j < OUT / 8; ++j) {
+      float2 lo = make_float2(0.f, 0.f), hi = make_float2(0.f, 0.f);
+      if (rlo >= 0) lo = __ldg(reinterpret_cast<const float2*>(dy + rlo * OUT + j * 8 + c));
+      if (rhi >= 0) hi = __ldg(reinterpret_cast<const float2*>(dy + rhi * OUT + j * 8 + c));
+      gy[j][0] = lo.x;
+      gy[j][1] = lo.y;
+      gy[j][2] = hi.x;
+      gy[j][3] = hi.y;
+    }
+  }
+};
+
+// ---- colour level (DESIGN.md section 2; kpnt/ref/level.py is the reference)
+
+// Mirror index, edge not repeated, folding as often as needed
+// (kpnt/ref/pad.py fold_indices with lo = 0, hi = n - 1).
+__device__ __forceinline__ int fold(int i, int n) {
+  if (i >= 0 && i < n) return i;
+  if (n == 1) return 0;
+  const int period = 2 * (n - 1);
+  int r = i % period;
+  if (r < 0) r += period;
+  return r <= n - 1 ? r : period - r;
+}
+
+// Pixel rows are (image, y, x) in raster order over (N, h, w) images.
+struct Geo {
+  int h, w;
+  int64_t hw;
+  __device__ __forceinline__ void at(int64_t p, int64_t& n, int& y, int& x) const {
+    n = p / hw;
+    const int r = static_cast<int>(p - n * hw);
+    y = r / w;
+    x = r - y * w;
+  }
+  // Offset of tap t of (y, x) inside one channel plane (mirrored at the borders).
+  __device__ __forceinline__ int tap(int y, int x, int t) const {
+    return fold(y + colour_tap_dy(t), h) * w + fold(x + colour_tap_dx(t), w);
+  }
+};
+
+// Features of one pixel (kpnt/ref/features.py) from the per-pixel maps
+// fmap (N, 3, h, w) = [asinh lum, asinh chroma, noise input]:
+// [0, 15) lum of tap j, [15, 30) chroma of tap j - 15, 30 noise input, 31 one.
+struct MapIn {
+  const float* fmap;
+  Geo g;
+  __device__ __forceinline__ float feat(const float* img, int y, int x, int j) const {
+    if (j < kColourTaps) return __ldg(img + g.tap(y, x, j));
+    if (j < 2 * kColourTaps) return __ldg(img + g.hw + g.tap(y, x, j - kColourTaps));
+    if (j == 2 * kColourTaps) return __ldg(img + 2 * g.hw + static_cast<int64_t>(y) * g.w + x);
+    return 1.f;
+  }
+  __device__ __forceinline__ void row_frags(uint32_t (&lo)[2][2], int64_t row, int c) const {
+    if (row < 0) {
+#pragma unroll
+      for (int kb = 0; kb < 2; ++kb) lo[kb][0] = lo[kb][1] = 0u;
+      return;
+    }
+    int64_t n;
+    int y, x;
+    g.at(row, n, y, x);
+    const float* img = fmap + n * 3 * g.hw;
+#pragma unroll
+    for (int kb = 0; kb < 2; ++kb)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int j = kb * 16 + half * 8 + c;
+        lo[kb][half] = pack2(feat(img, y, x, j), feat(img, y, x, j + 1));
+      }
+  }
+  template <int K, int R>
+  __device__ __forceinline__ void load(uint32_t (&a)[R][K / 16][4], const int64_t (&rlo)[R], const int64_t (&rhi)[R],
+                                       int lane) const {
+    static_assert(K == kColourFeatures, "the colour level has 32 MLP inputs");
+    const int c = 2 * (lane & 3);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      uint32_t l[2][2], h2[2][2];
+      row_frags(l, rlo[r], c);
+      row_frags(h2, rhi[r], c);
+#pragma unroll
+      for (int kb = 0; kb < 2; ++kb) {
+        a[r][kb][0] = l[kb][0];
+        a[r][kb][1] = h2[kb][0];
+        a[r][kb][2] = l[kb][1];
+        a[r][kb][3] = h2[kb][1];
+      }
+    }
+  }
+};
+
+// Column of the q-th output a thread holds in accumulator layout (per row):
+// c, c + 1, 8 + c, 9 + c with c = 2 * (lane % 4).
+__device__ __forceinline__ int out_col(int q, int c) { return (q >> 1) * 8 + c + (q & 1); }
+
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+struct ColourConsts {
+  int plain;        // 0: softmax, 1: plain normalisation
+  float plain_eps;  // smallest |denominator| of the plain mode (kpnt/ref/apply.py PLAIN_EPS)
+};
+
+// Normalised kernel weights of one row from the thread's 4 logits (the quad
+// holds the row's 16 outputs; all 32 lanes must call this together).
+// `den_free` (plain mode) tells whether the denominator is the sum itself
+// (else it was clamped to +-plain_eps and carries no gradient).
+__device__ __forceinline__ void kernel_weights(const float (&o)[4], int c, const ColourConsts& k, float (&wq)[4],
+                                               float& den, bool& den_free) {
+  if (!k.plain) {
+    float m = -INFINITY;
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      if (out_col(q, c) < kColourTaps) m = fmaxf(m, o[q]);
+    m = quad_max(m);
+    float s = 0.f;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      wq[q] = out_col(q, c) < kColourTaps ? expf(o[q] - m) : 0.f;
+      s += wq[q];
+    }
+    s = quad_sum(s);
+    const float inv = 1.f / s;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) wq[q] *= inv;
+    den = s;
+    den_free = true;
+  } else {
+    float s = 0.f;
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      if (out_col(q, c) < kColourTaps) s += o[q];
+    s = quad_sum(s);
+    den_free = !(fabsf(s) < k.plain_eps);
+    den = den_free ? s : (s >= 0.f ? k.plain_eps : -k.plain_eps);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) wq[q] = out_col(q, c) < kColourTaps ? o[q] / den : 0.f;
+  }
+}
+
+__device__ __forceinline__ float sigmoid(float v) { return 1.f / (1.f + expf(-v)); }
+
+// Forward epilogue: I_c(p) = sum_t w_t D_c(p + t), a(p) = sigmoid(o_15).
+struct ApplyOut {
+  const float* D;
+  float* I;
+  float* alpha;
+  Geo g;
+  ColourConsts k;
+  __device__ __forceinline__ void row(const float (&o)[4], int64_t p, int c, int lane) const {
+    float wq[4], den;
+    bool den_free;
+    kernel_weights(o, c, k, wq, den, den_free);
+    float acc[3] = {0.f, 0.f, 0.f};
+    int64_t n = 0;
+    int y = 0, x = 0;
+    if (p >= 0) {
+      g.at(p, n, y, x);
+      const float* img = D + n * 3 * g.hw;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int t = out_col(q, c);
+        if (t < kColourTaps) {
+          const int off = g.tap(y, x, t);
+#pragma unroll
+          for (int ch = 0; ch < 3; ++ch) acc[ch] = fmaf(wq[q], __ldg(img + ch * g.hw + off), acc[ch]);
+        }
+      }
+    }
+#pragma unroll
+    for (int ch = 0; ch < 3; ++ch) acc[ch] = quad_sum(acc[ch]);
+    if (p < 0) return;
+    const int64_t pix = static_cast<int64_t>(y) * g.w + x;
+    if ((lane & 3) == 0) {
+#pragma unroll
+      for (int ch = 0; ch < 3; ++ch) I[(n * 3 + ch) * g.hw + pix] = acc[ch];
+    }
+    if ((lane & 3) == 3) alpha[n * g.hw + pix] = sigmoid(o[3]);  // column 15: the blend logit
+  }
+  template <int OUT, int R>
+  __device__ __forceinline__ void store(const float (&out)[R][OUT / 8][4], const int64_t (&rlo)[R],
+                                        const int64_t (&rhi)[R], int lane) const {
+    static_assert(OUT == kColourTaps + 1, "the colour level has 16 MLP outputs");
+    const int c = 2 * (lane & 3);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float lo[4] = {out[r][0][0], out[r][0][1], out[r][1][0], out[r][1][1]};
+      const float hi[4] = {out[r][0][2], out[r][0][3], out[r][1][2], out[r][1][3]};
+      row(lo, rlo[r], c, lane);
+      row(hi, rhi[r], c, lane);
+    }
+  }
+};
+
+// Backward head (the seed's dapply + the softmax/sigmoid derivatives):
+// dL/dw_t = sum_c dL/dI_c(p) D_c(p + t); softmax: dL/do_t = w_t (g_t - sum w g);
+// plain: (g_t - sum w g) / den (g_t / den where den was clamped);
+// blend: dL/do_15 = dL/da a (1 - a).
+struct ApplyDy {
+  const float* D;
+  const float* dI;
+  const float* dalpha;
+  Geo g;
+  ColourConsts k;
+  static constexpr bool kNeedsOut = true;
+  __device__ __forceinline__ void row(float (&d)[4], const float (&o)[4], int64_t p, int c) const {
+    float wq[4], den;
+    bool den_free;
+    kernel_weights(o, c, k, wq, den, den_free);
+    float gq[4] = {0.f, 0.f, 0.f, 0.f};
+    float da = 0.f;
+    if (p >= 0) {
+      int64_t n;
+      int y, x;
+      g.at(p, n, y, x);
+      const float* img = D + n * 3 * g.hw;
+      const int64_t pix = static_cast<int64_t>(y) * g.w + x;
+      float di[3];
+#pragma unroll
+      for (int ch = 0; ch < 3; ++ch) di[ch] = __ldg(dI + (n * 3 + ch) * g.hw + pix);
+      da = __ldg(dalpha + n * g.hw + pix);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int t = out_col(q, c);
+        if (t < kColourTaps) {
+          const int off = g.tap(y, x, t);
+#pragma unroll
+          for (int ch = 0; ch < 3; ++ch) gq[q] = fmaf(di[ch], __ldg(img + ch * g.hw + off), gq[q]);
+        }
+      }
+    }
+    float dot = 0.f;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) dot = fmaf(wq[q], gq[q], dot);
+    dot = quad_sum(dot);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      if (out_col(q, c) < kColourTaps) {
+        if (!k.plain) d[q] = wq[q] * (gq[q] - dot);
+        else d[q] = den_free ? (gq[q] - dot) / den : gq[q] / den;
+      } else {
+        const float av = sigmoid(o[q]);
+        d[q] = da * av * (1.f - av);
+      }
+      if (p < 0) d[q] = 0.f;
+    }
+  }
+  template <int OUT>
+  __device__ __forceinline__ void grad(float (&gy)[OUT / 8][4], const float (&out)[OUT / 8][4], int64_t rlo,
+                                       int64_t rhi, int lane) const {
+    static_assert(OUT == kColourTaps + 1, "the colour level has 16 MLP outputs");
+    const int c = 2 * (lane & 3);
+    const float lo[4] = {out[0][0], out[0][1], out[1][0], out[1][1]};
+    const float hi[4] = {out[0][2], out[0][3], out[1][2], out[1][3]};
+    float dlo[4], dhi[4];
+    row(dlo, lo, rlo, c);
+    row(dhi, hi, rhi, c);
+    gy[0][0] = dlo[0];
+    gy[0][1] = dlo[1];
+    gy[1][0] = dlo[2];
+    gy[1][1] = dlo[3];
+    gy[0][2] = dhi[0];
+    gy[0][3] = dhi[1];
+    gy[1][2] = dhi[2];
+    gy[1][3] = dhi[3];
+  }
+};
+
+// Per-pixel maps of the colour features (kpnt/ref/features.py detail_maps,
+// kpnt/ref/noise.py noise_feature): fmap = [asinh lum, asinh chroma, noise].
+__global__ void colour_maps_kernel(const float* __restrict__ D, const float* __restrict__ var,
+                                   float* __restrict__ fmap, int64_t total, int64_t hw, ColourFeatureConsts fc) {
+  const float kSqrt3 = 1.7320508075688772f, kInvSqrt2 = 0.7071067811865476f;
+  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < total;
+       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t n = p / hw, r = p - n * hw;
+    const int64_t b = n * 3 * hw + r;
+    const float sigma = sqrtf((__ldg(var + b) + __ldg(var + b + hw) + __ldg(var + b + 2 * hw)) / 3.f);
+    const float u0 = __ldg(D + b) / sigma, u1 = __ldg(D + b + hw) / sigma, u2 = __ldg(D + b + 2 * hw) / sigma;
+    const float mu = (u0 + u1 + u2) / 3.f;
+    const float ss = (u0 - mu) * (u0 - mu) + (u1 - mu) * (u1 - mu) + (u2 - mu) * (u2 - mu);
+    const float chroma = (sqrtf(ss + fc.chroma_eps * fc.chroma_eps) - fc.chroma_eps) * kInvSqrt2;
+    fmap[b] = asinhf(mu * kSqrt3);
+    fmap[b + hw] = asinhf(chroma);
+    fmap[b + 2 * hw] = fc.noise_input ? (logf(sigma) - fc.noise_centre) / fc.noise_scale : 0.f;
+  }
+}
+
 // ---------------------------------------------------------------- forward
 
 constexpr int kFwdWarps = 4;
@@ -248,10 +588,10 @@ constexpr int kFwdT = kFwdWarps * kFwdR * 16;
 // SM, no spills).  Forcing 4 blocks (128 registers) spilled 20 bytes and was
 // not faster (docs/KERNELS.md, v2).
 
-template <class C>
+template <class C, class In, class Out>
 __global__ void __launch_bounds__(kFwdWarps * 32)
-    mlp_fwd_kernel(const float* __restrict__ x, const __half* __restrict__ w, const int32_t* __restrict__ perm,
-                   const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ y, float slope) {
+    mlp_fwd_kernel(const In in, const Out sink, const __half* __restrict__ w, const int32_t* __restrict__ perm,
+                   const int32_t* __restrict__ offsets, int64_t P, float slope) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* ws = reinterpret_cast<__half*>(smem_raw);
   const int g = blockIdx.y;
@@ -273,7 +613,7 @@ __global__ void __launch_bounds__(kFwdWarps * 32)
       rhi[r] = mem_row(l + 8, end, perm);
     }
     uint32_t ax[R][C::IN / 16][4];
-    load_a_global<C::IN, R>(ax, x, rlo, rhi, lane);
+    in.template load<C::IN, R>(ax, rlo, rhi, lane);
 
     float acc[R][C::H / 8][4];
     uint32_t ah[R][C::H / 16][4];
@@ -294,17 +634,7 @@ __global__ void __launch_bounds__(kFwdWarps * 32)
     }
     float out[R][C::OUT / 8][4];
     gemm_nk<C::H, C::OUT, R>(out, ah, ws + C::wsoff(C::NH), lane);
-
-    const int c = 2 * (lane & 3);
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int j = 0; j < C::OUT / 8; ++j) {
-        if (rlo[r] >= 0)
-          *reinterpret_cast<float2*>(y + rlo[r] * C::OUT + j * 8 + c) = make_float2(out[r][j][0], out[r][j][1]);
-        if (rhi[r] >= 0)
-          *reinterpret_cast<float2*>(y + rhi[r] * C::OUT + j * 8 + c) = make_float2(out[r][j][2], out[r][j][3]);
-      }
+    sink.template store<C::OUT, R>(out, rlo, rhi, lane);
   }
 }
 
@@ -458,11 +788,11 @@ __device__ __forceinline__ void store_dw(const float (&dw)[Bwd<C>::NDW][4], floa
   }
 }
 
-template <class C>
+template <class C, class In, class Dy>
 __global__ void __launch_bounds__(kBwdWarps * 32, 1)
-    mlp_bwd_kernel(const float* __restrict__ x, const __half* __restrict__ w, const int32_t* __restrict__ perm,
-                   const int32_t* __restrict__ offsets, int64_t P, const float* __restrict__ dy,
-                   float* __restrict__ dx, float* __restrict__ dw_partial, float slope) {
+    mlp_bwd_kernel(const In in, const Dy dys, const __half* __restrict__ w, const int32_t* __restrict__ perm,
+                   const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ dx,
+                   float* __restrict__ dw_partial, float slope) {
   using B = Bwd<C>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* ws = reinterpret_cast<__half*>(smem_raw);
@@ -478,7 +808,6 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
   const int64_t end = offsets ? offsets[g + 1] : P;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int lr = warp * 16 + (lane >> 2);  // block-local row of c0/c1 (c2/c3: lr + 8)
-  const int c = 2 * (lane & 3);
 
   float dw[B::NDW][4];
 #pragma unroll
@@ -496,7 +825,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 
     // Forward recomputation, storing A_0..A_NH (f16, exactly what the forward kernel used).
     uint32_t ax[1][C::IN / 16][4];
-    load_a_global<C::IN, 1>(ax, x, rlo, rhi, lane);
+    in.template load<C::IN, 1>(ax, rlo, rhi, lane);
     store_frags<C::IN>(act + B::act_off(0), ax[0], lr, lane);
     float acc[1][C::H / 8][4];
     uint32_t ah[1][C::H / 16][4];
@@ -512,20 +841,24 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
       store_frags<C::H>(act + B::act_off(m + 1), ah[0], lr, lane);
     }
 
-    // dL/dy in accumulator layout, and the tile's power-of-two scale.
+    // dL/dy in accumulator layout (given, or from the recomputed outputs),
+    // and the tile's power-of-two scale.
     float gy[C::OUT / 8][4];
+    float yo[C::OUT / 8][4];
+    if constexpr (Dy::kNeedsOut) {
+      float o1[1][C::OUT / 8][4];
+      gemm_nk<C::H, C::OUT, 1>(o1, ah, ws + C::wsoff(C::NH), lane);
+#pragma unroll
+      for (int j = 0; j < C::OUT / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) yo[j][e] = o1[0][j][e];
+    }
+    dys.template grad<C::OUT>(gy, yo, rlo[0], rhi[0], lane);
     float mx = 0.f;
 #pragma unroll
-    for (int j = 0; j < C::OUT / 8; ++j) {
-      float2 lo = make_float2(0.f, 0.f), hi = make_float2(0.f, 0.f);
-      if (rlo[0] >= 0) lo = __ldg(reinterpret_cast<const float2*>(dy + rlo[0] * C::OUT + j * 8 + c));
-      if (rhi[0] >= 0) hi = __ldg(reinterpret_cast<const float2*>(dy + rhi[0] * C::OUT + j * 8 + c));
-      gy[j][0] = lo.x;
-      gy[j][1] = lo.y;
-      gy[j][2] = hi.x;
-      gy[j][3] = hi.y;
-      mx = fmaxf(mx, fmaxf(fmaxf(fabsf(lo.x), fabsf(lo.y)), fmaxf(fabsf(hi.x), fabsf(hi.y))));
-    }
+    for (int j = 0; j < C::OUT / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) mx = fmaxf(mx, fabsf(gy[j][e]));
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     if (lane == 0) red[warp] = mx;
@@ -601,34 +934,92 @@ int persistent_blocks(K kernel, int threads, size_t smem, int64_t P, int tile, i
   return static_cast<int>(std::max<int64_t>(1, std::min(want, tiles)));
 }
 
-template <class C>
-void launch_forward(const MlpArgs& a, float* y) {
+template <class C, class In, class Out>
+void launch_forward_with(const MlpArgs& a, const In& in, const Out& out) {
   if (a.P == 0) return;
   const size_t smem = sizeof(__half) * C::NWS;
-  auto kernel = mlp_fwd_kernel<C>;
+  auto kernel = mlp_fwd_kernel<C, In, Out>;
   prepare_smem(kernel, smem, "forward");
   const int bx = persistent_blocks(kernel, kFwdWarps * 32, smem, a.P, kFwdT, a.groups);
-  kernel<<<dim3(bx, a.groups), kFwdWarps * 32, smem, a.stream>>>(
-      a.x, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, y, a.slope);
+  kernel<<<dim3(bx, a.groups), kFwdWarps * 32, smem, a.stream>>>(in, out, static_cast<const __half*>(a.w), a.perm,
+                                                                  a.offsets, a.P, a.slope);
   check_cuda(cudaGetLastError(), "forward launch");
 }
 
 template <class C>
-int backward_blocks(const MlpArgs& a) {
+void launch_forward(const MlpArgs& a, float* y) {
+  launch_forward_with<C>(a, RowsIn{a.x}, RowsOut{y});
+}
+
+template <class C, class In, class Dy>
+int backward_blocks_with(const MlpArgs& a) {
   const size_t smem = Bwd<C>::SMEM_BYTES;
-  auto kernel = mlp_bwd_kernel<C>;
+  auto kernel = mlp_bwd_kernel<C, In, Dy>;
   prepare_smem(kernel, smem, "backward");
   return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
 }
 
 template <class C>
-void launch_backward(const MlpArgs& a, const float* dy, float* dx, float* dw_partial) {
+int backward_blocks(const MlpArgs& a) {
+  return backward_blocks_with<C, RowsIn, RowsDy>(a);
+}
+
+template <class C, class In, class Dy>
+void launch_backward_with(const MlpArgs& a, const In& in, const Dy& dy, float* dx, float* dw_partial) {
   const size_t smem = Bwd<C>::SMEM_BYTES;
-  auto kernel = mlp_bwd_kernel<C>;
-  const int bx = backward_blocks<C>(a);
-  kernel<<<dim3(bx, a.groups), kBwdWarps * 32, smem, a.stream>>>(
-      a.x, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, dy, dx, dw_partial, a.slope);
+  auto kernel = mlp_bwd_kernel<C, In, Dy>;
+  const int bx = backward_blocks_with<C, In, Dy>(a);
+  kernel<<<dim3(bx, a.groups), kBwdWarps * 32, smem, a.stream>>>(in, dy, static_cast<const __half*>(a.w), a.perm,
+                                                                  a.offsets, a.P, dx, dw_partial, a.slope);
   check_cuda(cudaGetLastError(), "backward launch");
+}
+
+template <class C>
+void launch_backward(const MlpArgs& a, const float* dy, float* dx, float* dw_partial) {
+  launch_backward_with<C>(a, RowsIn{a.x}, RowsDy{dy}, dx, dw_partial);
+}
+
+// ---- colour level launchers
+
+MlpArgs colour_mlp_args(const ColourArgs& c) {
+  MlpArgs a;
+  a.dims = c.dims;
+  a.P = c.N * static_cast<int64_t>(c.h) * c.w;
+  a.groups = 1;
+  a.x = nullptr;
+  a.w = c.w16;
+  a.perm = nullptr;
+  a.offsets = nullptr;
+  a.slope = c.slope;
+  a.stream = c.stream;
+  return a;
+}
+
+Geo colour_geo(const ColourArgs& c) { return Geo{c.h, c.w, static_cast<int64_t>(c.h) * c.w}; }
+
+ColourConsts colour_consts(const ColourArgs& c) { return ColourConsts{c.plain ? 1 : 0, c.plain_eps}; }
+
+template <class C>
+constexpr bool is_colour() {
+  return C::IN == kColourFeatures && C::OUT == kColourTaps + 1;
+}
+
+[[noreturn]] void not_colour(const MlpDims& d) {
+  char msg[256];
+  std::snprintf(msg, sizeof msg,
+                "colour_level: the fused colour level needs an MLP with %d inputs and %d outputs, got (in=%d, out=%d)",
+                kColourFeatures, kColourTaps + 1, d.in, d.out);
+  throw std::invalid_argument(msg);
+}
+
+void launch_colour_maps(const ColourArgs& c, const float* var, float* fmap) {
+  const int64_t hw = static_cast<int64_t>(c.h) * c.w, total = c.N * hw;
+  if (total == 0) return;
+  const int threads = 256;
+  const int64_t want = (total + threads - 1) / threads;
+  const int blocks = static_cast<int>(std::min<int64_t>(want, int64_t(device_attr(cudaDevAttrMultiProcessorCount)) * 16));
+  colour_maps_kernel<<<blocks, threads, 0, c.stream>>>(c.D, var, fmap, total, hw, c.fc);
+  check_cuda(cudaGetLastError(), "colour maps launch");
 }
 
 // The compiled configurations: (in, hidden, out, n_hidden).  Each costs one
@@ -717,6 +1108,52 @@ const char* mlp_backward(const MlpArgs& a, const float* dy, float* dx, float* dw
   return guarded([&] {
     if (!dispatch(a.dims, [&](auto cfg) { launch_backward<decltype(cfg)>(a, dy, dx, dw_partial); }))
       unsupported(a.dims);
+  });
+}
+
+const char* colour_forward(const ColourArgs& c, const float* var, float* fmap, float* I, float* alpha) {
+  return guarded([&] {
+    launch_colour_maps(c, var, fmap);
+    if (!dispatch(c.dims, [&](auto cfg) {
+          using C = decltype(cfg);
+          if constexpr (is_colour<C>()) {
+            launch_forward_with<C>(colour_mlp_args(c), MapIn{fmap, colour_geo(c)},
+                                   ApplyOut{c.D, I, alpha, colour_geo(c), colour_consts(c)});
+          } else {
+            not_colour(c.dims);
+          }
+        }))
+      unsupported(c.dims);
+  });
+}
+
+const char* colour_bwd_blocks(const ColourArgs& c, int* blocks) {
+  return guarded([&] {
+    if (!dispatch(c.dims, [&](auto cfg) {
+          using C = decltype(cfg);
+          if constexpr (is_colour<C>()) {
+            *blocks = backward_blocks_with<C, MapIn, ApplyDy>(colour_mlp_args(c));
+          } else {
+            not_colour(c.dims);
+          }
+        }))
+      unsupported(c.dims);
+  });
+}
+
+const char* colour_backward(const ColourArgs& c, const float* fmap, const float* dI, const float* dalpha,
+                            float* dw_partial) {
+  return guarded([&] {
+    if (!dispatch(c.dims, [&](auto cfg) {
+          using C = decltype(cfg);
+          if constexpr (is_colour<C>()) {
+            launch_backward_with<C>(colour_mlp_args(c), MapIn{fmap, colour_geo(c)},
+                                    ApplyDy{c.D, dI, dalpha, colour_geo(c), colour_consts(c)}, nullptr, dw_partial);
+          } else {
+            not_colour(c.dims);
+          }
+        }))
+      unsupported(c.dims);
   });
 }
 

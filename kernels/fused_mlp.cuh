@@ -26,6 +26,12 @@
 
 #include <cuda_runtime.h>
 
+#ifdef __CUDACC__
+#define KPNT_HD __host__ __device__
+#else
+#define KPNT_HD
+#endif
+
 namespace kpnt {
 
 struct MlpDims {
@@ -80,5 +86,65 @@ const char* mlp_backward(const MlpArgs& a, const float* dy, float* dx, float* dw
 // Number of blocks per group that mlp_backward launches (fixes the partial
 // buffer's middle dimension), in *blocks.
 const char* mlp_bwd_blocks(const MlpArgs& a, int* blocks);
+
+// ---------------------------------------------------------------- colour level
+//
+// One colour level of the KPN (DESIGN.md section 2; reference
+// kpnt/ref/level.py colour_level) fused around the MLP:
+//  1. fmap (N, 3, h, w) = per-pixel [asinh lum, asinh chroma, noise input]
+//     of D_i and its variance (kpnt/ref/features.py detail_maps): 12 bytes a
+//     pixel, computed once per pixel as in the reference;
+//  2. the MLP kernel gathers each pixel's 32 inputs from fmap on the 15-tap
+//     diamond inside the kernel (the (P, 32) feature matrix is never written),
+//     evaluates the MLP, normalises the 15 kernel logits (softmax or plain)
+//     and applies them to D_i: I (N, 3, h, w), alpha = sigmoid(o_15) (N, 1, h, w);
+//  3. backward: the same kernel recomputes the forward pass up to the MLP
+//     outputs, forms dL/do from dL/dI, dL/dalpha and D_i (the seed's dapply),
+//     and runs the MLP backward (bck, mulw) to per-block partial weight
+//     gradients.
+// All images are float32, contiguous, (n, channel, y, x); taps are mirrored at
+// the borders without repeating the edge (kpnt/ref/pad.py fold_indices).
+
+constexpr int kColourTaps = 15;      // the diamond (kpnt/ref/taps.py DIAMOND, raster order)
+constexpr int kColourFeatures = 32;  // 15 lum + 15 chroma + noise + 1
+
+// Tap t of the diamond: rows -2 (dx 0), -1 (dx -2..2), 0 (dx -1..1), 1 (dx -2..2), 2 (dx 0).
+KPNT_HD constexpr int colour_tap_dy(int t) { return t == 0 ? -2 : t <= 5 ? -1 : t <= 8 ? 0 : t <= 13 ? 1 : 2; }
+KPNT_HD constexpr int colour_tap_dx(int t) {
+  return (t == 0 || t == 14) ? 0 : t <= 5 ? t - 3 : t <= 8 ? t - 7 : t - 11;
+}
+
+// Constants shared with the Python reference (passed in by kpnt/ops/_cuda.py
+// from kpnt.ref.features / kpnt.ref.noise, so there is one source of truth).
+struct ColourFeatureConsts {
+  float chroma_eps;    // CHROMA_EPS
+  float noise_centre;  // NOISE_LOG_CENTRE
+  float noise_scale;   // NOISE_LOG_SCALE
+  int noise_input;     // feed the noise input (else 0)
+};
+
+struct ColourArgs {
+  MlpDims dims;   // must be (32, hidden, 16, n_hidden), one of the compiled configurations
+  int64_t N;
+  int h, w;
+  const float* D;   // (N, 3, h, w) detail coefficients
+  const void* w16;  // packed float16 weights (one set)
+  float slope;
+  bool plain;       // plain normalisation instead of softmax
+  float plain_eps;  // kpnt/ref/apply.py PLAIN_EPS
+  ColourFeatureConsts fc;
+  cudaStream_t stream;
+};
+
+// Forward: var (N, 3, h, w) in; fmap (N, 3, h, w), I (N, 3, h, w), alpha (N, 1, h, w) out.
+const char* colour_forward(const ColourArgs& a, const float* var, float* fmap, float* I, float* alpha);
+
+// Blocks that colour_backward launches (middle dimension of dw_partial).
+const char* colour_bwd_blocks(const ColourArgs& a, int* blocks);
+
+// Backward from fmap (the forward's), dI (N, 3, h, w), dalpha (N, 1, h, w):
+// dw_partial (blocks, n_weights) float32 partial weight gradients.
+const char* colour_backward(const ColourArgs& a, const float* fmap, const float* dI, const float* dalpha,
+                            float* dw_partial);
 
 }  // namespace kpnt

@@ -55,6 +55,11 @@ class BackendError(KpntError):
     """The fused CUDA kernels are unavailable: no GPU, no compiler, or a failed build."""
 
 
+class BackendUnavailableError(BackendError, ValueError):
+    """An explicitly requested backend cannot run here (``kpnt.ops`` raises it
+    for ``backend='cuda'``; a ``ValueError`` because the argument is unusable)."""
+
+
 def kernels_dir() -> Path:
     """Directory of the CUDA sources."""
     env = os.environ.get("KPNT_KERNELS_DIR")

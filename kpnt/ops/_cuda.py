@@ -237,6 +237,137 @@ def fused_mlp_grouped(
     return _mlp_fwd(x.contiguous(), w, perm, offsets, dims, float(slope))
 
 
+# ---------------------------------------------------------------- colour level
+
+
+def _colour_consts() -> list[float]:
+    """Constants the kernels share with the reference (one source of truth)."""
+    from kpnt.ref.apply import PLAIN_EPS
+    from kpnt.ref.features import CHROMA_EPS
+    from kpnt.ref.noise import NOISE_LOG_CENTRE, NOISE_LOG_SCALE
+
+    return [float(CHROMA_EPS), float(NOISE_LOG_CENTRE), float(NOISE_LOG_SCALE), float(PLAIN_EPS)]
+
+
+@torch.library.custom_op("kpnt::colour_fwd", mutates_args=(), device_types="cuda")
+def _colour_fwd(
+    D: Tensor, var: Tensor, w: Tensor, dims: list[int], slope: float, plain: bool, noise_input: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    I, a, fmap = _unwrap(_ext().colour_forward(D, var, w, dims, slope, plain, noise_input, _colour_consts()))
+    return I, a, fmap
+
+
+@_colour_fwd.register_fake
+def _(D, var, w, dims, slope, plain, noise_input):
+    N, _, h, wd = D.shape
+    return D.new_empty(D.shape), D.new_empty((N, 1, h, wd)), D.new_empty(D.shape)
+
+
+@torch.library.custom_op("kpnt::colour_bwd", mutates_args=(), device_types="cuda")
+def _colour_bwd(
+    D: Tensor, fmap: Tensor, w: Tensor, dI: Tensor, da: Tensor, dims: list[int], slope: float, plain: bool
+) -> Tensor:
+    return _unwrap(_ext().colour_backward(D, fmap, w, dI, da, dims, slope, plain, _colour_consts()))
+
+
+@_colour_bwd.register_fake
+def _(D, fmap, w, dI, da, dims, slope, plain):
+    return w.new_empty(w.shape)
+
+
+def _colour_setup_context(ctx, inputs, output):
+    D, var, w, dims, slope, plain, noise_input = inputs
+    ctx.save_for_backward(D, var, w, output[2])
+    ctx.dims, ctx.slope, ctx.plain, ctx.noise_input = dims, slope, plain, noise_input
+
+
+def _unpack(w: Tensor, dims: list[int]) -> list[Tensor]:
+    """Views of the packed weight vector as the (out, in) matrices."""
+    n_in, hidden, n_out, nh = dims
+    shapes = [(hidden, n_in)] + [(hidden, hidden)] * (nh - 1) + [(n_out, hidden)]
+    mats, o = [], 0
+    for r, c in shapes:
+        mats.append(w[o:o + r * c].view(r, c))
+        o += r * c
+    return mats
+
+
+def _colour_backward(ctx, dI, da, dfmap):
+    D, var, w, fmap = ctx.saved_tensors
+    need_D, need_var, need_w = ctx.needs_input_grad[:3]
+    dI = torch.zeros_like(D) if dI is None else dI.contiguous()
+    da = D.new_zeros((D.shape[0], 1, *D.shape[2:])) if da is None else da.contiguous()
+    if need_D or need_var:
+        # Gradients to the details themselves (never needed by kpnt.model,
+        # whose D and var come from the data): the reference level around the
+        # fused MLP, differentiated by autograd, gives all three at once.
+        from kpnt.ref.level import colour_level
+
+        with torch.enable_grad():
+            D_ = D.detach().requires_grad_(need_D)
+            var_ = var.detach().requires_grad_(need_var)
+            w_ = w.detach().requires_grad_()
+            I_, a_ = colour_level(D_, var_, _unpack(w_, ctx.dims), ctx.slope, "plain" if ctx.plain else "softmax",
+                                  ctx.noise_input, mlp_fn=_dispatch_mlp)
+            wrt = [t for t, n in ((D_, need_D), (var_, need_var), (w_, True)) if n]
+            grads = list(torch.autograd.grad([I_, a_], wrt, [dI, da]))
+        dD = grads.pop(0) if need_D else None
+        dvar = grads.pop(0) if need_var else None
+        return dD, dvar, (grads[0] if need_w else None), None, None, None, None
+    if not need_w:
+        return None, None, None, None, None, None, None
+    dw = _colour_bwd(D, fmap, w, dI, da, ctx.dims, ctx.slope, ctx.plain)
+    return None, None, dw, None, None, None, None
+
+
+_colour_fwd.register_autograd(_colour_backward, setup_context=_colour_setup_context)
+
+
+def _check_colour_image(t, name: str, like: Tensor | None = None) -> None:
+    if not isinstance(t, Tensor):
+        raise ValueError(f"fused colour_level: {name} must be a tensor, got {type(t).__name__}")
+    if not t.is_cuda:
+        raise ValueError(f"fused colour_level: {name} must be on a CUDA device, got {t.device}")
+    if t.dtype != torch.float32:
+        raise ValueError(f"fused colour_level: {name} must be float32, got {t.dtype} (use backend='torch' for others)")
+    if like is not None and (t.shape != like.shape or t.device != like.device):
+        raise ValueError(f"fused colour_level: {name} must be {tuple(like.shape)} on {like.device}, "
+                         f"got {tuple(t.shape)} on {t.device}")
+
+
+def fused_colour_level(D: Tensor, var: Tensor, weights: Sequence[Tensor], leaky_slope: float, apply_mode: str,
+                       noise_input: bool) -> tuple[Tensor, Tensor]:
+    """One colour level on the fused kernels, with :func:`kpnt.ref.level.colour_level`'s
+    signature and results (within f16 tolerance).
+
+    Features are gathered from per-pixel maps of ``D``/``var`` inside the MLP
+    kernel (the (P, 32) feature matrix is never written); the kernel applies
+    the predicted kernel and blend weight in its epilogue.  Differentiable in
+    the weights by the fused backward; gradients to ``D``/``var``, if asked
+    for, come from the reference level around the fused MLP.
+
+    Args:
+        D, var: (N, 3, h, w) float32 CUDA.
+        weights: the colour MLP, input 32, output 16 (a compiled configuration).
+    Returns:
+        ``(I (N, 3, h, w), a (N, 1, h, w))``.
+    """
+    _check_colour_image(D, "D")
+    if D.dim() != 4 or D.shape[1] != 3:
+        raise ValueError(f"fused colour_level: D must be (N, 3, h, w), got {tuple(D.shape)}")
+    _check_colour_image(var, "var", D)
+    if apply_mode not in ("softmax", "plain"):
+        raise ValueError(f"fused colour_level: apply_mode must be 'softmax' or 'plain', got {apply_mode!r}")
+    dims = mlp_dims(weights)
+    for i, wi in enumerate(weights):
+        if wi.device != D.device:
+            raise ValueError(f"fused colour_level: weights[{i}] is on {wi.device}, D on {D.device}")
+    w = torch.cat([wi.reshape(-1) for wi in weights])
+    I, a, _ = _colour_fwd(D.contiguous(), var.contiguous(), w, dims, float(leaky_slope), apply_mode == "plain",
+                          bool(noise_input))
+    return I, a
+
+
 # ---------------------------------------------------------------- dispatch hook
 
 
@@ -246,12 +377,21 @@ def _dispatch_mlp(x: Tensor, weights: Sequence[Tensor], leaky_slope: float) -> T
 
 
 def backend_ops() -> dict:
-    """Op table for ``kpnt.ops.dispatch.register_backend("cuda", backend_ops)``.
+    """Op table that ``kpnt.ops`` registers as the ``'cuda'`` backend.
 
     Builds the kernels first, so that a missing GPU or compiler surfaces as a
-    :class:`kpnt._backend.BackendError` when the backend is first used.
-    Only the MLP is fused so far; ``colour_level`` / ``front_level`` run the
-    reference around it (the dispatch passes this ``mlp`` to them).
+    :class:`kpnt._backend.BackendError` when the backend is first used, and
+    checks that the compiled colour taps are the reference's diamond.  Fused:
+    the MLP and the whole colour level; ``front_level`` runs the reference
+    around the fused MLP (the dispatch passes this ``mlp`` to it); the other
+    ops (padding, pyramid, colour base, up_block) are the reference's.
     """
-    _ext()
-    return {"mlp": _dispatch_mlp}
+    from kpnt.ref.taps import DIAMOND
+
+    ext = _ext()
+    taps = [tuple(t) for t in ext.colour_taps()]
+    if taps != [tuple(int(v) for v in t) for t in DIAMOND]:
+        raise _backend.BackendError(
+            f"the compiled colour taps {taps} differ from kpnt.ref.taps.DIAMOND: rebuild the kernels"
+        )
+    return {"mlp": _dispatch_mlp, "colour_level": fused_colour_level}

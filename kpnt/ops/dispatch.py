@@ -2,15 +2,21 @@
 
 Every op that :class:`kpnt.model.KPNT` runs goes through here with a
 ``backend`` argument.  ``'torch'`` is the pure-PyTorch reference
-(``kpnt.ref``, ``kpnt.mosaic.front``), always available.  Another backend
-(the fused CUDA kernels) registers itself with :func:`register_backend`,
-giving a mapping ``op name -> callable`` with the same signatures as the
-reference functions listed in :data:`OPS`; ops it does not provide fall back
-to the reference *by design* (e.g. padding is plain indexing), which is
-logged once per op; the composite ops ``colour_level`` and ``front_level``
-then run the reference with the backend's ``mlp`` if it has one, so a
-backend that only fuses the MLP already speeds up the whole model.  ``'auto'`` picks a registered ``'cuda'`` backend for
-CUDA tensors and the reference otherwise.
+(``kpnt.ref``, ``kpnt.mosaic.front``), always available.  ``'cuda'`` is the
+fused CUDA kernels (``kpnt.ops._cuda``), registered at import with a lazy
+loader (:func:`register_backend`): nothing is built or imported until the
+first op runs on it.  A backend gives a mapping ``op name -> callable`` with
+the same signatures as the reference functions listed in :data:`OPS`; ops it
+does not provide run the reference *by design* (e.g. padding is plain
+indexing), which is logged once per op; the composite ops ``colour_level``
+and ``front_level`` then run the reference with the backend's ``mlp`` if it
+has one.
+
+``'auto'`` picks ``'cuda'`` for CUDA tensors when the kernels load, else the
+reference; a failed load under ``'auto'`` is logged once and the reference is
+used from then on.  An explicit ``'cuda'`` never falls back: it raises
+:class:`kpnt._backend.BackendUnavailableError` (a ``ValueError``) whose
+one-line message carries the build or load error.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from kpnt import _backend
 from kpnt.mosaic import front as _front
 from kpnt.mosaic.cfa import CFA
 from kpnt.ref import apply as _apply
@@ -69,19 +76,40 @@ def register_backend(name: str, ops: Mapping[str, Callable] | Callable[[], Mappi
 
 def _backend_ops(name: str) -> Mapping[str, Callable]:
     if name not in _registered and name in _loaders:
-        register_backend(name, _loaders[name]())
+        try:
+            ops = _loaders[name]()
+        except _backend.BackendError as err:
+            raise _backend.BackendUnavailableError(f"backend {name!r} is not available: {err}") from err
+        register_backend(name, ops)
     if name not in _registered:
         raise ValueError(f"backend {name!r} is not available (registered: {sorted(_registered)})")
     return _registered[name]
 
 
+_auto_fallback_logged: set[str] = set()
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """Concrete backend name for ``backend`` on ``device``."""
+    """Concrete backend name for ``backend`` on ``device``.
+
+    ``'auto'`` on a CUDA device loads the ``'cuda'`` backend (building the
+    kernels on first use); if that fails, the reason is logged once and the
+    reference is used.  ``'torch'`` and ``'cuda'`` are returned as given.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "cuda" if device.type == "cuda" and ("cuda" in _registered or "cuda" in _loaders) else "torch"
-    return backend
+    if backend != "auto":
+        return backend
+    if device.type != "cuda" or ("cuda" not in _registered and "cuda" not in _loaders):
+        return "torch"
+    try:
+        _backend_ops("cuda")
+    except _backend.BackendUnavailableError as err:
+        if "cuda" not in _auto_fallback_logged:
+            _auto_fallback_logged.add("cuda")
+            log.warning("backend='auto': %s; using the PyTorch reference", err)
+        return "torch"
+    return "cuda"
 
 
 #: Reference ops that evaluate MLPs through an ``mlp_fn`` argument.
@@ -230,3 +258,12 @@ def front_level(x, U, S, noise, cfa: CFA, weights, radius: int, leaky_slope: flo
         _check_weights(w, n_in, n_out, f"front MLP '{name}'")
     return _impl("front_level", backend, x.device)(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode,
                                                    noise_input)
+
+
+def _load_cuda() -> Mapping[str, Callable]:
+    from kpnt.ops import _cuda
+
+    return _cuda.backend_ops()
+
+
+register_backend("cuda", _load_cuda)

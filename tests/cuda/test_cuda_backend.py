@@ -61,3 +61,80 @@ def test_flags_change_the_build_name(monkeypatch):
     assert a != b and a == _backend.build_name(_backend.build_flags("9.0"))
     monkeypatch.setenv("KPNT_BUILD_VERBOSE", "1")
     assert _backend.build_name(_backend.build_flags("9.0")) != a
+
+
+# ---------------------------------------------------------------- registration in kpnt.ops
+
+
+def _colour_inputs():
+    g = torch.Generator().manual_seed(0)
+    D = torch.randn(1, 3, 9, 11, generator=g) * 0.05
+    var = torch.full_like(D, 0.02**2)
+    ws = [torch.randn(64, 32, generator=g) * 0.2] + [torch.randn(64, 64, generator=g) * 0.2] * 5
+    ws += [torch.randn(16, 64, generator=g) * 0.2]
+    return D, var, ws
+
+
+def test_cuda_backend_is_registered_lazily():
+    code = (
+        "import kpnt._backend as b; from kpnt.ops import dispatch;"
+        "assert 'cuda' in dispatch._loaders, dispatch._loaders;"
+        "assert not b.is_built()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_auto_on_cpu_tensors_uses_the_reference_without_loading(monkeypatch):
+    from kpnt import ops
+    from kpnt.ops import dispatch
+
+    loads = []
+
+    def loader():
+        loads.append(1)
+        raise AssertionError("the CUDA backend must not load for CPU tensors")
+
+    monkeypatch.setattr(dispatch, "_registered", {"torch": dispatch.OPS})
+    monkeypatch.setattr(dispatch, "_loaders", {"cuda": loader})
+    D, var, ws = _colour_inputs()
+    assert ops.resolve_backend("auto", torch.device("cpu")) == "torch"
+    got = ops.colour_level(D, var, ws, 0.01, "softmax", True, backend="auto")
+    ref = ops.colour_level(D, var, ws, 0.01, "softmax", True, backend="torch")
+    assert loads == []
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_explicit_cuda_without_gpu_is_a_clear_error(monkeypatch):
+    from kpnt import ops
+    from kpnt.ops import dispatch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(dispatch, "_registered", {"torch": dispatch.OPS})
+    monkeypatch.setattr(dispatch, "_loaders", {"cuda": dispatch._load_cuda})
+    D, var, ws = _colour_inputs()
+    with pytest.raises(_backend.BackendUnavailableError) as err:
+        ops.colour_level(D, var, ws, 0.01, "softmax", True, backend="cuda")
+    msg = str(err.value)
+    assert isinstance(err.value, ValueError) and "\n" not in msg
+    assert msg.startswith("backend 'cuda' is not available: ") and "torch.cuda.is_available() is False" in msg
+    assert isinstance(err.value.__cause__, _backend.BackendError)
+
+
+def test_auto_falls_back_once_and_logs_when_the_kernels_do_not_load(monkeypatch, caplog):
+    """'auto' on a CUDA device whose kernels cannot load: the reference, logged once."""
+    from kpnt.ops import dispatch
+
+    def broken():
+        raise _backend.BackendError("building the fused CUDA kernels failed (nvcc exploded)")
+
+    monkeypatch.setattr(dispatch, "_registered", {"torch": dispatch.OPS})
+    monkeypatch.setattr(dispatch, "_loaders", {"cuda": broken})
+    monkeypatch.setattr(dispatch, "_auto_fallback_logged", set())
+    with caplog.at_level("WARNING", logger="kpnt.ops.dispatch"):
+        assert dispatch.resolve_backend("auto", torch.device("cuda")) == "torch"
+        assert dispatch.resolve_backend("auto", torch.device("cuda")) == "torch"
+    hits = [r for r in caplog.records if "nvcc exploded" in r.getMessage()]
+    assert len(hits) == 1 and "using the PyTorch reference" in hits[0].getMessage()
+    with pytest.raises(_backend.BackendUnavailableError, match="nvcc exploded"):
+        dispatch._backend_ops("cuda")

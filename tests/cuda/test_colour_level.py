@@ -1,0 +1,116 @@
+"""Fused colour level (kpnt.ops._cuda.fused_colour_level) vs the reference
+(kpnt.ref.level.colour_level): forward, weight gradients, input gradients.
+
+Tolerances as tests/cuda/test_fused_mlp.py: forward < 2e-3 against the
+float64 reference; weight gradients < 1e-2 against a float64 reference whose
+MLP rounds to f16 where the kernels do, and against the exact reference no
+worse than that reference itself (f16 kink flips, docs/KERNELS.md).
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kpnt import ops
+from kpnt.ops import _cuda
+from kpnt.ref.level import colour_level as ref_colour_level
+
+pytestmark = pytest.mark.cuda
+SLOPE = 0.01
+DIMS = [32, 64, 16, 6]
+
+
+def weights(seed, out_offset=True):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(64, 32)] + [(64, 64)] * 5 + [(16, 64)]
+    ws = [torch.randn(*s, generator=g) * math.sqrt(2 / s[1]) for s in shapes]
+    if out_offset:  # a model-like start: centre tap and blend favoured
+        ws[-1] *= 0.3
+    return [w.cuda().requires_grad_() for w in ws]
+
+
+def inputs(N, h, w, seed):
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(N, 3, h, w, generator=g) * 0.03
+    var = (torch.rand(N, 3, h, w, generator=g) * 4e-4 + 1e-5)
+    return D.cuda(), var.cuda()
+
+
+def mlp_f16(x, ws, slope):
+    def r(t):
+        return t + (t.half().double() - t).detach()
+
+    h = r(x)
+    for w in ws[:-1]:
+        h = r(F.leaky_relu(h @ r(w).t(), slope))
+    return h @ r(ws[-1]).t()
+
+
+def rel(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("mode", ["softmax", "plain"])
+@pytest.mark.parametrize("shape", [(2, 37, 53), (1, 1, 3), (1, 2, 2), (3, 5, 130)], ids=str)
+def test_forward_and_weight_gradients(shape, mode):
+    N, h, w = shape
+    ws = weights(sum(shape))
+    D, var = inputs(N, h, w, seed=h * w)
+    noise_input = h != 5
+    gI = torch.randn(N, 3, h, w, device="cuda")
+    ga = torch.randn(N, 1, h, w, device="cuda")
+    ws64 = [x.detach().double().requires_grad_() for x in ws]
+    ref = ref_colour_level(D.double(), var.double(), ws64, SLOPE, mode, noise_input)
+    ref_g = torch.autograd.grad(ref, ws64, [gI.double(), ga.double()])
+    ref16 = ref_colour_level(D.double(), var.double(), ws64, SLOPE, mode, noise_input, mlp_fn=mlp_f16)
+    ref16_g = torch.autograd.grad(ref16, ws64, [gI.double(), ga.double()])
+
+    t = torch.empty(1 << 26, device="cuda").fill_(float("nan"))
+    del t
+    I, a = _cuda.fused_colour_level(D, var, ws, SLOPE, mode, noise_input)
+    assert torch.isfinite(I).all() and torch.isfinite(a).all(), "outputs left unwritten"
+    assert rel(I, ref[0]) < 2e-3 and rel(a, ref[1]) < 2e-3
+    g = torch.autograd.grad((I, a), ws, [gI, ga])
+    for i, (x, y16, y) in enumerate(zip(g, ref16_g, ref_g)):
+        assert torch.isfinite(x).all()
+        assert rel(x, y16) < 1e-2, f"weights[{i}]"
+        assert rel(x, y) <= 1.25 * rel(y16, y) + 1e-3, f"weights[{i}]"
+
+
+def test_gradients_to_the_details():
+    """D and var gradients (the reference level around the fused MLP)."""
+    ws = weights(3)
+    D, var = inputs(1, 17, 19, seed=4)
+    D.requires_grad_()
+    var.requires_grad_()
+    gI = torch.randn_like(D)
+    I, a = _cuda.fused_colour_level(D, var, ws, SLOPE, "softmax", True)
+    got = torch.autograd.grad(I, [D, var, *ws], gI)
+    I_r, _ = ref_colour_level(D, var, ws, SLOPE, "softmax", True)
+    want = torch.autograd.grad(I_r, [D, var, *ws], gI)
+    assert rel(got[0], want[0]) < 1e-2 and rel(got[1], want[1]) < 5e-2
+    assert all(rel(x, y) < 0.1 for x, y in zip(got[2:], want[2:]))
+
+
+def test_dispatch_uses_the_fused_level():
+    ws = weights(5)
+    D, var = inputs(2, 21, 22, seed=6)
+    for be in ("cuda", "auto"):
+        I, a = ops.colour_level(D, var, ws, SLOPE, "softmax", True, backend=be)
+        I2, a2 = _cuda.fused_colour_level(D, var, ws, SLOPE, "softmax", True)
+        assert torch.equal(I, I2) and torch.equal(a, a2)
+
+
+def test_argument_errors():
+    ws = weights(7)
+    D, var = inputs(1, 8, 8, seed=8)
+    with pytest.raises(ValueError, match="float32"):
+        _cuda.fused_colour_level(D.double(), var.double(), ws, SLOPE, "softmax", True)
+    with pytest.raises(ValueError, match="var must be"):
+        _cuda.fused_colour_level(D, var[..., :7], ws, SLOPE, "softmax", True)
+    with pytest.raises(ValueError, match="CUDA"):
+        _cuda.fused_colour_level(D.cpu(), var.cpu(), ws, SLOPE, "softmax", True)
+    with pytest.raises(ValueError, match="16 outputs|no kernel"):
+        _cuda.fused_colour_level(D, var, [*ws[:-1], torch.zeros(32, 64, device="cuda")], SLOPE, "softmax", True)
