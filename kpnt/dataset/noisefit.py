@@ -67,7 +67,30 @@ def reference_profile(mosaic: np.ndarray, cfa: CFA, saturated: np.ndarray, tag, 
     return prof, "blind"
 
 
-def _textured(target: np.ndarray, colour: np.ndarray, sel: np.ndarray, keep: float = 0.5, bins: int = 16) -> np.ndarray:
+def colour_methods(cfa: CFA, ref_cfa: CFA, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the reference measured the noisy frame's colour.
+
+    Args:
+        cfa, ref_cfa: layouts of the noisy crop and of the reference crop at
+            the exact shift.
+        usable: (h, w) bool.
+    Returns:
+        (matched (h, w) bool: same colour at the same scene point;
+         use_mosaic (3,) bool: colour c has enough matched usable sites to
+         be compared with the reference mosaic rather than the demosaic).
+    """
+    h, w = usable.shape
+    colour = cfa.colour_map(h, w)
+    matched = colour == ref_cfa.colour_map(h, w)
+    use_mosaic = np.zeros(3, dtype=bool)
+    for c in range(3):
+        n_c = int((usable & (colour == c)).sum())
+        n_m = int((usable & matched & (colour == c)).sum())
+        use_mosaic[c] = n_m >= max(MIN_MATCHED, MATCHED_FRACTION * n_c)
+    return matched, use_mosaic
+
+
+def _textured(target: np.ndarray, colour: np.ndarray, sel: np.ndarray, keep: float = 0.25, bins: int = 16) -> np.ndarray:
     """(h, w) bool: among ``sel``, the sites whose channel of the demosaiced
     reference varies most around them (the ``1 - keep`` most textured of
     each colour and intensity bin).  Interpolation error lives there."""
@@ -110,12 +133,7 @@ def fit_noise(noisy: np.ndarray, ref_exact: np.ndarray, target: np.ndarray, cfa:
     """
     h, w = noisy.shape
     colour = cfa.colour_map(h, w)
-    matched = colour == ref_cfa.colour_map(h, w)
-    use_mosaic = np.zeros(3, dtype=bool)
-    for c in range(3):
-        n_c = int((usable & (colour == c)).sum())
-        n_m = int((usable & matched & (colour == c)).sum())
-        use_mosaic[c] = n_m >= max(MIN_MATCHED, MATCHED_FRACTION * n_c)
+    matched, use_mosaic = colour_methods(cfa, ref_cfa, usable)
     site_mosaic = use_mosaic[colour]
     sel = usable & (matched | ~site_mosaic)
     if not use_mosaic.all():

@@ -16,7 +16,7 @@ from kpnt.dataset.align import bilinear, estimate_shift, overlap_crops
 from kpnt.dataset.exposure import check_gain, match_exposure
 from kpnt.dataset.manifest import MASK_MOTION, MASK_NOISY_SATURATED, MASK_REFERENCE_SATURATED, now
 from kpnt.dataset.motion import dilate_mask, motion_blocks
-from kpnt.dataset.noisefit import fit_noise
+from kpnt.dataset.noisefit import colour_methods, fit_noise
 from kpnt.dataset.options import BuildOptions
 from kpnt.errors import DatasetError, KpntError
 from kpnt.mosaic import CFA
@@ -108,10 +108,15 @@ def process_pair(ref: Reference, noisy_mosaic: np.ndarray, noisy_saturated: np.n
         prelim, _ = fit_noise(n, r_exact, t, cfa, r_exact_cfa, m0.gain, m0.offset, usable0, ref.profile)
     except KpntError as exc:
         raise PairRejected(f"noise fit failed: {exc}") from None
-    # Motion is judged on every block, over its usable sites only: a moving
-    # object that saturates in places must still be found in the rest.
-    nbu, cnt = blocks.masked_block_means(n, cfa, s, usable0)
-    tbu, _ = blocks.masked_block_means(t, cfa, s, usable0)
+    # Motion is judged on every block, over its usable sites only (a moving
+    # object that saturates in places must still be found in the rest), and
+    # off the CFA lattice only on the colours the reference measured at the
+    # same scene points: the demosaic's interpolation error in textured
+    # areas (wood grain) read as motion on 7% of a frame.
+    matched, use_mosaic = colour_methods(cfa, r_exact_cfa, usable0)
+    judge = usable0 & matched & use_mosaic[cfa.colour_map(h, w)] if use_mosaic.any() else usable0
+    nbu, cnt = blocks.masked_block_means(n, cfa, s, judge)
+    tbu, _ = blocks.masked_block_means(t, cfa, s, judge)
     moved_b, _score = motion_blocks(nbu, tbu, cnt, m0.gain, m0.offset, prelim, ref.profile, opts.motion_threshold)
     moved = dilate_mask(blocks.upsample_blocks(moved_b, s, (h, w)), opts.motion_dilate)
 

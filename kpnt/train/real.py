@@ -1,0 +1,310 @@
+"""Training batches from a dataset built by ``kpnt-build-dataset``.
+
+Reads ``manifest.json`` and the pairs' ``.npy`` arrays (memory-mapped, so a
+dataset larger than memory works); needs neither rawpy nor OpenCV, so it
+runs on a GPU machine that has only the dataset.  See ``datasets/README.md``
+for the format.
+
+Per pair the arrays hold the aligned high-ISO mosaic ``noisy`` (its own
+exposure), the reference demosaiced by LibRaw ``target`` (the reference's
+exposure) and a ``mask``; the manifest holds the exposure match
+``noisy ~ gain * reference + offset``, the high-ISO frame's noise profile
+(a, b) and its as-shot white balance.  A training tile is built as the model
+expects it (DESIGN.md sections 1 and 4, same conventions as
+:mod:`kpnt.train.synthesis`)::
+
+    k      = 2 ** U(-2, 2)                        exposure augmentation
+    x      = min(k * noisy, 1) * wb[c]            (N, 1, T, T)
+    target = k * (gain * target + offset) * wb    (N, 3, T, T)
+    noise  = [k * a * wb ; k^2 * b * wb^2]        (N, 2, 3)
+    valid  = mask == 0 and k * noisy < 1          (N, 1, T, T)
+
+Tiles are CFA-safe: each batch has one CFA (a random phase of the sensor
+kind); every tile's flips are drawn first and its crop offset is then chosen
+so that the flipped, cropped pair's CFA is the batch's.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kpnt.dataset.manifest import FORMAT_VERSION, MASK_MOTION, PAIR_ARRAYS, load_manifest, pair_dir
+from kpnt.errors import DatasetError
+from kpnt.mosaic import CFA
+from kpnt.train.synthesis import Batch, random_cfa
+
+log = logging.getLogger("kpnt.train")
+
+#: Exposure augmentation range in EV.
+EXPOSURE_EV = 2.0
+#: A training tile is redrawn (up to MAX_TRIES times) while less than this
+#: fraction of it is usable.
+MIN_VALID = 0.5
+MAX_TRIES = 8
+#: Validation holds out about this fraction of the pairs (at least one).
+VAL_FRACTION = 0.1
+VAL_BATCH = 8
+
+
+@dataclass
+class Pair:
+    """One pair of the dataset, arrays memory-mapped.
+
+    noisy: (H, W) float16; target: (3, H, W) float16; mask: (H, W) uint8;
+    cfa: layout of ``noisy`` (pattern at (0, 0)); gain, offset, wb: (3,);
+    noise: (2, 3) [a; b] of the noisy frame (normalised, not white-balanced).
+    """
+
+    id: str
+    noisy: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray
+    cfa: CFA
+    gain: np.ndarray
+    offset: np.ndarray
+    wb: np.ndarray
+    noise: np.ndarray
+    usable: float
+    iso: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.noisy.shape
+
+
+def load_pairs(data_dir, sensor: str) -> tuple[dict, list[Pair]]:
+    """The manifest and the usable pairs of sensor kind ``sensor``.
+
+    Raises:
+        DatasetError: no manifest, no pairs of this sensor kind (the message
+            names the kinds present), or none whose arrays are all there.
+    """
+    data_dir = Path(data_dir)
+    doc = load_manifest(data_dir)
+    if sensor not in ("bayer", "xtrans"):
+        raise DatasetError(f"{data_dir}: built datasets hold raw mosaics (bayer or xtrans); --sensor {sensor} cannot train on them")
+    records = sorted(doc["pairs"].values(), key=lambda r: r["id"])
+    if not records:
+        raise DatasetError(f"{data_dir}: the dataset holds no pairs (see the rejections in its manifest.json); "
+                           "add base-ISO and high-ISO raws of the same scenes and rebuild")
+    kinds = sorted({r["cfa"]["kind"] for r in records})
+    mine = [r for r in records if r["cfa"]["kind"] == sensor]
+    if not mine:
+        raise DatasetError(f"{data_dir}: the dataset holds {', '.join(kinds)} pairs only, not {sensor}: "
+                           f"train with --sensor {kinds[0]} or build a dataset from {sensor} raws")
+    pairs, missing = [], []
+    for r in mine:
+        d = pair_dir(data_dir, r["id"])
+        try:
+            arrays = {k: np.load(d / name, mmap_mode="r", allow_pickle=False) for k, (name, _, _) in PAIR_ARRAYS.items()}
+        except (OSError, ValueError) as exc:
+            missing.append(f"{r['id']} ({type(exc).__name__})")
+            continue
+        h, w = r["size"]
+        if arrays["noisy"].shape != (h, w) or arrays["target"].shape != (3, h, w) or arrays["mask"].shape != (h, w):
+            missing.append(f"{r['id']} (array shapes disagree with the manifest)")
+            continue
+        pairs.append(Pair(
+            id=r["id"], noisy=arrays["noisy"], target=arrays["target"], mask=arrays["mask"],
+            cfa=CFA.from_json(r["cfa"]), gain=np.asarray(r["gain"], np.float32),
+            offset=np.asarray(r["offset"], np.float32), wb=np.asarray(r["wb"], np.float32),
+            noise=np.asarray([r["noise"]["a"], r["noise"]["b"]], np.float32),
+            usable=float(r["usable_fraction"]), iso=int(r["noisy"]["iso"]),
+        ))
+    if missing:
+        log.warning("%s: %d pair(s) skipped, arrays missing or damaged: %s (rebuild with kpnt-build-dataset)",
+                    data_dir, len(missing), ", ".join(missing[:3]))
+    if not pairs:
+        raise DatasetError(f"{data_dir}: none of its {len(mine)} {sensor} pair(s) has its arrays: rebuild the dataset")
+    return doc, pairs
+
+
+def _offsets(cfa: CFA, want: CFA) -> list[tuple[int, int]]:
+    """Crop residues (oy, ox) in [0, P)^2 with cfa.crop(oy, ox) == want."""
+    p = cfa.period
+    return [(oy, ox) for oy in range(p) for ox in range(p) if cfa.crop(oy, ox) == want]
+
+
+def _read_tile(pair: Pair, y0: int, x0: int, size: int, flip_y: bool, flip_x: bool):
+    """Tile at (y0, x0) of the pair flipped as asked: (noisy (T, T),
+    target (3, T, T), mask (T, T)) float32/uint8 copies."""
+    h, w = pair.shape
+    ys = slice(h - y0 - size, h - y0) if flip_y else slice(y0, y0 + size)
+    xs = slice(w - x0 - size, w - x0) if flip_x else slice(x0, x0 + size)
+    n = np.asarray(pair.noisy[ys, xs], np.float32)
+    t = np.asarray(pair.target[:, ys, xs], np.float32)
+    m = np.asarray(pair.mask[ys, xs])
+    axes = [a for a, f in ((0, flip_y), (1, flip_x)) if f]
+    if axes:
+        n = np.flip(n, axes)
+        m = np.flip(m, axes)
+        t = np.flip(t, [a + 1 for a in axes])
+    return np.ascontiguousarray(n), np.ascontiguousarray(t), np.ascontiguousarray(m)
+
+
+def _assemble(tiles: list, cfa: CFA, scales: list[float]) -> Batch:
+    """Batch from [(pair, noisy, target, mask)] and exposure scales k."""
+    size = tiles[0][1].shape[0]
+    colour = torch.from_numpy(cfa.colour_map(size, size)).long()
+    xs, ts, vs, ns, wbs = [], [], [], [], []
+    for (pair, n, t, m), k in zip(tiles, scales):
+        wb = torch.from_numpy(pair.wb)
+        n = torch.from_numpy(n) * k
+        valid = torch.from_numpy(m == 0) & (n < 1.0)
+        xs.append(n.clamp_max(1.0) * wb[colour])
+        t = torch.from_numpy(t) * torch.from_numpy(pair.gain)[:, None, None] + torch.from_numpy(pair.offset)[:, None, None]
+        ts.append(t * k * wb[:, None, None])
+        a, b = torch.from_numpy(pair.noise)
+        ns.append(torch.stack([a * k * wb, b * k * k * wb * wb]))
+        vs.append(valid)
+        wbs.append(wb)
+    return Batch(x=torch.stack(xs)[:, None], target=torch.stack(ts), noise=torch.stack(ns),
+                 valid=torch.stack(vs)[:, None], cfa=cfa, wb=torch.stack(wbs))
+
+
+class RealSource:
+    """``source(gen) -> Batch`` of random CFA-safe, augmented training tiles."""
+
+    def __init__(self, pairs: list[Pair], sensor: str, tile: int, batch: int, rows: dict[str, int] | None = None):
+        """``rows``: per pair id, use only rows below this one (a pair split
+        between training and validation)."""
+        self.pairs, self.sensor, self.tile, self.batch = pairs, sensor, tile, batch
+        self.rows = rows or {}
+        for p in pairs:
+            h, w = p.shape
+            if min(self.rows.get(p.id, h), w) < tile + p.cfa.period:
+                raise DatasetError(f"pair {p.id} ({h}x{w}) is smaller than a training tile of {tile}: pass a smaller --tile")
+        weights = np.array([p.usable * p.shape[0] * p.shape[1] for p in pairs], np.float64)
+        self.weights = torch.tensor(weights / weights.sum())
+
+    def _draw(self, gen: torch.Generator, cfa: CFA):
+        t = self.tile
+        best = None
+        for _ in range(MAX_TRIES):
+            pair = self.pairs[int(torch.multinomial(self.weights, 1, generator=gen))]
+            h, w = pair.shape
+            rows = self.rows.get(pair.id, h)
+            flip_y, flip_x = (bool(v) for v in torch.randint(2, (2,), generator=gen))
+            if flip_y and rows < h:
+                flip_y = False                     # flipping would reach into held-out rows
+            fcfa = pair.cfa
+            if flip_y:
+                fcfa = fcfa.flip(0, h)
+            if flip_x:
+                fcfa = fcfa.flip(1, w)
+            offs = _offsets(fcfa, cfa)
+            if not offs:
+                continue                           # this pair's layout cannot give the batch's phase
+            oy, ox = offs[int(torch.randint(len(offs), (1,), generator=gen))]
+            p = pair.cfa.period
+            ny, nx = (rows - t - oy) // p + 1, (w - t - ox) // p + 1
+            y0 = oy + p * int(torch.randint(ny, (1,), generator=gen))
+            x0 = ox + p * int(torch.randint(nx, (1,), generator=gen))
+            n, tg, m = _read_tile(pair, y0, x0, t, flip_y, flip_x)
+            frac = float((m == 0).mean())
+            if best is None or frac > best[0]:
+                best = (frac, (pair, n, tg, m))
+            if frac >= MIN_VALID:
+                break
+        if best is None:
+            raise DatasetError(f"no pair of the dataset can be cropped to the CFA phase {cfa.name}")
+        return best[1]
+
+    def __call__(self, gen: torch.Generator) -> Batch:
+        cfa = random_cfa(self.sensor, gen)
+        tiles = [self._draw(gen, cfa) for _ in range(self.batch)]
+        ev = (torch.rand(self.batch, generator=gen) * 2 - 1) * EXPOSURE_EV
+        return _assemble(tiles, cfa, (2.0 ** ev).tolist())
+
+
+def _val_tiles(pair: Pair, cfa: CFA, size: int, row0: int) -> list[tuple[float, tuple]]:
+    """Fixed, non-overlapping tiles of a pair in phase ``cfa`` (rows from
+    ``row0`` on), each with its usable fraction."""
+    offs = _offsets(pair.cfa, cfa)
+    if not offs:
+        return []
+    oy, ox = offs[0]
+    p = pair.cfa.period
+    h, w = pair.shape
+    y_start = oy + -(-max(row0 - oy, 0) // p) * p
+    out = []
+    for y0 in range(y_start, h - size + 1, size):
+        for x0 in range(ox, w - size + 1, size):
+            n, t, m = _read_tile(pair, y0, x0, size, False, False)
+            out.append((float((m == 0).mean()), (pair, n, t, m)))
+    return out
+
+
+def dataset_sources(data_dir, sensor: str, tile: int, batch: int, val_images: int):
+    """Training source, validation batches and provenance for ``kpnt-train --data``.
+
+    Args:
+        data_dir: dataset folder (``manifest.json`` + ``pairs/``).
+        sensor: 'bayer' or 'xtrans' (pairs of other kinds are ignored).
+        tile: training tile side in photosites (a multiple of the period).
+        batch: tiles per batch.
+        val_images: number of validation tiles.
+    Returns:
+        (source(gen) -> Batch, [Batch, ...] fixed validation batches, dict).
+    Raises:
+        DatasetError: see :func:`load_pairs`; tiles larger than the pairs.
+    """
+    from kpnt.train.loop import canonical_cfa
+
+    doc, pairs = load_pairs(data_dir, sensor)
+    canon = canonical_cfa(sensor)
+    # Hold out whole pairs (about a tenth); with one pair, its bottom quarter.
+    rows: dict[str, int] = {}
+    if len(pairs) >= 2:
+        n_val = max(1, int(round(VAL_FRACTION * len(pairs))))
+        val_pairs, train_pairs = pairs[-n_val:], pairs[:-n_val]
+        val_from = {p.id: 0 for p in val_pairs}
+    else:
+        only = pairs[0]
+        p = only.cfa.period
+        split = (only.shape[0] * 3 // 4) // p * p
+        rows[only.id] = split
+        val_pairs, train_pairs = [only], [only]
+        val_from = {only.id: split}
+        log.info("one pair only: rows from %d of it are held out for validation", split)
+    source = RealSource(train_pairs, sensor, tile, batch, rows)
+
+    # Validation: fixed tiles in the canonical phase, the most usable first
+    # (validation PSNR is taken over whole tiles, masks are not applied).
+    vsize = tile * 2
+    for vp in val_pairs:
+        vsize = min(vsize, (vp.shape[0] - val_from[vp.id]) // vp.cfa.period * vp.cfa.period,
+                    vp.shape[1] // vp.cfa.period * vp.cfa.period)
+    vsize = max(vsize // canon.period * canon.period, canon.period * 4)
+    cands = []
+    for vp in val_pairs:
+        cands += _val_tiles(vp, canon, vsize, val_from[vp.id])
+    if not cands:
+        raise DatasetError(f"{data_dir}: the validation pairs are too small for a {vsize}-photosite tile: pass a smaller --tile")
+    cands.sort(key=lambda c: -c[0])
+    chosen = [c[1] for c in cands[: max(1, val_images)]]
+    if cands[min(len(cands), max(1, val_images)) - 1][0] < 0.9:
+        log.warning("some validation tiles are less than 90%% usable (motion, saturation): their PSNR includes those pixels")
+    val_batches = [_assemble(chosen[i:i + VAL_BATCH], canon, [1.0] * len(chosen[i:i + VAL_BATCH]))
+                   for i in range(0, len(chosen), VAL_BATCH)]
+    cams = sorted({doc["pairs"][p.id]["camera"] for p in pairs})
+    prov = {
+        "data": f"kpnt-build-dataset {Path(data_dir)}",
+        "dataset_format_version": doc.get("format_version", FORMAT_VERSION),
+        "cameras": cams,
+        "isos": sorted({p.iso for p in pairs}),
+        "pairs_train": [p.id for p in train_pairs],
+        "pairs_val": [p.id for p in val_pairs],
+        "val": f"{len(chosen)} fixed {vsize}x{vsize} tiles of held-out pairs" if len(pairs) >= 2
+        else f"{len(chosen)} fixed {vsize}x{vsize} tiles of the held-out bottom rows",
+        "noise": "per pair, fitted by kpnt-build-dataset (raw scale)",
+        "augmentation": f"exposure +-{EXPOSURE_EV:g} EV, flips, CFA phases",
+        "motion_mask_bit": MASK_MOTION,
+    }
+    log.info("%d training pair(s), %d validation tile(s) of %d pair(s), tile %d, batch %d",
+             len(train_pairs), len(chosen), len(val_pairs), tile, batch)
+    return source, val_batches, prov
