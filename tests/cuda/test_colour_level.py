@@ -21,11 +21,21 @@ SLOPE = 0.01
 DIMS = [32, 64, 16, 6]
 
 
-def weights(seed, out_offset=True):
+def weights(seed, mode="softmax"):
+    """softmax: random weights.  plain: the model's plain-mode start plus a
+    random last layer: plain normalisation divides by the kernel sum, which
+    random weights bring near 0 at some pixels (only |sum| >= PLAIN_EPS is
+    kept), where any f16 evaluation differs from f32 by O(1)
+    (tools/bench_kernels.py colour_weights)."""
     g = torch.Generator().manual_seed(seed)
-    shapes = [(64, 32)] + [(64, 64)] * 5 + [(16, 64)]
-    ws = [torch.randn(*s, generator=g) * math.sqrt(2 / s[1]) for s in shapes]
-    if out_offset:  # a model-like start: centre tap and blend favoured
+    if mode == "plain":
+        from kpnt.model import KPNT, ModelConfig
+
+        ws = [w.detach().clone() for w in KPNT("rgb", ModelConfig(apply_mode="plain")).weight_sets()["colour"]]
+        ws[-1][:, 1:] += torch.randn(16, 63, generator=g) * 0.5
+    else:
+        shapes = [(64, 32)] + [(64, 64)] * 5 + [(16, 64)]
+        ws = [torch.randn(*s, generator=g) * math.sqrt(2 / s[1]) for s in shapes]
         ws[-1] *= 0.3
     return [w.cuda().requires_grad_() for w in ws]
 
@@ -56,7 +66,7 @@ def rel(a, b):
 @pytest.mark.parametrize("shape", [(2, 37, 53), (1, 1, 3), (1, 2, 2), (3, 5, 130)], ids=str)
 def test_forward_and_weight_gradients(shape, mode):
     N, h, w = shape
-    ws = weights(sum(shape))
+    ws = weights(sum(shape), mode)
     D, var = inputs(N, h, w, seed=h * w)
     noise_input = h != 5
     gI = torch.randn(N, 3, h, w, device="cuda")
@@ -88,10 +98,14 @@ def test_gradients_to_the_details():
     gI = torch.randn_like(D)
     I, a = _cuda.fused_colour_level(D, var, ws, SLOPE, "softmax", True)
     got = torch.autograd.grad(I, [D, var, *ws], gI)
-    I_r, _ = ref_colour_level(D, var, ws, SLOPE, "softmax", True)
-    want = torch.autograd.grad(I_r, [D, var, *ws], gI)
-    assert rel(got[0], want[0]) < 1e-2 and rel(got[1], want[1]) < 5e-2
-    assert all(rel(x, y) < 0.1 for x, y in zip(got[2:], want[2:]))
+    # against the float64 level whose MLP rounds like the kernels (f16 kink
+    # flips change dx as they change dW: ~4e-2 against the exact level)
+    D64, var64 = D.detach().double().requires_grad_(), var.detach().double().requires_grad_()
+    ws64 = [w.detach().double().requires_grad_() for w in ws]
+    I_r, _ = ref_colour_level(D64, var64, ws64, SLOPE, "softmax", True, mlp_fn=mlp_f16)
+    want = torch.autograd.grad(I_r, [D64, var64, *ws64], gI.double())
+    for x, y in zip(got, want):
+        assert rel(x, y) < 1e-2
 
 
 def test_dispatch_uses_the_fused_level():
