@@ -34,7 +34,11 @@ def write_curve(path: str | Path, steps, losses, val_steps, val_psnr, title: str
     if len(losses):
         ll = np.log10(np.clip(np.asarray(losses, float), 1e-12, None))
         yr = (ll.min(), ll.max() if ll.max() > ll.min() else ll.min() + 1)
-        _polyline(img, steps, ll, x_range, yr, panels[0], (200, 80, 0))
+        _polyline(img, steps, ll, x_range, yr, panels[0], (240, 200, 170))
+        # per-step losses of random tiles scatter a lot: overlay a running mean
+        k = max(1, len(ll) // 40)
+        smooth = np.convolve(ll, np.ones(k) / k, mode="valid")
+        _polyline(img, np.asarray(steps)[k - 1 :], smooth, x_range, yr, panels[0], (200, 80, 0))
         cv2.putText(img, f"log10 loss  [{yr[0]:.2f}, {yr[1]:.2f}]", (80, 70), font, 0.5, (200, 80, 0), 1, cv2.LINE_AA)
     if len(val_psnr):
         vp = np.asarray(val_psnr, float)
