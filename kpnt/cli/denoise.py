@@ -4,14 +4,52 @@ Examples::
 
     kpnt-denoise IMG_0001.CR2 -o out/
     kpnt-denoise ~/photos/2026-11-wedding -o ~/photos/denoised --profiles noiseprofiles.json
-    kpnt-denoise shot.RAF -o out --weights runs/xt1/weights.safetensors --format tiff
+    kpnt-denoise 'shots/*.NEF' -o out --jobs 2
+    kpnt-denoise shoot/ -o out --devices cuda:0,cuda:1
+    kpnt-denoise shot.RAF -o out --weights runs/xt1/weights.safetensors --format exr
+
+How a batch runs:
+
+- Inputs are files, folders (searched recursively for raw suffixes) and glob
+  patterns expanded here (quote them: ``'shots/*.NEF'``, ``'**'`` recurses).
+  Outputs mirror the input tree under ``-o``: a folder's files keep their
+  path relative to the folder, a pattern's files their path relative to the
+  pattern's folder part, a named file its name.  Existing outputs are
+  skipped unless ``--force``; an output that would replace an input, or two
+  inputs with the same output, is an error for that input.  Inputs are only
+  ever read.
+- Each file: decode (rawpy), noise profile (``--noise``, else ``--profiles``,
+  else the DNG NoiseProfile tag, else a blind estimate; ``--verbose`` says
+  which), denoise in overlapping tiles, write atomically (a temp file beside
+  the target, renamed over it: no partial output ever exists under the
+  output's name).  The next file is decoded in a background thread while
+  the current one is denoised.
+- Parallelism: ``--jobs N`` worker processes (``spawn``) with ``cores / N``
+  torch threads each, or ``--devices cuda:0,cuda:1`` with one worker per
+  device; files go to whichever worker is free.
+- Failures: a file that cannot be read, is not a supported raw, or fails to
+  denoise or write is reported (one line) and the batch goes on.  A full
+  disk (ENOSPC, EDQUOT) stops the batch: every later file would fail the
+  same way after minutes of work; the files not started are counted in the
+  summary.  Ctrl-C stops cleanly: the file in progress is abandoned (its
+  temp file removed), the summary says what was done, exit code 130.
+- Exit code 0 only when nothing failed.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import glob
 import logging
 import os
+import queue as queue_mod
+import signal
 import sys
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -30,6 +68,10 @@ RAW_SUFFIXES = {
     ".kdc", ".mef", ".mos", ".mrw", ".nef", ".nrw", ".orf", ".pef", ".raf", ".raw", ".rw2", ".rwl", ".sr2",
     ".srf", ".srw", ".x3f",
 }
+#: Output suffix of each --format.
+FORMATS = {"dng": ".dng", "tiff": ".tif", "tiff-float": ".tif", "exr": ".exr"}
+#: Write errors that stop the batch: every later file would hit them too.
+FATAL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,41 +81,93 @@ def build_parser() -> argparse.ArgumentParser:
         "(camera RGB, white balance not applied, colour matrices and metadata kept) that raw editors open like the original.",
         epilog="The noise level comes from --noise if given, else the --profiles table entry for the camera and ISO, "
         "else the file's DNG NoiseProfile tag, else a blind estimate from the raw itself (--verbose says which). "
+        "A full disk stops the batch; Ctrl-C stops it cleanly (exit 130). "
         "Exit code 0 only when every file was denoised or skipped.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", type=Path, help="raw files and/or folders (searched recursively)")
+    p.add_argument("inputs", nargs="+", help="raw files, folders (searched recursively) and/or quoted glob patterns such as 'shots/*.NEF'")
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder (mirrors the input folders' layout)")
-    p.add_argument("--format", choices=["dng", "tiff", "tiff-float"], default="dng", help="dng: LinearRaw DNG (default); tiff: 16-bit TIFF; tiff-float: 32-bit float TIFF keeping values above white")
+    p.add_argument("--format", choices=list(FORMATS), default="dng",
+                   help="dng: LinearRaw DNG with the source's metadata (default); tiff: 16-bit TIFF; "
+                   "tiff-float: 32-bit float TIFF keeping values above white; exr: 32-bit float OpenEXR")
     p.add_argument("--weights", type=Path, help="weights file from kpnt-train (default: the shipped model for each file's sensor)")
     p.add_argument("--profiles", type=Path, help="darktable-format noise profile table to look the camera and ISO up in")
     p.add_argument("--noise", help="noise 'a,b' (var = a*x + b, normalised raw units) for every file and channel")
-    p.add_argument("--tile", type=int, default=None, help="tile side in photosites (each tile also reads an overlap margin around it, so results are seamless); 0 for no tiling (default 768)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile side in photosites (each tile also reads an overlap margin around it, so results are seamless); "
+                   "0 for no tiling (default 3072 on CPU, 1536 on GPU: bounded memory)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs (default: skip them)")
     p.add_argument("--backend", choices=["auto", "torch", "cuda"], default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--devices", default=None, help="comma-separated devices, one worker process each, e.g. cuda:0,cuda:1 (files are shared out)")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="worker processes on --device (default 1: in this process); each gets cores/N torch threads")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: CPU cores / workers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
     return p
 
 
-def collect_inputs(paths: list[Path]) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
+# ----------------------------------------------------------------------
+# inputs and outputs
+# ----------------------------------------------------------------------
+def _walk(folder: Path, bad: list) -> list[Path]:
+    """Raw files under ``folder``, sorted; unreadable subfolders are
+    reported in ``bad`` (``Path.rglob`` would skip them silently)."""
+    found = []
+
+    def onerror(exc: OSError):
+        bad.append((Path(exc.filename or folder), f"cannot list folder: {exc.strerror or exc}"))
+
+    for root, dirs, files in os.walk(folder, onerror=onerror):
+        dirs.sort()
+        for name in sorted(files):
+            f = Path(root) / name
+            if f.suffix.lower() in RAW_SUFFIXES and f.is_file():
+                found.append(f)
+    return found
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder part of a pattern before its first wildcard component."""
+    parts = Path(pattern).parts
+    keep = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        keep.append(part)
+    return Path(*keep) if keep else Path(".")
+
+
+def collect_inputs(specs) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     """(file, output-relative-stem) pairs, plus (path, reason) for unusable inputs.
 
     Files named directly keep their stem; files found in a folder keep their
-    path relative to that folder, so the output tree mirrors the input tree.
+    path relative to that folder; files matched by a glob pattern keep their
+    path relative to the pattern's folder part; so the output tree mirrors
+    the input tree.  A pattern that matches nothing is an error for that
+    input (a literal path of that name wins over the pattern).
     """
     found, bad = [], []
-    for p in paths:
+    for spec in specs:
+        p = Path(spec)
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in RAW_SUFFIXES:
-                    found.append((f, f.relative_to(p).with_suffix("")))
+            found += [(f, f.relative_to(p).with_suffix("")) for f in _walk(p, bad)]
         elif p.is_file():
             found.append((p, Path(p.stem)))
         elif p.exists():
             bad.append((p, "not a regular file or folder"))
+        elif glob.has_magic(str(spec)):
+            base = _glob_base(str(spec))
+            matches = sorted(Path(m) for m in glob.glob(str(spec), recursive=True))
+            files = []
+            for m in matches:
+                if m.is_dir():
+                    files += [(f, f.relative_to(base).with_suffix("")) for f in _walk(m, bad)]
+                elif m.is_file():
+                    files.append((m, m.relative_to(base).with_suffix("")))
+            if not files:
+                bad.append((p, "no file matches this pattern"))
+            found += files
         else:
             bad.append((p, "no such file or folder"))
     return found, bad
@@ -89,6 +183,101 @@ def parse_noise(spec: str | None) -> tuple[float, float] | None:
     if not (a >= 0 and b >= 0) or a == b == 0:
         raise KpntError(f"--noise {spec!r}: a and b must be non-negative and not both zero")
     return a, b
+
+
+@dataclass(frozen=True)
+class Task:
+    """One file to denoise (``index`` orders the batch)."""
+
+    index: int
+    src: Path
+    out: Path
+
+
+@dataclass
+class FileResult:
+    """What happened to one input; ``status`` is 'done', 'skipped',
+    'failed', 'interrupted' or 'not started'."""
+
+    src: Path
+    status: str
+    out: Path | None = None
+    message: str = ""
+    noise: str = ""
+    seconds: dict = field(default_factory=dict)
+    fatal: bool = False
+    index: int = -1
+
+
+def plan_tasks(found, out_root: Path, fmt: str, force: bool) -> tuple[list[Task], list[FileResult]]:
+    """Tasks to run, and results decided up front (skipped, clashing outputs)."""
+    suffix = FORMATS[fmt]
+    inputs_resolved = {f.resolve() for f, _ in found}
+    tasks, decided, seen = [], [], {}
+    for src, rel in found:
+        out = out_root / rel.with_suffix(suffix)
+        if out.resolve() in inputs_resolved:
+            decided.append(FileResult(src, "failed", out, f"{src}: output {out} would overwrite an input: choose another --out"))
+        elif out in seen:
+            decided.append(FileResult(src, "failed", out, f"{src}: output {out} is also the output of {seen[out]}: give the inputs distinct names or folders"))
+        else:
+            seen[out] = src
+            if out.exists() and not force:
+                decided.append(FileResult(src, "skipped", out, f"{out} exists (use --force)"))
+            else:
+                tasks.append(Task(len(tasks), src, out))
+    return tasks, decided
+
+
+def write_output(path: Path, rgb: np.ndarray, meta, fmt: str, force: bool) -> None:
+    """Write one result atomically in the chosen format (``rgb`` is uint16
+    for dng/tiff, float32 for tiff-float/exr, see :func:`output_dtype`)."""
+    from kpnt.io.dng import write_linear_dng
+    from kpnt.io.exr import write_exr
+    from kpnt.io.tiff import write_tiff
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "dng":
+        write_linear_dng(path, rgb, meta, overwrite=force)
+    elif fmt == "tiff":
+        write_tiff(path, rgb, overwrite=force)
+    elif fmt == "tiff-float":
+        write_tiff(path, rgb, "float32", overwrite=force)
+    elif fmt == "exr":
+        write_exr(path, rgb, overwrite=force)
+    else:
+        raise KpntError(f"unknown output format {fmt!r}")
+
+
+def output_dtype(fmt: str):
+    return np.float32 if fmt in ("tiff-float", "exr") else np.uint16
+
+
+def remove_temp_files(out: Path) -> None:
+    """Remove the temp files an interrupted atomic write of ``out`` may have
+    left (``kpnt.io.tiff.atomic_write`` names them ``.NAME.*.tmp``)."""
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+# ----------------------------------------------------------------------
+# one file
+# ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker needs (picklable for ``spawn``)."""
+
+    fmt: str
+    force: bool
+    tile: int | None
+    weights: Path | None
+    profiles: Path | None
+    noise: tuple[float, float] | None
+    backend: str
+    verbose: bool
 
 
 class ModelCache:
@@ -118,19 +307,391 @@ class ModelCache:
         return model
 
 
-def write_output(path: Path, rgb: np.ndarray, raw, fmt: str, force: bool) -> None:
-    """Write one result atomically in the chosen format."""
-    from kpnt.denoise import to_uint16
-    from kpnt.io.dng import write_linear_dng
-    from kpnt.io.tiff import write_tiff
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "dng":
-        write_linear_dng(path, to_uint16(rgb), raw.meta, overwrite=force)
-    elif fmt == "tiff":
-        write_tiff(path, to_uint16(rgb), overwrite=force)
+def _one_line(exc: BaseException, src: Path) -> str:
+    """The one-line report of a failed file."""
+    if isinstance(exc, OSError) and exc.strerror:
+        msg = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     else:
-        write_tiff(path, rgb.astype(np.float32), overwrite=force)
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, (KpntError, OSError)):
+        msg = f"internal error ({type(exc).__name__}: {msg}); --verbose shows the traceback"
+    if str(src) not in msg and src.name not in msg:
+        msg = f"{src}: {msg}"
+    return msg
+
+
+class FileProcessor:
+    """Decodes, denoises and writes files on one device (in the main
+    process, or in a worker process)."""
+
+    def __init__(self, settings: Settings, device: str):
+        from kpnt.denoise import default_tile
+
+        self.s = settings
+        self.device = device
+        self.tile = settings.tile if settings.tile is not None else default_tile(device)
+        self.models = ModelCache(settings.weights, device, settings.backend)
+        self._table = None
+
+    def table(self):
+        if self.s.profiles is None:
+            return None
+        if self._table is None:
+            from kpnt.noise import load_profile_table
+
+            self._table = load_profile_table(self.s.profiles)
+        return self._table
+
+    def read(self, task: Task):
+        """Decode one raw (runs in the background decode thread)."""
+        from kpnt.io.raw import read_raw
+
+        # Open it ourselves first: a permission problem then reads as one
+        # (LibRaw reports any open failure as a generic I/O error).
+        with open(task.src, "rb"):
+            pass
+        return read_raw(task.src)
+
+    def process(self, task: Task, raw, exc: BaseException | None, t_decode: float, progress=None, on_tiles=None) -> FileResult:
+        """Denoise and write one decoded raw; errors become a failed result
+        (KeyboardInterrupt propagates)."""
+        import kpnt.denoise as dn
+
+        res = FileResult(task.src, "failed", task.out, index=task.index)
+        res.seconds["decode"] = t_decode
+        try:
+            if exc is not None:
+                raise exc
+            model = self.models.get(raw.cfa.kind)
+            t0 = time.perf_counter()
+            noise = dn.choose_noise(raw, self.table(), self.s.noise)
+            res.noise = noise.describe()
+            t1 = time.perf_counter()
+            res.seconds["noise"] = t1 - t0
+            if on_tiles is not None:
+                on_tiles(dn.count_tiles(raw.mosaic.shape, model, raw.cfa, self.tile))
+            rgb = dn.denoise_raw(model, raw, noise, tile=self.tile, device=self.device, progress=progress,
+                                 dtype=output_dtype(self.s.fmt))
+            t2 = time.perf_counter()
+            res.seconds["denoise"] = t2 - t1
+            meta = raw.meta
+            raw.raw = raw.mosaic = raw.saturated = None      # free the decoded raw before encoding
+            write_output(task.out, rgb, meta, self.s.fmt, self.s.force)
+            res.seconds["encode"] = time.perf_counter() - t2
+            res.status = "done"
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001  (one bad file must not end a batch of a thousand)
+            res.message = _one_line(e, task.src)
+            res.fatal = isinstance(e, OSError) and e.errno in FATAL_ERRNOS
+            if res.fatal:
+                res.message += " (disk full: batch stopped)"
+            if self.s.verbose:
+                res.message += "\n" + "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
+        return res
+
+
+class Prefetch:
+    """Decodes the next file in a background thread (rawpy and numpy release
+    the GIL, so decoding overlaps the denoising of the current file)."""
+
+    def __init__(self, read):
+        self._read = read
+        self._pending = None
+
+    def start(self, task: Task) -> None:
+        box = {}
+
+        def run():
+            t0 = time.perf_counter()
+            try:
+                box["raw"] = self._read(task)
+            except BaseException as e:  # noqa: BLE001  (handed to the main thread)
+                box["exc"] = e
+            box["seconds"] = time.perf_counter() - t0
+
+        thread = threading.Thread(target=run, name="kpnt-decode", daemon=True)
+        thread.start()
+        self._pending = (task, thread, box)
+
+    def take(self):
+        """(task, raw or None, exception or None, decode seconds) of the
+        file started last; waits for it."""
+        task, thread, box = self._pending
+        self._pending = None
+        thread.join()
+        return task, box.get("raw"), box.get("exc"), box.get("seconds", 0.0)
+
+
+# ----------------------------------------------------------------------
+# running a batch: in this process, or in worker processes
+# ----------------------------------------------------------------------
+def _install_interrupt_handler(signals=(signal.SIGINT,)):
+    """First signal: raise KeyboardInterrupt; later ones do nothing, so that
+    the clean-up (temp files, summary) cannot itself be interrupted.  (A
+    no-op handler, not SIG_IGN: a signal already pending when the handler
+    changed to SIG_IGN would raise "ignored due to race condition".)
+    Returns the previous handlers (None outside the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    fired = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise KeyboardInterrupt
+
+    return {s: signal.signal(s, handler) for s in signals}
+
+
+def run_serial(tasks: list[Task], settings: Settings, device: str, report, stop: threading.Event, tile_bar=None) -> None:
+    """Run tasks in this process, decoding one file ahead.
+
+    On Ctrl-C the file in progress is reported 'interrupted', its temp
+    files are removed, and KeyboardInterrupt is re-raised.
+    """
+    proc = FileProcessor(settings, device)
+    pf = Prefetch(proc.read)
+    current = None
+    try:
+        if tasks:
+            pf.start(tasks[0])
+        for i in range(len(tasks)):
+            if stop.is_set():
+                break
+            task, raw, exc, t_dec = pf.take()
+            current = task
+            if i + 1 < len(tasks):
+                pf.start(tasks[i + 1])   # decode the next file while this one is denoised
+            res = proc.process(task, raw, exc, t_dec, progress=tile_bar.update if tile_bar else None,
+                               on_tiles=tile_bar.reset_for if tile_bar else None)
+            del raw
+            current = None
+            report(res)
+            if res.fatal:
+                stop.set()
+    except KeyboardInterrupt:
+        if current is not None:
+            remove_temp_files(current.out)
+            report(FileResult(current.src, "interrupted", current.out, "interrupted", index=current.index))
+        raise
+
+
+def _worker_main(wid: int, device: str, threads: int, settings: Settings, task_q, result_q, stop_evt) -> None:
+    """A worker process: takes tasks from its own queue (the coordinator
+    keeps at most one queued ahead, which is decoded in the background),
+    sends ('start', wid, index), ('result', wid, FileResult) and finally
+    ('exit', wid).  SIGINT/SIGTERM abandon the current file cleanly."""
+    _install_interrupt_handler((signal.SIGINT, signal.SIGTERM))
+    current = None
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        setup_logging(settings.verbose)
+        proc = FileProcessor(settings, device)
+        pf = Prefetch(proc.read)
+        task = task_q.get()
+        if task is not None:
+            pf.start(task)
+        while task is not None:
+            result_q.put(("start", wid, task.index))
+            nxt = task_q.get()
+            task, raw, exc, t_dec = pf.take()
+            current = task
+            if stop_evt.is_set():
+                result_q.put(("result", wid, FileResult(task.src, "not started", task.out, index=task.index)))
+            else:
+                if nxt is not None:
+                    pf.start(nxt)
+                res = proc.process(task, raw, exc, t_dec)
+                del raw
+                result_q.put(("result", wid, res))
+            current = None
+            task = nxt
+            if stop_evt.is_set() and task is not None:
+                result_q.put(("result", wid, FileResult(task.src, "not started", task.out, index=task.index)))
+                task = None
+    except KeyboardInterrupt:
+        if current is not None:
+            remove_temp_files(current.out)
+            result_q.put(("result", wid, FileResult(current.src, "interrupted", current.out, "interrupted", index=current.index)))
+    except BaseException as e:  # noqa: BLE001  (reported, the coordinator goes on)
+        result_q.put(("crash", wid, f"worker {wid} on {device} failed: {type(e).__name__}: {e}".splitlines()[0]))
+    finally:
+        result_q.put(("exit", wid))
+        result_q.close()
+        result_q.join_thread()
+
+
+def run_pool(tasks: list[Task], settings: Settings, workers: list[tuple[str, int]], report, stop: threading.Event) -> None:
+    """Run tasks on worker processes, one per (device, threads) entry.
+
+    Files go to whichever worker asks next; a worker that dies takes only
+    its file in progress with it (reported), its queued one goes to another.
+    Ctrl-C: SIGTERM to every worker (each removes its temp file and reports),
+    then KeyboardInterrupt is re-raised.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")      # fork can deadlock with rawpy/OpenMP (DESIGN.md section 8)
+    result_q = ctx.Queue()
+    stop_evt = ctx.Event()
+    pending = deque(tasks)
+    by_index = {t.index: t for t in tasks}
+    procs, queues, inflight, alive = [], [], [], set()
+    for wid, (device, threads) in enumerate(workers):
+        q = ctx.Queue()
+        p = ctx.Process(target=_worker_main, args=(wid, device, threads, settings, q, result_q, stop_evt),
+                        name=f"kpnt-denoise-{wid}", daemon=True)
+        p.start()
+        procs.append(p)
+        queues.append(q)
+        inflight.append([])
+        alive.add(wid)
+
+    def send(wid):
+        task = pending.popleft() if pending and not stop.is_set() else None
+        if task is not None:
+            inflight[wid].append(task.index)
+        queues[wid].put(task)
+
+    for wid in range(len(procs)):
+        send(wid)
+    try:
+        while alive:
+            try:
+                msg = result_q.get(timeout=0.5)
+            except queue_mod.Empty:
+                for wid in list(alive):
+                    if not procs[wid].is_alive():
+                        _worker_died(wid, procs[wid].exitcode, inflight, by_index, pending, alive, report)
+                continue
+            kind, wid = msg[0], msg[1]
+            if kind == "start":
+                send(wid)
+            elif kind == "result":
+                res = msg[2]
+                if res.index in inflight[wid]:
+                    inflight[wid].remove(res.index)
+                report(res)
+                if res.fatal:
+                    stop.set()
+                    stop_evt.set()
+            elif kind == "crash":
+                log.error("%s: error: %s", PROG, msg[2])
+            elif kind == "exit":
+                procs[wid].join(timeout=10)
+                _worker_died(wid, procs[wid].exitcode, inflight, by_index, pending, alive, report)
+            if stop.is_set():
+                stop_evt.set()
+        for task in pending:
+            if stop.is_set():
+                report(FileResult(task.src, "not started", task.out, index=task.index))
+            else:
+                report(FileResult(task.src, "failed", task.out, f"{task.src}: no worker process left to run it", index=task.index))
+        pending.clear()
+    except KeyboardInterrupt:
+        stop.set()
+        stop_evt.set()
+        for p in procs:
+            if p.is_alive():
+                p.terminate()          # SIGTERM: the worker cleans up and reports
+        deadline = time.monotonic() + 15
+        while alive and time.monotonic() < deadline:
+            try:
+                msg = result_q.get(timeout=0.5)
+            except queue_mod.Empty:
+                msg = None
+            if msg and msg[0] == "result":
+                if msg[2].index in inflight[msg[1]]:
+                    inflight[msg[1]].remove(msg[2].index)
+                report(msg[2])
+            elif msg and msg[0] == "exit":
+                alive.discard(msg[1])
+            for wid in list(alive):
+                if not procs[wid].is_alive() and msg is None:
+                    alive.discard(wid)
+        for wid, p in enumerate(procs):
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+            for index in inflight[wid]:
+                remove_temp_files(by_index[index].out)
+        raise
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+
+
+def _worker_died(wid, exitcode, inflight, by_index, pending, alive, report) -> None:
+    """Account for a worker that has gone: its started file failed, its
+    queued one goes back to the queue."""
+    alive.discard(wid)
+    left = inflight[wid]
+    inflight[wid] = []
+    if not left:
+        return
+    first, rest = left[0], left[1:]
+    task = by_index[first]
+    remove_temp_files(task.out)
+    report(FileResult(task.src, "failed", task.out, f"{task.src}: worker process ended (exit code {exitcode}) while on this file", index=first))
+    for index in reversed(rest):
+        pending.appendleft(by_index[index])
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _workers(args, torch) -> tuple[list[tuple[str, int]], bool]:
+    """(device, threads) per worker, and whether they run in this process."""
+    if args.jobs < 1:
+        raise KpntError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        raise KpntError(f"--threads must be >= 1, got {args.threads}")
+    if args.devices:
+        if args.device or args.jobs != 1:
+            raise KpntError("--devices gives one worker per device: do not combine it with --device or --jobs")
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+        if not devices:
+            raise KpntError(f"--devices {args.devices!r}: expected e.g. cuda:0,cuda:1")
+    else:
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        devices = [device] * args.jobs
+    for d in devices:
+        try:
+            dev = torch.device(d)
+        except RuntimeError:
+            raise KpntError(f"device {d!r} is not a torch device (e.g. cpu, cuda:0)") from None
+        if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+            raise KpntError(f"device {d}: no such CUDA device here ({torch.cuda.device_count()} visible)")
+    threads = args.threads or max(1, _cores() // len(devices))
+    return [(d, threads) for d in devices], len(devices) == 1
+
+
+class TileBar:
+    """Tile progress of the file in progress (a second bar under the file bar)."""
+
+    def __init__(self, tqdm, disable: bool):
+        self._tqdm, self._disable, self._bar = tqdm, disable, None
+
+    def reset_for(self, n: int) -> None:
+        self.close()
+        if n > 1 and not self._disable:
+            self._bar = self._tqdm(total=n, desc="tiles", unit="tile", position=1, leave=False, dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def main(argv=None) -> int:
@@ -141,62 +702,85 @@ def main(argv=None) -> int:
         import torch
         from tqdm import tqdm
 
-        from kpnt.denoise import DEFAULT_TILE, choose_noise, denoise_raw
-        from kpnt.io.raw import read_raw
-
-        if args.threads:
-            torch.set_num_threads(args.threads)
         given = parse_noise(args.noise)
-        table = None
         if args.profiles is not None:
             from kpnt.noise import load_profile_table
 
-            table = load_profile_table(args.profiles)
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        tile = args.tile if args.tile is not None else DEFAULT_TILE
-        models = ModelCache(args.weights, device, args.backend)
-        files, failed = collect_inputs(args.inputs)
-        suffix = ".dng" if args.format == "dng" else ".tif"
-        done, skipped = [], []
-        seen_outputs = {}
-        inputs_resolved = {f.resolve() for f, _ in files}
-        bar = tqdm(files, desc="denoise", unit="file", disable=args.no_progress or len(files) < 2, dynamic_ncols=True)
-        for src, rel in bar:
-            out = args.out / rel.with_suffix(suffix)
-            try:
-                if out.resolve() in inputs_resolved:
-                    raise KpntError(f"output {out} would overwrite an input: choose another --out")
-                if out in seen_outputs:
-                    raise KpntError(f"output {out} is also the output of {seen_outputs[out]}: give the inputs distinct names or folders")
-                seen_outputs[out] = src
-                if out.exists() and not args.force:
-                    skipped.append(src)
-                    log.debug("%s: %s exists, skipped (use --force)", src, out)
-                    continue
-                raw = read_raw(src)
-                model = models.get(raw.cfa.kind)
-                noise = choose_noise(raw, table, given)
-                log.debug("%s: noise from %s: a=%s b=%s", src, noise.source, np.array2string(noise.profile[0], precision=3), np.array2string(noise.profile[1], precision=3))
-                rgb = denoise_raw(model, raw, noise, tile=tile, device=device)
-                write_output(out, rgb, raw, args.format, args.force)
-                done.append(src)
-            except KeyboardInterrupt:
-                raise
-            except (KpntError, OSError) as exc:
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                if str(src) not in msg:
-                    msg = f"{src}: {msg}"
-                failed.append((src, msg))
-                tqdm.write(f"{PROG}: error: {msg}", file=sys.stderr)
-                if args.verbose:
-                    log.exception("details")
-        print(f"{len(done)} denoised, {len(skipped)} skipped (output exists; --force to redo), {len(failed)} failed" + (f" -> {args.out}" if done else ""))
-        for src, msg in failed:
-            error(PROG, msg if str(src) in msg else f"{src}: {msg}")
-        return 0 if not failed else 1
+            load_profile_table(args.profiles)        # a bad table is an error before any work
+        workers, in_process = _workers(args, torch)
+        settings = Settings(args.format, args.force, args.tile, args.weights, args.profiles, given, args.backend, args.verbose)
+        found, bad = collect_inputs(args.inputs)
+        tasks, decided = plan_tasks(found, args.out, args.format, args.force)
+        results: list[FileResult] = [FileResult(p, "failed", None, f"{p}: {why}") for p, why in bad] + decided
+        for r in results:
+            if r.status == "skipped":
+                log.debug("%s: %s, skipped", r.src, r.message)
+            else:
+                tqdm.write(f"{PROG}: error: {r.message}", file=sys.stderr)
+        bar = tqdm(total=len(tasks), desc="denoise", unit="file", disable=args.no_progress or len(tasks) < 2, dynamic_ncols=True)
+        tile_bar = TileBar(tqdm, args.no_progress)
+
+        def report(res: FileResult) -> None:
+            results.append(res)
+            tile_bar.close()
+            bar.update(1)
+            if res.status == "done":
+                secs = ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items())
+                log.debug("%s -> %s: %s; %s", res.src, res.out, res.noise, secs)
+            elif res.status == "failed":
+                tqdm.write(f"{PROG}: error: {res.message}", file=sys.stderr)
+
+        stop = threading.Event()
+        interrupted = False
+        previous = _install_interrupt_handler()
+        try:
+            if in_process:
+                device, threads = workers[0]
+                if args.threads:
+                    torch.set_num_threads(threads)
+                run_serial(tasks, settings, device, report, stop, tile_bar)
+            else:
+                run_pool(tasks, settings, workers, report, stop)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if previous:
+                for s, h in previous.items():
+                    signal.signal(s, h)
+            tile_bar.close()
+            bar.close()
+        reported = {r.index for r in results if r.index >= 0}
+        for t in tasks:
+            if t.index not in reported:
+                results.append(FileResult(t.src, "not started", t.out, index=t.index))
+        return summarise(results, args.out, interrupted)
 
     return run_cli(PROG, body, args.verbose)
 
 
+def summarise(results: list[FileResult], out: Path, interrupted: bool) -> int:
+    """Print the closing summary; return the exit code (0 only when nothing
+    failed, 130 after Ctrl-C, else 1)."""
+    count = lambda s: sum(r.status == s for r in results)  # noqa: E731
+    done, skipped, failed = count("done"), count("skipped"), count("failed")
+    left = count("not started") + count("interrupted")
+    line = f"{done} denoised, {skipped} skipped (output exists; --force to redo), {failed} failed"
+    if left:
+        why = "interrupted" if interrupted else "stopped after a full disk"
+        line += f", {left} not done ({why})"
+    print(line + (f" -> {out}" if done else ""))
+    for r in results:
+        if r.status == "failed":
+            error(PROG, r.message.splitlines()[0])
+    if interrupted:
+        error(PROG, "interrupted: no partial output was left; run the same command again to finish (done files are skipped)")
+        return 130
+    return 0 if failed == 0 else 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the importable module (python -m kpnt.cli.denoise): worker
+    # processes unpickle its functions and classes by that name.
+    from kpnt.cli.denoise import main as _main
+
+    sys.exit(_main())

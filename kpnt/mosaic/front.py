@@ -52,8 +52,8 @@ import torch
 import torch.nn.functional as F
 
 from kpnt.mosaic.cfa import CFA
-from kpnt.ref.apply import normalise_kernel
-from kpnt.ref.mlp import mlp
+from kpnt.ref.apply import normalise_kernel, normalise_kernel_columns
+from kpnt.ref.mlp import column_buffers, inference_chunk, mlp, mlp_columns, use_inference_path
 from kpnt.ref.noise import noise_feature, site_var
 from kpnt.ref.taps import square_taps
 from kpnt.ref._cache import tensor_cache
@@ -271,7 +271,13 @@ def front_level(
         mlp_fn: MLP evaluator with the signature of :func:`kpnt.ref.mlp.mlp`.
     Returns:
         (N, 3, H, W) ``U + a * sum_t w_t d_t`` (same value on all channels).
+
+    Without autograd (inference) the same math runs per repeat position in
+    chunks of rows (:func:`_front_level_chunked`), without the cached
+    per-pixel index tensors.
     """
+    if use_inference_path(mlp_fn):
+        return _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input)
     N, _, H, W = x.shape
     T, _, _ = front_widths(radius)
     d, sigma = front_detail(x, U, S, noise, cfa)
@@ -283,3 +289,68 @@ def front_level(
         deltas.append(torch.sigmoid(out[..., T]) * (k * dt).sum(-1))
     delta = torch.cat(deltas, 1).index_select(1, index.inverse).reshape(N, 1, H, W)
     return U + delta
+
+
+def _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input):
+    """:func:`front_level` for inference.
+
+    All photosites at one position (py, px) of the CFA repeat share their
+    colour, site class and canonical tap offsets, and form the strided grid
+    ``[py::P, px::P]``.  So the details and noise are computed per position
+    on strided views (no colour-map tensor), and a chunk of rows of a
+    position's grid gets its MLP inputs by copying, per canonical tap, one
+    strided window of the zero-padded SNR map (no (pixels, 32) index, no
+    feature matrix of the whole image).  The MLP runs in preallocated
+    buffers that stay in cache (:func:`kpnt.ref.mlp.mlp_columns`).  Equal to
+    the autograd path up to float summation order (tests/test_denoise.py).
+    """
+    N, _, H, W = x.shape
+    P, r = cfa.period, radius
+    T, n_in, _ = front_widths(radius)
+    offsets = cfa.canonical_offsets(square_taps(radius)).tolist()       # [py][px][t] = (dy, dx)
+    classes = cfa.site_class
+    positions = [(py, px) for py in range(min(P, H)) for px in range(min(P, W))]
+    widest = -(-W // P)
+    rows_per_chunk = max(1, inference_chunk(x.device) // widest)
+    chunk = rows_per_chunk * widest
+    xin = x.new_zeros(n_in, chunk)                  # rows T+2.. stay the zero padding
+    xin[T + 1] = 1.0                                # the constant input
+    dt = x.new_empty(T, chunk)
+    bufs = [column_buffers(w, chunk, x) for w in weights]
+    out = U.clone()
+    for n in range(N):
+        # Zero-padded details and SNRs (taps outside the image read d = 0)
+        # and the per-site noise input, one repeat position at a time.
+        dpad = x.new_zeros(H + 2 * r, W + 2 * r)
+        snr = x.new_zeros(H + 2 * r, W + 2 * r)
+        nz = x.new_zeros(H, W)
+        for py, px in positions:
+            c = int(cfa.pattern[py, px])
+            site = (slice(py, H, P), slice(px, W, P))
+            d = x[n, 0][site] - U[n, c][site]
+            sigma = torch.sqrt(site_var(S[n, c][site], noise[n, 0, c], noise[n, 1, c]))
+            padded = (slice(r + py, r + H, P), slice(r + px, r + W, P))
+            dpad[padded] = d
+            snr[padded] = torch.asinh(d / sigma)
+            if noise_input:
+                nz[site] = noise_feature(sigma)
+        del d, sigma
+        for py, px in positions:
+            k_cls = int(classes[py, px])
+            rows, cols = -(-(H - py) // P), -(-(W - px) // P)
+            step = max(1, chunk // cols)
+            for i0 in range(0, rows, step):
+                i1 = min(rows, i0 + step)
+                m = (i1 - i0) * cols
+                for t, (dy, dx) in enumerate(offsets[py][px]):
+                    y, xx = r + py + P * i0 + dy, r + px + dx
+                    win = (slice(y, y + P * (i1 - i0 - 1) + 1, P), slice(xx, xx + P * (cols - 1) + 1, P))
+                    xin[t, :m].view(i1 - i0, cols).copy_(snr[win])
+                    dt[t, :m].view(i1 - i0, cols).copy_(dpad[win])
+                rows_sl = slice(py + P * i0, py + P * (i1 - 1) + 1, P)
+                xin[T, :m].view(i1 - i0, cols).copy_(nz[rows_sl, px::P])
+                o = mlp_columns(xin[:, :m], weights[k_cls], leaky_slope, bufs[k_cls])    # (n_out, m)
+                k = normalise_kernel_columns(o[:T], apply_mode)
+                delta = torch.sigmoid(o[T]) * (k * dt[:, :m]).sum(0)
+                out[n, :, rows_sl, px::P] += delta.view(1, i1 - i0, cols)
+    return out

@@ -51,3 +51,22 @@ def apply_kernel(D: torch.Tensor, w: torch.Tensor, offsets: np.ndarray) -> torch
     """
     taps = gather_taps(D, offsets)                       # (N, C, h, w, T)
     return (taps * w.unsqueeze(1)).sum(-1)
+
+
+def normalise_kernel_columns(kt: torch.Tensor, mode: str) -> torch.Tensor:
+    """:func:`normalise_kernel` with the taps along dim 0 (one pixel per
+    column), the layout of the inference paths (:func:`kpnt.ref.mlp.mlp_columns`).
+
+    Args:
+        kt: (T, P) raw MLP outputs.
+    Returns:
+        (T, P) weights summing to 1 along dim 0.
+    """
+    if mode == "softmax":
+        return torch.softmax(kt, 0)
+    if mode == "plain":
+        s = kt.sum(0, keepdim=True)
+        safe = torch.where(s >= 0, torch.full_like(s, PLAIN_EPS), torch.full_like(s, -PLAIN_EPS))
+        den = torch.where(s.abs() < PLAIN_EPS, safe, s)
+        return kt / den
+    raise ValueError(f"apply mode must be one of {APPLY_MODES}, got {mode!r}")

@@ -47,7 +47,13 @@ def colour_base(x: torch.Tensor, cfa: CFA) -> torch.Tensor:
         cfa: layout of ``x`` (``cfa.pattern[0, 0]`` is the colour of x[..., 0, 0]).
     Returns:
         (N, 3, H/b, W/b).
+
+    Without autograd (inference) the same weighted sums are taken over
+    strided views (:func:`_colour_base_strided`), without the cached
+    per-pixel weight map (12 floats per photosite, kept per image size).
     """
+    if not torch.is_grad_enabled():
+        return _colour_base_strided(x, cfa)
     N, _, H, W = x.shape
     b = cfa.block
     h, w = H // b, W // b
@@ -64,3 +70,25 @@ def _weight_map(pattern_bytes: bytes, period: int, h: int, w: int, dtype, device
     r = wb.shape[0]
     wmap = np.tile(wb, (-(-h // r), -(-w // r), 1, 1))[:h, :w]
     return torch.tensor(wmap, dtype=dtype, device=device)
+
+
+def _colour_base_strided(x: torch.Tensor, cfa: CFA) -> torch.Tensor:
+    """:func:`colour_base` for inference: per block type (ty, tx) of the
+    repeat and colour, the weighted sum of the sites of that colour, read
+    as strided views of ``x`` (zero weights skipped: they add exact zeros)."""
+    N, _, H, W = x.shape
+    b = cfa.block
+    h, w = H // b, W // b
+    wts = block_weights(cfa)                                # (r, r, b*b, 3)
+    r = wts.shape[0]
+    out = x.new_empty(N, 3, h, w)
+    for ty in range(min(r, h)):
+        for tx in range(min(r, w)):
+            for c in range(3):
+                acc = None
+                for j in np.flatnonzero(wts[ty, tx, :, c]).tolist():
+                    jy, jx = divmod(j, b)
+                    site = x[:, 0, ty * b + jy::r * b, tx * b + jx::r * b] * float(wts[ty, tx, j, c])
+                    acc = site if acc is None else acc.add_(site)
+                out[:, c, ty::r, tx::r] = acc
+    return out

@@ -5,10 +5,11 @@ from typing import Sequence
 
 import torch
 
-from kpnt.ref.apply import apply_kernel, normalise_kernel
-from kpnt.ref.features import colour_features
-from kpnt.ref.mlp import mlp
-from kpnt.ref.noise import base_var
+from kpnt.ref.apply import apply_kernel, normalise_kernel, normalise_kernel_columns
+from kpnt.ref.features import N_FEATURES, colour_features, detail_maps
+from kpnt.ref.mlp import column_buffers, inference_chunk, mlp, mlp_columns, use_inference_path
+from kpnt.ref.noise import base_var, noise_feature
+from kpnt.ref.pad import reflect_pad
 from kpnt.ref.pyramid import gain_map
 from kpnt.ref.taps import DIAMOND
 
@@ -56,9 +57,60 @@ def colour_level(
     Returns:
         ``(I, a)``: filtered details (N, 3, h, w) and blend weights
         ``sigmoid`` of the 16th output (N, 1, h, w).
+
+    Without autograd (inference) the same math runs in chunks of image rows
+    (:func:`_colour_level_chunked`): no (pixels, 32) feature matrix, no
+    cached (pixels, 32) index.
     """
+    if use_inference_path(mlp_fn):
+        return _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input)
     N, _, h, w = D.shape
     out = mlp_fn(colour_features(D, var, noise_input), weights, leaky_slope)   # (P, 16)
     k = normalise_kernel(out[:, : len(DIAMOND)].reshape(N, h, w, len(DIAMOND)), apply_mode)
     a = torch.sigmoid(out[:, len(DIAMOND)]).reshape(N, 1, h, w)
     return apply_kernel(D, k, DIAMOND), a
+
+
+def _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input):
+    """:func:`colour_level` for inference, in chunks of whole rows.
+
+    The features of a chunk are copied from shifted windows of the
+    mirror-padded maps (one row of the (32, pixels) input per tap) instead of
+    being gathered through a cached index, the MLP runs in preallocated
+    buffers (:func:`kpnt.ref.mlp.mlp_columns`), and the kernel is applied to
+    shifted windows of the padded details: peak memory is a few maps of the
+    level plus O(chunk), and everything per chunk stays in cache.  Equal to
+    the autograd path up to float summation order (tests/test_denoise.py).
+    """
+    N, C, h, w = D.shape
+    T = len(DIAMOND)
+    r = int(abs(DIAMOND).max())
+    f, sigma = detail_maps(D, var)
+    nz = noise_feature(sigma) if noise_input else torch.zeros_like(sigma)
+    del sigma
+    fpad = reflect_pad(f, r, r, r, r)              # (N, 2, h+2r, w+2r), the fold of tap_index
+    dpad = reflect_pad(D, r, r, r, r)              # (N, C, h+2r, w+2r)
+    del f
+    rows_per_chunk = max(1, inference_chunk(D.device) // w)
+    chunk = rows_per_chunk * w
+    xin = D.new_zeros(N_FEATURES, chunk)
+    xin[N_FEATURES - 1] = 1.0                      # the constant input
+    taps = D.new_empty(T, C, chunk)
+    bufs = column_buffers(weights, chunk, D)
+    I = D.new_empty(N, C, h, w)
+    a = D.new_empty(N, 1, h, w)
+    for n in range(N):
+        for y0 in range(0, h, rows_per_chunk):
+            y1 = min(h, y0 + rows_per_chunk)
+            m = (y1 - y0) * w
+            for t, (dy, dx) in enumerate(DIAMOND.tolist()):
+                win = (slice(y0 + r + dy, y1 + r + dy), slice(r + dx, r + dx + w))
+                xin[t, :m].view(y1 - y0, w).copy_(fpad[n, 0][win])
+                xin[T + t, :m].view(y1 - y0, w).copy_(fpad[n, 1][win])
+                taps[t, :, :m].view(C, y1 - y0, w).copy_(dpad[n][(slice(None),) + win])
+            xin[2 * T, :m].view(y1 - y0, w).copy_(nz[n, 0, y0:y1])
+            out = mlp_columns(xin[:, :m], weights, leaky_slope, bufs)        # (16, m)
+            k = normalise_kernel_columns(out[:T], apply_mode)                # (T, m)
+            I[n, :, y0:y1] = (taps[:, :, :m] * k[:, None, :]).sum(0).view(C, y1 - y0, w)
+            a[n, 0, y0:y1] = torch.sigmoid(out[T]).view(y1 - y0, w)
+    return I, a

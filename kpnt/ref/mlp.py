@@ -84,3 +84,64 @@ def init_weights(
     w[:n_out_used, 0] = out_offset
     mats.append(w)
     return mats
+
+
+def mlp_columns(xt: torch.Tensor, weights: Sequence[torch.Tensor], leaky_slope: float,
+                buffers: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """:func:`mlp` on inputs stored one pixel per *column*, for inference.
+
+    ``mlp_columns(x.t(), w, s) == mlp(x, w, s).t()`` up to float summation
+    order: the same dot products, computed as ``W @ h`` on (features,
+    pixels) blocks.  With ``buffers`` (from :func:`column_buffers`), every
+    layer writes into preallocated memory (``mm(out=)``, in-place leaky
+    ReLU): called on chunks of a few thousand pixels, the activations never
+    leave the CPU caches.  No autograd (outputs overwrite each other):
+    callers run it under ``torch.no_grad()``.
+
+    Args:
+        xt: (n_in, P) inputs, one column per pixel (may be a column slice of
+            a larger buffer).
+        weights: as :func:`mlp`.
+        buffers: optional scratch space for P or more pixels.
+    Returns:
+        (n_out, P), a view into ``buffers[2]`` when given.
+    """
+    P = xt.shape[1]
+
+    def dst(i, rows):
+        # a contiguous (rows, P) view of a flat buffer (mm writes fastest there)
+        return None if buffers is None else buffers[i][: rows * P].view(rows, P)
+
+    h = xt
+    for i, w in enumerate(weights[:-1]):
+        out = dst(i % 2, w.shape[0])
+        h = torch.mm(w, h) if out is None else torch.mm(w, h, out=out)
+        F.leaky_relu(h, leaky_slope, inplace=True)
+    out = dst(2, weights[-1].shape[0])
+    return torch.mm(weights[-1], h) if out is None else torch.mm(weights[-1], h, out=out)
+
+
+def column_buffers(weights: Sequence[torch.Tensor], pixels: int, like: torch.Tensor) -> list[torch.Tensor]:
+    """Flat scratch buffers of :func:`mlp_columns` for chunks of up to ``pixels``."""
+    width = max(w.shape[0] for w in weights[:-1])
+    return [like.new_empty(width * pixels), like.new_empty(width * pixels), like.new_empty(weights[-1].shape[0] * pixels)]
+
+
+#: Pixels per chunk of the inference paths: on a CPU, small enough that
+#: the (64, chunk) activations (4 MB at 16384) stay in the L2/L3 caches,
+#: large enough that the per-chunk Python overhead stays small; on a GPU, big
+#: chunks keep the kernels busy.
+INFERENCE_CHUNK_CPU = 16384
+INFERENCE_CHUNK_GPU = 1 << 20
+
+
+def inference_chunk(device: torch.device) -> int:
+    """Pixels per chunk of the chunked inference paths on ``device``."""
+    return INFERENCE_CHUNK_CPU if device.type == "cpu" else INFERENCE_CHUNK_GPU
+
+
+def use_inference_path(mlp_fn) -> bool:
+    """Whether a level may take its chunked inference path: autograd is off
+    (``torch.no_grad()`` / inference mode) and the MLP is this reference
+    one (a backend's fused MLP keeps the row layout it was written for)."""
+    return not torch.is_grad_enabled() and mlp_fn is mlp
