@@ -25,13 +25,13 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import kpnt
+from kpnt.io.tiff import atomic_write
 from kpnt.errors import WeightsError
 from kpnt.model import KPNT, SENSORS, ModelConfig
 from kpnt.mosaic.cfa import CFA
@@ -60,15 +60,7 @@ def _tensor_name(set_name: str, layer: int) -> str:
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, [data], overwrite=True)
 
 
 def save_weights(path, model: KPNT, cfa: CFA | None, provenance: dict) -> None:
