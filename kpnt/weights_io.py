@@ -23,7 +23,6 @@ architecture mismatch, or a newer format version than this kpnt reads.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
