@@ -267,6 +267,134 @@ py::object colour_taps() {
   return taps;
 }
 
+// ---- front level (kernels/fused_mlp.cuh, front_*)
+
+#define KPNT_REQUIRE_F(cond, ...)                                           \
+  do {                                                                      \
+    if (!(cond)) throw ValueError("front_level: " + cat(__VA_ARGS__));      \
+  } while (0)
+
+void check_int_table(const torch::Tensor& t, const char* name, std::vector<int64_t> sizes, const torch::Tensor& like) {
+  check_cuda_tensor(t, name, at::kInt, like);
+  KPNT_REQUIRE_F(t.sizes() == at::IntArrayRef(sizes), name, " must be ", str(at::IntArrayRef(sizes)), ", got ", shape(t));
+}
+
+// tables = (perm, row_offsets, colour, tap_off, inv); ints = [period, taps];
+// consts = [noise_centre, noise_scale, plain_eps, var_floor].
+kpnt::FrontArgs make_front_args(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& S,
+                                const torch::Tensor& noise, const torch::Tensor& w, const std::vector<torch::Tensor>& tables,
+                                const std::vector<int64_t>& dims, const std::vector<int64_t>& ints, double slope,
+                                bool plain, bool noise_input, const std::vector<double>& consts, torch::Tensor& w16) {
+  const kpnt::MlpDims d = dims_from(dims);
+  KPNT_REQUIRE(kpnt::mlp_is_supported(d), cat("no kernel for (in=", d.in, ", hidden=", d.hidden, ", out=", d.out,
+                                         ", n_hidden=", d.n_hidden, "); compiled configurations: ",
+                                         kpnt::mlp_supported_configs()));
+  KPNT_REQUIRE_F(d.in == kpnt::kFrontWidth && d.out == kpnt::kFrontWidth, "the MLP must have ", kpnt::kFrontWidth,
+                 " inputs and outputs, got ", d.in, " and ", d.out);
+  KPNT_REQUIRE_F(ints.size() == 2 && consts.size() == 4 && tables.size() == 5, "internal argument lists malformed");
+  const int P = static_cast<int>(ints[0]), T = static_cast<int>(ints[1]);
+  KPNT_REQUIRE_F(P >= 1 && T >= 1 && T + 2 <= kpnt::kFrontWidth, "period ", P, " and taps ", T,
+                 " must satisfy taps + 2 <= ", kpnt::kFrontWidth);
+  check_cuda_tensor(x, "x", at::kFloat, x);
+  KPNT_REQUIRE_F(x.dim() == 4 && x.size(1) == 1 && x.size(2) >= 1 && x.size(3) >= 1, "x must be (N, 1, H, W), got ",
+                 shape(x));
+  KPNT_REQUIRE_F(x.numel() * 32 < (int64_t(1) << 40), "mosaic too large: ", shape(x));
+  const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
+  check_cuda_tensor(U, "U", at::kFloat, x);
+  check_cuda_tensor(S, "S", at::kFloat, x);
+  KPNT_REQUIRE_F(U.dim() == 4 && U.size(0) == N && U.size(1) == 3 && U.size(2) == H && U.size(3) == W,
+                 "U must be (", N, ", 3, ", H, ", ", W, "), got ", shape(U));
+  KPNT_REQUIRE_F(S.sizes() == U.sizes(), "S must be ", shape(U), ", got ", shape(S));
+  check_cuda_tensor(noise, "noise", at::kFloat, x);
+  KPNT_REQUIRE_F(noise.dim() == 3 && noise.size(0) == N && noise.size(1) == 2 && noise.size(2) == 3,
+                 "noise must be (", N, ", 2, 3), got ", shape(noise));
+  check_cuda_tensor(w, "weights", at::kFloat, x);
+  const int64_t nw = kpnt::mlp_n_weights(d);
+  KPNT_REQUIRE_F(w.dim() == 2 && w.size(1) == nw && w.size(0) >= 1, "packed weights must be (G, ", nw, "), got ",
+                 shape(w));
+  const int64_t G = w.size(0);
+  check_int_table(tables[0], "perm", {N * H * W}, x);
+  check_int_table(tables[1], "row_offsets", {G + 1}, x);
+  check_int_table(tables[2], "colour", {int64_t(P) * P}, x);
+  check_int_table(tables[3], "tap_off", {int64_t(P) * P, T, 2}, x);
+  check_cuda_tensor(tables[4], "inv", at::kInt, x);
+  KPNT_REQUIRE_F(tables[4].dim() == 3 && tables[4].size(0) == int64_t(P) * P && tables[4].size(2) == 3,
+                 "inv must be (", P * P, ", L, 3), got ", shape(tables[4]));
+  KPNT_REQUIRE_F(slope >= 0.0, "the leaky ReLU slope must be >= 0, got ", slope);
+  w16 = w.to(at::kHalf).contiguous();
+  kpnt::FrontArgs a;
+  a.dims = d;
+  a.N = N;
+  a.H = static_cast<int>(H);
+  a.W = static_cast<int>(W);
+  a.groups = static_cast<int>(G);
+  a.x = x.data_ptr<float>();
+  a.U = U.data_ptr<float>();
+  a.S = S.data_ptr<float>();
+  a.noise = noise.data_ptr<float>();
+  a.w16 = w16.data_ptr();
+  a.perm = tables[0].data_ptr<int32_t>();
+  a.row_offsets = tables[1].data_ptr<int32_t>();
+  a.period = P;
+  a.taps = T;
+  a.colour = tables[2].data_ptr<int32_t>();
+  a.tap_off = tables[3].data_ptr<int32_t>();
+  a.inv = tables[4].data_ptr<int32_t>();
+  a.inv_len = static_cast<int>(tables[4].size(1));
+  a.slope = static_cast<float>(slope);
+  a.plain = plain;
+  a.plain_eps = static_cast<float>(consts[2]);
+  a.var_floor = static_cast<float>(consts[3]);
+  a.fc = kpnt::ColourFeatureConsts{0.f, static_cast<float>(consts[0]), static_cast<float>(consts[1]),
+                                   noise_input ? 1 : 0};
+  a.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+  return a;
+}
+
+// (O, fmap), or an error tuple.
+py::object front_forward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& S,
+                         const torch::Tensor& noise, const torch::Tensor& w, const std::vector<torch::Tensor>& tables,
+                         const std::vector<int64_t>& dims, const std::vector<int64_t>& ints, double slope, bool plain,
+                         bool noise_input, const std::vector<double>& consts) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(x.device());
+    torch::Tensor w16;
+    const kpnt::FrontArgs a = make_front_args(x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts, w16);
+    torch::Tensor fmap = torch::empty({a.N, 4, a.H, a.W}, x.options());
+    torch::Tensor O = torch::empty_like(U);
+    check_launch(kpnt::front_forward(a, fmap.data_ptr<float>(), O.data_ptr<float>()));
+    return py::make_tuple(O, fmap);
+  });
+}
+
+// (dU, dw (G, n_weights)), or an error tuple.
+py::object front_backward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& S,
+                          const torch::Tensor& noise, const torch::Tensor& w, const std::vector<torch::Tensor>& tables,
+                          const torch::Tensor& fmap, const torch::Tensor& dO, const std::vector<int64_t>& dims,
+                          const std::vector<int64_t>& ints, double slope, bool plain, bool noise_input,
+                          const std::vector<double>& consts) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(x.device());
+    torch::Tensor w16;
+    const kpnt::FrontArgs a = make_front_args(x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts, w16);
+    check_cuda_tensor(fmap, "fmap", at::kFloat, x);
+    KPNT_REQUIRE_F(fmap.dim() == 4 && fmap.size(0) == a.N && fmap.size(1) == 4 && fmap.size(2) == a.H &&
+                       fmap.size(3) == a.W, "fmap must be (N, 4, H, W), got ", shape(fmap));
+    check_cuda_tensor(dO, "grad of O", at::kFloat, x);
+    KPNT_REQUIRE_F(dO.sizes() == U.sizes(), "grad of O must be ", shape(U), ", got ", shape(dO));
+    int bx = 0;
+    check_launch(kpnt::front_bwd_blocks(a, &bx));
+    const int64_t rows = a.N * a.H * a.W, nw = kpnt::mlp_n_weights(a.dims);
+    torch::Tensor abuf = torch::empty({rows, kpnt::kFrontWidth}, x.options());
+    torch::Tensor bbuf = torch::empty({rows, kpnt::kFrontWidth}, x.options());
+    torch::Tensor partial = torch::empty({a.groups, bx, nw}, x.options());
+    torch::Tensor dU = torch::empty_like(U);
+    check_launch(kpnt::front_backward(a, fmap.data_ptr<float>(), dO.data_ptr<float>(), abuf.data_ptr<float>(),
+                                      bbuf.data_ptr<float>(), partial.data_ptr<float>(), dU.data_ptr<float>()));
+    return py::make_tuple(dU, partial.sum(1));
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -286,6 +414,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("colour_backward", &colour_backward, "fused colour level backward: weight gradient", py::arg("D"),
         py::arg("fmap"), py::arg("w"), py::arg("dI"), py::arg("dalpha"), py::arg("dims"), py::arg("slope"),
         py::arg("plain"), py::arg("consts"));
+  m.def("front_forward", &front_forward, "fused front level forward: (O, fmap)", py::arg("x"), py::arg("U"),
+        py::arg("S"), py::arg("noise"), py::arg("w"), py::arg("tables"), py::arg("dims"), py::arg("ints"),
+        py::arg("slope"), py::arg("plain"), py::arg("noise_input"), py::arg("consts"));
+  m.def("front_backward", &front_backward, "fused front level backward: (dU, dw)", py::arg("x"), py::arg("U"),
+        py::arg("S"), py::arg("noise"), py::arg("w"), py::arg("tables"), py::arg("fmap"), py::arg("dO"),
+        py::arg("dims"), py::arg("ints"), py::arg("slope"), py::arg("plain"), py::arg("noise_input"),
+        py::arg("consts"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");
   m.def("mlp_bwd_tile_rows", &kpnt::mlp_bwd_tile_rows, "pixels per backward tile");
 }

@@ -325,54 +325,61 @@ struct Geo {
   }
 };
 
+// A fragments of R row blocks from a gathering input policy `Src`: its
+// row(p) decodes memory row p once, feat(row, j) is input j of that row.
+template <class Src, int K, int R>
+__device__ __forceinline__ void load_rows(const Src& src, uint32_t (&a)[R][K / 16][4], const int64_t (&rlo)[R],
+                                          const int64_t (&rhi)[R], int lane) {
+  const int c = 2 * (lane & 3);
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int64_t p = hr ? rhi[r] : rlo[r];
+      if (p < 0) {
+#pragma unroll
+        for (int kb = 0; kb < K / 16; ++kb) a[r][kb][hr] = a[r][kb][2 + hr] = 0u;
+        continue;
+      }
+      const typename Src::Row row = src.row(p);
+#pragma unroll
+      for (int kb = 0; kb < K / 16; ++kb)
+#pragma unroll
+        for (int h8 = 0; h8 < 2; ++h8) {
+          const int j = kb * 16 + h8 * 8 + c;
+          a[r][kb][2 * h8 + hr] = pack2(src.feat(row, j), src.feat(row, j + 1));
+        }
+    }
+}
+
 // Features of one pixel (kpnt/ref/features.py) from the per-pixel maps
 // fmap (N, 3, h, w) = [asinh lum, asinh chroma, noise input]:
 // [0, 15) lum of tap j, [15, 30) chroma of tap j - 15, 30 noise input, 31 one.
 struct MapIn {
   const float* fmap;
   Geo g;
-  __device__ __forceinline__ float feat(const float* img, int y, int x, int j) const {
-    if (j < kColourTaps) return __ldg(img + g.tap(y, x, j));
-    if (j < 2 * kColourTaps) return __ldg(img + g.hw + g.tap(y, x, j - kColourTaps));
-    if (j == 2 * kColourTaps) return __ldg(img + 2 * g.hw + static_cast<int64_t>(y) * g.w + x);
-    return 1.f;
-  }
-  __device__ __forceinline__ void row_frags(uint32_t (&lo)[2][2], int64_t row, int c) const {
-    if (row < 0) {
-#pragma unroll
-      for (int kb = 0; kb < 2; ++kb) lo[kb][0] = lo[kb][1] = 0u;
-      return;
-    }
-    int64_t n;
+  struct Row {
+    const float* img;
     int y, x;
-    g.at(row, n, y, x);
-    const float* img = fmap + n * 3 * g.hw;
-#pragma unroll
-    for (int kb = 0; kb < 2; ++kb)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int j = kb * 16 + half * 8 + c;
-        lo[kb][half] = pack2(feat(img, y, x, j), feat(img, y, x, j + 1));
-      }
+  };
+  __device__ __forceinline__ Row row(int64_t p) const {
+    int64_t n;
+    Row r;
+    g.at(p, n, r.y, r.x);
+    r.img = fmap + n * 3 * g.hw;
+    return r;
+  }
+  __device__ __forceinline__ float feat(const Row& r, int j) const {
+    if (j < kColourTaps) return __ldg(r.img + g.tap(r.y, r.x, j));
+    if (j < 2 * kColourTaps) return __ldg(r.img + g.hw + g.tap(r.y, r.x, j - kColourTaps));
+    if (j == 2 * kColourTaps) return __ldg(r.img + 2 * g.hw + static_cast<int64_t>(r.y) * g.w + r.x);
+    return 1.f;
   }
   template <int K, int R>
   __device__ __forceinline__ void load(uint32_t (&a)[R][K / 16][4], const int64_t (&rlo)[R], const int64_t (&rhi)[R],
                                        int lane) const {
     static_assert(K == kColourFeatures, "the colour level has 32 MLP inputs");
-    const int c = 2 * (lane & 3);
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      uint32_t l[2][2], h2[2][2];
-      row_frags(l, rlo[r], c);
-      row_frags(h2, rhi[r], c);
-#pragma unroll
-      for (int kb = 0; kb < 2; ++kb) {
-        a[r][kb][0] = l[kb][0];
-        a[r][kb][1] = h2[kb][0];
-        a[r][kb][2] = l[kb][1];
-        a[r][kb][3] = h2[kb][1];
-      }
-    }
+    load_rows<MapIn, K, R>(*this, a, rlo, rhi, lane);
   }
 };
 
@@ -394,40 +401,42 @@ struct ColourConsts {
   float plain_eps;  // smallest |denominator| of the plain mode (kpnt/ref/apply.py PLAIN_EPS)
 };
 
-// Normalised kernel weights of one row from the thread's 4 logits (the quad
-// holds the row's 16 outputs; all 32 lanes must call this together).
-// `den_free` (plain mode) tells whether the denominator is the sum itself
-// (else it was clamped to +-plain_eps and carries no gradient).
-__device__ __forceinline__ void kernel_weights(const float (&o)[4], int c, const ColourConsts& k, float (&wq)[4],
-                                               float& den, bool& den_free) {
+// Normalised kernel weights of one row from the thread's NQ logits (the
+// quad holds the row's outputs; columns < T are kernel taps; all 32 lanes
+// must call this together).  `den_free` (plain mode) tells whether the
+// denominator is the sum itself (else it was clamped to +-plain_eps and
+// carries no gradient).
+template <int NQ>
+__device__ __forceinline__ void kernel_weights(const float (&o)[NQ], int c, int T, const ColourConsts& k,
+                                               float (&wq)[NQ], float& den, bool& den_free) {
   if (!k.plain) {
     float m = -INFINITY;
 #pragma unroll
-    for (int q = 0; q < 4; ++q)
-      if (out_col(q, c) < kColourTaps) m = fmaxf(m, o[q]);
+    for (int q = 0; q < NQ; ++q)
+      if (out_col(q, c) < T) m = fmaxf(m, o[q]);
     m = quad_max(m);
     float s = 0.f;
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      wq[q] = out_col(q, c) < kColourTaps ? expf(o[q] - m) : 0.f;
+    for (int q = 0; q < NQ; ++q) {
+      wq[q] = out_col(q, c) < T ? expf(o[q] - m) : 0.f;
       s += wq[q];
     }
     s = quad_sum(s);
     const float inv = 1.f / s;
 #pragma unroll
-    for (int q = 0; q < 4; ++q) wq[q] *= inv;
+    for (int q = 0; q < NQ; ++q) wq[q] *= inv;
     den = s;
     den_free = true;
   } else {
     float s = 0.f;
 #pragma unroll
-    for (int q = 0; q < 4; ++q)
-      if (out_col(q, c) < kColourTaps) s += o[q];
+    for (int q = 0; q < NQ; ++q)
+      if (out_col(q, c) < T) s += o[q];
     s = quad_sum(s);
     den_free = !(fabsf(s) < k.plain_eps);
     den = den_free ? s : (s >= 0.f ? k.plain_eps : -k.plain_eps);
 #pragma unroll
-    for (int q = 0; q < 4; ++q) wq[q] = out_col(q, c) < kColourTaps ? o[q] / den : 0.f;
+    for (int q = 0; q < NQ; ++q) wq[q] = out_col(q, c) < T ? o[q] / den : 0.f;
   }
 }
 
@@ -443,7 +452,7 @@ struct ApplyOut {
   __device__ __forceinline__ void row(const float (&o)[4], int64_t p, int c, int lane) const {
     float wq[4], den;
     bool den_free;
-    kernel_weights(o, c, k, wq, den, den_free);
+    kernel_weights<4>(o, c, kColourTaps, k, wq, den, den_free);
     float acc[3] = {0.f, 0.f, 0.f};
     int64_t n = 0;
     int y = 0, x = 0;
@@ -499,7 +508,7 @@ struct ApplyDy {
   __device__ __forceinline__ void row(float (&d)[4], const float (&o)[4], int64_t p, int c) const {
     float wq[4], den;
     bool den_free;
-    kernel_weights(o, c, k, wq, den, den_free);
+    kernel_weights<4>(o, c, kColourTaps, k, wq, den, den_free);
     float gq[4] = {0.f, 0.f, 0.f, 0.f};
     float da = 0.f;
     if (p >= 0) {
@@ -576,6 +585,264 @@ __global__ void colour_maps_kernel(const float* __restrict__ D, const float* __r
     fmap[b] = asinhf(mu * kSqrt3);
     fmap[b + hw] = asinhf(chroma);
     fmap[b + 2 * hw] = fc.noise_input ? (logf(sigma) - fc.noise_centre) / fc.noise_scale : 0.f;
+  }
+}
+
+// ---- mosaic front level (DESIGN.md section 3; kpnt/mosaic/front.py is the reference)
+
+// Pixel rows are (image, y, x) in raster order over (N, H, W) mosaics.
+// Tap t of the site at (y, x) lies at (y, x) + tap_off[pos(y, x)][t]
+// (the class's canonical taps, cfa.canonical_offsets); outside the image
+// it reads 0 (the reference zero-pads).
+struct FGeo {
+  int H, W, P, T;
+  int64_t HW;
+  const int32_t* tap_off;  // (P * P, T, 2)
+  __device__ __forceinline__ void at(int64_t p, int64_t& n, int& y, int& x) const {
+    n = p / HW;
+    const int r = static_cast<int>(p - n * HW);
+    y = r / W;
+    x = r - y * W;
+  }
+  __device__ __forceinline__ int pos(int y, int x) const { return (y % P) * P + (x % P); }
+  // Offset of tap t inside one plane, or -1 outside the image.
+  __device__ __forceinline__ int tap(int y, int x, int ps, int t) const {
+    const int2 o = __ldg(reinterpret_cast<const int2*>(tap_off) + ps * T + t);
+    const int yy = y + o.x, xx = x + o.y;
+    return (yy < 0 || yy >= H || xx < 0 || xx >= W) ? -1 : yy * W + xx;
+  }
+};
+
+// Inputs of a front pixel from fmap (N, 4, H, W) = [d, asinh(d / sigma),
+// noise input, d asinh(d / sigma) / d d]: [0, T) snr of the taps, T noise
+// input, T + 1 one, the rest 0.
+struct FrontIn {
+  const float* fmap;
+  FGeo g;
+  struct Row {
+    const float* img;
+    int y, x, ps;
+  };
+  __device__ __forceinline__ Row row(int64_t p) const {
+    int64_t n;
+    Row r;
+    g.at(p, n, r.y, r.x);
+    r.img = fmap + n * 4 * g.HW;
+    r.ps = g.pos(r.y, r.x);
+    return r;
+  }
+  __device__ __forceinline__ float feat(const Row& r, int j) const {
+    if (j < g.T) {
+      const int off = g.tap(r.y, r.x, r.ps, j);
+      return off < 0 ? 0.f : __ldg(r.img + g.HW + off);
+    }
+    if (j == g.T) return __ldg(r.img + 2 * g.HW + static_cast<int64_t>(r.y) * g.W + r.x);
+    return j == g.T + 1 ? 1.f : 0.f;
+  }
+  template <int K, int R>
+  __device__ __forceinline__ void load(uint32_t (&a)[R][K / 16][4], const int64_t (&rlo)[R], const int64_t (&rhi)[R],
+                                       int lane) const {
+    load_rows<FrontIn, K, R>(*this, a, rlo, rhi, lane);
+  }
+};
+
+// The NQ = OUT / 4 outputs a thread holds of row `hr` (0: c0/c1, 1: c2/c3).
+template <int OUT>
+__device__ __forceinline__ void row_outputs(float (&o)[OUT / 4], const float (&acc)[OUT / 8][4], int hr) {
+#pragma unroll
+  for (int j = 0; j < OUT / 8; ++j) {
+    o[2 * j] = acc[j][2 * hr];
+    o[2 * j + 1] = acc[j][2 * hr + 1];
+  }
+}
+
+// Shared by the forward epilogue and the backward head of the front level:
+// kernel weights, blend, and the taps' details of one row.
+template <int NQ>
+struct FrontRow {
+  float wq[NQ], dt[NQ], den, sig, applied;  // applied = sum_t w_t d_t (whole row)
+  bool den_free;
+  __device__ __forceinline__ void eval(const float (&o)[NQ], const float* img, int y, int x, int ps, bool valid,
+                                       int c, const FGeo& g, const ColourConsts& k) {
+    kernel_weights<NQ>(o, c, g.T, k, wq, den, den_free);
+    float bl = 0.f, part = 0.f;
+#pragma unroll
+    for (int q = 0; q < NQ; ++q) {
+      const int col = out_col(q, c);
+      if (col == g.T) bl = o[q];
+      dt[q] = 0.f;
+      if (valid && col < g.T) {
+        const int off = g.tap(y, x, ps, col);
+        if (off >= 0) dt[q] = __ldg(img + off);
+      }
+      part = fmaf(wq[q], dt[q], part);
+    }
+    sig = sigmoid(quad_sum(bl));
+    applied = quad_sum(part);
+  }
+};
+
+// Forward epilogue: O_c(p) = U_c(p) + sigmoid(o_T) sum_t w_t d(p + M_p t).
+struct FrontOut {
+  const float* fmap;
+  const float* U;
+  float* O;
+  FGeo g;
+  ColourConsts k;
+  template <int OUT, int R>
+  __device__ __forceinline__ void store(const float (&out)[R][OUT / 8][4], const int64_t (&rlo)[R],
+                                        const int64_t (&rhi)[R], int lane) const {
+    constexpr int NQ = OUT / 4;
+    const int c = 2 * (lane & 3);
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int64_t p = hr ? rhi[r] : rlo[r];
+        float o[NQ];
+        row_outputs<OUT>(o, out[r], hr);
+        int64_t n = 0;
+        int y = 0, x = 0;
+        if (p >= 0) g.at(p, n, y, x);
+        FrontRow<NQ> fr;
+        fr.eval(o, fmap + n * 4 * g.HW, y, x, g.pos(y, x), p >= 0, c, g, k);
+        if (p >= 0 && (lane & 3) == 0) {
+          const float delta = fr.sig * fr.applied;
+          const int64_t pix = static_cast<int64_t>(y) * g.W + x;
+#pragma unroll
+          for (int ch = 0; ch < 3; ++ch) O[(n * 3 + ch) * g.HW + pix] = __ldg(U + (n * 3 + ch) * g.HW + pix) + delta;
+        }
+      }
+  }
+};
+
+// Backward head: with g = sum_c dL/dO_c(p): dL/dw_t = g sig d_t, then the
+// softmax/plain derivative; dL/do_T = g (sum_t w_t d_t) sig (1 - sig).
+// Also writes abuf[p][t] = g sig w_t, the apply path's dL/dd at tap t
+// (the adjoint kernel gathers it back onto the photosites).
+struct FrontDy {
+  const float* fmap;
+  const float* dO;
+  float* abuf;  // (rows, 32)
+  FGeo g;
+  ColourConsts k;
+  static constexpr bool kNeedsOut = true;
+  template <int OUT>
+  __device__ __forceinline__ void grad(float (&gy)[OUT / 8][4], const float (&out)[OUT / 8][4], int64_t rlo,
+                                       int64_t rhi, int lane) const {
+    constexpr int NQ = OUT / 4;
+    const int c = 2 * (lane & 3);
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int64_t p = hr ? rhi : rlo;
+      float o[NQ];
+      row_outputs<OUT>(o, out, hr);
+      int64_t n = 0;
+      int y = 0, x = 0;
+      if (p >= 0) g.at(p, n, y, x);
+      FrontRow<NQ> fr;
+      fr.eval(o, fmap + n * 4 * g.HW, y, x, g.pos(y, x), p >= 0, c, g, k);
+      float gs = 0.f;
+      if (p >= 0) {
+        const int64_t pix = static_cast<int64_t>(y) * g.W + x;
+#pragma unroll
+        for (int ch = 0; ch < 3; ++ch) gs += __ldg(dO + (n * 3 + ch) * g.HW + pix);
+      }
+      float gw[NQ], dot = 0.f;
+#pragma unroll
+      for (int q = 0; q < NQ; ++q) {
+        gw[q] = gs * fr.sig * fr.dt[q];
+        dot = fmaf(fr.wq[q], gw[q], dot);
+      }
+      dot = quad_sum(dot);
+      float d[NQ];
+#pragma unroll
+      for (int q = 0; q < NQ; ++q) {
+        const int col = out_col(q, c);
+        if (col < g.T) {
+          if (!k.plain) d[q] = fr.wq[q] * (gw[q] - dot);
+          else d[q] = fr.den_free ? (gw[q] - dot) / fr.den : gw[q] / fr.den;
+        } else if (col == g.T) {
+          d[q] = gs * fr.applied * fr.sig * (1.f - fr.sig);
+        } else {
+          d[q] = 0.f;
+        }
+        if (p < 0) d[q] = 0.f;
+      }
+#pragma unroll
+      for (int j = 0; j < OUT / 8; ++j) {
+        gy[j][2 * hr] = d[2 * j];
+        gy[j][2 * hr + 1] = d[2 * j + 1];
+        if (p >= 0) {
+          const int col = j * 8 + c;
+          const float a0 = col < g.T ? gs * fr.sig * fr.wq[2 * j] : 0.f;
+          const float a1 = col + 1 < g.T ? gs * fr.sig * fr.wq[2 * j + 1] : 0.f;
+          *reinterpret_cast<float2*>(abuf + p * OUT + col) = make_float2(a0, a1);
+        }
+      }
+    }
+  }
+};
+
+// fmap (N, 4, H, W) of the front level (kpnt/mosaic/front.py front_detail):
+// d = x - U_c(q), sigma = sqrt(max(a_c S_c + b_c, floor)), snr = asinh(d / sigma),
+// noise input, and d snr / d d = 1 / (sigma sqrt(1 + (d / sigma)^2)).
+__global__ void front_maps_kernel(const float* __restrict__ xm, const float* __restrict__ U,
+                                  const float* __restrict__ S, const float* __restrict__ noise,
+                                  const int32_t* __restrict__ colour, FGeo g, float* __restrict__ fmap,
+                                  int64_t total, float var_floor, ColourFeatureConsts fc) {
+  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < total;
+       q += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t n;
+    int y, x;
+    g.at(q, n, y, x);
+    const int col = __ldg(colour + g.pos(y, x));
+    const int64_t pix = static_cast<int64_t>(y) * g.W + x;
+    const float a = __ldg(noise + n * 6 + col), b = __ldg(noise + n * 6 + 3 + col);
+    const float sg = sqrtf(fmaxf(a * __ldg(S + (n * 3 + col) * g.HW + pix) + b, var_floor));
+    const float d = __ldg(xm + n * g.HW + pix) - __ldg(U + (n * 3 + col) * g.HW + pix);
+    const float z = d / sg;
+    float* img = fmap + n * 4 * g.HW + pix;
+    img[0] = d;
+    img[g.HW] = asinhf(z);
+    img[2 * g.HW] = fc.noise_input ? (logf(sg) - fc.noise_centre) / fc.noise_scale : 0.f;
+    img[3 * g.HW] = 1.f / (sg * sqrtf(1.f + z * z));
+  }
+}
+
+// dL/dU (N, 3, H, W) = dL/dO - onehot(c(q)) dL/dd(q), with dL/dd(q) gathered
+// from every (pixel p, tap t) that reads q (inv: per repeat position of q,
+// (dy, dx, t) with p = q - (dy, dx); t < 0 pads): the apply path abuf[p][t]
+// plus the feature path dx[p][t] times d snr / d d at q.
+__global__ void front_adjoint_kernel(FGeo g, const int32_t* __restrict__ colour, const int32_t* __restrict__ inv,
+                                     int inv_len, int row_stride, const float* __restrict__ fmap,
+                                     const float* __restrict__ abuf, const float* __restrict__ bbuf,
+                                     const float* __restrict__ dO, float* __restrict__ dU, int64_t total) {
+  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < total;
+       q += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t n;
+    int y, x;
+    g.at(q, n, y, x);
+    const int ps = g.pos(y, x);
+    float sa = 0.f, sb = 0.f;
+    for (int e = 0; e < inv_len; ++e) {
+      const int32_t* ent = inv + (static_cast<int64_t>(ps) * inv_len + e) * 3;
+      const int t = __ldg(ent + 2);
+      if (t < 0) continue;
+      const int py = y - __ldg(ent), px = x - __ldg(ent + 1);
+      if (py < 0 || py >= g.H || px < 0 || px >= g.W) continue;
+      const int64_t prow = n * g.HW + static_cast<int64_t>(py) * g.W + px;
+      sa += __ldg(abuf + prow * row_stride + t);
+      sb += __ldg(bbuf + prow * row_stride + t);
+    }
+    const int64_t pix = static_cast<int64_t>(y) * g.W + x;
+    const float dd = sa + sb * __ldg(fmap + (n * 4 + 3) * g.HW + pix);
+    const int col = __ldg(colour + ps);
+#pragma unroll
+    for (int ch = 0; ch < 3; ++ch) {
+      const int64_t i = (n * 3 + ch) * g.HW + pix;
+      dU[i] = __ldg(dO + i) - (ch == col ? dd : 0.f);
+    }
   }
 }
 
@@ -1022,6 +1289,43 @@ void launch_colour_maps(const ColourArgs& c, const float* var, float* fmap) {
   check_cuda(cudaGetLastError(), "colour maps launch");
 }
 
+// ---- front level launchers
+
+MlpArgs front_mlp_args(const FrontArgs& f) {
+  MlpArgs a;
+  a.dims = f.dims;
+  a.P = f.N * static_cast<int64_t>(f.H) * f.W;
+  a.groups = f.groups;
+  a.x = nullptr;
+  a.w = f.w16;
+  a.perm = f.perm;
+  a.offsets = f.row_offsets;
+  a.slope = f.slope;
+  a.stream = f.stream;
+  return a;
+}
+
+FGeo front_geo(const FrontArgs& f) {
+  return FGeo{f.H, f.W, f.period, f.taps, static_cast<int64_t>(f.H) * f.W, f.tap_off};
+}
+
+template <class C>
+constexpr bool is_front() {
+  return C::IN == kFrontWidth && C::OUT == kFrontWidth;
+}
+
+[[noreturn]] void not_front(const MlpDims& d) {
+  char msg[256];
+  std::snprintf(msg, sizeof msg, "front_level: the fused front level needs an MLP with %d inputs and outputs, got "
+                "(in=%d, out=%d)", kFrontWidth, d.in, d.out);
+  throw std::invalid_argument(msg);
+}
+
+int elementwise_blocks(int64_t total, int threads) {
+  const int64_t want = (total + threads - 1) / threads;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, int64_t(device_attr(cudaDevAttrMultiProcessorCount)) * 16)));
+}
+
 // The compiled configurations: (in, hidden, out, n_hidden).  Each costs one
 // forward and one backward instantiation of build time; add a line to
 // support another network shape.
@@ -1154,6 +1458,63 @@ const char* colour_backward(const ColourArgs& c, const float* fmap, const float*
           }
         }))
       unsupported(c.dims);
+  });
+}
+
+const char* front_forward(const FrontArgs& f, float* fmap, float* O) {
+  return guarded([&] {
+    const int64_t total = f.N * static_cast<int64_t>(f.H) * f.W;
+    if (total == 0) return;
+    front_maps_kernel<<<elementwise_blocks(total, 256), 256, 0, f.stream>>>(
+        f.x, f.U, f.S, f.noise, f.colour, front_geo(f), fmap, total, f.var_floor, f.fc);
+    check_cuda(cudaGetLastError(), "front maps launch");
+    const ColourConsts k{f.plain ? 1 : 0, f.plain_eps};
+    if (!dispatch(f.dims, [&](auto cfg) {
+          using C = decltype(cfg);
+          if constexpr (is_front<C>()) {
+            launch_forward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)},
+                                   FrontOut{fmap, f.U, O, front_geo(f), k});
+          } else {
+            not_front(f.dims);
+          }
+        }))
+      unsupported(f.dims);
+  });
+}
+
+const char* front_bwd_blocks(const FrontArgs& f, int* blocks) {
+  return guarded([&] {
+    if (!dispatch(f.dims, [&](auto cfg) {
+          using C = decltype(cfg);
+          if constexpr (is_front<C>()) {
+            *blocks = backward_blocks_with<C, FrontIn, FrontDy>(front_mlp_args(f));
+          } else {
+            not_front(f.dims);
+          }
+        }))
+      unsupported(f.dims);
+  });
+}
+
+const char* front_backward(const FrontArgs& f, const float* fmap, const float* dO, float* abuf, float* bbuf,
+                           float* dw_partial, float* dU) {
+  return guarded([&] {
+    const int64_t total = f.N * static_cast<int64_t>(f.H) * f.W;
+    if (total == 0) return;
+    const ColourConsts k{f.plain ? 1 : 0, f.plain_eps};
+    if (!dispatch(f.dims, [&](auto cfg) {
+          using C = decltype(cfg);
+          if constexpr (is_front<C>()) {
+            launch_backward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)},
+                                    FrontDy{fmap, dO, abuf, front_geo(f), k}, bbuf, dw_partial);
+          } else {
+            not_front(f.dims);
+          }
+        }))
+      unsupported(f.dims);
+    front_adjoint_kernel<<<elementwise_blocks(total, 256), 256, 0, f.stream>>>(
+        front_geo(f), f.colour, f.inv, f.inv_len, kFrontWidth, fmap, abuf, bbuf, dO, dU, total);
+    check_cuda(cudaGetLastError(), "front adjoint launch");
   });
 }
 

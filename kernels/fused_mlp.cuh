@@ -147,4 +147,58 @@ const char* colour_bwd_blocks(const ColourArgs& a, int* blocks);
 const char* colour_backward(const ColourArgs& a, const float* fmap, const float* dI, const float* dalpha,
                             float* dw_partial);
 
+// ---------------------------------------------------------------- front level
+//
+// The mosaic front level (DESIGN.md section 3; reference kpnt/mosaic/front.py
+// front_level) fused around the grouped MLP (one weight set per site class,
+// rows read through the class partition `perm` / `row_offsets`):
+//  1. fmap (N, 4, H, W) = per photosite [d = x - U_c, asinh(d / sigma),
+//     noise input, d asinh(d / sigma) / d d];
+//  2. the grouped MLP kernel gathers each pixel's inputs (its class's
+//     canonical taps, zero outside the image) inside the kernel and applies
+//     the kernel in its epilogue: O = U + sigmoid(o_T) sum_t w_t d_t;
+//  3. backward: the grouped MLP backward (weight gradients per class, dL/d
+//     inputs into bbuf) with a head that also writes the apply path's dL/dd
+//     per tap into abuf, then an adjoint kernel that gathers both onto the
+//     photosites (no atomics): dL/dU = dL/dO - onehot(c) dL/dd.
+
+constexpr int kFrontWidth = 32;  // MLP inputs and outputs (T + 2 <= 32, T + 1 <= 32)
+
+struct FrontArgs {
+  MlpDims dims;               // (32, hidden, 32, n_hidden)
+  int64_t N;
+  int H, W;
+  int groups;                 // site classes (weight sets)
+  const float* x;             // (N, 1, H, W) mosaic
+  const float* U;             // (N, 3, H, W)
+  const float* S;             // (N, 3, H, W)
+  const float* noise;         // (N, 2, 3) [a; b]
+  const void* w16;            // (groups, n_weights) float16
+  const int32_t* perm;        // (N*H*W,) rows grouped by class
+  const int32_t* row_offsets; // (groups + 1,)
+  int period;                 // CFA repeat P
+  int taps;                   // T
+  const int32_t* colour;      // (P*P,) colour of each repeat position
+  const int32_t* tap_off;     // (P*P, T, 2) canonical tap offsets (dy, dx)
+  const int32_t* inv;         // (P*P, inv_len, 3) (dy, dx, t): the (pixel, tap) pairs reading a photosite
+  int inv_len;
+  float slope;
+  bool plain;
+  float plain_eps;
+  float var_floor;            // kpnt/ref/noise.py VAR_FLOOR
+  ColourFeatureConsts fc;     // noise input constants (chroma_eps unused)
+  cudaStream_t stream;
+};
+
+// fmap (N, 4, H, W) and O (N, 3, H, W) out.
+const char* front_forward(const FrontArgs& a, float* fmap, float* O);
+
+// Blocks per group that front_backward's MLP kernel launches.
+const char* front_bwd_blocks(const FrontArgs& a, int* blocks);
+
+// From fmap and dO (N, 3, H, W): abuf, bbuf (N*H*W, 32) scratch,
+// dw_partial (groups, blocks, n_weights), dU (N, 3, H, W).
+const char* front_backward(const FrontArgs& a, const float* fmap, const float* dO, float* abuf, float* bbuf,
+                           float* dw_partial, float* dU);
+
 }  // namespace kpnt

@@ -459,6 +459,80 @@ def check_colour_level(chk: Checks):
                         f"(vs exact f64 {rel(got[j], want[j]):.2e}; f16 ref vs exact {rel(want16[j], want[j]):.2e})")
 
 
+def front_weights(sensor, mode, seed):
+    """Front-MLP weight sets for the checks: random (Kaiming, last layer x 0.3)
+    for softmax; for plain the model's plain start plus a random last layer
+    (see colour_weights: random plain kernels are ill-conditioned)."""
+    from kpnt.model import KPNT, ModelConfig
+
+    n = bench_cfa(sensor).n_classes
+    if mode == "softmax":
+        sets = []
+        for k in range(n):
+            ws = make_weights(FRONT, seed=seed + k)
+            with torch.no_grad():
+                ws[-1].mul_(0.3)
+            sets.append(ws)
+        return sets
+    m = KPNT(sensor, ModelConfig(apply_mode="plain"))
+    g = torch.Generator().manual_seed(seed)
+    sets = []
+    for name, ws in m.weight_sets().items():
+        if name == "colour":
+            continue
+        ws = [w.detach().clone() for w in ws]
+        ws[-1][:, 1:] += torch.randn(ws[-1].shape[0], ws[-1].shape[1] - 1, generator=g) * 0.3
+        sets.append([w.cuda().requires_grad_() for w in ws])
+    return sets
+
+
+def check_front_level(chk: Checks):
+    """Fused front level vs kpnt.mosaic.front.front_level (float64): output,
+    dU, every class's weight gradient; Bayer and X-Trans, odd sizes."""
+    from kpnt.mosaic.front import front_level as ref_front
+
+    cases = [("bayer", (2, 203, 317), "softmax", True), ("xtrans", (1, 211, 299), "softmax", True),
+             ("xtrans", (2, 37, 41), "plain", False), ("bayer", (1, 5, 7), "plain", True)]
+    for i, (sensor, (N, H, W), mode, nz) in enumerate(cases):
+        tag = f"front {sensor} {N}x{H}x{W} {mode}{'' if nz else ' no-noise'}"
+        x, cfa, noise, base = model_inputs(sensor, N, H, W, seed=400 + i)
+        g = torch.Generator("cuda").manual_seed(500 + i)
+        U = (base + torch.randn(base.shape, device="cuda", generator=g) * 0.01).requires_grad_()
+        S = base
+        sets = front_weights(sensor, mode, seed=600 + 10 * i)
+        flat = [w for ws in sets for w in ws]
+        gO = torch.randn(N, 3, H, W, device="cuda", generator=g)
+        U64 = U.detach().double().requires_grad_()
+        sets64 = [[w.detach().double().requires_grad_() for w in ws] for ws in sets]
+        flat64 = [w for ws in sets64 for w in ws]
+        args64 = (x.double(), U64, S.double(), noise.double(), cfa, sets64, 2, SLOPE, mode, nz)
+        ref = ref_front(*args64)
+        ref_g = torch.autograd.grad(ref, [U64, *flat64], gO.double())
+        ref16 = ref_front(*args64, mlp_fn=f16_mlp64)
+        ref16_g = torch.autograd.grad(ref16, [U64, *flat64], gO.double())
+        poison_cache()
+        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, mode, nz)
+        chk.flag(f"{tag} all written", bool(torch.isfinite(O).all()))
+        chk.add(f"{tag} O rel err vs f64", rel(O, ref), TOL_FWD)
+        chk.add(f"{tag} O - U rel err vs f64", rel(O - U, ref - U64), TOL_FWD, "(the level's own contribution)")
+        poison_cache()
+        got = torch.autograd.grad(O, [U, *flat], gO)
+        chk.flag(f"{tag} grads finite", all(bool(torch.isfinite(t).all()) for t in got))
+        chk.add(f"{tag} dU vs f16-rounding ref", rel(got[0], ref16_g[0]), TOL_GRAD,
+                f"(vs exact f64 {rel(got[0], ref_g[0]):.2e})")
+        nm = len(sets[0])
+        for k, name in enumerate(cfa.class_names):
+            sl = slice(1 + k * nm, 1 + (k + 1) * nm)
+            e16 = grad_rel(got[sl], ref16_g[sl])
+            e64, inh = grad_rel(got[sl], ref_g[sl]), grad_rel(ref16_g[sl], ref_g[sl])
+            chk.add(f"{tag} dW '{name}' vs f16-rounding ref", e16, TOL_GRAD,
+                    f"(vs exact f64 {e64:.2e}; f16 ref vs exact {inh:.2e})")
+        if i == 0:
+            got2 = torch.autograd.grad(_cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, mode, nz),
+                                       [U, *flat], gO)
+            chk.flag(f"{tag} bitwise-identical rerun", all(torch.equal(a, b) for a, b in zip(got, got2)))
+
+
 def bench_cfa(sensor):
     from kpnt.mosaic.cfa import CFA
 
@@ -597,6 +671,22 @@ def compile_step_timing(reps):
     """torch.compile of the reference training step (run in a subprocess with a time limit)."""
     from kpnt.model import KPNT
 
+    import torch._dynamo
+
+    # The reference builds its constant index tensors with numpy inside
+    # lru-cached functions, and CFA objects freeze numpy arrays (setflags):
+    # dynamo cannot trace those (first attempt: "ndarray has no attribute
+    # setflags").  Keep them out of the trace and let frames dynamo still
+    # cannot handle run eagerly: the compiled baseline is then the reference
+    # with everything dynamo can take compiled.
+    torch._dynamo.config.suppress_errors = True
+    for mod in [m for name, m in list(sys.modules.items()) if name.startswith("kpnt.") and m is not None]:
+        for name, f in list(vars(mod).items()):
+            if callable(f) and hasattr(f, "cache_info"):
+                setattr(mod, name, torch.compiler.disable(f))
+    from kpnt.mosaic.cfa import CFA
+
+    CFA.crop = torch.compiler.disable(CFA.crop)
     x, cfa, noise, target = model_inputs("bayer", 4, 512, 512, seed=3)
     m = KPNT("bayer", backend="torch").cuda()
     step = train_step_fn(m, x, cfa, noise, target, compiled=True)
@@ -743,6 +833,7 @@ def main(argv=None) -> int:
     for i, dims in enumerate((COLOUR, FRONT)):
         check_config(chk, dims, args.check_pixels, seed=100 * i)
     check_colour_level(chk)
+    check_front_level(chk)
     if not args.no_model:
         check_model(chk)
     print(f"checks took {time.perf_counter() - t0:.1f} s", flush=True)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from kpnt import _backend
+from kpnt.ref._cache import tensor_cache
 
 
 def _ext():
@@ -368,6 +369,197 @@ def fused_colour_level(D: Tensor, var: Tensor, weights: Sequence[Tensor], leaky_
     return I, a
 
 
+# ---------------------------------------------------------------- front level
+
+
+def _front_consts() -> list[float]:
+    from kpnt.ref.apply import PLAIN_EPS
+    from kpnt.ref.noise import NOISE_LOG_CENTRE, NOISE_LOG_SCALE, VAR_FLOOR
+
+    return [float(NOISE_LOG_CENTRE), float(NOISE_LOG_SCALE), float(PLAIN_EPS), float(VAR_FLOOR)]
+
+
+def _cfa_from(pattern: Sequence[int]):
+    import numpy as np
+
+    from kpnt.mosaic.cfa import CFA
+
+    P = int(round(len(pattern) ** 0.5))
+    return CFA(np.asarray(pattern, dtype=np.int64).reshape(P, P))
+
+
+@tensor_cache(32)
+def _front_tables(pattern: tuple, radius: int, device: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(colour (P*P,), tap_off (P*P, T, 2), inv (P*P, L, 3)) int32 of a CFA.
+
+    ``inv`` lists, for each repeat position of a photosite q, the (dy, dx, t)
+    of every (pixel p = q - (dy, dx), tap t) that reads q; rows are padded
+    with t = -1 to the longest list.
+    """
+    import numpy as np
+
+    from kpnt.ref.taps import square_taps
+
+    cfa = _cfa_from(pattern)
+    P = cfa.period
+    offs = cfa.canonical_offsets(square_taps(radius))                 # (P, P, T, 2)
+    T = offs.shape[2]
+    lists = [[] for _ in range(P * P)]
+    for ry in range(P):
+        for rx in range(P):
+            for t in range(T):
+                dy, dx = (int(v) for v in offs[ry, rx, t])
+                lists[((ry + dy) % P) * P + (rx + dx) % P].append((dy, dx, t))
+    L = max(len(v) for v in lists)
+    inv = np.zeros((P * P, L, 3), dtype=np.int32)
+    inv[..., 2] = -1
+    for s, v in enumerate(lists):
+        inv[s, :len(v)] = v
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int32)).to(device)
+    return as_t(cfa.pattern.reshape(-1)), as_t(offs.reshape(P * P, T, 2)), as_t(inv)
+
+
+@tensor_cache(16)
+def _front_partition(pattern: tuple, N: int, H: int, W: int, device: str) -> tuple[Tensor, Tensor]:
+    """Rows (n, y, x) of an N x H x W mosaic grouped by site class (cached)."""
+    cfa = _cfa_from(pattern)
+    P = cfa.period
+    cls = torch.as_tensor(cfa.site_class, dtype=torch.int64)
+    ys, xs = torch.arange(H) % P, torch.arange(W) % P
+    rows = cls[ys[:, None], xs[None, :]].reshape(-1).repeat(N).to(device)
+    return partition_by_class(rows, cfa.n_classes)
+
+
+@torch.library.custom_op("kpnt::front_fwd", mutates_args=(), device_types="cuda")
+def _front_fwd(
+    x: Tensor, U: Tensor, S: Tensor, noise: Tensor, w: Tensor, perm: Tensor, row_offsets: Tensor, colour: Tensor,
+    tap_off: Tensor, inv: Tensor, dims: list[int], pattern: list[int], radius: int, slope: float, plain: bool,
+    noise_input: bool,
+) -> tuple[Tensor, Tensor]:
+    P, T = int(round(len(pattern) ** 0.5)), (2 * radius + 1) ** 2
+    O, fmap = _unwrap(_ext().front_forward(x, U, S, noise, w, [perm, row_offsets, colour, tap_off, inv], dims, [P, T],
+                                           slope, plain, noise_input, _front_consts()))
+    return O, fmap
+
+
+@_front_fwd.register_fake
+def _(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, dims, pattern, radius, slope, plain, noise_input):
+    N, _, H, W = x.shape
+    return U.new_empty(U.shape), x.new_empty((N, 4, H, W))
+
+
+@torch.library.custom_op("kpnt::front_bwd", mutates_args=(), device_types="cuda")
+def _front_bwd(
+    x: Tensor, U: Tensor, S: Tensor, noise: Tensor, w: Tensor, perm: Tensor, row_offsets: Tensor, colour: Tensor,
+    tap_off: Tensor, inv: Tensor, fmap: Tensor, dO: Tensor, dims: list[int], pattern: list[int], radius: int,
+    slope: float, plain: bool, noise_input: bool,
+) -> tuple[Tensor, Tensor]:
+    P, T = int(round(len(pattern) ** 0.5)), (2 * radius + 1) ** 2
+    dU, dw = _unwrap(_ext().front_backward(x, U, S, noise, w, [perm, row_offsets, colour, tap_off, inv], fmap, dO,
+                                           dims, [P, T], slope, plain, noise_input, _front_consts()))
+    return dU, dw
+
+
+@_front_bwd.register_fake
+def _(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, fmap, dO, dims, pattern, radius, slope, plain,
+      noise_input):
+    return U.new_empty(U.shape), w.new_empty(w.shape)
+
+
+def _front_setup_context(ctx, inputs, output):
+    x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, dims, pattern, radius, slope, plain, noise_input = inputs
+    ctx.save_for_backward(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, output[1])
+    ctx.args = (dims, pattern, radius, slope, plain, noise_input)
+
+
+def _front_backward(ctx, dO, dfmap):
+    x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, fmap = ctx.saved_tensors
+    dims, pattern, radius, slope, plain, noise_input = ctx.args
+    need = ctx.needs_input_grad[:5]
+    none = (None,) * 11
+    dO = torch.zeros_like(U) if dO is None else dO.contiguous()
+    if need[0] or need[2] or need[3]:
+        # Gradients to the mosaic, S or the noise profile (never needed by
+        # kpnt.model, where they come from the data): the reference level
+        # around the fused MLP, differentiated by autograd.
+        from kpnt.mosaic.front import front_level
+
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(n) for t, n in zip((x, U, S, noise), need[:4])]
+            w_ = w.detach().requires_grad_()
+            sets = [_unpack(w_[g], dims) for g in range(w_.shape[0])]
+            O_ = front_level(*leaves, _cfa_from(pattern), sets, radius, slope, "plain" if plain else "softmax",
+                             noise_input, mlp_fn=_dispatch_mlp)
+            wrt = [t for t, n in zip(leaves, need[:4]) if n] + [w_]
+            grads = list(torch.autograd.grad(O_, wrt, dO))
+        out = [grads.pop(0) if n else None for n in need[:4]]
+        return (*out, grads[0] if need[4] else None, *none)
+    if not (need[1] or need[4]):
+        return (None,) * 16
+    dU, dw = _front_bwd(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, fmap, dO, dims, pattern, radius,
+                        slope, plain, noise_input)
+    return None, (dU if need[1] else None), None, None, (dw if need[4] else None), *none
+
+
+_front_fwd.register_autograd(_front_backward, setup_context=_front_setup_context)
+
+
+def fused_front_level(x: Tensor, U: Tensor, S: Tensor, noise: Tensor, cfa, weights, radius: int, leaky_slope: float,
+                      apply_mode: str, noise_input: bool) -> Tensor:
+    """The mosaic front level on the fused kernels, with
+    :func:`kpnt.mosaic.front.front_level`'s signature and results (within
+    f16 tolerance).
+
+    One grouped MLP launch for all site classes (rows read through a cached
+    class partition); the canonical taps are gathered inside the kernel from
+    per-photosite maps, the predicted kernel is applied in its epilogue.
+    Differentiable in ``U`` and every weight set by the fused backward (an
+    adjoint kernel gathers dL/dd back onto the photosites, no atomics);
+    gradients to ``x``, ``S`` or ``noise``, if asked for, come from the
+    reference level around the fused MLP.
+
+    Args:
+        x: (N, 1, H, W) mosaic; U, S: (N, 3, H, W); noise: (N, 2, 3); all
+            float32 on one CUDA device.
+        weights: one MLP per site class (``cfa.class_names`` order), each
+            32 -> ... -> 32 (radius 2: 25 taps).
+    Returns:
+        (N, 3, H, W).
+    """
+    from kpnt.mosaic.front import front_widths
+
+    for name, t in (("x", x), ("U", U), ("S", S), ("noise", noise)):
+        if not isinstance(t, Tensor) or not t.is_cuda or t.dtype != torch.float32:
+            got = f"{t.dtype} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"fused front_level: {name} must be a float32 CUDA tensor, got {got} "
+                             "(use backend='torch' for others)")
+        if t.device != x.device:
+            raise ValueError(f"fused front_level: {name} is on {t.device}, x on {x.device}")
+    T, n_in, n_out = front_widths(radius)
+    if n_in != 32 or n_out != 32:
+        raise ValueError(f"fused front_level: radius {radius} gives {n_in} inputs and {n_out} outputs; the kernels "
+                         "take 32 and 32 (radius 2)")
+    if apply_mode not in ("softmax", "plain"):
+        raise ValueError(f"fused front_level: apply_mode must be 'softmax' or 'plain', got {apply_mode!r}")
+    dims = mlp_dims(weights[0])
+    for k, ws in enumerate(weights):
+        if mlp_dims(ws) != dims:
+            raise ValueError(f"fused front_level: weight set {k} has shape {mlp_dims(ws)}, set 0 {dims}")
+        for i, wi in enumerate(ws):
+            if wi.device != x.device:
+                raise ValueError(f"fused front_level: weights[{k}][{i}] is on {wi.device}, x on {x.device}")
+    N, _, H, W = x.shape
+    pattern = tuple(int(v) for v in cfa.pattern.reshape(-1))
+    dev = str(x.device)
+    colour, tap_off, inv = _front_tables(pattern, int(radius), dev)
+    perm, row_offsets = _front_partition(pattern, N, H, W, dev)
+    w = torch.stack([torch.cat([m.reshape(-1) for m in ws]) for ws in weights])
+    O, _ = _front_fwd(x.contiguous(), U.contiguous(), S.contiguous(), noise.contiguous(), w, perm, row_offsets, colour,
+                      tap_off, inv, dims, list(pattern), int(radius), float(leaky_slope), apply_mode == "plain",
+                      bool(noise_input))
+    return O
+
+
 # ---------------------------------------------------------------- dispatch hook
 
 
@@ -382,9 +574,8 @@ def backend_ops() -> dict:
     Builds the kernels first, so that a missing GPU or compiler surfaces as a
     :class:`kpnt._backend.BackendError` when the backend is first used, and
     checks that the compiled colour taps are the reference's diamond.  Fused:
-    the MLP and the whole colour level; ``front_level`` runs the reference
-    around the fused MLP (the dispatch passes this ``mlp`` to it); the other
-    ops (padding, pyramid, colour base, up_block) are the reference's.
+    the MLP, the colour level and the mosaic front level; the other ops
+    (padding, pyramid, colour base, up_block) are the reference's.
     """
     from kpnt.ref.taps import DIAMOND
 
@@ -394,4 +585,4 @@ def backend_ops() -> dict:
         raise _backend.BackendError(
             f"the compiled colour taps {taps} differ from kpnt.ref.taps.DIAMOND: rebuild the kernels"
         )
-    return {"mlp": _dispatch_mlp, "colour_level": fused_colour_level}
+    return {"mlp": _dispatch_mlp, "colour_level": fused_colour_level, "front_level": fused_front_level}

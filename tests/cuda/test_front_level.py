@@ -1,0 +1,107 @@
+"""Fused mosaic front level (kpnt.ops._cuda.fused_front_level) vs the
+reference (kpnt.mosaic.front.front_level): output, dU, per-class weight
+gradients, for Bayer and X-Trans in several phases (tolerances as in
+tests/cuda/test_colour_level.py)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kpnt import ops
+from kpnt.mosaic.cfa import CFA
+from kpnt.mosaic.front import front_level as ref_front
+from kpnt.ops import _cuda
+
+pytestmark = pytest.mark.cuda
+SLOPE = 0.01
+
+
+def weight_sets(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(64, 32)] + [(64, 64)] * 3 + [(32, 64)]
+    sets = []
+    for _ in range(n):
+        ws = [torch.randn(*s, generator=g) * math.sqrt(2 / s[1]) for s in shapes]
+        ws[-1] *= 0.3
+        sets.append([w.cuda().requires_grad_() for w in ws])
+    return sets
+
+
+def mlp_f16(x, ws, slope):
+    def r(t):
+        return t + (t.half().double() - t).detach()
+
+    h = r(x)
+    for w in ws[:-1]:
+        h = r(F.leaky_relu(h @ r(w).t(), slope))
+    return h @ r(ws[-1]).t()
+
+
+def rel(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def inputs(cfa, N, H, W, seed):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(N, 3, H, W, generator=g) * 0.4 + 0.05
+    col = torch.from_numpy(cfa.colour_map(H, W)).long().expand(N, 1, H, W)
+    x = base.gather(1, col) + torch.randn(N, 1, H, W, generator=g) * 0.02
+    U = base + torch.randn(N, 3, H, W, generator=g) * 0.01
+    noise = torch.tensor([[[2e-3, 1e-3, 3e-3], [1e-5, 2e-5, 1e-5]]]).expand(N, 2, 3).contiguous()
+    return x.cuda(), U.cuda().requires_grad_(), base.cuda(), noise.cuda()
+
+
+@pytest.mark.parametrize("cfa", [CFA.bayer("GRBG"), CFA.xtrans(), CFA.xtrans(2, 5)], ids=lambda c: c.kind)
+@pytest.mark.parametrize("size", [(2, 23, 31), (1, 3, 4)], ids=str)
+def test_forward_and_gradients(cfa, size):
+    N, H, W = size
+    x, U, S, noise = inputs(cfa, N, H, W, seed=H * W)
+    sets = weight_sets(cfa.n_classes, seed=W)
+    flat = [w for ws in sets for w in ws]
+    gO = torch.randn(N, 3, H, W, device="cuda")
+    U64 = U.detach().double().requires_grad_()
+    sets64 = [[w.detach().double().requires_grad_() for w in ws] for ws in sets]
+    flat64 = [w for ws in sets64 for w in ws]
+    args = (x.double(), U64, S.double(), noise.double(), cfa, sets64, 2, SLOPE, "softmax", True)
+    ref = ref_front(*args)
+    ref_g = torch.autograd.grad(ref, [U64, *flat64], gO.double())
+    ref16_g = torch.autograd.grad(ref_front(*args, mlp_fn=mlp_f16), [U64, *flat64], gO.double())
+
+    O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True)
+    assert torch.isfinite(O).all()
+    assert rel(O - U, ref - U64) < 2e-3
+    got = torch.autograd.grad(O, [U, *flat], gO)
+    for a, b, c in zip(got, ref16_g, ref_g):
+        assert torch.isfinite(a).all()
+        assert rel(a, b) < 1e-2
+        assert rel(a, c) <= 1.25 * rel(b, c) + 1e-3
+
+
+def test_mosaic_gradient_through_the_reference_path():
+    cfa = CFA.bayer()
+    x, U, S, noise = inputs(cfa, 1, 12, 14, seed=1)
+    x.requires_grad_()
+    sets = weight_sets(2, seed=2)
+    gO = torch.randn(1, 3, 12, 14, device="cuda")
+    got = torch.autograd.grad(_cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True), [x, U], gO)
+    want = torch.autograd.grad(ref_front(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True,
+                                         mlp_fn=_cuda._dispatch_mlp), [x, U], gO)
+    for a, b in zip(got, want):
+        assert rel(a, b) < 1e-5
+
+
+def test_dispatch_uses_the_fused_front_level():
+    cfa = CFA.xtrans()
+    x, U, S, noise = inputs(cfa, 1, 18, 20, seed=3)
+    sets = weight_sets(3, seed=4)
+    got = ops.front_level(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True, backend="cuda")
+    assert torch.equal(got, _cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True))
+
+
+def test_radius_other_than_two_is_refused():
+    cfa = CFA.bayer()
+    x, U, S, noise = inputs(cfa, 1, 8, 8, seed=5)
+    with pytest.raises(ValueError, match="radius 1"):
+        _cuda.fused_front_level(x, U, S, noise, cfa, weight_sets(2, 6), 1, SLOPE, "softmax", True)
