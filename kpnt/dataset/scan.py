@@ -87,11 +87,13 @@ def colour_base(mosaic: np.ndarray, cfa: CFA) -> np.ndarray:
     if hb < 1 or wb < 1:
         raise DatasetError(f"a {h}x{w} mosaic holds no whole {b}x{b} colour block")
     tiles = np.asarray(mosaic[oy:oy + hb * b, ox:ox + wb * b], dtype=np.float32).reshape(hb, b, wb, b)
-    colours = cfa.crop(oy, ox).colour_map(b, b)
+    # Layouts differ from block to block (X-Trans swaps red and blue in
+    # alternate blocks), so the colour map covers the whole region.
+    colours = cfa.crop(oy, ox).colour_map(hb * b, wb * b).reshape(hb, b, wb, b)
     out = np.empty((hb, wb, 3), np.float32)
     for c in range(3):
-        sel = colours == c
-        out[..., c] = np.einsum("ybxd,bd->yx", tiles, sel.astype(np.float32)) / sel.sum()
+        sel = (colours == c).astype(np.float32)
+        out[..., c] = (tiles * sel).sum(axis=(1, 3)) / sel.sum(axis=(1, 3))
     return out
 
 
