@@ -16,16 +16,24 @@ a full-size float result when asked for ``uint16`` output: each tile is
 white-balanced on the fly, and its kept core is converted and stored into
 the output array.  Beside the decoded raw (``RawImage``: 7 bytes per
 photosite) and the output (6 bytes uint16 or 12 bytes float32 per
-photosite), the peak is one tile's working set.  Under ``torch.no_grad()``
-the reference ops take their chunked inference paths (``kpnt.ref``), whose
-working set is about :data:`BYTES_PER_TILE_PIXEL` per tile photosite
-(measured by ``tools/bench_denoise.py``); :data:`DEFAULT_TILE` is chosen
-from it so that a 100-megapixel raw denoises within 4 GB of RAM.
+photosite), the peak is the working set of the tiles in flight.  Under
+``torch.no_grad()`` the reference ops take their chunked inference paths
+(``kpnt.ref``), whose working set is about :data:`BYTES_PER_TILE_PIXEL` per
+tile photosite (measured by ``tools/bench_denoise.py``); :data:`DEFAULT_TILE`
+is chosen from it so that a 100-megapixel raw denoises within 4 GB of RAM
+(measured: 2.1 GB peak RSS), :data:`DEFAULT_TILE_GPU` so that a GPU run
+stays within 2 GB of GPU memory.
+
+Parallelism: on a CPU the tiles of a raw run in parallel threads
+(:func:`tile_workers`); the tile plan does not depend on the thread count,
+so the output is the same however the work is spread.
 """
 from __future__ import annotations
 
 import logging
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,21 +46,30 @@ from kpnt.mosaic import CFA
 log = logging.getLogger("kpnt.denoise")
 
 #: Default tile side on a CPU (photosites, before the overlap margin is
-#: added on each side).  Measured with tools/bench_denoise.py (see
-#: docs in its header): a 3072 tile (3328^2 photosites read with the Bayer
-#: margin) keeps a 100-MP raw well under 4 GB of peak RSS, and its overlap
-#: costs 17% extra compute (a 768 tile cost 78%).
-DEFAULT_TILE = 3072
-#: Default tile side on a GPU: the whole process must stay within 2 GB of
-#: GPU memory.  Not measured on a GPU: the expected peak is
-#: ``BYTES_PER_TILE_PIXEL * (tile + 2 margin)^2`` plus the inference chunk
-#: buffers (~60 MB at 2^18 pixels) and the CUDA context, i.e. about 1.1 GB
-#: for the Bayer margin and 1.2 GB for X-Trans at 1536 (see the bench).
-DEFAULT_TILE_GPU = 1536
+#: added on each side).  Measured with tools/bench_denoise.py: the working
+#: set is ~80-100 bytes per tile photosite (BYTES_PER_TILE_PIXEL), so two
+#: tiles in flight at 2048 (+ margins: <= 2304^2) take ~1 GB, and a
+#: 100-megapixel Bayer raw peaked at 2.1 GB RSS end to end (decoded raw,
+#: uint16 output and tiles together); the overlap costs 15% extra compute on
+#: a 24 MP raw (a 768 tile cost 78%).
+DEFAULT_TILE = 2048
+#: Default tile side on a GPU.  Measured on an H100 with the reference ops
+#: (tools/bench_denoise.py --device cuda): torch's peak allocation was
+#: 0.71 GB (Bayer) / 0.81 GB (X-Trans) for a 2048^2 tile, 0.62 GB over a
+#: whole 24 MP raw at 1536; growth ~60 bytes per tile photosite over ~0.45 GB
+#: of chunk buffers, model and allocator slack.  At 2048 (+ margins:
+#: <= 2432^2) that is <= 0.95 GB, plus the CUDA context (~0.5 GB): within
+#: the 2 GB budget with room for allocator fragmentation.
+DEFAULT_TILE_GPU = 2048
 #: Working set of the chunked inference path per photosite of a tile
-#: (including its overlap margin), measured on the CPU by
-#: tools/bench_denoise.py (peak RSS growth over tile area, Bayer and X-Trans).
-BYTES_PER_TILE_PIXEL = 400
+#: (including its overlap margin) on a CPU, measured by
+#: tools/bench_denoise.py (peak RSS growth over tile area: 79-100 bytes for
+#: 1024^2-2048^2 Bayer tiles; the index-based path it replaced took ~1300).
+BYTES_PER_TILE_PIXEL = 100
+
+#: Tiles run in parallel only while their working sets together stay
+#: below this (bytes; see :func:`tile_workers`).
+TILE_MEMORY_BUDGET = 2 * 2**30
 
 #: The blind noise estimate reads at most this many photosites (a central,
 #: CFA-aligned crop): plenty of flat blocks for the statistics, and its
@@ -176,18 +193,34 @@ def _tiling(model, cfa: CFA | None, tile: int) -> tuple[int, int]:
 def plan_tiles(shape, model, cfa: CFA | None, tile: int) -> list[Tile]:
     """The tiles :func:`denoise_array` runs for an image of ``shape`` (H, W, ...).
 
-    ``tile <= 0``, or an image no larger than ``tile``, is one tile.
+    ``tile <= 0``, or an image no larger than ``tile``, is one tile.  Else
+    each axis is cut into ``ceil(side / tile)`` cores of (nearly) equal,
+    aligned size, so the tiles are balanced (they run in parallel) and none
+    is larger than asked.  The plan depends only on the shape, the model and
+    ``tile`` (not on the thread count: the same input gives the same bytes
+    however it is run).
     """
     h, w = shape[:2]
     if tile <= 0 or (h <= tile and w <= tile):
         return [Tile(0, h, 0, w, 0, h, 0, w)]
     core, margin = _tiling(model, cfa, tile)
-    out = []
-    for ty in range(0, h, core):
-        for tx in range(0, w, core):
-            out.append(Tile(max(0, ty - margin), min(h, ty + core + margin), max(0, tx - margin), min(w, tx + core + margin),
-                            ty, min(h, ty + core), tx, min(w, tx + core)))
-    return out
+    align = tile_alignment(model, cfa)
+
+    def cuts(n: int) -> list[int]:
+        """Core starts along one axis: ceil(n / core) cores of equal aligned size."""
+        k = -(-n // core)
+        step = -(-(-(-n // k)) // align) * align
+        return list(range(0, n, step))
+
+    ys, xs = cuts(h), cuts(w)
+    tiles = []
+    for i, ty in enumerate(ys):
+        cy1 = ys[i + 1] if i + 1 < len(ys) else h
+        for j, tx in enumerate(xs):
+            cx1 = xs[j + 1] if j + 1 < len(xs) else w
+            tiles.append(Tile(max(0, ty - margin), min(h, cy1 + margin), max(0, tx - margin), min(w, cx1 + margin),
+                              ty, cy1, tx, cx1))
+    return tiles
 
 
 def count_tiles(shape, model, cfa, tile: int) -> int:
@@ -203,23 +236,72 @@ def _run_model(model, x: torch.Tensor, cfa: CFA | None, noise: torch.Tensor) -> 
         return model(x, cfa, noise)
 
 
+def tile_workers(tiles: list[Tile], device) -> int:
+    """How many tiles run at once: on a CPU, one per torch thread, as long
+    as their working sets fit :data:`TILE_MEMORY_BUDGET`; on a GPU, one.
+
+    On a CPU every tile runs its ops on one thread, in parallel with the
+    other tiles (Python threads; torch releases the GIL).  Two reasons:
+
+    * the result does not depend on the thread count (torch's intra-op
+      threads change float summation order: 2e-9 between 1 and 2 threads
+      here), so ``--jobs 2`` writes the same bytes as ``--jobs 1``;
+    * the ops of the chunked inference paths are small (a few MB each), and
+      OpenMP threads that wait for each other at every op collapse when
+      anything else runs on the machine (measured here: a 2-thread run 4-8x
+      slower than a 1-thread run while other processes were busy);
+      independent tiles degrade gracefully instead.
+
+    The price: a raw of a single tile (<= ``tile`` on both sides) uses one
+    core; ``--jobs`` spreads such files over the cores.
+    """
+    if torch.device(device).type != "cpu" or len(tiles) < 2:
+        return 1
+    largest = max(t.pixels for t in tiles)
+    fit = max(1, TILE_MEMORY_BUDGET // (BYTES_PER_TILE_PIXEL * largest))
+    return max(1, min(len(tiles), torch.get_num_threads(), fit))
+
+
 def _run_tiles(model, shape, cfa: CFA | None, noise_wb: np.ndarray, tile: int, device,
                read: Callable[[Tile], np.ndarray], store: Callable[[Tile, np.ndarray], None], progress=None) -> None:
     """Run the model tile by tile: ``read(t)`` gives the white-balanced
     input of tile ``t`` ((h, w) mosaic or (h, w, 3) rgb, float32),
     ``store(t, rgb)`` receives the (cy1-cy0, cx1-cx0, 3) float32 core of its
-    result; ``progress(1)`` after each tile."""
+    result (tiles write disjoint cores, so stores need no lock);
+    ``progress(1)`` after each tile.  On a CPU the tiles run single-threaded
+    and in parallel (:func:`tile_workers`)."""
     noise = torch.from_numpy(np.asarray(noise_wb, dtype=np.float32))[None].to(device)
-    for t in plan_tiles(shape, model, cfa, tile):
+    tiles = plan_tiles(shape, model, cfa, tile)
+    lock = threading.Lock()
+
+    def one(t: Tile) -> None:
         piece = torch.from_numpy(np.ascontiguousarray(read(t), dtype=np.float32))
         piece = piece[None, None] if piece.ndim == 2 else piece.permute(2, 0, 1)[None]
         piece_cfa = None if cfa is None else cfa.crop(t.y0, t.x0)
         res = _run_model(model, piece.to(device), piece_cfa, noise)[0]
         core = res[:, t.cy0 - t.y0:t.cy1 - t.y0, t.cx0 - t.x0:t.cx1 - t.x0].permute(1, 2, 0)
         store(t, core.float().cpu().numpy())
-        del res, core, piece
         if progress is not None:
-            progress(1)
+            with lock:
+                progress(1)
+
+    if torch.device(device).type != "cpu":
+        for t in tiles:
+            one(t)
+        return
+    workers = tile_workers(tiles, device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if workers == 1:
+            for t in tiles:
+                one(t)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="kpnt-tile") as pool:
+                for fut in [pool.submit(one, t) for t in tiles]:
+                    fut.result()             # re-raises a tile's error here
+    finally:
+        torch.set_num_threads(threads)
 
 
 def denoise_array(model, x: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, tile: int = DEFAULT_TILE, device="cpu", progress=None) -> np.ndarray:

@@ -499,8 +499,9 @@ def test_jobs_2_same_bytes_as_jobs_1(tmp_path, weights, capsys):
     for i, rel in enumerate(("a.dng", "b.dng", "sub/c.dng")):
         _write_raw(folder / rel, CFA.bayer("GRBG"), shape=(96 + 8 * i, 128), seed=i)
     (folder / "broken.dng").write_bytes(b"II*\0" + b"\0" * 100)
-    rc1 = _cli(tmp_path, weights, folder, "-o", tmp_path / "o1", "--noise", "1e-3,1e-5")
-    rc2 = _cli(tmp_path, weights, folder, "-o", tmp_path / "o2", "--noise", "1e-3,1e-5", "--jobs", "2")
+    # --tile 64: several tiles per file, run in parallel threads with --jobs 1
+    rc1 = _cli(tmp_path, weights, folder, "-o", tmp_path / "o1", "--noise", "1e-3,1e-5", "--tile", "64")
+    rc2 = _cli(tmp_path, weights, folder, "-o", tmp_path / "o2", "--noise", "1e-3,1e-5", "--tile", "64", "--jobs", "2")
     assert rc1 == rc2 == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("3 denoised") and out[1].startswith("3 denoised")
@@ -543,3 +544,80 @@ def test_ctrl_c_with_worker_processes(tmp_path, weights):
     for f in done:
         with rawpy.imread(str(f)) as r:
             assert r.raw_type == rawpy.RawType.Stack and r.raw_image.shape[:2] == (480, 640)
+
+
+def test_inference_path_with_a_backend_mlp(monkeypatch):
+    """A backend's MLP (row layout, e.g. the fused CUDA one) also runs in the
+    chunked inference path: it gets (pixels, n_in) row blocks of at most a
+    chunk, and the result equals the reference."""
+    import kpnt.ref.mlp as ref_mlp
+    from kpnt.mosaic.front import front_level
+    from kpnt.ref.level import colour_level
+
+    monkeypatch.setattr(ref_mlp, "INFERENCE_CHUNK_CPU", 300)
+    calls = []
+
+    def row_mlp(x, weights, slope):
+        assert x.is_contiguous() and x.shape[1] == weights[0].shape[1]
+        calls.append(x.shape[0])
+        return ref_mlp.mlp(x, weights, slope)
+
+    torch.manual_seed(5)
+    model = _random_model("xtrans", seed=5)
+    cfa = CFA.xtrans().crop(*CFA.xtrans().block_phase)
+    sets = model.weight_sets()
+    D, var = torch.randn(1, 3, 40, 30) * 0.01, torch.rand(1, 3, 40, 30) * 1e-4 + 1e-5
+    want = colour_level(D, var, sets["colour"], 0.01, "softmax", True)
+    with torch.no_grad():
+        got = colour_level(D, var, sets["colour"], 0.01, "softmax", True, mlp_fn=row_mlp)
+    assert calls and max(calls) <= 300
+    for a, b in zip(want, got):
+        torch.testing.assert_close(b, a.detach(), atol=1e-6, rtol=0)
+    x = torch.rand(1, 1, 36, 48)
+    U, S = torch.rand(1, 3, 36, 48), torch.rand(1, 3, 36, 48)
+    noise = torch.from_numpy(NOISE_WB)[None]
+    fronts = [sets[f"front.{c}"] for c in cfa.class_names]
+    want = front_level(x, U, S, noise, cfa, fronts, 2, 0.01, "softmax", True)
+    calls.clear()
+    with torch.no_grad():
+        got = front_level(x, U, S, noise, cfa, fronts, 2, 0.01, "softmax", True, mlp_fn=row_mlp)
+    assert calls and max(calls) <= 300
+    torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=0)
+
+
+def test_tile_plan_balanced_and_exact():
+    from kpnt.denoise import plan_tiles, tile_alignment
+
+    model = KPNT("xtrans")
+    cfa = CFA.xtrans(1, 4)
+    align = tile_alignment(model, cfa)
+    for shape, tile in [((4000, 6000), 2048), ((8400, 12000), 2048), ((1000, 700), 300), ((500, 500), 500)]:
+        tiles = plan_tiles(shape, model, cfa, tile)
+        cover = np.zeros(shape, np.int32)
+        for t in tiles:
+            cover[t.cy0:t.cy1, t.cx0:t.cx1] += 1
+            assert t.y0 % align == 0 and t.x0 % align == 0, "tiles start on the CFA/pyramid grid"
+            assert t.y0 <= t.cy0 < t.cy1 <= t.y1 and t.x0 <= t.cx0 < t.cx1 <= t.x1
+        assert (cover == 1).all(), "cores cover the image exactly once"
+        sides = sorted({t.cy1 - t.cy0 for t in tiles}) + sorted({t.cx1 - t.cx0 for t in tiles})
+        assert max(sides) <= -(-tile // align) * align
+        if len(tiles) > 1:
+            heights = sorted({t.cy1 - t.cy0 for t in tiles})
+            assert heights[-1] - heights[0] <= align * 2, f"balanced cores {heights}"
+
+
+def test_result_independent_of_thread_count():
+    """Each tile runs single-threaded (threads only run tiles in parallel):
+    the same bytes whatever torch's thread count."""
+    model = _random_model("bayer", seed=6)
+    x = _scene(300, 340, seed=6)
+    n = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            outs.append(denoise_array(model, x, CFA.bayer("RGGB"), NOISE_WB, tile=96))
+            assert torch.get_num_threads() == threads, "the thread count is restored"
+    finally:
+        torch.set_num_threads(n)
+    np.testing.assert_array_equal(outs[0], outs[1])

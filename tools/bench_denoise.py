@@ -57,6 +57,14 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system, all threads) this process has used: with
+    other processes on the machine, CPU time / threads is what the wall
+    time would be on idle cores (if the threads are kept busy)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _rss() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -112,8 +120,19 @@ def make_raw(path: Path, shape, sensor: str, with_profile: bool, seed: int = 0) 
     write_cfa_dng(path, counts, cfa, meta, overwrite=True)
 
 
-def run_e2e(path: Path, sensor: str, weights, tile, threads: int) -> dict:
-    """One file through the CLI's FileProcessor; per-stage seconds, peak RSS."""
+def _gpu_peak(device) -> dict:
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return {}
+    torch.cuda.synchronize(device)
+    return dict(gpu_peak_alloc_gb=round(torch.cuda.max_memory_allocated(device) / 2**30, 3),
+                gpu_peak_reserved_gb=round(torch.cuda.max_memory_reserved(device) / 2**30, 3))
+
+
+def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = "cpu") -> dict:
+    """One file through the CLI's FileProcessor; per-stage seconds, peak RSS
+    (and peak GPU memory on a GPU)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -129,48 +148,60 @@ def run_e2e(path: Path, sensor: str, weights, tile, threads: int) -> dict:
         weights_path = path.with_name(f"untrained-{sensor}.safetensors")
         save_weights(weights_path, _model(sensor, None), _cfa(sensor), {"data": "untrained (benchmark)"})
     s = Settings("dng", True, tile, Path(weights_path), None, None, "torch", False)
-    proc = FileProcessor(s, "cpu")
+    proc = FileProcessor(s, device)
     t0 = time.perf_counter()
     raw = proc.read(Task(0, path, out))
     t_dec = time.perf_counter() - t0
     shape = raw.mosaic.shape
     tiles = []
+    cpu0 = _cpu_seconds()
     res = proc.process(Task(0, path, out), raw, None, t_dec, on_tiles=tiles.append)
+    cpu = _cpu_seconds() - cpu0
     if res.status != "done":
         raise SystemExit(f"bench: {res.message}")
     out.unlink()
     row = dict(scenario="e2e", sensor=sensor, mp=shape[0] * shape[1] / 1e6, tiles=tiles[0], tile=proc.tile,
-               threads=threads, noise_source=res.noise.split(":")[0], peak_rss_gb=_peak_rss() / 2**30)
+               threads=threads, noise_source=res.noise.split(":")[0], peak_rss_gb=_peak_rss() / 2**30, device=device)
+    row.update(_gpu_peak(device))
     row.update({k: round(v, 2) for k, v in res.seconds.items()})
     row["total"] = round(sum(res.seconds.values()), 2)
+    row["cpu_after_decode"] = round(cpu, 2)
     row["s_per_mp"] = round(row["total"] / row["mp"], 3)
     return row
 
 
-def run_tile(n: int, sensor: str, weights, threads: int) -> dict:
-    """The model on one n x n tile: seconds and working set per photosite."""
+def run_tile(n: int, sensor: str, weights, threads: int, device: str = "cpu") -> dict:
+    """The model on one n x n tile: seconds and working set per photosite
+    (on a GPU: peak GPU memory per photosite)."""
     import torch
 
     torch.set_num_threads(threads)
     from kpnt.denoise import denoise_array
 
-    model = _model(sensor, weights)
+    model = _model(sensor, weights).to(device)
     cfa = _cfa(sensor)
     x = np.random.default_rng(0).random((n, n), dtype=np.float32) * 0.5
     noise = np.array([[NOISE[0]] * 3, [NOISE[1]] * 3], np.float32)
     small = np.ascontiguousarray(x[:96, :96])
-    denoise_array(model, small, cfa, noise, tile=0)               # warm-up: imports, caches
+    denoise_array(model, small, cfa, noise, tile=0, device=device)   # warm-up: imports, caches
     out = np.empty((n, n, 3), np.float32)
     out[:] = 0                                                     # touch the result pages first
     base = _rss()
-    t0 = time.perf_counter()
-    res = denoise_array(model, x, cfa, noise, tile=0)
-    dt = time.perf_counter() - t0
+    if device != "cpu":
+        torch.cuda.reset_peak_memory_stats(device)
+        base_gpu = torch.cuda.memory_allocated(device)
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    res = denoise_array(model, x, cfa, noise, tile=0, device=device)
+    dt, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     peak = _peak_rss()
     del res
-    return dict(scenario="tile", sensor=sensor, n=n, mp=n * n / 1e6, threads=threads, seconds=round(dt, 2),
-                s_per_mp=round(dt / (n * n / 1e6), 3), peak_rss_gb=peak / 2**30,
-                bytes_per_px=round(max(0, peak - base - 12 * n * n) / (n * n)))
+    row = dict(scenario="tile", sensor=sensor, n=n, mp=n * n / 1e6, threads=threads, seconds=round(dt, 2),
+               s_per_mp=round(dt / (n * n / 1e6), 3), cpu_s=round(cpu, 2), peak_rss_gb=peak / 2**30,
+               bytes_per_px=round(max(0, peak - base - 12 * n * n) / (n * n)), device=device)
+    if device != "cpu":
+        row.update(_gpu_peak(device))
+        row["gpu_bytes_per_px"] = round((torch.cuda.max_memory_allocated(device) - base_gpu) / (n * n))
+    return row
 
 
 def _child(argv) -> dict:
@@ -190,6 +221,7 @@ def main(argv=None) -> int:
     p.add_argument("--weights", type=Path)
     p.add_argument("--tile", type=int, default=None, help="--tile of the e2e runs (default: kpnt's CPU default)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--device", default="cpu", help="torch device of the runs (cuda: peak GPU memory is reported)")
     p.add_argument("--blind", action="store_true", help="no NoiseProfile tag: time the blind noise estimate")
     p.add_argument("--workdir", type=Path, default=None, help="where the synthetic raws go (default: a temp folder)")
     p.add_argument("--json", type=Path, help="also write all rows as JSON")
@@ -201,9 +233,9 @@ def main(argv=None) -> int:
             make_raw(Path(rest[0]), tuple(rest[1]), rest[2], rest[3])
             print(json.dumps({}))
         elif kind == "e2e":
-            print(json.dumps(run_e2e(Path(rest[0]), rest[1], rest[2], rest[3], rest[4])))
+            print(json.dumps(run_e2e(Path(rest[0]), rest[1], rest[2], rest[3], rest[4], rest[5])))
         else:
-            print(json.dumps(run_tile(rest[0], rest[1], rest[2], rest[3])))
+            print(json.dumps(run_tile(rest[0], rest[1], rest[2], rest[3], rest[4])))
         return 0
 
     e2e = [24, 100] if args.e2e is None else args.e2e
@@ -213,14 +245,14 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     weights = str(args.weights) if args.weights else None
     for n in tiles:
-        rows.append(_child(["tile", n, args.sensor, weights, args.threads]))
+        rows.append(_child(["tile", n, args.sensor, weights, args.threads, args.device]))
         print(_fmt_tile(rows[-1]), flush=True)
     for mp in e2e:
         shape = SIZES.get(mp) or (int((mp * 1e6 / 1.5) ** 0.5) // 6 * 6, int((mp * 1e6 * 1.5) ** 0.5) // 6 * 6)
         path = work / f"synthetic-{args.sensor}-{mp}mp{'-blind' if args.blind else ''}.dng"
         if not path.exists():
             _child(["make", str(path), list(shape), args.sensor, not args.blind])
-        rows.append(_child(["e2e", str(path), args.sensor, weights, args.tile, args.threads]))
+        rows.append(_child(["e2e", str(path), args.sensor, weights, args.tile, args.threads, args.device]))
         print(_fmt_e2e(rows[-1]), flush=True)
     import torch
 
@@ -232,16 +264,23 @@ def main(argv=None) -> int:
     return 0
 
 
+def _gpu(r) -> str:
+    if "gpu_peak_alloc_gb" not in r:
+        return ""
+    per = f", {r['gpu_bytes_per_px']} B/photosite" if "gpu_bytes_per_px" in r else ""
+    return f" | GPU peak {r['gpu_peak_alloc_gb']:.2f} GB allocated, {r['gpu_peak_reserved_gb']:.2f} GB reserved{per}"
+
+
 def _fmt_tile(r) -> str:
-    return (f"tile {r['sensor']:6s} {r['n']}^2 ({r['mp']:.1f} MP, {r['threads']} thr): {r['seconds']:7.2f} s = "
-            f"{r['s_per_mp']:.3f} s/MP, working set {r['bytes_per_px']} B/photosite, peak RSS {r['peak_rss_gb']:.2f} GB")
+    return (f"tile {r['device']} {r['sensor']:6s} {r['n']}^2 ({r['mp']:.1f} MP, {r['threads']} thr): {r['seconds']:7.2f} s = "
+            f"{r['s_per_mp']:.3f} s/MP (CPU {r['cpu_s']:.2f} s), working set {r['bytes_per_px']} B/photosite, peak RSS {r['peak_rss_gb']:.2f} GB" + _gpu(r))
 
 
 def _fmt_e2e(r) -> str:
-    return (f"e2e  {r['sensor']:6s} {r['mp']:5.1f} MP tile {r['tile']} ({r['tiles']} tiles, {r['threads']} thr): "
+    return (f"e2e  {r['device']} {r['sensor']:6s} {r['mp']:5.1f} MP tile {r['tile']} ({r['tiles']} tiles, {r['threads']} thr): "
             f"decode {r.get('decode', 0):6.2f} | noise ({r['noise_source']}) {r.get('noise', 0):6.2f} | "
             f"denoise {r.get('denoise', 0):7.2f} | encode {r.get('encode', 0):5.2f} | total {r['total']:7.2f} s "
-            f"({r['s_per_mp']:.2f} s/MP) | peak RSS {r['peak_rss_gb']:.2f} GB")
+            f"({r['s_per_mp']:.2f} s/MP; CPU after decode {r['cpu_after_decode']:.1f} s) | peak RSS {r['peak_rss_gb']:.2f} GB" + _gpu(r))
 
 
 if __name__ == "__main__":

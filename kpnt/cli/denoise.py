@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", help="noise 'a,b' (var = a*x + b, normalised raw units) for every file and channel")
     p.add_argument("--tile", type=int, default=None,
                    help="tile side in photosites (each tile also reads an overlap margin around it, so results are seamless); "
-                   "0 for no tiling (default 3072 on CPU, 1536 on GPU: bounded memory)")
+                   "0 for no tiling (default 2048: bounded memory, ~1 GB of working set on a CPU, <1 GB on a GPU)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs (default: skip them)")
     p.add_argument("--backend", choices=["auto", "torch", "cuda"], default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")

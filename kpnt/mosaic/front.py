@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from kpnt.mosaic.cfa import CFA
 from kpnt.ref.apply import normalise_kernel, normalise_kernel_columns
-from kpnt.ref.mlp import column_buffers, inference_chunk, mlp, mlp_columns, use_inference_path
+from kpnt.ref.mlp import column_buffers, inference_chunk, mlp, run_mlp_columns, use_inference_path
 from kpnt.ref.noise import noise_feature, site_var
 from kpnt.ref.taps import square_taps
 from kpnt.ref._cache import tensor_cache
@@ -277,7 +277,7 @@ def front_level(
     per-pixel index tensors.
     """
     if use_inference_path(mlp_fn):
-        return _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input)
+        return _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, mlp_fn)
     N, _, H, W = x.shape
     T, _, _ = front_widths(radius)
     d, sigma = front_detail(x, U, S, noise, cfa)
@@ -291,7 +291,7 @@ def front_level(
     return U + delta
 
 
-def _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input):
+def _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, mlp_fn=mlp):
     """:func:`front_level` for inference.
 
     All photosites at one position (py, px) of the CFA repeat share their
@@ -301,7 +301,8 @@ def _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, appl
     position's grid gets its MLP inputs by copying, per canonical tap, one
     strided window of the zero-padded SNR map (no (pixels, 32) index, no
     feature matrix of the whole image).  The MLP runs in preallocated
-    buffers that stay in cache (:func:`kpnt.ref.mlp.mlp_columns`).  Equal to
+    buffers that stay in cache (:func:`kpnt.ref.mlp.mlp_columns`; a
+    backend's MLP gets each chunk in its row layout).  Equal to
     the autograd path up to float summation order (tests/test_denoise.py).
     """
     N, _, H, W = x.shape
@@ -316,7 +317,7 @@ def _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, appl
     xin = x.new_zeros(n_in, chunk)                  # rows T+2.. stay the zero padding
     xin[T + 1] = 1.0                                # the constant input
     dt = x.new_empty(T, chunk)
-    bufs = [column_buffers(w, chunk, x) for w in weights]
+    bufs = [column_buffers(w, chunk, x) if mlp_fn is mlp else None for w in weights]
     out = U.clone()
     for n in range(N):
         # Zero-padded details and SNRs (taps outside the image read d = 0)
@@ -349,7 +350,7 @@ def _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, appl
                     dt[t, :m].view(i1 - i0, cols).copy_(dpad[win])
                 rows_sl = slice(py + P * i0, py + P * (i1 - 1) + 1, P)
                 xin[T, :m].view(i1 - i0, cols).copy_(nz[rows_sl, px::P])
-                o = mlp_columns(xin[:, :m], weights[k_cls], leaky_slope, bufs[k_cls])    # (n_out, m)
+                o = run_mlp_columns(mlp_fn, xin[:, :m], weights[k_cls], leaky_slope, bufs[k_cls])   # (n_out, m)
                 k = normalise_kernel_columns(o[:T], apply_mode)
                 delta = torch.sigmoid(o[T]) * (k * dt[:, :m]).sum(0)
                 out[n, :, rows_sl, px::P] += delta.view(1, i1 - i0, cols)

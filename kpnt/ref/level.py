@@ -7,7 +7,7 @@ import torch
 
 from kpnt.ref.apply import apply_kernel, normalise_kernel, normalise_kernel_columns
 from kpnt.ref.features import N_FEATURES, colour_features, detail_maps
-from kpnt.ref.mlp import column_buffers, inference_chunk, mlp, mlp_columns, use_inference_path
+from kpnt.ref.mlp import column_buffers, inference_chunk, mlp, run_mlp_columns, use_inference_path
 from kpnt.ref.noise import base_var, noise_feature
 from kpnt.ref.pad import reflect_pad
 from kpnt.ref.pyramid import gain_map
@@ -63,7 +63,7 @@ def colour_level(
     cached (pixels, 32) index.
     """
     if use_inference_path(mlp_fn):
-        return _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input)
+        return _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input, mlp_fn)
     N, _, h, w = D.shape
     out = mlp_fn(colour_features(D, var, noise_input), weights, leaky_slope)   # (P, 16)
     k = normalise_kernel(out[:, : len(DIAMOND)].reshape(N, h, w, len(DIAMOND)), apply_mode)
@@ -71,13 +71,14 @@ def colour_level(
     return apply_kernel(D, k, DIAMOND), a
 
 
-def _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input):
+def _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input, mlp_fn=mlp):
     """:func:`colour_level` for inference, in chunks of whole rows.
 
     The features of a chunk are copied from shifted windows of the
     mirror-padded maps (one row of the (32, pixels) input per tap) instead of
     being gathered through a cached index, the MLP runs in preallocated
-    buffers (:func:`kpnt.ref.mlp.mlp_columns`), and the kernel is applied to
+    buffers (:func:`kpnt.ref.mlp.mlp_columns`; a backend's MLP gets each
+    chunk in its row layout), and the kernel is applied to
     shifted windows of the padded details: peak memory is a few maps of the
     level plus O(chunk), and everything per chunk stays in cache.  Equal to
     the autograd path up to float summation order (tests/test_denoise.py).
@@ -96,7 +97,7 @@ def _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input)
     xin = D.new_zeros(N_FEATURES, chunk)
     xin[N_FEATURES - 1] = 1.0                      # the constant input
     taps = D.new_empty(T, C, chunk)
-    bufs = column_buffers(weights, chunk, D)
+    bufs = column_buffers(weights, chunk, D) if mlp_fn is mlp else None
     I = D.new_empty(N, C, h, w)
     a = D.new_empty(N, 1, h, w)
     for n in range(N):
@@ -109,7 +110,7 @@ def _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input)
                 xin[T + t, :m].view(y1 - y0, w).copy_(fpad[n, 1][win])
                 taps[t, :, :m].view(C, y1 - y0, w).copy_(dpad[n][(slice(None),) + win])
             xin[2 * T, :m].view(y1 - y0, w).copy_(nz[n, 0, y0:y1])
-            out = mlp_columns(xin[:, :m], weights, leaky_slope, bufs)        # (16, m)
+            out = run_mlp_columns(mlp_fn, xin[:, :m], weights, leaky_slope, bufs)   # (16, m)
             k = normalise_kernel_columns(out[:T], apply_mode)                # (T, m)
             I[n, :, y0:y1] = (taps[:, :, :m] * k[:, None, :]).sum(0).view(C, y1 - y0, w)
             a[n, 0, y0:y1] = torch.sigmoid(out[T]).view(y1 - y0, w)

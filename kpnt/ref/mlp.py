@@ -129,10 +129,12 @@ def column_buffers(weights: Sequence[torch.Tensor], pixels: int, like: torch.Ten
 
 #: Pixels per chunk of the inference paths: on a CPU, small enough that
 #: the (64, chunk) activations (4 MB at 16384) stay in the L2/L3 caches,
-#: large enough that the per-chunk Python overhead stays small; on a GPU, big
-#: chunks keep the kernels busy.
+#: large enough that the per-chunk Python overhead stays small; on a GPU,
+#: big enough to keep the kernels busy, small enough that the chunk buffers
+#: (~1 KB per chunk pixel) stay near 250 MB (at 2^20 they took 1 GB and
+#: pushed a 1536 tile past 2 GB on an H100).
 INFERENCE_CHUNK_CPU = 16384
-INFERENCE_CHUNK_GPU = 1 << 20
+INFERENCE_CHUNK_GPU = 1 << 18
 
 
 def inference_chunk(device: torch.device) -> int:
@@ -141,7 +143,18 @@ def inference_chunk(device: torch.device) -> int:
 
 
 def use_inference_path(mlp_fn) -> bool:
-    """Whether a level may take its chunked inference path: autograd is off
-    (``torch.no_grad()`` / inference mode) and the MLP is this reference
-    one (a backend's fused MLP keeps the row layout it was written for)."""
-    return not torch.is_grad_enabled() and mlp_fn is mlp
+    """Whether a level takes its chunked inference path: autograd is off
+    (``torch.no_grad()`` / inference mode).  Any MLP evaluator works there
+    (:func:`run_mlp_columns`)."""
+    return not torch.is_grad_enabled()
+
+
+def run_mlp_columns(mlp_fn, xt: torch.Tensor, weights: Sequence[torch.Tensor], leaky_slope: float,
+                    buffers: list[torch.Tensor] | None) -> torch.Tensor:
+    """(n_out, P) outputs of ``mlp_fn`` for column inputs ``xt`` (n_in, P):
+    the reference MLP runs in place (:func:`mlp_columns`); another
+    evaluator (a backend's fused MLP) gets the row layout it was written for
+    and its output is viewed transposed."""
+    if mlp_fn is mlp:
+        return mlp_columns(xt, weights, leaky_slope, buffers)
+    return mlp_fn(xt.t().contiguous(), weights, leaky_slope).t()
