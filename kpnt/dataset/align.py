@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from kpnt.dataset.blocks import colour_map
 from kpnt.dataset.scan import colour_base
 from kpnt.errors import DatasetError
 from kpnt.mosaic import CFA
@@ -185,7 +186,7 @@ def bilinear(mosaic: np.ndarray, cfa: CFA) -> np.ndarray:
     colours need the reach).  Cheap, and linear: used to compare frames
     whose CFA phases differ, not as a target."""
     h, w = mosaic.shape
-    colours = cfa.colour_map(h, w)
+    colours = colour_map(cfa, h, w)
     k1 = np.array([1, 2, 1], np.float32) if cfa.kind == "bayer" else np.array([1, 2, 3, 2, 1], np.float32)
     x = mosaic.astype(np.float32)
     out = np.empty((3, h, w), np.float32)

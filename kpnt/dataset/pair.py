@@ -7,6 +7,7 @@ pair's manifest record and arrays (see ``datasets/README.md``), or raises
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ from kpnt.dataset.align import bilinear, estimate_shift, overlap_crops
 from kpnt.dataset.exposure import check_gain, match_exposure
 from kpnt.dataset.manifest import MASK_MOTION, MASK_NOISY_SATURATED, MASK_REFERENCE_SATURATED, now
 from kpnt.dataset.motion import dilate_mask, motion_blocks
-from kpnt.dataset.noisefit import colour_methods, fit_noise
+from kpnt.dataset.noisefit import MAX_SITES, colour_methods, fit_noise
 from kpnt.dataset.options import BuildOptions
 from kpnt.errors import DatasetError, KpntError
 from kpnt.mosaic import CFA
@@ -37,6 +38,7 @@ class Reference:
         target: (3, H, W) float32 LibRaw demosaic (camera RGB).
         bad: (H, W) bool, saturated sites (dilated) or clipped demosaic.
         profile: its noise profile or None; profile_source: where from.
+        timing: seconds spent reading, profiling and demosaicing it.
     """
 
     mosaic: np.ndarray
@@ -47,6 +49,7 @@ class Reference:
     bad: np.ndarray
     profile: NoiseProfile | None
     profile_source: str
+    timing: dict | None = None
 
 
 def _cut(a: np.ndarray, box) -> np.ndarray:
@@ -70,11 +73,20 @@ def process_pair(ref: Reference, noisy_mosaic: np.ndarray, noisy_saturated: np.n
         raise PairRejected(f"frame {noisy_mosaic.shape} {noisy_cfa} differs from its reference {ref.mosaic.shape} {ref.cfa}")
     cfa = noisy_cfa
     H, W = noisy_mosaic.shape
+    clock = [time.perf_counter()]
+    timing = {}
+
+    def lap(name):
+        now = time.perf_counter()
+        timing[name] = round(now - clock[0], 3)
+        clock[0] = now
+
     try:
         al = estimate_shift(noisy_mosaic, ref.mosaic, cfa, noisy_wb)
         crops = overlap_crops((H, W), al, cfa.period, opts.border)
     except DatasetError as exc:
         raise PairRejected(f"alignment failed: {exc}") from None
+    lap("align")
     n = _cut(noisy_mosaic, crops.noisy)
     t = _cut(ref.target, crops.target)
     r = _cut(ref.mosaic, crops.reference)
@@ -105,7 +117,9 @@ def process_pair(ref: Reference, noisy_mosaic: np.ndarray, noisy_saturated: np.n
 
     usable0 = ~(n_sat | r_bad)
     try:
-        prelim, _ = fit_noise(n, r_exact, t, cfa, r_exact_cfa, m0.gain, m0.offset, usable0, ref.profile)
+        # Preliminary, for the motion test only: a third of the sites do.
+        prelim, _ = fit_noise(n, r_exact, t, cfa, r_exact_cfa, m0.gain, m0.offset, usable0, ref.profile,
+                              max_sites=MAX_SITES // 3)
     except KpntError as exc:
         raise PairRejected(f"noise fit failed: {exc}") from None
     # Motion is judged on every block, over its usable sites only (a moving
@@ -114,11 +128,12 @@ def process_pair(ref: Reference, noisy_mosaic: np.ndarray, noisy_saturated: np.n
     # same scene points: the demosaic's interpolation error in textured
     # areas (wood grain) read as motion on 7% of a frame.
     matched, use_mosaic = colour_methods(cfa, r_exact_cfa, usable0)
-    judge = usable0 & matched & use_mosaic[cfa.colour_map(h, w)] if use_mosaic.any() else usable0
+    judge = usable0 & matched & use_mosaic[blocks.colour_map(cfa, h, w)] if use_mosaic.any() else usable0
     nbu, cnt = blocks.masked_block_means(n, cfa, s, judge)
     tbu, _ = blocks.masked_block_means(t, cfa, s, judge)
     moved_b, _score = motion_blocks(nbu, tbu, cnt, m0.gain, m0.offset, prelim, ref.profile, opts.motion_threshold)
     moved = dilate_mask(blocks.upsample_blocks(moved_b, s, (h, w)), opts.motion_dilate)
+    lap("exposure_motion")
 
     counts = blocks.site_counts(cfa, s)
     pred = m0.gain * rb + m0.offset
@@ -141,6 +156,7 @@ def process_pair(ref: Reference, noisy_mosaic: np.ndarray, noisy_saturated: np.n
         prof, methods = fit_noise(n, r_exact, t, cfa, r_exact_cfa, m.gain, m.offset, usable, ref.profile)
     except KpntError as exc:
         raise PairRejected(f"noise fit failed: {exc}") from None
+    lap("noise_fit")
 
     mask = np.zeros((h, w), np.uint8)
     mask[n_sat] |= MASK_NOISY_SATURATED
@@ -165,6 +181,7 @@ def process_pair(ref: Reference, noisy_mosaic: np.ndarray, noisy_saturated: np.n
         "motion_fraction": round(float(moved.mean()), 5),
         "saturated_fraction": round(float((~usable0).mean()), 5),
         "built": now(),
+        "timing_s": timing,
     }
     arrays = {"noisy": n, "reference": r, "target": t, "mask": mask}
     return record, arrays

@@ -86,14 +86,25 @@ def colour_base(mosaic: np.ndarray, cfa: CFA) -> np.ndarray:
     hb, wb = (h - oy) // b, (w - ox) // b
     if hb < 1 or wb < 1:
         raise DatasetError(f"a {h}x{w} mosaic holds no whole {b}x{b} colour block")
-    tiles = np.asarray(mosaic[oy:oy + hb * b, ox:ox + wb * b], dtype=np.float32).reshape(hb, b, wb, b)
-    # Layouts differ from block to block (X-Trans swaps red and blue in
-    # alternate blocks), so the colour map covers the whole region.
-    colours = cfa.crop(oy, ox).colour_map(hb * b, wb * b).reshape(hb, b, wb, b)
-    out = np.empty((hb, wb, 3), np.float32)
-    for c in range(3):
-        sel = (colours == c).astype(np.float32)
-        out[..., c] = (tiles * sel).sum(axis=(1, 3)) / sel.sum(axis=(1, 3))
+    # Sum sub-grids: the photosites at (i, j) of every block form a grid
+    # whose colour repeats every k blocks (k = P / b: 1 Bayer, 2 X-Trans,
+    # which swaps red and blue in alternate blocks); each (i, j, phase)
+    # slice has a single colour.
+    p = cfa.period
+    k = max(p // b, 1)
+    x = np.asarray(mosaic, dtype=np.float32)
+    out = np.zeros((hb, wb, 3), np.float32)
+    count = np.zeros((k, k, 3), np.float32)
+    for i in range(b):
+        for j in range(b):
+            sub = x[oy + i: oy + i + hb * b: b, ox + j: ox + j + wb * b: b]
+            for py in range(k):
+                for px in range(k):
+                    c = int(cfa.pattern[(oy + i + b * py) % p, (ox + j + b * px) % p])
+                    out[py::k, px::k, c] += sub[py::k, px::k]
+                    count[py, px, c] += 1
+    reps = (-(-hb // k), -(-wb // k), 1)
+    out /= np.tile(count, reps)[:hb, :wb]
     return out
 
 

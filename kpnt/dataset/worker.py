@@ -4,6 +4,7 @@ pairs, write their arrays.  Runs in the main process (``--jobs 1``) or in a
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from functools import lru_cache
 from pathlib import Path
@@ -35,14 +36,19 @@ def read_reference(frame: dict, opts: BuildOptions) -> Reference:
     """Read, profile and demosaic a scene's reference."""
     from kpnt.io import read_raw
 
+    t0 = time.perf_counter()
     img = read_raw(frame["path"])
+    t1 = time.perf_counter()
     table = _table(opts.profiles) if opts.profiles else None
     prof, source = reference_profile(img.mosaic, img.cfa, img.saturated, img.meta.noise_profile, img.meta.make,
                                      img.meta.model, img.meta.iso, table, opts.raw_scale)
+    t2 = time.perf_counter()
     target, clipped = demosaic_reference(img.mosaic, img.cfa, img.meta.wb)
     bad = spread(img.saturated) | clipped
+    t3 = time.perf_counter()
+    timing = {"read": round(t1 - t0, 3), "noise_profile": round(t2 - t1, 3), "demosaic": round(t3 - t2, 3)}
     return Reference(mosaic=img.mosaic, saturated=img.saturated, cfa=img.cfa, wb=np.asarray(img.meta.wb),
-                     target=target, bad=bad, profile=prof, profile_source=source)
+                     target=target, bad=bad, profile=prof, profile_source=source, timing=timing)
 
 
 def build_scene(job: dict) -> dict:
@@ -86,11 +92,18 @@ def build_scene(job: dict) -> dict:
     for pair in job["pairs"]:
         frame = pair["frame"]
         try:
+            t0 = time.perf_counter()
             img = read_raw(frame["path"])
+            t_read = time.perf_counter() - t0
             record, arrays = process_pair(ref, img.mosaic, img.saturated, img.cfa, img.meta.wb, opts)
             del img
+            t0 = time.perf_counter()
             write_pair(out, pair["id"], arrays)
             del arrays
+            record["timing_s"] = {"read": round(t_read, 3), **record["timing_s"],
+                                  "write": round(time.perf_counter() - t0, 3)}
+            # The reference's work is shared by the scene's pairs: recorded with each.
+            record["reference_timing_s"] = ref.timing
             record = {**base(pair), **record, "options": opts.pair_fingerprint()}
             result["built"].append(record)
         except PairRejected as exc:
