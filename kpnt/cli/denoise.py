@@ -539,7 +539,7 @@ def run_pool(tasks: list[Task], settings: Settings, workers: list[tuple[str, int
     stop_evt = ctx.Event()
     pending = deque(tasks)
     by_index = {t.index: t for t in tasks}
-    procs, queues, inflight, alive = [], [], [], set()
+    procs, queues, inflight, alive, crashes = [], [], [], set(), {}
     for wid, (device, threads) in enumerate(workers):
         q = ctx.Queue()
         p = ctx.Process(target=_worker_main, args=(wid, device, threads, settings, q, result_q, stop_evt),
@@ -565,7 +565,7 @@ def run_pool(tasks: list[Task], settings: Settings, workers: list[tuple[str, int
             except queue_mod.Empty:
                 for wid in list(alive):
                     if not procs[wid].is_alive():
-                        _worker_died(wid, procs[wid].exitcode, inflight, by_index, pending, alive, report)
+                        _worker_died(wid, f"exit code {procs[wid].exitcode}", inflight, by_index, pending, alive, report)
                 continue
             kind, wid = msg[0], msg[1]
             if kind == "start":
@@ -579,10 +579,11 @@ def run_pool(tasks: list[Task], settings: Settings, workers: list[tuple[str, int
                     stop.set()
                     stop_evt.set()
             elif kind == "crash":
-                log.error("%s: error: %s", PROG, msg[2])
+                crashes[wid] = msg[2]
             elif kind == "exit":
                 procs[wid].join(timeout=10)
-                _worker_died(wid, procs[wid].exitcode, inflight, by_index, pending, alive, report)
+                _worker_died(wid, crashes.get(wid, f"exit code {procs[wid].exitcode}"), inflight, by_index, pending,
+                             alive, report)
             if stop.is_set():
                 stop_evt.set()
         for task in pending:
@@ -624,9 +625,9 @@ def run_pool(tasks: list[Task], settings: Settings, workers: list[tuple[str, int
             p.join(timeout=5)
 
 
-def _worker_died(wid, exitcode, inflight, by_index, pending, alive, report) -> None:
-    """Account for a worker that has gone: its started file failed, its
-    queued one goes back to the queue."""
+def _worker_died(wid, why: str, inflight, by_index, pending, alive, report) -> None:
+    """Account for a worker that has gone: its started file failed (``why``:
+    its exit code or crash), its queued one goes back to the queue."""
     alive.discard(wid)
     left = inflight[wid]
     inflight[wid] = []
@@ -635,7 +636,7 @@ def _worker_died(wid, exitcode, inflight, by_index, pending, alive, report) -> N
     first, rest = left[0], left[1:]
     task = by_index[first]
     remove_temp_files(task.out)
-    report(FileResult(task.src, "failed", task.out, f"{task.src}: worker process ended (exit code {exitcode}) while on this file", index=first))
+    report(FileResult(task.src, "failed", task.out, f"{task.src}: worker process ended ({why}) while on this file", index=first))
     for index in reversed(rest):
         pending.appendleft(by_index[index])
 

@@ -276,7 +276,7 @@ def front_level(
     chunks of rows (:func:`_front_level_chunked`), without the cached
     per-pixel index tensors.
     """
-    if use_inference_path(mlp_fn):
+    if use_inference_path():
         return _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, mlp_fn)
     N, _, H, W = x.shape
     T, _, _ = front_widths(radius)

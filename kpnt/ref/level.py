@@ -62,7 +62,7 @@ def colour_level(
     (:func:`_colour_level_chunked`): no (pixels, 32) feature matrix, no
     cached (pixels, 32) index.
     """
-    if use_inference_path(mlp_fn):
+    if use_inference_path():
         return _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input, mlp_fn)
     N, _, h, w = D.shape
     out = mlp_fn(colour_features(D, var, noise_input), weights, leaky_slope)   # (P, 16)

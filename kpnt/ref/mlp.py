@@ -142,7 +142,7 @@ def inference_chunk(device: torch.device) -> int:
     return INFERENCE_CHUNK_CPU if device.type == "cpu" else INFERENCE_CHUNK_GPU
 
 
-def use_inference_path(mlp_fn) -> bool:
+def use_inference_path() -> bool:
     """Whether a level takes its chunked inference path: autograd is off
     (``torch.no_grad()`` / inference mode).  Any MLP evaluator works there
     (:func:`run_mlp_columns`)."""
