@@ -19,7 +19,8 @@ Environment:
   e.g. ``9.0``).
 - ``KPNT_CACHE_DIR``: where builds are kept.
 - ``KPNT_KERNELS_DIR``: the CUDA sources (default: ``kernels/`` next to the
-  package, i.e. the repository checkout).
+  package, i.e. the repository checkout, else ``<sys.prefix>/share/kpnt/kernels``
+  where a wheel installs them).
 - ``KPNT_BUILD_VERBOSE=1``: show compiler output and ``ptxas`` resource use.
 
 Example::
@@ -35,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -61,9 +63,17 @@ class BackendUnavailableError(BackendError, ValueError):
 
 
 def kernels_dir() -> Path:
-    """Directory of the CUDA sources."""
+    """Directory of the CUDA sources: ``$KPNT_KERNELS_DIR``, else the
+    checkout's ``kernels/``, else ``<prefix>/share/kpnt/kernels`` where a
+    wheel installs them (pyproject.toml ``data-files``)."""
     env = os.environ.get("KPNT_KERNELS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "kernels"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent / "kernels"
+    installed = Path(sys.prefix) / "share" / "kpnt" / "kernels"
+    if not (checkout / SOURCES[0]).is_file() and (installed / SOURCES[0]).is_file():
+        return installed
+    return checkout
 
 
 def cache_dir() -> Path:

@@ -8,9 +8,16 @@ One call does everything a GPU lease should (docs/KERNELS.md, METHOD.md):
    fresh random inputs with a pixel count that is not a multiple of the tile:
    forward, weight and input gradients, tiny gradients (f16 underflow),
    grouped weight sets, unwritten outputs (poisoned memory), determinism;
-4. times the colour MLP (fused forward, fused forward+backward) against eager
-   PyTorch and ``torch.compile`` in the same run, and the grouped front-level
-   MLP (in-kernel gather through a permutation vs. a Python split per class).
+4. checks the fused colour and front levels and the whole model (Bayer,
+   X-Trans, odd sizes) against float64 references: outputs, every weight
+   set's gradient (against an f16-rounding reference and the exact one);
+5. times the colour MLP against eager PyTorch, the grouped front MLP, the
+   whole training step (reference vs fused; profile of the fused step) and
+   24-MP inference; runs a short training-parity comparison.
+
+Separately: ``--compile-step`` times ``torch.compile`` of the reference step
+(run it in its own process, it compiles for minutes), ``--sanitize`` runs
+small launches of every kernel for ``compute-sanitizer --tool memcheck``.
 
 Usage (GPU machine)::
 

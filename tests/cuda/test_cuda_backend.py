@@ -138,3 +138,17 @@ def test_auto_falls_back_once_and_logs_when_the_kernels_do_not_load(monkeypatch,
     assert len(hits) == 1 and "using the PyTorch reference" in hits[0].getMessage()
     with pytest.raises(_backend.BackendUnavailableError, match="nvcc exploded"):
         dispatch._backend_ops("cuda")
+
+
+def test_installed_kernel_sources_are_found(monkeypatch, tmp_path):
+    """A wheel puts kernels/ under <prefix>/share/kpnt/kernels (pyproject data-files)."""
+    monkeypatch.delenv("KPNT_KERNELS_DIR", raising=False)
+    share = tmp_path / "share" / "kpnt" / "kernels"
+    share.mkdir(parents=True)
+    (share / _backend.SOURCES[0]).write_text("// test")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    assert _backend.kernels_dir() != share            # the checkout's sources win
+    fake_pkg = tmp_path / "site" / "kpnt"
+    fake_pkg.mkdir(parents=True)
+    monkeypatch.setattr(_backend, "__file__", str(fake_pkg / "_backend.py"))
+    assert _backend.kernels_dir() == share
