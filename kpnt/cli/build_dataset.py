@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from kpnt.cli._common import add_common_args, run_cli, setup_logging
-from kpnt.dataset.build import build_dataset
+from kpnt.dataset.build import build_dataset, describe_failure
 from kpnt.dataset.group import DEFAULT_MAX_GAP, DEFAULT_MIN_SIMILARITY
 from kpnt.dataset.motion import DEFAULT_DILATE, DEFAULT_THRESHOLD
 from kpnt.dataset.options import BuildOptions
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         for line in report.lines():
             print(line)
         for path, reason in report.failed:
-            print(f"{PROG}: error: {path}: {reason.splitlines()[0]}", file=sys.stderr)
+            print(f"{PROG}: error: {describe_failure(path, reason)}", file=sys.stderr)
         return report.exit_code
 
     return run_cli(PROG, body, args.verbose)

@@ -49,6 +49,12 @@ def pair_id(ref_sha: str, noisy_sha: str) -> str:
     return hashlib.sha256(f"{ref_sha}:{noisy_sha}".encode()).hexdigest()[:16]
 
 
+def describe_failure(path: str, reason: str) -> str:
+    """One line naming the file once (read errors already name it)."""
+    first = reason.splitlines()[0] if reason else "failed"
+    return first if Path(path).name in first else f"{path}: {first}"
+
+
 @dataclass
 class BuildReport:
     """What a build did (see :meth:`lines` for the printed summary)."""
@@ -73,7 +79,7 @@ class BuildReport:
 
     def lines(self) -> list[str]:
         out = []
-        if not self.built and not self.failed:
+        if not self.built:
             out.append(f"nothing new to build: {self.skipped} pair(s) already built"
                        + (f", {self.skipped_rejected} rejected before" if self.skipped_rejected else ""))
         else:
@@ -89,7 +95,7 @@ class BuildReport:
         for path, reason in self.unpaired:
             out.append(f"  not paired: {path}: {reason}")
         for path, reason in self.failed:
-            out.append(f"  failed: {path}: {reason}")
+            out.append(f"  failed: {describe_failure(path, reason)}")
         return out
 
 
