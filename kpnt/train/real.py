@@ -273,22 +273,28 @@ def dataset_sources(data_dir, sensor: str, tile: int, batch: int, val_images: in
         log.info("one pair only: rows from %d of it are held out for validation", split)
     source = RealSource(train_pairs, sensor, tile, batch, rows)
 
-    # Validation: fixed tiles in the canonical phase, the most usable first
-    # (validation PSNR is taken over whole tiles, masks are not applied).
-    vsize = tile * 2
-    for vp in val_pairs:
-        vsize = min(vsize, (vp.shape[0] - val_from[vp.id]) // vp.cfa.period * vp.cfa.period,
-                    vp.shape[1] // vp.cfa.period * vp.cfa.period)
-    vsize = max(vsize // canon.period * canon.period, canon.period * 4)
-    cands = []
-    for vp in val_pairs:
-        cands += _val_tiles(vp, canon, vsize, val_from[vp.id])
-    if not cands:
+    # Validation: fixed tiles in the canonical phase.  validate() scores
+    # whole tiles (no mask), so tiles must be clean: the largest size up to
+    # twice the training tile at which enough tiles are >= 99% usable.
+    want = max(1, val_images)
+    sizes = sorted({max(canon.period * 4, (tile * f) // 4 // canon.period * canon.period) for f in (8, 6, 4, 3, 2)},
+                   reverse=True)
+    chosen, vsize = [], sizes[-1]
+    for size in sizes:
+        cands = []
+        for vp in val_pairs:
+            if min(vp.shape[0] - val_from[vp.id], vp.shape[1]) >= size:
+                cands += _val_tiles(vp, canon, size, val_from[vp.id])
+        cands.sort(key=lambda c: -c[0])
+        clean = [c for c in cands if c[0] >= 0.99]
+        if len(clean) >= min(want, 4) or size == sizes[-1]:
+            chosen, vsize = [c[1] for c in (clean or cands)[:want]], size
+            if not clean and cands:
+                log.warning("no validation tile is 99 percent usable (motion, saturation): the validation PSNR "
+                            "includes masked pixels")
+            break
+    if not chosen:
         raise DatasetError(f"{data_dir}: the validation pairs are too small for a {vsize}-photosite tile: pass a smaller --tile")
-    cands.sort(key=lambda c: -c[0])
-    chosen = [c[1] for c in cands[: max(1, val_images)]]
-    if cands[min(len(cands), max(1, val_images)) - 1][0] < 0.9:
-        log.warning("some validation tiles are less than 90%% usable (motion, saturation): their PSNR includes those pixels")
     val_batches = [_assemble(chosen[i:i + VAL_BATCH], canon, [1.0] * len(chosen[i:i + VAL_BATCH]))
                    for i in range(0, len(chosen), VAL_BATCH)]
     cams = sorted({doc["pairs"][p.id]["camera"] for p in pairs})
