@@ -186,3 +186,21 @@ def test_scene_dirs_groups_by_folder(built, tmp_path):
     m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert code == 1 and len(m["pairs"]) == 7
     assert "lone_ISO6400.dng: alone in its folder" in stdout
+
+
+def test_rejected_pairs_are_reported_and_not_retried(built, tmp_path):
+    import shutil
+
+    raws = tmp_path / "raws"
+    raws.mkdir()
+    for name in ("EOS6D_ISO100.dng", "EOS6D_ISO3200.dng"):
+        shutil.copy2(built["root"] / "bayer" / name, raws / name)
+    args = [raws, "-o", tmp_path / "ds", "--profiles", built["table"], "--no-progress", "--min-usable", "0.99"]
+    code, stdout, _ = run_cli(args)
+    assert code == 0 and "built 0 pair(s)" in stdout
+    assert "rejected pair EOS6D_ISO3200.dng" in stdout and "--min-usable" in stdout
+    m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert not m["pairs"] and len(m["rejected_pairs"]) == 1 and not (tmp_path / "ds" / "pairs").exists() or \
+        not any((tmp_path / "ds" / "pairs").iterdir())
+    code, stdout, _ = run_cli(args)
+    assert "nothing new to build: 0 pair(s) already built, 1 rejected before" in stdout

@@ -40,9 +40,11 @@ from kpnt.mosaic import CFA
 COARSE_SIZE = 1024
 #: Side of the central region the fine search scores (photosites).
 FINE_SIZE = 1536
-#: Below this luminance correlation the frames are not the same scene (or do not
-#: overlap): the pair is rejected.
-MIN_NCC = -1.0
+#: Below this band-passed correlation (at the shift found) the frames are not
+#: the same scene, or barely overlap: the pair is rejected.  Measured: pairs
+#: of one scene (ISO 100 against 800-12800, BSDS500 photos and the sample
+#: photo) >= 0.89; frames of different photos <= 0.13.
+MIN_NCC = 0.4
 
 
 @dataclass

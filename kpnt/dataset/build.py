@@ -71,6 +71,7 @@ class BuildReport:
     n_scenes: int = 0
     n_cameras: int = 0
     n_pairs_total: int = 0
+    attempted: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -79,7 +80,7 @@ class BuildReport:
 
     def lines(self) -> list[str]:
         out = []
-        if not self.built:
+        if not self.attempted:
             out.append(f"nothing new to build: {self.skipped} pair(s) already built"
                        + (f", {self.skipped_rejected} rejected before" if self.skipped_rejected else ""))
         else:
@@ -283,6 +284,7 @@ def build_dataset(inputs, out, opts: BuildOptions | None = None, jobs: int = 1, 
     # 3. build, one job per scene
     jobs_list = list(jobs_by_ref.values())
     n_todo = sum(len(j["pairs"]) for j in jobs_list)
+    report.attempted = n_todo
     runner = _Runner(min(jobs, max(len(jobs_list), 1)))
     try:
         bar = tqdm(total=n_todo, desc="building", unit="pair", **bar_opts)
