@@ -350,7 +350,9 @@ class FileProcessor:
         # (LibRaw reports any open failure as a generic I/O error).
         with open(task.src, "rb"):
             pass
-        return read_raw(task.src)
+        raw = read_raw(task.src)
+        raw.raw = None          # the uint16 counts are not used past decoding: 2 bytes/photosite less while queued
+        return raw
 
     def process(self, task: Task, raw, exc: BaseException | None, t_decode: float, progress=None, on_tiles=None) -> FileResult:
         """Denoise and write one decoded raw; errors become a failed result
@@ -365,6 +367,7 @@ class FileProcessor:
             model = self.models.get(raw.cfa.kind)
             t0 = time.perf_counter()
             noise = dn.choose_noise(raw, self.table(), self.s.noise)
+            raw.saturated = None    # only the blind estimate reads it: free it before the tiles run
             res.noise = noise.describe()
             t1 = time.perf_counter()
             res.seconds["noise"] = t1 - t0
