@@ -80,3 +80,10 @@ def test_new_reference_replaces_the_scenes_pairs(folder):
     assert {p["reference"]["iso"] for p in nikon.values()} == {50}
     assert len(m["pairs"]) == 4, "the Canon pair is untouched"
     assert not any((folder["out"] / "pairs" / pid).exists() for pid in old)
+
+
+def test_rerun_with_other_options_keeps_pairs_and_says_so(folder):
+    args = [folder["raws"], "-o", folder["out"], "--profiles", folder["table"], "--no-progress"]
+    run_cli(args)
+    code, text = run_cli([*args, "--motion-dilate", "4"])
+    assert code == 0 and "nothing new to build" in text and "3 of the pairs kept were built with other options" in text

@@ -72,6 +72,7 @@ class BuildReport:
     n_cameras: int = 0
     n_pairs_total: int = 0
     attempted: int = 0
+    other_options: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -88,6 +89,9 @@ class BuildReport:
                        + (f" and {self.skipped_rejected} rejected before" if self.skipped_rejected else ""))
         out.append(f"{self.n_frames} frame(s), {self.n_cameras} camera(s), {self.n_scenes} scene(s); "
                    f"dataset {self.out} holds {self.n_pairs_total} pair(s)")
+        if self.other_options:
+            out.append(f"{self.other_options} of the pairs kept were built with other options (kept as they are; "
+                       "--force rebuilds them)")
         if self.removed:
             out.append(f"removed {len(self.removed)} stale pair(s) that this run's grouping no longer forms")
         for r in self.rejected:
@@ -267,6 +271,7 @@ def build_dataset(inputs, out, opts: BuildOptions | None = None, jobs: int = 1, 
     for pid, (ref, noisy) in planned.items():
         if not force and pid in doc["pairs"] and pair_complete(out, pid):
             report.skipped += 1
+            report.other_options += doc["pairs"][pid].get("options") != opts.pair_fingerprint()
             continue
         if not force and pid in doc["rejected_pairs"]:
             report.skipped_rejected += 1

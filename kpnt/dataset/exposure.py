@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from kpnt.errors import DatasetError
@@ -55,8 +56,6 @@ def _wls(x, y, w, with_offset: bool) -> tuple[float, float]:
 def _box3(a: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean of ``a`` over each 3x3 neighbourhood of blocks (valid ones only)
     and whether all 9 were valid."""
-    import cv2
-
     v = valid.astype(np.float32)
     num = cv2.blur(np.where(valid, a, 0).astype(np.float32), (3, 3), borderType=cv2.BORDER_CONSTANT)
     den = cv2.blur(v, (3, 3), borderType=cv2.BORDER_CONSTANT)
