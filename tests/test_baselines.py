@@ -1,0 +1,115 @@
+"""The benchmark's helpers and peers: GAT, SSIM, phase-exact mirror padding,
+demosaicnet's CFA alignment and BM3D (the peers are skipped where their
+optional packages, ``pip install -e '.[bench]'``, are not installed)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kpnt.baselines import gat, gat_inverse
+from kpnt.mosaic import CFA
+
+_TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_quality.py"
+
+
+@pytest.fixture(scope="module")
+def bq():
+    spec = importlib.util.spec_from_file_location("bench_quality", _TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gat_roundtrip_and_unit_variance():
+    a, b = 2e-4, 1e-6
+    y = np.linspace(0.0, 1.0, 11)
+    assert np.allclose(gat_inverse(gat(y, a, b), a, b), y)
+    rng = np.random.default_rng(0)
+    x = 0.3
+    z = gat(x + rng.normal(0, np.sqrt(a * x + b), 200_000), a, b)
+    assert abs(z.std() - 1.0) < 0.02
+
+
+def _ssim_bruteforce(x, y, l=1.0):
+    """Wang et al.'s SSIM with an explicit 11x11 Gaussian (sigma 1.5) over
+    every window that fits inside the image (single channel)."""
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    w = np.outer(g, g)
+    w /= w.sum()
+    c1, c2 = (0.01 * l) ** 2, (0.03 * l) ** 2
+    vals = []
+    for i in range(x.shape[0] - 10):
+        for j in range(x.shape[1] - 10):
+            px, py = x[i : i + 11, j : j + 11], y[i : i + 11, j : j + 11]
+            mx, my = (w * px).sum(), (w * py).sum()
+            vx = (w * px * px).sum() - mx * mx
+            vy = (w * py * py).sum() - my * my
+            cxy = (w * px * py).sum() - mx * my
+            vals.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2)))
+    return float(np.mean(vals))
+
+
+def test_ssim_matches_definition(bq):
+    rng = np.random.default_rng(1)
+    x = rng.random((40, 36, 3))
+    y = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)
+    want = np.mean([_ssim_bruteforce(x[6:-6, 6:-6, c], y[6:-6, 6:-6, c]) for c in range(3)])
+    assert bq.ssim(x, y) == pytest.approx(want, abs=1e-9)
+    assert bq.ssim(x, x) == pytest.approx(1.0)
+    # constant images: only the luminance term is left
+    c1 = 1e-4
+    got = bq.ssim(np.full((30, 30), 0.2), np.full((30, 30), 0.5))
+    assert got == pytest.approx((2 * 0.2 * 0.5 + c1) / (0.04 + 0.25 + c1))
+
+
+@pytest.mark.parametrize("period", [2, 6])
+def test_phase_mirror_index(bq, period):
+    n = 40
+    j = bq.phase_mirror_index(n, 13, 17, period)
+    i = np.arange(-13, n + 17)
+    assert (np.mod(j - i, period) == 0).all()
+    assert (j[13 : 13 + n] == np.arange(n)).all()
+    # a mirror: within one period of the plain reflection
+    assert (np.abs(j[:13] - (-i[:13])) < period).all()
+    assert (np.abs(j[13 + n :] - (2 * (n - 1) - i[13 + n :])) < period).all()
+
+
+def _net(bq, sensor):
+    dn, why = bq.import_demosaicnet()
+    if dn is None:
+        pytest.skip(why)
+    return bq.DemosaicNet(dn, sensor)
+
+
+@pytest.mark.parametrize("sensor,cfa,shift", [("bayer", CFA.bayer("RGGB"), (0, 1)), ("xtrans", CFA.xtrans(), (2, 2))])
+def test_demosaicnet_alignment(bq, sensor, cfa, shift):
+    net = _net(bq, sensor)
+    sy, sx = net.shift(cfa)
+    assert (sy % cfa.period, sx % cfa.period) in {shift, (shift[0] + 3, shift[1] + 3)}
+    p = cfa.period
+    ours = np.roll(cfa.colour_map(4 * p, 4 * p), (sy, sx), axis=(0, 1))[:p, :p]
+    assert (ours == np.tile(net.pattern, (p // net.pattern.shape[0],) * 2)).all()
+    # a smooth colour ramp comes back close to itself, with the input's size
+    h, w = 48, 60
+    yy, xx = np.mgrid[0:h, 0:w] / 60.0
+    rgb = np.stack([0.2 + 0.3 * xx, 0.4 + 0.2 * yy, 0.3 + 0.1 * (xx + yy)], -1)
+    m = rgb[np.arange(h)[:, None], np.arange(w)[None], cfa.colour_map(h, w)]
+    out = net(m, cfa)
+    assert out.shape == (h, w, 3)
+    assert np.abs(out - rgb)[6:-6, 6:-6].mean() < 0.01
+
+
+def test_bm3d_denoises(bq):
+    pytest.importorskip("bm3d")
+    rng = np.random.default_rng(2)
+    h, w = 48, 48
+    yy, xx = np.mgrid[0:h, 0:w] / 48.0
+    clean = np.stack([0.2 + 0.5 * xx, 0.3 + 0.4 * yy, 0.25 + 0.2 * xx], -1)
+    noise = np.array([[4e-4] * 3, [1e-5] * 3])
+    noisy = clean + rng.normal(size=clean.shape) * np.sqrt(noise[0] * clean + noise[1])
+    out = bq.bm3d_denoise(noisy, noise)
+    assert out.shape == clean.shape and out.dtype == np.float32
+    assert np.mean((out - clean) ** 2) < 0.25 * np.mean((noisy - clean) ** 2)
