@@ -13,7 +13,12 @@ One call does everything a GPU lease should (docs/KERNELS.md, METHOD.md):
    set's gradient (against an f16-rounding reference and the exact one);
 5. times the colour MLP against eager PyTorch, the grouped front MLP, the
    whole training step (reference vs fused; profile of the fused step) and
-   24-MP inference; runs a short training-parity comparison.
+   24-MP inference; runs a short training-parity comparison;
+6. checks the CUDA-graph-captured step (``kpnt.train.graph_step``) against
+   the eager fused step (losses, weights, Adam state, a skipped NaN step,
+   one graph per CFA phase) and times reference / fused eager / fused
+   graphed training steps for Bayer and X-Trans in one run
+   (``--train-steps-only`` runs just this part).
 
 Separately: ``--compile-step`` times ``torch.compile`` of the reference step
 (run it in its own process, it compiles for minutes), ``--sanitize`` runs
@@ -37,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -787,6 +793,147 @@ def parity_run(steps, seed=0):
     return out
 
 
+# ---------------------------------------------------------------- CUDA-graph-captured train step
+
+
+def step_batch(sensor, cfa, N, H, W, seed, nan_target=False):
+    """A training batch (kpnt.train.synthesis.Batch) on the GPU: smooth scene
+    sampled through ``cfa`` plus noise; optionally one NaN target pixel
+    (a step the trainer must skip)."""
+    from kpnt.train.synthesis import Batch
+
+    g = torch.Generator("cuda").manual_seed(seed)
+    base = F.interpolate(torch.rand(N, 3, H // 16 + 2, W // 16 + 2, device="cuda", generator=g), size=(H, W),
+                         mode="bilinear", align_corners=False) * 0.6
+    col = torch.from_numpy(cfa.colour_map(H, W)).to("cuda").long().expand(N, 1, H, W)
+    x = base.gather(1, col) + torch.randn(N, 1, H, W, device="cuda", generator=g) * 0.02
+    noise = torch.tensor([[2e-3] * 3, [1e-5] * 3], device="cuda").expand(N, 2, 3).contiguous()
+    target = base.clone()
+    if nan_target:
+        target[0, 1, H // 2, W // 3] = float("nan")
+    valid = torch.ones(N, 1, H, W, dtype=torch.bool, device="cuda")
+    return Batch(x=x, target=target, noise=noise, valid=valid, cfa=cfa)
+
+
+def step_cfas(sensor):
+    from kpnt.mosaic.cfa import CFA
+
+    return (CFA.bayer("RGGB"), CFA.bayer("GBRG")) if sensor == "bayer" else (CFA.xtrans(), CFA.xtrans(1, 2))
+
+
+def step_loss(out, target, valid):
+    """The timed steps' loss (``smape_loss``; ``valid`` is all True here)."""
+    return smape_loss(out, target)
+
+
+def check_graph_step(chk: Checks, steps=6):
+    """GraphedStep vs the eager fused step (eager_step: the Trainer's step for
+    one shard): same losses, same weights and Adam moments after ``steps``
+    steps over two CFA phases (two graphs), one of them a NaN step that both
+    must skip (graphed: weights and Adam state bitwise unchanged)."""
+    from kpnt.model import KPNT
+    from kpnt.train.graph_step import GraphedStep, eager_step
+
+    for sensor, (N, H, W) in (("bayer", (2, 160, 224)), ("xtrans", (2, 168, 228))):
+        me = KPNT(sensor, backend="cuda").cuda()
+        mg = KPNT(sensor, backend="cuda").cuda()
+        oe = torch.optim.Adam(me.parameters(), lr=1e-3)
+        og = torch.optim.Adam(mg.parameters(), lr=1e-3, capturable=True)
+        gs = GraphedStep(mg, og, step_loss, clip=1.0)
+        cfas = step_cfas(sensor)
+        dloss, skip_ok, bitwise = 0.0, True, True
+        for k in range(steps):
+            b = step_batch(sensor, cfas[k % 2], N, H, W, seed=50 + k, nan_target=(k == 3))
+            le = eager_step(me, oe, step_loss, 1.0, b)
+            before = [p.detach().clone() for p in mg.parameters()] + [
+                v.clone() for p in mg.parameters() for v in og.state[p].values()] if k == 3 else None
+            lg = gs(b).result()
+            if k == 3:
+                after = [p.detach() for p in mg.parameters()] + [v for p in mg.parameters() for v in og.state[p].values()]
+                bitwise = all(torch.equal(a, c) for a, c in zip(before, after))
+                skip_ok = le is None and lg is None
+            elif le is None or lg is None:
+                skip_ok = False
+            else:
+                dloss = max(dloss, abs(lg - le) / abs(le))
+        dw = max(rel(pg.detach(), pe.detach()) for pg, pe in zip(mg.parameters(), me.parameters()))
+        dm = max(rel(og.state[pg]["exp_avg"], oe.state[pe]["exp_avg"]) for pg, pe in zip(mg.parameters(), me.parameters()))
+        steps_g = int(og.state[next(mg.parameters())]["step"].item())
+        chk.add(f"graphed step {sensor} loss vs eager ({steps} steps)", dloss, 1e-5)
+        chk.add(f"graphed step {sensor} weights vs eager (worst matrix)", dw, 1e-3)
+        chk.add(f"graphed step {sensor} Adam exp_avg vs eager", dm, 1e-3)
+        chk.flag(f"graphed step {sensor} NaN step skipped by both", skip_ok)
+        chk.flag(f"graphed step {sensor} skipped step: weights+Adam bitwise kept", bitwise)
+        chk.flag(f"graphed step {sensor} Adam step count {steps_g} == {steps - 1}", steps_g == steps - 1)
+        chk.flag(f"graphed step {sensor} one graph per CFA phase", gs.graphs == 2, f"({gs.graphs} graphs)")
+        del me, mg, oe, og, gs
+        torch.cuda.empty_cache()
+
+
+def graph_step_timings(reps):
+    """One run, per sensor: reference eager step, fused eager step, fused eager
+    Trainer-like step (finite check with host sync + clip), fused graphed step
+    (finite check + clip + masked Adam commit inside the graph)."""
+    from kpnt.model import KPNT
+    from kpnt.train.graph_step import GraphedStep, eager_step
+
+    rows, res = [], {}
+    N, H, W = 4, 512, 512
+    for sensor in ("bayer", "xtrans"):
+        b = step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3)
+        tag = f"train step {sensor} {N}x{H}x{W}"
+        for name, be in (("reference", "torch"), ("fused eager", "cuda")):
+            m = KPNT(sensor, backend=be).cuda()
+            res[f"{tag} {name}"] = time_ms(train_step_fn(m, b.x, b.cfa, b.noise, b.target), reps=reps, warmup=2,
+                                           batch=3)[0]
+            del m
+        m = KPNT(sensor, backend="cuda").cuda()
+        opt = torch.optim.Adam(m.parameters(), lr=1e-5)
+        res[f"{tag} fused eager+check+clip"] = time_ms(lambda: eager_step(m, opt, step_loss, 1.0, b), reps=reps,
+                                                       warmup=2, batch=3)[0]
+        del m, opt
+        m = KPNT(sensor, backend="cuda").cuda()
+        opt = torch.optim.Adam(m.parameters(), lr=1e-5, capturable=True)
+        t0 = time.perf_counter()
+        try:
+            gs = GraphedStep(m, opt, step_loss, clip=1.0, example_batch=b)
+            torch.cuda.synchronize()
+            res[f"{tag} capture s"] = time.perf_counter() - t0
+            res[f"{tag} fused graphed"] = time_ms(lambda: gs(b), reps=3 * reps, warmup=3, batch=5)[0]
+            del gs
+        except Exception:                       # reported, timed as NaN; the checks fail separately
+            traceback.print_exc()
+            res[f"{tag} capture s"] = res[f"{tag} fused graphed"] = float("nan")
+        del m, opt
+        torch.cuda.empty_cache()
+        for name in ("reference", "fused eager", "fused eager+check+clip", "fused graphed"):
+            ms = res[f"{tag} {name}"]
+            rows.append((f"{tag} {name}", ms, N * H * W / ms / 1e6))
+            print(f"  time {tag} {name:<24s} {ms:8.2f} ms", flush=True)
+        print(f"  ({tag}: graph captured in {res[f'{tag} capture s']:.2f} s incl. warm-up)", flush=True)
+    return rows, res
+
+
+def print_graph_table(res, comp=None):
+    print("\n== train step 4x512x512 (fwd, SMAPE, bwd, Adam), one run ==")
+    print(f"{'sensor':<8s} {'reference':>10s} {'fused eager':>12s} {'eager+chk+clip':>15s} {'fused graphed':>14s} "
+          f"{'ref/graphed':>12s} {'eager/graphed':>14s}")
+    ratios = {}
+    for sensor in ("bayer", "xtrans"):
+        k = f"train step {sensor} 4x512x512"
+        r, e, c, g = (res[f"{k} {n}"] for n in ("reference", "fused eager", "fused eager+check+clip", "fused graphed"))
+        print(f"{sensor:<8s} {r:10.2f} {e:12.2f} {c:15.2f} {g:14.2f} {r / g:11.2f}x {e / g:13.2f}x")
+        ratios[f"train {sensor}: reference/graphed"] = r / g
+        ratios[f"train {sensor}: fused eager/graphed"] = e / g
+        ratios[f"train {sensor}: reference/fused eager"] = r / e
+    if comp and "ms" in comp:
+        ratios["train bayer: compile/graphed"] = comp["ms"] / res["train step bayer 4x512x512 fused graphed"]
+        print(f"torch.compile of the reference (bayer), same run: {comp['ms']:.2f} ms "
+              f"-> {ratios['train bayer: compile/graphed']:.2f}x")
+    return ratios
+
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -803,6 +950,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write all numbers here")
     ap.add_argument("--compile-step", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--sanitize", action="store_true", help="run small launches of every kernel (compute-sanitizer)")
+    ap.add_argument("--train-steps-only", action="store_true",
+                    help="only the training-step section: graphed-step checks and the timings of the reference, "
+                         "fused eager and CUDA-graph-captured fused steps")
     args = ap.parse_args(argv)
 
     if not torch.cuda.is_available():
@@ -829,6 +979,8 @@ def main(argv=None) -> int:
     print(f"build/load {build_s:.1f} s; configs {ext.mlp_supported_configs()}", flush=True)
     from kpnt.ops import dispatch
 
+    if args.train_steps_only:
+        return train_steps_only(args, props, commit, build_s)
     chk = Checks()
     t0 = time.perf_counter()
     chk.flag("kpnt.ops 'cuda' backend loads, fuses colour_level",
@@ -870,6 +1022,10 @@ def main(argv=None) -> int:
             print(f"  (compile subprocess {time.perf_counter() - t0:.0f} s)", flush=True)
         if args.parity_steps:
             parity = parity_run(args.parity_steps)
+        check_graph_step(chk)
+        grows_, gres = graph_step_timings(reps=10)
+        mrows += grows_
+        mres.update(gres)
 
     fwd_f, bwd_f = flops_per_pixel(COLOUR)
     P = args.pixels
@@ -898,6 +1054,7 @@ def main(argv=None) -> int:
         if comp and "ms" in comp:
             print(f"{'train step bayer 4x512x512 compile':<40s} {comp['ms']:9.2f} ms")
             ratios["train bayer: compile/fused"] = comp["ms"] / mres["train step bayer 4x512x512 cuda"]
+        ratios.update(print_graph_table(mres, comp))
         if "inference bayer 24 MP cuda" in mres and "inference bayer 24 MP torch" in mres:
             ratios["24MP: reference/fused"] = mres["inference bayer 24 MP torch"] / mres["inference bayer 24 MP cuda"]
     print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
@@ -923,6 +1080,33 @@ def main(argv=None) -> int:
             "build_s": build_s, "ceilings": {"f16_tflops": tflops, "copy_tbs": tbs},
             "checks": chk.rows, "timings": rows + grows + mrows, "ratios": ratios, "pixels": P,
             "compile_step": comp, "parity": parity,
+        }, indent=1))
+    return 1 if chk.failed else 0
+
+
+def train_steps_only(args, props, commit, build_s) -> int:
+    """``--train-steps-only``: graphed-step checks, then the four train steps
+    per sensor timed in one run, a table and ratios."""
+    chk = Checks()
+    t0 = time.perf_counter()
+    try:
+        check_graph_step(chk)
+    except Exception:
+        traceback.print_exc()
+        chk.flag("graphed step checks ran", False)
+    print(f"checks took {time.perf_counter() - t0:.1f} s", flush=True)
+    rows, res = graph_step_timings(reps=args.reps if args.reps != 30 else 10)
+    ratios = print_graph_table(res)
+    print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    print(f"\n== checks: {len(chk.rows) - chk.failed}/{len(chk.rows)} ok ==")
+    for name, v, tol, st, note in chk.rows:
+        if st != "ok":
+            print(f"FAILED {name}: {v:.3e} (tol {tol:.0e}) {note}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "device": props.name, "torch": torch.__version__, "cuda": torch.version.cuda, "commit": commit,
+            "build_s": build_s, "checks": chk.rows, "timings": rows, "ratios": ratios, "raw": res,
         }, indent=1))
     return 1 if chk.failed else 0
 

@@ -560,6 +560,41 @@ def fused_front_level(x: Tensor, U: Tensor, S: Tensor, noise: Tensor, cfa, weigh
     return O
 
 
+# ---------------------------------------------------------------- detail variance
+
+
+@tensor_cache(256)
+def _detail_var_consts(counts: tuple, level: int, h: int, w: int, dtype, device: str) -> tuple[Tensor, Tensor]:
+    """The two constant tensors of :func:`kpnt.ref.level.detail_var` (counts
+    as (1, 3, 1, 1), the pyramid gain map (1, 1, h, w)), built once per
+    (counts, level, size): the reference makes both from host data on every
+    call, a host-to-device copy that waits for the stream and so cannot be
+    captured in a CUDA graph."""
+    from kpnt.ref.pyramid import gain_map
+
+    n = torch.as_tensor(counts, dtype=dtype, device=device).reshape(1, 3, 1, 1)
+    return n, gain_map(level, h, w, dtype, device)
+
+
+def capturable_detail_var(signal: Tensor, noise: Tensor, counts, level: int) -> Tensor:
+    """:func:`kpnt.ref.level.detail_var` with its constants cached on the
+    device: the same arithmetic in the same order (bitwise the reference's
+    result), and no host-to-device copy per call, so a training step that
+    runs it can be captured in a CUDA graph (:mod:`kpnt.train.graph_step`)."""
+    from kpnt.ref.noise import site_var
+
+    if isinstance(counts, Tensor):      # device counts: nothing to cache by value
+        from kpnt.ref.level import detail_var
+
+        return detail_var(signal, noise, counts, level)
+    h, w = signal.shape[-2:]
+    n, gain = _detail_var_consts(tuple(float(c) for c in counts), int(level), int(h), int(w), signal.dtype,
+                                 str(signal.device))
+    a = noise[:, 0, :, None, None]
+    b = noise[:, 1, :, None, None]
+    return site_var(signal, a, b) / n * gain
+
+
 # ---------------------------------------------------------------- dispatch hook
 
 
@@ -574,8 +609,10 @@ def backend_ops() -> dict:
     Builds the kernels first, so that a missing GPU or compiler surfaces as a
     :class:`kpnt._backend.BackendError` when the backend is first used, and
     checks that the compiled colour taps are the reference's diamond.  Fused:
-    the MLP, the colour level and the mosaic front level; the other ops
-    (padding, pyramid, colour base, up_block) are the reference's.
+    the MLP, the colour level and the mosaic front level; ``detail_var`` is
+    the reference's arithmetic with its constants cached on the device
+    (capturable in a CUDA graph); the other ops (padding, pyramid, colour
+    base, up_block) are the reference's.
     """
     from kpnt.ref.taps import DIAMOND
 
@@ -585,4 +622,5 @@ def backend_ops() -> dict:
         raise _backend.BackendError(
             f"the compiled colour taps {taps} differ from kpnt.ref.taps.DIAMOND: rebuild the kernels"
         )
-    return {"mlp": _dispatch_mlp, "colour_level": fused_colour_level, "front_level": fused_front_level}
+    return {"mlp": _dispatch_mlp, "colour_level": fused_colour_level, "front_level": fused_front_level,
+            "detail_var": capturable_detail_var}
