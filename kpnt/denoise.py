@@ -24,9 +24,10 @@ is chosen from it so that a 100-megapixel raw denoises within 4 GB of RAM
 (measured: 2.1 GB peak RSS), :data:`DEFAULT_TILE_GPU` so that a GPU run
 stays within 2 GB of GPU memory.
 
-Parallelism: on a CPU the tiles of a raw run in parallel threads
-(:func:`tile_workers`); the tile plan does not depend on the thread count,
-so the output is the same however the work is spread.
+Parallelism: on a CPU the tiles of a raw run single-threaded in parallel
+threads (:func:`tile_workers`); the tile plan does not depend on the thread
+count, so the output is the same however the work is spread (for a lone
+tile, with ``reproducible=True``).
 """
 from __future__ import annotations
 
@@ -252,8 +253,10 @@ def tile_workers(tiles: list[Tile], device) -> int:
       slower than a 1-thread run while other processes were busy);
       independent tiles degrade gracefully instead.
 
-    The price: a raw of a single tile (<= ``tile`` on both sides) uses one
-    core; ``--jobs`` spreads such files over the cores.
+    A lone tile (an image no larger than ``tile``) runs its ops on torch's
+    threads instead, unless the caller asks for ``reproducible`` results
+    (:func:`denoise_array`): the CLI does, so there such a file uses one
+    core (``--jobs`` spreads small files over the cores).
     """
     if torch.device(device).type != "cpu" or len(tiles) < 2:
         return 1
@@ -263,7 +266,8 @@ def tile_workers(tiles: list[Tile], device) -> int:
 
 
 def _run_tiles(model, shape, cfa: CFA | None, noise_wb: np.ndarray, tile: int, device,
-               read: Callable[[Tile], np.ndarray], store: Callable[[Tile, np.ndarray], None], progress=None) -> None:
+               read: Callable[[Tile], np.ndarray], store: Callable[[Tile, np.ndarray], None], progress=None,
+               reproducible: bool = False) -> None:
     """Run the model tile by tile: ``read(t)`` gives the white-balanced
     input of tile ``t`` ((h, w) mosaic or (h, w, 3) rgb, float32),
     ``store(t, rgb)`` receives the (cy1-cy0, cx1-cx0, 3) float32 core of its
@@ -285,7 +289,7 @@ def _run_tiles(model, shape, cfa: CFA | None, noise_wb: np.ndarray, tile: int, d
             with lock:
                 progress(1)
 
-    if torch.device(device).type != "cpu":
+    if torch.device(device).type != "cpu" or (len(tiles) == 1 and not reproducible):
         for t in tiles:
             one(t)
         return
@@ -304,7 +308,8 @@ def _run_tiles(model, shape, cfa: CFA | None, noise_wb: np.ndarray, tile: int, d
         torch.set_num_threads(threads)
 
 
-def denoise_array(model, x: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, tile: int = DEFAULT_TILE, device="cpu", progress=None) -> np.ndarray:
+def denoise_array(model, x: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, tile: int = DEFAULT_TILE, device="cpu", progress=None,
+                  reproducible: bool = False) -> np.ndarray:
     """Run the model on a whole white-balanced image in overlapping tiles.
 
     Args:
@@ -316,6 +321,9 @@ def denoise_array(model, x: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, t
             overlap margin of :func:`receptive_radius` on each inner side.
             0, or an image no larger than the tile, runs in one piece.
         progress: called with 1 after each tile.
+        reproducible: the same bytes whatever torch's thread count: on a
+            CPU every tile runs single-threaded (several tiles run in
+            parallel anyway; see :func:`tile_workers`), even a lone one.
     Returns:
         (H, W, 3) float32 white-balanced camera RGB.
     """
@@ -325,12 +333,12 @@ def denoise_array(model, x: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, t
     def store(t: Tile, rgb: np.ndarray) -> None:
         out[t.cy0:t.cy1, t.cx0:t.cx1] = rgb
 
-    _run_tiles(model, x.shape, cfa, noise_wb, tile, device, lambda t: x[t.y0:t.y1, t.x0:t.x1], store, progress)
+    _run_tiles(model, x.shape, cfa, noise_wb, tile, device, lambda t: x[t.y0:t.y1, t.x0:t.x1], store, progress, reproducible)
     return out
 
 
 def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device="cpu", progress=None,
-                dtype=np.float32) -> np.ndarray:
+                dtype=np.float32, reproducible: bool = False) -> np.ndarray:
     """Denoise and demosaic a :class:`kpnt.io.raw.RawImage`.
 
     Args:
@@ -338,6 +346,7 @@ def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device
             1 where highlights were clipped); ``np.uint16``: the same through
             :func:`to_uint16` (0 black, 65535 white), converted tile by tile
             so that no full-size float image is ever held.
+        reproducible: as :func:`denoise_array`.
     Returns:
         (H, W, 3) camera RGB, white balance *not* applied.
     """
@@ -366,7 +375,7 @@ def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device
         rgb /= wb
         out[t.cy0:t.cy1, t.cx0:t.cx1] = rgb if dtype == np.float32 else to_uint16(rgb)
 
-    _run_tiles(model, (h, w), raw.cfa, noise_wb, tile, device, read, store, progress)
+    _run_tiles(model, (h, w), raw.cfa, noise_wb, tile, device, read, store, progress, reproducible)
     return out
 
 

@@ -498,18 +498,26 @@ def test_jobs_2_same_bytes_as_jobs_1(tmp_path, weights, capsys):
     (folder / "sub").mkdir(parents=True)
     for i, rel in enumerate(("a.dng", "b.dng", "sub/c.dng")):
         _write_raw(folder / rel, CFA.bayer("GRBG"), shape=(96 + 8 * i, 128), seed=i)
+    _write_raw(folder / "big.dng", CFA.bayer("RGGB"), shape=(400, 520), seed=9)
     (folder / "broken.dng").write_bytes(b"II*\0" + b"\0" * 100)
-    # --tile 64: several tiles per file, run in parallel threads with --jobs 1
-    rc1 = _cli(tmp_path, weights, folder, "-o", tmp_path / "o1", "--noise", "1e-3,1e-5", "--tile", "64")
-    rc2 = _cli(tmp_path, weights, folder, "-o", tmp_path / "o2", "--noise", "1e-3,1e-5", "--tile", "64", "--jobs", "2")
+    # --tile 64: several tiles per file, run in 2 parallel threads with
+    # --jobs 1 and single-threaded in each of the 2 workers of --jobs 2
+    common = ["--noise", "1e-3,1e-5", "--tile", "64"]
+    rc1 = _cli(tmp_path, weights, folder, "-o", tmp_path / "o1", *common, "--threads", "2")
+    rc2 = _cli(tmp_path, weights, folder, "-o", tmp_path / "o2", *common, "--jobs", "2")
     assert rc1 == rc2 == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("3 denoised") and out[1].startswith("3 denoised")
+    assert out[0].startswith("4 denoised") and out[1].startswith("4 denoised")
     files1 = sorted(p.relative_to(tmp_path / "o1") for p in (tmp_path / "o1").rglob("*.dng"))
     files2 = sorted(p.relative_to(tmp_path / "o2") for p in (tmp_path / "o2").rglob("*.dng"))
-    assert files1 == files2 == [Path("a.dng"), Path("b.dng"), Path("sub/c.dng")]
+    assert files1 == files2 == [Path("a.dng"), Path("b.dng"), Path("big.dng"), Path("sub/c.dng")]
     for rel in files1:
         assert (tmp_path / "o1" / rel).read_bytes() == (tmp_path / "o2" / rel).read_bytes(), rel
+    # a lone tile (default tile size) with 2 threads and with 1: same bytes
+    for threads in ("1", "2"):
+        assert _cli(tmp_path, weights, folder / "big.dng", "-o", tmp_path / f"t{threads}", "--noise", "1e-3,1e-5",
+                    "--threads", threads) == 0
+    assert (tmp_path / "t1" / "big.dng").read_bytes() == (tmp_path / "t2" / "big.dng").read_bytes()
 
 
 def test_ctrl_c_with_worker_processes(tmp_path, weights):

@@ -373,8 +373,9 @@ class FileProcessor:
             res.seconds["noise"] = t1 - t0
             if on_tiles is not None:
                 on_tiles(dn.count_tiles(raw.mosaic.shape, model, raw.cfa, self.tile))
+            # reproducible: the same bytes with any --jobs / --threads
             rgb = dn.denoise_raw(model, raw, noise, tile=self.tile, device=self.device, progress=progress,
-                                 dtype=output_dtype(self.s.fmt))
+                                 dtype=output_dtype(self.s.fmt), reproducible=True)
             t2 = time.perf_counter()
             res.seconds["denoise"] = t2 - t1
             meta = raw.meta
@@ -657,6 +658,8 @@ def _workers(args, torch) -> tuple[list[tuple[str, int]], bool]:
         raise KpntError(f"--jobs must be >= 1, got {args.jobs}")
     if args.threads is not None and args.threads < 1:
         raise KpntError(f"--threads must be >= 1, got {args.threads}")
+    if args.tile is not None and args.tile < 0:
+        raise KpntError(f"--tile must be >= 0 (0: no tiling), got {args.tile}")
     if args.devices:
         if args.device or args.jobs != 1:
             raise KpntError("--devices gives one worker per device: do not combine it with --device or --jobs")
