@@ -62,6 +62,8 @@ class TrainConfig:
     shards: int | None = None
     #: how gradients are averaged over processes: 'ddp' or 'allreduce'
     grad_sync: str = "ddp"
+    #: capture the step as CUDA graphs (one process, fused kernels on a GPU)
+    cuda_graphs: bool = True
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -155,13 +157,32 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.provenance = provenance
         self.params = [p for ps in model.weight_sets().values() for p in ps]
-        self.optim = torch.optim.Adam(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sync = make_sync(cfg.grad_sync, model, self.ctx)
         self.step = 0
         self.history = History()
         self.loss_fn = LOSSES[cfg.loss]
         self._set_shards(cfg.shards or self.ctx.world_size)
         self.gens = {s: torch.Generator().manual_seed(shard_seed(cfg.seed, s)) for s in self.local}
+        # One process, one shard, fused kernels on a GPU: the whole step
+        # (forward, loss, backward, finite check, clipping, Adam) replays as
+        # a CUDA graph, which removes the host launch overhead that otherwise
+        # dominates (kpnt/train/graph_step.py).  Data parallelism keeps the
+        # eager step: its gradient all-reduce is not inside the graph.
+        use_graphs = (
+            cfg.cuda_graphs
+            and self.ctx.device.type == "cuda"
+            and self.ctx.world_size == 1
+            and self.shards == 1
+            and getattr(model, "backend", "torch") in ("cuda", "auto")
+        )
+        self.optim = torch.optim.Adam(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=use_graphs)
+        self.sync = make_sync(cfg.grad_sync, model, self.ctx)
+        self.graphed = None
+        if use_graphs:
+            from kpnt.train.graph_step import GraphedStep
+
+            border = cfg.loss_border
+            self.graphed = GraphedStep(self.model, self.optim, lambda o, t, v: self.loss_fn(o, t, v, border), cfg.grad_clip)
+            log.info("training step captured as CUDA graphs (one per CFA phase)")
 
     def _set_shards(self, shards: int) -> None:
         self.shards = shards
@@ -228,6 +249,8 @@ class Trainer:
                         len(saved), self.cfg.shards, step)
         self.model.load_state_dict(state["model"])
         self.optim.load_state_dict(state["optim"])
+        if self.graphed is not None:
+            self.graphed.reset()  # the graphs captured the old optimiser state
         self.gens = {}
         for s in self.local:
             g = torch.Generator()
@@ -245,6 +268,8 @@ class Trainer:
         the mean shard loss, or None when the step was skipped for a
         non-finite loss or gradient on any shard (nothing updated, and the
         same decision on every process)."""
+        if self.graphed is not None:
+            return self._graphed_step()
         for g in self.optim.param_groups:
             g["lr"] = learning_rate(self.cfg, self.step)
         self.optim.zero_grad(set_to_none=True)
@@ -283,6 +308,18 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.optim.step()
         return mean_loss
+
+    def _graphed_step(self) -> float | None:
+        """:meth:`train_step` through the captured graph: the non-finite
+        skip happens inside the graph (weights and Adam state restored)."""
+        self.graphed.set_lr(learning_rate(self.cfg, self.step))
+        batch = batch_to(self.source(self.gens[self.local[0]]), self.ctx.device)
+        loss = self.graphed(batch).result()
+        self.step += 1
+        if loss is None:
+            self.history.skipped.append((self.step, "non-finite loss or gradient"))
+            log.warning("step %d skipped: non-finite loss or gradient (%d skipped so far)", self.step, len(self.history.skipped))
+        return loss
 
     # -- the run -----------------------------------------------------------
     def run(self, progress: bool = True, until: int | None = None) -> History:
