@@ -629,3 +629,34 @@ def test_result_independent_of_thread_count():
     finally:
         torch.set_num_threads(n)
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_blind_estimate_reads_a_bounded_central_crop(tmp_path, monkeypatch):
+    """Large raws: the blind estimate sees a central, CFA-aligned crop of at
+    most BLIND_MAX_PIXELS (bounded time and float64 working copies)."""
+    import kpnt.denoise as dn
+    import kpnt.noise as noise_mod
+    from kpnt.io.raw import read_raw
+    from kpnt.noise.profile import NoiseProfile
+
+    raw = read_raw(_write_raw(tmp_path / "x.dng", CFA.xtrans(1, 2), shape=(150, 222)))
+    seen = {}
+
+    def fake(mosaic, colour, mask=None):
+        seen.update(mosaic=mosaic, colour=colour, mask=mask)
+        return NoiseProfile(a=[1e-3] * 3, b=[1e-6] * 3)
+
+    monkeypatch.setattr(noise_mod, "estimate_blind", fake)
+    monkeypatch.setattr(dn, "BLIND_MAX_PIXELS", 60 * 90)
+    assert dn.choose_noise(raw).source == "blind"
+    h, w = seen["mosaic"].shape
+    assert h * w <= 60 * 90 and h % 6 == 0 and w % 6 == 0 and h >= 48 and w >= 72
+    ys, xs = dn._blind_crop(raw.mosaic.shape, 6)
+    assert ys.start % 6 == 0 and xs.start % 6 == 0
+    assert abs(ys.start - (150 - h - ys.start)) <= 6 and abs(xs.start - (222 - w - xs.start)) <= 6, "central"
+    np.testing.assert_array_equal(seen["mosaic"], raw.mosaic[ys, xs])
+    np.testing.assert_array_equal(seen["colour"], raw.cfa.colour_map(150, 222)[ys, xs])
+    np.testing.assert_array_equal(seen["mask"], ~raw.saturated[ys, xs])
+    monkeypatch.setattr(dn, "BLIND_MAX_PIXELS", 10**9)
+    dn.choose_noise(raw)
+    assert seen["mosaic"].shape == (150, 222), "small raws are read whole"
