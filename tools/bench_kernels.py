@@ -36,7 +36,6 @@ import argparse
 import functools
 import json
 import math
-import os
 import platform
 import statistics
 import subprocess
@@ -52,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kpnt import _backend  # noqa: E402
 from kpnt.ops import _cuda  # noqa: E402
+from kpnt.testing import mlp_f16_rounded, rel_error as rel  # noqa: E402
 
 SLOPE = 0.01
 COLOUR = [32, 64, 16, 6]
@@ -91,27 +91,8 @@ def torch_mlp(x, ws, slope=SLOPE):
 
 
 def torch_mlp_f16(x, ws, slope=SLOPE):
-    """float64 MLP that rounds what the kernels round to f16 (inputs, weights,
-    post-activations), with straight-through gradients.
-
-    Its leaky-ReLU kink decisions are those of an f16 forward pass: on random
-    data ~2e-4 of the hidden units flip sign under f16 rounding, and each flip
-    changes that unit's gradient by (1 - slope), so *any* f16 forward differs
-    from an exact reference by a few 1e-2 in the gradients.  Against this
-    reference the kernels' own error shows.
-    """
-    def r(t):
-        return t + (t.half().double() - t).detach()
-
-    h = r(x)
-    for w in ws[:-1]:
-        h = r(F.leaky_relu(h @ r(w).t(), slope))
-    return h @ r(ws[-1]).t()
-
-
-def rel(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+    """The f16-rounding float64 reference (see :func:`kpnt.testing.mlp_f16_rounded`)."""
+    return mlp_f16_rounded(x, ws, slope)
 
 
 def poison_cache(nbytes=1 << 30):
@@ -159,6 +140,13 @@ class Checks:
         self.failed += not ok
         self.rows.append((name, float(not ok), 0.0, "ok" if ok else "FAIL", note))
         print(f"  check {name:<48s} {'ok' if ok else 'FAIL'} {note}", flush=True)
+
+    def report(self):
+        """The closing count of passed checks and every failure again."""
+        print(f"\n== checks: {len(self.rows) - self.failed}/{len(self.rows)} ok ==")
+        for name, v, tol, st, note in self.rows:
+            if st != "ok":
+                print(f"FAILED {name}: {v:.3e} (tol {tol:.0e}) {note}")
 
 
 def check_config(chk: Checks, dims, P, seed):
@@ -1068,10 +1056,7 @@ def main(argv=None) -> int:
         chk.flag("unsupported config raises ValueError", False, "no error")
     except ValueError as e:
         chk.flag("unsupported config raises ValueError", "compiled configurations" in str(e))
-    print(f"\n== checks: {len(chk.rows) - chk.failed}/{len(chk.rows)} ok ==")
-    for name, v, tol, st, note in chk.rows:
-        if st != "ok":
-            print(f"FAILED {name}: {v:.3e} (tol {tol:.0e}) {note}")
+    chk.report()
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -1098,10 +1083,7 @@ def train_steps_only(args, props, commit, build_s) -> int:
     rows, res = graph_step_timings(reps=args.reps if args.reps != 30 else 10)
     ratios = print_graph_table(res)
     print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
-    print(f"\n== checks: {len(chk.rows) - chk.failed}/{len(chk.rows)} ok ==")
-    for name, v, tol, st, note in chk.rows:
-        if st != "ok":
-            print(f"FAILED {name}: {v:.3e} (tol {tol:.0e}) {note}")
+    chk.report()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({

@@ -10,10 +10,11 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kpnt import ops
 from kpnt.ops import _cuda
+from kpnt.testing import mlp_f16_rounded as mlp_f16
+from kpnt.testing import rel_error as rel
 from kpnt.ref.level import colour_level as ref_colour_level
 
 pytestmark = pytest.mark.cuda
@@ -45,21 +46,6 @@ def inputs(N, h, w, seed):
     D = torch.randn(N, 3, h, w, generator=g) * 0.03
     var = (torch.rand(N, 3, h, w, generator=g) * 4e-4 + 1e-5)
     return D.cuda(), var.cuda()
-
-
-def mlp_f16(x, ws, slope):
-    def r(t):
-        return t + (t.half().double() - t).detach()
-
-    h = r(x)
-    for w in ws[:-1]:
-        h = r(F.leaky_relu(h @ r(w).t(), slope))
-    return h @ r(ws[-1]).t()
-
-
-def rel(a, b):
-    a, b = a.detach().double(), b.detach().double()
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.mark.parametrize("mode", ["softmax", "plain"])

@@ -6,12 +6,13 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kpnt import ops
 from kpnt.mosaic.cfa import CFA
 from kpnt.mosaic.front import front_level as ref_front
 from kpnt.ops import _cuda
+from kpnt.testing import mlp_f16_rounded as mlp_f16
+from kpnt.testing import rel_error as rel
 
 pytestmark = pytest.mark.cuda
 SLOPE = 0.01
@@ -26,21 +27,6 @@ def weight_sets(n, seed):
         ws[-1] *= 0.3
         sets.append([w.cuda().requires_grad_() for w in ws])
     return sets
-
-
-def mlp_f16(x, ws, slope):
-    def r(t):
-        return t + (t.half().double() - t).detach()
-
-    h = r(x)
-    for w in ws[:-1]:
-        h = r(F.leaky_relu(h @ r(w).t(), slope))
-    return h @ r(ws[-1]).t()
-
-
-def rel(a, b):
-    a, b = a.detach().double(), b.detach().double()
-    return ((a - b).norm() / b.norm()).item()
 
 
 def inputs(cfa, N, H, W, seed):

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from kpnt.ops import _cuda
+from kpnt.testing import mlp_f16_rounded
+from kpnt.testing import rel_error as rel
 
 SLOPE = 0.1  # large enough that the negative branch matters in the gradients
 CONFIGS = [[32, 64, 16, 6], [32, 64, 32, 4]]
@@ -46,18 +48,7 @@ def ref_mlp(x, ws):
 
 def ref_mlp_f16(x, ws):
     """float64 MLP rounding inputs, weights and activations to f16 (straight-through gradients)."""
-    def r(t):
-        return t + (t.half().double() - t).detach()
-
-    h = r(x)
-    for w in ws[:-1]:
-        h = r(F.leaky_relu(h @ r(w).t(), SLOPE))
-    return h @ r(ws[-1]).t()
-
-
-def rel(a, b):
-    a, b = a.detach().double(), b.detach().double()
-    return ((a - b).norm() / b.norm()).item()
+    return mlp_f16_rounded(x, ws, SLOPE)
 
 
 def poison():
