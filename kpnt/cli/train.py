@@ -46,8 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--clean", type=Path, help="folder of clean photos (sRGB JPEG/PNG) to synthesise noisy raws from")
     data.add_argument("--val", type=Path, help="folder of clean photos for validation (default: a held-out tenth of --clean)")
     data.add_argument("--profiles", type=Path, help="darktable-format noise profile table (JSON); its a, b are multiplied by 12 to reach raw-photosite scale")
-    data.add_argument("--camera", action="append", default=[], help="camera 'MAKE MODEL' from the table (repeatable; default: all cameras of the sensor kind that have a colour matrix)")
-    data.add_argument("--isos", default="1600-6400", help="ISO range 'LO-HI' or list 'A,B,C' of profiles to train at (default 1600-6400)")
+    data.add_argument("--camera", action="append", default=[], help="camera 'MAKE MODEL' from the table (repeatable), or 'all' for every camera of the table "
+                      "(noise profiles do not depend on the CFA; cameras without a bundled colour matrix borrow one of the sensor kind's); "
+                      "default: the cameras of the sensor kind that have a bundled colour matrix")
+    data.add_argument("--holdout", action="append", default=[], help="camera 'MAKE MODEL' kept out of training and used for validation only (repeatable)")
+    data.add_argument("--isos", default="1600-6400", help="ISO range 'LO-HI' or list 'A,B,C' of profiles to train at (default 1600-6400; "
+                      "'100-409600' takes every profiled ISO)")
+    data.add_argument("--val-isos", help="ISOs of the held-out cameras' validation noise, as --isos (default: --isos)")
     data.add_argument("--data", type=Path, help="dataset folder written by kpnt-build-dataset")
     data.add_argument("--downscale", type=int, default=2, help="downscale clean photos by this factor first (removes JPEG artefacts; default 2)")
     data.add_argument("--val-images", type=int, default=16, help="number of validation tiles (default 16)")
@@ -95,49 +100,106 @@ def parse_isos(spec: str, available: list[int]) -> list[int]:
     return chosen
 
 
-def _cameras(args, sensor: str):
-    """CameraModels for synthesis: colour matrix plus noise at chosen ISOs."""
-    from kpnt.color import camera_matrix, find_camera, known_cameras
-    from kpnt.noise import load_profile_table
-    from kpnt.train.synthesis import CameraModel
+def _select_cameras(args, table, sensor: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(make, model) of the table's cameras that ``--camera`` names: listed
+    ones, 'all' (every camera of the table: noise profiles do not depend on
+    the CFA), or by default the cameras of the sensor kind that have a
+    bundled colour matrix."""
+    from kpnt.color import find_camera, known_cameras
 
-    table = load_profile_table(args.profiles)  # main() made sure there is one
-    if args.camera:
-        wanted = []
-        by_name = {f"{mk} {md}".lower(): (mk, md) for mk, md in table.cameras()}
-        for name in args.camera:
-            hit = by_name.get(name.lower())
-            if hit is None:
-                close = [f"{mk} {md}" for mk, md in table.cameras() if name.lower().split()[-1] in md.lower()][:3]
-                raise KpntError(f"--camera {name!r} is not in {args.profiles}" + (f"; close: {', '.join(close)}" if close else ""))
-            wanted.append(hit)
+    by_name = {f"{mk} {md}".lower(): (mk, md) for mk, md in table.cameras()}
+
+    def named(name: str, flag: str) -> tuple[str, str]:
+        hit = by_name.get(name.lower())
+        if hit is None:
+            close = [f"{mk} {md}" for mk, md in table.cameras() if name.lower().split()[-1] in md.lower()][:3]
+            raise KpntError(f"{flag} {name!r} is not in {args.profiles}" + (f"; close: {', '.join(close)}" if close else ""))
+        return hit
+
+    held = [named(n, "--holdout") for n in args.holdout]
+    if [c.lower() for c in args.camera] == ["all"]:
+        wanted = table.cameras()
+    elif args.camera:
+        wanted = [named(n, "--camera") for n in args.camera]
     else:
         kind = "bayer" if sensor == "rgb" else sensor
         infos = [find_camera(name) for name in known_cameras()]
         wanted = [(i["make"], i["model"]) for i in infos if i["sensor"] == kind and (i["make"], i["model"]) in set(table.cameras())]
-    cams = []
-    for mk, md in wanted:
+    wanted = [c for c in wanted if c not in held]
+    if not wanted:
+        raise KpntError("no camera left to train on after --holdout: name others with --camera")
+    return wanted, held
+
+
+def _camera_models(args, table, sensor: str, cams: list[tuple[str, str]], isos_spec: str, donors: list[dict]):
+    """CameraModels for synthesis: each camera's colour matrix (or a donor's)
+    and its noise profiles at the ISOs ``isos_spec`` selects."""
+    from kpnt.color import camera_matrix
+    from kpnt.train.synthesis import CameraModel
+
+    out, borrowed = [], []
+    for k, (mk, md) in enumerate(cams):
         try:
             xyz_to_cam = camera_matrix(mk, md)
         except KpntError:
-            # Colour matrices are known for a few bodies only; any realistic
-            # matrix serves the unprocessing, so borrow one and say so.
-            kind = "bayer" if sensor == "rgb" else sensor
-            fallback = next(i for i in map(find_camera, known_cameras()) if i["sensor"] == kind)
-            log.info("no colour matrix for %s %s: unprocessing with %s %s's", mk, md, fallback["make"], fallback["model"])
-            xyz_to_cam = fallback["xyz_to_cam"]
-        isos = parse_isos(args.isos, table.isos(mk, md))
+            # Colour matrices are bundled for a few bodies only; any
+            # realistic matrix serves the unprocessing, so cameras without
+            # one borrow the sensor kind's matrices in turn (colour variety).
+            donor = donors[k % len(donors)]
+            borrowed.append(f"{mk} {md} <- {donor['make']} {donor['model']}")
+            xyz_to_cam = donor["xyz_to_cam"]
+        isos = parse_isos(isos_spec, table.isos(mk, md))
         noise = np.stack([table.lookup(mk, md, iso).as_array() for iso in isos])
-        cams.append(CameraModel(name=f"{mk} {md}", xyz_to_cam=xyz_to_cam, noise=noise))
-        log.info("camera %s %s at ISO %s", mk, md, ", ".join(map(str, isos)))
-    return cams, [c.name for c in cams]
+        out.append(CameraModel(name=f"{mk} {md}", xyz_to_cam=xyz_to_cam, noise=noise))
+        log.debug("camera %s %s at ISO %s", mk, md, ", ".join(map(str, isos)))
+    if borrowed:
+        log.info("%d camera(s) without a bundled colour matrix borrow one: %s", len(borrowed),
+                 "; ".join(borrowed[:4]) + (" ..." if len(borrowed) > 4 else ""))
+    return out
+
+
+def _cameras(args, sensor: str):
+    """Training and validation CameraModels.
+
+    Training: the cameras ``--camera`` selects minus ``--holdout``, at the
+    ISOs of ``--isos``.  Validation: the held-out cameras at ``--val-isos``
+    when there are any (so validation measures cameras the model never saw),
+    else the training cameras."""
+    from kpnt.color import find_camera, known_cameras
+    from kpnt.noise import load_profile_table
+
+    table = load_profile_table(args.profiles)  # main() made sure there is one
+    wanted, held = _select_cameras(args, table, sensor)
+    kind = "bayer" if sensor == "rgb" else sensor
+    held_set = {f"{mk} {md}".lower() for mk, md in held}
+    donors = [i for i in map(find_camera, known_cameras()) if i["sensor"] == kind and f"{i['make']} {i['model']}".lower() not in held_set]
+    if not donors:
+        raise KpntError(f"every bundled {kind} colour matrix belongs to a held-out camera: hold out fewer")
+    cams = _camera_models(args, table, sensor, wanted, args.isos, donors)
+    isos = sorted({int(round(v)) for c in wanted for v in parse_isos(args.isos, table.isos(*c))})
+    log.info("training on %d camera(s) (%s), ISO %d-%d", len(cams),
+             ", ".join(c.name for c in cams[:6]) + (", ..." if len(cams) > 6 else ""), isos[0], isos[-1])
+    if held:
+        # Validate on the held-out cameras of this sensor kind when there are
+        # any (the others are held out for the other sensor's model).
+        def kind_of(mk, md):
+            try:
+                return find_camera(f"{mk} {md}")["sensor"]
+            except KpntError:
+                return None
+        val_held = [c for c in held if kind_of(*c) == kind] or held
+        val_cams = _camera_models(args, table, sensor, val_held, args.val_isos or args.isos, donors)
+        log.info("validating on held-out camera(s) %s", ", ".join(c.name for c in val_cams))
+    else:
+        val_cams = cams
+    return cams, val_cams
 
 
 def _synthetic_sources(args, sensor: str, tile: int):
     from kpnt.train.photos import PhotoSource
     from kpnt.train.synthesis import random_cfa, synthesize
 
-    cams, cam_names = _cameras(args, sensor)
+    cams, val_cams = _cameras(args, sensor)
     train_photos = PhotoSource.from_folder(args.clean, downscale=args.downscale)
     if args.val is not None:
         val_photos = PhotoSource.from_folder(args.val, downscale=args.downscale, limit=args.val_images)
@@ -156,8 +218,10 @@ def _synthetic_sources(args, sensor: str, tile: int):
     from kpnt.train.loop import canonical_cfa
 
     scenes = val_photos.centre_tiles(min(tile * 2, val_photos.min_side() // 6 * 6))
-    val_batches = [synthesize(scenes[i : i + 8], canonical_cfa(sensor), cams, val_gen) for i in range(0, len(scenes), 8)]
-    prov = {"data": f"synthetic from {args.clean}", "val": str(args.val or "held-out tenth of --clean"), "cameras": cam_names, "isos": args.isos, "profiles": str(args.profiles), "noise_scale": "darktable x 12"}
+    val_batches = [synthesize(scenes[i : i + 8], canonical_cfa(sensor), val_cams, val_gen) for i in range(0, len(scenes), 8)]
+    prov = {"data": f"synthetic from {args.clean}", "val": str(args.val or "held-out tenth of --clean"),
+            "cameras": [c.name for c in cams], "isos": args.isos, "profiles": str(args.profiles), "noise_scale": "darktable x 12",
+            "holdout": list(args.holdout), "val_cameras": [c.name for c in val_cams], "val_isos": args.val_isos or args.isos}
     return source, val_batches, prov
 
 
