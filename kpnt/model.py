@@ -36,14 +36,14 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from kpnt import ops
-from kpnt.mosaic.cfa import CFA, CLASS_NAMES
-from kpnt.mosaic.front import front_widths
+from kpnt.ops.dispatch import fused_problems
+from kpnt.mosaic.cfa import CFA
+from kpnt.mosaic.front import FRONT_SHARINGS, front_set_names, front_widths
 from kpnt.ref.apply import APPLY_MODES
-from kpnt.ref.features import N_FEATURES
-from kpnt.ref.level import N_OUTPUTS
+from kpnt.ref.level import colour_widths
 from kpnt.ref.mlp import init_weights
 from kpnt.ref.pad import mosaic_pads
-from kpnt.ref.taps import DIAMOND, DIAMOND_CENTRE
+from kpnt.ref.taps import COLOUR_TAP_SETS, centre_index, colour_taps
 
 SENSORS = ("bayer", "xtrans", "rgb")
 
@@ -73,6 +73,20 @@ class ModelConfig:
             many pixels, and its job, colour-difference transfer of a local
             detail, is simpler).
         leaky_slope: negative slope of the hidden leaky ReLUs (0.01).
+        colour_taps: tap set of the colour levels: 'diamond15' (DESIGN.md
+            section 2; MLP 32 in, 16 out) or 'square25', the full 5x5
+            square (64 in, 32 out), for ablations
+            (:data:`kpnt.ref.taps.COLOUR_TAP_SETS`).
+        front_sharing: front weight sets: 'symmetry' (one per site class,
+            neighbourhoods in the class's canonical orientation, DESIGN.md
+            section 3) or 'none', one per site position of the reference
+            phase without re-orientation (Bayer 4, X-Trans 18; see
+            :mod:`kpnt.mosaic.front`), for ablations.
+
+    Weights files written before ``colour_taps``/``front_sharing`` existed
+    load with their defaults (:meth:`from_json`).  The fused CUDA kernels
+    run only the default taps and sharing and the compiled MLP shapes
+    (:func:`kpnt.ops.dispatch.fused_problems`).
     """
 
     width: int = 64
@@ -84,6 +98,8 @@ class ModelConfig:
     front_width: int = 64
     front_hidden_layers: int = 4
     leaky_slope: float = 0.01
+    colour_taps: str = "diamond15"
+    front_sharing: str = "symmetry"
 
     def __post_init__(self):
         problems = []
@@ -98,6 +114,10 @@ class ModelConfig:
             problems.append(f"apply_mode must be one of {APPLY_MODES}, got {self.apply_mode!r}")
         if not 0 <= self.leaky_slope < 1:
             problems.append(f"leaky_slope must be in [0, 1), got {self.leaky_slope}")
+        if self.colour_taps not in COLOUR_TAP_SETS:
+            problems.append(f"colour_taps must be one of {tuple(COLOUR_TAP_SETS)}, got {self.colour_taps!r}")
+        if self.front_sharing not in FRONT_SHARINGS:
+            problems.append(f"front_sharing must be one of {FRONT_SHARINGS}, got {self.front_sharing!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -106,6 +126,9 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> "ModelConfig":
+        """From :meth:`to_json`'s dict; keys added since (colour_taps,
+        front_sharing) take their defaults when missing, so older weights
+        files keep loading; unknown keys are refused."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -137,31 +160,50 @@ class KPNT(torch.nn.Module):
         super().__init__()
         if sensor not in SENSORS:
             raise ValueError(f"sensor must be one of {SENSORS}, got {sensor!r}")
-        ops.resolve_backend(backend, torch.device("cpu"))        # validates the name
         self.sensor = sensor
         self.config = config
-        self.backend = backend
+        self.backend = backend                                   # validates (property)
         cfg = config
         gen = torch.Generator().manual_seed(INIT_SEED)
         self._set_names = ["colour"]
         self.sets = torch.nn.ModuleDict()
-        out = torch.zeros(N_OUTPUTS)
-        out[DIAMOND_CENTRE] = INIT_CENTRE_LOGIT
-        out[len(DIAMOND)] = INIT_BLEND_LOGIT
-        out = self._offsets_for_mode(out, len(DIAMOND))
-        self.sets["colour"] = _make_mlp(N_FEATURES, cfg.width, cfg.hidden_layers, N_OUTPUTS, N_FEATURES - 1, out,
-                                        cfg.leaky_slope, gen, N_FEATURES, N_OUTPUTS)
+        T, n_in, n_out = colour_widths(cfg.colour_taps)
+        out = torch.zeros(T + 1)
+        out[centre_index(colour_taps(cfg.colour_taps))] = INIT_CENTRE_LOGIT
+        out[T] = INIT_BLEND_LOGIT
+        out = self._offsets_for_mode(out, T)
+        self.sets["colour"] = _make_mlp(n_in, cfg.width, cfg.hidden_layers, n_out, 2 * T + 1, out,
+                                        cfg.leaky_slope, gen, 2 * T + 2, T + 1)
         if sensor != "rgb":
             T, n_in, n_out = front_widths(cfg.front_radius)
             out = torch.zeros(T + 1)
             out[T // 2] = INIT_FRONT_CENTRE_LOGIT    # raster centre of the square
             out[T] = INIT_FRONT_BLEND_LOGIT
             out = self._offsets_for_mode(out, T)
-            for cls in CLASS_NAMES[sensor]:
+            for cls in front_set_names(sensor, cfg.front_sharing):
                 name = f"front.{cls}"
                 self._set_names.append(name)
                 self.sets[_param_key(name)] = _make_mlp(n_in, cfg.front_width, cfg.front_hidden_layers, n_out, T + 1,
                                                          out, cfg.leaky_slope, gen, T + 2, T + 1)
+
+    @property
+    def backend(self) -> str:
+        """Op backend: 'torch', 'cuda' or 'auto'.  Setting 'cuda' for a
+        configuration the fused kernels cannot run (other colour taps or
+        front sharing, see :func:`kpnt.ops.dispatch.fused_problems`) raises
+        a one-line ``ValueError`` at once; 'auto' runs such parts on the
+        reference (logged once)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        ops.resolve_backend(name, torch.device("cpu"))           # validates the name
+        if name == "cuda":
+            problems = fused_problems(self.config)
+            if problems:
+                raise ValueError(f"backend='cuda' cannot run this model: {'; '.join(problems)} "
+                                 "(use backend='auto' to run those parts on the PyTorch reference, or 'torch')")
+        self._backend = name
 
     def _offsets_for_mode(self, out: torch.Tensor, T: int) -> torch.Tensor:
         """Plain mode reads kernel weights, not logits: start from the same
@@ -174,7 +216,8 @@ class KPNT(torch.nn.Module):
     # ------------------------------------------------------------------
     def weight_sets(self) -> dict[str, list[torch.nn.Parameter]]:
         """Weight matrices per set, e.g. ``{'colour': [...], 'front.green':
-        [...], 'front.red/blue': [...]}`` (bayer 3 sets, xtrans 4, rgb 1);
+        [...], 'front.red/blue': [...]}`` (bayer 3 sets, xtrans 4, rgb 1;
+        with ``front_sharing='none'`` bayer 5, xtrans 19: 'front.R00', ...);
         each list is ``[W_0 (width, n_in), ..., W_last (n_out, width)]``."""
         return {name: list(self.sets[_param_key(name)]) for name in self._set_names}
 
@@ -242,7 +285,8 @@ class KPNT(torch.nn.Module):
             s = ops.pyramid_up(M[i + 1], size, backend=be)
             D = M[i] - s
             var = ops.detail_var(s, noise, counts, i, backend=be)
-            I, a = ops.colour_level(D, var, weights, cfg.leaky_slope, cfg.apply_mode, cfg.noise_input, backend=be)
+            I, a = ops.colour_level(D, var, weights, cfg.leaky_slope, cfg.apply_mode, cfg.noise_input, backend=be,
+                                    taps=cfg.colour_taps)
             o = ops.pyramid_up(o, size, backend=be) + a * I
             s0 = s
         return o, s0
@@ -268,7 +312,7 @@ class KPNT(torch.nn.Module):
         o0, s0 = self._colour_kpn(c0, noise, tuple(int(c) for c in cfa.base_counts))
         U = ops.up_block(o0, cfa_p, backend=be)
         S = ops.up_block(s0, cfa_p, backend=be)
-        fronts = [list(self.sets[_param_key(f"front.{c}")]) for c in cfa.class_names]
+        fronts = [list(self.sets[_param_key(f"front.{c}")]) for c in front_set_names(cfa.kind, cfg.front_sharing)]
         out = ops.front_level(xp, U, S, noise, cfa_p, fronts, cfg.front_radius, cfg.leaky_slope, cfg.apply_mode,
-                              cfg.noise_input, backend=be)
+                              cfg.noise_input, backend=be, sharing=cfg.front_sharing)
         return out[..., top:top + H, left:left + W]

@@ -16,6 +16,10 @@ named ``<set>.w<layer>`` (e.g. ``colour.w0``, ``front.red/blue.w4``; each
 canonical orientation (see :mod:`kpnt.mosaic.cfa`); the CFA the model was
 trained on is kept in ``provenance['train_cfa']`` when given.
 
+``config`` keys added after a file was written (``colour_taps``,
+``front_sharing``) take their defaults on loading
+(:meth:`kpnt.model.ModelConfig.from_json`), so older files keep loading.
+
 Loading checks everything and raises :class:`kpnt.errors.WeightsError` with
 a one-line message: missing or corrupt file, weights for another sensor,
 architecture mismatch, or a newer format version than this kpnt reads.

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--apply", choices=["softmax", "plain"], default=None, help="kernel normalisation (default: the model's)")
     arch.add_argument("--no-noise-input", action="store_true", help="do not feed the noise level to the MLPs (ablation)")
     arch.add_argument("--width", type=int, help="MLP width (default 64)")
+    arch.add_argument("--colour-taps", choices=["diamond15", "square25"], default=None,
+                      help="tap set of the colour levels (default diamond15; square25, the full 5x5, exists for ablations "
+                      "and runs on the PyTorch reference)")
+    arch.add_argument("--front-sharing", choices=["symmetry", "none"], default=None,
+                      help="front weight sets: one per site class in canonical orientation (default symmetry), or none: one "
+                      "per CFA site position without re-orientation (for ablations; runs on the PyTorch reference)")
     p.add_argument("--backend", choices=["auto", "torch", "cuda"], default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
@@ -285,6 +291,16 @@ def main(argv=None) -> int:
             overrides["noise_input"] = False
         if args.width:
             overrides["width"] = args.width
+        if args.colour_taps:
+            overrides["colour_taps"] = args.colour_taps
+        if args.front_sharing:
+            overrides["front_sharing"] = args.front_sharing
+        if args.backend == "cuda":
+            from kpnt.ops.dispatch import fused_problems
+
+            unfused = fused_problems(ModelConfig(**overrides))
+            if unfused:
+                raise KpntError(f"--backend cuda cannot run {'; '.join(unfused)}: use --backend auto (those parts then run on the PyTorch reference)")
         # The backend is chosen per call from the data's device ('auto': the
         # fused kernels for CUDA tensors when they load, else the reference).
         model = KPNT(args.sensor, ModelConfig(**overrides), backend=args.backend)

@@ -41,17 +41,36 @@ mosaic so that only cropped pixels see that.
 Pixels are processed per class with precomputed flat index tensors (cached
 per pattern, size and device): one gather per class, one MLP call per
 class, and one final gather that puts every pixel back in raster order.
+
+Ablation ``sharing='none'`` (``ModelConfig.front_sharing``): one weight set
+per site *position* of the sensor's CFA repeat, taps in plain raster order
+(no re-orientation, no sharing between orientations or between red and
+blue).  Sets are keyed by the position in the fixed reference phase of the
+kind (RGGB; ``CFA.xtrans()``, the reference of the canonical layouts in
+:mod:`kpnt.mosaic.cfa`), found by matching the crop of the pattern that
+starts at the site: a mosaic cropped at any offset (training draws random
+phases) sends each physical site to the same set (:func:`front_layout`).
+Bayer has 4 sets (R, the two greens, B).  X-Trans has 18, not 36: its 6x6
+repeat is invariant under the shift (3, 3) (``CFA.xtrans().crop(3, 3) ==
+CFA.xtrans()``), so positions p and p + (3, 3) have identical
+neighbourhoods in every crop and no crop's pattern can tell them apart;
+one set per distinct position is the finest keying that is well defined
+(and 18 sets of 64 x 4 are practical: 18 small MLP calls per step).  Flips
+and transposes of X-Trans (and its red/blue exchange) are again phases of
+it, so flipped training tiles also map; a CFA that is no phase of the
+reference is refused with a one-line error rather than guessed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kpnt.mosaic.cfa import CFA
+from kpnt.mosaic.cfa import CFA, CFAError, CLASS_NAMES, COLOUR_NAMES
 from kpnt.ref.apply import normalise_kernel, normalise_kernel_columns
 from kpnt.ref.mlp import column_buffers, inference_chunk, mlp, run_mlp_columns, use_inference_path
 from kpnt.ref.noise import noise_feature, site_var
@@ -68,6 +87,84 @@ def front_widths(radius: int) -> tuple[int, int, int]:
     n_in = pad16(T + 2) inputs, n_out = pad16(T + 1) outputs."""
     T = (2 * radius + 1) ** 2
     return T, _pad16(T + 2), _pad16(T + 1)
+
+
+#: Weight-set sharing of the front level (``ModelConfig.front_sharing``):
+#: 'symmetry' (DESIGN.md section 3, the default) or 'none' (module doc).
+FRONT_SHARINGS = ("symmetry", "none")
+
+
+def _check_sharing(sharing: str) -> None:
+    if sharing not in FRONT_SHARINGS:
+        raise ValueError(f"front sharing must be one of {FRONT_SHARINGS}, got {sharing!r}")
+
+
+@lru_cache(maxsize=4)
+def _reference_positions(kind: str) -> tuple[tuple[tuple[int, int], ...], dict]:
+    """Distinct site positions of the kind's reference phase: the first
+    position in raster order of every distinct crop pattern, and a map from
+    a crop's pattern bytes to its set index."""
+    ref = CFA.bayer("RGGB") if kind == "bayer" else CFA.xtrans()
+    reps, key = [], {}
+    for y in range(ref.period):
+        for x in range(ref.period):
+            k = ref.crop(y, x).pattern.tobytes()
+            if k not in key:
+                key[k] = len(reps)
+                reps.append((y, x))
+    return tuple(reps), key
+
+
+def front_set_names(kind: str, sharing: str = "symmetry") -> tuple[str, ...]:
+    """Names of the front weight sets, in the order ``weights`` takes them.
+
+    'symmetry': the site classes (``CLASS_NAMES``).  'none': one per
+    distinct position of the reference phase, colour letter and (row,
+    column) there, e.g. Bayer ``('R00', 'G01', 'G10', 'B11')``, X-Trans 18
+    names from ``'G00'`` to ``'G25'`` (module doc)."""
+    _check_sharing(sharing)
+    if sharing == "symmetry":
+        return CLASS_NAMES[kind]
+    ref = CFA.bayer("RGGB") if kind == "bayer" else CFA.xtrans()
+    reps, _ = _reference_positions(kind)
+    return tuple(f"{COLOUR_NAMES[int(ref.pattern[y, x])]}{y}{x}" for y, x in reps)
+
+
+@lru_cache(maxsize=256)
+def _front_layout(pattern: bytes, period: int, radius: int, sharing: str) -> tuple[np.ndarray, np.ndarray]:
+    cfa = CFA(np.frombuffer(pattern, dtype=np.int64).reshape(period, period))
+    taps = square_taps(radius)
+    if sharing == "symmetry":
+        sets, offsets = cfa.site_class.copy(), cfa.canonical_offsets(taps)
+    else:
+        _, key = _reference_positions(cfa.kind)
+        sets = np.empty((period, period), dtype=np.int64)
+        for y in range(period):
+            for x in range(period):
+                k = key.get(cfa.crop(y, x).pattern.tobytes())
+                if k is None:
+                    ref = "RGGB" if cfa.kind == "bayer" else "CFA.xtrans()"
+                    raise CFAError(f"front_sharing='none' keys its weight sets by the position in the reference "
+                                   f"{cfa.kind} phase ({ref}); {cfa.name} is no phase of it")
+                sets[y, x] = k
+        offsets = np.broadcast_to(taps, (period, period) + taps.shape).copy()
+    sets.setflags(write=False)
+    offsets.setflags(write=False)
+    return sets, offsets
+
+
+def front_layout(cfa: CFA, radius: int, sharing: str = "symmetry") -> tuple[np.ndarray, np.ndarray]:
+    """Weight set and tap offsets of every position of ``cfa``'s repeat.
+
+    Returns:
+        ``(sets, offsets)``: sets (P, P) index into :func:`front_set_names`;
+        offsets (P, P, T, 2): tap t of the site at repeat position (y, x)
+        lies at (y, x) + offsets[y, x, t].  'symmetry': the site class and
+        the canonical offsets (``cfa.canonical_offsets``); 'none': the
+        reference-phase position (module doc) and the raster square.
+    """
+    _check_sharing(sharing)
+    return _front_layout(cfa.pattern.tobytes(), cfa.period, int(radius), sharing)
 
 
 def colour_centroids(cfa: CFA) -> np.ndarray:
@@ -159,16 +256,17 @@ class FrontIndex:
 
 
 @tensor_cache(32)
-def _front_index(pattern: bytes, period: int, H: int, W: int, radius: int, device: str) -> FrontIndex:
+def _front_index(pattern: bytes, period: int, H: int, W: int, radius: int, device: str,
+                 sharing: str = "symmetry") -> FrontIndex:
     cfa = CFA(np.frombuffer(pattern, dtype=np.int64).reshape(period, period))
-    offsets = cfa.canonical_offsets(square_taps(radius))            # (P, P, T, 2)
+    sets, offsets = front_layout(cfa, radius, sharing)               # (P, P), (P, P, T, 2)
     T, n_in, _ = front_widths(radius)
     Lp = (H + 2 * radius) * (W + 2 * radius)
     P = cfa.period
     ys, xs = np.mgrid[0:H, 0:W]
-    cls_map = cfa.site_class[ys % P, xs % P]
+    cls_map = sets[ys % P, xs % P]
     pos, taps, feats = [], [], []
-    for k in range(cfa.n_classes):   # 2-3 classes, each handled with array ops
+    for k in range(len(front_set_names(cfa.kind, sharing))):   # 2-18 sets, each handled with array ops
         y, x = ys[cls_map == k], xs[cls_map == k]
         off = offsets[y % P, x % P]                                  # (n_k, T, 2)
         ty = y[:, None] + off[..., 0] + radius
@@ -189,9 +287,11 @@ def _front_index(pattern: bytes, period: int, H: int, W: int, radius: int, devic
     return FrontIndex(tuple(map(as_t, pos)), tuple(map(as_t, taps)), tuple(map(as_t, feats)), as_t(inverse))
 
 
-def front_index(cfa: CFA, H: int, W: int, radius: int, device) -> FrontIndex:
-    """Cached :class:`FrontIndex` for a mosaic of ``H x W`` with layout ``cfa``."""
-    return _front_index(cfa.pattern.tobytes(), cfa.period, H, W, radius, str(device))
+def front_index(cfa: CFA, H: int, W: int, radius: int, device, sharing: str = "symmetry") -> FrontIndex:
+    """Cached :class:`FrontIndex` for a mosaic of ``H x W`` with layout ``cfa``
+    (per weight set of :func:`front_layout`)."""
+    _check_sharing(sharing)
+    return _front_index(cfa.pattern.tobytes(), cfa.period, H, W, radius, str(device), sharing)
 
 
 @tensor_cache(32)
@@ -219,12 +319,14 @@ def front_detail(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, noise: torch
 
 
 def front_features(
-    d: torch.Tensor, sigma: torch.Tensor, cfa: CFA, radius: int, noise_input: bool
+    d: torch.Tensor, sigma: torch.Tensor, cfa: CFA, radius: int, noise_input: bool, sharing: str = "symmetry"
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], FrontIndex]:
     """Gather every class's MLP inputs and raw tap details.
 
     Args:
         d, sigma: (N, 1, H, W) from :func:`front_detail`.
+        sharing: 'symmetry' (one entry per site class) or 'none' (one per
+            weight set of :func:`front_set_names`).
     Returns:
         ``(feats, dtaps, index)``: per class k, feats[k] (N*n_k, n_in) rows in
         (image, pixel of ``index.pos[k]``) order and dtaps[k] (N, n_k, T) the
@@ -232,7 +334,7 @@ def front_features(
     """
     N, _, H, W = d.shape
     T, n_in, _ = front_widths(radius)
-    index = front_index(cfa, H, W, radius, d.device)
+    index = front_index(cfa, H, W, radius, d.device, sharing)
     snr = F.pad(torch.asinh(d / sigma), (radius,) * 4).reshape(N, -1)
     dpad = F.pad(d, (radius,) * 4).reshape(N, -1)
     nz = noise_feature(sigma) if noise_input else torch.zeros_like(sigma)
@@ -259,6 +361,7 @@ def front_level(
     apply_mode: str,
     noise_input: bool,
     mlp_fn=mlp,
+    sharing: str = "symmetry",
 ) -> torch.Tensor:
     """Full-resolution output of the mosaic level (module doc).
 
@@ -267,8 +370,10 @@ def front_level(
         U: (N, 3, H, W) ``up_block(O_0)``.
         S: (N, 3, H, W) smooth signal estimate for the noise model.
         noise: (N, 2, 3) ``[a; b]`` per channel.
-        weights: one MLP per site class, in ``cfa.class_names`` order.
+        weights: one MLP per site class, in ``cfa.class_names`` order
+            (``sharing='none'``: per :func:`front_set_names`).
         mlp_fn: MLP evaluator with the signature of :func:`kpnt.ref.mlp.mlp`.
+        sharing: 'symmetry' or 'none' (module doc).
     Returns:
         (N, 3, H, W) ``U + a * sum_t w_t d_t`` (same value on all channels).
 
@@ -276,12 +381,16 @@ def front_level(
     chunks of rows (:func:`_front_level_chunked`), without the cached
     per-pixel index tensors.
     """
+    n_sets = len(front_set_names(cfa.kind, sharing))
+    if len(weights) != n_sets:
+        raise ValueError(f"front level ({sharing} sharing): expected {n_sets} weight sets for {cfa.kind}, got {len(weights)}")
     if use_inference_path():
-        return _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, mlp_fn)
+        return _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, mlp_fn,
+                                    sharing)
     N, _, H, W = x.shape
     T, _, _ = front_widths(radius)
     d, sigma = front_detail(x, U, S, noise, cfa)
-    feats, dtaps, index = front_features(d, sigma, cfa, radius, noise_input)
+    feats, dtaps, index = front_features(d, sigma, cfa, radius, noise_input, sharing)
     deltas = []
     for f, dt, w in zip(feats, dtaps, weights):
         out = mlp_fn(f, w, leaky_slope).reshape(N, dt.shape[1], -1)   # (N, n_k, n_out)
@@ -291,7 +400,8 @@ def front_level(
     return U + delta
 
 
-def _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, mlp_fn=mlp):
+def _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, mlp_fn=mlp,
+                         sharing="symmetry"):
     """:func:`front_level` for inference.
 
     All photosites at one position (py, px) of the CFA repeat share their
@@ -308,8 +418,8 @@ def _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, appl
     N, _, H, W = x.shape
     P, r = cfa.period, radius
     T, n_in, _ = front_widths(radius)
-    offsets = cfa.canonical_offsets(square_taps(radius)).tolist()       # [py][px][t] = (dy, dx)
-    classes = cfa.site_class
+    classes, offsets = front_layout(cfa, radius, sharing)
+    offsets = offsets.tolist()                                           # [py][px][t] = (dy, dx)
     positions = [(py, px) for py in range(min(P, H)) for px in range(min(P, W))]
     widest = -(-W // P)
     rows_per_chunk = max(1, inference_chunk(x.device) // widest)

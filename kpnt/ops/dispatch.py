@@ -17,11 +17,23 @@ reference; a failed load under ``'auto'`` is logged once and the reference is
 used from then on.  An explicit ``'cuda'`` never falls back: it raises
 :class:`kpnt._backend.BackendUnavailableError` (a ``ValueError``) whose
 one-line message carries the build or load error.
+
+Configurations the fused kernels do not implement are never computed as
+something else: the fused colour level has the 15-tap diamond compiled in,
+the fused front level the radius-2 square with symmetry sharing, and the
+fused MLP only the shapes of ``KPNT_MLP_CONFIGS`` in
+``kernels/fused_mlp.cu`` (:data:`FUSED_MLP_CONFIGS`; the list the loaded
+extension reports replaces it).  For such a configuration ``colour_level`` /
+``front_level`` under ``'auto'`` run the reference op (each reason logged
+once) and under ``'cuda'`` raise a one-line ``ValueError``;
+:func:`fused_problems` lists the build-independent reasons for a
+``ModelConfig`` (``KPNT`` checks them when its backend is set to 'cuda').
 """
 from __future__ import annotations
 
 import functools
 import logging
+import re
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -114,6 +126,80 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 #: Reference ops that evaluate MLPs through an ``mlp_fn`` argument.
 _COMPOSITES = ("colour_level", "front_level")
+
+
+#: (in, hidden, out, n_hidden) MLP shapes compiled into the fused kernels,
+#: as ``KPNT_MLP_CONFIGS`` in kernels/fused_mlp.cu lists them: the colour
+#: MLP (32 -> 6 x 64 -> 16) and the front MLPs (32 -> 4 x 64 -> 32).  So the
+#: fused colour level runs width 64 with 6 hidden layers only; width 128
+#: (or 16, 32, ...) runs on the reference.  Replaced by the list the loaded
+#: extension reports (:func:`_load_cuda`).
+FUSED_MLP_CONFIGS: tuple[tuple[int, int, int, int], ...] = ((32, 64, 16, 6), (32, 64, 32, 4))
+#: Only the real kernels' loader sets this; a test's fake 'cuda' backend
+#: takes any shape.
+_compiled_mlp_configs: tuple[tuple[int, int, int, int], ...] | None = None
+#: What the fused colour/front levels have compiled in.
+FUSED_COLOUR_TAPS = "diamond15"
+FUSED_FRONT_SHARING = "symmetry"
+FUSED_FRONT_RADIUS = 2
+
+
+def fused_problems(config) -> list[str]:
+    """Why the fused kernels cannot run a :class:`kpnt.model.ModelConfig`,
+    as short phrases (empty: they can, as far as the build-independent
+    limits go; MLP shapes are checked against the compiled list when an op
+    runs).  Takes the config duck-typed (no import of kpnt.model)."""
+    out = []
+    taps = getattr(config, "colour_taps", FUSED_COLOUR_TAPS)
+    if taps != FUSED_COLOUR_TAPS:
+        out.append(f"colour_taps={taps!r} (the fused colour level has the {FUSED_COLOUR_TAPS} taps compiled in)")
+    sharing = getattr(config, "front_sharing", FUSED_FRONT_SHARING)
+    if sharing != FUSED_FRONT_SHARING:
+        out.append(f"front_sharing={sharing!r} (the fused front level runs {FUSED_FRONT_SHARING} sharing only)")
+    radius = getattr(config, "front_radius", FUSED_FRONT_RADIUS)
+    if radius != FUSED_FRONT_RADIUS:
+        out.append(f"front_radius={radius} (the fused front level runs radius {FUSED_FRONT_RADIUS} only)")
+    return out
+
+
+def _parse_mlp_configs(text: str) -> tuple[tuple[int, int, int, int], ...]:
+    found = re.findall(r"in=(\d+), hidden=(\d+), out=(\d+), n_hidden=(\d+)", text)
+    return tuple(tuple(int(v) for v in f) for f in found)
+
+
+def _mlp_shape(weights: Sequence[torch.Tensor]) -> tuple[int, int, int, int]:
+    return (int(weights[0].shape[1]), int(weights[0].shape[0]), int(weights[-1].shape[0]), len(weights) - 1)
+
+
+def _mlp_problem(weights: Sequence[torch.Tensor], what: str) -> str | None:
+    if _compiled_mlp_configs is None:
+        return None
+    shape = _mlp_shape(weights)
+    if shape in _compiled_mlp_configs:
+        return None
+    return (f"{what} MLP (in={shape[0]}, hidden={shape[1]}, out={shape[2]}, n_hidden={shape[3]}) is not a compiled "
+            f"configuration (compiled: {', '.join(map(str, _compiled_mlp_configs))})")
+
+
+_unsupported_logged: set[str] = set()
+
+
+def _level_impl(op: str, backend: str, device: torch.device, problem: Callable[[], str | None]) -> Callable:
+    """The implementation of a colour/front level: the backend's,
+    unless ``problem()`` names something its kernels do not implement; then
+    an explicit 'cuda' raises and 'auto' logs once and takes the reference."""
+    name = resolve_backend(backend, device)
+    if name != "torch":
+        _backend_ops(name)                # load first: the compiled shapes are known then
+        why = problem()
+        if why is not None:
+            if backend != "auto":
+                raise ValueError(f"backend={backend!r} cannot run {op}: {why} (use backend='auto' or 'torch')")
+            if why not in _unsupported_logged:
+                _unsupported_logged.add(why)
+                log.warning("backend='auto': %s: running %s on the PyTorch reference", why, op)
+            return OPS[op]
+    return _impl(op, backend, device)
 
 
 def _impl(op: str, backend: str, device: torch.device) -> Callable:
@@ -217,14 +303,28 @@ def detail_var(signal: torch.Tensor, noise: torch.Tensor, counts, level: int, ba
     return _impl("detail_var", backend, signal.device)(signal, noise, counts, level)
 
 
-def colour_level(D, var, weights, leaky_slope: float, apply_mode: str, noise_input: bool, backend: str = "torch"):
-    """``(I, a)`` of one colour level; see :func:`kpnt.ref.level.colour_level`."""
+def colour_level(D, var, weights, leaky_slope: float, apply_mode: str, noise_input: bool, backend: str = "torch",
+                 taps: str = "diamond15"):
+    """``(I, a)`` of one colour level; see :func:`kpnt.ref.level.colour_level`.
+
+    ``taps`` other than the diamond, or an MLP shape that is not compiled,
+    run on the reference under 'auto' and raise under 'cuda' (module doc)."""
     _check_image(D, "details", 3)
     _check_image(var, "detail variance", 3)
     _check_same(var, D, "detail variance")
     _check(apply_mode in _apply.APPLY_MODES, "apply_mode", str(_apply.APPLY_MODES), apply_mode)
-    _check_weights(weights, 32, _level.N_OUTPUTS, "colour MLP")
-    return _impl("colour_level", backend, D.device)(D, var, weights, leaky_slope, apply_mode, noise_input)
+    _, n_in, n_out = _level.colour_widths(taps)
+    _check_weights(weights, n_in, n_out, "colour MLP")
+
+    def problem():
+        if taps != FUSED_COLOUR_TAPS:
+            return f"colour taps {taps!r} (the fused colour level has the {FUSED_COLOUR_TAPS} taps compiled in)"
+        return _mlp_problem(weights, "colour")
+
+    fn = _level_impl("colour_level", backend, D.device, problem)
+    if taps == FUSED_COLOUR_TAPS:         # the backends' signature has no taps (the diamond is theirs)
+        return fn(D, var, weights, leaky_slope, apply_mode, noise_input)
+    return fn(D, var, weights, leaky_slope, apply_mode, noise_input, taps=taps)
 
 
 def mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], leaky_slope: float, backend: str = "torch") -> torch.Tensor:
@@ -242,8 +342,12 @@ def up_block(o0: torch.Tensor, cfa: CFA, backend: str = "torch") -> torch.Tensor
 
 
 def front_level(x, U, S, noise, cfa: CFA, weights, radius: int, leaky_slope: float, apply_mode: str,
-                noise_input: bool, backend: str = "torch") -> torch.Tensor:
-    """(N,3,H,W) output of the mosaic level; see :func:`kpnt.mosaic.front.front_level`."""
+                noise_input: bool, backend: str = "torch", sharing: str = "symmetry") -> torch.Tensor:
+    """(N,3,H,W) output of the mosaic level; see :func:`kpnt.mosaic.front.front_level`.
+
+    ``sharing='none'``, a radius other than 2 or an MLP shape that is not
+    compiled run on the reference under 'auto' and raise under 'cuda'
+    (module doc)."""
     _check_image(x, "mosaic", 1)
     _check_image(U, "U", 3)
     _check_image(S, "S", 3)
@@ -251,19 +355,37 @@ def front_level(x, U, S, noise, cfa: CFA, weights, radius: int, leaky_slope: flo
     _check_same(S, x, "S")
     _check_noise(noise, x.shape[0], x)
     _check(apply_mode in _apply.APPLY_MODES, "apply_mode", str(_apply.APPLY_MODES), apply_mode)
-    _check(len(weights) == cfa.n_classes, "front weight sets", f"{cfa.n_classes} ({', '.join(cfa.class_names)})",
-           len(weights))
+    _check(sharing in _front.FRONT_SHARINGS, "front sharing", str(_front.FRONT_SHARINGS), sharing)
+    names = _front.front_set_names(cfa.kind, sharing)
+    _check(len(weights) == len(names), "front weight sets",
+           f"{len(names)} ({', '.join(names) if len(names) <= 4 else f'{names[0]} .. {names[-1]}'})", len(weights))
     T, n_in, n_out = _front.front_widths(radius)
-    for name, w in zip(cfa.class_names, weights):
+    for name, w in zip(names, weights):
         _check_weights(w, n_in, n_out, f"front MLP '{name}'")
-    return _impl("front_level", backend, x.device)(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode,
-                                                   noise_input)
+
+    def problem():
+        if sharing != FUSED_FRONT_SHARING:
+            return f"front sharing {sharing!r} (the fused front level runs {FUSED_FRONT_SHARING} sharing only)"
+        if radius != FUSED_FRONT_RADIUS:
+            return f"front radius {radius} (the fused front level runs radius {FUSED_FRONT_RADIUS} only)"
+        return _mlp_problem(weights[0], "front")
+
+    fn = _level_impl("front_level", backend, x.device, problem)
+    if sharing == FUSED_FRONT_SHARING:    # the backends' signature has no sharing (symmetry is theirs)
+        return fn(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input)
+    return fn(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, sharing=sharing)
 
 
 def _load_cuda() -> Mapping[str, Callable]:
+    global _compiled_mlp_configs
     from kpnt.ops import _cuda
 
-    return _cuda.backend_ops()
+    table = _cuda.backend_ops()
+    compiled = _parse_mlp_configs(_cuda.supported_configs())
+    if not compiled:
+        raise _backend.BackendError(f"cannot read the compiled MLP configurations from {_cuda.supported_configs()!r}")
+    _compiled_mlp_configs = compiled
+    return table
 
 
 register_backend("cuda", _load_cuda)

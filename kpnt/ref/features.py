@@ -8,6 +8,11 @@ variance ``var`` (N, 3, h, w), 32 inputs, in this order:
 * ``[30]``    noise input ``(ln sigma(p) + 6) / 3`` (0 with ``noise_input=False``),
 * ``[31]``    constant 1 (the first layer's bias).
 
+Another tap set of T taps (``ModelConfig.colour_taps``, e.g. the 5x5 square
+for ablations) keeps this order: ``[0:T]`` luminance, ``[T:2T]`` chroma,
+``[2T]`` noise, ``[2T+1]`` constant, then zeros up to a multiple of 16
+(:func:`n_features`: 25 taps -> 52 used of 64).
+
 With ``sigma = sqrt(mean_c var_c)`` (RMS channel noise std of ``D_i`` at the
 pixel) and ``u_c = D_c / sigma``:
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from kpnt.ref.noise import noise_feature
@@ -33,8 +39,14 @@ from kpnt.ref._cache import tensor_cache
 
 #: Softening of the chroma norm, in units of the noise std.
 CHROMA_EPS = 0.1
-#: Number of MLP inputs of a colour level.
+#: Number of MLP inputs of a colour level with the default 15-tap diamond.
 N_FEATURES = 32
+
+
+def n_features(n_taps: int) -> int:
+    """MLP inputs of a colour level with ``n_taps`` taps: 2 per tap, noise
+    and constant, padded to a multiple of 16 (15 -> 32, 25 -> 64)."""
+    return -(-(2 * n_taps + 2) // 16) * 16
 
 
 def detail_maps(D: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,28 +67,36 @@ def detail_maps(D: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 @tensor_cache(64)
-def _feature_index(h: int, w: int, device: str) -> torch.Tensor:
-    taps = tap_index(h, w, DIAMOND, "cpu")                          # (hw, 15)
+def _feature_index(h: int, w: int, device: str, offsets_bytes: bytes) -> torch.Tensor:
+    off = np.frombuffer(offsets_bytes, dtype=np.int64).reshape(-1, 2)
+    taps = tap_index(h, w, off, "cpu")                              # (hw, T)
     hw = h * w
     p = torch.arange(hw)[:, None]
-    return torch.cat([taps, taps + hw, p + 2 * hw, torch.full_like(p, 3 * hw)], 1).to(device)
+    pad = n_features(len(off)) - (2 * len(off) + 2)
+    # source index 3hw is the constant 1, 3hw + 1 a zero (padding inputs)
+    return torch.cat([taps, taps + hw, p + 2 * hw, torch.full_like(p, 3 * hw),
+                      torch.full((hw, pad), 3 * hw + 1, dtype=p.dtype)], 1).to(device)
 
 
-def colour_features(D: torch.Tensor, var: torch.Tensor, noise_input: bool = True) -> torch.Tensor:
-    """The 32 MLP inputs of every pixel of a colour level (module doc).
+def colour_features(D: torch.Tensor, var: torch.Tensor, noise_input: bool = True,
+                    taps: np.ndarray = DIAMOND) -> torch.Tensor:
+    """The MLP inputs of every pixel of a colour level (module doc).
 
     Args:
         D: (N, 3, h, w) detail coefficients ``D_i``.
         var: (N, 3, h, w) per-channel noise variance of ``D_i``.
         noise_input: feed ``(ln sigma + 6)/3`` (else 0).
+        taps: (T, 2) tap offsets (default the 15-tap diamond).
     Returns:
-        (N*h*w, 32), rows in (n, y, x) raster order.
+        (N*h*w, n_features(T)) (32 for the diamond), rows in (n, y, x)
+        raster order.
     """
     N, _, h, w = D.shape
     f, sigma = detail_maps(D, var)
     nz = noise_feature(sigma) if noise_input else torch.zeros_like(sigma)
-    # Source row per image: [lum (hw), chroma (hw), noise (hw), 1]; one
-    # gather with a cached (hw, 32) index then yields the feature matrix.
-    src = torch.cat([f.reshape(N, 2 * h * w), nz.reshape(N, h * w), D.new_ones(N, 1)], 1)
-    idx = _feature_index(h, w, str(D.device))
-    return src.index_select(1, idx.reshape(-1)).reshape(N * h * w, N_FEATURES)
+    # Source row per image: [lum (hw), chroma (hw), noise (hw), 1, 0]; one
+    # gather with a cached (hw, n_in) index then yields the feature matrix.
+    src = torch.cat([f.reshape(N, 2 * h * w), nz.reshape(N, h * w), D.new_ones(N, 1), D.new_zeros(N, 1)], 1)
+    key = np.ascontiguousarray(taps, dtype=np.int64).tobytes()
+    idx = _feature_index(h, w, str(D.device), key)
+    return src.index_select(1, idx.reshape(-1)).reshape(N * h * w, idx.shape[1])

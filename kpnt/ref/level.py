@@ -6,15 +6,30 @@ from typing import Sequence
 import torch
 
 from kpnt.ref.apply import apply_kernel, normalise_kernel, normalise_kernel_columns
-from kpnt.ref.features import N_FEATURES, colour_features, detail_maps
+from kpnt.ref.features import colour_features, detail_maps, n_features
 from kpnt.ref.mlp import column_buffers, inference_chunk, mlp, run_mlp_columns, use_inference_path
 from kpnt.ref.noise import base_var, noise_feature
 from kpnt.ref.pad import reflect_pad
 from kpnt.ref.pyramid import gain_map
-from kpnt.ref.taps import DIAMOND
+from kpnt.ref.taps import colour_taps
 
 #: MLP outputs of a colour level: 15 kernel logits + 1 blend logit.
 N_OUTPUTS = 16
+
+
+def n_outputs(n_taps: int) -> int:
+    """MLP outputs of a colour level with ``n_taps`` taps: the kernel logits
+    and the blend logit, padded to a multiple of 16 (15 -> 16, 25 -> 32;
+    padding rows unused)."""
+    return -(-(n_taps + 1) // 16) * 16
+
+
+def colour_widths(taps: str) -> tuple[int, int, int]:
+    """``(T, n_in, n_out)`` of the colour MLP for a named tap set
+    (:data:`kpnt.ref.taps.COLOUR_TAP_SETS`): diamond15 (15, 32, 16),
+    square25 (25, 64, 32)."""
+    T = len(colour_taps(taps))
+    return T, n_features(T), n_outputs(T)
 
 
 def detail_var(signal: torch.Tensor, noise: torch.Tensor, counts, level: int) -> torch.Tensor:
@@ -45,33 +60,38 @@ def colour_level(
     apply_mode: str,
     noise_input: bool,
     mlp_fn=mlp,
+    taps: str = "diamond15",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predict and apply the per-pixel kernel of one colour level.
 
     Args:
         D: (N, 3, h, w) detail coefficients.
         var: (N, 3, h, w) their noise variance (:func:`detail_var`).
-        weights: the colour MLP, input 32, output 16.
+        weights: the colour MLP, input 32, output 16 (other tap sets:
+            :func:`colour_widths`).
         mlp_fn: MLP evaluator with the signature of :func:`kpnt.ref.mlp.mlp`
             (a backend's fused MLP slots in here).
+        taps: name of the tap set (``ModelConfig.colour_taps``).
     Returns:
         ``(I, a)``: filtered details (N, 3, h, w) and blend weights
-        ``sigmoid`` of the 16th output (N, 1, h, w).
+        ``sigmoid`` of output T (the 16th for the diamond) (N, 1, h, w).
 
     Without autograd (inference) the same math runs in chunks of image rows
     (:func:`_colour_level_chunked`): no (pixels, 32) feature matrix, no
     cached (pixels, 32) index.
     """
+    offsets = colour_taps(taps)
     if use_inference_path():
-        return _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input, mlp_fn)
+        return _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input, mlp_fn, offsets)
     N, _, h, w = D.shape
-    out = mlp_fn(colour_features(D, var, noise_input), weights, leaky_slope)   # (P, 16)
-    k = normalise_kernel(out[:, : len(DIAMOND)].reshape(N, h, w, len(DIAMOND)), apply_mode)
-    a = torch.sigmoid(out[:, len(DIAMOND)]).reshape(N, 1, h, w)
-    return apply_kernel(D, k, DIAMOND), a
+    T = len(offsets)
+    out = mlp_fn(colour_features(D, var, noise_input, offsets), weights, leaky_slope)   # (P, 16)
+    k = normalise_kernel(out[:, :T].reshape(N, h, w, T), apply_mode)
+    a = torch.sigmoid(out[:, T]).reshape(N, 1, h, w)
+    return apply_kernel(D, k, offsets), a
 
 
-def _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input, mlp_fn=mlp):
+def _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input, mlp_fn=mlp, offsets=None):
     """:func:`colour_level` for inference, in chunks of whole rows.
 
     The features of a chunk are copied from shifted windows of the
@@ -83,9 +103,11 @@ def _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input,
     level plus O(chunk), and everything per chunk stays in cache.  Equal to
     the autograd path up to float summation order (tests/test_denoise.py).
     """
+    offsets = colour_taps("diamond15") if offsets is None else offsets
     N, C, h, w = D.shape
-    T = len(DIAMOND)
-    r = int(abs(DIAMOND).max())
+    T = len(offsets)
+    n_in = n_features(T)
+    r = int(abs(offsets).max())
     f, sigma = detail_maps(D, var)
     nz = noise_feature(sigma) if noise_input else torch.zeros_like(sigma)
     del sigma
@@ -94,8 +116,8 @@ def _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input,
     del f
     rows_per_chunk = max(1, inference_chunk(D.device) // w)
     chunk = rows_per_chunk * w
-    xin = D.new_zeros(N_FEATURES, chunk)
-    xin[N_FEATURES - 1] = 1.0                      # the constant input
+    xin = D.new_zeros(n_in, chunk)                 # rows 2T+2.. stay the zero padding
+    xin[2 * T + 1] = 1.0                           # the constant input
     taps = D.new_empty(T, C, chunk)
     bufs = column_buffers(weights, chunk, D) if mlp_fn is mlp else None
     I = D.new_empty(N, C, h, w)
@@ -104,7 +126,7 @@ def _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input,
         for y0 in range(0, h, rows_per_chunk):
             y1 = min(h, y0 + rows_per_chunk)
             m = (y1 - y0) * w
-            for t, (dy, dx) in enumerate(DIAMOND.tolist()):
+            for t, (dy, dx) in enumerate(offsets.tolist()):
                 win = (slice(y0 + r + dy, y1 + r + dy), slice(r + dx, r + dx + w))
                 xin[t, :m].view(y1 - y0, w).copy_(fpad[n, 0][win])
                 xin[T + t, :m].view(y1 - y0, w).copy_(fpad[n, 1][win])

@@ -35,6 +35,32 @@ def square_taps(radius: int) -> np.ndarray:
     return np.stack(np.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
 
 
+#: Tap sets of the colour levels by name (``ModelConfig.colour_taps``):
+#: 'diamond15' (DESIGN.md section 2, the default, the one the fused kernels
+#: compile) and 'square25', the full 5x5 square (raster order), for
+#: ablations.  Both reach radius 2, so the receptive field is the same.
+COLOUR_TAP_SETS = {"diamond15": DIAMOND, "square25": square_taps(2)}
+for _taps in COLOUR_TAP_SETS.values():
+    _taps.setflags(write=False)
+del _taps
+
+
+def colour_taps(name: str) -> np.ndarray:
+    """(T, 2) offsets of the named colour tap set (:data:`COLOUR_TAP_SETS`)."""
+    try:
+        return COLOUR_TAP_SETS[name]
+    except KeyError:
+        raise ValueError(f"colour taps must be one of {tuple(COLOUR_TAP_SETS)}, got {name!r}") from None
+
+
+def centre_index(taps: np.ndarray) -> int:
+    """Index of the (0, 0) offset in a tap set."""
+    hit = np.flatnonzero((np.asarray(taps) == 0).all(1))
+    if len(hit) != 1:
+        raise ValueError("tap set has no (0, 0) tap")
+    return int(hit[0])
+
+
 @tensor_cache(64)
 def _tap_index(offsets_bytes: bytes, h: int, w: int, device: str) -> torch.Tensor:
     off = np.frombuffer(offsets_bytes, dtype=np.int64).reshape(-1, 2)
