@@ -77,8 +77,9 @@ given (a) over the benchmark's photos (a method built on another, e.g.
 ``libraw+nlm``, includes the base method's time; small photos are
 launch-bound on a GPU, and CPU timings share the machine with the
 workers) and (b), the headline, on one synthetic raw of ``--speed-mp``
-megapixels (default 24) for kpnt and demosaicnet, with BM3D timed on one
-``--bm3d-speed-mp`` crop (default 1 MP) of demosaicnet's output on it:
+megapixels (default 24; on the CPU at most ``--cpu-speed-mp``, default 4)
+for kpnt and demosaicnet, with BM3D timed on demosaicnet's output of one
+``--bm3d-speed-mp`` synthetic raw (default 1 MP; queued first, in a worker):
 demosaicnet+BM3D's headline s/MP is demosaicnet's on the large raw plus
 BM3D's on the crop, and kpnt's speed-up over it is printed from numbers of
 the same run.
@@ -661,40 +662,55 @@ def speed_image(photo: torch.Tensor, mp: float) -> torch.Tensor:
     return torch.nn.functional.interpolate(photo[None], size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
 
 
-def speed_test(sensor, cam, cfa, prof, photo, mp, models, dnets, reps_cuda=3) -> tuple[list[dict], dict]:
+def speed_test(sensor, cam, cfa, prof, photo, mp, models, dnets, reps_cuda=3, cpu_mp=4.0) -> tuple[list[dict], dict]:
     """Time kpnt and demosaicnet on one synthetic raw of ``mp`` megapixels on
     each device (host array in, host array out: kpnt's ``denoise_raw`` with
     the device's default tile on the decoded raw, demosaicnet's whole call;
-    :func:`_time_reps`).  Returns the rows
+    :func:`_time_reps`); on the CPU a raw of at most ``cpu_mp`` megapixels
+    (s/MP no longer depends on the size there, and demosaicnet's X-Trans
+    model takes ~13 s/MP on two cores).  Returns the rows
     and the demosaicnet output + white-balanced profile of the first device
     (for the BM3D crop)."""
 
-    case = make_case(speed_image(photo, mp), cfa, cam, prof, seed=case_seed(sensor, 0, 0))
-    mp_true = case["mp"]
-    tmp = Path(tempfile.mkdtemp(prefix="kpnt-speed-"))
-    dng = tmp / "speed.dng"
-    write_cfa_dng(dng, case["counts"], cfa, case["meta"], overwrite=True)
-    raw = read_raw(dng)
-    dng.unlink()
-    noise = NoiseChoice(case["noise"], "given")
-    rows, dn_out = [], None
-    mwb = mosaic_wb(case)
-    for dev, (model, backend) in models.items():
-        def run_kpnt(r=raw, m=model, d=dev):
-            return denoise_raw(m, r, noise, tile=default_tile(d), device=d)
+    cases = {}
 
-        rows.append(dict(sensor=sensor, method="kpnt", device=dev, backend=backend, **_time_reps(run_kpnt, dev, reps_cuda, mp_true)))
+    def case_of(dev):
+        """The synthetic raw timed on ``dev`` (the CPU's at most ``cpu_mp``)."""
+        size = mp if torch.device(dev).type == "cuda" else min(mp, cpu_mp)
+        if size not in cases:
+            case = make_case(speed_image(photo, size), cfa, cam, prof, seed=case_seed(sensor, 0, 0))
+            tmp = Path(tempfile.mkdtemp(prefix="kpnt-speed-"))
+            dng = tmp / "speed.dng"
+            write_cfa_dng(dng, case["counts"], cfa, case["meta"], overwrite=True)
+            case["raw"] = read_raw(dng)
+            dng.unlink()
+            case["mosaic_wb"] = mosaic_wb(case)
+            cases[size] = case
+        return cases[size]
+
+    rows, dn_out = [], None
+    for dev, (model, backend) in models.items():
+        c = case_of(dev)
+        noise = NoiseChoice(c["noise"], "given")
+
+        def run_kpnt(r=c["raw"], m=model, d=dev, n=noise):
+            return denoise_raw(m, r, n, tile=default_tile(d), device=d)
+
+        rows.append(dict(sensor=sensor, method="kpnt", device=dev, backend=backend, **_time_reps(run_kpnt, dev, reps_cuda, c["mp"])))
     for dev, dnet in dnets.items():
+        c = case_of(dev)
         holder = {}
 
-        def run_dnet(dn=dnet):
-            holder["out"] = dn(mwb, cfa)
+        def run_dnet(dn=dnet, x=c["mosaic_wb"]):
+            holder["out"] = dn(x, cfa)
             return holder["out"]
 
-        rows.append(dict(sensor=sensor, method="demosaicnet", device=dev, backend="torch", **_time_reps(run_dnet, dev, reps_cuda, mp_true)))
+        rows.append(dict(sensor=sensor, method="demosaicnet", device=dev, backend="torch", **_time_reps(run_dnet, dev, reps_cuda, c["mp"])))
         if dn_out is None:
-            dn_out = holder["out"]
-    return rows, dict(dn_out=dn_out, noise_wb=case["noise_wb"], mp=mp_true)
+            dn_out, noise_wb = holder["out"], c["noise_wb"]
+    if dn_out is None:
+        noise_wb = None
+    return rows, dict(dn_out=dn_out, noise_wb=noise_wb)
 
 
 def _time_reps(fn, dev, reps_cuda, mp) -> dict:
@@ -710,7 +726,13 @@ def _time_reps(fn, dev, reps_cuda, mp) -> dict:
 
 def run(args) -> list[dict]:
     """The benchmark; returns the per-cell rows (and keeps the speed rows,
-    checks and notes in ``args._extra`` for :func:`main`)."""
+    checks and notes in ``args._extra`` for :func:`main`).  ``args`` as
+    :func:`main` parses them; options added since the first version may be
+    missing (older callers): no speed test, one process, the default devices."""
+    for k, v in dict(time_device=None, speed_mp=0.0, cpu_speed_mp=4.0, bm3d_speed_mp=1.0, jobs=1, time_photos=10,
+                     verbose=False, blind=False, clean=False, threads=2).items():
+        if not hasattr(args, k):
+            setattr(args, k, v)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     methods, peers = resolve_methods(args.methods, args)
@@ -729,7 +751,7 @@ def run(args) -> list[dict]:
         pool, worker_threads = _Inline(), args.threads
     tmp = Path(tempfile.mkdtemp(prefix="kpnt-bench-"))
     rows, speed_rows, notes, pending, bm3d_jobs = [], [], [], [], []
-    extra = dict(devices=devices, quality_device=qdev, jobs=jobs, backends={}, build_s={}, notes=notes)
+    extra = dict(devices=devices, quality_device=qdev, jobs=jobs, backends={}, build_s={}, notes=notes, threads=args.threads)
     args._extra = extra
     t_start = time.perf_counter()
     try:
@@ -754,20 +776,14 @@ def run(args) -> list[dict]:
             if "demosaicnet" in needed:
                 for dev in devices:
                     dnets[dev] = DemosaicNet(peers["demosaicnet"], sensor, args.demosaicnet_domain, device=dev)
-            # headline speed: one synthetic raw of --speed-mp megapixels
-            if args.speed_mp > 0 and (models or dnets):
-                iso_s = 3200 if 3200 in args.isos else args.isos[0]
-                prof_s, _ = profile_at_iso(table, cam["make"], cam["model"], iso_s)
-                print(f"{sensor}: timing kpnt/demosaicnet on a {args.speed_mp:g}-MP synthetic raw on {', '.join(devices)} ...", flush=True)
-                srows, sp = speed_test(sensor, cam, cfa, prof_s, photos.photos[0], args.speed_mp, models, dnets)
-                speed_rows += srows
-                if "demosaicnet+bm3d" in needed and sp["dn_out"] is not None and args.bm3d_speed_mp > 0:
-                    h, w = sp["dn_out"].shape[:2]
-                    side = int(round((args.bm3d_speed_mp * 1e6) ** 0.5))
-                    ch, cw = min(h, side), min(w, side)
-                    y0, x0 = (h - ch) // 2, (w - cw) // 2
-                    crop = np.ascontiguousarray(sp["dn_out"][y0:y0 + ch, x0:x0 + cw])   # white-balanced already
-                    bm3d_jobs.append((sensor, ch * cw / 1e6, pool.submit(bm3d_crop_seconds, crop, sp["noise_wb"])))
+            # BM3D's speed: one --bm3d-speed-mp raw, demosaicked here, BM3D
+            # queued first so that it overlaps the photos' jobs
+            iso_s = 3200 if 3200 in args.isos else args.isos[0]
+            prof_s, _ = profile_at_iso(table, cam["make"], cam["model"], iso_s)
+            if args.speed_mp > 0 and args.bm3d_speed_mp > 0 and "demosaicnet+bm3d" in needed:
+                bc = make_case(speed_image(photos.photos[0], args.bm3d_speed_mp), cfa, cam, prof_s, seed=case_seed(sensor, 0, 1))
+                crop = dnets[qdev](mosaic_wb(bc), cfa)            # white-balanced
+                bm3d_jobs.append((sensor, bc["mp"], pool.submit(bm3d_crop_seconds, crop, bc["noise_wb"])))
             for iso in args.isos:
                 prof, how = profile_at_iso(table, cam["make"], cam["model"], iso)
                 if how.startswith(("pushed", "clamped")):
@@ -790,6 +806,8 @@ def run(args) -> list[dict]:
                         if args.blind:
                             noise = choose_noise(raw)
                     for dev in devices:          # the scored device first
+                        if dev != qdev and k >= args.time_photos:
+                            continue                 # other devices: timed on the first --time-photos photos only
                         if dev in models:
                             model = models[dev][0]
                             if k == 0:           # warm-up, untimed
@@ -813,6 +831,8 @@ def run(args) -> list[dict]:
                                     acc["demosaicnet"][key].append(sc[key])
                     for m in METHODS:
                         acc[m]["mpix"] += mp
+                        if k < args.time_photos:
+                            acc[m]["mpix_timed"] = acc[m].get("mpix_timed", 0.0) + mp
                     if cpu_needed:
                         futures.append(pool.submit(cpu_methods, case, cpu_needed, dnet_out, args.nlm_h, str(tmp)))
                     if raw is not None:
@@ -820,6 +840,12 @@ def run(args) -> list[dict]:
                 pending.append((sensor, iso, cam, how, acc, futures))
                 print(f"{sensor} ISO {iso}: {len(photos.photos)} photos through {', '.join(sorted(set(models) | set(dnets))) or 'no'} "
                       f"device methods; {len(futures)} CPU jobs queued ({time.perf_counter() - t_start:.0f} s)", flush=True)
+            # headline speed: one synthetic raw of --speed-mp megapixels (after
+            # the photos, while the workers run their jobs)
+            if args.speed_mp > 0 and (models or dnets):
+                print(f"{sensor}: timing kpnt/demosaicnet on a {args.speed_mp:g}-MP synthetic raw on {', '.join(devices)} ...", flush=True)
+                srows, _ = speed_test(sensor, cam, cfa, prof_s, photos.photos[0], args.speed_mp, models, dnets, cpu_mp=args.cpu_speed_mp)
+                speed_rows += srows
         # collect the CPU workers' results, in submission order
         for sensor, iso, cam, how, acc, futures in pending:
             for k, fut in enumerate(futures):
@@ -835,10 +861,21 @@ def run(args) -> list[dict]:
                     continue
                 by_dev = {}
                 for dev in devices:
-                    own = s["sec"].get(dev, s["sec"].get("cpu"))      # CPU-only steps run on the CPU whatever the device
-                    base = acc[BASE[m]]["sec"].get(dev) if m in BASE else 0.0
+                    # CPU-only steps run on the CPU whatever the device; a
+                    # device that is not scored ran on the first --time-photos
+                    # photos only
+                    mpix = s["mpix"] if dev == qdev else s.get("mpix_timed", s["mpix"])
+                    if m in ("libraw", "libraw+nlm"):
+                        own, base = s["sec"].get("cpu"), (acc["libraw"]["sec"].get("cpu") if m in BASE else 0.0)
+                        mpix = s["mpix"]
+                    elif m == "demosaicnet+bm3d":
+                        bm = s["sec"].get("cpu")
+                        dn = acc["demosaicnet"]["sec"].get(dev)
+                        own, base = (None, None) if bm is None or dn is None else (bm * mpix / s["mpix"], dn)
+                    else:
+                        own, base = s["sec"].get(dev), 0.0
                     if own is not None and base is not None:
-                        by_dev[dev] = (own + base) / s["mpix"]
+                        by_dev[dev] = (own + base) / mpix
                 dev_m = "cpu" if m in ("libraw", "libraw+nlm") else qdev   # demosaicnet+bm3d: demosaicnet's device
                 rows.append(dict(sensor=sensor, iso=iso, camera=f"{cam['make']} {cam['model']}", method=m, n=len(s["lin"]),
                                  clean=bool(args.clean), iso_clamped=how.startswith("clamped"), noise=how,
@@ -849,7 +886,7 @@ def run(args) -> list[dict]:
         for sensor, mp, fut in bm3d_jobs:
             sec = fut.result()
             speed_rows.append(dict(sensor=sensor, method="bm3d", device="cpu", backend="bm3d (no GPU path)", mp=mp, sec=sec,
-                                   sec_per_mpix=sec / mp, how=f"one {mp:.2f}-MP crop of demosaicnet's output"))
+                                   sec_per_mpix=sec / mp, how=f"one {mp:.2f}-MP synthetic raw demosaicked by demosaicnet"))
     finally:
         pool.shutdown(wait=True)
     extra["speed"] = speed_rows
@@ -923,10 +960,12 @@ def speed_report(rows: list[dict], speed: list[dict], extra: dict) -> tuple[str,
                 if r is None and ph is None:
                     continue
                 be = r["backend"] if r else extra["backends"].get(f"{sensor}/{dev}", "torch")
+                if dev == "cpu":
+                    be += f", {extra['threads']} threads"
                 big = f"{r['sec_per_mpix']:.4g} ({r['mp']:.1f} MP)" if r else "-"
                 out.append(f"| {sensor} | {method} | {dev} ({be}) | {big} | {'-' if ph is None else f'{ph:.4g}'} |")
         if bm:
-            out.append(f"| {sensor} | BM3D alone | cpu (bm3d package: no GPU path) | {bm['sec_per_mpix']:.4g} ({bm['mp']:.2f}-MP crop) | - |")
+            out.append(f"| {sensor} | BM3D alone | cpu (bm3d package: no GPU path) | {bm['sec_per_mpix']:.4g} ({bm['mp']:.2f} MP) | - |")
         for dev in extra["devices"]:
             dn, kp = sp.get(("demosaicnet", dev)), sp.get(("kpnt", dev))
             ph = photos_spm("demosaicnet+bm3d", dev)
@@ -982,7 +1021,10 @@ def main(argv=None) -> int:
                    help="devices kpnt and demosaicnet are timed on (default: cpu, plus cuda when available); "
                         "outputs are scored from cuda when it is one of them")
     p.add_argument("--speed-mp", type=float, default=24.0, help="also time kpnt and demosaicnet on one synthetic raw of this many MP (default 24; 0 skips)")
-    p.add_argument("--bm3d-speed-mp", type=float, default=1.0, help="BM3D's speed: one crop of this many MP of demosaicnet's output on that raw (default 1)")
+    p.add_argument("--cpu-speed-mp", type=float, default=4.0, help="on the CPU, time on a raw of at most this many MP (default 4)")
+    p.add_argument("--bm3d-speed-mp", type=float, default=1.0, help="BM3D's speed: timed on one synthetic raw of this many MP, demosaicked by demosaicnet (default 1)")
+    p.add_argument("--time-photos", type=int, default=10,
+                   help="per cell, time kpnt/demosaicnet on a device whose outputs are not scored (the CPU beside CUDA) on this many photos (default 10)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes for the CPU-only methods (LibRaw, NLM, BM3D), one thread each (default 1: in this process)")
     p.add_argument("--threads", type=int, default=2, help="torch/OpenCV threads of this process (default 2)")
     p.add_argument("--verbose", action="store_true", help="print each photo's sRGB PSNRs")
