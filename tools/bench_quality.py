@@ -107,9 +107,9 @@ Example::
 for others).  ``--json`` writes ``{rows, speed, speedup, checks, config,
 ...}``.  Optional packages (rawpy, demosaicnet, bm3d, safetensors) are
 checked before use, with a one-line note or error naming what is missing;
-demosaicnet loads only the weight files its package ships (imageio and
-wget, which its dataset module imports for downloads, are stubbed when
-absent).
+demosaicnet loads only the weight files its package ships (imageio,
+wget and tqdm, which it imports for downloads and training, are stubbed
+when absent).
 """
 from __future__ import annotations
 
@@ -228,10 +228,10 @@ def import_demosaicnet():
         have = "pkg_resources" in sys.modules or importlib.util.find_spec("pkg_resources") is not None
     except (ImportError, ValueError):
         have = False
-    # demosaicnet's dataset module imports imageio and wget at import time,
-    # for its training-data download only; neither is used here, so where
-    # they are missing, stand-ins that raise on use let the models import.
-    for name, attr in (("imageio", "imread"), ("wget", "download")):
+    # demosaicnet imports imageio and wget (dataset download) and tqdm
+    # (training loop) at import time; none is used here, so where they are
+    # missing, stand-ins that raise on use let the models import.
+    for name, attr in (("imageio", "imread"), ("wget", "download"), ("tqdm", "tqdm")):
         try:
             found = name in sys.modules or importlib.util.find_spec(name) is not None
         except (ImportError, ValueError):
@@ -252,8 +252,10 @@ def import_demosaicnet():
 
         shim.resource_filename = resource_filename
         sys.modules["pkg_resources"] = shim
-    import demosaicnet
-
+    try:
+        import demosaicnet
+    except ImportError as err:
+        return None, f"demosaicnet at {pkg_dir} cannot be imported ({err})"
     return demosaicnet, ""
 
 
