@@ -38,7 +38,7 @@ import torch
 from kpnt import ops
 from kpnt.ops.dispatch import fused_problems
 from kpnt.mosaic.cfa import CFA
-from kpnt.mosaic.front import FRONT_SHARINGS, front_set_names, front_widths
+from kpnt.mosaic.front import FRONT_KERNELS, FRONT_SHARINGS, front_kernel_count, front_set_names, front_widths
 from kpnt.ref.apply import APPLY_MODES
 from kpnt.ref.level import colour_widths
 from kpnt.ref.mlp import init_weights
@@ -77,6 +77,9 @@ class ModelConfig:
             section 2; MLP 32 in, 16 out) or 'square25', the full 5x5
             square (64 in, 32 out), for ablations
             (:data:`kpnt.ref.taps.COLOUR_TAP_SETS`).
+        front_kernels: 'shared' (DESIGN.md section 3: one kernel, the same
+            detail added to all channels) or 'per_channel' (one kernel per
+            output channel, by role: ``kpnt.mosaic.front.front_roles``).
         front_sharing: front weight sets: 'symmetry' (one per site class,
             neighbourhoods in the class's canonical orientation, DESIGN.md
             section 3) or 'none', one per site position of the reference
@@ -100,6 +103,7 @@ class ModelConfig:
     leaky_slope: float = 0.01
     colour_taps: str = "diamond15"
     front_sharing: str = "symmetry"
+    front_kernels: str = "shared"
 
     def __post_init__(self):
         problems = []
@@ -118,6 +122,8 @@ class ModelConfig:
             problems.append(f"colour_taps must be one of {tuple(COLOUR_TAP_SETS)}, got {self.colour_taps!r}")
         if self.front_sharing not in FRONT_SHARINGS:
             problems.append(f"front_sharing must be one of {FRONT_SHARINGS}, got {self.front_sharing!r}")
+        if self.front_kernels not in FRONT_KERNELS:
+            problems.append(f"front_kernels must be one of {FRONT_KERNELS}, got {self.front_kernels!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -175,16 +181,17 @@ class KPNT(torch.nn.Module):
         self.sets["colour"] = _make_mlp(n_in, cfg.width, cfg.hidden_layers, n_out, 2 * T + 1, out,
                                         cfg.leaky_slope, gen, 2 * T + 2, T + 1)
         if sensor != "rgb":
-            T, n_in, n_out = front_widths(cfg.front_radius)
-            out = torch.zeros(T + 1)
-            out[T // 2] = INIT_FRONT_CENTRE_LOGIT    # raster centre of the square
-            out[T] = INIT_FRONT_BLEND_LOGIT
-            out = self._offsets_for_mode(out, T)
+            T, n_in, n_out = front_widths(cfg.front_radius, cfg.front_kernels)
+            K = front_kernel_count(cfg.front_kernels)
+            out = torch.zeros(K * T + 1)
+            out[T // 2:K * T:T] = INIT_FRONT_CENTRE_LOGIT    # raster centre of the square, every kernel
+            out[K * T] = INIT_FRONT_BLEND_LOGIT
+            out = self._offsets_for_mode(out, K * T)
             for cls in front_set_names(sensor, cfg.front_sharing):
                 name = f"front.{cls}"
                 self._set_names.append(name)
                 self.sets[_param_key(name)] = _make_mlp(n_in, cfg.front_width, cfg.front_hidden_layers, n_out, T + 1,
-                                                         out, cfg.leaky_slope, gen, T + 2, T + 1)
+                                                         out, cfg.leaky_slope, gen, T + 2, K * T + 1)
 
     @property
     def backend(self) -> str:
@@ -314,5 +321,5 @@ class KPNT(torch.nn.Module):
         S = ops.up_block(s0, cfa_p, backend=be)
         fronts = [list(self.sets[_param_key(f"front.{c}")]) for c in front_set_names(cfa.kind, cfg.front_sharing)]
         out = ops.front_level(xp, U, S, noise, cfa_p, fronts, cfg.front_radius, cfg.leaky_slope, cfg.apply_mode,
-                              cfg.noise_input, backend=be, sharing=cfg.front_sharing)
+                              cfg.noise_input, backend=be, sharing=cfg.front_sharing, kernels=cfg.front_kernels)
         return out[..., top:top + H, left:left + W]

@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--front-sharing", choices=["symmetry", "none"], default=None,
                       help="front weight sets: one per site class in canonical orientation (default symmetry), or none: one "
                       "per CFA site position without re-orientation (for ablations; runs on the PyTorch reference)")
+    arch.add_argument("--front-kernels", choices=["shared", "per_channel"], default=None,
+                      help="front level kernels: one shared by the three channels (default shared, DESIGN.md 3), or "
+                      "per_channel: one per output channel (runs on the PyTorch reference)")
+    arch.add_argument("--front-width", type=int, help="front MLP width (default 64)")
+    arch.add_argument("--front-radius", type=int, help="front kernel radius: (2r+1)^2 taps (default 2; the fused kernels run 2 only)")
     p.add_argument("--backend", choices=["auto", "torch", "cuda"], default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
@@ -295,6 +300,12 @@ def main(argv=None) -> int:
             overrides["colour_taps"] = args.colour_taps
         if args.front_sharing:
             overrides["front_sharing"] = args.front_sharing
+        if args.front_kernels:
+            overrides["front_kernels"] = args.front_kernels
+        if args.front_width:
+            overrides["front_width"] = args.front_width
+        if args.front_radius:
+            overrides["front_radius"] = args.front_radius
         if args.backend == "cuda":
             from kpnt.ops.dispatch import fused_problems
 

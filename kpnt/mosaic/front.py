@@ -82,11 +82,31 @@ def _pad16(n: int) -> int:
     return -(-n // 16) * 16
 
 
-def front_widths(radius: int) -> tuple[int, int, int]:
+#: Kernels the front MLP predicts (``ModelConfig.front_kernels``): 'shared'
+#: (DESIGN.md section 3: one kernel, the same detail added to all three
+#: channels) or 'per_channel' (one kernel per output channel, ordered by
+#: role: :func:`front_roles`).
+FRONT_KERNELS = ("shared", "per_channel")
+
+
+def _check_kernels(kernels: str) -> None:
+    if kernels not in FRONT_KERNELS:
+        raise ValueError(f"front kernels must be one of {FRONT_KERNELS}, got {kernels!r}")
+
+
+def front_kernel_count(kernels: str = "shared") -> int:
+    """Kernels per pixel: 1 ('shared') or 3 ('per_channel')."""
+    _check_kernels(kernels)
+    return 1 if kernels == "shared" else 3
+
+
+def front_widths(radius: int, kernels: str = "shared") -> tuple[int, int, int]:
     """``(T, n_in, n_out)`` of the front MLPs: T = (2r+1)^2 taps,
-    n_in = pad16(T + 2) inputs, n_out = pad16(T + 1) outputs."""
+    n_in = pad16(T + 2) inputs, n_out = pad16(K T + 1) outputs for K
+    kernels (:func:`front_kernel_count`): K x T kernel logits, then the
+    blend logit at index K T."""
     T = (2 * radius + 1) ** 2
-    return T, _pad16(T + 2), _pad16(T + 1)
+    return T, _pad16(T + 2), _pad16(front_kernel_count(kernels) * T + 1)
 
 
 #: Weight-set sharing of the front level (``ModelConfig.front_sharing``):
@@ -165,6 +185,40 @@ def front_layout(cfa: CFA, radius: int, sharing: str = "symmetry") -> tuple[np.n
     """
     _check_sharing(sharing)
     return _front_layout(cfa.pattern.tobytes(), cfa.period, int(radius), sharing)
+
+
+@lru_cache(maxsize=256)
+def _front_roles(pattern: bytes, period: int, radius: int, sharing: str) -> np.ndarray:
+    cfa = CFA(np.frombuffer(pattern, dtype=np.int64).reshape(period, period))
+    _, offsets = front_layout(cfa, radius, sharing)
+    roles = np.empty((period, period, 3), dtype=np.int64)
+    for y in range(period):
+        for x in range(period):
+            order = [int(cfa.pattern[y, x])]
+            for dy, dx in offsets[y, x]:
+                c = int(cfa.pattern[(y + dy) % period, (x + dx) % period])
+                if c not in order:
+                    order.append(c)
+            if len(order) != 3:
+                raise CFAError(f"front radius {radius}: the taps of site ({y}, {x}) of {cfa.name} miss a colour")
+            roles[y, x] = order
+    roles.setflags(write=False)
+    return roles
+
+
+def front_roles(cfa: CFA, radius: int, sharing: str = "symmetry") -> np.ndarray:
+    """(P, P, 3): the output channel of each kernel role at every position of
+    ``cfa``'s repeat ('per_channel' front kernels).
+
+    Role 0 is the site's own colour; roles 1 and 2 are the other two colours
+    in the order they first appear among the site's taps in canonical order
+    (:func:`front_layout`).  Sites of one weight set have the same canonical
+    layout up to the red/blue swap, so a role means the same thing at all of
+    them (own colour; the colour at the first canonical position that is not
+    the own colour; the remaining one), as the set's weights need: no role is
+    tied to the names red or blue."""
+    _check_sharing(sharing)
+    return _front_roles(cfa.pattern.tobytes(), cfa.period, int(radius), sharing)
 
 
 def colour_centroids(cfa: CFA) -> np.ndarray:
@@ -247,12 +301,15 @@ class FrontIndex:
             row ``[snr (Lp), noise input (H*W), 1, 0]``: taps, own noise,
             constant 1, zero padding.
         inverse: (H*W,) where each raster pixel sits in ``cat(pos)``.
+        roles: per class, (n_k, 3) output channel of each kernel role
+            (:func:`front_roles`; used by 'per_channel' kernels).
     """
 
     pos: tuple[torch.Tensor, ...]
     taps: tuple[torch.Tensor, ...]
     feats: tuple[torch.Tensor, ...]
     inverse: torch.Tensor
+    roles: tuple[torch.Tensor, ...] = ()
 
 
 @tensor_cache(32)
@@ -260,12 +317,13 @@ def _front_index(pattern: bytes, period: int, H: int, W: int, radius: int, devic
                  sharing: str = "symmetry") -> FrontIndex:
     cfa = CFA(np.frombuffer(pattern, dtype=np.int64).reshape(period, period))
     sets, offsets = front_layout(cfa, radius, sharing)               # (P, P), (P, P, T, 2)
+    role_map = front_roles(cfa, radius, sharing)                      # (P, P, 3)
     T, n_in, _ = front_widths(radius)
     Lp = (H + 2 * radius) * (W + 2 * radius)
     P = cfa.period
     ys, xs = np.mgrid[0:H, 0:W]
     cls_map = sets[ys % P, xs % P]
-    pos, taps, feats = [], [], []
+    pos, taps, feats, roles = [], [], [], []
     for k in range(len(front_set_names(cfa.kind, sharing))):   # 2-18 sets, each handled with array ops
         y, x = ys[cls_map == k], xs[cls_map == k]
         off = offsets[y % P, x % P]                                  # (n_k, T, 2)
@@ -280,11 +338,13 @@ def _front_index(pattern: bytes, period: int, H: int, W: int, radius: int, devic
         pos.append(p)
         taps.append(t)
         feats.append(f)
+        roles.append(role_map[y % P, x % P])
     order = np.concatenate(pos)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.size)
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
-    return FrontIndex(tuple(map(as_t, pos)), tuple(map(as_t, taps)), tuple(map(as_t, feats)), as_t(inverse))
+    return FrontIndex(tuple(map(as_t, pos)), tuple(map(as_t, taps)), tuple(map(as_t, feats)), as_t(inverse),
+                      tuple(map(as_t, roles)))
 
 
 def front_index(cfa: CFA, H: int, W: int, radius: int, device, sharing: str = "symmetry") -> FrontIndex:
@@ -362,6 +422,7 @@ def front_level(
     noise_input: bool,
     mlp_fn=mlp,
     sharing: str = "symmetry",
+    kernels: str = "shared",
 ) -> torch.Tensor:
     """Full-resolution output of the mosaic level (module doc).
 
@@ -374,8 +435,11 @@ def front_level(
             (``sharing='none'``: per :func:`front_set_names`).
         mlp_fn: MLP evaluator with the signature of :func:`kpnt.ref.mlp.mlp`.
         sharing: 'symmetry' or 'none' (module doc).
+        kernels: 'shared' or 'per_channel' (:data:`FRONT_KERNELS`).
     Returns:
-        (N, 3, H, W) ``U + a * sum_t w_t d_t`` (same value on all channels).
+        (N, 3, H, W) ``U + a * sum_t w_t d_t``: 'shared' adds the same
+        value to all channels; 'per_channel' adds ``a * sum_t w_{r,t} d_t``
+        to the channel of role r (:func:`front_roles`).
 
     Without autograd (inference) the same math runs per repeat position in
     chunks of rows (:func:`_front_level_chunked`), without the cached
@@ -384,24 +448,29 @@ def front_level(
     n_sets = len(front_set_names(cfa.kind, sharing))
     if len(weights) != n_sets:
         raise ValueError(f"front level ({sharing} sharing): expected {n_sets} weight sets for {cfa.kind}, got {len(weights)}")
+    K = front_kernel_count(kernels)
     if use_inference_path():
         return _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, mlp_fn,
-                                    sharing)
+                                    sharing, kernels)
     N, _, H, W = x.shape
     T, _, _ = front_widths(radius)
     d, sigma = front_detail(x, U, S, noise, cfa)
     feats, dtaps, index = front_features(d, sigma, cfa, radius, noise_input, sharing)
     deltas = []
-    for f, dt, w in zip(feats, dtaps, weights):
-        out = mlp_fn(f, w, leaky_slope).reshape(N, dt.shape[1], -1)   # (N, n_k, n_out)
-        k = normalise_kernel(out[..., :T], apply_mode)
-        deltas.append(torch.sigmoid(out[..., T]) * (k * dt).sum(-1))
-    delta = torch.cat(deltas, 1).index_select(1, index.inverse).reshape(N, 1, H, W)
-    return U + delta
+    for f, dt, w, role in zip(feats, dtaps, weights, index.roles):
+        n_k = dt.shape[1]
+        out = mlp_fn(f, w, leaky_slope).reshape(N, n_k, -1)          # (N, n_k, n_out)
+        k = normalise_kernel(out[..., :K * T].reshape(N, n_k, K, T), apply_mode)
+        by_role = torch.sigmoid(out[..., K * T])[..., None] * (k * dt[:, :, None, :]).sum(-1)   # (N, n_k, K)
+        if K == 3:   # role r of each pixel -> its channel
+            by_role = torch.zeros_like(by_role).scatter(2, role.expand(N, n_k, 3), by_role)
+        deltas.append(by_role)
+    delta = torch.cat(deltas, 1).index_select(1, index.inverse)       # (N, H*W, K)
+    return U + delta.transpose(1, 2).reshape(N, K, H, W)
 
 
 def _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, mlp_fn=mlp,
-                         sharing="symmetry"):
+                         sharing="symmetry", kernels="shared"):
     """:func:`front_level` for inference.
 
     All photosites at one position (py, px) of the CFA repeat share their
@@ -420,6 +489,8 @@ def _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, appl
     T, n_in, _ = front_widths(radius)
     classes, offsets = front_layout(cfa, radius, sharing)
     offsets = offsets.tolist()                                           # [py][px][t] = (dy, dx)
+    roles = front_roles(cfa, radius, sharing).tolist()                   # [py][px][r] = channel
+    K = front_kernel_count(kernels)
     positions = [(py, px) for py in range(min(P, H)) for px in range(min(P, W))]
     widest = -(-W // P)
     rows_per_chunk = max(1, inference_chunk(x.device) // widest)
@@ -461,7 +532,12 @@ def _front_level_chunked(x, U, S, noise, cfa, weights, radius, leaky_slope, appl
                 rows_sl = slice(py + P * i0, py + P * (i1 - 1) + 1, P)
                 xin[T, :m].view(i1 - i0, cols).copy_(nz[rows_sl, px::P])
                 o = run_mlp_columns(mlp_fn, xin[:, :m], weights[k_cls], leaky_slope, bufs[k_cls])   # (n_out, m)
-                k = normalise_kernel_columns(o[:T], apply_mode)
-                delta = torch.sigmoid(o[T]) * (k * dt[:, :m]).sum(0)
-                out[n, :, rows_sl, px::P] += delta.view(1, i1 - i0, cols)
+                blend = torch.sigmoid(o[K * T])
+                for role in range(K):
+                    k = normalise_kernel_columns(o[role * T:(role + 1) * T], apply_mode)
+                    delta = (blend * (k * dt[:, :m]).sum(0)).view(1, i1 - i0, cols)
+                    if K == 1:
+                        out[n, :, rows_sl, px::P] += delta
+                    else:
+                        out[n, roles[py][px][role], rows_sl, px::P] += delta[0]
     return out

@@ -159,6 +159,9 @@ def fused_problems(config) -> list[str]:
     radius = getattr(config, "front_radius", FUSED_FRONT_RADIUS)
     if radius != FUSED_FRONT_RADIUS:
         out.append(f"front_radius={radius} (the fused front level runs radius {FUSED_FRONT_RADIUS} only)")
+    kernels = getattr(config, "front_kernels", "shared")
+    if kernels != "shared":
+        out.append(f"front_kernels={kernels!r} (the fused front level predicts one shared kernel)")
     return out
 
 
@@ -342,7 +345,7 @@ def up_block(o0: torch.Tensor, cfa: CFA, backend: str = "torch") -> torch.Tensor
 
 
 def front_level(x, U, S, noise, cfa: CFA, weights, radius: int, leaky_slope: float, apply_mode: str,
-                noise_input: bool, backend: str = "torch", sharing: str = "symmetry") -> torch.Tensor:
+                noise_input: bool, backend: str = "torch", sharing: str = "symmetry", kernels: str = "shared") -> torch.Tensor:
     """(N,3,H,W) output of the mosaic level; see :func:`kpnt.mosaic.front.front_level`.
 
     ``sharing='none'``, a radius other than 2 or an MLP shape that is not
@@ -356,14 +359,17 @@ def front_level(x, U, S, noise, cfa: CFA, weights, radius: int, leaky_slope: flo
     _check_noise(noise, x.shape[0], x)
     _check(apply_mode in _apply.APPLY_MODES, "apply_mode", str(_apply.APPLY_MODES), apply_mode)
     _check(sharing in _front.FRONT_SHARINGS, "front sharing", str(_front.FRONT_SHARINGS), sharing)
+    _check(kernels in _front.FRONT_KERNELS, "front kernels", str(_front.FRONT_KERNELS), kernels)
     names = _front.front_set_names(cfa.kind, sharing)
     _check(len(weights) == len(names), "front weight sets",
            f"{len(names)} ({', '.join(names) if len(names) <= 4 else f'{names[0]} .. {names[-1]}'})", len(weights))
-    T, n_in, n_out = _front.front_widths(radius)
+    T, n_in, n_out = _front.front_widths(radius, kernels)
     for name, w in zip(names, weights):
         _check_weights(w, n_in, n_out, f"front MLP '{name}'")
 
     def problem():
+        if kernels != "shared":
+            return f"front kernels {kernels!r} (the fused front level predicts one shared kernel)"
         if sharing != FUSED_FRONT_SHARING:
             return f"front sharing {sharing!r} (the fused front level runs {FUSED_FRONT_SHARING} sharing only)"
         if radius != FUSED_FRONT_RADIUS:
@@ -371,9 +377,9 @@ def front_level(x, U, S, noise, cfa: CFA, weights, radius: int, leaky_slope: flo
         return _mlp_problem(weights[0], "front")
 
     fn = _level_impl("front_level", backend, x.device, problem)
-    if sharing == FUSED_FRONT_SHARING:    # the backends' signature has no sharing (symmetry is theirs)
+    if sharing == FUSED_FRONT_SHARING and kernels == "shared":   # the backends' signature (symmetry, shared is theirs)
         return fn(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input)
-    return fn(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, sharing=sharing)
+    return fn(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, sharing=sharing, kernels=kernels)
 
 
 def _load_cuda() -> Mapping[str, Callable]:
