@@ -660,3 +660,160 @@ def test_blind_estimate_reads_a_bounded_central_crop(tmp_path, monkeypatch):
     monkeypatch.setattr(dn, "BLIND_MAX_PIXELS", 10**9)
     dn.choose_noise(raw)
     assert seen["mosaic"].shape == (150, 222), "small raws are read whole"
+
+
+# ----------------------------------------------------------------------
+# the pipelined path (--io-workers: decode and write threads; the GPU default)
+# ----------------------------------------------------------------------
+def test_linear_dng_without_copy_same_bytes(tmp_path):
+    from kpnt.cli.denoise import write_linear_dng_nocopy
+    from kpnt.io.dng import write_linear_dng
+
+    rgb = np.random.default_rng(0).integers(0, 65536, (40, 56, 3)).astype(np.uint16)
+    for meta in (_meta(), _meta(noise_profile=np.array([[2e-3, 4e-6]] * 3), datetime=None, iso=102400)):
+        write_linear_dng(tmp_path / "a.dng", rgb, meta, overwrite=True)
+        write_linear_dng_nocopy(tmp_path / "b.dng", rgb, meta, overwrite=True)
+        assert (tmp_path / "a.dng").read_bytes() == (tmp_path / "b.dng").read_bytes()
+    with pytest.raises(Exception, match="exists"):
+        write_linear_dng_nocopy(tmp_path / "b.dng", rgb, _meta(), overwrite=False)
+    with pytest.raises(Exception, match="uint16"):
+        write_linear_dng_nocopy(tmp_path / "c.dng", rgb.astype(np.float32), _meta(), overwrite=False)
+
+
+@pytest.mark.parametrize("sensor,cfa,shape", [("bayer", CFA.bayer("GRBG"), (200, 260)), ("xtrans", CFA.xtrans(), (240, 252))])
+def test_staged_tile_loop_same_bytes_as_cpu_path(tmp_path, sensor, cfa, shape):
+    """The GPU tile loop (device-side white balance and uint16 conversion,
+    double-buffered staging), run on the CPU, writes the CPU path's bytes."""
+    from kpnt.denoise import NoiseChoice, denoise_raw
+    from kpnt.io.raw import read_raw
+
+    raw = read_raw(_write_raw(tmp_path / "r.dng", cfa, shape=shape))
+    model = _random_model(sensor, scale=0.1)
+    noise = NoiseChoice(np.array([[1e-3] * 3, [1e-5] * 3], np.float32), "given")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)               # the CPU path runs its tiles single-threaded
+    try:
+        for dtype in (np.uint16, np.float32):
+            for tile in (0, 96):
+                ticks = []
+                ref = denoise_raw(model, raw, noise, tile=tile, dtype=dtype, reproducible=True)
+                got = denoise_raw(model, raw, noise, tile=tile, dtype=dtype, staged=True, progress=ticks.append)
+                assert got.dtype == ref.dtype and np.array_equal(got, ref), (dtype, tile)
+                assert len(ticks) == (1 if tile == 0 else 9)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pipeline_folder(tmp_path, n=5):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(n):
+        _write_raw(folder / ("sub" if i == 2 else "") / f"f{i}.dng", CFA.bayer("RGGB"), shape=(96 + 8 * i, 128), seed=i)
+    return folder
+
+
+def test_pipelined_same_bytes_order_and_failures(tmp_path, weights, capsys):
+    folder = _pipeline_folder(tmp_path)
+    (folder / "broken.dng").write_bytes(b"II*\0" + b"\0" * 100)
+    (folder / "f9.nef").write_text("not a raw\n")
+    runs = {}
+    for name, extra in (("serial", ["--io-workers", "0"]), ("pipe", ["--io-workers", "3"]), ("pipe1", ["--io-workers", "1"])):
+        order = []
+        rc = denoise_main([str(folder), "-o", str(tmp_path / name), "--weights", str(weights["bayer"]), "--noise", "1e-3,1e-5",
+                           "--tile", "64", "--no-progress", *extra], on_result=lambda r: order.append((r.src.name, r.status)))
+        captured = capsys.readouterr()
+        runs[name] = (rc, order, captured.out.splitlines()[-1].split(" -> ")[0], [l for l in captured.err.splitlines() if "error:" in l])
+    assert runs["serial"][0] == runs["pipe"][0] == runs["pipe1"][0] == 1
+    assert runs["serial"][1] == runs["pipe"][1] == runs["pipe1"][1], "results reported in the same (input) order"
+    assert runs["serial"][2] == runs["pipe"][2] == runs["pipe1"][2]
+    assert runs["pipe"][2].startswith("5 denoised, 0 skipped (output exists; --force to redo), 2 failed")
+    # each failure: one line as it happens and one in the summary
+    for name in ("broken.dng", "f9.nef"):
+        assert sum(name in l for l in runs["pipe"][3]) == 2, runs["pipe"][3]
+    files = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*") if p.is_file())
+    assert len(files) == 5
+    for rel in files:
+        ref = (tmp_path / "serial" / rel).read_bytes()
+        assert (tmp_path / "pipe" / rel).read_bytes() == ref and (tmp_path / "pipe1" / rel).read_bytes() == ref, rel
+    assert _no_temp_files(tmp_path / "pipe")
+
+
+def test_pipelined_write_failure_is_per_file(tmp_path, weights, capsys, monkeypatch):
+    """A write that fails (not a full disk) fails only its own file."""
+    folder = _pipeline_folder(tmp_path, n=4)
+    _failing_fdopen(monkeypatch, "f1.dng", OSError(5, "Input/output error"))
+    rc = _cli(tmp_path, weights, folder, "-o", tmp_path / "o", "--noise", "1e-3,1e-5", "--io-workers", "2")
+    assert rc == 1
+    captured = capsys.readouterr()
+    assert "3 denoised, 0 skipped (output exists; --force to redo), 1 failed" in captured.out
+    assert "f1.dng" in captured.err.splitlines()[-1] and "Input/output error" in captured.err.splitlines()[-1]
+    assert sorted(p.name for p in (tmp_path / "o").rglob("*.dng")) == ["f0.dng", "f2.dng", "f3.dng"]
+    assert _no_temp_files(tmp_path / "o")
+
+
+def test_pipelined_full_disk_stops_batch(tmp_path, weights, capsys, monkeypatch):
+    import errno
+
+    folder = _pipeline_folder(tmp_path, n=6)
+    _failing_fdopen(monkeypatch, "f1.dng", OSError(errno.ENOSPC, "No space left on device"))
+    rc = _cli(tmp_path, weights, folder, "-o", tmp_path / "o", "--noise", "1e-3,1e-5", "--io-workers", "1")
+    assert rc == 1
+    captured = capsys.readouterr()
+    line = captured.out.splitlines()[-1]
+    assert "1 failed" in line and "not done (stopped after a full disk)" in line, line
+    assert "f1.dng" in captured.err.splitlines()[-1] and "No space left on device" in captured.err.splitlines()[-1]
+    done = sorted(p.name for p in (tmp_path / "o").rglob("*.dng"))
+    assert "f0.dng" in done and "f1.dng" not in done and len(done) < 5, done
+    assert _no_temp_files(tmp_path / "o")
+    for f in (tmp_path / "o").rglob("*.dng"):
+        with rawpy.imread(str(f)) as r:
+            assert r.raw_type == rawpy.RawType.Stack
+
+
+def test_pipelined_ctrl_c_cleans_up(tmp_path, weights, capsys, monkeypatch):
+    import os
+    import signal
+
+    import time
+
+    import kpnt.cli.denoise as cli
+
+    folder = _pipeline_folder(tmp_path, n=6)
+    # a real SIGINT sent by the write thread as it starts writing f1.dng:
+    # the main thread stops, the running write finishes
+    real = cli.write_output
+
+    def write_output(path, *a, **k):
+        if path.name == "f1.dng":
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(cli, "write_output", write_output)
+    before = signal.getsignal(signal.SIGINT)
+    rc = _cli(tmp_path, weights, folder, "-o", tmp_path / "o", "--noise", "1e-3,1e-5", "--io-workers", "2")
+    assert rc == 130
+    assert signal.getsignal(signal.SIGINT) == before
+    captured = capsys.readouterr()
+    assert "not done (interrupted)" in captured.out and "interrupted" in captured.err
+    assert _no_temp_files(tmp_path / "o")
+    done = sorted((tmp_path / "o").rglob("*.dng"))
+    assert 1 <= len(done) < 6
+    for f in done:                      # whatever exists is complete
+        with rawpy.imread(str(f)) as r:
+            assert r.raw_type == rawpy.RawType.Stack
+    monkeypatch.undo()
+    assert _cli(tmp_path, weights, folder, "-o", tmp_path / "o", "--noise", "1e-3,1e-5", "--io-workers", "2") == 0
+    assert f"{6 - len(done)} denoised, {len(done)} skipped" in capsys.readouterr().out
+
+
+def test_io_workers_arguments(tmp_path, weights, capsys):
+    from kpnt.cli.denoise import default_io_workers
+
+    src = _write_raw(tmp_path / "a.dng", CFA.bayer("RGGB"))
+    assert _cli(tmp_path, weights, src, "-o", tmp_path / "o", "--io-workers", "-1") == 1
+    assert "--io-workers must be >= 0" in capsys.readouterr().err
+    assert _cli(tmp_path, weights, src, "-o", tmp_path / "o", "--io-workers", "2", "--jobs", "2") == 1
+    assert "--jobs or --devices" in capsys.readouterr().err
+    assert default_io_workers("cpu") == 0
+    assert 1 <= default_io_workers("cuda:0") <= 8

@@ -10,6 +10,26 @@ Scenarios (each in a fresh subprocess, so that its peak RSS is its own):
   RSS growth over the tile's input, i.e. the working set per tile
   photosite (``kpnt.denoise.BYTES_PER_TILE_PIXEL``), from which the
   default tile sizes follow.
+* ``folder`` (``--folder N``): a batch the way ``kpnt-denoise DIR -o OUT``
+  runs it (the CLI's ``main`` in-process, so the same pipeline: decode
+  threads, denoise in the main thread, write threads on a GPU).  One
+  synthetic raw of ``--folder-mp`` megapixels (default 24) is written and
+  copied to N names (each is still decoded on its own); one warm-up file
+  first (kernel build/load, model load; timed and reported apart), then the
+  N files: files/s end to end, per-file seconds of each stage (stages
+  overlap in the pipeline: their sums exceed the wall time; ``wait``: the
+  main thread idle, waiting for a decode), GPU busy
+  fraction, peak GPU memory (torch allocated and reserved, since the warm-up),
+  peak host RSS.  GPU busy is reported two ways: ``events``: the device
+  time of every tile (CUDA events around upload, model, conversion and
+  download, summed over the files) over the wall time (an upper bound: it
+  counts the device waiting for kernel launches inside a tile); ``smi``:
+  the mean of ``nvidia-smi --query-gpu=utilization.gpu -lms 100`` samples
+  over the timed run (percent of time a kernel was running), when
+  nvidia-smi exists.  ``--stub-denoise`` replaces the model by a host-side
+  stand-in (an output of the right size, no GPU): the CPU side's ceiling
+  (decode, hand-over, encode) on this machine.  The folders are deleted at
+  the end.
 
 Synthetic raws: the sample photo (kpnt/data/sample_coffee.png) mirrored and
 tiled up to the requested size, unprocessed to camera RGB (Nikon D750-like
@@ -26,6 +46,8 @@ Usage::
     python tools/bench_denoise.py                       # 24 MP + 100 MP Bayer e2e, tile sizes
     python tools/bench_denoise.py --e2e 24 --sensor xtrans --threads 2
     python tools/bench_denoise.py --tile-only 1024 2048 --json out.json
+    python tools/bench_denoise.py --folder 50 --device cuda --backend cuda --tile-only --e2e 100
+    python tools/bench_denoise.py --folder 8 --stub-denoise --tile-only --e2e   # CPU side alone
 
 Run it on an otherwise idle machine: other processes on the same cores
 inflate every number here.
@@ -37,9 +59,11 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -130,9 +154,10 @@ def _gpu_peak(device) -> dict:
                 gpu_peak_reserved_gb=round(torch.cuda.max_memory_reserved(device) / 2**30, 3))
 
 
-def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = "cpu") -> dict:
+def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = "cpu", backend: str = "torch") -> dict:
     """One file through the CLI's FileProcessor; per-stage seconds, peak RSS
-    (and peak GPU memory on a GPU)."""
+    (and peak GPU memory on a GPU, where the file is run twice: the first
+    run loads the kernels; the second is timed, the peak covers both)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -147,27 +172,166 @@ def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = 
 
         weights_path = path.with_name(f"untrained-{sensor}.safetensors")
         save_weights(weights_path, _model(sensor, None), _cfa(sensor), {"data": "untrained (benchmark)"})
-    s = Settings("dng", True, tile, Path(weights_path), None, None, "torch", False)
+    s = Settings("dng", True, tile, Path(weights_path), None, None, backend, False)
     proc = FileProcessor(s, device)
-    t0 = time.perf_counter()
-    raw = proc.read(Task(0, path, out))
-    t_dec = time.perf_counter() - t0
-    shape = raw.mosaic.shape
-    tiles = []
-    cpu0 = _cpu_seconds()
-    res = proc.process(Task(0, path, out), raw, None, t_dec, on_tiles=tiles.append)
-    cpu = _cpu_seconds() - cpu0
-    if res.status != "done":
-        raise SystemExit(f"bench: {res.message}")
-    out.unlink()
+    first = None
+    for attempt in range(2 if device != "cpu" else 1):
+        t0 = time.perf_counter()
+        raw = proc.read(Task(0, path, out))
+        t_dec = time.perf_counter() - t0
+        shape = raw.mosaic.shape
+        tiles = []
+        cpu0 = _cpu_seconds()
+        res = proc.process(Task(0, path, out), raw, None, t_dec, on_tiles=tiles.append)
+        del raw
+        cpu = _cpu_seconds() - cpu0
+        if res.status != "done":
+            raise SystemExit(f"bench: {res.message}")
+        out.unlink()
+        if attempt == 0 and device != "cpu":
+            first = round(sum(v for k, v in res.seconds.items() if k != "gpu"), 2)
     row = dict(scenario="e2e", sensor=sensor, mp=shape[0] * shape[1] / 1e6, tiles=tiles[0], tile=proc.tile,
-               threads=threads, noise_source=res.noise.split(":")[0], peak_rss_gb=_peak_rss() / 2**30, device=device)
+               threads=threads, noise_source=res.noise.split(":")[0], peak_rss_gb=_peak_rss() / 2**30, device=device,
+               backend=backend, first_run_s=first)
     row.update(_gpu_peak(device))
     row.update({k: round(v, 2) for k, v in res.seconds.items()})
-    row["total"] = round(sum(res.seconds.values()), 2)
+    row["total"] = round(sum(v for k, v in res.seconds.items() if k != "gpu"), 2)     # gpu is part of denoise
     row["cpu_after_decode"] = round(cpu, 2)
     row["s_per_mp"] = round(row["total"] / row["mp"], 3)
     return row
+
+
+class SmiSampler:
+    """``nvidia-smi --query-gpu=utilization.gpu,memory.used -lms 100`` in a
+    background process; samples are kept from :meth:`mark` on."""
+
+    def __init__(self, index: int):
+        self.samples, self._on = [], False
+        exe = shutil.which("nvidia-smi")
+        self.proc = None
+        if exe is None:
+            return
+        self.proc = subprocess.Popen([exe, "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits",
+                                      "-lms", "100", "-i", str(index)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                util, mem = (float(v) for v in line.split(","))
+            except ValueError:
+                continue
+            if self._on:
+                self.samples.append((util, mem))
+
+    def mark(self, on: bool) -> None:
+        self._on = on
+
+    def stop(self) -> dict:
+        if self.proc is None:
+            return {}
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        if not self.samples:
+            return {}
+        util = [u for u, _ in self.samples]
+        return dict(smi_util_mean=round(sum(util) / len(util), 1), smi_samples=len(util),
+                    smi_mem_used_max_gb=round(max(m for _, m in self.samples) / 1024, 2))
+
+
+def _stub_denoise():
+    """Replace kpnt.denoise.denoise_raw by a host-side stand-in: an output
+    of the right shape and dtype (one fill), no model, no device: what is
+    left is the CPU side of the pipeline."""
+    import kpnt.denoise as dn
+
+    def stub(model, raw, noise, tile=0, device="cpu", progress=None, dtype=np.float32, reproducible=False, timing=None,
+             staged=False):
+        h, w = raw.mosaic.shape
+        return np.full((h, w, 3), 30000 if dtype == np.uint16 else 0.5, dtype=dtype)
+
+    dn.denoise_raw = stub
+
+
+def run_folder(n: int, mp: int, sensor: str, weights, device: str, backend: str, io_workers, work: Path,
+               stub: bool = False) -> dict:
+    """N copies of one synthetic raw through ``kpnt-denoise DIR -o OUT``
+    (the CLI's main, in this process) after one warm-up file."""
+    import torch
+
+    from kpnt.cli.denoise import main as denoise_main
+
+    if stub:
+        _stub_denoise()
+    shape = SIZES.get(mp) or _shape(mp)
+    src = work / f"synthetic-{sensor}-{mp}mp.dng"
+    if not src.exists():
+        make_raw(src, shape, sensor, True)
+    folder, out, warm_in, warm_out = (work / f"folder-{k}" for k in ("in", "out", "warm-in", "warm-out"))
+    for d in (folder, out, warm_in, warm_out):
+        shutil.rmtree(d, ignore_errors=True)
+    folder.mkdir()
+    warm_in.mkdir()
+    t0 = time.perf_counter()
+    for i in range(n):
+        shutil.copyfile(src, folder / f"IMG_{i:04d}.dng")
+    shutil.copyfile(src, warm_in / "warm.dng")
+    copy_s = time.perf_counter() - t0
+    common = ["--device", device, "--backend", backend, "--no-progress", "--force"]
+    if weights:
+        common += ["--weights", str(weights)]
+    if io_workers is not None:
+        common += ["--io-workers", str(io_workers)]
+    cuda = torch.device(device).type == "cuda"
+    sampler = SmiSampler(torch.device(device).index or 0) if cuda else None
+    try:
+        warm = []
+        t0 = time.perf_counter()
+        rc = denoise_main([str(warm_in), "-o", str(warm_out), *common], on_result=warm.append)
+        warm_s = time.perf_counter() - t0
+        if rc != 0:
+            raise SystemExit(f"bench: warm-up failed: {[r.message for r in warm]}")
+        if cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        results = []
+        if sampler:
+            sampler.mark(True)
+        t0, c0 = time.perf_counter(), _cpu_seconds()
+        rc = denoise_main([str(folder), "-o", str(out), *common], on_result=results.append)
+        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+        if sampler:
+            sampler.mark(False)
+    finally:
+        smi = sampler.stop() if sampler else {}
+        for d in (folder, out, warm_in, warm_out):
+            shutil.rmtree(d, ignore_errors=True)
+    done = [r for r in results if r.status == "done"]
+    if rc != 0 or len(done) != n:
+        raise SystemExit(f"bench: {len(done)} of {n} done: {[r.message for r in results if r.status != 'done'][:3]}")
+    from kpnt.cli.denoise import _cores, default_io_workers
+
+    stages = {}
+    for k in ("decode", "noise", "wait", "denoise", "gpu", "encode"):
+        vals = [r.seconds[k] for r in done if k in r.seconds]
+        if vals:
+            stages[k] = dict(mean=round(sum(vals) / len(vals), 4), max=round(max(vals), 4), sum=round(sum(vals), 3))
+    row = dict(scenario="folder", sensor=sensor, files=n, mp=shape[0] * shape[1] / 1e6, device=device, backend=backend,
+               stub=stub, io_workers=io_workers if io_workers is not None else default_io_workers(device), cores=_cores(),
+               wall_s=round(wall, 3), files_per_s=round(n / wall, 3), cpu_s=round(cpu, 1), copy_s=round(copy_s, 2),
+               warmup_s=round(warm_s, 2), warmup_stages={k: round(v, 3) for k, v in warm[0].seconds.items()},
+               stages=stages, peak_rss_gb=round(_peak_rss() / 2**30, 2))
+    if "gpu" in stages:
+        row["gpu_busy_events"] = round(stages["gpu"]["sum"] / wall, 3)
+    row.update(smi)
+    row.update(_gpu_peak(device))
+    return row
+
+
+def _shape(mp) -> tuple[int, int]:
+    return (int((mp * 1e6 / 1.5) ** 0.5) // 6 * 6, int((mp * 1e6 * 1.5) ** 0.5) // 6 * 6)
 
 
 def run_tile(n: int, sensor: str, weights, threads: int, device: str = "cpu") -> dict:
@@ -223,6 +387,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--device", default="cpu", help="torch device of the runs (cuda: peak GPU memory is reported)")
     p.add_argument("--blind", action="store_true", help="no NoiseProfile tag: time the blind noise estimate")
+    p.add_argument("--backend", choices=["auto", "torch", "cuda"], default=None,
+                   help="model backend (default: torch for e2e, the CLI's auto for --folder)")
+    p.add_argument("--folder", type=int, default=0, metavar="N", help="folder scenario: N copies of one raw through kpnt-denoise DIR -o OUT")
+    p.add_argument("--folder-mp", type=int, default=24, help="megapixels of the folder scenario's raw (default 24)")
+    p.add_argument("--io-workers", type=int, default=None, help="--io-workers of the folder run (default: the CLI's)")
+    p.add_argument("--stub-denoise", action="store_true", help="folder scenario without the model (the CPU side's ceiling)")
     p.add_argument("--workdir", type=Path, default=None, help="where the synthetic raws go (default: a temp folder)")
     p.add_argument("--json", type=Path, help="also write all rows as JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -233,7 +403,12 @@ def main(argv=None) -> int:
             make_raw(Path(rest[0]), tuple(rest[1]), rest[2], rest[3])
             print(json.dumps({}))
         elif kind == "e2e":
-            print(json.dumps(run_e2e(Path(rest[0]), rest[1], rest[2], rest[3], rest[4], rest[5])))
+            print(json.dumps(run_e2e(Path(rest[0]), rest[1], rest[2], rest[3], rest[4], rest[5], rest[6])))
+        elif kind == "folder":
+            import torch
+
+            torch.set_num_threads(rest[7])
+            print(json.dumps(run_folder(rest[0], rest[1], rest[2], rest[3], rest[4], rest[5], rest[6], Path(rest[8]), rest[9])))
         else:
             print(json.dumps(run_tile(rest[0], rest[1], rest[2], rest[3], rest[4])))
         return 0
@@ -244,16 +419,25 @@ def main(argv=None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="kpnt-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     weights = str(args.weights) if args.weights else None
-    for n in tiles:
-        rows.append(_child(["tile", n, args.sensor, weights, args.threads, args.device]))
-        print(_fmt_tile(rows[-1]), flush=True)
-    for mp in e2e:
-        shape = SIZES.get(mp) or (int((mp * 1e6 / 1.5) ** 0.5) // 6 * 6, int((mp * 1e6 * 1.5) ** 0.5) // 6 * 6)
-        path = work / f"synthetic-{args.sensor}-{mp}mp{'-blind' if args.blind else ''}.dng"
-        if not path.exists():
-            _child(["make", str(path), list(shape), args.sensor, not args.blind])
-        rows.append(_child(["e2e", str(path), args.sensor, weights, args.tile, args.threads, args.device]))
-        print(_fmt_e2e(rows[-1]), flush=True)
+    created = args.workdir is None
+    try:
+        if args.folder:
+            rows.append(_child(["folder", args.folder, args.folder_mp, args.sensor, weights, args.device, args.backend or "auto",
+                                args.io_workers, args.threads, str(work), args.stub_denoise]))
+            print(_fmt_folder(rows[-1]), flush=True)
+        for n in tiles:
+            rows.append(_child(["tile", n, args.sensor, weights, args.threads, args.device]))
+            print(_fmt_tile(rows[-1]), flush=True)
+        for mp in e2e:
+            shape = SIZES.get(mp) or _shape(mp)
+            path = work / f"synthetic-{args.sensor}-{mp}mp{'-blind' if args.blind else ''}.dng"
+            if not path.exists():
+                _child(["make", str(path), list(shape), args.sensor, not args.blind])
+            rows.append(_child(["e2e", str(path), args.sensor, weights, args.tile, args.threads, args.device, args.backend or "torch"]))
+            print(_fmt_e2e(rows[-1]), flush=True)
+    finally:
+        if created:
+            shutil.rmtree(work, ignore_errors=True)
     import torch
 
     info = dict(machine=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__,
@@ -271,16 +455,43 @@ def _gpu(r) -> str:
     return f" | GPU peak {r['gpu_peak_alloc_gb']:.2f} GB allocated, {r['gpu_peak_reserved_gb']:.2f} GB reserved{per}"
 
 
+def _fmt_folder(r) -> str:
+    """The folder scenario as a table."""
+    lines = [f"folder: {r['files']} x {r['mp']:.1f} MP {r['sensor']} DNG, device {r['device']}, backend {r['backend']}"
+             f"{' (STUB: no model)' if r['stub'] else ''}, --io-workers {r['io_workers']}, {r['cores']} cores",
+             f"  warm-up file (kernel build/load, model load): {r['warmup_s']:.2f} s  stages {r['warmup_stages']}",
+             "| metric | value |", "| --- | ---: |",
+             f"| files/s end to end | **{r['files_per_s']:.2f}** ({r['files']} files in {r['wall_s']:.2f} s) |"]
+    for k, v in r["stages"].items():
+        lines.append(f"| {k} s/file (mean / max; sum) | {v['mean']:.3f} / {v['max']:.3f}; {v['sum']:.2f} |")
+    if "gpu_busy_events" in r:
+        lines.append(f"| GPU busy, CUDA events (device time of the tiles / wall) | {100 * r['gpu_busy_events']:.1f}% |")
+    if "smi_util_mean" in r:
+        lines.append(f"| GPU busy, nvidia-smi utilization.gpu mean ({r['smi_samples']} samples @100 ms) | {r['smi_util_mean']:.1f}% |")
+        lines.append(f"| GPU memory used, nvidia-smi max (whole device) | {r['smi_mem_used_max_gb']:.2f} GB |")
+    if "gpu_peak_alloc_gb" in r:
+        lines.append(f"| GPU peak torch allocated / reserved | {r['gpu_peak_alloc_gb']:.2f} / {r['gpu_peak_reserved_gb']:.2f} GB |")
+    lines.append(f"| peak host RSS (whole process) | {r['peak_rss_gb']:.2f} GB |")
+    lines.append(f"| process CPU seconds during the run | {r['cpu_s']:.1f} ({r['cpu_s'] / r['wall_s']:.1f} cores busy) |")
+    return "\n".join(lines)
+
+
 def _fmt_tile(r) -> str:
     return (f"tile {r['device']} {r['sensor']:6s} {r['n']}^2 ({r['mp']:.1f} MP, {r['threads']} thr): {r['seconds']:7.2f} s = "
             f"{r['s_per_mp']:.3f} s/MP (CPU {r['cpu_s']:.2f} s), working set {r['bytes_per_px']} B/photosite, peak RSS {r['peak_rss_gb']:.2f} GB" + _gpu(r))
 
 
 def _fmt_e2e(r) -> str:
-    return (f"e2e  {r['device']} {r['sensor']:6s} {r['mp']:5.1f} MP tile {r['tile']} ({r['tiles']} tiles, {r['threads']} thr): "
+    first = f" | first run (kernel load) {r['first_run_s']:.2f} s" if r.get("first_run_s") else ""
+    gpu = f" | GPU work {r['gpu']:.3f} s" if "gpu" in r else ""
+    budget = ""
+    if "gpu_peak_reserved_gb" in r:
+        budget = f" | within 2 GB: {'yes' if r['gpu_peak_reserved_gb'] < 2 else 'NO'}"
+    return (f"e2e  {r['device']} {r.get('backend', 'torch')} {r['sensor']:6s} {r['mp']:5.1f} MP tile {r['tile']} ({r['tiles']} tiles, {r['threads']} thr): "
             f"decode {r.get('decode', 0):6.2f} | noise ({r['noise_source']}) {r.get('noise', 0):6.2f} | "
             f"denoise {r.get('denoise', 0):7.2f} | encode {r.get('encode', 0):5.2f} | total {r['total']:7.2f} s "
-            f"({r['s_per_mp']:.2f} s/MP; CPU after decode {r['cpu_after_decode']:.1f} s) | peak RSS {r['peak_rss_gb']:.2f} GB" + _gpu(r))
+            f"({r['s_per_mp']:.2f} s/MP; CPU after decode {r['cpu_after_decode']:.1f} s) | peak RSS {r['peak_rss_gb']:.2f} GB" + _gpu(r)
+            + gpu + first + budget)
 
 
 if __name__ == "__main__":

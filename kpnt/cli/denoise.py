@@ -22,8 +22,14 @@ How a batch runs:
   else the DNG NoiseProfile tag, else a blind estimate; ``--verbose`` says
   which), denoise in overlapping tiles, write atomically (a temp file beside
   the target, renamed over it: no partial output ever exists under the
-  output's name).  The next file is decoded in a background thread while
-  the current one is denoised.
+  output's name).
+- Pipelining: on a GPU (or with ``--io-workers N``) ``N`` threads decode
+  files ahead (rawpy and numpy release the GIL), the main thread denoises
+  (white balance, model and the uint16 conversion on the GPU, tiles staged
+  through pinned memory) and ``N`` threads write the results; at most ``N``
+  files wait at each end, results are reported in input order.  On a CPU
+  (default ``--io-workers 0``) the next file is decoded in a background
+  thread while the current one is denoised and written.
 - Parallelism: ``--jobs N`` worker processes (``spawn``) with ``cores / N``
   torch threads each, or ``--devices cuda:0,cuda:1`` with one worker per
   device; files go to whichever worker is free.
@@ -44,6 +50,7 @@ import logging
 import os
 import queue as queue_mod
 import signal
+import struct
 import sys
 import threading
 import time
@@ -102,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", default=None, help="comma-separated devices, one worker process each, e.g. cuda:0,cuda:1 (files are shared out)")
     p.add_argument("-j", "--jobs", type=int, default=1, help="worker processes on --device (default 1: in this process); each gets cores/N torch threads")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: CPU cores / workers)")
+    p.add_argument("--io-workers", type=int, default=None, metavar="N",
+                   help="pipeline one device in this process: N threads decode files ahead (at most N waiting) and N threads "
+                   "write results while the main thread denoises; 0: decode one file ahead, write in turn. "
+                   "Default: min(8, cores/2) on a GPU, 0 on a CPU (there the denoising needs the cores). "
+                   "Not with --jobs/--devices (their workers decode one file ahead)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
     return p
@@ -232,13 +244,12 @@ def plan_tasks(found, out_root: Path, fmt: str, force: bool) -> tuple[list[Task]
 def write_output(path: Path, rgb: np.ndarray, meta, fmt: str, force: bool) -> None:
     """Write one result atomically in the chosen format (``rgb`` is uint16
     for dng/tiff, float32 for tiff-float/exr, see :func:`output_dtype`)."""
-    from kpnt.io.dng import write_linear_dng
     from kpnt.io.exr import write_exr
     from kpnt.io.tiff import write_tiff
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "dng":
-        write_linear_dng(path, rgb, meta, overwrite=force)
+        write_linear_dng_nocopy(path, rgb, meta, overwrite=force)
     elif fmt == "tiff":
         write_tiff(path, rgb, overwrite=force)
     elif fmt == "tiff-float":
@@ -247,6 +258,46 @@ def write_output(path: Path, rgb: np.ndarray, meta, fmt: str, force: bool) -> No
         write_exr(path, rgb, overwrite=force)
     else:
         raise KpntError(f"unknown output format {fmt!r}")
+
+
+def write_linear_dng_nocopy(path: Path, rgb: np.ndarray, meta, overwrite: bool) -> Path:
+    """:func:`kpnt.io.dng.write_linear_dng`, byte for byte (the tests check
+    it), without its full-size ``tobytes`` copy: the strip goes to the file
+    straight from the array's memory.  (A 24-megapixel output is 144 MB:
+    ``tobytes`` copies it holding the GIL, ~60 ms, stalling the denoising
+    thread of a pipelined batch; ``write`` releases it.)"""
+    from kpnt.io import dng, tiff
+    from kpnt.io.meta import RawMeta
+
+    rgb = dng._check_image("rgb_u16", rgb, 3)
+    if not isinstance(meta, RawMeta):
+        raise tiff.TiffWriteError(f"meta must be a kpnt.io.RawMeta, got {type(meta).__name__}")
+    h, w, _ = rgb.shape
+    ifd0 = dng.dng_ifd(meta, w, h, samples=3)
+    ifd0.set(262, tiff.SHORT, dng.PHOTOMETRIC_LINEAR_RAW)
+    ifd0.set(50714, tiff.LONG, [0, 0, 0])
+    ifd0.set(50717, tiff.LONG, [65535] * 3)
+    # The layout of kpnt.io.tiff.write_tiff_file: header | IFD0 | sub-IFDs | strip.
+    path = tiff.check_target(path, overwrite)
+    data = np.ascontiguousarray(rgb, dtype=np.dtype("<u2"))      # no copy for a C-ordered little-endian array
+    ifd0.set(278, tiff.LONG, h)
+    ifd0.set(279, tiff.LONG, data.nbytes)
+    ifd0.set(273, tiff.LONG, 0)
+    ifd0_offset = 8
+    sub_offsets, cursor = {}, ifd0_offset + ifd0.nbytes()
+    for code, sub in ifd0.sub_ifds.items():
+        sub_offsets[code] = cursor
+        cursor += sub.nbytes()
+    strip_offset = cursor + (cursor & 1)
+    if strip_offset + data.nbytes >= 2**32:
+        raise tiff.TiffWriteError(f"{path}: image too large for a classic TIFF ({strip_offset + data.nbytes} bytes)")
+    ifd0.set(273, tiff.LONG, strip_offset)
+    blobs = [struct.pack("<2sHI", b"II", 42, ifd0_offset), ifd0.encode(ifd0_offset, sub_offsets)]
+    for code, sub in ifd0.sub_ifds.items():
+        blobs.append(sub.encode(sub_offsets[code], {}))
+    blobs += [b"\0" * (strip_offset - cursor), memoryview(data.reshape(-1)).cast("B")]
+    tiff.atomic_write(path, blobs, overwrite)
+    return path
 
 
 def output_dtype(fmt: str):
@@ -354,9 +405,43 @@ class FileProcessor:
         raw.raw = None          # the uint16 counts are not used past decoding: 2 bytes/photosite less while queued
         return raw
 
+    def decode(self, task: Task) -> "Decoded":
+        """Decode one raw and choose its noise profile (a decode thread of
+        the pipelined path, :func:`run_pipelined`); never raises: failures
+        are handed over in the result."""
+        import kpnt.denoise as dn
+
+        t0 = time.perf_counter()
+        d = Decoded()
+        try:
+            d.raw = self.read(task)
+        except Exception as e:  # noqa: BLE001  (reported for this file by the main thread)
+            d.exc = e
+        t1 = time.perf_counter()
+        d.t_decode = t1 - t0
+        if d.raw is not None:
+            try:
+                d.noise = dn.choose_noise(d.raw, self.table(), self.s.noise)
+                d.raw.saturated = None      # only the blind estimate reads it
+            except Exception as e:  # noqa: BLE001
+                d.noise_exc = e
+            d.t_noise = time.perf_counter() - t1
+        return d
+
     def process(self, task: Task, raw, exc: BaseException | None, t_decode: float, progress=None, on_tiles=None) -> FileResult:
         """Denoise and write one decoded raw; errors become a failed result
         (KeyboardInterrupt propagates)."""
+        res, rgb, meta = self.denoise(task, raw, exc, t_decode, progress=progress, on_tiles=on_tiles)
+        del raw
+        if rgb is not None:
+            self.write(task, res, rgb, meta)
+        return res
+
+    def denoise(self, task: Task, raw, exc: BaseException | None, t_decode: float, progress=None, on_tiles=None,
+                decoded: "Decoded | None" = None):
+        """Noise profile (unless ``decoded`` brings it) and tiled denoise of
+        one decoded raw: (result, image, metadata); the image is None when
+        the file failed (the result says why).  KeyboardInterrupt propagates."""
         import kpnt.denoise as dn
 
         res = FileResult(task.src, "failed", task.out, index=task.index)
@@ -366,33 +451,70 @@ class FileProcessor:
                 raise exc
             model = self.models.get(raw.cfa.kind)
             t0 = time.perf_counter()
-            noise = dn.choose_noise(raw, self.table(), self.s.noise)
-            raw.saturated = None    # only the blind estimate reads it: free it before the tiles run
+            if decoded is None:
+                noise = dn.choose_noise(raw, self.table(), self.s.noise)
+                raw.saturated = None    # only the blind estimate reads it: free it before the tiles run
+                res.seconds["noise"] = time.perf_counter() - t0
+            else:
+                if decoded.noise_exc is not None:
+                    raise decoded.noise_exc
+                noise = decoded.noise
+                res.seconds["noise"] = decoded.t_noise
             res.noise = noise.describe()
             t1 = time.perf_counter()
-            res.seconds["noise"] = t1 - t0
             if on_tiles is not None:
                 on_tiles(dn.count_tiles(raw.mosaic.shape, model, raw.cfa, self.tile))
             # reproducible: the same bytes with any --jobs / --threads
+            timing = {}
             rgb = dn.denoise_raw(model, raw, noise, tile=self.tile, device=self.device, progress=progress,
-                                 dtype=output_dtype(self.s.fmt), reproducible=True)
-            t2 = time.perf_counter()
-            res.seconds["denoise"] = t2 - t1
+                                 dtype=output_dtype(self.s.fmt), reproducible=True, timing=timing)
+            res.seconds["denoise"] = time.perf_counter() - t1
+            if "gpu" in timing:
+                res.seconds["gpu"] = timing["gpu"]
             meta = raw.meta
             raw.raw = raw.mosaic = raw.saturated = None      # free the decoded raw before encoding
-            write_output(task.out, rgb, meta, self.s.fmt, self.s.force)
-            res.seconds["encode"] = time.perf_counter() - t2
-            res.status = "done"
+            return res, rgb, meta
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001  (one bad file must not end a batch of a thousand)
-            res.message = _one_line(e, task.src)
-            res.fatal = isinstance(e, OSError) and e.errno in FATAL_ERRNOS
-            if res.fatal:
-                res.message += " (disk full: batch stopped)"
-            if self.s.verbose:
-                res.message += "\n" + "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
+            self._failed(res, e, task)
+        return res, None, None
+
+    def write(self, task: Task, res: FileResult, rgb: np.ndarray, meta) -> FileResult:
+        """Write one result atomically; sets ``res`` to done or failed (runs
+        in the main thread, or in a write thread of the pipelined path)."""
+        t0 = time.perf_counter()
+        try:
+            write_output(task.out, rgb, meta, self.s.fmt, self.s.force)
+            res.seconds["encode"] = time.perf_counter() - t0
+            res.status = "done"
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self._failed(res, e, task)
         return res
+
+    def _failed(self, res: FileResult, e: BaseException, task: Task) -> None:
+        res.status = "failed"
+        res.message = _one_line(e, task.src)
+        res.fatal = isinstance(e, OSError) and e.errno in FATAL_ERRNOS
+        if res.fatal:
+            res.message += " (disk full: batch stopped)"
+        if self.s.verbose:
+            res.message += "\n" + "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
+
+
+@dataclass
+class Decoded:
+    """What a decode thread hands the main thread: the raw (or why it could
+    not be read), its noise profile (or why none), and their seconds."""
+
+    raw: object = None
+    exc: BaseException | None = None
+    t_decode: float = 0.0
+    noise: object = None
+    noise_exc: BaseException | None = None
+    t_noise: float = 0.0
 
 
 class Prefetch:
@@ -479,6 +601,118 @@ def run_serial(tasks: list[Task], settings: Settings, device: str, report, stop:
             remove_temp_files(current.out)
             report(FileResult(current.src, "interrupted", current.out, "interrupted", index=current.index))
         raise
+
+
+def run_pipelined(tasks: list[Task], settings: Settings, device: str, report, stop: threading.Event, io_workers: int,
+                  tile_bar=None) -> None:
+    """Run tasks in this process as a pipeline: ``io_workers`` threads
+    decode (and choose noise profiles) up to ``io_workers`` files ahead, the
+    main thread denoises (on a GPU: :func:`kpnt.denoise._run_tiles_staged`),
+    and ``io_workers`` threads write the results.
+
+    Threads, not processes: rawpy/LibRaw, numpy and file writes release the
+    GIL (measured: a 24-megapixel decode stalls another Python thread for
+    ~3 ms in total), and a decoded raw handed over from a process would be
+    pickled (~0.3 s of copies for 24 MP).  Memory is bounded: at most
+    ``io_workers`` decoded raws waiting and ``io_workers`` results being
+    written (about 5 + 6 bytes per photosite each with uint16 output).
+    Results are reported in input order, with per-file failures as in
+    :func:`run_serial`.  A full disk stops the batch: writes not yet started
+    are dropped ('not started'); writes already running finish.  Ctrl-C:
+    the file being denoised is abandoned, writes already running finish
+    (an atomic write leaves the whole file or nothing), queued ones are
+    dropped, temp files are removed, and KeyboardInterrupt is re-raised.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = max(1, io_workers)
+    proc = FileProcessor(settings, device)
+    proc.table()                          # loaded once, before the decode threads share it
+    decode_pool = ThreadPoolExecutor(n, thread_name_prefix="kpnt-decode")
+    write_pool = ThreadPoolExecutor(n, thread_name_prefix="kpnt-write")
+    decoding: deque = deque()             # (task, future of Decoded), input order
+    finishing: deque = deque()            # (task, FileResult, write future or None), input order
+    nxt = 0
+    current = None
+
+    def submit_decodes() -> None:
+        nonlocal nxt
+        while nxt < len(tasks) and len(decoding) < n and not stop.is_set():
+            decoding.append((tasks[nxt], decode_pool.submit(proc.decode, tasks[nxt])))
+            nxt += 1
+
+    def drop_queued_writes(status: str) -> None:
+        """Writes not started yet are cancelled: their files are not done."""
+        for task, res, fut in finishing:
+            if fut is not None and fut.cancel():
+                res.status, res.message = status, status
+
+    def settle(keep: int) -> None:
+        """Report finished files in input order; wait for the oldest while
+        more than ``keep`` are pending."""
+        while finishing:
+            task, res, fut = finishing[0]
+            if fut is not None and not fut.cancelled():
+                if not fut.done() and len(finishing) <= keep:
+                    return
+                fut.result()                  # FileProcessor.write reports its errors in res
+            finishing.popleft()
+            if res.status != "done":
+                remove_temp_files(task.out)
+            report(res)
+            if res.fatal:
+                stop.set()
+                drop_queued_writes("not started")
+
+    try:
+        submit_decodes()
+        while decoding and not stop.is_set():
+            task, fut = decoding.popleft()
+            current = task
+            t0 = time.perf_counter()
+            got = fut.result()
+            waited = time.perf_counter() - t0
+            submit_decodes()
+            res, rgb, meta = proc.denoise(task, got.raw, got.exc, got.t_decode, decoded=got,
+                                          progress=tile_bar.update if tile_bar else None,
+                                          on_tiles=tile_bar.reset_for if tile_bar else None)
+            res.seconds["wait"] = waited      # the main thread idle, waiting for this file's decode
+            got = None
+            write = write_pool.submit(proc.write, task, res, rgb, meta) if rgb is not None else None
+            finishing.append((task, res, write))
+            rgb = None
+            current = None
+            settle(keep=n)
+        settle(keep=0)
+    except KeyboardInterrupt:
+        stop.set()
+        for _, f in decoding:
+            f.cancel()
+        drop_queued_writes("interrupted")
+        for task, res, fut in finishing:
+            if fut is not None and not fut.cancelled():
+                fut.result()                  # a running write finishes (seconds at most)
+            if res.status != "done":
+                remove_temp_files(task.out)
+            report(res)
+        finishing.clear()
+        if current is not None:
+            remove_temp_files(current.out)
+            report(FileResult(current.src, "interrupted", current.out, "interrupted", index=current.index))
+        raise
+    finally:
+        decode_pool.shutdown(wait=True, cancel_futures=True)
+        write_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def default_io_workers(device: str) -> int:
+    """``--io-workers`` default: on a GPU, min(8, cores // 2) (at least 1);
+    on a CPU 0, since the denoising itself needs the cores."""
+    import torch
+
+    if torch.device(device).type == "cpu":
+        return 0
+    return max(1, min(8, _cores() // 2))
 
 
 def _worker_main(wid: int, device: str, threads: int, settings: Settings, task_q, result_q, stop_evt) -> None:
@@ -660,6 +894,10 @@ def _workers(args, torch) -> tuple[list[tuple[str, int]], bool]:
         raise KpntError(f"--threads must be >= 1, got {args.threads}")
     if args.tile is not None and args.tile < 0:
         raise KpntError(f"--tile must be >= 0 (0: no tiling), got {args.tile}")
+    if args.io_workers is not None and args.io_workers < 0:
+        raise KpntError(f"--io-workers must be >= 0, got {args.io_workers}")
+    if args.io_workers and (args.devices or args.jobs != 1):
+        raise KpntError("--io-workers pipelines one device in this process: do not combine it with --jobs or --devices")
     if args.devices:
         if args.device or args.jobs != 1:
             raise KpntError("--devices gives one worker per device: do not combine it with --device or --jobs")
@@ -701,7 +939,9 @@ class TileBar:
             self._bar = None
 
 
-def main(argv=None) -> int:
+def main(argv=None, on_result=None) -> int:
+    """The command; ``on_result(FileResult)`` (for tools such as
+    tools/bench_denoise.py) is called with every file's result."""
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
 
@@ -729,6 +969,8 @@ def main(argv=None) -> int:
 
         def report(res: FileResult) -> None:
             results.append(res)
+            if on_result is not None:
+                on_result(res)
             tile_bar.close()
             bar.update(1)
             if res.status == "done":
@@ -745,7 +987,11 @@ def main(argv=None) -> int:
                 device, threads = workers[0]
                 if args.threads:
                     torch.set_num_threads(threads)
-                run_serial(tasks, settings, device, report, stop, tile_bar)
+                io_workers = default_io_workers(device) if args.io_workers is None else args.io_workers
+                if io_workers > 0:
+                    run_pipelined(tasks, settings, device, report, stop, io_workers, tile_bar)
+                else:
+                    run_serial(tasks, settings, device, report, stop, tile_bar)
             else:
                 run_pool(tasks, settings, workers, report, stop)
         except KeyboardInterrupt:
