@@ -87,6 +87,9 @@ VARIANTS = {
     "square25": (["--colour-taps", "square25"], "colour levels: full 5x5 kernel (25 taps) instead of the 15-tap diamond"),
     "width128": (["--width", "128"], "colour MLP width 128 instead of 64"),
     "no-sharing": (["--front-sharing", "none"], "front level: one weight set per site position, no symmetry sharing"),
+    "per-channel": (["--front-kernels", "per_channel"], "front level: one kernel per output channel instead of one shared"),
+    "front128": (["--front-width", "128"], "front MLP width 128 instead of 64"),
+    "radius3": (["--front-radius", "3"], "front level: 7x7 taps instead of 5x5"),
 }
 EVAL_CAMERAS = {"bayer": "Nikon D750", "xtrans": "Fujifilm X-T1"}
 TRAIN_MAIN = "import sys; from kpnt.cli.train import main; sys.exit(main(sys.argv[1:]))"
@@ -179,9 +182,12 @@ def fused_parts(config) -> str:
     colour_shape = (n_in, config.width, n_out, config.hidden_layers)
     if config.colour_taps != dispatch.FUSED_COLOUR_TAPS or colour_shape not in dispatch.FUSED_MLP_CONFIGS:
         ref.append("colour")
-    front_shape = (32, config.front_width, 32, config.front_hidden_layers)
+    from kpnt.mosaic.front import front_widths
+
+    _, n_in, n_out = front_widths(config.front_radius, config.front_kernels)
+    front_shape = (n_in, config.front_width, n_out, config.front_hidden_layers)
     if (config.front_sharing != dispatch.FUSED_FRONT_SHARING or config.front_radius != dispatch.FUSED_FRONT_RADIUS
-            or front_shape not in dispatch.FUSED_MLP_CONFIGS):
+            or config.front_kernels != "shared" or front_shape not in dispatch.FUSED_MLP_CONFIGS):
         ref.append("front")
     return "all" if not ref else "ref: " + "+".join(ref)
 
@@ -306,7 +312,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
     p.add_argument("--retrain", action="store_true", help="train again even where a run folder holds weights")
     p.add_argument("--eval-only", action="store_true", help="train nothing; evaluate the runs found in --out")
+    p.add_argument("--train-isos", help="ISOs of the training noise, passed to kpnt-train as --isos (e.g. 100-409600; "
+                   "default: kpnt-train's)")
     args, common = p.parse_known_args(argv)
+    if args.train_isos:
+        common += ["--isos", args.train_isos]
     for flag in ("--sensor", "-o", "--out", "--steps", "--backend"):
         if _has_flag(common, flag):
             p.error(f"{flag} is set by ablate.py per run; leave it out of the kpnt-train arguments")
