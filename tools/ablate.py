@@ -90,6 +90,9 @@ VARIANTS = {
     "per-channel": (["--front-kernels", "per_channel"], "front level: one kernel per output channel instead of one shared"),
     "front128": (["--front-width", "128"], "front MLP width 128 instead of 64"),
     "radius3": (["--front-radius", "3"], "front level: 7x7 taps instead of 5x5"),
+    "pc-plain": (["--front-kernels", "per_channel", "--apply", "plain"], "per-channel front kernels and plain normalisation"),
+    "big": (["--front-kernels", "per_channel", "--apply", "plain", "--width", "128", "--front-width", "128"],
+            "per-channel front kernels, plain normalisation, both MLPs width 128"),
 }
 EVAL_CAMERAS = {"bayer": "Nikon D750", "xtrans": "Fujifilm X-T1"}
 TRAIN_MAIN = "import sys; from kpnt.cli.train import main; sys.exit(main(sys.argv[1:]))"
