@@ -647,7 +647,15 @@ def load_kpnt(weights: Path, sensor: str, device: str) -> tuple[object, str, dic
 
         try:
             _, info["build_s"] = timed(_backend.load, device)
-            backend = "cuda"
+            # 'auto': the fused kernels for what they implement, the
+            # reference (logged) for the rest of the weights' config.
+            from kpnt.ops.dispatch import fused_problems
+
+            problems = fused_problems(model.config)
+            backend = "cuda" if not problems else "auto"
+            if problems:
+                info["reference_parts"] = "; ".join(problems)
+                print(f"note: on {device} these parts run on the PyTorch reference: {info['reference_parts']}")
         except _backend.BackendError as err:
             info["fallback"] = str(err)
             print(f"note: fused CUDA kernels unavailable ({err}); kpnt on {device} runs the PyTorch reference")
