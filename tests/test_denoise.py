@@ -665,21 +665,6 @@ def test_blind_estimate_reads_a_bounded_central_crop(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------
 # the pipelined path (--io-workers: decode and write threads; the GPU default)
 # ----------------------------------------------------------------------
-def test_linear_dng_without_copy_same_bytes(tmp_path):
-    from kpnt.cli.denoise import write_linear_dng_nocopy
-    from kpnt.io.dng import write_linear_dng
-
-    rgb = np.random.default_rng(0).integers(0, 65536, (40, 56, 3)).astype(np.uint16)
-    for meta in (_meta(), _meta(noise_profile=np.array([[2e-3, 4e-6]] * 3), datetime=None, iso=102400)):
-        write_linear_dng(tmp_path / "a.dng", rgb, meta, overwrite=True)
-        write_linear_dng_nocopy(tmp_path / "b.dng", rgb, meta, overwrite=True)
-        assert (tmp_path / "a.dng").read_bytes() == (tmp_path / "b.dng").read_bytes()
-    with pytest.raises(Exception, match="exists"):
-        write_linear_dng_nocopy(tmp_path / "b.dng", rgb, _meta(), overwrite=False)
-    with pytest.raises(Exception, match="uint16"):
-        write_linear_dng_nocopy(tmp_path / "c.dng", rgb.astype(np.float32), _meta(), overwrite=False)
-
-
 @pytest.mark.parametrize("sensor,cfa,shape", [("bayer", CFA.bayer("GRBG"), (200, 260)), ("xtrans", CFA.xtrans(), (240, 252))])
 def test_staged_tile_loop_same_bytes_as_cpu_path(tmp_path, sensor, cfa, shape):
     """The GPU tile loop (device-side white balance and uint16 conversion,

@@ -50,7 +50,6 @@ import logging
 import os
 import queue as queue_mod
 import signal
-import struct
 import sys
 import threading
 import time
@@ -244,12 +243,13 @@ def plan_tasks(found, out_root: Path, fmt: str, force: bool) -> tuple[list[Task]
 def write_output(path: Path, rgb: np.ndarray, meta, fmt: str, force: bool) -> None:
     """Write one result atomically in the chosen format (``rgb`` is uint16
     for dng/tiff, float32 for tiff-float/exr, see :func:`output_dtype`)."""
+    from kpnt.io.dng import write_linear_dng
     from kpnt.io.exr import write_exr
     from kpnt.io.tiff import write_tiff
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "dng":
-        write_linear_dng_nocopy(path, rgb, meta, overwrite=force)
+        write_linear_dng(path, rgb, meta, overwrite=force)
     elif fmt == "tiff":
         write_tiff(path, rgb, overwrite=force)
     elif fmt == "tiff-float":
@@ -258,46 +258,6 @@ def write_output(path: Path, rgb: np.ndarray, meta, fmt: str, force: bool) -> No
         write_exr(path, rgb, overwrite=force)
     else:
         raise KpntError(f"unknown output format {fmt!r}")
-
-
-def write_linear_dng_nocopy(path: Path, rgb: np.ndarray, meta, overwrite: bool) -> Path:
-    """:func:`kpnt.io.dng.write_linear_dng`, byte for byte (the tests check
-    it), without its full-size ``tobytes`` copy: the strip goes to the file
-    straight from the array's memory.  (A 24-megapixel output is 144 MB:
-    ``tobytes`` copies it holding the GIL, ~60 ms, stalling the denoising
-    thread of a pipelined batch; ``write`` releases it.)"""
-    from kpnt.io import dng, tiff
-    from kpnt.io.meta import RawMeta
-
-    rgb = dng._check_image("rgb_u16", rgb, 3)
-    if not isinstance(meta, RawMeta):
-        raise tiff.TiffWriteError(f"meta must be a kpnt.io.RawMeta, got {type(meta).__name__}")
-    h, w, _ = rgb.shape
-    ifd0 = dng.dng_ifd(meta, w, h, samples=3)
-    ifd0.set(262, tiff.SHORT, dng.PHOTOMETRIC_LINEAR_RAW)
-    ifd0.set(50714, tiff.LONG, [0, 0, 0])
-    ifd0.set(50717, tiff.LONG, [65535] * 3)
-    # The layout of kpnt.io.tiff.write_tiff_file: header | IFD0 | sub-IFDs | strip.
-    path = tiff.check_target(path, overwrite)
-    data = np.ascontiguousarray(rgb, dtype=np.dtype("<u2"))      # no copy for a C-ordered little-endian array
-    ifd0.set(278, tiff.LONG, h)
-    ifd0.set(279, tiff.LONG, data.nbytes)
-    ifd0.set(273, tiff.LONG, 0)
-    ifd0_offset = 8
-    sub_offsets, cursor = {}, ifd0_offset + ifd0.nbytes()
-    for code, sub in ifd0.sub_ifds.items():
-        sub_offsets[code] = cursor
-        cursor += sub.nbytes()
-    strip_offset = cursor + (cursor & 1)
-    if strip_offset + data.nbytes >= 2**32:
-        raise tiff.TiffWriteError(f"{path}: image too large for a classic TIFF ({strip_offset + data.nbytes} bytes)")
-    ifd0.set(273, tiff.LONG, strip_offset)
-    blobs = [struct.pack("<2sHI", b"II", 42, ifd0_offset), ifd0.encode(ifd0_offset, sub_offsets)]
-    for code, sub in ifd0.sub_ifds.items():
-        blobs.append(sub.encode(sub_offsets[code], {}))
-    blobs += [b"\0" * (strip_offset - cursor), memoryview(data.reshape(-1)).cast("B")]
-    tiff.atomic_write(path, blobs, overwrite)
-    return path
 
 
 def output_dtype(fmt: str):

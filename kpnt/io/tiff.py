@@ -166,9 +166,12 @@ def write_tiff_file(path, ifd0: IFD, pixels: np.ndarray, overwrite: bool = False
         The path written.
     """
     path = check_target(path, overwrite)
-    data = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")).tobytes()
+    # The strip goes to the file straight from the array's memory: no
+    # full-size ``tobytes`` copy (144 MB for a 24-MP output, ~60 ms holding
+    # the GIL, which would stall the denoising thread of a pipelined batch).
+    data = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))
     ifd0.set(278, LONG, pixels.shape[0])
-    ifd0.set(279, LONG, len(data))
+    ifd0.set(279, LONG, data.nbytes)
     ifd0.set(273, LONG, 0)  # placeholder of the right size; set below
     # Layout: header | IFD0 | sub-IFDs | strip, metadata first like camera
     # files, so that a truncated copy loses pixels and keeps its tags.
@@ -178,13 +181,13 @@ def write_tiff_file(path, ifd0: IFD, pixels: np.ndarray, overwrite: bool = False
         sub_offsets[code] = cursor
         cursor += sub.nbytes()
     strip_offset = cursor + (cursor & 1)
-    if strip_offset + len(data) >= 2**32:
-        raise TiffWriteError(f"{path}: image too large for a classic TIFF ({strip_offset + len(data)} bytes)")
+    if strip_offset + data.nbytes >= 2**32:
+        raise TiffWriteError(f"{path}: image too large for a classic TIFF ({strip_offset + data.nbytes} bytes)")
     ifd0.set(273, LONG, strip_offset)
     blobs = [struct.pack("<2sHI", b"II", 42, ifd0_offset), ifd0.encode(ifd0_offset, sub_offsets)]
     for code, sub in ifd0.sub_ifds.items():
         blobs.append(sub.encode(sub_offsets[code], {}))
-    blobs += [b"\0" * (strip_offset - cursor), data]
+    blobs += [b"\0" * (strip_offset - cursor), memoryview(data.reshape(-1)).cast("B")]
     atomic_write(path, blobs, overwrite)
     return path
 
