@@ -99,20 +99,8 @@ TRAIN_MAIN = "import sys; from kpnt.cli.train import main; sys.exit(main(sys.arg
 
 
 def import_bench_quality():
-    """tools/bench_quality.py as a module.  It imports ``kpnt.io.raw`` (and
-    so rawpy) at module level but the functions used here never touch
-    LibRaw: without rawpy, a stand-in module that raises on any use is
-    registered first, so the evaluation runs on machines without it."""
-    try:
-        import rawpy  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("rawpy")
-
-        def _missing(name):
-            raise ImportError(f"rawpy is not installed (tools/ablate.py registered a stand-in; rawpy.{name} unavailable)")
-
-        stub.__getattr__ = _missing
-        sys.modules["rawpy"] = stub
+    """tools/bench_quality.py as a module (it imports rawpy only where a
+    DNG is decoded, which the evaluation here never does)."""
     return importlib.import_module("bench_quality")
 
 

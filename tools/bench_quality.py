@@ -136,7 +136,6 @@ from kpnt.denoise import NoiseChoice, choose_noise, default_tile, denoise_array,
 from kpnt.io.demosaic import libraw_demosaic_counts
 from kpnt.io.dng import write_cfa_dng
 from kpnt.io.meta import RawMeta
-from kpnt.io.raw import read_raw
 from kpnt.mosaic import CFA
 from kpnt.noise import load_profile_table
 from kpnt.noise.profile import DARKTABLE_RAW_SCALE, NoiseProfile
@@ -692,6 +691,8 @@ def speed_test(sensor, cam, cfa, prof, photo, mp, models, dnets, reps_cuda=3, cp
             tmp = Path(tempfile.mkdtemp(prefix="kpnt-speed-"))
             dng = tmp / "speed.dng"
             write_cfa_dng(dng, case["counts"], cfa, case["meta"], overwrite=True)
+            from kpnt.io.raw import read_raw      # rawpy: only where a DNG is decoded
+
             case["raw"] = read_raw(dng)
             dng.unlink()
             case["mosaic_wb"] = mosaic_wb(case)
@@ -812,6 +813,8 @@ def run(args) -> list[dict]:
                     if models:
                         dng = tmp / f"{sensor}_{iso}_{k}.dng"
                         write_cfa_dng(dng, case["counts"], cfa, case["meta"], overwrite=True)
+                        from kpnt.io.raw import read_raw
+
                         raw = read_raw(dng)      # decoding is not timed (demosaicnet reads no file either)
                         if args.blind:
                             noise = choose_noise(raw)
