@@ -279,7 +279,7 @@ void check_int_table(const torch::Tensor& t, const char* name, std::vector<int64
   KPNT_REQUIRE_F(t.sizes() == at::IntArrayRef(sizes), name, " must be ", str(at::IntArrayRef(sizes)), ", got ", shape(t));
 }
 
-// tables = (perm, row_offsets, colour, tap_off, inv); ints = [period, taps];
+// tables = (perm, row_offsets, colour, tap_off, inv, roles); ints = [period, taps, kernels];
 // consts = [noise_centre, noise_scale, plain_eps, var_floor].
 kpnt::FrontArgs make_front_args(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& S,
                                 const torch::Tensor& noise, const torch::Tensor& w, const std::vector<torch::Tensor>& tables,
@@ -289,12 +289,15 @@ kpnt::FrontArgs make_front_args(const torch::Tensor& x, const torch::Tensor& U, 
   KPNT_REQUIRE(kpnt::mlp_is_supported(d), cat("no kernel for (in=", d.in, ", hidden=", d.hidden, ", out=", d.out,
                                          ", n_hidden=", d.n_hidden, "); compiled configurations: ",
                                          kpnt::mlp_supported_configs()));
-  KPNT_REQUIRE_F(d.in == kpnt::kFrontWidth && d.out == kpnt::kFrontWidth, "the MLP must have ", kpnt::kFrontWidth,
-                 " inputs and outputs, got ", d.in, " and ", d.out);
-  KPNT_REQUIRE_F(ints.size() == 2 && consts.size() == 4 && tables.size() == 5, "internal argument lists malformed");
-  const int P = static_cast<int>(ints[0]), T = static_cast<int>(ints[1]);
-  KPNT_REQUIRE_F(P >= 1 && T >= 1 && T + 2 <= kpnt::kFrontWidth, "period ", P, " and taps ", T,
-                 " must satisfy taps + 2 <= ", kpnt::kFrontWidth);
+  KPNT_REQUIRE_F(ints.size() == 3 && consts.size() == 4 && tables.size() == 6, "internal argument lists malformed");
+  const int P = static_cast<int>(ints[0]), T = static_cast<int>(ints[1]), K = static_cast<int>(ints[2]);
+  KPNT_REQUIRE_F(K == 1 || K == 3, "front kernels per pixel must be 1 (shared) or 3 (per-channel), got ", K);
+  KPNT_REQUIRE_F(d.in == kpnt::kFrontWidth && d.out == kpnt::front_outputs(K), "the MLP of ", K,
+                 " front kernel(s) must have ", kpnt::kFrontWidth, " inputs and ", kpnt::front_outputs(K),
+                 " outputs, got ", d.in, " and ", d.out);
+  KPNT_REQUIRE_F(P >= 1 && T >= 1 && T + 2 <= kpnt::kFrontWidth && K * T + 1 <= kpnt::front_outputs(K), "period ",
+                 P, " and taps ", T, " must satisfy taps + 2 <= ", kpnt::kFrontWidth, " and kernels x taps + 1 <= ",
+                 kpnt::front_outputs(K));
   check_cuda_tensor(x, "x", at::kFloat, x);
   KPNT_REQUIRE_F(x.dim() == 4 && x.size(1) == 1 && x.size(2) >= 1 && x.size(3) >= 1, "x must be (N, 1, H, W), got ",
                  shape(x));
@@ -320,6 +323,7 @@ kpnt::FrontArgs make_front_args(const torch::Tensor& x, const torch::Tensor& U, 
   check_cuda_tensor(tables[4], "inv", at::kInt, x);
   KPNT_REQUIRE_F(tables[4].dim() == 3 && tables[4].size(0) == int64_t(P) * P && tables[4].size(2) == 3,
                  "inv must be (", P * P, ", L, 3), got ", shape(tables[4]));
+  check_int_table(tables[5], "roles", {int64_t(P) * P, 3}, x);
   KPNT_REQUIRE_F(slope >= 0.0, "the leaky ReLU slope must be >= 0, got ", slope);
   w16 = w.to(at::kHalf).contiguous();
   kpnt::FrontArgs a;
@@ -337,6 +341,8 @@ kpnt::FrontArgs make_front_args(const torch::Tensor& x, const torch::Tensor& U, 
   a.row_offsets = tables[1].data_ptr<int32_t>();
   a.period = P;
   a.taps = T;
+  a.kernels = K;
+  a.roles = tables[5].data_ptr<int32_t>();
   a.colour = tables[2].data_ptr<int32_t>();
   a.tap_off = tables[3].data_ptr<int32_t>();
   a.inv = tables[4].data_ptr<int32_t>();

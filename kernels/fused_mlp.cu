@@ -50,9 +50,12 @@ namespace {
 // layout (8 rows x 4 lanes) also spread over all 32 banks.
 constexpr int kPad = 8;
 
-template <int IN_, int H_, int OUT_, int NH_>
+template <int IN_, int H_, int OUT_, int NH_, bool BWD_ = true>
 struct Cfg {
   static constexpr int IN = IN_, H = H_, OUT = OUT_, NH = NH_, NMAT = NH_ + 1;
+  // Whether the backward kernels are compiled for this shape (forward-only
+  // configurations serve inference: see KPNT_MLP_CONFIGS).
+  static constexpr bool BWD = BWD_;
   static_assert(IN % 16 == 0 && H % 16 == 0 && OUT % 16 == 0, "widths must be multiples of 16");
   static_assert(NH >= 1, "at least one hidden layer");
   // Matrix m maps A_m (cols(m) wide) to Z_{m+1} (rows(m) wide).
@@ -401,24 +404,28 @@ struct ColourConsts {
   float plain_eps;  // smallest |denominator| of the plain mode (kpnt/ref/apply.py PLAIN_EPS)
 };
 
+// True if output column `col` is one of the T taps of the kernel whose
+// logits are columns [lo, lo + T).
+__device__ __forceinline__ bool in_kernel(int col, int lo, int T) { return col >= lo && col < lo + T; }
+
 // Normalised kernel weights of one row from the thread's NQ logits (the
-// quad holds the row's outputs; columns < T are kernel taps; all 32 lanes
-// must call this together).  `den_free` (plain mode) tells whether the
-// denominator is the sum itself (else it was clamped to +-plain_eps and
-// carries no gradient).
+// quad holds the row's outputs; columns [lo, lo + T) are the kernel's taps,
+// wq is 0 for every other column; all 32 lanes must call this together).
+// `den_free` (plain mode) tells whether the denominator is the sum itself
+// (else it was clamped to +-plain_eps and carries no gradient).
 template <int NQ>
-__device__ __forceinline__ void kernel_weights(const float (&o)[NQ], int c, int T, const ColourConsts& k,
+__device__ __forceinline__ void kernel_weights(const float (&o)[NQ], int c, int lo, int T, const ColourConsts& k,
                                                float (&wq)[NQ], float& den, bool& den_free) {
   if (!k.plain) {
     float m = -INFINITY;
 #pragma unroll
     for (int q = 0; q < NQ; ++q)
-      if (out_col(q, c) < T) m = fmaxf(m, o[q]);
+      if (in_kernel(out_col(q, c), lo, T)) m = fmaxf(m, o[q]);
     m = quad_max(m);
     float s = 0.f;
 #pragma unroll
     for (int q = 0; q < NQ; ++q) {
-      wq[q] = out_col(q, c) < T ? expf(o[q] - m) : 0.f;
+      wq[q] = in_kernel(out_col(q, c), lo, T) ? expf(o[q] - m) : 0.f;
       s += wq[q];
     }
     s = quad_sum(s);
@@ -431,12 +438,12 @@ __device__ __forceinline__ void kernel_weights(const float (&o)[NQ], int c, int 
     float s = 0.f;
 #pragma unroll
     for (int q = 0; q < NQ; ++q)
-      if (out_col(q, c) < T) s += o[q];
+      if (in_kernel(out_col(q, c), lo, T)) s += o[q];
     s = quad_sum(s);
     den_free = !(fabsf(s) < k.plain_eps);
     den = den_free ? s : (s >= 0.f ? k.plain_eps : -k.plain_eps);
 #pragma unroll
-    for (int q = 0; q < NQ; ++q) wq[q] = out_col(q, c) < T ? o[q] / den : 0.f;
+    for (int q = 0; q < NQ; ++q) wq[q] = in_kernel(out_col(q, c), lo, T) ? o[q] / den : 0.f;
   }
 }
 
@@ -452,7 +459,7 @@ struct ApplyOut {
   __device__ __forceinline__ void row(const float (&o)[4], int64_t p, int c, int lane) const {
     float wq[4], den;
     bool den_free;
-    kernel_weights<4>(o, c, kColourTaps, k, wq, den, den_free);
+    kernel_weights<4>(o, c, 0, kColourTaps, k, wq, den, den_free);
     float acc[3] = {0.f, 0.f, 0.f};
     int64_t n = 0;
     int y = 0, x = 0;
@@ -508,7 +515,7 @@ struct ApplyDy {
   __device__ __forceinline__ void row(float (&d)[4], const float (&o)[4], int64_t p, int c) const {
     float wq[4], den;
     bool den_free;
-    kernel_weights<4>(o, c, kColourTaps, k, wq, den, den_free);
+    kernel_weights<4>(o, c, 0, kColourTaps, k, wq, den, den_free);
     float gq[4] = {0.f, 0.f, 0.f, 0.f};
     float da = 0.f;
     if (p >= 0) {
@@ -664,7 +671,7 @@ struct FrontRow {
   bool den_free;
   __device__ __forceinline__ void eval(const float (&o)[NQ], const float* img, int y, int x, int ps, bool valid,
                                        int c, const FGeo& g, const ColourConsts& k) {
-    kernel_weights<NQ>(o, c, g.T, k, wq, den, den_free);
+    kernel_weights<NQ>(o, c, 0, g.T, k, wq, den, den_free);
     float bl = 0.f, part = 0.f;
 #pragma unroll
     for (int q = 0; q < NQ; ++q) {
@@ -711,6 +718,75 @@ struct FrontOut {
           const int64_t pix = static_cast<int64_t>(y) * g.W + x;
 #pragma unroll
           for (int ch = 0; ch < 3; ++ch) O[(n * 3 + ch) * g.HW + pix] = __ldg(U + (n * 3 + ch) * g.HW + pix) + delta;
+        }
+      }
+  }
+};
+
+// Forward epilogue of per-channel front kernels (ModelConfig.front_kernels
+// 'per_channel'; reference: front_level with kernels='per_channel'): columns
+// [r T, (r + 1) T) are the kernel of role r, column 3 T the blend logit, and
+// O_{roles[r]}(p) = U_{roles[r]}(p) + sigmoid(o_3T) sum_t w_{r,t} d(p + M_p t),
+// roles (P * P, 3) the output channel of each role per repeat position
+// (kpnt/mosaic/front.py front_roles: a permutation of the three channels).
+struct FrontOutRoles {
+  const float* fmap;
+  const float* U;
+  float* O;
+  FGeo g;
+  ColourConsts k;
+  const int32_t* roles;
+  template <int OUT, int R>
+  __device__ __forceinline__ void store(const float (&out)[R][OUT / 8][4], const int64_t (&rlo)[R],
+                                        const int64_t (&rhi)[R], int lane) const {
+    constexpr int NQ = OUT / 4;
+    const int c = 2 * (lane & 3);
+    const int T = g.T;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int64_t p = hr ? rhi[r] : rlo[r];
+        float o[NQ];
+        row_outputs<OUT>(o, out[r], hr);
+        int64_t n = 0;
+        int y = 0, x = 0;
+        if (p >= 0) g.at(p, n, y, x);
+        const int ps = g.pos(y, x);
+        const float* img = fmap + n * 4 * g.HW;
+        // Tap details of every kernel column (each tap is read once per role
+        // that holds it; the three roles' columns lie in different lanes).
+        float dt[NQ], bl = 0.f;
+#pragma unroll
+        for (int q = 0; q < NQ; ++q) {
+          const int col = out_col(q, c);
+          if (col == 3 * T) bl = o[q];
+          dt[q] = 0.f;
+          if (p >= 0 && col < 3 * T) {
+            const int t = col - (col >= T ? T : 0) - (col >= 2 * T ? T : 0);
+            const int off = g.tap(y, x, ps, t);
+            if (off >= 0) dt[q] = __ldg(img + off);
+          }
+        }
+        const float sig = sigmoid(quad_sum(bl));
+        float delta[3];
+#pragma unroll
+        for (int role = 0; role < 3; ++role) {
+          float wq[NQ], den;
+          bool den_free;
+          kernel_weights<NQ>(o, c, role * T, T, k, wq, den, den_free);
+          float part = 0.f;
+#pragma unroll
+          for (int q = 0; q < NQ; ++q) part = fmaf(wq[q], dt[q], part);
+          delta[role] = sig * quad_sum(part);
+        }
+        if (p >= 0 && (lane & 3) == 0) {
+          const int64_t pix = static_cast<int64_t>(y) * g.W + x;
+#pragma unroll
+          for (int role = 0; role < 3; ++role) {
+            const int64_t i = (n * 3 + __ldg(roles + ps * 3 + role)) * g.HW + pix;
+            O[i] = __ldg(U + i) + delta[role];
+          }
         }
       }
   }
@@ -848,15 +924,24 @@ __global__ void front_adjoint_kernel(FGeo g, const int32_t* __restrict__ colour,
 
 // ---------------------------------------------------------------- forward
 
-constexpr int kFwdWarps = 4;
-constexpr int kFwdR = 2;  // 16-row blocks per warp
-constexpr int kFwdT = kFwdWarps * kFwdR * 16;
-// No minimum-blocks hint: ptxas takes 136 registers (3 blocks, 12 warps per
-// SM, no spills).  Forcing 4 blocks (128 registers) spilled 20 bytes and was
-// not faster (docs/KERNELS.md, v2).
+// Launch shape of the forward kernel per configuration.
+//  - Width 64: 4 warps x 2 row blocks of 16 (two row blocks share each weight
+//    fragment read from shared memory).  No minimum-blocks hint: ptxas takes
+//    136 registers (3 blocks, 12 warps per SM, no spills).  Forcing 4 blocks
+//    (128 registers) spilled 20 bytes and was not faster (docs/KERNELS.md, v2).
+//  - Width 128: the weights alone take 136-188 KB of shared memory, so one
+//    block runs per SM, and two row blocks would need 2 x (64 accumulators +
+//    32 fragments) registers a thread, more than fit without spilling: 8
+//    warps x 1 row block, so 8 warps per SM hide the mma/ldmatrix latency.
+template <class C>
+struct Fwd {
+  static constexpr int WARPS = C::H >= 128 ? 8 : 4;
+  static constexpr int R = C::H >= 128 ? 1 : 2;  // 16-row blocks per warp
+  static constexpr int T = WARPS * R * 16;        // rows per block tile
+};
 
 template <class C, class In, class Out>
-__global__ void __launch_bounds__(kFwdWarps * 32)
+__global__ void __launch_bounds__(Fwd<C>::WARPS * 32)
     mlp_fwd_kernel(const In in, const Out sink, const __half* __restrict__ w, const int32_t* __restrict__ perm,
                    const int32_t* __restrict__ offsets, int64_t P, float slope) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -868,10 +953,10 @@ __global__ void __launch_bounds__(kFwdWarps * 32)
   const int64_t begin = offsets ? offsets[g] : 0;
   const int64_t end = offsets ? offsets[g + 1] : P;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  constexpr int R = kFwdR;
+  constexpr int R = Fwd<C>::R, TILE = Fwd<C>::T;
 
-  for (int64_t base = begin + static_cast<int64_t>(blockIdx.x) * kFwdT; base < end;
-       base += static_cast<int64_t>(gridDim.x) * kFwdT) {
+  for (int64_t base = begin + static_cast<int64_t>(blockIdx.x) * TILE; base < end;
+       base += static_cast<int64_t>(gridDim.x) * TILE) {
     int64_t rlo[R], rhi[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -1207,8 +1292,9 @@ void launch_forward_with(const MlpArgs& a, const In& in, const Out& out) {
   const size_t smem = sizeof(__half) * C::NWS;
   auto kernel = mlp_fwd_kernel<C, In, Out>;
   prepare_smem(kernel, smem, "forward");
-  const int bx = persistent_blocks(kernel, kFwdWarps * 32, smem, a.P, kFwdT, a.groups);
-  kernel<<<dim3(bx, a.groups), kFwdWarps * 32, smem, a.stream>>>(in, out, static_cast<const __half*>(a.w), a.perm,
+  constexpr int threads = Fwd<C>::WARPS * 32;
+  const int bx = persistent_blocks(kernel, threads, smem, a.P, Fwd<C>::T, a.groups);
+  kernel<<<dim3(bx, a.groups), threads, smem, a.stream>>>(in, out, static_cast<const __half*>(a.w), a.perm,
                                                                   a.offsets, a.P, a.slope);
   check_cuda(cudaGetLastError(), "forward launch");
 }
@@ -1309,16 +1395,44 @@ FGeo front_geo(const FrontArgs& f) {
   return FGeo{f.H, f.W, f.period, f.taps, static_cast<int64_t>(f.H) * f.W, f.tap_off};
 }
 
+// Front MLPs: 32 inputs; 32 outputs for one shared kernel, 80 for three
+// per-channel kernels (kFrontOutShared, kFrontOutPerChannel).
 template <class C>
 constexpr bool is_front() {
-  return C::IN == kFrontWidth && C::OUT == kFrontWidth;
+  return C::IN == kFrontWidth && (C::OUT == kFrontOutShared || C::OUT == kFrontOutPerChannel);
 }
 
-[[noreturn]] void not_front(const MlpDims& d) {
+[[noreturn]] void not_front(const MlpDims& d, int kernels) {
   char msg[256];
-  std::snprintf(msg, sizeof msg, "front_level: the fused front level needs an MLP with %d inputs and outputs, got "
-                "(in=%d, out=%d)", kFrontWidth, d.in, d.out);
+  std::snprintf(msg, sizeof msg, "front_level: the fused front level with %d kernel(s) needs an MLP with %d inputs "
+                "and %d outputs, got (in=%d, out=%d)", kernels, kFrontWidth, front_outputs(kernels), d.in, d.out);
   throw std::invalid_argument(msg);
+}
+
+[[noreturn]] void forward_only(const MlpDims& d) {
+  char msg[256];
+  std::snprintf(msg, sizeof msg,
+                "fused_mlp: (in=%d, hidden=%d, out=%d, n_hidden=%d) is compiled forward only (inference); train it "
+                "on the PyTorch reference (backend 'auto' or 'torch')",
+                d.in, d.hidden, d.out, d.n_hidden);
+  throw std::invalid_argument(msg);
+}
+
+bool is_front_dims(const MlpDims& d) {
+  return d.in == kFrontWidth && (d.out == kFrontOutShared || d.out == kFrontOutPerChannel);
+}
+
+// The fused front backward runs one shared kernel of a compiled, trainable
+// shape; per-channel kernels (and forward-only shapes) train on the reference.
+[[noreturn]] void no_front_backward(const FrontArgs& f) {
+  if (f.kernels != 1) {
+    char msg[256];
+    std::snprintf(msg, sizeof msg, "front_level: per-channel front kernels are fused forward only (inference); "
+                  "train them on the PyTorch reference (backend 'auto' or 'torch')");
+    throw std::invalid_argument(msg);
+  }
+  if (!is_front_dims(f.dims)) not_front(f.dims, f.kernels);
+  forward_only(f.dims);
 }
 
 int elementwise_blocks(int64_t total, int threads) {
@@ -1326,18 +1440,23 @@ int elementwise_blocks(int64_t total, int threads) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, int64_t(device_attr(cudaDevAttrMultiProcessorCount)) * 16)));
 }
 
-// The compiled configurations: (in, hidden, out, n_hidden).  Each costs one
-// forward and one backward instantiation of build time; add a line to
-// support another network shape.
+// The compiled configurations: (in, hidden, out, n_hidden, tag).  Each costs
+// one forward and (unless the tag says "forward only") one backward
+// instantiation of build time; add a line to support another network shape.
+// Width 128 is forward only: its backward would keep 188 KB of weights and
+// 219 KB of activations per 128-pixel tile in shared memory (227 KB per SM),
+// so models of that width train on the reference and infer fused.
 #define KPNT_MLP_CONFIGS(X) \
-  X(32, 64, 16, 6) /* colour KPN: 32 features, 6 x 64 hidden, 15 kernel + 1 blend */ \
-  X(32, 64, 32, 4) /* mosaic front level (per-class sets) */
+  X(32, 64, 16, 6, "")  /* colour KPN: 32 features, 6 x 64 hidden, 15 kernel + 1 blend (DESIGN.md default) */ \
+  X(32, 64, 32, 4, "")  /* mosaic front level, one shared kernel (per-class sets) */ \
+  X(32, 128, 16, 6, ", forward only") /* colour KPN of width 128 (the shipped models) */ \
+  X(32, 128, 80, 4, ", forward only") /* front level of width 128, per-channel kernels: 3 x 25 + 1 outputs */
 
 template <class F>
 bool dispatch(const MlpDims& d, F&& f) {
-#define KPNT_MLP_CASE(i, h, o, n)                                               \
+#define KPNT_MLP_CASE(i, h, o, n, tag)                                          \
   if (d.in == i && d.hidden == h && d.out == o && d.n_hidden == n) {            \
-    f(Cfg<i, h, o, n>{});                                                       \
+    f(Cfg<i, h, o, n, sizeof(tag) == 1>{});                                     \
     return true;                                                                \
   }
   KPNT_MLP_CONFIGS(KPNT_MLP_CASE)
@@ -1365,7 +1484,7 @@ const char* mlp_supported_configs() {
   // A string literal assembled by the preprocessor: no std::string crosses
   // into the bindings' translation unit, and no iostreams are used (both
   // crashed on the GPU machine, see fused_mlp.cuh).
-#define KPNT_MLP_NAME(i, h, o, n) ", (in=" #i ", hidden=" #h ", out=" #o ", n_hidden=" #n ")"
+#define KPNT_MLP_NAME(i, h, o, n, tag) ", (in=" #i ", hidden=" #h ", out=" #o ", n_hidden=" #n tag ")"
   static const char names[] = KPNT_MLP_CONFIGS(KPNT_MLP_NAME);
 #undef KPNT_MLP_NAME
   return names + 2;  // drop the leading ", "
@@ -1404,13 +1523,22 @@ const char* mlp_forward(const MlpArgs& a, float* y) {
 
 const char* mlp_bwd_blocks(const MlpArgs& a, int* blocks) {
   return guarded([&] {
-    if (!dispatch(a.dims, [&](auto cfg) { *blocks = backward_blocks<decltype(cfg)>(a); })) unsupported(a.dims);
+    if (!dispatch(a.dims, [&](auto cfg) {
+          using C = decltype(cfg);
+          if constexpr (C::BWD) *blocks = backward_blocks<C>(a);
+          else forward_only(a.dims);
+        }))
+      unsupported(a.dims);
   });
 }
 
 const char* mlp_backward(const MlpArgs& a, const float* dy, float* dx, float* dw_partial) {
   return guarded([&] {
-    if (!dispatch(a.dims, [&](auto cfg) { launch_backward<decltype(cfg)>(a, dy, dx, dw_partial); }))
+    if (!dispatch(a.dims, [&](auto cfg) {
+          using C = decltype(cfg);
+          if constexpr (C::BWD) launch_backward<C>(a, dy, dx, dw_partial);
+          else forward_only(a.dims);
+        }))
       unsupported(a.dims);
   });
 }
@@ -1435,8 +1563,10 @@ const char* colour_bwd_blocks(const ColourArgs& c, int* blocks) {
   return guarded([&] {
     if (!dispatch(c.dims, [&](auto cfg) {
           using C = decltype(cfg);
-          if constexpr (is_colour<C>()) {
+          if constexpr (is_colour<C>() && C::BWD) {
             *blocks = backward_blocks_with<C, MapIn, ApplyDy>(colour_mlp_args(c));
+          } else if constexpr (is_colour<C>()) {
+            forward_only(c.dims);
           } else {
             not_colour(c.dims);
           }
@@ -1450,9 +1580,11 @@ const char* colour_backward(const ColourArgs& c, const float* fmap, const float*
   return guarded([&] {
     if (!dispatch(c.dims, [&](auto cfg) {
           using C = decltype(cfg);
-          if constexpr (is_colour<C>()) {
+          if constexpr (is_colour<C>() && C::BWD) {
             launch_backward_with<C>(colour_mlp_args(c), MapIn{fmap, colour_geo(c)},
                                     ApplyDy{c.D, dI, dalpha, colour_geo(c), colour_consts(c)}, nullptr, dw_partial);
+          } else if constexpr (is_colour<C>()) {
+            forward_only(c.dims);
           } else {
             not_colour(c.dims);
           }
@@ -1471,11 +1603,16 @@ const char* front_forward(const FrontArgs& f, float* fmap, float* O) {
     const ColourConsts k{f.plain ? 1 : 0, f.plain_eps};
     if (!dispatch(f.dims, [&](auto cfg) {
           using C = decltype(cfg);
-          if constexpr (is_front<C>()) {
+          if constexpr (is_front<C>() && C::OUT == kFrontOutShared) {
+            if (f.kernels != 1) not_front(f.dims, f.kernels);
             launch_forward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)},
                                    FrontOut{fmap, f.U, O, front_geo(f), k});
+          } else if constexpr (is_front<C>()) {
+            if (f.kernels != 3) not_front(f.dims, f.kernels);
+            launch_forward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)},
+                                   FrontOutRoles{fmap, f.U, O, front_geo(f), k, f.roles});
           } else {
-            not_front(f.dims);
+            not_front(f.dims, f.kernels);
           }
         }))
       unsupported(f.dims);
@@ -1486,10 +1623,10 @@ const char* front_bwd_blocks(const FrontArgs& f, int* blocks) {
   return guarded([&] {
     if (!dispatch(f.dims, [&](auto cfg) {
           using C = decltype(cfg);
-          if constexpr (is_front<C>()) {
+          if constexpr (is_front<C>() && C::OUT == kFrontOutShared && C::BWD) {
             *blocks = backward_blocks_with<C, FrontIn, FrontDy>(front_mlp_args(f));
           } else {
-            not_front(f.dims);
+            no_front_backward(f);
           }
         }))
       unsupported(f.dims);
@@ -1504,11 +1641,11 @@ const char* front_backward(const FrontArgs& f, const float* fmap, const float* d
     const ColourConsts k{f.plain ? 1 : 0, f.plain_eps};
     if (!dispatch(f.dims, [&](auto cfg) {
           using C = decltype(cfg);
-          if constexpr (is_front<C>()) {
+          if constexpr (is_front<C>() && C::OUT == kFrontOutShared && C::BWD) {
             launch_backward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)},
                                     FrontDy{fmap, dO, abuf, front_geo(f), k}, bbuf, dw_partial);
           } else {
-            not_front(f.dims);
+            no_front_backward(f);
           }
         }))
       unsupported(f.dims);

@@ -162,7 +162,11 @@ const char* colour_backward(const ColourArgs& a, const float* fmap, const float*
 //     per tap into abuf, then an adjoint kernel that gathers both onto the
 //     photosites (no atomics): dL/dU = dL/dO - onehot(c) dL/dd.
 
-constexpr int kFrontWidth = 32;  // MLP inputs and outputs (T + 2 <= 32, T + 1 <= 32)
+constexpr int kFrontWidth = 32;  // MLP inputs (T + 2 <= 32)
+// MLP outputs for 1 shared kernel (T + 1 <= 32) and for 3 per-channel
+// kernels (3 T + 1 <= 80; kpnt/mosaic/front.py front_widths).
+constexpr int kFrontOutShared = 32, kFrontOutPerChannel = 80;
+KPNT_HD constexpr int front_outputs(int kernels) { return kernels == 1 ? kFrontOutShared : kFrontOutPerChannel; }
 
 struct FrontArgs {
   MlpDims dims;               // (32, hidden, 32, n_hidden)
@@ -178,6 +182,8 @@ struct FrontArgs {
   const int32_t* row_offsets; // (groups + 1,)
   int period;                 // CFA repeat P
   int taps;                   // T
+  int kernels;                // 1 (shared) or 3 (per-channel, forward only)
+  const int32_t* roles;       // (P*P, 3) output channel of each kernel role (kernels == 3), else unused
   const int32_t* colour;      // (P*P,) colour of each repeat position
   const int32_t* tap_off;     // (P*P, T, 2) canonical tap offsets (dy, dx)
   const int32_t* inv;         // (P*P, inv_len, 3) (dy, dx, t): the (pixel, tap) pairs reading a photosite
@@ -190,12 +196,15 @@ struct FrontArgs {
   cudaStream_t stream;
 };
 
-// fmap (N, 4, H, W) and O (N, 3, H, W) out.
+// fmap (N, 4, H, W) and O (N, 3, H, W) out.  kernels == 3 (per-channel
+// kernels: MLP outputs [r T, (r + 1) T) are the kernel of role r, 3 T the
+// blend) adds role r's filtered detail to channel roles[pos][r] only.
 const char* front_forward(const FrontArgs& a, float* fmap, float* O);
 
 // Blocks per group that front_backward's MLP kernel launches.
 const char* front_bwd_blocks(const FrontArgs& a, int* blocks);
 
+// One shared kernel only (kernels == 1).
 // From fmap and dO (N, 3, H, W): abuf, bbuf (N*H*W, 32) scratch,
 // dw_partial (groups, blocks, n_weights), dU (N, 3, H, W).
 const char* front_backward(const FrontArgs& a, const float* fmap, const float* dO, float* abuf, float* bbuf,

@@ -257,7 +257,9 @@ def test_cuda_backend_refuses_unsupported_configs_at_once():
         assert model.backend == "torch"
         model.backend = "auto"                       # allowed: falls back per op
     assert dispatch.fused_problems(ModelConfig()) == []
-    assert dispatch.fused_problems(ModelConfig(width=128)) == []   # a build question: checked per op
+    assert dispatch.fused_problems(ModelConfig(width=96)) == []    # a build question: checked per op
+    assert dispatch.fused_problems(ModelConfig(width=128)) == []   # fused for inference
+    assert any("forward only" in p for p in dispatch.fused_problems(ModelConfig(width=128), training=True))
 
 
 @pytest.fixture
@@ -269,6 +271,7 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(dispatch, "_loaders", {})
     monkeypatch.setattr(dispatch, "_unsupported_logged", set())
     monkeypatch.setattr(dispatch, "_compiled_mlp_configs", dispatch.FUSED_MLP_CONFIGS)
+    monkeypatch.setattr(dispatch, "_compiled_forward_only", dispatch.FUSED_FORWARD_ONLY)
     real = dispatch.resolve_backend
     monkeypatch.setattr(dispatch, "resolve_backend", lambda b, d: "cuda" if b == "auto" else real(b, d))
     calls = []
@@ -290,7 +293,9 @@ def test_auto_runs_unsupported_parts_on_the_reference_and_logs_once(fake_cuda, c
     for cfg, fused, reason in ((ModelConfig(), {"colour_level", "front_level"}, None),
                                (SQUARE, {"front_level"}, "colour taps 'square25'"),
                                (NONE, {"colour_level"}, "front sharing 'none'"),
-                               (ModelConfig(width=128), {"front_level"}, "colour MLP (in=32, hidden=128")):
+                               (ModelConfig(width=96), {"front_level"}, "colour MLP (in=32, hidden=96"),
+                               (ModelConfig(width=128), {"front_level"}, "hidden=128, out=16, n_hidden=6) is compiled "
+                                                                        "forward only")):
         calls.clear()
         caplog.clear()
         model = KPNT("bayer", cfg, backend="auto")
@@ -308,9 +313,10 @@ def test_auto_runs_unsupported_parts_on_the_reference_and_logs_once(fake_cuda, c
 
 
 def test_explicit_cuda_raises_for_an_uncompiled_mlp_shape(fake_cuda):
-    model = KPNT("bayer", ModelConfig(width=128), backend="cuda")      # structurally fine
-    with pytest.raises(ValueError, match=r"cannot run colour_level: colour MLP \(in=32, hidden=128, .* not a compiled "
-                                         r"configuration \(compiled: \(32, 64, 16, 6\), \(32, 64, 32, 4\)\)"):
+    model = KPNT("bayer", ModelConfig(width=96), backend="cuda")       # structurally fine
+    with pytest.raises(ValueError, match=r"cannot run colour_level: colour MLP \(in=32, hidden=96, .* not a compiled "
+                                         r"configuration \(compiled: \(32, 64, 16, 6\), \(32, 64, 32, 4\), "
+                                         r"\(32, 128, 16, 6\), \(32, 128, 80, 4\)\)"):
         model(torch.rand(1, 1, 16, 16), CFA.bayer(), NOISE)
     assert fake_cuda == []                        # nothing ran on the "kernels"
 
@@ -320,7 +326,7 @@ def test_explicit_cuda_raises_for_an_uncompiled_mlp_shape(fake_cuda):
 def test_on_the_gpu_auto_falls_back_and_cuda_refuses():
     x = torch.rand(1, 1, 40, 40, device="cuda")
     noise = NOISE.cuda()
-    for cfg in (SQUARE, NONE, ModelConfig(width=128)):
+    for cfg in (SQUARE, NONE, ModelConfig(width=96), ModelConfig(width=128)):
         model = KPNT("xtrans" if cfg is NONE else "bayer", cfg, backend="auto").cuda()
         cfa = CFA.xtrans() if cfg is NONE else CFA.bayer()
         out = model(x, cfa, noise)
@@ -328,4 +334,4 @@ def test_on_the_gpu_auto_falls_back_and_cuda_refuses():
         ref = model(x, cfa, noise)
         assert (out - ref).abs().max() < 1e-2
     with pytest.raises(ValueError, match="not a compiled configuration"):
-        KPNT("bayer", ModelConfig(width=128), backend="cuda").cuda()(x, CFA.bayer(), noise)
+        KPNT("bayer", ModelConfig(width=96), backend="cuda").cuda()(x, CFA.bayer(), noise)

@@ -149,8 +149,11 @@ def test_gradients_match_finite_differences_per_channel():
     assert checked == 8
 
 
-def test_fused_backend_refuses_per_channel():
-    assert any("front_kernels" in p for p in fused_problems(ModelConfig(front_kernels="per_channel")))
+def test_fused_backend_runs_per_channel_forward_only():
+    """Per-channel front kernels are fused for inference, not for training."""
+    assert fused_problems(ModelConfig(front_kernels="per_channel")) == []
+    assert any("front_kernels" in p for p in fused_problems(ModelConfig(front_kernels="per_channel"), training=True))
     assert fused_problems(ModelConfig()) == []
+    assert fused_problems(ModelConfig(), training=True) == []
     with pytest.raises(ValueError, match="front_kernels"):
         ModelConfig(front_kernels="per_pixel")

@@ -171,7 +171,10 @@ def fused_parts(config) -> str:
     ref = []
     _, n_in, n_out = colour_widths(config.colour_taps)
     colour_shape = (n_in, config.width, n_out, config.hidden_layers)
-    if config.colour_taps != dispatch.FUSED_COLOUR_TAPS or colour_shape not in dispatch.FUSED_MLP_CONFIGS:
+    # Training: forward-only shapes (dispatch.FUSED_FORWARD_ONLY) and
+    # per-channel front kernels train on the reference.
+    if (config.colour_taps != dispatch.FUSED_COLOUR_TAPS or colour_shape not in dispatch.FUSED_MLP_CONFIGS
+            or colour_shape in dispatch.FUSED_FORWARD_ONLY):
         ref.append("colour")
     from kpnt.mosaic.front import front_widths
 

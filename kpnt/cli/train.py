@@ -309,7 +309,7 @@ def main(argv=None) -> int:
         if args.backend == "cuda":
             from kpnt.ops.dispatch import fused_problems
 
-            unfused = fused_problems(ModelConfig(**overrides))
+            unfused = fused_problems(ModelConfig(**overrides), training=True)
             if unfused:
                 raise KpntError(f"--backend cuda cannot run {'; '.join(unfused)}: use --backend auto (those parts then run on the PyTorch reference)")
         # The backend is chosen per call from the data's device ('auto': the

@@ -389,15 +389,17 @@ def _cfa_from(pattern: Sequence[int]):
 
 
 @tensor_cache(32)
-def _front_tables(pattern: tuple, radius: int, device: str) -> tuple[Tensor, Tensor, Tensor]:
-    """(colour (P*P,), tap_off (P*P, T, 2), inv (P*P, L, 3)) int32 of a CFA.
+def _front_tables(pattern: tuple, radius: int, device: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(colour (P*P,), tap_off (P*P, T, 2), inv (P*P, L, 3), roles (P*P, 3)) int32 of a CFA.
 
     ``inv`` lists, for each repeat position of a photosite q, the (dy, dx, t)
     of every (pixel p = q - (dy, dx), tap t) that reads q; rows are padded
-    with t = -1 to the longest list.
+    with t = -1 to the longest list.  ``roles`` is the output channel of each
+    per-channel kernel role (:func:`kpnt.mosaic.front.front_roles`).
     """
     import numpy as np
 
+    from kpnt.mosaic.front import front_roles
     from kpnt.ref.taps import square_taps
 
     cfa = _cfa_from(pattern)
@@ -416,7 +418,8 @@ def _front_tables(pattern: tuple, radius: int, device: str) -> tuple[Tensor, Ten
     for s, v in enumerate(lists):
         inv[s, :len(v)] = v
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int32)).to(device)
-    return as_t(cfa.pattern.reshape(-1)), as_t(offs.reshape(P * P, T, 2)), as_t(inv)
+    roles = front_roles(cfa, radius, "symmetry").reshape(P * P, 3)
+    return as_t(cfa.pattern.reshape(-1)), as_t(offs.reshape(P * P, T, 2)), as_t(inv), as_t(roles)
 
 
 @tensor_cache(16)
@@ -433,17 +436,18 @@ def _front_partition(pattern: tuple, N: int, H: int, W: int, device: str) -> tup
 @torch.library.custom_op("kpnt::front_fwd", mutates_args=(), device_types="cuda")
 def _front_fwd(
     x: Tensor, U: Tensor, S: Tensor, noise: Tensor, w: Tensor, perm: Tensor, row_offsets: Tensor, colour: Tensor,
-    tap_off: Tensor, inv: Tensor, dims: list[int], pattern: list[int], radius: int, slope: float, plain: bool,
-    noise_input: bool,
+    tap_off: Tensor, inv: Tensor, roles: Tensor, dims: list[int], pattern: list[int], radius: int, kernels: int,
+    slope: float, plain: bool, noise_input: bool,
 ) -> tuple[Tensor, Tensor]:
     P, T = int(round(len(pattern) ** 0.5)), (2 * radius + 1) ** 2
-    O, fmap = _unwrap(_ext().front_forward(x, U, S, noise, w, [perm, row_offsets, colour, tap_off, inv], dims, [P, T],
-                                           slope, plain, noise_input, _front_consts()))
+    O, fmap = _unwrap(_ext().front_forward(x, U, S, noise, w, [perm, row_offsets, colour, tap_off, inv, roles], dims,
+                                           [P, T, kernels], slope, plain, noise_input, _front_consts()))
     return O, fmap
 
 
 @_front_fwd.register_fake
-def _(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, dims, pattern, radius, slope, plain, noise_input):
+def _(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, roles, dims, pattern, radius, kernels, slope, plain,
+      noise_input):
     N, _, H, W = x.shape
     return U.new_empty(U.shape), x.new_empty((N, 4, H, W))
 
@@ -451,32 +455,33 @@ def _(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, dims, pattern,
 @torch.library.custom_op("kpnt::front_bwd", mutates_args=(), device_types="cuda")
 def _front_bwd(
     x: Tensor, U: Tensor, S: Tensor, noise: Tensor, w: Tensor, perm: Tensor, row_offsets: Tensor, colour: Tensor,
-    tap_off: Tensor, inv: Tensor, fmap: Tensor, dO: Tensor, dims: list[int], pattern: list[int], radius: int,
-    slope: float, plain: bool, noise_input: bool,
+    tap_off: Tensor, inv: Tensor, roles: Tensor, fmap: Tensor, dO: Tensor, dims: list[int], pattern: list[int],
+    radius: int, kernels: int, slope: float, plain: bool, noise_input: bool,
 ) -> tuple[Tensor, Tensor]:
     P, T = int(round(len(pattern) ** 0.5)), (2 * radius + 1) ** 2
-    dU, dw = _unwrap(_ext().front_backward(x, U, S, noise, w, [perm, row_offsets, colour, tap_off, inv], fmap, dO,
-                                           dims, [P, T], slope, plain, noise_input, _front_consts()))
+    dU, dw = _unwrap(_ext().front_backward(x, U, S, noise, w, [perm, row_offsets, colour, tap_off, inv, roles], fmap,
+                                           dO, dims, [P, T, kernels], slope, plain, noise_input, _front_consts()))
     return dU, dw
 
 
 @_front_bwd.register_fake
-def _(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, fmap, dO, dims, pattern, radius, slope, plain,
-      noise_input):
+def _(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, roles, fmap, dO, dims, pattern, radius, kernels,
+      slope, plain, noise_input):
     return U.new_empty(U.shape), w.new_empty(w.shape)
 
 
 def _front_setup_context(ctx, inputs, output):
-    x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, dims, pattern, radius, slope, plain, noise_input = inputs
-    ctx.save_for_backward(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, output[1])
-    ctx.args = (dims, pattern, radius, slope, plain, noise_input)
+    (x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, roles, dims, pattern, radius, kernels, slope, plain,
+     noise_input) = inputs
+    ctx.save_for_backward(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, roles, output[1])
+    ctx.args = (dims, pattern, radius, kernels, slope, plain, noise_input)
 
 
 def _front_backward(ctx, dO, dfmap):
-    x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, fmap = ctx.saved_tensors
-    dims, pattern, radius, slope, plain, noise_input = ctx.args
+    x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, roles, fmap = ctx.saved_tensors
+    dims, pattern, radius, kernels, slope, plain, noise_input = ctx.args
     need = ctx.needs_input_grad[:5]
-    none = (None,) * 11
+    none = (None,) * 13
     dO = torch.zeros_like(U) if dO is None else dO.contiguous()
     if need[0] or need[2] or need[3]:
         # Gradients to the mosaic, S or the noise profile (never needed by
@@ -489,23 +494,27 @@ def _front_backward(ctx, dO, dfmap):
             w_ = w.detach().requires_grad_()
             sets = [_unpack(w_[g], dims) for g in range(w_.shape[0])]
             O_ = front_level(*leaves, _cfa_from(pattern), sets, radius, slope, "plain" if plain else "softmax",
-                             noise_input, mlp_fn=_dispatch_mlp)
+                             noise_input, mlp_fn=_dispatch_mlp, kernels=_KERNELS_NAME[kernels])
             wrt = [t for t, n in zip(leaves, need[:4]) if n] + [w_]
             grads = list(torch.autograd.grad(O_, wrt, dO))
         out = [grads.pop(0) if n else None for n in need[:4]]
         return (*out, grads[0] if need[4] else None, *none)
     if not (need[1] or need[4]):
-        return (None,) * 16
-    dU, dw = _front_bwd(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, fmap, dO, dims, pattern, radius,
-                        slope, plain, noise_input)
+        return (None,) * 18
+    dU, dw = _front_bwd(x, U, S, noise, w, perm, row_offsets, colour, tap_off, inv, roles, fmap, dO, dims, pattern,
+                        radius, kernels, slope, plain, noise_input)
     return None, (dU if need[1] else None), None, None, (dw if need[4] else None), *none
 
 
 _front_fwd.register_autograd(_front_backward, setup_context=_front_setup_context)
 
 
+#: ModelConfig.front_kernels name of a kernel count.
+_KERNELS_NAME = {1: "shared", 3: "per_channel"}
+
+
 def fused_front_level(x: Tensor, U: Tensor, S: Tensor, noise: Tensor, cfa, weights, radius: int, leaky_slope: float,
-                      apply_mode: str, noise_input: bool) -> Tensor:
+                      apply_mode: str, noise_input: bool, kernels: str = "shared") -> Tensor:
     """The mosaic front level on the fused kernels, with
     :func:`kpnt.mosaic.front.front_level`'s signature and results (within
     f16 tolerance).
@@ -518,15 +527,22 @@ def fused_front_level(x: Tensor, U: Tensor, S: Tensor, noise: Tensor, cfa, weigh
     gradients to ``x``, ``S`` or ``noise``, if asked for, come from the
     reference level around the fused MLP.
 
+    ``kernels='per_channel'`` (three kernels per photosite, one per output
+    channel by role, :func:`kpnt.mosaic.front.front_roles`) runs forward
+    only: the fused backward has the shared kernel's head; differentiating
+    it raises (``kpnt.ops`` routes training to the reference before that).
+
     Args:
         x: (N, 1, H, W) mosaic; U, S: (N, 3, H, W); noise: (N, 2, 3); all
             float32 on one CUDA device.
         weights: one MLP per site class (``cfa.class_names`` order), each
-            32 -> ... -> 32 (radius 2: 25 taps).
+            32 -> ... -> 32 (radius 2: 25 taps), or -> 80 for per-channel
+            kernels (3 x 25 + 1 outputs, padded).
+        kernels: 'shared' or 'per_channel'.
     Returns:
         (N, 3, H, W).
     """
-    from kpnt.mosaic.front import front_widths
+    from kpnt.mosaic.front import front_kernel_count, front_widths
 
     for name, t in (("x", x), ("U", U), ("S", S), ("noise", noise)):
         if not isinstance(t, Tensor) or not t.is_cuda or t.dtype != torch.float32:
@@ -535,10 +551,11 @@ def fused_front_level(x: Tensor, U: Tensor, S: Tensor, noise: Tensor, cfa, weigh
                              "(use backend='torch' for others)")
         if t.device != x.device:
             raise ValueError(f"fused front_level: {name} is on {t.device}, x on {x.device}")
-    T, n_in, n_out = front_widths(radius)
-    if n_in != 32 or n_out != 32:
+    K = front_kernel_count(kernels)
+    T, n_in, n_out = front_widths(radius, kernels)
+    if n_in != 32 or n_out != (32 if K == 1 else 80):
         raise ValueError(f"fused front_level: radius {radius} gives {n_in} inputs and {n_out} outputs; the kernels "
-                         "take 32 and 32 (radius 2)")
+                         f"take 32 and {32 if K == 1 else 80} (radius 2)")
     if apply_mode not in ("softmax", "plain"):
         raise ValueError(f"fused front_level: apply_mode must be 'softmax' or 'plain', got {apply_mode!r}")
     dims = mlp_dims(weights[0])
@@ -551,12 +568,12 @@ def fused_front_level(x: Tensor, U: Tensor, S: Tensor, noise: Tensor, cfa, weigh
     N, _, H, W = x.shape
     pattern = tuple(int(v) for v in cfa.pattern.reshape(-1))
     dev = str(x.device)
-    colour, tap_off, inv = _front_tables(pattern, int(radius), dev)
+    colour, tap_off, inv, roles = _front_tables(pattern, int(radius), dev)
     perm, row_offsets = _front_partition(pattern, N, H, W, dev)
     w = torch.stack([torch.cat([m.reshape(-1) for m in ws]) for ws in weights])
     O, _ = _front_fwd(x.contiguous(), U.contiguous(), S.contiguous(), noise.contiguous(), w, perm, row_offsets, colour,
-                      tap_off, inv, dims, list(pattern), int(radius), float(leaky_slope), apply_mode == "plain",
-                      bool(noise_input))
+                      tap_off, inv, roles, dims, list(pattern), int(radius), K, float(leaky_slope),
+                      apply_mode == "plain", bool(noise_input))
     return O
 
 

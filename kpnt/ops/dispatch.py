@@ -23,11 +23,15 @@ something else: the fused colour level has the 15-tap diamond compiled in,
 the fused front level the radius-2 square with symmetry sharing, and the
 fused MLP only the shapes of ``KPNT_MLP_CONFIGS`` in
 ``kernels/fused_mlp.cu`` (:data:`FUSED_MLP_CONFIGS`; the list the loaded
-extension reports replaces it).  For such a configuration ``colour_level`` /
+extension reports replaces it).  Some shapes (width 128) and per-channel
+front kernels are compiled *forward only* (:data:`FUSED_FORWARD_ONLY`):
+they run fused for inference, and a call that needs weight gradients
+counts as unsupported.  For such a configuration ``colour_level`` /
 ``front_level`` under ``'auto'`` run the reference op (each reason logged
 once) and under ``'cuda'`` raise a one-line ``ValueError``;
 :func:`fused_problems` lists the build-independent reasons for a
-``ModelConfig`` (``KPNT`` checks them when its backend is set to 'cuda').
+``ModelConfig`` (``KPNT`` checks them when its backend is set to 'cuda',
+``kpnt-train --backend cuda`` with ``training=True``).
 """
 from __future__ import annotations
 
@@ -130,25 +134,34 @@ _COMPOSITES = ("colour_level", "front_level")
 
 #: (in, hidden, out, n_hidden) MLP shapes compiled into the fused kernels,
 #: as ``KPNT_MLP_CONFIGS`` in kernels/fused_mlp.cu lists them: the colour
-#: MLP (32 -> 6 x 64 -> 16) and the front MLPs (32 -> 4 x 64 -> 32).  So the
-#: fused colour level runs width 64 with 6 hidden layers only; width 128
-#: (or 16, 32, ...) runs on the reference.  Replaced by the list the loaded
-#: extension reports (:func:`_load_cuda`).
-FUSED_MLP_CONFIGS: tuple[tuple[int, int, int, int], ...] = ((32, 64, 16, 6), (32, 64, 32, 4))
-#: Only the real kernels' loader sets this; a test's fake 'cuda' backend
+#: MLP (32 -> 6 x 64 -> 16) and the front MLPs (32 -> 4 x 64 -> 32) of
+#: DESIGN.md, and the shipped models' width-128 colour MLP and per-channel
+#: front MLPs (32 -> 4 x 128 -> 80).  Other widths or depths run on the
+#: reference.  Replaced by the list the loaded extension reports
+#: (:func:`_load_cuda`).
+FUSED_MLP_CONFIGS: tuple[tuple[int, int, int, int], ...] = (
+    (32, 64, 16, 6), (32, 64, 32, 4), (32, 128, 16, 6), (32, 128, 80, 4))
+#: The shapes of :data:`FUSED_MLP_CONFIGS` compiled without a backward
+#: (their weights and activations exceed a backward tile's shared memory):
+#: fused for inference, trained on the reference.
+FUSED_FORWARD_ONLY: frozenset[tuple[int, int, int, int]] = frozenset({(32, 128, 16, 6), (32, 128, 80, 4)})
+#: Only the real kernels' loader sets these; a test's fake 'cuda' backend
 #: takes any shape.
 _compiled_mlp_configs: tuple[tuple[int, int, int, int], ...] | None = None
+_compiled_forward_only: frozenset[tuple[int, int, int, int]] = frozenset()
 #: What the fused colour/front levels have compiled in.
 FUSED_COLOUR_TAPS = "diamond15"
 FUSED_FRONT_SHARING = "symmetry"
 FUSED_FRONT_RADIUS = 2
 
 
-def fused_problems(config) -> list[str]:
+def fused_problems(config, training: bool = False) -> list[str]:
     """Why the fused kernels cannot run a :class:`kpnt.model.ModelConfig`,
     as short phrases (empty: they can, as far as the build-independent
     limits go; MLP shapes are checked against the compiled list when an op
-    runs).  Takes the config duck-typed (no import of kpnt.model)."""
+    runs).  ``training``: also the parts that are fused forward only
+    (per-channel front kernels, :data:`FUSED_FORWARD_ONLY` shapes).  Takes
+    the config duck-typed (no import of kpnt.model)."""
     out = []
     taps = getattr(config, "colour_taps", FUSED_COLOUR_TAPS)
     if taps != FUSED_COLOUR_TAPS:
@@ -159,29 +172,46 @@ def fused_problems(config) -> list[str]:
     radius = getattr(config, "front_radius", FUSED_FRONT_RADIUS)
     if radius != FUSED_FRONT_RADIUS:
         out.append(f"front_radius={radius} (the fused front level runs radius {FUSED_FRONT_RADIUS} only)")
-    kernels = getattr(config, "front_kernels", "shared")
-    if kernels != "shared":
-        out.append(f"front_kernels={kernels!r} (the fused front level predicts one shared kernel)")
+    if training:
+        kernels = getattr(config, "front_kernels", "shared")
+        if kernels != "shared":
+            out.append(f"front_kernels={kernels!r} for training (the fused per-channel front level is forward only)")
+        width, layers = getattr(config, "width", 64), getattr(config, "hidden_layers", 6)
+        if taps == FUSED_COLOUR_TAPS and (32, width, 16, layers) in FUSED_FORWARD_ONLY:
+            out.append(f"width={width} for training (the fused colour MLP of that width is forward only)")
     return out
 
 
-def _parse_mlp_configs(text: str) -> tuple[tuple[int, int, int, int], ...]:
-    found = re.findall(r"in=(\d+), hidden=(\d+), out=(\d+), n_hidden=(\d+)", text)
-    return tuple(tuple(int(v) for v in f) for f in found)
+def _parse_mlp_configs(text: str) -> tuple[tuple[tuple[int, int, int, int], ...], frozenset]:
+    """(configs, forward-only configs) from the extension's description."""
+    found = re.findall(r"in=(\d+), hidden=(\d+), out=(\d+), n_hidden=(\d+)(, forward only)?", text)
+    configs = tuple(tuple(int(v) for v in f[:4]) for f in found)
+    return configs, frozenset(c for c, f in zip(configs, found) if f[4])
 
 
 def _mlp_shape(weights: Sequence[torch.Tensor]) -> tuple[int, int, int, int]:
     return (int(weights[0].shape[1]), int(weights[0].shape[0]), int(weights[-1].shape[0]), len(weights) - 1)
 
 
-def _mlp_problem(weights: Sequence[torch.Tensor], what: str) -> str | None:
+def _needs_weight_grad(weights) -> bool:
+    """True if autograd will want gradients of any of ``weights`` (a list of
+    tensors or of lists of tensors)."""
+    if not torch.is_grad_enabled():
+        return False
+    flat = [w for ws in weights for w in (ws if isinstance(ws, (list, tuple)) else [ws])]
+    return any(w.requires_grad for w in flat)
+
+
+def _mlp_problem(weights: Sequence[torch.Tensor], what: str, training: bool = False) -> str | None:
     if _compiled_mlp_configs is None:
         return None
     shape = _mlp_shape(weights)
-    if shape in _compiled_mlp_configs:
-        return None
-    return (f"{what} MLP (in={shape[0]}, hidden={shape[1]}, out={shape[2]}, n_hidden={shape[3]}) is not a compiled "
-            f"configuration (compiled: {', '.join(map(str, _compiled_mlp_configs))})")
+    desc = f"{what} MLP (in={shape[0]}, hidden={shape[1]}, out={shape[2]}, n_hidden={shape[3]})"
+    if shape not in _compiled_mlp_configs:
+        return f"{desc} is not a compiled configuration (compiled: {', '.join(map(str, _compiled_mlp_configs))})"
+    if training and shape in _compiled_forward_only:
+        return f"{desc} is compiled forward only (inference), and this call needs weight gradients"
+    return None
 
 
 _unsupported_logged: set[str] = set()
@@ -322,7 +352,7 @@ def colour_level(D, var, weights, leaky_slope: float, apply_mode: str, noise_inp
     def problem():
         if taps != FUSED_COLOUR_TAPS:
             return f"colour taps {taps!r} (the fused colour level has the {FUSED_COLOUR_TAPS} taps compiled in)"
-        return _mlp_problem(weights, "colour")
+        return _mlp_problem(weights, "colour", _needs_weight_grad(weights))
 
     fn = _level_impl("colour_level", backend, D.device, problem)
     if taps == FUSED_COLOUR_TAPS:         # the backends' signature has no taps (the diamond is theirs)
@@ -368,29 +398,32 @@ def front_level(x, U, S, noise, cfa: CFA, weights, radius: int, leaky_slope: flo
         _check_weights(w, n_in, n_out, f"front MLP '{name}'")
 
     def problem():
-        if kernels != "shared":
-            return f"front kernels {kernels!r} (the fused front level predicts one shared kernel)"
+        training = _needs_weight_grad(weights)
+        if kernels != "shared" and training:
+            return f"front kernels {kernels!r} with weight gradients (the fused per-channel front level is forward only)"
         if sharing != FUSED_FRONT_SHARING:
             return f"front sharing {sharing!r} (the fused front level runs {FUSED_FRONT_SHARING} sharing only)"
         if radius != FUSED_FRONT_RADIUS:
             return f"front radius {radius} (the fused front level runs radius {FUSED_FRONT_RADIUS} only)"
-        return _mlp_problem(weights[0], "front")
+        return _mlp_problem(weights[0], "front", training)
 
     fn = _level_impl("front_level", backend, x.device, problem)
-    if sharing == FUSED_FRONT_SHARING and kernels == "shared":   # the backends' signature (symmetry, shared is theirs)
-        return fn(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input)
+    if sharing == FUSED_FRONT_SHARING:     # the backends' signature (symmetry sharing is theirs)
+        if kernels == "shared":
+            return fn(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input)
+        return fn(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, kernels=kernels)
     return fn(x, U, S, noise, cfa, weights, radius, leaky_slope, apply_mode, noise_input, sharing=sharing, kernels=kernels)
 
 
 def _load_cuda() -> Mapping[str, Callable]:
-    global _compiled_mlp_configs
+    global _compiled_mlp_configs, _compiled_forward_only
     from kpnt.ops import _cuda
 
     table = _cuda.backend_ops()
-    compiled = _parse_mlp_configs(_cuda.supported_configs())
+    compiled, forward_only = _parse_mlp_configs(_cuda.supported_configs())
     if not compiled:
         raise _backend.BackendError(f"cannot read the compiled MLP configurations from {_cuda.supported_configs()!r}")
-    _compiled_mlp_configs = compiled
+    _compiled_mlp_configs, _compiled_forward_only = compiled, forward_only
     return table
 
 

@@ -1,0 +1,173 @@
+"""Forward-only fused configurations (the shipped models' shapes): the
+width-128 colour MLP and per-channel front kernels, against the float64
+reference, and how ``kpnt.ops`` routes them (fused without weight
+gradients, reference with them, never silently).
+
+Tolerance as tests/cuda/test_colour_level.py: forward < 2e-3 against float64.
+"""
+import logging
+import math
+
+import pytest
+import torch
+
+from kpnt import ops
+from kpnt.model import KPNT, ModelConfig
+from kpnt.mosaic.cfa import CFA
+from kpnt.mosaic.front import front_level as ref_front
+from kpnt.ops import _cuda, dispatch
+from kpnt.ref.level import colour_level as ref_colour_level
+from kpnt.testing import rel_error as rel
+
+pytestmark = pytest.mark.cuda
+SLOPE = 0.01
+SHIPPED = dict(width=128, front_width=128, front_kernels="per_channel", apply_mode="plain")
+
+
+def random_mlp(shapes, seed, last_scale=0.3):
+    g = torch.Generator().manual_seed(seed)
+    ws = [torch.randn(*s, generator=g) * math.sqrt(2 / s[1]) for s in shapes]
+    ws[-1] *= last_scale
+    return [w.cuda() for w in ws]
+
+
+def model_start(sensor, seed, **config):
+    """A model's initial weight sets (plain mode starts from normalised
+    kernels, as training does) with random perturbations on the last
+    layers (random plain-mode kernels would sum to ~0 somewhere, where any
+    f16 evaluation differs from f32 by O(1): tests/cuda/test_colour_level.py)."""
+    g = torch.Generator().manual_seed(seed)
+    model = KPNT(sensor, ModelConfig(**config))
+    sets = {}
+    for name, ws in model.weight_sets().items():
+        ws = [w.detach().clone() for w in ws]
+        ws[-1][:, 1:] += torch.randn(ws[-1].shape[0], ws[-1].shape[1] - 1, generator=g) * 0.3
+        sets[name] = [w.cuda() for w in ws]
+    return sets
+
+
+def colour_inputs(N, h, w, seed):
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(N, 3, h, w, generator=g) * 0.03
+    var = torch.rand(N, 3, h, w, generator=g) * 4e-4 + 1e-5
+    return D.cuda(), var.cuda()
+
+
+def front_inputs(cfa, N, H, W, seed):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(N, 3, H, W, generator=g) * 0.4 + 0.05
+    col = torch.from_numpy(cfa.colour_map(H, W)).long().expand(N, 1, H, W)
+    x = base.gather(1, col) + torch.randn(N, 1, H, W, generator=g) * 0.02
+    U = base + torch.randn(N, 3, H, W, generator=g) * 0.01
+    noise = torch.tensor([[[2e-3, 1e-3, 3e-3], [1e-5, 2e-5, 1e-5]]]).expand(N, 2, 3).contiguous()
+    return x.cuda(), U.cuda(), base.cuda(), noise.cuda()
+
+
+@pytest.mark.parametrize("mode", ["softmax", "plain"])
+@pytest.mark.parametrize("shape", [(2, 37, 53), (1, 1, 3), (3, 5, 130)], ids=str)
+def test_colour_level_width_128(shape, mode):
+    N, h, w = shape
+    if mode == "plain":
+        ws = model_start("rgb", sum(shape), width=128, apply_mode="plain")["colour"]
+    else:
+        ws = random_mlp([(128, 32)] + [(128, 128)] * 5 + [(16, 128)], seed=sum(shape))
+    D, var = colour_inputs(N, h, w, seed=h * w)
+    ref_I, ref_a = ref_colour_level(D.double(), var.double(), [x.double() for x in ws], SLOPE, mode, True)
+    with torch.no_grad():
+        I, a = _cuda.fused_colour_level(D, var, ws, SLOPE, mode, True)
+    assert torch.isfinite(I).all() and torch.isfinite(a).all()
+    assert rel(I, ref_I) < 2e-3 and rel(a, ref_a) < 2e-3
+
+
+@pytest.mark.parametrize("mode", ["softmax", "plain"])
+@pytest.mark.parametrize("cfa", [CFA.bayer("GRBG"), CFA.bayer("RGGB"), CFA.xtrans(), CFA.xtrans(2, 5)],
+                         ids=lambda c: c.name)
+@pytest.mark.parametrize("size", [(2, 23, 31), (1, 3, 4), (1, 40, 36)], ids=str)
+def test_per_channel_front_level(cfa, size, mode):
+    N, H, W = size
+    x, U, S, noise = front_inputs(cfa, N, H, W, seed=H * W)
+    if mode == "plain":
+        sets = model_start(cfa.kind, seed=W, **SHIPPED)
+        sets = [ws for name, ws in sets.items() if name.startswith("front.")]
+    else:
+        shapes = [(128, 32)] + [(128, 128)] * 3 + [(80, 128)]
+        sets = [random_mlp(shapes, seed=W + k) for k in range(cfa.n_classes)]
+    ref = ref_front(x.double(), U.double(), S.double(), noise.double(), cfa, [[w.double() for w in ws] for ws in sets],
+                    2, SLOPE, mode, True, kernels="per_channel")
+    with torch.no_grad():
+        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, mode, True, kernels="per_channel")
+    assert torch.isfinite(O).all()
+    # Each channel gets its own detail: a kernel that swapped roles or
+    # channels would differ by O(1) relative to the detail itself.
+    assert rel(O - U, ref - U.double()) < 2e-3
+
+
+def test_per_channel_differs_from_shared_kernels():
+    """The roles matter: the same weights read as one shared kernel (the
+    first 25 logits) give another output, so the test above can fail."""
+    cfa = CFA.bayer()
+    x, U, S, noise = front_inputs(cfa, 1, 16, 16, seed=1)
+    sets = [random_mlp([(128, 32)] + [(128, 128)] * 3 + [(80, 128)], seed=k) for k in range(2)]
+    with torch.no_grad():
+        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True, kernels="per_channel")
+    per_role = (O - U).abs().amax(dim=(0, 2, 3))
+    assert (per_role > 1e-4).all()
+    assert not torch.allclose(O[:, 0], O[:, 1], atol=1e-4)
+
+
+def test_forward_only_shapes_refuse_gradients():
+    D, var = colour_inputs(1, 8, 8, seed=2)
+    ws = [w.requires_grad_() for w in random_mlp([(128, 32)] + [(128, 128)] * 5 + [(16, 128)], seed=3)]
+    I, a = _cuda.fused_colour_level(D, var, ws, SLOPE, "softmax", True)
+    with pytest.raises(ValueError, match="forward only"):
+        torch.autograd.grad(I.sum() + a.sum(), ws)
+    cfa = CFA.bayer()
+    x, U, S, noise = front_inputs(cfa, 1, 8, 8, seed=4)
+    sets = [[w.requires_grad_() for w in random_mlp([(128, 32)] + [(128, 128)] * 3 + [(80, 128)], seed=k)]
+            for k in range(2)]
+    O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True, kernels="per_channel")
+    with pytest.raises(ValueError, match="forward only"):
+        torch.autograd.grad(O.sum(), sets[0])
+
+
+def test_compiled_list_marks_forward_only():
+    configs, forward_only = dispatch._parse_mlp_configs(_cuda.supported_configs())
+    assert set(configs) == set(dispatch.FUSED_MLP_CONFIGS)
+    assert forward_only == dispatch.FUSED_FORWARD_ONLY
+
+
+@pytest.mark.parametrize("sensor", ["bayer", "xtrans"])
+def test_model_of_the_shipped_shape_runs_fused_for_inference_and_reference_for_training(sensor, monkeypatch, caplog):
+    cfa = CFA.bayer() if sensor == "bayer" else CFA.xtrans()
+    x = torch.rand(1, 1, 48, 48, device="cuda") * 0.5 + 0.1
+    noise = torch.tensor([[[2e-3, 1e-3, 3e-3], [1e-5, 2e-5, 1e-5]]], device="cuda")
+    model = KPNT(sensor, ModelConfig(**SHIPPED), backend="auto").cuda()
+    calls = []
+    table = dispatch._backend_ops("cuda")
+    for op in ("colour_level", "front_level"):
+        real = table[op]
+
+        def counted(*a, _real=real, _op=op, **kw):
+            calls.append(_op)
+            return _real(*a, **kw)
+        monkeypatch.setitem(table, op, counted)
+    with torch.no_grad():
+        fused = model(x, cfa, noise)
+    assert set(calls) == {"colour_level", "front_level"}
+    model.backend = "torch"
+    with torch.no_grad():
+        ref = model(x, cfa, noise)
+    assert rel(fused, ref) < 2e-3
+
+    calls.clear()
+    model.backend = "auto"
+    monkeypatch.setattr(dispatch, "_unsupported_logged", set())
+    with caplog.at_level(logging.WARNING, logger="kpnt.ops.dispatch"):
+        out = model(x, cfa, noise)
+    assert calls == []                    # weights need gradients: the reference ran
+    assert any("forward only" in r.getMessage() for r in caplog.records)
+    out.mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ValueError, match="forward only"):
+        model.backend = "cuda"
+        model(x, cfa, noise)
