@@ -20,6 +20,12 @@ One call does everything a GPU lease should (docs/KERNELS.md, METHOD.md):
    graphed training steps for Bayer and X-Trans in one run
    (``--train-steps-only`` runs just this part).
 
+``--inference-only``: the forward-only configurations (the shipped models'
+width-128 colour MLP and per-channel front kernels) against float64, the
+shipped models (``kpnt/weights``) fused vs float64 and float32 reference on
+Bayer and X-Trans mosaics, and 24-MP inference of the shipped models and of
+DESIGN.md's default architecture, reference vs fused, in one run.
+
 Separately: ``--compile-step`` times ``torch.compile`` of the reference step
 (run it in its own process, it compiles for minutes), ``--sanitize`` runs
 small launches of every kernel for ``compute-sanitizer --tool memcheck``.
@@ -27,6 +33,7 @@ small launches of every kernel for ``compute-sanitizer --tool memcheck``.
 Usage (GPU machine)::
 
     PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 python tools/bench_kernels.py --json $OUT/bench.json
+    PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 python tools/bench_kernels.py --inference-only --json $OUT/inf.json
 
 Exit status 1 if any check fails.
 """
@@ -668,6 +675,129 @@ def model_timings(reps):
     return rows, res
 
 
+def check_forward_only(chk: Checks, P: int):
+    """Forward-only MLP shapes: forward vs float64 (odd P, tile edges,
+    grouped), and a clear error when gradients are asked for."""
+    from kpnt.ops import dispatch
+
+    for i, dims in enumerate(sorted(dispatch._compiled_forward_only)):
+        tag = "x".join(map(str, dims))
+        ws = make_weights(list(dims), seed=500 + i)
+        x = make_x(P, dims[0], seed=501 + i)
+        ref = torch_mlp(x.double(), [w.detach().double() for w in ws])
+        poison_cache()
+        with torch.no_grad():
+            y = _cuda.fused_mlp(x, ws, SLOPE)
+        chk.flag(f"{tag} fwd all rows written", bool(torch.isfinite(y).all()))
+        chk.add(f"{tag} fwd rel err vs f64 (P={P})", rel(y, ref), TOL_FWD)
+        for p in (1, 255, 257):
+            with torch.no_grad():
+                chk.add(f"{tag} fwd rel err (P={p})", rel(_cuda.fused_mlp(x[:p], ws, SLOPE), ref[:p]), TOL_FWD)
+        G = 3
+        wg = make_weights(list(dims), groups=G, seed=502 + i)
+        cls = torch.randint(0, G, (P,), device="cuda", generator=torch.Generator("cuda").manual_seed(503 + i))
+        with torch.no_grad():
+            yg = _cuda.fused_mlp_grouped(x, cls, wg, SLOPE)
+        err = 0.0
+        for c in range(G):
+            idx = (cls == c).nonzero().squeeze(1)
+            err = max(err, rel(yg[idx], torch_mlp(x[idx].double(), [w[c].detach().double() for w in wg])))
+        chk.add(f"{tag} grouped G={G} fwd rel err", err, TOL_FWD)
+        try:
+            torch.autograd.grad(_cuda.fused_mlp(x[:300], ws, SLOPE).sum(), ws)
+            chk.flag(f"{tag} backward refused (forward only)", False, "no error")
+        except ValueError as e:
+            chk.flag(f"{tag} backward refused (forward only)", "forward only" in str(e))
+
+
+def shipped_model(sensor):
+    from kpnt.weights_io import load_weights
+
+    path = Path(__file__).resolve().parent.parent / "kpnt" / "weights" / f"{sensor}.safetensors"
+    return load_weights(path, sensor=sensor)[0].eval()
+
+
+def check_shipped_models(chk: Checks):
+    """The shipped models (forward-only fused shapes) fused vs float64 and
+    float32 reference, Bayer and X-Trans, odd sizes, several phases."""
+    from kpnt.mosaic.cfa import CFA
+
+    for sensor, cfa, (N, H, W) in (("bayer", CFA.bayer("RGGB"), (2, 203, 317)),
+                                   ("bayer", CFA.bayer("GBRG"), (1, 160, 96)),
+                                   ("xtrans", CFA.xtrans(), (2, 211, 299)),
+                                   ("xtrans", CFA.xtrans(3, 1), (1, 96, 132))):
+        x, _, noise, _ = model_inputs(sensor, N, H, W, seed=11)
+        m = shipped_model(sensor).cuda()
+        with torch.inference_mode():
+            m.backend = "cuda"
+            fused = m(x, cfa, noise)
+            m.backend = "torch"
+            ref32 = m(x, cfa, noise)
+            ref64 = m.double()(x.double(), cfa, noise.double())
+        tag = f"shipped {sensor} {cfa.name} {N}x{H}x{W}"
+        chk.flag(f"{tag} fused output finite", bool(torch.isfinite(fused).all()))
+        chk.add(f"{tag} fused rel err vs f64", rel(fused, ref64), TOL_FWD,
+                f"(f32 reference vs f64 {rel(ref32, ref64):.1e})")
+        del m
+
+
+def inference_timings(reps: int):
+    """24-MP inference (6000 x 4000), reference vs fused: the shipped models
+    and DESIGN.md's default architecture (untrained; speed does not depend
+    on the weights)."""
+    from kpnt.model import KPNT
+
+    rows, res = [], {}
+    for sensor in ("bayer", "xtrans"):
+        x24, cfa, noise, _ = model_inputs(sensor, 1, 4000, 6000, seed=4)
+        for arch in ("shipped", "default"):
+            for be in ("torch", "cuda"):
+                m = (shipped_model(sensor) if arch == "shipped" else KPNT(sensor)).cuda()
+                m.backend = be
+
+                def infer():
+                    with torch.inference_mode():
+                        m(x24, cfa, noise)
+
+                torch.cuda.reset_peak_memory_stats()
+                ms = time_ms(infer, reps=reps, warmup=1, batch=1)[0]
+                peak = torch.cuda.max_memory_allocated() / 2**30
+                key = f"inference {sensor} 24 MP {arch} {be}"
+                res[key] = ms
+                rows.append((key, ms, peak))
+                print(f"  time {key:<44s} {ms:9.2f} ms  peak {peak:5.2f} GiB", flush=True)
+                del m
+                torch.cuda.empty_cache()
+        del x24
+    return rows, res
+
+
+def inference_only(args, props, commit, build_s) -> int:
+    chk = Checks()
+    t0 = time.perf_counter()
+    for i, dims in enumerate((COLOUR, FRONT)):          # the trainable shapes still pass
+        check_config(chk, dims, args.check_pixels, seed=100 * i)
+    check_forward_only(chk, args.check_pixels)
+    check_shipped_models(chk)
+    print(f"checks took {time.perf_counter() - t0:.1f} s", flush=True)
+    rows, res = inference_timings(reps=5)
+    print(f"\n== 24-MP inference (6000 x 4000 mosaic, inference_mode, CUDA events, median of 5) ==")
+    print(f"{'sensor':<8s} {'architecture':<10s} {'reference ms':>13s} {'fused ms':>9s} {'ratio':>7s}")
+    ratios = {}
+    for sensor in ("bayer", "xtrans"):
+        for arch in ("shipped", "default"):
+            r, f = res[f"inference {sensor} 24 MP {arch} torch"], res[f"inference {sensor} 24 MP {arch} cuda"]
+            ratios[f"{sensor} {arch}: reference/fused"] = r / f
+            print(f"{sensor:<8s} {arch:<10s} {r:13.1f} {f:9.1f} {r / f:6.1f}x")
+    chk.report()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "device": props.name, "torch": torch.__version__, "cuda": torch.version.cuda, "commit": commit,
+            "build_s": build_s, "checks": chk.rows, "timings": rows, "ratios": ratios}, indent=1))
+    return 1 if chk.failed else 0
+
+
 def compile_step_timing(reps):
     """torch.compile of the reference training step (run in a subprocess with a time limit)."""
     from kpnt.model import KPNT
@@ -938,6 +1068,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write all numbers here")
     ap.add_argument("--compile-step", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--sanitize", action="store_true", help="run small launches of every kernel (compute-sanitizer)")
+    ap.add_argument("--inference-only", action="store_true",
+                    help="only the forward-only configurations, the shipped models' checks and 24-MP inference timings")
     ap.add_argument("--train-steps-only", action="store_true",
                     help="only the training-step section: graphed-step checks and the timings of the reference, "
                          "fused eager and CUDA-graph-captured fused steps")
@@ -969,6 +1101,8 @@ def main(argv=None) -> int:
 
     if args.train_steps_only:
         return train_steps_only(args, props, commit, build_s)
+    if args.inference_only:
+        return inference_only(args, props, commit, build_s)
     chk = Checks()
     t0 = time.perf_counter()
     chk.flag("kpnt.ops 'cuda' backend loads, fuses colour_level",
