@@ -256,7 +256,7 @@ def _stub_denoise():
 
 
 def run_folder(n: int, mp: int, sensor: str, weights, device: str, backend: str, io_workers, work: Path,
-               stub: bool = False) -> dict:
+               stub: bool = False, tile=None) -> dict:
     """N copies of one synthetic raw through ``kpnt-denoise DIR -o OUT``
     (the CLI's main, in this process) after one warm-up file."""
     import torch
@@ -284,6 +284,8 @@ def run_folder(n: int, mp: int, sensor: str, weights, device: str, backend: str,
         common += ["--weights", str(weights)]
     if io_workers is not None:
         common += ["--io-workers", str(io_workers)]
+    if tile is not None:
+        common += ["--tile", str(tile)]
     cuda = torch.device(device).type == "cuda"
     sampler = SmiSampler(torch.device(device).index or 0) if cuda else None
     try:
@@ -320,6 +322,7 @@ def run_folder(n: int, mp: int, sensor: str, weights, device: str, backend: str,
             stages[k] = dict(mean=round(sum(vals) / len(vals), 4), max=round(max(vals), 4), sum=round(sum(vals), 3))
     row = dict(scenario="folder", sensor=sensor, files=n, mp=shape[0] * shape[1] / 1e6, device=device, backend=backend,
                stub=stub, io_workers=io_workers if io_workers is not None else default_io_workers(device), cores=_cores(),
+               tile=tile if tile is not None else "default",
                wall_s=round(wall, 3), files_per_s=round(n / wall, 3), cpu_s=round(cpu, 1), copy_s=round(copy_s, 2),
                warmup_s=round(warm_s, 2), warmup_stages={k: round(v, 3) for k, v in warm[0].seconds.items()},
                stages=stages, peak_rss_gb=round(_peak_rss() / 2**30, 2))
@@ -383,7 +386,8 @@ def main(argv=None) -> int:
     p.add_argument("--tile-only", type=int, nargs="*", default=None, help="tile sides for the tile scenario (default 1024 2048)")
     p.add_argument("--sensor", choices=["bayer", "xtrans"], default="bayer")
     p.add_argument("--weights", type=Path)
-    p.add_argument("--tile", type=int, default=None, help="--tile of the e2e runs (default: kpnt's CPU default)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="--tile of the e2e and folder runs (default: kpnt's default for the device)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--device", default="cpu", help="torch device of the runs (cuda: peak GPU memory is reported)")
     p.add_argument("--blind", action="store_true", help="no NoiseProfile tag: time the blind noise estimate")
@@ -408,7 +412,8 @@ def main(argv=None) -> int:
             import torch
 
             torch.set_num_threads(rest[7])
-            print(json.dumps(run_folder(rest[0], rest[1], rest[2], rest[3], rest[4], rest[5], rest[6], Path(rest[8]), rest[9])))
+            print(json.dumps(run_folder(rest[0], rest[1], rest[2], rest[3], rest[4], rest[5], rest[6], Path(rest[8]), rest[9],
+                                             rest[10])))
         else:
             print(json.dumps(run_tile(rest[0], rest[1], rest[2], rest[3], rest[4])))
         return 0
@@ -423,7 +428,7 @@ def main(argv=None) -> int:
     try:
         if args.folder:
             rows.append(_child(["folder", args.folder, args.folder_mp, args.sensor, weights, args.device, args.backend or "auto",
-                                args.io_workers, args.threads, str(work), args.stub_denoise]))
+                                args.io_workers, args.threads, str(work), args.stub_denoise, args.tile]))
             print(_fmt_folder(rows[-1]), flush=True)
         for n in tiles:
             rows.append(_child(["tile", n, args.sensor, weights, args.threads, args.device]))

@@ -35,13 +35,15 @@ def model_start(sensor, seed, **config):
     """A model's initial weight sets (plain mode starts from normalised
     kernels, as training does) with random perturbations on the last
     layers (random plain-mode kernels would sum to ~0 somewhere, where any
-    f16 evaluation differs from f32 by O(1): tests/cuda/test_colour_level.py)."""
+    f16 evaluation differs from f32 by O(1): tests/cuda/test_colour_level.py).
+    Scale 0.1: an f16-rounding float64 reference stays within 3e-4 of the
+    exact one on these cases; at 0.3 some kernel sums cancel (5e-2)."""
     g = torch.Generator().manual_seed(seed)
     model = KPNT(sensor, ModelConfig(**config))
     sets = {}
     for name, ws in model.weight_sets().items():
         ws = [w.detach().clone() for w in ws]
-        ws[-1][:, 1:] += torch.randn(ws[-1].shape[0], ws[-1].shape[1] - 1, generator=g) * 0.3
+        ws[-1][:, 1:] += torch.randn(ws[-1].shape[0], ws[-1].shape[1] - 1, generator=g) * 0.1
         sets[name] = [w.cuda() for w in ws]
     return sets
 
