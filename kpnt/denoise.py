@@ -21,8 +21,9 @@ photosite), the peak is the working set of the tiles in flight.  Under
 (``kpnt.ref``), whose working set is about :data:`BYTES_PER_TILE_PIXEL` per
 tile photosite (measured by ``tools/bench_denoise.py``); :data:`DEFAULT_TILE`
 is chosen from it so that a 100-megapixel raw denoises within 4 GB of RAM
-(measured: 2.1 GB peak RSS), :data:`DEFAULT_TILE_GPU` so that a GPU run
-stays within 2 GB of GPU memory.
+(measured: 2.1 GB peak RSS), :data:`DEFAULT_TILE_GPU` (reference ops) and
+:data:`DEFAULT_TILE_GPU_FUSED` (fused kernels) so that a GPU run stays
+within 2 GB of GPU memory.
 
 On a GPU (:func:`_run_tiles_staged`) the host only copies each tile's
 normalised mosaic into pinned memory and the finished core out of it; white
@@ -31,7 +32,8 @@ balance, the division by it and the uint16 conversion run on the device
 the CPU path's bytes), so a 24-megapixel uint16 result crosses the bus as
 144 MB instead of 288 MB of float32 and costs the host ~0.04 s of copies
 instead of ~0.45 s of float work; uploads, model and downloads of
-neighbouring tiles overlap through two staging buffers each way.
+neighbouring tiles overlap through two staging buffers each way, and the
+host copies run in their own threads.
 
 Parallelism: on a CPU the tiles of a raw run single-threaded in parallel
 threads (:func:`tile_workers`); the tile plan does not depend on the thread
@@ -71,6 +73,15 @@ DEFAULT_TILE = 2048
 #: <= 2432^2) that is <= 0.95 GB, plus the CUDA context (~0.5 GB): within
 #: the 2 GB budget with room for allocator fragmentation.
 DEFAULT_TILE_GPU = 2048
+#: Default tile side on a GPU when the fused kernels run the whole model
+#: (:func:`kpnt.ops.dispatch.runs_fused`).  Measured on an H100 with the
+#: shipped models (tools/bench_denoise.py, allocator configured by
+#: :func:`configure_cuda_allocator`): a 100-megapixel raw peaked at 1.17 GB
+#: allocated / 1.40 GB reserved at 3072 (0.49 / 0.63 GB at 2048; 4096 took
+#: 1.41 / 3.25 GB reserved without expandable segments), and a folder of
+#: 24-MP raws ran at 8.8 files/s at 3072 against 6.2 at 2048: fewer tiles,
+#: less overlap and fewer launches per file.
+DEFAULT_TILE_GPU_FUSED = 3072
 #: Working set of the chunked inference path per photosite of a tile
 #: (including its overlap margin) on a CPU, measured by
 #: tools/bench_denoise.py (peak RSS growth over tile area: 79-100 bytes for
@@ -89,9 +100,35 @@ BLIND_MAX_PIXELS = 16_000_000
 NOISE_SOURCES = ("given", "table", "dng", "blind")
 
 
-def default_tile(device) -> int:
-    """Default tile side for a torch device (CPU or GPU)."""
-    return DEFAULT_TILE if torch.device(device).type == "cpu" else DEFAULT_TILE_GPU
+def default_tile(device, fused: bool = False) -> int:
+    """Default tile side for a torch device (CPU or GPU); ``fused``: the
+    fused CUDA kernels run the whole model (a smaller working set)."""
+    if torch.device(device).type == "cpu":
+        return DEFAULT_TILE
+    return DEFAULT_TILE_GPU_FUSED if fused else DEFAULT_TILE_GPU
+
+
+#: What :func:`configure_cuda_allocator` sets.
+CUDA_ALLOC_CONF = "expandable_segments:True"
+
+
+def configure_cuda_allocator() -> bool:
+    """Let torch's CUDA caching allocator grow segments in place
+    (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``) for a denoising
+    run, unless the user set ``PYTORCH_CUDA_ALLOC_CONF`` or CUDA is already
+    initialised (the setting is read once, at the first allocation).
+
+    Why: tiles of different sizes (edges) fragment fixed segments; on an
+    H100 a 100-megapixel raw at 3072 tiles reserved 2.28 GB without it and
+    1.40 GB with it (1.17 GB allocated either way).  Returns whether it set
+    the variable."""
+    import os
+
+    if "PYTORCH_CUDA_ALLOC_CONF" in os.environ or torch.cuda.is_initialized():
+        return False
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = CUDA_ALLOC_CONF
+    log.debug("PYTORCH_CUDA_ALLOC_CONF=%s", CUDA_ALLOC_CONF)
+    return True
 
 
 @dataclass

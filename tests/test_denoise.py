@@ -689,6 +689,71 @@ def test_staged_tile_loop_same_bytes_as_cpu_path(tmp_path, sensor, cfa, shape):
         torch.set_num_threads(threads)
 
 
+def test_staged_tile_loop_errors_propagate(tmp_path, monkeypatch):
+    """An error in the drainer thread (here: the progress callback) or in
+    the launching thread (the model) reaches the caller; nothing hangs."""
+    import kpnt.denoise as dn
+    from kpnt.io.raw import read_raw
+
+    raw = read_raw(_write_raw(tmp_path / "r.dng", CFA.bayer("RGGB"), shape=(200, 260)))
+    model = _random_model("bayer", scale=0.1)
+    noise = dn.NoiseChoice(np.array([[1e-3] * 3, [1e-5] * 3], np.float32), "given")
+    seen = []
+
+    def progress(n):
+        seen.append(n)
+        if len(seen) == 3:
+            raise OSError("disk full while draining")
+
+    with pytest.raises(OSError, match="disk full while draining"):
+        dn.denoise_raw(model, raw, noise, tile=96, staged=True, progress=progress)
+    calls = []
+    real = dn._run_model
+
+    def failing(*a):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("model failed on tile 4")
+        return real(*a)
+
+    monkeypatch.setattr(dn, "_run_model", failing)
+    with pytest.raises(RuntimeError, match="tile 4"):
+        dn.denoise_raw(model, raw, noise, tile=96, staged=True)
+
+
+def test_gpu_default_tile_and_allocator_setting(monkeypatch):
+    import os
+
+    import kpnt.denoise as dn
+    from kpnt.model import ModelConfig
+    from kpnt.ops import dispatch
+
+    assert dn.default_tile("cpu") == dn.default_tile("cpu", fused=True) == dn.DEFAULT_TILE
+    assert dn.default_tile("cuda") == dn.DEFAULT_TILE_GPU
+    assert dn.default_tile("cuda", fused=True) == dn.DEFAULT_TILE_GPU_FUSED > dn.DEFAULT_TILE_GPU
+    # runs_fused: never on a CPU; on a GPU when the backend resolves to the
+    # kernels and both MLP shapes are compiled.
+    shipped = ModelConfig(width=128, front_width=128, front_kernels="per_channel", apply_mode="plain")
+    assert not dispatch.runs_fused(shipped, "auto", "cpu")
+    monkeypatch.setattr(dispatch, "resolve_backend", lambda b, d: "cuda" if b != "torch" else "torch")
+    monkeypatch.setattr(dispatch, "_compiled_mlp_configs", dispatch.FUSED_MLP_CONFIGS)
+    assert dispatch.runs_fused(shipped, "auto", "cuda")
+    assert dispatch.runs_fused(ModelConfig(), "cuda", "cuda:0")
+    assert not dispatch.runs_fused(shipped, "torch", "cuda")
+    assert not dispatch.runs_fused(ModelConfig(width=96), "auto", "cuda")          # not compiled
+    assert not dispatch.runs_fused(ModelConfig(front_radius=3), "auto", "cuda")    # not fused at all
+    # The allocator setting: set when unset and CUDA is not initialised,
+    # never over the user's own.
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "")      # recorded, so teardown restores the original state
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    assert dn.configure_cuda_allocator()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == dn.CUDA_ALLOC_CONF
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:64")
+    assert not dn.configure_cuda_allocator()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:64"
+
+
 def _pipeline_folder(tmp_path, n=5):
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", help="noise 'a,b' (var = a*x + b, normalised raw units) for every file and channel")
     p.add_argument("--tile", type=int, default=None,
                    help="tile side in photosites (each tile also reads an overlap margin around it, so results are seamless); "
-                   "0 for no tiling (default 2048: bounded memory, ~1 GB of working set on a CPU, <1 GB on a GPU)")
+                   "0 for no tiling (default 2048 on a CPU: ~1 GB of working set; on a GPU 3072 when the fused kernels "
+                   "run the model, else 2048: under 2 GB of GPU memory)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs (default: skip them)")
     p.add_argument("--backend", choices=["auto", "torch", "cuda"], default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
@@ -336,13 +337,24 @@ class FileProcessor:
     process, or in a worker process)."""
 
     def __init__(self, settings: Settings, device: str):
-        from kpnt.denoise import default_tile
-
         self.s = settings
         self.device = device
-        self.tile = settings.tile if settings.tile is not None else default_tile(device)
+        self.last_tile = None   # the tile side of the latest file (tools/bench_denoise.py reports it)
         self.models = ModelCache(settings.weights, device, settings.backend)
         self._table = None
+
+    def tile_for(self, model) -> int:
+        """--tile, else the device's default for this model (larger on a GPU
+        when the fused kernels run it: :data:`kpnt.denoise.DEFAULT_TILE_GPU_FUSED`)."""
+        from kpnt.denoise import default_tile
+        from kpnt.ops.dispatch import runs_fused
+
+        if self.s.tile is not None:
+            tile = self.s.tile
+        else:
+            tile = default_tile(self.device, runs_fused(model.config, self.s.backend, self.device))
+        self.last_tile = tile
+        return tile
 
     def table(self):
         if self.s.profiles is None:
@@ -422,11 +434,12 @@ class FileProcessor:
                 res.seconds["noise"] = decoded.t_noise
             res.noise = noise.describe()
             t1 = time.perf_counter()
+            tile = self.tile_for(model)
             if on_tiles is not None:
-                on_tiles(dn.count_tiles(raw.mosaic.shape, model, raw.cfa, self.tile))
+                on_tiles(dn.count_tiles(raw.mosaic.shape, model, raw.cfa, tile))
             # reproducible: the same bytes with any --jobs / --threads
             timing = {}
-            rgb = dn.denoise_raw(model, raw, noise, tile=self.tile, device=self.device, progress=progress,
+            rgb = dn.denoise_raw(model, raw, noise, tile=tile, device=self.device, progress=progress,
                                  dtype=output_dtype(self.s.fmt), reproducible=True, timing=timing)
             res.seconds["denoise"] = time.perf_counter() - t1
             if "gpu" in timing:
@@ -904,6 +917,9 @@ def main(argv=None, on_result=None) -> int:
     tools/bench_denoise.py) is called with every file's result."""
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    from kpnt.denoise import configure_cuda_allocator
+
+    configure_cuda_allocator()      # before the first CUDA allocation (inherited by --devices workers)
 
     def body() -> int:
         import torch

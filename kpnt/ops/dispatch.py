@@ -182,6 +182,29 @@ def fused_problems(config, training: bool = False) -> list[str]:
     return out
 
 
+def runs_fused(config, backend: str, device) -> bool:
+    """True if inference of a :class:`kpnt.model.ModelConfig` on ``device``
+    with ``backend`` runs every fused part (colour and front levels) on the
+    fused kernels: the backend resolves to 'cuda' (loading the kernels,
+    see :func:`resolve_backend`), no build-independent problem
+    (:func:`fused_problems`) and both MLP shapes compiled.  Only for
+    choosing defaults (e.g. the GPU tile size): the ops decide for
+    themselves per call."""
+    device = torch.device(device)
+    if device.type != "cuda" or resolve_backend(backend, device) != "cuda" or fused_problems(config):
+        return False
+    if _compiled_mlp_configs is None:
+        return True
+    from kpnt.ref.level import colour_widths
+
+    _, n_in, n_out = colour_widths(config.colour_taps)
+    shapes = [(n_in, config.width, n_out, config.hidden_layers)]
+    if getattr(config, "front_width", None) is not None:
+        _, f_in, f_out = _front.front_widths(config.front_radius, config.front_kernels)
+        shapes.append((f_in, config.front_width, f_out, config.front_hidden_layers))
+    return all(s in _compiled_mlp_configs for s in shapes)
+
+
 def _parse_mlp_configs(text: str) -> tuple[tuple[tuple[int, int, int, int], ...], frozenset]:
     """(configs, forward-only configs) from the extension's description."""
     found = re.findall(r"in=(\d+), hidden=(\d+), out=(\d+), n_hidden=(\d+)(, forward only)?", text)
