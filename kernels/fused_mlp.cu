@@ -690,6 +690,27 @@ struct FrontRow {
 };
 
 // Forward epilogue: O_c(p) = U_c(p) + sigmoid(o_T) sum_t w_t d(p + M_p t).
+// Calls f(o, p, n, y, x) for each of the 2 R rows whose outputs this
+// thread's quad holds (forward epilogues of the front level): o the
+// thread's OUT / 4 outputs of the row, p its memory row (-1 past the end,
+// then n = y = x = 0), (n, y, x) its photosite.
+template <int OUT, int R, class F>
+__device__ __forceinline__ void each_front_row(const float (&out)[R][OUT / 8][4], const int64_t (&rlo)[R],
+                                               const int64_t (&rhi)[R], const FGeo& g, F&& f) {
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int64_t p = hr ? rhi[r] : rlo[r];
+      float o[OUT / 4];
+      row_outputs<OUT>(o, out[r], hr);
+      int64_t n = 0;
+      int y = 0, x = 0;
+      if (p >= 0) g.at(p, n, y, x);
+      f(o, p, n, y, x);
+    }
+}
+
 struct FrontOut {
   const float* fmap;
   const float* U;
@@ -701,25 +722,16 @@ struct FrontOut {
                                         const int64_t (&rhi)[R], int lane) const {
     constexpr int NQ = OUT / 4;
     const int c = 2 * (lane & 3);
+    each_front_row<OUT, R>(out, rlo, rhi, g, [&](const float (&o)[NQ], int64_t p, int64_t n, int y, int x) {
+      FrontRow<NQ> fr;
+      fr.eval(o, fmap + n * 4 * g.HW, y, x, g.pos(y, x), p >= 0, c, g, k);
+      if (p >= 0 && (lane & 3) == 0) {
+        const float delta = fr.sig * fr.applied;
+        const int64_t pix = static_cast<int64_t>(y) * g.W + x;
 #pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        const int64_t p = hr ? rhi[r] : rlo[r];
-        float o[NQ];
-        row_outputs<OUT>(o, out[r], hr);
-        int64_t n = 0;
-        int y = 0, x = 0;
-        if (p >= 0) g.at(p, n, y, x);
-        FrontRow<NQ> fr;
-        fr.eval(o, fmap + n * 4 * g.HW, y, x, g.pos(y, x), p >= 0, c, g, k);
-        if (p >= 0 && (lane & 3) == 0) {
-          const float delta = fr.sig * fr.applied;
-          const int64_t pix = static_cast<int64_t>(y) * g.W + x;
-#pragma unroll
-          for (int ch = 0; ch < 3; ++ch) O[(n * 3 + ch) * g.HW + pix] = __ldg(U + (n * 3 + ch) * g.HW + pix) + delta;
-        }
+        for (int ch = 0; ch < 3; ++ch) O[(n * 3 + ch) * g.HW + pix] = __ldg(U + (n * 3 + ch) * g.HW + pix) + delta;
       }
+    });
   }
 };
 
@@ -742,53 +754,44 @@ struct FrontOutRoles {
     constexpr int NQ = OUT / 4;
     const int c = 2 * (lane & 3);
     const int T = g.T;
+    each_front_row<OUT, R>(out, rlo, rhi, g, [&](const float (&o)[NQ], int64_t p, int64_t n, int y, int x) {
+      const int ps = g.pos(y, x);
+      const float* img = fmap + n * 4 * g.HW;
+      // Tap details of every kernel column (each tap is read once per role
+      // that holds it; the three roles' columns lie in different lanes).
+      float dt[NQ], bl = 0.f;
 #pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        const int64_t p = hr ? rhi[r] : rlo[r];
-        float o[NQ];
-        row_outputs<OUT>(o, out[r], hr);
-        int64_t n = 0;
-        int y = 0, x = 0;
-        if (p >= 0) g.at(p, n, y, x);
-        const int ps = g.pos(y, x);
-        const float* img = fmap + n * 4 * g.HW;
-        // Tap details of every kernel column (each tap is read once per role
-        // that holds it; the three roles' columns lie in different lanes).
-        float dt[NQ], bl = 0.f;
-#pragma unroll
-        for (int q = 0; q < NQ; ++q) {
-          const int col = out_col(q, c);
-          if (col == 3 * T) bl = o[q];
-          dt[q] = 0.f;
-          if (p >= 0 && col < 3 * T) {
-            const int t = col - (col >= T ? T : 0) - (col >= 2 * T ? T : 0);
-            const int off = g.tap(y, x, ps, t);
-            if (off >= 0) dt[q] = __ldg(img + off);
-          }
-        }
-        const float sig = sigmoid(quad_sum(bl));
-        float delta[3];
-#pragma unroll
-        for (int role = 0; role < 3; ++role) {
-          float wq[NQ], den;
-          bool den_free;
-          kernel_weights<NQ>(o, c, role * T, T, k, wq, den, den_free);
-          float part = 0.f;
-#pragma unroll
-          for (int q = 0; q < NQ; ++q) part = fmaf(wq[q], dt[q], part);
-          delta[role] = sig * quad_sum(part);
-        }
-        if (p >= 0 && (lane & 3) == 0) {
-          const int64_t pix = static_cast<int64_t>(y) * g.W + x;
-#pragma unroll
-          for (int role = 0; role < 3; ++role) {
-            const int64_t i = (n * 3 + __ldg(roles + ps * 3 + role)) * g.HW + pix;
-            O[i] = __ldg(U + i) + delta[role];
-          }
+      for (int q = 0; q < NQ; ++q) {
+        const int col = out_col(q, c);
+        if (col == 3 * T) bl = o[q];
+        dt[q] = 0.f;
+        if (p >= 0 && col < 3 * T) {
+          const int t = col - (col >= T ? T : 0) - (col >= 2 * T ? T : 0);
+          const int off = g.tap(y, x, ps, t);
+          if (off >= 0) dt[q] = __ldg(img + off);
         }
       }
+      const float sig = sigmoid(quad_sum(bl));
+      float delta[3];
+#pragma unroll
+      for (int role = 0; role < 3; ++role) {
+        float wq[NQ], den;
+        bool den_free;
+        kernel_weights<NQ>(o, c, role * T, T, k, wq, den, den_free);
+        float part = 0.f;
+#pragma unroll
+        for (int q = 0; q < NQ; ++q) part = fmaf(wq[q], dt[q], part);
+        delta[role] = sig * quad_sum(part);
+      }
+      if (p >= 0 && (lane & 3) == 0) {
+        const int64_t pix = static_cast<int64_t>(y) * g.W + x;
+#pragma unroll
+        for (int role = 0; role < 3; ++role) {
+          const int64_t i = (n * 3 + __ldg(roles + ps * 3 + role)) * g.HW + pix;
+          O[i] = __ldg(U + i) + delta[role];
+        }
+      }
+    });
   }
 };
 
