@@ -227,7 +227,13 @@ def test_denoise_raw_tiled_equals_untiled_uint16(tmp_path):
 # CLI: metadata, noise sources, formats, globs
 # ----------------------------------------------------------------------
 def _cli(tmp_path, weights, *args):
-    return denoise_main([*map(str, args), "--weights", str(weights["bayer"]), "--no-progress"])
+    """kpnt-denoise on the CPU unless the test names a device: these tests
+    expect the same paths on every machine (the GPU pipeline has its own
+    tests in tests/cuda/test_denoise_pipeline.py)."""
+    args = [*map(str, args)]
+    if "--device" not in args and "--devices" not in args:
+        args += ["--device", "cpu"]
+    return denoise_main([*args, "--weights", str(weights["bayer"]), "--no-progress"])
 
 
 def test_dng_metadata_round_trip(tmp_path, weights):
