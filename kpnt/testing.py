@@ -1,4 +1,4 @@
-"""Reference helpers shared by the CUDA tests and ``tools/bench_kernels.py``.
+"""Reference helpers shared by the tests and ``tools/bench_kernels.py``.
 
 Kept in the package (not in ``tests/``) so the benchmark, which runs on the
 GPU machine from a plain checkout, uses the very same references as the
@@ -42,3 +42,31 @@ def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     never a pass)."""
     a, b = a.detach().double(), b.detach().double()
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def central_difference(loss, w: torch.Tensor, i: int, step: float) -> float:
+    """``(loss(w_i + step) - loss(w_i - step)) / (2 step)`` for flat element
+    ``i`` of ``w`` (changed in place under no_grad, then restored);
+    ``loss()`` returns a float."""
+    flat = w.data.view(-1)
+    old = flat[i].item()
+    with torch.no_grad():
+        flat[i] = old + step
+        lp = loss()
+        flat[i] = old - step
+        lm = loss()
+        flat[i] = old
+    return (lp - lm) / (2 * step)
+
+
+def front_level_inputs(cfa, N: int, H: int, W: int, seed: int, device="cuda"):
+    """``(x, U, S, noise)`` for a front-level check: a smooth-ish colour
+    image ``S`` in (0.05, 0.45), its mosaic with layout ``cfa`` plus noise,
+    ``U`` = ``S`` plus a little noise, and a fixed per-channel profile."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(N, 3, H, W, generator=g) * 0.4 + 0.05
+    col = torch.from_numpy(cfa.colour_map(H, W)).long().expand(N, 1, H, W)
+    x = base.gather(1, col) + torch.randn(N, 1, H, W, generator=g) * 0.02
+    U = base + torch.randn(N, 3, H, W, generator=g) * 0.01
+    noise = torch.tensor([[[2e-3, 1e-3, 3e-3], [1e-5, 2e-5, 1e-5]]]).expand(N, 2, 3).contiguous()
+    return x.to(device), U.to(device), base.to(device), noise.to(device)

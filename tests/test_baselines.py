@@ -3,24 +3,12 @@ demosaicnet's CFA alignment and BM3D (the peers are skipped where their
 optional packages, ``pip install -e '.[bench]'``, are not installed)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from kpnt.baselines import gat, gat_inverse
 from kpnt.mosaic import CFA
 
-_TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_quality.py"
-
-
-@pytest.fixture(scope="module")
-def bq():
-    spec = importlib.util.spec_from_file_location("bench_quality", _TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_gat_roundtrip_and_unit_variance():

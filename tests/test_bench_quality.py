@@ -2,9 +2,7 @@
 issue-6 acceptance checks, and per-case seeding."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,15 +12,6 @@ from kpnt.mosaic import CFA
 from kpnt.noise import load_profile_table
 from kpnt.noise.profile import NoiseProfile
 
-_TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_quality.py"
-
-
-@pytest.fixture(scope="module")
-def bq():
-    spec = importlib.util.spec_from_file_location("bench_quality", _TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ import torch
 
 from kpnt.model import KPNT
 from kpnt.mosaic.cfa import CFA
+from kpnt.testing import central_difference
 
 STEP = 1e-6
 PER_SET = 6
@@ -56,15 +57,7 @@ def test_gradients_match_finite_differences(sensor, cfa, shape):
             cand = torch.nonzero(flat > 0.1 * flat.max()).flatten()
             pick = cand[torch.randperm(len(cand), generator=gen)[: PER_SET // 3]]
             for i in pick.tolist():
-                w = mats[layer].data.view(-1)
-                old = w[i].item()
-                with torch.no_grad():
-                    w[i] = old + STEP
-                    lp = smape(model(x, cfa, noise), target).item()
-                    w[i] = old - STEP
-                    lm = smape(model(x, cfa, noise), target).item()
-                    w[i] = old
-                fd = (lp - lm) / (2 * STEP)
+                fd = central_difference(lambda: smape(model(x, cfa, noise), target).item(), mats[layer], i, STEP)
                 ad = g.view(-1)[i].item()
                 assert abs(fd - ad) <= 1e-5 * abs(ad), f"{name} layer {layer} weight {i}: autograd {ad:.9g} vs FD {fd:.9g}"
                 checked += 1

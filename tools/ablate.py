@@ -166,20 +166,14 @@ def fused_parts(config) -> str:
     on the reference), from the build-independent limits and the MLP shapes
     of kernels/fused_mlp.cu."""
     from kpnt.ops import dispatch
-    from kpnt.ref.level import colour_widths
 
     ref = []
-    _, n_in, n_out = colour_widths(config.colour_taps)
-    colour_shape = (n_in, config.width, n_out, config.hidden_layers)
+    colour_shape, front_shape = dispatch.mlp_shapes(config)
     # Training: forward-only shapes (dispatch.FUSED_FORWARD_ONLY) and
     # per-channel front kernels train on the reference.
     if (config.colour_taps != dispatch.FUSED_COLOUR_TAPS or colour_shape not in dispatch.FUSED_MLP_CONFIGS
             or colour_shape in dispatch.FUSED_FORWARD_ONLY):
         ref.append("colour")
-    from kpnt.mosaic.front import front_widths
-
-    _, n_in, n_out = front_widths(config.front_radius, config.front_kernels)
-    front_shape = (n_in, config.front_width, n_out, config.front_hidden_layers)
     if (config.front_sharing != dispatch.FUSED_FRONT_SHARING or config.front_radius != dispatch.FUSED_FRONT_RADIUS
             or config.front_kernels != "shared" or front_shape not in dispatch.FUSED_MLP_CONFIGS):
         ref.append("front")

@@ -193,7 +193,7 @@ def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = 
         out.unlink()
         if attempt == 0 and device != "cpu":
             first = round(sum(v for k, v in res.seconds.items() if k != "gpu"), 2)
-    row = dict(scenario="e2e", sensor=sensor, mp=shape[0] * shape[1] / 1e6, tiles=tiles[0], tile=proc.last_tile,
+    row = dict(scenario="e2e", sensor=sensor, mp=shape[0] * shape[1] / 1e6, tiles=tiles[0], tile=proc.tile_for(proc.models.get(sensor)),
                threads=threads, noise_source=res.noise.split(":")[0], peak_rss_gb=_peak_rss() / 2**30, device=device,
                backend=backend, first_run_s=first)
     row.update(_gpu_peak(device))

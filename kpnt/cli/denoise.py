@@ -339,7 +339,6 @@ class FileProcessor:
     def __init__(self, settings: Settings, device: str):
         self.s = settings
         self.device = device
-        self.last_tile = None   # the tile side of the latest file (tools/bench_denoise.py reports it)
         self.models = ModelCache(settings.weights, device, settings.backend)
         self._table = None
 
@@ -350,11 +349,8 @@ class FileProcessor:
         from kpnt.ops.dispatch import runs_fused
 
         if self.s.tile is not None:
-            tile = self.s.tile
-        else:
-            tile = default_tile(self.device, runs_fused(model.config, self.s.backend, self.device))
-        self.last_tile = tile
-        return tile
+            return self.s.tile
+        return default_tile(self.device, runs_fused(model.config, self.s.backend, self.device))
 
     def table(self):
         if self.s.profiles is None:

@@ -553,9 +553,10 @@ def fused_front_level(x: Tensor, U: Tensor, S: Tensor, noise: Tensor, cfa, weigh
             raise ValueError(f"fused front_level: {name} is on {t.device}, x on {x.device}")
     K = front_kernel_count(kernels)
     T, n_in, n_out = front_widths(radius, kernels)
-    if n_in != 32 or n_out != (32 if K == 1 else 80):
+    kernel_out = 32 if K == 1 else 80          # kernels/fused_mlp.cuh front_outputs
+    if n_in != 32 or n_out != kernel_out:
         raise ValueError(f"fused front_level: radius {radius} gives {n_in} inputs and {n_out} outputs; the kernels "
-                         f"take 32 and {32 if K == 1 else 80} (radius 2)")
+                         f"take 32 and {kernel_out} (radius 2)")
     if apply_mode not in ("softmax", "plain"):
         raise ValueError(f"fused front_level: apply_mode must be 'softmax' or 'plain', got {apply_mode!r}")
     dims = mlp_dims(weights[0])

@@ -155,6 +155,17 @@ FUSED_FRONT_SHARING = "symmetry"
 FUSED_FRONT_RADIUS = 2
 
 
+def mlp_shapes(config) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """(colour, front) MLP shapes ``(in, hidden, out, n_hidden)`` of a
+    :class:`kpnt.model.ModelConfig`, as :data:`FUSED_MLP_CONFIGS` lists them."""
+    from kpnt.ref.level import colour_widths
+
+    _, n_in, n_out = colour_widths(config.colour_taps)
+    _, f_in, f_out = _front.front_widths(config.front_radius, config.front_kernels)
+    return ((n_in, config.width, n_out, config.hidden_layers),
+            (f_in, config.front_width, f_out, config.front_hidden_layers))
+
+
 def fused_problems(config, training: bool = False) -> list[str]:
     """Why the fused kernels cannot run a :class:`kpnt.model.ModelConfig`,
     as short phrases (empty: they can, as far as the build-independent
@@ -176,9 +187,8 @@ def fused_problems(config, training: bool = False) -> list[str]:
         kernels = getattr(config, "front_kernels", "shared")
         if kernels != "shared":
             out.append(f"front_kernels={kernels!r} for training (the fused per-channel front level is forward only)")
-        width, layers = getattr(config, "width", 64), getattr(config, "hidden_layers", 6)
-        if taps == FUSED_COLOUR_TAPS and (32, width, 16, layers) in FUSED_FORWARD_ONLY:
-            out.append(f"width={width} for training (the fused colour MLP of that width is forward only)")
+        if taps == FUSED_COLOUR_TAPS and mlp_shapes(config)[0] in FUSED_FORWARD_ONLY:
+            out.append(f"width={config.width} for training (the fused colour MLP of that width is forward only)")
     return out
 
 
@@ -193,16 +203,7 @@ def runs_fused(config, backend: str, device) -> bool:
     device = torch.device(device)
     if device.type != "cuda" or resolve_backend(backend, device) != "cuda" or fused_problems(config):
         return False
-    if _compiled_mlp_configs is None:
-        return True
-    from kpnt.ref.level import colour_widths
-
-    _, n_in, n_out = colour_widths(config.colour_taps)
-    shapes = [(n_in, config.width, n_out, config.hidden_layers)]
-    if getattr(config, "front_width", None) is not None:
-        _, f_in, f_out = _front.front_widths(config.front_radius, config.front_kernels)
-        shapes.append((f_in, config.front_width, f_out, config.front_hidden_layers))
-    return all(s in _compiled_mlp_configs for s in shapes)
+    return _compiled_mlp_configs is None or all(s in _compiled_mlp_configs for s in mlp_shapes(config))
 
 
 def _parse_mlp_configs(text: str) -> tuple[tuple[tuple[int, int, int, int], ...], frozenset]:

@@ -17,6 +17,7 @@ from kpnt.mosaic.cfa import CFA
 from kpnt.mosaic.front import front_level as ref_front
 from kpnt.ops import _cuda, dispatch
 from kpnt.ref.level import colour_level as ref_colour_level
+from kpnt.testing import front_level_inputs as front_inputs
 from kpnt.testing import rel_error as rel
 
 pytestmark = pytest.mark.cuda
@@ -53,16 +54,6 @@ def colour_inputs(N, h, w, seed):
     D = torch.randn(N, 3, h, w, generator=g) * 0.03
     var = torch.rand(N, 3, h, w, generator=g) * 4e-4 + 1e-5
     return D.cuda(), var.cuda()
-
-
-def front_inputs(cfa, N, H, W, seed):
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(N, 3, H, W, generator=g) * 0.4 + 0.05
-    col = torch.from_numpy(cfa.colour_map(H, W)).long().expand(N, 1, H, W)
-    x = base.gather(1, col) + torch.randn(N, 1, H, W, generator=g) * 0.02
-    U = base + torch.randn(N, 3, H, W, generator=g) * 0.01
-    noise = torch.tensor([[[2e-3, 1e-3, 3e-3], [1e-5, 2e-5, 1e-5]]]).expand(N, 2, 3).contiguous()
-    return x.cuda(), U.cuda(), base.cuda(), noise.cuda()
 
 
 @pytest.mark.parametrize("mode", ["softmax", "plain"])

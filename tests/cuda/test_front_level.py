@@ -12,6 +12,7 @@ from kpnt.mosaic.cfa import CFA
 from kpnt.mosaic.front import front_level as ref_front
 from kpnt.ops import _cuda
 from kpnt.testing import mlp_f16_rounded as mlp_f16
+from kpnt.testing import front_level_inputs
 from kpnt.testing import rel_error as rel
 
 pytestmark = pytest.mark.cuda
@@ -30,13 +31,8 @@ def weight_sets(n, seed):
 
 
 def inputs(cfa, N, H, W, seed):
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(N, 3, H, W, generator=g) * 0.4 + 0.05
-    col = torch.from_numpy(cfa.colour_map(H, W)).long().expand(N, 1, H, W)
-    x = base.gather(1, col) + torch.randn(N, 1, H, W, generator=g) * 0.02
-    U = base + torch.randn(N, 3, H, W, generator=g) * 0.01
-    noise = torch.tensor([[[2e-3, 1e-3, 3e-3], [1e-5, 2e-5, 1e-5]]]).expand(N, 2, 3).contiguous()
-    return x.cuda(), U.cuda().requires_grad_(), base.cuda(), noise.cuda()
+    x, U, S, noise = front_level_inputs(cfa, N, H, W, seed)
+    return x, U.requires_grad_(), S, noise
 
 
 @pytest.mark.parametrize("cfa", [CFA.bayer("GRBG"), CFA.xtrans(), CFA.xtrans(2, 5)], ids=lambda c: c.kind)
