@@ -38,6 +38,7 @@ import torch
 from kpnt import ops
 from kpnt.ops.dispatch import fused_problems
 from kpnt.mosaic.cfa import CFA
+from kpnt.mosaic.guide import guide_residual, init_guide
 from kpnt.mosaic.front import FRONT_KERNELS, FRONT_SHARINGS, front_kernel_count, front_set_names, front_widths
 from kpnt.ref.apply import APPLY_MODES
 from kpnt.ref.level import colour_widths
@@ -46,6 +47,11 @@ from kpnt.ref.pad import mosaic_pads
 from kpnt.ref.taps import COLOUR_TAP_SETS, centre_index, colour_taps
 
 SENSORS = ("bayer", "xtrans", "rgb")
+
+
+def canonical_period(sensor: str) -> int:
+    """CFA period of a mosaic sensor kind (Bayer 2, X-Trans 6)."""
+    return (CFA.bayer("RGGB") if sensor == "bayer" else CFA.xtrans()).period
 
 #: Initial logit of the centre tap (other taps 0) and blend logit of the
 #: colour levels and of the front level.
@@ -85,6 +91,10 @@ class ModelConfig:
             section 3) or 'none', one per site position of the reference
             phase without re-orientation (Bayer 4, X-Trans 18; see
             :mod:`kpnt.mosaic.front`), for ablations.
+        guide_layers, guide_width: the guide (:mod:`kpnt.mosaic.guide`), a
+            convolutional demosaicer at CFA-period resolution that sharpens
+            the front level's smooth estimate; 0 layers: none (DESIGN.md's
+            model).
 
     Weights files written before ``colour_taps``/``front_sharing`` existed
     load with their defaults (:meth:`from_json`).  The fused CUDA kernels
@@ -104,6 +114,8 @@ class ModelConfig:
     colour_taps: str = "diamond15"
     front_sharing: str = "symmetry"
     front_kernels: str = "shared"
+    guide_width: int = 64
+    guide_layers: int = 0
 
     def __post_init__(self):
         problems = []
@@ -124,6 +136,8 @@ class ModelConfig:
             problems.append(f"front_sharing must be one of {FRONT_SHARINGS}, got {self.front_sharing!r}")
         if self.front_kernels not in FRONT_KERNELS:
             problems.append(f"front_kernels must be one of {FRONT_KERNELS}, got {self.front_kernels!r}")
+        if self.guide_layers < 0 or (self.guide_layers and not 8 <= self.guide_width <= 512):
+            problems.append(f"guide_layers must be >= 0 and guide_width in 8..512, got {self.guide_layers}, {self.guide_width}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -192,6 +206,11 @@ class KPNT(torch.nn.Module):
                 self._set_names.append(name)
                 self.sets[_param_key(name)] = _make_mlp(n_in, cfg.front_width, cfg.front_hidden_layers, n_out, T + 1,
                                                          out, cfg.leaky_slope, gen, T + 2, K * T + 1)
+            if cfg.guide_layers:
+                period = canonical_period(sensor)
+                self._set_names.append("guide")
+                self.sets["guide"] = torch.nn.ParameterList(
+                    [torch.nn.Parameter(m) for m in init_guide(period, cfg.guide_width, cfg.guide_layers, gen)])
 
     @property
     def backend(self) -> str:
@@ -319,6 +338,8 @@ class KPNT(torch.nn.Module):
         o0, s0 = self._colour_kpn(c0, noise, tuple(int(c) for c in cfa.base_counts))
         U = ops.up_block(o0, cfa_p, backend=be)
         S = ops.up_block(s0, cfa_p, backend=be)
+        if cfg.guide_layers:
+            U = U + guide_residual(xp, U, noise, cfa_p, self.sets["guide"])
         fronts = [list(self.sets[_param_key(f"front.{c}")]) for c in front_set_names(cfa.kind, cfg.front_sharing)]
         out = ops.front_level(xp, U, S, noise, cfa_p, fronts, cfg.front_radius, cfg.leaky_slope, cfg.apply_mode,
                               cfg.noise_input, backend=be, sharing=cfg.front_sharing, kernels=cfg.front_kernels)

@@ -24,7 +24,8 @@ def test_negative_read_variance_gives_finite_input():
 def test_white_balance_and_noise_statistics():
     a, bb = np.array([2e-3, 1e-3, 1.5e-3]), np.array([4e-6, 2e-6, 3e-6])
     cam = CameraModel("c", XYZ_TO_CAM, np.array([[a, bb]]))
-    cfg = SynthConfig(exposure_ev=(0.0, 0.0), headroom=(0.5, 0.5), noise_jitter=0.0)
+    cfg = SynthConfig(exposure_ev=(0.0, 0.0), headroom=(0.5, 0.5), noise_jitter=0.0, wb_red=(1.9, 2.4), wb_blue=(1.5, 1.9),
+                      low_noise_prob=0.0, zero_noise_prob=0.0)
     cfa = CFA.bayer("GBRG")
     batch = synthesize(_flat_scene(8, 64), cfa, [cam], torch.Generator().manual_seed(1), cfg)
     wb = batch.wb

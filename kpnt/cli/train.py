@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "per_channel: one per output channel (runs on the PyTorch reference)")
     arch.add_argument("--front-width", type=int, help="front MLP width (default 64)")
     arch.add_argument("--front-radius", type=int, help="front kernel radius: (2r+1)^2 taps (default 2; the fused kernels run 2 only)")
+    arch.add_argument("--guide-layers", type=int, help="3x3 convolution layers of the guide, the convolutional demosaicer at CFA-period "
+                      "resolution that sharpens the front level's estimate (0: none; see kpnt/mosaic/guide.py)")
+    arch.add_argument("--guide-width", type=int, help="channels of the guide's layers (default 64)")
     p.add_argument("--backend", choices=["auto", "torch", "cuda"], default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
@@ -206,12 +209,15 @@ def _cameras(args, sensor: str):
     return cams, val_cams
 
 
-def _synthetic_sources(args, sensor: str, tile: int):
+def _synthetic_sources(args, sensor: str, tile: int, device=None):
     from kpnt.train.photos import PhotoSource
     from kpnt.train.synthesis import random_cfa, synthesize
 
     cams, val_cams = _cameras(args, sensor)
     train_photos = PhotoSource.from_folder(args.clean, downscale=args.downscale)
+    if device is not None and torch.device(device).type == "cuda":
+        # Synthesis on the GPU: the CPU would be the slower half of a step.
+        train_photos = train_photos.to(device)
     if args.val is not None:
         val_photos = PhotoSource.from_folder(args.val, downscale=args.downscale, limit=args.val_images)
     else:
@@ -306,6 +312,10 @@ def main(argv=None) -> int:
             overrides["front_width"] = args.front_width
         if args.front_radius:
             overrides["front_radius"] = args.front_radius
+        if args.guide_layers is not None:
+            overrides["guide_layers"] = args.guide_layers
+        if args.guide_width is not None:
+            overrides["guide_width"] = args.guide_width
         if args.backend == "cuda":
             from kpnt.ops.dispatch import fused_problems
 
@@ -318,7 +328,7 @@ def main(argv=None) -> int:
         period = {"bayer": 2, "xtrans": 6, "rgb": 1}[args.sensor]
         tile = max(period * 4, args.tile // period * period)
         if args.clean is not None:
-            source, val_batches, prov = _synthetic_sources(args, args.sensor, tile)
+            source, val_batches, prov = _synthetic_sources(args, args.sensor, tile, ctx.device)
         else:
             from kpnt.train.real import dataset_sources
 

@@ -17,7 +17,7 @@ import torch
 from kpnt.color import srgb_to_linear
 from kpnt.errors import KpntError
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 
 
 def list_photos(folder: str | Path) -> list[Path]:
@@ -66,6 +66,10 @@ class PhotoSource:
         files = list_photos(folder)[:limit]
         return cls([load_linear_photo(f, downscale) for f in files], [f.name for f in files])
 
+    def to(self, device) -> "PhotoSource":
+        """The same photos on ``device`` (tiles are then cut there)."""
+        return PhotoSource([p.to(device) for p in self.photos], self.names)
+
     def min_side(self) -> int:
         return min(min(p.shape[1:]) for p in self.photos)
 
@@ -73,7 +77,7 @@ class PhotoSource:
         """``(n, 3, size, size)`` random linear scene tiles."""
         if size > self.min_side():
             raise KpntError(f"tile size {size} exceeds the smallest photo side {self.min_side()}: use a smaller --tile")
-        out = torch.empty(n, 3, size, size)
+        out = torch.empty(n, 3, size, size, device=self.photos[0].device)
         for i in range(n):
             k = int(torch.randint(len(self.photos), (1,), generator=gen))
             img = self.photos[k]

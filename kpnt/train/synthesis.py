@@ -13,6 +13,20 @@ camera RGB image, so that
 
 and the noise parameters handed to the model are white-balanced with it:
 ``a' = wb a``, ``b' = wb^2 b``.
+
+Before unprocessing, the augmentations a real camera needs (issue 13): a
+random colourfulness (chroma scaled about the luminance, so that strongly
+saturated colours are common), optical blur (a Gaussian of random width:
+anti-aliasing filters and lenses soften real raws, so the demosaicer must
+work on soft and on sharp images), white balances that cover daylight to
+tungsten, and noise from zero upward (a share of the images get the
+profile scaled down by up to 10^4, some none at all: ISO 100 and clean
+inputs must be in the trained range).
+
+Everything runs on the scenes' device: the per-image draws come from the
+CPU generator ``gen`` (so a checkpoint of ``gen`` reproduces the stream),
+and the per-photosite noise on a GPU from a generator on that device seeded
+by one draw of ``gen``.
 """
 from __future__ import annotations
 
@@ -45,13 +59,25 @@ class CameraModel:
 class SynthConfig:
     """Ranges of the random draws (DESIGN.md section 8 and vkdt's cnngenin)."""
 
-    wb_red: tuple[float, float] = (1.9, 2.4)
-    wb_blue: tuple[float, float] = (1.5, 1.9)
+    #: as-shot gains: daylight (R ~1.9-2.4, B ~1.5-1.9) to tungsten and shade
+    wb_red: tuple[float, float] = (1.3, 2.7)
+    wb_blue: tuple[float, float] = (1.2, 2.6)
     exposure_ev: tuple[float, float] = (-2.0, 2.0)
     #: the scene is scaled so its white sits at this fraction of the white level
     headroom: tuple[float, float] = (0.7, 0.95)
     #: noise (a, b) multiplied by exp(U(-s, s)): levels around the profile
     noise_jitter: float = 0.4
+    #: share of images whose noise is scaled by 10^U(low_noise_decades, 0)
+    low_noise_prob: float = 0.15
+    low_noise_decades: float = -4.0
+    #: share of images with no noise at all (clean mosaics)
+    zero_noise_prob: float = 0.05
+    #: chroma scale about the luminance (linear sRGB), drawn for this share
+    saturation: tuple[float, float] = (0.7, 1.6)
+    saturation_prob: float = 0.5
+    #: optical blur: Gaussian std (scene pixels) for this share of images
+    blur_sigma: tuple[float, float] = (0.3, 0.9)
+    blur_prob: float = 0.5
 
 
 @dataclass
@@ -90,9 +116,11 @@ def synthesize(
     full RGB image, the seed's original setting).
     """
     n, _, h, w = scenes.shape
+    dev = scenes.device
     cam_idx = torch.randint(len(cameras), (n,), generator=gen).tolist()
-    wbcam = torch.stack([torch.einsum("ij,jhw->ihw", cameras[k].to_wb_cam, s) for k, s in zip(cam_idx, scenes)])
-    wbcam = wbcam.clamp_min(0.0)
+    scenes = _augment(scenes, gen, config)
+    to_cam = torch.stack([cameras[k].to_wb_cam for k in cam_idx]).to(dev)
+    wbcam = torch.einsum("nij,njhw->nihw", to_cam, scenes).clamp_min(0.0)
 
     wb = torch.ones(n, 3)
     wb[:, 0] = _uniform(gen, n, *config.wb_red)
@@ -102,31 +130,79 @@ def synthesize(
     # (the one that saturates first), then expose by +-2 EV.
     scale = _uniform(gen, n, *config.headroom) / wb.max(dim=1).values
     scale = scale * 2.0 ** _uniform(gen, n, *config.exposure_ev)
-    raw_rgb = wbcam * scale[:, None, None, None] / wb[:, :, None, None]
+    raw_rgb = wbcam * (scale[:, None] / wb).to(dev)[:, :, None, None]
     saturated = (raw_rgb >= 1.0).any(dim=1, keepdim=True)
     raw_rgb = raw_rgb.clamp_max(1.0)
-    target = raw_rgb * wb[:, :, None, None]
+    target = raw_rgb * wb.to(dev)[:, :, None, None]
 
     noise = torch.stack(
         [torch.from_numpy(cameras[k].noise[int(torch.randint(len(cameras[k].noise), (1,), generator=gen))]) for k in cam_idx]
     )
     jitter = torch.exp(_uniform(gen, n, -config.noise_jitter, config.noise_jitter))
+    low = torch.rand(n, generator=gen) < config.low_noise_prob
+    jitter = torch.where(low, jitter * 10.0 ** _uniform(gen, n, config.low_noise_decades, 0.0), jitter)
+    jitter = torch.where(torch.rand(n, generator=gen) < config.zero_noise_prob, torch.zeros(n), jitter)
     noise = noise * jitter[:, None, None]
 
     if cfa is None:
         clean, colour = raw_rgb, None
-        gain = wb[:, :, None, None]
+        gain = wb.to(dev)[:, :, None, None]
     else:
-        colour = torch.from_numpy(cfa.colour_map(h, w)).long()
+        colour = torch.from_numpy(cfa.colour_map(h, w)).long().to(dev)
         clean = torch.gather(raw_rgb, 1, colour.expand(n, 1, h, w))
-        gain = wb[:, colour][:, None]
+        gain = wb.to(dev)[:, colour][:, None]
+    # Per-photosite draws: from gen itself on the CPU, else from a generator
+    # on the device seeded by gen (reproducible from gen's state alike).
+    noise_gen = gen
+    if dev.type != "cpu":
+        noise_gen = torch.Generator(device=dev).manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
     # Profiles with a negative read variance b exist (darktable fits): the
     # sampler clamps a*x + b at zero.  The sensor clips at the white level.
-    noisy = add_noise_torch(clean, noise[:, 0], noise[:, 1], colour, gen).clamp_max(1.0)
+    nd = noise.to(dev)
+    noisy = add_noise_torch(clean, nd[:, 0], nd[:, 1], colour, noise_gen).clamp_max(1.0)
     x = noisy * gain
 
-    noise_wb = torch.stack([noise[:, 0] * wb, noise[:, 1] * wb**2], dim=1)
-    return Batch(x=x, target=target, noise=noise_wb, valid=~saturated, cfa=cfa, wb=wb)
+    noise_wb = torch.stack([noise[:, 0] * wb, noise[:, 1] * wb**2], dim=1).to(dev)
+    return Batch(x=x, target=target, noise=noise_wb, valid=~saturated, cfa=cfa, wb=wb.to(dev))
+
+
+#: Rec. 709 / sRGB luminance weights of linear RGB.
+_LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def _augment(scenes: torch.Tensor, gen: torch.Generator, config: SynthConfig) -> torch.Tensor:
+    """Colourfulness and optical blur of linear-sRGB scene tiles (module doc).
+
+    The draws are made for every image whether or not it is changed, so the
+    stream of ``gen`` does not depend on the outcomes."""
+    n = scenes.shape[0]
+    dev = scenes.device
+    sat = _uniform(gen, n, *config.saturation)
+    sat = torch.where(torch.rand(n, generator=gen) < config.saturation_prob, sat, torch.ones(n))
+    sigma = _uniform(gen, n, *config.blur_sigma)
+    sigma = torch.where(torch.rand(n, generator=gen) < config.blur_prob, sigma, torch.zeros(n))
+    if (sat != 1).any():
+        luma = torch.tensor(_LUMA, device=dev, dtype=scenes.dtype)
+        y = torch.einsum("c,nchw->nhw", luma, scenes)[:, None]
+        scenes = (y + sat.to(dev)[:, None, None, None] * (scenes - y)).clamp_min(0.0)
+    if (sigma > 0).any():
+        scenes = gaussian_blur(scenes, sigma.to(dev))
+    return scenes
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, radius: int = 3) -> torch.Tensor:
+    """Blur each image of ``(N, C, H, W)`` with a separable Gaussian of its
+    own std ``sigma[n]`` (pixels; 0 leaves it unchanged), mirrored edges."""
+    n, c, h, w = images.shape
+    t = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    s = sigma.to(images.dtype).clamp_min(1e-3)[:, None]
+    k = torch.exp(-0.5 * (t[None] / s) ** 2)
+    k = torch.where(sigma[:, None] > 0, k, (t[None] == 0).to(images.dtype))
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)             # (N C, 2r+1)
+    z = torch.nn.functional.pad(images.reshape(1, n * c, h, w), (radius,) * 4, mode="reflect")
+    z = torch.nn.functional.conv2d(z, k[:, None, None, :], groups=n * c)
+    z = torch.nn.functional.conv2d(z, k[:, None, :, None], groups=n * c)
+    return z.reshape(n, c, h, w)
 
 
 def random_cfa(sensor: str, gen: torch.Generator) -> CFA | None:

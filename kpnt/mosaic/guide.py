@@ -1,0 +1,140 @@
+"""The guide: a small convolutional demosaicer that sharpens the front
+level's smooth estimate (issue 13, "features from a coarser band").
+
+The front level (:mod:`kpnt.mosaic.front`) adds a kernel-weighted sum of
+photosite details to ``U = up_block(O_0)``, an estimate interpolated from
+the colour base at block resolution.  Its MLP sees a 5x5 neighbourhood, about
+what classical demosaicers see, and measures like one on real photographs
+(issue 13: ~7 dB sRGB behind a learned demosaicer on clean mosaics).  What a
+5x5 window cannot do is tell fine detail from its alias, which needs context
+tens of photosites wide.  The guide supplies that context cheaply:
+
+1. the details ``d = x - U_c`` of every photosite and the smooth colour are
+   packed per CFA repeat (``pixel_unshuffle`` by the period P: Bayer 4
+   channels at 1/2 resolution, X-Trans 36 at 1/6) after a shift that puts
+   the mosaic in the kind's reference phase, so every packed channel always
+   holds the same repeat position whatever the crop;
+2. they are divided by the local brightness ``s`` (plus a floor): the
+   network works on relative detail, so a dark and a bright copy of a scene
+   look alike to it (the data are linear and span 4+ EV);
+3. ``layers`` 3x3 convolutions of ``width`` channels with ReLU, then a 1x1
+   convolution to 3 P^2 channels (RGB of every photosite of the repeat),
+   multiplied by ``s`` and unpacked, give a residual ``R``;
+4. the front level then refines ``U' = U + R`` exactly as before (its
+   details are taken against ``U'``), with its per-site-class weight sets.
+
+The last convolution starts at zero, so an untrained guide leaves the model
+as it was.  The guide has one weight set (it sees whole repeats, so it needs
+no per-class sharing: each output channel is one photosite position of the
+reference phase).  It runs on cuDNN on a GPU (half precision at inference)
+and on the CPU through PyTorch's convolutions; it is pure PyTorch, so the
+reference and the GPU path are the same code.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kpnt.mosaic.cfa import CFA, CFAError
+from kpnt.mosaic.front import _colour_map
+
+#: Brightness floor of the normalisation (units of the white level): below
+#: it details are measured against the floor, so the deep shadows of a
+#: noisy raw are not blown up into apparent detail.
+BRIGHTNESS_FLOOR = 1e-2
+#: Floor of the noise std inside the log noise feature.
+_SIGMA_FLOOR = 1e-5
+
+
+@lru_cache(maxsize=64)
+def _reference_shift(pattern: bytes, period: int) -> tuple[int, int]:
+    cfa = CFA(np.frombuffer(pattern, dtype=np.int64).reshape(period, period))
+    ref = CFA.bayer("RGGB") if cfa.kind == "bayer" else CFA.xtrans()
+    for sy in range(period):
+        for sx in range(period):
+            if np.array_equal(cfa.crop(sy, sx).pattern, ref.pattern):
+                return sy, sx
+    raise CFAError(f"the guide needs a phase of the reference {cfa.kind} layout; {cfa.name} is none")
+
+
+def reference_shift(cfa: CFA) -> tuple[int, int]:
+    """(sy, sx): the position of ``cfa``'s repeat where the kind's reference
+    phase (Bayer RGGB, ``CFA.xtrans()``) starts."""
+    return _reference_shift(cfa.pattern.tobytes(), cfa.period)
+
+
+def guide_channels(period: int) -> tuple[int, int]:
+    """(inputs, outputs) of the guide network for a CFA period: P^2 packed
+    details + 3 smooth colours + 1 noise feature in, 3 P^2 out."""
+    return period * period + 4, 3 * period * period
+
+
+def init_guide(period: int, width: int, layers: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Initial weights ``[W_0, b_0, ..., W_L, b_L]``: He-normal 3x3 hidden
+    convolutions, zero biases, and a zero final 1x1 convolution (the
+    untrained guide adds nothing)."""
+    n_in, n_out = guide_channels(period)
+    out, c = [], n_in
+    for _ in range(layers):
+        w = torch.randn(width, c, 3, 3, generator=gen) * (2.0 / (c * 9)) ** 0.5
+        out += [w, torch.zeros(width)]
+        c = width
+    out += [torch.zeros(n_out, c, 1, 1), torch.zeros(n_out)]
+    return out
+
+
+def guide_radius(period: int, layers: int) -> int:
+    """Photosites an input detail reaches through the guide (one packed
+    position per 3x3 layer, plus the repeat itself)."""
+    return (layers + 1) * period
+
+
+def _network(z: torch.Tensor, weights) -> torch.Tensor:
+    n = len(weights) // 2
+    for i in range(n - 1):
+        z = F.relu(F.conv2d(z, weights[2 * i], weights[2 * i + 1], padding=1))
+    return F.conv2d(z, weights[-2], weights[-1])
+
+
+def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, weights) -> torch.Tensor:
+    """The guide's correction ``R`` of the smooth estimate (module doc).
+
+    Args:
+        x: (N, 1, H, W) white-balanced mosaic with layout ``cfa``.
+        U: (N, 3, H, W) smooth full-resolution estimate (``up_block(O_0)``).
+        noise: (N, 2, 3) white-balanced ``[a; b]``.
+        weights: ``[W_0, b_0, ..., W_L, b_L]`` (:func:`init_guide`).
+    Returns:
+        (N, 3, H, W), to be added to ``U``.
+    """
+    N, _, H, W = x.shape
+    P = cfa.period
+    sy, sx = reference_shift(cfa)
+    top, left = (P - sy) % P, (P - sx) % P
+    bottom, right = (-(top + H)) % P, (-(left + W)) % P
+    # Cached on the device: no host copy inside a captured CUDA graph.
+    col = _colour_map(cfa.pattern.tobytes(), P, H, W, str(x.device)).expand(N, 1, H, W)
+    d = x - U.gather(1, col)
+    pad = (left, right, top, bottom)
+    packed = F.pixel_unshuffle(F.pad(d, pad), P)                        # (N, P^2, h, w)
+    smooth = F.avg_pool2d(F.pad(U, pad, mode="replicate"), P)             # (N, 3, h, w)
+    s = smooth.mean(1, keepdim=True).clamp_min(0) + BRIGHTNESS_FLOOR
+    a, b = noise[:, 0].mean(1), noise[:, 1].mean(1)                        # (N,)
+    # The noise feature carries no gradient to s: with a = b = 0 (clean
+    # training inputs) sqrt would pass an infinite slope times 0 = NaN.
+    sd = s.detach()
+    sigma = torch.sqrt((a[:, None, None, None] * sd + b[:, None, None, None]).clamp_min(0)) / sd
+    z = torch.cat([packed / s, smooth / s, torch.log(sigma + _SIGMA_FLOOR)], 1)
+    weights = list(weights)
+    if x.is_cuda and not torch.is_grad_enabled():
+        # Inference on a GPU: cuDNN in half precision, channels-last (the
+        # residual is a small correction; f16 rounding of it is ~1e-4 of s).
+        with torch.autocast("cuda", dtype=torch.float16):
+            r = _network(z.contiguous(memory_format=torch.channels_last), weights).float()
+    else:
+        r = _network(z, weights)
+    r = F.pixel_shuffle(r * s, P)                                          # (N, 3, Hp, Wp)
+    return r[..., top:top + H, left:left + W]
