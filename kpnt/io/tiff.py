@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from kpnt.errors import KpntError
+from kpnt.io.atomic import atomic_write  # the one atomic-write helper (temp naming, clean-up)
 
 
 class TiffWriteError(KpntError):
@@ -190,31 +190,6 @@ def write_tiff_file(path, ifd0: IFD, pixels: np.ndarray, overwrite: bool = False
     blobs += [b"\0" * (strip_offset - cursor), memoryview(data.reshape(-1)).cast("B")]
     atomic_write(path, blobs, overwrite)
     return path
-
-
-def atomic_write(path, blobs, overwrite: bool) -> None:
-    """Write byte blobs to a temp file beside ``path``, then rename it over.
-
-    A failure leaves neither a partial target nor a temp file behind.  The
-    existence check and the rename are two steps: a file created in between
-    by another process is replaced (the caller asked for a fresh path).
-    """
-    path = Path(path)
-    check_target(path, overwrite)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates owner-only files; give outputs the usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as fh:
-            for b in blobs:
-                fh.write(b)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_tiff(path, rgb: np.ndarray, dtype: str | None = None, overwrite: bool = False) -> Path:
