@@ -52,6 +52,23 @@ def _canonical_cfa(sensor: str) -> CFA | None:
     return None
 
 
+def shipped_weights(sensor: str) -> Path:
+    """The weights file shipped with kpnt for a sensor kind
+    (``kpnt/weights/<sensor>.safetensors``).
+
+    Raises:
+        WeightsError: this install has none for ``sensor`` (one line, says
+            how to get weights).
+    """
+    from importlib import resources
+
+    path = Path(str(resources.files("kpnt") / "weights" / f"{sensor}.safetensors"))
+    if not path.is_file():
+        raise WeightsError(f"no shipped {sensor} weights in this kpnt install ({path}): "
+                           "train them with kpnt-train and pass --weights FILE")
+    return path
+
+
 def _one_line(e: BaseException) -> str:
     """An exception as ``Type: message`` on one line (library messages may span several)."""
     return f"{type(e).__name__}: " + " ".join(str(e).split())
