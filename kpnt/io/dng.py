@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import kpnt
+from kpnt.io.carry import WB_TAGS
 from kpnt.io.meta import RawMeta
 from kpnt.io.tiff import (ASCII, BYTE, DOUBLE, IFD, LONG, RATIONAL, SHORT, SRATIONAL, TAG_EXIF_IFD, UNDEFINED,
                           TiffWriteError, write_tiff_file)
@@ -88,7 +89,37 @@ def dng_ifd(meta: RawMeta, width: int, height: int, samples: int) -> IFD:
         # (LinearRaw: per sample R, G, B).
         ifd.set(51041, DOUBLE, meta.noise_profile.ravel())
     ifd.sub_ifds[TAG_EXIF_IFD] = exif_ifd(meta)
+    _overlay_carried(ifd, meta)
     return ifd
+
+
+def _overlay_carried(ifd: IFD, meta: RawMeta) -> None:
+    """Replace derived tags by the source's own entries (:mod:`kpnt.io.carry`).
+
+    A DNG source's colour tags replace the derived ColorMatrix1 /
+    CalibrationIlluminant1 / BaselineExposure outright (a tag the source
+    lacks is not invented); a TIFF-based source's EXIF IFD replaces the EXIF
+    IFD rebuilt from LibRaw's float values, and its IFD0 the derived
+    DateTime.  The as-shot WB tags are kept only when kpnt kept the as-shot
+    WB (an estimated WB is written as AsShotNeutral instead).
+    """
+    carried = meta.carried
+    if carried.ifd0:
+        ifd.tags.pop(306, None)
+    if 50721 in carried.ifd0:
+        for code in (50721, 50778, 50730):
+            ifd.tags.pop(code, None)
+    for code, (typ, data) in carried.ifd0.items():
+        if code in WB_TAGS and meta.wb_source != "as_shot":
+            continue
+        ifd.set(code, typ, data)
+    if 50729 in ifd.tags:           # AsShotWhiteXY and AsShotNeutral are exclusive
+        ifd.tags.pop(50728, None)
+    if carried.exif:
+        exif = IFD()
+        for code, (typ, data) in carried.exif.items():
+            exif.set(code, typ, data)
+        ifd.sub_ifds[TAG_EXIF_IFD] = exif
 
 
 def exif_ifd(meta: RawMeta) -> IFD:
@@ -113,7 +144,8 @@ def exif_ifd(meta: RawMeta) -> IFD:
     return exif
 
 
-def write_cfa_dng(path, mosaic_u16: np.ndarray, cfa: CFA, meta: RawMeta, overwrite: bool = False) -> Path:
+def write_cfa_dng(path, mosaic_u16: np.ndarray, cfa: CFA, meta: RawMeta, overwrite: bool = False,
+                  extra_tags: dict | None = None) -> Path:
     """Write a mosaic as a CFA DNG that LibRaw/rawpy and raw editors open.
 
     Args:
@@ -122,6 +154,9 @@ def write_cfa_dng(path, mosaic_u16: np.ndarray, cfa: CFA, meta: RawMeta, overwri
         cfa: layout of the mosaic; its pattern position (0, 0) is the
             top-left photosite.  Bayer (any phase) or X-Trans (any phase).
         meta: levels, white balance, colour matrix and shot metadata.
+        extra_tags: ``{code: (type, values)}`` set last, over everything
+            else, ``{code: None}`` removes a tag (test fixtures:
+            ActiveArea, a file without AsShotNeutral).
     Returns:
         The path written.
 
@@ -153,6 +188,11 @@ def write_cfa_dng(path, mosaic_u16: np.ndarray, cfa: CFA, meta: RawMeta, overwri
     else:
         ifd.set(50714, RATIONAL, black)
     ifd.set(50717, LONG, int(meta.white))
+    for code, tv in (extra_tags or {}).items():
+        if tv is None:
+            ifd.tags.pop(code, None)
+        else:
+            ifd.set(code, *tv)
     return write_tiff_file(path, ifd, mosaic, overwrite=overwrite)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from kpnt.errors import KpntError
+from kpnt.io.carry import CarriedTags
 
 
 class MetaError(KpntError, ValueError):
@@ -36,9 +37,12 @@ class MetaError(KpntError, ValueError):
 
 _DATETIME_RE = re.compile(r"^\d{4}:\d{2}:\d{2} \d{2}:\d{2}:\d{2}$")
 
-#: Where ``RawMeta.wb`` came from: the file's as-shot multipliers, or LibRaw's
-#: daylight multipliers when the file has no as-shot white balance.
-WB_SOURCES = ("as_shot", "daylight")
+#: Where ``RawMeta.wb`` came from: the file's as-shot multipliers; an
+#: estimate from the image (:func:`kpnt.io.autowb.estimate_wb`) when the file
+#: has none or the camera was set to auto WB (LibRaw then reports
+#: ``cam_mul[0] = -1`` or zeros), as a raw converter would; LibRaw's daylight
+#: multipliers when not even an estimate is possible (an all-clipped frame).
+WB_SOURCES = ("as_shot", "auto", "daylight")
 
 
 def _vector(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
@@ -79,7 +83,10 @@ class RawMeta:
         baseline_exposure: DNG ``BaselineExposure`` in EV (pushed ISOs).
         noise_profile: (3, 2) per-colour (a, b) with ``var(x) = a*x + b`` in
             normalised units (DNG ``NoiseProfile`` S, O), or None.
-        wb_source: 'as_shot' or 'daylight' (see :data:`WB_SOURCES`).
+        wb_source: 'as_shot', 'auto' or 'daylight' (see :data:`WB_SOURCES`).
+        carried: tag entries of a TIFF-based source copied verbatim into
+            the output DNG (:mod:`kpnt.io.carry`); empty for other sources
+            and for synthetic raws.
     """
 
     black: np.ndarray
@@ -97,6 +104,7 @@ class RawMeta:
     baseline_exposure: float = 0.0
     noise_profile: np.ndarray | None = None
     wb_source: str = field(default="as_shot")
+    carried: CarriedTags = field(default_factory=CarriedTags)
 
     def __post_init__(self):
         self.black = _vector("black", self.black, (3,))
@@ -135,6 +143,11 @@ class RawMeta:
                 raise MetaError(f"RawMeta.noise_profile slopes a must be >= 0, got {self.noise_profile.tolist()}")
         if self.wb_source not in WB_SOURCES:
             raise MetaError(f"RawMeta.wb_source must be one of {WB_SOURCES}, got {self.wb_source!r}")
+        if isinstance(self.carried, dict):     # the form to_dict writes
+            self.carried = CarriedTags(**{k: {int(c): (int(t), bytes.fromhex(h)) for c, (t, h) in v.items()}
+                                          for k, v in self.carried.items()})
+        if not isinstance(self.carried, CarriedTags):
+            raise MetaError(f"RawMeta.carried must be a kpnt.io.carry.CarriedTags, got {type(self.carried).__name__}")
 
     def __eq__(self, other):
         if not isinstance(other, RawMeta):
@@ -153,6 +166,8 @@ class RawMeta:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
+            if isinstance(v, CarriedTags):
+                v = {k: {str(c): [t, b.hex()] for c, (t, b) in getattr(v, k).items()} for k in ("ifd0", "exif")}
             out[f.name] = v.tolist() if isinstance(v, np.ndarray) else v
         return out
 
