@@ -47,6 +47,8 @@ import numpy as np
 import rawpy
 
 from kpnt.errors import RawReadError
+from kpnt.io.autowb import estimate_wb
+from kpnt.io.carry import read_carried_tags
 from kpnt.io.meta import MetaError, RawMeta
 from kpnt.io.tiff import TiffFormatError, read_ifds
 from kpnt.mosaic import CFA, CFAError
@@ -380,8 +382,18 @@ def _assemble(path: Path, raw, cfa, black_rep, white, cam_wb, day_wb, xyz_to_cam
 
     wb_source, wb = "as_shot", cam_wb
     if not (np.isfinite(wb).all() and (wb > 0).all()):
-        wb_source, wb = "daylight", day_wb
-        log.info("%s: no as-shot white balance, using LibRaw's daylight multipliers", path.name)
+        # Auto WB (LibRaw: cam_mul[0] = -1) or none stored: estimate it from
+        # the image as raw converters do; daylight would tint most scenes.
+        kind = "camera set to auto WB" if cam_wb[0] == -1 else "none stored"
+        est = estimate_wb(mosaic, cfa, raw >= white)
+        if est is not None:
+            wb_source, wb = "auto", est
+            log.info("%s: no as-shot white balance (%s): estimated from the image (grey world, refined on grey "
+                     "areas): R x%.3f, B x%.3f", path.name, kind, est[0], est[2])
+        else:
+            wb_source, wb = "daylight", day_wb
+            log.info("%s: no as-shot white balance (%s) and none can be estimated (no unclipped area with colour): "
+                     "using LibRaw's daylight multipliers", path.name, kind)
         if not (np.isfinite(wb).all() and (wb > 0).all()):
             raise _fail(path, "no white balance in the file (neither as-shot nor daylight multipliers)")
     wb = np.array([_f32(v) for v in wb / wb[1]])
@@ -406,7 +418,7 @@ def _assemble(path: Path, raw, cfa, black_rep, white, cam_wb, day_wb, xyz_to_cam
             iso=_iso(other.iso_speed, tags.iso_speed), exposure_time=_f32(other.shutter_speed) or None,
             f_number=_f32(other.aperture) or None, focal_length=_f32(other.focal_length) or None,
             datetime=stamp, orientation=_FLIP_TO_EXIF.get(flip, 1), baseline_exposure=tags.baseline_exposure,
-            noise_profile=tags.noise_profile, wb_source=wb_source,
+            noise_profile=tags.noise_profile, wb_source=wb_source, carried=read_carried_tags(path),
         )
     except MetaError as exc:
         raise _fail(path, f"implausible metadata: {exc}") from None

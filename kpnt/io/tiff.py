@@ -94,10 +94,11 @@ class IFD:
         out = {}
         for code, (typ, values) in self.tags.items():
             if typ == ASCII:
-                raw = str(values).encode("ascii", "replace") + b"\0"
+                raw = (bytes(values) if isinstance(values, (bytes, bytearray))   # encoded as given
+                       else str(values).encode("ascii", "replace") + b"\0")
                 out[code] = (typ, len(raw), raw)
-            elif typ in (BYTE, UNDEFINED) and isinstance(values, (bytes, bytearray)):
-                out[code] = (typ, len(values), bytes(values))
+            elif isinstance(values, (bytes, bytearray)):   # encoded bytes (any type): written as given
+                out[code] = (typ, len(values) // _SIZE[typ], bytes(values))
             elif typ in (RATIONAL, SRATIONAL):
                 pairs = to_rational(values, signed=typ == SRATIONAL)
                 out[code] = (typ, len(pairs), pairs.astype(_DTYPE[typ]).tobytes())
