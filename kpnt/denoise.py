@@ -138,6 +138,13 @@ class NoiseChoice:
     profile: np.ndarray  # (2, 3) [a; b] in normalised raw units
     source: str  # one of NOISE_SOURCES: 'given', 'table', 'dng', 'blind'
 
+    def __post_init__(self):
+        # Every source is checked before the denoise: a non-finite or absurd
+        # level (1e39 is inf in float32) would make the output NaN.
+        from kpnt.io.validate import check_noise_profile
+
+        check_noise_profile(self.profile, f"noise level from {self.source}")
+
     def describe(self) -> str:
         """One line for logs: source and per-channel a, b."""
         a = ", ".join(f"{v:.3g}" for v in self.profile[0])

@@ -50,7 +50,9 @@ from kpnt.errors import RawReadError
 from kpnt.io.autowb import estimate_wb
 from kpnt.io.carry import read_carried_tags
 from kpnt.io.meta import MetaError, RawMeta
-from kpnt.io.tiff import TiffFormatError, read_ifds
+from kpnt.io.tiff import (DOUBLE, FLOAT, INTEGER_TYPES, LONG, RATIONAL, SHORT, SRATIONAL, TagError, TiffFormatError,
+                          TiffWriteError, read_ifds, tag_label, tag_numbers, tag_text, to_rational)
+from kpnt.io.validate import ValidationError, check_raw
 from kpnt.mosaic import CFA, CFAError
 
 log = logging.getLogger(__name__)
@@ -182,44 +184,88 @@ class _FileTags:
     iso_speed: int | None = None
 
 
+#: Largest plausible magnitudes of the DNG values kpnt parses itself (far
+#: beyond any camera's, far below float32 overflow).  A NoiseProfile is a
+#: variance in units of the white level: 1 means noise as large as the
+#: whole range.
+_MAX_NOISE = 1.0
+_MAX_MATRIX = 1e3
+_MAX_BASELINE_EV = 16.0
+
+
 def _file_tags(path: Path) -> _FileTags:
+    """The TIFF/DNG tags kpnt parses itself, each checked for type, count
+    and range (:func:`kpnt.io.tiff.tag_numbers`; a bad one raises
+    :class:`kpnt.io.tiff.TagError` naming it)."""
     out = _FileTags()
     try:
         ifds = read_ifds(path)
+    except TagError:
+        raise
     except TiffFormatError:
         return out  # not TIFF-based (CR3, RAF, ...): nothing to add
     if not ifds:
         return out
     ifd0 = ifds[0]
-    out.make, out.model = str(ifd0.get(271, "")), str(ifd0.get(272, ""))
+    out.make, out.model = tag_text(ifd0, 271), tag_text(ifd0, 272)
     exif = next((d for d in ifds if d["_kind"] == "exif"), {})
     if 34867 in exif:  # EXIF ISOSpeed: LibRaw stops at ISOSpeedRatings' 65535
-        out.iso_speed = int(exif[34867][0])
+        out.iso_speed = int(tag_numbers(exif, 34867, INTEGER_TYPES, count=1, lo=0, hi=2**32 - 1)[0])
     out.is_dng = 50706 in ifd0
     if not out.is_dng:
         return out
-    main = [d for d in ifds if d["_kind"] != "exif" and d.get(254, (0,))[0] == 0 and d.get(262, (0,))[0] in (32803, 34892)]
+
+    def first(ifd, code, default):
+        # 254 NewSubfileType / 262 Photometric: one integer each
+        return int(tag_numbers(ifd, code, INTEGER_TYPES, count=1)[0]) if code in ifd else default
+
+    main = [d for d in ifds if d["_kind"] != "exif" and first(d, 254, 0) == 0 and first(d, 262, 0) in (32803, 34892)]
     raw_ifd = main[0] if main else ifd0
     out.xyz_to_cam = _dng_colour_matrix(ifd0)
     if 50730 in ifd0:
-        out.baseline_exposure = float(ifd0[50730][0])
-    out.noise_profile = _dng_noise_profile(raw_ifd.get(51041, ifd0.get(51041)), raw_ifd.get(50710, (0, 1, 2)))
-    if 50714 in raw_ifd and raw_ifd.get(277, (1,))[0] == 1:
-        dims = tuple(int(v) for v in raw_ifd.get(50713, (1, 1)))
-        vals = np.asarray(raw_ifd[50714], dtype=np.float64)
-        if len(dims) == 2 and vals.size == dims[0] * dims[1]:
-            out.black_dims, out.black_pattern = dims, vals.reshape(dims)
+        out.baseline_exposure = float(tag_numbers(ifd0, 50730, count=1, lo=-_MAX_BASELINE_EV, hi=_MAX_BASELINE_EV)[0])
+    np_ifd = raw_ifd if 51041 in raw_ifd else ifd0
+    if 51041 in np_ifd:
+        planes = (0, 1, 2)
+        if 50710 in raw_ifd:
+            planes = tuple(int(v) for v in tag_numbers(raw_ifd, 50710, INTEGER_TYPES, count=(1, 4), lo=0, hi=6))
+        # DNG: S > 0 and O >= 0 for every pair (S = 0 would be a noiseless sensor).
+        pairs = tag_numbers(np_ifd, 51041, (DOUBLE, FLOAT, RATIONAL, SRATIONAL), count=(2, 8), lo=0, hi=_MAX_NOISE)
+        if pairs.size % 2:
+            raise TagError(f"{tag_label(51041)} has {pairs.size} values, expected (S, O) pairs: 2 or 2 per colour plane")
+        if (pairs[0::2] <= 0).any():
+            raise TagError(f"{tag_label(51041)} has a noise slope S of 0: the DNG specification needs S > 0")
+        out.noise_profile = _dng_noise_profile(tuple(pairs), planes)
+    if 50714 in raw_ifd and (277 not in raw_ifd or first(raw_ifd, 277, 1) == 1):
+        dims = (1, 1)
+        if 50713 in raw_ifd:
+            dims = tuple(int(v) for v in tag_numbers(raw_ifd, 50713, (SHORT, LONG), count=2, lo=1, hi=64))
+        vals = tag_numbers(raw_ifd, 50714, (SHORT, LONG, RATIONAL), count=(1, 64 * 64), lo=0, hi=2**32 - 1)
+        if vals.size != dims[0] * dims[1]:
+            raise TagError(f"{tag_label(50714)} has {vals.size} value(s), {tag_label(50713)} {dims[0]}x{dims[1]} "
+                           f"needs {dims[0] * dims[1]}")
+        out.black_dims, out.black_pattern = dims, vals.reshape(dims)
     return out
 
 
 def _dng_colour_matrix(ifd0: dict) -> np.ndarray | None:
-    """The DNG ColorMatrix (XYZ -> camera) calibrated nearest D65."""
+    """The DNG ColorMatrix (XYZ -> camera) calibrated nearest D65.
+
+    Only 3-colour matrices (9 values) are used; a ColorMatrix tag of another
+    type, with non-finite or absurd values raises :class:`TagError`.
+    """
     best = None
     for tag, ill_tag in ((50721, 50778), (50722, 50779)):
-        if tag in ifd0 and len(ifd0[tag]) == 9:
-            kelvin = _ILLUMINANT_K.get(int(ifd0.get(ill_tag, (21,))[0]), 5000)
-            if best is None or abs(kelvin - 6504) < best[0]:
-                best = (abs(kelvin - 6504), np.asarray(ifd0[tag], dtype=np.float64).reshape(3, 3))
+        if tag not in ifd0:
+            continue
+        vals = tag_numbers(ifd0, tag, (SRATIONAL, RATIONAL, FLOAT, DOUBLE), count=(1, 12),
+                           lo=-_MAX_MATRIX, hi=_MAX_MATRIX)
+        if vals.size != 9:
+            continue  # a 4-colour (CMYG) matrix: not for an RGB mosaic
+        ill = int(tag_numbers(ifd0, ill_tag, INTEGER_TYPES, count=1, lo=0, hi=65535)[0]) if ill_tag in ifd0 else 21
+        kelvin = _ILLUMINANT_K.get(ill, 5000)
+        if best is None or abs(kelvin - 6504) < best[0]:
+            best = (abs(kelvin - 6504), vals.reshape(3, 3))
     return None if best is None else best[1]
 
 
@@ -276,6 +322,14 @@ def read_raw(path) -> RawImage:
         with rawpy.imread(str(path)) as rp:
             rp.unpack()
             fields = _read_open(path, rp)
+        img = _assemble(path, **fields)
+        check_raw(img)
+    except RawReadError:
+        raise
+    except ValidationError as exc:
+        raise _fail(path, f"{exc}") from None
+    except TagError as exc:
+        raise _fail(path, f"damaged metadata: {exc}; the file is corrupt (re-copy it, or convert it again)") from None
     except rawpy.LibRawFileUnsupportedError:
         raise _fail(path, "not a raw file LibRaw can read (unsupported format, not a raw, or damaged header)") from None
     except rawpy.LibRawIOError:
@@ -287,7 +341,16 @@ def read_raw(path) -> RawImage:
     except rawpy.LibRawError as exc:
         msg = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise _fail(path, f"LibRaw error: {msg} ({type(exc).__name__})") from None
-    return _assemble(path, **fields)
+    except Exception as exc:
+        # Anything else while reading (a malformed structure LibRaw or the
+        # tag reader did not foresee, an allocation for absurd dimensions)
+        # is the file's fault, not a reason to lose the batch: one typed
+        # line; --verbose shows where it came from.
+        log.debug("%s: unexpected error while reading", path, exc_info=True)
+        detail = " ".join(str(exc).split())[:120]
+        raise _fail(path, f"file looks damaged ({type(exc).__name__} while reading it{': ' + detail if detail else ''}); "
+                          "re-copy it from the card or skip it") from None
+    return img
 
 
 def visible_cfa(raw_pattern: np.ndarray, color_desc: str | bytes, top_margin: int, left_margin: int) -> CFA:
@@ -340,6 +403,22 @@ def _read_open(path: Path, rp) -> dict:
         flip=int(sizes.flip), other=other,
         identity=_libraw_identity(path, rp.num_colors, rp.color_desc),
     )
+
+
+def _exif_number(path: Path, name: str, value: float) -> float | None:
+    """An EXIF exposure value as LibRaw reports it, None when absent (0);
+    a value no TIFF rational holds (negative, non-finite, >= 2^32, e.g. a
+    damaged ExposureTime of 4294967295/1) is left out with a warning: it is
+    not needed to denoise, and the output DNG could not carry it."""
+    v = _f32(value)
+    if v == 0:
+        return None
+    try:
+        to_rational([v], signed=False)
+    except TiffWriteError:
+        log.warning("%s: EXIF %s %s is not a value a DNG can hold: left out of the output", path.name, name, v)
+        return None
+    return v
 
 
 def _iso(libraw_iso: float, exif_iso: int | None) -> int:
@@ -415,8 +494,9 @@ def _assemble(path: Path, raw, cfa, black_rep, white, cam_wb, day_wb, xyz_to_cam
     try:
         meta = RawMeta(
             black=black, white=white, wb=wb, xyz_to_cam=xyz, make=make, model=model,
-            iso=_iso(other.iso_speed, tags.iso_speed), exposure_time=_f32(other.shutter_speed) or None,
-            f_number=_f32(other.aperture) or None, focal_length=_f32(other.focal_length) or None,
+            iso=_iso(other.iso_speed, tags.iso_speed), exposure_time=_exif_number(path, "ExposureTime", other.shutter_speed),
+            f_number=_exif_number(path, "FNumber", other.aperture),
+            focal_length=_exif_number(path, "FocalLength", other.focal_length),
             datetime=stamp, orientation=_FLIP_TO_EXIF.get(flip, 1), baseline_exposure=tags.baseline_exposure,
             noise_profile=tags.noise_profile, wb_source=wb_source, carried=read_carried_tags(path),
         )

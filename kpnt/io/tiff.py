@@ -100,7 +100,10 @@ class IFD:
             elif isinstance(values, (bytes, bytearray)):   # encoded bytes (any type): written as given
                 out[code] = (typ, len(values) // _SIZE[typ], bytes(values))
             elif typ in (RATIONAL, SRATIONAL):
-                pairs = to_rational(values, signed=typ == SRATIONAL)
+                try:
+                    pairs = to_rational(values, signed=typ == SRATIONAL)
+                except TiffWriteError as exc:
+                    raise TiffWriteError(f"{tag_label(code)}: {exc}") from None
                 out[code] = (typ, len(pairs), pairs.astype(_DTYPE[typ]).tobytes())
             else:
                 arr = np.atleast_1d(np.asarray(values))
@@ -263,9 +266,12 @@ def read_ifds(path, max_ifds: int = 64) -> list[dict]:
         A list of dicts ``{tag: value}`` (value: str for ASCII, bytes for
         UNDEFINED, tuple of numbers otherwise, rationals as floats), in
         discovery order; each dict also has ``'_kind'``: 'main', 'sub' or
-        'exif'.
+        'exif', and ``'_types'``: ``{tag: TIFF field type}`` (for
+        :func:`tag_numbers`' type checks).
     Raises:
-        TiffFormatError: not a TIFF header, or offsets outside the file.
+        TiffFormatError: not a TIFF header, offsets outside the file, or a
+            SubIFDs/ExifIFD pointer tag of the wrong type or count
+            (:class:`TagError`).
     """
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
@@ -288,10 +294,11 @@ def read_ifds(path, max_ifds: int = 64) -> list[dict]:
             ifd, nxt = _read_ifd(fh, off, size, end, path)
             ifd["_kind"] = kind
             out.append(ifd)
-            for sub in ifd.get(TAG_SUBIFDS, ()):
-                todo.append((int(sub), "sub"))
+            if TAG_SUBIFDS in ifd:
+                for sub in tag_numbers(ifd, TAG_SUBIFDS, _POINTER_TYPES, count=(1, max_ifds)):
+                    todo.append((int(sub), "sub"))
             if TAG_EXIF_IFD in ifd:
-                todo.append((int(ifd[TAG_EXIF_IFD][0]), "exif"))
+                todo.append((int(tag_numbers(ifd, TAG_EXIF_IFD, _POINTER_TYPES, count=1)[0]), "exif"))
             if kind == "main":
                 todo.append((nxt, "main"))
     return out
@@ -305,7 +312,7 @@ def _read_ifd(fh, off: int, size: int, end: str, path) -> tuple[dict, int]:
     raw = fh.read(12 * n + 4)
     if len(raw) < 12 * n + 4:
         raise TiffFormatError(f"{path}: IFD at {off} runs past the end of the file")
-    ifd = {}
+    ifd, types = {}, {}
     for i in range(n):
         code, typ, count = struct.unpack(end + "HHI", raw[12 * i: 12 * i + 8])
         if typ not in _SIZE:
@@ -322,6 +329,8 @@ def _read_ifd(fh, off: int, size: int, end: str, path) -> tuple[dict, int]:
             data = fh.read(nbytes)
             fh.seek(here)
         ifd[code] = _decode(typ, count, data, end)
+        types[code] = typ
+    ifd["_types"] = types
     (nxt,) = struct.unpack(end + "I", raw[12 * n: 12 * n + 4])
     return ifd, nxt
 
@@ -338,3 +347,86 @@ def _decode(typ: int, count: int, data: bytes, end: str):
         with np.errstate(divide="ignore", invalid="ignore"):
             return tuple(np.where(den != 0, num / np.where(den == 0, 1, den), 0.0).tolist())
     return tuple(arr.tolist())
+
+
+# ----------------------------------------------------------------------
+# validated tag access (every tag kpnt parses itself goes through these)
+# ----------------------------------------------------------------------
+class TagError(TiffFormatError):
+    """A tag kpnt needs has the wrong type, count or a value out of range.
+
+    ``str(error)`` names the tag (name and code) and what is wrong with it.
+    """
+
+
+#: Names of the tags kpnt reads, for error messages.
+TAG_NAMES = {
+    254: "NewSubfileType", 262: "PhotometricInterpretation", 271: "Make", 272: "Model", 277: "SamplesPerPixel",
+    TAG_SUBIFDS: "SubIFDs", TAG_EXIF_IFD: "ExifIFD", 34867: "ISOSpeed", 50706: "DNGVersion",
+    50710: "CFAPlaneColor", 50713: "BlackLevelRepeatDim", 50714: "BlackLevel", 50721: "ColorMatrix1",
+    50722: "ColorMatrix2", 50730: "BaselineExposure", 50778: "CalibrationIlluminant1",
+    50779: "CalibrationIlluminant2", 51041: "NoiseProfile",
+}
+#: Field types that hold numbers (ASCII and UNDEFINED do not).
+NUMERIC_TYPES = (BYTE, SHORT, LONG, RATIONAL, SBYTE, SSHORT, SLONG, SRATIONAL, FLOAT, DOUBLE, IFD_TYPE)
+INTEGER_TYPES = (BYTE, SHORT, LONG, SBYTE, SSHORT, SLONG, IFD_TYPE)
+_POINTER_TYPES = (LONG, IFD_TYPE)
+_TYPE_NAMES = {BYTE: "BYTE", ASCII: "ASCII", SHORT: "SHORT", LONG: "LONG", RATIONAL: "RATIONAL", SBYTE: "SBYTE",
+               UNDEFINED: "UNDEFINED", SSHORT: "SSHORT", SLONG: "SLONG", SRATIONAL: "SRATIONAL", FLOAT: "FLOAT",
+               DOUBLE: "DOUBLE", IFD_TYPE: "IFD"}
+
+
+def tag_label(code: int) -> str:
+    """'NoiseProfile (51041)' for a known tag, 'tag 12345' otherwise."""
+    return f"{TAG_NAMES[code]} ({code})" if code in TAG_NAMES else f"tag {code}"
+
+
+def tag_numbers(ifd: dict, code: int, types=NUMERIC_TYPES, count=None, lo=None, hi=None) -> np.ndarray:
+    """A numeric tag of a :func:`read_ifds` dict, checked, as float64.
+
+    Args:
+        ifd: one dict of :func:`read_ifds` (a dict without ``'_types'``,
+            built by hand, skips the type check).
+        code: the tag (must be present: test ``code in ifd`` first).
+        types: accepted TIFF field types.
+        count: required number of values: an int, a ``(min, max)`` pair, or
+            None for "at least one".
+        lo, hi: inclusive range every value must lie in (None: no bound);
+            values must be finite either way.
+    Raises:
+        TagError: wrong type, count, a non-finite value or one out of range;
+            the message names the tag.
+    """
+    label = tag_label(code)
+    typ = ifd["_types"].get(code) if "_types" in ifd else None
+    if "_types" in ifd and typ not in types:  # hand-built dicts carry no types
+        want = "/".join(_TYPE_NAMES[t] for t in types if t != IFD_TYPE)
+        raise TagError(f"{label} has type {_TYPE_NAMES.get(typ, typ)}, expected {want}")
+    vals = np.asarray(ifd[code], dtype=np.float64).ravel()
+    lo_n, hi_n = (count, count) if isinstance(count, int) else (count or (1, None))
+    if vals.size < lo_n or (hi_n is not None and vals.size > hi_n):
+        want = f"{lo_n}" if lo_n == hi_n else f"{lo_n}..{hi_n}" if hi_n is not None else f">= {lo_n}"
+        raise TagError(f"{label} has {vals.size} value(s), expected {want}")
+    bad = ~np.isfinite(vals)
+    if lo is not None:
+        bad |= vals < lo
+    if hi is not None:
+        bad |= vals > hi
+    if bad.any():
+        rng = f" (expected {lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'})"
+        raise TagError(f"{label} holds {vals[bad][0]:g}{rng if lo is not None or hi is not None else ' (not finite)'}")
+    return vals
+
+
+def tag_text(ifd: dict, code: int, default: str = "") -> str:
+    """An ASCII tag as a str (``default`` when absent).
+
+    Raises:
+        TagError: the tag is present with another type.
+    """
+    if code not in ifd:
+        return default
+    typ = ifd["_types"].get(code) if "_types" in ifd else ASCII
+    if typ != ASCII:
+        raise TagError(f"{tag_label(code)} has type {_TYPE_NAMES.get(typ, typ)}, expected ASCII")
+    return ifd[code]
