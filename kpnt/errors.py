@@ -23,3 +23,10 @@ class DatasetError(KpntError):
 
 class NoiseProfileError(KpntError):
     """A noise-profile table or camera/ISO lookup failed."""
+
+
+class ConfigError(KpntError, ValueError):
+    """A model or op configuration is invalid (bad width, unknown tap set,
+    a combination the fused kernels cannot run under ``backend='cuda'``).
+    Also a ``ValueError``, so code that caught the bare ``ValueError`` these
+    checks raised before keeps working."""
