@@ -20,9 +20,10 @@ import numpy as np
 
 import kpnt
 from kpnt.io.carry import WB_TAGS
+from kpnt.io.ljpeg_tiles import encode_tiles, tile_side, write_tiled_tiff
 from kpnt.io.meta import RawMeta
 from kpnt.io.tiff import (ASCII, BYTE, DOUBLE, IFD, LONG, RATIONAL, SHORT, SRATIONAL, TAG_EXIF_IFD, UNDEFINED,
-                          TiffWriteError, write_tiff_file)
+                          TiffWriteError, check_target, write_tiff_file)
 from kpnt.mosaic import CFA
 
 PHOTOMETRIC_CFA = 32803
@@ -196,7 +197,12 @@ def write_cfa_dng(path, mosaic_u16: np.ndarray, cfa: CFA, meta: RawMeta, overwri
     return write_tiff_file(path, ifd, mosaic, overwrite=overwrite)
 
 
-def write_linear_dng(path, rgb_u16: np.ndarray, meta: RawMeta, overwrite: bool = False) -> Path:
+#: LinearRaw compressions: lossless JPEG (TIFF 7, see :mod:`kpnt.io.ljpeg_tiles`) or none.
+COMPRESSIONS = ("ljpeg", "none")
+
+
+def write_linear_dng(path, rgb_u16: np.ndarray, meta: RawMeta, overwrite: bool = False,
+                     compression: str = "ljpeg") -> Path:
     """Write demosaiced linear camera RGB as a LinearRaw DNG.
 
     Args:
@@ -206,11 +212,15 @@ def write_linear_dng(path, rgb_u16: np.ndarray, meta: RawMeta, overwrite: bool =
         meta: colour matrix, as-shot white balance, identity, orientation,
             baseline exposure and noise profile of the source; its levels are
             not used (this file has black 0 and white 65535).
+        compression: 'ljpeg' (default): lossless JPEG in 256x256 tiles,
+            which rawpy, darktable and RawTherapee read; 'none': one
+            uncompressed strip (3x the bytes of a typical 'ljpeg' file).
     Returns:
         The path written.
 
     Tags as :func:`dng_ifd`, plus PhotometricInterpretation 262 = 34892,
-    BlackLevel 50714 = 0 and WhiteLevel 50717 = 65535 per sample.
+    BlackLevel 50714 = 0 and WhiteLevel 50717 = 65535 per sample, and the
+    tile tags (322-325) for 'ljpeg'.
     """
     rgb = _check_image("rgb_u16", rgb_u16, 3)
     if not isinstance(meta, RawMeta):
@@ -220,4 +230,10 @@ def write_linear_dng(path, rgb_u16: np.ndarray, meta: RawMeta, overwrite: bool =
     ifd.set(262, SHORT, PHOTOMETRIC_LINEAR_RAW)
     ifd.set(50714, LONG, [0, 0, 0])
     ifd.set(50717, LONG, [65535] * 3)
-    return write_tiff_file(path, ifd, rgb, overwrite=overwrite)
+    if compression == "none":
+        return write_tiff_file(path, ifd, rgb, overwrite=overwrite)
+    if compression != "ljpeg":
+        raise TiffWriteError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    check_target(path, overwrite)       # before minutes of encoding, not after
+    side = tile_side(w)
+    return write_tiled_tiff(path, ifd, encode_tiles(rgb, side), side, overwrite=overwrite)
