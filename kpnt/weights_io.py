@@ -9,7 +9,13 @@ named ``<set>.w<layer>`` (e.g. ``colour.w0``, ``front.red/blue.w4``; each
      "cfa": {"kind": "bayer", "pattern": [[0, 1], [1, 2]]} | null,
      "config": {...ModelConfig...},
      "weight_sets": {"colour": [[64, 32], ...], ...},
-     "provenance": {...data, noise profiles, steps, validation PSNR...}}
+     "provenance": {...data, noise profiles, steps, validation PSNR...},
+     "tensors_sha256": "<hex>"}
+
+``tensors_sha256`` (:func:`tensor_checksum`) is verified on loading: a
+flipped bit in any tensor is a one-line error (files written before it
+existed load with a logged note); weights that are not finite or far beyond
+any trained model's magnitude are refused either way.
 
 ``cfa`` is the canonical CFA of the sensor kind (RGGB, or X-Trans as
 ``CFA.xtrans()``): the phase whose class layouts define every weight set's
@@ -27,6 +33,7 @@ architecture mismatch, or a newer format version than this kpnt reads.
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from pathlib import Path
 
@@ -38,6 +45,8 @@ from kpnt.io.tiff import atomic_write
 from kpnt.errors import WeightsError
 from kpnt.model import KPNT, SENSORS, ModelConfig
 from kpnt.mosaic.cfa import CFA
+
+log = logging.getLogger(__name__)
 
 #: Version of the on-disk layout written by :func:`save_weights`.
 FORMAT_VERSION = 1
@@ -76,6 +85,28 @@ def _one_line(e: BaseException) -> str:
 
 def _tensor_name(set_name: str, layer: int) -> str:
     return f"{set_name}.w{layer}"
+
+
+#: Metadata key of the tensors' checksum (files written before it existed
+#: load with a logged note, unverified).
+CHECKSUM_KEY = "tensors_sha256"
+#: Largest weight magnitude a sane model holds (the shipped ones stay below
+#: 60; f16, which the fused kernels use, ends at 65504).
+MAX_ABS_WEIGHT = 1e4
+
+
+def tensor_checksum(tensors: dict) -> str:
+    """SHA-256 over every tensor's name, shape and float32 little-endian
+    bytes, in name order: what :func:`save_weights` stores and
+    :func:`load_weights` verifies (a flipped bit anywhere changes it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu", torch.float32).contiguous()
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().astype("<f4", copy=False).tobytes())
+    return h.hexdigest()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -119,6 +150,7 @@ def save_weights(path, model: KPNT, cfa: CFA | None, provenance: dict) -> None:
         "config": model.config.to_json(),
         "weight_sets": shapes,
         "provenance": prov,
+        CHECKSUM_KEY: tensor_checksum(tensors),
     }
     data = save(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
     _atomic_write_bytes(Path(path), data)
@@ -194,20 +226,42 @@ def load_weights(path, sensor: str | None = None, device="cpu") -> tuple[KPNT, d
             missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
             if missing or extra:
                 raise WeightsError(f"{p}: architecture mismatch: missing tensors {missing[:4]}, unexpected {extra[:4]}")
+            loaded = {}
             with torch.no_grad():
                 for name, param in expected.items():
                     t = f.get_tensor(name)
                     if tuple(t.shape) != tuple(param.shape):
                         raise WeightsError(f"{p}: architecture mismatch: {name} is {tuple(t.shape)}, "
                                            f"the config implies {tuple(param.shape)}")
-                    if not torch.isfinite(t).all():
-                        raise WeightsError(f"{p}: corrupt weights: {name} holds inf or nan")
-                    param.copy_(t)
+                    loaded[name] = t
+                _verify_tensors(p, meta, loaded)
+                for name, param in expected.items():
+                    param.copy_(loaded[name])
     except WeightsError:
         raise
     except Exception as e:
         raise WeightsError(f"{p}: corrupt weights file ({_one_line(e)})") from e
     return model.to(device), meta
+
+
+def _verify_tensors(p: Path, meta: dict, tensors: dict) -> None:
+    """The stored checksum matches (a file without one, written by an older
+    kpnt, is logged and loaded unverified), and every weight is finite and
+    of a sane magnitude."""
+    for name, t in tensors.items():
+        if not torch.isfinite(t).all():
+            raise WeightsError(f"{p}: corrupt weights: {name} holds inf or nan")
+        big = float(t.abs().max()) if t.numel() else 0.0
+        if big > MAX_ABS_WEIGHT:
+            raise WeightsError(f"{p}: corrupt weights: {name} holds {big:.3g}, far beyond any trained model's "
+                               f"(at most {MAX_ABS_WEIGHT:g}): retrain or use another weights file")
+    want = meta.get(CHECKSUM_KEY)
+    if want is None:
+        log.info("%s: no tensor checksum (saved by an older kpnt): weights not verified; re-save them with "
+                 "kpnt.weights_io.save_weights to add one", p)
+    elif tensor_checksum(tensors) != want:
+        raise WeightsError(f"{p}: corrupt weights: the tensors do not match the file's checksum (damaged copy?): "
+                           "copy or download the file again")
 
 
 #: vkdt .lut header: magic, version, channels, datatype (16 = ssbo f16), width, height.
