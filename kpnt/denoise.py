@@ -396,7 +396,7 @@ def denoise_array(model, x: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, t
 
 def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device="cpu", progress=None,
                 dtype=np.float32, reproducible: bool = False, timing: dict | None = None,
-                staged: bool = False) -> np.ndarray:
+                staged: bool = False, strength: float = 1.0, hot_pixels: bool = False) -> np.ndarray:
     """Denoise and demosaic a :class:`kpnt.io.raw.RawImage`.
 
     Args:
@@ -409,6 +409,14 @@ def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device
             (CUDA events; see :func:`_run_tiles_staged`).
         staged: run the accelerator tile loop (:func:`_run_tiles_staged`)
             even on a CPU (for tests; on any other device it always runs).
+        strength: 1 denoises fully, 0 only demosaics, values between keep
+            some noise: the noise level (standard deviation) the model is
+            told is scaled by ``strength`` (the model was trained down to
+            zero noise, where it leaves the signal alone).
+        hot_pixels: replace hot and dead photosites first
+            (:func:`kpnt.hotpixels.fix_hot_pixels`; corrects ``raw.mosaic``
+            in place; the counts go to ``timing['hot_pixels']`` and the
+            debug log).  ``kpnt-denoise`` turns it on.
     Returns:
         (H, W, 3) camera RGB, white balance *not* applied.
     """
@@ -419,10 +427,20 @@ def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.uint16)):
         raise ValueError(f"denoise_raw: dtype must be float32 or uint16, got {dtype}")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must lie in [0, 1] (0 = demosaic only, 1 = full denoising), got {strength}")
     wb = np.asarray(raw.meta.wb, dtype=np.float32)
+    if hot_pixels:
+        from kpnt.hotpixels import fix_hot_pixels
+
+        n_hot, n_dead = fix_hot_pixels(raw.mosaic, raw.cfa, noise.profile, wb)
+        log.debug("%s: %d hot and %d dead photosite(s) replaced", raw.path, n_hot, n_dead)
+        if timing is not None:
+            timing["hot_pixels"] = (n_hot, n_dead)
     period = raw.cfa.period
     wb_rep = wb[raw.cfa.pattern]                                   # (P, P) gain of each repeat position
-    noise_wb = np.stack([noise.profile[0] * wb, noise.profile[1] * wb**2]).astype(np.float32)
+    s2 = float(strength) ** 2     # variance scales with the square of the level
+    noise_wb = np.stack([noise.profile[0] * wb * s2, noise.profile[1] * wb**2 * s2]).astype(np.float32)
     h, w = raw.mosaic.shape
     out = np.empty((h, w, 3), dtype=dtype)
 
