@@ -38,8 +38,10 @@ scale (a = 2e-3, b = 4e-6), written as a CFA DNG with a NoiseProfile tag
 (as Adobe's converter writes it), so the e2e noise stage reads the tag;
 ``--blind`` drops the tag and times the blind estimate instead.
 
-Weights: ``--weights FILE``, or an untrained ``KPNT(sensor)`` (speed and
-memory do not depend on the weights).
+Weights: by default the shipped weights of ``--sensor`` (the model users
+run; its architecture, not its values, sets speed and memory), or
+``--weights FILE``, or ``--untrained``: an untrained ``KPNT(sensor)`` of the
+default architecture.
 
 Usage::
 
@@ -388,7 +390,8 @@ def main(argv=None) -> int:
     p.add_argument("--e2e", type=int, nargs="*", default=None, help="megapixels of e2e raws (24 and/or 100; default both)")
     p.add_argument("--tile-only", type=int, nargs="*", default=None, help="tile sides for the tile scenario (default 1024 2048)")
     p.add_argument("--sensor", choices=["bayer", "xtrans"], default="bayer")
-    p.add_argument("--weights", type=Path)
+    p.add_argument("--weights", type=Path, help="weights file (default: the shipped weights of --sensor)")
+    p.add_argument("--untrained", action="store_true", help="time an untrained default-architecture KPNT instead of the shipped weights")
     p.add_argument("--tile", type=int, default=None,
                    help="--tile of the e2e and folder runs (default: kpnt's default for the device)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -426,7 +429,16 @@ def main(argv=None) -> int:
     rows = []
     work = args.workdir or Path(tempfile.mkdtemp(prefix="kpnt-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    weights = str(args.weights) if args.weights else None
+    if args.weights and args.untrained:
+        p.error("--weights and --untrained exclude each other")
+    if args.weights:
+        weights = str(args.weights)
+    elif args.untrained:
+        weights = None
+    else:
+        from kpnt.weights_io import shipped_weights
+
+        weights = str(shipped_weights(args.sensor))
     created = args.workdir is None
     try:
         if args.folder:
