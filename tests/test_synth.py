@@ -341,7 +341,11 @@ def test_cli_bad_photo_is_one_line_and_the_batch_goes_on(table, tmp_path, capsys
 ])
 def test_cli_bad_options_are_one_line_errors(extra, msg, table, tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "p.png"), make_photo(48, 48))
-    assert main(_cli_args([tmp_path / "p.png"], tmp_path / "out", table, *extra)) == 1
+    try:
+        rc = main(_cli_args([tmp_path / "p.png"], tmp_path / "out", table, *extra))
+    except SystemExit as ex:        # refused by argparse
+        rc = ex.code
+    assert rc == 2                  # a bad command line
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("kpnt-synth: error:") and msg in err[0]
     assert not (tmp_path / "out" / "p").exists()

@@ -135,6 +135,6 @@ def test_cli_trains_and_writes_outputs(tmp_path, sensor, capsys):
 
 
 def test_cli_rejects_missing_data(tmp_path, capsys):
-    assert train_main(["--sensor", "bayer", "-o", str(tmp_path / "r")]) == 1
+    assert train_main(["--sensor", "bayer", "-o", str(tmp_path / "r")]) == 2   # a bad command line
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--clean" in err[0]

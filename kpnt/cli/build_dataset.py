@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from kpnt.cli._common import add_common_args, run_cli, setup_logging
+from kpnt.cli._common import ArgumentParser, add_common_args, finite_float, int_at_least, run_cli, setup_logging
 from kpnt.dataset.build import build_dataset, describe_failure
 from kpnt.dataset.group import DEFAULT_MAX_GAP, DEFAULT_MIN_SIMILARITY
 from kpnt.dataset.motion import DEFAULT_DILATE, DEFAULT_THRESHOLD
@@ -27,7 +27,7 @@ PROG = "kpnt-build-dataset"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description="Pair every high-ISO raw with the base-ISO raw of the same scene and camera: align (to the CFA "
         "period), match exposure per channel, mask motion and saturation, fit the high-ISO frame's noise profile, "
@@ -44,27 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path,
                    help="dataset folder (default: datasets/<name of the first input>)")
     p.add_argument("--scene-dirs", action="store_true", help="each folder of raws is one scene (no automatic grouping)")
-    p.add_argument("--max-gap", type=float, default=DEFAULT_MAX_GAP, metavar="S",
+    p.add_argument("--max-gap", type=finite_float(0, low_open=True), default=DEFAULT_MAX_GAP, metavar="S",
                    help=f"start a new scene after S seconds without a frame (default {DEFAULT_MAX_GAP:g})")
-    p.add_argument("--min-similarity", type=float, default=DEFAULT_MIN_SIMILARITY, metavar="R",
+    p.add_argument("--min-similarity", type=finite_float(-1, 1), default=DEFAULT_MIN_SIMILARITY, metavar="R",
                    help=f"a frame joins a scene when its thumbnail correlates >= R with one of the scene's frames "
                    f"(default {DEFAULT_MIN_SIMILARITY:g})")
-    p.add_argument("--min-usable", type=float, default=0.5, metavar="F",
+    p.add_argument("--min-usable", type=finite_float(0, 1), default=0.5, metavar="F",
                    help="reject a pair whose usable area (overlap, not saturated, not moving) is below this fraction "
                    "of the frame (default 0.5)")
-    p.add_argument("--max-gain", type=float, default=8.0, metavar="G",
+    p.add_argument("--max-gain", type=finite_float(1, low_open=True), default=8.0, metavar="G",
                    help="reject a pair whose exposure gain is outside 1/G..G (default 8)")
     p.add_argument("--offset", action="store_true", help="also fit a per-channel exposure offset (black-level drift)")
-    p.add_argument("--motion-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T",
+    p.add_argument("--motion-threshold", type=finite_float(1, low_open=True), default=DEFAULT_THRESHOLD, metavar="T",
                    help=f"motion where the smoothed squared residual exceeds T times the noise (default {DEFAULT_THRESHOLD:g})")
-    p.add_argument("--motion-dilate", type=int, default=DEFAULT_DILATE, metavar="N",
+    p.add_argument("--motion-dilate", type=int_at_least(0, 256), default=DEFAULT_DILATE, metavar="N",
                    help=f"grow the motion mask by N photosites (default {DEFAULT_DILATE})")
     p.add_argument("--profiles", type=Path,
                    help="darktable-format noise-profile table for the references' own noise (subtracted from the "
                    "pair residual); default: the DNG NoiseProfile tag, else a blind estimate")
-    p.add_argument("--raw-scale", type=float, default=12.0,
+    p.add_argument("--raw-scale", type=finite_float(0, low_open=True), default=12.0,
                    help="factor from the --profiles table's scale to raw-photosite variance (default 12, DESIGN.md section 1)")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("-j", "--jobs", type=int_at_least(1), default=1, help="worker processes (default 1)")
     p.add_argument("--force", action="store_true", help="rebuild pairs already built or rejected, re-read every file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_common_args(p)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kpnt.cli._common import add_common_args, run_cli, setup_logging
+from kpnt.cli._common import ArgError, ArgumentParser, add_common_args, finite_float, int_at_least, run_cli, setup_logging
 from kpnt.color import find_camera, known_cameras
 from kpnt.errors import KpntError
 from kpnt.mosaic.cfa import BAYER_PHASES, CFA
@@ -37,7 +37,7 @@ LADDER_SPACING = _dt.timedelta(hours=1)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description="Unprocess sRGB photos into a real camera's raw space (its colour matrix, a random as-shot white "
         "balance, white at 0.9 of the range), mosaic them and write one ISO ladder per photo: CFA DNGs of the same "
@@ -59,20 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated ISOs in capture order, e.g. 100,800,3200,12800; the lowest is the reference")
     p.add_argument("--cfa", required=True, choices=[*BAYER_PHASES, "xtrans"],
                    help="sensor layout: a Bayer phase (Bayer cameras) or xtrans (Fujifilm X-Trans cameras)")
-    p.add_argument("--shift-max", type=int, default=0, metavar="N",
+    p.add_argument("--shift-max", type=int_at_least(0, 64), default=0, metavar="N",
                    help="shift the scene of every non-reference frame by a random integer (dy, dx) in [-N, N] "
                    "photosites, any value (not only multiples of the CFA period); the frame shrinks by N on each "
                    "side (default 0: no shift)")
-    p.add_argument("--exposure-ev", type=float, default=0.0, metavar="X",
+    p.add_argument("--exposure-ev", type=finite_float(0, 6), default=0.0, metavar="X",
                    help="brighten or darken every non-reference frame by a random offset in [-X, X] EV "
                    "(default 0: same brightness)")
     p.add_argument("--moving-object", action="store_true",
                    help="paste a textured patch at a different place in every frame")
-    p.add_argument("--seed", type=int, default=0, help="random seed; each photo's ladder is seeded by it and the "
+    p.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=0, help="random seed; each photo's ladder is seeded by it and the "
                    "photo's name (default 0)")
-    p.add_argument("--max-size", type=int, metavar="N",
+    p.add_argument("--max-size", type=int_at_least(64), metavar="N",
                    help="downscale photos so that the longer side is at most N pixels (default: full size)")
-    p.add_argument("--raw-scale", type=float, default=DARKTABLE_RAW_SCALE,
+    p.add_argument("--raw-scale", type=finite_float(0, low_open=True), default=DARKTABLE_RAW_SCALE,
                    help=f"factor from the table's (darktable) noise scale to raw-photosite variance "
                    f"(default {DARKTABLE_RAW_SCALE:g}, DESIGN.md section 1)")
     p.add_argument("--noise-tag", action="store_true",
@@ -87,19 +87,22 @@ def parse_isos(spec: str) -> list[int]:
     try:
         isos = [int(v) for v in spec.split(",") if v.strip()]
     except ValueError:
-        raise SynthError(f"--isos must be comma-separated integers like 100,800,3200, got {spec!r}") from None
+        raise ArgError(f"--isos must be comma-separated integers like 100,800,3200, got {spec!r}") from None
     if not isos or any(v <= 0 for v in isos) or len(set(isos)) != len(isos):
-        raise SynthError(f"--isos must list distinct positive ISOs like 100,800,3200, got {spec!r}")
+        raise ArgError(f"--isos must list distinct positive ISOs like 100,800,3200, got {spec!r}")
     return isos
 
 
 def check_camera(name: str, cfa_name: str) -> dict:
     """Camera info of ``--camera``; its sensor kind must fit ``--cfa``."""
-    info = find_camera(name)
+    try:
+        info = find_camera(name)
+    except KpntError as exc:  # an unknown --camera: a command-line error
+        raise ArgError(str(exc)) from None
     want = "xtrans" if cfa_name == "xtrans" else "bayer"
     if info["sensor"] != want:
         fits = [n for n in known_cameras() if find_camera(n)["sensor"] == want]
-        raise SynthError(
+        raise ArgError(
             f"--cfa {cfa_name} needs a camera with a {SENSOR_NAMES[want]} sensor, but {info['make']} {info['model']} "
             f"has a {SENSOR_NAMES[info['sensor']]} one: use one of {', '.join(fits)}"
         )
@@ -133,14 +136,7 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    if args.shift_max < 0:
-        raise SynthError(f"--shift-max must be >= 0, got {args.shift_max}")
-    if not np.isfinite(args.exposure_ev) or not 0 <= args.exposure_ev <= 6:
-        raise SynthError(f"--exposure-ev must lie in [0, 6] EV, got {args.exposure_ev}")
-    if args.max_size is not None and args.max_size < 1:
-        raise SynthError(f"--max-size must be a positive number of pixels, got {args.max_size}")
-    if not args.raw_scale > 0:
-        raise SynthError(f"--raw-scale must be positive, got {args.raw_scale}")
+    # single values are range-checked by their argparse types
     isos = parse_isos(args.isos)
     info = check_camera(args.camera, args.cfa)
     cfa = CFA.xtrans() if args.cfa == "xtrans" else CFA.bayer(args.cfa)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kpnt.cli._common import add_common_args, run_cli, setup_logging
+from kpnt.cli._common import ArgError, ArgumentParser, add_common_args, finite_float, int_at_least, run_cli, setup_logging
 from kpnt.errors import KpntError
 
 log = logging.getLogger("kpnt")
@@ -33,11 +33,12 @@ PROG = "kpnt-train"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description="Train kpnt's four-level colour KPN and its mosaic front level (all weight sets in one step).",
         epilog="Outputs in OUT: weights.safetensors (load with kpnt-denoise --weights), checkpoint.pt (for --resume), "
-        "curve.png (loss and validation PSNR), history.json.",
+        "curve.png (loss and validation PSNR), history.json. The architecture options default to the shipped model of "
+        "--sensor (its weights file's metadata), so training on your own camera gives that architecture.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--sensor", required=True, choices=["bayer", "xtrans", "rgb"], help="sensor layout the weights are for")
@@ -54,63 +55,73 @@ def build_parser() -> argparse.ArgumentParser:
                       "'100-409600' takes every profiled ISO)")
     data.add_argument("--val-isos", help="ISOs of the held-out cameras' validation noise, as --isos (default: --isos)")
     data.add_argument("--data", type=Path, help="dataset folder written by kpnt-build-dataset")
-    data.add_argument("--downscale", type=int, default=2, help="downscale clean photos by this factor first (removes JPEG artefacts; default 2)")
-    data.add_argument("--val-images", type=int, default=16, help="number of validation tiles (default 16)")
+    data.add_argument("--downscale", type=int_at_least(1, 16), default=2, help="downscale clean photos by this factor first (removes JPEG artefacts; default 2)")
+    data.add_argument("--val-images", type=int_at_least(1), default=16, help="number of validation tiles (default 16)")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
-    opt.add_argument("--minutes", type=float, help="stop after this many minutes even if --steps is not reached")
-    opt.add_argument("--batch", type=int, default=8, help="tiles per step and shard (default 8; the global batch is --shards times this)")
-    opt.add_argument("--tile", type=int, default=96, help="tile side in photosites, rounded to the CFA period (default 96)")
-    opt.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, cosine-decayed to 10%%)")
-    opt.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clipping, 0 to disable (default 1.0)")
-    opt.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    opt.add_argument("--steps", type=int_at_least(1), default=2000, help="optimisation steps (default 2000)")
+    opt.add_argument("--minutes", type=finite_float(0, low_open=True), help="stop after this many minutes even if --steps is not reached")
+    opt.add_argument("--batch", type=int_at_least(1), default=8, help="tiles per step and shard (default 8; the global batch is --shards times this)")
+    opt.add_argument("--tile", type=int_at_least(1), default=96,
+                     help="tile side in photosites, rounded down to the CFA period; at least 4 CFA periods (default 96)")
+    opt.add_argument("--lr", type=finite_float(0, 1, low_open=True), default=1e-3, help="Adam learning rate (default 1e-3, cosine-decayed to 10%%)")
+    opt.add_argument("--grad-clip", type=finite_float(0), default=1.0, help="gradient-norm clipping, 0 to disable (default 1.0)")
+    opt.add_argument("--weight-decay", type=finite_float(0, 1), default=0.0, help="L2 weight decay (default 0)")
     opt.add_argument("--loss", choices=["smape", "l2"], default="smape", help="loss on the full-res output (default smape)")
-    opt.add_argument("--seed", type=int, default=0, help="random seed of data and initialisation (default 0)")
-    opt.add_argument("--val-every", type=int, default=100, help="validate every N steps (default 100)")
-    opt.add_argument("--ckpt-every", type=int, default=200, help="checkpoint every N steps (default 200)")
-    opt.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    opt.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; with several CPU processes a share of the cores each)")
+    opt.add_argument("--seed", type=int_at_least(0, 2**63 - 1), default=0, help="random seed of data and initialisation (default 0)")
+    opt.add_argument("--val-every", type=int_at_least(1), default=100, help="validate every N steps (default 100)")
+    opt.add_argument("--ckpt-every", type=int_at_least(1), default=200, help="checkpoint every N steps (default 200)")
+    start = opt.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    start.add_argument("--restart", action="store_true", help="start a new run in OUT although it holds one (e.g. its checkpoint is "
+                       "damaged): the old checkpoint is kept as checkpoint.pt.old, the run's other files are replaced")
+    opt.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch (default: torch's choice; with several CPU processes a share of the cores each)")
     par = p.add_argument_group("devices and data parallelism (README: 'Several GPUs')")
     par.add_argument("--devices", default="auto", help="device list, one process per entry: 'cuda:0,cuda:1' (NCCL), 'cpu', or 'auto' = cuda:0 when CUDA is usable, else the CPU (default auto)")
-    par.add_argument("--nproc", type=int, help="number of CPU processes (gloo), e.g. to test data parallelism without GPUs")
-    par.add_argument("--shards", type=int, help="shards of the global batch, --batch tiles each, each drawn from its own seed (default: one per process; on --resume the run's number)")
+    par.add_argument("--nproc", type=int_at_least(1), help="number of CPU processes (gloo), e.g. to test data parallelism without GPUs")
+    par.add_argument("--shards", type=int_at_least(1), help="shards of the global batch, --batch tiles each, each drawn from its own seed (default: one per process; on --resume the run's number)")
     par.add_argument("--grad-sync", choices=["ddp", "allreduce"], default="ddp", help="average gradients with DistributedDataParallel (default), or one all-reduce after the backward pass")
-    arch = p.add_argument_group("architecture")
-    arch.add_argument("--apply", choices=["softmax", "plain"], default=None, help="kernel normalisation (default: the model's)")
+    arch = p.add_argument_group("architecture (every default: the shipped model of --sensor, read from its weights file; "
+                                "rgb, which has none: kpnt.model.ModelConfig's)")
+    arch.add_argument("--apply", choices=["softmax", "plain"], default=None, help="kernel normalisation")
     arch.add_argument("--no-noise-input", action="store_true", help="do not feed the noise level to the MLPs (ablation)")
-    arch.add_argument("--width", type=int, help="MLP width (default 64)")
+    arch.add_argument("--width", type=int_at_least(1), help="colour MLP width, a multiple of 16 (default: the shipped model's)")
     arch.add_argument("--colour-taps", choices=["diamond15", "square25"], default=None,
-                      help="tap set of the colour levels (default diamond15; square25, the full 5x5, exists for ablations "
+                      help="tap set of the colour levels (diamond15; square25, the full 5x5, exists for ablations "
                       "and runs on the PyTorch reference)")
     arch.add_argument("--front-sharing", choices=["symmetry", "none"], default=None,
-                      help="front weight sets: one per site class in canonical orientation (default symmetry), or none: one "
+                      help="front weight sets: one per site class in canonical orientation (symmetry), or none: one "
                       "per CFA site position without re-orientation (for ablations; runs on the PyTorch reference)")
     arch.add_argument("--front-kernels", choices=["shared", "per_channel"], default=None,
-                      help="front level kernels: one shared by the three channels (default shared, DESIGN.md 3), or "
+                      help="front level kernels: one shared by the three channels (shared, DESIGN.md 3), or "
                       "per_channel: one per output channel (runs on the PyTorch reference)")
-    arch.add_argument("--front-width", type=int, help="front MLP width (default 64)")
-    arch.add_argument("--front-radius", type=int, help="front kernel radius: (2r+1)^2 taps (default 2; the fused kernels run 2 only)")
-    arch.add_argument("--guide-layers", type=int, help="3x3 convolution layers of the guide, the convolutional demosaicer at CFA-period "
+    arch.add_argument("--front-width", type=int_at_least(1), help="front MLP width, a multiple of 16 (default: the shipped model's)")
+    arch.add_argument("--front-radius", type=int_at_least(1, 8), help="front kernel radius: (2r+1)^2 taps (default: the shipped model's; the fused kernels run 2 only)")
+    arch.add_argument("--guide-layers", type=int_at_least(0, 64), help="3x3 convolution layers of the guide, the convolutional demosaicer at CFA-period "
                       "resolution that sharpens the front level's estimate (0: none; see kpnt/mosaic/guide.py)")
-    arch.add_argument("--guide-width", type=int, help="channels of the guide's layers (default 64)")
+    arch.add_argument("--guide-width", type=int_at_least(1), help="channels of the guide's layers")
     p.add_argument("--backend", choices=["auto", "torch", "cuda"], default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
     return p
 
 
-def parse_isos(spec: str, available: list[int]) -> list[int]:
-    """ISOs of the table within 'LO-HI', or the listed 'A,B,C'."""
+def parse_isos(spec: str, available: list[int] | None, flag: str = "--isos") -> list[int]:
+    """ISOs of the table within 'LO-HI', or the listed 'A,B,C' (``available``
+    None: check the syntax only)."""
     try:
         if "-" in spec:
             lo, hi = (int(v) for v in spec.split("-", 1))
-            chosen = [i for i in available if lo <= i <= hi]
+            if not 0 < lo <= hi:
+                raise ValueError
+            chosen = [i for i in available if lo <= i <= hi] if available is not None else [lo]
         else:
             chosen = [int(v) for v in spec.split(",") if v.strip()]
+            if any(v <= 0 for v in chosen):
+                raise ValueError
     except ValueError:
-        raise KpntError(f"--isos {spec!r}: expected 'LO-HI' or a comma-separated list of ISOs") from None
+        raise ArgError(f"{flag} {spec!r}: expected 'LO-HI' (0 < LO <= HI) or a comma-separated list of positive ISOs") from None
     if not chosen:
-        raise KpntError(f"--isos {spec!r} selects none of the profiled ISOs {available}")
+        raise ArgError(f"{flag} {spec!r} selects none of the profiled ISOs {available}")
     return chosen
 
 
@@ -127,7 +138,7 @@ def _select_cameras(args, table, sensor: str) -> tuple[list[tuple[str, str]], li
         hit = by_name.get(name.lower())
         if hit is None:
             close = [f"{mk} {md}" for mk, md in table.cameras() if name.lower().split()[-1] in md.lower()][:3]
-            raise KpntError(f"{flag} {name!r} is not in {args.profiles}" + (f"; close: {', '.join(close)}" if close else ""))
+            raise ArgError(f"{flag} {name!r} is not in {args.profiles}" + (f"; close: {', '.join(close)}" if close else ""))
         return hit
 
     held = [named(n, "--holdout") for n in args.holdout]
@@ -141,7 +152,7 @@ def _select_cameras(args, table, sensor: str) -> tuple[list[tuple[str, str]], li
         wanted = [(i["make"], i["model"]) for i in infos if i["sensor"] == kind and (i["make"], i["model"]) in set(table.cameras())]
     wanted = [c for c in wanted if c not in held]
     if not wanted:
-        raise KpntError("no camera left to train on after --holdout: name others with --camera")
+        raise ArgError("no camera left to train on after --holdout: name others with --camera")
     return wanted, held
 
 
@@ -246,14 +257,79 @@ def _processes(args) -> tuple[int, list[torch.device]]:
     """Number of processes the arguments ask for, and the device list."""
     from kpnt.train.distributed import parse_devices
 
-    devices = parse_devices(args.devices)
+    try:
+        devices = parse_devices(args.devices)
+    except KpntError as exc:  # a bad --devices value: a command-line error
+        raise ArgError(str(exc)) from None
     if args.nproc is not None:
-        if args.nproc < 1:
-            raise KpntError(f"--nproc must be >= 1, got {args.nproc}")
         if devices[0].type == "cuda" and args.devices != "auto":
-            raise KpntError("--nproc starts CPU processes: for GPUs list them with --devices cuda:0,cuda:1")
+            raise ArgError("--nproc starts CPU processes: for GPUs list them with --devices cuda:0,cuda:1")
         return args.nproc, [torch.device("cpu")]
     return len(devices), devices
+
+
+def _check_args(args) -> None:
+    """Checks that need several arguments (single values are range-checked
+    by their argparse types); one line each, exit 2."""
+    if (args.clean is None) == (args.data is None):
+        raise ArgError("give either --clean DIR (with --profiles) or --data DIR (from kpnt-build-dataset)")
+    if args.clean is not None and args.profiles is None:
+        raise ArgError("--clean needs --profiles TABLE (a darktable noiseprofiles.json) to synthesise noise")
+    for flag, spec in (("--isos", args.isos), ("--val-isos", args.val_isos)):
+        if spec is not None:
+            parse_isos(spec, None, flag)
+    _tile(args)
+
+
+def _tile(args) -> int:
+    """--tile rounded down to the CFA period; at least 4 periods."""
+    period = {"bayer": 2, "xtrans": 6, "rgb": 1}[args.sensor]
+    if args.tile < 4 * period:
+        raise ArgError(f"--tile {args.tile}: a {args.sensor} tile needs at least {4 * period} photosites "
+                       f"(4 CFA periods); the default is 96")
+    return args.tile // period * period
+
+
+def shipped_config(sensor: str):
+    """The architecture of the shipped model of a sensor kind, read from its
+    weights file's metadata (so it follows whatever model is shipped), or
+    None for a sensor kind without one (rgb) or an install without it."""
+    from kpnt.errors import WeightsError
+    from kpnt.model import ModelConfig
+    from kpnt.weights_io import read_metadata, shipped_weights
+
+    if sensor == "rgb":
+        return None
+    try:
+        return ModelConfig.from_json(read_metadata(shipped_weights(sensor))["config"])
+    except WeightsError as exc:
+        log.warning("no shipped %s model to take the architecture from (%s): using kpnt's defaults", sensor, exc)
+        return None
+
+
+#: --flag of each architecture option, for messages.
+_ARCH_FLAGS = {"apply_mode": "--apply", "width": "--width", "colour_taps": "--colour-taps",
+               "front_sharing": "--front-sharing", "front_kernels": "--front-kernels", "front_width": "--front-width",
+               "front_radius": "--front-radius", "guide_layers": "--guide-layers", "guide_width": "--guide-width"}
+
+
+def _model_config(args):
+    """The shipped model's architecture (or ModelConfig's defaults for rgb)
+    with the architecture options given on the command line."""
+    import dataclasses
+
+    from kpnt.model import ModelConfig
+
+    dest = {"apply_mode": "apply"}
+    overrides = {f: getattr(args, dest.get(f, f)) for f in _ARCH_FLAGS if getattr(args, dest.get(f, f)) is not None}
+    if args.no_noise_input:
+        overrides["noise_input"] = False
+    base = shipped_config(args.sensor)
+    try:
+        return dataclasses.replace(base, **overrides) if base is not None else ModelConfig(**overrides)
+    except ValueError as exc:  # ModelConfig's checks (ConfigError or ValueError): a bad option
+        given = ", ".join(f"{_ARCH_FLAGS[k]} {v}" for k, v in overrides.items() if k in _ARCH_FLAGS)
+        raise ArgError(f"architecture options{' (' + given + ')' if given else ''}: {' '.join(str(exc).split())}") from None
 
 
 def main(argv=None) -> int:
@@ -264,21 +340,24 @@ def main(argv=None) -> int:
 
     def body() -> int:
         nonlocal ctx
-        from kpnt.model import KPNT, ModelConfig
+        from kpnt.model import KPNT
         from kpnt.train import distributed
         from kpnt.train.loop import CHECKPOINT_NAME, Trainer, TrainConfig
 
         # Checks of the arguments alone come first: before a launch, they
         # fail once here instead of once per process.
-        if (args.clean is None) == (args.data is None):
-            raise KpntError("give either --clean DIR (with --profiles) or --data DIR (from kpnt-build-dataset)")
-        if args.clean is not None and args.profiles is None:
-            raise KpntError("--clean needs --profiles TABLE (a darktable noiseprofiles.json) to synthesise noise")
+        _check_args(args)
+        config = _model_config(args)
         ckpt = args.out / CHECKPOINT_NAME
         if args.resume and not ckpt.exists():
-            raise KpntError(f"--resume: no checkpoint at {ckpt}")
-        if not args.resume and ckpt.exists():
-            raise KpntError(f"{args.out} already holds a run: pass --resume to continue it or choose another --out")
+            raise KpntError(f"--resume: no checkpoint at {ckpt}: start without --resume")
+        if not (args.resume or args.restart) and ckpt.exists():
+            raise KpntError(f"{args.out} already holds a run: pass --resume to continue it, --restart to start over "
+                            f"(keeps its checkpoint as {CHECKPOINT_NAME}.old), or choose another --out")
+        if args.restart and ckpt.exists() and not distributed.in_torchrun():
+            # Before any worker starts: they see no checkpoint and start afresh.
+            os.replace(ckpt, ckpt.with_name(CHECKPOINT_NAME + ".old"))
+            log.info("--restart: the old checkpoint is now %s", ckpt.with_name(CHECKPOINT_NAME + ".old"))
         nproc, devices = _processes(args)
         if distributed.in_torchrun():
             # A worker (of torchrun or of the launch below): its device is
@@ -295,38 +374,16 @@ def main(argv=None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)
-        overrides = {}
-        if args.apply:
-            overrides["apply_mode"] = args.apply
-        if args.no_noise_input:
-            overrides["noise_input"] = False
-        if args.width:
-            overrides["width"] = args.width
-        if args.colour_taps:
-            overrides["colour_taps"] = args.colour_taps
-        if args.front_sharing:
-            overrides["front_sharing"] = args.front_sharing
-        if args.front_kernels:
-            overrides["front_kernels"] = args.front_kernels
-        if args.front_width:
-            overrides["front_width"] = args.front_width
-        if args.front_radius:
-            overrides["front_radius"] = args.front_radius
-        if args.guide_layers is not None:
-            overrides["guide_layers"] = args.guide_layers
-        if args.guide_width is not None:
-            overrides["guide_width"] = args.guide_width
         if args.backend == "cuda":
-            from kpnt.ops.dispatch import fused_problems
+            from kpnt.ops.capability import config_problems as fused_problems
 
-            unfused = fused_problems(ModelConfig(**overrides), training=True)
+            unfused = fused_problems(config, training=True)
             if unfused:
-                raise KpntError(f"--backend cuda cannot run {'; '.join(unfused)}: use --backend auto (those parts then run on the PyTorch reference)")
+                raise ArgError(f"--backend cuda cannot run {'; '.join(unfused)}: use --backend auto (those parts then run on the PyTorch reference)")
         # The backend is chosen per call from the data's device ('auto': the
         # fused kernels for CUDA tensors when they load, else the reference).
-        model = KPNT(args.sensor, ModelConfig(**overrides), backend=args.backend)
-        period = {"bayer": 2, "xtrans": 6, "rgb": 1}[args.sensor]
-        tile = max(period * 4, args.tile // period * period)
+        model = KPNT(args.sensor, config, backend=args.backend)
+        tile = _tile(args)
         if args.clean is not None:
             source, val_batches, prov = _synthetic_sources(args, args.sensor, tile, ctx.device)
         else:

@@ -233,7 +233,8 @@ class Trainer:
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # corrupt or foreign file: one line for the user
-            raise KpntError(f"{path}: cannot read checkpoint ({type(exc).__name__}): start without --resume") from exc
+            raise KpntError(f"{path}: cannot read checkpoint ({type(exc).__name__}): it is damaged or not a kpnt checkpoint; "
+                            f"start over with --restart (keeps it as {path.name}.old) or delete it") from exc
         if state.get("sensor") != self.model.sensor or state.get("model_config") != self.model.config.to_json():
             raise KpntError(f"{path}: checkpoint is for sensor {state.get('sensor')!r} with another architecture: resume with the same --sensor and model options")
         # Checkpoints before sharding hold one generator state under "gen".
