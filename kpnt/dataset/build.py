@@ -81,7 +81,10 @@ class BuildReport:
 
     def lines(self) -> list[str]:
         out = []
-        if not self.attempted:
+        if not self.attempted and not (self.skipped or self.skipped_rejected):
+            out.append(f"no pairs to build: no frame has a lower-ISO frame of its scene to pair with"
+                       + (" (see 'not paired' below)" if self.unpaired else ""))
+        elif not self.attempted:
             out.append(f"nothing new to build: {self.skipped} pair(s) already built"
                        + (f", {self.skipped_rejected} rejected before" if self.skipped_rejected else ""))
         else:
@@ -102,6 +105,25 @@ class BuildReport:
         for path, reason in self.failed:
             out.append(f"  failed: {describe_failure(path, reason)}")
         return out
+
+
+def keep_copy(copies: list[Path], paths: list[Path], report: BuildReport) -> Path:
+    """Which of several byte-identical files to use: the one whose folder
+    holds the most raws (the copy among its scene's frames, not a stray
+    copy elsewhere, which with --scene-dirs would cost its scene a pair);
+    the first in path order on a tie.  The others are reported."""
+    if len(copies) == 1:
+        return copies[0]
+    per_folder: dict[Path, int] = {}
+    for p in paths:
+        per_folder[p.parent] = per_folder.get(p.parent, 0) + 1
+    keep = max(copies, key=lambda p: (per_folder[p.parent], -copies.index(p)))
+    n = per_folder[keep.parent]
+    for p in copies:
+        if p != keep:
+            report.unpaired.append((str(p), f"same bytes as {keep} (duplicate file): that copy is used, its folder "
+                                            f"holds {n} raw(s), this one's {per_folder[p.parent]}"))
+    return keep
 
 
 def _scan_one(args: tuple[str, str]) -> tuple[str, dict | None, np.ndarray | None, str | None]:
@@ -205,17 +227,15 @@ def build_dataset(inputs, out, opts: BuildOptions | None = None, jobs: int = 1, 
     bar_opts = dict(file=sys.stderr, disable=None if progress else True, leave=False)
 
     # 1. hash, dedupe, read new files
-    by_sha: dict[str, Path] = {}
+    copies: dict[str, list[Path]] = {}
     for p in tqdm(paths, desc="hashing", unit="file", **bar_opts):
         try:
             sha = sha256_file(p)
         except OSError as exc:
             report.failed.append((str(p), f"cannot read the file ({exc.strerror or exc})"))
             continue
-        if sha in by_sha:
-            report.unpaired.append((str(p), f"same bytes as {by_sha[sha]} (duplicate file)"))
-            continue
-        by_sha[sha] = p
+        copies.setdefault(sha, []).append(p)
+    by_sha = {sha: keep_copy(ps, paths, report) for sha, ps in copies.items()}
     frames: list[FrameInfo] = []
     to_scan = []
     for sha, p in by_sha.items():

@@ -14,7 +14,11 @@ Scenes, per camera, either
 
 The reference of a scene is its lowest-ISO frame (the earliest one if
 several share that ISO); every frame of the scene at a higher ISO pairs with
-it.  Frames that cannot pair are reported with the reason.
+it.  Frames that cannot pair are reported with the reason, and the reason
+names the frames that were there but could not pair: the folder's (or the
+time window's) frames of another camera, size or CFA phase, e.g. a cropped
+ISO 100 frame next to a full-size ISO 3200 one (pairs need the same size:
+the reference must cover the noisy frame site for site).
 """
 from __future__ import annotations
 
@@ -142,12 +146,55 @@ def plan_pairs(frames: list[FrameInfo], scene_dirs: bool = False, max_gap: float
         for part in parts:
             scene = Scene(camera=cam, frames=part)
             plan.scenes.append(scene)
-            _pair_scene(scene, plan, scene_dirs)
+            others = _neighbours(part, frames, scene_dirs, max_gap)
+            _pair_scene(scene, plan, scene_dirs, others)
     return plan
 
 
-def _pair_scene(scene: Scene, plan: Plan, scene_dirs: bool) -> None:
+def _neighbours(part: list[FrameInfo], frames: list[FrameInfo], scene_dirs: bool, max_gap: float) -> list[FrameInfo]:
+    """Frames of other camera groups that were shot with this scene: in the
+    same folder (``scene_dirs``), or by the same make and model within
+    ``max_gap`` seconds of one of its frames (a crop or another size)."""
+    mine = {id(f) for f in part}
+    key = part[0].camera_key
+    if scene_dirs:
+        folders = {Path(f.path).parent for f in part}
+        return [g for g in frames if id(g) not in mine and g.camera_key != key and Path(g.path).parent in folders]
+    times = [f.timestamp for f in part if f.timestamp is not None]
+    out = []
+    for g in frames:
+        if id(g) in mine or g.camera_key == key or (g.make, g.model) != (part[0].make, part[0].model):
+            continue
+        if g.timestamp is not None and any(abs(g.timestamp - t) <= max_gap for t in times):
+            out.append(g)
+    return out
+
+
+def _difference(f: FrameInfo, g: FrameInfo) -> str:
+    """How frame ``g`` differs from ``f`` so that they cannot pair."""
+    if (g.make, g.model) != (f.make, f.model):
+        return f"another camera ({g.make} {g.model})".replace("( ", "(")
+    if (g.height, g.width) != (f.height, f.width):
+        return f"{g.width}x{g.height}, this one {f.width}x{f.height} (cropped?)"
+    return f"CFA {g.cfa.name}, this one {f.cfa.name}"
+
+
+def _others_note(f: FrameInfo, others: list[FrameInfo], where: str) -> str:
+    """'; ...' naming the frames shot with ``f`` that cannot pair with it,
+    lowest ISO first (a lower-ISO one is what the user expected to pair)."""
+    if not others:
+        return ""
+    first = sorted(others, key=lambda g: (g.iso <= 0, g.iso, str(g.path)))
+    g = first[0]
+    lower = "the lower-ISO " if 0 < g.iso < f.iso else ""
+    more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+    return (f"; {where} also holds {len(others)} frame(s) that cannot pair with it: {lower}frame {Path(g.path).name} "
+            f"(ISO {g.iso}) is {_difference(f, g)}{more}; frames pair only at the same camera, size and CFA phase")
+
+
+def _pair_scene(scene: Scene, plan: Plan, scene_dirs: bool, others: list[FrameInfo] = ()) -> None:
     where = "its folder" if scene_dirs else "its scene"
+    around = "the folder" if scene_dirs else "the same time window"
     known = [f for f in scene.frames if f.iso > 0]
     for f in scene.frames:
         if f.iso <= 0:
@@ -155,7 +202,10 @@ def _pair_scene(scene: Scene, plan: Plan, scene_dirs: bool) -> None:
     if not known:
         return
     if len(scene.frames) == 1:
-        plan.unpaired.append((known[0], f"alone in {where}: no lower-ISO frame of the same scene to pair with"))
+        what = "alone in its folder" if scene_dirs and not others else (
+            f"the only frame of its camera, size and CFA in {where}" if others else f"alone in {where}")
+        plan.unpaired.append((known[0], f"{what}: no lower-ISO frame of the same scene to pair with"
+                              + _others_note(known[0], list(others), around)))
         return
     low = min(f.iso for f in known)
     ref = min((f for f in known if f.iso == low), key=_order_key)
@@ -166,7 +216,8 @@ def _pair_scene(scene: Scene, plan: Plan, scene_dirs: bool) -> None:
         if f is not ref and f.iso == low:
             plan.unpaired.append((f, f"same ISO {low} as the scene's reference {Path(ref.path).name}: no noise gap to learn from"))
     if not higher:
-        plan.unpaired.append((ref, f"no higher-ISO frame in {where}: all its frames are ISO {low}"))
+        plan.unpaired.append((ref, f"no higher-ISO frame in {where}: all its frames are ISO {low}"
+                              + _others_note(ref, list(others), around)))
         scene.reference = None
         return
     for f in higher:

@@ -57,6 +57,23 @@ def _cut(a: np.ndarray, box) -> np.ndarray:
     return a[..., y0:y1, x0:x1]
 
 
+#: A noisy frame must show at least this much noise variance (normalised
+#: units, at a quarter of the white level) beyond its reference's; a base-ISO
+#: sensor reads about 1e-5 there, so this is far below any real ISO step.
+MIN_NOISE_GAP = 1e-8
+
+
+def check_noise_gap(prof: NoiseProfile) -> str | None:
+    """Why a pair has nothing to teach (its noisy frame is as clean as its
+    reference: the same frame tagged with two ISOs, or an ISO tag that does
+    not match the data), or None."""
+    var = prof.a * 0.25 + prof.b
+    if float(np.max(var)) > MIN_NOISE_GAP:
+        return None
+    return (f"no noise beyond the reference's (fitted a = {prof.a.max():.3g}, b = {prof.b.max():.3g}): "
+            "the two frames are identical or the higher ISO tag does not match the data")
+
+
 def process_pair(ref: Reference, noisy_mosaic: np.ndarray, noisy_saturated: np.ndarray, noisy_cfa: CFA, noisy_wb,
                  opts: BuildOptions) -> tuple[dict, dict[str, np.ndarray]]:
     """One pair's record (without identity fields) and arrays.
@@ -71,6 +88,9 @@ def process_pair(ref: Reference, noisy_mosaic: np.ndarray, noisy_saturated: np.n
     """
     if noisy_mosaic.shape != ref.mosaic.shape or noisy_cfa != ref.cfa:
         raise PairRejected(f"frame {noisy_mosaic.shape} {noisy_cfa} differs from its reference {ref.mosaic.shape} {ref.cfa}")
+    if np.array_equal(noisy_mosaic, ref.mosaic):
+        raise PairRejected("same pixel data as its reference: the same frame under two ISO tags? (no noise gap to "
+                           "learn from)")
     cfa = noisy_cfa
     H, W = noisy_mosaic.shape
     clock = [time.perf_counter()]
@@ -156,6 +176,9 @@ def process_pair(ref: Reference, noisy_mosaic: np.ndarray, noisy_saturated: np.n
         prof, methods = fit_noise(n, r_exact, t, cfa, r_exact_cfa, m.gain, m.offset, usable, ref.profile)
     except KpntError as exc:
         raise PairRejected(f"noise fit failed: {exc}") from None
+    reason = check_noise_gap(prof)
+    if reason:
+        raise PairRejected(reason)
     lap("noise_fit")
 
     mask = np.zeros((h, w), np.uint8)
