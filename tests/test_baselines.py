@@ -101,3 +101,39 @@ def test_bm3d_denoises(bq):
     out = bq.bm3d_denoise(noisy, noise)
     assert out.shape == clean.shape and out.dtype == np.float32
     assert np.mean((out - clean) ** 2) < 0.25 * np.mean((noisy - clean) ** 2)
+
+
+@pytest.mark.parametrize("phase", ["RGGB", "BGGR", "GRBG", "GBRG"])
+def test_menon_demosaics_every_bayer_phase(phase):
+    """Menon 2007 on a smooth colour ramp in each Bayer phase returns the
+    ramp (a wrong pattern string would swap colours: errors of ~0.1)."""
+    pytest.importorskip("colour_demosaicing")
+    from kpnt.bench.peers import menon_demosaic
+
+    h, w = 36, 48
+    yy, xx = np.mgrid[0:h, 0:w] / 48.0
+    rgb_wb = np.stack([0.2 + 0.3 * xx, 0.4 + 0.2 * yy, 0.3 + 0.1 * (xx + yy)], -1)
+    cfa = CFA.bayer(phase)
+    wb = np.array([2.0, 1.0, 1.5])
+    counts_norm = (rgb_wb / wb)[np.arange(h)[:, None], np.arange(w)[None], cfa.colour_map(h, w)]
+    case = dict(cfa=cfa, wb=wb, counts=np.rint(counts_norm * (16383 - 512) + 512).astype(np.uint16))
+    out = menon_demosaic(case)
+    assert out.shape == (h, w, 3)
+    assert np.abs(out * wb - rgb_wb)[4:-4, 4:-4].max() < 2e-3
+    with pytest.raises(ValueError, match="Bayer mosaics only"):
+        menon_demosaic(dict(case, cfa=CFA.xtrans()))
+
+
+def test_menon_wrapper_matches_colour_demosaicing():
+    """The wrapper hands colour-demosaicing the white-balanced mosaic and
+    its pattern: its output is the package's, divided by the gains."""
+    colour_demosaicing = pytest.importorskip("colour_demosaicing")
+    from kpnt.bench.cases import mosaic_wb
+    from kpnt.bench.peers import menon_demosaic
+
+    rng = np.random.default_rng(4)
+    cfa = CFA.bayer("GBRG")
+    wb = np.array([1.7, 1.0, 2.2])
+    case = dict(cfa=cfa, wb=wb, counts=rng.integers(512, 16383, (24, 30)).astype(np.uint16))
+    want = colour_demosaicing.demosaicing_CFA_Bayer_Menon2007(mosaic_wb(case), "GBRG") / wb
+    np.testing.assert_allclose(menon_demosaic(case), want, rtol=1e-6, atol=1e-7)
