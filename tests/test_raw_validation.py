@@ -121,13 +121,23 @@ def test_any_other_error_while_reading_is_one_typed_line(tmp_path, good, monkeyp
     assert "re-copy" in msg
 
 
-def test_sub_ifd_pointer_of_wrong_type_is_a_tag_error(tmp_path, good):
+@pytest.mark.parametrize("change", [dict(typ=DOUBLE), dict(count=0), dict(values=[3])])
+def test_bad_exif_pointer_is_not_followed(tmp_path, good, change):
+    # an optional IFD: not followed (no IndexError on count 0, no seek to 3)
     path = tmp_path / "bad.dng"
-    path.write_bytes(set_tag(good, 34665, typ=DOUBLE))
-    with pytest.raises(TagError, match=r"ExifIFD \(34665\) has type DOUBLE"):
-        read_ifds(path)
-    with pytest.raises(RawReadError):   # LibRaw refuses it first here
-        read_raw(path)
+    path.write_bytes(set_tag(good, 34665, **change))
+    ifds = read_ifds(path)
+    assert [d["_kind"] for d in ifds] == ["main"]
+
+
+def test_make_of_another_type_is_ignored(tmp_path, good, monkeypatch, caplog):
+    monkeypatch.setattr(rawmod, "_libraw_c", lambda: None)   # the TIFF tags are the fallback
+    path = tmp_path / "m.dng"
+    path.write_bytes(set_tag(good, 271, typ=UNDEFINED))
+    with caplog.at_level(logging.WARNING, logger="kpnt"):
+        got = read_raw(path)
+    assert got.meta.make == "" and got.meta.model == "Test"
+    assert any("Make (271)" in r.getMessage() for r in caplog.records)
 
 
 def test_tag_numbers_checks_type_count_range():

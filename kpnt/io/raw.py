@@ -200,14 +200,16 @@ def _file_tags(path: Path) -> _FileTags:
     out = _FileTags()
     try:
         ifds = read_ifds(path)
-    except TagError:
-        raise
     except TiffFormatError:
         return out  # not TIFF-based (CR3, RAF, ...): nothing to add
     if not ifds:
         return out
     ifd0 = ifds[0]
-    out.make, out.model = tag_text(ifd0, 271), tag_text(ifd0, 272)
+    for code, field_ in ((271, "make"), (272, "model")):
+        try:  # only a fallback for LibRaw's identification: a bad one is ignored
+            setattr(out, field_, tag_text(ifd0, code))
+        except TagError as exc:
+            log.warning("%s: %s: ignored (the camera's identity comes from LibRaw)", path.name, exc)
     exif = next((d for d in ifds if d["_kind"] == "exif"), {})
     if 34867 in exif:  # EXIF ISOSpeed: LibRaw stops at ISOSpeedRatings' 65535
         out.iso_speed = int(tag_numbers(exif, 34867, INTEGER_TYPES, count=1, lo=0, hi=2**32 - 1)[0])

@@ -17,6 +17,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 import os
 import struct
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from kpnt.errors import KpntError
+
+log = logging.getLogger(__name__)
 from kpnt.io.atomic import atomic_write  # the one atomic-write helper (temp naming, clean-up)
 
 
@@ -269,9 +272,9 @@ def read_ifds(path, max_ifds: int = 64) -> list[dict]:
         'exif', and ``'_types'``: ``{tag: TIFF field type}`` (for
         :func:`tag_numbers`' type checks).
     Raises:
-        TiffFormatError: not a TIFF header, offsets outside the file, or a
-            SubIFDs/ExifIFD pointer tag of the wrong type or count
-            (:class:`TagError`).
+        TiffFormatError: not a TIFF header, or offsets outside the file.  A
+            SubIFDs/ExifIFD pointer tag of the wrong type or count is not
+            followed (logged at debug level).
     """
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
@@ -294,11 +297,15 @@ def read_ifds(path, max_ifds: int = 64) -> list[dict]:
             ifd, nxt = _read_ifd(fh, off, size, end, path)
             ifd["_kind"] = kind
             out.append(ifd)
-            if TAG_SUBIFDS in ifd:
-                for sub in tag_numbers(ifd, TAG_SUBIFDS, _POINTER_TYPES, count=(1, max_ifds)):
-                    todo.append((int(sub), "sub"))
-            if TAG_EXIF_IFD in ifd:
-                todo.append((int(tag_numbers(ifd, TAG_EXIF_IFD, _POINTER_TYPES, count=1)[0]), "exif"))
+            for code, kind_, count in ((TAG_SUBIFDS, "sub", (1, max_ifds)), (TAG_EXIF_IFD, "exif", 1)):
+                if code not in ifd:
+                    continue
+                try:
+                    todo += [(int(v), kind_) for v in tag_numbers(ifd, code, _POINTER_TYPES, count=count, lo=8)]
+                except TagError as exc:
+                    # Not followed: what kpnt reads there is optional, and
+                    # LibRaw judges the file itself.
+                    log.debug("%s: %s: not followed", path, exc)
             if kind == "main":
                 todo.append((nxt, "main"))
     return out
