@@ -387,7 +387,7 @@ def test_unsupported_sensor_and_unreadable_file(tmp_path, weights, capsys, monke
     import errno
     import os
 
-    import kpnt.cli.denoise as cli
+    import kpnt.batch.decoder as decoder
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -403,9 +403,9 @@ def test_unsupported_sensor_and_unreadable_file(tmp_path, weights, capsys, monke
                 raise PermissionError(errno.EACCES, "Permission denied", str(path))
             return real_open(path, *a, **k)
 
-        monkeypatch.setattr(cli, "open", fake_open, raising=False)
-    try:
-        rc = _cli(tmp_path, weights, folder, "-o", tmp_path / "o", "--noise", "1e-3,1e-5")
+        monkeypatch.setattr(decoder, "open", fake_open, raising=False)
+    try:   # inline decoding: the patched open is this process's
+        rc = _cli(tmp_path, weights, folder, "-o", tmp_path / "o", "--noise", "1e-3,1e-5", "--decoder", "inline")
     finally:
         locked.chmod(0o644)
     assert rc == 1
@@ -468,7 +468,7 @@ def test_full_disk_stops_batch_without_partial_output(tmp_path, weights, capsys,
     rc = _cli(tmp_path, weights, folder, "-o", tmp_path / "o", "--noise", "1e-3,1e-5")
     assert rc == 1
     captured = capsys.readouterr()
-    assert "1 denoised, 0 skipped (output exists; --force to redo), 1 failed, 1 not done (stopped after a full disk)" in captured.out
+    assert "1 denoised, 0 skipped, 1 failed, 1 not done (stopped after a full disk)" in captured.out
     assert "b.dng" in captured.err.splitlines()[-1] and "No space left on device" in captured.err.splitlines()[-1]
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.dng"], "no partial b.dng, c.dng not started"
     assert _no_temp_files(tmp_path / "o")
@@ -565,8 +565,8 @@ def test_inference_path_with_a_backend_mlp(monkeypatch):
     chunked inference path: it gets (pixels, n_in) row blocks of at most a
     chunk, and the result equals the reference."""
     import kpnt.ref.mlp as ref_mlp
-    from kpnt.mosaic.front import front_level
-    from kpnt.ref.level import colour_level
+    from kpnt.ref.colour_level import colour_level
+    from kpnt.ref.front_level import front_level
 
     monkeypatch.setattr(ref_mlp, "INFERENCE_CHUNK_CPU", 300)
     calls = []
@@ -581,9 +581,9 @@ def test_inference_path_with_a_backend_mlp(monkeypatch):
     cfa = CFA.xtrans().crop(*CFA.xtrans().block_phase)
     sets = model.weight_sets()
     D, var = torch.randn(1, 3, 40, 30) * 0.01, torch.rand(1, 3, 40, 30) * 1e-4 + 1e-5
-    want = colour_level(D, var, sets["colour"], 0.01, "softmax", True)
+    want = colour_level(D, var, sets["colour"], model.config.colour_spec)
     with torch.no_grad():
-        got = colour_level(D, var, sets["colour"], 0.01, "softmax", True, mlp_fn=row_mlp)
+        got = colour_level(D, var, sets["colour"], model.config.colour_spec, mlp_fn=row_mlp)
     assert calls and max(calls) <= 300
     for a, b in zip(want, got):
         torch.testing.assert_close(b, a.detach(), atol=1e-6, rtol=0)
@@ -591,10 +591,10 @@ def test_inference_path_with_a_backend_mlp(monkeypatch):
     U, S = torch.rand(1, 3, 36, 48), torch.rand(1, 3, 36, 48)
     noise = torch.from_numpy(NOISE_WB)[None]
     fronts = [sets[f"front.{c}"] for c in cfa.class_names]
-    want = front_level(x, U, S, noise, cfa, fronts, 2, 0.01, "softmax", True)
+    want = front_level(x, U, S, noise, cfa, fronts, model.config.front_spec)
     calls.clear()
     with torch.no_grad():
-        got = front_level(x, U, S, noise, cfa, fronts, 2, 0.01, "softmax", True, mlp_fn=row_mlp)
+        got = front_level(x, U, S, noise, cfa, fronts, model.config.front_spec, mlp_fn=row_mlp)
     assert calls and max(calls) <= 300
     torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=0)
 
@@ -732,7 +732,7 @@ def test_gpu_default_tile_and_allocator_setting(monkeypatch):
 
     import kpnt.denoise as dn
     from kpnt.model import ModelConfig
-    from kpnt.ops import dispatch
+    from kpnt.ops import capability, dispatch
 
     assert dn.default_tile("cpu") == dn.default_tile("cpu", fused=True) == dn.DEFAULT_TILE
     assert dn.default_tile("cuda") == dn.DEFAULT_TILE_GPU
@@ -740,14 +740,13 @@ def test_gpu_default_tile_and_allocator_setting(monkeypatch):
     # runs_fused: never on a CPU; on a GPU when the backend resolves to the
     # kernels and both MLP shapes are compiled.
     shipped = ModelConfig(width=128, front_width=128, front_kernels="per_channel", apply_mode="plain")
-    assert not dispatch.runs_fused(shipped, "auto", "cpu")
+    assert not capability.runs_fused(shipped, "auto", "cpu")
     monkeypatch.setattr(dispatch, "resolve_backend", lambda b, d: "cuda" if b != "torch" else "torch")
-    monkeypatch.setattr(dispatch, "_compiled_mlp_configs", dispatch.FUSED_MLP_CONFIGS)
-    assert dispatch.runs_fused(shipped, "auto", "cuda")
-    assert dispatch.runs_fused(ModelConfig(), "cuda", "cuda:0")
-    assert not dispatch.runs_fused(shipped, "torch", "cuda")
-    assert not dispatch.runs_fused(ModelConfig(width=96), "auto", "cuda")          # not compiled
-    assert not dispatch.runs_fused(ModelConfig(front_radius=3), "auto", "cuda")    # not fused at all
+    assert capability.runs_fused(shipped, "auto", "cuda")
+    assert capability.runs_fused(ModelConfig(), "cuda", "cuda:0")
+    assert not capability.runs_fused(shipped, "torch", "cuda")
+    assert not capability.runs_fused(ModelConfig(width=96), "auto", "cuda")          # not compiled
+    assert not capability.runs_fused(ModelConfig(front_radius=3), "auto", "cuda")    # not fused at all
     # The allocator setting: set when unset and CUDA is not initialised,
     # never over the user's own.
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
@@ -782,10 +781,10 @@ def test_pipelined_same_bytes_order_and_failures(tmp_path, weights, capsys):
     assert runs["serial"][0] == runs["pipe"][0] == runs["pipe1"][0] == 1
     assert runs["serial"][1] == runs["pipe"][1] == runs["pipe1"][1], "results reported in the same (input) order"
     assert runs["serial"][2] == runs["pipe"][2] == runs["pipe1"][2]
-    assert runs["pipe"][2].startswith("5 denoised, 0 skipped (output exists; --force to redo), 2 failed")
-    # each failure: one line as it happens and one in the summary
+    assert runs["pipe"][2].startswith("5 denoised, 0 skipped, 2 failed")
+    # each failure: one line, as it happens (not repeated in the summary)
     for name in ("broken.dng", "f9.nef"):
-        assert sum(name in l for l in runs["pipe"][3]) == 2, runs["pipe"][3]
+        assert sum(name in l for l in runs["pipe"][3]) == 1, runs["pipe"][3]
     files = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*") if p.is_file())
     assert len(files) == 5
     for rel in files:
@@ -801,7 +800,7 @@ def test_pipelined_write_failure_is_per_file(tmp_path, weights, capsys, monkeypa
     rc = _cli(tmp_path, weights, folder, "-o", tmp_path / "o", "--noise", "1e-3,1e-5", "--io-workers", "2")
     assert rc == 1
     captured = capsys.readouterr()
-    assert "3 denoised, 0 skipped (output exists; --force to redo), 1 failed" in captured.out
+    assert "3 denoised, 0 skipped, 1 failed" in captured.out
     assert "f1.dng" in captured.err.splitlines()[-1] and "Input/output error" in captured.err.splitlines()[-1]
     assert sorted(p.name for p in (tmp_path / "o").rglob("*.dng")) == ["f0.dng", "f2.dng", "f3.dng"]
     assert _no_temp_files(tmp_path / "o")
@@ -832,12 +831,14 @@ def test_pipelined_ctrl_c_cleans_up(tmp_path, weights, capsys, monkeypatch):
 
     import time
 
-    import kpnt.cli.denoise as cli
+    import dataclasses
+
+    from kpnt.batch.formats import FORMATS
 
     folder = _pipeline_folder(tmp_path, n=6)
     # a real SIGINT sent by the write thread as it starts writing f1.dng:
     # the main thread stops, the running write finishes
-    real = cli.write_output
+    real = FORMATS["dng"].write
 
     def write_output(path, *a, **k):
         if path.name == "f1.dng":
@@ -845,7 +846,7 @@ def test_pipelined_ctrl_c_cleans_up(tmp_path, weights, capsys, monkeypatch):
             time.sleep(0.3)
         return real(path, *a, **k)
 
-    monkeypatch.setattr(cli, "write_output", write_output)
+    monkeypatch.setitem(FORMATS, "dng", dataclasses.replace(FORMATS["dng"], write=write_output))
     before = signal.getsignal(signal.SIGINT)
     rc = _cli(tmp_path, weights, folder, "-o", tmp_path / "o", "--noise", "1e-3,1e-5", "--io-workers", "2")
     assert rc == 130
@@ -864,11 +865,13 @@ def test_pipelined_ctrl_c_cleans_up(tmp_path, weights, capsys, monkeypatch):
 
 
 def test_io_workers_arguments(tmp_path, weights, capsys):
-    from kpnt.cli.denoise import default_io_workers
+    from kpnt.batch import default_io_workers
 
     src = _write_raw(tmp_path / "a.dng", CFA.bayer("RGGB"))
-    assert _cli(tmp_path, weights, src, "-o", tmp_path / "o", "--io-workers", "-1") == 1
-    assert "--io-workers must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        _cli(tmp_path, weights, src, "-o", tmp_path / "o", "--io-workers", "-1")
+    assert exit_info.value.code == 2
+    assert "--io-workers: must be >= 0" in capsys.readouterr().err
     assert _cli(tmp_path, weights, src, "-o", tmp_path / "o", "--io-workers", "2", "--jobs", "2") == 1
     assert "--jobs or --devices" in capsys.readouterr().err
     assert default_io_workers("cpu") == 0

@@ -11,8 +11,11 @@ Scenarios (each in a fresh subprocess, so that its peak RSS is its own):
   photosite (``kpnt.denoise.BYTES_PER_TILE_PIXEL``), from which the
   default tile sizes follow.
 * ``folder`` (``--folder N``): a batch the way ``kpnt-denoise DIR -o OUT``
-  runs it (the CLI's ``main`` in-process, so the same pipeline: decode
-  threads, denoise in the main thread, write threads on a GPU).  One
+  runs it (the library's :func:`kpnt.batch.run_batch` in-process, so the
+  same pipeline: decode threads feeding on supervised decoder processes,
+  denoise in the main thread, write threads on a GPU; ``--decoder inline``
+  decodes in this process's threads instead, ``--decoder both`` runs both
+  and prints the ratio).  One
   synthetic raw of ``--folder-mp`` megapixels (default 24) is written and
   copied to N names (each is still decoded on its own); one warm-up file
   first (kernel build/load, model load; timed and reported apart), then the
@@ -50,6 +53,7 @@ Usage::
     python tools/bench_denoise.py --tile-only 1024 2048 --json out.json
     python tools/bench_denoise.py --folder 50 --device cuda --backend cuda --tile-only --e2e 100
     python tools/bench_denoise.py --folder 8 --stub-denoise --tile-only --e2e   # CPU side alone
+    python tools/bench_denoise.py --folder 50 --device cuda --decoder both --rounds 2 --tile-only --e2e  # supervised vs inline decoding
 
 Run it on an otherwise idle machine: other processes on the same cores
 inflate every number here.
@@ -163,7 +167,7 @@ def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = 
     import torch
 
     torch.set_num_threads(threads)
-    from kpnt.cli.denoise import FileProcessor, Settings, Task
+    from kpnt.batch import FileProcessor, Settings, Task
     from kpnt.denoise import configure_cuda_allocator
 
     configure_cuda_allocator()          # as kpnt-denoise's main does
@@ -177,7 +181,7 @@ def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = 
 
         weights_path = path.with_name(f"untrained-{sensor}.safetensors")
         save_weights(weights_path, _model(sensor, None), _cfa(sensor), {"data": "untrained (benchmark)"})
-    s = Settings("dng", True, tile, Path(weights_path), None, None, backend, False)
+    s = Settings("dng", True, tile, Path(weights_path), None, None, backend, False, decoder="inline")
     proc = FileProcessor(s, device)
     first = None
     for attempt in range(2 if device != "cpu" else 1):
@@ -189,6 +193,7 @@ def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = 
         cpu0 = _cpu_seconds()
         res = proc.process(Task(0, path, out), raw, None, t_dec, on_tiles=tiles.append)
         del raw
+        proc.close()
         cpu = _cpu_seconds() - cpu0
         if res.status != "done":
             raise SystemExit(f"bench: {res.message}")
@@ -260,16 +265,34 @@ def _stub_denoise():
     dn.denoise_raw = stub
 
 
+def _run_folder_batch(folder: Path, out: Path, settings, device: str, io_workers, results: list) -> None:
+    """``kpnt-denoise FOLDER -o OUT`` through the library (kpnt.batch), as
+    the CLI runs it: same inputs, plan, runner and defaults."""
+    from kpnt.batch import collect_inputs, plan_slots, plan_tasks, prepare_output_folder, run_batch
+
+    prepare_output_folder(out)
+    found, bad = collect_inputs([str(folder)], out=out)
+    tasks, decided = plan_tasks(found, out, settings.fmt, settings.force)
+    if bad or decided:
+        raise SystemExit(f"bench: unexpected inputs: {bad or [r.message for r in decided]}")
+    run_batch(tasks, settings, plan_slots(device), results.append, io_workers=io_workers)
+
+
 def run_folder(n: int, mp: int, sensor: str, weights, device: str, backend: str, io_workers, work: Path,
-               stub: bool = False, tile=None) -> dict:
-    """N copies of one synthetic raw through ``kpnt-denoise DIR -o OUT``
-    (the CLI's main, in this process) after one warm-up file."""
+               stub: bool = False, tile=None, decoder: str = "child") -> dict:
+    """N copies of one synthetic raw through the batch engine, as
+    ``kpnt-denoise DIR -o OUT`` runs them (in this process), after one
+    warm-up file.  ``decoder``: 'child' (supervised decoder processes, the
+    default) or 'inline' (decoded in this process's threads)."""
     import torch
 
-    from kpnt.cli.denoise import main as denoise_main
+    from kpnt.batch import Settings, cores, default_io_workers
+    from kpnt.denoise import configure_cuda_allocator
 
     if stub:
         _stub_denoise()
+    if torch.device(device).type == "cuda":
+        configure_cuda_allocator()          # as kpnt-denoise does
     shape = SIZES.get(mp) or _shape(mp)
     src = work / f"synthetic-{sensor}-{mp}mp.dng"
     if not src.exists():
@@ -284,21 +307,15 @@ def run_folder(n: int, mp: int, sensor: str, weights, device: str, backend: str,
         shutil.copyfile(src, folder / f"IMG_{i:04d}.dng")
     shutil.copyfile(src, warm_in / "warm.dng")
     copy_s = time.perf_counter() - t0
-    common = ["--device", device, "--backend", backend, "--no-progress", "--force"]
-    if weights:
-        common += ["--weights", str(weights)]
-    if io_workers is not None:
-        common += ["--io-workers", str(io_workers)]
-    if tile is not None:
-        common += ["--tile", str(tile)]
+    settings = Settings("dng", True, tile, Path(weights) if weights else None, None, None, backend, False, decoder=decoder)
     cuda = torch.device(device).type == "cuda"
     sampler = SmiSampler(torch.device(device).index or 0) if cuda else None
     try:
         warm = []
         t0 = time.perf_counter()
-        rc = denoise_main([str(warm_in), "-o", str(warm_out), *common], on_result=warm.append)
+        _run_folder_batch(warm_in, warm_out, settings, device, io_workers, warm)
         warm_s = time.perf_counter() - t0
-        if rc != 0:
+        if [r.status for r in warm] != ["done"]:
             raise SystemExit(f"bench: warm-up failed: {[r.message for r in warm]}")
         if cuda:
             torch.cuda.synchronize(device)
@@ -307,7 +324,7 @@ def run_folder(n: int, mp: int, sensor: str, weights, device: str, backend: str,
         if sampler:
             sampler.mark(True)
         t0, c0 = time.perf_counter(), _cpu_seconds()
-        rc = denoise_main([str(folder), "-o", str(out), *common], on_result=results.append)
+        _run_folder_batch(folder, out, settings, device, io_workers, results)
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
         if sampler:
             sampler.mark(False)
@@ -316,18 +333,16 @@ def run_folder(n: int, mp: int, sensor: str, weights, device: str, backend: str,
         for d in (folder, out, warm_in, warm_out):
             shutil.rmtree(d, ignore_errors=True)
     done = [r for r in results if r.status == "done"]
-    if rc != 0 or len(done) != n:
+    if len(done) != n:
         raise SystemExit(f"bench: {len(done)} of {n} done: {[r.message for r in results if r.status != 'done'][:3]}")
-    from kpnt.cli.denoise import _cores, default_io_workers
-
     stages = {}
     for k in ("decode", "noise", "wait", "denoise", "gpu", "encode"):
         vals = [r.seconds[k] for r in done if k in r.seconds]
         if vals:
             stages[k] = dict(mean=round(sum(vals) / len(vals), 4), max=round(max(vals), 4), sum=round(sum(vals), 3))
     row = dict(scenario="folder", sensor=sensor, files=n, mp=shape[0] * shape[1] / 1e6, device=device, backend=backend,
-               stub=stub, io_workers=io_workers if io_workers is not None else default_io_workers(device), cores=_cores(),
-               tile=tile if tile is not None else "default",
+               stub=stub, decoder=decoder, io_workers=io_workers if io_workers is not None else default_io_workers(device),
+               cores=cores(), tile=tile if tile is not None else "default",
                wall_s=round(wall, 3), files_per_s=round(n / wall, 3), cpu_s=round(cpu, 1), copy_s=round(copy_s, 2),
                warmup_s=round(warm_s, 2), warmup_stages={k: round(v, 3) for k, v in warm[0].seconds.items()},
                stages=stages, peak_rss_gb=round(_peak_rss() / 2**30, 2))
@@ -403,6 +418,10 @@ def main(argv=None) -> int:
     p.add_argument("--folder-mp", type=int, default=24, help="megapixels of the folder scenario's raw (default 24)")
     p.add_argument("--io-workers", type=int, default=None, help="--io-workers of the folder run (default: the CLI's)")
     p.add_argument("--stub-denoise", action="store_true", help="folder scenario without the model (the CPU side's ceiling)")
+    p.add_argument("--decoder", choices=["child", "inline", "both"], default="child",
+                   help="folder scenario: raws decoded in supervised child processes (kpnt-denoise's default), inline "
+                   "(in this process's threads), or both, alternating, with the throughput ratio")
+    p.add_argument("--rounds", type=int, default=1, help="folder runs per decoder (default 1)")
     p.add_argument("--workdir", type=Path, default=None, help="where the synthetic raws go (default: a temp folder)")
     p.add_argument("--json", type=Path, help="also write all rows as JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -419,7 +438,7 @@ def main(argv=None) -> int:
 
             torch.set_num_threads(rest[7])
             print(json.dumps(run_folder(rest[0], rest[1], rest[2], rest[3], rest[4], rest[5], rest[6], Path(rest[8]), rest[9],
-                                             rest[10])))
+                                        rest[10], rest[11])))
         else:
             print(json.dumps(run_tile(rest[0], rest[1], rest[2], rest[3], rest[4])))
         return 0
@@ -442,9 +461,17 @@ def main(argv=None) -> int:
     created = args.workdir is None
     try:
         if args.folder:
-            rows.append(_child(["folder", args.folder, args.folder_mp, args.sensor, weights, args.device, args.backend or "auto",
-                                args.io_workers, args.threads, str(work), args.stub_denoise, args.tile]))
-            print(_fmt_folder(rows[-1]), flush=True)
+            # 'both': the two decoders alternate, each run in a fresh process, so drift hits both alike
+            decoders = ["child", "inline"] * args.rounds if args.decoder == "both" else [args.decoder] * args.rounds
+            folder_rows = []
+            for dec in decoders:
+                folder_rows.append(_child(["folder", args.folder, args.folder_mp, args.sensor, weights, args.device,
+                                           args.backend or "auto", args.io_workers, args.threads, str(work), args.stub_denoise,
+                                           args.tile, dec]))
+                print(_fmt_folder(folder_rows[-1]), flush=True)
+            rows += folder_rows
+            if args.decoder == "both":
+                print(_fmt_decoders(folder_rows), flush=True)
         for n in tiles:
             rows.append(_child(["tile", n, args.sensor, weights, args.threads, args.device]))
             print(_fmt_tile(rows[-1]), flush=True)
@@ -478,7 +505,7 @@ def _gpu(r) -> str:
 def _fmt_folder(r) -> str:
     """The folder scenario as a table."""
     lines = [f"folder: {r['files']} x {r['mp']:.1f} MP {r['sensor']} DNG, device {r['device']}, backend {r['backend']}"
-             f"{' (STUB: no model)' if r['stub'] else ''}, --io-workers {r['io_workers']}, {r['cores']} cores",
+             f"{' (STUB: no model)' if r['stub'] else ''}, --io-workers {r['io_workers']}, decoder {r['decoder']}, {r['cores']} cores",
              f"  warm-up file (kernel build/load, model load): {r['warmup_s']:.2f} s  stages {r['warmup_stages']}",
              "| metric | value |", "| --- | ---: |",
              f"| files/s end to end | **{r['files_per_s']:.2f}** ({r['files']} files in {r['wall_s']:.2f} s) |"]
@@ -494,6 +521,18 @@ def _fmt_folder(r) -> str:
     lines.append(f"| peak host RSS (whole process) | {r['peak_rss_gb']:.2f} GB |")
     lines.append(f"| process CPU seconds during the run | {r['cpu_s']:.1f} ({r['cpu_s'] / r['wall_s']:.1f} cores busy) |")
     return "\n".join(lines)
+
+
+def _fmt_decoders(rows) -> str:
+    """Folder throughput with the supervised decoder against inline decoding."""
+    mean = {}
+    for dec in ("child", "inline"):
+        vals = [r["files_per_s"] for r in rows if r["decoder"] == dec]
+        mean[dec] = sum(vals) / len(vals)
+    ratio = mean["child"] / mean["inline"]
+    return (f"decoders: child {mean['child']:.3f} files/s, inline {mean['inline']:.3f} files/s (means of "
+            f"{len(rows) // 2} run(s) each): child / inline = {ratio:.3f} ({100 * (ratio - 1):+.1f}%; "
+            f"issue 17 acceptance 5: within 5%: {'yes' if ratio >= 0.95 else 'NO'})")
 
 
 def _fmt_tile(r) -> str:

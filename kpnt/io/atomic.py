@@ -101,19 +101,22 @@ def atomic_write(path, blobs: Iterable, overwrite: bool) -> None:
 
 
 def remove_temp_files(path) -> None:
-    """Remove the temp files this process's interrupted writes of ``path``
-    may have left (other processes' temp files are theirs to remove)."""
+    """Remove the temp files that interrupted writes of ``path`` left: this
+    process's and those of writers that are gone (a worker process that
+    died); a live process's temp files are its own to remove."""
     path = Path(path)
     try:
         names = os.listdir(path.parent)
     except OSError:
         return
     for name in names:
-        if _owner(path.name, name) == os.getpid():
-            try:
-                os.unlink(path.parent / name)
-            except OSError:
-                pass
+        owner = _owner(path.name, name)
+        if owner is False or (owner is not None and owner != os.getpid() and _alive(owner)):
+            continue
+        try:
+            os.unlink(path.parent / name)
+        except OSError:
+            pass
 
 
 def clean_stale_temp_files(targets: Iterable[Path]) -> list[Path]:
