@@ -298,3 +298,11 @@ def test_non_finite_or_black_output_fails_the_file(tmp_path, weights, capsys, mo
         lines = [l for l in captured.err.splitlines() if "error:" in l]
         assert len(lines) == 1 and expect in lines[0] and "a.dng" in lines[0], lines
         assert list((tmp_path / fmt).iterdir()) == []
+
+
+def test_own_output_as_input_is_named_correctly(tmp_path, weights, capsys):
+    src = _raw(tmp_path / "in" / "a.dng")
+    assert _cli(weights, src, "-o", tmp_path / "o") == 0
+    assert _cli(weights, tmp_path / "o" / "a.dng", "-o", tmp_path / "o2") == 1
+    err = [l for l in capsys.readouterr().err.splitlines() if "error:" in l]
+    assert len(err) == 1 and "LinearRaw DNG such as kpnt's own output" in err[0] and "samples per pixel" not in err[0], err

@@ -22,34 +22,12 @@ from pathlib import Path
 
 from kpnt.batch import FORMATS, RAW_SUFFIXES, StopSignals
 from kpnt.batch.decoder import DECODERS
-from kpnt.cli._common import ArgumentParser, add_common_args, error, run_cli, setup_logging
+from kpnt.cli._common import ArgumentParser, add_common_args, error, finite_float, int_at_least, run_cli, setup_logging
 from kpnt.errors import KpntError
+from kpnt.ops import BACKENDS
 
 PROG = "kpnt-denoise"
 log = logging.getLogger("kpnt")
-
-
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
 
 
 def parse_noise(spec: str) -> tuple[float, float]:
@@ -90,17 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, help="weights file from kpnt-train (default: the shipped model for each file's sensor)")
     p.add_argument("--profiles", type=Path, help="darktable-format noise profile table to look the camera and ISO up in")
     p.add_argument("--noise", type=parse_noise, help="noise 'a,b' (var = a*x + b, normalised raw units) for every file and channel")
-    p.add_argument("--tile", type=_int_at_least(0), default=None,
+    p.add_argument("--tile", type=int_at_least(0), default=None,
                    help="tile side in photosites (each tile also reads an overlap margin around it, so results are seamless); "
                    "0 for no tiling (default 2048 on a CPU: ~1 GB of working set; on a GPU 3072 when the fused kernels "
                    "run the model, else 2048: under 2 GB of GPU memory)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs (default: skip them)")
-    p.add_argument("--backend", choices=["auto", "torch", "cuda"], default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
+    p.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0], help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     p.add_argument("--devices", default=None, help="comma-separated devices, one worker process each, e.g. cuda:0,cuda:1 (files are shared out)")
-    p.add_argument("-j", "--jobs", type=_int_at_least(1), default=1, help="worker processes on --device (default 1: in this process); each gets cores/N torch threads")
-    p.add_argument("--threads", type=_int_at_least(1), help="torch threads per worker (default: CPU cores / workers)")
-    p.add_argument("--io-workers", type=_int_at_least(0), default=None, metavar="N",
+    p.add_argument("-j", "--jobs", type=int_at_least(1), default=1, help="worker processes on --device (default 1: in this process); each gets cores/N torch threads")
+    p.add_argument("--threads", type=int_at_least(1), help="torch threads per worker (default: CPU cores / workers)")
+    p.add_argument("--io-workers", type=int_at_least(0), default=None, metavar="N",
                    help="pipeline one device in this process: N threads decode files ahead (at most N waiting) and N threads "
                    "write results while the main thread denoises; 0: decode one file ahead, write in turn. "
                    "Default: min(8, cores/2) on a GPU, 0 on a CPU (there the denoising needs the cores). "
@@ -108,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=DECODERS, default=DECODERS[0],
                    help="child (default): LibRaw runs in supervised child processes, so a crash or hang on a damaged file "
                    "costs that file only; inline: in the denoising process (a LibRaw crash ends the batch)")
-    p.add_argument("--decode-timeout", type=_seconds, default=300.0, metavar="SECONDS",
+    p.add_argument("--decode-timeout", type=finite_float(0, low_open=True), default=300.0, metavar="SECONDS",
                    help="a file whose decoding takes longer fails as 'timed out' (--decoder child; default 300)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)

@@ -368,9 +368,10 @@ def visible_cfa(raw_pattern: np.ndarray, color_desc: str | bytes, top_margin: in
 def _read_open(path: Path, rp) -> dict:
     """Everything needed from an open rawpy object, copied (arrays die on close)."""
     if rp.raw_type != rawpy.RawType.Flat:
-        nsamp = rp.raw_image.shape[2] if rp.raw_image.ndim == 3 else "several"
-        raise _fail(path, f"not a mosaic raw: {nsamp} samples per pixel (LinearRaw/demosaiced DNG, sRAW or "
-                          "Foveon); kpnt needs a Bayer or X-Trans raw")
+        # No sample count here: LibRaw pads 3-sample data to 4 channels, so
+        # its count would misreport kpnt's own (3-sample) output DNGs.
+        raise _fail(path, "not a mosaic raw: it holds demosaiced colour pixels (a LinearRaw DNG such as kpnt's own output, "
+                          "an sRAW or Foveon data); kpnt needs the camera's Bayer or X-Trans raw")
     desc = bytes(rp.color_desc).decode("ascii", "replace").rstrip("\0")
     try:
         pattern = rp.raw_pattern
@@ -484,7 +485,8 @@ def _assemble(path: Path, raw, cfa, black_rep, white, cam_wb, day_wb, xyz_to_cam
     else:
         xyz = np.array([[_f32(v) for v in row] for row in xyz_to_cam])
     if abs(np.linalg.det(xyz)) < 1e-12:
-        raise _fail(path, "no colour matrix for this camera (unknown to LibRaw and none in the file)")
+        raise _fail(path, "no colour matrix for this camera (unknown to LibRaw and none in the file): convert the raw "
+                          "to DNG with Adobe DNG Converter, which stores the camera's matrix, and denoise the DNG")
 
     if identity is not None and any(identity):
         make, model = identity
