@@ -411,15 +411,18 @@ def _read_open(path: Path, rp) -> dict:
 def _exif_number(path: Path, name: str, value: float) -> float | None:
     """An EXIF exposure value as LibRaw reports it, None when absent (0);
     a value no TIFF rational holds (negative, non-finite, >= 2^32, e.g. a
-    damaged ExposureTime of 4294967295/1) is left out with a warning: it is
-    not needed to denoise, and the output DNG could not carry it."""
+    damaged ExposureTime of 4294967295/1, which LibRaw's float32 rounds up
+    to 2^32) is dropped with a warning: it is not needed to denoise, and
+    the writer could not encode it (a TIFF-based source's own tag is still
+    copied verbatim, :mod:`kpnt.io.carry`)."""
     v = _f32(value)
     if v == 0:
         return None
     try:
         to_rational([v], signed=False)
     except TiffWriteError:
-        log.warning("%s: EXIF %s %s is not a value a DNG can hold: left out of the output", path.name, name, v)
+        log.warning("%s: EXIF %s %s cannot be written as a TIFF rational: not used (a TIFF-based source's own "
+                    "tag is copied as it is)", path.name, name, v)
         return None
     return v
 
