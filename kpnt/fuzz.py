@@ -270,12 +270,11 @@ def mutate(data: bytes, rng: np.random.Generator, kind: str | None = None) -> tu
 def load_models(weights: dict | None = None) -> dict:
     """CPU models per sensor kind: the given ``{sensor: path}`` or the
     shipped weights."""
-    import kpnt
-    from kpnt.weights_io import load_weights
+    from kpnt.weights_io import load_weights, shipped_weights
 
     out = {}
     for sensor in ("bayer", "xtrans"):
-        path = (weights or {}).get(sensor) or Path(kpnt.__file__).parent / "weights" / f"{sensor}.safetensors"
+        path = (weights or {}).get(sensor) or shipped_weights(sensor)
         model, _ = load_weights(path, sensor=sensor)
         out[sensor] = model.eval()
     return out
