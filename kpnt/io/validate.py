@@ -20,7 +20,7 @@ Example::
     >>> check_noise_level(float("inf"), 0.0, "--noise")
     Traceback (most recent call last):
     ...
-    kpnt.io.validate.ValidationError: --noise: a = inf is not a finite number: give a noise variance slope a >= 0 (e.g. 1e-4)
+    kpnt.io.validate.ValidationError: --noise: a = inf is not a finite number: give a noise variance slope a (e.g. 1e-4)
 """
 from __future__ import annotations
 
