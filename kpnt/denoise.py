@@ -396,7 +396,8 @@ def denoise_array(model, x: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, t
 
 def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device="cpu", progress=None,
                 dtype=np.float32, reproducible: bool = False, timing: dict | None = None,
-                staged: bool = False, strength: float = 1.0, hot_pixels: bool = False) -> np.ndarray:
+                staged: bool = False, strength: float = 1.0, hot_pixels: bool = False,
+                cpu_precision: str = "fp32") -> np.ndarray:
     """Denoise and demosaic a :class:`kpnt.io.raw.RawImage`.
 
     Args:
@@ -417,6 +418,10 @@ def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device
             (:func:`kpnt.hotpixels.fix_hot_pixels`; corrects ``raw.mosaic``
             in place; the counts go to ``timing['hot_pixels']`` and the
             debug log).  ``kpnt-denoise`` turns it on.
+        cpu_precision: 'fp32', 'bf16' or 'auto' (bf16 where the CPU has
+            native bf16): precision of the model's MLP products on a CPU
+            (:func:`kpnt.ref.mlp.set_cpu_matmul_dtype`; ~3x faster in bf16,
+            outputs within ~3e-3 of fp32).  ``kpnt-denoise`` uses 'auto'.
     Returns:
         (H, W, 3) camera RGB, white balance *not* applied.
     """
@@ -458,7 +463,10 @@ def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device
     if torch.device(device).type != "cpu" or staged:
         _run_tiles_staged(model, raw.mosaic, raw.cfa, wb, wb_rep, noise_wb, tile, device, out, progress, timing)
         return out
-    _run_tiles(model, (h, w), raw.cfa, noise_wb, tile, device, read, store, progress, reproducible)
+    from kpnt.ref.mlp import cpu_matmul_precision
+
+    with cpu_matmul_precision(cpu_precision):
+        _run_tiles(model, (h, w), raw.cfa, noise_wb, tile, device, read, store, progress, reproducible)
     return out
 
 
