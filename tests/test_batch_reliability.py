@@ -151,6 +151,30 @@ def test_sigterm_mid_batch(tmp_path, weights, mode):
     assert "c.dng" not in [p.name for p in out.iterdir()]
 
 
+@pytest.mark.parametrize("mode", [[], ["--jobs", "2", "--threads", "1"]], ids=["default", "jobs2"])
+def test_sigkill_leaves_no_orphans(tmp_path, weights, mode):
+    """SIGKILL to the batch process alone (no clean-up possible there): its
+    decoder children and workers notice and exit; a re-run finishes."""
+    folder = tmp_path / "in"
+    for name in ("a", "b", "c", "d"):
+        _raw(folder / f"{name}.dng")
+    out = tmp_path / "o"
+    env = dict(os.environ, **{FAULT_ENV: "hang:c.dng"})
+    cmd = [sys.executable, "-m", "kpnt.cli.denoise", str(folder), "-o", str(out), "--weights", str(weights),
+           "--device", "cpu", "--no-progress", *NOISE, *mode]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("*.dng"))) < 2:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.kill()
+    proc.wait(30)
+    assert _group_gone(proc.pid), "a decoder or worker process outlived the killed batch"
+    assert _cli(weights, folder, "-o", out, "--decode-timeout", "60") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.dng", "b.dng", "c.dng", "d.dng"]
+    assert _temp_files(out) == []
+
+
 def test_sigkill_leaves_temp_files_that_the_next_run_removes(tmp_path, weights, capsys):
     folder = tmp_path / "in"
     _raw(folder / "a.dng")

@@ -205,8 +205,8 @@ class ChildDecoder:
     """One supervised decoder process, started on first use and again after
     it died.  Not thread-safe: one caller at a time (see :class:`DecoderPool`)."""
 
-    def __init__(self, timeout: float, blind_possible: bool = True):
-        self.timeout, self.blind_possible = timeout, blind_possible
+    def __init__(self, timeout: float, blind_possible: bool = True, quiet: bool = True):
+        self.timeout, self.blind_possible, self.quiet = timeout, blind_possible, quiet
         self.proc = self.conn = None
 
     def start(self) -> None:
@@ -232,7 +232,9 @@ class ChildDecoder:
         try:
             self.proc = subprocess.Popen([sys.executable, "-c", code, str(theirs.fileno()), str(os.getpid())],
                                          pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         env=env, close_fds=True)
+                                         # quiet: LibRaw's own lines ("Unexpected end of file") do not leak into
+                                         # the batch's output; the file's error line says it all
+                                         stderr=subprocess.DEVNULL if self.quiet else None, env=env, close_fds=True)
         finally:
             theirs.close()
         self.conn = Connection(ours.detach())
@@ -272,7 +274,8 @@ class ChildDecoder:
             if self.proc is not proc:       # closed under us (the batch is stopping)
                 raise DecoderFailed(f"{path}: decoding stopped") from None
             code = self._stop()
-            raise DecoderFailed(f"{path}: decoder crashed ({signal_text(code)}): the file is probably damaged") from None
+            hint = "" if code is not None and code < 0 else " (--verbose shows the decoder's own output)"
+            raise DecoderFailed(f"{path}: decoder crashed ({signal_text(code)}): the file is probably damaged{hint}") from None
         if kind == "err":
             raise payload                   # the file's own error (unreadable, not a raw, ...)
         raw, layout, size = payload
@@ -306,13 +309,14 @@ class DecoderPool:
         blind_possible: whether the blind noise estimate may run (it reads
             the saturation mask; False: the noise level is given, so the
             children do not hand the mask over).
+        quiet: the children's stderr (LibRaw's messages) goes nowhere.
     """
 
-    def __init__(self, kind: str, n: int = 1, timeout: float = 300.0, blind_possible: bool = True):
+    def __init__(self, kind: str, n: int = 1, timeout: float = 300.0, blind_possible: bool = True, quiet: bool = True):
         if kind not in DECODERS:
             raise KpntError(f"unknown decoder {kind!r}: choose one of {', '.join(DECODERS)}")
         if kind == "child":
-            self._all = [ChildDecoder(timeout, blind_possible) for _ in range(max(1, n))]
+            self._all = [ChildDecoder(timeout, blind_possible, quiet) for _ in range(max(1, n))]
         else:
             self._all = [InlineDecoder() for _ in range(max(1, n))]
         self._free: queue.Queue = queue.Queue()
