@@ -166,6 +166,13 @@ def test_damaged_checkpoint_names_the_way_out(tmp_path, capsys):
     assert rc == 0, cap.err
     assert (tmp_path / "run" / "checkpoint.pt.old").read_bytes() == b"not a checkpoint at all"
     assert (tmp_path / "run" / "weights.safetensors").is_file()
+    # --resume takes the run's architecture from its checkpoint (width 16 here,
+    # not the shipped model's): no need to repeat the options
+    i = args.index("--width")
+    plain = args[:i] + args[i + 4:]                       # without --width 16 --front-width 16
+    plain[plain.index("--steps") + 1] = "2"
+    rc, cap = run(train, plain + ["--resume"], capsys)
+    assert rc == 0 and "trained 2 steps" in cap.out, cap.err
 
 
 # ----------------------------------------------------------------------

@@ -313,9 +313,28 @@ _ARCH_FLAGS = {"apply_mode": "--apply", "width": "--width", "colour_taps": "--co
                "front_radius": "--front-radius", "guide_layers": "--guide-layers", "guide_width": "--guide-width"}
 
 
-def _model_config(args):
-    """The shipped model's architecture (or ModelConfig's defaults for rgb)
-    with the architecture options given on the command line."""
+def checkpoint_config(ckpt: Path):
+    """The architecture a checkpoint was trained with (so that --resume
+    continues a run without repeating its architecture options).
+
+    Raises:
+        KpntError: the file is damaged or not a kpnt checkpoint; the message
+            names the way out.
+    """
+    from kpnt.model import ModelConfig
+
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        return ModelConfig.from_json(state["model_config"])
+    except Exception as exc:  # any failure to read it: one line with the way out
+        raise KpntError(f"{ckpt}: cannot read checkpoint ({type(exc).__name__}): it is damaged or not a kpnt "
+                        f"checkpoint; start over with --restart (keeps it as {ckpt.name}.old) or delete it") from None
+
+
+def _model_config(args, base=None):
+    """``base`` (a resumed run's architecture), else the shipped model's
+    (ModelConfig's defaults for rgb), with the architecture options given on
+    the command line."""
     import dataclasses
 
     from kpnt.model import ModelConfig
@@ -324,7 +343,7 @@ def _model_config(args):
     overrides = {f: getattr(args, dest.get(f, f)) for f in _ARCH_FLAGS if getattr(args, dest.get(f, f)) is not None}
     if args.no_noise_input:
         overrides["noise_input"] = False
-    base = shipped_config(args.sensor)
+    base = base if base is not None else shipped_config(args.sensor)
     try:
         return dataclasses.replace(base, **overrides) if base is not None else ModelConfig(**overrides)
     except ValueError as exc:  # ModelConfig's checks (ConfigError or ValueError): a bad option
@@ -347,10 +366,10 @@ def main(argv=None) -> int:
         # Checks of the arguments alone come first: before a launch, they
         # fail once here instead of once per process.
         _check_args(args)
-        config = _model_config(args)
         ckpt = args.out / CHECKPOINT_NAME
         if args.resume and not ckpt.exists():
             raise KpntError(f"--resume: no checkpoint at {ckpt}: start without --resume")
+        config = _model_config(args, checkpoint_config(ckpt) if args.resume else None)
         if not (args.resume or args.restart) and ckpt.exists():
             raise KpntError(f"{args.out} already holds a run: pass --resume to continue it, --restart to start over "
                             f"(keeps its checkpoint as {CHECKPOINT_NAME}.old), or choose another --out")
