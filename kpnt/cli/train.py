@@ -373,11 +373,11 @@ def main(argv=None) -> int:
         if not (args.resume or args.restart) and ckpt.exists():
             raise KpntError(f"{args.out} already holds a run: pass --resume to continue it, --restart to start over "
                             f"(keeps its checkpoint as {CHECKPOINT_NAME}.old), or choose another --out")
+        nproc, devices = _processes(args)
         if args.restart and ckpt.exists() and not distributed.in_torchrun():
             # Before any worker starts: they see no checkpoint and start afresh.
             os.replace(ckpt, ckpt.with_name(CHECKPOINT_NAME + ".old"))
             log.info("--restart: the old checkpoint is now %s", ckpt.with_name(CHECKPOINT_NAME + ".old"))
-        nproc, devices = _processes(args)
         if distributed.in_torchrun():
             # A worker (of torchrun or of the launch below): its device is
             # devices[LOCAL_RANK]; without --devices torchrun's own choice.
