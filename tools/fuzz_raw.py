@@ -24,6 +24,7 @@ import collections
 import json
 import multiprocessing as mp
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -54,6 +55,7 @@ def _worker(conn, source_paths: list[str], seed: int, kinds: tuple[str, ...], fo
 
     from kpnt.fuzz import load_models, run_case
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor ends the run (Ctrl-C reaches the whole group)
     if quiet:  # LibRaw prints 'FILE: Unexpected end of file' itself
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
@@ -166,6 +168,14 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown --kinds {unknown}: choose from {', '.join(MUTATIONS)}")
 
+    def stop(signum, _frame):
+        raise KeyboardInterrupt
+
+    # SIGTERM (timeout, a scheduler) and SIGINT stop the run with the table
+    # of the cases done so far, the workers ended and the temp folder gone.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    interrupted = False
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="kpnt-fuzz-") as folder:
         sources = [str(s) for s in make_sources(Path(folder))]
@@ -190,14 +200,17 @@ def main(argv=None) -> int:
                 if time.monotonic() - last > 30:
                     last = time.monotonic()
                     print(f"  {done}/{args.cases} cases, {time.monotonic() - t0:.0f} s: {dict(counts)}", file=sys.stderr, flush=True)
+        except KeyboardInterrupt:
+            interrupted = True
         finally:
             pool.close()
 
     wall = time.monotonic() - t0
-    print(f"kpnt fuzz: {args.cases} cases, seed {args.seed}, {args.jobs} job(s), {wall:.0f} s")
+    print(f"kpnt fuzz: {done} cases{f' (interrupted; {args.cases} asked)' if interrupted else ''}, seed {args.seed}, "
+          f"{args.jobs} job(s), {wall:.0f} s")
     print(f"{'outcome':<18} {'cases':>7} {'share':>7}")
     for o in OUTCOMES:
-        print(f"{o:<18} {counts[o]:>7} {100 * counts[o] / args.cases:>6.1f}%")
+        print(f"{o:<18} {counts[o]:>7} {100 * counts[o] / max(done, 1):>6.1f}%")
     print("\nby mutation (refused / accepted / other):")
     for kind in args.kinds:
         r, a = by_kind[(kind, "refused-typed")], by_kind[(kind, "accepted-finite")]
@@ -212,7 +225,7 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps({"cases": args.cases, "seed": args.seed, "counts": dict(counts), "rows": rows}))
     bad = sum(counts[o] for o in BAD_OUTCOMES)
     print(f"\n{'FAIL' if bad else 'PASS'}: {bad} case(s) untyped, non-finite, hung or crashed")
-    return 1 if bad else 0
+    return 130 if interrupted else 1 if bad else 0
 
 
 if __name__ == "__main__":
