@@ -93,6 +93,17 @@ void check_cuda_tensor(const torch::Tensor& t, const char* name, at::ScalarType 
   KPNT_REQUIRE(t.is_contiguous(), name, " must be contiguous");
 }
 
+// The kernels read float16 weights.  kpnt/ops/weights.py packs and converts
+// them once per model forward and passes float16; a float32 buffer (direct
+// calls) is converted here, into `w16`, which must outlive the launch.
+void half_weights(const torch::Tensor& w, const torch::Tensor& like, torch::Tensor& w16) {
+  KPNT_REQUIRE(w.is_cuda() && w.device() == like.device(), "weights must be on ", like.device(), ", got ",
+               w.device());
+  KPNT_REQUIRE(w.scalar_type() == at::kHalf || w.scalar_type() == at::kFloat,
+               "weights must be float16 or float32, got ", w.scalar_type());
+  w16 = w.scalar_type() == at::kHalf ? w.contiguous() : w.to(at::kHalf).contiguous();
+}
+
 // Validates everything and fills the launcher arguments.  `w16` keeps the f16
 // copy of the weights alive for the duration of the launch.
 kpnt::MlpArgs make_args(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
@@ -105,7 +116,7 @@ kpnt::MlpArgs make_args(const torch::Tensor& x, const torch::Tensor& w, const st
   check_cuda_tensor(x, "x", at::kFloat, x);
   KPNT_REQUIRE(x.dim() == 2 && x.size(1) == d.in, "x must be (P, ", d.in, "), got ", shape(x));
   KPNT_REQUIRE(x.size(0) < (int64_t(1) << 31), "at most 2^31 - 1 pixels per call, got ", x.size(0));
-  check_cuda_tensor(w, "weights", at::kFloat, x);
+  half_weights(w, x, w16);
   const int64_t nw = kpnt::mlp_n_weights(d);
   KPNT_REQUIRE((w.dim() == 1 && w.size(0) == nw) || (w.dim() == 2 && w.size(1) == nw && w.size(0) >= 1), "packed weights must be (", nw, ",) or (G, ", nw, "), got ", shape(w));
   const int groups = w.dim() == 2 ? static_cast<int>(w.size(0)) : 1;
@@ -119,7 +130,6 @@ kpnt::MlpArgs make_args(const torch::Tensor& x, const torch::Tensor& w, const st
   }
   KPNT_REQUIRE(slope >= 0.0, "the leaky ReLU slope must be >= 0 (the backward reads the sign of the activation), "
                             "got ", slope);
-  w16 = w.to(at::kHalf).contiguous();
   kpnt::MlpArgs a;
   a.dims = d;
   a.P = x.size(0);
@@ -186,19 +196,16 @@ kpnt::ColourArgs make_colour_args(const torch::Tensor& D, const torch::Tensor& w
   KPNT_REQUIRE(kpnt::mlp_is_supported(d), cat("no kernel for (in=", d.in, ", hidden=", d.hidden, ", out=", d.out,
                                          ", n_hidden=", d.n_hidden, "); compiled configurations: ",
                                          kpnt::mlp_supported_configs()));
-  KPNT_REQUIRE_C(d.in == kpnt::kColourFeatures && d.out == kpnt::kColourTaps + 1, "the MLP must have ",
-                 kpnt::kColourFeatures, " inputs and ", kpnt::kColourTaps + 1, " outputs, got ", d.in, " and ", d.out);
   check_cuda_tensor(D, "D", at::kFloat, D);
   KPNT_REQUIRE_C(D.dim() == 4 && D.size(1) == 3, "D must be (N, 3, h, w), got ", shape(D));
   KPNT_REQUIRE_C(D.size(2) >= 1 && D.size(3) >= 1, "D must not be empty, got ", shape(D));
   KPNT_REQUIRE_C(D.numel() < (int64_t(1) << 31), "at most 2^31 - 1 values per call, got ", D.numel());
-  check_cuda_tensor(w, "weights", at::kFloat, D);
+  half_weights(w, D, w16);
   const int64_t nw = kpnt::mlp_n_weights(d);
   KPNT_REQUIRE_C(w.dim() == 1 && w.size(0) == nw, "packed weights must be (", nw, ",), got ", shape(w));
   KPNT_REQUIRE_C(consts.size() == 4, "consts must be [chroma_eps, noise_centre, noise_scale, plain_eps], got ",
                  consts.size(), " values");
   KPNT_REQUIRE_C(slope >= 0.0, "the leaky ReLU slope must be >= 0, got ", slope);
-  w16 = w.to(at::kHalf).contiguous();
   kpnt::ColourArgs a;
   a.dims = d;
   a.N = D.size(0);
@@ -267,6 +274,21 @@ py::object colour_taps() {
   return taps;
 }
 
+// The compiled lines of kernels/shapes.def as data:
+// [(op, key0, key1, in, hidden, out, n_hidden, train), ...], op "colour" or
+// "front" (kpnt/ops/capability.py from_extension).
+py::object shape_table() {
+  int n = 0;
+  const kpnt::FusedShape* rows = kpnt::fused_shapes(&n);
+  py::list out;
+  for (int i = 0; i < n; ++i) {
+    const kpnt::FusedShape& r = rows[i];
+    out.append(py::make_tuple(py::str(r.op == 0 ? "colour" : "front"), r.key0, r.key1, r.in, r.hidden, r.out,
+                              r.n_hidden, r.train));
+  }
+  return out;
+}
+
 // ---- front level (kernels/fused_mlp.cuh, front_*)
 
 #define KPNT_REQUIRE_F(cond, ...)                                           \
@@ -292,12 +314,9 @@ kpnt::FrontArgs make_front_args(const torch::Tensor& x, const torch::Tensor& U, 
   KPNT_REQUIRE_F(ints.size() == 3 && consts.size() == 4 && tables.size() == 6, "internal argument lists malformed");
   const int P = static_cast<int>(ints[0]), T = static_cast<int>(ints[1]), K = static_cast<int>(ints[2]);
   KPNT_REQUIRE_F(K == 1 || K == 3, "front kernels per pixel must be 1 (shared) or 3 (per-channel), got ", K);
-  KPNT_REQUIRE_F(d.in == kpnt::kFrontWidth && d.out == kpnt::front_outputs(K), "the MLP of ", K,
-                 " front kernel(s) must have ", kpnt::kFrontWidth, " inputs and ", kpnt::front_outputs(K),
-                 " outputs, got ", d.in, " and ", d.out);
-  KPNT_REQUIRE_F(P >= 1 && T >= 1 && T + 2 <= kpnt::kFrontWidth && K * T + 1 <= kpnt::front_outputs(K), "period ",
-                 P, " and taps ", T, " must satisfy taps + 2 <= ", kpnt::kFrontWidth, " and kernels x taps + 1 <= ",
-                 kpnt::front_outputs(K));
+  KPNT_REQUIRE_F(P >= 1 && T >= 1 && T + 2 <= d.in && K * T + 1 <= d.out, "period ", P, " and taps ", T,
+                 " must satisfy taps + 2 <= MLP inputs (", d.in, ") and kernels x taps + 1 <= MLP outputs (", d.out,
+                 ")");
   check_cuda_tensor(x, "x", at::kFloat, x);
   KPNT_REQUIRE_F(x.dim() == 4 && x.size(1) == 1 && x.size(2) >= 1 && x.size(3) >= 1, "x must be (N, 1, H, W), got ",
                  shape(x));
@@ -311,7 +330,7 @@ kpnt::FrontArgs make_front_args(const torch::Tensor& x, const torch::Tensor& U, 
   check_cuda_tensor(noise, "noise", at::kFloat, x);
   KPNT_REQUIRE_F(noise.dim() == 3 && noise.size(0) == N && noise.size(1) == 2 && noise.size(2) == 3,
                  "noise must be (", N, ", 2, 3), got ", shape(noise));
-  check_cuda_tensor(w, "weights", at::kFloat, x);
+  half_weights(w, x, w16);
   const int64_t nw = kpnt::mlp_n_weights(d);
   KPNT_REQUIRE_F(w.dim() == 2 && w.size(1) == nw && w.size(0) >= 1, "packed weights must be (G, ", nw, "), got ",
                  shape(w));
@@ -325,7 +344,6 @@ kpnt::FrontArgs make_front_args(const torch::Tensor& x, const torch::Tensor& U, 
                  "inv must be (", P * P, ", L, 3), got ", shape(tables[4]));
   check_int_table(tables[5], "roles", {int64_t(P) * P, 3}, x);
   KPNT_REQUIRE_F(slope >= 0.0, "the leaky ReLU slope must be >= 0, got ", slope);
-  w16 = w.to(at::kHalf).contiguous();
   kpnt::FrontArgs a;
   a.dims = d;
   a.N = N;
@@ -391,8 +409,8 @@ py::object front_backward(const torch::Tensor& x, const torch::Tensor& U, const 
     int bx = 0;
     check_launch(kpnt::front_bwd_blocks(a, &bx));
     const int64_t rows = a.N * a.H * a.W, nw = kpnt::mlp_n_weights(a.dims);
-    torch::Tensor abuf = torch::empty({rows, kpnt::kFrontWidth}, x.options());
-    torch::Tensor bbuf = torch::empty({rows, kpnt::kFrontWidth}, x.options());
+    torch::Tensor abuf = torch::empty({rows, a.dims.out}, x.options());  // dL/dd per tap, MLP-output wide
+    torch::Tensor bbuf = torch::empty({rows, a.dims.in}, x.options());   // dL/d(MLP inputs)
     torch::Tensor partial = torch::empty({a.groups, bx, nw}, x.options());
     torch::Tensor dU = torch::empty_like(U);
     check_launch(kpnt::front_backward(a, fmap.data_ptr<float>(), dO.data_ptr<float>(), abuf.data_ptr<float>(),
@@ -410,7 +428,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mlp_backward", &mlp_backward, "fused MLP backward with recomputation: (dx, dw)", py::arg("x"),
         py::arg("w"), py::arg("perm"), py::arg("offsets"), py::arg("dy"), py::arg("dims"), py::arg("slope"),
         py::arg("need_dx"));
-  m.def("mlp_supported_configs", &kpnt::mlp_supported_configs, "compiled (in, hidden, out, n_hidden) configurations");
+  m.def("mlp_supported_configs", &kpnt::mlp_supported_configs, "the compiled lines of kernels/shapes.def, as text");
+  m.def("shape_table", &shape_table, "the compiled lines of kernels/shapes.def: (op, key0, key1, in, hidden, out, "
+        "n_hidden, train) tuples");
   m.def("mlp_n_weights", [](int64_t in, int64_t hidden, int64_t out, int64_t n_hidden) {
         return kpnt::mlp_n_weights(kpnt::MlpDims{int(in), int(hidden), int(out), int(n_hidden)});
       }, "packed weight count of one set");

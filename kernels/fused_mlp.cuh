@@ -1,8 +1,11 @@
 // Fully fused tensor-core MLP for kpnt's per-pixel kernel predictor.
 //
-// Host-side interface of kernels/fused_mlp.cu.  This header is included by the
-// bindings (plain C++, no nvcc) and by the .cu file, so it holds no device
-// code and no torch types: the launchers take raw device pointers.
+// Host-side interface of the fused kernels: kernels/mlp.cu (the plain MLP op),
+// colour_level.cu and front_level.cu, one translation unit per op over the
+// shared core kernels/mlp_core.cuh, instantiated from kernels/shapes.def.
+// This header is included by the bindings (plain C++, no nvcc) and by the .cu
+// files, so it holds no device code and no torch types: the launchers take raw
+// device pointers.
 //
 // Errors cross this interface as C strings, never as C++ exceptions or
 // std::string.  On the GPU machines (torch 2.11, g++ 13 wrapper over the
@@ -44,14 +47,24 @@ struct MlpDims {
 // Number of weights of one set, packed as described above.
 int64_t mlp_n_weights(const MlpDims& d);
 
-// The configurations compiled into this build, human readable, e.g.
-// "(in=32, hidden=64, out=16, n_hidden=6), (in=32, ...)".
+// The lines of kernels/shapes.def compiled into this build, human readable, e.g.
+// "colour (taps=15, in=32, hidden=64, out=16, n_hidden=6, train=1), front (...)".
 // (A C string: std::string must not cross between the nvcc-compiled and the
 // C++-compiled translation units, whose libstdc++ ABI settings can differ.)
 const char* mlp_supported_configs();
 
 // True if `d` is one of the compiled configurations.
 bool mlp_is_supported(const MlpDims& d);
+
+// One line of kernels/shapes.def: op 0 colour (key0 = taps, key1 = 0) or 1
+// front (key0 = radius, key1 = kernels per pixel), the MLP, train 1 if the
+// backward is compiled.  Plain ints: read by the bindings as data.
+struct FusedShape {
+  int op, key0, key1, in, hidden, out, n_hidden, train;
+};
+
+// The compiled lines of kernels/shapes.def, in file order; *count gets their number.
+const FusedShape* fused_shapes(int* count);
 
 // Rows of one block tile of the backward kernel (the pixel count over which
 // one tensor-core weight-gradient product sums).
@@ -124,7 +137,7 @@ struct ColourFeatureConsts {
 };
 
 struct ColourArgs {
-  MlpDims dims;   // must be (32, hidden, 16, n_hidden), one of the compiled configurations
+  MlpDims dims;   // (32, hidden, 16, n_hidden) of a KPNT_COLOUR line of kernels/shapes.def
   int64_t N;
   int h, w;
   const float* D;   // (N, 3, h, w) detail coefficients
@@ -162,14 +175,13 @@ const char* colour_backward(const ColourArgs& a, const float* fmap, const float*
 //     per tap into abuf, then an adjoint kernel that gathers both onto the
 //     photosites (no atomics): dL/dU = dL/dO - onehot(c) dL/dd.
 
-constexpr int kFrontWidth = 32;  // MLP inputs (T + 2 <= 32)
-// MLP outputs for 1 shared kernel (T + 1 <= 32) and for 3 per-channel
-// kernels (3 T + 1 <= 80; kpnt/mosaic/front.py front_widths).
-constexpr int kFrontOutShared = 32, kFrontOutPerChannel = 80;
-KPNT_HD constexpr int front_outputs(int kernels) { return kernels == 1 ? kFrontOutShared : kFrontOutPerChannel; }
+// The MLP of a front line (kernels/shapes.def KPNT_FRONT) has at least T + 2
+// inputs (tap SNRs, noise, 1) and K T + 1 outputs (K kernels, blend); the
+// kernels read T, K and the widths from the line (kpnt/spec.py
+// FrontLevelSpec.widths computes the same).
 
 struct FrontArgs {
-  MlpDims dims;               // (32, hidden, 32, n_hidden)
+  MlpDims dims;               // the MLP of a KPNT_FRONT line of kernels/shapes.def
   int64_t N;
   int H, W;
   int groups;                 // site classes (weight sets)
@@ -182,7 +194,7 @@ struct FrontArgs {
   const int32_t* row_offsets; // (groups + 1,)
   int period;                 // CFA repeat P
   int taps;                   // T
-  int kernels;                // 1 (shared) or 3 (per-channel, forward only)
+  int kernels;                // 1 (shared) or 3 (per-channel), as the shapes.def line says
   const int32_t* roles;       // (P*P, 3) output channel of each kernel role (kernels == 3), else unused
   const int32_t* colour;      // (P*P,) colour of each repeat position
   const int32_t* tap_off;     // (P*P, T, 2) canonical tap offsets (dy, dx)
@@ -204,8 +216,8 @@ const char* front_forward(const FrontArgs& a, float* fmap, float* O);
 // Blocks per group that front_backward's MLP kernel launches.
 const char* front_bwd_blocks(const FrontArgs& a, int* blocks);
 
-// One shared kernel only (kernels == 1).
-// From fmap and dO (N, 3, H, W): abuf, bbuf (N*H*W, 32) scratch,
+// Lines compiled with train = 1 only (one shared kernel: kernels/front_level.cu).
+// From fmap and dO (N, 3, H, W): abuf (N*H*W, dims.out), bbuf (N*H*W, dims.in) scratch,
 // dw_partial (groups, blocks, n_weights), dU (N, 3, H, W).
 const char* front_backward(const FrontArgs& a, const float* fmap, const float* dO, float* abuf, float* bbuf,
                            float* dw_partial, float* dU);

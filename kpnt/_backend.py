@@ -47,7 +47,9 @@ from kpnt.errors import KpntError
 log = logging.getLogger("kpnt.backend")
 
 #: Translation units of the extension, relative to the kernels directory.
-SOURCES = ("fused_mlp.cu", "bindings.cpp")
+#: One per op (kernels/mlp.cu, colour_level.cu, front_level.cu) over the shared
+#: core kernels/mlp_core.cuh, instantiated from kernels/shapes.def.
+SOURCES = ("mlp.cu", "colour_level.cu", "front_level.cu", "bindings.cpp")
 
 _lock = threading.Lock()
 _cache: dict[str, Any] = {}  # build key -> module, or the BackendError that stopped it
@@ -129,7 +131,7 @@ def build_name(flags: dict[str, Any]) -> str:
 def _sources_digest(src_dir: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(src_dir.glob("*")):
-        if path.suffix in (".cu", ".cuh", ".cpp", ".h"):
+        if path.suffix in (".cu", ".cuh", ".cpp", ".h", ".def"):
             h.update(path.name.encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:12]

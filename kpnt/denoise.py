@@ -74,7 +74,7 @@ DEFAULT_TILE = 2048
 #: the 2 GB budget with room for allocator fragmentation.
 DEFAULT_TILE_GPU = 2048
 #: Default tile side on a GPU when the fused kernels run the whole model
-#: (:func:`kpnt.ops.dispatch.runs_fused`).  Measured on an H100 with the
+#: (:func:`kpnt.ops.capability.runs_fused`).  Measured on an H100 with the
 #: shipped models (tools/bench_denoise.py, allocator configured by
 #: :func:`configure_cuda_allocator`): a 100-megapixel raw peaked at 1.17 GB
 #: allocated / 1.40 GB reserved at 3072 (0.49 / 0.63 GB at 2048; 4096 took

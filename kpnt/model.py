@@ -36,15 +36,14 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from kpnt import ops
-from kpnt.ops.dispatch import fused_problems
+from kpnt.errors import ConfigError
 from kpnt.mosaic.cfa import CFA
 from kpnt.mosaic.guide import guide_residual, init_guide
-from kpnt.mosaic.front import FRONT_KERNELS, FRONT_SHARINGS, front_kernel_count, front_set_names, front_widths
-from kpnt.ref.apply import APPLY_MODES
-from kpnt.ref.level import colour_widths
-from kpnt.ref.mlp import init_weights
-from kpnt.ref.pad import mosaic_pads
-from kpnt.ref.taps import COLOUR_TAP_SETS, centre_index, colour_taps
+from kpnt.ops.capability import config_problems
+from kpnt.ops.front_level import front_set_names
+from kpnt.ops.mlp import init_weights
+from kpnt.ops.pad import mosaic_pads
+from kpnt.spec import ColourLevelSpec, FrontLevelSpec
 
 SENSORS = ("bayer", "xtrans", "rgb")
 
@@ -85,12 +84,12 @@ class ModelConfig:
             (:data:`kpnt.ref.taps.COLOUR_TAP_SETS`).
         front_kernels: 'shared' (DESIGN.md section 3: one kernel, the same
             detail added to all channels) or 'per_channel' (one kernel per
-            output channel, by role: ``kpnt.mosaic.front.front_roles``).
+            output channel, by role: ``kpnt.ref.front_layout.front_roles``).
         front_sharing: front weight sets: 'symmetry' (one per site class,
             neighbourhoods in the class's canonical orientation, DESIGN.md
             section 3) or 'none', one per site position of the reference
             phase without re-orientation (Bayer 4, X-Trans 18; see
-            :mod:`kpnt.mosaic.front`), for ablations.
+            :mod:`kpnt.ref.front_level`), for ablations.
         guide_layers, guide_width: the guide (:mod:`kpnt.mosaic.guide`), a
             convolutional demosaicer at CFA-period resolution that sharpens
             the front level's smooth estimate; 0 layers: none (DESIGN.md's
@@ -99,7 +98,10 @@ class ModelConfig:
     Weights files written before ``colour_taps``/``front_sharing`` existed
     load with their defaults (:meth:`from_json`).  The fused CUDA kernels
     run only the default taps and sharing and the compiled MLP shapes
-    (:func:`kpnt.ops.dispatch.fused_problems`).
+    (:func:`kpnt.ops.capability.config_problems`).  Invalid values raise a
+    one-line :class:`kpnt.errors.ConfigError`; the op specs
+    (:attr:`colour_spec`, :attr:`front_spec`) are built and checked here,
+    once.
     """
 
     width: int = 64
@@ -118,28 +120,42 @@ class ModelConfig:
     guide_layers: int = 0
 
     def __post_init__(self):
+        # Validated once, here: the op specs check their own fields (each
+        # problem named after the config field), the rest is checked below.
         problems = []
-        for name in ("width", "front_width"):
-            v = getattr(self, name)
-            if v <= 0 or v % 16:
-                problems.append(f"{name} must be a positive multiple of 16 (fused MLP tiles), got {v}")
-        for name in ("hidden_layers", "front_hidden_layers", "levels", "front_radius"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.apply_mode not in APPLY_MODES:
-            problems.append(f"apply_mode must be one of {APPLY_MODES}, got {self.apply_mode!r}")
-        if not 0 <= self.leaky_slope < 1:
-            problems.append(f"leaky_slope must be in [0, 1), got {self.leaky_slope}")
-        if self.colour_taps not in COLOUR_TAP_SETS:
-            problems.append(f"colour_taps must be one of {tuple(COLOUR_TAP_SETS)}, got {self.colour_taps!r}")
-        if self.front_sharing not in FRONT_SHARINGS:
-            problems.append(f"front_sharing must be one of {FRONT_SHARINGS}, got {self.front_sharing!r}")
-        if self.front_kernels not in FRONT_KERNELS:
-            problems.append(f"front_kernels must be one of {FRONT_KERNELS}, got {self.front_kernels!r}")
+        if self.levels < 1:
+            problems.append(f"levels must be >= 1, got {self.levels}")
         if self.guide_layers < 0 or (self.guide_layers and not 8 <= self.guide_width <= 512):
             problems.append(f"guide_layers must be >= 0 and guide_width in 8..512, got {self.guide_layers}, {self.guide_width}")
+        specs = {}
+        for name, make in (("_colour_spec", self._make_colour_spec), ("_front_spec", self._make_front_spec)):
+            try:
+                specs[name] = make()
+            except ConfigError as err:
+                problems.extend(str(err).split("; "))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError("; ".join(dict.fromkeys(problems)))
+        for name, spec in specs.items():
+            object.__setattr__(self, name, spec)    # derived, not a field: asdict/to_json leave it out
+
+    def _make_colour_spec(self) -> ColourLevelSpec:
+        return ColourLevelSpec(taps=self.colour_taps, width=self.width, hidden_layers=self.hidden_layers,
+                               leaky_slope=self.leaky_slope, apply_mode=self.apply_mode, noise_input=self.noise_input)
+
+    def _make_front_spec(self) -> FrontLevelSpec:
+        return FrontLevelSpec(radius=self.front_radius, kernels=self.front_kernels, sharing=self.front_sharing,
+                              width=self.front_width, hidden_layers=self.front_hidden_layers,
+                              leaky_slope=self.leaky_slope, apply_mode=self.apply_mode, noise_input=self.noise_input)
+
+    @property
+    def colour_spec(self) -> ColourLevelSpec:
+        """The colour levels' op spec, built and validated with the config."""
+        return self._colour_spec
+
+    @property
+    def front_spec(self) -> FrontLevelSpec:
+        """The front level's op spec, built and validated with the config."""
+        return self._front_spec
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -152,7 +168,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown model config keys {sorted(unknown)}")
+            raise ConfigError(f"unknown model config keys {sorted(unknown)}")
         return cls(**d)
 
 
@@ -187,16 +203,17 @@ class KPNT(torch.nn.Module):
         gen = torch.Generator().manual_seed(INIT_SEED)
         self._set_names = ["colour"]
         self.sets = torch.nn.ModuleDict()
-        T, n_in, n_out = colour_widths(cfg.colour_taps)
+        cspec = cfg.colour_spec
+        T, n_in, n_out = cspec.widths()
         out = torch.zeros(T + 1)
-        out[centre_index(colour_taps(cfg.colour_taps))] = INIT_CENTRE_LOGIT
+        out[cspec.centre_index] = INIT_CENTRE_LOGIT
         out[T] = INIT_BLEND_LOGIT
         out = self._offsets_for_mode(out, T)
         self.sets["colour"] = _make_mlp(n_in, cfg.width, cfg.hidden_layers, n_out, 2 * T + 1, out,
                                         cfg.leaky_slope, gen, 2 * T + 2, T + 1)
         if sensor != "rgb":
-            T, n_in, n_out = front_widths(cfg.front_radius, cfg.front_kernels)
-            K = front_kernel_count(cfg.front_kernels)
+            T, n_in, n_out = cfg.front_spec.widths()
+            K = cfg.front_spec.n_kernels
             out = torch.zeros(K * T + 1)
             out[T // 2:K * T:T] = INIT_FRONT_CENTRE_LOGIT    # raster centre of the square, every kernel
             out[K * T] = INIT_FRONT_BLEND_LOGIT
@@ -216,18 +233,18 @@ class KPNT(torch.nn.Module):
     def backend(self) -> str:
         """Op backend: 'torch', 'cuda' or 'auto'.  Setting 'cuda' for a
         configuration the fused kernels cannot run (other colour taps or
-        front sharing, see :func:`kpnt.ops.dispatch.fused_problems`) raises
-        a one-line ``ValueError`` at once; 'auto' runs such parts on the
-        reference (logged once)."""
+        front sharing, see :func:`kpnt.ops.capability.config_problems`)
+        raises a one-line :class:`kpnt.errors.ConfigError` at once; 'auto'
+        runs such parts on the reference (logged once)."""
         return self._backend
 
     @backend.setter
     def backend(self, name: str) -> None:
         ops.resolve_backend(name, torch.device("cpu"))           # validates the name
         if name == "cuda":
-            problems = fused_problems(self.config)
+            problems = config_problems(self.config)
             if problems:
-                raise ValueError(f"backend='cuda' cannot run this model: {'; '.join(problems)} "
+                raise ConfigError(f"backend='cuda' cannot run this model: {'; '.join(problems)} "
                                  "(use backend='auto' to run those parts on the PyTorch reference, or 'torch')")
         self._backend = name
 
@@ -300,7 +317,8 @@ class KPNT(torch.nn.Module):
         """Denoise a colour base; returns ``(O_0, S_0)`` with S_0 = up(M_1)
         (the smooth signal estimate of level 0), both (N, 3, h, w)."""
         cfg, be = self.config, self.backend
-        weights = list(self.sets["colour"])
+        spec = cfg.colour_spec
+        weights = ops.MlpWeights(self.sets["colour"])     # packed for the fused kernels once, for all levels
         M = [c0]
         for _ in range(cfg.levels):
             M.append(ops.pyramid_down(M[-1], backend=be))
@@ -311,8 +329,7 @@ class KPNT(torch.nn.Module):
             s = ops.pyramid_up(M[i + 1], size, backend=be)
             D = M[i] - s
             var = ops.detail_var(s, noise, counts, i, backend=be)
-            I, a = ops.colour_level(D, var, weights, cfg.leaky_slope, cfg.apply_mode, cfg.noise_input, backend=be,
-                                    taps=cfg.colour_taps)
+            I, a = ops.colour_level(D, var, weights, spec, backend=be)
             o = ops.pyramid_up(o, size, backend=be) + a * I
             s0 = s
         return o, s0
@@ -340,7 +357,7 @@ class KPNT(torch.nn.Module):
         S = ops.up_block(s0, cfa_p, backend=be)
         if cfg.guide_layers:
             U = U + guide_residual(xp, U, noise, cfa_p, self.sets["guide"])
-        fronts = [list(self.sets[_param_key(f"front.{c}")]) for c in front_set_names(cfa.kind, cfg.front_sharing)]
-        out = ops.front_level(xp, U, S, noise, cfa_p, fronts, cfg.front_radius, cfg.leaky_slope, cfg.apply_mode,
-                              cfg.noise_input, backend=be, sharing=cfg.front_sharing, kernels=cfg.front_kernels)
+        fronts = ops.MlpWeightSets([self.sets[_param_key(f"front.{c}")]
+                                    for c in front_set_names(cfa.kind, cfg.front_sharing)])
+        out = ops.front_level(xp, U, S, noise, cfa_p, fronts, cfg.front_spec, backend=be)
         return out[..., top:top + H, left:left + W]

@@ -11,8 +11,9 @@ import torch
 from kpnt import ops
 from kpnt.model import KPNT, ModelConfig
 from kpnt.mosaic.cfa import CFA
-from kpnt.mosaic.front import front_layout, front_set_names
-from kpnt.ops import dispatch
+from kpnt.ops import capability, dispatch
+from kpnt.ref.front_layout import front_layout, front_set_names
+from kpnt.spec import ColourLevelSpec
 from kpnt.testing import central_difference
 
 NOISE = torch.tensor([[[2e-3, 1e-3, 3e-3], [2e-5, 1e-5, 3e-5]]])
@@ -249,22 +250,22 @@ def test_cuda_backend_refuses_unsupported_configs_at_once():
             model.backend = "cuda"
         assert model.backend == "torch"
         model.backend = "auto"                       # allowed: falls back per op
-    assert dispatch.fused_problems(ModelConfig()) == []
-    assert dispatch.fused_problems(ModelConfig(width=96)) == []    # a build question: checked per op
-    assert dispatch.fused_problems(ModelConfig(width=128)) == []   # fused for inference
-    assert any("forward only" in p for p in dispatch.fused_problems(ModelConfig(width=128), training=True))
+    assert capability.config_problems(ModelConfig()) == []
+    # the compiled shapes are known without a build (kernels/shapes.def)
+    assert any("not compiled" in p for p in capability.config_problems(ModelConfig(width=96)))
+    assert capability.config_problems(ModelConfig(width=128)) == []   # fused for inference
+    assert any("forward only" in p for p in capability.config_problems(ModelConfig(width=128), training=True))
 
 
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """A 'cuda' backend of reference wrappers that count calls; 'auto'
-    resolves to it on CPU tensors, and the compiled MLP shapes are the
-    static list (as after loading the real kernels)."""
+    resolves to it on CPU tensors, and the compiled shapes are those of
+    kernels/shapes.def (what the real kernels would report)."""
     monkeypatch.setattr(dispatch, "_registered", dict(dispatch._registered))
     monkeypatch.setattr(dispatch, "_loaders", {})
     monkeypatch.setattr(dispatch, "_unsupported_logged", set())
-    monkeypatch.setattr(dispatch, "_compiled_mlp_configs", dispatch.FUSED_MLP_CONFIGS)
-    monkeypatch.setattr(dispatch, "_compiled_forward_only", dispatch.FUSED_FORWARD_ONLY)
+    monkeypatch.setattr(capability, "_loaded", None)
     real = dispatch.resolve_backend
     monkeypatch.setattr(dispatch, "resolve_backend", lambda b, d: "cuda" if b == "auto" else real(b, d))
     calls = []
@@ -284,9 +285,9 @@ def test_auto_runs_unsupported_parts_on_the_reference_and_logs_once(fake_cuda, c
     calls = fake_cuda
     x = torch.rand(1, 1, 16, 16)
     for cfg, fused, reason in ((ModelConfig(), {"colour_level", "front_level"}, None),
-                               (SQUARE, {"front_level"}, "colour taps 'square25'"),
-                               (NONE, {"colour_level"}, "front sharing 'none'"),
-                               (ModelConfig(width=96), {"front_level"}, "colour MLP (in=32, hidden=96"),
+                               (SQUARE, {"front_level"}, "colour_taps='square25'"),
+                               (NONE, {"colour_level"}, "front_sharing='none'"),
+                               (ModelConfig(width=96), {"front_level"}, "colour MLP (in=32, hidden=96, out=16, n_hidden=6) is not compiled"),
                                (ModelConfig(width=128), {"front_level"}, "hidden=128, out=16, n_hidden=6) is compiled "
                                                                         "forward only")):
         calls.clear()
@@ -306,11 +307,17 @@ def test_auto_runs_unsupported_parts_on_the_reference_and_logs_once(fake_cuda, c
 
 
 def test_explicit_cuda_raises_for_an_uncompiled_mlp_shape(fake_cuda):
-    model = KPNT("bayer", ModelConfig(width=96), backend="cuda")       # structurally fine
-    with pytest.raises(ValueError, match=r"cannot run colour_level: colour MLP \(in=32, hidden=96, .* not a compiled "
-                                         r"configuration \(compiled: \(32, 64, 16, 6\), \(32, 64, 32, 4\), "
-                                         r"\(32, 128, 16, 6\), \(32, 128, 80, 4\)\)"):
-        model(torch.rand(1, 1, 16, 16), CFA.bayer(), NOISE)
+    compiled = (r"\(compiled: colour level, 15 taps, MLP \(in=32, hidden=64, out=16, n_hidden=6\); colour level, "
+                r"15 taps, MLP \(in=32, hidden=128, out=16, n_hidden=6\), forward only; kernels/shapes.def\)")
+    with pytest.raises(ValueError, match=r"cannot run this model: colour MLP \(in=32, hidden=96, .* is not compiled "
+                                         + compiled):
+        KPNT("bayer", ModelConfig(width=96), backend="cuda")
+    spec = ColourLevelSpec(width=96)
+    weights = [torch.zeros(96, 32)] + [torch.zeros(96, 96)] * 5 + [torch.zeros(16, 96)]
+    D = torch.zeros(1, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"cannot run colour_level: colour MLP \(in=32, hidden=96, .* is not compiled "
+                                         + compiled):
+        ops.colour_level(D, D + 1, weights, spec, backend="cuda")
     assert fake_cuda == []                        # nothing ran on the "kernels"
 
 
@@ -326,5 +333,5 @@ def test_on_the_gpu_auto_falls_back_and_cuda_refuses():
         model.backend = "torch"
         ref = model(x, cfa, noise)
         assert (out - ref).abs().max() < 1e-2
-    with pytest.raises(ValueError, match="not a compiled configuration"):
-        KPNT("bayer", ModelConfig(width=96), backend="cuda").cuda()(x, CFA.bayer(), noise)
+    with pytest.raises(ValueError, match="is not compiled"):
+        KPNT("bayer", ModelConfig(width=96), backend="cuda")

@@ -5,11 +5,15 @@ import torch
 
 from kpnt.model import KPNT, ModelConfig
 from kpnt.mosaic.cfa import CFA, D4
-from kpnt.mosaic.front import front_level, front_roles, front_widths
-from kpnt.ops.dispatch import fused_problems
+from kpnt.ops.capability import config_problems
+from kpnt.ref.front_layout import front_roles
+from kpnt.ref.front_level import front_level
 from kpnt.ref.mlp import init_weights
+from kpnt.spec import FrontLevelSpec
 
 R = 2
+#: Per-channel front kernels of radius 2 on small float64 MLPs (32 x 2).
+PER = FrontLevelSpec(radius=R, kernels="per_channel", width=32, hidden_layers=2)
 NOISE = torch.tensor([[[2e-3, 1e-3, 3e-3], [2e-5, 1e-5, 3e-5]]], dtype=torch.float64)
 
 
@@ -49,7 +53,7 @@ def test_replicated_kernels_equal_the_shared_front(sensor, cfa):
     the shared model's output (autograd and inference paths)."""
     shared = _perturbed(KPNT(sensor).double())
     per = KPNT(sensor, ModelConfig(front_kernels="per_channel")).double()
-    T, _, _ = front_widths(R)
+    T, _, _ = ModelConfig().front_spec.widths()
     with torch.no_grad():
         for name, mats in shared.weight_sets().items():
             dst = per.weight_sets()[name]
@@ -99,16 +103,16 @@ def test_per_channel_equivariance_bayer_transpose():
     x = torch.rand(1, 1, H, W, **f64)
     U = x.mean() + 0.1 * torch.randn(1, 3, H, W, **f64)
     S = torch.rand(1, 3, H, W, **f64)
-    T, n_in, n_out = front_widths(R, "per_channel")
+    T, n_in, n_out = PER.widths()
     weights = []
     for _ in range(cfa.n_classes):
         off = torch.randn(3 * T + 1, generator=gen)
         ws = init_weights(n_in, 32, 2, n_out, T + 1, off, 0.01, gen, T + 2, 3 * T + 1, out_scale=3.0)
         weights.append([w.double() for w in ws])
-    out = front_level(x, U, S, NOISE, cfa, weights, R, 0.01, "softmax", True, kernels="per_channel")
+    out = front_level(x, U, S, NOISE, cfa, weights, PER)
     tf = lambda t: t.transpose(-1, -2)
     cfa2 = cfa.transpose()
-    out2 = front_level(tf(x), tf(U), tf(S), NOISE, cfa2, weights, R, 0.01, "softmax", True, kernels="per_channel")
+    out2 = front_level(tf(x), tf(U), tf(S), NOISE, cfa2, weights, PER)
     exact = 0
     for y in range(H):
         for xx in range(W):
@@ -150,10 +154,13 @@ def test_gradients_match_finite_differences_per_channel():
 
 
 def test_fused_backend_runs_per_channel_forward_only():
-    """Per-channel front kernels are fused for inference, not for training."""
-    assert fused_problems(ModelConfig(front_kernels="per_channel")) == []
-    assert any("front_kernels" in p for p in fused_problems(ModelConfig(front_kernels="per_channel"), training=True))
-    assert fused_problems(ModelConfig()) == []
-    assert fused_problems(ModelConfig(), training=True) == []
+    """Per-channel front kernels are fused for inference, not for training
+    (the compiled per-channel shape is the shipped models' width 128)."""
+    per = ModelConfig(front_kernels="per_channel", width=128, front_width=128)
+    assert config_problems(per) == []
+    assert any("front_kernels='per_channel'" in p and "forward only" in p for p in config_problems(per, training=True))
+    assert any("not compiled" in p for p in config_problems(ModelConfig(front_kernels="per_channel")))
+    assert config_problems(ModelConfig()) == []
+    assert config_problems(ModelConfig(), training=True) == []
     with pytest.raises(ValueError, match="front_kernels"):
         ModelConfig(front_kernels="per_pixel")

@@ -162,21 +162,14 @@ def run_trainings(jobs: list[dict], parallel: int, logs: Path) -> None:
 # evaluation
 # ----------------------------------------------------------------------
 def fused_parts(config) -> str:
-    """Which parts the fused kernels run for ``config`` ('all' or what runs
-    on the reference), from the build-independent limits and the MLP shapes
-    of kernels/fused_mlp.cu."""
-    from kpnt.ops import dispatch
+    """Which parts the fused kernels train for ``config`` ('all' or what
+    runs on the reference), from the capability table
+    (kpnt.ops.capability: kernels/shapes.def)."""
+    from kpnt.ops import capability
 
-    ref = []
-    colour_shape, front_shape = dispatch.mlp_shapes(config)
-    # Training: forward-only shapes (dispatch.FUSED_FORWARD_ONLY) and
-    # per-channel front kernels train on the reference.
-    if (config.colour_taps != dispatch.FUSED_COLOUR_TAPS or colour_shape not in dispatch.FUSED_MLP_CONFIGS
-            or colour_shape in dispatch.FUSED_FORWARD_ONLY):
-        ref.append("colour")
-    if (config.front_sharing != dispatch.FUSED_FRONT_SHARING or config.front_radius != dispatch.FUSED_FRONT_RADIUS
-            or config.front_kernels != "shared" or front_shape not in dispatch.FUSED_MLP_CONFIGS):
-        ref.append("front")
+    ref = [name for name, problem in (("colour", capability.colour_problem(config.colour_spec, training=True)),
+                                      ("front", capability.front_problem(config.front_spec, training=True)))
+           if problem is not None]
     return "all" if not ref else "ref: " + "+".join(ref)
 
 
@@ -333,7 +326,7 @@ def main(argv=None) -> int:
     if todo:
         if args.backend != "torch" and torch.cuda.is_available():
             t0 = time.monotonic()   # build the fused kernels once, before the runs race to do it
-            subprocess.run([sys.executable, "-c", "from kpnt.ops import _cuda; _cuda._ext()"], cwd=ROOT, check=True)
+            subprocess.run([sys.executable, "-c", "from kpnt.ops import _cuda; _cuda.ext()"], cwd=ROOT, check=True)
             print(f"fused kernels ready in {time.monotonic() - t0:.0f} s", flush=True)
         print(f"training {len(todo)} run(s) of {args.steps} steps, {args.parallel} at a time", flush=True)
         run_trainings(todo, args.parallel, logs)

@@ -421,9 +421,10 @@ def colour_weights(mode, seed):
 
 
 def check_colour_level(chk: Checks):
-    """Fused colour level vs kpnt.ref.level.colour_level (float64), odd sizes,
+    """Fused colour level vs kpnt.ref.colour_level.colour_level (float64), odd sizes,
     tiny pyramid levels, both apply modes, with and without the noise input."""
-    from kpnt.ref.level import colour_level as ref_level
+    from kpnt.ref.colour_level import colour_level as ref_level
+    from kpnt.spec import ColourLevelSpec
 
     cases = [((2, 3, 203, 157), "softmax", True), ((1, 3, 1, 3), "softmax", True), ((1, 3, 2, 2), "plain", True),
              ((3, 3, 61, 130), "plain", False), ((4, 3, 129, 131), "softmax", False)]
@@ -433,15 +434,17 @@ def check_colour_level(chk: Checks):
         D = torch.randn(*shape, device="cuda", generator=g) * 0.03
         var = torch.rand(*shape, device="cuda", generator=g) * 4e-4 + 1e-5
         ws = colour_weights(mode, seed=300 + i)
+        spec = ColourLevelSpec(width=COLOUR[1], hidden_layers=COLOUR[3], leaky_slope=SLOPE, apply_mode=mode,
+                               noise_input=nz)
         gI = torch.randn(*shape, device="cuda", generator=g)
         ga = torch.randn(shape[0], 1, *shape[2:], device="cuda", generator=g)
         ws64 = [w.detach().double().requires_grad_() for w in ws]
-        ref = ref_level(D.double(), var.double(), ws64, SLOPE, mode, nz)
+        ref = ref_level(D.double(), var.double(), ws64, spec)
         ref_g = torch.autograd.grad(ref, ws64, [gI.double(), ga.double()])
-        ref16 = ref_level(D.double(), var.double(), ws64, SLOPE, mode, nz, mlp_fn=f16_mlp64)
+        ref16 = ref_level(D.double(), var.double(), ws64, spec, mlp_fn=f16_mlp64)
         ref16_g = torch.autograd.grad(ref16, ws64, [gI.double(), ga.double()])
         poison_cache()
-        I, a = _cuda.fused_colour_level(D, var, ws, SLOPE, mode, nz)
+        I, a = _cuda.fused_colour_level(D, var, ws, spec)
         chk.flag(f"{tag} all written", bool(torch.isfinite(I).all() and torch.isfinite(a).all()))
         chk.add(f"{tag} I rel err vs f64", rel(I, ref[0]), TOL_FWD)
         chk.add(f"{tag} a rel err vs f64", rel(a, ref[1]), TOL_FWD)
@@ -453,14 +456,14 @@ def check_colour_level(chk: Checks):
         chk.add(f"{tag} dW vs f64 - 1.25 x f16 ref's", exact - 1.25 * inherent, 1e-3,
                 f"(fused {exact:.2e}, f16 ref {inherent:.2e})")
         if i == 0:
-            gw2 = torch.autograd.grad(_cuda.fused_colour_level(D, var, ws, SLOPE, mode, nz), ws, [gI, ga])
+            gw2 = torch.autograd.grad(_cuda.fused_colour_level(D, var, ws, spec), ws, [gI, ga])
             chk.flag(f"{tag} bitwise-identical rerun", all(torch.equal(x, y) for x, y in zip(gw, gw2)))
             # the D/var gradient path (reference level around the fused MLP)
             Dq, vq = D.clone().requires_grad_(), var.clone().requires_grad_()
-            got = torch.autograd.grad(_cuda.fused_colour_level(Dq, vq, ws, SLOPE, mode, nz), [Dq, vq], [gI, ga])
+            got = torch.autograd.grad(_cuda.fused_colour_level(Dq, vq, ws, spec), [Dq, vq], [gI, ga])
             Dr, vr = D.double().requires_grad_(), var.double().requires_grad_()
-            want = torch.autograd.grad(ref_level(Dr, vr, ws64, SLOPE, mode, nz), [Dr, vr], [gI.double(), ga.double()])
-            want16 = torch.autograd.grad(ref_level(Dr, vr, ws64, SLOPE, mode, nz, mlp_fn=f16_mlp64), [Dr, vr],
+            want = torch.autograd.grad(ref_level(Dr, vr, ws64, spec), [Dr, vr], [gI.double(), ga.double()])
+            want16 = torch.autograd.grad(ref_level(Dr, vr, ws64, spec, mlp_fn=f16_mlp64), [Dr, vr],
                                          [gI.double(), ga.double()])
             for j, nm in enumerate(("dD", "dvar")):
                 chk.add(f"{tag} {nm} vs f16-rounding ref", rel(got[j], want16[j]), TOL_GRAD,
@@ -495,9 +498,10 @@ def front_weights(sensor, mode, seed):
 
 
 def check_front_level(chk: Checks):
-    """Fused front level vs kpnt.mosaic.front.front_level (float64): output,
+    """Fused front level vs kpnt.ref.front_level.front_level (float64): output,
     dU, every class's weight gradient; Bayer and X-Trans, odd sizes."""
-    from kpnt.mosaic.front import front_level as ref_front
+    from kpnt.ref.front_level import front_level as ref_front
+    from kpnt.spec import FrontLevelSpec
 
     cases = [("bayer", (2, 203, 317), "softmax", True), ("xtrans", (1, 211, 299), "softmax", True),
              ("xtrans", (2, 37, 41), "plain", False), ("bayer", (1, 5, 7), "plain", True)]
@@ -508,18 +512,20 @@ def check_front_level(chk: Checks):
         U = (base + torch.randn(base.shape, device="cuda", generator=g) * 0.01).requires_grad_()
         S = base
         sets = front_weights(sensor, mode, seed=600 + 10 * i)
+        spec = FrontLevelSpec(radius=2, width=FRONT[1], hidden_layers=FRONT[3], leaky_slope=SLOPE, apply_mode=mode,
+                              noise_input=nz)
         flat = [w for ws in sets for w in ws]
         gO = torch.randn(N, 3, H, W, device="cuda", generator=g)
         U64 = U.detach().double().requires_grad_()
         sets64 = [[w.detach().double().requires_grad_() for w in ws] for ws in sets]
         flat64 = [w for ws in sets64 for w in ws]
-        args64 = (x.double(), U64, S.double(), noise.double(), cfa, sets64, 2, SLOPE, mode, nz)
+        args64 = (x.double(), U64, S.double(), noise.double(), cfa, sets64, spec)
         ref = ref_front(*args64)
         ref_g = torch.autograd.grad(ref, [U64, *flat64], gO.double())
         ref16 = ref_front(*args64, mlp_fn=f16_mlp64)
         ref16_g = torch.autograd.grad(ref16, [U64, *flat64], gO.double())
         poison_cache()
-        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, mode, nz)
+        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, spec)
         chk.flag(f"{tag} all written", bool(torch.isfinite(O).all()))
         chk.add(f"{tag} O rel err vs f64", rel(O, ref), TOL_FWD)
         chk.add(f"{tag} O - U rel err vs f64", rel(O - U, ref - U64), TOL_FWD, "(the level's own contribution)")
@@ -536,7 +542,7 @@ def check_front_level(chk: Checks):
             chk.add(f"{tag} dW '{name}' vs f16-rounding ref", e16, TOL_GRAD,
                     f"(vs exact f64 {e64:.2e}; f16 ref vs exact {inh:.2e})")
         if i == 0:
-            got2 = torch.autograd.grad(_cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, mode, nz),
+            got2 = torch.autograd.grad(_cuda.fused_front_level(x, U, S, noise, cfa, sets, spec),
                                        [U, *flat], gO)
             chk.flag(f"{tag} bitwise-identical rerun", all(torch.equal(a, b) for a, b in zip(got, got2)))
 
@@ -678,9 +684,11 @@ def model_timings(reps):
 def check_forward_only(chk: Checks, P: int):
     """Forward-only MLP shapes: forward vs float64 (odd P, tile edges,
     grouped), and a clear error when gradients are asked for."""
-    from kpnt.ops import dispatch
+    from kpnt.ops import capability
 
-    for i, dims in enumerate(sorted(dispatch._compiled_forward_only)):
+    # the loaded extension's table (kernels/shapes.def lines marked train 0)
+    forward_only = sorted({s.mlp.as_tuple() for s in capability.shapes() if not s.train})
+    for i, dims in enumerate(forward_only):
         tag = "x".join(map(str, dims))
         ws = make_weights(list(dims), seed=500 + i)
         x = make_x(P, dims[0], seed=501 + i)
@@ -832,13 +840,14 @@ def compile_step_timing(reps):
 def sanitize_case():
     """Small launches of every kernel, for compute-sanitizer."""
     from kpnt.model import KPNT
+    from kpnt.spec import ColourLevelSpec
 
     ws = make_weights(COLOUR, seed=1)
     for shape in ((2, 3, 19, 23), (1, 3, 1, 2)):
         D = torch.randn(*shape, device="cuda") * 0.03
         var = torch.rand(*shape, device="cuda") * 1e-3 + 1e-5
         for mode in ("softmax", "plain"):
-            I, a = _cuda.fused_colour_level(D, var, ws, SLOPE, mode, True)
+            I, a = _cuda.fused_colour_level(D, var, ws, ColourLevelSpec(leaky_slope=SLOPE, apply_mode=mode))
             torch.autograd.grad((I, a), ws, [torch.randn_like(I), torch.randn_like(a)])
     x = make_x(301, 32)
     wf = make_weights(FRONT, seed=2)

@@ -1,7 +1,7 @@
 """The guide: a small convolutional demosaicer that sharpens the front
 level's smooth estimate (issue 13, "features from a coarser band").
 
-The front level (:mod:`kpnt.mosaic.front`) adds a kernel-weighted sum of
+The front level (:mod:`kpnt.ref.front_level`) adds a kernel-weighted sum of
 photosite details to ``U = up_block(O_0)``, an estimate interpolated from
 the colour base at block resolution.  Its MLP sees a 5x5 neighbourhood, about
 what classical demosaicers see, and measures like one on real photographs
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from kpnt.mosaic.cfa import CFA, CFAError
-from kpnt.mosaic.front import _colour_map
+from kpnt.ref.front_level import _colour_map
 
 #: Brightness floor of the normalisation (units of the white level): below
 #: it details are measured against the floor, so the deep shadows of a

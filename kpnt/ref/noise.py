@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from kpnt.ref.pyramid import gain_map
+
 #: Lower bound of every per-photosite variance: ``(1e-6)^2``, far below the
 #: quantisation noise of a 16-bit raw (``(2^-16)^2 / 12 ~ 2e-11``).
 VAR_FLOOR = 1e-12
@@ -51,3 +53,23 @@ def noise_feature(sigma: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["VAR_FLOOR", "NOISE_LOG_CENTRE", "NOISE_LOG_SCALE", "site_var", "base_var", "noise_feature"]
+
+
+def detail_var(signal: torch.Tensor, noise: torch.Tensor, counts, level: int) -> torch.Tensor:
+    """Per-channel noise variance of ``D_level``.
+
+    ``var = max(a_c s + b_c, floor) / n_c * gain[level, y%2, x%2]``: the colour
+    base noise at the local brightness ``s`` times the exact pyramid factor
+    (:func:`kpnt.ref.pyramid.detail_noise_gain`).
+
+    Args:
+        signal: (N, 3, h, w) smooth signal estimate at this level
+            (``up(M_{level+1})``).
+        noise: (N, 2, 3) ``[a; b]`` per channel.
+        counts: (3,) photosites per colour-base pixel.
+        level: pyramid level of ``signal``'s grid.
+    Returns:
+        (N, 3, h, w).
+    """
+    h, w = signal.shape[-2:]
+    return base_var(signal, noise, counts) * gain_map(level, h, w, signal.dtype, signal.device)

@@ -1,5 +1,5 @@
 """Fused colour level (kpnt.ops._cuda.fused_colour_level) vs the reference
-(kpnt.ref.level.colour_level): forward, weight gradients, input gradients.
+(kpnt.ref.colour_level.colour_level): forward, weight gradients, input gradients.
 
 Tolerances as tests/cuda/test_fused_mlp.py: forward < 2e-3 against the
 float64 reference; weight gradients < 1e-2 against a float64 reference whose
@@ -15,11 +15,18 @@ from kpnt import ops
 from kpnt.ops import _cuda
 from kpnt.testing import mlp_f16_rounded as mlp_f16
 from kpnt.testing import rel_error as rel
-from kpnt.ref.level import colour_level as ref_colour_level
+from kpnt.ref.colour_level import colour_level as ref_colour_level
+from kpnt.spec import ColourLevelSpec
 
 pytestmark = pytest.mark.cuda
 SLOPE = 0.01
 DIMS = [32, 64, 16, 6]
+
+
+def spec(mode="softmax", noise_input=True):
+    """The colour level these tests run: MLP DIMS, slope SLOPE."""
+    return ColourLevelSpec(width=DIMS[1], hidden_layers=DIMS[3], leaky_slope=SLOPE, apply_mode=mode,
+                           noise_input=noise_input)
 
 
 def weights(seed, mode="softmax"):
@@ -58,14 +65,14 @@ def test_forward_and_weight_gradients(shape, mode):
     gI = torch.randn(N, 3, h, w, device="cuda")
     ga = torch.randn(N, 1, h, w, device="cuda")
     ws64 = [x.detach().double().requires_grad_() for x in ws]
-    ref = ref_colour_level(D.double(), var.double(), ws64, SLOPE, mode, noise_input)
+    ref = ref_colour_level(D.double(), var.double(), ws64, spec(mode, noise_input))
     ref_g = torch.autograd.grad(ref, ws64, [gI.double(), ga.double()])
-    ref16 = ref_colour_level(D.double(), var.double(), ws64, SLOPE, mode, noise_input, mlp_fn=mlp_f16)
+    ref16 = ref_colour_level(D.double(), var.double(), ws64, spec(mode, noise_input), mlp_fn=mlp_f16)
     ref16_g = torch.autograd.grad(ref16, ws64, [gI.double(), ga.double()])
 
     t = torch.empty(1 << 26, device="cuda").fill_(float("nan"))
     del t
-    I, a = _cuda.fused_colour_level(D, var, ws, SLOPE, mode, noise_input)
+    I, a = _cuda.fused_colour_level(D, var, ws, spec(mode, noise_input))
     assert torch.isfinite(I).all() and torch.isfinite(a).all(), "outputs left unwritten"
     assert rel(I, ref[0]) < 2e-3 and rel(a, ref[1]) < 2e-3
     g = torch.autograd.grad((I, a), ws, [gI, ga])
@@ -82,13 +89,13 @@ def test_gradients_to_the_details():
     D.requires_grad_()
     var.requires_grad_()
     gI = torch.randn_like(D)
-    I, a = _cuda.fused_colour_level(D, var, ws, SLOPE, "softmax", True)
+    I, a = _cuda.fused_colour_level(D, var, ws, spec())
     got = torch.autograd.grad(I, [D, var, *ws], gI)
     # against the float64 level whose MLP rounds like the kernels (f16 kink
     # flips change dx as they change dW: ~4e-2 against the exact level)
     D64, var64 = D.detach().double().requires_grad_(), var.detach().double().requires_grad_()
     ws64 = [w.detach().double().requires_grad_() for w in ws]
-    I_r, _ = ref_colour_level(D64, var64, ws64, SLOPE, "softmax", True, mlp_fn=mlp_f16)
+    I_r, _ = ref_colour_level(D64, var64, ws64, spec(), mlp_fn=mlp_f16)
     want = torch.autograd.grad(I_r, [D64, var64, *ws64], gI.double())
     for x, y in zip(got, want):
         assert rel(x, y) < 1e-2
@@ -98,8 +105,8 @@ def test_dispatch_uses_the_fused_level():
     ws = weights(5)
     D, var = inputs(2, 21, 22, seed=6)
     for be in ("cuda", "auto"):
-        I, a = ops.colour_level(D, var, ws, SLOPE, "softmax", True, backend=be)
-        I2, a2 = _cuda.fused_colour_level(D, var, ws, SLOPE, "softmax", True)
+        I, a = ops.colour_level(D, var, ws, spec(), backend=be)
+        I2, a2 = _cuda.fused_colour_level(D, var, ws, spec())
         assert torch.equal(I, I2) and torch.equal(a, a2)
 
 
@@ -107,10 +114,10 @@ def test_argument_errors():
     ws = weights(7)
     D, var = inputs(1, 8, 8, seed=8)
     with pytest.raises(ValueError, match="float32"):
-        _cuda.fused_colour_level(D.double(), var.double(), ws, SLOPE, "softmax", True)
+        _cuda.fused_colour_level(D.double(), var.double(), ws, spec())
     with pytest.raises(ValueError, match="var must be"):
-        _cuda.fused_colour_level(D, var[..., :7], ws, SLOPE, "softmax", True)
+        _cuda.fused_colour_level(D, var[..., :7], ws, spec())
     with pytest.raises(ValueError, match="CUDA"):
-        _cuda.fused_colour_level(D.cpu(), var.cpu(), ws, SLOPE, "softmax", True)
+        _cuda.fused_colour_level(D.cpu(), var.cpu(), ws, spec())
     with pytest.raises(ValueError, match="16 outputs|no kernel"):
-        _cuda.fused_colour_level(D, var, [*ws[:-1], torch.zeros(32, 64, device="cuda")], SLOPE, "softmax", True)
+        _cuda.fused_colour_level(D, var, [*ws[:-1], torch.zeros(32, 64, device="cuda")], spec())

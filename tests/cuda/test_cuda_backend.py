@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kpnt import _backend
+from kpnt.spec import ColourLevelSpec
 
 
 def test_import_kpnt_compiles_nothing():
@@ -29,7 +30,7 @@ def test_no_gpu_is_a_clear_backend_error(monkeypatch):
 def test_missing_sources_are_named(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("KPNT_KERNELS_DIR", str(tmp_path))
-    with pytest.raises(_backend.BackendError, match="fused_mlp.cu"):
+    with pytest.raises(_backend.BackendError, match="mlp.cu, colour_level.cu, front_level.cu"):
         _backend.load()
 
 
@@ -98,8 +99,8 @@ def test_auto_on_cpu_tensors_uses_the_reference_without_loading(monkeypatch):
     monkeypatch.setattr(dispatch, "_loaders", {"cuda": loader})
     D, var, ws = _colour_inputs()
     assert ops.resolve_backend("auto", torch.device("cpu")) == "torch"
-    got = ops.colour_level(D, var, ws, 0.01, "softmax", True, backend="auto")
-    ref = ops.colour_level(D, var, ws, 0.01, "softmax", True, backend="torch")
+    got = ops.colour_level(D, var, ws, ColourLevelSpec(), backend="auto")
+    ref = ops.colour_level(D, var, ws, ColourLevelSpec(), backend="torch")
     assert loads == []
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -114,7 +115,7 @@ def test_explicit_cuda_without_gpu_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(dispatch, "_loaders", {"cuda": dispatch._load_cuda})
     D, var, ws = _colour_inputs()
     with pytest.raises(_backend.BackendUnavailableError) as err:
-        ops.colour_level(D, var, ws, 0.01, "softmax", True, backend="cuda")
+        ops.colour_level(D, var, ws, ColourLevelSpec(), backend="cuda")
     msg = str(err.value)
     assert isinstance(err.value, ValueError) and "\n" not in msg
     assert msg.startswith("backend 'cuda' is not available: ") and "torch.cuda.is_available() is False" in msg

@@ -14,15 +14,24 @@ import torch
 from kpnt import ops
 from kpnt.model import KPNT, ModelConfig
 from kpnt.mosaic.cfa import CFA
-from kpnt.mosaic.front import front_level as ref_front
-from kpnt.ops import _cuda, dispatch
-from kpnt.ref.level import colour_level as ref_colour_level
+from kpnt.ops import _cuda, capability, dispatch
+from kpnt.ref.colour_level import colour_level as ref_colour_level
+from kpnt.ref.front_level import front_level as ref_front
+from kpnt.spec import ColourLevelSpec, FrontLevelSpec
 from kpnt.testing import front_level_inputs as front_inputs
 from kpnt.testing import rel_error as rel
 
 pytestmark = pytest.mark.cuda
 SLOPE = 0.01
 SHIPPED = dict(width=128, front_width=128, front_kernels="per_channel", apply_mode="plain")
+
+
+def colour128(mode="softmax"):
+    return ColourLevelSpec(width=128, leaky_slope=SLOPE, apply_mode=mode)
+
+
+def per_channel128(mode="softmax"):
+    return FrontLevelSpec(kernels="per_channel", width=128, leaky_slope=SLOPE, apply_mode=mode)
 
 
 def random_mlp(shapes, seed, last_scale=0.3):
@@ -65,9 +74,9 @@ def test_colour_level_width_128(shape, mode):
     else:
         ws = random_mlp([(128, 32)] + [(128, 128)] * 5 + [(16, 128)], seed=sum(shape))
     D, var = colour_inputs(N, h, w, seed=h * w)
-    ref_I, ref_a = ref_colour_level(D.double(), var.double(), [x.double() for x in ws], SLOPE, mode, True)
+    ref_I, ref_a = ref_colour_level(D.double(), var.double(), [x.double() for x in ws], colour128(mode))
     with torch.no_grad():
-        I, a = _cuda.fused_colour_level(D, var, ws, SLOPE, mode, True)
+        I, a = _cuda.fused_colour_level(D, var, ws, colour128(mode))
     assert torch.isfinite(I).all() and torch.isfinite(a).all()
     assert rel(I, ref_I) < 2e-3 and rel(a, ref_a) < 2e-3
 
@@ -86,9 +95,9 @@ def test_per_channel_front_level(cfa, size, mode):
         shapes = [(128, 32)] + [(128, 128)] * 3 + [(80, 128)]
         sets = [random_mlp(shapes, seed=W + k) for k in range(cfa.n_classes)]
     ref = ref_front(x.double(), U.double(), S.double(), noise.double(), cfa, [[w.double() for w in ws] for ws in sets],
-                    2, SLOPE, mode, True, kernels="per_channel")
+                    per_channel128(mode))
     with torch.no_grad():
-        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, mode, True, kernels="per_channel")
+        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, per_channel128(mode))
     assert torch.isfinite(O).all()
     # Each channel gets its own detail: a kernel that swapped roles or
     # channels would differ by O(1) relative to the detail itself.
@@ -102,7 +111,7 @@ def test_per_channel_differs_from_shared_kernels():
     x, U, S, noise = front_inputs(cfa, 1, 16, 16, seed=1)
     sets = [random_mlp([(128, 32)] + [(128, 128)] * 3 + [(80, 128)], seed=k) for k in range(2)]
     with torch.no_grad():
-        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True, kernels="per_channel")
+        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, per_channel128())
     per_role = (O - U).abs().amax(dim=(0, 2, 3))
     assert (per_role > 1e-4).all()
     assert not torch.allclose(O[:, 0], O[:, 1], atol=1e-4)
@@ -111,22 +120,27 @@ def test_per_channel_differs_from_shared_kernels():
 def test_forward_only_shapes_refuse_gradients():
     D, var = colour_inputs(1, 8, 8, seed=2)
     ws = [w.requires_grad_() for w in random_mlp([(128, 32)] + [(128, 128)] * 5 + [(16, 128)], seed=3)]
-    I, a = _cuda.fused_colour_level(D, var, ws, SLOPE, "softmax", True)
+    I, a = _cuda.fused_colour_level(D, var, ws, colour128())
     with pytest.raises(ValueError, match="forward only"):
         torch.autograd.grad(I.sum() + a.sum(), ws)
     cfa = CFA.bayer()
     x, U, S, noise = front_inputs(cfa, 1, 8, 8, seed=4)
     sets = [[w.requires_grad_() for w in random_mlp([(128, 32)] + [(128, 128)] * 3 + [(80, 128)], seed=k)]
             for k in range(2)]
-    O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True, kernels="per_channel")
+    O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, per_channel128())
     with pytest.raises(ValueError, match="forward only"):
         torch.autograd.grad(O.sum(), sets[0])
 
 
-def test_compiled_list_marks_forward_only():
-    configs, forward_only = dispatch._parse_mlp_configs(_cuda.supported_configs())
-    assert set(configs) == set(dispatch.FUSED_MLP_CONFIGS)
-    assert forward_only == dispatch.FUSED_FORWARD_ONLY
+def test_compiled_table_is_the_shapes_file():
+    """The extension reports, as data, exactly the lines of kernels/shapes.def
+    (forward-only marks included), and the capability table uses it once loaded."""
+    built = capability.from_extension(_cuda.shape_table())
+    assert built == capability.parse_shapes(capability.shapes_file().read_text())
+    assert any(not s.train for s in built)
+    ops.colour_level(*colour_inputs(1, 4, 4, seed=1), random_mlp([(64, 32)] + [(64, 64)] * 5 + [(16, 64)], seed=1),
+                     ColourLevelSpec(leaky_slope=SLOPE), backend="cuda")
+    assert capability.shapes() == built
 
 
 @pytest.mark.parametrize("sensor", ["bayer", "xtrans"])

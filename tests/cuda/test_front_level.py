@@ -1,5 +1,5 @@
 """Fused mosaic front level (kpnt.ops._cuda.fused_front_level) vs the
-reference (kpnt.mosaic.front.front_level): output, dU, per-class weight
+reference (kpnt.ref.front_level.front_level): output, dU, per-class weight
 gradients, for Bayer and X-Trans in several phases (tolerances as in
 tests/cuda/test_colour_level.py)."""
 import math
@@ -9,14 +9,17 @@ import torch
 
 from kpnt import ops
 from kpnt.mosaic.cfa import CFA
-from kpnt.mosaic.front import front_level as ref_front
 from kpnt.ops import _cuda
 from kpnt.testing import mlp_f16_rounded as mlp_f16
 from kpnt.testing import front_level_inputs
 from kpnt.testing import rel_error as rel
+from kpnt.ref.front_level import front_level as ref_front
+from kpnt.spec import FrontLevelSpec
 
 pytestmark = pytest.mark.cuda
 SLOPE = 0.01
+#: The front level these tests run: radius 2, shared kernel, MLPs 64 x 4.
+SPEC = FrontLevelSpec(radius=2, width=64, hidden_layers=4, leaky_slope=SLOPE)
 
 
 def weight_sets(n, seed):
@@ -46,12 +49,12 @@ def test_forward_and_gradients(cfa, size):
     U64 = U.detach().double().requires_grad_()
     sets64 = [[w.detach().double().requires_grad_() for w in ws] for ws in sets]
     flat64 = [w for ws in sets64 for w in ws]
-    args = (x.double(), U64, S.double(), noise.double(), cfa, sets64, 2, SLOPE, "softmax", True)
+    args = (x.double(), U64, S.double(), noise.double(), cfa, sets64, SPEC)
     ref = ref_front(*args)
     ref_g = torch.autograd.grad(ref, [U64, *flat64], gO.double())
     ref16_g = torch.autograd.grad(ref_front(*args, mlp_fn=mlp_f16), [U64, *flat64], gO.double())
 
-    O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True)
+    O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, SPEC)
     assert torch.isfinite(O).all()
     assert rel(O - U, ref - U64) < 2e-3
     got = torch.autograd.grad(O, [U, *flat], gO)
@@ -67,9 +70,8 @@ def test_mosaic_gradient_through_the_reference_path():
     x.requires_grad_()
     sets = weight_sets(2, seed=2)
     gO = torch.randn(1, 3, 12, 14, device="cuda")
-    got = torch.autograd.grad(_cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True), [x, U], gO)
-    want = torch.autograd.grad(ref_front(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True,
-                                         mlp_fn=_cuda._dispatch_mlp), [x, U], gO)
+    got = torch.autograd.grad(_cuda.fused_front_level(x, U, S, noise, cfa, sets, SPEC), [x, U], gO)
+    want = torch.autograd.grad(ref_front(x, U, S, noise, cfa, sets, SPEC, mlp_fn=_cuda.dispatch_mlp), [x, U], gO)
     for a, b in zip(got, want):
         assert rel(a, b) < 1e-5
 
@@ -78,12 +80,13 @@ def test_dispatch_uses_the_fused_front_level():
     cfa = CFA.xtrans()
     x, U, S, noise = inputs(cfa, 1, 18, 20, seed=3)
     sets = weight_sets(3, seed=4)
-    got = ops.front_level(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True, backend="cuda")
-    assert torch.equal(got, _cuda.fused_front_level(x, U, S, noise, cfa, sets, 2, SLOPE, "softmax", True))
+    got = ops.front_level(x, U, S, noise, cfa, sets, SPEC, backend="cuda")
+    assert torch.equal(got, _cuda.fused_front_level(x, U, S, noise, cfa, sets, SPEC))
 
 
 def test_radius_other_than_two_is_refused():
     cfa = CFA.bayer()
     x, U, S, noise = inputs(cfa, 1, 8, 8, seed=5)
-    with pytest.raises(ValueError, match="radius 1"):
-        _cuda.fused_front_level(x, U, S, noise, cfa, weight_sets(2, 6), 1, SLOPE, "softmax", True)
+    radius1 = FrontLevelSpec(radius=1, width=64, hidden_layers=4, leaky_slope=SLOPE)
+    with pytest.raises(ValueError, match="9 taps"):      # no KPNT_FRONT line of kernels/shapes.def has radius 1
+        _cuda.fused_front_level(x, U, S, noise, cfa, weight_sets(2, 6), radius1)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from kpnt.ops import _cuda
+from kpnt.spec import ColourLevelSpec
 from kpnt.testing import mlp_f16_rounded
 from kpnt.testing import rel_error as rel
 
@@ -166,7 +167,7 @@ def test_colour_level_through_dispatch_with_fused_mlp(monkeypatch):
     ws = weights(CONFIGS[0], seed=12)
     outs = {}
     for be in ("torch", "cuda"):
-        I, a = ops.colour_level(D, var, ws, SLOPE, "softmax", True, backend=be)
+        I, a = ops.colour_level(D, var, ws, ColourLevelSpec(leaky_slope=SLOPE), backend=be)
         loss = I.square().mean() + a.mean()
         outs[be] = (I.detach(), a.detach(), torch.autograd.grad(loss, ws))
     assert rel(outs["cuda"][0], outs["torch"][0]) < 2e-3

@@ -6,6 +6,7 @@ from kpnt import ops
 from kpnt.model import KPNT
 from kpnt.mosaic.cfa import CFA
 from kpnt.ops import dispatch
+from kpnt.spec import ColourLevelSpec, FrontLevelSpec
 
 
 @pytest.fixture
@@ -38,14 +39,14 @@ def test_checks_name_the_argument():
         ops.colour_base(torch.zeros(1, 1, 6, 6), CFA.xtrans())
     with pytest.raises(ValueError, match="colour MLP input width: expected 32, got 30"):
         ops.colour_level(torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4), [torch.zeros(64, 30), torch.zeros(16, 64)],
-                         0.01, "softmax", True)
+                         ColourLevelSpec(hidden_layers=1))
     with pytest.raises(ValueError, match="apply_mode"):
         ops.colour_level(torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4), [torch.zeros(64, 32), torch.zeros(16, 64)],
-                         0.01, "max", True)
+                         ColourLevelSpec(hidden_layers=1, apply_mode="max"))
     with pytest.raises(ValueError, match="front weight sets: expected 3"):
         x = torch.zeros(1, 1, 6, 6)
         ops.front_level(x, torch.zeros(1, 3, 6, 6), torch.zeros(1, 3, 6, 6), torch.zeros(1, 2, 3),
-                        CFA.xtrans().crop(1, 1), [[], []], 2, 0.01, "softmax", True)
+                        CFA.xtrans().crop(1, 1), [[], []], FrontLevelSpec())
     with pytest.raises(ValueError, match="noise: expected shape \\(1, 2, 3\\)"):
         ops.detail_var(torch.zeros(1, 3, 4, 4), torch.zeros(2, 2, 3), (1, 2, 1), 0)
     with pytest.raises(ValueError, match="backend must be one of"):

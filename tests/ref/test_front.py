@@ -6,13 +6,17 @@ import pytest
 import torch
 
 from kpnt.mosaic.cfa import BAYER_PHASES, CFA, D4
-from kpnt.mosaic.front import colour_centroids, front_detail, front_features, front_level, front_widths, up_block
+from kpnt.ref.front_level import front_detail, front_features, front_level
+from kpnt.ref.up_block import colour_centroids, up_block
 from kpnt.ref.apply import normalise_kernel
 from kpnt.ref.mlp import init_weights, mlp
 from kpnt.ref.noise import VAR_FLOOR, noise_feature
 from kpnt.ref.taps import square_taps
+from kpnt.spec import FrontLevelSpec
 
 R = 2
+#: The front level these tests run: radius 2, MLPs 32 x 2 (small: float64 loops).
+SPEC = FrontLevelSpec(radius=R, width=32, hidden_layers=2)
 CASES = [CFA.bayer(p) for p in BAYER_PHASES] + [CFA.xtrans(0, 0), CFA.xtrans(2, 5)]
 
 
@@ -23,7 +27,7 @@ def _inputs(cfa, H, W, seed=0, N=1):
     U = x.mean() + 0.1 * torch.randn(N, 3, H, W, **f64)
     S = torch.rand(N, 3, H, W, **f64)
     noise = torch.tensor([[[1e-3, 5e-4, 2e-3], [1e-5, 2e-6, 3e-5]]] * N, dtype=torch.float64)
-    T, n_in, n_out = front_widths(R)
+    T, n_in, n_out = SPEC.widths()
     weights = []
     for k in range(cfa.n_classes):
         off = torch.randn(T + 1, generator=gen)
@@ -37,7 +41,7 @@ def _slow_front(x, U, S, noise, cfa, weights, noise_input=True):
     _, _, H, W = x.shape
     P = cfa.period
     taps = square_taps(R)
-    T, n_in, _ = front_widths(R)
+    T, n_in, _ = SPEC.widths()
     col = cfa.colour_map(H, W)
     d = np.zeros((H, W))
     sig = np.zeros((H, W))
@@ -72,7 +76,7 @@ def _slow_front(x, U, S, noise, cfa, weights, noise_input=True):
 def test_front_matches_slow_loop(cfa):
     H, W = (8, 10) if cfa.kind == "bayer" else (12, 12)
     x, U, S, noise, weights = _inputs(cfa, H, W)
-    out = front_level(x, U, S, noise, cfa, weights, R, 0.01, "softmax", True)
+    out = front_level(x, U, S, noise, cfa, weights, SPEC)
     ref, _ = _slow_front(x, U, S, noise, cfa, weights)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
     # the detail is transferred equally to all three channels
@@ -81,7 +85,7 @@ def test_front_matches_slow_loop(cfa):
 
 def _per_pixel_features(x, U, S, noise, cfa):
     d, sigma = front_detail(x, U, S, noise, cfa)
-    feats, _, index = front_features(d, sigma, cfa, R, True)
+    feats, _, index = front_features(d, sigma, cfa, SPEC)
     full = torch.zeros(x.shape[-2] * x.shape[-1], feats[0].shape[1], dtype=x.dtype)
     for pos, f in zip(index.pos, feats):
         full[pos] = f
@@ -113,8 +117,8 @@ def test_front_equivariance(cfa, op):
     else:
         tf = lambda t: t.flip(-1)
         cfa2, G, where = cfa.flip(1, W), D4[2], lambda y, x_: (y, W - 1 - x_)
-    out = front_level(x, U, S, noise, cfa, weights, R, 0.01, "softmax", True)
-    out2 = front_level(tf(x), tf(U), tf(S), noise, cfa2, weights, R, 0.01, "softmax", True)
+    out = front_level(x, U, S, noise, cfa, weights, SPEC)
+    out2 = front_level(tf(x), tf(U), tf(S), noise, cfa2, weights, SPEC)
     f1 = _per_pixel_features(x, U, S, noise, cfa)
     f2 = _per_pixel_features(tf(x), tf(U), tf(S), noise, cfa2)
     taps = [tuple(t) for t in square_taps(R)]
@@ -184,5 +188,5 @@ def test_gradcheck_front_level():
     x, U, S, noise, weights = _inputs(cfa, 6, 6, seed=9)
     U.requires_grad_()
     x.requires_grad_()
-    f = lambda xx, uu: front_level(xx, uu, S, noise, cfa, weights, R, 0.01, "softmax", True)
+    f = lambda xx, uu: front_level(xx, uu, S, noise, cfa, weights, SPEC)
     assert torch.autograd.gradcheck(f, (x, U))

@@ -5,10 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from kpnt.ref import pyramid
-from kpnt.ref.level import detail_var
+from kpnt.ref.noise import detail_var
 from kpnt.ref.mlp import init_weights
-from kpnt.ref.level import colour_level
+from kpnt.ref.colour_level import colour_level
 from kpnt.ref.taps import DIAMOND, DIAMOND_CENTRE
+from kpnt.spec import ColourLevelSpec
 
 
 def test_blur_and_down_match_conv2d():
@@ -50,7 +51,7 @@ def test_reconstruction_with_identity_kernel_gives_back_c0():
     noise = torch.tensor([[[1e-3] * 3, [1e-5] * 3]] * 2, dtype=torch.float64)
     Is, As = [], []
     for i in range(4):
-        I, a = colour_level(D[i], detail_var(S[i], noise, (1, 2, 1), i), w, 0.01, "softmax", True)
+        I, a = colour_level(D[i], detail_var(S[i], noise, (1, 2, 1), i), w, ColourLevelSpec(hidden_layers=3))
         Is.append(I)
         As.append(a)
     torch.testing.assert_close(pyramid.reconstruct(M[-1], Is, As), c0, rtol=0, atol=1e-12)

@@ -1,4 +1,6 @@
-"""One colour level of the KPN: noise of ``D_i``, features, MLP, apply."""
+"""One colour level of the KPN (DESIGN.md section 2): features of ``D_i``, MLP, apply.
+
+The noise of ``D_i`` is :func:`kpnt.ref.noise.detail_var`."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,70 +10,28 @@ import torch
 from kpnt.ref.apply import apply_kernel, normalise_kernel, normalise_kernel_columns
 from kpnt.ref.features import colour_features, detail_maps, n_features
 from kpnt.ref.mlp import column_buffers, inference_chunk, mlp, run_mlp_columns, use_inference_path
-from kpnt.ref.noise import base_var, noise_feature
+from kpnt.ref.noise import noise_feature
 from kpnt.ref.pad import reflect_pad
-from kpnt.ref.pyramid import gain_map
-from kpnt.ref.taps import colour_taps
-
-#: MLP outputs of a colour level: 15 kernel logits + 1 blend logit.
-N_OUTPUTS = 16
-
-
-def n_outputs(n_taps: int) -> int:
-    """MLP outputs of a colour level with ``n_taps`` taps: the kernel logits
-    and the blend logit, padded to a multiple of 16 (15 -> 16, 25 -> 32;
-    padding rows unused)."""
-    return -(-(n_taps + 1) // 16) * 16
-
-
-def colour_widths(taps: str) -> tuple[int, int, int]:
-    """``(T, n_in, n_out)`` of the colour MLP for a named tap set
-    (:data:`kpnt.ref.taps.COLOUR_TAP_SETS`): diamond15 (15, 32, 16),
-    square25 (25, 64, 32)."""
-    T = len(colour_taps(taps))
-    return T, n_features(T), n_outputs(T)
-
-
-def detail_var(signal: torch.Tensor, noise: torch.Tensor, counts, level: int) -> torch.Tensor:
-    """Per-channel noise variance of ``D_level``.
-
-    ``var = max(a_c s + b_c, floor) / n_c * gain[level, y%2, x%2]``: the colour
-    base noise at the local brightness ``s`` times the exact pyramid factor
-    (:func:`kpnt.ref.pyramid.detail_noise_gain`).
-
-    Args:
-        signal: (N, 3, h, w) smooth signal estimate at this level
-            (``up(M_{level+1})``).
-        noise: (N, 2, 3) ``[a; b]`` per channel.
-        counts: (3,) photosites per colour-base pixel.
-        level: pyramid level of ``signal``'s grid.
-    Returns:
-        (N, 3, h, w).
-    """
-    h, w = signal.shape[-2:]
-    return base_var(signal, noise, counts) * gain_map(level, h, w, signal.dtype, signal.device)
+from kpnt.spec import ColourLevelSpec
 
 
 def colour_level(
     D: torch.Tensor,
     var: torch.Tensor,
     weights: Sequence[torch.Tensor],
-    leaky_slope: float,
-    apply_mode: str,
-    noise_input: bool,
+    spec: ColourLevelSpec,
     mlp_fn=mlp,
-    taps: str = "diamond15",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predict and apply the per-pixel kernel of one colour level.
 
     Args:
         D: (N, 3, h, w) detail coefficients.
         var: (N, 3, h, w) their noise variance (:func:`detail_var`).
-        weights: the colour MLP, input 32, output 16 (other tap sets:
-            :func:`colour_widths`).
+        weights: the colour MLP of shape ``spec.mlp`` (diamond: input 32,
+            output 16).
+        spec: tap set, MLP and apply settings.
         mlp_fn: MLP evaluator with the signature of :func:`kpnt.ref.mlp.mlp`
             (a backend's fused MLP slots in here).
-        taps: name of the tap set (``ModelConfig.colour_taps``).
     Returns:
         ``(I, a)``: filtered details (N, 3, h, w) and blend weights
         ``sigmoid`` of output T (the 16th for the diamond) (N, 1, h, w).
@@ -80,18 +40,18 @@ def colour_level(
     (:func:`_colour_level_chunked`): no (pixels, 32) feature matrix, no
     cached (pixels, 32) index.
     """
-    offsets = colour_taps(taps)
     if use_inference_path():
-        return _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input, mlp_fn, offsets)
+        return _colour_level_chunked(D, var, weights, spec, mlp_fn)
+    offsets = spec.offsets
     N, _, h, w = D.shape
     T = len(offsets)
-    out = mlp_fn(colour_features(D, var, noise_input, offsets), weights, leaky_slope)   # (P, 16)
-    k = normalise_kernel(out[:, :T].reshape(N, h, w, T), apply_mode)
+    out = mlp_fn(colour_features(D, var, spec.noise_input, offsets), weights, spec.leaky_slope)   # (P, 16)
+    k = normalise_kernel(out[:, :T].reshape(N, h, w, T), spec.apply_mode)
     a = torch.sigmoid(out[:, T]).reshape(N, 1, h, w)
     return apply_kernel(D, k, offsets), a
 
 
-def _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input, mlp_fn=mlp, offsets=None):
+def _colour_level_chunked(D, var, weights, spec: ColourLevelSpec, mlp_fn=mlp):
     """:func:`colour_level` for inference, in chunks of whole rows.
 
     The features of a chunk are copied from shifted windows of the
@@ -103,7 +63,8 @@ def _colour_level_chunked(D, var, weights, leaky_slope, apply_mode, noise_input,
     level plus O(chunk), and everything per chunk stays in cache.  Equal to
     the autograd path up to float summation order (tests/test_denoise.py).
     """
-    offsets = colour_taps("diamond15") if offsets is None else offsets
+    offsets = spec.offsets
+    leaky_slope, apply_mode, noise_input = spec.leaky_slope, spec.apply_mode, spec.noise_input
     N, C, h, w = D.shape
     T = len(offsets)
     n_in = n_features(T)

@@ -1,0 +1,446 @@
+// The mosaic front level fused around the grouped MLP (DESIGN.md section 3;
+// the reference is kpnt/ref/front_level.py; host interface in fused_mlp.cuh,
+// front_*).  Instantiated for the KPNT_FRONT lines of kernels/shapes.def:
+// taps, kernels per pixel and MLP shape come from the line, so a new front
+// variant of this structure (another radius, width or depth) is one line there.
+#include "mlp_core.cuh"
+
+#include <type_traits>
+
+namespace kpnt {
+namespace {
+
+// Pixel rows are (image, y, x) in raster order over (N, H, W) mosaics.
+// Tap t of the site at (y, x) lies at (y, x) + tap_off[pos(y, x)][t]
+// (the class's canonical taps, cfa.canonical_offsets); outside the image
+// it reads 0 (the reference zero-pads).
+struct FGeo {
+  int H, W, P, T;
+  int64_t HW;
+  const int32_t* tap_off;  // (P * P, T, 2)
+  __device__ __forceinline__ void at(int64_t p, int64_t& n, int& y, int& x) const {
+    n = p / HW;
+    const int r = static_cast<int>(p - n * HW);
+    y = r / W;
+    x = r - y * W;
+  }
+  __device__ __forceinline__ int pos(int y, int x) const { return (y % P) * P + (x % P); }
+  // Offset of tap t inside one plane, or -1 outside the image.
+  __device__ __forceinline__ int tap(int y, int x, int ps, int t) const {
+    const int2 o = __ldg(reinterpret_cast<const int2*>(tap_off) + ps * T + t);
+    const int yy = y + o.x, xx = x + o.y;
+    return (yy < 0 || yy >= H || xx < 0 || xx >= W) ? -1 : yy * W + xx;
+  }
+};
+
+// Inputs of a front pixel from fmap (N, 4, H, W) = [d, asinh(d / sigma),
+// noise input, d asinh(d / sigma) / d d]: [0, T) snr of the taps, T noise
+// input, T + 1 one, the rest 0.
+struct FrontIn {
+  const float* fmap;
+  FGeo g;
+  struct Row {
+    const float* img;
+    int y, x, ps;
+  };
+  __device__ __forceinline__ Row row(int64_t p) const {
+    int64_t n;
+    Row r;
+    g.at(p, n, r.y, r.x);
+    r.img = fmap + n * 4 * g.HW;
+    r.ps = g.pos(r.y, r.x);
+    return r;
+  }
+  __device__ __forceinline__ float feat(const Row& r, int j) const {
+    if (j < g.T) {
+      const int off = g.tap(r.y, r.x, r.ps, j);
+      return off < 0 ? 0.f : __ldg(r.img + g.HW + off);
+    }
+    if (j == g.T) return __ldg(r.img + 2 * g.HW + static_cast<int64_t>(r.y) * g.W + r.x);
+    return j == g.T + 1 ? 1.f : 0.f;
+  }
+  template <int K, int R>
+  __device__ __forceinline__ void load(uint32_t (&a)[R][K / 16][4], const int64_t (&rlo)[R], const int64_t (&rhi)[R],
+                                       int lane) const {
+    load_rows<FrontIn, K, R>(*this, a, rlo, rhi, lane);
+  }
+};
+
+// The NQ = OUT / 4 outputs a thread holds of row `hr` (0: c0/c1, 1: c2/c3).
+template <int OUT>
+__device__ __forceinline__ void row_outputs(float (&o)[OUT / 4], const float (&acc)[OUT / 8][4], int hr) {
+#pragma unroll
+  for (int j = 0; j < OUT / 8; ++j) {
+    o[2 * j] = acc[j][2 * hr];
+    o[2 * j + 1] = acc[j][2 * hr + 1];
+  }
+}
+
+// Shared by the forward epilogue and the backward head of the front level:
+// kernel weights, blend, and the taps' details of one row.
+template <int NQ>
+struct FrontRow {
+  float wq[NQ], dt[NQ], den, sig, applied;  // applied = sum_t w_t d_t (whole row)
+  bool den_free;
+  __device__ __forceinline__ void eval(const float (&o)[NQ], const float* img, int y, int x, int ps, bool valid,
+                                       int c, const FGeo& g, const ColourConsts& k) {
+    kernel_weights<NQ>(o, c, 0, g.T, k, wq, den, den_free);
+    float bl = 0.f, part = 0.f;
+#pragma unroll
+    for (int q = 0; q < NQ; ++q) {
+      const int col = out_col(q, c);
+      if (col == g.T) bl = o[q];
+      dt[q] = 0.f;
+      if (valid && col < g.T) {
+        const int off = g.tap(y, x, ps, col);
+        if (off >= 0) dt[q] = __ldg(img + off);
+      }
+      part = fmaf(wq[q], dt[q], part);
+    }
+    sig = sigmoid(quad_sum(bl));
+    applied = quad_sum(part);
+  }
+};
+
+// Forward epilogue: O_c(p) = U_c(p) + sigmoid(o_T) sum_t w_t d(p + M_p t).
+// Calls f(o, p, n, y, x) for each of the 2 R rows whose outputs this
+// thread's quad holds (forward epilogues of the front level): o the
+// thread's OUT / 4 outputs of the row, p its memory row (-1 past the end,
+// then n = y = x = 0), (n, y, x) its photosite.
+template <int OUT, int R, class F>
+__device__ __forceinline__ void each_front_row(const float (&out)[R][OUT / 8][4], const int64_t (&rlo)[R],
+                                               const int64_t (&rhi)[R], const FGeo& g, F&& f) {
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int64_t p = hr ? rhi[r] : rlo[r];
+      float o[OUT / 4];
+      row_outputs<OUT>(o, out[r], hr);
+      int64_t n = 0;
+      int y = 0, x = 0;
+      if (p >= 0) g.at(p, n, y, x);
+      f(o, p, n, y, x);
+    }
+}
+
+struct FrontOut {
+  const float* fmap;
+  const float* U;
+  float* O;
+  FGeo g;
+  ColourConsts k;
+  template <int OUT, int R>
+  __device__ __forceinline__ void store(const float (&out)[R][OUT / 8][4], const int64_t (&rlo)[R],
+                                        const int64_t (&rhi)[R], int lane) const {
+    constexpr int NQ = OUT / 4;
+    const int c = 2 * (lane & 3);
+    each_front_row<OUT, R>(out, rlo, rhi, g, [&](const float (&o)[NQ], int64_t p, int64_t n, int y, int x) {
+      FrontRow<NQ> fr;
+      fr.eval(o, fmap + n * 4 * g.HW, y, x, g.pos(y, x), p >= 0, c, g, k);
+      if (p >= 0 && (lane & 3) == 0) {
+        const float delta = fr.sig * fr.applied;
+        const int64_t pix = static_cast<int64_t>(y) * g.W + x;
+#pragma unroll
+        for (int ch = 0; ch < 3; ++ch) O[(n * 3 + ch) * g.HW + pix] = __ldg(U + (n * 3 + ch) * g.HW + pix) + delta;
+      }
+    });
+  }
+};
+
+// Forward epilogue of per-channel front kernels (ModelConfig.front_kernels
+// 'per_channel'; reference: front_level with kernels='per_channel'): columns
+// [r T, (r + 1) T) are the kernel of role r, column 3 T the blend logit, and
+// O_{roles[r]}(p) = U_{roles[r]}(p) + sigmoid(o_3T) sum_t w_{r,t} d(p + M_p t),
+// roles (P * P, 3) the output channel of each role per repeat position
+// (kpnt/mosaic/front.py front_roles: a permutation of the three channels).
+struct FrontOutRoles {
+  const float* fmap;
+  const float* U;
+  float* O;
+  FGeo g;
+  ColourConsts k;
+  const int32_t* roles;
+  template <int OUT, int R>
+  __device__ __forceinline__ void store(const float (&out)[R][OUT / 8][4], const int64_t (&rlo)[R],
+                                        const int64_t (&rhi)[R], int lane) const {
+    constexpr int NQ = OUT / 4;
+    const int c = 2 * (lane & 3);
+    const int T = g.T;
+    each_front_row<OUT, R>(out, rlo, rhi, g, [&](const float (&o)[NQ], int64_t p, int64_t n, int y, int x) {
+      const int ps = g.pos(y, x);
+      const float* img = fmap + n * 4 * g.HW;
+      // Tap details of every kernel column (each tap is read once per role
+      // that holds it; the three roles' columns lie in different lanes).
+      float dt[NQ], bl = 0.f;
+#pragma unroll
+      for (int q = 0; q < NQ; ++q) {
+        const int col = out_col(q, c);
+        if (col == 3 * T) bl = o[q];
+        dt[q] = 0.f;
+        if (p >= 0 && col < 3 * T) {
+          const int t = col - (col >= T ? T : 0) - (col >= 2 * T ? T : 0);
+          const int off = g.tap(y, x, ps, t);
+          if (off >= 0) dt[q] = __ldg(img + off);
+        }
+      }
+      const float sig = sigmoid(quad_sum(bl));
+      float delta[3];
+#pragma unroll
+      for (int role = 0; role < 3; ++role) {
+        float wq[NQ], den;
+        bool den_free;
+        kernel_weights<NQ>(o, c, role * T, T, k, wq, den, den_free);
+        float part = 0.f;
+#pragma unroll
+        for (int q = 0; q < NQ; ++q) part = fmaf(wq[q], dt[q], part);
+        delta[role] = sig * quad_sum(part);
+      }
+      if (p >= 0 && (lane & 3) == 0) {
+        const int64_t pix = static_cast<int64_t>(y) * g.W + x;
+#pragma unroll
+        for (int role = 0; role < 3; ++role) {
+          const int64_t i = (n * 3 + __ldg(roles + ps * 3 + role)) * g.HW + pix;
+          O[i] = __ldg(U + i) + delta[role];
+        }
+      }
+    });
+  }
+};
+
+// Backward head: with g = sum_c dL/dO_c(p): dL/dw_t = g sig d_t, then the
+// softmax/plain derivative; dL/do_T = g (sum_t w_t d_t) sig (1 - sig).
+// Also writes abuf[p][t] = g sig w_t, the apply path's dL/dd at tap t
+// (the adjoint kernel gathers it back onto the photosites).
+struct FrontDy {
+  const float* fmap;
+  const float* dO;
+  float* abuf;  // (rows, 32)
+  FGeo g;
+  ColourConsts k;
+  static constexpr bool kNeedsOut = true;
+  template <int OUT>
+  __device__ __forceinline__ void grad(float (&gy)[OUT / 8][4], const float (&out)[OUT / 8][4], int64_t rlo,
+                                       int64_t rhi, int lane) const {
+    constexpr int NQ = OUT / 4;
+    const int c = 2 * (lane & 3);
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int64_t p = hr ? rhi : rlo;
+      float o[NQ];
+      row_outputs<OUT>(o, out, hr);
+      int64_t n = 0;
+      int y = 0, x = 0;
+      if (p >= 0) g.at(p, n, y, x);
+      FrontRow<NQ> fr;
+      fr.eval(o, fmap + n * 4 * g.HW, y, x, g.pos(y, x), p >= 0, c, g, k);
+      float gs = 0.f;
+      if (p >= 0) {
+        const int64_t pix = static_cast<int64_t>(y) * g.W + x;
+#pragma unroll
+        for (int ch = 0; ch < 3; ++ch) gs += __ldg(dO + (n * 3 + ch) * g.HW + pix);
+      }
+      float gw[NQ], dot = 0.f;
+#pragma unroll
+      for (int q = 0; q < NQ; ++q) {
+        gw[q] = gs * fr.sig * fr.dt[q];
+        dot = fmaf(fr.wq[q], gw[q], dot);
+      }
+      dot = quad_sum(dot);
+      float d[NQ];
+#pragma unroll
+      for (int q = 0; q < NQ; ++q) {
+        const int col = out_col(q, c);
+        if (col < g.T) {
+          if (!k.plain) d[q] = fr.wq[q] * (gw[q] - dot);
+          else d[q] = fr.den_free ? (gw[q] - dot) / fr.den : gw[q] / fr.den;
+        } else if (col == g.T) {
+          d[q] = gs * fr.applied * fr.sig * (1.f - fr.sig);
+        } else {
+          d[q] = 0.f;
+        }
+        if (p < 0) d[q] = 0.f;
+      }
+#pragma unroll
+      for (int j = 0; j < OUT / 8; ++j) {
+        gy[j][2 * hr] = d[2 * j];
+        gy[j][2 * hr + 1] = d[2 * j + 1];
+        if (p >= 0) {
+          const int col = j * 8 + c;
+          const float a0 = col < g.T ? gs * fr.sig * fr.wq[2 * j] : 0.f;
+          const float a1 = col + 1 < g.T ? gs * fr.sig * fr.wq[2 * j + 1] : 0.f;
+          *reinterpret_cast<float2*>(abuf + p * OUT + col) = make_float2(a0, a1);
+        }
+      }
+    }
+  }
+};
+
+// fmap (N, 4, H, W) of the front level (kpnt/mosaic/front.py front_detail):
+// d = x - U_c(q), sigma = sqrt(max(a_c S_c + b_c, floor)), snr = asinh(d / sigma),
+// noise input, and d snr / d d = 1 / (sigma sqrt(1 + (d / sigma)^2)).
+__global__ void front_maps_kernel(const float* __restrict__ xm, const float* __restrict__ U,
+                                  const float* __restrict__ S, const float* __restrict__ noise,
+                                  const int32_t* __restrict__ colour, FGeo g, float* __restrict__ fmap,
+                                  int64_t total, float var_floor, ColourFeatureConsts fc) {
+  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < total;
+       q += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t n;
+    int y, x;
+    g.at(q, n, y, x);
+    const int col = __ldg(colour + g.pos(y, x));
+    const int64_t pix = static_cast<int64_t>(y) * g.W + x;
+    const float a = __ldg(noise + n * 6 + col), b = __ldg(noise + n * 6 + 3 + col);
+    const float sg = sqrtf(fmaxf(a * __ldg(S + (n * 3 + col) * g.HW + pix) + b, var_floor));
+    const float d = __ldg(xm + n * g.HW + pix) - __ldg(U + (n * 3 + col) * g.HW + pix);
+    const float z = d / sg;
+    float* img = fmap + n * 4 * g.HW + pix;
+    img[0] = d;
+    img[g.HW] = asinhf(z);
+    img[2 * g.HW] = fc.noise_input ? (logf(sg) - fc.noise_centre) / fc.noise_scale : 0.f;
+    img[3 * g.HW] = 1.f / (sg * sqrtf(1.f + z * z));
+  }
+}
+
+// dL/dU (N, 3, H, W) = dL/dO - onehot(c(q)) dL/dd(q), with dL/dd(q) gathered
+// from every (pixel p, tap t) that reads q (inv: per repeat position of q,
+// (dy, dx, t) with p = q - (dy, dx); t < 0 pads): the apply path abuf[p][t]
+// plus the feature path dx[p][t] times d snr / d d at q.  abuf rows are
+// MLP-output wide (a_stride), dx rows MLP-input wide (b_stride).
+__global__ void front_adjoint_kernel(FGeo g, const int32_t* __restrict__ colour, const int32_t* __restrict__ inv,
+                                     int inv_len, int a_stride, int b_stride, const float* __restrict__ fmap,
+                                     const float* __restrict__ abuf, const float* __restrict__ bbuf,
+                                     const float* __restrict__ dO, float* __restrict__ dU, int64_t total) {
+  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < total;
+       q += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t n;
+    int y, x;
+    g.at(q, n, y, x);
+    const int ps = g.pos(y, x);
+    float sa = 0.f, sb = 0.f;
+    for (int e = 0; e < inv_len; ++e) {
+      const int32_t* ent = inv + (static_cast<int64_t>(ps) * inv_len + e) * 3;
+      const int t = __ldg(ent + 2);
+      if (t < 0) continue;
+      const int py = y - __ldg(ent), px = x - __ldg(ent + 1);
+      if (py < 0 || py >= g.H || px < 0 || px >= g.W) continue;
+      const int64_t prow = n * g.HW + static_cast<int64_t>(py) * g.W + px;
+      sa += __ldg(abuf + prow * a_stride + t);
+      sb += __ldg(bbuf + prow * b_stride + t);
+    }
+    const int64_t pix = static_cast<int64_t>(y) * g.W + x;
+    const float dd = sa + sb * __ldg(fmap + (n * 4 + 3) * g.HW + pix);
+    const int col = __ldg(colour + ps);
+#pragma unroll
+    for (int ch = 0; ch < 3; ++ch) {
+      const int64_t i = (n * 3 + ch) * g.HW + pix;
+      dU[i] = __ldg(dO + i) - (ch == col ? dd : 0.f);
+    }
+  }
+}
+
+MlpArgs front_mlp_args(const FrontArgs& f) {
+  MlpArgs a;
+  a.dims = f.dims;
+  a.P = f.N * static_cast<int64_t>(f.H) * f.W;
+  a.groups = f.groups;
+  a.x = nullptr;
+  a.w = f.w16;
+  a.perm = f.perm;
+  a.offsets = f.row_offsets;
+  a.slope = f.slope;
+  a.stream = f.stream;
+  return a;
+}
+
+FGeo front_geo(const FrontArgs& f) {
+  return FGeo{f.H, f.W, f.period, f.taps, static_cast<int64_t>(f.H) * f.W, f.tap_off};
+}
+
+// Calls f(Cfg<...>{}, std::integral_constant<int, kernels>{}) for the
+// KPNT_FRONT line of kernels/shapes.def with MLP `d`, `kernels` kernels per
+// pixel and `taps` taps ((2 radius + 1)^2).
+template <class F>
+bool dispatch_front(const MlpDims& d, int kernels, int taps, F&& f) {
+#define KPNT_FRONT(radius, k, i, h, o, n, train)                                                              \
+  static_assert((k) == 1 || (k) == 3, "kernels/shapes.def: front kernels per pixel are 1 (shared) or 3");     \
+  static_assert((2 * (radius) + 1) * (2 * (radius) + 1) + 2 <= (i) &&                                         \
+                    (k) * (2 * (radius) + 1) * (2 * (radius) + 1) + 1 <= (o),                                 \
+                "kernels/shapes.def: the front MLP needs taps + 2 inputs and kernels x taps + 1 outputs");    \
+  static_assert((k) == 1 || (train) == 0,                                                                     \
+                "kernels/shapes.def: per-channel front kernels have no fused backward (train must be 0)");    \
+  if (d.in == i && d.hidden == h && d.out == o && d.n_hidden == n && kernels == (k) &&                        \
+      taps == (2 * (radius) + 1) * (2 * (radius) + 1)) {                                                      \
+    f(Cfg<i, h, o, n, (train) != 0>{}, std::integral_constant<int, k>{});                                     \
+    return true;                                                                                              \
+  }
+#define KPNT_COLOUR(...)
+#include "shapes.def"
+#undef KPNT_COLOUR
+#undef KPNT_FRONT
+  return false;
+}
+
+[[noreturn]] void front_not_compiled(const FrontArgs& f) {
+  char what[96];
+  std::snprintf(what, sizeof what, "front_level (%d taps, %d kernel(s) per pixel)", f.taps, f.kernels);
+  not_compiled(what, f.dims);
+}
+
+}  // namespace
+
+const char* front_forward(const FrontArgs& f, float* fmap, float* O) {
+  return guarded([&] {
+    if (!dispatch_front(f.dims, f.kernels, f.taps, [](auto, auto) {})) front_not_compiled(f);
+    const int64_t total = f.N * static_cast<int64_t>(f.H) * f.W;
+    if (total == 0) return;
+    front_maps_kernel<<<elementwise_blocks(total, 256), 256, 0, f.stream>>>(
+        f.x, f.U, f.S, f.noise, f.colour, front_geo(f), fmap, total, f.var_floor, f.fc);
+    check_cuda(cudaGetLastError(), "front maps launch");
+    const ColourConsts k{f.plain ? 1 : 0, f.plain_eps};
+    dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto kernels) {
+      using C = decltype(cfg);
+      if constexpr (decltype(kernels)::value == 1) {
+        launch_forward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)}, FrontOut{fmap, f.U, O, front_geo(f), k});
+      } else {
+        launch_forward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)},
+                               FrontOutRoles{fmap, f.U, O, front_geo(f), k, f.roles});
+      }
+    });
+  });
+}
+
+const char* front_bwd_blocks(const FrontArgs& f, int* blocks) {
+  return guarded([&] {
+    if (!dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto) {
+          using C = decltype(cfg);
+          if constexpr (C::BWD) *blocks = backward_blocks_with<C, FrontIn, FrontDy>(front_mlp_args(f));
+          else forward_only(f.dims);
+        }))
+      front_not_compiled(f);
+  });
+}
+
+const char* front_backward(const FrontArgs& f, const float* fmap, const float* dO, float* abuf, float* bbuf,
+                           float* dw_partial, float* dU) {
+  return guarded([&] {
+    const int64_t total = f.N * static_cast<int64_t>(f.H) * f.W;
+    if (total == 0) return;
+    const ColourConsts k{f.plain ? 1 : 0, f.plain_eps};
+    if (!dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto) {
+          using C = decltype(cfg);
+          if constexpr (C::BWD) {
+            launch_backward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)},
+                                    FrontDy{fmap, dO, abuf, front_geo(f), k}, bbuf, dw_partial);
+          } else {
+            forward_only(f.dims);
+          }
+        }))
+      front_not_compiled(f);
+    front_adjoint_kernel<<<elementwise_blocks(total, 256), 256, 0, f.stream>>>(
+        front_geo(f), f.colour, f.inv, f.inv_len, f.dims.out, f.dims.in, fmap, abuf, bbuf, dO, dU, total);
+    check_cuda(cudaGetLastError(), "front adjoint launch");
+  });
+}
+
+}  // namespace kpnt

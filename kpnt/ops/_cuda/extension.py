@@ -1,0 +1,36 @@
+"""The loaded extension, its error protocol, and the constants the kernels
+share with the reference (one source of truth: the reference modules)."""
+from __future__ import annotations
+
+from kpnt import _backend
+
+
+def ext():
+    """The compiled extension (built on first use, :func:`kpnt._backend.load`)."""
+    return _backend.load()
+
+
+def unwrap(res):
+    """The extension reports errors as ("ValueError" | "RuntimeError", message)
+    tuples instead of raising through pybind11 (kernels/mlp_core.cuh says why)."""
+    if isinstance(res, tuple) and len(res) == 2 and isinstance(res[0], str):
+        kind, msg = res
+        raise (ValueError if kind == "ValueError" else RuntimeError)(msg)
+    return res
+
+
+def colour_consts() -> list[float]:
+    """[CHROMA_EPS, NOISE_LOG_CENTRE, NOISE_LOG_SCALE, PLAIN_EPS] for the colour kernels."""
+    from kpnt.ref.apply import PLAIN_EPS
+    from kpnt.ref.features import CHROMA_EPS
+    from kpnt.ref.noise import NOISE_LOG_CENTRE, NOISE_LOG_SCALE
+
+    return [float(CHROMA_EPS), float(NOISE_LOG_CENTRE), float(NOISE_LOG_SCALE), float(PLAIN_EPS)]
+
+
+def front_consts() -> list[float]:
+    """[NOISE_LOG_CENTRE, NOISE_LOG_SCALE, PLAIN_EPS, VAR_FLOOR] for the front kernels."""
+    from kpnt.ref.apply import PLAIN_EPS
+    from kpnt.ref.noise import NOISE_LOG_CENTRE, NOISE_LOG_SCALE, VAR_FLOOR
+
+    return [float(NOISE_LOG_CENTRE), float(NOISE_LOG_SCALE), float(PLAIN_EPS), float(VAR_FLOOR)]

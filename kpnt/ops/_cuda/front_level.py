@@ -1,0 +1,210 @@
+"""The mosaic front level on the fused kernels (reference:
+:mod:`kpnt.ref.front_level`).
+
+One grouped MLP launch for all site classes (rows read through a cached
+class partition); the canonical taps are gathered inside the kernel from
+per-photosite maps, the predicted kernel is applied in its epilogue.
+Differentiable in ``U`` and every weight set by the fused backward (an
+adjoint kernel gathers dL/dd back onto the photosites, no atomics);
+gradients to ``x``, ``S`` or ``noise``, if asked for, come from the
+reference level around the fused MLP.  Per-channel kernels are compiled
+forward only (``kernels/shapes.def``): :mod:`kpnt.ops` routes calls that
+need their weight gradients to the reference before they get here.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kpnt.mosaic.cfa import CFA
+from kpnt.ops._cuda.extension import ext, front_consts, unwrap
+from kpnt.ops._cuda.glue import by_name, grads, input_names
+from kpnt.ops._cuda.mlp import dispatch_mlp, partition_by_class, unpack
+from kpnt.ops.weights import as_weight_sets
+from kpnt.ref._cache import tensor_cache
+from kpnt.ref.front_layout import front_roles
+from kpnt.spec import FrontLevelSpec
+
+#: FrontLevelSpec.kernels name of a kernel count.
+_KERNELS_NAME = {1: "shared", 3: "per_channel"}
+
+
+def _cfa_from(pattern: Sequence[int]) -> CFA:
+    P = int(round(len(pattern) ** 0.5))
+    return CFA(np.asarray(pattern, dtype=np.int64).reshape(P, P))
+
+
+@tensor_cache(32)
+def _tables(pattern: tuple, radius: int, device: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(colour (P*P,), tap_off (P*P, T, 2), inv (P*P, L, 3), roles (P*P, 3)) int32 of a CFA.
+
+    ``inv`` lists, for each repeat position of a photosite q, the (dy, dx, t)
+    of every (pixel p = q - (dy, dx), tap t) that reads q; rows are padded
+    with t = -1 to the longest list.  ``roles`` is the output channel of each
+    per-channel kernel role (:func:`kpnt.ref.front_layout.front_roles`).
+    """
+    from kpnt.ref.taps import square_taps
+
+    cfa = _cfa_from(pattern)
+    P = cfa.period
+    offs = cfa.canonical_offsets(square_taps(radius))                 # (P, P, T, 2)
+    T = offs.shape[2]
+    lists = [[] for _ in range(P * P)]
+    for ry in range(P):
+        for rx in range(P):
+            for t in range(T):
+                dy, dx = (int(v) for v in offs[ry, rx, t])
+                lists[((ry + dy) % P) * P + (rx + dx) % P].append((dy, dx, t))
+    L = max(len(v) for v in lists)
+    inv = np.zeros((P * P, L, 3), dtype=np.int32)
+    inv[..., 2] = -1
+    for s, v in enumerate(lists):
+        inv[s, :len(v)] = v
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int32)).to(device)
+    roles = front_roles(cfa, radius, "symmetry").reshape(P * P, 3)
+    return as_t(cfa.pattern.reshape(-1)), as_t(offs.reshape(P * P, T, 2)), as_t(inv), as_t(roles)
+
+
+@tensor_cache(16)
+def _partition(pattern: tuple, N: int, H: int, W: int, device: str) -> tuple[Tensor, Tensor]:
+    """Rows (n, y, x) of an N x H x W mosaic grouped by site class (cached)."""
+    cfa = _cfa_from(pattern)
+    P = cfa.period
+    cls = torch.as_tensor(cfa.site_class, dtype=torch.int64)
+    ys, xs = torch.arange(H) % P, torch.arange(W) % P
+    rows = cls[ys[:, None], xs[None, :]].reshape(-1).repeat(N).to(device)
+    return partition_by_class(rows, cfa.n_classes)
+
+
+def _front_fwd_impl(
+    x: Tensor, U: Tensor, S: Tensor, noise: Tensor, w: Tensor, w16: Tensor, perm: Tensor, row_offsets: Tensor,
+    colour: Tensor, tap_off: Tensor, inv: Tensor, roles: Tensor, dims: list[int], pattern: list[int], radius: int,
+    kernels: int, slope: float, plain: bool, noise_input: bool,
+) -> tuple[Tensor, Tensor]:
+    # ``w`` (float32) is the autograd input; the kernels read ``w16``.
+    P, T = int(round(len(pattern) ** 0.5)), (2 * radius + 1) ** 2
+    O, fmap = unwrap(ext().front_forward(x, U, S, noise, w16, [perm, row_offsets, colour, tap_off, inv, roles], dims,
+                                         [P, T, kernels], slope, plain, noise_input, front_consts()))
+    return O, fmap
+
+
+FRONT_INPUTS = input_names(_front_fwd_impl)
+_front_fwd = torch.library.custom_op("kpnt::front_fwd", mutates_args=(), device_types="cuda")(_front_fwd_impl)
+
+
+@_front_fwd.register_fake
+def _(x, U, S, noise, w, w16, perm, row_offsets, colour, tap_off, inv, roles, dims, pattern, radius, kernels, slope,
+      plain, noise_input):
+    N, _, H, W = x.shape
+    return U.new_empty(U.shape), x.new_empty((N, 4, H, W))
+
+
+@torch.library.custom_op("kpnt::front_bwd", mutates_args=(), device_types="cuda")
+def _front_bwd(
+    x: Tensor, U: Tensor, S: Tensor, noise: Tensor, w16: Tensor, perm: Tensor, row_offsets: Tensor, colour: Tensor,
+    tap_off: Tensor, inv: Tensor, roles: Tensor, fmap: Tensor, dO: Tensor, dims: list[int], pattern: list[int],
+    radius: int, kernels: int, slope: float, plain: bool, noise_input: bool,
+) -> tuple[Tensor, Tensor]:
+    P, T = int(round(len(pattern) ** 0.5)), (2 * radius + 1) ** 2
+    dU, dw = unwrap(ext().front_backward(x, U, S, noise, w16, [perm, row_offsets, colour, tap_off, inv, roles], fmap,
+                                         dO, dims, [P, T, kernels], slope, plain, noise_input, front_consts()))
+    return dU, dw
+
+
+@_front_bwd.register_fake
+def _(x, U, S, noise, w16, perm, row_offsets, colour, tap_off, inv, roles, fmap, dO, dims, pattern, radius, kernels,
+      slope, plain, noise_input):
+    return U.new_empty(U.shape), U.new_empty(w16.shape)
+
+
+_SAVED = ("x", "U", "S", "noise", "w", "w16", "perm", "row_offsets", "colour", "tap_off", "inv", "roles")
+
+
+def _setup_context(ctx, inputs, output):
+    a = by_name(FRONT_INPUTS, inputs)
+    ctx.save_for_backward(*(a[n] for n in _SAVED), output[1])
+    ctx.args = {n: a[n] for n in ("dims", "pattern", "radius", "kernels", "slope", "plain", "noise_input")}
+
+
+def _backward(ctx, dO, dfmap):
+    *saved, fmap = ctx.saved_tensors
+    t = dict(zip(_SAVED, saved))
+    a = ctx.args
+    need = by_name(FRONT_INPUTS, ctx.needs_input_grad)
+    dO = torch.zeros_like(t["U"]) if dO is None else dO.contiguous()
+    if need["x"] or need["S"] or need["noise"]:
+        # Gradients to the mosaic, S or the noise profile (never needed by
+        # kpnt.model, where they come from the data): the reference level
+        # around the fused MLP, differentiated by autograd.
+        from kpnt.ref.front_level import front_level
+
+        dims = a["dims"]
+        spec = FrontLevelSpec(radius=a["radius"], kernels=_KERNELS_NAME[a["kernels"]], width=dims[1],
+                              hidden_layers=dims[3], leaky_slope=a["slope"],
+                              apply_mode="plain" if a["plain"] else "softmax", noise_input=a["noise_input"])
+        names = ("x", "U", "S", "noise")
+        with torch.enable_grad():
+            leaves = {n: t[n].detach().requires_grad_(need[n]) for n in names}
+            w_ = t["w"].detach().requires_grad_()
+            sets = [unpack(w_[g], dims) for g in range(w_.shape[0])]
+            O_ = front_level(*(leaves[n] for n in names), _cfa_from(a["pattern"]), sets, spec, mlp_fn=dispatch_mlp)
+            wrt = {n: leaves[n] for n in names if need[n]}
+            wrt["w"] = w_
+            got = dict(zip(wrt, torch.autograd.grad(O_, list(wrt.values()), dO)))
+        return grads(FRONT_INPUTS, **{n: got[n] for n in names if n in got}, w=got["w"] if need["w"] else None)
+    if not (need["U"] or need["w"]):
+        return grads(FRONT_INPUTS)
+    dU, dw = _front_bwd(*(t[n] for n in _SAVED if n != "w"), fmap, dO, a["dims"], a["pattern"], a["radius"],
+                        a["kernels"], a["slope"], a["plain"], a["noise_input"])
+    return grads(FRONT_INPUTS, U=dU if need["U"] else None, w=dw if need["w"] else None)
+
+
+_front_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _check_tensors(x: Tensor, U: Tensor, S: Tensor, noise: Tensor) -> None:
+    for name, t in (("x", x), ("U", U), ("S", S), ("noise", noise)):
+        if not isinstance(t, Tensor) or not t.is_cuda or t.dtype != torch.float32:
+            got = f"{t.dtype} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"fused front_level: {name} must be a float32 CUDA tensor, got {got} "
+                             "(use backend='torch' for others)")
+        if t.device != x.device:
+            raise ValueError(f"fused front_level: {name} is on {t.device}, x on {x.device}")
+
+
+def front_level(x: Tensor, U: Tensor, S: Tensor, noise: Tensor, cfa: CFA, weights, spec: FrontLevelSpec) -> Tensor:
+    """:func:`kpnt.ref.front_level.front_level` on the fused kernels: same
+    arguments, same results within f16 tolerance.
+
+    Args:
+        x: (N, 1, H, W) mosaic; U, S: (N, 3, H, W); noise: (N, 2, 3); all
+            float32 on one CUDA device.
+        weights: one MLP per site class (``cfa.class_names`` order), each of
+            shape ``spec.mlp`` (a list of lists, or
+            :class:`kpnt.ops.weights.MlpWeightSets`, packed once).
+        spec: a spec the capability table accepts
+            (:func:`kpnt.ops.capability.front_problem`; symmetry sharing).
+    Returns:
+        (N, 3, H, W).
+    """
+    _check_tensors(x, U, S, noise)
+    if spec.sharing != "symmetry":
+        raise ValueError(f"fused front_level: runs symmetry sharing only, got {spec.sharing!r}")
+    for k, ws in enumerate(weights):
+        for i, wi in enumerate(ws):
+            if wi.device != x.device:
+                raise ValueError(f"fused front_level: weights[{k}][{i}] is on {wi.device}, x on {x.device}")
+    N, _, H, W = x.shape
+    pattern = tuple(int(v) for v in cfa.pattern.reshape(-1))
+    dev = str(x.device)
+    colour, tap_off, inv, roles = _tables(pattern, int(spec.radius), dev)
+    perm, row_offsets = _partition(pattern, N, H, W, dev)
+    w = as_weight_sets(weights)
+    O, _ = _front_fwd(x.contiguous(), U.contiguous(), S.contiguous(), noise.contiguous(), w.packed(), w.half(), perm,
+                      row_offsets, colour, tap_off, inv, roles, list(spec.mlp.as_tuple()), list(pattern),
+                      int(spec.radius), spec.n_kernels, float(spec.leaky_slope), spec.apply_mode == "plain",
+                      bool(spec.noise_input))
+    return O

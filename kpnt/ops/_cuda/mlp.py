@@ -1,0 +1,223 @@
+"""The fused per-pixel MLP (plain and grouped) as a differentiable op.
+
+Layers (gsplat / flash-attention style): the kernel is a ``torch.library``
+custom op (``kpnt::mlp_fwd``, ``kpnt::mlp_bwd``) with a fake (meta)
+implementation, so it traces under ``torch.compile``; the backward is
+attached with ``register_autograd``; the public functions check their
+arguments (naming the argument, what was expected and what came).
+
+Batch granularity: the kernels work on tiles of 128 pixels but mask the rows
+past the end themselves (loads read zeros, stores are skipped, padded rows
+carry zero gradient), so no padded copy of the pixel batch is ever made here:
+any ``P >= 0`` is accepted as it is.
+
+Precision: weights and activations are float16 on the tensor cores with
+float32 accumulation; inputs, outputs and gradients are float32.  Expect a
+relative error of about 1e-3 on the outputs and a few 1e-3 on the weight
+gradients against a float32 reference (``tests/cuda/test_fused_mlp.py``).
+
+Example::
+
+    >>> x = torch.randn(1000, 32, device="cuda")                # doctest: +SKIP
+    >>> ws = [torch.randn(64, 32), *[torch.randn(64, 64)] * 5, torch.randn(16, 64)]
+    >>> ws = [w.cuda().mul_(0.2).requires_grad_() for w in ws]  # doctest: +SKIP
+    >>> y = fused_mlp(x, ws, slope=0.01)                        # (1000, 16)
+    >>> y.square().sum().backward()                             # grads on every w
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from kpnt.ops._cuda.extension import ext, unwrap
+from kpnt.ops._cuda.glue import by_name, grads, input_names
+from kpnt.ops.weights import as_weight_sets, as_weights
+
+
+def _mlp_fwd_impl(x: Tensor, w: Tensor, w16: Tensor, perm: Optional[Tensor], offsets: Optional[Tensor],
+                  dims: list[int], slope: float) -> Tensor:
+    # ``w`` (float32) is the autograd input; the kernels read ``w16``.
+    return unwrap(ext().mlp_forward(x, w16, perm, offsets, dims, slope))
+
+
+MLP_INPUTS = input_names(_mlp_fwd_impl)
+_mlp_fwd = torch.library.custom_op("kpnt::mlp_fwd", mutates_args=(), device_types="cuda")(_mlp_fwd_impl)
+
+
+@_mlp_fwd.register_fake
+def _(x, w, w16, perm, offsets, dims, slope):
+    return x.new_empty((x.shape[0], dims[2]))
+
+
+@torch.library.custom_op("kpnt::mlp_bwd", mutates_args=(), device_types="cuda")
+def _mlp_bwd(x: Tensor, w16: Tensor, perm: Optional[Tensor], offsets: Optional[Tensor], dy: Tensor, dims: list[int],
+             slope: float, need_dx: bool) -> tuple[Tensor, Tensor]:
+    dx, dw = unwrap(ext().mlp_backward(x, w16, perm, offsets, dy, dims, slope, need_dx))
+    return dx, dw
+
+
+@_mlp_bwd.register_fake
+def _(x, w16, perm, offsets, dy, dims, slope, need_dx):
+    dx = x.new_empty(x.shape) if need_dx else x.new_empty((0,))
+    return dx, x.new_empty(w16.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    a = by_name(MLP_INPUTS, inputs)
+    ctx.save_for_backward(a["x"], a["w16"], a["perm"], a["offsets"])
+    ctx.dims, ctx.slope = a["dims"], a["slope"]
+
+
+def _backward(ctx, dy):
+    x, w16, perm, offsets = ctx.saved_tensors
+    need = by_name(MLP_INPUTS, ctx.needs_input_grad)
+    if not (need["x"] or need["w"]):
+        return grads(MLP_INPUTS)
+    # The kernel recomputes the forward pass from x: nothing but x, the weights
+    # and dL/dy is kept between forward and backward.
+    dx, dw = _mlp_bwd(x, w16, perm, offsets, dy.contiguous(), ctx.dims, ctx.slope, need["x"])
+    return grads(MLP_INPUTS, x=dx if need["x"] else None, w=dw if need["w"] else None)
+
+
+_mlp_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def mlp_dims(weights: Sequence[Tensor], grouped: bool = False) -> list[int]:
+    """``[in, hidden, out, n_hidden]`` of a weight list, checking that it chains.
+
+    ``weights`` are ``W0 (hidden, in)``, ``W1..W(n-1) (hidden, hidden)``,
+    ``Wout (out, hidden)`` stored ``(out, in)``; with ``grouped`` each carries
+    a leading group axis ``(G, out, in)``.
+    """
+    if len(weights) < 2:
+        raise ValueError(f"fused_mlp: weights must hold at least 2 matrices (W0 and Wout), got {len(weights)}")
+    nd = 3 if grouped else 2
+    for i, w in enumerate(weights):
+        if not isinstance(w, Tensor) or w.dim() != nd:
+            shape = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+            raise ValueError(f"fused_mlp: weights[{i}] must be a {nd}-D tensor, got {shape}")
+        if w.dtype != torch.float32:
+            raise ValueError(f"fused_mlp: weights[{i}] must be float32, got {w.dtype}")
+    hidden, n_in = weights[0].shape[-2:]
+    n_out = weights[-1].shape[-2]
+    for i, w in enumerate(weights):
+        rows = n_out if i == len(weights) - 1 else hidden
+        cols = n_in if i == 0 else hidden
+        if tuple(w.shape[-2:]) != (rows, cols):
+            raise ValueError(f"fused_mlp: weights[{i}] must be ({rows}, {cols}) (out, in), got {tuple(w.shape[-2:])}")
+        if grouped and w.shape[0] != weights[0].shape[0]:
+            raise ValueError(
+                f"fused_mlp: weights[{i}] has {w.shape[0]} groups, weights[0] has {weights[0].shape[0]}"
+            )
+    return [int(n_in), int(hidden), int(n_out), len(weights) - 1]
+
+
+def check_x(x: Tensor, dims: list[int], weights: Sequence[Tensor]) -> None:
+    """``x`` is float32 ``(P, in)`` on the weights' CUDA device."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"fused_mlp: x must be a tensor, got {type(x).__name__}")
+    if not x.is_cuda:
+        raise ValueError(f"fused_mlp: x must be on a CUDA device for the fused kernels, got {x.device}")
+    if x.dtype != torch.float32:
+        raise ValueError(f"fused_mlp: x must be float32, got {x.dtype}")
+    if x.dim() != 2 or x.shape[1] != dims[0]:
+        raise ValueError(f"fused_mlp: x must be (P, {dims[0]}), got {tuple(x.shape)}")
+    for i, w in enumerate(weights):
+        if w.device != x.device:
+            raise ValueError(f"fused_mlp: weights[{i}] is on {w.device}, x on {x.device}")
+
+
+def fused_mlp(x: Tensor, weights: Sequence[Tensor], slope: float = 0.01) -> Tensor:
+    """Per-pixel MLP on tensor cores, differentiable in ``x`` and every weight.
+
+    Args:
+        x: ``(P, in)`` float32 CUDA features, any ``P``.
+        weights: ``[W0 (hidden, in), W1..W(n-1) (hidden, hidden), Wout (out, hidden)]``
+            float32, bias-free, leaky ReLU after every matrix but the last
+            (a list, or :class:`kpnt.ops.weights.MlpWeights`, packed once).
+        slope: leaky ReLU negative slope (``>= 0``).
+
+    Returns:
+        ``(P, out)`` float32.
+    """
+    dims = mlp_dims(list(weights))
+    check_x(x, dims, list(weights))
+    w = as_weights(weights)
+    return _mlp_fwd(x.contiguous(), w.packed(), w.half(), None, None, dims, float(slope))
+
+
+def partition_by_class(cls: Tensor, groups: int) -> tuple[Tensor, Tensor]:
+    """Pixel order grouped by class: ``(perm int32 (P,), offsets int32 (G+1,))``.
+
+    Logical rows ``offsets[g]..offsets[g+1]-1`` are the pixels of class ``g``
+    and ``perm`` maps them to memory rows.  The kernels read rows through
+    ``perm`` (no gathered copy of ``x``); for a fixed CFA the result can be
+    computed once and reused.
+    """
+    if cls.dim() != 1:
+        raise ValueError(f"fused_mlp_grouped: cls must be (P,), got {tuple(cls.shape)}")
+    if cls.dtype not in (torch.int32, torch.int64, torch.uint8, torch.int16):
+        raise ValueError(f"fused_mlp_grouped: cls must be an integer tensor, got {cls.dtype}")
+    cls = cls.to(torch.int64)
+    counts = torch.bincount(cls, minlength=groups)  # raises on negative classes
+    if counts.numel() != groups:
+        raise ValueError(f"fused_mlp_grouped: class indices must be in [0, {groups}), got up to {counts.numel() - 1}")
+    perm = torch.argsort(cls, stable=True).to(torch.int32)
+    offsets = torch.zeros(groups + 1, dtype=torch.int32, device=cls.device)
+    offsets[1:] = torch.cumsum(counts, 0).to(torch.int32)
+    return perm, offsets
+
+
+def fused_mlp_grouped(
+    x: Tensor,
+    cls: Tensor | tuple[Tensor, Tensor],
+    weights: Sequence[Tensor],
+    slope: float = 0.01,
+) -> Tensor:
+    """Per-pixel MLP with one weight set per pixel class (the mosaic front level).
+
+    Args:
+        x: ``(P, in)`` float32 CUDA features.
+        cls: ``(P,)`` integer class of each pixel in ``[0, G)``, or the
+            ``(perm, offsets)`` pair from :func:`partition_by_class`.
+        weights: as for :func:`fused_mlp`, each with a leading group axis
+            ``(G, out, in)``.
+        slope: leaky ReLU negative slope.
+
+    Returns:
+        ``(P, out)`` float32: row ``p`` evaluated with the weights of ``cls[p]``.
+    """
+    dims = mlp_dims(weights, grouped=True)
+    check_x(x, dims, weights)
+    groups = int(weights[0].shape[0])
+    if isinstance(cls, tuple):
+        perm, offsets = cls
+        if perm.shape != (x.shape[0],) or offsets.shape != (groups + 1,):
+            raise ValueError(
+                f"fused_mlp_grouped: (perm, offsets) must be ({x.shape[0]},) and ({groups + 1},), "
+                f"got {tuple(perm.shape)} and {tuple(offsets.shape)}"
+            )
+    else:
+        if cls.shape != (x.shape[0],):
+            raise ValueError(f"fused_mlp_grouped: cls must be ({x.shape[0]},), got {tuple(cls.shape)}")
+        perm, offsets = partition_by_class(cls, groups)
+    w = as_weight_sets([[m[g] for m in weights] for g in range(groups)])
+    return _mlp_fwd(x.contiguous(), w.packed(), w.half(), perm, offsets, dims, float(slope))
+
+
+def dispatch_mlp(x: Tensor, weights: Sequence[Tensor], leaky_slope: float) -> Tensor:
+    """:func:`kpnt.ref.mlp.mlp`'s signature on the fused kernel (any compiled shape)."""
+    return fused_mlp(x, weights, leaky_slope)
+
+
+def unpack(w: Tensor, dims: Sequence[int]) -> list[Tensor]:
+    """Views of a packed weight vector as the (out, in) matrices."""
+    n_in, hidden, n_out, nh = dims
+    shapes = [(hidden, n_in)] + [(hidden, hidden)] * (nh - 1) + [(n_out, hidden)]
+    mats, o = [], 0
+    for r, c in shapes:
+        mats.append(w[o:o + r * c].view(r, c))
+        o += r * c
+    return mats
