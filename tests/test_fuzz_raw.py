@@ -54,3 +54,20 @@ def test_seeded_corruptions_are_typed_or_finite(setup):
     # the corpus exercises both paths and every mutation
     assert outcomes["refused-typed"] > CASES // 5 and outcomes["accepted-finite"] > CASES // 5, outcomes
     assert len(kinds) >= len(MUTATIONS) - 1, kinds
+
+
+def test_supervisor_counts_crashes_and_hangs(tmp_path):
+    """tools/fuzz_raw.py replaces a worker that crashed (SIGSEGV) or hung and
+    counts the case; the run fails (exit 1) and says so."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "fuzz_raw.py"
+    res = subprocess.run([sys.executable, str(tool), "--cases", "4", "--timeout", "2", "--simulate", "1=crash,2=hang",
+                          "--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, res.stdout + res.stderr
+    counts = json.loads((tmp_path / "r.json").read_text())["counts"]
+    assert counts.get("crash") == 1 and counts.get("hang") == 1 and sum(counts.values()) == 4, counts
+    assert "FAIL: 2 case(s)" in res.stdout and "worker died (exit code -11)" in res.stdout
