@@ -32,7 +32,9 @@ class OutputFormat:
         dtype: what the denoiser produces for it (``np.uint16`` or
             ``np.float32``, see :func:`kpnt.denoise.denoise_raw`).
         help: one phrase for ``--help``.
-        write: ``write(path, rgb, meta, overwrite)``, atomic.
+        write: ``write(path, rgb, meta, overwrite, compression)``, atomic
+            (``compression``: :data:`kpnt.io.dng.COMPRESSIONS`; formats
+            without a choice ignore it).
     """
 
     name: str
@@ -63,25 +65,25 @@ def get_format(name: str) -> OutputFormat:
 
 
 # The writers import lazily: listing the formats (``--help``) needs none of them.
-def _dng(path, rgb, meta, overwrite):
+def _dng(path, rgb, meta, overwrite, compression="ljpeg"):
     from kpnt.io.dng import write_linear_dng
 
-    write_linear_dng(path, rgb, meta, overwrite=overwrite)
+    write_linear_dng(path, rgb, meta, overwrite=overwrite, compression=compression)
 
 
-def _tiff(path, rgb, meta, overwrite):
+def _tiff(path, rgb, meta, overwrite, compression=None):
     from kpnt.io.tiff import write_tiff
 
     write_tiff(path, rgb, overwrite=overwrite)
 
 
-def _tiff_float(path, rgb, meta, overwrite):
+def _tiff_float(path, rgb, meta, overwrite, compression=None):
     from kpnt.io.tiff import write_tiff
 
     write_tiff(path, rgb, "float32", overwrite=overwrite)
 
 
-def _exr(path, rgb, meta, overwrite):
+def _exr(path, rgb, meta, overwrite, compression=None):
     from kpnt.io.exr import write_exr
 
     write_exr(path, rgb, overwrite=overwrite)

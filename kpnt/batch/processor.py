@@ -156,7 +156,8 @@ class FileProcessor:
             self.models.guard.reset()
             # reproducible: the same bytes with any --jobs / --threads
             rgb = dn.denoise_raw(model, raw, noise, tile=tile, device=self.device, progress=progress,
-                                 dtype=self.fmt.dtype, reproducible=True, timing=timing)
+                                 dtype=self.fmt.dtype, reproducible=True, timing=timing, strength=self.s.strength,
+                                 hot_pixels=self.s.hot_pixels, cpu_precision=self.s.cpu_precision)
             if self.models.guard.tripped():
                 raise NonFiniteOutputError(f"{task.src}: the model's output holds NaN or inf ({res.noise}): "
                                            "nothing written; check the noise level and the weights")
@@ -181,7 +182,7 @@ class FileProcessor:
                 raise BlackOutputError(f"{task.src}: the result is black everywhere: not written "
                                        "(the raw's black/white levels or the noise level look wrong)")
             task.out.parent.mkdir(parents=True, exist_ok=True)
-            self.fmt.write(task.out, rgb, meta, self.s.force)
+            self.fmt.write(task.out, rgb, meta, self.s.force, compression=self.s.compression)
             res.seconds["encode"] = time.perf_counter() - t0
             res.status = "done"
         except KeyboardInterrupt:

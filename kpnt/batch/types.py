@@ -37,6 +37,11 @@ class Settings:
             crash or hang of LibRaw costs one file); 'inline': in the
             process that denoises (a LibRaw crash ends that process).
         decode_timeout: seconds a child may take for one file ('child').
+        strength: 1 full denoising, 0 demosaic only (the noise level the
+            model is told is scaled by it; :func:`kpnt.denoise.denoise_raw`).
+        hot_pixels: replace hot/dead photosites before denoising.
+        compression: DNG pixel data, 'ljpeg' or 'none' (:data:`kpnt.io.dng.COMPRESSIONS`).
+        cpu_precision: 'auto', 'fp32' or 'bf16' MLP products on a CPU.
     """
 
     fmt: str = "dng"
@@ -49,6 +54,10 @@ class Settings:
     verbose: bool = False
     decoder: str = "child"
     decode_timeout: float = 300.0
+    strength: float = 1.0
+    hot_pixels: bool = True
+    compression: str = "ljpeg"
+    cpu_precision: str = "auto"
 
 
 @dataclass(frozen=True)
