@@ -82,7 +82,7 @@ class BuildReport:
     def lines(self) -> list[str]:
         out = []
         if not self.attempted and not (self.skipped or self.skipped_rejected):
-            out.append(f"no pairs to build: no frame has a lower-ISO frame of its scene to pair with"
+            out.append("no pairs to build: no frame has a lower-ISO frame of its scene to pair with"
                        + (" (see 'not paired' below)" if self.unpaired else ""))
         elif not self.attempted:
             out.append(f"nothing new to build: {self.skipped} pair(s) already built"
