@@ -330,6 +330,19 @@ def test_model_selection_scores_every_weights_file(bq, tiny_bench, capsys):
     assert "weights files, PSNR linear / sRGB" in out and "| run_a |" in out and "| run_b |" in out
 
 
+def test_time_budget_stops_early_and_keeps_the_cache(bq, tiny_bench, capsys):
+    pytest.importorskip("colour_demosaicing")
+    tmp = tiny_bench
+    args = ["--sensors", "bayer", "--isos", "800", "--methods", "menon", "--peer-cache", str(tmp / "pc")]
+    assert _main(bq, tmp, *args, "--time-budget", "1e-6") == 3
+    assert "partial run" in capsys.readouterr().err
+    assert _main(bq, tmp, *args, "--json", str(tmp / "full.json")) == 0
+    assert [r["n"] for r in json.loads((tmp / "full.json").read_text())["rows"]] == [2]
+    with pytest.raises(SystemExit):
+        _main(bq, tmp, "--time-budget", "60")
+    assert "without --peer-cache" in capsys.readouterr().err
+
+
 def test_cli_errors_are_one_line(bq, tiny_bench, capsys):
     tmp = tiny_bench
     with pytest.raises(SystemExit):

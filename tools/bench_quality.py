@@ -54,9 +54,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import signal
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +139,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--speed-mp", type=float, default=24.0, help="time kpnt and demosaicnet on one synthetic raw of this many MP (default 24; 0 skips)")
     p.add_argument("--cpu-speed-mp", type=float, default=4.0, help="on the CPU, time on a raw of at most this many MP (default 4)")
     p.add_argument("--bm3d-speed-mp", type=float, default=1.0, help="BM3D's speed: one synthetic raw of this many MP (default 1)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="stop after this many seconds (queued peer jobs cancelled, running ones finished and cached), "
+                        "exit 3 without tables: for machines with a time limit; rerun to continue from the peer cache")
     p.add_argument("--jobs", type=int, default=1, help="worker processes for the CPU-only peers, one thread each (default 1: in this process)")
     p.add_argument("--threads", type=int, default=2, help="torch/OpenCV threads of this process (default 2)")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
@@ -155,6 +157,10 @@ def _check_args(p: argparse.ArgumentParser, args) -> None:
         p.error(f"--limit {args.limit}: pass a positive number of photos")
     if args.downscale < 1 or args.jobs < 1 or args.threads < 1:
         p.error("--downscale, --jobs and --threads must be >= 1")
+    if args.time_budget is not None and args.time_budget <= 0:
+        p.error(f"--time-budget {args.time_budget:g}: pass a positive number of seconds")
+    if args.time_budget is not None and not args.peer_cache:
+        p.error("--time-budget without --peer-cache would throw the finished peer jobs away: pass --peer-cache DIR")
     if args.json and args.json.exists() and not args.json.is_file():
         p.error(f"--json {args.json}: exists and is not a file")
     if not args.weights_glob and "kpnt" in args.methods:
@@ -169,30 +175,31 @@ def _check_args(p: argparse.ArgumentParser, args) -> None:
 
 
 def _write_json(path: Path, doc: dict) -> None:
-    """Write ``doc`` atomically (temporary file in the same folder, renamed)."""
+    """Write ``doc`` atomically (temporary file beside it, renamed)."""
+    from kpnt.io.atomic import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, [json.dumps(doc, indent=1).encode()], overwrite=True)
 
 
 def main(argv=None) -> int:
     """Parse ``argv``, run the benchmark, print the report; 0 on success."""
-    import torch  # noqa: F401  (after sys.path is set)
-
     from kpnt.bench import report
     from kpnt.bench.runner import run
 
     p = parser()
     args = p.parse_args(argv)
     _check_args(p, args)
+    # a TERM (e.g. from timeout) ends the run through the finally blocks,
+    # which save the peer cache
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     res = run(args)
     rows = res["rows"]
+    if res["partial"]:
+        c = res["cache"]
+        print(f"partial run: --time-budget {args.time_budget:g} s spent after {res['wall_s']:.0f} s; peer cache {c['path'] or 'off'} "
+              f"keeps what was computed: run the same command again to continue", file=sys.stderr)
+        return 3
     if not rows:
         print("error: nothing was scored: check --methods and the notes above", file=sys.stderr)
         return 1

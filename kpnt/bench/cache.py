@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -93,17 +91,12 @@ class PeerCache:
         self._dirty = True
 
     def save(self) -> None:
-        """Write the cache atomically (temporary file, then rename), if it
-        changed since the last save."""
+        """Write the cache atomically (:func:`kpnt.io.atomic.atomic_write`),
+        if it changed since the last save."""
         if self.folder is None or not self._dirty:
             return
+        from kpnt.io.atomic import atomic_write
+
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".peer_cache.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(dict(format=FORMAT, entries=self.entries), f)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, [json.dumps(dict(format=FORMAT, entries=self.entries)).encode()], overwrite=True)
         self._dirty = False

@@ -13,14 +13,13 @@ cropped around its most saturated window.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from kpnt.color import render_srgb
+from kpnt.io.atomic import atomic_write
 
 CROP = 160
 GAIN = 4.0
@@ -131,15 +130,10 @@ class ErrorMaps:
                 cv2.putText(head, name, (i * tile_w + 4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
             u8 = np.ascontiguousarray(np.concatenate([head, u8], axis=0))
             path = self.folder / f"errormap_{sensor}.png"
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".errormap_{sensor}.", suffix=".png")
-            os.close(fd)
-            try:
-                if not cv2.imwrite(tmp, u8):
-                    raise OSError(f"{path}: OpenCV could not write the PNG")
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            ok, png = cv2.imencode(".png", u8)
+            if not ok:
+                raise OSError(f"{path}: OpenCV could not encode the PNG")
+            atomic_write(path, [png.tobytes()], overwrite=True)
             written.append(str(path))
             print(f"error map ({sensor}, {cell}, photos {', '.join(str(k) for k, _ in slots)}): {path}")
         return written

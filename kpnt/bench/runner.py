@@ -13,6 +13,7 @@ import glob
 import importlib.util
 import multiprocessing
 import os
+import shutil
 import tempfile
 import time
 import types
@@ -104,7 +105,7 @@ def kpnt_input(mode: str):
         return memory_raw, "memory"
     if importlib.util.find_spec("rawpy") is None:
         raise SystemExit("--kpnt-input dng needs rawpy (pip install rawpy): install it or pass --kpnt-input memory")
-    tmp = Path(tempfile.mkdtemp(prefix="kpnt-bench-dng-"))
+    tmp = Path(tempfile.mkdtemp(prefix="kpnt-bench-dng-"))   # emptied after each read; one empty folder stays
 
     def via_dng(case):
         from kpnt.io.dng import write_cfa_dng
@@ -172,11 +173,69 @@ class _Inline:
         def result(self):
             return self.value
 
+        def cancel(self):
+            return False         # it ran already
+
+        def done(self):
+            return True
+
     def submit(self, fn, *a):
         return self._Done(fn, a)
 
     def shutdown(self, wait=True):
         pass
+
+
+class PeerJobs:
+    """The CPU peers' jobs in flight: collected oldest first into the tally
+    and the cache, at most ``max_outstanding`` queued (each holds a case's
+    arrays), the cache saved every ``save_every`` seconds so that a run
+    that is stopped keeps what it computed, and an optional deadline
+    (``time.perf_counter()`` value) after which queued jobs are cancelled
+    and only the running ones are waited for."""
+
+    def __init__(self, pool, cache: PeerCache, tally, max_outstanding: int, deadline: float | None, save_every: float = 30.0):
+        self.pool, self.cache, self.tally = pool, cache, tally
+        self.max_outstanding, self.deadline, self.save_every = max_outstanding, deadline, save_every
+        self.queue: list[tuple] = []
+        self.done: dict[tuple, int] = {}
+        self.cancelled = 0
+        self.stopped = False
+        self._saved = time.perf_counter()
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
+
+    def stop_now(self) -> bool:
+        """True past the deadline; the run is then partial (``stopped``)."""
+        self.stopped = self.stopped or self.expired()
+        return self.stopped
+
+    def submit(self, sensor, cell, mp: float, keys: dict, *call) -> None:
+        self.queue.append((sensor, cell, mp, keys, self.pool.submit(*call)))
+        while self.queue and (self.queue[0][4].done() or (len(self.queue) > self.max_outstanding and not self.expired())):
+            self._collect(self.queue.pop(0))
+
+    def _collect(self, job) -> None:
+        sensor, cell, mp, keys, fut = job
+        for m, r in fut.result().items():
+            self.cache.put(keys[m], r)
+            self.tally.add(sensor, cell, m, r, mp)
+        self.done[(sensor, cell)] = self.done.get((sensor, cell), 0) + 1
+        if time.perf_counter() - self._saved > self.save_every:
+            self.cache.save()
+            self._saved = time.perf_counter()
+
+    def drain(self) -> None:
+        """Collect every job; past the deadline, cancel the queued ones
+        (counted in ``cancelled``) and collect only those already running."""
+        while self.queue:
+            job = self.queue.pop(0)
+            if self.expired() and job[4].cancel():
+                self.cancelled += 1
+                continue
+            self._collect(job)
+        self.cache.save()
 
 
 # ----------------------------------------------------------------------
@@ -231,7 +290,8 @@ def run(args) -> dict:
         dict with ``rows`` (:meth:`Tally.rows`), ``colour`` ((sensor, cell,
         method) -> pooled colour statistics), ``speed`` (speed-test rows),
         ``devices``, ``backends``, ``build_s``, ``notes``, ``cache``
-        (hits/misses), ``kpnt_input``, ``wall_s``.
+        (hits/misses), ``kpnt_input``, ``partial`` (True where
+        ``--time-budget`` stopped the run early), ``wall_s``.
     """
     from kpnt.bench.errormaps import ErrorMaps
 
@@ -254,7 +314,9 @@ def run(args) -> dict:
         pool = _Inline()
     tmp = tempfile.mkdtemp(prefix="kpnt-bench-")
     emaps = ErrorMaps(args.error_maps, args.error_map_cell, photos, args.error_map_photos) if args.error_maps else None
-    tally, pending, speed_rows, bm3d_jobs = Tally(), [], [], []
+    tally, speed_rows, bm3d_jobs = Tally(), [], []
+    deadline = t_start + args.time_budget if args.time_budget else None
+    jobs_q = PeerJobs(pool, cache, tally, max_outstanding=8 * jobs, deadline=deadline)
     out = dict(devices=devices, quality_device=qdev, backends={}, build_s={}, notes=[], kpnt_input=kin)
     cams, hows = {}, {}
     dn_mod = P.import_demosaicnet()[0] if any(m.startswith("demosaicnet") for m in methods) else None
@@ -280,6 +342,8 @@ def run(args) -> dict:
             dnet = P.DemosaicNet(dn_mod, sensor, args.demosaicnet_domain, device=qdev) if dn_mod else None
             warm = set()
             for cell in args.isos:
+                if jobs_q.stop_now():
+                    break
                 prof, how = cell_profile(table, cam, cell)
                 hows[sensor][cell] = how
                 if how.startswith(("pushed", "clamped")):
@@ -287,6 +351,8 @@ def run(args) -> dict:
                 peers_here = [m for m in sensor_methods if cell != CLEAN or m not in P.DENOISERS]
                 iso100 = profile_at_iso(table, cam["make"], cam["model"], 100)[0] if cell == CLEAN else None
                 for k, img in enumerate(photos.photos):
+                    if jobs_q.stop_now():
+                        break
                     seed = case_seed(sensor, cell, k)
                     case = make_case(img, case_cfa(sensor, seed), cam, prof, seed, iso=0 if cell == CLEAN else cell)
                     mp = case["mp"]
@@ -332,11 +398,14 @@ def run(args) -> dict:
                             emaps.add(sensor, cell, k, "demosaicnet", dnet_out, case)
                     todo = [m for m in P.CPU_PEERS if m in hits and hits[m] is None]
                     if todo:
-                        fut = pool.submit(cpu_peers, case, todo, dnet_out if "demosaicnet+bm3d" in todo else None, args.nlm_h, tmp)
-                        pending.append((sensor, cell, mp, {m: keys[m] for m in todo}, fut))
+                        jobs_q.submit(sensor, cell, mp, {m: keys[m] for m in todo}, cpu_peers, case, todo,
+                                      dnet_out if "demosaicnet+bm3d" in todo else None, args.nlm_h, tmp)
                 print(f"{sensor} {cell}: {len(photos.photos)} photos through kpnt/demosaicnet on {qdev}; "
-                      f"{sum(1 for p in pending if p[0] == sensor and p[1] == cell)} CPU jobs queued "
+                      f"{jobs_q.done.get((sensor, cell), 0)} CPU peer jobs of the cell done, {len(jobs_q.queue)} queued "
                       f"({time.perf_counter() - t_start:.0f} s)", flush=True)
+            if jobs_q.stop_now():
+                print(f"note: --time-budget {args.time_budget:g} s spent: stopping (the peer cache keeps what was computed)", flush=True)
+                break
             # headline speed: one large synthetic raw (one kpnt model only)
             if args.speed_mp > 0 and len(models) == 1:
                 noisy = [c for c in args.isos if c != CLEAN]
@@ -358,10 +427,7 @@ def run(args) -> dict:
                 speed_rows += srows
             elif args.speed_mp > 0 and len(models) > 1:
                 print(f"note: {sensor}: {len(models)} weights files: no large-raw speed test (it times one model)")
-        for sensor, cell, mp, keys, fut in pending:
-            for m, r in fut.result().items():
-                cache.put(keys[m], r)
-                tally.add(sensor, cell, m, r, mp)
+        jobs_q.drain()
         for sensor, mp, fut in bm3d_jobs:
             sec = fut.result()
             speed_rows.append(dict(sensor=sensor, method="bm3d", device="cpu", backend="bm3d (no GPU path)", mp=mp, sec=sec,
@@ -369,10 +435,12 @@ def run(args) -> dict:
     finally:
         pool.shutdown(wait=True)
         cache.save()
+        shutil.rmtree(tmp, ignore_errors=True)
     rows, colour = tally.rows(cams, hows, kin)
     if emaps:
         out["error_maps"] = emaps.write()
     out.update(rows=rows, colour=colour, speed=speed_rows, jobs=jobs, threads=args.threads,
+               partial=jobs_q.stopped or jobs_q.cancelled > 0,
                cache=dict(path=str(cache.path) if cache.path else None, hits=cache.hits, misses=cache.misses),
                wall_s=time.perf_counter() - t_start)
     return out
