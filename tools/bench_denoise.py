@@ -160,7 +160,8 @@ def _gpu_peak(device) -> dict:
                 gpu_peak_reserved_gb=round(torch.cuda.max_memory_reserved(device) / 2**30, 3))
 
 
-def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = "cpu", backend: str = "torch") -> dict:
+def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = "cpu", backend: str = "torch",
+            cpu_precision: str = "auto") -> dict:
     """One file through the CLI's FileProcessor; per-stage seconds, peak RSS
     (and peak GPU memory on a GPU, where the file is run twice: the first
     run loads the kernels; the second is timed, the peak covers both)."""
@@ -181,7 +182,7 @@ def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = 
 
         weights_path = path.with_name(f"untrained-{sensor}.safetensors")
         save_weights(weights_path, _model(sensor, None), _cfa(sensor), {"data": "untrained (benchmark)"})
-    s = Settings("dng", True, tile, Path(weights_path), None, None, backend, False, decoder="inline")
+    s = Settings("dng", True, tile, Path(weights_path), None, None, backend, False, decoder="inline", cpu_precision=cpu_precision)
     proc = FileProcessor(s, device)
     first = None
     for attempt in range(2 if device != "cpu" else 1):
@@ -200,7 +201,7 @@ def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = 
         out.unlink()
         if attempt == 0 and device != "cpu":
             first = round(sum(v for k, v in res.seconds.items() if k != "gpu"), 2)
-    row = dict(scenario="e2e", sensor=sensor, mp=shape[0] * shape[1] / 1e6, tiles=tiles[0], tile=proc.tile_for(proc.models.get(sensor)),
+    row = dict(scenario="e2e", sensor=sensor, cpu_precision=cpu_precision, load=round(os.getloadavg()[0], 2), mp=shape[0] * shape[1] / 1e6, tiles=tiles[0], tile=proc.tile_for(proc.models.get(sensor)),
                threads=threads, noise_source=res.noise.split(":")[0], peak_rss_gb=_peak_rss() / 2**30, device=device,
                backend=backend, first_run_s=first)
     row.update(_gpu_peak(device))
@@ -406,6 +407,8 @@ def main(argv=None) -> int:
     p.add_argument("--tile-only", type=int, nargs="*", default=None, help="tile sides for the tile scenario (default 1024 2048)")
     p.add_argument("--sensor", choices=["bayer", "xtrans"], default="bayer")
     p.add_argument("--weights", type=Path, help="weights file (default: the shipped weights of --sensor)")
+    p.add_argument("--cpu-precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="the e2e run's --cpu-precision (default auto, as kpnt-denoise)")
     p.add_argument("--untrained", action="store_true", help="time an untrained default-architecture KPNT instead of the shipped weights")
     p.add_argument("--tile", type=int, default=None,
                    help="--tile of the e2e and folder runs (default: kpnt's default for the device)")
@@ -432,7 +435,7 @@ def main(argv=None) -> int:
             make_raw(Path(rest[0]), tuple(rest[1]), rest[2], rest[3])
             print(json.dumps({}))
         elif kind == "e2e":
-            print(json.dumps(run_e2e(Path(rest[0]), rest[1], rest[2], rest[3], rest[4], rest[5], rest[6])))
+            print(json.dumps(run_e2e(Path(rest[0]), rest[1], rest[2], rest[3], rest[4], rest[5], rest[6], rest[7])))
         elif kind == "folder":
             import torch
 
@@ -480,7 +483,8 @@ def main(argv=None) -> int:
             path = work / f"synthetic-{args.sensor}-{mp}mp{'-blind' if args.blind else ''}.dng"
             if not path.exists():
                 _child(["make", str(path), list(shape), args.sensor, not args.blind])
-            rows.append(_child(["e2e", str(path), args.sensor, weights, args.tile, args.threads, args.device, args.backend or "torch"]))
+            rows.append(_child(["e2e", str(path), args.sensor, weights, args.tile, args.threads, args.device, args.backend or "torch",
+                                args.cpu_precision]))
             print(_fmt_e2e(rows[-1]), flush=True)
     finally:
         if created:
@@ -546,7 +550,7 @@ def _fmt_e2e(r) -> str:
     budget = ""
     if "gpu_peak_reserved_gb" in r:
         budget = f" | within 2 GB: {'yes' if r['gpu_peak_reserved_gb'] < 2 else 'NO'}"
-    return (f"e2e  {r['device']} {r.get('backend', 'torch')} {r['sensor']:6s} {r['mp']:5.1f} MP tile {r['tile']} ({r['tiles']} tiles, {r['threads']} thr): "
+    return (f"e2e  {r['device']} {r.get('backend', 'torch')} {r.get('cpu_precision', '')} (load {r.get('load', 0):.1f}) {r['sensor']:6s} {r['mp']:5.1f} MP tile {r['tile']} ({r['tiles']} tiles, {r['threads']} thr): "
             f"decode {r.get('decode', 0):6.2f} | noise ({r['noise_source']}) {r.get('noise', 0):6.2f} | "
             f"denoise {r.get('denoise', 0):7.2f} | encode {r.get('encode', 0):5.2f} | total {r['total']:7.2f} s "
             f"({r['s_per_mp']:.2f} s/MP; CPU after decode {r['cpu_after_decode']:.1f} s) | peak RSS {r['peak_rss_gb']:.2f} GB" + _gpu(r)
