@@ -73,7 +73,7 @@ class FileProcessor:
         """--tile, else the device's default for this model (larger on a GPU
         when the fused kernels run it: :data:`kpnt.denoise.DEFAULT_TILE_GPU_FUSED`)."""
         from kpnt.denoise import default_tile
-        from kpnt.ops.dispatch import runs_fused
+        from kpnt.ops.capability import runs_fused
 
         if self.s.tile is not None:
             return self.s.tile
