@@ -13,7 +13,10 @@ tens of photosites wide.  The guide supplies that context cheaply:
    packed per CFA repeat (``pixel_unshuffle`` by the period P: Bayer 4
    channels at 1/2 resolution, X-Trans 36 at 1/6) after a shift that puts
    the mosaic in the kind's reference phase, so every packed channel always
-   holds the same repeat position whatever the crop;
+   holds the same repeat position whatever the crop (X-Trans repeats itself
+   shifted by (3, 3), so there two packing grids are equally valid and a
+   crop may get the other one: equivalent for a network trained on random
+   phases, not bitwise the same);
 2. they are divided by the local brightness ``s`` (plus a floor): the
    network works on relative detail, so a dark and a bright copy of a scene
    look alike to it (the data are linear and span 4+ EV);
@@ -38,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kpnt.mosaic.cfa import CFA, CFAError
+from kpnt.mosaic.cfa import CFA, CFAError, reference_cfa
 from kpnt.ref.front_level import _colour_map
 
 #: Brightness floor of the normalisation (units of the white level): below
@@ -52,7 +55,7 @@ _SIGMA_FLOOR = 1e-5
 @lru_cache(maxsize=64)
 def _reference_shift(pattern: bytes, period: int) -> tuple[int, int]:
     cfa = CFA(np.frombuffer(pattern, dtype=np.int64).reshape(period, period))
-    ref = CFA.bayer("RGGB") if cfa.kind == "bayer" else CFA.xtrans()
+    ref = reference_cfa(cfa.kind)
     for sy in range(period):
         for sx in range(period):
             if np.array_equal(cfa.crop(sy, sx).pattern, ref.pattern):
