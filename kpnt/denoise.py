@@ -394,6 +394,24 @@ def denoise_array(model, x: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, t
     return out
 
 
+def clamp_to_trained_noise(model, noise_wb: np.ndarray, what="") -> np.ndarray:
+    """``noise_wb`` (2, 3) clipped into the range the weights were trained on
+    (``model.noise_range``, from the weights' provenance; models without
+    one are left alone).  A noise level outside the trained range pushes the
+    network off its domain (issue 13: a near-zero level once cost 2.5-4.8 dB
+    on clean mosaics); the clip is logged (``--verbose``)."""
+    rng = getattr(model, "noise_range", None)
+    if not rng:
+        return noise_wb
+    lo = np.array([rng["a"][0], rng["b"][0]], dtype=np.float32)[:, None]
+    hi = np.array([rng["a"][1], rng["b"][1]], dtype=np.float32)[:, None]
+    clipped = np.clip(noise_wb, lo, hi).astype(np.float32)
+    if not np.array_equal(clipped, noise_wb):
+        log.info("%s: noise level a=%s b=%s clipped into the trained range a<=%.3g b<=%.3g (white-balanced)",
+                 what, np.array2string(noise_wb[0], precision=3), np.array2string(noise_wb[1], precision=3), hi[0, 0], hi[1, 0])
+    return clipped
+
+
 def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device="cpu", progress=None,
                 dtype=np.float32, reproducible: bool = False, timing: dict | None = None,
                 staged: bool = False, strength: float = 1.0, hot_pixels: bool = False,
@@ -446,6 +464,7 @@ def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device
     wb_rep = wb[raw.cfa.pattern]                                   # (P, P) gain of each repeat position
     s2 = float(strength) ** 2     # variance scales with the square of the level
     noise_wb = np.stack([noise.profile[0] * wb * s2, noise.profile[1] * wb**2 * s2]).astype(np.float32)
+    noise_wb = clamp_to_trained_noise(model, noise_wb, raw.path)
     h, w = raw.mosaic.shape
     out = np.empty((h, w, 3), dtype=dtype)
 

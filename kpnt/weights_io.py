@@ -44,7 +44,8 @@ import kpnt
 from kpnt.io.tiff import atomic_write
 from kpnt.errors import WeightsError
 from kpnt.model import KPNT, SENSORS, ModelConfig
-from kpnt.mosaic.cfa import CFA
+from kpnt.mosaic import kinds
+from kpnt.mosaic.cfa import CFA, reference_cfa
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,9 @@ META_KEY = "kpnt"
 
 
 def _canonical_cfa(sensor: str) -> CFA | None:
-    if sensor == "bayer":
-        return CFA.bayer("RGGB")
-    if sensor == "xtrans":
-        return CFA.xtrans()
-    return None
+    """The CFA weights metadata records for a sensor: its kind's reference
+    phase (:func:`kpnt.mosaic.cfa.reference_cfa`), None for rgb."""
+    return None if sensor == kinds.RGB else reference_cfa(sensor)
 
 
 def shipped_weights(sensor: str) -> Path:
@@ -71,7 +70,10 @@ def shipped_weights(sensor: str) -> Path:
     """
     from importlib import resources
 
-    path = Path(str(resources.files("kpnt") / "weights" / f"{sensor}.safetensors"))
+    if sensor not in kinds.KINDS:
+        raise WeightsError(f"kpnt ships weights for {', '.join(kinds.MOSAIC_KINDS)}, not for {sensor!r}: "
+                           "train them with kpnt-train and pass --weights FILE")
+    path = Path(str(resources.files("kpnt") / "weights" / kinds.KINDS[sensor].weights_file))
     if not path.is_file():
         raise WeightsError(f"no shipped {sensor} weights in this kpnt install ({path}): "
                            "train them with kpnt-train and pass --weights FILE")
@@ -186,12 +188,17 @@ def read_metadata(path) -> dict:
     return meta
 
 
+#: Provenance key of the trained noise range: ``{"a": [lo, hi], "b": [lo, hi]}``
+#: in white-balanced normalised units (what :mod:`kpnt.denoise` hands the model).
+NOISE_RANGE_KEY = "noise_range_wb"
+
+
 def load_weights(path, sensor: str | None = None, device="cpu") -> tuple[KPNT, dict]:
     """Build the model a weights file describes and load its weights.
 
     Args:
         path: weights file.
-        sensor: the sensor the caller has ('bayer', 'xtrans', 'rgb'), or None
+        sensor: the sensor the caller has (:data:`kpnt.mosaic.kinds.SENSORS`), or None
             to accept any.
         device: where to put the model.
     Returns:
@@ -241,6 +248,9 @@ def load_weights(path, sensor: str | None = None, device="cpu") -> tuple[KPNT, d
         raise
     except Exception as e:
         raise WeightsError(f"{p}: corrupt weights file ({_one_line(e)})") from e
+    # The white-balanced noise levels the weights were trained on (issue 13):
+    # inference keeps the level it tells the model inside them.
+    model.noise_range = (meta.get("provenance") or {}).get(NOISE_RANGE_KEY)
     return model.to(device), meta
 
 

@@ -77,6 +77,38 @@ def test_decoder_crash_costs_one_file(tmp_path, weights, capsys, monkeypatch, mo
     assert len(errors) == 2, errors
 
 
+def test_child_decoder_hands_over_the_same_raw(tmp_path):
+    """The supervised decoder's shared-memory hand-over gives exactly what
+    decoding in this process gives (arrays, CFA, metadata); the arrays are
+    writable (hot-pixel repair edits the mosaic in place)."""
+    from kpnt.batch.decoder import DecoderPool, decode_file
+
+    path = _raw(tmp_path / "a.dng", shape=(60, 90), seed=3)
+    pool = DecoderPool("child", 1, timeout=60)
+    try:
+        got = pool.decode(path)
+        again = pool.decode(path)                   # the same child, a second file
+    finally:
+        pool.close()
+    want = decode_file(path)
+    for r in (got, again):
+        assert np.array_equal(r.mosaic, want.mosaic) and r.mosaic.dtype == want.mosaic.dtype
+        assert np.array_equal(r.saturated, want.saturated)
+        assert r.cfa.kind == want.cfa.kind and np.array_equal(r.cfa.pattern, want.cfa.pattern)
+        assert repr(r.meta) == repr(want.meta) and r.raw is None
+        r.mosaic[0, 0] = 0.5
+
+
+def test_child_and_inline_decoding_same_bytes(tmp_path, weights, capsys):
+    folder = tmp_path / "in"
+    for i in range(3):
+        _raw(folder / f"f{i}.dng", seed=i)
+    for dec in ("child", "inline"):
+        assert _cli(weights, folder, "-o", tmp_path / dec, "--decoder", dec, "--io-workers", "2") == 0
+    for i in range(3):
+        assert (tmp_path / "child" / f"f{i}.dng").read_bytes() == (tmp_path / "inline" / f"f{i}.dng").read_bytes()
+
+
 def test_decoder_hang_times_out(tmp_path, weights, capsys, monkeypatch):
     folder = tmp_path / "in"
     _raw(folder / "a.dng")
