@@ -37,6 +37,7 @@ import torch
 
 from kpnt import ops
 from kpnt.errors import ConfigError
+from kpnt.mosaic import kinds
 from kpnt.mosaic.cfa import CFA
 from kpnt.mosaic.guide import guide_residual, init_guide
 from kpnt.ops.capability import config_problems
@@ -45,12 +46,8 @@ from kpnt.ops.mlp import init_weights
 from kpnt.ops.pad import mosaic_pads
 from kpnt.spec import ColourLevelSpec, FrontLevelSpec
 
-SENSORS = ("bayer", "xtrans", "rgb")
-
-
-def canonical_period(sensor: str) -> int:
-    """CFA period of a mosaic sensor kind (Bayer 2, X-Trans 6)."""
-    return (CFA.bayer("RGGB") if sensor == "bayer" else CFA.xtrans()).period
+#: What a model can be built for (:data:`kpnt.mosaic.kinds.SENSORS`).
+SENSORS = kinds.SENSORS
 
 #: Initial logit of the centre tap (other taps 0) and blend logit of the
 #: colour levels and of the front level.
@@ -186,7 +183,7 @@ class KPNT(torch.nn.Module):
     """Kernel-predicting raw denoise-demosaic network.
 
     Args:
-        sensor: 'bayer', 'xtrans' or 'rgb'.
+        sensor: a mosaic kind (:data:`kpnt.mosaic.kinds.MOSAIC_KINDS`) or 'rgb'.
         config: architecture.
         backend: op backend ('torch', 'cuda' or 'auto'); may be changed later
             by assigning ``model.backend``.
@@ -195,7 +192,7 @@ class KPNT(torch.nn.Module):
     def __init__(self, sensor: str, config: ModelConfig = ModelConfig(), backend: str = "torch"):
         super().__init__()
         if sensor not in SENSORS:
-            raise ValueError(f"sensor must be one of {SENSORS}, got {sensor!r}")
+            raise ConfigError(f"sensor must be one of {SENSORS}, got {sensor!r}")
         self.sensor = sensor
         self.config = config
         self.backend = backend                                   # validates (property)
@@ -211,7 +208,7 @@ class KPNT(torch.nn.Module):
         out = self._offsets_for_mode(out, T)
         self.sets["colour"] = _make_mlp(n_in, cfg.width, cfg.hidden_layers, n_out, 2 * T + 1, out,
                                         cfg.leaky_slope, gen, 2 * T + 2, T + 1)
-        if sensor != "rgb":
+        if sensor != kinds.RGB:
             T, n_in, n_out = cfg.front_spec.widths()
             K = cfg.front_spec.n_kernels
             out = torch.zeros(K * T + 1)
@@ -224,7 +221,7 @@ class KPNT(torch.nn.Module):
                 self.sets[_param_key(name)] = _make_mlp(n_in, cfg.front_width, cfg.front_hidden_layers, n_out, T + 1,
                                                          out, cfg.leaky_slope, gen, T + 2, K * T + 1)
             if cfg.guide_layers:
-                period = canonical_period(sensor)
+                period = kinds.period_of(sensor)
                 self._set_names.append("guide")
                 self.sets["guide"] = torch.nn.ParameterList(
                     [torch.nn.Parameter(m) for m in init_guide(period, cfg.guide_width, cfg.guide_layers, gen)])
@@ -283,14 +280,14 @@ class KPNT(torch.nn.Module):
             (N, 3, H, W) camera RGB, white-balanced, units of x.
         """
         self._check_inputs(x, cfa, noise)
-        if self.sensor == "rgb":
+        if self.sensor == kinds.RGB:
             return self._forward_rgb(x, noise)
         return self._forward_mosaic(x, cfa, noise)
 
     def _check_inputs(self, x, cfa, noise):
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
             raise ValueError(f"x: expected a float tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
-        if self.sensor == "rgb":
+        if self.sensor == kinds.RGB:
             if cfa is not None:
                 raise ValueError(f"this model is for rgb input, got a {cfa.kind} CFA: use a {cfa.kind} model")
             if x.shape[1] != 3:

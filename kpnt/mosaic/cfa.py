@@ -26,6 +26,8 @@ from functools import cached_property
 
 import numpy as np
 
+from kpnt.mosaic import kinds as _kinds
+
 R, G, B = 0, 1, 2
 COLOUR_NAMES = "RGB"
 
@@ -47,11 +49,9 @@ D4 = np.array(
     dtype=np.int64,
 )
 
-#: Class names per sensor kind, in class-index order.
-CLASS_NAMES = {
-    "bayer": ("green", "red/blue"),
-    "xtrans": ("corner green", "centre green", "side red/blue"),
-}
+#: Class names per sensor kind, in class-index order (from the registry,
+#: :mod:`kpnt.mosaic.kinds`).
+CLASS_NAMES = {name: k.class_names for name, k in _kinds.KINDS.items()}
 
 #: Radius of the neighbourhood on which canonical orientation is decided.
 #: 6 covers a whole X-Trans repeat on each side of the site.
@@ -101,7 +101,7 @@ class CFA:
         """Build from a colour array (0 R, 1 G, 2 B), reduced to its period."""
         pat = np.asarray(pattern, dtype=np.int64)
         # rawpy can hand a 2x2 Bayer pattern as a larger repeated tile.
-        for p in (2, 6):
+        for p in sorted({k.period for k in _kinds.KINDS.values()}):
             if pat.shape[0] % p == 0 and pat.shape[1] % p == 0 and pat.shape[0] >= p:
                 tile = pat[:p, :p]
                 if np.array_equal(np.tile(tile, (pat.shape[0] // p, pat.shape[1] // p)), pat):
@@ -134,17 +134,7 @@ class CFA:
     def xtrans(cls, dy: int = 0, dx: int = 0) -> "CFA":
         """Fujifilm's X-Trans pattern (as LibRaw reports it for X-T1 and
         others), cropped by ``(dy, dx)`` to select one of its 36 phases."""
-        base = np.array(
-            [
-                [1, 1, 0, 1, 1, 2],
-                [1, 1, 2, 1, 1, 0],
-                [2, 0, 1, 0, 2, 1],
-                [1, 1, 2, 1, 1, 0],
-                [1, 1, 0, 1, 1, 2],
-                [0, 2, 1, 2, 0, 1],
-            ]
-        )
-        return cls(base).crop(dy, dx)
+        return cls(_kinds.XTRANS.reference_pattern()).crop(dy, dx)
 
     # ------------------------------------------------------------------
     # identity
@@ -164,20 +154,25 @@ class CFA:
         return self.pattern.shape[0]
 
     @property
+    def sensor_kind(self) -> _kinds.SensorKind:
+        """This layout's entry of the sensor-kind registry (by period)."""
+        return _kinds.kind_of_period(self.period)
+
+    @property
     def kind(self) -> str:
-        """'bayer' or 'xtrans'."""
-        return "bayer" if self.period == 2 else "xtrans"
+        """Name of the sensor kind (:data:`kpnt.mosaic.kinds.MOSAIC_KINDS`)."""
+        return self.sensor_kind.name
 
     @property
     def name(self) -> str:
         """Bayer phase name (e.g. 'RGGB'); for X-Trans the rows joined by '/'."""
         rows = ["".join(COLOUR_NAMES[c] for c in row) for row in self.pattern]
-        return "".join(rows) if self.kind == "bayer" else "/".join(rows)
+        return self.sensor_kind.name_sep.join(rows)
 
     @property
     def block(self) -> int:
         """Block size of the colour base (2 Bayer, 3 X-Trans)."""
-        return 2 if self.kind == "bayer" else 3
+        return self.sensor_kind.block
 
     @property
     def n_classes(self) -> int:
@@ -287,7 +282,7 @@ class CFA:
         """
         p = self.period
         cls = np.zeros((p, p), dtype=np.int64)
-        if self.kind == "bayer":
+        if self.sensor_kind.classes_by == "colour":
             cls[self.pattern != G] = 1
             return cls
         oy, ox = self.block_phase
@@ -374,7 +369,7 @@ class CFA:
         canonical site (of the reference phase of this kind, so the same for
         every phase); a site with ``swap_rb`` sees R and B exchanged."""
         taps = np.asarray(taps, dtype=np.int64)
-        ref = _reference_cfa(self.kind)
+        ref = reference_cfa(self.kind)
         out = np.zeros((self.n_classes, len(taps)), dtype=np.int64)
         for c in range(self.n_classes):
             y, x = ref.canonical_site[c]
@@ -390,19 +385,21 @@ class CFA:
         return cls.from_pattern(d["pattern"])
 
 
-def _reference_cfa(kind: str) -> CFA:
-    """The phase whose canonical sites define each class's canonical layout
-    for every phase of ``kind``: RGGB, and the X-Trans pattern as LibRaw
-    reports it for the X-T1 (:meth:`CFA.xtrans` with no crop)."""
+def reference_cfa(kind: str) -> CFA:
+    """The reference phase of a sensor kind (:mod:`kpnt.mosaic.kinds`), whose
+    canonical sites define each class's canonical layout for every phase of
+    ``kind``: RGGB, and the X-Trans pattern as LibRaw reports it for the X-T1
+    (:meth:`CFA.xtrans` with no crop).  Also the CFA recorded in weights
+    metadata and the key of 'none' front sharing."""
     if kind not in _REFERENCE:
-        _REFERENCE[kind] = CFA.bayer("RGGB") if kind == "bayer" else CFA.xtrans()
+        _REFERENCE[kind] = CFA(_kinds.kind(kind).reference_pattern())
     return _REFERENCE[kind]
 
 
 def _reference_layout(kind: str, cls: int) -> np.ndarray:
     """Colour layout around the canonical site of class ``cls`` of the
     reference phase (needs only ``canonical_site``, not orientations)."""
-    ref = _reference_cfa(kind)
+    ref = reference_cfa(kind)
     cy, cx = ref.canonical_site[cls]
     return ref._transformed(cy, cx, D4[0])
 

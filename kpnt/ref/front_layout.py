@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from kpnt.mosaic.cfa import CFA, CFAError, CLASS_NAMES, COLOUR_NAMES
+from kpnt.mosaic.cfa import CFA, CFAError, CLASS_NAMES, COLOUR_NAMES, reference_cfa
 from kpnt.ref.taps import square_taps
 from kpnt.spec import FRONT_SHARINGS
 
@@ -29,7 +29,7 @@ def _reference_positions(kind: str) -> tuple[tuple[tuple[int, int], ...], dict]:
     """Distinct site positions of the kind's reference phase: the first
     position in raster order of every distinct crop pattern, and a map from
     a crop's pattern bytes to its set index."""
-    ref = CFA.bayer("RGGB") if kind == "bayer" else CFA.xtrans()
+    ref = reference_cfa(kind)
     reps, key = [], {}
     for y in range(ref.period):
         for x in range(ref.period):
@@ -50,7 +50,7 @@ def front_set_names(kind: str, sharing: str = "symmetry") -> tuple[str, ...]:
     _check_sharing(sharing)
     if sharing == "symmetry":
         return CLASS_NAMES[kind]
-    ref = CFA.bayer("RGGB") if kind == "bayer" else CFA.xtrans()
+    ref = reference_cfa(kind)
     reps, _ = _reference_positions(kind)
     return tuple(f"{COLOUR_NAMES[int(ref.pattern[y, x])]}{y}{x}" for y, x in reps)
 
@@ -68,9 +68,8 @@ def _front_layout(pattern: bytes, period: int, radius: int, sharing: str) -> tup
             for x in range(period):
                 k = key.get(cfa.crop(y, x).pattern.tobytes())
                 if k is None:
-                    ref = "RGGB" if cfa.kind == "bayer" else "CFA.xtrans()"
                     raise CFAError(f"front_sharing='none' keys its weight sets by the position in the reference "
-                                   f"{cfa.kind} phase ({ref}); {cfa.name} is no phase of it")
+                                   f"{cfa.kind} phase ({cfa.sensor_kind.reference_name}); {cfa.name} is no phase of it")
                 sets[y, x] = k
         offsets = np.broadcast_to(taps, (period, period) + taps.shape).copy()
     sets.setflags(write=False)

@@ -25,7 +25,8 @@ import torch
 from tqdm import tqdm
 
 from kpnt.errors import KpntError
-from kpnt.mosaic import CFA
+from kpnt.mosaic import CFA, kinds
+from kpnt.mosaic.cfa import reference_cfa
 from kpnt.train.distributed import GRAD_SYNCS, DistContext, local_shards, make_sync, shard_seed
 from kpnt.train.loss import LOSSES, psnr_linear
 from kpnt.train.plot import write_curve
@@ -117,7 +118,7 @@ def batch_to(batch: Batch, device: torch.device) -> Batch:
 
 def canonical_cfa(sensor: str) -> CFA | None:
     """The CFA recorded in weight metadata for a sensor kind."""
-    return {"bayer": CFA.bayer("RGGB"), "xtrans": CFA.xtrans()}.get(sensor)
+    return None if sensor == kinds.RGB else reference_cfa(sensor)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
