@@ -106,8 +106,7 @@ def test_bm3d_denoises(bq):
 @pytest.mark.parametrize("phase", ["RGGB", "BGGR", "GRBG", "GBRG"])
 def test_menon_demosaics_every_bayer_phase(phase):
     """Menon 2007 on a smooth colour ramp in each Bayer phase returns the
-    ramp (a wrong pattern string would swap colours: errors of ~0.1)."""
-    pytest.importorskip("colour_demosaicing")
+    ramp (a wrong colour map would swap colours: errors of ~0.1)."""
     from kpnt.bench.peers import menon_demosaic
 
     h, w = 36, 48
@@ -124,10 +123,28 @@ def test_menon_demosaics_every_bayer_phase(phase):
         menon_demosaic(dict(case, cfa=CFA.xtrans()))
 
 
-def test_menon_wrapper_matches_colour_demosaicing():
-    """The wrapper hands colour-demosaicing the white-balanced mosaic and
-    its pattern: its output is the package's, divided by the gains."""
+@pytest.mark.parametrize("phase", ["RGGB", "BGGR", "GRBG", "GBRG"])
+@pytest.mark.parametrize("refine", [True, False])
+def test_menon2007_equals_colour_demosaicing(phase, refine):
+    """kpnt.baselines.menon2007 against colour-demosaicing's implementation of
+    the same paper, on random mosaics (every site's neighbourhood differs),
+    odd sizes, every phase, with and without the refining step."""
     colour_demosaicing = pytest.importorskip("colour_demosaicing")
+    from kpnt.baselines import menon2007
+
+    rng = np.random.default_rng(4)
+    x = rng.random((37, 50))
+    want = colour_demosaicing.demosaicing_CFA_Bayer_Menon2007(x, phase, refining_step=refine)
+    got = menon2007(x, CFA.bayer(phase).colour_map(37, 50), refine=refine)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="Bayer mosaic"):
+        menon2007(x, CFA.xtrans().colour_map(37, 50))
+
+
+def test_menon_wrapper_feeds_the_white_balanced_mosaic():
+    """The benchmark's wrapper demosaics the white-balanced mosaic and divides
+    the gains back out."""
+    from kpnt.baselines import menon2007
     from kpnt.bench.cases import mosaic_wb
     from kpnt.bench.peers import menon_demosaic
 
@@ -135,5 +152,5 @@ def test_menon_wrapper_matches_colour_demosaicing():
     cfa = CFA.bayer("GBRG")
     wb = np.array([1.7, 1.0, 2.2])
     case = dict(cfa=cfa, wb=wb, counts=rng.integers(512, 16383, (24, 30)).astype(np.uint16))
-    want = colour_demosaicing.demosaicing_CFA_Bayer_Menon2007(mosaic_wb(case), "GBRG") / wb
+    want = menon2007(mosaic_wb(case), cfa.colour_map(24, 30)) / wb
     np.testing.assert_allclose(menon_demosaic(case), want, rtol=1e-6, atol=1e-7)

@@ -289,7 +289,6 @@ def _main(bq, tmp, *extra):
 
 
 def test_end_to_end_cache_reuse_changes_no_number(bq, tiny_bench, capsys):
-    pytest.importorskip("colour_demosaicing")
     tmp = tiny_bench
     args = ["--sensors", "bayer", "--isos", "clean,800", "--methods", "kpnt,menon", "--peer-cache", str(tmp / "pc"),
             "--error-maps", str(tmp / "maps"), "--error-map-photos", "0,1"]
@@ -331,7 +330,6 @@ def test_model_selection_scores_every_weights_file(bq, tiny_bench, capsys):
 
 
 def test_time_budget_stops_early_and_keeps_the_cache(bq, tiny_bench, capsys):
-    pytest.importorskip("colour_demosaicing")
     tmp = tiny_bench
     args = ["--sensors", "bayer", "--isos", "800", "--methods", "menon", "--peer-cache", str(tmp / "pc")]
     assert _main(bq, tmp, *args, "--time-budget", "1e-6") == 3

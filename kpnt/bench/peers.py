@@ -5,10 +5,11 @@
 * ``libraw+nlm``: the same, then OpenCV non-local means per channel on a
   variance-stabilised image (:func:`kpnt.baselines.nlm_denoise`);
 * ``menon``: Menon, Andriani, Calvagno 2007, "Demosaicing with directional
-  filtering and a posteriori decision" (``colour-demosaicing``'s
-  ``demosaicing_CFA_Bayer_Menon2007``, with its refining step), on the
-  white-balanced mosaic; Bayer only (the method is defined for the 2x2
-  Bayer pattern: X-Trans rows say so);
+  filtering and a posteriori decision" (:func:`kpnt.baselines.menon2007`,
+  numpy, equal to ``colour-demosaicing``'s ``demosaicing_CFA_Bayer_Menon2007``
+  to float rounding, without its 12 MB of dependencies), with its refining
+  step, on the white-balanced mosaic; Bayer only (the method is defined for
+  the 2x2 Bayer pattern: X-Trans rows say so);
 * ``demosaicnet``: Gharbi et al. 2016's pretrained Bayer / X-Trans
   demosaicking networks (PyPI ``demosaicnet`` 0.0.14, loaded from its
   package files, no network; the package ships only the noise-free models,
@@ -26,13 +27,12 @@ import importlib.metadata
 import importlib.util
 import sys
 import types
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from kpnt.baselines import gat, gat_inverse, nlm_denoise
+from kpnt.baselines import MENON_VERSION, gat, gat_inverse, menon2007, nlm_denoise
 from kpnt.bench.cases import mosaic_wb
 from kpnt.color import linear_to_srgb, srgb_to_linear
 from kpnt.mosaic import CFA
@@ -49,7 +49,6 @@ CPU_PEERS = ("libraw", "libraw+nlm", "menon", "demosaicnet+bm3d")
 PACKAGES = {
     "libraw": ("rawpy",),
     "libraw+nlm": ("rawpy", "opencv-python-headless"),
-    "menon": ("colour-demosaicing", "colour-science"),
     "demosaicnet": ("demosaicnet", "torch"),
     "demosaicnet+bm3d": ("demosaicnet", "torch", "bm3d", "bm4d"),
 }
@@ -63,6 +62,8 @@ def package_versions(method: str) -> dict:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
+    if method == "menon":
+        out["kpnt.baselines.menon2007"] = MENON_VERSION
     if method in ("libraw", "libraw+nlm") and importlib.util.find_spec("rawpy") is not None:
         import rawpy
 
@@ -72,11 +73,10 @@ def package_versions(method: str) -> dict:
 
 def missing_package(method: str) -> str | None:
     """Why ``method`` cannot run here (a one-line note), or None."""
-    need = {"libraw": "rawpy", "libraw+nlm": "rawpy", "menon": "colour_demosaicing", "demosaicnet+bm3d": "bm3d"}
+    need = {"libraw": "rawpy", "libraw+nlm": "rawpy", "demosaicnet+bm3d": "bm3d"}
     mod = need.get(method)
     if mod and importlib.util.find_spec(mod) is None:
-        pip = {"colour_demosaicing": "colour-demosaicing"}.get(mod, mod)
-        return f"{mod} is not installed (pip install {pip}): {method} skipped"
+        return f"{mod} is not installed (pip install {mod}): {method} skipped"
     if method.startswith("demosaicnet"):
         _, why = import_demosaicnet()
         if why:
@@ -88,17 +88,14 @@ def missing_package(method: str) -> str | None:
 # Menon 2007 (colour-demosaicing)
 # ----------------------------------------------------------------------
 def menon_demosaic(case: dict) -> np.ndarray:
-    """Menon 2007 of a Bayer case's white-balanced mosaic (module doc),
-    returned as camera RGB; X-Trans raises ValueError."""
+    """Menon 2007 (:func:`kpnt.baselines.menon2007`, with its refining
+    step) of a Bayer case's white-balanced mosaic, returned as camera RGB;
+    X-Trans raises ValueError."""
     cfa = case["cfa"]
     if cfa.kind != "bayer":
         raise ValueError("Menon 2007 is defined for Bayer mosaics only, not X-Trans")
-    with warnings.catch_warnings():  # colour warns that matplotlib is missing (plots only)
-        warnings.simplefilter("ignore")
-        from colour_demosaicing import demosaicing_CFA_Bayer_Menon2007
-    pattern = "".join("RGB"[c] for c in cfa.pattern.ravel())
-    rgb = demosaicing_CFA_Bayer_Menon2007(mosaic_wb(case), pattern)
-    return (np.asarray(rgb) / case["wb"]).astype(np.float32)
+    m = mosaic_wb(case)
+    return (menon2007(m, cfa.colour_map(*m.shape)) / case["wb"]).astype(np.float32)
 
 
 # ----------------------------------------------------------------------
