@@ -207,6 +207,35 @@ def test_sigkill_leaves_no_orphans(tmp_path, weights, mode):
     assert _temp_files(out) == []
 
 
+def test_second_signal_during_the_clean_up_is_ignored(tmp_path, weights, capsys, monkeypatch):
+    """Ctrl-C twice (or SIGTERM then Ctrl-C) while a file is written: one
+    clean stop, the first signal's exit code, no traceback."""
+    import dataclasses
+
+    from kpnt.batch.formats import FORMATS
+
+    folder = tmp_path / "in"
+    for n in ("a", "b", "c"):
+        _raw(folder / f"{n}.dng")
+    real = FORMATS["dng"].write
+
+    def write(path, *a, **k):
+        if path.name == "b.dng":
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        return real(path, *a, **k)
+
+    monkeypatch.setitem(FORMATS, "dng", dataclasses.replace(FORMATS["dng"], write=write))
+    before = signal.getsignal(signal.SIGTERM)
+    rc = _cli(weights, folder, "-o", tmp_path / "o")
+    captured = capsys.readouterr()
+    assert rc == 143 and "not done (terminated)" in captured.out, captured
+    assert "Traceback" not in captured.err and captured.err.count("terminated: no partial output") == 1
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.dng"]
+
+
 def test_sigkill_leaves_temp_files_that_the_next_run_removes(tmp_path, weights, capsys):
     folder = tmp_path / "in"
     _raw(folder / "a.dng")
