@@ -7,7 +7,8 @@ test separates it from real detail with two facts:
 1. it differs from *every* photosite of its own colour around it (those
    within 2 photosites: 8 or 12 on a Bayer sensor, 3-9 on X-Trans) by far more
    than the noise level there (:data:`K_SIGMA` standard deviations of the
-   file's noise profile);
+   file's noise profile, or of the ring's own spread where that is larger:
+   texture, or a profile that underestimates the noise);
 2. its direct neighbours (the photosites of other colours next to it) do
    not share the excursion: a real point of light, even a star, spreads
    over several photosites through the lens and the sensor's microlenses
@@ -123,7 +124,10 @@ def fix_hot_pixels(mosaic: np.ndarray, cfa: CFA, noise_ab: np.ndarray, wb: np.nd
             with np.errstate(all="ignore"):
                 med = np.nanmedian(ring, axis=0)
                 v = yc[iy, ix]
-                sigma = _sigma(np.maximum(med, 0), a[c], b[c], wb[c])
+                # The profile's noise, or the ring's own spread where that is
+                # larger (texture, or a profile that underestimates the noise).
+                spread = 1.4826 * np.nanmedian(np.abs(ring - med), axis=0)
+                sigma = np.maximum(_sigma(np.maximum(med, 0), a[c], b[c], wb[c]), spread)
                 excess = v - med
                 d_hi, d_lo = np.nanmax(direct_v, axis=0), np.nanmin(direct_v, axis=0)
                 is_hot = (v - hi[iy, ix] > K_SIGMA * sigma) & (d_hi - med < SPREAD * excess + 3 * sigma)

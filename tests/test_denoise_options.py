@@ -59,3 +59,16 @@ def test_strength_and_compression(tmp_path, capsys):
     noise_none = (_pixels(none)[flat] * [2.0, 1.0, 1.6]).std()
     assert noise_none > 2 * noise_full
     assert "x their raws'" in capsys.readouterr().out
+
+
+def test_missing_wb_said_with_verbose(tmp_path, caplog):
+    # the default decoder runs in a child process: the main process says it
+    src = tmp_path / "nowb.dng"
+    cfa = CFA.bayer("RGGB")
+    meta = RawMeta(black=[512] * 3, white=16383, wb=[2.0, 1.0, 1.6], xyz_to_cam=np.eye(3) + 0.1)
+    raw = np.random.default_rng(1).integers(2000, 6000, (64, 96)).astype(np.uint16)
+    write_cfa_dng(src, raw, cfa, meta, extra_tags={50728: None})
+    with caplog.at_level(logging.DEBUG, logger="kpnt"):
+        assert denoise_main([str(src), "-o", str(tmp_path / "o"), "--device", "cpu", "--no-progress", "--noise",
+                             "1e-4,1e-6", "--verbose"]) == 0
+    assert "no as-shot white balance in the file: estimated from the image" in caplog.text

@@ -137,6 +137,10 @@ class FileProcessor:
             if exc is not None:
                 raise exc
             model = self.models.get(raw.cfa.kind)
+            if raw.meta.wb_source != "as_shot":   # said here: the decoder may run in a child process
+                log.debug("%s: no as-shot white balance in the file: %s (R x%.3f, B x%.3f), written as AsShotNeutral",
+                          task.src, "estimated from the image" if raw.meta.wb_source == "auto"
+                          else "LibRaw's daylight multipliers", raw.meta.wb[0], raw.meta.wb[2])
             t0 = time.perf_counter()
             if decoded is None:
                 noise = dn.choose_noise(raw, self.table(), self.s.noise)
