@@ -23,7 +23,9 @@ Example::
 """
 from __future__ import annotations
 
+import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,8 @@ from kpnt.io.tiff import IFD, LONG, SHORT, TiffWriteError, atomic_write, check_t
 #: Tile side in pixels (a multiple of 16, as TIFF requires; Adobe's choice).
 TILE = 256
 COMPRESSION_LJPEG = 7
+#: Threads that encode tiles at once (at most the CPU count).
+ENCODE_THREADS = 4
 
 
 def _codec():
@@ -55,15 +59,20 @@ def encode_tiles(rgb: np.ndarray, tile: int) -> list[bytes]:
     ``tile`` pieces, row-major (TIFF's TileOffsets order)."""
     codec = _codec()
     h, w, c = rgb.shape
-    out = []
-    for y in range(0, h, tile):
-        for x in range(0, w, tile):
-            part = rgb[y:y + tile, x:x + tile]
-            if part.shape[:2] != (tile, tile):
-                part = np.pad(part, ((0, tile - part.shape[0]), (0, tile - part.shape[1]), (0, 0)), mode="edge")
-            out.append(bytes(codec.jpeg8_encode(np.ascontiguousarray(part), lossless=True, bitspersample=16,
-                                                predictor=1, colorspace="RGB", outcolorspace="RGB")))
-    return out
+
+    def one(yx) -> bytes:
+        y, x = yx
+        part = rgb[y:y + tile, x:x + tile]
+        if part.shape[:2] != (tile, tile):
+            part = np.pad(part, ((0, tile - part.shape[0]), (0, tile - part.shape[1]), (0, 0)), mode="edge")
+        return bytes(codec.jpeg8_encode(np.ascontiguousarray(part), lossless=True, bitspersample=16,
+                                        predictor=1, colorspace="RGB", outcolorspace="RGB"))
+
+    corners = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
+    # libjpeg-turbo releases the GIL: tiles encode in parallel (24 MP: ~2.5 s
+    # on one core), in order (map keeps it), the same bytes as one by one.
+    with ThreadPoolExecutor(max(1, min(ENCODE_THREADS, os.cpu_count() or 1)), thread_name_prefix="kpnt-ljpeg") as pool:
+        return list(pool.map(one, corners))
 
 
 def write_tiled_tiff(path, ifd0: IFD, tiles: list[bytes], tile: int, compression: int = COMPRESSION_LJPEG,
