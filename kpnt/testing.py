@@ -10,6 +10,42 @@ import torch
 import torch.nn.functional as F
 
 
+#: The one tolerance table of the fused-kernel checks (tests/cuda and
+#: tools/bench_kernels.py), relative Frobenius errors (:func:`rel_error`):
+#:
+#: - ``forward``: fused output vs the exact float64 reference (f16 weights
+#:   and activations, f32 accumulation give ~1e-3);
+#: - ``grad``: fused weight/input gradients vs the float64 reference that
+#:   rounds to f16 where the kernels do (:func:`mlp_f16_rounded`);
+#: - ``grad_vs_exact_factor`` / ``grad_vs_exact_slack``: against the exact
+#:   reference a fused gradient may be off by at most factor x the
+#:   f16-rounding reference's own error, plus slack (f16 kink flips,
+#:   docs/KERNELS.md);
+#: - ``glue``: the same arithmetic reached through another path (the
+#:   reference level around the fused MLP, float32 both);
+#: - ``graphed_step``: a CUDA-graph training step vs the eager one (same
+#:   kernels, other launch order: float summation order only).
+TOLERANCES = {
+    "forward": 2e-3,
+    "grad": 1e-2,
+    "grad_vs_exact_factor": 1.25,
+    "grad_vs_exact_slack": 1e-3,
+    "glue": 1e-5,
+    "graphed_step": 1e-3,
+}
+
+
+def fused_shapes(op: str | None = None, train: bool | None = None):
+    """The compiled shapes (:func:`kpnt.ops.capability.shapes`: the loaded
+    extension's table, else ``kernels/shapes.def``), optionally of one op
+    ('colour' or 'front') and of one kind (``train`` True: with a backward;
+    False: forward only).  The tests and the benchmark parametrise over
+    these, so a line added to the shape list is tested without a test edit."""
+    from kpnt.ops import capability
+
+    return [s for s in capability.shapes() if (op is None or s.op == op) and (train is None or s.train == train)]
+
+
 def _round_f16(t: torch.Tensor) -> torch.Tensor:
     """``t`` rounded to f16 in the forward pass, identity in the backward."""
     return t + (t.half().double() - t).detach()

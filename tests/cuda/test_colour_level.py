@@ -1,7 +1,7 @@
 """Fused colour level (kpnt.ops._cuda.fused_colour_level) vs the reference
 (kpnt.ref.colour_level.colour_level): forward, weight gradients, input gradients.
 
-Tolerances as tests/cuda/test_fused_mlp.py: forward < 2e-3 against the
+Tolerances (kpnt.testing.TOLERANCES) as tests/cuda/test_fused_mlp.py: forward < 2e-3 against the
 float64 reference; weight gradients < 1e-2 against a float64 reference whose
 MLP rounds to f16 where the kernels do, and against the exact reference no
 worse than that reference itself (f16 kink flips, docs/KERNELS.md).
@@ -14,22 +14,28 @@ import torch
 from kpnt import ops
 from kpnt.ops import _cuda
 from kpnt.testing import mlp_f16_rounded as mlp_f16
+from kpnt.testing import TOLERANCES, fused_shapes
 from kpnt.testing import rel_error as rel
 from kpnt.ref.colour_level import colour_level as ref_colour_level
 from kpnt.spec import ColourLevelSpec
 
 pytestmark = pytest.mark.cuda
 SLOPE = 0.01
-DIMS = [32, 64, 16, 6]
+#: The trainable colour shapes of kernels/shapes.def (forward-only ones:
+#: tests/cuda/test_forward_only.py); DIMS, the default model's, for the
+#: tests that need one.
+SHAPES = [list(s.mlp.as_tuple()) for s in fused_shapes("colour", train=True)]
+DIMS = list(ColourLevelSpec().mlp.as_tuple())
+TOL_FWD, TOL_GRAD = TOLERANCES["forward"], TOLERANCES["grad"]
 
 
-def spec(mode="softmax", noise_input=True):
-    """The colour level these tests run: MLP DIMS, slope SLOPE."""
-    return ColourLevelSpec(width=DIMS[1], hidden_layers=DIMS[3], leaky_slope=SLOPE, apply_mode=mode,
+def spec(mode="softmax", noise_input=True, dims=DIMS):
+    """The colour level these tests run: MLP ``dims``, slope SLOPE."""
+    return ColourLevelSpec(width=dims[1], hidden_layers=dims[3], leaky_slope=SLOPE, apply_mode=mode,
                            noise_input=noise_input)
 
 
-def weights(seed, mode="softmax"):
+def weights(seed, mode="softmax", dims=DIMS):
     """softmax: random weights.  plain: the model's plain-mode start plus a
     random last layer: plain normalisation divides by the kernel sum, which
     random weights bring near 0 at some pixels (only |sum| >= PLAIN_EPS is
@@ -39,10 +45,12 @@ def weights(seed, mode="softmax"):
     if mode == "plain":
         from kpnt.model import KPNT, ModelConfig
 
-        ws = [w.detach().clone() for w in KPNT("rgb", ModelConfig(apply_mode="plain")).weight_sets()["colour"]]
-        ws[-1][:, 1:] += torch.randn(16, 63, generator=g) * 0.5
+        config = ModelConfig(apply_mode="plain", width=dims[1], hidden_layers=dims[3])
+        ws = [w.detach().clone() for w in KPNT("rgb", config).weight_sets()["colour"]]
+        ws[-1][:, 1:] += torch.randn(dims[2], dims[1] - 1, generator=g) * 0.5
     else:
-        shapes = [(64, 32)] + [(64, 64)] * 5 + [(16, 64)]
+        n_in, h, n_out, nh = dims
+        shapes = [(h, n_in)] + [(h, h)] * (nh - 1) + [(n_out, h)]
         ws = [torch.randn(*s, generator=g) * math.sqrt(2 / s[1]) for s in shapes]
         ws[-1] *= 0.3
     return [w.cuda().requires_grad_() for w in ws]
@@ -55,31 +63,33 @@ def inputs(N, h, w, seed):
     return D.cuda(), var.cuda()
 
 
+@pytest.mark.parametrize("dims", SHAPES, ids=lambda d: "x".join(map(str, d)))
 @pytest.mark.parametrize("mode", ["softmax", "plain"])
 @pytest.mark.parametrize("shape", [(2, 37, 53), (1, 1, 3), (1, 2, 2), (3, 5, 130)], ids=str)
-def test_forward_and_weight_gradients(shape, mode):
+def test_forward_and_weight_gradients(shape, mode, dims):
     N, h, w = shape
-    ws = weights(sum(shape), mode)
+    ws = weights(sum(shape), mode, dims)
     D, var = inputs(N, h, w, seed=h * w)
     noise_input = h != 5
     gI = torch.randn(N, 3, h, w, device="cuda")
     ga = torch.randn(N, 1, h, w, device="cuda")
     ws64 = [x.detach().double().requires_grad_() for x in ws]
-    ref = ref_colour_level(D.double(), var.double(), ws64, spec(mode, noise_input))
+    ref = ref_colour_level(D.double(), var.double(), ws64, spec(mode, noise_input, dims))
     ref_g = torch.autograd.grad(ref, ws64, [gI.double(), ga.double()])
-    ref16 = ref_colour_level(D.double(), var.double(), ws64, spec(mode, noise_input), mlp_fn=mlp_f16)
+    ref16 = ref_colour_level(D.double(), var.double(), ws64, spec(mode, noise_input, dims), mlp_fn=mlp_f16)
     ref16_g = torch.autograd.grad(ref16, ws64, [gI.double(), ga.double()])
 
     t = torch.empty(1 << 26, device="cuda").fill_(float("nan"))
     del t
-    I, a = _cuda.fused_colour_level(D, var, ws, spec(mode, noise_input))
+    I, a = _cuda.fused_colour_level(D, var, ws, spec(mode, noise_input, dims))
     assert torch.isfinite(I).all() and torch.isfinite(a).all(), "outputs left unwritten"
-    assert rel(I, ref[0]) < 2e-3 and rel(a, ref[1]) < 2e-3
+    assert rel(I, ref[0]) < TOL_FWD and rel(a, ref[1]) < TOL_FWD
     g = torch.autograd.grad((I, a), ws, [gI, ga])
     for i, (x, y16, y) in enumerate(zip(g, ref16_g, ref_g)):
         assert torch.isfinite(x).all()
-        assert rel(x, y16) < 1e-2, f"weights[{i}]"
-        assert rel(x, y) <= 1.25 * rel(y16, y) + 1e-3, f"weights[{i}]"
+        assert rel(x, y16) < TOL_GRAD, f"weights[{i}]"
+        assert rel(x, y) <= TOLERANCES["grad_vs_exact_factor"] * rel(y16, y) + TOLERANCES["grad_vs_exact_slack"], \
+            f"weights[{i}]"
 
 
 def test_gradients_to_the_details():
@@ -98,7 +108,7 @@ def test_gradients_to_the_details():
     I_r, _ = ref_colour_level(D64, var64, ws64, spec(), mlp_fn=mlp_f16)
     want = torch.autograd.grad(I_r, [D64, var64, *ws64], gI.double())
     for x, y in zip(got, want):
-        assert rel(x, y) < 1e-2
+        assert rel(x, y) < TOL_GRAD
 
 
 def test_dispatch_uses_the_fused_level():

@@ -3,7 +3,9 @@ width-128 colour MLP and per-channel front kernels, against the float64
 reference, and how ``kpnt.ops`` routes them (fused without weight
 gradients, reference with them, never silently).
 
-Tolerance as tests/cuda/test_colour_level.py: forward < 2e-3 against float64.
+Parametrised over the forward-only lines of kernels/shapes.def; tolerance
+(kpnt.testing.TOLERANCES) as tests/cuda/test_colour_level.py: forward < 2e-3
+against float64.
 """
 import logging
 import math
@@ -19,6 +21,7 @@ from kpnt.ref.colour_level import colour_level as ref_colour_level
 from kpnt.ref.front_level import front_level as ref_front
 from kpnt.spec import ColourLevelSpec, FrontLevelSpec
 from kpnt.testing import front_level_inputs as front_inputs
+from kpnt.testing import TOLERANCES, fused_shapes
 from kpnt.testing import rel_error as rel
 
 pytestmark = pytest.mark.cuda
@@ -26,11 +29,37 @@ SLOPE = 0.01
 SHIPPED = dict(width=128, front_width=128, front_kernels="per_channel", apply_mode="plain")
 
 
+TOL_FWD = TOLERANCES["forward"]
+#: The forward-only lines of kernels/shapes.def (the shipped models' shapes).
+COLOUR_SHAPES = [s for s in fused_shapes("colour", train=False)]
+FRONT_SHAPES = [s for s in fused_shapes("front", train=False)]
+shape_id = str
+
+
+def colour_spec(shape, mode="softmax"):
+    return ColourLevelSpec(width=shape.mlp.hidden, hidden_layers=shape.mlp.n_hidden, leaky_slope=SLOPE,
+                           apply_mode=mode)
+
+
+def front_spec(shape, mode="softmax"):
+    return FrontLevelSpec(radius=shape.key[0], kernels="shared" if shape.key[1] == 1 else "per_channel",
+                          width=shape.mlp.hidden, hidden_layers=shape.mlp.n_hidden, leaky_slope=SLOPE,
+                          apply_mode=mode)
+
+
+def mlp_shapes(spec):
+    """(out, in) of every matrix of a spec's MLP."""
+    n_in, h, n_out, nh = spec.mlp.as_tuple()
+    return [(h, n_in)] + [(h, h)] * (nh - 1) + [(n_out, h)]
+
+
 def colour128(mode="softmax"):
+    """The shipped colour level (width 128, forward only)."""
     return ColourLevelSpec(width=128, leaky_slope=SLOPE, apply_mode=mode)
 
 
 def per_channel128(mode="softmax"):
+    """The shipped front level (per-channel kernels, width 128, forward only)."""
     return FrontLevelSpec(kernels="per_channel", width=128, leaky_slope=SLOPE, apply_mode=mode)
 
 
@@ -65,43 +94,48 @@ def colour_inputs(N, h, w, seed):
     return D.cuda(), var.cuda()
 
 
+@pytest.mark.parametrize("line", COLOUR_SHAPES, ids=shape_id)
 @pytest.mark.parametrize("mode", ["softmax", "plain"])
 @pytest.mark.parametrize("shape", [(2, 37, 53), (1, 1, 3), (3, 5, 130)], ids=str)
-def test_colour_level_width_128(shape, mode):
+def test_colour_level_forward_only_shapes(shape, mode, line):
     N, h, w = shape
+    spec = colour_spec(line, mode)
     if mode == "plain":
-        ws = model_start("rgb", sum(shape), width=128, apply_mode="plain")["colour"]
+        ws = model_start("rgb", sum(shape), width=spec.width, hidden_layers=spec.hidden_layers,
+                         apply_mode="plain")["colour"]
     else:
-        ws = random_mlp([(128, 32)] + [(128, 128)] * 5 + [(16, 128)], seed=sum(shape))
+        ws = random_mlp(mlp_shapes(spec), seed=sum(shape))
     D, var = colour_inputs(N, h, w, seed=h * w)
-    ref_I, ref_a = ref_colour_level(D.double(), var.double(), [x.double() for x in ws], colour128(mode))
+    ref_I, ref_a = ref_colour_level(D.double(), var.double(), [x.double() for x in ws], spec)
     with torch.no_grad():
-        I, a = _cuda.fused_colour_level(D, var, ws, colour128(mode))
+        I, a = _cuda.fused_colour_level(D, var, ws, spec)
     assert torch.isfinite(I).all() and torch.isfinite(a).all()
-    assert rel(I, ref_I) < 2e-3 and rel(a, ref_a) < 2e-3
+    assert rel(I, ref_I) < TOL_FWD and rel(a, ref_a) < TOL_FWD
 
 
+@pytest.mark.parametrize("line", FRONT_SHAPES, ids=shape_id)
 @pytest.mark.parametrize("mode", ["softmax", "plain"])
 @pytest.mark.parametrize("cfa", [CFA.bayer("GRBG"), CFA.bayer("RGGB"), CFA.xtrans(), CFA.xtrans(2, 5)],
                          ids=lambda c: c.name)
 @pytest.mark.parametrize("size", [(2, 23, 31), (1, 3, 4), (1, 40, 36)], ids=str)
-def test_per_channel_front_level(cfa, size, mode):
+def test_front_level_forward_only_shapes(cfa, size, mode, line):
     N, H, W = size
+    spec = front_spec(line, mode)
     x, U, S, noise = front_inputs(cfa, N, H, W, seed=H * W)
     if mode == "plain":
-        sets = model_start(cfa.kind, seed=W, **SHIPPED)
+        sets = model_start(cfa.kind, seed=W, front_radius=spec.radius, front_kernels=spec.kernels,
+                           front_width=spec.width, front_hidden_layers=spec.hidden_layers, apply_mode="plain")
         sets = [ws for name, ws in sets.items() if name.startswith("front.")]
     else:
-        shapes = [(128, 32)] + [(128, 128)] * 3 + [(80, 128)]
-        sets = [random_mlp(shapes, seed=W + k) for k in range(cfa.n_classes)]
+        sets = [random_mlp(mlp_shapes(spec), seed=W + k) for k in range(cfa.n_classes)]
     ref = ref_front(x.double(), U.double(), S.double(), noise.double(), cfa, [[w.double() for w in ws] for ws in sets],
-                    per_channel128(mode))
+                    spec)
     with torch.no_grad():
-        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, per_channel128(mode))
+        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, spec)
     assert torch.isfinite(O).all()
     # Each channel gets its own detail: a kernel that swapped roles or
     # channels would differ by O(1) relative to the detail itself.
-    assert rel(O - U, ref - U.double()) < 2e-3
+    assert rel(O - U, ref - U.double()) < TOL_FWD
 
 
 def test_per_channel_differs_from_shared_kernels():
@@ -109,7 +143,7 @@ def test_per_channel_differs_from_shared_kernels():
     first 25 logits) give another output, so the test above can fail."""
     cfa = CFA.bayer()
     x, U, S, noise = front_inputs(cfa, 1, 16, 16, seed=1)
-    sets = [random_mlp([(128, 32)] + [(128, 128)] * 3 + [(80, 128)], seed=k) for k in range(2)]
+    sets = [random_mlp(mlp_shapes(per_channel128()), seed=k) for k in range(2)]
     with torch.no_grad():
         O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, per_channel128())
     per_role = (O - U).abs().amax(dim=(0, 2, 3))
@@ -119,14 +153,13 @@ def test_per_channel_differs_from_shared_kernels():
 
 def test_forward_only_shapes_refuse_gradients():
     D, var = colour_inputs(1, 8, 8, seed=2)
-    ws = [w.requires_grad_() for w in random_mlp([(128, 32)] + [(128, 128)] * 5 + [(16, 128)], seed=3)]
+    ws = [w.requires_grad_() for w in random_mlp(mlp_shapes(colour128()), seed=3)]
     I, a = _cuda.fused_colour_level(D, var, ws, colour128())
     with pytest.raises(ValueError, match="forward only"):
         torch.autograd.grad(I.sum() + a.sum(), ws)
     cfa = CFA.bayer()
     x, U, S, noise = front_inputs(cfa, 1, 8, 8, seed=4)
-    sets = [[w.requires_grad_() for w in random_mlp([(128, 32)] + [(128, 128)] * 3 + [(80, 128)], seed=k)]
-            for k in range(2)]
+    sets = [[w.requires_grad_() for w in random_mlp(mlp_shapes(per_channel128()), seed=k)] for k in range(2)]
     O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, per_channel128())
     with pytest.raises(ValueError, match="forward only"):
         torch.autograd.grad(O.sum(), sets[0])
@@ -164,7 +197,7 @@ def test_model_of_the_shipped_shape_runs_fused_for_inference_and_reference_for_t
     model.backend = "torch"
     with torch.no_grad():
         ref = model(x, cfa, noise)
-    assert rel(fused, ref) < 2e-3
+    assert rel(fused, ref) < TOL_FWD
 
     calls.clear()
     model.backend = "auto"

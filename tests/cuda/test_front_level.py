@@ -1,7 +1,7 @@
 """Fused mosaic front level (kpnt.ops._cuda.fused_front_level) vs the
 reference (kpnt.ref.front_level.front_level): output, dU, per-class weight
-gradients, for Bayer and X-Trans in several phases (tolerances as in
-tests/cuda/test_colour_level.py)."""
+gradients, for Bayer and X-Trans in several phases, for every trainable
+front line of kernels/shapes.def (tolerances: kpnt.testing.TOLERANCES)."""
 import math
 
 import pytest
@@ -12,19 +12,25 @@ from kpnt.mosaic.cfa import CFA
 from kpnt.ops import _cuda
 from kpnt.testing import mlp_f16_rounded as mlp_f16
 from kpnt.testing import front_level_inputs
+from kpnt.testing import TOLERANCES, fused_shapes
 from kpnt.testing import rel_error as rel
 from kpnt.ref.front_level import front_level as ref_front
 from kpnt.spec import FrontLevelSpec
 
 pytestmark = pytest.mark.cuda
 SLOPE = 0.01
-#: The front level these tests run: radius 2, shared kernel, MLPs 64 x 4.
-SPEC = FrontLevelSpec(radius=2, width=64, hidden_layers=4, leaky_slope=SLOPE)
+#: The default model's front level, for the tests that need one.
+SPEC = FrontLevelSpec(leaky_slope=SLOPE)
+#: Every trainable front line of kernels/shapes.def, as a spec.
+SPECS = [FrontLevelSpec(radius=s.key[0], kernels="shared" if s.key[1] == 1 else "per_channel", width=s.mlp.hidden,
+                        hidden_layers=s.mlp.n_hidden, leaky_slope=SLOPE) for s in fused_shapes("front", train=True)]
+TOL_FWD, TOL_GRAD = TOLERANCES["forward"], TOLERANCES["grad"]
 
 
-def weight_sets(n, seed):
+def weight_sets(n, seed, spec=SPEC):
     g = torch.Generator().manual_seed(seed)
-    shapes = [(64, 32)] + [(64, 64)] * 3 + [(32, 64)]
+    n_in, h, n_out, nh = spec.mlp.as_tuple()
+    shapes = [(h, n_in)] + [(h, h)] * (nh - 1) + [(n_out, h)]
     sets = []
     for _ in range(n):
         ws = [torch.randn(*s, generator=g) * math.sqrt(2 / s[1]) for s in shapes]
@@ -38,30 +44,31 @@ def inputs(cfa, N, H, W, seed):
     return x, U.requires_grad_(), S, noise
 
 
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"r{s.radius}-{s.kernels}-{s.width}x{s.hidden_layers}")
 @pytest.mark.parametrize("cfa", [CFA.bayer("GRBG"), CFA.xtrans(), CFA.xtrans(2, 5)], ids=lambda c: c.kind)
 @pytest.mark.parametrize("size", [(2, 23, 31), (1, 3, 4)], ids=str)
-def test_forward_and_gradients(cfa, size):
+def test_forward_and_gradients(cfa, size, spec):
     N, H, W = size
     x, U, S, noise = inputs(cfa, N, H, W, seed=H * W)
-    sets = weight_sets(cfa.n_classes, seed=W)
+    sets = weight_sets(cfa.n_classes, seed=W, spec=spec)
     flat = [w for ws in sets for w in ws]
     gO = torch.randn(N, 3, H, W, device="cuda")
     U64 = U.detach().double().requires_grad_()
     sets64 = [[w.detach().double().requires_grad_() for w in ws] for ws in sets]
     flat64 = [w for ws in sets64 for w in ws]
-    args = (x.double(), U64, S.double(), noise.double(), cfa, sets64, SPEC)
+    args = (x.double(), U64, S.double(), noise.double(), cfa, sets64, spec)
     ref = ref_front(*args)
     ref_g = torch.autograd.grad(ref, [U64, *flat64], gO.double())
     ref16_g = torch.autograd.grad(ref_front(*args, mlp_fn=mlp_f16), [U64, *flat64], gO.double())
 
-    O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, SPEC)
+    O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, spec)
     assert torch.isfinite(O).all()
-    assert rel(O - U, ref - U64) < 2e-3
+    assert rel(O - U, ref - U64) < TOL_FWD
     got = torch.autograd.grad(O, [U, *flat], gO)
     for a, b, c in zip(got, ref16_g, ref_g):
         assert torch.isfinite(a).all()
-        assert rel(a, b) < 1e-2
-        assert rel(a, c) <= 1.25 * rel(b, c) + 1e-3
+        assert rel(a, b) < TOL_GRAD
+        assert rel(a, c) <= TOLERANCES["grad_vs_exact_factor"] * rel(b, c) + TOLERANCES["grad_vs_exact_slack"]
 
 
 def test_mosaic_gradient_through_the_reference_path():
@@ -73,7 +80,7 @@ def test_mosaic_gradient_through_the_reference_path():
     got = torch.autograd.grad(_cuda.fused_front_level(x, U, S, noise, cfa, sets, SPEC), [x, U], gO)
     want = torch.autograd.grad(ref_front(x, U, S, noise, cfa, sets, SPEC, mlp_fn=_cuda.dispatch_mlp), [x, U], gO)
     for a, b in zip(got, want):
-        assert rel(a, b) < 1e-5
+        assert rel(a, b) < TOLERANCES["glue"]
 
 
 def test_dispatch_uses_the_fused_front_level():
