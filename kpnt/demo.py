@@ -33,10 +33,6 @@ def _data(name: str) -> Path:
     return Path(str(resources.files("kpnt") / "data" / name))
 
 
-def _shipped_weights(sensor: str) -> Path:
-    return Path(str(resources.files("kpnt") / "weights" / f"{sensor}.safetensors"))
-
-
 def _label(img: np.ndarray, text: str) -> np.ndarray:
     img = img.copy()
     cv2.rectangle(img, (0, 0), (img.shape[1], 22), (0, 0, 0), -1)
@@ -60,7 +56,8 @@ def run(out: Path, iso_shown: int = 3200, crop: int = 200) -> int:
     from kpnt.synth import load_photo, make_ladder
     from kpnt.synth.scene import clean_scenes
     from kpnt.synth.ladder import load_truth
-    from kpnt.weights_io import load_weights
+    from kpnt.errors import WeightsError
+    from kpnt.weights_io import load_weights, shipped_weights
     from kpnt.denoise import to_uint16
 
     out.mkdir(parents=True, exist_ok=True)
@@ -76,9 +73,10 @@ def run(out: Path, iso_shown: int = 3200, crop: int = 200) -> int:
         for path, truth in frames:
             print(f"  {path.name:24s} ISO {truth['iso']:>5}  noise a={np.round(truth['noise']['a'], 6).tolist()} b={np.format_float_scientific(truth['noise']['b'][1], 2)}")
 
-        weights = _shipped_weights(sensor)
-        if not weights.exists():
-            print(f"  no shipped {sensor} weights in this install ({weights}): skipping the denoising step")
+        try:
+            weights = shipped_weights(sensor)
+        except WeightsError as exc:
+            print(f"  {exc}: skipping the denoising step")
             status = 1
             continue
         net, meta = load_weights(weights, sensor=sensor)
