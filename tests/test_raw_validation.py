@@ -178,3 +178,20 @@ def test_noise_choice_refuses_float32_overflow():
         NoiseChoice(np.array([[1e39] * 3, [0.0] * 3]), "dng")
     with pytest.raises(ValidationError, match="noise level from given"):
         NoiseChoice(np.array([[np.inf, 1e-4, 1e-4], [0.0] * 3]), "given")
+
+
+def test_tag_counts_claiming_the_whole_file_are_skipped(tmp_path):
+    # 5000 entries, each claiming the whole 4 MB file as DOUBLE values: read
+    # naively that is 20 GB of tag data; they are skipped like out-of-file values
+    import struct
+    import time
+
+    size, n = 4 << 20, 5000
+    ents = b"".join(struct.pack("<HHII", 40000 + i, 12, (size - 64) // 8, 16) for i in range(n))
+    ents += struct.pack("<HHI", 271, 2, 5) + struct.pack("<I", 8 + 2 + 12 * (n + 1) + 4)
+    data = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", n + 1) + ents + struct.pack("<I", 0) + b"Acme\0"
+    (tmp_path / "big.tif").write_bytes(data + b"\0" * (size - len(data)))
+    t0 = time.perf_counter()
+    (ifd,) = read_ifds(tmp_path / "big.tif")
+    assert time.perf_counter() - t0 < 5
+    assert ifd[271] == "Acme" and not any(40000 <= k < 40000 + n for k in ifd if isinstance(k, int))

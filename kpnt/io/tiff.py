@@ -289,12 +289,13 @@ def read_ifds(path, max_ifds: int = 64) -> list[dict]:
             raise TiffFormatError(f"{path}: not a TIFF-based file (magic {magic})")
         out, seen = [], set()
         todo = [(first, "main")]
+        budget = [_MAX_FILE_TAG_BYTES]  # shared by the IFDs of this file
         while todo and len(out) < max_ifds:
             off, kind = todo.pop(0)
             if off == 0 or off in seen:
                 continue
             seen.add(off)
-            ifd, nxt = _read_ifd(fh, off, size, end, path)
+            ifd, nxt = _read_ifd(fh, off, size, end, path, budget)
             ifd["_kind"] = kind
             out.append(ifd)
             for code, kind_, count in ((TAG_SUBIFDS, "sub", (1, max_ifds)), (TAG_EXIF_IFD, "exif", 1)):
@@ -311,7 +312,16 @@ def read_ifds(path, max_ifds: int = 64) -> list[dict]:
     return out
 
 
-def _read_ifd(fh, off: int, size: int, end: str, path) -> tuple[dict, int]:
+#: Value bytes read per tag (numbers are decoded into Python tuples: keep
+#: them small; opaque bytes such as maker notes may be larger) and per file.
+#: No tag kpnt uses comes near; a damaged count must not make kpnt read a
+#: whole raw as tag data once per entry (65535 entries a directory).
+_MAX_NUMERIC_TAG_BYTES = 1 << 20
+_MAX_BYTES_TAG_BYTES = 1 << 24
+_MAX_FILE_TAG_BYTES = 1 << 26
+
+
+def _read_ifd(fh, off: int, size: int, end: str, path, budget: list[int]) -> tuple[dict, int]:
     if off + 2 > size:
         raise TiffFormatError(f"{path}: IFD offset {off} beyond end of file ({size} bytes)")
     fh.seek(off)
@@ -331,6 +341,10 @@ def _read_ifd(fh, off: int, size: int, end: str, path) -> tuple[dict, int]:
             (voff,) = struct.unpack(end + "I", raw[12 * i + 8: 12 * i + 12])
             if voff + nbytes > size:
                 continue  # a broken maker tag must not hide the rest
+            cap = _MAX_BYTES_TAG_BYTES if typ in (BYTE, ASCII, UNDEFINED) else _MAX_NUMERIC_TAG_BYTES
+            if nbytes > min(cap, budget[0]):
+                continue  # a damaged count: skipped like an out-of-file value
+            budget[0] -= nbytes
             here = fh.tell()
             fh.seek(voff)
             data = fh.read(nbytes)
