@@ -391,3 +391,21 @@ def test_own_output_as_input_is_named_correctly(tmp_path, weights, capsys):
     assert _cli(weights, tmp_path / "o" / "a.dng", "-o", tmp_path / "o2") == 1
     err = [l for l in capsys.readouterr().err.splitlines() if "error:" in l]
     assert len(err) == 1 and "LinearRaw DNG such as kpnt's own output" in err[0] and "samples per pixel" not in err[0], err
+
+
+def test_atomic_file_renames_on_success_and_removes_on_error(tmp_path):
+    from kpnt.io.atomic import OutputPathError, atomic_file
+
+    target = tmp_path / "x.bin"
+    with atomic_file(target) as fh:
+        fh.write(b"abc")
+        assert not target.exists() and len(_temp_files(tmp_path)) == 1    # nothing under the name until done
+    assert target.read_bytes() == b"abc" and _temp_files(tmp_path) == []
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as fh:
+            fh.write(b"partial")
+            raise RuntimeError("writer failed")
+    assert target.read_bytes() == b"abc" and _temp_files(tmp_path) == []
+    with pytest.raises(OutputPathError, match="already exists"):
+        with atomic_file(target, overwrite=False):
+            pass

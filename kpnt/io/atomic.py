@@ -1,7 +1,7 @@
 """Atomic file writes: a temp file beside the target, renamed over it.
 
 The one place that knows how temp files are named, so that the writers
-(:func:`atomic_write`) and the batch engine's clean-up
+(:func:`atomic_write`, :func:`atomic_file`) and the batch engine's clean-up
 (:func:`remove_temp_files`, :func:`clean_stale_temp_files`) agree:
 ``.NAME.PID-RANDOM.tmp`` in the target's folder.  A reader of the folder
 never sees a partial file under the target's name; a process killed
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
@@ -70,6 +71,31 @@ def check_target(path, overwrite: bool) -> Path:
     return path
 
 
+@contextmanager
+def atomic_file(path, overwrite: bool = True):
+    """``with atomic_file(path) as fh: ...``: a binary file handle on a temp
+    file beside ``path``, renamed over ``path`` when the block ends without
+    an error, removed otherwise (for writers that need a file object:
+    ``torch.save``, ``np.save``, ``json.dump`` through a wrapper).
+
+    Raises:
+        OutputPathError: as :func:`check_target`.
+    """
+    path = check_target(path, overwrite)
+    tmp = path.parent / temp_name(path)
+    # O_EXCL: never write through a file or link someone else put there.
+    # The mode is the umask's usual one (mkstemp's would be owner-only).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def atomic_write(path, blobs: Iterable, overwrite: bool) -> None:
     """Write byte blobs (bytes or buffers, e.g. a numpy array's memoryview)
     to a temp file beside ``path``, then rename it over ``path``.
@@ -84,20 +110,9 @@ def atomic_write(path, blobs: Iterable, overwrite: bool) -> None:
             folder, or its folder is missing.
         OSError: the write itself failed (disk full, read-only, ...).
     """
-    path = check_target(path, overwrite)
-    tmp = path.parent / temp_name(path)
-    # O_EXCL: never write through a file or link someone else put there.
-    # The mode is the umask's usual one (mkstemp's would be owner-only).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for b in blobs:
-                fh.write(b)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, overwrite) as fh:
+        for b in blobs:
+            fh.write(b)
 
 
 def remove_temp_files(path) -> None:
