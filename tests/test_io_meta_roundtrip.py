@@ -147,3 +147,16 @@ def test_exiftool_diff_limited_to_tags_that_must_change(denoised):
     assert b[("IFD0", "ForwardMatrix2")] == a[("IFD0", "ForwardMatrix2")]
     assert b[("ExifIFD", "FNumber")] == "5.7" and b[("ExifIFD", "ExposureTime")] == "1/203"
     assert b[("IFD0", "Model")] == "Canon EOS 550D"
+
+
+def test_canon_model_spelled_as_canon_does_for_non_tiff_raws(tmp_path):
+    # CRW/CR3 are not TIFF-based: nothing is carried, and LibRaw's model
+    # ('EOS D30') lacks the maker that Canon's own Model tag has.
+    from kpnt.io import raw as rawmod
+
+    crw = tmp_path / "x.crw"
+    crw.write_bytes(b"II\x1a\x00\x00\x00HEAPCCDR" + bytes(64))
+    assert rawmod._carried(crw, "Canon", "EOS D30").ifd0[272] == encode_tag(ASCII, "Canon EOS D30")
+    assert 272 not in rawmod._carried(crw, "Fujifilm", "X-T1").ifd0
+    tiff_src = write_fixture(tmp_path / "t.dng")               # a TIFF source keeps its own spelling
+    assert rawmod._carried(tiff_src, "Canon", "EOS 550D").ifd0[272] == SOURCE_IFD0[272]

@@ -48,7 +48,8 @@ import rawpy
 
 from kpnt.errors import RawReadError
 from kpnt.io.autowb import estimate_wb
-from kpnt.io.carry import read_carried_tags
+from kpnt.io.carry import CarriedTags, encode_tag, read_carried_tags
+from kpnt.io.tiff import ASCII
 from kpnt.io.meta import MetaError, RawMeta
 from kpnt.io.tiff import (DOUBLE, FLOAT, INTEGER_TYPES, LONG, RATIONAL, SHORT, SRATIONAL, TagError, TiffFormatError,
                           TiffWriteError, read_ifds, tag_label, tag_numbers, tag_text, to_rational)
@@ -427,6 +428,20 @@ def _exif_number(path: Path, name: str, value: float) -> float | None:
     return v
 
 
+def _carried(path: Path, make: str, model: str) -> CarriedTags:
+    """The source's own tags (:func:`kpnt.io.carry.read_carried_tags`).
+
+    A raw that is not TIFF-based has none; its Model tag is then written
+    from LibRaw's model, which drops the maker: Canon spells every model
+    with it ('Canon EOS D30', 'Canon PowerShot G5' in CRW and CR3 files), so
+    it is put back for Canon.
+    """
+    carried = read_carried_tags(path)
+    if 272 not in carried.ifd0 and make == "Canon" and model and not model.startswith("Canon"):
+        carried.ifd0[272] = encode_tag(ASCII, f"Canon {model}")
+    return carried
+
+
 def _iso(libraw_iso: float, exif_iso: int | None) -> int:
     """LibRaw's ISO, or EXIF ISOSpeed where LibRaw saturates at 65535."""
     iso = int(round(libraw_iso))
@@ -505,7 +520,7 @@ def _assemble(path: Path, raw, cfa, black_rep, white, cam_wb, day_wb, xyz_to_cam
             f_number=_exif_number(path, "FNumber", other.aperture),
             focal_length=_exif_number(path, "FocalLength", other.focal_length),
             datetime=stamp, orientation=_FLIP_TO_EXIF.get(flip, 1), baseline_exposure=tags.baseline_exposure,
-            noise_profile=tags.noise_profile, wb_source=wb_source, carried=read_carried_tags(path),
+            noise_profile=tags.noise_profile, wb_source=wb_source, carried=_carried(path, make, model),
         )
     except MetaError as exc:
         raise _fail(path, f"implausible metadata: {exc}") from None
