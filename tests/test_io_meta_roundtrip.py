@@ -160,3 +160,14 @@ def test_canon_model_spelled_as_canon_does_for_non_tiff_raws(tmp_path):
     assert 272 not in rawmod._carried(crw, "Fujifilm", "X-T1").ifd0
     tiff_src = write_fixture(tmp_path / "t.dng")               # a TIFF source keeps its own spelling
     assert rawmod._carried(tiff_src, "Canon", "EOS 550D").ifd0[272] == SOURCE_IFD0[272]
+
+
+def test_non_tiff_source_keeps_derived_date(tmp_path):
+    from kpnt.io import write_linear_dng
+    from kpnt.io.tiff import read_ifds
+
+    meta = RawMeta(black=[0] * 3, white=4095, wb=[2, 1, 1.5], xyz_to_cam=np.eye(3), make="Canon", model="EOS D30",
+                   datetime="2003:01:02 03:04:05", carried=CarriedTags({272: encode_tag(ASCII, "Canon EOS D30")}, {}))
+    write_linear_dng(tmp_path / "o.dng", np.zeros((32, 32, 3), np.uint16), meta)
+    ifd0 = read_ifds(tmp_path / "o.dng")[0]
+    assert ifd0[306] == "2003:01:02 03:04:05" and ifd0[272] == "Canon EOS D30"

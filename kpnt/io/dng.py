@@ -105,7 +105,7 @@ def _overlay_carried(ifd: IFD, meta: RawMeta) -> None:
     WB (an estimated WB is written as AsShotNeutral instead).
     """
     carried = meta.carried
-    if carried.ifd0:
+    if 271 in carried.ifd0 or carried.exif:     # a TIFF-based source: its own DateTime or none
         ifd.tags.pop(306, None)
     if 50721 in carried.ifd0:
         for code in (50721, 50778, 50730):
