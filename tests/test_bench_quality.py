@@ -294,7 +294,9 @@ def test_end_to_end_cache_reuse_changes_no_number(bq, tiny_bench, capsys):
             "--error-maps", str(tmp / "maps"), "--error-map-photos", "0,1"]
     assert _main(bq, tmp, *args, "--json", str(tmp / "a.json")) == 0
     first = capsys.readouterr().out
-    assert _main(bq, tmp, *args, "--json", str(tmp / "b.json")) == 0
+    # the second run in two worker processes: the cache and the scoring in
+    # workers must not change a number
+    assert _main(bq, tmp, *args, "--jobs", "2", "--json", str(tmp / "b.json")) == 0
     second = capsys.readouterr().out
     a, b = (json.loads((tmp / f"{n}.json").read_text()) for n in "ab")
     key = lambda r: (r["cell"], r["method"])  # noqa: E731
@@ -339,6 +341,18 @@ def test_time_budget_stops_early_and_keeps_the_cache(bq, tiny_bench, capsys):
     with pytest.raises(SystemExit):
         _main(bq, tmp, "--time-budget", "60")
     assert "without --peer-cache" in capsys.readouterr().err
+
+
+def test_limit_spreads_the_subset_over_the_folder(tmp_path):
+    from kpnt.bench.runner import select_photos
+
+    for i in range(7):
+        cv2.imwrite(str(tmp_path / f"{i:02d}.png"), np.full((12, 18, 3), 20 * i, np.uint8))
+    idx, photos = select_photos(tmp_path, 3, 1)
+    assert idx == [0, 2, 4] and photos.names == ["00.png", "02.png", "04.png"]
+    idx, photos = select_photos(tmp_path, None, 1)
+    assert idx == list(range(7)) and len(photos.photos) == 7
+    assert select_photos(tmp_path, 50, 1)[0] == list(range(7))
 
 
 def test_cli_errors_are_one_line(bq, tiny_bench, capsys):

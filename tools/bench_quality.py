@@ -114,7 +114,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--photos", type=Path, default=_SHARED / "photos" / "val",
                    help="folder of clean sRGB photos (default ../shared/data/photos/val)")
     p.add_argument("--profiles", type=Path, default=_SHARED / "noiseprofiles.json", help="darktable noiseprofiles.json (default ../shared/data/)")
-    p.add_argument("--limit", type=int, default=None, help="use the first N photos (default all)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use N photos spread evenly over the sorted folder (default all; their cases are the full run's)")
     p.add_argument("--downscale", type=int, default=1, help="downscale photos first (default 1: photos/val is downscaled already; BSDS500: 2)")
     p.add_argument("--sensors", nargs="+", default=["bayer", "xtrans"], choices=["bayer", "xtrans"])
     p.add_argument("--isos", type=_cells, default=[CLEAN, 100, 800, 3200, 12800], help="cells: 'clean' and ISOs (default clean,100,800,3200,12800)")
@@ -130,10 +131,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--nlm-h", type=float, default=None, help="NLM strength in noise standard deviations (default kpnt.baselines.NLM_STRENGTH)")
     p.add_argument("--demosaicnet-domain", choices=["linear", "srgb"], default="linear",
                    help="values fed to demosaicnet: white-balanced linear (default) or sRGB-curve encoded")
+    p.add_argument("--bm3d-min-iso", type=int, default=0,
+                   help="run demosaicnet+bm3d only in cells of at least this ISO (default 0: every noisy cell; "
+                        "issue 13's check (1) needs it from ISO 800; BM3D costs ~67 s per MP on one core)")
     p.add_argument("--peer-cache", type=Path, help="folder of the peers' score cache (read and updated): peers found there are not run again")
     p.add_argument("--error-maps", type=Path, help="write error-map pictures (kpnt and demosaicnet) into this folder")
     p.add_argument("--error-map-cell", type=lambda s: _cells(s)[0], default=CLEAN, help="cell of the error maps (default clean)")
-    p.add_argument("--error-map-photos", type=_photo_indices, help="photo indices of the error-map crops (default: the 3 most saturated photos)")
+    p.add_argument("--error-map-photos", type=_photo_indices, help="photos of the error-map crops, by index in the sorted folder (default: the 3 most saturated photos)")
     p.add_argument("--time-device", choices=["cpu", "cuda", "both"], default=None,
                    help="devices of the large-raw speed test (default cpu, plus cuda when available); outputs are scored on the first (cuda if listed)")
     p.add_argument("--speed-mp", type=float, default=24.0, help="time kpnt and demosaicnet on one synthetic raw of this many MP (default 24; 0 skips)")

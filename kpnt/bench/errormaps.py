@@ -68,13 +68,15 @@ class ErrorMaps:
         folder: where ``errormap_<sensor>.png`` go.
         cell: the cell the crops come from (``"clean"`` or an ISO).
         photos: the benchmark's :class:`kpnt.train.photos.PhotoSource`.
-        which: photo indices, or None for :func:`pick_photos`.
+        indices: each photo's index in the sorted folder (the benchmark's
+            photo numbers).
+        which: photo numbers to crop, or None for :func:`pick_photos`.
     """
 
-    def __init__(self, folder, cell, photos, which=None):
+    def __init__(self, folder, cell, photos, indices, which=None):
         self.folder = Path(folder)
         self.cell = cell
-        self.which = list(which) if which else pick_photos(photos.photos)
+        self.which = list(which) if which else [indices[i] for i in pick_photos(photos.photos)]
         self.crops: dict[tuple, dict] = {}
 
     def wants(self, cell, k: int) -> bool:

@@ -1,9 +1,9 @@
 """The benchmark loop: every sensor x cell x photo, kpnt and the peers on
 the same synthetic raw, scored against the same clean scene.
 
-kpnt and demosaicnet run in this process on the scoring device; the CPU-only
-peers (LibRaw, NLM, Menon, BM3D) in ``--jobs`` worker processes of one thread
-each.  Peers found in the peer cache are not run again (the rows say how many
+kpnt and demosaicnet run in this process on the scoring device; their
+outputs are scored, and the CPU-only peers (LibRaw, NLM, Menon, BM3D) run and
+scored, in ``--jobs`` worker processes of one thread each.  Peers found in the peer cache are not run again (the rows say how many
 of their cases came from it).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from kpnt.bench.speed import bm3d_crop_seconds, load_kpnt, speed_image, speed_te
 from kpnt.color import find_camera
 from kpnt.denoise import NoiseChoice, choose_noise, denoise_raw
 from kpnt.noise import load_profile_table
-from kpnt.train.photos import PhotoSource
+from kpnt.train.photos import PhotoSource, list_photos, load_linear_photo
 
 #: every method the benchmark knows, in table order (kpnt may come as
 #: several ``kpnt:<weights>`` methods)
@@ -77,6 +77,18 @@ def kpnt_weights(args) -> dict[str, dict[str, Path]]:
         else:
             print(f"note: {f}: weights for {sensor!r}, not scored (the benchmark has bayer and xtrans raws)")
     return out
+
+
+def select_photos(folder, limit: int | None, downscale: int) -> tuple[list[int], PhotoSource]:
+    """The folder's photos in sorted order, or with ``limit`` N of them
+    spread evenly over it (``i * len // N``: a folder sorted by source set,
+    as photos/val is, keeps every set in a subset).  Each keeps its index in
+    the whole folder, which seeds its cases: a subset's cases are the full
+    run's, so the peer cache serves both.  Returns ``(indices, photos)``."""
+    files = list_photos(folder)
+    n = len(files)
+    idx = list(range(n)) if not limit or limit >= n else [i * n // limit for i in range(limit)]
+    return idx, PhotoSource([load_linear_photo(files[i], downscale) for i in idx], [files[i].name for i in idx])
 
 
 def resolve_methods(requested: list[str]) -> list[str]:
@@ -137,15 +149,25 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def cpu_peers(case: dict, methods: list[str], dnet_out: np.ndarray | None, nlm_h: float, tmp_dir: str) -> dict:
-    """Run the CPU-only peers ``methods`` on one case and score them.
+def cpu_peers(case: dict, methods: list[str], dnet_out: np.ndarray | None, nlm_h: float, tmp_dir: str,
+              outputs: dict | None = None) -> dict:
+    """Score the device methods' outputs of one case and run and score its
+    CPU-only peers (in a worker: scoring costs about a second per output of
+    a 0.5-MP photo, so it is spread over the workers too).
 
+    Args:
+        methods: CPU peers to run (``libraw`` also runs, unscored, when only
+            ``libraw+nlm`` is asked).
+        dnet_out: demosaicnet's camera-RGB output (for ``demosaicnet+bm3d``).
+        outputs: ``method -> (camera RGB, seconds)`` computed on the device
+            (kpnt, demosaicnet), to be scored here.
     Returns:
         method -> :func:`kpnt.bench.metrics.score`'s dict plus ``sec``, the
         method's own step (``libraw+nlm``: NLM alone; ``demosaicnet+bm3d``:
-        BM3D alone on ``dnet_out``, demosaicnet's camera-RGB output).
+        BM3D alone on ``dnet_out``).
     """
-    res, lr = {}, None
+    res = {m: dict(score(out, case), sec=sec) for m, (out, sec) in (outputs or {}).items()}
+    lr = None
     if "libraw" in methods or "libraw+nlm" in methods:
         lr, sec = timed(lambda: P.libraw(case, tmp_dir))
         if "libraw" in methods:
@@ -219,7 +241,8 @@ class PeerJobs:
     def _collect(self, job) -> None:
         sensor, cell, mp, keys, fut = job
         for m, r in fut.result().items():
-            self.cache.put(keys[m], r)
+            if m in keys:             # a peer (kpnt is measured, never cached)
+                self.cache.put(keys[m], r)
             self.tally.add(sensor, cell, m, r, mp)
         self.done[(sensor, cell)] = self.done.get((sensor, cell), 0) + 1
         if time.perf_counter() - self._saved > self.save_every:
@@ -302,18 +325,17 @@ def run(args) -> dict:
     devices = time_devices(args.time_device)
     qdev = devices[0]
     table = load_profile_table(args.profiles)
-    photos = PhotoSource.from_folder(args.photos, downscale=args.downscale, limit=args.limit)
+    indices, photos = select_photos(args.photos, args.limit, args.downscale)
     weights = kpnt_weights(args) if "kpnt" in methods else {}
     to_raw, kin = kpnt_input(args.kpnt_input) if "kpnt" in methods else (None, None)
     cache = PeerCache(args.peer_cache)
-    cpu_wanted = [m for m in P.CPU_PEERS if m in methods]
     jobs = max(1, int(args.jobs))
-    if jobs > 1 and cpu_wanted:
+    if jobs > 1:
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(1,))
     else:
         pool = _Inline()
     tmp = tempfile.mkdtemp(prefix="kpnt-bench-")
-    emaps = ErrorMaps(args.error_maps, args.error_map_cell, photos, args.error_map_photos) if args.error_maps else None
+    emaps = ErrorMaps(args.error_maps, args.error_map_cell, photos, indices, args.error_map_photos) if args.error_maps else None
     tally, speed_rows, bm3d_jobs = Tally(), [], []
     deadline = t_start + args.time_budget if args.time_budget else None
     jobs_q = PeerJobs(pool, cache, tally, max_outstanding=8 * jobs, deadline=deadline)
@@ -349,13 +371,16 @@ def run(args) -> dict:
                 if how.startswith(("pushed", "clamped")):
                     print(f"note: {cams[sensor]} ISO {cell}: noise profile {how}")
                 peers_here = [m for m in sensor_methods if cell != CLEAN or m not in P.DENOISERS]
+                if cell == CLEAN or cell < args.bm3d_min_iso:
+                    peers_here = [m for m in peers_here if m != "demosaicnet+bm3d"]
                 iso100 = profile_at_iso(table, cam["make"], cam["model"], 100)[0] if cell == CLEAN else None
-                for k, img in enumerate(photos.photos):
+                for k, img in zip(indices, photos.photos):
                     if jobs_q.stop_now():
                         break
                     seed = case_seed(sensor, cell, k)
                     case = make_case(img, case_cfa(sensor, seed), cam, prof, seed, iso=0 if cell == CLEAN else cell)
                     mp = case["mp"]
+                    outputs = {}                 # device outputs, scored in a worker
                     if models:
                         raw = to_raw(case)
                         noise = NoiseChoice(case["noise"], "given")
@@ -372,7 +397,7 @@ def run(args) -> dict:
                                     timed(go, qdev)
                                     warm.add(label)
                                 res, sec = timed(go, qdev)
-                                tally.add(sensor, cell, label + suffix, dict(score(res, case), sec=sec), mp)
+                                outputs[label + suffix] = (res, sec)
                                 if emaps and not suffix and label == next(iter(models)):
                                     emaps.add(sensor, cell, k, "kpnt", res, case)
                     # peers: from the cache where possible
@@ -391,15 +416,14 @@ def run(args) -> dict:
                             warm.add("dn")
                         dnet_out, sec = timed(lambda: dnet(mosaic_wb(case), case["cfa"]) / wb, qdev)
                         if "demosaicnet" in hits and hits["demosaicnet"] is None:
-                            r = dict(score(dnet_out, case), sec=sec)
-                            cache.put(keys["demosaicnet"], r)
-                            tally.add(sensor, cell, "demosaicnet", r, mp)
+                            outputs["demosaicnet"] = (dnet_out, sec)
                         if emaps:
                             emaps.add(sensor, cell, k, "demosaicnet", dnet_out, case)
                     todo = [m for m in P.CPU_PEERS if m in hits and hits[m] is None]
-                    if todo:
-                        jobs_q.submit(sensor, cell, mp, {m: keys[m] for m in todo}, cpu_peers, case, todo,
-                                      dnet_out if "demosaicnet+bm3d" in todo else None, args.nlm_h, tmp)
+                    if todo or outputs:
+                        jobs_q.submit(sensor, cell, mp, {m: keys[m] for m in todo + [m for m in outputs if m in keys]},
+                                      cpu_peers, case, todo, dnet_out if "demosaicnet+bm3d" in todo else None,
+                                      args.nlm_h, tmp, outputs)
                 print(f"{sensor} {cell}: {len(photos.photos)} photos through kpnt/demosaicnet on {qdev}; "
                       f"{jobs_q.done.get((sensor, cell), 0)} CPU peer jobs of the cell done, {len(jobs_q.queue)} queued "
                       f"({time.perf_counter() - t_start:.0f} s)", flush=True)
