@@ -454,10 +454,9 @@ def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device
         raise ValueError(f"strength must lie in [0, 1] (0 = demosaic only, 1 = full denoising), got {strength}")
     wb = np.asarray(raw.meta.wb, dtype=np.float32)
     if hot_pixels:
-        from kpnt.hotpixels import fix_hot_pixels
+        from kpnt.hotpixels import fix_raw
 
-        n_hot, n_dead = fix_hot_pixels(raw.mosaic, raw.cfa, noise.profile, wb)
-        log.debug("%s: %d hot and %d dead photosite(s) replaced", raw.path, n_hot, n_dead)
+        n_hot, n_dead = fix_raw(raw, noise.profile)
         if timing is not None:
             timing["hot_pixels"] = (n_hot, n_dead)
     period = raw.cfa.period

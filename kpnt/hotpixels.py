@@ -146,6 +146,14 @@ def fix_hot_pixels(mosaic: np.ndarray, cfa: CFA, noise_ab: np.ndarray, wb: np.nd
     return n_hot, n_dead
 
 
+def fix_raw(raw, noise_ab: np.ndarray) -> tuple[int, int]:
+    """:func:`fix_hot_pixels` on a :class:`kpnt.io.raw.RawImage` (its
+    mosaic, in place), logged at debug level with the file name."""
+    n_hot, n_dead = fix_hot_pixels(raw.mosaic, raw.cfa, noise_ab, raw.meta.wb)
+    log.debug("%s: %d hot and %d dead photosite(s) replaced", raw.path, n_hot, n_dead)
+    return n_hot, n_dead
+
+
 def _sigma(level: np.ndarray, a: float, b: float, gain: float) -> np.ndarray:
     """Noise standard deviation of a white-balanced photosite at ``level``
     (white-balanced), from the profile ``var(x) = a x + b`` of the raw value."""
