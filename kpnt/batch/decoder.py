@@ -158,6 +158,9 @@ def _child_main(fd: int, parent_pid: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(parent_pid)
     conn = Connection(fd)
+    import kpnt.io.raw  # noqa: F401  (imported before 'ready': the per-file timeout excludes start-up)
+
+    conn.send(("ready", None))
     while True:
         try:
             path, blind_possible = conn.recv()
@@ -205,9 +208,14 @@ class ChildDecoder:
     """One supervised decoder process, started on first use and again after
     it died.  Not thread-safe: one caller at a time (see :class:`DecoderPool`)."""
 
+    #: Seconds a child may take to start (interpreter, numpy, rawpy): not
+    #: part of any file's timeout, and generous for a loaded machine.
+    START_TIMEOUT = 120.0
+
     def __init__(self, timeout: float, blind_possible: bool = True, quiet: bool = True):
         self.timeout, self.blind_possible, self.quiet = timeout, blind_possible, quiet
         self.proc = self.conn = None
+        self.ready = False
 
     def start(self) -> None:
         """Start the child (also done lazily by :meth:`decode`).
@@ -238,6 +246,21 @@ class ChildDecoder:
         finally:
             theirs.close()
         self.conn = Connection(ours.detach())
+        self.ready = False
+
+    def _wait_ready(self, path: Path) -> None:
+        """Wait for the child's 'ready' (its imports done)."""
+        try:
+            if not self.conn.poll(self.START_TIMEOUT):
+                self._stop()
+                raise DecoderFailed(f"{path}: the decoder process did not start within {self.START_TIMEOUT:g} s "
+                                    "(machine overloaded?)")
+            self.conn.recv()
+        except (EOFError, OSError):
+            code = self._stop()
+            raise DecoderFailed(f"{path}: the decoder process failed to start ({signal_text(code)}; "
+                                "--verbose shows its output)") from None
+        self.ready = True
 
     def _stop(self) -> int | None:
         """Kill the child (if alive) and reap it; its exit code."""
@@ -261,6 +284,8 @@ class ChildDecoder:
             if self.proc is not None:
                 log.debug("decoder process ended (%s) while idle: restarting it", signal_text(self._stop()))
             self.start()
+        if not self.ready:
+            self._wait_ready(path)
         proc, conn = self.proc, self.conn
         try:
             conn.send((str(path), self.blind_possible))
