@@ -43,6 +43,8 @@ K_SIGMA = 8.0
 SPREAD = 0.05
 #: Radius of the same-colour ring searched (covers Bayer and X-Trans).
 RADIUS = 2
+#: Nearest ring members read by the full-frame screen.
+SCREEN = 4
 
 
 def _offsets(cfa: CFA) -> tuple[list[list[tuple[int, int]]], list[tuple[int, int]]]:
@@ -104,15 +106,18 @@ def fix_hot_pixels(mosaic: np.ndarray, cfa: CFA, noise_ab: np.ndarray, wb: np.nd
         for px in range(p):
             c = int(cfa.pattern[py, px])
             yc = view(py, px, 0, 0)
-            first, *rest = same[py][px]
+            # Screen on the nearest members of the ring only (4 of 8-12):
+            # the exact test below reads the whole ring.
+            first, *rest = sorted(same[py][px], key=lambda o: o[0] ** 2 + o[1] ** 2)[:SCREEN]
             hi, lo = view(py, px, *first).copy(), view(py, px, *first).copy()
             for dy, dx in rest:
                 v = view(py, px, dy, dx)
                 np.fmax(hi, v, out=hi)
                 np.fmin(lo, v, out=lo)
-            # Cheap screen first: the noise at the ring's minimum is at most
-            # the noise at its median, so this keeps every photosite the
-            # exact test below can flag (a handful per frame).
+            # Cheap screen first: a photosite beyond every member of the
+            # whole ring is beyond these; the noise at their minimum is at
+            # most the noise at the ring's median except next to a sharp
+            # edge, where a defect may go unflagged (never a false flag).
             with np.errstate(invalid="ignore"):
                 k_lo = K_SIGMA * _sigma(np.maximum(lo, 0), a[c], b[c], wb[c])
                 cand = (yc - hi > k_lo) | (lo - yc > k_lo)
@@ -120,6 +125,7 @@ def fix_hot_pixels(mosaic: np.ndarray, cfa: CFA, noise_ab: np.ndarray, wb: np.nd
             if len(iy) == 0:
                 continue
             ring = np.stack([view(py, px, dy, dx)[iy, ix] for dy, dx in same[py][px]])
+            hi_all, lo_all = np.nanmax(ring, axis=0), np.nanmin(ring, axis=0)
             direct_v = np.stack([view(py, px, dy, dx)[iy, ix] for dy, dx in direct])
             with np.errstate(all="ignore"):
                 med = np.nanmedian(ring, axis=0)
@@ -130,8 +136,8 @@ def fix_hot_pixels(mosaic: np.ndarray, cfa: CFA, noise_ab: np.ndarray, wb: np.nd
                 sigma = np.maximum(_sigma(np.maximum(med, 0), a[c], b[c], wb[c]), spread)
                 excess = v - med
                 d_hi, d_lo = np.nanmax(direct_v, axis=0), np.nanmin(direct_v, axis=0)
-                is_hot = (v - hi[iy, ix] > K_SIGMA * sigma) & (d_hi - med < SPREAD * excess + 3 * sigma)
-                is_dead = (lo[iy, ix] - v > K_SIGMA * sigma) & (d_lo - med > SPREAD * excess - 3 * sigma)
+                is_hot = (v - hi_all > K_SIGMA * sigma) & (d_hi - med < SPREAD * excess + 3 * sigma)
+                is_dead = (lo_all - v > K_SIGMA * sigma) & (d_lo - med > SPREAD * excess - 3 * sigma)
             ok = np.isfinite(med)
             is_hot &= ok
             is_dead &= ok
