@@ -4,7 +4,7 @@
 kpnt's own DNG writer; :func:`mutate` corrupts one the way damaged files
 and hostile inputs do (truncations, bit and byte flips in the IFDs and the
 image data, zeroed tag counts, changed tag types, huge dimensions and
-offsets, broken CFA tags, BlackLevel >= WhiteLevel, negative/NaN/huge
+offsets, huge tag counts, broken CFA tags, BlackLevel >= WhiteLevel, negative/NaN/huge
 NoiseProfile, zero AsShotNeutral, unrepresentable EXIF values); and
 :func:`run_case` reads the result through :func:`kpnt.io.read_raw` and, when
 it is accepted, denoises it on the CPU, writes the LinearRaw DNG and reads
@@ -40,7 +40,7 @@ OUTCOMES = ("refused-typed", "accepted-finite", "failed-typed", "nonfinite-outpu
 #: Outcome classes that are bugs (the acceptance asks for none).
 BAD_OUTCOMES = ("nonfinite-output", "untyped", "hang", "crash")
 
-MUTATIONS = ("truncate", "bitflip-ifd", "bitflip-data", "byteflip-ifd", "byteflip-data", "zero-count", "tag-type",
+MUTATIONS = ("truncate", "bitflip-ifd", "bitflip-data", "byteflip-ifd", "byteflip-data", "zero-count", "huge-count", "tag-type",
              "huge-dims", "huge-offset", "cfa-broken", "black-ge-white", "noise-profile", "wb-zero", "exif-value",
              "matrix-bad")
 
@@ -188,6 +188,11 @@ def mutate(data: bytes, rng: np.random.Generator, kind: str | None = None) -> tu
         e, code, _, _ = pick()
         struct.pack_into("<I", buf, e + 4, 0)
         return bytes(buf), f"zero-count tag {code}"
+    if kind == "huge-count":
+        e, code, _, _ = pick()
+        v = int(rng.choice([2**16, 2**20, 2**24, 2**31, 2**32 - 1]))
+        struct.pack_into("<I", buf, e + 4, v)
+        return bytes(buf), f"huge-count tag {code}={v}"
     if kind == "tag-type":
         e, code, typ, _ = pick()
         new = int(rng.integers(0, 15))
