@@ -259,7 +259,7 @@ def _stub_denoise():
     import kpnt.denoise as dn
 
     def stub(model, raw, noise, tile=0, device="cpu", progress=None, dtype=np.float32, reproducible=False, timing=None,
-             staged=False):
+             staged=False, **options):                  # strength, hot_pixels, cpu_precision: no model, nothing to do
         h, w = raw.mosaic.shape
         return np.full((h, w, 3), 30000 if dtype == np.uint16 else 0.5, dtype=dtype)
 
