@@ -18,6 +18,13 @@ test separates it from real detail with two facts:
 Flagged photosites are replaced by the median of their same-colour ring.
 Everything runs on white-balanced values, so that the colours compare.
 
+Limit: a point of light of a saturated colour that the lens focuses within
+one photosite (a distant red LED, a very sharp lens without an
+anti-aliasing filter) barely reaches the differently coloured neighbours
+and is taken for a defect; ``kpnt-denoise --no-hot-pixels`` keeps it.
+Synthetic raws mosaicked from photos without optical blur show this (the
+bench's 24-MP raw: ~1100 such photosites).
+
 Example::
 
     >>> n_hot, n_dead = fix_hot_pixels(raw.mosaic, raw.cfa, noise_ab, wb)  # doctest: +SKIP
