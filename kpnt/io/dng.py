@@ -214,7 +214,8 @@ def write_linear_dng(path, rgb_u16: np.ndarray, meta: RawMeta, overwrite: bool =
             not used (this file has black 0 and white 65535).
         compression: 'ljpeg' (default): lossless JPEG in 256x256 tiles,
             which rawpy, darktable and RawTherapee read; 'none': one
-            uncompressed strip (3x the bytes of a typical 'ljpeg' file).
+            uncompressed strip (1.4-1.7x the bytes of an 'ljpeg' file on
+            the photos measured in docs/raw_editors.md).
     Returns:
         The path written.
 
