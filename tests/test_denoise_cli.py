@@ -553,7 +553,15 @@ def test_io_workers_arguments(tmp_path, weights, capsys):
         _cli(tmp_path, weights, src, "-o", tmp_path / "o", "--io-workers", "-1")
     assert exit_info.value.code == 2
     assert "--io-workers: must be >= 0" in capsys.readouterr().err
-    assert _cli(tmp_path, weights, src, "-o", tmp_path / "o", "--io-workers", "2", "--jobs", "2") == 1
+    assert _cli(tmp_path, weights, src, "-o", tmp_path / "o", "--io-workers", "2", "--jobs", "2") == 2
     assert "--jobs or --devices" in capsys.readouterr().err
+    for bad, words in ((["--devices", "cpu,cpu", "--jobs", "2"], "--device or --jobs"), (["--device", "tpu"], "not a torch device"),
+                       (["--decode-timeout", "0"], "--decode-timeout"), (["--decoder", "thread"], "invalid choice")):
+        try:
+            rc = _cli(tmp_path, weights, src, "-o", tmp_path / "o", *bad)
+        except SystemExit as exit_info:      # argparse's own checks
+            rc = exit_info.code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and words in err[0], (bad, err)
     assert default_io_workers("cpu") == 0
     assert 1 <= default_io_workers("cuda:0") <= 8
