@@ -64,6 +64,8 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from kpnt.train.step import apply_update, nonfinite_grads, step_loss
+
 log = logging.getLogger("kpnt.train")
 
 #: Eager warm-up steps before each capture (the PyTorch docs use 3).
@@ -262,22 +264,20 @@ class GraphedStep:
         ``[loss, applied]`` as a (2,) float32 tensor."""
         for p in self.params:
             p.grad = None
-        out = self.model(x, cfa, noise)
-        loss = self.loss_fn(out, target, valid)
+        loss = step_loss(self.model, self.loss_fn, x, cfa, noise, target, valid)
         loss.backward()
         with torch.no_grad():
-            grads = [p.grad for p in self.params if p.grad is not None]
-            if not grads:
+            if all(p.grad is None for p in self.params):
                 raise RuntimeError("GraphedStep: the loss gave no parameter a gradient")
-            finite = torch.isfinite(loss) & torch.isfinite(torch.cat([g.reshape(-1) for g in grads])).all()
-            if self.clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for p in self.params if p.grad is not None], self.clip)
+            finite = torch.isfinite(loss) & (nonfinite_grads(self.params) == 0)
+            # Backups of parameters and Adam state (clipping changes only
+            # gradients, so taking them before it is the same).
             groups: dict[torch.dtype, list[Tensor]] = {}
             if masked:
                 for t in self._state_tensors():
                     groups.setdefault(t.dtype, []).append(t)
             backups = {dt: torch.cat([t.reshape(-1) for t in ts]) for dt, ts in groups.items()}
-            self.optimizer.step()
+            apply_update(self.params, self.optimizer, self.clip)
             # Masked commit: a non-finite step restores parameters and Adam
             # state (step count, moments) bitwise from the backup.
             for dt, ts in groups.items():
@@ -367,16 +367,12 @@ def eager_step(model, optimizer, loss_fn: Callable, clip: float, batch) -> float
     step was skipped for a non-finite loss or gradient (nothing updated).
     The reference that :class:`GraphedStep` is checked against."""
     optimizer.zero_grad(set_to_none=True)
-    out = model(batch.x, batch.cfa, batch.noise)
-    loss = loss_fn(out, batch.target, batch.valid)
+    loss = step_loss(model, loss_fn, batch.x, batch.cfa, batch.noise, batch.target, batch.valid)
     loss.backward()
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-    nonfinite = (~torch.stack([torch.isfinite(p.grad).all() for p in params])).sum()
-    value, bad = torch.stack([loss.detach().double(), nonfinite.double()]).tolist()
+    value, bad = torch.stack([loss.detach().double(), nonfinite_grads(params).to(loss.device)]).tolist()
     if not math.isfinite(value) or bad > 0:
         optimizer.zero_grad(set_to_none=True)
         return None
-    if clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, clip)
-    optimizer.step()
+    apply_update(params, optimizer, clip)
     return value

@@ -29,6 +29,7 @@ from kpnt.mosaic import CFA, kinds
 from kpnt.mosaic.cfa import reference_cfa
 from kpnt.train.distributed import GRAD_SYNCS, DistContext, local_shards, make_sync, shard_seed
 from kpnt.train.loss import LOSSES, psnr_linear
+from kpnt.train.step import apply_update, nonfinite_grads, step_loss
 from kpnt.train.plot import write_curve
 from kpnt.train.synthesis import Batch
 
@@ -127,15 +128,6 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _count_nonfinite(params) -> torch.Tensor:
-    """Number of parameters whose gradient holds a NaN or inf, as a tensor
-    (one device sync later instead of one per parameter)."""
-    flags = [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
-    if not flags:
-        return torch.zeros((), dtype=torch.float64)
-    return (~torch.stack(flags)).sum().double()
-
-
 class Trainer:
     """Owns model, optimiser, data generators and history for one run folder.
 
@@ -161,6 +153,9 @@ class Trainer:
         self.step = 0
         self.history = History()
         self.loss_fn = LOSSES[cfg.loss]
+        border = cfg.loss_border
+        #: (output, target, valid) -> loss, as every step variant calls it (kpnt.train.step).
+        self.step_loss_fn = lambda o, t, v: self.loss_fn(o, t, v, border)
         self._set_shards(cfg.shards or self.ctx.world_size)
         self.gens = {s: torch.Generator().manual_seed(shard_seed(cfg.seed, s)) for s in self.local}
         # One process, one shard, fused kernels on a GPU: the whole step
@@ -181,8 +176,7 @@ class Trainer:
         if use_graphs:
             from kpnt.train.graph_step import GraphedStep
 
-            border = cfg.loss_border
-            self.graphed = GraphedStep(self.model, self.optim, lambda o, t, v: self.loss_fn(o, t, v, border), cfg.grad_clip)
+            self.graphed = GraphedStep(self.model, self.optim, self.step_loss_fn, cfg.grad_clip)
             log.info("training step captured as CUDA graphs (one per CFA phase)")
 
     def _set_shards(self, shards: int) -> None:
@@ -280,8 +274,8 @@ class Trainer:
         for i, s in enumerate(self.local):
             batch = batch_to(self.source(self.gens[s]), self.ctx.device)
             with self.sync.accumulate(last=i == len(self.local) - 1):
-                out = self.sync.net(batch.x, batch.cfa, batch.noise)
-                loss = self.loss_fn(out, batch.target, batch.valid, self.cfg.loss_border)
+                loss = step_loss(self.sync.net, self.step_loss_fn, batch.x, batch.cfa, batch.noise, batch.target,
+                                 batch.valid)
                 # Backward even for a non-finite loss: under DDP every process
                 # must join every gradient all-reduce; the NaN gradients that
                 # result are thrown away below.
@@ -290,7 +284,7 @@ class Trainer:
         self.sync.finish(self.params)
         # One all-reduce decides for all processes: the global mean loss, and
         # how many gradients are non-finite anywhere.
-        stats = torch.stack([loss_sum, _count_nonfinite(self.params).to(self.ctx.device)])
+        stats = torch.stack([loss_sum, nonfinite_grads(self.params).to(self.ctx.device)])
         total_loss, nonfinite = self.ctx.all_reduce_sum(stats).tolist()
         mean_loss = total_loss / self.shards
         self.step += 1
@@ -305,10 +299,8 @@ class Trainer:
             if self.ctx.is_main:
                 log.warning("step %d skipped: %s (input or numerics broke; %d skipped so far)", self.step, reason, len(self.history.skipped))
             return None
-        if self.cfg.grad_clip > 0:
-            # The gradients are the same on every process, so is the clipping.
-            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-        self.optim.step()
+        # The gradients are the same on every process, so is the clipping.
+        apply_update(self.params, self.optim, self.cfg.grad_clip)
         return mean_loss
 
     def _graphed_step(self) -> float | None:
