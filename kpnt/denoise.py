@@ -294,6 +294,16 @@ def _run_model(model, x: torch.Tensor, cfa: CFA | None, noise: torch.Tensor) -> 
         return model(x, cfa, noise)
 
 
+def _tile_core(model, x: torch.Tensor, t: Tile, cfa: CFA | None, noise: torch.Tensor) -> torch.Tensor:
+    """The model on one tile's input ``x`` ((1, C, h, w) on the model's
+    device): the (cy1-cy0, cx1-cx0, 3) core it keeps.  The one per-tile step
+    of both tile loops (:func:`_run_tiles` on the host, :func:`_run_tiles_staged`
+    on an accelerator), which differ only in how tiles are scheduled and
+    copied."""
+    res = _run_model(model, x, None if cfa is None else cfa.crop(t.y0, t.x0), noise)[0]
+    return res[:, t.cy0 - t.y0:t.cy1 - t.y0, t.cx0 - t.x0:t.cx1 - t.x0].permute(1, 2, 0)
+
+
 def tile_workers(tiles: list[Tile], device) -> int:
     """How many tiles run at once: on a CPU, one per torch thread, as long
     as their working sets fit :data:`TILE_MEMORY_BUDGET`; on a GPU, one.
@@ -338,10 +348,7 @@ def _run_tiles(model, shape, cfa: CFA | None, noise_wb: np.ndarray, tile: int, d
     def one(t: Tile) -> None:
         piece = torch.from_numpy(np.ascontiguousarray(read(t), dtype=np.float32))
         piece = piece[None, None] if piece.ndim == 2 else piece.permute(2, 0, 1)[None]
-        piece_cfa = None if cfa is None else cfa.crop(t.y0, t.x0)
-        res = _run_model(model, piece.to(device), piece_cfa, noise)[0]
-        core = res[:, t.cy0 - t.y0:t.cy1 - t.y0, t.cx0 - t.x0:t.cx1 - t.x0].permute(1, 2, 0)
-        store(t, core.float().cpu().numpy())
+        store(t, _tile_core(model, piece.to(device), t, cfa, noise).float().cpu().numpy())
         if progress is not None:
             with lock:
                 progress(1)
@@ -577,8 +584,7 @@ def _run_tiles_staged(model, mosaic: np.ndarray, cfa: CFA, wb: np.ndarray, wb_re
                     uploaded[i].record()
                 gains = gains_rep.repeat(-(-h // period), -(-w // period))[:h, :w]
                 x = x * gains
-                res = _run_model(model, x[None, None], cfa.crop(t.y0, t.x0), noise)[0]
-                core = res[:, t.cy0 - t.y0:t.cy1 - t.y0, t.cx0 - t.x0:t.cx1 - t.x0].permute(1, 2, 0).float()
+                core = _tile_core(model, x[None, None], t, cfa, noise).float()
                 core = core / wb_t
                 core = _to_uint16_tensor(core) if u16 else core
                 ch, cw = t.cy1 - t.cy0, t.cx1 - t.cx0
@@ -586,7 +592,7 @@ def _run_tiles_staged(model, mosaic: np.ndarray, cfa: CFA, wb: np.ndarray, wb_re
                     drains[i - 2].result()                    # tile i-2 has left this output buffer
                 buf = out_bufs[i % 2][: ch * cw * 3].view(ch, cw, 3)
                 buf.copy_(core, non_blocking=cuda)
-                del x, gains, res, core
+                del x, gains, core
                 if cuda:
                     end = torch.cuda.Event(enable_timing=timing is not None)
                     end.record()
