@@ -185,7 +185,11 @@ def test_cli_two_cpu_processes_then_resume_in_one(tmp_path, capsys):
     assert train_main(args + ["--steps", "3", "--resume"]) == 0
     assert "trained 3 steps" in capsys.readouterr().out
     # argument errors are one line, from the launcher, before any process starts
-    for extra, msg in [(["--nproc", "2"], "pass --resume"), (["--resume", "--nproc", "0"], "--nproc must be >= 1")]:
-        assert train_main(args + ["--steps", "3"] + extra) == 1
+    for extra, msg, code in [(["--nproc", "2"], "pass --resume", 1), (["--resume", "--nproc", "0"], "--nproc: must be >= 1", 2)]:
+        try:
+            rc = train_main(args + ["--steps", "3"] + extra)
+        except SystemExit as ex:   # refused by argparse: a bad command line
+            rc = ex.code
+        assert rc == code
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
