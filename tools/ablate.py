@@ -78,6 +78,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
+
+from kpnt.mosaic import kinds  # noqa: E402
+from kpnt.mosaic.cfa import reference_cfa  # noqa: E402
+from kpnt.mosaic.kinds import MOSAIC_KINDS  # noqa: E402
+
+#: Sensor kinds by the registry's names (kpnt.mosaic.kinds).
+BAYER, XTRANS = kinds.BAYER.name, kinds.XTRANS.name
 
 #: name -> (kpnt-train flags, what changed)
 VARIANTS = {
@@ -94,7 +102,7 @@ VARIANTS = {
     "big": (["--front-kernels", "per_channel", "--apply", "plain", "--width", "128", "--front-width", "128"],
             "per-channel front kernels, plain normalisation, both MLPs width 128"),
 }
-EVAL_CAMERAS = {"bayer": "Nikon D750", "xtrans": "Fujifilm X-T1"}
+EVAL_CAMERAS = {BAYER: "Nikon D750", XTRANS: "Fujifilm X-T1"}
 TRAIN_MAIN = "import sys; from kpnt.cli.train import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -201,11 +209,10 @@ class Evaluator:
 
     def __init__(self, bq, sensor: str, camera: str, table, photos, isos: list[int]):
         from kpnt.color import find_camera
-        from kpnt.mosaic import CFA
 
         self.bq, self.sensor = bq, sensor
         self.cam = find_camera(camera)
-        self.cfa = CFA.bayer("RGGB") if sensor == "bayer" else CFA.xtrans()
+        self.cfa = reference_cfa(sensor)
         self.cases, self.noise_how = {}, {}
         for iso in isos:
             prof, how = bq.profile_at_iso(table, self.cam["make"], self.cam["model"], iso)
@@ -270,7 +277,7 @@ def table(rows: list[dict], isos: list[int]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Unknown arguments go to kpnt-train.", allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sensors", nargs="+", default=["bayer", "xtrans"], choices=["bayer", "xtrans"])
+    p.add_argument("--sensors", nargs="+", default=list(MOSAIC_KINDS), choices=list(MOSAIC_KINDS))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                    help="variants to train for every sensor (default all; 'default' is always added)")
     p.add_argument("--steps", type=int, default=2000, help="training steps of every run (default 2000)")
@@ -282,8 +289,8 @@ def main(argv=None) -> int:
     p.add_argument("--val-limit", type=int, default=20, help="evaluation photos (default 20)")
     p.add_argument("--isos", type=lambda s: [int(v) for v in s.split(",")], default=[800, 3200, 12800],
                    help="evaluation ISOs (default 800,3200,12800)")
-    p.add_argument("--bayer-camera", default=EVAL_CAMERAS["bayer"], help="Bayer evaluation camera, held out of training")
-    p.add_argument("--xtrans-camera", default=EVAL_CAMERAS["xtrans"], help="X-Trans evaluation camera, held out of training")
+    p.add_argument("--bayer-camera", default=EVAL_CAMERAS[BAYER], help="Bayer evaluation camera, held out of training")
+    p.add_argument("--xtrans-camera", default=EVAL_CAMERAS[XTRANS], help="X-Trans evaluation camera, held out of training")
     p.add_argument("--backend", choices=["auto", "torch"], default="auto",
                    help="training backend (default auto: fused kernels where they apply)")
     p.add_argument("--device", help="evaluation/timing device (default cuda when available, else cpu)")
@@ -302,7 +309,7 @@ def main(argv=None) -> int:
         if _has_flag(common, flag):
             p.error(f"{flag} is set by ablate.py per run; leave it out of the kpnt-train arguments")
     common = ["--batch", str(args.batch), "--tile", str(args.tile), *common]
-    args.cameras = {"bayer": args.bayer_camera, "xtrans": args.xtrans_camera}
+    args.cameras = {BAYER: args.bayer_camera, XTRANS: args.xtrans_camera}
     variants = ["default"] + [v for v in args.variants if v != "default"]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -349,7 +356,7 @@ def main(argv=None) -> int:
             if how != "profiled":
                 print(f"note: {args.cameras[sensor]} ISO {iso}: noise {how}")
         gen = torch.Generator().manual_seed(0)
-        period = 2 if sensor == "bayer" else 6
+        period = kinds.kind(sensor).period
         timing_cam = CameraModel("timing", ev.cam["xyz_to_cam"], np.stack([c[0]["noise"] for c in ev.cases.values()]))
         timing = synthesize(photos.sample(args.batch, max(period * 4, tile // period * period), gen),
                             random_cfa(sensor, gen), [timing_cam], gen)

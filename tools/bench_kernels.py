@@ -59,6 +59,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kpnt import _backend  # noqa: E402
 from kpnt.ops import _cuda  # noqa: E402
 from kpnt.testing import TOLERANCES, fused_shapes, mlp_f16_rounded, rel_error as rel  # noqa: E402
+from kpnt.mosaic.kinds import BAYER as _BAYER, MOSAIC_KINDS, XTRANS as _XTRANS  # noqa: E402
+
+#: Sensor kinds by the registry's names (kpnt.mosaic.kinds).
+BAYER, XTRANS = _BAYER.name, _XTRANS.name
 
 SLOPE = 0.01
 COLOUR = [32, 64, 16, 6]
@@ -505,8 +509,8 @@ def check_front_level(chk: Checks):
     from kpnt.ref.front_level import front_level as ref_front
     from kpnt.spec import FrontLevelSpec
 
-    cases = [("bayer", (2, 203, 317), "softmax", True), ("xtrans", (1, 211, 299), "softmax", True),
-             ("xtrans", (2, 37, 41), "plain", False), ("bayer", (1, 5, 7), "plain", True)]
+    cases = [(BAYER, (2, 203, 317), "softmax", True), (XTRANS, (1, 211, 299), "softmax", True),
+             (XTRANS, (2, 37, 41), "plain", False), (BAYER, (1, 5, 7), "plain", True)]
     for i, (sensor, (N, H, W), mode, nz) in enumerate(cases):
         tag = f"front {sensor} {N}x{H}x{W} {mode}{'' if nz else ' no-noise'}"
         x, cfa, noise, base = model_inputs(sensor, N, H, W, seed=400 + i)
@@ -550,9 +554,10 @@ def check_front_level(chk: Checks):
 
 
 def bench_cfa(sensor):
-    from kpnt.mosaic.cfa import CFA
+    """The reference phase of a sensor kind (kpnt.mosaic.cfa.reference_cfa)."""
+    from kpnt.mosaic.cfa import reference_cfa
 
-    return CFA.bayer("RGGB") if sensor == "bayer" else CFA.xtrans()
+    return reference_cfa(sensor)
 
 
 def model_inputs(sensor, N, H, W, seed):
@@ -577,7 +582,7 @@ def check_model(chk: Checks):
     from kpnt.model import KPNT
     from kpnt.ops import dispatch
 
-    for sensor, (N, H, W) in (("bayer", (2, 203, 317)), ("xtrans", (2, 211, 299))):
+    for sensor, (N, H, W) in ((BAYER, (2, 203, 317)), (XTRANS, (2, 211, 299))):
         x, cfa, noise, target = model_inputs(sensor, N, H, W, seed=7)
         res = {}
         for name, be, dt in (("fused", "cuda", torch.float32), ("f64", "torch", torch.float64),
@@ -628,7 +633,7 @@ def model_timings(reps):
 
     rows, res = [], {}
     N, H, W = 4, 512, 512
-    for sensor in ("bayer", "xtrans"):
+    for sensor in MOSAIC_KINDS:
         x, cfa, noise, target = model_inputs(sensor, N, H, W, seed=3)
         for be in ("torch", "cuda"):
             m = KPNT(sensor, backend=be).cuda()
@@ -639,8 +644,8 @@ def model_timings(reps):
             print(f"  time {key:<40s} {ms:8.2f} ms", flush=True)
             del m
     # Where the fused step's time goes (GPU kernels by total time; CPU wall).
-    x, cfa, noise, target = model_inputs("bayer", N, H, W, seed=3)
-    m = KPNT("bayer", backend="cuda").cuda()
+    x, cfa, noise, target = model_inputs(BAYER, N, H, W, seed=3)
+    m = KPNT(BAYER, backend="cuda").cuda()
     step = train_step_fn(m, x, cfa, noise, target)
     step()
     torch.cuda.synchronize()
@@ -662,9 +667,9 @@ def model_timings(reps):
     res["profile gpu ms/step (fused bayer)"] = gpu_ms
     res["profile kernels/step (fused bayer)"] = n_launch
     del m
-    x24, cfa, noise, _ = model_inputs("bayer", 1, 4000, 6000, seed=4)
+    x24, cfa, noise, _ = model_inputs(BAYER, 1, 4000, 6000, seed=4)
     for be in ("torch", "cuda"):
-        m = KPNT("bayer", backend=be).cuda()
+        m = KPNT(BAYER, backend=be).cuda()
 
         def infer():
             with torch.inference_mode():
@@ -732,10 +737,10 @@ def check_shipped_models(chk: Checks):
     float32 reference, Bayer and X-Trans, odd sizes, several phases."""
     from kpnt.mosaic.cfa import CFA
 
-    for sensor, cfa, (N, H, W) in (("bayer", CFA.bayer("RGGB"), (2, 203, 317)),
-                                   ("bayer", CFA.bayer("GBRG"), (1, 160, 96)),
-                                   ("xtrans", CFA.xtrans(), (2, 211, 299)),
-                                   ("xtrans", CFA.xtrans(3, 1), (1, 96, 132))):
+    for sensor, cfa, (N, H, W) in ((BAYER, CFA.bayer("RGGB"), (2, 203, 317)),
+                                   (BAYER, CFA.bayer("GBRG"), (1, 160, 96)),
+                                   (XTRANS, CFA.xtrans(), (2, 211, 299)),
+                                   (XTRANS, CFA.xtrans(3, 1), (1, 96, 132))):
         x, _, noise, _ = model_inputs(sensor, N, H, W, seed=11)
         m = shipped_model(sensor).cuda()
         with torch.inference_mode():
@@ -758,7 +763,7 @@ def inference_timings(reps: int):
     from kpnt.model import KPNT
 
     rows, res = [], {}
-    for sensor in ("bayer", "xtrans"):
+    for sensor in MOSAIC_KINDS:
         x24, cfa, noise, _ = model_inputs(sensor, 1, 4000, 6000, seed=4)
         for arch in ("shipped", "default"):
             for be in ("torch", "cuda"):
@@ -796,7 +801,7 @@ def inference_only(args, props, commit, build_s) -> int:
     print(f"\n== 24-MP inference (6000 x 4000 mosaic, inference_mode, CUDA events, median of 5) ==")
     print(f"{'sensor':<8s} {'architecture':<10s} {'reference ms':>13s} {'fused ms':>9s} {'ratio':>7s}")
     ratios = {}
-    for sensor in ("bayer", "xtrans"):
+    for sensor in MOSAIC_KINDS:
         for arch in ("shipped", "default"):
             r, f = res[f"inference {sensor} 24 MP {arch} torch"], res[f"inference {sensor} 24 MP {arch} cuda"]
             ratios[f"{sensor} {arch}: reference/fused"] = r / f
@@ -830,8 +835,8 @@ def compile_step_timing(reps):
     from kpnt.mosaic.cfa import CFA
 
     CFA.crop = torch.compiler.disable(CFA.crop)
-    x, cfa, noise, target = model_inputs("bayer", 4, 512, 512, seed=3)
-    m = KPNT("bayer", backend="torch").cuda()
+    x, cfa, noise, target = model_inputs(BAYER, 4, 512, 512, seed=3)
+    m = KPNT(BAYER, backend="torch").cuda()
     step = train_step_fn(m, x, cfa, noise, target, compiled=True)
     t0 = time.perf_counter()
     step()
@@ -859,7 +864,7 @@ def sanitize_case():
     wg = make_weights(FRONT, groups=3, seed=3)
     cls = torch.randint(0, 3, (301,), device="cuda")
     torch.autograd.grad(_cuda.fused_mlp_grouped(x, cls, wg, SLOPE).square().sum(), wg)
-    for sensor in ("bayer", "xtrans"):
+    for sensor in MOSAIC_KINDS:
         xm, cfa, noise, target = model_inputs(sensor, 1, 37, 41, seed=5)
         m = KPNT(sensor, backend="cuda").cuda()
         smape_loss(m(xm, cfa, noise), target).backward()
@@ -890,7 +895,7 @@ def parity_run(steps, seed=0):
 
     xyz_to_srgb = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
     cam = CameraModel("bench", xyz_to_srgb, np.array([[[3e-4] * 3, [2e-6] * 3], [[1e-3] * 3, [1e-5] * 3]]))
-    cfa = bench_cfa("bayer")
+    cfa = bench_cfa(BAYER)
     gen = torch.Generator().manual_seed(seed)
     batches = [synthesize(smooth_scenes(8, 96, gen), cfa, [cam], gen) for _ in range(steps)]
     val = [synthesize(smooth_scenes(8, 96, gen), cfa, [cam], gen) for _ in range(2)]
@@ -900,7 +905,7 @@ def parity_run(steps, seed=0):
     out = {}
     for be in ("torch", "cuda"):
         torch.manual_seed(seed)
-        m = KPNT("bayer", backend=be).cuda()
+        m = KPNT(BAYER, backend=be).cuda()
         opt = torch.optim.Adam(m.parameters(), lr=1e-3)
 
         def validate():
@@ -949,7 +954,7 @@ def step_batch(sensor, cfa, N, H, W, seed, nan_target=False):
 def step_cfas(sensor):
     from kpnt.mosaic.cfa import CFA
 
-    return (CFA.bayer("RGGB"), CFA.bayer("GBRG")) if sensor == "bayer" else (CFA.xtrans(), CFA.xtrans(1, 2))
+    return (CFA.bayer("RGGB"), CFA.bayer("GBRG")) if sensor == BAYER else (CFA.xtrans(), CFA.xtrans(1, 2))
 
 
 def step_loss(out, target, valid):
@@ -965,7 +970,7 @@ def check_graph_step(chk: Checks, steps=6):
     from kpnt.model import KPNT
     from kpnt.train.graph_step import GraphedStep, eager_step
 
-    for sensor, (N, H, W) in (("bayer", (2, 160, 224)), ("xtrans", (2, 168, 228))):
+    for sensor, (N, H, W) in ((BAYER, (2, 160, 224)), (XTRANS, (2, 168, 228))):
         me = KPNT(sensor, backend="cuda").cuda()
         mg = KPNT(sensor, backend="cuda").cuda()
         oe = torch.optim.Adam(me.parameters(), lr=1e-3)
@@ -1010,7 +1015,7 @@ def graph_step_timings(reps):
 
     rows, res = [], {}
     N, H, W = 4, 512, 512
-    for sensor in ("bayer", "xtrans"):
+    for sensor in MOSAIC_KINDS:
         b = step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3)
         tag = f"train step {sensor} {N}x{H}x{W}"
         for name, be in (("reference", "torch"), ("fused eager", "cuda")):
@@ -1050,7 +1055,7 @@ def print_graph_table(res, comp=None):
     print(f"{'sensor':<8s} {'reference':>10s} {'fused eager':>12s} {'eager+chk+clip':>15s} {'fused graphed':>14s} "
           f"{'ref/graphed':>12s} {'eager/graphed':>14s}")
     ratios = {}
-    for sensor in ("bayer", "xtrans"):
+    for sensor in MOSAIC_KINDS:
         k = f"train step {sensor} 4x512x512"
         r, e, c, g = (res[f"{k} {n}"] for n in ("reference", "fused eager", "fused eager+check+clip", "fused graphed"))
         print(f"{sensor:<8s} {r:10.2f} {e:12.2f} {c:15.2f} {g:14.2f} {r / g:11.2f}x {e / g:13.2f}x")
@@ -1183,7 +1188,7 @@ def main(argv=None) -> int:
         print("\n== whole model (Adam step incl.) ==")
         for name, ms, _ in mrows:
             print(f"{name:<40s} {ms:9.2f} ms")
-        for sensor in ("bayer", "xtrans"):
+        for sensor in MOSAIC_KINDS:
             k = f"train step {sensor} 4x512x512"
             ratios[f"train {sensor}: reference/fused"] = mres[f"{k} torch"] / mres[f"{k} cuda"]
         if comp and "ms" in comp:
