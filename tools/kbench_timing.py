@@ -1,0 +1,435 @@
+"""Timings of tools/bench_kernels.py: MLP throughput against the arithmetic
+ceiling, grouped MLP, whole-model training steps (eager, compiled, graphed),
+24-MP inference, and the training-parity run."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+
+import torch
+import torch.nn.functional as F
+
+from kpnt.ops import _cuda
+from kpnt.mosaic.kinds import MOSAIC_KINDS
+from kbench_checks import shipped_model, step_batch, step_cfas, step_loss
+from kbench_common import (
+    BAYER, COLOUR, FRONT, SLOPE, bench_cfa, make_weights, make_x, model_inputs, smape_loss, time_ms, torch_mlp,
+)
+
+
+def ceilings():
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    ms, _, _ = time_ms(lambda: a @ b, reps=10, warmup=3)
+    tflops = 2 * 8192**3 / (ms * 1e-3) / 1e12
+    src = torch.empty(1 << 28, dtype=torch.float32, device="cuda").uniform_()
+    dst = torch.empty_like(src)
+    ms_c, _, _ = time_ms(lambda: dst.copy_(src), reps=10, warmup=3)
+    tbs = 2 * src.numel() * 4 / (ms_c * 1e-3) / 1e12
+    del a, b, src, dst
+    return tflops, tbs
+
+
+def flops_per_pixel(dims):
+    n_in, h, n_out, nh = dims
+    nw = h * n_in + (nh - 1) * h * h + n_out * h
+    fwd = 2 * nw
+    # backward kernel: forward recompute without the output layer, dA for
+    # every matrix but the first, dW for all.
+    bwd = 2 * (nw - n_out * h) + 2 * (nw - h * n_in) + 2 * nw
+    return fwd, bwd
+
+
+def timings(P, reps, do_compile):
+    rows = []
+    dims = COLOUR
+    ws = make_weights(dims, seed=11)
+    x = make_x(P, dims[0], seed=12)
+    gy = torch.randn(P, dims[2], device="cuda")
+
+    def fused_f():
+        with torch.no_grad():
+            _cuda.fused_mlp(x, ws, SLOPE)
+
+    def fused_fb():
+        torch.autograd.grad(_cuda.fused_mlp(x, ws, SLOPE), ws, gy)
+
+    xr = x.clone().requires_grad_()
+
+    def fused_fb_dx():
+        torch.autograd.grad(_cuda.fused_mlp(xr, ws, SLOPE), [xr, *ws], gy)
+
+    def eager_f():
+        with torch.no_grad():
+            torch_mlp(x, ws)
+
+    def eager_fb():
+        torch.autograd.grad(torch_mlp(x, ws), ws, gy)
+
+    ws16 = [w.detach().half().requires_grad_() for w in ws]
+    x16, gy16 = x.half(), gy.half()
+
+    def eager16_f():
+        with torch.no_grad():
+            torch_mlp(x16, ws16)
+
+    def eager16_fb():
+        torch.autograd.grad(torch_mlp(x16, ws16), ws16, gy16)
+
+    cases = [
+        ("fused fwd", fused_f),
+        ("fused fwd+bwd (dW)", fused_fb),
+        ("fused fwd+bwd (dW, dx)", fused_fb_dx),
+        ("eager f32 fwd", eager_f),
+        ("eager f32 fwd+bwd", eager_fb),
+        ("eager f16 fwd", eager16_f),
+        ("eager f16 fwd+bwd", eager16_fb),
+    ]
+    if do_compile:
+        # f16, like the fused kernels' tensor-core operands (f32 compile runs
+        # at eager f32 speed: the matmuls dominate).
+        cmlp = torch.compile(torch_mlp)
+
+        def comp_f():
+            with torch.no_grad():
+                cmlp(x16, ws16)
+
+        def comp_fb():
+            torch.autograd.grad(cmlp(x16, ws16), ws16, gy16)
+
+        cases += [("compile f16 fwd", comp_f), ("compile f16 fwd+bwd", comp_fb)]
+
+    res = {}
+    for name, fn in cases:
+        t0 = time.perf_counter()
+        ms, lo, hi = time_ms(fn, reps=reps)
+        res[name] = ms
+        print(f"  time {name:<28s} {ms:8.3f} ms  [{lo:.3f}, {hi:.3f}]  {P / ms / 1e6:6.2f} Gpix/s"
+              f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
+    # Same-version repeat: the spread that any difference must exceed.
+    res["fused fwd (repeat)"] = time_ms(fused_f, reps=reps)[0]
+    res["fused fwd+bwd (dW) (repeat)"] = time_ms(fused_fb, reps=reps)[0]
+    for name, ms in res.items():
+        rows.append((name, ms, P / ms / 1e6))
+    return rows, res
+
+
+def grouped_timings(P, reps):
+    dims, G = FRONT, 3
+    wg = make_weights(dims, groups=G, seed=21)
+    x = make_x(P, dims[0], seed=22)
+    gy = torch.randn(P, dims[2], device="cuda")
+    # X-Trans-like: classes tile the image in a fixed 6x6 pattern (row-major pixels).
+    H = 2048
+    W = P // H
+    P = H * W
+    x, gy = x[:P], gy[:P]
+    pat = torch.tensor([[0, 2, 0, 0, 2, 0], [2, 1, 2, 2, 1, 2], [0, 2, 0, 0, 2, 0]] * 2, device="cuda")
+    cls = pat[torch.arange(H, device="cuda")[:, None] % 6, torch.arange(W, device="cuda")[None, :] % 6].reshape(-1)
+    part = _cuda.partition_by_class(cls, G)
+    idx = [(cls == c).nonzero().squeeze(1) for c in range(G)]
+    w1 = [w[0].detach().requires_grad_() for w in wg]
+
+    def gather_f():
+        with torch.no_grad():
+            _cuda.fused_mlp_grouped(x, part, wg, SLOPE)
+
+    def gather_fb():
+        torch.autograd.grad(_cuda.fused_mlp_grouped(x, part, wg, SLOPE), wg, gy)
+
+    def split(ws_list):
+        out = x.new_empty(P, dims[2])
+        for c in range(G):
+            out = out.index_copy(0, idx[c], _cuda.fused_mlp(x[idx[c]], [w[c] for w in ws_list], SLOPE))
+        return out
+
+    def split_f():
+        with torch.no_grad():
+            split(wg)
+
+    def split_fb():
+        torch.autograd.grad(split(wg), wg, gy)
+
+    def single_f():
+        with torch.no_grad():
+            _cuda.fused_mlp(x, w1, SLOPE)
+
+    def single_fb():
+        torch.autograd.grad(_cuda.fused_mlp(x, w1, SLOPE), w1, gy)
+
+    def partition():
+        _cuda.partition_by_class(cls, G)
+
+    rows = []
+    for name, fn in [
+        ("front G=3 gather fwd", gather_f),
+        ("front G=3 gather fwd+bwd", gather_fb),
+        ("front G=3 split fwd", split_f),
+        ("front G=3 split fwd+bwd", split_fb),
+        ("front G=1 (bound) fwd", single_f),
+        ("front G=1 (bound) fwd+bwd", single_fb),
+        ("front partition_by_class", partition),
+    ]:
+        ms, lo, hi = time_ms(fn, reps=reps)
+        print(f"  time {name:<28s} {ms:8.3f} ms  [{lo:.3f}, {hi:.3f}]  {P / ms / 1e6:6.2f} Gpix/s", flush=True)
+        rows.append((name, ms, P / ms / 1e6))
+    return rows, P
+
+
+def train_step_fn(m, x, cfa, noise, target, compiled=False):
+    opt = torch.optim.Adam(m.parameters(), lr=1e-5)
+    fwd = torch.compile(m) if compiled else m
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = smape_loss(fwd(x, cfa, noise), target)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def model_timings(reps):
+    """Training step (forward, loss, backward to all weight sets, Adam) and
+    24-MP Bayer inference, reference vs fused backend."""
+    from kpnt.model import KPNT
+
+    rows, res = [], {}
+    N, H, W = 4, 512, 512
+    for sensor in MOSAIC_KINDS:
+        x, cfa, noise, target = model_inputs(sensor, N, H, W, seed=3)
+        for be in ("torch", "cuda"):
+            m = KPNT(sensor, backend=be).cuda()
+            ms = time_ms(train_step_fn(m, x, cfa, noise, target), reps=reps, warmup=2, batch=3)[0]
+            key = f"train step {sensor} {N}x{H}x{W} {be}"
+            res[key] = ms
+            rows.append((key, ms, N * H * W / ms / 1e6))
+            print(f"  time {key:<40s} {ms:8.2f} ms", flush=True)
+            del m
+    # Where the fused step's time goes (GPU kernels by total time; CPU wall).
+    x, cfa, noise, target = model_inputs(BAYER, N, H, W, seed=3)
+    m = KPNT(BAYER, backend="cuda").cuda()
+    step = train_step_fn(m, x, cfa, noise, target)
+    step()
+    torch.cuda.synchronize()
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    ka = prof.key_averages()
+    dev_attr = "device_time_total" if hasattr(ka[0], "device_time_total") else "cuda_time_total"
+    kernels = sorted((e for e in ka if getattr(e, dev_attr, 0) > 0 and e.device_type.name != "CPU"),
+                     key=lambda e: -getattr(e, dev_attr))
+    gpu_ms = sum(getattr(e, dev_attr) for e in kernels) / 1e3 / 3
+    n_launch = sum(e.count for e in kernels) / 3
+    print(f"  profile fused train step bayer: GPU kernel time {gpu_ms:.2f} ms/step, {n_launch:.0f} kernels/step", flush=True)
+    for e in kernels[:14]:
+        print(f"    {getattr(e, dev_attr) / 1e3 / 3:7.3f} ms  x{e.count / 3:5.0f}  {e.key[:90]}", flush=True)
+    res["profile gpu ms/step (fused bayer)"] = gpu_ms
+    res["profile kernels/step (fused bayer)"] = n_launch
+    del m
+    x24, cfa, noise, _ = model_inputs(BAYER, 1, 4000, 6000, seed=4)
+    for be in ("torch", "cuda"):
+        m = KPNT(BAYER, backend=be).cuda()
+
+        def infer():
+            with torch.inference_mode():
+                m(x24, cfa, noise)
+
+        try:
+            ms = time_ms(infer, reps=5, warmup=1, batch=1)[0]
+            key = f"inference bayer 24 MP {be}"
+            res[key] = ms
+            rows.append((key, ms, 24.0 / ms))
+            print(f"  time {key:<40s} {ms:8.2f} ms", flush=True)
+        except torch.OutOfMemoryError as e:
+            print(f"  inference 24 MP {be}: out of memory ({str(e).splitlines()[0]})", flush=True)
+        del m
+        torch.cuda.empty_cache()
+    return rows, res
+
+
+def inference_timings(reps: int):
+    """24-MP inference (6000 x 4000), reference vs fused: the shipped models
+    and DESIGN.md's default architecture (untrained; speed does not depend
+    on the weights)."""
+    from kpnt.model import KPNT
+
+    rows, res = [], {}
+    for sensor in MOSAIC_KINDS:
+        x24, cfa, noise, _ = model_inputs(sensor, 1, 4000, 6000, seed=4)
+        for arch in ("shipped", "default"):
+            for be in ("torch", "cuda"):
+                m = (shipped_model(sensor) if arch == "shipped" else KPNT(sensor)).cuda()
+                m.backend = be
+
+                def infer():
+                    with torch.inference_mode():
+                        m(x24, cfa, noise)
+
+                torch.cuda.reset_peak_memory_stats()
+                ms = time_ms(infer, reps=reps, warmup=1, batch=1)[0]
+                peak = torch.cuda.max_memory_allocated() / 2**30
+                key = f"inference {sensor} 24 MP {arch} {be}"
+                res[key] = ms
+                rows.append((key, ms, peak))
+                print(f"  time {key:<44s} {ms:9.2f} ms  peak {peak:5.2f} GiB", flush=True)
+                del m
+                torch.cuda.empty_cache()
+        del x24
+    return rows, res
+
+
+def compile_step_timing(reps):
+    """torch.compile of the reference training step (run in a subprocess with a time limit)."""
+    from kpnt.model import KPNT
+
+    import torch._dynamo
+
+    # The reference builds its constant index tensors with numpy inside
+    # lru-cached functions, and CFA objects freeze numpy arrays (setflags):
+    # dynamo cannot trace those (first attempt: "ndarray has no attribute
+    # setflags").  Keep them out of the trace and let frames dynamo still
+    # cannot handle run eagerly: the compiled baseline is then the reference
+    # with everything dynamo can take compiled.
+    torch._dynamo.config.suppress_errors = True
+    for mod in [m for name, m in list(sys.modules.items()) if name.startswith("kpnt.") and m is not None]:
+        for name, f in list(vars(mod).items()):
+            if callable(f) and hasattr(f, "cache_info"):
+                setattr(mod, name, torch.compiler.disable(f))
+    from kpnt.mosaic.cfa import CFA
+
+    CFA.crop = torch.compiler.disable(CFA.crop)
+    x, cfa, noise, target = model_inputs(BAYER, 4, 512, 512, seed=3)
+    m = KPNT(BAYER, backend="torch").cuda()
+    step = train_step_fn(m, x, cfa, noise, target, compiled=True)
+    t0 = time.perf_counter()
+    step()
+    torch.cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+    ms = time_ms(step, reps=reps, warmup=2, batch=3)[0]
+    print(json.dumps({"compile_s": compile_s, "ms": ms}), flush=True)
+
+
+def smooth_scenes(n, size, gen):
+    """Random smooth scenes with a few sharp edges, linear sRGB in [0, 1]."""
+    lo = torch.rand(n, 3, 6, 6, generator=gen)
+    img = F.interpolate(lo, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    for k in range(n):
+        for _ in range(3):
+            cy, cx, r = (torch.rand(3, generator=gen) * torch.tensor([size, size, size / 3])).tolist()
+            mask = ((yy - cy) ** 2 + (xx - cx) ** 2) < r * r
+            img[k][:, mask] = torch.rand(3, 1, generator=gen)
+    return img ** 2.2
+
+
+def parity_run(steps, seed=0):
+    """Same short synthetic training with backend 'torch' and 'cuda': validation PSNRs."""
+    import numpy as np
+
+    from kpnt.model import KPNT
+    from kpnt.train.loss import psnr_linear, smape
+    from kpnt.train.synthesis import CameraModel, synthesize
+
+    xyz_to_srgb = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
+    cam = CameraModel("bench", xyz_to_srgb, np.array([[[3e-4] * 3, [2e-6] * 3], [[1e-3] * 3, [1e-5] * 3]]))
+    cfa = bench_cfa(BAYER)
+    gen = torch.Generator().manual_seed(seed)
+    batches = [synthesize(smooth_scenes(8, 96, gen), cfa, [cam], gen) for _ in range(steps)]
+    val = [synthesize(smooth_scenes(8, 96, gen), cfa, [cam], gen) for _ in range(2)]
+    to = lambda b: (b.x.cuda(), b.target.cuda(), b.noise.cuda(), b.valid.cuda())
+    batches = [to(b) for b in batches]
+    val = [to(b) for b in val]
+    out = {}
+    for be in ("torch", "cuda"):
+        torch.manual_seed(seed)
+        m = KPNT(BAYER, backend=be).cuda()
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+
+        def validate():
+            with torch.no_grad():
+                return torch.cat([psnr_linear(m(x, cfa, nz), t) for x, t, nz, _ in val]).mean().item()
+
+        p0 = validate()
+        t0 = time.perf_counter()
+        losses = []
+        for x, t, nz, v in batches:
+            opt.zero_grad(set_to_none=True)
+            loss = smape(m(x, cfa, nz), t, v)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+        out[be] = {"psnr_init": p0, "psnr": validate(), "loss_last50": sum(losses[-50:]) / 50,
+                   "s": time.perf_counter() - t0}
+        print(f"  parity {be}: val PSNR {p0:.3f} -> {out[be]['psnr']:.3f} dB after {steps} steps, "
+              f"mean loss (last 50) {out[be]['loss_last50']:.5f}, {out[be]['s']:.1f} s", flush=True)
+    return out
+
+
+def graph_step_timings(reps):
+    """One run, per sensor: reference eager step, fused eager step, fused eager
+    Trainer-like step (finite check with host sync + clip), fused graphed step
+    (finite check + clip + masked Adam commit inside the graph)."""
+    from kpnt.model import KPNT
+    from kpnt.train.graph_step import GraphedStep, eager_step
+
+    rows, res = [], {}
+    N, H, W = 4, 512, 512
+    for sensor in MOSAIC_KINDS:
+        b = step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3)
+        tag = f"train step {sensor} {N}x{H}x{W}"
+        for name, be in (("reference", "torch"), ("fused eager", "cuda")):
+            m = KPNT(sensor, backend=be).cuda()
+            res[f"{tag} {name}"] = time_ms(train_step_fn(m, b.x, b.cfa, b.noise, b.target), reps=reps, warmup=2,
+                                           batch=3)[0]
+            del m
+        m = KPNT(sensor, backend="cuda").cuda()
+        opt = torch.optim.Adam(m.parameters(), lr=1e-5)
+        res[f"{tag} fused eager+check+clip"] = time_ms(lambda: eager_step(m, opt, step_loss, 1.0, b), reps=reps,
+                                                       warmup=2, batch=3)[0]
+        del m, opt
+        m = KPNT(sensor, backend="cuda").cuda()
+        opt = torch.optim.Adam(m.parameters(), lr=1e-5, capturable=True)
+        t0 = time.perf_counter()
+        try:
+            gs = GraphedStep(m, opt, step_loss, clip=1.0, example_batch=b)
+            torch.cuda.synchronize()
+            res[f"{tag} capture s"] = time.perf_counter() - t0
+            res[f"{tag} fused graphed"] = time_ms(lambda: gs(b), reps=3 * reps, warmup=3, batch=5)[0]
+            del gs
+        except Exception:                       # reported, timed as NaN; the checks fail separately
+            traceback.print_exc()
+            res[f"{tag} capture s"] = res[f"{tag} fused graphed"] = float("nan")
+        del m, opt
+        torch.cuda.empty_cache()
+        for name in ("reference", "fused eager", "fused eager+check+clip", "fused graphed"):
+            ms = res[f"{tag} {name}"]
+            rows.append((f"{tag} {name}", ms, N * H * W / ms / 1e6))
+            print(f"  time {tag} {name:<24s} {ms:8.2f} ms", flush=True)
+        print(f"  ({tag}: graph captured in {res[f'{tag} capture s']:.2f} s incl. warm-up)", flush=True)
+    return rows, res
+
+
+def print_graph_table(res, comp=None):
+    print("\n== train step 4x512x512 (fwd, SMAPE, bwd, Adam), one run ==")
+    print(f"{'sensor':<8s} {'reference':>10s} {'fused eager':>12s} {'eager+chk+clip':>15s} {'fused graphed':>14s} "
+          f"{'ref/graphed':>12s} {'eager/graphed':>14s}")
+    ratios = {}
+    for sensor in MOSAIC_KINDS:
+        k = f"train step {sensor} 4x512x512"
+        r, e, c, g = (res[f"{k} {n}"] for n in ("reference", "fused eager", "fused eager+check+clip", "fused graphed"))
+        print(f"{sensor:<8s} {r:10.2f} {e:12.2f} {c:15.2f} {g:14.2f} {r / g:11.2f}x {e / g:13.2f}x")
+        ratios[f"train {sensor}: reference/graphed"] = r / g
+        ratios[f"train {sensor}: fused eager/graphed"] = e / g
+        ratios[f"train {sensor}: reference/fused eager"] = r / e
+    if comp and "ms" in comp:
+        ratios["train bayer: compile/graphed"] = comp["ms"] / res["train step bayer 4x512x512 fused graphed"]
+        print(f"torch.compile of the reference (bayer), same run: {comp['ms']:.2f} ms "
+              f"-> {ratios['train bayer: compile/graphed']:.2f}x")
+    return ratios
