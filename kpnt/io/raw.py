@@ -94,8 +94,12 @@ class RawImage:
 
 
 def _f32(v: float) -> float:
-    """Shortest decimal that rounds to the same float32 (LibRaw stores float32)."""
-    return float(str(np.float32(v)))
+    """Shortest decimal that rounds to the same float32 (LibRaw stores float32).
+
+    Not ``str(np.float32(v))``: that follows numpy's global print options,
+    which libraries change (colour-science sets ``legacy='1.13'``, where it
+    prints 8 significant digits), so the same file read differently."""
+    return float(np.format_float_positional(np.float32(v), unique=True, trim="-"))
 
 
 # ----------------------------------------------------------------------
