@@ -164,7 +164,7 @@ def camera_info(make: str, model: str) -> dict:
 
     Returns:
         dict with 'make', 'model' (the table's spelling), 'sensor'
-        ('bayer' or 'xtrans') and 'xyz_to_cam' ((3, 3) float64 copy).
+        (a kind of :data:`kpnt.mosaic.kinds.MOSAIC_KINDS`) and 'xyz_to_cam' ((3, 3) float64 copy).
     Raises:
         CameraMatrixError listing the known cameras if there is no entry.
     """

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from kpnt.mosaic.kinds import BAYER, XTRANS
 
 #: (sensor, CFA name, camera make, model, ISOs: reference first)
 LADDERS = [
-    ("bayer", "RGGB", "Nikon", "D750", [100, 3200, 12800]),
-    ("xtrans", "xtrans", "Fujifilm", "X-T1", [200, 3200, 6400]),
+    (BAYER.name, "RGGB", "Nikon", "D750", [100, 3200, 12800]),
+    (XTRANS.name, XTRANS.name, "Fujifilm", "X-T1", [200, 3200, 6400]),
 ]
 
 
@@ -66,7 +67,7 @@ def run(out: Path, iso_shown: int = 3200, crop: int = 200) -> int:
     print(f"sample photo: {_data('sample_coffee.png')} ({photo.shape[1]}x{photo.shape[0]}, CC0, Rachel Michetti via scikit-image)")
     status = 0
     for sensor, cfa_name, make, model, isos in LADDERS:
-        cfa = CFA.xtrans() if cfa_name == "xtrans" else CFA.bayer(cfa_name)
+        cfa = CFA.xtrans() if cfa_name == XTRANS.name else CFA.bayer(cfa_name)
         folder = out / sensor
         frames = make_ladder(photo, cfa, make, model, table, isos, folder, "coffee", seed=7, overwrite=True)
         print(f"\n{sensor}: {make} {model}, ladder written to {folder}/")

@@ -35,6 +35,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from kpnt.mosaic import kinds
 
 OUTCOMES = ("refused-typed", "accepted-finite", "failed-typed", "nonfinite-output", "untyped", "hang", "crash")
 #: Outcome classes that are bugs (the acceptance asks for none).
@@ -69,7 +70,7 @@ def make_sources(folder, size: tuple[int, int] = (96, 120)) -> list[Path]:
     rng = np.random.default_rng(1234)
     base = 0.15 + 0.6 * (xx / w) * (0.5 + 0.5 * np.sin(yy / 5.0))
     out = []
-    for name, cfa in (("rggb", CFA.bayer("RGGB")), ("grbg", CFA.bayer("GRBG")), ("xtrans", CFA.xtrans())):
+    for name, cfa in (("rggb", CFA.bayer("RGGB")), ("grbg", CFA.bayer("GRBG")), (kinds.XTRANS.name, CFA.xtrans())):
         for noise in (True, False):
             meta = RawMeta(black=[512] * 3, white=16383, wb=[2.0, 1.0, 1.6],
                            xyz_to_cam=[[0.8, -0.2, -0.05], [-0.4, 1.2, 0.15], [-0.05, 0.1, 0.6]],
@@ -278,7 +279,7 @@ def load_models(weights: dict | None = None) -> dict:
     from kpnt.weights_io import load_weights, shipped_weights
 
     out = {}
-    for sensor in ("bayer", "xtrans"):
+    for sensor in kinds.MOSAIC_KINDS:
         path = (weights or {}).get(sensor) or shipped_weights(sensor)
         model, _ = load_weights(path, sensor=sensor)
         out[sensor] = model.eval()

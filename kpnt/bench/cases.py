@@ -28,6 +28,8 @@ from kpnt.io.meta import RawMeta
 from kpnt.mosaic import CFA
 from kpnt.noise import add_noise
 from kpnt.noise.profile import DARKTABLE_RAW_SCALE, NoiseProfile
+from kpnt.mosaic import kinds
+from kpnt.mosaic.cfa import reference_cfa
 
 #: Raw counts of the synthetic 14-bit sensor.
 BLACK, WHITE = 512.0, 16383.0
@@ -59,12 +61,9 @@ def case_cfa(sensor: str, seed: int) -> CFA:
     Real raws start at any phase of their pattern (crops, sensor readout), so
     the benchmark scores every phase, reproducibly per case."""
     rng = np.random.default_rng([int(seed), 1])
-    dy, dx = (int(v) for v in rng.integers(0, 6, size=2))
-    if sensor == "bayer":
-        return CFA.bayer("RGGB").crop(dy % 2, dx % 2)
-    if sensor == "xtrans":
-        return CFA.xtrans(dy, dx)
-    raise ValueError(f"unknown sensor {sensor!r}: expected 'bayer' or 'xtrans'")
+    dy, dx = (int(v) for v in rng.integers(0, kinds.PHASE_DRAW, size=2))
+    period = kinds.kind(sensor).period          # one-line error for an unknown kind
+    return reference_cfa(sensor).crop(dy % period, dx % period)
 
 
 def push_profile(profile: NoiseProfile, r: float) -> NoiseProfile:

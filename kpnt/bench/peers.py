@@ -37,6 +37,7 @@ from kpnt.baselines import MENON_VERSION, gat, gat_inverse, menon2007, nlm_denoi
 from kpnt.bench.cases import mosaic_wb
 from kpnt.color import linear_to_srgb, srgb_to_linear
 from kpnt.mosaic import CFA
+from kpnt.mosaic.kinds import BAYER
 
 #: peers that only demosaic
 DEMOSAICKERS = ("libraw", "menon", "demosaicnet")
@@ -93,7 +94,7 @@ def menon_demosaic(case: dict) -> np.ndarray:
     step) of a Bayer case's white-balanced mosaic, returned as camera RGB;
     X-Trans raises ValueError."""
     cfa = case["cfa"]
-    if cfa.kind != "bayer":
+    if cfa.sensor_kind is not BAYER:
         raise ValueError("Menon 2007 is defined for Bayer mosaics only, not X-Trans")
     m = mosaic_wb(case)
     return (menon2007(m, cfa.colour_map(*m.shape)) / case["wb"]).astype(np.float32)
@@ -188,7 +189,7 @@ class DemosaicNet:
 
     Args:
         dn: the imported ``demosaicnet`` module.
-        sensor: ``"bayer"`` or ``"xtrans"``.
+        sensor: a sensor kind (:data:`kpnt.mosaic.kinds.MOSAIC_KINDS`).
         domain: ``"srgb"`` (the sRGB curve is applied before the network
             and inverted after it, as its training photos were sRGB-encoded)
             or ``"linear"`` (the white-balanced mosaic as it is).  On 8
@@ -201,7 +202,7 @@ class DemosaicNet:
     """
 
     def __init__(self, dn, sensor: str, domain: str = "srgb", device="cpu"):
-        if sensor == "bayer":
+        if sensor == BAYER.name:
             self.net = dn.BayerDemosaick(pretrained=True).eval()
             self.pattern = dn.bayer(np.ones((3, 2, 2), np.float32), return_mask=True).argmax(0)
         else:

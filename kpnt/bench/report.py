@@ -7,6 +7,7 @@ import numpy as np
 from kpnt.bench.cases import CLEAN
 from kpnt.bench.checks import ISO100_VARIANT, acceptance, format_check, kpnt_methods, summary
 from kpnt.bench.runner import method_order
+from kpnt.mosaic.kinds import XTRANS
 
 #: marks an entry whose cases all came from the peer cache; partial: "(c k/n)"
 CACHED = "(c)"
@@ -43,7 +44,7 @@ def quality_tables(rows: list[dict]) -> str:
         notes = []
         if any(r.get("cached") for r in rs):
             notes.append(f"{CACHED}: every case of the entry came from the peer cache; (c k/n): k of n cases did")
-        if sensor == "xtrans":
+        if sensor == XTRANS.name:
             notes.append("menon: Bayer only (Menon 2007 is defined for the 2x2 Bayer pattern), no X-Trans entries")
         if any(m.endswith(ISO100_VARIANT) for m in methods):
             notes.append(f"kpnt{ISO100_VARIANT}: the clean mosaic given the ISO-100 noise level instead of its near-zero one")

@@ -34,6 +34,7 @@ from kpnt.color import find_camera
 from kpnt.denoise import NoiseChoice, choose_noise, denoise_raw
 from kpnt.noise import load_profile_table
 from kpnt.train.photos import PhotoSource, list_photos, load_linear_photo
+from kpnt.mosaic.kinds import BAYER, MOSAIC_KINDS, XTRANS
 
 #: every method the benchmark knows, in table order (kpnt may come as
 #: several ``kpnt:<weights>`` methods)
@@ -63,13 +64,13 @@ def kpnt_weights(args) -> dict[str, dict[str, Path]]:
     (label ``kpnt``), or every file ``--weights-glob`` matches, grouped by
     the sensor its metadata names."""
     if not args.weights_glob:
-        return {"bayer": {"kpnt": args.bayer_weights}, "xtrans": {"kpnt": args.xtrans_weights}}
+        return {BAYER.name: {"kpnt": args.bayer_weights}, XTRANS.name: {"kpnt": args.xtrans_weights}}
     from kpnt.weights_io import read_metadata
 
     files = sorted(Path(f) for f in glob.glob(args.weights_glob, recursive=True))
     if not files:
         raise SystemExit(f"--weights-glob {args.weights_glob!r} matches no file: quote the pattern and check the folder")
-    out = {"bayer": {}, "xtrans": {}}
+    out = {k: {} for k in MOSAIC_KINDS}
     for f in files:
         sensor = read_metadata(f).get("sensor")
         if sensor in out:
@@ -344,7 +345,7 @@ def run(args) -> dict:
     dn_mod = P.import_demosaicnet()[0] if any(m.startswith("demosaicnet") for m in methods) else None
     try:
         for sensor in args.sensors:
-            cam = find_camera(args.bayer_camera if sensor == "bayer" else args.xtrans_camera)
+            cam = find_camera(args.bayer_camera if sensor == BAYER.name else args.xtrans_camera)
             cams[sensor], hows[sensor] = f"{cam['make']} {cam['model']}", {}
             models = {}
             for label, path in weights.get(sensor, {}).items():
@@ -358,7 +359,7 @@ def run(args) -> dict:
             if "kpnt" in methods and not models:
                 print(f"note: no {sensor} weights: kpnt skipped for {sensor}")
             sensor_methods = [m for m in methods if m != "kpnt"]
-            if sensor == "xtrans" and "menon" in sensor_methods:
+            if sensor == XTRANS.name and "menon" in sensor_methods:
                 sensor_methods.remove("menon")
                 print("note: menon skipped for xtrans (Menon 2007 is a Bayer method)")
             dnet = P.DemosaicNet(dn_mod, sensor, args.demosaicnet_domain, device=qdev) if dn_mod else None

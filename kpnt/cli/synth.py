@@ -28,6 +28,7 @@ from kpnt.mosaic.cfa import BAYER_PHASES, CFA
 from kpnt.noise import DARKTABLE_RAW_SCALE, load_profile_table
 from kpnt.synth import SynthError, load_photo, make_ladder
 from kpnt.synth.ladder import DEFAULT_START, SENSOR_NAMES
+from kpnt.mosaic.kinds import BAYER, XTRANS
 
 log = logging.getLogger("kpnt")
 PROG = "kpnt-synth"
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{', '.join(known_cameras())}")
     p.add_argument("--isos", required=True,
                    help="comma-separated ISOs in capture order, e.g. 100,800,3200,12800; the lowest is the reference")
-    p.add_argument("--cfa", required=True, choices=[*BAYER_PHASES, "xtrans"],
+    p.add_argument("--cfa", required=True, choices=[*BAYER_PHASES, XTRANS.name],
                    help="sensor layout: a Bayer phase (Bayer cameras) or xtrans (Fujifilm X-Trans cameras)")
     p.add_argument("--shift-max", type=int_at_least(0, 64), default=0, metavar="N",
                    help="shift the scene of every non-reference frame by a random integer (dy, dx) in [-N, N] "
@@ -99,7 +100,7 @@ def check_camera(name: str, cfa_name: str) -> dict:
         info = find_camera(name)
     except KpntError as exc:  # an unknown --camera: a command-line error
         raise ArgError(str(exc)) from None
-    want = "xtrans" if cfa_name == "xtrans" else "bayer"
+    want = XTRANS.name if cfa_name == XTRANS.name else BAYER.name
     if info["sensor"] != want:
         fits = [n for n in known_cameras() if find_camera(n)["sensor"] == want]
         raise ArgError(
@@ -139,7 +140,7 @@ def _run(args) -> int:
     # single values are range-checked by their argparse types
     isos = parse_isos(args.isos)
     info = check_camera(args.camera, args.cfa)
-    cfa = CFA.xtrans() if args.cfa == "xtrans" else CFA.bayer(args.cfa)
+    cfa = CFA.xtrans() if args.cfa == XTRANS.name else CFA.bayer(args.cfa)
     table = load_profile_table(args.profiles)
     for iso in isos:   # fail once, before the batch, on a camera missing from the table
         table.lookup(info["make"], info["model"], iso, raw_scale=args.raw_scale)
@@ -176,8 +177,8 @@ def _run(args) -> int:
         log.debug("%s: %d frames in %s", photo_path, len(written), args.out / stem)
     bar.close()
     log.info("%s: wrote %d ladder(s), %d DNG(s) (%s %s, ISO %s, %s) to %s; %d photo(s) failed",
-             PROG, n_ok, n_files, info["make"], info["model"], ",".join(map(str, isos)), cfa.name if cfa.kind ==
-             "bayer" else SENSOR_NAMES["xtrans"], args.out, failed)
+             PROG, n_ok, n_files, info["make"], info["model"], ",".join(map(str, isos)), cfa.name if cfa.sensor_kind is
+             BAYER else XTRANS.label, args.out, failed)
     return 1 if failed else 0
 
 

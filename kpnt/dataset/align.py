@@ -189,7 +189,8 @@ def bilinear(mosaic: np.ndarray, cfa: CFA) -> np.ndarray:
     whose CFA phases differ, not as a target."""
     h, w = mosaic.shape
     colours = colour_map(cfa, h, w)
-    k1 = np.array([1, 2, 1], np.float32) if cfa.kind == "bayer" else np.array([1, 2, 3, 2, 1], np.float32)
+    r = cfa.sensor_kind.preview_radius
+    k1 = np.array([*range(1, r + 2), *range(r, 0, -1)], np.float32)      # tent: 1 2 1, 1 2 3 2 1
     x = mosaic.astype(np.float32)
     out = np.empty((3, h, w), np.float32)
     for c in range(3):
@@ -312,7 +313,7 @@ def estimate_shift(noisy: np.ndarray, reference: np.ndarray, cfa: CFA, wb,
     radius = int(np.ceil(scale)) + 4
     half = 2
     margin = radius + half + 2
-    block = 4 * cfa.period if cfa.kind == "bayer" else 2 * cfa.period
+    block = cfa.sensor_kind.align_tile
     ty0, ty1, tx0, tx1 = _region(h, w, cy, cx, margin + cfa.period)
     ty1 = ty0 + (ty1 - ty0) // block * block
     tx1 = tx0 + (tx1 - tx0) // block * block

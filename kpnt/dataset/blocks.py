@@ -21,7 +21,7 @@ def colour_map(cfa: CFA, h: int, w: int) -> np.ndarray:
 def block_size(cfa: CFA) -> int:
     """Side of the statistics blocks: 4 for Bayer (4 R, 8 G, 4 B sites),
     6 for X-Trans (8 R, 20 G, 8 B)."""
-    return 4 if cfa.kind == "bayer" else 6
+    return cfa.sensor_kind.stats_block
 
 
 def _tiles(a: np.ndarray, s: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kpnt.errors import RawReadError
+from kpnt.mosaic.kinds import XTRANS
 
 #: LibRaw's X-Trans demosaic needs at least this many pixels per side.
 LIBRAW_XTRANS_MIN = 512
@@ -73,7 +74,7 @@ def libraw_demosaic_counts(counts: np.ndarray, cfa, meta, tmp_dir=None) -> np.nd
 
     h, w = counts.shape
     padded = counts
-    if cfa.kind == "xtrans" and min(h, w) < LIBRAW_XTRANS_MIN:
+    if cfa.sensor_kind is XTRANS and min(h, w) < LIBRAW_XTRANS_MIN:
         p = cfa.period
         # Pad with whole repeats (wrap keeps the phase when the sides are
         # multiples of the period; crop to that first, then restore).

@@ -55,6 +55,7 @@ from kpnt.io.tiff import (DOUBLE, FLOAT, INTEGER_TYPES, LONG, RATIONAL, SHORT, S
                           TiffWriteError, read_ifds, tag_label, tag_numbers, tag_text, to_rational)
 from kpnt.io.validate import ValidationError, check_raw
 from kpnt.mosaic import CFA, CFAError
+from kpnt.mosaic.kinds import BAYER
 
 log = logging.getLogger(__name__)
 
@@ -464,7 +465,7 @@ def _assemble(path: Path, raw, cfa, black_rep, white, cam_wb, day_wb, xyz_to_cam
         # LibRaw folds 1x1 patterns (and Bayer patterns up to 2x2) into its
         # per-channel levels and keeps only the minimum of any other pattern
         # there; add back what it left out.
-        folded = (r, c) == (1, 1) or (cfa.kind == "bayer" and r <= 2 and c <= 2)
+        folded = (r, c) == (1, 1) or (cfa.sensor_kind is BAYER and r <= 2 and c <= 2)
         if not folded:
             bh, bw = math.lcm(p, r), math.lcm(p, c)
             resid = tags.black_pattern - tags.black_pattern.min()

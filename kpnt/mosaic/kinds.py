@@ -48,6 +48,11 @@ class SensorKind:
             'GGRGGB/GGBGGR/...').
         stats_block: side of the dataset tools' statistics blocks
             (whole repeats with enough sites of every colour).
+        preview_radius: radius of the tent with which the dataset aligner's
+            cheap preview demosaic spreads each colour's photosites (X-Trans's
+            sparser colours need the reach).
+        align_tile: side of the dataset aligner's search tiles (whole
+            repeats).
     """
 
     name: str
@@ -59,6 +64,8 @@ class SensorKind:
     classes_by: str
     name_sep: str
     stats_block: int
+    preview_radius: int
+    align_tile: int
 
     @property
     def period(self) -> int:
@@ -78,6 +85,7 @@ class SensorKind:
 BAYER = SensorKind(
     name="bayer", label="Bayer", reference=((0, 1), (1, 2)), reference_name="RGGB", block=2,
     class_names=("green", "red/blue"), classes_by="colour", name_sep="", stats_block=4,
+    preview_radius=1, align_tile=8,
 )
 XTRANS = SensorKind(
     name="xtrans", label="X-Trans",
@@ -86,6 +94,7 @@ XTRANS = SensorKind(
                (1, 1, 2, 1, 1, 0), (1, 1, 0, 1, 1, 2), (0, 2, 1, 2, 0, 1)),
     reference_name="CFA.xtrans()", block=3,
     class_names=("corner green", "centre green", "side red/blue"), classes_by="block", name_sep="/", stats_block=6,
+    preview_radius=2, align_tile=12,
 )
 
 #: The registry, by name.

@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from kpnt.color import camera_info
+from kpnt.io.atomic import atomic_file
 from kpnt.io.dng import write_cfa_dng
 from kpnt.io.meta import RawMeta
 from kpnt.mosaic.cfa import CFA
 from kpnt.noise import DARKTABLE_RAW_SCALE, ProfileTable, add_noise
 from kpnt.synth.scene import LadderPlan, clean_scenes, plan_ladder
 from kpnt.synth.unprocess import DEFAULT_HEADROOM, SynthError, mosaic, to_raw_counts
+from kpnt.mosaic.kinds import KINDS
 
 #: Version of the truth sidecar layout.
 TRUTH_VERSION = 1
@@ -41,7 +43,7 @@ BASE_EXPOSURE_TIME = 1.0 / 30.0
 FRAME_INTERVAL_S = 2
 DEFAULT_START = _dt.datetime(2024, 1, 1, 12, 0, 0)
 #: Display names of the sensor kinds.
-SENSOR_NAMES = {"bayer": "Bayer", "xtrans": "X-Trans"}
+SENSOR_NAMES = {name: k.label for name, k in KINDS.items()}
 
 CONVENTIONS = {
     "normalised": "x = (raw - black) / (white - black); camera RGB, white balance not applied",
@@ -82,18 +84,8 @@ def _check_isos(isos) -> list[int]:
 def _write_json_atomic(path: Path, doc: dict, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise SynthError(f"{path} exists: remove it or allow overwriting")
-    # open(..., "x") rather than mkstemp: the file gets the umask's usual
-    # permissions instead of mkstemp's owner-only 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    f = open(tmp, "x", encoding="utf-8")
-    try:
-        with f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        fh.write((json.dumps(doc, indent=1) + "\n").encode("utf-8"))
 
 
 def make_ladder(

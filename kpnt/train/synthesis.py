@@ -38,6 +38,8 @@ import torch
 from kpnt.color import srgb_to_cam_matrix
 from kpnt.mosaic import CFA
 from kpnt.noise import add_noise_torch
+from kpnt.mosaic import kinds
+from kpnt.mosaic.cfa import reference_cfa
 
 
 @dataclass
@@ -208,9 +210,10 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, radius: int = 3) ->
 def random_cfa(sensor: str, gen: torch.Generator) -> CFA | None:
     """A CFA of the sensor kind in a random phase (None for rgb), so that the
     model learns every phase a crop or a camera can hand it."""
-    if sensor == "rgb":
+    if sensor == kinds.RGB:
         return None
-    dy, dx = torch.randint(6, (2,), generator=gen).tolist()
-    if sensor == "bayer":
-        return CFA.bayer("RGGB").crop(dy % 2, dx % 2)
-    return CFA.xtrans(dy, dx)
+    # One draw for every kind (kinds.PHASE_DRAW, a multiple of each period):
+    # the random stream does not depend on the kind.
+    dy, dx = torch.randint(kinds.PHASE_DRAW, (2,), generator=gen).tolist()
+    period = kinds.kind(sensor).period
+    return reference_cfa(sensor).crop(dy % period, dx % period)
