@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
-import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -40,6 +39,7 @@ from kpnt.dataset.scan import FrameInfo, RAW_SUFFIXES, find_raws, scan_frame, sh
 from kpnt.dataset.worker import build_scene
 from kpnt.dataset.writer import remove_pair
 from kpnt.errors import DatasetError, KpntError
+from kpnt.io.atomic import atomic_file
 
 log = logging.getLogger("kpnt.dataset")
 
@@ -141,9 +141,8 @@ def _scan_one(args: tuple[str, str]) -> tuple[str, dict | None, np.ndarray | Non
 def _save_thumb(folder: Path, sha: str, thumb: np.ndarray) -> None:
     d = folder / THUMBS_DIR
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{sha}.{os.getpid()}.tmp.npy"
-    np.save(tmp, thumb.astype(np.float32), allow_pickle=False)
-    os.replace(tmp, d / f"{sha}.npy")
+    with atomic_file(d / f"{sha}.npy") as fh:
+        np.save(fh, thumb.astype(np.float32), allow_pickle=False)
 
 
 def _load_thumb(folder: Path, sha: str) -> np.ndarray | None:

@@ -5,12 +5,12 @@ OpenCV: training machines read datasets through this module.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import kpnt
 from kpnt.errors import DatasetError
+from kpnt.io.atomic import atomic_file
 
 FORMAT = "kpnt-dataset"
 FORMAT_VERSION = 1
@@ -91,15 +91,8 @@ def save_manifest(folder, doc: dict) -> Path:
     doc["updated"] = now()
     doc["kpnt_version"] = kpnt.__version__
     path = folder / MANIFEST_NAME
-    tmp = folder / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        fh.write((json.dumps(doc, indent=1, sort_keys=False) + "\n").encode("utf-8"))
     return path
 
 

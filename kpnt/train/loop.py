@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from kpnt.errors import KpntError
+from kpnt.io.atomic import atomic_file
 from kpnt.mosaic import CFA, kinds
 from kpnt.mosaic.cfa import reference_cfa
 from kpnt.train.distributed import GRAD_SYNCS, DistContext, local_shards, make_sync, shard_seed
@@ -123,9 +123,8 @@ def canonical_cfa(sensor: str) -> CFA | None:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as fh:
+        torch.save(obj, fh)
 
 
 class Trainer:
@@ -381,6 +380,5 @@ class Trainer:
         save_weights(self.out_dir / WEIGHTS_NAME, self.model, canonical_cfa(self.model.sensor), prov)
         h = self.history
         write_curve(self.out_dir / CURVE_NAME, h.steps, h.losses, h.val_steps, h.val_psnr, title=f"kpnt {self.model.sensor}: step {self.step}")
-        tmp = self.out_dir / f".{HISTORY_NAME}.tmp"
-        tmp.write_text(json.dumps(asdict(h)))
-        os.replace(tmp, self.out_dir / HISTORY_NAME)
+        with atomic_file(self.out_dir / HISTORY_NAME) as fh:
+            fh.write(json.dumps(asdict(h)).encode("utf-8"))

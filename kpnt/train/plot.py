@@ -1,11 +1,12 @@
 """The training curve as a PNG (OpenCV drawing: no plotting dependency)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from kpnt.io.atomic import atomic_write
 
 
 def _polyline(img, xs, ys, x_range, y_range, box, colour):
@@ -46,7 +47,7 @@ def write_curve(path: str | Path, steps, losses, val_steps, val_psnr, title: str
         _polyline(img, val_steps, vp, x_range, yr, panels[1], (0, 120, 0))
         cv2.putText(img, f"validation PSNR dB  [{yr[0]:.1f}, {yr[1]:.1f}], last {vp[-1]:.2f}", (80, 390), font, 0.5, (0, 120, 0), 1, cv2.LINE_AA)
     cv2.putText(img, f"step 0 .. {x_range[1]}", (w // 2 - 60, h - 15), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    cv2.imwrite(str(tmp), img)
-    os.replace(tmp, path)
+    ok, png = cv2.imencode(".png", img)
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode the curve as PNG")
+    atomic_write(Path(path), [png.tobytes()], overwrite=True)
