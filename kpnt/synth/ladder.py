@@ -30,6 +30,7 @@ from kpnt.mosaic.cfa import CFA
 from kpnt.noise import DARKTABLE_RAW_SCALE, ProfileTable, add_noise
 from kpnt.synth.scene import LadderPlan, clean_scenes, plan_ladder
 from kpnt.synth.unprocess import DEFAULT_HEADROOM, SynthError, mosaic, to_raw_counts
+from kpnt.mosaic.kinds import KINDS
 
 #: Version of the truth sidecar layout.
 TRUTH_VERSION = 1
@@ -42,7 +43,7 @@ BASE_EXPOSURE_TIME = 1.0 / 30.0
 FRAME_INTERVAL_S = 2
 DEFAULT_START = _dt.datetime(2024, 1, 1, 12, 0, 0)
 #: Display names of the sensor kinds.
-SENSOR_NAMES = {"bayer": "Bayer", "xtrans": "X-Trans"}
+SENSOR_NAMES = {name: k.label for name, k in KINDS.items()}
 
 CONVENTIONS = {
     "normalised": "x = (raw - black) / (white - black); camera RGB, white balance not applied",
