@@ -134,6 +134,17 @@ def test_decoder_hang_times_out(tmp_path, weights, capsys, monkeypatch):
     assert "stuck.dng: decoder timed out after 2 s" in captured.err
 
 
+def test_decoder_memory_blow_up_costs_one_file(tmp_path, weights, capsys, monkeypatch):
+    folder = tmp_path / "in"
+    _raw(folder / "a.dng")
+    _raw(folder / "huge.dng")
+    monkeypatch.setenv(FAULT_ENV, "alloc:huge.dng")
+    rc = _cli(weights, folder, "-o", tmp_path / "o")
+    captured = capsys.readouterr()
+    assert rc == 1 and "1 denoised, 0 skipped, 1 failed" in captured.out
+    assert "huge.dng: decoding needed more than the decoder's" in captured.err and "memory limit" in captured.err
+
+
 def test_jobs_replaces_a_dead_worker(tmp_path, weights, capsys, monkeypatch):
     """With inline decoding a LibRaw crash kills the worker itself: the file
     it was decoding is named, a new worker takes the slot, the rest is done."""

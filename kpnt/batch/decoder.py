@@ -19,9 +19,14 @@ DESIGN.md), ignore SIGINT/SIGTERM (the parent decides; a terminal's Ctrl-C
 reaches the whole process group) and exit when the parent is gone (end of
 their pipe, or a watchdog thread noticing a new parent pid).
 
-Test hook: ``KPNT_TEST_DECODER_FAULT="segv:a.dng,b.dng;hang:c.dng"`` makes
-the decoder raise SIGSEGV in itself (or hang) on files of those names,
-wherever it runs (a child, a ``--jobs`` worker, or inline).
+A child's address space is capped (:func:`memory_limit`) and the kernel's
+OOM killer is told to pick it first, so a memory blow-up is a MemoryError
+for that file (or the child killed), never the batch process.
+
+Test hook: ``KPNT_TEST_DECODER_FAULT="segv:a.dng,b.dng;hang:c.dng;alloc:d.dng"``
+makes the decoder raise SIGSEGV in itself, hang, or allocate 4x the
+physical memory on files of those names, wherever it runs (a child, a
+``--jobs`` worker, or inline).
 """
 from __future__ import annotations
 
@@ -66,6 +71,41 @@ def _test_fault(path: Path) -> None:
                 os.kill(os.getpid(), signal.SIGSEGV)
             elif kind == "hang":
                 time.sleep(3600)
+            elif kind == "alloc":           # a memory blow-up: asks for 4x the physical memory
+                np.ones(4 * _physical_memory() // 8)
+
+
+def _physical_memory() -> int:
+    """Bytes of RAM (0 where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def memory_limit() -> int:
+    """Address-space limit of a decoder child: half the machine's memory,
+    at least 8 GiB (a 100-MP raw needs ~3 GB, the interpreter ~1 GB)."""
+    return max(8 << 30, _physical_memory() // 2)
+
+
+def _contain_memory() -> None:
+    """A child's memory blow-up (LibRaw on absurd dimensions) must cost
+    that file, not the batch: cap the child's address space (allocations
+    beyond it fail with MemoryError, reported for the file), and make the
+    child the kernel OOM killer's first choice over the parent."""
+    import resource
+
+    limit = memory_limit()
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ValueError, OSError):
+        pass                                # a lower hard limit already: keep it
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("1000")
+    except OSError:
+        pass                                # not Linux
 
 
 def decode_file(path: Path):
@@ -157,6 +197,7 @@ def _child_main(fd: int, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(parent_pid)
+    _contain_memory()
     conn = Connection(fd)
     import kpnt.io.raw  # noqa: F401  (imported before 'ready': the per-file timeout excludes start-up)
 
@@ -168,6 +209,10 @@ def _child_main(fd: int, parent_pid: int) -> None:
             return
         try:
             raw = decode_file(Path(path))
+        except MemoryError:
+            conn.send(("err", DecoderFailed(f"{path}: decoding needed more than the decoder's {memory_limit() / 2**30:.0f} GB "
+                                            "memory limit: the file is probably damaged")))
+            continue
         except Exception as e:  # noqa: BLE001  (handed to the parent, which reports it for this file)
             try:
                 conn.send(("err", e))
