@@ -1,7 +1,7 @@
 // Python bindings of kpnt's fused CUDA kernels (one module for all of kernels/).
 //
 // Tensor checks live here (the launchers in the .cu files take raw pointers):
-// each names the argument, what was expected and what came.  kpnt/ops/_cuda.py
+// each names the argument, what was expected and what came.  kpnt/ops/_cuda/
 // checks the same things first; these back them up.
 #include <torch/extension.h>
 
@@ -21,7 +21,7 @@ namespace {
 // No exception may leave these functions (see fused_mlp.cuh: on the GPU
 // machines one that reached pybind11 crashed the interpreter).  Every
 // function returns its result, or an error as the tuple ("ValueError" |
-// "RuntimeError", message), which kpnt/ops/_cuda.py raises in Python.
+// "RuntimeError", message), which kpnt/ops/_cuda/extension.py raises in Python.
 // Checks throw std::invalid_argument inside the try block of `guarded`.
 struct ValueError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;

@@ -153,7 +153,7 @@ struct FrontOut {
 // [r T, (r + 1) T) are the kernel of role r, column 3 T the blend logit, and
 // O_{roles[r]}(p) = U_{roles[r]}(p) + sigmoid(o_3T) sum_t w_{r,t} d(p + M_p t),
 // roles (P * P, 3) the output channel of each role per repeat position
-// (kpnt/mosaic/front.py front_roles: a permutation of the three channels).
+// (kpnt/ref/front_layout.py front_roles: a permutation of the three channels).
 struct FrontOutRoles {
   const float* fmap;
   const float* U;
@@ -276,7 +276,7 @@ struct FrontDy {
   }
 };
 
-// fmap (N, 4, H, W) of the front level (kpnt/mosaic/front.py front_detail):
+// fmap (N, 4, H, W) of the front level (kpnt/ref/front_level.py front_detail):
 // d = x - U_c(q), sigma = sqrt(max(a_c S_c + b_c, floor)), snr = asinh(d / sigma),
 // noise input, and d snr / d d = 1 / (sigma sqrt(1 + (d / sigma)^2)).
 __global__ void front_maps_kernel(const float* __restrict__ xm, const float* __restrict__ U,

@@ -103,7 +103,7 @@ const char* mlp_bwd_blocks(const MlpArgs& a, int* blocks);
 // ---------------------------------------------------------------- colour level
 //
 // One colour level of the KPN (DESIGN.md section 2; reference
-// kpnt/ref/level.py colour_level) fused around the MLP:
+// kpnt/ref/colour_level.py colour_level) fused around the MLP:
 //  1. fmap (N, 3, h, w) = per-pixel [asinh lum, asinh chroma, noise input]
 //     of D_i and its variance (kpnt/ref/features.py detail_maps): 12 bytes a
 //     pixel, computed once per pixel as in the reference;
@@ -127,7 +127,7 @@ KPNT_HD constexpr int colour_tap_dx(int t) {
   return (t == 0 || t == 14) ? 0 : t <= 5 ? t - 3 : t <= 8 ? t - 7 : t - 11;
 }
 
-// Constants shared with the Python reference (passed in by kpnt/ops/_cuda.py
+// Constants shared with the Python reference (passed in by kpnt/ops/_cuda/extension.py
 // from kpnt.ref.features / kpnt.ref.noise, so there is one source of truth).
 struct ColourFeatureConsts {
   float chroma_eps;    // CHROMA_EPS
@@ -162,7 +162,7 @@ const char* colour_backward(const ColourArgs& a, const float* fmap, const float*
 
 // ---------------------------------------------------------------- front level
 //
-// The mosaic front level (DESIGN.md section 3; reference kpnt/mosaic/front.py
+// The mosaic front level (DESIGN.md section 3; reference kpnt/ref/front_level.py
 // front_level) fused around the grouped MLP (one weight set per site class,
 // rows read through the class partition `perm` / `row_offsets`):
 //  1. fmap (N, 4, H, W) = per photosite [d = x - U_c, asinh(d / sigma),

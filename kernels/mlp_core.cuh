@@ -59,7 +59,7 @@ template <int IN_, int H_, int OUT_, int NH_, bool BWD_ = true>
 struct Cfg {
   static constexpr int IN = IN_, H = H_, OUT = OUT_, NH = NH_, NMAT = NH_ + 1;
   // Whether the backward kernels are compiled for this shape (forward-only
-  // configurations serve inference: see KPNT_MLP_CONFIGS).
+  // configurations serve inference: see kernels/shapes.def).
   static constexpr bool BWD = BWD_;
   static_assert(IN % 16 == 0 && H % 16 == 0 && OUT % 16 == 0, "widths must be multiples of 16");
   static_assert(NH >= 1, "at least one hidden layer");
