@@ -38,11 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kpnt.mosaic.cfa import CFA  # noqa: E402
+from kpnt.mosaic.kinds import BAYER, XTRANS  # noqa: E402
 from kpnt.noise import load_profile_table  # noqa: E402
 from kpnt.synth import make_ladder  # noqa: E402
 
 FRAME = (4000, 6000)          # 24 MP
-CAMERAS = {"bayer": ("Nikon", "D750", CFA.bayer("RGGB")), "xtrans": ("Fujifilm", "X-T1", CFA.xtrans())}
+CAMERAS = {BAYER.name: ("Nikon", "D750", CFA.bayer("RGGB")), XTRANS.name: ("Fujifilm", "X-T1", CFA.xtrans())}
 
 
 def big_photo(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", type=int, default=2, help="pairs to build (default 2; the target is 20 in 5 min)")
     p.add_argument("--jobs", type=int, default=2, help="kpnt-build-dataset --jobs (default 2)")
-    p.add_argument("--sensor", choices=sorted(CAMERAS), default="bayer")
+    p.add_argument("--sensor", choices=sorted(CAMERAS), default=BAYER.name)
     p.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "bsds500" / "train",
                    help="folder of JPEG photos to upscale (default ../shared/data/bsds500/train)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/kpnt-bench-dataset"))

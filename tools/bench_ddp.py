@@ -46,6 +46,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kpnt.model import KPNT  # noqa: E402
+from kpnt.mosaic.kinds import SENSORS  # noqa: E402
 from kpnt.train.distributed import DistContext, shutdown  # noqa: E402
 from kpnt.train.loop import Trainer, TrainConfig  # noqa: E402
 from kpnt.train.photos import PhotoSource  # noqa: E402
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     p.add_argument("--nproc", type=int, default=2, help="processes of the parallel run (default 2)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backend", choices=["auto", "torch", "cuda"], default="auto", help="op backend of the model (default auto)")
-    p.add_argument("--sensor", choices=["bayer", "xtrans", "rgb"], default="bayer")
+    p.add_argument("--sensor", choices=list(SENSORS), default=SENSORS[0])
     p.add_argument("--tile", type=int, default=96, help="tile side (default 96, kpnt-train's)")
     p.add_argument("--batch", type=int, default=8, help="tiles per process and step (default 8, kpnt-train's)")
     p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")

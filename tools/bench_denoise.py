@@ -77,6 +77,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from kpnt.mosaic.kinds import MOSAIC_KINDS  # noqa: E402
 
 NOISE = (2e-3, 4e-6)
 SIZES = {24: (4000, 6000), 100: (8400, 12000)}
@@ -103,7 +104,9 @@ def _rss() -> int:
 def _cfa(sensor):
     from kpnt.mosaic import CFA
 
-    return CFA.bayer("RGGB") if sensor == "bayer" else CFA.xtrans()
+    from kpnt.mosaic.cfa import reference_cfa
+
+    return reference_cfa(sensor)
 
 
 def _model(sensor, weights):
@@ -405,7 +408,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--e2e", type=int, nargs="*", default=None, help="megapixels of e2e raws (24 and/or 100; default both)")
     p.add_argument("--tile-only", type=int, nargs="*", default=None, help="tile sides for the tile scenario (default 1024 2048)")
-    p.add_argument("--sensor", choices=["bayer", "xtrans"], default="bayer")
+    p.add_argument("--sensor", choices=list(MOSAIC_KINDS), default=MOSAIC_KINDS[0])
     p.add_argument("--weights", type=Path, help="weights file (default: the shipped weights of --sensor)")
     p.add_argument("--cpu-precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="the e2e run's --cpu-precision (default auto, as kpnt-denoise)")

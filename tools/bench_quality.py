@@ -69,6 +69,7 @@ from kpnt.bench.checks import acceptance, bias_check, verdict  # noqa: E402,F401
 from kpnt.bench.metrics import BORDER, colour_stats, pool_colour_stats, score, ssim  # noqa: E402,F401
 from kpnt.bench.peers import DemosaicNet, bm3d_denoise, import_demosaicnet, menon_demosaic, phase_mirror_index  # noqa: E402,F401
 from kpnt.bench.runner import METHODS  # noqa: E402
+from kpnt.mosaic.kinds import MOSAIC_KINDS  # noqa: E402
 
 _WEIGHTS = ROOT / "kpnt" / "weights"
 _SHARED = ROOT.parent / "shared" / "data"
@@ -117,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None,
                    help="use N photos spread evenly over the sorted folder (default all; their cases are the full run's)")
     p.add_argument("--downscale", type=int, default=1, help="downscale photos first (default 1: photos/val is downscaled already; BSDS500: 2)")
-    p.add_argument("--sensors", nargs="+", default=["bayer", "xtrans"], choices=["bayer", "xtrans"])
+    p.add_argument("--sensors", nargs="+", default=list(MOSAIC_KINDS), choices=list(MOSAIC_KINDS))
     p.add_argument("--isos", type=_cells, default=[CLEAN, 100, 800, 3200, 12800], help="cells: 'clean' and ISOs (default clean,100,800,3200,12800)")
     p.add_argument("--methods", type=_methods, default=list(METHODS), help=f"comma-separated, from {','.join(METHODS)} (default all)")
     p.add_argument("--bayer-camera", default="Nikon D750", help="default Nikon D750: held out of the shipped weights' training")

@@ -24,6 +24,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from kpnt.mosaic.kinds import BAYER  # noqa: E402
 
 
 def render(out: Path, iso: int, strengths: list[float], weights: Path | None, crop: int) -> None:
@@ -40,7 +41,8 @@ def render(out: Path, iso: int, strengths: list[float], weights: Path | None, cr
 
     photo = load_photo(_data("sample_coffee.png"))
     table = load_profile_table(_data("sample_profiles.json"))
-    net, _ = load_weights(weights or shipped_weights("bayer"), sensor="bayer")
+    sensor = BAYER.name                   # the strength pictures are of the Bayer model
+    net, _ = load_weights(weights or shipped_weights(sensor), sensor=sensor)
     net.eval()
     with tempfile.TemporaryDirectory() as tmp:
         frames = make_ladder(photo, CFA.bayer("RGGB"), "Nikon", "D750", table, [100, iso], Path(tmp), "coffee", seed=7)

@@ -50,7 +50,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 HOLDOUT = ["Nikon D750", "Sony ILCE-7M2", "Fujifilm X-T1", "Fujifilm X-E2"]
-SENSORS = ["bayer", "xtrans"]
+sys.path.insert(0, str(ROOT))
+from kpnt.mosaic.kinds import MOSAIC_KINDS  # noqa: E402  (numpy only: no torch import here)
+
+SENSORS = list(MOSAIC_KINDS)
 #: Architecture of the shipped models: per-channel front kernels, plain
 #: kernel normalisation and width-128 MLPs (README "Ablations": +1.9 dB
 #: sRGB at ISO 800 on Bayer over DESIGN.md's defaults after equal training).

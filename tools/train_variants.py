@@ -42,13 +42,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 HOLDOUT = ["Nikon D750", "Sony ILCE-7M2", "Fujifilm X-T1", "Fujifilm X-E2"]
+sys.path.insert(0, str(ROOT))
+from kpnt.mosaic.kinds import MOSAIC_KINDS  # noqa: E402  (numpy only: no torch import here)
 
 
 def parse_variant(spec: str) -> tuple[str, str, list[str]]:
     """'SENSOR:NAME:FLAGS' -> (sensor, name, flag list)."""
     parts = spec.split(":", 2)
-    if len(parts) != 3 or parts[0] not in ("bayer", "xtrans") or not parts[1]:
-        raise SystemExit(f"--variant {spec!r}: expected SENSOR:NAME:FLAGS with SENSOR bayer or xtrans")
+    if len(parts) != 3 or parts[0] not in MOSAIC_KINDS or not parts[1]:
+        raise SystemExit(f"--variant {spec!r}: expected SENSOR:NAME:FLAGS with SENSOR one of {', '.join(MOSAIC_KINDS)}")
     return parts[0], parts[1], parts[2].split()
 
 
