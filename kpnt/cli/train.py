@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sensor", required=True, choices=["bayer", "xtrans", "rgb"], help="sensor layout the weights are for")
     p.add_argument("-o", "--out", required=True, type=Path, help="run folder for weights, checkpoints and curves")
-    data = p.add_argument_group("data (either --clean with --profiles, or --data)")
+    data = p.add_argument_group("data (--clean with --profiles, --data, or both: real pairs teach denoising, synthetic pairs demosaicing)")
     data.add_argument("--clean", type=Path, help="folder of clean photos (sRGB JPEG/PNG) to synthesise noisy raws from")
     data.add_argument("--val", type=Path, help="folder of clean photos for validation (default: a held-out tenth of --clean)")
     data.add_argument("--profiles", type=Path, help="darktable-format noise profile table (JSON); its a, b are multiplied by 12 to reach raw-photosite scale")
@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "'100-409600' takes every profiled ISO)")
     data.add_argument("--val-isos", help="ISOs of the held-out cameras' validation noise, as --isos (default: --isos)")
     data.add_argument("--data", type=Path, help="dataset folder written by kpnt-build-dataset")
+    data.add_argument("--real-loss", choices=["mosaic", "demosaiced"], default="mosaic",
+                      help="real pairs: compare only at the photosites the ISO-100 reference measured (mosaic, default), or "
+                      "with LibRaw's demosaic of it (demosaiced: caps demosaicing at LibRaw's quality)")
+    data.add_argument("--real-fraction", type=float, default=0.5,
+                      help="with both --clean and --data: share of steps drawn from the real pairs (default 0.5)")
     data.add_argument("--downscale", type=int_at_least(1, 16), default=2, help="downscale clean photos by this factor first (removes JPEG artefacts; default 2)")
     data.add_argument("--val-images", type=int_at_least(1), default=16, help="number of validation tiles (default 16)")
     opt = p.add_argument_group("optimisation")
@@ -274,6 +279,33 @@ def trained_noise_range(cams, config=None) -> dict:
             "b": [lo[1], max(float(noise[:, 1].max()), 0.0) * jitter * gain * gain]}
 
 
+def mixed_sources(real, synthetic, real_fraction: float):
+    """One run on real pairs and synthetic pairs (issue 13): each step draws
+    its whole batch from the real source with probability ``real_fraction``
+    (one draw of the step's generator), else from the synthetic one; both
+    batches carry a per-channel mask so every step has the same shapes;
+    validation scores both sets."""
+    from dataclasses import replace
+
+    if not 0.0 <= real_fraction <= 1.0:
+        raise ArgError(f"--real-fraction must lie in [0, 1], got {real_fraction}")
+    real_source, real_val, real_prov = real
+    syn_source, syn_val, syn_prov = synthetic
+
+    def three(batch):
+        return batch if batch.valid.shape[1] == 3 else replace(batch, valid=batch.valid.expand(-1, 3, -1, -1).contiguous())
+
+    def source(gen: torch.Generator):
+        use_real = float(torch.rand(1, generator=gen)) < real_fraction
+        return three(real_source(gen) if use_real else syn_source(gen))
+
+    prov = dict(syn_prov)
+    prov.pop(NOISE_RANGE_KEY, None)    # real pairs bring their own noise levels
+    prov.update(data=f"{syn_prov['data']} mixed with {real_prov['data']} ({real_fraction:g} of the steps real)",
+                real_pairs=real_prov)
+    return source, list(real_val) + list(syn_val), prov
+
+
 def _processes(args) -> tuple[int, list[torch.device]]:
     """Number of processes the arguments ask for, and the device list."""
     from kpnt.train.distributed import parse_devices
@@ -292,8 +324,8 @@ def _processes(args) -> tuple[int, list[torch.device]]:
 def _check_args(args) -> None:
     """Checks that need several arguments (single values are range-checked
     by their argparse types); one line each, exit 2."""
-    if (args.clean is None) == (args.data is None):
-        raise ArgError("give either --clean DIR (with --profiles) or --data DIR (from kpnt-build-dataset)")
+    if args.clean is None and args.data is None:
+        raise ArgError("give --clean DIR (with --profiles), --data DIR (from kpnt-build-dataset), or both to mix them")
     if args.clean is not None and args.profiles is None:
         raise ArgError("--clean needs --profiles TABLE (a darktable noiseprofiles.json) to synthesise noise")
     for flag, spec in (("--isos", args.isos), ("--val-isos", args.val_isos)):
@@ -424,12 +456,16 @@ def main(argv=None) -> int:
         # fused kernels for CUDA tensors when they load, else the reference).
         model = KPNT(args.sensor, config, backend=args.backend)
         tile = _tile(args)
-        if args.clean is not None:
-            source, val_batches, prov = _synthetic_sources(args, args.sensor, tile, ctx.device)
-        else:
+        if args.data is not None:
             from kpnt.train.real import dataset_sources
 
-            source, val_batches, prov = dataset_sources(args.data, args.sensor, tile, args.batch, args.val_images)
+            real = dataset_sources(args.data, args.sensor, tile, args.batch, args.val_images, args.real_loss)
+        if args.clean is None:
+            source, val_batches, prov = real
+        else:
+            source, val_batches, prov = _synthetic_sources(args, args.sensor, tile, ctx.device)
+            if args.data is not None:
+                source, val_batches, prov = mixed_sources(real, (source, val_batches, prov), args.real_fraction)
         cfg = TrainConfig(
             steps=args.steps, lr=args.lr, grad_clip=args.grad_clip, weight_decay=args.weight_decay, loss=args.loss,
             seed=args.seed, val_every=args.val_every, ckpt_every=args.ckpt_every, minutes=args.minutes,

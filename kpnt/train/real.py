@@ -19,6 +19,17 @@ expects it (DESIGN.md sections 1 and 4, same conventions as
     noise  = [k * a * wb ; k^2 * b * wb^2]        (N, 2, 3)
     valid  = mask == 0 and k * noisy < 1          (N, 1, T, T)
 
+The loss domain (``--real-loss``): 'mosaic' (the default) compares the
+output only where the ISO-100 reference measured something, the reference
+mosaic's own colour at each photosite (``target`` then holds
+``k * wb[c] * (gain[c] * reference + offset[c])`` in channel c and 0
+elsewhere, and ``valid`` is (N, 3, T, T), true only in the measured
+channel); 'demosaiced' compares all three channels with LibRaw's demosaic
+of the reference, which caps the model's demosaicing at LibRaw's (AHD)
+quality.  Validation always scores against the demosaiced reference.
+The reference mosaic is aligned at the CFA-consistent ("snapped") shift, so
+it has the noisy frame's CFA; the exact shift differs by under one repeat.
+
 Tiles are CFA-safe: each batch has one CFA (a random phase of the sensor
 kind); every tile's flips are drawn first and its crop offset is then chosen
 so that the flipped, cropped pair's CFA is the batch's.
@@ -55,6 +66,7 @@ class Pair:
     """One pair of the dataset, arrays memory-mapped.
 
     noisy: (H, W) float16; target: (3, H, W) float16; mask: (H, W) uint8;
+    reference: (H, W) float16 ISO-100 mosaic at the snapped shift (same CFA);
     cfa: layout of ``noisy`` (pattern at (0, 0)); gain, offset, wb: (3,);
     noise: (2, 3) [a; b] of the noisy frame (normalised, not white-balanced).
     """
@@ -63,6 +75,7 @@ class Pair:
     noisy: np.ndarray
     target: np.ndarray
     mask: np.ndarray
+    reference: np.ndarray
     cfa: CFA
     gain: np.ndarray
     offset: np.ndarray
@@ -105,11 +118,12 @@ def load_pairs(data_dir, sensor: str) -> tuple[dict, list[Pair]]:
             missing.append(f"{r['id']} ({type(exc).__name__})")
             continue
         h, w = r["size"]
-        if arrays["noisy"].shape != (h, w) or arrays["target"].shape != (3, h, w) or arrays["mask"].shape != (h, w):
+        if (arrays["noisy"].shape != (h, w) or arrays["target"].shape != (3, h, w) or arrays["mask"].shape != (h, w)
+                or arrays["reference"].shape != (h, w)):
             missing.append(f"{r['id']} (array shapes disagree with the manifest)")
             continue
         pairs.append(Pair(
-            id=r["id"], noisy=arrays["noisy"], target=arrays["target"], mask=arrays["mask"],
+            id=r["id"], noisy=arrays["noisy"], target=arrays["target"], mask=arrays["mask"], reference=arrays["reference"],
             cfa=CFA.from_json(r["cfa"]), gain=np.asarray(r["gain"], np.float32),
             offset=np.asarray(r["offset"], np.float32), wb=np.asarray(r["wb"], np.float32),
             noise=np.asarray([r["noise"]["a"], r["noise"]["b"]], np.float32),
@@ -131,48 +145,66 @@ def _offsets(cfa: CFA, want: CFA) -> list[tuple[int, int]]:
 
 def _read_tile(pair: Pair, y0: int, x0: int, size: int, flip_y: bool, flip_x: bool):
     """Tile at (y0, x0) of the pair flipped as asked: (noisy (T, T),
-    target (3, T, T), mask (T, T)) float32/uint8 copies."""
+    target (3, T, T), mask (T, T), reference (T, T)) float32/uint8 copies."""
     h, w = pair.shape
     ys = slice(h - y0 - size, h - y0) if flip_y else slice(y0, y0 + size)
     xs = slice(w - x0 - size, w - x0) if flip_x else slice(x0, x0 + size)
     n = np.asarray(pair.noisy[ys, xs], np.float32)
     t = np.asarray(pair.target[:, ys, xs], np.float32)
     m = np.asarray(pair.mask[ys, xs])
+    r = np.asarray(pair.reference[ys, xs], np.float32)
     axes = [a for a, f in ((0, flip_y), (1, flip_x)) if f]
     if axes:
         n = np.flip(n, axes)
         m = np.flip(m, axes)
+        r = np.flip(r, axes)
         t = np.flip(t, [a + 1 for a in axes])
-    return np.ascontiguousarray(n), np.ascontiguousarray(t), np.ascontiguousarray(m)
+    return np.ascontiguousarray(n), np.ascontiguousarray(t), np.ascontiguousarray(m), np.ascontiguousarray(r)
 
 
-def _assemble(tiles: list, cfa: CFA, scales: list[float]) -> Batch:
-    """Batch from [(pair, noisy, target, mask)] and exposure scales k."""
+#: Loss domains of real pairs (module doc); 'mosaic' is the default.
+REAL_LOSSES = ("mosaic", "demosaiced")
+
+
+def _assemble(tiles: list, cfa: CFA, scales: list[float], domain: str = "demosaiced") -> Batch:
+    """Batch from [(pair, noisy, target, mask, reference)] and exposure
+    scales k, with the target of the loss ``domain`` (module doc)."""
+    if domain not in REAL_LOSSES:
+        raise DatasetError(f"unknown real-pair loss domain {domain!r}: choose one of {', '.join(REAL_LOSSES)}")
     size = tiles[0][1].shape[0]
     colour = torch.from_numpy(cfa.colour_map(size, size)).long()
+    measured = torch.nn.functional.one_hot(colour, 3).permute(2, 0, 1).bool()     # (3, T, T)
     xs, ts, vs, ns, wbs = [], [], [], [], []
-    for (pair, n, t, m), k in zip(tiles, scales):
+    for (pair, n, t, m, r), k in zip(tiles, scales):
         wb = torch.from_numpy(pair.wb)
+        gain, offset = torch.from_numpy(pair.gain), torch.from_numpy(pair.offset)
         n = torch.from_numpy(n) * k
         valid = torch.from_numpy(m == 0) & (n < 1.0)
         xs.append(n.clamp_max(1.0) * wb[colour])
-        t = torch.from_numpy(t) * torch.from_numpy(pair.gain)[:, None, None] + torch.from_numpy(pair.offset)[:, None, None]
-        ts.append(t * k * wb[:, None, None])
+        if domain == "mosaic":
+            ref = (torch.from_numpy(r) * gain[colour] + offset[colour]) * k * wb[colour]
+            ts.append(measured * ref)
+            vs.append(measured & valid)
+        else:
+            t = torch.from_numpy(t) * gain[:, None, None] + offset[:, None, None]
+            ts.append(t * k * wb[:, None, None])
+            vs.append(valid[None])
         a, b = torch.from_numpy(pair.noise)
         ns.append(torch.stack([a * k * wb, b * k * k * wb * wb]))
-        vs.append(valid)
         wbs.append(wb)
     return Batch(x=torch.stack(xs)[:, None], target=torch.stack(ts), noise=torch.stack(ns),
-                 valid=torch.stack(vs)[:, None], cfa=cfa, wb=torch.stack(wbs))
+                 valid=torch.stack(vs), cfa=cfa, wb=torch.stack(wbs))
 
 
 class RealSource:
     """``source(gen) -> Batch`` of random CFA-safe, augmented training tiles."""
 
-    def __init__(self, pairs: list[Pair], sensor: str, tile: int, batch: int, rows: dict[str, int] | None = None):
+    def __init__(self, pairs: list[Pair], sensor: str, tile: int, batch: int, rows: dict[str, int] | None = None,
+                 domain: str = "mosaic"):
         """``rows``: per pair id, use only rows below this one (a pair split
-        between training and validation)."""
+        between training and validation); ``domain``: the loss domain."""
         self.pairs, self.sensor, self.tile, self.batch = pairs, sensor, tile, batch
+        self.domain = domain
         self.rows = rows or {}
         for p in pairs:
             h, w = p.shape
@@ -204,10 +236,10 @@ class RealSource:
             ny, nx = (rows - t - oy) // p + 1, (w - t - ox) // p + 1
             y0 = oy + p * int(torch.randint(ny, (1,), generator=gen))
             x0 = ox + p * int(torch.randint(nx, (1,), generator=gen))
-            n, tg, m = _read_tile(pair, y0, x0, t, flip_y, flip_x)
+            n, tg, m, r = _read_tile(pair, y0, x0, t, flip_y, flip_x)
             frac = float((m == 0).mean())
             if best is None or frac > best[0]:
-                best = (frac, (pair, n, tg, m))
+                best = (frac, (pair, n, tg, m, r))
             if frac >= MIN_VALID:
                 break
         if best is None:
@@ -218,7 +250,7 @@ class RealSource:
         cfa = random_cfa(self.sensor, gen)
         tiles = [self._draw(gen, cfa) for _ in range(self.batch)]
         ev = (torch.rand(self.batch, generator=gen) * 2 - 1) * EXPOSURE_EV
-        return _assemble(tiles, cfa, (2.0 ** ev).tolist())
+        return _assemble(tiles, cfa, (2.0 ** ev).tolist(), self.domain)
 
 
 def _val_tiles(pair: Pair, cfa: CFA, size: int, row0: int) -> list[tuple[float, tuple]]:
@@ -234,12 +266,12 @@ def _val_tiles(pair: Pair, cfa: CFA, size: int, row0: int) -> list[tuple[float, 
     out = []
     for y0 in range(y_start, h - size + 1, size):
         for x0 in range(ox, w - size + 1, size):
-            n, t, m = _read_tile(pair, y0, x0, size, False, False)
-            out.append((float((m == 0).mean()), (pair, n, t, m)))
+            n, t, m, r = _read_tile(pair, y0, x0, size, False, False)
+            out.append((float((m == 0).mean()), (pair, n, t, m, r)))
     return out
 
 
-def dataset_sources(data_dir, sensor: str, tile: int, batch: int, val_images: int):
+def dataset_sources(data_dir, sensor: str, tile: int, batch: int, val_images: int, domain: str = "mosaic"):
     """Training source, validation batches and provenance for ``kpnt-train --data``.
 
     Args:
@@ -248,6 +280,7 @@ def dataset_sources(data_dir, sensor: str, tile: int, batch: int, val_images: in
         tile: training tile side in photosites (a multiple of the period).
         batch: tiles per batch.
         val_images: number of validation tiles.
+        domain: loss domain of the training batches (:data:`REAL_LOSSES`).
     Returns:
         (source(gen) -> Batch, [Batch, ...] fixed validation batches, dict).
     Raises:
@@ -271,7 +304,7 @@ def dataset_sources(data_dir, sensor: str, tile: int, batch: int, val_images: in
         val_pairs, train_pairs = [only], [only]
         val_from = {only.id: split}
         log.info("one pair only: rows from %d of it are held out for validation", split)
-    source = RealSource(train_pairs, sensor, tile, batch, rows)
+    source = RealSource(train_pairs, sensor, tile, batch, rows, domain)
 
     # Validation: fixed tiles in the canonical phase.  validate() scores
     # whole tiles (no mask), so tiles must be clean: the largest size up to
@@ -309,6 +342,7 @@ def dataset_sources(data_dir, sensor: str, tile: int, batch: int, val_images: in
         else f"{len(chosen)} fixed {vsize}x{vsize} tiles of the held-out bottom rows",
         "noise": "per pair, fitted by kpnt-build-dataset (raw scale)",
         "augmentation": f"exposure +-{EXPOSURE_EV:g} EV, flips, CFA phases",
+        "real_loss": domain,
         "motion_mask_bit": MASK_MOTION,
     }
     log.info("%d training pair(s), %d validation tile(s) of %d pair(s), tile %d, batch %d",
