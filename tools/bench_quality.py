@@ -37,14 +37,19 @@ everything.
 
 The peers are benchmark-only, not dependencies of kpnt::
 
-    pip install -e '.[bench]'   # demosaicnet, bm3d, colour-demosaicing
+    pip install -e '.[bench]'   # demosaicnet, bm3d (colour-demosaicing: the tests' Menon cross-check)
 
 A peer whose package is missing is skipped with a printed note.
 
 Examples::
 
     # full benchmark with peers (GPU machine, 16 cores), cache kept
-    python tools/bench_quality.py --jobs 15 --peer-cache .peer-cache --json quality.json
+    python tools/bench_quality.py --jobs 15 --time-device cuda --peer-cache .peer-cache --json quality.json
+
+    # on a machine with a time limit: fill the peer cache in calls that stop
+    # in time (exit 3 until everything is cached), then the full run above
+    python tools/bench_quality.py --methods libraw,libraw+nlm,menon,demosaicnet,demosaicnet+bm3d \
+        --jobs 15 --time-device cuda --speed-mp 0 --peer-cache .peer-cache --time-budget 420
 
     # model selection: several weights files on the same cases, kpnt only
     python tools/bench_quality.py --methods kpnt --weights-glob 'runs/*/weights.safetensors' \\
@@ -148,7 +153,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=None,
                    help="stop after this many seconds (queued peer jobs cancelled, running ones finished and cached), "
                         "exit 3 without tables: for machines with a time limit; rerun to continue from the peer cache")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes for the CPU-only peers, one thread each (default 1: in this process)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes for scoring and the CPU-only peers, one thread each (default 1: in this process)")
     p.add_argument("--threads", type=int, default=2, help="torch/OpenCV threads of this process (default 2)")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     return p
