@@ -136,7 +136,11 @@ def make_case(img: torch.Tensor, cfa: CFA, cam: dict, prof: NoiseProfile, seed: 
     rng = np.random.default_rng([int(seed), 2])
     wb = np.array([rng.uniform(*WB_RED), 1.0, rng.uniform(*WB_BLUE)])
     scene = np.asarray(img[:, :h, :w], dtype=np.float64).transpose(1, 2, 0)
-    wbcam = np.maximum(scene @ srgb_to_cam_matrix(cam["xyz_to_cam"]).T, 0.0)
+    m = srgb_to_cam_matrix(cam["xyz_to_cam"])
+    # elementwise, not a BLAS product: the same bits on every machine, so
+    # the peer cache's keys (a hash of the case) match across machines
+    wbcam = np.maximum(np.stack([scene[..., 0] * m[i, 0] + scene[..., 1] * m[i, 1] + scene[..., 2] * m[i, 2]
+                                 for i in range(3)], axis=-1), 0.0)
     ref_cam = np.minimum(wbcam * (HEADROOM / wb.max()) / wb, 1.0)       # the sensor clips at white
     colour = cfa.colour_map(h, w)
     clean = np.take_along_axis(ref_cam, colour[..., None], axis=2)[..., 0]
