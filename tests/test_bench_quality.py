@@ -322,13 +322,15 @@ def test_model_selection_scores_every_weights_file(bq, tiny_bench, capsys):
     for name in ("run_a", "run_b"):
         (tmp / "runs" / name).mkdir(parents=True)
         shutil.copy(ROOT / "kpnt" / "weights" / "bayer.safetensors", tmp / "runs" / name / "weights.safetensors")
-    assert _main(bq, tmp, "--sensors", "bayer", "--isos", "800", "--methods", "kpnt", "--limit", "1",
+    # both sensors asked, Bayer weights only: X-Trans is skipped with a note
+    assert _main(bq, tmp, "--isos", "800", "--methods", "kpnt", "--limit", "1",
                  "--weights-glob", str(tmp / "runs" / "*" / "weights.safetensors"), "--json", str(tmp / "m.json")) == 0
     out = capsys.readouterr().out
     rows = json.loads((tmp / "m.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["kpnt:run_a", "kpnt:run_b"]
     assert rows[0]["psnr_srgb"] == rows[1]["psnr_srgb"]                 # the same weights on the same cases
     assert "weights files, PSNR linear / sRGB" in out and "| run_a |" in out and "| run_b |" in out
+    assert "no xtrans weights: kpnt skipped for xtrans" in out
 
 
 def test_time_budget_stops_early_and_keeps_the_cache(bq, tiny_bench, capsys):

@@ -362,6 +362,8 @@ def run(args) -> dict:
             if sensor == XTRANS.name and "menon" in sensor_methods:
                 sensor_methods.remove("menon")
                 print("note: menon skipped for xtrans (Menon 2007 is a Bayer method)")
+            if not models and not sensor_methods:
+                continue                     # nothing to score for this sensor
             dnet = P.DemosaicNet(dn_mod, sensor, args.demosaicnet_domain, device=qdev) if dn_mod else None
             warm = set()
             for cell in args.isos:
