@@ -306,6 +306,8 @@ def test_end_to_end_cache_reuse_changes_no_number(bq, tiny_bench, capsys):
         for f in ("psnr_lin", "psnr_srgb", "ssim_srgb"):
             assert ra[k][f] == rb[k][f], (k, f)
     assert ra[("clean", "menon")]["cached"] == 0 and rb[("clean", "menon")]["cached"] == 2
+    per = ra[(800, "kpnt")]["photos"]                                   # per-photo scores, by photo number
+    assert sorted(per) == ["0", "1"] and np.mean([v[1] for v in per.values()]) == pytest.approx(ra[(800, "kpnt")]["psnr_srgb"])
     assert rb[(800, "kpnt")]["cached"] == 0                              # kpnt is measured, never cached
     assert a["cache"]["misses"] == 4 and b["cache"]["hits"] == 4
     assert "(c)" not in first and "| menon | " in second and "(c)" in second

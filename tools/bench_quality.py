@@ -236,7 +236,8 @@ def main(argv=None) -> int:
         colour = [dict(sensor=s, cell=cl, method=m, **v) for (s, cl, m), v in res["colour"].items()]
         _write_json(args.json, dict(rows=rows, colour=colour, checks=checks, speed=res["speed"], speedup=ups, config=cfg,
                                     devices=res["devices"], backends=res["backends"], build_s=res["build_s"],
-                                    cache=c, error_maps=res.get("error_maps"), notes=res["notes"], wall_s=res["wall_s"]))
+                                    cache=c, error_maps=res.get("error_maps"), notes=res["notes"], wall_s=res["wall_s"],
+                                    photo_names=res["photo_names"]))
     return 0
 
 

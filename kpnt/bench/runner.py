@@ -234,17 +234,17 @@ class PeerJobs:
         self.stopped = self.stopped or self.expired()
         return self.stopped
 
-    def submit(self, sensor, cell, mp: float, keys: dict, *call) -> None:
-        self.queue.append((sensor, cell, mp, keys, self.pool.submit(*call)))
-        while self.queue and (self.queue[0][4].done() or (len(self.queue) > self.max_outstanding and not self.expired())):
+    def submit(self, sensor, cell, k: int, mp: float, keys: dict, *call) -> None:
+        self.queue.append((sensor, cell, k, mp, keys, self.pool.submit(*call)))
+        while self.queue and (self.queue[0][-1].done() or (len(self.queue) > self.max_outstanding and not self.expired())):
             self._collect(self.queue.pop(0))
 
     def _collect(self, job) -> None:
-        sensor, cell, mp, keys, fut = job
+        sensor, cell, k, mp, keys, fut = job
         for m, r in fut.result().items():
             if m in keys:             # a peer (kpnt is measured, never cached)
                 self.cache.put(keys[m], r)
-            self.tally.add(sensor, cell, m, r, mp)
+            self.tally.add(sensor, cell, m, r, mp, k)
         self.done[(sensor, cell)] = self.done.get((sensor, cell), 0) + 1
         if time.perf_counter() - self._saved > self.save_every:
             self.cache.save()
@@ -255,7 +255,7 @@ class PeerJobs:
         (counted in ``cancelled``) and collect only those already running."""
         while self.queue:
             job = self.queue.pop(0)
-            if self.expired() and job[4].cancel():
+            if self.expired() and job[-1].cancel():
                 self.cancelled += 1
                 continue
             self._collect(job)
@@ -272,17 +272,19 @@ class Tally:
     def __init__(self):
         self.acc: dict[tuple, dict] = {}
 
-    def add(self, sensor, cell, method, result: dict, mp: float, cached: bool = False) -> None:
-        a = self.acc.setdefault((sensor, cell, method), dict(lin=[], srgb=[], ssim=[], colour=[], sec=0.0, mpix=0.0, cached=0))
+    def add(self, sensor, cell, method, result: dict, mp: float, photo: int, cached: bool = False) -> None:
+        a = self.acc.setdefault((sensor, cell, method), dict(lin=[], srgb=[], ssim=[], colour=[], sec=0.0, mpix=0.0, cached=0, photos={}))
         for k in ("lin", "srgb", "ssim", "colour"):
             a[k].append(result[k])
+        a["photos"][int(photo)] = [result["lin"], result["srgb"], result["ssim"]]
         a["sec"] += float(result["sec"])
         a["mpix"] += mp
         a["cached"] += int(cached)
 
     def rows(self, cams: dict, hows: dict, kpnt_input: str) -> tuple[list[dict], dict]:
         """``(rows, colour)``: one row per (sensor, cell, method) in table
-        order, and the pooled colour statistics of each."""
+        order (``photos``: photo number -> [PSNR linear, PSNR sRGB, SSIM],
+        to find the hard photos), and the pooled colour statistics of each."""
         def order(key):
             s, c, m = key
             return (list(cams).index(s), list(hows[s]).index(c)) + method_order(m)
@@ -300,6 +302,7 @@ class Tally:
             rows.append(dict(sensor=s, cell=c, iso=None if c == CLEAN else c, camera=cams[s], method=m, n=len(a["lin"]),
                              noise=hows[s][c], psnr_lin=float(np.mean(a["lin"])), psnr_srgb=float(np.mean(a["srgb"])),
                              ssim_srgb=float(np.mean(a["ssim"])), sec_per_mpix=spm, cached=a["cached"],
+                             photos={k: a["photos"][k] for k in sorted(a["photos"])},
                              kpnt_input=kpnt_input if m.startswith("kpnt") else None))
         return rows, colour
 
@@ -340,7 +343,8 @@ def run(args) -> dict:
     tally, speed_rows, bm3d_jobs = Tally(), [], []
     deadline = t_start + args.time_budget if args.time_budget else None
     jobs_q = PeerJobs(pool, cache, tally, max_outstanding=8 * jobs, deadline=deadline)
-    out = dict(devices=devices, quality_device=qdev, backends={}, build_s={}, notes=[], kpnt_input=kin)
+    out = dict(devices=devices, quality_device=qdev, backends={}, build_s={}, notes=[], kpnt_input=kin,
+               photo_names=dict(zip(indices, photos.names)))
     cams, hows = {}, {}
     dn_mod = P.import_demosaicnet()[0] if any(m.startswith("demosaicnet") for m in methods) else None
     try:
@@ -408,7 +412,7 @@ def run(args) -> dict:
                     hits = {m: cache.get(keys[m]) for m in peers_here}
                     for m, hit in hits.items():
                         if hit is not None:
-                            tally.add(sensor, cell, m, hit, mp, cached=True)
+                            tally.add(sensor, cell, m, hit, mp, k, cached=True)
                     need_dn = dnet is not None and (any(hits.get(m, 0) is None for m in ("demosaicnet", "demosaicnet+bm3d"))
                                                     or (emaps and emaps.wants(cell, k)))
                     dnet_out = None
@@ -424,7 +428,7 @@ def run(args) -> dict:
                             emaps.add(sensor, cell, k, "demosaicnet", dnet_out, case)
                     todo = [m for m in P.CPU_PEERS if m in hits and hits[m] is None]
                     if todo or outputs:
-                        jobs_q.submit(sensor, cell, mp, {m: keys[m] for m in todo + [m for m in outputs if m in keys]},
+                        jobs_q.submit(sensor, cell, k, mp, {m: keys[m] for m in todo + [m for m in outputs if m in keys]},
                                       cpu_peers, case, todo, dnet_out if "demosaicnet+bm3d" in todo else None,
                                       args.nlm_h, tmp, outputs)
                 print(f"{sensor} {cell}: {len(photos.photos)} photos through kpnt/demosaicnet on {qdev}; "
