@@ -70,6 +70,7 @@ class PeerCache:
 
     @property
     def path(self) -> Path | None:
+        """The cache file (None when the cache is off)."""
         return None if self.folder is None else self.folder / FILE_NAME
 
     def get(self, key: str) -> dict | None:

@@ -80,6 +80,7 @@ class ErrorMaps:
         self.crops: dict[tuple, dict] = {}
 
     def wants(self, cell, k: int) -> bool:
+        """Whether photo ``k`` of ``cell`` is one of the crops."""
         return cell == self.cell and k in self.which
 
     def add(self, sensor: str, cell, k: int, method: str, out_cam: np.ndarray, case: dict) -> None:

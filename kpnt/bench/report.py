@@ -14,6 +14,7 @@ CACHED = "(c)"
 
 
 def cell_label(cell) -> str:
+    """'clean' or 'ISO <n>'."""
     return "clean" if cell == CLEAN else f"ISO {cell}"
 
 

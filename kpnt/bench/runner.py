@@ -227,6 +227,7 @@ class PeerJobs:
         self._saved = time.perf_counter()
 
     def expired(self) -> bool:
+        """True once the deadline (if any) has passed."""
         return self.deadline is not None and time.perf_counter() > self.deadline
 
     def stop_now(self) -> bool:
@@ -235,6 +236,8 @@ class PeerJobs:
         return self.stopped
 
     def submit(self, sensor, cell, k: int, mp: float, keys: dict, *call) -> None:
+        """Queue ``call`` (a function and its arguments) for photo ``k``;
+        ``keys``: method -> cache key of the peers it computes."""
         self.queue.append((sensor, cell, k, mp, keys, self.pool.submit(*call)))
         while self.queue and (self.queue[0][-1].done() or (len(self.queue) > self.max_outstanding and not self.expired())):
             self._collect(self.queue.pop(0))
@@ -273,6 +276,7 @@ class Tally:
         self.acc: dict[tuple, dict] = {}
 
     def add(self, sensor, cell, method, result: dict, mp: float, photo: int, cached: bool = False) -> None:
+        """Add one case's result (:func:`cpu_peers`' dict) of ``method``."""
         a = self.acc.setdefault((sensor, cell, method), dict(lin=[], srgb=[], ssim=[], colour=[], sec=0.0, mpix=0.0, cached=0, photos={}))
         for k in ("lin", "srgb", "ssim", "colour"):
             a[k].append(result[k])
