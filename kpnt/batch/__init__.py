@@ -1,5 +1,25 @@
 """The batch engine: many raws denoised into outputs, reliably.
 
+How a batch runs:
+
+- Inputs: files, folders (searched recursively for raw suffixes), glob
+  patterns; outputs mirror the input tree under the output folder, which is
+  checked once before any work (a folder, writable) and never searched for
+  inputs.  Existing outputs are skipped unless ``force``; an output that
+  would replace an input, or a folder in an output's place, fails that file.
+- Each file: decoded in a supervised child process (a LibRaw crash, hang or
+  memory blow-up fails that file only), noise level chosen, denoised in
+  tiles, checked (no NaN/inf, not black everywhere), written atomically (a
+  temp file renamed: no partial output under the output's name, ever).
+- Runners: serial (CPU default: the next file decoded while this one is
+  denoised), pipelined (GPU default: decode and write threads around the
+  device thread), worker processes (``--jobs``/``--devices``; a dead worker
+  fails its file and is replaced).
+- Failures: one line per file, the batch goes on; a full disk or read-only
+  file system stops it (every later file would fail the same way).
+  SIGINT and SIGTERM stop it cleanly (temp file removed, summary, exit
+  130/143); temp files of killed runs are removed by the next run.
+
 Modules, one job each:
 
 - :mod:`~kpnt.batch.types`: Settings, Task, FileResult.
