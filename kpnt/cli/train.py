@@ -27,6 +27,15 @@ import torch
 
 from kpnt.cli._common import ArgError, ArgumentParser, add_common_args, finite_float, int_at_least, run_cli, setup_logging
 from kpnt.errors import KpntError
+from kpnt.mosaic.kinds import BAYER, RGB, SENSORS, period_of
+# The choices of the options below come from the library's registries.
+from kpnt.ops.dispatch import BACKENDS
+from kpnt.ref.apply import APPLY_MODES
+from kpnt.ref.taps import COLOUR_TAP_SETS
+from kpnt.spec import FRONT_KERNELS, FRONT_SHARINGS
+from kpnt.train.distributed import GRAD_SYNCS
+from kpnt.train.loss import LOSSES
+from kpnt.train.real import REAL_LOSSES
 from kpnt.weights_io import NOISE_RANGE_KEY
 
 log = logging.getLogger("kpnt")
@@ -42,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sensor (its weights file's metadata), so training on your own camera gives that architecture.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--sensor", required=True, choices=["bayer", "xtrans", "rgb"], help="sensor layout the weights are for")
+    p.add_argument("--sensor", required=True, choices=list(SENSORS), help="sensor layout the weights are for")
     p.add_argument("-o", "--out", required=True, type=Path, help="run folder for weights, checkpoints and curves")
     data = p.add_argument_group("data (--clean with --profiles, --data, or both: real pairs teach denoising, synthetic pairs demosaicing)")
     data.add_argument("--clean", type=Path, help="folder of clean photos (sRGB JPEG/PNG) to synthesise noisy raws from")
@@ -56,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "'100-409600' takes every profiled ISO)")
     data.add_argument("--val-isos", help="ISOs of the held-out cameras' validation noise, as --isos (default: --isos)")
     data.add_argument("--data", type=Path, help="dataset folder written by kpnt-build-dataset")
-    data.add_argument("--real-loss", choices=["mosaic", "demosaiced"], default="mosaic",
+    data.add_argument("--real-loss", choices=list(REAL_LOSSES), default="mosaic",
                       help="real pairs: compare only at the photosites the ISO-100 reference measured (mosaic, default), or "
                       "with LibRaw's demosaic of it (demosaiced: caps demosaicing at LibRaw's quality)")
     data.add_argument("--real-fraction", type=float, default=0.5,
@@ -72,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--lr", type=finite_float(0, 1, low_open=True), default=1e-3, help="Adam learning rate (default 1e-3, cosine-decayed to 10%%)")
     opt.add_argument("--grad-clip", type=finite_float(0), default=1.0, help="gradient-norm clipping, 0 to disable (default 1.0)")
     opt.add_argument("--weight-decay", type=finite_float(0, 1), default=0.0, help="L2 weight decay (default 0)")
-    opt.add_argument("--loss", choices=["smape", "l2"], default="smape", help="loss on the full-res output (default smape)")
+    opt.add_argument("--loss", choices=list(LOSSES), default="smape", help="loss on the full-res output (default smape)")
     opt.add_argument("--seed", type=int_at_least(0, 2**63 - 1), default=0, help="random seed of data and initialisation (default 0)")
     opt.add_argument("--val-every", type=int_at_least(1), default=100, help="validate every N steps (default 100)")
     opt.add_argument("--ckpt-every", type=int_at_least(1), default=200, help="checkpoint every N steps (default 200)")
@@ -85,19 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("--devices", default="auto", help="device list, one process per entry: 'cuda:0,cuda:1' (NCCL), 'cpu', or 'auto' = cuda:0 when CUDA is usable, else the CPU (default auto)")
     par.add_argument("--nproc", type=int_at_least(1), help="number of CPU processes (gloo), e.g. to test data parallelism without GPUs")
     par.add_argument("--shards", type=int_at_least(1), help="shards of the global batch, --batch tiles each, each drawn from its own seed (default: one per process; on --resume the run's number)")
-    par.add_argument("--grad-sync", choices=["ddp", "allreduce"], default="ddp", help="average gradients with DistributedDataParallel (default), or one all-reduce after the backward pass")
+    par.add_argument("--grad-sync", choices=list(GRAD_SYNCS), default="ddp", help="average gradients with DistributedDataParallel (default), or one all-reduce after the backward pass")
     arch = p.add_argument_group("architecture (every default: the shipped model of --sensor, read from its weights file; "
                                 "rgb, which has none: kpnt.model.ModelConfig's)")
-    arch.add_argument("--apply", choices=["softmax", "plain"], default=None, help="kernel normalisation")
+    arch.add_argument("--apply", choices=list(APPLY_MODES), default=None, help="kernel normalisation")
     arch.add_argument("--no-noise-input", action="store_true", help="do not feed the noise level to the MLPs (ablation)")
     arch.add_argument("--width", type=int_at_least(1), help="colour MLP width, a multiple of 16 (default: the shipped model's)")
-    arch.add_argument("--colour-taps", choices=["diamond15", "square25"], default=None,
+    arch.add_argument("--colour-taps", choices=list(COLOUR_TAP_SETS), default=None,
                       help="tap set of the colour levels (diamond15; square25, the full 5x5, exists for ablations "
                       "and runs on the PyTorch reference)")
-    arch.add_argument("--front-sharing", choices=["symmetry", "none"], default=None,
+    arch.add_argument("--front-sharing", choices=list(FRONT_SHARINGS), default=None,
                       help="front weight sets: one per site class in canonical orientation (symmetry), or none: one "
                       "per CFA site position without re-orientation (for ablations; runs on the PyTorch reference)")
-    arch.add_argument("--front-kernels", choices=["shared", "per_channel"], default=None,
+    arch.add_argument("--front-kernels", choices=list(FRONT_KERNELS), default=None,
                       help="front level kernels: one shared by the three channels (shared, DESIGN.md 3), or "
                       "per_channel: one per output channel (runs on the PyTorch reference)")
     arch.add_argument("--front-width", type=int_at_least(1), help="front MLP width, a multiple of 16 (default: the shipped model's)")
@@ -105,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--guide-layers", type=int_at_least(0, 64), help="3x3 convolution layers of the guide, the convolutional demosaicer at CFA-period "
                       "resolution that sharpens the front level's estimate (0: none; see kpnt/mosaic/guide.py)")
     arch.add_argument("--guide-width", type=int_at_least(1), help="channels of the guide's layers")
-    p.add_argument("--backend", choices=["auto", "torch", "cuda"], default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
+    p.add_argument("--backend", choices=list(BACKENDS), default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
     return p
@@ -153,7 +162,7 @@ def _select_cameras(args, table, sensor: str) -> tuple[list[tuple[str, str]], li
     elif args.camera:
         wanted = [named(n, "--camera") for n in args.camera]
     else:
-        kind = "bayer" if sensor == "rgb" else sensor
+        kind = BAYER.name if sensor == RGB else sensor
         infos = [find_camera(name) for name in known_cameras()]
         wanted = [(i["make"], i["model"]) for i in infos if i["sensor"] == kind and (i["make"], i["model"]) in set(table.cameras())]
     wanted = [c for c in wanted if c not in held]
@@ -201,7 +210,7 @@ def _cameras(args, sensor: str):
 
     table = load_profile_table(args.profiles)  # main() made sure there is one
     wanted, held = _select_cameras(args, table, sensor)
-    kind = "bayer" if sensor == "rgb" else sensor
+    kind = BAYER.name if sensor == RGB else sensor
     held_set = {f"{mk} {md}".lower() for mk, md in held}
     donors = [i for i in map(find_camera, known_cameras()) if i["sensor"] == kind and f"{i['make']} {i['model']}".lower() not in held_set]
     if not donors:
@@ -336,7 +345,7 @@ def _check_args(args) -> None:
 
 def _tile(args) -> int:
     """--tile rounded down to the CFA period; at least 4 periods."""
-    period = {"bayer": 2, "xtrans": 6, "rgb": 1}[args.sensor]
+    period = period_of(args.sensor)
     if args.tile < 4 * period:
         raise ArgError(f"--tile {args.tile}: a {args.sensor} tile needs at least {4 * period} photosites "
                        f"(4 CFA periods); the default is 96")
@@ -351,7 +360,7 @@ def shipped_config(sensor: str):
     from kpnt.model import ModelConfig
     from kpnt.weights_io import read_metadata, shipped_weights
 
-    if sensor == "rgb":
+    if sensor == RGB:
         return None
     try:
         return ModelConfig.from_json(read_metadata(shipped_weights(sensor))["config"])

@@ -46,6 +46,7 @@ import torch
 from kpnt.dataset.manifest import FORMAT_VERSION, MASK_MOTION, PAIR_ARRAYS, load_manifest, pair_dir
 from kpnt.errors import DatasetError
 from kpnt.mosaic import CFA
+from kpnt.mosaic.kinds import MOSAIC_KINDS
 from kpnt.train.synthesis import Batch, random_cfa
 
 log = logging.getLogger("kpnt.train")
@@ -98,8 +99,9 @@ def load_pairs(data_dir, sensor: str) -> tuple[dict, list[Pair]]:
     """
     data_dir = Path(data_dir)
     doc = load_manifest(data_dir)
-    if sensor not in ("bayer", "xtrans"):
-        raise DatasetError(f"{data_dir}: built datasets hold raw mosaics (bayer or xtrans); --sensor {sensor} cannot train on them")
+    if sensor not in MOSAIC_KINDS:
+        raise DatasetError(f"{data_dir}: built datasets hold raw mosaics ({' or '.join(MOSAIC_KINDS)}); --sensor {sensor} "
+                           "cannot train on them")
     records = sorted(doc["pairs"].values(), key=lambda r: r["id"])
     if not records:
         raise DatasetError(f"{data_dir}: the dataset holds no pairs (see the rejections in its manifest.json); "
@@ -276,7 +278,7 @@ def dataset_sources(data_dir, sensor: str, tile: int, batch: int, val_images: in
 
     Args:
         data_dir: dataset folder (``manifest.json`` + ``pairs/``).
-        sensor: 'bayer' or 'xtrans' (pairs of other kinds are ignored).
+        sensor: a mosaic kind (:data:`kpnt.mosaic.kinds.MOSAIC_KINDS`; pairs of other kinds are ignored).
         tile: training tile side in photosites (a multiple of the period).
         batch: tiles per batch.
         val_images: number of validation tiles.
