@@ -112,3 +112,16 @@ def test_load_errors(tmp_path):
     bad.write_text(json.dumps({"noiseprofiles": [{"maker": "X", "models": []}]}))
     with pytest.raises(NoiseProfileError, match="no usable"):
         load_profile_table(bad)
+
+
+def test_canon_regional_names_find_the_european_profile():
+    """darktable's table names Canon bodies as sold in Europe; a raw from a
+    Japanese or American body ('EOS Kiss X4', 'EOS Rebel T2i') must find
+    the same profile as 'EOS 550D'."""
+    from kpnt.noise.table import model_key
+
+    assert model_key("Canon", "Canon EOS Kiss X4") == model_key("Canon", "EOS 550D")
+    assert model_key("Canon", "EOS Rebel T2i") == model_key("Canon", "Canon EOS 550D")
+    assert model_key("Canon", "EOS Kiss X7") == model_key("Canon", "EOS 100D") != model_key("Canon", "EOS 700D")
+    assert model_key("Canon", "EOS 5D") == "eos5d"                       # names without aliases unchanged
+    assert model_key("Nikon", "Kiss X4") != model_key("Canon", "EOS 550D")  # aliases are per maker

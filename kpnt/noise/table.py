@@ -49,6 +49,31 @@ _MAKER_ALIASES = {
 }
 
 
+#: Canon sells one body under up to three names (Europe / Americas / Japan);
+#: darktable's table uses the European one.  Regional names are looked up as
+#: it: {European: (Americas, Japan)}.
+_CANON_REGIONAL = {
+    "300D": ("Digital Rebel", "Kiss Digital"), "350D": ("Rebel XT", "Kiss Digital N"),
+    "400D": ("Rebel XTi", "Kiss Digital X"), "450D": ("Rebel XSi", "Kiss X2"), "1000D": ("Rebel XS", "Kiss F"),
+    "500D": ("Rebel T1i", "Kiss X3"), "550D": ("Rebel T2i", "Kiss X4"), "600D": ("Rebel T3i", "Kiss X5"),
+    "1100D": ("Rebel T3", "Kiss X50"), "650D": ("Rebel T4i", "Kiss X6i"), "700D": ("Rebel T5i", "Kiss X7i"),
+    "100D": ("Rebel SL1", "Kiss X7"), "1200D": ("Rebel T5", "Kiss X70"), "750D": ("Rebel T6i", "Kiss X8i"),
+    "760D": ("Rebel T6s", "8000D"), "1300D": ("Rebel T6", "Kiss X80"), "800D": ("Rebel T7i", "Kiss X9i"),
+    "200D": ("Rebel SL2", "Kiss X9"), "2000D": ("Rebel T7", "Kiss X90"), "4000D": ("Rebel T100", "3000D"),
+    "850D": ("Rebel T8i", "Kiss X10i"), "250D": ("Rebel SL3", "Kiss X10"),
+}
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9\-*+]", "", name.lower())
+
+
+_MODEL_ALIASES = {
+    "canon": {_squash("EOS " + regional): _squash("EOS " + europe)
+              for europe, names in _CANON_REGIONAL.items() for regional in names},
+}
+
+
 def maker_key(maker: str) -> str:
     """Canonical lookup key of a maker name: 'NIKON CORPORATION' -> 'nikon',
     'FUJIFILM' / 'Fujifilm' -> 'fujifilm', 'OLYMPUS IMAGING CORP.' -> 'olympus'."""
@@ -67,7 +92,9 @@ def model_key(maker: str, model: str) -> str:
     names = {mk} | {alias for alias, key in _MAKER_ALIASES.items() if key == mk}
     while len(words) > 1 and re.sub(r"[^a-z0-9]", "", words[0]) in names:
         words = words[1:]
-    return re.sub(r"[^a-z0-9\-*+]", "", "".join(words))
+    key = _squash("".join(words))
+    # regional names ('EOS Kiss X4', 'EOS Rebel T2i') -> the table's ('EOS 550D')
+    return _MODEL_ALIASES.get(mk, {}).get(key, key)
 
 
 @dataclass(frozen=True)
