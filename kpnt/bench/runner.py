@@ -205,7 +205,7 @@ class _Inline:
     def submit(self, fn, *a):
         return self._Done(fn, a)
 
-    def shutdown(self, wait=True):
+    def shutdown(self, wait=True, cancel_futures=False):
         pass
 
 
@@ -468,8 +468,8 @@ def run(args) -> dict:
             speed_rows.append(dict(sensor=sensor, method="bm3d", device="cpu", backend="bm3d (no GPU path)", mp=mp, sec=sec,
                                    sec_per_mpix=sec / mp, how=f"one {mp:.2f}-MP synthetic raw demosaicked by demosaicnet"))
     finally:
-        pool.shutdown(wait=True)
-        cache.save()
+        cache.save()        # first: a stop (TERM, an error) keeps what was computed
+        pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(tmp, ignore_errors=True)
     rows, colour = tally.rows(cams, hows, kin)
     if emaps:
