@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Time 24-MP inference of weights files, model only: the fused kernels
+(backend auto: colour and front levels fused, the guide on cuDNN in f16)
+against the PyTorch reference, in one run, CUDA events after warm-up.
+
+    python tools/time_model.py                    # the shipped models
+    python tools/time_model.py --weights a.safetensors b.safetensors
+
+Prints one line per weights file and backend, and the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kpnt.mosaic.cfa import CFA  # noqa: E402
+from kpnt.mosaic.kinds import kind  # noqa: E402
+from kpnt.weights_io import load_weights, read_metadata, shipped_weights  # noqa: E402
+
+
+def time_ms(model, x, cfa, noise, repeats: int) -> float:
+    """Median-free mean of ``repeats`` forwards after two warm-ups (ms)."""
+    with torch.no_grad():
+        model(x[..., :1026, :1026], cfa, noise)
+        model(x, cfa, noise)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(repeats):
+            model(x, cfa, noise)
+        end.record()
+        torch.cuda.synchronize()
+    return start.elapsed_time(end) / repeats
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", nargs="+", type=Path, help="weights files (default: the shipped Bayer and X-Trans models)")
+    p.add_argument("--height", type=int, default=4002)
+    p.add_argument("--width", type=int, default=6006)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        print("time_model.py: needs a CUDA GPU", file=sys.stderr)
+        return 1
+    files = args.weights or [shipped_weights(s) for s in ("bayer", "xtrans")]
+    for path in files:
+        sensor = read_metadata(path)["sensor"]
+        cfa = CFA(kind(sensor).reference_pattern())
+        x = torch.rand(1, 1, args.height, args.width, device="cuda", generator=torch.Generator("cuda").manual_seed(0)) * 0.5
+        noise = torch.tensor([[[1e-3] * 3, [1e-6] * 3]], device="cuda")
+        ms = {}
+        for backend in ("auto", "torch"):
+            model, _ = load_weights(path, sensor, device="cuda")
+            model.backend = backend
+            ms[backend] = time_ms(model, x, cfa, noise, args.repeats)
+            print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}: {ms[backend]:.1f} ms", flush=True)
+        print(f"{path}: fused/reference speed-up {ms['torch'] / ms['auto']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
