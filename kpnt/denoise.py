@@ -216,7 +216,7 @@ def receptive_radius(model, cfa: CFA | None) -> int:
     colour_px = 4 * (2 ** model.config.levels - 1)
     guide = 0
     if cfa is not None and getattr(model.config, "guide_layers", 0):
-        from kpnt.mosaic.guide import guide_radius   # the guide reads U, so its reach adds to the colour KPN's
+        from kpnt.ref.guide import guide_radius   # the guide reads U, so its reach adds to the colour KPN's
         guide = guide_radius(cfa.period, model.config.guide_layers)
     return colour_px * block + guide + model.config.front_radius + block
 

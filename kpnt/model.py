@@ -39,7 +39,7 @@ from kpnt import ops
 from kpnt.errors import ConfigError
 from kpnt.mosaic import kinds
 from kpnt.mosaic.cfa import CFA
-from kpnt.mosaic.guide import guide_residual, init_guide
+from kpnt.ref.guide import init_guide
 from kpnt.ops.capability import config_problems
 from kpnt.ops.front_level import front_set_names
 from kpnt.ops.mlp import init_weights
@@ -87,7 +87,7 @@ class ModelConfig:
             section 3) or 'none', one per site position of the reference
             phase without re-orientation (Bayer 4, X-Trans 18; see
             :mod:`kpnt.ref.front_level`), for ablations.
-        guide_layers, guide_width: the guide (:mod:`kpnt.mosaic.guide`), a
+        guide_layers, guide_width: the guide (:mod:`kpnt.ref.guide`), a
             convolutional demosaicer at CFA-period resolution that sharpens
             the front level's smooth estimate; 0 layers: none (DESIGN.md's
             model).
@@ -353,7 +353,7 @@ class KPNT(torch.nn.Module):
         U = ops.up_block(o0, cfa_p, backend=be)
         S = ops.up_block(s0, cfa_p, backend=be)
         if cfg.guide_layers:
-            U = U + guide_residual(xp, U, noise, cfa_p, self.sets["guide"])
+            U = ops.guide(xp, U, noise, cfa_p, self.sets["guide"])
         fronts = ops.MlpWeightSets([self.sets[_param_key(f"front.{c}")]
                                     for c in front_set_names(cfa.kind, cfg.front_sharing)])
         out = ops.front_level(xp, U, S, noise, cfa_p, fronts, cfg.front_spec, backend=be)

@@ -1,11 +1,11 @@
-"""The guide (kpnt/mosaic/guide.py): identity at initialisation, phase
+"""The guide (kpnt.ref.guide.py): identity at initialisation, phase
 consistency, reach, gradients, and the tile margin that covers it."""
 import pytest
 import torch
 
 from kpnt.model import KPNT, ModelConfig
 from kpnt.mosaic.cfa import CFA
-from kpnt.mosaic.guide import guide_radius, guide_residual, init_guide, reference_shift
+from kpnt.ref.guide import guide_radius, guide_residual, init_guide, reference_shift
 from kpnt.testing import central_difference
 
 NOISE = torch.tensor([[[2e-3, 1e-3, 3e-3], [2e-5, 1e-5, 3e-5]]])

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--front-width", type=int_at_least(1), help="front MLP width, a multiple of 16 (default: the shipped model's)")
     arch.add_argument("--front-radius", type=int_at_least(1, 8), help="front kernel radius: (2r+1)^2 taps (default: the shipped model's; the fused kernels run 2 only)")
     arch.add_argument("--guide-layers", type=int_at_least(0, 64), help="3x3 convolution layers of the guide, the convolutional demosaicer at CFA-period "
-                      "resolution that sharpens the front level's estimate (0: none; see kpnt/mosaic/guide.py)")
+                      "resolution that sharpens the front level's estimate (0: none; see kpnt.ref.guide.py)")
     arch.add_argument("--guide-width", type=int_at_least(1), help="channels of the guide's layers")
     p.add_argument("--backend", choices=list(BACKENDS), default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -12,6 +12,7 @@ from kpnt.ops.colour_level import colour_level
 from kpnt.ops.detail_var import detail_var
 from kpnt.ops.dispatch import BACKENDS, OPS, register_backend, resolve_backend
 from kpnt.ops.front_level import front_level
+from kpnt.ops.guide import guide
 from kpnt.ops.mlp import mlp
 from kpnt.ops.pad import pad_mosaic, reflect_pad
 from kpnt.ops.pyramid import pyramid_down, pyramid_up
@@ -20,6 +21,6 @@ from kpnt.ops.weights import MlpWeights, MlpWeightSets
 
 __all__ = [
     "BACKENDS", "MlpWeightSets", "MlpWeights", "OPS", "colour_base", "colour_level", "detail_var", "front_level",
-    "mlp", "pad_mosaic", "pyramid_down", "pyramid_up", "reflect_pad", "register_backend", "resolve_backend",
+    "guide", "mlp", "pad_mosaic", "pyramid_down", "pyramid_up", "reflect_pad", "register_backend", "resolve_backend",
     "up_block",
 ]
