@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kpnt.mosaic.cfa import CFA  # noqa: E402
-from kpnt.mosaic.kinds import kind  # noqa: E402
+from kpnt.mosaic.kinds import MOSAIC_KINDS, kind  # noqa: E402
 from kpnt.weights_io import load_weights, read_metadata, shipped_weights  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("time_model.py: needs a CUDA GPU", file=sys.stderr)
         return 1
-    files = args.weights or [shipped_weights(s) for s in ("bayer", "xtrans")]
+    files = args.weights or [shipped_weights(s) for s in MOSAIC_KINDS]
     for path in files:
         sensor = read_metadata(path)["sensor"]
         cfa = CFA(kind(sensor).reference_pattern())
