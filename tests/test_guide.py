@@ -149,3 +149,22 @@ def test_reference_shift_finds_the_reference_phase():
     # flips and transposes of X-Trans are phases of it too (mosaic/front_layout)
     sy, sx = reference_shift(CFA.xtrans().transpose())
     assert CFA.xtrans().transpose().crop(sy, sx) == CFA.xtrans()
+
+
+def test_cpu_bf16_mode_runs_the_guide_in_bf16_close_to_fp32():
+    """--cpu-precision bf16 (native-bf16 CPUs) also runs the guide's
+    convolutions in bf16: a different rounding (so the path is taken), and
+    a correction within bf16's ~3 significant digits of the fp32 one."""
+    from kpnt.ref.mlp import cpu_matmul_precision
+
+    cfa = CFA.bayer("RGGB")
+    gen = torch.Generator().manual_seed(8)
+    x = 0.05 + 0.4 * torch.rand(1, 1, 40, 40, generator=gen)
+    U = 0.05 + 0.4 * torch.rand(1, 3, 40, 40, generator=gen)
+    w = _random_guide(2, layers=3)
+    with torch.no_grad():
+        r32 = guide_residual(x, U, NOISE, cfa, w)
+        with cpu_matmul_precision("bf16"):
+            r16 = guide_residual(x, U, NOISE, cfa, w)
+    assert not torch.equal(r16, r32)
+    assert (r16 - r32).abs().max() < 0.02 * r32.abs().max()

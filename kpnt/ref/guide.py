@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from kpnt.mosaic.cfa import CFA, CFAError, reference_cfa
 from kpnt.ref.front_level import _colour_map
+from kpnt.ref.mlp import cpu_matmul_dtype
 
 #: Brightness floor of the normalisation (units of the white level): below
 #: it details are measured against the floor, so the deep shadows of a
@@ -136,6 +137,11 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
         # Inference on a GPU: cuDNN in half precision, channels-last (the
         # residual is a small correction; f16 rounding of it is ~1e-4 of s).
         with torch.autocast("cuda", dtype=torch.float16):
+            r = _network(z.contiguous(memory_format=torch.channels_last), weights).float()
+    elif x.device.type == "cpu" and not torch.is_grad_enabled() and cpu_matmul_dtype() == torch.bfloat16:
+        # CPU inference in bf16 mode (--cpu-precision, native bf16 CPUs):
+        # the convolutions too, channels-last for oneDNN.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
             r = _network(z.contiguous(memory_format=torch.channels_last), weights).float()
     else:
         r = _network(z, weights)

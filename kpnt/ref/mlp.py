@@ -157,6 +157,12 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_matmul_dtype() -> torch.dtype | None:
+    """The dtype CPU products run in now (``torch.bfloat16``), or None for
+    float32 (:func:`set_cpu_matmul_dtype`)."""
+    return _MATMUL_DTYPE
+
+
 def set_cpu_matmul_dtype(precision: str) -> str:
     """Choose the precision of the CPU inference MLPs for this process.
 
