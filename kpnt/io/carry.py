@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kpnt.io.tiff import _DTYPE, _SIZE, ASCII, BYTE, RATIONAL, SRATIONAL, TAG_EXIF_IFD, TAG_SUBIFDS, UNDEFINED
+from kpnt.io.tiff import _DTYPE, ASCII, BYTE, RATIONAL, SRATIONAL, TAG_EXIF_IFD, TAG_SUBIFDS, UNDEFINED, ifd_entries, new_tag_budget
 
 #: IFD0 tags copied from any TIFF-based raw: ImageDescription, Make, Model,
 #: DateTime, Artist, Copyright.
@@ -87,10 +87,10 @@ class CarriedTags:
     exif: dict[int, tuple[int, bytes]] = field(default_factory=dict)
 
 
-def _entries(fh, off: int, size: int, end: str) -> tuple[dict[int, tuple[int, bytes]], int]:
+def _entries(fh, off: int, size: int, end: str, budget: list[int]) -> tuple[dict[int, tuple[int, bytes]], int]:
     """Raw entries of the IFD at ``off``: code -> (type, bytes in file order),
-    and the next IFD's offset.  Unknown types and out-of-file values are
-    skipped, as TIFF readers must."""
+    and the next IFD's offset; what :func:`kpnt.io.tiff.ifd_entries` skips
+    is skipped here too."""
     fh.seek(off)
     head = fh.read(2)
     if len(head) < 2:
@@ -99,23 +99,7 @@ def _entries(fh, off: int, size: int, end: str) -> tuple[dict[int, tuple[int, by
     raw = fh.read(12 * n + 4)
     if len(raw) < 12 * n + 4:
         return {}, 0
-    out = {}
-    for i in range(n):
-        code, typ, count = struct.unpack(end + "HHI", raw[12 * i: 12 * i + 8])
-        if typ not in _SIZE:
-            continue
-        nbytes = _SIZE[typ] * count
-        if nbytes <= 4:
-            data = raw[12 * i + 8: 12 * i + 8 + nbytes]
-        else:
-            (voff,) = struct.unpack(end + "I", raw[12 * i + 8: 12 * i + 12])
-            if voff + nbytes > size:
-                continue
-            here = fh.tell()
-            fh.seek(voff)
-            data = fh.read(nbytes)
-            fh.seek(here)
-        out[code] = (typ, data)
+    out = {code: (typ, data) for code, typ, _, data in ifd_entries(fh, raw, n, size, end, budget)}
     (nxt,) = struct.unpack(end + "I", raw[12 * n: 12 * n + 4])
     return out, nxt
 
@@ -160,7 +144,8 @@ def read_carried_tags(path) -> CarriedTags:
         magic, first = struct.unpack(end + "HI", head[2:8])
         if magic != 42 or first >= size:
             return out
-        ifd0, _ = _entries(fh, first, size, end)
+        budget = new_tag_budget()        # shared by this file's IFDs
+        ifd0, _ = _entries(fh, first, size, end, budget)
         is_dng = 50706 in ifd0
         # The raw IFD: the full-resolution (NewSubFileType 0) CFA or
         # LinearRaw image, IFD0 itself or one of its SubIFDs.
@@ -169,7 +154,7 @@ def read_carried_tags(path) -> CarriedTags:
             typ, data = ifd0[TAG_SUBIFDS]
             for sub in np.frombuffer(data, dtype=np.dtype("u4").newbyteorder(end))[:_MAX_IFDS]:
                 if 0 < int(sub) < size:
-                    cand, _ = _entries(fh, int(sub), size, end)
+                    cand, _ = _entries(fh, int(sub), size, end, budget)
                     if _is_raw_ifd(cand, end):
                         raw_ifd = cand
                         break
@@ -186,7 +171,7 @@ def read_carried_tags(path) -> CarriedTags:
         if TAG_EXIF_IFD in ifd0:
             exif_off = _value(ifd0[TAG_EXIF_IFD], end)
             if 0 < exif_off < size:
-                exif, _ = _entries(fh, exif_off, size, end)
+                exif, _ = _entries(fh, exif_off, size, end, budget)
                 for code, (typ, data) in exif.items():
                     if code in EXIF_SKIP or typ == 13:
                         continue

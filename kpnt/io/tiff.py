@@ -289,7 +289,7 @@ def read_ifds(path, max_ifds: int = 64) -> list[dict]:
             raise TiffFormatError(f"{path}: not a TIFF-based file (magic {magic})")
         out, seen = [], set()
         todo = [(first, "main")]
-        budget = [_MAX_FILE_TAG_BYTES]  # shared by the IFDs of this file
+        budget = new_tag_budget()  # shared by the IFDs of this file
         while todo and len(out) < max_ifds:
             off, kind = todo.pop(0)
             if off == 0 or off in seen:
@@ -321,6 +321,39 @@ _MAX_BYTES_TAG_BYTES = 1 << 24
 _MAX_FILE_TAG_BYTES = 1 << 26
 
 
+def ifd_entries(fh, raw: bytes, n: int, size: int, end: str, budget: list[int]):
+    """The ``n`` entries of an IFD whose 12-byte records are ``raw``, as
+    ``(code, type, count, value bytes in file order)``.  Unknown types, values
+    outside the file and values over the per-tag caps or the file's
+    remaining ``budget`` (a one-element list, decremented) are skipped, as
+    TIFF readers must: a broken maker tag must not hide the rest."""
+    for i in range(n):
+        code, typ, count = struct.unpack(end + "HHI", raw[12 * i: 12 * i + 8])
+        if typ not in _SIZE:
+            continue
+        nbytes = _SIZE[typ] * count
+        if nbytes <= 4:
+            data = raw[12 * i + 8: 12 * i + 8 + nbytes]
+        else:
+            (voff,) = struct.unpack(end + "I", raw[12 * i + 8: 12 * i + 12])
+            if voff + nbytes > size:
+                continue
+            cap = _MAX_BYTES_TAG_BYTES if typ in (BYTE, ASCII, UNDEFINED) else _MAX_NUMERIC_TAG_BYTES
+            if nbytes > min(cap, budget[0]):
+                continue  # a damaged count: skipped like an out-of-file value
+            budget[0] -= nbytes
+            here = fh.tell()
+            fh.seek(voff)
+            data = fh.read(nbytes)
+            fh.seek(here)
+        yield code, typ, count, data
+
+
+def new_tag_budget() -> list[int]:
+    """The value bytes one file's IFDs may read in all (:func:`ifd_entries`)."""
+    return [_MAX_FILE_TAG_BYTES]
+
+
 def _read_ifd(fh, off: int, size: int, end: str, path, budget: list[int]) -> tuple[dict, int]:
     if off + 2 > size:
         raise TiffFormatError(f"{path}: IFD offset {off} beyond end of file ({size} bytes)")
@@ -330,25 +363,7 @@ def _read_ifd(fh, off: int, size: int, end: str, path, budget: list[int]) -> tup
     if len(raw) < 12 * n + 4:
         raise TiffFormatError(f"{path}: IFD at {off} runs past the end of the file")
     ifd, types = {}, {}
-    for i in range(n):
-        code, typ, count = struct.unpack(end + "HHI", raw[12 * i: 12 * i + 8])
-        if typ not in _SIZE:
-            continue  # unknown type: skip the entry, as TIFF readers must
-        nbytes = _SIZE[typ] * count
-        if nbytes <= 4:
-            data = raw[12 * i + 8: 12 * i + 8 + nbytes]
-        else:
-            (voff,) = struct.unpack(end + "I", raw[12 * i + 8: 12 * i + 12])
-            if voff + nbytes > size:
-                continue  # a broken maker tag must not hide the rest
-            cap = _MAX_BYTES_TAG_BYTES if typ in (BYTE, ASCII, UNDEFINED) else _MAX_NUMERIC_TAG_BYTES
-            if nbytes > min(cap, budget[0]):
-                continue  # a damaged count: skipped like an out-of-file value
-            budget[0] -= nbytes
-            here = fh.tell()
-            fh.seek(voff)
-            data = fh.read(nbytes)
-            fh.seek(here)
+    for code, typ, count, data in ifd_entries(fh, raw, n, size, end, budget):
         ifd[code] = _decode(typ, count, data, end)
         types[code] = typ
     ifd["_types"] = types
