@@ -24,13 +24,12 @@ Example::
 from __future__ import annotations
 
 import os
-import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from kpnt.io.tiff import IFD, LONG, SHORT, TiffWriteError, atomic_write, check_target
+from kpnt.io.tiff import IFD, LONG, SHORT, TiffWriteError, check_target, write_laid_out
 
 #: Tile side in pixels (a multiple of 16, as TIFF requires; Adobe's choice).
 TILE = 256
@@ -92,20 +91,6 @@ def write_tiled_tiff(path, ifd0: IFD, tiles: list[bytes], tile: int, compression
     ifd0.set(323, LONG, tile)
     ifd0.set(324, LONG, [0] * len(tiles))            # placeholders of the right size; set below
     ifd0.set(325, LONG, [len(t) for t in tiles])
-    ifd0_offset = 8
-    sub_offsets, cursor = {}, ifd0_offset + ifd0.nbytes()
-    for code, sub in ifd0.sub_ifds.items():
-        sub_offsets[code] = cursor
-        cursor += sub.nbytes()
-    start = cursor + (cursor & 1)
-    offsets = np.cumsum([start] + [len(t) for t in tiles[:-1]])
-    if start + sum(len(t) for t in tiles) >= 2**32:
-        raise TiffWriteError(f"{path}: image too large for a classic TIFF")
-    ifd0.set(324, LONG, offsets)
-    blobs = [struct.pack("<2sHI", b"II", 42, ifd0_offset), ifd0.encode(ifd0_offset, sub_offsets)]
-    for code, sub in ifd0.sub_ifds.items():
-        blobs.append(sub.encode(sub_offsets[code], {}))
-    blobs.append(b"\0" * (start - cursor))
-    blobs += tiles
-    atomic_write(path, blobs, overwrite)
+    write_laid_out(path, ifd0, tiles,
+                   lambda start: ifd0.set(324, LONG, np.cumsum([start] + [len(t) for t in tiles[:-1]])), overwrite)
     return path

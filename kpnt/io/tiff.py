@@ -179,24 +179,35 @@ def write_tiff_file(path, ifd0: IFD, pixels: np.ndarray, overwrite: bool = False
     data = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))
     ifd0.set(278, LONG, pixels.shape[0])
     ifd0.set(279, LONG, data.nbytes)
-    ifd0.set(273, LONG, 0)  # placeholder of the right size; set below
-    # Layout: header | IFD0 | sub-IFDs | strip, metadata first like camera
-    # files, so that a truncated copy loses pixels and keeps its tags.
+    ifd0.set(273, LONG, 0)  # placeholder of the right size; set by place()
+    write_laid_out(path, ifd0, [memoryview(data.reshape(-1)).cast("B")],
+                   lambda start: ifd0.set(273, LONG, start), overwrite)
+    return path
+
+
+def write_laid_out(path, ifd0: IFD, payload: list, place, overwrite: bool) -> None:
+    """Write ``header | IFD0 | sub-IFDs | payload chunks`` atomically.
+
+    Metadata comes first, like camera files, so that a truncated copy loses
+    pixels and keeps its tags.  ``place(start)`` is called with the file
+    offset of the first payload byte (word-aligned) and must set the
+    offset tags of ``ifd0`` without changing their size (placeholders of the
+    right length are set beforehand)."""
     ifd0_offset = 8
     sub_offsets, cursor = {}, ifd0_offset + ifd0.nbytes()
     for code, sub in ifd0.sub_ifds.items():
         sub_offsets[code] = cursor
         cursor += sub.nbytes()
-    strip_offset = cursor + (cursor & 1)
-    if strip_offset + data.nbytes >= 2**32:
-        raise TiffWriteError(f"{path}: image too large for a classic TIFF ({strip_offset + data.nbytes} bytes)")
-    ifd0.set(273, LONG, strip_offset)
+    start = cursor + (cursor & 1)
+    end = start + sum(memoryview(c).nbytes for c in payload)
+    if end >= 2**32:
+        raise TiffWriteError(f"{path}: image too large for a classic TIFF ({end} bytes)")
+    place(start)
     blobs = [struct.pack("<2sHI", b"II", 42, ifd0_offset), ifd0.encode(ifd0_offset, sub_offsets)]
     for code, sub in ifd0.sub_ifds.items():
         blobs.append(sub.encode(sub_offsets[code], {}))
-    blobs += [b"\0" * (strip_offset - cursor), memoryview(data.reshape(-1)).cast("B")]
-    atomic_write(path, blobs, overwrite)
-    return path
+    blobs.append(b"\0" * (start - cursor))
+    atomic_write(path, blobs + list(payload), overwrite)
 
 
 def write_tiff(path, rgb: np.ndarray, dtype: str | None = None, overwrite: bool = False) -> Path:
