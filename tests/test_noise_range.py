@@ -5,8 +5,7 @@ import logging
 import numpy as np
 import pytest
 
-from kpnt.cli.train import trained_noise_range
-from kpnt.noise.trained import clamp_to_trained_noise
+from kpnt.noise.trained import clamp_to_trained_noise, trained_noise_range
 from kpnt.model import KPNT
 from kpnt.mosaic.cfa import CFA
 from kpnt.train.synthesis import CameraModel, SynthConfig

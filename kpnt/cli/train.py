@@ -36,6 +36,7 @@ from kpnt.spec import FRONT_KERNELS, FRONT_SHARINGS
 from kpnt.train.distributed import GRAD_SYNCS
 from kpnt.train.loss import LOSSES
 from kpnt.train.real import REAL_LOSSES
+from kpnt.noise.trained import trained_noise_range
 from kpnt.weights_io import NOISE_RANGE_KEY
 
 log = logging.getLogger("kpnt")
@@ -267,25 +268,6 @@ def _synthetic_sources(args, sensor: str, tile: int, device=None):
             "holdout": list(args.holdout), "val_cameras": [c.name for c in val_cams], "val_isos": args.val_isos or args.isos}
     prov[NOISE_RANGE_KEY] = trained_noise_range(cams)
     return source, val_batches, prov
-
-
-def trained_noise_range(cams, config=None) -> dict:
-    """White-balanced ``{"a": [lo, hi], "b": [lo, hi]}`` the synthesis can
-    hand the model for these cameras (profiles x jitter x the largest WB
-    gain; down to 0 when clean inputs are drawn): stored with the weights,
-    and inference clips its noise level into it (kpnt.denoise)."""
-    from kpnt.train.synthesis import SynthConfig
-
-    sc = config or SynthConfig()
-    noise = np.concatenate([c.noise for c in cams])                      # (K, 2, 3), raw scale
-    jitter, gain = float(np.exp(sc.noise_jitter)), max(sc.wb_red[1], sc.wb_blue[1], 1.0)
-    if sc.zero_noise_prob > 0:
-        lo = (0.0, 0.0)
-    else:
-        shrink = float(np.exp(-sc.noise_jitter)) * (10.0 ** sc.low_noise_decades if sc.low_noise_prob > 0 else 1.0)
-        lo = (float(noise[:, 0].min()) * shrink, max(float(noise[:, 1].min()), 0.0) * shrink)
-    return {"a": [lo[0], float(noise[:, 0].max()) * jitter * gain],
-            "b": [lo[1], max(float(noise[:, 1].max()), 0.0) * jitter * gain * gain]}
 
 
 def mixed_sources(real, synthetic, real_fraction: float):
