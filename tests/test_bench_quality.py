@@ -243,6 +243,18 @@ def test_cache_key_changes_with_everything_the_numbers_depend_on():
     assert C.case_key(dict(case, cfa=CFA.bayer("RGGB")), "menon", {"refining_step": True}, {"colour-demosaicing": "0.2.7"}) != k
 
 
+def test_cache_writers_merge(tmp_path):
+    """Two processes filling one cache (one per sensor) keep both's entries."""
+    a, b = C.PeerCache(tmp_path / "pc"), C.PeerCache(tmp_path / "pc")
+    a.put("ka", {"lin": 1.0})
+    a.save()
+    b.put("kb", {"lin": 2.0})
+    b.save()
+    merged = C.PeerCache(tmp_path / "pc")
+    assert merged.get("ka") == {"lin": 1.0} and merged.get("kb") == {"lin": 2.0}
+    assert [p.name for p in (tmp_path / "pc").iterdir()] == [C.FILE_NAME]
+
+
 def test_cache_round_trip_and_atomic_save(tmp_path):
     c = C.PeerCache(tmp_path / "pc")
     assert c.get("k1") is None and c.misses == 1

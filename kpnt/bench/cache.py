@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,23 @@ class PeerCache:
         if it changed since the last save."""
         if self.folder is None or not self._dirty:
             return
+        import fcntl
+
         from kpnt.io.atomic import atomic_write
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, [json.dumps(dict(format=FORMAT, entries=self.entries)).encode()], overwrite=True)
+        # Several processes may fill one cache (one per sensor here, another
+        # machine's cache copied in): under a lock, merge what is on disk now
+        # so that no writer drops another's entries.
+        folder_fd = os.open(self.folder, os.O_RDONLY)    # the folder itself is the lock: no lock file left behind
+        try:
+            fcntl.flock(folder_fd, fcntl.LOCK_EX)
+            try:
+                on_disk = json.loads(self.path.read_text()).get("entries", {}) if self.path.is_file() else {}
+            except (OSError, ValueError):
+                on_disk = {}
+            self.entries = {**on_disk, **self.entries}
+            atomic_write(self.path, [json.dumps(dict(format=FORMAT, entries=self.entries)).encode()], overwrite=True)
+        finally:
+            os.close(folder_fd)
         self._dirty = False
