@@ -91,6 +91,8 @@ class ModelConfig:
             convolutional demosaicer at CFA-period resolution that sharpens
             the front level's smooth estimate; 0 layers: none (DESIGN.md's
             model).
+        guide_skip: residual hidden layers and a normalised noise feature in
+            the guide (trains at depth; :mod:`kpnt.ref.guide`).
 
     Weights files written before ``colour_taps``/``front_sharing`` existed
     load with their defaults (:meth:`from_json`).  The fused CUDA kernels
@@ -115,6 +117,7 @@ class ModelConfig:
     front_kernels: str = "shared"
     guide_width: int = 64
     guide_layers: int = 0
+    guide_skip: bool = False
 
     def __post_init__(self):
         # Validated once, here: the op specs check their own fields (each
@@ -224,7 +227,7 @@ class KPNT(torch.nn.Module):
                 period = kinds.period_of(sensor)
                 self._set_names.append("guide")
                 self.sets["guide"] = torch.nn.ParameterList(
-                    [torch.nn.Parameter(m) for m in init_guide(period, cfg.guide_width, cfg.guide_layers, gen)])
+                    [torch.nn.Parameter(m) for m in init_guide(period, cfg.guide_width, cfg.guide_layers, gen, cfg.guide_skip)])
 
     @property
     def backend(self) -> str:
@@ -353,7 +356,7 @@ class KPNT(torch.nn.Module):
         U = ops.up_block(o0, cfa_p, backend=be)
         S = ops.up_block(s0, cfa_p, backend=be)
         if cfg.guide_layers:
-            U = ops.guide(xp, U, noise, cfa_p, self.sets["guide"])
+            U = ops.guide(xp, U, noise, cfa_p, self.sets["guide"], cfg.guide_skip)
         fronts = ops.MlpWeightSets([self.sets[_param_key(f"front.{c}")]
                                     for c in front_set_names(cfa.kind, cfg.front_sharing)])
         out = ops.front_level(xp, U, S, noise, cfa_p, fronts, cfg.front_spec, backend=be)

@@ -168,3 +168,42 @@ def test_cpu_bf16_mode_runs_the_guide_in_bf16_close_to_fp32():
             r16 = guide_residual(x, U, NOISE, cfa, w)
     assert not torch.equal(r16, r32)
     assert (r16 - r32).abs().max() < 0.02 * r32.abs().max()
+
+
+def test_residual_guide_keeps_its_scale_at_depth():
+    """guide_skip: residual layers initialised at 1/sqrt(layers) of He's
+    scale keep the hidden activations' scale within a small factor at depth
+    24, where the same stack without the down-scaling grows by ~2^24 (the
+    reason the scaling exists: a deep guide must train from its start)."""
+    from kpnt.ref.guide import _network
+
+    gen = torch.Generator().manual_seed(3)
+    P, layers = 2, 24
+    w = init_guide(P, 32, layers, gen, skip=True)
+    w[-2] = torch.zeros(32, 32, 1, 1)
+    w[-2][:, :, 0, 0] = torch.eye(32)                       # read the last hidden layer out
+    w[-1] = torch.zeros(32)
+    z = torch.randn(2, P * P + 4, 24, 24, generator=gen)
+    first = torch.relu(torch.nn.functional.conv2d(z, w[0], w[1], padding=1)).std()
+    deep = _network(z, w, skip=True).std()
+    assert 0.5 < float(deep / first) < 8.0
+    unscaled = [t * layers ** 0.5 if i % 2 == 0 and 2 <= i < 2 * layers else t for i, t in enumerate(w)]
+    assert float(_network(z, unscaled, skip=True).std() / first) > 1e3
+
+
+def test_residual_guide_is_its_own_architecture():
+    """The same weights give another residual with skip (it is part of the
+    model's config, stored in the weights), and an untrained residual guide
+    still leaves the model unchanged."""
+    gen = torch.Generator().manual_seed(5)
+    cfa = CFA.bayer("GRBG")
+    x = 0.05 + 0.4 * torch.rand(1, 1, 40, 44, generator=gen)
+    U = 0.05 + 0.4 * torch.rand(1, 3, 40, 44, generator=gen)
+    w = _random_guide(2, layers=4)
+    assert not torch.allclose(guide_residual(x, U, NOISE, cfa, w), guide_residual(x, U, NOISE, cfa, w, skip=True))
+    plain = KPNT("bayer", ModelConfig())
+    guided = KPNT("bayer", ModelConfig(guide_layers=5, guide_width=16, guide_skip=True))
+    with torch.no_grad():
+        assert torch.equal(plain(x, cfa, NOISE), guided(x, cfa, NOISE))
+    assert ModelConfig.from_json(guided.config.to_json()).guide_skip is True
+    assert ModelConfig.from_json({k: v for k, v in ModelConfig().to_json().items() if k != "guide_skip"}).guide_skip is False

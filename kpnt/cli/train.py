@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--guide-layers", type=int_at_least(0, 64), help="3x3 convolution layers of the guide, the convolutional demosaicer at CFA-period "
                       "resolution that sharpens the front level's estimate (0: none; see kpnt.ref.guide.py)")
     arch.add_argument("--guide-width", type=int_at_least(1), help="channels of the guide's layers")
+    arch.add_argument("--guide-skip", action=argparse.BooleanOptionalAction, default=None,
+                      help="residual hidden layers in the guide (a deep guide trains only with them)")
     p.add_argument("--backend", choices=list(BACKENDS), default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
@@ -354,7 +356,8 @@ def shipped_config(sensor: str):
 #: --flag of each architecture option, for messages.
 _ARCH_FLAGS = {"apply_mode": "--apply", "width": "--width", "colour_taps": "--colour-taps",
                "front_sharing": "--front-sharing", "front_kernels": "--front-kernels", "front_width": "--front-width",
-               "front_radius": "--front-radius", "guide_layers": "--guide-layers", "guide_width": "--guide-width"}
+               "front_radius": "--front-radius", "guide_layers": "--guide-layers", "guide_width": "--guide-width",
+               "guide_skip": "--guide-skip"}
 
 
 def checkpoint_config(ckpt: Path):
