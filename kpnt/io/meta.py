@@ -63,6 +63,44 @@ def _optional_positive(name: str, value) -> float | None:
     return v
 
 
+def is_ciff(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (its first 14 bytes or more) is
+    a Canon CIFF raw (CRW): byte order, header length, then 'HEAPCCDR' at
+    offset 6, the test LibRaw itself makes before its CIFF parser."""
+    return head[:2] in (b"II", b"MM") and head[6:14] == b"HEAPCCDR"
+
+
+def is_ciff_file(path) -> bool:
+    """:func:`is_ciff` of a file's first bytes (False when unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            return is_ciff(fh.read(14))
+    except OSError:
+        return False
+
+
+def known_exposure(exposure_time: float | None, f_number: float | None,
+                   ciff: bool) -> tuple[float | None, float | None]:
+    """The exposure time and f-number worth writing, from LibRaw's values.
+
+    LibRaw reads a CRW's exposure as APEX numbers (the ExposureInfo or
+    ShotInfo record) and converts them as ``2^-Tv`` seconds and ``2^(Av/2)``:
+    a camera that recorded nothing (zeros: an EOS D30 does this) comes out
+    as exactly 1 s at exactly f/1.0, which exiftool shows as 0 and which no
+    output should claim.  So from a CRW that exact pair means "unknown" and
+    both are dropped.  Reading the CIFF record ourselves would not tell more:
+    it holds the same zeros, and the one real shot with that pair (Canon's
+    EF 50mm f/1.0L wide open for exactly 1 s) is stored identically; losing
+    its exposure is better than inventing one for every unrecorded shot.
+    Either value alone (a 1 s exposure, an f/1.0 lens) is kept, and other
+    formats are untouched (a TIFF-based raw's own EXIF tags are copied as
+    they are, :mod:`kpnt.io.carry`).
+    """
+    if ciff and exposure_time == 1.0 and f_number == 1.0:
+        return None, None
+    return exposure_time, f_number
+
+
 @dataclass(eq=False)
 class RawMeta:
     """Metadata of one raw image (see module docstring for conventions).

@@ -50,7 +50,7 @@ from kpnt.errors import RawReadError
 from kpnt.io.autowb import estimate_wb
 from kpnt.io.carry import CarriedTags, encode_tag, read_carried_tags
 from kpnt.io.tiff import ASCII
-from kpnt.io.meta import MetaError, RawMeta
+from kpnt.io.meta import MetaError, RawMeta, is_ciff_file, known_exposure
 from kpnt.io.tiff import (DOUBLE, FLOAT, INTEGER_TYPES, LONG, RATIONAL, SHORT, SRATIONAL, TagError, TiffFormatError,
                           TiffWriteError, read_ifds, tag_label, tag_numbers, tag_text, to_rational)
 from kpnt.io.validate import ValidationError, check_raw
@@ -518,11 +518,12 @@ def _assemble(path: Path, raw, cfa, black_rep, white, cam_wb, day_wb, xyz_to_cam
     stamp = None
     if other.timestamp != datetime.fromtimestamp(0):
         stamp = other.timestamp.strftime("%Y:%m:%d %H:%M:%S")
+    exposure_time, f_number = known_exposure(_exif_number(path, "ExposureTime", other.shutter_speed),
+                                             _exif_number(path, "FNumber", other.aperture), is_ciff_file(path))
     try:
         meta = RawMeta(
             black=black, white=white, wb=wb, xyz_to_cam=xyz, make=make, model=model,
-            iso=_iso(other.iso_speed, tags.iso_speed), exposure_time=_exif_number(path, "ExposureTime", other.shutter_speed),
-            f_number=_exif_number(path, "FNumber", other.aperture),
+            iso=_iso(other.iso_speed, tags.iso_speed), exposure_time=exposure_time, f_number=f_number,
             focal_length=_exif_number(path, "FocalLength", other.focal_length),
             datetime=stamp, orientation=_FLIP_TO_EXIF.get(flip, 1), baseline_exposure=tags.baseline_exposure,
             noise_profile=tags.noise_profile, wb_source=wb_source, carried=_carried(path, make, model),
