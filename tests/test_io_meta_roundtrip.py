@@ -124,7 +124,7 @@ MUST_CHANGE = {
     "StripOffsets", "SamplesPerPixel", "RowsPerStrip", "StripByteCounts", "CFARepeatPatternDim", "CFAPattern2",
     "CFAPlaneColor", "CFALayout", "BlackLevelRepeatDim", "BlackLevel", "WhiteLevel", "ActiveArea", "CFAPattern",
     "ImageSize", "Megapixels", "Software", "NoiseProfile", "Predictor", "TileWidth", "TileLength", "TileOffsets",
-    "TileByteCounts",
+    "TileByteCounts", "LinearizationTable",
 }
 
 

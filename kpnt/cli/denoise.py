@@ -95,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "grain; scales the noise level the model is told")
     p.add_argument("--no-hot-pixels", dest="hot_pixels", action="store_false",
                    help="keep hot and dead photosites (default: replaced before denoising; --verbose counts them)")
-    p.add_argument("--compression", choices=COMPRESSIONS, default=COMPRESSIONS[0],
-                   help="DNG pixel data: ljpeg (default): lossless JPEG, which darktable, RawTherapee and rawpy read; "
-                   "none: uncompressed (1.4-1.7x larger here)")
+    p.add_argument("--compression", choices=COMPRESSIONS, default="compact",
+                   help="DNG pixel data, all read by darktable, RawTherapee and rawpy: compact (default): lossless JPEG "
+                   "of 11-bit codes that a LinearizationTable maps to 16-bit levels, rounding error under a third of a "
+                   "clean sensor's ISO-100 noise (not bit-exact), ~1.9x the bytes of a camera's lossless 14-bit raw; "
+                   "ljpeg: lossless JPEG of the exact 16-bit values, ~3.2x; none: uncompressed, ~5x")
     p.add_argument("--cpu-precision", choices=CPU_PRECISIONS, default="auto",
                    help="precision of the model's matrix products on a CPU: auto (default): bf16 where the CPU has native "
                    "bf16 (AVX512-BF16/AMX; ~3x faster, within 1e-2 of fp32), else fp32")

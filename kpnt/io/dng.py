@@ -1,8 +1,9 @@
 """DNG writers: CFA (mosaic) DNGs for synthetic raws, LinearRaw DNGs for output.
 
-Pure numpy; the TIFF container is :mod:`kpnt.io.tiff`.  Both writers put the
-image in IFD0 (one uncompressed strip, no preview) and the shot's EXIF data in
-an EXIF IFD, where LibRaw reads the ISO.  The tags written are listed in
+The TIFF container is :mod:`kpnt.io.tiff`, the lossless-JPEG tiles
+:mod:`kpnt.io.ljpeg_tiles`.  Both writers put the image in IFD0 (one
+uncompressed strip or lossless-JPEG tiles, no preview) and the shot's EXIF
+data in an EXIF IFD, where LibRaw reads the ISO.  The tags written are listed in
 :func:`dng_ifd`; DESIGN.md sections 1 ('Output') and 8 ('Synthetic raws')
 say why each matters.
 
@@ -20,6 +21,7 @@ import numpy as np
 
 import kpnt
 from kpnt.io.carry import WB_TAGS
+from kpnt.io.linearization import CODES, compact_table, to_codes
 from kpnt.io.ljpeg_tiles import encode_tiles, tile_side, write_tiled_tiff
 from kpnt.io.meta import RawMeta
 from kpnt.io.tiff import (ASCII, BYTE, DOUBLE, IFD, LONG, RATIONAL, SHORT, SRATIONAL, TAG_EXIF_IFD, UNDEFINED,
@@ -146,7 +148,7 @@ def exif_ifd(meta: RawMeta) -> IFD:
 
 
 def write_cfa_dng(path, mosaic_u16: np.ndarray, cfa: CFA, meta: RawMeta, overwrite: bool = False,
-                  extra_tags: dict | None = None) -> Path:
+                  extra_tags: dict | None = None, compression: str = "none") -> Path:
     """Write a mosaic as a CFA DNG that LibRaw/rawpy and raw editors open.
 
     Args:
@@ -158,6 +160,10 @@ def write_cfa_dng(path, mosaic_u16: np.ndarray, cfa: CFA, meta: RawMeta, overwri
         extra_tags: ``{code: (type, values)}`` set last, over everything
             else, ``{code: None}`` removes a tag (test fixtures:
             ActiveArea, a file without AsShotNeutral).
+        compression: 'none' (default): one uncompressed strip; 'ljpeg':
+            lossless JPEG in 256x256 tiles, 2 components per tile as
+            Adobe's DNG Converter writes camera raws (the size a camera's
+            lossless raw has, ``tools/dng_size.py``).
     Returns:
         The path written.
 
@@ -194,15 +200,25 @@ def write_cfa_dng(path, mosaic_u16: np.ndarray, cfa: CFA, meta: RawMeta, overwri
             ifd.tags.pop(code, None)
         else:
             ifd.set(code, *tv)
-    return write_tiff_file(path, ifd, mosaic, overwrite=overwrite)
+    if compression == "none":
+        return write_tiff_file(path, ifd, mosaic, overwrite=overwrite)
+    if compression != "ljpeg":
+        raise TiffWriteError(f"CFA DNG compression must be 'ljpeg' or 'none', got {compression!r}")
+    check_target(path, overwrite)
+    side = tile_side(w)
+    return write_tiled_tiff(path, ifd, encode_tiles(mosaic, side), side, overwrite=overwrite)
 
 
-#: LinearRaw compressions: lossless JPEG (TIFF 7, see :mod:`kpnt.io.ljpeg_tiles`) or none.
-COMPRESSIONS = ("ljpeg", "none")
+#: LinearRaw encodings: 'compact' (lossless JPEG of 11-bit codes through a
+#: LinearizationTable, :mod:`kpnt.io.linearization`), 'ljpeg' (lossless JPEG
+#: of the 16-bit values, :mod:`kpnt.io.ljpeg_tiles`) or 'none'.
+COMPRESSIONS = ("compact", "ljpeg", "none")
+#: LinearizationTable tag.
+TAG_LINEARIZATION = 50712
 
 
 def write_linear_dng(path, rgb_u16: np.ndarray, meta: RawMeta, overwrite: bool = False,
-                     compression: str = "ljpeg") -> Path:
+                     compression: str = "ljpeg", codes: int = CODES) -> Path:
     """Write demosaiced linear camera RGB as a LinearRaw DNG.
 
     Args:
@@ -213,15 +229,21 @@ def write_linear_dng(path, rgb_u16: np.ndarray, meta: RawMeta, overwrite: bool =
             baseline exposure and noise profile of the source; its levels are
             not used (this file has black 0 and white 65535).
         compression: 'ljpeg' (default): lossless JPEG in 256x256 tiles,
-            which rawpy, darktable and RawTherapee read; 'none': one
-            uncompressed strip (1.4-1.7x the bytes of an 'ljpeg' file on
-            the photos measured in docs/raw_editors.md).
+            which rawpy, darktable and RawTherapee read; 'compact': the same
+            tiles holding 11-bit codes that a LinearizationTable maps back
+            to 16-bit values (:mod:`kpnt.io.linearization`: not bit-exact,
+            rounding error below a third of a clean sensor's base-ISO
+            noise; ~60% of an 'ljpeg' file, see docs/raw_editors.md); 'none': one
+            uncompressed strip (1.4-1.7x the bytes of an 'ljpeg' file).
+        codes: levels of the 'compact' table (default :data:`CODES`; fewer
+            is smaller and coarser, see :func:`compact_table`).
     Returns:
         The path written.
 
     Tags as :func:`dng_ifd`, plus PhotometricInterpretation 262 = 34892,
-    BlackLevel 50714 = 0 and WhiteLevel 50717 = 65535 per sample, and the
-    tile tags (322-325) for 'ljpeg'.
+    BlackLevel 50714 = 0 and WhiteLevel 50717 = 65535 per sample (both
+    apply to the linearized values), the tile tags (322-325) for 'ljpeg'
+    and 'compact', and LinearizationTable 50712 for 'compact'.
     """
     rgb = _check_image("rgb_u16", rgb_u16, 3)
     if not isinstance(meta, RawMeta):
@@ -233,8 +255,12 @@ def write_linear_dng(path, rgb_u16: np.ndarray, meta: RawMeta, overwrite: bool =
     ifd.set(50717, LONG, [65535] * 3)
     if compression == "none":
         return write_tiff_file(path, ifd, rgb, overwrite=overwrite)
-    if compression != "ljpeg":
+    if compression not in COMPRESSIONS:
         raise TiffWriteError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     check_target(path, overwrite)       # before minutes of encoding, not after
+    if compression == "compact":
+        table = compact_table(codes)
+        ifd.set(TAG_LINEARIZATION, SHORT, table)
+        rgb = to_codes(rgb, table)
     side = tile_side(w)
     return write_tiled_tiff(path, ifd, encode_tiles(rgb, side), side, overwrite=overwrite)

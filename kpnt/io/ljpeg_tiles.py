@@ -53,19 +53,30 @@ def tile_side(width: int) -> int:
     return max(16, min(TILE, 16 * (width // 16)))
 
 
-def encode_tiles(rgb: np.ndarray, tile: int) -> list[bytes]:
-    """Lossless-JPEG streams of an (H, W, 3) uint16 image in ``tile`` x
-    ``tile`` pieces, row-major (TIFF's TileOffsets order)."""
+def encode_tiles(img: np.ndarray, tile: int) -> list[bytes]:
+    """Lossless-JPEG streams of an image in ``tile`` x ``tile`` pieces,
+    row-major (TIFF's TileOffsets order).
+
+    ``img``: (H, W, 3) uint16 (LinearRaw: one 3-component stream per tile)
+    or (H, W) uint16 (a CFA mosaic: each tile is coded as a tile/2-wide
+    image of 2 components, as Adobe's DNG Converter does, so that the left
+    neighbour predicting a photosite is the nearest one of the same colour
+    on a Bayer row; readers reassemble it from the JPEG header).
+    """
     codec = _codec()
-    h, w, c = rgb.shape
+    h, w = img.shape[:2]
+    pad = ((0, 0),) * (img.ndim - 2)
+    colours = dict(colorspace="RGB", outcolorspace="RGB") if img.ndim == 3 else {}
 
     def one(yx) -> bytes:
         y, x = yx
-        part = rgb[y:y + tile, x:x + tile]
+        part = img[y:y + tile, x:x + tile]
         if part.shape[:2] != (tile, tile):
-            part = np.pad(part, ((0, tile - part.shape[0]), (0, tile - part.shape[1]), (0, 0)), mode="edge")
+            part = np.pad(part, ((0, tile - part.shape[0]), (0, tile - part.shape[1])) + pad, mode="edge")
+        if img.ndim == 2:
+            part = part.reshape(tile, tile // 2, 2)
         return bytes(codec.jpeg8_encode(np.ascontiguousarray(part), lossless=True, bitspersample=16,
-                                        predictor=1, colorspace="RGB", outcolorspace="RGB"))
+                                        predictor=1, **colours))
 
     corners = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
     # libjpeg-turbo releases the GIL: tiles encode in parallel (24 MP: ~2.5 s
