@@ -80,3 +80,24 @@ def test_raw_editors_render_compressed_like_uncompressed(tmp_path, tool):
     b = _render(tool, tmp_path / "c.dng", tmp_path / "c.tif")
     assert a.shape[:2] == (300, 400) and a.mean() > 0
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("sensor,shape", [("RGGB", (22, 22)), ("GRBG", (300, 530)), ("xtrans", (258, 270))])
+def test_cfa_dng_lossless_jpeg_reads_back_exactly(tmp_path, sensor, shape):
+    # the camera-like source tools/dng_size.py sizes against: 2 components per tile
+    from kpnt.io import write_cfa_dng
+    from kpnt.mosaic import CFA
+
+    cfa = CFA.xtrans() if sensor == "xtrans" else CFA.bayer(sensor)
+    mosaic = np.random.default_rng(2).integers(512, 16384, shape).astype(np.uint16)
+    meta = RawMeta(black=[512] * 3, white=16383, wb=[2.0, 1.0, 1.5], xyz_to_cam=np.eye(3) + 0.1)
+    a = write_cfa_dng(tmp_path / "u.dng", mosaic, cfa, meta)
+    b = write_cfa_dng(tmp_path / "c.dng", mosaic, cfa, meta, compression="ljpeg")
+    with rawpy.imread(str(a)) as ra, rawpy.imread(str(b)) as rb:
+        assert np.array_equal(rb.raw_image_visible, mosaic)
+        assert np.array_equal(ra.raw_colors_visible, rb.raw_colors_visible)
+    with tifffile.TiffFile(b) as tf:
+        assert tf.pages[0].compression == 7
+    with pytest.raises(TiffWriteError, match="'ljpeg' or 'none'"):
+        write_cfa_dng(tmp_path / "x.dng", mosaic, cfa, meta, compression="compact")
+    assert not (tmp_path / "x.dng").exists()

@@ -29,6 +29,11 @@ brightness band, 79.5 dB PSNR from the float output, whose own error from
 the clean image is ~51 dB at ISO 100.  It is not bit-lossless:
 ``--compression ljpeg`` keeps every 16-bit value for whoever needs that.
 
+The codes are stored as 16-bit samples (BitsPerSample 16, JPEG precision
+16): lossless JPEG codes differences between neighbours, so the unused high
+bits cost nothing (12-bit precision gave the same bytes), while a file with
+BitsPerSample 12 rendered white in RawTherapee 5.9.
+
 Example::
 
     >>> table = compact_table()

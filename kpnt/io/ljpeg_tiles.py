@@ -12,9 +12,11 @@ DNGs.
 The codec is libjpeg-turbo's lossless mode (SOF3, 16-bit precision,
 predictor 1 = left neighbour: the only one rawspeed, darktable's decoder,
 accepts) through ``imagecodecs``; each 256x256 tile is one JPEG stream with
-three components, edge tiles padded by repeating the last row/column (DNG
-tiles are all full size; the padding is never displayed); images narrower
-than a tile get narrower tiles (:func:`tile_side`).
+three components (a CFA mosaic's: two, see :func:`encode_tiles`), edge
+tiles padded by repeating the last row/column (DNG tiles are all full size;
+the padding is never displayed); images narrower than a tile get narrower
+tiles (:func:`tile_side`).  The 'compact' encoding stores codes of a
+LinearizationTable in the same tiles (:mod:`kpnt.io.linearization`).
 
 Example::
 
