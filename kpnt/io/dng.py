@@ -232,7 +232,7 @@ def write_linear_dng(path, rgb_u16: np.ndarray, meta: RawMeta, overwrite: bool =
             which rawpy, darktable and RawTherapee read; 'compact': the same
             tiles holding 11-bit codes that a LinearizationTable maps back
             to 16-bit values (:mod:`kpnt.io.linearization`: not bit-exact,
-            rounding error below a third of a clean sensor's base-ISO
+            rounding error below 0.4x, RMS 0.15x, a clean camera's ISO-100
             noise; ~60% of an 'ljpeg' file, see docs/raw_editors.md); 'none': one
             uncompressed strip (1.4-1.7x the bytes of an 'ljpeg' file).
         codes: levels of the 'compact' table (default :data:`CODES`; fewer

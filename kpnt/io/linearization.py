@@ -18,8 +18,8 @@ noise of a clean low-ISO sensor, so that one code step is
 
 i.e. ``FLOOR`` (half the step of a 14-bit raw) at black, and ``k`` times the
 shot noise of a sensor with :data:`A_REF` (a full well of 100 000
-electrons, cleaner than any consumer camera at its base ISO) above the
-shadows.  With 2048 codes, ``k`` is 0.30: the rounding error (at most half
+electrons; a Nikon D750's green photosites at ISO 100 hold ~69 000 by
+darktable's profile) above the shadows.  With 2048 codes, ``k`` is 0.30: the rounding error (at most half
 a step, RMS step/sqrt(12)) is at most 0.15 and in RMS 0.09 of the photon
 noise of such a sensor at its base ISO at every level above the shadows,
 and at black at most a quarter of a 14-bit raw's own step.  Measured on a
