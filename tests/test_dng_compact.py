@@ -148,3 +148,13 @@ def test_raw_editors_apply_the_table(tmp_path, tool):
         assert abs(a.mean() - b.mean()) < 0.002 * b.mean()
         assert np.percentile(np.abs(a - b), 99) <= 0.02 * b.max()
     assert abs(ignored.mean() - b.mean()) > 0.2 * b.mean()      # a reader ignoring the table would fail here
+
+
+@pytest.mark.parametrize("codes,words", [(1, "2 to 65536 codes"), (70000, "2 to 65536 codes"),
+                                         (40000, "at most 32769")])
+def test_bad_table_size_is_one_line(tmp_path, codes, words):
+    from kpnt.io.tiff import TiffWriteError
+
+    with pytest.raises(TiffWriteError, match=words) as err:
+        write_linear_dng(tmp_path / "x.dng", _textured(32, 32), _meta(), compression="compact", codes=codes)
+    assert "\n" not in str(err.value) and not (tmp_path / "x.dng").exists()

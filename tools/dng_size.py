@@ -211,7 +211,8 @@ def main(argv=None) -> int:
     p.add_argument("--upscale", type=float, default=1.0,
                    help="enlarge each photo this many times first (default 1: every pixel as detailed as a "
                    "downscaled photo; 2: closer to a 24-MP camera's per-pixel sharpness)")
-    p.add_argument("--codes", default="4096", help="comma-separated table sizes of 'compact' to compare (default 4096)")
+    p.add_argument("--codes", default="2048", help="comma-separated table sizes of 'compact' to compare (default 2048, "
+                   "kpnt's)")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args(argv)
     args.isos = [int(s) for s in args.isos.split(",") if s.strip()]

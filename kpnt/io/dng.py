@@ -3,9 +3,9 @@
 The TIFF container is :mod:`kpnt.io.tiff`, the lossless-JPEG tiles
 :mod:`kpnt.io.ljpeg_tiles`.  Both writers put the image in IFD0 (one
 uncompressed strip or lossless-JPEG tiles, no preview) and the shot's EXIF
-data in an EXIF IFD, where LibRaw reads the ISO.  The tags written are listed in
-:func:`dng_ifd`; DESIGN.md sections 1 ('Output') and 8 ('Synthetic raws')
-say why each matters.
+data in an EXIF IFD, where LibRaw reads the ISO.  The tags written are
+listed in :func:`dng_ifd`; DESIGN.md sections 1 ('Output') and 8
+('Synthetic raws') say why each matters.
 
 Example::
 
@@ -233,8 +233,9 @@ def write_linear_dng(path, rgb_u16: np.ndarray, meta: RawMeta, overwrite: bool =
             tiles holding 11-bit codes that a LinearizationTable maps back
             to 16-bit values (:mod:`kpnt.io.linearization`: not bit-exact,
             rounding error below 0.4x, RMS 0.15x, a clean camera's ISO-100
-            noise; ~60% of an 'ljpeg' file, see docs/raw_editors.md); 'none': one
-            uncompressed strip (1.4-1.7x the bytes of an 'ljpeg' file).
+            noise; ~60% of an 'ljpeg' file, see docs/raw_editors.md);
+            'none': one uncompressed strip (1.4-1.7x the bytes of an
+            'ljpeg' file).
         codes: levels of the 'compact' table (default :data:`CODES`; fewer
             is smaller and coarser, see :func:`compact_table`).
     Returns:
@@ -259,7 +260,10 @@ def write_linear_dng(path, rgb_u16: np.ndarray, meta: RawMeta, overwrite: bool =
         raise TiffWriteError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     check_target(path, overwrite)       # before minutes of encoding, not after
     if compression == "compact":
-        table = compact_table(codes)
+        try:
+            table = compact_table(codes)
+        except ValueError as exc:
+            raise TiffWriteError(str(exc)) from None
         ifd.set(TAG_LINEARIZATION, SHORT, table)
         rgb = to_codes(rgb, table)
     side = tile_side(w)

@@ -73,11 +73,16 @@ def compact_table(codes: int = CODES, a: float = A_REF, floor: float = FLOOR) ->
     level of code ``c`` is the inverse of the code count
     ``c(v) = 2 / (k^2 a) * (sqrt(k^2 a v + floor^2) - floor)``.
     """
+    if not (isinstance(codes, (int, np.integer)) and 2 <= codes <= 65536):
+        raise ValueError(f"a LinearizationTable needs 2 to 65536 codes, got {codes!r}")
     lo, hi = 1e-6, 1e3          # _codes_for falls as k grows: bisect in log space
     for _ in range(200):
         mid = np.sqrt(lo * hi)
         lo, hi = (mid, hi) if _codes_for(mid, a, floor) > codes - 1 else (lo, mid)
     k = hi
+    if abs(_codes_for(k, a, floor) - (codes - 1)) > 0.5:     # k ran into the search bound
+        raise ValueError(f"{codes} codes cannot all be steps of at least the floor {floor:g}: use at most "
+                         f"{int(1 / floor) + 1}")
     s = np.arange(codes) * (k * k * a) / 2.0 + floor       # sqrt(k^2 a v + floor^2) at each code
     v = (s * s - floor * floor) / (k * k * a)
     table = np.rint(v / v[-1] * 65535.0).astype(np.int64)
