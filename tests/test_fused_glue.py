@@ -5,6 +5,7 @@ stand-in (tests/_fake_extension.py), so a mistake in the glue fails here
 rather than on the GPU machine.  Runs in a subprocess: the CPU kernels it
 registers for kpnt's custom ops are process-wide."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ import pytest
 @pytest.fixture(scope="module")
 def result():
     script = Path(__file__).with_name("_fake_extension.py")
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    # the checkout's kpnt, also where it is not pip-installed (the GPU machine)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(script.parents[1]), os.environ.get("PYTHONPATH")])))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.splitlines()[-1])
 

@@ -12,14 +12,10 @@ pytestmark = pytest.mark.cuda
 
 @pytest.fixture()
 def td():
-    """tests/test_denoise.py's helpers (loaded by path: tests/ is not a package)."""
-    import importlib.util
-    from pathlib import Path
+    """The shared denoise-test builders (tests/denoise_helpers.py)."""
+    import denoise_helpers
 
-    spec = importlib.util.spec_from_file_location("_kpnt_test_denoise", Path(__file__).resolve().parents[1] / "test_denoise.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return denoise_helpers
 
 
 @pytest.mark.parametrize("sensor,cfa,shape", [("bayer", CFA.bayer("GRBG"), (400, 520)), ("xtrans", CFA.xtrans(), (420, 504))])
@@ -27,8 +23,8 @@ def test_staged_on_gpu_matches_cpu(tmp_path, td, sensor, cfa, shape):
     from kpnt.denoise import NoiseChoice, denoise_raw
     from kpnt.io.raw import read_raw
 
-    raw = read_raw(td._write_raw(tmp_path / "r.dng", cfa, shape=shape))
-    model = td._random_model(sensor, scale=0.1)
+    raw = read_raw(td.write_raw(tmp_path / "r.dng", cfa, shape=shape))
+    model = td.random_model(sensor, scale=0.1)
     noise = NoiseChoice(np.array([[1e-3] * 3, [1e-5] * 3], np.float32), "given")
     for dtype, tol in ((np.uint16, 8), (np.float32, 1e-4)):
         ref = denoise_raw(model, raw, noise, tile=128, dtype=dtype, reproducible=True)
@@ -51,7 +47,7 @@ def test_pipelined_cli_on_gpu(tmp_path, td, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(6):
-        td._write_raw(folder / f"f{i}.dng", CFA.bayer("RGGB"), shape=(300, 420), seed=i)
+        td.write_raw(folder / f"f{i}.dng", CFA.bayer("RGGB"), shape=(300, 420), seed=i)
     (folder / "broken.dng").write_bytes(b"II*\0" + b"\0" * 100)
     outs = {}
     for name, workers in (("serial", "0"), ("pipe", "3")):
