@@ -25,15 +25,15 @@ is chosen from it so that a 100-megapixel raw denoises within 4 GB of RAM
 :data:`DEFAULT_TILE_GPU_FUSED` (fused kernels) so that a GPU run stays
 within 2 GB of GPU memory.
 
-On a GPU (:func:`_run_tiles_staged`) the host only copies each tile's
-normalised mosaic into pinned memory and the finished core out of it; white
-balance, the division by it and the uint16 conversion run on the device
-(the same float32 arithmetic as on a CPU: the staged loop run on a CPU gives
-the CPU path's bytes), so a 24-megapixel uint16 result crosses the bus as
-144 MB instead of 288 MB of float32 and costs the host ~0.04 s of copies
-instead of ~0.45 s of float work; uploads, model and downloads of
-neighbouring tiles overlap through two staging buffers each way, and the
-host copies run in their own threads.
+One tile loop (:func:`_run_tiles`) serves every caller and device: the
+white balance, the model, the division by the white balance and the uint16
+conversion are the same torch steps everywhere, only the schedule differs.
+On a GPU the host only copies each tile's normalised mosaic into pinned
+memory and the finished core out of it, so a 24-megapixel uint16 result
+crosses the bus as 144 MB instead of 288 MB of float32 and costs the host
+~0.04 s of copies instead of ~0.45 s of float work; uploads, model and
+downloads of neighbouring tiles overlap through two staging buffers each
+way, and the host copies run in their own threads.
 
 Parallelism: on a CPU the tiles of a raw run single-threaded in parallel
 threads (:func:`tile_workers`); the tile plan does not depend on the thread
@@ -42,13 +42,12 @@ tile, with ``reproducible=True``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import torch
 
@@ -295,16 +294,6 @@ def _run_model(model, x: torch.Tensor, cfa: CFA | None, noise: torch.Tensor) -> 
         return model(x, cfa, noise)
 
 
-def _tile_core(model, x: torch.Tensor, t: Tile, cfa: CFA | None, noise: torch.Tensor) -> torch.Tensor:
-    """The model on one tile's input ``x`` ((1, C, h, w) on the model's
-    device): the (cy1-cy0, cx1-cx0, 3) core it keeps.  The one per-tile step
-    of both tile loops (:func:`_run_tiles` on the host, :func:`_run_tiles_staged`
-    on an accelerator), which differ only in how tiles are scheduled and
-    copied."""
-    res = _run_model(model, x, None if cfa is None else cfa.crop(t.y0, t.x0), noise)[0]
-    return res[:, t.cy0 - t.y0:t.cy1 - t.y0, t.cx0 - t.x0:t.cx1 - t.x0].permute(1, 2, 0)
-
-
 def tile_workers(tiles: list[Tile], device) -> int:
     """How many tiles run at once: on a CPU, one per torch thread, as long
     as their working sets fit :data:`TILE_MEMORY_BUDGET`; on a GPU, one.
@@ -333,44 +322,167 @@ def tile_workers(tiles: list[Tile], device) -> int:
     return max(1, min(len(tiles), torch.get_num_threads(), fit))
 
 
-def _run_tiles(model, shape, cfa: CFA | None, noise_wb: np.ndarray, tile: int, device,
-               read: Callable[[Tile], np.ndarray], store: Callable[[Tile, np.ndarray], None], progress=None,
-               reproducible: bool = False) -> None:
-    """Run the model tile by tile: ``read(t)`` gives the white-balanced
-    input of tile ``t`` ((h, w) mosaic or (h, w, 3) rgb, float32),
-    ``store(t, rgb)`` receives the (cy1-cy0, cx1-cx0, 3) float32 core of its
-    result (tiles write disjoint cores, so stores need no lock);
-    ``progress(1)`` after each tile.  On a CPU the tiles run single-threaded
-    and in parallel (:func:`tile_workers`)."""
-    noise = torch.from_numpy(np.asarray(noise_wb, dtype=np.float32))[None].to(device)
-    tiles = plan_tiles(shape, model, cfa, tile)
+def _to_uint16_tensor(rgb: torch.Tensor) -> torch.Tensor:
+    """:func:`to_uint16` on a tensor (same float32 arithmetic, same bytes),
+    returned as int16 with the uint16 bit pattern (``.view(np.uint16)`` on
+    the host): int16 copies and conversions exist on every torch build and
+    device, uint16 ones only on recent ones."""
+    q = torch.round(rgb * 65535.0).clamp_(0, 65535).to(torch.int32)
+    return torch.where(q >= 32768, q - 65536, q).to(torch.int16)
+
+
+def _run_tiles(model, src: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, tile: int, device, out: np.ndarray, *,
+               gains: np.ndarray | None = None, wb: np.ndarray | None = None, staged: bool = False,
+               reproducible: bool = False, progress=None, timing: dict | None = None) -> None:
+    """The one tile loop (of :func:`denoise_array` and :func:`denoise_raw`):
+    the model over ``src`` ((H, W) mosaic or (H, W, 3) rgb) in the tiles of
+    :func:`plan_tiles`, each kept core written into ``out`` ((H, W, 3),
+    float32 or uint16); ``progress(1)`` after each tile is stored.
+
+    Every tile takes the same steps, on ``device``: its input times
+    ``gains`` if given ((P, P), one gain per CFA repeat position: the white
+    balance; tile origins are multiples of the period, so the repeat's
+    gains tile the piece from its (0, 0)); the model; the kept core divided
+    by ``wb`` if given ((3,): the white balance back out) and converted to
+    ``out.dtype`` (uint16: exactly :func:`to_uint16`).  Only the schedule
+    depends on the device:
+
+    * An accelerator (or ``staged``, for tests, on a CPU) pipelines the
+      tiles through three threads, so that the one launching the device
+      work never copies: a stager copies tile ``i+1``'s input into a
+      (pinned) staging buffer and a drainer copies tile ``i-1``'s result out
+      of one into ``out`` while this thread launches tile ``i`` (the copies
+      release the GIL; on an H100 they took ~40 ms of a 24-MP file's
+      ~110 ms on this thread before, and the GPU waited for them).  Two
+      staging buffers each way: the stager waits for the upload that last
+      read its buffer (a CUDA event per tile), this thread waits for the
+      drain that last read an output buffer before it queues the next
+      download into it.  GPU memory stays that of one tile in flight (plus
+      the next one's input); a uint16 result crosses the bus at 6 bytes a
+      photosite instead of 12 and the host does no float work.  ``timing``,
+      if given, gets ``gpu`` (seconds of device work, summed over the
+      tiles from CUDA events: H2D copy, model, conversion, D2H copy).  On a
+      CPU (unpinned buffers, synchronous copies) it gives the same bytes as
+      the CPU schedule for the same torch thread count (the tests check
+      this).
+    * A CPU runs the tiles single-threaded in parallel threads
+      (:func:`tile_workers`), each taking its tile through all the steps
+      (tiles write disjoint cores: no lock); a lone tile runs on torch's
+      threads unless ``reproducible``.
+    """
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    staged = staged or dev.type != "cpu"
+    tiles = plan_tiles(src.shape, model, cfa, tile)
+    noise = torch.from_numpy(np.asarray(noise_wb, dtype=np.float32))[None].to(dev)
+    gains_t = None if gains is None else torch.from_numpy(np.ascontiguousarray(gains, dtype=np.float32)).to(dev)
+    wb_t = None if wb is None else torch.from_numpy(np.asarray(wb, dtype=np.float32)).to(dev)
+    u16 = out.dtype == np.uint16
+    uploaded: list = [None] * len(tiles)   # staged on CUDA: per tile, a CUDA event after its input's upload
     lock = threading.Lock()
 
-    def one(t: Tile) -> None:
-        piece = torch.from_numpy(np.ascontiguousarray(read(t), dtype=np.float32))
-        piece = piece[None, None] if piece.ndim == 2 else piece.permute(2, 0, 1)[None]
-        store(t, _tile_core(model, piece.to(device), t, cfa, noise).float().cpu().numpy())
+    def compute(i: int, x: torch.Tensor) -> torch.Tensor:
+        """Tile ``i``'s steps from its host input ``x`` to the core that ``out`` stores (on the device)."""
+        t = tiles[i]
+        x = x.to(dev, torch.float32, non_blocking=cuda)
+        if cuda and staged:
+            uploaded[i] = torch.cuda.Event()
+            uploaded[i].record()
+        if gains_t is not None:
+            h, w = x.shape
+            x = x * gains_t.repeat(-(-h // cfa.period), -(-w // cfa.period))[:h, :w]
+        x = x.contiguous()
+        x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+        res = _run_model(model, x, None if cfa is None else cfa.crop(t.y0, t.x0), noise)[0]
+        core = res[:, t.cy0 - t.y0:t.cy1 - t.y0, t.cx0 - t.x0:t.cx1 - t.x0].permute(1, 2, 0).float()
+        if wb_t is not None:
+            core = core / wb_t
+        return _to_uint16_tensor(core) if u16 else core
+
+    def store(i: int, core: torch.Tensor, done=None) -> None:
+        """Tile ``i``'s core (a host tensor; ready once the event ``done`` is) into ``out``."""
+        if done is not None:
+            done.synchronize()
+        t = tiles[i]
+        host = core.numpy()
+        out[t.cy0:t.cy1, t.cx0:t.cx1] = host.view(np.uint16) if u16 else host
         if progress is not None:
             with lock:
                 progress(1)
 
-    if torch.device(device).type != "cpu" or (len(tiles) == 1 and not reproducible):
-        for t in tiles:
-            one(t)
+    if not staged:
+        def one(i: int) -> None:
+            t = tiles[i]
+            store(i, compute(i, torch.from_numpy(np.ascontiguousarray(src[t.y0:t.y1, t.x0:t.x1], dtype=np.float32))).cpu())
+
+        if len(tiles) == 1 and not reproducible:
+            one(0)
+            return
+        workers = tile_workers(tiles, dev)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            if workers == 1:
+                for i in range(len(tiles)):
+                    one(i)
+            else:
+                with ThreadPoolExecutor(workers, thread_name_prefix="kpnt-tile") as pool:
+                    for fut in [pool.submit(one, i) for i in range(len(tiles))]:
+                        fut.result()             # re-raises a tile's error here
+        finally:
+            torch.set_num_threads(threads)
         return
-    workers = tile_workers(tiles, device)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        if workers == 1:
-            for t in tiles:
-                one(t)
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="kpnt-tile") as pool:
-                for fut in [pool.submit(one, t) for t in tiles]:
-                    fut.result()             # re-raises a tile's error here
-    finally:
-        torch.set_num_threads(threads)
+
+    channels = 1 if src.ndim == 2 else src.shape[2]
+    max_core = max((t.cy1 - t.cy0) * (t.cx1 - t.cx0) for t in tiles)
+    in_bufs = [torch.empty(max(t.pixels for t in tiles) * channels, dtype=torch.float32, pin_memory=cuda)
+               for _ in range(min(2, len(tiles)))]
+    out_bufs = [torch.empty(max_core * 3, dtype=torch.int16 if u16 else torch.float32, pin_memory=cuda)
+                for _ in range(min(2, len(tiles)))]
+    events = []           # (start, end) per tile, for ``timing``
+
+    def stage_in(i: int) -> torch.Tensor:
+        t = tiles[i]
+        if i >= 2 and uploaded[i - 2] is not None:
+            uploaded[i - 2].synchronize()                   # the buffer's last reader
+        piece = src[t.y0:t.y1, t.x0:t.x1]
+        buf = in_bufs[i % 2][: piece.size].view(piece.shape)
+        buf.numpy()[...] = piece                            # numpy copy: releases the GIL
+        return buf
+
+    with ThreadPoolExecutor(1, thread_name_prefix="kpnt-stage") as stager, \
+            ThreadPoolExecutor(1, thread_name_prefix="kpnt-drain") as drainer:
+        pending = stager.submit(stage_in, 0)
+        drains = []
+        try:
+            for i in range(len(tiles)):
+                x = pending.result()
+                if i + 1 < len(tiles):
+                    pending = stager.submit(stage_in, i + 1)   # needs only tile i-1's upload, queued already
+                start = end = None
+                if cuda and timing is not None:
+                    start = torch.cuda.Event(enable_timing=True)
+                    start.record()
+                core = compute(i, x)
+                if i >= 2:
+                    drains[i - 2].result()                    # tile i-2 has left this output buffer
+                buf = out_bufs[i % 2][: core.numel()].view(core.shape)
+                buf.copy_(core, non_blocking=cuda)
+                del x, core
+                if cuda:
+                    end = torch.cuda.Event(enable_timing=timing is not None)
+                    end.record()
+                    if start is not None:
+                        events.append((start, end))
+                drains.append(drainer.submit(store, i, buf, end))
+        except BaseException:
+            for f in drains:                                 # let queued drains finish; the loop's error wins
+                f.exception()
+            raise
+        for f in drains:
+            f.result()                                       # re-raises a drain's error here
+    if timing is not None and events:
+        timing["gpu"] = timing.get("gpu", 0.0) + sum(s.elapsed_time(e) for s, e in events) / 1000.0
 
 
 def denoise_array(model, x: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, tile: int = DEFAULT_TILE, device="cpu", progress=None,
@@ -392,13 +504,8 @@ def denoise_array(model, x: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, t
     Returns:
         (H, W, 3) float32 white-balanced camera RGB.
     """
-    h, w = x.shape[:2]
-    out = np.empty((h, w, 3), dtype=np.float32)
-
-    def store(t: Tile, rgb: np.ndarray) -> None:
-        out[t.cy0:t.cy1, t.cx0:t.cx1] = rgb
-
-    _run_tiles(model, x.shape, cfa, noise_wb, tile, device, lambda t: x[t.y0:t.y1, t.x0:t.x1], store, progress, reproducible)
+    out = np.empty((*x.shape[:2], 3), dtype=np.float32)
+    _run_tiles(model, x, cfa, noise_wb, tile, device, out, reproducible=reproducible, progress=progress)
     return out
 
 
@@ -415,8 +522,8 @@ def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device
             so that no full-size float image is ever held.
         reproducible: as :func:`denoise_array`.
         timing: on a CUDA device, receives ``gpu``: seconds of device work
-            (CUDA events; see :func:`_run_tiles_staged`).
-        staged: run the accelerator tile loop (:func:`_run_tiles_staged`)
+            (CUDA events; see :func:`_run_tiles`).
+        staged: run the accelerator's tile schedule (:func:`_run_tiles`)
             even on a CPU (for tests; on any other device it always runs).
         strength: 1 denoises fully, 0 only demosaics, values between keep
             some noise: the noise level (standard deviation) the model is
@@ -449,147 +556,17 @@ def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device
         n_hot, n_dead = fix_raw(raw, noise.profile)
         if timing is not None:
             timing["hot_pixels"] = (n_hot, n_dead)
-    period = raw.cfa.period
-    wb_rep = wb[raw.cfa.pattern]                                   # (P, P) gain of each repeat position
     s2 = float(strength) ** 2     # variance scales with the square of the level
     noise_wb = np.stack([noise.profile[0] * wb * s2, noise.profile[1] * wb**2 * s2]).astype(np.float32)
     noise_wb = clamp_to_trained_noise(model, noise_wb, raw.path)
-    h, w = raw.mosaic.shape
-    out = np.empty((h, w, 3), dtype=dtype)
-
-    def read(t: Tile) -> np.ndarray:
-        # Tile origins are multiples of the CFA period, so the repeat's
-        # gains tile the piece from its (0, 0).
-        piece = raw.mosaic[t.y0:t.y1, t.x0:t.x1]
-        gains = np.tile(wb_rep, (-(-piece.shape[0] // period), -(-piece.shape[1] // period)))
-        return piece * gains[: piece.shape[0], : piece.shape[1]]
-
-    def store(t: Tile, rgb: np.ndarray) -> None:
-        rgb /= wb
-        out[t.cy0:t.cy1, t.cx0:t.cx1] = rgb if dtype == np.float32 else to_uint16(rgb)
-
-    if torch.device(device).type != "cpu" or staged:
-        _run_tiles_staged(model, raw.mosaic, raw.cfa, wb, wb_rep, noise_wb, tile, device, out, progress, timing)
-        return out
+    out = np.empty((*raw.mosaic.shape, 3), dtype=dtype)
     from kpnt.ref.mlp import cpu_matmul_precision
 
-    with cpu_matmul_precision(cpu_precision):
-        _run_tiles(model, (h, w), raw.cfa, noise_wb, tile, device, read, store, progress, reproducible)
+    # the white balance in per tile (one gain per CFA repeat position) and out again
+    with cpu_matmul_precision(cpu_precision) if torch.device(device).type == "cpu" else contextlib.nullcontext():
+        _run_tiles(model, raw.mosaic, raw.cfa, noise_wb, tile, device, out, gains=wb[raw.cfa.pattern], wb=wb,
+                   staged=staged, reproducible=reproducible, progress=progress, timing=timing)
     return out
-
-
-def _to_uint16_tensor(rgb: torch.Tensor) -> torch.Tensor:
-    """:func:`to_uint16` on a tensor (same float32 arithmetic, same bytes),
-    returned as int16 with the uint16 bit pattern (``.view(np.uint16)`` on
-    the host): int16 copies and conversions exist on every torch build and
-    device, uint16 ones only on recent ones."""
-    q = torch.round(rgb * 65535.0).clamp_(0, 65535).to(torch.int32)
-    return torch.where(q >= 32768, q - 65536, q).to(torch.int16)
-
-
-def _run_tiles_staged(model, mosaic: np.ndarray, cfa: CFA, wb: np.ndarray, wb_rep: np.ndarray, noise_wb: np.ndarray,
-                      tile: int, device, out: np.ndarray, progress=None, timing: dict | None = None) -> None:
-    """:func:`denoise_raw`'s tile loop on an accelerator: the host only
-    copies each tile's normalised mosaic into a (pinned) staging buffer and
-    its finished core out of one; white balance, the model, the division by
-    the white balance and the conversion to ``out.dtype`` (uint16: exactly
-    :func:`to_uint16`) run on the device, so a uint16 result crosses the bus
-    at 6 bytes a photosite instead of 12 and the host does no float work.
-
-    Three threads, so that the one launching the device work never copies:
-    a stager copies tile ``i+1``'s input into its staging buffer and a
-    drainer copies tile ``i-1``'s result out of its buffer into ``out``
-    while this thread launches tile ``i`` (the copies release the GIL; on
-    an H100 they took ~40 ms of a 24-MP file's ~110 ms on this thread
-    before, and the GPU waited for them).  Two staging buffers each way:
-    the stager waits for the upload that last read its buffer (a CUDA event
-    per tile), this thread waits for the drain that last read an output
-    buffer before it queues the next download into it.  GPU memory stays
-    that of one tile in flight (plus the next one's input).
-    ``timing``, if given, gets ``gpu`` (seconds of device work, summed over
-    the tiles from CUDA events: H2D copy, model, conversion, D2H copy).
-    Also runs on a CPU (unpinned buffers, synchronous copies), where it
-    gives the same bytes as the CPU path for the same torch thread count
-    (the tests check this).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    dev = torch.device(device)
-    cuda = dev.type == "cuda"
-    tiles = plan_tiles(mosaic.shape, model, cfa, tile)
-    period = cfa.period
-    noise = torch.from_numpy(np.asarray(noise_wb, dtype=np.float32))[None].to(dev)
-    wb_t = torch.from_numpy(np.asarray(wb, dtype=np.float32)).to(dev)
-    gains_rep = torch.from_numpy(np.ascontiguousarray(wb_rep, dtype=np.float32)).to(dev)
-    u16 = out.dtype == np.uint16
-    host_dtype = torch.int16 if u16 else torch.float32
-    max_in = max(t.pixels for t in tiles)
-    max_core = max((t.cy1 - t.cy0) * (t.cx1 - t.cx0) for t in tiles)
-    in_bufs = [torch.empty(max_in, dtype=torch.float32, pin_memory=cuda) for _ in range(min(2, len(tiles)))]
-    out_bufs = [torch.empty(max_core * 3, dtype=host_dtype, pin_memory=cuda) for _ in range(min(2, len(tiles)))]
-    uploaded: list = [None] * len(tiles)   # per tile: CUDA event after its input's upload
-    events = []           # (start, end) per tile, for ``timing``
-
-    def stage_in(i: int) -> torch.Tensor:
-        t = tiles[i]
-        if i >= 2 and uploaded[i - 2] is not None:
-            uploaded[i - 2].synchronize()                   # the buffer's last reader
-        h, w = t.y1 - t.y0, t.x1 - t.x0
-        buf = in_bufs[i % 2][: h * w].view(h, w)
-        buf.numpy()[...] = mosaic[t.y0:t.y1, t.x0:t.x1]      # numpy copy: releases the GIL
-        return buf
-
-    def drain(t: Tile, buf: torch.Tensor, done) -> None:
-        if done is not None:
-            done.synchronize()
-        core = buf.numpy()
-        out[t.cy0:t.cy1, t.cx0:t.cx1] = core.view(np.uint16) if u16 else core
-        if progress is not None:
-            progress(1)
-
-    with ThreadPoolExecutor(1, thread_name_prefix="kpnt-stage") as stager, \
-            ThreadPoolExecutor(1, thread_name_prefix="kpnt-drain") as drainer:
-        staged = stager.submit(stage_in, 0)
-        drains = []
-        try:
-            for i, t in enumerate(tiles):
-                src = staged.result()
-                if i + 1 < len(tiles):
-                    staged = stager.submit(stage_in, i + 1)    # needs only tile i-1's upload, queued already
-                h, w = t.y1 - t.y0, t.x1 - t.x0
-                start = end = None
-                if cuda and timing is not None:
-                    start = torch.cuda.Event(enable_timing=True)
-                    start.record()
-                x = src.to(dev, non_blocking=True)
-                if cuda:
-                    uploaded[i] = torch.cuda.Event()
-                    uploaded[i].record()
-                gains = gains_rep.repeat(-(-h // period), -(-w // period))[:h, :w]
-                x = x * gains
-                core = _tile_core(model, x[None, None], t, cfa, noise).float()
-                core = core / wb_t
-                core = _to_uint16_tensor(core) if u16 else core
-                ch, cw = t.cy1 - t.cy0, t.cx1 - t.cx0
-                if i >= 2:
-                    drains[i - 2].result()                    # tile i-2 has left this output buffer
-                buf = out_bufs[i % 2][: ch * cw * 3].view(ch, cw, 3)
-                buf.copy_(core, non_blocking=cuda)
-                del x, gains, core
-                if cuda:
-                    end = torch.cuda.Event(enable_timing=timing is not None)
-                    end.record()
-                    if start is not None:
-                        events.append((start, end))
-                drains.append(drainer.submit(drain, t, buf, end))
-        except BaseException:
-            for f in drains:                                 # let queued drains finish; the loop's error wins
-                f.exception()
-            raise
-        for f in drains:
-            f.result()                                       # re-raises a drain's error here
-    if timing is not None and events:
-        timing["gpu"] = timing.get("gpu", 0.0) + sum(s.elapsed_time(e) for s, e in events) / 1000.0
 
 
 def to_uint16(rgb: np.ndarray) -> np.ndarray:

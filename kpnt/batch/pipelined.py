@@ -17,7 +17,7 @@ def run_pipelined(tasks: list[Task], settings: Settings, device: str, report, st
     """Run tasks in this process as a pipeline: ``io_workers`` threads
     decode (each through its own decoder child, then choose the noise
     profile) up to ``io_workers`` files ahead, the main thread denoises (on
-    a GPU: :func:`kpnt.denoise._run_tiles_staged`), and ``io_workers``
+    a GPU: the staged schedule of :func:`kpnt.denoise._run_tiles`), and ``io_workers``
     threads write the results.
 
     Threads here, not processes: numpy and file writes release the GIL, and
