@@ -1,4 +1,4 @@
-"""The quality benchmark (kpnt.bench, tools/bench_quality.py): noise push
+"""The quality benchmark (kpnt.bench; its CLI kpnt.bench.cli): noise push
 beyond a camera's profiled ISOs, per-case seeds and CFA phases, the
 synthetic raws' noise, colour-fidelity statistics, issue 13's checks, the
 peer cache, and end-to-end runs on tiny photos (cache reuse, model selection,
@@ -16,6 +16,7 @@ import torch
 
 from kpnt.bench import cache as C
 from kpnt.bench import cases, checks, metrics
+from kpnt.bench.cli import main
 from kpnt.color import find_camera
 from kpnt.mosaic import CFA
 from kpnt.noise import load_profile_table
@@ -37,43 +38,43 @@ def table(tmp_path):
 # ----------------------------------------------------------------------
 # noise profiles of the cells
 # ----------------------------------------------------------------------
-def test_push_profile_scales_a_by_r_and_b_by_r_squared(bq):
+def test_push_profile_scales_a_by_r_and_b_by_r_squared():
     p = NoiseProfile(a=[1e-4, 2e-4, 3e-4], b=[1e-6, 2e-6, 3e-6])
-    q = bq.push_profile(p, 4.0)
+    q = cases.push_profile(p, 4.0)
     np.testing.assert_allclose(q.a, 4.0 * p.a, rtol=1e-15)
     np.testing.assert_allclose(q.b, 16.0 * p.b, rtol=1e-15)
-    assert bq.push_profile(p, 1.0) == p
+    assert cases.push_profile(p, 1.0) == p
     with pytest.raises(ValueError):
-        bq.push_profile(p, 0.0)
+        cases.push_profile(p, 0.0)
 
 
-def test_push_profile_matches_a_simulated_push(bq):
+def test_push_profile_matches_a_simulated_push():
     """Draw x with var a m + b, multiply by r: var(y) is the pushed profile's
     variance at the pushed mean y = r m."""
     rng = np.random.default_rng(0)
     a, b, r, m = 3e-4, 4e-6, 2.0, 0.2
     x = m + rng.normal(size=400_000) * np.sqrt(a * m + b)
     y = r * x
-    q = bq.push_profile(NoiseProfile(a=[a] * 3, b=[b] * 3), r)
+    q = cases.push_profile(NoiseProfile(a=[a] * 3, b=[b] * 3), r)
     want = float(q.variance(np.array(r * m), np.array(1)))
     assert y.var() == pytest.approx(want, rel=0.01)
     assert want == pytest.approx(r * r * (a * m + b))
     assert y.var() > 3 * (a * m + b)   # a clamp (the old behaviour) would be 4x too low here
 
 
-def test_profile_at_iso(bq, table):
+def test_profile_at_iso(table):
     for iso in (200, 800, 6400):
-        prof, how = bq.profile_at_iso(table, "Testmaker", "T1", iso)
+        prof, how = cases.profile_at_iso(table, "Testmaker", "T1", iso)
         assert prof == table.lookup("Testmaker", "T1", iso) and how == "profiled"
-    prof, how = bq.profile_at_iso(table, "Testmaker", "T1", 3200)
+    prof, how = cases.profile_at_iso(table, "Testmaker", "T1", 3200)
     assert prof == table.lookup("Testmaker", "T1", 3200) and how == "interpolated"
     last = table.lookup("Testmaker", "T1", 6400)
-    prof, how = bq.profile_at_iso(table, "Testmaker", "T1", 12800)
+    prof, how = cases.profile_at_iso(table, "Testmaker", "T1", 12800)
     assert how == "pushed from ISO 6400"
     np.testing.assert_allclose(prof.a, 2 * last.a, rtol=1e-12)
     np.testing.assert_allclose(prof.b, 4 * last.b, rtol=1e-12)
     assert table.lookup("Testmaker", "T1", 12800) == last        # the table itself still clamps
-    prof, how = bq.profile_at_iso(table, "Testmaker", "T1", 100)
+    prof, how = cases.profile_at_iso(table, "Testmaker", "T1", 100)
     assert how == "clamped to ISO 200" and prof == table.lookup("Testmaker", "T1", 200)
 
 
@@ -295,20 +296,20 @@ def tiny_bench(tmp_path):
     return tmp_path
 
 
-def _main(bq, tmp, *extra):
-    return bq.main(["--photos", str(tmp / "photos"), "--profiles", str(tmp / "np.json"), "--speed-mp", "0",
+def _main(tmp, *extra):
+    return main(["--photos", str(tmp / "photos"), "--profiles", str(tmp / "np.json"), "--speed-mp", "0",
                     "--kpnt-input", "memory", "--threads", "1", *extra])
 
 
-def test_end_to_end_cache_reuse_changes_no_number(bq, tiny_bench, capsys):
+def test_end_to_end_cache_reuse_changes_no_number(tiny_bench, capsys):
     tmp = tiny_bench
     args = ["--sensors", "bayer", "--isos", "clean,800", "--methods", "kpnt,menon", "--peer-cache", str(tmp / "pc"),
             "--error-maps", str(tmp / "maps"), "--error-map-photos", "0,1"]
-    assert _main(bq, tmp, *args, "--json", str(tmp / "a.json")) == 0
+    assert _main(tmp, *args, "--json", str(tmp / "a.json")) == 0
     first = capsys.readouterr().out
     # the second run in two worker processes: the cache and the scoring in
     # workers must not change a number
-    assert _main(bq, tmp, *args, "--jobs", "2", "--json", str(tmp / "b.json")) == 0
+    assert _main(tmp, *args, "--jobs", "2", "--json", str(tmp / "b.json")) == 0
     second = capsys.readouterr().out
     a, b = (json.loads((tmp / f"{n}.json").read_text()) for n in "ab")
     key = lambda r: (r["cell"], r["method"])  # noqa: E731
@@ -331,13 +332,13 @@ def test_end_to_end_cache_reuse_changes_no_number(bq, tiny_bench, capsys):
     assert "without demosaicnet" in second
 
 
-def test_model_selection_scores_every_weights_file(bq, tiny_bench, capsys):
+def test_model_selection_scores_every_weights_file(tiny_bench, capsys):
     tmp = tiny_bench
     for name in ("run_a", "run_b"):
         (tmp / "runs" / name).mkdir(parents=True)
         shutil.copy(ROOT / "kpnt" / "weights" / "bayer.safetensors", tmp / "runs" / name / "weights.safetensors")
     # both sensors asked, Bayer weights only: X-Trans is skipped with a note
-    assert _main(bq, tmp, "--isos", "800", "--methods", "kpnt", "--limit", "1",
+    assert _main(tmp, "--isos", "800", "--methods", "kpnt", "--limit", "1",
                  "--weights-glob", str(tmp / "runs" / "*" / "weights.safetensors"), "--json", str(tmp / "m.json")) == 0
     out = capsys.readouterr().out
     rows = json.loads((tmp / "m.json").read_text())["rows"]
@@ -347,15 +348,15 @@ def test_model_selection_scores_every_weights_file(bq, tiny_bench, capsys):
     assert "no xtrans weights: kpnt skipped for xtrans" in out
 
 
-def test_time_budget_stops_early_and_keeps_the_cache(bq, tiny_bench, capsys):
+def test_time_budget_stops_early_and_keeps_the_cache(tiny_bench, capsys):
     tmp = tiny_bench
     args = ["--sensors", "bayer", "--isos", "800", "--methods", "menon", "--peer-cache", str(tmp / "pc")]
-    assert _main(bq, tmp, *args, "--time-budget", "1e-6") == 3
+    assert _main(tmp, *args, "--time-budget", "1e-6") == 3
     assert "partial run" in capsys.readouterr().err
-    assert _main(bq, tmp, *args, "--json", str(tmp / "full.json")) == 0
+    assert _main(tmp, *args, "--json", str(tmp / "full.json")) == 0
     assert [r["n"] for r in json.loads((tmp / "full.json").read_text())["rows"]] == [2]
     with pytest.raises(SystemExit):
-        _main(bq, tmp, "--time-budget", "60")
+        _main(tmp, "--time-budget", "60")
     assert "without --peer-cache" in capsys.readouterr().err
 
 
@@ -371,13 +372,13 @@ def test_limit_spreads_the_subset_over_the_folder(tmp_path):
     assert select_photos(tmp_path, 50, 1)[0] == list(range(7))
 
 
-def test_cli_errors_are_one_line(bq, tiny_bench, capsys):
+def test_cli_errors_are_one_line(tiny_bench, capsys):
     tmp = tiny_bench
     with pytest.raises(SystemExit):
-        _main(bq, tmp, "--isos", "clean,abc")
+        _main(tmp, "--isos", "clean,abc")
     assert "neither 'clean' nor an ISO" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="matches no file"):
-        _main(bq, tmp, "--methods", "kpnt", "--weights-glob", str(tmp / "nothing*.safetensors"))
+        _main(tmp, "--methods", "kpnt", "--weights-glob", str(tmp / "nothing*.safetensors"))
     with pytest.raises(SystemExit):
-        bq.main(["--photos", str(tmp / "missing"), "--profiles", str(tmp / "np.json")])
+        main(["--photos", str(tmp / "missing"), "--profiles", str(tmp / "np.json")])
     assert "no such folder" in capsys.readouterr().err

@@ -61,7 +61,6 @@ Example (GPU machine)::
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -77,7 +76,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
 from kpnt.mosaic import kinds  # noqa: E402
@@ -107,9 +105,12 @@ TRAIN_MAIN = "import sys; from kpnt.cli.train import main; sys.exit(main(sys.arg
 
 
 def import_bench_quality():
-    """tools/bench_quality.py as a module (it imports rawpy only where a
-    DNG is decoded, which the evaluation here never does)."""
-    return importlib.import_module("bench_quality")
+    """The quality benchmark's case builders and scoring, from the library
+    (:mod:`kpnt.bench`; tools/bench_quality.py is only its CLI)."""
+    from kpnt.bench import cases, metrics
+
+    return types.SimpleNamespace(BLACK=cases.BLACK, WHITE=cases.WHITE, case_seed=cases.case_seed, make_case=cases.make_case,
+                                 profile_at_iso=cases.profile_at_iso, score=metrics.score)
 
 
 # ----------------------------------------------------------------------

@@ -16,6 +16,8 @@ One job per module:
 * :mod:`kpnt.bench.errormaps`: error-map pictures;
 * :mod:`kpnt.bench.speed`: the large-raw speed test;
 * :mod:`kpnt.bench.runner`: the benchmark loop.
+* :mod:`kpnt.bench.cli`: the command line (arguments, printed report,
+  JSON); ``tools/bench_quality.py`` only calls it.
 
 The peers' packages are optional (``pip install -e '.[bench]'``): nothing
 here imports them at module level.

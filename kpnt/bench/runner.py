@@ -315,7 +315,7 @@ class Tally:
 # the benchmark
 # ----------------------------------------------------------------------
 def run(args) -> dict:
-    """Run the benchmark that :func:`tools.bench_quality.main` parsed.
+    """Run the benchmark that :func:`kpnt.bench.cli.main` parsed.
 
     Returns:
         dict with ``rows`` (:meth:`Tally.rows`), ``colour`` ((sensor, cell,
