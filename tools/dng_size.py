@@ -127,6 +127,7 @@ def run(args) -> list[dict]:
     from kpnt.denoise import choose_noise, denoise_raw, to_uint16
     from kpnt.io import read_raw
     from kpnt.io.dng import write_cfa_dng, write_linear_dng
+    from kpnt.mosaic.kinds import BAYER
     from kpnt.noise import load_profile_table
     from kpnt.weights_io import load_weights, shipped_weights
 
@@ -137,7 +138,7 @@ def run(args) -> list[dict]:
     w = int(round(np.sqrt(args.mp * 1e6 * 1.5) / 16) * 16)
     h = int(round(w / 1.5 / 16) * 16)
     grid = scene(photos, h, w, args.seed, args.upscale)
-    model = load_weights(args.weights or shipped_weights("bayer"), sensor="bayer")[0].eval()
+    model = load_weights(args.weights or shipped_weights(BAYER.name), sensor=BAYER.name)[0].eval()
     rows = []
     with tempfile.TemporaryDirectory(prefix="kpnt-dngsize-") as tmp:
         tmp = Path(tmp)
