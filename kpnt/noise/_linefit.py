@@ -55,6 +55,26 @@ def _quantile_line(x: np.ndarray, v: np.ndarray, q: float) -> tuple[float, float
     return best
 
 
+def _reweighted(x: np.ndarray, v: np.ndarray, line: tuple[float, float], weights, iters: int) -> tuple[float, float]:
+    """Iteratively reweighted :func:`_wls` from ``line`` = (a, b): each round
+    ``weights(vhat)`` gives the weights of the next fit from the current
+    line ``vhat`` (floored at 1e-3 of the median |v|, so that a line near 0
+    cannot blow the weights up), or None to stop; at most ``iters`` rounds,
+    fewer once a and b move by less than 1e-6 (relative)."""
+    a, b = line
+    floor = 1e-3 * max(float(np.median(np.abs(v))), 1e-30)
+    for _ in range(iters):
+        w = weights(np.maximum(a * x + b, floor))
+        if w is None:
+            break
+        a_new, b_new = _wls(x, v, w)
+        done = abs(a_new - a) <= 1e-6 * max(a, 1e-30) and abs(b_new - b) <= 1e-6 * max(b, 1e-30)
+        a, b = a_new, b_new
+        if done:
+            break
+    return a, b
+
+
 def fit_variance_line(x, v, dof, robust: bool = True, iters: int = 10) -> tuple[float, float]:
     """Fit ``v ~ a x + b`` to per-bin variance estimates with symmetric errors.
 
@@ -73,21 +93,17 @@ def fit_variance_line(x, v, dof, robust: bool = True, iters: int = 10) -> tuple[
     x = np.asarray(x, np.float64)
     v = np.asarray(v, np.float64)
     rel = 2.0 / np.asarray(dof, np.float64)
-    a, b = _wls(x, v, 1.0 / (np.maximum(np.abs(v), 1e-30) ** 2 * rel))
-    for _ in range(iters):
-        vhat = np.maximum(a * x + b, 1e-3 * max(float(np.median(np.abs(v))), 1e-30))
+
+    def weights(vhat: np.ndarray) -> np.ndarray:
         w = 1.0 / (vhat**2 * rel)
         if robust:
             u = (v / vhat - 1.0) / (4.685 * np.sqrt(rel))
             bw = np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0)
             if (bw > 0).sum() >= 2:
                 w = w * bw
-        a_new, b_new = _wls(x, v, w)
-        done = abs(a_new - a) <= 1e-6 * max(a, 1e-30) and abs(b_new - b) <= 1e-6 * max(b, 1e-30)
-        a, b = a_new, b_new
-        if done:
-            break
-    return a, b
+        return w
+
+    return _reweighted(x, v, _wls(x, v, 1.0 / (np.maximum(np.abs(v), 1e-30) ** 2 * rel)), weights, iters)
 
 
 def fit_lower_line(x, v, dof, start_quantile: float = 0.3, iters: int = 20) -> tuple[float, float]:
@@ -112,17 +128,11 @@ def fit_lower_line(x, v, dof, start_quantile: float = 0.3, iters: int = 20) -> t
     x = np.asarray(x, np.float64)
     v = np.asarray(v, np.float64)
     rel = 2.0 / np.asarray(dof, np.float64)
-    a, b = _quantile_line(x, v, start_quantile)
-    for _ in range(iters):
-        vhat = np.maximum(a * x + b, 1e-3 * max(float(np.median(np.abs(v))), 1e-30))
+
+    def weights(vhat: np.ndarray) -> np.ndarray | None:
         z = (v / vhat - 1.0) / np.sqrt(rel)
         u = np.where(z > 0, np.clip((z - 2.0) / 3.0, 0.0, None), np.clip((-z - 4.0) / 4.0, 0.0, None))
         w = np.where(u < 1, (1 - u**2) ** 2, 0.0) / (vhat**2 * rel)
-        if (w > 0).sum() < 2:
-            break
-        a_new, b_new = _wls(x, v, w)
-        done = abs(a_new - a) <= 1e-6 * max(a, 1e-30) and abs(b_new - b) <= 1e-6 * max(b, 1e-30)
-        a, b = a_new, b_new
-        if done:
-            break
-    return a, b
+        return w if (w > 0).sum() >= 2 else None     # too few bins left to fit a line: keep the last one
+
+    return _reweighted(x, v, _quantile_line(x, v, start_quantile), weights, iters)
