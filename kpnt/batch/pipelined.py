@@ -8,7 +8,7 @@ import time
 from collections import deque
 
 from kpnt.batch.processor import FileProcessor
-from kpnt.batch.types import FileResult, Settings, Task
+from kpnt.batch.types import Settings, Task, abandoned
 from kpnt.io.atomic import remove_temp_files
 
 
@@ -108,8 +108,7 @@ def run_pipelined(tasks: list[Task], settings: Settings, device: str, report, st
             report(res)
         finishing.clear()
         if current is not None:
-            remove_temp_files(current.out)
-            report(FileResult(current.src, "interrupted", current.out, "interrupted", index=current.index))
+            report(abandoned(current))
         raise
     finally:
         proc.close()                      # decodes in progress end now (their children are killed)

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from kpnt.batch.decoder import die_with_parent, signal_text
-from kpnt.batch.types import FileResult, Settings, Task
+from kpnt.batch.types import FileResult, Settings, Task, abandoned
 from kpnt.io.atomic import remove_temp_files
 
 log = logging.getLogger("kpnt")
@@ -82,9 +82,7 @@ def _worker_main(serial: int, device: str, threads: int, settings: Settings, tas
                         task = None
             except KeyboardInterrupt:
                 if current is not None:
-                    remove_temp_files(current.out)
-                    result_q.put(("result", serial, FileResult(current.src, "interrupted", current.out, "interrupted",
-                                                               index=current.index)))
+                    result_q.put(("result", serial, abandoned(current)))
     except BaseException as e:  # noqa: BLE001  (reported, the coordinator goes on)
         result_q.put(("crash", serial, f"worker on {device} failed: {type(e).__name__}: {e}".splitlines()[0]))
     finally:

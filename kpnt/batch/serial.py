@@ -7,8 +7,7 @@ import threading
 import time
 
 from kpnt.batch.processor import FileProcessor
-from kpnt.batch.types import FileResult, Settings, Task
-from kpnt.io.atomic import remove_temp_files
+from kpnt.batch.types import Settings, Task, abandoned
 
 
 class Prefetch:
@@ -76,8 +75,7 @@ def run_serial(tasks: list[Task], settings: Settings, device: str, report, stop:
                 stop.set()
     except KeyboardInterrupt:
         if current is not None:
-            remove_temp_files(current.out)
-            report(FileResult(current.src, "interrupted", current.out, "interrupted", index=current.index))
+            report(abandoned(current))
         raise
     finally:
         if own:

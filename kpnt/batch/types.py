@@ -85,6 +85,15 @@ class FileResult:
     index: int = -1
 
 
+def abandoned(task: Task) -> FileResult:
+    """The result of ``task`` cut short by an interrupt while it was being
+    processed: its temporary output files are removed first."""
+    from kpnt.io.atomic import remove_temp_files
+
+    remove_temp_files(task.out)
+    return FileResult(task.src, "interrupted", task.out, "interrupted", index=task.index)
+
+
 def one_line(exc: BaseException, src: Path) -> str:
     """The one-line report of a file that failed with ``exc``; names the
     file, and marks exceptions kpnt did not expect as internal errors."""
