@@ -238,6 +238,24 @@ def render_srgb(cam_rgb, wb, xyz_to_cam, baseline_exposure: float = 0.0) -> np.n
     return linear_to_srgb(np.clip(lin @ m.T, 0.0, 1.0))
 
 
+def scored_pair(a, b, border: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two images to compare (:func:`psnr`, :func:`kpnt.bench.metrics.ssim`):
+    float64, ``border`` pixels dropped on every side of both spatial axes,
+    after checking that they have one shape (H, W) or (H, W, C) and that the
+    border leaves something; ``what`` names the measure in the errors."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim not in (2, 3):
+        raise ValueError(f"{what} needs two images of equal shape (H, W[, C]), got {a.shape} and {b.shape}")
+    h, w = a.shape[:2]
+    if border < 0 or 2 * border >= min(h, w):
+        raise ValueError(f"border {border} leaves nothing of a {h}x{w} image")
+    if border:
+        a = a[border:-border, border:-border]
+        b = b[border:-border, border:-border]
+    return a, b
+
+
 def psnr(a, b, peak: float = 1.0, border: int = 6) -> float:
     """PSNR in dB between two images, ignoring ``border`` pixels on each side.
 
@@ -248,15 +266,6 @@ def psnr(a, b, peak: float = 1.0, border: int = 6) -> float:
     Returns:
         ``10 log10(peak^2 / MSE)``; ``inf`` for identical images.
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim not in (2, 3):
-        raise ValueError(f"psnr needs two images of equal shape (H, W[, C]), got {a.shape} and {b.shape}")
-    h, w = a.shape[:2]
-    if border < 0 or 2 * border >= min(h, w):
-        raise ValueError(f"border {border} leaves nothing of a {h}x{w} image")
-    if border:
-        a = a[border:-border, border:-border]
-        b = b[border:-border, border:-border]
+    a, b = scored_pair(a, b, border, "psnr")
     mse = float(np.mean((a - b) ** 2))
     return float("inf") if mse == 0.0 else 10.0 * np.log10(peak * peak / mse)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from kpnt.color import psnr, render_linear_wb, render_srgb
+from kpnt.color import psnr, render_linear_wb, render_srgb, scored_pair
 
 #: scoring border, pixels (DESIGN.md section 8)
 BORDER = 6
@@ -44,13 +44,7 @@ def ssim(a: np.ndarray, b: np.ndarray, border: int = BORDER, data_range: float =
     Returns:
         Mean SSIM; 1.0 for identical images.
     """
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    if a.shape != b.shape or a.ndim not in (2, 3):
-        raise ValueError(f"ssim needs two images of equal shape (H, W[, C]), got {a.shape} and {b.shape}")
-    if border:
-        a = a[border:-border, border:-border]
-        b = b[border:-border, border:-border]
+    a, b = scored_pair(a, b, border, "ssim")
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
     win, sigma, pad = 11, 1.5, 5
