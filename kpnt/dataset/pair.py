@@ -63,6 +63,20 @@ def _cut(a: np.ndarray, box) -> np.ndarray:
 MIN_NOISE_GAP = 1e-8
 
 
+def _matched(nb: np.ndarray, rb: np.ndarray, excluded: np.ndarray, opts: BuildOptions, variance=None):
+    """:func:`match_exposure` of the noisy block means ``nb`` to the
+    reference's ``rb`` (blocks in ``excluded`` left out), its gain checked
+    against ``opts.max_gain``; either failing rejects the pair."""
+    try:
+        m = match_exposure(nb, rb, excluded, opts.offset, variance=variance)
+    except DatasetError as exc:
+        raise PairRejected(str(exc)) from None
+    reason = check_gain(m, opts.max_gain)
+    if reason:
+        raise PairRejected(reason)
+    return m
+
+
 def check_noise_gap(prof: NoiseProfile) -> str | None:
     """Why a pair has nothing to teach (its noisy frame is as clean as its
     reference: the same frame tagged with two ISOs, or an ISO tag that does
@@ -127,13 +141,7 @@ def process_pair(ref: Reference, noisy_mosaic: np.ndarray, noisy_saturated: np.n
     # preserves sums exactly and compares the same scene points.
     rb = blocks.rgb_block_means(bilinear(r_exact, r_exact_cfa), cfa, s)
     sat_blocks = blocks.block_any(n_sat | r_bad, s)
-    try:
-        m0 = match_exposure(nb, rb, sat_blocks, opts.offset)
-    except DatasetError as exc:
-        raise PairRejected(str(exc)) from None
-    reason = check_gain(m0, opts.max_gain)
-    if reason:
-        raise PairRejected(reason)
+    m0 = _matched(nb, rb, sat_blocks, opts)
 
     usable0 = ~(n_sat | r_bad)
     try:
@@ -160,13 +168,7 @@ def process_pair(ref: Reference, noisy_mosaic: np.ndarray, noisy_saturated: np.n
     var_b = (prelim.a * np.maximum(pred, 0) + np.maximum(prelim.b, 0)) / counts
     if ref.profile is not None:
         var_b = var_b + m0.gain ** 2 * (ref.profile.a * np.maximum(rb, 0) + np.maximum(ref.profile.b, 0)) / counts
-    try:
-        m = match_exposure(nb, rb, sat_blocks | blocks.block_any(moved, s), opts.offset, variance=var_b)
-    except DatasetError as exc:
-        raise PairRejected(str(exc)) from None
-    reason = check_gain(m, opts.max_gain)
-    if reason:
-        raise PairRejected(reason)
+    m = _matched(nb, rb, sat_blocks | blocks.block_any(moved, s), opts, variance=var_b)
     usable = usable0 & ~moved
     frac = float(usable.sum()) / float(H * W)
     if frac < opts.min_usable:
