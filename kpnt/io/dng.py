@@ -22,7 +22,7 @@ import numpy as np
 import kpnt
 from kpnt.io.carry import WB_TAGS
 from kpnt.io.linearization import CODES, compact_table, to_codes
-from kpnt.io.ljpeg_tiles import encode_tiles, tile_side, write_tiled_tiff
+from kpnt.io.ljpeg_tiles import CFA_TILE, encode_tiles, tile_side, write_tiled_tiff
 from kpnt.io.meta import RawMeta
 from kpnt.io.tiff import (ASCII, BYTE, DOUBLE, IFD, LONG, RATIONAL, SHORT, SRATIONAL, TAG_EXIF_IFD, UNDEFINED,
                           TiffWriteError, check_target, write_tiff_file)
@@ -205,7 +205,7 @@ def write_cfa_dng(path, mosaic_u16: np.ndarray, cfa: CFA, meta: RawMeta, overwri
     if compression != "ljpeg":
         raise TiffWriteError(f"CFA DNG compression must be 'ljpeg' or 'none', got {compression!r}")
     check_target(path, overwrite)
-    side = tile_side(w)
+    side = tile_side(w, CFA_TILE)
     return write_tiled_tiff(path, ifd, encode_tiles(mosaic, side), side, overwrite=overwrite)
 
 
@@ -228,7 +228,7 @@ def write_linear_dng(path, rgb_u16: np.ndarray, meta: RawMeta, overwrite: bool =
         meta: colour matrix, as-shot white balance, identity, orientation,
             baseline exposure and noise profile of the source; its levels are
             not used (this file has black 0 and white 65535).
-        compression: 'ljpeg' (default): lossless JPEG in 256x256 tiles,
+        compression: 'ljpeg' (default): lossless JPEG in 128x128 tiles,
             which rawpy, darktable and RawTherapee read; 'compact': the same
             tiles holding 11-bit codes that a LinearizationTable maps back
             to 16-bit values (:mod:`kpnt.io.linearization`: not bit-exact,

@@ -11,10 +11,10 @@ DNGs.
 
 The codec is libjpeg-turbo's lossless mode (SOF3, 16-bit precision,
 predictor 1 = left neighbour: the only one rawspeed, darktable's decoder,
-accepts) through ``imagecodecs``; each 256x256 tile is one JPEG stream with
+accepts) through ``imagecodecs``; each tile (:data:`TILE`) is one JPEG stream with
 three components (a CFA mosaic's: two, see :func:`encode_tiles`), edge
-tiles padded by repeating the last row/column (DNG tiles are all full size;
-the padding is never displayed); images narrower than a tile get narrower
+tiles padded as cheaply as the predictor allows (DNG tiles are all full
+size; the padding is never displayed); images narrower than a tile get narrower
 tiles (:func:`tile_side`).  The 'compact' encoding stores codes of a
 LinearizationTable in the same tiles (:mod:`kpnt.io.linearization`).
 
@@ -33,8 +33,15 @@ import numpy as np
 
 from kpnt.io.tiff import IFD, LONG, SHORT, TiffWriteError, check_target, write_laid_out
 
-#: Tile side in pixels (a multiple of 16, as TIFF requires; Adobe's choice).
-TILE = 256
+#: Tile side of LinearRaw data in pixels (a multiple of 16, as TIFF
+#: requires).  Smaller tiles code smaller: every tile gets its own Huffman
+#: tables and less padding; on a denoised 24-MP image ('compact') 256 gave
+#: 1.842x the source's bytes, 128 1.811x, 64 1.799x (5922 tiles).  rawpy,
+#: darktable and RawTherapee read all three as fast.
+TILE = 128
+#: Tile side of CFA DNGs: Adobe's DNG Converter's, so that a synthetic raw
+#: written with lossless JPEG is sized as a converted camera raw.
+CFA_TILE = 256
 COMPRESSION_LJPEG = 7
 #: Threads that encode tiles at once (at most the CPU count).
 ENCODE_THREADS = 4
@@ -49,10 +56,10 @@ def _codec():
     return imagecodecs
 
 
-def tile_side(width: int) -> int:
-    """:data:`TILE`, or for images narrower than that the largest multiple of
+def tile_side(width: int, tile: int = TILE) -> int:
+    """``tile``, or for images narrower than that the largest multiple of
     16 that fits: LibRaw misplaces the rows of tiles wider than the image."""
-    return max(16, min(TILE, 16 * (width // 16)))
+    return max(16, min(tile, 16 * (width // 16)))
 
 
 def encode_tiles(img: np.ndarray, tile: int) -> list[bytes]:
@@ -67,16 +74,21 @@ def encode_tiles(img: np.ndarray, tile: int) -> list[bytes]:
     """
     codec = _codec()
     h, w = img.shape[:2]
-    pad = ((0, 0),) * (img.ndim - 2)
     colours = dict(colorspace="RGB", outcolorspace="RGB") if img.ndim == 3 else {}
 
     def one(yx) -> bytes:
         y, x = yx
         part = img[y:y + tile, x:x + tile]
-        if part.shape[:2] != (tile, tile):
-            part = np.pad(part, ((0, tile - part.shape[0]), (0, tile - part.shape[1])) + pad, mode="edge")
-        if img.ndim == 2:
-            part = part.reshape(tile, tile // 2, 2)
+        rows, cols = part.shape[:2]
+        if cols < tile:     # repeat the last column: zero differences along each row
+            part = np.pad(part, ((0, 0), (0, tile - cols)) + ((0, 0),) * (img.ndim - 2), mode="edge")
+        part = part.reshape(rows, tile // 2, 2) if img.ndim == 2 else part
+        if rows < tile:
+            # Rows below the image hold one value per component (the first of
+            # the last row): all differences zero, ~1 bit a sample, where
+            # repeating the last row would cost as much as a real one
+            # (predictor 1 predicts from the left): 1.8% of a 24-MP file.
+            part = np.concatenate([part, np.broadcast_to(part[-1:, :1], (tile - rows,) + part.shape[1:])])
         return bytes(codec.jpeg8_encode(np.ascontiguousarray(part), lossless=True, bitspersample=16,
                                         predictor=1, **colours))
 
