@@ -130,17 +130,26 @@ def _coarse_ncc(cn: np.ndarray, cr: np.ndarray, sy: float, sx: float, grid: int 
     h, w = cn.shape
     a = cn[max(0, -iy): h - max(0, iy), max(0, -ix): w - max(0, ix)]
     b = cr[max(0, iy): h - max(0, -iy), max(0, ix): w - max(0, -ix)]
-    g = grid if min(a.shape) >= 8 * grid else 1
-    ys = np.linspace(0, a.shape[0], g + 1).astype(int)
-    xs = np.linspace(0, a.shape[1], g + 1).astype(int)
+    r = median_tile_correlation(a, b, grid if min(a.shape) >= 8 * grid else 1, min_samples=16)
+    return 0.0 if r is None else r
+
+
+def median_tile_correlation(a: np.ndarray, b: np.ndarray, grid: int, min_samples: int) -> float | None:
+    """Median over a ``grid`` x ``grid`` split of two arrays of one shape
+    ((H, W) or (H, W, C)) of the correlation coefficient of each tile's
+    values; tiles of fewer than ``min_samples`` values or constant ones do
+    not count (None if none counts).  The median ignores the tiles a moving
+    object changed."""
+    ys = np.linspace(0, a.shape[0], grid + 1).astype(int)
+    xs = np.linspace(0, a.shape[1], grid + 1).astype(int)
     vals = []
-    for i in range(g):
-        for j in range(g):
+    for i in range(grid):
+        for j in range(grid):
             u = a[ys[i]:ys[i + 1], xs[j]:xs[j + 1]].ravel()
             v = b[ys[i]:ys[i + 1], xs[j]:xs[j + 1]].ravel()
-            if u.size >= 16 and u.std() > 0 and v.std() > 0:
+            if u.size >= min_samples and u.std() > 0 and v.std() > 0:
                 vals.append(float(np.corrcoef(u, v)[0, 1]))
-    return float(np.median(vals)) if vals else 0.0
+    return float(np.median(vals)) if vals else None
 
 
 def lattice_shifts(cfa: CFA) -> list[tuple[int, int]]:

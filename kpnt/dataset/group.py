@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from kpnt.dataset.align import median_tile_correlation
 from kpnt.dataset.scan import FrameInfo
 
 #: Default: a new scene after this many seconds without a frame.
@@ -61,18 +62,8 @@ def similarity(thumb_a: np.ndarray, thumb_b: np.ndarray, grid: int = 3) -> float
     The median ignores the tiles a moving object changed."""
     if thumb_a.shape != thumb_b.shape:
         return -1.0
-    a, b = _log_normalised(thumb_a), _log_normalised(thumb_b)
-    h, w = a.shape[:2]
-    ys = np.linspace(0, h, grid + 1).astype(int)
-    xs = np.linspace(0, w, grid + 1).astype(int)
-    vals = []
-    for i in range(grid):
-        for j in range(grid):
-            u = a[ys[i]:ys[i + 1], xs[j]:xs[j + 1]].ravel()
-            v = b[ys[i]:ys[i + 1], xs[j]:xs[j + 1]].ravel()
-            if u.size > 3 and u.std() > 0 and v.std() > 0:
-                vals.append(float(np.corrcoef(u, v)[0, 1]))
-    return float(np.median(vals)) if vals else -1.0
+    r = median_tile_correlation(_log_normalised(thumb_a), _log_normalised(thumb_b), grid, min_samples=4)
+    return -1.0 if r is None else r
 
 
 @dataclass
