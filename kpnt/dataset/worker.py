@@ -74,17 +74,19 @@ def build_scene(job: dict) -> dict:
         return {"id": pair["id"], "camera": job["camera"], "scene": ref_frame["sha256"],
                 "reference": _identity(ref_frame), "noisy": _identity(pair["frame"])}
 
+    def fail(frame, reason: str, bug: bool = False) -> None:
+        # a bug (an unexpected exception) is reported with the file, its traceback under --verbose
+        if bug and job.get("verbose"):
+            reason += "\n" + traceback.format_exc()
+        result["failed"].append({"path": frame["path"], "sha256": frame["sha256"], "reason": reason})
+
     try:
         ref = read_reference(ref_frame, opts)
     except KpntError as exc:
-        reason = f"reference {Path(ref_frame['path']).name} could not be used: {exc}"
-        result["failed"].append({"path": ref_frame["path"], "sha256": ref_frame["sha256"], "reason": reason})
+        fail(ref_frame, f"reference {Path(ref_frame['path']).name} could not be used: {exc}")
         return result
     except Exception as exc:  # a bug: report it with the file and go on with other scenes
-        reason = f"unexpected {type(exc).__name__} while reading the reference: {exc}"
-        if job.get("verbose"):
-            reason += "\n" + traceback.format_exc()
-        result["failed"].append({"path": ref_frame["path"], "sha256": ref_frame["sha256"], "reason": reason})
+        fail(ref_frame, f"unexpected {type(exc).__name__} while reading the reference: {exc}", bug=True)
         return result
 
     from kpnt.io import read_raw
@@ -109,10 +111,7 @@ def build_scene(job: dict) -> dict:
         except PairRejected as exc:
             result["rejected"].append({**base(pair), "reason": str(exc), "options": opts.pair_fingerprint()})
         except KpntError as exc:
-            result["failed"].append({"path": frame["path"], "sha256": frame["sha256"], "reason": str(exc)})
+            fail(frame, str(exc))
         except Exception as exc:  # a bug: report it with the file and go on
-            reason = f"unexpected {type(exc).__name__}: {exc}"
-            if job.get("verbose"):
-                reason += "\n" + traceback.format_exc()
-            result["failed"].append({"path": frame["path"], "sha256": frame["sha256"], "reason": reason})
+            fail(frame, f"unexpected {type(exc).__name__}: {exc}", bug=True)
     return result
