@@ -10,9 +10,9 @@ encoding (LibRaw clips them to 0 in its output).
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
+from kpnt.dataset.motion import dilate_mask
 from kpnt.io.meta import RawMeta
 from kpnt.mosaic import CFA
 
@@ -51,7 +51,4 @@ def demosaic_reference(mosaic: np.ndarray, cfa: CFA, wb) -> tuple[np.ndarray, np
 
 def spread(mask: np.ndarray, reach: int = SATURATION_REACH) -> np.ndarray:
     """Dilate a bool mask by ``reach`` photosites (square)."""
-    if reach <= 0 or not mask.any():
-        return mask
-    k = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
-    return cv2.dilate(mask.astype(np.uint8), k).astype(bool)
+    return dilate_mask(mask, reach)
