@@ -48,8 +48,9 @@ from functools import lru_cache
 import numpy as np
 
 #: Codes in the table (11 bits).  Measured on a denoised 24-MP ISO-100
-#: image (docs/raw_editors.md): 4096 codes give 2.19x the source's bytes,
-#: 2048 1.88x, 1024 1.56x; each halving doubles the error.
+#: image (docs/raw_editors.md): 2048 codes give 1.84x the source's bytes,
+#: 1024 1.52x (4096: 2.19x in 256-px tiles, where 2048 gave 1.88x); each
+#: halving doubles the error.
 CODES = 2048
 #: Shot-noise slope of the reference sensor, normalised units (variance
 #: ``A_REF * v`` at level ``v``): 1 / 100 000 electrons at white.
