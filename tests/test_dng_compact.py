@@ -8,14 +8,13 @@ is the rounding bound), the file is much smaller than the bit-exact
 'ljpeg' one on a textured fixture, kpnt-denoise writes it by default, and
 darktable-cli / rawtherapee-cli apply the table (where installed).
 """
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import rawpy
 import tifffile
 
+from editor_helpers import EDITORS, render, require_editor
 from kpnt.io import RawMeta, write_linear_dng
 from kpnt.io.linearization import A_REF, CODES, FLOOR, compact_table, max_error, to_codes
 from kpnt.io.tiff import read_ifds
@@ -116,29 +115,19 @@ def test_cli_writes_compact_by_default():
     assert build_parser().parse_args(["x.NEF", "-o", "out", "--compression", "ljpeg"]).compression == "ljpeg"
 
 
-def _render(tool, src, out):
-    if tool == "darktable-cli":
-        cmd = [tool, str(src), str(out), "--core", "--configdir", str(out.parent / "dtconf"), "--library", ":memory:"]
-    else:
-        cmd = [tool, "-o", str(out), "-t", "-Y", "-c", str(src)]
-    subprocess.run(cmd, capture_output=True, timeout=300, check=True)
-    return tifffile.imread(out).astype(np.float64)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("tool", ["darktable-cli", "rawtherapee-cli"])
+@pytest.mark.parametrize("tool", EDITORS)
 def test_raw_editors_apply_the_table(tmp_path, tool):
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} not installed (Debian packages darktable / rawtherapee)")
+    require_editor(tool)
     rgb = _textured(300, 400)
     t = compact_table()
     decoded = t[to_codes(rgb, t)]
     write_linear_dng(tmp_path / "c.dng", rgb, _meta(), compression="compact")
     write_linear_dng(tmp_path / "d.dng", decoded, _meta(), compression="ljpeg")     # the table's values, exact
     write_linear_dng(tmp_path / "k.dng", to_codes(rgb, t), _meta(), compression="ljpeg")  # the codes as values
-    a = _render(tool, tmp_path / "c.dng", tmp_path / "c.tif")
-    b = _render(tool, tmp_path / "d.dng", tmp_path / "d.tif")
-    ignored = _render(tool, tmp_path / "k.dng", tmp_path / "k.tif")
+    a = render(tool, tmp_path / "c.dng", tmp_path / "c.tif")
+    b = render(tool, tmp_path / "d.dng", tmp_path / "d.tif")
+    ignored = render(tool, tmp_path / "k.dng", tmp_path / "k.tif")
     assert a.shape[:2] == (300, 400) and b.mean() > 0
     if tool == "rawtherapee-cli":
         assert np.array_equal(a, b)                   # the table's values themselves

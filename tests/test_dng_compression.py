@@ -6,14 +6,13 @@ darktable-cli and rawtherapee-cli are checked where installed (Debian
 packages ``darktable`` and ``rawtherapee``): they must render the compressed
 and the uncompressed file identically.
 """
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import rawpy
 import tifffile
 
+from editor_helpers import EDITORS, render, require_editor
 from kpnt.io import RawMeta, write_linear_dng
 from kpnt.io.ljpeg_tiles import tile_side
 from kpnt.io.tiff import TiffWriteError
@@ -59,25 +58,15 @@ def test_unknown_compression_is_refused(tmp_path):
     assert not (tmp_path / "x.dng").exists()
 
 
-def _render(tool, src, out):
-    if tool == "darktable-cli":
-        cmd = [tool, str(src), str(out), "--core", "--configdir", str(out.parent / "dtconf"), "--library", ":memory:"]
-    else:
-        cmd = [tool, "-o", str(out), "-t", "-Y", "-c", str(src)]
-    subprocess.run(cmd, capture_output=True, timeout=300, check=True)
-    return tifffile.imread(out).astype(np.float64)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("tool", ["darktable-cli", "rawtherapee-cli"])
+@pytest.mark.parametrize("tool", EDITORS)
 def test_raw_editors_render_compressed_like_uncompressed(tmp_path, tool):
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} not installed (Debian packages darktable / rawtherapee)")
+    require_editor(tool)
     rgb = _smooth(300, 400)
     write_linear_dng(tmp_path / "u.dng", rgb, _meta(), compression="none")
     write_linear_dng(tmp_path / "c.dng", rgb, _meta())
-    a = _render(tool, tmp_path / "u.dng", tmp_path / "u.tif")
-    b = _render(tool, tmp_path / "c.dng", tmp_path / "c.tif")
+    a = render(tool, tmp_path / "u.dng", tmp_path / "u.tif")
+    b = render(tool, tmp_path / "c.dng", tmp_path / "c.tif")
     assert a.shape[:2] == (300, 400) and a.mean() > 0
     assert np.array_equal(a, b)
 
