@@ -196,6 +196,8 @@ def tile_alignment(model, cfa: CFA | None) -> int:
     size times the pyramid's total decimation."""
     block = 1 if cfa is None else cfa.block
     period = 1 if cfa is None else cfa.period
+    if cfa is not None and getattr(model.config, "guide_layers", 0):
+        period *= model.config.guide_pack       # the guide's packing grid must be the same in every tile
     step = block * 2 ** model.config.levels
     return step * period // math.gcd(step, period)
 
@@ -217,7 +219,7 @@ def receptive_radius(model, cfa: CFA | None) -> int:
     guide = 0
     if cfa is not None and getattr(model.config, "guide_layers", 0):
         from kpnt.ref.guide import guide_radius   # the guide reads U, so its reach adds to the colour KPN's
-        guide = guide_radius(cfa.period, model.config.guide_layers)
+        guide = guide_radius(cfa.period, model.config.guide_layers, model.config.guide_pack)
     return colour_px * block + guide + model.config.front_radius + block
 
 

@@ -93,6 +93,9 @@ class ModelConfig:
             model).
         guide_skip: residual hidden layers and a normalised noise feature in
             the guide (trains at depth; :mod:`kpnt.ref.guide`).
+        guide_pack: CFA repeats per packed guide position along each axis:
+            1 runs the guide at 1/period resolution, 2 at half that (a
+            quarter of the cost per layer, twice the reach).
 
     Weights files written before ``colour_taps``/``front_sharing`` existed
     load with their defaults (:meth:`from_json`).  The fused CUDA kernels
@@ -118,6 +121,7 @@ class ModelConfig:
     guide_width: int = 64
     guide_layers: int = 0
     guide_skip: bool = False
+    guide_pack: int = 1
 
     def __post_init__(self):
         # Validated once, here: the op specs check their own fields (each
@@ -127,6 +131,8 @@ class ModelConfig:
             problems.append(f"levels must be >= 1, got {self.levels}")
         if self.guide_layers < 0 or (self.guide_layers and not 8 <= self.guide_width <= 512):
             problems.append(f"guide_layers must be >= 0 and guide_width in 8..512, got {self.guide_layers}, {self.guide_width}")
+        if not 1 <= self.guide_pack <= 4:
+            problems.append(f"guide_pack must be in 1..4, got {self.guide_pack}")
         specs = {}
         for name, make in (("_colour_spec", self._make_colour_spec), ("_front_spec", self._make_front_spec)):
             try:
@@ -227,7 +233,8 @@ class KPNT(torch.nn.Module):
                 period = kinds.period_of(sensor)
                 self._set_names.append("guide")
                 self.sets["guide"] = torch.nn.ParameterList(
-                    [torch.nn.Parameter(m) for m in init_guide(period, cfg.guide_width, cfg.guide_layers, gen, cfg.guide_skip)])
+                    [torch.nn.Parameter(m) for m in init_guide(period * cfg.guide_pack, cfg.guide_width, cfg.guide_layers, gen,
+                                                           cfg.guide_skip)])
 
     @property
     def backend(self) -> str:
@@ -356,7 +363,7 @@ class KPNT(torch.nn.Module):
         U = ops.up_block(o0, cfa_p, backend=be)
         S = ops.up_block(s0, cfa_p, backend=be)
         if cfg.guide_layers:
-            U = ops.guide(xp, U, noise, cfa_p, self.sets["guide"], cfg.guide_skip)
+            U = ops.guide(xp, U, noise, cfa_p, self.sets["guide"], cfg.guide_skip, cfg.guide_pack)
         fronts = ops.MlpWeightSets([self.sets[_param_key(f"front.{c}")]
                                     for c in front_set_names(cfa.kind, cfg.front_sharing)])
         out = ops.front_level(xp, U, S, noise, cfa_p, fronts, cfg.front_spec, backend=be)

@@ -60,6 +60,7 @@ CASES = [
     (train, train_args("--front-radius", "0"), "--front-radius"),
     (train, train_args("--guide-layers", "-1"), "--guide-layers"),
     (train, train_args("--guide-layers", "2", "--guide-width", "4"), "guide_width"),
+    (train, train_args("--guide-pack", "5"), "--guide-pack"),
     (train, train_args("--apply", "cubic"), "invalid choice"),
     (train, train_args("--isos", "abc"), "--isos"),
     (train, train_args("--isos", "6400-100"), "--isos"),

@@ -1,8 +1,10 @@
 """The guide (kpnt.ref.guide.py): identity at initialisation, phase
 consistency, reach, gradients, and the tile margin that covers it."""
+import numpy as np
 import pytest
 import torch
 
+from kpnt.errors import ConfigError
 from kpnt.model import KPNT, ModelConfig
 from kpnt.mosaic.cfa import CFA
 from kpnt.ref.guide import guide_radius, guide_residual, init_guide, reference_shift
@@ -207,3 +209,72 @@ def test_residual_guide_is_its_own_architecture():
         assert torch.equal(plain(x, cfa, NOISE), guided(x, cfa, NOISE))
     assert ModelConfig.from_json(guided.config.to_json()).guide_skip is True
     assert ModelConfig.from_json({k: v for k, v in ModelConfig().to_json().items() if k != "guide_skip"}).guide_skip is False
+
+
+def test_packed_guide_reaches_pack_times_further_and_no_further():
+    """guide_pack 2: each 3x3 layer spans two repeats per packed position,
+    so one photosite's change travels beyond the pack-1 bound, within the
+    pack-2 bound (the tile margin is built on it)."""
+    cfa, P, layers = CFA.bayer("GBRG"), 2, 3
+    gen = torch.Generator().manual_seed(9)
+    H = W = 96
+    x = 0.05 + 0.4 * torch.rand(1, 1, H, W, generator=gen)
+    U = torch.full((1, 3, H, W), 0.3)
+    w = _random_guide(P * 2, layers=layers)
+    base = guide_residual(x, U, NOISE, cfa, w, pack=2)
+    x2 = x.clone()
+    x2[..., 48, 49] += 0.2
+    changed = (guide_residual(x2, U, NOISE, cfa, w, pack=2) - base).abs().sum((0, 1)) > 0
+    ys, xs = torch.nonzero(changed, as_tuple=True)
+    reach = int(max((ys - 48).abs().max(), (xs - 49).abs().max()))
+    assert guide_radius(P, layers) < reach <= guide_radius(P, layers, pack=2)
+
+
+def test_packed_guide_is_exact_under_a_shift_by_its_packing_side():
+    """Crops that move the packing grid by whole packed blocks (pack * P
+    photosites) give the same correction away from the borders; a shift by
+    one repeat regroups the repeats (another equivalent grid), so it does
+    not."""
+    ref, P, pack, layers = CFA.bayer("RGGB"), 2, 2, 2
+    gen = torch.Generator().manual_seed(10)
+    H = W = 64
+    x = 0.05 + 0.4 * torch.rand(1, 1, H, W, generator=gen)
+    U = torch.full((1, 3, H, W), 0.3)
+    w = _random_guide(P * pack, layers=layers)
+    full = guide_residual(x, U, NOISE, ref, w, pack=pack)
+    m = guide_radius(P, layers, pack) + P * pack
+    for s, same in ((4, True), (2, False)):
+        part = guide_residual(x[..., s:, s:], U[..., s:, s:], NOISE, ref.crop(s, s), w, pack=pack)
+        a, b = full[..., s + m:H - m, s + m:W - m], part[..., m:H - s - m, m:W - s - m]
+        assert torch.allclose(a, b, atol=1e-6) == same
+
+
+@pytest.mark.parametrize("sensor,cfa,shape", [("bayer", CFA.bayer("GRBG"), (330, 190)), ("xtrans", CFA.xtrans(), (366, 200))])
+def test_packed_guide_tiles_without_seams(sensor, cfa, shape):
+    """The tile alignment includes the packing side, so every tile packs
+    on the whole image's grid: tiled output equals the one-piece output."""
+    from denoise_helpers import NOISE_WB, scene
+    from kpnt.denoise import denoise_array
+
+    torch.manual_seed(11)
+    model = KPNT(sensor, ModelConfig(guide_layers=2, guide_width=8, guide_skip=True, guide_pack=2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    model.eval()
+    x = scene(*shape, seed=2)
+    whole = denoise_array(model, x, cfa, NOISE_WB, tile=0)
+    tiles = []
+    tiled = denoise_array(model, x, cfa, NOISE_WB, tile=shape[0] // 2, progress=tiles.append)
+    assert len(tiles) > 1
+    np.testing.assert_allclose(tiled, whole, atol=1e-4, rtol=0)
+
+
+def test_guide_pack_is_part_of_the_config():
+    cfg = ModelConfig(guide_layers=2, guide_width=8, guide_pack=2)
+    assert ModelConfig.from_json(cfg.to_json()).guide_pack == 2
+    assert ModelConfig.from_json({k: v for k, v in ModelConfig().to_json().items() if k != "guide_pack"}).guide_pack == 1
+    model = KPNT("bayer", cfg)
+    assert model.sets["guide"][0].shape[1] == 4 * 4 + 4 and model.sets["guide"][-2].shape[0] == 3 * 16
+    with pytest.raises(ConfigError, match="guide_pack"):
+        ModelConfig(guide_layers=2, guide_pack=0)

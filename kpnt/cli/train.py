@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--guide-width", type=int_at_least(1), help="channels of the guide's layers")
     arch.add_argument("--guide-skip", action=argparse.BooleanOptionalAction, default=None,
                       help="residual hidden layers in the guide (a deep guide trains only with them)")
+    arch.add_argument("--guide-pack", type=int_at_least(1, 4),
+                      help="CFA repeats per packed guide position along each axis: 1 runs the guide at 1/period "
+                      "resolution, 2 at half that (a quarter of the cost per layer, twice the reach)")
     p.add_argument("--backend", choices=list(BACKENDS), default="auto", help="fused CUDA kernels or the PyTorch reference (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
@@ -357,7 +360,7 @@ def shipped_config(sensor: str):
 _ARCH_FLAGS = {"apply_mode": "--apply", "width": "--width", "colour_taps": "--colour-taps",
                "front_sharing": "--front-sharing", "front_kernels": "--front-kernels", "front_width": "--front-width",
                "front_radius": "--front-radius", "guide_layers": "--guide-layers", "guide_width": "--guide-width",
-               "guide_skip": "--guide-skip"}
+               "guide_skip": "--guide-skip", "guide_pack": "--guide-pack"}
 
 
 def checkpoint_config(ckpt: Path):

@@ -83,8 +83,9 @@ def reference_shift(cfa: CFA) -> tuple[int, int]:
 
 
 def guide_channels(period: int) -> tuple[int, int]:
-    """(inputs, outputs) of the guide network for a CFA period: P^2 packed
-    details + 3 smooth colours + 1 noise feature in, 3 P^2 out."""
+    """(inputs, outputs) of the guide network for a packing side ``period``
+    (the CFA period times ``guide_pack``): Q^2 packed details + 3 smooth
+    colours + 1 noise feature in, 3 Q^2 out."""
     return period * period + 4, 3 * period * period
 
 
@@ -105,10 +106,11 @@ def init_guide(period: int, width: int, layers: int, gen: torch.Generator, skip:
     return out
 
 
-def guide_radius(period: int, layers: int) -> int:
+def guide_radius(period: int, layers: int, pack: int = 1) -> int:
     """Photosites an input detail reaches through the guide (one packed
-    position per 3x3 layer, plus the repeat itself)."""
-    return (layers + 1) * period
+    position, ``pack`` repeats wide, per 3x3 layer, plus the packed block
+    itself)."""
+    return (layers + 1) * period * pack
 
 
 def _network(z: torch.Tensor, weights, skip: bool) -> torch.Tensor:
@@ -120,7 +122,7 @@ def _network(z: torch.Tensor, weights, skip: bool) -> torch.Tensor:
 
 
 def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, weights,
-                   skip: bool = False) -> torch.Tensor:
+                   skip: bool = False, pack: int = 1) -> torch.Tensor:
     """The guide's correction ``R`` of the smooth estimate (module doc).
 
     Args:
@@ -130,20 +132,28 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
         weights: ``[W_0, b_0, ..., W_L, b_L]`` (:func:`init_guide`).
         skip: residual hidden layers and a normalised noise feature (module
             doc); must match how ``weights`` were trained.
+        pack: CFA repeats per packed position along each axis
+            (``ModelConfig.guide_pack``): the guide runs at ``1/(pack P)`` of
+            the mosaic's resolution, ``pack^2`` times cheaper per layer, and
+            each layer reaches ``pack`` times further.  The packing grid
+            starts at a reference phase, so with ``pack > 1`` crops that
+            differ by a repeat (not by ``pack`` repeats) see another of the
+            equivalent grids, as X-Trans's half-repeat does.
     Returns:
         (N, 3, H, W), to be added to ``U``.
     """
     N, _, H, W = x.shape
     P = cfa.period
+    Q = P * pack                                                          # packing side
     sy, sx = reference_shift(cfa)
     top, left = (P - sy) % P, (P - sx) % P
-    bottom, right = (-(top + H)) % P, (-(left + W)) % P
+    bottom, right = (-(top + H)) % Q, (-(left + W)) % Q
     # Cached on the device: no host copy inside a captured CUDA graph.
     col = _colour_map(cfa.pattern.tobytes(), P, H, W, str(x.device)).expand(N, 1, H, W)
     d = x - U.gather(1, col)
     pad = (left, right, top, bottom)
-    packed = F.pixel_unshuffle(F.pad(d, pad), P)                        # (N, P^2, h, w)
-    smooth = F.avg_pool2d(F.pad(U, pad, mode="replicate"), P)             # (N, 3, h, w)
+    packed = F.pixel_unshuffle(F.pad(d, pad), Q)                        # (N, Q^2, h, w)
+    smooth = F.avg_pool2d(F.pad(U, pad, mode="replicate"), Q)             # (N, 3, h, w)
     s = smooth.mean(1, keepdim=True).clamp_min(0) + BRIGHTNESS_FLOOR
     a, b = noise[:, 0].mean(1), noise[:, 1].mean(1)                        # (N,)
     # The noise feature carries no gradient to s: with a = b = 0 (clean
@@ -167,5 +177,5 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
             r = _network(z.contiguous(memory_format=torch.channels_last), weights, skip).float()
     else:
         r = _network(z, weights, skip)
-    r = F.pixel_shuffle(r * s, P)                                          # (N, 3, Hp, Wp)
+    r = F.pixel_shuffle(r * s, Q)                                          # (N, 3, Hp, Wp)
     return r[..., top:top + H, left:left + W]
