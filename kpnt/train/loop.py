@@ -215,6 +215,17 @@ class Trainer:
         )
         return path
 
+    def _same_architecture(self, saved) -> bool:
+        """Whether a checkpoint's model config is this model's, compared as
+        configs: keys added to ModelConfig since (e.g. guide_pack) take
+        their defaults, as they do for weights files."""
+        from kpnt.model import ModelConfig
+
+        try:
+            return ModelConfig.from_json(dict(saved)) == self.model.config
+        except (TypeError, ValueError):
+            return False
+
     def load_checkpoint(self, path: Path) -> None:
         """Continue from a checkpoint (every process reads it).
 
@@ -229,7 +240,7 @@ class Trainer:
         except Exception as exc:  # corrupt or foreign file: one line for the user
             raise KpntError(f"{path}: cannot read checkpoint ({type(exc).__name__}): it is damaged or not a kpnt checkpoint; "
                             f"start over with --restart (keeps it as {path.name}.old) or delete it") from exc
-        if state.get("sensor") != self.model.sensor or state.get("model_config") != self.model.config.to_json():
+        if state.get("sensor") != self.model.sensor or not self._same_architecture(state.get("model_config")):
             raise KpntError(f"{path}: checkpoint is for sensor {state.get('sensor')!r} with another architecture: resume with the same --sensor and model options")
         # Checkpoints before sharding hold one generator state under "gen".
         saved = state["gens"] if "gens" in state else [state["gen"]]
@@ -243,7 +254,13 @@ class Trainer:
             log.warning("re-sharding the run from %d to %d shards at step %d: the data stream differs from an uninterrupted run's from here on",
                         len(saved), self.cfg.shards, step)
         self.model.load_state_dict(state["model"])
+        capturable = [g.get("capturable", False) for g in self.optim.param_groups]
         self.optim.load_state_dict(state["optim"])
+        for g, c in zip(self.optim.param_groups, capturable):
+            # A run checkpointed by the graphed GPU step (capturable Adam)
+            # may resume on a CPU, and the other way round: the flag is this
+            # run's, not the checkpoint's.
+            g["capturable"] = c
         if self.graphed is not None:
             self.graphed.reset()  # the graphs captured the old optimiser state
         self.gens = {}
