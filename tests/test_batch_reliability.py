@@ -111,6 +111,61 @@ def test_child_decoder_hands_over_the_same_raw(tmp_path):
         r.mosaic[0, 0] = 0.5
 
 
+@pytest.mark.parametrize("io_workers", [0, 2])
+def test_callers_decoder_pool_serves_several_batches(tmp_path, weights, io_workers):
+    """A pool started by the caller (as kpnt-denoise does before loading
+    weights) serves batch after batch with the same child processes, is
+    left running by each batch, started twice starts nothing new, and a
+    child killed between batches is replaced for the next file."""
+    from kpnt.batch import Settings, collect_inputs, plan_slots, plan_tasks, prepare_output_folder, run_batch, start_decoders
+
+    folder = tmp_path / "in"
+    for i in range(3):
+        _raw(folder / f"f{i}.dng", seed=i)
+    settings = Settings("dng", False, None, weights, None, (1e-3, 1e-5), "torch", False, "child")
+    slots = plan_slots("cpu", threads=1)
+    pool = start_decoders(settings, slots, io_workers)
+
+    def pids():
+        return [d.proc.pid for d in pool._all]
+
+    def batch(out):
+        prepare_output_folder(out)
+        found, _ = collect_inputs([str(folder)], out=out)
+        tasks, _ = plan_tasks(found, out, "dng", False)
+        results = []
+        run_batch(tasks, settings, slots, results.append, io_workers=io_workers, decoders=pool)
+        return [r.status for r in results]
+
+    try:
+        assert len(pool._all) == max(1, io_workers)
+        first = pids()
+        pool.start()
+        assert pids() == first
+        assert batch(tmp_path / "a") == ["done"] * 3
+        assert pids() == first and all(d.proc.poll() is None for d in pool._all)
+        assert batch(tmp_path / "b") == ["done"] * 3
+        assert pids() == first
+        pool._all[0].proc.kill()
+        pool._all[0].proc.wait()
+        assert batch(tmp_path / "c") == ["done"] * 3
+        for i in range(3):
+            assert (tmp_path / "a" / f"f{i}.dng").read_bytes() == (tmp_path / "c" / f"f{i}.dng").read_bytes()
+    finally:
+        procs = [d.proc for d in pool._all]
+        pool.close()
+    assert all(p is None or p.poll() is not None for p in procs)
+
+
+def test_pool_of_another_decoder_kind_is_refused():
+    from kpnt.batch import FileProcessor, Settings
+    from kpnt.batch.decoder import DecoderPool
+    from kpnt.errors import KpntError
+
+    with pytest.raises(KpntError, match="decodes inline, the settings ask for child"):
+        FileProcessor(Settings(decoder="child"), "cpu", pool=DecoderPool("inline"))
+
+
 def test_child_and_inline_decoding_same_bytes(tmp_path, weights, capsys):
     folder = tmp_path / "in"
     for i in range(3):

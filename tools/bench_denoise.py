@@ -269,7 +269,7 @@ def _stub_denoise():
     dn.denoise_raw = stub
 
 
-def _run_folder_batch(folder: Path, out: Path, settings, device: str, io_workers, results: list) -> None:
+def _run_folder_batch(folder: Path, out: Path, settings, device: str, io_workers, results: list, decoders) -> None:
     """``kpnt-denoise FOLDER -o OUT`` through the library (kpnt.batch), as
     the CLI runs it: same inputs, plan, runner and defaults."""
     from kpnt.batch import collect_inputs, plan_slots, plan_tasks, prepare_output_folder, run_batch
@@ -279,7 +279,7 @@ def _run_folder_batch(folder: Path, out: Path, settings, device: str, io_workers
     tasks, decided = plan_tasks(found, out, settings.fmt, settings.force)
     if bad or decided:
         raise SystemExit(f"bench: unexpected inputs: {bad or [r.message for r in decided]}")
-    run_batch(tasks, settings, plan_slots(device), results.append, io_workers=io_workers)
+    run_batch(tasks, settings, plan_slots(device), results.append, io_workers=io_workers, decoders=decoders)
 
 
 def run_folder(n: int, mp: int, sensor: str, weights, device: str, backend: str, io_workers, work: Path,
@@ -287,10 +287,13 @@ def run_folder(n: int, mp: int, sensor: str, weights, device: str, backend: str,
     """N copies of one synthetic raw through the batch engine, as
     ``kpnt-denoise DIR -o OUT`` runs them (in this process), after one
     warm-up file.  ``decoder``: 'child' (supervised decoder processes, the
-    default) or 'inline' (decoded in this process's threads)."""
+    default) or 'inline' (decoded in this process's threads).  As in
+    ``kpnt-denoise``, the decoders start once, before the model is loaded,
+    and serve the warm-up file and the timed batch: the timed batch sees a
+    warm process in both modes (imports done, children started)."""
     import torch
 
-    from kpnt.batch import Settings, cores, default_io_workers
+    from kpnt.batch import Settings, cores, default_io_workers, plan_slots, start_decoders
     from kpnt.denoise import configure_cuda_allocator
 
     if stub:
@@ -314,10 +317,12 @@ def run_folder(n: int, mp: int, sensor: str, weights, device: str, backend: str,
     settings = Settings("dng", True, tile, Path(weights) if weights else None, None, None, backend, False, decoder=decoder)
     cuda = torch.device(device).type == "cuda"
     sampler = SmiSampler(torch.device(device).index or 0) if cuda else None
+    decoders = None
     try:
         warm = []
         t0 = time.perf_counter()
-        _run_folder_batch(warm_in, warm_out, settings, device, io_workers, warm)
+        decoders = start_decoders(settings, plan_slots(device), io_workers)
+        _run_folder_batch(warm_in, warm_out, settings, device, io_workers, warm, decoders)
         warm_s = time.perf_counter() - t0
         if [r.status for r in warm] != ["done"]:
             raise SystemExit(f"bench: warm-up failed: {[r.message for r in warm]}")
@@ -328,11 +333,13 @@ def run_folder(n: int, mp: int, sensor: str, weights, device: str, backend: str,
         if sampler:
             sampler.mark(True)
         t0, c0 = time.perf_counter(), _cpu_seconds()
-        _run_folder_batch(folder, out, settings, device, io_workers, results)
+        _run_folder_batch(folder, out, settings, device, io_workers, results, decoders)
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
         if sampler:
             sampler.mark(False)
     finally:
+        if decoders is not None:
+            decoders.close()
         smi = sampler.stop() if sampler else {}
         for d in (folder, out, warm_in, warm_out):
             shutil.rmtree(d, ignore_errors=True)

@@ -35,7 +35,7 @@ Modules, one job each:
 
 Importing this package does not import torch or rawpy.
 """
-from kpnt.batch.engine import count, cores, default_io_workers, not_reported, plan_slots, run_batch
+from kpnt.batch.engine import count, cores, default_io_workers, not_reported, plan_slots, run_batch, start_decoders
 from kpnt.batch.formats import FORMATS, OutputFormat, get_format
 from kpnt.batch.inputs import RAW_SUFFIXES, collect_inputs, plan_tasks, prepare_output_folder
 from kpnt.batch.processor import FileProcessor
@@ -45,5 +45,5 @@ from kpnt.batch.types import FileResult, Settings, Task
 __all__ = [
     "FORMATS", "OutputFormat", "get_format", "RAW_SUFFIXES", "collect_inputs", "plan_tasks", "prepare_output_folder",
     "FileProcessor", "FileResult", "Settings", "Task", "StopSignals", "run_batch", "plan_slots", "default_io_workers",
-    "cores", "count", "not_reported",
+    "cores", "count", "not_reported", "start_decoders",
 ]

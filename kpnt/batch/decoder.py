@@ -269,7 +269,10 @@ class ChildDecoder:
         hazards with rawpy/OpenMP, like multiprocessing's ``spawn``), but
         without re-importing the caller's main module, so scripts without a
         ``__main__`` guard can run batches too.  The pipe is one end of a
-        socket pair (it also carries the memory files' descriptors)."""
+        socket pair (it also carries the memory files' descriptors).
+        Does nothing while a started child is alive."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
         import socket
         import subprocess
         import sys
@@ -372,6 +375,13 @@ class InlineDecoder:
 class DecoderPool:
     """``n`` decoders shared by threads: :meth:`decode` borrows a free one.
 
+    A batch makes its own pool, or uses one its caller made and started
+    earlier (``run_batch(decoders=...)``): ``kpnt-denoise`` starts its
+    children before loading weights and scanning folders, so that their
+    start-up (a fresh interpreter, numpy, rawpy each) overlaps that work
+    instead of delaying the first file; a program running several batches
+    keeps one pool for all of them.
+
     Args:
         kind: 'child' (supervised processes) or 'inline'.
         n: how many files may be decoded at once.
@@ -385,13 +395,23 @@ class DecoderPool:
     def __init__(self, kind: str, n: int = 1, timeout: float = 300.0, blind_possible: bool = True, quiet: bool = True):
         if kind not in DECODERS:
             raise KpntError(f"unknown decoder {kind!r}: choose one of {', '.join(DECODERS)}")
+        self.kind, self.n = kind, max(1, n)
         if kind == "child":
-            self._all = [ChildDecoder(timeout, blind_possible, quiet) for _ in range(max(1, n))]
+            self._all = [ChildDecoder(timeout, blind_possible, quiet) for _ in range(self.n)]
         else:
-            self._all = [InlineDecoder() for _ in range(max(1, n))]
+            self._all = [InlineDecoder() for _ in range(self.n)]
         self._free: queue.Queue = queue.Queue()
         for d in self._all:
             self._free.put(d)
+        self._busy: set = set()
+        self._lock = threading.Lock()
+
+    def configure(self, timeout: float, blind_possible: bool) -> None:
+        """Set the per-file timeout and whether the saturation mask is
+        handed over (a batch's settings; read by each decode)."""
+        for d in self._all:
+            if isinstance(d, ChildDecoder):
+                d.timeout, d.blind_possible = timeout, blind_possible
 
     def start(self) -> None:
         """Start every child now (their imports overlap the model loading)."""
@@ -401,10 +421,23 @@ class DecoderPool:
     def decode(self, path: Path):
         """Decode ``path`` on a free decoder (waits for one)."""
         d = self._free.get()
+        with self._lock:
+            self._busy.add(d)
         try:
             return d.decode(path)
         finally:
+            with self._lock:
+                self._busy.discard(d)
             self._free.put(d)
+
+    def stop_busy(self) -> None:
+        """Kill the children decoding right now (their files fail in their
+        threads as 'decoding stopped'); idle ones stay for the next batch,
+        and a killed one is restarted when next used."""
+        with self._lock:
+            busy = list(self._busy)
+        for d in busy:
+            d.close()
 
     def close(self) -> None:
         """Kill every child (a decode in progress fails in its thread)."""

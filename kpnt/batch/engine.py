@@ -77,8 +77,26 @@ def plan_slots(device: str | None = None, jobs: int = 1, devices: list[str] | No
     return [(d, per) for d in names]
 
 
+def start_decoders(settings: Settings, slots: list[tuple[str, int]], io_workers: int | None = None):
+    """A started :class:`~kpnt.batch.decoder.DecoderPool` sized for the
+    batch :func:`run_batch` would run in this process with these arguments
+    (``io_workers`` decoders when pipelined, one when serial), or None when
+    the batch runs in worker processes (each has its own).  Starting it
+    before loading weights and scanning inputs hides the children's
+    start-up; pass it as ``run_batch(decoders=...)`` and close it after."""
+    from kpnt.batch.decoder import DecoderPool
+
+    if len(slots) != 1:
+        return None
+    n = default_io_workers(slots[0][0]) if io_workers is None else io_workers
+    pool = DecoderPool(settings.decoder, max(1, n), settings.decode_timeout, blind_possible=settings.noise is None,
+                       quiet=not settings.verbose)
+    pool.start()
+    return pool
+
+
 def run_batch(tasks: list[Task], settings: Settings, slots: list[tuple[str, int]], report,
-              io_workers: int | None = None, stop: threading.Event | None = None, tile_bar=None) -> None:
+              io_workers: int | None = None, stop: threading.Event | None = None, tile_bar=None, decoders=None) -> None:
     """Denoise ``tasks``; ``report(FileResult)`` gets every file's result.
 
     One slot runs in this process: pipelined (``io_workers`` > 0; default
@@ -87,15 +105,17 @@ def run_batch(tasks: list[Task], settings: Settings, slots: list[tuple[str, int]
     this returns (a full disk stopped the batch) or raises
     (KeyboardInterrupt: Ctrl-C or SIGTERM, re-raised after the clean-up) are
     the caller's to count as not started: :func:`not_reported`.
+    ``decoders``: a started pool from :func:`start_decoders` (ignored by
+    worker processes), left open for the caller to reuse or close.
     """
     stop = stop or threading.Event()
     if len(slots) == 1:
         device, _threads = slots[0]
         n = default_io_workers(device) if io_workers is None else io_workers
         if n > 0:
-            run_pipelined(tasks, settings, device, report, stop, n, tile_bar)
+            run_pipelined(tasks, settings, device, report, stop, n, tile_bar, decoders=decoders)
         else:
-            run_serial(tasks, settings, device, report, stop, tile_bar)
+            run_serial(tasks, settings, device, report, stop, tile_bar, decoders=decoders)
     else:
         if io_workers:
             raise KpntError("--io-workers pipelines one device in this process: do not combine it with --jobs or --devices")

@@ -13,7 +13,7 @@ from kpnt.io.atomic import remove_temp_files
 
 
 def run_pipelined(tasks: list[Task], settings: Settings, device: str, report, stop: threading.Event, io_workers: int,
-                  tile_bar=None) -> None:
+                  tile_bar=None, decoders=None) -> None:
     """Run tasks in this process as a pipeline: ``io_workers`` threads
     decode (each through its own decoder child, then choose the noise
     profile) up to ``io_workers`` files ahead, the main thread denoises (on
@@ -31,12 +31,14 @@ def run_pipelined(tasks: list[Task], settings: Settings, device: str, report, st
     running finish.  KeyboardInterrupt: the file being denoised is
     abandoned, writes already running finish (an atomic write leaves the
     whole file or nothing), queued ones are dropped, temp files are
-    removed, and the interrupt is re-raised.
+    removed, and the interrupt is re-raised.  ``decoders``: the caller's
+    started :class:`~kpnt.batch.decoder.DecoderPool` (kept open), else one
+    made for this batch.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     n = max(1, io_workers)
-    proc = FileProcessor(settings, device, decoders=n)
+    proc = FileProcessor(settings, device, decoders=n, pool=decoders)
     proc.start()                          # the decoder children start while the first file is queued
     proc.table()                          # loaded once, before the decode threads share it
     decode_pool = ThreadPoolExecutor(n, thread_name_prefix="kpnt-decode")

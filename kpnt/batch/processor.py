@@ -54,13 +54,16 @@ class FileProcessor:
             each with ``settings.decoder == 'child'``).
     """
 
-    def __init__(self, settings: Settings, device: str, decoders: int = 1):
+    def __init__(self, settings: Settings, device: str, decoders: int = 1, pool: DecoderPool | None = None):
         self.s = settings
         self.device = device
         self.fmt = get_format(settings.fmt)
         self.models = ModelCache(settings.weights, device, settings.backend)
-        self.decoders = DecoderPool(settings.decoder, decoders, settings.decode_timeout, blind_possible=settings.noise is None,
-                                    quiet=not settings.verbose)
+        if pool is not None and pool.kind != settings.decoder:
+            raise KpntError(f"the decoder pool given decodes {pool.kind}, the settings ask for {settings.decoder}")
+        self._own_pool = pool is None
+        self.decoders = pool or DecoderPool(settings.decoder, decoders, quiet=not settings.verbose)
+        self.decoders.configure(settings.decode_timeout, blind_possible=settings.noise is None)
         self._table = None
 
     def start(self) -> None:
@@ -68,8 +71,12 @@ class FileProcessor:
         self.decoders.start()
 
     def close(self) -> None:
-        """Stop the decoder children."""
-        self.decoders.close()
+        """Stop the decoder children: all of them if this processor made
+        the pool, else only those still decoding (the caller's pool stays)."""
+        if self._own_pool:
+            self.decoders.close()
+        else:
+            self.decoders.stop_busy()
 
     def tile_for(self, model) -> int:
         """--tile, else the device's default for this model (larger on a GPU

@@ -44,7 +44,7 @@ class Prefetch:
 
 
 def run_serial(tasks: list[Task], settings: Settings, device: str, report, stop: threading.Event, tile_bar=None,
-               proc: FileProcessor | None = None) -> None:
+               proc: FileProcessor | None = None, decoders=None) -> None:
     """Run tasks in this process, decoding one file ahead.
 
     ``report(FileResult)`` is called for each file in input order.  A fatal
@@ -53,7 +53,7 @@ def run_serial(tasks: list[Task], settings: Settings, device: str, report, stop:
     interrupt is re-raised.
     """
     own = proc is None
-    proc = proc or FileProcessor(settings, device, decoders=1)
+    proc = proc or FileProcessor(settings, device, decoders=1, pool=decoders)
     pf = Prefetch(proc.read)
     current = None
     try:

@@ -148,12 +148,9 @@ def _run(args, on_result, signals: StopSignals) -> int:
 
 def _batch(args, on_result, signals: StopSignals) -> int:
     import torch
-    from tqdm import tqdm
 
-    from kpnt.batch import collect_inputs, count, not_reported, plan_slots, plan_tasks, prepare_output_folder, run_batch
-    from kpnt.batch.models import check_weights_file
-    from kpnt.batch.types import FileResult, Settings
-    from kpnt.io.atomic import clean_stale_temp_files
+    from kpnt.batch import plan_slots, start_decoders
+    from kpnt.batch.types import Settings
 
     if args.io_workers and (args.devices or args.jobs != 1):
         raise ArgError("--io-workers pipelines one device in this process: do not combine it with --jobs or --devices")
@@ -170,15 +167,31 @@ def _batch(args, on_result, signals: StopSignals) -> int:
         from kpnt.denoise import configure_cuda_allocator
 
         configure_cuda_allocator()      # before the first CUDA allocation (inherited by --devices workers)
+    settings = Settings(args.format, args.force, args.tile, args.weights, args.profiles, args.noise, args.backend,
+                        args.verbose, args.decoder, args.decode_timeout, strength=args.strength,
+                        hot_pixels=args.hot_pixels, compression=args.compression, cpu_precision=args.cpu_precision)
+    decoders = start_decoders(settings, slots, args.io_workers)     # their start-up overlaps what follows
+    try:
+        return _batch_with(args, settings, slots, decoders, on_result, signals)
+    finally:
+        if decoders is not None:
+            decoders.close()
+
+
+def _batch_with(args, settings, slots, decoders, on_result, signals: StopSignals) -> int:
+    from tqdm import tqdm
+
+    from kpnt.batch import collect_inputs, count, not_reported, plan_tasks, prepare_output_folder, run_batch
+    from kpnt.batch.models import check_weights_file
+    from kpnt.batch.types import FileResult
+    from kpnt.io.atomic import clean_stale_temp_files
+
     if args.profiles is not None:
         from kpnt.noise import load_profile_table
 
         load_profile_table(args.profiles)        # a bad table is one error before any work
     if args.weights is not None:
         check_weights_file(args.weights)         # a bad weights file too (not one error per input)
-    settings = Settings(args.format, args.force, args.tile, args.weights, args.profiles, args.noise, args.backend,
-                        args.verbose, args.decoder, args.decode_timeout, strength=args.strength,
-                        hot_pixels=args.hot_pixels, compression=args.compression, cpu_precision=args.cpu_precision)
     prepare_output_folder(args.out)
     found, bad = collect_inputs(args.inputs, out=args.out)
     if not found and not bad:
@@ -209,7 +222,7 @@ def _batch(args, on_result, signals: StopSignals) -> int:
 
     interrupted = False
     try:
-        run_batch(tasks, settings, slots, report, io_workers=args.io_workers, tile_bar=tile_bar)
+        run_batch(tasks, settings, slots, report, io_workers=args.io_workers, tile_bar=tile_bar, decoders=decoders)
     except KeyboardInterrupt:
         interrupted = True
     finally:
