@@ -163,3 +163,81 @@ def test_cli_rejects_missing_data(tmp_path, capsys):
     assert train_main(["--sensor", "bayer", "-o", str(tmp_path / "r")]) == 2   # a bad command line
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--clean" in err[0]
+
+
+def _cli_args(tmp_path, out, *extra, sensor="bayer", steps=2):
+    clean, table = tmp_path / "clean", tmp_path / "profiles.json"
+    if not clean.exists():
+        _clean_folder(tmp_path), _profile_table(tmp_path)
+    return ["--sensor", sensor, "--clean", str(clean), "--profiles", str(table), "--camera", "Nikon D750", "--isos", "3200",
+            "--steps", str(steps), "--batch", "2", "--tile", "36", "--val-every", "2", "--ckpt-every", "2",
+            "-o", str(tmp_path / out), "--no-progress", *extra]
+
+
+def _max_weight_diff(a, b) -> float:
+    ma, mb = load_weights(a)[0], load_weights(b)[0]
+    return max(float((x - y).detach().abs().max()) for x, y in zip(ma.parameters(), mb.parameters()))
+
+
+def test_cli_init_fine_tunes_from_a_weights_file(tmp_path, capsys):
+    assert train_main(_cli_args(tmp_path, "a", "--seed", "1")) == 0
+    start = tmp_path / "a" / "weights.safetensors"
+    # A tiny learning rate barely moves the weights --init loaded ...
+    assert train_main(_cli_args(tmp_path, "b", "--init", str(start), "--lr", "1e-9", "--steps", "1")) == 0
+    assert _max_weight_diff(start, tmp_path / "b" / "weights.safetensors") < 1e-6
+    # ... while the same run from random weights ends far from them.
+    assert train_main(_cli_args(tmp_path, "c", "--lr", "1e-9", "--steps", "1")) == 0
+    assert _max_weight_diff(start, tmp_path / "c" / "weights.safetensors") > 1e-3
+    meta = load_weights(tmp_path / "b" / "weights.safetensors")[1]
+    assert meta["provenance"]["init"] == str(start)
+    # resuming a fine-tuning run continues its checkpoint, --init or not
+    capsys.readouterr()
+    assert train_main(_cli_args(tmp_path, "b", "--init", str(start), "--lr", "1e-9", "--steps", "2", "--resume")) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+
+
+def test_cli_init_refuses_another_sensor_or_architecture(tmp_path, capsys):
+    assert train_main(_cli_args(tmp_path, "x", sensor="xtrans")) == 0
+    xtrans = tmp_path / "x" / "weights.safetensors"
+    capsys.readouterr()
+    assert train_main(_cli_args(tmp_path, "b", "--init", str(xtrans))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--init" in err[0] and "xtrans" in err[0]
+    assert train_main(_cli_args(tmp_path, "x2", "--init", str(xtrans), "--width", "32", sensor="xtrans")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--width 32" in err[0]
+    assert not (tmp_path / "b").exists() and not (tmp_path / "x2" / "checkpoint.pt").exists()
+
+
+def test_share_options_reach_the_synthesis(tmp_path):
+    from kpnt.cli.train import build_parser, synth_config
+
+    args = build_parser().parse_args(["--sensor", "bayer", "-o", "r", "--clean-share", "1", "--blur-share", "0"])
+    cfg = synth_config(args)
+    assert (cfg.zero_noise_prob, cfg.blur_prob) == (1.0, 0.0)
+    assert cfg.low_noise_prob == synth_config(build_parser().parse_args(["--sensor", "bayer", "-o", "r"])).low_noise_prob
+    cams = [CameraModel("test cam", XYZ_TO_CAM, NOISE)]
+    gen = torch.Generator().manual_seed(0)
+    cfa = random_cfa("bayer", gen)
+    batch = synthesize(_photos(2, 48).sample(2, 36, gen), cfa, cams, gen, cfg)
+    col = torch.from_numpy(cfa.colour_map(36, 36)).long()
+    assert torch.equal(batch.noise, torch.zeros_like(batch.noise))
+    # no noise: the mosaic is the target sampled by the CFA
+    assert torch.allclose(batch.x, batch.target.gather(1, col.expand(2, 1, 36, 36)), atol=1e-6)
+
+
+def test_learning_rate_warms_up_then_decays():
+    from kpnt.train.loop import learning_rate
+
+    cfg = TrainConfig(steps=1000, lr=1e-3, warmup=100)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-5, rel=0.01)
+    assert learning_rate(cfg, 49) == pytest.approx(5e-4, rel=0.01)
+    assert learning_rate(cfg, 99) == pytest.approx(1e-3, rel=0.03)
+    assert learning_rate(cfg, 999) == pytest.approx(1e-4, rel=0.01)
+    assert learning_rate(TrainConfig(steps=1000, lr=1e-3), 0) == pytest.approx(1e-3)
+    from kpnt.cli.train import _warmup, build_parser
+
+    base = ["--sensor", "bayer", "-o", "r", "--steps", "2000"]
+    assert _warmup(build_parser().parse_args(base)) == 0
+    assert _warmup(build_parser().parse_args(base + ["--init", "w.safetensors"])) == 200
+    assert _warmup(build_parser().parse_args(base + ["--init", "w.safetensors", "--warmup", "7"])) == 7

@@ -36,11 +36,14 @@ from kpnt.spec import FRONT_KERNELS, FRONT_SHARINGS
 from kpnt.train.distributed import GRAD_SYNCS
 from kpnt.train.loss import LOSSES
 from kpnt.train.real import REAL_LOSSES
+from kpnt.train.synthesis import SynthConfig
 from kpnt.noise.trained import trained_noise_range
 from kpnt.weights_io import NOISE_RANGE_KEY
 
 log = logging.getLogger("kpnt")
 PROG = "kpnt-train"
+#: Most warm-up steps --init gets by default.
+INIT_WARMUP = 500
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with both --clean and --data: share of steps drawn from the real pairs (default 0.5)")
     data.add_argument("--downscale", type=int_at_least(1, 16), default=2, help="downscale clean photos by this factor first (removes JPEG artefacts; default 2)")
     data.add_argument("--val-images", type=int_at_least(1), default=16, help="number of validation tiles (default 16)")
+    share = finite_float(0, 1)
+    data.add_argument("--clean-share", type=share, help="share of synthetic tiles with no noise at all (default "
+                      f"{SynthConfig.zero_noise_prob}): raise it to spend more of the training on demosaicing")
+    data.add_argument("--low-noise-share", type=share, help="share of synthetic tiles whose noise is scaled down by up to "
+                      f"10^4 (ISO 100 and below; default {SynthConfig.low_noise_prob})")
+    data.add_argument("--blur-share", type=share, help="share of synthetic tiles given optical blur before mosaicing "
+                      f"(default {SynthConfig.blur_prob})")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--steps", type=int_at_least(1), default=2000, help="optimisation steps (default 2000)")
     opt.add_argument("--minutes", type=finite_float(0, low_open=True), help="stop after this many minutes even if --steps is not reached")
@@ -80,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--tile", type=int_at_least(1), default=96,
                      help="tile side in photosites, rounded down to the CFA period; at least 4 CFA periods (default 96)")
     opt.add_argument("--lr", type=finite_float(0, 1, low_open=True), default=1e-3, help="Adam learning rate (default 1e-3, cosine-decayed to 10%%)")
+    opt.add_argument("--warmup", type=int_at_least(0), help="steps of linear learning-rate warm-up (default 0, with --init "
+                     f"a tenth of --steps up to {INIT_WARMUP})")
     opt.add_argument("--grad-clip", type=finite_float(0), default=1.0, help="gradient-norm clipping, 0 to disable (default 1.0)")
     opt.add_argument("--weight-decay", type=finite_float(0, 1), default=0.0, help="L2 weight decay (default 0)")
     opt.add_argument("--loss", choices=list(LOSSES), default="smape", help="loss on the full-res output (default smape)")
@@ -90,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     start.add_argument("--restart", action="store_true", help="start a new run in OUT although it holds one (e.g. its checkpoint is "
                        "damaged): the old checkpoint is kept as checkpoint.pt.old, the run's other files are replaced")
+    opt.add_argument("--init", type=Path, metavar="WEIGHTS",
+                     help="start from a weights file (e.g. kpnt/weights/bayer.safetensors) instead of random weights: "
+                     "fine-tuning on your own data; the architecture is the file's, the optimiser and schedule start "
+                     "afresh (with --resume the checkpoint carries on and WEIGHTS is not read again)")
     opt.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch (default: torch's choice; with several CPU processes a share of the cores each)")
     par = p.add_argument_group("devices and data parallelism (README: 'Several GPUs')")
     par.add_argument("--devices", default="auto", help="device list, one process per entry: 'cuda:0,cuda:1' (NCCL), 'cpu', or 'auto' = cuda:0 when CUDA is usable, else the CPU (default auto)")
@@ -258,9 +274,11 @@ def _synthetic_sources(args, sensor: str, tile: int, device=None):
         train_photos = PhotoSource(train_photos.photos[:-n_val] or train_photos.photos)
     log.info("%d training photos, %d validation tiles, tile %d, batch %d", len(train_photos.photos), len(val_photos.photos), tile, args.batch)
 
+    synth = synth_config(args)
+
     def source(gen: torch.Generator):
         cfa = random_cfa(sensor, gen)
-        return synthesize(train_photos.sample(args.batch, tile, gen), cfa, cams, gen)
+        return synthesize(train_photos.sample(args.batch, tile, gen), cfa, cams, gen, synth)
 
     # Validation: fixed tiles, fixed noise, the sensor's canonical phase.
     val_gen = torch.Generator().manual_seed(12345)
@@ -270,9 +288,45 @@ def _synthetic_sources(args, sensor: str, tile: int, device=None):
     val_batches = [synthesize(scenes[i : i + 8], canonical_cfa(sensor), val_cams, val_gen) for i in range(0, len(scenes), 8)]
     prov = {"data": f"synthetic from {args.clean}", "val": str(args.val or "held-out tenth of --clean"),
             "cameras": [c.name for c in cams], "isos": args.isos, "profiles": str(args.profiles), "noise_scale": "darktable x 12",
-            "holdout": list(args.holdout), "val_cameras": [c.name for c in val_cams], "val_isos": args.val_isos or args.isos}
-    prov[NOISE_RANGE_KEY] = trained_noise_range(cams)
+            "holdout": list(args.holdout), "val_cameras": [c.name for c in val_cams], "val_isos": args.val_isos or args.isos,
+            "clean_share": synth.zero_noise_prob, "low_noise_share": synth.low_noise_prob, "blur_share": synth.blur_prob}
+    prov[NOISE_RANGE_KEY] = trained_noise_range(cams, synth)
     return source, val_batches, prov
+
+
+def synth_config(args) -> SynthConfig:
+    """The synthesis ranges with the --*-share options applied (validation
+    keeps the defaults, so runs with other shares stay comparable)."""
+    import dataclasses
+
+    given = {"zero_noise_prob": args.clean_share, "low_noise_prob": args.low_noise_share, "blur_prob": args.blur_share}
+    return dataclasses.replace(SynthConfig(), **{k: v for k, v in given.items() if v is not None})
+
+
+def init_model(path: Path, sensor: str):
+    """The model of the weights file ``--init`` names, checked to be for
+    ``sensor`` (its config is the run's architecture base)."""
+    from kpnt.weights_io import load_weights, read_metadata
+
+    file_sensor = read_metadata(path).get("sensor")
+    if file_sensor != sensor:
+        raise ArgError(f"--init {path}: the weights are for {file_sensor}, this run trains {sensor}: give a {sensor} weights file")
+    return load_weights(path, sensor)[0]
+
+
+def _warmup(args) -> int:
+    """--warmup, or its default: none for random weights; with --init a
+    tenth of the steps, at most INIT_WARMUP (TrainConfig.warmup says why)."""
+    if args.warmup is not None:
+        return args.warmup
+    return min(INIT_WARMUP, args.steps // 10) if args.init is not None else 0
+
+
+def _check_init_architecture(path: Path, start, config) -> None:
+    if start.config != config:
+        theirs = start.config.to_json()
+        diff = ", ".join(f"{_ARCH_FLAGS.get(k, k)} {v}" for k, v in config.to_json().items() if theirs.get(k) != v)
+        raise ArgError(f"--init {path}: the architecture options ({diff}) differ from the file's: leave them out to fine-tune its architecture")
 
 
 def mixed_sources(real, synthetic, real_fraction: float):
@@ -419,7 +473,14 @@ def main(argv=None) -> int:
         ckpt = args.out / CHECKPOINT_NAME
         if args.resume and not ckpt.exists():
             raise KpntError(f"--resume: no checkpoint at {ckpt}: start without --resume")
-        config = _model_config(args, checkpoint_config(ckpt) if args.resume else None)
+        start = init_model(args.init, args.sensor) if args.init is not None and not args.resume else None
+        if args.resume:
+            base = checkpoint_config(ckpt)
+        else:
+            base = start.config if start is not None else None
+        config = _model_config(args, base)
+        if start is not None:
+            _check_init_architecture(args.init, start, config)
         if not (args.resume or args.restart) and ckpt.exists():
             raise KpntError(f"{args.out} already holds a run: pass --resume to continue it, --restart to start over "
                             f"(keeps its checkpoint as {CHECKPOINT_NAME}.old), or choose another --out")
@@ -452,6 +513,9 @@ def main(argv=None) -> int:
         # The backend is chosen per call from the data's device ('auto': the
         # fused kernels for CUDA tensors when they load, else the reference).
         model = KPNT(args.sensor, config, backend=args.backend)
+        if start is not None:
+            model.load_state_dict(start.state_dict())
+            log.info("starting from the weights of %s", args.init)
         tile = _tile(args)
         if args.data is not None:
             from kpnt.train.real import dataset_sources
@@ -466,8 +530,10 @@ def main(argv=None) -> int:
         cfg = TrainConfig(
             steps=args.steps, lr=args.lr, grad_clip=args.grad_clip, weight_decay=args.weight_decay, loss=args.loss,
             seed=args.seed, val_every=args.val_every, ckpt_every=args.ckpt_every, minutes=args.minutes,
-            shards=args.shards, grad_sync=args.grad_sync,
+            shards=args.shards, grad_sync=args.grad_sync, warmup=_warmup(args),
         )
+        if args.init is not None:
+            prov["init"] = str(args.init)
         trainer = Trainer(model, cfg, source, val_batches, args.out, prov, ctx)
         if args.resume:
             trainer.load_checkpoint(ckpt)

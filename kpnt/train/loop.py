@@ -49,6 +49,11 @@ class TrainConfig:
     lr: float = 1e-3
     #: cosine decay of the learning rate to this fraction at the last step
     lr_final: float = 0.1
+    #: steps of linear warm-up from ``lr / warmup`` (0: none).  A run that
+    #: starts from trained weights (``--init``) needs it: Adam's first steps
+    #: move every weight by about ``lr`` whatever its gradient, which knocks
+    #: a trained model off its optimum before the moment estimates settle.
+    warmup: int = 0
     grad_clip: float = 1.0
     weight_decay: float = 0.0
     loss: str = "smape"
@@ -86,9 +91,11 @@ class History:
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Cosine decay from ``lr`` to ``lr * lr_final`` over ``steps``."""
+    """Cosine decay from ``lr`` to ``lr * lr_final`` over ``steps``, after a
+    linear warm-up over the first ``warmup`` steps."""
     t = min(step / max(cfg.steps, 1), 1.0)
-    return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
+    ramp = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
+    return ramp * cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 @torch.no_grad()

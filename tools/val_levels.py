@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Score weights files on held-out photos at every noise level, clean included
+(issue 13's ablations, on the GPU machine, which has no rawpy).
+
+The trainer's own validation (``history.json``) mixes ISO 800-12800 with a
+few low-noise tiles, so it says little about demosaicing.  This scores each
+model on the same synthetic tiles of ``--val`` photos (held-out cameras'
+colour matrices and noise, as kpnt-train validates) at separate levels:
+clean (noise 0, the level the model is told clipped into its trained range,
+as ``kpnt-denoise`` does) and each ISO of ``--isos`` (the profile itself: no
+jitter, no low-noise or clean draws), with no optical blur or colourfulness
+change (test photos get neither).  Linear PSNR is the white-balanced camera
+RGB (the trainer's measure); sRGB PSNR converts it with the camera's matrix
+and the sRGB curve.  It is a proxy for ``tools/bench_quality.py`` (full
+photos through DNG files and rawpy, with the peers); use it to rank
+variants, that one for claims.
+
+Usage::
+
+    python tools/val_levels.py --val photos/val --profiles noiseprofiles.json \\
+        kpnt/weights/bayer.safetensors runs/v/bayer-ft/weights.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+HOLDOUT = {"bayer": ["Nikon D750", "Sony ILCE-7M2"], "xtrans": ["Fujifilm X-T1", "Fujifilm X-E2"]}
+
+
+def level_configs(isos: list[int]):
+    """(label, SynthConfig, ISO or None) per scored level."""
+    from kpnt.train.synthesis import SynthConfig
+
+    fixed = dataclasses.replace(SynthConfig(), noise_jitter=0.0, low_noise_prob=0.0, zero_noise_prob=0.0,
+                                blur_prob=0.0, saturation_prob=0.0)
+    out = [("clean", dataclasses.replace(fixed, zero_noise_prob=1.0), None)]
+    return out + [(f"ISO {iso}", fixed, iso) for iso in isos]
+
+
+def camera_models(sensor: str, profiles: Path, iso: int | None):
+    """The held-out cameras of ``sensor`` at ``iso`` (any profiled ISO for
+    clean tiles, whose noise is zeroed)."""
+    from kpnt.color import camera_matrix
+    from kpnt.noise import load_profile_table
+    from kpnt.train.synthesis import CameraModel
+
+    table = load_profile_table(profiles)
+    out = []
+    for name in HOLDOUT[sensor]:
+        make, model = name.split(" ", 1)
+        prof = table.lookup(make, model, iso or 100, raw_scale=12.0)
+        noise = np.stack([np.asarray(prof.a, np.float32), np.asarray(prof.b, np.float32)])[None]
+        out.append(CameraModel(name, camera_matrix(make, model), noise))
+    return out
+
+
+def scored_batches(sensor: str, photos, tile: int, profiles: Path, isos: list[int], per_batch: int = 8):
+    """{label: [(Batch, cam_to_srgb (3, 3))]}: the same scenes and exposure
+    draws at every level, one camera per batch (so sRGB needs one matrix)."""
+    from kpnt.color import cam_to_srgb_matrix
+    from kpnt.train.loop import canonical_cfa
+    from kpnt.train.synthesis import synthesize
+
+    scenes = photos.centre_tiles(tile)
+    out = {}
+    for label, config, iso in level_configs(isos):
+        batches = []
+        for k, cam in enumerate(camera_models(sensor, profiles, iso)):
+            gen = torch.Generator().manual_seed(1000 + k)
+            m = torch.tensor(cam_to_srgb_matrix(cam_matrix(cam)), dtype=torch.float32)
+            for i in range(0, len(scenes), per_batch):
+                batches.append((synthesize(scenes[i:i + per_batch], canonical_cfa(sensor), [cam], gen, config), m))
+        out[label] = batches
+    return out
+
+
+def cam_matrix(cam):
+    from kpnt.color import camera_matrix
+
+    make, model = cam.name.split(" ", 1)
+    return camera_matrix(make, model)
+
+
+def psnr_pair(out: torch.Tensor, ref: torch.Tensor, m: torch.Tensor, border: int = 6) -> tuple[float, float]:
+    """Mean (linear, sRGB) PSNR over the batch's images."""
+    from kpnt.color import linear_to_srgb
+
+    out = out[..., border:-border, border:-border].clamp(0, 1)
+    ref = ref[..., border:-border, border:-border].clamp(0, 1)
+
+    def db(a, b):
+        mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+        return (-10 * torch.log10(mse)).tolist()
+
+    to_srgb = lambda x: linear_to_srgb(torch.einsum("ij,njhw->nihw", m.to(x.device), x).clamp(0, 1))
+    return db(out, ref), db(to_srgb(out), to_srgb(ref))
+
+
+def score(model, batches, device) -> tuple[float, float]:
+    from kpnt.noise.trained import clamp_to_trained_noise
+    from kpnt.train.loop import batch_to
+
+    lin, srgb = [], []
+    with torch.no_grad():
+        for b, m in batches:
+            b = batch_to(b, device)
+            noise = torch.stack([torch.from_numpy(clamp_to_trained_noise(model, n.cpu().numpy())) for n in b.noise]).to(device)
+            a, s = psnr_pair(model(b.x, b.cfa, noise), b.target, m)
+            lin += a
+            srgb += s
+    return float(np.mean(lin)), float(np.mean(srgb))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("weights", nargs="+", type=Path, help="weights files (Bayer and X-Trans may be mixed)")
+    p.add_argument("--val", type=Path, default=SHARED / "photos" / "val", help="folder of held-out photos")
+    p.add_argument("--profiles", type=Path, default=SHARED / "noiseprofiles.json")
+    p.add_argument("--images", type=int, default=16, help="photos of --val used (the first, sorted; default 16)")
+    p.add_argument("--tile", type=int, default=384, help="centre tile side (default 384)")
+    p.add_argument("--isos", default="100,800,3200,12800")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+
+    from kpnt.train.photos import PhotoSource
+    from kpnt.weights_io import load_weights
+
+    isos = [int(v) for v in args.isos.split(",")]
+    photos = PhotoSource.from_folder(args.val, downscale=1, limit=args.images)
+    tile = min(args.tile, photos.min_side()) // 6 * 6
+    cache = {}
+    labels = [lab for lab, _, _ in level_configs(isos)]
+    print(f"{len(photos.photos)} photos of {args.val}, {tile}^2 centre tiles, held-out cameras; linear / sRGB PSNR (dB)")
+    print("| weights | " + " | ".join(labels) + " |")
+    print("| --- | " + " | ".join("---:" for _ in labels) + " |")
+    for w in args.weights:
+        model, meta = load_weights(w, device=args.device)
+        model.backend = "auto"   # the fused kernels on a GPU, the reference on a CPU
+        sensor = meta["sensor"]
+        if sensor not in cache:
+            cache[sensor] = scored_batches(sensor, photos, tile, args.profiles, isos)
+        cells = [score(model, cache[sensor][lab], args.device) for lab in labels]
+        print(f"| {w} ({sensor}) | " + " | ".join(f"{a:.2f} / {s:.2f}" for a, s in cells) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
