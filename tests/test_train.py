@@ -241,3 +241,22 @@ def test_learning_rate_warms_up_then_decays():
     assert _warmup(build_parser().parse_args(base)) == 0
     assert _warmup(build_parser().parse_args(base + ["--init", "w.safetensors"])) == 200
     assert _warmup(build_parser().parse_args(base + ["--init", "w.safetensors", "--warmup", "7"])) == 7
+
+
+def test_srgb_l2_is_the_squared_error_after_the_srgb_curve():
+    from kpnt.color import linear_to_srgb
+    from kpnt.train.loss import LOSSES
+
+    ref = torch.tensor([0.0, 0.001, 0.18, 0.9]).view(1, 1, 1, 4)
+    out = ref + torch.tensor([0.001, -0.002, 0.01, 0.02]).view(1, 1, 1, 4)
+    valid = torch.ones(1, 1, 1, 4, dtype=torch.bool)
+    want = float(np.mean((np.asarray(linear_to_srgb(out.numpy())) - np.asarray(linear_to_srgb(ref.numpy()))) ** 2))
+    assert float(LOSSES["srgb-l2"](out, ref, valid)) == pytest.approx(want, rel=1e-5)
+    # the same linear error costs more in the shadows than in the highlights
+    dark, bright = ref.clone(), ref.clone()
+    dark[..., 1] += 0.01
+    bright[..., 3] += 0.01
+    assert float(LOSSES["srgb-l2"](dark, ref, valid)) > 5 * float(LOSSES["srgb-l2"](bright, ref, valid))
+    out.requires_grad_(True)
+    LOSSES["srgb-l2"](out - 0.01, ref, valid).backward()
+    assert torch.isfinite(out.grad).all()
