@@ -49,8 +49,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-HOLDOUT = ["Nikon D750", "Sony ILCE-7M2", "Fujifilm X-T1", "Fujifilm X-E2"]
 sys.path.insert(0, str(ROOT))
+from kpnt.heldout import ALL_HELD_OUT  # noqa: E402
 from kpnt.mosaic.kinds import MOSAIC_KINDS  # noqa: E402  (numpy only: no torch import here)
 
 SENSORS = list(MOSAIC_KINDS)
@@ -68,7 +68,7 @@ def train_argv(sensor: str, args, out: Path, steps: int, minutes: float | None, 
             "--batch", str(args.batch), "--tile", str(args.tile), "--lr", str(args.lr), "--seed", str(args.seed),
             "--steps", str(steps), "--val-every", str(val_every), "--ckpt-every", str(max(steps, 1)),
             "--threads", str(args.threads), "--backend", args.backend, "--no-progress", *args.arch.split()]
-    for cam in HOLDOUT:
+    for cam in ALL_HELD_OUT:
         argv += ["--holdout", cam]
     if minutes is not None:
         argv += ["--minutes", str(minutes)]

@@ -41,8 +41,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-HOLDOUT = ["Nikon D750", "Sony ILCE-7M2", "Fujifilm X-T1", "Fujifilm X-E2"]
 sys.path.insert(0, str(ROOT))
+from kpnt.heldout import ALL_HELD_OUT  # noqa: E402
 from kpnt.mosaic.kinds import MOSAIC_KINDS  # noqa: E402  (numpy only: no torch import here)
 
 
@@ -63,7 +63,7 @@ def train_argv(sensor: str, name: str, flags: list[str], args) -> list[str]:
             "--batch", str(args.batch), "--tile", str(args.tile), "--lr", str(args.lr), "--seed", str(args.seed),
             "--steps", str(args.steps), "--val-every", str(args.val_every), "--ckpt-every", str(args.ckpt_every),
             "--threads", str(args.threads), "--backend", args.backend, "--no-progress", *flags]
-    for cam in HOLDOUT:
+    for cam in ALL_HELD_OUT:
         argv += ["--holdout", cam]
     if args.minutes is not None:
         argv += ["--minutes", str(args.minutes)]

@@ -33,7 +33,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
-HOLDOUT = {"bayer": ["Nikon D750", "Sony ILCE-7M2"], "xtrans": ["Fujifilm X-T1", "Fujifilm X-E2"]}
 
 
 def level_configs(isos: list[int]):
@@ -55,7 +54,9 @@ def camera_models(sensor: str, profiles: Path, iso: int | None):
 
     table = load_profile_table(profiles)
     out = []
-    for name in HOLDOUT[sensor]:
+    from kpnt.heldout import HELD_OUT_CAMERAS
+
+    for name in HELD_OUT_CAMERAS[sensor]:
         make, model = name.split(" ", 1)
         prof = table.lookup(make, model, iso or 100, raw_scale=12.0)
         noise = np.stack([np.asarray(prof.a, np.float32), np.asarray(prof.b, np.float32)])[None]

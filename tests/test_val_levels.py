@@ -1,0 +1,59 @@
+"""tools/val_levels.py: weights scored per noise level on held-out tiles."""
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("val_levels", ROOT / "tools" / "val_levels.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _fixtures(tmp_path):
+    val = tmp_path / "val"
+    val.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:96] / 96
+    for i in range(2):
+        img = np.stack([0.5 + 0.4 * np.sin(2 * np.pi * (rng.uniform(1, 4) * xx + rng.uniform(0, 3) * yy)) for _ in range(3)], -1)
+        cv2.imwrite(str(val / f"p{i}.png"), (img * 255).round().astype(np.uint8))
+    prof = lambda iso, k: {"name": f"iso {iso}", "iso": iso, "a": [k * 1e-5] * 3, "b": [k * 2e-8] * 3}
+    models = [{"model": m, "profiles": [prof(100, 1), prof(800, 8)]} for m in ("D750",)]
+    table = {"version": 1, "noiseprofiles": [
+        {"maker": "Nikon", "models": models},
+        {"maker": "Sony", "models": [{"model": "ILCE-7M2", "profiles": [prof(100, 1), prof(800, 8)]}]}]}
+    profiles = tmp_path / "profiles.json"
+    profiles.write_text(json.dumps(table))
+    return val, profiles
+
+
+def test_levels_are_clean_then_fixed_profiles():
+    levels = _tool().level_configs([100, 800])
+    assert [label for label, _, _ in levels] == ["clean", "ISO 100", "ISO 800"]
+    clean, iso100 = levels[0][1], levels[1][1]
+    assert clean.zero_noise_prob == 1.0
+    assert (iso100.zero_noise_prob, iso100.low_noise_prob, iso100.noise_jitter, iso100.blur_prob) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_table_scores_the_shipped_bayer_model_per_level(tmp_path, capsys):
+    val, profiles = _fixtures(tmp_path)
+    weights = ROOT / "kpnt" / "weights" / "bayer.safetensors"
+    assert _tool().main([str(weights), "--val", str(val), "--profiles", str(profiles), "--images", "2",
+                         "--tile", "48", "--isos", "100,800", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert lines[1] == "| weights | clean | ISO 100 | ISO 800 |"
+    row = [c.strip() for c in lines[-1].strip("|").split("|")]
+    assert row[0].endswith("(bayer)")
+    cells = [tuple(float(v) for v in c.split(" / ")) for c in row[1:]]
+    # more noise, lower PSNR, in both spaces: clean > ISO 100 > ISO 800
+    for space in (0, 1):
+        assert cells[0][space] > cells[1][space] > cells[2][space]
