@@ -260,3 +260,14 @@ def test_srgb_l2_is_the_squared_error_after_the_srgb_curve():
     out.requires_grad_(True)
     LOSSES["srgb-l2"](out - 0.01, ref, valid).backward()
     assert torch.isfinite(out.grad).all()
+
+
+def test_trained_noise_range_follows_the_clean_share(tmp_path):
+    # Clean tiles put 0 in the trained range (inference may then tell the
+    # model "no noise"); without them the range starts at the smallest level.
+    assert train_main(_cli_args(tmp_path, "with", "--steps", "1")) == 0
+    assert train_main(_cli_args(tmp_path, "without", "--steps", "1", "--clean-share", "0")) == 0
+    lo = lambda run: load_weights(tmp_path / run / "weights.safetensors")[1]["provenance"]["noise_range_wb"]["a"][0]  # noqa: E731
+    assert lo("with") == 0.0 and lo("without") > 0.0
+    meta = load_weights(tmp_path / "without" / "weights.safetensors")[1]["provenance"]
+    assert (meta["clean_share"], meta["low_noise_share"], meta["blur_share"]) == (0.0, 0.15, 0.5)
