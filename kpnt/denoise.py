@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from kpnt.cpu_memory import keep_freed_memory
 from kpnt.errors import KpntError
 from kpnt.mosaic import CFA
 from kpnt.noise.trained import clamp_to_trained_noise
@@ -373,6 +374,10 @@ def _run_tiles(model, src: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, ti
       threads unless ``reproducible``.
     """
     dev = torch.device(device)
+    if dev.type == "cpu":
+        # Large temporaries reused already mapped, not faulted in again per
+        # tile and layer (kpnt.cpu_memory: ~1.6x the CPU model speed).
+        keep_freed_memory()
     cuda = dev.type == "cuda"
     staged = staged or dev.type != "cpu"
     tiles = plan_tiles(src.shape, model, cfa, tile)

@@ -168,6 +168,10 @@ def run_e2e(path: Path, sensor: str, weights, tile, threads: int, device: str = 
     """One file through the CLI's FileProcessor; per-stage seconds, peak RSS
     (and peak GPU memory on a GPU, where the file is run twice: the first
     run loads the kernels; the second is timed, the peak covers both)."""
+    if device == "cpu":
+        from kpnt.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()             # as kpnt-denoise's main does, before any other thread
     import torch
 
     torch.set_num_threads(threads)

@@ -163,6 +163,10 @@ def _batch(args, on_result, signals: StopSignals) -> int:
         slots = plan_slots(args.device, args.jobs, devices, args.threads)
     except KpntError as e:          # a device torch does not know or does not have: a bad argument
         raise ArgError(str(e)) from None
+    if any(torch.device(d).type == "cpu" for d, _ in slots):
+        from kpnt.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()     # before other threads make malloc arenas of their own
     if any(torch.device(d).type == "cuda" for d, _ in slots):
         from kpnt.denoise import configure_cuda_allocator
 
