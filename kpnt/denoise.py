@@ -59,13 +59,14 @@ from kpnt.noise.trained import clamp_to_trained_noise
 log = logging.getLogger("kpnt.denoise")
 
 #: Default tile side on a CPU (photosites, before the overlap margin is
-#: added on each side).  Measured with tools/bench_denoise.py: the working
-#: set is ~80-100 bytes per tile photosite (BYTES_PER_TILE_PIXEL), so two
-#: tiles in flight at 2048 (+ margins: <= 2304^2) take ~1 GB, and a
-#: 100-megapixel Bayer raw peaked at 2.1 GB RSS end to end (decoded raw,
-#: uint16 output and tiles together); the overlap costs 15% extra compute on
-#: a 24 MP raw (a 768 tile cost 78%).
-DEFAULT_TILE = 2048
+#: added on each side).  Measured with tools/bench_denoise.py (session 8,
+#: shipped Bayer model, 24-MP raw end to end, 2 cores, freed memory kept
+#: mapped by kpnt.cpu_memory): 1024 took 26.4-26.9 s at 1.4-2.1 GB peak RSS;
+#: 2048 took 25-37 s at 4.0-5.5 GB, because every fresh page costs ~20 us
+#: on a virtual machine and a larger heap has more of them to touch (sys
+#: time 17-33 s against 4-7 s).  The working set is ~80-100 bytes per tile
+#: photosite (BYTES_PER_TILE_PIXEL).
+DEFAULT_TILE = 1024
 #: Default tile side on a GPU.  Measured on an H100 with the reference ops
 #: (tools/bench_denoise.py --device cuda): torch's peak allocation was
 #: 0.71 GB (Bayer) / 0.81 GB (X-Trans) for a 2048^2 tile, 0.62 GB over a
