@@ -45,20 +45,17 @@ def level_configs(isos: list[int]):
     return out + [(f"ISO {iso}", fixed, iso) for iso in isos]
 
 
-def camera_models(sensor: str, profiles: Path, iso: int | None):
-    """The held-out cameras of ``sensor`` at ``iso`` (any profiled ISO for
-    clean tiles, whose noise is zeroed)."""
+def camera_models(sensor: str, table, iso: int | None):
+    """The held-out cameras of ``sensor`` at ``iso`` from the noise profile
+    ``table`` (any profiled ISO for clean tiles, whose noise is zeroed)."""
     from kpnt.color import camera_matrix
-    from kpnt.noise import load_profile_table
+    from kpnt.heldout import HELD_OUT_CAMERAS
     from kpnt.train.synthesis import CameraModel
 
-    table = load_profile_table(profiles)
     out = []
-    from kpnt.heldout import HELD_OUT_CAMERAS
-
     for name in HELD_OUT_CAMERAS[sensor]:
         make, model = name.split(" ", 1)
-        prof = table.lookup(make, model, iso or 100, raw_scale=12.0)
+        prof = table.lookup(make, model, iso or 100)            # darktable's a, b x 12: raw-photosite scale
         noise = np.stack([np.asarray(prof.a, np.float32), np.asarray(prof.b, np.float32)])[None]
         out.append(CameraModel(name, camera_matrix(make, model), noise))
     return out
@@ -68,42 +65,37 @@ def scored_batches(sensor: str, photos, tile: int, profiles: Path, isos: list[in
     """{label: [(Batch, cam_to_srgb (3, 3))]}: the same scenes and exposure
     draws at every level, one camera per batch (so sRGB needs one matrix)."""
     from kpnt.color import cam_to_srgb_matrix
+    from kpnt.noise import load_profile_table
     from kpnt.train.loop import canonical_cfa
     from kpnt.train.synthesis import synthesize
 
+    table = load_profile_table(profiles)
     scenes = photos.centre_tiles(tile)
     out = {}
     for label, config, iso in level_configs(isos):
         batches = []
-        for k, cam in enumerate(camera_models(sensor, profiles, iso)):
+        for k, cam in enumerate(camera_models(sensor, table, iso)):
             gen = torch.Generator().manual_seed(1000 + k)
-            m = torch.tensor(cam_to_srgb_matrix(cam_matrix(cam)), dtype=torch.float32)
+            m = torch.tensor(cam_to_srgb_matrix(cam.xyz_to_cam), dtype=torch.float32)
             for i in range(0, len(scenes), per_batch):
                 batches.append((synthesize(scenes[i:i + per_batch], canonical_cfa(sensor), [cam], gen, config), m))
         out[label] = batches
     return out
 
 
-def cam_matrix(cam):
-    from kpnt.color import camera_matrix
-
-    make, model = cam.name.split(" ", 1)
-    return camera_matrix(make, model)
-
-
-def psnr_pair(out: torch.Tensor, ref: torch.Tensor, m: torch.Tensor, border: int = 6) -> tuple[float, float]:
-    """Mean (linear, sRGB) PSNR over the batch's images."""
+def psnr_pair(out: torch.Tensor, ref: torch.Tensor, m: torch.Tensor, border: int = 6) -> tuple[list, list]:
+    """Per-image (linear, sRGB) PSNR of the batch: both clipped to [0, 1],
+    ``border`` pixels dropped; sRGB through the camera matrix ``m``."""
     from kpnt.color import linear_to_srgb
+    from kpnt.train.loss import psnr_linear
 
     out = out[..., border:-border, border:-border].clamp(0, 1)
     ref = ref[..., border:-border, border:-border].clamp(0, 1)
 
-    def db(a, b):
-        mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-12)
-        return (-10 * torch.log10(mse)).tolist()
+    def to_srgb(x):
+        return linear_to_srgb(torch.einsum("ij,njhw->nihw", m.to(x.device), x).clamp(0, 1))
 
-    to_srgb = lambda x: linear_to_srgb(torch.einsum("ij,njhw->nihw", m.to(x.device), x).clamp(0, 1))
-    return db(out, ref), db(to_srgb(out), to_srgb(ref))
+    return psnr_linear(out, ref, border=0).tolist(), psnr_linear(to_srgb(out), to_srgb(ref), border=0).tolist()
 
 
 def score(model, batches, device) -> tuple[float, float]:

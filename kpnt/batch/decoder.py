@@ -395,11 +395,11 @@ class DecoderPool:
     def __init__(self, kind: str, n: int = 1, timeout: float = 300.0, blind_possible: bool = True, quiet: bool = True):
         if kind not in DECODERS:
             raise KpntError(f"unknown decoder {kind!r}: choose one of {', '.join(DECODERS)}")
-        self.kind, self.n = kind, max(1, n)
+        self.kind = kind
         if kind == "child":
-            self._all = [ChildDecoder(timeout, blind_possible, quiet) for _ in range(self.n)]
+            self._all = [ChildDecoder(timeout, blind_possible, quiet) for _ in range(max(1, n))]
         else:
-            self._all = [InlineDecoder() for _ in range(self.n)]
+            self._all = [InlineDecoder() for _ in range(max(1, n))]
         self._free: queue.Queue = queue.Queue()
         for d in self._all:
             self._free.put(d)

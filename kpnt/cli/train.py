@@ -474,10 +474,7 @@ def main(argv=None) -> int:
         if args.resume and not ckpt.exists():
             raise KpntError(f"--resume: no checkpoint at {ckpt}: start without --resume")
         start = init_model(args.init, args.sensor) if args.init is not None and not args.resume else None
-        if args.resume:
-            base = checkpoint_config(ckpt)
-        else:
-            base = start.config if start is not None else None
+        base = checkpoint_config(ckpt) if args.resume else (start.config if start is not None else None)
         config = _model_config(args, base)
         if start is not None:
             _check_init_architecture(args.init, start, config)
