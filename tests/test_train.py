@@ -271,3 +271,29 @@ def test_trained_noise_range_follows_the_clean_share(tmp_path):
     assert lo("with") == 0.0 and lo("without") > 0.0
     meta = load_weights(tmp_path / "without" / "weights.safetensors")[1]["provenance"]
     assert (meta["clean_share"], meta["low_noise_share"], meta["blur_share"]) == (0.0, 0.15, 0.5)
+
+
+def test_lowpass_bias_charges_a_colour_cast_not_zero_mean_detail():
+    from kpnt.train.loss import LOSSES, lowpass_bias, smape
+
+    g = torch.Generator().manual_seed(0)
+    ref = 0.2 + 0.6 * torch.rand(1, 3, 32, 32, generator=g)
+    valid = torch.ones(1, 1, 32, 32, dtype=torch.bool)
+    # +-e in a checkerboard: per-pixel error, but every 8x8 mean is exact
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 2 - 1).float()
+    detail = ref + 0.02 * checker
+    cast = ref.clone()
+    cast[:, 0] += 0.02          # red 0.02 high everywhere
+    assert float(lowpass_bias(detail, ref, valid)) < 1e-6
+    assert float(lowpass_bias(cast, ref, valid)) > 0.005
+    # per pixel, SMAPE charges the detail more than the cast
+    assert float(smape(detail, ref, valid)) > float(smape(cast, ref, valid))
+    # ... and the combined loss adds the cast's bias term only
+    assert float(LOSSES["smape-lowpass"](cast, ref, valid) - smape(cast, ref, valid)) > 0.01
+    assert float(LOSSES["smape-lowpass"](detail, ref, valid) - smape(detail, ref, valid)) < 1e-6
+    # invalid pixels are left out of both means
+    masked = valid.clone()
+    masked[..., :8, :8] = False
+    bad = cast.clone()
+    bad[..., :8, :8] = 5.0
+    assert float(lowpass_bias(bad, ref, masked)) < float(lowpass_bias(cast, ref, valid)) * 1.01

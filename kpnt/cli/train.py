@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                       f"10^4 (ISO 100 and below; default {SynthConfig.low_noise_prob})")
     data.add_argument("--blur-share", type=share, help="share of synthetic tiles given optical blur before mosaicing "
                       f"(default {SynthConfig.blur_prob})")
+    data.add_argument("--hard-share", type=share, default=0.0,
+                      help="share of synthetic tiles drawn near the hardest tiles for the starting model (hard-example "
+                      "mining, kpnt.train.mining; needs --init or --resume; default 0: none)")
+    data.add_argument("--hard-candidates", type=int_at_least(1), default=8192,
+                      help="random tiles scored on their clean mosaics to find the hard ones (default 8192)")
+    data.add_argument("--hard-keep", type=finite_float(0, 1, low_open=True), default=0.1,
+                      help="share of the scored tiles kept as hard ones, the worst first (default 0.1)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--steps", type=int_at_least(1), default=2000, help="optimisation steps (default 2000)")
     opt.add_argument("--minutes", type=finite_float(0, low_open=True), help="stop after this many minutes even if --steps is not reached")
@@ -291,7 +298,22 @@ def _synthetic_sources(args, sensor: str, tile: int, device=None):
             "holdout": list(args.holdout), "val_cameras": [c.name for c in val_cams], "val_isos": args.val_isos or args.isos,
             "clean_share": synth.zero_noise_prob, "low_noise_share": synth.low_noise_prob, "blur_share": synth.blur_prob}
     prov[NOISE_RANGE_KEY] = trained_noise_range(cams, synth)
-    return source, val_batches, prov
+    if args.hard_share > 0:
+        prov.update(hard_share=args.hard_share, hard_candidates=args.hard_candidates, hard_keep=args.hard_keep)
+
+    def mine(model) -> None:
+        """Hard-example mining with ``model`` as it starts (after --init or
+        --resume): a seeded draw, so a resumed run mines the same
+        candidates (scored by its current weights)."""
+        if args.hard_share <= 0:
+            return
+        from kpnt.train.mining import mine_hard_boxes
+
+        gen = torch.Generator().manual_seed(args.seed + 7919)
+        train_photos.hard_boxes = mine_hard_boxes(model, train_photos, sensor, cams, tile, args.hard_candidates, args.hard_keep, gen)
+        train_photos.hard_share = args.hard_share
+
+    return source, val_batches, prov, mine
 
 
 def synth_config(args) -> SynthConfig:
@@ -378,6 +400,10 @@ def _check_args(args) -> None:
         raise ArgError("give --clean DIR (with --profiles), --data DIR (from kpnt-build-dataset), or both to mix them")
     if args.clean is not None and args.profiles is None:
         raise ArgError("--clean needs --profiles TABLE (a darktable noiseprofiles.json) to synthesise noise")
+    if args.hard_share > 0 and args.init is None and not args.resume:
+        raise ArgError("--hard-share mines the tiles a trained model gets wrong: give --init WEIGHTS (or --resume a run)")
+    if args.hard_share > 0 and args.clean is None:
+        raise ArgError("--hard-share mines tiles of the --clean photos: give --clean DIR")
     for flag, spec in (("--isos", args.isos), ("--val-isos", args.val_isos)):
         if spec is not None:
             parse_isos(spec, None, flag)
@@ -521,7 +547,7 @@ def main(argv=None) -> int:
         if args.clean is None:
             source, val_batches, prov = real
         else:
-            source, val_batches, prov = _synthetic_sources(args, args.sensor, tile, ctx.device)
+            source, val_batches, prov, mine = _synthetic_sources(args, args.sensor, tile, ctx.device)
             if args.data is not None:
                 source, val_batches, prov = mixed_sources(real, (source, val_batches, prov), args.real_fraction)
         cfg = TrainConfig(
@@ -535,6 +561,8 @@ def main(argv=None) -> int:
         if args.resume:
             trainer.load_checkpoint(ckpt)
             log.info("resumed at step %d", trainer.step)
+        if args.clean is not None:
+            mine(model.to(ctx.device))
         if ctx.distributed:
             log.info("data-parallel training: %d processes (%s), rank 0 on %s; global batch %d shards of %d tiles, %d shard(s) per process",
                      ctx.world_size, "nccl" if ctx.device.type == "cuda" else "gloo", ctx.device, trainer.shards, args.batch, len(trainer.local))

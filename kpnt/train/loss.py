@@ -40,7 +40,36 @@ def srgb_l2(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, border: i
     return masked_mean((linear_to_srgb(out) - linear_to_srgb(ref)) ** 2, valid, border)
 
 
-LOSSES = {"smape": smape, "l2": l2, "srgb-l2": srgb_l2}
+#: Side of the windows :func:`lowpass_bias` averages over (photosites).
+LOWPASS_WINDOW = 8
+#: Weight of :func:`lowpass_bias` in ``--loss smape-lowpass``.
+LOWPASS_WEIGHT = 2.0
+
+
+def lowpass_bias(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """Relative error of the local means: ``|mean(O-R)| / mean(|O|+|R|)``
+    per channel over ``LOWPASS_WINDOW``-square windows of valid pixels.
+
+    Per-pixel SMAPE is an L1 loss: it is minimised by the median of what the
+    model cannot tell apart, and in strongly saturated colours that median
+    sits off the mean (issue 13: saturated colours pulled toward grey, low-
+    frequency colour blotches).  This term sees only what survives local
+    averaging, so it charges colour casts and blotches, not fine detail."""
+    if border:
+        out, ref, valid = (t[..., border:-border, border:-border] for t in (out, ref, valid))
+    v = valid.to(out.dtype)
+    k = LOWPASS_WINDOW
+    diff = torch.nn.functional.avg_pool2d((out - ref) * v, k)
+    scale = torch.nn.functional.avg_pool2d((out.abs() + ref.abs()) * v, k)
+    return (diff.abs() / (scale + SMAPE_EPS)).mean()
+
+
+def smape_lowpass(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """SMAPE plus ``LOWPASS_WEIGHT`` x :func:`lowpass_bias` (``--loss smape-lowpass``)."""
+    return smape(out, ref, valid, border) + LOWPASS_WEIGHT * lowpass_bias(out, ref, valid, border)
+
+
+LOSSES = {"smape": smape, "l2": l2, "srgb-l2": srgb_l2, "smape-lowpass": smape_lowpass}
 
 
 def psnr_linear(out: torch.Tensor, ref: torch.Tensor, border: int = 6) -> torch.Tensor:

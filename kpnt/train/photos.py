@@ -60,6 +60,11 @@ class PhotoSource:
             raise KpntError("no photos to train on")
         self.photos = photos
         self.names = names or [str(i) for i in range(len(photos))]
+        #: hard-example mining (:mod:`kpnt.train.mining`): ``(photo, y, x)``
+        #: corners of tiles the model got most wrong, and the share of
+        #: sampled tiles drawn near one of them
+        self.hard_boxes: list[tuple[int, int, int]] = []
+        self.hard_share = 0.0
 
     @classmethod
     def from_folder(cls, folder, downscale: int = 2, limit: int | None = None) -> "PhotoSource":
@@ -78,12 +83,13 @@ class PhotoSource:
         if size > self.min_side():
             raise KpntError(f"tile size {size} exceeds the smallest photo side {self.min_side()}: use a smaller --tile")
         out = torch.empty(n, 3, size, size, device=self.photos[0].device)
+        hard = torch.rand(n, generator=gen) < self.hard_share if self.hard_boxes else torch.zeros(n, dtype=torch.bool)
         for i in range(n):
-            k = int(torch.randint(len(self.photos), (1,), generator=gen))
-            img = self.photos[k]
-            y = int(torch.randint(img.shape[1] - size + 1, (1,), generator=gen))
-            x = int(torch.randint(img.shape[2] - size + 1, (1,), generator=gen))
-            tile = img[:, y : y + size, x : x + size]
+            if hard[i]:
+                k, y, x = self._near_hard_box(size, gen)
+            else:
+                k, y, x = self.random_box(size, gen)
+            tile = self.photos[k][:, y : y + size, x : x + size]
             if augment:
                 flips = torch.randint(2, (3,), generator=gen).tolist()
                 if flips[0]:
@@ -94,6 +100,26 @@ class PhotoSource:
                     tile = tile.transpose(1, 2)
             out[i] = tile
         return out
+
+    def random_box(self, size: int, gen: torch.Generator) -> tuple[int, int, int]:
+        """``(photo, y, x)``: a uniformly random tile corner of a random photo."""
+        k = int(torch.randint(len(self.photos), (1,), generator=gen))
+        img = self.photos[k]
+        y = int(torch.randint(img.shape[1] - size + 1, (1,), generator=gen))
+        x = int(torch.randint(img.shape[2] - size + 1, (1,), generator=gen))
+        return k, y, x
+
+    def _near_hard_box(self, size: int, gen: torch.Generator) -> tuple[int, int, int]:
+        # A mined tile moved by up to a quarter of its side, so that the few
+        # hundred mined places do not become a few hundred memorised tiles.
+        k, y, x = self.hard_boxes[int(torch.randint(len(self.hard_boxes), (1,), generator=gen))]
+        img = self.photos[k]
+        dy, dx = (torch.randint(-(size // 4), size // 4 + 1, (2,), generator=gen)).tolist()
+        return k, min(max(y + dy, 0), img.shape[1] - size), min(max(x + dx, 0), img.shape[2] - size)
+
+    def crops(self, boxes: list[tuple[int, int, int]], size: int) -> torch.Tensor:
+        """``(len(boxes), 3, size, size)``: the tiles at ``boxes``, unaugmented."""
+        return torch.stack([self.photos[k][:, y : y + size, x : x + size] for k, y, x in boxes])
 
     def centre_tiles(self, size: int) -> torch.Tensor:
         """One deterministic centre crop per photo: ``(len, 3, size, size)``."""
