@@ -3,7 +3,7 @@
 
 A call to the lent GPU machine carries at most 64 MiB with the working tree,
 and ``photos/train`` is 125 MB of PNG.  Session 8 carried JPEG q93 4:4:4
-copies (36 MB), which are only ~39.4 dB sRGB PSNR from the PNGs: their error
+copies (36 MB), which are only 39.9 dB PSNR (8-bit sRGB, mean) from the PNGs: their error
 is larger than the demosaicing error being trained away, and training on
 them cost 0.3 dB on clean mosaics (README, "Lossless training photos").
 This tool writes WebP *lossless* copies (about 98 MB in all), checks each
