@@ -382,3 +382,29 @@ def test_cli_errors_are_one_line(tiny_bench, capsys):
     with pytest.raises(SystemExit):
         main(["--photos", str(tmp / "missing"), "--profiles", str(tmp / "np.json")])
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_gap_map_finds_where_kpnt_trails_demosaicnet(tmp_path):
+    from kpnt.bench import errormaps as E
+
+    rng = np.random.default_rng(0)
+    size = 200
+    xyz_to_cam = np.array([[0.7, -0.1, -0.05], [-0.4, 1.2, 0.2], [-0.05, 0.1, 0.6]])
+    photos = type("P", (), {"photos": [torch.rand(3, 8, 8) for _ in range(4)]})()
+    maps = E.ErrorMaps(tmp_path, "clean", photos, [0, 1, 2, 3], which=[0])
+    for k, amount in enumerate([0.01, 0.08, 0.04, 0.02]):
+        ref = 0.2 + 0.3 * rng.random((size, size, 3))
+        case = {"wb": np.ones(3), "xyz_to_cam": xyz_to_cam, "ref_cam": ref}
+        kpnt = ref.copy()
+        kpnt[20:60, 120:180] += amount                  # kpnt's error: one patch, larger on photo 1
+        dn = ref.copy()
+        dn[140:190, 10:60] += 0.1                       # demosaicnet's error: elsewhere
+        maps.add("bayer", "clean", k, "kpnt", kpnt, case)
+        maps.add("bayer", "clean", k, "demosaicnet", dn, case)
+        (y, x), excess = E.gap_window(*(E.render_srgb(a, case["wb"], xyz_to_cam) for a in (kpnt, dn, ref)), size=40)
+        assert 10 <= y <= 30 and 110 <= x <= 150 and excess > 0, (y, x)
+    assert [k for _, k, _ in maps.gaps["bayer"]] == [1, 2, 3]           # the three largest excesses, largest first
+    written = maps.write()
+    assert str(tmp_path / "errorgap_bayer.png") in written and str(tmp_path / "errormap_bayer.png") in written
+    img = cv2.imread(str(tmp_path / "errorgap_bayer.png"))
+    assert img.shape[0] > 3 * E.CROP and img.shape[1] > 7 * E.CROP   # 3 rows; reference + 2 x 3 panels
