@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from kpnt.cpu_memory import keep_freed_memory
+from kpnt.ensemble import ensemble_forward
 from kpnt.errors import KpntError
 from kpnt.mosaic import CFA
 from kpnt.noise.trained import clamp_to_trained_noise
@@ -290,12 +291,12 @@ def count_tiles(shape, model, cfa, tile: int) -> int:
     return len(plan_tiles(shape, model, cfa, tile))
 
 
-def _run_model(model, x: torch.Tensor, cfa: CFA | None, noise: torch.Tensor) -> torch.Tensor:
+def _run_model(model, x: torch.Tensor, cfa: CFA | None, noise: torch.Tensor, views: int = 1) -> torch.Tensor:
     # no_grad, not inference_mode: the reference ops cache index tensors,
     # and inference tensors in those caches would break later training.
     # no_grad also selects the ops' chunked inference paths (kpnt.ref).
     with torch.no_grad():
-        return model(x, cfa, noise)
+        return ensemble_forward(model, x, cfa, noise, views)
 
 
 def tile_workers(tiles: list[Tile], device) -> int:
@@ -337,7 +338,7 @@ def _to_uint16_tensor(rgb: torch.Tensor) -> torch.Tensor:
 
 def _run_tiles(model, src: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, tile: int, device, out: np.ndarray, *,
                gains: np.ndarray | None = None, wb: np.ndarray | None = None, staged: bool = False,
-               reproducible: bool = False, progress=None, timing: dict | None = None) -> None:
+               reproducible: bool = False, progress=None, timing: dict | None = None, views: int = 1) -> None:
     """The one tile loop (of :func:`denoise_array` and :func:`denoise_raw`):
     the model over ``src`` ((H, W) mosaic or (H, W, 3) rgb) in the tiles of
     :func:`plan_tiles`, each kept core written into ``out`` ((H, W, 3),
@@ -348,7 +349,9 @@ def _run_tiles(model, src: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, ti
     balance; tile origins are multiples of the period, so the repeat's
     gains tile the piece from its (0, 0)); the model; the kept core divided
     by ``wb`` if given ((3,): the white balance back out) and converted to
-    ``out.dtype`` (uint16: exactly :func:`to_uint16`).  Only the schedule
+    ``out.dtype`` (uint16: exactly :func:`to_uint16`).  ``views`` > 1 runs
+    the model that many times per tile, on rotated and mirrored copies, and
+    averages (:mod:`kpnt.ensemble`).  Only the schedule
     depends on the device:
 
     * An accelerator (or ``staged``, for tests, on a CPU) pipelines the
@@ -401,7 +404,7 @@ def _run_tiles(model, src: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, ti
             x = x * gains_t.repeat(-(-h // cfa.period), -(-w // cfa.period))[:h, :w]
         x = x.contiguous()
         x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
-        res = _run_model(model, x, None if cfa is None else cfa.crop(t.y0, t.x0), noise)[0]
+        res = _run_model(model, x, None if cfa is None else cfa.crop(t.y0, t.x0), noise, views)[0]
         core = res[:, t.cy0 - t.y0:t.cy1 - t.y0, t.cx0 - t.x0:t.cx1 - t.x0].permute(1, 2, 0).float()
         if wb_t is not None:
             core = core / wb_t
@@ -494,7 +497,7 @@ def _run_tiles(model, src: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, ti
 
 
 def denoise_array(model, x: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, tile: int = DEFAULT_TILE, device="cpu", progress=None,
-                  reproducible: bool = False) -> np.ndarray:
+                  reproducible: bool = False, views: int = 1) -> np.ndarray:
     """Run the model on a whole white-balanced image in overlapping tiles.
 
     Args:
@@ -509,18 +512,21 @@ def denoise_array(model, x: np.ndarray, cfa: CFA | None, noise_wb: np.ndarray, t
         reproducible: the same bytes whatever torch's thread count: on a
             CPU every tile runs single-threaded (several tiles run in
             parallel anyway; see :func:`tile_workers`), even a lone one.
+        views: 1, or 2, 4, 8: the mean of the model over that many rotations
+            and mirrors of each tile (:mod:`kpnt.ensemble`; that many times
+            the model time).
     Returns:
         (H, W, 3) float32 white-balanced camera RGB.
     """
     out = np.empty((*x.shape[:2], 3), dtype=np.float32)
-    _run_tiles(model, x, cfa, noise_wb, tile, device, out, reproducible=reproducible, progress=progress)
+    _run_tiles(model, x, cfa, noise_wb, tile, device, out, reproducible=reproducible, progress=progress, views=views)
     return out
 
 
 def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device="cpu", progress=None,
                 dtype=np.float32, reproducible: bool = False, timing: dict | None = None,
                 staged: bool = False, strength: float = 1.0, hot_pixels: bool = False,
-                cpu_precision: str = "fp32") -> np.ndarray:
+                cpu_precision: str = "fp32", views: int = 1) -> np.ndarray:
     """Denoise and demosaic a :class:`kpnt.io.raw.RawImage`.
 
     Args:
@@ -545,6 +551,7 @@ def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device
             native bf16): precision of the model's MLP products on a CPU
             (:func:`kpnt.ref.mlp.set_cpu_matmul_dtype`; ~3x faster in bf16,
             outputs within ~3e-3 of fp32).  ``kpnt-denoise`` uses 'auto'.
+        views: as :func:`denoise_array` (``kpnt-denoise --ensemble``).
     Returns:
         (H, W, 3) camera RGB, white balance *not* applied.
     """
@@ -573,7 +580,7 @@ def denoise_raw(model, raw, noise: NoiseChoice, tile: int = DEFAULT_TILE, device
     # the white balance in per tile (one gain per CFA repeat position) and out again
     with cpu_matmul_precision(cpu_precision) if torch.device(device).type == "cpu" else contextlib.nullcontext():
         _run_tiles(model, raw.mosaic, raw.cfa, noise_wb, tile, device, out, gains=wb[raw.cfa.pattern], wb=wb,
-                   staged=staged, reproducible=reproducible, progress=progress, timing=timing)
+                   staged=staged, reproducible=reproducible, progress=progress, timing=timing, views=views)
     return out
 
 

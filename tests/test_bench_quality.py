@@ -408,3 +408,19 @@ def test_gap_map_finds_where_kpnt_trails_demosaicnet(tmp_path):
     assert str(tmp_path / "errorgap_bayer.png") in written and str(tmp_path / "errormap_bayer.png") in written
     img = cv2.imread(str(tmp_path / "errorgap_bayer.png"))
     assert img.shape[0] > 3 * E.CROP and img.shape[1] > 7 * E.CROP   # 3 rows; reference + 2 x 3 panels
+
+
+def test_ensemble_rows_are_scored_beside_the_model(tiny_bench, capsys):
+    tmp = tiny_bench
+    assert _main(tmp, "--sensors", "bayer", "--isos", "clean", "--methods", "kpnt", "--limit", "1", "--ensemble", "1,2",
+                 "--json", str(tmp / "e.json")) == 0
+    out = capsys.readouterr().out
+    rows = {r["method"]: r for r in json.loads((tmp / "e.json").read_text())["rows"]}
+    assert {"kpnt", "kpnt:views2", "kpnt@iso100-noise", "kpnt:views2@iso100-noise"} <= set(rows)
+    assert rows["kpnt"]["psnr_lin"] != rows["kpnt:views2"]["psnr_lin"]      # another output, not a copy
+    assert "check (2) bayer clean: kpnt:views2 >= demosaicnet - 1 dB" in out
+    from kpnt.bench.cli import parser
+
+    with pytest.raises(SystemExit) as e:
+        parser().parse_args(["--ensemble", "3"])
+    assert e.value.code == 2 and "view counts from 1, 2, 4, 8" in capsys.readouterr().err

@@ -102,6 +102,8 @@ CASES = [
     (synth, synth_args(camera="Leica M9"), "Leica M9"),
     (synth, synth_args(cfa="RGBG"), "invalid choice"),
     # kpnt-denoise (its argparse section belongs to the batch engine)
+    (denoise, denoise_args("--ensemble", "3"), "--ensemble"),
+    (denoise, denoise_args("--ensemble", "two"), "--ensemble"),
     (denoise, denoise_args("--noise", "inf,0"), "finite"),
     (denoise, denoise_args("--noise", "1e300,0"), "not a plausible"),
     (denoise, denoise_args("--noise", "1,2,3"), "'a,b'"),
@@ -206,3 +208,9 @@ def test_architecture_defaults_are_the_shipped_models(tmp_path, monkeypatch):
     assert train._model_config(args) == other
     args.sensor = "rgb"  # no shipped rgb model: ModelConfig's defaults
     assert train._model_config(args) == ModelConfig()
+
+
+def test_ensemble_choices_are_the_ensemble_modules():
+    from kpnt.ensemble import VIEWS
+
+    assert denoise.ENSEMBLE_VIEWS == VIEWS

@@ -40,6 +40,21 @@ def test_tiled_equals_untiled(sensor, cfa, shape):
     np.testing.assert_allclose(tiled, whole, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("sensor,cfa,shape", [("bayer", CFA.bayer("GBRG"), (250, 170)), ("xtrans", CFA.xtrans(4, 1), (258, 200))])
+def test_ensemble_tiled_equals_untiled_and_differs_from_one_view(sensor, cfa, shape):
+    """--ensemble: each tile's rotated copies see the same margin, so tiling
+    changes nothing; the mean of the views is not the single view."""
+    model = random_model(sensor, seed=3)
+    x = scene(*shape, seed=4)
+    whole = denoise_array(model, x, cfa, NOISE_WB, tile=0, views=4)
+    tiles = []
+    tiled = denoise_array(model, x, cfa, NOISE_WB, tile=shape[0] // 2, progress=tiles.append, views=4)
+    assert len(tiles) > 1
+    np.testing.assert_allclose(tiled, whole, atol=1e-4, rtol=0)
+    single = denoise_array(model, x, cfa, NOISE_WB, tile=0)
+    assert np.abs(whole - single).max() > 1e-3
+
+
 # ----------------------------------------------------------------------
 # inference paths of the reference ops (no_grad) against the autograd path
 # ----------------------------------------------------------------------

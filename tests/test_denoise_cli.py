@@ -219,6 +219,27 @@ def test_float_formats_agree(tmp_path, weights):
     np.testing.assert_array_equal(exr, tif)
 
 
+def test_ensemble_option_reaches_the_model(tmp_path, weights):
+    """--ensemble 2 averages two views: the same file gives other pixels, and
+    the same pixels as denoise_raw with views=2."""
+    import tifffile
+
+    from kpnt.denoise import NoiseChoice, denoise_raw
+    from kpnt.io.raw import read_raw
+    from kpnt.weights_io import load_weights
+
+    src = write_raw(tmp_path / "shot.dng", CFA.bayer("GRBG"), shape=(120, 90))
+    assert _cli(tmp_path, weights, src, "-o", tmp_path / "one", "--format", "tiff-float", "--noise", "1e-3,1e-5") == 0
+    assert _cli(tmp_path, weights, src, "-o", tmp_path / "two", "--format", "tiff-float", "--noise", "1e-3,1e-5",
+                "--ensemble", "2", "--cpu-precision", "fp32", "--no-hot-pixels") == 0
+    one, two = (tifffile.imread(tmp_path / d / "shot.tif") for d in ("one", "two"))
+    assert np.abs(one - two).max() > 1e-4
+    model = load_weights(weights["bayer"])[0]
+    raw = read_raw(src)
+    want = denoise_raw(model, raw, NoiseChoice(np.array([[1e-3] * 3, [1e-5] * 3]), "given"), tile=0, views=2)
+    np.testing.assert_allclose(two, want, atol=2e-5, rtol=0)
+
+
 def test_globs_and_mirrored_tree(tmp_path, weights, capsys, monkeypatch):
     shots = tmp_path / "shots"
     (shots / "day1").mkdir(parents=True)

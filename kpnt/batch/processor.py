@@ -176,7 +176,7 @@ class FileProcessor:
             rgb = dn.denoise_raw(model, raw, noise, tile=tile, device=self.device, progress=progress,
                                  dtype=self.fmt.dtype, reproducible=True, timing=timing, strength=self.s.strength,
                                  hot_pixels=self.s.hot_pixels and not (decoded is not None and decoded.hot_fixed),
-                                 cpu_precision=self.s.cpu_precision)
+                                 cpu_precision=self.s.cpu_precision, views=self.s.views)
             if self.models.guard.tripped():
                 raise NonFiniteOutputError(f"{task.src}: the model's output holds NaN or inf ({res.noise}): "
                                            "nothing written; check the noise level and the weights")

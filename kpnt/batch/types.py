@@ -42,6 +42,8 @@ class Settings:
         hot_pixels: replace hot/dead photosites before denoising.
         compression: DNG pixel data, 'ljpeg' or 'none' (:data:`kpnt.io.dng.COMPRESSIONS`).
         cpu_precision: 'auto', 'fp32' or 'bf16' MLP products on a CPU.
+        views: model runs per tile averaged over rotations and mirrors
+            (1, 2, 4 or 8; :mod:`kpnt.ensemble`).
     """
 
     fmt: str = "dng"
@@ -58,6 +60,7 @@ class Settings:
     hot_pixels: bool = True
     compression: str = "ljpeg"
     cpu_precision: str = "auto"
+    views: int = 1
 
 
 @dataclass(frozen=True)

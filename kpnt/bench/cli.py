@@ -79,6 +79,18 @@ def _methods(s: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _views(s: str) -> list[int]:
+    from kpnt.ensemble import VIEWS
+
+    try:
+        out = [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        out = []
+    if not out or any(v not in VIEWS for v in out):
+        raise argparse.ArgumentTypeError(f"{s!r}: a list of view counts from {', '.join(map(str, VIEWS))}, e.g. 1,4")
+    return list(dict.fromkeys(out))
+
+
 def _cells(s: str) -> list:
     out = []
     for v in s.split(","):
@@ -124,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-glob", help="score every weights file this glob matches instead (quoted; e.g. 'runs/*/weights.safetensors'): one table row per file")
     p.add_argument("--kpnt-input", choices=["auto", "dng", "memory"], default="auto",
                    help="kpnt reads each case as a DNG through rawpy, or from memory (no rawpy); auto: dng where rawpy is installed")
+    p.add_argument("--ensemble", type=_views, default=[1], metavar="N[,N...]",
+                   help="also score each kpnt model as the mean of N rotated/mirrored views (kpnt-denoise --ensemble N), "
+                   "as rows 'kpnt:viewsN' (default 1: the model alone)")
     p.add_argument("--blind", action="store_true", help="kpnt uses its blind noise estimate instead of the true profile")
     p.add_argument("--nlm-h", type=float, default=None, help="NLM strength in noise standard deviations (default kpnt.baselines.NLM_STRENGTH)")
     p.add_argument("--demosaicnet-domain", choices=["linear", "srgb"], default="srgb",

@@ -364,6 +364,12 @@ def run(args) -> dict:
                     out["build_s"][f"{sensor}/{label}"] = info["build_s"]
                 if "fallback" in info:
                     out["notes"].append(f"{sensor} {label}: fused kernels unavailable ({info['fallback']}); reference ran")
+            # --ensemble: each model also as the mean of N views (kpnt.ensemble), label LABEL:viewsN
+            views = {label: 1 for label in models}
+            for label, model in list(models.items()):
+                for v in args.ensemble:
+                    if v > 1:
+                        models[f"{label}:views{v}"], views[f"{label}:views{v}"] = model, v
             if "kpnt" in methods and not models:
                 print(f"note: no {sensor} weights: kpnt skipped for {sensor}")
             sensor_methods = [m for m in methods if m != "kpnt"]
@@ -401,8 +407,8 @@ def run(args) -> dict:
                         variants = [("", noise)] + ([(ISO100_VARIANT, NoiseChoice(iso100.as_array(), "given"))] if iso100 else [])
                         for label, model in models.items():
                             for suffix, nz in variants:
-                                def go(m=model, n=nz):
-                                    return denoise_raw(m, raw, n, tile=0, device=qdev)
+                                def go(m=model, n=nz, v=views[label]):
+                                    return denoise_raw(m, raw, n, tile=0, device=qdev, views=v)
 
                                 if label not in warm:        # allocations, kernel choices: untimed
                                     timed(go, qdev)
