@@ -5,8 +5,11 @@ against the PyTorch reference, in one run, CUDA events after warm-up.
 
     python tools/time_model.py                    # the shipped models
     python tools/time_model.py --weights a.safetensors b.safetensors
+    python tools/time_model.py --views 1 2 4      # also kpnt-denoise --ensemble 2 and 4 (fused only)
 
-Prints one line per weights file and backend, and the ratio.
+Prints one line per weights file and backend, and the ratio; with --views,
+one line per view count on the fused path (kpnt.ensemble: N model runs on
+rotated copies plus the rotations and the mean).
 """
 from __future__ import annotations
 
@@ -18,20 +21,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kpnt.ensemble import ensemble_forward  # noqa: E402
 from kpnt.mosaic.cfa import CFA  # noqa: E402
 from kpnt.mosaic.kinds import MOSAIC_KINDS, kind  # noqa: E402
 from kpnt.weights_io import load_weights, read_metadata, shipped_weights  # noqa: E402
 
 
-def time_ms(model, x, cfa, noise, repeats: int) -> float:
-    """Median-free mean of ``repeats`` forwards after two warm-ups (ms)."""
+def time_ms(model, x, cfa, noise, repeats: int, views: int = 1) -> float:
+    """Median-free mean of ``repeats`` forwards after two warm-ups (ms);
+    ``views`` > 1: the self-ensemble of that many views."""
+    def run(inp):
+        return ensemble_forward(model, inp, cfa, noise, views)
+
     with torch.no_grad():
-        model(x[..., :1026, :1026], cfa, noise)
-        model(x, cfa, noise)
+        run(x[..., :1026, :1026])
+        run(x)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for _ in range(repeats):
-            model(x, cfa, noise)
+            run(x)
         end.record()
         torch.cuda.synchronize()
     return start.elapsed_time(end) / repeats
@@ -43,6 +51,7 @@ def main() -> int:
     p.add_argument("--height", type=int, default=4002)
     p.add_argument("--width", type=int, default=6006)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--views", type=int, nargs="+", default=[], help="also time the fused self-ensemble of these view counts (1, 2, 4, 8)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("time_model.py: needs a CUDA GPU", file=sys.stderr)
@@ -60,6 +69,11 @@ def main() -> int:
             ms[backend] = time_ms(model, x, cfa, noise, args.repeats)
             print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}: {ms[backend]:.1f} ms", flush=True)
         print(f"{path}: fused/reference speed-up {ms['torch'] / ms['auto']:.2f}x")
+        model, _ = load_weights(path, sensor, device="cuda")
+        for v in args.views:
+            t = time_ms(model, x, cfa, noise, args.repeats, v)
+            print(f"{path}: {sensor} {args.height}x{args.width} backend auto, {v} view(s): {t:.1f} ms "
+                  f"({t / ms['auto']:.2f}x one view)", flush=True)
     return 0
 
 
