@@ -1,20 +1,13 @@
 """tools/pack_photos.py: lossless copies, balanced parts, one training set."""
-import importlib.util
-from pathlib import Path
-
 import cv2
 import numpy as np
 
 from kpnt.train.photos import PhotoSource
-
-ROOT = Path(__file__).resolve().parents[1]
+from tool_loader import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("pack_photos", ROOT / "tools" / "pack_photos.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("pack_photos")
 
 
 def test_pack_photos_is_lossless_and_balanced(tmp_path):

@@ -1,5 +1,4 @@
 """tools/val_levels.py: weights scored per noise level on held-out tiles."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -7,14 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
+from tool_loader import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("val_levels", ROOT / "tools" / "val_levels.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("val_levels")
 
 
 def _fixtures(tmp_path):

@@ -69,7 +69,7 @@ def main() -> int:
             ms[backend] = time_ms(model, x, cfa, noise, args.repeats)
             print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}: {ms[backend]:.1f} ms", flush=True)
         print(f"{path}: fused/reference speed-up {ms['torch'] / ms['auto']:.2f}x")
-        model, _ = load_weights(path, sensor, device="cuda")
+        model.backend = "auto"
         for v in args.views:
             t = time_ms(model, x, cfa, noise, args.repeats, v)
             print(f"{path}: {sensor} {args.height}x{args.width} backend auto, {v} view(s): {t:.1f} ms "

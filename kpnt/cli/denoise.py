@@ -23,14 +23,13 @@ from pathlib import Path
 from kpnt.batch import FORMATS, RAW_SUFFIXES, StopSignals
 from kpnt.batch.decoder import DECODERS
 from kpnt.cli._common import ArgError, ArgumentParser, add_common_args, error, finite_float, int_at_least, run_cli, setup_logging
+from kpnt.ensemble import VIEWS as ENSEMBLE_VIEWS
 from kpnt.errors import KpntError
 from kpnt.io.dng import COMPRESSIONS
 from kpnt.ops import BACKENDS
 from kpnt.ref.mlp import CPU_PRECISIONS
 
 PROG = "kpnt-denoise"
-#: --ensemble choices: kpnt.ensemble.VIEWS (not imported here: torch loads only once arguments are checked)
-ENSEMBLE_VIEWS = (1, 2, 4, 8)
 log = logging.getLogger("kpnt")
 
 

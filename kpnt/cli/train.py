@@ -562,7 +562,7 @@ def main(argv=None) -> int:
             trainer.load_checkpoint(ckpt)
             log.info("resumed at step %d", trainer.step)
         if args.clean is not None:
-            mine(model.to(ctx.device))
+            mine(model)             # the Trainer has put it on ctx.device
         if ctx.distributed:
             log.info("data-parallel training: %d processes (%s), rank 0 on %s; global batch %d shards of %d tiles, %d shard(s) per process",
                      ctx.world_size, "nccl" if ctx.device.type == "cuda" else "gloo", ctx.device, trainer.shards, args.batch, len(trainer.local))
