@@ -143,6 +143,18 @@ kpnt::MlpArgs make_args(const torch::Tensor& x, const torch::Tensor& w, const st
   return a;
 }
 
+// Device workspace of a backward (the split backward of wide MLPs keeps
+// activations and dZ there; mlp_bwd_workspace_bytes), kept alive by the
+// returned tensor; *ptr is nullptr when the shape needs none.
+torch::Tensor backward_workspace(const kpnt::MlpDims& d, int64_t P, int groups, const torch::Tensor& like,
+                                 void** ptr) {
+  int64_t bytes = 0;
+  check_launch(kpnt::mlp_bwd_workspace_bytes(d, P, groups, &bytes));
+  torch::Tensor ws = torch::empty({bytes}, like.options().dtype(at::kByte));
+  *ptr = bytes > 0 ? ws.data_ptr() : nullptr;
+  return ws;
+}
+
 // y (P, out), or an error tuple.
 py::object mlp_forward(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
                        const std::optional<torch::Tensor>& offsets, const std::vector<int64_t>& dims,
@@ -165,7 +177,8 @@ py::object mlp_backward(const torch::Tensor& x, const torch::Tensor& w, const st
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(x.device());
     torch::Tensor w16;
-    const kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
+    kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
+    const torch::Tensor work = backward_workspace(a.dims, a.P, a.groups, x, &a.workspace);
     check_cuda_tensor(dy, "grad_output", at::kFloat, x);
     KPNT_REQUIRE(dy.dim() == 2 && dy.size(0) == x.size(0) && dy.size(1) == a.dims.out, "grad_output must be (", x.size(0), ", ", a.dims.out, "), got ", shape(dy));
     torch::Tensor dx = need_dx ? torch::empty_like(x) : torch::empty({0}, x.options());
@@ -248,7 +261,8 @@ py::object colour_backward(const torch::Tensor& D, const torch::Tensor& fmap, co
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(D.device());
     torch::Tensor w16;
-    const kpnt::ColourArgs a = make_colour_args(D, w, dims, slope, plain, true, consts, w16);
+    kpnt::ColourArgs a = make_colour_args(D, w, dims, slope, plain, true, consts, w16);
+    const torch::Tensor work = backward_workspace(a.dims, a.N * a.h * a.w, 1, D, &a.workspace);
     check_cuda_tensor(fmap, "fmap", at::kFloat, D);
     check_cuda_tensor(dI, "grad of I", at::kFloat, D);
     check_cuda_tensor(dalpha, "grad of alpha", at::kFloat, D);
@@ -400,7 +414,8 @@ py::object front_backward(const torch::Tensor& x, const torch::Tensor& U, const 
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(x.device());
     torch::Tensor w16;
-    const kpnt::FrontArgs a = make_front_args(x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts, w16);
+    kpnt::FrontArgs a = make_front_args(x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts, w16);
+    const torch::Tensor work = backward_workspace(a.dims, a.N * a.H * a.W, a.groups, x, &a.workspace);
     check_cuda_tensor(fmap, "fmap", at::kFloat, x);
     KPNT_REQUIRE_F(fmap.dim() == 4 && fmap.size(0) == a.N && fmap.size(1) == 4 && fmap.size(2) == a.H &&
                        fmap.size(3) == a.W, "fmap must be (N, 4, H, W), got ", shape(fmap));

@@ -226,6 +226,7 @@ MlpArgs colour_mlp_args(const ColourArgs& c) {
   a.offsets = nullptr;
   a.slope = c.slope;
   a.stream = c.stream;
+  a.workspace = c.workspace;
   return a;
 }
 

@@ -276,6 +276,92 @@ struct FrontDy {
   }
 };
 
+// Backward head of per-channel kernels (FrontOutRoles): with g_r = dL/dO at
+// role r's channel, dL/dw_{r,t} = g_r sig d_t through role r's softmax/plain
+// normalisation, dL/do_3T = sum_r g_r (sum_t w_{r,t} d_t) sig (1 - sig), and
+// abuf[p][r T + t] = g_r sig w_{r,t} (the adjoint kernel sums the three roles).
+struct FrontDyRoles {
+  const float* fmap;
+  const float* dO;
+  float* abuf;  // (rows, OUT)
+  FGeo g;
+  ColourConsts k;
+  const int32_t* roles;
+  static constexpr bool kNeedsOut = true;
+  template <int OUT>
+  __device__ __forceinline__ void grad(float (&gy)[OUT / 8][4], const float (&out)[OUT / 8][4], int64_t rlo,
+                                       int64_t rhi, int lane) const {
+    constexpr int NQ = OUT / 4;
+    const int c = 2 * (lane & 3);
+    const int T = g.T;
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int64_t p = hr ? rhi : rlo;
+      float o[NQ];
+      row_outputs<OUT>(o, out, hr);
+      int64_t n = 0;
+      int y = 0, x = 0;
+      if (p >= 0) g.at(p, n, y, x);
+      const int ps = g.pos(y, x);
+      const float* img = fmap + n * 4 * g.HW;
+      float dt[NQ], bl = 0.f;
+#pragma unroll
+      for (int q = 0; q < NQ; ++q) {
+        const int col = out_col(q, c);
+        if (col == 3 * T) bl = o[q];
+        dt[q] = 0.f;
+        if (p >= 0 && col < 3 * T) {
+          const int t = col - (col >= T ? T : 0) - (col >= 2 * T ? T : 0);
+          const int off = g.tap(y, x, ps, t);
+          if (off >= 0) dt[q] = __ldg(img + off);
+        }
+      }
+      const float sig = sigmoid(quad_sum(bl));
+      float d[NQ], av[NQ];
+#pragma unroll
+      for (int q = 0; q < NQ; ++q) d[q] = av[q] = 0.f;
+      float blend = 0.f;
+#pragma unroll
+      for (int role = 0; role < 3; ++role) {
+        float gr = 0.f;
+        if (p >= 0) {
+          const int64_t pix = static_cast<int64_t>(y) * g.W + x;
+          gr = __ldg(dO + (n * 3 + __ldg(roles + ps * 3 + role)) * g.HW + pix);
+        }
+        float wq[NQ], den;
+        bool den_free;
+        kernel_weights<NQ>(o, c, role * T, T, k, wq, den, den_free);
+        // wq is 0 outside the role's columns, so sum_q wq gw = g_r sig applied_r.
+        float part = 0.f;
+#pragma unroll
+        for (int q = 0; q < NQ; ++q) part = fmaf(wq[q], dt[q], part);
+        const float applied = quad_sum(part);
+        blend = fmaf(gr, applied, blend);
+        const float gs = gr * sig, dot = gs * applied;
+#pragma unroll
+        for (int q = 0; q < NQ; ++q) {
+          if (!in_kernel(out_col(q, c), role * T, T)) continue;
+          const float gw = gs * dt[q];
+          if (!k.plain) d[q] = wq[q] * (gw - dot);
+          else d[q] = den_free ? (gw - dot) / den : gw / den;
+          av[q] = gs * wq[q];
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < NQ; ++q) {
+        if (out_col(q, c) == 3 * T) d[q] = blend * sig * (1.f - sig);
+        if (p < 0) d[q] = 0.f;
+      }
+#pragma unroll
+      for (int j = 0; j < OUT / 8; ++j) {
+        gy[j][2 * hr] = d[2 * j];
+        gy[j][2 * hr + 1] = d[2 * j + 1];
+        if (p >= 0) *reinterpret_cast<float2*>(abuf + p * OUT + j * 8 + c) = make_float2(av[2 * j], av[2 * j + 1]);
+      }
+    }
+  }
+};
+
 // fmap (N, 4, H, W) of the front level (kpnt/ref/front_level.py front_detail):
 // d = x - U_c(q), sigma = sqrt(max(a_c S_c + b_c, floor)), snr = asinh(d / sigma),
 // noise input, and d snr / d d = 1 / (sigma sqrt(1 + (d / sigma)^2)).
@@ -306,9 +392,10 @@ __global__ void front_maps_kernel(const float* __restrict__ xm, const float* __r
 // from every (pixel p, tap t) that reads q (inv: per repeat position of q,
 // (dy, dx, t) with p = q - (dy, dx); t < 0 pads): the apply path abuf[p][t]
 // plus the feature path dx[p][t] times d snr / d d at q.  abuf rows are
-// MLP-output wide (a_stride), dx rows MLP-input wide (b_stride).
+// MLP-output wide (a_stride) and hold a_roles kernels' entries per tap (at
+// r T + t; per-channel kernels: 3), dx rows MLP-input wide (b_stride).
 __global__ void front_adjoint_kernel(FGeo g, const int32_t* __restrict__ colour, const int32_t* __restrict__ inv,
-                                     int inv_len, int a_stride, int b_stride, const float* __restrict__ fmap,
+                                     int inv_len, int a_stride, int a_roles, int b_stride, const float* __restrict__ fmap,
                                      const float* __restrict__ abuf, const float* __restrict__ bbuf,
                                      const float* __restrict__ dO, float* __restrict__ dU, int64_t total) {
   for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < total;
@@ -325,7 +412,7 @@ __global__ void front_adjoint_kernel(FGeo g, const int32_t* __restrict__ colour,
       const int py = y - __ldg(ent), px = x - __ldg(ent + 1);
       if (py < 0 || py >= g.H || px < 0 || px >= g.W) continue;
       const int64_t prow = n * g.HW + static_cast<int64_t>(py) * g.W + px;
-      sa += __ldg(abuf + prow * a_stride + t);
+      for (int r = 0; r < a_roles; ++r) sa += __ldg(abuf + prow * a_stride + r * g.T + t);
       sb += __ldg(bbuf + prow * b_stride + t);
     }
     const int64_t pix = static_cast<int64_t>(y) * g.W + x;
@@ -350,6 +437,7 @@ MlpArgs front_mlp_args(const FrontArgs& f) {
   a.offsets = f.row_offsets;
   a.slope = f.slope;
   a.stream = f.stream;
+  a.workspace = f.workspace;
   return a;
 }
 
@@ -367,8 +455,6 @@ bool dispatch_front(const MlpDims& d, int kernels, int taps, F&& f) {
   static_assert((2 * (radius) + 1) * (2 * (radius) + 1) + 2 <= (i) &&                                         \
                     (k) * (2 * (radius) + 1) * (2 * (radius) + 1) + 1 <= (o),                                 \
                 "kernels/shapes.def: the front MLP needs taps + 2 inputs and kernels x taps + 1 outputs");    \
-  static_assert((k) == 1 || (train) == 0,                                                                     \
-                "kernels/shapes.def: per-channel front kernels have no fused backward (train must be 0)");    \
   if (d.in == i && d.hidden == h && d.out == o && d.n_hidden == n && kernels == (k) &&                        \
       taps == (2 * (radius) + 1) * (2 * (radius) + 1)) {                                                      \
     f(Cfg<i, h, o, n, (train) != 0>{}, std::integral_constant<int, k>{});                                     \
@@ -414,7 +500,7 @@ const char* front_bwd_blocks(const FrontArgs& f, int* blocks) {
   return guarded([&] {
     if (!dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto) {
           using C = decltype(cfg);
-          if constexpr (C::BWD) *blocks = backward_blocks_with<C, FrontIn, FrontDy>(front_mlp_args(f));
+          if constexpr (C::BWD) *blocks = backward_blocks_with<C, FrontIn, FrontDy>(front_mlp_args(f));  // same for FrontDyRoles
           else forward_only(f.dims);
         }))
       front_not_compiled(f);
@@ -427,18 +513,21 @@ const char* front_backward(const FrontArgs& f, const float* fmap, const float* d
     const int64_t total = f.N * static_cast<int64_t>(f.H) * f.W;
     if (total == 0) return;
     const ColourConsts k{f.plain ? 1 : 0, f.plain_eps};
-    if (!dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto) {
+    if (!dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto kernels) {
           using C = decltype(cfg);
-          if constexpr (C::BWD) {
+          if constexpr (!C::BWD) {
+            forward_only(f.dims);
+          } else if constexpr (decltype(kernels)::value == 1) {
             launch_backward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)},
                                     FrontDy{fmap, dO, abuf, front_geo(f), k}, bbuf, dw_partial);
           } else {
-            forward_only(f.dims);
+            launch_backward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)},
+                                    FrontDyRoles{fmap, dO, abuf, front_geo(f), k, f.roles}, bbuf, dw_partial);
           }
         }))
       front_not_compiled(f);
     front_adjoint_kernel<<<elementwise_blocks(total, 256), 256, 0, f.stream>>>(
-        front_geo(f), f.colour, f.inv, f.inv_len, f.dims.out, f.dims.in, fmap, abuf, bbuf, dO, dU, total);
+        front_geo(f), f.colour, f.inv, f.inv_len, f.dims.out, f.kernels, f.dims.in, fmap, abuf, bbuf, dO, dU, total);
     check_cuda(cudaGetLastError(), "front adjoint launch");
   });
 }

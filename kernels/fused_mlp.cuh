@@ -85,6 +85,7 @@ struct MlpArgs {
   const int32_t* offsets;// (groups + 1,) or nullptr
   float slope;           // leaky ReLU negative slope (>= 0)
   cudaStream_t stream;
+  void* workspace = nullptr;  // backward only: mlp_bwd_workspace_bytes() of device memory (none if 0)
 };
 
 // y (P, out) float32 = MLP(x).
@@ -99,6 +100,13 @@ const char* mlp_backward(const MlpArgs& a, const float* dy, float* dx, float* dw
 // Number of blocks per group that mlp_backward launches (fixes the partial
 // buffer's middle dimension), in *blocks.
 const char* mlp_bwd_blocks(const MlpArgs& a, int* blocks);
+
+// Bytes of device workspace (MlpArgs / ColourArgs / FrontArgs .workspace) the
+// backward of MLP `d` needs for P rows in `groups` weight sets, in *bytes:
+// 0 for shapes whose backward keeps everything in shared memory (width 64),
+// else the split backward's activations, dZ and tile scales (about
+// 2 (in + out + 2 n_hidden hidden) bytes a row; mlp_core.cuh Split).
+const char* mlp_bwd_workspace_bytes(const MlpDims& d, int64_t P, int groups, int64_t* bytes);
 
 // ---------------------------------------------------------------- colour level
 //
@@ -147,6 +155,7 @@ struct ColourArgs {
   float plain_eps;  // kpnt/ref/apply.py PLAIN_EPS
   ColourFeatureConsts fc;
   cudaStream_t stream;
+  void* workspace = nullptr;  // backward: mlp_bwd_workspace_bytes(dims, N h w, 1)
 };
 
 // Forward: var (N, 3, h, w) in; fmap (N, 3, h, w), I (N, 3, h, w), alpha (N, 1, h, w) out.
@@ -206,6 +215,7 @@ struct FrontArgs {
   float var_floor;            // kpnt/ref/noise.py VAR_FLOOR
   ColourFeatureConsts fc;     // noise input constants (chroma_eps unused)
   cudaStream_t stream;
+  void* workspace = nullptr;  // backward: mlp_bwd_workspace_bytes(dims, N H W, groups)
 };
 
 // fmap (N, 4, H, W) and O (N, 3, H, W) out.  kernels == 3 (per-channel
@@ -216,7 +226,7 @@ const char* front_forward(const FrontArgs& a, float* fmap, float* O);
 // Blocks per group that front_backward's MLP kernel launches.
 const char* front_bwd_blocks(const FrontArgs& a, int* blocks);
 
-// Lines compiled with train = 1 only (one shared kernel: kernels/front_level.cu).
+// Lines compiled with train = 1 only (shared or per-channel kernels).
 // From fmap and dO (N, 3, H, W): abuf (N*H*W, dims.out), bbuf (N*H*W, dims.in) scratch,
 // dw_partial (groups, blocks, n_weights), dU (N, 3, H, W).
 const char* front_backward(const FrontArgs& a, const float* fmap, const float* dO, float* abuf, float* bbuf,

@@ -83,6 +83,13 @@ const char* mlp_bwd_blocks(const MlpArgs& a, int* blocks) {
   });
 }
 
+const char* mlp_bwd_workspace_bytes(const MlpDims& d, int64_t P, int groups, int64_t* bytes) {
+  return guarded([&] {
+    if (!dispatch_mlp(d, [&](auto cfg) { *bytes = backward_workspace_bytes<decltype(cfg)>(P, groups); }))
+      not_compiled("fused_mlp", d);
+  });
+}
+
 const char* mlp_backward(const MlpArgs& a, const float* dy, float* dx, float* dw_partial) {
   return guarded([&] {
     if (!dispatch_mlp(a.dims, [&](auto cfg) {

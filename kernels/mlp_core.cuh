@@ -472,6 +472,27 @@ __global__ void __launch_bounds__(Fwd<C>::WARPS * 32)
 constexpr int kBwdWarps = 8;
 constexpr int kBwdT = kBwdWarps * 16;  // pixels per tile = K of the dW products
 
+// Shared memory of the in-block backward below (weights, every layer's
+// activations for one tile, two dZ buffers, reduction slots), and the opt-in
+// limit of sm_90 / sm_80 (227 KB).  Shapes over the limit (width 128) take the
+// split backward further down instead.
+constexpr size_t kSmemOptin = 227 * 1024;
+
+template <class C>
+constexpr size_t inner_bwd_smem() {
+  return sizeof(__half) * (static_cast<size_t>(C::NWS) + static_cast<size_t>(kBwdT) * (C::IN + kPad) +
+                           static_cast<size_t>(kBwdT) * C::NH * (C::H + kPad) +
+                           2 * static_cast<size_t>(kBwdT) * ((C::H > C::OUT ? C::H : C::OUT) + kPad)) +
+         sizeof(float) * kBwdWarps;
+}
+
+// True if shape C trains with the split backward (activations and dZ through
+// device memory, weight gradients by a separate tensor-core pass).
+template <class C>
+constexpr bool split_bwd() {
+  return inner_bwd_smem<C>() > kSmemOptin;
+}
+
 template <class C>
 struct Bwd {
   // dW tiles (16x8) of matrix m owned by each warp, and their offset in the
@@ -504,6 +525,7 @@ struct Bwd {
   static constexpr int DZ_HALVES = kBwdT * ((C::H > C::OUT ? C::H : C::OUT) + kPad);
   static constexpr size_t SMEM_BYTES =
       sizeof(__half) * (static_cast<size_t>(C::NWS) + ACT_HALVES + 2 * DZ_HALVES) + sizeof(float) * kBwdWarps;
+  static_assert(SMEM_BYTES == inner_bwd_smem<C>(), "inner_bwd_smem must describe this layout");
 };
 
 // dW_m (M x N) += inv_s * dZ^T A over the tile's kBwdT pixels, for the tiles
@@ -541,6 +563,51 @@ __device__ __forceinline__ void dw_update(float (&dw)[NDW][4], const __half* dz,
   for (int j = 0; j < TPW; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dw[OFF + j][e] = fmaf(t[j][e], inv_s, dw[OFF + j][e]);
+}
+
+// dL/dy of the warp's 16 rows in accumulator layout (given by the gradient
+// policy, or formed by it from the outputs recomputed through W_NH), scaled
+// by the tile's power of two s that brings the largest magnitude of all
+// kBwdT rows into [0.5, 1); returns 1 / s.  Every thread of the block calls
+// it (one __syncthreads; `red` holds one float per warp).
+template <class C, class Dy>
+__device__ __forceinline__ float tile_dy(float (&gy)[C::OUT / 8][4], const Dy& dys,
+                                         const uint32_t (&ah)[1][C::H / 16][4], const __half* ws, int64_t rlo,
+                                         int64_t rhi, float* red, int warp, int lane) {
+  float yo[C::OUT / 8][4];
+  if constexpr (Dy::kNeedsOut) {
+    float o1[1][C::OUT / 8][4];
+    gemm_nk<C::H, C::OUT, 1>(o1, ah, ws + C::wsoff(C::NH), lane);
+#pragma unroll
+    for (int j = 0; j < C::OUT / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) yo[j][e] = o1[0][j][e];
+  }
+  dys.template grad<C::OUT>(gy, yo, rlo, rhi, lane);
+  float mx = 0.f;
+#pragma unroll
+  for (int j = 0; j < C::OUT / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) mx = fmaxf(mx, fabsf(gy[j][e]));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  mx = red[0];
+#pragma unroll
+  for (int wi = 1; wi < kBwdWarps; ++wi) mx = fmaxf(mx, red[wi]);
+  float sc = 1.f, inv_s = 1.f;
+  if (mx > 0.f && isfinite(mx)) {
+    int e;
+    frexpf(mx, &e);  // mx = f * 2^e, f in [0.5, 1)
+    sc = ldexpf(1.f, -e);
+    inv_s = ldexpf(1.f, e);
+  }
+#pragma unroll
+  for (int j = 0; j < C::OUT / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) gy[j][e] *= sc;
+  return inv_s;
 }
 
 // Per-tile context of the backward walk.
@@ -670,42 +737,8 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
       store_frags<C::H>(act + B::act_off(m + 1), ah[0], lr, lane);
     }
 
-    // dL/dy in accumulator layout (given, or from the recomputed outputs),
-    // and the tile's power-of-two scale.
     float gy[C::OUT / 8][4];
-    float yo[C::OUT / 8][4];
-    if constexpr (Dy::kNeedsOut) {
-      float o1[1][C::OUT / 8][4];
-      gemm_nk<C::H, C::OUT, 1>(o1, ah, ws + C::wsoff(C::NH), lane);
-#pragma unroll
-      for (int j = 0; j < C::OUT / 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) yo[j][e] = o1[0][j][e];
-    }
-    dys.template grad<C::OUT>(gy, yo, rlo[0], rhi[0], lane);
-    float mx = 0.f;
-#pragma unroll
-    for (int j = 0; j < C::OUT / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) mx = fmaxf(mx, fabsf(gy[j][e]));
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    if (lane == 0) red[warp] = mx;
-    __syncthreads();
-    mx = red[0];
-#pragma unroll
-    for (int wi = 1; wi < kBwdWarps; ++wi) mx = fmaxf(mx, red[wi]);
-    float s = 1.f, inv_s = 1.f;
-    if (mx > 0.f && isfinite(mx)) {
-      int e;
-      frexpf(mx, &e);  // mx = f * 2^e, f in [0.5, 1)
-      s = ldexpf(1.f, -e);
-      inv_s = ldexpf(1.f, e);
-    }
-#pragma unroll
-    for (int j = 0; j < C::OUT / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) gy[j][e] *= s;
+    const float inv_s = tile_dy<C>(gy, dys, ah, ws, rlo[0], rhi[0], red, warp, lane);
     uint32_t dzf[C::OUT / 16][4];
     to_frags<C::OUT>(dzf, gy);
     store_frags<C::OUT>(dz0, dzf, lr, lane);
@@ -716,6 +749,335 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
   }
 
   store_dw<C, 0>(dw, dw_partial + (static_cast<int64_t>(g) * gridDim.x + blockIdx.x) * C::NW, warp, lane);
+}
+
+// ---------------------------------------------------------------- backward, split (wide MLPs)
+//
+// At width 128 the weights alone take 188 KB of shared memory, so a tile's
+// activations no longer fit beside them (the in-block backward above needs
+// 400 KB).  The split backward runs in two kernels:
+//
+//  1. mlp_bwd_split_kernel (the data pass): weights in shared memory, 8 warps
+//     x 16 rows, each warp independent of the others after the tile's dL/dy
+//     scale.  It recomputes the forward pass in registers, writes every A_m
+//     (f16) to a workspace in device memory and keeps only the signs of the
+//     hidden activations (2 bits a column-pair, in registers), forms dL/dy,
+//     then walks back dA = dZ W (registers, like the forward) writing every
+//     dZ_{m+1} (f16, tile-scaled) to the workspace, and dL/dx if asked.
+//  2. mlp_dw_kernel: dW_m = sum over tiles of inv_s(tile) dZ_{m+1}^T A_m, one
+//     tensor-core product per 128-pixel tile exactly like the in-block
+//     backward's (same f16 operands, same f32 accumulation, same per-tile
+//     unscaling), each block owning one (matrix, 64-column chunk) and a
+//     strided set of tiles; per-block partial sums, summed by the caller.
+//
+// Workspace, indexed by logical row (rows of one group are contiguous):
+// A_m as [P][cols(m)] for m = 0..NH, then dZ_{m+1} as [P][rows(m)], then one
+// f32 inv_s per (group, tile).
+
+template <class C>
+struct Split {
+  __host__ __device__ static constexpr int64_t act_off(int m, int64_t P) {
+    int64_t o = 0;
+    for (int j = 0; j < m; ++j) o += P * C::cols(j);
+    return o;
+  }
+  __host__ __device__ static constexpr int64_t dz_off(int m, int64_t P) {
+    int64_t o = act_off(C::NMAT, P);
+    for (int j = 0; j < m; ++j) o += P * C::rows(j);
+    return o;
+  }
+  static int max_tiles(int64_t P) { return static_cast<int>(std::max<int64_t>(1, (P + kBwdT - 1) / kBwdT)); }
+  static int64_t scale_off_bytes(int64_t P) { return ((dz_off(C::NMAT, P) * 2 + 255) / 256) * 256; }
+  static int64_t bytes(int64_t P, int groups) {
+    return scale_off_bytes(P) + static_cast<int64_t>(sizeof(float)) * groups * max_tiles(P);
+  }
+
+  // dW pass: matrix m is split into chunks of at most 64 columns, one block
+  // column of the grid each; a warp owns TPW 16x8 tiles of its chunk.
+  __host__ __device__ static constexpr int chunk(int m) { return C::cols(m) > 64 ? 64 : C::cols(m); }
+  __host__ __device__ static constexpr int nchunks(int m) { return C::cols(m) / chunk(m); }
+  __host__ __device__ static constexpr int pair_begin(int m) {
+    int o = 0;
+    for (int j = 0; j < m; ++j) o += nchunks(j);
+    return o;
+  }
+  static constexpr int NPAIRS = pair_begin(C::NMAT);
+  __host__ __device__ static constexpr int tpw(int m) { return (C::rows(m) / 16) * (chunk(m) / 8) / kBwdWarps; }
+  __host__ __device__ static constexpr bool tiling_ok() {
+    for (int m = 0; m < C::NMAT; ++m)
+      if (C::cols(m) % chunk(m) != 0 || ((C::rows(m) / 16) * (chunk(m) / 8)) % kBwdWarps != 0) return false;
+    return true;
+  }
+  static_assert(tiling_ok(), "split backward: weight-gradient tiles do not divide evenly over the warps");
+  __host__ __device__ static constexpr size_t dw_smem() {
+    size_t b = 0;
+    for (int m = 0; m < C::NMAT; ++m) {
+      const size_t v = sizeof(__half) * kBwdT * ((C::rows(m) + kPad) + (chunk(m) + kPad));
+      b = v > b ? v : b;
+    }
+    return b;
+  }
+  static constexpr int MASK_WORDS = (C::H / 2 + 31) / 32;  // sign bits of one hidden layer, per lane
+  // Data pass: weights, reduction slots, every thread's sign bits.
+  __host__ __device__ static constexpr size_t data_smem() {
+    return sizeof(__half) * C::NWS + sizeof(float) * kBwdWarps +
+           sizeof(uint32_t) * static_cast<size_t>(C::NH) * MASK_WORDS * kBwdWarps * 32;
+  }
+};
+
+// Store A fragments (16 rows x K) to a row-major device array (stride K) at
+// rows lo and hi (-1: skip).
+template <int K>
+__device__ __forceinline__ void store_frags_global(__half* base, const uint32_t (&a)[K / 16][4], int64_t lo,
+                                                   int64_t hi, int lane) {
+  const int c = 2 * (lane & 3);
+#pragma unroll
+  for (int kb = 0; kb < K / 16; ++kb) {
+    if (lo >= 0) {
+      *reinterpret_cast<uint32_t*>(base + lo * K + kb * 16 + c) = a[kb][0];
+      *reinterpret_cast<uint32_t*>(base + lo * K + kb * 16 + 8 + c) = a[kb][2];
+    }
+    if (hi >= 0) {
+      *reinterpret_cast<uint32_t*>(base + hi * K + kb * 16 + c) = a[kb][1];
+      *reinterpret_cast<uint32_t*>(base + hi * K + kb * 16 + 8 + c) = a[kb][3];
+    }
+  }
+}
+
+// Bit (kb * 4 + reg) * 2 + half of `msk`: the f16 in half `half` of a[kb][reg]
+// is > 0 (what the in-block backward reads from its stored activations).
+// The W words go to shared memory at msk[w * stride] (one column per thread:
+// no bank conflicts); kept in registers they pushed the data pass into spills.
+template <int K, int W>
+__device__ __forceinline__ void positive_mask(uint32_t* msk, int stride, const uint32_t (&a)[K / 16][4]) {
+  uint32_t bits[W];
+#pragma unroll
+  for (int w = 0; w < W; ++w) bits[w] = 0u;
+#pragma unroll
+  for (int kb = 0; kb < K / 16; ++kb)
+#pragma unroll
+    for (int reg = 0; reg < 4; ++reg)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t u = (a[kb][reg] >> (16 * h)) & 0xffffu;
+        const uint32_t mag = u & 0x7fffu;
+        const uint32_t pos = ((u & 0x8000u) == 0u && mag != 0u && mag <= 0x7c00u) ? 1u : 0u;  // NaN: not > 0
+        const int bit = (kb * 4 + reg) * 2 + h;
+        bits[bit >> 5] |= pos << (bit & 31);
+      }
+#pragma unroll
+  for (int w = 0; w < W; ++w) msk[w * stride] = bits[w];
+}
+
+struct SplitCtx {
+  const __half* ws;
+  const uint32_t* msk;  // this thread's sign bits: word w of hidden layer l at msk[(l * MASK_WORDS + w) * blockDim]
+  __half* work;
+  int64_t P;
+  float inv_s, slope;
+  int lane;
+  int64_t rlo, rhi;  // memory rows (dx)
+  int64_t llo, lhi;  // logical rows (workspace)
+  float* dx;
+};
+
+// Matrix m of the walk back: dZ_{m+1} (fragments) to the workspace, then
+// dA_m = dZ_{m+1} W_m masked by lrelu'(A_m) becomes dZ_m.
+template <class C, int m>
+__device__ __forceinline__ void split_step(const uint32_t (&dzf)[C::rows(m) / 16][4], const SplitCtx& k) {
+  constexpr int M = C::rows(m), N = C::cols(m);
+  store_frags_global<M>(k.work + Split<C>::dz_off(m, k.P), dzf, k.llo, k.lhi, k.lane);
+  const int c = 2 * (k.lane & 3);
+  if constexpr (m > 0) {
+    float da[N / 8][4];
+    gemm_kn<M, N>(da, dzf, k.ws + C::wsoff(m), k.lane);
+    constexpr int W = Split<C>::MASK_WORDS;
+    uint32_t bits[W];
+#pragma unroll
+    for (int w = 0; w < W; ++w) bits[w] = k.msk[((m - 1) * W + w) * kBwdWarps * 32];
+#pragma unroll
+    for (int j = 0; j < N / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int bit = ((j >> 1) * 4 + (((j & 1) << 1) | (e >> 1))) * 2 + (e & 1);
+        if (((bits[bit >> 5] >> (bit & 31)) & 1u) == 0u) da[j][e] *= k.slope;
+      }
+    uint32_t nf[N / 16][4];
+    to_frags<N>(nf, da);
+    split_step<C, m - 1>(nf, k);
+  } else {
+    if (k.dx != nullptr) {
+      float dxa[C::IN / 8][4];
+      gemm_kn<M, C::IN>(dxa, dzf, k.ws + C::wsoff(0), k.lane);
+#pragma unroll
+      for (int j = 0; j < C::IN / 8; ++j) {
+        if (k.rlo >= 0)
+          *reinterpret_cast<float2*>(k.dx + k.rlo * C::IN + j * 8 + c) =
+              make_float2(dxa[j][0] * k.inv_s, dxa[j][1] * k.inv_s);
+        if (k.rhi >= 0)
+          *reinterpret_cast<float2*>(k.dx + k.rhi * C::IN + j * 8 + c) =
+              make_float2(dxa[j][2] * k.inv_s, dxa[j][3] * k.inv_s);
+      }
+    }
+  }
+}
+
+template <class C, class In, class Dy>
+__global__ void __launch_bounds__(kBwdWarps * 32, 1)
+    mlp_bwd_split_kernel(const In in, const Dy dys, const __half* __restrict__ w, const int32_t* __restrict__ perm,
+                         const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ dx,
+                         __half* __restrict__ work, float* __restrict__ scales, int max_tiles, float slope) {
+  using S = Split<C>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __half* ws = reinterpret_cast<__half*>(smem_raw);
+  float* red = reinterpret_cast<float*>(ws + C::NWS);
+  uint32_t* msk = reinterpret_cast<uint32_t*>(red + kBwdWarps) + threadIdx.x;
+  constexpr int W = S::MASK_WORDS, MS = kBwdWarps * 32;
+
+  const int g = blockIdx.y;
+  load_weights<C>(ws, w + static_cast<int64_t>(g) * C::NW);
+
+  const int64_t begin = offsets ? offsets[g] : 0;
+  const int64_t end = offsets ? offsets[g + 1] : P;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int lr = warp * 16 + (lane >> 2);
+
+  for (int64_t t = blockIdx.x; begin + t * kBwdT < end; t += gridDim.x) {
+    __syncthreads();  // the weights (first tile); red of the previous tile
+    const int64_t l = begin + t * kBwdT + lr;
+    int64_t rlo[1] = {mem_row(l, end, perm)}, rhi[1] = {mem_row(l + 8, end, perm)};
+    const int64_t llo = l < end ? l : -1, lhi = l + 8 < end ? l + 8 : -1;
+
+    uint32_t ax[1][C::IN / 16][4];
+    in.template load<C::IN, 1>(ax, rlo, rhi, lane);
+    store_frags_global<C::IN>(work + S::act_off(0, P), ax[0], llo, lhi, lane);
+    float acc[1][C::H / 8][4];
+    uint32_t ah[1][C::H / 16][4];
+    gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
+    apply_lrelu<C::H>(acc[0], slope);
+    to_frags<C::H>(ah[0], acc[0]);
+    positive_mask<C::H, W>(msk, MS, ah[0]);
+    store_frags_global<C::H>(work + S::act_off(1, P), ah[0], llo, lhi, lane);
+#pragma unroll
+    for (int m = 1; m < C::NH; ++m) {
+      gemm_nk<C::H, C::H, 1>(acc, ah, ws + C::wsoff(m), lane);
+      apply_lrelu<C::H>(acc[0], slope);
+      to_frags<C::H>(ah[0], acc[0]);
+      positive_mask<C::H, W>(msk + m * W * MS, MS, ah[0]);
+      store_frags_global<C::H>(work + S::act_off(m + 1, P), ah[0], llo, lhi, lane);
+    }
+
+    float gy[C::OUT / 8][4];
+    const float inv_s = tile_dy<C>(gy, dys, ah, ws, rlo[0], rhi[0], red, warp, lane);
+    if (threadIdx.x == 0) scales[static_cast<int64_t>(g) * max_tiles + t] = inv_s;
+    uint32_t dzf[C::OUT / 16][4];
+    to_frags<C::OUT>(dzf, gy);
+    const SplitCtx k{ws, msk, work, P, inv_s, slope, lane, rlo[0], rhi[0], llo, lhi, dx};
+    split_step<C, C::NH>(dzf, k);
+  }
+}
+
+// One (matrix m, column chunk) of the weight gradient over the tiles
+// blockIdx.x, + gridDim.x, ... of group g; writes the block's partial sum.
+template <class C, int m>
+__device__ __forceinline__ void dw_chunk(int chunk, const __half* __restrict__ work, const float* __restrict__ scales,
+                                         int64_t P, int64_t begin, int64_t end, int max_tiles, int g,
+                                         float* __restrict__ out, __half* smem) {
+  using S = Split<C>;
+  constexpr int M = C::rows(m), N = C::cols(m), NC = S::chunk(m), NT = NC / 8, TPW = S::tpw(m);
+  constexpr int SDZ = M + kPad, SA = NC + kPad;
+  __half* sdz = smem;               // [kBwdT][M + kPad]
+  __half* sa = smem + kBwdT * SDZ;  // [kBwdT][NC + kPad]
+  const __half* dz_src = work + S::dz_off(m, P);
+  const __half* a_src = work + S::act_off(m, P) + chunk * NC;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int q = lane >> 3, i = lane & 7;
+
+  float dw[TPW][4];
+#pragma unroll
+  for (int j = 0; j < TPW; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dw[j][e] = 0.f;
+
+  for (int64_t t = blockIdx.x; begin + t * kBwdT < end; t += gridDim.x) {
+    const int64_t base = begin + t * kBwdT;
+    const int64_t left = end - base;
+    const int valid = left < kBwdT ? static_cast<int>(left) : kBwdT;
+    __syncthreads();  // the previous tile's products are done with sdz / sa
+    for (int v = threadIdx.x; v < kBwdT * (M / 8); v += blockDim.x) {
+      const int r = v / (M / 8), c8 = v % (M / 8);
+      uint4 val = make_uint4(0u, 0u, 0u, 0u);
+      if (r < valid) val = __ldg(reinterpret_cast<const uint4*>(dz_src + (base + r) * M + c8 * 8));
+      *reinterpret_cast<uint4*>(sdz + r * SDZ + c8 * 8) = val;
+    }
+    for (int v = threadIdx.x; v < kBwdT * (NC / 8); v += blockDim.x) {
+      const int r = v / (NC / 8), c8 = v % (NC / 8);
+      uint4 val = make_uint4(0u, 0u, 0u, 0u);
+      if (r < valid) val = __ldg(reinterpret_cast<const uint4*>(a_src + (base + r) * N + c8 * 8));
+      *reinterpret_cast<uint4*>(sa + r * SA + c8 * 8) = val;
+    }
+    __syncthreads();
+    const float inv_s = scales[static_cast<int64_t>(g) * max_tiles + t];
+    float acc[TPW][4];
+#pragma unroll
+    for (int j = 0; j < TPW; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kBwdT / 16; ++ks) {
+      uint32_t a[4];
+      int cur = -1;
+#pragma unroll
+      for (int j = 0; j < TPW; ++j) {
+        const int idx = warp * TPW + j, mt = idx / NT, nt = idx % NT;
+        if (mt != cur) {  // dZ^T block: rows = outputs mt*16.., k = pixels ks*16..
+          ldsm_x4_t(a, sdz + (ks * 16 + 8 * (q >> 1) + i) * SDZ + mt * 16 + 8 * (q & 1));
+          cur = mt;
+        }
+        uint32_t b0, b1;
+        ldsm_x2_t(b0, b1, sa + (ks * 16 + i + 8 * (q & 1)) * SA + nt * 8);
+        mma(acc[j], a, b0, b1);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < TPW; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dw[j][e] = fmaf(acc[j][e], inv_s, dw[j][e]);
+  }
+
+  float* o = out + C::woff(m) + chunk * NC;
+#pragma unroll
+  for (int j = 0; j < TPW; ++j) {
+    const int idx = warp * TPW + j, mt = idx / NT, nt = idx % NT;
+    const int row = mt * 16 + (lane >> 2), col = nt * 8 + 2 * (lane & 3);
+    *reinterpret_cast<float2*>(o + row * N + col) = make_float2(dw[j][0], dw[j][1]);
+    *reinterpret_cast<float2*>(o + (row + 8) * N + col) = make_float2(dw[j][2], dw[j][3]);
+  }
+}
+
+template <class C, int m>
+__device__ __forceinline__ void dw_dispatch(int pair, const __half* work, const float* scales, int64_t P,
+                                            int64_t begin, int64_t end, int max_tiles, int g, float* out,
+                                            __half* smem) {
+  if constexpr (m < C::NMAT) {
+    if (pair < Split<C>::pair_begin(m + 1))
+      dw_chunk<C, m>(pair - Split<C>::pair_begin(m), work, scales, P, begin, end, max_tiles, g, out, smem);
+    else
+      dw_dispatch<C, m + 1>(pair, work, scales, P, begin, end, max_tiles, g, out, smem);
+  }
+}
+
+// grid (blocks, Split<C>::NPAIRS, groups); dw_partial (groups, blocks, NW).
+template <class C>
+__global__ void __launch_bounds__(kBwdWarps * 32)
+    mlp_dw_kernel(const __half* __restrict__ work, const float* __restrict__ scales,
+                  const int32_t* __restrict__ offsets, int64_t P, int max_tiles, float* __restrict__ dw_partial) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int g = blockIdx.z;
+  const int64_t begin = offsets ? offsets[g] : 0;
+  const int64_t end = offsets ? offsets[g + 1] : P;
+  float* out = dw_partial + (static_cast<int64_t>(g) * gridDim.x + blockIdx.x) * C::NW;
+  dw_dispatch<C, 0>(blockIdx.y, work, scales, P, begin, end, max_tiles, g, out, reinterpret_cast<__half*>(smem_raw));
 }
 
 // ---------------------------------------------------------------- host side
@@ -781,12 +1143,29 @@ void launch_forward(const MlpArgs& a, float* y) {
   launch_forward_with<C>(a, RowsIn{a.x}, RowsOut{y});
 }
 
+// Blocks per group of the backward's weight-gradient launch (the middle
+// dimension of dw_partial): the in-block backward's persistent grid, or the
+// split backward's dW pass (per (matrix, chunk) column of its grid).
 template <class C, class In, class Dy>
 int backward_blocks_with(const MlpArgs& a) {
-  const size_t smem = Bwd<C>::SMEM_BYTES;
-  auto kernel = mlp_bwd_kernel<C, In, Dy>;
-  prepare_smem(kernel, smem, "backward");
-  return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
+  if constexpr (split_bwd<C>()) {
+    using S = Split<C>;
+    auto kernel = mlp_dw_kernel<C>;
+    prepare_smem(kernel, S::dw_smem(), "backward (weight gradients)");
+    int occ = 0;
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, kBwdWarps * 32, S::dw_smem()),
+               "occupancy query");
+    if (occ < 1) throw std::runtime_error("fused_mlp: weight-gradient kernel does not fit on one multiprocessor");
+    const int64_t resident = static_cast<int64_t>(device_attr(cudaDevAttrMultiProcessorCount)) * occ;
+    const int64_t cols = static_cast<int64_t>(S::NPAIRS) * a.groups;
+    const int64_t want = (resident + cols - 1) / cols;
+    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, S::max_tiles(a.P))));
+  } else {
+    const size_t smem = Bwd<C>::SMEM_BYTES;
+    auto kernel = mlp_bwd_kernel<C, In, Dy>;
+    prepare_smem(kernel, smem, "backward");
+    return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
+  }
 }
 
 template <class C>
@@ -794,14 +1173,43 @@ int backward_blocks(const MlpArgs& a) {
   return backward_blocks_with<C, RowsIn, RowsDy>(a);
 }
 
+// Bytes of device workspace the backward of shape C needs for P rows
+// (0: the in-block backward needs none).
+template <class C>
+int64_t backward_workspace_bytes(int64_t P, int groups) {
+  if constexpr (split_bwd<C>()) return Split<C>::bytes(P, groups);
+  else return 0;
+}
+
 template <class C, class In, class Dy>
 void launch_backward_with(const MlpArgs& a, const In& in, const Dy& dy, float* dx, float* dw_partial) {
-  const size_t smem = Bwd<C>::SMEM_BYTES;
-  auto kernel = mlp_bwd_kernel<C, In, Dy>;
   const int bx = backward_blocks_with<C, In, Dy>(a);
-  kernel<<<dim3(bx, a.groups), kBwdWarps * 32, smem, a.stream>>>(in, dy, static_cast<const __half*>(a.w), a.perm,
-                                                                  a.offsets, a.P, dx, dw_partial, a.slope);
-  check_cuda(cudaGetLastError(), "backward launch");
+  if constexpr (split_bwd<C>()) {
+    using S = Split<C>;
+    if (a.workspace == nullptr) throw std::invalid_argument("fused_mlp: the split backward needs a workspace");
+    __half* work = static_cast<__half*>(a.workspace);
+    float* scales = reinterpret_cast<float*>(static_cast<char*>(a.workspace) + S::scale_off_bytes(a.P));
+    const int max_tiles = S::max_tiles(a.P);
+    if (a.P > 0) {
+      const size_t smem = S::data_smem();
+      auto data = mlp_bwd_split_kernel<C, In, Dy>;
+      prepare_smem(data, smem, "backward (data pass)");
+      const int dbx = persistent_blocks(data, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
+      data<<<dim3(dbx, a.groups), kBwdWarps * 32, smem, a.stream>>>(in, dy, static_cast<const __half*>(a.w), a.perm,
+                                                                    a.offsets, a.P, dx, work, scales, max_tiles,
+                                                                    a.slope);
+      check_cuda(cudaGetLastError(), "backward data-pass launch");
+    }
+    mlp_dw_kernel<C><<<dim3(bx, S::NPAIRS, a.groups), kBwdWarps * 32, S::dw_smem(), a.stream>>>(
+        work, scales, a.offsets, a.P, max_tiles, dw_partial);
+    check_cuda(cudaGetLastError(), "backward weight-gradient launch");
+  } else {
+    const size_t smem = Bwd<C>::SMEM_BYTES;
+    auto kernel = mlp_bwd_kernel<C, In, Dy>;
+    kernel<<<dim3(bx, a.groups), kBwdWarps * 32, smem, a.stream>>>(in, dy, static_cast<const __half*>(a.w), a.perm,
+                                                                    a.offsets, a.P, dx, dw_partial, a.slope);
+    check_cuda(cudaGetLastError(), "backward launch");
+  }
 }
 
 template <class C>

@@ -253,19 +253,39 @@ def test_cuda_backend_refuses_unsupported_configs_at_once():
     assert capability.config_problems(ModelConfig()) == []
     # the compiled shapes are known without a build (kernels/shapes.def)
     assert any("not compiled" in p for p in capability.config_problems(ModelConfig(width=96)))
-    assert capability.config_problems(ModelConfig(width=128)) == []   # fused for inference
-    assert any("forward only" in p for p in capability.config_problems(ModelConfig(width=128), training=True))
+    assert capability.config_problems(ModelConfig(width=128)) == []
+    assert capability.config_problems(ModelConfig(width=128), training=True) == []   # the split backward
+    # a line compiled forward only (train 0) serves inference and refuses training
+    text = capability.shapes_file().read_text().replace("KPNT_COLOUR(15, 32, 128, 16, 6, 1)",
+                                                        "KPNT_COLOUR(15, 32, 128, 16, 6, 0)")
+    saved = capability._loaded
+    capability.set_loaded(capability.parse_shapes(text))
+    try:
+        assert capability.config_problems(ModelConfig(width=128)) == []
+        assert any("forward only" in p for p in capability.config_problems(ModelConfig(width=128), training=True))
+    finally:
+        capability.set_loaded(saved)
+
+
+#: kernels/shapes.def with the width-128 colour line compiled forward only
+#: (train 0), as a build may list it: what 'auto' does with such a line.
+def _forward_only_128():
+    text = capability.shapes_file().read_text()
+    line = "KPNT_COLOUR(15, 32, 128, 16, 6, 1)"
+    assert line in text
+    return capability.parse_shapes(text.replace(line, "KPNT_COLOUR(15, 32, 128, 16, 6, 0)"))
 
 
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """A 'cuda' backend of reference wrappers that count calls; 'auto'
     resolves to it on CPU tensors, and the compiled shapes are those of
-    kernels/shapes.def (what the real kernels would report)."""
+    kernels/shapes.def with the width-128 colour line forward only (what
+    real kernels built from such a list would report)."""
     monkeypatch.setattr(dispatch, "_registered", dict(dispatch._registered))
     monkeypatch.setattr(dispatch, "_loaders", {})
     monkeypatch.setattr(dispatch, "_unsupported_logged", set())
-    monkeypatch.setattr(capability, "_loaded", None)
+    monkeypatch.setattr(capability, "_loaded", _forward_only_128())
     real = dispatch.resolve_backend
     monkeypatch.setattr(dispatch, "resolve_backend", lambda b, d: "cuda" if b == "auto" else real(b, d))
     calls = []

@@ -60,7 +60,7 @@ from kbench_checks import (  # noqa: E402
     check_colour_level, check_config, check_forward_only, check_front_level, check_graph_step, check_model,
     check_shipped_models, sanitize_case,
 )
-from kbench_common import COLOUR, Checks, FRONT, SLOPE, make_weights, make_x  # noqa: E402
+from kbench_common import COLOUR, COLOUR128, Checks, FRONT, SLOPE, make_weights, make_x  # noqa: E402
 from kbench_timing import (  # noqa: E402
     ceilings, compile_step_timing, flops_per_pixel, graph_step_timings, grouped_timings, inference_timings,
     model_timings, parity_run, print_graph_table, timings,
@@ -151,15 +151,20 @@ def main(argv=None) -> int:
     tflops, tbs = ceilings()
     print(f"ceilings: f16 matmul {tflops:.0f} TFLOP/s, device copy {tbs:.2f} TB/s", flush=True)
 
-    for i, dims in enumerate((COLOUR, FRONT)):
-        check_config(chk, dims, args.check_pixels, seed=100 * i)
+    # every shape of kernels/shapes.def compiled with a backward (both architectures)
+    for i, dims in enumerate(sorted({s.mlp.as_tuple() for s in fused_shapes(train=True)})):
+        check_config(chk, list(dims), args.check_pixels, seed=100 * i)
     check_colour_level(chk)
     check_front_level(chk)
     if not args.no_model:
-        check_model(chk)
+        check_model(chk, "default")
+        check_model(chk, "shipped")
     print(f"checks took {time.perf_counter() - t0:.1f} s", flush=True)
 
     rows, res = timings(args.pixels, args.reps, args.mlp_compile)
+    rows128, res128 = timings(args.pixels, args.reps, args.mlp_compile, dims=COLOUR128)
+    rows += rows128
+    res.update(res128)
     grows, gP = grouped_timings(args.pixels, args.reps)
     mrows, mres, comp, parity = [], {}, None, None
     if not args.no_model:
@@ -189,11 +194,11 @@ def main(argv=None) -> int:
         mrows += grows_
         mres.update(gres)
 
-    fwd_f, bwd_f = flops_per_pixel(COLOUR)
     P = args.pixels
-    print(f"\n== MLP timings, P = {P} (colour), {gP} (front) ==")
+    print(f"\n== MLP timings, P = {P} (colour; 'w128': the shipped width), {gP} (front) ==")
     print(f"{'case':<40s} {'ms':>9s} {'Gpix/s':>8s} {'TFLOP/s':>8s}")
     for name, ms, gp in rows + grows:
+        fwd_f, bwd_f = flops_per_pixel(COLOUR128 if name.endswith(" w128") else COLOUR)
         fl = ""
         if name.startswith("fused fwd+bwd (dW)"):
             fl = f"{(fwd_f + bwd_f) * gp * 1e9 / 1e12:8.1f}"
@@ -201,11 +206,12 @@ def main(argv=None) -> int:
             fl = f"{fwd_f * gp * 1e9 / 1e12:8.1f}"
         print(f"{name:<40s} {ms:9.3f} {gp:8.2f} {fl:>8s}")
     ratios = {}
-    for base in ("eager f32", "eager f16", "compile f16"):
-        for kind, fused in (("fwd", "fused fwd"), ("fwd+bwd", "fused fwd+bwd (dW)")):
-            key = f"{base} {kind}"
-            if key in res:
-                ratios[f"fused/{key}"] = res[key] / res[fused]
+    for suffix in ("", " w128"):
+        for base in ("eager f32", "eager f16", "compile f16"):
+            for kind, fused in (("fwd", "fused fwd"), ("fwd+bwd", "fused fwd+bwd (dW)")):
+                key = f"{base} {kind}{suffix}"
+                if key in res:
+                    ratios[f"fused/{key}"] = res[key] / res[fused + suffix]
     if mres:
         print("\n== whole model (Adam step incl.) ==")
         for name, ms, _ in mrows:

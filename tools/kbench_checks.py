@@ -237,9 +237,12 @@ def check_front_level(chk: Checks):
             chk.flag(f"{tag} bitwise-identical rerun", all(torch.equal(a, b) for a, b in zip(got, got2)))
 
 
-def check_model(chk: Checks):
+def check_model(chk: Checks, arch: str = "default"):
     """Whole model, fused backend vs reference: output and every weight set's
-    gradient (Bayer and X-Trans, sizes that are multiples of nothing)."""
+    gradient (Bayer and X-Trans, sizes that are multiples of nothing).
+    ``arch``: 'default' (DESIGN.md's architecture, initial weights) or
+    'shipped' (the shipped models with their weights: width 128, per-channel
+    front kernels, plain normalisation)."""
     from kpnt.model import KPNT
     from kpnt.ops import dispatch
 
@@ -248,7 +251,10 @@ def check_model(chk: Checks):
         res = {}
         for name, be, dt in (("fused", "cuda", torch.float32), ("f64", "torch", torch.float64),
                              ("f64-f16mlp", "torch", torch.float64)):
-            m = KPNT(sensor, backend=be).cuda().to(dt)
+            m = (shipped_model(sensor) if arch == "shipped" else KPNT(sensor)).cuda().to(dt)
+            m.backend = be
+            for p in m.parameters():
+                p.requires_grad_(True)
             saved = dispatch._registered["torch"]
             if name == "f64-f16mlp":
                 dispatch._registered["torch"] = {**saved, "mlp": f16_mlp64}
@@ -264,13 +270,14 @@ def check_model(chk: Checks):
             finally:
                 dispatch._registered["torch"] = saved
             res[name] = (out.detach(), grads)
-        chk.add(f"model {sensor} {N}x{H}x{W} output rel err vs f64", rel(res["fused"][0], res["f64"][0]), TOL_FWD)
+        tag = f"model {arch} {sensor}"
+        chk.add(f"{tag} {N}x{H}x{W} output rel err vs f64", rel(res["fused"][0], res["f64"][0]), TOL_FWD)
         for k in res["fused"][1]:
             cat = lambda gs: torch.cat([g.reshape(-1) for g in gs])
             e16 = rel(cat(res["fused"][1][k]), cat(res["f64-f16mlp"][1][k]))
             e64 = rel(cat(res["fused"][1][k]), cat(res["f64"][1][k]))
             inh = rel(cat(res["f64-f16mlp"][1][k]), cat(res["f64"][1][k]))
-            chk.add(f"model {sensor} grad '{k}' vs f16-rounding ref", e16, TOL_GRAD,
+            chk.add(f"{tag} grad '{k}' vs f16-rounding ref", e16, TOL_GRAD,
                     f"(vs exact f64 {e64:.2e}; f16 ref vs exact {inh:.2e})")
 
 

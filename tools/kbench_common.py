@@ -27,6 +27,10 @@ SLOPE = 0.01
 COLOUR = [32, 64, 16, 6]
 
 
+#: The shipped models' colour MLP (width 128).
+COLOUR128 = [32, 128, 16, 6]
+
+
 FRONT = [32, 64, 32, 4]
 
 

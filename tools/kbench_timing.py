@@ -42,9 +42,12 @@ def flops_per_pixel(dims):
     return fwd, bwd
 
 
-def timings(P, reps, do_compile):
+def timings(P, reps, do_compile, dims=COLOUR):
+    """Colour-MLP throughput of shape ``dims`` (fused, eager f32/f16,
+    optionally torch.compile f16); rows named after the width when it is
+    not the default's 64."""
     rows = []
-    dims = COLOUR
+    suffix = "" if dims[1] == COLOUR[1] else f" w{dims[1]}"
     ws = make_weights(dims, seed=11)
     x = make_x(P, dims[0], seed=12)
     gy = torch.randn(P, dims[2], device="cuda")
@@ -101,6 +104,7 @@ def timings(P, reps, do_compile):
 
         cases += [("compile f16 fwd", comp_f), ("compile f16 fwd+bwd", comp_fb)]
 
+    cases = [(name + suffix, fn) for name, fn in cases]
     res = {}
     for name, fn in cases:
         t0 = time.perf_counter()
@@ -109,8 +113,8 @@ def timings(P, reps, do_compile):
         print(f"  time {name:<28s} {ms:8.3f} ms  [{lo:.3f}, {hi:.3f}]  {P / ms / 1e6:6.2f} Gpix/s"
               f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
     # Same-version repeat: the spread that any difference must exceed.
-    res["fused fwd (repeat)"] = time_ms(fused_f, reps=reps)[0]
-    res["fused fwd+bwd (dW) (repeat)"] = time_ms(fused_fb, reps=reps)[0]
+    res["fused fwd (repeat)" + suffix] = time_ms(fused_f, reps=reps)[0]
+    res["fused fwd+bwd (dW) (repeat)" + suffix] = time_ms(fused_fb, reps=reps)[0]
     for name, ms in res.items():
         rows.append((name, ms, P / ms / 1e6))
     return rows, res
@@ -372,64 +376,85 @@ def parity_run(steps, seed=0):
     return out
 
 
-def graph_step_timings(reps):
-    """One run, per sensor: reference eager step, fused eager step, fused eager
-    Trainer-like step (finite check with host sync + clip), fused graphed step
-    (finite check + clip + masked Adam commit inside the graph)."""
-    from kpnt.model import KPNT
+#: Architectures the training-step table times: DESIGN.md's default and the
+#: shipped models' (tools/train_defaults.py SHIPPED_ARCH: colour and front
+#: MLPs of width 128, per-channel front kernels, plain normalisation).
+STEP_ARCHS = {
+    "default": {},
+    "shipped": dict(width=128, front_width=128, front_kernels="per_channel", apply_mode="plain"),
+}
+
+
+def step_tag(sensor, arch, N=4, H=512, W=512):
+    return f"train step {sensor} {arch} {N}x{H}x{W}"
+
+
+def graph_step_timings(reps, archs=tuple(STEP_ARCHS)):
+    """One run, per sensor and architecture: reference eager step, fused
+    eager step, fused eager Trainer-like step (finite check with host sync +
+    clip), fused graphed step (finite check + clip + masked Adam commit
+    inside the graph)."""
+    from kpnt.model import KPNT, ModelConfig
     from kpnt.train.graph_step import GraphedStep, eager_step
 
     rows, res = [], {}
     N, H, W = 4, 512, 512
-    for sensor in MOSAIC_KINDS:
-        b = step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3)
-        tag = f"train step {sensor} {N}x{H}x{W}"
-        for name, be in (("reference", "torch"), ("fused eager", "cuda")):
-            m = KPNT(sensor, backend=be).cuda()
-            res[f"{tag} {name}"] = time_ms(train_step_fn(m, b.x, b.cfa, b.noise, b.target), reps=reps, warmup=2,
-                                           batch=3)[0]
-            del m
-        m = KPNT(sensor, backend="cuda").cuda()
-        opt = torch.optim.Adam(m.parameters(), lr=1e-5)
-        res[f"{tag} fused eager+check+clip"] = time_ms(lambda: eager_step(m, opt, step_loss, 1.0, b), reps=reps,
-                                                       warmup=2, batch=3)[0]
-        del m, opt
-        m = KPNT(sensor, backend="cuda").cuda()
-        opt = torch.optim.Adam(m.parameters(), lr=1e-5, capturable=True)
-        t0 = time.perf_counter()
-        try:
-            gs = GraphedStep(m, opt, step_loss, clip=1.0, example_batch=b)
-            torch.cuda.synchronize()
-            res[f"{tag} capture s"] = time.perf_counter() - t0
-            res[f"{tag} fused graphed"] = time_ms(lambda: gs(b), reps=3 * reps, warmup=3, batch=5)[0]
-            del gs
-        except Exception:                       # reported, timed as NaN; the checks fail separately
-            traceback.print_exc()
-            res[f"{tag} capture s"] = res[f"{tag} fused graphed"] = float("nan")
-        del m, opt
-        torch.cuda.empty_cache()
-        for name in ("reference", "fused eager", "fused eager+check+clip", "fused graphed"):
-            ms = res[f"{tag} {name}"]
-            rows.append((f"{tag} {name}", ms, N * H * W / ms / 1e6))
-            print(f"  time {tag} {name:<24s} {ms:8.2f} ms", flush=True)
-        print(f"  ({tag}: graph captured in {res[f'{tag} capture s']:.2f} s incl. warm-up)", flush=True)
+    for arch in archs:
+        config = ModelConfig(**STEP_ARCHS[arch])
+        for sensor in MOSAIC_KINDS:
+            b = step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3)
+            tag = step_tag(sensor, arch, N, H, W)
+            for name, be in (("reference", "torch"), ("fused eager", "cuda")):
+                m = KPNT(sensor, config, backend=be).cuda()
+                res[f"{tag} {name}"] = time_ms(train_step_fn(m, b.x, b.cfa, b.noise, b.target), reps=reps, warmup=2,
+                                               batch=3)[0]
+                del m
+            m = KPNT(sensor, config, backend="cuda").cuda()
+            opt = torch.optim.Adam(m.parameters(), lr=1e-5)
+            res[f"{tag} fused eager+check+clip"] = time_ms(lambda: eager_step(m, opt, step_loss, 1.0, b), reps=reps,
+                                                           warmup=2, batch=3)[0]
+            del m, opt
+            m = KPNT(sensor, config, backend="cuda").cuda()
+            opt = torch.optim.Adam(m.parameters(), lr=1e-5, capturable=True)
+            t0 = time.perf_counter()
+            try:
+                gs = GraphedStep(m, opt, step_loss, clip=1.0, example_batch=b)
+                torch.cuda.synchronize()
+                res[f"{tag} capture s"] = time.perf_counter() - t0
+                res[f"{tag} fused graphed"] = time_ms(lambda: gs(b), reps=3 * reps, warmup=3, batch=5)[0]
+                del gs
+            except Exception:                       # reported, timed as NaN; the checks fail separately
+                traceback.print_exc()
+                res[f"{tag} capture s"] = res[f"{tag} fused graphed"] = float("nan")
+            del m, opt
+            torch.cuda.empty_cache()
+            for name in ("reference", "fused eager", "fused eager+check+clip", "fused graphed"):
+                ms = res[f"{tag} {name}"]
+                rows.append((f"{tag} {name}", ms, N * H * W / ms / 1e6))
+                print(f"  time {tag} {name:<24s} {ms:8.2f} ms", flush=True)
+            print(f"  ({tag}: graph captured in {res[f'{tag} capture s']:.2f} s incl. warm-up)", flush=True)
     return rows, res
 
 
 def print_graph_table(res, comp=None):
     print("\n== train step 4x512x512 (fwd, SMAPE, bwd, Adam), one run ==")
-    print(f"{'sensor':<8s} {'reference':>10s} {'fused eager':>12s} {'eager+chk+clip':>15s} {'fused graphed':>14s} "
-          f"{'ref/graphed':>12s} {'eager/graphed':>14s}")
+    print(f"{'sensor':<8s} {'arch':<8s} {'reference':>10s} {'fused eager':>12s} {'eager+chk+clip':>15s} "
+          f"{'fused graphed':>14s} {'ref/graphed':>12s} {'eager/graphed':>14s}")
     ratios = {}
-    for sensor in MOSAIC_KINDS:
-        k = f"train step {sensor} 4x512x512"
-        r, e, c, g = (res[f"{k} {n}"] for n in ("reference", "fused eager", "fused eager+check+clip", "fused graphed"))
-        print(f"{sensor:<8s} {r:10.2f} {e:12.2f} {c:15.2f} {g:14.2f} {r / g:11.2f}x {e / g:13.2f}x")
-        ratios[f"train {sensor}: reference/graphed"] = r / g
-        ratios[f"train {sensor}: fused eager/graphed"] = e / g
-        ratios[f"train {sensor}: reference/fused eager"] = r / e
-    if comp and "ms" in comp:
-        ratios["train bayer: compile/graphed"] = comp["ms"] / res["train step bayer 4x512x512 fused graphed"]
-        print(f"torch.compile of the reference (bayer), same run: {comp['ms']:.2f} ms "
+    for arch in STEP_ARCHS:
+        for sensor in MOSAIC_KINDS:
+            k = step_tag(sensor, arch)
+            if f"{k} reference" not in res:
+                continue
+            r, e, c, g = (res[f"{k} {n}"] for n in ("reference", "fused eager", "fused eager+check+clip",
+                                                    "fused graphed"))
+            print(f"{sensor:<8s} {arch:<8s} {r:10.2f} {e:12.2f} {c:15.2f} {g:14.2f} {r / g:11.2f}x {e / g:13.2f}x")
+            ratios[f"train {sensor} {arch}: reference/graphed"] = r / g
+            ratios[f"train {sensor} {arch}: fused eager/graphed"] = e / g
+            ratios[f"train {sensor} {arch}: reference/fused eager"] = r / e
+    key = f"{step_tag('bayer', 'default')} fused graphed"
+    if comp and "ms" in comp and key in res:
+        ratios["train bayer: compile/graphed"] = comp["ms"] / res[key]
+        print(f"torch.compile of the reference (bayer, default), same run: {comp['ms']:.2f} ms "
               f"-> {ratios['train bayer: compile/graphed']:.2f}x")
     return ratios

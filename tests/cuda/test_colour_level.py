@@ -71,8 +71,12 @@ def test_forward_and_weight_gradients(shape, mode, dims):
     ws = weights(sum(shape), mode, dims)
     D, var = inputs(N, h, w, seed=h * w)
     noise_input = h != 5
-    gI = torch.randn(N, 3, h, w, device="cuda")
-    ga = torch.randn(N, 1, h, w, device="cuda")
+    # Seeded: drawn from the global generator, the gradients depended on
+    # which tests ran before (a new shapes.def line moved one case over the
+    # tolerance on an unchanged kernel).
+    g = torch.Generator().manual_seed(N * h * w + 7)
+    gI = torch.randn(N, 3, h, w, generator=g).cuda()
+    ga = torch.randn(N, 1, h, w, generator=g).cuda()
     ws64 = [x.detach().double().requires_grad_() for x in ws]
     ref = ref_colour_level(D.double(), var.double(), ws64, spec(mode, noise_input, dims))
     ref_g = torch.autograd.grad(ref, ws64, [gI.double(), ga.double()])

@@ -1,12 +1,13 @@
-"""Forward-only fused configurations (the shipped models' shapes): the
-width-128 colour MLP and per-channel front kernels, against the float64
-reference, and how ``kpnt.ops`` routes them (fused without weight
-gradients, reference with them, never silently).
+"""The shipped models' shapes on the fused kernels (width-128 colour MLP,
+per-channel front kernels of width 128, plain normalisation): forward
+against the float64 reference in both apply modes, per-channel weight
+gradients in plain mode (tests/cuda/test_front_level.py checks softmax),
+and the whole shipped model training on the kernels (forward, every weight
+set's gradient against an f16-rounding float64 reference).
 
-Parametrised over the forward-only lines of kernels/shapes.def; tolerance
-(kpnt.testing.TOLERANCES) as tests/cuda/test_colour_level.py: forward < 2e-3
-against float64.
+Tolerances: kpnt.testing.TOLERANCES, as tests/cuda/test_colour_level.py.
 """
+import functools
 import logging
 import math
 
@@ -22,7 +23,7 @@ from kpnt.ref.front_level import front_level as ref_front
 from kpnt.spec import ColourLevelSpec, FrontLevelSpec
 from kpnt.testing import front_level_inputs as front_inputs
 from kpnt.testing import TOLERANCES, fused_shapes
-from kpnt.testing import rel_error as rel
+from kpnt.testing import mlp_f16_rounded, rel_error as rel
 
 pytestmark = pytest.mark.cuda
 SLOPE = 0.01
@@ -30,9 +31,11 @@ SHIPPED = dict(width=128, front_width=128, front_kernels="per_channel", apply_mo
 
 
 TOL_FWD = TOLERANCES["forward"]
-#: The forward-only lines of kernels/shapes.def (the shipped models' shapes).
-COLOUR_SHAPES = [s for s in fused_shapes("colour", train=False)]
-FRONT_SHAPES = [s for s in fused_shapes("front", train=False)]
+#: The lines of kernels/shapes.def of the shipped models' shapes.
+_SHIPPED_CONFIG = ModelConfig(**SHIPPED)
+COLOUR_SHAPES = [s for s in fused_shapes("colour") if s.mlp == _SHIPPED_CONFIG.colour_spec.mlp]
+FRONT_SHAPES = [s for s in fused_shapes("front") if s.mlp == _SHIPPED_CONFIG.front_spec.mlp
+                and s.key == _SHIPPED_CONFIG.front_spec.fused_key()]
 shape_id = str
 
 
@@ -54,12 +57,12 @@ def mlp_shapes(spec):
 
 
 def colour128(mode="softmax"):
-    """The shipped colour level (width 128, forward only)."""
+    """The shipped colour level (width 128)."""
     return ColourLevelSpec(width=128, leaky_slope=SLOPE, apply_mode=mode)
 
 
 def per_channel128(mode="softmax"):
-    """The shipped front level (per-channel kernels, width 128, forward only)."""
+    """The shipped front level (per-channel kernels, width 128)."""
     return FrontLevelSpec(kernels="per_channel", width=128, leaky_slope=SLOPE, apply_mode=mode)
 
 
@@ -97,7 +100,7 @@ def colour_inputs(N, h, w, seed):
 @pytest.mark.parametrize("line", COLOUR_SHAPES, ids=shape_id)
 @pytest.mark.parametrize("mode", ["softmax", "plain"])
 @pytest.mark.parametrize("shape", [(2, 37, 53), (1, 1, 3), (3, 5, 130)], ids=str)
-def test_colour_level_forward_only_shapes(shape, mode, line):
+def test_colour_level_shipped_shapes(shape, mode, line):
     N, h, w = shape
     spec = colour_spec(line, mode)
     if mode == "plain":
@@ -118,7 +121,7 @@ def test_colour_level_forward_only_shapes(shape, mode, line):
 @pytest.mark.parametrize("cfa", [CFA.bayer("GRBG"), CFA.bayer("RGGB"), CFA.xtrans(), CFA.xtrans(2, 5)],
                          ids=lambda c: c.name)
 @pytest.mark.parametrize("size", [(2, 23, 31), (1, 3, 4), (1, 40, 36)], ids=str)
-def test_front_level_forward_only_shapes(cfa, size, mode, line):
+def test_front_level_shipped_shapes(cfa, size, mode, line):
     N, H, W = size
     spec = front_spec(line, mode)
     x, U, S, noise = front_inputs(cfa, N, H, W, seed=H * W)
@@ -151,37 +154,61 @@ def test_per_channel_differs_from_shared_kernels():
     assert not torch.allclose(O[:, 0], O[:, 1], atol=1e-4)
 
 
-def test_forward_only_shapes_refuse_gradients():
-    D, var = colour_inputs(1, 8, 8, seed=2)
-    ws = [w.requires_grad_() for w in random_mlp(mlp_shapes(colour128()), seed=3)]
-    I, a = _cuda.fused_colour_level(D, var, ws, colour128())
-    with pytest.raises(ValueError, match="forward only"):
-        torch.autograd.grad(I.sum() + a.sum(), ws)
-    cfa = CFA.bayer()
-    x, U, S, noise = front_inputs(cfa, 1, 8, 8, seed=4)
-    sets = [[w.requires_grad_() for w in random_mlp(mlp_shapes(per_channel128()), seed=k)] for k in range(2)]
-    O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, per_channel128())
-    with pytest.raises(ValueError, match="forward only"):
-        torch.autograd.grad(O.sum(), sets[0])
+def test_shipped_shapes_are_listed():
+    assert COLOUR_SHAPES and FRONT_SHAPES, "kernels/shapes.def lost the shipped models' lines"
+    assert all(s.train for s in COLOUR_SHAPES + FRONT_SHAPES), "the shipped shapes must train on the kernels"
+
+
+@pytest.mark.parametrize("cfa", [CFA.bayer("GBRG"), CFA.xtrans(1, 4)], ids=lambda c: c.name)
+def test_per_channel_plain_weight_gradients(cfa):
+    """Per-channel kernels in plain mode (what ships): dU and every class's
+    weight gradient against the f16-rounding float64 reference."""
+    N, H, W = 2, 29, 34
+    spec = per_channel128("plain")
+    x, U, S, noise = front_inputs(cfa, N, H, W, seed=5)
+    U = U.requires_grad_()
+    sets = model_start(cfa.kind, seed=6, front_radius=spec.radius, front_kernels=spec.kernels,
+                       front_width=spec.width, front_hidden_layers=spec.hidden_layers, apply_mode="plain")
+    sets = [[w.requires_grad_() for w in ws] for name, ws in sets.items() if name.startswith("front.")]
+    flat = [w for ws in sets for w in ws]
+    gO = torch.randn(N, 3, H, W, generator=torch.Generator().manual_seed(7)).cuda()
+    U64 = U.detach().double().requires_grad_()
+    sets64 = [[w.detach().double().requires_grad_() for w in ws] for ws in sets]
+    flat64 = [w for ws in sets64 for w in ws]
+    args = (x.double(), U64, S.double(), noise.double(), cfa, sets64, spec)
+    ref16_g = torch.autograd.grad(ref_front(*args, mlp_fn=mlp_f16_rounded), [U64, *flat64], gO.double())
+    ref_g = torch.autograd.grad(ref_front(*args), [U64, *flat64], gO.double())
+    got = torch.autograd.grad(_cuda.fused_front_level(x, U, S, noise, cfa, sets, spec), [U, *flat], gO)
+    for i, (a, b, c) in enumerate(zip(got, ref16_g, ref_g)):
+        assert torch.isfinite(a).all(), i
+        assert rel(a, b) < TOLERANCES["grad"], i
+        assert rel(a, c) <= TOLERANCES["grad_vs_exact_factor"] * rel(b, c) + TOLERANCES["grad_vs_exact_slack"], i
 
 
 def test_compiled_table_is_the_shapes_file():
     """The extension reports, as data, exactly the lines of kernels/shapes.def
-    (forward-only marks included), and the capability table uses it once loaded."""
+    (train marks included), and the capability table uses it once loaded."""
     built = capability.from_extension(_cuda.shape_table())
     assert built == capability.parse_shapes(capability.shapes_file().read_text())
-    assert any(not s.train for s in built)
     ops.colour_level(*colour_inputs(1, 4, 4, seed=1), random_mlp([(64, 32)] + [(64, 64)] * 5 + [(16, 64)], seed=1),
                      ColourLevelSpec(leaky_slope=SLOPE), backend="cuda")
     assert capability.shapes() == built
 
 
 @pytest.mark.parametrize("sensor", ["bayer", "xtrans"])
-def test_model_of_the_shipped_shape_runs_fused_for_inference_and_reference_for_training(sensor, monkeypatch, caplog):
-    cfa = CFA.bayer() if sensor == "bayer" else CFA.xtrans()
-    x = torch.rand(1, 1, 48, 48, device="cuda") * 0.5 + 0.1
+def test_shipped_model_trains_on_the_fused_kernels(sensor, monkeypatch, caplog):
+    """The shipped model with its weights, backend 'auto' with gradients:
+    both fused levels run (no fallback logged), and every weight set's
+    gradient matches a float64 reference whose MLPs round like the kernels."""
+    from kpnt.testing import mlp_f16_rounded
+    from kpnt.weights_io import load_weights, shipped_weights
+
+    cfa = CFA.bayer("BGGR") if sensor == "bayer" else CFA.xtrans(2, 1)
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(1, 1, 52, 46, generator=g) * 0.5 + 0.1).cuda()
     noise = torch.tensor([[[2e-3, 1e-3, 3e-3], [1e-5, 2e-5, 1e-5]]], device="cuda")
-    model = KPNT(sensor, ModelConfig(**SHIPPED), backend="auto").cuda()
+    gout = torch.randn(1, 3, 52, 46, generator=g).cuda()
+    model = load_weights(shipped_weights(sensor), sensor=sensor)[0].cuda()
     calls = []
     table = dispatch._backend_ops("cuda")
     for op in ("colour_level", "front_level"):
@@ -191,23 +218,25 @@ def test_model_of_the_shipped_shape_runs_fused_for_inference_and_reference_for_t
             calls.append(_op)
             return _real(*a, **kw)
         monkeypatch.setitem(table, op, counted)
-    with torch.no_grad():
-        fused = model(x, cfa, noise)
-    assert set(calls) == {"colour_level", "front_level"}
-    model.backend = "torch"
-    with torch.no_grad():
-        ref = model(x, cfa, noise)
-    assert rel(fused, ref) < TOL_FWD
-
-    calls.clear()
-    model.backend = "auto"
     monkeypatch.setattr(dispatch, "_unsupported_logged", set())
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    model.backend = "auto"
     with caplog.at_level(logging.WARNING, logger="kpnt.ops.dispatch"):
-        out = model(x, cfa, noise)
-    assert calls == []                    # weights need gradients: the reference ran
-    assert any("forward only" in r.getMessage() for r in caplog.records)
-    out.mean().backward()
-    assert all(p.grad is not None for p in model.parameters())
-    with pytest.raises(ValueError, match="forward only"):
-        model.backend = "cuda"
-        model(x, cfa, noise)
+        got = torch.autograd.grad(model(x, cfa, noise), params, gout)
+    assert set(calls) == {"colour_level", "front_level"}
+    assert not [r for r in caplog.records if "reference" in r.getMessage()]
+
+    model = model.double()
+    model.backend = "torch"
+    saved = dispatch._registered["torch"]
+    f16 = {**saved, "mlp": mlp_f16_rounded,
+           "colour_level": functools.partial(saved["colour_level"], mlp_fn=mlp_f16_rounded),
+           "front_level": functools.partial(saved["front_level"], mlp_fn=mlp_f16_rounded)}
+    monkeypatch.setitem(dispatch._registered, "torch", f16)
+    params64 = list(model.parameters())
+    want = torch.autograd.grad(model(x.double(), cfa, noise.double()), params64, gout.double())
+    flat = lambda gs: torch.cat([t.reshape(-1) for t in gs])
+    assert torch.isfinite(flat(got)).all()
+    assert rel(flat(got), flat(want)) < TOLERANCES["grad"]
