@@ -761,35 +761,48 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 //     x 16 rows, each warp independent of the others after the tile's dL/dy
 //     scale.  It recomputes the forward pass in registers, writes every A_m
 //     (f16) to a workspace in device memory and keeps only the signs of the
-//     hidden activations (2 bits a column-pair, in registers), forms dL/dy,
-//     then walks back dA = dZ W (registers, like the forward) writing every
-//     dZ_{m+1} (f16, tile-scaled) to the workspace, and dL/dx if asked.
+//     hidden activations (bits in shared memory), forms dL/dy, then walks
+//     back dA = dZ W (registers, like the forward) writing every dZ_{m+1}
+//     (f16, tile-scaled) to the workspace, and dL/dx if asked.
 //  2. mlp_dw_kernel: dW_m = sum over tiles of inv_s(tile) dZ_{m+1}^T A_m, one
 //     tensor-core product per 128-pixel tile exactly like the in-block
 //     backward's (same f16 operands, same f32 accumulation, same per-tile
 //     unscaling), each block owning one (matrix, 64-column chunk) and a
 //     strided set of tiles; per-block partial sums, summed by the caller.
 //
-// Workspace, indexed by logical row (rows of one group are contiguous):
-// A_m as [P][cols(m)] for m = 0..NH, then dZ_{m+1} as [P][rows(m)], then one
-// f32 inv_s per (group, tile).
+// Workspace layout: fragment-native.  Tiles are numbered across groups
+// (group g's tile t is tile_base(g) + t), a tile holds 8 blocks of 16 rows,
+// and a K-wide matrix (A_m, or dZ_{m+1}) of 16-row block b is stored as K/16
+// runs of 32 x 16 bytes: lane l's four fragment registers of column block kb
+// at uint4 index (b K/16 + kb) 32 + l.  So each warp store instruction writes
+// 512 contiguous bytes (row-major rows written 4 bytes a lane took 8 lines
+// per instruction and made the data pass L2-bound: 2.29 ms for 2^20 rows at
+// width 128, L2 76%, issue slots 17%, ncu on the H200), and the dW pass
+// reads them back coalesced, spreading each run into row-major shared memory
+// for ldmatrix.trans.  Rows past a group's end hold zeros (zero inputs and
+// zero dL/dy give zero activations and dZ: no biases), so the dW pass needs
+// no bounds.  Then one f32 inv_s per tile.
 
 template <class C>
 struct Split {
-  __host__ __device__ static constexpr int64_t act_off(int m, int64_t P) {
+  // R: row capacity of the workspace (tiles() * kBwdT).
+  __host__ __device__ static constexpr int64_t act_off(int m, int64_t R) {
     int64_t o = 0;
-    for (int j = 0; j < m; ++j) o += P * C::cols(j);
+    for (int j = 0; j < m; ++j) o += R * C::cols(j);
     return o;
   }
-  __host__ __device__ static constexpr int64_t dz_off(int m, int64_t P) {
-    int64_t o = act_off(C::NMAT, P);
-    for (int j = 0; j < m; ++j) o += P * C::rows(j);
+  __host__ __device__ static constexpr int64_t dz_off(int m, int64_t R) {
+    int64_t o = act_off(C::NMAT, R);
+    for (int j = 0; j < m; ++j) o += R * C::rows(j);
     return o;
   }
-  static int max_tiles(int64_t P) { return static_cast<int>(std::max<int64_t>(1, (P + kBwdT - 1) / kBwdT)); }
-  static int64_t scale_off_bytes(int64_t P) { return ((dz_off(C::NMAT, P) * 2 + 255) / 256) * 256; }
+  // Every group's tiles fit: sum of ceil(rows_g / kBwdT) <= ceil(P / kBwdT) + groups.
+  static int64_t tiles(int64_t P, int groups) { return (P + kBwdT - 1) / kBwdT + groups; }
+  static int64_t scale_off_bytes(int64_t P, int groups) {
+    return ((dz_off(C::NMAT, tiles(P, groups) * kBwdT) * 2 + 255) / 256) * 256;
+  }
   static int64_t bytes(int64_t P, int groups) {
-    return scale_off_bytes(P) + static_cast<int64_t>(sizeof(float)) * groups * max_tiles(P);
+    return scale_off_bytes(P, groups) + static_cast<int64_t>(sizeof(float)) * tiles(P, groups);
   }
 
   // dW pass: matrix m is split into chunks of at most 64 columns, one block
@@ -809,15 +822,16 @@ struct Split {
     return true;
   }
   static_assert(tiling_ok(), "split backward: weight-gradient tiles do not divide evenly over the warps");
-  __host__ __device__ static constexpr size_t dw_smem() {
+  __host__ __device__ static constexpr size_t dw_smem() {  // staging + row-major tile of dZ and the A chunk
     size_t b = 0;
     for (int m = 0; m < C::NMAT; ++m) {
-      const size_t v = sizeof(__half) * kBwdT * ((C::rows(m) + kPad) + (chunk(m) + kPad));
+      const size_t v = sizeof(__half) * kBwdT * ((C::rows(m) + kPad) + (chunk(m) + kPad)) +
+                       sizeof(__half) * kBwdT * (C::rows(m) + chunk(m));
       b = v > b ? v : b;
     }
     return b;
   }
-  static constexpr int MASK_WORDS = (C::H / 2 + 31) / 32;  // sign bits of one hidden layer, per lane
+  static constexpr int MASK_WORDS = (C::H / 4 + 15) / 16;  // sign-bit words of one hidden layer, per lane
   // Data pass: weights, reduction slots, every thread's sign bits.
   __host__ __device__ static constexpr size_t data_smem() {
     return sizeof(__half) * C::NWS + sizeof(float) * kBwdWarps +
@@ -825,46 +839,43 @@ struct Split {
   }
 };
 
-// Store A fragments (16 rows x K) to a row-major device array (stride K) at
-// rows lo and hi (-1: skip).
+// Store A fragments (16 rows x K) of 16-row block `rb` to a fragment-native
+// matrix (see the layout above): one 16-byte store a lane per column block.
 template <int K>
-__device__ __forceinline__ void store_frags_global(__half* base, const uint32_t (&a)[K / 16][4], int64_t lo,
-                                                   int64_t hi, int lane) {
-  const int c = 2 * (lane & 3);
+__device__ __forceinline__ void store_frags_tiled(__half* base, const uint32_t (&a)[K / 16][4], int64_t rb, int lane) {
+  uint4* p = reinterpret_cast<uint4*>(base) + rb * (K / 16) * 32 + lane;
 #pragma unroll
-  for (int kb = 0; kb < K / 16; ++kb) {
-    if (lo >= 0) {
-      *reinterpret_cast<uint32_t*>(base + lo * K + kb * 16 + c) = a[kb][0];
-      *reinterpret_cast<uint32_t*>(base + lo * K + kb * 16 + 8 + c) = a[kb][2];
-    }
-    if (hi >= 0) {
-      *reinterpret_cast<uint32_t*>(base + hi * K + kb * 16 + c) = a[kb][1];
-      *reinterpret_cast<uint32_t*>(base + hi * K + kb * 16 + 8 + c) = a[kb][3];
-    }
-  }
+  for (int kb = 0; kb < K / 16; ++kb) p[kb * 32] = make_uint4(a[kb][0], a[kb][1], a[kb][2], a[kb][3]);
 }
 
-// Bit (kb * 4 + reg) * 2 + half of `msk`: the f16 in half `half` of a[kb][reg]
-// is > 0 (what the in-block backward reads from its stored activations).
-// The W words go to shared memory at msk[w * stride] (one column per thread:
+// First tile of group g in the workspace: the tiles of the groups before it.
+__device__ __forceinline__ int64_t tile_base(const int32_t* __restrict__ offsets, int g) {
+  int64_t b = 0;
+  for (int h = 0; h < g; ++h) b += (static_cast<int64_t>(offsets[h + 1]) - offsets[h] + kBwdT - 1) / kBwdT;
+  return b;
+}
+
+// Sign bits of a layer's f16 activations (A fragments, 16 rows x K): the
+// half `h` of a[kb][reg] is > 0 (what the in-block backward reads from its
+// stored activations; NaN counts as not > 0) iff bit (k & 15) + 16 h of word
+// k >> 4 is set, k = 4 kb + reg.  One HSET2 and a shift-or per register.
+// The words go to shared memory at msk[w * stride] (one column per thread:
 // no bank conflicts); kept in registers they pushed the data pass into spills.
 template <int K, int W>
 __device__ __forceinline__ void positive_mask(uint32_t* msk, int stride, const uint32_t (&a)[K / 16][4]) {
+  static_assert(W * 16 >= K / 4, "mask words too few");
+  const __half2 zero = __float2half2_rn(0.f);
   uint32_t bits[W];
 #pragma unroll
   for (int w = 0; w < W; ++w) bits[w] = 0u;
 #pragma unroll
   for (int kb = 0; kb < K / 16; ++kb)
 #pragma unroll
-    for (int reg = 0; reg < 4; ++reg)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint32_t u = (a[kb][reg] >> (16 * h)) & 0xffffu;
-        const uint32_t mag = u & 0x7fffu;
-        const uint32_t pos = ((u & 0x8000u) == 0u && mag != 0u && mag <= 0x7c00u) ? 1u : 0u;  // NaN: not > 0
-        const int bit = (kb * 4 + reg) * 2 + h;
-        bits[bit >> 5] |= pos << (bit & 31);
-      }
+    for (int reg = 0; reg < 4; ++reg) {
+      const int k = kb * 4 + reg;
+      const uint32_t m = __hgt2_mask(*reinterpret_cast<const __half2*>(&a[kb][reg]), zero);
+      bits[k >> 4] |= (m & 0x00010001u) << (k & 15);
+    }
 #pragma unroll
   for (int w = 0; w < W; ++w) msk[w * stride] = bits[w];
 }
@@ -873,11 +884,11 @@ struct SplitCtx {
   const __half* ws;
   const uint32_t* msk;  // this thread's sign bits: word w of hidden layer l at msk[(l * MASK_WORDS + w) * blockDim]
   __half* work;
-  int64_t P;
+  int64_t R;  // workspace row capacity
   float inv_s, slope;
   int lane;
   int64_t rlo, rhi;  // memory rows (dx)
-  int64_t llo, lhi;  // logical rows (workspace)
+  int64_t rb;        // the warp's 16-row block in the workspace
   float* dx;
 };
 
@@ -886,7 +897,7 @@ struct SplitCtx {
 template <class C, int m>
 __device__ __forceinline__ void split_step(const uint32_t (&dzf)[C::rows(m) / 16][4], const SplitCtx& k) {
   constexpr int M = C::rows(m), N = C::cols(m);
-  store_frags_global<M>(k.work + Split<C>::dz_off(m, k.P), dzf, k.llo, k.lhi, k.lane);
+  store_frags_tiled<M>(k.work + Split<C>::dz_off(m, k.R), dzf, k.rb, k.lane);
   const int c = 2 * (k.lane & 3);
   if constexpr (m > 0) {
     float da[N / 8][4];
@@ -899,8 +910,9 @@ __device__ __forceinline__ void split_step(const uint32_t (&dzf)[C::rows(m) / 16
     for (int j = 0; j < N / 8; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int bit = ((j >> 1) * 4 + (((j & 1) << 1) | (e >> 1))) * 2 + (e & 1);
-        if (((bits[bit >> 5] >> (bit & 31)) & 1u) == 0u) da[j][e] *= k.slope;
+        const int kk = (j >> 1) * 4 + (((j & 1) << 1) | (e >> 1));  // register of da[j][e] after to_frags
+        const uint32_t bit = 1u << ((kk & 15) + 16 * (e & 1));
+        if ((bits[kk >> 4] & bit) == 0u) da[j][e] *= k.slope;
       }
     uint32_t nf[N / 16][4];
     to_frags<N>(nf, da);
@@ -926,7 +938,7 @@ template <class C, class In, class Dy>
 __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     mlp_bwd_split_kernel(const In in, const Dy dys, const __half* __restrict__ w, const int32_t* __restrict__ perm,
                          const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ dx,
-                         __half* __restrict__ work, float* __restrict__ scales, int max_tiles, float slope) {
+                         __half* __restrict__ work, float* __restrict__ scales, int64_t R, float slope) {
   using S = Split<C>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* ws = reinterpret_cast<__half*>(smem_raw);
@@ -939,6 +951,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 
   const int64_t begin = offsets ? offsets[g] : 0;
   const int64_t end = offsets ? offsets[g + 1] : P;
+  const int64_t tb = offsets ? tile_base(offsets, g) : 0;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int lr = warp * 16 + (lane >> 2);
 
@@ -946,52 +959,86 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     __syncthreads();  // the weights (first tile); red of the previous tile
     const int64_t l = begin + t * kBwdT + lr;
     int64_t rlo[1] = {mem_row(l, end, perm)}, rhi[1] = {mem_row(l + 8, end, perm)};
-    const int64_t llo = l < end ? l : -1, lhi = l + 8 < end ? l + 8 : -1;
+    const int64_t rb = (tb + t) * kBwdWarps + warp;
 
     uint32_t ax[1][C::IN / 16][4];
     in.template load<C::IN, 1>(ax, rlo, rhi, lane);
-    store_frags_global<C::IN>(work + S::act_off(0, P), ax[0], llo, lhi, lane);
+    store_frags_tiled<C::IN>(work + S::act_off(0, R), ax[0], rb, lane);
     float acc[1][C::H / 8][4];
     uint32_t ah[1][C::H / 16][4];
     gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
     apply_lrelu<C::H>(acc[0], slope);
     to_frags<C::H>(ah[0], acc[0]);
     positive_mask<C::H, W>(msk, MS, ah[0]);
-    store_frags_global<C::H>(work + S::act_off(1, P), ah[0], llo, lhi, lane);
+    store_frags_tiled<C::H>(work + S::act_off(1, R), ah[0], rb, lane);
 #pragma unroll
     for (int m = 1; m < C::NH; ++m) {
       gemm_nk<C::H, C::H, 1>(acc, ah, ws + C::wsoff(m), lane);
       apply_lrelu<C::H>(acc[0], slope);
       to_frags<C::H>(ah[0], acc[0]);
       positive_mask<C::H, W>(msk + m * W * MS, MS, ah[0]);
-      store_frags_global<C::H>(work + S::act_off(m + 1, P), ah[0], llo, lhi, lane);
+      store_frags_tiled<C::H>(work + S::act_off(m + 1, R), ah[0], rb, lane);
     }
 
     float gy[C::OUT / 8][4];
     const float inv_s = tile_dy<C>(gy, dys, ah, ws, rlo[0], rhi[0], red, warp, lane);
-    if (threadIdx.x == 0) scales[static_cast<int64_t>(g) * max_tiles + t] = inv_s;
+    if (threadIdx.x == 0) scales[tb + t] = inv_s;
     uint32_t dzf[C::OUT / 16][4];
     to_frags<C::OUT>(dzf, gy);
-    const SplitCtx k{ws, msk, work, P, inv_s, slope, lane, rlo[0], rhi[0], llo, lhi, dx};
+    const SplitCtx k{ws, msk, work, R, inv_s, slope, lane, rlo[0], rhi[0], rb, dx};
     split_step<C, C::NH>(dzf, k);
   }
 }
 
+// Spread one fragment-native run element (lane l's 16 bytes of a 16 x 16
+// block) into row-major shared memory [row][stride]: rows r, r + 8 and
+// columns c, c + 8 of the block (the pattern of store_frags: no conflicts).
+__device__ __forceinline__ void spread_frag(__half* s, int stride, int row0, int col0, int l, const uint4& v) {
+  const int r = row0 + (l >> 2), c = col0 + 2 * (l & 3);
+  *reinterpret_cast<uint32_t*>(s + r * stride + c) = v.x;
+  *reinterpret_cast<uint32_t*>(s + (r + 8) * stride + c) = v.y;
+  *reinterpret_cast<uint32_t*>(s + r * stride + c + 8) = v.z;
+  *reinterpret_cast<uint32_t*>(s + (r + 8) * stride + c + 8) = v.w;
+}
+
+// 16-byte asynchronous copy global -> shared.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
 // One (matrix m, column chunk) of the weight gradient over the tiles
 // blockIdx.x, + gridDim.x, ... of group g; writes the block's partial sum.
+// The next tile's runs stream into a staging buffer (cp.async, as stored)
+// while the tensor cores work on this tile; then they are spread into the
+// row-major buffers that ldmatrix.trans reads.
 template <class C, int m>
 __device__ __forceinline__ void dw_chunk(int chunk, const __half* __restrict__ work, const float* __restrict__ scales,
-                                         int64_t P, int64_t begin, int64_t end, int max_tiles, int g,
+                                         int64_t R, int64_t tb, int64_t begin, int64_t end,
                                          float* __restrict__ out, __half* smem) {
   using S = Split<C>;
   constexpr int M = C::rows(m), N = C::cols(m), NC = S::chunk(m), NT = NC / 8, TPW = S::tpw(m);
-  constexpr int SDZ = M + kPad, SA = NC + kPad;
-  __half* sdz = smem;               // [kBwdT][M + kPad]
-  __half* sa = smem + kBwdT * SDZ;  // [kBwdT][NC + kPad]
-  const __half* dz_src = work + S::dz_off(m, P);
-  const __half* a_src = work + S::act_off(m, P) + chunk * NC;
+  constexpr int SDZ = M + kPad, SA = NC + kPad, KBM = M / 16, KBN = N / 16, KBC = NC / 16;
+  constexpr int NDZ = kBwdWarps * KBM * 32, NA = kBwdWarps * KBC * 32;  // 16-byte runs per tile
+  uint4* stg = reinterpret_cast<uint4*>(smem);                      // [NDZ + NA] as stored
+  __half* sdz = smem + 8 * (NDZ + NA);                              // [kBwdT][M + kPad]
+  __half* sa = sdz + kBwdT * SDZ;                                   // [kBwdT][NC + kPad]
+  const uint4* dz_src = reinterpret_cast<const uint4*>(work + S::dz_off(m, R));
+  const uint4* a_src = reinterpret_cast<const uint4*>(work + S::act_off(m, R));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int q = lane >> 3, i = lane & 7;
+
+  auto issue = [&](int64_t t) {
+    const int64_t rb0 = (tb + t) * kBwdWarps;  // first 16-row block of the tile
+    const uint4* dz = dz_src + rb0 * KBM * 32;  // the tile's dZ runs are contiguous
+    for (int v = threadIdx.x; v < NDZ; v += blockDim.x) cp_async16(stg + v, dz + v);
+    for (int v = threadIdx.x; v < NA; v += blockDim.x) {
+      const int b = v / (KBC * 32), r = v % (KBC * 32);
+      cp_async16(stg + NDZ + v, a_src + ((rb0 + b) * KBN + chunk * KBC) * 32 + r);
+    }
+    cp_async_commit();
+  };
 
   float dw[TPW][4];
 #pragma unroll
@@ -999,25 +1046,23 @@ __device__ __forceinline__ void dw_chunk(int chunk, const __half* __restrict__ w
 #pragma unroll
     for (int e = 0; e < 4; ++e) dw[j][e] = 0.f;
 
-  for (int64_t t = blockIdx.x; begin + t * kBwdT < end; t += gridDim.x) {
-    const int64_t base = begin + t * kBwdT;
-    const int64_t left = end - base;
-    const int valid = left < kBwdT ? static_cast<int>(left) : kBwdT;
-    __syncthreads();  // the previous tile's products are done with sdz / sa
-    for (int v = threadIdx.x; v < kBwdT * (M / 8); v += blockDim.x) {
-      const int r = v / (M / 8), c8 = v % (M / 8);
-      uint4 val = make_uint4(0u, 0u, 0u, 0u);
-      if (r < valid) val = __ldg(reinterpret_cast<const uint4*>(dz_src + (base + r) * M + c8 * 8));
-      *reinterpret_cast<uint4*>(sdz + r * SDZ + c8 * 8) = val;
+  int64_t t = blockIdx.x;
+  if (begin + t * kBwdT < end) issue(t);
+  for (; begin + t * kBwdT < end; t += gridDim.x) {
+    cp_async_wait_all();
+    __syncthreads();  // the tile has landed; the previous tile's products are done
+    // blockDim.x is a multiple of 32, so v % 32 is the run's lane.
+    for (int v = threadIdx.x; v < NDZ; v += blockDim.x) {
+      const int b = v / (KBM * 32), kb = (v / 32) % KBM;
+      spread_frag(sdz, SDZ, b * 16, kb * 16, v % 32, stg[v]);
     }
-    for (int v = threadIdx.x; v < kBwdT * (NC / 8); v += blockDim.x) {
-      const int r = v / (NC / 8), c8 = v % (NC / 8);
-      uint4 val = make_uint4(0u, 0u, 0u, 0u);
-      if (r < valid) val = __ldg(reinterpret_cast<const uint4*>(a_src + (base + r) * N + c8 * 8));
-      *reinterpret_cast<uint4*>(sa + r * SA + c8 * 8) = val;
+    for (int v = threadIdx.x; v < NA; v += blockDim.x) {
+      const int b = v / (KBC * 32), kb = (v / 32) % KBC;
+      spread_frag(sa, SA, b * 16, kb * 16, v % 32, stg[NDZ + v]);
     }
     __syncthreads();
-    const float inv_s = scales[static_cast<int64_t>(g) * max_tiles + t];
+    if (begin + (t + gridDim.x) * kBwdT < end) issue(t + gridDim.x);
+    const float inv_s = scales[tb + t];
     float acc[TPW][4];
 #pragma unroll
     for (int j = 0; j < TPW; ++j)
@@ -1056,28 +1101,28 @@ __device__ __forceinline__ void dw_chunk(int chunk, const __half* __restrict__ w
 }
 
 template <class C, int m>
-__device__ __forceinline__ void dw_dispatch(int pair, const __half* work, const float* scales, int64_t P,
-                                            int64_t begin, int64_t end, int max_tiles, int g, float* out,
-                                            __half* smem) {
+__device__ __forceinline__ void dw_dispatch(int pair, const __half* work, const float* scales, int64_t R, int64_t tb,
+                                            int64_t begin, int64_t end, float* out, __half* smem) {
   if constexpr (m < C::NMAT) {
     if (pair < Split<C>::pair_begin(m + 1))
-      dw_chunk<C, m>(pair - Split<C>::pair_begin(m), work, scales, P, begin, end, max_tiles, g, out, smem);
+      dw_chunk<C, m>(pair - Split<C>::pair_begin(m), work, scales, R, tb, begin, end, out, smem);
     else
-      dw_dispatch<C, m + 1>(pair, work, scales, P, begin, end, max_tiles, g, out, smem);
+      dw_dispatch<C, m + 1>(pair, work, scales, R, tb, begin, end, out, smem);
   }
 }
 
 // grid (blocks, Split<C>::NPAIRS, groups); dw_partial (groups, blocks, NW).
 template <class C>
-__global__ void __launch_bounds__(kBwdWarps * 32)
+__global__ void __launch_bounds__(kBwdWarps * 32, 2)
     mlp_dw_kernel(const __half* __restrict__ work, const float* __restrict__ scales,
-                  const int32_t* __restrict__ offsets, int64_t P, int max_tiles, float* __restrict__ dw_partial) {
+                  const int32_t* __restrict__ offsets, int64_t P, int64_t R, float* __restrict__ dw_partial) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int g = blockIdx.z;
   const int64_t begin = offsets ? offsets[g] : 0;
   const int64_t end = offsets ? offsets[g + 1] : P;
+  const int64_t tb = offsets ? tile_base(offsets, g) : 0;
   float* out = dw_partial + (static_cast<int64_t>(g) * gridDim.x + blockIdx.x) * C::NW;
-  dw_dispatch<C, 0>(blockIdx.y, work, scales, P, begin, end, max_tiles, g, out, reinterpret_cast<__half*>(smem_raw));
+  dw_dispatch<C, 0>(blockIdx.y, work, scales, R, tb, begin, end, out, reinterpret_cast<__half*>(smem_raw));
 }
 
 // ---------------------------------------------------------------- host side
@@ -1159,7 +1204,7 @@ int backward_blocks_with(const MlpArgs& a) {
     const int64_t resident = static_cast<int64_t>(device_attr(cudaDevAttrMultiProcessorCount)) * occ;
     const int64_t cols = static_cast<int64_t>(S::NPAIRS) * a.groups;
     const int64_t want = (resident + cols - 1) / cols;
-    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, S::max_tiles(a.P))));
+    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, S::tiles(a.P, 1))));
   } else {
     const size_t smem = Bwd<C>::SMEM_BYTES;
     auto kernel = mlp_bwd_kernel<C, In, Dy>;
@@ -1188,20 +1233,19 @@ void launch_backward_with(const MlpArgs& a, const In& in, const Dy& dy, float* d
     using S = Split<C>;
     if (a.workspace == nullptr) throw std::invalid_argument("fused_mlp: the split backward needs a workspace");
     __half* work = static_cast<__half*>(a.workspace);
-    float* scales = reinterpret_cast<float*>(static_cast<char*>(a.workspace) + S::scale_off_bytes(a.P));
-    const int max_tiles = S::max_tiles(a.P);
+    float* scales = reinterpret_cast<float*>(static_cast<char*>(a.workspace) + S::scale_off_bytes(a.P, a.groups));
+    const int64_t R = S::tiles(a.P, a.groups) * kBwdT;
     if (a.P > 0) {
       const size_t smem = S::data_smem();
       auto data = mlp_bwd_split_kernel<C, In, Dy>;
       prepare_smem(data, smem, "backward (data pass)");
       const int dbx = persistent_blocks(data, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
       data<<<dim3(dbx, a.groups), kBwdWarps * 32, smem, a.stream>>>(in, dy, static_cast<const __half*>(a.w), a.perm,
-                                                                    a.offsets, a.P, dx, work, scales, max_tiles,
-                                                                    a.slope);
+                                                                    a.offsets, a.P, dx, work, scales, R, a.slope);
       check_cuda(cudaGetLastError(), "backward data-pass launch");
     }
     mlp_dw_kernel<C><<<dim3(bx, S::NPAIRS, a.groups), kBwdWarps * 32, S::dw_smem(), a.stream>>>(
-        work, scales, a.offsets, a.P, max_tiles, dw_partial);
+        work, scales, a.offsets, a.P, R, dw_partial);
     check_cuda(cudaGetLastError(), "backward weight-gradient launch");
   } else {
     const size_t smem = Bwd<C>::SMEM_BYTES;

@@ -236,7 +236,15 @@ def test_shipped_model_trains_on_the_fused_kernels(sensor, monkeypatch, caplog):
            "front_level": functools.partial(saved["front_level"], mlp_fn=mlp_f16_rounded)}
     monkeypatch.setitem(dispatch._registered, "torch", f16)
     params64 = list(model.parameters())
+    want16 = torch.autograd.grad(model(x.double(), cfa, noise.double()), params64, gout.double())
+    monkeypatch.setitem(dispatch._registered, "torch", saved)
     want = torch.autograd.grad(model(x.double(), cfa, noise.double()), params64, gout.double())
-    flat = lambda gs: torch.cat([t.reshape(-1) for t in gs])
-    assert torch.isfinite(flat(got)).all()
-    assert rel(flat(got), flat(want)) < TOLERANCES["grad"]
+    names = [n for n, _ in model.named_parameters()]
+    for name, a, b, c in zip(names, got, want16, want):
+        assert torch.isfinite(a).all(), name
+        e16, e64, inherent = rel(a, b), rel(a, c), rel(b, c)
+        # The kernels must be no worse than a float64 model whose MLPs round
+        # like theirs (its own distance from the exact gradient is the f16
+        # sign flips of hidden units near zero, which both share).
+        assert e64 <= TOLERANCES["grad_vs_exact_factor"] * inherent + TOLERANCES["grad_vs_exact_slack"], \
+            f"{name}: {e64:.2e} vs exact, f16 ref vs exact {inherent:.2e}, vs f16 ref {e16:.2e}"
