@@ -255,20 +255,19 @@ def check_model(chk: Checks, arch: str = "default"):
             m.backend = be
             for p in m.parameters():
                 p.requires_grad_(True)
-            saved = dispatch._registered["torch"]
+            # The reference backend calls dispatch.OPS directly: patch the ops there.
+            saved = dict(dispatch.OPS)
             if name == "f64-f16mlp":
-                dispatch._registered["torch"] = {**saved, "mlp": f16_mlp64}
-                dispatch._registered["torch"]["colour_level"] = functools.partial(
-                    saved["colour_level"], mlp_fn=f16_mlp64)
-                dispatch._registered["torch"]["front_level"] = functools.partial(
-                    saved["front_level"], mlp_fn=f16_mlp64)
+                dispatch.OPS["mlp"] = f16_mlp64
+                dispatch.OPS["colour_level"] = functools.partial(saved["colour_level"], mlp_fn=f16_mlp64)
+                dispatch.OPS["front_level"] = functools.partial(saved["front_level"], mlp_fn=f16_mlp64)
             try:
                 out = m(x.to(dt), cfa, noise.to(dt))
                 sets = m.weight_sets()
                 grads = {k: torch.autograd.grad(smape_loss(out, target.to(dt)), v, retain_graph=True)
                          for k, v in sets.items()}
             finally:
-                dispatch._registered["torch"] = saved
+                dispatch.OPS.update(saved)
             res[name] = (out.detach(), grads)
         tag = f"model {arch} {sensor}"
         chk.add(f"{tag} {N}x{H}x{W} output rel err vs f64", rel(res["fused"][0], res["f64"][0]), TOL_FWD)

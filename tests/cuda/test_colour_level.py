@@ -47,7 +47,10 @@ def weights(seed, mode="softmax", dims=DIMS):
 
         config = ModelConfig(apply_mode="plain", width=dims[1], hidden_layers=dims[3])
         ws = [w.detach().clone() for w in KPNT("rgb", config).weight_sets()["colour"]]
-        ws[-1][:, 1:] += torch.randn(dims[2], dims[1] - 1, generator=g) * 0.5
+        # Logit perturbations of one spread at every width (a sum over
+        # width - 1 units): wider, they would put more kernel sums near 0,
+        # where f16 and f32 differ by O(1) (plain normalisation divides).
+        ws[-1][:, 1:] += torch.randn(dims[2], dims[1] - 1, generator=g) * 0.5 * math.sqrt(64 / dims[1])
     else:
         n_in, h, n_out, nh = dims
         shapes = [(h, n_in)] + [(h, h)] * (nh - 1) + [(n_out, h)]

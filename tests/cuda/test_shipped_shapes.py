@@ -199,15 +199,18 @@ def test_compiled_table_is_the_shapes_file():
 def test_shipped_model_trains_on_the_fused_kernels(sensor, monkeypatch, caplog):
     """The shipped model with its weights, backend 'auto' with gradients:
     both fused levels run (no fallback logged), and every weight set's
-    gradient matches a float64 reference whose MLPs round like the kernels."""
-    from kpnt.testing import mlp_f16_rounded
+    gradient is within TOLERANCES['grad'] of a float64 model whose MLPs
+    round like the kernels (as tools/bench_kernels.py check_model).  The
+    mosaic is 2 x 131 x 157: on one 52 x 46 crop the f16-rounding reference
+    itself was 1.5-2.7e-2 from the exact gradient, too few pixels to judge."""
     from kpnt.weights_io import load_weights, shipped_weights
 
     cfa = CFA.bayer("BGGR") if sensor == "bayer" else CFA.xtrans(2, 1)
+    N, H, W = 2, 131, 157
     g = torch.Generator().manual_seed(3)
-    x = (torch.rand(1, 1, 52, 46, generator=g) * 0.5 + 0.1).cuda()
-    noise = torch.tensor([[[2e-3, 1e-3, 3e-3], [1e-5, 2e-5, 1e-5]]], device="cuda")
-    gout = torch.randn(1, 3, 52, 46, generator=g).cuda()
+    x = (torch.rand(N, 1, H, W, generator=g) * 0.5 + 0.1).cuda()
+    noise = torch.tensor([[[2e-3, 1e-3, 3e-3], [1e-5, 2e-5, 1e-5]]] * N, device="cuda")
+    gout = torch.randn(N, 3, H, W, generator=g).cuda()
     model = load_weights(shipped_weights(sensor), sensor=sensor)[0].cuda()
     calls = []
     table = dispatch._backend_ops("cuda")
@@ -219,32 +222,27 @@ def test_shipped_model_trains_on_the_fused_kernels(sensor, monkeypatch, caplog):
             return _real(*a, **kw)
         monkeypatch.setitem(table, op, counted)
     monkeypatch.setattr(dispatch, "_unsupported_logged", set())
-    params = list(model.parameters())
-    for p in params:
+    for p in model.parameters():
         p.requires_grad_(True)
     model.backend = "auto"
+    sets = model.weight_sets()
     with caplog.at_level(logging.WARNING, logger="kpnt.ops.dispatch"):
-        got = torch.autograd.grad(model(x, cfa, noise), params, gout)
+        out = model(x, cfa, noise)
+    got = {k: torch.autograd.grad(out, v, gout, retain_graph=True) for k, v in sets.items()}
     assert set(calls) == {"colour_level", "front_level"}
     assert not [r for r in caplog.records if "reference" in r.getMessage()]
 
     model = model.double()
     model.backend = "torch"
-    saved = dispatch._registered["torch"]
-    f16 = {**saved, "mlp": mlp_f16_rounded,
-           "colour_level": functools.partial(saved["colour_level"], mlp_fn=mlp_f16_rounded),
-           "front_level": functools.partial(saved["front_level"], mlp_fn=mlp_f16_rounded)}
-    monkeypatch.setitem(dispatch._registered, "torch", f16)
-    params64 = list(model.parameters())
-    want16 = torch.autograd.grad(model(x.double(), cfa, noise.double()), params64, gout.double())
-    monkeypatch.setitem(dispatch._registered, "torch", saved)
-    want = torch.autograd.grad(model(x.double(), cfa, noise.double()), params64, gout.double())
-    names = [n for n, _ in model.named_parameters()]
-    for name, a, b, c in zip(names, got, want16, want):
-        assert torch.isfinite(a).all(), name
-        e16, e64, inherent = rel(a, b), rel(a, c), rel(b, c)
-        # The kernels must be no worse than a float64 model whose MLPs round
-        # like theirs (its own distance from the exact gradient is the f16
-        # sign flips of hidden units near zero, which both share).
-        assert e64 <= TOLERANCES["grad_vs_exact_factor"] * inherent + TOLERANCES["grad_vs_exact_slack"], \
-            f"{name}: {e64:.2e} vs exact, f16 ref vs exact {inherent:.2e}, vs f16 ref {e16:.2e}"
+    # The reference backend calls dispatch.OPS directly: its MLPs round like the kernels' here.
+    ref_ops = dict(dispatch.OPS)
+    monkeypatch.setitem(dispatch.OPS, "mlp", mlp_f16_rounded)
+    for op in ("colour_level", "front_level"):
+        monkeypatch.setitem(dispatch.OPS, op, functools.partial(ref_ops[op], mlp_fn=mlp_f16_rounded))
+    sets64 = model.weight_sets()
+    out64 = model(x.double(), cfa, noise.double())
+    flat = lambda gs: torch.cat([t.reshape(-1) for t in gs])
+    for k, v in sets64.items():
+        want = torch.autograd.grad(out64, v, gout.double(), retain_graph=True)
+        assert torch.isfinite(flat(got[k])).all(), k
+        assert rel(flat(got[k]), flat(want)) < TOLERANCES["grad"], k
