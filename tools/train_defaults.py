@@ -15,7 +15,7 @@ The recipe (README, "Training the defaults"):
   own kind's held-out bodies at ISO 800/3200/6400;
 * the model of DESIGN.md with the changes the ablation table chose
   (``SHIPPED_ARCH``: per-channel front kernels, plain normalisation, MLP
-  width 128; these parts run on the PyTorch reference), SMAPE loss, Adam
+  width 128; fused since session 10's split backward), SMAPE loss, Adam
   1e-3 cosine-decayed to 10%, batch 16 tiles of 144 photosites, random CFA
   phases; fused CUDA kernels with the CUDA-graph training step.
 

@@ -7,9 +7,11 @@ per-photosite maps, the predicted kernel is applied in its epilogue.
 Differentiable in ``U`` and every weight set by the fused backward (an
 adjoint kernel gathers dL/dd back onto the photosites, no atomics);
 gradients to ``x``, ``S`` or ``noise``, if asked for, come from the
-reference level around the fused MLP.  Per-channel kernels are compiled
-forward only (``kernels/shapes.def``): :mod:`kpnt.ops` routes calls that
-need their weight gradients to the reference before they get here.
+reference level around the fused MLP.  Shared and per-channel kernels
+both have a fused backward where their ``kernels/shapes.def`` line says
+``train 1`` (width 128 through the split backward); a line compiled
+forward only is routed to the reference by :mod:`kpnt.ops` when weight
+gradients are needed, before it gets here.
 """
 from __future__ import annotations
 
