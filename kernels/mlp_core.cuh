@@ -31,6 +31,10 @@
 //   dZ_m  = dA_m * lrelu'(A_m) (sign of the stored post-activation: slope > 0
 //                               keeps the sign of the pre-activation)
 // Each block writes its partial dW once at the end; the caller sums them.
+// Shapes whose weights and tile activations exceed shared memory (width 128)
+// take the split backward instead: the same walk with activations and dZ
+// through a device workspace, and dW as a separate tensor-core pass (see
+// "backward, split" below).
 //
 // f16 range: gradients of a mean loss over millions of pixels are ~1e-7 and
 // would underflow f16.  Each tile therefore scales dL/dy by a power of two

@@ -20,9 +20,9 @@ One call does everything a GPU lease should (docs/KERNELS.md, METHOD.md):
    graphed training steps for Bayer and X-Trans in one run
    (``--train-steps-only`` runs just this part).
 
-``--inference-only``: the forward-only configurations (the shipped models'
-width-128 colour MLP and per-channel front kernels) against float64, the
-shipped models (``kpnt/weights``) fused vs float64 and float32 reference on
+``--inference-only``: every trainable configuration's MLP checks, any
+forward-only line of kernels/shapes.def against float64 (none since the
+shipped shapes train, session 10), the shipped models (``kpnt/weights``) fused vs float64 and float32 reference on
 Bayer and X-Trans mosaics, and 24-MP inference of the shipped models and of
 DESIGN.md's default architecture, reference vs fused, in one run.
 
