@@ -16,7 +16,11 @@ weight set, its distance from the f16-rounding reference next to that
 reference's distance from the exact gradient.  If the emulation reproduces
 the GPU's numbers, the tile scaling is the cause.
 
-Usage: python tools/emulate_f16_backward.py [--sensor xtrans] [--size 2 211 299]
+Usage: python tools/emulate_f16_backward.py [--sensor xtrans] [--size 2 211 299] [--seed S] [--fused]
+
+``--fused`` (GPU) adds the fused kernels' gradients for the same inputs.
+Seven CPU seeds (1-7) of the shipped X-Trans model: A 1-4e-5, B <= 2.2e-3,
+C 1.6-5.5e-3 for every weight set.
 """
 from __future__ import annotations
 
@@ -100,6 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sensor", default="xtrans", choices=["bayer", "xtrans"])
     ap.add_argument("--size", type=int, nargs=3, default=[2, 211, 299], metavar=("N", "H", "W"))
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--fused", action="store_true",
+                    help="also run the same inputs through the fused kernels (needs a GPU): column D")
     args = ap.parse_args(argv)
     from kpnt.mosaic.cfa import reference_cfa
     from kpnt.weights_io import load_weights, shipped_weights
@@ -133,16 +139,30 @@ def main(argv=None) -> int:
 
     exact, f16ref = grads(None), grads(mlp_f16_rounded)
     emul, emul32 = grads(kernel_like_mlp), grads(kernel_like_mlp_f32)
+    fused = None
+    if args.fused:
+        m32 = load_weights(shipped_weights(args.sensor), sensor=args.sensor)[0].cuda()
+        m32.backend = "cuda"
+        for p in m32.parameters():
+            p.requires_grad_(True)
+        sets32 = m32.weight_sets()
+        xc, nc, bc = x.float().cuda(), noise.float().cuda(), base.float().cuda()
+        out = m32(xc, cfa, nc)
+        loss = ((out - bc).abs() / (out.abs() + bc.abs() + 1e-3)).mean()
+        fused = {k: [t.double().cpu() for t in torch.autograd.grad(loss, v, retain_graph=True)]
+                 for k, v in sets32.items()}
     flat = lambda gs: torch.cat([t.reshape(-1) for t in gs])
     print(f"shipped {args.sensor} model, {N}x{H}x{W}, float64 on the CPU; relative distances of the gradients")
     print("  A: kernel-like backward (tile-scaled f16 dZ) vs the f16-rounding reference")
     print("  B: the same with the forward accumulated in float32 vs the f16-rounding reference")
     print("  C: the f16-rounding reference vs the exact float64 model")
-    print(f"{'weight set':<22s} {'A':>10s} {'B':>10s} {'C':>10s}")
+    if fused is not None:
+        print("  D: the fused kernels (float32 model on the GPU, same inputs) vs the f16-rounding reference")
+    print(f"{'weight set':<22s} {'A':>10s} {'B':>10s} {'C':>10s}" + (f" {'D':>10s}" if fused else ""))
     for k in sets:
         r = flat(f16ref[k])
         print(f"{k:<22s} {rel(flat(emul[k]), r):10.2e} {rel(flat(emul32[k]), r):10.2e} "
-              f"{rel(r, flat(exact[k])):10.2e}")
+              f"{rel(r, flat(exact[k])):10.2e}" + (f" {rel(flat(fused[k]), r):10.2e}" if fused else ""))
     return 0
 
 
