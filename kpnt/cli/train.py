@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "per CFA site position without re-orientation (for ablations; runs on the PyTorch reference)")
     arch.add_argument("--front-kernels", choices=list(FRONT_KERNELS), default=None,
                       help="front level kernels: one shared by the three channels (shared, DESIGN.md 3), or "
-                      "per_channel: one per output channel (runs on the PyTorch reference)")
+                      "per_channel: one per output channel (fused at front width 128, the shipped models'; other "
+                      "widths run on the PyTorch reference)")
     arch.add_argument("--front-width", type=int_at_least(1), help="front MLP width, a multiple of 16 (default: the shipped model's)")
     arch.add_argument("--front-radius", type=int_at_least(1, 8), help="front kernel radius: (2r+1)^2 taps (default: the shipped model's; the fused kernels run 2 only)")
     arch.add_argument("--guide-layers", type=int_at_least(0, 64), help="3x3 convolution layers of the guide, the convolutional demosaicer at CFA-period "
