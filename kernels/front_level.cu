@@ -148,6 +148,30 @@ struct FrontOut {
   }
 };
 
+// Per-channel kernels (FrontOutRoles, FrontDyRoles): the tap detail of
+// every kernel column the thread holds of one row (column r T + t reads tap
+// t; 0 outside the image or when !valid; each tap is read once per role that
+// holds it, the three roles' columns lie in different lanes), and the row's
+// blend sigmoid(o_3T).  All 32 lanes call this together (quad sum).
+template <int NQ>
+__device__ __forceinline__ float role_details(float (&dt)[NQ], const float (&o)[NQ], const float* img, int y, int x,
+                                              int ps, bool valid, int c, const FGeo& g) {
+  const int T = g.T;
+  float bl = 0.f;
+#pragma unroll
+  for (int q = 0; q < NQ; ++q) {
+    const int col = out_col(q, c);
+    if (col == 3 * T) bl = o[q];
+    dt[q] = 0.f;
+    if (valid && col < 3 * T) {
+      const int t = col - (col >= T ? T : 0) - (col >= 2 * T ? T : 0);
+      const int off = g.tap(y, x, ps, t);
+      if (off >= 0) dt[q] = __ldg(img + off);
+    }
+  }
+  return sigmoid(quad_sum(bl));
+}
+
 // Forward epilogue of per-channel front kernels (ModelConfig.front_kernels
 // 'per_channel'; reference: front_level with kernels='per_channel'): columns
 // [r T, (r + 1) T) are the kernel of role r, column 3 T the blend logit, and
@@ -170,21 +194,8 @@ struct FrontOutRoles {
     each_front_row<OUT, R>(out, rlo, rhi, g, [&](const float (&o)[NQ], int64_t p, int64_t n, int y, int x) {
       const int ps = g.pos(y, x);
       const float* img = fmap + n * 4 * g.HW;
-      // Tap details of every kernel column (each tap is read once per role
-      // that holds it; the three roles' columns lie in different lanes).
-      float dt[NQ], bl = 0.f;
-#pragma unroll
-      for (int q = 0; q < NQ; ++q) {
-        const int col = out_col(q, c);
-        if (col == 3 * T) bl = o[q];
-        dt[q] = 0.f;
-        if (p >= 0 && col < 3 * T) {
-          const int t = col - (col >= T ? T : 0) - (col >= 2 * T ? T : 0);
-          const int off = g.tap(y, x, ps, t);
-          if (off >= 0) dt[q] = __ldg(img + off);
-        }
-      }
-      const float sig = sigmoid(quad_sum(bl));
+      float dt[NQ];
+      const float sig = role_details<NQ>(dt, o, img, y, x, ps, p >= 0, c, g);
       float delta[3];
 #pragma unroll
       for (int role = 0; role < 3; ++role) {
@@ -304,19 +315,8 @@ struct FrontDyRoles {
       if (p >= 0) g.at(p, n, y, x);
       const int ps = g.pos(y, x);
       const float* img = fmap + n * 4 * g.HW;
-      float dt[NQ], bl = 0.f;
-#pragma unroll
-      for (int q = 0; q < NQ; ++q) {
-        const int col = out_col(q, c);
-        if (col == 3 * T) bl = o[q];
-        dt[q] = 0.f;
-        if (p >= 0 && col < 3 * T) {
-          const int t = col - (col >= T ? T : 0) - (col >= 2 * T ? T : 0);
-          const int off = g.tap(y, x, ps, t);
-          if (off >= 0) dt[q] = __ldg(img + off);
-        }
-      }
-      const float sig = sigmoid(quad_sum(bl));
+      float dt[NQ];
+      const float sig = role_details<NQ>(dt, o, img, y, x, ps, p >= 0, c, g);
       float d[NQ], av[NQ];
 #pragma unroll
       for (int q = 0; q < NQ; ++q) d[q] = av[q] = 0.f;
