@@ -332,8 +332,10 @@ def smooth_scenes(n, size, gen):
     return img ** 2.2
 
 
-def parity_run(steps, seed=0):
-    """Same short synthetic training with backend 'torch' and 'cuda': validation PSNRs."""
+def parity_run(steps, seed=0, cases=(("default", BAYER),)):
+    """Same short synthetic training with backend 'torch' and 'cuda', per
+    (architecture of :data:`STEP_ARCHS`, sensor) case: validation PSNRs,
+    ``out[(arch, sensor)][backend]``."""
     import numpy as np
 
     from kpnt.model import KPNT
@@ -342,47 +344,62 @@ def parity_run(steps, seed=0):
 
     xyz_to_srgb = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
     cam = CameraModel("bench", xyz_to_srgb, np.array([[[3e-4] * 3, [2e-6] * 3], [[1e-3] * 3, [1e-5] * 3]]))
-    cfa = bench_cfa(BAYER)
-    gen = torch.Generator().manual_seed(seed)
-    batches = [synthesize(smooth_scenes(8, 96, gen), cfa, [cam], gen) for _ in range(steps)]
-    val = [synthesize(smooth_scenes(8, 96, gen), cfa, [cam], gen) for _ in range(2)]
-    to = lambda b: (b.x.cuda(), b.target.cuda(), b.noise.cuda(), b.valid.cuda())
-    batches = [to(b) for b in batches]
-    val = [to(b) for b in val]
+    to = lambda b: (b.x.cuda(), b.target.cuda(), b.noise.cuda(), b.valid.cuda())  # noqa: E731
     out = {}
-    for be in ("torch", "cuda"):
-        torch.manual_seed(seed)
-        m = KPNT(BAYER, backend=be).cuda()
-        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    for arch, sensor in cases:
+        cfa = bench_cfa(sensor)
+        gen = torch.Generator().manual_seed(seed)
+        batches = [to(synthesize(smooth_scenes(8, 96, gen), cfa, [cam], gen)) for _ in range(steps)]
+        val = [to(synthesize(smooth_scenes(8, 96, gen), cfa, [cam], gen)) for _ in range(2)]
+        res = out[(arch, sensor)] = {}
+        for be in ("torch", "cuda"):
+            torch.manual_seed(seed)
+            m = KPNT(sensor, step_config(arch, sensor), backend=be).cuda()
+            opt = torch.optim.Adam(m.parameters(), lr=1e-3)
 
-        def validate():
-            with torch.no_grad():
-                return torch.cat([psnr_linear(m(x, cfa, nz), t) for x, t, nz, _ in val]).mean().item()
+            def validate():
+                with torch.no_grad():
+                    return torch.cat([psnr_linear(m(x, cfa, nz), t) for x, t, nz, _ in val]).mean().item()
 
-        p0 = validate()
-        t0 = time.perf_counter()
-        losses = []
-        for x, t, nz, v in batches:
-            opt.zero_grad(set_to_none=True)
-            loss = smape(m(x, cfa, nz), t, v)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-        out[be] = {"psnr_init": p0, "psnr": validate(), "loss_last50": sum(losses[-50:]) / 50,
-                   "s": time.perf_counter() - t0}
-        print(f"  parity {be}: val PSNR {p0:.3f} -> {out[be]['psnr']:.3f} dB after {steps} steps, "
-              f"mean loss (last 50) {out[be]['loss_last50']:.5f}, {out[be]['s']:.1f} s", flush=True)
+            p0 = validate()
+            t0 = time.perf_counter()
+            losses = []
+            for x, t, nz, v in batches:
+                opt.zero_grad(set_to_none=True)
+                loss = smape(m(x, cfa, nz), t, v)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+                opt.step()
+                losses.append(loss.item())
+            res[be] = {"psnr_init": p0, "psnr": validate(), "loss_last50": sum(losses[-50:]) / 50,
+                       "s": time.perf_counter() - t0}
+            print(f"  parity {arch} {sensor} {be}: val PSNR {p0:.3f} -> {res[be]['psnr']:.3f} dB after {steps} "
+                  f"steps, mean loss (last 50) {res[be]['loss_last50']:.5f}, {res[be]['s']:.1f} s", flush=True)
     return out
 
 
-#: Architectures the training-step table times: DESIGN.md's default and the
-#: shipped models' (tools/train_defaults.py SHIPPED_ARCH: colour and front
-#: MLPs of width 128, per-channel front kernels, plain normalisation).
+#: Architectures the training-step table times: DESIGN.md's default, the
+#: architecture of the shipped weights (``kpnt/weights``: widths 64, one
+#: shared front kernel, the 16 x 64 residual guide on cuDNN; read from the
+#: files, so the row follows whatever ships) and the wide one
+#: (tools/train_defaults.py SHIPPED_ARCH: colour and front MLPs of width 128,
+#: per-channel front kernels, plain normalisation; the split backward).
 STEP_ARCHS = {
     "default": {},
-    "shipped": dict(width=128, front_width=128, front_kernels="per_channel", apply_mode="plain"),
+    "shipped": "weights",
+    "wide": dict(width=128, front_width=128, front_kernels="per_channel", apply_mode="plain"),
 }
+
+
+def step_config(arch: str, sensor: str):
+    """ModelConfig of a STEP_ARCHS entry for ``sensor``."""
+    from kpnt.model import ModelConfig
+    from kpnt.weights_io import read_metadata, shipped_weights
+
+    spec = STEP_ARCHS[arch]
+    if spec == "weights":
+        return ModelConfig.from_json(read_metadata(shipped_weights(sensor))["config"])
+    return ModelConfig(**spec)
 
 
 def step_tag(sensor, arch, N=4, H=512, W=512):
@@ -394,14 +411,14 @@ def graph_step_timings(reps, archs=tuple(STEP_ARCHS)):
     eager step, fused eager Trainer-like step (finite check with host sync +
     clip), fused graphed step (finite check + clip + masked Adam commit
     inside the graph)."""
-    from kpnt.model import KPNT, ModelConfig
+    from kpnt.model import KPNT
     from kpnt.train.graph_step import GraphedStep, eager_step
 
     rows, res = [], {}
     N, H, W = 4, 512, 512
     for arch in archs:
-        config = ModelConfig(**STEP_ARCHS[arch])
         for sensor in MOSAIC_KINDS:
+            config = step_config(arch, sensor)
             b = step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3)
             tag = step_tag(sensor, arch, N, H, W)
             for name, be in (("reference", "torch"), ("fused eager", "cuda")):

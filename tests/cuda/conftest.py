@@ -3,8 +3,15 @@
 Only items carrying the ``cuda`` marker are skipped; the CPU-side tests in
 this folder (lazy build, error paths) run everywhere, CI included.
 """
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# Helpers shared with the CPU tests (tests/denoise_helpers.py) import by
+# name; put tests/ on the path also when only this folder is collected.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -94,10 +94,12 @@ def test_forward_and_weight_gradients(shape, mode, dims):
     g = torch.autograd.grad((I, a), ws, [gI, ga])
     for i, (x, y16, y) in enumerate(zip(g, ref16_g, ref_g)):
         assert torch.isfinite(x).all()
-        assert rel(x, y16) < TOL_GRAD, f"weights[{i}]: {rel(x, y16):.2e} vs f16 ref, {rel(x, y):.2e} vs exact, " \
-                                       f"f16 ref vs exact {rel(y16, y):.2e}"
-        assert rel(x, y) <= TOLERANCES["grad_vs_exact_factor"] * rel(y16, y) + TOLERANCES["grad_vs_exact_slack"], \
-            f"weights[{i}]"
+        # Two f16 computations of an ill-conditioned sum (few rows, terms that
+        # cancel) may differ by as much as either differs from exact: there
+        # the bound is the f16 reference's own distance from exact.
+        note = f"weights[{i}]: {rel(x, y16):.2e} vs f16 ref, {rel(x, y):.2e} vs exact, f16 ref vs exact {rel(y16, y):.2e}"
+        assert rel(x, y16) < max(TOL_GRAD, rel(y16, y)), note
+        assert rel(x, y) <= TOLERANCES["grad_vs_exact_factor"] * rel(y16, y) + TOLERANCES["grad_vs_exact_slack"], note
 
 
 def test_gradients_to_the_details():
