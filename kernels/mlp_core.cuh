@@ -600,17 +600,22 @@ __device__ __forceinline__ float tile_dy(float (&gy)[C::OUT / 8][4], const Dy& d
   mx = red[0];
 #pragma unroll
   for (int wi = 1; wi < kBwdWarps; ++wi) mx = fmaxf(mx, red[wi]);
-  float sc = 1.f, inv_s = 1.f;
+  int shift = 0;
+  float inv_s = 1.f;
   if (mx > 0.f && isfinite(mx)) {
-    int e;
-    frexpf(mx, &e);  // mx = f * 2^e, f in [0.5, 1)
-    sc = ldexpf(1.f, -e);
-    inv_s = ldexpf(1.f, e);
+    frexpf(mx, &shift);  // mx = f * 2^shift, f in [0.5, 1)
+    inv_s = ldexpf(1.f, shift);
   }
+  // ldexpf scales each value without forming 2^-shift, which is past float's
+  // range when the whole tile's dL/dy is subnormal (saturated softmax
+  // kernels: every logit's gradient ~1e-40): that scale was inf, and
+  // 0 * inf = NaN in the weight gradients (session 11, the default
+  // architecture's training-parity run).  inv_s = 2^shift >= 2^-148 stays
+  // representable.
 #pragma unroll
   for (int j = 0; j < C::OUT / 8; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) gy[j][e] *= sc;
+    for (int e = 0; e < 4; ++e) gy[j][e] = ldexpf(gy[j][e], -shift);
   return inv_s;
 }
 
