@@ -381,9 +381,9 @@ def parity_run(steps, seed=0, cases=(("default", BAYER),)):
 #: Architectures the training-step table times: DESIGN.md's default, the
 #: architecture of the shipped weights (``kpnt/weights``: widths 64, one
 #: shared front kernel, the 16 x 64 residual guide on cuDNN; read from the
-#: files, so the row follows whatever ships) and the wide one
-#: (tools/train_defaults.py SHIPPED_ARCH: colour and front MLPs of width 128,
-#: per-channel front kernels, plain normalisation; the split backward).
+#: files, so the row follows whatever ships) and the wide one (session 3's
+#: shipped architecture, before the guide: colour and front MLPs of width
+#: 128, per-channel front kernels, plain normalisation; the split backward).
 STEP_ARCHS = {
     "default": {},
     "shipped": "weights",
