@@ -23,6 +23,23 @@ from kpnt.mosaic import CFA
 from kpnt.weights_io import save_weights
 
 NOISE = ["--noise", "1e-3,1e-5"]
+#: Seconds any test here may take before it fails (a hung batch must fail
+#: CI, not stall it: each takes a few seconds).
+HANG_LIMIT = 240
+
+
+@pytest.fixture(autouse=True)
+def fail_if_hung():
+    """SIGALRM after HANG_LIMIT s raises in the test (the pool's coordinator
+    loop and every wait here run in the main thread, where it lands)."""
+    def hung(signum, frame):
+        raise TimeoutError(f"test still running after {HANG_LIMIT} s: a batch hung")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(HANG_LIMIT)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
 
 
 def _raw(path, shape=(48, 64), seed=0):

@@ -67,8 +67,13 @@ def _test_fault(path: Path) -> None:
             if kind == "segv":
                 import faulthandler
 
+                import threading
+
                 faulthandler.disable()      # die like a C crash, no Python handler in between
-                os.kill(os.getpid(), signal.SIGSEGV)
+                # To this thread, as LibRaw's fault would be: os.kill's signal
+                # goes to the process, any thread may take it, and this
+                # decoding thread could run on (and finish) meanwhile.
+                signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
             elif kind == "hang":
                 time.sleep(3600)
             elif kind == "alloc":           # a memory blow-up: asks for 4x the physical memory
