@@ -196,6 +196,11 @@ class KPNT(torch.nn.Module):
         config: architecture.
         backend: op backend ('torch', 'cuda' or 'auto'); may be changed later
             by assigning ``model.backend``.
+
+    ``guide_train_dtype`` (attribute, default None): ``torch.bfloat16`` runs
+    the guide in that precision while training on a GPU (``kpnt-train
+    --guide-dtype``, :func:`kpnt.ref.guide.guide_residual`); not part of the
+    architecture or the weights.
     """
 
     def __init__(self, sensor: str, config: ModelConfig = ModelConfig(), backend: str = "torch"):
@@ -205,6 +210,7 @@ class KPNT(torch.nn.Module):
         self.sensor = sensor
         self.config = config
         self.backend = backend                                   # validates (property)
+        self.guide_train_dtype: torch.dtype | None = None
         cfg = config
         gen = torch.Generator().manual_seed(INIT_SEED)
         self._set_names = ["colour"]
@@ -363,7 +369,8 @@ class KPNT(torch.nn.Module):
         U = ops.up_block(o0, cfa_p, backend=be)
         S = ops.up_block(s0, cfa_p, backend=be)
         if cfg.guide_layers:
-            U = ops.guide(xp, U, noise, cfa_p, self.sets["guide"], cfg.guide_skip, cfg.guide_pack)
+            U = ops.guide(xp, U, noise, cfa_p, self.sets["guide"], cfg.guide_skip, cfg.guide_pack,
+                          self.guide_train_dtype)
         fronts = ops.MlpWeightSets([self.sets[_param_key(f"front.{c}")]
                                     for c in front_set_names(cfa.kind, cfg.front_sharing)])
         out = ops.front_level(xp, U, S, noise, cfa_p, fronts, cfg.front_spec, backend=be)

@@ -66,6 +66,7 @@ CASES = [
     (train, train_args("--front-radius", "0"), "--front-radius"),
     (train, train_args("--guide-layers", "-1"), "--guide-layers"),
     (train, train_args("--guide-layers", "2", "--guide-width", "4"), "guide_width"),
+    (train, train_args("--guide-layers", "0", "--guide-dtype", "bfloat16"), "has no guide"),
     (train, train_args("--guide-pack", "5"), "--guide-pack"),
     (train, train_args("--apply", "cubic"), "invalid choice"),
     (train, train_args("--isos", "abc"), "--isos"),

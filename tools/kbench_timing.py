@@ -338,7 +338,6 @@ def parity_run(steps, seed=0, cases=(("default", BAYER),)):
     ``out[(arch, sensor)][backend]``."""
     import numpy as np
 
-    from kpnt.model import KPNT
     from kpnt.train.loss import psnr_linear, smape
     from kpnt.train.synthesis import CameraModel, synthesize
 
@@ -354,7 +353,7 @@ def parity_run(steps, seed=0, cases=(("default", BAYER),)):
         res = out[(arch, sensor)] = {}
         for be in ("torch", "cuda"):
             torch.manual_seed(seed)
-            m = KPNT(sensor, step_config(arch, sensor), backend=be).cuda()
+            m = step_model(arch, sensor, be)
             opt = torch.optim.Adam(m.parameters(), lr=1e-3)
 
             def validate():
@@ -387,8 +386,21 @@ def parity_run(steps, seed=0, cases=(("default", BAYER),)):
 STEP_ARCHS = {
     "default": {},
     "shipped": "weights",
+    "shipped-bf16": "weights",         # the same, kpnt-train --guide-dtype bfloat16
     "wide": dict(width=128, front_width=128, front_kernels="per_channel", apply_mode="plain"),
 }
+
+
+def step_model(arch: str, sensor: str, backend: str):
+    """A fresh model of a STEP_ARCHS entry on the GPU (initial weights).
+    '-bf16' entries run the guide in bfloat16 on the fused backend only: the
+    reference they are compared with stays float32."""
+    from kpnt.model import KPNT
+
+    m = KPNT(sensor, step_config(arch, sensor), backend=backend).cuda()
+    if arch.endswith("-bf16") and backend != "torch":
+        m.guide_train_dtype = torch.bfloat16
+    return m
 
 
 def step_config(arch: str, sensor: str):
@@ -411,27 +423,25 @@ def graph_step_timings(reps, archs=tuple(STEP_ARCHS)):
     eager step, fused eager Trainer-like step (finite check with host sync +
     clip), fused graphed step (finite check + clip + masked Adam commit
     inside the graph)."""
-    from kpnt.model import KPNT
     from kpnt.train.graph_step import GraphedStep, eager_step
 
     rows, res = [], {}
     N, H, W = 4, 512, 512
     for arch in archs:
         for sensor in MOSAIC_KINDS:
-            config = step_config(arch, sensor)
             b = step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3)
             tag = step_tag(sensor, arch, N, H, W)
             for name, be in (("reference", "torch"), ("fused eager", "cuda")):
-                m = KPNT(sensor, config, backend=be).cuda()
+                m = step_model(arch, sensor, be)
                 res[f"{tag} {name}"] = time_ms(train_step_fn(m, b.x, b.cfa, b.noise, b.target), reps=reps, warmup=2,
                                                batch=3)[0]
                 del m
-            m = KPNT(sensor, config, backend="cuda").cuda()
+            m = step_model(arch, sensor, "cuda")
             opt = torch.optim.Adam(m.parameters(), lr=1e-5)
             res[f"{tag} fused eager+check+clip"] = time_ms(lambda: eager_step(m, opt, step_loss, 1.0, b), reps=reps,
                                                            warmup=2, batch=3)[0]
             del m, opt
-            m = KPNT(sensor, config, backend="cuda").cuda()
+            m = step_model(arch, sensor, "cuda")
             opt = torch.optim.Adam(m.parameters(), lr=1e-5, capturable=True)
             t0 = time.perf_counter()
             try:

@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--grad-clip", type=finite_float(0), default=1.0, help="gradient-norm clipping, 0 to disable (default 1.0)")
     opt.add_argument("--weight-decay", type=finite_float(0, 1), default=0.0, help="L2 weight decay (default 0)")
     opt.add_argument("--loss", choices=list(LOSSES), default="smape", help="loss on the full-res output (default smape)")
+    opt.add_argument("--guide-dtype", choices=["float32", "bfloat16"], default="float32",
+                     help="precision of the guide's convolutions while training on a GPU: bfloat16 runs them about "
+                          "twice as fast on an H200 (the shipped Bayer model's step is mostly the guide); default "
+                          "float32. Inference runs the guide in float16 on a GPU either way")
     opt.add_argument("--seed", type=int_at_least(0, 2**63 - 1), default=0, help="random seed of data and initialisation (default 0)")
     opt.add_argument("--val-every", type=int_at_least(1), default=100, help="validate every N steps (default 100)")
     opt.add_argument("--ckpt-every", type=int_at_least(1), default=200, help="checkpoint every N steps (default 200)")
@@ -537,6 +541,12 @@ def main(argv=None) -> int:
         # The backend is chosen per call from the data's device ('auto': the
         # fused kernels for CUDA tensors when they load, else the reference).
         model = KPNT(args.sensor, config, backend=args.backend)
+        if args.guide_dtype == "bfloat16":
+            if not config.guide_layers:
+                raise ArgError("--guide-dtype bfloat16: this architecture has no guide (--guide-layers 0)")
+            if ctx.device.type != "cuda":
+                log.warning("--guide-dtype bfloat16 applies on a GPU only: training on %s keeps the guide in float32", ctx.device)
+            model.guide_train_dtype = torch.bfloat16
         if start is not None:
             model.load_state_dict(start.state_dict())
             log.info("starting from the weights of %s", args.init)
@@ -558,6 +568,7 @@ def main(argv=None) -> int:
         )
         if args.init is not None:
             prov["init"] = str(args.init)
+        prov["guide_train_dtype"] = args.guide_dtype
         trainer = Trainer(model, cfg, source, val_batches, args.out, prov, ctx)
         if args.resume:
             trainer.load_checkpoint(ckpt)

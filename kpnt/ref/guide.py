@@ -122,7 +122,7 @@ def _network(z: torch.Tensor, weights, skip: bool) -> torch.Tensor:
 
 
 def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, weights,
-                   skip: bool = False, pack: int = 1) -> torch.Tensor:
+                   skip: bool = False, pack: int = 1, train_dtype: torch.dtype | None = None) -> torch.Tensor:
     """The guide's correction ``R`` of the smooth estimate (module doc).
 
     Args:
@@ -139,6 +139,10 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
             starts at a reference phase, so with ``pack > 1`` crops that
             differ by a repeat (not by ``pack`` repeats) see another of the
             equivalent grids, as X-Trans's half-repeat does.
+        train_dtype: ``torch.bfloat16`` runs the network in that precision,
+            channels-last, also while training on a GPU (``kpnt-train
+            --guide-dtype``); None: float32 there.  Inference on a GPU runs
+            it in float16 either way.
     Returns:
         (N, 3, H, W), to be added to ``U``.
     """
@@ -169,6 +173,14 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
         # Inference on a GPU: cuDNN in half precision, channels-last (the
         # residual is a small correction; f16 rounding of it is ~1e-4 of s).
         with torch.autocast("cuda", dtype=torch.float16):
+            r = _network(z.contiguous(memory_format=torch.channels_last), weights, skip).float()
+    elif x.is_cuda and train_dtype is not None and x.dtype == torch.float32:
+        # Training on a GPU with a half-precision guide: on the shipped Bayer
+        # model's step the float32 (TF32) guide is ~14 of 19 ms, bf16
+        # channels-last ~6 (docs/KERNELS.md, session 11).  bf16 keeps
+        # float32's range, so the ~1e-7 gradients of a mean loss need no
+        # scaling.  No weight-cast cache: the step may be a captured graph.
+        with torch.autocast("cuda", dtype=train_dtype, cache_enabled=False):
             r = _network(z.contiguous(memory_format=torch.channels_last), weights, skip).float()
     elif x.device.type == "cpu" and not torch.is_grad_enabled() and cpu_matmul_dtype() == torch.bfloat16:
         # CPU inference in bf16 mode (--cpu-precision, native bf16 CPUs):

@@ -1,0 +1,50 @@
+"""The guide in bfloat16 while training on a GPU (``kpnt-train --guide-dtype
+bfloat16``): the same residual and gradients as float32 to bf16 precision,
+and the model attribute reaches the op."""
+import pytest
+import torch
+
+from kpnt.mosaic.cfa import CFA
+from kpnt.ref.guide import guide_residual, init_guide
+from kpnt.testing import rel_error as rel
+
+pytestmark = pytest.mark.cuda
+
+
+@pytest.mark.parametrize("cfa", [CFA.bayer("GRBG"), CFA.xtrans()], ids=["bayer", "xtrans"])
+def test_bf16_guide_matches_float32(cfa):
+    g = torch.Generator().manual_seed(0)
+    N, H, W = 2, 96, 120
+    x = (torch.rand(N, 1, H, W, generator=g) * 0.5 + 0.1).cuda()
+    U = (torch.rand(N, 3, H, W, generator=g) * 0.5 + 0.1).cuda()
+    noise = torch.tensor([[[2e-3] * 3, [1e-5] * 3]] * N).cuda()
+    ws = init_guide(cfa.period, 32, 6, g, skip=True)
+    ws[-2] = torch.randn(ws[-2].shape, generator=g) * 0.05     # a trained-like, non-zero last layer
+    ws = [w.cuda().requires_grad_() for w in ws]
+    gout = torch.randn(N, 3, H, W, generator=g).cuda()
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        r32 = guide_residual(x, U, noise, cfa, ws, skip=True)
+        g32 = torch.autograd.grad(r32, ws, gout)
+        r16 = guide_residual(x, U, noise, cfa, ws, skip=True, train_dtype=torch.bfloat16)
+        g16 = torch.autograd.grad(r16, ws, gout)
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+    assert r16.dtype == torch.float32 and torch.isfinite(r16).all()
+    assert 0 < rel(r16, r32) < 3e-2          # bf16 (8 significant bits), and not the float32 path
+    for i, (a, b) in enumerate(zip(g16, g32)):
+        assert torch.isfinite(a).all() and rel(a, b) < 5e-2, f"weights[{i}]: {rel(a, b):.2e}"
+
+
+def test_model_attribute_reaches_the_guide(monkeypatch):
+    from kpnt import ops
+    from kpnt.model import KPNT, ModelConfig
+
+    seen = []
+    real = ops.guide
+    monkeypatch.setattr(ops, "guide", lambda *a, **k: seen.append(a[-1]) or real(*a, **k))
+    m = KPNT("bayer", ModelConfig(guide_layers=2, guide_width=16), backend="torch").cuda()
+    m.guide_train_dtype = torch.bfloat16
+    x = torch.rand(1, 1, 32, 40, device="cuda")
+    m(x, CFA.bayer("RGGB"), torch.tensor([[[1e-3] * 3, [1e-5] * 3]], device="cuda")).sum().backward()
+    assert seen == [torch.bfloat16]
