@@ -297,3 +297,29 @@ def test_lowpass_bias_charges_a_colour_cast_not_zero_mean_detail():
     bad = cast.clone()
     bad[..., :8, :8] = 5.0
     assert float(lowpass_bias(bad, ref, masked)) < float(lowpass_bias(cast, ref, valid)) * 1.01
+
+
+def test_best_validation_weights_are_kept(tmp_path, monkeypatch):
+    # Validations 30, 33, 31 dB at steps 2, 4, 6: best.safetensors holds the
+    # step-4 weights (not the final ones), and a resumed run that validates
+    # lower leaves it alone.
+    import kpnt.train.loop as loop
+
+    scores = iter([30.0, 33.0, 31.0, 32.0])
+    snapshots = {}
+
+    def fake_validate(model, batches, ctx=None):
+        snapshots[len(snapshots)] = [p.detach().clone() for p in model.parameters()]
+        return next(scores)
+
+    monkeypatch.setattr(loop, "validate", fake_validate)
+    assert train_main(_cli_args(tmp_path, "run", steps=6)) == 0
+    best_model, best_meta = load_weights(tmp_path / "run" / "best.safetensors")
+    assert best_meta["provenance"]["best_step"] == 4 and best_meta["provenance"]["val_psnr_linear"] == 33.0
+    for got, want in zip(best_model.parameters(), snapshots[1]):
+        assert torch.equal(got.detach(), want)
+    final = load_weights(tmp_path / "run" / "weights.safetensors")[0]
+    assert any(not torch.equal(a.detach(), b.detach()) for a, b in zip(final.parameters(), best_model.parameters()))
+    # resumed to step 8: 32 dB < 33 dB, the best file stays the step-4 one
+    assert train_main(_cli_args(tmp_path, "run", "--resume", steps=8)) == 0
+    assert load_weights(tmp_path / "run" / "best.safetensors")[1]["provenance"]["best_step"] == 4

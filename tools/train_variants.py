@@ -112,11 +112,15 @@ def main() -> int:
         hist = json.loads(hist_path.read_text()) if hist_path.exists() else {}
         steps = hist.get("steps", [0])[-1] if hist.get("steps") else 0
         val = hist.get("val_psnr", [])
-        rows.append((key, rc, steps, (time.monotonic() - t0) / 60, val[0] if val else float("nan"), val[-1] if val else float("nan")))
-    print(f"| variant | rc | steps | minutes | val PSNR first | val PSNR last (linear dB) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for key, rc, steps, minutes, v0, v1 in rows:
-        print(f"| {key} | {rc} | {steps} | {minutes:.1f} | {v0:.2f} | {v1:.2f} |")
+        nan = float("nan")
+        best = max(range(len(val)), key=lambda i: val[i], default=None)
+        best_txt = f"{val[best]:.2f} @ {hist['val_steps'][best]}" if best is not None else "-"
+        rows.append((key, rc, steps, (time.monotonic() - t0) / 60, val[0] if val else nan, val[-1] if val else nan,
+                     best_txt))
+    print("| variant | rc | steps | minutes | val PSNR first | val PSNR last | best (step; best.safetensors) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for key, rc, steps, minutes, v0, v1, vb in rows:
+        print(f"| {key} | {rc} | {steps} | {minutes:.1f} | {v0:.2f} | {v1:.2f} | {vb} |")
     return max(r[1] for r in rows)
 
 

@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog=PROG,
         description="Train kpnt's four-level colour KPN and its mosaic front level (all weight sets in one step).",
-        epilog="Outputs in OUT: weights.safetensors (load with kpnt-denoise --weights), checkpoint.pt (for --resume), "
-        "curve.png (loss and validation PSNR), history.json. The architecture options default to the shipped model of "
+        epilog="Outputs in OUT: weights.safetensors (the last step's; load with kpnt-denoise --weights), "
+        "best.safetensors (the weights at the best validation PSNR so far, with that step in their provenance), "
+        "checkpoint.pt (for --resume), curve.png (loss and validation PSNR), history.json. The architecture options "
+        "default to the shipped model of "
         "--sensor (its weights file's metadata), so training on your own camera gives that architecture.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
