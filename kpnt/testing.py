@@ -6,6 +6,9 @@ tests.
 """
 from __future__ import annotations
 
+import functools
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 
@@ -71,6 +74,24 @@ def mlp_f16_rounded(x: torch.Tensor, ws: list[torch.Tensor], slope: float) -> to
     for w in ws[:-1]:
         h = _round_f16(F.leaky_relu(h @ _round_f16(w).t(), slope))
     return h @ _round_f16(ws[-1]).t()
+
+
+@contextmanager
+def reference_mlp(mlp_fn):
+    """Within: the reference backend's MLPs, the bare op and the ones inside
+    both levels, are ``mlp_fn`` (``mlp_f16_rounded``: a model whose MLPs
+    round like the fused kernels).  The reference backend calls
+    ``dispatch.OPS`` directly, so that table is the one patched."""
+    from kpnt.ops import dispatch
+
+    saved = dict(dispatch.OPS)
+    dispatch.OPS["mlp"] = mlp_fn
+    for op in ("colour_level", "front_level"):
+        dispatch.OPS[op] = functools.partial(saved[op], mlp_fn=mlp_fn)
+    try:
+        yield
+    finally:
+        dispatch.OPS.update(saved)
 
 
 def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -25,7 +25,7 @@ C 1.6-5.5e-3 for every weight set.
 from __future__ import annotations
 
 import argparse
-import functools
+import contextlib
 import sys
 from pathlib import Path
 
@@ -34,8 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kpnt.ops import dispatch  # noqa: E402
-from kpnt.testing import mlp_f16_rounded, rel_error as rel  # noqa: E402
+from kpnt.testing import mlp_f16_rounded, reference_mlp, rel_error as rel  # noqa: E402
 
 TILE = 128
 
@@ -125,17 +124,10 @@ def main(argv=None) -> int:
     sets = model.weight_sets()
 
     def grads(mlp_fn):
-        saved = dict(dispatch.OPS)
-        try:
-            if mlp_fn is not None:
-                dispatch.OPS["mlp"] = mlp_fn
-                for op in ("colour_level", "front_level"):
-                    dispatch.OPS[op] = functools.partial(saved[op], mlp_fn=mlp_fn)
+        with reference_mlp(mlp_fn) if mlp_fn is not None else contextlib.nullcontext():
             out = model(x, cfa, noise)
             loss = ((out - base).abs() / (out.abs() + base.abs() + 1e-3)).mean()
             return {k: torch.autograd.grad(loss, v, retain_graph=True) for k, v in sets.items()}
-        finally:
-            dispatch.OPS.update(saved)
 
     exact, f16ref = grads(None), grads(mlp_f16_rounded)
     emul, emul32 = grads(kernel_like_mlp), grads(kernel_like_mlp_f32)

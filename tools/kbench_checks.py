@@ -4,14 +4,14 @@ CUDA-graph training step, and the compute-sanitizer case.  Tolerances:
 :data:`kpnt.testing.TOLERANCES`."""
 from __future__ import annotations
 
-import functools
+import contextlib
 
 import torch
 import torch.nn.functional as F
 
 from kpnt.ops import _cuda
 from kpnt.mosaic.kinds import MOSAIC_KINDS
-from kpnt.testing import TOLERANCES, rel_error as rel
+from kpnt.testing import TOLERANCES, reference_mlp, rel_error as rel
 from kbench_common import (
     BAYER, COLOUR, COLOUR128, Checks, FRONT, SLOPE, TOL_FWD, TOL_GRAD, XTRANS, bench_cfa, f16_mlp64, grad_rel, make_weights,
     make_x, model_inputs, poison_cache, smape_loss, torch_mlp, torch_mlp_f16,
@@ -255,7 +255,6 @@ def check_model(chk: Checks, arch: str = "default"):
 
 def _check_model(chk: Checks, arch: str):
     from kpnt.model import KPNT
-    from kpnt.ops import dispatch
 
     for sensor, (N, H, W) in ((BAYER, (2, 203, 317)), (XTRANS, (2, 211, 299))):
         x, cfa, noise, target = model_inputs(sensor, N, H, W, seed=7)
@@ -266,19 +265,11 @@ def _check_model(chk: Checks, arch: str):
             m.backend = be
             for p in m.parameters():
                 p.requires_grad_(True)
-            # The reference backend calls dispatch.OPS directly: patch the ops there.
-            saved = dict(dispatch.OPS)
-            if name == "f64-f16mlp":
-                dispatch.OPS["mlp"] = f16_mlp64
-                dispatch.OPS["colour_level"] = functools.partial(saved["colour_level"], mlp_fn=f16_mlp64)
-                dispatch.OPS["front_level"] = functools.partial(saved["front_level"], mlp_fn=f16_mlp64)
-            try:
+            with reference_mlp(f16_mlp64) if name == "f64-f16mlp" else contextlib.nullcontext():
                 out = m(x.to(dt), cfa, noise.to(dt))
                 sets = m.weight_sets()
                 grads = {k: torch.autograd.grad(smape_loss(out, target.to(dt)), v, retain_graph=True)
                          for k, v in sets.items()}
-            finally:
-                dispatch.OPS.update(saved)
             res[name] = (out.detach(), grads)
         tag = f"model {arch} {sensor}"
         chk.add(f"{tag} {N}x{H}x{W} output rel err vs f64", rel(res["fused"][0], res["f64"][0]), TOL_FWD)

@@ -32,6 +32,10 @@ from kpnt.io.atomic import remove_temp_files
 
 log = logging.getLogger("kpnt")
 
+#: What reading a worker's report can raise: EOFError once the worker has
+#: exited, the others when its death tore a message in half.
+_UNREADABLE = (EOFError, OSError, ValueError, TypeError, AttributeError, ImportError, IndexError)
+
 
 def _worker_main(serial: int, device: str, threads: int, settings: Settings, task_q, reports, stop_evt,
                  parent_pid: int, decoding) -> None:
@@ -210,8 +214,7 @@ def run_pool(tasks: list[Task], settings: Settings, slots: list[tuple[str, int]]
                     if not conn.poll():
                         break
                     msg = conn.recv()
-                except (EOFError, OSError, ValueError, TypeError, AttributeError, ImportError, IndexError) as e:
-                    # EOF: the process has exited; anything else: a message torn by its death
+                except _UNREADABLE as e:
                     if not isinstance(e, EOFError):
                         log.debug("worker %d: unreadable report (%s): taken as its end", w.serial, e)
                     gone(w)
@@ -269,7 +272,7 @@ def run_pool(tasks: list[Task], settings: Settings, slots: list[tuple[str, int]]
                 w = by_conn[conn]
                 try:
                     msg = conn.recv()
-                except (EOFError, OSError, ValueError, TypeError, AttributeError, ImportError, IndexError):
+                except _UNREADABLE:
                     finished.add(w.serial)
                     continue
                 if msg[0] == "result":

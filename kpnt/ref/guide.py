@@ -121,6 +121,29 @@ def _network(z: torch.Tensor, weights, skip: bool) -> torch.Tensor:
     return F.conv2d(z, weights[-2], weights[-1])
 
 
+def _half_precision(x: torch.Tensor, train_dtype: torch.dtype | None):
+    """(device type, dtype, weight-cast cache) of the autocast the guide's
+    network runs under for input ``x`` (channels-last), or None: float32.
+
+    - inference on a GPU: cuDNN in float16 (the residual is a small
+      correction; f16 rounding of it is ~1e-4 of s);
+    - training on a GPU with ``train_dtype`` (``kpnt-train --guide-dtype``):
+      on the shipped Bayer model's step the float32 (TF32) guide is ~14 of
+      19 ms, bf16 channels-last ~6 (docs/KERNELS.md, session 11); bf16 keeps
+      float32's range, so the ~1e-7 gradients of a mean loss need no
+      scaling; no weight-cast cache, as the step may be a captured graph;
+    - CPU inference in bf16 mode (``--cpu-precision``, native bf16 CPUs):
+      the convolutions too, channels-last for oneDNN.
+    """
+    if x.is_cuda and not torch.is_grad_enabled():
+        return "cuda", torch.float16, True
+    if x.is_cuda and train_dtype is not None and x.dtype == torch.float32:
+        return "cuda", train_dtype, False
+    if x.device.type == "cpu" and not torch.is_grad_enabled() and cpu_matmul_dtype() == torch.bfloat16:
+        return "cpu", torch.bfloat16, True
+    return None
+
+
 def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, weights,
                    skip: bool = False, pack: int = 1, train_dtype: torch.dtype | None = None) -> torch.Tensor:
     """The guide's correction ``R`` of the smooth estimate (module doc).
@@ -169,25 +192,12 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
         noise_feature = (noise_feature - NOISE_FEATURE_CENTRE) / NOISE_FEATURE_SCALE
     z = torch.cat([packed / s, smooth / s, noise_feature], 1)
     weights = list(weights)
-    if x.is_cuda and not torch.is_grad_enabled():
-        # Inference on a GPU: cuDNN in half precision, channels-last (the
-        # residual is a small correction; f16 rounding of it is ~1e-4 of s).
-        with torch.autocast("cuda", dtype=torch.float16):
-            r = _network(z.contiguous(memory_format=torch.channels_last), weights, skip).float()
-    elif x.is_cuda and train_dtype is not None and x.dtype == torch.float32:
-        # Training on a GPU with a half-precision guide: on the shipped Bayer
-        # model's step the float32 (TF32) guide is ~14 of 19 ms, bf16
-        # channels-last ~6 (docs/KERNELS.md, session 11).  bf16 keeps
-        # float32's range, so the ~1e-7 gradients of a mean loss need no
-        # scaling.  No weight-cast cache: the step may be a captured graph.
-        with torch.autocast("cuda", dtype=train_dtype, cache_enabled=False):
-            r = _network(z.contiguous(memory_format=torch.channels_last), weights, skip).float()
-    elif x.device.type == "cpu" and not torch.is_grad_enabled() and cpu_matmul_dtype() == torch.bfloat16:
-        # CPU inference in bf16 mode (--cpu-precision, native bf16 CPUs):
-        # the convolutions too, channels-last for oneDNN.
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            r = _network(z.contiguous(memory_format=torch.channels_last), weights, skip).float()
-    else:
+    half = _half_precision(x, train_dtype)
+    if half is None:
         r = _network(z, weights, skip)
+    else:
+        device, dtype, cache = half
+        with torch.autocast(device, dtype=dtype, cache_enabled=cache):
+            r = _network(z.contiguous(memory_format=torch.channels_last), weights, skip).float()
     r = F.pixel_shuffle(r * s, Q)                                          # (N, 3, Hp, Wp)
     return r[..., top:top + H, left:left + W]

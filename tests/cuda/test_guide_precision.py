@@ -22,6 +22,7 @@ def test_bf16_guide_matches_float32(cfa):
     ws[-2] = torch.randn(ws[-2].shape, generator=g) * 0.05     # a trained-like, non-zero last layer
     ws = [w.cuda().requires_grad_() for w in ws]
     gout = torch.randn(N, 3, H, W, generator=g).cuda()
+    tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     try:
         r32 = guide_residual(x, U, noise, cfa, ws, skip=True)
@@ -29,7 +30,7 @@ def test_bf16_guide_matches_float32(cfa):
         r16 = guide_residual(x, U, noise, cfa, ws, skip=True, train_dtype=torch.bfloat16)
         g16 = torch.autograd.grad(r16, ws, gout)
     finally:
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = tf32
     assert r16.dtype == torch.float32 and torch.isfinite(r16).all()
     assert 0 < rel(r16, r32) < 3e-2          # bf16 (8 significant bits), and not the float32 path
     for i, (a, b) in enumerate(zip(g16, g32)):

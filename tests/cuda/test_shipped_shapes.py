@@ -7,7 +7,6 @@ set's gradient against an f16-rounding float64 reference).
 
 Tolerances: kpnt.testing.TOLERANCES, as tests/cuda/test_colour_level.py.
 """
-import functools
 import logging
 import math
 
@@ -23,7 +22,7 @@ from kpnt.ref.front_level import front_level as ref_front
 from kpnt.spec import ColourLevelSpec, FrontLevelSpec
 from kpnt.testing import front_level_inputs as front_inputs
 from kpnt.testing import TOLERANCES, fused_shapes
-from kpnt.testing import mlp_f16_rounded, rel_error as rel
+from kpnt.testing import mlp_f16_rounded, reference_mlp, rel_error as rel
 
 pytestmark = pytest.mark.cuda
 SLOPE = 0.01
@@ -242,12 +241,8 @@ def test_shipped_model_trains_on_the_fused_kernels(sensor, monkeypatch, caplog):
     sets64 = model.weight_sets()
     out64 = model(x.double(), cfa, noise.double())
     exact = {k: flat(torch.autograd.grad(out64, v, gout.double(), retain_graph=True)) for k, v in sets64.items()}
-    # The reference backend calls dispatch.OPS directly: its MLPs round like the kernels' here.
-    ref_ops = dict(dispatch.OPS)
-    monkeypatch.setitem(dispatch.OPS, "mlp", mlp_f16_rounded)
-    for op in ("colour_level", "front_level"):
-        monkeypatch.setitem(dispatch.OPS, op, functools.partial(ref_ops[op], mlp_fn=mlp_f16_rounded))
-    out16 = model(x.double(), cfa, noise.double())
+    with reference_mlp(mlp_f16_rounded):         # its MLPs round like the kernels'
+        out16 = model(x.double(), cfa, noise.double())
     for k, v in sets64.items():
         want = flat(torch.autograd.grad(out16, v, gout.double(), retain_graph=True))
         assert torch.isfinite(flat(got[k])).all(), k
