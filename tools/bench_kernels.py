@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -63,7 +64,7 @@ from kbench_checks import (  # noqa: E402
 from kbench_common import BAYER, COLOUR, COLOUR128, Checks, FRONT, SLOPE, make_weights, make_x  # noqa: E402
 from kbench_timing import (  # noqa: E402
     ceilings, compile_step_timing, flops_per_pixel, graph_step_timings, grouped_timings, inference_timings,
-    model_timings, parity_run, print_graph_table, timings,
+    model_timings, parity_run, print_graph_table, timings, STEP_ARCHS,
 )
 
 
@@ -102,37 +103,63 @@ PARITY_TOL = {"default": 0.1, "shipped": 0.05, "shipped-bf16": 0.05, "wide": 0.0
 
 
 def parity_cases(archs: str):
-    """(architecture, sensor) pairs of ``--parity-archs``."""
+    """(architecture, sensor) pairs of ``--parity-archs``: an entry names
+    both sensors ('shipped'; 'default' is Bayer only) or one
+    ('shipped:xtrans')."""
     cases = []
-    for arch in (a.strip() for a in archs.split(",") if a.strip()):
+    for entry in (a.strip() for a in archs.split(",") if a.strip()):
+        arch, _, sensor = entry.partition(":")
         if arch not in PARITY_TOL:
-            raise SystemExit(f"bench_kernels: unknown --parity-archs entry {arch!r}: choose from {', '.join(PARITY_TOL)}")
-        cases += [(arch, BAYER)] if arch == "default" else [(arch, s) for s in MOSAIC_KINDS]
+            raise SystemExit(f"bench_kernels: unknown --parity-archs entry {entry!r}: choose from {', '.join(PARITY_TOL)}")
+        if sensor and sensor not in MOSAIC_KINDS:
+            raise SystemExit(f"bench_kernels: unknown sensor in --parity-archs entry {entry!r}: {' or '.join(MOSAIC_KINDS)}")
+        sensors = [sensor] if sensor else [BAYER] if arch == "default" else list(MOSAIC_KINDS)
+        cases += [(arch, s) for s in sensors]
     return cases
 
 
-def run_parity(steps: int, archs: str, seeds: int) -> dict:
+def run_parity(steps: int, archs: str, seeds: int, first_seed: int = 0) -> dict:
     """``{(arch, sensor): [per-seed parity_run results]}``: each seed draws
     its own batches and initial weights, so the spread over seeds shows
     how far two trajectories drift apart by rounding alone."""
     runs = {}
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for case, r in parity_run(steps, seed=seed, cases=parity_cases(archs)).items():
             runs.setdefault(case, []).append(r)
     return runs
 
 
 def report_parity(chk: Checks, parity: dict):
-    """The mean over seeds of the fused run's validation PSNR minus the
-    reference's, per case, against PARITY_TOL."""
+    """Per case, the fused run's validation PSNR minus the reference's, over
+    the seeds in which neither run diverged, against PARITY_TOL: the check
+    takes their mean.
+
+    Why seeds are left out: from random weights a 300-step run now and then
+    takes a loss spike it has not recovered from by the end (H200, session
+    12: X-Trans, mean loss of the last 50 steps ~0.135 against ~0.087, once
+    in a fused run and once in a reference one), which moves that seed's
+    difference by ~3 dB whichever backend it hits.  A run has diverged when
+    its last-50 loss exceeds 1.3x the case's median; the diverged runs are
+    printed per backend, so a backend that diverges more often shows, and
+    the all-seed mean and median are printed beside the check.
+    """
     for (arch, sensor), rs in parity.items():
         ds = [r["cuda"]["psnr"] - r["torch"]["psnr"] for r in rs]
-        mean = sum(ds) / len(ds)
+        typical = statistics.median(r[b]["loss_last50"] for r in rs for b in ("torch", "cuda"))
+        bad = {i: [b for b in ("torch", "cuda") if r[b]["loss_last50"] > 1.3 * typical] for i, r in enumerate(rs)}
+        kept = [d for i, d in enumerate(ds) if not bad[i]]
+        n = len(kept)
+        mean = sum(kept) / n if n else float("nan")
+        # The runs' trajectories diverge (rounding, then chaos), so one seed's
+        # difference is mostly noise (H200, session 12: ~0.1 dB per seed).
+        se = statistics.stdev(kept) / n ** 0.5 if n > 1 else float("nan")
+        diverged = ", ".join(f"seed {i} {'reference' if b == 'torch' else 'fused'}" for i, bs in bad.items() for b in bs)
         ref = " ".join("%.3f" % r["torch"]["psnr"] for r in rs)
         fused = " ".join("%.3f" % r["cuda"]["psnr"] for r in rs)
         diffs = " ".join("%+.3f" % d for d in ds)
-        print(f"parity {arch} {sensor}: val PSNR reference {ref} dB, fused {fused} dB; differences {diffs}, "
-              f"mean {mean:+.3f} dB over {len(ds)} seed(s)")
+        print(f"parity {arch} {sensor}: val PSNR reference {ref} dB, fused {fused} dB; differences {diffs}; "
+              f"diverged: {diverged or 'none'}; mean {mean:+.3f} dB (standard error {se:.3f}) over the {n} seed(s) "
+              f"without; all {len(ds)}: mean {sum(ds) / len(ds):+.3f}, median {statistics.median(ds):+.3f} dB")
         name = "training parity |dPSNR| (dB)" if arch == "default" else f"training parity {arch} {sensor} |dPSNR| (dB)"
         chk.add(name, abs(mean), PARITY_TOL[arch])
 
@@ -149,9 +176,10 @@ def main(argv=None) -> int:
     ap.add_argument("--parity-steps", type=int, default=300, help="training-parity steps per backend (0: skip)")
     ap.add_argument("--parity-archs", default="default",
                     help="comma-separated architectures of the parity runs (default, shipped, shipped-bf16, wide), each on both "
-                         "sensors but 'default' (Bayer); default: default")
+                         "sensors but 'default' (Bayer), or on one with ARCH:SENSOR; default: default")
     ap.add_argument("--parity-seeds", type=int, default=1, help="parity runs per case, each its own seed; the check "
                     "takes their mean difference (default 1)")
+    ap.add_argument("--parity-first-seed", type=int, default=0, help="seed of the first parity run (default 0)")
     ap.add_argument("--parity-only", action="store_true", help="only the training-parity runs and their checks")
     ap.add_argument("--json", type=Path, help="write all numbers here")
     ap.add_argument("--compile-step", action="store_true", help=argparse.SUPPRESS)
@@ -161,12 +189,21 @@ def main(argv=None) -> int:
     ap.add_argument("--train-steps-only", action="store_true",
                     help="only the training-step section: graphed-step checks and the timings of the reference, "
                          "fused eager and CUDA-graph-captured fused steps")
+    ap.add_argument("--step-archs", default=None,
+                    help="comma-separated architectures of the training-step timings (default: all of "
+                         "kbench_timing.STEP_ARCHS)")
+    ap.add_argument("--cudnn-benchmark", choices=("on", "off"), default="off",
+                    help="cuDNN autotuning (torch.backends.cudnn.benchmark) for every timing, reference and fused "
+                         "alike (default off, as kpnt-train and kpnt-denoise run; H200, session 12: the graphed steps "
+                         "time the same either way, docs/KERNELS.md)")
     args = ap.parse_args(argv)
 
     if not torch.cuda.is_available():
         print("bench_kernels: needs a CUDA GPU", file=sys.stderr)
         return 2
     torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
+    print(f"cuDNN autotuning {args.cudnn_benchmark}", flush=True)
     if args.compile_step:
         compile_step_timing(reps=10)
         return 0
@@ -175,7 +212,7 @@ def main(argv=None) -> int:
         return 0
     if args.parity_only:
         chk = Checks()
-        parity = run_parity(args.parity_steps, args.parity_archs, args.parity_seeds)
+        parity = run_parity(args.parity_steps, args.parity_archs, args.parity_seeds, args.parity_first_seed)
         report_parity(chk, parity)
         if args.json:
             args.json.write_text(json.dumps({f"{a} {s}": v for (a, s), v in parity.items()}, indent=1))
@@ -244,7 +281,7 @@ def main(argv=None) -> int:
                 print(f"  torch.compile of the reference step: {comp['error']}", flush=True)
             print(f"  (compile subprocess {time.perf_counter() - t0:.0f} s)", flush=True)
         if args.parity_steps:
-            parity = run_parity(args.parity_steps, args.parity_archs, args.parity_seeds)
+            parity = run_parity(args.parity_steps, args.parity_archs, args.parity_seeds, args.parity_first_seed)
         check_graph_step(chk)
         grows_, gres = graph_step_timings(reps=10)
         mrows += grows_
@@ -313,7 +350,8 @@ def train_steps_only(args, props, commit, build_s) -> int:
         traceback.print_exc()
         chk.flag("graphed step checks ran", False)
     print(f"checks took {time.perf_counter() - t0:.1f} s", flush=True)
-    rows, res = graph_step_timings(reps=args.reps if args.reps != 30 else 10)
+    archs = tuple(args.step_archs.split(",")) if args.step_archs else tuple(STEP_ARCHS)
+    rows, res = graph_step_timings(reps=args.reps if args.reps != 30 else 10, archs=archs)
     ratios = print_graph_table(res)
     print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     chk.report()

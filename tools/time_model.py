@@ -52,6 +52,10 @@ def main() -> int:
     p.add_argument("--width", type=int, default=6006)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--views", type=int, nargs="+", default=[], help="also time the fused self-ensemble of these view counts (1, 2, 4, 8)")
+    p.add_argument("--cudnn-benchmark", choices=("on", "off", "both"), default="off",
+                   help="cuDNN autotuning (torch.backends.cudnn.benchmark) of the guide's convolutions: off (cuDNN's "
+                        "heuristics, what kpnt-denoise uses), on, or both, one after the other (default off; H200, "
+                        "session 12: no change on the fused path, docs/KERNELS.md)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("time_model.py: needs a CUDA GPU", file=sys.stderr)
@@ -62,13 +66,16 @@ def main() -> int:
         cfa = CFA(kind(sensor).reference_pattern())
         x = torch.rand(1, 1, args.height, args.width, device="cuda", generator=torch.Generator("cuda").manual_seed(0)) * 0.5
         noise = torch.tensor([[[1e-3] * 3, [1e-6] * 3]], device="cuda")
-        ms = {}
-        for backend in ("auto", "torch"):
-            model, _ = load_weights(path, sensor, device="cuda")
-            model.backend = backend
-            ms[backend] = time_ms(model, x, cfa, noise, args.repeats)
-            print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}: {ms[backend]:.1f} ms", flush=True)
-        print(f"{path}: fused/reference speed-up {ms['torch'] / ms['auto']:.2f}x")
+        for bench in (("off", "on") if args.cudnn_benchmark == "both" else (args.cudnn_benchmark,)):
+            torch.backends.cudnn.benchmark = bench == "on"
+            ms = {}
+            for backend in ("auto", "torch"):
+                model, _ = load_weights(path, sensor, device="cuda")
+                model.backend = backend
+                ms[backend] = time_ms(model, x, cfa, noise, args.repeats)
+                print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}, cuDNN autotuning {bench}: "
+                      f"{ms[backend]:.1f} ms", flush=True)
+            print(f"{path}: fused/reference speed-up {ms['torch'] / ms['auto']:.2f}x (cuDNN autotuning {bench})")
         model.backend = "auto"
         for v in args.views:
             t = time_ms(model, x, cfa, noise, args.repeats, v)
