@@ -61,6 +61,8 @@ CASES = [
     (train, train_args("--low-noise-share", NAN), "finite"),
     (train, train_args("--blur-share", "-0.1"), "--blur-share"),
     (train, train_args("--hard-share", "1.5"), "--hard-share"),
+    (train, train_args("--zoom-out", "0.5"), "--zoom-out"),
+    (train, train_args("--zoom-share", "2"), "--zoom-share"),
     (train, train_args("--hard-keep", "0"), "--hard-keep"),
     (train, train_args("--hard-candidates", "0"), "--hard-candidates"),
     (train, train_args("--front-radius", "0"), "--front-radius"),

@@ -266,11 +266,13 @@ def test_trained_noise_range_follows_the_clean_share(tmp_path):
     # Clean tiles put 0 in the trained range (inference may then tell the
     # model "no noise"); without them the range starts at the smallest level.
     assert train_main(_cli_args(tmp_path, "with", "--steps", "1")) == 0
-    assert train_main(_cli_args(tmp_path, "without", "--steps", "1", "--clean-share", "0")) == 0
+    assert train_main(_cli_args(tmp_path, "without", "--steps", "1", "--clean-share", "0", "--zoom-out", "1.5")) == 0
     lo = lambda run: load_weights(tmp_path / run / "weights.safetensors")[1]["provenance"]["noise_range_wb"]["a"][0]  # noqa: E731
     assert lo("with") == 0.0 and lo("without") > 0.0
     meta = load_weights(tmp_path / "without" / "weights.safetensors")[1]["provenance"]
     assert (meta["clean_share"], meta["low_noise_share"], meta["blur_share"]) == (0.0, 0.15, 0.5)
+    assert (meta["zoom_out"], meta["zoom_share"]) == (1.5, 0.5)
+    assert "zoom_out" not in load_weights(tmp_path / "with" / "weights.safetensors")[1]["provenance"]
 
 
 def test_lowpass_bias_charges_a_colour_cast_not_zero_mean_detail():

@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                       f"10^4 (ISO 100 and below; default {SynthConfig.low_noise_prob})")
     data.add_argument("--blur-share", type=share, help="share of synthetic tiles given optical blur before mosaicing "
                       f"(default {SynthConfig.blur_prob})")
+    data.add_argument("--zoom-out", type=finite_float(1), default=1.0,
+                      help="shrink a share of the training tiles by a random factor in [1, ZOOM_OUT] before mosaicing "
+                      "(cut larger, antialiased, linear light): more of the photos' detail near the sampling limit, where "
+                      "demosaicing errs (default 1: off)")
+    data.add_argument("--zoom-share", type=share, default=0.5, help="share of tiles --zoom-out shrinks (default 0.5)")
     data.add_argument("--hard-share", type=share, default=0.0,
                       help="share of synthetic tiles drawn near the hardest tiles for the starting model (hard-example "
                       "mining, kpnt.train.mining; needs --init or --resume; default 0: none)")
@@ -277,6 +282,7 @@ def _synthetic_sources(args, sensor: str, tile: int, device=None):
 
     cams, val_cams = _cameras(args, sensor)
     train_photos = PhotoSource.from_folder(args.clean, downscale=args.downscale)
+    train_photos.zoom_out, train_photos.zoom_share = args.zoom_out, args.zoom_share
     if device is not None and torch.device(device).type == "cuda":
         # Synthesis on the GPU: the CPU would be the slower half of a step.
         train_photos = train_photos.to(device)
@@ -305,6 +311,8 @@ def _synthetic_sources(args, sensor: str, tile: int, device=None):
             "holdout": list(args.holdout), "val_cameras": [c.name for c in val_cams], "val_isos": args.val_isos or args.isos,
             "clean_share": synth.zero_noise_prob, "low_noise_share": synth.low_noise_prob, "blur_share": synth.blur_prob}
     prov[NOISE_RANGE_KEY] = trained_noise_range(cams, synth)
+    if args.zoom_out > 1:
+        prov.update(zoom_out=args.zoom_out, zoom_share=args.zoom_share)
     if args.hard_share > 0:
         prov.update(hard_share=args.hard_share, hard_candidates=args.hard_candidates, hard_keep=args.hard_keep)
 

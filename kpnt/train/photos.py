@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from kpnt.color import srgb_to_linear
 from kpnt.errors import KpntError
@@ -52,7 +53,14 @@ class PhotoSource:
     """An in-memory set of linear photos that yields random scene tiles.
 
     Tiles are random crops with random flips and transposes (applied to the
-    scene *before* mosaicing, so they never disturb the CFA phase).
+    scene *before* mosaicing, so they never disturb the CFA phase).  With
+    ``zoom_out > 1`` a share ``zoom_share`` of them is cut ``f`` times
+    larger and shrunk back to the tile size, ``f`` uniform in
+    ``[1, zoom_out]`` (antialiased, in linear light, as a lens forming a
+    smaller image would): the training photos are already downscaled, and
+    zooming out further brings more of their detail near the sampling
+    limit, where demosaicing errs (issue 13: the gap to learned demosaicers
+    lives in fine texture), with fresh phases of it on every draw.
     """
 
     def __init__(self, photos: list[torch.Tensor], names: list[str] | None = None):
@@ -65,6 +73,10 @@ class PhotoSource:
         #: sampled tiles drawn near one of them
         self.hard_boxes: list[tuple[int, int, int]] = []
         self.hard_share = 0.0
+        #: zoom-out augmentation (class doc): largest shrink factor, and
+        #: the share of tiles shrunk
+        self.zoom_out = 1.0
+        self.zoom_share = 0.0
 
     @classmethod
     def from_folder(cls, folder, downscale: int = 2, limit: int | None = None) -> "PhotoSource":
@@ -73,7 +85,9 @@ class PhotoSource:
 
     def to(self, device) -> "PhotoSource":
         """The same photos on ``device`` (tiles are then cut there)."""
-        return PhotoSource([p.to(device) for p in self.photos], self.names)
+        moved = PhotoSource([p.to(device) for p in self.photos], self.names)
+        moved.zoom_out, moved.zoom_share = self.zoom_out, self.zoom_share
+        return moved
 
     def min_side(self) -> int:
         return min(min(p.shape[1:]) for p in self.photos)
@@ -84,12 +98,16 @@ class PhotoSource:
             raise KpntError(f"tile size {size} exceeds the smallest photo side {self.min_side()}: use a smaller --tile")
         out = torch.empty(n, 3, size, size, device=self.photos[0].device)
         hard = torch.rand(n, generator=gen) < self.hard_share if self.hard_boxes else torch.zeros(n, dtype=torch.bool)
+        # Drawn only when zooming is on, so runs without it keep their tiles.
+        cut = self._zoomed_sides(n, size, gen) if augment and self.zoom_out > 1 and self.zoom_share > 0 else [size] * n
         for i in range(n):
             if hard[i]:
-                k, y, x = self._near_hard_box(size, gen)
+                k, y, x = self._near_hard_box(cut[i], gen)
             else:
-                k, y, x = self.random_box(size, gen)
-            tile = self.photos[k][:, y : y + size, x : x + size]
+                k, y, x = self.random_box(cut[i], gen)
+            tile = self.photos[k][:, y : y + cut[i], x : x + cut[i]]
+            if cut[i] != size:
+                tile = F.interpolate(tile[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
             if augment:
                 flips = torch.randint(2, (3,), generator=gen).tolist()
                 if flips[0]:
@@ -100,6 +118,14 @@ class PhotoSource:
                     tile = tile.transpose(1, 2)
             out[i] = tile
         return out
+
+    def _zoomed_sides(self, n: int, size: int, gen: torch.Generator) -> list[int]:
+        """Per tile, the side of the crop shrunk to ``size`` (``size``: not
+        zoomed), at most the smallest photo side."""
+        zoomed = torch.rand(n, generator=gen) < self.zoom_share
+        factor = 1 + torch.rand(n, generator=gen) * (self.zoom_out - 1)
+        limit = self.min_side()
+        return [min(int(round(size * float(f))), limit) if z else size for z, f in zip(zoomed, factor)]
 
     def random_box(self, size: int, gen: torch.Generator) -> tuple[int, int, int]:
         """``(photo, y, x)``: a uniformly random tile corner of a random photo."""
