@@ -301,6 +301,43 @@ def test_lowpass_bias_charges_a_colour_cast_not_zero_mean_detail():
     assert float(lowpass_bias(bad, ref, masked)) < float(lowpass_bias(cast, ref, valid)) * 1.01
 
 
+def test_saturated_bias_charges_dull_saturated_pixels_only():
+    from kpnt.train.loss import LOSSES, saturated_bias, smape
+
+    g = torch.Generator().manual_seed(0)
+    ref = 0.3 + 0.4 * torch.rand(2, 3, 32, 32, generator=g)        # greyish: saturation < 0.8
+    ref[:, :, :16, :16] = torch.tensor([0.6, 0.05, 0.04])[None, :, None, None]   # a saturated red patch
+    valid = torch.ones(2, 1, 32, 32, dtype=torch.bool)
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 2 - 1).float()
+    dull = ref.clone()
+    dull[:, 0, :16, :16] -= 0.02                                    # the red patch 0.02 less red
+    grey_cast = ref.clone()
+    grey_cast[:, 0, 16:, 16:] -= 0.02                               # the same error on grey pixels
+    detail = ref + 0.01 * checker                                   # zero-mean over the patch
+    assert float(saturated_bias(ref, ref, valid)) == 0.0
+    assert float(saturated_bias(dull, ref, valid)) > 0.005
+    assert float(saturated_bias(grey_cast, ref, valid)) == 0.0
+    assert float(saturated_bias(detail, ref, valid)) < 1e-6
+    # the combined loss adds the bias term to SMAPE
+    assert float(LOSSES["smape-satbias"](dull, ref, valid) - smape(dull, ref, valid)) > 0.01
+    assert float(LOSSES["smape-lowpass-satbias"](dull, ref, valid)) > float(LOSSES["smape-lowpass"](dull, ref, valid)) + 0.01
+    # invalid pixels and dark ones have no say; a batch without saturated pixels costs 0 (finite)
+    masked = valid.clone()
+    masked[..., :16, :16] = False
+    assert float(saturated_bias(dull, ref, masked)) == 0.0
+    dark = ref * 0.01
+    assert float(saturated_bias(dark * 0.5, dark, valid)) == 0.0
+    out = dull.clone().requires_grad_(True)
+    saturated_bias(out, ref, valid).backward()
+    assert torch.isfinite(out.grad).all() and float(out.grad[:, 0, :16, :16].mean()) < 0   # pushes the red up
+    assert float(out.grad[:, :, 16:, 16:].abs().max()) == 0.0
+
+
+def test_cli_trains_with_the_saturated_bias_loss(tmp_path):
+    assert train_main(_cli_args(tmp_path, "s", "--loss", "smape-satbias")) == 0
+    assert load_weights(tmp_path / "s" / "weights.safetensors")[1]["provenance"]["train_config"]["loss"] == "smape-satbias"
+
+
 def test_best_validation_weights_are_kept(tmp_path, monkeypatch):
     # Validations 30, 33, 31 dB at steps 2, 4, 6: best.safetensors holds the
     # step-4 weights (not the final ones), and a resumed run that validates
