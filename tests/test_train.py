@@ -305,32 +305,38 @@ def test_saturated_bias_charges_dull_saturated_pixels_only():
     from kpnt.train.loss import LOSSES, saturated_bias, smape
 
     g = torch.Generator().manual_seed(0)
-    ref = 0.3 + 0.4 * torch.rand(2, 3, 32, 32, generator=g)        # greyish: saturation < 0.8
-    ref[:, :, :16, :16] = torch.tensor([0.6, 0.05, 0.04])[None, :, None, None]   # a saturated red patch
-    valid = torch.ones(2, 1, 32, 32, dtype=torch.bool)
-    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 2 - 1).float()
+    ref = 0.3 + 0.4 * torch.rand(2, 3, 128, 128, generator=g)      # greyish: saturation < 0.8
+    ref[:, :, :64, :64] = torch.tensor([0.6, 0.05, 0.04])[None, :, None, None]   # saturated red: 8192 pixels
+    valid = torch.ones(2, 1, 128, 128, dtype=torch.bool)
+    checker = ((torch.arange(128)[:, None] + torch.arange(128)[None, :]) % 2 * 2 - 1).float()
     dull = ref.clone()
-    dull[:, 0, :16, :16] -= 0.02                                    # the red patch 0.02 less red
+    dull[:, 0, :64, :64] -= 0.02                                    # the red patch 0.02 less red
     grey_cast = ref.clone()
-    grey_cast[:, 0, 16:, 16:] -= 0.02                               # the same error on grey pixels
+    grey_cast[:, 0, 64:, 64:] -= 0.02                               # the same error on grey pixels
     detail = ref + 0.01 * checker                                   # zero-mean over the patch
     assert float(saturated_bias(ref, ref, valid)) == 0.0
-    assert float(saturated_bias(dull, ref, valid)) > 0.005
+    # red 0.02 / 1.18 relative, over 3 channels, x 8192 / (8192 + 4096) pixels' weight
+    assert abs(float(saturated_bias(dull, ref, valid)) - 0.02 / 1.18 / 3 * 2 / 3) < 1e-4
+    # the same relative bias on a few pixels weighs far less
+    few = valid.clone()
+    few[..., :64, :64] = False
+    few[0, :, :4, :4] = True
+    assert float(saturated_bias(dull, ref, few)) < float(saturated_bias(dull, ref, valid)) / 50
     assert float(saturated_bias(grey_cast, ref, valid)) == 0.0
     assert float(saturated_bias(detail, ref, valid)) < 1e-6
     # the combined loss adds the bias term to SMAPE
-    assert float(LOSSES["smape-satbias"](dull, ref, valid) - smape(dull, ref, valid)) > 0.01
-    assert float(LOSSES["smape-lowpass-satbias"](dull, ref, valid)) > float(LOSSES["smape-lowpass"](dull, ref, valid)) + 0.01
+    assert float(LOSSES["smape-satbias"](dull, ref, valid) - smape(dull, ref, valid)) > 0.007
+    assert float(LOSSES["smape-lowpass-satbias"](dull, ref, valid)) > float(LOSSES["smape-lowpass"](dull, ref, valid)) + 0.007
     # invalid pixels and dark ones have no say; a batch without saturated pixels costs 0 (finite)
     masked = valid.clone()
-    masked[..., :16, :16] = False
+    masked[..., :64, :64] = False
     assert float(saturated_bias(dull, ref, masked)) == 0.0
     dark = ref * 0.01
     assert float(saturated_bias(dark * 0.5, dark, valid)) == 0.0
     out = dull.clone().requires_grad_(True)
     saturated_bias(out, ref, valid).backward()
-    assert torch.isfinite(out.grad).all() and float(out.grad[:, 0, :16, :16].mean()) < 0   # pushes the red up
-    assert float(out.grad[:, :, 16:, 16:].abs().max()) == 0.0
+    assert torch.isfinite(out.grad).all() and float(out.grad[:, 0, :64, :64].mean()) < 0   # pushes the red up
+    assert float(out.grad[:, :, 64:, 64:].abs().max()) == 0.0
 
 
 def test_cli_trains_with_the_saturated_bias_loss(tmp_path):
