@@ -340,8 +340,25 @@ def test_saturated_bias_charges_dull_saturated_pixels_only():
 
 
 def test_cli_trains_with_the_saturated_bias_loss(tmp_path):
-    assert train_main(_cli_args(tmp_path, "s", "--loss", "smape-satbias")) == 0
-    assert load_weights(tmp_path / "s" / "weights.safetensors")[1]["provenance"]["train_config"]["loss"] == "smape-satbias"
+    assert train_main(_cli_args(tmp_path, "s", "--loss", "smape-satbias", "--satbias-weight", "0.5")) == 0
+    cfg = load_weights(tmp_path / "s" / "weights.safetensors")[1]["provenance"]["train_config"]
+    assert (cfg["loss"], cfg["satbias_weight"]) == ("smape-satbias", 0.5)
+
+
+def test_satbias_weight_scales_the_term_only():
+    from kpnt.train.loss import LOSSES, loss_function, saturated_bias, smape
+
+    g = torch.Generator().manual_seed(1)
+    ref = 0.3 + 0.4 * torch.rand(1, 3, 96, 96, generator=g)
+    ref[:, :, :64, :64] = torch.tensor([0.05, 0.5, 0.04])[None, :, None, None]      # saturated green
+    out = ref * 0.97 + 0.003 * torch.randn(1, 3, 96, 96, generator=g)
+    valid = torch.ones(1, 1, 96, 96, dtype=torch.bool)
+    term = float(saturated_bias(out, ref, valid))
+    assert term > 1e-3
+    for w in (0.0, 0.5, 3.0):
+        got = float(loss_function("smape-satbias", w)(out, ref, valid))
+        assert abs(got - float(smape(out, ref, valid)) - w * term) < 1e-6
+    assert loss_function("smape", 0.5) is LOSSES["smape"]
 
 
 def test_best_validation_weights_are_kept(tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ from kpnt.ref.apply import APPLY_MODES
 from kpnt.ref.taps import COLOUR_TAP_SETS
 from kpnt.spec import FRONT_KERNELS, FRONT_SHARINGS
 from kpnt.train.distributed import GRAD_SYNCS
-from kpnt.train.loss import LOSSES
+from kpnt.train.loss import LOSSES, SATBIAS_WEIGHT
 from kpnt.train.real import REAL_LOSSES
 from kpnt.train.synthesis import SynthConfig
 from kpnt.noise.trained import trained_noise_range
@@ -108,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                      f"a tenth of --steps up to {INIT_WARMUP})")
     opt.add_argument("--grad-clip", type=finite_float(0), default=1.0, help="gradient-norm clipping, 0 to disable (default 1.0)")
     opt.add_argument("--weight-decay", type=finite_float(0, 1), default=0.0, help="L2 weight decay (default 0)")
-    opt.add_argument("--loss", choices=list(LOSSES), default="smape", help="loss on the full-res output (default smape)")
+    opt.add_argument("--loss", choices=list(LOSSES), default="smape", help="loss on the full-res output (default smape; "
+                     "smape-lowpass adds the error of 8x8 local means, *-satbias the bias of strongly saturated pixels)")
+    opt.add_argument("--satbias-weight", type=finite_float(0), default=SATBIAS_WEIGHT,
+                     help=f"weight of the saturated-bias term of the *-satbias losses (default {SATBIAS_WEIGHT:g})")
     opt.add_argument("--guide-dtype", choices=["float32", "bfloat16"], default="float32",
                      help="precision of the guide's convolutions while training on a GPU: bfloat16 runs them about "
                           "twice as fast on an H200 (the shipped Bayer model's step is mostly the guide); default "
@@ -572,7 +575,7 @@ def main(argv=None) -> int:
             if args.data is not None:
                 source, val_batches, prov = mixed_sources(real, (source, val_batches, prov), args.real_fraction)
         cfg = TrainConfig(
-            steps=args.steps, lr=args.lr, grad_clip=args.grad_clip, weight_decay=args.weight_decay, loss=args.loss,
+            steps=args.steps, lr=args.lr, grad_clip=args.grad_clip, weight_decay=args.weight_decay, loss=args.loss, satbias_weight=args.satbias_weight,
             seed=args.seed, val_every=args.val_every, ckpt_every=args.ckpt_every, minutes=args.minutes,
             shards=args.shards, grad_sync=args.grad_sync, warmup=_warmup(args),
         )

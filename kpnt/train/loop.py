@@ -28,7 +28,7 @@ from kpnt.io.atomic import atomic_file
 from kpnt.mosaic import CFA, kinds
 from kpnt.mosaic.cfa import reference_cfa
 from kpnt.train.distributed import GRAD_SYNCS, DistContext, local_shards, make_sync, shard_seed
-from kpnt.train.loss import LOSSES, psnr_linear
+from kpnt.train.loss import LOSSES, SATBIAS_WEIGHT, loss_function, psnr_linear
 from kpnt.train.step import apply_update, nonfinite_grads, step_loss
 from kpnt.train.plot import write_curve
 from kpnt.train.synthesis import Batch
@@ -61,6 +61,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     weight_decay: float = 0.0
     loss: str = "smape"
+    #: weight of the saturated-bias term of the ``*-satbias`` losses
+    satbias_weight: float = SATBIAS_WEIGHT
     seed: int = 0
     val_every: int = 100
     ckpt_every: int = 200
@@ -162,7 +164,7 @@ class Trainer:
         self.params = [p for ps in model.weight_sets().values() for p in ps]
         self.step = 0
         self.history = History()
-        self.loss_fn = LOSSES[cfg.loss]
+        self.loss_fn = loss_function(cfg.loss, cfg.satbias_weight)
         border = cfg.loss_border
         #: (output, target, valid) -> loss, as every step variant calls it (kpnt.train.step).
         self.step_loss_fn = lambda o, t, v: self.loss_fn(o, t, v, border)

@@ -1,6 +1,8 @@
 """Training losses on the full-resolution output (DESIGN.md section 4)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 #: Keeps SMAPE finite where output and reference are both zero.
@@ -112,18 +114,30 @@ def saturated_bias(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, bo
     return (diff.abs() / (scale + SMAPE_EPS)).mean() * (n / (n + SATBIAS_PIXELS))
 
 
-def smape_satbias(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, border: int = 0) -> torch.Tensor:
-    """SMAPE plus ``SATBIAS_WEIGHT`` x :func:`saturated_bias` (``--loss smape-satbias``)."""
-    return smape(out, ref, valid, border) + SATBIAS_WEIGHT * saturated_bias(out, ref, valid, border)
+def smape_satbias(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, border: int = 0,
+                  weight: float = SATBIAS_WEIGHT) -> torch.Tensor:
+    """SMAPE plus ``weight`` x :func:`saturated_bias` (``--loss smape-satbias``)."""
+    return smape(out, ref, valid, border) + weight * saturated_bias(out, ref, valid, border)
 
 
-def smape_lowpass_satbias(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, border: int = 0) -> torch.Tensor:
+def smape_lowpass_satbias(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, border: int = 0,
+                          weight: float = SATBIAS_WEIGHT) -> torch.Tensor:
     """SMAPE plus both bias terms (``--loss smape-lowpass-satbias``)."""
-    return smape_lowpass(out, ref, valid, border) + SATBIAS_WEIGHT * saturated_bias(out, ref, valid, border)
+    return smape_lowpass(out, ref, valid, border) + weight * saturated_bias(out, ref, valid, border)
 
 
 LOSSES = {"smape": smape, "l2": l2, "srgb-l2": srgb_l2, "smape-lowpass": smape_lowpass,
           "smape-satbias": smape_satbias, "smape-lowpass-satbias": smape_lowpass_satbias}
+
+
+def loss_function(name: str, satbias_weight: float = SATBIAS_WEIGHT):
+    """The loss ``name`` of :data:`LOSSES` as ``fn(out, ref, valid, border)``,
+    its saturated-bias term (if it has one) weighted by ``satbias_weight``
+    (``kpnt-train --satbias-weight``)."""
+    fn = LOSSES[name]
+    if fn in (smape_satbias, smape_lowpass_satbias):
+        return functools.partial(fn, weight=satbias_weight)
+    return fn
 
 
 def psnr_linear(out: torch.Tensor, ref: torch.Tensor, border: int = 6) -> torch.Tensor:
