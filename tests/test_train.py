@@ -302,7 +302,7 @@ def test_lowpass_bias_charges_a_colour_cast_not_zero_mean_detail():
 
 
 def test_saturated_bias_charges_dull_saturated_pixels_only():
-    from kpnt.train.loss import LOSSES, saturated_bias, smape
+    from kpnt.train.loss import LOSSES, SATBIAS_WEIGHT, saturated_bias, smape
 
     g = torch.Generator().manual_seed(0)
     ref = 0.3 + 0.4 * torch.rand(2, 3, 128, 128, generator=g)      # greyish: saturation < 0.8
@@ -325,8 +325,9 @@ def test_saturated_bias_charges_dull_saturated_pixels_only():
     assert float(saturated_bias(grey_cast, ref, valid)) == 0.0
     assert float(saturated_bias(detail, ref, valid)) < 1e-6
     # the combined loss adds the bias term to SMAPE
-    assert float(LOSSES["smape-satbias"](dull, ref, valid) - smape(dull, ref, valid)) > 0.007
-    assert float(LOSSES["smape-lowpass-satbias"](dull, ref, valid)) > float(LOSSES["smape-lowpass"](dull, ref, valid)) + 0.007
+    term = SATBIAS_WEIGHT * float(saturated_bias(dull, ref, valid))
+    assert abs(float(LOSSES["smape-satbias"](dull, ref, valid) - smape(dull, ref, valid)) - term) < 1e-6
+    assert abs(float(LOSSES["smape-lowpass-satbias"](dull, ref, valid) - LOSSES["smape-lowpass"](dull, ref, valid)) - term) < 1e-6
     # invalid pixels and dark ones have no say; a batch without saturated pixels costs 0 (finite)
     masked = valid.clone()
     masked[..., :64, :64] = False

@@ -77,9 +77,12 @@ def smape_lowpass(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, bor
 #: (kpnt.bench.metrics.SAT_EDGES, SAT_MIN_VALUE).
 SATURATED_FROM = 0.8
 SATURATED_MIN_VALUE = 0.02
-#: Weight of :func:`saturated_bias` in ``--loss smape-satbias`` (as the
-#: low-pass term's; not tuned yet).
-SATBIAS_WEIGHT = 2.0
+#: Default weight of :func:`saturated_bias` in the ``*-satbias`` losses
+#: (``--satbias-weight``).  600 CPU steps from the shipped Bayer file
+#: (README, session 12): 2 over-corrects (textured red +0.1..+0.6e-3) and
+#: costs 0.5 dB sRGB on clean mosaics; 0.5 leaves -0.1..-0.3e-3 (from
+#: -1.4..-2.5) for 0.1-0.24 dB sRGB.  Not tuned beyond that.
+SATBIAS_WEIGHT = 0.5
 #: A batch with ``n`` saturated pixels weighs its bias by ``n / (n +
 #: SATBIAS_PIXELS)``: a few noisy pixels have a large random bias (a CPU
 #: step at ISO 12800 with a handful of them cost 0.3, four times SMAPE),
