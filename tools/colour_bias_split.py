@@ -28,15 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from val_levels import SHARED, scored_batches  # noqa: E402
-
-BORDER = 6
+from val_levels import SHARED, scored_batches, trained_noise  # noqa: E402
 
 
 def split_bias(out: np.ndarray, ref: np.ndarray, flat_below: float) -> dict:
     """Sums of ``out - ref`` (3,) and pixel counts of the top saturation
     bin's flat and textured pixels of one (H, W, 3) image pair."""
-    from kpnt.bench.metrics import SAT_EDGES, SAT_MIN_VALUE, saturation
+    from kpnt.bench.metrics import BORDER, SAT_EDGES, SAT_MIN_VALUE, saturation
 
     ref = ref[BORDER:-BORDER, BORDER:-BORDER].astype(np.float64)
     out = out[BORDER:-BORDER, BORDER:-BORDER].astype(np.float64)
@@ -73,7 +71,6 @@ def main(argv=None) -> int:
                    "as a classical demosaicer's reference")
     args = p.parse_args(argv)
 
-    from kpnt.noise.trained import clamp_to_trained_noise
     from kpnt.train.photos import PhotoSource
     from kpnt.weights_io import load_weights, read_metadata
 
@@ -97,8 +94,7 @@ def main(argv=None) -> int:
                     if path is None:
                         out = menon_batch(b)
                     else:
-                        noise = torch.stack([torch.from_numpy(clamp_to_trained_noise(model, n.numpy())) for n in b.noise])
-                        out = model(b.x, b.cfa, noise)
+                        out = model(b.x, b.cfa, trained_noise(model, b.noise))
                     for i in range(out.shape[0]):
                         part = split_bias(out[i].permute(1, 2, 0).numpy(), b.target[i].permute(1, 2, 0).numpy(), args.flat)
                         for k, (e, n) in part.items():

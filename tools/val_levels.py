@@ -98,16 +98,22 @@ def psnr_pair(out: torch.Tensor, ref: torch.Tensor, m: torch.Tensor, border: int
     return psnr_linear(out, ref, border=0).tolist(), psnr_linear(to_srgb(out), to_srgb(ref), border=0).tolist()
 
 
-def score(model, batches, device) -> tuple[float, float]:
+def trained_noise(model, noise: torch.Tensor) -> torch.Tensor:
+    """(N, 2, 3) noise levels clipped into ``model``'s trained range, as
+    ``kpnt-denoise`` tells the model, on ``noise``'s device."""
     from kpnt.noise.trained import clamp_to_trained_noise
+
+    return torch.stack([torch.from_numpy(clamp_to_trained_noise(model, n.cpu().numpy())) for n in noise]).to(noise.device)
+
+
+def score(model, batches, device) -> tuple[float, float]:
     from kpnt.train.loop import batch_to
 
     lin, srgb = [], []
     with torch.no_grad():
         for b, m in batches:
             b = batch_to(b, device)
-            noise = torch.stack([torch.from_numpy(clamp_to_trained_noise(model, n.cpu().numpy())) for n in b.noise]).to(device)
-            a, s = psnr_pair(model(b.x, b.cfa, noise), b.target, m)
+            a, s = psnr_pair(model(b.x, b.cfa, trained_noise(model, b.noise)), b.target, m)
             lin += a
             srgb += s
     return float(np.mean(lin)), float(np.mean(srgb))

@@ -575,7 +575,8 @@ def main(argv=None) -> int:
             if args.data is not None:
                 source, val_batches, prov = mixed_sources(real, (source, val_batches, prov), args.real_fraction)
         cfg = TrainConfig(
-            steps=args.steps, lr=args.lr, grad_clip=args.grad_clip, weight_decay=args.weight_decay, loss=args.loss, satbias_weight=args.satbias_weight,
+            steps=args.steps, lr=args.lr, grad_clip=args.grad_clip, weight_decay=args.weight_decay, loss=args.loss,
+            satbias_weight=args.satbias_weight,
             seed=args.seed, val_every=args.val_every, ckpt_every=args.ckpt_every, minutes=args.minutes,
             shards=args.shards, grad_sync=args.grad_sync, warmup=_warmup(args),
         )

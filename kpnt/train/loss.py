@@ -5,6 +5,8 @@ import functools
 
 import torch
 
+from kpnt.bench.metrics import SAT_EDGES, SAT_MIN_VALUE
+
 #: Keeps SMAPE finite where output and reference are both zero.
 SMAPE_EPS = 1e-3
 
@@ -73,10 +75,9 @@ def smape_lowpass(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, bor
 
 #: Reference pixels at least this saturated (HSV, white-balanced linear) and
 #: brighter than SATURATED_MIN_VALUE form the set :func:`saturated_bias`
-#: charges: the most saturated bin of the benchmark's colour check
-#: (kpnt.bench.metrics.SAT_EDGES, SAT_MIN_VALUE).
-SATURATED_FROM = 0.8
-SATURATED_MIN_VALUE = 0.02
+#: charges: the most saturated bin of the benchmark's colour check.
+SATURATED_FROM = SAT_EDGES[-2]
+SATURATED_MIN_VALUE = SAT_MIN_VALUE
 #: Default weight of :func:`saturated_bias` in the ``*-satbias`` losses
 #: (``--satbias-weight``).  600 CPU steps from the shipped Bayer file
 #: (README, session 12): 2 over-corrects (textured red +0.1..+0.6e-3) and
