@@ -121,6 +121,30 @@ def _network(z: torch.Tensor, weights, skip: bool) -> torch.Tensor:
     return F.conv2d(z, weights[-2], weights[-1])
 
 
+def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool) -> torch.Tensor:
+    """:func:`_network` for GPU inference in float16, channels-last, with
+    each hidden layer's bias and ReLU fused into its convolution
+    (``torch.cudnn_convolution_relu``).
+
+    Same maths and precision as ``_network`` under float16 autocast; the
+    difference is memory traffic.  Unfused, PyTorch adds a channels-last
+    bias with a broadcasting (unvectorised) kernel and applies the ReLU as a
+    second pass: on the H200 those two passes took 23 of the shipped Bayer
+    model's 68 ms at 24 MP (16 layers of 64 channels at 6 M positions),
+    against 13 ms for the convolutions themselves (session 14, torch
+    profiler).  The skip connection's add stays a separate, vectorised pass
+    (it comes after the ReLU, which no cuDNN fused epilogue expresses).
+    """
+    n = len(weights) // 2
+    z = z.to(torch.float16).contiguous(memory_format=torch.channels_last)
+    one, pad = [1, 1], [1, 1]
+    for i in range(n - 1):
+        w = weights[2 * i].to(torch.float16).contiguous(memory_format=torch.channels_last)
+        h = torch.cudnn_convolution_relu(z, w, weights[2 * i + 1].to(torch.float16), one, pad, one, 1)
+        z = z.add_(h) if skip and i > 0 else h
+    return F.conv2d(z, weights[-2].to(torch.float16), weights[-1].to(torch.float16)).float()
+
+
 def _half_precision(x: torch.Tensor, train_dtype: torch.dtype | None):
     """(device type, dtype, weight-cast cache) of the autocast the guide's
     network runs under for input ``x`` (channels-last), or None: float32.
@@ -195,6 +219,8 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
     half = _half_precision(x, train_dtype)
     if half is None:
         r = _network(z, weights, skip)
+    elif half == ("cuda", torch.float16, True) and torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled:
+        r = _network_cudnn_inference(z, weights, skip)
     else:
         device, dtype, cache = half
         with torch.autocast(device, dtype=dtype, cache_enabled=cache):

@@ -62,3 +62,40 @@ def test_model_attribute_reaches_the_guide(monkeypatch):
     x = torch.rand(1, 1, 32, 40, device="cuda")
     m(x, CFA.bayer("RGGB"), torch.tensor([[[1e-3] * 3, [1e-5] * 3]], device="cuda")).sum().backward()
     assert seen == [torch.bfloat16]
+
+
+@pytest.mark.parametrize("skip", [True, False], ids=["skip", "plain"])
+def test_inference_guide_with_fused_bias_relu_matches_unfused(skip):
+    """GPU inference runs each hidden layer as one cuDNN convolution with its
+    bias and ReLU fused (``_network_cudnn_inference``): the same network as
+    ``_network`` in float16, so the two agree to float16 rounding, and both
+    to the float32 network within float16's error."""
+    from kpnt.ref.guide import _network, _network_cudnn_inference, guide_channels
+
+    g = torch.Generator().manual_seed(1)
+    n_in, _ = guide_channels(2)
+    ws = init_guide(2, 64, 5, g, skip=skip)
+    # Biases of the activations' order and a non-zero last layer, so that
+    # losing either shows.
+    ws = [w + (0.3 if w.dim() == 1 else 0.05) * torch.randn(w.shape, generator=g) for w in ws]
+    ws = [w.cuda() for w in ws]
+    z = torch.randn(2, n_in, 70, 90, generator=g).cuda()
+    with torch.no_grad():
+        fused = _network_cudnn_inference(z, ws, skip)
+        with torch.autocast("cuda", dtype=torch.float16):
+            unfused = _network(z.contiguous(memory_format=torch.channels_last), ws, skip).float()
+        tf32 = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            exact = _network(z, ws, skip)
+        finally:
+            torch.backends.cudnn.allow_tf32 = tf32
+    assert fused.dtype == torch.float32 and fused.shape == exact.shape
+    assert rel(unfused, exact) < 1e-2
+    assert rel(fused, exact) < 2 * rel(unfused, exact) + 1e-4, (rel(fused, exact), rel(unfused, exact))
+    # A fused path that dropped the bias or the ReLU, or skipped the residual
+    # adds, is off by the size of the activations, not by rounding.
+    assert rel(fused, unfused) < 1e-2
+    with torch.no_grad():
+        no_bias = _network_cudnn_inference(z, [w * 0 if w.dim() == 1 and i < len(ws) - 1 else w for i, w in enumerate(ws)], skip)
+    assert rel(no_bias, exact) > 0.05

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Where 24-MP inference time goes: GPU kernel time per kernel (torch
+profiler) of one model-only forward on the fused backend, after warm-up.
+
+    python tools/profile_inference.py                      # the shipped models
+    python tools/profile_inference.py --weights a.safetensors --top 30
+
+Prints, per weights file, the total GPU kernel time of a forward and the
+``--top`` kernels by time with their launch counts.  ``tools/time_model.py``
+is the timing of record (CUDA events, beside the reference); this says
+which kernels make up the fused number.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kpnt.mosaic.cfa import CFA  # noqa: E402
+from kpnt.mosaic.kinds import MOSAIC_KINDS, kind  # noqa: E402
+from kpnt.weights_io import load_weights, read_metadata, shipped_weights  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", nargs="+", type=Path, help="weights files (default: the shipped Bayer and X-Trans models)")
+    p.add_argument("--height", type=int, default=4002)
+    p.add_argument("--width", type=int, default=6006)
+    p.add_argument("--repeats", type=int, default=3, help="profiled forwards (the table is per forward)")
+    p.add_argument("--top", type=int, default=22, help="kernels listed (default 22)")
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        print("profile_inference.py: needs a CUDA GPU", file=sys.stderr)
+        return 1
+    for path in args.weights or [shipped_weights(s) for s in MOSAIC_KINDS]:
+        sensor = read_metadata(path)["sensor"]
+        cfa = CFA(kind(sensor).reference_pattern())
+        x = torch.rand(1, 1, args.height, args.width, device="cuda", generator=torch.Generator("cuda").manual_seed(0)) * 0.5
+        noise = torch.tensor([[[1e-3] * 3, [1e-6] * 3]], device="cuda")
+        model, _ = load_weights(path, sensor, device="cuda")
+        model.backend = "auto"
+        with torch.no_grad():
+            for _ in range(2):
+                model(x, cfa, noise)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(args.repeats):
+                    model(x, cfa, noise)
+                torch.cuda.synchronize()
+        events = prof.key_averages()
+        attr = "device_time_total" if hasattr(events[0], "device_time_total") else "cuda_time_total"
+        kernels = sorted((e for e in events if getattr(e, attr, 0) > 0 and e.device_type.name != "CPU"),
+                         key=lambda e: -getattr(e, attr))
+        per = 1e3 * args.repeats                                            # us totals -> ms per forward
+        total = sum(getattr(e, attr) for e in kernels) / per
+        launches = sum(e.count for e in kernels) / args.repeats
+        print(f"{path}: {sensor} {args.height}x{args.width}: GPU kernel time {total:.2f} ms/forward, {launches:.0f} kernels")
+        for e in kernels[:args.top]:
+            print(f"  {getattr(e, attr) / per:7.3f} ms  x{e.count / args.repeats:5.0f}  {e.key[:120]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
