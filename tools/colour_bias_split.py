@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from val_levels import SHARED, scored_batches, trained_noise  # noqa: E402
+from val_levels import SHARED, fitting_tile, scored_batches, trained_noise  # noqa: E402
 
 
 def split_bias(out: np.ndarray, ref: np.ndarray, flat_below: float) -> dict:
@@ -69,23 +69,28 @@ def main(argv=None) -> int:
     p.add_argument("--flat", type=float, default=0.03, help="flat: 7x7 luminance std/mean below this (default 0.03)")
     p.add_argument("--menon", action="store_true", help="also Menon 2007 (kpnt.baselines, no denoising) on the Bayer cases, "
                    "as a classical demosaicer's reference")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where the models run (default cuda when available)")
     args = p.parse_args(argv)
 
+    from kpnt.train.loop import batch_to
     from kpnt.train.photos import PhotoSource
     from kpnt.weights_io import load_weights, read_metadata
 
     photos = PhotoSource.from_folder(args.val, downscale=1, limit=args.images)
+    tile = fitting_tile(photos, args.tile)
     isos = [int(i) for i in args.isos.split(",") if i]
     cases = {}
+    print(f"{len(photos.photos)} photos of {args.val}, {tile}^2 centre tiles, held-out cameras")
     print("| weights | level | flat: pixels | flat R / G / B (1e-3 of white) | textured: pixels | textured R / G / B |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     runs = [(str(path), path) for path in args.weights] + ([("Menon 2007", None)] if args.menon else [])
     for name, path in runs:
         sensor = read_metadata(path)["sensor"] if path is not None else "bayer"
         if sensor not in cases:
-            cases[sensor] = scored_batches(sensor, photos, args.tile, args.profiles, isos)
+            cases[sensor] = scored_batches(sensor, photos, tile, args.profiles, isos)
         if path is not None:
-            model, _ = load_weights(path, sensor)
+            model, _ = load_weights(path, sensor, device=args.device)
             model.eval()
         for label, batches in cases[sensor].items():
             acc = {"flat": [np.zeros(3), 0], "textured": [np.zeros(3), 0]}
@@ -94,7 +99,8 @@ def main(argv=None) -> int:
                     if path is None:
                         out = menon_batch(b)
                     else:
-                        out = model(b.x, b.cfa, trained_noise(model, b.noise))
+                        d = batch_to(b, args.device)
+                        out = model(d.x, d.cfa, trained_noise(model, d.noise)).cpu()
                     for i in range(out.shape[0]):
                         part = split_bias(out[i].permute(1, 2, 0).numpy(), b.target[i].permute(1, 2, 0).numpy(), args.flat)
                         for k, (e, n) in part.items():

@@ -61,6 +61,13 @@ def camera_models(sensor: str, table, iso: int | None):
     return out
 
 
+def fitting_tile(photos, tile: int) -> int:
+    """The centre-tile side used for ``photos``: ``tile``, cut to the
+    smallest photo's side, rounded down to whole CFA repeats (6 fits both
+    Bayer's 2 and X-Trans's 6)."""
+    return min(tile, photos.min_side()) // 6 * 6
+
+
 def scored_batches(sensor: str, photos, tile: int, profiles: Path, isos: list[int], per_batch: int = 8):
     """{label: [(Batch, cam_to_srgb (3, 3))]}: the same scenes and exposure
     draws at every level, one camera per batch (so sRGB needs one matrix)."""
@@ -135,7 +142,7 @@ def main(argv=None) -> int:
 
     isos = [int(v) for v in args.isos.split(",")]
     photos = PhotoSource.from_folder(args.val, downscale=1, limit=args.images)
-    tile = min(args.tile, photos.min_side()) // 6 * 6
+    tile = fitting_tile(photos, args.tile)
     cache = {}
     labels = [lab for lab, _, _ in level_configs(isos)]
     print(f"{len(photos.photos)} photos of {args.val}, {tile}^2 centre tiles, held-out cameras; linear / sRGB PSNR (dB)")

@@ -149,6 +149,8 @@ class PhotoSource:
 
     def centre_tiles(self, size: int) -> torch.Tensor:
         """One deterministic centre crop per photo: ``(len, 3, size, size)``."""
+        if size > self.min_side():
+            raise KpntError(f"centre tile size {size} exceeds the smallest photo side {self.min_side()}: use a smaller tile")
         tiles = []
         for img in self.photos:
             y, x = (img.shape[1] - size) // 2, (img.shape[2] - size) // 2
