@@ -55,3 +55,21 @@ def test_table_scores_the_shipped_bayer_model_per_level(tmp_path, capsys):
     # more noise, lower PSNR, in both spaces: clean > ISO 100 > ISO 800
     for space in (0, 1):
         assert cells[0][space] > cells[1][space] > cells[2][space]
+
+
+def test_colour_bias_split_fits_the_tile_to_the_smallest_photo(tmp_path, capsys):
+    # One photo smaller than --tile: the tool cuts the tile to it, as
+    # val_levels.py does (session 14: it stacked a sliver and failed).
+    val, profiles = _fixtures(tmp_path)
+    small = np.full((60, 80, 3), 200, np.uint8)
+    small[:, :, 0] = 20                                                   # saturated: feeds the top bin
+    cv2.imwrite(str(val / "p2.png"), small)
+    weights = ROOT / "kpnt" / "weights" / "bayer.safetensors"
+    assert load_tool("colour_bias_split").main([str(weights), "--val", str(val), "--profiles", str(profiles),
+                                                "--images", "3", "--tile", "96", "--isos", "800", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("3 photos of") and "60^2 centre tiles" in lines[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[3:]]
+    assert [r[1] for r in rows] == ["clean", "ISO 800"]
+    for r in rows:
+        assert int(r[2]) + int(r[4]) > 0                                  # the saturated photo fills the top bin
