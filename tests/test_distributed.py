@@ -1,5 +1,6 @@
 """Data-parallel training: two gloo processes on the CPU reach the weights of
 one process that draws both shards itself (DESIGN.md section 6)."""
+import gc
 import json
 import socket
 from datetime import timedelta
@@ -55,19 +56,27 @@ def _worker(rank, world, port, root):
     ok = False
     ctx = DistContext(rank=rank, world_size=world, local_rank=rank, local_world_size=world)
     try:
-        report = {}
-        for sync in ("ddp", "allreduce"):
-            tr = _trainer(root / sync, ctx, grad_sync=sync)
-            tr.run(progress=False)
-            report[sync] = {"losses": tr.history.losses, "val_psnr": tr.history.val_psnr, "shards": list(tr.local)}
-        _trainer(root / "part", ctx).run(progress=False, until=2)
-        tr = _trainer(root / "nan", ctx, poison_call=2 if rank == 1 else None)
-        tr.run(progress=False)
-        report["nan"] = {"skipped": [s for s, _ in tr.history.skipped], "weights": [p.detach().sum().item() for p in tr.params]}
-        (root / f"rank{rank}.json").write_text(json.dumps(report))
+        _worker_runs(rank, ctx, root)   # its trainers are out of scope when shutdown collects them, as in kpnt-train
         ok = True
     finally:
         shutdown(ctx, wait=ok)
+    # The finished trainers' DDP wrappers (which hold the process group) must
+    # be gone by now, not left to the collector at interpreter exit.
+    alive = sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())
+    (root / f"rank{rank}.ddp_alive").write_text(str(alive))
+
+
+def _worker_runs(rank, ctx, root):
+    report = {}
+    for sync in ("ddp", "allreduce"):
+        tr = _trainer(root / sync, ctx, grad_sync=sync)
+        tr.run(progress=False)
+        report[sync] = {"losses": tr.history.losses, "val_psnr": tr.history.val_psnr, "shards": list(tr.local)}
+    _trainer(root / "part", ctx).run(progress=False, until=2)
+    tr = _trainer(root / "nan", ctx, poison_call=2 if rank == 1 else None)
+    tr.run(progress=False)
+    report["nan"] = {"skipped": [s for s, _ in tr.history.skipped], "weights": [p.detach().sum().item() for p in tr.params]}
+    (root / f"rank{rank}.json").write_text(json.dumps(report))
 
 
 def _free_port():
@@ -96,6 +105,7 @@ def test_two_processes_equal_one_process_with_two_shards(tmp_path):
     torch.set_num_threads(1)
     mp.spawn(_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True, start_method="spawn")
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [(tmp_path / f"rank{r}.ddp_alive").read_text() for r in range(2)] == ["0", "0"]
     assert [r["ddp"]["shards"] for r in reports] == [[0], [1]]
 
     single = _trainer(tmp_path / "single", shards=2)
