@@ -1,4 +1,5 @@
 """Training loop: exact resume, NaN steps skipped, CLI end to end."""
+import dataclasses
 import json
 
 import cv2
@@ -386,3 +387,23 @@ def test_best_validation_weights_are_kept(tmp_path, monkeypatch):
     # resumed to step 8: 32 dB < 33 dB, the best file stays the step-4 one
     assert train_main(_cli_args(tmp_path, "run", "--resume", steps=8)) == 0
     assert load_weights(tmp_path / "run" / "best.safetensors")[1]["provenance"]["best_step"] == 4
+
+
+def test_adam_eps_reaches_the_optimiser_the_provenance_and_a_resumed_run(tmp_path):
+    assert train_main(_cli_args(tmp_path, "plain")) == 0
+    assert train_main(_cli_args(tmp_path, "eps", "--adam-eps", "1e-3")) == 0
+    cfg = load_weights(tmp_path / "eps" / "weights.safetensors")[1]["provenance"]["train_config"]
+    assert cfg["adam_eps"] == 1e-3
+    # eps 1e-3 against gradients far below it shrinks every step: other weights
+    assert _max_weight_diff(tmp_path / "plain" / "weights.safetensors", tmp_path / "eps" / "weights.safetensors") > 1e-5
+    # A resumed run takes this run's eps, not the checkpoint's (load_state_dict
+    # would bring the saved param groups back).
+    half = _trainer(tmp_path / "half")
+    half.run(progress=False, until=3)
+    resumed = _trainer(tmp_path / "half")
+    resumed.cfg = dataclasses.replace(resumed.cfg, adam_eps=1e-4)
+    resumed.load_checkpoint(tmp_path / "half" / CHECKPOINT_NAME)
+    assert [g["eps"] for g in resumed.optim.param_groups] == [1e-4]
+    with pytest.raises(SystemExit) as bad:                                # argparse: eps must be > 0
+        train_main(_cli_args(tmp_path, "bad", "--adam-eps", "0"))
+    assert bad.value.code == 2

@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                      f"a tenth of --steps up to {INIT_WARMUP})")
     opt.add_argument("--grad-clip", type=finite_float(0), default=1.0, help="gradient-norm clipping, 0 to disable (default 1.0)")
     opt.add_argument("--weight-decay", type=finite_float(0, 1), default=0.0, help="L2 weight decay (default 0)")
+    opt.add_argument("--adam-eps", type=finite_float(0, 1, low_open=True), default=1e-8,
+                     help="Adam's epsilon (default 1e-8). kpnt's gradients are ~1e-7, so the default barely limits the "
+                          "step of a weight whose gradients were tiny for long; a larger eps (e.g. 1e-7 to 1e-6, not "
+                          "yet measured) caps such steps and slows every weight with small gradients")
     opt.add_argument("--loss", choices=list(LOSSES), default="smape", help="loss on the full-res output (default smape; "
                      "smape-lowpass adds the error of 8x8 local means, *-satbias the bias of strongly saturated pixels)")
     opt.add_argument("--satbias-weight", type=finite_float(0), default=SATBIAS_WEIGHT,
@@ -575,7 +579,8 @@ def main(argv=None) -> int:
             if args.data is not None:
                 source, val_batches, prov = mixed_sources(real, (source, val_batches, prov), args.real_fraction)
         cfg = TrainConfig(
-            steps=args.steps, lr=args.lr, grad_clip=args.grad_clip, weight_decay=args.weight_decay, loss=args.loss,
+            steps=args.steps, lr=args.lr, grad_clip=args.grad_clip, weight_decay=args.weight_decay, adam_eps=args.adam_eps,
+            loss=args.loss,
             satbias_weight=args.satbias_weight,
             seed=args.seed, val_every=args.val_every, ckpt_every=args.ckpt_every, minutes=args.minutes,
             shards=args.shards, grad_sync=args.grad_sync, warmup=_warmup(args),

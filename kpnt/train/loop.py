@@ -60,6 +60,12 @@ class TrainConfig:
     warmup: int = 0
     grad_clip: float = 1.0
     weight_decay: float = 0.0
+    #: Adam's epsilon.  Adam steps by m / (sqrt(v) + eps); kpnt's gradients
+    #: are ~1e-7 (a mean loss over millions of photosites), so the default
+    #: 1e-8 hardly bounds a step whose v has decayed.  A larger eps caps
+    #: the step of weights whose gradients were tiny for a long while (the
+    #: suspect in the late upsets of sessions 11 and 14; README).
+    adam_eps: float = 1e-8
     loss: str = "smape"
     #: weight of the saturated-bias term of the ``*-satbias`` losses
     satbias_weight: float = SATBIAS_WEIGHT
@@ -182,7 +188,8 @@ class Trainer:
             and self.shards == 1
             and getattr(model, "backend", "torch") in ("cuda", "auto")
         )
-        self.optim = torch.optim.Adam(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=use_graphs)
+        self.optim = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay,
+                                      capturable=use_graphs)
         self.sync = make_sync(cfg.grad_sync, model, self.ctx)
         self.graphed = None
         if use_graphs:
@@ -272,8 +279,10 @@ class Trainer:
         for g, c in zip(self.optim.param_groups, capturable):
             # A run checkpointed by the graphed GPU step (capturable Adam)
             # may resume on a CPU, and the other way round: the flag is this
-            # run's, not the checkpoint's.
+            # run's, not the checkpoint's.  So is Adam's eps (--adam-eps
+            # may change on --resume).
             g["capturable"] = c
+            g["eps"] = self.cfg.adam_eps
         if self.graphed is not None:
             self.graphed.reset()  # the graphs captured the old optimiser state
         self.gens = {}
