@@ -278,3 +278,24 @@ def test_guide_pack_is_part_of_the_config():
     assert model.sets["guide"][0].shape[1] == 4 * 4 + 4 and model.sets["guide"][-2].shape[0] == 3 * 16
     with pytest.raises(ConfigError, match="guide_pack"):
         ModelConfig(guide_layers=2, guide_pack=0)
+
+
+@pytest.mark.parametrize("skip", [True, False], ids=["skip", "plain"])
+def test_inference_in_place_network_equals_autograd_one_and_keeps_its_input(skip):
+    """Without autograd the guide's ReLU and skip adds run in place (and the
+    CPU path goes channels-last): the same numbers as the autograd network,
+    and the caller's input is not written."""
+    from kpnt.ref.guide import _network, guide_channels
+
+    g = torch.Generator().manual_seed(3)
+    n_in, _ = guide_channels(2)
+    ws = [w + (0.3 if w.dim() == 1 else 0.05) * torch.randn(w.shape, generator=g) for w in init_guide(2, 16, 4, g, skip=skip)]
+    z = torch.randn(1, n_in, 20, 24, generator=g)
+    kept = z.clone()
+    with_grad = _network(z, ws, skip)                     # autograd on: the out-of-place path
+    with torch.no_grad():
+        in_place = _network(z, ws, skip)
+        in_place_cl = _network(z.contiguous(memory_format=torch.channels_last), ws, skip)
+    assert torch.equal(z, kept)
+    assert torch.allclose(in_place, with_grad, rtol=0, atol=1e-6) and torch.allclose(in_place_cl, with_grad, rtol=1e-5, atol=1e-5)
+    assert float((with_grad - _network(z, ws[:-4] + ws[-2:], skip).detach()).abs().max()) > 1e-3   # a layer fewer shows
