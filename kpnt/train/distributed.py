@@ -204,9 +204,10 @@ def shutdown(ctx: DistContext, wait: bool = True) -> None:
         # group's last reference goes then, and gloo's worker threads free
         # tensors (taking the GIL) while the interpreter is being torn down:
         # the process aborts with "terminate called without an active
-        # exception" after a successful run (seen about once in 30 runs of
-        # tests/test_distributed.py).  Collect now, so destroy_process_group
-        # below is the group's end, with the interpreter whole.
+        # exception" after a successful run (tests/test_distributed.py, in
+        # full-suite runs of sessions 10, 11 and 14; rare; the likely cause,
+        # not a reproduced one).  Collect now, so destroy_process_group below
+        # is the group's end, with the interpreter whole.
         gc.collect()
         try:
             if wait:
