@@ -73,3 +73,21 @@ def test_colour_bias_split_fits_the_tile_to_the_smallest_photo(tmp_path, capsys)
     assert [r[1] for r in rows] == ["clean", "ISO 800"]
     for r in rows:
         assert int(r[2]) + int(r[4]) > 0                                  # the saturated photo fills the top bin
+
+
+def test_told_noise_rows_differ_and_the_true_level_is_the_plain_row(tmp_path, capsys):
+    val, profiles = _fixtures(tmp_path)
+    weights = ROOT / "kpnt" / "weights" / "bayer.safetensors"
+    common = [str(weights), "--val", str(val), "--profiles", str(profiles), "--images", "2", "--tile", "48",
+              "--isos", "800", "--device", "cpu"]
+    assert _tool().main(common) == 0
+    plain = capsys.readouterr().out.strip().splitlines()[-1]
+    assert _tool().main(common + ["--told-noise", "1,0.01"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert "told 1x the noise" in rows[0] and "told 0.01x the noise" in rows[1]
+    cells = lambda row: [c.strip() for c in row.strip("|").split("|")][1:]
+    assert cells(rows[0]) == cells(plain)                  # factor 1 is the true level
+    iso800 = lambda row: float(cells(row)[1].split(" / ")[0])
+    assert iso800(rows[1]) < iso800(rows[0])               # told almost no noise at ISO 800: noisier output
+    with pytest.raises(SystemExit):
+        _tool().main(common + ["--told-noise", "nan"])

@@ -113,14 +113,17 @@ def trained_noise(model, noise: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.from_numpy(clamp_to_trained_noise(model, n.cpu().numpy())) for n in noise]).to(noise.device)
 
 
-def score(model, batches, device) -> tuple[float, float]:
+def score(model, batches, device, told_noise: float = 1.0) -> tuple[float, float]:
+    """Mean (linear, sRGB) PSNR of ``model`` over ``batches``, told
+    ``told_noise`` times each batch's true noise level (clipped into the
+    trained range, as kpnt-denoise does)."""
     from kpnt.train.loop import batch_to
 
     lin, srgb = [], []
     with torch.no_grad():
         for b, m in batches:
             b = batch_to(b, device)
-            a, s = psnr_pair(model(b.x, b.cfa, trained_noise(model, b.noise)), b.target, m)
+            a, s = psnr_pair(model(b.x, b.cfa, trained_noise(model, b.noise * told_noise)), b.target, m)
             lin += a
             srgb += s
     return float(np.mean(lin)), float(np.mean(srgb))
@@ -135,12 +138,17 @@ def main(argv=None) -> int:
     p.add_argument("--tile", type=int, default=384, help="centre tile side (default 384)")
     p.add_argument("--isos", default="100,800,3200,12800")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--told-noise", default="1", help="comma-separated factors of the true noise level the model is told "
+                   "(like kpnt-denoise --strength); one row per factor (default 1)")
     args = p.parse_args(argv)
 
     from kpnt.train.photos import PhotoSource
     from kpnt.weights_io import load_weights
 
     isos = [int(v) for v in args.isos.split(",")]
+    factors = [float(v) for v in args.told_noise.split(",")]
+    if not all(np.isfinite(k) and k >= 0 for k in factors):
+        p.error(f"--told-noise: factors must be finite and >= 0, got {args.told_noise}")
     photos = PhotoSource.from_folder(args.val, downscale=1, limit=args.images)
     tile = fitting_tile(photos, args.tile)
     cache = {}
@@ -154,8 +162,10 @@ def main(argv=None) -> int:
         sensor = meta["sensor"]
         if sensor not in cache:
             cache[sensor] = scored_batches(sensor, photos, tile, args.profiles, isos)
-        cells = [score(model, cache[sensor][lab], args.device) for lab in labels]
-        print(f"| {w} ({sensor}) | " + " | ".join(f"{a:.2f} / {s:.2f}" for a, s in cells) + " |", flush=True)
+        for k in factors:
+            cells = [score(model, cache[sensor][lab], args.device, k) for lab in labels]
+            told = "" if factors == [1.0] else f", told {k:g}x the noise"
+            print(f"| {w} ({sensor}{told}) | " + " | ".join(f"{a:.2f} / {s:.2f}" for a, s in cells) + " |", flush=True)
     return 0
 
 
