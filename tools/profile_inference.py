@@ -21,9 +21,11 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kpnt.mosaic.cfa import CFA  # noqa: E402
-from kpnt.mosaic.kinds import MOSAIC_KINDS, kind  # noqa: E402
-from kpnt.weights_io import load_weights, read_metadata, shipped_weights  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kpnt.mosaic.kinds import MOSAIC_KINDS  # noqa: E402
+from kpnt.weights_io import load_weights, shipped_weights  # noqa: E402
+from time_model import synthetic_input  # noqa: E402
 
 
 def main() -> int:
@@ -38,10 +40,7 @@ def main() -> int:
         print("profile_inference.py: needs a CUDA GPU", file=sys.stderr)
         return 1
     for path in args.weights or [shipped_weights(s) for s in MOSAIC_KINDS]:
-        sensor = read_metadata(path)["sensor"]
-        cfa = CFA(kind(sensor).reference_pattern())
-        x = torch.rand(1, 1, args.height, args.width, device="cuda", generator=torch.Generator("cuda").manual_seed(0)) * 0.5
-        noise = torch.tensor([[[1e-3] * 3, [1e-6] * 3]], device="cuda")
+        sensor, cfa, x, noise = synthetic_input(path, args.height, args.width)
         model, _ = load_weights(path, sensor, device="cuda")
         model.backend = "auto"
         with torch.no_grad():

@@ -45,6 +45,17 @@ def time_ms(model, x, cfa, noise, repeats: int, views: int = 1) -> float:
     return start.elapsed_time(end) / repeats
 
 
+def synthetic_input(path, height: int, width: int):
+    """(sensor, cfa, x, noise) of the fixed synthetic raw the GPU timings
+    use for weights file ``path``: a uniform random mosaic of the kind's
+    reference layout, seeded, on the GPU."""
+    sensor = read_metadata(path)["sensor"]
+    cfa = CFA(kind(sensor).reference_pattern())
+    x = torch.rand(1, 1, height, width, device="cuda", generator=torch.Generator("cuda").manual_seed(0)) * 0.5
+    noise = torch.tensor([[[1e-3] * 3, [1e-6] * 3]], device="cuda")
+    return sensor, cfa, x, noise
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", nargs="+", type=Path, help="weights files (default: the shipped Bayer and X-Trans models)")
@@ -62,10 +73,7 @@ def main() -> int:
         return 1
     files = args.weights or [shipped_weights(s) for s in MOSAIC_KINDS]
     for path in files:
-        sensor = read_metadata(path)["sensor"]
-        cfa = CFA(kind(sensor).reference_pattern())
-        x = torch.rand(1, 1, args.height, args.width, device="cuda", generator=torch.Generator("cuda").manual_seed(0)) * 0.5
-        noise = torch.tensor([[[1e-3] * 3, [1e-6] * 3]], device="cuda")
+        sensor, cfa, x, noise = synthetic_input(path, args.height, args.width)
         for bench in (("off", "on") if args.cudnn_benchmark == "both" else (args.cudnn_benchmark,)):
             torch.backends.cudnn.benchmark = bench == "on"
             ms = {}

@@ -113,7 +113,21 @@ def guide_radius(period: int, layers: int, pack: int = 1) -> int:
     return (layers + 1) * period * pack
 
 
-def _network(z: torch.Tensor, weights, skip: bool) -> torch.Tensor:
+def _conv_relu(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """One hidden layer: 3x3 convolution, bias, ReLU (in place without
+    autograd: no second activation tensor)."""
+    h = F.conv2d(z, w, b, padding=1)
+    return F.relu(h) if torch.is_grad_enabled() else h.relu_()
+
+
+def _cudnn_conv_relu(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`_conv_relu` as one cuDNN call with bias and ReLU in its
+    epilogue (float16, channels-last, no autograd)."""
+    w = w.contiguous(memory_format=torch.channels_last)
+    return torch.cudnn_convolution_relu(z, w, b, [1, 1], [1, 1], [1, 1], 1)
+
+
+def _network(z: torch.Tensor, weights, skip: bool, conv_relu=_conv_relu) -> torch.Tensor:
     n = len(weights) // 2
     # Without autograd (inference) the ReLU and the skip add work in place:
     # the same numbers, but no fresh activation tensor per layer (each one
@@ -122,8 +136,7 @@ def _network(z: torch.Tensor, weights, skip: bool) -> torch.Tensor:
     # caller's and is never written.
     in_place = not torch.is_grad_enabled()
     for i in range(n - 1):
-        h = F.conv2d(z, weights[2 * i], weights[2 * i + 1], padding=1)
-        h = h.relu_() if in_place else F.relu(h)
+        h = conv_relu(z, weights[2 * i], weights[2 * i + 1])
         if skip and i > 0:
             z = z.add_(h) if in_place else z + h
         else:
@@ -134,7 +147,7 @@ def _network(z: torch.Tensor, weights, skip: bool) -> torch.Tensor:
 def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool) -> torch.Tensor:
     """:func:`_network` for GPU inference in float16, channels-last, with
     each hidden layer's bias and ReLU fused into its convolution
-    (``torch.cudnn_convolution_relu``).
+    (:func:`_cudnn_conv_relu`).
 
     Same maths and precision as ``_network`` under float16 autocast; the
     difference is memory traffic.  Unfused, PyTorch adds a channels-last
@@ -145,14 +158,8 @@ def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool) -> torch.Tens
     profiler).  The skip connection's add stays a separate, vectorised pass
     (it comes after the ReLU, which no cuDNN fused epilogue expresses).
     """
-    n = len(weights) // 2
     z = z.to(torch.float16).contiguous(memory_format=torch.channels_last)
-    one, pad = [1, 1], [1, 1]
-    for i in range(n - 1):
-        w = weights[2 * i].to(torch.float16).contiguous(memory_format=torch.channels_last)
-        h = torch.cudnn_convolution_relu(z, w, weights[2 * i + 1].to(torch.float16), one, pad, one, 1)
-        z = z.add_(h) if skip and i > 0 else h
-    return F.conv2d(z, weights[-2].to(torch.float16), weights[-1].to(torch.float16)).float()
+    return _network(z, [w.to(torch.float16) for w in weights], skip, _cudnn_conv_relu).float()
 
 
 def _half_precision(x: torch.Tensor, train_dtype: torch.dtype | None):
