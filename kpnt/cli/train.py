@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start from a weights file (e.g. kpnt/weights/bayer.safetensors) instead of random weights: "
                      "fine-tuning on your own data; the architecture is the file's, the optimiser and schedule start "
                      "afresh (with --resume the checkpoint carries on and WEIGHTS is not read again)")
+    opt.add_argument("--revive-dead-guide", action="store_true",
+                     help="with --init: before training, give fresh small weights to the guide channels that no tile of a "
+                     "probe draw activates (dead ReLUs get no gradient, so training alone never brings them back; the "
+                     "shipped guides had lost most of theirs); logged and recorded in the weights' provenance")
     opt.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch (default: torch's choice; with several CPU processes a share of the cores each)")
     par = p.add_argument_group("devices and data parallelism (README: 'Several GPUs')")
     par.add_argument("--devices", default="auto", help="device list, one process per entry: 'cuda:0,cuda:1' (NCCL), 'cpu', or 'auto' = cuda:0 when CUDA is usable, else the CPU (default auto)")
@@ -424,6 +428,8 @@ def _check_args(args) -> None:
         raise ArgError("--clean needs --profiles TABLE (a darktable noiseprofiles.json) to synthesise noise")
     if args.hard_share > 0 and args.init is None and not args.resume:
         raise ArgError("--hard-share mines the tiles a trained model gets wrong: give --init WEIGHTS (or --resume a run)")
+    if args.revive_dead_guide and args.init is None:
+        raise ArgError("--revive-dead-guide re-initialises the dead channels of a trained guide: give --init WEIGHTS")
     if args.hard_share > 0 and args.clean is None:
         raise ArgError("--hard-share mines tiles of the --clean photos: give --clean DIR")
     for flag, spec in (("--isos", args.isos), ("--val-isos", args.val_isos)):
@@ -501,6 +507,29 @@ def _model_config(args, base=None):
     except ValueError as exc:  # ModelConfig's checks (ConfigError or ValueError): a bad option
         given = ", ".join(f"{_ARCH_FLAGS[k]} {v}" for k, v in overrides.items() if k in _ARCH_FLAGS)
         raise ArgError(f"architecture options{' (' + given + ')' if given else ''}: {' '.join(str(exc).split())}") from None
+
+
+#: Batches of the training draw that --revive-dead-guide probes the guide with.
+REVIVE_PROBES = 4
+
+
+def _revive(args, model, source, ctx) -> dict:
+    """--revive-dead-guide: probe the starting model with a seeded draw of
+    training batches and re-initialise its dead guide channels
+    (:func:`kpnt.train.revive.revive_dead_guide_channels`); the result for
+    the provenance.  One process only: the revived weights come from that
+    process's probes."""
+    from kpnt.train.loop import batch_to
+    from kpnt.train.revive import revive_dead_guide_channels
+
+    if ctx.distributed:
+        raise ArgError("--revive-dead-guide runs in one process: revive in a short single-process run, then --init its weights")
+    if not model.config.guide_layers:
+        raise ArgError("--revive-dead-guide: this model has no guide (--guide-layers 0)")
+    model.to(ctx.device)
+    gen = torch.Generator().manual_seed(args.seed + 104729)
+    probes = [batch_to(source(gen), ctx.device) for _ in range(REVIVE_PROBES)]
+    return revive_dead_guide_channels(model, probes, gen)
 
 
 def main(argv=None) -> int:
@@ -588,6 +617,8 @@ def main(argv=None) -> int:
         if args.init is not None:
             prov["init"] = str(args.init)
         prov["guide_train_dtype"] = args.guide_dtype
+        if args.revive_dead_guide and not args.resume:
+            prov["revived_guide_channels"] = _revive(args, model, source, ctx)
         trainer = Trainer(model, cfg, source, val_batches, args.out, prov, ctx)
         if args.resume:
             trainer.load_checkpoint(ckpt)

@@ -43,6 +43,7 @@ reference and the GPU path are the same code.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -113,6 +114,30 @@ def guide_radius(period: int, layers: int, pack: int = 1) -> int:
     return (layers + 1) * period * pack
 
 
+#: Set by :func:`record_activity` while it runs: the list each hidden layer
+#: appends its per-channel active share to.
+_ACTIVITY: list | None = None
+
+
+@contextmanager
+def record_activity():
+    """Record how often each hidden channel of the guide is active.
+
+    Inside the block every guide network that runs (any path: reference,
+    autocast or cuDNN) appends, per hidden layer in order, a (width,) float
+    tensor: the share of packed positions where the channel's ReLU output is
+    positive.  Yields that list.  A channel at 0 on every input is *dead*: its
+    ReLU passes no gradient, so training can never bring it back
+    (:mod:`kpnt.train.revive`).
+    """
+    global _ACTIVITY
+    previous, _ACTIVITY = _ACTIVITY, []
+    try:
+        yield _ACTIVITY
+    finally:
+        _ACTIVITY = previous
+
+
 def _conv_relu(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """One hidden layer: 3x3 convolution, bias, ReLU (in place without
     autograd: no second activation tensor)."""
@@ -137,6 +162,8 @@ def _network(z: torch.Tensor, weights, skip: bool, conv_relu=_conv_relu) -> torc
     in_place = not torch.is_grad_enabled()
     for i in range(n - 1):
         h = conv_relu(z, weights[2 * i], weights[2 * i + 1])
+        if _ACTIVITY is not None:
+            _ACTIVITY.append((h.detach() > 0).float().mean((0, 2, 3)))
         if skip and i > 0:
             z = z.add_(h) if in_place else z + h
         else:

@@ -1,0 +1,101 @@
+"""Dead guide channels, and bringing them back (issue 13, session 15).
+
+A hidden channel of the guide (:mod:`kpnt.ref.guide`) whose ReLU is off at
+every position of every input is *dead*: it adds nothing, and its ReLU
+passes no gradient to its weights, so no amount of training revives it.
+Measured on 16 training tiles, the shipped guides (16 layers x 64 channels)
+had lost most of their hidden channels this way: after layer 0, 47-64 of
+each layer's 64 channels in the Bayer file and 38-62 in the X-Trans file,
+so the 16 x 64 network computed with about 5 channels per layer.  They
+died early in training (Adam at 1e-3 moves each weight by about 1e-3 per
+step, against an initial weight scale of 0.015 in the residual layers).
+
+:func:`revive_dead_guide_channels` gives each dead channel fresh incoming
+weights, He-normal at the guide's initial scale times ``scale``, and a zero
+bias.  The ReLU gates by sign, not size, so a small channel is as alive as a
+large one: it starts adding little to the network's output (the trained
+function is nearly kept) and receives gradient from then on.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from kpnt.ref.guide import record_activity
+
+log = logging.getLogger(__name__)
+
+#: Fresh incoming weights of a revived channel, relative to the guide's
+#: initial scale (:func:`kpnt.ref.guide.init_guide`).
+REVIVE_SCALE = 0.1
+#: Draws of fresh weights per dead channel before it is left as it is.
+REVIVE_TRIES = 4
+
+
+def guide_activity(model, batches) -> list[torch.Tensor]:
+    """Per hidden guide layer, the (width,) share of packed positions where
+    each channel is active, the largest over ``batches`` (each with ``x``,
+    ``cfa`` and ``noise`` on the model's device).  Empty without a guide."""
+    shares: list[torch.Tensor] = []
+    with torch.no_grad():
+        for b in batches:
+            with record_activity() as act:
+                model(b.x, b.cfa, b.noise)
+            shares = [a.clone() for a in act] if not shares else [torch.maximum(s, a) for s, a in zip(shares, act)]
+    return shares
+
+
+def _guide_weights(model) -> list[torch.nn.Parameter]:
+    sets = getattr(model, "sets", {})
+    return list(sets["guide"]) if "guide" in sets else []
+
+
+def revive_dead_guide_channels(model, batches, gen: torch.Generator, scale: float = REVIVE_SCALE,
+                               tries: int = REVIVE_TRIES) -> dict:
+    """Re-initialise the guide's dead hidden channels (module doc), in place.
+
+    Args:
+        model: a :class:`kpnt.model.KPNT` with a guide.
+        batches: probe batches (``x``, ``cfa``, ``noise`` on the model's
+            device): a channel is dead when none of their positions
+            activates it.
+        gen: random generator of the fresh weights (CPU).
+        scale: fresh weights relative to the guide's initial scale.
+        tries: fresh draws per channel while it stays dead on the probes.
+    Returns:
+        ``{"dead": [per layer], "revived": [per layer], "width": W}``:
+        channels found dead, and those active after revival.
+    Raises:
+        ValueError: the model has no guide.
+    """
+    weights = _guide_weights(model)
+    if not weights:
+        raise ValueError("the model has no guide (--guide-layers 0): there are no guide channels to revive")
+    layers = len(weights) // 2 - 1
+    skip = bool(model.config.guide_skip)
+    dead = [torch.nonzero(a == 0).flatten().tolist() for a in guide_activity(model, batches)]
+    found = [len(d) for d in dead]
+    pending = [list(d) for d in dead]
+    for _ in range(tries):
+        if not any(pending):
+            break
+        with torch.no_grad():
+            for i, chans in enumerate(pending):
+                if not chans:
+                    continue
+                w, b = weights[2 * i], weights[2 * i + 1]
+                fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+                std = (2.0 / fan_in) ** 0.5 * scale
+                if skip and i > 0:
+                    std /= layers ** 0.5
+                fresh = torch.randn((len(chans),) + tuple(w.shape[1:]), generator=gen) * std
+                idx = torch.tensor(chans, device=w.device)
+                w[idx] = fresh.to(w.device, w.dtype)
+                b[idx] = 0
+        activity = guide_activity(model, batches)
+        pending = [[c for c in chans if activity[i][c] == 0] for i, chans in enumerate(pending)]
+    revived = [f - len(p) for f, p in zip(found, pending)]
+    log.info("guide: %d of %d hidden channels were dead; %d revived (per layer: %s)", sum(found),
+             layers * weights[0].shape[0], sum(revived), " ".join(f"{r}/{f}" for r, f in zip(revived, found)))
+    return {"dead": found, "revived": revived, "width": int(weights[0].shape[0])}

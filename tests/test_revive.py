@@ -1,0 +1,100 @@
+"""Dead guide channels (kpnt.train.revive, kpnt.ref.guide.record_activity):
+found where no input activates them, revived with small fresh weights,
+everything else left as it was."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from kpnt.model import KPNT, ModelConfig
+from kpnt.mosaic.cfa import CFA
+from kpnt.ref.guide import record_activity
+from kpnt.train.revive import guide_activity, revive_dead_guide_channels
+
+NOISE = torch.tensor([[[2e-3, 1e-3, 3e-3], [2e-5, 1e-5, 3e-5]]])
+KILLED = [(1, 2), (1, 5), (2, 0)]          # (hidden layer, channel)
+
+
+def _model_and_probes(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    model = KPNT("bayer", ModelConfig(guide_layers=3, guide_width=8, guide_skip=True))
+    with torch.no_grad():
+        g = model.sets["guide"]
+        g[-2].copy_(0.3 * torch.randn(g[-2].shape, generator=gen))   # a trained guide's last layer is not zero
+        for layer, ch in KILLED:
+            g[2 * layer + 1][ch] = -1e3                                # a ReLU that no input opens
+    probes = [SimpleNamespace(x=0.05 + 0.4 * torch.rand(2, 1, 40, 44, generator=gen), cfa=CFA.bayer("GRBG"),
+                              noise=NOISE.expand(2, -1, -1)) for _ in range(2)]
+    return model, probes
+
+
+def test_activity_is_zero_exactly_for_the_dead_channels():
+    model, probes = _model_and_probes()
+    act = guide_activity(model, probes)
+    assert len(act) == 3 and all(a.shape == (8,) for a in act)
+    for layer, a in enumerate(act):
+        for ch in range(8):
+            dead = (layer, ch) in KILLED
+            assert (a[ch] == 0) == dead, (layer, ch, float(a[ch]))
+    assert all(((a >= 0) & (a <= 1)).all() for a in act)
+
+
+def test_activity_is_recorded_only_inside_the_block():
+    model, probes = _model_and_probes()
+    with torch.no_grad():
+        with record_activity() as inside:
+            model(probes[0].x, probes[0].cfa, probes[0].noise)
+        model(probes[0].x, probes[0].cfa, probes[0].noise)
+    assert len(inside) == 3
+
+
+def test_revival_wakes_the_dead_and_keeps_the_rest():
+    model, probes = _model_and_probes()
+    before = [t.detach().clone() for t in model.parameters()]
+    with torch.no_grad():
+        out_before = model(probes[0].x, probes[0].cfa, probes[0].noise)
+    report = revive_dead_guide_channels(model, probes, torch.Generator().manual_seed(1))
+    assert report == {"dead": [0, 2, 1], "revived": [0, 2, 1], "width": 8}
+    act = guide_activity(model, probes)
+    assert all(act[layer][ch] > 0 for layer, ch in KILLED)
+    changed = {(layer, ch) for layer in range(3) for ch in range(8)
+               if not torch.equal(model.sets["guide"][2 * layer][ch], before_guide(model, before)[2 * layer][ch])}
+    assert changed == set(KILLED)
+    # Nothing but the guide's revived rows moved.
+    n_guide = len(model.sets["guide"])
+    guide_ids = {id(p) for p in model.sets["guide"]}
+    for p, b in zip(model.parameters(), before):
+        if id(p) not in guide_ids:
+            assert torch.equal(p, b)
+    assert n_guide == 8
+    # Small fresh weights: the output moves, but little.
+    with torch.no_grad():
+        out_after = model(probes[0].x, probes[0].cfa, probes[0].noise)
+    moved = (out_after - out_before).abs().max()
+    assert 0 < moved < 0.05 * out_before.abs().max()
+
+
+def before_guide(model, before):
+    """The guide's tensors among ``before`` (a copy of model.parameters())."""
+    ids = [id(p) for p in model.parameters()]
+    return [before[ids.index(id(p))] for p in model.sets["guide"]]
+
+
+def test_a_model_without_a_guide_is_refused():
+    model = KPNT("bayer", ModelConfig())
+    with pytest.raises(ValueError, match="no guide"):
+        revive_dead_guide_channels(model, [], torch.Generator())
+
+
+def test_cli_revives_the_shipped_guide_and_records_it(tmp_path, capsys):
+    from kpnt.cli.train import main as train_main
+    from kpnt.weights_io import load_weights, shipped_weights
+    from test_train import _cli_args
+
+    assert train_main(_cli_args(tmp_path, "a", "--revive-dead-guide")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--revive-dead-guide" in err[0] and "--init" in err[0]
+    assert train_main(_cli_args(tmp_path, "b", "--init", str(shipped_weights("bayer")), "--revive-dead-guide",
+                                "--steps", "1")) == 0
+    report = load_weights(tmp_path / "b" / "weights.safetensors")[1]["provenance"]["revived_guide_channels"]
+    assert report["width"] == 64 and len(report["dead"]) == 16 and report["revived"] == report["dead"]
