@@ -93,6 +93,10 @@ class ModelConfig:
             model).
         guide_skip: residual hidden layers and a normalised noise feature in
             the guide (trains at depth; :mod:`kpnt.ref.guide`).
+        guide_proj: projection blocks in the guide, ``relu(z + P relu(conv(z)))``
+            with a 1x1 ``P`` after each hidden 3x3 convolution (needs
+            ``guide_skip``): channels can be silenced without dying
+            (:func:`kpnt.ref.guide._network`; session 15).
         guide_pack: CFA repeats per packed guide position along each axis:
             1 runs the guide at 1/period resolution, 2 at half that (a
             quarter of the cost per layer, twice the reach).
@@ -122,6 +126,7 @@ class ModelConfig:
     guide_layers: int = 0
     guide_skip: bool = False
     guide_pack: int = 1
+    guide_proj: bool = False
 
     def __post_init__(self):
         # Validated once, here: the op specs check their own fields (each
@@ -131,6 +136,8 @@ class ModelConfig:
             problems.append(f"levels must be >= 1, got {self.levels}")
         if self.guide_layers < 0 or (self.guide_layers and not 8 <= self.guide_width <= 512):
             problems.append(f"guide_layers must be >= 0 and guide_width in 8..512, got {self.guide_layers}, {self.guide_width}")
+        if self.guide_proj and not (self.guide_layers and self.guide_skip):
+            problems.append("guide_proj needs a residual guide (guide_layers > 0 and guide_skip)")
         if not 1 <= self.guide_pack <= 4:
             problems.append(f"guide_pack must be in 1..4, got {self.guide_pack}")
         specs = {}
@@ -240,7 +247,7 @@ class KPNT(torch.nn.Module):
                 self._set_names.append("guide")
                 self.sets["guide"] = torch.nn.ParameterList(
                     [torch.nn.Parameter(m) for m in init_guide(period * cfg.guide_pack, cfg.guide_width, cfg.guide_layers, gen,
-                                                           cfg.guide_skip)])
+                                                           cfg.guide_skip, cfg.guide_proj)])
 
     @property
     def backend(self) -> str:
@@ -370,7 +377,7 @@ class KPNT(torch.nn.Module):
         S = ops.up_block(s0, cfa_p, backend=be)
         if cfg.guide_layers:
             U = ops.guide(xp, U, noise, cfa_p, self.sets["guide"], cfg.guide_skip, cfg.guide_pack,
-                          self.guide_train_dtype)
+                          self.guide_train_dtype, cfg.guide_proj)
         fronts = ops.MlpWeightSets([self.sets[_param_key(f"front.{c}")]
                                     for c in front_set_names(cfa.kind, cfg.front_sharing)])
         out = ops.front_level(xp, U, S, noise, cfa_p, fronts, cfg.front_spec, backend=be)

@@ -280,8 +280,8 @@ def test_guide_pack_is_part_of_the_config():
         ModelConfig(guide_layers=2, guide_pack=0)
 
 
-@pytest.mark.parametrize("skip", [True, False], ids=["skip", "plain"])
-def test_inference_in_place_network_equals_autograd_one_and_keeps_its_input(skip):
+@pytest.mark.parametrize("skip,proj", [(True, False), (False, False), (True, True)], ids=["skip", "plain", "proj"])
+def test_inference_in_place_network_equals_autograd_one_and_keeps_its_input(skip, proj):
     """Without autograd the guide's ReLU and skip adds run in place (and the
     CPU path goes channels-last): the same numbers as the autograd network,
     and the caller's input is not written."""
@@ -289,13 +289,78 @@ def test_inference_in_place_network_equals_autograd_one_and_keeps_its_input(skip
 
     g = torch.Generator().manual_seed(3)
     n_in, _ = guide_channels(2)
-    ws = [w + (0.3 if w.dim() == 1 else 0.05) * torch.randn(w.shape, generator=g) for w in init_guide(2, 16, 4, g, skip=skip)]
+    ws = [w + (0.3 if w.dim() == 1 else 0.05) * torch.randn(w.shape, generator=g)
+          for w in init_guide(2, 16, 4, g, skip=skip, proj=proj)]
     z = torch.randn(1, n_in, 20, 24, generator=g)
     kept = z.clone()
-    with_grad = _network(z, ws, skip)                     # autograd on: the out-of-place path
+    with_grad = _network(z, ws, skip, proj=proj)          # autograd on: the out-of-place path
     with torch.no_grad():
-        in_place = _network(z, ws, skip)
-        in_place_cl = _network(z.contiguous(memory_format=torch.channels_last), ws, skip)
+        in_place = _network(z, ws, skip, proj=proj)
+        in_place_cl = _network(z.contiguous(memory_format=torch.channels_last), ws, skip, proj=proj)
     assert torch.equal(z, kept)
     assert torch.allclose(in_place, with_grad, rtol=0, atol=1e-6) and torch.allclose(in_place_cl, with_grad, rtol=1e-5, atol=1e-5)
-    assert float((with_grad - _network(z, ws[:-4] + ws[-2:], skip).detach()).abs().max()) > 1e-3   # a layer fewer shows
+    last = 4 if proj else 2                                # tensors of the last hidden layer
+    assert float((with_grad - _network(z, ws[:-2 - last] + ws[-2:], skip, proj=proj).detach()).abs().max()) > 1e-3   # a layer fewer shows
+
+
+def test_projection_blocks_compute_their_formula():
+    """``guide_proj``: layer 0 ``relu(conv(z))``, then ``relu(z + P relu(conv(z)
+    + b) + c)`` per hidden layer, then the final 1x1, written out here with
+    plain convolutions."""
+    import torch.nn.functional as F
+
+    from kpnt.ref.guide import _network, guide_channels, hidden_layers
+
+    g = torch.Generator().manual_seed(4)
+    n_in, _ = guide_channels(2)
+    ws = [w + (0.2 if w.dim() == 1 else 0.05) * torch.randn(w.shape, generator=g)
+          for w in init_guide(2, 8, 3, g, skip=True, proj=True)]
+    assert len(ws) == 2 + 4 * 2 + 2
+    z = torch.randn(1, n_in, 12, 14, generator=g)
+    h = F.relu(F.conv2d(z, ws[0], ws[1], padding=1))
+    for W, b, P, c in (ws[2:6], ws[6:10]):
+        h = F.relu(h + F.conv2d(F.relu(F.conv2d(h, W, b, padding=1)), P, c))
+    want = F.conv2d(h, ws[-2], ws[-1])
+    assert torch.allclose(_network(z, ws, True, proj=True), want, atol=1e-6)
+    assert [len(layer) for layer in hidden_layers(ws, proj=True)] == [2, 4, 4]
+    with pytest.raises(ValueError, match="layout"):
+        hidden_layers(ws[:-3] + ws[-2:], proj=True)
+
+
+def test_untrained_projection_guide_is_the_identity_block_by_block():
+    """Zero projections: every block passes its input through (relu of a
+    non-negative stream), so only the zero final layer decides, and the
+    model equals the unguided one."""
+    x = 0.05 + 0.4 * torch.rand(1, 1, 48, 54, generator=torch.Generator().manual_seed(3))
+    cfa = CFA.bayer("GBRG")
+    with torch.no_grad():
+        plain = KPNT("bayer", ModelConfig())(x, cfa, NOISE)
+        guided = KPNT("bayer", ModelConfig(guide_layers=3, guide_width=16, guide_skip=True, guide_proj=True))(x, cfa, NOISE)
+    assert torch.equal(plain, guided)
+    with pytest.raises(ConfigError, match="guide_proj"):
+        ModelConfig(guide_layers=3, guide_proj=True)
+
+
+def test_projection_guide_gradients_match_finite_differences():
+    torch.manual_seed(0)
+    cfa = CFA.bayer("GRBG")
+    model = KPNT("bayer", ModelConfig(guide_layers=3, guide_width=8, guide_skip=True, guide_proj=True)).double()
+    with torch.no_grad():
+        for k in (4, 8, 10):                               # the projections and the final layer: non-zero
+            p = model.sets["guide"][k]
+            p.add_(0.1 * torch.randn(p.shape, dtype=torch.float64))
+    gen = torch.Generator().manual_seed(1)
+    x = 0.05 + 0.5 * torch.rand(1, 1, 24, 24, generator=gen, dtype=torch.float64)
+    target = torch.rand(1, 3, 24, 24, generator=gen, dtype=torch.float64)
+
+    def loss():
+        o = model(x, cfa, NOISE.double())
+        return ((o - target).abs() / (o.abs() + target.abs() + 1e-3)).mean()
+
+    loss().backward()
+    for layer in (0, 2, 4, 5, 6, 8, 10):
+        w = model.sets["guide"][layer]
+        assert w.grad.abs().max() > 0, layer
+        i = int(w.grad.abs().flatten().argmax())
+        fd = central_difference(lambda: loss().item(), w, i, 1e-6)
+        assert abs(fd - w.grad.flatten()[i].item()) <= 1e-5 * max(1.0, abs(fd)) + 1e-9, (layer, fd)

@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--guide-width", type=int_at_least(1), help="channels of the guide's layers")
     arch.add_argument("--guide-skip", action=argparse.BooleanOptionalAction, default=None,
                       help="residual hidden layers in the guide (a deep guide trains only with them)")
+    arch.add_argument("--guide-proj", action=argparse.BooleanOptionalAction, default=None,
+                      help="projection blocks in the residual guide, relu(z + P relu(conv(z))) with a 1x1 P: channels "
+                      "are silenced through P instead of dying (needs --guide-skip; a new architecture: train from "
+                      "random weights, not --init from a file without it)")
     arch.add_argument("--guide-pack", type=int_at_least(1, 4),
                       help="CFA repeats per packed guide position along each axis: 1 runs the guide at 1/period "
                       "resolution, 2 at half that (a quarter of the cost per layer, twice the reach)")
@@ -468,7 +472,7 @@ def shipped_config(sensor: str):
 _ARCH_FLAGS = {"apply_mode": "--apply", "width": "--width", "colour_taps": "--colour-taps",
                "front_sharing": "--front-sharing", "front_kernels": "--front-kernels", "front_width": "--front-width",
                "front_radius": "--front-radius", "guide_layers": "--guide-layers", "guide_width": "--guide-width",
-               "guide_skip": "--guide-skip", "guide_pack": "--guide-pack"}
+               "guide_skip": "--guide-skip", "guide_pack": "--guide-pack", "guide_proj": "--guide-proj"}
 
 
 def checkpoint_config(ckpt: Path):

@@ -90,20 +90,40 @@ def guide_channels(period: int) -> tuple[int, int]:
     return period * period + 4, 3 * period * period
 
 
-def init_guide(period: int, width: int, layers: int, gen: torch.Generator, skip: bool = False) -> list[torch.Tensor]:
-    """Initial weights ``[W_0, b_0, ..., W_L, b_L]``: He-normal 3x3 hidden
-    convolutions (the residual ones of a ``skip`` guide scaled by
-    ``1/sqrt(layers)``), zero biases, and a zero final 1x1 convolution (the
-    untrained guide adds nothing)."""
+def init_guide(period: int, width: int, layers: int, gen: torch.Generator, skip: bool = False,
+               proj: bool = False) -> list[torch.Tensor]:
+    """Initial weights, flat: ``[W_0, b_0, <hidden layers 1..>, W_L, b_L]``.
+
+    Hidden layers are ``W_i, b_i`` (He-normal 3x3 convolution, zero bias; a
+    ``skip`` guide's scaled by ``1/sqrt(layers)``), or with ``proj``
+    ``W_i, b_i, P_i, c_i``: He-normal 3x3 at full scale and a zero 1x1
+    projection ``P_i`` with zero bias ``c_i`` (the block is the identity
+    until ``P_i`` learns; :func:`_network`).  The final 1x1 convolution
+    starts at zero, so the untrained guide adds nothing."""
     n_in, n_out = guide_channels(period)
     out, c = [], n_in
     for i in range(layers):
         w = torch.randn(width, c, 3, 3, generator=gen) * (2.0 / (c * 9)) ** 0.5
-        if skip and i > 0:
+        if skip and i > 0 and not proj:
             w = w / layers ** 0.5
         out += [w, torch.zeros(width)]
+        if proj and i > 0:
+            out += [torch.zeros(width, width, 1, 1), torch.zeros(width)]
         c = width
     out += [torch.zeros(n_out, c, 1, 1), torch.zeros(n_out)]
+    return out
+
+
+def hidden_layers(weights, proj: bool = False) -> list[tuple]:
+    """Per hidden layer of a flat guide weight list, ``(W, b)`` or with
+    ``proj`` ``(W, b, P, c)`` for layers after the first (:func:`init_guide`)."""
+    out, k, i = [], 0, 0
+    while k < len(weights) - 2:
+        n = 4 if proj and i > 0 else 2
+        out.append(tuple(weights[k:k + n]))
+        k, i = k + n, i + 1
+    if k != len(weights) - 2:
+        raise ValueError(f"a guide weight list of {len(weights)} tensors does not fit the {'proj' if proj else 'plain'} layout")
     return out
 
 
@@ -152,26 +172,58 @@ def _cudnn_conv_relu(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch
     return torch.cudnn_convolution_relu(z, w, b, [1, 1], [1, 1], [1, 1], 1)
 
 
-def _network(z: torch.Tensor, weights, skip: bool, conv_relu=_conv_relu) -> torch.Tensor:
-    n = len(weights) // 2
+def _conv_add_relu(h: torch.Tensor, p: torch.Tensor, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """A projection block's output ``relu(z + conv1x1(h, p) + c)`` (in
+    place on the fresh convolution output without autograd)."""
+    t = F.conv2d(h, p, c)
+    return F.relu(t + z) if torch.is_grad_enabled() else t.add_(z).relu_()
+
+
+def _cudnn_conv_add_relu(h: torch.Tensor, p: torch.Tensor, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """:func:`_conv_add_relu` as one cuDNN call: the add of ``z`` and the
+    ReLU in the 1x1 convolution's epilogue (float16, channels-last)."""
+    p = p.contiguous(memory_format=torch.channels_last)
+    return torch.cudnn_convolution_add_relu(h, p, z, 1.0, c, [1, 1], [0, 0], [1, 1], 1)
+
+
+def _network(z: torch.Tensor, weights, skip: bool, conv_relu=_conv_relu, proj: bool = False,
+             conv_add_relu=_conv_add_relu) -> torch.Tensor:
+    """The hidden layers and the final 1x1 convolution.
+
+    Hidden layer 0 is ``relu(conv(z))``.  After it, each layer is
+    - plain: ``relu(conv(z))``;
+    - ``skip``: ``z + relu(conv(z))``.  Its channels add to the stream with
+      weight 1, so the only way training can silence an unhelpful one is to
+      switch its ReLU off for good; the shipped guides lost most channels
+      this way (:mod:`kpnt.train.revive`);
+    - ``proj``: ``relu(z + P relu(conv(z)) + c)`` with a 1x1 projection
+      ``P`` (ResNet's basic block with one 3x3 and one 1x1 convolution):
+      an unhelpful channel can be silenced through ``P`` while its ReLU
+      stays alive, and both halves are one cuDNN call each at inference
+      (the add and the last ReLU in the projection's epilogue).
+    """
     # Without autograd (inference) the ReLU and the skip add work in place:
     # the same numbers, but no fresh activation tensor per layer (each one
     # tens of MB on a CPU tile, first-touched page by page where freed
     # memory is not kept mapped; kpnt/cpu_memory.py).  Layer 0's input is the
     # caller's and is never written.
     in_place = not torch.is_grad_enabled()
-    for i in range(n - 1):
-        h = conv_relu(z, weights[2 * i], weights[2 * i + 1])
+    for i, layer in enumerate(hidden_layers(weights, proj)):
+        h = conv_relu(z, layer[0], layer[1])
         if _ACTIVITY is not None:
             _ACTIVITY.append((h.detach() > 0).float().mean((0, 2, 3)))
-        if skip and i > 0:
+        if i == 0:
+            z = h
+        elif proj:
+            z = conv_add_relu(h, layer[2], layer[3], z)
+        elif skip:
             z = z.add_(h) if in_place else z + h
         else:
             z = h
     return F.conv2d(z, weights[-2], weights[-1])
 
 
-def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool) -> torch.Tensor:
+def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool, proj: bool = False) -> torch.Tensor:
     """:func:`_network` for GPU inference in float16, channels-last, with
     each hidden layer's bias and ReLU fused into its convolution
     (:func:`_cudnn_conv_relu`).
@@ -186,7 +238,7 @@ def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool) -> torch.Tens
     (it comes after the ReLU, which no cuDNN fused epilogue expresses).
     """
     z = z.to(torch.float16).contiguous(memory_format=torch.channels_last)
-    return _network(z, [w.to(torch.float16) for w in weights], skip, _cudnn_conv_relu).float()
+    return _network(z, [w.to(torch.float16) for w in weights], skip, _cudnn_conv_relu, proj, _cudnn_conv_add_relu).float()
 
 
 def _half_precision(x: torch.Tensor, train_dtype: torch.dtype | None):
@@ -213,7 +265,8 @@ def _half_precision(x: torch.Tensor, train_dtype: torch.dtype | None):
 
 
 def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, weights,
-                   skip: bool = False, pack: int = 1, train_dtype: torch.dtype | None = None) -> torch.Tensor:
+                   skip: bool = False, pack: int = 1, train_dtype: torch.dtype | None = None,
+                   proj: bool = False) -> torch.Tensor:
     """The guide's correction ``R`` of the smooth estimate (module doc).
 
     Args:
@@ -234,6 +287,8 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
             channels-last, also while training on a GPU (``kpnt-train
             --guide-dtype``); None: float32 there.  Inference on a GPU runs
             it in float16 either way.
+        proj: projection blocks (:func:`_network`; ``weights`` laid out by
+            :func:`init_guide` with ``proj``).
     Returns:
         (N, 3, H, W), to be added to ``U``.
     """
@@ -268,12 +323,12 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
             # end, tools/bench_denoise.py --e2e 24 --tile-only): fp32 56.4
             # -> 44.3 s, bf16 (already channels-last) 26.7 -> 25.4 s.
             z = z.contiguous(memory_format=torch.channels_last)
-        r = _network(z, weights, skip).contiguous()
+        r = _network(z, weights, skip, proj=proj).contiguous()
     elif half == ("cuda", torch.float16, True) and torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled:
-        r = _network_cudnn_inference(z, weights, skip)
+        r = _network_cudnn_inference(z, weights, skip, proj)
     else:
         device, dtype, cache = half
         with torch.autocast(device, dtype=dtype, cache_enabled=cache):
-            r = _network(z.contiguous(memory_format=torch.channels_last), weights, skip).float()
+            r = _network(z.contiguous(memory_format=torch.channels_last), weights, skip, proj=proj).float()
     r = F.pixel_shuffle(r * s, Q)                                          # (N, 3, Hp, Wp)
     return r[..., top:top + H, left:left + W]

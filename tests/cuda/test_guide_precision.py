@@ -64,8 +64,8 @@ def test_model_attribute_reaches_the_guide(monkeypatch):
     assert seen == [torch.bfloat16]
 
 
-@pytest.mark.parametrize("skip", [True, False], ids=["skip", "plain"])
-def test_inference_guide_with_fused_bias_relu_matches_unfused(skip):
+@pytest.mark.parametrize("skip,proj", [(True, False), (False, False), (True, True)], ids=["skip", "plain", "proj"])
+def test_inference_guide_with_fused_bias_relu_matches_unfused(skip, proj):
     """GPU inference runs each hidden layer as one cuDNN convolution with its
     bias and ReLU fused (``_network_cudnn_inference``): the same network as
     ``_network`` in float16, so the two agree to float16 rounding, and both
@@ -74,20 +74,20 @@ def test_inference_guide_with_fused_bias_relu_matches_unfused(skip):
 
     g = torch.Generator().manual_seed(1)
     n_in, _ = guide_channels(2)
-    ws = init_guide(2, 64, 5, g, skip=skip)
+    ws = init_guide(2, 64, 5, g, skip=skip, proj=proj)
     # Biases of the activations' order and a non-zero last layer, so that
     # losing either shows.
     ws = [w + (0.3 if w.dim() == 1 else 0.05) * torch.randn(w.shape, generator=g) for w in ws]
     ws = [w.cuda() for w in ws]
     z = torch.randn(2, n_in, 70, 90, generator=g).cuda()
     with torch.no_grad():
-        fused = _network_cudnn_inference(z, ws, skip)
+        fused = _network_cudnn_inference(z, ws, skip, proj)
         with torch.autocast("cuda", dtype=torch.float16):
-            unfused = _network(z.contiguous(memory_format=torch.channels_last), ws, skip).float()
+            unfused = _network(z.contiguous(memory_format=torch.channels_last), ws, skip, proj=proj).float()
         tf32 = torch.backends.cudnn.allow_tf32
         torch.backends.cudnn.allow_tf32 = False
         try:
-            exact = _network(z, ws, skip)
+            exact = _network(z, ws, skip, proj=proj)
         finally:
             torch.backends.cudnn.allow_tf32 = tf32
     assert fused.dtype == torch.float32 and fused.shape == exact.shape
@@ -97,5 +97,6 @@ def test_inference_guide_with_fused_bias_relu_matches_unfused(skip):
     # adds, is off by the size of the activations, not by rounding.
     assert rel(fused, unfused) < 1e-2
     with torch.no_grad():
-        no_bias = _network_cudnn_inference(z, [w * 0 if w.dim() == 1 and i < len(ws) - 1 else w for i, w in enumerate(ws)], skip)
+        no_bias = _network_cudnn_inference(z, [w * 0 if w.dim() == 1 and i < len(ws) - 1 else w for i, w in enumerate(ws)],
+                                           skip, proj)
     assert rel(no_bias, exact) > 0.05
