@@ -364,3 +364,20 @@ def test_projection_guide_gradients_match_finite_differences():
         i = int(w.grad.abs().flatten().argmax())
         fd = central_difference(lambda: loss().item(), w, i, 1e-6)
         assert abs(fd - w.grad.flatten()[i].item()) <= 1e-5 * max(1.0, abs(fd)) + 1e-9, (layer, fd)
+
+
+def test_a_residual_guide_converts_exactly_to_projection_blocks():
+    """P = identity: relu(z + relu(a)) = z + relu(a) on the non-negative
+    stream, so the converted guide computes the same residual."""
+    from kpnt.ref.guide import to_projection_blocks
+
+    g = torch.Generator().manual_seed(6)
+    ws = [w + (0.2 if w.dim() == 1 else 0.05) * torch.randn(w.shape, generator=g) for w in init_guide(2, 8, 4, g, skip=True)]
+    conv = to_projection_blocks(ws)
+    assert len(conv) == len(ws) + 2 * 3
+    x = 0.05 + 0.4 * torch.rand(1, 1, 32, 36, generator=g)
+    U = 0.05 + 0.4 * torch.rand(1, 3, 32, 36, generator=g)
+    cfa = CFA.bayer("RGGB")
+    want = guide_residual(x, U, NOISE, cfa, ws, skip=True)
+    got = guide_residual(x, U, NOISE, cfa, conv, skip=True, proj=True)
+    assert torch.allclose(got, want, atol=1e-6) and want.abs().max() > 1e-3

@@ -98,3 +98,47 @@ def test_cli_revives_the_shipped_guide_and_records_it(tmp_path, capsys):
                                 "--steps", "1")) == 0
     report = load_weights(tmp_path / "b" / "weights.safetensors")[1]["provenance"]["revived_guide_channels"]
     assert report["width"] == 64 and len(report["dead"]) == 16 and report["revived"] == report["dead"]
+
+
+def test_cli_converts_the_shipped_guide_to_projection_blocks_with_the_same_output(tmp_path):
+    """--init of a residual guide with --guide-proj: the same function (P =
+    identity); with --revive-dead-guide too, the revival is recorded."""
+    from kpnt.cli.train import main as train_main
+    from kpnt.weights_io import load_weights, shipped_weights
+    from test_train import _cli_args
+
+    # --steps 1 at a learning rate of 1e-12: the written weights are the converted start.
+    for name, extra in (("p", []), ("pr", ["--revive-dead-guide"])):
+        assert train_main(_cli_args(tmp_path, name, "--init", str(shipped_weights("bayer")), "--guide-proj",
+                                    "--steps", "1", "--lr", "1e-12", *extra)) == 0
+    ship = load_weights(shipped_weights("bayer"))[0]
+    x = 0.05 + 0.4 * torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        model = load_weights(tmp_path / "p" / "weights.safetensors")[0]
+        assert model.config.guide_proj
+        assert torch.allclose(model(x, CFA.bayer("RGGB"), NOISE), ship(x, CFA.bayer("RGGB"), NOISE), atol=1e-5)
+    model, meta = load_weights(tmp_path / "pr" / "weights.safetensors")
+    report = meta["provenance"]["revived_guide_channels"]
+    assert model.config.guide_proj and sum(report["revived"]) > 0
+
+
+def test_revival_of_projection_blocks_keeps_the_output_exactly():
+    """A projected channel is revived with its projection column zeroed:
+    where it was dead (the probes), the output does not move at all."""
+    gen = torch.Generator().manual_seed(0)
+    model = KPNT("bayer", ModelConfig(guide_layers=3, guide_width=8, guide_skip=True, guide_proj=True))
+    with torch.no_grad():
+        g = model.sets["guide"]
+        for k in (4, 8):
+            g[k].copy_(torch.eye(8)[:, :, None, None] + 0.1 * torch.randn(g[k].shape, generator=gen))
+        g[-2].copy_(0.3 * torch.randn(g[-2].shape, generator=gen))
+        g[7][3] = -1e3                                     # layer 2's channel 3: dead
+    probes = [SimpleNamespace(x=0.05 + 0.4 * torch.rand(2, 1, 40, 44, generator=gen), cfa=CFA.bayer("GRBG"),
+                              noise=NOISE.expand(2, -1, -1))]
+    with torch.no_grad():
+        before = model(probes[0].x, probes[0].cfa, probes[0].noise)
+    report = revive_dead_guide_channels(model, probes, torch.Generator().manual_seed(1))
+    assert report["dead"] == [0, 0, 1] and report["revived"] == [0, 0, 1]
+    assert guide_activity(model, probes)[2][3] > 0 and model.sets["guide"][8][:, 3].abs().max() == 0
+    with torch.no_grad():
+        assert torch.equal(model(probes[0].x, probes[0].cfa, probes[0].noise), before)

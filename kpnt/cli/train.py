@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="residual hidden layers in the guide (a deep guide trains only with them)")
     arch.add_argument("--guide-proj", action=argparse.BooleanOptionalAction, default=None,
                       help="projection blocks in the residual guide, relu(z + P relu(conv(z))) with a 1x1 P: channels "
-                      "are silenced through P instead of dying (needs --guide-skip; a new architecture: train from "
-                      "random weights, not --init from a file without it)")
+                      "are silenced through P instead of dying (needs --guide-skip); with --init of a file without it "
+                      "the guide is converted exactly (P = identity), e.g. with --revive-dead-guide")
     arch.add_argument("--guide-pack", type=int_at_least(1, 4),
                       help="CFA repeats per packed guide position along each axis: 1 runs the guide at 1/period "
                       "resolution, 2 at half that (a quarter of the cost per layer, twice the reach)")
@@ -375,10 +375,28 @@ def _warmup(args) -> int:
 
 
 def _check_init_architecture(path: Path, start, config) -> None:
+    """The --init model ``start`` must have the run's architecture; the one
+    change allowed is --guide-proj on a residual guide, converted exactly
+    (:func:`kpnt.ref.guide.to_projection_blocks`), in place."""
+    import dataclasses
+
+    if config.guide_proj and not start.config.guide_proj and start.config.guide_skip \
+            and dataclasses.replace(start.config, guide_proj=True) == config:
+        from kpnt.model import KPNT
+        from kpnt.ref.guide import to_projection_blocks
+
+        converted = KPNT(start.sensor, config)
+        state = {k: v for k, v in start.state_dict().items() if not k.startswith("sets.guide.")}
+        for i, w in enumerate(to_projection_blocks(list(start.sets["guide"]))):
+            state[f"sets.guide.{i}"] = w.detach()
+        converted.load_state_dict(state)
+        log.info("--guide-proj: the guide of %s becomes projection blocks with P = identity (the same function)", path)
+        return converted
     if start.config != config:
         theirs = start.config.to_json()
         diff = ", ".join(f"{_ARCH_FLAGS.get(k, k)} {v}" for k, v in config.to_json().items() if theirs.get(k) != v)
         raise ArgError(f"--init {path}: the architecture options ({diff}) differ from the file's: leave them out to fine-tune its architecture")
+    return start
 
 
 def mixed_sources(real, synthetic, real_fraction: float):
@@ -558,7 +576,7 @@ def main(argv=None) -> int:
         base = checkpoint_config(ckpt) if args.resume else (start.config if start is not None else None)
         config = _model_config(args, base)
         if start is not None:
-            _check_init_architecture(args.init, start, config)
+            start = _check_init_architecture(args.init, start, config)
         if not (args.resume or args.restart) and ckpt.exists():
             raise KpntError(f"{args.out} already holds a run: pass --resume to continue it, --restart to start over "
                             f"(keeps its checkpoint as {CHECKPOINT_NAME}.old), or choose another --out")

@@ -127,6 +127,21 @@ def hidden_layers(weights, proj: bool = False) -> list[tuple]:
     return out
 
 
+def to_projection_blocks(weights) -> list[torch.Tensor]:
+    """A residual (``skip``) guide's weights as projection blocks computing
+    the same function: each hidden layer after the first gets ``P = I`` and
+    ``c = 0``.  Exact because the stream is non-negative (layer 0's ReLU,
+    then sums of ReLUs): ``relu(z + relu(a)) = z + relu(a)`` for ``z >= 0``."""
+    out = []
+    for i, layer in enumerate(hidden_layers(weights)):
+        out += list(layer)
+        if i > 0:
+            w = layer[0]
+            eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)[:, :, None, None]
+            out += [eye, torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)]
+    return out + list(weights[-2:])
+
+
 def guide_radius(period: int, layers: int, pack: int = 1) -> int:
     """Photosites an input detail reaches through the guide (one packed
     position, ``pack`` repeats wide, per 3x3 layer, plus the packed block
