@@ -3,12 +3,13 @@
 A hidden channel of the guide (:mod:`kpnt.ref.guide`) whose ReLU is off at
 every position of every input is *dead*: it adds nothing, and its ReLU
 passes no gradient to its weights, so no amount of training revives it.
-Measured on 16 training tiles, the shipped guides (16 layers x 64 channels)
-had lost most of their hidden channels this way: after layer 0, 47-64 of
-each layer's 64 channels in the Bayer file and 38-62 in the X-Trans file,
-so the 16 x 64 network computed with about 5 channels per layer.  They
-died early in training (Adam at 1e-3 moves each weight by about 1e-3 per
-step, against an initial weight scale of 0.015 in the residual layers).
+On 32 probe tiles of photos/val (``tools/guide_activity.py``) the shipped
+guides (16 layers x 64 channels) had lost most of their hidden channels
+this way: after layer 0, 47-63 of each layer's 64 in the Bayer file (868 of
+1024) and 39-62 in the X-Trans file (819), so each computed with about 5
+channels per layer.  They die early in training (466 CPU steps of the
+shipped recipe from random weights left 581 dead); why, and the
+projection blocks that prevent it: :func:`kpnt.ref.guide._network`.
 
 :func:`revive_dead_guide_channels` gives each dead channel fresh incoming
 weights, He-normal at the guide's initial scale times ``scale``, and a zero
