@@ -105,11 +105,10 @@ def main(argv=None) -> int:
     from kpnt.weights_io import load_weights
     from val_levels import fitting_tile, scored_batches, trained_noise
 
-    from kpnt.train.photos import list_photos, load_linear_photo
+    from kpnt.train.photos import list_photos
 
     files = [f for f in list_photos(args.photos) if not any(f.name.startswith(x) for x in args.skip_prefix)]
-    files = files[:: args.every][: args.images]
-    photos = PhotoSource([load_linear_photo(f, 1) for f in files], [f.name for f in files])
+    photos = PhotoSource.from_files(files[:: args.every][: args.images], downscale=1)
     tile = fitting_tile(photos, args.tile)
     batches = scored_batches("bayer", photos, tile, args.profiles, [])["clean"]
     tallies: dict[str, Tally] = {}

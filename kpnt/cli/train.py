@@ -374,10 +374,11 @@ def _warmup(args) -> int:
     return min(INIT_WARMUP, args.steps // 10) if args.init is not None else 0
 
 
-def _check_init_architecture(path: Path, start, config) -> None:
-    """The --init model ``start`` must have the run's architecture; the one
-    change allowed is --guide-proj on a residual guide, converted exactly
-    (:func:`kpnt.ref.guide.to_projection_blocks`), in place."""
+def _start_model(path: Path, start, config):
+    """The --init model ``start`` in the run's architecture ``config``: itself
+    when they agree; for --guide-proj on a residual guide, a new model with
+    the guide converted exactly (:func:`kpnt.ref.guide.to_projection_blocks`);
+    any other difference is an ArgError."""
     import dataclasses
 
     if config.guide_proj and not start.config.guide_proj and start.config.guide_skip \
@@ -576,7 +577,7 @@ def main(argv=None) -> int:
         base = checkpoint_config(ckpt) if args.resume else (start.config if start is not None else None)
         config = _model_config(args, base)
         if start is not None:
-            start = _check_init_architecture(args.init, start, config)
+            start = _start_model(args.init, start, config)
         if not (args.resume or args.restart) and ckpt.exists():
             raise KpntError(f"{args.out} already holds a run: pass --resume to continue it, --restart to start over "
                             f"(keeps its checkpoint as {CHECKPOINT_NAME}.old), or choose another --out")

@@ -249,8 +249,10 @@ def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool, proj: bool = 
     second pass: on the H200 those two passes took 23 of the shipped Bayer
     model's 68 ms at 24 MP (16 layers of 64 channels at 6 M positions),
     against 13 ms for the convolutions themselves (session 14, torch
-    profiler).  The skip connection's add stays a separate, vectorised pass
-    (it comes after the ReLU, which no cuDNN fused epilogue expresses).
+    profiler).  A residual (``skip``) guide's add stays a separate,
+    vectorised pass (it comes after the ReLU, which no cuDNN fused epilogue
+    expresses); a ``proj`` guide's add and last ReLU run in its 1x1
+    projection's epilogue (:func:`_cudnn_conv_add_relu`).
     """
     z = z.to(torch.float16).contiguous(memory_format=torch.channels_last)
     return _network(z, [w.to(torch.float16) for w in weights], skip, _cudnn_conv_relu, proj, _cudnn_conv_add_relu).float()

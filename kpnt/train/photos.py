@@ -80,8 +80,12 @@ class PhotoSource:
 
     @classmethod
     def from_folder(cls, folder, downscale: int = 2, limit: int | None = None) -> "PhotoSource":
-        files = list_photos(folder)[:limit]
-        return cls([load_linear_photo(f, downscale) for f in files], [f.name for f in files])
+        return cls.from_files(list_photos(folder)[:limit], downscale)
+
+    @classmethod
+    def from_files(cls, files, downscale: int = 2) -> "PhotoSource":
+        """The photos at the paths ``files``, named by their file names."""
+        return cls([load_linear_photo(f, downscale) for f in files], [Path(f).name for f in files])
 
     def to(self, device) -> "PhotoSource":
         """The same photos on ``device`` (tiles are then cut there)."""
