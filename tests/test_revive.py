@@ -8,7 +8,7 @@ import torch
 
 from kpnt.model import KPNT, ModelConfig
 from kpnt.mosaic.cfa import CFA
-from kpnt.ref.guide import record_activity
+from kpnt.ref.guide import record_activity, record_preactivation
 from kpnt.train.revive import guide_activity, revive_dead_guide_channels
 
 NOISE = torch.tensor([[[2e-3, 1e-3, 3e-3], [2e-5, 1e-5, 3e-5]]])
@@ -46,6 +46,20 @@ def test_activity_is_recorded_only_inside_the_block():
             model(probes[0].x, probes[0].cfa, probes[0].noise)
         model(probes[0].x, probes[0].cfa, probes[0].noise)
     assert len(inside) == 3
+
+
+def test_preactivation_tells_a_channel_killed_by_its_weights_from_one_killed_by_its_bias():
+    model, probes = _model_and_probes()
+    with torch.no_grad():
+        w = model.sets["guide"][2 * 2]
+        w[3] = -w[3].abs()           # layer 2's input is the non-negative stream: all-negative weights keep it off
+    with torch.no_grad(), record_preactivation() as pre, record_activity() as act:
+        model(probes[0].x, probes[0].cfa, probes[0].noise)
+    assert len(pre) == 3 and all(p.shape == (8,) for p in pre)
+    assert act[2][3] == 0 and pre[2][3] <= 0          # dead by its weights
+    for layer, ch in KILLED:                          # dead by a bias of -1e3, weights untouched
+        assert act[layer][ch] == 0 and pre[layer][ch] > 0
+    assert (pre[1] > 0).sum() >= 6                    # random weights: most channels reach above 0
 
 
 def test_revival_wakes_the_dead_and_keeps_the_rest():

@@ -14,6 +14,12 @@ Usage::
 
 Prints one line per file: per hidden layer, dead channels / channels active
 at under 1% of positions, and the totals.
+
+``--why`` adds a line per file on how the dead channels were switched off:
+how many have a largest bias-free pre-activation ``max conv(z, W)`` at or
+below 0 (their weights alone keep them off on the non-negative stream of
+layers 1 and up, whatever the bias) and the median bias of the dead and the
+live channels (``kpnt.ref.guide.record_preactivation``).
 """
 from __future__ import annotations
 
@@ -53,6 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("--tile", type=int, default=126, help="probe tile side (default 126)")
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--why", action="store_true",
+                   help="also say whether the dead channels are kept off by their weights or by their biases")
     args = p.parse_args(argv)
 
     from kpnt.train.photos import PhotoSource
@@ -76,7 +84,35 @@ def main(argv=None) -> int:
         width = act[0].numel()
         print(f"{w} ({sensor}): " + " ".join(f"{d}/{r}" for d, r in zip(dead, rare))
               + f"; dead {sum(dead)} of {width * len(act)}, under 1% {sum(rare)}", flush=True)
+        if args.why:
+            print("  " + why_dead(model, probes[sensor], act), flush=True)
     return 0
+
+
+def why_dead(model, batches, act) -> str:
+    """One line: of the dead channels in hidden layers 1 and up, how many
+    their weights alone keep off, and the median biases (module doc)."""
+    from kpnt.ref.guide import hidden_layers, record_preactivation
+
+    top = None
+    with torch.no_grad():
+        for b in batches:
+            with record_preactivation() as pre:
+                model(b.x, b.cfa, b.noise)
+            top = [p.clone() for p in pre] if top is None else [torch.maximum(t, p) for t, p in zip(top, pre)]
+    layers = hidden_layers(list(model.sets["guide"]), model.config.guide_proj)
+    dead = torch.cat([a == 0 for a in act[1:]]).cpu()
+    by_weights = torch.cat([t <= 0 for t in top[1:]]).cpu() & dead
+    pre_max = torch.cat(top[1:]).cpu()
+    bias = torch.cat([layer[1].detach().float() for layer in layers[1:]]).cpu()
+    if not dead.any():
+        return "layers 1 and up: no dead channel"
+
+    def med(t):
+        return f"{float(t.median()):+.3f}" if t.numel() else "-"
+    return (f"layers 1 and up: {int(by_weights.sum())} of {int(dead.sum())} dead channels are off by their weights alone "
+            f"(bias-free pre-activation <= 0; its median max {med(pre_max[dead])}, live {med(pre_max[~dead])}); "
+            f"median bias dead {med(bias[dead])}, live {med(bias[~dead])}")
 
 
 if __name__ == "__main__":

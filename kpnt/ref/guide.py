@@ -152,6 +152,8 @@ def guide_radius(period: int, layers: int, pack: int = 1) -> int:
 #: Set by :func:`record_activity` while it runs: the list each hidden layer
 #: appends its per-channel active share to.
 _ACTIVITY: list | None = None
+#: Set by :func:`record_preactivation` while it runs.
+_PREACTIVATION: list | None = None
 
 
 @contextmanager
@@ -171,6 +173,26 @@ def record_activity():
         yield _ACTIVITY
     finally:
         _ACTIVITY = previous
+
+
+@contextmanager
+def record_preactivation():
+    """Record, per hidden layer in order, each channel's largest
+    pre-activation *without its bias*: a (width,) float tensor, the maximum
+    of ``conv(z, W)`` over the batch and positions.
+
+    It tells how a dead channel (:func:`record_activity`) was switched off:
+    at or below 0 means its weights alone keep it off on the non-negative
+    stream, whatever its bias; above 0, a negative bias does it.  Costs one
+    extra convolution per layer while recording; a diagnosis tool's probe
+    (``tools/guide_activity.py --why``), not for inference.
+    """
+    global _PREACTIVATION
+    previous, _PREACTIVATION = _PREACTIVATION, []
+    try:
+        yield _PREACTIVATION
+    finally:
+        _PREACTIVATION = previous
 
 
 def _conv_relu(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -224,6 +246,8 @@ def _network(z: torch.Tensor, weights, skip: bool, conv_relu=_conv_relu, proj: b
     # caller's and is never written.
     in_place = not torch.is_grad_enabled()
     for i, layer in enumerate(hidden_layers(weights, proj)):
+        if _PREACTIVATION is not None:
+            _PREACTIVATION.append(F.conv2d(z, layer[0], None, padding=1).detach().amax((0, 2, 3)).float())
         h = conv_relu(z, layer[0], layer[1])
         if _ACTIVITY is not None:
             _ACTIVITY.append((h.detach() > 0).float().mean((0, 2, 3)))
