@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from kpnt.train.photos import PhotoSource
-    from kpnt.train.revive import guide_activity
+    from kpnt.ref.guide import record_activity, record_preactivation
+    from kpnt.train.revive import guide_activity, probe_guide
     from kpnt.weights_io import load_weights
 
     photos = PhotoSource.from_folder(args.photos, downscale=1)
@@ -75,7 +76,10 @@ def main(argv=None) -> int:
         sensor = meta["sensor"]
         if sensor not in probes:
             probes[sensor] = probe_batches(sensor, photos, args.profiles, args.device, args.batches, args.tile, args.seed)
-        act = guide_activity(model, probes[sensor])
+        if args.why:
+            act, pre = probe_guide(model, probes[sensor], record_activity, record_preactivation)
+        else:
+            act = guide_activity(model, probes[sensor])
         if not act:
             print(f"{w} ({sensor}): no guide")
             continue
@@ -85,28 +89,24 @@ def main(argv=None) -> int:
         print(f"{w} ({sensor}): " + " ".join(f"{d}/{r}" for d, r in zip(dead, rare))
               + f"; dead {sum(dead)} of {width * len(act)}, under 1% {sum(rare)}", flush=True)
         if args.why:
-            print("  " + why_dead(model, probes[sensor], act), flush=True)
+            print("  " + why_dead(model, act, pre), flush=True)
     return 0
 
 
-def why_dead(model, batches, act) -> str:
+def why_dead(model, act, pre) -> str:
     """One line: of the dead channels in hidden layers 1 and up, how many
-    their weights alone keep off, and the median biases (module doc)."""
-    from kpnt.ref.guide import hidden_layers, record_preactivation
+    their weights alone keep off, and the median biases (module doc).
+    ``act`` and ``pre``: per hidden layer, the probe's largest active share
+    and bias-free pre-activation per channel (``probe_guide``)."""
+    from kpnt.ref.guide import hidden_layers
 
-    top = None
-    with torch.no_grad():
-        for b in batches:
-            with record_preactivation() as pre:
-                model(b.x, b.cfa, b.noise)
-            top = [p.clone() for p in pre] if top is None else [torch.maximum(t, p) for t, p in zip(top, pre)]
-    layers = hidden_layers(list(model.sets["guide"]), model.config.guide_proj)
     dead = torch.cat([a == 0 for a in act[1:]]).cpu()
-    by_weights = torch.cat([t <= 0 for t in top[1:]]).cpu() & dead
-    pre_max = torch.cat(top[1:]).cpu()
-    bias = torch.cat([layer[1].detach().float() for layer in layers[1:]]).cpu()
     if not dead.any():
         return "layers 1 and up: no dead channel"
+    pre_max = torch.cat(pre[1:]).cpu()
+    by_weights = (pre_max <= 0) & dead
+    layers = hidden_layers(list(model.sets["guide"]), model.config.guide_proj)
+    bias = torch.cat([layer[1].detach().float() for layer in layers[1:]]).cpu()
 
     def med(t):
         return f"{float(t.median()):+.3f}" if t.numel() else "-"

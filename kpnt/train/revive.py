@@ -30,6 +30,7 @@ unhelpful channel is silenced.  Hence the projection blocks.
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 
 import torch
 
@@ -48,13 +49,23 @@ def guide_activity(model, batches) -> list[torch.Tensor]:
     """Per hidden guide layer, the (width,) share of packed positions where
     each channel is active, the largest over ``batches`` (each with ``x``,
     ``cfa`` and ``noise`` on the model's device).  Empty without a guide."""
-    shares: list[torch.Tensor] = []
+    return probe_guide(model, batches, record_activity)[0]
+
+
+def probe_guide(model, batches, *recorders) -> list[list[torch.Tensor]]:
+    """Run ``model`` on ``batches`` (no autograd) inside every recorder of
+    :mod:`kpnt.ref.guide` (``record_activity``, ``record_preactivation``) at
+    once; per recorder, its per-layer tensors' elementwise maximum over the
+    batches (empty lists without a guide)."""
+    tops: list[list[torch.Tensor]] = [[] for _ in recorders]
     with torch.no_grad():
         for b in batches:
-            with record_activity() as act:
+            with ExitStack() as stack:
+                records = [stack.enter_context(r()) for r in recorders]
                 model(b.x, b.cfa, b.noise)
-            shares = [a.clone() for a in act] if not shares else [torch.maximum(s, a) for s, a in zip(shares, act)]
-    return shares
+            tops = [[t.clone() for t in rec] if not top else [torch.maximum(a, t) for a, t in zip(top, rec)]
+                    for top, rec in zip(tops, records)]
+    return tops
 
 
 def _guide_weights(model) -> list[torch.nn.Parameter]:
