@@ -1,0 +1,31 @@
+#!/bin/bash
+# Session 17's planned GPU calls (not run: no GPU was lent): projection-block guides at scale, side by side on one H200.
+#   A  bayer proj-scratch: projection-block guide from random weights, full recipe, ASTEPS-step schedule (resumed each call)
+#   B  bayer proj-ft: shipped Bayer file converted to projection blocks + dead channels revived, 10000 steps at 3e-4
+#   C  xtrans proj-ft: the same from the shipped X-Trans file, with the shipped X-Trans loss
+# Env: MIN (training minutes), ASTEPS (A's schedule; re-aim it in the last call), TESTS=1 runs tests/cuda first,
+#      BFT=1 / XFT=1 run or resume B / C.  First call: TESTS=1 BFT=1 XFT=0 MIN=6.8; later calls: XFT=1 MIN=8.3.
+# Carry .gpu5/train/a (or b), .gpu4/val8w, .gpu4/noiseprofiles.json (and .gpu5/back/*.tar after a fresh machine).
+# Outputs: $OUT/tests.txt, $OUT/train*.txt, one $OUT/<run>.tar per run (weights, checkpoint, history, log).
+export TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
+MIN=${MIN:-8.3}; ASTEPS=${ASTEPS:-40000}; TESTS=${TESTS:-0}; BFT=${BFT:-0}; XFT=${XFT:-1}
+pip install -q -e . --no-deps --no-build-isolation 2>&1 | tail -2
+if [ "$TESTS" = 1 ]; then
+    nvidia-smi -L
+    timeout 170 python -m pytest -q -p no:cacheprovider tests/cuda 2>&1 | tee $OUT/tests.txt | tail -15
+fi
+for t in .gpu5/back/*.tar; do [ -f "$t" ] && [ ! -f runs/s17/$(basename $t .tar)/checkpoint.pt ] && tar xf $t && echo "restored $t"; done
+find .gpu5/train -name '*.webp' | wc -l
+L="--clean-share 0.25 --low-noise-share 0.35 --loss smape-satbias --satbias-weight 0.05"
+LX="--clean-share 0.25 --low-noise-share 0.35 --loss smape-lowpass-satbias"
+C="--out runs/s17 --clean .gpu5/train --val .gpu4/val8w --val-images 8 --profiles .gpu4/noiseprofiles.json --val-every 1000 --ckpt-every 1000 --threads 4 --backend cuda --minutes $MIN --resume"
+FT="--steps 10000 --lr 3e-4"
+REV="--guide-proj --revive-dead-guide --warmup 500"
+python tools/train_variants.py $C --steps $ASTEPS --variant "bayer:proj-scratch:--guide-proj --warmup 1000 $L" > $OUT/trainA.txt 2>&1 &
+[ "$BFT" = 1 ] && python tools/train_variants.py $C $FT --variant "bayer:proj-ft:--init kpnt/weights/bayer.safetensors $REV $L" > $OUT/trainB.txt 2>&1 &
+[ "$XFT" = 1 ] && python tools/train_variants.py $C $FT --variant "xtrans:proj-ft:--init kpnt/weights/xtrans.safetensors $REV $LX" > $OUT/trainC.txt 2>&1 &
+wait
+cat $OUT/train*.txt
+for r in runs/s17/*.log; do echo "== $r"; grep -E "val|rror" $r | tail -14; done
+for d in runs/s17/*/; do n=$(basename $d); tar cf $OUT/$n.tar --exclude=curve.png $d runs/s17/$n.log; done
+ls -la $OUT
