@@ -1,6 +1,8 @@
 """The guide in bfloat16 while training on a GPU (``kpnt-train --guide-dtype
 bfloat16``): the same residual and gradients as float32 to bf16 precision,
 and the model attribute reaches the op."""
+import inspect
+
 import pytest
 import torch
 
@@ -56,7 +58,11 @@ def test_model_attribute_reaches_the_guide(monkeypatch):
 
     seen = []
     real = ops.guide
-    monkeypatch.setattr(ops, "guide", lambda *a, **k: seen.append(a[-1]) or real(*a, **k))
+    # Read the argument by name: the guide's signature grew (proj, session 17)
+    # and a positional index then read the wrong argument.
+    signature = inspect.signature(real)
+    monkeypatch.setattr(ops, "guide", lambda *a, **k: seen.append(signature.bind(*a, **k).arguments.get("train_dtype"))
+                        or real(*a, **k))
     m = KPNT("bayer", ModelConfig(guide_layers=2, guide_width=16), backend="torch").cuda()
     m.guide_train_dtype = torch.bfloat16
     x = torch.rand(1, 1, 32, 40, device="cuda")
