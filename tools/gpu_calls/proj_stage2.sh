@@ -2,7 +2,7 @@
 # Session 19, second GPU call: after stage 1 (proj_guide.sh: the shipped files converted to projection-block guides,
 # dead channels revived, 10000 steps at 3e-4 on half a of photos/train):
 #   1. 24-MP inference timings of the shipped files and the stage-1 weights (tools/time_model.py, alone on the GPU);
-#   2. the guide CUDA tests (the projection guide's cuDNN inference path, the bf16 attribute test);
+#   2. the guide CUDA tests (the projection guide's cuDNN inference path, the bf16 attribute test; TESTS=tests/cuda: all);
 #   3. stage 2: both stage-1 files fine-tuned again at LR (default 2e-4, 300 warm-up steps) on .gpu5/s2train
 #      (109 photos of half b), in what is left of END seconds (default 555) since the call began.
 # Carry .gpu5/s1 (bayer/xtrans.safetensors from stage 1), .gpu5/s2train, .gpu4/val8w, .gpu4/noiseprofiles.json.
@@ -13,7 +13,7 @@ pip install -q -e . --no-deps --no-build-isolation 2>&1 | tail -2
 nvidia-smi -L
 python tools/time_model.py --weights kpnt/weights/bayer.safetensors .gpu5/s1/bayer.safetensors \
     kpnt/weights/xtrans.safetensors .gpu5/s1/xtrans.safetensors 2>&1 | tee $OUT/time.txt
-timeout 90 python -m pytest -q -p no:cacheprovider tests/cuda/test_guide_precision.py 2>&1 | tee $OUT/tests.txt | tail -3
+timeout 150 python -m pytest -q -p no:cacheprovider ${TESTS:-tests/cuda/test_guide_precision.py} 2>&1 | tee $OUT/tests.txt | tail -3
 # Training gets what is left of END seconds after ~45 s of start-up and packing; the schedule is sized to finish in
 # it at 25 steps/s per run (stage 1, two runs sharing the H100: Bayer 26.7, X-Trans 33 steps/s).
 MIN=$(python -c "print(round(($END - $(date +%s) + $T0 - 45) / 60, 2))"); STEPS=${STEPS:-$(python -c "print(int($MIN * 60 * 25))")}
