@@ -525,6 +525,12 @@ def _model_config(args, base=None):
     if args.no_noise_input:
         overrides["noise_input"] = False
     base = base if base is not None else shipped_config(args.sensor)
+    # Projection blocks live inside a residual guide: a base that has them
+    # (the shipped models since session 19) loses them with the guide or its
+    # skips, unless --guide-proj was asked for (then ModelConfig says why not).
+    no_residual_guide = overrides.get("guide_layers") == 0 or overrides.get("guide_skip") is False
+    if base is not None and base.guide_proj and no_residual_guide and "guide_proj" not in overrides:
+        overrides["guide_proj"] = False
     try:
         return dataclasses.replace(base, **overrides) if base is not None else ModelConfig(**overrides)
     except ValueError as exc:  # ModelConfig's checks (ConfigError or ValueError): a bad option
