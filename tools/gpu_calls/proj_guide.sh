@@ -1,4 +1,6 @@
 #!/bin/bash
+# NOTE: the shipped files here are those before session 19 shipped its own (commit 57c699a); to rerun this as it ran,
+#       first: git checkout 57c699a -- kpnt/weights   (and git checkout HEAD -- kpnt/weights afterwards).
 # Session 17's planned GPU calls (not run: no GPU was lent): projection-block guides at scale, side by side on one H200.
 #   A  bayer proj-scratch: projection-block guide from random weights, full recipe, ASTEPS-step schedule (resumed each call)
 #   B  bayer proj-ft: shipped Bayer file converted to projection blocks + dead channels revived, 10000 steps at 3e-4
