@@ -217,3 +217,22 @@ def test_ensemble_choices_are_the_ensemble_modules():
     from kpnt.ensemble import VIEWS
 
     assert denoise.ENSEMBLE_VIEWS == VIEWS
+
+
+def test_removing_the_guide_or_its_skips_drops_inherited_projection_blocks():
+    """The shipped files have projection blocks, which live inside a residual
+    guide: --guide-layers 0 or --no-guide-skip must drop them (not fail), and
+    an explicit --guide-proj with them is a one-line error."""
+    from kpnt.errors import KpntError
+
+    base = train.build_parser().parse_args(train_args())
+    base.sensor = "bayer"
+    assert train._model_config(base).guide_proj        # the shipped Bayer file's guide
+    for flags, check in ((["--guide-layers", "0"], lambda c: c.guide_layers == 0),
+                         (["--no-guide-skip"], lambda c: c.guide_skip is False)):
+        args = train.build_parser().parse_args(train_args(*flags))
+        config = train._model_config(args)
+        assert check(config) and config.guide_proj is False, config
+        args = train.build_parser().parse_args(train_args(*flags, "--guide-proj"))
+        with pytest.raises((KpntError, SystemExit, ValueError), match="guide_proj|residual guide|guide"):
+            train._model_config(args)
