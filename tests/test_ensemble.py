@@ -55,14 +55,14 @@ def test_one_view_is_the_model_and_the_mean_of_views_beats_their_average_error()
         assert torch.equal(ensemble_forward(model, batch.x, batch.cfa, batch.noise, 1), single)
         per_view = [_inverse_view(model(_forward_view(batch.x, view).contiguous(), view_cfa(batch.cfa, h, w, view),
                                         batch.noise), view) for view in _VIEWS]
-        err = {v: mse(ensemble_forward(model, batch.x, batch.cfa, batch.noise, v)) for v in VIEWS}
+        ensembles = {v: ensemble_forward(model, batch.x, batch.cfa, batch.noise, v) for v in VIEWS}
+    err = {v: mse(out) for v, out in ensembles.items()}
     view_err = [mse(out) for out in per_view]
     assert view_err[0] == mse(single)
     assert max(view_err) < 2 * view_err[0], view_err
     for v in VIEWS:
         assert err[v] <= sum(view_err[:v]) / v * (1 + 1e-6), (v, err, view_err)
         # the ensemble is the plain mean of the views (not, e.g., of the first one v times)
-        assert torch.allclose(ensemble_forward(model, batch.x, batch.cfa, batch.noise, v),
-                              sum(per_view[:v]) / v, atol=1e-6)
+        assert torch.allclose(ensembles[v], sum(per_view[:v]) / v, atol=1e-6)
     with pytest.raises(ValueError, match="views"):
         ensemble_forward(model, batch.x, batch.cfa, batch.noise, 3)

@@ -1,5 +1,5 @@
 #!/bin/bash
-# NOTE: the shipped X-Trans file here are those before session 19 shipped its own (commit 57c699a); to rerun this as it ran,
+# NOTE: the shipped X-Trans file here is the one before session 19 shipped its own (commit 57c699a); to rerun this as it ran,
 #       first: git checkout 57c699a -- kpnt/weights   (and git checkout HEAD -- kpnt/weights afterwards).
 # session 19 CPU A/B on X-Trans (session 18's Bayer A/B, tools/cpu_runs/proj_ft_s18.sh, with the shipped X-Trans loss):
 # fine-tune the shipped X-Trans file, residual guide (ctrl) vs projection blocks + revived channels (proj).

@@ -6,7 +6,8 @@
 #   3. stage 2: both stage-1 files fine-tuned again at LR (default 2e-4, 300 warm-up steps) on .gpu5/s2train
 #      (109 photos of half b), in what is left of END seconds (default 555) since the call began.
 # Carry .gpu5/s1 (bayer/xtrans.safetensors from stage 1), .gpu5/s2train, .gpu4/val8w, .gpu4/noiseprofiles.json.
-# Later stages: INIT=.gpu5/s2 TRAIN=.gpu5/train/a STAGE=s3 TIME=0 TESTS=none (no timing, no tests; carry those folders).
+# Later stages: INIT=.gpu5/s2 TRAIN=.gpu5/s3train STAGE=s3 TIME=0 TESTS=none (no timing, no tests; carry those folders;
+# .gpu5/s3train: half a without every 6th photo, so the call's carry stays under 64 MiB).
 # Outputs: $OUT/time.txt, $OUT/tests.txt, $OUT/train*.txt, one $OUT/<run>.tar per run (weights, history, log).
 export TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
 T0=$(date +%s); END=${END:-555}; LR=${LR:-2e-4}; INIT=${INIT:-.gpu5/s1}; TRAIN=${TRAIN:-.gpu5/s2train}; STAGE=${STAGE:-s2}
