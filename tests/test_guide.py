@@ -381,3 +381,28 @@ def test_a_residual_guide_converts_exactly_to_projection_blocks():
     want = guide_residual(x, U, NOISE, cfa, ws, skip=True)
     got = guide_residual(x, U, NOISE, cfa, conv, skip=True, proj=True)
     assert torch.allclose(got, want, atol=1e-6) and want.abs().max() > 1e-3
+
+
+def test_a_projection_guide_grows_wider_and_deeper_with_the_same_output():
+    """grow_projection_guide: new channels and layers start switched off, so
+    the residual is unchanged; the new channels are live (the final 1x1's new
+    columns get gradient), and the grown stack has the asked-for shape."""
+    from kpnt.ref.guide import grow_projection_guide, hidden_layers
+
+    g = torch.Generator().manual_seed(8)
+    ws = [w + (0.2 if w.dim() == 1 else 0.05) * torch.randn(w.shape, generator=g)
+          for w in init_guide(6, 8, 3, g, skip=True, proj=True)]
+    grown = grow_projection_guide(ws, 12, 5, torch.Generator().manual_seed(1))
+    layers = hidden_layers(grown, proj=True)
+    assert len(layers) == 5 and all(layer[0].shape[0] == 12 for layer in layers) and grown[-2].shape[1] == 12
+    x = 0.05 + 0.4 * torch.rand(1, 1, 36, 42, generator=g)
+    U = 0.05 + 0.4 * torch.rand(1, 3, 36, 42, generator=g)
+    cfa = CFA.xtrans()
+    want = guide_residual(x, U, NOISE, cfa, ws, skip=True, proj=True)
+    grown = [w.requires_grad_() for w in grown]
+    got = guide_residual(x, U, NOISE, cfa, grown, skip=True, proj=True)
+    assert torch.allclose(got, want, atol=1e-6) and want.abs().max() > 1e-3
+    (got * torch.randn(got.shape, generator=g)).sum().backward()
+    assert grown[-2].grad[:, 8:].abs().max() > 0
+    with pytest.raises(ValueError, match="grows only"):
+        grow_projection_guide(ws, 4, 3, g)

@@ -156,3 +156,27 @@ def test_revival_of_projection_blocks_keeps_the_output_exactly():
     assert guide_activity(model, probes)[2][3] > 0 and model.sets["guide"][8][:, 3].abs().max() == 0
     with torch.no_grad():
         assert torch.equal(model(probes[0].x, probes[0].cfa, probes[0].noise), before)
+
+
+def test_cli_grows_the_shipped_xtrans_guide_with_the_same_output(tmp_path, capsys):
+    """--init with a wider and deeper --guide-width/--guide-layers: the same
+    output; a narrower guide is refused with the way out."""
+    from kpnt.cli.train import main as train_main
+    from kpnt.weights_io import load_weights, shipped_weights
+    from test_train import _cli_args
+
+    ship = load_weights(shipped_weights("xtrans"))[0]
+    width, layers = ship.config.guide_width, ship.config.guide_layers
+    args = _cli_args(tmp_path, "g", "--init", str(shipped_weights("xtrans")), "--guide-width", str(width + 16),
+                     "--guide-layers", str(layers + 1), "--lr", "1e-12", sensor="xtrans", steps=1)
+    assert train_main(args) == 0
+    model = load_weights(tmp_path / "g" / "weights.safetensors")[0]
+    assert (model.config.guide_width, model.config.guide_layers) == (width + 16, layers + 1)
+    x = 0.05 + 0.4 * torch.rand(1, 1, 72, 72, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.allclose(model(x, CFA.xtrans(), NOISE), ship(x, CFA.xtrans(), NOISE), atol=1e-5)
+    args = _cli_args(tmp_path, "n", "--init", str(shipped_weights("xtrans")), "--guide-width", str(width - 16), sensor="xtrans", steps=1)
+    capsys.readouterr()
+    assert train_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--guide-width" in err[0] and "leave them out" in err[0]

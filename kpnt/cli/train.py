@@ -376,28 +376,47 @@ def _warmup(args) -> int:
 
 def _start_model(path: Path, start, config):
     """The --init model ``start`` in the run's architecture ``config``: itself
-    when they agree; for --guide-proj on a residual guide, a new model with
-    the guide converted exactly (:func:`kpnt.ref.guide.to_projection_blocks`);
-    any other difference is an ArgError."""
+    when they agree; otherwise a new model computing the same function, for
+    - --guide-proj on a residual guide: the guide converted exactly
+      (:func:`kpnt.ref.guide.to_projection_blocks`);
+    - a larger --guide-width and/or --guide-layers on a projection-block guide:
+      the guide grown with the new parts switched off
+      (:func:`kpnt.ref.guide.grow_projection_guide`).
+    Any other difference is an ArgError."""
     import dataclasses
 
-    if config.guide_proj and not start.config.guide_proj and start.config.guide_skip \
-            and dataclasses.replace(start.config, guide_proj=True) == config:
-        from kpnt.model import KPNT
-        from kpnt.ref.guide import to_projection_blocks
+    from kpnt.model import KPNT
+    from kpnt.ref.guide import grow_projection_guide, to_projection_blocks
 
-        converted = KPNT(start.sensor, config)
-        state = {k: v for k, v in start.state_dict().items() if not k.startswith("sets.guide.")}
-        for i, w in enumerate(to_projection_blocks(list(start.sets["guide"]))):
-            state[f"sets.guide.{i}"] = w.detach()
-        converted.load_state_dict(state)
+    guide = list(start.sets["guide"]) if start.config.guide_layers else []
+    have = start.config
+    if config.guide_proj and not have.guide_proj and have.guide_skip \
+            and dataclasses.replace(have, guide_proj=True, guide_width=config.guide_width,
+                                    guide_layers=config.guide_layers) == config:
+        guide, have = to_projection_blocks(guide), dataclasses.replace(have, guide_proj=True)
         log.info("--guide-proj: the guide of %s becomes projection blocks with P = identity (the same function)", path)
-        return converted
-    if start.config != config:
+    grows = (config.guide_width, config.guide_layers) != (have.guide_width, have.guide_layers)
+    if grows and have.guide_proj and have.guide_layers \
+            and config.guide_width >= have.guide_width and config.guide_layers >= have.guide_layers \
+            and dataclasses.replace(have, guide_width=config.guide_width, guide_layers=config.guide_layers) == config:
+        # Seeded: the fresh channels are the same in every process of a run.
+        guide = grow_projection_guide(guide, config.guide_width, config.guide_layers, torch.Generator().manual_seed(104723))
+        log.info("the guide of %s grows from %d x %d to %d x %d; the new channels and layers start switched off (the same function)",
+                 path, start.config.guide_layers, start.config.guide_width, config.guide_layers, config.guide_width)
+        have = config
+    if have != config:
         theirs = start.config.to_json()
         diff = ", ".join(f"{_ARCH_FLAGS.get(k, k)} {v}" for k, v in config.to_json().items() if theirs.get(k) != v)
-        raise ArgError(f"--init {path}: the architecture options ({diff}) differ from the file's: leave them out to fine-tune its architecture")
-    return start
+        raise ArgError(f"--init {path}: the architecture options ({diff}) differ from the file's: leave them out to fine-tune "
+                       "its architecture (only --guide-proj, and a wider or deeper projection-block guide, convert a file)")
+    if have is start.config:
+        return start
+    converted = KPNT(start.sensor, config)
+    state = {k: v for k, v in start.state_dict().items() if not k.startswith("sets.guide.")}
+    for i, w in enumerate(guide):
+        state[f"sets.guide.{i}"] = w.detach()
+    converted.load_state_dict(state)
+    return converted
 
 
 def mixed_sources(real, synthetic, real_fraction: float):

@@ -142,6 +142,59 @@ def to_projection_blocks(weights) -> list[torch.Tensor]:
     return out + list(weights[-2:])
 
 
+def grow_projection_guide(weights, width: int, layers: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """A projection-block guide (:func:`init_guide` with ``proj``) made wider
+    and/or deeper, computing the same function (issue 13, session 21: the
+    X-Trans guide packs a whole 6x6 repeat, 108 output values, through 64
+    channels, where Bayer's packs 12 through the same 64).
+
+    - New channels (``width`` above the current one) get fresh He-normal
+      incoming weights in every 3x3 convolution (they read all channels, old
+      and new) and a zero projection row, so each new stream channel is layer
+      0's fresh feature carried forward; the old channels' weights *from* the
+      new ones (3x3, projection and the final 1x1) start at zero, so nothing
+      reaches the output until training opens those paths (the final 1x1's
+      new columns get gradient from the first step).
+    - New layers (``layers`` above the current count) are appended before the
+      final 1x1 as blocks with a zero projection: ``relu(z + 0) = z`` on the
+      non-negative stream, the identity, exactly as :func:`init_guide` starts
+      every block.
+
+    Raises ValueError if ``width`` or ``layers`` is smaller than the guide's.
+    """
+    blocks = hidden_layers(weights, proj=True)
+    w_old, n_old = blocks[0][0].shape[0], len(blocks)
+    if width < w_old or layers < n_old:
+        raise ValueError(f"a guide grows only: it has {n_old} layers x {w_old} channels, asked for {layers} x {width}")
+    dtype, dev = blocks[0][0].dtype, blocks[0][0].device
+    extra = width - w_old
+
+    def he(rows: int, cols: int, k: int) -> torch.Tensor:
+        return (torch.randn(rows, cols, k, k, generator=gen) * (2.0 / (cols * k * k)) ** 0.5).to(dtype=dtype, device=dev)
+
+    def zeros(*shape) -> torch.Tensor:
+        return torch.zeros(*shape, dtype=dtype, device=dev)
+
+    out = []
+    for i, layer in enumerate(blocks):
+        W, b = layer[0], layer[1]
+        c_in = W.shape[1] if i == 0 else width
+        grown = zeros(width, c_in, 3, 3)
+        grown[:w_old, :W.shape[1]] = W
+        grown[w_old:] = he(extra, c_in, 3)
+        out += [grown, torch.cat([b, zeros(extra)])]
+        if i > 0:
+            P, c = layer[2], layer[3]
+            p = zeros(width, width, 1, 1)
+            p[:w_old, :w_old] = P
+            out += [p, torch.cat([c, zeros(extra)])]
+    for _ in range(layers - n_old):
+        out += [he(width, width, 3), zeros(width), zeros(width, width, 1, 1), zeros(width)]
+    last_w, last_b = weights[-2], weights[-1]
+    out += [torch.cat([last_w, zeros(last_w.shape[0], extra, 1, 1)], 1), last_b.clone()]
+    return out
+
+
 def guide_radius(period: int, layers: int, pack: int = 1) -> int:
     """Photosites an input detail reaches through the guide (one packed
     position, ``pack`` repeats wide, per 3x3 layer, plus the packed block
