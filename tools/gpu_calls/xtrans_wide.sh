@@ -2,7 +2,7 @@
 # Session 21: the X-Trans guide packs a whole 6x6 repeat (108 output values) through 64 channels, where Bayer's packs
 # 12 through the same 64. Grow it (kpnt-train --init with a larger --guide-width: kpnt.ref.guide.grow_projection_guide,
 # the same function at the start) and fine-tune, one run per width in WIDTHS, side by side on the GPU.
-#   INIT   X-Trans weights to start from (default: the shipped file); with GROW=0 its architecture is kept
+#   INIT   X-Trans weights to start from (default: the shipped file; %w stands for the width); GROW=0 keeps its architecture
 #   TRAIN  clean photos (default .gpu5/s3train); STAGE names the runs; LR (default 2e-4, 300 warm-up steps)
 #   STEPS  per width, "W:STEPS" pairs; END: seconds since the call began when training must stop (default 560)
 #   TIME=1 first times 24-MP inference (tools/time_model.py) of the files in TIMEFILES beside the shipped ones
@@ -23,10 +23,14 @@ for w in $WIDTHS; do
     n=$(echo " $STEPS " | sed -E "s/.* $w:([0-9]+) .*/\1/")
     G=""; [ "${GROW:-1}" = 1 ] && G="--guide-width $w"
     python tools/train_variants.py $C --steps $n --lr $LR --seed 1 \
-        --variant "xtrans:w$w-$STAGE:--init $INIT --warmup 300 $G $LX" > $OUT/train$w.txt 2>&1 &
+        --variant "xtrans:w$w-$STAGE:--init ${INIT//%w/$w} --warmup 300 $G $LX" > $OUT/train$w.txt 2>&1 &
 done
 wait
-cat $OUT/train*.txt | tee $OUT/train.txt
+cat $OUT/train[0-9]*.txt > $OUT/train.txt; rm $OUT/train[0-9]*.txt; cat $OUT/train.txt
 for r in runs/s21/*.log; do echo "== $r"; grep -E "val|rror|steps/s" $r | tail -14; done
-for d in runs/s21/*/; do n=$(basename $d); tar cf $OUT/$n.tar --exclude=curve.png --exclude=checkpoint.pt $d runs/s21/$n.log; done
+# $OUT takes files of at most 16 MiB: weights in 15-MiB parts (cat them back), logs and histories apart.
+for w in $WIDTHS; do n=xtrans-w$w-$STAGE; d=runs/s21/$n
+    split -b 15M -d $d/weights.safetensors $OUT/$n.safetensors.part
+    tar czf $OUT/$n-logs.tgz $d/history.json runs/s21/$n.log; done
+for f in $FETCH; do split -b 15M -d $f $OUT/$(basename $(dirname $f)).safetensors.part; done
 ls -la $OUT
