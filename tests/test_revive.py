@@ -170,7 +170,8 @@ def test_cli_grows_the_shipped_xtrans_guide_with_the_same_output(tmp_path, capsy
     args = _cli_args(tmp_path, "g", "--init", str(shipped_weights("xtrans")), "--guide-width", str(width + 16),
                      "--guide-layers", str(layers + 1), "--lr", "1e-12", sensor="xtrans", steps=1)
     assert train_main(args) == 0
-    model = load_weights(tmp_path / "g" / "weights.safetensors")[0]
+    model, meta = load_weights(tmp_path / "g" / "weights.safetensors")
+    assert meta["provenance"]["init_guide"] == {"guide_layers": layers, "guide_width": width, "guide_proj": True}
     assert (model.config.guide_width, model.config.guide_layers) == (width + 16, layers + 1)
     x = 0.05 + 0.4 * torch.rand(1, 1, 72, 72, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():

@@ -601,6 +601,7 @@ def main(argv=None) -> int:
         start = init_model(args.init, args.sensor) if args.init is not None and not args.resume else None
         base = checkpoint_config(ckpt) if args.resume else (start.config if start is not None else None)
         config = _model_config(args, base)
+        init_config = start.config if start is not None else None
         if start is not None:
             start = _start_model(args.init, start, config)
         if not (args.resume or args.restart) and ckpt.exists():
@@ -664,6 +665,9 @@ def main(argv=None) -> int:
         )
         if args.init is not None:
             prov["init"] = str(args.init)
+        if init_config is not None and init_config != config:
+            # What the --init file was before its guide was converted or grown.
+            prov["init_guide"] = {k: getattr(init_config, k) for k in ("guide_layers", "guide_width", "guide_proj")}
         prov["guide_train_dtype"] = args.guide_dtype
         if args.revive_dead_guide and not args.resume:
             prov["revived_guide_channels"] = _revive(args, model, source, ctx)
