@@ -18,7 +18,9 @@ WEIGHTS = Path(str(resources.files("kpnt") / "weights"))
 @pytest.mark.parametrize("sensor", ["bayer", "xtrans"])
 def test_shipped_weights_small_fast_and_for_their_sensor(sensor):
     path = WEIGHTS / f"{sensor}.safetensors"
-    assert path.stat().st_size < 5 * 2**20
+    # float32 weights, no optimiser state: the X-Trans file's 16 x 128 guide
+    # (session 21) is 10.4 MB; a checkpoint with Adam's moments would be 3x.
+    assert path.stat().st_size < 12 * 2**20
     t0 = time.perf_counter()
     model, meta = load_weights(path, sensor=sensor)
     assert time.perf_counter() - t0 < 1.0
