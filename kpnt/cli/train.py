@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--front-radius", type=int_at_least(1, 8), help="front kernel radius: (2r+1)^2 taps (default: the shipped model's; the fused kernels run 2 only)")
     arch.add_argument("--guide-layers", type=int_at_least(0, 64), help="3x3 convolution layers of the guide, the convolutional demosaicer at CFA-period "
                       "resolution that sharpens the front level's estimate (0: none; see kpnt.ref.guide.py)")
-    arch.add_argument("--guide-width", type=int_at_least(1), help="channels of the guide's layers")
+    arch.add_argument("--guide-width", type=int_at_least(1), help="channels of the guide's layers; with --init of a file with "
+                      "projection blocks, a larger width (or --guide-layers) grows its guide, starting as the same function")
     arch.add_argument("--guide-skip", action=argparse.BooleanOptionalAction, default=None,
                       help="residual hidden layers in the guide (a deep guide trains only with them)")
     arch.add_argument("--guide-proj", action=argparse.BooleanOptionalAction, default=None,
