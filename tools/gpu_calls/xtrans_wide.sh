@@ -2,12 +2,15 @@
 # Session 21: the X-Trans guide packs a whole 6x6 repeat (108 output values) through 64 channels, where Bayer's packs
 # 12 through the same 64. Grow it (kpnt-train --init with a larger --guide-width: kpnt.ref.guide.grow_projection_guide,
 # the same function at the start) and fine-tune, one run per width in WIDTHS, side by side on the GPU.
-#   INIT   X-Trans weights to start from (default: the shipped file; %w stands for the width); GROW=0 keeps its architecture
+#   INIT   X-Trans weights to start from (default: the shipped file; %w stands for the width); GROW=0 keeps its architecture.
+#          Session 21's stage w1 started from the session-19 file, shipped then: to redo it, `git show
+#          7e61555:kpnt/weights/xtrans.safetensors > runs/s21prev/xtrans.safetensors` and INIT=runs/s21prev/xtrans.safetensors
 #   TRAIN  clean photos (default .gpu5/s3train); STAGE names the runs; LR (default 2e-4, 300 warm-up steps)
 #   STEPS  per width, "W:STEPS" pairs; END: seconds since the call began when training must stop (default 560)
 #   TIME=1 first times 24-MP inference (tools/time_model.py) of the files in TIMEFILES beside the shipped ones
 # Carry $TRAIN, .gpu4/val8w, .gpu4/noiseprofiles.json (and INIT / TIMEFILES when not tracked).
-# Outputs: $OUT/time.txt, $OUT/train.txt, one $OUT/<run>.tar per run (weights, best weights, history, log).
+# Outputs: $OUT/time.txt, $OUT/train.txt; per run its weights in 15-MiB parts ($OUT/<run>.safetensors.partNN: cat them)
+# and $OUT/<run>-logs.tgz (history, log); FETCH names more weights files to bring back the same way.
 export TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
 T0=$(date +%s); END=${END:-560}; LR=${LR:-2e-4}; INIT=${INIT:-kpnt/weights/xtrans.safetensors}; TRAIN=${TRAIN:-.gpu5/s3train}
 STAGE=${STAGE:-w1}; WIDTHS=${WIDTHS:-"128 192"}; STEPS=${STEPS:-"128:10000 192:7000 64:12000"}
