@@ -19,15 +19,20 @@ __device__ __forceinline__ int fold(int i, int n) {
   return r <= n - 1 ? r : period - r;
 }
 
-// Pixel rows are (image, y, x) in raster order over (N, h, w) images.
+// Pixel rows are (image, y, x) in raster order over (N, h, w) images, fewer
+// than 2^31 of them (colour_geo checks): decoded with FastDiv.
 struct Geo {
   int h, w;
   int64_t hw;
+  FastDiv div_hw, div_w;
   __device__ __forceinline__ void at(int64_t p, int64_t& n, int& y, int& x) const {
-    n = p / hw;
-    const int r = static_cast<int>(p - n * hw);
-    y = r / w;
-    x = r - y * w;
+    const uint32_t pu = static_cast<uint32_t>(p);
+    const uint32_t nu = div_hw.div(pu);
+    const uint32_t r = pu - nu * static_cast<uint32_t>(hw);
+    const uint32_t yu = div_w.div(r);
+    n = nu;
+    y = static_cast<int>(yu);
+    x = static_cast<int>(r - yu * static_cast<uint32_t>(w));
   }
   // Offset of tap t of (y, x) inside one channel plane (mirrored at the borders).
   __device__ __forceinline__ int tap(int y, int x, int t) const {
@@ -230,7 +235,14 @@ MlpArgs colour_mlp_args(const ColourArgs& c) {
   return a;
 }
 
-Geo colour_geo(const ColourArgs& c) { return Geo{c.h, c.w, static_cast<int64_t>(c.h) * c.w}; }
+Geo colour_geo(const ColourArgs& c) {
+  const int64_t hw = static_cast<int64_t>(c.h) * c.w;
+  check_fused_rows("colour_level", c.N * hw);
+  Geo g{c.h, c.w, hw};
+  g.div_hw = FastDiv(static_cast<uint32_t>(std::max<int64_t>(hw, 1)));
+  g.div_w = FastDiv(static_cast<uint32_t>(std::max(c.w, 1)));
+  return g;
+}
 
 ColourConsts colour_consts(const ColourArgs& c) { return ColourConsts{c.plain ? 1 : 0, c.plain_eps}; }
 
@@ -269,6 +281,7 @@ bool dispatch_colour(const MlpDims& d, F&& f) {
 const char* colour_forward(const ColourArgs& c, const float* var, float* fmap, float* I, float* alpha) {
   return guarded([&] {
     if (!dispatch_colour(c.dims, [](auto) {})) not_compiled("colour_level", c.dims);
+    check_fused_rows("colour_level", c.N * static_cast<int64_t>(c.h) * c.w);
     launch_colour_maps(c, var, fmap);
     dispatch_colour(c.dims, [&](auto cfg) {
       launch_forward_with<decltype(cfg)>(colour_mlp_args(c), MapIn{fmap, colour_geo(c)},

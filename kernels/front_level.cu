@@ -10,25 +10,67 @@
 namespace kpnt {
 namespace {
 
-// Pixel rows are (image, y, x) in raster order over (N, H, W) mosaics.
+// The same pointer, through an opaque move: the compiler then keeps it in one
+// register pair and adds each tap's 32-bit offset with one wide multiply-add,
+// where it otherwise re-derived the address per tap from the 64-bit row
+// index (four instructions; ptxas output of the front level's forward).
+__device__ __forceinline__ const float* opaque(const float* p) {
+  asm("mov.b64 %0, %0;" : "+l"(p));
+  return p;
+}
+
+// Pixel rows are (image, y, x) in raster order over (N, H, W) mosaics, fewer
+// than 2^31 of them (front_geo checks): decoded with FastDiv, not `/` and `%`.
 // Tap t of the site at (y, x) lies at (y, x) + tap_off[pos(y, x)][t]
-// (the class's canonical taps, cfa.canonical_offsets); outside the image
-// it reads 0 (the reference zero-pads).
+// (the class's canonical taps, cfa.canonical_offsets, all within
+// `radius` of the site: kpnt/ops/_cuda/front_level.py checks); outside the
+// image it reads 0 (the reference zero-pads).
 struct FGeo {
-  int H, W, P, T;
+  int H, W, P, T, radius;
   int64_t HW;
   const int32_t* tap_off;  // (P * P, T, 2)
+  FastDiv div_hw, div_w, div_p;
   __device__ __forceinline__ void at(int64_t p, int64_t& n, int& y, int& x) const {
-    n = p / HW;
-    const int r = static_cast<int>(p - n * HW);
-    y = r / W;
-    x = r - y * W;
+    const uint32_t pu = static_cast<uint32_t>(p);
+    const uint32_t nu = div_hw.div(pu);
+    const uint32_t r = pu - nu * static_cast<uint32_t>(HW);
+    const uint32_t yu = div_w.div(r);
+    n = nu;
+    y = static_cast<int>(yu);
+    x = static_cast<int>(r - yu * static_cast<uint32_t>(W));
   }
-  __device__ __forceinline__ int pos(int y, int x) const { return (y % P) * P + (x % P); }
-  // Offset of tap t inside one plane, or -1 outside the image.
-  __device__ __forceinline__ int tap(int y, int x, int ps, int t) const {
+  __device__ __forceinline__ int pos(int y, int x) const {
+    return static_cast<int>(div_p.mod(static_cast<uint32_t>(y)) * P + div_p.mod(static_cast<uint32_t>(x)));
+  }
+  // True if every tap of (y, x) lies inside the image (no bounds checks needed).
+  __device__ __forceinline__ bool interior(int y, int x) const {
+    return y >= radius && y < H - radius && x >= radius && x < W - radius;
+  }
+  // The site's canonical tap offsets: taps_of(ps)[t] = (dy, dx) of tap t.
+  __device__ __forceinline__ const int2* taps_of(int ps) const {
+    return reinterpret_cast<const int2*>(tap_off) + ps * T;
+  }
+  // A plane's value at the tap whose offset is taps[t], 0 outside the image;
+  // centre = the plane's pointer at (y, x).  INSIDE: interior(y, x) holds,
+  // so the bounds checks are compiled out (the callers branch once a row,
+  // not once a tap).  Callers with a compile-time t pass taps already offset
+  // by their lane's column, so the table load takes an immediate offset and
+  // each tap costs a table load, one multiply-add, one address and the read.
+  template <bool INSIDE>
+  __device__ __forceinline__ float read_tap(const float* centre, int y, int x, const int2* taps, int t) const {
+    const int2 o = __ldg(taps + t);
+    if (!INSIDE) {
+      const int yy = y + o.x, xx = x + o.y;
+      if (yy < 0 || yy >= H || xx < 0 || xx >= W) return 0.f;
+    }
+    return __ldg(centre + (o.x * W + o.y));
+  }
+  // Offset of tap t inside one plane, or -1 outside the image; `inside`:
+  // interior(y, x), so the checks are skipped.
+  __device__ __forceinline__ int tap(int y, int x, int ps, int t, bool inside) const {
     const int2 o = __ldg(reinterpret_cast<const int2*>(tap_off) + ps * T + t);
     const int yy = y + o.x, xx = x + o.y;
+    if (inside) return yy * W + xx;
     return (yy < 0 || yy >= H || xx < 0 || xx >= W) ? -1 : yy * W + xx;
   }
 };
@@ -42,6 +84,7 @@ struct FrontIn {
   struct Row {
     const float* img;
     int y, x, ps;
+    bool inside;
   };
   __device__ __forceinline__ Row row(int64_t p) const {
     int64_t n;
@@ -49,20 +92,57 @@ struct FrontIn {
     g.at(p, n, r.y, r.x);
     r.img = fmap + n * 4 * g.HW;
     r.ps = g.pos(r.y, r.x);
+    r.inside = g.interior(r.y, r.x);
     return r;
   }
+  // Input j of a row, any j.
   __device__ __forceinline__ float feat(const Row& r, int j) const {
-    if (j < g.T) {
-      const int off = g.tap(r.y, r.x, r.ps, j);
-      return off < 0 ? 0.f : __ldg(r.img + g.HW + off);
-    }
+    if (j < g.T) return g.read_tap<false>(r.img + g.HW + (r.y * g.W + r.x), r.y, r.x, g.taps_of(r.ps), j);
     if (j == g.T) return __ldg(r.img + 2 * g.HW + static_cast<int64_t>(r.y) * g.W + r.x);
     return j == g.T + 1 ? 1.f : 0.f;
+  }
+  // A fragments of one row (half `hr` of a 16-row block): inputs kb 16 +
+  // h8 8 + c + {0, 1}.  Blocks of 8 inputs that are all taps (j0 + 8 <= T, a
+  // branch uniform over the warp) read them straight; the block with the
+  // noise input and the constant goes through feat().
+  template <bool INSIDE, int K>
+  __device__ __forceinline__ void load_row(uint32_t (&a)[K / 16][4], int hr, const Row& row, int c) const {
+    const float* snr = opaque(row.img + g.HW + (row.y * g.W + row.x));
+    const int2* taps = g.taps_of(row.ps) + c;
+#pragma unroll
+    for (int kb = 0; kb < K / 16; ++kb)
+#pragma unroll
+      for (int h8 = 0; h8 < 2; ++h8) {
+        const int j0 = kb * 16 + h8 * 8, j = j0 + c;
+        float v0, v1;
+        if (j0 + 8 <= g.T) {
+          v0 = g.read_tap<INSIDE>(snr, row.y, row.x, taps, j0);
+          v1 = g.read_tap<INSIDE>(snr, row.y, row.x, taps, j0 + 1);
+        } else {
+          v0 = feat(row, j);
+          v1 = feat(row, j + 1);
+        }
+        a[kb][2 * h8 + hr] = pack2(v0, v1);
+      }
   }
   template <int K, int R>
   __device__ __forceinline__ void load(uint32_t (&a)[R][K / 16][4], const int64_t (&rlo)[R], const int64_t (&rhi)[R],
                                        int lane) const {
-    load_rows<FrontIn, K, R>(*this, a, rlo, rhi, lane);
+    const int c = 2 * (lane & 3);
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int64_t p = hr ? rhi[r] : rlo[r];
+        if (p < 0) {
+#pragma unroll
+          for (int kb = 0; kb < K / 16; ++kb) a[r][kb][hr] = a[r][kb][2 + hr] = 0u;
+          continue;
+        }
+        const Row row = this->row(p);
+        if (row.inside) load_row<true, K>(a[r], hr, row, c);
+        else load_row<false, K>(a[r], hr, row, c);
+      }
   }
 };
 
@@ -88,17 +168,38 @@ struct FrontRow {
     float bl = 0.f, part = 0.f;
 #pragma unroll
     for (int q = 0; q < NQ; ++q) {
-      const int col = out_col(q, c);
-      if (col == g.T) bl = o[q];
+      if (out_col(q, c) == g.T) bl = o[q];
       dt[q] = 0.f;
-      if (valid && col < g.T) {
-        const int off = g.tap(y, x, ps, col);
-        if (off >= 0) dt[q] = __ldg(img + off);
-      }
-      part = fmaf(wq[q], dt[q], part);
     }
+    // No shuffles inside this branch (rows of one warp may take either side).
+    if (valid) {
+      const float* centre = opaque(img + (y * g.W + x));
+      if (g.interior(y, x)) details<true>(centre, y, x, g.taps_of(ps) + c, c, g);
+      else details<false>(centre, y, x, g.taps_of(ps) + c, c, g);
+    }
+#pragma unroll
+    for (int q = 0; q < NQ; ++q) part = fmaf(wq[q], dt[q], part);
     sig = sigmoid(quad_sum(bl));
     applied = quad_sum(part);
+  }
+  // dt[q] = d at tap out_col(q, c) for the thread's columns that are taps
+  // (centre: d at the row's site; taps: the site's tap table + c).  Columns
+  // q, q + 1 (q even) lie in the block of 8 starting at (q / 2) 8: a block
+  // wholly below T reads its two taps straight.
+  template <bool INSIDE>
+  __device__ __forceinline__ void details(const float* centre, int y, int x, const int2* taps, int c,
+                                          const FGeo& g) {
+#pragma unroll
+    for (int q = 0; q < NQ; q += 2) {
+      const int col0 = (q >> 1) * 8;
+      if (col0 + 8 <= g.T) {
+        dt[q] = g.read_tap<INSIDE>(centre, y, x, taps, col0);
+        dt[q + 1] = g.read_tap<INSIDE>(centre, y, x, taps, col0 + 1);
+      } else {
+        if (col0 + c < g.T) dt[q] = g.read_tap<INSIDE>(centre, y, x, taps, col0);
+        if (col0 + c + 1 < g.T) dt[q + 1] = g.read_tap<INSIDE>(centre, y, x, taps, col0 + 1);
+      }
+    }
   }
 };
 
@@ -157,6 +258,7 @@ template <int NQ>
 __device__ __forceinline__ float role_details(float (&dt)[NQ], const float (&o)[NQ], const float* img, int y, int x,
                                               int ps, bool valid, int c, const FGeo& g) {
   const int T = g.T;
+  const bool inside = g.interior(y, x);
   float bl = 0.f;
 #pragma unroll
   for (int q = 0; q < NQ; ++q) {
@@ -165,7 +267,7 @@ __device__ __forceinline__ float role_details(float (&dt)[NQ], const float (&o)[
     dt[q] = 0.f;
     if (valid && col < 3 * T) {
       const int t = col - (col >= T ? T : 0) - (col >= 2 * T ? T : 0);
-      const int off = g.tap(y, x, ps, t);
+      const int off = g.tap(y, x, ps, t, inside);
       if (off >= 0) dt[q] = __ldg(img + off);
     }
   }
@@ -442,7 +544,17 @@ MlpArgs front_mlp_args(const FrontArgs& f) {
 }
 
 FGeo front_geo(const FrontArgs& f) {
-  return FGeo{f.H, f.W, f.period, f.taps, static_cast<int64_t>(f.H) * f.W, f.tap_off};
+  const int64_t hw = static_cast<int64_t>(f.H) * f.W;
+  check_fused_rows("front_level", f.N * hw);
+  int side = 1;
+  while (side * side < f.taps) ++side;
+  if (side * side != f.taps || side % 2 == 0)
+    throw std::invalid_argument("front_level: taps must be the (2 radius + 1)^2 square");
+  FGeo g{f.H, f.W, f.period, f.taps, (side - 1) / 2, hw, f.tap_off};
+  g.div_hw = FastDiv(static_cast<uint32_t>(std::max<int64_t>(hw, 1)));
+  g.div_w = FastDiv(static_cast<uint32_t>(std::max(f.W, 1)));
+  g.div_p = FastDiv(static_cast<uint32_t>(f.period));
+  return g;
 }
 
 // Calls f(Cfg<...>{}, std::integral_constant<int, kernels>{}) for the

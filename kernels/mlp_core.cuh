@@ -41,6 +41,7 @@
 // that brings its largest magnitude into [0.5, 1) (exact, the backward is
 #pragma once
 
+#include "fastdiv.cuh"
 #include "fused_mlp.cuh"
 
 #include <cuda_fp16.h>
@@ -126,7 +127,6 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
-__device__ __forceinline__ float lrelu(float v, float slope) { return v > 0.f ? v : v * slope; }
 
 // Memory row of logical row r, or -1 past the end of the group.
 __device__ __forceinline__ int64_t mem_row(int64_t r, int64_t end, const int32_t* __restrict__ perm) {
@@ -230,12 +230,26 @@ __device__ __forceinline__ void to_frags(uint32_t (&a)[N / 16][4], const float (
   }
 }
 
+// Accumulators -> A fragments of the next layer through the leaky ReLU,
+// applied after the f16 rounding as max(a, slope a) on packed pairs (0 <
+// slope < 1): per two values one HMUL2 and one HMNMX2, where the float32
+// form took a compare and a predicated multiply per value (the activation
+// was 12 % of the front level's forward instructions; docs/KERNELS.md,
+// "Session 22").  Rounding first changes a negative activation by at most
+// an f16 rounding of it, the f16 slope (0.0100021 for 0.01) by 2e-4 of it;
+// the sign, which the backward reads as lrelu', is the same.
 template <int N>
-__device__ __forceinline__ void apply_lrelu(float (&acc)[N / 8][4], float slope) {
+__device__ __forceinline__ void lrelu_frags(uint32_t (&a)[N / 16][4], const float (&acc)[N / 8][4], float slope) {
+  to_frags<N>(a, acc);
+  const __half2 s2 = __float2half2_rn(slope);
 #pragma unroll
-  for (int j = 0; j < N / 8; ++j)
+  for (int kb = 0; kb < N / 16; ++kb)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) acc[j][e] = lrelu(acc[j][e], slope);
+    for (int e = 0; e < 4; ++e) {
+      __half2 h = *reinterpret_cast<const __half2*>(&a[kb][e]);
+      h = __hmax2(h, __hmul2(h, s2));
+      a[kb][e] = *reinterpret_cast<const uint32_t*>(&h);
+    }
 }
 
 // Store A fragments (16 rows x K) to shared memory [row][K + kPad] at rows lr, lr + 8.
@@ -395,8 +409,10 @@ __device__ __forceinline__ void kernel_weights(const float (&o)[NQ], int c, int 
     s = quad_sum(s);
     den_free = !(fabsf(s) < k.plain_eps);
     den = den_free ? s : (s >= 0.f ? k.plain_eps : -k.plain_eps);
+    // One division a row, not one a column (IEEE division is a ~10-instruction sequence).
+    const float inv = 1.f / den;
 #pragma unroll
-    for (int q = 0; q < NQ; ++q) wq[q] = in_kernel(out_col(q, c), lo, T) ? o[q] / den : 0.f;
+    for (int q = 0; q < NQ; ++q) wq[q] = in_kernel(out_col(q, c), lo, T) ? o[q] * inv : 0.f;
   }
 }
 
@@ -453,16 +469,14 @@ __global__ void __launch_bounds__(Fwd<C>::WARPS * 32)
     gemm_nk<C::IN, C::H, R>(acc, ax, ws + C::wsoff(0), lane);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      apply_lrelu<C::H>(acc[r], slope);
-      to_frags<C::H>(ah[r], acc[r]);
+      lrelu_frags<C::H>(ah[r], acc[r], slope);
     }
 #pragma unroll
     for (int m = 1; m < C::NH; ++m) {
       gemm_nk<C::H, C::H, R>(acc, ah, ws + C::wsoff(m), lane);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        apply_lrelu<C::H>(acc[r], slope);
-        to_frags<C::H>(ah[r], acc[r]);
+        lrelu_frags<C::H>(ah[r], acc[r], slope);
       }
     }
     float out[R][C::OUT / 8][4];
@@ -735,14 +749,12 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     float acc[1][C::H / 8][4];
     uint32_t ah[1][C::H / 16][4];
     gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
-    apply_lrelu<C::H>(acc[0], slope);
-    to_frags<C::H>(ah[0], acc[0]);
+    lrelu_frags<C::H>(ah[0], acc[0], slope);
     store_frags<C::H>(act + B::act_off(1), ah[0], lr, lane);
 #pragma unroll
     for (int m = 1; m < C::NH; ++m) {
       gemm_nk<C::H, C::H, 1>(acc, ah, ws + C::wsoff(m), lane);
-      apply_lrelu<C::H>(acc[0], slope);
-      to_frags<C::H>(ah[0], acc[0]);
+      lrelu_frags<C::H>(ah[0], acc[0], slope);
       store_frags<C::H>(act + B::act_off(m + 1), ah[0], lr, lane);
     }
 
@@ -976,15 +988,13 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     float acc[1][C::H / 8][4];
     uint32_t ah[1][C::H / 16][4];
     gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
-    apply_lrelu<C::H>(acc[0], slope);
-    to_frags<C::H>(ah[0], acc[0]);
+    lrelu_frags<C::H>(ah[0], acc[0], slope);
     positive_mask<C::H, W>(msk, MS, ah[0]);
     store_frags_tiled<C::H>(work + S::act_off(1, R), ah[0], rb, lane);
 #pragma unroll
     for (int m = 1; m < C::NH; ++m) {
       gemm_nk<C::H, C::H, 1>(acc, ah, ws + C::wsoff(m), lane);
-      apply_lrelu<C::H>(acc[0], slope);
-      to_frags<C::H>(ah[0], acc[0]);
+      lrelu_frags<C::H>(ah[0], acc[0], slope);
       positive_mask<C::H, W>(msk + m * W * MS, MS, ah[0]);
       store_frags_tiled<C::H>(work + S::act_off(m + 1, R), ah[0], rb, lane);
     }
@@ -1285,6 +1295,17 @@ int elementwise_blocks(int64_t total, int threads) {
                 "fused_mlp: (in=%d, hidden=%d, out=%d, n_hidden=%d) is compiled forward only (inference); train it "
                 "on the PyTorch reference (backend 'auto' or 'torch')",
                 d.in, d.hidden, d.out, d.n_hidden);
+  throw std::invalid_argument(msg);
+}
+
+// The fused levels decode rows to (image, y, x) in 32 bits (kernels/fastdiv.cuh).
+void check_fused_rows(const char* what, int64_t rows) {
+  if (rows <= kMaxFusedRows) return;
+  char msg[256];
+  std::snprintf(msg, sizeof msg,
+                "%s: %lld pixels in one call, more than the fused kernels take (%lld); split the batch or "
+                "tile the image",
+                what, static_cast<long long>(rows), static_cast<long long>(kMaxFusedRows));
   throw std::invalid_argument(msg);
 }
 

@@ -54,6 +54,11 @@ def _tables(pattern: tuple, radius: int, device: str) -> tuple[Tensor, Tensor, T
     P = cfa.period
     offs = cfa.canonical_offsets(square_taps(radius))                 # (P, P, T, 2)
     T = offs.shape[2]
+    # The kernels skip the image-bounds checks of rows at least `radius`
+    # from every edge (kernels/front_level.cu FGeo::interior).
+    if int(np.abs(offs).max()) > radius:
+        raise ValueError(f"{cfa.name}: canonical tap offsets reach {int(np.abs(offs).max())} pixels, "
+                         f"beyond the front level's radius {radius}")
     lists = [[] for _ in range(P * P)]
     for ry in range(P):
         for rx in range(P):
