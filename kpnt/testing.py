@@ -54,10 +54,22 @@ def _round_f16(t: torch.Tensor) -> torch.Tensor:
     return t + (t.half().double() - t).detach()
 
 
+def leaky_relu_f16(z: torch.Tensor, slope: float) -> torch.Tensor:
+    """The fused kernels' activation (kernels/mlp_core.cuh ``lrelu_frags``):
+    ``z`` rounded to f16, then max(r, r s) in f16 arithmetic (``s`` the slope
+    rounded to f16, the product rounded to f16).  Gradient: 1 where the
+    rounded value is positive, else ``slope`` itself, as the kernels'
+    backward multiplies by the float32 slope (roundings straight-through)."""
+    r = _round_f16(z)
+    s16 = float(torch.tensor(slope, dtype=torch.float16))
+    neg = r * slope + ((r * s16).half().to(r.dtype) - r * slope).detach()
+    return torch.where(r > 0, r, neg)
+
+
 def mlp_f16_rounded(x: torch.Tensor, ws: list[torch.Tensor], slope: float) -> torch.Tensor:
     """float64 bias-free leaky-ReLU MLP that rounds what the fused kernels
-    round to f16 (inputs, weights, post-activations), with straight-through
-    gradients.
+    round to f16 (inputs, weights, pre-activations, the activation's
+    product: :func:`leaky_relu_f16`), with straight-through gradients.
 
     Its leaky-ReLU kink decisions are those of an f16 forward pass: on random
     data ~2e-4 of the hidden units flip sign under f16 rounding, and each
@@ -72,7 +84,7 @@ def mlp_f16_rounded(x: torch.Tensor, ws: list[torch.Tensor], slope: float) -> to
     """
     h = _round_f16(x)
     for w in ws[:-1]:
-        h = _round_f16(F.leaky_relu(h @ _round_f16(w).t(), slope))
+        h = leaky_relu_f16(h @ _round_f16(w).t(), slope)
     return h @ _round_f16(ws[-1]).t()
 
 

@@ -43,3 +43,23 @@ def test_tile_scaling_keeps_range_and_loses_small_rows():
     assert rel(got[0], want[0]) > 3e-2                 # the small rows, scaled by 2^-20 or so
     alone = torch.autograd.grad(emu.kernel_like_mlp(x[1:], ws, 0.01), ws, dy[1:])
     assert rel(alone[0], want[0]) < 3e-3               # their own tile: full f16 precision
+
+
+def test_leaky_relu_f16_matches_f16_arithmetic_and_passes_the_float32_slope_back():
+    """kpnt.testing.leaky_relu_f16 is the kernels' activation: max(h, h s)
+    on f16 values with f16 products (torch's CPU half arithmetic rounds each
+    product like HMUL2), and the gradient the kernels' backward uses."""
+    from kpnt.testing import leaky_relu_f16
+
+    g = torch.Generator().manual_seed(3)
+    z = (torch.randn(4096, generator=g, dtype=torch.float64) * torch.logspace(-6, 3, 4096, dtype=torch.float64))
+    z = torch.cat([z, torch.tensor([0.0, -0.0, 1e-9, -1e-9, 65504.0, -65504.0], dtype=torch.float64)])
+    z.requires_grad_()
+    slope = 0.01
+    got = leaky_relu_f16(z, slope)
+    h = z.detach().half()
+    want = torch.maximum(h, h * torch.tensor(slope, dtype=torch.float16)).double()
+    assert torch.equal(got.detach(), want)
+    (dz,) = torch.autograd.grad(got.sum(), z)
+    one, s64 = torch.tensor(1.0, dtype=torch.float64), torch.tensor(slope, dtype=torch.float64)
+    assert torch.equal(dz, torch.where(h.double() > 0, one, s64))
