@@ -38,7 +38,24 @@ struct Geo {
   __device__ __forceinline__ int tap(int y, int x, int t) const {
     return fold(y + colour_tap_dy(t), h) * w + fold(x + colour_tap_dx(t), w);
   }
+  // True if every tap of (y, x) lies inside the image: fold() is then the
+  // identity and tap t is `lin(t)` from the site (callers branch once a row).
+  __device__ __forceinline__ bool interior(int y, int x) const {
+    return y >= kColourRadius && y < h - kColourRadius && x >= kColourRadius && x < w - kColourRadius;
+  }
+  // Offset of tap t from its site inside a plane, for interior sites.  It
+  // depends on the lane's column and w only, so the compiler may keep it out
+  // of the tile loop.
+  __device__ __forceinline__ int lin(int t) const { return colour_tap_dy(t) * w + colour_tap_dx(t); }
 };
+
+// The same pointer, through an opaque move: the compiler keeps it in one
+// register pair and adds each tap's 32-bit offset with one wide multiply-add
+// (as kernels/front_level.cu's opaque()).
+__device__ __forceinline__ const float* opaque(const float* p) {
+  asm("mov.b64 %0, %0;" : "+l"(p));
+  return p;
+}
 
 
 struct MapIn {
@@ -55,17 +72,56 @@ struct MapIn {
     r.img = fmap + n * 3 * g.hw;
     return r;
   }
+  // Input j of any row: [0, 15) lum of tap j, [15, 30) chroma of tap j - 15, 30 noise input, 31 one.
   __device__ __forceinline__ float feat(const Row& r, int j) const {
     if (j < kColourTaps) return __ldg(r.img + g.tap(r.y, r.x, j));
     if (j < 2 * kColourTaps) return __ldg(r.img + g.hw + g.tap(r.y, r.x, j - kColourTaps));
     if (j == 2 * kColourTaps) return __ldg(r.img + 2 * g.hw + static_cast<int64_t>(r.y) * g.w + r.x);
     return 1.f;
   }
+  // Input j of an interior row from the planes' pointers at its site.
+  __device__ __forceinline__ float feat_inside(const float* lum, const float* chroma, int j) const {
+    if (j < kColourTaps) return __ldg(lum + g.lin(j));
+    if (j < 2 * kColourTaps) return __ldg(chroma + g.lin(j - kColourTaps));
+    if (j == 2 * kColourTaps) return __ldg(chroma + g.hw);
+    return 1.f;
+  }
   template <int K, int R>
   __device__ __forceinline__ void load(uint32_t (&a)[R][K / 16][4], const int64_t (&rlo)[R], const int64_t (&rhi)[R],
                                        int lane) const {
     static_assert(K == kColourFeatures, "the colour level has 32 MLP inputs");
-    load_rows<MapIn, K, R>(*this, a, rlo, rhi, lane);
+    const int c = 2 * (lane & 3);
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int64_t p = hr ? rhi[r] : rlo[r];
+        if (p < 0) {
+#pragma unroll
+          for (int kb = 0; kb < K / 16; ++kb) a[r][kb][hr] = a[r][kb][2 + hr] = 0u;
+          continue;
+        }
+        const Row row = this->row(p);
+        if (g.interior(row.y, row.x)) {
+          const float* lum = opaque(row.img + (row.y * g.w + row.x));
+          const float* chroma = opaque(lum + g.hw);
+#pragma unroll
+          for (int kb = 0; kb < K / 16; ++kb)
+#pragma unroll
+            for (int h8 = 0; h8 < 2; ++h8) {
+              const int j = kb * 16 + h8 * 8 + c;
+              a[r][kb][2 * h8 + hr] = pack2(feat_inside(lum, chroma, j), feat_inside(lum, chroma, j + 1));
+            }
+        } else {
+#pragma unroll
+          for (int kb = 0; kb < K / 16; ++kb)
+#pragma unroll
+            for (int h8 = 0; h8 < 2; ++h8) {
+              const int j = kb * 16 + h8 * 8 + c;
+              a[r][kb][2 * h8 + hr] = pack2(feat(row, j), feat(row, j + 1));
+            }
+        }
+      }
   }
 };
 
@@ -88,13 +144,26 @@ struct ApplyOut {
     if (p >= 0) {
       g.at(p, n, y, x);
       const float* img = D + n * 3 * g.hw;
+      if (g.interior(y, x)) {
+        const float* centre = opaque(img + (y * g.w + x));
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const int t = out_col(q, c);
-        if (t < kColourTaps) {
-          const int off = g.tap(y, x, t);
+        for (int q = 0; q < 4; ++q) {
+          const int t = out_col(q, c);
+          if (t < kColourTaps) {
+            const float* at = centre + g.lin(t);
 #pragma unroll
-          for (int ch = 0; ch < 3; ++ch) acc[ch] = fmaf(wq[q], __ldg(img + ch * g.hw + off), acc[ch]);
+            for (int ch = 0; ch < 3; ++ch) acc[ch] = fmaf(wq[q], __ldg(at + ch * g.hw), acc[ch]);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int t = out_col(q, c);
+          if (t < kColourTaps) {
+            const int off = g.tap(y, x, t);
+#pragma unroll
+            for (int ch = 0; ch < 3; ++ch) acc[ch] = fmaf(wq[q], __ldg(img + ch * g.hw + off), acc[ch]);
+          }
         }
       }
     }
@@ -150,13 +219,16 @@ struct ApplyDy {
 #pragma unroll
       for (int ch = 0; ch < 3; ++ch) di[ch] = __ldg(dI + (n * 3 + ch) * g.hw + pix);
       da = __ldg(dalpha + n * g.hw + pix);
+      const bool inside = g.interior(y, x);
+      const float* centre = opaque(img + (y * g.w + x));
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const int t = out_col(q, c);
         if (t < kColourTaps) {
-          const int off = g.tap(y, x, t);
+          // Interior sites: the tap's offset from the site (no mirroring).
+          const float* at = inside ? centre + g.lin(t) : img + g.tap(y, x, t);
 #pragma unroll
-          for (int ch = 0; ch < 3; ++ch) gq[q] = fmaf(di[ch], __ldg(img + ch * g.hw + off), gq[q]);
+          for (int ch = 0; ch < 3; ++ch) gq[q] = fmaf(di[ch], __ldg(at + ch * g.hw), gq[q]);
         }
       }
     }

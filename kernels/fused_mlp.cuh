@@ -134,6 +134,16 @@ KPNT_HD constexpr int colour_tap_dy(int t) { return t == 0 ? -2 : t <= 5 ? -1 : 
 KPNT_HD constexpr int colour_tap_dx(int t) {
   return (t == 0 || t == 14) ? 0 : t <= 5 ? t - 3 : t <= 8 ? t - 7 : t - 11;
 }
+// The largest |dy| or |dx| of the diamond: sites this far from every edge read no mirrored tap.
+constexpr int kColourRadius = 2;
+constexpr bool colour_taps_within_radius() {
+  for (int t = 0; t < kColourTaps; ++t)
+    if (colour_tap_dy(t) < -kColourRadius || colour_tap_dy(t) > kColourRadius || colour_tap_dx(t) < -kColourRadius ||
+        colour_tap_dx(t) > kColourRadius)
+      return false;
+  return true;
+}
+static_assert(colour_taps_within_radius(), "kColourRadius must bound the diamond's taps");
 
 // Constants shared with the Python reference (passed in by kpnt/ops/_cuda/extension.py
 // from kpnt.ref.features / kpnt.ref.noise, so there is one source of truth).
