@@ -171,11 +171,11 @@ struct ApplyOut {
     for (int ch = 0; ch < 3; ++ch) acc[ch] = quad_sum(acc[ch]);
     if (p < 0) return;
     const int64_t pix = static_cast<int64_t>(y) * g.w + x;
-    if ((lane & 3) == 0) {
-#pragma unroll
-      for (int ch = 0; ch < 3; ++ch) I[(n * 3 + ch) * g.hw + pix] = acc[ch];
-    }
-    if ((lane & 3) == 3) alpha[n * g.hw + pix] = sigmoid(o[3]);  // column 15: the blend logit
+    // Every lane of the quad holds the sums: lanes 0-2 write one channel each
+    // (one store instruction a row for the warp instead of three).
+    const int ch = lane & 3;
+    if (ch < 3) I[(n * 3 + ch) * g.hw + pix] = ch == 0 ? acc[0] : ch == 1 ? acc[1] : acc[2];
+    else alpha[n * g.hw + pix] = sigmoid(o[3]);  // lane 3 holds column 15: the blend logit
   }
   template <int OUT, int R>
   __device__ __forceinline__ void store(const float (&out)[R][OUT / 8][4], const int64_t (&rlo)[R],

@@ -239,11 +239,11 @@ struct FrontOut {
     each_front_row<OUT, R>(out, rlo, rhi, g, [&](const float (&o)[NQ], int64_t p, int64_t n, int y, int x) {
       FrontRow<NQ> fr;
       fr.eval(o, fmap + n * 4 * g.HW, y, x, g.pos(y, x), p >= 0, c, g, k);
-      if (p >= 0 && (lane & 3) == 0) {
+      // Every lane of the quad holds the row's sums: lanes 0-2 update one channel each.
+      if (p >= 0 && (lane & 3) < 3) {
         const float delta = fr.sig * fr.applied;
-        const int64_t pix = static_cast<int64_t>(y) * g.W + x;
-#pragma unroll
-        for (int ch = 0; ch < 3; ++ch) O[(n * 3 + ch) * g.HW + pix] = __ldg(U + (n * 3 + ch) * g.HW + pix) + delta;
+        const int64_t i = (n * 3 + (lane & 3)) * g.HW + static_cast<int64_t>(y) * g.W + x;
+        O[i] = __ldg(U + i) + delta;
       }
     });
   }
@@ -309,13 +309,12 @@ struct FrontOutRoles {
         for (int q = 0; q < NQ; ++q) part = fmaf(wq[q], dt[q], part);
         delta[role] = sig * quad_sum(part);
       }
-      if (p >= 0 && (lane & 3) == 0) {
-        const int64_t pix = static_cast<int64_t>(y) * g.W + x;
-#pragma unroll
-        for (int role = 0; role < 3; ++role) {
-          const int64_t i = (n * 3 + __ldg(roles + ps * 3 + role)) * g.HW + pix;
-          O[i] = __ldg(U + i) + delta[role];
-        }
+      // Lanes 0-2 of the quad update one role's channel each (delta[] by
+      // selects: a runtime index would put the array in local memory).
+      const int role = lane & 3;
+      if (p >= 0 && role < 3) {
+        const int64_t i = (n * 3 + __ldg(roles + ps * 3 + role)) * g.HW + static_cast<int64_t>(y) * g.W + x;
+        O[i] = __ldg(U + i) + (role == 0 ? delta[0] : role == 1 ? delta[1] : delta[2]);
       }
     });
   }
