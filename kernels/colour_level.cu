@@ -49,15 +49,6 @@ struct Geo {
   __device__ __forceinline__ int lin(int t) const { return colour_tap_dy(t) * w + colour_tap_dx(t); }
 };
 
-// The same pointer, through an opaque move: the compiler keeps it in one
-// register pair and adds each tap's 32-bit offset with one wide multiply-add
-// (as kernels/front_level.cu's opaque()).
-__device__ __forceinline__ const float* opaque(const float* p) {
-  asm("mov.b64 %0, %0;" : "+l"(p));
-  return p;
-}
-
-
 struct MapIn {
   const float* fmap;
   Geo g;
@@ -86,42 +77,35 @@ struct MapIn {
     if (j == 2 * kColourTaps) return __ldg(chroma + g.hw);
     return 1.f;
   }
+  // One row's A fragments (load_rows): inputs kb 16 + h8 8 + c + {0, 1};
+  // interior rows read their taps without mirroring.
+  template <int K>
+  __device__ __forceinline__ void fill_row(uint32_t (&a)[K / 16][4], int hr, const Row& row, int c) const {
+    if (g.interior(row.y, row.x)) {
+      const float* lum = opaque(row.img + (row.y * g.w + row.x));
+      const float* chroma = opaque(lum + g.hw);
+#pragma unroll
+      for (int kb = 0; kb < K / 16; ++kb)
+#pragma unroll
+        for (int h8 = 0; h8 < 2; ++h8) {
+          const int j = kb * 16 + h8 * 8 + c;
+          a[kb][2 * h8 + hr] = pack2(feat_inside(lum, chroma, j), feat_inside(lum, chroma, j + 1));
+        }
+    } else {
+#pragma unroll
+      for (int kb = 0; kb < K / 16; ++kb)
+#pragma unroll
+        for (int h8 = 0; h8 < 2; ++h8) {
+          const int j = kb * 16 + h8 * 8 + c;
+          a[kb][2 * h8 + hr] = pack2(feat(row, j), feat(row, j + 1));
+        }
+    }
+  }
   template <int K, int R>
   __device__ __forceinline__ void load(uint32_t (&a)[R][K / 16][4], const int64_t (&rlo)[R], const int64_t (&rhi)[R],
                                        int lane) const {
     static_assert(K == kColourFeatures, "the colour level has 32 MLP inputs");
-    const int c = 2 * (lane & 3);
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        const int64_t p = hr ? rhi[r] : rlo[r];
-        if (p < 0) {
-#pragma unroll
-          for (int kb = 0; kb < K / 16; ++kb) a[r][kb][hr] = a[r][kb][2 + hr] = 0u;
-          continue;
-        }
-        const Row row = this->row(p);
-        if (g.interior(row.y, row.x)) {
-          const float* lum = opaque(row.img + (row.y * g.w + row.x));
-          const float* chroma = opaque(lum + g.hw);
-#pragma unroll
-          for (int kb = 0; kb < K / 16; ++kb)
-#pragma unroll
-            for (int h8 = 0; h8 < 2; ++h8) {
-              const int j = kb * 16 + h8 * 8 + c;
-              a[r][kb][2 * h8 + hr] = pack2(feat_inside(lum, chroma, j), feat_inside(lum, chroma, j + 1));
-            }
-        } else {
-#pragma unroll
-          for (int kb = 0; kb < K / 16; ++kb)
-#pragma unroll
-            for (int h8 = 0; h8 < 2; ++h8) {
-              const int j = kb * 16 + h8 * 8 + c;
-              a[r][kb][2 * h8 + hr] = pack2(feat(row, j), feat(row, j + 1));
-            }
-        }
-      }
+    load_rows<MapIn, K, R>(*this, a, rlo, rhi, lane);
   }
 };
 

@@ -10,15 +10,6 @@
 namespace kpnt {
 namespace {
 
-// The same pointer, through an opaque move: the compiler then keeps it in one
-// register pair and adds each tap's 32-bit offset with one wide multiply-add,
-// where it otherwise re-derived the address per tap from the 64-bit row
-// index (four instructions; ptxas output of the front level's forward).
-__device__ __forceinline__ const float* opaque(const float* p) {
-  asm("mov.b64 %0, %0;" : "+l"(p));
-  return p;
-}
-
 // Pixel rows are (image, y, x) in raster order over (N, H, W) mosaics, fewer
 // than 2^31 of them (front_geo checks): decoded with FastDiv, not `/` and `%`.
 // Tap t of the site at (y, x) lies at (y, x) + tap_off[pos(y, x)][t]
@@ -101,12 +92,17 @@ struct FrontIn {
     if (j == g.T) return __ldg(r.img + 2 * g.HW + static_cast<int64_t>(r.y) * g.W + r.x);
     return j == g.T + 1 ? 1.f : 0.f;
   }
-  // A fragments of one row (half `hr` of a 16-row block): inputs kb 16 +
-  // h8 8 + c + {0, 1}.  Blocks of 8 inputs that are all taps (j0 + 8 <= T, a
-  // branch uniform over the warp) read them straight; the block with the
-  // noise input and the constant goes through feat().
+  // One row's A fragments (load_rows): inputs kb 16 + h8 8 + c + {0, 1}.
+  // Blocks of 8 inputs that are all taps (j0 + 8 <= T, a branch uniform
+  // over the warp) read them straight, interior rows without bounds checks;
+  // the block with the noise input and the constant goes through feat().
+  template <int K>
+  __device__ __forceinline__ void fill_row(uint32_t (&a)[K / 16][4], int hr, const Row& row, int c) const {
+    if (row.inside) fill_taps<true, K>(a, hr, row, c);
+    else fill_taps<false, K>(a, hr, row, c);
+  }
   template <bool INSIDE, int K>
-  __device__ __forceinline__ void load_row(uint32_t (&a)[K / 16][4], int hr, const Row& row, int c) const {
+  __device__ __forceinline__ void fill_taps(uint32_t (&a)[K / 16][4], int hr, const Row& row, int c) const {
     const float* snr = opaque(row.img + g.HW + (row.y * g.W + row.x));
     const int2* taps = g.taps_of(row.ps) + c;
 #pragma unroll
@@ -128,21 +124,7 @@ struct FrontIn {
   template <int K, int R>
   __device__ __forceinline__ void load(uint32_t (&a)[R][K / 16][4], const int64_t (&rlo)[R], const int64_t (&rhi)[R],
                                        int lane) const {
-    const int c = 2 * (lane & 3);
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        const int64_t p = hr ? rhi[r] : rlo[r];
-        if (p < 0) {
-#pragma unroll
-          for (int kb = 0; kb < K / 16; ++kb) a[r][kb][hr] = a[r][kb][2 + hr] = 0u;
-          continue;
-        }
-        const Row row = this->row(p);
-        if (row.inside) load_row<true, K>(a[r], hr, row, c);
-        else load_row<false, K>(a[r], hr, row, c);
-      }
+    load_rows<FrontIn, K, R>(*this, a, rlo, rhi, lane);
   }
 };
 

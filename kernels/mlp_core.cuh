@@ -322,8 +322,10 @@ struct RowsDy {
   }
 };
 
-// A fragments of R row blocks from a gathering input policy `Src`: its
-// row(p) decodes memory row p once, feat(row, j) is input j of that row.
+// A fragments of R row blocks from a gathering input policy `Src`: for each
+// of the thread's 2 R rows, src.row(p) decodes memory row p once and
+// src.fill_row<K>(a[r], hr, row, c) writes the row's inputs kb 16 + h8 8 + c
+// + {0, 1} to a[r][kb][2 h8 + hr] (rows past the end are zeros).
 template <class Src, int K, int R>
 __device__ __forceinline__ void load_rows(const Src& src, uint32_t (&a)[R][K / 16][4], const int64_t (&rlo)[R],
                                           const int64_t (&rhi)[R], int lane) {
@@ -338,15 +340,17 @@ __device__ __forceinline__ void load_rows(const Src& src, uint32_t (&a)[R][K / 1
         for (int kb = 0; kb < K / 16; ++kb) a[r][kb][hr] = a[r][kb][2 + hr] = 0u;
         continue;
       }
-      const typename Src::Row row = src.row(p);
-#pragma unroll
-      for (int kb = 0; kb < K / 16; ++kb)
-#pragma unroll
-        for (int h8 = 0; h8 < 2; ++h8) {
-          const int j = kb * 16 + h8 * 8 + c;
-          a[r][kb][2 * h8 + hr] = pack2(src.feat(row, j), src.feat(row, j + 1));
-        }
+      src.template fill_row<K>(a[r], hr, src.row(p), c);
     }
+}
+
+// The same pointer, through an opaque move: the compiler then keeps it in one
+// register pair and adds each tap's 32-bit offset with one wide multiply-add,
+// where it otherwise re-derived the address per tap from the 64-bit row
+// index (four instructions; ptxas output of the level kernels, session 22).
+__device__ __forceinline__ const float* opaque(const float* p) {
+  asm("mov.b64 %0, %0;" : "+l"(p));
+  return p;
 }
 
 // Features of one pixel (kpnt/ref/features.py) from the per-pixel maps
