@@ -24,16 +24,8 @@ __device__ __forceinline__ int fold(int i, int n) {
 struct Geo {
   int h, w;
   int64_t hw;
-  FastDiv div_hw, div_w;
-  __device__ __forceinline__ void at(int64_t p, int64_t& n, int& y, int& x) const {
-    const uint32_t pu = static_cast<uint32_t>(p);
-    const uint32_t nu = div_hw.div(pu);
-    const uint32_t r = pu - nu * static_cast<uint32_t>(hw);
-    const uint32_t yu = div_w.div(r);
-    n = nu;
-    y = static_cast<int>(yu);
-    x = static_cast<int>(r - yu * static_cast<uint32_t>(w));
-  }
+  RowDecode rows;
+  __device__ __forceinline__ void at(int64_t p, int64_t& n, int& y, int& x) const { rows.at(p, n, y, x); }
   // Offset of tap t of (y, x) inside one channel plane (mirrored at the borders).
   __device__ __forceinline__ int tap(int y, int x, int t) const {
     return fold(y + colour_tap_dy(t), h) * w + fold(x + colour_tap_dx(t), w);
@@ -294,10 +286,7 @@ MlpArgs colour_mlp_args(const ColourArgs& c) {
 Geo colour_geo(const ColourArgs& c) {
   const int64_t hw = static_cast<int64_t>(c.h) * c.w;
   check_fused_rows("colour_level", c.N * hw);
-  Geo g{c.h, c.w, hw};
-  g.div_hw = FastDiv(static_cast<uint32_t>(std::max<int64_t>(hw, 1)));
-  g.div_w = FastDiv(static_cast<uint32_t>(std::max(c.w, 1)));
-  return g;
+  return Geo{c.h, c.w, hw, RowDecode(hw, c.w)};
 }
 
 ColourConsts colour_consts(const ColourArgs& c) { return ColourConsts{c.plain ? 1 : 0, c.plain_eps}; }

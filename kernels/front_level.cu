@@ -20,16 +20,9 @@ struct FGeo {
   int H, W, P, T, radius;
   int64_t HW;
   const int32_t* tap_off;  // (P * P, T, 2)
-  FastDiv div_hw, div_w, div_p;
-  __device__ __forceinline__ void at(int64_t p, int64_t& n, int& y, int& x) const {
-    const uint32_t pu = static_cast<uint32_t>(p);
-    const uint32_t nu = div_hw.div(pu);
-    const uint32_t r = pu - nu * static_cast<uint32_t>(HW);
-    const uint32_t yu = div_w.div(r);
-    n = nu;
-    y = static_cast<int>(yu);
-    x = static_cast<int>(r - yu * static_cast<uint32_t>(W));
-  }
+  RowDecode rows;
+  FastDiv div_p;
+  __device__ __forceinline__ void at(int64_t p, int64_t& n, int& y, int& x) const { rows.at(p, n, y, x); }
   __device__ __forceinline__ int pos(int y, int x) const {
     return static_cast<int>(div_p.mod(static_cast<uint32_t>(y)) * P + div_p.mod(static_cast<uint32_t>(x)));
   }
@@ -531,11 +524,8 @@ FGeo front_geo(const FrontArgs& f) {
   while (side * side < f.taps) ++side;
   if (side * side != f.taps || side % 2 == 0)
     throw std::invalid_argument("front_level: taps must be the (2 radius + 1)^2 square");
-  FGeo g{f.H, f.W, f.period, f.taps, (side - 1) / 2, hw, f.tap_off};
-  g.div_hw = FastDiv(static_cast<uint32_t>(std::max<int64_t>(hw, 1)));
-  g.div_w = FastDiv(static_cast<uint32_t>(std::max(f.W, 1)));
-  g.div_p = FastDiv(static_cast<uint32_t>(f.period));
-  return g;
+  return FGeo{f.H, f.W, f.period, f.taps, (side - 1) / 2, hw, f.tap_off, RowDecode(hw, f.W),
+              FastDiv(static_cast<uint32_t>(f.period))};
 }
 
 // Calls f(Cfg<...>{}, std::integral_constant<int, kernels>{}) for the

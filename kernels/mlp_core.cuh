@@ -344,6 +344,28 @@ __device__ __forceinline__ void load_rows(const Src& src, uint32_t (&a)[R][K / 1
     }
 }
 
+// (image, y, x) of pixel row p of images h x w in raster order, by FastDiv
+// (p < 2^31: the launchers call check_fused_rows).
+struct RowDecode {
+  FastDiv div_hw, div_w;
+  uint32_t hw = 1, w = 1;
+  RowDecode() = default;
+  RowDecode(int64_t plane, int width)
+      : div_hw(static_cast<uint32_t>(std::max<int64_t>(plane, 1))),
+        div_w(static_cast<uint32_t>(std::max(width, 1))),
+        hw(static_cast<uint32_t>(plane)),
+        w(static_cast<uint32_t>(width)) {}
+  __device__ __forceinline__ void at(int64_t p, int64_t& n, int& y, int& x) const {
+    const uint32_t pu = static_cast<uint32_t>(p);
+    const uint32_t nu = div_hw.div(pu);
+    const uint32_t r = pu - nu * hw;
+    const uint32_t yu = div_w.div(r);
+    n = nu;
+    y = static_cast<int>(yu);
+    x = static_cast<int>(r - yu * w);
+  }
+};
+
 // The same pointer, through an opaque move: the compiler then keeps it in one
 // register pair and adds each tap's 32-bit offset with one wide multiply-add,
 // where it otherwise re-derived the address per tap from the 64-bit row
