@@ -1,0 +1,479 @@
+// Does Hopper's warp-group MMA (wgmma) pay for kpnt's small MLPs?  A
+// standalone probe for issue 14 ("a faster MLP core on sm_90: wgmma where it
+// pays"), written in session 22 without a GPU: it checks its own layouts
+// before it times anything, so a wrong guess shows as a failed check, not as
+// a wrong number.
+//
+//   nvcc -arch=sm_90a -O3 -std=c++17 -I kernels tools/wgmma_probe/wgmma_probe.cu -o probe && ./probe
+//
+// 1. Layout check: one wgmma.m64n64k16 (A from registers in the mma.sync
+//    fragment layout, B = a 64 x 16 K-major matrix in shared memory in the
+//    no-swizzle "core matrix" layout) against a host product, for both
+//    readings of the descriptor's two byte offsets (PTX: LBO = between core
+//    matrices along K, SBO = along N; some code reads them the other way).
+// 2. The width-64 MLPs of kpnt (colour 32 -> 6 x 64 -> 16, front 32 -> 4 x 64
+//    -> 32) as a persistent wgmma kernel: one warp group a block, 64 rows a
+//    tile, each layer's accumulators handed to the next layer as A fragments
+//    in registers (the same hand-over as kernels/mlp_core.cuh, whose wgmma
+//    fragment layouts are the mma.sync ones per warp), weights in shared
+//    memory read by the tensor cores through descriptors (no ldmatrix).
+//    Checked against a host float64 MLP that rounds like the kernels, and
+//    timed beside the production mma.sync kernel (kernels/mlp_core.cuh,
+//    launch_forward) on the same data in the same run.
+//
+// Prints one table; exits non-zero if a check fails.
+#include "mlp_core.cuh"
+
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+namespace probe {
+
+using kpnt::Cfg;
+
+#define CK(x)                                                                                  \
+  do {                                                                                         \
+    cudaError_t e_ = (x);                                                                      \
+    if (e_ != cudaSuccess) {                                                                   \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(2);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+// ------------------------------------------------------------------ layout
+
+// Byte offset of element (n, k) of an N x K K-major matrix in the no-swizzle
+// core-matrix layout: 8 x 8 f16 core matrices of 128 contiguous bytes (row
+// n % 8 at 16 (n % 8), column k % 8 at 2 (k % 8)), ordered N-block major,
+// K-block minor.  Neighbours along K are 128 bytes apart, along N 16 K bytes.
+__host__ __device__ constexpr int core_off(int n, int k, int K) {
+  return ((n / 8) * (K / 8) + k / 8) * 128 + (n % 8) * 16 + (k % 8) * 2;
+}
+
+// Shared-memory matrix descriptor (PTX "matrix descriptor"): start address,
+// leading and stride byte offsets (all >> 4), swizzle 0.  `swap` puts the
+// K-neighbour distance in the stride field and the N-neighbour one in the
+// leading field, the other reading of the two.
+__device__ __forceinline__ uint64_t make_desc(const void* smem, int k_step_bytes, int n_step_bytes, bool swap) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const uint32_t lbo = static_cast<uint32_t>(swap ? n_step_bytes : k_step_bytes);
+  const uint32_t sbo = static_cast<uint32_t>(swap ? k_step_bytes : n_step_bytes);
+  uint64_t d = 0;
+  d |= static_cast<uint64_t>((addr & 0x3FFFF) >> 4);
+  d |= static_cast<uint64_t>((lbo & 0x3FFFF) >> 4) << 16;
+  d |= static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32;
+  return d;
+}
+
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Pin registers that an in-flight wgmma reads (A) or writes (accumulators) to
+// this point of the program: called after the wait, so the compiler neither
+// reads the accumulators early nor reuses the A registers while the tensor
+// cores still read them (CUTLASS's warpgroup_fence_operand does the same).
+template <int NB>
+__device__ __forceinline__ void fence_operands(float (&d)[NB][4]) {
+#pragma unroll
+  for (int j = 0; j < NB; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[j][e])::"memory");
+}
+template <int KB>
+__device__ __forceinline__ void fence_operands(uint32_t (&a)[KB][4]) {
+#pragma unroll
+  for (int j = 0; j < KB; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[j][e])::"memory");
+}
+// Regular shared-memory stores made visible to the tensor cores' (async proxy) reads.
+__device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// d (N / 2 floats a thread, the mma.sync accumulator layout per n8 block)
+// = a (4 registers, the mma.sync A layout of the warp's 16 rows) * B^T
+// (`first`: scale-d 0, the accumulators are outputs only), or += (`acc`),
+// B N x 16 K-major behind `desc`.
+template <int N>
+struct Wgmma;
+
+template <>
+struct Wgmma<16> {
+  static __device__ __forceinline__ void first(float (&d)[2][4], const uint32_t (&a)[4], uint64_t desc) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, 0, 1, 1, 0;\n"
+        : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+  }
+  static __device__ __forceinline__ void acc(float (&d)[2][4], const uint32_t (&a)[4], uint64_t desc) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, 1, 1, 1, 0;\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+  }
+};
+
+template <>
+struct Wgmma<32> {
+  static __device__ __forceinline__ void first(float (&d)[4][4], const uint32_t (&a)[4], uint64_t desc) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, 0, 1, 1, 0;\n"
+        : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+  }
+  static __device__ __forceinline__ void acc(float (&d)[4][4], const uint32_t (&a)[4], uint64_t desc) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, 1, 1, 1, 0;\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+  }
+};
+
+template <>
+struct Wgmma<64> {
+  static __device__ __forceinline__ void first(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, 0, 1, 1, 0;\n"
+        : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]), "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]), "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+  }
+  static __device__ __forceinline__ void acc(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, 1, 1, 1, 0;\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+  }
+};
+
+// ------------------------------------------------------------------ 1. layout check
+
+// out (64, 64) = A (64, 16) B^T, B (64, 16) row-major in global, copied into
+// the core-matrix layout; one warp group.
+__global__ void layout_kernel(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ out,
+                              bool swap) {
+  __shared__ __align__(128) unsigned char sb[64 * 16 * 2];
+  const int t = threadIdx.x, warp = t >> 5, lane = t & 31;
+  for (int i = t; i < 64 * 16; i += 128) {
+    const int n = i / 16, k = i % 16;
+    *reinterpret_cast<__half*>(sb + core_off(n, k, 16)) = __float2half_rn(B[i]);
+  }
+  fence_async_smem();
+  __syncthreads();
+  const int g = lane >> 2, c = 2 * (lane & 3);
+  const int r0 = 16 * warp + g, r1 = r0 + 8;
+  uint32_t a[4];
+  a[0] = kpnt::pack2(A[r0 * 16 + c], A[r0 * 16 + c + 1]);
+  a[1] = kpnt::pack2(A[r1 * 16 + c], A[r1 * 16 + c + 1]);
+  a[2] = kpnt::pack2(A[r0 * 16 + c + 8], A[r0 * 16 + c + 9]);
+  a[3] = kpnt::pack2(A[r1 * 16 + c + 8], A[r1 * 16 + c + 9]);
+  float d[8][4];
+  wg_fence();
+  Wgmma<64>::first(d, a, make_desc(sb, 128, 2 * 128, swap));
+  wg_commit();
+  wg_wait0();
+  fence_operands<8>(d);
+  uint32_t (&a1)[1][4] = *reinterpret_cast<uint32_t (*)[1][4]>(&a);
+  fence_operands<1>(a1);
+  for (int j = 0; j < 8; ++j) {
+    out[r0 * 64 + 8 * j + c] = d[j][0];
+    out[r0 * 64 + 8 * j + c + 1] = d[j][1];
+    out[r1 * 64 + 8 * j + c] = d[j][2];
+    out[r1 * 64 + 8 * j + c + 1] = d[j][3];
+  }
+}
+
+// ------------------------------------------------------------------ 2. the MLP
+
+// Shared-memory bytes of matrix m of shape C in the core-matrix layout.
+template <class C>
+__host__ __device__ constexpr int core_bytes(int m) {
+  return C::rows(m) * C::cols(m) * 2;
+}
+template <class C>
+__host__ __device__ constexpr int core_base(int m) {
+  int o = 0;
+  for (int j = 0; j < m; ++j) o += core_bytes<C>(j);
+  return o;
+}
+
+// acc (64 rows of the warp group, N) = a (K) * W_m^T through K / 16 wgmmas.
+template <class C, int m, bool SWAP>
+__device__ __forceinline__ void layer(float (&acc)[C::rows(m) / 8][4], uint32_t (&a)[C::cols(m) / 16][4],
+                                      const unsigned char* ws) {
+  constexpr int N = C::rows(m), K = C::cols(m);
+  const unsigned char* base = ws + core_base<C>(m);
+  wg_fence();
+  Wgmma<N>::first(acc, a[0], make_desc(base, 128, (K / 8) * 128, SWAP));
+#pragma unroll
+  for (int ks = 1; ks < K / 16; ++ks) Wgmma<N>::acc(acc, a[ks], make_desc(base + 2 * ks * 128, 128, (K / 8) * 128, SWAP));
+  wg_commit();
+  wg_wait0();
+  fence_operands<N / 8>(acc);
+  fence_operands<K / 16>(a);
+}
+
+template <class C, int m, bool SWAP>
+__device__ __forceinline__ void hidden_layers(uint32_t (&ah)[C::H / 16][4], const unsigned char* ws, float slope) {
+  if constexpr (m < C::NH) {
+    float acc[C::H / 8][4];
+    layer<C, m, SWAP>(acc, ah, ws);
+    kpnt::lrelu_frags<C::H>(ah, acc, slope);
+    hidden_layers<C, m + 1, SWAP>(ah, ws, slope);
+  }
+}
+
+// y (P, OUT) = MLP(x (P, IN)); w packed f16 as kernels/mlp_core.cuh (matrix m
+// row-major (rows(m), cols(m)), back to back).
+template <class C, bool SWAP>
+__global__ void __launch_bounds__(128) wgmma_mlp_kernel(const float* __restrict__ x, float* __restrict__ y,
+                                                        const __half* __restrict__ w, int64_t P, float slope) {
+  extern __shared__ __align__(128) unsigned char ws[];
+  for (int i = threadIdx.x; i < C::NW; i += blockDim.x) {
+    int m = 0;
+    for (int j = 1; j < C::NMAT; ++j)
+      if (i >= C::woff(j)) m = j;
+    const int local = i - C::woff(m), n = local / C::cols(m), k = local % C::cols(m);
+    *reinterpret_cast<__half*>(ws + core_base<C>(m) + core_off(n, k, C::cols(m))) = w[i];
+  }
+  fence_async_smem();
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c = 2 * (lane & 3);
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * 64; base < P; base += static_cast<int64_t>(gridDim.x) * 64) {
+    int64_t rlo[1], rhi[1];
+    rlo[0] = base + 16 * warp + (lane >> 2);
+    rhi[0] = rlo[0] + 8;
+    if (rlo[0] >= P) rlo[0] = -1;
+    if (rhi[0] >= P) rhi[0] = -1;
+    uint32_t ax[1][C::IN / 16][4];
+    kpnt::load_a_global<C::IN, 1>(ax, x, rlo, rhi, lane);
+    uint32_t ah[C::H / 16][4];
+    {
+      float acc[C::H / 8][4];
+      layer<C, 0, SWAP>(acc, ax[0], ws);
+      kpnt::lrelu_frags<C::H>(ah, acc, slope);
+    }
+    hidden_layers<C, 1, SWAP>(ah, ws, slope);
+    float out[C::OUT / 8][4];
+    layer<C, C::NH, SWAP>(out, ah, ws);
+#pragma unroll
+    for (int j = 0; j < C::OUT / 8; ++j) {
+      if (rlo[0] >= 0) *reinterpret_cast<float2*>(y + rlo[0] * C::OUT + 8 * j + c) = make_float2(out[j][0], out[j][1]);
+      if (rhi[0] >= 0) *reinterpret_cast<float2*>(y + rhi[0] * C::OUT + 8 * j + c) = make_float2(out[j][2], out[j][3]);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ host
+
+float h16(float v) { return __half2float(__float2half_rn(v)); }
+
+// Host MLP rounding like the kernels: f16 inputs and weights, float64 sums,
+// each activation rounded to f16 then max(h, round(h s16)) (lrelu_frags).
+template <class C>
+void host_mlp(const std::vector<float>& x, const std::vector<__half>& w, int64_t row, float slope, double* out) {
+  const float s16 = h16(slope);
+  std::vector<double> h(C::IN), z;
+  for (int k = 0; k < C::IN; ++k) h[k] = h16(x[row * C::IN + k]);
+  for (int m = 0; m < C::NMAT; ++m) {
+    const int N = C::rows(m), K = C::cols(m);
+    z.assign(N, 0.0);
+    for (int n = 0; n < N; ++n)
+      for (int k = 0; k < K; ++k) z[n] += h[k] * static_cast<double>(__half2float(w[C::woff(m) + n * K + k]));
+    if (m == C::NMAT - 1) break;
+    h.assign(N, 0.0);
+    for (int n = 0; n < N; ++n) {
+      const float r = h16(static_cast<float>(z[n]));
+      h[n] = r > 0.f ? r : h16(r * s16);
+    }
+  }
+  for (int n = 0; n < C::OUT; ++n) out[n] = z[n];
+}
+
+struct Timing {
+  float ms;
+  double gpix;
+};
+
+template <class F>
+Timing time_it(F&& launch, int64_t P, int reps) {
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) launch();
+  CK(cudaDeviceSynchronize());
+  std::vector<float> ms;
+  for (int r = 0; r < reps; ++r) {
+    CK(cudaEventRecord(a));
+    launch();
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    float t = 0.f;
+    CK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  const float med = ms[ms.size() / 2];
+  return Timing{med, P / (med * 1e-3) / 1e9};
+}
+
+int layout_check(bool swap, double* err) {
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<float> A(64 * 16), B(64 * 16), out(64 * 64);
+  for (auto& v : A) v = h16(u(rng));
+  for (auto& v : B) v = h16(u(rng));
+  float *dA, *dB, *dO;
+  CK(cudaMalloc(&dA, A.size() * 4));
+  CK(cudaMalloc(&dB, B.size() * 4));
+  CK(cudaMalloc(&dO, out.size() * 4));
+  CK(cudaMemcpy(dA, A.data(), A.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dB, B.data(), B.size() * 4, cudaMemcpyHostToDevice));
+  layout_kernel<<<1, 128>>>(dA, dB, dO, swap);
+  CK(cudaGetLastError());
+  CK(cudaMemcpy(out.data(), dO, out.size() * 4, cudaMemcpyDeviceToHost));
+  double worst = 0.0;
+  for (int r = 0; r < 64; ++r)
+    for (int n = 0; n < 64; ++n) {
+      double ref = 0.0;
+      for (int k = 0; k < 16; ++k) ref += static_cast<double>(A[r * 16 + k]) * B[n * 16 + k];
+      worst = std::max(worst, std::fabs(ref - out[r * 64 + n]));
+    }
+  cudaFree(dA);
+  cudaFree(dB);
+  cudaFree(dO);
+  *err = worst;
+  return worst < 1e-3 ? 0 : 1;
+}
+
+template <class C>
+int mlp_case(const char* name, int64_t P, int reps) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(P) * C::IN);
+  for (auto& v : x) v = nd(rng);
+  std::vector<__half> w(C::NW);
+  for (int m = 0; m < C::NMAT; ++m) {
+    const float sd = std::sqrt(2.f / C::cols(m)) * (m == C::NMAT - 1 ? 0.3f : 1.f);
+    for (int i = C::woff(m); i < C::woff(m) + C::rows(m) * C::cols(m); ++i) w[i] = __float2half_rn(nd(rng) * sd);
+  }
+  float *dx, *dy;
+  __half* dw;
+  CK(cudaMalloc(&dx, x.size() * 4));
+  CK(cudaMalloc(&dy, static_cast<size_t>(P) * C::OUT * 4));
+  CK(cudaMalloc(&dw, w.size() * 2));
+  CK(cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dw, w.data(), w.size() * 2, cudaMemcpyHostToDevice));
+  const float slope = 0.01f;
+
+  // Rows checked against the host: the first 512, the last 64, 1024 random.
+  std::vector<int64_t> rows;
+  for (int64_t r = 0; r < 512; ++r) rows.push_back(r);
+  for (int64_t r = P - 64; r < P; ++r) rows.push_back(r);
+  std::uniform_int_distribution<int64_t> pick(0, P - 1);
+  for (int i = 0; i < 1024; ++i) rows.push_back(pick(rng));
+  std::vector<double> ref(rows.size() * C::OUT);
+  double scale = 0.0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    host_mlp<C>(x, w, rows[i], slope, &ref[i * C::OUT]);
+    for (int n = 0; n < C::OUT; ++n) scale = std::max(scale, std::fabs(ref[i * C::OUT + n]));
+  }
+  auto check = [&](double* worst) {
+    std::vector<float> y(static_cast<size_t>(P) * C::OUT);
+    CK(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost));
+    double e = 0.0;
+    bool finite = true;
+    for (size_t i = 0; i < rows.size(); ++i)
+      for (int n = 0; n < C::OUT; ++n) {
+        const float v = y[rows[i] * C::OUT + n];
+        finite = finite && std::isfinite(v);
+        e = std::max(e, std::fabs(v - ref[i * C::OUT + n]));
+      }
+    *worst = finite ? e / scale : INFINITY;
+    return finite && *worst < 5e-3;
+  };
+
+  // The production mma.sync forward (kernels/mlp_core.cuh) on the same data.
+  kpnt::MlpArgs args{};
+  args.dims = kpnt::MlpDims{C::IN, C::H, C::OUT, C::NH};
+  args.P = P;
+  args.groups = 1;
+  args.x = dx;
+  args.w = dw;
+  args.slope = slope;
+  args.stream = 0;
+  auto mma = [&] { kpnt::launch_forward<C>(args, dy); };
+  CK(cudaMemset(dy, 0xff, static_cast<size_t>(P) * C::OUT * 4));
+  mma();
+  CK(cudaDeviceSynchronize());
+  double e_mma = 0.0;
+  const bool ok_mma = check(&e_mma);
+  const Timing t_mma = time_it(mma, P, reps);
+  std::printf("| %-26s | mma.sync (kernels/mlp_core.cuh) | %-5s | %9.2e | %8.3f | %6.2f |\n", name,
+              ok_mma ? "ok" : "FAIL", e_mma, t_mma.ms, t_mma.gpix);
+
+  int sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const int smem = core_base<C>(C::NMAT);
+  int wgmma_ok = 0;  // one reading of the descriptor's offsets can be right: the other failing is expected
+  for (int swap = 0; swap < 2; ++swap) {
+    auto kernel = swap ? wgmma_mlp_kernel<C, true> : wgmma_mlp_kernel<C, false>;
+    CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    int per_sm = 0;
+    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, smem));
+    const int64_t tiles = (P + 63) / 64;
+    const int blocks = static_cast<int>(std::min<int64_t>(tiles, static_cast<int64_t>(sms) * std::max(per_sm, 1)));
+    auto run = [&] { kernel<<<blocks, 128, smem>>>(dx, dy, dw, P, slope); };
+    CK(cudaMemset(dy, 0xff, static_cast<size_t>(P) * C::OUT * 4));
+    run();
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    double e = 0.0;
+    const bool ok = check(&e);
+    const Timing t = time_it(run, P, reps);
+    char label[96];
+    std::snprintf(label, sizeof label, "wgmma, %s, %d blocks/SM", swap ? "offsets swapped" : "offsets as PTX", per_sm);
+    std::printf("| %-26s | %-31s | %-5s | %9.2e | %8.3f | %6.2f |\n", name, label, ok ? "ok" : "FAIL", e, t.ms, t.gpix);
+    wgmma_ok += ok;
+  }
+  cudaFree(dx);
+  cudaFree(dy);
+  cudaFree(dw);
+  return (ok_mma ? 0 : 1) + (wgmma_ok > 0 ? 0 : 1);
+}
+
+}  // namespace probe
+
+int main(int argc, char** argv) {
+  using namespace probe;
+  const int64_t P = argc > 1 ? std::atoll(argv[1]) : (int64_t{1} << 22);
+  const int reps = argc > 2 ? std::atoi(argv[2]) : 20;
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("wgmma probe: %s, sm_%d%d, P = %lld rows, median of %d\n\n", prop.name, prop.major, prop.minor,
+              static_cast<long long>(P), reps);
+  int bad = 0;
+  std::printf("| layout check (one m64n64k16) | max |error| | result |\n| --- | ---: | --- |\n");
+  int layout_ok = 0;
+  for (int swap = 0; swap < 2; ++swap) {
+    double e = 0.0;
+    const int r = layout_check(swap != 0, &e);
+    layout_ok += r == 0;
+    std::printf("| %s | %.2e | %s |\n", swap ? "offsets swapped" : "offsets as PTX", e, r == 0 ? "ok" : "wrong");
+  }
+  bad += layout_ok == 0;
+  std::printf("\n| MLP | kernel | check | rel. error | ms | Gpix/s |\n| --- | --- | --- | ---: | ---: | ---: |\n");
+  bad += mlp_case<Cfg<32, 64, 16, 6, false>>("colour 32-6x64-16", P, reps);
+  bad += mlp_case<Cfg<32, 64, 32, 4, false>>("front 32-4x64-32", P, reps);
+  std::printf("\n%s\n", bad ? "SOME CHECKS FAILED" : "all checks passed");
+  return bad ? 1 : 0;
+}
