@@ -29,7 +29,8 @@
 //                               the persistent block visits)
 //   dA_m  = dZ_{m+1} W_m       (per warp, from registers, like the forward)
 //   dZ_m  = dA_m * lrelu'(A_m) (sign of the stored post-activation: slope > 0
-//                               keeps the sign of the pre-activation)
+//                               keeps the sign of the pre-activation; the
+//                               f16 slope the forward used)
 // Each block writes its partial dW once at the end; the caller sums them.
 // Shapes whose weights and tile activations exceed shared memory (width 128)
 // take the split backward instead: the same walk with activations and dZ
@@ -249,6 +250,32 @@ __device__ __forceinline__ void lrelu_frags(uint32_t (&a)[N / 16][4], const floa
       __half2 h = *reinterpret_cast<const __half2*>(&a[kb][e]);
       h = __hmax2(h, __hmul2(h, s2));
       a[kb][e] = *reinterpret_cast<const uint32_t*>(&h);
+    }
+}
+
+// dZ = dA lrelu'(Z) on f16 fragments: register (kb, r) of a holds columns
+// 16 kb + 8 (r / 2) + c, + 1 of row lr + 8 (r % 2); the factor is 1 where the
+// stored activation (act [row][N + kPad]) is positive, else the slope.  The
+// slope is the f16 one the forward used (lrelu_frags), so this is the
+// derivative of the function the kernels compute; the factor is chosen with
+// one LOP3 on the compare mask (exact: 1 or slope16) and applied with one
+// HMUL2 a pair, where the float32 form took four instructions a value.
+template <int N>
+__device__ __forceinline__ void lrelu_grad_frags(uint32_t (&a)[N / 16][4], const __half* act, int lr, int c,
+                                                 float slope) {
+  const __half2 zero = __float2half2_rn(0.f), one = __float2half2_rn(1.f), s2 = __float2half2_rn(slope);
+  const uint32_t one_bits = *reinterpret_cast<const uint32_t*>(&one), s_bits = *reinterpret_cast<const uint32_t*>(&s2);
+#pragma unroll
+  for (int kb = 0; kb < N / 16; ++kb)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int row = lr + 8 * (r & 1), col = 16 * kb + 8 * (r >> 1) + c;
+      const __half2 z = *reinterpret_cast<const __half2*>(act + row * (N + kPad) + col);
+      const uint32_t pos = __hgt2_mask(z, zero);  // 0xFFFF in each half whose activation is > 0
+      const uint32_t f = (pos & one_bits) | (~pos & s_bits);
+      __half2 v = *reinterpret_cast<const __half2*>(&a[kb][r]);
+      v = __hmul2(v, *reinterpret_cast<const __half2*>(&f));
+      a[kb][r] = *reinterpret_cast<const uint32_t*>(&v);
     }
 }
 
@@ -681,19 +708,9 @@ __device__ __forceinline__ void bwd_step(float (&dw)[Bwd<C>::NDW][4], const uint
   if constexpr (m > 0) {
     float da[N / 8][4];
     gemm_kn<M, N>(da, dzf, k.ws + C::wsoff(m), k.lane);
-    // lrelu'(Z_m) from the sign of the stored A_m.
-    const __half* am = k.act + B::act_off(m);
-#pragma unroll
-    for (int j = 0; j < N / 8; ++j) {
-      const __half2 lo = *reinterpret_cast<const __half2*>(am + k.lr * (N + kPad) + j * 8 + c);
-      const __half2 hi = *reinterpret_cast<const __half2*>(am + (k.lr + 8) * (N + kPad) + j * 8 + c);
-      da[j][0] *= __low2float(lo) > 0.f ? 1.f : k.slope;
-      da[j][1] *= __high2float(lo) > 0.f ? 1.f : k.slope;
-      da[j][2] *= __low2float(hi) > 0.f ? 1.f : k.slope;
-      da[j][3] *= __high2float(hi) > 0.f ? 1.f : k.slope;
-    }
     uint32_t nf[N / 16][4];
     to_frags<N>(nf, da);
+    lrelu_grad_frags<N>(nf, k.act + B::act_off(m), k.lr, c, k.slope);
     store_frags<N>(dz_next, nf, k.lr, k.lane);
     __syncthreads();
     bwd_step<C, m - 1>(dw, nf, dz_next, dz_cur, k);
@@ -959,7 +976,7 @@ __device__ __forceinline__ void split_step(const uint32_t (&dzf)[C::rows(m) / 16
       for (int e = 0; e < 4; ++e) {
         const int kk = (j >> 1) * 4 + (((j & 1) << 1) | (e >> 1));  // register of da[j][e] after to_frags
         const uint32_t bit = 1u << ((kk & 15) + 16 * (e & 1));
-        if ((bits[kk >> 4] & bit) == 0u) da[j][e] *= k.slope;
+        if ((bits[kk >> 4] & bit) == 0u) da[j][e] *= k.slope;  // k.slope: the f16 slope of the forward
       }
     uint32_t nf[N / 16][4];
     to_frags<N>(nf, da);
@@ -1030,7 +1047,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     if (threadIdx.x == 0) scales[tb + t] = inv_s;
     uint32_t dzf[C::OUT / 16][4];
     to_frags<C::OUT>(dzf, gy);
-    const SplitCtx k{ws, msk, work, R, inv_s, slope, lane, rlo[0], rhi[0], rb, dx};
+    const SplitCtx k{ws, msk, work, R, inv_s, __half2float(__float2half_rn(slope)), lane, rlo[0], rhi[0], rb, dx};
     split_step<C, C::NH>(dzf, k);
   }
 }

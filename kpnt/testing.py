@@ -58,11 +58,12 @@ def leaky_relu_f16(z: torch.Tensor, slope: float) -> torch.Tensor:
     """The fused kernels' activation (kernels/mlp_core.cuh ``lrelu_frags``):
     ``z`` rounded to f16, then max(r, r s) in f16 arithmetic (``s`` the slope
     rounded to f16, the product rounded to f16).  Gradient: 1 where the
-    rounded value is positive, else ``slope`` itself, as the kernels'
-    backward multiplies by the float32 slope (roundings straight-through)."""
+    rounded value is positive, else ``s``, the derivative of what the
+    kernels compute (their backward, ``lrelu_grad_frags``, scales by the same
+    f16 slope); the roundings pass gradients straight through."""
     r = _round_f16(z)
     s16 = float(torch.tensor(slope, dtype=torch.float16))
-    neg = r * slope + ((r * s16).half().to(r.dtype) - r * slope).detach()
+    neg = r * s16 + ((r * s16).half().to(r.dtype) - r * s16).detach()
     return torch.where(r > 0, r, neg)
 
 

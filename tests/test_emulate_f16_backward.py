@@ -45,10 +45,11 @@ def test_tile_scaling_keeps_range_and_loses_small_rows():
     assert rel(alone[0], want[0]) < 3e-3               # their own tile: full f16 precision
 
 
-def test_leaky_relu_f16_matches_f16_arithmetic_and_passes_the_float32_slope_back():
+def test_leaky_relu_f16_matches_f16_arithmetic_and_its_gradient_is_the_f16_slope():
     """kpnt.testing.leaky_relu_f16 is the kernels' activation: max(h, h s)
     on f16 values with f16 products (torch's CPU half arithmetic rounds each
-    product like HMUL2), and the gradient the kernels' backward uses."""
+    product like HMUL2), and its gradient is 1 or the f16 slope, the factor
+    the kernels' backward applies."""
     from kpnt.testing import leaky_relu_f16
 
     g = torch.Generator().manual_seed(3)
@@ -61,5 +62,6 @@ def test_leaky_relu_f16_matches_f16_arithmetic_and_passes_the_float32_slope_back
     want = torch.maximum(h, h * torch.tensor(slope, dtype=torch.float16)).double()
     assert torch.equal(got.detach(), want)
     (dz,) = torch.autograd.grad(got.sum(), z)
-    one, s64 = torch.tensor(1.0, dtype=torch.float64), torch.tensor(slope, dtype=torch.float64)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    s64 = torch.tensor(slope, dtype=torch.float16).double()  # 0.0100021...
     assert torch.equal(dz, torch.where(h.double() > 0, one, s64))

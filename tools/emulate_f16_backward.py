@@ -84,8 +84,10 @@ class _KernelLikeMlp(torch.autograd.Function):
             dws[m] = (dz * inv_row).t() @ a
             da = dz @ _f16(ws[m])
             if m > 0:
-                da = torch.where(a > 0, da, da * ctx.slope)
-                dz = _f16(da)
+                # The kernels round dA to f16, then scale it by 1 or the f16 slope
+                # (kernels/mlp_core.cuh lrelu_grad_frags) and round again.
+                s16 = float(torch.tensor(ctx.slope, dtype=torch.float16))
+                dz = _f16(torch.where(a > 0, _f16(da), _f16(da) * s16))
         dx = da * inv_row
         return (dx, None, None, *dws)
 
