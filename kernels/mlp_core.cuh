@@ -128,7 +128,6 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
-
 // Memory row of logical row r, or -1 past the end of the group.
 __device__ __forceinline__ int64_t mem_row(int64_t r, int64_t end, const int32_t* __restrict__ perm) {
   if (r >= end) return -1;
