@@ -233,9 +233,12 @@ __device__ __forceinline__ void hidden_layers(uint32_t (&ah)[C::H / 16][4], cons
 }
 
 // y (P, OUT) = MLP(x (P, IN)); w packed f16 as kernels/mlp_core.cuh (matrix m
-// row-major (rows(m), cols(m)), back to back).
-template <class C, bool SWAP>
-__global__ void __launch_bounds__(128) wgmma_mlp_kernel(const float* __restrict__ x, float* __restrict__ y,
+// row-major (rows(m), cols(m)), back to back).  WGS warp groups a block share
+// the weights, each on its own 64-row tile (more warps a multiprocessor to
+// cover the wgmma waits than one-warp-group blocks, whose count the weights'
+// shared memory caps).
+template <class C, bool SWAP, int WGS>
+__global__ void __launch_bounds__(128 * WGS) wgmma_mlp_kernel(const float* __restrict__ x, float* __restrict__ y,
                                                         const __half* __restrict__ w, int64_t P, float slope) {
   extern __shared__ __align__(128) unsigned char ws[];
   for (int i = threadIdx.x; i < C::NW; i += blockDim.x) {
@@ -247,10 +250,12 @@ __global__ void __launch_bounds__(128) wgmma_mlp_kernel(const float* __restrict_
   }
   fence_async_smem();
   __syncthreads();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c = 2 * (lane & 3);
-  for (int64_t base = static_cast<int64_t>(blockIdx.x) * 64; base < P; base += static_cast<int64_t>(gridDim.x) * 64) {
+  const int warp = (threadIdx.x >> 5) & 3, group = threadIdx.x >> 7, lane = threadIdx.x & 31, c = 2 * (lane & 3);
+  constexpr int TILE = 64 * WGS;
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * TILE; base < P;
+       base += static_cast<int64_t>(gridDim.x) * TILE) {
     int64_t rlo[1], rhi[1];
-    rlo[0] = base + 16 * warp + (lane >> 2);
+    rlo[0] = base + 64 * group + 16 * warp + (lane >> 2);
     rhi[0] = rlo[0] + 8;
     if (rlo[0] >= P) rlo[0] = -1;
     if (rhi[0] >= P) rhi[0] = -1;
@@ -418,21 +423,26 @@ int mlp_case(const char* name, int64_t P, int reps) {
   double e_mma = 0.0;
   const bool ok_mma = check(&e_mma);
   const Timing t_mma = time_it(mma, P, reps);
-  std::printf("| %-26s | mma.sync (kernels/mlp_core.cuh) | %-5s | %9.2e | %8.3f | %6.2f |\n", name,
+  std::printf("| %-26s | %-40s | %-5s | %9.2e | %8.3f | %6.2f |\n", name, "mma.sync (kernels/mlp_core.cuh)",
               ok_mma ? "ok" : "FAIL", e_mma, t_mma.ms, t_mma.gpix);
 
   int sms = 0;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const int smem = core_base<C>(C::NMAT);
   int wgmma_ok = 0;  // one reading of the descriptor's offsets can be right: the other failing is expected
-  for (int swap = 0; swap < 2; ++swap) {
-    auto kernel = swap ? wgmma_mlp_kernel<C, true> : wgmma_mlp_kernel<C, false>;
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool swap = variant & 1;
+    const int wgs = variant < 2 ? 1 : 2;
+    auto kernel = variant == 0   ? wgmma_mlp_kernel<C, false, 1>
+                  : variant == 1 ? wgmma_mlp_kernel<C, true, 1>
+                  : variant == 2 ? wgmma_mlp_kernel<C, false, 2>
+                                 : wgmma_mlp_kernel<C, true, 2>;
     CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     int per_sm = 0;
-    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, smem));
-    const int64_t tiles = (P + 63) / 64;
+    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128 * wgs, smem));
+    const int64_t tiles = (P + 64 * wgs - 1) / (64 * wgs);
     const int blocks = static_cast<int>(std::min<int64_t>(tiles, static_cast<int64_t>(sms) * std::max(per_sm, 1)));
-    auto run = [&] { kernel<<<blocks, 128, smem>>>(dx, dy, dw, P, slope); };
+    auto run = [&] { kernel<<<blocks, 128 * wgs, smem>>>(dx, dy, dw, P, slope); };
     CK(cudaMemset(dy, 0xff, static_cast<size_t>(P) * C::OUT * 4));
     run();
     CK(cudaGetLastError());
@@ -441,8 +451,9 @@ int mlp_case(const char* name, int64_t P, int reps) {
     const bool ok = check(&e);
     const Timing t = time_it(run, P, reps);
     char label[96];
-    std::snprintf(label, sizeof label, "wgmma, %s, %d blocks/SM", swap ? "offsets swapped" : "offsets as PTX", per_sm);
-    std::printf("| %-26s | %-31s | %-5s | %9.2e | %8.3f | %6.2f |\n", name, label, ok ? "ok" : "FAIL", e, t.ms, t.gpix);
+    std::snprintf(label, sizeof label, "wgmma, %s, %d WG x %d blocks/SM", swap ? "offsets swapped" : "offsets as PTX",
+                  wgs, per_sm);
+    std::printf("| %-26s | %-40s | %-5s | %9.2e | %8.3f | %6.2f |\n", name, label, ok ? "ok" : "FAIL", e, t.ms, t.gpix);
     wgmma_ok += ok;
   }
   cudaFree(dx);
