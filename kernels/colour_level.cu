@@ -326,11 +326,11 @@ bool dispatch_colour(const MlpDims& d, F&& f) {
 const char* colour_forward(const ColourArgs& c, const float* var, float* fmap, float* I, float* alpha) {
   return guarded([&] {
     if (!dispatch_colour(c.dims, [](auto) {})) not_compiled("colour_level", c.dims);
-    check_fused_rows("colour_level", c.N * static_cast<int64_t>(c.h) * c.w);
+    const Geo g = colour_geo(c);  // checks the row count before anything launches
     launch_colour_maps(c, var, fmap);
     dispatch_colour(c.dims, [&](auto cfg) {
-      launch_forward_with<decltype(cfg)>(colour_mlp_args(c), MapIn{fmap, colour_geo(c)},
-                                         ApplyOut{c.D, I, alpha, colour_geo(c), colour_consts(c)});
+      launch_forward_with<decltype(cfg)>(colour_mlp_args(c), MapIn{fmap, g},
+                                         ApplyOut{c.D, I, alpha, g, colour_consts(c)});
     });
   });
 }
@@ -349,11 +349,12 @@ const char* colour_bwd_blocks(const ColourArgs& c, int* blocks) {
 const char* colour_backward(const ColourArgs& c, const float* fmap, const float* dI, const float* dalpha,
                             float* dw_partial) {
   return guarded([&] {
+    const Geo g = colour_geo(c);
     if (!dispatch_colour(c.dims, [&](auto cfg) {
           using C = decltype(cfg);
           if constexpr (C::BWD) {
-            launch_backward_with<C>(colour_mlp_args(c), MapIn{fmap, colour_geo(c)},
-                                    ApplyDy{c.D, dI, dalpha, colour_geo(c), colour_consts(c)}, nullptr, dw_partial);
+            launch_backward_with<C>(colour_mlp_args(c), MapIn{fmap, g}, ApplyDy{c.D, dI, dalpha, g, colour_consts(c)},
+                                    nullptr, dw_partial);
           } else {
             forward_only(c.dims);
           }

@@ -49,14 +49,6 @@ struct FGeo {
     }
     return __ldg(centre + (o.x * W + o.y));
   }
-  // Offset of tap t inside one plane, or -1 outside the image; `inside`:
-  // interior(y, x), so the checks are skipped.
-  __device__ __forceinline__ int tap(int y, int x, int ps, int t, bool inside) const {
-    const int2 o = __ldg(reinterpret_cast<const int2*>(tap_off) + ps * T + t);
-    const int yy = y + o.x, xx = x + o.y;
-    if (inside) return yy * W + xx;
-    return (yy < 0 || yy >= H || xx < 0 || xx >= W) ? -1 : yy * W + xx;
-  }
 };
 
 // Inputs of a front pixel from fmap (N, 4, H, W) = [d, asinh(d / sigma),
@@ -234,6 +226,8 @@ __device__ __forceinline__ float role_details(float (&dt)[NQ], const float (&o)[
                                               int ps, bool valid, int c, const FGeo& g) {
   const int T = g.T;
   const bool inside = g.interior(y, x);
+  const float* centre = img + (y * g.W + x);
+  const int2* taps = g.taps_of(ps);
   float bl = 0.f;
 #pragma unroll
   for (int q = 0; q < NQ; ++q) {
@@ -242,8 +236,7 @@ __device__ __forceinline__ float role_details(float (&dt)[NQ], const float (&o)[
     dt[q] = 0.f;
     if (valid && col < 3 * T) {
       const int t = col - (col >= T ? T : 0) - (col >= 2 * T ? T : 0);
-      const int off = g.tap(y, x, ps, t, inside);
-      if (off >= 0) dt[q] = __ldg(img + off);
+      dt[q] = inside ? g.read_tap<true>(centre, y, x, taps, t) : g.read_tap<false>(centre, y, x, taps, t);
     }
   }
   return sigmoid(quad_sum(bl));
@@ -563,17 +556,17 @@ const char* front_forward(const FrontArgs& f, float* fmap, float* O) {
     if (!dispatch_front(f.dims, f.kernels, f.taps, [](auto, auto) {})) front_not_compiled(f);
     const int64_t total = f.N * static_cast<int64_t>(f.H) * f.W;
     if (total == 0) return;
+    const FGeo g = front_geo(f);
     front_maps_kernel<<<elementwise_blocks(total, 256), 256, 0, f.stream>>>(
-        f.x, f.U, f.S, f.noise, f.colour, front_geo(f), fmap, total, f.var_floor, f.fc);
+        f.x, f.U, f.S, f.noise, f.colour, g, fmap, total, f.var_floor, f.fc);
     check_cuda(cudaGetLastError(), "front maps launch");
     const ColourConsts k{f.plain ? 1 : 0, f.plain_eps};
     dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto kernels) {
       using C = decltype(cfg);
       if constexpr (decltype(kernels)::value == 1) {
-        launch_forward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)}, FrontOut{fmap, f.U, O, front_geo(f), k});
+        launch_forward_with<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontOut{fmap, f.U, O, g, k});
       } else {
-        launch_forward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)},
-                               FrontOutRoles{fmap, f.U, O, front_geo(f), k, f.roles});
+        launch_forward_with<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontOutRoles{fmap, f.U, O, g, k, f.roles});
       }
     });
   });
@@ -595,22 +588,23 @@ const char* front_backward(const FrontArgs& f, const float* fmap, const float* d
   return guarded([&] {
     const int64_t total = f.N * static_cast<int64_t>(f.H) * f.W;
     if (total == 0) return;
+    const FGeo g = front_geo(f);
     const ColourConsts k{f.plain ? 1 : 0, f.plain_eps};
     if (!dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto kernels) {
           using C = decltype(cfg);
           if constexpr (!C::BWD) {
             forward_only(f.dims);
           } else if constexpr (decltype(kernels)::value == 1) {
-            launch_backward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)},
-                                    FrontDy{fmap, dO, abuf, front_geo(f), k}, bbuf, dw_partial);
+            launch_backward_with<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontDy{fmap, dO, abuf, g, k}, bbuf,
+                                    dw_partial);
           } else {
-            launch_backward_with<C>(front_mlp_args(f), FrontIn{fmap, front_geo(f)},
-                                    FrontDyRoles{fmap, dO, abuf, front_geo(f), k, f.roles}, bbuf, dw_partial);
+            launch_backward_with<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontDyRoles{fmap, dO, abuf, g, k, f.roles},
+                                    bbuf, dw_partial);
           }
         }))
       front_not_compiled(f);
     front_adjoint_kernel<<<elementwise_blocks(total, 256), 256, 0, f.stream>>>(
-        front_geo(f), f.colour, f.inv, f.inv_len, f.dims.out, f.kernels, f.dims.in, fmap, abuf, bbuf, dO, dU, total);
+        g, f.colour, f.inv, f.inv_len, f.dims.out, f.kernels, f.dims.in, fmap, abuf, bbuf, dO, dU, total);
     check_cuda(cudaGetLastError(), "front adjoint launch");
   });
 }

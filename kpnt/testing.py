@@ -63,8 +63,7 @@ def leaky_relu_f16(z: torch.Tensor, slope: float) -> torch.Tensor:
     f16 slope); the roundings pass gradients straight through."""
     r = _round_f16(z)
     s16 = float(torch.tensor(slope, dtype=torch.float16))
-    neg = r * s16 + ((r * s16).half().to(r.dtype) - r * s16).detach()
-    return torch.where(r > 0, r, neg)
+    return torch.where(r > 0, r, _round_f16(r * s16))
 
 
 def mlp_f16_rounded(x: torch.Tensor, ws: list[torch.Tensor], slope: float) -> torch.Tensor:

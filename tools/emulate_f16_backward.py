@@ -78,6 +78,7 @@ class _KernelLikeMlp(torch.autograd.Function):
         inv_row = inv_s.repeat_interleave(TILE)[:P, None]
         dz = _f16(dy / inv_row)
         dws = [None] * n
+        s16 = float(torch.tensor(ctx.slope, dtype=torch.float16))
         for m in range(n - 1, -1, -1):
             a = acts[m]
             # dW_m: per-tile products of f16 operands, unscaled per tile
@@ -86,8 +87,8 @@ class _KernelLikeMlp(torch.autograd.Function):
             if m > 0:
                 # The kernels round dA to f16, then scale it by 1 or the f16 slope
                 # (kernels/mlp_core.cuh lrelu_grad_frags) and round again.
-                s16 = float(torch.tensor(ctx.slope, dtype=torch.float16))
-                dz = _f16(torch.where(a > 0, _f16(da), _f16(da) * s16))
+                da16 = _f16(da)
+                dz = torch.where(a > 0, da16, _f16(da16 * s16))
         dx = da * inv_row
         return (dx, None, None, *dws)
 

@@ -28,9 +28,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ("mlp", "colour_level", "front_level")
-# torch.utils.cpp_extension's COMMON_NVCC_FLAGS and kpnt._backend.build_flags' own.
-FLAGS = ["-std=c++17", "-O3", "-lineinfo", "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
-         "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__", "--expt-relaxed-constexpr"]
+
+
+def nvcc_flags(arch: str) -> list[str]:
+    """The flags the extension's build gives nvcc for ``arch`` ('sm_90'):
+    torch.utils.cpp_extension's common ones and
+    :func:`kpnt._backend.build_flags`' own (cpp_extension adds the C++
+    standard, so this does too)."""
+    sys.path.insert(0, str(ROOT))
+    from torch.utils.cpp_extension import COMMON_NVCC_FLAGS
+
+    from kpnt._backend import build_flags
+
+    digits = arch.removeprefix("sm_").rstrip("a")
+    own = build_flags(f"{digits[:-1]}.{digits[-1]}")["cuda_cflags"]  # given the arch: no GPU is asked
+    return [f"-arch={arch}", "-std=c++17", *COMMON_NVCC_FLAGS, *own]
 
 
 def short_name(mangled: str) -> str:
@@ -46,10 +58,10 @@ def short_name(mangled: str) -> str:
     return " ".join(filter(None, [kind, "x".join(cfg.groups()) if cfg else "", "/".join(policies[:2])]))
 
 
-def compile_unit(kernels: Path, unit: str, arch: str, out: Path, cuobjdump: str) -> dict[str, dict]:
+def compile_unit(kernels: Path, unit: str, flags: list[str], out: Path, cuobjdump: str) -> dict[str, dict]:
     """{kernel: {'instructions', 'mma', 'calls', 'registers', 'spill'}} of one translation unit."""
     obj = out / f"{unit}.o"
-    res = subprocess.run(["nvcc", f"-arch={arch}", *FLAGS, "--resource-usage", "-c", str(kernels / f"{unit}.cu"),
+    res = subprocess.run(["nvcc", *flags, "--resource-usage", "-c", str(kernels / f"{unit}.cu"),
                           "-o", str(obj)], capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"kernel_sass_stats: nvcc failed on {unit}.cu:\n{res.stderr[-2000:]}")
@@ -86,8 +98,9 @@ def compile_unit(kernels: Path, unit: str, arch: str, out: Path, cuobjdump: str)
 def tree_stats(kernels: Path, arch: str, cuobjdump: str) -> dict[str, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         out = {}
+        flags = nvcc_flags(arch)
         for unit in UNITS:
-            for name, s in compile_unit(kernels, unit, arch, Path(tmp), cuobjdump).items():
+            for name, s in compile_unit(kernels, unit, flags, Path(tmp), cuobjdump).items():
                 out[f"{unit}: {short_name(name)}"] = s
         return out
 
