@@ -30,7 +30,7 @@
 //   dA_m  = dZ_{m+1} W_m       (per warp, from registers, like the forward)
 //   dZ_m  = dA_m * lrelu'(A_m) (sign of the stored post-activation: slope > 0
 //                               keeps the sign of the pre-activation; the
-//                               f16 slope the forward used)
+//                               slope the forward applied, HalfSlope)
 // Each block writes its partial dW once at the end; the caller sums them.
 // Shapes whose weights and tile activations exceed shared memory (width 128)
 // take the split backward instead: the same walk with activations and dZ
@@ -230,40 +230,61 @@ __device__ __forceinline__ void to_frags(uint32_t (&a)[N / 16][4], const float (
   }
 }
 
+// The leaky-ReLU slope as an unevaluated f16 sum hi + lo (hi = f16(slope),
+// lo = f16(slope - hi)): r hi + f16(r lo), one HFMA2 after one HMUL2, is
+// r slope rounded once to within a few 1e-3 of an f16 ulp, where r f16(slope)
+// alone would scale every negative activation by 1.0002 for slope 0.01 (f16
+// holds 0.0100021), a bias that compounds over the layers (session 23: the
+// forward drifted past the float64 checks).
+struct HalfSlope {
+  __half2 hi, lo;
+};
+__device__ __forceinline__ HalfSlope half_slope(float slope) {
+  const __half hi = __float2half_rn(slope);
+  return {__half2half2(hi), __float2half2_rn(slope - __half2float(hi))};
+}
+// The slope the kernels apply, hi + lo, in float (the split backward's factor).
+__device__ __forceinline__ float applied_slope(float slope) {
+  const __half hi = __float2half_rn(slope);
+  return __half2float(hi) + __half2float(__float2half_rn(slope - __half2float(hi)));
+}
+
 // Accumulators -> A fragments of the next layer through the leaky ReLU,
-// applied after the f16 rounding as max(a, slope a) on packed pairs (0 <
-// slope < 1): per two values one HMUL2 and one HMNMX2, where the float32
-// form took a compare and a predicated multiply per value (the activation
-// was 12 % of the front level's forward instructions; docs/KERNELS.md,
-// "Session 22").  Rounding first changes a negative activation by at most
-// an f16 rounding of it, the f16 slope (0.0100021 for 0.01) by 2e-4 of it;
-// the sign, which the backward reads as lrelu', is the same.
+// applied after the f16 rounding as max(a, a hi + f16(a lo)) on packed pairs
+// (0 < slope < 1, HalfSlope): per two values HMUL2, HFMA2 and HMNMX2, where
+// the float32 form took a compare and a predicated multiply per value (the
+// activation was 12 % of the front level's forward instructions;
+// docs/KERNELS.md, "Session 22").  Rounding first changes a negative
+// activation by at most an f16 rounding of it; the sign, which the backward
+// reads as lrelu', is the same.
 template <int N>
 __device__ __forceinline__ void lrelu_frags(uint32_t (&a)[N / 16][4], const float (&acc)[N / 8][4], float slope) {
   to_frags<N>(a, acc);
-  const __half2 s2 = __float2half2_rn(slope);
+  const HalfSlope s = half_slope(slope);
 #pragma unroll
   for (int kb = 0; kb < N / 16; ++kb)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       __half2 h = *reinterpret_cast<const __half2*>(&a[kb][e]);
-      h = __hmax2(h, __hmul2(h, s2));
+      h = __hmax2(h, __hfma2(h, s.hi, __hmul2(h, s.lo)));
       a[kb][e] = *reinterpret_cast<const uint32_t*>(&h);
     }
 }
 
 // dZ = dA lrelu'(Z) on f16 fragments: register (kb, r) of a holds columns
 // 16 kb + 8 (r / 2) + c, + 1 of row lr + 8 (r % 2); the factor is 1 where the
-// stored activation (act [row][N + kPad]) is positive, else the slope.  The
-// slope is the f16 one the forward used (lrelu_frags), so this is the
-// derivative of the function the kernels compute; the factor is chosen with
-// one LOP3 on the compare mask (exact: 1 or slope16) and applied with one
-// HMUL2 a pair, where the float32 form took four instructions a value.
+// stored activation (act [row][N + kPad]) is positive, else the slope hi + lo
+// the forward applied (lrelu_frags), so this is the derivative of the
+// function the kernels compute.  Both parts of the factor are chosen with one
+// LOP3 each on the compare mask (1 and 0, or hi and lo) and applied as
+// dA f_hi + f16(dA f_lo), where the float32 form took four instructions a value.
 template <int N>
 __device__ __forceinline__ void lrelu_grad_frags(uint32_t (&a)[N / 16][4], const __half* act, int lr, int c,
                                                  float slope) {
-  const __half2 zero = __float2half2_rn(0.f), one = __float2half2_rn(1.f), s2 = __float2half2_rn(slope);
-  const uint32_t one_bits = *reinterpret_cast<const uint32_t*>(&one), s_bits = *reinterpret_cast<const uint32_t*>(&s2);
+  const __half2 zero = __float2half2_rn(0.f), one = __float2half2_rn(1.f);
+  const HalfSlope s = half_slope(slope);
+  const uint32_t one_bits = *reinterpret_cast<const uint32_t*>(&one);
+  const uint32_t hi_bits = *reinterpret_cast<const uint32_t*>(&s.hi), lo_bits = *reinterpret_cast<const uint32_t*>(&s.lo);
 #pragma unroll
   for (int kb = 0; kb < N / 16; ++kb)
 #pragma unroll
@@ -271,9 +292,10 @@ __device__ __forceinline__ void lrelu_grad_frags(uint32_t (&a)[N / 16][4], const
       const int row = lr + 8 * (r & 1), col = 16 * kb + 8 * (r >> 1) + c;
       const __half2 z = *reinterpret_cast<const __half2*>(act + row * (N + kPad) + col);
       const uint32_t pos = __hgt2_mask(z, zero);  // 0xFFFF in each half whose activation is > 0
-      const uint32_t f = (pos & one_bits) | (~pos & s_bits);
+      const uint32_t f_hi = (pos & one_bits) | (~pos & hi_bits), f_lo = ~pos & lo_bits;
       __half2 v = *reinterpret_cast<const __half2*>(&a[kb][r]);
-      v = __hmul2(v, *reinterpret_cast<const __half2*>(&f));
+      v = __hfma2(v, *reinterpret_cast<const __half2*>(&f_hi),
+                  __hmul2(v, *reinterpret_cast<const __half2*>(&f_lo)));
       a[kb][r] = *reinterpret_cast<const uint32_t*>(&v);
     }
 }
@@ -975,7 +997,7 @@ __device__ __forceinline__ void split_step(const uint32_t (&dzf)[C::rows(m) / 16
       for (int e = 0; e < 4; ++e) {
         const int kk = (j >> 1) * 4 + (((j & 1) << 1) | (e >> 1));  // register of da[j][e] after to_frags
         const uint32_t bit = 1u << ((kk & 15) + 16 * (e & 1));
-        if ((bits[kk >> 4] & bit) == 0u) da[j][e] *= k.slope;  // k.slope: the f16 slope of the forward
+        if ((bits[kk >> 4] & bit) == 0u) da[j][e] *= k.slope;  // k.slope: the slope the forward applied
       }
     uint32_t nf[N / 16][4];
     to_frags<N>(nf, da);
@@ -1046,7 +1068,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     if (threadIdx.x == 0) scales[tb + t] = inv_s;
     uint32_t dzf[C::OUT / 16][4];
     to_frags<C::OUT>(dzf, gy);
-    const SplitCtx k{ws, msk, work, R, inv_s, __half2float(__float2half_rn(slope)), lane, rlo[0], rhi[0], rb, dx};
+    const SplitCtx k{ws, msk, work, R, inv_s, applied_slope(slope), lane, rlo[0], rhi[0], rb, dx};
     split_step<C, C::NH>(dzf, k);
   }
 }

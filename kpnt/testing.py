@@ -54,16 +54,32 @@ def _round_f16(t: torch.Tensor) -> torch.Tensor:
     return t + (t.half().double() - t).detach()
 
 
+def half_slope(slope: float) -> tuple[float, float]:
+    """The slope as the kernels hold it (kernels/mlp_core.cuh ``HalfSlope``):
+    ``hi`` = f16(slope), ``lo`` = f16(slope - hi), both as floats."""
+    hi = float(torch.tensor(slope, dtype=torch.float16))
+    return hi, float(torch.tensor(slope - hi, dtype=torch.float16))
+
+
+def scale_like_hfma2(v: torch.Tensor, slope: float) -> torch.Tensor:
+    """``v`` (f16 values in float64) times the slope as the kernels form it:
+    f16(v hi + f16(v lo)), an HMUL2 then an HFMA2 (one rounding of the exact
+    sum, which float64 holds exactly for f16 operands)."""
+    hi, lo = half_slope(slope)
+    return (v * hi + (v * lo).half().double()).half().double()
+
+
 def leaky_relu_f16(z: torch.Tensor, slope: float) -> torch.Tensor:
     """The fused kernels' activation (kernels/mlp_core.cuh ``lrelu_frags``):
-    ``z`` rounded to f16, then max(r, r s) in f16 arithmetic (``s`` the slope
-    rounded to f16, the product rounded to f16).  Gradient: 1 where the
-    rounded value is positive, else ``s``, the derivative of what the
+    ``z`` rounded to f16, then max(r, r s) with r s formed in f16 arithmetic
+    as :func:`scale_like_hfma2` does.  Gradient: 1 where the rounded value is
+    positive, else hi + lo (:func:`half_slope`), the derivative of what the
     kernels compute (their backward, ``lrelu_grad_frags``, scales by the same
-    f16 slope); the roundings pass gradients straight through."""
+    two parts); the roundings pass gradients straight through."""
     r = _round_f16(z)
-    s16 = float(torch.tensor(slope, dtype=torch.float16))
-    return torch.where(r > 0, r, _round_f16(r * s16))
+    hi, lo = half_slope(slope)
+    neg = r * (hi + lo)
+    return torch.where(r > 0, r, neg + (scale_like_hfma2(r.detach(), slope) - neg).detach())
 
 
 def mlp_f16_rounded(x: torch.Tensor, ws: list[torch.Tensor], slope: float) -> torch.Tensor:

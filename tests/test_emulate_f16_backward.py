@@ -45,23 +45,38 @@ def test_tile_scaling_keeps_range_and_loses_small_rows():
     assert rel(alone[0], want[0]) < 3e-3               # their own tile: full f16 precision
 
 
-def test_leaky_relu_f16_matches_f16_arithmetic_and_its_gradient_is_the_f16_slope():
-    """kpnt.testing.leaky_relu_f16 is the kernels' activation: max(h, h s)
-    on f16 values with f16 products (torch's CPU half arithmetic rounds each
-    product like HMUL2), and its gradient is 1 or the f16 slope, the factor
-    the kernels' backward applies."""
-    from kpnt.testing import leaky_relu_f16
+def test_leaky_relu_f16_matches_f16_arithmetic_and_its_gradient_is_the_applied_slope():
+    """kpnt.testing.leaky_relu_f16 is the kernels' activation: max(h, h hi +
+    f16(h lo)) on f16 values, built here from torch's CPU half arithmetic
+    (which rounds a half product like HMUL2) and an exact float64 sum rounded
+    once (HFMA2); its gradient is 1 or hi + lo, the factor the kernels'
+    backward applies.  And the pair is what it is for: hi + lo is the slope to
+    f16-squared precision, and the activation is within an f16 rounding of
+    r * slope, where f16(slope) alone is off by 2e-4."""
+    from kpnt.testing import half_slope, leaky_relu_f16
 
     g = torch.Generator().manual_seed(3)
     z = (torch.randn(4096, generator=g, dtype=torch.float64) * torch.logspace(-6, 3, 4096, dtype=torch.float64))
     z = torch.cat([z, torch.tensor([0.0, -0.0, 1e-9, -1e-9, 65504.0, -65504.0], dtype=torch.float64)])
     z.requires_grad_()
     slope = 0.01
+    hi, lo = half_slope(slope)
+    assert abs(hi - slope) > 1e-4 * slope and abs(hi + lo - slope) < 1e-6 * slope
     got = leaky_relu_f16(z, slope)
     h = z.detach().half()
-    want = torch.maximum(h, h * torch.tensor(slope, dtype=torch.float16)).double()
+    lo_part = h * torch.tensor(lo, dtype=torch.float16)                       # HMUL2
+    fma = (h.double() * hi + lo_part.double()).half()                          # HFMA2: exact sum, one rounding
+    want = torch.maximum(h, fma).double()
     assert torch.equal(got.detach(), want)
+    # Where h lo is still an f16 number (|h| > 0.1), the activation is r * slope
+    # rounded once, unbiased; f16(slope) alone would be biased by 0.45 of the
+    # rounding unit 2^-11 on average.
+    neg = h.double() < -0.1
+    exact = h.double()[neg] * slope
+    err = (want[neg] - exact) / exact.abs() * 2.0 ** 11
+    assert err.abs().max() <= 1.0 and abs(err.mean()) < 0.1
+    hi_only = ((h.double()[neg] * hi).half().double() - exact) / exact.abs() * 2.0 ** 11
+    assert abs(hi_only.mean()) > 0.3
     (dz,) = torch.autograd.grad(got.sum(), z)
     one = torch.tensor(1.0, dtype=torch.float64)
-    s64 = torch.tensor(slope, dtype=torch.float16).double()  # 0.0100021...
-    assert torch.equal(dz, torch.where(h.double() > 0, one, s64))
+    assert torch.equal(dz, torch.where(h.double() > 0, one, torch.tensor(hi + lo, dtype=torch.float64)))

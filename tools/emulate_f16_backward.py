@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kpnt.testing import leaky_relu_f16, mlp_f16_rounded, reference_mlp, rel_error as rel  # noqa: E402
+from kpnt.testing import leaky_relu_f16, mlp_f16_rounded, scale_like_hfma2, reference_mlp, rel_error as rel  # noqa: E402
 
 TILE = 128
 
@@ -78,17 +78,16 @@ class _KernelLikeMlp(torch.autograd.Function):
         inv_row = inv_s.repeat_interleave(TILE)[:P, None]
         dz = _f16(dy / inv_row)
         dws = [None] * n
-        s16 = float(torch.tensor(ctx.slope, dtype=torch.float16))
         for m in range(n - 1, -1, -1):
             a = acts[m]
             # dW_m: per-tile products of f16 operands, unscaled per tile
             dws[m] = (dz * inv_row).t() @ a
             da = dz @ _f16(ws[m])
             if m > 0:
-                # The kernels round dA to f16, then scale it by 1 or the f16 slope
-                # (kernels/mlp_core.cuh lrelu_grad_frags) and round again.
+                # The kernels round dA to f16, then scale it by 1 or the slope as
+                # hi + lo (kernels/mlp_core.cuh lrelu_grad_frags), rounding once more.
                 da16 = _f16(da)
-                dz = torch.where(a > 0, da16, _f16(da16 * s16))
+                dz = torch.where(a > 0, da16, scale_like_hfma2(da16, ctx.slope))
         dx = da * inv_row
         return (dx, None, None, *dws)
 
