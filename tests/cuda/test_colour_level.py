@@ -14,7 +14,7 @@ import torch
 from kpnt import ops
 from kpnt.ops import _cuda
 from kpnt.testing import mlp_f16_rounded as mlp_f16
-from kpnt.testing import TOLERANCES, fused_shapes
+from kpnt.testing import TOLERANCES, fused_shapes, grad_vs_exact_bound
 from kpnt.testing import rel_error as rel
 from kpnt.ref.colour_level import colour_level as ref_colour_level
 from kpnt.spec import ColourLevelSpec
@@ -99,7 +99,7 @@ def test_forward_and_weight_gradients(shape, mode, dims):
         # the bound is the f16 reference's own distance from exact.
         note = f"weights[{i}]: {rel(x, y16):.2e} vs f16 ref, {rel(x, y):.2e} vs exact, f16 ref vs exact {rel(y16, y):.2e}"
         assert rel(x, y16) < max(TOL_GRAD, rel(y16, y)), note
-        assert rel(x, y) <= TOLERANCES["grad_vs_exact_factor"] * rel(y16, y) + TOLERANCES["grad_vs_exact_slack"], note
+        assert rel(x, y) <= grad_vs_exact_bound(rel(x, y16), rel(y16, y)), note
 
 
 def test_gradients_to_the_details():

@@ -12,7 +12,7 @@ from kpnt.mosaic.cfa import CFA
 from kpnt.ops import _cuda
 from kpnt.testing import mlp_f16_rounded as mlp_f16
 from kpnt.testing import front_level_inputs
-from kpnt.testing import TOLERANCES, fused_shapes
+from kpnt.testing import TOLERANCES, fused_shapes, grad_vs_exact_bound
 from kpnt.testing import rel_error as rel
 from kpnt.ref.front_level import front_level as ref_front
 from kpnt.spec import FrontLevelSpec
@@ -68,7 +68,7 @@ def test_forward_and_gradients(cfa, size, spec):
     for a, b, c in zip(got, ref16_g, ref_g):
         assert torch.isfinite(a).all()
         assert rel(a, b) < TOL_GRAD
-        assert rel(a, c) <= TOLERANCES["grad_vs_exact_factor"] * rel(b, c) + TOLERANCES["grad_vs_exact_slack"]
+        assert rel(a, c) <= grad_vs_exact_bound(rel(a, b), rel(b, c))
 
 
 def test_mosaic_gradient_through_the_reference_path():

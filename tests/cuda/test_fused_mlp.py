@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from kpnt.ops import _cuda
 from kpnt.spec import ColourLevelSpec
 from kpnt.testing import mlp_f16_rounded
-from kpnt.testing import TOLERANCES, fused_shapes
+from kpnt.testing import TOLERANCES, fused_shapes, grad_vs_exact_bound
 from kpnt.testing import rel_error as rel
 
 SLOPE = 0.1  # large enough that the negative branch matters in the gradients
@@ -25,7 +25,6 @@ SLOPE = 0.1  # large enough that the negative branch matters in the gradients
 #: forward-only ones: tests/cuda/test_forward_only.py).
 CONFIGS = [list(d) for d in sorted({s.mlp.as_tuple() for s in fused_shapes(train=True)})]
 TOL_FWD, TOL_GRAD = TOLERANCES["forward"], TOLERANCES["grad"]
-FACTOR, SLACK = TOLERANCES["grad_vs_exact_factor"], TOLERANCES["grad_vs_exact_slack"]
 
 pytestmark = pytest.mark.cuda
 
@@ -85,7 +84,7 @@ def test_forward_and_gradients(dims, P):
     for i, (a, b, c) in enumerate(zip(g, ref16_g, ref_g)):
         name = "x" if i == 0 else f"weights[{i - 1}]"
         assert rel(a, b) < TOL_GRAD, name
-        assert rel(a, c) <= FACTOR * rel(b, c) + SLACK, name
+        assert rel(a, c) <= grad_vs_exact_bound(rel(a, b), rel(b, c)), name
 
 
 def test_tiny_gradients_do_not_underflow():
