@@ -1,0 +1,369 @@
+// Can one kernel run a projection-guide block faster than cuDNN + cuBLAS?  A
+// standalone probe for issue 14's point 5 (24-MP Bayer inference <= 30 ms),
+// written in session 23 without a GPU to run it on: it checks itself against
+// a host reference before it times anything.
+//
+//   nvcc -gencode arch=compute_90,code=sm_90 -O3 -std=c++17 -I kernels \
+//        tools/projblock_probe/projblock_probe.cu -o probe && ./probe
+//
+// The shipped Bayer guide's hidden blocks (kpnt/ref/guide.py, ``proj``) are
+//   h  = relu(conv3x3(z, W) + b)              (64 -> 64 channels)
+//   z' = relu(z + P h + c)                    (P: a 1x1 convolution, 64 x 64)
+// At 24 MP they run at 2001 x 3003 positions, f16, channels-last; on the H100
+// (session 23, tools/profile_inference.py) cuDNN's 3x3 took 0.978 ms a block
+// and cuBLAS's 1x1 with the add and ReLU in its epilogue 0.756 ms: 1.734 ms,
+// 26 of the model's 46.6 ms.  The 1x1 is memory-bound (it reads h and z and
+// writes z', 2.3 GB); here h never leaves the chip.
+//
+// The kernel: an implicit GEMM on mma.sync.  A persistent block keeps W
+// (64 x 576 f16, 73 KB) and P in shared memory, and per tile of TY x 16
+// positions loads the (TY + 2) x 18 halo of z (zeros outside the image) into
+// shared memory; each warp computes two image rows (two 16-row A blocks,
+// read from the halo by ldmatrix, one row address per position and tap) x 64
+// channels over K = 9 taps x 64 channels, then adds b, applies the ReLU,
+// rounds h to f16 in registers (the kpnt MLP kernels' hand-over), multiplies
+// by P, adds c and z (from the halo) and stores relu(...) as f16.
+//
+// Prints a table (check, ms a block at 24-MP Bayer size, TFLOP/s, against
+// the 1.734 ms of cuDNN + cuBLAS); exits non-zero if a check fails.
+#include "mlp_core.cuh"
+
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+namespace probe {
+
+using kpnt::gemm_nk;
+using kpnt::kPad;
+using kpnt::ldsm_x4;
+using kpnt::mma;
+using kpnt::pack2;
+
+#define CK(x)                                                                                  \
+  do {                                                                                         \
+    cudaError_t e_ = (x);                                                                      \
+    if (e_ != cudaSuccess) {                                                                   \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(2);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+constexpr int C = 64;              // channels in and out
+constexpr int K3 = 9 * C;          // the 3x3's reduction: tap-major, then input channel
+constexpr int kW3 = K3 + kPad;     // W's shared-memory row (1168 bytes: an odd multiple of 16)
+constexpr int kRow = C + kPad;     // a halo position's / P's shared-memory row (144 bytes)
+constexpr int TX = 16;             // tile width: one 16-row A block per image row
+constexpr int kCopyTime = 1734;    // session 23, H100: cuDNN 3x3 + cuBLAS 1x1 per block, microseconds x 1000
+
+template <int TY>
+struct Tile {
+  static constexpr int WARPS = TY / 2, THREADS = 32 * WARPS;
+  static constexpr int HY = TY + 2, HX = TX + 2;
+  static constexpr size_t SMEM =
+      sizeof(__half) * (size_t(C) * kW3 + size_t(C) * kRow + size_t(HY) * HX * kRow) + sizeof(float) * 2 * C;
+};
+
+// One projection block, z (N, H, W, 64) f16 -> out (same), W3 [64][9][64]
+// (out, tap = 3 dy + dx, in), P [64][64] (out, in).
+template <int TY>
+__global__ void __launch_bounds__(Tile<TY>::THREADS)
+    projblock_kernel(const __half* __restrict__ z, __half* __restrict__ out, const __half* __restrict__ w3,
+                     const float* __restrict__ b3, const __half* __restrict__ p, const float* __restrict__ c1,
+                     int N, int H, int W) {
+  using T = Tile<TY>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __half* sW = reinterpret_cast<__half*>(smem);
+  __half* sP = sW + C * kW3;
+  __half* sZ = sP + C * kRow;
+  float* sb = reinterpret_cast<float*>(sZ + T::HY * T::HX * kRow);
+  float* sc = sb + C;
+  for (int e = threadIdx.x * 8; e < C * K3; e += T::THREADS * 8)
+    *reinterpret_cast<uint4*>(sW + (e / K3) * kW3 + e % K3) = __ldg(reinterpret_cast<const uint4*>(w3 + e));
+  for (int e = threadIdx.x * 8; e < C * C; e += T::THREADS * 8)
+    *reinterpret_cast<uint4*>(sP + (e / C) * kRow + e % C) = __ldg(reinterpret_cast<const uint4*>(p + e));
+  for (int i = threadIdx.x; i < C; i += T::THREADS) {
+    sb[i] = b3[i];
+    sc[i] = c1[i];
+  }
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int q = lane >> 3, i8 = lane & 7, lr = lane >> 2, c2 = 2 * (lane & 3);
+  const int tiles_y = (H + TY - 1) / TY, tiles_x = (W + TX - 1) / TX;
+  const long long tiles = 1LL * N * tiles_y * tiles_x;
+  for (long long t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int tx = static_cast<int>(t % tiles_x), ty = static_cast<int>((t / tiles_x) % tiles_y);
+    const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
+    const int y0 = ty * TY, x0 = tx * TX;
+    __syncthreads();  // the weights are in; the previous tile's halo is read
+    for (int k = threadIdx.x; k < T::HY * T::HX * 8; k += T::THREADS) {
+      const int pos = k >> 3, part = k & 7, gy = y0 - 1 + pos / T::HX, gx = x0 - 1 + pos % T::HX;
+      uint4 v = make_uint4(0u, 0u, 0u, 0u);
+      if (gy >= 0 && gy < H && gx >= 0 && gx < W)
+        v = __ldg(reinterpret_cast<const uint4*>(z + ((1LL * n * H + gy) * W + gx) * C + part * 8));
+      *reinterpret_cast<uint4*>(sZ + pos * kRow + part * 8) = v;
+    }
+    __syncthreads();
+
+    // The 3x3: acc[r] holds image row 2 warp + r of the tile, 16 positions x 64 channels.
+    float acc[2][C / 8][4];
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int j = 0; j < C / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[r][j][e] = 0.f;
+#pragma unroll 1
+    for (int tap = 0; tap < 9; ++tap) {
+      const int dy = tap / 3, dx = tap % 3;
+#pragma unroll
+      for (int cb = 0; cb < C / 16; ++cb) {
+        uint32_t a[2][4];
+#pragma unroll
+        for (int r = 0; r < 2; ++r)  // matrix q: positions 8 (q & 1) + i8, channels 8 (q >> 1)
+          ldsm_x4(a[r], sZ + ((2 * warp + r + dy) * T::HX + 8 * (q & 1) + i8 + dx) * kRow + cb * 16 + 8 * (q >> 1));
+        const int kb = tap * (C / 16) + cb;
+#pragma unroll
+        for (int nb = 0; nb < C / 16; ++nb) {
+          uint32_t b[4];
+          ldsm_x4(b, sW + (nb * 16 + i8 + 8 * (q >> 1)) * kW3 + kb * 16 + 8 * (q & 1));
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            mma(acc[r][2 * nb], a[r], b[0], b[1]);
+            mma(acc[r][2 * nb + 1], a[r], b[2], b[3]);
+          }
+        }
+      }
+    }
+
+    // h = relu(acc + b) as f16 A fragments, then P h.
+    uint32_t hf[2][C / 16][4];
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int kb = 0; kb < C / 16; ++kb)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int j = 2 * kb + h, col = 8 * j + c2;
+          hf[r][kb][2 * h] = pack2(fmaxf(acc[r][j][0] + sb[col], 0.f), fmaxf(acc[r][j][1] + sb[col + 1], 0.f));
+          hf[r][kb][2 * h + 1] = pack2(fmaxf(acc[r][j][2] + sb[col], 0.f), fmaxf(acc[r][j][3] + sb[col + 1], 0.f));
+        }
+    float acc2[2][C / 8][4];
+    gemm_nk<C, C, 2>(acc2, hf, sP, lane);
+
+    // z' = relu(z + P h + c), z from the halo's centre.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int ly = 2 * warp + r, gy = y0 + ly;
+      if (gy >= H) continue;
+#pragma unroll
+      for (int hi = 0; hi < 2; ++hi) {
+        const int px = lr + 8 * hi, gx = x0 + px;
+        if (gx >= W) continue;
+        const __half* zc = sZ + ((ly + 1) * T::HX + px + 1) * kRow;
+        __half* o = out + ((1LL * n * H + gy) * W + gx) * C;
+#pragma unroll
+        for (int j = 0; j < C / 8; ++j) {
+          const int col = 8 * j + c2;
+          const float2 zz = __half22float2(*reinterpret_cast<const __half2*>(zc + col));
+          const float v0 = fmaxf(acc2[r][j][2 * hi] + sc[col] + zz.x, 0.f);
+          const float v1 = fmaxf(acc2[r][j][2 * hi + 1] + sc[col + 1] + zz.y, 0.f);
+          *reinterpret_cast<uint32_t*>(o + col) = pack2(v0, v1);
+        }
+      }
+    }
+  }
+}
+
+// Values in [0, 1) from a hash of the index (the timed input; its values do not matter).
+__global__ void fill_uniform(__half* z, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    z[i] = __float2half((h >> 8) * (1.f / 16777216.f));
+  }
+}
+
+// ------------------------------------------------------------------ host
+
+struct Block {
+  std::vector<__half> w3, p;  // [64][9][64], [64][64]
+  std::vector<float> b3, c1;
+};
+
+Block random_block(std::mt19937& g) {
+  Block k;
+  std::normal_distribution<float> nd(0.f, 1.f);
+  k.w3.resize(size_t(C) * K3);
+  k.p.resize(size_t(C) * C);
+  for (auto& v : k.w3) v = __float2half(nd(g) * std::sqrt(2.f / K3));
+  for (auto& v : k.p) v = __float2half(nd(g) * std::sqrt(1.f / C));
+  for (int i = 0; i < C; ++i) {
+    k.b3.push_back(0.05f * nd(g));
+    k.c1.push_back(0.05f * nd(g));
+  }
+  return k;
+}
+
+// The block in double, rounding h to f16 where the kernel does.
+std::vector<double> host_block(const std::vector<__half>& z, const Block& k, int N, int H, int W) {
+  std::vector<double> out(z.size());
+  std::vector<double> h(C);
+  for (int n = 0; n < N; ++n)
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) {
+        for (int o = 0; o < C; ++o) {
+          double s = k.b3[o];
+          for (int tap = 0; tap < 9; ++tap) {
+            const int yy = y + tap / 3 - 1, xx = x + tap % 3 - 1;
+            if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+            const __half* zp = &z[((size_t(n) * H + yy) * W + xx) * C];
+            const __half* wp = &k.w3[(size_t(o) * 9 + tap) * C];
+            for (int ci = 0; ci < C; ++ci) s += double(__half2float(wp[ci])) * __half2float(zp[ci]);
+          }
+          h[o] = __half2float(__float2half(float(std::max(s, 0.0))));
+        }
+        const __half* zc = &z[((size_t(n) * H + y) * W + x) * C];
+        for (int o = 0; o < C; ++o) {
+          double s = k.c1[o] + __half2float(zc[o]);
+          for (int ci = 0; ci < C; ++ci) s += double(__half2float(k.p[size_t(o) * C + ci])) * h[ci];
+          out[((size_t(n) * H + y) * W + x) * C + o] = std::max(s, 0.0);
+        }
+      }
+  return out;
+}
+
+struct Dev {
+  __half *w3, *p;
+  float *b3, *c1;
+};
+
+Dev upload(const Block& k) {
+  Dev d;
+  CK(cudaMalloc(&d.w3, k.w3.size() * 2));
+  CK(cudaMalloc(&d.p, k.p.size() * 2));
+  CK(cudaMalloc(&d.b3, C * 4));
+  CK(cudaMalloc(&d.c1, C * 4));
+  CK(cudaMemcpy(d.w3, k.w3.data(), k.w3.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(d.p, k.p.data(), k.p.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(d.b3, k.b3.data(), C * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(d.c1, k.c1.data(), C * 4, cudaMemcpyHostToDevice));
+  return d;
+}
+
+template <int TY>
+int blocks_per_sm() {
+  int b = 0;
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, projblock_kernel<TY>, Tile<TY>::THREADS, Tile<TY>::SMEM));
+  return b;
+}
+
+template <int TY>
+void launch(const __half* z, __half* out, const Dev& d, int N, int H, int W, int grid) {
+  projblock_kernel<TY><<<grid, Tile<TY>::THREADS, Tile<TY>::SMEM>>>(z, out, d.w3, d.b3, d.p, d.c1, N, H, W);
+}
+
+template <int TY>
+bool check(const Block& k, const Dev& d, int sms) {
+  CK(cudaFuncSetAttribute(projblock_kernel<TY>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile<TY>::SMEM)));
+  const int N = 2, H = 37, W = 53;  // partial tiles at both edges, two images
+  std::mt19937 g(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<__half> z(size_t(N) * H * W * C);
+  for (auto& v : z) v = __float2half(std::max(nd(g), 0.f));  // a block's input is a ReLU's output
+  __half *dz, *dout;
+  CK(cudaMalloc(&dz, z.size() * 2));
+  CK(cudaMalloc(&dout, z.size() * 2));
+  CK(cudaMemcpy(dz, z.data(), z.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemset(dout, 0xFF, z.size() * 2));  // NaN: rows left unwritten show
+  launch<TY>(dz, dout, d, N, H, W, std::min(2 * sms, 64));
+  CK(cudaGetLastError());
+  CK(cudaDeviceSynchronize());
+  std::vector<__half> got(z.size());
+  CK(cudaMemcpy(got.data(), dout, z.size() * 2, cudaMemcpyDeviceToHost));
+  const std::vector<double> want = host_block(z, k, N, H, W);
+  double num = 0, den = 0;
+  bool finite = true;
+  for (size_t i = 0; i < z.size(); ++i) {
+    const double v = __half2float(got[i]);
+    finite = finite && std::isfinite(v);
+    num += (v - want[i]) * (v - want[i]);
+    den += want[i] * want[i];
+  }
+  const double rel = std::sqrt(num / std::max(den, 1e-300));
+  const bool ok = finite && rel < 2e-3;
+  std::printf("| check TY=%-2d | 2x37x53 | rel. error %.2e | %s |\n", TY, rel, finite ? (ok ? "ok" : "FAIL") : "FAIL (unwritten)");
+  CK(cudaFree(dz));
+  CK(cudaFree(dout));
+  return ok;
+}
+
+template <int TY>
+void timeit(const __half* z, __half* out, const Dev& d, int N, int H, int W, int sms, int reps) {
+  const int per_sm = blocks_per_sm<TY>();
+  const int grid = per_sm * sms;
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) launch<TY>(z, out, d, N, H, W, grid);
+  CK(cudaGetLastError());
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    CK(cudaEventRecord(a));
+    launch<TY>(z, out, d, N, H, W, grid);
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    float t = 0;
+    CK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2], pos = double(N) * H * W;
+  const double tflop = pos * C * (K3 + C) * 2.0 / (med * 1e-3) / 1e12;
+  std::printf("| TY=%-2d, %d warps, %d blocks/SM | %.3f ms | %.0f TFLOP/s | %.2fx cuDNN + cuBLAS (%.3f ms) |\n", TY,
+              Tile<TY>::WARPS, per_sm, med, tflop, kCopyTime / 1000.0 / med, kCopyTime / 1000.0);
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+}
+
+}  // namespace probe
+
+int main(int argc, char** argv) {
+  using namespace probe;
+  const int reps = argc > 1 ? std::atoi(argv[1]) : 20;
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  const int sms = prop.multiProcessorCount;
+  std::printf("projection-block probe: %s, sm_%d%d, %d SMs, median of %d\n\n", prop.name, prop.major, prop.minor, sms,
+              reps);
+  std::mt19937 g(1);
+  const Block k = random_block(g);
+  const Dev d = upload(k);
+  std::printf("| case | size | result | |\n| --- | --- | --- | --- |\n");
+  bool ok = check<8>(k, d, sms);
+  ok = check<16>(k, d, sms) && ok;
+  if (!ok) {
+    std::printf("\na check failed: no timings\n");
+    return 1;
+  }
+  // 24-MP Bayer: the guide packs 2 x 2, so 2001 x 3003 positions.
+  const int N = 1, H = 2001, W = 3003;
+  const size_t n = size_t(N) * H * W * C;
+  __half *dz, *dout;
+  CK(cudaMalloc(&dz, n * 2));
+  CK(cudaMalloc(&dout, n * 2));
+  fill_uniform<<<4 * sms, 256>>>(dz, n);
+  CK(cudaGetLastError());
+  std::printf("\n| kernel | ms a block (1 x 2001 x 3003 x 64) | rate | against session 23's |\n"
+              "| --- | ---: | ---: | --- |\n");
+  timeit<8>(dz, dout, d, N, H, W, sms, reps);
+  timeit<16>(dz, dout, d, N, H, W, sms, reps);
+  std::printf("\nall checks passed\n");
+  return 0;
+}
