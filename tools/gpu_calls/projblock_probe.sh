@@ -7,8 +7,8 @@
 #   REPS (default 20) timed launches (median).
 set -o pipefail
 nvidia-smi -L
-nvcc -gencode arch=compute_90,code=sm_90 -O3 -std=c++17 -I kernels -Xptxas -v \
-    tools/projblock_probe/projblock_probe.cu -o /tmp/projblock_probe 2> $OUT/projblock_probe_build.txt \
+nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -I kernels -Xptxas -v \
+    tools/projblock_probe/projblock_probe.cu kernels/mlp.cu -o /tmp/projblock_probe 2> $OUT/projblock_probe_build.txt \
     || { tail -20 $OUT/projblock_probe_build.txt; exit 2; }
 grep -iE "warn|spill stores [1-9]" $OUT/projblock_probe_build.txt | head
 /tmp/projblock_probe ${REPS:-20} | tee $OUT/projblock_probe.txt

@@ -3,8 +3,8 @@
 // written in session 23 without a GPU to run it on: it checks itself against
 // a host reference before it times anything.
 //
-//   nvcc -gencode arch=compute_90,code=sm_90 -O3 -std=c++17 -I kernels \
-//        tools/projblock_probe/projblock_probe.cu -o probe && ./probe
+//   nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -I kernels \
+//        tools/projblock_probe/projblock_probe.cu kernels/mlp.cu -o probe && ./probe
 //
 // The shipped Bayer guide's hidden blocks (kpnt/ref/guide.py, ``proj``) are
 //   h  = relu(conv3x3(z, W) + b)              (64 -> 64 channels)
@@ -27,6 +27,7 @@
 // Prints a table (check, ms a block at 24-MP Bayer size, TFLOP/s, against
 // the 1.734 ms of cuDNN + cuBLAS); exits non-zero if a check fails.
 #include "mlp_core.cuh"
+#include "../wgmma_probe/wgmma.cuh"
 
 #include <cuda_fp16.h>
 
@@ -77,7 +78,7 @@ __global__ void __launch_bounds__(Tile<TY>::THREADS)
                      const float* __restrict__ b3, const __half* __restrict__ p, const float* __restrict__ c1,
                      int N, int H, int W) {
   using T = Tile<TY>;
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ __align__(128) unsigned char smem[];
   __half* sW = reinterpret_cast<__half*>(smem);
   __half* sP = sW + C * kW3;
   __half* sZ = sP + C * kRow;
@@ -190,6 +191,129 @@ __global__ void fill_uniform(__half* z, size_t n) {
   }
 }
 
+// The same block on wgmma (sm_90a): WGS warp groups a block, each on 4 image
+// rows x 16 positions (its four warps' A blocks, loaded by ldmatrix exactly as
+// above: wgmma takes A from registers in the mma.sync layout), W and P in
+// shared memory in the core-matrix layout read through descriptors
+// (tools/wgmma_probe/wgmma.cuh, checked on an H100).  One commit group a tap
+// (four k16 steps), waited on before the next tap's A is loaded: the simple
+// schedule; the other warp groups of the multiprocessor cover the waits.
+template <int WGS>
+struct WgTile {
+  static constexpr int TY = 4 * WGS, THREADS = 128 * WGS, HY = TY + 2, HX = TX + 2;
+  static constexpr int W_BYTES = C * K3 * 2, P_BYTES = C * C * 2;
+  static constexpr size_t SMEM = size_t(W_BYTES) + P_BYTES + sizeof(__half) * size_t(HY) * HX * kRow + sizeof(float) * 2 * C;
+};
+
+template <int WGS>
+__global__ void __launch_bounds__(WgTile<WGS>::THREADS)
+    projblock_wgmma_kernel(const __half* __restrict__ z, __half* __restrict__ out, const __half* __restrict__ w3,
+                           const float* __restrict__ b3, const __half* __restrict__ p, const float* __restrict__ c1,
+                           int N, int H, int W) {
+  using T = WgTile<WGS>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* sW = smem;
+  unsigned char* sP = smem + T::W_BYTES;
+  __half* sZ = reinterpret_cast<__half*>(sP + T::P_BYTES);
+  float* sb = reinterpret_cast<float*>(sZ + T::HY * T::HX * kRow);
+  float* sc = sb + C;
+  // 8 consecutive k of one row are one contiguous 16-byte row of a core matrix.
+  for (int e = threadIdx.x * 8; e < C * K3; e += T::THREADS * 8)
+    *reinterpret_cast<uint4*>(sW + wg::core_off(e / K3, e % K3, K3)) = __ldg(reinterpret_cast<const uint4*>(w3 + e));
+  for (int e = threadIdx.x * 8; e < C * C; e += T::THREADS * 8)
+    *reinterpret_cast<uint4*>(sP + wg::core_off(e / C, e % C, C)) = __ldg(reinterpret_cast<const uint4*>(p + e));
+  for (int i = threadIdx.x; i < C; i += T::THREADS) {
+    sb[i] = b3[i];
+    sc[i] = c1[i];
+  }
+  wg::fence_async_smem();
+  const int warp = (threadIdx.x >> 5) & 3, group = threadIdx.x >> 7, lane = threadIdx.x & 31;
+  const int q = lane >> 3, i8 = lane & 7, lr = lane >> 2, c2 = 2 * (lane & 3);
+  const int ly = 4 * group + warp;  // this warp's image row of the tile
+  const int tiles_y = (H + T::TY - 1) / T::TY, tiles_x = (W + TX - 1) / TX;
+  const long long tiles = 1LL * N * tiles_y * tiles_x;
+  for (long long t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int tx = static_cast<int>(t % tiles_x), ty = static_cast<int>((t / tiles_x) % tiles_y);
+    const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
+    const int y0 = ty * T::TY, x0 = tx * TX;
+    __syncthreads();
+    for (int k = threadIdx.x; k < T::HY * T::HX * 8; k += T::THREADS) {
+      const int pos = k >> 3, part = k & 7, gy = y0 - 1 + pos / T::HX, gx = x0 - 1 + pos % T::HX;
+      uint4 v = make_uint4(0u, 0u, 0u, 0u);
+      if (gy >= 0 && gy < H && gx >= 0 && gx < W)
+        v = __ldg(reinterpret_cast<const uint4*>(z + ((1LL * n * H + gy) * W + gx) * C + part * 8));
+      *reinterpret_cast<uint4*>(sZ + pos * kRow + part * 8) = v;
+    }
+    __syncthreads();
+
+    float acc[C / 8][4];
+#pragma unroll
+    for (int tap = 0; tap < 9; ++tap) {
+      const int dy = tap / 3, dx = tap % 3;
+      uint32_t a[C / 16][4];
+#pragma unroll
+      for (int cb = 0; cb < C / 16; ++cb)
+        ldsm_x4(a[cb], sZ + ((ly + dy) * T::HX + 8 * (q & 1) + i8 + dx) * kRow + cb * 16 + 8 * (q >> 1));
+      wg::wg_fence();
+#pragma unroll
+      for (int cb = 0; cb < C / 16; ++cb) {
+        const uint64_t desc = wg::make_desc(sW + 2 * (tap * (C / 16) + cb) * 128, 128, (K3 / 8) * 128, false);
+        if (tap == 0 && cb == 0)
+          wg::Wgmma<C>::first(acc, a[cb], desc);
+        else
+          wg::Wgmma<C>::acc(acc, a[cb], desc);
+      }
+      wg::wg_commit();
+      wg::wg_wait0();
+      wg::fence_operands<C / 8>(acc);
+      wg::fence_operands<C / 16>(a);
+    }
+
+    uint32_t hf[C / 16][4];
+#pragma unroll
+    for (int kb = 0; kb < C / 16; ++kb)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * kb + h, col = 8 * j + c2;
+        hf[kb][2 * h] = pack2(fmaxf(acc[j][0] + sb[col], 0.f), fmaxf(acc[j][1] + sb[col + 1], 0.f));
+        hf[kb][2 * h + 1] = pack2(fmaxf(acc[j][2] + sb[col], 0.f), fmaxf(acc[j][3] + sb[col + 1], 0.f));
+      }
+    float acc2[C / 8][4];
+    wg::wg_fence();
+#pragma unroll
+    for (int ks = 0; ks < C / 16; ++ks) {
+      const uint64_t desc = wg::make_desc(sP + 2 * ks * 128, 128, (C / 8) * 128, false);
+      if (ks == 0)
+        wg::Wgmma<C>::first(acc2, hf[ks], desc);
+      else
+        wg::Wgmma<C>::acc(acc2, hf[ks], desc);
+    }
+    wg::wg_commit();
+    wg::wg_wait0();
+    wg::fence_operands<C / 8>(acc2);
+    wg::fence_operands<C / 16>(hf);
+
+    const int gy = y0 + ly;
+    if (gy < H) {
+#pragma unroll
+      for (int hi = 0; hi < 2; ++hi) {
+        const int px = lr + 8 * hi, gx = x0 + px;
+        if (gx >= W) continue;
+        const __half* zc = sZ + ((ly + 1) * T::HX + px + 1) * kRow;
+        __half* o = out + ((1LL * n * H + gy) * W + gx) * C;
+#pragma unroll
+        for (int j = 0; j < C / 8; ++j) {
+          const int col = 8 * j + c2;
+          const float2 zz = __half22float2(*reinterpret_cast<const __half2*>(zc + col));
+          const float v0 = fmaxf(acc2[j][2 * hi] + sc[col] + zz.x, 0.f);
+          const float v1 = fmaxf(acc2[j][2 * hi + 1] + sc[col + 1] + zz.y, 0.f);
+          *reinterpret_cast<uint32_t*>(o + col) = pack2(v0, v1);
+        }
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------ host
 
 struct Block {
@@ -257,66 +381,87 @@ Dev upload(const Block& k) {
   return d;
 }
 
+// The kernels under test, one launcher each: the mma.sync block of TY image
+// rows, the wgmma block of WGS warp groups.
+using Kernel = void (*)(const __half*, __half*, const __half*, const float*, const __half*, const float*, int, int, int);
+
+struct Variant {
+  const char* name;
+  Kernel kernel;
+  int threads;
+  size_t smem;
+};
+
 template <int TY>
-int blocks_per_sm() {
+Variant mma_variant() {
+  static char name[64];
+  std::snprintf(name, sizeof name, "mma.sync, %d x 16 tile, %d warps", TY, Tile<TY>::WARPS);
+  return {name, projblock_kernel<TY>, Tile<TY>::THREADS, Tile<TY>::SMEM};
+}
+template <int WGS>
+Variant wgmma_variant() {
+  static char name[64];
+  std::snprintf(name, sizeof name, "wgmma, %d x 16 tile, %d warp groups", WgTile<WGS>::TY, WGS);
+  return {name, projblock_wgmma_kernel<WGS>, WgTile<WGS>::THREADS, WgTile<WGS>::SMEM};
+}
+
+int blocks_per_sm(const Variant& v) {
   int b = 0;
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, projblock_kernel<TY>, Tile<TY>::THREADS, Tile<TY>::SMEM));
+  CK(cudaFuncSetAttribute(v.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(v.smem)));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, v.kernel, v.threads, v.smem));
   return b;
 }
 
-template <int TY>
-void launch(const __half* z, __half* out, const Dev& d, int N, int H, int W, int grid) {
-  projblock_kernel<TY><<<grid, Tile<TY>::THREADS, Tile<TY>::SMEM>>>(z, out, d.w3, d.b3, d.p, d.c1, N, H, W);
+void launch(const Variant& v, const __half* z, __half* out, const Dev& d, int N, int H, int W, int grid) {
+  v.kernel<<<grid, v.threads, v.smem>>>(z, out, d.w3, d.b3, d.p, d.c1, N, H, W);
 }
 
-template <int TY>
-bool check(const Block& k, const Dev& d, int sms) {
-  CK(cudaFuncSetAttribute(projblock_kernel<TY>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile<TY>::SMEM)));
+bool check(const Variant& v, const Block& k, const Dev& d, int sms) {
+  blocks_per_sm(v);  // sets the shared-memory limit
   const int N = 2, H = 37, W = 53;  // partial tiles at both edges, two images
   std::mt19937 g(7);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<__half> z(size_t(N) * H * W * C);
-  for (auto& v : z) v = __float2half(std::max(nd(g), 0.f));  // a block's input is a ReLU's output
+  for (auto& x : z) x = __float2half(std::max(nd(g), 0.f));  // a block's input is a ReLU's output
   __half *dz, *dout;
   CK(cudaMalloc(&dz, z.size() * 2));
   CK(cudaMalloc(&dout, z.size() * 2));
   CK(cudaMemcpy(dz, z.data(), z.size() * 2, cudaMemcpyHostToDevice));
-  CK(cudaMemset(dout, 0xFF, z.size() * 2));  // NaN: rows left unwritten show
-  launch<TY>(dz, dout, d, N, H, W, std::min(2 * sms, 64));
+  CK(cudaMemset(dout, 0xFF, z.size() * 2));  // NaN: outputs left unwritten show
+  launch(v, dz, dout, d, N, H, W, std::min(2 * sms, 64));
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
   std::vector<__half> got(z.size());
   CK(cudaMemcpy(got.data(), dout, z.size() * 2, cudaMemcpyDeviceToHost));
-  const std::vector<double> want = host_block(z, k, N, H, W);
+  static const std::vector<double> want = host_block(z, k, N, H, W);  // the same z for every variant
   double num = 0, den = 0;
   bool finite = true;
   for (size_t i = 0; i < z.size(); ++i) {
-    const double v = __half2float(got[i]);
-    finite = finite && std::isfinite(v);
-    num += (v - want[i]) * (v - want[i]);
+    const double x = __half2float(got[i]);
+    finite = finite && std::isfinite(x);
+    num += (x - want[i]) * (x - want[i]);
     den += want[i] * want[i];
   }
   const double rel = std::sqrt(num / std::max(den, 1e-300));
   const bool ok = finite && rel < 2e-3;
-  std::printf("| check TY=%-2d | 2x37x53 | rel. error %.2e | %s |\n", TY, rel, finite ? (ok ? "ok" : "FAIL") : "FAIL (unwritten)");
+  std::printf("| %-44s | 2x37x53 | rel. error %.2e | %s |\n", v.name, rel, finite ? (ok ? "ok" : "FAIL") : "FAIL (unwritten)");
   CK(cudaFree(dz));
   CK(cudaFree(dout));
   return ok;
 }
 
-template <int TY>
-void timeit(const __half* z, __half* out, const Dev& d, int N, int H, int W, int sms, int reps) {
-  const int per_sm = blocks_per_sm<TY>();
+void timeit(const Variant& v, const __half* z, __half* out, const Dev& d, int N, int H, int W, int sms, int reps) {
+  const int per_sm = blocks_per_sm(v);
   const int grid = per_sm * sms;
   cudaEvent_t a, b;
   CK(cudaEventCreate(&a));
   CK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) launch<TY>(z, out, d, N, H, W, grid);
+  for (int i = 0; i < 3; ++i) launch(v, z, out, d, N, H, W, grid);
   CK(cudaGetLastError());
   std::vector<float> ms;
   for (int i = 0; i < reps; ++i) {
     CK(cudaEventRecord(a));
-    launch<TY>(z, out, d, N, H, W, grid);
+    launch(v, z, out, d, N, H, W, grid);
     CK(cudaEventRecord(b));
     CK(cudaEventSynchronize(b));
     float t = 0;
@@ -326,8 +471,8 @@ void timeit(const __half* z, __half* out, const Dev& d, int N, int H, int W, int
   std::sort(ms.begin(), ms.end());
   const double med = ms[ms.size() / 2], pos = double(N) * H * W;
   const double tflop = pos * C * (K3 + C) * 2.0 / (med * 1e-3) / 1e12;
-  std::printf("| TY=%-2d, %d warps, %d blocks/SM | %.3f ms | %.0f TFLOP/s | %.2fx cuDNN + cuBLAS (%.3f ms) |\n", TY,
-              Tile<TY>::WARPS, per_sm, med, tflop, kCopyTime / 1000.0 / med, kCopyTime / 1000.0);
+  std::printf("| %-44s | %d blocks/SM | %.3f ms | %.0f TFLOP/s | %.2fx |\n", v.name, per_sm, med, tflop,
+              kCopyTime / 1000.0 / med);
   CK(cudaEventDestroy(a));
   CK(cudaEventDestroy(b));
 }
@@ -345,13 +490,10 @@ int main(int argc, char** argv) {
   std::mt19937 g(1);
   const Block k = random_block(g);
   const Dev d = upload(k);
-  std::printf("| case | size | result | |\n| --- | --- | --- | --- |\n");
-  bool ok = check<8>(k, d, sms);
-  ok = check<16>(k, d, sms) && ok;
-  if (!ok) {
-    std::printf("\na check failed: no timings\n");
-    return 1;
-  }
+  const Variant variants[] = {mma_variant<8>(), mma_variant<16>(), wgmma_variant<2>(), wgmma_variant<4>()};
+  std::printf("| kernel | size | result | |\n| --- | --- | --- | --- |\n");
+  bool passed[4], ok = true;
+  for (int i = 0; i < 4; ++i) ok = (passed[i] = check(variants[i], k, d, sms)) && ok;
   // 24-MP Bayer: the guide packs 2 x 2, so 2001 x 3003 positions.
   const int N = 1, H = 2001, W = 3003;
   const size_t n = size_t(N) * H * W * C;
@@ -360,10 +502,10 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&dout, n * 2));
   fill_uniform<<<4 * sms, 256>>>(dz, n);
   CK(cudaGetLastError());
-  std::printf("\n| kernel | ms a block (1 x 2001 x 3003 x 64) | rate | against session 23's |\n"
-              "| --- | ---: | ---: | --- |\n");
-  timeit<8>(dz, dout, d, N, H, W, sms, reps);
-  timeit<16>(dz, dout, d, N, H, W, sms, reps);
-  std::printf("\nall checks passed\n");
-  return 0;
+  std::printf("\n| kernel (1 x 2001 x 3003 x 64, a block) | occupancy | ms | rate | speed-up on cuDNN + cuBLAS's %.3f ms |\n"
+              "| --- | --- | ---: | ---: | ---: |\n", kCopyTime / 1000.0);
+  for (int i = 0; i < 4; ++i)
+    if (passed[i]) timeit(variants[i], dz, dout, d, N, H, W, sms, reps);  // a kernel that fails its check is not timed
+  std::printf(ok ? "\nall checks passed\n" : "\na check failed (its kernel not timed)\n");
+  return ok ? 0 : 1;
 }
