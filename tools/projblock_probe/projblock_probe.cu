@@ -205,7 +205,7 @@ struct WgTile {
   static constexpr size_t SMEM = size_t(W_BYTES) + P_BYTES + sizeof(__half) * size_t(HY) * HX * kRow + sizeof(float) * 2 * C;
 };
 
-template <int WGS>
+template <int WGS, bool DB>
 __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
     projblock_wgmma_kernel(const __half* __restrict__ z, __half* __restrict__ out, const __half* __restrict__ w3,
                            const float* __restrict__ b3, const __half* __restrict__ p, const float* __restrict__ c1,
@@ -246,15 +246,15 @@ __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
     }
     __syncthreads();
 
-    float acc[C / 8][4];
-#pragma unroll
-    for (int tap = 0; tap < 9; ++tap) {
-      const int dy = tap / 3, dx = tap % 3;
-      uint32_t a[C / 16][4];
+    // A of one tap: the warp's 16 positions x 64 channels at offset (dy, dx).
+    auto load_tap = [&](uint32_t (&a)[C / 16][4], int tap) {
 #pragma unroll
       for (int cb = 0; cb < C / 16; ++cb)
-        ldsm_x4(a[cb], sZ + ((ly + dy) * T::HX + 8 * (q & 1) + i8 + dx) * kRow + cb * 16 + 8 * (q >> 1));
-      wg::wg_fence();
+        ldsm_x4(a[cb], sZ + ((ly + tap / 3) * T::HX + 8 * (q & 1) + i8 + tap % 3) * kRow + cb * 16 + 8 * (q >> 1));
+    };
+    // The four k16 steps of one tap into acc (one commit group).
+    auto issue_tap = [&](float (&acc)[C / 8][4], const uint32_t (&a)[C / 16][4], int tap) {
+      wg::wg_fence();  // a (and acc, the first time) were just written by ordinary instructions
 #pragma unroll
       for (int cb = 0; cb < C / 16; ++cb) {
         const uint64_t desc = wg::make_desc(sW + 2 * (tap * (C / 16) + cb) * 128, 128, (K3 / 8) * 128, false);
@@ -264,9 +264,34 @@ __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
           wg::Wgmma<C>::acc(acc, a[cb], desc);
       }
       wg::wg_commit();
+    };
+    float acc[C / 8][4];
+    if constexpr (!DB) {  // wait for each tap before loading the next
+#pragma unroll
+      for (int tap = 0; tap < 9; ++tap) {
+        uint32_t a[C / 16][4];
+        load_tap(a, tap);
+        issue_tap(acc, a, tap);
+        wg::wg_wait0();
+        wg::fence_operands<C / 8>(acc);
+        wg::fence_operands<C / 16>(a);
+      }
+    } else {  // two A buffers: the next tap's ldmatrix overlaps this tap's wgmmas
+      uint32_t a[2][C / 16][4];
+      load_tap(a[0], 0);
+#pragma unroll
+      for (int tap = 0; tap < 9; ++tap) {
+        issue_tap(acc, a[tap & 1], tap);
+        if (tap + 1 < 9) {
+          wg::wg_wait1();                             // tap - 1's group is done: its buffer is free
+          wg::fence_operands<C / 16>(a[(tap + 1) & 1]);  // ... and its registers were live up to here
+          load_tap(a[(tap + 1) & 1], tap + 1);
+        }
+      }
       wg::wg_wait0();
       wg::fence_operands<C / 8>(acc);
-      wg::fence_operands<C / 16>(a);
+      wg::fence_operands<C / 16>(a[0]);
+      wg::fence_operands<C / 16>(a[1]);
     }
 
     uint32_t hf[C / 16][4];
@@ -398,11 +423,11 @@ Variant mma_variant() {
   std::snprintf(name, sizeof name, "mma.sync, %d x 16 tile, %d warps", TY, Tile<TY>::WARPS);
   return {name, projblock_kernel<TY>, Tile<TY>::THREADS, Tile<TY>::SMEM};
 }
-template <int WGS>
+template <int WGS, bool DB>
 Variant wgmma_variant() {
   static char name[64];
-  std::snprintf(name, sizeof name, "wgmma, %d x 16 tile, %d warp groups", WgTile<WGS>::TY, WGS);
-  return {name, projblock_wgmma_kernel<WGS>, WgTile<WGS>::THREADS, WgTile<WGS>::SMEM};
+  std::snprintf(name, sizeof name, "wgmma%s, %d x 16 tile, %d warp groups", DB ? " 2-buffer" : "", WgTile<WGS>::TY, WGS);
+  return {name, projblock_wgmma_kernel<WGS, DB>, WgTile<WGS>::THREADS, WgTile<WGS>::SMEM};
 }
 
 int blocks_per_sm(const Variant& v) {
@@ -508,10 +533,12 @@ int main(int argc, char** argv) {
   std::mt19937 g(1);
   const Block k = random_block(g);
   const Dev d = upload(k);
-  const Variant variants[] = {mma_variant<8>(), mma_variant<16>(), wgmma_variant<2>(), wgmma_variant<4>()};
+  const Variant variants[] = {mma_variant<8>(),            mma_variant<16>(),          wgmma_variant<2, false>(),
+                              wgmma_variant<4, false>(),   wgmma_variant<2, true>(),   wgmma_variant<4, true>()};
+  constexpr int NV = sizeof variants / sizeof variants[0];
   std::printf("| kernel | size | result | |\n| --- | --- | --- | --- |\n");
-  bool passed[4], ok = true;
-  for (int i = 0; i < 4; ++i) ok = (passed[i] = check(variants[i], k, d, sms)) && ok;
+  bool passed[NV], ok = true;
+  for (int i = 0; i < NV; ++i) ok = (passed[i] = check(variants[i], k, d, sms)) && ok;
   // 24-MP Bayer: the guide packs 2 x 2, so 2001 x 3003 positions.
   const int N = 1, H = 2001, W = 3003;
   const size_t n = size_t(N) * H * W * C;
@@ -522,7 +549,7 @@ int main(int argc, char** argv) {
   CK(cudaGetLastError());
   std::printf("\n| kernel (1 x 2001 x 3003 x 64, a block) | occupancy | ms | rate | speed-up on cuDNN + cuBLAS's %.3f ms |\n"
               "| --- | --- | ---: | ---: | ---: |\n", kCopyTime / 1000.0);
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < NV; ++i)
     if (passed[i]) timeit(variants[i], dz, dout, d, N, H, W, sms, reps);  // a kernel that fails its check is not timed
   std::printf(ok ? "\nall checks passed\n" : "\na check failed (its kernel not timed)\n");
   return ok ? 0 : 1;
