@@ -29,6 +29,7 @@
 // tools/projblock_probe/cudnn_block.py in the same run, else session 23's
 // 1.734 ms); exits non-zero if a check fails.  argv[1]: timed launches.
 #include "mlp_core.cuh"
+#include "../wgmma_probe/check.h"
 #include "../wgmma_probe/wgmma.cuh"
 
 #include <cuda_fp16.h>
@@ -48,15 +49,6 @@ using kpnt::ldsm_x4;
 using kpnt::mma;
 using kpnt::pack2;
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                            \
-    }                                                                                          \
-  } while (0)
-
 constexpr int C = 64;              // channels in and out
 constexpr int K3 = 9 * C;          // the 3x3's reduction: tap-major, then input channel
 constexpr int kW3 = K3 + kPad;     // W's shared-memory row (1168 bytes: an odd multiple of 16)
@@ -65,6 +57,63 @@ constexpr int TX = 16;             // tile width: one 16-row A block per image r
 // Session 23, H100 (tools/profile_inference.py): cuDNN's 3x3 + the 1x1 per block, ms; the baseline unless
 // argv[2] gives this run's (tools/projblock_probe/cudnn_block.py).
 double g_baseline_ms = 1.734;
+
+// ------------------------------------------------------------------ shared pieces
+
+// The (HY) x (TX + 2) halo of z around the tile at (y0, x0) of image n into
+// shared memory [position][kRow], zeros outside the image (the 3x3's padding).
+template <int HY>
+__device__ __forceinline__ void load_halo(__half* sZ, const __half* __restrict__ z, int n, int y0, int x0, int H,
+                                          int W) {
+  constexpr int HX = TX + 2;
+  for (int k = threadIdx.x; k < HY * HX * 8; k += blockDim.x) {
+    const int pos = k >> 3, part = k & 7, gy = y0 - 1 + pos / HX, gx = x0 - 1 + pos % HX;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (gy >= 0 && gy < H && gx >= 0 && gx < W)
+      v = __ldg(reinterpret_cast<const uint4*>(z + ((1LL * n * H + gy) * W + gx) * C + part * 8));
+    *reinterpret_cast<uint4*>(sZ + pos * kRow + part * 8) = v;
+  }
+}
+
+// h = relu(acc + b) of one 16-row block as the f16 A fragments of the 1x1
+// (kernels/mlp_core.cuh to_frags' register order).
+__device__ __forceinline__ void bias_relu_frags(uint32_t (&hf)[C / 16][4], const float (&acc)[C / 8][4],
+                                                const float* sb, int c2) {
+#pragma unroll
+  for (int kb = 0; kb < C / 16; ++kb)
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {  // the two n8 tiles of k block kb
+      const int j = 2 * kb + nt, col = 8 * j + c2;
+      hf[kb][2 * nt] = pack2(fmaxf(acc[j][0] + sb[col], 0.f), fmaxf(acc[j][1] + sb[col + 1], 0.f));
+      hf[kb][2 * nt + 1] = pack2(fmaxf(acc[j][2] + sb[col], 0.f), fmaxf(acc[j][3] + sb[col + 1], 0.f));
+    }
+}
+
+// z' = relu(z + P h + c) of one 16-row block (image row ly of the tile; acc2 =
+// P h in the accumulator layout), z from the halo's centre, stored as f16.
+__device__ __forceinline__ void store_row(__half* __restrict__ out, const float (&acc2)[C / 8][4], const __half* sZ,
+                                          const float* sc, int n, int ly, int y0, int x0, int H, int W, int lane) {
+  constexpr int HX = TX + 2;
+  const int lr = lane >> 2, c2 = 2 * (lane & 3), gy = y0 + ly;
+  if (gy >= H) return;
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const int px = lr + 8 * hi, gx = x0 + px;
+    if (gx >= W) continue;
+    const __half* zc = sZ + ((ly + 1) * HX + px + 1) * kRow;
+    __half* o = out + ((1LL * n * H + gy) * W + gx) * C;
+#pragma unroll
+    for (int j = 0; j < C / 8; ++j) {
+      const int col = 8 * j + c2;
+      const float2 zz = __half22float2(*reinterpret_cast<const __half2*>(zc + col));
+      const float v0 = fmaxf(acc2[j][2 * hi] + sc[col] + zz.x, 0.f);
+      const float v1 = fmaxf(acc2[j][2 * hi + 1] + sc[col + 1] + zz.y, 0.f);
+      *reinterpret_cast<uint32_t*>(o + col) = pack2(v0, v1);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ mma.sync
 
 template <int TY>
 struct Tile {
@@ -97,7 +146,7 @@ __global__ void __launch_bounds__(Tile<TY>::THREADS)
     sc[i] = c1[i];
   }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int q = lane >> 3, i8 = lane & 7, lr = lane >> 2, c2 = 2 * (lane & 3);
+  const int q = lane >> 3, i8 = lane & 7, c2 = 2 * (lane & 3);
   const int tiles_y = (H + TY - 1) / TY, tiles_x = (W + TX - 1) / TX;
   const long long tiles = 1LL * N * tiles_y * tiles_x;
   for (long long t = blockIdx.x; t < tiles; t += gridDim.x) {
@@ -105,13 +154,7 @@ __global__ void __launch_bounds__(Tile<TY>::THREADS)
     const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
     const int y0 = ty * TY, x0 = tx * TX;
     __syncthreads();  // the weights are in; the previous tile's halo is read
-    for (int k = threadIdx.x; k < T::HY * T::HX * 8; k += T::THREADS) {
-      const int pos = k >> 3, part = k & 7, gy = y0 - 1 + pos / T::HX, gx = x0 - 1 + pos % T::HX;
-      uint4 v = make_uint4(0u, 0u, 0u, 0u);
-      if (gy >= 0 && gy < H && gx >= 0 && gx < W)
-        v = __ldg(reinterpret_cast<const uint4*>(z + ((1LL * n * H + gy) * W + gx) * C + part * 8));
-      *reinterpret_cast<uint4*>(sZ + pos * kRow + part * 8) = v;
-    }
+    load_halo<T::HY>(sZ, z, n, y0, x0, H, W);
     __syncthreads();
 
     // The 3x3: acc[r] holds image row 2 warp + r of the tile, 16 positions x 64 channels.
@@ -145,42 +188,14 @@ __global__ void __launch_bounds__(Tile<TY>::THREADS)
       }
     }
 
-    // h = relu(acc + b) as f16 A fragments, then P h.
+    // h = relu(acc + b) as f16 A fragments, then P h, then z' = relu(z + P h + c).
     uint32_t hf[2][C / 16][4];
 #pragma unroll
-    for (int r = 0; r < 2; ++r)
-#pragma unroll
-      for (int kb = 0; kb < C / 16; ++kb)
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {  // the two n8 tiles of k block kb
-          const int j = 2 * kb + nt, col = 8 * j + c2;
-          hf[r][kb][2 * nt] = pack2(fmaxf(acc[r][j][0] + sb[col], 0.f), fmaxf(acc[r][j][1] + sb[col + 1], 0.f));
-          hf[r][kb][2 * nt + 1] = pack2(fmaxf(acc[r][j][2] + sb[col], 0.f), fmaxf(acc[r][j][3] + sb[col + 1], 0.f));
-        }
+    for (int r = 0; r < 2; ++r) bias_relu_frags(hf[r], acc[r], sb, c2);
     float acc2[2][C / 8][4];
     gemm_nk<C, C, 2>(acc2, hf, sP, lane);
-
-    // z' = relu(z + P h + c), z from the halo's centre.
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int ly = 2 * warp + r, gy = y0 + ly;
-      if (gy >= H) continue;
-#pragma unroll
-      for (int hi = 0; hi < 2; ++hi) {
-        const int px = lr + 8 * hi, gx = x0 + px;
-        if (gx >= W) continue;
-        const __half* zc = sZ + ((ly + 1) * T::HX + px + 1) * kRow;
-        __half* o = out + ((1LL * n * H + gy) * W + gx) * C;
-#pragma unroll
-        for (int j = 0; j < C / 8; ++j) {
-          const int col = 8 * j + c2;
-          const float2 zz = __half22float2(*reinterpret_cast<const __half2*>(zc + col));
-          const float v0 = fmaxf(acc2[r][j][2 * hi] + sc[col] + zz.x, 0.f);
-          const float v1 = fmaxf(acc2[r][j][2 * hi + 1] + sc[col + 1] + zz.y, 0.f);
-          *reinterpret_cast<uint32_t*>(o + col) = pack2(v0, v1);
-        }
-      }
-    }
+    for (int r = 0; r < 2; ++r) store_row(out, acc2[r], sZ, sc, n, 2 * warp + r, y0, x0, H, W, lane);
   }
 }
 
@@ -232,7 +247,7 @@ __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
   }
   wg::fence_async_smem();
   const int warp = (threadIdx.x >> 5) & 3, group = threadIdx.x >> 7, lane = threadIdx.x & 31;
-  const int q = lane >> 3, i8 = lane & 7, lr = lane >> 2, c2 = 2 * (lane & 3);
+  const int q = lane >> 3, i8 = lane & 7, c2 = 2 * (lane & 3);
   const int ly = 4 * group + warp;  // this warp's image row of the tile
   const int tiles_y = (H + T::TY - 1) / T::TY, tiles_x = (W + TX - 1) / TX;
   const long long tiles = 1LL * N * tiles_y * tiles_x;
@@ -240,14 +255,8 @@ __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
     const int tx = static_cast<int>(t % tiles_x), ty = static_cast<int>((t / tiles_x) % tiles_y);
     const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
     const int y0 = ty * T::TY, x0 = tx * TX;
-    __syncthreads();
-    for (int k = threadIdx.x; k < T::HY * T::HX * 8; k += T::THREADS) {
-      const int pos = k >> 3, part = k & 7, gy = y0 - 1 + pos / T::HX, gx = x0 - 1 + pos % T::HX;
-      uint4 v = make_uint4(0u, 0u, 0u, 0u);
-      if (gy >= 0 && gy < H && gx >= 0 && gx < W)
-        v = __ldg(reinterpret_cast<const uint4*>(z + ((1LL * n * H + gy) * W + gx) * C + part * 8));
-      *reinterpret_cast<uint4*>(sZ + pos * kRow + part * 8) = v;
-    }
+    __syncthreads();  // the weights are in; the previous tile's halo is read
+    load_halo<T::HY>(sZ, z, n, y0, x0, H, W);
     __syncthreads();
 
     // A of one tap: the warp's 16 positions x 64 channels at offset (dy, dx).
@@ -299,14 +308,7 @@ __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
     }
 
     uint32_t hf[C / 16][4];
-#pragma unroll
-    for (int kb = 0; kb < C / 16; ++kb)
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {  // the two n8 tiles of k block kb
-        const int j = 2 * kb + nt, col = 8 * j + c2;
-        hf[kb][2 * nt] = pack2(fmaxf(acc[j][0] + sb[col], 0.f), fmaxf(acc[j][1] + sb[col + 1], 0.f));
-        hf[kb][2 * nt + 1] = pack2(fmaxf(acc[j][2] + sb[col], 0.f), fmaxf(acc[j][3] + sb[col + 1], 0.f));
-      }
+    bias_relu_frags(hf, acc, sb, c2);
     float acc2[C / 8][4];
     wg::wg_fence();
 #pragma unroll
@@ -322,24 +324,7 @@ __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
     wg::fence_operands<C / 8>(acc2);
     wg::fence_operands<C / 16>(hf);
 
-    const int gy = y0 + ly;
-    if (gy < H) {
-#pragma unroll
-      for (int hi = 0; hi < 2; ++hi) {
-        const int px = lr + 8 * hi, gx = x0 + px;
-        if (gx >= W) continue;
-        const __half* zc = sZ + ((ly + 1) * T::HX + px + 1) * kRow;
-        __half* o = out + ((1LL * n * H + gy) * W + gx) * C;
-#pragma unroll
-        for (int j = 0; j < C / 8; ++j) {
-          const int col = 8 * j + c2;
-          const float2 zz = __half22float2(*reinterpret_cast<const __half2*>(zc + col));
-          const float v0 = fmaxf(acc2[j][2 * hi] + sc[col] + zz.x, 0.f);
-          const float v1 = fmaxf(acc2[j][2 * hi + 1] + sc[col + 1] + zz.y, 0.f);
-          *reinterpret_cast<uint32_t*>(o + col) = pack2(v0, v1);
-        }
-      }
-    }
+    store_row(out, acc2, sZ, sc, n, ly, y0, x0, H, W, lane);
   }
 }
 

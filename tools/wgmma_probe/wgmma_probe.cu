@@ -23,6 +23,7 @@
 //
 // Prints one table; exits non-zero if a check fails.
 #include "mlp_core.cuh"
+#include "check.h"
 #include "wgmma.cuh"
 
 #include <cuda_fp16.h>
@@ -37,15 +38,6 @@ namespace probe {
 
 using kpnt::Cfg;
 using namespace wg;
-
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 // ------------------------------------------------------------------ 1. layout check
 
