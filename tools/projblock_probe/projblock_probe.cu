@@ -61,12 +61,13 @@ double g_baseline_ms = 1.734;
 // ------------------------------------------------------------------ shared pieces
 
 // The (HY) x (TX + 2) halo of z around the tile at (y0, x0) of image n into
-// shared memory [position][kRow], zeros outside the image (the 3x3's padding).
-template <int HY>
+// shared memory [position][kRow], zeros outside the image (the 3x3's padding),
+// by the block's THREADS threads (a compile-time stride: the loop unrolls).
+template <int HY, int THREADS>
 __device__ __forceinline__ void load_halo(__half* sZ, const __half* __restrict__ z, int n, int y0, int x0, int H,
                                           int W) {
   constexpr int HX = TX + 2;
-  for (int k = threadIdx.x; k < HY * HX * 8; k += blockDim.x) {
+  for (int k = threadIdx.x; k < HY * HX * 8; k += THREADS) {
     const int pos = k >> 3, part = k & 7, gy = y0 - 1 + pos / HX, gx = x0 - 1 + pos % HX;
     uint4 v = make_uint4(0u, 0u, 0u, 0u);
     if (gy >= 0 && gy < H && gx >= 0 && gx < W)
@@ -154,7 +155,7 @@ __global__ void __launch_bounds__(Tile<TY>::THREADS)
     const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
     const int y0 = ty * TY, x0 = tx * TX;
     __syncthreads();  // the weights are in; the previous tile's halo is read
-    load_halo<T::HY>(sZ, z, n, y0, x0, H, W);
+    load_halo<T::HY, T::THREADS>(sZ, z, n, y0, x0, H, W);
     __syncthreads();
 
     // The 3x3: acc[r] holds image row 2 warp + r of the tile, 16 positions x 64 channels.
@@ -256,7 +257,7 @@ __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
     const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
     const int y0 = ty * T::TY, x0 = tx * TX;
     __syncthreads();  // the weights are in; the previous tile's halo is read
-    load_halo<T::HY>(sZ, z, n, y0, x0, H, W);
+    load_halo<T::HY, T::THREADS>(sZ, z, n, y0, x0, H, W);
     __syncthreads();
 
     // A of one tap: the warp's 16 positions x 64 channels at offset (dy, dx).
