@@ -289,7 +289,7 @@ def main(argv=None) -> int:
 
     P = args.pixels
     print(f"\n== MLP timings, P = {P} (colour; 'w128': the shipped width), {gP} (front) ==")
-    print(f"{'case':<40s} {'ms':>9s} {'Gpix/s':>8s} {'TFLOP/s':>8s}")
+    print(f"{'case':<46s} {'ms':>9s} {'Gpix/s':>8s} {'TFLOP/s':>8s}")
     for name, ms, gp in rows + grows:
         fwd_f, bwd_f = flops_per_pixel(COLOUR128 if name.endswith(" w128") else COLOUR)
         fl = ""
@@ -297,7 +297,7 @@ def main(argv=None) -> int:
             fl = f"{(fwd_f + bwd_f) * gp * 1e9 / 1e12:8.1f}"
         elif name.startswith("fused fwd"):
             fl = f"{fwd_f * gp * 1e9 / 1e12:8.1f}"
-        print(f"{name:<40s} {ms:9.3f} {gp:8.2f} {fl:>8s}")
+        print(f"{name:<46s} {ms:9.3f} {gp:8.2f} {fl:>8s}")
     ratios = {}
     for suffix in ("", " w128"):
         for base in ("eager f32", "eager f16", "compile f16"):
