@@ -245,8 +245,8 @@ __device__ __forceinline__ HalfSlope half_slope(float slope) {
 }
 // The slope the kernels apply, hi + lo, in float (the split backward's factor).
 __device__ __forceinline__ float applied_slope(float slope) {
-  const __half hi = __float2half_rn(slope);
-  return __half2float(hi) + __half2float(__float2half_rn(slope - __half2float(hi)));
+  const HalfSlope s = half_slope(slope);
+  return __low2float(s.hi) + __low2float(s.lo);
 }
 
 // Accumulators -> A fragments of the next layer through the leaky ReLU,

@@ -71,6 +71,7 @@ def grad_vs_exact_bound(fused_vs_f16: float, f16_vs_exact: float) -> float:
     return TOLERANCES["grad_vs_exact_factor"] * math.hypot(fused_vs_f16, f16_vs_exact) + TOLERANCES["grad_vs_exact_slack"]
 
 
+@functools.lru_cache(maxsize=None)
 def half_slope(slope: float) -> tuple[float, float]:
     """The slope as the kernels hold it (kernels/mlp_core.cuh ``HalfSlope``):
     ``hi`` = f16(slope), ``lo`` = f16(slope - hi), both as floats."""

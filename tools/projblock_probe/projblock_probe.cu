@@ -29,7 +29,7 @@
 // tools/projblock_probe/cudnn_block.py in the same run, else session 23's
 // 1.734 ms); exits non-zero if a check fails.  argv[1]: timed launches.
 #include "mlp_core.cuh"
-#include "../wgmma_probe/check.h"
+#include "../wgmma_probe/probe.h"
 #include "../wgmma_probe/wgmma.cuh"
 
 #include <cuda_fp16.h>
@@ -73,6 +73,15 @@ __device__ __forceinline__ void load_halo(__half* sZ, const __half* __restrict__
     if (gy >= 0 && gy < H && gx >= 0 && gx < W)
       v = __ldg(reinterpret_cast<const uint4*>(z + ((1LL * n * H + gy) * W + gx) * C + part * 8));
     *reinterpret_cast<uint4*>(sZ + pos * kRow + part * 8) = v;
+  }
+}
+
+// The 3x3's bias b3 and the 1x1's c1 into shared memory.
+__device__ __forceinline__ void load_biases(float* sb, float* sc, const float* __restrict__ b3,
+                                            const float* __restrict__ c1) {
+  for (int i = threadIdx.x; i < C; i += blockDim.x) {
+    sb[i] = b3[i];
+    sc[i] = c1[i];
   }
 }
 
@@ -142,10 +151,7 @@ __global__ void __launch_bounds__(Tile<TY>::THREADS)
     *reinterpret_cast<uint4*>(sW + (e / K3) * kW3 + e % K3) = __ldg(reinterpret_cast<const uint4*>(w3 + e));
   for (int e = threadIdx.x * 8; e < C * C; e += T::THREADS * 8)
     *reinterpret_cast<uint4*>(sP + (e / C) * kRow + e % C) = __ldg(reinterpret_cast<const uint4*>(p + e));
-  for (int i = threadIdx.x; i < C; i += T::THREADS) {
-    sb[i] = b3[i];
-    sc[i] = c1[i];
-  }
+  load_biases(sb, sc, b3, c1);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int q = lane >> 3, i8 = lane & 7, c2 = 2 * (lane & 3);
   const int tiles_y = (H + TY - 1) / TY, tiles_x = (W + TX - 1) / TX;
@@ -242,10 +248,7 @@ __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
     *reinterpret_cast<uint4*>(sW + wg::core_off(e / K3, e % K3, K3)) = __ldg(reinterpret_cast<const uint4*>(w3 + e));
   for (int e = threadIdx.x * 8; e < C * C; e += T::THREADS * 8)
     *reinterpret_cast<uint4*>(sP + wg::core_off(e / C, e % C, C)) = __ldg(reinterpret_cast<const uint4*>(p + e));
-  for (int i = threadIdx.x; i < C; i += T::THREADS) {
-    sb[i] = b3[i];
-    sc[i] = c1[i];
-  }
+  load_biases(sb, sc, b3, c1);
   wg::fence_async_smem();
   const int warp = (threadIdx.x >> 5) & 3, group = threadIdx.x >> 7, lane = threadIdx.x & 31;
   const int q = lane >> 3, i8 = lane & 7, c2 = 2 * (lane & 3);
@@ -486,28 +489,11 @@ bool check(const Variant& v, const Block& k, const Dev& d, int sms) {
 void timeit(const Variant& v, const __half* z, __half* out, const Dev& d, int N, int H, int W, int sms, int reps) {
   const int per_sm = blocks_per_sm(v);
   const int grid = per_sm * sms;
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) launch(v, z, out, d, N, H, W, grid);
-  CK(cudaGetLastError());
-  std::vector<float> ms;
-  for (int i = 0; i < reps; ++i) {
-    CK(cudaEventRecord(a));
-    launch(v, z, out, d, N, H, W, grid);
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    float t = 0;
-    CK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  const double med = ms[ms.size() / 2], pos = double(N) * H * W;
+  const double med = median_ms([&] { launch(v, z, out, d, N, H, W, grid); }, reps);
+  const double pos = double(N) * H * W;
   const double tflop = pos * C * (K3 + C) * 2.0 / (med * 1e-3) / 1e12;
   std::printf("| %-44s | %d blocks/SM | %.3f ms | %.0f TFLOP/s | %.2fx |\n", v.name, per_sm, med, tflop,
               g_baseline_ms / med);
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
 }
 
 }  // namespace probe

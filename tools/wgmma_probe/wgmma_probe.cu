@@ -23,7 +23,7 @@
 //
 // Prints one table; exits non-zero if a check fails.
 #include "mlp_core.cuh"
-#include "check.h"
+#include "probe.h"
 #include "wgmma.cuh"
 
 #include <cuda_fp16.h>
@@ -196,23 +196,7 @@ struct Timing {
 
 template <class F>
 Timing time_it(F&& launch, int64_t P, int reps) {
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) launch();
-  CK(cudaDeviceSynchronize());
-  std::vector<float> ms;
-  for (int r = 0; r < reps; ++r) {
-    CK(cudaEventRecord(a));
-    launch();
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    float t = 0.f;
-    CK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  const float med = ms[ms.size() / 2];
+  const float med = median_ms(launch, reps);
   return Timing{med, P / (med * 1e-3) / 1e9};
 }
 
