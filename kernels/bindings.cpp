@@ -10,6 +10,7 @@
 
 #include <optional>
 #include <type_traits>
+#include <utility>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -281,6 +282,58 @@ py::object colour_backward(const torch::Tensor& D, const torch::Tensor& fmap, co
   });
 }
 
+#define KPNT_REQUIRE_G(cond, ...)                                           \
+  do {                                                                      \
+    if (!(cond)) throw ValueError("guide block: " + cat(__VA_ARGS__));      \
+  } while (0)
+
+// One projection block of the guide (kernels/guide_block.cu): z' (N, 64, H, W)
+// float16 channels-last, or an error tuple.  w3 (64, 64, 3, 3), p (64, 64, 1, 1)
+// float16 as torch's convolutions take them; b3 and c1 (64,) any float dtype.
+py::object guide_proj_block(const torch::Tensor& z, const torch::Tensor& w3, const torch::Tensor& b3,
+                            const torch::Tensor& p, const torch::Tensor& c1, int64_t tile_rows) {
+  return guarded([&]() -> py::object {
+    constexpr int64_t C = kpnt::kGuideBlockWidth;
+    KPNT_REQUIRE_G(z.is_cuda(), "z must be a CUDA tensor, got device ", z.device());
+    const c10::cuda::CUDAGuard guard(z.device());
+    KPNT_REQUIRE_G(z.scalar_type() == at::kHalf, "z must be float16, got ", z.scalar_type());
+    KPNT_REQUIRE_G(z.dim() == 4 && z.size(1) == C, "z must be (N, ", C, ", H, W), got ", shape(z));
+    KPNT_REQUIRE_G(z.is_contiguous(at::MemoryFormat::ChannelsLast), "z must be channels-last");
+    KPNT_REQUIRE_G(z.numel() < (int64_t(1) << 40), "z too large");
+    for (const auto& [t, name] : {std::pair{&w3, "w3"}, std::pair{&p, "p"}}) {
+      KPNT_REQUIRE_G(t->is_cuda() && t->device() == z.device(), "", name, " must be on ", z.device());
+      KPNT_REQUIRE_G(t->scalar_type() == at::kHalf, "", name, " must be float16, got ", t->scalar_type());
+    }
+    KPNT_REQUIRE_G(w3.sizes() == at::IntArrayRef({C, C, 3, 3}), "w3 must be (", C, ", ", C,
+                 ", 3, 3), got ", shape(w3));
+    KPNT_REQUIRE_G(p.sizes() == at::IntArrayRef({C, C, 1, 1}) || p.sizes() == at::IntArrayRef({C, C}),
+                 "p must be (", C, ", ", C, ", 1, 1), got ", shape(p));
+    for (const auto& [t, name] : {std::pair{&b3, "b3"}, std::pair{&c1, "c1"}}) {
+      KPNT_REQUIRE_G(t->is_cuda() && t->device() == z.device(), "", name, " must be on ", z.device());
+      KPNT_REQUIRE_G(t->dim() == 1 && t->size(0) == C, "", name, " must be (", C, ",), got ", shape(*t));
+    }
+    // The kernel's layouts: W [out][tap = 3 dy + dx][in], P [out][in], biases float32.
+    const torch::Tensor w_k = w3.permute({0, 2, 3, 1}).contiguous();
+    const torch::Tensor p_k = p.reshape({C, C}).contiguous();
+    const torch::Tensor b_k = b3.to(at::kFloat).contiguous(), c_k = c1.to(at::kFloat).contiguous();
+    torch::Tensor out = torch::empty_like(z, at::MemoryFormat::ChannelsLast);
+    kpnt::GuideBlockArgs a;
+    a.z = z.data_ptr();
+    a.out = out.data_ptr();
+    a.w3 = w_k.data_ptr();
+    a.b3 = b_k.data_ptr<float>();
+    a.p = p_k.data_ptr();
+    a.c1 = c_k.data_ptr<float>();
+    a.N = static_cast<int>(z.size(0));
+    a.H = static_cast<int>(z.size(2));
+    a.W = static_cast<int>(z.size(3));
+    a.tile_rows = static_cast<int>(tile_rows);
+    a.stream = c10::cuda::getCurrentCUDAStream(z.device().index()).stream();
+    check_launch(kpnt::guide_proj_block(a));
+    return py::cast(out);
+  });
+}
+
 // The diamond as the kernels see it, [(dy, dx), ...] (checked against kpnt.ref.taps.DIAMOND).
 py::object colour_taps() {
   py::list taps;
@@ -462,6 +515,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("S"), py::arg("noise"), py::arg("w"), py::arg("tables"), py::arg("fmap"), py::arg("dO"),
         py::arg("dims"), py::arg("ints"), py::arg("slope"), py::arg("plain"), py::arg("noise_input"),
         py::arg("consts"));
+  m.def("guide_proj_block", &guide_proj_block, "one projection block of the guide: relu(z + P relu(conv3x3(z) + b) + c)",
+        py::arg("z"), py::arg("w3"), py::arg("b3"), py::arg("p"), py::arg("c1"), py::arg("tile_rows"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");
   m.def("mlp_bwd_tile_rows", &kpnt::mlp_bwd_tile_rows, "pixels per backward tile");
 }

@@ -242,4 +242,24 @@ const char* front_bwd_blocks(const FrontArgs& a, int* blocks);
 const char* front_backward(const FrontArgs& a, const float* fmap, const float* dO, float* abuf, float* bbuf,
                            float* dw_partial, float* dU);
 
+// ---------------------------------------------------------------- guide block (kernels/guide_block.cu)
+
+// One projection block of the guide, z' = relu(z + P relu(conv3x3(z, W) + b) + c),
+// inference only, f16, channels-last (kernels/guide_block.cuh).
+constexpr int kGuideBlockWidth = 64;  // channels in and out: the only width compiled
+
+struct GuideBlockArgs {
+  const void* z;     // (N, H, W, 64) float16
+  void* out;         // same shape, must not overlap z
+  const void* w3;    // [64][9][64] float16: (out, tap 3 dy + dx, in)
+  const float* b3;   // (64,)
+  const void* p;     // [64][64] float16: (out, in)
+  const float* c1;   // (64,)
+  int N = 0, H = 0, W = 0;
+  int tile_rows = 8;  // image rows per tile: 8 (4 warps) or 16 (8 warps)
+  cudaStream_t stream = nullptr;
+};
+
+const char* guide_proj_block(const GuideBlockArgs& a);
+
 }  // namespace kpnt

@@ -377,7 +377,7 @@ class KPNT(torch.nn.Module):
         S = ops.up_block(s0, cfa_p, backend=be)
         if cfg.guide_layers:
             U = ops.guide(xp, U, noise, cfa_p, self.sets["guide"], cfg.guide_skip, cfg.guide_pack,
-                          self.guide_train_dtype, cfg.guide_proj)
+                          self.guide_train_dtype, cfg.guide_proj, backend=be)
         fronts = ops.MlpWeightSets([self.sets[_param_key(f"front.{c}")]
                                     for c in front_set_names(cfa.kind, cfg.front_sharing)])
         out = ops.front_level(xp, U, S, noise, cfa_p, fronts, cfg.front_spec, backend=be)

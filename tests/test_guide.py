@@ -327,6 +327,39 @@ def test_projection_blocks_compute_their_formula():
         hidden_layers(ws[:-3] + ws[-2:], proj=True)
 
 
+def test_block_hook_runs_every_projection_block_after_the_first():
+    """``_network(..., block=)`` (the fused kernel's entry on a GPU) hands it
+    each projection block after layer 0 with that block's four tensors, in
+    order; ``proj_block`` as the hook computes the same network; the activity
+    probe, which needs h, keeps the two convolutions."""
+    from kpnt.ref.guide import _network, guide_channels, hidden_layers, proj_block, record_activity
+
+    g = torch.Generator().manual_seed(5)
+    n_in, _ = guide_channels(2)
+    ws = [w + (0.2 if w.dim() == 1 else 0.05) * torch.randn(w.shape, generator=g)
+          for w in init_guide(2, 8, 4, g, proj=True)]
+    z = torch.randn(2, n_in, 11, 13, generator=g)
+    seen = []
+
+    def hook(zz, *layer):
+        seen.append(layer)
+        return proj_block(zz, *layer)
+
+    with torch.no_grad():
+        plain = _network(z, ws, False, proj=True)
+        hooked = _network(z, ws, False, proj=True, block=hook)
+    assert [tuple(map(id, s)) for s in seen] == [tuple(map(id, layer)) for layer in hidden_layers(ws, proj=True)[1:]]
+    assert torch.allclose(hooked, plain, atol=1e-6)
+    # A hook that computed something else shows in the output.
+    with torch.no_grad():
+        wrong = _network(z, ws, False, proj=True, block=lambda zz, w, b, p, c: proj_block(zz, w, b, p, 0 * c))
+    assert (wrong - plain).abs().max() > 1e-3
+    seen.clear()
+    with torch.no_grad(), record_activity() as act:
+        _network(z, ws, False, proj=True, block=hook)
+    assert seen == [] and len(act) == 4
+
+
 def test_untrained_projection_guide_is_the_identity_block_by_block():
     """Zero projections: every block passes its input through (relu of a
     non-negative stream), so only the zero final layer decides, and the

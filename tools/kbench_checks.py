@@ -380,6 +380,14 @@ def sanitize_case():
             for p in m.parameters():
                 p.requires_grad_(True)
             smape_loss(m(xm, cfa, noise), target).backward()
+    # The guide's fused projection block (inference only): both tilings, partial tiles, two images.
+    from kpnt.ops._cuda.extension import unwrap
+
+    z = torch.rand(2, 64, 19, 37, device="cuda").half().contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(64, 64, 3, 3, device="cuda").half() * 0.06, torch.randn(64, device="cuda") * 0.1
+    p, c = torch.randn(64, 64, 1, 1, device="cuda").half() * 0.12, torch.randn(64, device="cuda") * 0.1
+    for rows in (8, 16):
+        unwrap(_cuda.ext().guide_proj_block(z, w, b, p, c, rows))
     torch.cuda.synchronize()
     print("sanitize case done", flush=True)
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Time 24-MP inference of weights files, model only: the fused kernels
-(backend auto: colour and front levels fused, the guide on cuDNN in f16)
+(backend auto: colour and front levels fused, the guide on cuDNN in f16,
+a width-64 projection guide's blocks on kpnt's fused block kernel)
 against the PyTorch reference, in one run, CUDA events after warm-up.
 
     python tools/time_model.py                    # the shipped models
     python tools/time_model.py --weights a.safetensors b.safetensors
     python tools/time_model.py --views 1 2 4      # also kpnt-denoise --ensemble 2 and 4 (fused only)
+    python tools/time_model.py --guide-block both # the fused path with the guide's blocks fused, then on cuDNN
 
 Prints one line per weights file and backend, and the ratio; with --views,
 one line per view count on the fused path (kpnt.ensemble: N model runs on
@@ -22,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kpnt.ensemble import ensemble_forward  # noqa: E402
+from kpnt.ops import guide as guide_op  # noqa: E402
 from kpnt.mosaic.cfa import CFA  # noqa: E402
 from kpnt.mosaic.kinds import MOSAIC_KINDS, kind  # noqa: E402
 from kpnt.weights_io import load_weights, read_metadata, shipped_weights  # noqa: E402
@@ -67,6 +70,9 @@ def main() -> int:
                    help="cuDNN autotuning (torch.backends.cudnn.benchmark) of the guide's convolutions: off (cuDNN's "
                         "heuristics, what kpnt-denoise uses), on, or both, one after the other (default off; H200, "
                         "session 12: no change on the fused path, docs/KERNELS.md)")
+    p.add_argument("--guide-block", choices=("fused", "cudnn", "both"), default="fused",
+                   help="on the fused path, a width-64 projection guide's blocks on kpnt's fused kernel (what "
+                        "kpnt-denoise uses), on cuDNN's two calls a block, or both, one after the other")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("time_model.py: needs a CUDA GPU", file=sys.stderr)
@@ -77,13 +83,19 @@ def main() -> int:
         for bench in (("off", "on") if args.cudnn_benchmark == "both" else (args.cudnn_benchmark,)):
             torch.backends.cudnn.benchmark = bench == "on"
             ms = {}
-            for backend in ("auto", "torch"):
+            blocks = ("fused", "cudnn") if args.guide_block == "both" else (args.guide_block,)
+            for backend, block in [("auto", b) for b in blocks] + [("torch", "cudnn")]:
                 model, _ = load_weights(path, sensor, device="cuda")
                 model.backend = backend
-                ms[backend] = time_ms(model, x, cfa, noise, args.repeats)
-                print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}, cuDNN autotuning {bench}: "
-                      f"{ms[backend]:.1f} ms", flush=True)
-            print(f"{path}: fused/reference speed-up {ms['torch'] / ms['auto']:.2f}x (cuDNN autotuning {bench})")
+                guide_op.FUSED_BLOCK = block == "fused"
+                ms[backend, block] = time_ms(model, x, cfa, noise, args.repeats)
+                print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}, guide blocks {block}, "
+                      f"cuDNN autotuning {bench}: {ms[backend, block]:.1f} ms", flush=True)
+            guide_op.FUSED_BLOCK = True
+            for block in blocks:
+                print(f"{path}: fused/reference speed-up {ms['torch', 'cudnn'] / ms['auto', block]:.2f}x "
+                      f"(guide blocks {block}, cuDNN autotuning {bench})")
+            ms["auto"] = ms["auto", blocks[0]]
         model.backend = "auto"
         for v in args.views:
             t = time_ms(model, x, cfa, noise, args.repeats, v)

@@ -35,6 +35,7 @@ from kpnt.errors import ConfigError
 from kpnt.ref import colour_base as _colour_base
 from kpnt.ref import colour_level as _colour_level
 from kpnt.ref import front_level as _front_level
+from kpnt.ref import guide as _guide
 from kpnt.ref import mlp as _mlp
 from kpnt.ref import noise as _noise
 from kpnt.ref import pad as _pad
@@ -55,6 +56,7 @@ OPS: dict[str, Callable] = {
     "mlp": _mlp.mlp,
     "up_block": _up_block.up_block,
     "front_level": _front_level.front_level,
+    "guide_proj_block": _guide.proj_block,
 }
 
 BACKENDS = ("auto", "torch", "cuda")

@@ -2,22 +2,64 @@
 sharpens the front level's smooth estimate (reference and maths:
 :mod:`kpnt.ref.guide`).
 
-One implementation on every device: PyTorch convolutions (cuDNN on a GPU,
-half precision at inference there, each layer's bias and ReLU fused into
-its convolution by cuDNN), so the 'torch', 'cuda' and 'auto' backends all
-run the same code and no kernel of kpnt's own is needed.
+PyTorch convolutions on every device (cuDNN on a GPU, half precision at
+inference there, each layer's bias and ReLU fused into its convolution by
+cuDNN).  One exception: in GPU inference on the ``'cuda'`` backend, a
+projection guide of width 64 (the shipped Bayer guide) runs each block
+after the first as one fused kernel (:mod:`kpnt.ops._cuda.guide_block`),
+whose hidden activation never reaches device memory.  Other widths keep
+cuDNN's two calls a block, logged once.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 
-from kpnt.ref.guide import guide_residual
+from kpnt.ops.dispatch import OPS, implementation
+from kpnt.ref.guide import guide_residual, hidden_layers
+
+log = logging.getLogger(__name__)
+
+#: Measurement switch (``tools/time_model.py --guide-block cudnn``): False
+#: runs every projection block on cuDNN, as before the fused kernel.
+FUSED_BLOCK = True
+
+_width_logged: set[int] = set()
+
+
+def _fused_block(x: torch.Tensor, weights, proj: bool, backend: str):
+    """The fused projection-block op for this call, or None (cuDNN): only
+    for GPU inference of a projection guide on the 'cuda' backend, and only
+    at the width its kernel is compiled for."""
+    if not (FUSED_BLOCK and proj and x.is_cuda and not torch.is_grad_enabled()):
+        return None
+    layers = hidden_layers(weights, proj)
+    if len(layers) < 2:
+        return None
+    impl = implementation("guide_proj_block", backend, x.device)
+    if impl is OPS["guide_proj_block"]:
+        return None
+    from kpnt.ops._cuda.guide_block import WIDTH
+
+    width = int(layers[1][0].shape[0])
+    if width != WIDTH or layers[1][0].shape[1] != WIDTH:
+        if width not in _width_logged:
+            _width_logged.add(width)
+            log.info("guide: projection blocks of width %d run on cuDNN (the fused block kernel is compiled for "
+                     "width %d)", width, WIDTH)
+        return None
+    return impl
 
 
 def guide(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa, weights, skip: bool = False,
-          pack: int = 1, train_dtype: torch.dtype | None = None, proj: bool = False) -> torch.Tensor:
+          pack: int = 1, train_dtype: torch.dtype | None = None, proj: bool = False,
+          backend: str = "auto") -> torch.Tensor:
     """``U + R``: the smooth estimate corrected by the guide (shapes and
-    ``train_dtype``, ``proj`` as :func:`kpnt.ref.guide.guide_residual`)."""
+    ``train_dtype``, ``proj`` as :func:`kpnt.ref.guide.guide_residual`;
+    ``backend`` as the other ops: it only decides whether GPU inference of a
+    width-64 projection guide runs its blocks on the fused kernel)."""
     if x.dim() != 4 or x.shape[1] != 1 or U.shape[1] != 3 or U.shape[-2:] != x.shape[-2:]:
         raise ValueError(f"guide: x (N, 1, H, W) and U (N, 3, H, W) of one size, got {tuple(x.shape)} and {tuple(U.shape)}")
-    return U + guide_residual(x, U, noise, cfa, weights, skip, pack, train_dtype, proj)
+    block = _fused_block(x, weights, proj, backend)
+    return U + guide_residual(x, U, noise, cfa, weights, skip, pack, train_dtype, proj, block)

@@ -276,8 +276,18 @@ def _cudnn_conv_add_relu(h: torch.Tensor, p: torch.Tensor, c: torch.Tensor, z: t
     return torch.cudnn_convolution_add_relu(h, p, z, 1.0, c, [1, 1], [0, 0], [1, 1], 1)
 
 
+def proj_block(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor, p: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """One projection block after the first layer, ``relu(z + P relu(conv(z)) + c)``
+    (:func:`_network`): the reference of the fused inference kernel
+    (:mod:`kpnt.ops._cuda.guide_block`), in cuDNN's two calls on a GPU in
+    float16 channels-last, else in PyTorch's convolutions."""
+    if z.is_cuda and z.dtype == torch.float16 and not torch.is_grad_enabled():
+        return _cudnn_conv_add_relu(_cudnn_conv_relu(z, w, b), p, c, z)
+    return _conv_add_relu(_conv_relu(z, w, b), p, c, z)
+
+
 def _network(z: torch.Tensor, weights, skip: bool, conv_relu=_conv_relu, proj: bool = False,
-             conv_add_relu=_conv_add_relu) -> torch.Tensor:
+             conv_add_relu=_conv_add_relu, block=None) -> torch.Tensor:
     """The hidden layers and the final 1x1 convolution.
 
     Hidden layer 0 is ``relu(conv(z))``.  After it, each layer is
@@ -291,7 +301,14 @@ def _network(z: torch.Tensor, weights, skip: bool, conv_relu=_conv_relu, proj: b
       an unhelpful channel can be silenced through ``P`` while its ReLU
       stays alive, and both halves are one cuDNN call each at inference
       (the add and the last ReLU in the projection's epilogue).
+
+    ``block(z, W, b, P, c)``, if given, computes a whole projection block
+    after the first layer instead of ``conv_relu`` and ``conv_add_relu``
+    (the fused inference kernel, :func:`proj_block`'s twin); the activity
+    probes, which need ``h``, keep the two calls.
     """
+    if _PREACTIVATION is not None or _ACTIVITY is not None:
+        block = None
     # Without autograd (inference) the ReLU and the skip add work in place:
     # the same numbers, but no fresh activation tensor per layer (each one
     # tens of MB on a CPU tile, first-touched page by page where freed
@@ -299,6 +316,9 @@ def _network(z: torch.Tensor, weights, skip: bool, conv_relu=_conv_relu, proj: b
     # caller's and is never written.
     in_place = not torch.is_grad_enabled()
     for i, layer in enumerate(hidden_layers(weights, proj)):
+        if proj and i > 0 and block is not None:
+            z = block(z, *layer)
+            continue
         if _PREACTIVATION is not None:
             _PREACTIVATION.append(F.conv2d(z, layer[0], None, padding=1).detach().amax((0, 2, 3)).float())
         h = conv_relu(z, layer[0], layer[1])
@@ -315,7 +335,7 @@ def _network(z: torch.Tensor, weights, skip: bool, conv_relu=_conv_relu, proj: b
     return F.conv2d(z, weights[-2], weights[-1])
 
 
-def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool, proj: bool = False) -> torch.Tensor:
+def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool, proj: bool = False, block=None) -> torch.Tensor:
     """:func:`_network` for GPU inference in float16, channels-last, with
     each hidden layer's bias and ReLU fused into its convolution
     (:func:`_cudnn_conv_relu`).
@@ -329,10 +349,13 @@ def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool, proj: bool = 
     profiler).  A residual (``skip``) guide's add stays a separate,
     vectorised pass (it comes after the ReLU, which no cuDNN fused epilogue
     expresses); a ``proj`` guide's add and last ReLU run in its 1x1
-    projection's epilogue (:func:`_cudnn_conv_add_relu`).
+    projection's epilogue (:func:`_cudnn_conv_add_relu`), unless ``block``
+    (the fused projection-block kernel, :func:`_network`) runs the whole
+    block.
     """
     z = z.to(torch.float16).contiguous(memory_format=torch.channels_last)
-    return _network(z, [w.to(torch.float16) for w in weights], skip, _cudnn_conv_relu, proj, _cudnn_conv_add_relu).float()
+    return _network(z, [w.to(torch.float16) for w in weights], skip, _cudnn_conv_relu, proj, _cudnn_conv_add_relu,
+                    block).float()
 
 
 def _half_precision(x: torch.Tensor, train_dtype: torch.dtype | None):
@@ -360,7 +383,7 @@ def _half_precision(x: torch.Tensor, train_dtype: torch.dtype | None):
 
 def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, weights,
                    skip: bool = False, pack: int = 1, train_dtype: torch.dtype | None = None,
-                   proj: bool = False) -> torch.Tensor:
+                   proj: bool = False, block=None) -> torch.Tensor:
     """The guide's correction ``R`` of the smooth estimate (module doc).
 
     Args:
@@ -383,6 +406,10 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
             it in float16 either way.
         proj: projection blocks (:func:`_network`; ``weights`` laid out by
             :func:`init_guide` with ``proj``).
+        block: ``block(z, W, b, P, c)`` computes one projection block in
+            GPU float16 inference (the fused kernel, which
+            :func:`kpnt.ops.guide.guide` picks); None, and everywhere
+            else: the convolutions.
     Returns:
         (N, 3, H, W), to be added to ``U``.
     """
@@ -419,7 +446,7 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
             z = z.contiguous(memory_format=torch.channels_last)
         r = _network(z, weights, skip, proj=proj).contiguous()
     elif half == ("cuda", torch.float16, True) and torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled:
-        r = _network_cudnn_inference(z, weights, skip, proj)
+        r = _network_cudnn_inference(z, weights, skip, proj, block)
     else:
         device, dtype, cache = half
         with torch.autocast(device, dtype=dtype, cache_enabled=cache):
