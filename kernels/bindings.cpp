@@ -299,7 +299,11 @@ py::object guide_proj_block(const torch::Tensor& z, const torch::Tensor& w3, con
     KPNT_REQUIRE_G(z.scalar_type() == at::kHalf, "z must be float16, got ", z.scalar_type());
     KPNT_REQUIRE_G(z.dim() == 4 && z.size(1) == C, "z must be (N, ", C, ", H, W), got ", shape(z));
     KPNT_REQUIRE_G(z.is_contiguous(at::MemoryFormat::ChannelsLast), "z must be channels-last");
-    KPNT_REQUIRE_G(z.numel() < (int64_t(1) << 40), "z too large");
+    for (int d : {0, 2, 3})
+      KPNT_REQUIRE_G(z.size(d) <= (int64_t(1) << 30), "z must have at most 2^30 images, rows and columns, got ", shape(z));
+    // The kernel reads z with 16-byte loads: a view at an odd offset would fault (fresh tensors are aligned).
+    KPNT_REQUIRE_G(reinterpret_cast<uintptr_t>(z.data_ptr()) % 16 == 0,
+                   "z's data must be 16-byte aligned (pass a fresh tensor, not a view at an offset)");
     for (const auto& [t, name] : {std::pair{&w3, "w3"}, std::pair{&p, "p"}}) {
       KPNT_REQUIRE_G(t->is_cuda() && t->device() == z.device(), "", name, " must be on ", z.device());
       KPNT_REQUIRE_G(t->scalar_type() == at::kHalf, "", name, " must be float16, got ", t->scalar_type());
@@ -311,10 +315,12 @@ py::object guide_proj_block(const torch::Tensor& z, const torch::Tensor& w3, con
     for (const auto& [t, name] : {std::pair{&b3, "b3"}, std::pair{&c1, "c1"}}) {
       KPNT_REQUIRE_G(t->is_cuda() && t->device() == z.device(), "", name, " must be on ", z.device());
       KPNT_REQUIRE_G(t->dim() == 1 && t->size(0) == C, "", name, " must be (", C, ",), got ", shape(*t));
+      KPNT_REQUIRE_G(at::isFloatingType(t->scalar_type()), "", name, " must be a float tensor, got ", t->scalar_type());
     }
     // The kernel's layouts: W [out][tap = 3 dy + dx][in], P [out][in], biases float32.
-    const torch::Tensor w_k = w3.permute({0, 2, 3, 1}).contiguous();
-    const torch::Tensor p_k = p.reshape({C, C}).contiguous();
+    // Fresh copies (clone, never the caller's memory): aligned for the kernel's 16-byte loads.
+    const torch::Tensor w_k = w3.permute({0, 2, 3, 1}).clone(at::MemoryFormat::Contiguous);
+    const torch::Tensor p_k = p.reshape({C, C}).clone(at::MemoryFormat::Contiguous);
     const torch::Tensor b_k = b3.to(at::kFloat).contiguous(), c_k = c1.to(at::kFloat).contiguous();
     torch::Tensor out = torch::empty_like(z, at::MemoryFormat::ChannelsLast);
     kpnt::GuideBlockArgs a;

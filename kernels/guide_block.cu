@@ -6,6 +6,8 @@
 namespace kpnt {
 namespace {
 
+static_assert(gblock::C == kGuideBlockWidth, "kernels/fused_mlp.cuh and kernels/guide_block.cuh disagree on the width");
+
 template <int TY>
 void launch_proj_block(const GuideBlockArgs& a) {
   using T = gblock::Tile<TY>;
@@ -24,7 +26,10 @@ void launch_proj_block(const GuideBlockArgs& a) {
 
 const char* guide_proj_block(const GuideBlockArgs& a) {
   return guarded([&] {
-    if (a.N < 0 || a.H < 0 || a.W < 0) throw std::invalid_argument("guide block: negative size");
+    // Tile counts are computed in int: keep every extent clear of INT_MAX.
+    constexpr int kMaxExtent = (1 << 30);
+    if (a.N < 0 || a.H < 0 || a.W < 0 || a.N > kMaxExtent || a.H > kMaxExtent || a.W > kMaxExtent)
+      throw std::invalid_argument("guide block: sizes must lie in [0, 2^30]");
     if (int64_t(a.N) * a.H * a.W == 0) return;
     if (a.tile_rows == 8)
       launch_proj_block<8>(a);

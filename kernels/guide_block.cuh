@@ -25,7 +25,10 @@
 
 #include <cuda_fp16.h>
 
+// Internal linkage like mlp_core.cuh's helpers it calls (each including
+// translation unit gets its own copy; no one-definition-rule clash).
 namespace kpnt {
+namespace {
 namespace gblock {
 
 constexpr int C = 64;              // channels in and out
@@ -179,4 +182,5 @@ __global__ void __launch_bounds__(Tile<TY>::THREADS)
 }
 
 }  // namespace gblock
+}  // namespace
 }  // namespace kpnt

@@ -388,6 +388,11 @@ def sanitize_case():
     p, c = torch.randn(64, 64, 1, 1, device="cuda").half() * 0.12, torch.randn(64, device="cuda") * 0.1
     for rows in (8, 16):
         unwrap(_cuda.ext().guide_proj_block(z, w, b, p, c, rows))
+    with torch.no_grad():                            # the shipped Bayer guide's blocks fused, inside the model
+        m = shipped_model(BAYER).cuda()
+        m.backend = "cuda"
+        xm, cfa, noise, _ = model_inputs(BAYER, 2, 37, 41, seed=6)
+        m(xm, cfa, noise)
     torch.cuda.synchronize()
     print("sanitize case done", flush=True)
 

@@ -16,6 +16,7 @@ rotated copies plus the rotations and the mean).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -24,10 +25,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kpnt.ensemble import ensemble_forward  # noqa: E402
-from kpnt.ops import guide as guide_op  # noqa: E402
 from kpnt.mosaic.cfa import CFA  # noqa: E402
 from kpnt.mosaic.kinds import MOSAIC_KINDS, kind  # noqa: E402
 from kpnt.weights_io import load_weights, read_metadata, shipped_weights  # noqa: E402
+
+# The module, whose FUSED_BLOCK switch this tool flips (kpnt.ops re-exports the
+# function under the module's name).
+guide_op = importlib.import_module("kpnt.ops.guide")
 
 
 def time_ms(model, x, cfa, noise, repeats: int, views: int = 1) -> float:

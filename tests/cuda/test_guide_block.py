@@ -2,15 +2,20 @@
 inference of the shipped Bayer guide) against cuDNN's two calls, alone and
 inside the whole guide and model; its errors; and the width it leaves to
 cuDNN (the X-Trans guide's 128) logged, not failed."""
+import importlib
 import logging
 
 import pytest
 import torch
 
-from kpnt.ops import _cuda, guide as guide_op
+from kpnt.ops import _cuda
+from kpnt.ops._cuda.extension import unwrap
 from kpnt.ops._cuda.guide_block import WIDTH
-from kpnt.ref.guide import guide_channels, hidden_layers, init_guide, proj_block
+from kpnt.ref.guide import init_guide, proj_block
 from kpnt.testing import rel_error as rel
+
+# The module (kpnt.ops re-exports its function under the same name).
+guide_op = importlib.import_module("kpnt.ops.guide")
 
 pytestmark = pytest.mark.cuda
 
@@ -41,14 +46,15 @@ def exact_block(z, w, b, p, c):
     return (torch.nn.functional.conv2d(h, p, c) + z).relu()
 
 
+@pytest.mark.parametrize("tile_rows", [8, 16])
 @pytest.mark.parametrize("N,H,W", [(2, 37, 53), (1, 16, 16), (1, 1, 1), (3, 9, 130)])
-def test_fused_block_matches_cudnn_and_exact(N, H, W):
-    """Odd sizes (partial tiles at both edges), several images, a single
-    position (every tap in the padding but the centre)."""
+def test_fused_block_matches_cudnn_and_exact(N, H, W, tile_rows):
+    """Both tilings; odd sizes (partial tiles at both edges), several images,
+    a single position (every tap in the padding but the centre)."""
     w, b, p, c = block_weights()
     z = stream(N, H, W)
     with torch.no_grad():
-        fused = _cuda.fused_proj_block(z, w, b, p, c)
+        fused = unwrap(_cuda.ext().guide_proj_block(z, w, b, p, c, tile_rows))
         cudnn = proj_block(z, w, b, p, c)
     exact = exact_block(z, w, b, p, c)
     assert fused.shape == z.shape and fused.dtype == torch.float16
@@ -87,6 +93,11 @@ def test_fused_block_rejects_what_it_cannot_run():
         wide = block_weights(128)
         with pytest.raises(ValueError, match=r"\(N, 64, H, W\)"):
             _cuda.fused_proj_block(stream(1, 8, 8, 128), *wide)
+        with pytest.raises(ValueError, match="aligned"):
+            flat = torch.zeros(1 + 8 * 8 * 64, device="cuda", dtype=torch.float16)
+            _cuda.fused_proj_block(flat[1:].view(1, 8, 8, 64).permute(0, 3, 1, 2), w, b, p, c)
+        with pytest.raises(ValueError, match="tile_rows"):
+            unwrap(_cuda.ext().guide_proj_block(z, w, b, p, c, 12))
     with pytest.raises(ValueError, match="inference only"):
         _cuda.fused_proj_block(z, w.clone().requires_grad_(), b, p, c)
 
@@ -106,20 +117,22 @@ def trained_like_guide(period, width, layers, seed=4):
     return [(w + (0.1 if w.dim() == 1 else 0.05) * torch.randn(w.shape, generator=g)).cuda() for w in ws]
 
 
-def test_whole_guide_with_fused_blocks_matches_cudnn(monkeypatch):
-    """The shipped Bayer guide's shape (width 64, packed 2x2): the guide op on
-    the 'cuda' backend runs its blocks fused, the same guide on 'torch' on
-    cuDNN, and the two residuals agree to float16 rounding over 5 blocks."""
+@pytest.mark.parametrize("pack", [1, 2])
+def test_whole_guide_with_fused_blocks_matches_cudnn(monkeypatch, pack):
+    """The shipped Bayer guide's shape (width 64, projection blocks; packed
+    1x1 as shipped, and 2x2): the guide op on the 'cuda' backend runs its
+    blocks fused, the same guide on 'torch' on cuDNN, and the two residuals
+    agree to float16 rounding over 5 blocks."""
     from kpnt.mosaic.cfa import CFA
 
     cfa = CFA.bayer("GRBG")
-    ws = trained_like_guide(2 * 2, WIDTH, 6)
+    ws = trained_like_guide(2 * pack, WIDTH, 6)
     x, U, noise = guide_inputs(cfa)
     with torch.no_grad():
-        fused = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="cuda")
-        cudnn = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="torch")
+        fused = guide_op.guide(x, U, noise, cfa, ws, pack=pack, proj=True, backend="cuda")
+        cudnn = guide_op.guide(x, U, noise, cfa, ws, pack=pack, proj=True, backend="torch")
         monkeypatch.setattr(guide_op, "FUSED_BLOCK", False)
-        switched_off = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="cuda")
+        switched_off = guide_op.guide(x, U, noise, cfa, ws, pack=pack, proj=True, backend="cuda")
     r_fused, r_cudnn = fused - U, cudnn - U
     assert rel(r_cudnn, r_fused) < 5e-3
     assert rel(r_cudnn, r_fused) > 0      # another path, not cuDNN's again
