@@ -290,8 +290,16 @@ py::object colour_backward(const torch::Tensor& D, const torch::Tensor& fmap, co
 // One projection block of the guide (kernels/guide_block.cu): z' (N, 64, H, W)
 // float16 channels-last, or an error tuple.  w3 (64, 64, 3, 3), p (64, 64, 1, 1)
 // float16 as torch's convolutions take them; b3 and c1 (64,) any float dtype.
+// The block's kernels by name (kpnt.ops._cuda.guide_block KERNELS).
+kpnt::GuideBlockKernel guide_block_kernel(const std::string& name) {
+  if (name == "wgmma") return kpnt::GuideBlockKernel::kWgmma;
+  if (name == "mma8") return kpnt::GuideBlockKernel::kMma8;
+  if (name == "mma16") return kpnt::GuideBlockKernel::kMma16;
+  throw ValueError("guide block: kernel must be 'wgmma', 'mma8' or 'mma16', got '" + name + "'");
+}
+
 py::object guide_proj_block(const torch::Tensor& z, const torch::Tensor& w3, const torch::Tensor& b3,
-                            const torch::Tensor& p, const torch::Tensor& c1, int64_t tile_rows) {
+                            const torch::Tensor& p, const torch::Tensor& c1, const std::string& kernel) {
   return guarded([&]() -> py::object {
     constexpr int64_t C = kpnt::kGuideBlockWidth;
     KPNT_REQUIRE_G(z.is_cuda(), "z must be a CUDA tensor, got device ", z.device());
@@ -333,10 +341,20 @@ py::object guide_proj_block(const torch::Tensor& z, const torch::Tensor& w3, con
     a.N = static_cast<int>(z.size(0));
     a.H = static_cast<int>(z.size(2));
     a.W = static_cast<int>(z.size(3));
-    a.tile_rows = static_cast<int>(tile_rows);
+    a.kernel = guide_block_kernel(kernel);
     a.stream = c10::cuda::getCurrentCUDAStream(z.device().index()).stream();
     check_launch(kpnt::guide_proj_block(a));
     return py::cast(out);
+  });
+}
+
+// Whether the current GPU runs this build's sm_90a code (the guide block's wgmma kernel).
+py::object guide_block_wgmma_built(int64_t device) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+    bool built = false;
+    check_launch(kpnt::guide_block_wgmma_built(&built));
+    return py::bool_(built);
   });
 }
 
@@ -522,7 +540,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("dims"), py::arg("ints"), py::arg("slope"), py::arg("plain"), py::arg("noise_input"),
         py::arg("consts"));
   m.def("guide_proj_block", &guide_proj_block, "one projection block of the guide: relu(z + P relu(conv3x3(z) + b) + c)",
-        py::arg("z"), py::arg("w3"), py::arg("b3"), py::arg("p"), py::arg("c1"), py::arg("tile_rows"));
+        py::arg("z"), py::arg("w3"), py::arg("b3"), py::arg("p"), py::arg("c1"), py::arg("kernel"));
+  m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
+        "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");
   m.def("mlp_bwd_tile_rows", &kpnt::mlp_bwd_tile_rows, "pixels per backward tile");
 }

@@ -248,6 +248,11 @@ const char* front_backward(const FrontArgs& a, const float* fmap, const float* d
 // inference only, f16, channels-last (kernels/guide_block.cuh).
 constexpr int kGuideBlockWidth = 64;  // channels in and out: the only width compiled
 
+// The block's kernels: wgmma on Hopper (sm_90a builds only: 8 x 16 positions
+// a tile, 2 warp groups), mma.sync on sm_80 and later (8 or 16 image rows a
+// tile: 4 or 8 warps).
+enum class GuideBlockKernel : int { kWgmma = 0, kMma8 = 1, kMma16 = 2 };
+
 struct GuideBlockArgs {
   const void* z;     // (N, H, W, 64) float16
   void* out;         // same shape, must not overlap z
@@ -256,10 +261,14 @@ struct GuideBlockArgs {
   const void* p;     // [64][64] float16: (out, in)
   const float* c1;   // (64,)
   int N = 0, H = 0, W = 0;
-  int tile_rows = 8;  // image rows per tile: 8 (4 warps) or 16 (8 warps)
+  GuideBlockKernel kernel = GuideBlockKernel::kWgmma;
   cudaStream_t stream = nullptr;
 };
 
 const char* guide_proj_block(const GuideBlockArgs& a);
+
+// Whether the GPU of the current device runs sm_90a code of this build (the
+// wgmma kernel's only target); the error message, or nullptr, as the others.
+const char* guide_block_wgmma_built(bool* built);
 
 }  // namespace kpnt

@@ -1,28 +1,58 @@
 // The guide's projection block as one kernel (the op behind
-// kpnt.ops._cuda.guide_block): launcher of kernels/guide_block.cuh.
+// kpnt.ops._cuda.guide_block): launchers of kernels/guide_block.cuh (mma.sync)
+// and kernels/guide_block_wgmma.cuh (wgmma, sm_90a builds).
 #include "fused_mlp.cuh"
 #include "guide_block.cuh"
+#include "guide_block_wgmma.cuh"
 
 namespace kpnt {
 namespace {
 
 static_assert(gblock::C == kGuideBlockWidth, "kernels/fused_mlp.cuh and kernels/guide_block.cuh disagree on the width");
 
-template <int TY>
-void launch_proj_block(const GuideBlockArgs& a) {
-  using T = gblock::Tile<TY>;
-  auto kernel = gblock::projblock_kernel<TY>;
-  prepare_smem(kernel, T::SMEM, "guide block");
-  const int64_t tiles = int64_t(a.N) * ((a.H + TY - 1) / TY) * ((a.W + gblock::TX - 1) / gblock::TX);
-  // Persistent blocks: as many as fit on the GPU, never more than the tiles.
-  const int grid = persistent_blocks(kernel, T::THREADS, T::SMEM, tiles, 1, 1);
-  kernel<<<grid, T::THREADS, T::SMEM, a.stream>>>(
-      static_cast<const __half*>(a.z), static_cast<__half*>(a.out), static_cast<const __half*>(a.w3), a.b3,
-      static_cast<const __half*>(a.p), a.c1, a.N, a.H, a.W);
+// Writes 1 where the GPU runs this build's sm_90a code, else 0.
+__global__ void wgmma_built_kernel(int* built) { *built = KPNT_WGMMA_BUILT; }
+
+// One launch of a persistent block kernel: as many blocks as fit on the GPU,
+// never more than the tiles of `tile_rows` x 16 positions.
+template <typename Kernel>
+void launch(Kernel kernel, int threads, size_t smem, int tile_rows, const GuideBlockArgs& a) {
+  prepare_smem(kernel, smem, "guide block");
+  const int64_t tiles = int64_t(a.N) * ((a.H + tile_rows - 1) / tile_rows) * ((a.W + gblock::TX - 1) / gblock::TX);
+  const int grid = persistent_blocks(kernel, threads, smem, tiles, 1, 1);
+  kernel<<<grid, threads, smem, a.stream>>>(static_cast<const __half*>(a.z), static_cast<__half*>(a.out),
+                                            static_cast<const __half*>(a.w3), a.b3, static_cast<const __half*>(a.p),
+                                            a.c1, a.N, a.H, a.W);
   check_cuda(cudaGetLastError(), "guide block launch");
 }
 
+template <int TY>
+void launch_mma(const GuideBlockArgs& a) {
+  using T = gblock::Tile<TY>;
+  launch(gblock::projblock_kernel<TY>, T::THREADS, T::SMEM, TY, a);
+}
+
+bool wgmma_built() {
+  int dev = 0;
+  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+  static int cached[64];  // 0 unknown, 1 no, 2 yes, per device (the op asks once per forward and block)
+  if (dev < 64 && cached[dev]) return cached[dev] == 2;
+  int* flag = nullptr;
+  check_cuda(cudaMalloc(&flag, sizeof(int)), "guide block: cudaMalloc");
+  wgmma_built_kernel<<<1, 1>>>(flag);
+  int host = 0;
+  const cudaError_t e = cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost);
+  cudaFree(flag);
+  check_cuda(e, "guide block: build query");
+  if (dev < 64) cached[dev] = host ? 2 : 1;
+  return host != 0;
+}
+
 }  // namespace
+
+const char* guide_block_wgmma_built(bool* built) {
+  return guarded([&] { *built = wgmma_built(); });
+}
 
 const char* guide_proj_block(const GuideBlockArgs& a) {
   return guarded([&] {
@@ -31,12 +61,20 @@ const char* guide_proj_block(const GuideBlockArgs& a) {
     if (a.N < 0 || a.H < 0 || a.W < 0 || a.N > kMaxExtent || a.H > kMaxExtent || a.W > kMaxExtent)
       throw std::invalid_argument("guide block: sizes must lie in [0, 2^30]");
     if (int64_t(a.N) * a.H * a.W == 0) return;
-    if (a.tile_rows == 8)
-      launch_proj_block<8>(a);
-    else if (a.tile_rows == 16)
-      launch_proj_block<16>(a);
-    else
-      throw std::invalid_argument("guide block: tile_rows must be 8 or 16, got " + std::to_string(a.tile_rows));
+    switch (a.kernel) {
+      case GuideBlockKernel::kWgmma: {
+        if (!wgmma_built())
+          throw std::invalid_argument(
+              "guide block: the wgmma kernel needs a Hopper GPU and an sm_90a build of the kernels "
+              "(TORCH_CUDA_ARCH_LIST=9.0a); use the 'mma8' kernel or cuDNN");
+        using T = gblock::WgTile<2>;
+        launch(gblock::projblock_wgmma_kernel<2, false>, T::THREADS, T::SMEM, T::TY, a);
+        break;
+      }
+      case GuideBlockKernel::kMma8: launch_mma<8>(a); break;
+      case GuideBlockKernel::kMma16: launch_mma<16>(a); break;
+      default: throw std::invalid_argument("guide block: unknown kernel " + std::to_string(int(a.kernel)));
+    }
   });
 }
 

@@ -16,7 +16,9 @@ module; edits to the sources are picked up by ninja's dependency tracking.
 Environment:
 
 - ``TORCH_CUDA_ARCH_LIST``: target architectures (default: the current GPU's,
-  e.g. ``9.0``).
+  e.g. ``9.0``).  Hopper's ``9.0`` is built as ``9.0a``, the arch-specific
+  target whose code runs on the same GPUs and may use wgmma (the guide
+  block's fastest kernel); ``9.0+PTX`` stays portable PTX (no wgmma).
 - ``KPNT_CACHE_DIR``: where builds are kept.
 - ``KPNT_KERNELS_DIR``: the CUDA sources (default: ``kernels/`` next to the
   package, i.e. the repository checkout, else ``<sys.prefix>/share/kpnt/kernels``
@@ -94,6 +96,18 @@ def _arch_list() -> str:
     return f"{major}.{minor}"
 
 
+def with_hopper_features(arch_list: str) -> str:
+    """``arch_list`` with every plain ``9.0`` entry built as ``9.0a``.
+
+    sm_90a code runs on exactly the GPUs sm_90 code runs on (Hopper) and may
+    use its arch-specific instructions (wgmma, kernels/guide_block_wgmma.cuh);
+    ``+PTX`` entries are kept as written, since sm_90a PTX would not carry
+    to later GPUs.  Entries may be separated by ``;`` or spaces, as torch
+    reads them."""
+    entries = arch_list.replace(" ", ";").split(";")
+    return ";".join("9.0a" if e == "9.0" else e for e in entries if e)
+
+
 def build_flags(arch_list: str | None = None) -> dict[str, Any]:
     """Everything besides the sources that determines the built module.
 
@@ -114,7 +128,7 @@ def build_flags(arch_list: str | None = None) -> dict[str, Any]:
     if verbose:
         cuda_cflags.append("-Xptxas=-v")
     return {
-        "arch": arch_list if arch_list is not None else _arch_list(),
+        "arch": with_hopper_features(arch_list if arch_list is not None else _arch_list()),
         "cflags": ["-O3", *abi],
         "cuda_cflags": cuda_cflags,
         "torch": torch.__version__,

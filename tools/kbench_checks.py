@@ -380,14 +380,16 @@ def sanitize_case():
             for p in m.parameters():
                 p.requires_grad_(True)
             smape_loss(m(xm, cfa, noise), target).backward()
-    # The guide's fused projection block (inference only): both tilings, partial tiles, two images.
-    from kpnt.ops._cuda.extension import unwrap
+    # The guide's fused projection block (inference only): every kernel this GPU runs, partial tiles, two images.
+    from kpnt.ops._cuda.guide_block import KERNELS, fused_proj_block, wgmma_built
 
     z = torch.rand(2, 64, 19, 37, device="cuda").half().contiguous(memory_format=torch.channels_last)
     w, b = torch.randn(64, 64, 3, 3, device="cuda").half() * 0.06, torch.randn(64, device="cuda") * 0.1
     p, c = torch.randn(64, 64, 1, 1, device="cuda").half() * 0.12, torch.randn(64, device="cuda") * 0.1
-    for rows in (8, 16):
-        unwrap(_cuda.ext().guide_proj_block(z, w, b, p, c, rows))
+    with torch.no_grad():
+        for kernel in KERNELS:
+            if kernel != "wgmma" or wgmma_built(torch.cuda.current_device()):
+                fused_proj_block(z, w, b, p, c, kernel)
     with torch.no_grad():                            # the shipped Bayer guide's blocks fused, inside the model
         m = shipped_model(BAYER).cuda()
         m.backend = "cuda"

@@ -4,11 +4,12 @@ sharpens the front level's smooth estimate (reference and maths:
 
 PyTorch convolutions on every device (cuDNN on a GPU, half precision at
 inference there, each layer's bias and ReLU fused into its convolution by
-cuDNN).  One exception: in GPU inference on the ``'cuda'`` backend, a
-projection guide of width 64 (the shipped Bayer guide) runs each block
-after the first as one fused kernel (:mod:`kpnt.ops._cuda.guide_block`),
-whose hidden activation never reaches device memory.  Other widths keep
-cuDNN's two calls a block, logged once.
+cuDNN).  One exception: in GPU inference on the ``'cuda'`` backend on a
+Hopper GPU (the kernels built as sm_90a), a projection guide of width 64
+(the shipped Bayer guide) runs each block after the first as one fused
+wgmma kernel (:mod:`kpnt.ops._cuda.guide_block`), whose hidden activation
+never reaches device memory.  Other widths and other GPUs keep cuDNN's two
+calls a block, logged once.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 FUSED_BLOCK = True
 
 _width_logged: set[int] = set()
+_device_logged: set[str] = set()
 
 
 def _fused_block(x: torch.Tensor, weights, proj: bool, backend: str):
@@ -40,7 +42,7 @@ def _fused_block(x: torch.Tensor, weights, proj: bool, backend: str):
     impl = implementation("guide_proj_block", backend, x.device)
     if impl is OPS["guide_proj_block"]:
         return None
-    from kpnt.ops._cuda.guide_block import WIDTH
+    from kpnt.ops._cuda.guide_block import WIDTH, wgmma_built
 
     width = int(layers[1][0].shape[0])
     if width != WIDTH or layers[1][0].shape[1] != WIDTH:
@@ -48,6 +50,14 @@ def _fused_block(x: torch.Tensor, weights, proj: bool, backend: str):
             _width_logged.add(width)
             log.info("guide: projection blocks of width %d run on cuDNN (the fused block kernel is compiled for "
                      "width %d)", width, WIDTH)
+        return None
+    device = torch.device(x.device.type, x.device.index if x.device.index is not None else torch.cuda.current_device())
+    if not wgmma_built(device.index):
+        if str(device) not in _device_logged:
+            _device_logged.add(str(device))
+            log.info("guide: projection blocks run on cuDNN on %s (%s): the fused block's wgmma kernel needs a "
+                     "Hopper GPU and kernels built for 9.0a, and its mma.sync kernel is no faster than cuDNN",
+                     device, torch.cuda.get_device_name(device))
         return None
     return impl
 

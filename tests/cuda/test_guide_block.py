@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from kpnt.ops import _cuda
-from kpnt.ops._cuda.extension import unwrap
-from kpnt.ops._cuda.guide_block import WIDTH
+from kpnt.ops._cuda.guide_block import KERNELS, WIDTH, wgmma_built
 from kpnt.ref.guide import init_guide, proj_block
 from kpnt.testing import rel_error as rel
 
@@ -18,6 +17,22 @@ from kpnt.testing import rel_error as rel
 guide_op = importlib.import_module("kpnt.ops.guide")
 
 pytestmark = pytest.mark.cuda
+
+
+def hopper_build() -> bool:
+    """A Hopper GPU with the kernels built for it (kpnt builds 9.0 as 9.0a)."""
+    from kpnt import _backend
+
+    return torch.cuda.get_device_capability() == (9, 0) and "9.0a" in _backend.build_flags()["arch"].split(";")
+
+
+def skip_without_wgmma(kernel="wgmma"):
+    if kernel == "wgmma" and not wgmma_built(torch.cuda.current_device()):
+        pytest.skip("the wgmma kernel needs a Hopper GPU and an sm_90a build")
+
+
+def test_wgmma_is_built_exactly_for_hopper():
+    assert wgmma_built(torch.cuda.current_device()) == hopper_build()
 
 
 def block_weights(width=WIDTH, seed=0):
@@ -46,15 +61,18 @@ def exact_block(z, w, b, p, c):
     return (torch.nn.functional.conv2d(h, p, c) + z).relu()
 
 
-@pytest.mark.parametrize("tile_rows", [8, 16])
-@pytest.mark.parametrize("N,H,W", [(2, 37, 53), (1, 16, 16), (1, 1, 1), (3, 9, 130)])
-def test_fused_block_matches_cudnn_and_exact(N, H, W, tile_rows):
-    """Both tilings; odd sizes (partial tiles at both edges), several images,
-    a single position (every tap in the padding but the centre)."""
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("N,H,W", [(2, 37, 53), (1, 16, 16), (1, 1, 1), (3, 9, 130), (1, 300, 520)])
+def test_fused_block_matches_cudnn_and_exact(N, H, W, kernel):
+    """Every kernel (wgmma; mma.sync in both tilings); odd sizes (partial
+    tiles at both edges), several images, a single position (every tap in the
+    padding but the centre), and more tiles than resident blocks (each goes
+    round its persistent loop)."""
+    skip_without_wgmma(kernel)
     w, b, p, c = block_weights()
     z = stream(N, H, W)
     with torch.no_grad():
-        fused = unwrap(_cuda.ext().guide_proj_block(z, w, b, p, c, tile_rows))
+        fused = _cuda.fused_proj_block(z, w, b, p, c, kernel)
         cudnn = proj_block(z, w, b, p, c)
     exact = exact_block(z, w, b, p, c)
     assert fused.shape == z.shape and fused.dtype == torch.float16
@@ -69,17 +87,19 @@ def test_fused_block_matches_cudnn_and_exact(N, H, W, tile_rows):
     assert worst < 4e-3
 
 
-def test_fused_block_leaves_its_input_alone_and_uses_every_weight():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_fused_block_leaves_its_input_alone_and_uses_every_weight(kernel):
+    skip_without_wgmma(kernel)
     w, b, p, c = block_weights()
     z = stream(1, 20, 24)
     z0 = z.clone()
     with torch.no_grad():
-        ref = _cuda.fused_proj_block(z, w, b, p, c)
+        ref = _cuda.fused_proj_block(z, w, b, p, c, kernel)
         assert torch.equal(z, z0)
         # Each weight matters: dropping one moves the output by far more than rounding.
         for i in range(4):
             ws = [t if j != i else torch.zeros_like(t) for j, t in enumerate((w, b, p, c))]
-            assert rel(_cuda.fused_proj_block(z, *ws).float(), ref.float()) > 1e-2, f"weight {i} unused"
+            assert rel(_cuda.fused_proj_block(z, *ws, kernel).float(), ref.float()) > 1e-2, f"weight {i} unused"
 
 
 def test_fused_block_rejects_what_it_cannot_run():
@@ -96,8 +116,11 @@ def test_fused_block_rejects_what_it_cannot_run():
         with pytest.raises(ValueError, match="aligned"):
             flat = torch.zeros(1 + 8 * 8 * 64, device="cuda", dtype=torch.float16)
             _cuda.fused_proj_block(flat[1:].view(1, 8, 8, 64).permute(0, 3, 1, 2), w, b, p, c)
-        with pytest.raises(ValueError, match="tile_rows"):
-            unwrap(_cuda.ext().guide_proj_block(z, w, b, p, c, 12))
+        with pytest.raises(ValueError, match="kernel must be 'wgmma', 'mma8' or 'mma16'"):
+            _cuda.fused_proj_block(z, w, b, p, c, "mma12")
+        if not wgmma_built(torch.cuda.current_device()):
+            with pytest.raises(ValueError, match="sm_90a"):
+                _cuda.fused_proj_block(z, w, b, p, c, "wgmma")
     with pytest.raises(ValueError, match="inference only"):
         _cuda.fused_proj_block(z, w.clone().requires_grad_(), b, p, c)
 
@@ -125,6 +148,7 @@ def test_whole_guide_with_fused_blocks_matches_cudnn(monkeypatch, pack):
     agree to float16 rounding over 5 blocks."""
     from kpnt.mosaic.cfa import CFA
 
+    skip_without_wgmma()
     cfa = CFA.bayer("GRBG")
     ws = trained_like_guide(2 * pack, WIDTH, 6)
     x, U, noise = guide_inputs(cfa)
@@ -144,6 +168,7 @@ def test_fused_block_is_chosen_only_where_it_runs(caplog):
     training, on 'torch', and at width 128, which is logged once."""
     from kpnt.mosaic.cfa import CFA
 
+    skip_without_wgmma()
     x, _, _ = guide_inputs(CFA.bayer("GRBG"), N=1, H=8, W=8)
     ws64 = trained_like_guide(4, WIDTH, 3)
     with torch.no_grad():
@@ -159,6 +184,23 @@ def test_fused_block_is_chosen_only_where_it_runs(caplog):
     assert sum("width 128 run on cuDNN" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_gpus_without_the_wgmma_kernel_stay_on_cudnn_and_say_so(monkeypatch, caplog):
+    """Where the wgmma kernel is not in the build (any GPU but Hopper), the
+    guide's blocks run on cuDNN (the mma.sync kernel is no faster there on an
+    H100), logged once per device."""
+    from kpnt.mosaic.cfa import CFA
+    from kpnt.ops._cuda import guide_block
+
+    monkeypatch.setattr(guide_block, "wgmma_built", lambda index: False)
+    guide_op._device_logged.clear()
+    x, _, _ = guide_inputs(CFA.bayer("GRBG"), N=1, H=8, W=8)
+    ws64 = trained_like_guide(4, WIDTH, 3)
+    with torch.no_grad(), caplog.at_level(logging.INFO, logger="kpnt.ops.guide"):
+        assert guide_op._fused_block(x, ws64, True, "cuda") is None
+        assert guide_op._fused_block(x, ws64, True, "cuda") is None
+    assert sum("needs a Hopper GPU" in r.getMessage() for r in caplog.records) == 1
+
+
 @pytest.mark.parametrize("sensor", ["bayer", "xtrans"])
 def test_shipped_model_with_fused_blocks_matches_cudnn(sensor, monkeypatch):
     """The shipped weights end to end on the 'cuda' backend: with the fused
@@ -167,6 +209,8 @@ def test_shipped_model_with_fused_blocks_matches_cudnn(sensor, monkeypatch):
     from kpnt.weights_io import load_weights, shipped_weights
     from kpnt.mosaic.cfa import CFA
 
+    if sensor == "bayer":
+        skip_without_wgmma()
     model, _ = load_weights(shipped_weights(sensor), sensor, device="cuda")
     model.backend = "cuda"
     cfa = CFA.bayer("RGGB") if sensor == "bayer" else CFA.xtrans()
@@ -181,3 +225,5 @@ def test_shipped_model_with_fused_blocks_matches_cudnn(sensor, monkeypatch):
     assert rel(fused, cudnn) < 1e-3
     if sensor == "xtrans":
         assert torch.equal(fused, cudnn)
+    else:
+        assert not torch.equal(fused, cudnn)      # the fused blocks ran

@@ -1,29 +1,48 @@
 """The guide's projection block as one fused kernel (inference only):
 ``relu(z + P relu(conv3x3(z, W) + b) + c)`` for float16 channels-last
-``z`` of 64 channels (``kernels/guide_block.cuh``), the twin of
-:func:`kpnt.ref.guide.proj_block`.
+``z`` of 64 channels, the twin of :func:`kpnt.ref.guide.proj_block`.
 
 cuDNN runs the block as two calls whose hidden activation ``h`` goes through
-device memory; the fused kernel keeps ``h`` on the chip (docs/KERNELS.md,
-session 24)."""
+device memory; the fused kernels keep ``h`` on the chip.  Two kinds
+(docs/KERNELS.md, sessions 23-25):
+
+- ``'wgmma'`` (``kernels/guide_block_wgmma.cuh``): Hopper's warp-group MMA,
+  in sm_90a builds only (kpnt builds Hopper as sm_90a, :mod:`kpnt._backend`).
+  On an H100 1.39 ms a block at 24-MP Bayer size against cuDNN's 1.79: the
+  one the guide op uses.
+- ``'mma8'`` / ``'mma16'`` (``kernels/guide_block.cuh``): mma.sync, sm_80 and
+  later, 8 or 16 image rows a tile.  On an H100 no faster than cuDNN (1.81
+  and 1.91 ms), so the guide op leaves other GPUs on cuDNN; kept as the
+  measured baseline of the probe and for GPUs where it may pay.
+"""
 from __future__ import annotations
+
+import functools
 
 import torch
 
 from kpnt.ops._cuda.extension import ext, unwrap
 
-#: Channels the kernel is compiled for (kernels/fused_mlp.cuh kGuideBlockWidth).
+#: Channels the kernels are compiled for (kernels/fused_mlp.cuh kGuideBlockWidth).
 WIDTH = 64
 
-#: Image rows per tile: 8 (4 warps, 2 blocks a multiprocessor) or 16 (8
-#: warps, 1 block); chosen by tools/projblock_probe (docs/KERNELS.md).
-TILE_ROWS = 8
+#: The kernels by name (kernels/fused_mlp.cuh GuideBlockKernel).
+KERNELS = ("wgmma", "mma8", "mma16")
 
 
-def fused_proj_block(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor, p: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+@functools.cache
+def wgmma_built(device_index: int) -> bool:
+    """Whether GPU ``device_index`` runs this build's sm_90a code, i.e. the
+    ``'wgmma'`` kernel (a Hopper GPU and an arch list with ``9.0a``)."""
+    return bool(unwrap(ext().guide_block_wgmma_built(device_index)))
+
+
+def fused_proj_block(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor, p: torch.Tensor, c: torch.Tensor,
+                     kernel: str = "wgmma") -> torch.Tensor:
     """One projection block: ``z`` (N, 64, H, W) float16 channels-last on a
     GPU, ``w`` (64, 64, 3, 3) and ``p`` (64, 64, 1, 1) float16, ``b`` and
-    ``c`` (64,).  Returns a new tensor like ``z``; no autograd."""
+    ``c`` (64,); ``kernel`` one of :data:`KERNELS`.  Returns a new tensor
+    like ``z``; no autograd."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in (z, w, b, p, c)):
         raise ValueError("guide block: the fused projection block is inference only (run it under torch.no_grad())")
-    return unwrap(ext().guide_proj_block(z, w, b, p, c, TILE_ROWS))
+    return unwrap(ext().guide_proj_block(z, w, b, p, c, kernel))

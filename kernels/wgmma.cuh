@@ -1,10 +1,12 @@
-// Hopper warp-group MMA (wgmma) helpers shared by kpnt's probes
-// (tools/wgmma_probe, tools/projblock_probe): the no-swizzle core-matrix
+// Hopper warp-group MMA (wgmma) helpers of the guide block's wgmma kernel
+// (kernels/guide_block_wgmma.cuh) and kpnt's probes (tools/wgmma_probe,
+// tools/projblock_probe): the no-swizzle core-matrix
 // layout of a K-major operand in shared memory, its descriptor, the fences
 // and the m64nNk16 f16 -> f32 instructions with A from registers (the
 // mma.sync fragment layout, per warp of the group).  Checked on an H100 in
 // session 23 (wgmma_probe's layout check: the descriptor offsets as PTX
-// reads them).  sm_90a only.
+// reads them).  sm_90a only: call them only from code compiled under
+// __CUDA_ARCH_FEAT_SM90_ALL (ptxas rejects wgmma for any other target).
 #pragma once
 
 #include <cuda_fp16.h>
