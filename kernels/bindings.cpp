@@ -7,7 +7,10 @@
 
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAFunctions.h>
 
+#include <array>
+#include <atomic>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -290,6 +293,29 @@ py::object colour_backward(const torch::Tensor& D, const torch::Tensor& fmap, co
 // One projection block of the guide (kernels/guide_block.cu): z' (N, 64, H, W)
 // float16 channels-last, or an error tuple.  w3 (64, 64, 3, 3), p (64, 64, 1, 1)
 // float16 as torch's convolutions take them; b3 and c1 (64,) any float dtype.
+// Whether GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel): asked of the GPU once
+// per device (a one-thread kernel on the current stream, read back: a sync, so not while capturing a graph),
+// then remembered for the module's life.
+bool wgmma_built_on(const c10::Device& device) {
+  static std::array<std::atomic<int>, 64> known{};  // per device index: 0 not asked, 1 no, 2 yes
+  const int idx = device.index();
+  const bool cached = idx >= 0 && idx < static_cast<int>(known.size());
+  if (cached && known[idx].load() != 0) return known[idx].load() == 2;
+  const c10::cuda::CUDAGuard guard(device);
+  torch::Tensor flag = torch::zeros({1}, torch::dtype(torch::kInt32).device(device));
+  check_launch(kpnt::guide_block_wgmma_query(flag.data_ptr<int>(), c10::cuda::getCurrentCUDAStream(idx).stream()));
+  const bool built = flag.item<int>() == 1;
+  if (cached) known[idx].store(built ? 2 : 1);
+  return built;
+}
+
+py::object guide_block_wgmma_built(int64_t device) {
+  return guarded([&]() -> py::object {
+    KPNT_REQUIRE_G(device >= 0 && device < static_cast<int64_t>(c10::cuda::device_count()), "no CUDA device ", device);
+    return py::bool_(wgmma_built_on(c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device))));
+  });
+}
+
 // The block's kernels by name (kpnt.ops._cuda.guide_block KERNELS).
 kpnt::GuideBlockKernel guide_block_kernel(const std::string& name) {
   if (name == "wgmma") return kpnt::GuideBlockKernel::kWgmma;
@@ -342,19 +368,12 @@ py::object guide_proj_block(const torch::Tensor& z, const torch::Tensor& w3, con
     a.H = static_cast<int>(z.size(2));
     a.W = static_cast<int>(z.size(3));
     a.kernel = guide_block_kernel(kernel);
+    KPNT_REQUIRE_G(a.kernel != kpnt::GuideBlockKernel::kWgmma || wgmma_built_on(z.device()),
+                   "the wgmma kernel needs a Hopper GPU and kernels built for 9.0a (CUDA 12 or later); use the "
+                   "'mma8' kernel or cuDNN");
     a.stream = c10::cuda::getCurrentCUDAStream(z.device().index()).stream();
     check_launch(kpnt::guide_proj_block(a));
     return py::cast(out);
-  });
-}
-
-// Whether the current GPU runs this build's sm_90a code (the guide block's wgmma kernel).
-py::object guide_block_wgmma_built(int64_t device) {
-  return guarded([&]() -> py::object {
-    const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-    bool built = false;
-    check_launch(kpnt::guide_block_wgmma_built(&built));
-    return py::bool_(built);
   });
 }
 

@@ -267,8 +267,10 @@ struct GuideBlockArgs {
 
 const char* guide_proj_block(const GuideBlockArgs& a);
 
-// Whether the GPU of the current device runs sm_90a code of this build (the
-// wgmma kernel's only target); the error message, or nullptr, as the others.
-const char* guide_block_wgmma_built(bool* built);
+// Writes 1 to the device int `flag` (on `stream`) where the current GPU runs
+// this build's sm_90a code (the wgmma kernel's only target), else 0.  Callers
+// ask before launching GuideBlockKernel::kWgmma, whose body is a trap in any
+// other code; the error message, or nullptr, as the others.
+const char* guide_block_wgmma_query(int* flag, cudaStream_t stream);
 
 }  // namespace kpnt

@@ -10,7 +10,8 @@ namespace {
 
 static_assert(gblock::C == kGuideBlockWidth, "kernels/fused_mlp.cuh and kernels/guide_block.cuh disagree on the width");
 
-// Writes 1 where the GPU runs this build's sm_90a code, else 0.
+// Writes 1 where the GPU runs this build's sm_90a code, else 0 (each cubin of
+// the build compiles its own constant).
 __global__ void wgmma_built_kernel(int* built) { *built = KPNT_WGMMA_BUILT; }
 
 // One launch of a persistent block kernel: as many blocks as fit on the GPU,
@@ -32,26 +33,13 @@ void launch_mma(const GuideBlockArgs& a) {
   launch(gblock::projblock_kernel<TY>, T::THREADS, T::SMEM, TY, a);
 }
 
-bool wgmma_built() {
-  int dev = 0;
-  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-  static int cached[64];  // 0 unknown, 1 no, 2 yes, per device (the op asks once per forward and block)
-  if (dev < 64 && cached[dev]) return cached[dev] == 2;
-  int* flag = nullptr;
-  check_cuda(cudaMalloc(&flag, sizeof(int)), "guide block: cudaMalloc");
-  wgmma_built_kernel<<<1, 1>>>(flag);
-  int host = 0;
-  const cudaError_t e = cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost);
-  cudaFree(flag);
-  check_cuda(e, "guide block: build query");
-  if (dev < 64) cached[dev] = host ? 2 : 1;
-  return host != 0;
-}
-
 }  // namespace
 
-const char* guide_block_wgmma_built(bool* built) {
-  return guarded([&] { *built = wgmma_built(); });
+const char* guide_block_wgmma_query(int* flag, cudaStream_t stream) {
+  return guarded([&] {
+    wgmma_built_kernel<<<1, 1, 0, stream>>>(flag);
+    check_cuda(cudaGetLastError(), "guide block: build query launch");
+  });
 }
 
 const char* guide_proj_block(const GuideBlockArgs& a) {
@@ -62,11 +50,7 @@ const char* guide_proj_block(const GuideBlockArgs& a) {
       throw std::invalid_argument("guide block: sizes must lie in [0, 2^30]");
     if (int64_t(a.N) * a.H * a.W == 0) return;
     switch (a.kernel) {
-      case GuideBlockKernel::kWgmma: {
-        if (!wgmma_built())
-          throw std::invalid_argument(
-              "guide block: the wgmma kernel needs a Hopper GPU and an sm_90a build of the kernels "
-              "(TORCH_CUDA_ARCH_LIST=9.0a); use the 'mma8' kernel or cuDNN");
+      case GuideBlockKernel::kWgmma: {  // the caller asked guide_block_wgmma_query first (a trap elsewhere)
         using T = gblock::WgTile<2>;
         launch(gblock::projblock_wgmma_kernel<2, false>, T::THREADS, T::SMEM, T::TY, a);
         break;

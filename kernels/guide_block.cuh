@@ -1,7 +1,9 @@
 // One projection block of the guide (kpnt/ref/guide.py, ``proj``) in one
-// kernel, for inference: the device code, shared by kernels/guide_block.cu
-// (the op) and tools/projblock_probe/projblock_probe.cu (the measurement that
-// chose it, beside wgmma variants).
+// kernel, for inference, on mma.sync: the device code of kernels/guide_block.cu's
+// 'mma8' / 'mma16' kernels and of tools/projblock_probe's mma.sync rows, and
+// the helpers (halo, biases, epilogue) that the wgmma kernel
+// (kernels/guide_block_wgmma.cuh, the one the guide op uses) shares.  On an
+// H100 this kernel is no faster than cuDNN's two calls (session 25).
 //
 //   h  = relu(conv3x3(z, W) + b)              (64 -> 64 channels)
 //   z' = relu(z + P h + c)                    (P: a 1x1 convolution, 64 x 64)

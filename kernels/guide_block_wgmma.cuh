@@ -5,8 +5,8 @@
 // mma.sync kernel's 1.81).
 //
 // wgmma exists only in sm_90a code (the arch-specific Hopper target): in any
-// other build the kernel body is a trap, and guide_block_wgmma_built() (the
-// launcher's) says which build the GPU runs.
+// other build the kernel body is a trap, and guide_block_wgmma_query()
+// (kernels/guide_block.cu) says which code the GPU runs.
 #pragma once
 
 #include "guide_block.cuh"

@@ -96,16 +96,25 @@ def _arch_list() -> str:
     return f"{major}.{minor}"
 
 
-def with_hopper_features(arch_list: str) -> str:
-    """``arch_list`` with every plain ``9.0`` entry built as ``9.0a``.
+def with_hopper_features(arch_list: str, cuda_version: str | None) -> str:
+    """``arch_list`` with every plain ``9.0`` entry built as ``9.0a`` where
+    the CUDA compiler knows it (CUDA 12 and later; torch's CUDA 11.8 builds
+    keep ``9.0``).
 
     sm_90a code runs on exactly the GPUs sm_90 code runs on (Hopper) and may
     use its arch-specific instructions (wgmma, kernels/guide_block_wgmma.cuh);
     ``+PTX`` entries are kept as written, since sm_90a PTX would not carry
-    to later GPUs.  Entries may be separated by ``;`` or spaces, as torch
-    reads them."""
-    entries = arch_list.replace(" ", ";").split(";")
-    return ";".join("9.0a" if e == "9.0" else e for e in entries if e)
+    to later GPUs (torch's named lists such as ``Hopper`` expand to
+    ``9.0+PTX``, so they build no wgmma either).  Entries may be separated by
+    ``;`` or spaces, as torch reads them."""
+    entries = [e for e in arch_list.replace(" ", ";").split(";") if e]
+    try:
+        cuda_major = int((cuda_version or "0").split(".")[0])
+    except ValueError:
+        cuda_major = 0
+    if cuda_major < 12:
+        return ";".join(entries)
+    return ";".join("9.0a" if e == "9.0" else e for e in entries)
 
 
 def build_flags(arch_list: str | None = None) -> dict[str, Any]:
@@ -128,7 +137,7 @@ def build_flags(arch_list: str | None = None) -> dict[str, Any]:
     if verbose:
         cuda_cflags.append("-Xptxas=-v")
     return {
-        "arch": with_hopper_features(arch_list if arch_list is not None else _arch_list()),
+        "arch": with_hopper_features(arch_list if arch_list is not None else _arch_list(), torch.version.cuda),
         "cflags": ["-O3", *abi],
         "cuda_cflags": cuda_cflags,
         "torch": torch.__version__,

@@ -14,9 +14,22 @@ from kpnt import _backend
     ("8.9;10.0", "8.9;10.0"),
 ])
 def test_hopper_is_built_with_its_arch_specific_features(given, built):
-    assert _backend.with_hopper_features(given) == built
+    assert _backend.with_hopper_features(given, "13.0") == built
+    assert _backend.with_hopper_features(given, "12.1") == built
 
 
-def test_build_flags_carry_the_mapped_list():
+@pytest.mark.parametrize("cuda", ["11.8", None, "rocm"])
+def test_compilers_without_sm90a_keep_the_list(cuda):
+    """CUDA 11.8 has no compute_90a (torch still ships such builds); a CPU
+    torch has no CUDA version at all."""
+    assert _backend.with_hopper_features("8.0;9.0", cuda) == "8.0;9.0"
+
+
+def test_build_flags_carry_the_mapped_list(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
     assert _backend.build_flags("9.0")["arch"] == "9.0a"
     assert _backend.build_flags("8.0")["arch"] == "8.0"
+    monkeypatch.setattr(torch.version, "cuda", "11.8")
+    assert _backend.build_flags("9.0")["arch"] == "9.0"

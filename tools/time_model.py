@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Time 24-MP inference of weights files, model only: the fused kernels
-(backend auto: colour and front levels fused, the guide on cuDNN in f16,
-a width-64 projection guide's blocks on kpnt's fused block kernel)
-against the PyTorch reference, in one run, CUDA events after warm-up.
+(backend auto: colour and front levels fused, the guide on cuDNN in f16;
+with --guide-block fused, a width-64 projection guide's blocks on kpnt's
+fused wgmma kernel) against the PyTorch reference, in one run, CUDA events after warm-up.
 
     python tools/time_model.py                    # the shipped models
     python tools/time_model.py --weights a.safetensors b.safetensors
@@ -74,14 +74,23 @@ def main() -> int:
                    help="cuDNN autotuning (torch.backends.cudnn.benchmark) of the guide's convolutions: off (cuDNN's "
                         "heuristics, what kpnt-denoise uses), on, or both, one after the other (default off; H200, "
                         "session 12: no change on the fused path, docs/KERNELS.md)")
-    p.add_argument("--guide-block", choices=("fused", "cudnn", "both"), default="fused",
-                   help="on the fused path, a width-64 projection guide's blocks on kpnt's fused kernel (what "
-                        "kpnt-denoise uses), on cuDNN's two calls a block, or both, one after the other")
+    p.add_argument("--guide-block", choices=("fused", "cudnn", "both"), default="cudnn",
+                   help="on the fused path, a width-64 projection guide's blocks on cuDNN's two calls a block (what "
+                        "kpnt-denoise uses while kpnt.ops.guide.FUSED_BLOCK is off, the default), on kpnt's fused "
+                        "wgmma kernel (Hopper), or both, one after the other")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("time_model.py: needs a CUDA GPU", file=sys.stderr)
         return 1
     files = args.weights or [shipped_weights(s) for s in MOSAIC_KINDS]
+    if args.guide_block != "cudnn":
+        from kpnt.ops._cuda.guide_block import wgmma_built
+
+        if not wgmma_built(torch.cuda.current_device()):
+            print(f"time_model.py: note: {torch.cuda.get_device_name()} does not run the fused guide block's wgmma "
+                  "kernel (Hopper, kernels built for 9.0a): the 'fused' rows run the guide's blocks on cuDNN",
+                  flush=True)
+    fused_block_before = guide_op.FUSED_BLOCK
     for path in files:
         sensor, cfa, x, noise = synthetic_input(path, args.height, args.width)
         for bench in (("off", "on") if args.cudnn_benchmark == "both" else (args.cudnn_benchmark,)):
@@ -95,16 +104,17 @@ def main() -> int:
                 ms[backend, block] = time_ms(model, x, cfa, noise, args.repeats)
                 print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}, guide blocks {block}, "
                       f"cuDNN autotuning {bench}: {ms[backend, block]:.1f} ms", flush=True)
-            guide_op.FUSED_BLOCK = True
             for block in blocks:
                 print(f"{path}: fused/reference speed-up {ms['torch', 'cudnn'] / ms['auto', block]:.2f}x "
                       f"(guide blocks {block}, cuDNN autotuning {bench})")
             ms["auto"] = ms["auto", blocks[0]]
         model.backend = "auto"
+        guide_op.FUSED_BLOCK = blocks[0] == "fused"     # the views on the path of ms["auto"]
         for v in args.views:
             t = time_ms(model, x, cfa, noise, args.repeats, v)
             print(f"{path}: {sensor} {args.height}x{args.width} backend auto, {v} view(s): {t:.1f} ms "
                   f"({t / ms['auto']:.2f}x one view)", flush=True)
+    guide_op.FUSED_BLOCK = fused_block_before
     return 0
 
 

@@ -4,12 +4,13 @@ sharpens the front level's smooth estimate (reference and maths:
 
 PyTorch convolutions on every device (cuDNN on a GPU, half precision at
 inference there, each layer's bias and ReLU fused into its convolution by
-cuDNN).  One exception: in GPU inference on the ``'cuda'`` backend on a
-Hopper GPU (the kernels built as sm_90a), a projection guide of width 64
-(the shipped Bayer guide) runs each block after the first as one fused
-wgmma kernel (:mod:`kpnt.ops._cuda.guide_block`), whose hidden activation
-never reaches device memory.  Other widths and other GPUs keep cuDNN's two
-calls a block, logged once.
+cuDNN).  One exception, behind :data:`FUSED_BLOCK`: in GPU inference on
+the ``'cuda'`` backend on a Hopper GPU (the kernels built as sm_90a), a
+projection guide of width 64 (the shipped Bayer guide) runs each block
+after the first as one fused wgmma kernel
+(:mod:`kpnt.ops._cuda.guide_block`), whose hidden activation never reaches
+device memory.  Other widths and other GPUs keep cuDNN's two calls a block,
+logged once.
 """
 from __future__ import annotations
 
@@ -22,9 +23,13 @@ from kpnt.ref.guide import guide_residual, hidden_layers
 
 log = logging.getLogger(__name__)
 
-#: Measurement switch (``tools/time_model.py --guide-block cudnn``): False
-#: runs every projection block on cuDNN, as before the fused kernel.
-FUSED_BLOCK = True
+#: Whether GPU inference may run projection blocks on the fused kernel.  Off
+#: until the wgmma kernel has run inside kpnt on a GPU: session 25 moved it
+#: from the probe (where it passed its float64 check, 1.29x cuDNN's block)
+#: after the session's last device call; ``tools/gpu_calls/guide_wgmma.sh``
+#: is the check that turns it on.  Tests and ``tools/time_model.py
+#: --guide-block`` set it.
+FUSED_BLOCK = False
 
 _width_logged: set[int] = set()
 _device_logged: set[str] = set()
@@ -32,8 +37,9 @@ _device_logged: set[str] = set()
 
 def _fused_block(x: torch.Tensor, weights, proj: bool, backend: str):
     """The fused projection-block op for this call, or None (cuDNN): only
-    for GPU inference of a projection guide on the 'cuda' backend, and only
-    at the width its kernel is compiled for."""
+    with :data:`FUSED_BLOCK` on, for GPU inference of a projection guide on
+    the 'cuda' backend, at the width its kernel is compiled for, on a GPU
+    that runs the build's wgmma kernel (Hopper)."""
     if not (FUSED_BLOCK and proj and x.is_cuda and not torch.is_grad_enabled()):
         return None
     layers = hidden_layers(weights, proj)

@@ -16,7 +16,8 @@
 // writes z', 2.3 GB); here h never leaves the chip.
 //
 // The kernels: kpnt's mma.sync block (kernels/guide_block.cuh, two tilings)
-// and the same block on wgmma (below), in two tilings and two schedules.
+// and kpnt's wgmma block (kernels/guide_block_wgmma.cuh, moved there from this
+// file in session 25), in two tilings and two schedules.
 //
 // Prints a table (checks; ms a block at 24-MP Bayer size, TFLOP/s and the
 // speed-up on cuDNN's block: argv[2] ms when given, from
@@ -37,7 +38,8 @@
 
 namespace probe {
 
-// The block's constants and the mma.sync kernel, projblock_kernel<TY>, are kpnt's (kernels/guide_block.cuh).
+// The block's constants and both kernels, projblock_kernel<TY> and projblock_wgmma_kernel<WGS, DB>, are kpnt's
+// (kernels/guide_block.cuh, kernels/guide_block_wgmma.cuh).
 using namespace kpnt::gblock;
 using kpnt::kPad;
 using kpnt::ldsm_x4;

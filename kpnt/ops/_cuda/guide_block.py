@@ -8,16 +8,16 @@ device memory; the fused kernels keep ``h`` on the chip.  Two kinds
 
 - ``'wgmma'`` (``kernels/guide_block_wgmma.cuh``): Hopper's warp-group MMA,
   in sm_90a builds only (kpnt builds Hopper as sm_90a, :mod:`kpnt._backend`).
-  On an H100 1.39 ms a block at 24-MP Bayer size against cuDNN's 1.79: the
-  one the guide op uses.
+  On an H100 1.39 ms a block at 24-MP Bayer size against cuDNN's 1.79 (in
+  tools/projblock_probe): the one the guide op uses when
+  :data:`kpnt.ops.guide.FUSED_BLOCK` is on (off until it has run inside kpnt
+  on a GPU).
 - ``'mma8'`` / ``'mma16'`` (``kernels/guide_block.cuh``): mma.sync, sm_80 and
   later, 8 or 16 image rows a tile.  On an H100 no faster than cuDNN (1.81
   and 1.91 ms), so the guide op leaves other GPUs on cuDNN; kept as the
   measured baseline of the probe and for GPUs where it may pay.
 """
 from __future__ import annotations
-
-import functools
 
 import torch
 
@@ -30,10 +30,10 @@ WIDTH = 64
 KERNELS = ("wgmma", "mma8", "mma16")
 
 
-@functools.cache
 def wgmma_built(device_index: int) -> bool:
     """Whether GPU ``device_index`` runs this build's sm_90a code, i.e. the
-    ``'wgmma'`` kernel (a Hopper GPU and an arch list with ``9.0a``)."""
+    ``'wgmma'`` kernel (a Hopper GPU and an arch list with ``9.0a``).  The
+    extension asks the GPU once per device (a sync) and remembers."""
     return bool(unwrap(ext().guide_block_wgmma_built(device_index)))
 
 
