@@ -4,7 +4,9 @@
 # against cuDNN and float64, the whole guide and the shipped models), the shipped models' 24-MP time with the blocks
 # fused and on cuDNN, compute-sanitizer memcheck of bench_kernels' sanitize case, then shipped-Bayer training-parity
 # seeds until LIMIT seconds (default 540) are nearly spent.  Nothing to carry.
-#   PARTS (default "tests time sanitize parity") to run fewer; TESTS (default tests/cuda) the tests to run;
+# Part "probe" (not in the default list, about a minute) reruns tools/projblock_probe with session 25's prefetching
+# wgmma candidates (written after the last call of that session).
+#   PARTS (default "tests time sanitize parity") to run fewer or add "probe"; TESTS (default tests/cuda) the tests to run;
 #   WEIGHTS (default both shipped models) the models to time; FIRST_SEED (default 12) the first parity seed.
 export TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
 LIMIT=${LIMIT:-540}
@@ -26,6 +28,9 @@ for part in $PARTS; do
         timeout 120 python tools/time_model.py --repeats 5 --guide-block both ${WEIGHTS:+--weights $WEIGHTS} \
             > $OUT/time_model.txt 2>&1
         grep -E " ms|x " $OUT/time_model.txt ;;
+    probe)
+        timeout 120 bash tools/gpu_calls/projblock_probe.sh > $OUT/probe.log 2>&1
+        tail -22 $OUT/probe.log ;;
     sanitize)
         timeout 120 compute-sanitizer --tool memcheck --leak-check no --print-limit 20 \
             python tools/bench_kernels.py --sanitize > $OUT/sanitize.txt 2>&1
