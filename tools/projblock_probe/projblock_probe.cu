@@ -182,6 +182,164 @@ __global__ void __launch_bounds__(PfTile<WGS>::THREADS)
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // no copy outlives the block
 }
 
+// ------------------------------------------------------------------ a second candidate (session 25, probe only)
+
+// The block as the transposed product: M = the 64 output channels (W, the A
+// operand, from shared memory), N = 128 positions of one image row (the halo,
+// the B operand, from shared memory), so a warp group issues the 3x3's 36 k16
+// steps as one batch with no ldmatrix between taps (kpnt's kernel loads A for
+// each tap into registers and waits on each tap).  A tap's B is the halo row
+// dy shifted by dx positions: the halo is stored [8 channel chunks][4 rows][130
+// positions][16 B], so 8 neighbouring positions of a row are one core matrix
+// wherever the row starts.  Tiles of 2 rows x 128 positions, a warp group a
+// row; h goes to shared memory as the 1x1's B, and that buffer then stages the
+// output for coalesced stores.  186 KB: one block an SM, the halo not
+// prefetched (docs/KERNELS.md, session 25, for why a row ring would be next).
+namespace tr {
+constexpr int R = 2;                          // image rows a tile, one warp group each
+constexpr int NX = 128;                       // positions a row (the wgmma's N)
+constexpr int HXT = NX + 2, HYT = R + 2;      // the halo
+constexpr int CHUNK = HYT * HXT * 16 + 16;    // bytes of one channel chunk of the halo (+16: banks)
+constexpr int HALO = 8 * CHUNK;
+constexpr int SROW = 144;                     // output staging row (128 bytes + 16: banks)
+constexpr int STAGE = NX * SROW;              // per warp group: h ([chunk][128][16 B], 16 KB), then the output
+constexpr int THREADS = 128 * R;
+constexpr int W_BYTES = C * K3 * 2, P_BYTES = C * C * 2;
+constexpr size_t SMEM = size_t(W_BYTES) + P_BYTES + HALO + size_t(R) * STAGE + sizeof(float) * 2 * C;
+static_assert(NX * 16 * 8 <= STAGE, "h must fit the staging buffer");
+
+// d = A B (A: 64 x 16 behind da, B: 128 x 16 behind db, both K-major in the
+// no-swizzle core-matrix layout), or d += A B.
+__device__ __forceinline__ void mma_first(float (&d)[16][4], uint64_t da, uint64_t db) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, 0, 1, 1, 0, 0;\n"
+        : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]), "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]), "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3]), "=f"(d[8][0]), "=f"(d[8][1]), "=f"(d[8][2]), "=f"(d[8][3]), "=f"(d[9][0]), "=f"(d[9][1]), "=f"(d[9][2]), "=f"(d[9][3]), "=f"(d[10][0]), "=f"(d[10][1]), "=f"(d[10][2]), "=f"(d[10][3]), "=f"(d[11][0]), "=f"(d[11][1]), "=f"(d[11][2]), "=f"(d[11][3]), "=f"(d[12][0]), "=f"(d[12][1]), "=f"(d[12][2]), "=f"(d[12][3]), "=f"(d[13][0]), "=f"(d[13][1]), "=f"(d[13][2]), "=f"(d[13][3]), "=f"(d[14][0]), "=f"(d[14][1]), "=f"(d[14][2]), "=f"(d[14][3]), "=f"(d[15][0]), "=f"(d[15][1]), "=f"(d[15][2]), "=f"(d[15][3])
+        : "l"(da), "l"(db));
+}
+__device__ __forceinline__ void mma_acc(float (&d)[16][4], uint64_t da, uint64_t db) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+        : "l"(da), "l"(db));
+}
+
+__device__ __forceinline__ void wg_bar(int group) {  // the 128 threads of one warp group
+  asm volatile("bar.sync %0, 128;\n" ::"r"(1 + group) : "memory");
+}
+}  // namespace tr
+
+__global__ void __launch_bounds__(tr::THREADS)
+    projblock_wgmma_tr_kernel(const __half* __restrict__ z, __half* __restrict__ out, const __half* __restrict__ w3,
+                              const float* __restrict__ b3, const __half* __restrict__ p,
+                              const float* __restrict__ c1, int N, int H, int W) {
+  using namespace tr;
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* sW = smem;            // the 3x3's A: [64 out][576], core matrices
+  unsigned char* sP = sW + W_BYTES;    // the 1x1's A: [64 out][64]
+  unsigned char* sH = sP + P_BYTES;    // the halo
+  unsigned char* sS = sH + HALO;       // R staging buffers
+  float* sb = reinterpret_cast<float*>(sS + R * STAGE);
+  float* sc = sb + C;
+  for (int e = threadIdx.x * 8; e < C * K3; e += THREADS * 8)
+    *reinterpret_cast<uint4*>(sW + wg::core_off(e / K3, e % K3, K3)) = __ldg(reinterpret_cast<const uint4*>(w3 + e));
+  for (int e = threadIdx.x * 8; e < C * C; e += THREADS * 8)
+    *reinterpret_cast<uint4*>(sP + wg::core_off(e / C, e % C, C)) = __ldg(reinterpret_cast<const uint4*>(p + e));
+  load_biases(sb, sc, b3, c1);
+  const int group = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int gt = threadIdx.x & 127;                 // thread of the warp group
+  const int ch0 = 16 * warp + (lane >> 2);          // accumulator rows (channels) ch0 and ch0 + 8
+  const int pos0 = 2 * (lane & 3);                  // accumulator columns (positions) 8 j + pos0 (+ 1)
+  unsigned char* sG = sS + group * STAGE;
+  const int tiles_y = (H + R - 1) / R, tiles_x = (W + NX - 1) / NX;
+  const long long tiles = 1LL * N * tiles_y * tiles_x;
+  for (long long t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int tx = static_cast<int>(t % tiles_x), ty = static_cast<int>((t / tiles_x) % tiles_y);
+    const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
+    const int y0 = ty * R, x0 = tx * NX;
+    __syncthreads();  // the previous tile's halo and staging are read
+    for (int k = threadIdx.x; k < HYT * HXT * 8; k += THREADS) {
+      const int pos = k >> 3, part = k & 7, gy = y0 - 1 + pos / HXT, gx = x0 - 1 + pos % HXT;
+      const bool inside = gy >= 0 && gy < H && gx >= 0 && gx < W;
+      const __half* src = inside ? z + ((1LL * n * H + gy) * W + gx) * C + part * 8 : z;
+      cp_async16_zfill(sH + part * CHUNK + pos * 16, src, inside ? 16 : 0);
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    wg::fence_async_smem();  // the halo (and, the first time, the weights) are read through descriptors
+    __syncthreads();
+
+    // The 3x3: 36 k16 steps, one commit group.
+    float acc[16][4];
+    wg::wg_fence();
+#pragma unroll
+    for (int tap = 0; tap < 9; ++tap)
+#pragma unroll
+      for (int cb = 0; cb < C / 16; ++cb) {
+        const uint64_t da = wg::make_desc(sW + 2 * (tap * (C / 16) + cb) * 128, 128, (K3 / 8) * 128, false);
+        const uint64_t db =
+            wg::make_desc(sH + 2 * cb * CHUNK + ((group + tap / 3) * HXT + tap % 3) * 16, CHUNK, 128, false);
+        if (tap == 0 && cb == 0)
+          mma_first(acc, da, db);
+        else
+          mma_acc(acc, da, db);
+      }
+    wg::wg_commit();
+    wg::wg_wait0();
+    wg::fence_operands<16>(acc);
+
+    // h = relu(acc + b) in f16, [chunk][position][8 channels]: the 1x1's B.
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int ch = ch0 + 8 * (e >> 1), ps = 8 * j + pos0 + (e & 1);
+        *reinterpret_cast<__half*>(sG + ((ch >> 3) * NX + ps) * 16 + (ch & 7) * 2) =
+            __float2half_rn(fmaxf(acc[j][e] + sb[ch], 0.f));
+      }
+    wg::fence_async_smem();
+    wg_bar(group);
+
+    // The 1x1: P h, 4 k16 steps.
+    float acc2[16][4];
+    wg::wg_fence();
+#pragma unroll
+    for (int ks = 0; ks < C / 16; ++ks) {
+      const uint64_t da = wg::make_desc(sP + 2 * ks * 128, 128, (C / 8) * 128, false);
+      const uint64_t db = wg::make_desc(sG + 2 * ks * NX * 16, NX * 16, 128, false);
+      if (ks == 0)
+        mma_first(acc2, da, db);
+      else
+        mma_acc(acc2, da, db);
+    }
+    wg::wg_commit();
+    wg::wg_wait0();
+    wg::fence_operands<16>(acc2);
+    wg_bar(group);  // every warp's reads of h are done: the buffer now stages the output
+
+    // z' = relu(P h + c + z), z from the halo's centre, staged [position][channel].
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int ch = ch0 + 8 * (e >> 1), ps = 8 * j + pos0 + (e & 1);
+        const float zc = __half2float(
+            *reinterpret_cast<const __half*>(sH + (ch >> 3) * CHUNK + ((group + 1) * HXT + ps + 1) * 16 + (ch & 7) * 2));
+        *reinterpret_cast<__half*>(sG + ps * SROW + ch * 2) = __float2half_rn(fmaxf(acc2[j][e] + sc[ch] + zc, 0.f));
+      }
+    wg_bar(group);
+    const int gy = y0 + group;
+    if (gy < H)
+      for (int k = gt; k < NX * 8; k += 128) {
+        const int ps = k >> 3, part = k & 7, gx = x0 + ps;
+        if (gx < W)
+          *reinterpret_cast<uint4*>(out + ((1LL * n * H + gy) * W + gx) * C + part * 8) =
+              *reinterpret_cast<const uint4*>(sG + ps * SROW + part * 16);
+      }
+  }
+}
+
 // ------------------------------------------------------------------ host
 
 struct Block {
@@ -280,6 +438,10 @@ Variant wgmma_pf_variant() {
   return {name, projblock_wgmma_pf_kernel<WGS>, PfTile<WGS>::THREADS, PfTile<WGS>::SMEM};
 }
 
+Variant wgmma_tr_variant() {
+  return {"wgmma transposed, 2 x 128 tile, 2 warp groups", projblock_wgmma_tr_kernel, tr::THREADS, tr::SMEM};
+}
+
 int blocks_per_sm(const Variant& v) {
   int b = 0;
   if (cudaFuncSetAttribute(v.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(v.smem)) != cudaSuccess) {
@@ -370,7 +532,7 @@ int main(int argc, char** argv) {
   const Dev d = upload(k);
   const Variant variants[] = {mma_variant<8>(),            mma_variant<16>(),          wgmma_variant<2, false>(),
                               wgmma_variant<4, false>(),   wgmma_variant<2, true>(),   wgmma_variant<4, true>(),
-                              wgmma_pf_variant<2>(),       wgmma_pf_variant<4>()};
+                              wgmma_pf_variant<2>(),       wgmma_pf_variant<4>(),      wgmma_tr_variant()};
   constexpr int NV = sizeof variants / sizeof variants[0];
   std::printf("| kernel | size | result | |\n| --- | --- | --- | --- |\n");
   bool passed[NV], ok = true;
