@@ -344,6 +344,145 @@ __global__ void __launch_bounds__(tr::THREADS)
   }
 }
 
+// The transposed block with a ring of halo rows (session 25, probe only): each
+// block takes a contiguous run of tiles ordered down the 128-wide column
+// strips, so consecutive tiles share two of their four halo rows; the ring
+// holds six rows, and the next tile's two new rows stream in (cp.async) while
+// this tile computes.  Otherwise projblock_wgmma_tr_kernel.  214 KB.
+namespace trr {
+using tr::NX;
+using tr::HXT;
+using tr::R;
+using tr::STAGE;
+using tr::THREADS;
+constexpr int SLOTS = 6;                          // the tile's 4 rows and the next tile's 2
+constexpr int CHUNK = SLOTS * HXT * 16 + 16;      // bytes of one channel chunk of the ring (+16: banks)
+constexpr int RING = 8 * CHUNK;
+constexpr size_t SMEM = size_t(tr::W_BYTES) + tr::P_BYTES + RING + size_t(R) * STAGE + sizeof(float) * 2 * C;
+
+__device__ __forceinline__ int slot(int gy) { return (gy + 1 + SLOTS * 1024) % SLOTS; }  // gy >= -1
+
+// Image rows gy0 .. gy0 + rows - 1 of image n, positions x0 - 1 .. x0 + 128, into their slots (zeros outside).
+__device__ __forceinline__ void load_rows(unsigned char* sH, const __half* __restrict__ z, int n, int gy0, int rows,
+                                          int x0, int H, int W) {
+  for (int k = threadIdx.x; k < rows * HXT * 8; k += THREADS) {
+    const int pos = k >> 3, part = k & 7, gy = gy0 + pos / HXT, gx = x0 - 1 + pos % HXT;
+    const bool inside = gy >= 0 && gy < H && gx >= 0 && gx < W;
+    const __half* src = inside ? z + ((1LL * n * H + gy) * W + gx) * C + part * 8 : z;
+    cp_async16_zfill(sH + part * CHUNK + (slot(gy) * HXT + pos % HXT) * 16, src, inside ? 16 : 0);
+  }
+}
+}  // namespace trr
+
+__global__ void __launch_bounds__(tr::THREADS)
+    projblock_wgmma_trr_kernel(const __half* __restrict__ z, __half* __restrict__ out, const __half* __restrict__ w3,
+                               const float* __restrict__ b3, const __half* __restrict__ p,
+                               const float* __restrict__ c1, int N, int H, int W) {
+  using namespace trr;
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* sW = smem;
+  unsigned char* sP = sW + tr::W_BYTES;
+  unsigned char* sH = sP + tr::P_BYTES;  // the ring: [chunk][slot][130][16 B]
+  unsigned char* sS = sH + RING;
+  float* sb = reinterpret_cast<float*>(sS + R * STAGE);
+  float* sc = sb + C;
+  for (int e = threadIdx.x * 8; e < C * K3; e += THREADS * 8)
+    *reinterpret_cast<uint4*>(sW + wg::core_off(e / K3, e % K3, K3)) = __ldg(reinterpret_cast<const uint4*>(w3 + e));
+  for (int e = threadIdx.x * 8; e < C * C; e += THREADS * 8)
+    *reinterpret_cast<uint4*>(sP + wg::core_off(e / C, e % C, C)) = __ldg(reinterpret_cast<const uint4*>(p + e));
+  load_biases(sb, sc, b3, c1);
+  const int group = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int gt = threadIdx.x & 127;
+  const int ch0 = 16 * warp + (lane >> 2), pos0 = 2 * (lane & 3);
+  unsigned char* sG = sS + group * STAGE;
+  // Tiles ordered (image, column strip, row of tiles), rows fastest; this block's contiguous share.
+  const int tiles_y = (H + R - 1) / R, tiles_x = (W + NX - 1) / NX;
+  const long long tiles = 1LL * N * tiles_y * tiles_x;
+  const long long t_begin = tiles * blockIdx.x / gridDim.x, t_end = tiles * (blockIdx.x + 1) / gridDim.x;
+  for (long long t = t_begin; t < t_end; ++t) {
+    const int ty = static_cast<int>(t % tiles_y), tx = static_cast<int>((t / tiles_y) % tiles_x);
+    const int n = static_cast<int>(t / (1LL * tiles_y * tiles_x));
+    const int y0 = ty * R, x0 = tx * NX;
+    // This tile's rows y0 - 1 .. y0 + 2: all four at the start of a run, else the last two came with the
+    // previous tile's prefetch.  Then the next tile's two new rows, if it continues down the strip.  Two
+    // commit groups a tile, empty or not, so waiting for all but the newest means this tile's rows are in.
+    if (t == t_begin || ty == 0) load_rows(sH, z, n, y0 - 1, 4, x0, H, W);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    if (t + 1 < t_end && ty + 1 < tiles_y) load_rows(sH, z, n, y0 + 3, 2, x0, H, W);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    wg::fence_async_smem();
+    __syncthreads();
+
+    float acc[16][4];
+    wg::wg_fence();
+#pragma unroll
+    for (int tap = 0; tap < 9; ++tap)
+#pragma unroll
+      for (int cb = 0; cb < C / 16; ++cb) {
+        const uint64_t da = wg::make_desc(sW + 2 * (tap * (C / 16) + cb) * 128, 128, (K3 / 8) * 128, false);
+        const int row = slot(y0 - 1 + group + tap / 3);
+        const uint64_t db = wg::make_desc(sH + 2 * cb * CHUNK + (row * HXT + tap % 3) * 16, CHUNK, 128, false);
+        if (tap == 0 && cb == 0)
+          tr::mma_first(acc, da, db);
+        else
+          tr::mma_acc(acc, da, db);
+      }
+    wg::wg_commit();
+    wg::wg_wait0();
+    wg::fence_operands<16>(acc);
+
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int ch = ch0 + 8 * (e >> 1), ps = 8 * j + pos0 + (e & 1);
+        *reinterpret_cast<__half*>(sG + ((ch >> 3) * NX + ps) * 16 + (ch & 7) * 2) =
+            __float2half_rn(fmaxf(acc[j][e] + sb[ch], 0.f));
+      }
+    wg::fence_async_smem();
+    tr::wg_bar(group);
+
+    float acc2[16][4];
+    wg::wg_fence();
+#pragma unroll
+    for (int ks = 0; ks < C / 16; ++ks) {
+      const uint64_t da = wg::make_desc(sP + 2 * ks * 128, 128, (C / 8) * 128, false);
+      const uint64_t db = wg::make_desc(sG + 2 * ks * NX * 16, NX * 16, 128, false);
+      if (ks == 0)
+        tr::mma_first(acc2, da, db);
+      else
+        tr::mma_acc(acc2, da, db);
+    }
+    wg::wg_commit();
+    wg::wg_wait0();
+    wg::fence_operands<16>(acc2);
+    tr::wg_bar(group);
+
+    const int centre = slot(y0 + group);
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int ch = ch0 + 8 * (e >> 1), ps = 8 * j + pos0 + (e & 1);
+        const float zc = __half2float(
+            *reinterpret_cast<const __half*>(sH + (ch >> 3) * CHUNK + (centre * HXT + ps + 1) * 16 + (ch & 7) * 2));
+        *reinterpret_cast<__half*>(sG + ps * tr::SROW + ch * 2) = __float2half_rn(fmaxf(acc2[j][e] + sc[ch] + zc, 0.f));
+      }
+    tr::wg_bar(group);
+    const int gy = y0 + group;
+    if (gy < H)
+      for (int k = gt; k < NX * 8; k += 128) {
+        const int ps = k >> 3, part = k & 7, gx = x0 + ps;
+        if (gx < W)
+          *reinterpret_cast<uint4*>(out + ((1LL * n * H + gy) * W + gx) * C + part * 8) =
+              *reinterpret_cast<const uint4*>(sG + ps * tr::SROW + part * 16);
+      }
+    __syncthreads();  // the ring's oldest rows and the staging are read: the next tile may overwrite them
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+
 // ------------------------------------------------------------------ host
 
 struct Block {
@@ -442,6 +581,9 @@ Variant wgmma_pf_variant() {
   return {name, projblock_wgmma_pf_kernel<WGS>, PfTile<WGS>::THREADS, PfTile<WGS>::SMEM};
 }
 
+Variant wgmma_trr_variant() {
+  return {"wgmma transposed, row ring, 2 x 128 tile", projblock_wgmma_trr_kernel, tr::THREADS, trr::SMEM};
+}
 Variant wgmma_tr_variant() {
   return {"wgmma transposed, 2 x 128 tile, 2 warp groups", projblock_wgmma_tr_kernel, tr::THREADS, tr::SMEM};
 }
@@ -538,7 +680,8 @@ int main(int argc, char** argv) {
   const Dev d = upload(k);
   const Variant variants[] = {mma_variant<8>(),            mma_variant<16>(),          wgmma_variant<2, false>(),
                               wgmma_variant<4, false>(),   wgmma_variant<2, true>(),   wgmma_variant<4, true>(),
-                              wgmma_pf_variant<2>(),       wgmma_pf_variant<4>(),      wgmma_tr_variant()};
+                              wgmma_pf_variant<2>(),       wgmma_pf_variant<4>(),      wgmma_tr_variant(),
+                              wgmma_trr_variant()};
   constexpr int NV = sizeof variants / sizeof variants[0];
   std::printf("| kernel | size | result | |\n| --- | --- | --- | --- |\n");
   bool passed[NV], ok = true;
