@@ -36,6 +36,96 @@ struct WgTile {
   static constexpr size_t SMEM = size_t(W_BYTES) + P_BYTES + sizeof(__half) * size_t(HY) * HX * kRow + sizeof(float) * 2 * C;
 };
 
+// W ([64][576]) and P ([64][64]) into shared memory in the core-matrix layout
+// the descriptors read (8 consecutive k of one row are one contiguous 16-byte
+// row of a core matrix), by the block's THREADS threads.
+template <int THREADS>
+__device__ __forceinline__ void store_weights_core(unsigned char* sW, unsigned char* sP, const __half* __restrict__ w3,
+                                                   const __half* __restrict__ p) {
+  for (int e = threadIdx.x * 8; e < C * K3; e += THREADS * 8)
+    *reinterpret_cast<uint4*>(sW + wg::core_off(e / K3, e % K3, K3)) = __ldg(reinterpret_cast<const uint4*>(w3 + e));
+  for (int e = threadIdx.x * 8; e < C * C; e += THREADS * 8)
+    *reinterpret_cast<uint4*>(sP + wg::core_off(e / C, e % C, C)) = __ldg(reinterpret_cast<const uint4*>(p + e));
+}
+
+// One warp's share of a tile once its halo sZ (rows of TX + 2 positions) is in
+// shared memory: the 3x3 of image row ly of the tile (16 positions), bias and
+// ReLU, the 1x1, and z' stored.  DB: the next tap's A loads while this tap's
+// wgmmas run (two A buffers), else each tap is waited on before the next.
+template <bool DB>
+__device__ __forceinline__ void wgmma_tile(const unsigned char* sW, const unsigned char* sP, const __half* sZ,
+                                           const float* sb, const float* sc, __half* __restrict__ out, int n, int ly,
+                                           int y0, int x0, int H, int W, int lane) {
+  constexpr int HX = TX + 2;
+  const int q = lane >> 3, i8 = lane & 7, c2 = 2 * (lane & 3);
+  // A of one tap: the warp's 16 positions x 64 channels at offset (dy, dx).
+  auto load_tap = [&](uint32_t (&a)[C / 16][4], int tap) {
+#pragma unroll
+    for (int cb = 0; cb < C / 16; ++cb)
+      ldsm_x4(a[cb], sZ + ((ly + tap / 3) * HX + 8 * (q & 1) + i8 + tap % 3) * kRow + cb * 16 + 8 * (q >> 1));
+  };
+  // The four k16 steps of one tap into acc (one commit group).
+  auto issue_tap = [&](float (&acc)[C / 8][4], const uint32_t (&a)[C / 16][4], int tap) {
+    wg::wg_fence();  // a (and acc, the first time) were just written by ordinary instructions
+#pragma unroll
+    for (int cb = 0; cb < C / 16; ++cb) {
+      const uint64_t desc = wg::make_desc(sW + 2 * (tap * (C / 16) + cb) * 128, 128, (K3 / 8) * 128, false);
+      if (tap == 0 && cb == 0)
+        wg::Wgmma<C>::first(acc, a[cb], desc);
+      else
+        wg::Wgmma<C>::acc(acc, a[cb], desc);
+    }
+    wg::wg_commit();
+  };
+  float acc[C / 8][4];
+  if constexpr (!DB) {  // wait for each tap before loading the next
+#pragma unroll
+    for (int tap = 0; tap < 9; ++tap) {
+      uint32_t a[C / 16][4];
+      load_tap(a, tap);
+      issue_tap(acc, a, tap);
+      wg::wg_wait0();
+      wg::fence_operands<C / 8>(acc);
+      wg::fence_operands<C / 16>(a);
+    }
+  } else {  // two A buffers: the next tap's ldmatrix overlaps this tap's wgmmas
+    uint32_t a[2][C / 16][4];
+    load_tap(a[0], 0);
+#pragma unroll
+    for (int tap = 0; tap < 9; ++tap) {
+      issue_tap(acc, a[tap & 1], tap);
+      if (tap + 1 < 9) {
+        wg::wg_wait1();                                // tap - 1's group is done: its buffer is free
+        wg::fence_operands<C / 16>(a[(tap + 1) & 1]);  // ... and its registers were live up to here
+        load_tap(a[(tap + 1) & 1], tap + 1);
+      }
+    }
+    wg::wg_wait0();
+    wg::fence_operands<C / 8>(acc);
+    wg::fence_operands<C / 16>(a[0]);
+    wg::fence_operands<C / 16>(a[1]);
+  }
+
+  uint32_t hf[C / 16][4];
+  bias_relu_frags(hf, acc, sb, c2);
+  float acc2[C / 8][4];
+  wg::wg_fence();
+#pragma unroll
+  for (int ks = 0; ks < C / 16; ++ks) {
+    const uint64_t desc = wg::make_desc(sP + 2 * ks * 128, 128, (C / 8) * 128, false);
+    if (ks == 0)
+      wg::Wgmma<C>::first(acc2, hf[ks], desc);
+    else
+      wg::Wgmma<C>::acc(acc2, hf[ks], desc);
+  }
+  wg::wg_commit();
+  wg::wg_wait0();
+  wg::fence_operands<C / 8>(acc2);
+  wg::fence_operands<C / 16>(hf);
+
+  store_row(out, acc2, sZ, sc, n, ly, y0, x0, H, W, lane);
+}
+
 template <int WGS, bool DB>
 __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
     projblock_wgmma_kernel(const __half* __restrict__ z, __half* __restrict__ out, const __half* __restrict__ w3,
@@ -49,15 +139,10 @@ __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
   __half* sZ = reinterpret_cast<__half*>(sP + T::P_BYTES);
   float* sb = reinterpret_cast<float*>(sZ + T::HY * T::HX * kRow);
   float* sc = sb + C;
-  // 8 consecutive k of one row are one contiguous 16-byte row of a core matrix.
-  for (int e = threadIdx.x * 8; e < C * K3; e += T::THREADS * 8)
-    *reinterpret_cast<uint4*>(sW + wg::core_off(e / K3, e % K3, K3)) = __ldg(reinterpret_cast<const uint4*>(w3 + e));
-  for (int e = threadIdx.x * 8; e < C * C; e += T::THREADS * 8)
-    *reinterpret_cast<uint4*>(sP + wg::core_off(e / C, e % C, C)) = __ldg(reinterpret_cast<const uint4*>(p + e));
+  store_weights_core<T::THREADS>(sW, sP, w3, p);
   load_biases(sb, sc, b3, c1);
   wg::fence_async_smem();
   const int warp = (threadIdx.x >> 5) & 3, group = threadIdx.x >> 7, lane = threadIdx.x & 31;
-  const int q = lane >> 3, i8 = lane & 7, c2 = 2 * (lane & 3);
   const int ly = 4 * group + warp;  // this warp's image row of the tile
   const int tiles_y = (H + T::TY - 1) / T::TY, tiles_x = (W + TX - 1) / TX;
   const long long tiles = 1LL * N * tiles_y * tiles_x;
@@ -68,73 +153,7 @@ __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
     __syncthreads();  // the weights are in; the previous tile's halo is read
     load_halo<T::HY, T::THREADS>(sZ, z, n, y0, x0, H, W);
     __syncthreads();
-
-    // A of one tap: the warp's 16 positions x 64 channels at offset (dy, dx).
-    auto load_tap = [&](uint32_t (&a)[C / 16][4], int tap) {
-#pragma unroll
-      for (int cb = 0; cb < C / 16; ++cb)
-        ldsm_x4(a[cb], sZ + ((ly + tap / 3) * T::HX + 8 * (q & 1) + i8 + tap % 3) * kRow + cb * 16 + 8 * (q >> 1));
-    };
-    // The four k16 steps of one tap into acc (one commit group).
-    auto issue_tap = [&](float (&acc)[C / 8][4], const uint32_t (&a)[C / 16][4], int tap) {
-      wg::wg_fence();  // a (and acc, the first time) were just written by ordinary instructions
-#pragma unroll
-      for (int cb = 0; cb < C / 16; ++cb) {
-        const uint64_t desc = wg::make_desc(sW + 2 * (tap * (C / 16) + cb) * 128, 128, (K3 / 8) * 128, false);
-        if (tap == 0 && cb == 0)
-          wg::Wgmma<C>::first(acc, a[cb], desc);
-        else
-          wg::Wgmma<C>::acc(acc, a[cb], desc);
-      }
-      wg::wg_commit();
-    };
-    float acc[C / 8][4];
-    if constexpr (!DB) {  // wait for each tap before loading the next
-#pragma unroll
-      for (int tap = 0; tap < 9; ++tap) {
-        uint32_t a[C / 16][4];
-        load_tap(a, tap);
-        issue_tap(acc, a, tap);
-        wg::wg_wait0();
-        wg::fence_operands<C / 8>(acc);
-        wg::fence_operands<C / 16>(a);
-      }
-    } else {  // two A buffers: the next tap's ldmatrix overlaps this tap's wgmmas
-      uint32_t a[2][C / 16][4];
-      load_tap(a[0], 0);
-#pragma unroll
-      for (int tap = 0; tap < 9; ++tap) {
-        issue_tap(acc, a[tap & 1], tap);
-        if (tap + 1 < 9) {
-          wg::wg_wait1();                             // tap - 1's group is done: its buffer is free
-          wg::fence_operands<C / 16>(a[(tap + 1) & 1]);  // ... and its registers were live up to here
-          load_tap(a[(tap + 1) & 1], tap + 1);
-        }
-      }
-      wg::wg_wait0();
-      wg::fence_operands<C / 8>(acc);
-      wg::fence_operands<C / 16>(a[0]);
-      wg::fence_operands<C / 16>(a[1]);
-    }
-
-    uint32_t hf[C / 16][4];
-    bias_relu_frags(hf, acc, sb, c2);
-    float acc2[C / 8][4];
-    wg::wg_fence();
-#pragma unroll
-    for (int ks = 0; ks < C / 16; ++ks) {
-      const uint64_t desc = wg::make_desc(sP + 2 * ks * 128, 128, (C / 8) * 128, false);
-      if (ks == 0)
-        wg::Wgmma<C>::first(acc2, hf[ks], desc);
-      else
-        wg::Wgmma<C>::acc(acc2, hf[ks], desc);
-    }
-    wg::wg_commit();
-    wg::wg_wait0();
-    wg::fence_operands<C / 8>(acc2);
-    wg::fence_operands<C / 16>(hf);
-
-    store_row(out, acc2, sZ, sc, n, ly, y0, x0, H, W, lane);
+    wgmma_tile<DB>(sW, sP, sZ, sb, sc, out, n, ly, y0, x0, H, W, lane);
   }
 #elif defined(__CUDA_ARCH__)
   __trap();  // not sm_90a code: the launcher never starts it here

@@ -117,66 +117,22 @@ __global__ void __launch_bounds__(PfTile<WGS>::THREADS)
   // The first tile's halo streams in while the weights are stored.
   if (blockIdx.x < tiles) load_halo_async<T::HY, T::THREADS>(sZbuf, z, blockIdx.x, tiles_x, tiles_y, T::TY, H, W);
   asm volatile("cp.async.commit_group;\n" ::: "memory");
-  for (int e = threadIdx.x * 8; e < C * K3; e += T::THREADS * 8)
-    *reinterpret_cast<uint4*>(sW + wg::core_off(e / K3, e % K3, K3)) = __ldg(reinterpret_cast<const uint4*>(w3 + e));
-  for (int e = threadIdx.x * 8; e < C * C; e += T::THREADS * 8)
-    *reinterpret_cast<uint4*>(sP + wg::core_off(e / C, e % C, C)) = __ldg(reinterpret_cast<const uint4*>(p + e));
+  store_weights_core<T::THREADS>(sW, sP, w3, p);
   load_biases(sb, sc, b3, c1);
   wg::fence_async_smem();
   const int warp = (threadIdx.x >> 5) & 3, group = threadIdx.x >> 7, lane = threadIdx.x & 31;
-  const int q = lane >> 3, i8 = lane & 7, c2 = 2 * (lane & 3);
   const int ly = 4 * group + warp;  // this warp's image row of the tile
   int buf = 0;
   for (long long t = blockIdx.x; t < tiles; t += gridDim.x, buf ^= 1) {
     const int tx = static_cast<int>(t % tiles_x), ty = static_cast<int>((t / tiles_x) % tiles_y);
     const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
-    const int y0 = ty * T::TY, x0 = tx * TX;
     // The next tile's halo into the other buffer (read by the previous tile, done: the barrier at the loop's end).
     if (t + gridDim.x < tiles)
       load_halo_async<T::HY, T::THREADS>(sZbuf + (buf ^ 1) * T::HALO, z, t + gridDim.x, tiles_x, tiles_y, T::TY, H, W);
     asm volatile("cp.async.commit_group;\n" ::: "memory");  // a group every tile, empty or not: uniform counting
     asm volatile("cp.async.wait_group 1;\n" ::: "memory");  // all but the newest group: this tile's halo is in
     __syncthreads();                                         // ... every thread's part of it (and the weights)
-    const __half* sZ = sZbuf + buf * T::HALO;
-
-    float acc[C / 8][4];
-#pragma unroll
-    for (int tap = 0; tap < 9; ++tap) {
-      uint32_t a[C / 16][4];
-#pragma unroll
-      for (int cb = 0; cb < C / 16; ++cb)
-        ldsm_x4(a[cb], sZ + ((ly + tap / 3) * T::HX + 8 * (q & 1) + i8 + tap % 3) * kRow + cb * 16 + 8 * (q >> 1));
-      wg::wg_fence();
-#pragma unroll
-      for (int cb = 0; cb < C / 16; ++cb) {
-        const uint64_t desc = wg::make_desc(sW + 2 * (tap * (C / 16) + cb) * 128, 128, (K3 / 8) * 128, false);
-        if (tap == 0 && cb == 0)
-          wg::Wgmma<C>::first(acc, a[cb], desc);
-        else
-          wg::Wgmma<C>::acc(acc, a[cb], desc);
-      }
-      wg::wg_commit();
-      wg::wg_wait0();
-      wg::fence_operands<C / 8>(acc);
-      wg::fence_operands<C / 16>(a);
-    }
-    uint32_t hf[C / 16][4];
-    bias_relu_frags(hf, acc, sb, c2);
-    float acc2[C / 8][4];
-    wg::wg_fence();
-#pragma unroll
-    for (int ks = 0; ks < C / 16; ++ks) {
-      const uint64_t desc = wg::make_desc(sP + 2 * ks * 128, 128, (C / 8) * 128, false);
-      if (ks == 0)
-        wg::Wgmma<C>::first(acc2, hf[ks], desc);
-      else
-        wg::Wgmma<C>::acc(acc2, hf[ks], desc);
-    }
-    wg::wg_commit();
-    wg::wg_wait0();
-    wg::fence_operands<C / 8>(acc2);
-    wg::fence_operands<C / 16>(hf);
-    store_row(out, acc2, sZ, sc, n, ly, y0, x0, H, W, lane);
+    wgmma_tile<false>(sW, sP, sZbuf + buf * T::HALO, sb, sc, out, n, ly, ty * T::TY, tx * TX, H, W, lane);
     __syncthreads();  // this halo is read: the next tile but one may overwrite it
   }
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // no copy outlives the block
@@ -232,6 +188,84 @@ __device__ __forceinline__ void wg_bar(int group) {
   else
     asm volatile("bar.sync 2, 128;\n" ::: "memory");
 }
+
+// One warp group's row of a tile once its halo rows are in shared memory: the
+// 3x3 (36 k16 steps, one commit group), h = relu(acc + b) staged in sG as the
+// 1x1's B ([chunk][position][8 channels]), the 1x1, then z' = relu(P h + c +
+// z) staged [position][channel] in the same buffer and stored 16 bytes at a
+// time.  The halo: `chunk` bytes a channel chunk; row_off[dy] the byte offset
+// (within a chunk) of the halo row the tap row dy reads, centre_off the row
+// of the tile's own image row gy.
+__device__ __forceinline__ void tile(const unsigned char* sW, const unsigned char* sP, const unsigned char* sH,
+                                     int chunk, const int (&row_off)[3], int centre_off, unsigned char* sG,
+                                     const float* sb, const float* sc, __half* __restrict__ out, int n, int gy, int x0,
+                                     int H, int W, int group) {
+  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, gt = threadIdx.x & 127;
+  const int ch0 = 16 * warp + (lane >> 2);  // accumulator rows (channels) ch0 and ch0 + 8
+  const int pos0 = 2 * (lane & 3);          // accumulator columns (positions) 8 j + pos0 (+ 1)
+
+  float acc[16][4];
+  wg::wg_fence();
+#pragma unroll
+  for (int tap = 0; tap < 9; ++tap)
+#pragma unroll
+    for (int cb = 0; cb < C / 16; ++cb) {
+      const uint64_t da = wg::make_desc(sW + 2 * (tap * (C / 16) + cb) * 128, 128, (K3 / 8) * 128, false);
+      const uint64_t db = wg::make_desc(sH + 2 * cb * chunk + row_off[tap / 3] + (tap % 3) * 16, chunk, 128, false);
+      if (tap == 0 && cb == 0)
+        mma_first(acc, da, db);
+      else
+        mma_acc(acc, da, db);
+    }
+  wg::wg_commit();
+  wg::wg_wait0();
+  wg::fence_operands<16>(acc);
+
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int ch = ch0 + 8 * (e >> 1), ps = 8 * j + pos0 + (e & 1);
+      *reinterpret_cast<__half*>(sG + ((ch >> 3) * NX + ps) * 16 + (ch & 7) * 2) =
+          __float2half_rn(fmaxf(acc[j][e] + sb[ch], 0.f));
+    }
+  wg::fence_async_smem();
+  wg_bar(group);
+
+  float acc2[16][4];
+  wg::wg_fence();
+#pragma unroll
+  for (int ks = 0; ks < C / 16; ++ks) {
+    const uint64_t da = wg::make_desc(sP + 2 * ks * 128, 128, (C / 8) * 128, false);
+    const uint64_t db = wg::make_desc(sG + 2 * ks * NX * 16, NX * 16, 128, false);
+    if (ks == 0)
+      mma_first(acc2, da, db);
+    else
+      mma_acc(acc2, da, db);
+  }
+  wg::wg_commit();
+  wg::wg_wait0();
+  wg::fence_operands<16>(acc2);
+  wg_bar(group);  // every warp's reads of h are done: the buffer now stages the output
+
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int ch = ch0 + 8 * (e >> 1), ps = 8 * j + pos0 + (e & 1);
+      const float zc =
+          __half2float(*reinterpret_cast<const __half*>(sH + (ch >> 3) * chunk + centre_off + (ps + 1) * 16 + (ch & 7) * 2));
+      *reinterpret_cast<__half*>(sG + ps * SROW + ch * 2) = __float2half_rn(fmaxf(acc2[j][e] + sc[ch] + zc, 0.f));
+    }
+  wg_bar(group);
+  if (gy < H)
+    for (int k = gt; k < NX * 8; k += 128) {
+      const int ps = k >> 3, part = k & 7, gx = x0 + ps;
+      if (gx < W)
+        *reinterpret_cast<uint4*>(out + ((1LL * n * H + gy) * W + gx) * C + part * 8) =
+            *reinterpret_cast<const uint4*>(sG + ps * SROW + part * 16);
+    }
+}
 }  // namespace tr
 
 __global__ void __launch_bounds__(tr::THREADS)
@@ -246,16 +280,10 @@ __global__ void __launch_bounds__(tr::THREADS)
   unsigned char* sS = sH + HALO;       // R staging buffers
   float* sb = reinterpret_cast<float*>(sS + R * STAGE);
   float* sc = sb + C;
-  for (int e = threadIdx.x * 8; e < C * K3; e += THREADS * 8)
-    *reinterpret_cast<uint4*>(sW + wg::core_off(e / K3, e % K3, K3)) = __ldg(reinterpret_cast<const uint4*>(w3 + e));
-  for (int e = threadIdx.x * 8; e < C * C; e += THREADS * 8)
-    *reinterpret_cast<uint4*>(sP + wg::core_off(e / C, e % C, C)) = __ldg(reinterpret_cast<const uint4*>(p + e));
+  store_weights_core<THREADS>(sW, sP, w3, p);
   load_biases(sb, sc, b3, c1);
-  const int group = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-  const int gt = threadIdx.x & 127;                 // thread of the warp group
-  const int ch0 = 16 * warp + (lane >> 2);          // accumulator rows (channels) ch0 and ch0 + 8
-  const int pos0 = 2 * (lane & 3);                  // accumulator columns (positions) 8 j + pos0 (+ 1)
-  unsigned char* sG = sS + group * STAGE;
+  const int group = threadIdx.x >> 7;
+  const int row_off[3] = {group * HXT * 16, (group + 1) * HXT * 16, (group + 2) * HXT * 16};
   const int tiles_y = (H + R - 1) / R, tiles_x = (W + NX - 1) / NX;
   const long long tiles = 1LL * N * tiles_y * tiles_x;
   for (long long t = blockIdx.x; t < tiles; t += gridDim.x) {
@@ -273,74 +301,7 @@ __global__ void __launch_bounds__(tr::THREADS)
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
     wg::fence_async_smem();  // the halo (and, the first time, the weights) are read through descriptors
     __syncthreads();
-
-    // The 3x3: 36 k16 steps, one commit group.
-    float acc[16][4];
-    wg::wg_fence();
-#pragma unroll
-    for (int tap = 0; tap < 9; ++tap)
-#pragma unroll
-      for (int cb = 0; cb < C / 16; ++cb) {
-        const uint64_t da = wg::make_desc(sW + 2 * (tap * (C / 16) + cb) * 128, 128, (K3 / 8) * 128, false);
-        const uint64_t db =
-            wg::make_desc(sH + 2 * cb * CHUNK + ((group + tap / 3) * HXT + tap % 3) * 16, CHUNK, 128, false);
-        if (tap == 0 && cb == 0)
-          mma_first(acc, da, db);
-        else
-          mma_acc(acc, da, db);
-      }
-    wg::wg_commit();
-    wg::wg_wait0();
-    wg::fence_operands<16>(acc);
-
-    // h = relu(acc + b) in f16, [chunk][position][8 channels]: the 1x1's B.
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int ch = ch0 + 8 * (e >> 1), ps = 8 * j + pos0 + (e & 1);
-        *reinterpret_cast<__half*>(sG + ((ch >> 3) * NX + ps) * 16 + (ch & 7) * 2) =
-            __float2half_rn(fmaxf(acc[j][e] + sb[ch], 0.f));
-      }
-    wg::fence_async_smem();
-    wg_bar(group);
-
-    // The 1x1: P h, 4 k16 steps.
-    float acc2[16][4];
-    wg::wg_fence();
-#pragma unroll
-    for (int ks = 0; ks < C / 16; ++ks) {
-      const uint64_t da = wg::make_desc(sP + 2 * ks * 128, 128, (C / 8) * 128, false);
-      const uint64_t db = wg::make_desc(sG + 2 * ks * NX * 16, NX * 16, 128, false);
-      if (ks == 0)
-        mma_first(acc2, da, db);
-      else
-        mma_acc(acc2, da, db);
-    }
-    wg::wg_commit();
-    wg::wg_wait0();
-    wg::fence_operands<16>(acc2);
-    wg_bar(group);  // every warp's reads of h are done: the buffer now stages the output
-
-    // z' = relu(P h + c + z), z from the halo's centre, staged [position][channel].
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int ch = ch0 + 8 * (e >> 1), ps = 8 * j + pos0 + (e & 1);
-        const float zc = __half2float(
-            *reinterpret_cast<const __half*>(sH + (ch >> 3) * CHUNK + ((group + 1) * HXT + ps + 1) * 16 + (ch & 7) * 2));
-        *reinterpret_cast<__half*>(sG + ps * SROW + ch * 2) = __float2half_rn(fmaxf(acc2[j][e] + sc[ch] + zc, 0.f));
-      }
-    wg_bar(group);
-    const int gy = y0 + group;
-    if (gy < H)
-      for (int k = gt; k < NX * 8; k += 128) {
-        const int ps = k >> 3, part = k & 7, gx = x0 + ps;
-        if (gx < W)
-          *reinterpret_cast<uint4*>(out + ((1LL * n * H + gy) * W + gx) * C + part * 8) =
-              *reinterpret_cast<const uint4*>(sG + ps * SROW + part * 16);
-      }
+    tile(sW, sP, sH, CHUNK, row_off, row_off[1], sS + group * STAGE, sb, sc, out, n, y0 + group, x0, H, W, group);
   }
 }
 
@@ -386,15 +347,9 @@ __global__ void __launch_bounds__(tr::THREADS)
   unsigned char* sS = sH + RING;
   float* sb = reinterpret_cast<float*>(sS + R * STAGE);
   float* sc = sb + C;
-  for (int e = threadIdx.x * 8; e < C * K3; e += THREADS * 8)
-    *reinterpret_cast<uint4*>(sW + wg::core_off(e / K3, e % K3, K3)) = __ldg(reinterpret_cast<const uint4*>(w3 + e));
-  for (int e = threadIdx.x * 8; e < C * C; e += THREADS * 8)
-    *reinterpret_cast<uint4*>(sP + wg::core_off(e / C, e % C, C)) = __ldg(reinterpret_cast<const uint4*>(p + e));
+  store_weights_core<THREADS>(sW, sP, w3, p);
   load_biases(sb, sc, b3, c1);
-  const int group = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-  const int gt = threadIdx.x & 127;
-  const int ch0 = 16 * warp + (lane >> 2), pos0 = 2 * (lane & 3);
-  unsigned char* sG = sS + group * STAGE;
+  const int group = threadIdx.x >> 7;
   // Tiles ordered (image, column strip, row of tiles), rows fastest; this block's contiguous share.
   const int tiles_y = (H + R - 1) / R, tiles_x = (W + NX - 1) / NX;
   const long long tiles = 1LL * N * tiles_y * tiles_x;
@@ -413,71 +368,9 @@ __global__ void __launch_bounds__(tr::THREADS)
     asm volatile("cp.async.wait_group 1;\n" ::: "memory");
     wg::fence_async_smem();
     __syncthreads();
-
-    float acc[16][4];
-    wg::wg_fence();
-#pragma unroll
-    for (int tap = 0; tap < 9; ++tap)
-#pragma unroll
-      for (int cb = 0; cb < C / 16; ++cb) {
-        const uint64_t da = wg::make_desc(sW + 2 * (tap * (C / 16) + cb) * 128, 128, (K3 / 8) * 128, false);
-        const int row = slot(y0 - 1 + group + tap / 3);
-        const uint64_t db = wg::make_desc(sH + 2 * cb * CHUNK + (row * HXT + tap % 3) * 16, CHUNK, 128, false);
-        if (tap == 0 && cb == 0)
-          tr::mma_first(acc, da, db);
-        else
-          tr::mma_acc(acc, da, db);
-      }
-    wg::wg_commit();
-    wg::wg_wait0();
-    wg::fence_operands<16>(acc);
-
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int ch = ch0 + 8 * (e >> 1), ps = 8 * j + pos0 + (e & 1);
-        *reinterpret_cast<__half*>(sG + ((ch >> 3) * NX + ps) * 16 + (ch & 7) * 2) =
-            __float2half_rn(fmaxf(acc[j][e] + sb[ch], 0.f));
-      }
-    wg::fence_async_smem();
-    tr::wg_bar(group);
-
-    float acc2[16][4];
-    wg::wg_fence();
-#pragma unroll
-    for (int ks = 0; ks < C / 16; ++ks) {
-      const uint64_t da = wg::make_desc(sP + 2 * ks * 128, 128, (C / 8) * 128, false);
-      const uint64_t db = wg::make_desc(sG + 2 * ks * NX * 16, NX * 16, 128, false);
-      if (ks == 0)
-        tr::mma_first(acc2, da, db);
-      else
-        tr::mma_acc(acc2, da, db);
-    }
-    wg::wg_commit();
-    wg::wg_wait0();
-    wg::fence_operands<16>(acc2);
-    tr::wg_bar(group);
-
-    const int centre = slot(y0 + group);
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int ch = ch0 + 8 * (e >> 1), ps = 8 * j + pos0 + (e & 1);
-        const float zc = __half2float(
-            *reinterpret_cast<const __half*>(sH + (ch >> 3) * CHUNK + (centre * HXT + ps + 1) * 16 + (ch & 7) * 2));
-        *reinterpret_cast<__half*>(sG + ps * tr::SROW + ch * 2) = __float2half_rn(fmaxf(acc2[j][e] + sc[ch] + zc, 0.f));
-      }
-    tr::wg_bar(group);
-    const int gy = y0 + group;
-    if (gy < H)
-      for (int k = gt; k < NX * 8; k += 128) {
-        const int ps = k >> 3, part = k & 7, gx = x0 + ps;
-        if (gx < W)
-          *reinterpret_cast<uint4*>(out + ((1LL * n * H + gy) * W + gx) * C + part * 8) =
-              *reinterpret_cast<const uint4*>(sG + ps * tr::SROW + part * 16);
-      }
+    const int row_off[3] = {slot(y0 - 1 + group) * HXT * 16, slot(y0 + group) * HXT * 16,
+                            slot(y0 + 1 + group) * HXT * 16};
+    tr::tile(sW, sP, sH, CHUNK, row_off, row_off[1], sS + group * STAGE, sb, sc, out, n, y0 + group, x0, H, W, group);
     __syncthreads();  // the ring's oldest rows and the staging are read: the next tile may overwrite them
   }
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");
