@@ -1,8 +1,9 @@
 // The guide's projection block (kernels/guide_block.cuh) on Hopper's
 // warp-group MMA: the device code of kernels/guide_block.cu's "wgmma" kernel
-// and of tools/projblock_probe's wgmma rows, which chose it (session 25,
-// H100: 1.39 ms a block at 24-MP Bayer size against cuDNN's 1.79 and the
-// mma.sync kernel's 1.81).
+// (projblock_wgmma_pf_kernel<4>, the halo prefetched) and of
+// tools/projblock_probe's wgmma rows, which chose it (session 26, H100: 1.29 ms
+// a block at 24-MP Bayer size against cuDNN's 1.78, the simple schedule's
+// projblock_wgmma_kernel<2> 1.37 and the mma.sync kernel's 1.81, one run).
 //
 // wgmma exists only in sm_90a code (the arch-specific Hopper target): in any
 // other build the kernel body is a trap, and guide_block_wgmma_query()
@@ -29,6 +30,8 @@ namespace gblock {
 // (kernels/wgmma.cuh, checked on an H100 by tools/wgmma_probe).  One commit group a tap
 // (four k16 steps), waited on before the next tap's A is loaded: the simple
 // schedule; the other warp groups of the multiprocessor cover the waits.
+// projblock_wgmma_kernel (the halo loaded between two barriers) is the probe's
+// baseline; kpnt launches projblock_wgmma_pf_kernel below.
 template <int WGS>
 struct WgTile {
   static constexpr int TY = 4 * WGS, THREADS = 128 * WGS, HY = TY + 2, HX = TX + 2;
@@ -155,6 +158,87 @@ __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
     __syncthreads();
     wgmma_tile<DB>(sW, sP, sZ, sb, sc, out, n, ly, y0, x0, H, W, lane);
   }
+#elif defined(__CUDA_ARCH__)
+  __trap();  // not sm_90a code: the launcher never starts it here
+#endif
+}
+
+// The block kpnt launches (session 26, H100: 1.29 ms a block at 24-MP Bayer
+// size against cuDNN's 1.78 and projblock_wgmma_kernel's 1.37 in the same
+// run, tools/projblock_probe): the wgmma block with the halo double-buffered.
+// The next tile's halo streams into the other buffer (cp.async, zero-filled
+// outside the image) while this tile computes; projblock_wgmma_kernel loads
+// each halo through registers between two barriers, so its tensor cores wait
+// for every tile's loads, covered only by the multiprocessor's other block.
+// Two halos cost one block an SM (WGS = 4: 176 KB).  The compute per tile is
+// wgmma_tile<false>, the simple schedule.
+template <int WGS>
+struct PfTile {
+  static constexpr int TY = WgTile<WGS>::TY, THREADS = WgTile<WGS>::THREADS, HY = TY + 2, HX = TX + 2;
+  static constexpr int W_BYTES = WgTile<WGS>::W_BYTES, P_BYTES = WgTile<WGS>::P_BYTES;
+  static constexpr int HALO = HY * HX * kRow;  // halves a halo buffer
+  static constexpr size_t SMEM = size_t(W_BYTES) + P_BYTES + sizeof(__half) * 2 * size_t(HALO) + sizeof(float) * 2 * C;
+};
+
+// 16 bytes global -> shared without registers; src_bytes 0 writes zeros (the 3x3's padding).
+__device__ __forceinline__ void cp_async16_zfill(void* dst, const void* src, int src_bytes) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
+}
+
+// Tile t's (HY) x (HX) halo of z into sZ, asynchronously (load_halo's layout).
+template <int HY, int THREADS>
+__device__ __forceinline__ void load_halo_async(__half* sZ, const __half* __restrict__ z, long long t, int tiles_x,
+                                                int tiles_y, int TYr, int H, int W) {
+  constexpr int HX = TX + 2;
+  const int tx = static_cast<int>(t % tiles_x), ty = static_cast<int>((t / tiles_x) % tiles_y);
+  const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
+  const int y0 = ty * TYr, x0 = tx * TX;
+  for (int k = threadIdx.x; k < HY * HX * 8; k += THREADS) {
+    const int pos = k >> 3, part = k & 7, gy = y0 - 1 + pos / HX, gx = x0 - 1 + pos % HX;
+    const bool inside = gy >= 0 && gy < H && gx >= 0 && gx < W;
+    const __half* src = inside ? z + ((1LL * n * H + gy) * W + gx) * C + part * 8 : z;  // z: any valid address
+    cp_async16_zfill(sZ + pos * kRow + part * 8, src, inside ? 16 : 0);
+  }
+}
+
+template <int WGS>
+__global__ void __launch_bounds__(PfTile<WGS>::THREADS)
+    projblock_wgmma_pf_kernel(const __half* __restrict__ z, __half* __restrict__ out, const __half* __restrict__ w3,
+                              const float* __restrict__ b3, const __half* __restrict__ p,
+                              const float* __restrict__ c1, int N, int H, int W) {
+#if KPNT_WGMMA_BUILT
+  using T = PfTile<WGS>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* sW = smem;
+  unsigned char* sP = smem + T::W_BYTES;
+  __half* sZbuf = reinterpret_cast<__half*>(sP + T::P_BYTES);  // two halos, T::HALO halves apart
+  float* sb = reinterpret_cast<float*>(sZbuf + 2 * T::HALO);
+  float* sc = sb + C;
+  const int tiles_y = (H + T::TY - 1) / T::TY, tiles_x = (W + TX - 1) / TX;
+  const long long tiles = 1LL * N * tiles_y * tiles_x;
+  // The first tile's halo streams in while the weights are stored.
+  if (blockIdx.x < tiles) load_halo_async<T::HY, T::THREADS>(sZbuf, z, blockIdx.x, tiles_x, tiles_y, T::TY, H, W);
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+  store_weights_core<T::THREADS>(sW, sP, w3, p);
+  load_biases(sb, sc, b3, c1);
+  wg::fence_async_smem();
+  const int warp = (threadIdx.x >> 5) & 3, group = threadIdx.x >> 7, lane = threadIdx.x & 31;
+  const int ly = 4 * group + warp;  // this warp's image row of the tile
+  int buf = 0;
+  for (long long t = blockIdx.x; t < tiles; t += gridDim.x, buf ^= 1) {
+    const int tx = static_cast<int>(t % tiles_x), ty = static_cast<int>((t / tiles_x) % tiles_y);
+    const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
+    // The next tile's halo into the other buffer (read by the previous tile, done: the barrier at the loop's end).
+    if (t + gridDim.x < tiles)
+      load_halo_async<T::HY, T::THREADS>(sZbuf + (buf ^ 1) * T::HALO, z, t + gridDim.x, tiles_x, tiles_y, T::TY, H, W);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");  // a group every tile, empty or not: uniform counting
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");  // all but the newest group: this tile's halo is in
+    __syncthreads();                                         // ... every thread's part of it (and the weights)
+    wgmma_tile<false>(sW, sP, sZbuf + buf * T::HALO, sb, sc, out, n, ly, ty * T::TY, tx * TX, H, W, lane);
+    __syncthreads();  // this halo is read: the next tile but one may overwrite it
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // no copy outlives the block
 #elif defined(__CUDA_ARCH__)
   __trap();  // not sm_90a code: the launcher never starts it here
 #endif

@@ -74,10 +74,10 @@ def main() -> int:
                    help="cuDNN autotuning (torch.backends.cudnn.benchmark) of the guide's convolutions: off (cuDNN's "
                         "heuristics, what kpnt-denoise uses), on, or both, one after the other (default off; H200, "
                         "session 12: no change on the fused path, docs/KERNELS.md)")
-    p.add_argument("--guide-block", choices=("fused", "cudnn", "both"), default="cudnn",
-                   help="on the fused path, a width-64 projection guide's blocks on cuDNN's two calls a block (what "
-                        "kpnt-denoise uses while kpnt.ops.guide.FUSED_BLOCK is off, the default), on kpnt's fused "
-                        "wgmma kernel (Hopper), or both, one after the other")
+    p.add_argument("--guide-block", choices=("fused", "cudnn", "both"), default="fused",
+                   help="on the fused path, a width-64 projection guide's blocks on kpnt's fused wgmma kernel "
+                        "(Hopper; what kpnt-denoise uses there, kpnt.ops.guide.FUSED_BLOCK on; the default), on "
+                        "cuDNN's two calls a block, or both, one after the other")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("time_model.py: needs a CUDA GPU", file=sys.stderr)

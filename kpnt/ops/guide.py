@@ -23,13 +23,12 @@ from kpnt.ref.guide import guide_residual, hidden_layers
 
 log = logging.getLogger(__name__)
 
-#: Whether GPU inference may run projection blocks on the fused kernel.  Off
-#: until the wgmma kernel has run inside kpnt on a GPU: session 25 moved it
-#: from the probe (where it passed its float64 check, 1.29x cuDNN's block)
-#: after the session's last device call; ``tools/gpu_calls/guide_wgmma.sh``
-#: is the check that turns it on.  Tests and ``tools/time_model.py
-#: --guide-block`` set it.
-FUSED_BLOCK = False
+#: Whether GPU inference may run projection blocks on the fused kernel.  On
+#: since session 26, whose H100 call ran the wgmma kernel inside kpnt: every
+#: CUDA test passed (150; the block against cuDNN and float64, the whole guide
+#: and model), memcheck clean, 24-MP Bayer 41.9 ms against 47.4 on cuDNN
+#: (docs/bench/time_model_s26_h100.txt).  Off, the blocks run on cuDNN.
+FUSED_BLOCK = True
 
 _width_logged: set[int] = set()
 _device_logged: set[str] = set()

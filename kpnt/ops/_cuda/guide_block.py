@@ -8,10 +8,9 @@ device memory; the fused kernels keep ``h`` on the chip.  Two kinds
 
 - ``'wgmma'`` (``kernels/guide_block_wgmma.cuh``): Hopper's warp-group MMA,
   in sm_90a builds only (kpnt builds Hopper as sm_90a, :mod:`kpnt._backend`).
-  On an H100 1.39 ms a block at 24-MP Bayer size against cuDNN's 1.79 (in
-  tools/projblock_probe): the one the guide op uses when
-  :data:`kpnt.ops.guide.FUSED_BLOCK` is on (off until it has run inside kpnt
-  on a GPU).
+  On an H100 1.37 ms a block at 24-MP Bayer size against cuDNN's 1.78 (in
+  tools/projblock_probe, session 26): the one the guide op uses on Hopper
+  while :data:`kpnt.ops.guide.FUSED_BLOCK` is on (the default).
 - ``'mma8'`` / ``'mma16'`` (``kernels/guide_block.cuh``): mma.sync, sm_80 and
   later, 8 or 16 image rows a tile.  On an H100 no faster than cuDNN (1.81
   and 1.91 ms), so the guide op leaves other GPUs on cuDNN; kept as the
