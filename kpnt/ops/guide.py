@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 #: since session 26, whose H100 call ran the wgmma kernel inside kpnt: every
 #: CUDA test passed (150; the block against cuDNN and float64, the whole guide
 #: and model), memcheck clean, 24-MP Bayer 41.9 ms against 47.4 on cuDNN
-#: (docs/bench/time_model_s26_h100.txt).  Off, the blocks run on cuDNN.
+#: (docs/bench/time_model_s26_h100.txt); 40.3 ms with the prefetching
+#: kernel launched since (time_model_s26b_h100.txt).  Off, the blocks run on cuDNN.
 FUSED_BLOCK = True
 
 _width_logged: set[int] = set()
