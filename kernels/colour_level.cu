@@ -296,7 +296,7 @@ void launch_colour_maps(const ColourArgs& c, const float* var, float* fmap) {
   if (total == 0) return;
   const int threads = 256;
   const int64_t want = (total + threads - 1) / threads;
-  const int blocks = static_cast<int>(std::min<int64_t>(want, int64_t(device_attr(cudaDevAttrMultiProcessorCount)) * 16));
+  const int blocks = static_cast<int>(std::min<int64_t>(want, int64_t(multiprocessors()) * 16));
   colour_maps_kernel<<<blocks, threads, 0, c.stream>>>(c.D, var, fmap, total, hw, c.fc);
   check_cuda(cudaGetLastError(), "colour maps launch");
 }

@@ -49,8 +49,12 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#include <utility>
 
 namespace kpnt {
 namespace {
@@ -1216,18 +1220,44 @@ void check_cuda(cudaError_t e, const char* what) {
   }
 }
 
-int device_attr(cudaDeviceAttr attr) {
-  int dev = 0, v = 0;
+int current_device() {
+  int dev = 0;
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-  check_cuda(cudaDeviceGetAttribute(&v, attr, dev), "cudaDeviceGetAttribute");
-  return v;
+  return dev;
 }
 
-// Shared memory beyond 48 KB must be opted into per kernel; say clearly when
-// this GPU has less than the configuration needs.
+// The launchers' bookkeeping (the device's limits, each kernel's shared-memory
+// opt-in and occupancy), asked of the driver once per device and kernel, not
+// on every launch: a small call's GPU work is ~0.6 ms (4 M rows of the colour
+// MLP) and its host time was up to ~1 ms on a slow host (docs/KERNELS.md,
+// session 25).  Entries are never removed, so references into the maps stay
+// valid after the lock is released.
+struct DeviceLimits {
+  int sms = 0, smem_optin = 0;
+};
+const DeviceLimits& device_limits() {
+  static std::mutex mu;
+  static std::map<int, DeviceLimits> cache;
+  const int dev = current_device();
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(dev);
+  if (it == cache.end()) {
+    DeviceLimits d;
+    check_cuda(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+    check_cuda(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+               "cudaDeviceGetAttribute");
+    it = cache.emplace(dev, d).first;
+  }
+  return it->second;
+}
+
+int multiprocessors() { return device_limits().sms; }
+
+// Shared memory beyond 48 KB must be opted into per kernel (and device); say
+// clearly when this GPU has less than the configuration needs.
 template <class K>
 void prepare_smem(K kernel, size_t bytes, const char* which) {
-  const int optin = device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin);
+  const int optin = device_limits().smem_optin;
   if (bytes > static_cast<size_t>(optin)) {
     char msg[256];
     std::snprintf(msg, sizeof msg,
@@ -1236,18 +1266,40 @@ void prepare_smem(K kernel, size_t bytes, const char* which) {
                   which, bytes, optin);
     throw std::runtime_error(msg);
   }
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> opted;  // (kernel, device) -> bytes opted into
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), current_device());
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = opted.find(key);
+  if (it != opted.end() && it->second >= bytes) return;
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
              "cudaFuncSetAttribute");
+  opted[key] = bytes;
+}
+
+// Resident blocks of `kernel` a multiprocessor at this launch shape (at least 1,
+// else a clear error).  Call after prepare_smem.
+template <class K>
+int occupancy(K kernel, int threads, size_t smem, const char* which) {
+  static std::mutex mu;
+  static std::map<std::tuple<const void*, int, int, size_t>, int> cache;
+  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), current_device(), threads, smem);
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    int occ = 0;
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, threads, smem), "occupancy query");
+    if (occ < 1) throw std::runtime_error(std::string("fused_mlp: ") + which + " kernel does not fit on one multiprocessor");
+    it = cache.emplace(key, occ).first;
+  }
+  return it->second;
 }
 
 // Blocks per group for a persistent launch: enough to fill the GPU, never
 // more than the tiles of the whole batch (an upper bound for every group).
 template <class K>
 int persistent_blocks(K kernel, int threads, size_t smem, int64_t P, int tile, int groups) {
-  int occ = 0;
-  check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, threads, smem), "occupancy query");
-  if (occ < 1) throw std::runtime_error("fused_mlp: kernel does not fit on one multiprocessor");
-  const int64_t resident = static_cast<int64_t>(device_attr(cudaDevAttrMultiProcessorCount)) * occ;
+  const int64_t resident = static_cast<int64_t>(multiprocessors()) * occupancy(kernel, threads, smem, "persistent");
   const int64_t want = (resident + groups - 1) / groups;
   const int64_t tiles = std::max<int64_t>(1, (P + tile - 1) / tile);
   return static_cast<int>(std::max<int64_t>(1, std::min(want, tiles)));
@@ -1280,11 +1332,8 @@ int backward_blocks_with(const MlpArgs& a) {
     using S = Split<C>;
     auto kernel = mlp_dw_kernel<C>;
     prepare_smem(kernel, S::dw_smem(), "backward (weight gradients)");
-    int occ = 0;
-    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, kBwdWarps * 32, S::dw_smem()),
-               "occupancy query");
-    if (occ < 1) throw std::runtime_error("fused_mlp: weight-gradient kernel does not fit on one multiprocessor");
-    const int64_t resident = static_cast<int64_t>(device_attr(cudaDevAttrMultiProcessorCount)) * occ;
+    const int64_t resident =
+        static_cast<int64_t>(multiprocessors()) * occupancy(kernel, kBwdWarps * 32, S::dw_smem(), "weight-gradient");
     const int64_t cols = static_cast<int64_t>(S::NPAIRS) * a.groups;
     const int64_t want = (resident + cols - 1) / cols;
     return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, S::tiles(a.P, 1))));
@@ -1347,7 +1396,7 @@ void launch_backward(const MlpArgs& a, const float* dy, float* dx, float* dw_par
 
 int elementwise_blocks(int64_t total, int threads) {
   const int64_t want = (total + threads - 1) / threads;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, int64_t(device_attr(cudaDevAttrMultiProcessorCount)) * 16)));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, int64_t(multiprocessors()) * 16)));
 }
 
 
