@@ -159,14 +159,35 @@ torch::Tensor backward_workspace(const kpnt::MlpDims& d, int64_t P, int groups, 
   return ws;
 }
 
+// Whether GPU `device` runs this build's sm_90a code (the wgmma kernels: the guide block, the MLP forward): asked of the GPU once
+// per device (a one-thread kernel on the current stream, read back: a sync, so not while capturing a graph),
+// then remembered for the module's life.
+bool wgmma_built_on(const c10::Device& device) {
+  static std::array<std::atomic<int>, 64> known{};  // per device index: 0 not asked, 1 no, 2 yes
+  const int idx = device.index();
+  const bool cached = idx >= 0 && idx < static_cast<int>(known.size());
+  if (cached && known[idx].load() != 0) return known[idx].load() == 2;
+  const c10::cuda::CUDAGuard guard(device);
+  torch::Tensor flag = torch::zeros({1}, torch::dtype(torch::kInt32).device(device));
+  check_launch(kpnt::guide_block_wgmma_query(flag.data_ptr<int>(), c10::cuda::getCurrentCUDAStream(idx).stream()));
+  const bool built = flag.item<int>() == 1;
+  if (cached) known[idx].store(built ? 2 : 1);
+  return built;
+}
+
 // y (P, out), or an error tuple.
 py::object mlp_forward(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
                        const std::optional<torch::Tensor>& offsets, const std::vector<int64_t>& dims,
-                       double slope) {
+                       double slope, bool wgmma) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(x.device());
     torch::Tensor w16;
-    const kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
+    kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
+    KPNT_REQUIRE(!wgmma || a.dims.hidden == 64, "the wgmma forward is compiled for hidden width 64, got ",
+                 a.dims.hidden);
+    KPNT_REQUIRE(!wgmma || wgmma_built_on(x.device()),
+                 "the wgmma forward needs a Hopper GPU and kernels built for 9.0a (CUDA 12 or later)");
+    a.wgmma = wgmma;
     torch::Tensor y = torch::empty({x.size(0), a.dims.out}, x.options());
     check_launch(kpnt::mlp_forward(a, y.data_ptr<float>()));
     return py::cast(y);
@@ -242,11 +263,16 @@ kpnt::ColourArgs make_colour_args(const torch::Tensor& D, const torch::Tensor& w
 // (I, alpha, fmap), or an error tuple.
 py::object colour_forward(const torch::Tensor& D, const torch::Tensor& var, const torch::Tensor& w,
                           const std::vector<int64_t>& dims, double slope, bool plain, bool noise_input,
-                          const std::vector<double>& consts) {
+                          const std::vector<double>& consts, bool wgmma) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(D.device());
     torch::Tensor w16;
-    const kpnt::ColourArgs a = make_colour_args(D, w, dims, slope, plain, noise_input, consts, w16);
+    kpnt::ColourArgs a = make_colour_args(D, w, dims, slope, plain, noise_input, consts, w16);
+    KPNT_REQUIRE_C(!wgmma || a.dims.hidden == 64, "the wgmma forward is compiled for hidden width 64, got ",
+                   a.dims.hidden);
+    KPNT_REQUIRE_C(!wgmma || wgmma_built_on(D.device()),
+                   "the wgmma forward needs a Hopper GPU and kernels built for 9.0a (CUDA 12 or later)");
+    a.wgmma = wgmma;
     check_cuda_tensor(var, "var", at::kFloat, D);
     KPNT_REQUIRE_C(var.sizes() == D.sizes(), "var must be ", shape(D), " like D, got ", shape(var));
     torch::Tensor fmap = torch::empty_like(D);
@@ -290,25 +316,7 @@ py::object colour_backward(const torch::Tensor& D, const torch::Tensor& fmap, co
     if (!(cond)) throw ValueError("guide block: " + cat(__VA_ARGS__));      \
   } while (0)
 
-// One projection block of the guide (kernels/guide_block.cu): z' (N, 64, H, W)
-// float16 channels-last, or an error tuple.  w3 (64, 64, 3, 3), p (64, 64, 1, 1)
-// float16 as torch's convolutions take them; b3 and c1 (64,) any float dtype.
-// Whether GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel): asked of the GPU once
-// per device (a one-thread kernel on the current stream, read back: a sync, so not while capturing a graph),
-// then remembered for the module's life.
-bool wgmma_built_on(const c10::Device& device) {
-  static std::array<std::atomic<int>, 64> known{};  // per device index: 0 not asked, 1 no, 2 yes
-  const int idx = device.index();
-  const bool cached = idx >= 0 && idx < static_cast<int>(known.size());
-  if (cached && known[idx].load() != 0) return known[idx].load() == 2;
-  const c10::cuda::CUDAGuard guard(device);
-  torch::Tensor flag = torch::zeros({1}, torch::dtype(torch::kInt32).device(device));
-  check_launch(kpnt::guide_block_wgmma_query(flag.data_ptr<int>(), c10::cuda::getCurrentCUDAStream(idx).stream()));
-  const bool built = flag.item<int>() == 1;
-  if (cached) known[idx].store(built ? 2 : 1);
-  return built;
-}
-
+// wgmma_built_on for Python (kpnt.ops._cuda.guide_block.wgmma_built).
 py::object guide_block_wgmma_built(int64_t device) {
   return guarded([&]() -> py::object {
     KPNT_REQUIRE_G(device >= 0 && device < static_cast<int64_t>(c10::cuda::device_count()), "no CUDA device ", device);
@@ -324,6 +332,9 @@ kpnt::GuideBlockKernel guide_block_kernel(const std::string& name) {
   throw ValueError("guide block: kernel must be 'wgmma', 'mma8' or 'mma16', got '" + name + "'");
 }
 
+// One projection block of the guide (kernels/guide_block.cu): z' (N, 64, H, W)
+// float16 channels-last, or an error tuple.  w3 (64, 64, 3, 3), p (64, 64, 1, 1)
+// float16 as torch's convolutions take them; b3 and c1 (64,) any float dtype.
 py::object guide_proj_block(const torch::Tensor& z, const torch::Tensor& w3, const torch::Tensor& b3,
                             const torch::Tensor& p, const torch::Tensor& c1, const std::string& kernel) {
   return guarded([&]() -> py::object {
@@ -534,8 +545,9 @@ py::object front_backward(const torch::Tensor& x, const torch::Tensor& U, const 
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "kpnt fused CUDA kernels (built on first use by kpnt._backend)";
-  m.def("mlp_forward", &mlp_forward, "fused MLP forward: y (P, out) = MLP(x)", py::arg("x"), py::arg("w"),
-        py::arg("perm"), py::arg("offsets"), py::arg("dims"), py::arg("slope"));
+  m.def("mlp_forward", &mlp_forward, "fused MLP forward: y (P, out) = MLP(x), on the wgmma kernel if asked",
+        py::arg("x"), py::arg("w"), py::arg("perm"), py::arg("offsets"), py::arg("dims"), py::arg("slope"),
+        py::arg("wgmma") = false);
   m.def("mlp_backward", &mlp_backward, "fused MLP backward with recomputation: (dx, dw)", py::arg("x"),
         py::arg("w"), py::arg("perm"), py::arg("offsets"), py::arg("dy"), py::arg("dims"), py::arg("slope"),
         py::arg("need_dx"));
@@ -545,9 +557,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mlp_n_weights", [](int64_t in, int64_t hidden, int64_t out, int64_t n_hidden) {
         return kpnt::mlp_n_weights(kpnt::MlpDims{int(in), int(hidden), int(out), int(n_hidden)});
       }, "packed weight count of one set");
-  m.def("colour_forward", &colour_forward, "fused colour level forward: (I, alpha, fmap)", py::arg("D"),
-        py::arg("var"), py::arg("w"), py::arg("dims"), py::arg("slope"), py::arg("plain"), py::arg("noise_input"),
-        py::arg("consts"));
+  m.def("colour_forward", &colour_forward, "fused colour level forward: (I, alpha, fmap), its MLP on the wgmma "
+        "kernel if asked", py::arg("D"), py::arg("var"), py::arg("w"), py::arg("dims"), py::arg("slope"),
+        py::arg("plain"), py::arg("noise_input"), py::arg("consts"), py::arg("wgmma") = false);
   m.def("colour_backward", &colour_backward, "fused colour level backward: weight gradient", py::arg("D"),
         py::arg("fmap"), py::arg("w"), py::arg("dI"), py::arg("dalpha"), py::arg("dims"), py::arg("slope"),
         py::arg("plain"), py::arg("consts"));

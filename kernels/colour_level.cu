@@ -3,6 +3,7 @@
 // fused_mlp.cuh, colour_*).  Instantiated for the KPNT_COLOUR lines of
 // kernels/shapes.def.
 #include "mlp_core.cuh"
+#include "mlp_wgmma.cuh"
 
 namespace kpnt {
 namespace {
@@ -280,6 +281,7 @@ MlpArgs colour_mlp_args(const ColourArgs& c) {
   a.slope = c.slope;
   a.stream = c.stream;
   a.workspace = c.workspace;
+  a.wgmma = c.wgmma;
   return a;
 }
 
@@ -329,8 +331,8 @@ const char* colour_forward(const ColourArgs& c, const float* var, float* fmap, f
     const Geo g = colour_geo(c);  // checks the row count before anything launches
     launch_colour_maps(c, var, fmap);
     dispatch_colour(c.dims, [&](auto cfg) {
-      launch_forward_with<decltype(cfg)>(colour_mlp_args(c), MapIn{fmap, g},
-                                         ApplyOut{c.D, I, alpha, g, colour_consts(c)});
+      launch_forward_any<decltype(cfg)>(colour_mlp_args(c), MapIn{fmap, g},
+                                        ApplyOut{c.D, I, alpha, g, colour_consts(c)});
     });
   });
 }

@@ -86,6 +86,8 @@ struct MlpArgs {
   float slope;           // leaky ReLU negative slope (>= 0)
   cudaStream_t stream;
   void* workspace = nullptr;  // backward only: mlp_bwd_workspace_bytes() of device memory (none if 0)
+  bool wgmma = false;         // forward only: the sm_90a wgmma kernel (hidden width 64; the caller checked that
+                              // the GPU runs sm_90a code, kernels/bindings.cpp wgmma_built_on), else mma.sync
 };
 
 // y (P, out) float32 = MLP(x).
@@ -166,6 +168,7 @@ struct ColourArgs {
   ColourFeatureConsts fc;
   cudaStream_t stream;
   void* workspace = nullptr;  // backward: mlp_bwd_workspace_bytes(dims, N h w, 1)
+  bool wgmma = false;         // forward: the MLP on the sm_90a wgmma kernel (MlpArgs::wgmma)
 };
 
 // Forward: var (N, 3, h, w) in; fmap (N, 3, h, w), I (N, 3, h, w), alpha (N, 1, h, w) out.

@@ -13,12 +13,6 @@
 #include "guide_block.cuh"
 #include "wgmma.cuh"
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define KPNT_WGMMA_BUILT 1
-#else
-#define KPNT_WGMMA_BUILT 0
-#endif
-
 namespace kpnt {
 namespace {
 namespace gblock {

@@ -2,6 +2,7 @@
 // y (P, out), with optional weight groups, for every shape of
 // kernels/shapes.def; plus the shape table the Python capability check reads.
 #include "mlp_core.cuh"
+#include "mlp_wgmma.cuh"
 
 namespace kpnt {
 namespace {
@@ -68,7 +69,7 @@ int mlp_bwd_tile_rows() { return kBwdT; }
 
 const char* mlp_forward(const MlpArgs& a, float* y) {
   return guarded([&] {
-    if (!dispatch_mlp(a.dims, [&](auto cfg) { launch_forward<decltype(cfg)>(a, y); })) not_compiled("fused_mlp", a.dims);
+    if (!dispatch_mlp(a.dims, [&](auto cfg) { launch_forward_any<decltype(cfg)>(a, RowsIn{a.x}, RowsOut{y}); })) not_compiled("fused_mlp", a.dims);
   });
 }
 

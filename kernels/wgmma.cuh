@@ -13,6 +13,14 @@
 
 #include <cstdint>
 
+// 1 in sm_90a device code (where wgmma exists), else 0: kernels that use
+// these helpers compile their body under it and trap elsewhere.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define KPNT_WGMMA_BUILT 1
+#else
+#define KPNT_WGMMA_BUILT 0
+#endif
+
 namespace wg {
 
 // ------------------------------------------------------------------ layout

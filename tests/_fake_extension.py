@@ -36,7 +36,7 @@ class FakeExt:
         self.calls = []
         self.colour_weights = set()
 
-    def mlp_forward(self, x, w, perm, offsets, dims, slope):
+    def mlp_forward(self, x, w, perm, offsets, dims, slope, wgmma=False):
         self.calls.append(("mlp_forward", w.dtype))
         return self._mlp(x, w.float(), perm, offsets, dims, slope)
 
@@ -59,7 +59,7 @@ class FakeExt:
         return ColourLevelSpec(width=dims[1], hidden_layers=dims[3], leaky_slope=slope,
                                apply_mode="plain" if plain else "softmax", noise_input=noise_input)
 
-    def colour_forward(self, D, var, w, dims, slope, plain, noise_input, consts):
+    def colour_forward(self, D, var, w, dims, slope, plain, noise_input, consts, wgmma=False):
         self.calls.append(("colour_forward", w.dtype))
         self.colour_weights.add(w.data_ptr())
         I, a = colour_level(D, var, unpack(w.float(), dims), self._cspec(dims, slope, plain, noise_input))

@@ -8,6 +8,7 @@ fused wgmma kernel) against the PyTorch reference, in one run, CUDA events after
     python tools/time_model.py --weights a.safetensors b.safetensors
     python tools/time_model.py --views 1 2 4      # also kpnt-denoise --ensemble 2 and 4 (fused only)
     python tools/time_model.py --guide-block both # the fused path with the guide's blocks fused, then on cuDNN
+    python tools/time_model.py --mlp-wgmma both   # the fused path with the colour MLPs on wgmma, then on mma.sync
 
 Prints one line per weights file and backend, and the ratio; with --views,
 one line per view count on the fused path (kpnt.ensemble: N model runs on
@@ -32,6 +33,8 @@ from kpnt.weights_io import load_weights, read_metadata, shipped_weights  # noqa
 # The module, whose FUSED_BLOCK switch this tool flips (kpnt.ops re-exports the
 # function under the module's name).
 guide_op = importlib.import_module("kpnt.ops.guide")
+# The module whose WGMMA_FORWARD switch --mlp-wgmma flips.
+mlp_op = importlib.import_module("kpnt.ops._cuda.mlp")
 
 
 def time_ms(model, x, cfa, noise, repeats: int, views: int = 1) -> float:
@@ -78,6 +81,10 @@ def main() -> int:
                    help="on the fused path, a width-64 projection guide's blocks on kpnt's fused wgmma kernel "
                         "(Hopper; what kpnt-denoise uses there, kpnt.ops.guide.FUSED_BLOCK on; the default), on "
                         "cuDNN's two calls a block, or both, one after the other")
+    p.add_argument("--mlp-wgmma", choices=("shipped", "on", "off", "both"), default="shipped",
+                   help="on the fused path, the 64-wide MLP forwards (the colour levels) on the wgmma kernel (Hopper), "
+                        "on mma.sync, both one after the other, or as kpnt ships (kpnt.ops._cuda.mlp.WGMMA_FORWARD; "
+                        "the default)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("time_model.py: needs a CUDA GPU", file=sys.stderr)
@@ -90,31 +97,36 @@ def main() -> int:
             print(f"time_model.py: note: {torch.cuda.get_device_name()} does not run the fused guide block's wgmma "
                   "kernel (Hopper, kernels built for 9.0a): the 'fused' rows run the guide's blocks on cuDNN",
                   flush=True)
-    fused_block_before = guide_op.FUSED_BLOCK
+    fused_block_before, mlp_wgmma_before = guide_op.FUSED_BLOCK, mlp_op.WGMMA_FORWARD
     for path in files:
         sensor, cfa, x, noise = synthetic_input(path, args.height, args.width)
         for bench in (("off", "on") if args.cudnn_benchmark == "both" else (args.cudnn_benchmark,)):
             torch.backends.cudnn.benchmark = bench == "on"
             ms = {}
             blocks = ("fused", "cudnn") if args.guide_block == "both" else (args.guide_block,)
-            for backend, block in [("auto", b) for b in blocks] + [("torch", "cudnn")]:
+            mlps = {"both": ("wgmma", "mma"), "on": ("wgmma",), "off": ("mma",),
+                    "shipped": ("wgmma" if mlp_wgmma_before else "mma",)}[args.mlp_wgmma]
+            rows = [("auto", b, m) for b in blocks for m in mlps] + [("torch", "cudnn", "mma")]
+            for backend, block, mlp in rows:
                 model, _ = load_weights(path, sensor, device="cuda")
                 model.backend = backend
                 guide_op.FUSED_BLOCK = block == "fused"
-                ms[backend, block] = time_ms(model, x, cfa, noise, args.repeats)
+                mlp_op.WGMMA_FORWARD = mlp == "wgmma"
+                ms[backend, block, mlp] = time_ms(model, x, cfa, noise, args.repeats)
                 print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}, guide blocks {block}, "
-                      f"cuDNN autotuning {bench}: {ms[backend, block]:.1f} ms", flush=True)
-            for block in blocks:
-                print(f"{path}: fused/reference speed-up {ms['torch', 'cudnn'] / ms['auto', block]:.2f}x "
-                      f"(guide blocks {block}, cuDNN autotuning {bench})")
-            ms["auto"] = ms["auto", blocks[0]]
+                      f"MLP forward {mlp}, cuDNN autotuning {bench}: {ms[backend, block, mlp]:.1f} ms", flush=True)
+            for _, block, mlp in rows[:-1]:
+                print(f"{path}: fused/reference speed-up {ms['torch', 'cudnn', 'mma'] / ms['auto', block, mlp]:.2f}x "
+                      f"(guide blocks {block}, MLP forward {mlp}, cuDNN autotuning {bench})")
+            ms["auto"] = ms[rows[0]]
         model.backend = "auto"
         guide_op.FUSED_BLOCK = blocks[0] == "fused"     # the views on the path of ms["auto"]
+        mlp_op.WGMMA_FORWARD = mlps[0] == "wgmma"
         for v in args.views:
             t = time_ms(model, x, cfa, noise, args.repeats, v)
             print(f"{path}: {sensor} {args.height}x{args.width} backend auto, {v} view(s): {t:.1f} ms "
                   f"({t / ms['auto']:.2f}x one view)", flush=True)
-    guide_op.FUSED_BLOCK = fused_block_before
+    guide_op.FUSED_BLOCK, mlp_op.WGMMA_FORWARD = fused_block_before, mlp_wgmma_before
     return 0
 
 

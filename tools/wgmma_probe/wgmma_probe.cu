@@ -4,7 +4,8 @@
 // before it times anything, so a wrong guess shows as a failed check, not as
 // a wrong number.
 //
-//   nvcc -arch=sm_90a -O3 -std=c++17 -I kernels tools/wgmma_probe/wgmma_probe.cu -o probe && ./probe
+//   nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -I kernels tools/wgmma_probe/wgmma_probe.cu \
+//        kernels/mlp.cu -o probe && ./probe
 //
 // 1. Layout check: one wgmma.m64n64k16 (A from registers in the mma.sync
 //    fragment layout, B = a 64 x 16 K-major matrix in shared memory in the
@@ -23,6 +24,7 @@
 //
 // Prints one table; exits non-zero if a check fails.
 #include "mlp_core.cuh"
+#include "mlp_wgmma.cuh"
 #include "probe.h"
 #include "wgmma.cuh"
 
@@ -78,87 +80,26 @@ __global__ void layout_kernel(const float* __restrict__ A, const float* __restri
 
 // ------------------------------------------------------------------ 2. the MLP
 
-// Shared-memory bytes of matrix m of shape C in the core-matrix layout.
-template <class C>
-__host__ __device__ constexpr int core_bytes(int m) {
-  return C::rows(m) * C::cols(m) * 2;
-}
-template <class C>
-__host__ __device__ constexpr int core_base(int m) {
-  int o = 0;
-  for (int j = 0; j < m; ++j) o += core_bytes<C>(j);
-  return o;
-}
-
-// acc (64 rows of the warp group, N) = a (K) * W_m^T through K / 16 wgmmas.
-template <class C, int m, bool SWAP>
-__device__ __forceinline__ void layer(float (&acc)[C::rows(m) / 8][4], uint32_t (&a)[C::cols(m) / 16][4],
-                                      const unsigned char* ws) {
-  constexpr int N = C::rows(m), K = C::cols(m);
-  const unsigned char* base = ws + core_base<C>(m);
-  wg_fence();
-  Wgmma<N>::first(acc, a[0], make_desc(base, 128, (K / 8) * 128, SWAP));
-#pragma unroll
-  for (int ks = 1; ks < K / 16; ++ks) Wgmma<N>::acc(acc, a[ks], make_desc(base + 2 * ks * 128, 128, (K / 8) * 128, SWAP));
-  wg_commit();
-  wg_wait0();
-  fence_operands<N / 8>(acc);
-  fence_operands<K / 16>(a);
-}
-
-template <class C, int m, bool SWAP>
-__device__ __forceinline__ void hidden_layers(uint32_t (&ah)[C::H / 16][4], const unsigned char* ws, float slope) {
-  if constexpr (m < C::NH) {
-    float acc[C::H / 8][4];
-    layer<C, m, SWAP>(acc, ah, ws);
-    kpnt::lrelu_frags<C::H>(ah, acc, slope);
-    hidden_layers<C, m + 1, SWAP>(ah, ws, slope);
-  }
-}
-
-// y (P, OUT) = MLP(x (P, IN)); w packed f16 as kernels/mlp_core.cuh (matrix m
-// row-major (rows(m), cols(m)), back to back).  WGS warp groups a block share
-// the weights, each on its own 64-row tile (more warps a multiprocessor to
-// cover the wgmma waits than one-warp-group blocks, whose count the weights'
-// shared memory caps).
+// y (P, OUT) = MLP(x (P, IN)) through kpnt's wgmma forward (kernels/mlp_wgmma.cuh: its weight store and
+// per-row-block MLP, wg_mlp_rows), here with the descriptor's offsets read either way (SWAP) and without
+// kpnt's weight groups and row permutation.  WGS warp groups a block share the weights, each on its own
+// 64-row tile (more warps a multiprocessor to cover the wgmma waits than one-warp-group blocks, whose count
+// the weights' shared memory caps).
 template <class C, bool SWAP, int WGS>
 __global__ void __launch_bounds__(128 * WGS) wgmma_mlp_kernel(const float* __restrict__ x, float* __restrict__ y,
                                                         const __half* __restrict__ w, int64_t P, float slope) {
   extern __shared__ __align__(128) unsigned char ws[];
-  for (int i = threadIdx.x; i < C::NW; i += blockDim.x) {
-    int m = 0;
-    for (int j = 1; j < C::NMAT; ++j)
-      if (i >= C::woff(j)) m = j;
-    const int local = i - C::woff(m), n = local / C::cols(m), k = local % C::cols(m);
-    *reinterpret_cast<__half*>(ws + core_base<C>(m) + core_off(n, k, C::cols(m))) = w[i];
-  }
+  kpnt::load_weights_core<C>(ws, w);
   fence_async_smem();
   __syncthreads();
-  const int warp = (threadIdx.x >> 5) & 3, group = threadIdx.x >> 7, lane = threadIdx.x & 31, c = 2 * (lane & 3);
+  const int warp = (threadIdx.x >> 5) & 3, group = threadIdx.x >> 7, lane = threadIdx.x & 31;
   constexpr int TILE = 64 * WGS;
   for (int64_t base = static_cast<int64_t>(blockIdx.x) * TILE; base < P;
        base += static_cast<int64_t>(gridDim.x) * TILE) {
-    int64_t rlo[1], rhi[1];
-    rlo[0] = base + 64 * group + 16 * warp + (lane >> 2);
-    rhi[0] = rlo[0] + 8;
-    if (rlo[0] >= P) rlo[0] = -1;
-    if (rhi[0] >= P) rhi[0] = -1;
-    uint32_t ax[1][C::IN / 16][4];
-    kpnt::load_a_global<C::IN, 1>(ax, x, rlo, rhi, lane);
-    uint32_t ah[C::H / 16][4];
-    {
-      float acc[C::H / 8][4];
-      layer<C, 0, SWAP>(acc, ax[0], ws);
-      kpnt::lrelu_frags<C::H>(ah, acc, slope);
-    }
-    hidden_layers<C, 1, SWAP>(ah, ws, slope);
-    float out[C::OUT / 8][4];
-    layer<C, C::NH, SWAP>(out, ah, ws);
-#pragma unroll
-    for (int j = 0; j < C::OUT / 8; ++j) {
-      if (rlo[0] >= 0) *reinterpret_cast<float2*>(y + rlo[0] * C::OUT + 8 * j + c) = make_float2(out[j][0], out[j][1]);
-      if (rhi[0] >= 0) *reinterpret_cast<float2*>(y + rhi[0] * C::OUT + 8 * j + c) = make_float2(out[j][2], out[j][3]);
-    }
+    const int64_t l = base + 64 * group + 16 * warp + (lane >> 2);
+    const int64_t rlo[1] = {l < P ? l : -1}, rhi[1] = {l + 8 < P ? l + 8 : -1};
+    kpnt::wg_mlp_rows<C, kpnt::RowsIn, kpnt::RowsOut, SWAP>(kpnt::RowsIn{x}, kpnt::RowsOut{y}, ws, rlo, rhi, lane,
+                                                             slope);
   }
 }
 
@@ -295,9 +236,23 @@ int mlp_case(const char* name, int64_t P, int reps) {
   std::printf("| %-26s | %-40s | %-5s | %9.2e | %8.3f | %6.2f |\n", name, "mma.sync (kernels/mlp_core.cuh)",
               ok_mma ? "ok" : "FAIL", e_mma, t_mma.ms, t_mma.gpix);
 
+  // kpnt's wgmma forward through its own launcher (kernels/mlp_wgmma.cuh, what kpnt.ops._cuda.mlp runs with
+  // WGMMA_FORWARD on).
+  kpnt::MlpArgs wargs = args;
+  wargs.wgmma = true;
+  auto kpnt_wgmma = [&] { kpnt::launch_forward_any<C>(wargs, kpnt::RowsIn{dx}, kpnt::RowsOut{dy}); };
+  CK(cudaMemset(dy, 0xff, static_cast<size_t>(P) * C::OUT * 4));
+  kpnt_wgmma();
+  CK(cudaDeviceSynchronize());
+  double e_kw = 0.0;
+  const bool ok_kw = check(&e_kw);
+  const Timing t_kw = time_it(kpnt_wgmma, P, reps);
+  std::printf("| %-26s | %-40s | %-5s | %9.2e | %8.3f | %6.2f |\n", name, "wgmma (kernels/mlp_wgmma.cuh)",
+              ok_kw ? "ok" : "FAIL", e_kw, t_kw.ms, t_kw.gpix);
+
   int sms = 0;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  const int smem = core_base<C>(C::NMAT);
+  const int smem = static_cast<int>(kpnt::WgFwd<C>::SMEM);
   int wgmma_ok = 0;  // one reading of the descriptor's offsets can be right: the other failing is expected
   for (int variant = 0; variant < 4; ++variant) {
     const bool swap = variant & 1;
@@ -328,7 +283,7 @@ int mlp_case(const char* name, int64_t P, int reps) {
   cudaFree(dx);
   cudaFree(dy);
   cudaFree(dw);
-  return (ok_mma ? 0 : 1) + (wgmma_ok > 0 ? 0 : 1);
+  return (ok_mma ? 0 : 1) + (ok_kw ? 0 : 1) + (wgmma_ok > 0 ? 0 : 1);
 }
 
 }  // namespace probe

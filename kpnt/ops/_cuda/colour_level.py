@@ -15,15 +15,15 @@ from torch import Tensor
 
 from kpnt.ops._cuda.extension import colour_consts, ext, unwrap
 from kpnt.ops._cuda.glue import by_name, grads, input_names
-from kpnt.ops._cuda.mlp import dispatch_mlp, unpack
+from kpnt.ops._cuda.mlp import dispatch_mlp, unpack, use_wgmma
 from kpnt.ops.weights import as_weights
 from kpnt.spec import ColourLevelSpec
 
 
 def _colour_fwd_impl(D: Tensor, var: Tensor, w: Tensor, w16: Tensor, dims: list[int], slope: float, plain: bool,
-                     noise_input: bool) -> tuple[Tensor, Tensor, Tensor]:
+                     noise_input: bool, wgmma: bool) -> tuple[Tensor, Tensor, Tensor]:
     # ``w`` (float32) is the autograd input; the kernels read ``w16``.
-    I, a, fmap = unwrap(ext().colour_forward(D, var, w16, dims, slope, plain, noise_input, colour_consts()))
+    I, a, fmap = unwrap(ext().colour_forward(D, var, w16, dims, slope, plain, noise_input, colour_consts(), wgmma))
     return I, a, fmap
 
 
@@ -32,7 +32,7 @@ _colour_fwd = torch.library.custom_op("kpnt::colour_fwd", mutates_args=(), devic
 
 
 @_colour_fwd.register_fake
-def _(D, var, w, w16, dims, slope, plain, noise_input):
+def _(D, var, w, w16, dims, slope, plain, noise_input, wgmma):
     N, _, h, wd = D.shape
     return D.new_empty(D.shape), D.new_empty((N, 1, h, wd)), D.new_empty(D.shape)
 
@@ -119,6 +119,7 @@ def colour_level(D: Tensor, var: Tensor, weights: Sequence[Tensor], spec: Colour
         if wi.device != D.device:
             raise ValueError(f"fused colour_level: weights[{i}] is on {wi.device}, D on {D.device}")
     w = as_weights(weights)
-    I, a, _ = _colour_fwd(D.contiguous(), var.contiguous(), w.packed(), w.half(), list(spec.mlp.as_tuple()),
-                          float(spec.leaky_slope), spec.apply_mode == "plain", bool(spec.noise_input))
+    dims = list(spec.mlp.as_tuple())
+    I, a, _ = _colour_fwd(D.contiguous(), var.contiguous(), w.packed(), w.half(), dims, float(spec.leaky_slope),
+                          spec.apply_mode == "plain", bool(spec.noise_input), use_wgmma(D, dims))
     return I, a

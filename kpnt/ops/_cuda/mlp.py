@@ -26,6 +26,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional, Sequence
 
 import torch
@@ -33,13 +34,43 @@ from torch import Tensor
 
 from kpnt.ops._cuda.extension import ext, unwrap
 from kpnt.ops._cuda.glue import by_name, grads, input_names
+from kpnt.ops._cuda.guide_block import wgmma_built
 from kpnt.ops.weights import as_weight_sets, as_weights
+
+log = logging.getLogger(__name__)
+
+#: Whether the forward of 64-wide MLPs runs on the wgmma kernel
+#: (``kernels/mlp_wgmma.cuh``, Hopper, kernels built for 9.0a) instead of
+#: mma.sync.  tools/wgmma_probe measured its form at 1.2x mma.sync on the
+#: colour MLP's shape and 1.0x on the front MLP's (H100, session 23).  Off
+#: until it has run inside kpnt on a GPU (written in session 26 without one);
+#: the CUDA tests turn it on, and ``tools/bench_kernels.py`` times it beside
+#: mma.sync where the GPU runs it.
+WGMMA_FORWARD = False
+
+_not_built_logged: set[int] = set()
+
+
+def use_wgmma(x: Tensor, dims: Sequence[int]) -> bool:
+    """Whether this forward runs on the wgmma kernel: :data:`WGMMA_FORWARD`
+    on, hidden width 64, and a GPU that runs the build's sm_90a code (asked
+    once per device; other GPUs stay on mma.sync, logged once)."""
+    if not (WGMMA_FORWARD and dims[1] == 64):
+        return False
+    index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    if wgmma_built(index):
+        return True
+    if index not in _not_built_logged:
+        _not_built_logged.add(index)
+        log.info("fused_mlp: %s does not run the wgmma forward (Hopper, kernels built for 9.0a): mma.sync",
+                 torch.cuda.get_device_name(index))
+    return False
 
 
 def _mlp_fwd_impl(x: Tensor, w: Tensor, w16: Tensor, perm: Optional[Tensor], offsets: Optional[Tensor],
-                  dims: list[int], slope: float) -> Tensor:
+                  dims: list[int], slope: float, wgmma: bool) -> Tensor:
     # ``w`` (float32) is the autograd input; the kernels read ``w16``.
-    return unwrap(ext().mlp_forward(x, w16, perm, offsets, dims, slope))
+    return unwrap(ext().mlp_forward(x, w16, perm, offsets, dims, slope, wgmma))
 
 
 MLP_INPUTS = input_names(_mlp_fwd_impl)
@@ -47,7 +78,7 @@ _mlp_fwd = torch.library.custom_op("kpnt::mlp_fwd", mutates_args=(), device_type
 
 
 @_mlp_fwd.register_fake
-def _(x, w, w16, perm, offsets, dims, slope):
+def _(x, w, w16, perm, offsets, dims, slope, wgmma):
     return x.new_empty((x.shape[0], dims[2]))
 
 
@@ -145,7 +176,7 @@ def fused_mlp(x: Tensor, weights: Sequence[Tensor], slope: float = 0.01) -> Tens
     dims = mlp_dims(list(weights))
     check_x(x, dims, list(weights))
     w = as_weights(weights)
-    return _mlp_fwd(x.contiguous(), w.packed(), w.half(), None, None, dims, float(slope))
+    return _mlp_fwd(x.contiguous(), w.packed(), w.half(), None, None, dims, float(slope), use_wgmma(x, dims))
 
 
 def partition_by_class(cls: Tensor, groups: int) -> tuple[Tensor, Tensor]:
@@ -204,7 +235,7 @@ def fused_mlp_grouped(
             raise ValueError(f"fused_mlp_grouped: cls must be ({x.shape[0]},), got {tuple(cls.shape)}")
         perm, offsets = partition_by_class(cls, groups)
     w = as_weight_sets([[m[g] for m in weights] for g in range(groups)])
-    return _mlp_fwd(x.contiguous(), w.packed(), w.half(), perm, offsets, dims, float(slope))
+    return _mlp_fwd(x.contiguous(), w.packed(), w.half(), perm, offsets, dims, float(slope), use_wgmma(x, dims))
 
 
 def dispatch_mlp(x: Tensor, weights: Sequence[Tensor], leaky_slope: float) -> Tensor:

@@ -1,0 +1,159 @@
+// The MLP forward on Hopper's warp-group MMA (issue 14: "a faster MLP core on
+// sm_90"): the twin of mlp_fwd_kernel (kernels/mlp_core.cuh) for width-64
+// shapes, with the same input and output policies, groups and row order.
+// tools/wgmma_probe chose its form (session 23, H100, 4 M rows, checked
+// against float64): 2 warp groups a block, each on its own 64-row tile, the
+// colour MLP 32 -> 6 x 64 -> 16 at 9.47 Gpix/s against mma.sync's 7.88, the
+// front MLP 32 -> 4 x 64 -> 32 at 9.73 against 9.78 (no gain there).
+//
+// Each warp of a group holds 16 rows in the mma.sync fragment layout, which is
+// also wgmma's register layout for A and the accumulators per warp: a layer's
+// result becomes the next layer's A in registers (to_frags / lrelu_frags, as
+// the mma.sync kernel), and the policies' load / store see R = 1 row block a
+// warp.  The weights sit in shared memory in the core-matrix layout
+// (kernels/wgmma.cuh) and the tensor cores read them through descriptors: no
+// ldmatrix.  One commit group a layer, waited on before the activation: the
+// other warp group of the block and the other blocks of the multiprocessor
+// cover the waits.
+//
+// sm_90a code only (KPNT_WGMMA_BUILT, kernels/wgmma.cuh): elsewhere the kernel
+// body is a trap and the binding refuses to launch it.
+#pragma once
+
+#include "mlp_core.cuh"
+#include "wgmma.cuh"
+
+namespace kpnt {
+namespace {
+
+template <class C>
+struct WgFwd {
+  static constexpr int WGS = 2, THREADS = 128 * WGS, T = 64 * WGS;  // warp groups, threads and rows a block
+  // Byte offset of matrix m in shared memory (core-matrix layout, no padding).
+  __host__ __device__ static constexpr int base(int m) {
+    int o = 0;
+    for (int j = 0; j < m; ++j) o += C::rows(j) * C::cols(j) * 2;
+    return o;
+  }
+  static constexpr size_t SMEM = base(C::NMAT);
+};
+
+// One packed weight set (matrix m row-major (rows(m), cols(m)), back to back)
+// into the core-matrix layout, 16 bytes a thread: 8 consecutive k of one row
+// are one 16-byte row of a core matrix (cols(m) is a multiple of 16).
+template <class C>
+__device__ __forceinline__ void load_weights_core(unsigned char* ws, const __half* __restrict__ w) {
+  for (int e = threadIdx.x * 8; e < C::NW; e += blockDim.x * 8) {
+    int m = 0;
+#pragma unroll
+    for (int j = 1; j < C::NMAT; ++j)
+      if (e >= C::woff(j)) m = j;
+    const int local = e - C::woff(m), n = local / C::cols(m), k = local % C::cols(m);
+    *reinterpret_cast<uint4*>(ws + WgFwd<C>::base(m) + wg::core_off(n, k, C::cols(m))) =
+        __ldg(reinterpret_cast<const uint4*>(w + e));
+  }
+}
+
+// acc (the warp group's 64 rows x rows(m)) = a (cols(m)) W_m^T: cols(m) / 16
+// wgmmas in one commit group, waited on.  SWAP reads the descriptor's two
+// offsets the other way (tools/wgmma_probe's layout check; kpnt uses false).
+template <class C, int m, bool SWAP = false>
+__device__ __forceinline__ void wg_layer(float (&acc)[C::rows(m) / 8][4], uint32_t (&a)[C::cols(m) / 16][4],
+                                         const unsigned char* ws) {
+  constexpr int N = C::rows(m), K = C::cols(m);
+  const unsigned char* base = ws + WgFwd<C>::base(m);
+  wg::wg_fence();
+  wg::Wgmma<N>::first(acc, a[0], wg::make_desc(base, 128, (K / 8) * 128, SWAP));
+#pragma unroll
+  for (int ks = 1; ks < K / 16; ++ks)
+    wg::Wgmma<N>::acc(acc, a[ks], wg::make_desc(base + 2 * ks * 128, 128, (K / 8) * 128, SWAP));
+  wg::wg_commit();
+  wg::wg_wait0();
+  wg::fence_operands<N / 8>(acc);
+  wg::fence_operands<K / 16>(a);
+}
+
+// Hidden layers m .. NH - 1 in place on the activations' A fragments.
+template <class C, int m, bool SWAP = false>
+__device__ __forceinline__ void wg_hidden_layers(uint32_t (&ah)[C::H / 16][4], const unsigned char* ws, float slope) {
+  if constexpr (m < C::NH) {
+    float acc[C::H / 8][4];
+    wg_layer<C, m, SWAP>(acc, ah, ws);
+    lrelu_frags<C::H>(ah, acc, slope);
+    wg_hidden_layers<C, m + 1, SWAP>(ah, ws, slope);
+  }
+}
+
+// The whole MLP for one 16-row block of each warp: policies as mlp_fwd_kernel's.
+template <class C, class In, class Out, bool SWAP = false>
+__device__ __forceinline__ void wg_mlp_rows(const In& in, const Out& sink, const unsigned char* ws,
+                                            const int64_t (&rlo)[1], const int64_t (&rhi)[1], int lane, float slope) {
+  uint32_t ax[1][C::IN / 16][4];
+  in.template load<C::IN, 1>(ax, rlo, rhi, lane);
+  uint32_t ah[C::H / 16][4];
+  {
+    float acc[C::H / 8][4];
+    wg_layer<C, 0, SWAP>(acc, ax[0], ws);
+    lrelu_frags<C::H>(ah, acc, slope);
+  }
+  wg_hidden_layers<C, 1, SWAP>(ah, ws, slope);
+  float out[1][C::OUT / 8][4];
+  wg_layer<C, C::NH, SWAP>(out[0], ah, ws);
+  sink.template store<C::OUT, 1>(out, rlo, rhi, lane);
+}
+
+template <class C, class In, class Out>
+__global__ void __launch_bounds__(WgFwd<C>::THREADS)
+    mlp_fwd_wgmma_kernel(const In in, const Out sink, const __half* __restrict__ w, const int32_t* __restrict__ perm,
+                         const int32_t* __restrict__ offsets, int64_t P, float slope) {
+#if KPNT_WGMMA_BUILT
+  extern __shared__ __align__(128) unsigned char ws[];
+  const int g = blockIdx.y;
+  load_weights_core<C>(ws, w + static_cast<int64_t>(g) * C::NW);
+  wg::fence_async_smem();  // the weights' ordinary stores, seen by the tensor cores' reads
+  __syncthreads();
+
+  const int64_t begin = offsets ? offsets[g] : 0;
+  const int64_t end = offsets ? offsets[g + 1] : P;
+  const int warp = (threadIdx.x >> 5) & 3, group = threadIdx.x >> 7, lane = threadIdx.x & 31;
+  constexpr int TILE = WgFwd<C>::T;
+  // The loop's bounds are the block's, so every warp of a group issues its wgmmas together.
+  for (int64_t base = begin + static_cast<int64_t>(blockIdx.x) * TILE; base < end;
+       base += static_cast<int64_t>(gridDim.x) * TILE) {
+    const int64_t l = base + 64 * group + 16 * warp + (lane >> 2);
+    const int64_t rlo[1] = {mem_row(l, end, perm)}, rhi[1] = {mem_row(l + 8, end, perm)};
+    wg_mlp_rows<C>(in, sink, ws, rlo, rhi, lane, slope);
+  }
+#elif defined(__CUDA_ARCH__)
+  __trap();  // not sm_90a code: the binding never launches it here
+#endif
+}
+
+template <class C, class In, class Out>
+void launch_forward_wgmma(const MlpArgs& a, const In& in, const Out& out) {
+  using W = WgFwd<C>;
+  auto kernel = mlp_fwd_wgmma_kernel<C, In, Out>;
+  prepare_smem(kernel, W::SMEM, "forward (wgmma)");
+  const int bx = persistent_blocks(kernel, W::THREADS, W::SMEM, a.P, W::T, a.groups);
+  kernel<<<dim3(bx, a.groups), W::THREADS, W::SMEM, a.stream>>>(in, out, static_cast<const __half*>(a.w), a.perm,
+                                                                  a.offsets, a.P, a.slope);
+  check_cuda(cudaGetLastError(), "forward (wgmma) launch");
+}
+
+// The forward of shape C on the kernel the caller chose: wgmma where a.wgmma
+// is set (64-wide shapes only; the binding checked that the GPU runs sm_90a
+// code), else mma.sync.
+template <class C, class In, class Out>
+void launch_forward_any(const MlpArgs& a, const In& in, const Out& out) {
+  if (!a.wgmma) return launch_forward_with<C>(a, in, out);
+  // wgmma's N is the layer's output width: kernels/wgmma.cuh has 16, 32 and 64.
+  if constexpr (C::H == 64 && (C::OUT == 16 || C::OUT == 32 || C::OUT == 64)) {
+    if (a.P > 0) launch_forward_wgmma<C>(a, in, out);
+  } else {
+    throw std::invalid_argument("fused_mlp: the wgmma forward is compiled for hidden width 64 and 16, 32 or 64 "
+                                "outputs, this MLP's are " + std::to_string(C::H) + " and " + std::to_string(C::OUT));
+  }
+}
+
+}  // namespace
+}  // namespace kpnt
