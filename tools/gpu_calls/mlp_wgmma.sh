@@ -8,10 +8,13 @@
 #   time      24-MP model time with the colour MLPs on wgmma and on mma.sync (guide blocks fused)
 #   probe     tools/wgmma_probe (about a minute): kpnt's wgmma forward through its own launcher beside mma.sync
 #             and the probe's variants, all checked against float64, at 4 M rows
+#   parity    (not in the default list) shipped-architecture training-parity seeds until LIMIT seconds (default
+#             540) are nearly spent: PARITY_ARCH (default shipped:xtrans, 8 pairs so far) from FIRST_SEED (default 8)
 # PARTS (default "tests probe time bench sanitize", most needed first) to run fewer; the part timeouts are upper bounds (the
 # session-26 guide-block call ran build, tests, time and sanitize in about 3 minutes).
 export TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
 PARTS=${PARTS:-tests probe time bench sanitize}
+LIMIT=${LIMIT:-540}
 nvidia-smi -L
 pip install -q -e . --no-deps --no-build-isolation > /dev/null 2>&1
 python -c "
@@ -39,5 +42,12 @@ for part in $PARTS; do
     probe)
         timeout 120 bash tools/gpu_calls/wgmma_probe.sh > $OUT/probe.log 2>&1
         tail -14 $OUT/probe.log ;;
+    parity)
+        echo "($((LIMIT - SECONDS - 10)) s left)"
+        timeout $((LIMIT - SECONDS - 10)) python tools/bench_kernels.py --no-compile --parity-only \
+            --parity-archs ${PARITY_ARCH:-shipped:xtrans} --parity-seeds 30 --parity-first-seed ${FIRST_SEED:-8} \
+            > $OUT/parity.txt 2>&1
+        grep -c "parity shipped" $OUT/parity.txt
+        grep -E "^parity|check" $OUT/parity.txt ;;
     esac
 done
