@@ -8,12 +8,14 @@
 #   time      24-MP model time with the colour MLPs on wgmma and on mma.sync (guide blocks fused)
 #   probe     tools/wgmma_probe (about a minute): kpnt's wgmma forward through its own launcher beside mma.sync
 #             and the probe's variants, all checked against float64, at 4 M rows
+#   profile   GPU kernel time per kernel of the shipped models' 24-MP forward (tools/profile_inference.py, the guide's
+#             blocks fused): what the Bayer model's 40 ms are made of now, for point 5
 #   parity    (not in the default list) shipped-architecture training-parity seeds until LIMIT seconds (default
 #             540) are nearly spent: PARITY_ARCH (default shipped:xtrans, 8 pairs so far) from FIRST_SEED (default 8)
-# PARTS (default "tests probe time bench sanitize", most needed first) to run fewer; the part timeouts are upper bounds (the
+# PARTS (default "tests probe time profile bench sanitize", most needed first) to run fewer; the part timeouts are upper bounds (the
 # session-26 guide-block call ran build, tests, time and sanitize in about 3 minutes).
 export TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
-PARTS=${PARTS:-tests probe time bench sanitize}
+PARTS=${PARTS:-tests probe time profile bench sanitize}
 LIMIT=${LIMIT:-540}
 nvidia-smi -L
 pip install -q -e . --no-deps --no-build-isolation > /dev/null 2>&1
@@ -42,6 +44,9 @@ for part in $PARTS; do
     probe)
         timeout 120 bash tools/gpu_calls/wgmma_probe.sh > $OUT/probe.log 2>&1
         tail -14 $OUT/probe.log ;;
+    profile)
+        timeout 90 python tools/profile_inference.py --top 30 > $OUT/profile.txt 2>&1
+        head -32 $OUT/profile.txt ;;
     parity)
         echo "($((LIMIT - SECONDS - 10)) s left)"
         timeout $((LIMIT - SECONDS - 10)) python tools/bench_kernels.py --no-compile --parity-only \
