@@ -60,7 +60,7 @@ def test_wgmma_forward_matches_exact_and_mma(dims, P, monkeypatch):
     assert fast.shape == (P, dims[2]) and torch.isfinite(fast).all(), "rows left unwritten"
     assert rel(fast, exact) < TOLERANCES["forward"]
     # The same f16 products summed in another order: as close to exact as mma.sync, and near it.
-    assert rel(fast, exact) < 1.5 * rel(mma, exact) + 1e-4
+    assert rel(fast, exact) < 2 * rel(mma, exact) + 2e-4
     assert rel(fast, mma) < TOLERANCES["forward"]
 
 
