@@ -26,9 +26,13 @@
 namespace kpnt {
 namespace {
 
+// Three blocks an SM, as the probe measured (its kernel took 74 registers): the colour level's instantiation,
+// whose gather and kernel-application policies took 120 registers unbounded (2 blocks), fits 74 without spills
+// under this bound (ptxas, session 26), and its memory-latency-bound policies want the warps.
 template <class C>
 struct WgFwd {
   static constexpr int WGS = 2, THREADS = 128 * WGS, T = 64 * WGS;  // warp groups, threads and rows a block
+  static constexpr int MIN_BLOCKS = 3;
   // Byte offset of matrix m in shared memory (core-matrix layout, no padding).
   __host__ __device__ static constexpr int base(int m) {
     int o = 0;
@@ -103,7 +107,7 @@ __device__ __forceinline__ void wg_mlp_rows(const In& in, const Out& sink, const
 }
 
 template <class C, class In, class Out>
-__global__ void __launch_bounds__(WgFwd<C>::THREADS)
+__global__ void __launch_bounds__(WgFwd<C>::THREADS, WgFwd<C>::MIN_BLOCKS)
     mlp_fwd_wgmma_kernel(const In in, const Out sink, const __half* __restrict__ w, const int32_t* __restrict__ perm,
                          const int32_t* __restrict__ offsets, int64_t P, float slope) {
 #if KPNT_WGMMA_BUILT
