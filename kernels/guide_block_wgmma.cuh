@@ -180,15 +180,16 @@ __device__ __forceinline__ void cp_async16_zfill(void* dst, const void* src, int
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
 }
 
-// Tile t's (HY) x (HX) halo of z into sZ, asynchronously (load_halo's layout).
+// Tile t's (HY) x (HX) halo of z into sZ, asynchronously (load_halo's layout),
+// by THREADS threads of which this is number tid.
 template <int HY, int THREADS>
 __device__ __forceinline__ void load_halo_async(__half* sZ, const __half* __restrict__ z, long long t, int tiles_x,
-                                                int tiles_y, int TYr, int H, int W) {
+                                                int tiles_y, int TYr, int H, int W, int tid) {
   constexpr int HX = TX + 2;
   const int tx = static_cast<int>(t % tiles_x), ty = static_cast<int>((t / tiles_x) % tiles_y);
   const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
   const int y0 = ty * TYr, x0 = tx * TX;
-  for (int k = threadIdx.x; k < HY * HX * 8; k += THREADS) {
+  for (int k = tid; k < HY * HX * 8; k += THREADS) {
     const int pos = k >> 3, part = k & 7, gy = y0 - 1 + pos / HX, gx = x0 - 1 + pos % HX;
     const bool inside = gy >= 0 && gy < H && gx >= 0 && gx < W;
     const __half* src = inside ? z + ((1LL * n * H + gy) * W + gx) * C + part * 8 : z;  // z: any valid address
@@ -212,7 +213,8 @@ __global__ void __launch_bounds__(PfTile<WGS>::THREADS)
   const int tiles_y = (H + T::TY - 1) / T::TY, tiles_x = (W + TX - 1) / TX;
   const long long tiles = 1LL * N * tiles_y * tiles_x;
   // The first tile's halo streams in while the weights are stored.
-  if (blockIdx.x < tiles) load_halo_async<T::HY, T::THREADS>(sZbuf, z, blockIdx.x, tiles_x, tiles_y, T::TY, H, W);
+  if (blockIdx.x < tiles)
+    load_halo_async<T::HY, T::THREADS>(sZbuf, z, blockIdx.x, tiles_x, tiles_y, T::TY, H, W, threadIdx.x);
   asm volatile("cp.async.commit_group;\n" ::: "memory");
   store_weights_core<T::THREADS>(sW, sP, w3, p);
   load_biases(sb, sc, b3, c1);
@@ -225,7 +227,8 @@ __global__ void __launch_bounds__(PfTile<WGS>::THREADS)
     const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
     // The next tile's halo into the other buffer (read by the previous tile, done: the barrier at the loop's end).
     if (t + gridDim.x < tiles)
-      load_halo_async<T::HY, T::THREADS>(sZbuf + (buf ^ 1) * T::HALO, z, t + gridDim.x, tiles_x, tiles_y, T::TY, H, W);
+      load_halo_async<T::HY, T::THREADS>(sZbuf + (buf ^ 1) * T::HALO, z, t + gridDim.x, tiles_x, tiles_y, T::TY, H, W,
+                                         threadIdx.x);
     asm volatile("cp.async.commit_group;\n" ::: "memory");  // a group every tile, empty or not: uniform counting
     asm volatile("cp.async.wait_group 1;\n" ::: "memory");  // all but the newest group: this tile's halo is in
     __syncthreads();                                         // ... every thread's part of it (and the weights)

@@ -5,7 +5,7 @@
 # fused and on cuDNN, compute-sanitizer memcheck of bench_kernels' sanitize case, then shipped-Bayer training-parity
 # seeds until LIMIT seconds (default 540) are nearly spent.  Nothing to carry.
 # Part "probe" (not in the default list, about a minute) reruns tools/projblock_probe with session 25's candidates
-# (the prefetching and the transposed wgmma blocks, written after the last call of that session).
+# with the candidates of the day (session 26: two prefetching halves a block).
 #   PARTS (default "tests time sanitize parity") to run fewer or add "probe"; TESTS (default tests/cuda) the tests to run;
 #   WEIGHTS (default both shipped models) the models to time; FIRST_SEED (default 12) the first parity seed.
 export TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1

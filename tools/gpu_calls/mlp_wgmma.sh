@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 26: the MLP forward on wgmma (kernels/mlp_wgmma.cuh; kpnt.ops._cuda.mlp.WGMMA_FORWARD, off until this
+# Session 26 (for session 27's first call): the MLP forward on wgmma (kernels/mlp_wgmma.cuh; kpnt.ops._cuda.mlp.WGMMA_FORWARD, off until this
 # passes) and the launchers' cached driver queries (kernels/mlp_core.cuh), both written without a GPU.  One call,
 # about 4 minutes, nothing to carry:
 #   tests     every CUDA test (the wgmma forward against float64 and mma.sync, plain, grouped, the colour level)
@@ -10,12 +10,14 @@
 #             and the probe's variants, all checked against float64, at 4 M rows
 #   profile   GPU kernel time per kernel of the shipped models' 24-MP forward (tools/profile_inference.py, the guide's
 #             blocks fused): what the Bayer model's 40 ms are made of now, for point 5
+#   blockprobe  tools/projblock_probe (about a minute): the guide block's kernels and session 26's candidate (two
+#             prefetching 8 x 16 halves a block), each checked against float64, timed beside cuDNN's block
 #   parity    (not in the default list) shipped-architecture training-parity seeds until LIMIT seconds (default
 #             540) are nearly spent: PARITY_ARCH (default shipped:xtrans, 8 pairs so far) from FIRST_SEED (default 8)
-# PARTS (default "tests probe time profile bench sanitize", most needed first) to run fewer; the part timeouts are upper bounds (the
+# PARTS (default "tests probe time profile blockprobe bench sanitize", most needed first) to run fewer; the part timeouts are upper bounds (the
 # session-26 guide-block call ran build, tests, time and sanitize in about 3 minutes).
 export TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
-PARTS=${PARTS:-tests probe time profile bench sanitize}
+PARTS=${PARTS:-tests probe time profile blockprobe bench sanitize}
 LIMIT=${LIMIT:-540}
 nvidia-smi -L
 pip install -q -e . --no-deps --no-build-isolation > /dev/null 2>&1
@@ -44,6 +46,9 @@ for part in $PARTS; do
     probe)
         timeout 120 bash tools/gpu_calls/wgmma_probe.sh > $OUT/probe.log 2>&1
         tail -14 $OUT/probe.log ;;
+    blockprobe)
+        timeout 120 bash tools/gpu_calls/projblock_probe.sh > $OUT/blockprobe.log 2>&1
+        tail -16 $OUT/blockprobe.log ;;
     profile)
         timeout 90 python tools/profile_inference.py --top 30 > $OUT/profile.txt 2>&1
         head -32 $OUT/profile.txt ;;
