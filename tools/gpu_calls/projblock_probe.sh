@@ -2,7 +2,7 @@
 # Session 23 (written without a GPU): is a fused projection block (3x3 + bias + ReLU, then the 1x1, bias, skip add
 # and ReLU, h never leaving the chip) faster than cuDNN for the shipped Bayer guide at 24 MP?  Times kpnt's cuDNN
 # block (tools/projblock_probe/cudnn_block.py), builds tools/projblock_probe/projblock_probe.cu and runs it with
-# that time as its baseline: checks against a host double-precision block on a 2x37x133 image, then the time a
+# that time as its baseline: checks against a host double-precision block on a 3x37x133 image (2x37x133 before session 26), then the time a
 # block at 1 x 2001 x 3003 x 64 of each kernel that passed.  About a minute; output $OUT/projblock_probe.txt.
 #   REPS (default 20) timed launches (median).
 set -o pipefail

@@ -248,9 +248,10 @@ void launch(const Variant& v, const __half* z, __half* out, const Dev& d, int N,
 // One launch on the check image with `grid` blocks: relative RMS error and
 // the worst element against the host block, NaN-poisoned output first.
 bool check_grid(const Variant& v, const Block& k, const Dev& d, int grid) {
-  // Partial tiles at both edges, two images, and more than one tile across for every kernel (session 25's
-  // transposed candidates, measured slower in session 26 and removed, had tiles 128 positions wide).
-  const int N = 2, H = 37, W = 133;
+  // Partial tiles at both edges, three images, more than one tile across for every kernel, and an odd tile count
+  // for every tiling (8 x 16: 135 tiles, 16 x 16: 81), so the two halves of the pf2 candidate's blocks get
+  // different numbers of tiles.
+  const int N = 3, H = 37, W = 133;
   std::mt19937 g(7);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<__half> z(size_t(N) * H * W * C);
