@@ -175,6 +175,14 @@ bool wgmma_built_on(const c10::Device& device) {
   return built;
 }
 
+// Why a forward of hidden width `hidden` cannot run on the wgmma kernel on
+// `device`, or "" where it can (the MLP op and the colour level ask the same).
+std::string wgmma_forward_refusal(int hidden, const c10::Device& device) {
+  if (hidden != 64) return cat("the wgmma forward is compiled for hidden width 64, got ", hidden);
+  if (!wgmma_built_on(device)) return "the wgmma forward needs a Hopper GPU and kernels built for 9.0a (CUDA 12 or later)";
+  return "";
+}
+
 // y (P, out), or an error tuple.
 py::object mlp_forward(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
                        const std::optional<torch::Tensor>& offsets, const std::vector<int64_t>& dims,
@@ -183,10 +191,8 @@ py::object mlp_forward(const torch::Tensor& x, const torch::Tensor& w, const std
     const c10::cuda::CUDAGuard guard(x.device());
     torch::Tensor w16;
     kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
-    KPNT_REQUIRE(!wgmma || a.dims.hidden == 64, "the wgmma forward is compiled for hidden width 64, got ",
-                 a.dims.hidden);
-    KPNT_REQUIRE(!wgmma || wgmma_built_on(x.device()),
-                 "the wgmma forward needs a Hopper GPU and kernels built for 9.0a (CUDA 12 or later)");
+    const std::string refusal = wgmma ? wgmma_forward_refusal(a.dims.hidden, x.device()) : "";
+    KPNT_REQUIRE(refusal.empty(), refusal);
     a.wgmma = wgmma;
     torch::Tensor y = torch::empty({x.size(0), a.dims.out}, x.options());
     check_launch(kpnt::mlp_forward(a, y.data_ptr<float>()));
@@ -268,10 +274,8 @@ py::object colour_forward(const torch::Tensor& D, const torch::Tensor& var, cons
     const c10::cuda::CUDAGuard guard(D.device());
     torch::Tensor w16;
     kpnt::ColourArgs a = make_colour_args(D, w, dims, slope, plain, noise_input, consts, w16);
-    KPNT_REQUIRE_C(!wgmma || a.dims.hidden == 64, "the wgmma forward is compiled for hidden width 64, got ",
-                   a.dims.hidden);
-    KPNT_REQUIRE_C(!wgmma || wgmma_built_on(D.device()),
-                   "the wgmma forward needs a Hopper GPU and kernels built for 9.0a (CUDA 12 or later)");
+    const std::string refusal = wgmma ? wgmma_forward_refusal(a.dims.hidden, D.device()) : "";
+    KPNT_REQUIRE_C(refusal.empty(), refusal);
     a.wgmma = wgmma;
     check_cuda_tensor(var, "var", at::kFloat, D);
     KPNT_REQUIRE_C(var.sizes() == D.sizes(), "var must be ", shape(D), " like D, got ", shape(var));

@@ -33,13 +33,9 @@ template <class C>
 struct WgFwd {
   static constexpr int WGS = 2, THREADS = 128 * WGS, T = 64 * WGS;  // warp groups, threads and rows a block
   static constexpr int MIN_BLOCKS = 3;
-  // Byte offset of matrix m in shared memory (core-matrix layout, no padding).
-  __host__ __device__ static constexpr int base(int m) {
-    int o = 0;
-    for (int j = 0; j < m; ++j) o += C::rows(j) * C::cols(j) * 2;
-    return o;
-  }
-  static constexpr size_t SMEM = base(C::NMAT);
+  // Byte offset of matrix m in shared memory: the packed offset, in bytes (the core-matrix layout has no padding).
+  __host__ __device__ static constexpr int base(int m) { return 2 * C::woff(m); }
+  static constexpr size_t SMEM = 2 * size_t(C::NW);
 };
 
 // One packed weight set (matrix m row-major (rows(m), cols(m)), back to back)

@@ -226,29 +226,25 @@ int mlp_case(const char* name, int64_t P, int reps) {
   args.w = dw;
   args.slope = slope;
   args.stream = 0;
-  auto mma = [&] { kpnt::launch_forward<C>(args, dy); };
-  CK(cudaMemset(dy, 0xff, static_cast<size_t>(P) * C::OUT * 4));
-  mma();
-  CK(cudaDeviceSynchronize());
-  double e_mma = 0.0;
-  const bool ok_mma = check(&e_mma);
-  const Timing t_mma = time_it(mma, P, reps);
-  std::printf("| %-26s | %-40s | %-5s | %9.2e | %8.3f | %6.2f |\n", name, "mma.sync (kernels/mlp_core.cuh)",
-              ok_mma ? "ok" : "FAIL", e_mma, t_mma.ms, t_mma.gpix);
-
+  // One table row: `launch` on NaN-filled output, checked against the host, then timed.
+  auto row = [&](const char* label, auto&& launch) {
+    CK(cudaMemset(dy, 0xff, static_cast<size_t>(P) * C::OUT * 4));
+    launch();
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    double e = 0.0;
+    const bool ok = check(&e);
+    const Timing t = time_it(launch, P, reps);
+    std::printf("| %-26s | %-40s | %-5s | %9.2e | %8.3f | %6.2f |\n", name, label, ok ? "ok" : "FAIL", e, t.ms, t.gpix);
+    return ok;
+  };
+  const bool ok_mma = row("mma.sync (kernels/mlp_core.cuh)", [&] { kpnt::launch_forward<C>(args, dy); });
   // kpnt's wgmma forward through its own launcher (kernels/mlp_wgmma.cuh, what kpnt.ops._cuda.mlp runs with
   // WGMMA_FORWARD on).
   kpnt::MlpArgs wargs = args;
   wargs.wgmma = true;
-  auto kpnt_wgmma = [&] { kpnt::launch_forward_any<C>(wargs, kpnt::RowsIn{dx}, kpnt::RowsOut{dy}); };
-  CK(cudaMemset(dy, 0xff, static_cast<size_t>(P) * C::OUT * 4));
-  kpnt_wgmma();
-  CK(cudaDeviceSynchronize());
-  double e_kw = 0.0;
-  const bool ok_kw = check(&e_kw);
-  const Timing t_kw = time_it(kpnt_wgmma, P, reps);
-  std::printf("| %-26s | %-40s | %-5s | %9.2e | %8.3f | %6.2f |\n", name, "wgmma (kernels/mlp_wgmma.cuh)",
-              ok_kw ? "ok" : "FAIL", e_kw, t_kw.ms, t_kw.gpix);
+  const bool ok_kw = row("wgmma (kernels/mlp_wgmma.cuh)",
+                         [&] { kpnt::launch_forward_any<C>(wargs, kpnt::RowsIn{dx}, kpnt::RowsOut{dy}); });
 
   int sms = 0;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
@@ -266,19 +262,10 @@ int mlp_case(const char* name, int64_t P, int reps) {
     CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128 * wgs, smem));
     const int64_t tiles = (P + 64 * wgs - 1) / (64 * wgs);
     const int blocks = static_cast<int>(std::min<int64_t>(tiles, static_cast<int64_t>(sms) * std::max(per_sm, 1)));
-    auto run = [&] { kernel<<<blocks, 128 * wgs, smem>>>(dx, dy, dw, P, slope); };
-    CK(cudaMemset(dy, 0xff, static_cast<size_t>(P) * C::OUT * 4));
-    run();
-    CK(cudaGetLastError());
-    CK(cudaDeviceSynchronize());
-    double e = 0.0;
-    const bool ok = check(&e);
-    const Timing t = time_it(run, P, reps);
     char label[96];
     std::snprintf(label, sizeof label, "wgmma, %s, %d WG x %d blocks/SM", swap ? "offsets swapped" : "offsets as PTX",
                   wgs, per_sm);
-    std::printf("| %-26s | %-40s | %-5s | %9.2e | %8.3f | %6.2f |\n", name, label, ok ? "ok" : "FAIL", e, t.ms, t.gpix);
-    wgmma_ok += ok;
+    wgmma_ok += row(label, [&] { kernel<<<blocks, 128 * wgs, smem>>>(dx, dy, dw, P, slope); });
   }
   cudaFree(dx);
   cudaFree(dy);
