@@ -15,12 +15,13 @@ static_assert(gblock::C == kGuideBlockWidth, "kernels/fused_mlp.cuh and kernels/
 __global__ void wgmma_built_kernel(int* built) { *built = KPNT_WGMMA_BUILT; }
 
 // One launch of a persistent block kernel: as many blocks as fit on the GPU,
-// never more than the tiles of `tile_rows` x 16 positions.
+// never more than the tiles of `tile_rows` x 16 positions (over tiles_at_once:
+// the tiles one block works on side by side, the pf2 kernel's two halves).
 template <typename Kernel>
-void launch(Kernel kernel, int threads, size_t smem, int tile_rows, const GuideBlockArgs& a) {
+void launch(Kernel kernel, int threads, size_t smem, int tile_rows, const GuideBlockArgs& a, int tiles_at_once = 1) {
   prepare_smem(kernel, smem, "guide block");
   const int64_t tiles = int64_t(a.N) * ((a.H + tile_rows - 1) / tile_rows) * ((a.W + gblock::TX - 1) / gblock::TX);
-  const int grid = persistent_blocks(kernel, threads, smem, tiles, 1, 1);
+  const int grid = persistent_blocks(kernel, threads, smem, tiles, tiles_at_once, 1);
   kernel<<<grid, threads, smem, a.stream>>>(static_cast<const __half*>(a.z), static_cast<__half*>(a.out),
                                             static_cast<const __half*>(a.w3), a.b3, static_cast<const __half*>(a.p),
                                             a.c1, a.N, a.H, a.W);
@@ -51,8 +52,8 @@ const char* guide_proj_block(const GuideBlockArgs& a) {
     if (int64_t(a.N) * a.H * a.W == 0) return;
     switch (a.kernel) {
       case GuideBlockKernel::kWgmma: {  // the caller asked guide_block_wgmma_query first (a trap elsewhere)
-        using T = gblock::PfTile<4>;  // the halo prefetched, 16 x 16 tiles (session 26: 1.29 ms a block, H100)
-        launch(gblock::projblock_wgmma_pf_kernel<4>, T::THREADS, T::SMEM, T::TY, a);
+        using T = gblock::Pf2Tile;  // two prefetching 8 x 16 halves a block (session 27: 1.18 ms a block, H100)
+        launch(gblock::projblock_wgmma_pf2_kernel, T::THREADS, T::SMEM, T::TY, a, T::HALVES);
         break;
       }
       case GuideBlockKernel::kMma8: launch_mma<8>(a); break;

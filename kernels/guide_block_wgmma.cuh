@@ -1,9 +1,10 @@
 // The guide's projection block (kernels/guide_block.cuh) on Hopper's
 // warp-group MMA: the device code of kernels/guide_block.cu's "wgmma" kernel
-// (projblock_wgmma_pf_kernel<4>, the halo prefetched) and of
-// tools/projblock_probe's wgmma rows, which chose it (session 26, H100: 1.29 ms
-// a block at 24-MP Bayer size against cuDNN's 1.78, the simple schedule's
-// projblock_wgmma_kernel<2> 1.37 and the mma.sync kernel's 1.81, one run).
+// (projblock_wgmma_pf2_kernel, two halves a block, each prefetching its halo)
+// and of tools/projblock_probe's wgmma rows, which chose it (session 27, H100:
+// 1.18 ms a block at 24-MP Bayer size against cuDNN's 1.87, one halo-
+// prefetching 16 x 16 block's 1.29, the simple schedule's 1.38 and the
+// mma.sync kernel's 1.83, one run).
 //
 // wgmma exists only in sm_90a code (the arch-specific Hopper target): in any
 // other build the kernel body is a trap, and guide_block_wgmma_query()
@@ -25,7 +26,7 @@ namespace gblock {
 // (four k16 steps), waited on before the next tap's A is loaded: the simple
 // schedule; the other warp groups of the multiprocessor cover the waits.
 // projblock_wgmma_kernel (the halo loaded between two barriers) is the probe's
-// baseline; kpnt launches projblock_wgmma_pf_kernel below.
+// baseline; kpnt launches projblock_wgmma_pf2_kernel below.
 template <int WGS>
 struct WgTile {
   static constexpr int TY = 4 * WGS, THREADS = 128 * WGS, HY = TY + 2, HX = TX + 2;
@@ -157,9 +158,10 @@ __global__ void __launch_bounds__(WgTile<WGS>::THREADS)
 #endif
 }
 
-// The block kpnt launches (session 26, H100: 1.29 ms a block at 24-MP Bayer
+// The block kpnt launched in session 26 (H100: 1.29 ms a block at 24-MP Bayer
 // size against cuDNN's 1.78 and projblock_wgmma_kernel's 1.37 in the same
-// run, tools/projblock_probe): the wgmma block with the halo double-buffered.
+// run, tools/projblock_probe), a probe row now: the wgmma block with the halo
+// double-buffered.
 // The next tile's halo streams into the other buffer (cp.async, zero-filled
 // outside the image) while this tile computes; projblock_wgmma_kernel loads
 // each halo through registers between two barriers, so its tensor cores wait
@@ -234,6 +236,79 @@ __global__ void __launch_bounds__(PfTile<WGS>::THREADS)
     __syncthreads();                                         // ... every thread's part of it (and the weights)
     wgmma_tile<false>(sW, sP, sZbuf + buf * T::HALO, sb, sc, out, n, ly, ty * T::TY, tx * TX, H, W, lane);
     __syncthreads();  // this halo is read: the next tile but one may overwrite it
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // no copy outlives the block
+#elif defined(__CUDA_ARCH__)
+  __trap();  // not sm_90a code: the launcher never starts it here
+#endif
+}
+
+// The block kpnt launches (session 27, H100, tools/projblock_probe: 1.184 ms
+// a block at 24-MP Bayer size against projblock_wgmma_pf_kernel<4>'s 1.288,
+// the simple 8 x 16 schedule's 1.378 and cuDNN's 1.872 in the same run): two
+// independent halves in one block that share the weights.  The simple wgmma
+// block runs best at 8 x 16 with two blocks an SM (one computes while the
+// other waits for its halo), and the prefetch pays only at 16 x 16 with one
+// block (two halos of an 8 x 16 block leave room for one block).  Here each
+// half (2 warp groups, 256 threads) walks its own 8 x 16 tiles with its own
+// two halo buffers (cp.async prefetch) and its own named barrier, so the
+// halves drift apart like two blocks while the weights (82 KB) are stored
+// once: 182 KB, one block of 16 warps an SM.  The compute per tile is
+// wgmma_tile<false>.
+struct Pf2Tile {
+  static constexpr int TY = 8, HALF = 256, THREADS = 2 * HALF, HY = TY + 2, HX = TX + 2;
+  static constexpr int HALVES = 2;  // tiles a block works on at once
+  static constexpr int W_BYTES = WgTile<2>::W_BYTES, P_BYTES = WgTile<2>::P_BYTES;
+  static constexpr int HALO = HY * HX * kRow;  // halves (f16) of one halo buffer
+  static constexpr size_t SMEM = size_t(W_BYTES) + P_BYTES + sizeof(__half) * 4 * size_t(HALO) + sizeof(float) * 2 * C;
+};
+
+// A barrier of the 256 threads of one half (named barriers 1 and 2; 0 is
+// __syncthreads').  bar.sync takes an immediate id, hence the branch.
+__device__ __forceinline__ void half_barrier(int half) {
+  if (half == 0)
+    asm volatile("bar.sync 1, 256;\n" ::: "memory");
+  else
+    asm volatile("bar.sync 2, 256;\n" ::: "memory");
+}
+
+__global__ void __launch_bounds__(Pf2Tile::THREADS)
+    projblock_wgmma_pf2_kernel(const __half* __restrict__ z, __half* __restrict__ out, const __half* __restrict__ w3,
+                               const float* __restrict__ b3, const __half* __restrict__ p,
+                               const float* __restrict__ c1, int N, int H, int W) {
+#if KPNT_WGMMA_BUILT
+  using T = Pf2Tile;
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* sW = smem;
+  unsigned char* sP = smem + T::W_BYTES;
+  __half* sZbuf = reinterpret_cast<__half*>(sP + T::P_BYTES);  // four halos: two a half
+  float* sb = reinterpret_cast<float*>(sZbuf + 4 * T::HALO);
+  float* sc = sb + C;
+  const int tiles_y = (H + T::TY - 1) / T::TY, tiles_x = (W + TX - 1) / TX;
+  const long long tiles = 1LL * N * tiles_y * tiles_x;
+  const int half = threadIdx.x / T::HALF, htid = threadIdx.x % T::HALF;
+  __half* sZ = sZbuf + half * 2 * T::HALO;
+  // Half h of block b takes tiles 2 b + h, then every 2 gridDim.x-th.
+  const long long first = 2LL * blockIdx.x + half, stride = 2LL * gridDim.x;
+  if (first < tiles) load_halo_async<T::HY, T::HALF>(sZ, z, first, tiles_x, tiles_y, T::TY, H, W, htid);
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+  store_weights_core<T::THREADS>(sW, sP, w3, p);
+  load_biases(sb, sc, b3, c1);
+  wg::fence_async_smem();
+  __syncthreads();  // the weights, by all 512 threads, before either half computes
+  const int warp = (threadIdx.x >> 5) & 3, group = (threadIdx.x >> 7) & 1, lane = threadIdx.x & 31;
+  const int ly = 4 * group + warp;  // this warp's image row of its half's tile
+  int buf = 0;
+  for (long long t = first; t < tiles; t += stride, buf ^= 1) {
+    const int tx = static_cast<int>(t % tiles_x), ty = static_cast<int>((t / tiles_x) % tiles_y);
+    const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
+    if (t + stride < tiles)  // the half's next halo into its other buffer (read by its previous tile, done)
+      load_halo_async<T::HY, T::HALF>(sZ + (buf ^ 1) * T::HALO, z, t + stride, tiles_x, tiles_y, T::TY, H, W, htid);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");  // this tile's halo: this thread's part
+    half_barrier(half);                                      // ... and the half's
+    wgmma_tile<false>(sW, sP, sZ + buf * T::HALO, sb, sc, out, n, ly, ty * T::TY, tx * TX, H, W, lane);
+    half_barrier(half);  // this halo is read: the half's tile after next may overwrite it
   }
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // no copy outlives the block
 #elif defined(__CUDA_ARCH__)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -25,7 +26,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kpnt.mosaic.kinds import MOSAIC_KINDS  # noqa: E402
 from kpnt.weights_io import load_weights, shipped_weights  # noqa: E402
-from time_model import synthetic_input  # noqa: E402
+from time_model import mlp_op, synthetic_input  # noqa: E402
+
+
+def forward_times(model, x, cfa, noise, repeats: int) -> tuple[float, float]:
+    """(wall, host) ms per forward, unprofiled: the CUDA-event time of
+    ``repeats`` forwards, and the host's time to launch one forward (from the
+    call to its return, before the GPU has finished).  A wall time well
+    above the GPU kernel time with host time near it means the forward is
+    bound by its launches, not its kernels."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    host = 0.0
+    start.record()
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model(x, cfa, noise)
+        host += time.perf_counter() - t
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / repeats, 1e3 * host / repeats
 
 
 def main() -> int:
@@ -35,7 +54,12 @@ def main() -> int:
     p.add_argument("--width", type=int, default=6006)
     p.add_argument("--repeats", type=int, default=3, help="profiled forwards (the table is per forward)")
     p.add_argument("--top", type=int, default=22, help="kernels listed (default 22)")
+    p.add_argument("--mlp-wgmma", choices=("shipped", "on", "off"), default="shipped",
+                   help="the 64-wide MLP forwards on the wgmma kernel (on), on mma.sync (off), or as kpnt ships "
+                        "(kpnt.ops._cuda.mlp.WGMMA_FORWARD; the default)")
     args = p.parse_args()
+    if args.mlp_wgmma != "shipped":
+        mlp_op.WGMMA_FORWARD = args.mlp_wgmma == "on"
     if not torch.cuda.is_available():
         print("profile_inference.py: needs a CUDA GPU", file=sys.stderr)
         return 1
@@ -47,6 +71,7 @@ def main() -> int:
             for _ in range(2):
                 model(x, cfa, noise)
             torch.cuda.synchronize()
+            wall, host = forward_times(model, x, cfa, noise, args.repeats)
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 for _ in range(args.repeats):
                     model(x, cfa, noise)
@@ -58,7 +83,10 @@ def main() -> int:
         per = 1e3 * args.repeats                                            # us totals -> ms per forward
         total = sum(getattr(e, attr) for e in kernels) / per
         launches = sum(e.count for e in kernels) / args.repeats
-        print(f"{path}: {sensor} {args.height}x{args.width}: GPU kernel time {total:.2f} ms/forward, {launches:.0f} kernels")
+        print(f"{path}: {sensor} {args.height}x{args.width}, MLP forward "
+              f"{'wgmma' if mlp_op.WGMMA_FORWARD else 'mma'}: GPU kernel time {total:.2f} ms/forward, "
+              f"{launches:.0f} kernels; unprofiled: {wall:.2f} ms a forward (CUDA events), the host's "
+              f"launching {host:.2f} ms of it")
         for e in kernels[:args.top]:
             print(f"  {getattr(e, attr) / per:7.3f} ms  x{e.count / args.repeats:5.0f}  {e.key[:120]}")
     return 0

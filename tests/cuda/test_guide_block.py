@@ -82,12 +82,13 @@ def exact_block(z, w, b, p, c):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("N,H,W", [(2, 37, 53), (1, 16, 16), (1, 1, 1), (3, 9, 130), (1, 300, 520)])
+@pytest.mark.parametrize("N,H,W", [(2, 37, 53), (1, 16, 16), (1, 1, 1), (1, 17, 16), (3, 9, 130), (1, 300, 520)])
 def test_fused_block_matches_cudnn_and_exact(N, H, W, kernel):
     """Every kernel (wgmma; mma.sync in both tilings); odd sizes (partial
     tiles at both edges), several images, a single position (every tap in the
-    padding but the centre), and more tiles than resident blocks (each goes
-    round its persistent loop)."""
+    padding but the centre), an odd tile count (the wgmma kernel's two halves
+    of a block get different numbers of tiles: 3 at 17 x 16), and more tiles
+    than resident blocks (each goes round its persistent loop)."""
     skip_without_wgmma(kernel)
     w, b, p, c = block_weights()
     z = stream(N, H, W)

@@ -17,9 +17,9 @@
 //
 // The kernels: kpnt's mma.sync block (kernels/guide_block.cuh, two tilings),
 // kpnt's wgmma blocks (kernels/guide_block_wgmma.cuh: the simple schedule in
-// two tilings and two A schedules; the halo-prefetching one kpnt launches, in
-// two tilings), and session 26's candidate below (two prefetching halves a
-// block).  Session 25's transposed candidates (M = output channels) were
+// two tilings and two A schedules; the halo-prefetching one, in two tilings;
+// two prefetching halves a block, the one kpnt launches since session 27).
+// Session 25's transposed candidates (M = output channels) were
 // measured slower in session 26 and removed (commit f0827e2 has them).
 //
 // Prints a table (checks; ms a block at 24-MP Bayer size, TFLOP/s and the
@@ -41,9 +41,9 @@
 
 namespace probe {
 
-// The block's constants and the kernels projblock_kernel<TY>, projblock_wgmma_kernel<WGS, DB> and
-// projblock_wgmma_pf_kernel<WGS> (the one kpnt launches, WGS = 4) are kpnt's (kernels/guide_block.cuh,
-// kernels/guide_block_wgmma.cuh).
+// The block's constants and the kernels projblock_kernel<TY>, projblock_wgmma_kernel<WGS, DB>,
+// projblock_wgmma_pf_kernel<WGS> and projblock_wgmma_pf2_kernel (the one kpnt launches) are kpnt's
+// (kernels/guide_block.cuh, kernels/guide_block_wgmma.cuh).
 using namespace kpnt::gblock;
 using kpnt::kPad;
 using kpnt::ldsm_x4;
@@ -61,72 +61,6 @@ __global__ void fill_uniform(__half* z, size_t n) {
     h ^= h >> 13;
     z[i] = __float2half((h >> 8) * (1.f / 16777216.f));
   }
-}
-
-// ------------------------------------------------------------------ a candidate (session 26, probe only)
-
-// Two independent halves in one block that share the weights.  Session 26's
-// probe: the simple wgmma block runs best at 8 x 16 with two blocks an SM
-// (1.367 ms: one block computes while the other waits for its halo), and the
-// prefetch pays only at 16 x 16 with one block (1.292 ms: two halos of an
-// 8 x 16 block leave room for one block, 1.519 ms).  Here each half (2 warp
-// groups, 256 threads) walks its own 8 x 16 tiles with its own two halo
-// buffers (cp.async prefetch) and its own named barrier, so the halves drift
-// apart like two blocks while the weights (82 KB) are stored once: 182 KB,
-// one block of 16 warps an SM.  The compute per tile is kpnt's wgmma_tile.
-struct Pf2 {
-  static constexpr int TY = 8, HALF = 256, THREADS = 2 * HALF, HY = TY + 2, HX = TX + 2;
-  static constexpr int W_BYTES = WgTile<2>::W_BYTES, P_BYTES = WgTile<2>::P_BYTES;
-  static constexpr int HALO = HY * HX * kRow;  // halves of one halo buffer
-  static constexpr size_t SMEM = size_t(W_BYTES) + P_BYTES + sizeof(__half) * 4 * size_t(HALO) + sizeof(float) * 2 * C;
-};
-
-// The 256 threads of one half (barriers 1 and 2: immediate ids).
-__device__ __forceinline__ void half_bar(int half) {
-  if (half == 0)
-    asm volatile("bar.sync 1, 256;\n" ::: "memory");
-  else
-    asm volatile("bar.sync 2, 256;\n" ::: "memory");
-}
-
-__global__ void __launch_bounds__(Pf2::THREADS)
-    projblock_wgmma_pf2_kernel(const __half* __restrict__ z, __half* __restrict__ out, const __half* __restrict__ w3,
-                               const float* __restrict__ b3, const __half* __restrict__ p,
-                               const float* __restrict__ c1, int N, int H, int W) {
-  using T = Pf2;
-  extern __shared__ __align__(128) unsigned char smem[];
-  unsigned char* sW = smem;
-  unsigned char* sP = smem + T::W_BYTES;
-  __half* sZbuf = reinterpret_cast<__half*>(sP + T::P_BYTES);  // four halos: two a half
-  float* sb = reinterpret_cast<float*>(sZbuf + 4 * T::HALO);
-  float* sc = sb + C;
-  const int tiles_y = (H + T::TY - 1) / T::TY, tiles_x = (W + TX - 1) / TX;
-  const long long tiles = 1LL * N * tiles_y * tiles_x;
-  const int half = threadIdx.x / T::HALF, htid = threadIdx.x % T::HALF;
-  __half* sZ = sZbuf + half * 2 * T::HALO;
-  // Half h of block b takes tiles 2 b + h, then every 2 gridDim.x-th.
-  const long long first = 2LL * blockIdx.x + half, stride = 2LL * gridDim.x;
-  if (first < tiles) load_halo_async<T::HY, T::HALF>(sZ, z, first, tiles_x, tiles_y, T::TY, H, W, htid);
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-  store_weights_core<T::THREADS>(sW, sP, w3, p);
-  load_biases(sb, sc, b3, c1);
-  wg::fence_async_smem();
-  __syncthreads();  // the weights, by all 512 threads, before either half computes
-  const int warp = (threadIdx.x >> 5) & 3, group = (threadIdx.x >> 7) & 1, lane = threadIdx.x & 31;
-  const int ly = 4 * group + warp;  // this warp's image row of its half's tile
-  int buf = 0;
-  for (long long t = first; t < tiles; t += stride, buf ^= 1) {
-    const int tx = static_cast<int>(t % tiles_x), ty = static_cast<int>((t / tiles_x) % tiles_y);
-    const int n = static_cast<int>(t / (1LL * tiles_x * tiles_y));
-    if (t + stride < tiles)  // the half's next halo into its other buffer (read by its previous tile, done)
-      load_halo_async<T::HY, T::HALF>(sZ + (buf ^ 1) * T::HALO, z, t + stride, tiles_x, tiles_y, T::TY, H, W, htid);
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");  // this tile's halo: this thread's part
-    half_bar(half);                                          // ... and the half's
-    wgmma_tile<false>(sW, sP, sZ + buf * T::HALO, sb, sc, out, n, ly, ty * T::TY, tx * TX, H, W, lane);
-    half_bar(half);  // this halo is read: the half's tile after next may overwrite it
-  }
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
 
 // ------------------------------------------------------------------ host
@@ -228,7 +162,7 @@ Variant wgmma_pf_variant() {
 }
 
 Variant wgmma_pf2_variant() {
-  return {"wgmma prefetch, two 8 x 16 halves a block", projblock_wgmma_pf2_kernel, Pf2::THREADS, Pf2::SMEM};
+  return {"wgmma prefetch, two 8 x 16 halves a block", projblock_wgmma_pf2_kernel, Pf2Tile::THREADS, Pf2Tile::SMEM};
 }
 
 int blocks_per_sm(const Variant& v) {

@@ -4,13 +4,14 @@
 
 cuDNN runs the block as two calls whose hidden activation ``h`` goes through
 device memory; the fused kernels keep ``h`` on the chip.  Two kinds
-(docs/KERNELS.md, sessions 23-25):
+(docs/KERNELS.md, sessions 23-27):
 
 - ``'wgmma'`` (``kernels/guide_block_wgmma.cuh``): Hopper's warp-group MMA,
   in sm_90a builds only (kpnt builds Hopper as sm_90a, :mod:`kpnt._backend`).
-  The halo of the next 16 x 16 tile streams in while this one computes: on
-  an H100 1.29 ms a block at 24-MP Bayer size against cuDNN's 1.78 (in
-  tools/projblock_probe, session 26): the one the guide op uses on Hopper
+  A block is two halves on 8 x 16 tiles, each streaming its next tile's
+  halo in while it computes this one: on an H100 1.18 ms a block at 24-MP
+  Bayer size against cuDNN's 1.87 (in tools/projblock_probe, session 27):
+  the one the guide op uses on Hopper
   while :data:`kpnt.ops.guide.FUSED_BLOCK` is on (the default).
 - ``'mma8'`` / ``'mma16'`` (``kernels/guide_block.cuh``): mma.sync, sm_80 and
   later, 8 or 16 image rows a tile.  On an H100 no faster than cuDNN (1.81
