@@ -5,9 +5,21 @@ from __future__ import annotations
 from kpnt import _backend
 
 
+_module = None  # the extension once loaded: every op call asks for it
+
+
 def ext():
-    """The compiled extension (built on first use, :func:`kpnt._backend.load`)."""
-    return _backend.load()
+    """The compiled extension (built on first use, :func:`kpnt._backend.load`).
+
+    The module is kept after the first successful load: ``load()`` re-reads
+    and hashes every kernel source to find its build (~0.6 ms), and each op
+    call asks for the extension, some twice; at ~400 calls a 24-MP forward
+    that was most of the host's time (session 27, tools/mlp_call_cost.py).
+    A failed load is not kept here (``load()`` caches its own errors)."""
+    global _module
+    if _module is None:
+        _module = _backend.load()
+    return _module
 
 
 def unwrap(res):
