@@ -109,8 +109,10 @@ def test_auto_on_cpu_tensors_uses_the_reference_without_loading(monkeypatch):
 def test_explicit_cuda_without_gpu_is_a_clear_error(monkeypatch):
     from kpnt import ops
     from kpnt.ops import dispatch
+    from kpnt.ops._cuda import extension
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(extension, "_module", None)  # a process that never loaded the extension
     monkeypatch.setattr(dispatch, "_registered", {"torch": dispatch.OPS})
     monkeypatch.setattr(dispatch, "_loaders", {"cuda": dispatch._load_cuda})
     D, var, ws = _colour_inputs()

@@ -41,12 +41,12 @@ log = logging.getLogger(__name__)
 
 #: Whether the forward of 64-wide MLPs runs on the wgmma kernel
 #: (``kernels/mlp_wgmma.cuh``, Hopper, kernels built for 9.0a) instead of
-#: mma.sync.  tools/wgmma_probe measured its form at 1.2x mma.sync on the
-#: colour MLP's shape and 1.0x on the front MLP's (H100, session 23).  Off
-#: until it has run inside kpnt on a GPU (written in session 26 without one);
-#: the CUDA tests turn it on, and ``tools/bench_kernels.py`` times it beside
-#: mma.sync where the GPU runs it.
-WGMMA_FORWARD = False
+#: mma.sync.  On an H100 (session 27, tools/mlp_call_cost.py and
+#: tools/bench_kernels.py) the colour MLP's call at 4 M rows takes 0.47 ms
+#: against mma.sync's 0.60 (9.0 against 7.0 Gpix/s), and the shipped models'
+#: 24-MP forward 37.7 / 26.8 ms against 38.8 / 27.2 (Bayer / X-Trans,
+#: tools/time_model.py).  Other GPUs stay on mma.sync (:func:`use_wgmma`).
+WGMMA_FORWARD = True
 
 _not_built_logged: set[int] = set()
 
