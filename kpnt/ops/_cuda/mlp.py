@@ -55,8 +55,8 @@ def use_wgmma(x: Tensor, dims: Sequence[int]) -> bool:
     """Whether this forward runs on the wgmma kernel: :data:`WGMMA_FORWARD`
     on, hidden width 64, and a GPU that runs the build's sm_90a code (asked
     once per device; other GPUs stay on mma.sync, logged once)."""
-    if not (WGMMA_FORWARD and dims[1] == 64):
-        return False
+    if not (WGMMA_FORWARD and dims[1] == 64 and x.device.type == "cuda"):
+        return False  # (a CPU x: tests/_fake_extension.py's stand-in for the extension)
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
     if wgmma_built(index):
         return True
