@@ -392,6 +392,57 @@ py::object guide_proj_block(const torch::Tensor& z, const torch::Tensor& w3, con
   });
 }
 
+// ---- up_block (kernels/up_block.cu)
+
+#define KPNT_REQUIRE_U(cond, ...)                                           \
+  do {                                                                      \
+    if (!(cond)) throw ValueError("up_block: " + cat(__VA_ARGS__));         \
+  } while (0)
+
+// kpnt.ref.up_block.up_block's forward from the colour base o (N, 3, h, w) float32 and the reference's tables
+// (rows: (3, H) int64 i0, i1 and float32 f; columns: (3, W)): (N, 3, H, W) float32, or an error tuple.
+py::object up_block(const torch::Tensor& o, const torch::Tensor& row_i0, const torch::Tensor& row_i1,
+                    const torch::Tensor& row_f, const torch::Tensor& col_i0, const torch::Tensor& col_i1,
+                    const torch::Tensor& col_f) {
+  return guarded([&]() -> py::object {
+    KPNT_REQUIRE_U(o.is_cuda(), "o must be a CUDA tensor, got device ", o.device());
+    const c10::cuda::CUDAGuard guard(o.device());
+    KPNT_REQUIRE_U(o.scalar_type() == at::kFloat, "o must be float32, got ", o.scalar_type());
+    KPNT_REQUIRE_U(o.dim() == 4 && o.size(1) == 3 && o.size(2) >= 1 && o.size(3) >= 1,
+                 "o must be (N, 3, h, w), got ", shape(o));
+    KPNT_REQUIRE_U(o.is_contiguous(), "o must be contiguous");
+    const int64_t H = row_i0.dim() == 2 ? row_i0.size(1) : -1, W = col_i0.dim() == 2 ? col_i0.size(1) : -1;
+    for (const auto& [t, name, n, dtype] :
+         {std::tuple{&row_i0, "row_i0", H, at::kLong}, std::tuple{&row_i1, "row_i1", H, at::kLong},
+          std::tuple{&row_f, "row_f", H, at::kFloat}, std::tuple{&col_i0, "col_i0", W, at::kLong},
+          std::tuple{&col_i1, "col_i1", W, at::kLong}, std::tuple{&col_f, "col_f", W, at::kFloat}}) {
+      KPNT_REQUIRE_U(t->is_cuda() && t->device() == o.device(), "", name, " must be on ", o.device());
+      KPNT_REQUIRE_U(t->scalar_type() == dtype && t->is_contiguous(), "", name, " must be contiguous ",
+                   dtype == at::kLong ? "int64" : "float32", ", got ", t->scalar_type());
+      KPNT_REQUIRE_U(t->dim() == 2 && t->size(0) == 3 && t->size(1) == n && n >= 1, "", name,
+                   " must be (3, ", n, "), got ", shape(*t));
+    }
+    torch::Tensor out = torch::empty({o.size(0), 3, H, W}, o.options());
+    kpnt::UpBlockArgs a;
+    a.o = o.data_ptr<float>();
+    a.out = out.data_ptr<float>();
+    a.row_i0 = row_i0.data_ptr<int64_t>();
+    a.row_i1 = row_i1.data_ptr<int64_t>();
+    a.row_f = row_f.data_ptr<float>();
+    a.col_i0 = col_i0.data_ptr<int64_t>();
+    a.col_i1 = col_i1.data_ptr<int64_t>();
+    a.col_f = col_f.data_ptr<float>();
+    a.N = o.size(0);
+    a.h = o.size(2);
+    a.w = o.size(3);
+    a.H = H;
+    a.W = W;
+    a.stream = c10::cuda::getCurrentCUDAStream(o.device().index()).stream();
+    check_launch(kpnt::up_block_forward(a));
+    return py::cast(out);
+  });
+}
+
 // The diamond as the kernels see it, [(dy, dx), ...] (checked against kpnt.ref.taps.DIAMOND).
 py::object colour_taps() {
   py::list taps;
@@ -576,6 +627,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("consts"));
   m.def("guide_proj_block", &guide_proj_block, "one projection block of the guide: relu(z + P relu(conv3x3(z) + b) + c)",
         py::arg("z"), py::arg("w3"), py::arg("b3"), py::arg("p"), py::arg("c1"), py::arg("kernel"));
+  m.def("up_block", &up_block, "the colour base to full resolution at each colour's sample positions "
+        "(kpnt.ref.up_block.up_block's forward; the reference's index and weight tables passed in)",
+        py::arg("o"), py::arg("row_i0"), py::arg("row_i1"), py::arg("row_f"), py::arg("col_i0"), py::arg("col_i1"),
+        py::arg("col_f"));
   m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
         "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");

@@ -276,4 +276,25 @@ const char* guide_proj_block(const GuideBlockArgs& a);
 // other code; the error message, or nullptr, as the others.
 const char* guide_block_wgmma_query(int* flag, cudaStream_t stream);
 
+// ---------------------------------------------------------------- up_block (kernels/up_block.cu)
+
+// kpnt.ref.up_block.up_block's forward (inference): the colour base (N, 3, h, w)
+// float32 to (N, 3, H, W), each channel interpolated separably from its own
+// sample positions, rows then columns, with the reference's index and weight
+// tables and its roundings (a bitwise twin of the reference's result).
+struct UpBlockArgs {
+  const float* o = nullptr;      // (N, 3, h, w) contiguous
+  float* out = nullptr;          // (N, 3, H, W) contiguous, not overlapping o
+  const int64_t* row_i0 = nullptr;  // (3, H): per channel and output row, the two source rows
+  const int64_t* row_i1 = nullptr;
+  const float* row_f = nullptr;     // (3, H): the second source row's weight
+  const int64_t* col_i0 = nullptr;  // (3, W): the same for columns
+  const int64_t* col_i1 = nullptr;
+  const float* col_f = nullptr;
+  int64_t N = 0, h = 0, w = 0, H = 0, W = 0;
+  cudaStream_t stream = nullptr;
+};
+
+const char* up_block_forward(const UpBlockArgs& a);
+
 }  // namespace kpnt

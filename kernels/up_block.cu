@@ -1,0 +1,52 @@
+// kpnt.ref.up_block.up_block as one kernel (inference; the op behind
+// kpnt.ops._cuda.up_block).  The reference runs each axis as two gathers,
+// two multiplies, a subtraction and an add over full-resolution tensors;
+// twice a 24-MP forward (U and S) that is ~20 passes over 288 MB each.  Here
+// every output value is read from the small colour base and written once.
+//
+// Bitwise the reference's result: the same index and weight tables (built by
+// kpnt.ref.up_block._up_block_axis and passed in), the same operations in the
+// same order, each rounded on its own (__fmul_rn / __fadd_rn / __fsub_rn: no
+// fused multiply-add, which eager PyTorch never forms across its kernels).
+#include "fused_mlp.cuh"
+#include "mlp_core.cuh"
+
+namespace kpnt {
+namespace {
+
+// One output value a thread, x fastest (coalesced stores; the reads hit a
+// colour base 1/b^2 the size, mostly from cache).
+__global__ void up_block_kernel(const UpBlockArgs a) {
+  const int64_t total = a.N * 3 * a.H * a.W;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t X = i % a.W, Y = (i / a.W) % a.H, nc = i / (a.W * a.H), c = nc % 3;
+    const int64_t r0 = a.row_i0[c * a.H + Y], r1 = a.row_i1[c * a.H + Y];
+    const int64_t c0 = a.col_i0[c * a.W + X], c1 = a.col_i1[c * a.W + X];
+    const float fy = a.row_f[c * a.H + Y], fx = a.col_f[c * a.W + X];
+    const float* o = a.o + nc * a.h * a.w;
+    // Rows first (the reference's _interp over dim 2): v * (1 - f) + v' * f.
+    const float gy = __fsub_rn(1.f, fy), gx = __fsub_rn(1.f, fx);
+    const float left = __fadd_rn(__fmul_rn(__ldg(o + r0 * a.w + c0), gy), __fmul_rn(__ldg(o + r1 * a.w + c0), fy));
+    const float right = __fadd_rn(__fmul_rn(__ldg(o + r0 * a.w + c1), gy), __fmul_rn(__ldg(o + r1 * a.w + c1), fy));
+    // Then columns (dim 3).
+    a.out[i] = __fadd_rn(__fmul_rn(left, gx), __fmul_rn(right, fx));
+  }
+}
+
+}  // namespace
+
+const char* up_block_forward(const UpBlockArgs& a) {
+  return guarded([&] {
+    if (a.N < 0 || a.h < 1 || a.w < 1 || a.H < 1 || a.W < 1)
+      throw std::invalid_argument("up_block: sizes must be positive");
+    const int64_t total = a.N * 3 * a.H * a.W;
+    if (total == 0) return;
+    constexpr int threads = 256;
+    const int64_t want = (total + threads - 1) / threads;
+    const int blocks = static_cast<int>(std::min<int64_t>(want, int64_t(multiprocessors()) * 16));
+    up_block_kernel<<<blocks, threads, 0, a.stream>>>(a);
+    check_cuda(cudaGetLastError(), "up_block launch");
+  });
+}
+
+}  // namespace kpnt

@@ -1,0 +1,35 @@
+"""The colour base to full resolution (:func:`kpnt.ref.up_block.up_block`)
+as one fused kernel for inference (``kernels/up_block.cu``).
+
+The reference runs each axis as two gathers, two multiplies, a subtraction
+and an add over full-resolution tensors: a 24-MP forward calls it twice (U
+and S), some twenty passes over 288 MB.  The kernel reads the small colour
+base and writes each output value once, from the reference's own index and
+weight tables with the reference's roundings, so its result is bitwise the
+reference's (tests/cuda/test_up_block.py).
+
+It has no backward: where autograd needs one (training), the op is the
+reference's, whose autograd is the math's; that is the design, not a
+fallback, so nothing is logged.
+"""
+from __future__ import annotations
+
+import torch
+
+from kpnt.mosaic.cfa import CFA
+from kpnt.ops._cuda.extension import ext, unwrap
+from kpnt.ref.up_block import _up_block_axis, colour_centroids, up_block as ref_up_block
+
+
+def fused_up_block(o0: torch.Tensor, cfa: CFA) -> torch.Tensor:
+    """:func:`kpnt.ref.up_block.up_block` on the fused kernel for a float32
+    CUDA ``o0`` that needs no gradient; the reference otherwise."""
+    if torch.is_grad_enabled() and o0.requires_grad or o0.dtype != torch.float32 or not o0.is_cuda:
+        return ref_up_block(o0, cfa)
+    b = cfa.block
+    cent = colour_centroids(cfa)
+    h, w = o0.shape[-2:]
+    dev = str(o0.device)
+    rows = _up_block_axis(tuple(cent[:, 0].tolist()), b, h, dev, o0.dtype)
+    cols = _up_block_axis(tuple(cent[:, 1].tolist()), b, w, dev, o0.dtype)
+    return unwrap(ext().up_block(o0.contiguous(), *rows, *cols))

@@ -1,0 +1,70 @@
+"""The fused up_block (kernels/up_block.cu, inference) against the
+reference: bitwise the same values for both sensors at odd sizes and
+several images; the reference (with its gradient) where autograd needs one;
+the op's table through kpnt.ops; one-line errors for bad tables."""
+import pytest
+import torch
+
+from kpnt import ops
+from kpnt.mosaic.cfa import CFA
+from kpnt.ops import _cuda
+from kpnt.ops._cuda.extension import ext, unwrap
+from kpnt.ref.up_block import up_block as ref_up_block
+
+pytestmark = pytest.mark.cuda
+
+CFAS = {"bayer RGGB": CFA.bayer("RGGB"), "bayer GRBG": CFA.bayer("GRBG"), "xtrans": CFA.xtrans(0, 0)}
+
+
+@pytest.mark.parametrize("name", list(CFAS))
+@pytest.mark.parametrize("N,h,w", [(2, 5, 7), (1, 1, 1), (1, 1, 9), (3, 64, 37)])
+def test_fused_up_block_is_bitwise_the_reference(name, N, h, w):
+    cfa = CFAS[name]
+    o0 = torch.rand(N, 3, h, w, device="cuda", generator=torch.Generator("cuda").manual_seed(h * w)) * 2 - 0.5
+    before = o0.clone()
+    with torch.no_grad():
+        got = _cuda.fused_up_block(o0, cfa)
+        want = ref_up_block(o0, cfa)
+    assert got.shape == (N, 3, h * cfa.block, w * cfa.block) and got.dtype == torch.float32
+    assert torch.equal(got, want), (got - want).abs().max().item()
+    assert torch.equal(o0, before)                         # the input is left alone
+
+
+def test_non_contiguous_input_is_read_right():
+    cfa = CFAS["bayer RGGB"]
+    base = torch.rand(1, 3, 9, 16, device="cuda")
+    o0 = base[..., ::2]                                     # a strided view
+    with torch.no_grad():
+        assert torch.equal(_cuda.fused_up_block(o0, cfa), ref_up_block(o0, cfa))
+
+
+def test_with_a_gradient_the_reference_runs_and_differentiates():
+    cfa = CFAS["xtrans"]
+    o0 = torch.rand(1, 3, 6, 8, device="cuda", requires_grad=True)
+    out = _cuda.fused_up_block(o0, cfa)
+    assert out.grad_fn is not None                         # the reference's graph: the kernel has no backward
+    g, = torch.autograd.grad(out.square().sum(), o0)
+    o1 = o0.detach().clone().requires_grad_()
+    g_ref, = torch.autograd.grad(ref_up_block(o1, cfa).square().sum(), o1)
+    assert torch.equal(g, g_ref)
+
+
+def test_the_cuda_backend_runs_it():
+    cfa = CFAS["bayer GRBG"]
+    o0 = torch.rand(2, 3, 11, 13, device="cuda")
+    with torch.no_grad():
+        assert torch.equal(ops.up_block(o0, cfa, backend="cuda"), ref_up_block(o0, cfa))
+    from kpnt.ops.dispatch import implementation
+
+    assert implementation("up_block", "cuda", o0.device) is _cuda.fused_up_block
+
+
+def test_bad_tables_are_one_line_errors():
+    o0 = torch.rand(1, 3, 4, 4, device="cuda")
+    i = torch.zeros(3, 8, dtype=torch.int64, device="cuda")
+    f = torch.zeros(3, 8, device="cuda")
+    with pytest.raises(ValueError, match=r"^up_block: row_f must be \(3, 8\)") as err:
+        unwrap(ext().up_block(o0, i, i, torch.zeros(3, 5, device="cuda"), i, i, f))
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="^up_block: o must be float32"):
+        unwrap(ext().up_block(o0.double(), i, i, f, i, i, f))
