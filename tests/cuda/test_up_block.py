@@ -46,7 +46,7 @@ def test_with_a_gradient_the_reference_runs_and_differentiates():
     g, = torch.autograd.grad(out.square().sum(), o0)
     o1 = o0.detach().clone().requires_grad_()
     g_ref, = torch.autograd.grad(ref_up_block(o1, cfa).square().sum(), o1)
-    assert torch.equal(g, g_ref)
+    assert torch.allclose(g, g_ref, rtol=1e-6, atol=0)     # (gather's backward adds with atomics: any order)
 
 
 def test_the_cuda_backend_runs_it():
