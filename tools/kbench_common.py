@@ -71,6 +71,24 @@ def torch_mlp_f16(x, ws, slope=SLOPE):
     return mlp_f16_rounded(x, ws, slope)
 
 
+def gpu_kernels(fn, calls: int = 3) -> list[tuple[str, float, float]]:
+    """The GPU kernels of ``fn()`` by the torch profiler, most time first:
+    ``(name, ms per call, launches per call)`` over ``calls`` calls (after
+    the caller's warm-up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    attr = "device_time_total" if events and hasattr(events[0], "device_time_total") else "cuda_time_total"
+    kernels = [e for e in events if getattr(e, attr, 0) > 0 and e.device_type.name != "CPU"]
+    rows = [(e.key, getattr(e, attr) / 1e3 / calls, e.count / calls) for e in kernels]
+    return sorted(rows, key=lambda r: -r[1])
+
+
 def poison_cache(nbytes=1 << 30):
     """Fill freed allocator blocks with NaN so unwritten outputs show up."""
     t = torch.empty(nbytes // 4, device="cuda")

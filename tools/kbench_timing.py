@@ -18,7 +18,8 @@ from kpnt.ops.weights import MlpWeights
 from kpnt.mosaic.kinds import MOSAIC_KINDS
 from kbench_checks import shipped_model, step_batch, step_cfas, step_loss
 from kbench_common import (
-    BAYER, COLOUR, FRONT, SLOPE, bench_cfa, make_weights, make_x, model_inputs, smape_loss, time_ms, torch_mlp,
+    BAYER, COLOUR, FRONT, SLOPE, bench_cfa, gpu_kernels, make_weights, make_x, model_inputs, smape_loss, time_ms,
+    torch_mlp,
 )
 
 
@@ -254,22 +255,12 @@ def model_timings(reps):
     m = KPNT(BAYER, backend="cuda").cuda()
     step = train_step_fn(m, x, cfa, noise, target)
     step()
-    torch.cuda.synchronize()
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(3):
-            step()
-        torch.cuda.synchronize()
-    ka = prof.key_averages()
-    dev_attr = "device_time_total" if hasattr(ka[0], "device_time_total") else "cuda_time_total"
-    kernels = sorted((e for e in ka if getattr(e, dev_attr, 0) > 0 and e.device_type.name != "CPU"),
-                     key=lambda e: -getattr(e, dev_attr))
-    gpu_ms = sum(getattr(e, dev_attr) for e in kernels) / 1e3 / 3
-    n_launch = sum(e.count for e in kernels) / 3
+    kernels = gpu_kernels(step)
+    gpu_ms = sum(ms for _, ms, _ in kernels)
+    n_launch = sum(n for _, _, n in kernels)
     print(f"  profile fused train step bayer: GPU kernel time {gpu_ms:.2f} ms/step, {n_launch:.0f} kernels/step", flush=True)
-    for e in kernels[:14]:
-        print(f"    {getattr(e, dev_attr) / 1e3 / 3:7.3f} ms  x{e.count / 3:5.0f}  {e.key[:90]}", flush=True)
+    for name, ms, n in kernels[:14]:
+        print(f"    {ms:7.3f} ms  x{n:5.0f}  {name[:90]}", flush=True)
     res["profile gpu ms/step (fused bayer)"] = gpu_ms
     res["profile kernels/step (fused bayer)"] = n_launch
     del m

@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kbench_common import COLOUR, FRONT, SLOPE, make_weights, make_x, time_ms  # noqa: E402
+from kbench_common import COLOUR, FRONT, SLOPE, gpu_kernels, make_weights, make_x, time_ms  # noqa: E402
 from kpnt.ops import _cuda  # noqa: E402
 from kpnt.ops._cuda.guide_block import wgmma_built  # noqa: E402
 from kpnt.ops.weights import MlpWeights  # noqa: E402
@@ -52,20 +51,11 @@ def host_ms(fn, calls: int = 20) -> float:
     return 1e3 * host
 
 
-def gpu_kernels(fn, calls: int = 3) -> tuple[float, str]:
-    """(GPU kernel ms per call, the kernels by time) from the torch profiler."""
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-    events = prof.key_averages()
-    attr = "device_time_total" if hasattr(events[0], "device_time_total") else "cuda_time_total"
-    kernels = sorted((e for e in events if getattr(e, attr, 0) > 0 and e.device_type.name != "CPU"),
-                     key=lambda e: -getattr(e, attr))
-    total = sum(getattr(e, attr) for e in kernels) / (1e3 * calls)
-    names = ", ".join(f"{e.key[:48]} x{e.count // calls} {getattr(e, attr) / (1e3 * calls):.3f}" for e in kernels[:4])
-    return total, names
+def kernel_summary(fn) -> tuple[float, str]:
+    """(GPU kernel ms per call, the first kernels with their launches and ms)."""
+    kernels = gpu_kernels(fn)
+    names = ", ".join(f"{name[:48]} x{n:.0f} {ms:.3f}" for name, ms, n in kernels[:4])
+    return sum(ms for _, ms, _ in kernels), names
 
 
 def main() -> int:
@@ -95,7 +85,7 @@ def main() -> int:
                         def call():
                             _cuda.fused_mlp(x, w, SLOPE)
                         ms = time_ms(call)[0]
-                        gpu, names = gpu_kernels(call)
+                        gpu, names = kernel_summary(call)
                         print(f"| {'wgmma' if wg else 'mma.sync'} | {how} | {ms:.3f} | {args.rows / ms / 1e6:.2f} | "
                               f"{host_ms(call):.3f} | {gpu:.3f} | {names} |", flush=True)
     finally:

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kpnt.mosaic.kinds import MOSAIC_KINDS  # noqa: E402
 from kpnt.weights_io import load_weights, shipped_weights  # noqa: E402
+from kbench_common import gpu_kernels  # noqa: E402
 from time_model import mlp_op, synthetic_input  # noqa: E402
 
 
@@ -72,23 +72,15 @@ def main() -> int:
                 model(x, cfa, noise)
             torch.cuda.synchronize()
             wall, host = forward_times(model, x, cfa, noise, args.repeats)
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                for _ in range(args.repeats):
-                    model(x, cfa, noise)
-                torch.cuda.synchronize()
-        events = prof.key_averages()
-        attr = "device_time_total" if hasattr(events[0], "device_time_total") else "cuda_time_total"
-        kernels = sorted((e for e in events if getattr(e, attr, 0) > 0 and e.device_type.name != "CPU"),
-                         key=lambda e: -getattr(e, attr))
-        per = 1e3 * args.repeats                                            # us totals -> ms per forward
-        total = sum(getattr(e, attr) for e in kernels) / per
-        launches = sum(e.count for e in kernels) / args.repeats
+            kernels = gpu_kernels(lambda: model(x, cfa, noise), args.repeats)
+        total = sum(ms for _, ms, _ in kernels)
+        launches = sum(n for _, _, n in kernels)
         print(f"{path}: {sensor} {args.height}x{args.width}, MLP forward "
               f"{'wgmma' if mlp_op.WGMMA_FORWARD else 'mma'}: GPU kernel time {total:.2f} ms/forward, "
               f"{launches:.0f} kernels; unprofiled: {wall:.2f} ms a forward (CUDA events), the host's "
               f"launching {host:.2f} ms of it")
-        for e in kernels[:args.top]:
-            print(f"  {getattr(e, attr) / per:7.3f} ms  x{e.count / args.repeats:5.0f}  {e.key[:120]}")
+        for name, ms, n in kernels[:args.top]:
+            print(f"  {ms:7.3f} ms  x{n:5.0f}  {name[:120]}")
     return 0
 
 
