@@ -401,10 +401,12 @@ py::object guide_proj_block(const torch::Tensor& z, const torch::Tensor& w3, con
 
 // kpnt.ref.up_block.up_block's forward from the colour base o (N, 3, h, w) float32 and the reference's tables
 // (rows: (3, H) int64 i0, i1 and float32 f; columns: (3, W)): (N, 3, H, W) float32, or an error tuple.
+// kernel: "flat" or "columns" (kernels/up_block.cu; the same values).
 py::object up_block(const torch::Tensor& o, const torch::Tensor& row_i0, const torch::Tensor& row_i1,
                     const torch::Tensor& row_f, const torch::Tensor& col_i0, const torch::Tensor& col_i1,
-                    const torch::Tensor& col_f) {
+                    const torch::Tensor& col_f, const std::string& kernel) {
   return guarded([&]() -> py::object {
+    KPNT_REQUIRE_U(kernel == "flat" || kernel == "columns", "kernel must be 'flat' or 'columns', got '", kernel, "'");
     KPNT_REQUIRE_U(o.is_cuda(), "o must be a CUDA tensor, got device ", o.device());
     const c10::cuda::CUDAGuard guard(o.device());
     KPNT_REQUIRE_U(o.scalar_type() == at::kFloat, "o must be float32, got ", o.scalar_type());
@@ -437,6 +439,7 @@ py::object up_block(const torch::Tensor& o, const torch::Tensor& row_i0, const t
     a.w = o.size(3);
     a.H = H;
     a.W = W;
+    a.kernel = kernel == "columns" ? kpnt::UpBlockKernel::kColumns : kpnt::UpBlockKernel::kFlat;
     a.stream = c10::cuda::getCurrentCUDAStream(o.device().index()).stream();
     check_launch(kpnt::up_block_forward(a));
     return py::cast(out);
@@ -551,15 +554,18 @@ kpnt::FrontArgs make_front_args(const torch::Tensor& x, const torch::Tensor& U, 
   return a;
 }
 
-// (O, fmap), or an error tuple.
+// (O, fmap), or an error tuple; wgmma: the MLP on the wgmma kernel (hidden width 64, 16 / 32 / 64 outputs).
 py::object front_forward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& S,
                          const torch::Tensor& noise, const torch::Tensor& w, const std::vector<torch::Tensor>& tables,
                          const std::vector<int64_t>& dims, const std::vector<int64_t>& ints, double slope, bool plain,
-                         bool noise_input, const std::vector<double>& consts) {
+                         bool noise_input, const std::vector<double>& consts, bool wgmma) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(x.device());
     torch::Tensor w16;
-    const kpnt::FrontArgs a = make_front_args(x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts, w16);
+    kpnt::FrontArgs a = make_front_args(x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts, w16);
+    const std::string refusal = wgmma ? wgmma_forward_refusal(a.dims.hidden, x.device()) : "";
+    KPNT_REQUIRE_F(refusal.empty(), refusal);
+    a.wgmma = wgmma;
     torch::Tensor fmap = torch::empty({a.N, 4, a.H, a.W}, x.options());
     torch::Tensor O = torch::empty_like(U);
     check_launch(kpnt::front_forward(a, fmap.data_ptr<float>(), O.data_ptr<float>()));
@@ -618,9 +624,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("colour_backward", &colour_backward, "fused colour level backward: weight gradient", py::arg("D"),
         py::arg("fmap"), py::arg("w"), py::arg("dI"), py::arg("dalpha"), py::arg("dims"), py::arg("slope"),
         py::arg("plain"), py::arg("consts"));
-  m.def("front_forward", &front_forward, "fused front level forward: (O, fmap)", py::arg("x"), py::arg("U"),
-        py::arg("S"), py::arg("noise"), py::arg("w"), py::arg("tables"), py::arg("dims"), py::arg("ints"),
-        py::arg("slope"), py::arg("plain"), py::arg("noise_input"), py::arg("consts"));
+  m.def("front_forward", &front_forward, "fused front level forward: (O, fmap), its MLP on the wgmma kernel if "
+        "asked", py::arg("x"), py::arg("U"), py::arg("S"), py::arg("noise"), py::arg("w"), py::arg("tables"),
+        py::arg("dims"), py::arg("ints"), py::arg("slope"), py::arg("plain"), py::arg("noise_input"),
+        py::arg("consts"), py::arg("wgmma") = false);
   m.def("front_backward", &front_backward, "fused front level backward: (dU, dw)", py::arg("x"), py::arg("U"),
         py::arg("S"), py::arg("noise"), py::arg("w"), py::arg("tables"), py::arg("fmap"), py::arg("dO"),
         py::arg("dims"), py::arg("ints"), py::arg("slope"), py::arg("plain"), py::arg("noise_input"),
@@ -630,7 +637,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("up_block", &up_block, "the colour base to full resolution at each colour's sample positions "
         "(kpnt.ref.up_block.up_block's forward; the reference's index and weight tables passed in)",
         py::arg("o"), py::arg("row_i0"), py::arg("row_i1"), py::arg("row_f"), py::arg("col_i0"), py::arg("col_i1"),
-        py::arg("col_f"));
+        py::arg("col_f"), py::arg("kernel") = "flat");
   m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
         "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");

@@ -4,6 +4,7 @@
 // taps, kernels per pixel and MLP shape come from the line, so a new front
 // variant of this structure (another radius, width or depth) is one line there.
 #include "mlp_core.cuh"
+#include "mlp_wgmma.cuh"
 
 #include <type_traits>
 
@@ -507,6 +508,7 @@ MlpArgs front_mlp_args(const FrontArgs& f) {
   a.slope = f.slope;
   a.stream = f.stream;
   a.workspace = f.workspace;
+  a.wgmma = f.wgmma;
   return a;
 }
 
@@ -564,9 +566,9 @@ const char* front_forward(const FrontArgs& f, float* fmap, float* O) {
     dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto kernels) {
       using C = decltype(cfg);
       if constexpr (decltype(kernels)::value == 1) {
-        launch_forward_with<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontOut{fmap, f.U, O, g, k});
+        launch_forward_any<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontOut{fmap, f.U, O, g, k});
       } else {
-        launch_forward_with<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontOutRoles{fmap, f.U, O, g, k, f.roles});
+        launch_forward_any<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontOutRoles{fmap, f.U, O, g, k, f.roles});
       }
     });
   });

@@ -229,6 +229,7 @@ struct FrontArgs {
   ColourFeatureConsts fc;     // noise input constants (chroma_eps unused)
   cudaStream_t stream;
   void* workspace = nullptr;  // backward: mlp_bwd_workspace_bytes(dims, N H W, groups)
+  bool wgmma = false;         // forward: the MLP on the wgmma kernel (hidden 64; the caller checked the GPU runs sm_90a)
 };
 
 // fmap (N, 4, H, W) and O (N, 3, H, W) out.  kernels == 3 (per-channel
@@ -282,6 +283,10 @@ const char* guide_block_wgmma_query(int* flag, cudaStream_t stream);
 // float32 to (N, 3, H, W), each channel interpolated separably from its own
 // sample positions, rows then columns, with the reference's index and weight
 // tables and its roundings (a bitwise twin of the reference's result).
+// Two kernels compute the same values: kFlat (one value a thread, measured)
+// and kColumns (a thread a column, rows in a loop; session 27, not yet run).
+enum class UpBlockKernel : int { kFlat = 0, kColumns = 1 };
+
 struct UpBlockArgs {
   const float* o = nullptr;      // (N, 3, h, w) contiguous
   float* out = nullptr;          // (N, 3, H, W) contiguous, not overlapping o
@@ -292,6 +297,7 @@ struct UpBlockArgs {
   const int64_t* col_i1 = nullptr;
   const float* col_f = nullptr;
   int64_t N = 0, h = 0, w = 0, H = 0, W = 0;
+  UpBlockKernel kernel = UpBlockKernel::kFlat;
   cudaStream_t stream = nullptr;
 };
 

@@ -80,7 +80,7 @@ class FakeExt:
                               noise_input=noise_input)
         return front_level(x, U, S, noise, cfa, [unpack(w[g], dims) for g in range(w.shape[0])], spec)
 
-    def front_forward(self, x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts):
+    def front_forward(self, x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts, wgmma=False):
         self.calls.append(("front_forward", w.dtype))
         O = self._front(x, U, S, noise, w.float(), tables, dims, ints, slope, plain, noise_input)
         return O, x.new_zeros(x.shape[0], 4, *x.shape[2:])

@@ -282,6 +282,37 @@ def model_timings(reps):
             print(f"  inference 24 MP {be}: out of memory ({str(e).splitlines()[0]})", flush=True)
         del m
         torch.cuda.empty_cache()
+    rows_u, res_u = up_block_timings(reps)
+    return rows + rows_u, {**res, **res_u}
+
+
+def up_block_timings(reps: int):
+    """up_block at 24-MP Bayer size (the model calls it twice a forward):
+    the reference and each fused kernel, every fused result first checked
+    bitwise against the reference's."""
+    from kpnt.mosaic.cfa import CFA
+    from kpnt.ops._cuda.up_block import KERNELS, fused_up_block
+    from kpnt.ref.up_block import up_block as ref_up_block
+
+    rows, res = [], {}
+    cfa = CFA.bayer("RGGB")
+    o0 = torch.rand(1, 3, 2003, 3005, device="cuda")               # the padded 24-MP mosaic's colour base
+    with torch.no_grad():
+        want = ref_up_block(o0, cfa)
+        cases = [("reference", lambda: ref_up_block(o0, cfa))]
+        for kernel in KERNELS:
+            if not torch.equal(fused_up_block(o0, cfa, kernel), want):
+                print(f"  up_block {kernel}: NOT bitwise the reference's result: not timed", flush=True)
+                continue
+            cases.append((kernel, lambda k=kernel: fused_up_block(o0, cfa, k)))
+        for name, fn in cases:
+            ms = time_ms(fn, reps=reps)[0]
+            key = f"up_block 24 MP {name}"
+            res[key] = ms
+            rows.append((key, ms, want.numel() / 3 / ms / 1e6))
+            print(f"  time {key:<40s} {ms:8.3f} ms", flush=True)
+    del want
+    torch.cuda.empty_cache()
     return rows, res
 
 

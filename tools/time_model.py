@@ -9,6 +9,7 @@ fused wgmma kernel) against the PyTorch reference, in one run, CUDA events after
     python tools/time_model.py --views 1 2 4      # also kpnt-denoise --ensemble 2 and 4 (fused only)
     python tools/time_model.py --guide-block both # the fused path with the guide's blocks fused, then on cuDNN
     python tools/time_model.py --mlp-wgmma both   # the fused path with the colour MLPs on wgmma, then on mma.sync
+    python tools/time_model.py --front-wgmma both # the front level's MLP on wgmma, then on mma.sync
 
 Prints one line per weights file and backend, and the ratio; with --views,
 one line per view count on the fused path (kpnt.ensemble: N model runs on
@@ -33,8 +34,9 @@ from kpnt.weights_io import load_weights, read_metadata, shipped_weights  # noqa
 # The module, whose FUSED_BLOCK switch this tool flips (kpnt.ops re-exports the
 # function under the module's name).
 guide_op = importlib.import_module("kpnt.ops.guide")
-# The module whose WGMMA_FORWARD switch --mlp-wgmma flips.
+# The modules whose WGMMA_FORWARD switches --mlp-wgmma and --front-wgmma flip.
 mlp_op = importlib.import_module("kpnt.ops._cuda.mlp")
+front_op = importlib.import_module("kpnt.ops._cuda.front_level")
 
 
 def time_ms(model, x, cfa, noise, repeats: int, views: int = 1) -> float:
@@ -85,6 +87,10 @@ def main() -> int:
                    help="on the fused path, the 64-wide MLP forwards (the colour levels) on the wgmma kernel (Hopper), "
                         "on mma.sync, both one after the other, or as kpnt ships (kpnt.ops._cuda.mlp.WGMMA_FORWARD; "
                         "the default)")
+    p.add_argument("--front-wgmma", choices=("shipped", "on", "off", "both"), default="shipped",
+                   help="on the fused path, the front level's 64-wide MLP forward on the wgmma kernel (Hopper), on "
+                        "mma.sync, both one after the other, or as kpnt ships "
+                        "(kpnt.ops._cuda.front_level.WGMMA_FORWARD; the default)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("time_model.py: needs a CUDA GPU", file=sys.stderr)
@@ -98,6 +104,7 @@ def main() -> int:
                   "kernel (Hopper, kernels built for 9.0a): the 'fused' rows run the guide's blocks on cuDNN",
                   flush=True)
     fused_block_before, mlp_wgmma_before = guide_op.FUSED_BLOCK, mlp_op.WGMMA_FORWARD
+    front_wgmma_before = front_op.WGMMA_FORWARD
     for path in files:
         sensor, cfa, x, noise = synthetic_input(path, args.height, args.width)
         for bench in (("off", "on") if args.cudnn_benchmark == "both" else (args.cudnn_benchmark,)):
@@ -106,27 +113,36 @@ def main() -> int:
             blocks = ("fused", "cudnn") if args.guide_block == "both" else (args.guide_block,)
             mlps = {"both": ("wgmma", "mma"), "on": ("wgmma",), "off": ("mma",),
                     "shipped": ("wgmma" if mlp_wgmma_before else "mma",)}[args.mlp_wgmma]
-            rows = [("auto", b, m) for b in blocks for m in mlps] + [("torch", "cudnn", "mma")]
-            for backend, block, mlp in rows:
+            fronts = {"both": ("wgmma", "mma"), "on": ("wgmma",), "off": ("mma",),
+                      "shipped": ("wgmma" if front_wgmma_before else "mma",)}[args.front_wgmma]
+            rows = ([("auto", b, m, f) for b in blocks for m in mlps for f in fronts]
+                    + [("torch", "cudnn", "mma", "mma")])
+            ref = rows[-1]
+            for row in rows:
+                backend, block, mlp, front = row
                 model, _ = load_weights(path, sensor, device="cuda")
                 model.backend = backend
                 guide_op.FUSED_BLOCK = block == "fused"
                 mlp_op.WGMMA_FORWARD = mlp == "wgmma"
-                ms[backend, block, mlp] = time_ms(model, x, cfa, noise, args.repeats)
+                front_op.WGMMA_FORWARD = front == "wgmma"
+                ms[row] = time_ms(model, x, cfa, noise, args.repeats)
                 print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}, guide blocks {block}, "
-                      f"MLP forward {mlp}, cuDNN autotuning {bench}: {ms[backend, block, mlp]:.1f} ms", flush=True)
-            for _, block, mlp in rows[:-1]:
-                print(f"{path}: fused/reference speed-up {ms['torch', 'cudnn', 'mma'] / ms['auto', block, mlp]:.2f}x "
-                      f"(guide blocks {block}, MLP forward {mlp}, cuDNN autotuning {bench})")
+                      f"MLP forward {mlp}, front MLP {front}, cuDNN autotuning {bench}: {ms[row]:.1f} ms", flush=True)
+            for row in rows[:-1]:
+                _, block, mlp, front = row
+                print(f"{path}: fused/reference speed-up {ms[ref] / ms[row]:.2f}x "
+                      f"(guide blocks {block}, MLP forward {mlp}, front MLP {front}, cuDNN autotuning {bench})")
             ms["auto"] = ms[rows[0]]
         model.backend = "auto"
         guide_op.FUSED_BLOCK = blocks[0] == "fused"     # the views on the path of ms["auto"]
         mlp_op.WGMMA_FORWARD = mlps[0] == "wgmma"
+        front_op.WGMMA_FORWARD = fronts[0] == "wgmma"
         for v in args.views:
             t = time_ms(model, x, cfa, noise, args.repeats, v)
             print(f"{path}: {sensor} {args.height}x{args.width} backend auto, {v} view(s): {t:.1f} ms "
                   f"({t / ms['auto']:.2f}x one view)", flush=True)
     guide_op.FUSED_BLOCK, mlp_op.WGMMA_FORWARD = fused_block_before, mlp_wgmma_before
+    front_op.WGMMA_FORWARD = front_wgmma_before
     return 0
 
 

@@ -217,3 +217,74 @@ def test_the_switch_picks_the_kernel_that_runs(switch, monkeypatch):
         with torch.no_grad():
             names = launched_kernels(lambda: _cuda.fused_colour_level(D, var, cw, spec("softmax", True, COLOUR64[0])))
         assert any("mlp_fwd_wgmma_kernel" in n for n in names) == switch, names
+
+
+#: Every front line of kernels/shapes.def whose MLP the wgmma forward runs (hidden 64; 16, 32 or 64 outputs).
+FRONT64 = [s for s in fused_shapes("front") if s.mlp.hidden == 64 and s.mlp.n_out in mlp_op.WGMMA_OUTPUTS]
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("shape", FRONT64, ids=str)
+@pytest.mark.parametrize("mode", ["softmax", "plain"])
+@pytest.mark.parametrize("cfa_name,size", [("bayer", (2, 23, 31)), ("xtrans", (1, 3, 4)), ("xtrans25", (1, 301, 517))],
+                         ids=lambda v: str(v))
+def test_front_level_on_wgmma(shape, mode, cfa_name, size, monkeypatch):
+    """The front level with its MLP on wgmma (kpnt.ops._cuda.front_level's
+    switch; its tap-gather input and kernel-applying output policies from
+    R = 1 row block a warp) against the float64 level and the mma.sync level;
+    gradients unchanged (the backward recomputes the MLP on mma.sync)."""
+    from test_front_level import inputs, weight_sets
+
+    from kpnt.mosaic.cfa import CFA
+    from kpnt.ops._cuda import front_level as front_op
+    from kpnt.ref.front_level import front_level as ref_front
+    from kpnt.spec import FrontLevelSpec
+
+    cfa = {"bayer": CFA.bayer("GRBG"), "xtrans": CFA.xtrans(), "xtrans25": CFA.xtrans(2, 5)}[cfa_name]
+    spec = FrontLevelSpec(radius=shape.key[0], kernels="shared" if shape.key[1] == 1 else "per_channel",
+                          width=64, hidden_layers=shape.mlp.n_hidden, leaky_slope=SLOPE, apply_mode=mode)
+    N, H, W = size
+    x, U, S, noise = inputs(cfa, N, H, W, seed=H * W)
+    sets = weight_sets(cfa.n_classes, seed=W, spec=spec)
+    flat = [w for ws in sets for w in ws]
+    ref = ref_front(x.double(), U.detach().double(), S.double(), noise.double(), cfa,
+                    [[w.detach().double() for w in ws] for ws in sets], spec)
+    gO = torch.randn(N, 3, H, W, device="cuda")
+    out = {}
+    for on in (True, False):
+        monkeypatch.setattr(front_op, "WGMMA_FORWARD", on)
+        poison()
+        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, spec)
+        out[on] = (O, torch.autograd.grad(O, [U, *flat], gO))
+    (O, g), (O_mma, g_mma) = out[True], out[False]
+    assert torch.isfinite(O).all(), "outputs left unwritten"
+    # Against float64: the level's own tolerance, or (plain normalisation near a zero kernel sum, where any f16
+    # evaluation moves) no worse than twice the mma.sync level's distance; the same against the mma.sync level.
+    tol, ref_d = TOLERANCES["forward"], ref - U.detach().double()
+    bound = max(tol, 2 * rel(O_mma - U, ref_d) + 1e-4)
+    assert rel(O - U, ref_d) < bound
+    assert rel(O - U, O_mma - U) < bound
+    assert all(torch.equal(a, b) for a, b in zip(g, g_mma))
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("switch", [True, False])
+def test_the_front_switch_picks_the_kernel_that_runs(switch, monkeypatch):
+    from test_front_level import inputs, weight_sets
+
+    from kpnt.mosaic.cfa import CFA
+    from kpnt.ops._cuda import front_level as front_op
+    from kpnt.spec import FrontLevelSpec
+
+    if not FRONT64:
+        pytest.skip("no front line with a 64-wide MLP compiled")
+    monkeypatch.setattr(front_op, "WGMMA_FORWARD", switch)
+    shape, cfa = FRONT64[0], CFA.bayer("RGGB")
+    spec = FrontLevelSpec(radius=shape.key[0], kernels="shared" if shape.key[1] == 1 else "per_channel", width=64,
+                          hidden_layers=shape.mlp.n_hidden, leaky_slope=SLOPE)
+    x, U, S, noise = inputs(cfa, 1, 20, 30, seed=4)
+    sets = weight_sets(cfa.n_classes, seed=5, spec=spec)
+    with torch.no_grad():
+        names = launched_kernels(lambda: _cuda.fused_front_level(x, U, S, noise, cfa, sets, spec))
+    assert any("mlp_fwd_wgmma_kernel" in n for n in names) == switch, names
+    assert any("mlp_fwd_kernel" in n for n in names) == (not switch), names

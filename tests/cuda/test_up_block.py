@@ -9,6 +9,7 @@ from kpnt import ops
 from kpnt.mosaic.cfa import CFA
 from kpnt.ops import _cuda
 from kpnt.ops._cuda.extension import ext, unwrap
+from kpnt.ops._cuda.up_block import KERNELS
 from kpnt.ref.up_block import up_block as ref_up_block
 
 pytestmark = pytest.mark.cuda
@@ -16,26 +17,30 @@ pytestmark = pytest.mark.cuda
 CFAS = {"bayer RGGB": CFA.bayer("RGGB"), "bayer GRBG": CFA.bayer("GRBG"), "xtrans": CFA.xtrans(0, 0)}
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("name", list(CFAS))
-@pytest.mark.parametrize("N,h,w", [(2, 5, 7), (1, 1, 1), (1, 1, 9), (3, 64, 37)])
-def test_fused_up_block_is_bitwise_the_reference(name, N, h, w):
+@pytest.mark.parametrize("N,h,w", [(2, 5, 7), (1, 1, 1), (1, 1, 9), (3, 64, 37), (1, 300, 150)])
+def test_fused_up_block_is_bitwise_the_reference(name, N, h, w, kernel):
+    """Odd sizes, several images, a single base value, and (300 x 150, the
+    columns kernel) more rows than its grid, so each thread walks several."""
     cfa = CFAS[name]
     o0 = torch.rand(N, 3, h, w, device="cuda", generator=torch.Generator("cuda").manual_seed(h * w)) * 2 - 0.5
     before = o0.clone()
     with torch.no_grad():
-        got = _cuda.fused_up_block(o0, cfa)
+        got = _cuda.fused_up_block(o0, cfa, kernel)
         want = ref_up_block(o0, cfa)
     assert got.shape == (N, 3, h * cfa.block, w * cfa.block) and got.dtype == torch.float32
     assert torch.equal(got, want), (got - want).abs().max().item()
     assert torch.equal(o0, before)                         # the input is left alone
 
 
-def test_non_contiguous_input_is_read_right():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_non_contiguous_input_is_read_right(kernel):
     cfa = CFAS["bayer RGGB"]
     base = torch.rand(1, 3, 9, 16, device="cuda")
     o0 = base[..., ::2]                                     # a strided view
     with torch.no_grad():
-        assert torch.equal(_cuda.fused_up_block(o0, cfa), ref_up_block(o0, cfa))
+        assert torch.equal(_cuda.fused_up_block(o0, cfa, kernel), ref_up_block(o0, cfa))
 
 
 def test_with_a_gradient_the_reference_runs_and_differentiates():
@@ -68,3 +73,5 @@ def test_bad_tables_are_one_line_errors():
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="^up_block: o must be float32"):
         unwrap(ext().up_block(o0.double(), i, i, f, i, i, f))
+    with pytest.raises(ValueError, match="^up_block: kernel must be 'flat' or 'columns', got 'rows'"):
+        unwrap(ext().up_block(o0, i, i, f, i, i, f, "rows"))

@@ -24,7 +24,7 @@ from torch import Tensor
 from kpnt.mosaic.cfa import CFA
 from kpnt.ops._cuda.extension import ext, front_consts, unwrap
 from kpnt.ops._cuda.glue import by_name, grads, input_names
-from kpnt.ops._cuda.mlp import dispatch_mlp, partition_by_class, unpack
+from kpnt.ops._cuda.mlp import dispatch_mlp, partition_by_class, unpack, use_wgmma
 from kpnt.ops.weights import as_weight_sets
 from kpnt.ref._cache import tensor_cache
 from kpnt.ref.front_layout import front_roles
@@ -32,6 +32,15 @@ from kpnt.spec import FrontLevelSpec
 
 #: FrontLevelSpec.kernels name of a kernel count.
 _KERNELS_NAME = {1: "shared", 3: "per_channel"}
+
+#: Whether the front level's MLP forward runs on the wgmma kernel
+#: (``kernels/mlp_wgmma.cuh``; Hopper, hidden width 64, 16 / 32 / 64
+#: outputs, as the colour level's with :data:`kpnt.ops._cuda.mlp.WGMMA_FORWARD`).
+#: Off: written after session 27's last GPU call, not yet run.  The bare front
+#: MLP ran at 10.6 Gpix/s on wgmma against 9.4 on mma.sync (tools/wgmma_probe,
+#: session 27, H100); inside the level its tap gather bounds it (3.5 Gpix/s on
+#: mma.sync in the 24-MP Bayer forward), so only a run can say whether it pays.
+WGMMA_FORWARD = False
 
 
 def _cfa_from(pattern: Sequence[int]) -> CFA:
@@ -89,12 +98,12 @@ def _partition(pattern: tuple, N: int, H: int, W: int, device: str) -> tuple[Ten
 def _front_fwd_impl(
     x: Tensor, U: Tensor, S: Tensor, noise: Tensor, w: Tensor, w16: Tensor, perm: Tensor, row_offsets: Tensor,
     colour: Tensor, tap_off: Tensor, inv: Tensor, roles: Tensor, dims: list[int], pattern: list[int], radius: int,
-    kernels: int, slope: float, plain: bool, noise_input: bool,
+    kernels: int, slope: float, plain: bool, noise_input: bool, wgmma: bool,
 ) -> tuple[Tensor, Tensor]:
     # ``w`` (float32) is the autograd input; the kernels read ``w16``.
     P, T = int(round(len(pattern) ** 0.5)), (2 * radius + 1) ** 2
     O, fmap = unwrap(ext().front_forward(x, U, S, noise, w16, [perm, row_offsets, colour, tap_off, inv, roles], dims,
-                                         [P, T, kernels], slope, plain, noise_input, front_consts()))
+                                         [P, T, kernels], slope, plain, noise_input, front_consts(), wgmma))
     return O, fmap
 
 
@@ -104,7 +113,7 @@ _front_fwd = torch.library.custom_op("kpnt::front_fwd", mutates_args=(), device_
 
 @_front_fwd.register_fake
 def _(x, U, S, noise, w, w16, perm, row_offsets, colour, tap_off, inv, roles, dims, pattern, radius, kernels, slope,
-      plain, noise_input):
+      plain, noise_input, wgmma):
     N, _, H, W = x.shape
     return U.new_empty(U.shape), x.new_empty((N, 4, H, W))
 
@@ -213,5 +222,5 @@ def front_level(x: Tensor, U: Tensor, S: Tensor, noise: Tensor, cfa: CFA, weight
     O, _ = _front_fwd(x.contiguous(), U.contiguous(), S.contiguous(), noise.contiguous(), w.packed(), w.half(), perm,
                       row_offsets, colour, tap_off, inv, roles, list(spec.mlp.as_tuple()), list(pattern),
                       int(spec.radius), spec.n_kernels, float(spec.leaky_slope), spec.apply_mode == "plain",
-                      bool(spec.noise_input))
+                      bool(spec.noise_input), use_wgmma(x, spec.mlp.as_tuple(), WGMMA_FORWARD))
     return O

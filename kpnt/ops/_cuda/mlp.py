@@ -51,11 +51,17 @@ WGMMA_FORWARD = True
 _not_built_logged: set[int] = set()
 
 
-def use_wgmma(x: Tensor, dims: Sequence[int]) -> bool:
-    """Whether this forward runs on the wgmma kernel: :data:`WGMMA_FORWARD`
-    on, hidden width 64, and a GPU that runs the build's sm_90a code (asked
+#: Output widths the wgmma forward is compiled for (kernels/wgmma.cuh's N).
+WGMMA_OUTPUTS = (16, 32, 64)
+
+
+def use_wgmma(x: Tensor, dims: Sequence[int], switch: bool | None = None) -> bool:
+    """Whether this forward runs on the wgmma kernel: ``switch`` (default
+    :data:`WGMMA_FORWARD`) on, hidden width 64 and an output width of
+    :data:`WGMMA_OUTPUTS`, and a GPU that runs the build's sm_90a code (asked
     once per device; other GPUs stay on mma.sync, logged once)."""
-    if not (WGMMA_FORWARD and dims[1] == 64 and x.device.type == "cuda"):
+    on = WGMMA_FORWARD if switch is None else switch
+    if not (on and dims[1] == 64 and dims[2] in WGMMA_OUTPUTS and x.device.type == "cuda"):
         return False  # (a CPU x: tests/_fake_extension.py's stand-in for the extension)
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
     if wgmma_built(index):

@@ -20,10 +20,20 @@ from kpnt.mosaic.cfa import CFA
 from kpnt.ops._cuda.extension import ext, unwrap
 from kpnt.ref.up_block import _up_block_axis, colour_centroids, up_block as ref_up_block
 
+#: The kernels that compute it (the same values): "flat", one output value a
+#: thread (H100, session 27: 0.54 ms a 24-MP call, the two calls of a Bayer
+#: forward 1.08 ms where the reference's passes took about 4), or "columns",
+#: a thread a column walking the rows (no index division or column-table
+#: read per value; written after session 27's last GPU call, not yet run).
+KERNELS = ("flat", "columns")
+#: The one the model uses.
+KERNEL = "flat"
 
-def fused_up_block(o0: torch.Tensor, cfa: CFA) -> torch.Tensor:
-    """:func:`kpnt.ref.up_block.up_block` on the fused kernel for a float32
-    CUDA ``o0`` that needs no gradient; the reference otherwise."""
+
+def fused_up_block(o0: torch.Tensor, cfa: CFA, kernel: str | None = None) -> torch.Tensor:
+    """:func:`kpnt.ref.up_block.up_block` on the fused kernel (``kernel``, one
+    of :data:`KERNELS`; default :data:`KERNEL`) for a float32 CUDA ``o0``
+    that needs no gradient; the reference otherwise."""
     if torch.is_grad_enabled() and o0.requires_grad or o0.dtype != torch.float32 or not o0.is_cuda:
         return ref_up_block(o0, cfa)
     b = cfa.block
@@ -32,4 +42,4 @@ def fused_up_block(o0: torch.Tensor, cfa: CFA) -> torch.Tensor:
     dev = str(o0.device)
     rows = _up_block_axis(tuple(cent[:, 0].tolist()), b, h, dev, o0.dtype)
     cols = _up_block_axis(tuple(cent[:, 1].tolist()), b, w, dev, o0.dtype)
-    return unwrap(ext().up_block(o0.contiguous(), *rows, *cols))
+    return unwrap(ext().up_block(o0.contiguous(), *rows, *cols, kernel or KERNEL))
