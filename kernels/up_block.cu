@@ -68,10 +68,11 @@ const char* up_block_forward(const UpBlockArgs& a) {
     const int64_t total = a.N * 3 * a.H * a.W;
     if (total == 0) return;
     constexpr int threads = 256;
-    const int64_t resident = int64_t(multiprocessors()) * 16;  // blocks of 256 that fill the GPU, about
+    const int64_t resident = int64_t(multiprocessors()) * 16;  // the flat kernel's grid (measured with it)
     if (a.kernel == UpBlockKernel::kColumns) {
-      const int64_t bx = (a.W + threads - 1) / threads;
-      const int64_t by = std::min<int64_t>({a.H, 65535, std::max<int64_t>(1, resident / (3 * bx))});
+      // One wave: 2048 threads an SM on sm_80 and sm_90 are 8 blocks of 256.
+      const int64_t bx = (a.W + threads - 1) / threads, one_wave = int64_t(multiprocessors()) * 8;
+      const int64_t by = std::min<int64_t>({a.H, 65535, std::max<int64_t>(1, one_wave / (3 * bx))});
       up_block_columns_kernel<<<dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by), 3), threads, 0,
                                 a.stream>>>(a);
     } else {

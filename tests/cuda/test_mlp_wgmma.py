@@ -219,8 +219,9 @@ def test_the_switch_picks_the_kernel_that_runs(switch, monkeypatch):
         assert any("mlp_fwd_wgmma_kernel" in n for n in names) == switch, names
 
 
-#: Every front line of kernels/shapes.def whose MLP the wgmma forward runs (hidden 64; 16, 32 or 64 outputs).
-FRONT64 = [s for s in fused_shapes("front") if s.mlp.hidden == 64 and s.mlp.n_out in mlp_op.WGMMA_OUTPUTS]
+#: Every trainable front line of kernels/shapes.def whose MLP the wgmma forward runs (hidden 64; 16, 32 or 64
+#: outputs); trainable, as the test checks the gradients too.
+FRONT64 = [s for s in fused_shapes("front", train=True) if s.mlp.hidden == 64 and s.mlp.n_out in mlp_op.WGMMA_OUTPUTS]
 
 
 @pytest.mark.usefixtures("needs_wgmma")
@@ -259,11 +260,12 @@ def test_front_level_on_wgmma(shape, mode, cfa_name, size, monkeypatch):
     (O, g), (O_mma, g_mma) = out[True], out[False]
     assert torch.isfinite(O).all(), "outputs left unwritten"
     # Against float64: the level's own tolerance, or (plain normalisation near a zero kernel sum, where any f16
-    # evaluation moves) no worse than twice the mma.sync level's distance; the same against the mma.sync level.
+    # evaluation moves) no worse than twice the mma.sync level's distance; against the mma.sync level, what the
+    # triangle inequality allows two such results.
     tol, ref_d = TOLERANCES["forward"], ref - U.detach().double()
-    bound = max(tol, 2 * rel(O_mma - U, ref_d) + 1e-4)
-    assert rel(O - U, ref_d) < bound
-    assert rel(O - U, O_mma - U) < bound
+    d_mma = rel(O_mma - U, ref_d)
+    assert rel(O - U, ref_d) < max(tol, 2 * d_mma + 1e-4)
+    assert rel(O - U, O_mma - U) < max(tol, 3 * d_mma + 1e-4)
     assert all(torch.equal(a, b) for a, b in zip(g, g_mma))
 
 
