@@ -446,6 +446,61 @@ py::object up_block(const torch::Tensor& o, const torch::Tensor& row_i0, const t
   });
 }
 
+// ---- guide finish (kernels/guide_finish.cu)
+
+#define KPNT_REQUIRE_GF(cond, ...)                                          \
+  do {                                                                      \
+    if (!(cond)) throw ValueError("guide finish: " + cat(__VA_ARGS__));     \
+  } while (0)
+
+// kpnt.ref.guide.finish's result U + crop(pixel_shuffle(float(r) * s, Q)) (N, 3, H, W) float32, or an error tuple.
+// r (N, 3 Q^2, h, w) float16 or float32, any strides; s (N, 1, h, w) float32, any strides; U contiguous float32.
+py::object guide_finish(const torch::Tensor& U, const torch::Tensor& r, const torch::Tensor& s, int64_t Q,
+                        int64_t top, int64_t left) {
+  return guarded([&]() -> py::object {
+    KPNT_REQUIRE_GF(U.is_cuda(), "U must be a CUDA tensor, got device ", U.device());
+    const c10::cuda::CUDAGuard guard(U.device());
+    KPNT_REQUIRE_GF(U.scalar_type() == at::kFloat && U.dim() == 4 && U.size(1) == 3 && U.is_contiguous(),
+                    "U must be contiguous float32 (N, 3, H, W), got ", U.scalar_type(), " ", shape(U));
+    KPNT_REQUIRE_GF(Q >= 1 && Q <= 64, "Q must be in [1, 64], got ", Q);
+    const int64_t N = U.size(0), H = U.size(2), W = U.size(3);
+    KPNT_REQUIRE_GF(r.is_cuda() && r.device() == U.device() && s.is_cuda() && s.device() == U.device(),
+                    "r and s must be on ", U.device());
+    KPNT_REQUIRE_GF(r.scalar_type() == at::kHalf || r.scalar_type() == at::kFloat, "r must be float16 or float32, got ",
+                    r.scalar_type());
+    KPNT_REQUIRE_GF(r.dim() == 4 && r.size(0) == N && r.size(1) == 3 * Q * Q, "r must be (", N, ", ", 3 * Q * Q,
+                    ", h, w), got ", shape(r));
+    const int64_t h = r.size(2), w = r.size(3);
+    KPNT_REQUIRE_GF(s.scalar_type() == at::kFloat && s.dim() == 4 && s.size(0) == N && s.size(1) == 1 &&
+                        s.size(2) == h && s.size(3) == w,
+                    "s must be float32 (", N, ", 1, ", h, ", ", w, "), got ", s.scalar_type(), " ", shape(s));
+    KPNT_REQUIRE_GF(top >= 0 && left >= 0 && top + H <= h * Q && left + W <= w * Q, "the crop (", top, ", ", left,
+                    ") + ", H, " x ", W, " leaves the shuffled image (", h * Q, " x ", w * Q, ")");
+    KPNT_REQUIRE_GF(3 * N <= 65535 && h * Q < (int64_t(1) << 31) && w * Q < (int64_t(1) << 31),
+                    "at most 21845 images and 2^31 rows or columns, got ", shape(U));
+    torch::Tensor out = torch::empty_like(U);
+    kpnt::GuideFinishArgs a;
+    a.U = U.data_ptr<float>();
+    a.r = r.data_ptr();
+    a.r_half = r.scalar_type() == at::kHalf;
+    a.s = s.data_ptr<float>();
+    for (int d = 0; d < 4; ++d) {
+      a.r_stride[d] = r.stride(d);
+      a.s_stride[d] = s.stride(d);
+    }
+    a.out = out.data_ptr<float>();
+    a.N = static_cast<int>(N);
+    a.H = static_cast<int>(H);
+    a.W = static_cast<int>(W);
+    a.Q = static_cast<int>(Q);
+    a.top = static_cast<int>(top);
+    a.left = static_cast<int>(left);
+    a.stream = c10::cuda::getCurrentCUDAStream(U.device().index()).stream();
+    check_launch(kpnt::guide_finish(a));
+    return py::cast(out);
+  });
+}
+
 // The diamond as the kernels see it, [(dy, dx), ...] (checked against kpnt.ref.taps.DIAMOND).
 py::object colour_taps() {
   py::list taps;
@@ -638,6 +693,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(kpnt.ref.up_block.up_block's forward; the reference's index and weight tables passed in)",
         py::arg("o"), py::arg("row_i0"), py::arg("row_i1"), py::arg("row_f"), py::arg("col_i0"), py::arg("col_i1"),
         py::arg("col_f"), py::arg("kernel") = "flat");
+  m.def("guide_finish", &guide_finish, "the guide's U + crop(pixel_shuffle(float(r) * s, Q)) in one pass "
+        "(kpnt.ref.guide.finish, inference)", py::arg("U"), py::arg("r"), py::arg("s"), py::arg("Q"), py::arg("top"),
+        py::arg("left"));
   m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
         "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");

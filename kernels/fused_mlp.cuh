@@ -303,4 +303,24 @@ struct UpBlockArgs {
 
 const char* up_block_forward(const UpBlockArgs& a);
 
+// ---------------------------------------------------------------- guide finish (kernels/guide_finish.cu)
+
+// kpnt.ref.guide.finish (inference): out = U + crop(pixel_shuffle(float(r) * s, Q)),
+// r (N, 3 Q^2, h, w) float16 or float32 in any layout (element strides),
+// s (N, 1, h, w) float32 (strides), U and out (N, 3, H, W) float32 contiguous;
+// (top, left) the crop's origin in the shuffled image.  Bitwise the reference.
+struct GuideFinishArgs {
+  const float* U = nullptr;
+  const void* r = nullptr;
+  bool r_half = true;
+  int64_t r_stride[4] = {0, 0, 0, 0};
+  const float* s = nullptr;
+  int64_t s_stride[4] = {0, 0, 0, 0};
+  float* out = nullptr;  // must not overlap U, r or s
+  int N = 0, H = 0, W = 0, Q = 1, top = 0, left = 0;  // 3 N <= 65535; H + top, W + left < 2^31
+  cudaStream_t stream = nullptr;
+};
+
+const char* guide_finish(const GuideFinishArgs& a);
+
 }  // namespace kpnt

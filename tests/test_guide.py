@@ -439,3 +439,32 @@ def test_a_projection_guide_grows_wider_and_deeper_with_the_same_output():
     assert grown[-2].grad[:, 8:].abs().max() > 0
     with pytest.raises(ValueError, match="grows only"):
         grow_projection_guide(ws, 4, 3, g)
+
+
+@pytest.mark.parametrize("cfa,pack", [(CFA.bayer("GRBG"), 2), (CFA.xtrans(2, 5), 1)])
+def test_the_finish_hook_gets_what_the_reference_adds(cfa, pack):
+    """guide_residual with ``fused_finish`` hands the hook the network's
+    output, the brightness and the shuffle's geometry: with the reference's
+    finish as the hook, the result is bitwise U + the residual (what the fused
+    kernel computes in GPU inference, kpnt.ops.guide)."""
+    from kpnt.ref.guide import finish
+
+    g = torch.Generator().manual_seed(7)
+    H, W = 29, 37
+    x = torch.rand(2, 1, H, W, generator=g) * 0.5
+    U = torch.rand(2, 3, H, W, generator=g) * 0.5
+    noise = torch.tensor([[[1e-3] * 3, [1e-6] * 3]] * 2)
+    ws = _random_guide(cfa.period * pack, seed=1)
+    calls = []
+
+    def hook(U_, r, s, Q, top, left):
+        calls.append((r.shape, s.shape, Q, top, left))
+        return finish(U_, r, s, Q, top, left)
+
+    with torch.no_grad():
+        want = U + guide_residual(x, U, noise, cfa, ws, pack=pack)
+        got = guide_residual(x, U, noise, cfa, ws, pack=pack, fused_finish=hook)
+    assert torch.equal(got, want)
+    (r_shape, s_shape, Q, top, left), = calls
+    assert Q == cfa.period * pack and r_shape[1] == 3 * Q * Q and s_shape[1] == 1
+    assert r_shape[-2:] == s_shape[-2:] and r_shape[-2] * Q >= top + H and r_shape[-1] * Q >= left + W

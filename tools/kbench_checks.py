@@ -390,6 +390,16 @@ def sanitize_case():
         for kernel in KERNELS:
             if kernel != "wgmma" or wgmma_built(torch.cuda.current_device()):
                 fused_proj_block(z, w, b, p, c, kernel)
+    # The guide's fused finish (f16 channels-last network output, an odd crop) and both up_block kernels.
+    from kpnt.mosaic.cfa import CFA
+    from kpnt.ops._cuda.up_block import KERNELS as UP_KERNELS
+
+    r16 = torch.randn(2, 48, 9, 11, device="cuda").half().contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        _cuda.fused_guide_finish(torch.rand(2, 3, 33, 40, device="cuda"), r16, torch.rand(2, 1, 9, 11, device="cuda"),
+                                 4, 1, 3)
+        for kernel in UP_KERNELS:
+            _cuda.fused_up_block(torch.rand(2, 3, 7, 9, device="cuda"), CFA.xtrans(), kernel)
     import importlib
 
     guide_op = importlib.import_module("kpnt.ops.guide")   # the module (kpnt.ops re-exports its function)

@@ -10,7 +10,10 @@ projection guide of width 64 (the shipped Bayer guide) runs each block
 after the first as one fused wgmma kernel
 (:mod:`kpnt.ops._cuda.guide_block`), whose hidden activation never reaches
 device memory.  Other widths and other GPUs keep cuDNN's two calls a block,
-logged once.
+logged once.  Behind :data:`FUSED_FINISH`, in GPU inference on the
+``'cuda'`` backend, the network's float16 output is scaled, unpacked,
+cropped and added to ``U`` in one kernel (:mod:`kpnt.ops._cuda.guide_finish`,
+bitwise the reference's :func:`kpnt.ref.guide.finish`).
 """
 from __future__ import annotations
 
@@ -30,6 +33,13 @@ log = logging.getLogger(__name__)
 #: (docs/bench/time_model_s26_h100.txt); 40.3 ms with the prefetching
 #: kernel launched since (time_model_s26b_h100.txt).  Off, the blocks run on cuDNN.
 FUSED_BLOCK = True
+
+#: Whether GPU inference on the 'cuda' backend runs the guide's last step
+#: (scale, unpack, crop, add to U) as one fused kernel
+#: (:mod:`kpnt.ops._cuda.guide_finish`, bitwise the reference's).  Off:
+#: written after session 27's last GPU call, not yet run there
+#: (``tools/time_model.py --guide-finish both`` times it).
+FUSED_FINISH = False
 
 _width_logged: set[int] = set()
 _device_logged: set[str] = set()
@@ -68,6 +78,16 @@ def _fused_block(x: torch.Tensor, weights, proj: bool, backend: str):
     return impl
 
 
+def _fused_finish(x: torch.Tensor, backend: str):
+    """The fused implementation of :func:`kpnt.ref.guide.finish` (``U + R``
+    from the network's output in one pass) for GPU inference on the 'cuda'
+    backend with :data:`FUSED_FINISH` on, else None (the reference's passes)."""
+    if not (FUSED_FINISH and x.is_cuda and not torch.is_grad_enabled()):
+        return None
+    impl = implementation("guide_finish", backend, x.device)
+    return None if impl is OPS["guide_finish"] else impl
+
+
 def guide(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa, weights, skip: bool = False,
           pack: int = 1, train_dtype: torch.dtype | None = None, proj: bool = False,
           backend: str = "auto") -> torch.Tensor:
@@ -78,4 +98,7 @@ def guide(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa, weights, s
     if x.dim() != 4 or x.shape[1] != 1 or U.shape[1] != 3 or U.shape[-2:] != x.shape[-2:]:
         raise ValueError(f"guide: x (N, 1, H, W) and U (N, 3, H, W) of one size, got {tuple(x.shape)} and {tuple(U.shape)}")
     block = _fused_block(x, weights, proj, backend)
+    finish = _fused_finish(x, backend)
+    if finish is not None:          # U + R in one pass from the network's float16 output
+        return guide_residual(x, U, noise, cfa, weights, skip, pack, train_dtype, proj, block, finish)
     return U + guide_residual(x, U, noise, cfa, weights, skip, pack, train_dtype, proj, block)

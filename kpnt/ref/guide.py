@@ -335,7 +335,20 @@ def _network(z: torch.Tensor, weights, skip: bool, conv_relu=_conv_relu, proj: b
     return F.conv2d(z, weights[-2], weights[-1])
 
 
-def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool, proj: bool = False, block=None) -> torch.Tensor:
+def finish(U: torch.Tensor, r: torch.Tensor, s: torch.Tensor, Q: int, top: int, left: int) -> torch.Tensor:
+    """``U + R``: the guide's network output ``r`` (N, 3 Q^2, h, w), any
+    float dtype and layout, scaled by the brightness ``s`` (N, 1, h, w),
+    unpacked to full resolution (pixel shuffle by ``Q``), cropped at
+    (``top``, ``left``) to ``U``'s size, and added to ``U`` (N, 3, H, W).
+    The reference of the fused inference kernel (:mod:`kpnt.ops._cuda.guide_finish`),
+    which computes it in one pass from the network's float16 output."""
+    H, W = U.shape[-2:]
+    R = F.pixel_shuffle(r.float() * s, Q)                                  # (N, 3, Hp, Wp)
+    return U + R[..., top:top + H, left:left + W]
+
+
+def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool, proj: bool = False, block=None,
+                             half_out: bool = False) -> torch.Tensor:
     """:func:`_network` for GPU inference in float16, channels-last, with
     each hidden layer's bias and ReLU fused into its convolution
     (:func:`_cudnn_conv_relu`).
@@ -351,11 +364,12 @@ def _network_cudnn_inference(z: torch.Tensor, weights, skip: bool, proj: bool = 
     expresses); a ``proj`` guide's add and last ReLU run in its 1x1
     projection's epilogue (:func:`_cudnn_conv_add_relu`), unless ``block``
     (the fused projection-block kernel, :func:`_network`) runs the whole
-    block.
+    block.  ``half_out``: the output as the network leaves it (float16
+    channels-last), for a caller that reads it once (the fused finish).
     """
     z = z.to(torch.float16).contiguous(memory_format=torch.channels_last)
-    return _network(z, [w.to(torch.float16) for w in weights], skip, _cudnn_conv_relu, proj, _cudnn_conv_add_relu,
-                    block).float()
+    r = _network(z, [w.to(torch.float16) for w in weights], skip, _cudnn_conv_relu, proj, _cudnn_conv_add_relu, block)
+    return r if half_out else r.float()
 
 
 def _half_precision(x: torch.Tensor, train_dtype: torch.dtype | None):
@@ -383,7 +397,7 @@ def _half_precision(x: torch.Tensor, train_dtype: torch.dtype | None):
 
 def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, weights,
                    skip: bool = False, pack: int = 1, train_dtype: torch.dtype | None = None,
-                   proj: bool = False, block=None) -> torch.Tensor:
+                   proj: bool = False, block=None, fused_finish=None) -> torch.Tensor:
     """The guide's correction ``R`` of the smooth estimate (module doc).
 
     Args:
@@ -410,8 +424,12 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
             GPU float16 inference (the fused kernel, which
             :func:`kpnt.ops.guide.guide` picks); None, and everywhere
             else: the convolutions.
+        fused_finish: ``fused_finish(U, r, s, Q, top, left)`` computes
+            :func:`finish` (``U + R``) in one pass (the fused kernel, which
+            :func:`kpnt.ops.guide.guide` picks in GPU inference); ``r`` is
+            then the network's float16 output on the cuDNN inference path.
     Returns:
-        (N, 3, H, W), to be added to ``U``.
+        (N, 3, H, W), to be added to ``U``; with ``fused_finish``, ``U + R``.
     """
     N, _, H, W = x.shape
     P = cfa.period
@@ -446,10 +464,12 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
             z = z.contiguous(memory_format=torch.channels_last)
         r = _network(z, weights, skip, proj=proj).contiguous()
     elif half == ("cuda", torch.float16, True) and torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled:
-        r = _network_cudnn_inference(z, weights, skip, proj, block)
+        r = _network_cudnn_inference(z, weights, skip, proj, block, half_out=fused_finish is not None)
     else:
         device, dtype, cache = half
         with torch.autocast(device, dtype=dtype, cache_enabled=cache):
             r = _network(z.contiguous(memory_format=torch.channels_last), weights, skip, proj=proj).float()
+    if fused_finish is not None:
+        return fused_finish(U, r, s, Q, top, left)
     r = F.pixel_shuffle(r * s, Q)                                          # (N, 3, Hp, Wp)
     return r[..., top:top + H, left:left + W]
