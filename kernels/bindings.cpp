@@ -501,6 +501,79 @@ py::object guide_finish(const torch::Tensor& U, const torch::Tensor& r, const to
   });
 }
 
+// ---- guide start (kernels/guide_start.cu)
+
+#define KPNT_REQUIRE_GS(cond, ...)                                          \
+  do {                                                                      \
+    if (!(cond)) throw ValueError("guide start: " + cat(__VA_ARGS__));      \
+  } while (0)
+
+// kpnt.ref.guide.start's (z, s): z (N, Q^2 + 4, h, w) float16 channels-last, s (N, 1, h, w) float32, or an error
+// tuple.  x (N, 1, H, W), U (N, 3, H, W) float32 contiguous; a, b (N,) float32 (the noise's means over the colours,
+// as the reference computes them); pattern (P, P) int32; pad = (top, bottom, left, right); consts =
+// [brightness floor, sigma floor, feature centre, feature scale].
+py::object guide_start(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& a, const torch::Tensor& b,
+                       const torch::Tensor& pattern, int64_t Q, const std::vector<int64_t>& pad, bool skip,
+                       const std::vector<double>& consts) {
+  return guarded([&]() -> py::object {
+    KPNT_REQUIRE_GS(x.is_cuda(), "x must be a CUDA tensor, got device ", x.device());
+    const c10::cuda::CUDAGuard guard(x.device());
+    KPNT_REQUIRE_GS(x.scalar_type() == at::kFloat && x.dim() == 4 && x.size(1) == 1 && x.is_contiguous(),
+                    "x must be contiguous float32 (N, 1, H, W), got ", x.scalar_type(), " ", shape(x));
+    const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
+    KPNT_REQUIRE_GS(U.is_cuda() && U.device() == x.device() && U.scalar_type() == at::kFloat && U.is_contiguous() &&
+                        U.dim() == 4 && U.size(0) == N && U.size(1) == 3 && U.size(2) == H && U.size(3) == W,
+                    "U must be contiguous float32 (", N, ", 3, ", H, ", ", W, ") on ", x.device(), ", got ", shape(U));
+    for (const auto& [t, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}})
+      KPNT_REQUIRE_GS(t->is_cuda() && t->device() == x.device() && t->scalar_type() == at::kFloat && t->dim() == 1 &&
+                          t->size(0) == N && t->is_contiguous(),
+                      "", name, " must be contiguous float32 (", N, ",) on ", x.device(), ", got ", shape(*t));
+    KPNT_REQUIRE_GS(pattern.is_cuda() && pattern.device() == x.device() && pattern.scalar_type() == at::kInt &&
+                        pattern.dim() == 2 && pattern.size(0) == pattern.size(1) && pattern.is_contiguous(),
+                    "pattern must be a contiguous int32 (P, P) on ", x.device(), ", got ", shape(pattern));
+    KPNT_REQUIRE_GS(pad.size() == 4 && consts.size() == 4, "pad must be (top, bottom, left, right) and consts 4 numbers");
+    const int64_t top = pad[0], bottom = pad[1], left = pad[2], right = pad[3];
+    KPNT_REQUIRE_GS(Q >= 1 && Q <= 64 && top >= 0 && bottom >= 0 && left >= 0 && right >= 0 &&
+                        (top + H + bottom) % Q == 0 && (left + W + right) % Q == 0,
+                    "the padded image (", top, " + ", H, " + ", bottom, ") x (", left, " + ", W, " + ", right,
+                    ") must be a multiple of Q = ", Q);
+    KPNT_REQUIRE_GS(top + H + bottom < (int64_t(1) << 31) && left + W + right < (int64_t(1) << 31) && N < (int64_t(1) << 31),
+                    "sizes must be below 2^31, got ", shape(x));
+    const int64_t h = (top + H + bottom) / Q, w = (left + W + right) / Q, C = Q * Q + 4;
+    torch::Tensor z = torch::empty({N, C, h, w}, x.options().dtype(at::kHalf).memory_format(at::MemoryFormat::ChannelsLast));
+    torch::Tensor s = torch::empty({N, 1, h, w}, x.options());
+    kpnt::GuideStartArgs g;
+    g.x = x.data_ptr<float>();
+    g.U = U.data_ptr<float>();
+    g.a = a.data_ptr<float>();
+    g.b = b.data_ptr<float>();
+    g.pattern = pattern.data_ptr<int32_t>();
+    g.z = z.data_ptr();
+    g.s = s.data_ptr<float>();
+    g.N = static_cast<int>(N);
+    g.H = static_cast<int>(H);
+    g.W = static_cast<int>(W);
+    g.h = static_cast<int>(h);
+    g.w = static_cast<int>(w);
+    g.Q = static_cast<int>(Q);
+    g.P = static_cast<int>(pattern.size(0));
+    g.top = static_cast<int>(top);
+    g.left = static_cast<int>(left);
+    g.skip = skip;
+    // PyTorch's mean factor (ReduceMomentKernel: outputs / inputs in float) and its division by a Python number
+    // (a multiplication by the float reciprocal).
+    const int64_t outputs = N * h * w;
+    g.mean_factor = static_cast<float>(outputs) / static_cast<float>(3 * outputs);
+    g.brightness_floor = static_cast<float>(consts[0]);
+    g.sigma_floor = static_cast<float>(consts[1]);
+    g.feature_centre = static_cast<float>(consts[2]);
+    g.inv_feature_scale = 1.0f / static_cast<float>(consts[3]);
+    g.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+    check_launch(kpnt::guide_start(g));
+    return py::make_tuple(z, s);
+  });
+}
+
 // The diamond as the kernels see it, [(dy, dx), ...] (checked against kpnt.ref.taps.DIAMOND).
 py::object colour_taps() {
   py::list taps;
@@ -693,6 +766,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(kpnt.ref.up_block.up_block's forward; the reference's index and weight tables passed in)",
         py::arg("o"), py::arg("row_i0"), py::arg("row_i1"), py::arg("row_f"), py::arg("col_i0"), py::arg("col_i1"),
         py::arg("col_f"), py::arg("kernel") = "flat");
+  m.def("guide_start", &guide_start, "the guide network's input (z float16 channels-last, s) in one pass "
+        "(kpnt.ref.guide.start, inference)", py::arg("x"), py::arg("U"), py::arg("a"), py::arg("b"),
+        py::arg("pattern"), py::arg("Q"), py::arg("pad"), py::arg("skip"), py::arg("consts"));
   m.def("guide_finish", &guide_finish, "the guide's U + crop(pixel_shuffle(float(r) * s, Q)) in one pass "
         "(kpnt.ref.guide.finish, inference)", py::arg("U"), py::arg("r"), py::arg("s"), py::arg("Q"), py::arg("top"),
         py::arg("left"));

@@ -323,4 +323,25 @@ struct GuideFinishArgs {
 
 const char* guide_finish(const GuideFinishArgs& a);
 
+// ---------------------------------------------------------------- guide start (kernels/guide_start.cu)
+
+// kpnt.ref.guide.start (inference): z (N, h, w, Q^2 + 4) float16 channels-last and s (N, 1, h, w) float32
+// from x (N, 1, H, W) and U (N, 3, H, W) float32 contiguous; h = (top + H + bottom) / Q, w likewise.
+struct GuideStartArgs {
+  const float* x = nullptr;
+  const float* U = nullptr;
+  const float* a = nullptr;   // (N,) the noise's mean a over the colours
+  const float* b = nullptr;   // (N,)
+  const int32_t* pattern = nullptr;  // (P, P) colour of each repeat position
+  void* z = nullptr;  // float16 (N, h, w, Q^2 + 4)
+  float* s = nullptr;
+  int N = 0, H = 0, W = 0, h = 0, w = 0, Q = 1, P = 1, top = 0, left = 0;
+  bool skip = false;
+  float mean_factor = 1.f / 3.f;  // PyTorch's mean factor (outputs / inputs, in float)
+  float brightness_floor = 0.f, sigma_floor = 0.f, feature_centre = 0.f, inv_feature_scale = 1.f;
+  cudaStream_t stream = nullptr;
+};
+
+const char* guide_start(const GuideStartArgs& a);
+
 }  // namespace kpnt

@@ -51,7 +51,8 @@ log = logging.getLogger("kpnt.backend")
 #: Translation units of the extension, relative to the kernels directory.
 #: One per op (kernels/mlp.cu, colour_level.cu, front_level.cu, guide_block.cu) over the shared
 #: core kernels/mlp_core.cuh, instantiated from kernels/shapes.def.
-SOURCES = ("mlp.cu", "colour_level.cu", "front_level.cu", "guide_block.cu", "up_block.cu", "guide_finish.cu", "bindings.cpp")
+SOURCES = ("mlp.cu", "colour_level.cu", "front_level.cu", "guide_block.cu", "up_block.cu", "guide_finish.cu",
+           "guide_start.cu", "bindings.cpp")
 
 _lock = threading.Lock()
 _cache: dict[str, Any] = {}  # build key -> module, or the BackendError that stopped it

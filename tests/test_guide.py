@@ -468,3 +468,30 @@ def test_the_finish_hook_gets_what_the_reference_adds(cfa, pack):
     (r_shape, s_shape, Q, top, left), = calls
     assert Q == cfa.period * pack and r_shape[1] == 3 * Q * Q and s_shape[1] == 1
     assert r_shape[-2:] == s_shape[-2:] and r_shape[-2] * Q >= top + H and r_shape[-1] * Q >= left + W
+
+
+@pytest.mark.parametrize("cfa,pack,skip", [(CFA.bayer("GRBG"), 2, False), (CFA.xtrans(2, 5), 1, True)])
+def test_the_start_hook_replaces_the_input_construction(cfa, pack, skip):
+    """guide_residual with ``fused_start`` takes the network's input from the
+    hook (what the fused kernel computes in GPU inference, kpnt.ops.guide):
+    with the reference's start as the hook, the same residual bitwise; with a
+    hook that perturbs z, another one."""
+    from kpnt.ref.guide import start
+
+    g = torch.Generator().manual_seed(8)
+    H, W = 31, 26
+    x = torch.rand(2, 1, H, W, generator=g) * 0.5
+    U = torch.rand(2, 3, H, W, generator=g) * 0.5
+    noise = torch.tensor([[[1e-3] * 3, [1e-6] * 3]] * 2)
+    ws = _random_guide(cfa.period * pack, seed=2)
+    with torch.no_grad():
+        want = guide_residual(x, U, noise, cfa, ws, skip, pack)
+        got = guide_residual(x, U, noise, cfa, ws, skip, pack, fused_start=start)
+
+        def nudged(*args):
+            z, s, Q, top, left = start(*args)
+            return z + 1e-3, s, Q, top, left
+
+        other = guide_residual(x, U, noise, cfa, ws, skip, pack, fused_start=nudged)
+    assert torch.equal(got, want)
+    assert not torch.equal(other, want)

@@ -400,6 +400,9 @@ def sanitize_case():
                                  4, 1, 3)
         for kernel in UP_KERNELS:
             _cuda.fused_up_block(torch.rand(2, 3, 7, 9, device="cuda"), CFA.xtrans(), kernel)
+        for cfa_s, pack_s in ((CFA.bayer("GBRG"), 2), (CFA.xtrans(2, 5), 1)):   # the guide's fused start, odd sizes
+            _cuda.fused_guide_start(torch.rand(2, 1, 23, 29, device="cuda"), torch.rand(2, 3, 23, 29, device="cuda"),
+                                    torch.full((2, 2, 3), 1e-3, device="cuda"), cfa_s, pack_s, True)
     import importlib
 
     guide_op = importlib.import_module("kpnt.ops.guide")   # the module (kpnt.ops re-exports its function)

@@ -10,7 +10,7 @@ fused wgmma kernel) against the PyTorch reference, in one run, CUDA events after
     python tools/time_model.py --guide-block both # the fused path with the guide's blocks fused, then on cuDNN
     python tools/time_model.py --mlp-wgmma both   # the fused path with the colour MLPs on wgmma, then on mma.sync
     python tools/time_model.py --front-wgmma both # the front level's MLP on wgmma, then on mma.sync
-    python tools/time_model.py --guide-finish both # the guide's last step fused, then the reference's passes
+    python tools/time_model.py --guide-ends both  # the guide's first and last steps fused, then the reference's passes
 
 Prints one line per weights file and backend, and the ratio; with --views,
 one line per view count on the fused path (kpnt.ensemble: N model runs on
@@ -92,10 +92,10 @@ def main() -> int:
                    help="on the fused path, the front level's 64-wide MLP forward on the wgmma kernel (Hopper), on "
                         "mma.sync, both one after the other, or as kpnt ships "
                         "(kpnt.ops._cuda.front_level.WGMMA_FORWARD; the default)")
-    p.add_argument("--guide-finish", choices=("shipped", "on", "off", "both"), default="shipped",
-                   help="on the fused path, the guide's last step (scale, unpack, crop, add) as one kernel, as the "
-                        "reference's passes, both one after the other, or as kpnt ships "
-                        "(kpnt.ops.guide.FUSED_FINISH; the default)")
+    p.add_argument("--guide-ends", choices=("shipped", "on", "off", "both"), default="shipped",
+                   help="on the fused path, the guide's first step (its input) and last step (scale, unpack, crop, "
+                        "add) each as one kernel, as the reference's passes, both one after the other, or as kpnt "
+                        "ships (kpnt.ops.guide.FUSED_START and FUSED_FINISH, both on for 'fused'; the default)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("time_model.py: needs a CUDA GPU", file=sys.stderr)
@@ -109,7 +109,8 @@ def main() -> int:
                   "kernel (Hopper, kernels built for 9.0a): the 'fused' rows run the guide's blocks on cuDNN",
                   flush=True)
     fused_block_before, mlp_wgmma_before = guide_op.FUSED_BLOCK, mlp_op.WGMMA_FORWARD
-    front_wgmma_before, finish_before = front_op.WGMMA_FORWARD, guide_op.FUSED_FINISH
+    front_wgmma_before = front_op.WGMMA_FORWARD
+    ends_before = (guide_op.FUSED_START, guide_op.FUSED_FINISH)
     for path in files:
         sensor, cfa, x, noise = synthetic_input(path, args.height, args.width)
         for bench in (("off", "on") if args.cudnn_benchmark == "both" else (args.cudnn_benchmark,)):
@@ -120,8 +121,10 @@ def main() -> int:
                     "shipped": ("wgmma" if mlp_wgmma_before else "mma",)}[args.mlp_wgmma]
             fronts = {"both": ("wgmma", "mma"), "on": ("wgmma",), "off": ("mma",),
                       "shipped": ("wgmma" if front_wgmma_before else "mma",)}[args.front_wgmma]
+            shipped_ends = {(True, True): "fused", (False, False): "passes"}.get(ends_before, "start %s, finish %s" % (
+                "fused" if ends_before[0] else "passes", "fused" if ends_before[1] else "passes"))
             finishes = {"both": ("fused", "passes"), "on": ("fused",), "off": ("passes",),
-                        "shipped": ("fused" if finish_before else "passes",)}[args.guide_finish]
+                        "shipped": (shipped_ends,)}[args.guide_ends]
             rows = ([("auto", b, m, f, g) for b in blocks for m in mlps for f in fronts for g in finishes]
                     + [("torch", "cudnn", "mma", "mma", "passes")])
             ref = rows[-1]
@@ -132,27 +135,34 @@ def main() -> int:
                 guide_op.FUSED_BLOCK = block == "fused"
                 mlp_op.WGMMA_FORWARD = mlp == "wgmma"
                 front_op.WGMMA_FORWARD = front == "wgmma"
-                guide_op.FUSED_FINISH = finish == "fused"
+                if finish in ("fused", "passes"):
+                    guide_op.FUSED_START = guide_op.FUSED_FINISH = finish == "fused"
+                else:                                       # as shipped, the two switches apart
+                    guide_op.FUSED_START, guide_op.FUSED_FINISH = ends_before
                 ms[row] = time_ms(model, x, cfa, noise, args.repeats)
                 print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}, guide blocks {block}, "
-                      f"MLP forward {mlp}, front MLP {front}, guide finish {finish}, cuDNN autotuning {bench}: "
+                      f"MLP forward {mlp}, front MLP {front}, guide ends {finish}, cuDNN autotuning {bench}: "
                       f"{ms[row]:.1f} ms", flush=True)
             for row in rows[:-1]:
                 _, block, mlp, front, finish = row
                 print(f"{path}: fused/reference speed-up {ms[ref] / ms[row]:.2f}x (guide blocks {block}, MLP "
-                      f"forward {mlp}, front MLP {front}, guide finish {finish}, cuDNN autotuning {bench})")
+                      f"forward {mlp}, front MLP {front}, guide ends {finish}, cuDNN autotuning {bench})")
             ms["auto"] = ms[rows[0]]
         model.backend = "auto"
         guide_op.FUSED_BLOCK = blocks[0] == "fused"     # the views on the path of ms["auto"]
         mlp_op.WGMMA_FORWARD = mlps[0] == "wgmma"
         front_op.WGMMA_FORWARD = fronts[0] == "wgmma"
-        guide_op.FUSED_FINISH = finishes[0] == "fused"
+        if finishes[0] in ("fused", "passes"):
+            guide_op.FUSED_START = guide_op.FUSED_FINISH = finishes[0] == "fused"
+        else:
+            guide_op.FUSED_START, guide_op.FUSED_FINISH = ends_before
         for v in args.views:
             t = time_ms(model, x, cfa, noise, args.repeats, v)
             print(f"{path}: {sensor} {args.height}x{args.width} backend auto, {v} view(s): {t:.1f} ms "
                   f"({t / ms['auto']:.2f}x one view)", flush=True)
     guide_op.FUSED_BLOCK, mlp_op.WGMMA_FORWARD = fused_block_before, mlp_wgmma_before
-    front_op.WGMMA_FORWARD, guide_op.FUSED_FINISH = front_wgmma_before, finish_before
+    front_op.WGMMA_FORWARD = front_wgmma_before
+    guide_op.FUSED_START, guide_op.FUSED_FINISH = ends_before
     return 0
 
 

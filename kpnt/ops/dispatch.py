@@ -57,6 +57,7 @@ OPS: dict[str, Callable] = {
     "up_block": _up_block.up_block,
     "front_level": _front_level.front_level,
     "guide_proj_block": _guide.proj_block,
+    "guide_start": _guide.start,
     "guide_finish": _guide.finish,
 }
 

@@ -10,10 +10,11 @@ projection guide of width 64 (the shipped Bayer guide) runs each block
 after the first as one fused wgmma kernel
 (:mod:`kpnt.ops._cuda.guide_block`), whose hidden activation never reaches
 device memory.  Other widths and other GPUs keep cuDNN's two calls a block,
-logged once.  Behind :data:`FUSED_FINISH`, in GPU inference on the
-``'cuda'`` backend, the network's float16 output is scaled, unpacked,
-cropped and added to ``U`` in one kernel (:mod:`kpnt.ops._cuda.guide_finish`,
-bitwise the reference's :func:`kpnt.ref.guide.finish`).
+logged once.  Behind :data:`FUSED_START` and :data:`FUSED_FINISH`, in GPU
+inference on the ``'cuda'`` backend, the network's input is built in one
+kernel (:mod:`kpnt.ops._cuda.guide_start`), and its float16 output scaled,
+unpacked, cropped and added to ``U`` in another
+(:mod:`kpnt.ops._cuda.guide_finish`), both bitwise the reference's.
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ FUSED_BLOCK = True
 #: written after session 27's last GPU call, not yet run there
 #: (``tools/time_model.py --guide-finish both`` times it).
 FUSED_FINISH = False
+#: The same for its first step, the network's input (:mod:`kpnt.ops._cuda.guide_start`,
+#: bitwise the reference's :func:`kpnt.ref.guide.start`).  Off: written after
+#: session 27's last GPU call, not yet run there.
+FUSED_START = False
 
 _width_logged: set[int] = set()
 _device_logged: set[str] = set()
@@ -78,14 +83,25 @@ def _fused_block(x: torch.Tensor, weights, proj: bool, backend: str):
     return impl
 
 
-def _fused_finish(x: torch.Tensor, backend: str):
-    """The fused implementation of :func:`kpnt.ref.guide.finish` (``U + R``
-    from the network's output in one pass) for GPU inference on the 'cuda'
-    backend with :data:`FUSED_FINISH` on, else None (the reference's passes)."""
-    if not (FUSED_FINISH and x.is_cuda and not torch.is_grad_enabled()):
+def _fused_end(op: str, switch: bool, x: torch.Tensor, backend: str):
+    """The fused implementation of the guide's ``op`` ('guide_start' or
+    'guide_finish') for GPU inference on the 'cuda' backend with ``switch``
+    on, else None (the reference's passes)."""
+    if not (switch and x.is_cuda and not torch.is_grad_enabled()):
         return None
-    impl = implementation("guide_finish", backend, x.device)
-    return None if impl is OPS["guide_finish"] else impl
+    impl = implementation(op, backend, x.device)
+    return None if impl is OPS[op] else impl
+
+
+def _fused_start(x: torch.Tensor, backend: str):
+    """The fused :func:`kpnt.ref.guide.start` (:data:`FUSED_START`), or None."""
+    return _fused_end("guide_start", FUSED_START, x, backend)
+
+
+def _fused_finish(x: torch.Tensor, backend: str):
+    """The fused :func:`kpnt.ref.guide.finish` (``U + R`` from the network's
+    output in one pass; :data:`FUSED_FINISH`), or None."""
+    return _fused_end("guide_finish", FUSED_FINISH, x, backend)
 
 
 def guide(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa, weights, skip: bool = False,
@@ -98,7 +114,6 @@ def guide(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa, weights, s
     if x.dim() != 4 or x.shape[1] != 1 or U.shape[1] != 3 or U.shape[-2:] != x.shape[-2:]:
         raise ValueError(f"guide: x (N, 1, H, W) and U (N, 3, H, W) of one size, got {tuple(x.shape)} and {tuple(U.shape)}")
     block = _fused_block(x, weights, proj, backend)
-    finish = _fused_finish(x, backend)
-    if finish is not None:          # U + R in one pass from the network's float16 output
-        return guide_residual(x, U, noise, cfa, weights, skip, pack, train_dtype, proj, block, finish)
-    return U + guide_residual(x, U, noise, cfa, weights, skip, pack, train_dtype, proj, block)
+    finish, start = _fused_finish(x, backend), _fused_start(x, backend)
+    R = guide_residual(x, U, noise, cfa, weights, skip, pack, train_dtype, proj, block, finish, start)
+    return R if finish is not None else U + R       # the fused finish returns U + R

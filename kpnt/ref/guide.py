@@ -395,9 +395,50 @@ def _half_precision(x: torch.Tensor, train_dtype: torch.dtype | None):
     return None
 
 
+def packing(cfa: CFA, pack: int, H: int, W: int) -> tuple[int, int, int, int, int]:
+    """(Q, top, bottom, left, right): the packing side and the zero / edge
+    padding that puts the reference phase at the packed grid's origin and
+    makes both sides multiples of Q."""
+    P = cfa.period
+    Q = P * pack
+    sy, sx = reference_shift(cfa)
+    top, left = (P - sy) % P, (P - sx) % P
+    return Q, top, (-(top + H)) % Q, left, (-(left + W)) % Q
+
+
+def start(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, pack: int = 1,
+          skip: bool = False) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
+    """The network's input: ``(z, s, Q, top, left)``.
+
+    ``z`` (N, Q^2 + 4, h, w): the photosite details against ``U`` packed
+    Q x Q, and the block means of ``U``, both divided by the brightness
+    ``s`` (N, 1, h, w), and the log relative noise std; (``top``, ``left``)
+    the padding before the image (:func:`packing`).  The reference of the
+    fused inference kernel (:mod:`kpnt.ops._cuda.guide_start`), which writes
+    ``z`` in float16 channels-last in one pass."""
+    N, _, H, W = x.shape
+    Q, top, bottom, left, right = packing(cfa, pack, H, W)
+    # Cached on the device: no host copy inside a captured CUDA graph.
+    col = _colour_map(cfa.pattern.tobytes(), cfa.period, H, W, str(x.device)).expand(N, 1, H, W)
+    d = x - U.gather(1, col)
+    pad = (left, right, top, bottom)
+    packed = F.pixel_unshuffle(F.pad(d, pad), Q)                        # (N, Q^2, h, w)
+    smooth = F.avg_pool2d(F.pad(U, pad, mode="replicate"), Q)             # (N, 3, h, w)
+    s = smooth.mean(1, keepdim=True).clamp_min(0) + BRIGHTNESS_FLOOR
+    a, b = noise[:, 0].mean(1), noise[:, 1].mean(1)                        # (N,)
+    # The noise feature carries no gradient to s: with a = b = 0 (clean
+    # training inputs) sqrt would pass an infinite slope times 0 = NaN.
+    sd = s.detach()
+    sigma = torch.sqrt((a[:, None, None, None] * sd + b[:, None, None, None]).clamp_min(0)) / sd
+    noise_feature = torch.log(sigma + _SIGMA_FLOOR)
+    if skip:
+        noise_feature = (noise_feature - NOISE_FEATURE_CENTRE) / NOISE_FEATURE_SCALE
+    return torch.cat([packed / s, smooth / s, noise_feature], 1), s, Q, top, left
+
+
 def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, weights,
                    skip: bool = False, pack: int = 1, train_dtype: torch.dtype | None = None,
-                   proj: bool = False, block=None, fused_finish=None) -> torch.Tensor:
+                   proj: bool = False, block=None, fused_finish=None, fused_start=None) -> torch.Tensor:
     """The guide's correction ``R`` of the smooth estimate (module doc).
 
     Args:
@@ -428,31 +469,14 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
             :func:`finish` (``U + R``) in one pass (the fused kernel, which
             :func:`kpnt.ops.guide.guide` picks in GPU inference); ``r`` is
             then the network's float16 output on the cuDNN inference path.
+        fused_start: computes :func:`start` (its arguments and results; ``z``
+            may come as float16 channels-last) in one pass: the fused
+            kernel, which :func:`kpnt.ops.guide.guide` picks in GPU inference.
     Returns:
         (N, 3, H, W), to be added to ``U``; with ``fused_finish``, ``U + R``.
     """
-    N, _, H, W = x.shape
-    P = cfa.period
-    Q = P * pack                                                          # packing side
-    sy, sx = reference_shift(cfa)
-    top, left = (P - sy) % P, (P - sx) % P
-    bottom, right = (-(top + H)) % Q, (-(left + W)) % Q
-    # Cached on the device: no host copy inside a captured CUDA graph.
-    col = _colour_map(cfa.pattern.tobytes(), P, H, W, str(x.device)).expand(N, 1, H, W)
-    d = x - U.gather(1, col)
-    pad = (left, right, top, bottom)
-    packed = F.pixel_unshuffle(F.pad(d, pad), Q)                        # (N, Q^2, h, w)
-    smooth = F.avg_pool2d(F.pad(U, pad, mode="replicate"), Q)             # (N, 3, h, w)
-    s = smooth.mean(1, keepdim=True).clamp_min(0) + BRIGHTNESS_FLOOR
-    a, b = noise[:, 0].mean(1), noise[:, 1].mean(1)                        # (N,)
-    # The noise feature carries no gradient to s: with a = b = 0 (clean
-    # training inputs) sqrt would pass an infinite slope times 0 = NaN.
-    sd = s.detach()
-    sigma = torch.sqrt((a[:, None, None, None] * sd + b[:, None, None, None]).clamp_min(0)) / sd
-    noise_feature = torch.log(sigma + _SIGMA_FLOOR)
-    if skip:
-        noise_feature = (noise_feature - NOISE_FEATURE_CENTRE) / NOISE_FEATURE_SCALE
-    z = torch.cat([packed / s, smooth / s, noise_feature], 1)
+    H, W = x.shape[-2:]
+    z, s, Q, top, left = (fused_start or start)(x, U, noise, cfa, pack, skip)
     weights = list(weights)
     half = _half_precision(x, train_dtype)
     if half is None:

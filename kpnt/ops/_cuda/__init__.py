@@ -1,8 +1,9 @@
 """Autograd glue of kpnt's fused CUDA kernels, one module per op:
 :mod:`.mlp` (plain and grouped MLP), :mod:`.colour_level`,
 :mod:`.front_level`, :mod:`.detail_var`, :mod:`.guide_block` (the
-guide's projection block, inference only), :mod:`.guide_finish` and
-:mod:`.up_block` (inference; the reference where autograd needs a backward); :mod:`.ext` holds the extension
+guide's projection block, inference only), :mod:`.guide_start`,
+:mod:`.guide_finish` and :mod:`.up_block` (inference; the reference where
+autograd needs a backward); :mod:`.ext` holds the extension
 handle and the shared constants, :mod:`.glue` the by-name gradient helpers.
 
 Each fused op takes the reference's arguments ``(tensors..., spec)``;
@@ -18,11 +19,12 @@ from kpnt.ops._cuda.extension import ext
 from kpnt.ops._cuda.front_level import front_level as fused_front_level
 from kpnt.ops._cuda.guide_block import fused_proj_block
 from kpnt.ops._cuda.guide_finish import fused_guide_finish
+from kpnt.ops._cuda.guide_start import fused_guide_start
 from kpnt.ops._cuda.mlp import dispatch_mlp, fused_mlp, fused_mlp_grouped, mlp_dims, partition_by_class
 from kpnt.ops._cuda.up_block import fused_up_block
 
 __all__ = ["backend_ops", "capturable_detail_var", "ext", "fused_colour_level", "fused_front_level",
-           "fused_guide_finish", "fused_mlp", "fused_mlp_grouped", "fused_proj_block", "fused_up_block", "mlp_dims",
+           "fused_guide_finish", "fused_guide_start", "fused_mlp", "fused_mlp_grouped", "fused_proj_block", "fused_up_block", "mlp_dims",
            "partition_by_class", "shape_table"]
 
 
@@ -40,8 +42,8 @@ def backend_ops() -> dict:
     :class:`kpnt._backend.BackendError` when the backend is first used, and
     checks that the compiled colour taps are the reference's diamond.  Fused:
     the MLP, the colour level, the mosaic front level, the guide's
-    projection block (inference, width 64), its last step (guide_finish, inference) and up_block
-    (inference); ``detail_var`` is
+    projection block (inference, width 64), its first and last steps (guide_start, guide_finish:
+    inference) and up_block (inference); ``detail_var`` is
     the reference's arithmetic with its constants cached on the device
     (capturable in a CUDA graph); the other ops (padding, pyramid, colour
     base) are the reference's.
@@ -55,4 +57,4 @@ def backend_ops() -> dict:
         )
     return {"mlp": dispatch_mlp, "colour_level": fused_colour_level, "front_level": fused_front_level,
             "detail_var": capturable_detail_var, "guide_proj_block": fused_proj_block,
-            "up_block": fused_up_block, "guide_finish": fused_guide_finish}
+            "up_block": fused_up_block, "guide_start": fused_guide_start, "guide_finish": fused_guide_finish}

@@ -1,0 +1,79 @@
+"""The guide network's input built in one kernel (kernels/guide_start.cu,
+inference) against kpnt.ref.guide.start: z (float16 channels-last, as the
+network takes it) and s bitwise, for Bayer and X-Trans phases, packing,
+residual guides' normalised noise feature, zero noise, negative smooth
+values and odd sizes; inside the guide op; one-line errors."""
+import importlib
+
+import pytest
+import torch
+
+from kpnt.mosaic.cfa import CFA
+from kpnt.ops import _cuda
+from kpnt.ops._cuda.extension import ext, unwrap
+from kpnt.ref.guide import start as ref_start
+
+pytestmark = pytest.mark.cuda
+
+guide_op = importlib.import_module("kpnt.ops.guide")
+
+
+def inputs(N, H, W, seed, noise_scale=1.0, negative=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(N, 1, H, W, generator=g) * 0.5
+    U = torch.rand(N, 3, H, W, generator=g) * 0.5 - (0.3 if negative else 0.0)
+    noise = torch.tensor([[[2e-3, 1e-3, 3e-3], [1e-5, 2e-5, 4e-6]]] * N) * noise_scale
+    return x.cuda(), U.cuda(), noise.cuda()
+
+
+@pytest.mark.parametrize("cfa,pack", [(CFA.bayer("RGGB"), 1), (CFA.bayer("GBRG"), 2), (CFA.xtrans(), 1),
+                                      (CFA.xtrans(2, 5), 1)], ids=["bayer", "bayer-pack2", "xtrans", "xtrans-2-5"])
+@pytest.mark.parametrize("skip", [False, True])
+@pytest.mark.parametrize("N,H,W,noise_scale,negative", [(2, 37, 53, 1.0, False), (1, 12, 12, 0.0, False),
+                                                         (1, 301, 90, 1.0, True)], ids=["odd", "zero-noise", "dark"])
+def test_fused_start_is_bitwise_the_reference(cfa, pack, skip, N, H, W, noise_scale, negative):
+    x, U, noise = inputs(N, H, W, seed=H + W, noise_scale=noise_scale, negative=negative)
+    with torch.no_grad():
+        z, s, Q, top, left = _cuda.fused_guide_start(x, U, noise, cfa, pack, skip)
+        z_ref, s_ref, Q_ref, top_ref, left_ref = ref_start(x, U, noise, cfa, pack, skip)
+    assert (Q, top, left) == (Q_ref, top_ref, left_ref)
+    assert z.dtype == torch.float16 and z.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(s, s_ref), (s - s_ref).abs().max().item()
+    want = z_ref.to(torch.float16).contiguous(memory_format=torch.channels_last)   # what the network is given
+    assert torch.equal(z, want), (z.float() - want.float()).abs().max().item()
+
+
+def test_with_a_gradient_the_reference_runs():
+    x, U, noise = inputs(1, 8, 8, seed=1)
+    U.requires_grad_()
+    z, s, *_ = _cuda.fused_guide_start(x, U, noise, CFA.bayer(), 1, False)
+    assert z.dtype == torch.float32 and z.grad_fn is not None
+
+
+def test_inside_the_guide_the_cuda_backend_equals_the_reference(monkeypatch):
+    """The same guide (blocks on cuDNN on both backends), its input built by
+    the fused kernel on 'cuda' and by the reference on 'torch': bitwise."""
+    from test_guide_block import guide_inputs, trained_like_guide
+
+    monkeypatch.setattr(guide_op, "FUSED_BLOCK", False)
+    monkeypatch.setattr(guide_op, "FUSED_START", True)
+    cfa = CFA.bayer("GRBG")
+    ws = trained_like_guide(4, 64, 4)
+    x, U, noise = guide_inputs(cfa)
+    with torch.no_grad():
+        fused = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="cuda")
+        ref = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="torch")
+    assert guide_op._fused_start(x, "cuda") is _cuda.fused_guide_start
+    assert torch.equal(fused, ref)
+
+
+def test_bad_arguments_are_one_line_errors():
+    x, U, noise = inputs(1, 10, 10, seed=2)
+    a = b = torch.zeros(1, device="cuda")
+    pattern = torch.zeros(2, 2, dtype=torch.int32, device="cuda")
+    consts = [1e-2, 1e-5, -6.0, 3.0]
+    with pytest.raises(ValueError, match=r"^guide start: the padded image \(0 \+ 10 \+ 1\)") as err:
+        unwrap(ext().guide_start(x, U, a, b, pattern, 4, [0, 1, 0, 2], False, consts))
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"^guide start: U must be contiguous float32"):
+        unwrap(ext().guide_start(x, U[:, :2], a, b, pattern, 2, [0, 0, 0, 0], False, consts))
