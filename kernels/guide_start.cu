@@ -12,6 +12,10 @@
 // passes (PyTorch's reduction), the divisions as divisions, a division by a
 // Python number as a multiplication by its reciprocal (PyTorch's CUDA
 // division by a scalar), clamps that keep NaN, float16 by round-to-nearest.
+// The noise feature's logf is the CUDA maths library's, as torch.log's: the
+// two agree bit for bit where the nvcc that builds kpnt ships the same logf
+// as the CUDA that built PyTorch (the GPU machine's: both 13.0).  An image of
+// one packed position is left to the reference (kpnt/ops/_cuda/guide_start.py).
 #include "fused_mlp.cuh"
 #include "mlp_core.cuh"
 

@@ -92,10 +92,11 @@ def main() -> int:
                    help="on the fused path, the front level's 64-wide MLP forward on the wgmma kernel (Hopper), on "
                         "mma.sync, both one after the other, or as kpnt ships "
                         "(kpnt.ops._cuda.front_level.WGMMA_FORWARD; the default)")
-    p.add_argument("--guide-ends", choices=("shipped", "on", "off", "both"), default="shipped",
+    p.add_argument("--guide-ends", choices=("shipped", "on", "off", "both", "each"), default="shipped",
                    help="on the fused path, the guide's first step (its input) and last step (scale, unpack, crop, "
-                        "add) each as one kernel, as the reference's passes, both one after the other, or as kpnt "
-                        "ships (kpnt.ops.guide.FUSED_START and FUSED_FINISH, both on for 'fused'; the default)")
+                        "add) each as one kernel (on), as the reference's passes (off), both of these one after the "
+                        "other, each: also one end fused at a time, or as kpnt ships (kpnt.ops.guide.FUSED_START and "
+                        "FUSED_FINISH; the default)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("time_model.py: needs a CUDA GPU", file=sys.stderr)
@@ -123,7 +124,15 @@ def main() -> int:
                       "shipped": ("wgmma" if front_wgmma_before else "mma",)}[args.front_wgmma]
             shipped_ends = {(True, True): "fused", (False, False): "passes"}.get(ends_before, "start %s, finish %s" % (
                 "fused" if ends_before[0] else "passes", "fused" if ends_before[1] else "passes"))
+
+            def guide_ends(label: str) -> tuple[bool, bool]:
+                """(FUSED_START, FUSED_FINISH) of a row's label."""
+                if label in ("fused", "passes"):
+                    return label == "fused", label == "fused"
+                start, finish = label.split(", ")
+                return start.endswith("fused"), finish.endswith("fused")
             finishes = {"both": ("fused", "passes"), "on": ("fused",), "off": ("passes",),
+                        "each": ("fused", "start fused, finish passes", "start passes, finish fused", "passes"),
                         "shipped": (shipped_ends,)}[args.guide_ends]
             rows = ([("auto", b, m, f, g) for b in blocks for m in mlps for f in fronts for g in finishes]
                     + [("torch", "cudnn", "mma", "mma", "passes")])
@@ -135,10 +144,7 @@ def main() -> int:
                 guide_op.FUSED_BLOCK = block == "fused"
                 mlp_op.WGMMA_FORWARD = mlp == "wgmma"
                 front_op.WGMMA_FORWARD = front == "wgmma"
-                if finish in ("fused", "passes"):
-                    guide_op.FUSED_START = guide_op.FUSED_FINISH = finish == "fused"
-                else:                                       # as shipped, the two switches apart
-                    guide_op.FUSED_START, guide_op.FUSED_FINISH = ends_before
+                guide_op.FUSED_START, guide_op.FUSED_FINISH = guide_ends(finish)
                 ms[row] = time_ms(model, x, cfa, noise, args.repeats)
                 print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}, guide blocks {block}, "
                       f"MLP forward {mlp}, front MLP {front}, guide ends {finish}, cuDNN autotuning {bench}: "
@@ -152,10 +158,7 @@ def main() -> int:
         guide_op.FUSED_BLOCK = blocks[0] == "fused"     # the views on the path of ms["auto"]
         mlp_op.WGMMA_FORWARD = mlps[0] == "wgmma"
         front_op.WGMMA_FORWARD = fronts[0] == "wgmma"
-        if finishes[0] in ("fused", "passes"):
-            guide_op.FUSED_START = guide_op.FUSED_FINISH = finishes[0] == "fused"
-        else:
-            guide_op.FUSED_START, guide_op.FUSED_FINISH = ends_before
+        guide_op.FUSED_START, guide_op.FUSED_FINISH = guide_ends(finishes[0])
         for v in args.views:
             t = time_ms(model, x, cfa, noise, args.repeats, v)
             print(f"{path}: {sensor} {args.height}x{args.width} backend auto, {v} view(s): {t:.1f} ms "

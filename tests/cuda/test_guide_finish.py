@@ -61,18 +61,28 @@ def test_inside_the_guide_the_cuda_backend_equals_the_reference(monkeypatch):
 
     from kpnt.mosaic.cfa import CFA
 
+    from kpnt.ops import dispatch
+
     monkeypatch.setattr(guide_op, "FUSED_BLOCK", False)
     monkeypatch.setattr(guide_op, "FUSED_FINISH", True)
+    calls = []
+
+    def counted(*args):
+        calls.append(1)
+        return _cuda.fused_guide_finish(*args)
+
+    monkeypatch.setitem(dispatch._backend_ops("cuda"), "guide_finish", counted)
     cfa = CFA.bayer("GRBG")
     ws = trained_like_guide(4, 64, 4)
     x, U, noise = guide_inputs(cfa)
     with torch.no_grad():
         fused = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="cuda")
+        assert len(calls) == 1                       # the fused finish made this guide's output
         ref = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="torch")
-    assert guide_op._fused_finish(x, "cuda") is _cuda.fused_guide_finish
+        assert len(calls) == 1
+        monkeypatch.setattr(guide_op, "FUSED_FINISH", False)
+        assert guide_op._fused_finish(x, "cuda") is None
     assert torch.equal(fused, ref)
-    monkeypatch.setattr(guide_op, "FUSED_FINISH", False)
-    assert guide_op._fused_finish(x, "cuda") is None
 
 
 def test_bad_arguments_are_one_line_errors():

@@ -43,11 +43,41 @@ def test_fused_start_is_bitwise_the_reference(cfa, pack, skip, N, H, W, noise_sc
     assert torch.equal(z, want), (z.float() - want.float()).abs().max().item()
 
 
-def test_with_a_gradient_the_reference_runs():
+def test_the_mean_factor_past_exact_thirds():
+    """1 x 1001 x 5589 packed positions: PyTorch's mean factor, float(M) /
+    float(3 M), is 0.3333333 there, not 1/3 in float (0.33333334), because
+    3 M is past float32's exact integers; the binding passes the same."""
+    import numpy as np
+
+    M = 1001 * 5589
+    assert np.float32(M) / np.float32(3 * M) != np.float32(1) / np.float32(3)
+    cfa = CFA.bayer("RGGB")                         # the reference phase: no padding, Q = 2
+    x, U, noise = inputs(1, 2 * 1001, 2 * 5589, seed=5)
+    with torch.no_grad():
+        z, s, *_ = _cuda.fused_guide_start(x, U, noise, cfa, 1, False)
+        z_ref, s_ref, *_ = ref_start(x, U, noise, cfa, 1, False)
+    assert z.shape[-2:] == (1001, 5589)
+    assert torch.equal(s, s_ref)
+    assert torch.equal(z, z_ref.to(torch.float16).contiguous(memory_format=torch.channels_last))
+
+
+def test_one_packed_position_is_the_reference():
+    """There PyTorch sums the channel mean in another order: the reference
+    runs (z float32, bitwise itself)."""
+    x, U, noise = inputs(2, 2, 2, seed=6)
+    with torch.no_grad():
+        z, s, *_ = _cuda.fused_guide_start(x, U, noise, CFA.bayer("RGGB"), 1, False)
+        z_ref, s_ref, *_ = ref_start(x, U, noise, CFA.bayer("RGGB"), 1, False)
+    assert z.dtype == torch.float32 and torch.equal(z, z_ref) and torch.equal(s, s_ref)
+
+
+def test_with_autograd_on_the_reference_runs():
     x, U, noise = inputs(1, 8, 8, seed=1)
+    z, s, *_ = _cuda.fused_guide_start(x, U, noise, CFA.bayer(), 1, False)
+    assert z.dtype == torch.float32
     U.requires_grad_()
     z, s, *_ = _cuda.fused_guide_start(x, U, noise, CFA.bayer(), 1, False)
-    assert z.dtype == torch.float32 and z.grad_fn is not None
+    assert z.grad_fn is not None
 
 
 def test_inside_the_guide_the_cuda_backend_equals_the_reference(monkeypatch):
@@ -55,15 +85,25 @@ def test_inside_the_guide_the_cuda_backend_equals_the_reference(monkeypatch):
     the fused kernel on 'cuda' and by the reference on 'torch': bitwise."""
     from test_guide_block import guide_inputs, trained_like_guide
 
+    from kpnt.ops import dispatch
+
     monkeypatch.setattr(guide_op, "FUSED_BLOCK", False)
     monkeypatch.setattr(guide_op, "FUSED_START", True)
+    calls = []
+
+    def counted(*args):
+        calls.append(1)
+        return _cuda.fused_guide_start(*args)
+
+    monkeypatch.setitem(dispatch._backend_ops("cuda"), "guide_start", counted)
     cfa = CFA.bayer("GRBG")
     ws = trained_like_guide(4, 64, 4)
     x, U, noise = guide_inputs(cfa)
     with torch.no_grad():
         fused = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="cuda")
+        assert len(calls) == 1                       # the fused start built this guide's input
         ref = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="torch")
-    assert guide_op._fused_start(x, "cuda") is _cuda.fused_guide_start
+        assert len(calls) == 1
     assert torch.equal(fused, ref)
 
 

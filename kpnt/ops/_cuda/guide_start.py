@@ -33,14 +33,19 @@ def _pattern(pattern: bytes, period: int, device: str) -> torch.Tensor:
 
 def fused_guide_start(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, pack: int = 1,
                       skip: bool = False) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
-    """:func:`kpnt.ref.guide.start` on the fused kernel for float32 CUDA
-    tensors that need no gradient (``z`` then float16 channels-last); the
-    reference otherwise."""
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, U, noise))
-    if needs_grad or not (x.is_cuda and x.dtype == U.dtype == noise.dtype == torch.float32):
+    """:func:`kpnt.ref.guide.start` on the fused kernel in inference (autograd
+    off) for float32 CUDA tensors, ``z`` then float16 channels-last (what the
+    guide's network takes); the reference otherwise, ``z`` float32.
+
+    Also the reference for an image of one packed position: there PyTorch's
+    channel mean sums (c0 + c2) + c1 (the reduced axis becomes the fastest,
+    split over two threads), not the kernel's (c0 + c1) + c2."""
+    if torch.is_grad_enabled() or not (x.is_cuda and x.dtype == U.dtype == noise.dtype == torch.float32):
         return ref_start(x, U, noise, cfa, pack, skip)
     N, _, H, W = x.shape
     Q, top, bottom, left, right = packing(cfa, pack, H, W)
+    if (top + H + bottom) * (left + W + right) == Q * Q:
+        return ref_start(x, U, noise, cfa, pack, skip)
     a, b = noise[:, 0].mean(1), noise[:, 1].mean(1)           # the reference's own means
     pattern = _pattern(cfa.pattern.tobytes(), cfa.period, str(x.device))
     z, s = unwrap(ext().guide_start(x.contiguous(), U.contiguous(), a.contiguous(), b.contiguous(), pattern, Q,
