@@ -574,6 +574,73 @@ py::object guide_start(const torch::Tensor& x, const torch::Tensor& U, const tor
   });
 }
 
+// ---- pyramid (kernels/pyramid.cu)
+
+#define KPNT_REQUIRE_P(cond, ...)                                           \
+  do {                                                                      \
+    if (!(cond)) throw ValueError("pyramid: " + cat(__VA_ARGS__));          \
+  } while (0)
+
+// The level x (N, C, H, W) float32 on a GPU, contiguous.
+void check_level(const torch::Tensor& x) {
+  KPNT_REQUIRE_P(x.is_cuda() && x.scalar_type() == at::kFloat && x.dim() == 4 && x.is_contiguous(),
+                 "the level must be a contiguous float32 (N, C, H, W) CUDA tensor, got ", x.scalar_type(), " ",
+                 shape(x));
+  KPNT_REQUIRE_P(x.size(2) >= 1 && x.size(3) >= 1 && x.size(2) < (int64_t(1) << 30) && x.size(3) < (int64_t(1) << 30),
+                 "the level's sides must lie in [1, 2^30), got ", shape(x));
+}
+
+// kpnt.ref.pyramid.down(x): (N, C, ceil(H / 2), ceil(W / 2)), or an error tuple; row_fold (H + 4,) and
+// col_fold (W + 4,) int64 must be kpnt.ref.pad.fold_indices(n, 2, 2) on x's device (entries in [0, n): the
+// kernel reads through them unchecked; kpnt.ops._cuda.pyramid passes the reference's own).
+py::object pyramid_down(const torch::Tensor& x, const torch::Tensor& row_fold, const torch::Tensor& col_fold) {
+  return guarded([&]() -> py::object {
+    check_level(x);
+    const c10::cuda::CUDAGuard guard(x.device());
+    const int64_t H = x.size(2), W = x.size(3);
+    for (const auto& [t, name, n] : {std::tuple{&row_fold, "row_fold", H + 4}, std::tuple{&col_fold, "col_fold", W + 4}})
+      KPNT_REQUIRE_P(t->is_cuda() && t->device() == x.device() && t->scalar_type() == at::kLong && t->dim() == 1 &&
+                         t->size(0) == n && t->is_contiguous(),
+                     "", name, " must be a contiguous int64 (", n, ",) on ", x.device(), ", got ", shape(*t));
+    torch::Tensor out = torch::empty({x.size(0), x.size(1), (H + 1) / 2, (W + 1) / 2}, x.options());
+    kpnt::PyramidArgs a;
+    a.in = x.data_ptr<float>();
+    a.out = out.data_ptr<float>();
+    a.row_fold = row_fold.data_ptr<int64_t>();
+    a.col_fold = col_fold.data_ptr<int64_t>();
+    a.planes = x.size(0) * x.size(1);
+    a.H = static_cast<int>(H);
+    a.W = static_cast<int>(W);
+    a.h = static_cast<int>((H + 1) / 2);
+    a.w = static_cast<int>((W + 1) / 2);
+    a.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+    check_launch(kpnt::pyramid_down(a));
+    return py::cast(out);
+  });
+}
+
+// kpnt.ref.pyramid.up(c, (H, W)): (N, C, H, W), or an error tuple.
+py::object pyramid_up(const torch::Tensor& c, int64_t H, int64_t W) {
+  return guarded([&]() -> py::object {
+    check_level(c);
+    const c10::cuda::CUDAGuard guard(c.device());
+    KPNT_REQUIRE_P(H >= 1 && W >= 1 && c.size(2) == (H + 1) / 2 && c.size(3) == (W + 1) / 2, "the coarse level ",
+                   shape(c), " does not match the fine size (", H, ", ", W, ")");
+    torch::Tensor out = torch::empty({c.size(0), c.size(1), H, W}, c.options());
+    kpnt::PyramidArgs a;
+    a.in = c.data_ptr<float>();
+    a.out = out.data_ptr<float>();
+    a.planes = c.size(0) * c.size(1);
+    a.H = static_cast<int>(H);
+    a.W = static_cast<int>(W);
+    a.h = static_cast<int>(c.size(2));
+    a.w = static_cast<int>(c.size(3));
+    a.stream = c10::cuda::getCurrentCUDAStream(c.device().index()).stream();
+    check_launch(kpnt::pyramid_up(a));
+    return py::cast(out);
+  });
+}
+
 // The diamond as the kernels see it, [(dy, dx), ...] (checked against kpnt.ref.taps.DIAMOND).
 py::object colour_taps() {
   py::list taps;
@@ -766,6 +833,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(kpnt.ref.up_block.up_block's forward; the reference's index and weight tables passed in)",
         py::arg("o"), py::arg("row_i0"), py::arg("row_i1"), py::arg("row_f"), py::arg("col_i0"), py::arg("col_i1"),
         py::arg("col_f"), py::arg("kernel") = "flat");
+  m.def("pyramid_down", &pyramid_down, "kpnt.ref.pyramid.down in one pass (inference; the mirror padding's fold "
+        "tables passed in)", py::arg("x"), py::arg("row_fold"), py::arg("col_fold"));
+  m.def("pyramid_up", &pyramid_up, "kpnt.ref.pyramid.up in one pass (inference)", py::arg("c"), py::arg("H"),
+        py::arg("W"));
   m.def("guide_start", &guide_start, "the guide network's input (z float16 channels-last, s) in one pass "
         "(kpnt.ref.guide.start, inference)", py::arg("x"), py::arg("U"), py::arg("a"), py::arg("b"),
         py::arg("pattern"), py::arg("Q"), py::arg("pad"), py::arg("skip"), py::arg("consts"));

@@ -344,4 +344,23 @@ struct GuideStartArgs {
 
 const char* guide_start(const GuideStartArgs& a);
 
+// ---------------------------------------------------------------- pyramid (kernels/pyramid.cu)
+
+// kpnt.ref.pyramid.down / up (inference), float32 contiguous planes: down reads
+// the fine (planes, H, W) and writes the coarse (planes, h, w); up the other way;
+// h = ceil(H / 2), w = ceil(W / 2).  row_fold (H + 4,) and col_fold (W + 4,):
+// kpnt.ref.pad.fold_indices(n, 2, 2) (down only).
+struct PyramidArgs {
+  const float* in = nullptr;
+  float* out = nullptr;
+  const int64_t* row_fold = nullptr;
+  const int64_t* col_fold = nullptr;
+  int64_t planes = 0;
+  int H = 0, W = 0, h = 0, w = 0;
+  cudaStream_t stream = nullptr;
+};
+
+const char* pyramid_down(const PyramidArgs& a);
+const char* pyramid_up(const PyramidArgs& a);
+
 }  // namespace kpnt

@@ -30,7 +30,8 @@ __global__ void guide_start_kernel(const GuideStartArgs a) {
   const int64_t total = int64_t(a.N) * a.h * a.w;
   const int C = a.Q * a.Q + 4;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int ww = static_cast<int>(i % a.w), hh = static_cast<int>((i / a.w) % a.h), n = static_cast<int>(i / (int64_t(a.w) * a.h));
+    const int ww = static_cast<int>(i % a.w), hh = static_cast<int>((i / a.w) % a.h);
+    const int n = static_cast<int>(i / (int64_t(a.w) * a.h));
     const float* x = a.x + int64_t(n) * a.H * a.W;
     const float* U = a.U + int64_t(n) * 3 * a.H * a.W;
     const int64_t plane = int64_t(a.H) * a.W;
@@ -82,7 +83,8 @@ const char* guide_start(const GuideStartArgs& a) {
     const int64_t total = int64_t(a.N) * a.h * a.w;
     if (total == 0) return;
     constexpr int threads = 128;
-    const int blocks = static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, int64_t(multiprocessors()) * 16));
+    const int64_t resident = int64_t(multiprocessors()) * 16;  // 2048 threads an SM: 16 blocks of 128
+    const int blocks = static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, resident));
     guide_start_kernel<<<blocks, threads, 0, a.stream>>>(a);
     check_cuda(cudaGetLastError(), "guide start launch");
   });

@@ -400,6 +400,15 @@ def sanitize_case():
                                  4, 1, 3)
         for kernel in UP_KERNELS:
             _cuda.fused_up_block(torch.rand(2, 3, 7, 9, device="cuda"), CFA.xtrans(), kernel)
+        from kpnt.ops._cuda import pyramid as pyramid_op
+
+        fused_before, pyramid_op.FUSED = pyramid_op.FUSED, True   # the pyramid's kernels, odd and tiny levels
+        try:
+            for shape in ((2, 3, 19, 23), (1, 3, 1, 2)):
+                lvl = torch.rand(*shape, device="cuda")
+                _cuda.fused_pyramid_up(_cuda.fused_pyramid_down(lvl), shape[-2:])
+        finally:
+            pyramid_op.FUSED = fused_before
         for cfa_s, pack_s in ((CFA.bayer("GBRG"), 2), (CFA.xtrans(2, 5), 1)):   # the guide's fused start, odd sizes
             _cuda.fused_guide_start(torch.rand(2, 1, 23, 29, device="cuda"), torch.rand(2, 3, 23, 29, device="cuda"),
                                     torch.full((2, 2, 3), 1e-3, device="cuda"), cfa_s, pack_s, True)

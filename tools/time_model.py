@@ -11,6 +11,7 @@ fused wgmma kernel) against the PyTorch reference, in one run, CUDA events after
     python tools/time_model.py --mlp-wgmma both   # the fused path with the colour MLPs on wgmma, then on mma.sync
     python tools/time_model.py --front-wgmma both # the front level's MLP on wgmma, then on mma.sync
     python tools/time_model.py --guide-ends both  # the guide's first and last steps fused, then the reference's passes
+    python tools/time_model.py --pyramid both     # the colour pyramid's down and up fused, then the reference's passes
 
 Prints one line per weights file and backend, and the ratio; with --views,
 one line per view count on the fused path (kpnt.ensemble: N model runs on
@@ -38,6 +39,8 @@ guide_op = importlib.import_module("kpnt.ops.guide")
 # The modules whose WGMMA_FORWARD switches --mlp-wgmma and --front-wgmma flip.
 mlp_op = importlib.import_module("kpnt.ops._cuda.mlp")
 front_op = importlib.import_module("kpnt.ops._cuda.front_level")
+# The module whose FUSED switch --pyramid flips.
+pyramid_op = importlib.import_module("kpnt.ops._cuda.pyramid")
 
 
 def time_ms(model, x, cfa, noise, repeats: int, views: int = 1) -> float:
@@ -97,6 +100,10 @@ def main() -> int:
                         "add) each as one kernel (on), as the reference's passes (off), both of these one after the "
                         "other, each: also one end fused at a time, or as kpnt ships (kpnt.ops.guide.FUSED_START and "
                         "FUSED_FINISH; the default)")
+    p.add_argument("--pyramid", choices=("shipped", "on", "off", "both"), default="shipped",
+                   help="on the fused path, the colour pyramid's down and up steps each as one kernel, as the "
+                        "reference's passes, both one after the other, or as kpnt ships "
+                        "(kpnt.ops._cuda.pyramid.FUSED; the default)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("time_model.py: needs a CUDA GPU", file=sys.stderr)
@@ -110,7 +117,7 @@ def main() -> int:
                   "kernel (Hopper, kernels built for 9.0a): the 'fused' rows run the guide's blocks on cuDNN",
                   flush=True)
     fused_block_before, mlp_wgmma_before = guide_op.FUSED_BLOCK, mlp_op.WGMMA_FORWARD
-    front_wgmma_before = front_op.WGMMA_FORWARD
+    front_wgmma_before, pyramid_before = front_op.WGMMA_FORWARD, pyramid_op.FUSED
     ends_before = (guide_op.FUSED_START, guide_op.FUSED_FINISH)
     for path in files:
         sensor, cfa, x, noise = synthetic_input(path, args.height, args.width)
@@ -134,37 +141,42 @@ def main() -> int:
             finishes = {"both": ("fused", "passes"), "on": ("fused",), "off": ("passes",),
                         "each": ("fused", "start fused, finish passes", "start passes, finish fused", "passes"),
                         "shipped": (shipped_ends,)}[args.guide_ends]
-            rows = ([("auto", b, m, f, g) for b in blocks for m in mlps for f in fronts for g in finishes]
-                    + [("torch", "cudnn", "mma", "mma", "passes")])
+            pyramids = {"both": ("fused", "passes"), "on": ("fused",), "off": ("passes",),
+                        "shipped": ("fused" if pyramid_before else "passes",)}[args.pyramid]
+            rows = ([("auto", b, m, f, g, q) for b in blocks for m in mlps for f in fronts for g in finishes
+                     for q in pyramids] + [("torch", "cudnn", "mma", "mma", "passes", "passes")])
             ref = rows[-1]
             for row in rows:
-                backend, block, mlp, front, finish = row
+                backend, block, mlp, front, finish, pyramid = row
                 model, _ = load_weights(path, sensor, device="cuda")
                 model.backend = backend
                 guide_op.FUSED_BLOCK = block == "fused"
                 mlp_op.WGMMA_FORWARD = mlp == "wgmma"
                 front_op.WGMMA_FORWARD = front == "wgmma"
                 guide_op.FUSED_START, guide_op.FUSED_FINISH = guide_ends(finish)
+                pyramid_op.FUSED = pyramid == "fused"
                 ms[row] = time_ms(model, x, cfa, noise, args.repeats)
                 print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}, guide blocks {block}, "
-                      f"MLP forward {mlp}, front MLP {front}, guide ends {finish}, cuDNN autotuning {bench}: "
-                      f"{ms[row]:.1f} ms", flush=True)
+                      f"MLP forward {mlp}, front MLP {front}, guide ends {finish}, pyramid {pyramid}, "
+                      f"cuDNN autotuning {bench}: {ms[row]:.1f} ms", flush=True)
             for row in rows[:-1]:
-                _, block, mlp, front, finish = row
+                _, block, mlp, front, finish, pyramid = row
                 print(f"{path}: fused/reference speed-up {ms[ref] / ms[row]:.2f}x (guide blocks {block}, MLP "
-                      f"forward {mlp}, front MLP {front}, guide ends {finish}, cuDNN autotuning {bench})")
+                      f"forward {mlp}, front MLP {front}, guide ends {finish}, pyramid {pyramid}, cuDNN autotuning "
+                      f"{bench})")
             ms["auto"] = ms[rows[0]]
         model.backend = "auto"
         guide_op.FUSED_BLOCK = blocks[0] == "fused"     # the views on the path of ms["auto"]
         mlp_op.WGMMA_FORWARD = mlps[0] == "wgmma"
         front_op.WGMMA_FORWARD = fronts[0] == "wgmma"
         guide_op.FUSED_START, guide_op.FUSED_FINISH = guide_ends(finishes[0])
+        pyramid_op.FUSED = pyramids[0] == "fused"
         for v in args.views:
             t = time_ms(model, x, cfa, noise, args.repeats, v)
             print(f"{path}: {sensor} {args.height}x{args.width} backend auto, {v} view(s): {t:.1f} ms "
                   f"({t / ms['auto']:.2f}x one view)", flush=True)
     guide_op.FUSED_BLOCK, mlp_op.WGMMA_FORWARD = fused_block_before, mlp_wgmma_before
-    front_op.WGMMA_FORWARD = front_wgmma_before
+    front_op.WGMMA_FORWARD, pyramid_op.FUSED = front_wgmma_before, pyramid_before
     guide_op.FUSED_START, guide_op.FUSED_FINISH = ends_before
     return 0
 

@@ -2,8 +2,8 @@
 :mod:`.mlp` (plain and grouped MLP), :mod:`.colour_level`,
 :mod:`.front_level`, :mod:`.detail_var`, :mod:`.guide_block` (the
 guide's projection block, inference only), :mod:`.guide_start`,
-:mod:`.guide_finish` and :mod:`.up_block` (inference; the reference where
-autograd needs a backward); :mod:`.ext` holds the extension
+:mod:`.guide_finish`, :mod:`.up_block` and :mod:`.pyramid` (inference; the
+reference where autograd needs a backward); :mod:`.ext` holds the extension
 handle and the shared constants, :mod:`.glue` the by-name gradient helpers.
 
 Each fused op takes the reference's arguments ``(tensors..., spec)``;
@@ -21,11 +21,12 @@ from kpnt.ops._cuda.guide_block import fused_proj_block
 from kpnt.ops._cuda.guide_finish import fused_guide_finish
 from kpnt.ops._cuda.guide_start import fused_guide_start
 from kpnt.ops._cuda.mlp import dispatch_mlp, fused_mlp, fused_mlp_grouped, mlp_dims, partition_by_class
+from kpnt.ops._cuda.pyramid import fused_pyramid_down, fused_pyramid_up
 from kpnt.ops._cuda.up_block import fused_up_block
 
 __all__ = ["backend_ops", "capturable_detail_var", "ext", "fused_colour_level", "fused_front_level",
-           "fused_guide_finish", "fused_guide_start", "fused_mlp", "fused_mlp_grouped", "fused_proj_block", "fused_up_block", "mlp_dims",
-           "partition_by_class", "shape_table"]
+           "fused_guide_finish", "fused_guide_start", "fused_mlp", "fused_mlp_grouped", "fused_proj_block",
+           "fused_pyramid_down", "fused_pyramid_up", "fused_up_block", "mlp_dims", "partition_by_class", "shape_table"]
 
 
 def shape_table():
@@ -43,10 +44,11 @@ def backend_ops() -> dict:
     checks that the compiled colour taps are the reference's diamond.  Fused:
     the MLP, the colour level, the mosaic front level, the guide's
     projection block (inference, width 64), its first and last steps (guide_start, guide_finish:
-    inference) and up_block (inference); ``detail_var`` is
+    inference), up_block and the pyramid (inference; the pyramid behind
+    :data:`kpnt.ops._cuda.pyramid.FUSED`); ``detail_var`` is
     the reference's arithmetic with its constants cached on the device
-    (capturable in a CUDA graph); the other ops (padding, pyramid, colour
-    base) are the reference's.
+    (capturable in a CUDA graph); the other ops (padding, colour base) are
+    the reference's.
     """
     from kpnt.ref.taps import DIAMOND
 
@@ -57,4 +59,5 @@ def backend_ops() -> dict:
         )
     return {"mlp": dispatch_mlp, "colour_level": fused_colour_level, "front_level": fused_front_level,
             "detail_var": capturable_detail_var, "guide_proj_block": fused_proj_block,
-            "up_block": fused_up_block, "guide_start": fused_guide_start, "guide_finish": fused_guide_finish}
+            "up_block": fused_up_block, "guide_start": fused_guide_start, "guide_finish": fused_guide_finish,
+            "pyramid_down": fused_pyramid_down, "pyramid_up": fused_pyramid_up}

@@ -1,0 +1,47 @@
+"""The colour pyramid's down and up steps (:mod:`kpnt.ref.pyramid`) as one
+fused kernel each for inference (``kernels/pyramid.cu``).
+
+The reference builds a level from index selects (the mirror padding),
+strided views, and a multiply and an add per filter tap and axis: some
+twenty launches a level.  Each kernel computes an output value from its
+inputs directly, with the reference's padding tables and its roundings in
+its order, so the result is bitwise the reference's
+(tests/cuda/test_pyramid.py).  No backward: with autograd on, the ops are
+the reference's (by design; nothing is logged).
+"""
+from __future__ import annotations
+
+import torch
+
+from kpnt.ops._cuda.extension import ext, unwrap
+from kpnt.ref import pyramid as ref
+from kpnt.ref.pad import _fold_tensor
+
+#: Whether the cuda backend runs the pyramid on these kernels.  Off: written
+#: after session 27's last GPU call, not yet run on a GPU
+#: (``tools/time_model.py --pyramid both`` times it).
+FUSED = False
+
+
+def _fused_ok(x: torch.Tensor) -> bool:
+    return FUSED and not torch.is_grad_enabled() and x.is_cuda and x.dtype == torch.float32 and x.dim() == 4
+
+
+def fused_pyramid_down(x: torch.Tensor) -> torch.Tensor:
+    """:func:`kpnt.ref.pyramid.down` on the fused kernel (inference, float32
+    CUDA, :data:`FUSED` on); the reference otherwise."""
+    if not _fused_ok(x):
+        return ref.down(x)
+    H, W = x.shape[-2:]
+    dev = str(x.device)
+    return unwrap(ext().pyramid_down(x.contiguous(), _fold_tensor(H, 2, 2, 0, H - 1, dev),
+                                     _fold_tensor(W, 2, 2, 0, W - 1, dev)))
+
+
+def fused_pyramid_up(c: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`kpnt.ref.pyramid.up` on the fused kernel (inference, float32
+    CUDA, :data:`FUSED` on); the reference otherwise."""
+    H, W = size
+    if not _fused_ok(c) or c.shape[-2:] != ((H + 1) // 2, (W + 1) // 2):
+        return ref.up(c, size)                       # (a mismatch: the reference's error)
+    return unwrap(ext().pyramid_up(c.contiguous(), int(H), int(W)))

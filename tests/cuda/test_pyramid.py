@@ -1,0 +1,96 @@
+"""The colour pyramid's fused down and up (kernels/pyramid.cu, inference)
+against kpnt.ref.pyramid: bitwise, at even, odd and tiny sizes (the mirror
+padding folding more than once), several images and channels; through the
+ops on the 'cuda' backend with the switch on and off; the reference with
+autograd on."""
+import pytest
+import torch
+
+from kpnt import ops
+from kpnt.ops import _cuda
+from kpnt.ops._cuda import pyramid as pyr
+from kpnt.ref import pyramid as ref
+
+pytestmark = pytest.mark.cuda
+
+# Odd, even and tiny sizes (the mirror folding more than once), strips, several planes, and more outputs
+# than a one-wave grid (1001 x 999: both kernels' loops go round).
+SIZES = [(2, 3, 37, 53), (1, 3, 1, 1), (1, 3, 1, 2), (1, 3, 2, 3), (3, 1, 5, 4), (2, 1, 1, 9), (1, 2, 9, 1),
+         (1, 3, 301, 517), (1, 3, 1001, 999)]
+
+
+class Spy:
+    """The extension, counting the pyramid kernels' calls."""
+
+    def __init__(self):
+        self.calls = {"pyramid_down": 0, "pyramid_up": 0}
+
+    def __getattr__(self, name):
+        real = getattr(_cuda.extension.ext(), name)
+        if name not in self.calls:
+            return real
+
+        def counted(*args):
+            self.calls[name] += 1
+            return real(*args)
+        return counted
+
+
+@pytest.fixture
+def fused_on(monkeypatch):
+    """The switch on and the kernels' calls counted (a fused op that fell
+    back to the reference would compare the reference with itself)."""
+    monkeypatch.setattr(pyr, "FUSED", True)
+    spy = Spy()
+    monkeypatch.setattr(pyr, "ext", lambda: spy)
+    return spy.calls
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels-last"])
+@pytest.mark.parametrize("shape", SIZES, ids=str)
+def test_down_and_up_are_bitwise_the_reference(shape, channels_last, fused_on):
+    x = torch.rand(*shape, device="cuda", generator=torch.Generator("cuda").manual_seed(sum(shape))) * 2 - 0.5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    kept = x.clone()
+    with torch.no_grad():
+        down, down_ref = _cuda.fused_pyramid_down(x), ref.down(x)
+        size = tuple(shape[-2:])
+        up, up_ref = _cuda.fused_pyramid_up(down_ref, size), ref.up(down_ref, size)
+    assert fused_on == {"pyramid_down": 1, "pyramid_up": 1}     # the kernels ran
+    assert down.shape == down_ref.shape and torch.equal(down, down_ref), (down - down_ref).abs().max().item()
+    assert up.shape == up_ref.shape and torch.equal(up, up_ref), (up - up_ref).abs().max().item()
+    assert torch.equal(x, kept)
+
+
+def test_the_cuda_backend_runs_them_when_switched_on(monkeypatch):
+    from kpnt.ops.dispatch import implementation
+
+    x = torch.rand(1, 3, 20, 30, device="cuda")
+    assert implementation("pyramid_down", "cuda", x.device) is _cuda.fused_pyramid_down
+    assert implementation("pyramid_up", "cuda", x.device) is _cuda.fused_pyramid_up
+    spy = Spy()
+    monkeypatch.setattr(pyr, "ext", lambda: spy)
+    with torch.no_grad():
+        off = ops.pyramid_up(ops.pyramid_down(x, backend="cuda"), (20, 30), backend="cuda")
+        assert spy.calls == {"pyramid_down": 0, "pyramid_up": 0}   # the switch off: the reference's passes
+        monkeypatch.setattr(pyr, "FUSED", True)
+        on = ops.pyramid_up(ops.pyramid_down(x, backend="cuda"), (20, 30), backend="cuda")
+        assert spy.calls == {"pyramid_down": 1, "pyramid_up": 1}
+    assert torch.equal(on, off)
+
+
+def test_with_autograd_on_the_reference_runs(fused_on):
+    x = torch.rand(1, 3, 9, 9, device="cuda", requires_grad=True)
+    out = _cuda.fused_pyramid_down(x)
+    assert out.grad_fn is not None
+    up = _cuda.fused_pyramid_up(out, (9, 9))
+    assert up.grad_fn is not None
+    assert fused_on == {"pyramid_down": 0, "pyramid_up": 0}
+
+
+@pytest.mark.usefixtures("fused_on")
+def test_a_mismatched_size_is_the_references_error():
+    c = torch.rand(1, 3, 4, 4, device="cuda")
+    with torch.no_grad(), pytest.raises(ValueError, match="does not match fine size"):
+        _cuda.fused_pyramid_up(c, (10, 10))
