@@ -41,7 +41,7 @@ for part in $PARTS; do
             | grep -v -i warn > $OUT/profile.txt
         cat $OUT/profile.txt ;;
     sanitize)
-        timeout 120 compute-sanitizer --tool memcheck --leak-check no --print-limit 20 \
+        timeout 180 compute-sanitizer --tool memcheck --leak-check no --print-limit 20 \
             python -m pytest -q -p no:cacheprovider tests/cuda/test_up_block.py tests/cuda/test_guide_finish.py \
             tests/cuda/test_guide_start.py tests/cuda/test_pyramid.py tests/cuda/test_mlp_wgmma.py \
             -k "up_block or guide_finish or (guide_start and not mean_factor) or (bitwise_the_reference and not 1001) or (front_level_on_wgmma and not 301)" \
