@@ -87,23 +87,21 @@ def main() -> int:
                    help="on the fused path, a width-64 projection guide's blocks on kpnt's fused wgmma kernel "
                         "(Hopper; what kpnt-denoise uses there, kpnt.ops.guide.FUSED_BLOCK on; the default), on "
                         "cuDNN's two calls a block, or both, one after the other")
-    p.add_argument("--mlp-wgmma", choices=("shipped", "on", "off", "both"), default="shipped",
-                   help="on the fused path, the 64-wide MLP forwards (the colour levels) on the wgmma kernel (Hopper), "
-                        "on mma.sync, both one after the other, or as kpnt ships (kpnt.ops._cuda.mlp.WGMMA_FORWARD; "
-                        "the default)")
-    p.add_argument("--front-wgmma", choices=("shipped", "on", "off", "both"), default="shipped",
-                   help="on the fused path, the front level's 64-wide MLP forward on the wgmma kernel (Hopper), on "
-                        "mma.sync, both one after the other, or as kpnt ships "
-                        "(kpnt.ops._cuda.front_level.WGMMA_FORWARD; the default)")
-    p.add_argument("--guide-ends", choices=("shipped", "on", "off", "both", "each"), default="shipped",
-                   help="on the fused path, the guide's first step (its input) and last step (scale, unpack, crop, "
-                        "add) each as one kernel (on), as the reference's passes (off), both of these one after the "
-                        "other, each: also one end fused at a time, or as kpnt ships (kpnt.ops.guide.FUSED_START and "
-                        "FUSED_FINISH; the default)")
-    p.add_argument("--pyramid", choices=("shipped", "on", "off", "both"), default="shipped",
-                   help="on the fused path, the colour pyramid's down and up steps each as one kernel, as the "
-                        "reference's passes, both one after the other, or as kpnt ships "
-                        "(kpnt.ops._cuda.pyramid.FUSED; the default)")
+    def switch(flag: str, what: str, where: str, extra: tuple[str, ...] = (), more: str = "") -> None:
+        """A fused-path switch: on, off, both one after the other, or as kpnt ships (``where``)."""
+        p.add_argument(flag, choices=("shipped", "on", "off", "both", *extra), default="shipped",
+                       help=f"on the fused path, {what} (on), or not (off), both one after the other{more}, or as "
+                            f"kpnt ships ({where}; the default)")
+
+    switch("--mlp-wgmma", "the 64-wide MLP forwards (the colour levels) on the wgmma kernel (Hopper) instead of "
+           "mma.sync", "kpnt.ops._cuda.mlp.WGMMA_FORWARD")
+    switch("--front-wgmma", "the front level's 64-wide MLP forward on the wgmma kernel (Hopper) instead of mma.sync",
+           "kpnt.ops._cuda.front_level.WGMMA_FORWARD")
+    switch("--guide-ends", "the guide's first step (its input) and last step (scale, unpack, crop, add) each as one "
+           "kernel instead of the reference's passes", "kpnt.ops.guide.FUSED_START and FUSED_FINISH", ("each",),
+           ", each: also one end fused at a time")
+    switch("--pyramid", "the colour pyramid's down and up steps each as one kernel instead of the reference's passes",
+           "kpnt.ops._cuda.pyramid.FUSED")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("time_model.py: needs a CUDA GPU", file=sys.stderr)

@@ -161,6 +161,32 @@ def trained_like_guide(period, width, layers, seed=4):
     return [(w + (0.1 if w.dim() == 1 else 0.05) * torch.randn(w.shape, generator=g)).cuda() for w in ws]
 
 
+def guide_through_fused_end(monkeypatch, op: str, switch: str, fused):
+    """(guide on 'cuda' with the fused op ``op`` switched on, the same guide on
+    'torch', calls of the fused op during each): the shipped Bayer guide's
+    shape, blocks on cuDNN on both backends, so only ``op`` differs."""
+    from kpnt.mosaic.cfa import CFA
+    from kpnt.ops import dispatch
+
+    monkeypatch.setattr(guide_op, "FUSED_BLOCK", False)
+    monkeypatch.setattr(guide_op, switch, True)
+    calls = []
+
+    def counted(*args):
+        calls.append(1)
+        return fused(*args)
+
+    monkeypatch.setitem(dispatch._backend_ops("cuda"), op, counted)
+    cfa = CFA.bayer("GRBG")
+    ws = trained_like_guide(4, WIDTH, 4)
+    x, U, noise = guide_inputs(cfa)
+    with torch.no_grad():
+        on_cuda = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="cuda")
+        calls_cuda = len(calls)
+        on_torch = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="torch")
+    return on_cuda, on_torch, (calls_cuda, len(calls) - calls_cuda)
+
+
 @pytest.mark.parametrize("pack", [1, 2])
 def test_whole_guide_with_fused_blocks_matches_cudnn(monkeypatch, pack):
     """The shipped Bayer guide's shape (width 64, projection blocks; packed

@@ -57,32 +57,14 @@ def test_with_a_gradient_the_reference_runs():
 def test_inside_the_guide_the_cuda_backend_equals_the_reference(monkeypatch):
     """The same guide (blocks on cuDNN on both backends) through the op: the
     'cuda' backend's fused finish against the reference's passes, bitwise."""
-    from test_guide_block import guide_inputs, trained_like_guide
+    from test_guide_block import guide_through_fused_end
 
-    from kpnt.mosaic.cfa import CFA
-
-    from kpnt.ops import dispatch
-
-    monkeypatch.setattr(guide_op, "FUSED_BLOCK", False)
-    monkeypatch.setattr(guide_op, "FUSED_FINISH", True)
-    calls = []
-
-    def counted(*args):
-        calls.append(1)
-        return _cuda.fused_guide_finish(*args)
-
-    monkeypatch.setitem(dispatch._backend_ops("cuda"), "guide_finish", counted)
-    cfa = CFA.bayer("GRBG")
-    ws = trained_like_guide(4, 64, 4)
-    x, U, noise = guide_inputs(cfa)
-    with torch.no_grad():
-        fused = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="cuda")
-        assert len(calls) == 1                       # the fused finish made this guide's output
-        ref = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="torch")
-        assert len(calls) == 1
-        monkeypatch.setattr(guide_op, "FUSED_FINISH", False)
-        assert guide_op._fused_finish(x, "cuda") is None
+    fused, ref, calls = guide_through_fused_end(monkeypatch, "guide_finish", "FUSED_FINISH", _cuda.fused_guide_finish)
+    assert calls == (1, 0)                          # the fused kernel made its output on 'cuda' only
     assert torch.equal(fused, ref)
+    monkeypatch.setattr(guide_op, "FUSED_FINISH", False)
+    with torch.no_grad():
+        assert guide_op._fused_finish(torch.zeros(1, 1, 4, 4, device="cuda"), "cuda") is None
 
 
 def test_bad_arguments_are_one_line_errors():

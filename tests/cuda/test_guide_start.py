@@ -83,27 +83,10 @@ def test_with_autograd_on_the_reference_runs():
 def test_inside_the_guide_the_cuda_backend_equals_the_reference(monkeypatch):
     """The same guide (blocks on cuDNN on both backends), its input built by
     the fused kernel on 'cuda' and by the reference on 'torch': bitwise."""
-    from test_guide_block import guide_inputs, trained_like_guide
+    from test_guide_block import guide_through_fused_end
 
-    from kpnt.ops import dispatch
-
-    monkeypatch.setattr(guide_op, "FUSED_BLOCK", False)
-    monkeypatch.setattr(guide_op, "FUSED_START", True)
-    calls = []
-
-    def counted(*args):
-        calls.append(1)
-        return _cuda.fused_guide_start(*args)
-
-    monkeypatch.setitem(dispatch._backend_ops("cuda"), "guide_start", counted)
-    cfa = CFA.bayer("GRBG")
-    ws = trained_like_guide(4, 64, 4)
-    x, U, noise = guide_inputs(cfa)
-    with torch.no_grad():
-        fused = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="cuda")
-        assert len(calls) == 1                       # the fused start built this guide's input
-        ref = guide_op.guide(x, U, noise, cfa, ws, pack=2, proj=True, backend="torch")
-        assert len(calls) == 1
+    fused, ref, calls = guide_through_fused_end(monkeypatch, "guide_start", "FUSED_START", _cuda.fused_guide_start)
+    assert calls == (1, 0)                          # the fused kernel built its input on 'cuda' only
     assert torch.equal(fused, ref)
 
 
