@@ -14,7 +14,10 @@
 # if the front rows are faster; kpnt.ops.guide.FUSED_START and FUSED_FINISH = True if the fused ends are;
 # kpnt.ops._cuda.pyramid.FUSED = True if the fused pyramid is; the README's check 4 from
 # a rerun of `python tools/time_model.py --repeats 10`.
-# At most 8 files under $OUT.  PARTS (default "tests upblock time profile sanitize") to run fewer.
+#   ncu       (not in the default list; a second call) Nsight Compute on the front level's MLP kernel at 24 MP (the
+#             Bayer forward's mma.sync mlp_fwd_kernel: the colour MLPs run on wgmma): speed of light, occupancy,
+#             memory and warp stalls, to say what bounds its 3.5 Gpix/s against 8.5 bare
+# At most 8 files under $OUT.  PARTS (default "tests upblock time profile sanitize") to run fewer or add ncu.
 export TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
 PARTS=${PARTS:-tests upblock time profile sanitize}
 nvidia-smi -L
@@ -47,5 +50,12 @@ for part in $PARTS; do
             -k "up_block or guide_finish or (guide_start and not mean_factor) or (bitwise_the_reference and not 1001) or (front_level_on_wgmma and not 301)" \
             > $OUT/sanitize.txt 2>&1
         tail -3 $OUT/sanitize.txt ;;
+    ncu)
+        command -v ncu > /dev/null || { echo "no ncu on this machine"; continue; }
+        timeout 300 ncu --kernel-name regex:mlp_fwd_kernel --launch-count 1 --section SpeedOfLight \
+            --section Occupancy --section MemoryWorkloadAnalysis --section WarpStateStats \
+            python tools/profile_inference.py --repeats 1 --top 3 --weights kpnt/weights/bayer.safetensors \
+            > $OUT/ncu.txt 2>&1
+        grep -iE "duration|throughput|occupancy|registers|hit rate|stall" $OUT/ncu.txt | head -40 ;;
     esac
 done
