@@ -39,7 +39,7 @@ FUSED_BLOCK = True
 #: (scale, unpack, crop, add to U) as one fused kernel
 #: (:mod:`kpnt.ops._cuda.guide_finish`, bitwise the reference's).  Off:
 #: written after session 27's last GPU call, not yet run there
-#: (``tools/time_model.py --guide-finish both`` times it).
+#: (``tools/time_model.py --guide-ends each`` times it).
 FUSED_FINISH = False
 #: The same for its first step, the network's input (:mod:`kpnt.ops._cuda.guide_start`,
 #: bitwise the reference's :func:`kpnt.ref.guide.start`).  Off: written after
