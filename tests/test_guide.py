@@ -441,6 +441,14 @@ def test_a_projection_guide_grows_wider_and_deeper_with_the_same_output():
         grow_projection_guide(ws, 4, 3, g)
 
 
+def _hook_inputs(H, W, seed):
+    """(x, U, noise) of two images for the hook tests."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 1, H, W, generator=g) * 0.5
+    U = torch.rand(2, 3, H, W, generator=g) * 0.5
+    return x, U, torch.tensor([[[1e-3] * 3, [1e-6] * 3]] * 2)
+
+
 @pytest.mark.parametrize("cfa,pack", [(CFA.bayer("GRBG"), 2), (CFA.xtrans(2, 5), 1)])
 def test_the_finish_hook_gets_what_the_reference_adds(cfa, pack):
     """guide_residual with ``fused_finish`` hands the hook the network's
@@ -449,11 +457,8 @@ def test_the_finish_hook_gets_what_the_reference_adds(cfa, pack):
     kernel computes in GPU inference, kpnt.ops.guide)."""
     from kpnt.ref.guide import finish
 
-    g = torch.Generator().manual_seed(7)
     H, W = 29, 37
-    x = torch.rand(2, 1, H, W, generator=g) * 0.5
-    U = torch.rand(2, 3, H, W, generator=g) * 0.5
-    noise = torch.tensor([[[1e-3] * 3, [1e-6] * 3]] * 2)
+    x, U, noise = _hook_inputs(H, W, seed=7)
     ws = _random_guide(cfa.period * pack, seed=1)
     calls = []
 
@@ -478,11 +483,7 @@ def test_the_start_hook_replaces_the_input_construction(cfa, pack, skip):
     hook that perturbs z, another one."""
     from kpnt.ref.guide import start
 
-    g = torch.Generator().manual_seed(8)
-    H, W = 31, 26
-    x = torch.rand(2, 1, H, W, generator=g) * 0.5
-    U = torch.rand(2, 3, H, W, generator=g) * 0.5
-    noise = torch.tensor([[[1e-3] * 3, [1e-6] * 3]] * 2)
+    x, U, noise = _hook_inputs(31, 26, seed=8)
     ws = _random_guide(cfa.period * pack, seed=2)
     with torch.no_grad():
         want = guide_residual(x, U, noise, cfa, ws, skip, pack)

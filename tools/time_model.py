@@ -72,6 +72,39 @@ def synthetic_input(path, height: int, width: int):
     return sensor, cfa, x, noise
 
 
+def labels(choice: str, on: str, off: str, shipped_on, each: tuple[str, ...] = (), shipped: str | None = None):
+    """The row labels of a fused-path switch's command-line choice: ``on``,
+    ``off``, both, ``each`` (both and the labels between), or as shipped
+    (``shipped``, else ``on`` / ``off`` by ``shipped_on``)."""
+    return {"on": (on,), "off": (off,), "both": (on, off), "each": (on, *each, off),
+            "shipped": (shipped or (on if shipped_on else off),)}[choice]
+
+
+def ends_label(start: bool, finish: bool) -> str:
+    """The row label of the guide's two fused-end switches."""
+    if start == finish:
+        return "fused" if start else "passes"
+    return f"start {'fused' if start else 'passes'}, finish {'fused' if finish else 'passes'}"
+
+
+def guide_ends(label: str) -> tuple[bool, bool]:
+    """(FUSED_START, FUSED_FINISH) of a row's guide-ends label."""
+    if label in ("fused", "passes"):
+        return label == "fused", label == "fused"
+    start, finish = label.split(", ")
+    return start.endswith("fused"), finish.endswith("fused")
+
+
+def set_switches(row) -> None:
+    """Set kpnt's fused-path switches as a timing row says."""
+    _, block, mlp, front, finish, pyramid = row
+    guide_op.FUSED_BLOCK = block == "fused"
+    mlp_op.WGMMA_FORWARD = mlp == "wgmma"
+    front_op.WGMMA_FORWARD = front == "wgmma"
+    guide_op.FUSED_START, guide_op.FUSED_FINISH = guide_ends(finish)
+    pyramid_op.FUSED = pyramid == "fused"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", nargs="+", type=Path, help="weights files (default: the shipped Bayer and X-Trans models)")
@@ -114,45 +147,29 @@ def main() -> int:
             print(f"time_model.py: note: {torch.cuda.get_device_name()} does not run the fused guide block's wgmma "
                   "kernel (Hopper, kernels built for 9.0a): the 'fused' rows run the guide's blocks on cuDNN",
                   flush=True)
-    fused_block_before, mlp_wgmma_before = guide_op.FUSED_BLOCK, mlp_op.WGMMA_FORWARD
-    front_wgmma_before, pyramid_before = front_op.WGMMA_FORWARD, pyramid_op.FUSED
-    ends_before = (guide_op.FUSED_START, guide_op.FUSED_FINISH)
+    before = (guide_op.FUSED_BLOCK, mlp_op.WGMMA_FORWARD, front_op.WGMMA_FORWARD, guide_op.FUSED_START,
+              guide_op.FUSED_FINISH, pyramid_op.FUSED)
+    # The labels of each switch's rows (they depend on the arguments and the shipped switches only).
+    blocks = ("fused", "cudnn") if args.guide_block == "both" else (args.guide_block,)
+    mlps = labels(args.mlp_wgmma, "wgmma", "mma", before[1])
+    fronts = labels(args.front_wgmma, "wgmma", "mma", before[2])
+    finishes = labels(args.guide_ends, "fused", "passes", None,
+                      each=("start fused, finish passes", "start passes, finish fused"),
+                      shipped=ends_label(before[3], before[4]))
+    pyramids = labels(args.pyramid, "fused", "passes", before[5])
+    rows = ([("auto", b, m, f, g, q) for b in blocks for m in mlps for f in fronts for g in finishes
+             for q in pyramids] + [("torch", "cudnn", "mma", "mma", "passes", "passes")])
+    ref = rows[-1]
     for path in files:
         sensor, cfa, x, noise = synthetic_input(path, args.height, args.width)
         for bench in (("off", "on") if args.cudnn_benchmark == "both" else (args.cudnn_benchmark,)):
             torch.backends.cudnn.benchmark = bench == "on"
             ms = {}
-            blocks = ("fused", "cudnn") if args.guide_block == "both" else (args.guide_block,)
-            mlps = {"both": ("wgmma", "mma"), "on": ("wgmma",), "off": ("mma",),
-                    "shipped": ("wgmma" if mlp_wgmma_before else "mma",)}[args.mlp_wgmma]
-            fronts = {"both": ("wgmma", "mma"), "on": ("wgmma",), "off": ("mma",),
-                      "shipped": ("wgmma" if front_wgmma_before else "mma",)}[args.front_wgmma]
-            shipped_ends = {(True, True): "fused", (False, False): "passes"}.get(ends_before, "start %s, finish %s" % (
-                "fused" if ends_before[0] else "passes", "fused" if ends_before[1] else "passes"))
-
-            def guide_ends(label: str) -> tuple[bool, bool]:
-                """(FUSED_START, FUSED_FINISH) of a row's label."""
-                if label in ("fused", "passes"):
-                    return label == "fused", label == "fused"
-                start, finish = label.split(", ")
-                return start.endswith("fused"), finish.endswith("fused")
-            finishes = {"both": ("fused", "passes"), "on": ("fused",), "off": ("passes",),
-                        "each": ("fused", "start fused, finish passes", "start passes, finish fused", "passes"),
-                        "shipped": (shipped_ends,)}[args.guide_ends]
-            pyramids = {"both": ("fused", "passes"), "on": ("fused",), "off": ("passes",),
-                        "shipped": ("fused" if pyramid_before else "passes",)}[args.pyramid]
-            rows = ([("auto", b, m, f, g, q) for b in blocks for m in mlps for f in fronts for g in finishes
-                     for q in pyramids] + [("torch", "cudnn", "mma", "mma", "passes", "passes")])
-            ref = rows[-1]
             for row in rows:
                 backend, block, mlp, front, finish, pyramid = row
                 model, _ = load_weights(path, sensor, device="cuda")
                 model.backend = backend
-                guide_op.FUSED_BLOCK = block == "fused"
-                mlp_op.WGMMA_FORWARD = mlp == "wgmma"
-                front_op.WGMMA_FORWARD = front == "wgmma"
-                guide_op.FUSED_START, guide_op.FUSED_FINISH = guide_ends(finish)
-                pyramid_op.FUSED = pyramid == "fused"
+                set_switches(row)
                 ms[row] = time_ms(model, x, cfa, noise, args.repeats)
                 print(f"{path}: {sensor} {args.height}x{args.width} backend {backend}, guide blocks {block}, "
                       f"MLP forward {mlp}, front MLP {front}, guide ends {finish}, pyramid {pyramid}, "
@@ -164,18 +181,13 @@ def main() -> int:
                       f"{bench})")
             ms["auto"] = ms[rows[0]]
         model.backend = "auto"
-        guide_op.FUSED_BLOCK = blocks[0] == "fused"     # the views on the path of ms["auto"]
-        mlp_op.WGMMA_FORWARD = mlps[0] == "wgmma"
-        front_op.WGMMA_FORWARD = fronts[0] == "wgmma"
-        guide_op.FUSED_START, guide_op.FUSED_FINISH = guide_ends(finishes[0])
-        pyramid_op.FUSED = pyramids[0] == "fused"
+        set_switches(rows[0])                           # the views on the path of ms["auto"]
         for v in args.views:
             t = time_ms(model, x, cfa, noise, args.repeats, v)
             print(f"{path}: {sensor} {args.height}x{args.width} backend auto, {v} view(s): {t:.1f} ms "
                   f"({t / ms['auto']:.2f}x one view)", flush=True)
-    guide_op.FUSED_BLOCK, mlp_op.WGMMA_FORWARD = fused_block_before, mlp_wgmma_before
-    front_op.WGMMA_FORWARD, pyramid_op.FUSED = front_wgmma_before, pyramid_before
-    guide_op.FUSED_START, guide_op.FUSED_FINISH = ends_before
+    (guide_op.FUSED_BLOCK, mlp_op.WGMMA_FORWARD, front_op.WGMMA_FORWARD, guide_op.FUSED_START,
+     guide_op.FUSED_FINISH, pyramid_op.FUSED) = before
     return 0
 
 

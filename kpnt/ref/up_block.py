@@ -40,6 +40,18 @@ def _up_block_axis(centroids: tuple, b: int, n_in: int, device: str, dtype) -> t
             torch.tensor(u - i0, dtype=dtype, device=device))
 
 
+def up_block_tables(o0: torch.Tensor, cfa: CFA):
+    """(rows, cols): per axis, each channel's two source indices and the
+    second one's weight for every output sample, (3, H) / (3, W) each, on
+    ``o0``'s device in its dtype (cached; also what the fused kernel reads)."""
+    b = cfa.block
+    cent = colour_centroids(cfa)
+    h, w = o0.shape[-2:]
+    dev, dt = str(o0.device), o0.dtype
+    return (_up_block_axis(tuple(cent[:, 0].tolist()), b, h, dev, dt),
+            _up_block_axis(tuple(cent[:, 1].tolist()), b, w, dev, dt))
+
+
 def _interp(o: torch.Tensor, dim: int, idx: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
     i0, i1, f = idx
     shape = list(o.shape)
@@ -66,11 +78,6 @@ def up_block(o0: torch.Tensor, cfa: CFA) -> torch.Tensor:
     Returns:
         (N, 3, h*b, w*b).
     """
-    b = cfa.block
-    cent = colour_centroids(cfa)
-    h, w = o0.shape[-2:]
-    dev, dt = str(o0.device), o0.dtype
-    rows = _up_block_axis(tuple(cent[:, 0].tolist()), b, h, dev, dt)
-    cols = _up_block_axis(tuple(cent[:, 1].tolist()), b, w, dev, dt)
+    rows, cols = up_block_tables(o0, cfa)
     return _interp(_interp(o0, 2, rows), 3, cols)
 

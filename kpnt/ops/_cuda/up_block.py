@@ -18,7 +18,7 @@ import torch
 
 from kpnt.mosaic.cfa import CFA
 from kpnt.ops._cuda.extension import ext, unwrap
-from kpnt.ref.up_block import _up_block_axis, colour_centroids, up_block as ref_up_block
+from kpnt.ref.up_block import up_block as ref_up_block, up_block_tables
 
 #: The kernels that compute it (the same values): "flat", one output value a
 #: thread (H100, session 27: 0.54 ms a 24-MP call, the two calls of a Bayer
@@ -36,10 +36,5 @@ def fused_up_block(o0: torch.Tensor, cfa: CFA, kernel: str | None = None) -> tor
     that needs no gradient; the reference otherwise."""
     if torch.is_grad_enabled() and o0.requires_grad or o0.dtype != torch.float32 or not o0.is_cuda:
         return ref_up_block(o0, cfa)
-    b = cfa.block
-    cent = colour_centroids(cfa)
-    h, w = o0.shape[-2:]
-    dev = str(o0.device)
-    rows = _up_block_axis(tuple(cent[:, 0].tolist()), b, h, dev, o0.dtype)
-    cols = _up_block_axis(tuple(cent[:, 1].tolist()), b, w, dev, o0.dtype)
+    rows, cols = up_block_tables(o0, cfa)
     return unwrap(ext().up_block(o0.contiguous(), *rows, *cols, kernel or KERNEL))
