@@ -37,14 +37,16 @@ FUSED_BLOCK = True
 
 #: Whether GPU inference on the 'cuda' backend runs the guide's last step
 #: (scale, unpack, crop, add to U) as one fused kernel
-#: (:mod:`kpnt.ops._cuda.guide_finish`, bitwise the reference's).  Off:
-#: written after session 27's last GPU call, not yet run there
-#: (``tools/time_model.py --guide-ends each`` times it).
-FUSED_FINISH = False
+#: (:mod:`kpnt.ops._cuda.guide_finish`, bitwise the reference's).  On since
+#: session 28's first H100 call: its CUDA tests passed (285 in all) and
+#: ``tools/time_model.py --guide-ends each`` gave 24-MP Bayer 33.8 ms with it
+#: alone, 32.6 with both ends fused, against 34.8 on the reference's passes
+#: (X-Trans 23.2 / 22.5 / 24.0; docs/bench/time_model_s28a_h100.txt).
+FUSED_FINISH = True
 #: The same for its first step, the network's input (:mod:`kpnt.ops._cuda.guide_start`,
-#: bitwise the reference's :func:`kpnt.ref.guide.start`).  Off: written after
-#: session 27's last GPU call, not yet run there.
-FUSED_START = False
+#: bitwise the reference's :func:`kpnt.ref.guide.start`).  On since the same
+#: call: Bayer 33.1 ms with it alone against 34.8 (X-Trans 23.3 against 24.0).
+FUSED_START = True
 
 _width_logged: set[int] = set()
 _device_logged: set[str] = set()

@@ -17,6 +17,7 @@
 #   ncu       (not in the default list; a second call) Nsight Compute on the front level's MLP kernel at 24 MP (the
 #             Bayer forward's mma.sync mlp_fwd_kernel: the colour MLPs run on wgmma): speed of light, occupancy,
 #             memory and warp stalls, to say what bounds its 3.5 Gpix/s against 8.5 bare
+#   final     (session 28's second call, after the switches were flipped) the defaults' model time for the README
 # At most 8 files under $OUT.  PARTS (default "tests upblock time profile sanitize") to run fewer or add ncu.
 export TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
 PARTS=${PARTS:-tests upblock time profile sanitize}
@@ -32,13 +33,16 @@ for part in $PARTS; do
         timeout 150 python -m pytest -q -p no:cacheprovider tests/cuda > $OUT/tests.txt 2>&1
         grep -E "^FAILED|^ERROR|passed|failed" $OUT/tests.txt ;;
     upblock)
-        (cd tools && timeout 60 python -c "import kbench_timing as k; k.up_block_timings(20)") 2>&1 \
+        (cd tools && PYTHONPATH=.. timeout 60 python -c "import kbench_timing as k; k.up_block_timings(20)") 2>&1 \
             | tee $OUT/up_block.txt ;;
     time)
         { timeout 120 python tools/time_model.py --repeats 10 --front-wgmma both
           timeout 120 python tools/time_model.py --repeats 10 --pyramid both
           timeout 180 python tools/time_model.py --repeats 10 --guide-ends each; } > $OUT/time_model.txt 2>&1
         grep -E " ms|x " $OUT/time_model.txt ;;
+    final)
+        timeout 120 python tools/time_model.py --repeats 10 > $OUT/time_final.txt 2>&1
+        grep -E " ms|x " $OUT/time_final.txt ;;
     profile)
         timeout 60 python tools/profile_inference.py --top 16 --weights kpnt/weights/bayer.safetensors 2>&1 \
             | grep -v -i warn > $OUT/profile.txt

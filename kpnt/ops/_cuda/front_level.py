@@ -36,11 +36,12 @@ _KERNELS_NAME = {1: "shared", 3: "per_channel"}
 #: Whether the front level's MLP forward runs on the wgmma kernel
 #: (``kernels/mlp_wgmma.cuh``; Hopper, hidden width 64, 16 / 32 / 64
 #: outputs, as the colour level's with :data:`kpnt.ops._cuda.mlp.WGMMA_FORWARD`).
-#: Off: written after session 27's last GPU call, not yet run.  The bare front
-#: MLP ran at 10.6 Gpix/s on wgmma against 9.4 on mma.sync (tools/wgmma_probe,
-#: session 27, H100); inside the level its tap gather bounds it (3.5 Gpix/s on
-#: mma.sync in the 24-MP Bayer forward), so only a run can say whether it pays.
-WGMMA_FORWARD = False
+#: On since session 28's first H100 call: its CUDA tests passed (against
+#: float64 and mma.sync) and ``tools/time_model.py --front-wgmma both`` gave
+#: 24-MP Bayer 32.3 ms against 34.6 on mma.sync, X-Trans 22.1 against 24.0
+#: (docs/bench/time_model_s28a_h100.txt).  Off, or on another GPU or width,
+#: the front runs on mma.sync.
+WGMMA_FORWARD = True
 
 
 def _cfa_from(pattern: Sequence[int]) -> CFA:

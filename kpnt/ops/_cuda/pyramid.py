@@ -17,10 +17,12 @@ from kpnt.ops._cuda.extension import ext, unwrap
 from kpnt.ref import pyramid as ref
 from kpnt.ref.pad import _fold_tensor
 
-#: Whether the cuda backend runs the pyramid on these kernels.  Off: written
-#: after session 27's last GPU call, not yet run on a GPU
-#: (``tools/time_model.py --pyramid both`` times it).
-FUSED = False
+#: Whether the cuda backend runs the pyramid on these kernels.  On since
+#: session 28's first H100 call: its CUDA tests passed (bitwise the reference)
+#: and ``tools/time_model.py --pyramid both`` gave 24-MP Bayer 33.0 ms against
+#: 34.8 on the reference's passes, X-Trans 23.4 against 24.4
+#: (docs/bench/time_model_s28a_h100.txt).
+FUSED = True
 
 
 def _fused_ok(x: torch.Tensor) -> bool:
