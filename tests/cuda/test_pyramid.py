@@ -71,6 +71,7 @@ def test_the_cuda_backend_runs_them_when_switched_on(monkeypatch):
     assert implementation("pyramid_up", "cuda", x.device) is _cuda.fused_pyramid_up
     spy = Spy()
     monkeypatch.setattr(pyr, "ext", lambda: spy)
+    monkeypatch.setattr(pyr, "FUSED", False)
     with torch.no_grad():
         off = ops.pyramid_up(ops.pyramid_down(x, backend="cuda"), (20, 30), backend="cuda")
         assert spy.calls == {"pyramid_down": 0, "pyramid_up": 0}   # the switch off: the reference's passes

@@ -24,10 +24,11 @@ from kpnt.ref.up_block import up_block as ref_up_block, up_block_tables
 #: thread (H100, session 27: 0.54 ms a 24-MP call, the two calls of a Bayer
 #: forward 1.08 ms where the reference's passes took about 4), or "columns",
 #: a thread a column walking the rows (no index division or column-table
-#: read per value; written after session 27's last GPU call, not yet run).
+#: read per value; H100, session 28: 0.294 ms against flat's 0.550 in the same
+#: run, both bitwise the reference; docs/bench/up_block_s28b_h100.txt).
 KERNELS = ("flat", "columns")
-#: The one the model uses.
-KERNEL = "flat"
+#: The one the model uses: "columns" since session 28 (faster, same values).
+KERNEL = "columns"
 
 
 def fused_up_block(o0: torch.Tensor, cfa: CFA, kernel: str | None = None) -> torch.Tensor:
