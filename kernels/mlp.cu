@@ -2,6 +2,7 @@
 // y (P, out), with optional weight groups, for every shape of
 // kernels/shapes.def; plus the shape table the Python capability check reads.
 #include "mlp_core.cuh"
+#include "mlp_bwd_wgmma.cuh"
 #include "mlp_wgmma.cuh"
 
 namespace kpnt {
@@ -77,7 +78,7 @@ const char* mlp_bwd_blocks(const MlpArgs& a, int* blocks) {
   return guarded([&] {
     if (!dispatch_mlp(a.dims, [&](auto cfg) {
           using C = decltype(cfg);
-          if constexpr (C::BWD) *blocks = backward_blocks<C>(a);
+          if constexpr (C::BWD) *blocks = backward_blocks_any<C, RowsIn, RowsDy>(a);
           else forward_only(a.dims);
         }))
       not_compiled("fused_mlp", a.dims);
@@ -95,7 +96,7 @@ const char* mlp_backward(const MlpArgs& a, const float* dy, float* dx, float* dw
   return guarded([&] {
     if (!dispatch_mlp(a.dims, [&](auto cfg) {
           using C = decltype(cfg);
-          if constexpr (C::BWD) launch_backward<C>(a, dy, dx, dw_partial);
+          if constexpr (C::BWD) launch_backward_any<C>(a, RowsIn{a.x}, RowsDy{dy}, dx, dw_partial);
           else forward_only(a.dims);
         }))
       not_compiled("fused_mlp", a.dims);

@@ -277,14 +277,14 @@ __device__ __forceinline__ void lrelu_frags(uint32_t (&a)[N / 16][4], const floa
 
 // dZ = dA lrelu'(Z) on f16 fragments: register (kb, r) of a holds columns
 // 16 kb + 8 (r / 2) + c, + 1 of row lr + 8 (r % 2); the factor is 1 where the
-// stored activation (act [row][N + kPad]) is positive, else the slope hi + lo
+// stored activation (at(row, col): the address of its pair of columns) is positive, else the slope hi + lo
 // the forward applied (lrelu_frags), so this is the derivative of the
 // function the kernels compute.  Both parts of the factor are chosen with one
 // LOP3 each on the compare mask (1 and 0, or hi and lo) and applied as
 // dA f_hi + f16(dA f_lo), where the float32 form took four instructions a value.
-template <int N>
-__device__ __forceinline__ void lrelu_grad_frags(uint32_t (&a)[N / 16][4], const __half* act, int lr, int c,
-                                                 float slope) {
+template <int N, class At>
+__device__ __forceinline__ void lrelu_grad_frags_at(uint32_t (&a)[N / 16][4], const At& at, int lr, int c,
+                                                    float slope) {
   const __half2 zero = __float2half2_rn(0.f), one = __float2half2_rn(1.f);
   const HalfSlope s = half_slope(slope);
   const uint32_t one_bits = *reinterpret_cast<const uint32_t*>(&one);
@@ -294,7 +294,7 @@ __device__ __forceinline__ void lrelu_grad_frags(uint32_t (&a)[N / 16][4], const
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
       const int row = lr + 8 * (r & 1), col = 16 * kb + 8 * (r >> 1) + c;
-      const __half2 z = *reinterpret_cast<const __half2*>(act + row * (N + kPad) + col);
+      const __half2 z = *at(row, col);
       const uint32_t pos = __hgt2_mask(z, zero);  // 0xFFFF in each half whose activation is > 0
       const uint32_t f_hi = (pos & one_bits) | (~pos & hi_bits), f_lo = ~pos & lo_bits;
       __half2 v = *reinterpret_cast<const __half2*>(&a[kb][r]);
@@ -304,17 +304,34 @@ __device__ __forceinline__ void lrelu_grad_frags(uint32_t (&a)[N / 16][4], const
     }
 }
 
-// Store A fragments (16 rows x K) to shared memory [row][K + kPad] at rows lr, lr + 8.
-template <int K>
-__device__ __forceinline__ void store_frags(__half* s, const uint32_t (&a)[K / 16][4], int lr, int lane) {
+// The same with the activations stored row-major, act [row][N + kPad].
+template <int N>
+__device__ __forceinline__ void lrelu_grad_frags(uint32_t (&a)[N / 16][4], const __half* act, int lr, int c,
+                                                 float slope) {
+  lrelu_grad_frags_at<N>(
+      a, [act](int row, int col) { return reinterpret_cast<const __half2*>(act + row * (N + kPad) + col); }, lr, c,
+      slope);
+}
+
+// Store A fragments (16 rows x K) at rows lr, lr + 8 through `at(row, col)`,
+// the address of a pair of columns.
+template <int K, class At>
+__device__ __forceinline__ void store_frags_at(const At& at, const uint32_t (&a)[K / 16][4], int lr, int lane) {
   const int c = 2 * (lane & 3);
 #pragma unroll
   for (int kb = 0; kb < K / 16; ++kb) {
-    *reinterpret_cast<uint32_t*>(s + lr * (K + kPad) + kb * 16 + c) = a[kb][0];
-    *reinterpret_cast<uint32_t*>(s + (lr + 8) * (K + kPad) + kb * 16 + c) = a[kb][1];
-    *reinterpret_cast<uint32_t*>(s + lr * (K + kPad) + kb * 16 + 8 + c) = a[kb][2];
-    *reinterpret_cast<uint32_t*>(s + (lr + 8) * (K + kPad) + kb * 16 + 8 + c) = a[kb][3];
+    *at(lr, kb * 16 + c) = a[kb][0];
+    *at(lr + 8, kb * 16 + c) = a[kb][1];
+    *at(lr, kb * 16 + 8 + c) = a[kb][2];
+    *at(lr + 8, kb * 16 + 8 + c) = a[kb][3];
   }
+}
+
+// Store A fragments (16 rows x K) to shared memory [row][K + kPad] at rows lr, lr + 8.
+template <int K>
+__device__ __forceinline__ void store_frags(__half* s, const uint32_t (&a)[K / 16][4], int lr, int lane) {
+  store_frags_at<K>([s](int row, int col) { return reinterpret_cast<uint32_t*>(s + row * (K + kPad) + col); }, a,
+                    lr, lane);
 }
 
 // ---------------------------------------------------------------- input / output policies
@@ -661,28 +678,14 @@ __device__ __forceinline__ void dw_update(float (&dw)[NDW][4], const __half* dz,
     for (int e = 0; e < 4; ++e) dw[OFF + j][e] = fmaf(t[j][e], inv_s, dw[OFF + j][e]);
 }
 
-// dL/dy of the warp's 16 rows in accumulator layout (given by the gradient
-// policy, or formed by it from the outputs recomputed through W_NH), scaled
-// by the tile's power of two s that brings the largest magnitude of all
-// kBwdT rows into [0.5, 1); returns 1 / s.  Every thread of the block calls
-// it (one __syncthreads; `red` holds one float per warp).
-template <class C, class Dy>
-__device__ __forceinline__ float tile_dy(float (&gy)[C::OUT / 8][4], const Dy& dys,
-                                         const uint32_t (&ah)[1][C::H / 16][4], const __half* ws, int64_t rlo,
-                                         int64_t rhi, float* red, int warp, int lane) {
-  float yo[C::OUT / 8][4];
-  if constexpr (Dy::kNeedsOut) {
-    float o1[1][C::OUT / 8][4];
-    gemm_nk<C::H, C::OUT, 1>(o1, ah, ws + C::wsoff(C::NH), lane);
-#pragma unroll
-    for (int j = 0; j < C::OUT / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) yo[j][e] = o1[0][j][e];
-  }
-  dys.template grad<C::OUT>(gy, yo, rlo, rhi, lane);
+// The tile's power-of-two scaling of dL/dy (tile_dy below; the wgmma
+// backward's twin in kernels/mlp_bwd_wgmma.cuh): every thread of the block
+// calls it with its rows' dL/dy; returns 1 / s.
+template <int OUT>
+__device__ __forceinline__ float scale_tile_dy(float (&gy)[OUT / 8][4], float* red, int warp, int lane) {
   float mx = 0.f;
 #pragma unroll
-  for (int j = 0; j < C::OUT / 8; ++j)
+  for (int j = 0; j < OUT / 8; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) mx = fmaxf(mx, fabsf(gy[j][e]));
 #pragma unroll
@@ -705,10 +708,32 @@ __device__ __forceinline__ float tile_dy(float (&gy)[C::OUT / 8][4], const Dy& d
   // architecture's training-parity run).  inv_s = 2^shift >= 2^-148 stays
   // representable.
 #pragma unroll
-  for (int j = 0; j < C::OUT / 8; ++j)
+  for (int j = 0; j < OUT / 8; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) gy[j][e] = ldexpf(gy[j][e], -shift);
   return inv_s;
+}
+
+// dL/dy of the warp's 16 rows in accumulator layout (given by the gradient
+// policy, or formed by it from the outputs recomputed through W_NH), scaled
+// by the tile's power of two s that brings the largest magnitude of all
+// kBwdT rows into [0.5, 1); returns 1 / s.  Every thread of the block calls
+// it (one __syncthreads; `red` holds one float per warp).
+template <class C, class Dy>
+__device__ __forceinline__ float tile_dy(float (&gy)[C::OUT / 8][4], const Dy& dys,
+                                         const uint32_t (&ah)[1][C::H / 16][4], const __half* ws, int64_t rlo,
+                                         int64_t rhi, float* red, int warp, int lane) {
+  float yo[C::OUT / 8][4];
+  if constexpr (Dy::kNeedsOut) {
+    float o1[1][C::OUT / 8][4];
+    gemm_nk<C::H, C::OUT, 1>(o1, ah, ws + C::wsoff(C::NH), lane);
+#pragma unroll
+    for (int j = 0; j < C::OUT / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) yo[j][e] = o1[0][j][e];
+  }
+  dys.template grad<C::OUT>(gy, yo, rlo, rhi, lane);
+  return scale_tile_dy<C::OUT>(gy, red, warp, lane);
 }
 
 // Per-tile context of the backward walk.

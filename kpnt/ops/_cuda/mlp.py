@@ -48,11 +48,21 @@ log = logging.getLogger(__name__)
 #: tools/time_model.py).  Other GPUs stay on mma.sync (:func:`use_wgmma`).
 WGMMA_FORWARD = True
 
+#: Whether the backward of 64-wide MLPs runs on the wgmma kernel
+#: (``kernels/mlp_bwd_wgmma.cuh``: the recomputed forward, dA = dZ W and the
+#: weight gradients on warp-group MMA) instead of mma.sync.  Off: written in
+#: session 28, not yet run on a GPU.  The plain MLP op only; the levels'
+#: backward stays on mma.sync.
+WGMMA_BACKWARD = False
+
 _not_built_logged: set[int] = set()
 
 
 #: Output widths the wgmma forward is compiled for (kernels/wgmma.cuh's N).
 WGMMA_OUTPUTS = (16, 32, 64)
+#: Input and output widths the wgmma backward is compiled for
+#: (kernels/mlp_bwd_wgmma.cuh WgBwd::shape_ok).
+WGMMA_BACKWARD_WIDTHS = (16, 32, 64)
 
 
 def use_wgmma(x: Tensor, dims: Sequence[int], switch: bool | None = None) -> bool:
@@ -63,12 +73,28 @@ def use_wgmma(x: Tensor, dims: Sequence[int], switch: bool | None = None) -> boo
     on = WGMMA_FORWARD if switch is None else switch
     if not (on and dims[1] == 64 and dims[2] in WGMMA_OUTPUTS and x.device.type == "cuda"):
         return False  # (a CPU x: tests/_fake_extension.py's stand-in for the extension)
+    return _runs_sm90a(x)
+
+
+def use_wgmma_backward(x: Tensor, dims: Sequence[int], switch: bool | None = None) -> bool:
+    """Whether this backward runs on the wgmma kernel: ``switch`` (default
+    :data:`WGMMA_BACKWARD`) on, hidden width 64, input and output widths of
+    :data:`WGMMA_BACKWARD_WIDTHS`, and a GPU that runs the build's sm_90a code."""
+    on = WGMMA_BACKWARD if switch is None else switch
+    if not (on and dims[1] == 64 and dims[0] in WGMMA_BACKWARD_WIDTHS and dims[2] in WGMMA_BACKWARD_WIDTHS
+            and x.device.type == "cuda"):
+        return False
+    return _runs_sm90a(x)
+
+
+def _runs_sm90a(x: Tensor) -> bool:
+    """Whether x's GPU runs the build's sm_90a (wgmma) code; logged once per device where not."""
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
     if wgmma_built(index):
         return True
     if index not in _not_built_logged:
         _not_built_logged.add(index)
-        log.info("fused_mlp: %s does not run the wgmma forward (Hopper, kernels built for 9.0a): mma.sync",
+        log.info("fused_mlp: %s does not run the wgmma kernels (Hopper, kernels built for 9.0a): mma.sync",
                  torch.cuda.get_device_name(index))
     return False
 
@@ -90,13 +116,13 @@ def _(x, w, w16, perm, offsets, dims, slope, wgmma):
 
 @torch.library.custom_op("kpnt::mlp_bwd", mutates_args=(), device_types="cuda")
 def _mlp_bwd(x: Tensor, w16: Tensor, perm: Optional[Tensor], offsets: Optional[Tensor], dy: Tensor, dims: list[int],
-             slope: float, need_dx: bool) -> tuple[Tensor, Tensor]:
-    dx, dw = unwrap(ext().mlp_backward(x, w16, perm, offsets, dy, dims, slope, need_dx))
+             slope: float, need_dx: bool, wgmma: bool) -> tuple[Tensor, Tensor]:
+    dx, dw = unwrap(ext().mlp_backward(x, w16, perm, offsets, dy, dims, slope, need_dx, wgmma))
     return dx, dw
 
 
 @_mlp_bwd.register_fake
-def _(x, w16, perm, offsets, dy, dims, slope, need_dx):
+def _(x, w16, perm, offsets, dy, dims, slope, need_dx, wgmma):
     dx = x.new_empty(x.shape) if need_dx else x.new_empty((0,))
     return dx, x.new_empty(w16.shape)
 
@@ -114,7 +140,8 @@ def _backward(ctx, dy):
         return grads(MLP_INPUTS)
     # The kernel recomputes the forward pass from x: nothing but x, the weights
     # and dL/dy is kept between forward and backward.
-    dx, dw = _mlp_bwd(x, w16, perm, offsets, dy.contiguous(), ctx.dims, ctx.slope, need["x"])
+    dx, dw = _mlp_bwd(x, w16, perm, offsets, dy.contiguous(), ctx.dims, ctx.slope, need["x"],
+                      use_wgmma_backward(x, ctx.dims))
     return grads(MLP_INPUTS, x=dx if need["x"] else None, w=dw if need["w"] else None)
 
 

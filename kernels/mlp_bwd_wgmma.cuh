@@ -1,0 +1,297 @@
+// The MLP backward on Hopper's warp-group MMA (issue 14, point 3: the width-64
+// forward + backward): the twin of mlp_bwd_kernel (kernels/mlp_core.cuh) for
+// hidden width 64, with the same policies, tile (128 pixels), per-tile dL/dy
+// scaling, recomputed forward and per-block partial weight gradients, so the
+// caller cannot tell the two apart but by speed and f32 summation order.
+//
+// Why: the mma.sync backward reads every operand that is not in registers
+// through ldmatrix, 16 rows a warp: the weights once per warp for the
+// recomputed forward and again for dA = dZ W, and both operands of
+// dW = dZ^T A (ldmatrix.trans), about 8 multiply-adds per shared-memory byte.
+// A warp group's wgmma reads an operand once for 64 rows.
+//
+// Layout.  Two warp groups, 64 rows each; warp w holds rows 16 w .. 16 w + 15
+// of the tile in the mma.sync fragment layout, which is wgmma's A and
+// accumulator layout per warp, so the policies see what mlp_bwd_kernel's see.
+// Shared memory holds, in the no-swizzle core-matrix layout (kernels/wgmma.cuh):
+//  - the weights as the wgmma forward stores them (load_weights_core);
+//  - A_0 .. A_NH and two dZ buffers of the tile, pixel row by pixel row
+//    (core_off(pixel, channel, width)).
+// Products per matrix m (rows(m) x cols(m)), walking back:
+//  - forward: Z = A W^T, A from registers, W K-major (wg_layer, the forward's);
+//  - dA = dZ W: dZ from registers, W read N-major (WgmmaRT, imm-trans-b);
+//  - dW = dZ^T A over the tile's 128 pixels (K): both operands MN-major from
+//    shared memory (WgmmaSS).  M must be 64: where rows(m) is not (the output
+//    matrix, OUT rows) the groups compute dW^T = A^T dZ instead.  The two
+//    groups split the product's N columns, each summing over all 128 pixels.
+//
+// sm_90a code only (KPNT_WGMMA_BUILT): elsewhere the kernel body is a trap
+// and the binding refuses to ask for it.
+#pragma once
+
+#include "mlp_wgmma.cuh"
+
+#include <string>
+
+namespace kpnt {
+namespace {
+
+template <class C>
+struct WgBwd {
+  static_assert(kBwdWarps == 8 && kBwdT == 128, "two warp groups of 64 rows: the mma.sync backward's tile");
+  // dW of matrix m as dZ^T A (M = rows(m)) or, where rows(m) != 64, as its
+  // transpose A^T dZ (M = cols(m)); N of that product, and each group's half.
+  __host__ __device__ static constexpr bool normal(int m) { return C::rows(m) == 64; }
+  __host__ __device__ static constexpr int nprod(int m) { return normal(m) ? C::cols(m) : C::rows(m); }
+  __host__ __device__ static constexpr int half(int m) { return nprod(m) / 2; }
+  // Whether shape C has this kernel: hidden width 64, every product's M 64 and
+  // each group's N one of WgmmaSS's (8, 16, 32), dA's N one of WgmmaRT's.
+  __host__ __device__ static constexpr bool shape_ok() {
+    bool ok = C::H == 64;
+    for (int m = 0; ok && m < C::NMAT; ++m) {
+      const int h = half(m), r = C::rows(m), c = C::cols(m);
+      ok = (normal(m) || c == 64) && (h == 8 || h == 16 || h == 32) && (c == 16 || c == 32 || c == 64) &&
+           (r == 16 || r == 32 || r == 64);
+    }
+    return ok;
+  }
+  // Register groups of 4 floats of matrix m's share of dW in each thread.
+  __host__ __device__ static constexpr int dwoff(int m) {
+    int o = 0;
+    for (int j = 0; j < m; ++j) o += half(j) / 8;
+    return o;
+  }
+  static constexpr int NDW = dwoff(C::NMAT);
+  // Shared memory, bytes: weights | A_0 .. A_NH | dZ x 2 | reduction slots.
+  __host__ __device__ static constexpr int width(int l) { return l == 0 ? C::IN : C::H; }
+  __host__ __device__ static constexpr int act_off(int l) {
+    int o = 2 * C::NW;
+    for (int j = 0; j < l; ++j) o += 2 * kBwdT * width(j);
+    return o;
+  }
+  static constexpr int DZ_BYTES = 2 * kBwdT * (C::H > C::OUT ? C::H : C::OUT);
+  static constexpr int DZ0 = act_off(C::NH + 1), DZ1 = DZ0 + DZ_BYTES, RED = DZ1 + DZ_BYTES;
+  static constexpr size_t SMEM = static_cast<size_t>(RED) + sizeof(float) * kBwdWarps;
+};
+
+// A fragments (16 rows x K, tile rows lr and lr + 8) into a tile buffer of width K.
+template <int K>
+__device__ __forceinline__ void store_core(unsigned char* s, const uint32_t (&a)[K / 16][4], int lr, int lane) {
+  store_frags_at<K>([s](int row, int col) { return reinterpret_cast<uint32_t*>(s + wg::core_off(row, col, K)); }, a,
+                    lr, lane);
+}
+
+// Recomputed hidden layers m .. NH - 1, storing each A_{m+1}.
+template <class C, int m>
+__device__ __forceinline__ void wg_recompute(uint32_t (&ah)[C::H / 16][4], unsigned char* smem, float slope, int lr,
+                                             int lane) {
+  if constexpr (m < C::NH) {
+    float acc[C::H / 8][4];
+    wg_layer<C, m>(acc, ah, smem);
+    lrelu_frags<C::H>(ah, acc, slope);
+    store_core<C::H>(smem + WgBwd<C>::act_off(m + 1), ah, lr, lane);
+    wg_recompute<C, m + 1>(ah, smem, slope, lr, lane);
+  }
+}
+
+struct WgBwdCtx {
+  unsigned char* smem;
+  float inv_s, slope;
+  int group, lane, lr;
+  int64_t rlo, rhi;
+  float* dx;  // nullptr: no input gradient
+};
+
+// One step of the walk back: matrix m, with dZ_{m+1} in registers (dzf) and
+// in the tile buffer at byte offset `cur` (width rows(m)).
+template <class C, int m, bool SWAP>
+__device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint32_t (&dzf)[C::rows(m) / 16][4],
+                                            int cur, int next, const WgBwdCtx& k) {
+  using B = WgBwd<C>;
+  constexpr int M = C::rows(m), N = C::cols(m), HN = B::half(m), BW = B::nprod(m);
+  const unsigned char* act = k.smem + B::act_off(m);
+  const unsigned char* dz = k.smem + cur;
+  // The product's A (M-major, 64 wide) and this group's half of B (N-major, BW wide).
+  const unsigned char* a_src = B::normal(m) ? dz : act;
+  const unsigned char* b_src = (B::normal(m) ? act : dz) + k.group * (HN / 8) * 128;
+  float t[HN / 8][4];
+  float da[N / 8][4];  // dA_m = dZ_{m+1} W_m (m = 0: dL/dx, if asked)
+  const bool want_da = m > 0 || k.dx != nullptr;
+  wg::wg_fence();
+#pragma unroll
+  for (int ks = 0; ks < kBwdT / 16; ++ks) {  // 16 pixels (two core rows) a step
+    const uint64_t ad = wg::desc_mn(a_src + ks * 2 * (64 / 8) * 128, 64, SWAP);
+    const uint64_t bd = wg::desc_mn(b_src + ks * 2 * (BW / 8) * 128, BW, SWAP);
+    if (ks == 0) wg::WgmmaSS<HN>::first(t, ad, bd);
+    else wg::WgmmaSS<HN>::acc(t, ad, bd);
+  }
+  if (want_da) {
+    const unsigned char* wm = k.smem + WgFwd<C>::base(m);
+#pragma unroll
+    for (int ks = 0; ks < M / 16; ++ks) {  // 16 of W_m's rows a step
+      const uint64_t d = wg::desc_mn(wm + ks * 2 * (N / 8) * 128, N, SWAP);
+      if (ks == 0) wg::WgmmaRT<N>::first(da, dzf[0], d);
+      else wg::WgmmaRT<N>::acc(da, dzf[ks], d);
+    }
+  }
+  wg::wg_commit();
+  wg::wg_wait0();
+  wg::fence_operands<HN / 8>(t);
+  wg::fence_operands<N / 8>(da);
+  wg::fence_operands<M / 16>(dzf);
+#pragma unroll
+  for (int j = 0; j < HN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dw[B::dwoff(m) + j][e] = fmaf(t[j][e], k.inv_s, dw[B::dwoff(m) + j][e]);
+
+  const int c = 2 * (k.lane & 3);
+  if constexpr (m > 0) {
+    uint32_t nf[N / 16][4];
+    to_frags<N>(nf, da);
+    lrelu_grad_frags_at<N>(
+        nf, [act](int row, int col) { return reinterpret_cast<const __half2*>(act + wg::core_off(row, col, N)); },
+        k.lr, c, k.slope);
+    store_core<N>(k.smem + next, nf, k.lr, k.lane);
+    wg::fence_async_smem();  // dZ_m's stores, seen by the next step's tensor-core reads
+    __syncthreads();         // ... of both groups' rows
+    wg_bwd_step<C, m - 1, SWAP>(dw, nf, next, cur, k);
+  } else if (k.dx != nullptr) {
+#pragma unroll
+    for (int j = 0; j < C::IN / 8; ++j) {
+      if (k.rlo >= 0)
+        *reinterpret_cast<float2*>(k.dx + k.rlo * C::IN + j * 8 + c) = make_float2(da[j][0] * k.inv_s, da[j][1] * k.inv_s);
+      if (k.rhi >= 0)
+        *reinterpret_cast<float2*>(k.dx + k.rhi * C::IN + j * 8 + c) = make_float2(da[j][2] * k.inv_s, da[j][3] * k.inv_s);
+    }
+  }
+}
+
+// This thread's share of dW (matrices m .. NH) into the block's partial
+// buffer, row-major (rows(m), cols(m)) at woff(m) as mlp_bwd_kernel writes it.
+// Accumulator (j, e): product row 16 (warp % 4) + lane / 4 + 8 (e / 2), column
+// group HN + 8 j + 2 (lane % 4) + e % 2; a transposed product's row is dW's column.
+template <class C, int m>
+__device__ __forceinline__ void store_dw_wg(const float (&dw)[WgBwd<C>::NDW][4], float* out, int group, int wq,
+                                            int lane) {
+  if constexpr (m <= C::NH) {
+    using B = WgBwd<C>;
+    constexpr int HN = B::half(m);
+    float* o = out + C::woff(m);
+#pragma unroll
+    for (int j = 0; j < HN / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = 16 * wq + (lane >> 2) + 8 * (e >> 1), col = group * HN + 8 * j + 2 * (lane & 3) + (e & 1);
+        if constexpr (B::normal(m)) o[r * C::cols(m) + col] = dw[B::dwoff(m) + j][e];
+        else o[col * C::cols(m) + r] = dw[B::dwoff(m) + j][e];
+      }
+    store_dw_wg<C, m + 1>(dw, out, group, wq, lane);
+  }
+}
+
+// SWAP: the other reading of the MN-major descriptors (wg::desc_mn), a
+// template argument (a runtime one cost 1 KB of spills).
+template <class C, class In, class Dy, bool SWAP>
+__global__ void __launch_bounds__(kBwdWarps * 32, 1)
+    mlp_bwd_wgmma_kernel(const In in, const Dy dys, const __half* __restrict__ w, const int32_t* __restrict__ perm,
+                         const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ dx,
+                         float* __restrict__ dw_partial, float slope) {
+#if KPNT_WGMMA_BUILT
+  using B = WgBwd<C>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  float* red = reinterpret_cast<float*>(smem + B::RED);
+  const int g = blockIdx.y;
+  load_weights_core<C>(smem, w + static_cast<int64_t>(g) * C::NW);
+  wg::fence_async_smem();  // the weights' ordinary stores, seen by the tensor cores' reads
+
+  const int64_t begin = offsets ? offsets[g] : 0;
+  const int64_t end = offsets ? offsets[g + 1] : P;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int lr = warp * 16 + (lane >> 2);  // tile row of c0/c1 (c2/c3: lr + 8)
+
+  float dw[B::NDW][4];
+#pragma unroll
+  for (int j = 0; j < B::NDW; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dw[j][e] = 0.f;
+
+  // The loop's bounds are the block's: every warp of a group issues its wgmmas together.
+  for (int64_t base = begin + static_cast<int64_t>(blockIdx.x) * kBwdT; base < end;
+       base += static_cast<int64_t>(gridDim.x) * kBwdT) {
+    // The previous tile's reads of the tile buffers are over (each group
+    // waited on its own wgmmas); the first pass waits for the weights.
+    __syncthreads();
+    const int64_t l = base + lr;
+    const int64_t rlo[1] = {mem_row(l, end, perm)}, rhi[1] = {mem_row(l + 8, end, perm)};
+
+    // Forward recomputation, storing A_0 .. A_NH (f16, what the forward used).
+    uint32_t ax[1][C::IN / 16][4];
+    in.template load<C::IN, 1>(ax, rlo, rhi, lane);
+    store_core<C::IN>(smem + B::act_off(0), ax[0], lr, lane);
+    uint32_t ah[C::H / 16][4];
+    {
+      float acc[C::H / 8][4];
+      wg_layer<C, 0>(acc, ax[0], smem);
+      lrelu_frags<C::H>(ah, acc, slope);
+    }
+    store_core<C::H>(smem + B::act_off(1), ah, lr, lane);
+    wg_recompute<C, 1>(ah, smem, slope, lr, lane);
+
+    float gy[C::OUT / 8][4];
+    {
+      float yo[C::OUT / 8][4];
+      if constexpr (Dy::kNeedsOut) wg_layer<C, C::NH>(yo, ah, smem);
+      dys.template grad<C::OUT>(gy, yo, rlo[0], rhi[0], lane);
+    }
+    const float inv_s = scale_tile_dy<C::OUT>(gy, red, warp, lane);
+    uint32_t dzf[C::OUT / 16][4];
+    to_frags<C::OUT>(dzf, gy);
+    store_core<C::OUT>(smem + B::DZ0, dzf, lr, lane);
+    wg::fence_async_smem();
+    __syncthreads();
+
+    const WgBwdCtx k{smem, inv_s, slope, warp >> 2, lane, lr, rlo[0], rhi[0], dx};
+    wg_bwd_step<C, C::NH, SWAP>(dw, dzf, B::DZ0, B::DZ1, k);
+  }
+
+  store_dw_wg<C, 0>(dw, dw_partial + (static_cast<int64_t>(g) * gridDim.x + blockIdx.x) * C::NW, warp >> 2,
+                    warp & 3, lane);
+#elif defined(__CUDA_ARCH__)
+  __trap();  // not sm_90a code: the binding never launches it here
+#endif
+}
+
+// Blocks per group of the backward that a.wgmma_bwd picks (dw_partial's middle dimension).
+template <class C, class In, class Dy>
+int backward_blocks_any(const MlpArgs& a) {
+  if constexpr (WgBwd<C>::shape_ok()) {
+    if (a.wgmma_bwd) {
+      auto kernel = a.wgmma_mn_swap ? mlp_bwd_wgmma_kernel<C, In, Dy, true> : mlp_bwd_wgmma_kernel<C, In, Dy, false>;
+      prepare_smem(kernel, WgBwd<C>::SMEM, "backward (wgmma)");
+      return persistent_blocks(kernel, kBwdWarps * 32, WgBwd<C>::SMEM, a.P, kBwdT, a.groups);
+    }
+  }
+  return backward_blocks_with<C, In, Dy>(a);
+}
+
+// The backward of shape C on the kernel the caller chose: wgmma where
+// a.wgmma_bwd is set (the binding checked that the GPU runs sm_90a code), else
+// mma.sync (in-block or split).
+template <class C, class In, class Dy>
+void launch_backward_any(const MlpArgs& a, const In& in, const Dy& dy, float* dx, float* dw_partial) {
+  if (!a.wgmma_bwd) return launch_backward_with<C>(a, in, dy, dx, dw_partial);
+  if constexpr (WgBwd<C>::shape_ok()) {
+    const int bx = backward_blocks_any<C, In, Dy>(a);
+    auto kernel = a.wgmma_mn_swap ? mlp_bwd_wgmma_kernel<C, In, Dy, true> : mlp_bwd_wgmma_kernel<C, In, Dy, false>;
+    kernel<<<dim3(bx, a.groups), kBwdWarps * 32, WgBwd<C>::SMEM, a.stream>>>(
+        in, dy, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, dx, dw_partial, a.slope);
+    check_cuda(cudaGetLastError(), "backward (wgmma) launch");
+  } else {
+    throw std::invalid_argument("fused_mlp: the wgmma backward is compiled for hidden width 64 with 16, 32 or 64 "
+                                "inputs and outputs, this MLP's are " + std::to_string(C::IN) + " -> " +
+                                std::to_string(C::H) + " -> " + std::to_string(C::OUT));
+  }
+}
+
+}  // namespace
+}  // namespace kpnt

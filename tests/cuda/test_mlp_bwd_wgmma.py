@@ -1,0 +1,138 @@
+"""The MLP backward on Hopper's wgmma kernel (kernels/mlp_bwd_wgmma.cuh)
+against the f16-rounding float64 reference, the exact one and the mma.sync
+backward, plain and grouped, on every trainable 64-wide shape; the switch's
+choice of kernel."""
+import pytest
+import torch
+
+from kpnt.ops import _cuda
+from kpnt.ops._cuda import mlp as mlp_op
+from kpnt.testing import TOLERANCES, grad_vs_exact_bound
+from kpnt.testing import rel_error as rel
+
+from test_fused_mlp import CONFIGS, SLOPE, features, poison, ref_mlp, ref_mlp_f16, weights
+from test_mlp_wgmma import launched_kernels, needs_wgmma  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.cuda
+
+TOL_GRAD = TOLERANCES["grad"]
+#: Every trainable shape the wgmma backward is compiled for (WgBwd::shape_ok).
+CONFIGS_BWD = [d for d in CONFIGS
+               if d[1] == 64 and d[0] in mlp_op.WGMMA_BACKWARD_WIDTHS and d[2] in mlp_op.WGMMA_BACKWARD_WIDTHS]
+
+
+def gradients(x, ws, gy, monkeypatch, on, grouped=None):
+    """(dL/dx, dL/dW...) with the wgmma backward switched on or off, on memory filled with NaN first."""
+    monkeypatch.setattr(mlp_op, "WGMMA_BACKWARD", on)
+    poison()
+    y = _cuda.fused_mlp(x, ws, SLOPE) if grouped is None else _cuda.fused_mlp_grouped(x, grouped, ws, SLOPE)
+    inputs = [x, *ws] if x.requires_grad else list(ws)
+    return torch.autograd.grad(y, inputs, gy)
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("dims", CONFIGS_BWD, ids=lambda d: "x".join(map(str, d)))
+@pytest.mark.parametrize("P", [1, 63, 65, 127, 129, 20_011, 300_007])
+def test_wgmma_backward_matches_references_and_mma(dims, P, monkeypatch):
+    """One row, partial tiles of either warp group (63, 65, 127, 129 rows), and
+    more tiles than resident blocks (300 007: each block goes round its loop)."""
+    ws = weights(dims, seed=P)
+    x = features(P, dims[0], seed=P + 1).requires_grad_()
+    gy = torch.randn(P, dims[2], device="cuda")
+    x64 = x.detach().double().requires_grad_()
+    ws64 = [w.detach().double().requires_grad_() for w in ws]
+    exact = torch.autograd.grad(ref_mlp(x64, ws64), [x64, *ws64], gy.double())
+    ref16 = torch.autograd.grad(ref_mlp_f16(x64, ws64), [x64, *ws64], gy.double())
+    fast = gradients(x, ws, gy, monkeypatch, True)
+    mma = gradients(x, ws, gy, monkeypatch, False)
+    for i, (a, m, b, c) in enumerate(zip(fast, mma, ref16, exact)):
+        name = "x" if i == 0 else f"weights[{i - 1}]"
+        assert torch.isfinite(a).all(), name
+        assert rel(a, b) < TOL_GRAD, name
+        assert rel(a, c) <= grad_vs_exact_bound(rel(a, b), rel(b, c)), name
+        # The same f16 operands and tile scaling as mma.sync: only f32 summation orders differ.
+        assert rel(a, m) < TOL_GRAD, name
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("dims", CONFIGS_BWD, ids=lambda d: "x".join(map(str, d)))
+def test_every_weight_moves_its_own_gradient(dims, monkeypatch):
+    """A layout error that swapped or transposed blocks of one dW would still
+    leave its norm: each matrix's gradient is compared element by element with
+    mma.sync's, and the largest element error is bounded."""
+    ws = weights(dims, seed=31)
+    x = features(4_099, dims[0], seed=32)
+    gy = torch.randn(4_099, dims[2], device="cuda")
+    fast = gradients(x, ws, gy, monkeypatch, True)
+    mma = gradients(x, ws, gy, monkeypatch, False)
+    for i, (a, m) in enumerate(zip(fast, mma)):
+        assert (a - m).abs().max() <= 2e-2 * m.abs().max(), f"weights[{i}]"
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("dims", CONFIGS_BWD, ids=lambda d: "x".join(map(str, d)))
+def test_grouped_wgmma_backward_matches_per_class(dims, monkeypatch):
+    G, P = 3, 9_001
+    ws = weights(dims, groups=G, seed=7)
+    x = features(P, dims[0], seed=8)
+    cls = torch.randint(0, G, (P,), generator=torch.Generator().manual_seed(10)).cuda()
+    cls[:5] = 2  # an uneven split
+    gy = torch.randn(P, dims[2], device="cuda")
+    g = gradients(x, ws, gy, monkeypatch, True, grouped=cls)
+    for c in range(G):
+        idx = (cls == c).nonzero().squeeze(1)
+        wc = [w[c].detach().double().requires_grad_() for w in ws]
+        rg = torch.autograd.grad(ref_mlp_f16(x[idx].double(), wc), wc, gy[idx].double())
+        for i, (a, b) in enumerate(zip(g, rg)):
+            assert rel(a[c], b) < TOL_GRAD, (c, i)
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+def test_tiny_and_subnormal_gradients(monkeypatch):
+    """The tile's power-of-two scaling (scale_tile_dy, shared with mma.sync):
+    dL/dy far below f16's range, and all-subnormal tiles, give finite weight
+    gradients of the same precision."""
+    dims = CONFIGS_BWD[0]
+    ws = weights(dims, seed=13)
+    x = features(1031, dims[0], seed=14)
+    gy = torch.randn(1031, dims[2], device="cuda")
+    gy[::7] = 0.0
+    big = gradients(x, ws, gy, monkeypatch, True)
+    for tiny in (1e-10, 2.0 ** -136):
+        small = gradients(x, ws, gy * tiny, monkeypatch, True)
+        for i, (a, b) in enumerate(zip(small, big)):
+            assert torch.isfinite(a).all() and a.abs().max() > 0, (tiny, i)
+            assert rel(a.double() / tiny, b.double()) < TOL_GRAD, (tiny, i)
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+def test_deterministic(monkeypatch):
+    dims = CONFIGS_BWD[0]
+    ws = weights(dims, seed=5)
+    x = features(10_007, dims[0], seed=6)
+    gy = torch.randn(10_007, dims[2], device="cuda")
+    runs = [gradients(x, ws, gy, monkeypatch, True) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("switch", [True, False])
+def test_the_switch_picks_the_kernel_that_runs(switch, monkeypatch):
+    monkeypatch.setattr(mlp_op, "WGMMA_BACKWARD", switch)
+    dims = CONFIGS_BWD[0]
+    ws = weights(dims, seed=1)
+    x = features(1_000, dims[0], seed=2)
+    gy = torch.randn(1_000, dims[2], device="cuda")
+    y = _cuda.fused_mlp(x, ws, SLOPE)
+    names = launched_kernels(lambda: torch.autograd.grad(y, ws, gy))
+    assert any("mlp_bwd_wgmma_kernel" in n for n in names) == switch, names
+    assert any("mlp_bwd_kernel" in n for n in names) == (not switch), names
+
+
+def test_use_wgmma_backward_asks_for_width_64_and_its_widths(monkeypatch):
+    """Neither the switch off nor a shape without the kernel asks for it (no GPU query needed for those)."""
+    x = torch.zeros(4, 32, device="cuda")
+    assert not mlp_op.use_wgmma_backward(x, [32, 64, 16, 6], switch=False)
+    assert not mlp_op.use_wgmma_backward(x, [32, 128, 16, 6], switch=True)
+    assert not mlp_op.use_wgmma_backward(x, [32, 64, 80, 4], switch=True)
+    assert not mlp_op.use_wgmma_backward(x, [48, 64, 16, 4], switch=True)
