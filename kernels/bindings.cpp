@@ -10,7 +10,6 @@
 #include <c10/cuda/CUDAFunctions.h>
 
 #include <array>
-#include <cstdlib>
 #include <atomic>
 #include <optional>
 #include <type_traits>
@@ -213,8 +212,6 @@ py::object mlp_backward(const torch::Tensor& x, const torch::Tensor& w, const st
     KPNT_REQUIRE(!wgmma || wgmma_built_on(x.device()),
                  "the wgmma backward needs a Hopper GPU and kernels built for 9.0a (CUDA 12 or later)");
     a.wgmma_bwd = wgmma;
-    const char* swap = std::getenv("KPNT_WGMMA_MN_SWAP");  // until the first GPU run decides (fused_mlp.cuh)
-    a.wgmma_mn_swap = swap != nullptr && swap[0] == '1';
     const torch::Tensor work = backward_workspace(a.dims, a.P, a.groups, x, &a.workspace);
     check_cuda_tensor(dy, "grad_output", at::kFloat, x);
     KPNT_REQUIRE(dy.dim() == 2 && dy.size(0) == x.size(0) && dy.size(1) == a.dims.out, "grad_output must be (", x.size(0), ", ", a.dims.out, "), got ", shape(dy));

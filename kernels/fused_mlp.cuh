@@ -89,8 +89,6 @@ struct MlpArgs {
   bool wgmma = false;         // forward only: the sm_90a wgmma kernel (hidden width 64; the caller checked that
                               // the GPU runs sm_90a code, kernels/bindings.cpp wgmma_built_on), else mma.sync
   bool wgmma_bwd = false;     // backward only: the same for the backward (kernels/mlp_bwd_wgmma.cuh)
-  bool wgmma_mn_swap = false; // the wgmma backward's reading of its MN-major descriptors (wg::desc_mn); set from
-                              // KPNT_WGMMA_MN_SWAP until its first GPU run decides which is right
 };
 
 // y (P, out) float32 = MLP(x).

@@ -104,7 +104,7 @@ struct WgBwdCtx {
 
 // One step of the walk back: matrix m, with dZ_{m+1} in registers (dzf) and
 // in the tile buffer at byte offset `cur` (width rows(m)).
-template <class C, int m, bool SWAP>
+template <class C, int m>
 __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint32_t (&dzf)[C::rows(m) / 16][4],
                                             int cur, int next, const WgBwdCtx& k) {
   using B = WgBwd<C>;
@@ -117,44 +117,40 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
   float t[HN / 8][4];
   float da[N / 8][4];  // dA_m = dZ_{m+1} W_m (m = 0: dL/dx, if asked)
   const bool want_da = m > 0 || k.dx != nullptr;
+  // Two commit groups: dA first (the walk needs it next), then dW, which runs
+  // on while this thread turns dA into dZ_m and stores it.
   wg::wg_fence();
-#pragma unroll
-  for (int ks = 0; ks < kBwdT / 16; ++ks) {  // 16 pixels (two core rows) a step
-    const uint64_t ad = wg::desc_mn(a_src + ks * 2 * (64 / 8) * 128, 64, SWAP);
-    const uint64_t bd = wg::desc_mn(b_src + ks * 2 * (BW / 8) * 128, BW, SWAP);
-    if (ks == 0) wg::WgmmaSS<HN>::first(t, ad, bd);
-    else wg::WgmmaSS<HN>::acc(t, ad, bd);
-  }
   if (want_da) {
     const unsigned char* wm = k.smem + WgFwd<C>::base(m);
 #pragma unroll
     for (int ks = 0; ks < M / 16; ++ks) {  // 16 of W_m's rows a step
-      const uint64_t d = wg::desc_mn(wm + ks * 2 * (N / 8) * 128, N, SWAP);
+      const uint64_t d = wg::desc_mn(wm + ks * 2 * (N / 8) * 128, N);
       if (ks == 0) wg::WgmmaRT<N>::first(da, dzf[0], d);
       else wg::WgmmaRT<N>::acc(da, dzf[ks], d);
     }
   }
   wg::wg_commit();
-  wg::wg_wait0();
-  wg::fence_operands<HN / 8>(t);
+#pragma unroll
+  for (int ks = 0; ks < kBwdT / 16; ++ks) {  // 16 pixels (two core rows) a step
+    const uint64_t ad = wg::desc_mn(a_src + ks * 2 * (64 / 8) * 128, 64);
+    const uint64_t bd = wg::desc_mn(b_src + ks * 2 * (BW / 8) * 128, BW);
+    if (ks == 0) wg::WgmmaSS<HN>::first(t, ad, bd);
+    else wg::WgmmaSS<HN>::acc(t, ad, bd);
+  }
+  wg::wg_commit();
+  wg::wg_wait1();  // dA is done; dW may still run
   wg::fence_operands<N / 8>(da);
   wg::fence_operands<M / 16>(dzf);
-#pragma unroll
-  for (int j = 0; j < HN / 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) dw[B::dwoff(m) + j][e] = fmaf(t[j][e], k.inv_s, dw[B::dwoff(m) + j][e]);
 
   const int c = 2 * (k.lane & 3);
+  uint32_t nf[N / 16][4];
   if constexpr (m > 0) {
-    uint32_t nf[N / 16][4];
     to_frags<N>(nf, da);
     lrelu_grad_frags_at<N>(
         nf, [act](int row, int col) { return reinterpret_cast<const __half2*>(act + wg::core_off(row, col, N)); },
         k.lr, c, k.slope);
     store_core<N>(k.smem + next, nf, k.lr, k.lane);
     wg::fence_async_smem();  // dZ_m's stores, seen by the next step's tensor-core reads
-    __syncthreads();         // ... of both groups' rows
-    wg_bwd_step<C, m - 1, SWAP>(dw, nf, next, cur, k);
   } else if (k.dx != nullptr) {
 #pragma unroll
     for (int j = 0; j < C::IN / 8; ++j) {
@@ -163,6 +159,16 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
       if (k.rhi >= 0)
         *reinterpret_cast<float2*>(k.dx + k.rhi * C::IN + j * 8 + c) = make_float2(da[j][2] * k.inv_s, da[j][3] * k.inv_s);
     }
+  }
+  wg::wg_wait0();
+  wg::fence_operands<HN / 8>(t);
+#pragma unroll
+  for (int j = 0; j < HN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dw[B::dwoff(m) + j][e] = fmaf(t[j][e], k.inv_s, dw[B::dwoff(m) + j][e]);
+  if constexpr (m > 0) {
+    __syncthreads();  // dZ_m of both groups' rows stored; this step's reads of dZ_{m+1} over
+    wg_bwd_step<C, m - 1>(dw, nf, next, cur, k);
   }
 }
 
@@ -189,9 +195,7 @@ __device__ __forceinline__ void store_dw_wg(const float (&dw)[WgBwd<C>::NDW][4],
   }
 }
 
-// SWAP: the other reading of the MN-major descriptors (wg::desc_mn), a
-// template argument (a runtime one cost 1 KB of spills).
-template <class C, class In, class Dy, bool SWAP>
+template <class C, class In, class Dy>
 __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     mlp_bwd_wgmma_kernel(const In in, const Dy dys, const __half* __restrict__ w, const int32_t* __restrict__ perm,
                          const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ dx,
@@ -251,7 +255,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     __syncthreads();
 
     const WgBwdCtx k{smem, inv_s, slope, warp >> 2, lane, lr, rlo[0], rhi[0], dx};
-    wg_bwd_step<C, C::NH, SWAP>(dw, dzf, B::DZ0, B::DZ1, k);
+    wg_bwd_step<C, C::NH>(dw, dzf, B::DZ0, B::DZ1, k);
   }
 
   store_dw_wg<C, 0>(dw, dw_partial + (static_cast<int64_t>(g) * gridDim.x + blockIdx.x) * C::NW, warp >> 2,
@@ -266,7 +270,7 @@ template <class C, class In, class Dy>
 int backward_blocks_any(const MlpArgs& a) {
   if constexpr (WgBwd<C>::shape_ok()) {
     if (a.wgmma_bwd) {
-      auto kernel = a.wgmma_mn_swap ? mlp_bwd_wgmma_kernel<C, In, Dy, true> : mlp_bwd_wgmma_kernel<C, In, Dy, false>;
+      auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
       prepare_smem(kernel, WgBwd<C>::SMEM, "backward (wgmma)");
       return persistent_blocks(kernel, kBwdWarps * 32, WgBwd<C>::SMEM, a.P, kBwdT, a.groups);
     }
@@ -282,7 +286,7 @@ void launch_backward_any(const MlpArgs& a, const In& in, const Dy& dy, float* dx
   if (!a.wgmma_bwd) return launch_backward_with<C>(a, in, dy, dx, dw_partial);
   if constexpr (WgBwd<C>::shape_ok()) {
     const int bx = backward_blocks_any<C, In, Dy>(a);
-    auto kernel = a.wgmma_mn_swap ? mlp_bwd_wgmma_kernel<C, In, Dy, true> : mlp_bwd_wgmma_kernel<C, In, Dy, false>;
+    auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
     kernel<<<dim3(bx, a.groups), kBwdWarps * 32, WgBwd<C>::SMEM, a.stream>>>(
         in, dy, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, dx, dw_partial, a.slope);
     check_cuda(cudaGetLastError(), "backward (wgmma) launch");

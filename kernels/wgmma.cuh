@@ -138,11 +138,13 @@ struct Wgmma<64> {
 // no-swizzle core-matrix layout of a matrix stored row by row along K with
 // `mn` contiguous columns (core_off(k, n, mn): 8 K-rows of 16 bytes a core
 // matrix): neighbouring core matrices are 128 bytes apart along MN and
-// mn / 8 x 128 along K.  PTX's canonical MN-major layout (CUTLASS's reading:
-// the leading offset along K, the stride along MN) unless `swap`, the other
-// reading, which the backward's first GPU run decides between.
-__device__ __forceinline__ uint64_t desc_mn(const void* smem, int mn, bool swap) {
-  return make_desc(smem, (mn / 8) * 128, 128, swap);
+// mn / 8 x 128 along K.  The leading offset is the one along K, the stride
+// the one along MN (PTX's canonical MN-major layout as CUTLASS reads it).
+// Checked on an H100 in session 28: the MLP backward on these descriptors gave
+// mma.sync's gradients bit for bit; the other reading faulted
+// (docs/bench/mlp_bwd_wgmma_swap_s28c_h100.txt).
+__device__ __forceinline__ uint64_t desc_mn(const void* smem, int mn) {
+  return make_desc(smem, (mn / 8) * 128, 128, false);
 }
 
 // d (m64nN, the accumulator layout) = or += a (4 registers, the A layout) * B,
