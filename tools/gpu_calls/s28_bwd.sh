@@ -1,6 +1,6 @@
 #!/bin/bash
 # Session 28, third call: the MLP backward on wgmma (kernels/mlp_bwd_wgmma.cuh), written this session and not yet
-# run.  About 5 minutes, nothing to carry.  Call 3 ran every part (commit 4c0e1b0-era kernels: the swap part
+# run.  About 5 minutes, nothing to carry.  Call 3 ran every part (commit 4ecba8c: the swap part
 # found reading 0 right, bit for bit mma.sync's gradients, and 1 faulting); call 4 (PARTS="tests bench sanitize")
 # the kernel with that reading fixed and dW overlapping the walk.  The profiler-based switch test is left out of
 # the sanitizer run: CUPTI sees no kernels under compute-sanitizer.
