@@ -175,6 +175,9 @@ bool wgmma_built_on(const c10::Device& device) {
   return built;
 }
 
+// The refusal of a backward on the wgmma kernel where the GPU does not run it (the shape's is the kernels').
+constexpr const char* kWgmmaBackwardNeeds = "the wgmma backward needs a Hopper GPU and kernels built for 9.0a (CUDA 12 or later)";
+
 // Why a forward of hidden width `hidden` cannot run on the wgmma kernel on
 // `device`, or "" where it can (the MLP op and the colour level ask the same).
 std::string wgmma_forward_refusal(int hidden, const c10::Device& device) {
@@ -209,8 +212,7 @@ py::object mlp_backward(const torch::Tensor& x, const torch::Tensor& w, const st
     const c10::cuda::CUDAGuard guard(x.device());
     torch::Tensor w16;
     kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
-    KPNT_REQUIRE(!wgmma || wgmma_built_on(x.device()),
-                 "the wgmma backward needs a Hopper GPU and kernels built for 9.0a (CUDA 12 or later)");
+    KPNT_REQUIRE(!wgmma || wgmma_built_on(x.device()), kWgmmaBackwardNeeds);
     a.wgmma_bwd = wgmma;
     const torch::Tensor work = backward_workspace(a.dims, a.P, a.groups, x, &a.workspace);
     check_cuda_tensor(dy, "grad_output", at::kFloat, x);
@@ -294,11 +296,13 @@ py::object colour_forward(const torch::Tensor& D, const torch::Tensor& var, cons
 // dw (n_weights,) float32, or an error tuple.
 py::object colour_backward(const torch::Tensor& D, const torch::Tensor& fmap, const torch::Tensor& w,
                            const torch::Tensor& dI, const torch::Tensor& dalpha, const std::vector<int64_t>& dims,
-                           double slope, bool plain, const std::vector<double>& consts) {
+                           double slope, bool plain, const std::vector<double>& consts, bool wgmma) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(D.device());
     torch::Tensor w16;
     kpnt::ColourArgs a = make_colour_args(D, w, dims, slope, plain, true, consts, w16);
+    KPNT_REQUIRE(!wgmma || wgmma_built_on(D.device()), kWgmmaBackwardNeeds);
+    a.wgmma_bwd = wgmma;
     const torch::Tensor work = backward_workspace(a.dims, a.N * a.h * a.w, 1, D, &a.workspace);
     check_cuda_tensor(fmap, "fmap", at::kFloat, D);
     check_cuda_tensor(dI, "grad of I", at::kFloat, D);
@@ -776,11 +780,13 @@ py::object front_backward(const torch::Tensor& x, const torch::Tensor& U, const 
                           const torch::Tensor& noise, const torch::Tensor& w, const std::vector<torch::Tensor>& tables,
                           const torch::Tensor& fmap, const torch::Tensor& dO, const std::vector<int64_t>& dims,
                           const std::vector<int64_t>& ints, double slope, bool plain, bool noise_input,
-                          const std::vector<double>& consts) {
+                          const std::vector<double>& consts, bool wgmma) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(x.device());
     torch::Tensor w16;
     kpnt::FrontArgs a = make_front_args(x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts, w16);
+    KPNT_REQUIRE(!wgmma || wgmma_built_on(x.device()), kWgmmaBackwardNeeds);
+    a.wgmma_bwd = wgmma;
     const torch::Tensor work = backward_workspace(a.dims, a.N * a.H * a.W, a.groups, x, &a.workspace);
     check_cuda_tensor(fmap, "fmap", at::kFloat, x);
     KPNT_REQUIRE_F(fmap.dim() == 4 && fmap.size(0) == a.N && fmap.size(1) == 4 && fmap.size(2) == a.H &&
@@ -821,7 +827,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("plain"), py::arg("noise_input"), py::arg("consts"), py::arg("wgmma") = false);
   m.def("colour_backward", &colour_backward, "fused colour level backward: weight gradient", py::arg("D"),
         py::arg("fmap"), py::arg("w"), py::arg("dI"), py::arg("dalpha"), py::arg("dims"), py::arg("slope"),
-        py::arg("plain"), py::arg("consts"));
+        py::arg("plain"), py::arg("consts"), py::arg("wgmma") = false);
   m.def("front_forward", &front_forward, "fused front level forward: (O, fmap), its MLP on the wgmma kernel if "
         "asked", py::arg("x"), py::arg("U"), py::arg("S"), py::arg("noise"), py::arg("w"), py::arg("tables"),
         py::arg("dims"), py::arg("ints"), py::arg("slope"), py::arg("plain"), py::arg("noise_input"),
@@ -829,7 +835,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("front_backward", &front_backward, "fused front level backward: (dU, dw)", py::arg("x"), py::arg("U"),
         py::arg("S"), py::arg("noise"), py::arg("w"), py::arg("tables"), py::arg("fmap"), py::arg("dO"),
         py::arg("dims"), py::arg("ints"), py::arg("slope"), py::arg("plain"), py::arg("noise_input"),
-        py::arg("consts"));
+        py::arg("consts"), py::arg("wgmma") = false);
   m.def("guide_proj_block", &guide_proj_block, "one projection block of the guide: relu(z + P relu(conv3x3(z) + b) + c)",
         py::arg("z"), py::arg("w3"), py::arg("b3"), py::arg("p"), py::arg("c1"), py::arg("kernel"));
   m.def("up_block", &up_block, "the colour base to full resolution at each colour's sample positions "

@@ -3,6 +3,7 @@
 // fused_mlp.cuh, colour_*).  Instantiated for the KPNT_COLOUR lines of
 // kernels/shapes.def.
 #include "mlp_core.cuh"
+#include "mlp_bwd_wgmma.cuh"
 #include "mlp_wgmma.cuh"
 
 namespace kpnt {
@@ -282,6 +283,7 @@ MlpArgs colour_mlp_args(const ColourArgs& c) {
   a.stream = c.stream;
   a.workspace = c.workspace;
   a.wgmma = c.wgmma;
+  a.wgmma_bwd = c.wgmma_bwd;
   return a;
 }
 
@@ -341,7 +343,7 @@ const char* colour_bwd_blocks(const ColourArgs& c, int* blocks) {
   return guarded([&] {
     if (!dispatch_colour(c.dims, [&](auto cfg) {
           using C = decltype(cfg);
-          if constexpr (C::BWD) *blocks = backward_blocks_with<C, MapIn, ApplyDy>(colour_mlp_args(c));
+          if constexpr (C::BWD) *blocks = backward_blocks_any<C, MapIn, ApplyDy>(colour_mlp_args(c));
           else forward_only(c.dims);
         }))
       not_compiled("colour_level", c.dims);
@@ -355,8 +357,8 @@ const char* colour_backward(const ColourArgs& c, const float* fmap, const float*
     if (!dispatch_colour(c.dims, [&](auto cfg) {
           using C = decltype(cfg);
           if constexpr (C::BWD) {
-            launch_backward_with<C>(colour_mlp_args(c), MapIn{fmap, g}, ApplyDy{c.D, dI, dalpha, g, colour_consts(c)},
-                                    nullptr, dw_partial);
+            launch_backward_any<C>(colour_mlp_args(c), MapIn{fmap, g}, ApplyDy{c.D, dI, dalpha, g, colour_consts(c)},
+                                   nullptr, dw_partial);
           } else {
             forward_only(c.dims);
           }

@@ -4,6 +4,7 @@
 // taps, kernels per pixel and MLP shape come from the line, so a new front
 // variant of this structure (another radius, width or depth) is one line there.
 #include "mlp_core.cuh"
+#include "mlp_bwd_wgmma.cuh"
 #include "mlp_wgmma.cuh"
 
 #include <type_traits>
@@ -509,6 +510,7 @@ MlpArgs front_mlp_args(const FrontArgs& f) {
   a.stream = f.stream;
   a.workspace = f.workspace;
   a.wgmma = f.wgmma;
+  a.wgmma_bwd = f.wgmma_bwd;
   return a;
 }
 
@@ -578,7 +580,7 @@ const char* front_bwd_blocks(const FrontArgs& f, int* blocks) {
   return guarded([&] {
     if (!dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto) {
           using C = decltype(cfg);
-          if constexpr (C::BWD) *blocks = backward_blocks_with<C, FrontIn, FrontDy>(front_mlp_args(f));  // same for FrontDyRoles
+          if constexpr (C::BWD) *blocks = backward_blocks_any<C, FrontIn, FrontDy>(front_mlp_args(f));  // same for FrontDyRoles
           else forward_only(f.dims);
         }))
       front_not_compiled(f);
@@ -597,11 +599,11 @@ const char* front_backward(const FrontArgs& f, const float* fmap, const float* d
           if constexpr (!C::BWD) {
             forward_only(f.dims);
           } else if constexpr (decltype(kernels)::value == 1) {
-            launch_backward_with<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontDy{fmap, dO, abuf, g, k}, bbuf,
-                                    dw_partial);
+            launch_backward_any<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontDy{fmap, dO, abuf, g, k}, bbuf,
+                                   dw_partial);
           } else {
-            launch_backward_with<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontDyRoles{fmap, dO, abuf, g, k, f.roles},
-                                    bbuf, dw_partial);
+            launch_backward_any<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontDyRoles{fmap, dO, abuf, g, k, f.roles},
+                                   bbuf, dw_partial);
           }
         }))
       front_not_compiled(f);

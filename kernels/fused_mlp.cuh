@@ -170,6 +170,7 @@ struct ColourArgs {
   cudaStream_t stream;
   void* workspace = nullptr;  // backward: mlp_bwd_workspace_bytes(dims, N h w, 1)
   bool wgmma = false;         // forward: the MLP on the sm_90a wgmma kernel (MlpArgs::wgmma)
+  bool wgmma_bwd = false;     // backward: the same (MlpArgs::wgmma_bwd)
 };
 
 // Forward: var (N, 3, h, w) in; fmap (N, 3, h, w), I (N, 3, h, w), alpha (N, 1, h, w) out.
@@ -231,6 +232,7 @@ struct FrontArgs {
   cudaStream_t stream;
   void* workspace = nullptr;  // backward: mlp_bwd_workspace_bytes(dims, N H W, groups)
   bool wgmma = false;         // forward: the MLP on the wgmma kernel (hidden 64; the caller checked the GPU runs sm_90a)
+  bool wgmma_bwd = false;     // backward: the same (MlpArgs::wgmma_bwd)
 };
 
 // fmap (N, 4, H, W) and O (N, 3, H, W) out.  kernels == 3 (per-channel

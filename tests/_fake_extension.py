@@ -65,7 +65,7 @@ class FakeExt:
         I, a = colour_level(D, var, unpack(w.float(), dims), self._cspec(dims, slope, plain, noise_input))
         return I, a, var.clone()          # the real fmap holds the features; here var stands in
 
-    def colour_backward(self, D, fmap, w, dI, da, dims, slope, plain, consts):
+    def colour_backward(self, D, fmap, w, dI, da, dims, slope, plain, consts, wgmma=False):
         self.calls.append(("colour_backward", w.dtype))
         f = lambda w_: colour_level(D, fmap, unpack(w_, dims), self._cspec(dims, slope, plain, True))
         _, vjp = torch.func.vjp(f, w.float())
@@ -85,7 +85,8 @@ class FakeExt:
         O = self._front(x, U, S, noise, w.float(), tables, dims, ints, slope, plain, noise_input)
         return O, x.new_zeros(x.shape[0], 4, *x.shape[2:])
 
-    def front_backward(self, x, U, S, noise, w, tables, fmap, dO, dims, ints, slope, plain, noise_input, consts):
+    def front_backward(self, x, U, S, noise, w, tables, fmap, dO, dims, ints, slope, plain, noise_input, consts,
+                       wgmma=False):
         self.calls.append(("front_backward", w.dtype))
         P = ints[0]
         cfa = CFA(np.asarray(tables[2].tolist(), dtype=np.int64).reshape(P, P))

@@ -136,3 +136,69 @@ def test_use_wgmma_backward_asks_for_width_64_and_its_widths(monkeypatch):
     assert not mlp_op.use_wgmma_backward(x, [32, 128, 16, 6], switch=True)
     assert not mlp_op.use_wgmma_backward(x, [32, 64, 80, 4], switch=True)
     assert not mlp_op.use_wgmma_backward(x, [48, 64, 16, 4], switch=True)
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("mode", ["softmax", "plain"])
+@pytest.mark.parametrize("size", [(1, 9, 13), (2, 61, 67)], ids=str)
+def test_colour_level_backward_on_wgmma(mode, size, monkeypatch):
+    """The colour level's weight gradient (its gather-input and
+    kernel-application gradient policies, R = 1 row block a warp) with the
+    switch on: the wgmma kernel runs, and the gradient is mma.sync's up to f32
+    summation order."""
+    from test_colour_level import inputs, spec
+    from test_colour_level import weights as colour_weights
+    from test_mlp_wgmma import COLOUR64
+
+    if not COLOUR64:
+        pytest.skip("no colour line with a 64-wide MLP compiled")
+    dims = COLOUR64[0]
+    cw = colour_weights(1, mode, dims)
+    D, var = inputs(*size, seed=3)
+    sp = spec(mode, True, dims)
+    gI = torch.randn_like(D)
+    out = {}
+    for on in (True, False):
+        monkeypatch.setattr(mlp_op, "WGMMA_BACKWARD", on)
+        poison()
+        I, _ = _cuda.fused_colour_level(D, var, cw, sp)
+        names = launched_kernels(lambda: out.__setitem__(on, torch.autograd.grad(I, cw, gI)))
+        assert any("mlp_bwd_wgmma_kernel" in n for n in names) == on, names
+    for i, (a, b) in enumerate(zip(out[True], out[False])):
+        assert torch.isfinite(a).all() and rel(a, b) < TOL_GRAD, f"weights[{i}]"
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("cfa_name,size", [("bayer", (2, 23, 31)), ("xtrans", (1, 3, 4)), ("xtrans25", (1, 301, 517))],
+                         ids=lambda v: str(v))
+def test_front_level_backward_on_wgmma(cfa_name, size, monkeypatch):
+    """The front level's gradients (weights of every class, and dL/dU through
+    the MLP's input gradient) with the switch on: the wgmma kernel runs, and
+    the gradients are mma.sync's up to f32 summation order."""
+    from test_front_level import inputs, weight_sets
+    from test_mlp_wgmma import FRONT64
+
+    from kpnt.mosaic.cfa import CFA
+    from kpnt.spec import FrontLevelSpec
+
+    shapes = [s for s in FRONT64 if s.mlp.n_in in mlp_op.WGMMA_BACKWARD_WIDTHS]
+    if not shapes:
+        pytest.skip("no front line the wgmma backward runs")
+    shape = shapes[0]
+    cfa = {"bayer": CFA.bayer("GRBG"), "xtrans": CFA.xtrans(), "xtrans25": CFA.xtrans(2, 5)}[cfa_name]
+    spec = FrontLevelSpec(radius=shape.key[0], kernels="shared" if shape.key[1] == 1 else "per_channel",
+                          width=64, hidden_layers=shape.mlp.n_hidden, leaky_slope=SLOPE)
+    N, H, W = size
+    x, U, S, noise = inputs(cfa, N, H, W, seed=H * W)
+    sets = weight_sets(cfa.n_classes, seed=W, spec=spec)
+    flat = [w for ws in sets for w in ws]
+    gO = torch.randn(N, 3, H, W, device="cuda")
+    out = {}
+    for on in (True, False):
+        monkeypatch.setattr(mlp_op, "WGMMA_BACKWARD", on)
+        poison()
+        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, spec)
+        names = launched_kernels(lambda: out.__setitem__(on, torch.autograd.grad(O, [U, *flat], gO)))
+        assert any("mlp_bwd_wgmma_kernel" in n for n in names) == on, names
+    for i, (a, b) in enumerate(zip(out[True], out[False])):
+        assert torch.isfinite(a).all() and rel(a, b) < TOL_GRAD, ("U" if i == 0 else f"weights[{i - 1}]")

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from kpnt.ops._cuda.extension import colour_consts, ext, unwrap
 from kpnt.ops._cuda.glue import by_name, grads, input_names
-from kpnt.ops._cuda.mlp import dispatch_mlp, unpack, use_wgmma
+from kpnt.ops._cuda.mlp import dispatch_mlp, unpack, use_wgmma, use_wgmma_backward
 from kpnt.ops.weights import as_weights
 from kpnt.spec import ColourLevelSpec
 
@@ -39,12 +39,12 @@ def _(D, var, w, w16, dims, slope, plain, noise_input, wgmma):
 
 @torch.library.custom_op("kpnt::colour_bwd", mutates_args=(), device_types="cuda")
 def _colour_bwd(D: Tensor, fmap: Tensor, w16: Tensor, dI: Tensor, da: Tensor, dims: list[int], slope: float,
-                plain: bool) -> Tensor:
-    return unwrap(ext().colour_backward(D, fmap, w16, dI, da, dims, slope, plain, colour_consts()))
+                plain: bool, wgmma: bool) -> Tensor:
+    return unwrap(ext().colour_backward(D, fmap, w16, dI, da, dims, slope, plain, colour_consts(), wgmma))
 
 
 @_colour_bwd.register_fake
-def _(D, fmap, w16, dI, da, dims, slope, plain):
+def _(D, fmap, w16, dI, da, dims, slope, plain, wgmma):
     return D.new_empty(w16.shape)
 
 
@@ -80,7 +80,7 @@ def _backward(ctx, dI, da, dfmap):
         return grads(COLOUR_INPUTS)
     dims = list(spec.mlp.as_tuple())
     return grads(COLOUR_INPUTS, w=_colour_bwd(D, fmap, w16, dI, da, dims, spec.leaky_slope,
-                                              spec.apply_mode == "plain"))
+                                              spec.apply_mode == "plain", use_wgmma_backward(D, dims)))
 
 
 _colour_fwd.register_autograd(_backward, setup_context=_setup_context)

@@ -24,7 +24,7 @@ from torch import Tensor
 from kpnt.mosaic.cfa import CFA
 from kpnt.ops._cuda.extension import ext, front_consts, unwrap
 from kpnt.ops._cuda.glue import by_name, grads, input_names
-from kpnt.ops._cuda.mlp import dispatch_mlp, partition_by_class, unpack, use_wgmma
+from kpnt.ops._cuda.mlp import dispatch_mlp, partition_by_class, unpack, use_wgmma, use_wgmma_backward
 from kpnt.ops.weights import as_weight_sets
 from kpnt.ref._cache import tensor_cache
 from kpnt.ref.front_layout import front_roles
@@ -123,17 +123,17 @@ def _(x, U, S, noise, w, w16, perm, row_offsets, colour, tap_off, inv, roles, di
 def _front_bwd(
     x: Tensor, U: Tensor, S: Tensor, noise: Tensor, w16: Tensor, perm: Tensor, row_offsets: Tensor, colour: Tensor,
     tap_off: Tensor, inv: Tensor, roles: Tensor, fmap: Tensor, dO: Tensor, dims: list[int], pattern: list[int],
-    radius: int, kernels: int, slope: float, plain: bool, noise_input: bool,
+    radius: int, kernels: int, slope: float, plain: bool, noise_input: bool, wgmma: bool,
 ) -> tuple[Tensor, Tensor]:
     P, T = int(round(len(pattern) ** 0.5)), (2 * radius + 1) ** 2
     dU, dw = unwrap(ext().front_backward(x, U, S, noise, w16, [perm, row_offsets, colour, tap_off, inv, roles], fmap,
-                                         dO, dims, [P, T, kernels], slope, plain, noise_input, front_consts()))
+                                         dO, dims, [P, T, kernels], slope, plain, noise_input, front_consts(), wgmma))
     return dU, dw
 
 
 @_front_bwd.register_fake
 def _(x, U, S, noise, w16, perm, row_offsets, colour, tap_off, inv, roles, fmap, dO, dims, pattern, radius, kernels,
-      slope, plain, noise_input):
+      slope, plain, noise_input, wgmma):
     return U.new_empty(U.shape), U.new_empty(w16.shape)
 
 
@@ -175,7 +175,7 @@ def _backward(ctx, dO, dfmap):
     if not (need["U"] or need["w"]):
         return grads(FRONT_INPUTS)
     dU, dw = _front_bwd(*(t[n] for n in _SAVED if n != "w"), fmap, dO, a["dims"], a["pattern"], a["radius"],
-                        a["kernels"], a["slope"], a["plain"], a["noise_input"])
+                        a["kernels"], a["slope"], a["plain"], a["noise_input"], use_wgmma_backward(t["x"], a["dims"]))
     return grads(FRONT_INPUTS, U=dU if need["U"] else None, w=dw if need["w"] else None)
 
 
