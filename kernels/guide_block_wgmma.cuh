@@ -176,12 +176,6 @@ struct PfTile {
   static constexpr size_t SMEM = size_t(W_BYTES) + P_BYTES + sizeof(__half) * 2 * size_t(HALO) + sizeof(float) * 2 * C;
 };
 
-// 16 bytes global -> shared without registers; src_bytes 0 writes zeros (the 3x3's padding).
-__device__ __forceinline__ void cp_async16_zfill(void* dst, const void* src, int src_bytes) {
-  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
-}
-
 // Tile t's (HY) x (HX) halo of z into sZ, asynchronously (load_halo's layout),
 // by THREADS threads of which this is number tid.
 template <int HY, int THREADS>
@@ -195,7 +189,7 @@ __device__ __forceinline__ void load_halo_async(__half* sZ, const __half* __rest
     const int pos = k >> 3, part = k & 7, gy = y0 - 1 + pos / HX, gx = x0 - 1 + pos % HX;
     const bool inside = gy >= 0 && gy < H && gx >= 0 && gx < W;
     const __half* src = inside ? z + ((1LL * n * H + gy) * W + gx) * C + part * 8 : z;  // z: any valid address
-    cp_async16_zfill(sZ + pos * kRow + part * 8, src, inside ? 16 : 0);
+    wg::cp_async16_zfill(sZ + pos * kRow + part * 8, src, inside ? 16 : 0);
   }
 }
 

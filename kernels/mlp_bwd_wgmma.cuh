@@ -32,6 +32,7 @@
 #include "mlp_wgmma.cuh"
 
 #include <string>
+#include <type_traits>
 
 namespace kpnt {
 namespace {
@@ -73,6 +74,42 @@ struct WgBwd {
   static constexpr int DZ0 = act_off(C::NH + 1), DZ1 = DZ0 + DZ_BYTES, RED = DZ1 + DZ_BYTES;
   static constexpr size_t SMEM = static_cast<size_t>(RED) + sizeof(float) * kBwdWarps;
 };
+
+// A tile's rows of a row-major f32 matrix (K wide) staged in shared memory:
+// the bare op's x and dL/dy (RowsIn, RowsDy), whose next tile streams in
+// (cp.async, no registers) while this tile walks back, where the policies
+// would load them when the tile starts and wait.  Rows are K + 8 floats apart
+// (16-byte chunks; neighbouring rows 8 banks apart).
+template <int K>
+struct StagedRows {
+  static constexpr int STRIDE = K + 8;
+  static constexpr int BYTES = 4 * kBwdT * STRIDE;
+  // Copies of tile rows base .. base + kBwdT - 1 (memory rows mem_row: rows
+  // past the group's end are zeros, as the policies give).
+  static __device__ __forceinline__ void issue(float* s, const float* __restrict__ src, int64_t base, int64_t end,
+                                               const int32_t* __restrict__ perm) {
+    constexpr int CH = K / 4;  // 16-byte chunks a row
+    for (int i = threadIdx.x; i < kBwdT * CH; i += blockDim.x) {
+      const int row = i / CH, ch = i % CH;
+      const int64_t m = mem_row(base + row, end, perm);
+      wg::cp_async16_zfill(s + row * STRIDE + ch * 4, m >= 0 ? src + m * K + ch * 4 : src, m >= 0 ? 16 : 0);
+    }
+  }
+  static __device__ __forceinline__ float2 pair(const float* s, int row, int col) {
+    return *reinterpret_cast<const float2*>(s + row * STRIDE + col);
+  }
+};
+
+// Whether the backward stages the policies' rows (StagedRows): the bare op's.
+template <class In, class Dy>
+constexpr bool kStagedRows = std::is_same<In, RowsIn>::value && std::is_same<Dy, RowsDy>::value;
+
+// Shared memory of the backward with these policies: the staging buffers after WgBwd's layout.
+template <class C, class In, class Dy>
+constexpr size_t wg_bwd_smem() {
+  constexpr size_t base = (WgBwd<C>::SMEM + 127) / 128 * 128;
+  return kStagedRows<In, Dy> ? base + StagedRows<C::IN>::BYTES + StagedRows<C::OUT>::BYTES : WgBwd<C>::SMEM;
+}
 
 // A fragments (16 rows x K, tile rows lr and lr + 8) into a tile buffer of width K.
 template <int K>
@@ -219,18 +256,44 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dw[j][e] = 0.f;
 
+  constexpr bool STAGED = kStagedRows<In, Dy>;
+  using SX = StagedRows<C::IN>;
+  using SY = StagedRows<C::OUT>;
+  float* xs = reinterpret_cast<float*>(smem + (B::SMEM + 127) / 128 * 128);  // STAGED only
+  float* ys = xs + kBwdT * SX::STRIDE;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kBwdT;
+  if constexpr (STAGED) {
+    const int64_t first = begin + static_cast<int64_t>(blockIdx.x) * kBwdT;
+    if (first < end) {
+      SX::issue(xs, in.x, first, end, perm);
+      SY::issue(ys, dys.dy, first, end, perm);
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  }
+
   // The loop's bounds are the block's: every warp of a group issues its wgmmas together.
-  for (int64_t base = begin + static_cast<int64_t>(blockIdx.x) * kBwdT; base < end;
-       base += static_cast<int64_t>(gridDim.x) * kBwdT) {
+  for (int64_t base = begin + static_cast<int64_t>(blockIdx.x) * kBwdT; base < end; base += stride) {
+    if constexpr (STAGED) asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // this tile's rows are in
     // The previous tile's reads of the tile buffers are over (each group
     // waited on its own wgmmas); the first pass waits for the weights.
     __syncthreads();
     const int64_t l = base + lr;
     const int64_t rlo[1] = {mem_row(l, end, perm)}, rhi[1] = {mem_row(l + 8, end, perm)};
+    const int c = 2 * (lane & 3);
 
     // Forward recomputation, storing A_0 .. A_NH (f16, what the forward used).
     uint32_t ax[1][C::IN / 16][4];
-    in.template load<C::IN, 1>(ax, rlo, rhi, lane);
+    if constexpr (STAGED) {
+#pragma unroll
+      for (int kb = 0; kb < C::IN / 16; ++kb)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {  // the A layout: rows lr, lr + 8; columns 16 kb + c, 16 kb + 8 + c
+          const float2 v = SX::pair(xs, lr + 8 * (r & 1), 16 * kb + 8 * (r >> 1) + c);
+          ax[0][kb][r] = pack2(v.x, v.y);
+        }
+    } else {
+      in.template load<C::IN, 1>(ax, rlo, rhi, lane);
+    }
     store_core<C::IN>(smem + B::act_off(0), ax[0], lr, lane);
     uint32_t ah[C::H / 16][4];
     {
@@ -242,12 +305,28 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     wg_recompute<C, 1>(ah, smem, slope, lr, lane);
 
     float gy[C::OUT / 8][4];
-    {
+    if constexpr (STAGED) {
+#pragma unroll
+      for (int j = 0; j < C::OUT / 8; ++j) {
+        const float2 lo = SY::pair(ys, lr, 8 * j + c), hi = SY::pair(ys, lr + 8, 8 * j + c);
+        gy[j][0] = lo.x;
+        gy[j][1] = lo.y;
+        gy[j][2] = hi.x;
+        gy[j][3] = hi.y;
+      }
+    } else {
       float yo[C::OUT / 8][4];
       if constexpr (Dy::kNeedsOut) wg_layer<C, C::NH>(yo, ah, smem);
       dys.template grad<C::OUT>(gy, yo, rlo[0], rhi[0], lane);
     }
-    const float inv_s = scale_tile_dy<C::OUT>(gy, red, warp, lane);
+    const float inv_s = scale_tile_dy<C::OUT>(gy, red, warp, lane);  // a barrier: every thread has read xs, ys
+    if constexpr (STAGED) {
+      if (base + stride < end) {
+        SX::issue(xs, in.x, base + stride, end, perm);
+        SY::issue(ys, dys.dy, base + stride, end, perm);
+      }
+      asm volatile("cp.async.commit_group;\n" ::: "memory");
+    }
     uint32_t dzf[C::OUT / 16][4];
     to_frags<C::OUT>(dzf, gy);
     store_core<C::OUT>(smem + B::DZ0, dzf, lr, lane);
@@ -271,8 +350,9 @@ int backward_blocks_any(const MlpArgs& a) {
   if constexpr (WgBwd<C>::shape_ok()) {
     if (a.wgmma_bwd) {
       auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
-      prepare_smem(kernel, WgBwd<C>::SMEM, "backward (wgmma)");
-      return persistent_blocks(kernel, kBwdWarps * 32, WgBwd<C>::SMEM, a.P, kBwdT, a.groups);
+      constexpr size_t smem = wg_bwd_smem<C, In, Dy>();
+      prepare_smem(kernel, smem, "backward (wgmma)");
+      return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
     }
   }
   return backward_blocks_with<C, In, Dy>(a);
@@ -287,7 +367,7 @@ void launch_backward_any(const MlpArgs& a, const In& in, const Dy& dy, float* dx
   if constexpr (WgBwd<C>::shape_ok()) {
     const int bx = backward_blocks_any<C, In, Dy>(a);
     auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
-    kernel<<<dim3(bx, a.groups), kBwdWarps * 32, WgBwd<C>::SMEM, a.stream>>>(
+    kernel<<<dim3(bx, a.groups), kBwdWarps * 32, wg_bwd_smem<C, In, Dy>(), a.stream>>>(
         in, dy, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, dx, dw_partial, a.slope);
     check_cuda(cudaGetLastError(), "backward (wgmma) launch");
   } else {

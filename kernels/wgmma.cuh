@@ -271,6 +271,13 @@ struct WgmmaSS<32> {
 };
 
 
+// 16 bytes global -> shared without registers; src_bytes 0 writes zeros (the
+// guide block's 3x3 padding, the MLP backward's rows past the end).
+__device__ __forceinline__ void cp_async16_zfill(void* dst, const void* src, int src_bytes) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
+}
+
 // As wg_wait0, leaving the newest group in flight (double-buffered A).
 __device__ __forceinline__ void wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 
