@@ -207,14 +207,13 @@ py::object mlp_forward(const torch::Tensor& x, const torch::Tensor& w, const std
 // dw has the shape of w (float32).
 py::object mlp_backward(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
                         const std::optional<torch::Tensor>& offsets, const torch::Tensor& dy,
-                        const std::vector<int64_t>& dims, double slope, bool need_dx, bool wgmma, bool pipelined) {
+                        const std::vector<int64_t>& dims, double slope, bool need_dx, bool wgmma) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(x.device());
     torch::Tensor w16;
     kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
     KPNT_REQUIRE(!wgmma || wgmma_built_on(x.device()), kWgmmaBackwardNeeds);
     a.wgmma_bwd = wgmma;
-    a.wgmma_bwd_pipe = pipelined;
     const torch::Tensor work = backward_workspace(a.dims, a.P, a.groups, x, &a.workspace);
     check_cuda_tensor(dy, "grad_output", at::kFloat, x);
     KPNT_REQUIRE(dy.dim() == 2 && dy.size(0) == x.size(0) && dy.size(1) == a.dims.out, "grad_output must be (", x.size(0), ", ", a.dims.out, "), got ", shape(dy));
@@ -816,7 +815,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("wgmma") = false);
   m.def("mlp_backward", &mlp_backward, "fused MLP backward with recomputation: (dx, dw), on the wgmma kernel if asked",
         py::arg("x"), py::arg("w"), py::arg("perm"), py::arg("offsets"), py::arg("dy"), py::arg("dims"),
-        py::arg("slope"), py::arg("need_dx"), py::arg("wgmma") = false, py::arg("pipelined") = false);
+        py::arg("slope"), py::arg("need_dx"), py::arg("wgmma") = false);
   m.def("mlp_supported_configs", &kpnt::mlp_supported_configs, "the compiled lines of kernels/shapes.def, as text");
   m.def("shape_table", &shape_table, "the compiled lines of kernels/shapes.def: (op, key0, key1, in, hidden, out, "
         "n_hidden, train) tuples");

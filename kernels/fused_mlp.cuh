@@ -89,7 +89,6 @@ struct MlpArgs {
   bool wgmma = false;         // forward only: the sm_90a wgmma kernel (hidden width 64; the caller checked that
                               // the GPU runs sm_90a code, kernels/bindings.cpp wgmma_built_on), else mma.sync
   bool wgmma_bwd = false;     // backward only: the same for the backward (kernels/mlp_bwd_wgmma.cuh)
-  bool wgmma_bwd_pipe = false;  // ... with its walk pipelined one step deeper (wg_bwd_step_pipe)
 };
 
 // y (P, out) float32 = MLP(x).

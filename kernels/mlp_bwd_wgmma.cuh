@@ -71,20 +71,18 @@ struct WgBwd {
     return o;
   }
   static constexpr int DZ_BYTES = 2 * kBwdT * (C::H > C::OUT ? C::H : C::OUT);
-  // Three dZ buffers: the pipelined walk (wg_bwd_step_pipe) keeps a step's dW reading its dZ across the next step.
-  static constexpr int DZ0 = act_off(C::NH + 1), DZ1 = DZ0 + DZ_BYTES, DZ2 = DZ1 + DZ_BYTES, RED = DZ2 + DZ_BYTES;
+  static constexpr int DZ0 = act_off(C::NH + 1), DZ1 = DZ0 + DZ_BYTES, RED = DZ1 + DZ_BYTES;
   static constexpr size_t SMEM = static_cast<size_t>(RED) + sizeof(float) * kBwdWarps;
 };
 
 // A tile's rows of a row-major f32 matrix (K wide) staged in shared memory:
 // the bare op's x and dL/dy (RowsIn, RowsDy), whose next tile streams in
 // (cp.async, no registers) while this tile walks back, where the policies
-// would load them when the tile starts and wait.  Rows are K + 4 floats apart
-// (16-byte chunks; neighbouring rows 4 banks apart, at most 2-way conflicts on
-// the fragment reads; K + 8 would not fit beside the colour MLP's 198 KB).
+// would load them when the tile starts and wait.  Rows are K + 8 floats apart
+// (16-byte chunks; neighbouring rows 8 banks apart).
 template <int K>
 struct StagedRows {
-  static constexpr int STRIDE = K + 4;
+  static constexpr int STRIDE = K + 8;
   static constexpr int BYTES = 4 * kBwdT * STRIDE;
   // Copies of tile rows base .. base + kBwdT - 1 (memory rows mem_row: rows
   // past the group's end are zeros, as the policies give).
@@ -211,104 +209,6 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
   }
 }
 
-// dW_m's tile product: dZ_{m+1}^T A_m (or its transpose), this group's half
-// of N, into t: 8 wgmmas (16 pixels each), no commit.
-template <class C, int m>
-__device__ __forceinline__ void issue_dw(float (&t)[WgBwd<C>::half(m) / 8][4], const unsigned char* dz,
-                                         const unsigned char* act, int group) {
-  using B = WgBwd<C>;
-  constexpr int HN = B::half(m), BW = B::nprod(m);
-  const unsigned char* a_src = B::normal(m) ? dz : act;
-  const unsigned char* b_src = (B::normal(m) ? act : dz) + group * (HN / 8) * 128;
-#pragma unroll
-  for (int ks = 0; ks < kBwdT / 16; ++ks) {
-    const uint64_t ad = wg::desc_mn(a_src + ks * 2 * (64 / 8) * 128, 64);
-    const uint64_t bd = wg::desc_mn(b_src + ks * 2 * (BW / 8) * 128, BW);
-    if (ks == 0) wg::WgmmaSS<HN>::first(t, ad, bd);
-    else wg::WgmmaSS<HN>::acc(t, ad, bd);
-  }
-}
-
-// dw (matrix m's share) += t inv_s, once t's wgmmas are waited on.
-template <class C, int m>
-__device__ __forceinline__ void add_dw(float (&dw)[WgBwd<C>::NDW][4], float (&t)[WgBwd<C>::half(m) / 8][4],
-                                       float inv_s) {
-  using B = WgBwd<C>;
-  wg::fence_operands<B::half(m) / 8>(t);
-#pragma unroll
-  for (int j = 0; j < B::half(m) / 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) dw[B::dwoff(m) + j][e] = fmaf(t[j][e], inv_s, dw[B::dwoff(m) + j][e]);
-}
-
-// The walk back pipelined one step deeper than wg_bwd_step: step m's dW
-// product runs on across the step's barrier and is waited on only after the
-// next step has issued its dA, so the tensor cores have the next product
-// while the groups meet.  `pend` is dW_{m+1}'s accumulators (in flight; none
-// at m = NH).  dZ rotates through three buffers (cur: dZ_{m+1}; next: where
-// dZ_m goes; spare: dZ_{m+2}, which dW_{m+1} may still be reading): a buffer
-// is written again only two barriers after the step that read it.
-template <class C, int m, int PM>
-__device__ __forceinline__ void wg_bwd_step_pipe(float (&dw)[WgBwd<C>::NDW][4],
-                                                 uint32_t (&dzf)[C::rows(m) / 16][4],
-                                                 float (&pend)[PM <= C::NH ? WgBwd<C>::half(PM) / 8 : 1][4], int cur,
-                                                 int next, int spare, const WgBwdCtx& k) {
-  using B = WgBwd<C>;
-  constexpr int M = C::rows(m), N = C::cols(m);
-  const unsigned char* act = k.smem + B::act_off(m);
-  float t[B::half(m) / 8][4];
-  float da[N / 8][4];  // dA_m = dZ_{m+1} W_m (m = 0: dL/dx, if asked)
-  const bool want_da = m > 0 || k.dx != nullptr;
-  wg::wg_fence();
-  if (want_da) {
-    const unsigned char* wm = k.smem + WgFwd<C>::base(m);
-#pragma unroll
-    for (int ks = 0; ks < M / 16; ++ks) {
-      const uint64_t d = wg::desc_mn(wm + ks * 2 * (N / 8) * 128, N);
-      if (ks == 0) wg::WgmmaRT<N>::first(da, dzf[0], d);
-      else wg::WgmmaRT<N>::acc(da, dzf[ks], d);
-    }
-  }
-  wg::wg_commit();
-  if constexpr (PM <= C::NH) {
-    wg::wg_wait1();  // all but dA_m: dW_{m+1} is done
-    add_dw<C, PM>(dw, pend, k.inv_s);
-    wg::wg_fence();  // t's registers were read; the next wgmmas write accumulators
-  }
-  issue_dw<C, m>(t, k.smem + cur, act, k.group);
-  wg::wg_commit();
-  wg::wg_wait1();  // dA_m is done; dW_m runs on
-  wg::fence_operands<N / 8>(da);
-  wg::fence_operands<M / 16>(dzf);
-
-  const int c = 2 * (k.lane & 3);
-  if constexpr (m > 0) {
-    uint32_t nf[N / 16][4];
-    to_frags<N>(nf, da);
-    lrelu_grad_frags_at<N>(
-        nf, [act](int row, int col) { return reinterpret_cast<const __half2*>(act + wg::core_off(row, col, N)); },
-        k.lr, c, k.slope);
-    store_core<N>(k.smem + next, nf, k.lr, k.lane);
-    wg::fence_async_smem();
-    __syncthreads();  // dZ_m of both groups stored (dW_m may still be reading dZ_{m+1})
-    wg_bwd_step_pipe<C, m - 1, m>(dw, nf, t, next, spare, cur, k);
-  } else {
-    if (k.dx != nullptr) {
-#pragma unroll
-      for (int j = 0; j < C::IN / 8; ++j) {
-        if (k.rlo >= 0)
-          *reinterpret_cast<float2*>(k.dx + k.rlo * C::IN + j * 8 + c) =
-              make_float2(da[j][0] * k.inv_s, da[j][1] * k.inv_s);
-        if (k.rhi >= 0)
-          *reinterpret_cast<float2*>(k.dx + k.rhi * C::IN + j * 8 + c) =
-              make_float2(da[j][2] * k.inv_s, da[j][3] * k.inv_s);
-      }
-    }
-    wg::wg_wait0();  // dW_0: nothing outlives the tile (the next one rewrites A_0 .. A_NH)
-    add_dw<C, 0>(dw, t, k.inv_s);
-  }
-}
-
 // This thread's share of dW (matrices m .. NH) into the block's partial
 // buffer, row-major (rows(m), cols(m)) at woff(m) as mlp_bwd_kernel writes it.
 // Accumulator (j, e): product row 16 (warp % 4) + lane / 4 + 8 (e / 2), column
@@ -332,8 +232,7 @@ __device__ __forceinline__ void store_dw_wg(const float (&dw)[WgBwd<C>::NDW][4],
   }
 }
 
-// PIPE: the walk of wg_bwd_step_pipe (each dW overlapping the next step) instead of wg_bwd_step.
-template <class C, class In, class Dy, bool PIPE>
+template <class C, class In, class Dy>
 __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     mlp_bwd_wgmma_kernel(const In in, const Dy dys, const __half* __restrict__ w, const int32_t* __restrict__ perm,
                          const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ dx,
@@ -435,12 +334,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     __syncthreads();
 
     const WgBwdCtx k{smem, inv_s, slope, warp >> 2, lane, lr, rlo[0], rhi[0], dx};
-    if constexpr (PIPE) {
-      float none[1][4];
-      wg_bwd_step_pipe<C, C::NH, C::NH + 1>(dw, dzf, none, B::DZ0, B::DZ1, B::DZ2, k);
-    } else {
-      wg_bwd_step<C, C::NH>(dw, dzf, B::DZ0, B::DZ1, k);
-    }
+    wg_bwd_step<C, C::NH>(dw, dzf, B::DZ0, B::DZ1, k);
   }
 
   store_dw_wg<C, 0>(dw, dw_partial + (static_cast<int64_t>(g) * gridDim.x + blockIdx.x) * C::NW, warp >> 2,
@@ -455,7 +349,7 @@ template <class C, class In, class Dy>
 int backward_blocks_any(const MlpArgs& a) {
   if constexpr (WgBwd<C>::shape_ok()) {
     if (a.wgmma_bwd) {
-      auto kernel = a.wgmma_bwd_pipe ? mlp_bwd_wgmma_kernel<C, In, Dy, true> : mlp_bwd_wgmma_kernel<C, In, Dy, false>;
+      auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
       constexpr size_t smem = wg_bwd_smem<C, In, Dy>();
       prepare_smem(kernel, smem, "backward (wgmma)");
       return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
@@ -472,7 +366,7 @@ void launch_backward_any(const MlpArgs& a, const In& in, const Dy& dy, float* dx
   if (!a.wgmma_bwd) return launch_backward_with<C>(a, in, dy, dx, dw_partial);
   if constexpr (WgBwd<C>::shape_ok()) {
     const int bx = backward_blocks_any<C, In, Dy>(a);
-    auto kernel = a.wgmma_bwd_pipe ? mlp_bwd_wgmma_kernel<C, In, Dy, true> : mlp_bwd_wgmma_kernel<C, In, Dy, false>;
+    auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
     kernel<<<dim3(bx, a.groups), kBwdWarps * 32, wg_bwd_smem<C, In, Dy>(), a.stream>>>(
         in, dy, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, dx, dw_partial, a.slope);
     check_cuda(cudaGetLastError(), "backward (wgmma) launch");

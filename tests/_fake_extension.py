@@ -49,7 +49,7 @@ class FakeExt:
             y = y.index_put((rows,), mlp(x[rows], unpack(w[g], dims), slope))
         return y
 
-    def mlp_backward(self, x, w, perm, offsets, dy, dims, slope, need_dx, wgmma=False, pipelined=False):
+    def mlp_backward(self, x, w, perm, offsets, dy, dims, slope, need_dx, wgmma=False):
         self.calls.append(("mlp_backward", w.dtype))
         _, vjp = torch.func.vjp(lambda x_, w_: self._mlp(x_, w_, perm, offsets, dims, slope), x, w.float())
         dx, dw = vjp(dy)

@@ -155,18 +155,16 @@ def timings(P, reps, do_compile, dims=COLOUR):
     # The backward on the wgmma kernel (kernels/mlp_bwd_wgmma.cuh), forward on wgmma too: the switches on for
     # these rows only.
     if mlp_op.use_wgmma_backward(x, dims, switch=True):
-        before = mlp_op.WGMMA_FORWARD, mlp_op.WGMMA_BACKWARD, mlp_op.WGMMA_BACKWARD_PIPELINED
+        before = mlp_op.WGMMA_FORWARD, mlp_op.WGMMA_BACKWARD
         mlp_op.WGMMA_FORWARD = mlp_op.WGMMA_BACKWARD = True
         try:
-            for pipelined, tag in ((False, "wgmma fwd+bwd"), (True, "wgmma fwd+bwd, pipelined")):
-                mlp_op.WGMMA_BACKWARD_PIPELINED = pipelined
-                for name, fn in ((f"fused fwd+bwd (dW) ({tag})", fused_fb),
-                                 (f"fused fwd+bwd (dW, dx) ({tag})", fused_fb_dx)):
-                    name += suffix
-                    res[name] = time_ms(fn, reps=reps)[0]
-                    print(f"  time {name:<28s} {res[name]:8.3f} ms  {P / res[name] / 1e6:6.2f} Gpix/s", flush=True)
+            for name, fn in (("fused fwd+bwd (dW) (wgmma fwd+bwd)", fused_fb),
+                             ("fused fwd+bwd (dW, dx) (wgmma fwd+bwd)", fused_fb_dx)):
+                name += suffix
+                res[name] = time_ms(fn, reps=reps)[0]
+                print(f"  time {name:<28s} {res[name]:8.3f} ms  {P / res[name] / 1e6:6.2f} Gpix/s", flush=True)
         finally:
-            mlp_op.WGMMA_FORWARD, mlp_op.WGMMA_BACKWARD, mlp_op.WGMMA_BACKWARD_PIPELINED = before
+            mlp_op.WGMMA_FORWARD, mlp_op.WGMMA_BACKWARD = before
     del x4
     for name, ms in res.items():
         rows.append((name, ms, row_counts.get(name, P) / ms / 1e6))

@@ -21,11 +21,9 @@ CONFIGS_BWD = [d for d in CONFIGS
                if d[1] == 64 and d[0] in mlp_op.WGMMA_BACKWARD_WIDTHS and d[2] in mlp_op.WGMMA_BACKWARD_WIDTHS]
 
 
-def gradients(x, ws, gy, monkeypatch, on, grouped=None, pipelined=False):
-    """(dL/dx, dL/dW...) with the wgmma backward switched on (its walk pipelined or not) or off, on memory filled
-    with NaN first."""
+def gradients(x, ws, gy, monkeypatch, on, grouped=None):
+    """(dL/dx, dL/dW...) with the wgmma backward switched on or off, on memory filled with NaN first."""
     monkeypatch.setattr(mlp_op, "WGMMA_BACKWARD", on)
-    monkeypatch.setattr(mlp_op, "WGMMA_BACKWARD_PIPELINED", pipelined)
     poison()
     y = _cuda.fused_mlp(x, ws, SLOPE) if grouped is None else _cuda.fused_mlp_grouped(x, grouped, ws, SLOPE)
     inputs = [x, *ws] if x.requires_grad else list(ws)
@@ -35,11 +33,9 @@ def gradients(x, ws, gy, monkeypatch, on, grouped=None, pipelined=False):
 @pytest.mark.usefixtures("needs_wgmma")
 @pytest.mark.parametrize("dims", CONFIGS_BWD, ids=lambda d: "x".join(map(str, d)))
 @pytest.mark.parametrize("P", [1, 63, 65, 127, 129, 20_011, 300_007])
-@pytest.mark.parametrize("pipelined", [False, True], ids=["walk", "pipelined"])
-def test_wgmma_backward_matches_references_and_mma(dims, P, pipelined, monkeypatch):
+def test_wgmma_backward_matches_references_and_mma(dims, P, monkeypatch):
     """One row, partial tiles of either warp group (63, 65, 127, 129 rows), and
-    more tiles than resident blocks (300 007: each block goes round its loop);
-    both walks (wg_bwd_step, wg_bwd_step_pipe)."""
+    more tiles than resident blocks (300 007: each block goes round its loop)."""
     ws = weights(dims, seed=P)
     x = features(P, dims[0], seed=P + 1).requires_grad_()
     gy = torch.randn(P, dims[2], device="cuda")
@@ -47,7 +43,7 @@ def test_wgmma_backward_matches_references_and_mma(dims, P, pipelined, monkeypat
     ws64 = [w.detach().double().requires_grad_() for w in ws]
     exact = torch.autograd.grad(ref_mlp(x64, ws64), [x64, *ws64], gy.double())
     ref16 = torch.autograd.grad(ref_mlp_f16(x64, ws64), [x64, *ws64], gy.double())
-    fast = gradients(x, ws, gy, monkeypatch, True, pipelined=pipelined)
+    fast = gradients(x, ws, gy, monkeypatch, True)
     mma = gradients(x, ws, gy, monkeypatch, False)
     for i, (a, m, b, c) in enumerate(zip(fast, mma, ref16, exact)):
         name = "x" if i == 0 else f"weights[{i - 1}]"
@@ -67,24 +63,22 @@ def test_every_weight_moves_its_own_gradient(dims, monkeypatch):
     ws = weights(dims, seed=31)
     x = features(4_099, dims[0], seed=32)
     gy = torch.randn(4_099, dims[2], device="cuda")
+    fast = gradients(x, ws, gy, monkeypatch, True)
     mma = gradients(x, ws, gy, monkeypatch, False)
-    for pipelined in (False, True):
-        fast = gradients(x, ws, gy, monkeypatch, True, pipelined=pipelined)
-        for i, (a, m) in enumerate(zip(fast, mma)):
-            assert (a - m).abs().max() <= 2e-2 * m.abs().max(), (pipelined, f"weights[{i}]")
+    for i, (a, m) in enumerate(zip(fast, mma)):
+        assert (a - m).abs().max() <= 2e-2 * m.abs().max(), f"weights[{i}]"
 
 
 @pytest.mark.usefixtures("needs_wgmma")
 @pytest.mark.parametrize("dims", CONFIGS_BWD, ids=lambda d: "x".join(map(str, d)))
-@pytest.mark.parametrize("pipelined", [False, True], ids=["walk", "pipelined"])
-def test_grouped_wgmma_backward_matches_per_class(dims, pipelined, monkeypatch):
+def test_grouped_wgmma_backward_matches_per_class(dims, monkeypatch):
     G, P = 3, 9_001
     ws = weights(dims, groups=G, seed=7)
     x = features(P, dims[0], seed=8)
     cls = torch.randint(0, G, (P,), generator=torch.Generator().manual_seed(10)).cuda()
     cls[:5] = 2  # an uneven split
     gy = torch.randn(P, dims[2], device="cuda")
-    g = gradients(x, ws, gy, monkeypatch, True, grouped=cls, pipelined=pipelined)
+    g = gradients(x, ws, gy, monkeypatch, True, grouped=cls)
     for c in range(G):
         idx = (cls == c).nonzero().squeeze(1)
         wc = [w[c].detach().double().requires_grad_() for w in ws]

@@ -57,11 +57,6 @@ WGMMA_FORWARD = True
 #: at 4 M rows took 2.26 ms against 2.95 (1.86 against 1.42 Gpix/s;
 #: docs/bench/kernels_mlp_s28d_h100.txt).  Other GPUs stay on mma.sync.
 WGMMA_BACKWARD = True
-#: Whether this op's wgmma backward walks back pipelined one step deeper (each
-#: weight-gradient product overlapping the next step's barrier and dA;
-#: ``wg_bwd_step_pipe``).  Off: written in session 28 after its last-but-one
-#: GPU call; ``tools/bench_kernels.py`` times it beside the plain walk.
-WGMMA_BACKWARD_PIPELINED = False
 
 _not_built_logged: set[int] = set()
 
@@ -124,13 +119,13 @@ def _(x, w, w16, perm, offsets, dims, slope, wgmma):
 
 @torch.library.custom_op("kpnt::mlp_bwd", mutates_args=(), device_types="cuda")
 def _mlp_bwd(x: Tensor, w16: Tensor, perm: Optional[Tensor], offsets: Optional[Tensor], dy: Tensor, dims: list[int],
-             slope: float, need_dx: bool, wgmma: bool, pipelined: bool) -> tuple[Tensor, Tensor]:
-    dx, dw = unwrap(ext().mlp_backward(x, w16, perm, offsets, dy, dims, slope, need_dx, wgmma, pipelined))
+             slope: float, need_dx: bool, wgmma: bool) -> tuple[Tensor, Tensor]:
+    dx, dw = unwrap(ext().mlp_backward(x, w16, perm, offsets, dy, dims, slope, need_dx, wgmma))
     return dx, dw
 
 
 @_mlp_bwd.register_fake
-def _(x, w16, perm, offsets, dy, dims, slope, need_dx, wgmma, pipelined):
+def _(x, w16, perm, offsets, dy, dims, slope, need_dx, wgmma):
     dx = x.new_empty(x.shape) if need_dx else x.new_empty((0,))
     return dx, x.new_empty(w16.shape)
 
@@ -148,9 +143,8 @@ def _backward(ctx, dy):
         return grads(MLP_INPUTS)
     # The kernel recomputes the forward pass from x: nothing but x, the weights
     # and dL/dy is kept between forward and backward.
-    wgmma = use_wgmma_backward(x, ctx.dims)
-    dx, dw = _mlp_bwd(x, w16, perm, offsets, dy.contiguous(), ctx.dims, ctx.slope, need["x"], wgmma,
-                      wgmma and WGMMA_BACKWARD_PIPELINED)
+    dx, dw = _mlp_bwd(x, w16, perm, offsets, dy.contiguous(), ctx.dims, ctx.slope, need["x"],
+                      use_wgmma_backward(x, ctx.dims))
     return grads(MLP_INPUTS, x=dx if need["x"] else None, w=dw if need["w"] else None)
 
 
