@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 
 #include <array>
 #include <atomic>
@@ -108,6 +109,14 @@ void half_weights(const torch::Tensor& w, const torch::Tensor& like, torch::Tens
   w16 = w.scalar_type() == at::kHalf ? w.contiguous() : w.to(at::kHalf).contiguous();
 }
 
+// The kernels read rows of x and dL/dy 8 bytes at a time, and the wgmma
+// backward stages them with 16-byte cp.async: a view at an offset that breaks
+// that alignment is copied to fresh (aligned) memory; the caller's tensor is
+// never written.
+torch::Tensor aligned16(const torch::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0 ? t.clone() : t;
+}
+
 // Validates everything and fills the launcher arguments.  `w16` keeps the f16
 // copy of the weights alive for the duration of the launch.
 kpnt::MlpArgs make_args(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
@@ -159,15 +168,19 @@ torch::Tensor backward_workspace(const kpnt::MlpDims& d, int64_t P, int groups, 
   return ws;
 }
 
-// Whether GPU `device` runs this build's sm_90a code (the wgmma kernels: the guide block, the MLP forward): asked of the GPU once
-// per device (a one-thread kernel on the current stream, read back: a sync, so not while capturing a graph),
-// then remembered for the module's life.
+// Whether GPU `device` runs this build's sm_90a code (the wgmma kernels: the guide block, the MLP forward and backward):
+// asked of the GPU once per device (a one-thread kernel on the current stream, read back: a sync, so not while
+// capturing a graph: asked then, it refuses with an error), then remembered for the module's life.
 bool wgmma_built_on(const c10::Device& device) {
   static std::array<std::atomic<int>, 64> known{};  // per device index: 0 not asked, 1 no, 2 yes
   const int idx = device.index();
   const bool cached = idx >= 0 && idx < static_cast<int>(known.size());
   if (cached && known[idx].load() != 0) return known[idx].load() == 2;
   const c10::cuda::CUDAGuard guard(device);
+  KPNT_REQUIRE(c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None,
+               "the fused kernels ask the GPU once whether it runs their wgmma code, which cannot happen while a CUDA "
+               "graph is being captured: run one step (or call kpnt.ops._cuda.guide_block.wgmma_built) before "
+               "capturing");
   torch::Tensor flag = torch::zeros({1}, torch::dtype(torch::kInt32).device(device));
   check_launch(kpnt::guide_block_wgmma_query(flag.data_ptr<int>(), c10::cuda::getCurrentCUDAStream(idx).stream()));
   const bool built = flag.item<int>() == 1;
@@ -187,11 +200,12 @@ std::string wgmma_forward_refusal(int hidden, const c10::Device& device) {
 }
 
 // y (P, out), or an error tuple.
-py::object mlp_forward(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
+py::object mlp_forward(const torch::Tensor& x_in, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
                        const std::optional<torch::Tensor>& offsets, const std::vector<int64_t>& dims,
                        double slope, bool wgmma) {
   return guarded([&]() -> py::object {
-    const c10::cuda::CUDAGuard guard(x.device());
+    const c10::cuda::CUDAGuard guard(x_in.device());
+    const torch::Tensor x = aligned16(x_in);
     torch::Tensor w16;
     kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
     const std::string refusal = wgmma ? wgmma_forward_refusal(a.dims.hidden, x.device()) : "";
@@ -205,11 +219,12 @@ py::object mlp_forward(const torch::Tensor& x, const torch::Tensor& w, const std
 
 // (dx, dw), or an error tuple: dx is (P, in), or empty when need_dx is false;
 // dw has the shape of w (float32).
-py::object mlp_backward(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
-                        const std::optional<torch::Tensor>& offsets, const torch::Tensor& dy,
+py::object mlp_backward(const torch::Tensor& x_in, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
+                        const std::optional<torch::Tensor>& offsets, const torch::Tensor& dy_in,
                         const std::vector<int64_t>& dims, double slope, bool need_dx, bool wgmma) {
   return guarded([&]() -> py::object {
-    const c10::cuda::CUDAGuard guard(x.device());
+    const c10::cuda::CUDAGuard guard(x_in.device());
+    const torch::Tensor x = aligned16(x_in), dy = aligned16(dy_in);
     torch::Tensor w16;
     kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
     KPNT_REQUIRE(!wgmma || wgmma_built_on(x.device()), kWgmmaBackwardNeeds);

@@ -578,10 +578,11 @@ const char* front_forward(const FrontArgs& f, float* fmap, float* O) {
 
 const char* front_bwd_blocks(const FrontArgs& f, int* blocks) {
   return guarded([&] {
-    if (!dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto) {
+    if (!dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto kernels) {
           using C = decltype(cfg);
-          if constexpr (C::BWD) *blocks = backward_blocks_any<C, FrontIn, FrontDy>(front_mlp_args(f));  // same for FrontDyRoles
-          else forward_only(f.dims);
+          if constexpr (!C::BWD) forward_only(f.dims);
+          else if constexpr (decltype(kernels)::value == 1) *blocks = backward_blocks_any<C, FrontIn, FrontDy>(front_mlp_args(f));
+          else *blocks = backward_blocks_any<C, FrontIn, FrontDyRoles>(front_mlp_args(f));  // front_backward's policies
         }))
       front_not_compiled(f);
   });

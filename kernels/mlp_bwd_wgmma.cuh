@@ -79,7 +79,7 @@ struct WgBwd {
 // the bare op's x and dL/dy (RowsIn, RowsDy), whose next tile streams in
 // (cp.async, no registers) while this tile walks back, where the policies
 // would load them when the tile starts and wait.  Rows are K + 8 floats apart
-// (16-byte chunks; neighbouring rows 8 banks apart).
+// (whole 16-byte chunks; for K = 32 neighbouring rows start 8 banks apart).
 template <int K>
 struct StagedRows {
   static constexpr int STRIDE = K + 8;
@@ -109,6 +109,13 @@ template <class C, class In, class Dy>
 constexpr size_t wg_bwd_smem() {
   constexpr size_t base = (WgBwd<C>::SMEM + 127) / 128 * 128;
   return kStagedRows<In, Dy> ? base + StagedRows<C::IN>::BYTES + StagedRows<C::OUT>::BYTES : WgBwd<C>::SMEM;
+}
+
+// Whether the wgmma backward runs shape C with these policies: the shape has
+// the kernel (WgBwd::shape_ok) and its shared memory fits (kSmemOptin).
+template <class C, class In, class Dy>
+constexpr bool wg_bwd_ok() {
+  return WgBwd<C>::shape_ok() && wg_bwd_smem<C, In, Dy>() <= kSmemOptin;
 }
 
 // A fragments (16 rows x K, tile rows lr and lr + 8) into a tile buffer of width K.
@@ -204,7 +211,9 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
 #pragma unroll
     for (int e = 0; e < 4; ++e) dw[B::dwoff(m) + j][e] = fmaf(t[j][e], k.inv_s, dw[B::dwoff(m) + j][e]);
   if constexpr (m > 0) {
-    __syncthreads();  // dZ_m of both groups' rows stored; this step's reads of dZ_{m+1} over
+    // Both groups have stored dZ_m (and fenced it for the tensor cores' reads) and waited on their dW_m, the last
+    // reads of dZ_{m+1}'s buffer, which the next step rewrites.
+    __syncthreads();
     wg_bwd_step<C, m - 1>(dw, nf, next, cur, k);
   }
 }
@@ -331,7 +340,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     to_frags<C::OUT>(dzf, gy);
     store_core<C::OUT>(smem + B::DZ0, dzf, lr, lane);
     wg::fence_async_smem();
-    __syncthreads();
+    __syncthreads();  // A_0 .. A_NH and dZ_{NH+1} of both groups stored and fenced: the walk's dW reads them
 
     const WgBwdCtx k{smem, inv_s, slope, warp >> 2, lane, lr, rlo[0], rhi[0], dx};
     wg_bwd_step<C, C::NH>(dw, dzf, B::DZ0, B::DZ1, k);
@@ -347,7 +356,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 // Blocks per group of the backward that a.wgmma_bwd picks (dw_partial's middle dimension).
 template <class C, class In, class Dy>
 int backward_blocks_any(const MlpArgs& a) {
-  if constexpr (WgBwd<C>::shape_ok()) {
+  if constexpr (wg_bwd_ok<C, In, Dy>()) {
     if (a.wgmma_bwd) {
       auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
       constexpr size_t smem = wg_bwd_smem<C, In, Dy>();
@@ -364,7 +373,7 @@ int backward_blocks_any(const MlpArgs& a) {
 template <class C, class In, class Dy>
 void launch_backward_any(const MlpArgs& a, const In& in, const Dy& dy, float* dx, float* dw_partial) {
   if (!a.wgmma_bwd) return launch_backward_with<C>(a, in, dy, dx, dw_partial);
-  if constexpr (WgBwd<C>::shape_ok()) {
+  if constexpr (wg_bwd_ok<C, In, Dy>()) {
     const int bx = backward_blocks_any<C, In, Dy>(a);
     auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
     kernel<<<dim3(bx, a.groups), kBwdWarps * 32, wg_bwd_smem<C, In, Dy>(), a.stream>>>(
@@ -372,8 +381,10 @@ void launch_backward_any(const MlpArgs& a, const In& in, const Dy& dy, float* dx
     check_cuda(cudaGetLastError(), "backward (wgmma) launch");
   } else {
     throw std::invalid_argument("fused_mlp: the wgmma backward is compiled for hidden width 64 with 16, 32 or 64 "
-                                "inputs and outputs, this MLP's are " + std::to_string(C::IN) + " -> " +
-                                std::to_string(C::H) + " -> " + std::to_string(C::OUT));
+                                "inputs and outputs within " + std::to_string(kSmemOptin) + " bytes of shared memory; "
+                                "this MLP is " + std::to_string(C::IN) + " -> " + std::to_string(C::NH) + " x " +
+                                std::to_string(C::H) + " -> " + std::to_string(C::OUT) +
+                                " (switch kpnt.ops._cuda.mlp.WGMMA_BACKWARD off)");
   }
 }
 

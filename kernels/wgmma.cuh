@@ -1,12 +1,13 @@
 // Hopper warp-group MMA (wgmma) helpers of the guide block's wgmma kernel
 // (kernels/guide_block_wgmma.cuh) and kpnt's probes (tools/wgmma_probe,
-// tools/projblock_probe) and the MLP backward (kernels/mlp_bwd_wgmma.cuh):
-// the no-swizzle core-matrix
-// layout of a K-major operand in shared memory, its descriptor, the fences
-// and the m64nNk16 f16 -> f32 instructions with A from registers (the
-// mma.sync fragment layout, per warp of the group).  Checked on an H100 in
-// session 23 (wgmma_probe's layout check: the descriptor offsets as PTX
-// reads them).  sm_90a only: call them only from code compiled under
+// tools/projblock_probe) and the MLP forward and backward (kernels/mlp_wgmma.cuh,
+// mlp_bwd_wgmma.cuh): the no-swizzle core-matrix layout in shared memory, its
+// descriptors (K-major, and MN-major for the backward's transposed reads), the
+// fences, the m64nNk16 f16 -> f32 instructions with A from registers (the
+// mma.sync fragment layout, per warp of the group; B K-major or N-major) or
+// both operands from shared memory, and a 16-byte cp.async.  Checked on an
+// H100 in session 23 (wgmma_probe's layout check: the K-major descriptor
+// offsets as PTX reads them) and session 28 (the MN-major ones).  sm_90a only: call them only from code compiled under
 // __CUDA_ARCH_FEAT_SM90_ALL (ptxas rejects wgmma for any other target).
 #pragma once
 
@@ -278,7 +279,8 @@ __device__ __forceinline__ void cp_async16_zfill(void* dst, const void* src, int
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
 }
 
-// As wg_wait0, leaving the newest group in flight (double-buffered A).
+// As wg_wait0, leaving the newest commit group in flight (the MLP backward's dW
+// runs on while dA is used).
 __device__ __forceinline__ void wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 
 }  // namespace wg

@@ -71,15 +71,20 @@ def test_every_weight_moves_its_own_gradient(dims, monkeypatch):
 
 @pytest.mark.usefixtures("needs_wgmma")
 @pytest.mark.parametrize("dims", CONFIGS_BWD, ids=lambda d: "x".join(map(str, d)))
-def test_grouped_wgmma_backward_matches_per_class(dims, monkeypatch):
-    G, P = 3, 9_001
+@pytest.mark.parametrize("G,P,used", [(3, 9_001, 3), (4, 70_001, 3)], ids=["3-groups", "empty-group-many-tiles"])
+def test_grouped_wgmma_backward_matches_per_class(dims, G, P, used, monkeypatch):
+    """Uneven groups; and a group with no rows beside groups of more tiles
+    than a group's blocks (each block goes round its loop), whose weight
+    gradient must be exactly zero."""
     ws = weights(dims, groups=G, seed=7)
     x = features(P, dims[0], seed=8)
-    cls = torch.randint(0, G, (P,), generator=torch.Generator().manual_seed(10)).cuda()
-    cls[:5] = 2  # an uneven split
+    cls = torch.randint(0, used, (P,), generator=torch.Generator().manual_seed(10)).cuda()
+    cls[:5] = used - 1  # an uneven split
     gy = torch.randn(P, dims[2], device="cuda")
     g = gradients(x, ws, gy, monkeypatch, True, grouped=cls)
-    for c in range(G):
+    for c in range(used, G):
+        assert all(torch.equal(a[c], torch.zeros_like(a[c])) for a in g), f"group {c} has no rows"
+    for c in range(used):
         idx = (cls == c).nonzero().squeeze(1)
         wc = [w[c].detach().double().requires_grad_() for w in ws]
         rg = torch.autograd.grad(ref_mlp_f16(x[idx].double(), wc), wc, gy[idx].double())
@@ -129,6 +134,28 @@ def test_the_switch_picks_the_kernel_that_runs(switch, monkeypatch):
     assert any("mlp_bwd_kernel" in n for n in names) == (not switch), names
 
 
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("offset", [1, 2], ids=["4-bytes", "8-bytes"])
+def test_misaligned_views_are_copied_not_faulted(offset, monkeypatch):
+    """The kernels read x and dL/dy 8 bytes at a time and the wgmma backward
+    stages them with 16-byte copies: views at an offset of one or two floats
+    are copied to aligned memory by the binding (forward and backward), and
+    the results are those of the aligned tensors."""
+    dims = CONFIGS_BWD[0]
+    ws = weights(dims, seed=41)
+    P = 1_000
+    base = features(P + 1, dims[0], seed=42).reshape(-1)
+    x = base[offset:offset + P * dims[0]].view(P, dims[0])
+    gbase = torch.randn(P * dims[2] + offset, device="cuda")
+    gy = gbase[offset:].view(P, dims[2])
+    assert x.data_ptr() % 16 and gy.data_ptr() % 16
+    with torch.no_grad():
+        assert torch.equal(_cuda.fused_mlp(x, ws, SLOPE), _cuda.fused_mlp(x.clone(), ws, SLOPE))
+    got = gradients(x, ws, gy, monkeypatch, True)
+    want = gradients(x.clone(), ws, gy.clone(), monkeypatch, True)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
 def test_use_wgmma_backward_asks_for_width_64_and_its_widths(monkeypatch):
     """Neither the switch off nor a shape without the kernel asks for it (no GPU query needed for those)."""
     x = torch.zeros(4, 32, device="cuda")
@@ -140,12 +167,13 @@ def test_use_wgmma_backward_asks_for_width_64_and_its_widths(monkeypatch):
 
 @pytest.mark.usefixtures("needs_wgmma")
 @pytest.mark.parametrize("mode", ["softmax", "plain"])
-@pytest.mark.parametrize("size", [(1, 9, 13), (2, 61, 67)], ids=str)
+@pytest.mark.parametrize("size", [(1, 9, 13), (2, 61, 67), (1, 150, 160)], ids=str)
 def test_colour_level_backward_on_wgmma(mode, size, monkeypatch):
     """The colour level's weight gradient (its gather-input and
     kernel-application gradient policies, R = 1 row block a warp) with the
     switch on: the wgmma kernel runs, and the gradient is mma.sync's up to f32
-    summation order."""
+    summation order.  150 x 160 pixels are more tiles than an H100's blocks:
+    blocks go round their loop (the unstaged path's tile-to-tile hand-over)."""
     from test_colour_level import inputs, spec
     from test_colour_level import weights as colour_weights
     from test_mlp_wgmma import COLOUR64
