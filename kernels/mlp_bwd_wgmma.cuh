@@ -196,13 +196,7 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
     store_core<N>(k.smem + next, nf, k.lr, k.lane);
     wg::fence_async_smem();  // dZ_m's stores, seen by the next step's tensor-core reads
   } else if (k.dx != nullptr) {
-#pragma unroll
-    for (int j = 0; j < C::IN / 8; ++j) {
-      if (k.rlo >= 0)
-        *reinterpret_cast<float2*>(k.dx + k.rlo * C::IN + j * 8 + c) = make_float2(da[j][0] * k.inv_s, da[j][1] * k.inv_s);
-      if (k.rhi >= 0)
-        *reinterpret_cast<float2*>(k.dx + k.rhi * C::IN + j * 8 + c) = make_float2(da[j][2] * k.inv_s, da[j][3] * k.inv_s);
-    }
+    store_dx<C::IN>(k.dx, da, k.rlo, k.rhi, k.inv_s, c);
   }
   wg::wg_wait0();
   wg::fence_operands<HN / 8>(t);

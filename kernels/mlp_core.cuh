@@ -736,6 +736,18 @@ __device__ __forceinline__ float tile_dy(float (&gy)[C::OUT / 8][4], const Dy& d
   return scale_tile_dy<C::OUT>(gy, red, warp, lane);
 }
 
+// dL/dx of the thread's two rows (accumulator layout, K columns, tile-scaled)
+// to dx (P, K) row-major, unscaled by inv_s; rows past the end (-1) skipped.
+template <int K>
+__device__ __forceinline__ void store_dx(float* dx, const float (&d)[K / 8][4], int64_t rlo, int64_t rhi, float inv_s,
+                                         int c) {
+#pragma unroll
+  for (int j = 0; j < K / 8; ++j) {
+    if (rlo >= 0) *reinterpret_cast<float2*>(dx + rlo * K + j * 8 + c) = make_float2(d[j][0] * inv_s, d[j][1] * inv_s);
+    if (rhi >= 0) *reinterpret_cast<float2*>(dx + rhi * K + j * 8 + c) = make_float2(d[j][2] * inv_s, d[j][3] * inv_s);
+  }
+}
+
 // Per-tile context of the backward walk.
 struct BwdCtx {
   const __half* ws;
@@ -768,15 +780,7 @@ __device__ __forceinline__ void bwd_step(float (&dw)[Bwd<C>::NDW][4], const uint
     if (k.dx != nullptr) {
       float dxa[C::IN / 8][4];
       gemm_kn<M, C::IN>(dxa, dzf, k.ws + C::wsoff(0), k.lane);
-#pragma unroll
-      for (int j = 0; j < C::IN / 8; ++j) {
-        if (k.rlo >= 0)
-          *reinterpret_cast<float2*>(k.dx + k.rlo * C::IN + j * 8 + c) =
-              make_float2(dxa[j][0] * k.inv_s, dxa[j][1] * k.inv_s);
-        if (k.rhi >= 0)
-          *reinterpret_cast<float2*>(k.dx + k.rhi * C::IN + j * 8 + c) =
-              make_float2(dxa[j][2] * k.inv_s, dxa[j][3] * k.inv_s);
-      }
+      store_dx<C::IN>(k.dx, dxa, k.rlo, k.rhi, k.inv_s, c);
     }
   }
 }
@@ -1035,15 +1039,7 @@ __device__ __forceinline__ void split_step(const uint32_t (&dzf)[C::rows(m) / 16
     if (k.dx != nullptr) {
       float dxa[C::IN / 8][4];
       gemm_kn<M, C::IN>(dxa, dzf, k.ws + C::wsoff(0), k.lane);
-#pragma unroll
-      for (int j = 0; j < C::IN / 8; ++j) {
-        if (k.rlo >= 0)
-          *reinterpret_cast<float2*>(k.dx + k.rlo * C::IN + j * 8 + c) =
-              make_float2(dxa[j][0] * k.inv_s, dxa[j][1] * k.inv_s);
-        if (k.rhi >= 0)
-          *reinterpret_cast<float2*>(k.dx + k.rhi * C::IN + j * 8 + c) =
-              make_float2(dxa[j][2] * k.inv_s, dxa[j][3] * k.inv_s);
-      }
+      store_dx<C::IN>(k.dx, dxa, k.rlo, k.rhi, k.inv_s, c);
     }
   }
 }
