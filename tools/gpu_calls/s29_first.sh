@@ -9,13 +9,8 @@
 #             (warp stalls: barrier, wgmma wait, long scoreboard), to choose the next lever for point 3's last 5 %
 #   bench     tools/bench_kernels.py --no-model: point 3's rows
 # At most 8 files under $OUT.  PARTS (default "tests ncu bench") to run fewer.
-export TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
 PARTS=${PARTS:-tests ncu bench}
-nvidia-smi -L
-pip install -q -e . --no-deps --no-build-isolation > /dev/null 2>&1
-python -c "
-import time, kpnt._backend as b
-t = time.time(); b.load(); print('kernels built in %.1f s, arch %s' % (time.time() - t, b.build_flags()['arch']))"
+source "$(dirname "$0")/preamble.sh"
 for part in $PARTS; do
     echo "=== $part"
     case $part in
