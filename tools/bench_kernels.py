@@ -62,6 +62,7 @@ from kbench_checks import (  # noqa: E402
     check_shipped_models, sanitize_case,
 )
 from kbench_common import BAYER, COLOUR, COLOUR128, Checks, FRONT, SLOPE, make_weights, make_x  # noqa: E402
+from kbench_targets import format_rows, target_rows  # noqa: E402
 from kbench_timing import (  # noqa: E402
     ceilings, compile_step_timing, flops_per_pixel, graph_step_timings, grouped_timings, inference_timings,
     model_timings, parity_run, print_graph_table, timings, STEP_ARCHS,
@@ -319,6 +320,7 @@ def main(argv=None) -> int:
         if "inference bayer 24 MP cuda" in mres and "inference bayer 24 MP torch" in mres:
             ratios["24MP: reference/fused"] = mres["inference bayer 24 MP torch"] / mres["inference bayer 24 MP cuda"]
     print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    print(format_rows(target_rows(res, P, ratios)))
     if parity:
         report_parity(chk, parity)
     try:
