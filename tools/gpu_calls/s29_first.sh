@@ -34,6 +34,7 @@ PY
         grep -iE "duration|throughput|stall|warp cycles|issued|eligible" $OUT/ncu.txt | head -40 ;;
     bench)
         timeout 150 python tools/bench_kernels.py --no-model --no-compile --parity-steps 0 --reps 20 > $OUT/bench.txt 2>&1
-        grep -E "fused fwd|eager f16|checks:" $OUT/bench.txt | head -30 ;;
+        grep -E "fused fwd|eager f16|checks:" $OUT/bench.txt | head -30
+        grep -A8 "issue 14's targets" $OUT/bench.txt ;;
     esac
 done
