@@ -286,8 +286,9 @@ const char* guide_block_wgmma_query(int* flag, cudaStream_t stream);
 // float32 to (N, 3, H, W), each channel interpolated separably from its own
 // sample positions, rows then columns, with the reference's index and weight
 // tables and its roundings (a bitwise twin of the reference's result).
-// Two kernels compute the same values: kFlat (one value a thread, measured)
-// and kColumns (a thread a column, rows in a loop; session 27, not yet run).
+// Two kernels compute the same values: kFlat (one value a thread) and
+// kColumns (a thread a column, rows in a loop), which kpnt launches: 0.294 ms
+// against kFlat's 0.550 for a 24-MP image (H100, session 28).
 enum class UpBlockKernel : int { kFlat = 0, kColumns = 1 };
 
 struct UpBlockArgs {
