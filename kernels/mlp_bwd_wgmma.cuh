@@ -95,6 +95,27 @@ struct StagedRows {
       wg::cp_async16_zfill(s + row * STRIDE + ch * 4, m >= 0 ? src + m * K + ch * 4 : src, m >= 0 ? 16 : 0);
     }
   }
+  // A fragments (16 rows x K) of tile rows lr, lr + 8: load_a_global's layout, from the staged rows.
+  static __device__ __forceinline__ void a_frags(uint32_t (&a)[K / 16][4], const float* s, int lr, int c) {
+#pragma unroll
+    for (int kb = 0; kb < K / 16; ++kb)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {  // rows lr, lr + 8; columns 16 kb + c, 16 kb + 8 + c
+        const float2 v = pair(s, lr + 8 * (r & 1), 16 * kb + 8 * (r >> 1) + c);
+        a[kb][r] = pack2(v.x, v.y);
+      }
+  }
+  // dL/dy of tile rows lr, lr + 8 in accumulator layout: RowsDy::grad's, from the staged rows.
+  static __device__ __forceinline__ void acc_rows(float (&g)[K / 8][4], const float* s, int lr, int c) {
+#pragma unroll
+    for (int j = 0; j < K / 8; ++j) {
+      const float2 lo = pair(s, lr, 8 * j + c), hi = pair(s, lr + 8, 8 * j + c);
+      g[j][0] = lo.x;
+      g[j][1] = lo.y;
+      g[j][2] = hi.x;
+      g[j][3] = hi.y;
+    }
+  }
   static __device__ __forceinline__ float2 pair(const float* s, int row, int col) {
     return *reinterpret_cast<const float2*>(s + row * STRIDE + col);
   }
@@ -104,11 +125,17 @@ struct StagedRows {
 template <class In, class Dy>
 constexpr bool kStagedRows = std::is_same<In, RowsIn>::value && std::is_same<Dy, RowsDy>::value;
 
-// Shared memory of the backward with these policies: the staging buffers after WgBwd's layout.
+// Byte offset of the staging buffers (x's, then dL/dy's): after WgBwd's layout, 128-byte aligned.
+template <class C>
+__host__ __device__ constexpr size_t wg_stage_off() {
+  return (WgBwd<C>::SMEM + 127) / 128 * 128;
+}
+
+// Shared memory of the backward with these policies.
 template <class C, class In, class Dy>
 constexpr size_t wg_bwd_smem() {
-  constexpr size_t base = (WgBwd<C>::SMEM + 127) / 128 * 128;
-  return kStagedRows<In, Dy> ? base + StagedRows<C::IN>::BYTES + StagedRows<C::OUT>::BYTES : WgBwd<C>::SMEM;
+  return kStagedRows<In, Dy> ? wg_stage_off<C>() + StagedRows<C::IN>::BYTES + StagedRows<C::OUT>::BYTES
+                             : WgBwd<C>::SMEM;
 }
 
 // Whether the wgmma backward runs shape C with these policies: the shape has
@@ -262,7 +289,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
   constexpr bool STAGED = kStagedRows<In, Dy>;
   using SX = StagedRows<C::IN>;
   using SY = StagedRows<C::OUT>;
-  float* xs = reinterpret_cast<float*>(smem + (B::SMEM + 127) / 128 * 128);  // STAGED only
+  float* xs = reinterpret_cast<float*>(smem + wg_stage_off<C>());  // STAGED only
   float* ys = xs + kBwdT * SX::STRIDE;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kBwdT;
   if constexpr (STAGED) {
@@ -287,13 +314,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     // Forward recomputation, storing A_0 .. A_NH (f16, what the forward used).
     uint32_t ax[1][C::IN / 16][4];
     if constexpr (STAGED) {
-#pragma unroll
-      for (int kb = 0; kb < C::IN / 16; ++kb)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {  // the A layout: rows lr, lr + 8; columns 16 kb + c, 16 kb + 8 + c
-          const float2 v = SX::pair(xs, lr + 8 * (r & 1), 16 * kb + 8 * (r >> 1) + c);
-          ax[0][kb][r] = pack2(v.x, v.y);
-        }
+      SX::a_frags(ax[0], xs, lr, c);
     } else {
       in.template load<C::IN, 1>(ax, rlo, rhi, lane);
     }
@@ -309,14 +330,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 
     float gy[C::OUT / 8][4];
     if constexpr (STAGED) {
-#pragma unroll
-      for (int j = 0; j < C::OUT / 8; ++j) {
-        const float2 lo = SY::pair(ys, lr, 8 * j + c), hi = SY::pair(ys, lr + 8, 8 * j + c);
-        gy[j][0] = lo.x;
-        gy[j][1] = lo.y;
-        gy[j][2] = hi.x;
-        gy[j][3] = hi.y;
-      }
+      SY::acc_rows(gy, ys, lr, c);
     } else {
       float yo[C::OUT / 8][4];
       if constexpr (Dy::kNeedsOut) wg_layer<C, C::NH>(yo, ah, smem);
