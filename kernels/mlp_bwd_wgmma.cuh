@@ -29,6 +29,7 @@
 // and the binding refuses to ask for it.
 #pragma once
 
+#include "mlp_dw_wgmma.cuh"
 #include "mlp_wgmma.cuh"
 
 #include <string>
@@ -364,20 +365,23 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 // Blocks per group of the backward that a.wgmma_bwd picks (dw_partial's middle dimension).
 template <class C, class In, class Dy>
 int backward_blocks_any(const MlpArgs& a) {
-  if constexpr (wg_bwd_ok<C, In, Dy>()) {
-    if (a.wgmma_bwd) {
+  if (a.wgmma_bwd) {
+    if constexpr (wg_bwd_ok<C, In, Dy>()) {
       auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
       constexpr size_t smem = wg_bwd_smem<C, In, Dy>();
       prepare_smem(kernel, smem, "backward (wgmma)");
       return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
+    } else if constexpr (WgDw<C>::shape_ok()) {
+      return dw_wgmma_blocks<C>(a);
     }
   }
   return backward_blocks_with<C, In, Dy>(a);
 }
 
-// The backward of shape C on the kernel the caller chose: wgmma where
-// a.wgmma_bwd is set (the binding checked that the GPU runs sm_90a code), else
-// mma.sync (in-block or split).
+// The backward of shape C on the kernels the caller chose: where a.wgmma_bwd
+// is set (the binding checked that the GPU runs sm_90a code), the in-block
+// wgmma backward (hidden width 64) or the split backward with its dW pass on
+// wgmma (width 128); else mma.sync (in-block or split).
 template <class C, class In, class Dy>
 void launch_backward_any(const MlpArgs& a, const In& in, const Dy& dy, float* dx, float* dw_partial) {
   if (!a.wgmma_bwd) return launch_backward_with<C>(a, in, dy, dx, dw_partial);
@@ -387,10 +391,13 @@ void launch_backward_any(const MlpArgs& a, const In& in, const Dy& dy, float* dx
     kernel<<<dim3(bx, a.groups), kBwdWarps * 32, wg_bwd_smem<C, In, Dy>(), a.stream>>>(
         in, dy, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, dx, dw_partial, a.slope);
     check_cuda(cudaGetLastError(), "backward (wgmma) launch");
+  } else if constexpr (WgDw<C>::shape_ok()) {
+    launch_split_backward_wgmma<C>(a, in, dy, dx, dw_partial);
   } else {
     throw std::invalid_argument("fused_mlp: the wgmma backward is compiled for hidden width 64 with 16, 32 or 64 "
-                                "inputs and outputs within " + std::to_string(kSmemOptin) + " bytes of shared memory; "
-                                "this MLP is " + std::to_string(C::IN) + " -> " + std::to_string(C::NH) + " x " +
+                                "inputs and outputs within " + std::to_string(kSmemOptin) + " bytes of shared memory, "
+                                "and for hidden width 128 with inputs and outputs a multiple of 8; this MLP is " +
+                                std::to_string(C::IN) + " -> " + std::to_string(C::NH) + " x " +
                                 std::to_string(C::H) + " -> " + std::to_string(C::OUT) +
                                 " (switch kpnt.ops._cuda.mlp.WGMMA_BACKWARD off)");
   }

@@ -44,6 +44,7 @@
 
 #include "fastdiv.cuh"
 #include "fused_mlp.cuh"
+#include "wgmma.cuh"
 
 #include <cuda_fp16.h>
 
@@ -888,18 +889,23 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 //     unscaling), each block owning one (matrix, 64-column chunk) and a
 //     strided set of tiles; per-block partial sums, summed by the caller.
 //
-// Workspace layout: fragment-native.  Tiles are numbered across groups
-// (group g's tile t is tile_base(g) + t), a tile holds 8 blocks of 16 rows,
-// and a K-wide matrix (A_m, or dZ_{m+1}) of 16-row block b is stored as K/16
-// runs of 32 x 16 bytes: lane l's four fragment registers of column block kb
-// at uint4 index (b K/16 + kb) 32 + l.  So each warp store instruction writes
-// 512 contiguous bytes (row-major rows written 4 bytes a lane took 8 lines
-// per instruction and made the data pass L2-bound: 2.29 ms for 2^20 rows at
-// width 128, L2 76%, issue slots 17%, ncu on the H200), and the dW pass
-// reads them back coalesced, spreading each run into row-major shared memory
-// for ldmatrix.trans.  Rows past a group's end hold zeros (zero inputs and
-// zero dL/dy give zero activations and dZ: no biases), so the dW pass needs
-// no bounds.  Then one f32 inv_s per tile.
+// Workspace layout: tiles in wgmma's no-swizzle core-matrix layout.  Tiles
+// are numbered across groups (group g's tile t is tile_base(g) + t); a
+// K-wide matrix (A_m, or dZ_{m+1}) of tile T is one contiguous block of
+// kBwdT x K halves at T kBwdT K, element (row p, column k) at byte
+// wg::core_off(p, k, K) (kernels/wgmma.cuh): 8 x 8 core matrices of 128 bytes, ordered by 8-row
+// block, then 8-column block.  A warp's fragment register (kb, r) of its 16
+// rows is exactly one core matrix, lane l's 4 bytes at 4 l, so each warp
+// store instruction writes one whole 128-byte line.  (Session 28's
+// fragment-native runs, 512 contiguous bytes an instruction, made the dW
+// pass spread every run into row-major shared memory for ldmatrix.trans:
+// L1 90 % busy, 6.8 ms of the 14 at 4 M rows, ncu on the H100.)  In this
+// layout the dW pass copies a tile's matrices into shared memory as they
+// are, 16 bytes a copy, where ldmatrix reads them (each core-matrix row is
+// 16 contiguous bytes) and wgmma reads them through MN-major descriptors.
+// Rows past a group's end hold zeros (zero inputs and zero dL/dy give zero
+// activations and dZ: no biases), so the dW pass needs no bounds.  Then one
+// f32 inv_s per tile.
 
 template <class C>
 struct Split {
@@ -940,14 +946,14 @@ struct Split {
     return true;
   }
   static_assert(tiling_ok(), "split backward: weight-gradient tiles do not divide evenly over the warps");
-  __host__ __device__ static constexpr size_t dw_smem() {  // staging + row-major tile of dZ and the A chunk
+  // Bytes of one tile's dZ_{m+1} and A_m chunk, as stored (the dW pass's stage).
+  __host__ __device__ static constexpr size_t dw_stage(int m) {
+    return sizeof(__half) * kBwdT * (C::rows(m) + chunk(m));
+  }
+  __host__ __device__ static constexpr size_t dw_smem() {  // two stages: the next tile lands while this one computes
     size_t b = 0;
-    for (int m = 0; m < C::NMAT; ++m) {
-      const size_t v = sizeof(__half) * kBwdT * ((C::rows(m) + kPad) + (chunk(m) + kPad)) +
-                       sizeof(__half) * kBwdT * (C::rows(m) + chunk(m));
-      b = v > b ? v : b;
-    }
-    return b;
+    for (int m = 0; m < C::NMAT; ++m) b = dw_stage(m) > b ? dw_stage(m) : b;
+    return 2 * b;
   }
   static constexpr int MASK_WORDS = (C::H / 4 + 15) / 16;  // sign-bit words of one hidden layer, per lane
   // Data pass: weights, reduction slots, every thread's sign bits.
@@ -957,13 +963,17 @@ struct Split {
   }
 };
 
-// Store A fragments (16 rows x K) of 16-row block `rb` to a fragment-native
-// matrix (see the layout above): one 16-byte store a lane per column block.
+// Store A fragments (16 rows x K) of the workspace's 16-row block `rb` (warp
+// rb % 8 of tile rb / 8) in the core-matrix layout above: register (kb, r)
+// is the core matrix of 8-row block 2 (rb % 8) + r % 2 and 8-column block
+// 2 kb + r / 2, lane l's 4 bytes at 4 l.
 template <int K>
-__device__ __forceinline__ void store_frags_tiled(__half* base, const uint32_t (&a)[K / 16][4], int64_t rb, int lane) {
-  uint4* p = reinterpret_cast<uint4*>(base) + rb * (K / 16) * 32 + lane;
+__device__ __forceinline__ void store_frags_ws(__half* base, const uint32_t (&a)[K / 16][4], int64_t rb, int lane) {
+  uint32_t* p = reinterpret_cast<uint32_t*>(base + rb * 16 * K) + lane;  // the block's 16 rows are contiguous
 #pragma unroll
-  for (int kb = 0; kb < K / 16; ++kb) p[kb * 32] = make_uint4(a[kb][0], a[kb][1], a[kb][2], a[kb][3]);
+  for (int kb = 0; kb < K / 16; ++kb)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) p[((r & 1) * (K / 8) + 2 * kb + (r >> 1)) * 32] = a[kb][r];
 }
 
 // First tile of group g in the workspace: the tiles of the groups before it.
@@ -1015,7 +1025,7 @@ struct SplitCtx {
 template <class C, int m>
 __device__ __forceinline__ void split_step(const uint32_t (&dzf)[C::rows(m) / 16][4], const SplitCtx& k) {
   constexpr int M = C::rows(m), N = C::cols(m);
-  store_frags_tiled<M>(k.work + Split<C>::dz_off(m, k.R), dzf, k.rb, k.lane);
+  store_frags_ws<M>(k.work + Split<C>::dz_off(m, k.R), dzf, k.rb, k.lane);
   const int c = 2 * (k.lane & 3);
   if constexpr (m > 0) {
     float da[N / 8][4];
@@ -1073,19 +1083,19 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 
     uint32_t ax[1][C::IN / 16][4];
     in.template load<C::IN, 1>(ax, rlo, rhi, lane);
-    store_frags_tiled<C::IN>(work + S::act_off(0, R), ax[0], rb, lane);
+    store_frags_ws<C::IN>(work + S::act_off(0, R), ax[0], rb, lane);
     float acc[1][C::H / 8][4];
     uint32_t ah[1][C::H / 16][4];
     gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
     lrelu_frags<C::H>(ah[0], acc[0], slope);
     positive_mask<C::H, W>(msk, MS, ah[0]);
-    store_frags_tiled<C::H>(work + S::act_off(1, R), ah[0], rb, lane);
+    store_frags_ws<C::H>(work + S::act_off(1, R), ah[0], rb, lane);
 #pragma unroll
     for (int m = 1; m < C::NH; ++m) {
       gemm_nk<C::H, C::H, 1>(acc, ah, ws + C::wsoff(m), lane);
       lrelu_frags<C::H>(ah[0], acc[0], slope);
       positive_mask<C::H, W>(msk + m * W * MS, MS, ah[0]);
-      store_frags_tiled<C::H>(work + S::act_off(m + 1, R), ah[0], rb, lane);
+      store_frags_ws<C::H>(work + S::act_off(m + 1, R), ah[0], rb, lane);
     }
 
     float gy[C::OUT / 8][4];
@@ -1098,17 +1108,6 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
   }
 }
 
-// Spread one fragment-native run element (lane l's 16 bytes of a 16 x 16
-// block) into row-major shared memory [row][stride]: rows r, r + 8 and
-// columns c, c + 8 of the block (the pattern of store_frags: no conflicts).
-__device__ __forceinline__ void spread_frag(__half* s, int stride, int row0, int col0, int l, const uint4& v) {
-  const int r = row0 + (l >> 2), c = col0 + 2 * (l & 3);
-  *reinterpret_cast<uint32_t*>(s + r * stride + c) = v.x;
-  *reinterpret_cast<uint32_t*>(s + (r + 8) * stride + c) = v.y;
-  *reinterpret_cast<uint32_t*>(s + r * stride + c + 8) = v.z;
-  *reinterpret_cast<uint32_t*>(s + (r + 8) * stride + c + 8) = v.w;
-}
-
 // 16-byte asynchronous copy global -> shared.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
@@ -1118,34 +1117,35 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 
 // One (matrix m, column chunk) of the weight gradient over the tiles
 // blockIdx.x, + gridDim.x, ... of group g; writes the block's partial sum.
-// The next tile's runs stream into a staging buffer (cp.async, as stored)
-// while the tensor cores work on this tile; then they are spread into the
-// row-major buffers that ldmatrix.trans reads.
+// A tile's dZ_{m+1} and A_m chunk are copied into shared memory as stored
+// (the core-matrix layout), the next tile's into the other stage while the
+// tensor cores work on this one; ldmatrix.trans reads the core matrices'
+// 16-byte rows where they are.
 template <class C, int m>
 __device__ __forceinline__ void dw_chunk(int chunk, const __half* __restrict__ work, const float* __restrict__ scales,
                                          int64_t R, int64_t tb, int64_t begin, int64_t end,
                                          float* __restrict__ out, __half* smem) {
   using S = Split<C>;
   constexpr int M = C::rows(m), N = C::cols(m), NC = S::chunk(m), NT = NC / 8, TPW = S::tpw(m);
-  constexpr int SDZ = M + kPad, SA = NC + kPad, KBM = M / 16, KBN = N / 16, KBC = NC / 16;
-  constexpr int NDZ = kBwdWarps * KBM * 32, NA = kBwdWarps * KBC * 32;  // 16-byte runs per tile
-  uint4* stg = reinterpret_cast<uint4*>(smem);                      // [NDZ + NA] as stored
-  __half* sdz = smem + 8 * (NDZ + NA);                              // [kBwdT][M + kPad]
-  __half* sa = sdz + kBwdT * SDZ;                                   // [kBwdT][NC + kPad]
-  const uint4* dz_src = reinterpret_cast<const uint4*>(work + S::dz_off(m, R));
-  const uint4* a_src = reinterpret_cast<const uint4*>(work + S::act_off(m, R));
+  constexpr int DZ_BYTES = 2 * kBwdT * M, A_BYTES = 2 * kBwdT * NC;
+  constexpr int STAGE = static_cast<int>(S::dw_smem() / 2);  // the largest matrix's stage: both start 16-byte aligned
+  unsigned char* stages = reinterpret_cast<unsigned char*>(smem);
+  const unsigned char* dz_src = reinterpret_cast<const unsigned char*>(work + S::dz_off(m, R));
+  const unsigned char* a_src = reinterpret_cast<const unsigned char*>(work + S::act_off(m, R));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int q = lane >> 3, i = lane & 7;
 
-  auto issue = [&](int64_t t) {
-    const int64_t rb0 = (tb + t) * kBwdWarps;  // first 16-row block of the tile
-    const uint4* dz = dz_src + rb0 * KBM * 32;  // the tile's dZ runs are contiguous
-    for (int v = threadIdx.x; v < NDZ; v += blockDim.x) cp_async16(stg + v, dz + v);
-    for (int v = threadIdx.x; v < NA; v += blockDim.x) {
-      const int b = v / (KBC * 32), r = v % (KBC * 32);
-      cp_async16(stg + NDZ + v, a_src + ((rb0 + b) * KBN + chunk * KBC) * 32 + r);
+  // Tile t into stage st: its dZ block whole, and from each 8-row block of
+  // A_m the chunk's NC / 8 core matrices (NC x 16 contiguous bytes).
+  auto issue = [&](int64_t t, int st) {
+    unsigned char* dst = stages + st * STAGE;
+    const unsigned char* dz = dz_src + (tb + t) * DZ_BYTES;
+    for (int v = threadIdx.x; v < DZ_BYTES / 16; v += blockDim.x) cp_async16(dst + 16 * v, dz + 16 * v);
+    const unsigned char* a = a_src + (tb + t) * (2 * kBwdT * N) + chunk * NC * 16;
+    for (int v = threadIdx.x; v < A_BYTES / 16; v += blockDim.x) {
+      const int pb = v / NC, r = v % NC;  // 8-row block, 16-byte piece within its chunk
+      cp_async16(dst + DZ_BYTES + 16 * v, a + pb * N * 16 + 16 * r);
     }
-    cp_async_commit();
   };
 
   float dw[TPW][4];
@@ -1155,21 +1155,18 @@ __device__ __forceinline__ void dw_chunk(int chunk, const __half* __restrict__ w
     for (int e = 0; e < 4; ++e) dw[j][e] = 0.f;
 
   int64_t t = blockIdx.x;
-  if (begin + t * kBwdT < end) issue(t);
-  for (; begin + t * kBwdT < end; t += gridDim.x) {
-    cp_async_wait_all();
-    __syncthreads();  // the tile has landed; the previous tile's products are done
-    // blockDim.x is a multiple of 32, so v % 32 is the run's lane.
-    for (int v = threadIdx.x; v < NDZ; v += blockDim.x) {
-      const int b = v / (KBM * 32), kb = (v / 32) % KBM;
-      spread_frag(sdz, SDZ, b * 16, kb * 16, v % 32, stg[v]);
-    }
-    for (int v = threadIdx.x; v < NA; v += blockDim.x) {
-      const int b = v / (KBC * 32), kb = (v / 32) % KBC;
-      spread_frag(sa, SA, b * 16, kb * 16, v % 32, stg[NDZ + v]);
-    }
-    __syncthreads();
-    if (begin + (t + gridDim.x) * kBwdT < end) issue(t + gridDim.x);
+  if (begin + t * kBwdT < end) issue(t, 0);
+  cp_async_commit();
+  for (int st = 0; begin + t * kBwdT < end; t += gridDim.x, st ^= 1) {
+    // The next tile into the other stage (read by the previous tile: the barrier at the loop's end).
+    if (begin + (t + gridDim.x) * kBwdT < end) issue(t + gridDim.x, st ^ 1);
+    cp_async_commit();  // a group every tile, empty or not: uniform counting
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");  // this tile's copies, this thread's part
+    __syncthreads();                                         // ... and every other thread's
+    // ldmatrix row addresses: lane (q, i) reads row i of core matrix q of each 16 x 16 (dZ^T) or 16 x 8 (A)
+    // block, at a lane offset plus one constant a block (wg::core_off written out, so that it folds).
+    const unsigned char* sdz = stages + st * STAGE + ((q >> 1) * (M / 8) + (q & 1)) * 128 + i * 16;
+    const unsigned char* sa = stages + st * STAGE + DZ_BYTES + (q & 1) * (NC / 8) * 128 + i * 16;
     const float inv_s = scales[tb + t];
     float acc[TPW][4];
 #pragma unroll
@@ -1184,11 +1181,11 @@ __device__ __forceinline__ void dw_chunk(int chunk, const __half* __restrict__ w
       for (int j = 0; j < TPW; ++j) {
         const int idx = warp * TPW + j, mt = idx / NT, nt = idx % NT;
         if (mt != cur) {  // dZ^T block: rows = outputs mt*16.., k = pixels ks*16..
-          ldsm_x4_t(a, sdz + (ks * 16 + 8 * (q >> 1) + i) * SDZ + mt * 16 + 8 * (q & 1));
+          ldsm_x4_t(a, reinterpret_cast<const __half*>(sdz + (2 * ks * (M / 8) + 2 * mt) * 128));
           cur = mt;
         }
         uint32_t b0, b1;
-        ldsm_x2_t(b0, b1, sa + (ks * 16 + i + 8 * (q & 1)) * SA + nt * 8);
+        ldsm_x2_t(b0, b1, reinterpret_cast<const __half*>(sa + (2 * ks * (NC / 8) + nt) * 128));
         mma(acc[j], a, b0, b1);
       }
     }
@@ -1196,7 +1193,9 @@ __device__ __forceinline__ void dw_chunk(int chunk, const __half* __restrict__ w
     for (int j = 0; j < TPW; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) dw[j][e] = fmaf(acc[j][e], inv_s, dw[j][e]);
+    __syncthreads();  // this stage is read: the tile after next may overwrite it
   }
+  cp_async_wait_all();  // no copy outlives the block
 
   float* o = out + C::woff(m) + chunk * NC;
 #pragma unroll
@@ -1379,26 +1378,46 @@ int64_t backward_workspace_bytes(int64_t P, int groups) {
   else return 0;
 }
 
+// The split backward's workspace: dZ and activations (`work`), the tiles'
+// inv_s (`scales`), and the row capacity R.
+template <class C>
+struct SplitBuffers {
+  __half* work;
+  float* scales;
+  int64_t R;
+};
+
+template <class C>
+SplitBuffers<C> split_buffers(const MlpArgs& a) {
+  using S = Split<C>;
+  if (a.workspace == nullptr) throw std::invalid_argument("fused_mlp: the split backward needs a workspace");
+  return {static_cast<__half*>(a.workspace),
+          reinterpret_cast<float*>(static_cast<char*>(a.workspace) + S::scale_off_bytes(a.P, a.groups)),
+          S::tiles(a.P, a.groups) * kBwdT};
+}
+
+// The split backward's data pass (mlp_bwd_split_kernel), which fills the workspace.
+template <class C, class In, class Dy>
+void launch_split_data(const MlpArgs& a, const In& in, const Dy& dy, float* dx, const SplitBuffers<C>& b) {
+  if (a.P == 0) return;
+  const size_t smem = Split<C>::data_smem();
+  auto data = mlp_bwd_split_kernel<C, In, Dy>;
+  prepare_smem(data, smem, "backward (data pass)");
+  const int dbx = persistent_blocks(data, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
+  data<<<dim3(dbx, a.groups), kBwdWarps * 32, smem, a.stream>>>(in, dy, static_cast<const __half*>(a.w), a.perm,
+                                                                a.offsets, a.P, dx, b.work, b.scales, b.R, a.slope);
+  check_cuda(cudaGetLastError(), "backward data-pass launch");
+}
+
 template <class C, class In, class Dy>
 void launch_backward_with(const MlpArgs& a, const In& in, const Dy& dy, float* dx, float* dw_partial) {
   const int bx = backward_blocks_with<C, In, Dy>(a);
   if constexpr (split_bwd<C>()) {
     using S = Split<C>;
-    if (a.workspace == nullptr) throw std::invalid_argument("fused_mlp: the split backward needs a workspace");
-    __half* work = static_cast<__half*>(a.workspace);
-    float* scales = reinterpret_cast<float*>(static_cast<char*>(a.workspace) + S::scale_off_bytes(a.P, a.groups));
-    const int64_t R = S::tiles(a.P, a.groups) * kBwdT;
-    if (a.P > 0) {
-      const size_t smem = S::data_smem();
-      auto data = mlp_bwd_split_kernel<C, In, Dy>;
-      prepare_smem(data, smem, "backward (data pass)");
-      const int dbx = persistent_blocks(data, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
-      data<<<dim3(dbx, a.groups), kBwdWarps * 32, smem, a.stream>>>(in, dy, static_cast<const __half*>(a.w), a.perm,
-                                                                    a.offsets, a.P, dx, work, scales, R, a.slope);
-      check_cuda(cudaGetLastError(), "backward data-pass launch");
-    }
+    const SplitBuffers<C> b = split_buffers<C>(a);
+    launch_split_data<C>(a, in, dy, dx, b);
     mlp_dw_kernel<C><<<dim3(bx, S::NPAIRS, a.groups), kBwdWarps * 32, S::dw_smem(), a.stream>>>(
-        work, scales, a.offsets, a.P, R, dw_partial);
+        b.work, b.scales, a.offsets, a.P, b.R, dw_partial);
     check_cuda(cudaGetLastError(), "backward weight-gradient launch");
   } else {
     const size_t smem = Bwd<C>::SMEM_BYTES;

@@ -165,6 +165,14 @@ def timings(P, reps, do_compile, dims=COLOUR):
                 print(f"  time {name:<28s} {res[name]:8.3f} ms  {P / res[name] / 1e6:6.2f} Gpix/s", flush=True)
         finally:
             mlp_op.WGMMA_FORWARD, mlp_op.WGMMA_BACKWARD = before
+        # The same on the mma.sync backward (the switch off for this row only): what the wgmma rows gain.
+        before_bwd, mlp_op.WGMMA_BACKWARD = mlp_op.WGMMA_BACKWARD, False
+        try:
+            name = "fused fwd+bwd (dW) (mma.sync bwd)" + suffix
+            res[name] = time_ms(fused_fb, reps=reps)[0]
+            print(f"  time {name:<28s} {res[name]:8.3f} ms  {P / res[name] / 1e6:6.2f} Gpix/s", flush=True)
+        finally:
+            mlp_op.WGMMA_BACKWARD = before_bwd
     del x4
     for name, ms in res.items():
         rows.append((name, ms, row_counts.get(name, P) / ms / 1e6))

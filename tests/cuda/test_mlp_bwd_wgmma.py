@@ -160,7 +160,7 @@ def test_use_wgmma_backward_asks_for_width_64_and_its_widths(monkeypatch):
     """Neither the switch off nor a shape without the kernel asks for it (no GPU query needed for those)."""
     x = torch.zeros(4, 32, device="cuda")
     assert not mlp_op.use_wgmma_backward(x, [32, 64, 16, 6], switch=False)
-    assert not mlp_op.use_wgmma_backward(x, [32, 128, 16, 6], switch=True)
+    assert not mlp_op.use_wgmma_backward(x, [32, 96, 16, 6], switch=True)
     assert not mlp_op.use_wgmma_backward(x, [32, 64, 80, 4], switch=True)
     assert not mlp_op.use_wgmma_backward(x, [48, 64, 16, 4], switch=True)
 

@@ -48,14 +48,20 @@ log = logging.getLogger(__name__)
 #: tools/time_model.py).  Other GPUs stay on mma.sync (:func:`use_wgmma`).
 WGMMA_FORWARD = True
 
-#: Whether the backward of 64-wide MLPs (this op, and the 64-wide colour and
-#: front levels) runs on the wgmma kernel (``kernels/mlp_bwd_wgmma.cuh``: the
-#: recomputed forward, dA = dZ W and the weight gradients on warp-group MMA)
-#: instead of mma.sync.  On since session 28: on an H100 its gradients were
-#: mma.sync's bit for bit in a 5 003-row probe and within the f16 tolerances
-#: in every CUDA test, memcheck clean, and the colour MLP's forward + backward
-#: at 4 M rows took 2.26 ms against 2.95 (1.86 against 1.42 Gpix/s;
-#: docs/bench/kernels_mlp_s28d_h100.txt).  Other GPUs stay on mma.sync.
+#: Whether the backward runs on Hopper's warp-group MMA (wgmma) instead of
+#: mma.sync, for this op and the colour and front levels alike:
+#:
+#: - hidden width 64: the in-block backward (``kernels/mlp_bwd_wgmma.cuh``:
+#:   the recomputed forward, dA = dZ W and the weight gradients on wgmma).  On
+#:   since session 28: on an H100 its gradients were mma.sync's bit for bit in
+#:   a 5 003-row probe and within the f16 tolerances in every CUDA test,
+#:   memcheck clean, and the colour MLP's forward + backward at 4 M rows took
+#:   2.26 ms against 2.95 (1.86 against 1.42 Gpix/s;
+#:   docs/bench/kernels_mlp_s28d_h100.txt).
+#: - hidden width 128 (the shipped models): the split backward's weight-gradient
+#:   pass (``kernels/mlp_dw_wgmma.cuh``), its data pass unchanged.
+#:
+#: Other GPUs stay on mma.sync.
 WGMMA_BACKWARD = True
 
 _not_built_logged: set[int] = set()
@@ -63,9 +69,13 @@ _not_built_logged: set[int] = set()
 
 #: Output widths the wgmma forward is compiled for (kernels/wgmma.cuh's N).
 WGMMA_OUTPUTS = (16, 32, 64)
-#: Input and output widths the wgmma backward is compiled for
+#: Input and output widths the 64-wide wgmma backward is compiled for
 #: (kernels/mlp_bwd_wgmma.cuh WgBwd::shape_ok).
 WGMMA_BACKWARD_WIDTHS = (16, 32, 64)
+#: Hidden widths whose backward has a wgmma form: 64 (in-block) and 128
+#: (the split backward's dW pass; any input and output width that is a
+#: multiple of 8 up to 256, kernels/mlp_dw_wgmma.cuh WgDw::shape_ok).
+WGMMA_BACKWARD_HIDDEN = (64, 128)
 
 
 def use_wgmma(x: Tensor, dims: Sequence[int], switch: bool | None = None) -> bool:
@@ -80,12 +90,17 @@ def use_wgmma(x: Tensor, dims: Sequence[int], switch: bool | None = None) -> boo
 
 
 def use_wgmma_backward(x: Tensor, dims: Sequence[int], switch: bool | None = None) -> bool:
-    """Whether this backward runs on the wgmma kernel: ``switch`` (default
-    :data:`WGMMA_BACKWARD`) on, hidden width 64, input and output widths of
-    :data:`WGMMA_BACKWARD_WIDTHS`, and a GPU that runs the build's sm_90a code."""
+    """Whether this backward runs on the wgmma kernels: ``switch`` (default
+    :data:`WGMMA_BACKWARD`) on, a hidden width of :data:`WGMMA_BACKWARD_HIDDEN`
+    with input and output widths that width's kernel is compiled for, and a
+    GPU that runs the build's sm_90a code."""
     on = WGMMA_BACKWARD if switch is None else switch
-    if not (on and dims[1] == 64 and dims[0] in WGMMA_BACKWARD_WIDTHS and dims[2] in WGMMA_BACKWARD_WIDTHS
-            and x.device.type == "cuda"):
+    n_in, hidden, n_out = dims[0], dims[1], dims[2]
+    if hidden == 64:
+        shape = n_in in WGMMA_BACKWARD_WIDTHS and n_out in WGMMA_BACKWARD_WIDTHS
+    else:
+        shape = hidden == 128 and all(n % 8 == 0 and 0 < n <= 256 for n in (n_in, n_out))
+    if not (on and hidden in WGMMA_BACKWARD_HIDDEN and shape and x.device.type == "cuda"):
         return False
     return _runs_sm90a(x)
 

@@ -1,0 +1,178 @@
+"""The split backward's weight-gradient pass on Hopper's wgmma
+(kernels/mlp_dw_wgmma.cuh, the 128-wide MLPs the shipped models train)
+against the f16-rounding float64 reference, the exact one and the mma.sync
+pass; and the mma.sync pass itself on the core-matrix workspace both read.
+Bare op, grouped, the colour level and the per-channel front level."""
+import pytest
+import torch
+
+from kpnt.ops import _cuda
+from kpnt.ops._cuda import mlp as mlp_op
+from kpnt.testing import TOLERANCES, fused_shapes, grad_vs_exact_bound
+from kpnt.testing import rel_error as rel
+
+from test_fused_mlp import CONFIGS, SLOPE, features, poison, ref_mlp, ref_mlp_f16, weights
+from test_mlp_bwd_wgmma import gradients
+from test_mlp_wgmma import launched_kernels, needs_wgmma  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.cuda
+
+TOL_GRAD = TOLERANCES["grad"]
+#: Every trainable 128-wide shape (the split backward's; WgDw::shape_ok takes them all).
+CONFIGS_128 = [d for d in CONFIGS if d[1] == 128]
+
+
+def names_of(dims):
+    return "x".join(map(str, dims))
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("dims", CONFIGS_128, ids=names_of)
+@pytest.mark.parametrize("P", [1, 127, 129, 20_011, 300_007])
+def test_wgmma_dw_matches_references_and_mma(dims, P, monkeypatch):
+    """One row, a partial tile, a tile and a row, and more tiles than the
+    pass's blocks (300 007: each block goes round its loop through both
+    shared-memory stages).  Both passes against both references: the
+    mma.sync pass reads the same workspace layout."""
+    ws = weights(dims, seed=P)
+    x = features(P, dims[0], seed=P + 1).requires_grad_()
+    gy = torch.randn(P, dims[2], device="cuda")
+    x64 = x.detach().double().requires_grad_()
+    ws64 = [w.detach().double().requires_grad_() for w in ws]
+    exact = torch.autograd.grad(ref_mlp(x64, ws64), [x64, *ws64], gy.double())
+    ref16 = torch.autograd.grad(ref_mlp_f16(x64, ws64), [x64, *ws64], gy.double())
+    fast = gradients(x, ws, gy, monkeypatch, True)
+    mma = gradients(x, ws, gy, monkeypatch, False)
+    for i, (a, m, b, c) in enumerate(zip(fast, mma, ref16, exact)):
+        name = "x" if i == 0 else f"weights[{i - 1}]"
+        for got, which in ((a, "wgmma"), (m, "mma.sync")):
+            assert torch.isfinite(got).all(), (which, name)
+            assert rel(got, b) < TOL_GRAD, (which, name, rel(got, b))
+            assert rel(got, c) <= grad_vs_exact_bound(rel(got, b), rel(b, c)), (which, name)
+        # The same f16 workspace and tile scaling: only f32 summation orders differ.
+        assert rel(a, m) < TOL_GRAD, name
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("dims", CONFIGS_128, ids=names_of)
+def test_every_weight_moves_its_own_gradient(dims, monkeypatch):
+    """A transposed product or a swapped block of one dW keeps its norm: each
+    matrix's gradient is compared element by element with mma.sync's."""
+    ws = weights(dims, seed=41)
+    x = features(9_001, dims[0], seed=42)
+    gy = torch.randn(9_001, dims[2], device="cuda")
+    fast = gradients(x, ws, gy, monkeypatch, True)
+    mma = gradients(x, ws, gy, monkeypatch, False)
+    for i, (a, m) in enumerate(zip(fast, mma)):
+        assert (a - m).abs().max() <= 2e-2 * m.abs().max(), f"weights[{i}]"
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("dims", CONFIGS_128, ids=names_of)
+@pytest.mark.parametrize("on", [True, False], ids=["wgmma", "mma"])
+def test_grouped_with_an_empty_group(dims, on, monkeypatch):
+    """Uneven groups over many tiles, and a group with no rows, whose weight
+    gradient must be exactly zero (tile_base, the per-group grid)."""
+    G, P, used = 4, 70_001, 3
+    ws = weights(dims, groups=G, seed=17)
+    x = features(P, dims[0], seed=18)
+    cls = torch.randint(0, used, (P,), generator=torch.Generator().manual_seed(19)).cuda()
+    cls[:5] = used - 1
+    gy = torch.randn(P, dims[2], device="cuda")
+    g = gradients(x, ws, gy, monkeypatch, on, grouped=cls)
+    for c in range(used, G):
+        assert all(torch.equal(a[c], torch.zeros_like(a[c])) for a in g), f"group {c} has no rows"
+    for c in range(used):
+        idx = (cls == c).nonzero().squeeze(1)
+        wc = [w[c].detach().double().requires_grad_() for w in ws]
+        rg = torch.autograd.grad(ref_mlp_f16(x[idx].double(), wc), wc, gy[idx].double())
+        for i, (a, b) in enumerate(zip(g, rg)):
+            assert rel(a[c], b) < TOL_GRAD, (c, i)
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("switch", [True, False])
+def test_the_switch_picks_the_pass_that_runs(switch, monkeypatch):
+    monkeypatch.setattr(mlp_op, "WGMMA_BACKWARD", switch)
+    dims = CONFIGS_128[0]
+    ws = weights(dims, seed=1)
+    x = features(1_000, dims[0], seed=2)
+    gy = torch.randn(1_000, dims[2], device="cuda")
+    y = _cuda.fused_mlp(x, ws, SLOPE)
+    names = launched_kernels(lambda: torch.autograd.grad(y, ws, gy))
+    assert any("mlp_bwd_split_kernel" in n for n in names), names
+    assert any("mlp_dw_wgmma_kernel" in n for n in names) == switch, names
+    assert any("mlp_dw_kernel" in n for n in names) == (not switch), names
+
+
+def test_use_wgmma_backward_shapes():
+    """Which widths ask for the wgmma backward at all (no GPU query for a refusal)."""
+    x = torch.zeros(4, 32, device="cuda")
+    assert not mlp_op.use_wgmma_backward(x, [32, 128, 16, 6], switch=False)
+    assert not mlp_op.use_wgmma_backward(x, [32, 96, 16, 6], switch=True)
+    assert not mlp_op.use_wgmma_backward(x, [32, 128, 20, 6], switch=True)
+    assert not mlp_op.use_wgmma_backward(x, [32, 128, 264, 6], switch=True)
+
+
+COLOUR128 = [list(s.mlp.as_tuple()) for s in fused_shapes("colour", train=True) if s.mlp.hidden == 128]
+FRONT128 = [s for s in fused_shapes("front", train=True) if s.mlp.hidden == 128]
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("mode", ["softmax", "plain"])
+@pytest.mark.parametrize("size", [(1, 9, 13), (2, 150, 160)], ids=str)
+def test_colour_level_128_on_wgmma(mode, size, monkeypatch):
+    """The shipped colour level's weight gradient with the switch on: the
+    wgmma dW pass runs, and the gradient is mma.sync's up to f32 summation order."""
+    from test_colour_level import inputs, spec
+    from test_colour_level import weights as colour_weights
+
+    if not COLOUR128:
+        pytest.skip("no colour line with a 128-wide MLP compiled")
+    dims = COLOUR128[0]
+    cw = colour_weights(1, mode, dims)
+    D, var = inputs(*size, seed=3)
+    sp = spec(mode, True, dims)
+    gI = torch.randn_like(D)
+    out = {}
+    for on in (True, False):
+        monkeypatch.setattr(mlp_op, "WGMMA_BACKWARD", on)
+        poison()
+        I, _ = _cuda.fused_colour_level(D, var, cw, sp)
+        names = launched_kernels(lambda: out.__setitem__(on, torch.autograd.grad(I, cw, gI)))
+        assert any("mlp_dw_wgmma_kernel" in n for n in names) == on, names
+    for i, (a, b) in enumerate(zip(out[True], out[False])):
+        assert torch.isfinite(a).all() and rel(a, b) < TOL_GRAD, f"weights[{i}]"
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("cfa_name,size", [("bayer", (2, 23, 31)), ("xtrans", (1, 301, 517))], ids=lambda v: str(v))
+def test_front_level_128_on_wgmma(cfa_name, size, monkeypatch):
+    """The shipped front level (per-channel kernels, 3 x 25 + 1 outputs: the
+    output matrix's product is 64 + 16 columns wide) with the switch on:
+    every class's weight gradient and dL/dU are mma.sync's up to f32 order."""
+    from test_front_level import inputs, weight_sets
+
+    from kpnt.mosaic.cfa import CFA
+    from kpnt.spec import FrontLevelSpec
+
+    if not FRONT128:
+        pytest.skip("no front line with a 128-wide MLP compiled")
+    shape = FRONT128[0]
+    cfa = {"bayer": CFA.bayer("GRBG"), "xtrans": CFA.xtrans()}[cfa_name]
+    spec = FrontLevelSpec(radius=shape.key[0], kernels="shared" if shape.key[1] == 1 else "per_channel",
+                          width=128, hidden_layers=shape.mlp.n_hidden, leaky_slope=SLOPE)
+    N, H, W = size
+    x, U, S, noise = inputs(cfa, N, H, W, seed=H * W)
+    sets = weight_sets(cfa.n_classes, seed=W, spec=spec)
+    flat = [w for ws in sets for w in ws]
+    gO = torch.randn(N, 3, H, W, device="cuda")
+    out = {}
+    for on in (True, False):
+        monkeypatch.setattr(mlp_op, "WGMMA_BACKWARD", on)
+        poison()
+        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, spec)
+        names = launched_kernels(lambda: out.__setitem__(on, torch.autograd.grad(O, [U, *flat], gO)))
+        assert any("mlp_dw_wgmma_kernel" in n for n in names) == on, names
+    for i, (a, b) in enumerate(zip(out[True], out[False])):
+        assert torch.isfinite(a).all() and rel(a, b) < TOL_GRAD, ("U" if i == 0 else f"weights[{i - 1}]")
