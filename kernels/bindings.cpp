@@ -217,11 +217,35 @@ py::object mlp_forward(const torch::Tensor& x_in, const torch::Tensor& w, const 
   });
 }
 
-// (dx, dw), or an error tuple: dx is (P, in), or empty when need_dx is false;
-// dw has the shape of w (float32).
-py::object mlp_backward(const torch::Tensor& x_in, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
-                        const std::optional<torch::Tensor>& offsets, const torch::Tensor& dy_in,
-                        const std::vector<int64_t>& dims, double slope, bool need_dx, bool wgmma) {
+// (y, work), or an error tuple: the training forward of a split-backward
+// shape (hidden width 128), which also stores every layer's activations and
+// their sign bits in `work` (uint8, mlp_bwd_workspace_bytes) for
+// mlp_backward_stored.
+py::object mlp_forward_store(const torch::Tensor& x_in, const torch::Tensor& w,
+                             const std::optional<torch::Tensor>& perm, const std::optional<torch::Tensor>& offsets,
+                             const std::vector<int64_t>& dims, double slope) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(x_in.device());
+    const torch::Tensor x = aligned16(x_in);
+    torch::Tensor w16;
+    kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
+    const torch::Tensor work = backward_workspace(a.dims, a.P, a.groups, x, &a.workspace);
+    KPNT_REQUIRE(work.numel() > 0, "only MLPs of hidden width 128 (the split backward) store their forward's "
+                                   "activations, got hidden ", a.dims.hidden);
+    torch::Tensor y = torch::empty({x.size(0), a.dims.out}, x.options());
+    check_launch(kpnt::mlp_forward(a, y.data_ptr<float>()));
+    return py::make_tuple(y, work);
+  });
+}
+
+namespace {
+
+// (dx, dw) of mlp_backward and mlp_backward_stored: `stored` is the storing
+// forward's workspace, or nullptr to recompute the forward.
+py::object mlp_backward_impl(const torch::Tensor& x_in, const torch::Tensor& w,
+                             const std::optional<torch::Tensor>& perm, const std::optional<torch::Tensor>& offsets,
+                             const torch::Tensor& dy_in, const torch::Tensor* stored, const std::vector<int64_t>& dims,
+                             double slope, bool need_dx, bool wgmma) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(x_in.device());
     const torch::Tensor x = aligned16(x_in), dy = aligned16(dy_in);
@@ -229,7 +253,22 @@ py::object mlp_backward(const torch::Tensor& x_in, const torch::Tensor& w, const
     kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
     KPNT_REQUIRE(!wgmma || wgmma_built_on(x.device()), kWgmmaBackwardNeeds);
     a.wgmma_bwd = wgmma;
-    const torch::Tensor work = backward_workspace(a.dims, a.P, a.groups, x, &a.workspace);
+    torch::Tensor work;
+    if (stored == nullptr) {
+      work = backward_workspace(a.dims, a.P, a.groups, x, &a.workspace);
+    } else {
+      int64_t bytes = 0;
+      check_launch(kpnt::mlp_bwd_workspace_bytes(a.dims, a.P, a.groups, &bytes));
+      KPNT_REQUIRE(bytes > 0, "a stored forward serves only MLPs of hidden width 128, got hidden ", a.dims.hidden);
+      KPNT_REQUIRE(stored->is_cuda() && stored->device() == x.device() && stored->scalar_type() == at::kByte &&
+                       stored->dim() == 1 && stored->numel() == bytes && stored->is_contiguous(),
+                   "the stored forward's workspace must be a contiguous uint8 (", bytes, ",) tensor on ", x.device(),
+                   " (what mlp_forward_store returned for these rows), got ", stored->scalar_type(), " ",
+                   shape(*stored), " on ", stored->device());
+      work = *stored;
+      a.workspace = work.data_ptr();
+      a.stored = true;
+    }
     check_cuda_tensor(dy, "grad_output", at::kFloat, x);
     KPNT_REQUIRE(dy.dim() == 2 && dy.size(0) == x.size(0) && dy.size(1) == a.dims.out, "grad_output must be (", x.size(0), ", ", a.dims.out, "), got ", shape(dy));
     torch::Tensor dx = need_dx ? torch::empty_like(x) : torch::empty({0}, x.options());
@@ -243,6 +282,33 @@ py::object mlp_backward(const torch::Tensor& x_in, const torch::Tensor& w, const
     if (w.dim() == 1) dw = dw.view({nw});
     return py::make_tuple(dx, dw);
   });
+}
+
+}  // namespace
+
+// (dx, dw), or an error tuple: dx is (P, in), or empty when need_dx is false;
+// dw has the shape of w (float32).  The forward is recomputed from x.
+py::object mlp_backward(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
+                        const std::optional<torch::Tensor>& offsets, const torch::Tensor& dy,
+                        const std::vector<int64_t>& dims, double slope, bool need_dx, bool wgmma) {
+  return mlp_backward_impl(x, w, perm, offsets, dy, nullptr, dims, slope, need_dx, wgmma);
+}
+
+// Bytes of mlp_forward_store's `work` for P rows in `groups` weight sets (0:
+// the shape keeps its backward in shared memory and stores nothing).
+int64_t mlp_workspace_bytes(const std::vector<int64_t>& dims, int64_t P, int64_t groups) {
+  int64_t bytes = 0;
+  check_launch(kpnt::mlp_bwd_workspace_bytes(dims_from(dims), P, static_cast<int>(groups), &bytes));
+  return bytes;
+}
+
+// As mlp_backward, from the activations mlp_forward_store left in `work`
+// (the same x, weights, perm and offsets).
+py::object mlp_backward_stored(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
+                               const std::optional<torch::Tensor>& offsets, const torch::Tensor& dy,
+                               const torch::Tensor& work, const std::vector<int64_t>& dims, double slope,
+                               bool need_dx, bool wgmma) {
+  return mlp_backward_impl(x, w, perm, offsets, dy, &work, dims, slope, need_dx, wgmma);
 }
 
 // ---- colour level (kernels/fused_mlp.cuh, colour_*)
@@ -831,6 +897,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mlp_backward", &mlp_backward, "fused MLP backward with recomputation: (dx, dw), on the wgmma kernel if asked",
         py::arg("x"), py::arg("w"), py::arg("perm"), py::arg("offsets"), py::arg("dy"), py::arg("dims"),
         py::arg("slope"), py::arg("need_dx"), py::arg("wgmma") = false);
+  m.def("mlp_forward_store", &mlp_forward_store,
+        "fused MLP training forward of a hidden-width-128 MLP: (y, work), the activations stored in work",
+        py::arg("x"), py::arg("w"), py::arg("perm"), py::arg("offsets"), py::arg("dims"), py::arg("slope"));
+  m.def("mlp_backward_stored", &mlp_backward_stored,
+        "fused MLP backward from mlp_forward_store's work (no recomputation): (dx, dw), dW on wgmma if asked",
+        py::arg("x"), py::arg("w"), py::arg("perm"), py::arg("offsets"), py::arg("dy"), py::arg("work"),
+        py::arg("dims"), py::arg("slope"), py::arg("need_dx"), py::arg("wgmma") = false);
+  m.def("mlp_workspace_bytes", &mlp_workspace_bytes, "bytes of mlp_forward_store's work (0: none)",
+        py::arg("dims"), py::arg("P"), py::arg("groups"));
   m.def("mlp_supported_configs", &kpnt::mlp_supported_configs, "the compiled lines of kernels/shapes.def, as text");
   m.def("shape_table", &shape_table, "the compiled lines of kernels/shapes.def: (op, key0, key1, in, hidden, out, "
         "n_hidden, train) tuples");

@@ -85,16 +85,21 @@ struct MlpArgs {
   const int32_t* offsets;// (groups + 1,) or nullptr
   float slope;           // leaky ReLU negative slope (>= 0)
   cudaStream_t stream;
-  void* workspace = nullptr;  // backward only: mlp_bwd_workspace_bytes() of device memory (none if 0)
+  void* workspace = nullptr;  // mlp_bwd_workspace_bytes() of device memory (none if 0): the backward's; in
+                              // mlp_forward (split shapes only), where the forward stores the activations
+  bool stored = false;        // backward: the workspace holds a stored forward's activations (no recomputation)
   bool wgmma = false;         // forward only: the sm_90a wgmma kernel (hidden width 64; the caller checked that
                               // the GPU runs sm_90a code, kernels/bindings.cpp wgmma_built_on), else mma.sync
   bool wgmma_bwd = false;     // backward only: the same for the backward (kernels/mlp_bwd_wgmma.cuh)
 };
 
-// y (P, out) float32 = MLP(x).
+// y (P, out) float32 = MLP(x).  With a.workspace set (hidden width 128, the
+// split backward's shapes), the forward also stores every layer's activations
+// and their sign bits there, for a backward with a.stored.
 const char* mlp_forward(const MlpArgs& a, float* y);
 
-// Backward with forward recomputation.  dy (P, out) float32 is dL/dy.
+// Backward with forward recomputation, or (a.stored) from the activations a
+// storing forward left in a.workspace.  dy (P, out) float32 is dL/dy.
 // dx (P, in) float32 receives dL/dx, or is nullptr to skip it.
 // dw_partial receives per-block partial weight gradients, float32 of shape
 // (groups, mlp_bwd_blocks(a), n_weights); the caller sums over the middle axis.

@@ -70,7 +70,13 @@ int mlp_bwd_tile_rows() { return kBwdT; }
 
 const char* mlp_forward(const MlpArgs& a, float* y) {
   return guarded([&] {
-    if (!dispatch_mlp(a.dims, [&](auto cfg) { launch_forward_any<decltype(cfg)>(a, RowsIn{a.x}, RowsOut{y}); })) not_compiled("fused_mlp", a.dims);
+    if (!dispatch_mlp(a.dims, [&](auto cfg) {
+          using C = decltype(cfg);
+          if (a.workspace == nullptr) launch_forward_any<C>(a, RowsIn{a.x}, RowsOut{y});
+          else if constexpr (C::BWD) launch_forward_store<C>(a, y);
+          else forward_only(a.dims);
+        }))
+      not_compiled("fused_mlp", a.dims);
   });
 }
 

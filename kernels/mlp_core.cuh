@@ -925,8 +925,14 @@ struct Split {
   static int64_t scale_off_bytes(int64_t P, int groups) {
     return ((dz_off(C::NMAT, tiles(P, groups) * kBwdT) * 2 + 255) / 256) * 256;
   }
+  // The hidden activations' sign bits, for the data pass that does not
+  // recompute the forward (the forward stored A_m: mlp_fwd_kernel<.., true>):
+  // per tile, word w of hidden layer l of thread x at (l MASK_WORDS + w) 256 + x.
+  static int64_t mask_off_bytes(int64_t P, int groups) {
+    return ((scale_off_bytes(P, groups) + static_cast<int64_t>(sizeof(float)) * tiles(P, groups) + 255) / 256) * 256;
+  }
   static int64_t bytes(int64_t P, int groups) {
-    return scale_off_bytes(P, groups) + static_cast<int64_t>(sizeof(float)) * tiles(P, groups);
+    return mask_off_bytes(P, groups) + static_cast<int64_t>(sizeof(uint32_t)) * TILE_MASK_WORDS * tiles(P, groups);
   }
 
   // dW pass: matrix m is split into chunks of at most 64 columns, one block
@@ -956,6 +962,7 @@ struct Split {
     return 2 * b;
   }
   static constexpr int MASK_WORDS = (C::H / 4 + 15) / 16;  // sign-bit words of one hidden layer, per lane
+  static constexpr int TILE_MASK_WORDS = C::NH * MASK_WORDS * kBwdWarps * 32;  // a tile's, every thread's
   // Data pass: weights, reduction slots, every thread's sign bits.
   __host__ __device__ static constexpr size_t data_smem() {
     return sizeof(__half) * C::NWS + sizeof(float) * kBwdWarps +
@@ -1054,11 +1061,17 @@ __device__ __forceinline__ void split_step(const uint32_t (&dzf)[C::rows(m) / 16
   }
 }
 
-template <class C, class In, class Dy>
+// STORED: the forward stored A_0 .. A_NH and the sign bits
+// (mlp_fwd_kernel<.., true>), so the pass neither reads x nor recomputes:
+// it forms dL/dy and walks back, reading the sign bits from `masks`.  Only
+// for gradient policies that do not need the output (the bare op's).
+template <class C, class In, class Dy, bool STORED>
 __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     mlp_bwd_split_kernel(const In in, const Dy dys, const __half* __restrict__ w, const int32_t* __restrict__ perm,
                          const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ dx,
-                         __half* __restrict__ work, float* __restrict__ scales, int64_t R, float slope) {
+                         __half* __restrict__ work, float* __restrict__ scales, const uint32_t* __restrict__ masks,
+                         int64_t R, float slope) {
+  static_assert(!STORED || !Dy::kNeedsOut, "the stored data pass has no output layer to feed dL/dy");
   using S = Split<C>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* ws = reinterpret_cast<__half*>(smem_raw);
@@ -1081,21 +1094,26 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     int64_t rlo[1] = {mem_row(l, end, perm)}, rhi[1] = {mem_row(l + 8, end, perm)};
     const int64_t rb = (tb + t) * kBwdWarps + warp;
 
-    uint32_t ax[1][C::IN / 16][4];
-    in.template load<C::IN, 1>(ax, rlo, rhi, lane);
-    store_frags_ws<C::IN>(work + S::act_off(0, R), ax[0], rb, lane);
-    float acc[1][C::H / 8][4];
     uint32_t ah[1][C::H / 16][4];
-    gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
-    lrelu_frags<C::H>(ah[0], acc[0], slope);
-    positive_mask<C::H, W>(msk, MS, ah[0]);
-    store_frags_ws<C::H>(work + S::act_off(1, R), ah[0], rb, lane);
-#pragma unroll
-    for (int m = 1; m < C::NH; ++m) {
-      gemm_nk<C::H, C::H, 1>(acc, ah, ws + C::wsoff(m), lane);
+    const uint32_t* bits = msk;
+    if constexpr (STORED) {
+      bits = masks + (tb + t) * S::TILE_MASK_WORDS + threadIdx.x;
+    } else {
+      uint32_t ax[1][C::IN / 16][4];
+      in.template load<C::IN, 1>(ax, rlo, rhi, lane);
+      store_frags_ws<C::IN>(work + S::act_off(0, R), ax[0], rb, lane);
+      float acc[1][C::H / 8][4];
+      gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
       lrelu_frags<C::H>(ah[0], acc[0], slope);
-      positive_mask<C::H, W>(msk + m * W * MS, MS, ah[0]);
-      store_frags_ws<C::H>(work + S::act_off(m + 1, R), ah[0], rb, lane);
+      positive_mask<C::H, W>(msk, MS, ah[0]);
+      store_frags_ws<C::H>(work + S::act_off(1, R), ah[0], rb, lane);
+#pragma unroll
+      for (int m = 1; m < C::NH; ++m) {
+        gemm_nk<C::H, C::H, 1>(acc, ah, ws + C::wsoff(m), lane);
+        lrelu_frags<C::H>(ah[0], acc[0], slope);
+        positive_mask<C::H, W>(msk + m * W * MS, MS, ah[0]);
+        store_frags_ws<C::H>(work + S::act_off(m + 1, R), ah[0], rb, lane);
+      }
     }
 
     float gy[C::OUT / 8][4];
@@ -1103,8 +1121,57 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     if (threadIdx.x == 0) scales[tb + t] = inv_s;
     uint32_t dzf[C::OUT / 16][4];
     to_frags<C::OUT>(dzf, gy);
-    const SplitCtx k{ws, msk, work, R, inv_s, applied_slope(slope), lane, rlo[0], rhi[0], rb, dx};
+    const SplitCtx k{ws, bits, work, R, inv_s, applied_slope(slope), lane, rlo[0], rhi[0], rb, dx};
     split_step<C, C::NH>(dzf, k);
+  }
+}
+
+// The forward of a split-backward shape for training (the plain op's): y as
+// mlp_fwd_kernel computes it (8 warps x 16 rows, the data pass's tile), and
+// every A_m and the hidden activations' sign bits into the workspace, so that
+// the backward's data pass need not recompute them (mlp_bwd_split_kernel<..,
+// true>).  It writes what the recomputing data pass would have written, in
+// the same layout, from the same f16 values.
+template <class C, class In, class Out>
+__global__ void __launch_bounds__(kBwdWarps * 32, 1)
+    mlp_fwd_store_kernel(const In in, const Out sink, const __half* __restrict__ w, const int32_t* __restrict__ perm,
+                         const int32_t* __restrict__ offsets, int64_t P, __half* __restrict__ work,
+                         uint32_t* __restrict__ masks, int64_t R, float slope) {
+  static_assert(Fwd<C>::T == kBwdT && Fwd<C>::R == 1, "the stored forward's tile is the data pass's");
+  using S = Split<C>;
+  constexpr int W = S::MASK_WORDS, MS = kBwdWarps * 32;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __half* ws = reinterpret_cast<__half*>(smem_raw);
+  const int g = blockIdx.y;
+  load_weights<C>(ws, w + static_cast<int64_t>(g) * C::NW);
+  __syncthreads();
+
+  const int64_t begin = offsets ? offsets[g] : 0;
+  const int64_t end = offsets ? offsets[g + 1] : P;
+  const int64_t tb = offsets ? tile_base(offsets, g) : 0;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int64_t t = blockIdx.x; begin + t * kBwdT < end; t += gridDim.x) {
+    const int64_t l = begin + t * kBwdT + warp * 16 + (lane >> 2);
+    int64_t rlo[1] = {mem_row(l, end, perm)}, rhi[1] = {mem_row(l + 8, end, perm)};
+    const int64_t rb = (tb + t) * kBwdWarps + warp;
+    uint32_t* msk = masks + (tb + t) * S::TILE_MASK_WORDS + threadIdx.x;
+
+    uint32_t ax[1][C::IN / 16][4];
+    in.template load<C::IN, 1>(ax, rlo, rhi, lane);
+    store_frags_ws<C::IN>(work + S::act_off(0, R), ax[0], rb, lane);
+    float acc[1][C::H / 8][4];
+    uint32_t ah[1][C::H / 16][4];
+#pragma unroll
+    for (int m = 0; m < C::NH; ++m) {
+      if (m == 0) gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
+      else gemm_nk<C::H, C::H, 1>(acc, ah, ws + C::wsoff(m), lane);
+      lrelu_frags<C::H>(ah[0], acc[0], slope);
+      positive_mask<C::H, W>(msk + m * W * MS, MS, ah[0]);
+      store_frags_ws<C::H>(work + S::act_off(m + 1, R), ah[0], rb, lane);
+    }
+    float out[1][C::OUT / 8][4];
+    gemm_nk<C::H, C::OUT, 1>(out, ah, ws + C::wsoff(C::NH), lane);
+    sink.template store<C::OUT, 1>(out, rlo, rhi, lane);
   }
 }
 
@@ -1384,6 +1451,7 @@ template <class C>
 struct SplitBuffers {
   __half* work;
   float* scales;
+  uint32_t* masks;  // the sign bits of a stored forward (Split::mask_off_bytes)
   int64_t R;
 };
 
@@ -1391,9 +1459,9 @@ template <class C>
 SplitBuffers<C> split_buffers(const MlpArgs& a) {
   using S = Split<C>;
   if (a.workspace == nullptr) throw std::invalid_argument("fused_mlp: the split backward needs a workspace");
-  return {static_cast<__half*>(a.workspace),
-          reinterpret_cast<float*>(static_cast<char*>(a.workspace) + S::scale_off_bytes(a.P, a.groups)),
-          S::tiles(a.P, a.groups) * kBwdT};
+  char* base = static_cast<char*>(a.workspace);
+  return {static_cast<__half*>(a.workspace), reinterpret_cast<float*>(base + S::scale_off_bytes(a.P, a.groups)),
+          reinterpret_cast<uint32_t*>(base + S::mask_off_bytes(a.P, a.groups)), S::tiles(a.P, a.groups) * kBwdT};
 }
 
 // The split backward's data pass (mlp_bwd_split_kernel), which fills the workspace.
@@ -1401,12 +1469,38 @@ template <class C, class In, class Dy>
 void launch_split_data(const MlpArgs& a, const In& in, const Dy& dy, float* dx, const SplitBuffers<C>& b) {
   if (a.P == 0) return;
   const size_t smem = Split<C>::data_smem();
-  auto data = mlp_bwd_split_kernel<C, In, Dy>;
-  prepare_smem(data, smem, "backward (data pass)");
-  const int dbx = persistent_blocks(data, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
-  data<<<dim3(dbx, a.groups), kBwdWarps * 32, smem, a.stream>>>(in, dy, static_cast<const __half*>(a.w), a.perm,
-                                                                a.offsets, a.P, dx, b.work, b.scales, b.R, a.slope);
-  check_cuda(cudaGetLastError(), "backward data-pass launch");
+  auto launch = [&](auto data) {
+    prepare_smem(data, smem, "backward (data pass)");
+    const int dbx = persistent_blocks(data, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
+    data<<<dim3(dbx, a.groups), kBwdWarps * 32, smem, a.stream>>>(
+        in, dy, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, dx, b.work, b.scales, b.masks, b.R, a.slope);
+    check_cuda(cudaGetLastError(), "backward data-pass launch");
+  };
+  if (!a.stored) return launch(mlp_bwd_split_kernel<C, In, Dy, false>);
+  if constexpr (!Dy::kNeedsOut) launch(mlp_bwd_split_kernel<C, In, Dy, true>);
+  else throw std::invalid_argument("fused_mlp: a stored forward serves only the plain op's backward");
+}
+
+// The training forward of the plain op that stores the activations for the
+// backward (mlp_fwd_store_kernel; a.workspace of mlp_bwd_workspace_bytes):
+// split-backward shapes only.
+template <class C>
+void launch_forward_store(const MlpArgs& a, float* y) {
+  if constexpr (split_bwd<C>() && Fwd<C>::T == kBwdT && Fwd<C>::R == 1) {
+    const SplitBuffers<C> b = split_buffers<C>(a);
+    if (a.P == 0) return;
+    const size_t smem = sizeof(__half) * C::NWS;
+    auto kernel = mlp_fwd_store_kernel<C, RowsIn, RowsOut>;
+    prepare_smem(kernel, smem, "forward (stored)");
+    const int bx = persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
+    kernel<<<dim3(bx, a.groups), kBwdWarps * 32, smem, a.stream>>>(RowsIn{a.x}, RowsOut{y},
+                                                                   static_cast<const __half*>(a.w), a.perm, a.offsets,
+                                                                   a.P, b.work, b.masks, b.R, a.slope);
+    check_cuda(cudaGetLastError(), "forward (stored) launch");
+  } else {
+    throw std::invalid_argument("fused_mlp: only the split backward's shapes (hidden width 128) store the forward's "
+                                "activations; this MLP's hidden width is " + std::to_string(C::H));
+  }
 }
 
 template <class C, class In, class Dy>

@@ -1,8 +1,9 @@
-"""The split backward's weight-gradient pass on Hopper's wgmma
-(kernels/mlp_dw_wgmma.cuh, the 128-wide MLPs the shipped models train)
-against the f16-rounding float64 reference, the exact one and the mma.sync
-pass; and the mma.sync pass itself on the core-matrix workspace both read.
-Bare op, grouped, the colour level and the per-channel front level."""
+"""The split backward of the 128-wide MLPs the shipped models train: its
+weight-gradient pass on Hopper's wgmma (kernels/mlp_dw_wgmma.cuh) against
+the f16-rounding float64 reference, the exact one and the mma.sync pass (which
+reads the same core-matrix workspace), bare op, grouped, colour level and
+per-channel front level; and the training forward that stores the
+activations (kpnt::mlp_fwd_store) against the recomputing backward."""
 import pytest
 import torch
 
@@ -176,3 +177,87 @@ def test_front_level_128_on_wgmma(cfa_name, size, monkeypatch):
         assert any("mlp_dw_wgmma_kernel" in n for n in names) == on, names
     for i, (a, b) in enumerate(zip(out[True], out[False])):
         assert torch.isfinite(a).all() and rel(a, b) < TOL_GRAD, ("U" if i == 0 else f"weights[{i - 1}]")
+
+
+# ---- the training forward that stores the activations (STORE_FORWARD, kpnt::mlp_fwd_store)
+
+
+def store_run(x, ws, gy, monkeypatch, store, grouped=None):
+    """(y, gradients, kernels launched by the forward) with the storing forward on or off."""
+    monkeypatch.setattr(mlp_op, "STORE_FORWARD", store)
+    poison()
+    box = {}
+
+    def fwd():
+        box["y"] = (_cuda.fused_mlp(x, ws, SLOPE) if grouped is None
+                    else _cuda.fused_mlp_grouped(x, grouped, ws, SLOPE))
+
+    names = launched_kernels(fwd)
+    inputs = [x, *ws] if x.requires_grad else list(ws)
+    return box["y"], torch.autograd.grad(box["y"], inputs, gy), names
+
+
+@pytest.mark.parametrize("dims", CONFIGS_128, ids=names_of)
+@pytest.mark.parametrize("P", [1, 129, 300_007])
+def test_stored_forward_gives_the_recomputed_gradients_bit_for_bit(dims, P, monkeypatch):
+    """The storing forward writes the f16 activations and sign bits the
+    recomputing data pass would compute, in the same layout: y, dL/dx and
+    every dW are the same bits either way.  Its own forward kernel runs."""
+    ws = weights(dims, seed=P + 5)
+    x = features(P, dims[0], seed=P + 6).requires_grad_()
+    gy = torch.randn(P, dims[2], device="cuda")
+    y1, g1, names1 = store_run(x, ws, gy, monkeypatch, True)
+    y0, g0, names0 = store_run(x, ws, gy, monkeypatch, False)
+    assert any("mlp_fwd_store_kernel" in n for n in names1), names1
+    assert not any("mlp_fwd_store_kernel" in n for n in names0), names0
+    assert torch.equal(y1, y0)
+    for i, (a, b) in enumerate(zip(g1, g0)):
+        assert torch.isfinite(a).all() and torch.equal(a, b), ("x" if i == 0 else f"weights[{i - 1}]")
+
+
+@pytest.mark.parametrize("dims", CONFIGS_128, ids=names_of)
+def test_stored_forward_grouped_with_an_empty_group(dims, monkeypatch):
+    G, P, used = 4, 70_001, 3
+    ws = weights(dims, groups=G, seed=23)
+    x = features(P, dims[0], seed=24)
+    cls = torch.randint(0, used, (P,), generator=torch.Generator().manual_seed(25)).cuda()
+    gy = torch.randn(P, dims[2], device="cuda")
+    y1, g1, names = store_run(x, ws, gy, monkeypatch, True, grouped=cls)
+    y0, g0, _ = store_run(x, ws, gy, monkeypatch, False, grouped=cls)
+    assert any("mlp_fwd_store_kernel" in n for n in names), names
+    assert torch.equal(y1, y0)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g0))
+    assert all(torch.equal(a[used:], torch.zeros_like(a[used:])) for a in g1)
+
+
+def test_no_gradient_no_storing(monkeypatch):
+    """Inference (no_grad, or nothing that wants a gradient) runs the plain forward."""
+    monkeypatch.setattr(mlp_op, "STORE_FORWARD", True)
+    dims = CONFIGS_128[0]
+    ws = weights(dims, seed=3)
+    x = features(500, dims[0], seed=4)
+    with torch.no_grad():
+        names = launched_kernels(lambda: _cuda.fused_mlp(x, ws, SLOPE))
+    assert not any("mlp_fwd_store_kernel" in n for n in names), names
+    frozen = [w.detach() for w in ws]
+    names = launched_kernels(lambda: _cuda.fused_mlp(x, frozen, SLOPE))
+    assert not any("mlp_fwd_store_kernel" in n for n in names), names
+
+
+def test_stored_backward_refuses_a_foreign_workspace():
+    from kpnt.ops._cuda.extension import ext, unwrap
+
+    dims = CONFIGS_128[0]
+    ws = weights(dims, seed=8)
+    w16 = torch.cat([w.detach().reshape(-1) for w in ws]).half()
+    x = features(300, dims[0], seed=9)
+    y, work = unwrap(ext().mlp_forward_store(x, w16, None, None, dims, SLOPE))
+    gy = torch.randn(300, dims[2], device="cuda")
+    with pytest.raises(Exception, match="stored forward's workspace"):
+        unwrap(ext().mlp_backward_stored(x[:200], w16, None, None, gy[:200], work, dims, SLOPE, False))
+    wide64 = [d for d in CONFIGS if d[1] == 64]
+    if wide64:
+        d = wide64[0]
+        w64 = torch.cat([w.detach().reshape(-1) for w in weights(d, seed=1)]).half()
+        with pytest.raises(Exception, match="hidden width 128"):
+            unwrap(ext().mlp_forward_store(features(10, d[0]), w64, None, None, d, SLOPE))

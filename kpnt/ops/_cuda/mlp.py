@@ -1,7 +1,8 @@
 """The fused per-pixel MLP (plain and grouped) as a differentiable op.
 
 Layers (gsplat / flash-attention style): the kernel is a ``torch.library``
-custom op (``kpnt::mlp_fwd``, ``kpnt::mlp_bwd``) with a fake (meta)
+custom op (``kpnt::mlp_fwd``, ``kpnt::mlp_bwd``; for training 128-wide
+MLPs ``kpnt::mlp_fwd_store`` and ``kpnt::mlp_bwd_stored``) with a fake (meta)
 implementation, so it traces under ``torch.compile``; the backward is
 attached with ``register_autograd``; the public functions check their
 arguments (naming the argument, what was expected and what came).
@@ -63,6 +64,13 @@ WGMMA_FORWARD = True
 #:
 #: Other GPUs stay on mma.sync.
 WGMMA_BACKWARD = True
+
+#: Whether the training forward of 128-wide MLPs (this op, plain and
+#: grouped; the split backward's shapes) stores every layer's activations and
+#: their sign bits for the backward (``kpnt::mlp_fwd_store``), whose data pass
+#: then neither reads x nor recomputes the forward.  The colour and front
+#: levels recompute (their gradient policies need the MLP's output).
+STORE_FORWARD = True
 
 _not_built_logged: set[int] = set()
 
@@ -166,6 +174,70 @@ def _backward(ctx, dy):
 _mlp_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _mlp_fwd_store_impl(x: Tensor, w: Tensor, w16: Tensor, perm: Optional[Tensor], offsets: Optional[Tensor],
+                        dims: list[int], slope: float) -> tuple[Tensor, Tensor]:
+    # ``w`` (float32) is the autograd input; the kernel reads ``w16``.
+    y, work = unwrap(ext().mlp_forward_store(x, w16, perm, offsets, dims, slope))
+    return y, work
+
+
+STORE_INPUTS = input_names(_mlp_fwd_store_impl)
+_mlp_fwd_store = torch.library.custom_op("kpnt::mlp_fwd_store", mutates_args=(),
+                                         device_types="cuda")(_mlp_fwd_store_impl)
+
+
+@_mlp_fwd_store.register_fake
+def _(x, w, w16, perm, offsets, dims, slope):
+    groups = 1 if w16.dim() == 1 else w16.shape[0]
+    work = x.new_empty((ext().mlp_workspace_bytes(dims, x.shape[0], groups),), dtype=torch.uint8)
+    return x.new_empty((x.shape[0], dims[2])), work
+
+
+@torch.library.custom_op("kpnt::mlp_bwd_stored", mutates_args=(), device_types="cuda")
+def _mlp_bwd_stored(x: Tensor, w16: Tensor, perm: Optional[Tensor], offsets: Optional[Tensor], dy: Tensor,
+                    work: Tensor, dims: list[int], slope: float, need_dx: bool,
+                    wgmma: bool) -> tuple[Tensor, Tensor]:
+    dx, dw = unwrap(ext().mlp_backward_stored(x, w16, perm, offsets, dy, work, dims, slope, need_dx, wgmma))
+    return dx, dw
+
+
+@_mlp_bwd_stored.register_fake
+def _(x, w16, perm, offsets, dy, work, dims, slope, need_dx, wgmma):
+    dx = x.new_empty(x.shape) if need_dx else x.new_empty((0,))
+    return dx, x.new_empty(w16.shape)
+
+
+def _setup_store_context(ctx, inputs, output):
+    a = by_name(STORE_INPUTS, inputs)
+    ctx.save_for_backward(a["x"], a["w16"], a["perm"], a["offsets"], output[1])
+    ctx.dims, ctx.slope = a["dims"], a["slope"]
+
+
+def _backward_store(ctx, dy, _dwork):
+    x, w16, perm, offsets, work = ctx.saved_tensors
+    need = by_name(STORE_INPUTS, ctx.needs_input_grad)
+    if not (need["x"] or need["w"]):
+        return grads(STORE_INPUTS)
+    dx, dw = _mlp_bwd_stored(x, w16, perm, offsets, dy.contiguous(), work, ctx.dims, ctx.slope, need["x"],
+                             use_wgmma_backward(x, ctx.dims))
+    return grads(STORE_INPUTS, x=dx if need["x"] else None, w=dw if need["w"] else None)
+
+
+_mlp_fwd_store.register_autograd(_backward_store, setup_context=_setup_store_context)
+
+
+def _forward(x: Tensor, w, perm: Optional[Tensor], offsets: Optional[Tensor], dims: list[int],
+             slope: float) -> Tensor:
+    """The op's forward: storing the activations where the backward will want
+    them (:data:`STORE_FORWARD`, a 128-wide MLP, gradients asked for), else
+    plain (the backward then recomputes)."""
+    packed = w.packed()
+    if (STORE_FORWARD and dims[1] == 128 and x.device.type == "cuda" and torch.is_grad_enabled()
+            and (x.requires_grad or packed.requires_grad)):
+        return _mlp_fwd_store(x, packed, w.half(), perm, offsets, dims, slope)[0]
+    return _mlp_fwd(x, packed, w.half(), perm, offsets, dims, slope, use_wgmma(x, dims))
+
+
 def mlp_dims(weights: Sequence[Tensor], grouped: bool = False) -> list[int]:
     """``[in, hidden, out, n_hidden]`` of a weight list, checking that it chains.
 
@@ -226,8 +298,7 @@ def fused_mlp(x: Tensor, weights: Sequence[Tensor], slope: float = 0.01) -> Tens
     """
     dims = mlp_dims(list(weights))
     check_x(x, dims, list(weights))
-    w = as_weights(weights)
-    return _mlp_fwd(x.contiguous(), w.packed(), w.half(), None, None, dims, float(slope), use_wgmma(x, dims))
+    return _forward(x.contiguous(), as_weights(weights), None, None, dims, float(slope))
 
 
 def partition_by_class(cls: Tensor, groups: int) -> tuple[Tensor, Tensor]:
@@ -286,7 +357,7 @@ def fused_mlp_grouped(
             raise ValueError(f"fused_mlp_grouped: cls must be ({x.shape[0]},), got {tuple(cls.shape)}")
         perm, offsets = partition_by_class(cls, groups)
     w = as_weight_sets([[m[g] for m in weights] for g in range(groups)])
-    return _mlp_fwd(x.contiguous(), w.packed(), w.half(), perm, offsets, dims, float(slope), use_wgmma(x, dims))
+    return _forward(x.contiguous(), w, perm, offsets, dims, float(slope))
 
 
 def dispatch_mlp(x: Tensor, weights: Sequence[Tensor], leaky_slope: float) -> Tensor:
