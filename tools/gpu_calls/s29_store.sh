@@ -21,21 +21,23 @@ import sys, torch
 sys.path.insert(0, "tests/cuda")
 from test_fused_mlp import SLOPE, features, weights
 from kpnt.ops import _cuda
+small = sys.argv[1:] == ["small"]  # racecheck: a few tiles
 for dims in ([32, 128, 16, 6], [32, 128, 80, 4]):
-    for P in (1, 129, 20_011):
+    for P in ((1, 129, 300) if small else (1, 129, 20_011)):
         ws = weights(dims, seed=P)
         x = features(P, dims[0], seed=P + 1).requires_grad_()
         g = torch.autograd.grad(_cuda.fused_mlp(x, ws, SLOPE), [x, *ws], torch.randn(P, dims[2], device="cuda"))
     wg = weights(dims, groups=4, seed=3)
-    cls = torch.randint(0, 3, (9_001,), device="cuda")
-    g = torch.autograd.grad(_cuda.fused_mlp_grouped(features(9_001, dims[0]), cls, wg, SLOPE), wg,
-                            torch.randn(9_001, dims[2], device="cuda"))
+    n = 700 if small else 9_001
+    cls = torch.randint(0, 3, (n,), device="cuda")
+    g = torch.autograd.grad(_cuda.fused_mlp_grouped(features(n, dims[0]), cls, wg, SLOPE), wg,
+                            torch.randn(n, dims[2], device="cuda"))
 torch.cuda.synchronize()
 print("store run done")
 PY
-        timeout 150 compute-sanitizer --tool memcheck --leak-check no python /tmp/store_run.py > $OUT/memcheck.txt 2>&1
+        PYTHONPATH=$PWD timeout 150 compute-sanitizer --tool memcheck --leak-check no python /tmp/store_run.py > $OUT/memcheck.txt 2>&1
         grep -E "ERROR SUMMARY|done" $OUT/memcheck.txt | tail -3
-        timeout 100 compute-sanitizer --tool racecheck python /tmp/store_run.py > $OUT/racecheck.txt 2>&1
+        PYTHONPATH=$PWD timeout 100 compute-sanitizer --tool racecheck python /tmp/store_run.py small > $OUT/racecheck.txt 2>&1
         grep -E "ERROR SUMMARY|RACECHECK SUMMARY|done" $OUT/racecheck.txt | tail -4 ;;
     prof)
         timeout 100 python tools/mlp_bwd_breakdown.py --widths 128 > $OUT/prof.txt 2>&1
