@@ -9,8 +9,9 @@ time, kernel by kernel, at width 64 (the in-block wgmma backward) and 128
 For each width prints the call's CUDA-event time (kbench_common.time_ms, as
 tools/bench_kernels.py times its "fused fwd+bwd (dW)" row) and the torch
 profiler's kernels of one call with their share, and for the split backward
-the workspace it moves: bytes a row written by the data pass and read back by
-the dW pass, and the DRAM bandwidth those bytes imply at the kernels' times.
+the workspace each kernel moves a row (written by the storing forward or the
+data pass, read back by the dW pass) and the DRAM bandwidth those bytes imply
+at the kernels' times.
 """
 from __future__ import annotations
 
@@ -27,11 +28,16 @@ from kbench_common import COLOUR, COLOUR128, SLOPE, gpu_kernels, make_weights, m
 from kpnt.ops import _cuda  # noqa: E402
 
 
-def workspace_bytes_per_row(dims) -> int:
-    """The split backward's workspace a row: every A_m and every dZ_{m+1}, f16
-    (kernels/mlp_core.cuh Split: in + out + 2 n_hidden hidden halves)."""
+def workspace_bytes_per_row(dims) -> dict[str, int]:
+    """Workspace bytes a row each kernel of the split backward moves (kernels/mlp_core.cuh
+    Split, f16): the activations A_0 .. A_NH (written by the storing forward, or
+    by the recomputing data pass), every dZ_{m+1} (written by the data pass),
+    the sign bits (a bit a hidden activation, written by the storing forward
+    and read by the data pass), and everything read back by the dW pass."""
     n_in, h, n_out, nh = dims
-    return 2 * (n_in + n_out + 2 * nh * h)
+    acts, dz, bits = 2 * (n_in + nh * h), 2 * (nh * h + n_out), nh * h // 8
+    return {"mlp_fwd_store_kernel": acts + bits, "mlp_bwd_split_kernel": dz + bits,
+            "mlp_bwd_split_kernel (recomputing)": acts + dz, "mlp_dw": acts + dz}
 
 
 def main() -> int:
@@ -63,12 +69,15 @@ def main() -> int:
         for name, k_ms, n in kernels:
             print(f"| {name[:90]} | {n:.0f} | {k_ms:.3f} | {100 * k_ms / total:.1f} % |")
         if width == 128:
-            b = workspace_bytes_per_row(dims)
-            gb = b * args.rows / 1e9
-            for part in ("mlp_bwd_split_kernel", "mlp_dw_kernel"):
+            per_row = workspace_bytes_per_row(dims)
+            stored = any("mlp_fwd_store_kernel" in name for name, _, _ in kernels)
+            for part in ("mlp_fwd_store_kernel", "mlp_bwd_split_kernel", "mlp_dw"):
                 k_ms = sum(k for name, k, _ in kernels if part in name)
+                key = part if stored or part != "mlp_bwd_split_kernel" else part + " (recomputing)"
                 if k_ms > 0:
-                    print(f"{part}: {b} workspace bytes a row, {gb:.1f} GB, {gb / k_ms:.2f} TB/s at {k_ms:.3f} ms")
+                    gb = per_row[key] * args.rows / 1e9
+                    print(f"{key}: {per_row[key]} workspace bytes a row, {gb:.1f} GB, {gb / k_ms:.2f} TB/s "
+                          f"at {k_ms:.3f} ms")
     return 0
 
 
