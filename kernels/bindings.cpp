@@ -194,7 +194,7 @@ constexpr const char* kWgmmaBackwardNeeds = "the wgmma backward needs a Hopper G
 // Why a forward of hidden width `hidden` cannot run on the wgmma kernel on
 // `device`, or "" where it can (the MLP op and the colour level ask the same).
 std::string wgmma_forward_refusal(int hidden, const c10::Device& device) {
-  if (hidden != 64) return cat("the wgmma forward is compiled for hidden width 64, got ", hidden);
+  if (hidden != 64 && hidden != 128) return cat("the wgmma forward is compiled for hidden widths 64 and 128, got ", hidden);
   if (!wgmma_built_on(device)) return "the wgmma forward needs a Hopper GPU and kernels built for 9.0a (CUDA 12 or later)";
   return "";
 }
@@ -223,12 +223,15 @@ py::object mlp_forward(const torch::Tensor& x_in, const torch::Tensor& w, const 
 // mlp_backward_stored.
 py::object mlp_forward_store(const torch::Tensor& x_in, const torch::Tensor& w,
                              const std::optional<torch::Tensor>& perm, const std::optional<torch::Tensor>& offsets,
-                             const std::vector<int64_t>& dims, double slope) {
+                             const std::vector<int64_t>& dims, double slope, bool wgmma) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(x_in.device());
     const torch::Tensor x = aligned16(x_in);
     torch::Tensor w16;
     kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
+    const std::string refusal = wgmma ? wgmma_forward_refusal(a.dims.hidden, x.device()) : "";
+    KPNT_REQUIRE(refusal.empty(), refusal);
+    a.wgmma = wgmma;
     const torch::Tensor work = backward_workspace(a.dims, a.P, a.groups, x, &a.workspace);
     KPNT_REQUIRE(work.numel() > 0, "only MLPs of hidden width 128 (the split backward) store their forward's "
                                    "activations, got hidden ", a.dims.hidden);
@@ -899,7 +902,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("slope"), py::arg("need_dx"), py::arg("wgmma") = false);
   m.def("mlp_forward_store", &mlp_forward_store,
         "fused MLP training forward of a hidden-width-128 MLP: (y, work), the activations stored in work",
-        py::arg("x"), py::arg("w"), py::arg("perm"), py::arg("offsets"), py::arg("dims"), py::arg("slope"));
+        py::arg("x"), py::arg("w"), py::arg("perm"), py::arg("offsets"), py::arg("dims"), py::arg("slope"),
+        py::arg("wgmma") = false);
   m.def("mlp_backward_stored", &mlp_backward_stored,
         "fused MLP backward from mlp_forward_store's work (no recomputation): (dx, dw), dW on wgmma if asked",
         py::arg("x"), py::arg("w"), py::arg("perm"), py::arg("offsets"), py::arg("dy"), py::arg("work"),

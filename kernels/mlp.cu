@@ -73,7 +73,7 @@ const char* mlp_forward(const MlpArgs& a, float* y) {
     if (!dispatch_mlp(a.dims, [&](auto cfg) {
           using C = decltype(cfg);
           if (a.workspace == nullptr) launch_forward_any<C>(a, RowsIn{a.x}, RowsOut{y});
-          else if constexpr (C::BWD) launch_forward_store<C>(a, y);
+          else if constexpr (C::BWD) launch_forward_store_any<C>(a, y);
           else forward_only(a.dims);
         }))
       not_compiled("fused_mlp", a.dims);

@@ -29,10 +29,11 @@ namespace {
 // Three blocks an SM, as the probe measured (its kernel took 74 registers): the colour level's instantiation,
 // whose gather and kernel-application policies took 120 registers unbounded (2 blocks), fits 74 without spills
 // under this bound (ptxas, session 26), and its memory-latency-bound policies want the warps.
+// Width 128: the weights take 136-176 KB of shared memory, one block an SM.
 template <class C>
 struct WgFwd {
   static constexpr int WGS = 2, THREADS = 128 * WGS, T = 64 * WGS;  // warp groups, threads and rows a block
-  static constexpr int MIN_BLOCKS = 3;
+  static constexpr int MIN_BLOCKS = C::H >= 128 ? 1 : 3;
   // Byte offset of matrix m in shared memory: the packed offset, in bytes (the core-matrix layout has no padding).
   __host__ __device__ static constexpr int base(int m) { return 2 * C::woff(m); }
   static constexpr size_t SMEM = 2 * size_t(C::NW);
@@ -143,15 +144,115 @@ void launch_forward_wgmma(const MlpArgs& a, const In& in, const Out& out) {
 // The forward of shape C on the kernel the caller chose: wgmma where a.wgmma
 // is set (64-wide shapes only; the binding checked that the GPU runs sm_90a
 // code), else mma.sync.
+// Whether shape C has the wgmma forward: each layer's N (its output width) one of kernels/wgmma.cuh's Wgmma.
+template <class C>
+constexpr bool wg_fwd_ok() {
+  constexpr int o = C::OUT;
+  return (C::H == 64 && (o == 16 || o == 32 || o == 64)) ||
+         (C::H == 128 && (o == 16 || o == 32 || o == 64 || o == 80 || o == 128));
+}
+
 template <class C, class In, class Out>
 void launch_forward_any(const MlpArgs& a, const In& in, const Out& out) {
   if (!a.wgmma) return launch_forward_with<C>(a, in, out);
-  // wgmma's N is the layer's output width: kernels/wgmma.cuh has 16, 32 and 64.
-  if constexpr (C::H == 64 && (C::OUT == 16 || C::OUT == 32 || C::OUT == 64)) {
+  if constexpr (wg_fwd_ok<C>()) {
     if (a.P > 0) launch_forward_wgmma<C>(a, in, out);
   } else {
-    throw std::invalid_argument("fused_mlp: the wgmma forward is compiled for hidden width 64 and 16, 32 or 64 "
-                                "outputs, this MLP's are " + std::to_string(C::H) + " and " + std::to_string(C::OUT));
+    throw std::invalid_argument("fused_mlp: the wgmma forward is compiled for hidden width 64 with 16, 32 or 64 "
+                                "outputs and hidden width 128 with 16, 32, 64, 80 or 128; this MLP's are " +
+                                std::to_string(C::H) + " and " + std::to_string(C::OUT));
+  }
+}
+
+// A_{m+1} (hidden layer m's activations) and its sign bits into the split
+// backward's workspace, as mlp_fwd_store_kernel stores them.
+template <class C, int m>
+__device__ __forceinline__ void wg_store_layer(const uint32_t (&ah)[C::H / 16][4], uint32_t* msk, __half* work,
+                                               int64_t R, int64_t rb, int lane) {
+  constexpr int W = Split<C>::MASK_WORDS;
+  positive_mask<C::H, W>(msk + m * W * kBwdWarps * 32, kBwdWarps * 32, ah);
+  store_frags_ws<C::H>(work + Split<C>::act_off(m + 1, R), ah, rb, lane);
+}
+
+// Hidden layers m .. NH - 1 in place, storing each.
+template <class C, int m>
+__device__ __forceinline__ void wg_store_hidden(uint32_t (&ah)[C::H / 16][4], const unsigned char* ws, float slope,
+                                                uint32_t* msk, __half* work, int64_t R, int64_t rb, int lane) {
+  if constexpr (m < C::NH) {
+    float acc[C::H / 8][4];
+    wg_layer<C, m>(acc, ah, ws);
+    lrelu_frags<C::H>(ah, acc, slope);
+    wg_store_layer<C, m>(ah, msk, work, R, rb, lane);
+    wg_store_hidden<C, m + 1>(ah, ws, slope, msk, work, R, rb, lane);
+  }
+}
+
+// The storing training forward (mlp_fwd_store_kernel's twin) on wgmma: y as
+// mlp_fwd_wgmma_kernel computes it, and every A_m and the sign bits into the
+// split backward's workspace in its layout (warp 4 g + w of the block holds
+// tile rows 16 (4 g + w) .., the data pass's warp of the same rows).
+template <class C, class In, class Out>
+__global__ void __launch_bounds__(WgFwd<C>::THREADS, 1)
+    mlp_fwd_store_wgmma_kernel(const In in, const Out sink, const __half* __restrict__ w,
+                               const int32_t* __restrict__ perm, const int32_t* __restrict__ offsets, int64_t P,
+                               __half* __restrict__ work, uint32_t* __restrict__ masks, int64_t R, float slope) {
+#if KPNT_WGMMA_BUILT
+  static_assert(WgFwd<C>::T == kBwdT, "the stored forward's tile is the data pass's");
+  using S = Split<C>;
+  extern __shared__ __align__(128) unsigned char ws[];
+  const int g = blockIdx.y;
+  load_weights_core<C>(ws, w + static_cast<int64_t>(g) * C::NW);
+  wg::fence_async_smem();  // the weights' ordinary stores, seen by the tensor cores' reads
+  __syncthreads();
+
+  const int64_t begin = offsets ? offsets[g] : 0;
+  const int64_t end = offsets ? offsets[g + 1] : P;
+  const int64_t tb = offsets ? tile_base(offsets, g) : 0;
+  const int wb = threadIdx.x >> 5, lane = threadIdx.x & 31;  // wb = 4 group + warp: the tile's 16-row block
+  for (int64_t t = blockIdx.x; begin + t * kBwdT < end; t += gridDim.x) {
+    const int64_t l = begin + t * kBwdT + 16 * wb + (lane >> 2);
+    const int64_t rlo[1] = {mem_row(l, end, perm)}, rhi[1] = {mem_row(l + 8, end, perm)};
+    const int64_t rb = (tb + t) * kBwdWarps + wb;
+    uint32_t* msk = masks + (tb + t) * S::TILE_MASK_WORDS + threadIdx.x;
+    uint32_t ax[1][C::IN / 16][4];
+    in.template load<C::IN, 1>(ax, rlo, rhi, lane);
+    store_frags_ws<C::IN>(work + S::act_off(0, R), ax[0], rb, lane);
+    uint32_t ah[C::H / 16][4];
+    {
+      float acc[C::H / 8][4];
+      wg_layer<C, 0>(acc, ax[0], ws);
+      lrelu_frags<C::H>(ah, acc, slope);
+    }
+    wg_store_layer<C, 0>(ah, msk, work, R, rb, lane);
+    wg_store_hidden<C, 1>(ah, ws, slope, msk, work, R, rb, lane);
+    float out[1][C::OUT / 8][4];
+    wg_layer<C, C::NH>(out[0], ah, ws);
+    sink.template store<C::OUT, 1>(out, rlo, rhi, lane);
+  }
+#elif defined(__CUDA_ARCH__)
+  __trap();  // not sm_90a code: the binding never launches it here
+#endif
+}
+
+// The storing training forward on the kernel the caller chose (a.wgmma: the
+// wgmma twin, where the shape has it), into a.workspace.
+template <class C>
+void launch_forward_store_any(const MlpArgs& a, float* y) {
+  if (!a.wgmma) return launch_forward_store<C>(a, y);
+  if constexpr (split_bwd<C>() && wg_fwd_ok<C>()) {
+    const SplitBuffers<C> b = split_buffers<C>(a);
+    if (a.P == 0) return;
+    using W = WgFwd<C>;
+    auto kernel = mlp_fwd_store_wgmma_kernel<C, RowsIn, RowsOut>;
+    prepare_smem(kernel, W::SMEM, "forward (stored, wgmma)");
+    const int bx = persistent_blocks(kernel, W::THREADS, W::SMEM, a.P, W::T, a.groups);
+    kernel<<<dim3(bx, a.groups), W::THREADS, W::SMEM, a.stream>>>(RowsIn{a.x}, RowsOut{y},
+                                                                  static_cast<const __half*>(a.w), a.perm, a.offsets,
+                                                                  a.P, b.work, b.masks, b.R, a.slope);
+    check_cuda(cudaGetLastError(), "forward (stored, wgmma) launch");
+  } else {
+    throw std::invalid_argument("fused_mlp: the storing forward has a wgmma form for hidden width 128 only, this "
+                                "MLP's is " + std::to_string(C::H));
   }
 }
 

@@ -142,7 +142,7 @@ def timings(P, reps, do_compile, dims=COLOUR):
     row_counts = {name4: 4 * P}  # rows a call of each timing covers, where not P
     # The same forward on the wgmma kernel (kernels/mlp_wgmma.cuh), where the GPU runs it: kpnt.ops._cuda.mlp's
     # switch on for these rows only, whatever it ships as.
-    if dims[1] == 64 and wgmma_built(torch.cuda.current_device()):
+    if dims[1] in (64, 128) and wgmma_built(torch.cuda.current_device()):
         before, mlp_op.WGMMA_FORWARD = mlp_op.WGMMA_FORWARD, True
         try:
             for name, fn, n_rows in (("fused fwd (wgmma)", fused_f, P),
@@ -173,6 +173,16 @@ def timings(P, reps, do_compile, dims=COLOUR):
             print(f"  time {name:<28s} {res[name]:8.3f} ms  {P / res[name] / 1e6:6.2f} Gpix/s", flush=True)
         finally:
             mlp_op.WGMMA_BACKWARD = before_bwd
+    # 128 wide: the forwards on mma.sync (the 128-wide wgmma switch off for these rows only).
+    if dims[1] == 128:
+        before_128, mlp_op.WGMMA_FORWARD_128 = mlp_op.WGMMA_FORWARD_128, False
+        try:
+            for name, fn in (("fused fwd (mma.sync fwd)", fused_f), ("fused fwd+bwd (dW) (mma.sync fwd)", fused_fb)):
+                name += suffix
+                res[name] = time_ms(fn, reps=reps)[0]
+                print(f"  time {name:<28s} {res[name]:8.3f} ms  {P / res[name] / 1e6:6.2f} Gpix/s", flush=True)
+        finally:
+            mlp_op.WGMMA_FORWARD_128 = before_128
     # 128 wide: the training forward stores the activations (mlp_op.STORE_FORWARD); the same with the backward
     # recomputing them, for this row only.
     if dims[1] == 128:

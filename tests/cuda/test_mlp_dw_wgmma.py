@@ -182,9 +182,11 @@ def test_front_level_128_on_wgmma(cfa_name, size, monkeypatch):
 # ---- the training forward that stores the activations (STORE_FORWARD, kpnt::mlp_fwd_store)
 
 
-def store_run(x, ws, gy, monkeypatch, store, grouped=None):
-    """(y, gradients, kernels launched by the forward) with the storing forward on or off."""
+def store_run(x, ws, gy, monkeypatch, store, grouped=None, wgmma=False):
+    """(y, gradients, kernels launched by the forward) with the storing forward
+    on or off, the forward on wgmma or mma.sync."""
     monkeypatch.setattr(mlp_op, "STORE_FORWARD", store)
+    monkeypatch.setattr(mlp_op, "WGMMA_FORWARD", wgmma)
     poison()
     box = {}
 
@@ -200,9 +202,9 @@ def store_run(x, ws, gy, monkeypatch, store, grouped=None):
 @pytest.mark.parametrize("dims", CONFIGS_128, ids=names_of)
 @pytest.mark.parametrize("P", [1, 129, 300_007])
 def test_stored_forward_gives_the_recomputed_gradients_bit_for_bit(dims, P, monkeypatch):
-    """The storing forward writes the f16 activations and sign bits the
-    recomputing data pass would compute, in the same layout: y, dL/dx and
-    every dW are the same bits either way.  Its own forward kernel runs."""
+    """The storing forward (mma.sync) writes the f16 activations and sign
+    bits the recomputing data pass would compute, in the same layout: y, dL/dx
+    and every dW are the same bits either way.  Its own forward kernel runs."""
     ws = weights(dims, seed=P + 5)
     x = features(P, dims[0], seed=P + 6).requires_grad_()
     gy = torch.randn(P, dims[2], device="cuda")
@@ -276,3 +278,72 @@ def test_stored_backward_fills_nothing_the_size_of_the_workspace(monkeypatch):
     names = launched_kernels(lambda: torch.autograd.grad(y, ws, gy))
     assert any("mlp_bwd_split_kernel" in n for n in names), names
     assert not any("FillFunctor<unsigned char>" in n for n in names), names
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("dims", CONFIGS_128, ids=names_of)
+@pytest.mark.parametrize("P", [1, 129, 300_007])
+def test_stored_forward_on_wgmma(dims, P, monkeypatch):
+    """The storing forward on wgmma (mlp_fwd_store_wgmma_kernel): y and the
+    gradients of its stored activations against the recomputing mma.sync
+    path (f32 summation orders differ, so f16 roundings may) and against the
+    f16-rounding float64 reference."""
+    ws = weights(dims, seed=P + 7)
+    x = features(P, dims[0], seed=P + 8).requires_grad_()
+    gy = torch.randn(P, dims[2], device="cuda")
+    y1, g1, names = store_run(x, ws, gy, monkeypatch, True, wgmma=True)
+    y0, g0, _ = store_run(x, ws, gy, monkeypatch, False, wgmma=False)
+    assert any("mlp_fwd_store_wgmma_kernel" in n for n in names), names
+    assert rel(y1, y0) < TOLERANCES["forward"]
+    x64 = x.detach().double().requires_grad_()
+    ws64 = [w.detach().double().requires_grad_() for w in ws]
+    ref16 = torch.autograd.grad(ref_mlp_f16(x64, ws64), [x64, *ws64], gy.double())
+    for i, (a, b, r) in enumerate(zip(g1, g0, ref16)):
+        name = "x" if i == 0 else f"weights[{i - 1}]"
+        assert torch.isfinite(a).all() and rel(a, b) < TOL_GRAD and rel(a, r) < TOL_GRAD, name
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("dims", CONFIGS_128, ids=names_of)
+@pytest.mark.parametrize("P", [1, 127, 129, 300_007])
+def test_forward_128_on_wgmma(dims, P, monkeypatch):
+    """The plain 128-wide forward on wgmma (WGMMA_FORWARD_128) against
+    mma.sync and the f16-rounding float64 reference; the switch picks the kernel."""
+    ws = weights(dims, seed=P + 9)
+    x = features(P, dims[0], seed=P + 10)
+    out = {}
+    for on in (True, False):
+        monkeypatch.setattr(mlp_op, "WGMMA_FORWARD_128", on)
+        poison()
+        with torch.no_grad():
+            names = launched_kernels(lambda: out.__setitem__(on, _cuda.fused_mlp(x, ws, SLOPE)))
+        assert any("mlp_fwd_wgmma_kernel" in n for n in names) == on, names
+    with torch.no_grad():
+        ref = ref_mlp_f16(x.double(), [w.detach().double() for w in ws])
+    assert torch.isfinite(out[True]).all()
+    assert rel(out[True], ref) < TOLERANCES["forward"]
+    assert rel(out[True], out[False]) < TOLERANCES["forward"]
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("mode", ["softmax", "plain"])
+def test_colour_level_128_forward_on_wgmma(mode, monkeypatch):
+    """The shipped colour level's forward with its MLP on wgmma against mma.sync."""
+    from test_colour_level import inputs, spec
+    from test_colour_level import weights as colour_weights
+
+    if not COLOUR128:
+        pytest.skip("no colour line with a 128-wide MLP compiled")
+    dims = COLOUR128[0]
+    cw = colour_weights(1, mode, dims)
+    D, var = inputs(2, 150, 160, seed=5)
+    out = {}
+    for on in (True, False):
+        monkeypatch.setattr(mlp_op, "WGMMA_FORWARD_128", on)
+        poison()
+        with torch.no_grad():
+            names = launched_kernels(lambda: out.__setitem__(on, _cuda.fused_colour_level(D, var, cw,
+                                                                                           spec(mode, True, dims))))
+        assert any("mlp_fwd_wgmma_kernel" in n for n in names) == on, names
+    for i, (a, b) in enumerate(zip(out[True], out[False])):
+        assert torch.isfinite(a).all() and rel(a, b) < TOLERANCES["forward"], i

@@ -112,8 +112,12 @@ def test_switch_off_or_other_width_stays_on_mma(monkeypatch):
     monkeypatch.setattr(mlp_op, "WGMMA_FORWARD", False)
     assert not mlp_op.use_wgmma(x, [32, 64, 16, 6])
     monkeypatch.setattr(mlp_op, "WGMMA_FORWARD", True)
-    assert not mlp_op.use_wgmma(x, [32, 128, 16, 6])
+    assert not mlp_op.use_wgmma(x, [32, 96, 16, 6])
+    assert not mlp_op.use_wgmma(x, [32, 64, 80, 6])
     assert mlp_op.use_wgmma(x, [32, 64, 16, 6]) == hopper()
+    assert mlp_op.use_wgmma(x, [32, 128, 80, 4]) == hopper()
+    monkeypatch.setattr(mlp_op, "WGMMA_FORWARD_128", False)
+    assert not mlp_op.use_wgmma(x, [32, 128, 16, 6])
 
 
 def test_other_gpus_log_once_and_use_mma(wgmma_on, caplog, monkeypatch):
@@ -135,11 +139,11 @@ def test_binding_refuses_what_it_cannot_run():
     if not hopper():
         with pytest.raises(Exception, match="Hopper"):
             unwrap(ext().mlp_forward(x, w16, None, None, dims, SLOPE, True))
-    wide = [d for d in (list(s.mlp.as_tuple()) for s in fused_shapes()) if d[1] != 64]
+    wide = [d for d in (list(s.mlp.as_tuple()) for s in fused_shapes()) if d[1] not in (64, 128)]
     if wide:
         d = wide[0]
         n = sum(r * c for r, c in [(d[1], d[0])] + [(d[1], d[1])] * (d[3] - 1) + [(d[2], d[1])])
-        with pytest.raises(Exception, match="width 64"):
+        with pytest.raises(Exception, match="hidden widths 64 and 128"):
             unwrap(ext().mlp_forward(torch.zeros(8, d[0], device="cuda"),
                                      torch.zeros(n, device="cuda", dtype=torch.float16), None, None, d, SLOPE, True))
 

@@ -75,8 +75,14 @@ STORE_FORWARD = True
 _not_built_logged: set[int] = set()
 
 
-#: Output widths the wgmma forward is compiled for (kernels/wgmma.cuh's N).
+#: Output widths the wgmma forward is compiled for (kernels/wgmma.cuh's N),
+#: at hidden width 64 and at 128 (kernels/mlp_wgmma.cuh wg_fwd_ok).
 WGMMA_OUTPUTS = (16, 32, 64)
+WGMMA_OUTPUTS_128 = (16, 32, 64, 80, 128)
+#: Whether the forward of 128-wide MLPs (this op's plain and storing forwards,
+#: the colour and front levels) runs on the wgmma kernel where WGMMA_FORWARD is
+#: on: a separate switch while the 64-wide form ships and this one is measured.
+WGMMA_FORWARD_128 = True
 #: Input and output widths the 64-wide wgmma backward is compiled for
 #: (kernels/mlp_bwd_wgmma.cuh WgBwd::shape_ok).
 WGMMA_BACKWARD_WIDTHS = (16, 32, 64)
@@ -89,10 +95,13 @@ WGMMA_BACKWARD_HIDDEN = (64, 128)
 def use_wgmma(x: Tensor, dims: Sequence[int], switch: bool | None = None) -> bool:
     """Whether this forward runs on the wgmma kernel: ``switch`` (default
     :data:`WGMMA_FORWARD`) on, hidden width 64 and an output width of
-    :data:`WGMMA_OUTPUTS`, and a GPU that runs the build's sm_90a code (asked
+    :data:`WGMMA_OUTPUTS` (or 128, :data:`WGMMA_FORWARD_128` and
+    :data:`WGMMA_OUTPUTS_128`), and a GPU that runs the build's sm_90a code (asked
     once per device; other GPUs stay on mma.sync, logged once)."""
     on = WGMMA_FORWARD if switch is None else switch
-    if not (on and dims[1] == 64 and dims[2] in WGMMA_OUTPUTS and x.device.type == "cuda"):
+    shape = ((dims[1] == 64 and dims[2] in WGMMA_OUTPUTS)
+             or (dims[1] == 128 and WGMMA_FORWARD_128 and dims[2] in WGMMA_OUTPUTS_128))
+    if not (on and shape and x.device.type == "cuda"):
         return False  # (a CPU x: tests/_fake_extension.py's stand-in for the extension)
     return _runs_sm90a(x)
 
@@ -175,9 +184,9 @@ _mlp_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _mlp_fwd_store_impl(x: Tensor, w: Tensor, w16: Tensor, perm: Optional[Tensor], offsets: Optional[Tensor],
-                        dims: list[int], slope: float) -> tuple[Tensor, Tensor]:
+                        dims: list[int], slope: float, wgmma: bool) -> tuple[Tensor, Tensor]:
     # ``w`` (float32) is the autograd input; the kernel reads ``w16``.
-    y, work = unwrap(ext().mlp_forward_store(x, w16, perm, offsets, dims, slope))
+    y, work = unwrap(ext().mlp_forward_store(x, w16, perm, offsets, dims, slope, wgmma))
     return y, work
 
 
@@ -187,7 +196,7 @@ _mlp_fwd_store = torch.library.custom_op("kpnt::mlp_fwd_store", mutates_args=(),
 
 
 @_mlp_fwd_store.register_fake
-def _(x, w, w16, perm, offsets, dims, slope):
+def _(x, w, w16, perm, offsets, dims, slope, wgmma):
     groups = 1 if w16.dim() == 1 else w16.shape[0]
     work = x.new_empty((ext().mlp_workspace_bytes(dims, x.shape[0], groups),), dtype=torch.uint8)
     return x.new_empty((x.shape[0], dims[2])), work
@@ -237,7 +246,7 @@ def _forward(x: Tensor, w, perm: Optional[Tensor], offsets: Optional[Tensor], di
     packed = w.packed()
     if (STORE_FORWARD and dims[1] == 128 and x.device.type == "cuda" and torch.is_grad_enabled()
             and (x.requires_grad or packed.requires_grad)):
-        return _mlp_fwd_store(x, packed, w.half(), perm, offsets, dims, slope)[0]
+        return _mlp_fwd_store(x, packed, w.half(), perm, offsets, dims, slope, use_wgmma(x, dims))[0]
     return _mlp_fwd(x, packed, w.half(), perm, offsets, dims, slope, use_wgmma(x, dims))
 
 
