@@ -926,7 +926,7 @@ struct Split {
     return ((dz_off(C::NMAT, tiles(P, groups) * kBwdT) * 2 + 255) / 256) * 256;
   }
   // The hidden activations' sign bits, for the data pass that does not
-  // recompute the forward (the forward stored A_m: mlp_fwd_kernel<.., true>):
+  // recompute the forward (the forward stored A_m: mlp_fwd_store_kernel):
   // per tile, word w of hidden layer l of thread x at (l MASK_WORDS + w) 256 + x.
   static int64_t mask_off_bytes(int64_t P, int groups) {
     return ((scale_off_bytes(P, groups) + static_cast<int64_t>(sizeof(float)) * tiles(P, groups) + 255) / 256) * 256;
@@ -1062,8 +1062,8 @@ __device__ __forceinline__ void split_step(const uint32_t (&dzf)[C::rows(m) / 16
 }
 
 // STORED: the forward stored A_0 .. A_NH and the sign bits
-// (mlp_fwd_kernel<.., true>), so the pass neither reads x nor recomputes:
-// it forms dL/dy and walks back, reading the sign bits from `masks`.  Only
+// (mlp_fwd_store_kernel or its wgmma twin), so the pass neither reads x nor
+// recomputes: it forms dL/dy and walks back, with the sign bits from `masks`.  Only
 // for gradient policies that do not need the output (the bare op's).
 template <class C, class In, class Dy, bool STORED>
 __global__ void __launch_bounds__(kBwdWarps * 32, 1)
@@ -1088,20 +1088,46 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int lr = warp * 16 + (lane >> 2);
 
+  // STORED: dL/dy and this thread's sign bits of every layer for the next
+  // tile are loaded into registers while this tile walks back (one tile
+  // ahead), then the bits are parked in the thread's shared-memory column
+  // (read back by this thread only).  Read from device memory step by step,
+  // each layer's bits waited out a memory latency behind the step's stores.
+  uint32_t bits[STORED ? C::NH * W : 1];
+  float gy_next[C::OUT / 8][4];
+  auto prefetch = [&](int64_t t) {
+    if constexpr (STORED) {
+      const int64_t l = begin + t * kBwdT + lr;
+      dys.template grad<C::OUT>(gy_next, gy_next, mem_row(l, end, perm), mem_row(l + 8, end, perm), lane);
+      const uint32_t* src = masks + (tb + t) * S::TILE_MASK_WORDS + threadIdx.x;
+#pragma unroll
+      for (int i = 0; i < C::NH * W; ++i) bits[i] = __ldcs(src + i * MS);
+    }
+  };
+  if (begin + static_cast<int64_t>(blockIdx.x) * kBwdT < end) prefetch(blockIdx.x);
+
   for (int64_t t = blockIdx.x; begin + t * kBwdT < end; t += gridDim.x) {
     __syncthreads();  // the weights (first tile); red of the previous tile
     const int64_t l = begin + t * kBwdT + lr;
     int64_t rlo[1] = {mem_row(l, end, perm)}, rhi[1] = {mem_row(l + 8, end, perm)};
     const int64_t rb = (tb + t) * kBwdWarps + warp;
 
-    uint32_t ah[1][C::H / 16][4];
-    const uint32_t* bits = msk;
+    float gy[C::OUT / 8][4];
+    float inv_s;
     if constexpr (STORED) {
-      bits = masks + (tb + t) * S::TILE_MASK_WORDS + threadIdx.x;
+#pragma unroll
+      for (int i = 0; i < C::NH * W; ++i) msk[i * MS] = bits[i];
+#pragma unroll
+      for (int j = 0; j < C::OUT / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) gy[j][e] = gy_next[j][e];
+      if (begin + (t + gridDim.x) * kBwdT < end) prefetch(t + gridDim.x);
+      inv_s = scale_tile_dy<C::OUT>(gy, red, warp, lane);
     } else {
       uint32_t ax[1][C::IN / 16][4];
       in.template load<C::IN, 1>(ax, rlo, rhi, lane);
       store_frags_ws<C::IN>(work + S::act_off(0, R), ax[0], rb, lane);
+      uint32_t ah[1][C::H / 16][4];
       float acc[1][C::H / 8][4];
       gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
       lrelu_frags<C::H>(ah[0], acc[0], slope);
@@ -1114,14 +1140,12 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
         positive_mask<C::H, W>(msk + m * W * MS, MS, ah[0]);
         store_frags_ws<C::H>(work + S::act_off(m + 1, R), ah[0], rb, lane);
       }
+      inv_s = tile_dy<C>(gy, dys, ah, ws, rlo[0], rhi[0], red, warp, lane);
     }
-
-    float gy[C::OUT / 8][4];
-    const float inv_s = tile_dy<C>(gy, dys, ah, ws, rlo[0], rhi[0], red, warp, lane);
     if (threadIdx.x == 0) scales[tb + t] = inv_s;
     uint32_t dzf[C::OUT / 16][4];
     to_frags<C::OUT>(dzf, gy);
-    const SplitCtx k{ws, bits, work, R, inv_s, applied_slope(slope), lane, rlo[0], rhi[0], rb, dx};
+    const SplitCtx k{ws, msk, work, R, inv_s, applied_slope(slope), lane, rlo[0], rhi[0], rb, dx};
     split_step<C, C::NH>(dzf, k);
   }
 }

@@ -209,13 +209,26 @@ __global__ void __launch_bounds__(WgFwd<C>::THREADS, 1)
   const int64_t end = offsets ? offsets[g + 1] : P;
   const int64_t tb = offsets ? tile_base(offsets, g) : 0;
   const int wb = threadIdx.x >> 5, lane = threadIdx.x & 31;  // wb = 4 group + warp: the tile's 16-row block
+  // The next tile's inputs are loaded into registers while this tile computes (one tile ahead), where each
+  // tile began by waiting for its own.
+  uint32_t x_next[1][C::IN / 16][4];
+  auto prefetch = [&](int64_t t) {
+    const int64_t l = begin + t * kBwdT + 16 * wb + (lane >> 2);
+    const int64_t plo[1] = {mem_row(l, end, perm)}, phi[1] = {mem_row(l + 8, end, perm)};
+    in.template load<C::IN, 1>(x_next, plo, phi, lane);
+  };
+  if (begin + static_cast<int64_t>(blockIdx.x) * kBwdT < end) prefetch(blockIdx.x);
   for (int64_t t = blockIdx.x; begin + t * kBwdT < end; t += gridDim.x) {
     const int64_t l = begin + t * kBwdT + 16 * wb + (lane >> 2);
     const int64_t rlo[1] = {mem_row(l, end, perm)}, rhi[1] = {mem_row(l + 8, end, perm)};
     const int64_t rb = (tb + t) * kBwdWarps + wb;
     uint32_t* msk = masks + (tb + t) * S::TILE_MASK_WORDS + threadIdx.x;
     uint32_t ax[1][C::IN / 16][4];
-    in.template load<C::IN, 1>(ax, rlo, rhi, lane);
+#pragma unroll
+    for (int kb = 0; kb < C::IN / 16; ++kb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) ax[0][kb][e] = x_next[0][kb][e];
+    if (begin + (t + gridDim.x) * kBwdT < end) prefetch(t + gridDim.x);
     store_frags_ws<C::IN>(work + S::act_off(0, R), ax[0], rb, lane);
     uint32_t ah[C::H / 16][4];
     {

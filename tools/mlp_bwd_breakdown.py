@@ -36,7 +36,7 @@ def workspace_bytes_per_row(dims) -> dict[str, int]:
     and read by the data pass), and everything read back by the dW pass."""
     n_in, h, n_out, nh = dims
     acts, dz, bits = 2 * (n_in + nh * h), 2 * (nh * h + n_out), nh * h // 8
-    return {"mlp_fwd_store_kernel": acts + bits, "mlp_bwd_split_kernel": dz + bits,
+    return {"mlp_fwd_store": acts + bits, "mlp_bwd_split_kernel": dz + bits,
             "mlp_bwd_split_kernel (recomputing)": acts + dz, "mlp_dw": acts + dz}
 
 
@@ -70,8 +70,8 @@ def main() -> int:
             print(f"| {name[:90]} | {n:.0f} | {k_ms:.3f} | {100 * k_ms / total:.1f} % |")
         if width == 128:
             per_row = workspace_bytes_per_row(dims)
-            stored = any("mlp_fwd_store_kernel" in name for name, _, _ in kernels)
-            for part in ("mlp_fwd_store_kernel", "mlp_bwd_split_kernel", "mlp_dw"):
+            stored = any("mlp_fwd_store" in name for name, _, _ in kernels)
+            for part in ("mlp_fwd_store", "mlp_bwd_split_kernel", "mlp_dw"):
                 k_ms = sum(k for name, k, _ in kernels if part in name)
                 key = part if stored or part != "mlp_bwd_split_kernel" else part + " (recomputing)"
                 if k_ms > 0:
