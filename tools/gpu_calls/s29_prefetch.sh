@@ -5,7 +5,7 @@
 #   memcheck  compute-sanitizer memcheck of the 128-wide training step (storing forward, data pass, dW pass)
 #   prof      tools/mlp_bwd_breakdown.py --widths 128
 #   bench     tools/bench_kernels.py --no-model: point 3's rows
-PARTS=${PARTS:-tests memcheck prof bench}
+PARTS=${PARTS:-tests bench memcheck prof}
 source "$(dirname "$0")/preamble.sh"
 for part in $PARTS; do
     echo "=== $part"
@@ -21,7 +21,7 @@ sys.path.insert(0, "tests/cuda")
 from test_fused_mlp import SLOPE, features, weights
 from kpnt.ops import _cuda
 for dims in ([32, 128, 16, 6], [32, 128, 80, 4]):
-    for P in (1, 129, 300, 20_011):
+    for P in (1, 129, 300, 5_003):
         ws = weights(dims, seed=P)
         x = features(P, dims[0], seed=P + 1).requires_grad_()
         g = torch.autograd.grad(_cuda.fused_mlp(x, ws, SLOPE), [x, *ws], torch.randn(P, dims[2], device="cuda"))
