@@ -112,8 +112,9 @@ const char* mlp_bwd_blocks(const MlpArgs& a, int* blocks);
 // Bytes of device workspace (MlpArgs / ColourArgs / FrontArgs .workspace) the
 // backward of MLP `d` needs for P rows in `groups` weight sets, in *bytes:
 // 0 for shapes whose backward keeps everything in shared memory (width 64),
-// else the split backward's activations, dZ and tile scales (about
-// 2 (in + out + 2 n_hidden hidden) bytes a row; mlp_core.cuh Split).
+// else the split backward's activations, dZ, tile scales and the storing
+// forward's sign bits (about 2 (in + out + 2 n_hidden hidden) + n_hidden
+// hidden / 8 bytes a row; mlp_core.cuh Split).
 const char* mlp_bwd_workspace_bytes(const MlpDims& d, int64_t P, int groups, int64_t* bytes);
 
 // ---------------------------------------------------------------- colour level

@@ -883,11 +883,15 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 //     hidden activations (bits in shared memory), forms dL/dy, then walks
 //     back dA = dZ W (registers, like the forward) writing every dZ_{m+1}
 //     (f16, tile-scaled) to the workspace, and dL/dx if asked.
+//     With a storing forward (the plain op's training forward,
+//     mlp_fwd_store_kernel or its wgmma twin), the forward wrote every A_m
+//     and the sign bits, and the data pass (STORED) only walks back.
 //  2. mlp_dw_kernel: dW_m = sum over tiles of inv_s(tile) dZ_{m+1}^T A_m, one
 //     tensor-core product per 128-pixel tile exactly like the in-block
 //     backward's (same f16 operands, same f32 accumulation, same per-tile
 //     unscaling), each block owning one (matrix, 64-column chunk) and a
 //     strided set of tiles; per-block partial sums, summed by the caller.
+//     On Hopper its twin mlp_dw_wgmma_kernel (kernels/mlp_dw_wgmma.cuh).
 //
 // Workspace layout: tiles in wgmma's no-swizzle core-matrix layout.  Tiles
 // are numbered across groups (group g's tile t is tile_base(g) + t); a

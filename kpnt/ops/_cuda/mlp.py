@@ -60,7 +60,10 @@ WGMMA_FORWARD = True
 #:   2.26 ms against 2.95 (1.86 against 1.42 Gpix/s;
 #:   docs/bench/kernels_mlp_s28d_h100.txt).
 #: - hidden width 128 (the shipped models): the split backward's weight-gradient
-#:   pass (``kernels/mlp_dw_wgmma.cuh``), its data pass unchanged.
+#:   pass (``kernels/mlp_dw_wgmma.cuh``), its data pass unchanged.  Session 29
+#:   (H100, 4 M rows, the colour MLP): 4.41 ms against the mma.sync pass's
+#:   6.76, reading its 13.3 GB at the device-copy ceiling; every CUDA test and
+#:   memcheck clean (docs/bench/kernels_mlp_s29b_h100.txt).
 #:
 #: Other GPUs stay on mma.sync.
 WGMMA_BACKWARD = True
@@ -69,7 +72,11 @@ WGMMA_BACKWARD = True
 #: grouped; the split backward's shapes) stores every layer's activations and
 #: their sign bits for the backward (``kpnt::mlp_fwd_store``), whose data pass
 #: then neither reads x nor recomputes the forward.  The colour and front
-#: levels recompute (their gradient policies need the MLP's output).
+#: levels recompute (their gradient policies need the MLP's output).  Session
+#: 29 (H100, 4 M rows, the colour MLP): forward + backward 10.36 ms against the
+#: recomputing backward's 11.71 in the same run, the gradients the same bits
+#: (docs/bench/kernels_mlp_s29f_h100.txt).  It holds the workspace (about
+#: 3.3 KB a row) from the forward to the backward.
 STORE_FORWARD = True
 
 _not_built_logged: set[int] = set()
@@ -81,7 +88,9 @@ WGMMA_OUTPUTS = (16, 32, 64)
 WGMMA_OUTPUTS_128 = (16, 32, 64, 80, 128)
 #: Whether the forward of 128-wide MLPs (this op's plain and storing forwards,
 #: the colour and front levels) runs on the wgmma kernel where WGMMA_FORWARD is
-#: on: a separate switch while the 64-wide form ships and this one is measured.
+#: on.  Session 29 (H100): the colour MLP at 4 M rows 1.28 ms against
+#: mma.sync's 1.96 (3.28 against 2.14 Gpix/s); the shipped models at 24 MP
+#: within noise either way (docs/bench/time_model_wgmma128_s29e_h100.txt).
 WGMMA_FORWARD_128 = True
 #: Input and output widths the 64-wide wgmma backward is compiled for
 #: (kernels/mlp_bwd_wgmma.cuh WgBwd::shape_ok).
