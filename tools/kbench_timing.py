@@ -140,59 +140,38 @@ def timings(P, reps, do_compile, dims=COLOUR):
     res[name4] = time_ms(fused_f_4p, reps=reps)[0]
     print(f"  time {name4:<28s} {res[name4]:8.3f} ms  {4 * P / res[name4] / 1e6:6.2f} Gpix/s", flush=True)
     row_counts = {name4: 4 * P}  # rows a call of each timing covers, where not P
-    # The same forward on the wgmma kernel (kernels/mlp_wgmma.cuh), where the GPU runs it: kpnt.ops._cuda.mlp's
-    # switch on for these rows only, whatever it ships as.
-    if dims[1] in (64, 128) and wgmma_built(torch.cuda.current_device()):
-        before, mlp_op.WGMMA_FORWARD = mlp_op.WGMMA_FORWARD, True
+    def time_switched(switches: dict, cases) -> None:
+        """Time ``cases`` ((name, fn, rows a call)) with kpnt.ops._cuda.mlp's
+        ``switches`` set for these rows only, whatever kpnt ships."""
+        before = {k: getattr(mlp_op, k) for k in switches}
         try:
-            for name, fn, n_rows in (("fused fwd (wgmma)", fused_f, P),
-                                     ("fused fwd, weights packed once, 4 P rows (wgmma)", fused_f_4p, 4 * P)):
+            for k, v in switches.items():
+                setattr(mlp_op, k, v)
+            for name, fn, n_rows in cases:
                 name += suffix
                 res[name], row_counts[name] = time_ms(fn, reps=reps)[0], n_rows
                 print(f"  time {name:<28s} {res[name]:8.3f} ms  {n_rows / res[name] / 1e6:6.2f} Gpix/s", flush=True)
         finally:
-            mlp_op.WGMMA_FORWARD = before
-    # The backward on the wgmma kernel (kernels/mlp_bwd_wgmma.cuh), forward on wgmma too: the switches on for
-    # these rows only.
+            for k, v in before.items():
+                setattr(mlp_op, k, v)
+
+    # The forward on the wgmma kernel (kernels/mlp_wgmma.cuh), where the GPU runs it.
+    if dims[1] in (64, 128) and wgmma_built(torch.cuda.current_device()):
+        time_switched({"WGMMA_FORWARD": True}, (("fused fwd (wgmma)", fused_f, P),
+                                                ("fused fwd, weights packed once, 4 P rows (wgmma)", fused_f_4p, 4 * P)))
     if mlp_op.use_wgmma_backward(x, dims, switch=True):
-        before = mlp_op.WGMMA_FORWARD, mlp_op.WGMMA_BACKWARD
-        mlp_op.WGMMA_FORWARD = mlp_op.WGMMA_BACKWARD = True
-        try:
-            for name, fn in (("fused fwd+bwd (dW) (wgmma fwd+bwd)", fused_fb),
-                             ("fused fwd+bwd (dW, dx) (wgmma fwd+bwd)", fused_fb_dx)):
-                name += suffix
-                res[name] = time_ms(fn, reps=reps)[0]
-                print(f"  time {name:<28s} {res[name]:8.3f} ms  {P / res[name] / 1e6:6.2f} Gpix/s", flush=True)
-        finally:
-            mlp_op.WGMMA_FORWARD, mlp_op.WGMMA_BACKWARD = before
-        # The same on the mma.sync backward (the switch off for this row only): what the wgmma rows gain.
-        before_bwd, mlp_op.WGMMA_BACKWARD = mlp_op.WGMMA_BACKWARD, False
-        try:
-            name = "fused fwd+bwd (dW) (mma.sync bwd)" + suffix
-            res[name] = time_ms(fused_fb, reps=reps)[0]
-            print(f"  time {name:<28s} {res[name]:8.3f} ms  {P / res[name] / 1e6:6.2f} Gpix/s", flush=True)
-        finally:
-            mlp_op.WGMMA_BACKWARD = before_bwd
-    # 128 wide: the forwards on mma.sync (the 128-wide wgmma switch off for these rows only).
+        # The backward on wgmma (kernels/mlp_bwd_wgmma.cuh, width 64; mlp_dw_wgmma.cuh, width 128), forward too.
+        time_switched({"WGMMA_FORWARD": True, "WGMMA_BACKWARD": True},
+                      (("fused fwd+bwd (dW) (wgmma fwd+bwd)", fused_fb, P),
+                       ("fused fwd+bwd (dW, dx) (wgmma fwd+bwd)", fused_fb_dx, P)))
+        # The same on the mma.sync backward: what the wgmma rows gain.
+        time_switched({"WGMMA_BACKWARD": False}, (("fused fwd+bwd (dW) (mma.sync bwd)", fused_fb, P),))
     if dims[1] == 128:
-        before_128, mlp_op.WGMMA_FORWARD_128 = mlp_op.WGMMA_FORWARD_128, False
-        try:
-            for name, fn in (("fused fwd (mma.sync fwd)", fused_f), ("fused fwd+bwd (dW) (mma.sync fwd)", fused_fb)):
-                name += suffix
-                res[name] = time_ms(fn, reps=reps)[0]
-                print(f"  time {name:<28s} {res[name]:8.3f} ms  {P / res[name] / 1e6:6.2f} Gpix/s", flush=True)
-        finally:
-            mlp_op.WGMMA_FORWARD_128 = before_128
-    # 128 wide: the training forward stores the activations (mlp_op.STORE_FORWARD); the same with the backward
-    # recomputing them, for this row only.
-    if dims[1] == 128:
-        before_store, mlp_op.STORE_FORWARD = mlp_op.STORE_FORWARD, False
-        try:
-            name = "fused fwd+bwd (dW) (recomputing bwd)" + suffix
-            res[name] = time_ms(fused_fb, reps=reps)[0]
-            print(f"  time {name:<28s} {res[name]:8.3f} ms  {P / res[name] / 1e6:6.2f} Gpix/s", flush=True)
-        finally:
-            mlp_op.STORE_FORWARD = before_store
+        # The 128-wide forwards on mma.sync; and the backward recomputing the activations where the training
+        # forward stores them (mlp_op.STORE_FORWARD).
+        time_switched({"WGMMA_FORWARD_128": False}, (("fused fwd (mma.sync fwd)", fused_f, P),
+                                                     ("fused fwd+bwd (dW) (mma.sync fwd)", fused_fb, P)))
+        time_switched({"STORE_FORWARD": False}, (("fused fwd+bwd (dW) (recomputing bwd)", fused_fb, P),))
     del x4
     for name, ms in res.items():
         rows.append((name, ms, row_counts.get(name, P) / ms / 1e6))

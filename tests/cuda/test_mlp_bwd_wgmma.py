@@ -165,22 +165,13 @@ def test_use_wgmma_backward_asks_for_width_64_and_its_widths(monkeypatch):
     assert not mlp_op.use_wgmma_backward(x, [48, 64, 16, 4], switch=True)
 
 
-@pytest.mark.usefixtures("needs_wgmma")
-@pytest.mark.parametrize("mode", ["softmax", "plain"])
-@pytest.mark.parametrize("size", [(1, 9, 13), (2, 61, 67), (1, 150, 160)], ids=str)
-def test_colour_level_backward_on_wgmma(mode, size, monkeypatch):
-    """The colour level's weight gradient (its gather-input and
-    kernel-application gradient policies, R = 1 row block a warp) with the
-    switch on: the wgmma kernel runs, and the gradient is mma.sync's up to f32
-    summation order.  150 x 160 pixels are more tiles than an H100's blocks:
-    blocks go round their loop (the unstaged path's tile-to-tile hand-over)."""
+def colour_grads_on_off(dims, mode, size, kernel, monkeypatch):
+    """The colour level's weight gradients with WGMMA_BACKWARD on and off
+    (``{on: grads}``, NaN-filled memory first), asserting that the kernel
+    named ``kernel`` runs exactly when the switch is on."""
     from test_colour_level import inputs, spec
     from test_colour_level import weights as colour_weights
-    from test_mlp_wgmma import COLOUR64
 
-    if not COLOUR64:
-        pytest.skip("no colour line with a 64-wide MLP compiled")
-    dims = COLOUR64[0]
     cw = colour_weights(1, mode, dims)
     D, var = inputs(*size, seed=3)
     sp = spec(mode, True, dims)
@@ -191,31 +182,21 @@ def test_colour_level_backward_on_wgmma(mode, size, monkeypatch):
         poison()
         I, _ = _cuda.fused_colour_level(D, var, cw, sp)
         names = launched_kernels(lambda: out.__setitem__(on, torch.autograd.grad(I, cw, gI)))
-        assert any("mlp_bwd_wgmma_kernel" in n for n in names) == on, names
-    for i, (a, b) in enumerate(zip(out[True], out[False])):
-        assert torch.isfinite(a).all() and rel(a, b) < TOL_GRAD, f"weights[{i}]"
+        assert any(kernel in n for n in names) == on, names
+    return out
 
 
-@pytest.mark.usefixtures("needs_wgmma")
-@pytest.mark.parametrize("cfa_name,size", [("bayer", (2, 23, 31)), ("xtrans", (1, 3, 4)), ("xtrans25", (1, 301, 517))],
-                         ids=lambda v: str(v))
-def test_front_level_backward_on_wgmma(cfa_name, size, monkeypatch):
-    """The front level's gradients (weights of every class, and dL/dU through
-    the MLP's input gradient) with the switch on: the wgmma kernel runs, and
-    the gradients are mma.sync's up to f32 summation order."""
+def front_grads_on_off(shape, width, cfa_name, size, kernel, monkeypatch):
+    """The front level's gradients (dL/dU, then every class's weights) with
+    WGMMA_BACKWARD on and off, as :func:`colour_grads_on_off`."""
     from test_front_level import inputs, weight_sets
-    from test_mlp_wgmma import FRONT64
 
     from kpnt.mosaic.cfa import CFA
     from kpnt.spec import FrontLevelSpec
 
-    shapes = [s for s in FRONT64 if s.mlp.n_in in mlp_op.WGMMA_BACKWARD_WIDTHS]
-    if not shapes:
-        pytest.skip("no front line the wgmma backward runs")
-    shape = shapes[0]
     cfa = {"bayer": CFA.bayer("GRBG"), "xtrans": CFA.xtrans(), "xtrans25": CFA.xtrans(2, 5)}[cfa_name]
     spec = FrontLevelSpec(radius=shape.key[0], kernels="shared" if shape.key[1] == 1 else "per_channel",
-                          width=64, hidden_layers=shape.mlp.n_hidden, leaky_slope=SLOPE)
+                          width=width, hidden_layers=shape.mlp.n_hidden, leaky_slope=SLOPE)
     N, H, W = size
     x, U, S, noise = inputs(cfa, N, H, W, seed=H * W)
     sets = weight_sets(cfa.n_classes, seed=W, spec=spec)
@@ -227,6 +208,44 @@ def test_front_level_backward_on_wgmma(cfa_name, size, monkeypatch):
         poison()
         O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, spec)
         names = launched_kernels(lambda: out.__setitem__(on, torch.autograd.grad(O, [U, *flat], gO)))
-        assert any("mlp_bwd_wgmma_kernel" in n for n in names) == on, names
+        assert any(kernel in n for n in names) == on, names
+    return out
+
+
+def assert_same_up_to_order(out, first="weights[0]"):
+    """The wgmma gradients are finite and mma.sync's up to f32 summation order."""
     for i, (a, b) in enumerate(zip(out[True], out[False])):
-        assert torch.isfinite(a).all() and rel(a, b) < TOL_GRAD, ("U" if i == 0 else f"weights[{i - 1}]")
+        name = first if i == 0 else f"grads[{i}]"
+        assert torch.isfinite(a).all() and rel(a, b) < TOL_GRAD, name
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("mode", ["softmax", "plain"])
+@pytest.mark.parametrize("size", [(1, 9, 13), (2, 61, 67), (1, 150, 160)], ids=str)
+def test_colour_level_backward_on_wgmma(mode, size, monkeypatch):
+    """The colour level's weight gradient (its gather-input and
+    kernel-application gradient policies, R = 1 row block a warp) with the
+    switch on: the wgmma kernel runs, and the gradient is mma.sync's up to f32
+    summation order.  150 x 160 pixels are more tiles than an H100's blocks:
+    blocks go round their loop (the unstaged path's tile-to-tile hand-over)."""
+    from test_mlp_wgmma import COLOUR64
+
+    if not COLOUR64:
+        pytest.skip("no colour line with a 64-wide MLP compiled")
+    assert_same_up_to_order(colour_grads_on_off(COLOUR64[0], mode, size, "mlp_bwd_wgmma_kernel", monkeypatch))
+
+
+@pytest.mark.usefixtures("needs_wgmma")
+@pytest.mark.parametrize("cfa_name,size", [("bayer", (2, 23, 31)), ("xtrans", (1, 3, 4)), ("xtrans25", (1, 301, 517))],
+                         ids=lambda v: str(v))
+def test_front_level_backward_on_wgmma(cfa_name, size, monkeypatch):
+    """The front level's gradients (weights of every class, and dL/dU through
+    the MLP's input gradient) with the switch on: the wgmma kernel runs, and
+    the gradients are mma.sync's up to f32 summation order."""
+    from test_mlp_wgmma import FRONT64
+
+    shapes = [s for s in FRONT64 if s.mlp.n_in in mlp_op.WGMMA_BACKWARD_WIDTHS]
+    if not shapes:
+        pytest.skip("no front line the wgmma backward runs")
+    out = front_grads_on_off(shapes[0], 64, cfa_name, size, "mlp_bwd_wgmma_kernel", monkeypatch)
+    assert_same_up_to_order(out, first="U")

@@ -13,7 +13,7 @@ from kpnt.testing import TOLERANCES, fused_shapes, grad_vs_exact_bound
 from kpnt.testing import rel_error as rel
 
 from test_fused_mlp import CONFIGS, SLOPE, features, poison, ref_mlp, ref_mlp_f16, weights
-from test_mlp_bwd_wgmma import gradients
+from test_mlp_bwd_wgmma import assert_same_up_to_order, colour_grads_on_off, front_grads_on_off, gradients
 from test_mlp_wgmma import launched_kernels, needs_wgmma  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.cuda
@@ -125,25 +125,9 @@ FRONT128 = [s for s in fused_shapes("front", train=True) if s.mlp.hidden == 128]
 def test_colour_level_128_on_wgmma(mode, size, monkeypatch):
     """The shipped colour level's weight gradient with the switch on: the
     wgmma dW pass runs, and the gradient is mma.sync's up to f32 summation order."""
-    from test_colour_level import inputs, spec
-    from test_colour_level import weights as colour_weights
-
     if not COLOUR128:
         pytest.skip("no colour line with a 128-wide MLP compiled")
-    dims = COLOUR128[0]
-    cw = colour_weights(1, mode, dims)
-    D, var = inputs(*size, seed=3)
-    sp = spec(mode, True, dims)
-    gI = torch.randn_like(D)
-    out = {}
-    for on in (True, False):
-        monkeypatch.setattr(mlp_op, "WGMMA_BACKWARD", on)
-        poison()
-        I, _ = _cuda.fused_colour_level(D, var, cw, sp)
-        names = launched_kernels(lambda: out.__setitem__(on, torch.autograd.grad(I, cw, gI)))
-        assert any("mlp_dw_wgmma_kernel" in n for n in names) == on, names
-    for i, (a, b) in enumerate(zip(out[True], out[False])):
-        assert torch.isfinite(a).all() and rel(a, b) < TOL_GRAD, f"weights[{i}]"
+    assert_same_up_to_order(colour_grads_on_off(COLOUR128[0], mode, size, "mlp_dw_wgmma_kernel", monkeypatch))
 
 
 @pytest.mark.usefixtures("needs_wgmma")
@@ -152,31 +136,10 @@ def test_front_level_128_on_wgmma(cfa_name, size, monkeypatch):
     """The shipped front level (per-channel kernels, 3 x 25 + 1 outputs: the
     output matrix's product is 64 + 16 columns wide) with the switch on:
     every class's weight gradient and dL/dU are mma.sync's up to f32 order."""
-    from test_front_level import inputs, weight_sets
-
-    from kpnt.mosaic.cfa import CFA
-    from kpnt.spec import FrontLevelSpec
-
     if not FRONT128:
         pytest.skip("no front line with a 128-wide MLP compiled")
-    shape = FRONT128[0]
-    cfa = {"bayer": CFA.bayer("GRBG"), "xtrans": CFA.xtrans()}[cfa_name]
-    spec = FrontLevelSpec(radius=shape.key[0], kernels="shared" if shape.key[1] == 1 else "per_channel",
-                          width=128, hidden_layers=shape.mlp.n_hidden, leaky_slope=SLOPE)
-    N, H, W = size
-    x, U, S, noise = inputs(cfa, N, H, W, seed=H * W)
-    sets = weight_sets(cfa.n_classes, seed=W, spec=spec)
-    flat = [w for ws in sets for w in ws]
-    gO = torch.randn(N, 3, H, W, device="cuda")
-    out = {}
-    for on in (True, False):
-        monkeypatch.setattr(mlp_op, "WGMMA_BACKWARD", on)
-        poison()
-        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, spec)
-        names = launched_kernels(lambda: out.__setitem__(on, torch.autograd.grad(O, [U, *flat], gO)))
-        assert any("mlp_dw_wgmma_kernel" in n for n in names) == on, names
-    for i, (a, b) in enumerate(zip(out[True], out[False])):
-        assert torch.isfinite(a).all() and rel(a, b) < TOL_GRAD, ("U" if i == 0 else f"weights[{i - 1}]")
+    out = front_grads_on_off(FRONT128[0], 128, cfa_name, size, "mlp_dw_wgmma_kernel", monkeypatch)
+    assert_same_up_to_order(out, first="U")
 
 
 # ---- the training forward that stores the activations (STORE_FORWARD, kpnt::mlp_fwd_store)
