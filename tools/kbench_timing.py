@@ -157,8 +157,9 @@ def timings(P, reps, do_compile, dims=COLOUR):
 
     # The forward on the wgmma kernel (kernels/mlp_wgmma.cuh), where the GPU runs it.
     if dims[1] in (64, 128) and wgmma_built(torch.cuda.current_device()):
-        time_switched({"WGMMA_FORWARD": True}, (("fused fwd (wgmma)", fused_f, P),
-                                                ("fused fwd, weights packed once, 4 P rows (wgmma)", fused_f_4p, 4 * P)))
+        time_switched({"WGMMA_FORWARD": True},
+                      (("fused fwd (wgmma)", fused_f, P),
+                       ("fused fwd, weights packed once, 4 P rows (wgmma)", fused_f_4p, 4 * P)))
     if mlp_op.use_wgmma_backward(x, dims, switch=True):
         # The backward on wgmma (kernels/mlp_bwd_wgmma.cuh, width 64; mlp_dw_wgmma.cuh, width 128), forward too.
         time_switched({"WGMMA_FORWARD": True, "WGMMA_BACKWARD": True},
