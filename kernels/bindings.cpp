@@ -199,10 +199,12 @@ std::string wgmma_forward_refusal(int hidden, const c10::Device& device) {
   return "";
 }
 
-// y (P, out), or an error tuple.
-py::object mlp_forward(const torch::Tensor& x_in, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
-                       const std::optional<torch::Tensor>& offsets, const std::vector<int64_t>& dims,
-                       double slope, bool wgmma) {
+namespace {
+
+// y of mlp_forward, or (y, work) of mlp_forward_store (`store`).
+py::object mlp_forward_impl(const torch::Tensor& x_in, const torch::Tensor& w,
+                            const std::optional<torch::Tensor>& perm, const std::optional<torch::Tensor>& offsets,
+                            const std::vector<int64_t>& dims, double slope, bool wgmma, bool store) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(x_in.device());
     const torch::Tensor x = aligned16(x_in);
@@ -211,34 +213,35 @@ py::object mlp_forward(const torch::Tensor& x_in, const torch::Tensor& w, const 
     const std::string refusal = wgmma ? wgmma_forward_refusal(a.dims.hidden, x.device()) : "";
     KPNT_REQUIRE(refusal.empty(), refusal);
     a.wgmma = wgmma;
+    torch::Tensor work;
+    if (store) {
+      work = backward_workspace(a.dims, a.P, a.groups, x, &a.workspace);
+      KPNT_REQUIRE(work.numel() > 0, "only MLPs of hidden width 128 (the split backward) store their forward's "
+                                     "activations, got hidden ", a.dims.hidden);
+    }
     torch::Tensor y = torch::empty({x.size(0), a.dims.out}, x.options());
     check_launch(kpnt::mlp_forward(a, y.data_ptr<float>()));
-    return py::cast(y);
+    return store ? py::object(py::make_tuple(y, work)) : py::object(py::cast(y));
   });
+}
+
+}  // namespace
+
+// y (P, out), or an error tuple.
+py::object mlp_forward(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
+                       const std::optional<torch::Tensor>& offsets, const std::vector<int64_t>& dims,
+                       double slope, bool wgmma) {
+  return mlp_forward_impl(x, w, perm, offsets, dims, slope, wgmma, false);
 }
 
 // (y, work), or an error tuple: the training forward of a split-backward
 // shape (hidden width 128), which also stores every layer's activations and
 // their sign bits in `work` (uint8, mlp_bwd_workspace_bytes) for
 // mlp_backward_stored.
-py::object mlp_forward_store(const torch::Tensor& x_in, const torch::Tensor& w,
-                             const std::optional<torch::Tensor>& perm, const std::optional<torch::Tensor>& offsets,
-                             const std::vector<int64_t>& dims, double slope, bool wgmma) {
-  return guarded([&]() -> py::object {
-    const c10::cuda::CUDAGuard guard(x_in.device());
-    const torch::Tensor x = aligned16(x_in);
-    torch::Tensor w16;
-    kpnt::MlpArgs a = make_args(x, w, perm, offsets, dims, slope, w16);
-    const std::string refusal = wgmma ? wgmma_forward_refusal(a.dims.hidden, x.device()) : "";
-    KPNT_REQUIRE(refusal.empty(), refusal);
-    a.wgmma = wgmma;
-    const torch::Tensor work = backward_workspace(a.dims, a.P, a.groups, x, &a.workspace);
-    KPNT_REQUIRE(work.numel() > 0, "only MLPs of hidden width 128 (the split backward) store their forward's "
-                                   "activations, got hidden ", a.dims.hidden);
-    torch::Tensor y = torch::empty({x.size(0), a.dims.out}, x.options());
-    check_launch(kpnt::mlp_forward(a, y.data_ptr<float>()));
-    return py::make_tuple(y, work);
-  });
+py::object mlp_forward_store(const torch::Tensor& x, const torch::Tensor& w, const std::optional<torch::Tensor>& perm,
+                             const std::optional<torch::Tensor>& offsets, const std::vector<int64_t>& dims,
+                             double slope, bool wgmma) {
+  return mlp_forward_impl(x, w, perm, offsets, dims, slope, wgmma, true);
 }
 
 namespace {

@@ -1065,6 +1065,38 @@ __device__ __forceinline__ void split_step(const uint32_t (&dzf)[C::rows(m) / 16
   }
 }
 
+// Hidden layer m's activations A_{m+1} (the warp's 16 rows, fragments) and
+// their sign bits into the split backward's workspace: the words at msk
+// (this thread's, kBwdWarps x 32 apart: a shared-memory column in the
+// recomputing data pass, the tile's global slots in a storing forward).
+template <class C>
+__device__ __forceinline__ void store_layer_ws(int m, const uint32_t (&ah)[C::H / 16][4], uint32_t* msk,
+                                               __half* work, int64_t R, int64_t rb, int lane) {
+  constexpr int W = Split<C>::MASK_WORDS, MS = kBwdWarps * 32;
+  positive_mask<C::H, W>(msk + m * W * MS, MS, ah);
+  store_frags_ws<C::H>(work + Split<C>::act_off(m + 1, R), ah, rb, lane);
+}
+
+// The forward of the warp's 16 rows through the hidden layers on mma.sync,
+// storing A_0 .. A_NH and the sign bits as the split backward reads them
+// (the recomputing data pass and mlp_fwd_store_kernel); ah ends as A_NH.
+template <class C>
+__device__ __forceinline__ void hidden_layers_ws(uint32_t (&ax)[1][C::IN / 16][4], uint32_t (&ah)[1][C::H / 16][4],
+                                                 const __half* ws, uint32_t* msk, __half* work, int64_t R,
+                                                 int64_t rb, int lane, float slope) {
+  store_frags_ws<C::IN>(work + Split<C>::act_off(0, R), ax[0], rb, lane);
+  float acc[1][C::H / 8][4];
+  gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
+  lrelu_frags<C::H>(ah[0], acc[0], slope);
+  store_layer_ws<C>(0, ah[0], msk, work, R, rb, lane);
+#pragma unroll
+  for (int m = 1; m < C::NH; ++m) {
+    gemm_nk<C::H, C::H, 1>(acc, ah, ws + C::wsoff(m), lane);
+    lrelu_frags<C::H>(ah[0], acc[0], slope);
+    store_layer_ws<C>(m, ah[0], msk, work, R, rb, lane);
+  }
+}
+
 // STORED: the forward stored A_0 .. A_NH and the sign bits
 // (mlp_fwd_store_kernel or its wgmma twin), so the pass neither reads x nor
 // recomputes: it forms dL/dy and walks back, with the sign bits from `masks`.  Only
@@ -1130,20 +1162,8 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     } else {
       uint32_t ax[1][C::IN / 16][4];
       in.template load<C::IN, 1>(ax, rlo, rhi, lane);
-      store_frags_ws<C::IN>(work + S::act_off(0, R), ax[0], rb, lane);
       uint32_t ah[1][C::H / 16][4];
-      float acc[1][C::H / 8][4];
-      gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
-      lrelu_frags<C::H>(ah[0], acc[0], slope);
-      positive_mask<C::H, W>(msk, MS, ah[0]);
-      store_frags_ws<C::H>(work + S::act_off(1, R), ah[0], rb, lane);
-#pragma unroll
-      for (int m = 1; m < C::NH; ++m) {
-        gemm_nk<C::H, C::H, 1>(acc, ah, ws + C::wsoff(m), lane);
-        lrelu_frags<C::H>(ah[0], acc[0], slope);
-        positive_mask<C::H, W>(msk + m * W * MS, MS, ah[0]);
-        store_frags_ws<C::H>(work + S::act_off(m + 1, R), ah[0], rb, lane);
-      }
+      hidden_layers_ws<C>(ax, ah, ws, msk, work, R, rb, lane, slope);
       inv_s = tile_dy<C>(gy, dys, ah, ws, rlo[0], rhi[0], red, warp, lane);
     }
     if (threadIdx.x == 0) scales[tb + t] = inv_s;
@@ -1167,7 +1187,6 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
                          uint32_t* __restrict__ masks, int64_t R, float slope) {
   static_assert(Fwd<C>::T == kBwdT && Fwd<C>::R == 1, "the stored forward's tile is the data pass's");
   using S = Split<C>;
-  constexpr int W = S::MASK_WORDS, MS = kBwdWarps * 32;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* ws = reinterpret_cast<__half*>(smem_raw);
   const int g = blockIdx.y;
@@ -1186,17 +1205,8 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 
     uint32_t ax[1][C::IN / 16][4];
     in.template load<C::IN, 1>(ax, rlo, rhi, lane);
-    store_frags_ws<C::IN>(work + S::act_off(0, R), ax[0], rb, lane);
-    float acc[1][C::H / 8][4];
     uint32_t ah[1][C::H / 16][4];
-#pragma unroll
-    for (int m = 0; m < C::NH; ++m) {
-      if (m == 0) gemm_nk<C::IN, C::H, 1>(acc, ax, ws + C::wsoff(0), lane);
-      else gemm_nk<C::H, C::H, 1>(acc, ah, ws + C::wsoff(m), lane);
-      lrelu_frags<C::H>(ah[0], acc[0], slope);
-      positive_mask<C::H, W>(msk + m * W * MS, MS, ah[0]);
-      store_frags_ws<C::H>(work + S::act_off(m + 1, R), ah[0], rb, lane);
-    }
+    hidden_layers_ws<C>(ax, ah, ws, msk, work, R, rb, lane, slope);
     float out[1][C::OUT / 8][4];
     gemm_nk<C::H, C::OUT, 1>(out, ah, ws + C::wsoff(C::NH), lane);
     sink.template store<C::OUT, 1>(out, rlo, rhi, lane);
@@ -1512,19 +1522,24 @@ void launch_split_data(const MlpArgs& a, const In& in, const Dy& dy, float* dx, 
 // The training forward of the plain op that stores the activations for the
 // backward (mlp_fwd_store_kernel; a.workspace of mlp_bwd_workspace_bytes):
 // split-backward shapes only.
+// Launches a storing forward (mlp_fwd_store_kernel, or its wgmma twin: the
+// same arguments) over the data pass's tiles, into a.workspace.
+template <class C, class Kernel>
+void launch_store_kernel(Kernel kernel, int threads, size_t smem, const MlpArgs& a, float* y, const char* what) {
+  const SplitBuffers<C> b = split_buffers<C>(a);
+  if (a.P == 0) return;
+  prepare_smem(kernel, smem, what);
+  const int bx = persistent_blocks(kernel, threads, smem, a.P, kBwdT, a.groups);
+  kernel<<<dim3(bx, a.groups), threads, smem, a.stream>>>(RowsIn{a.x}, RowsOut{y}, static_cast<const __half*>(a.w),
+                                                          a.perm, a.offsets, a.P, b.work, b.masks, b.R, a.slope);
+  check_cuda(cudaGetLastError(), what);
+}
+
 template <class C>
 void launch_forward_store(const MlpArgs& a, float* y) {
   if constexpr (split_bwd<C>() && Fwd<C>::T == kBwdT && Fwd<C>::R == 1) {
-    const SplitBuffers<C> b = split_buffers<C>(a);
-    if (a.P == 0) return;
-    const size_t smem = sizeof(__half) * C::NWS;
-    auto kernel = mlp_fwd_store_kernel<C, RowsIn, RowsOut>;
-    prepare_smem(kernel, smem, "forward (stored)");
-    const int bx = persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
-    kernel<<<dim3(bx, a.groups), kBwdWarps * 32, smem, a.stream>>>(RowsIn{a.x}, RowsOut{y},
-                                                                   static_cast<const __half*>(a.w), a.perm, a.offsets,
-                                                                   a.P, b.work, b.masks, b.R, a.slope);
-    check_cuda(cudaGetLastError(), "forward (stored) launch");
+    launch_store_kernel<C>(mlp_fwd_store_kernel<C, RowsIn, RowsOut>, kBwdWarps * 32, sizeof(__half) * C::NWS, a, y,
+                           "forward (stored)");
   } else {
     throw std::invalid_argument("fused_mlp: only the split backward's shapes (hidden width 128) store the forward's "
                                 "activations; this MLP's hidden width is " + std::to_string(C::H));

@@ -74,14 +74,23 @@ __device__ __forceinline__ void wg_layer(float (&acc)[C::rows(m) / 8][4], uint32
   wg::fence_operands<K / 16>(a);
 }
 
-// Hidden layers m .. NH - 1 in place on the activations' A fragments.
-template <class C, int m, bool SWAP = false>
-__device__ __forceinline__ void wg_hidden_layers(uint32_t (&ah)[C::H / 16][4], const unsigned char* ws, float slope) {
+// What wg_hidden_layers does with each layer's activations besides going on: nothing (inference).
+struct NoLayerHook {
+  template <class A>
+  __device__ __forceinline__ void operator()(int, const A&) const {}
+};
+
+// Hidden layers m .. NH - 1 in place on the activations' A fragments;
+// hook(layer, A_{layer+1}) after each (the storing forward stores them).
+template <class C, int m, bool SWAP = false, class Hook = NoLayerHook>
+__device__ __forceinline__ void wg_hidden_layers(uint32_t (&ah)[C::H / 16][4], const unsigned char* ws, float slope,
+                                                 const Hook& hook = Hook{}) {
   if constexpr (m < C::NH) {
     float acc[C::H / 8][4];
     wg_layer<C, m, SWAP>(acc, ah, ws);
     lrelu_frags<C::H>(ah, acc, slope);
-    wg_hidden_layers<C, m + 1, SWAP>(ah, ws, slope);
+    hook(m, ah);
+    wg_hidden_layers<C, m + 1, SWAP>(ah, ws, slope, hook);
   }
 }
 
@@ -164,29 +173,6 @@ void launch_forward_any(const MlpArgs& a, const In& in, const Out& out) {
   }
 }
 
-// A_{m+1} (hidden layer m's activations) and its sign bits into the split
-// backward's workspace, as mlp_fwd_store_kernel stores them.
-template <class C, int m>
-__device__ __forceinline__ void wg_store_layer(const uint32_t (&ah)[C::H / 16][4], uint32_t* msk, __half* work,
-                                               int64_t R, int64_t rb, int lane) {
-  constexpr int W = Split<C>::MASK_WORDS;
-  positive_mask<C::H, W>(msk + m * W * kBwdWarps * 32, kBwdWarps * 32, ah);
-  store_frags_ws<C::H>(work + Split<C>::act_off(m + 1, R), ah, rb, lane);
-}
-
-// Hidden layers m .. NH - 1 in place, storing each.
-template <class C, int m>
-__device__ __forceinline__ void wg_store_hidden(uint32_t (&ah)[C::H / 16][4], const unsigned char* ws, float slope,
-                                                uint32_t* msk, __half* work, int64_t R, int64_t rb, int lane) {
-  if constexpr (m < C::NH) {
-    float acc[C::H / 8][4];
-    wg_layer<C, m>(acc, ah, ws);
-    lrelu_frags<C::H>(ah, acc, slope);
-    wg_store_layer<C, m>(ah, msk, work, R, rb, lane);
-    wg_store_hidden<C, m + 1>(ah, ws, slope, msk, work, R, rb, lane);
-  }
-}
-
 // The storing training forward (mlp_fwd_store_kernel's twin) on wgmma: y as
 // mlp_fwd_wgmma_kernel computes it, and every A_m and the sign bits into the
 // split backward's workspace in its layout (warp 4 g + w of the block holds
@@ -236,8 +222,11 @@ __global__ void __launch_bounds__(WgFwd<C>::THREADS, 1)
       wg_layer<C, 0>(acc, ax[0], ws);
       lrelu_frags<C::H>(ah, acc, slope);
     }
-    wg_store_layer<C, 0>(ah, msk, work, R, rb, lane);
-    wg_store_hidden<C, 1>(ah, ws, slope, msk, work, R, rb, lane);
+    const auto store = [&](int m, const uint32_t (&a)[C::H / 16][4]) {
+      store_layer_ws<C>(m, a, msk, work, R, rb, lane);
+    };
+    store(0, ah);
+    wg_hidden_layers<C, 1>(ah, ws, slope, store);
     float out[1][C::OUT / 8][4];
     wg_layer<C, C::NH>(out[0], ah, ws);
     sink.template store<C::OUT, 1>(out, rlo, rhi, lane);
@@ -253,16 +242,8 @@ template <class C>
 void launch_forward_store_any(const MlpArgs& a, float* y) {
   if (!a.wgmma) return launch_forward_store<C>(a, y);
   if constexpr (split_bwd<C>() && wg_fwd_ok<C>()) {
-    const SplitBuffers<C> b = split_buffers<C>(a);
-    if (a.P == 0) return;
-    using W = WgFwd<C>;
-    auto kernel = mlp_fwd_store_wgmma_kernel<C, RowsIn, RowsOut>;
-    prepare_smem(kernel, W::SMEM, "forward (stored, wgmma)");
-    const int bx = persistent_blocks(kernel, W::THREADS, W::SMEM, a.P, W::T, a.groups);
-    kernel<<<dim3(bx, a.groups), W::THREADS, W::SMEM, a.stream>>>(RowsIn{a.x}, RowsOut{y},
-                                                                  static_cast<const __half*>(a.w), a.perm, a.offsets,
-                                                                  a.P, b.work, b.masks, b.R, a.slope);
-    check_cuda(cudaGetLastError(), "forward (stored, wgmma) launch");
+    launch_store_kernel<C>(mlp_fwd_store_wgmma_kernel<C, RowsIn, RowsOut>, WgFwd<C>::THREADS, WgFwd<C>::SMEM, a, y,
+                           "forward (stored, wgmma)");
   } else {
     throw std::invalid_argument("fused_mlp: the storing forward has a wgmma form for hidden width 128 only, this "
                                 "MLP's is " + std::to_string(C::H));

@@ -76,12 +76,20 @@ def test_grouped_wgmma_backward_matches_per_class(dims, G, P, used, monkeypatch)
     """Uneven groups; and a group with no rows beside groups of more tiles
     than a group's blocks (each block goes round its loop), whose weight
     gradient must be exactly zero."""
-    ws = weights(dims, groups=G, seed=7)
-    x = features(P, dims[0], seed=8)
-    cls = torch.randint(0, used, (P,), generator=torch.Generator().manual_seed(10)).cuda()
+    check_grouped_per_class(dims, G, P, used, (7, 8, 10), True, monkeypatch)
+
+
+def check_grouped_per_class(dims, G, P, used, seeds, on, monkeypatch):
+    """G weight sets over P rows of classes 0 .. used - 1 (uneven), the
+    backward's wgmma switch ``on`` or off: the gradient of each set without
+    rows is exactly zero, each other set's is the f16-rounding reference's on
+    its own rows.  ``seeds``: of the weights, the rows and the classes."""
+    ws = weights(dims, groups=G, seed=seeds[0])
+    x = features(P, dims[0], seed=seeds[1])
+    cls = torch.randint(0, used, (P,), generator=torch.Generator().manual_seed(seeds[2])).cuda()
     cls[:5] = used - 1  # an uneven split
     gy = torch.randn(P, dims[2], device="cuda")
-    g = gradients(x, ws, gy, monkeypatch, True, grouped=cls)
+    g = gradients(x, ws, gy, monkeypatch, on, grouped=cls)
     for c in range(used, G):
         assert all(torch.equal(a[c], torch.zeros_like(a[c])) for a in g), f"group {c} has no rows"
     for c in range(used):

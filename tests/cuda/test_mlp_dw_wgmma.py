@@ -13,7 +13,8 @@ from kpnt.testing import TOLERANCES, fused_shapes, grad_vs_exact_bound
 from kpnt.testing import rel_error as rel
 
 from test_fused_mlp import CONFIGS, SLOPE, features, poison, ref_mlp, ref_mlp_f16, weights
-from test_mlp_bwd_wgmma import assert_same_up_to_order, colour_grads_on_off, front_grads_on_off, gradients
+from test_mlp_bwd_wgmma import (assert_same_up_to_order, check_grouped_per_class, colour_grads_on_off,
+                                front_grads_on_off, gradients)
 from test_mlp_wgmma import launched_kernels, needs_wgmma  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.cuda
@@ -74,21 +75,7 @@ def test_every_weight_moves_its_own_gradient(dims, monkeypatch):
 def test_grouped_with_an_empty_group(dims, on, monkeypatch):
     """Uneven groups over many tiles, and a group with no rows, whose weight
     gradient must be exactly zero (tile_base, the per-group grid)."""
-    G, P, used = 4, 70_001, 3
-    ws = weights(dims, groups=G, seed=17)
-    x = features(P, dims[0], seed=18)
-    cls = torch.randint(0, used, (P,), generator=torch.Generator().manual_seed(19)).cuda()
-    cls[:5] = used - 1
-    gy = torch.randn(P, dims[2], device="cuda")
-    g = gradients(x, ws, gy, monkeypatch, on, grouped=cls)
-    for c in range(used, G):
-        assert all(torch.equal(a[c], torch.zeros_like(a[c])) for a in g), f"group {c} has no rows"
-    for c in range(used):
-        idx = (cls == c).nonzero().squeeze(1)
-        wc = [w[c].detach().double().requires_grad_() for w in ws]
-        rg = torch.autograd.grad(ref_mlp_f16(x[idx].double(), wc), wc, gy[idx].double())
-        for i, (a, b) in enumerate(zip(g, rg)):
-            assert rel(a[c], b) < TOL_GRAD, (c, i)
+    check_grouped_per_class(dims, 4, 70_001, 3, (17, 18, 19), on, monkeypatch)
 
 
 @pytest.mark.usefixtures("needs_wgmma")
