@@ -146,11 +146,11 @@ constexpr bool wg_bwd_ok() {
   return WgBwd<C>::shape_ok() && wg_bwd_smem<C, In, Dy>() <= kSmemOptin;
 }
 
-// A fragments (16 rows x K, tile rows lr and lr + 8) into a tile buffer of width K.
+// A fragments (16 rows x K, tile rows lr and lr + 8) into a tile buffer of
+// width K: one stmatrix a 16-column block (wg::stmatrix_core).
 template <int K>
 __device__ __forceinline__ void store_core(unsigned char* s, const uint32_t (&a)[K / 16][4], int lr, int lane) {
-  store_frags_at<K>([s](int row, int col) { return reinterpret_cast<uint32_t*>(s + wg::core_off(row, col, K)); }, a,
-                    lr, lane);
+  wg::stmatrix_core<K>(s, a, lr - (lane >> 2), lane);
 }
 
 // Recomputed hidden layers m .. NH - 1, storing each A_{m+1}.
@@ -168,8 +168,9 @@ __device__ __forceinline__ void wg_recompute(uint32_t (&ah)[C::H / 16][4], unsig
 
 struct WgBwdCtx {
   unsigned char* smem;
+  uint32_t field;  // wg::smem_field(smem): descriptors are field + offsets
   float inv_s, slope;
-  int group, lane, lr;
+  int group, lane, lr;  // group: warp-uniform (broadcast), so its descriptor offsets stay in uniform registers
   int64_t rlo, rhi;
   float* dx;  // nullptr: no input gradient
 };
@@ -182,30 +183,39 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
   using B = WgBwd<C>;
   constexpr int M = C::rows(m), N = C::cols(m), HN = B::half(m), BW = B::nprod(m);
   const unsigned char* act = k.smem + B::act_off(m);
-  const unsigned char* dz = k.smem + cur;
-  // The product's A (M-major, 64 wide) and this group's half of B (N-major, BW wide).
-  const unsigned char* a_src = B::normal(m) ? dz : act;
-  const unsigned char* b_src = (B::normal(m) ? act : dz) + k.group * (HN / 8) * 128;
+  // Byte offsets of the product's A (M-major, 64 wide) and of B (N-major, BW
+  // wide), whose half for this group lies (HN / 8) x 128 bytes a group on.
+  const int a_off = B::normal(m) ? cur : B::act_off(m), b_off = B::normal(m) ? B::act_off(m) : cur;
+  const uint32_t b_field = k.field + k.group * ((HN / 8) * 128 / 16);
   float t[HN / 8][4];
   float da[N / 8][4];  // dA_m = dZ_{m+1} W_m (m = 0: dL/dx, if asked)
   const bool want_da = m > 0 || k.dx != nullptr;
   // Two commit groups: dA first (the walk needs it next), then dW, which runs
-  // on while this thread turns dA into dZ_m and stores it.
+  // on while this thread turns dA into dZ_m and stores it.  dA's operands are
+  // this thread's registers and the weights, so it is issued before the
+  // step's barrier and runs while the groups meet there.
   wg::wg_fence();
   if (want_da) {
-    const unsigned char* wm = k.smem + WgFwd<C>::base(m);
 #pragma unroll
     for (int ks = 0; ks < M / 16; ++ks) {  // 16 of W_m's rows a step
-      const uint64_t d = wg::desc_mn(wm + ks * 2 * (N / 8) * 128, N);
+      const uint64_t d = wg::desc_mn_at(k.field, WgFwd<C>::base(m) + ks * 2 * (N / 8) * 128, N);
       if (ks == 0) wg::WgmmaRT<N>::first(da, dzf[0], d);
       else wg::WgmmaRT<N>::acc(da, dzf[ks], d);
     }
   }
   wg::wg_commit();
+  // A_m's fragments (dZ_m's leaky-ReLU factors), loaded while dA runs: this
+  // warp's own rows, stored by the recomputed forward, behind a barrier since.
+  uint32_t zf[N / 16][4];
+  if constexpr (m > 0) wg::ldmatrix_core<N>(zf, act, k.lr - (k.lane >> 2), k.lane);
+  // Both groups have stored dZ_{m+1} (fenced for the tensor cores' reads),
+  // whose rows dW_m below reads, and waited on their dW_{m+1}, the last reads
+  // of the buffer dZ_m goes to.  For m = NH: dZ_{NH+1} and A_0 .. A_NH.
+  __syncthreads();
 #pragma unroll
   for (int ks = 0; ks < kBwdT / 16; ++ks) {  // 16 pixels (two core rows) a step
-    const uint64_t ad = wg::desc_mn(a_src + ks * 2 * (64 / 8) * 128, 64);
-    const uint64_t bd = wg::desc_mn(b_src + ks * 2 * (BW / 8) * 128, BW);
+    const uint64_t ad = wg::desc_mn_at(k.field, a_off + ks * 2 * (64 / 8) * 128, 64);
+    const uint64_t bd = wg::desc_mn_at(b_field, b_off + ks * 2 * (BW / 8) * 128, BW);
     if (ks == 0) wg::WgmmaSS<HN>::first(t, ad, bd);
     else wg::WgmmaSS<HN>::acc(t, ad, bd);
   }
@@ -218,9 +228,7 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
   uint32_t nf[N / 16][4];
   if constexpr (m > 0) {
     to_frags<N>(nf, da);
-    lrelu_grad_frags_at<N>(
-        nf, [act](int row, int col) { return reinterpret_cast<const __half2*>(act + wg::core_off(row, col, N)); },
-        k.lr, c, k.slope);
+    lrelu_grad_frags_z<N>(nf, zf, k.slope);
     store_core<N>(k.smem + next, nf, k.lr, k.lane);
     wg::fence_async_smem();  // dZ_m's stores, seen by the next step's tensor-core reads
   } else if (k.dx != nullptr) {
@@ -232,12 +240,7 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
   for (int j = 0; j < HN / 8; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dw[B::dwoff(m) + j][e] = fmaf(t[j][e], k.inv_s, dw[B::dwoff(m) + j][e]);
-  if constexpr (m > 0) {
-    // Both groups have stored dZ_m (and fenced it for the tensor cores' reads) and waited on their dW_m, the last
-    // reads of dZ_{m+1}'s buffer, which the next step rewrites.
-    __syncthreads();
-    wg_bwd_step<C, m - 1>(dw, nf, next, cur, k);
-  }
+  if constexpr (m > 0) wg_bwd_step<C, m - 1>(dw, nf, next, cur, k);
 }
 
 // This thread's share of dW (matrices m .. NH) into the block's partial
@@ -348,10 +351,10 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     uint32_t dzf[C::OUT / 16][4];
     to_frags<C::OUT>(dzf, gy);
     store_core<C::OUT>(smem + B::DZ0, dzf, lr, lane);
-    wg::fence_async_smem();
-    __syncthreads();  // A_0 .. A_NH and dZ_{NH+1} of both groups stored and fenced: the walk's dW reads them
+    wg::fence_async_smem();  // the walk's first barrier makes these stores and A_0 .. A_NH visible to its dW
 
-    const WgBwdCtx k{smem, inv_s, slope, warp >> 2, lane, lr, rlo[0], rhi[0], dx};
+    const WgBwdCtx k{smem, wg::smem_field(smem), inv_s, slope, __shfl_sync(0xffffffffu, warp >> 2, 0), lane, lr,
+                     rlo[0], rhi[0], dx};
     wg_bwd_step<C, C::NH>(dw, dzf, B::DZ0, B::DZ1, k);
   }
 

@@ -283,9 +283,11 @@ __device__ __forceinline__ void lrelu_frags(uint32_t (&a)[N / 16][4], const floa
 // function the kernels compute.  Both parts of the factor are chosen with one
 // LOP3 each on the compare mask (1 and 0, or hi and lo) and applied as
 // dA f_hi + f16(dA f_lo), where the float32 form took four instructions a value.
-template <int N, class At>
-__device__ __forceinline__ void lrelu_grad_frags_at(uint32_t (&a)[N / 16][4], const At& at, int lr, int c,
-                                                    float slope) {
+// lrelu_grad_frags_z takes the activations as fragments z (same layout as a,
+// as ldmatrix gives them); lrelu_grad_frags_at reads them through at.
+template <int N>
+__device__ __forceinline__ void lrelu_grad_frags_z(uint32_t (&a)[N / 16][4], const uint32_t (&zf)[N / 16][4],
+                                                   float slope) {
   const __half2 zero = __float2half2_rn(0.f), one = __float2half2_rn(1.f);
   const HalfSlope s = half_slope(slope);
   const uint32_t one_bits = *reinterpret_cast<const uint32_t*>(&one);
@@ -294,8 +296,7 @@ __device__ __forceinline__ void lrelu_grad_frags_at(uint32_t (&a)[N / 16][4], co
   for (int kb = 0; kb < N / 16; ++kb)
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
-      const int row = lr + 8 * (r & 1), col = 16 * kb + 8 * (r >> 1) + c;
-      const __half2 z = *at(row, col);
+      const __half2 z = *reinterpret_cast<const __half2*>(&zf[kb][r]);
       const uint32_t pos = __hgt2_mask(z, zero);  // 0xFFFF in each half whose activation is > 0
       const uint32_t f_hi = (pos & one_bits) | (~pos & hi_bits), f_lo = ~pos & lo_bits;
       __half2 v = *reinterpret_cast<const __half2*>(&a[kb][r]);
@@ -303,6 +304,17 @@ __device__ __forceinline__ void lrelu_grad_frags_at(uint32_t (&a)[N / 16][4], co
                   __hmul2(v, *reinterpret_cast<const __half2*>(&f_lo)));
       a[kb][r] = *reinterpret_cast<const uint32_t*>(&v);
     }
+}
+
+template <int N, class At>
+__device__ __forceinline__ void lrelu_grad_frags_at(uint32_t (&a)[N / 16][4], const At& at, int lr, int c,
+                                                    float slope) {
+  uint32_t z[N / 16][4];
+#pragma unroll
+  for (int kb = 0; kb < N / 16; ++kb)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) z[kb][r] = *reinterpret_cast<const uint32_t*>(at(lr + 8 * (r & 1), 16 * kb + 8 * (r >> 1) + c));
+  lrelu_grad_frags_z<N>(a, z, slope);
 }
 
 // The same with the activations stored row-major, act [row][N + kPad].

@@ -62,12 +62,13 @@ template <class C, int m, bool SWAP = false>
 __device__ __forceinline__ void wg_layer(float (&acc)[C::rows(m) / 8][4], uint32_t (&a)[C::cols(m) / 16][4],
                                          const unsigned char* ws) {
   constexpr int N = C::rows(m), K = C::cols(m);
-  const unsigned char* base = ws + WgFwd<C>::base(m);
+  const uint32_t field = wg::smem_field(ws);  // one conversion for all layers: the compiler hoists it
+  constexpr int base = WgFwd<C>::base(m);
   wg::wg_fence();
-  wg::Wgmma<N>::first(acc, a[0], wg::make_desc(base, 128, (K / 8) * 128, SWAP));
+  wg::Wgmma<N>::first(acc, a[0], wg::desc_at(field, base, 128, (K / 8) * 128, SWAP));
 #pragma unroll
   for (int ks = 1; ks < K / 16; ++ks)
-    wg::Wgmma<N>::acc(acc, a[ks], wg::make_desc(base + 2 * ks * 128, 128, (K / 8) * 128, SWAP));
+    wg::Wgmma<N>::acc(acc, a[ks], wg::desc_at(field, base + 2 * ks * 128, 128, (K / 8) * 128, SWAP));
   wg::wg_commit();
   wg::wg_wait0();
   wg::fence_operands<N / 8>(acc);

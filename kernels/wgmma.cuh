@@ -50,6 +50,67 @@ __device__ __forceinline__ uint64_t make_desc(const void* smem, int k_step_bytes
   return d;
 }
 
+// Descriptors as a base plus constant offsets.  A descriptor's start-address
+// field (bits 0-13) is the shared address / 16 (sm_90's shared memory lies
+// below 256 KB).  make_desc derives it from a pointer on every call, and
+// ptxas repeated the conversion, mask and shift for each wgmma, partly in
+// vector registers moved to uniform ones (R2UR): 4 to 12 instructions between
+// two wgmmas of the MLP backward (its SASS, session 30), whose m64n32k16 steps
+// keep the tensor cores busy for about 16 cycles each.  The MLP kernels take
+// their shared memory's field once (smem_field) and name a buffer by its byte
+// offset (a multiple of 16: core matrices are 128 bytes), so that a
+// descriptor is one add (desc_at).
+__device__ __forceinline__ uint32_t smem_field(const void* smem) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(smem)) >> 4;
+}
+// make_desc(smem + byte_off, ...) for field = smem_field(smem).
+__device__ __forceinline__ uint64_t desc_at(uint32_t field, int byte_off, int k_step_bytes, int n_step_bytes,
+                                            bool swap) {
+  const uint32_t lbo = static_cast<uint32_t>(swap ? n_step_bytes : k_step_bytes);
+  const uint32_t sbo = static_cast<uint32_t>(swap ? k_step_bytes : n_step_bytes);
+  const uint32_t lo = field + static_cast<uint32_t>(byte_off >> 4) + (((lbo & 0x3FFFF) >> 4) << 16);
+  return (static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32) | lo;
+}
+
+// ------------------------------------------------------------------ fragments <-> core matrices
+//
+// A warp's 16 rows row0 .. row0 + 15 of a K-wide tile in the mma.sync A
+// fragment layout (register r of 16-column block kb: row + 8 (r % 2), columns
+// 16 kb + 8 (r / 2) + 2 (lane % 4), + 1 of row row0 + lane / 4) to or from a
+// buffer in the core-matrix layout (core_off(row, col, K)).  Each (kb, r) is
+// one whole core matrix in the fragment layout ldmatrix and stmatrix use, so
+// one .x4 instruction moves a 16-column block (lane l names row l % 8 of
+// register l / 8's core matrix, 16 contiguous bytes), where per-register
+// loads and stores took four.  stmatrix is sm_90: call from sm_90a code.
+
+// Shared address of this lane's row for 16-column block 0 (block kb: + 256 kb).
+template <int K>
+__device__ __forceinline__ uint32_t core_lane_addr(const unsigned char* s, int row0, int lane) {
+  const int i = lane >> 3, row = row0 + 8 * (i & 1) + (lane & 7), col = 8 * (i >> 1);
+  return static_cast<uint32_t>(__cvta_generic_to_shared(s + core_off(row, col, K)));
+}
+
+template <int K>
+__device__ __forceinline__ void stmatrix_core(unsigned char* s, const uint32_t (&a)[K / 16][4], int row0, int lane) {
+  const uint32_t addr = core_lane_addr<K>(s, row0, lane);
+#pragma unroll
+  for (int kb = 0; kb < K / 16; ++kb)
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr + 256 * kb),
+                 "r"(a[kb][0]), "r"(a[kb][1]), "r"(a[kb][2]), "r"(a[kb][3])
+                 : "memory");
+}
+
+template <int K>
+__device__ __forceinline__ void ldmatrix_core(uint32_t (&a)[K / 16][4], const unsigned char* s, int row0, int lane) {
+  const uint32_t addr = core_lane_addr<K>(s, row0, lane);
+#pragma unroll
+  for (int kb = 0; kb < K / 16; ++kb)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(a[kb][0]), "=r"(a[kb][1]), "=r"(a[kb][2]), "=r"(a[kb][3])
+                 : "r"(addr + 256 * kb)
+                 : "memory");
+}
+
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
@@ -183,6 +244,10 @@ struct Wgmma<128> {
 // (docs/bench/mlp_bwd_wgmma_swap_s28c_h100.txt).
 __device__ __forceinline__ uint64_t desc_mn(const void* smem, int mn) {
   return make_desc(smem, (mn / 8) * 128, 128, false);
+}
+// desc_mn(smem + byte_off, mn) for field = smem_field(smem).
+__device__ __forceinline__ uint64_t desc_mn_at(uint32_t field, int byte_off, int mn) {
+  return desc_at(field, byte_off, (mn / 8) * 128, 128, false);
 }
 
 // d (m64nN, the accumulator layout) = or += a (4 registers, the A layout) * B,
