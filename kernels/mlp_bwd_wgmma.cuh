@@ -86,10 +86,24 @@ struct StagedRows {
   static constexpr int STRIDE = K + 8;
   static constexpr int BYTES = 4 * kBwdT * STRIDE;
   // Copies of tile rows base .. base + kBwdT - 1 (memory rows mem_row: rows
-  // past the group's end are zeros, as the policies give).
+  // past the group's end are zeros, as the policies give).  A whole tile of
+  // unpermuted rows (the plain op's, all but its last tile) is one contiguous
+  // block, copied without mem_row's checks and lookups: they had made this
+  // issue about a tenth of the width-64 backward's stall samples (ncu, session 30).
   static __device__ __forceinline__ void issue(float* s, const float* __restrict__ src, int64_t base, int64_t end,
                                                const int32_t* __restrict__ perm) {
     constexpr int CH = K / 4;  // 16-byte chunks a row
+    constexpr int THREADS = kBwdWarps * 32;
+    static_assert(kBwdT * CH % THREADS == 0, "whole chunks a thread");
+    if (perm == nullptr && base + kBwdT <= end) {
+      const float* tile = src + base * K;
+#pragma unroll
+      for (int j = 0; j < kBwdT * CH / THREADS; ++j) {
+        const int i = static_cast<int>(threadIdx.x) + j * THREADS, row = i / CH, ch = i % CH;
+        wg::cp_async16_zfill(s + row * STRIDE + ch * 4, tile + 4 * i, 16);
+      }
+      return;
+    }
     for (int i = threadIdx.x; i < kBwdT * CH; i += blockDim.x) {
       const int row = i / CH, ch = i % CH;
       const int64_t m = mem_row(base + row, end, perm);
@@ -176,10 +190,12 @@ struct WgBwdCtx {
 };
 
 // One step of the walk back: matrix m, with dZ_{m+1} in registers (dzf) and
-// in the tile buffer at byte offset `cur` (width rows(m)).
-template <class C, int m>
+// in the tile buffer at byte offset `cur` (width rows(m)).  The first step
+// (m = NH) calls after_dw() once its dW is issued: work with no tensor-core
+// part (the next tile's staging) fills the wait for the products there.
+template <class C, int m, class Hook>
 __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint32_t (&dzf)[C::rows(m) / 16][4],
-                                            int cur, int next, const WgBwdCtx& k) {
+                                            int cur, int next, const WgBwdCtx& k, const Hook& after_dw) {
   using B = WgBwd<C>;
   constexpr int M = C::rows(m), N = C::cols(m), HN = B::half(m), BW = B::nprod(m);
   const unsigned char* act = k.smem + B::act_off(m);
@@ -220,6 +236,7 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
     else wg::WgmmaSS<HN>::acc(t, ad, bd);
   }
   wg::wg_commit();
+  if constexpr (m == C::NH) after_dw();
   wg::wg_wait1();  // dA is done; dW may still run
   wg::fence_operands<N / 8>(da);
   wg::fence_operands<M / 16>(dzf);
@@ -240,7 +257,7 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
   for (int j = 0; j < HN / 8; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dw[B::dwoff(m) + j][e] = fmaf(t[j][e], k.inv_s, dw[B::dwoff(m) + j][e]);
-  if constexpr (m > 0) wg_bwd_step<C, m - 1>(dw, nf, next, cur, k);
+  if constexpr (m > 0) wg_bwd_step<C, m - 1>(dw, nf, next, cur, k, after_dw);
 }
 
 // This thread's share of dW (matrices m .. NH) into the block's partial
@@ -341,13 +358,16 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
       dys.template grad<C::OUT>(gy, yo, rlo[0], rhi[0], lane);
     }
     const float inv_s = scale_tile_dy<C::OUT>(gy, red, warp, lane);  // a barrier: every thread has read xs, ys
-    if constexpr (STAGED) {
-      if (base + stride < end) {
-        SX::issue(xs, in.x, base + stride, end, perm);
-        SY::issue(ys, dys.dy, base + stride, end, perm);
+    // The next tile's rows into xs, ys, issued inside the walk's first step (after_dw).
+    const auto stage_next = [&] {
+      if constexpr (STAGED) {
+        if (base + stride < end) {
+          SX::issue(xs, in.x, base + stride, end, perm);
+          SY::issue(ys, dys.dy, base + stride, end, perm);
+        }
+        asm volatile("cp.async.commit_group;\n" ::: "memory");
       }
-      asm volatile("cp.async.commit_group;\n" ::: "memory");
-    }
+    };
     uint32_t dzf[C::OUT / 16][4];
     to_frags<C::OUT>(dzf, gy);
     store_core<C::OUT>(smem + B::DZ0, dzf, lr, lane);
@@ -355,7 +375,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 
     const WgBwdCtx k{smem, wg::smem_field(smem), inv_s, slope, __shfl_sync(0xffffffffu, warp >> 2, 0), lane, lr,
                      rlo[0], rhi[0], dx};
-    wg_bwd_step<C, C::NH>(dw, dzf, B::DZ0, B::DZ1, k);
+    wg_bwd_step<C, C::NH>(dw, dzf, B::DZ0, B::DZ1, k, stage_next);
   }
 
   store_dw_wg<C, 0>(dw, dw_partial + (static_cast<int64_t>(g) * gridDim.x + blockIdx.x) * C::NW, warp >> 2,
