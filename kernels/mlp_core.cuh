@@ -283,8 +283,8 @@ __device__ __forceinline__ void lrelu_frags(uint32_t (&a)[N / 16][4], const floa
 // function the kernels compute.  Both parts of the factor are chosen with one
 // LOP3 each on the compare mask (1 and 0, or hi and lo) and applied as
 // dA f_hi + f16(dA f_lo), where the float32 form took four instructions a value.
-// lrelu_grad_frags_z takes the activations as fragments z (same layout as a,
-// as ldmatrix gives them); lrelu_grad_frags_at reads them through at.
+// lrelu_grad_frags_z takes the activations as fragments (zf, a's layout, as
+// ldmatrix gives them); lrelu_grad_frags_at reads them through at.
 template <int N>
 __device__ __forceinline__ void lrelu_grad_frags_z(uint32_t (&a)[N / 16][4], const uint32_t (&zf)[N / 16][4],
                                                    float slope) {
@@ -313,7 +313,8 @@ __device__ __forceinline__ void lrelu_grad_frags_at(uint32_t (&a)[N / 16][4], co
 #pragma unroll
   for (int kb = 0; kb < N / 16; ++kb)
 #pragma unroll
-    for (int r = 0; r < 4; ++r) z[kb][r] = *reinterpret_cast<const uint32_t*>(at(lr + 8 * (r & 1), 16 * kb + 8 * (r >> 1) + c));
+    for (int r = 0; r < 4; ++r)
+      z[kb][r] = *reinterpret_cast<const uint32_t*>(at(lr + 8 * (r & 1), 16 * kb + 8 * (r >> 1) + c));
   lrelu_grad_frags_z<N>(a, z, slope);
 }
 

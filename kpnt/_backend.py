@@ -153,12 +153,21 @@ def build_name(flags: dict[str, Any]) -> str:
 
 
 def _sources_digest(src_dir: Path) -> str:
+    """SHA-256 (12 hex digits) of the CUDA sources in ``src_dir``: what a build
+    is made of, whatever the git state of the tree they came from."""
     h = hashlib.sha256()
     for path in sorted(src_dir.glob("*")):
         if path.suffix in (".cu", ".cuh", ".cpp", ".h", ".def"):
             h.update(path.name.encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:12]
+
+
+def sources_digest() -> str:
+    """:func:`_sources_digest` of :func:`kernels_dir`: names the kernels a
+    benchmark ran (a copy of the tree on another machine can carry a stale
+    ``.git``, so its commit alone may not)."""
+    return _sources_digest(kernels_dir())
 
 
 def is_built() -> bool:

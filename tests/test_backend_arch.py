@@ -33,3 +33,16 @@ def test_build_flags_carry_the_mapped_list(monkeypatch):
     assert _backend.build_flags("8.0")["arch"] == "8.0"
     monkeypatch.setattr(torch.version, "cuda", "11.8")
     assert _backend.build_flags("9.0")["arch"] == "9.0"
+
+
+def test_sources_digest_names_the_kernels_not_the_tree(tmp_path, monkeypatch):
+    """The benchmark's header names its kernels by this digest: it follows the
+    sources in $KPNT_KERNELS_DIR and ignores files that are not sources."""
+    for name in ("mlp.cu", "wgmma.cuh"):
+        (tmp_path / name).write_text(f"// {name}\n")
+    monkeypatch.setenv("KPNT_KERNELS_DIR", str(tmp_path))
+    first = _backend.sources_digest()
+    (tmp_path / "notes.txt").write_text("not a source")
+    assert _backend.sources_digest() == first
+    (tmp_path / "wgmma.cuh").write_text("// wgmma.cuh, changed\n")
+    assert _backend.sources_digest() != first

@@ -222,10 +222,14 @@ def main(argv=None) -> int:
     props = torch.cuda.get_device_properties(0)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                          text=True).stdout.strip():
+            commit += " with uncommitted changes"
     except OSError:
         commit = "?"
     print(f"device {props.name} ({props.multi_processor_count} SMs), torch {torch.__version__}, "
-          f"CUDA {torch.version.cuda}, python {platform.python_version()}, commit {commit}", flush=True)
+          f"CUDA {torch.version.cuda}, python {platform.python_version()}, commit {commit}, "
+          f"kernel sources {_backend.sources_digest()}", flush=True)
 
     t0 = time.perf_counter()
     ext = _backend.load()
