@@ -206,6 +206,11 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
   float t[HN / 8][4];
   float da[N / 8][4];  // dA_m = dZ_{m+1} W_m (m = 0: dL/dx, if asked)
   const bool want_da = m > 0 || k.dx != nullptr;
+  // A_m's fragments (dZ_m's leaky-ReLU factors) first, so that the loads land
+  // while dA is issued, before the proxy fence below: this warp's own rows,
+  // stored by the recomputed forward, behind a barrier since.
+  uint32_t zf[N / 16][4];
+  if constexpr (m > 0) wg::ldmatrix_core<N>(zf, act, k.lr - (k.lane >> 2), k.lane);
   // Two commit groups: dA first (the walk needs it next), then dW, which runs
   // on while this thread turns dA into dZ_m and stores it.  dA's operands are
   // this thread's registers and the weights, so it is issued before the
@@ -220,13 +225,13 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
     }
   }
   wg::wg_commit();
-  // A_m's fragments (dZ_m's leaky-ReLU factors), loaded while dA runs: this
-  // warp's own rows, stored by the recomputed forward, behind a barrier since.
-  uint32_t zf[N / 16][4];
-  if constexpr (m > 0) wg::ldmatrix_core<N>(zf, act, k.lr - (k.lane >> 2), k.lane);
-  // Both groups have stored dZ_{m+1} (fenced for the tensor cores' reads),
-  // whose rows dW_m below reads, and waited on their dW_{m+1}, the last reads
-  // of the buffer dZ_m goes to.  For m = NH: dZ_{NH+1} and A_0 .. A_NH.
+  // Both groups have stored dZ_{m+1}, whose rows dW_m below reads, and waited
+  // on their dW_{m+1}, the last reads of the buffer dZ_m goes to.  For m = NH:
+  // dZ_{NH+1} and A_0 .. A_NH.  The proxy fence (those stores, seen by the
+  // tensor cores' reads) comes only here, so that the stores' latency passes
+  // under the previous step's dW wait and this step's dA issue; right after
+  // the stores it had stalled each step (ncu, session 30).
+  wg::fence_async_smem();
   __syncthreads();
 #pragma unroll
   for (int ks = 0; ks < kBwdT / 16; ++ks) {  // 16 pixels (two core rows) a step
@@ -246,8 +251,7 @@ __device__ __forceinline__ void wg_bwd_step(float (&dw)[WgBwd<C>::NDW][4], uint3
   if constexpr (m > 0) {
     to_frags<N>(nf, da);
     lrelu_grad_frags_z<N>(nf, zf, k.slope);
-    store_core<N>(k.smem + next, nf, k.lr, k.lane);
-    wg::fence_async_smem();  // dZ_m's stores, seen by the next step's tensor-core reads
+    store_core<N>(k.smem + next, nf, k.lr, k.lane);  // fenced at the next step's barrier
   } else if (k.dx != nullptr) {
     store_dx<C::IN>(k.dx, da, k.rlo, k.rhi, k.inv_s, c);
   }
@@ -371,7 +375,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     uint32_t dzf[C::OUT / 16][4];
     to_frags<C::OUT>(dzf, gy);
     store_core<C::OUT>(smem + B::DZ0, dzf, lr, lane);
-    wg::fence_async_smem();  // the walk's first barrier makes these stores and A_0 .. A_NH visible to its dW
+    // These stores and A_0 .. A_NH: fenced and made visible at the walk's first barrier.
 
     const WgBwdCtx k{smem, wg::smem_field(smem), inv_s, slope, __shfl_sync(0xffffffffu, warp >> 2, 0), lane, lr,
                      rlo[0], rhi[0], dx};
