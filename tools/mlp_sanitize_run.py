@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""A short run of every fused MLP kernel path, for compute-sanitizer:
+
+    compute-sanitizer --tool memcheck python tools/mlp_sanitize_run.py
+    compute-sanitizer --tool racecheck python tools/mlp_sanitize_run.py --widths 64
+
+Forward and backward (dL/dx and every dL/dW) of the plain op at sizes from
+one row to several tiles a block (so that blocks stage a second tile, and the
+last tile is partial), and of the grouped op (permuted rows), for the colour
+and front shapes at hidden widths 64 and 128.  Prints "done" at the end; the
+sanitizer's summary says whether any access was wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kbench_common import SLOPE, make_weights, make_x  # noqa: E402
+
+SIZES = (1, 129, 300, 5_003, 20_000)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--widths", type=int, nargs="+", default=[64, 128], choices=(64, 128))
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        print("mlp_sanitize_run.py: needs a CUDA GPU", file=sys.stderr)
+        return 1
+    from kpnt.ops import _cuda
+
+    for hidden in args.widths:
+        for n_out, n_hidden in ((16, 6), (80 if hidden == 128 else 32, 4)):
+            dims = [32, hidden, n_out, n_hidden]
+            for P in SIZES:
+                ws = make_weights(dims, seed=P)
+                x = make_x(P, dims[0], seed=P + 1).requires_grad_()
+                torch.autograd.grad(_cuda.fused_mlp(x, ws, SLOPE), [x, *ws], torch.randn(P, n_out, device="cuda"))
+            wg = make_weights(dims, groups=4, seed=3)
+            cls = torch.randint(0, 3, (9_001,), device="cuda")
+            torch.autograd.grad(_cuda.fused_mlp_grouped(make_x(9_001, dims[0]), cls, wg, SLOPE), wg,
+                                torch.randn(9_001, n_out, device="cuda"))
+            print(f"{dims}: ok", flush=True)
+    torch.cuda.synchronize()
+    print("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
