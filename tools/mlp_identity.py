@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Whether two builds of the fused MLP kernels compute the same bits: the
-plain and grouped op's output y, dL/dx and every dL/dW (widths 64 and 128,
-100 003 rows, fixed seeds), saved by one build and compared with another's.
+"""Whether two builds of the fused kernels compute the same bits: the plain
+and grouped MLP op's output y, dL/dx and every dL/dW (widths 64 and 128,
+100 003 rows, fixed seeds), and with ``--models`` the output and every
+parameter's gradient of one training step of the shipped and the wide
+architecture (both sensors, 1 x 256 x 256, cuDNN deterministic), saved by
+one build and compared with another's.
 
     python tools/mlp_identity.py save /tmp/new.pt
     KPNT_KERNELS_DIR=old/kernels KPNT_CACHE_DIR=/tmp/kc_old python tools/mlp_identity.py save /tmp/old.pt
@@ -49,6 +52,29 @@ def compute() -> dict[str, list[torch.Tensor]]:
     return {k: [t.cpu() for t in v] for k, v in out.items()}
 
 
+def compute_models() -> dict[str, list[torch.Tensor]]:
+    """Output and parameter gradients (named order) of one fused training step
+    of each (architecture, sensor): the colour and front levels' kernels, the
+    guide and the rest of the model as training runs them."""
+    from kbench_checks import step_batch, step_cfas
+    from kbench_timing import step_model
+    from kbench_common import smape_loss
+    from kpnt.mosaic.kinds import MOSAIC_KINDS
+
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    out = {}
+    for arch in ("shipped", "wide"):
+        for sensor in MOSAIC_KINDS:
+            torch.manual_seed(0)
+            m = step_model(arch, sensor, "cuda")
+            b = step_batch(sensor, step_cfas(sensor)[0], 1, 256, 256, seed=3)
+            y = m(b.x, b.cfa, b.noise)
+            smape_loss(y, b.target).backward()
+            named = sorted((n, p.grad) for n, p in m.named_parameters() if p.grad is not None)
+            out[f"{arch} {sensor} step"] = [y.detach(), *(g for _, g in named)]
+    return {k: [t.cpu() for t in v] for k, v in out.items()}
+
+
 def bitwise_equal(u: torch.Tensor, v: torch.Tensor) -> bool:
     """Same shape, dtype and bits (torch.equal compares values: it calls -0.0
     and 0.0 equal and a NaN unequal to itself)."""
@@ -78,6 +104,7 @@ def main() -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("save", help="compute with this process's kernels and save")
     s.add_argument("out", type=Path)
+    s.add_argument("--models", action="store_true", help="also one training step of the shipped and wide models")
     c = sub.add_parser("compare", help="compare two saved files")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
@@ -86,7 +113,7 @@ def main() -> int:
         if not torch.cuda.is_available():
             print("mlp_identity.py save: needs a CUDA GPU", file=sys.stderr)
             return 1
-        torch.save(compute(), args.out)
+        torch.save({**compute(), **(compute_models() if args.models else {})}, args.out)
         print(f"saved to {args.out}")
         return 0
     same = compare(torch.load(args.a), torch.load(args.b))
