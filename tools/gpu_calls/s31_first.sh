@@ -9,10 +9,12 @@
 #   identity  tools/mlp_identity.py --models: the op's y, dx and dW, and one training step's output and gradients of
 #             the shipped and wide models, on these kernels and on dd1dbcc's, bit for bit (point 4 carries over?)
 #   memcheck  compute-sanitizer memcheck of tools/mlp_sanitize_run.py (widths 64 and 128, plain and grouped)
+#   steps     tools/step_breakdown.py: what the shipped (and bf16-guide, wide) training step's GPU time is made of,
+#             for point 2's decision
 #   writebw   the device's write-only and read-only bandwidth (fill_ and sum over 8 GB): the ceiling the width-128
 #             backward's two writing kernels (2.4 TB/s) are measured against; never run (session 30 dropped it)
-# At most 8 files under $OUT.  PARTS (default "tests bench identity memcheck writebw") to run fewer.
-PARTS=${PARTS:-tests bench identity memcheck writebw}
+# At most 8 files under $OUT.  PARTS (default "tests bench identity memcheck steps writebw") to run fewer.
+PARTS=${PARTS:-tests bench identity memcheck steps writebw}
 source "$(dirname "$0")/preamble.sh"
 for part in $PARTS; do
     echo "=== $part"
@@ -34,6 +36,9 @@ for part in $PARTS; do
     memcheck)
         timeout 200 compute-sanitizer --tool memcheck python tools/mlp_sanitize_run.py > $OUT/memcheck.txt 2>&1
         grep -E "ERROR SUMMARY|done" $OUT/memcheck.txt | tail -3 ;;
+    steps)
+        timeout 120 python tools/step_breakdown.py --archs shipped shipped-bf16 wide > $OUT/steps.txt 2>&1
+        grep -E "^== |^\| [a-zA-Z]" $OUT/steps.txt | head -40 ;;
     writebw)
         timeout 60 python - > $OUT/writebw.txt 2>&1 <<'PY'
 import torch

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""What a fused training step's GPU time is made of (issue 14, point 2: the
+shipped architecture's graphed step against the reference): the kernels of
+one eager fused step (forward, SMAPE, backward, Adam: the kernels the CUDA
+graph replays), grouped into kpnt's kernels by kind, cuDNN's convolutions
+(the guide), the optimizer and the rest, with each group's share.
+
+    python tools/step_breakdown.py                          # shipped, both sensors, 4 x 512 x 512
+    python tools/step_breakdown.py --archs shipped shipped-bf16 wide --top 12
+
+Architectures are tools/kbench_timing.py's STEP_ARCHS; batches are the
+bench's (kbench_checks.step_batch).  Needs a CUDA GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Kernel-name patterns, first match wins: (group, substrings of the demangled name).  The colour and front
+# levels run their MLPs inside kpnt's MLP kernels (other input and output policies): those count as MLP time.
+GROUPS = (
+    ("kpnt MLP backward", ("mlp_bwd", "mlp_dw")),
+    ("kpnt MLP forward", ("mlp_fwd",)),
+    ("kpnt front level (taps, adjoint)", ("front_",)),
+    ("kpnt colour level", ("colour_",)),
+    ("kpnt guide", ("guide_", "up_block", "pyramid")),
+    ("kpnt other", ("kpnt::",)),
+    ("cuDNN / cuBLAS convolutions and GEMMs", ("conv", "cudnn", "xmma", "implicit_gemm", "cutlass", "gemm", "wgrad",
+                                              "dgrad", "fprop", "nchwToNhwc", "nhwcToNchw")),
+    ("optimizer (Adam)", ("adam", "multi_tensor", "foreach")),
+)
+OTHER = "other (elementwise, reductions, copies)"
+
+
+def group_of(name: str) -> str:
+    """The GROUPS entry a kernel name falls in (case-insensitive), else OTHER."""
+    low = name.lower()
+    for group, keys in GROUPS:
+        if any(k.lower() in low for k in keys):
+            return group
+    return OTHER
+
+
+def grouped(kernels: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """(group, ms, launches) summed over kernels (name, ms, launches), most time first."""
+    acc: dict[str, list[float]] = {}
+    for name, ms, n in kernels:
+        a = acc.setdefault(group_of(name), [0.0, 0.0])
+        a[0] += ms
+        a[1] += n
+    return sorted(((g, ms, n) for g, (ms, n) in acc.items()), key=lambda r: -r[1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--archs", nargs="+", default=["shipped"])
+    p.add_argument("--sensors", nargs="+", default=None, help="default: both mosaic kinds")
+    p.add_argument("--size", type=int, nargs=3, default=[4, 512, 512], metavar=("N", "H", "W"))
+    p.add_argument("--top", type=int, default=8, help="also list this many single kernels")
+    args = p.parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        print("step_breakdown.py: needs a CUDA GPU", file=sys.stderr)
+        return 1
+    from kbench_checks import step_batch, step_cfas
+    from kbench_common import gpu_kernels
+    from kbench_timing import STEP_ARCHS, step_model, train_step_fn
+    from kpnt.mosaic.kinds import MOSAIC_KINDS
+
+    N, H, W = args.size
+    for arch in args.archs:
+        if arch not in STEP_ARCHS:
+            print(f"step_breakdown.py: unknown architecture {arch!r} (one of {', '.join(STEP_ARCHS)})", file=sys.stderr)
+            return 2
+        for sensor in args.sensors or MOSAIC_KINDS:
+            m = step_model(arch, sensor, "cuda")
+            b = step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3)
+            step = train_step_fn(m, b.x, b.cfa, b.noise, b.target)
+            for _ in range(3):
+                step()
+            kernels = gpu_kernels(step)
+            total = sum(ms for _, ms, _ in kernels)
+            print(f"\n== {arch} {sensor} {N}x{H}x{W}: GPU kernel time {total:.2f} ms a step, "
+                  f"{sum(n for _, _, n in kernels):.0f} launches")
+            print("| group | ms | launches | share |\n| --- | ---: | ---: | ---: |")
+            for g, ms, n in grouped(kernels):
+                print(f"| {g} | {ms:.2f} | {n:.0f} | {100 * ms / total:.1f} % |")
+            for name, ms, n in kernels[:args.top]:
+                print(f"  {ms:7.3f} ms x {n:4.0f}  {name[:110]}")
+            del m, step
+            torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
