@@ -2,10 +2,12 @@
 // (kernels/guide_block_wgmma.cuh) and kpnt's probes (tools/wgmma_probe,
 // tools/projblock_probe) and the MLP forward and backward (kernels/mlp_wgmma.cuh,
 // mlp_bwd_wgmma.cuh): the no-swizzle core-matrix layout in shared memory, its
-// descriptors (K-major, and MN-major for the backward's transposed reads), the
-// fences, the m64nNk16 f16 -> f32 instructions with A from registers (the
-// mma.sync fragment layout, per warp of the group; B K-major or N-major) or
-// both operands from shared memory, and a 16-byte cp.async.  Checked on an
+// descriptors (K-major, and MN-major for the backward's transposed reads; from
+// a pointer, or as a base plus a byte offset), fragments to and from core
+// matrices (stmatrix / ldmatrix), the fences, the m64nNk16 f16 -> f32
+// instructions with A from registers (the mma.sync fragment layout, per warp
+// of the group; B K-major or N-major) or both operands from shared memory, and
+// a 16-byte cp.async.  Checked on an
 // H100 in session 23 (wgmma_probe's layout check: the K-major descriptor
 // offsets as PTX reads them) and session 28 (the MN-major ones).  sm_90a only: call them only from code compiled under
 // __CUDA_ARCH_FEAT_SM90_ALL (ptxas rejects wgmma for any other target).
