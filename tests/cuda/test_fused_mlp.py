@@ -55,6 +55,16 @@ def ref_mlp_f16(x, ws):
     return mlp_f16_rounded(x, ws, SLOPE)
 
 
+def reference_grads(x, ws, gy):
+    """float64 gradients (dL/dx, dL/dW...) of the exact MLP and of the
+    f16-rounding one, for dL/dy = gy: what the fused backwards are held to."""
+    x64 = x.detach().double().requires_grad_()
+    ws64 = [w.detach().double().requires_grad_() for w in ws]
+    exact = torch.autograd.grad(ref_mlp(x64, ws64), [x64, *ws64], gy.double())
+    ref16 = torch.autograd.grad(ref_mlp_f16(x64, ws64), [x64, *ws64], gy.double())
+    return exact, ref16
+
+
 def poison():
     t = torch.empty(1 << 27, device="cuda")
     t.fill_(float("nan"))

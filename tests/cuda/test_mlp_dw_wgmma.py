@@ -12,7 +12,7 @@ from kpnt.ops._cuda import mlp as mlp_op
 from kpnt.testing import TOLERANCES, fused_shapes, grad_vs_exact_bound
 from kpnt.testing import rel_error as rel
 
-from test_fused_mlp import CONFIGS, SLOPE, features, poison, ref_mlp, ref_mlp_f16, weights
+from test_fused_mlp import CONFIGS, SLOPE, features, poison, ref_mlp_f16, reference_grads, weights
 from test_mlp_bwd_wgmma import (assert_same_up_to_order, check_grouped_per_class, colour_grads_on_off,
                                 front_grads_on_off, gradients)
 from test_mlp_wgmma import launched_kernels, needs_wgmma  # noqa: F401 (a fixture)
@@ -39,10 +39,7 @@ def test_wgmma_dw_matches_references_and_mma(dims, P, monkeypatch):
     ws = weights(dims, seed=P)
     x = features(P, dims[0], seed=P + 1).requires_grad_()
     gy = torch.randn(P, dims[2], device="cuda")
-    x64 = x.detach().double().requires_grad_()
-    ws64 = [w.detach().double().requires_grad_() for w in ws]
-    exact = torch.autograd.grad(ref_mlp(x64, ws64), [x64, *ws64], gy.double())
-    ref16 = torch.autograd.grad(ref_mlp_f16(x64, ws64), [x64, *ws64], gy.double())
+    exact, ref16 = reference_grads(x, ws, gy)
     fast = gradients(x, ws, gy, monkeypatch, True)
     mma = gradients(x, ws, gy, monkeypatch, False)
     for i, (a, m, b, c) in enumerate(zip(fast, mma, ref16, exact)):
