@@ -595,6 +595,82 @@ py::object guide_finish(const torch::Tensor& U, const torch::Tensor& r, const to
   });
 }
 
+// ---- guide training's elementwise passes (kernels/guide_train.cu)
+
+#define KPNT_REQUIRE_GT(cond, ...)                                          \
+  do {                                                                      \
+    if (!(cond)) throw ValueError("guide train: " + cat(__VA_ARGS__));      \
+  } while (0)
+
+// Checks `t` is a CUDA (N, C, h, w) channels-last float32 / bfloat16 tensor like `like` (16-byte aligned).
+void check_guide_activation(const torch::Tensor& t, const char* name, const torch::Tensor& like) {
+  KPNT_REQUIRE_GT(t.is_cuda() && t.device() == like.device(), name, " must be on ", like.device(), ", got ", t.device());
+  KPNT_REQUIRE_GT(t.scalar_type() == like.scalar_type() && t.sizes() == like.sizes(), name, " must be ",
+                  like.scalar_type(), " ", shape(like), ", got ", t.scalar_type(), " ", shape(t));
+  KPNT_REQUIRE_GT(t.is_contiguous(at::MemoryFormat::ChannelsLast), name, " must be channels-last contiguous");
+  KPNT_REQUIRE_GT(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, name, " must be 16-byte aligned");
+}
+
+kpnt::GuideEltArgs guide_elt_args(const torch::Tensor& in, const std::optional<torch::Tensor>& z) {
+  KPNT_REQUIRE_GT(in.is_cuda(), "tensors must be on a CUDA device, got ", in.device());
+  KPNT_REQUIRE_GT(in.scalar_type() == at::kFloat || in.scalar_type() == at::kBFloat16,
+                  "activations must be float32 or bfloat16, got ", in.scalar_type());
+  KPNT_REQUIRE_GT(in.dim() == 4, "activations must be (N, C, h, w), got ", shape(in));
+  KPNT_REQUIRE_GT(in.size(1) % 8 == 0 && in.size(1) >= 8 && in.size(1) <= 2048,
+                  "channels must be a multiple of 8 in 8..2048, got ", in.size(1));
+  check_guide_activation(in, "the input", in);
+  if (z) check_guide_activation(*z, "the second operand", in);
+  kpnt::GuideEltArgs a;
+  a.bf16 = in.scalar_type() == at::kBFloat16;
+  a.in = in.data_ptr();
+  a.z = z ? z->data_ptr() : nullptr;
+  a.C = static_cast<int>(in.size(1));
+  a.M = in.numel() / a.C;
+  const int groups = a.C / 8, rows = std::max(1, 256 / groups);
+  int sms = 0;
+  KPNT_REQUIRE_GT(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, in.device().index()) == cudaSuccess,
+                  "cannot read the multiprocessor count of ", in.device());
+  // Four blocks an SM keep the memory system busy; more only add partial rows to sum.
+  a.blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((a.M + rows - 1) / rows, 4 * int64_t(sms))));
+  a.stream = c10::cuda::getCurrentCUDAStream(in.device().index()).stream();
+  return a;
+}
+
+// relu(a + bias (+ z)) written into `a` (the forward epilogue of a guide convolution); None, or an error tuple.
+py::object guide_bias_relu_(const torch::Tensor& a, const torch::Tensor& bias, const std::optional<torch::Tensor>& z) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(a.device());
+    kpnt::GuideEltArgs args = guide_elt_args(a, z);
+    KPNT_REQUIRE_GT(bias.is_cuda() && bias.device() == a.device() && bias.scalar_type() == at::kFloat &&
+                        bias.dim() == 1 && bias.size(0) == a.size(1) && bias.is_contiguous(),
+                    "bias must be contiguous float32 (", a.size(1), ",) on ", a.device(), ", got ",
+                    bias.scalar_type(), " ", shape(bias), " on ", bias.device());
+    args.op = kpnt::GuideEltOp::kBiasRelu;
+    args.bias = bias.data_ptr<float>();
+    args.out = a.data_ptr();
+    check_launch(kpnt::guide_elementwise(args));
+    return py::none();
+  });
+}
+
+// ((g (+ p)) * (y > 0), its channel sums float32 (C,)): ReLU's backward with the residual stream's gradient added
+// and the bias's gradient; or an error tuple.
+py::object guide_relu_grad_sum(const torch::Tensor& g, const std::optional<torch::Tensor>& p, const torch::Tensor& y) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(g.device());
+    kpnt::GuideEltArgs args = guide_elt_args(g, p);
+    check_guide_activation(y, "the ReLU's output", g);
+    torch::Tensor out = torch::empty_like(g, at::MemoryFormat::ChannelsLast);
+    torch::Tensor partial = torch::empty({args.blocks, args.C}, g.options().dtype(at::kFloat));
+    args.op = kpnt::GuideEltOp::kReluGradSum;
+    args.y = y.data_ptr();
+    args.out = out.data_ptr();
+    args.partial = partial.data_ptr<float>();
+    check_launch(kpnt::guide_elementwise(args));
+    return py::make_tuple(out, partial.sum(0));
+  });
+}
+
 // ---- guide start (kernels/guide_start.cu)
 
 #define KPNT_REQUIRE_GS(cond, ...)                                          \
@@ -949,6 +1025,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("guide_finish", &guide_finish, "the guide's U + crop(pixel_shuffle(float(r) * s, Q)) in one pass "
         "(kpnt.ref.guide.finish, inference)", py::arg("U"), py::arg("r"), py::arg("s"), py::arg("Q"), py::arg("top"),
         py::arg("left"));
+  m.def("guide_bias_relu_", &guide_bias_relu_, "a = relu(a + bias (+ z)) in place, channels-last float32 or bfloat16 "
+        "(the guide's forward epilogue while training)", py::arg("a"), py::arg("bias"), py::arg("z") = py::none());
+  m.def("guide_relu_grad_sum", &guide_relu_grad_sum, "((g (+ p)) * (y > 0), its channel sums): the guide's ReLU "
+        "backward and bias gradient while training", py::arg("g"), py::arg("p"), py::arg("y"));
   m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
         "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");

@@ -370,6 +370,31 @@ struct PyramidArgs {
   cudaStream_t stream = nullptr;
 };
 
+// ---------------------------------------------------------------- guide training (kernels/guide_train.cu)
+
+// The guide network's elementwise passes while it trains (kpnt.ops._cuda.guide_train), on row-major (M, C)
+// float32 or bfloat16 matrices (channels-last activations), C a multiple of 8, every pointer 16-byte aligned:
+//   kBiasRelu:    out = relu(in + bias[c] (+ z));  out may be in (in place);
+//   kReluGradSum: out = (in (+ z)) * (y > 0), and partial[b, c] = the sum of out's column c over block b's rows
+//                 (`blocks` blocks, chosen by the caller; it adds the rows of `partial`).
+// A block is 256 threads or fewer: C / 8 threads a row, max(1, 256 / (C / 8)) rows a pass.
+enum class GuideEltOp { kBiasRelu, kReluGradSum };
+struct GuideEltArgs {
+  GuideEltOp op = GuideEltOp::kBiasRelu;
+  bool bf16 = false;
+  const void* in = nullptr;
+  const void* z = nullptr;   // optional second operand (nullptr: none)
+  const void* y = nullptr;   // kReluGradSum: the ReLU's output
+  const float* bias = nullptr;  // kBiasRelu: (C,) float32
+  void* out = nullptr;
+  float* partial = nullptr;  // kReluGradSum: (blocks, C) float32
+  int64_t M = 0;
+  int C = 0, blocks = 1;
+  cudaStream_t stream = nullptr;
+};
+
+const char* guide_elementwise(const GuideEltArgs& a);
+
 const char* pyramid_down(const PyramidArgs& a);
 const char* pyramid_up(const PyramidArgs& a);
 

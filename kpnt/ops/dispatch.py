@@ -36,6 +36,7 @@ from kpnt.ref import colour_base as _colour_base
 from kpnt.ref import colour_level as _colour_level
 from kpnt.ref import front_level as _front_level
 from kpnt.ref import guide as _guide
+from kpnt.ref import guide_backward as _guide_backward
 from kpnt.ref import mlp as _mlp
 from kpnt.ref import noise as _noise
 from kpnt.ref import pad as _pad
@@ -59,6 +60,7 @@ OPS: dict[str, Callable] = {
     "guide_proj_block": _guide.proj_block,
     "guide_start": _guide.start,
     "guide_finish": _guide.finish,
+    "guide_network": _guide_backward.guide_network,
 }
 
 BACKENDS = ("auto", "torch", "cuda")

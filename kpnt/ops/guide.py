@@ -15,6 +15,10 @@ inference on the ``'cuda'`` backend, the network's input is built in one
 kernel (:mod:`kpnt.ops._cuda.guide_start`), and its float16 output scaled,
 unpacked, cropped and added to ``U`` in another
 (:mod:`kpnt.ops._cuda.guide_finish`), both bitwise the reference's.
+Behind :data:`FUSED_TRAIN`, while a projection guide trains on a GPU on the
+``'cuda'`` backend, its network is one autograd node with its backward
+written out (:mod:`kpnt.ref.guide_backward`) and its elementwise passes on
+kernels (:mod:`kpnt.ops._cuda.guide_train`).
 """
 from __future__ import annotations
 
@@ -48,7 +52,14 @@ FUSED_FINISH = True
 #: call: Bayer 33.1 ms with it alone against 34.8 (X-Trans 23.3 against 24.0).
 FUSED_START = True
 
+#: Whether a projection guide training on a GPU on the 'cuda' backend runs
+#: its network as :class:`kpnt.ref.guide_backward.GuideNetwork` with the
+#: fused elementwise passes (:mod:`kpnt.ops._cuda.guide_train`); off, autograd
+#: runs :func:`kpnt.ref.guide._network` as on the reference.
+FUSED_TRAIN = True
+
 _width_logged: set[int] = set()
+_train_logged: set[str] = set()
 _device_logged: set[str] = set()
 
 
@@ -106,16 +117,45 @@ def _fused_finish(x: torch.Tensor, backend: str):
     return _fused_end("guide_finish", FUSED_FINISH, x, backend)
 
 
+def _fused_network(x: torch.Tensor, weights, proj: bool, train_dtype: torch.dtype | None, backend: str):
+    """The fused training network op for this call (:data:`FUSED_TRAIN`), or
+    None (autograd's): for a projection guide training on a GPU on the
+    'cuda' backend, in a dtype and width its kernels take, while no activity
+    probe (:func:`kpnt.ref.guide.record_activity`) needs autograd's layers."""
+    from kpnt.ref import guide as ref_guide
+
+    if not (FUSED_TRAIN and proj and x.is_cuda and torch.is_grad_enabled()):
+        return None
+    if ref_guide._ACTIVITY is not None or ref_guide._PREACTIVATION is not None:
+        return None
+    impl = implementation("guide_network", backend, x.device)
+    if impl is OPS["guide_network"]:
+        return None
+    from kpnt.ops._cuda.guide_train import supported
+
+    dtype = train_dtype or torch.float32
+    if not supported(x, weights, dtype):
+        key = f"{dtype} {tuple(weights[0].shape)}"
+        if key not in _train_logged:
+            _train_logged.add(key)
+            log.info("guide: training runs on autograd's layers for %s, width %d (the fused passes take float32 "
+                     "and bfloat16, widths a multiple of 8)", dtype, int(weights[0].shape[0]))
+        return None
+    return impl
+
+
 def guide(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa, weights, skip: bool = False,
           pack: int = 1, train_dtype: torch.dtype | None = None, proj: bool = False,
           backend: str = "auto") -> torch.Tensor:
     """``U + R``: the smooth estimate corrected by the guide (shapes and
     ``train_dtype``, ``proj`` as :func:`kpnt.ref.guide.guide_residual`;
-    ``backend`` as the other ops: it only decides whether GPU inference of a
-    width-64 projection guide runs its blocks on the fused kernel)."""
+    ``backend`` as the other ops: it decides whether GPU inference of a
+    width-64 projection guide runs its blocks on the fused kernel, its ends
+    on theirs, and whether its training runs on the fused passes)."""
     if x.dim() != 4 or x.shape[1] != 1 or U.shape[1] != 3 or U.shape[-2:] != x.shape[-2:]:
         raise ValueError(f"guide: x (N, 1, H, W) and U (N, 3, H, W) of one size, got {tuple(x.shape)} and {tuple(U.shape)}")
     block = _fused_block(x, weights, proj, backend)
     finish, start = _fused_finish(x, backend), _fused_start(x, backend)
-    R = guide_residual(x, U, noise, cfa, weights, skip, pack, train_dtype, proj, block, finish, start)
+    network = _fused_network(x, weights, proj, train_dtype, backend)
+    R = guide_residual(x, U, noise, cfa, weights, skip, pack, train_dtype, proj, block, finish, start, network)
     return R if finish is not None else U + R       # the fused finish returns U + R

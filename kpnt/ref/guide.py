@@ -438,7 +438,8 @@ def start(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, pack:
 
 def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, weights,
                    skip: bool = False, pack: int = 1, train_dtype: torch.dtype | None = None,
-                   proj: bool = False, block=None, fused_finish=None, fused_start=None) -> torch.Tensor:
+                   proj: bool = False, block=None, fused_finish=None, fused_start=None,
+                   network=None) -> torch.Tensor:
     """The guide's correction ``R`` of the smooth estimate (module doc).
 
     Args:
@@ -479,7 +480,9 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
     z, s, Q, top, left = (fused_start or start)(x, U, noise, cfa, pack, skip)
     weights = list(weights)
     half = _half_precision(x, train_dtype)
-    if half is None:
+    if network is not None and x.is_cuda and torch.is_grad_enabled():
+        r = network(z, weights, train_dtype or torch.float32)
+    elif half is None:
         if x.device.type == "cpu" and not torch.is_grad_enabled():
             # oneDNN's convolutions run faster channels-last.  With the
             # in-place layers (session 14, 2 cores, 24-MP Bayer raw end to

@@ -20,12 +20,13 @@ from kpnt.ops._cuda.front_level import front_level as fused_front_level
 from kpnt.ops._cuda.guide_block import fused_proj_block
 from kpnt.ops._cuda.guide_finish import fused_guide_finish
 from kpnt.ops._cuda.guide_start import fused_guide_start
+from kpnt.ops._cuda.guide_train import fused_guide_network
 from kpnt.ops._cuda.mlp import dispatch_mlp, fused_mlp, fused_mlp_grouped, mlp_dims, partition_by_class
 from kpnt.ops._cuda.pyramid import fused_pyramid_down, fused_pyramid_up
 from kpnt.ops._cuda.up_block import fused_up_block
 
 __all__ = ["backend_ops", "capturable_detail_var", "ext", "fused_colour_level", "fused_front_level",
-           "fused_guide_finish", "fused_guide_start", "fused_mlp", "fused_mlp_grouped", "fused_proj_block",
+           "fused_guide_finish", "fused_guide_network", "fused_guide_start", "fused_mlp", "fused_mlp_grouped", "fused_proj_block",
            "fused_pyramid_down", "fused_pyramid_up", "fused_up_block", "mlp_dims", "partition_by_class", "shape_table"]
 
 
@@ -60,4 +61,5 @@ def backend_ops() -> dict:
     return {"mlp": dispatch_mlp, "colour_level": fused_colour_level, "front_level": fused_front_level,
             "detail_var": capturable_detail_var, "guide_proj_block": fused_proj_block,
             "up_block": fused_up_block, "guide_start": fused_guide_start, "guide_finish": fused_guide_finish,
+            "guide_network": fused_guide_network,
             "pyramid_down": fused_pyramid_down, "pyramid_up": fused_pyramid_up}

@@ -1,0 +1,78 @@
+"""The projection guide's network while it trains on the fused backend:
+:class:`kpnt.ref.guide_backward.GuideNetwork` (its forward and backward
+written out, on channels-last tensors) with its two elementwise passes on
+CUDA kernels (``kernels/guide_train.cu``):
+
+- ``bias_relu_``: a convolution's bias, the projection block's residual add
+  and the ReLU, in place on the convolution's output: one pass where
+  autograd's float32 path makes three (and cuDNN's layout conversions);
+- ``relu_grad_sum``: the ReLU's backward, the residual stream's gradient add
+  and the bias's gradient (the channel sums) in one pass where PyTorch makes
+  three, its bias reduction the slowest of them (~75 us a layer in bfloat16
+  on an H100, session 31).
+
+The convolutions and their gradients are cuDNN's, as on the reference.
+The kernels take CUDA float32 and bfloat16 activations whose channels are a
+multiple of 8; :func:`supported` tells, and :mod:`kpnt.ops.guide` routes only
+such guides here (others keep autograd's path, logged once).
+"""
+from __future__ import annotations
+
+import torch
+
+from kpnt.ops._cuda.extension import ext, unwrap
+from kpnt.ref.guide_backward import GuideNetwork, Primitives
+
+#: Activation dtypes the kernels take.
+KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def supported(z: torch.Tensor, weights, dtype: torch.dtype) -> bool:
+    """Whether the fused passes take a guide network of these ``weights``
+    on ``z`` computing in ``dtype``: a CUDA input, a kernel dtype, and hidden
+    widths that are a multiple of 8 (8..2048)."""
+    width = int(weights[0].shape[0])
+    return z.is_cuda and dtype in KERNEL_DTYPES and width % 8 == 0 and 8 <= width <= 2048
+
+
+class CudaPrimitives(Primitives):
+    """:class:`~kpnt.ref.guide_backward.Primitives` with the elementwise
+    passes on the fused kernels (CUDA float32 / bfloat16 channels-last
+    tensors; the extension raises a one-line ValueError for others)."""
+
+    def bias_relu_(self, a, bias, z=None):
+        unwrap(ext().guide_bias_relu_(a, bias.float().contiguous(), z))
+        return a
+
+    def relu_grad_sum(self, g, p, y):
+        g = g.contiguous(memory_format=torch.channels_last)
+        p = None if p is None else p.contiguous(memory_format=torch.channels_last)
+        gm, sums = unwrap(ext().guide_relu_grad_sum(g, p, y))
+        return gm, sums
+
+
+class CudnnEpiloguePrimitives(CudaPrimitives):
+    """:class:`CudaPrimitives` with each forward convolution's epilogue
+    (bias, residual add, ReLU) inside cuDNN's convolution
+    (``torch.cudnn_convolution_relu`` / ``_add_relu``, as GPU inference runs
+    the guide): one pass fewer a layer, if cuDNN has a fused plan for the
+    dtype (:data:`CUDNN_EPILOGUE`)."""
+
+    def conv_bias_relu(self, z, w, bias, padding, residual=None):
+        b = bias.to(z.dtype)
+        if residual is None:
+            return torch.cudnn_convolution_relu(z, w, b, [1, 1], [padding, padding], [1, 1], 1)
+        return torch.cudnn_convolution_add_relu(z, w, residual, 1.0, b, [1, 1], [padding, padding], [1, 1], 1)
+
+
+#: Whether the forward's epilogues run inside cuDNN's convolutions
+#: (:class:`CudnnEpiloguePrimitives`) instead of the bias_relu kernel.
+CUDNN_EPILOGUE = False
+
+_PRIMS = {False: CudaPrimitives(), True: CudnnEpiloguePrimitives()}
+
+
+def fused_guide_network(z: torch.Tensor, weights, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """:func:`kpnt.ref.guide_backward.guide_network` with the fused
+    elementwise passes (the ``'cuda'`` backend's ``guide_network`` op)."""
+    return GuideNetwork.apply(z, dtype, _PRIMS[CUDNN_EPILOGUE], *weights)

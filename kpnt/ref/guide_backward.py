@@ -1,0 +1,152 @@
+"""The projection guide's network (:func:`kpnt.ref.guide._network` with
+``proj``) with its backward written out: the readable statement of what the
+fused backend's training path computes (:mod:`kpnt.ops._cuda.guide_train`).
+
+Autograd runs the network as ~6 kernels a block forward and ~12 backward
+(bias adds, ReLUs, the residual add, ReLU backwards, gradient adds, bias
+reductions), each a pass over an activation tensor, and in float32 it makes
+cuDNN convert every activation between NCHW and NHWC (session 31,
+``tools/step_breakdown.py``: on the shipped Bayer training step those passes
+were 16 of 28 ms).  Written out, a block is two convolutions forward, each
+followed by one epilogue pass, and four convolution gradients backward with
+two passes between them, on channels-last tensors:
+
+forward, block ``i`` after layer 0 (``z`` its input)::
+
+    h    = relu(conv3x3(z, W) + b)            # bias_relu
+    z'   = relu(conv1x1(h, P) + c + z)        # bias_relu with the residual
+
+backward, given ``gz'`` (the gradient reaching ``z'``) and ``gm'`` (the
+block above's ``gm``, the residual path's share of ``gz'``, not yet added)::
+
+    gm   = (gz' + gm') * (z' > 0),  dc = sum gm     # relu_grad_sum
+    dP, dh = conv1x1 gradients of gm
+    gh   = dh * (h > 0),  db = sum gh              # relu_grad_sum
+    dW, gz = conv3x3 gradients of gh
+    (the block's input gradient is gz + gm: the next relu_grad_sum adds it)
+
+Layer 0 is ``z_0 = relu(conv3x3(input, W_0) + b_0)`` and the last layer a
+1x1 convolution with bias.  What is saved: the input, every block's ``h``
+and ``z'``: what autograd keeps, less its bias-added copies.
+
+:class:`Primitives` computes the passes with PyTorch ops (any device,
+float64 in the tests); the fused backend swaps in its CUDA kernels for the
+two elementwise passes (:mod:`kpnt.ops._cuda.guide_train`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kpnt.ref.guide import hidden_layers
+
+
+class Primitives:
+    """The passes of :class:`GuideNetwork` in PyTorch ops."""
+
+    def conv(self, z: torch.Tensor, w: torch.Tensor, padding: int) -> torch.Tensor:
+        """A convolution without bias (cuDNN on a GPU)."""
+        return F.conv2d(z, w, None, padding=padding)
+
+    def bias_relu_(self, a: torch.Tensor, bias: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``relu(a + bias (+ z))`` into ``a``; returns ``a``."""
+        t = a + bias.to(a.dtype)[:, None, None] if z is None else a + bias.to(a.dtype)[:, None, None] + z
+        return a.copy_(t.clamp_min_(0))
+
+    def conv_bias_relu(self, z: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, padding: int,
+                       residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``relu(conv(z, w) + bias (+ residual))``: a convolution and its
+        epilogue (:meth:`bias_relu_` on the convolution's fresh output)."""
+        return self.bias_relu_(self.conv(z, w, padding), bias, residual)
+
+    def relu_grad_sum(self, g: torch.Tensor, p: torch.Tensor | None, y: torch.Tensor):
+        """``(gm, sum)``: ``gm = (g (+ p)) * (y > 0)`` and its channel sums
+        (float32, or the input's dtype if wider)."""
+        t = g if p is None else g + p
+        gm = torch.where(y > 0, t, torch.zeros((), dtype=t.dtype, device=t.device))
+        acc = torch.promote_types(gm.dtype, torch.float32)
+        return gm, gm.sum((0, 2, 3), dtype=acc)
+
+    def conv_backward(self, grad: torch.Tensor, z: torch.Tensor, w: torch.Tensor, padding: int, need_input: bool,
+                      bias: bool = False):
+        """``(d input or None, d weight, d bias or None)`` of a convolution."""
+        return torch.ops.aten.convolution_backward(
+            grad, z, w, [w.shape[0]] if bias else None, [1, 1], [padding, padding], [1, 1], False, [0, 0], 1,
+            [need_input, True, bias])
+
+
+def network_forward(z: torch.Tensor, weights, prims: Primitives):
+    """``(r, saved)``: the network's output and what :func:`network_backward`
+    needs.  ``z`` and ``weights`` in the dtype and memory layout to compute in."""
+    layers = hidden_layers(weights, proj=True)
+    w0, b0 = layers[0]
+    zi = prims.conv_bias_relu(z, w0, b0, 1)
+    saved = [z, zi]
+    for w, b, p, c in layers[1:]:
+        h = prims.conv_bias_relu(zi, w, b, 1)
+        zi = prims.conv_bias_relu(h, p, c, 0, zi)
+        saved += [h, zi]
+    r = prims.conv(zi, weights[-2], 0) + weights[-1].to(zi.dtype)[:, None, None]
+    return r, saved
+
+
+def network_backward(gr: torch.Tensor, saved, weights, prims: Primitives, need_input: bool):
+    """``(d z or None, [d weight, ...])``: the gradients of
+    :func:`network_forward`'s inputs given ``gr``, the gradient reaching
+    ``r`` (dtype and layout of the saved tensors).  Weight gradients in the
+    order of ``weights``, each in the dtype its computation gives (the
+    caller casts)."""
+    layers = hidden_layers(weights, proj=True)
+    z_last = saved[-1]
+    gz, dwf, dbf = prims.conv_backward(gr, z_last, weights[-2], 0, True, bias=True)
+    grads = [dwf, dbf]                         # built back to front
+    pending = None                             # the block above's gm, to add to gz
+    for i in range(len(layers) - 1, 0, -1):
+        w, b, p, c = layers[i]
+        z_in, h, z_out = saved[2 * i - 1], saved[2 * i], saved[2 * i + 1]
+        gm, dc = prims.relu_grad_sum(gz, pending, z_out)
+        dh, dp, _ = prims.conv_backward(gm, h, p, 0, True)
+        gh, db = prims.relu_grad_sum(dh, None, h)
+        gz, dw, _ = prims.conv_backward(gh, z_in, w, 1, True)
+        pending = gm
+        grads = [dw, db, dp, dc] + grads
+    w0, b0 = layers[0]
+    g0, db0 = prims.relu_grad_sum(gz, pending, saved[1])
+    dz, dw0, _ = prims.conv_backward(g0, saved[0], w0, 1, need_input)
+    return dz, [dw0, db0] + grads
+
+
+class GuideNetwork(torch.autograd.Function):
+    """The projection guide's network as one autograd node computing in
+    ``dtype`` on channels-last tensors; its output and input gradient in
+    ``z``'s dtype, weight gradients in the weights'.  ``apply(z, dtype,
+    prims, *weights)``."""
+
+    @staticmethod
+    def forward(ctx, z, dtype, prims, *weights):
+        zc = z.to(dtype=dtype, memory_format=torch.channels_last)
+        # Biases in float32 at least: the epilogues add them in float32.
+        bias_dtype = torch.promote_types(dtype, torch.float32)
+        ws = [w.to(bias_dtype) if w.dim() == 1 else w.to(dtype=dtype, memory_format=torch.channels_last)
+              for w in weights]
+        r, saved = network_forward(zc, ws, prims)
+        ctx.save_for_backward(*saved, *ws)
+        ctx.n_saved, ctx.prims, ctx.z_dtype = len(saved), prims, z.dtype
+        ctx.weight_dtypes = [w.dtype for w in weights]
+        return r.to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, gr):
+        tensors = ctx.saved_tensors
+        saved, ws = list(tensors[:ctx.n_saved]), list(tensors[ctx.n_saved:])
+        gr = gr.to(dtype=saved[0].dtype, memory_format=torch.channels_last)
+        dz, grads = network_backward(gr, saved, ws, ctx.prims, ctx.needs_input_grad[0])
+        grads = [g.to(dtype=t).contiguous() for g, t in zip(grads, ctx.weight_dtypes)]
+        return (dz.to(ctx.z_dtype) if dz is not None else None), None, None, *grads
+
+
+def guide_network(z: torch.Tensor, weights, dtype: torch.dtype = torch.float32,
+                  prims: Primitives | None = None) -> torch.Tensor:
+    """The projection guide's network output (``z``'s dtype) through
+    :class:`GuideNetwork`; ``prims`` the passes (default: PyTorch's)."""
+    return GuideNetwork.apply(z, dtype, prims or Primitives(), *weights)

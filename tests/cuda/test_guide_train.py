@@ -1,0 +1,178 @@
+"""The projection guide's training path on the fused backend
+(kpnt.ops._cuda.guide_train): the two elementwise kernels against PyTorch's
+arithmetic, the whole network against float64 autograd (float32) and
+against autograd's bfloat16 path (bfloat16), the model routing its guide
+there, and a captured training step equal to the eager one."""
+import pytest
+import torch
+
+from kpnt.ops._cuda import guide_train
+from kpnt.ops._cuda.extension import ext, unwrap
+from kpnt.ref.guide import _network, guide_channels
+from kpnt.testing import rel_error as rel
+
+from test_guide_backward import trained_like
+
+pytestmark = pytest.mark.cuda
+
+
+def activations(shape, dtype, seed, positive=False):
+    g = torch.Generator("cuda").manual_seed(seed)
+    t = torch.randn(shape, device="cuda", generator=g)
+    if positive:
+        t = t.relu()                           # a ReLU output: about half zeros
+    return t.to(dtype).contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("C", [64, 128, 24])
+def test_bias_relu_matches_float32_arithmetic(dtype, C):
+    shape = (2, C, 37, 45)                     # rows not a multiple of a block's
+    a, z = activations(shape, dtype, 1), activations(shape, dtype, 2)
+    bias = torch.randn(C, device="cuda")
+    for res in (None, z):
+        want = a.float() + bias[:, None, None]
+        want = (want if res is None else want + res.float()).clamp_min(0).to(dtype)
+        got = a.clone()
+        unwrap(ext().guide_bias_relu_(got, bias, res))
+        assert torch.equal(got, want), (dtype, C, res is None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("C", [64, 128, 24])
+def test_relu_grad_sum_matches_float32_arithmetic(dtype, C):
+    shape = (3, C, 41, 29)
+    g, p, y = activations(shape, dtype, 3), activations(shape, dtype, 4), activations(shape, dtype, 5, positive=True)
+    for q in (None, p):
+        t = g.float() if q is None else g.float() + q.float()
+        want = torch.where(y > 0, t, torch.zeros(())).to(dtype)
+        gm, sums = unwrap(ext().guide_relu_grad_sum(g, q, y))
+        assert gm.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(gm, want), (dtype, C, q is None)
+        exact = want.double().sum((0, 2, 3))
+        assert sums.dtype == torch.float32 and rel(sums, exact) < 1e-5
+    again = unwrap(ext().guide_relu_grad_sum(g, p, y))[1]
+    assert torch.equal(again, unwrap(ext().guide_relu_grad_sum(g, p, y))[1])    # a fixed order
+
+
+def test_bad_activations_raise_one_line():
+    a = torch.randn(1, 16, 5, 5, device="cuda")
+    with pytest.raises(ValueError, match="channels-last"):
+        unwrap(ext().guide_bias_relu_(a, torch.zeros(16, device="cuda"), None))
+    h = a.half().contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        unwrap(ext().guide_relu_grad_sum(h, None, h))
+    c = torch.randn(1, 12, 5, 5, device="cuda").contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        unwrap(ext().guide_relu_grad_sum(c, None, c))
+
+
+def network_case(period, width, layers, size, seed):
+    ws, g = trained_like(period, width, layers, seed)
+    ws = [w.cuda().requires_grad_() for w in ws]
+    N, h, w = size
+    z = torch.randn(N, guide_channels(period)[0], h, w, generator=g).cuda().requires_grad_()
+    gout = torch.randn(N, 3 * period * period, h, w, generator=g).cuda() * 1e-3
+    return z, ws, gout
+
+
+@pytest.mark.parametrize("period, width, layers, size", [(2, 64, 5, (2, 37, 45)), (6, 128, 3, (2, 19, 23))],
+                         ids=["bayer", "xtrans"])
+def test_float32_network_matches_float64(period, width, layers, size):
+    z, ws, gout = network_case(period, width, layers, size, seed=11)
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False    # the check judges the kernels, not TF32's rounding
+    try:
+        out = guide_train.fused_guide_network(z, ws, torch.float32)
+        got = torch.autograd.grad(out, [z, *ws], gout)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    zd, wd = z.detach().double().requires_grad_(), [w.detach().double().requires_grad_() for w in ws]
+    ref = _network(zd, wd, True, proj=True)
+    ref_g = torch.autograd.grad(ref, [zd, *wd], gout.double())
+    assert out.dtype == torch.float32 and rel(out, ref) < 1e-5
+    for i, (a, b) in enumerate(zip(got, ref_g)):
+        assert a.dtype == torch.float32 and a.shape == b.shape
+        assert rel(a, b) < 1e-4, (i, rel(a, b))
+
+
+@pytest.mark.parametrize("period, width, layers, size", [(2, 64, 5, (2, 37, 45)), (6, 128, 3, (2, 19, 23))],
+                         ids=["bayer", "xtrans"])
+def test_bfloat16_network_matches_autocast(period, width, layers, size):
+    """bfloat16: as close to float32 as autograd's bfloat16 path (autocast,
+    kpnt-train --guide-dtype bfloat16) is; a wrong network is off by far
+    more, a float32 one in disguise by nothing."""
+    z, ws, gout = network_case(period, width, layers, size, seed=12)
+    out = guide_train.fused_guide_network(z, ws, torch.bfloat16)
+    got = torch.autograd.grad(out, [z, *ws], gout)
+    ref = _network(z, ws, True, proj=True)
+    ref_g = torch.autograd.grad(ref, [z, *ws], gout)
+    with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+        auto = _network(z.contiguous(memory_format=torch.channels_last), ws, True, proj=True).float()
+    auto_g = torch.autograd.grad(auto, [z, *ws], gout)
+    assert out.dtype == torch.float32
+    assert 0 < rel(out, ref) < 2 * rel(auto, ref) + 1e-3
+    for i, (a, b, c) in enumerate(zip(got, ref_g, auto_g)):
+        assert torch.isfinite(a).all(), i
+        assert rel(a, b) < 2 * rel(c, b) + 2e-3, (i, rel(a, b), rel(c, b))
+
+
+def small_guided_model(backend):
+    from kpnt.model import KPNT, ModelConfig
+
+    cfg = ModelConfig(guide_layers=3, guide_width=16, guide_skip=True, guide_proj=True)
+    torch.manual_seed(3)
+    m = KPNT("bayer", cfg, backend=backend).cuda()
+    with torch.no_grad():                      # a trained-like guide (its last layer starts at zero)
+        for w in m.sets["guide"]:
+            w.add_(torch.randn_like(w) * 0.05)
+    return m
+
+
+def test_model_trains_its_guide_on_the_fused_passes(monkeypatch):
+    from kpnt.mosaic.cfa import CFA
+    from kpnt.ops import guide as guide_op
+
+    calls = []
+    real = guide_train.CudaPrimitives.relu_grad_sum
+    monkeypatch.setattr(guide_train.CudaPrimitives, "relu_grad_sum",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 64, 80, generator=g).cuda() * 0.5
+    noise = torch.tensor([[[2e-3] * 3, [1e-5] * 3]] * 2).cuda()
+    cfa = CFA.bayer("GRBG")
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        grads = {}
+        for fused in (True, False):
+            monkeypatch.setattr(guide_op, "FUSED_TRAIN", fused)
+            m = small_guided_model("cuda")
+            out = m(x, cfa, noise)
+            grads[fused] = torch.autograd.grad((out * out).mean(), list(m.sets["guide"]))
+            if fused:
+                assert len(calls) == 2 * 2 + 1, calls       # two passes a block after the first, one for layer 0
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    for a, b in zip(grads[True], grads[False]):
+        assert rel(a, b) < 1e-4
+
+
+def test_graphed_step_with_fused_guide_equals_eager():
+    from test_graph_step import loss_fn, make_batch
+    from kpnt.mosaic.cfa import CFA
+    from kpnt.train.graph_step import GraphedStep, eager_step
+    from kpnt.testing import TOLERANCES
+
+    me, mg = small_guided_model("cuda"), small_guided_model("cuda")
+    oe = torch.optim.Adam(me.parameters(), lr=1e-3)
+    og = torch.optim.Adam(mg.parameters(), lr=1e-3, capturable=True)
+    cfa = CFA.bayer("RGGB")
+    gs = GraphedStep(mg, og, loss_fn, clip=1.0, example_batch=make_batch(cfa, 2, 64, 96, seed=1))
+    for k in range(3):
+        b = make_batch(cfa, 2, 64, 96, seed=20 + k)
+        le = eager_step(me, oe, loss_fn, 1.0, b)
+        lg = gs(b).result()
+        assert abs(lg - le) <= TOLERANCES["glue"] * abs(le), (k, lg, le)
+    for pg, pe in zip(mg.parameters(), me.parameters()):
+        assert rel(pg.detach(), pe.detach()) < TOLERANCES["graphed_step"]
