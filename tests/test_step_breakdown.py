@@ -18,6 +18,16 @@ def test_names_fall_in_their_groups():
     assert sb.group_of("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdam>") == \
         "optimizer (Adam)"
     assert sb.group_of("void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add<float>>") == sb.OTHER
+    for name in ("void kpnt::(anonymous namespace)::relu_grad_sum_kernel<float>(kpnt::GuideEltArgs)",
+                 "void kpnt::(anonymous namespace)::bias_relu_kernel<__nv_bfloat16>(kpnt::GuideEltArgs)"):
+        assert sb.group_of(name) == "kpnt guide"
+
+
+def test_profiler_ranges_are_not_kernels():
+    import kbench_common
+
+    assert "Optimizer.step#Adam.step".startswith(kbench_common.ANNOTATIONS)
+    assert not "void kpnt::mlp_fwd_kernel".startswith(kbench_common.ANNOTATIONS)
 
 
 def test_groups_sum_their_kernels_most_time_first():

@@ -7,8 +7,11 @@
 Forward and backward (dL/dx and every dL/dW) of the plain op at sizes from
 one row to several tiles a block (so that blocks stage a second tile, and the
 last tile is partial), and of the grouped op (permuted rows), for the colour
-and front shapes at hidden widths 64 and 128.  Prints "done" at the end; the
-sanitizer's summary says whether any access was wrong.
+and front shapes at hidden widths 64 and 128.  ``--guide`` adds the guide's
+training passes (kernels/guide_train.cu) through its fused network
+(float32 and bfloat16, widths 64 and 128 and 24, position counts that leave
+a block partial).  Prints "done" at the end; the sanitizer's summary says
+whether any access was wrong.
 """
 from __future__ import annotations
 
@@ -29,13 +32,15 @@ SIZES = (1, 129, 300, 5_003, 20_000)
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--widths", type=int, nargs="+", default=[64, 128], choices=(64, 128))
+    p.add_argument("--guide", action="store_true", help="also the guide's training passes")
+    p.add_argument("--no-mlp", action="store_true", help="skip the MLP kernels")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("mlp_sanitize_run.py: needs a CUDA GPU", file=sys.stderr)
         return 1
     from kpnt.ops import _cuda
 
-    for hidden in args.widths:
+    for hidden in [] if args.no_mlp else args.widths:
         for n_out, n_hidden in ((16, 6), (80 if hidden == 128 else 32, 4)):
             dims = [32, hidden, n_out, n_hidden]
             for P in SIZES:
@@ -47,6 +52,18 @@ def main() -> int:
             torch.autograd.grad(_cuda.fused_mlp_grouped(make_x(9_001, dims[0]), cls, wg, SLOPE), wg,
                                 torch.randn(9_001, n_out, device="cuda"))
             print(f"{dims}: ok", flush=True)
+    if args.guide:
+        from kpnt.ops._cuda.guide_train import fused_guide_network
+        from kpnt.ref.guide import guide_channels, init_guide
+
+        for width, period, size in ((64, 2, (2, 37, 45)), (128, 6, (1, 19, 23)), (24, 2, (1, 5, 7))):
+            g = torch.Generator().manual_seed(width)
+            ws = [w.cuda().requires_grad_() for w in init_guide(period, width, 3, g, skip=True, proj=True)]
+            z = torch.randn(size[0], guide_channels(period)[0], *size[1:], device="cuda").requires_grad_()
+            for dtype in (torch.float32, torch.bfloat16):
+                out = fused_guide_network(z, ws, dtype)
+                torch.autograd.grad(out, [z, *ws], torch.randn_like(out))
+            print(f"guide width {width}: ok", flush=True)
     torch.cuda.synchronize()
     print("done")
     return 0

@@ -1,0 +1,23 @@
+#!/bin/bash
+# Session 31, call 3: the fused guide training path (cf0db7a and the test fix after it) through every CUDA test,
+# memcheck of its kernels, and the full acceptance bench (point 1's checks now cover the shipped model's guide on
+# the fused passes; point 2's rows).
+PARTS=${PARTS:-tests memcheck bench}
+source "$(dirname "$0")/preamble.sh"
+for part in $PARTS; do
+    echo "=== $part"
+    case $part in
+    tests)
+        timeout 200 python -m pytest -q -p no:cacheprovider tests/cuda > $OUT/tests.txt 2>&1
+        grep -E "^FAILED|^ERROR|passed|failed" $OUT/tests.txt | head -30 ;;
+    memcheck)
+        timeout 120 compute-sanitizer --tool memcheck python tools/mlp_sanitize_run.py --guide --no-mlp \
+            > $OUT/memcheck.txt 2>&1
+        grep -E "ERROR SUMMARY|done|ok" $OUT/memcheck.txt | tail -5 ;;
+    bench)
+        timeout 330 python tools/bench_kernels.py --no-compile --parity-steps 0 --reps 20 > $OUT/bench.txt 2>&1
+        grep -E "^device|checks:|FAIL" $OUT/bench.txt | head -20
+        grep -A10 "issue 14's targets" $OUT/bench.txt
+        grep -A8 "== train step 4x512" $OUT/bench.txt ;;
+    esac
+done
