@@ -3,7 +3,8 @@
 # memcheck of its kernels, and the full acceptance bench (point 1's checks now cover the shipped model's guide on
 # the fused passes; point 2's rows).  rerun: tools/mlp_identity.py --models twice on the same build, to tell whether
 # call 1's X-Trans step differences (9.3e-10, against dd1dbcc's kernels) are run-to-run nondeterminism.
-PARTS=${PARTS:-tests memcheck rerun bench}
+# parity (last, may be cut by the time left): point 4 on the written-out guide, 2 seeds of the shipped architecture.
+PARTS=${PARTS:-tests memcheck rerun bench parity}
 source "$(dirname "$0")/preamble.sh"
 for part in $PARTS; do
     echo "=== $part"
@@ -25,5 +26,9 @@ for part in $PARTS; do
         grep -E "^device|checks:|FAIL" $OUT/bench.txt | head -20
         grep -A10 "issue 14's targets" $OUT/bench.txt
         grep -A8 "== train step 4x512" $OUT/bench.txt ;;
+    parity)
+        timeout 200 python tools/bench_kernels.py --parity-only --parity-archs shipped --parity-seeds 2 \
+            > $OUT/parity.txt 2>&1
+        grep -E "parity|checks:" $OUT/parity.txt | tail -12 ;;
     esac
 done
