@@ -117,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--satbias-weight", type=finite_float(0), default=SATBIAS_WEIGHT,
                      help=f"weight of the saturated-bias term of the *-satbias losses (default {SATBIAS_WEIGHT:g})")
     opt.add_argument("--guide-dtype", choices=["float32", "bfloat16"], default="float32",
-                     help="precision of the guide's convolutions while training on a GPU: bfloat16 runs them about "
-                          "twice as fast on an H200 (the shipped Bayer model's step is mostly the guide); default "
-                          "float32. Inference runs the guide in float16 on a GPU either way")
+                     help="precision of the guide while training on a GPU: with bfloat16 the shipped Bayer model's "
+                          "graphed step took 10.5 ms instead of 17.7 on an H100 (docs/KERNELS.md, session 31); "
+                          "default float32, as the shipped weights were trained. Inference runs the guide in float16 "
+                          "on a GPU either way")
     opt.add_argument("--seed", type=int_at_least(0, 2**63 - 1), default=0, help="random seed of data and initialisation (default 0)")
     opt.add_argument("--val-every", type=int_at_least(1), default=100, help="validate every N steps (default 100)")
     opt.add_argument("--ckpt-every", type=int_at_least(1), default=200, help="checkpoint every N steps (default 200)")
