@@ -4,7 +4,7 @@
 # the fused passes; point 2's rows).  rerun: tools/mlp_identity.py --models twice on the same build, to tell whether
 # call 1's X-Trans step differences (9.3e-10, against dd1dbcc's kernels) are run-to-run nondeterminism.
 # parity (last, may be cut by the time left): point 4 on the written-out guide, 2 seeds of the shipped architecture.
-PARTS=${PARTS:-tests memcheck rerun bench parity}
+PARTS=${PARTS:-tests bench memcheck rerun parity}
 source "$(dirname "$0")/preamble.sh"
 for part in $PARTS; do
     echo "=== $part"
