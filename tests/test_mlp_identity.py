@@ -29,3 +29,18 @@ def test_bits_not_values_decide():
     nan = torch.tensor([float("nan"), 1.0])
     assert identity.compare({"c": [nan]}, {"c": [nan.clone()]})
     assert not identity.bitwise_equal(torch.zeros(2), torch.zeros(3))
+
+
+def test_nondeterminism_alerts_are_counted_by_op_and_the_mode_restored():
+    import warnings
+
+    def fn():
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        for op in ("index_add_cuda_", "index_add_cuda_", "scatter_add_cuda_kernel"):
+            warnings.warn(f"{op} does not have a deterministic implementation, but you set "
+                          "'torch.use_deterministic_algorithms(True, warn_only=True)'.")
+        warnings.warn("an unrelated warning")
+
+    before = torch.are_deterministic_algorithms_enabled()
+    assert identity.nondeterministic_ops(fn) == {"index_add_cuda_": 2, "scatter_add_cuda_kernel": 1}
+    assert torch.are_deterministic_algorithms_enabled() == before

@@ -9,6 +9,13 @@ one build and compared with another's.
     python tools/mlp_identity.py save /tmp/new.pt
     KPNT_KERNELS_DIR=old/kernels KPNT_CACHE_DIR=/tmp/kc_old python tools/mlp_identity.py save /tmp/old.pt
     python tools/mlp_identity.py compare /tmp/new.pt /tmp/old.pt
+    python tools/mlp_identity.py alerts       # which ops of the model steps are nondeterministic
+
+``alerts`` runs the ``--models`` steps under
+``torch.use_deterministic_algorithms(True, warn_only=True)`` and lists the ops
+PyTorch flags as having no deterministic implementation (session 31: the
+X-Trans steps differ from run to run by up to 8.4e-9 on one build, the
+Bayer steps do not).
 
 A change that only reorders how the kernels issue their work (descriptors,
 barriers, staging) should leave every tensor bitwise equal; one that changes
@@ -75,6 +82,33 @@ def compute_models() -> dict[str, list[torch.Tensor]]:
     return {k: [t.cpu() for t in v] for k, v in out.items()}
 
 
+#: What PyTorch's nondeterminism alert says (the op's name comes before it).
+_ALERT = " does not have a deterministic implementation"
+
+
+def nondeterministic_ops(fn) -> dict[str, int]:
+    """{op: times flagged} while ``fn()`` runs with PyTorch's deterministic
+    mode in warn-only form (restored afterwards): the ops whose CUDA
+    implementation has no deterministic version (atomics)."""
+    import warnings
+
+    was, was_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    counts: dict[str, int] = {}
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=was_warn)
+    for w in caught:
+        text = str(w.message)
+        if _ALERT in text:
+            op = text.split(_ALERT)[0].strip()
+            counts[op] = counts.get(op, 0) + 1
+    return counts
+
+
 def bitwise_equal(u: torch.Tensor, v: torch.Tensor) -> bool:
     """Same shape, dtype and bits (torch.equal compares values: it calls -0.0
     and 0.0 equal and a NaN unequal to itself)."""
@@ -105,6 +139,7 @@ def main() -> int:
     s = sub.add_parser("save", help="compute with this process's kernels and save")
     s.add_argument("out", type=Path)
     s.add_argument("--models", action="store_true", help="also one training step of the shipped and wide models")
+    sub.add_parser("alerts", help="list the nondeterministic ops of the --models steps")
     c = sub.add_parser("compare", help="compare two saved files")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
@@ -115,6 +150,15 @@ def main() -> int:
             return 1
         torch.save({**compute(), **(compute_models() if args.models else {})}, args.out)
         print(f"saved to {args.out}")
+        return 0
+    if args.cmd == "alerts":
+        if not torch.cuda.is_available():
+            print("mlp_identity.py alerts: needs a CUDA GPU", file=sys.stderr)
+            return 1
+        ops = nondeterministic_ops(compute_models)
+        for op, n in sorted(ops.items(), key=lambda kv: -kv[1]):
+            print(f"nondeterministic: {op} ({n} calls)")
+        print(f"{len(ops)} nondeterministic op(s) in the shipped and wide steps")
         return 0
     same = compare(torch.load(args.a), torch.load(args.b))
     print("bitwise equal" if same else "NOT bitwise equal")
