@@ -125,13 +125,9 @@ def _fused_finish(x: torch.Tensor, backend: str):
 def _fused_network(x: torch.Tensor, weights, proj: bool, train_dtype: torch.dtype | None, backend: str):
     """The fused training network op for this call (:data:`FUSED_TRAIN`), or
     None (autograd's): for a projection guide training on a GPU on the
-    'cuda' backend, in a dtype and width its kernels take, while no activity
-    probe (:func:`kpnt.ref.guide.record_activity`) needs autograd's layers."""
-    from kpnt.ref import guide as ref_guide
-
+    'cuda' backend, in a dtype and width its kernels take (the activity
+    probes keep autograd's layers: :func:`kpnt.ref.guide.guide_residual`)."""
     if not (FUSED_TRAIN and proj and x.is_cuda and torch.is_grad_enabled()):
-        return None
-    if ref_guide._ACTIVITY is not None or ref_guide._PREACTIVATION is not None:
         return None
     impl = implementation("guide_network", backend, x.device)
     if impl is OPS["guide_network"]:

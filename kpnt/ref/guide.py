@@ -473,6 +473,12 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
         fused_start: computes :func:`start` (its arguments and results; ``z``
             may come as float16 channels-last) in one pass: the fused
             kernel, which :func:`kpnt.ops.guide.guide` picks in GPU inference.
+        network: ``network(z, weights, dtype)`` computes the network while
+            it trains on a GPU, in ``train_dtype`` (None: float32): the
+            fused backend's :class:`kpnt.ref.guide_backward.GuideNetwork`
+            (its backward written out), which :func:`kpnt.ops.guide.guide`
+            picks for a projection guide; None, and while an activity probe
+            (:func:`record_activity`) records: autograd's layers.
     Returns:
         (N, 3, H, W), to be added to ``U``; with ``fused_finish``, ``U + R``.
     """
@@ -480,7 +486,9 @@ def guide_residual(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: C
     z, s, Q, top, left = (fused_start or start)(x, U, noise, cfa, pack, skip)
     weights = list(weights)
     half = _half_precision(x, train_dtype)
-    if network is not None and x.is_cuda and torch.is_grad_enabled():
+    # The activity probes record inside autograd's layers (_network), so they keep them, as they keep `block` off.
+    probing = _ACTIVITY is not None or _PREACTIVATION is not None
+    if network is not None and x.is_cuda and torch.is_grad_enabled() and not probing:
         r = network(z, weights, train_dtype or torch.float32)
     elif half is None:
         if x.device.type == "cpu" and not torch.is_grad_enabled():

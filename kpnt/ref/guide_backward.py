@@ -50,7 +50,9 @@ class Primitives:
 
     def bias_relu_(self, a: torch.Tensor, bias: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """``relu(a + bias (+ z))`` into ``a``; returns ``a``."""
-        t = a + bias.to(a.dtype)[:, None, None] if z is None else a + bias.to(a.dtype)[:, None, None] + z
+        t = a + bias.to(a.dtype)[:, None, None]
+        if z is not None:
+            t = t + z
         return a.copy_(t.clamp_min_(0))
 
     def conv_bias_relu(self, z: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, padding: int,

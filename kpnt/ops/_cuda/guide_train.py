@@ -41,14 +41,13 @@ class CudaPrimitives(Primitives):
     tensors; the extension raises a one-line ValueError for others)."""
 
     def bias_relu_(self, a, bias, z=None):
-        unwrap(ext().guide_bias_relu_(a, bias.float().contiguous(), z))
+        unwrap(ext().guide_bias_relu_(a, bias, z))      # GuideNetwork passes float32 biases
         return a
 
     def relu_grad_sum(self, g, p, y):
         g = g.contiguous(memory_format=torch.channels_last)
         p = None if p is None else p.contiguous(memory_format=torch.channels_last)
-        gm, sums = unwrap(ext().guide_relu_grad_sum(g, p, y))
-        return gm, sums
+        return unwrap(ext().guide_relu_grad_sum(g, p, y))
 
 
 class CudnnEpiloguePrimitives(CudaPrimitives):
