@@ -671,6 +671,44 @@ py::object guide_relu_grad_sum(const torch::Tensor& g, const std::optional<torch
   });
 }
 
+// (gm, gh, d c, d b, d P): the projection block's backward through its 1x1 convolution (GuideProjBwdArgs), bfloat16
+// activations and P (C, C, 1, 1), C in {32, 64, 128}; sums and dP float32 ((C,), (C,), (C, C, 1, 1)); or an error tuple.
+py::object guide_proj_backward(const torch::Tensor& g, const std::optional<torch::Tensor>& p, const torch::Tensor& y,
+                               const torch::Tensor& h, const torch::Tensor& P) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(g.device());
+    kpnt::GuideEltArgs base = guide_elt_args(g, p);  // checks g and p
+    KPNT_REQUIRE_GT(base.bf16, "the projection backward takes bfloat16 activations, got ", g.scalar_type());
+    check_guide_activation(y, "the ReLU's output", g);
+    check_guide_activation(h, "the block's hidden activation", g);
+    const int64_t C = g.size(1);
+    KPNT_REQUIRE_GT(P.is_cuda() && P.device() == g.device() && P.scalar_type() == at::kBFloat16 && P.dim() == 4 &&
+                        P.size(0) == C && P.size(1) == C && P.size(2) == 1 && P.size(3) == 1 && P.is_contiguous(),
+                    "P must be contiguous bfloat16 (", C, ", ", C, ", 1, 1) on ", g.device(), ", got ",
+                    P.scalar_type(), " ", shape(P), " on ", P.device());
+    kpnt::GuideProjBwdArgs a;
+    a.C = static_cast<int>(C);
+    a.M = base.M;
+    check_launch(kpnt::guide_proj_backward_blocks(a.C, a.M, &a.blocks));
+    torch::Tensor gm = torch::empty_like(g, at::MemoryFormat::ChannelsLast);
+    torch::Tensor gh = torch::empty_like(g, at::MemoryFormat::ChannelsLast);
+    torch::Tensor partial = torch::empty({a.blocks, 2 * C + C * C}, g.options().dtype(at::kFloat));
+    a.g = g.data_ptr();
+    a.p = base.z;
+    a.y = y.data_ptr();
+    a.h = h.data_ptr();
+    a.P = P.data_ptr();
+    a.gm = gm.data_ptr();
+    a.gh = gh.data_ptr();
+    a.partial = partial.data_ptr<float>();
+    a.stream = base.stream;
+    check_launch(kpnt::guide_proj_backward(a));
+    const torch::Tensor sums = partial.sum(0);
+    return py::make_tuple(gm, gh, sums.narrow(0, 0, C), sums.narrow(0, C, C),
+                          sums.narrow(0, 2 * C, C * C).view({C, C, 1, 1}));
+  });
+}
+
 // ---- guide start (kernels/guide_start.cu)
 
 #define KPNT_REQUIRE_GS(cond, ...)                                          \
@@ -1029,6 +1067,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(the guide's forward epilogue while training)", py::arg("a"), py::arg("bias"), py::arg("z") = py::none());
   m.def("guide_relu_grad_sum", &guide_relu_grad_sum, "((g (+ p)) * (y > 0), its channel sums): the guide's ReLU "
         "backward and bias gradient while training", py::arg("g"), py::arg("p"), py::arg("y"));
+  m.def("guide_proj_backward", &guide_proj_backward, "(gm, gh, d c, d b, d P): the guide's projection block backward "
+        "through its 1x1 convolution, bfloat16, C in {32, 64, 128}", py::arg("g"), py::arg("p"), py::arg("y"),
+        py::arg("h"), py::arg("P"));
   m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
         "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");

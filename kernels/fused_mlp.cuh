@@ -395,6 +395,29 @@ struct GuideEltArgs {
 
 const char* guide_elementwise(const GuideEltArgs& a);
 
+// The projection block's backward through its 1x1 convolution, bfloat16, C in {32, 64, 128} (the rows of
+// (M, C) matrices as above; P the 1x1 weights (C, C) row-major [out][in], bfloat16):
+//   gm = (g (+ p)) * (y > 0);  gh = (gm P) * (h > 0);
+//   partial[b] = [sum of gm's columns (C) | sum of gh's columns (C) | gm^T h (C x C, [out][in])] over block b's rows.
+// One pass where the written-out backward makes three and a GEMM each for dh and dP (session 32).
+struct GuideProjBwdArgs {
+  const void* g = nullptr;
+  const void* p = nullptr;   // optional (nullptr: none)
+  const void* y = nullptr;
+  const void* h = nullptr;
+  const void* P = nullptr;
+  void* gm = nullptr;
+  void* gh = nullptr;
+  float* partial = nullptr;  // (blocks, 2 C + C^2) float32
+  int64_t M = 0;
+  int C = 0, blocks = 1;
+  cudaStream_t stream = nullptr;
+};
+
+// Blocks the launch for (C, M) uses (the rows of `partial`), into *blocks; nullptr, or an error message.
+const char* guide_proj_backward_blocks(int C, int64_t M, int* blocks);
+const char* guide_proj_backward(const GuideProjBwdArgs& a);
+
 const char* pyramid_down(const PyramidArgs& a);
 const char* pyramid_up(const PyramidArgs& a);
 

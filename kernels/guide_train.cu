@@ -51,6 +51,10 @@ struct Vec8<__nv_bfloat16> {
   }
   // Rounds v to bfloat16 (to nearest even), stores it, and leaves the rounded values in v.
   static __device__ __forceinline__ void store(__nv_bfloat16* p, float (&v)[8]) {
+    *reinterpret_cast<uint4*>(p) = pack(v);
+  }
+  // v rounded to bfloat16 (to nearest even), packed; the rounded values left in v.
+  static __device__ __forceinline__ uint4 pack(float (&v)[8]) {
     uint4 u;
     __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&u);
 #pragma unroll
@@ -59,7 +63,7 @@ struct Vec8<__nv_bfloat16> {
       const float2 f = __bfloat1622float2(h[k]);
       v[2 * k] = f.x, v[2 * k + 1] = f.y;
     }
-    *reinterpret_cast<uint4*>(p) = u;
+    return u;
   }
 };
 
@@ -131,6 +135,204 @@ __global__ void relu_grad_sum_kernel(const GuideEltArgs a) {
   }
 }
 
+// c += a (16x16, row) * b (16x8, col); bfloat16 in, float32 accumulate.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Eight bfloat16 as 8 floats and back (the stored values exactly).
+__device__ __forceinline__ void unpack8(const uint4& u, float (&v)[8]) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float2 f = __bfloat1622float2(h[k]);
+    v[2 * k] = f.x, v[2 * k + 1] = f.y;
+  }
+}
+
+// The projection block's backward through its 1x1 convolution (GuideProjBwdArgs).  A block is C / 16 warps and
+// (2 C threads) walks tiles of 16 rows a warp (C rows), persistent over the grid:
+//   1. gm = (g (+ p)) * (y > 0) rounded to bfloat16, coalesced (C / 8 threads a row): to device memory, to
+//      shared memory, into the thread's channel sums; h copied to shared memory (rows past M: zeros);
+//   2. each warp its 16 rows: dh = gm P on the tensor cores (mma.sync m16n8k16, float32 accumulation), gh = dh
+//      where h > 0, rounded once to bfloat16, to shared memory;
+//   3. gh coalesced to device memory and into the channel sums;
+//   4. each warp its 16 rows of dP (o = 16 warp ..): dP += gm^T h over the tile's rows, kept in registers over
+//      all tiles.
+// At the end the block's channel sums (threads of a channel group in order) and its dP go to its partial row.
+// Shared memory: P, gm, h, gh, rows of C + 8 bfloat16 (16-byte aligned, and the 8 rows an ldmatrix reads fall
+// in different banks).
+template <int C>
+__global__ void __launch_bounds__(2 * C) proj_backward_kernel(const GuideProjBwdArgs a) {
+  constexpr int W = C / 16, T = 32 * W, TM = 16 * W, LD = C + 8;
+  constexpr int G = C / 8, RP = T / G;  // channel groups of 8; rows a pass
+  constexpr int S = 2 * C + C * C;      // a partial row
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16* sP = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [C][LD], P[o][i]
+  __nv_bfloat16* sG = sP + C * LD;                                   // [TM][LD], gm
+  __nv_bfloat16* sH = sG + TM * LD;                                  // [TM][LD], h
+  __nv_bfloat16* sD = sH + TM * LD;                                  // [TM][LD], gh
+  const __nv_bfloat16* g = static_cast<const __nv_bfloat16*>(a.g);
+  const __nv_bfloat16* p = static_cast<const __nv_bfloat16*>(a.p);
+  const __nv_bfloat16* y = static_cast<const __nv_bfloat16*>(a.y);
+  const __nv_bfloat16* h = static_cast<const __nv_bfloat16*>(a.h);
+  const __nv_bfloat16* P = static_cast<const __nv_bfloat16*>(a.P);
+  __nv_bfloat16* gm_out = static_cast<__nv_bfloat16*>(a.gm);
+  __nv_bfloat16* gh_out = static_cast<__nv_bfloat16*>(a.gh);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int cg = tid % G, r0 = tid / G;
+  // ldmatrix row addresses: lane l gives row (l & 7) of 8x8 matrix l >> 3.  For A (row-major 16x16) matrix j is
+  // rows + 8 (j & 1), columns + 8 (j >> 1); for B and transposed A read with .trans, the stored rows are + 8 (j & 1)
+  // for B (k) and + 8 (j >> 1) for A^T (k), the stored columns the other bit.
+  const int lr = lane & 7, lb0 = (lane >> 3) & 1, lb1 = lane >> 4;
+
+  for (int i = tid; i < C * G; i += T)
+    *reinterpret_cast<uint4*>(sP + (i / G) * LD + (i % G) * 8) = reinterpret_cast<const uint4*>(P)[i];
+
+  float dc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, db[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  float dP[C / 8][4];
+#pragma unroll
+  for (int n = 0; n < C / 8; ++n) dP[n][0] = dP[n][1] = dP[n][2] = dP[n][3] = 0.f;
+
+  const int64_t tiles = (a.M + TM - 1) / TM;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t base = t * TM;
+    // 1. gm and h
+    for (int r = r0; r < TM; r += RP) {
+      const int64_t row = base + r;
+      uint4 ug = make_uint4(0, 0, 0, 0), uh = make_uint4(0, 0, 0, 0);
+      if (row < a.M) {
+        const int64_t at = row * C + cg * 8;
+        float v[8], m[8];
+        Vec8<__nv_bfloat16>::load(g + at, v);
+        Vec8<__nv_bfloat16>::load(y + at, m);
+        if (p != nullptr) {
+          float w[8];
+          Vec8<__nv_bfloat16>::load(p + at, w);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) v[j] += w[j];
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) v[j] = m[j] > 0.f ? v[j] : 0.f;
+        ug = Vec8<__nv_bfloat16>::pack(v);  // leaves the rounded values in v
+        *reinterpret_cast<uint4*>(gm_out + at) = ug;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) dc[j] += v[j];
+        uh = *reinterpret_cast<const uint4*>(h + at);
+      }
+      *reinterpret_cast<uint4*>(sG + r * LD + cg * 8) = ug;
+      *reinterpret_cast<uint4*>(sH + r * LD + cg * 8) = uh;
+    }
+    __syncthreads();
+    // 2. dh = gm P, gh = dh * (h > 0)
+    {
+      float acc[C / 8][4];
+#pragma unroll
+      for (int n = 0; n < C / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+      for (int k = 0; k < C / 16; ++k) {
+        uint32_t af[4];
+        ldsm_x4(af, reinterpret_cast<const __half*>(sG + (warp * 16 + lr + 8 * lb0) * LD + k * 16 + 8 * lb1));
+#pragma unroll
+        for (int n = 0; n < C / 16; ++n) {
+          uint32_t bf[4];
+          ldsm_x4_t(bf, reinterpret_cast<const __half*>(sP + (k * 16 + lr + 8 * lb0) * LD + n * 16 + 8 * lb1));
+          mma_bf16(acc[2 * n], af, bf[0], bf[1]);
+          mma_bf16(acc[2 * n + 1], af, bf[2], bf[3]);
+        }
+      }
+      const int ra = warp * 16 + (lane >> 2);
+#pragma unroll
+      for (int n = 0; n < C / 8; ++n) {
+        const int col = n * 8 + 2 * (lane & 3);
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int row = ra + 8 * half;
+          const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(sH + row * LD + col));
+          *reinterpret_cast<__nv_bfloat162*>(sD + row * LD + col) = __floats2bfloat162_rn(
+              hv.x > 0.f ? acc[n][2 * half] : 0.f, hv.y > 0.f ? acc[n][2 * half + 1] : 0.f);
+        }
+      }
+    }
+    __syncthreads();
+    // 3. gh out
+    for (int r = r0; r < TM; r += RP) {
+      const int64_t row = base + r;
+      if (row < a.M) {
+        const uint4 u = *reinterpret_cast<const uint4*>(sD + r * LD + cg * 8);
+        *reinterpret_cast<uint4*>(gh_out + row * C + cg * 8) = u;
+        float v[8];
+        unpack8(u, v);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) db[j] += v[j];
+      }
+    }
+    // 4. dP += gm^T h (A = gm^T and B = h, both read transposed)
+#pragma unroll
+    for (int k = 0; k < TM / 16; ++k) {
+      uint32_t af[4];
+      ldsm_x4_t(af, reinterpret_cast<const __half*>(sG + (k * 16 + lr + 8 * lb1) * LD + warp * 16 + 8 * lb0));
+#pragma unroll
+      for (int n = 0; n < C / 16; ++n) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, reinterpret_cast<const __half*>(sH + (k * 16 + lr + 8 * lb0) * LD + n * 16 + 8 * lb1));
+        mma_bf16(dP[2 * n], af, bf[0], bf[1]);
+        mma_bf16(dP[2 * n + 1], af, bf[2], bf[3]);
+      }
+    }
+    __syncthreads();  // the next tile overwrites sG, sH, sD
+  }
+
+  float* part = a.partial + int64_t(blockIdx.x) * S;
+  {
+    const int ra = warp * 16 + (lane >> 2);
+#pragma unroll
+    for (int n = 0; n < C / 8; ++n) {
+      const int col = n * 8 + 2 * (lane & 3);
+      *reinterpret_cast<float2*>(part + 2 * C + ra * C + col) = make_float2(dP[n][0], dP[n][1]);
+      *reinterpret_cast<float2*>(part + 2 * C + (ra + 8) * C + col) = make_float2(dP[n][2], dP[n][3]);
+    }
+  }
+  float* red = reinterpret_cast<float*>(sG);  // (2 T, 8): the threads' gm sums, then their gh sums
+#pragma unroll
+  for (int j = 0; j < 8; ++j) red[tid * 8 + j] = dc[j], red[(T + tid) * 8 + j] = db[j];
+  __syncthreads();
+  if (tid < G) {  // thread cg adds its channel group's threads, in order
+    float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, d[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int u = tid; u < T; u += G)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s[j] += red[u * 8 + j], d[j] += red[(T + u) * 8 + j];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) part[cg * 8 + j] = s[j], part[C + cg * 8 + j] = d[j];
+  }
+}
+
+template <int C>
+constexpr size_t proj_backward_smem() {
+  return sizeof(__nv_bfloat16) * size_t(C + 3 * 16 * (C / 16)) * (C + 8);
+}
+
+template <int C, class F>
+const char* with_proj_backward(int c, F&& f) {
+  return guarded([&] {
+    if (c != C) throw std::invalid_argument("guide projection backward: C must be 32, 64 or 128");
+    f(proj_backward_kernel<C>, proj_backward_smem<C>(), 2 * C, 16 * (C / 16));
+  });
+}
+
+template <class F>
+const char* dispatch_proj_backward(int C, F&& f) {
+  switch (C) {
+    case 32: return with_proj_backward<32>(C, f);
+    case 64: return with_proj_backward<64>(C, f);
+    case 128: return with_proj_backward<128>(C, f);
+    default: return with_proj_backward<64>(C, f);  // raises the error
+  }
+}
+
 // Threads a block: a whole number of rows, at most 256.
 int block_threads(const GuideEltArgs& a) {
   const int groups = a.C / 8;
@@ -160,6 +362,23 @@ const char* guide_elementwise(const GuideEltArgs& a) {
         relu_grad_sum_kernel<float><<<blocks, threads, smem, a.stream>>>(a);
     }
     check_cuda(cudaGetLastError(), "guide elementwise launch");
+  });
+}
+
+const char* guide_proj_backward_blocks(int C, int64_t M, int* blocks) {
+  return dispatch_proj_backward(C, [&](auto kernel, size_t smem, int threads, int tile) {
+    if (M < 0) throw std::invalid_argument("guide projection backward: bad sizes");
+    prepare_smem(kernel, smem, "guide projection backward");
+    *blocks = persistent_blocks(kernel, threads, smem, M, tile, 1);
+  });
+}
+
+const char* guide_proj_backward(const GuideProjBwdArgs& a) {
+  return dispatch_proj_backward(a.C, [&](auto kernel, size_t smem, int threads, int) {
+    if (a.M < 0 || a.blocks < 1) throw std::invalid_argument("guide projection backward: bad sizes");
+    prepare_smem(kernel, smem, "guide projection backward");
+    kernel<<<a.blocks, threads, smem, a.stream>>>(a);
+    check_cuda(cudaGetLastError(), "guide projection backward launch");
   });
 }
 

@@ -56,7 +56,9 @@ def main() -> int:
         from kpnt.ops._cuda.guide_train import fused_guide_network
         from kpnt.ref.guide import guide_channels, init_guide
 
-        for width, period, size in ((64, 2, (2, 37, 45)), (128, 6, (1, 19, 23)), (24, 2, (1, 5, 7))):
+        # bfloat16 at widths 32, 64 and 128 runs the fused projection backward (partial tiles at each)
+        for width, period, size in ((64, 2, (2, 37, 45)), (128, 6, (1, 19, 23)), (24, 2, (1, 5, 7)),
+                                    (32, 2, (1, 3, 5))):
             g = torch.Generator().manual_seed(width)
             ws = [w.cuda().requires_grad_() for w in init_guide(period, width, 3, g, skip=True, proj=True)]
             z = torch.randn(size[0], guide_channels(period)[0], *size[1:], device="cuda").requires_grad_()

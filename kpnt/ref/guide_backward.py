@@ -19,9 +19,9 @@ forward, block ``i`` after layer 0 (``z`` its input)::
 backward, given ``gz'`` (the gradient reaching ``z'``) and ``gm'`` (the
 block above's ``gm``, the residual path's share of ``gz'``, not yet added)::
 
-    gm   = (gz' + gm') * (z' > 0),  dc = sum gm     # relu_grad_sum
-    dP, dh = conv1x1 gradients of gm
-    gh   = dh * (h > 0),  db = sum gh              # relu_grad_sum
+    gm   = (gz' + gm') * (z' > 0),  dc = sum gm     # relu_grad_sum  \
+    dP, dh = conv1x1 gradients of gm                                  > proj_backward
+    gh   = dh * (h > 0),  db = sum gh              # relu_grad_sum  /
     dW, gz = conv3x3 gradients of gh
     (the block's input gradient is gz + gm: the next relu_grad_sum adds it)
 
@@ -31,7 +31,8 @@ and ``z'``: what autograd keeps, less its bias-added copies.
 
 :class:`Primitives` computes the passes with PyTorch ops (any device,
 float64 in the tests); the fused backend swaps in its CUDA kernels for the
-two elementwise passes (:mod:`kpnt.ops._cuda.guide_train`).
+two elementwise passes and, in bfloat16, for :meth:`Primitives.proj_backward`
+(:mod:`kpnt.ops._cuda.guide_train`).
 """
 from __future__ import annotations
 
@@ -68,6 +69,17 @@ class Primitives:
         gm = torch.where(y > 0, t, torch.zeros((), dtype=t.dtype, device=t.device))
         acc = torch.promote_types(gm.dtype, torch.float32)
         return gm, gm.sum((0, 2, 3), dtype=acc)
+
+    def proj_backward(self, g: torch.Tensor, p: torch.Tensor | None, y: torch.Tensor, h: torch.Tensor,
+                      w: torch.Tensor):
+        """``(gm, gh, dc, db, dP)``: a projection block's backward through
+        its 1x1 convolution ``w`` (P): ``gm, dc = relu_grad_sum(g, p, y)``,
+        ``dh = gm P``, ``gh, db = relu_grad_sum(dh, None, h)``, ``dP = gm^T h``
+        (the fused backend does it in one pass for bfloat16)."""
+        gm, dc = self.relu_grad_sum(g, p, y)
+        dh, dp, _ = self.conv_backward(gm, h, w, 0, True)
+        gh, db = self.relu_grad_sum(dh, None, h)
+        return gm, gh, dc, db, dp
 
     def conv_backward(self, grad: torch.Tensor, z: torch.Tensor, w: torch.Tensor, padding: int, need_input: bool,
                       bias: bool = False):
@@ -106,9 +118,7 @@ def network_backward(gr: torch.Tensor, saved, weights, prims: Primitives, need_i
     for i in range(len(layers) - 1, 0, -1):
         w, b, p, c = layers[i]
         z_in, h, z_out = saved[2 * i - 1], saved[2 * i], saved[2 * i + 1]
-        gm, dc = prims.relu_grad_sum(gz, pending, z_out)
-        dh, dp, _ = prims.conv_backward(gm, h, p, 0, True)
-        gh, db = prims.relu_grad_sum(dh, None, h)
+        gm, gh, dc, db, dp = prims.proj_backward(gz, pending, z_out, h, p)
         gz, dw, _ = prims.conv_backward(gh, z_in, w, 1, True)
         pending = gm
         grads = [dw, db, dp, dc] + grads

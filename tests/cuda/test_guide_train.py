@@ -2,7 +2,9 @@
 (kpnt.ops._cuda.guide_train): the two elementwise kernels against PyTorch's
 arithmetic, the whole network against float64 autograd (float32) and
 against autograd's bfloat16 path (bfloat16), the model routing its guide
-there, and a captured training step equal to the eager one."""
+there, and a captured training step equal to the eager one; the fused
+projection backward (bfloat16) against float64 and against the unfused
+path."""
 import pytest
 import torch
 
@@ -53,6 +55,75 @@ def test_relu_grad_sum_matches_float32_arithmetic(dtype, C):
         assert sums.dtype == torch.float32 and rel(sums, exact) < 1e-5
     again = unwrap(ext().guide_relu_grad_sum(g, p, y))[1]
     assert torch.equal(again, unwrap(ext().guide_relu_grad_sum(g, p, y))[1])    # a fixed order
+
+
+@pytest.mark.parametrize("C", [32, 64, 128])
+def test_proj_backward_matches_float64(C):
+    """The fused projection backward: gm exactly PyTorch's float32 arithmetic
+    rounded once, gh the float64 product rounded once (float32 accumulation:
+    within a bfloat16 rounding and a float32 sum's error), the sums and dP
+    float64's within float32 accumulation; a fixed summation order."""
+    bf = torch.bfloat16
+    shape = (2, C, 23, 31)                     # 1426 rows: no multiple of any tile
+    g, p = activations(shape, bf, 6), activations(shape, bf, 7)
+    y, h = activations(shape, bf, 8, positive=True), activations(shape, bf, 9, positive=True)
+    P = (torch.randn(C, C, 1, 1, device="cuda", generator=torch.Generator("cuda").manual_seed(10))
+         / C ** 0.5).to(bf)
+    rows = lambda t: t.permute(0, 2, 3, 1).reshape(-1, C).double()
+    for q in (None, p):
+        t = g.float() if q is None else g.float() + q.float()
+        want_gm = torch.where(y > 0, t, torch.zeros(())).to(bf)
+        gm, gh, dc, db, dP = unwrap(ext().guide_proj_backward(g, q, y, h, P))
+        assert gm.is_contiguous(memory_format=torch.channels_last) and gh.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(gm, want_gm), (C, q is None)
+        Pm = P.double().reshape(C, C)
+        dh = rows(gm) @ Pm                     # dh[m, i] = sum_o gm[m, o] P[o, i]
+        mask = rows(h) > 0
+        want_gh = torch.where(mask, dh, torch.zeros((), dtype=torch.float64))
+        bound = 2.0 ** -8 * want_gh.abs() + 1e-5 * (rows(gm).abs() @ Pm.abs())
+        assert ((rows(gh) - want_gh).abs() <= bound).all(), (C, q is None, (rows(gh) - want_gh).abs().max())
+        assert (rows(gh)[~mask] == 0).all()
+        assert dc.dtype == db.dtype == dP.dtype == torch.float32 and dP.shape == (C, C, 1, 1)
+        assert rel(dc, rows(gm).sum(0)) < 1e-5 and rel(db, rows(gh).sum(0)) < 1e-5
+        assert rel(dP.reshape(C, C), rows(gm).T @ rows(h)) < 1e-5, (C, q is None)
+    again = unwrap(ext().guide_proj_backward(g, p, y, h, P))
+    assert all(torch.equal(a, b) for a, b in zip(again, unwrap(ext().guide_proj_backward(g, p, y, h, P))))
+
+
+def test_proj_backward_bad_input_raises_one_line():
+    a = activations((1, 64, 5, 7), torch.bfloat16, 1)
+    P = torch.zeros(64, 64, 1, 1, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="bfloat16 activations"):
+        unwrap(ext().guide_proj_backward(a.float(), None, a.float(), a.float(), P))
+    with pytest.raises(ValueError, match="P must be"):
+        unwrap(ext().guide_proj_backward(a, None, a, a, P[:32]))
+    b = activations((1, 48, 5, 7), torch.bfloat16, 1)
+    with pytest.raises(ValueError, match="32, 64 or 128"):
+        unwrap(ext().guide_proj_backward(b, None, b, b, torch.zeros(48, 48, 1, 1, device="cuda", dtype=torch.bfloat16)))
+
+
+def test_bfloat16_network_runs_the_fused_projection_backward(monkeypatch):
+    """A bfloat16 guide of width 64 runs each projection block's backward on
+    the fused kernel, and its gradients are those of the unfused path (two
+    passes, two cuDNN GEMMs) within bfloat16's rounding."""
+    z, ws, gout = network_case(2, 64, 4, (2, 37, 45), seed=13)
+    real, calls = ext(), []
+
+    class Spy:
+        def __getattr__(self, name):
+            f = getattr(real, name)
+            return (lambda *a: calls.append(name) or f(*a)) if name == "guide_proj_backward" else f
+
+    monkeypatch.setattr(guide_train, "ext", lambda: Spy())
+    out = guide_train.fused_guide_network(z, ws, torch.bfloat16)
+    fused = torch.autograd.grad(out, [z, *ws], gout)
+    assert len(calls) == 3                     # 4 layers: 3 projection blocks
+    monkeypatch.setattr(guide_train, "FUSED_PROJ_BACKWARD", False)
+    out2 = guide_train.fused_guide_network(z, ws, torch.bfloat16)
+    unfused = torch.autograd.grad(out2, [z, *ws], gout)
+    assert len(calls) == 3 and torch.equal(out, out2)
+    for i, (a, b) in enumerate(zip(fused, unfused)):
+        assert a.shape == b.shape and rel(a, b) < 5e-2, (i, rel(a, b))
 
 
 def test_bad_activations_raise_one_line():

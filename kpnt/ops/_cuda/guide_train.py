@@ -9,9 +9,13 @@ CUDA kernels (``kernels/guide_train.cu``):
 - ``relu_grad_sum``: the ReLU's backward, the residual stream's gradient add
   and the bias's gradient (the channel sums) in one pass where PyTorch makes
   three, its bias reduction the slowest of them (~75 us a layer in bfloat16
-  on an H100, session 31).
+  on an H100, session 31);
+- ``proj_backward`` (bfloat16, widths 32 / 64 / 128): a projection block's
+  backward through its 1x1 convolution in one pass (session 32): the two
+  ``relu_grad_sum`` passes around it and the 1x1's two gradient GEMMs, with
+  ``gm`` and ``h`` read once and ``dh`` never stored.
 
-The convolutions and their gradients are cuDNN's, as on the reference.
+The other convolutions and their gradients are cuDNN's, as on the reference.
 The kernels take CUDA float32 and bfloat16 activations whose channels are a
 multiple of 8; :func:`supported` tells, and :mod:`kpnt.ops.guide` routes only
 such guides here (others keep autograd's path, logged once).
@@ -25,6 +29,15 @@ from kpnt.ref.guide_backward import GuideNetwork, Primitives
 
 #: Activation dtypes the kernels take.
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+
+#: Whether a bfloat16 guide's projection blocks run their backward through the
+#: 1x1 convolution as one kernel (``guide_proj_backward``: both ReLU backwards,
+#: ``dh = gm P`` and ``dP = gm^T h`` on the tensor cores, the three gradient
+#: sums) instead of two passes and two GEMMs; float32 guides (TF32 GEMMs) and
+#: other widths keep those.
+FUSED_PROJ_BACKWARD = True
+#: Hidden widths the fused projection backward is compiled for.
+PROJ_BACKWARD_WIDTHS = (32, 64, 128)
 
 
 def supported(z: torch.Tensor, weights, dtype: torch.dtype) -> bool:
@@ -48,6 +61,14 @@ class CudaPrimitives(Primitives):
         g = g.contiguous(memory_format=torch.channels_last)
         p = None if p is None else p.contiguous(memory_format=torch.channels_last)
         return unwrap(ext().guide_relu_grad_sum(g, p, y))
+
+
+    def proj_backward(self, g, p, y, h, w):
+        if not (FUSED_PROJ_BACKWARD and g.dtype == torch.bfloat16 and g.shape[1] in PROJ_BACKWARD_WIDTHS):
+            return super().proj_backward(g, p, y, h, w)
+        g = g.contiguous(memory_format=torch.channels_last)
+        p = None if p is None else p.contiguous(memory_format=torch.channels_last)
+        return unwrap(ext().guide_proj_backward(g, p, y, h, w.contiguous()))
 
 
 class CudnnEpiloguePrimitives(CudaPrimitives):
