@@ -115,6 +115,7 @@ def test_bfloat16_network_runs_the_fused_projection_backward(monkeypatch):
             return (lambda *a: calls.append(name) or f(*a)) if name == "guide_proj_backward" else f
 
     monkeypatch.setattr(guide_train, "ext", lambda: Spy())
+    monkeypatch.setattr(guide_train, "FUSED_PROJ_BACKWARD", True)
     out = guide_train.fused_guide_network(z, ws, torch.bfloat16)
     fused = torch.autograd.grad(out, [z, *ws], gout)
     assert len(calls) == 3                     # 4 layers: 3 projection blocks
