@@ -315,22 +315,17 @@ constexpr size_t proj_backward_smem() {
   return sizeof(__nv_bfloat16) * size_t(C + 3 * 16 * (C / 16)) * (C + 8);
 }
 
-template <int C, class F>
-const char* with_proj_backward(int c, F&& f) {
-  return guarded([&] {
-    if (c != C) throw std::invalid_argument("guide projection backward: C must be 32, 64 or 128");
-    f(proj_backward_kernel<C>, proj_backward_smem<C>(), 2 * C, 16 * (C / 16));
-  });
-}
-
+// f(kernel, shared memory bytes, threads, tile rows) for the width C, under guarded().
 template <class F>
 const char* dispatch_proj_backward(int C, F&& f) {
-  switch (C) {
-    case 32: return with_proj_backward<32>(C, f);
-    case 64: return with_proj_backward<64>(C, f);
-    case 128: return with_proj_backward<128>(C, f);
-    default: return with_proj_backward<64>(C, f);  // raises the error
-  }
+  return guarded([&] {
+    switch (C) {
+      case 32: return f(proj_backward_kernel<32>, proj_backward_smem<32>(), 64, 32);
+      case 64: return f(proj_backward_kernel<64>, proj_backward_smem<64>(), 128, 64);
+      case 128: return f(proj_backward_kernel<128>, proj_backward_smem<128>(), 256, 128);
+      default: throw std::invalid_argument("guide projection backward: C must be 32, 64 or 128");
+    }
+  });
 }
 
 // Threads a block: a whole number of rows, at most 256.

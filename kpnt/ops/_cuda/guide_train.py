@@ -58,17 +58,17 @@ class CudaPrimitives(Primitives):
         return a
 
     def relu_grad_sum(self, g, p, y):
-        g = g.contiguous(memory_format=torch.channels_last)
-        p = None if p is None else p.contiguous(memory_format=torch.channels_last)
-        return unwrap(ext().guide_relu_grad_sum(g, p, y))
-
+        return unwrap(ext().guide_relu_grad_sum(_channels_last(g), _channels_last(p), y))
 
     def proj_backward(self, g, p, y, h, w):
         if not (FUSED_PROJ_BACKWARD and g.dtype == torch.bfloat16 and g.shape[1] in PROJ_BACKWARD_WIDTHS):
             return super().proj_backward(g, p, y, h, w)
-        g = g.contiguous(memory_format=torch.channels_last)
-        p = None if p is None else p.contiguous(memory_format=torch.channels_last)
-        return unwrap(ext().guide_proj_backward(g, p, y, h, w.contiguous()))
+        return unwrap(ext().guide_proj_backward(_channels_last(g), _channels_last(p), y, h, w.contiguous()))
+
+
+def _channels_last(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A gradient as the kernels take it (autograd may hand another layout)."""
+    return None if t is None else t.contiguous(memory_format=torch.channels_last)
 
 
 class CudnnEpiloguePrimitives(CudaPrimitives):
