@@ -7,6 +7,15 @@ graph replays), grouped into kpnt's kernels by kind, cuDNN's convolutions
 
     python tools/step_breakdown.py                          # shipped, both sensors, 4 x 512 x 512
     python tools/step_breakdown.py --archs shipped shipped-bf16 wide --top 12
+    python tools/step_breakdown.py --archs shipped-bf16 --callers 30   # who launches the small kernels
+    python tools/step_breakdown.py --archs shipped-bf16 --graphed      # the GraphedStep replay's kernels
+
+``--callers N`` lists the N call sites (the innermost kpnt source line of the
+op that launched a kernel; for a backward kernel, the forward line whose
+autograd node ran it) holding most of the "other" group's time and launches.
+``--graphed`` profiles replays of kpnt.train.graph_step.GraphedStep (the
+step point 2 times, with its finite check, clipping and masked commit)
+instead of the eager step.
 
 Architectures are tools/kbench_timing.py's STEP_ARCHS; batches are the
 bench's (kbench_checks.step_batch).  Needs a CUDA GPU.
@@ -55,12 +64,82 @@ def grouped(kernels: list[tuple[str, float, float]]) -> list[tuple[str, float, f
     return sorted(((g, ms, n) for g, (ms, n) in acc.items()), key=lambda r: -r[1])
 
 
+def _frame(evt) -> str | None:
+    """The innermost kpnt (or tools) Python frame around a profiler event
+    (with_stack records frames as the ops' parent events), or None."""
+    evt = evt.cpu_parent
+    while evt is not None:
+        name = evt.name
+        if ".py(" in name and ("kpnt/" in name or "tools/" in name) and "dispatch.py" not in name:
+            return name
+        evt = evt.cpu_parent
+    return None
+
+
+def _node(evt):
+    """The autograd node event (backward function) an event ran under, or None."""
+    while evt is not None:
+        if evt.scope == 1:                          # RecordScope::BACKWARD_FUNCTION
+            return evt
+        evt = evt.cpu_parent
+    return None
+
+
+def callers(fn, calls: int = 2, groups=(OTHER,)) -> list[tuple[str, float, float]]:
+    """``(call site, ms per call, launches per call)`` of the kernels of
+    ``fn()`` in ``groups``, most time first: the site is the op's innermost
+    kpnt frame and the op; a backward op without one of its own (autograd's
+    engine runs it) gets its node and the frame of the forward op that made
+    the node."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=True) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    events = prof.events()
+    forward_frames = {}
+    for evt in events:
+        if evt.sequence_nr >= 0 and _node(evt) is None:
+            forward_frames.setdefault((evt.sequence_nr, evt.thread), _frame(evt))
+    acc: dict[str, list[float]] = {}
+    for evt in events:
+        for k in getattr(evt, "kernels", ()):
+            if group_of(k.name) not in groups:
+                continue
+            node, frame = _node(evt), _frame(evt)
+            site = f"{frame or '?'}  {evt.name}"
+            if node is not None:
+                name = node.name.replace("autograd::engine::evaluate_function: ", "")
+                site += f"  [bwd {name}" + ("" if frame else f" of {forward_frames.get((node.sequence_nr, node.fwd_thread))}") + "]"
+            a = acc.setdefault(site, [0.0, 0.0])
+            a[0] += k.duration / 1e3 / calls
+            a[1] += 1 / calls
+    return sorted(((s, ms, n) for s, (ms, n) in acc.items()), key=lambda r: -r[1])
+
+
+def graphed_fn(m, batch):
+    """A GraphedStep of ``m`` on ``batch`` (captured now), as a callable."""
+    import torch
+    from kbench_checks import step_loss as bench_loss
+    from kpnt.train.graph_step import GraphedStep
+
+    opt = torch.optim.Adam(m.parameters(), lr=1e-5, capturable=True)
+    gs = GraphedStep(m, opt, bench_loss, clip=1.0, example_batch=batch)
+    return lambda: gs(batch)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--archs", nargs="+", default=["shipped"])
     p.add_argument("--sensors", nargs="+", default=None, help="default: both mosaic kinds")
     p.add_argument("--size", type=int, nargs=3, default=[4, 512, 512], metavar=("N", "H", "W"))
     p.add_argument("--top", type=int, default=8, help="also list this many single kernels")
+    p.add_argument("--callers", type=int, default=0, metavar="N",
+                   help="also list the N call sites launching most of the 'other' group (eager step only)")
+    p.add_argument("--graphed", action="store_true", help="profile the GraphedStep replay, not the eager step")
     args = p.parse_args()
     import torch
 
@@ -80,18 +159,25 @@ def main() -> int:
         for sensor in args.sensors or MOSAIC_KINDS:
             m = step_model(arch, sensor, "cuda")
             b = step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3)
-            step = train_step_fn(m, b.x, b.cfa, b.noise, b.target)
+            step = graphed_fn(m, b) if args.graphed else train_step_fn(m, b.x, b.cfa, b.noise, b.target)
             for _ in range(3):
                 step()
             kernels = gpu_kernels(step)
             total = sum(ms for _, ms, _ in kernels)
-            print(f"\n== {arch} {sensor} {N}x{H}x{W}: GPU kernel time {total:.2f} ms a step, "
+            print(f"\n== {arch} {sensor} {N}x{H}x{W}{' graphed' if args.graphed else ''}: GPU kernel time "
+                  f"{total:.2f} ms a step, "
                   f"{sum(n for _, _, n in kernels):.0f} launches")
             print("| group | ms | launches | share |\n| --- | ---: | ---: | ---: |")
             for g, ms, n in grouped(kernels):
                 print(f"| {g} | {ms:.2f} | {n:.0f} | {100 * ms / total:.1f} % |")
             for name, ms, n in kernels[:args.top]:
                 print(f"  {ms:7.3f} ms x {n:4.0f}  {name[:110]}")
+            if args.callers and not args.graphed:
+                sites = callers(step)
+                print(f"-- call sites of the '{OTHER}' group: {len(sites)} sites, "
+                      f"{sum(ms for _, ms, _ in sites):.2f} ms, {sum(n for _, _, n in sites):.0f} launches")
+                for site, ms, n in sites[:args.callers]:
+                    print(f"  {ms:7.3f} ms x {n:4.0f}  {site[:160]}")
             del m, step
             torch.cuda.empty_cache()
     return 0
