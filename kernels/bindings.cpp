@@ -496,6 +496,40 @@ py::object guide_proj_block(const torch::Tensor& z, const torch::Tensor& w3, con
 // kpnt.ref.up_block.up_block's forward from the colour base o (N, 3, h, w) float32 and the reference's tables
 // (rows: (3, H) int64 i0, i1 and float32 f; columns: (3, W)): (N, 3, H, W) float32, or an error tuple.
 // kernel: "flat" or "columns" (kernels/up_block.cu; the same values).
+// The tables' checks and UpBlockArgs of up_block and its adjoint: `t` the tensor read, H and W the fine size.
+kpnt::UpBlockArgs up_block_args(const torch::Tensor& t, const char* name, const torch::Tensor& row_i0,
+                                const torch::Tensor& row_i1, const torch::Tensor& row_f, const torch::Tensor& col_i0,
+                                const torch::Tensor& col_i1, const torch::Tensor& col_f) {
+  KPNT_REQUIRE_U(t.is_cuda(), "", name, " must be a CUDA tensor, got device ", t.device());
+  KPNT_REQUIRE_U(t.scalar_type() == at::kFloat, "", name, " must be float32, got ", t.scalar_type());
+  KPNT_REQUIRE_U(t.dim() == 4 && t.size(1) == 3 && t.size(2) >= 1 && t.size(3) >= 1,
+                 "", name, " must be (N, 3, h, w), got ", shape(t));
+  KPNT_REQUIRE_U(t.is_contiguous(), "", name, " must be contiguous");
+  const int64_t H = row_i0.dim() == 2 ? row_i0.size(1) : -1, W = col_i0.dim() == 2 ? col_i0.size(1) : -1;
+  for (const auto& [p, pname, n, dtype] :
+       {std::tuple{&row_i0, "row_i0", H, at::kLong}, std::tuple{&row_i1, "row_i1", H, at::kLong},
+        std::tuple{&row_f, "row_f", H, at::kFloat}, std::tuple{&col_i0, "col_i0", W, at::kLong},
+        std::tuple{&col_i1, "col_i1", W, at::kLong}, std::tuple{&col_f, "col_f", W, at::kFloat}}) {
+    KPNT_REQUIRE_U(p->is_cuda() && p->device() == t.device(), "", pname, " must be on ", t.device());
+    KPNT_REQUIRE_U(p->scalar_type() == dtype && p->is_contiguous(), "", pname, " must be contiguous ",
+                   dtype == at::kLong ? "int64" : "float32", ", got ", p->scalar_type());
+    KPNT_REQUIRE_U(p->dim() == 2 && p->size(0) == 3 && p->size(1) == n && n >= 1, "", pname,
+                   " must be (3, ", n, "), got ", shape(*p));
+  }
+  kpnt::UpBlockArgs a;
+  a.row_i0 = row_i0.data_ptr<int64_t>();
+  a.row_i1 = row_i1.data_ptr<int64_t>();
+  a.row_f = row_f.data_ptr<float>();
+  a.col_i0 = col_i0.data_ptr<int64_t>();
+  a.col_i1 = col_i1.data_ptr<int64_t>();
+  a.col_f = col_f.data_ptr<float>();
+  a.N = t.size(0);
+  a.H = H;
+  a.W = W;
+  a.stream = c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+  return a;
+}
+
 py::object up_block(const torch::Tensor& o, const torch::Tensor& row_i0, const torch::Tensor& row_i1,
                     const torch::Tensor& row_f, const torch::Tensor& col_i0, const torch::Tensor& col_i1,
                     const torch::Tensor& col_f, const std::string& kernel) {
@@ -503,39 +537,37 @@ py::object up_block(const torch::Tensor& o, const torch::Tensor& row_i0, const t
     KPNT_REQUIRE_U(kernel == "flat" || kernel == "columns", "kernel must be 'flat' or 'columns', got '", kernel, "'");
     KPNT_REQUIRE_U(o.is_cuda(), "o must be a CUDA tensor, got device ", o.device());
     const c10::cuda::CUDAGuard guard(o.device());
-    KPNT_REQUIRE_U(o.scalar_type() == at::kFloat, "o must be float32, got ", o.scalar_type());
-    KPNT_REQUIRE_U(o.dim() == 4 && o.size(1) == 3 && o.size(2) >= 1 && o.size(3) >= 1,
-                 "o must be (N, 3, h, w), got ", shape(o));
-    KPNT_REQUIRE_U(o.is_contiguous(), "o must be contiguous");
-    const int64_t H = row_i0.dim() == 2 ? row_i0.size(1) : -1, W = col_i0.dim() == 2 ? col_i0.size(1) : -1;
-    for (const auto& [t, name, n, dtype] :
-         {std::tuple{&row_i0, "row_i0", H, at::kLong}, std::tuple{&row_i1, "row_i1", H, at::kLong},
-          std::tuple{&row_f, "row_f", H, at::kFloat}, std::tuple{&col_i0, "col_i0", W, at::kLong},
-          std::tuple{&col_i1, "col_i1", W, at::kLong}, std::tuple{&col_f, "col_f", W, at::kFloat}}) {
-      KPNT_REQUIRE_U(t->is_cuda() && t->device() == o.device(), "", name, " must be on ", o.device());
-      KPNT_REQUIRE_U(t->scalar_type() == dtype && t->is_contiguous(), "", name, " must be contiguous ",
-                   dtype == at::kLong ? "int64" : "float32", ", got ", t->scalar_type());
-      KPNT_REQUIRE_U(t->dim() == 2 && t->size(0) == 3 && t->size(1) == n && n >= 1, "", name,
-                   " must be (3, ", n, "), got ", shape(*t));
-    }
-    torch::Tensor out = torch::empty({o.size(0), 3, H, W}, o.options());
-    kpnt::UpBlockArgs a;
+    kpnt::UpBlockArgs a = up_block_args(o, "o", row_i0, row_i1, row_f, col_i0, col_i1, col_f);
+    torch::Tensor out = torch::empty({o.size(0), 3, a.H, a.W}, o.options());
     a.o = o.data_ptr<float>();
     a.out = out.data_ptr<float>();
-    a.row_i0 = row_i0.data_ptr<int64_t>();
-    a.row_i1 = row_i1.data_ptr<int64_t>();
-    a.row_f = row_f.data_ptr<float>();
-    a.col_i0 = col_i0.data_ptr<int64_t>();
-    a.col_i1 = col_i1.data_ptr<int64_t>();
-    a.col_f = col_f.data_ptr<float>();
-    a.N = o.size(0);
     a.h = o.size(2);
     a.w = o.size(3);
-    a.H = H;
-    a.W = W;
     a.kernel = kernel == "columns" ? kpnt::UpBlockKernel::kColumns : kpnt::UpBlockKernel::kFlat;
-    a.stream = c10::cuda::getCurrentCUDAStream(o.device().index()).stream();
     check_launch(kpnt::up_block_forward(a));
+    return py::cast(out);
+  });
+}
+
+// The adjoint of up_block (its backward): the coarse gradient (N, 3, h, w) of the fine gradient g (N, 3, H, W) through
+// the same tables; or an error tuple.
+py::object up_block_adjoint(const torch::Tensor& g, const torch::Tensor& row_i0, const torch::Tensor& row_i1,
+                            const torch::Tensor& row_f, const torch::Tensor& col_i0, const torch::Tensor& col_i1,
+                            const torch::Tensor& col_f, int64_t h, int64_t w) {
+  return guarded([&]() -> py::object {
+    KPNT_REQUIRE_U(g.is_cuda(), "g must be a CUDA tensor, got device ", g.device());
+    const c10::cuda::CUDAGuard guard(g.device());
+    kpnt::UpBlockArgs a = up_block_args(g, "g", row_i0, row_i1, row_f, col_i0, col_i1, col_f);
+    KPNT_REQUIRE_U(g.size(2) == a.H && g.size(3) == a.W, "g must be (N, 3, ", a.H, ", ", a.W, ") as the tables, got ",
+                   shape(g));
+    KPNT_REQUIRE_U(h >= 1 && w >= 1 && a.H % h == 0 && a.W % w == 0 && a.H / h == a.W / w, "the coarse size (", h,
+                   ", ", w, ") must divide the fine size (", a.H, ", ", a.W, ") by one block");
+    torch::Tensor out = torch::empty({g.size(0), 3, h, w}, g.options());
+    a.o = g.data_ptr<float>();
+    a.out = out.data_ptr<float>();
+    a.h = h;
+    a.w = w;
+    check_launch(kpnt::up_block_adjoint(a));
     return py::cast(out);
   });
 }
@@ -709,6 +741,38 @@ py::object guide_proj_backward(const torch::Tensor& g, const std::optional<torch
   });
 }
 
+// relu(h P^T + c + z): the projection block's 1x1 convolution with its bias, residual add and ReLU
+// (GuideProjFwdArgs), bfloat16 activations and P (C, C, 1, 1), C in {32, 64, 128}, c float32 (C,); or an error tuple.
+py::object guide_proj_forward(const torch::Tensor& h, const torch::Tensor& P, const torch::Tensor& bias,
+                              const torch::Tensor& z) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(h.device());
+    kpnt::GuideEltArgs base = guide_elt_args(h, z);  // checks h and z
+    KPNT_REQUIRE_GT(base.bf16, "the projection forward takes bfloat16 activations, got ", h.scalar_type());
+    const int64_t C = h.size(1);
+    KPNT_REQUIRE_GT(P.is_cuda() && P.device() == h.device() && P.scalar_type() == at::kBFloat16 && P.dim() == 4 &&
+                        P.size(0) == C && P.size(1) == C && P.size(2) == 1 && P.size(3) == 1 && P.is_contiguous(),
+                    "P must be contiguous bfloat16 (", C, ", ", C, ", 1, 1) on ", h.device(), ", got ",
+                    P.scalar_type(), " ", shape(P), " on ", P.device());
+    KPNT_REQUIRE_GT(bias.is_cuda() && bias.device() == h.device() && bias.scalar_type() == at::kFloat &&
+                        bias.dim() == 1 && bias.size(0) == C && bias.is_contiguous(),
+                    "bias must be contiguous float32 (", C, ",) on ", h.device(), ", got ",
+                    bias.scalar_type(), " ", shape(bias), " on ", bias.device());
+    torch::Tensor out = torch::empty_like(h, at::MemoryFormat::ChannelsLast);
+    kpnt::GuideProjFwdArgs a;
+    a.h = h.data_ptr();
+    a.z = z.data_ptr();
+    a.P = P.data_ptr();
+    a.bias = bias.data_ptr<float>();
+    a.out = out.data_ptr();
+    a.M = base.M;
+    a.C = static_cast<int>(C);
+    a.stream = base.stream;
+    check_launch(kpnt::guide_proj_forward(a));
+    return py::cast(out);
+  });
+}
+
 // ---- guide start (kernels/guide_start.cu)
 
 #define KPNT_REQUIRE_GS(cond, ...)                                          \
@@ -845,6 +909,28 @@ py::object pyramid_up(const torch::Tensor& c, int64_t H, int64_t W) {
     a.w = static_cast<int>(c.size(3));
     a.stream = c10::cuda::getCurrentCUDAStream(c.device().index()).stream();
     check_launch(kpnt::pyramid_up(a));
+    return py::cast(out);
+  });
+}
+
+// The adjoint of kpnt.ref.pyramid.up (its backward): the coarse gradient (N, C, ceil(H / 2), ceil(W / 2)) of the
+// fine gradient g (N, C, H, W); or an error tuple.
+py::object pyramid_up_adjoint(const torch::Tensor& g) {
+  return guarded([&]() -> py::object {
+    check_level(g);
+    const c10::cuda::CUDAGuard guard(g.device());
+    const int64_t H = g.size(2), W = g.size(3);
+    torch::Tensor out = torch::empty({g.size(0), g.size(1), (H + 1) / 2, (W + 1) / 2}, g.options());
+    kpnt::PyramidArgs a;
+    a.in = g.data_ptr<float>();
+    a.out = out.data_ptr<float>();
+    a.planes = g.size(0) * g.size(1);
+    a.H = static_cast<int>(H);
+    a.W = static_cast<int>(W);
+    a.h = static_cast<int>((H + 1) / 2);
+    a.w = static_cast<int>((W + 1) / 2);
+    a.stream = c10::cuda::getCurrentCUDAStream(g.device().index()).stream();
+    check_launch(kpnt::pyramid_up_adjoint(a));
     return py::cast(out);
   });
 }
@@ -1053,10 +1139,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(kpnt.ref.up_block.up_block's forward; the reference's index and weight tables passed in)",
         py::arg("o"), py::arg("row_i0"), py::arg("row_i1"), py::arg("row_f"), py::arg("col_i0"), py::arg("col_i1"),
         py::arg("col_f"), py::arg("kernel") = "flat");
-  m.def("pyramid_down", &pyramid_down, "kpnt.ref.pyramid.down in one pass (inference; the mirror padding's fold "
+  m.def("up_block_adjoint", &up_block_adjoint, "the adjoint of up_block (its backward): the colour base's gradient "
+        "from the full-resolution one through the same tables", py::arg("g"), py::arg("row_i0"), py::arg("row_i1"),
+        py::arg("row_f"), py::arg("col_i0"), py::arg("col_i1"), py::arg("col_f"), py::arg("h"), py::arg("w"));
+  m.def("pyramid_down", &pyramid_down, "kpnt.ref.pyramid.down in one pass (the mirror padding's fold "
         "tables passed in)", py::arg("x"), py::arg("row_fold"), py::arg("col_fold"));
-  m.def("pyramid_up", &pyramid_up, "kpnt.ref.pyramid.up in one pass (inference)", py::arg("c"), py::arg("H"),
-        py::arg("W"));
+  m.def("pyramid_up", &pyramid_up, "kpnt.ref.pyramid.up in one pass", py::arg("c"), py::arg("H"), py::arg("W"));
+  m.def("pyramid_up_adjoint", &pyramid_up_adjoint, "the adjoint of kpnt.ref.pyramid.up (its backward) in one pass",
+        py::arg("g"));
   m.def("guide_start", &guide_start, "the guide network's input (z float16 channels-last, s) in one pass "
         "(kpnt.ref.guide.start, inference)", py::arg("x"), py::arg("U"), py::arg("a"), py::arg("b"),
         py::arg("pattern"), py::arg("Q"), py::arg("pad"), py::arg("skip"), py::arg("consts"));
@@ -1070,6 +1160,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("guide_proj_backward", &guide_proj_backward, "(gm, gh, d c, d b, d P): the guide's projection block backward "
         "through its 1x1 convolution, bfloat16, C in {32, 64, 128}", py::arg("g"), py::arg("p"), py::arg("y"),
         py::arg("h"), py::arg("P"));
+  m.def("guide_proj_forward", &guide_proj_forward, "relu(h P^T + c + z): the guide's projection block's 1x1 "
+        "convolution with its epilogue, bfloat16, C in {32, 64, 128}", py::arg("h"), py::arg("P"), py::arg("bias"),
+        py::arg("z"));
   m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
         "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");

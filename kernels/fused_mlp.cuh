@@ -312,6 +312,9 @@ struct UpBlockArgs {
 };
 
 const char* up_block_forward(const UpBlockArgs& a);
+// Its adjoint (backward): `o` is the fine gradient (N, 3, H, W), `out` the coarse one (N, 3, h, w), H = b h and
+// W = b w for the CFA's block b; `kernel` unused.
+const char* up_block_adjoint(const UpBlockArgs& a);
 
 // ---------------------------------------------------------------- guide finish (kernels/guide_finish.cu)
 
@@ -356,8 +359,9 @@ const char* guide_start(const GuideStartArgs& a);
 
 // ---------------------------------------------------------------- pyramid (kernels/pyramid.cu)
 
-// kpnt.ref.pyramid.down / up (inference), float32 contiguous planes: down reads
-// the fine (planes, H, W) and writes the coarse (planes, h, w); up the other way;
+// kpnt.ref.pyramid.down / up, float32 contiguous planes: down reads the fine
+// (planes, H, W) and writes the coarse (planes, h, w); up the other way; up's
+// adjoint (its backward) reads a fine gradient and writes the coarse one;
 // h = ceil(H / 2), w = ceil(W / 2).  row_fold (H + 4,) and col_fold (W + 4,):
 // kpnt.ref.pad.fold_indices(n, 2, 2) (down only).
 struct PyramidArgs {
@@ -418,7 +422,24 @@ struct GuideProjBwdArgs {
 const char* guide_proj_backward_blocks(int C, int64_t M, int* blocks);
 const char* guide_proj_backward(const GuideProjBwdArgs& a);
 
+// The projection block's 1x1 convolution and its epilogue, bfloat16, C in {32, 64, 128} (rows and P as above,
+// the bias c float32 (C,)):  out = relu(h P^T + c + z), one rounding (session 33: the 1x1's GEMM and the bias_relu
+// pass after it in one pass, the product never stored).
+struct GuideProjFwdArgs {
+  const void* h = nullptr;
+  const void* z = nullptr;
+  const void* P = nullptr;
+  const float* bias = nullptr;
+  void* out = nullptr;
+  int64_t M = 0;
+  int C = 0;
+  cudaStream_t stream = nullptr;
+};
+
+const char* guide_proj_forward(const GuideProjFwdArgs& a);
+
 const char* pyramid_down(const PyramidArgs& a);
 const char* pyramid_up(const PyramidArgs& a);
+const char* pyramid_up_adjoint(const PyramidArgs& a);
 
 }  // namespace kpnt

@@ -11,11 +11,18 @@
 //   - relu_grad_sum:  g' = (g (+ p)) * (y > 0) and, per block of rows, the channel
 //                     sums of g' (a bias's gradient): ReLU's backward, the
 //                     residual stream's gradient add and the bias reduction.
+// and, bfloat16 only, a projection block's 1x1 convolution with its passes:
+//   - proj_forward:   z' = relu(h P^T + c + z) (session 33): the 1x1's GEMM and the
+//                     bias_relu after it, the product never stored;
+//   - proj_backward:  its backward through the 1x1 (session 32).
 // Arithmetic in float32, one rounding to the storage type per stored value; the
 // channel sums add the stored (rounded) values, in a fixed order (a block's rows
 // in its threads, then the threads in order; the caller adds the blocks' rows),
 // so a rerun gives the same bits.
 #include <cuda_bf16.h>
+
+#include <string>
+#include <type_traits>
 
 #include "fused_mlp.cuh"
 #include "mlp_core.cuh"
@@ -151,6 +158,99 @@ __device__ __forceinline__ void unpack8(const uint4& u, float (&v)[8]) {
     const float2 f = __bfloat1622float2(h[k]);
     v[2 * k] = f.x, v[2 * k + 1] = f.y;
   }
+}
+
+// The projection block's 1x1 convolution with its epilogue (GuideProjFwdArgs): z' = relu(h P^T + c + z).  A block
+// is C / 16 warps (2 C threads) walking tiles of 16 rows a warp (C rows), persistent over the grid:
+//   1. h and z to shared memory, coalesced (C / 8 threads a row; rows past M: zeros, never stored);
+//   2. each warp its 16 rows: h P^T on the tensor cores (mma.sync m16n8k16, float32 accumulation), then (+ c) + z
+//      and the ReLU in float32, rounded once to bfloat16, over z's place in shared memory;
+//   3. z' coalesced to device memory.
+// One rounding where the unfused path rounds the product, then the epilogue's result.  Shared memory: P, h, z,
+// rows of C + 8 bfloat16 (as the backward's).
+template <int C>
+__global__ void __launch_bounds__(2 * C) proj_forward_kernel(const GuideProjFwdArgs a) {
+  constexpr int W = C / 16, T = 32 * W, TM = 16 * W, LD = C + 8;
+  constexpr int G = C / 8, RP = T / G;  // channel groups of 8; rows a pass
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16* sP = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [C][LD], P[o][i]: B^T, read without .trans
+  __nv_bfloat16* sH = sP + C * LD;                                   // [TM][LD], h
+  __nv_bfloat16* sZ = sH + TM * LD;                                  // [TM][LD], z, then z'
+  const __nv_bfloat16* h = static_cast<const __nv_bfloat16*>(a.h);
+  const __nv_bfloat16* z = static_cast<const __nv_bfloat16*>(a.z);
+  const __nv_bfloat16* P = static_cast<const __nv_bfloat16*>(a.P);
+  __nv_bfloat16* out = static_cast<__nv_bfloat16*>(a.out);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int cg = tid % G, r0 = tid / G;
+  const int lr = lane & 7, lb0 = (lane >> 3) & 1, lb1 = lane >> 4;  // ldmatrix rows, as in the backward
+
+  for (int i = tid; i < C * G; i += T)
+    *reinterpret_cast<uint4*>(sP + (i / G) * LD + (i % G) * 8) = reinterpret_cast<const uint4*>(P)[i];
+  float bias[C / 8][2];  // c at this thread's accumulator columns
+#pragma unroll
+  for (int n = 0; n < C / 8; ++n) {
+    const int col = n * 8 + 2 * (lane & 3);
+    bias[n][0] = a.bias[col], bias[n][1] = a.bias[col + 1];
+  }
+
+  const int64_t tiles = (a.M + TM - 1) / TM;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t base = t * TM;
+    for (int r = r0; r < TM; r += RP) {
+      const int64_t row = base + r;
+      uint4 uh = make_uint4(0, 0, 0, 0), uz = make_uint4(0, 0, 0, 0);
+      if (row < a.M) {
+        const int64_t at = row * C + cg * 8;
+        uh = *reinterpret_cast<const uint4*>(h + at);
+        uz = *reinterpret_cast<const uint4*>(z + at);
+      }
+      *reinterpret_cast<uint4*>(sH + r * LD + cg * 8) = uh;
+      *reinterpret_cast<uint4*>(sZ + r * LD + cg * 8) = uz;
+    }
+    __syncthreads();
+    {
+      float acc[C / 8][4];
+#pragma unroll
+      for (int n = 0; n < C / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+      for (int k = 0; k < C / 16; ++k) {
+        uint32_t af[4];
+        ldsm_x4(af, reinterpret_cast<const __half*>(sH + (warp * 16 + lr + 8 * lb0) * LD + k * 16 + 8 * lb1));
+#pragma unroll
+        for (int n = 0; n < C / 16; ++n) {
+          // B[k][n] = P[n][k]: matrix j of the x4 is outputs + 8 (j >> 1), inputs + 8 (j & 1).
+          uint32_t bf[4];
+          ldsm_x4(bf, reinterpret_cast<const __half*>(sP + (n * 16 + lr + 8 * lb1) * LD + k * 16 + 8 * lb0));
+          mma_bf16(acc[2 * n], af, bf[0], bf[1]);
+          mma_bf16(acc[2 * n + 1], af, bf[2], bf[3]);
+        }
+      }
+      const int ra = warp * 16 + (lane >> 2);
+#pragma unroll
+      for (int n = 0; n < C / 8; ++n) {
+        const int col = n * 8 + 2 * (lane & 3);
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          __nv_bfloat162* at = reinterpret_cast<__nv_bfloat162*>(sZ + (ra + 8 * half) * LD + col);
+          const float2 zv = __bfloat1622float2(*at);
+          *at = __floats2bfloat162_rn(fmaxf(acc[n][2 * half] + bias[n][0] + zv.x, 0.f),
+                                      fmaxf(acc[n][2 * half + 1] + bias[n][1] + zv.y, 0.f));
+        }
+      }
+    }
+    __syncthreads();
+    for (int r = r0; r < TM; r += RP) {
+      const int64_t row = base + r;
+      if (row < a.M)
+        *reinterpret_cast<uint4*>(out + row * C + cg * 8) = *reinterpret_cast<const uint4*>(sZ + r * LD + cg * 8);
+    }
+    __syncthreads();  // the next tile overwrites sH, sZ
+  }
+}
+
+template <int C>
+constexpr size_t proj_forward_smem() {
+  return sizeof(__nv_bfloat16) * size_t(3 * C) * (C + 8);
 }
 
 // The projection block's backward through its 1x1 convolution (GuideProjBwdArgs).  A block is C / 16 warps and
@@ -315,15 +415,16 @@ constexpr size_t proj_backward_smem() {
   return sizeof(__nv_bfloat16) * size_t(C + 3 * 16 * (C / 16)) * (C + 8);
 }
 
-// f(kernel, shared memory bytes, threads, tile rows) for the width C, under guarded().
+// f(std::integral_constant<int, C>) for the projection kernels' widths, under guarded(); `what` names the kernel
+// in the error for another width.
 template <class F>
-const char* dispatch_proj_backward(int C, F&& f) {
+const char* dispatch_proj_width(int C, const char* what, F&& f) {
   return guarded([&] {
     switch (C) {
-      case 32: return f(proj_backward_kernel<32>, proj_backward_smem<32>(), 64, 32);
-      case 64: return f(proj_backward_kernel<64>, proj_backward_smem<64>(), 128, 64);
-      case 128: return f(proj_backward_kernel<128>, proj_backward_smem<128>(), 256, 128);
-      default: throw std::invalid_argument("guide projection backward: C must be 32, 64 or 128");
+      case 32: return f(std::integral_constant<int, 32>{});
+      case 64: return f(std::integral_constant<int, 64>{});
+      case 128: return f(std::integral_constant<int, 128>{});
+      default: throw std::invalid_argument(std::string(what) + ": C must be 32, 64 or 128");
     }
   });
 }
@@ -361,19 +462,33 @@ const char* guide_elementwise(const GuideEltArgs& a) {
 }
 
 const char* guide_proj_backward_blocks(int C, int64_t M, int* blocks) {
-  return dispatch_proj_backward(C, [&](auto kernel, size_t smem, int threads, int tile) {
+  return dispatch_proj_width(C, "guide projection backward", [&](auto width) {
+    constexpr int W = decltype(width)::value;
     if (M < 0) throw std::invalid_argument("guide projection backward: bad sizes");
-    prepare_smem(kernel, smem, "guide projection backward");
-    *blocks = persistent_blocks(kernel, threads, smem, M, tile, 1);
+    prepare_smem(proj_backward_kernel<W>, proj_backward_smem<W>(), "guide projection backward");
+    *blocks = persistent_blocks(proj_backward_kernel<W>, 2 * W, proj_backward_smem<W>(), M, W, 1);
   });
 }
 
 const char* guide_proj_backward(const GuideProjBwdArgs& a) {
-  return dispatch_proj_backward(a.C, [&](auto kernel, size_t smem, int threads, int) {
+  return dispatch_proj_width(a.C, "guide projection backward", [&](auto width) {
+    constexpr int W = decltype(width)::value;
     if (a.M < 0 || a.blocks < 1) throw std::invalid_argument("guide projection backward: bad sizes");
-    prepare_smem(kernel, smem, "guide projection backward");
-    kernel<<<a.blocks, threads, smem, a.stream>>>(a);
+    prepare_smem(proj_backward_kernel<W>, proj_backward_smem<W>(), "guide projection backward");
+    proj_backward_kernel<W><<<a.blocks, 2 * W, proj_backward_smem<W>(), a.stream>>>(a);
     check_cuda(cudaGetLastError(), "guide projection backward launch");
+  });
+}
+
+const char* guide_proj_forward(const GuideProjFwdArgs& a) {
+  return dispatch_proj_width(a.C, "guide projection forward", [&](auto width) {
+    constexpr int W = decltype(width)::value;
+    if (a.M < 0) throw std::invalid_argument("guide projection forward: bad sizes");
+    if (a.M == 0) return;
+    prepare_smem(proj_forward_kernel<W>, proj_forward_smem<W>(), "guide projection forward");
+    const int blocks = persistent_blocks(proj_forward_kernel<W>, 2 * W, proj_forward_smem<W>(), a.M, W, 1);
+    proj_forward_kernel<W><<<blocks, 2 * W, proj_forward_smem<W>(), a.stream>>>(a);
+    check_cuda(cudaGetLastError(), "guide projection forward launch");
   });
 }
 

@@ -1,5 +1,6 @@
-// kpnt.ref.pyramid's down and up as one kernel each (inference; the ops
-// behind kpnt.ops._cuda.pyramid).  The reference builds each level from index
+// kpnt.ref.pyramid's down and up as one kernel each, and up's adjoint (the ops
+// behind kpnt.ops._cuda.pyramid: down and up wherever no gradient flows through
+// them, up with its adjoint as its backward where one does).  The reference builds each level from index
 // selects (the mirror padding), strided views, and a multiply and an add per
 // filter tap and axis: some twenty launches a level, each a pass over the
 // level.  Here each output value is computed from its inputs directly.
@@ -66,6 +67,43 @@ __global__ void pyramid_up_kernel(const PyramidArgs a) {
   }
 }
 
+// The adjoint of up (its backward, for training: session 33): the gradient of coarse sample (i, j) from the fine
+// gradient g (planes, H, W).  Along an axis of m coarse samples, fine position 2 i copies sample i (weight 1),
+// 2 i - 1 averages samples i - 1 and i (0.5), 2 i + 1 averages i and i + 1 (0.5), or, for the last sample, i
+// with itself (1); positions past the fine size do not exist.  One coarse value a thread: the up to three fine
+// rows, each summed over its up to three columns, then the rows summed, in that order (float32; a fixed order,
+// not the reference backward's).
+// The weight with which fine position 2 i + d (d in -1, 0, 1) reads coarse sample i of m along an axis of `fine`
+// fine samples (0: it does not).
+__device__ __forceinline__ float up_weight(int d, int i, int m, int fine) {
+  if (d < 0) return i > 0 ? 0.5f : 0.f;
+  if (d == 0) return 1.f;
+  return 2 * i + 1 < fine ? (i + 1 < m ? 0.5f : 1.f) : 0.f;
+}
+
+__global__ void pyramid_up_adjoint_kernel(const PyramidArgs a) {
+  const int64_t total = a.planes * a.h * a.w;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+    const int j = static_cast<int>(t % a.w), i = static_cast<int>((t / a.w) % a.h);
+    const float* g = a.in + (t / (int64_t(a.w) * a.h)) * a.H * a.W;
+    float out = 0.f;
+#pragma unroll
+    for (int dy = -1; dy <= 1; ++dy) {
+      const float wy = up_weight(dy, i, a.h, a.H);
+      if (wy == 0.f) continue;
+      const float* row = g + int64_t(2 * i + dy) * a.W;
+      float s = 0.f;
+#pragma unroll
+      for (int dx = -1; dx <= 1; ++dx) {
+        const float wx = up_weight(dx, j, a.w, a.W);
+        if (wx != 0.f) s = __fadd_rn(s, __fmul_rn(wx, __ldg(row + 2 * j + dx)));
+      }
+      out = __fadd_rn(out, __fmul_rn(wy, s));
+    }
+    a.out[t] = out;
+  }
+}
+
 void launch(void (*kernel)(PyramidArgs), int64_t total, const PyramidArgs& a, const char* what) {
   constexpr int threads = 256;
   const int64_t one_wave = int64_t(multiprocessors()) * 8;  // 2048 threads an SM: 8 blocks of 256
@@ -89,6 +127,15 @@ const char* pyramid_up(const PyramidArgs& a) {
     if (a.planes < 0 || a.H < 1 || a.W < 1 || a.h != (a.H + 1) / 2 || a.w != (a.W + 1) / 2)
       throw std::invalid_argument("pyramid up: bad sizes");
     if (a.planes * a.H * a.W > 0) launch(pyramid_up_kernel, a.planes * a.H * a.W, a, "pyramid up launch");
+  });
+}
+
+const char* pyramid_up_adjoint(const PyramidArgs& a) {
+  return guarded([&] {
+    if (a.planes < 0 || a.H < 1 || a.W < 1 || a.h != (a.H + 1) / 2 || a.w != (a.W + 1) / 2)
+      throw std::invalid_argument("pyramid up adjoint: bad sizes");
+    if (a.planes * a.h * a.w > 0)
+      launch(pyramid_up_adjoint_kernel, a.planes * a.h * a.w, a, "pyramid up adjoint launch");
   });
 }
 

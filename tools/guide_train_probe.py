@@ -8,8 +8,9 @@ channels-last: ``kpnt-train --guide-dtype bfloat16`` before session 31), and
 the fused backend's written-out network (:mod:`kpnt.ops._cuda.guide_train`)
 in float32 and bfloat16, with its forward epilogues on kpnt's kernel or
 inside cuDNN's convolutions (``CUDNN_EPILOGUE``), and in bfloat16 with the
-projection blocks' backward through the 1x1 as two passes and two GEMMs
-instead of one kernel (``FUSED_PROJ_BACKWARD`` off: session 31's path).
+projection blocks' 1x1 on cuDNN's GEMMs and the passes around them instead
+of the fused projection kernels: both off (session 31's path), only the
+forward's off (session 32's: ``FUSED_PROJ_FORWARD``).
 
     python tools/guide_train_probe.py                 # both sensors, 4 x 512 x 512 mosaics
     python tools/guide_train_probe.py --reps 20
@@ -63,16 +64,17 @@ def main() -> int:
             with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
                 return _network(z.contiguous(memory_format=torch.channels_last), ws, True, proj=True).float()
 
-        def fused(dtype, epilogue, proj=True):
+        def fused(dtype, epilogue, proj=True, proj_fwd=True):
             def run():
                 guide_train.CUDNN_EPILOGUE = epilogue
-                guide_train.FUSED_PROJ_BACKWARD = proj
+                guide_train.FUSED_PROJ_BACKWARD, guide_train.FUSED_PROJ_FORWARD = proj, proj_fwd
                 return guide_train.fused_guide_network(z, ws, dtype)
             return run
 
         paths = [("autograd f32 (reference)", autograd32), ("autograd bf16 autocast", autograd_bf16),
                  ("fused f32", fused(torch.float32, False)), ("fused f32 cuDNN epilogue", fused(torch.float32, True)),
-                 ("fused bf16 unfused 1x1 bwd", fused(torch.bfloat16, False, proj=False)),
+                 ("fused bf16 unfused 1x1", fused(torch.bfloat16, False, proj=False, proj_fwd=False)),
+                 ("fused bf16 unfused 1x1 fwd", fused(torch.bfloat16, False, proj_fwd=False)),
                  ("fused bf16", fused(torch.bfloat16, False)),
                  ("fused bf16 cuDNN epilogue", fused(torch.bfloat16, True))]
         zd, wd = z.detach().double().requires_grad_(), [t.detach().double().requires_grad_() for t in ws]
@@ -99,7 +101,8 @@ def main() -> int:
             except Exception as e:                          # reported; the other paths still run
                 print(f"{sensor:<7s} {name:<28s} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}",
                       flush=True)
-        guide_train.CUDNN_EPILOGUE, guide_train.FUSED_PROJ_BACKWARD = False, True
+        guide_train.CUDNN_EPILOGUE = False
+        guide_train.FUSED_PROJ_BACKWARD = guide_train.FUSED_PROJ_FORWARD = True
         del z, ws, zd, wd, ref
         torch.cuda.empty_cache()
     return 0

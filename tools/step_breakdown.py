@@ -36,7 +36,7 @@ GROUPS = (
     ("kpnt MLP forward", ("mlp_fwd",)),
     ("kpnt front level (taps, adjoint)", ("front_",)),
     ("kpnt colour level", ("colour_",)),
-    ("kpnt guide", ("guide_", "up_block", "pyramid", "relu_grad_sum", "bias_relu", "proj_backward")),
+    ("kpnt guide", ("guide_", "up_block", "pyramid", "relu_grad_sum", "bias_relu", "proj_backward", "proj_forward")),
     ("kpnt other", ("kpnt::",)),
     ("cuDNN / cuBLAS convolutions and GEMMs", ("conv", "cudnn", "xmma", "implicit_gemm", "cutlass", "gemm", "wgrad",
                                               "dgrad", "fprop", "nchwToNhwc", "nhwcToNchw")),

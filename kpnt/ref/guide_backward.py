@@ -31,8 +31,8 @@ and ``z'``: what autograd keeps, less its bias-added copies.
 
 :class:`Primitives` computes the passes with PyTorch ops (any device,
 float64 in the tests); the fused backend swaps in its CUDA kernels for the
-two elementwise passes and, in bfloat16, for :meth:`Primitives.proj_backward`
-(:mod:`kpnt.ops._cuda.guide_train`).
+two elementwise passes and, in bfloat16, for :meth:`Primitives.proj_forward`
+and :meth:`Primitives.proj_backward` (:mod:`kpnt.ops._cuda.guide_train`).
 """
 from __future__ import annotations
 
@@ -61,6 +61,12 @@ class Primitives:
         """``relu(conv(z, w) + bias (+ residual))``: a convolution and its
         epilogue (:meth:`bias_relu_` on the convolution's fresh output)."""
         return self.bias_relu_(self.conv(z, w, padding), bias, residual)
+
+    def proj_forward(self, h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``relu(conv1x1(h, w) + bias + z)``: a projection block's 1x1
+        convolution with its epilogue (the fused backend does it in one
+        pass for bfloat16)."""
+        return self.conv_bias_relu(h, w, bias, 0, z)
 
     def relu_grad_sum(self, g: torch.Tensor, p: torch.Tensor | None, y: torch.Tensor):
         """``(gm, sum)``: ``gm = (g (+ p)) * (y > 0)`` and its channel sums
@@ -98,7 +104,7 @@ def network_forward(z: torch.Tensor, weights, prims: Primitives):
     saved = [z, zi]
     for w, b, p, c in layers[1:]:
         h = prims.conv_bias_relu(zi, w, b, 1)
-        zi = prims.conv_bias_relu(h, p, c, 0, zi)
+        zi = prims.proj_forward(h, p, c, zi)
         saved += [h, zi]
     r = prims.conv(zi, weights[-2], 0) + weights[-1].to(zi.dtype)[:, None, None]
     return r, saved

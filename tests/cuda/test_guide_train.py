@@ -3,8 +3,8 @@
 arithmetic, the whole network against float64 autograd (float32) and
 against autograd's bfloat16 path (bfloat16), the model routing its guide
 there, and a captured training step equal to the eager one; the fused
-projection backward (bfloat16) against float64 and against the unfused
-path."""
+projection forward and backward (bfloat16) against float64 and against
+the unfused path."""
 import pytest
 import torch
 
@@ -90,6 +90,48 @@ def test_proj_backward_matches_float64(C):
     assert all(torch.equal(a, b) for a, b in zip(again, unwrap(ext().guide_proj_backward(g, p, y, h, P))))
 
 
+@pytest.mark.parametrize("C", [32, 64, 128])
+def test_proj_forward_matches_float64(C):
+    """The fused projection forward relu(h P^T + c + z): the float64 value
+    rounded once to bfloat16 (float32 accumulation: within a bfloat16
+    rounding and a float32 sum's error), zeros exactly where it is negative;
+    a rerun gives the same bits."""
+    bf = torch.bfloat16
+    shape = (2, C, 23, 31)                     # 1426 rows: no multiple of any tile
+    h, z = activations(shape, bf, 11, positive=True), activations(shape, bf, 12, positive=True)
+    gen = torch.Generator("cuda").manual_seed(13)
+    P = (torch.randn(C, C, 1, 1, device="cuda", generator=gen) / C ** 0.5).to(bf)
+    c = torch.randn(C, device="cuda", generator=gen)
+    rows = lambda t: t.permute(0, 2, 3, 1).reshape(-1, C).double()
+    out = unwrap(ext().guide_proj_forward(h, P, c, z))
+    assert out.dtype == bf and out.shape == shape and out.is_contiguous(memory_format=torch.channels_last)
+    Pm = P.double().reshape(C, C)
+    exact = rows(h) @ Pm.T + c.double() + rows(z)        # out[m, o] = sum_i h[m, i] P[o, i] + c[o] + z[m, o]
+    want = exact.clamp_min(0)
+    bound = 2.0 ** -8 * want.abs() + 1e-5 * (rows(h).abs() @ Pm.abs().T + c.double().abs() + rows(z).abs())
+    assert ((rows(out) - want).abs() <= bound).all(), (C, (rows(out) - want).abs().max())
+    assert (rows(out)[exact < -bound] == 0).all() and (rows(out) >= 0).all()
+    assert torch.equal(out, unwrap(ext().guide_proj_forward(h, P, c, z)))
+
+
+def test_proj_forward_bad_input_raises_one_line():
+    a = activations((1, 64, 5, 7), torch.bfloat16, 1)
+    P = torch.zeros(64, 64, 1, 1, device="cuda", dtype=torch.bfloat16)
+    c = torch.zeros(64, device="cuda")
+    with pytest.raises(ValueError, match="bfloat16 activations"):
+        unwrap(ext().guide_proj_forward(a.float(), P, c, a.float()))
+    with pytest.raises(ValueError, match="P must be"):
+        unwrap(ext().guide_proj_forward(a, P.float(), c, a))
+    with pytest.raises(ValueError, match="bias must be"):
+        unwrap(ext().guide_proj_forward(a, P, c[:32], a))
+    with pytest.raises(ValueError, match="the second operand"):
+        unwrap(ext().guide_proj_forward(a, P, c, a[..., :6]))
+    b = activations((1, 48, 5, 7), torch.bfloat16, 1)
+    with pytest.raises(ValueError, match="32, 64 or 128"):
+        unwrap(ext().guide_proj_forward(b, torch.zeros(48, 48, 1, 1, device="cuda", dtype=torch.bfloat16),
+                                        torch.zeros(48, device="cuda"), b))
+
+
 def test_proj_backward_bad_input_raises_one_line():
     a = activations((1, 64, 5, 7), torch.bfloat16, 1)
     P = torch.zeros(64, 64, 1, 1, device="cuda", dtype=torch.bfloat16)
@@ -102,27 +144,32 @@ def test_proj_backward_bad_input_raises_one_line():
         unwrap(ext().guide_proj_backward(b, None, b, b, torch.zeros(48, 48, 1, 1, device="cuda", dtype=torch.bfloat16)))
 
 
-def test_bfloat16_network_runs_the_fused_projection_backward(monkeypatch):
-    """A bfloat16 guide of width 64 runs each projection block's backward on
-    the fused kernel, and its gradients are those of the unfused path (two
-    passes, two cuDNN GEMMs) within bfloat16's rounding."""
+def test_bfloat16_network_runs_the_fused_projection_kernels(monkeypatch):
+    """A bfloat16 guide of width 64 runs each projection block's 1x1
+    convolution forward and its backward on the fused kernels, and its
+    output and gradients are those of the unfused path (cuDNN's GEMMs and
+    the passes around them) within bfloat16's rounding."""
     z, ws, gout = network_case(2, 64, 4, (2, 37, 45), seed=13)
     real, calls = ext(), []
+    spied = ("guide_proj_forward", "guide_proj_backward")
 
     class Spy:
         def __getattr__(self, name):
             f = getattr(real, name)
-            return (lambda *a: calls.append(name) or f(*a)) if name == "guide_proj_backward" else f
+            return (lambda *a: calls.append(name) or f(*a)) if name in spied else f
 
     monkeypatch.setattr(guide_train, "ext", lambda: Spy())
+    monkeypatch.setattr(guide_train, "FUSED_PROJ_FORWARD", True)
     monkeypatch.setattr(guide_train, "FUSED_PROJ_BACKWARD", True)
     out = guide_train.fused_guide_network(z, ws, torch.bfloat16)
     fused = torch.autograd.grad(out, [z, *ws], gout)
-    assert len(calls) == 3                     # 4 layers: 3 projection blocks
+    assert sorted(calls) == sorted(3 * list(spied))     # 4 layers: 3 projection blocks
+    monkeypatch.setattr(guide_train, "FUSED_PROJ_FORWARD", False)
     monkeypatch.setattr(guide_train, "FUSED_PROJ_BACKWARD", False)
     out2 = guide_train.fused_guide_network(z, ws, torch.bfloat16)
     unfused = torch.autograd.grad(out2, [z, *ws], gout)
-    assert len(calls) == 3 and torch.equal(out, out2)
+    assert len(calls) == 6
+    assert rel(out, out2) < 2e-2, rel(out, out2)
     for i, (a, b) in enumerate(zip(fused, unfused)):
         assert a.shape == b.shape and rel(a, b) < 5e-2, (i, rel(a, b))
 

@@ -1,8 +1,9 @@
 """The colour pyramid's fused down and up (kernels/pyramid.cu, inference)
 against kpnt.ref.pyramid: bitwise, at even, odd and tiny sizes (the mirror
 padding folding more than once), several images and channels; through the
-ops on the 'cuda' backend with the switch on and off; the reference with
-autograd on."""
+ops on the 'cuda' backend with the switch on and off; the reference where
+autograd needs a backward, the kernels where it does not (training's data
+pyramid)."""
 import pytest
 import torch
 
@@ -23,7 +24,7 @@ class Spy:
     """The extension, counting the pyramid kernels' calls."""
 
     def __init__(self):
-        self.calls = {"pyramid_down": 0, "pyramid_up": 0}
+        self.calls = {"pyramid_down": 0, "pyramid_up": 0, "pyramid_up_adjoint": 0}
 
     def __getattr__(self, name):
         real = getattr(_cuda.extension.ext(), name)
@@ -57,7 +58,7 @@ def test_down_and_up_are_bitwise_the_reference(shape, channels_last, fused_on):
         down, down_ref = _cuda.fused_pyramid_down(x), ref.down(x)
         size = tuple(shape[-2:])
         up, up_ref = _cuda.fused_pyramid_up(down_ref, size), ref.up(down_ref, size)
-    assert fused_on == {"pyramid_down": 1, "pyramid_up": 1}     # the kernels ran
+    assert fused_on == {"pyramid_down": 1, "pyramid_up": 1, "pyramid_up_adjoint": 0}     # the kernels ran
     assert down.shape == down_ref.shape and torch.equal(down, down_ref), (down - down_ref).abs().max().item()
     assert up.shape == up_ref.shape and torch.equal(up, up_ref), (up - up_ref).abs().max().item()
     assert torch.equal(x, kept)
@@ -74,20 +75,64 @@ def test_the_cuda_backend_runs_them_when_switched_on(monkeypatch):
     monkeypatch.setattr(pyr, "FUSED", False)
     with torch.no_grad():
         off = ops.pyramid_up(ops.pyramid_down(x, backend="cuda"), (20, 30), backend="cuda")
-        assert spy.calls == {"pyramid_down": 0, "pyramid_up": 0}   # the switch off: the reference's passes
+        assert spy.calls == {"pyramid_down": 0, "pyramid_up": 0, "pyramid_up_adjoint": 0}   # off: the reference's
         monkeypatch.setattr(pyr, "FUSED", True)
         on = ops.pyramid_up(ops.pyramid_down(x, backend="cuda"), (20, 30), backend="cuda")
-        assert spy.calls == {"pyramid_down": 1, "pyramid_up": 1}
+        assert spy.calls == {"pyramid_down": 1, "pyramid_up": 1, "pyramid_up_adjoint": 0}
     assert torch.equal(on, off)
 
 
-def test_with_autograd_on_the_reference_runs(fused_on):
+def test_down_with_a_gradient_is_the_reference(fused_on):
     x = torch.rand(1, 3, 9, 9, device="cuda", requires_grad=True)
     out = _cuda.fused_pyramid_down(x)
-    assert out.grad_fn is not None
-    up = _cuda.fused_pyramid_up(out, (9, 9))
-    assert up.grad_fn is not None
-    assert fused_on == {"pyramid_down": 0, "pyramid_up": 0}
+    assert out.grad_fn is not None and fused_on["pyramid_down"] == 0
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=str)
+def test_up_with_a_gradient_runs_the_kernel_and_its_adjoint(shape, fused_on):
+    """up of a tensor needing a gradient: the forward bitwise the
+    reference's, the backward (the adjoint kernel) float64 autograd's within
+    float32 rounding of a few sums; a rerun the same bits."""
+    N, C, H, W = shape
+    gen = torch.Generator("cuda").manual_seed(H * 1000 + W)
+    c = torch.rand(N, C, (H + 1) // 2, (W + 1) // 2, device="cuda", generator=gen).requires_grad_()
+    g = torch.randn(N, C, H, W, device="cuda", generator=gen)
+    out = _cuda.fused_pyramid_up(c, (H, W))
+    assert torch.equal(out, ref.up(c.detach(), (H, W)))
+    got, = torch.autograd.grad(out, c, g)
+    assert fused_on == {"pyramid_down": 0, "pyramid_up": 1, "pyramid_up_adjoint": 1}
+    cd = c.detach().double().requires_grad_()
+    want, = torch.autograd.grad(ref.up(cd, (H, W)), cd, g.double())
+    assert got.shape == want.shape and (got.double() - want).abs().max() <= 1e-6 * (want.abs().max() + 1)
+    again, = torch.autograd.grad(_cuda.fused_pyramid_up(c, (H, W)), c, g)
+    assert torch.equal(got, again)
+
+
+def test_up_with_a_gradient_and_the_switch_off_is_the_reference(monkeypatch, fused_on):
+    monkeypatch.setattr(pyr, "FUSED_BACKWARD", False)
+    c = torch.rand(1, 3, 5, 5, device="cuda", requires_grad=True)
+    out = _cuda.fused_pyramid_up(c, (9, 9))
+    out.sum().backward()
+    assert fused_on == {"pyramid_down": 0, "pyramid_up": 0, "pyramid_up_adjoint": 0}
+
+
+def test_up_adjoint_bad_input_raises_one_line():
+    from kpnt.ops._cuda.extension import ext, unwrap
+
+    with pytest.raises(ValueError, match="contiguous float32"):
+        unwrap(ext().pyramid_up_adjoint(torch.rand(1, 3, 4, 4, device="cuda", dtype=torch.float64)))
+
+
+def test_with_autograd_on_data_without_gradient_runs_the_kernels(fused_on):
+    """Training's data pyramid (grad mode on, inputs wanting no gradient):
+    the kernels, bitwise the reference, no graph recorded."""
+    x = torch.rand(2, 3, 19, 23, device="cuda")
+    assert torch.is_grad_enabled()
+    down = _cuda.fused_pyramid_down(x)
+    up = _cuda.fused_pyramid_up(down, (19, 23))
+    assert fused_on == {"pyramid_down": 1, "pyramid_up": 1, "pyramid_up_adjoint": 0}
+    assert down.grad_fn is None and up.grad_fn is None
+    assert torch.equal(down, ref.down(x)) and torch.equal(up, ref.up(ref.down(x), (19, 23)))
 
 
 @pytest.mark.usefixtures("fused_on")

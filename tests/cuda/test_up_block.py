@@ -1,7 +1,8 @@
-"""The fused up_block (kernels/up_block.cu, inference) against the
-reference: bitwise the same values for both sensors at odd sizes and
-several images; the reference (with its gradient) where autograd needs one;
-the op's table through kpnt.ops; one-line errors for bad tables."""
+"""The fused up_block (kernels/up_block.cu) against the reference: bitwise
+the same values for both sensors at odd sizes and several images; where
+autograd needs a gradient, its adjoint kernel against float64 autograd (or,
+switched off, the reference); the op's table through kpnt.ops; one-line
+errors for bad tables."""
 import pytest
 import torch
 
@@ -45,11 +46,34 @@ def test_non_contiguous_input_is_read_right(kernel):
         assert torch.equal(_cuda.fused_up_block(o0, cfa, kernel), ref_up_block(o0, cfa))
 
 
-def test_with_a_gradient_the_reference_runs_and_differentiates():
+@pytest.mark.parametrize("name", list(CFAS))
+@pytest.mark.parametrize("N,h,w", [(2, 5, 7), (1, 1, 1), (1, 1, 9), (3, 64, 37)])
+def test_with_a_gradient_the_adjoint_kernel_differentiates(name, N, h, w):
+    """The forward bitwise the reference's, the backward float64 autograd's
+    within float32 rounding of a window's sums, a rerun the same bits."""
+    cfa = CFAS[name]
+    gen = torch.Generator("cuda").manual_seed(h * 100 + w)
+    o0 = torch.rand(N, 3, h, w, device="cuda", generator=gen).requires_grad_()
+    g = torch.randn(N, 3, h * cfa.block, w * cfa.block, device="cuda", generator=gen)
+    out = _cuda.fused_up_block(o0, cfa)
+    assert out.grad_fn is not None and "UpBlockWithAdjoint" in type(out.grad_fn).__name__
+    assert torch.equal(out, ref_up_block(o0.detach(), cfa))
+    got, = torch.autograd.grad(out, o0, g)
+    od = o0.detach().double().requires_grad_()
+    want, = torch.autograd.grad(ref_up_block(od, cfa), od, g.double())
+    assert got.shape == want.shape and (got.double() - want).abs().max() <= 1e-6 * (want.abs().max() + 1)
+    again, = torch.autograd.grad(_cuda.fused_up_block(o0, cfa), o0, g)
+    assert torch.equal(got, again)
+
+
+def test_with_a_gradient_and_the_switch_off_the_reference_runs(monkeypatch):
+    from kpnt.ops._cuda import up_block as ub
+
+    monkeypatch.setattr(ub, "FUSED_BACKWARD", False)
     cfa = CFAS["xtrans"]
     o0 = torch.rand(1, 3, 6, 8, device="cuda", requires_grad=True)
     out = _cuda.fused_up_block(o0, cfa)
-    assert out.grad_fn is not None                         # the reference's graph: the kernel has no backward
+    assert out.grad_fn is not None and "UpBlockWithAdjoint" not in type(out.grad_fn).__name__
     g, = torch.autograd.grad(out.square().sum(), o0)
     o1 = o0.detach().clone().requires_grad_()
     g_ref, = torch.autograd.grad(ref_up_block(o1, cfa).square().sum(), o1)
@@ -77,3 +101,8 @@ def test_bad_tables_are_one_line_errors():
         unwrap(ext().up_block(o0.double(), i, i, f, i, i, f))
     with pytest.raises(ValueError, match="^up_block: kernel must be 'flat' or 'columns', got 'rows'"):
         unwrap(ext().up_block(o0, i, i, f, i, i, f, "rows"))
+    g = torch.rand(1, 3, 8, 8, device="cuda")
+    with pytest.raises(ValueError, match=r"^up_block: the coarse size \(3, 4\) must divide"):
+        unwrap(ext().up_block_adjoint(g, i, i, f, i, i, f, 3, 4))
+    with pytest.raises(ValueError, match=r"^up_block: g must be \(N, 3, 8, 8\)"):
+        unwrap(ext().up_block_adjoint(g[..., :6].contiguous(), i, i, f, i, i, f, 4, 4))

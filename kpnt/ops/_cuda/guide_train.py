@@ -10,6 +10,9 @@ CUDA kernels (``kernels/guide_train.cu``):
   and the bias's gradient (the channel sums) in one pass where PyTorch makes
   three, its bias reduction the slowest of them (~75 us a layer in bfloat16
   on an H100, session 31);
+- ``proj_forward`` (bfloat16, widths 32 / 64 / 128): a projection block's
+  1x1 convolution, bias, residual add and ReLU in one pass (session 33):
+  the GEMM's output never stored;
 - ``proj_backward`` (bfloat16, widths 32 / 64 / 128): a projection block's
   backward through its 1x1 convolution in one pass (session 32): the two
   ``relu_grad_sum`` passes around it and the 1x1's two gradient GEMMs, with
@@ -36,8 +39,12 @@ KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 #: sums) instead of two passes and two GEMMs; float32 guides (TF32 GEMMs) and
 #: other widths keep those.
 FUSED_PROJ_BACKWARD = True
-#: Hidden widths the fused projection backward is compiled for.
-PROJ_BACKWARD_WIDTHS = (32, 64, 128)
+#: The same for the forward: a bfloat16 guide's projection blocks run their
+#: 1x1 convolution with its bias, residual add and ReLU as one kernel
+#: (``guide_proj_forward``) instead of cuDNN's GEMM and a ``bias_relu`` pass.
+FUSED_PROJ_FORWARD = True
+#: Hidden widths the fused projection kernels are compiled for.
+PROJ_WIDTHS = (32, 64, 128)
 
 
 def supported(z: torch.Tensor, weights, dtype: torch.dtype) -> bool:
@@ -60,8 +67,13 @@ class CudaPrimitives(Primitives):
     def relu_grad_sum(self, g, p, y):
         return unwrap(ext().guide_relu_grad_sum(_channels_last(g), _channels_last(p), y))
 
+    def proj_forward(self, h, w, bias, z):
+        if not (FUSED_PROJ_FORWARD and h.dtype == torch.bfloat16 and h.shape[1] in PROJ_WIDTHS):
+            return super().proj_forward(h, w, bias, z)
+        return unwrap(ext().guide_proj_forward(h, w.contiguous(), bias, z))
+
     def proj_backward(self, g, p, y, h, w):
-        if not (FUSED_PROJ_BACKWARD and g.dtype == torch.bfloat16 and g.shape[1] in PROJ_BACKWARD_WIDTHS):
+        if not (FUSED_PROJ_BACKWARD and g.dtype == torch.bfloat16 and g.shape[1] in PROJ_WIDTHS):
             return super().proj_backward(g, p, y, h, w)
         return unwrap(ext().guide_proj_backward(_channels_last(g), _channels_last(p), y, h, w.contiguous()))
 
