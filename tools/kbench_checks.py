@@ -407,8 +407,15 @@ def sanitize_case():
             for shape in ((2, 3, 19, 23), (1, 3, 1, 2)):
                 lvl = torch.rand(*shape, device="cuda")
                 _cuda.fused_pyramid_up(_cuda.fused_pyramid_down(lvl), shape[-2:])
+                with torch.enable_grad():                   # up's adjoint (its backward in training)
+                    c = _cuda.fused_pyramid_down(lvl).requires_grad_()
+                    torch.autograd.grad(_cuda.fused_pyramid_up(c, shape[-2:]).sum(), c)
         finally:
             pyramid_op.FUSED = fused_before
+        with torch.enable_grad():                           # up_block's adjoint (its backward in training)
+            for cfa_a in (CFA.xtrans(), CFA.bayer("RGGB")):
+                o = torch.rand(2, 3, 7, 9, device="cuda", requires_grad=True)
+                torch.autograd.grad(_cuda.fused_up_block(o, cfa_a).sum(), o)
         for cfa_s, pack_s in ((CFA.bayer("GBRG"), 2), (CFA.xtrans(2, 5), 1)):   # the guide's fused start, odd sizes
             _cuda.fused_guide_start(torch.rand(2, 1, 23, 29, device="cuda"), torch.rand(2, 3, 23, 29, device="cuda"),
                                     torch.full((2, 2, 3), 1e-3, device="cuda"), cfa_s, pack_s, True)
