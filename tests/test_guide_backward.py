@@ -62,3 +62,25 @@ def test_relu_grad_sum_masks_adds_and_sums():
     assert s.tolist() == [0.0, -9.0, 21.0, 0.0] and s.dtype == torch.float32
     gm, s = prims.relu_grad_sum(g, None, y)
     assert gm[0, :, 0, 0].tolist() == [0.0, -2.0, 3.0, 0.0]
+
+
+def test_batched_weight_casts_are_the_per_weight_ones():
+    """compute_weights / weight_grads convert matrices of one shape together:
+    the values and layouts are those of a cast a matrix, each a view."""
+    from kpnt.ref.guide_backward import compute_weights, weight_grads
+
+    ws, _ = trained_like(2, 16, 4, seed=7)
+    for dtype in (torch.bfloat16, torch.float32, torch.float64):
+        got = compute_weights(ws, dtype)
+        for w, c in zip(ws, got):
+            if w.dim() == 1:
+                assert c.dtype == torch.promote_types(dtype, torch.float32) and torch.equal(c, w.to(c.dtype))
+            else:
+                assert c.dtype == dtype and c.is_contiguous(memory_format=torch.channels_last)
+                assert torch.equal(c, w.to(dtype))
+    grads = [w.to(torch.bfloat16).contiguous(memory_format=torch.channels_last) if w.dim() == 4 else w
+             for w in ws]
+    out = weight_grads(grads, [w.dtype for w in ws])
+    for w, g, given in zip(ws, out, grads):
+        assert g.dtype == w.dtype and g.is_contiguous() and torch.equal(g, given.to(w.dtype))
+    assert sum(g._base is not None for g in out) == 3     # the 3 blocks' 3x3s (channels-last): views

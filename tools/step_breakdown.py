@@ -39,7 +39,7 @@ GROUPS = (
     ("kpnt guide", ("guide_", "up_block", "pyramid", "relu_grad_sum", "bias_relu", "proj_backward", "proj_forward")),
     ("kpnt other", ("kpnt::",)),
     ("cuDNN / cuBLAS convolutions and GEMMs", ("conv", "cudnn", "xmma", "implicit_gemm", "cutlass", "gemm", "wgrad",
-                                              "dgrad", "fprop", "nchwToNhwc", "nhwcToNchw")),
+                                              "dgrad", "fprop", "nchwToNhwc", "nhwcToNchw", "nvjet")),
     ("optimizer (Adam)", ("adam", "multi_tensor", "foreach")),
 )
 OTHER = "other (elementwise, reductions, copies)"
@@ -65,8 +65,12 @@ def grouped(kernels: list[tuple[str, float, float]]) -> list[tuple[str, float, f
 
 
 def _frame(evt) -> str | None:
-    """The innermost kpnt (or tools) Python frame around a profiler event
-    (with_stack records frames as the ops' parent events), or None."""
+    """The innermost kpnt (or tools) Python frame of a profiler event (its
+    recorded stack, or the frames with_stack records as its parent events),
+    or None."""
+    for entry in evt.stack or ():
+        if ("kpnt/" in entry or "tools/" in entry) and "dispatch.py" not in entry:
+            return entry
     evt = evt.cpu_parent
     while evt is not None:
         name = evt.name

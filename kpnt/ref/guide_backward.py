@@ -134,6 +134,61 @@ def network_backward(gr: torch.Tensor, saved, weights, prims: Primitives, need_i
     return dz, [dw0, db0] + grads
 
 
+def _same_shape_groups(tensors, want) -> dict[tuple, list[int]]:
+    """Indices of the 4-D tensors among ``tensors`` with ``want(i)``, by shape."""
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tensors):
+        if t is not None and t.dim() == 4 and want(i):
+            groups.setdefault(tuple(t.shape), []).append(i)
+    return groups
+
+
+def compute_weights(weights, dtype: torch.dtype) -> list[torch.Tensor]:
+    """The weights as :func:`network_forward` computes with them: matrices in
+    ``dtype``, channels-last; biases in float32 at least (the epilogues add
+    them in float32).  Matrices of one shape (the blocks' 3x3s, their 1x1s)
+    are cast together, one stack and one cast-and-permute a shape instead of
+    a copy a matrix (~60 launches a training step before session 33); each
+    is a channels-last view of that group's buffer."""
+    bias_dtype = torch.promote_types(dtype, torch.float32)
+    out = [w.to(bias_dtype) if w.dim() == 1 else None for w in weights]
+    for (o, i, kh, kw), idx in _same_shape_groups(weights, lambda k: True).items():
+        if len(idx) == 1:
+            out[idx[0]] = weights[idx[0]].to(dtype=dtype, memory_format=torch.channels_last)
+            continue
+        stacked = torch.stack([weights[k] for k in idx])                       # (G, o, i, kh, kw)
+        last = torch.empty((len(idx), o, kh, kw, i), dtype=dtype, device=stacked.device)
+        last.copy_(stacked.permute(0, 1, 3, 4, 2))                             # cast and channels-last in one
+        views = last.permute(0, 1, 4, 2, 3)                                    # (G, o, i, kh, kw), channels-last
+        for g, k in enumerate(idx):
+            out[k] = views[g]
+    return out
+
+
+def weight_grads(grads, dtypes) -> list[torch.Tensor]:
+    """:func:`network_backward`'s weight gradients as autograd returns them:
+    each in its weight's dtype, contiguous; channels-last matrices of one
+    shape and dtype (the 3x3s' gradients from cuDNN) converted together (one
+    stack of their channels-last storage and one cast-and-permute), each a
+    view of the group's buffer."""
+    out = list(grads)
+    channels_last = lambda k: not grads[k].is_contiguous() and grads[k].is_contiguous(
+        memory_format=torch.channels_last)
+    for (o, i, kh, kw), idx in _same_shape_groups(grads, channels_last).items():
+        by_dtype: dict[tuple, list[int]] = {}
+        for k in idx:
+            by_dtype.setdefault((grads[k].dtype, dtypes[k]), []).append(k)
+        for (_, want), ks in by_dtype.items():
+            if len(ks) == 1:
+                continue
+            stacked = torch.stack([grads[k].permute(0, 2, 3, 1) for k in ks])  # (G, o, kh, kw, i), contiguous reads
+            flat = torch.empty((len(ks), o, i, kh, kw), dtype=want, device=stacked.device)
+            flat.copy_(stacked.permute(0, 1, 4, 2, 3))
+            for g, k in enumerate(ks):
+                out[k] = flat[g]
+    return [g.to(dtype=t).contiguous() for g, t in zip(out, dtypes)]
+
+
 class GuideNetwork(torch.autograd.Function):
     """The projection guide's network as one autograd node computing in
     ``dtype`` on channels-last tensors; its output and input gradient in
@@ -143,10 +198,7 @@ class GuideNetwork(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, dtype, prims, *weights):
         zc = z.to(dtype=dtype, memory_format=torch.channels_last)
-        # Biases in float32 at least: the epilogues add them in float32.
-        bias_dtype = torch.promote_types(dtype, torch.float32)
-        ws = [w.to(bias_dtype) if w.dim() == 1 else w.to(dtype=dtype, memory_format=torch.channels_last)
-              for w in weights]
+        ws = compute_weights(weights, dtype)
         r, saved = network_forward(zc, ws, prims)
         ctx.save_for_backward(*saved, *ws)
         ctx.n_saved, ctx.prims, ctx.z_dtype = len(saved), prims, z.dtype
@@ -159,7 +211,7 @@ class GuideNetwork(torch.autograd.Function):
         saved, ws = list(tensors[:ctx.n_saved]), list(tensors[ctx.n_saved:])
         gr = gr.to(dtype=saved[0].dtype, memory_format=torch.channels_last)
         dz, grads = network_backward(gr, saved, ws, ctx.prims, ctx.needs_input_grad[0])
-        grads = [g.to(dtype=t).contiguous() for g, t in zip(grads, ctx.weight_dtypes)]
+        grads = weight_grads(grads, ctx.weight_dtypes)
         return (dz.to(ctx.z_dtype) if dz is not None else None), None, None, *grads
 
 
