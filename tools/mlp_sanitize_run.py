@@ -10,7 +10,8 @@ last tile is partial), and of the grouped op (permuted rows), for the colour
 and front shapes at hidden widths 64 and 128.  ``--guide`` adds the guide's
 training passes (kernels/guide_train.cu) through its fused network
 (float32 and bfloat16, widths 64 and 128 and 24, position counts that leave
-a block partial).  Prints "done" at the end; the sanitizer's summary says
+a block partial); ``--adjoints`` the backward kernels of the pyramid's up and
+of up_block (odd and tiny sizes, both sensors).  Prints "done" at the end; the sanitizer's summary says
 whether any access was wrong.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--widths", type=int, nargs="+", default=[64, 128], choices=(64, 128))
     p.add_argument("--guide", action="store_true", help="also the guide's training passes")
+    p.add_argument("--adjoints", action="store_true", help="also up's and up_block's adjoint (backward) kernels")
     p.add_argument("--no-mlp", action="store_true", help="skip the MLP kernels")
     args = p.parse_args()
     if not torch.cuda.is_available():
@@ -66,6 +68,17 @@ def main() -> int:
                 out = fused_guide_network(z, ws, dtype)
                 torch.autograd.grad(out, [z, *ws], torch.randn_like(out))
             print(f"guide width {width}: ok", flush=True)
+    if args.adjoints:
+        from kpnt.mosaic.cfa import CFA
+
+        for H, W in ((1, 1), (2, 3), (19, 23), (301, 517)):
+            c = torch.rand(2, 3, (H + 1) // 2, (W + 1) // 2, device="cuda", requires_grad=True)
+            torch.autograd.grad(_cuda.fused_pyramid_up(c, (H, W)).sum(), c)
+        for cfa in (CFA.bayer("RGGB"), CFA.xtrans(0, 0)):
+            for h, w in ((1, 1), (5, 7), (64, 37)):
+                o = torch.rand(2, 3, h, w, device="cuda", requires_grad=True)
+                torch.autograd.grad(_cuda.fused_up_block(o, cfa).sum(), o)
+        print("adjoints: ok", flush=True)
     torch.cuda.synchronize()
     print("done")
     return 0
