@@ -147,8 +147,11 @@ def test_proj_backward_bad_input_raises_one_line():
 def test_bfloat16_network_runs_the_fused_projection_kernels(monkeypatch):
     """A bfloat16 guide of width 64 runs each projection block's 1x1
     convolution forward and its backward on the fused kernels, and its
-    output and gradients are those of the unfused path (cuDNN's GEMMs and
-    the passes around them) within bfloat16's rounding."""
+    output and gradients are as close to float64's as the unfused path's
+    (cuDNN's GEMMs and the passes around them) are: both are bfloat16, whose
+    gradients differ from each other and from float64 by several per cent
+    (rounding flips ReLU masks; session 33 measured 7.8 % between the two
+    paths for the input's gradient); a wrong kernel is off by far more."""
     z, ws, gout = network_case(2, 64, 4, (2, 37, 45), seed=13)
     real, calls = ext(), []
     spied = ("guide_proj_forward", "guide_proj_backward")
@@ -169,9 +172,13 @@ def test_bfloat16_network_runs_the_fused_projection_kernels(monkeypatch):
     out2 = guide_train.fused_guide_network(z, ws, torch.bfloat16)
     unfused = torch.autograd.grad(out2, [z, *ws], gout)
     assert len(calls) == 6
-    assert rel(out, out2) < 2e-2, rel(out, out2)
-    for i, (a, b) in enumerate(zip(fused, unfused)):
-        assert a.shape == b.shape and rel(a, b) < 5e-2, (i, rel(a, b))
+    zd, wd = z.detach().double().requires_grad_(), [w.detach().double().requires_grad_() for w in ws]
+    ref = _network(zd, wd, True, proj=True)
+    ref_g = torch.autograd.grad(ref, [zd, *wd], gout.double())
+    assert rel(out.double(), ref) < 2 * rel(out2.double(), ref) + 1e-3
+    for i, (a, b, c) in enumerate(zip(fused, unfused, ref_g)):
+        assert a.shape == b.shape and torch.isfinite(a).all(), i
+        assert rel(a.double(), c) < 2 * rel(b.double(), c) + 2e-3, (i, rel(a.double(), c), rel(b.double(), c))
 
 
 def test_bad_activations_raise_one_line():
