@@ -160,6 +160,35 @@ __device__ __forceinline__ void unpack8(const uint4& u, float (&v)[8]) {
   }
 }
 
+// acc = this warp's 16 rows of the (rows, C) tile sA times P, or times P^T (kTransposed), P the [out][in] (C, C)
+// weights in shared memory (rows of LD), on the tensor cores (mma.sync m16n8k16, bfloat16 in, float32 accumulation);
+// acc[n] holds columns 8 n .. 8 n + 7 in the mma's accumulator layout.  ldmatrix row addresses: lane l gives row
+// (l & 7) of 8x8 matrix l >> 3; for A matrix j is rows + 8 (j & 1), columns + 8 (j >> 1).  B = P (k = out, n = in)
+// is read with .trans, matrix j at k + 8 (j & 1), n + 8 (j >> 1); B = P^T (k = in, n = out) without, matrix j at
+// n + 8 (j >> 1), k + 8 (j & 1).
+// The lane's ldmatrix row terms: lr = lane & 7, lb0 = (lane >> 3) & 1, lb1 = lane >> 4.
+template <int C, int LD, bool kTransposed>
+__device__ __forceinline__ void warp_rows_times_P(float (&acc)[C / 8][4], const __nv_bfloat16* sA,
+                                                  const __nv_bfloat16* sP, int warp, int lr, int lb0, int lb1) {
+#pragma unroll
+  for (int n = 0; n < C / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+  for (int k = 0; k < C / 16; ++k) {
+    uint32_t af[4];
+    ldsm_x4(af, reinterpret_cast<const __half*>(sA + (warp * 16 + lr + 8 * lb0) * LD + k * 16 + 8 * lb1));
+#pragma unroll
+    for (int n = 0; n < C / 16; ++n) {
+      uint32_t bf[4];
+      if (kTransposed)
+        ldsm_x4(bf, reinterpret_cast<const __half*>(sP + (n * 16 + lr + 8 * lb1) * LD + k * 16 + 8 * lb0));
+      else
+        ldsm_x4_t(bf, reinterpret_cast<const __half*>(sP + (k * 16 + lr + 8 * lb0) * LD + n * 16 + 8 * lb1));
+      mma_bf16(acc[2 * n], af, bf[0], bf[1]);
+      mma_bf16(acc[2 * n + 1], af, bf[2], bf[3]);
+    }
+  }
+}
+
 // The projection block's 1x1 convolution with its epilogue (GuideProjFwdArgs): z' = relu(h P^T + c + z).  A block
 // is C / 16 warps (2 C threads) walking tiles of 16 rows a warp (C rows), persistent over the grid:
 //   1. h and z to shared memory, coalesced (C / 8 threads a row; rows past M: zeros, never stored);
@@ -210,21 +239,7 @@ __global__ void __launch_bounds__(2 * C) proj_forward_kernel(const GuideProjFwdA
     __syncthreads();
     {
       float acc[C / 8][4];
-#pragma unroll
-      for (int n = 0; n < C / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-#pragma unroll
-      for (int k = 0; k < C / 16; ++k) {
-        uint32_t af[4];
-        ldsm_x4(af, reinterpret_cast<const __half*>(sH + (warp * 16 + lr + 8 * lb0) * LD + k * 16 + 8 * lb1));
-#pragma unroll
-        for (int n = 0; n < C / 16; ++n) {
-          // B[k][n] = P[n][k]: matrix j of the x4 is outputs + 8 (j >> 1), inputs + 8 (j & 1).
-          uint32_t bf[4];
-          ldsm_x4(bf, reinterpret_cast<const __half*>(sP + (n * 16 + lr + 8 * lb1) * LD + k * 16 + 8 * lb0));
-          mma_bf16(acc[2 * n], af, bf[0], bf[1]);
-          mma_bf16(acc[2 * n + 1], af, bf[2], bf[3]);
-        }
-      }
+      warp_rows_times_P<C, LD, true>(acc, sH, sP, warp, lr, lb0, lb1);  // h P^T
       const int ra = warp * 16 + (lane >> 2);
 #pragma unroll
       for (int n = 0; n < C / 8; ++n) {
@@ -330,20 +345,7 @@ __global__ void __launch_bounds__(2 * C) proj_backward_kernel(const GuideProjBwd
     // 2. dh = gm P, gh = dh * (h > 0)
     {
       float acc[C / 8][4];
-#pragma unroll
-      for (int n = 0; n < C / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-#pragma unroll
-      for (int k = 0; k < C / 16; ++k) {
-        uint32_t af[4];
-        ldsm_x4(af, reinterpret_cast<const __half*>(sG + (warp * 16 + lr + 8 * lb0) * LD + k * 16 + 8 * lb1));
-#pragma unroll
-        for (int n = 0; n < C / 16; ++n) {
-          uint32_t bf[4];
-          ldsm_x4_t(bf, reinterpret_cast<const __half*>(sP + (k * 16 + lr + 8 * lb0) * LD + n * 16 + 8 * lb1));
-          mma_bf16(acc[2 * n], af, bf[0], bf[1]);
-          mma_bf16(acc[2 * n + 1], af, bf[2], bf[3]);
-        }
-      }
+      warp_rows_times_P<C, LD, false>(acc, sG, sP, warp, lr, lb0, lb1);  // gm P
       const int ra = warp * 16 + (lane >> 2);
 #pragma unroll
       for (int n = 0; n < C / 8; ++n) {
