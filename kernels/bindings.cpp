@@ -668,6 +668,16 @@ kpnt::GuideEltArgs guide_elt_args(const torch::Tensor& in, const std::optional<t
   return a;
 }
 
+// A projection block's 1x1 weights P as its kernels take them: contiguous (C, C, 1, 1) in the activations' dtype.
+void check_projection(const torch::Tensor& P, const torch::Tensor& like) {
+  const int64_t C = like.size(1);
+  KPNT_REQUIRE_GT(P.is_cuda() && P.device() == like.device() && P.scalar_type() == like.scalar_type() &&
+                      P.dim() == 4 && P.size(0) == C && P.size(1) == C && P.size(2) == 1 && P.size(3) == 1 &&
+                      P.is_contiguous(),
+                  "P must be contiguous ", like.scalar_type(), " (", C, ", ", C, ", 1, 1) on ", like.device(),
+                  " as the activations, got ", P.scalar_type(), " ", shape(P), " on ", P.device());
+}
+
 // relu(a + bias (+ z)) written into `a` (the forward epilogue of a guide convolution); None, or an error tuple.
 py::object guide_bias_relu_(const torch::Tensor& a, const torch::Tensor& bias, const std::optional<torch::Tensor>& z) {
   return guarded([&]() -> py::object {
@@ -704,24 +714,21 @@ py::object guide_relu_grad_sum(const torch::Tensor& g, const std::optional<torch
 }
 
 // (gm, gh, d c, d b, d P): the projection block's backward through its 1x1 convolution (GuideProjBwdArgs), bfloat16
-// activations and P (C, C, 1, 1), C in {32, 64, 128}; sums and dP float32 ((C,), (C,), (C, C, 1, 1)); or an error tuple.
+// activations and P (C, C, 1, 1) with C in {32, 64, 128}, or float32 ones (products on TF32) with C in {32, 64}; sums
+// and dP float32 ((C,), (C,), (C, C, 1, 1)); or an error tuple.
 py::object guide_proj_backward(const torch::Tensor& g, const std::optional<torch::Tensor>& p, const torch::Tensor& y,
                                const torch::Tensor& h, const torch::Tensor& P) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(g.device());
-    kpnt::GuideEltArgs base = guide_elt_args(g, p);  // checks g and p
-    KPNT_REQUIRE_GT(base.bf16, "the projection backward takes bfloat16 activations, got ", g.scalar_type());
+    kpnt::GuideEltArgs base = guide_elt_args(g, p);  // checks g and p: float32 or bfloat16
     check_guide_activation(y, "the ReLU's output", g);
     check_guide_activation(h, "the block's hidden activation", g);
     const int64_t C = g.size(1);
-    KPNT_REQUIRE_GT(P.is_cuda() && P.device() == g.device() && P.scalar_type() == at::kBFloat16 && P.dim() == 4 &&
-                        P.size(0) == C && P.size(1) == C && P.size(2) == 1 && P.size(3) == 1 && P.is_contiguous(),
-                    "P must be contiguous bfloat16 (", C, ", ", C, ", 1, 1) on ", g.device(), ", got ",
-                    P.scalar_type(), " ", shape(P), " on ", P.device());
+    check_projection(P, g);
     kpnt::GuideProjBwdArgs a;
     a.C = static_cast<int>(C);
     a.M = base.M;
-    check_launch(kpnt::guide_proj_backward_blocks(a.C, a.M, &a.blocks));
+    check_launch(kpnt::guide_proj_backward_blocks(a.C, a.M, !base.bf16, &a.blocks));
     torch::Tensor gm = torch::empty_like(g, at::MemoryFormat::ChannelsLast);
     torch::Tensor gh = torch::empty_like(g, at::MemoryFormat::ChannelsLast);
     torch::Tensor partial = torch::empty({a.blocks, 2 * C + C * C}, g.options().dtype(at::kFloat));
@@ -734,7 +741,7 @@ py::object guide_proj_backward(const torch::Tensor& g, const std::optional<torch
     a.gh = gh.data_ptr();
     a.partial = partial.data_ptr<float>();
     a.stream = base.stream;
-    check_launch(kpnt::guide_proj_backward(a));
+    check_launch(kpnt::guide_proj_backward(a, !base.bf16));
     const torch::Tensor sums = partial.sum(0);
     return py::make_tuple(gm, gh, sums.narrow(0, 0, C), sums.narrow(0, C, C),
                           sums.narrow(0, 2 * C, C * C).view({C, C, 1, 1}));
@@ -742,18 +749,15 @@ py::object guide_proj_backward(const torch::Tensor& g, const std::optional<torch
 }
 
 // relu(h P^T + c + z): the projection block's 1x1 convolution with its bias, residual add and ReLU
-// (GuideProjFwdArgs), bfloat16 activations and P (C, C, 1, 1), C in {32, 64, 128}, c float32 (C,); or an error tuple.
+// (GuideProjFwdArgs), bfloat16 activations and P (C, C, 1, 1) with C in {32, 64, 128}, or float32 ones (the product
+// on TF32) with C in {32, 64}; c float32 (C,); or an error tuple.
 py::object guide_proj_forward(const torch::Tensor& h, const torch::Tensor& P, const torch::Tensor& bias,
                               const torch::Tensor& z) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(h.device());
-    kpnt::GuideEltArgs base = guide_elt_args(h, z);  // checks h and z
-    KPNT_REQUIRE_GT(base.bf16, "the projection forward takes bfloat16 activations, got ", h.scalar_type());
+    kpnt::GuideEltArgs base = guide_elt_args(h, z);  // checks h and z: float32 or bfloat16
     const int64_t C = h.size(1);
-    KPNT_REQUIRE_GT(P.is_cuda() && P.device() == h.device() && P.scalar_type() == at::kBFloat16 && P.dim() == 4 &&
-                        P.size(0) == C && P.size(1) == C && P.size(2) == 1 && P.size(3) == 1 && P.is_contiguous(),
-                    "P must be contiguous bfloat16 (", C, ", ", C, ", 1, 1) on ", h.device(), ", got ",
-                    P.scalar_type(), " ", shape(P), " on ", P.device());
+    check_projection(P, h);
     KPNT_REQUIRE_GT(bias.is_cuda() && bias.device() == h.device() && bias.scalar_type() == at::kFloat &&
                         bias.dim() == 1 && bias.size(0) == C && bias.is_contiguous(),
                     "bias must be contiguous float32 (", C, ",) on ", h.device(), ", got ",
@@ -768,7 +772,7 @@ py::object guide_proj_forward(const torch::Tensor& h, const torch::Tensor& P, co
     a.M = base.M;
     a.C = static_cast<int>(C);
     a.stream = base.stream;
-    check_launch(kpnt::guide_proj_forward(a));
+    check_launch(kpnt::guide_proj_forward(a, !base.bf16));
     return py::cast(out);
   });
 }
@@ -1158,11 +1162,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("guide_relu_grad_sum", &guide_relu_grad_sum, "((g (+ p)) * (y > 0), its channel sums): the guide's ReLU "
         "backward and bias gradient while training", py::arg("g"), py::arg("p"), py::arg("y"));
   m.def("guide_proj_backward", &guide_proj_backward, "(gm, gh, d c, d b, d P): the guide's projection block backward "
-        "through its 1x1 convolution, bfloat16, C in {32, 64, 128}", py::arg("g"), py::arg("p"), py::arg("y"),
-        py::arg("h"), py::arg("P"));
+        "through its 1x1 convolution, bfloat16 (C in {32, 64, 128}) or float32 on TF32 (C in {32, 64})",
+        py::arg("g"), py::arg("p"), py::arg("y"), py::arg("h"), py::arg("P"));
   m.def("guide_proj_forward", &guide_proj_forward, "relu(h P^T + c + z): the guide's projection block's 1x1 "
-        "convolution with its epilogue, bfloat16, C in {32, 64, 128}", py::arg("h"), py::arg("P"), py::arg("bias"),
-        py::arg("z"));
+        "convolution with its epilogue, bfloat16 (C in {32, 64, 128}) or float32 on TF32 (C in {32, 64})",
+        py::arg("h"), py::arg("P"), py::arg("bias"), py::arg("z"));
   m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
         "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");

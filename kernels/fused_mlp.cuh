@@ -399,8 +399,9 @@ struct GuideEltArgs {
 
 const char* guide_elementwise(const GuideEltArgs& a);
 
-// The projection block's backward through its 1x1 convolution, bfloat16, C in {32, 64, 128} (the rows of
-// (M, C) matrices as above; P the 1x1 weights (C, C) row-major [out][in], bfloat16):
+// The projection block's backward through its 1x1 convolution, bfloat16 with C in {32, 64, 128} or float32 (the
+// products on TF32) with C in {32, 64} (the rows of (M, C) matrices as above; P the 1x1 weights (C, C) row-major
+// [out][in], in the activations' dtype):
 //   gm = (g (+ p)) * (y > 0);  gh = (gm P) * (h > 0);
 //   partial[b] = [sum of gm's columns (C) | sum of gh's columns (C) | gm^T h (C x C, [out][in])] over block b's rows.
 // One pass where the written-out backward makes three and a GEMM each for dh and dP (session 32).
@@ -418,12 +419,13 @@ struct GuideProjBwdArgs {
   cudaStream_t stream = nullptr;
 };
 
-// Blocks the launch for (C, M) uses (the rows of `partial`), into *blocks; nullptr, or an error message.
-const char* guide_proj_backward_blocks(int C, int64_t M, int* blocks);
-const char* guide_proj_backward(const GuideProjBwdArgs& a);
+// Blocks the launch for (C, M) uses (the rows of `partial`), into *blocks; nullptr, or an error message.  f32: the
+// activations and P are float32 (the products on TF32), else bfloat16.
+const char* guide_proj_backward_blocks(int C, int64_t M, bool f32, int* blocks);
+const char* guide_proj_backward(const GuideProjBwdArgs& a, bool f32);
 
-// The projection block's 1x1 convolution and its epilogue, bfloat16, C in {32, 64, 128} (rows and P as above,
-// the bias c float32 (C,)):  out = relu(h P^T + c + z), one rounding (session 33: the 1x1's GEMM and the bias_relu
+// The projection block's 1x1 convolution and its epilogue, the same dtypes and widths (rows and P as above, the
+// bias c float32 (C,)):  out = relu(h P^T + c + z), rounded once (session 33: the 1x1's GEMM and the bias_relu
 // pass after it in one pass, the product never stored).
 struct GuideProjFwdArgs {
   const void* h = nullptr;
@@ -436,7 +438,7 @@ struct GuideProjFwdArgs {
   cudaStream_t stream = nullptr;
 };
 
-const char* guide_proj_forward(const GuideProjFwdArgs& a);
+const char* guide_proj_forward(const GuideProjFwdArgs& a, bool f32);
 
 const char* pyramid_down(const PyramidArgs& a);
 const char* pyramid_up(const PyramidArgs& a);

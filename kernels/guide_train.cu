@@ -417,6 +417,265 @@ constexpr size_t proj_backward_smem() {
   return sizeof(__nv_bfloat16) * size_t(C + 3 * 16 * (C / 16)) * (C + 8);
 }
 
+// ---- The float32 twins (TF32 tensor cores; session 33, written after its last GPU call, not yet run) ----
+// A float32 guide's 1x1 convolutions run on cuDNN as TF32 (torch.backends.cudnn.allow_tf32, on by default); these
+// kernels do the same products the same way (inputs rounded to TF32, to nearest, float32 accumulation) with the
+// passes around them, as the bfloat16 kernels above do.  Shared memory holds float32 rows of LD = C + 4 floats, so
+// the fragments' (row g, column t) reads of the two products through P fall in 32 different banks (the dP
+// product's transposed reads conflict two-way).  Widths 32 and 64 (at 128 the backward's four float32 tiles do
+// not fit in shared memory).
+
+// x rounded to TF32 (10 mantissa bits, to nearest, ties away: cvt.rna), as a float32 bit pattern.
+__device__ __forceinline__ uint32_t tf32_bits(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+
+// c += a (16x8, row) * b (8x8, col); TF32 in, float32 accumulate.
+__device__ __forceinline__ void mma_tf32(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// acc = this warp's 16 rows of sA times B, where B[k][n] = sB[n LD + k] (sB = P gives h P^T, sB = P^T gives gm P);
+// sA and sB hold TF32-rounded values.  Fragments (g = lane / 4, t = lane % 4): A (g, t), (g + 8, t), (g, t + 4),
+// (g + 8, t + 4); B (k t, n g), (k t + 4, n g); acc[n] in the bfloat16 kernels' accumulator layout.
+template <int C, int LD>
+__device__ __forceinline__ void warp_rows_times_tf32(float (&acc)[C / 8][4], const float* sA, const float* sB,
+                                                     int warp, int lane) {
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int n = 0; n < C / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+  for (int k = 0; k < C / 8; ++k) {
+    const float* a = sA + (warp * 16 + g) * LD + k * 8 + t;
+    const uint32_t a0 = __float_as_uint(a[0]), a1 = __float_as_uint(a[8 * LD]);
+    const uint32_t a2 = __float_as_uint(a[4]), a3 = __float_as_uint(a[8 * LD + 4]);
+#pragma unroll
+    for (int n = 0; n < C / 8; ++n) {
+      const float* b = sB + (n * 8 + g) * LD + k * 8 + t;
+      mma_tf32(acc[n], a0, a1, a2, a3, __float_as_uint(b[0]), __float_as_uint(b[4]));
+    }
+  }
+}
+
+// Eight floats rounded to TF32 into shared memory.
+__device__ __forceinline__ void store_tf32(float* dst, const float (&v)[8]) {
+  float r[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) r[j] = __uint_as_float(tf32_bits(v[j]));
+  Vec8<float>::store(dst, r);
+}
+
+// proj_forward_kernel's float32 twin: z' = relu(h P^T + c + z), the product on TF32.
+template <int C>
+__global__ void __launch_bounds__(2 * C) proj_forward_tf32_kernel(const GuideProjFwdArgs a) {
+  constexpr int W = C / 16, T = 32 * W, TM = 16 * W, LD = C + 4;
+  constexpr int G = C / 8, RP = T / G;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  float* sP = reinterpret_cast<float*>(smem_raw);  // [C][LD], P[o][i] in TF32
+  float* sH = sP + C * LD;                          // [TM][LD], h in TF32
+  float* sZ = sH + TM * LD;                         // [TM][LD], z, then z'
+  const float* h = static_cast<const float*>(a.h);
+  const float* z = static_cast<const float*>(a.z);
+  const float* P = static_cast<const float*>(a.P);
+  float* out = static_cast<float*>(a.out);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int cg = tid % G, r0 = tid / G;
+
+  for (int i = tid; i < C * G; i += T) {
+    float v[8];
+    Vec8<float>::load(P + i * 8, v);
+    store_tf32(sP + (i / G) * LD + (i % G) * 8, v);
+  }
+  float bias[C / 8][2];
+#pragma unroll
+  for (int n = 0; n < C / 8; ++n) {
+    const int col = n * 8 + 2 * (lane & 3);
+    bias[n][0] = a.bias[col], bias[n][1] = a.bias[col + 1];
+  }
+  const int64_t tiles = (a.M + TM - 1) / TM;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t base = t * TM;
+    for (int r = r0; r < TM; r += RP) {
+      const int64_t row = base + r;
+      float vh[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, vz[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      if (row < a.M) {
+        Vec8<float>::load(h + row * C + cg * 8, vh);
+        Vec8<float>::load(z + row * C + cg * 8, vz);
+      }
+      store_tf32(sH + r * LD + cg * 8, vh);
+      Vec8<float>::store(sZ + r * LD + cg * 8, vz);
+    }
+    __syncthreads();
+    {
+      float acc[C / 8][4];
+      warp_rows_times_tf32<C, LD>(acc, sH, sP, warp, lane);  // h P^T
+      const int ra = warp * 16 + (lane >> 2);
+#pragma unroll
+      for (int n = 0; n < C / 8; ++n) {
+        const int col = n * 8 + 2 * (lane & 3);
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          float2* at = reinterpret_cast<float2*>(sZ + (ra + 8 * half) * LD + col);
+          const float2 zv = *at;
+          *at = make_float2(fmaxf(acc[n][2 * half] + bias[n][0] + zv.x, 0.f),
+                            fmaxf(acc[n][2 * half + 1] + bias[n][1] + zv.y, 0.f));
+        }
+      }
+    }
+    __syncthreads();
+    for (int r = r0; r < TM; r += RP) {
+      const int64_t row = base + r;
+      if (row < a.M) {
+        float v[8];
+        Vec8<float>::load(sZ + r * LD + cg * 8, v);
+        Vec8<float>::store(out + row * C + cg * 8, v);
+      }
+    }
+    __syncthreads();  // the next tile overwrites sH, sZ
+  }
+}
+
+// proj_backward_kernel's float32 twin: gm and gh exact float32 (as relu_grad_sum), dh = gm P and dP = gm^T h on
+// TF32.  P is staged transposed (sPT[i][o] = P[o][i]) so that gm P reads it as the forward reads P.
+template <int C>
+__global__ void __launch_bounds__(2 * C) proj_backward_tf32_kernel(const GuideProjBwdArgs a) {
+  constexpr int W = C / 16, T = 32 * W, TM = 16 * W, LD = C + 4;
+  constexpr int G = C / 8, RP = T / G;
+  constexpr int S = 2 * C + C * C;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  float* sPT = reinterpret_cast<float*>(smem_raw);  // [C][LD], P^T in TF32
+  float* sG = sPT + C * LD;                          // [TM][LD], gm in TF32
+  float* sH = sG + TM * LD;                          // [TM][LD], h exact (the mask reads it)
+  float* sD = sH + TM * LD;                          // [TM][LD], gh
+  const float* g = static_cast<const float*>(a.g);
+  const float* p = static_cast<const float*>(a.p);
+  const float* y = static_cast<const float*>(a.y);
+  const float* h = static_cast<const float*>(a.h);
+  const float* P = static_cast<const float*>(a.P);
+  float* gm_out = static_cast<float*>(a.gm);
+  float* gh_out = static_cast<float*>(a.gh);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int cg = tid % G, r0 = tid / G;
+  const int lg = lane >> 2, lt = lane & 3;
+
+  for (int i = tid; i < C * C; i += T) sPT[(i % C) * LD + i / C] = __uint_as_float(tf32_bits(P[i]));
+  float dc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, db[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  float dP[C / 8][4];
+#pragma unroll
+  for (int n = 0; n < C / 8; ++n) dP[n][0] = dP[n][1] = dP[n][2] = dP[n][3] = 0.f;
+
+  const int64_t tiles = (a.M + TM - 1) / TM;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t base = t * TM;
+    // 1. gm = (g (+ p)) * (y > 0), exact, out and into the sums; its TF32 copy and h to shared memory
+    for (int r = r0; r < TM; r += RP) {
+      const int64_t row = base + r;
+      float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, vh[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      if (row < a.M) {
+        const int64_t at = row * C + cg * 8;
+        float m[8];
+        Vec8<float>::load(g + at, v);
+        Vec8<float>::load(y + at, m);
+        if (p != nullptr) {
+          float w[8];
+          Vec8<float>::load(p + at, w);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) v[j] += w[j];
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) v[j] = m[j] > 0.f ? v[j] : 0.f;
+        Vec8<float>::store(gm_out + at, v);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) dc[j] += v[j];
+        Vec8<float>::load(h + at, vh);
+      }
+      store_tf32(sG + r * LD + cg * 8, v);
+      Vec8<float>::store(sH + r * LD + cg * 8, vh);
+    }
+    __syncthreads();
+    // 2. dh = gm P, gh = dh * (h > 0)
+    {
+      float acc[C / 8][4];
+      warp_rows_times_tf32<C, LD>(acc, sG, sPT, warp, lane);
+      const int ra = warp * 16 + lg;
+#pragma unroll
+      for (int n = 0; n < C / 8; ++n) {
+        const int col = n * 8 + 2 * lt;
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int row = ra + 8 * half;
+          const float2 hv = *reinterpret_cast<const float2*>(sH + row * LD + col);
+          *reinterpret_cast<float2*>(sD + row * LD + col) =
+              make_float2(hv.x > 0.f ? acc[n][2 * half] : 0.f, hv.y > 0.f ? acc[n][2 * half + 1] : 0.f);
+        }
+      }
+    }
+    __syncthreads();
+    // 3. gh out and into the sums
+    for (int r = r0; r < TM; r += RP) {
+      const int64_t row = base + r;
+      if (row < a.M) {
+        float v[8];
+        Vec8<float>::load(sD + r * LD + cg * 8, v);
+        Vec8<float>::store(gh_out + row * C + cg * 8, v);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) db[j] += v[j];
+      }
+    }
+    // 4. dP += gm^T h: A[o][row] = gm[row][o] (TF32 already), B[row][i] = h[row][i] rounded here
+#pragma unroll
+    for (int k = 0; k < TM / 8; ++k) {
+      const float* ga = sG + (k * 8 + lt) * LD + warp * 16 + lg;
+      const uint32_t a0 = __float_as_uint(ga[0]), a1 = __float_as_uint(ga[8]);
+      const uint32_t a2 = __float_as_uint(ga[4 * LD]), a3 = __float_as_uint(ga[4 * LD + 8]);
+#pragma unroll
+      for (int n = 0; n < C / 8; ++n) {
+        const float* hb = sH + (k * 8 + lt) * LD + n * 8 + lg;
+        mma_tf32(dP[n], a0, a1, a2, a3, tf32_bits(hb[0]), tf32_bits(hb[4 * LD]));
+      }
+    }
+    __syncthreads();  // the next tile overwrites sG, sH, sD
+  }
+
+  float* part = a.partial + int64_t(blockIdx.x) * S;
+  {
+    const int ra = warp * 16 + lg;
+#pragma unroll
+    for (int n = 0; n < C / 8; ++n) {
+      const int col = n * 8 + 2 * lt;
+      *reinterpret_cast<float2*>(part + 2 * C + ra * C + col) = make_float2(dP[n][0], dP[n][1]);
+      *reinterpret_cast<float2*>(part + 2 * C + (ra + 8) * C + col) = make_float2(dP[n][2], dP[n][3]);
+    }
+  }
+  float* red = sG;  // (2 T, 8): the threads' gm sums, then their gh sums (2 T 8 <= TM LD floats)
+#pragma unroll
+  for (int j = 0; j < 8; ++j) red[tid * 8 + j] = dc[j], red[(T + tid) * 8 + j] = db[j];
+  __syncthreads();
+  if (tid < G) {
+    float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, d[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int u = tid; u < T; u += G)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s[j] += red[u * 8 + j], d[j] += red[(T + u) * 8 + j];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) part[cg * 8 + j] = s[j], part[C + cg * 8 + j] = d[j];
+  }
+}
+
+template <int C>
+constexpr size_t proj_forward_tf32_smem() {
+  return sizeof(float) * size_t(3 * C) * (C + 4);
+}
+template <int C>
+constexpr size_t proj_backward_tf32_smem() {
+  return sizeof(float) * size_t(4 * C) * (C + 4);
+}
+
 // f(std::integral_constant<int, C>) for the projection kernels' widths, under guarded(); `what` names the kernel
 // in the error for another width.
 template <class F>
@@ -463,33 +722,48 @@ const char* guide_elementwise(const GuideEltArgs& a) {
   });
 }
 
-const char* guide_proj_backward_blocks(int C, int64_t M, int* blocks) {
-  return dispatch_proj_width(C, "guide projection backward", [&](auto width) {
+// f(kernel, shared memory bytes) of a projection kernel pair's width and dtype (bf16: 32 / 64 / 128; float32 on
+// TF32: 32 / 64), under guarded(), through dispatch_proj_width.
+template <bool kForward, class F>
+const char* dispatch_proj(int C, bool f32, F&& f) {
+  const char* what = kForward ? "guide projection forward" : "guide projection backward";
+  return dispatch_proj_width(C, what, [&](auto width) {
     constexpr int W = decltype(width)::value;
-    if (M < 0) throw std::invalid_argument("guide projection backward: bad sizes");
-    prepare_smem(proj_backward_kernel<W>, proj_backward_smem<W>(), "guide projection backward");
-    *blocks = persistent_blocks(proj_backward_kernel<W>, 2 * W, proj_backward_smem<W>(), M, W, 1);
+    if constexpr (kForward) {
+      if (!f32) return f(proj_forward_kernel<W>, proj_forward_smem<W>());
+      if constexpr (W <= 64) return f(proj_forward_tf32_kernel<W>, proj_forward_tf32_smem<W>());
+    } else {
+      if (!f32) return f(proj_backward_kernel<W>, proj_backward_smem<W>());
+      if constexpr (W <= 64) return f(proj_backward_tf32_kernel<W>, proj_backward_tf32_smem<W>());
+    }
+    throw std::invalid_argument(std::string(what) + ": float32 (TF32) takes C = 32 or 64");
   });
 }
 
-const char* guide_proj_backward(const GuideProjBwdArgs& a) {
-  return dispatch_proj_width(a.C, "guide projection backward", [&](auto width) {
-    constexpr int W = decltype(width)::value;
+const char* guide_proj_backward_blocks(int C, int64_t M, bool f32, int* blocks) {
+  return dispatch_proj<false>(C, f32, [&](auto kernel, size_t smem) {
+    if (M < 0) throw std::invalid_argument("guide projection backward: bad sizes");
+    prepare_smem(kernel, smem, "guide projection backward");
+    *blocks = persistent_blocks(kernel, 2 * C, smem, M, C, 1);
+  });
+}
+
+const char* guide_proj_backward(const GuideProjBwdArgs& a, bool f32) {
+  return dispatch_proj<false>(a.C, f32, [&](auto kernel, size_t smem) {
     if (a.M < 0 || a.blocks < 1) throw std::invalid_argument("guide projection backward: bad sizes");
-    prepare_smem(proj_backward_kernel<W>, proj_backward_smem<W>(), "guide projection backward");
-    proj_backward_kernel<W><<<a.blocks, 2 * W, proj_backward_smem<W>(), a.stream>>>(a);
+    prepare_smem(kernel, smem, "guide projection backward");
+    kernel<<<a.blocks, 2 * a.C, smem, a.stream>>>(a);
     check_cuda(cudaGetLastError(), "guide projection backward launch");
   });
 }
 
-const char* guide_proj_forward(const GuideProjFwdArgs& a) {
-  return dispatch_proj_width(a.C, "guide projection forward", [&](auto width) {
-    constexpr int W = decltype(width)::value;
+const char* guide_proj_forward(const GuideProjFwdArgs& a, bool f32) {
+  return dispatch_proj<true>(a.C, f32, [&](auto kernel, size_t smem) {
     if (a.M < 0) throw std::invalid_argument("guide projection forward: bad sizes");
     if (a.M == 0) return;
-    prepare_smem(proj_forward_kernel<W>, proj_forward_smem<W>(), "guide projection forward");
-    const int blocks = persistent_blocks(proj_forward_kernel<W>, 2 * W, proj_forward_smem<W>(), a.M, W, 1);
-    proj_forward_kernel<W><<<blocks, 2 * W, proj_forward_smem<W>(), a.stream>>>(a);
+    prepare_smem(kernel, smem, "guide projection forward");
+    const int blocks = persistent_blocks(kernel, 2 * a.C, smem, a.M, a.C, 1);
+    kernel<<<blocks, 2 * a.C, smem, a.stream>>>(a);
     check_cuda(cudaGetLastError(), "guide projection forward launch");
   });
 }

@@ -10,14 +10,15 @@ in float32 and bfloat16, with its forward epilogues on kpnt's kernel or
 inside cuDNN's convolutions (``CUDNN_EPILOGUE``), and in bfloat16 with the
 projection blocks' 1x1 on cuDNN's GEMMs and the passes around them instead
 of the fused projection kernels: both off (session 31's path), only the
-forward's off (session 32's: ``FUSED_PROJ_FORWARD``).
+forward's off (session 32's: ``FUSED_PROJ_FORWARD``); and in float32 with
+the projection kernels' TF32 twins (``FUSED_PROJ_TF32``, off by default).
 
     python tools/guide_train_probe.py                 # both sensors, 4 x 512 x 512 mosaics
     python tools/guide_train_probe.py --reps 20
 
 Needs a CUDA GPU.  Prints a table: ms a fwd+bwd (median of CUDA-event
 samples), and the output's and the weight gradients' largest relative
-error against float64 (TF32 off for that check).
+error against float64 (TF32 off for that check, but on the TF32 row).
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def main() -> int:
 
     N, H, W = args.size
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    print(f"{'sensor':<7s} {'path':<28s} {'ms fwd+bwd':>10s} {'out err':>9s} {'max dW err':>10s}")
+    print(f"{'sensor':<7s} {'path':<34s} {'ms fwd+bwd':>10s} {'out err':>9s} {'max dW err':>10s}")
     for sensor in ("bayer", "xtrans"):
         m, _ = load_weights(shipped_weights(sensor))
         ws = [w.detach().cuda().requires_grad_() for w in m.sets["guide"]]
@@ -64,15 +65,17 @@ def main() -> int:
             with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
                 return _network(z.contiguous(memory_format=torch.channels_last), ws, True, proj=True).float()
 
-        def fused(dtype, epilogue, proj=True, proj_fwd=True):
+        def fused(dtype, epilogue, proj=True, proj_fwd=True, tf32=False):
             def run():
                 guide_train.CUDNN_EPILOGUE = epilogue
                 guide_train.FUSED_PROJ_BACKWARD, guide_train.FUSED_PROJ_FORWARD = proj, proj_fwd
+                guide_train.FUSED_PROJ_TF32 = tf32
                 return guide_train.fused_guide_network(z, ws, dtype)
             return run
 
         paths = [("autograd f32 (reference)", autograd32), ("autograd bf16 autocast", autograd_bf16),
                  ("fused f32", fused(torch.float32, False)), ("fused f32 cuDNN epilogue", fused(torch.float32, True)),
+                 ("fused f32 TF32 projection kernels", fused(torch.float32, False, tf32=True)),
                  ("fused bf16 unfused 1x1", fused(torch.bfloat16, False, proj=False, proj_fwd=False)),
                  ("fused bf16 unfused 1x1 fwd", fused(torch.bfloat16, False, proj_fwd=False)),
                  ("fused bf16", fused(torch.bfloat16, False)),
@@ -87,7 +90,8 @@ def main() -> int:
                 return torch.autograd.grad(out, [z, *ws], gout)
             try:
                 tf32 = torch.backends.cudnn.allow_tf32
-                torch.backends.cudnn.allow_tf32 = False
+                # TF32 off for the errors, but where the path is TF32's (its kernels run only with it on)
+                torch.backends.cudnn.allow_tf32 = "TF32" in name
                 try:
                     out = fn()
                     got = torch.autograd.grad(out, ws, gout)
@@ -97,11 +101,11 @@ def main() -> int:
                 e_w = max(rel(a.double(), b) for a, b in zip(got, ref_g))
                 del out, got
                 ms = time_ms(step, reps=args.reps, warmup=3, batch=3)[0]
-                print(f"{sensor:<7s} {name:<28s} {ms:10.3f} {e_out:9.2e} {e_w:10.2e}", flush=True)
+                print(f"{sensor:<7s} {name:<34s} {ms:10.3f} {e_out:9.2e} {e_w:10.2e}", flush=True)
             except Exception as e:                          # reported; the other paths still run
-                print(f"{sensor:<7s} {name:<28s} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}",
+                print(f"{sensor:<7s} {name:<34s} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}",
                       flush=True)
-        guide_train.CUDNN_EPILOGUE = False
+        guide_train.CUDNN_EPILOGUE = guide_train.FUSED_PROJ_TF32 = False
         guide_train.FUSED_PROJ_BACKWARD = guide_train.FUSED_PROJ_FORWARD = True
         del z, ws, zd, wd, ref
         torch.cuda.empty_cache()

@@ -9,9 +9,10 @@ one row to several tiles a block (so that blocks stage a second tile, and the
 last tile is partial), and of the grouped op (permuted rows), for the colour
 and front shapes at hidden widths 64 and 128.  ``--guide`` adds the guide's
 training passes (kernels/guide_train.cu) through its fused network
-(float32 and bfloat16, widths 64 and 128 and 24, position counts that leave
-a block partial); ``--adjoints`` the backward kernels of the pyramid's up and
-of up_block (odd and tiny sizes, both sensors).  Prints "done" at the end; the sanitizer's summary says
+(float32 and bfloat16, widths 64 and 128 and 24 and 32, position counts
+that leave a block partial; float32 also on the TF32 projection kernels);
+``--adjoints`` the backward kernels of the pyramid's up and of up_block (odd
+and tiny sizes, both sensors).  Prints "done" at the end; the sanitizer's summary says
 whether any access was wrong.
 """
 from __future__ import annotations
@@ -55,6 +56,7 @@ def main() -> int:
                                 torch.randn(9_001, n_out, device="cuda"))
             print(f"{dims}: ok", flush=True)
     if args.guide:
+        from kpnt.ops._cuda import guide_train
         from kpnt.ops._cuda.guide_train import fused_guide_network
         from kpnt.ref.guide import guide_channels, init_guide
 
@@ -67,6 +69,14 @@ def main() -> int:
             for dtype in (torch.float32, torch.bfloat16):
                 out = fused_guide_network(z, ws, dtype)
                 torch.autograd.grad(out, [z, *ws], torch.randn_like(out))
+            if width in guide_train.TF32_WIDTHS:       # the float32 projection kernels (TF32 twins)
+                tf32, guide_train.FUSED_PROJ_TF32 = guide_train.FUSED_PROJ_TF32, True
+                cudnn_tf32, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, True
+                try:
+                    out = fused_guide_network(z, ws, torch.float32)
+                    torch.autograd.grad(out, [z, *ws], torch.randn_like(out))
+                finally:
+                    guide_train.FUSED_PROJ_TF32, torch.backends.cudnn.allow_tf32 = tf32, cudnn_tf32
             print(f"guide width {width}: ok", flush=True)
     if args.adjoints:
         from kpnt.mosaic.cfa import CFA

@@ -114,14 +114,109 @@ def test_proj_forward_matches_float64(C):
     assert torch.equal(out, unwrap(ext().guide_proj_forward(h, P, c, z)))
 
 
+def tf32(t):
+    """t rounded to TF32 (10 mantissa bits; to nearest, as the kernels' cvt.rna, ties aside)."""
+    b = t.float().contiguous().view(torch.int32)
+    return ((b + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+@pytest.mark.parametrize("C", [32, 64])
+def test_proj_forward_tf32_matches_float64(C):
+    """The float32 twin (written in session 33 after its last GPU call):
+    relu(h P^T + c + z) with the product on TF32 (operands rounded to 10
+    mantissa bits, float32 accumulation), float64's value within that
+    rounding; a rerun gives the same bits."""
+    shape = (2, C, 23, 31)
+    h, z = activations(shape, torch.float32, 21, positive=True), activations(shape, torch.float32, 22)
+    gen = torch.Generator("cuda").manual_seed(23)
+    P = torch.randn(C, C, 1, 1, device="cuda", generator=gen) / C ** 0.5
+    c = torch.randn(C, device="cuda", generator=gen)
+    rows = lambda t: t.permute(0, 2, 3, 1).reshape(-1, C).double()
+    out = unwrap(ext().guide_proj_forward(h, P, c, z))
+    assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
+    Pm = P.double().reshape(C, C)
+    want = (rows(tf32(h)) @ tf32(Pm).double().T + c.double() + rows(z)).clamp_min(0)
+    bound = 1e-5 * (rows(h).abs() @ Pm.abs().T + c.double().abs() + rows(z).abs())
+    assert ((rows(out) - want).abs() <= bound).all(), (C, (rows(out) - want).abs().max())
+    assert torch.equal(out, unwrap(ext().guide_proj_forward(h, P, c, z)))
+
+
+@pytest.mark.parametrize("C", [32, 64])
+def test_proj_backward_tf32_matches_float64(C):
+    """The float32 twin of the projection backward: gm bit for bit PyTorch's
+    float32 arithmetic, gh the TF32 product (gm and P rounded) masked by
+    h > 0, the sums float64's of the stored values, dP gm^T h on TF32
+    (both rounded), each within float32 accumulation; a fixed order."""
+    shape = (2, C, 23, 31)
+    g, p = activations(shape, torch.float32, 24), activations(shape, torch.float32, 25)
+    y, h = activations(shape, torch.float32, 26, positive=True), activations(shape, torch.float32, 27, positive=True)
+    P = torch.randn(C, C, 1, 1, device="cuda", generator=torch.Generator("cuda").manual_seed(28)) / C ** 0.5
+    rows = lambda t: t.permute(0, 2, 3, 1).reshape(-1, C).double()
+    for q in (None, p):
+        want_gm = torch.where(y > 0, g if q is None else g + q, torch.zeros(()))
+        gm, gh, dc, db, dP = unwrap(ext().guide_proj_backward(g, q, y, h, P))
+        assert torch.equal(gm, want_gm), (C, q is None)
+        Pm = P.double().reshape(C, C)
+        dh = rows(tf32(gm)) @ tf32(Pm).double()
+        mask = rows(h) > 0
+        want_gh = torch.where(mask, dh, torch.zeros((), dtype=torch.float64))
+        bound = 1e-5 * (rows(gm).abs() @ Pm.abs())
+        assert ((rows(gh) - want_gh).abs() <= bound).all(), (C, q is None, (rows(gh) - want_gh).abs().max())
+        assert (rows(gh)[~mask] == 0).all()
+        assert rel(dc, rows(gm).sum(0)) < 1e-5 and rel(db, rows(gh).sum(0)) < 1e-5
+        want_dP = rows(tf32(gm)).T @ rows(tf32(h))
+        bound_dP = 1e-5 * (rows(gm).abs().T @ rows(h).abs())
+        assert ((dP.reshape(C, C).double() - want_dP).abs() <= bound_dP).all(), (C, q is None)
+    again = unwrap(ext().guide_proj_backward(g, p, y, h, P))
+    assert all(torch.equal(a, b) for a, b in zip(again, unwrap(ext().guide_proj_backward(g, p, y, h, P))))
+
+
+def test_float32_network_runs_the_tf32_twins_only_when_switched_on_with_tf32(monkeypatch):
+    """With FUSED_PROJ_TF32 and cuDNN's TF32 on, a float32 width-64 guide
+    runs its projection blocks on the float32 twins, and its gradients are
+    as close to float64's as the unfused TF32 path's; with TF32 off (or the
+    switch off) it keeps the exact float32 passes."""
+    z, ws, gout = network_case(2, 64, 4, (2, 37, 45), seed=14)
+    real, calls = ext(), []
+    spied = ("guide_proj_forward", "guide_proj_backward")
+
+    class Spy:
+        def __getattr__(self, name):
+            f = getattr(real, name)
+            return (lambda *a: calls.append(name) or f(*a)) if name in spied else f
+
+    monkeypatch.setattr(guide_train, "ext", lambda: Spy())
+    monkeypatch.setattr(guide_train, "FUSED_PROJ_TF32", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    out = guide_train.fused_guide_network(z, ws, torch.float32)
+    fused = torch.autograd.grad(out, [z, *ws], gout)
+    assert sorted(calls) == sorted(3 * list(spied))
+    monkeypatch.setattr(guide_train, "FUSED_PROJ_TF32", False)
+    out2 = guide_train.fused_guide_network(z, ws, torch.float32)
+    unfused = torch.autograd.grad(out2, [z, *ws], gout)
+    assert len(calls) == 6
+    zd, wd = z.detach().double().requires_grad_(), [w.detach().double().requires_grad_() for w in ws]
+    ref = _network(zd, wd, True, proj=True)
+    ref_g = torch.autograd.grad(ref, [zd, *wd], gout.double())
+    assert rel(out.double(), ref) < 2 * rel(out2.double(), ref) + 1e-5
+    for i, (a, b, c) in enumerate(zip(fused, unfused, ref_g)):
+        assert rel(a.double(), c) < 2 * rel(b.double(), c) + 1e-5, (i, rel(a.double(), c), rel(b.double(), c))
+    monkeypatch.setattr(guide_train, "FUSED_PROJ_TF32", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    guide_train.fused_guide_network(z, ws, torch.float32)
+    assert len(calls) == 6                     # TF32 off: the exact passes
+
+
 def test_proj_forward_bad_input_raises_one_line():
     a = activations((1, 64, 5, 7), torch.bfloat16, 1)
     P = torch.zeros(64, 64, 1, 1, device="cuda", dtype=torch.bfloat16)
     c = torch.zeros(64, device="cuda")
-    with pytest.raises(ValueError, match="bfloat16 activations"):
-        unwrap(ext().guide_proj_forward(a.float(), P, c, a.float()))
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        unwrap(ext().guide_proj_forward(a.half(), P.half(), c, a.half()))
     with pytest.raises(ValueError, match="P must be"):
-        unwrap(ext().guide_proj_forward(a, P.float(), c, a))
+        unwrap(ext().guide_proj_forward(a, P.float(), c, a))             # P in another dtype than the activations
+    with pytest.raises(ValueError, match="P must be"):
+        unwrap(ext().guide_proj_forward(a.float(), P, c, a.float()))
     with pytest.raises(ValueError, match="bias must be"):
         unwrap(ext().guide_proj_forward(a, P, c[:32], a))
     with pytest.raises(ValueError, match="the second operand"):
@@ -135,8 +230,15 @@ def test_proj_forward_bad_input_raises_one_line():
 def test_proj_backward_bad_input_raises_one_line():
     a = activations((1, 64, 5, 7), torch.bfloat16, 1)
     P = torch.zeros(64, 64, 1, 1, device="cuda", dtype=torch.bfloat16)
-    with pytest.raises(ValueError, match="bfloat16 activations"):
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        unwrap(ext().guide_proj_backward(a.half(), None, a.half(), a.half(), P.half()))
+    with pytest.raises(ValueError, match="P must be"):
         unwrap(ext().guide_proj_backward(a.float(), None, a.float(), a.float(), P))
+    f = activations((1, 128, 5, 7), torch.float32, 1)
+    with pytest.raises(ValueError, match="float32 \\(TF32\\) takes C = 32 or 64"):
+        unwrap(ext().guide_proj_backward(f, None, f, f, torch.zeros(128, 128, 1, 1, device="cuda")))
+    with pytest.raises(ValueError, match="float32 \\(TF32\\) takes C = 32 or 64"):
+        unwrap(ext().guide_proj_forward(f, torch.zeros(128, 128, 1, 1, device="cuda"), torch.zeros(128, device="cuda"), f))
     with pytest.raises(ValueError, match="P must be"):
         unwrap(ext().guide_proj_backward(a, None, a, a, P[:32]))
     b = activations((1, 48, 5, 7), torch.bfloat16, 1)

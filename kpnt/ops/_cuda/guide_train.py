@@ -12,7 +12,8 @@ CUDA kernels (``kernels/guide_train.cu``):
   on an H100, session 31);
 - ``proj_forward`` (bfloat16, widths 32 / 64 / 128): a projection block's
   1x1 convolution, bias, residual add and ReLU in one pass (session 33):
-  the GEMM's output never stored;
+  the GEMM's output never stored (a float32 twin on TF32, widths 32 / 64,
+  behind :data:`FUSED_PROJ_TF32`, not yet run);
 - ``proj_backward`` (bfloat16, widths 32 / 64 / 128): a projection block's
   backward through its 1x1 convolution in one pass (session 32): the two
   ``relu_grad_sum`` passes around it and the 1x1's two gradient GEMMs, with
@@ -43,8 +44,17 @@ FUSED_PROJ_BACKWARD = True
 #: 1x1 convolution with its bias, residual add and ReLU as one kernel
 #: (``guide_proj_forward``) instead of cuDNN's GEMM and a ``bias_relu`` pass.
 FUSED_PROJ_FORWARD = True
-#: Hidden widths the fused projection kernels are compiled for.
+#: Hidden widths the fused projection kernels are compiled for (bfloat16).
 PROJ_WIDTHS = (32, 64, 128)
+#: Whether a float32 guide's projection blocks run on the kernels' float32
+#: twins (the products on TF32, as cuDNN runs a float32 1x1 convolution when
+#: ``torch.backends.cudnn.allow_tf32`` is on; never when it is off), at the
+#: widths of :data:`TF32_WIDTHS`.  Off: written in session 33 after its last
+#: GPU call, compiled but not yet run (``tools/gpu_calls/s34_first.sh``).
+FUSED_PROJ_TF32 = False
+#: Widths of the float32 twins (at 128 the backward's float32 tiles do not fit
+#: in shared memory).
+TF32_WIDTHS = (32, 64)
 
 
 def supported(z: torch.Tensor, weights, dtype: torch.dtype) -> bool:
@@ -68,14 +78,25 @@ class CudaPrimitives(Primitives):
         return unwrap(ext().guide_relu_grad_sum(_channels_last(g), _channels_last(p), y))
 
     def proj_forward(self, h, w, bias, z):
-        if not (FUSED_PROJ_FORWARD and h.dtype == torch.bfloat16 and h.shape[1] in PROJ_WIDTHS):
+        if not (FUSED_PROJ_FORWARD and _projection_kernels(h)):
             return super().proj_forward(h, w, bias, z)
         return unwrap(ext().guide_proj_forward(h, w.contiguous(), bias, z))
 
     def proj_backward(self, g, p, y, h, w):
-        if not (FUSED_PROJ_BACKWARD and g.dtype == torch.bfloat16 and g.shape[1] in PROJ_WIDTHS):
+        if not (FUSED_PROJ_BACKWARD and _projection_kernels(g)):
             return super().proj_backward(g, p, y, h, w)
         return unwrap(ext().guide_proj_backward(_channels_last(g), _channels_last(p), y, h, w.contiguous()))
+
+
+def _projection_kernels(t: torch.Tensor) -> bool:
+    """Whether the projection kernels take activations like ``t``: bfloat16
+    at :data:`PROJ_WIDTHS`; float32 at :data:`TF32_WIDTHS` with
+    :data:`FUSED_PROJ_TF32` and cuDNN's TF32 on (the precision the unfused
+    path's 1x1 convolutions then run at)."""
+    if t.dtype == torch.bfloat16:
+        return t.shape[1] in PROJ_WIDTHS
+    return (t.dtype == torch.float32 and FUSED_PROJ_TF32 and torch.backends.cudnn.allow_tf32
+            and t.shape[1] in TF32_WIDTHS)
 
 
 def _channels_last(t: torch.Tensor | None) -> torch.Tensor | None:
