@@ -32,7 +32,11 @@ KERNELS = ("flat", "columns")
 KERNEL = "columns"
 #: Whether up_block of a tensor that needs a gradient runs on the kernel with
 #: the adjoint kernel as its backward (:class:`_UpBlockWithAdjoint`, session
-#: 33); off, such calls run the reference and its autograd.
+#: 33); off, such calls run the reference and its autograd.  On since session
+#: 33's H100 call: its CUDA tests passed (the adjoint within 1e-6 of float64
+#: autograd, both sensors, odd sizes), memcheck clean, and with the pyramid's
+#: twin below the shipped bf16 step's launches fell 687 -> 398 (Bayer)
+#: (docs/bench/callers_s33b_h100.txt).
 FUSED_BACKWARD = True
 
 
