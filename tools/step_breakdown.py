@@ -15,7 +15,8 @@ op that launched a kernel; for a backward kernel, the forward line whose
 autograd node ran it) holding most of the "other" group's time and launches.
 ``--graphed`` profiles replays of kpnt.train.graph_step.GraphedStep (the
 step point 2 times, with its finite check, clipping and masked commit)
-instead of the eager step.
+instead of the eager step; with ``--callers`` the call sites are those of
+the captured step run eagerly (a replay's kernels have no ops to name).
 
 Architectures are tools/kbench_timing.py's STEP_ARCHS; batches are the
 bench's (kbench_checks.step_batch).  Needs a CUDA GPU.
@@ -80,6 +81,15 @@ def _frame(evt) -> str | None:
     return None
 
 
+def _annotation(evt) -> str | None:
+    """The optimizer's profiler range an event ran in (``Optimizer.step#Adam.step``), or None."""
+    while evt is not None:
+        if evt.name.startswith("Optimizer."):
+            return evt.name
+        evt = evt.cpu_parent
+    return None
+
+
 def _node(evt):
     """The autograd node event (backward function) an event ran under, or None."""
     while evt is not None:
@@ -115,6 +125,9 @@ def callers(fn, calls: int = 2, groups=(OTHER,)) -> list[tuple[str, float, float
                 continue
             node, frame = _node(evt), _frame(evt)
             site = f"{frame or '?'}  {evt.name}"
+            scope = _annotation(evt)
+            if scope:
+                site += f"  [in {scope}]"
             if node is not None:
                 name = node.name.replace("autograd::engine::evaluate_function: ", "")
                 site += f"  [bwd {name}" + ("" if frame else f" of {forward_frames.get((node.sequence_nr, node.fwd_thread))}") + "]"
@@ -125,14 +138,18 @@ def callers(fn, calls: int = 2, groups=(OTHER,)) -> list[tuple[str, float, float
 
 
 def graphed_fn(m, batch):
-    """A GraphedStep of ``m`` on ``batch`` (captured now), as a callable."""
+    """``(replay, body)``: a GraphedStep of ``m`` on ``batch`` (captured now)
+    as a callable, and the step it captured run eagerly (its ``_body`` on the
+    graph's static inputs, masked commit included: what ``--callers``
+    attributes, since a replay's kernels have no ops to name)."""
     import torch
     from kbench_checks import step_loss as bench_loss
     from kpnt.train.graph_step import GraphedStep
 
     opt = torch.optim.Adam(m.parameters(), lr=1e-5, capturable=True)
     gs = GraphedStep(m, opt, bench_loss, clip=1.0, example_batch=batch)
-    return lambda: gs(batch)
+    e = gs._entry(batch)
+    return (lambda: gs(batch)), (lambda: gs._body(e.x, e.target, e.noise, e.valid, batch.cfa, masked=True))
 
 
 def main() -> int:
@@ -142,7 +159,8 @@ def main() -> int:
     p.add_argument("--size", type=int, nargs=3, default=[4, 512, 512], metavar=("N", "H", "W"))
     p.add_argument("--top", type=int, default=8, help="also list this many single kernels")
     p.add_argument("--callers", type=int, default=0, metavar="N",
-                   help="also list the N call sites launching most of the 'other' group (eager step only)")
+                   help="also list the N call sites launching most of the 'other' group (with --graphed: of the "
+                        "captured step run eagerly)")
     p.add_argument("--graphed", action="store_true", help="profile the GraphedStep replay, not the eager step")
     args = p.parse_args()
     import torch
@@ -163,7 +181,10 @@ def main() -> int:
         for sensor in args.sensors or MOSAIC_KINDS:
             m = step_model(arch, sensor, "cuda")
             b = step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3)
-            step = graphed_fn(m, b) if args.graphed else train_step_fn(m, b.x, b.cfa, b.noise, b.target)
+            if args.graphed:
+                step, body = graphed_fn(m, b)
+            else:
+                step = body = train_step_fn(m, b.x, b.cfa, b.noise, b.target)
             for _ in range(3):
                 step()
             kernels = gpu_kernels(step)
@@ -176,8 +197,8 @@ def main() -> int:
                 print(f"| {g} | {ms:.2f} | {n:.0f} | {100 * ms / total:.1f} % |")
             for name, ms, n in kernels[:args.top]:
                 print(f"  {ms:7.3f} ms x {n:4.0f}  {name[:110]}")
-            if args.callers and not args.graphed:
-                sites = callers(step)
+            if args.callers:
+                sites = callers(body)
                 print(f"-- call sites of the '{OTHER}' group: {len(sites)} sites, "
                       f"{sum(ms for _, ms, _ in sites):.2f} ms, {sum(n for _, _, n in sites):.0f} launches")
                 for site, ms, n in sites[:args.callers]:

@@ -9,7 +9,8 @@
 #           ran in session 31; sessions 32-33 timed only the step rows)
 #   parity  bf16 Bayer parity with the fused projection forward on and off, same seeds (session 33: -0.063 dB over
 #           5 seeds on its kernels against -0.011 over 9 on session 32's; which change, or noise?)
-PARTS=${PARTS:-tests memcheck tf32 full parity}
+#   graphed the graphed step's extra launches by op (step_breakdown.py --graphed --callers)
+PARTS=${PARTS:-tests memcheck tf32 graphed full parity}
 source "$(dirname "$0")/preamble.sh"
 bench() {  # $1: python statements run first (switches), $2: output file, then bench_kernels.py's arguments
     local pre=$1 out=$2
@@ -37,6 +38,10 @@ for part in $PARTS; do
             --train-steps-only --step-archs shipped --reps 10"
         grep -E "checks:|FAIL" $OUT/tf32_steps.txt | head -4; grep -A4 "== train step 4x512" $OUT/tf32_steps.txt
         timeout 60 python tools/guide_train_probe.py --reps 5 > $OUT/probe.txt 2>&1; tail -18 $OUT/probe.txt ;;
+    graphed)
+        timeout 90 python tools/step_breakdown.py --archs shipped-bf16 --sensors bayer --graphed --top 12 \
+            --callers 30 > $OUT/graphed_callers.txt 2>&1
+        grep -E "^== |^-- |^ +[0-9.]+ ms x" $OUT/graphed_callers.txt | cut -c1-150 | head -45 ;;
     full)
         timeout ${FULL_S:-300} python tools/bench_kernels.py --no-compile --parity-steps 0 --reps 20 \
             > $OUT/full.txt 2>&1
