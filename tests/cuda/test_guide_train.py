@@ -124,8 +124,10 @@ def tf32(t):
 def test_proj_forward_tf32_matches_float64(C):
     """The float32 twin (written in session 33 after its last GPU call):
     relu(h P^T + c + z) with the product on TF32 (operands rounded to 10
-    mantissa bits, float32 accumulation), float64's value within that
-    rounding; a rerun gives the same bits."""
+    mantissa bits, float32 accumulation), float64's value of the rounded
+    operands within the tensor cores' float32 accumulation (3e-5 of the sum
+    of magnitudes: a wrong element is off by its whole size); a rerun gives
+    the same bits."""
     shape = (2, C, 23, 31)
     h, z = activations(shape, torch.float32, 21, positive=True), activations(shape, torch.float32, 22)
     gen = torch.Generator("cuda").manual_seed(23)
@@ -136,7 +138,7 @@ def test_proj_forward_tf32_matches_float64(C):
     assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
     Pm = P.double().reshape(C, C)
     want = (rows(tf32(h)) @ tf32(Pm).double().T + c.double() + rows(z)).clamp_min(0)
-    bound = 1e-5 * (rows(h).abs() @ Pm.abs().T + c.double().abs() + rows(z).abs())
+    bound = 3e-5 * (rows(h).abs() @ Pm.abs().T + c.double().abs() + rows(z).abs())
     assert ((rows(out) - want).abs() <= bound).all(), (C, (rows(out) - want).abs().max())
     assert torch.equal(out, unwrap(ext().guide_proj_forward(h, P, c, z)))
 
@@ -160,12 +162,12 @@ def test_proj_backward_tf32_matches_float64(C):
         dh = rows(tf32(gm)) @ tf32(Pm).double()
         mask = rows(h) > 0
         want_gh = torch.where(mask, dh, torch.zeros((), dtype=torch.float64))
-        bound = 1e-5 * (rows(gm).abs() @ Pm.abs())
+        bound = 3e-5 * (rows(gm).abs() @ Pm.abs())
         assert ((rows(gh) - want_gh).abs() <= bound).all(), (C, q is None, (rows(gh) - want_gh).abs().max())
         assert (rows(gh)[~mask] == 0).all()
         assert rel(dc, rows(gm).sum(0)) < 1e-5 and rel(db, rows(gh).sum(0)) < 1e-5
         want_dP = rows(tf32(gm)).T @ rows(tf32(h))
-        bound_dP = 1e-5 * (rows(gm).abs().T @ rows(h).abs())
+        bound_dP = 3e-5 * (rows(gm).abs().T @ rows(h).abs())
         assert ((dP.reshape(C, C).double() - want_dP).abs() <= bound_dP).all(), (C, q is None)
     again = unwrap(ext().guide_proj_backward(g, p, y, h, P))
     assert all(torch.equal(a, b) for a, b in zip(again, unwrap(ext().guide_proj_backward(g, p, y, h, P))))
