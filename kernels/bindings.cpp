@@ -866,6 +866,21 @@ void check_level(const torch::Tensor& x) {
                  "the level's sides must lie in [1, 2^30), got ", shape(x));
 }
 
+// PyramidArgs reading `in` and writing `out` (both contiguous float32), the fine level (H, W), the coarse one
+// (ceil(H / 2), ceil(W / 2)), N C planes, on the current stream of `in`'s device.
+kpnt::PyramidArgs pyramid_args(const torch::Tensor& in, const torch::Tensor& out, int64_t H, int64_t W) {
+  kpnt::PyramidArgs a;
+  a.in = in.data_ptr<float>();
+  a.out = out.data_ptr<float>();
+  a.planes = in.size(0) * in.size(1);
+  a.H = static_cast<int>(H);
+  a.W = static_cast<int>(W);
+  a.h = static_cast<int>((H + 1) / 2);
+  a.w = static_cast<int>((W + 1) / 2);
+  a.stream = c10::cuda::getCurrentCUDAStream(in.device().index()).stream();
+  return a;
+}
+
 // kpnt.ref.pyramid.down(x): (N, C, ceil(H / 2), ceil(W / 2)), or an error tuple; row_fold (H + 4,) and
 // col_fold (W + 4,) int64 must be kpnt.ref.pad.fold_indices(n, 2, 2) on x's device (entries in [0, n): the
 // kernel reads through them unchecked; kpnt.ops._cuda.pyramid passes the reference's own).
@@ -879,17 +894,9 @@ py::object pyramid_down(const torch::Tensor& x, const torch::Tensor& row_fold, c
                          t->size(0) == n && t->is_contiguous(),
                      "", name, " must be a contiguous int64 (", n, ",) on ", x.device(), ", got ", shape(*t));
     torch::Tensor out = torch::empty({x.size(0), x.size(1), (H + 1) / 2, (W + 1) / 2}, x.options());
-    kpnt::PyramidArgs a;
-    a.in = x.data_ptr<float>();
-    a.out = out.data_ptr<float>();
+    kpnt::PyramidArgs a = pyramid_args(x, out, H, W);
     a.row_fold = row_fold.data_ptr<int64_t>();
     a.col_fold = col_fold.data_ptr<int64_t>();
-    a.planes = x.size(0) * x.size(1);
-    a.H = static_cast<int>(H);
-    a.W = static_cast<int>(W);
-    a.h = static_cast<int>((H + 1) / 2);
-    a.w = static_cast<int>((W + 1) / 2);
-    a.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
     check_launch(kpnt::pyramid_down(a));
     return py::cast(out);
   });
@@ -903,15 +910,7 @@ py::object pyramid_up(const torch::Tensor& c, int64_t H, int64_t W) {
     KPNT_REQUIRE_P(H >= 1 && W >= 1 && c.size(2) == (H + 1) / 2 && c.size(3) == (W + 1) / 2, "the coarse level ",
                    shape(c), " does not match the fine size (", H, ", ", W, ")");
     torch::Tensor out = torch::empty({c.size(0), c.size(1), H, W}, c.options());
-    kpnt::PyramidArgs a;
-    a.in = c.data_ptr<float>();
-    a.out = out.data_ptr<float>();
-    a.planes = c.size(0) * c.size(1);
-    a.H = static_cast<int>(H);
-    a.W = static_cast<int>(W);
-    a.h = static_cast<int>(c.size(2));
-    a.w = static_cast<int>(c.size(3));
-    a.stream = c10::cuda::getCurrentCUDAStream(c.device().index()).stream();
+    kpnt::PyramidArgs a = pyramid_args(c, out, H, W);  // c is (ceil(H / 2), ceil(W / 2)): checked above
     check_launch(kpnt::pyramid_up(a));
     return py::cast(out);
   });
@@ -925,15 +924,7 @@ py::object pyramid_up_adjoint(const torch::Tensor& g) {
     const c10::cuda::CUDAGuard guard(g.device());
     const int64_t H = g.size(2), W = g.size(3);
     torch::Tensor out = torch::empty({g.size(0), g.size(1), (H + 1) / 2, (W + 1) / 2}, g.options());
-    kpnt::PyramidArgs a;
-    a.in = g.data_ptr<float>();
-    a.out = out.data_ptr<float>();
-    a.planes = g.size(0) * g.size(1);
-    a.H = static_cast<int>(H);
-    a.W = static_cast<int>(W);
-    a.h = static_cast<int>((H + 1) / 2);
-    a.w = static_cast<int>((W + 1) / 2);
-    a.stream = c10::cuda::getCurrentCUDAStream(g.device().index()).stream();
+    kpnt::PyramidArgs a = pyramid_args(g, out, H, W);
     check_launch(kpnt::pyramid_up_adjoint(a));
     return py::cast(out);
   });

@@ -102,6 +102,25 @@ __global__ void bias_relu_kernel(const GuideEltArgs a) {
   }
 }
 
+// v = (g (+ p)) * (y > 0) at element `at` of the (M, C) matrices, in float32 (not yet rounded to T): the ReLU's
+// backward with the residual stream's gradient added, the start of both projection backwards (relu_grad_sum keeps
+// its own copy of these lines: through the helper its float32 instantiation compiles to other code, and that
+// kernel's code is the one its tests and timings ran).
+template <typename T>
+__device__ __forceinline__ void masked_grad(const T* g, const T* p, const T* y, int64_t at, float (&v)[8]) {
+  float m[8];
+  Vec8<T>::load(g + at, v);
+  Vec8<T>::load(y + at, m);
+  if (p != nullptr) {
+    float w[8];
+    Vec8<T>::load(p + at, w);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] += w[j];
+  }
+#pragma unroll
+  for (int j = 0; j < 8; ++j) v[j] = m[j] > 0.f ? v[j] : 0.f;
+}
+
 template <typename T>
 __global__ void relu_grad_sum_kernel(const GuideEltArgs a) {
   extern __shared__ float red[];  // (blockDim.x, 8)
@@ -321,17 +340,8 @@ __global__ void __launch_bounds__(2 * C) proj_backward_kernel(const GuideProjBwd
       uint4 ug = make_uint4(0, 0, 0, 0), uh = make_uint4(0, 0, 0, 0);
       if (row < a.M) {
         const int64_t at = row * C + cg * 8;
-        float v[8], m[8];
-        Vec8<__nv_bfloat16>::load(g + at, v);
-        Vec8<__nv_bfloat16>::load(y + at, m);
-        if (p != nullptr) {
-          float w[8];
-          Vec8<__nv_bfloat16>::load(p + at, w);
-#pragma unroll
-          for (int j = 0; j < 8; ++j) v[j] += w[j];
-        }
-#pragma unroll
-        for (int j = 0; j < 8; ++j) v[j] = m[j] > 0.f ? v[j] : 0.f;
+        float v[8];
+        masked_grad(g, p, y, at, v);
         ug = Vec8<__nv_bfloat16>::pack(v);  // leaves the rounded values in v
         *reinterpret_cast<uint4*>(gm_out + at) = ug;
 #pragma unroll
@@ -579,17 +589,7 @@ __global__ void __launch_bounds__(2 * C) proj_backward_tf32_kernel(const GuidePr
       float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, vh[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
       if (row < a.M) {
         const int64_t at = row * C + cg * 8;
-        float m[8];
-        Vec8<float>::load(g + at, v);
-        Vec8<float>::load(y + at, m);
-        if (p != nullptr) {
-          float w[8];
-          Vec8<float>::load(p + at, w);
-#pragma unroll
-          for (int j = 0; j < 8; ++j) v[j] += w[j];
-        }
-#pragma unroll
-        for (int j = 0; j < 8; ++j) v[j] = m[j] > 0.f ? v[j] : 0.f;
+        masked_grad(g, p, y, at, v);
         Vec8<float>::store(gm_out + at, v);
 #pragma unroll
         for (int j = 0; j < 8; ++j) dc[j] += v[j];

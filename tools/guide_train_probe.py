@@ -71,6 +71,7 @@ def main() -> int:
                 guide_train.FUSED_PROJ_BACKWARD, guide_train.FUSED_PROJ_FORWARD = proj, proj_fwd
                 guide_train.FUSED_PROJ_TF32 = tf32
                 return guide_train.fused_guide_network(z, ws, dtype)
+            run.tf32 = tf32                         # its kernels run only with cuDNN's TF32 on
             return run
 
         paths = [("autograd f32 (reference)", autograd32), ("autograd bf16 autocast", autograd_bf16),
@@ -90,8 +91,8 @@ def main() -> int:
                 return torch.autograd.grad(out, [z, *ws], gout)
             try:
                 tf32 = torch.backends.cudnn.allow_tf32
-                # TF32 off for the errors, but where the path is TF32's (its kernels run only with it on)
-                torch.backends.cudnn.allow_tf32 = "TF32" in name
+                # TF32 off for the errors, but on the TF32 kernels' path (they run only with it on)
+                torch.backends.cudnn.allow_tf32 = getattr(fn, "tf32", False)
                 try:
                     out = fn()
                     got = torch.autograd.grad(out, ws, gout)

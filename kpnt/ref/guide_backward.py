@@ -134,12 +134,13 @@ def network_backward(gr: torch.Tensor, saved, weights, prims: Primitives, need_i
     return dz, [dw0, db0] + grads
 
 
-def _same_shape_groups(tensors, want) -> dict[tuple, list[int]]:
-    """Indices of the 4-D tensors among ``tensors`` with ``want(i)``, by shape."""
-    groups: dict[tuple, list[int]] = {}
-    for i, t in enumerate(tensors):
-        if t is not None and t.dim() == 4 and want(i):
-            groups.setdefault(tuple(t.shape), []).append(i)
+def _groups(n: int, key) -> dict:
+    """Indices 0..n-1 by ``key(i)``, leaving out those whose key is None."""
+    groups: dict = {}
+    for i in range(n):
+        k = key(i)
+        if k is not None:
+            groups.setdefault(k, []).append(i)
     return groups
 
 
@@ -152,7 +153,8 @@ def compute_weights(weights, dtype: torch.dtype) -> list[torch.Tensor]:
     is a channels-last view of that group's buffer."""
     bias_dtype = torch.promote_types(dtype, torch.float32)
     out = [w.to(bias_dtype) if w.dim() == 1 else None for w in weights]
-    for (o, i, kh, kw), idx in _same_shape_groups(weights, lambda k: True).items():
+    matrices = _groups(len(weights), lambda k: tuple(weights[k].shape) if weights[k].dim() == 4 else None)
+    for (o, i, kh, kw), idx in matrices.items():
         if len(idx) == 1:
             out[idx[0]] = weights[idx[0]].to(dtype=dtype, memory_format=torch.channels_last)
             continue
@@ -172,20 +174,21 @@ def weight_grads(grads, dtypes) -> list[torch.Tensor]:
     stack of their channels-last storage and one cast-and-permute), each a
     view of the group's buffer."""
     out = list(grads)
-    channels_last = lambda k: not grads[k].is_contiguous() and grads[k].is_contiguous(
-        memory_format=torch.channels_last)
-    for (o, i, kh, kw), idx in _same_shape_groups(grads, channels_last).items():
-        by_dtype: dict[tuple, list[int]] = {}
-        for k in idx:
-            by_dtype.setdefault((grads[k].dtype, dtypes[k]), []).append(k)
-        for (_, want), ks in by_dtype.items():
-            if len(ks) == 1:
-                continue
-            stacked = torch.stack([grads[k].permute(0, 2, 3, 1) for k in ks])  # (G, o, kh, kw, i), contiguous reads
-            flat = torch.empty((len(ks), o, i, kh, kw), dtype=want, device=stacked.device)
-            flat.copy_(stacked.permute(0, 1, 4, 2, 3))
-            for g, k in enumerate(ks):
-                out[k] = flat[g]
+
+    def channels_last_group(k):
+        g = grads[k]
+        if g.dim() != 4 or g.is_contiguous() or not g.is_contiguous(memory_format=torch.channels_last):
+            return None
+        return tuple(g.shape), g.dtype, dtypes[k]
+
+    for ((o, i, kh, kw), _, want), ks in _groups(len(grads), channels_last_group).items():
+        if len(ks) == 1:
+            continue
+        stacked = torch.stack([grads[k].permute(0, 2, 3, 1) for k in ks])      # (G, o, kh, kw, i), contiguous reads
+        flat = torch.empty((len(ks), o, i, kh, kw), dtype=want, device=stacked.device)
+        flat.copy_(stacked.permute(0, 1, 4, 2, 3))
+        for g, k in enumerate(ks):
+            out[k] = flat[g]
     return [g.to(dtype=t).contiguous() for g, t in zip(out, dtypes)]
 
 

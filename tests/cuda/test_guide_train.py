@@ -114,6 +114,22 @@ def test_proj_forward_matches_float64(C):
     assert torch.equal(out, unwrap(ext().guide_proj_forward(h, P, c, z)))
 
 
+PROJECTION_KERNELS = ("guide_proj_forward", "guide_proj_backward")
+
+
+def spy_on_projection_kernels(monkeypatch) -> list:
+    """The names of the projection kernels' calls through kpnt.ops._cuda.guide_train, in order, as they happen."""
+    real, calls = ext(), []
+
+    class Spy:
+        def __getattr__(self, name):
+            f = getattr(real, name)
+            return (lambda *a: calls.append(name) or f(*a)) if name in PROJECTION_KERNELS else f
+
+    monkeypatch.setattr(guide_train, "ext", lambda: Spy())
+    return calls
+
+
 def tf32(t):
     """t rounded to TF32 (10 mantissa bits; to nearest, as the kernels' cvt.rna, ties aside)."""
     b = t.float().contiguous().view(torch.int32)
@@ -179,27 +195,17 @@ def test_float32_network_runs_the_tf32_twins_only_when_switched_on_with_tf32(mon
     as close to float64's as the unfused TF32 path's; with TF32 off (or the
     switch off) it keeps the exact float32 passes."""
     z, ws, gout = network_case(2, 64, 4, (2, 37, 45), seed=14)
-    real, calls = ext(), []
-    spied = ("guide_proj_forward", "guide_proj_backward")
-
-    class Spy:
-        def __getattr__(self, name):
-            f = getattr(real, name)
-            return (lambda *a: calls.append(name) or f(*a)) if name in spied else f
-
-    monkeypatch.setattr(guide_train, "ext", lambda: Spy())
+    calls = spy_on_projection_kernels(monkeypatch)
     monkeypatch.setattr(guide_train, "FUSED_PROJ_TF32", True)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     out = guide_train.fused_guide_network(z, ws, torch.float32)
     fused = torch.autograd.grad(out, [z, *ws], gout)
-    assert sorted(calls) == sorted(3 * list(spied))
+    assert sorted(calls) == sorted(3 * list(PROJECTION_KERNELS))
     monkeypatch.setattr(guide_train, "FUSED_PROJ_TF32", False)
     out2 = guide_train.fused_guide_network(z, ws, torch.float32)
     unfused = torch.autograd.grad(out2, [z, *ws], gout)
     assert len(calls) == 6
-    zd, wd = z.detach().double().requires_grad_(), [w.detach().double().requires_grad_() for w in ws]
-    ref = _network(zd, wd, True, proj=True)
-    ref_g = torch.autograd.grad(ref, [zd, *wd], gout.double())
+    ref, ref_g = float64_network(z, ws, gout)
     assert rel(out.double(), ref) < 2 * rel(out2.double(), ref) + 1e-5
     for i, (a, b, c) in enumerate(zip(fused, unfused, ref_g)):
         assert rel(a.double(), c) < 2 * rel(b.double(), c) + 1e-5, (i, rel(a.double(), c), rel(b.double(), c))
@@ -257,28 +263,18 @@ def test_bfloat16_network_runs_the_fused_projection_kernels(monkeypatch):
     (rounding flips ReLU masks; session 33 measured 7.8 % between the two
     paths for the input's gradient); a wrong kernel is off by far more."""
     z, ws, gout = network_case(2, 64, 4, (2, 37, 45), seed=13)
-    real, calls = ext(), []
-    spied = ("guide_proj_forward", "guide_proj_backward")
-
-    class Spy:
-        def __getattr__(self, name):
-            f = getattr(real, name)
-            return (lambda *a: calls.append(name) or f(*a)) if name in spied else f
-
-    monkeypatch.setattr(guide_train, "ext", lambda: Spy())
+    calls = spy_on_projection_kernels(monkeypatch)
     monkeypatch.setattr(guide_train, "FUSED_PROJ_FORWARD", True)
     monkeypatch.setattr(guide_train, "FUSED_PROJ_BACKWARD", True)
     out = guide_train.fused_guide_network(z, ws, torch.bfloat16)
     fused = torch.autograd.grad(out, [z, *ws], gout)
-    assert sorted(calls) == sorted(3 * list(spied))     # 4 layers: 3 projection blocks
+    assert sorted(calls) == sorted(3 * list(PROJECTION_KERNELS))     # 4 layers: 3 projection blocks
     monkeypatch.setattr(guide_train, "FUSED_PROJ_FORWARD", False)
     monkeypatch.setattr(guide_train, "FUSED_PROJ_BACKWARD", False)
     out2 = guide_train.fused_guide_network(z, ws, torch.bfloat16)
     unfused = torch.autograd.grad(out2, [z, *ws], gout)
     assert len(calls) == 6
-    zd, wd = z.detach().double().requires_grad_(), [w.detach().double().requires_grad_() for w in ws]
-    ref = _network(zd, wd, True, proj=True)
-    ref_g = torch.autograd.grad(ref, [zd, *wd], gout.double())
+    ref, ref_g = float64_network(z, ws, gout)
     assert rel(out.double(), ref) < 2 * rel(out2.double(), ref) + 1e-3
     for i, (a, b, c) in enumerate(zip(fused, unfused, ref_g)):
         assert a.shape == b.shape and torch.isfinite(a).all(), i
@@ -295,6 +291,13 @@ def test_bad_activations_raise_one_line():
     c = torch.randn(1, 12, 5, 5, device="cuda").contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="multiple of 8"):
         unwrap(ext().guide_relu_grad_sum(c, None, c))
+
+
+def float64_network(z, ws, gout):
+    """``(output, [d z, d weight, ...])`` of the network in float64 autograd (kpnt.ref.guide._network)."""
+    zd, wd = z.detach().double().requires_grad_(), [w.detach().double().requires_grad_() for w in ws]
+    ref = _network(zd, wd, True, proj=True)
+    return ref, torch.autograd.grad(ref, [zd, *wd], gout.double())
 
 
 def network_case(period, width, layers, size, seed):
@@ -317,9 +320,7 @@ def test_float32_network_matches_float64(period, width, layers, size):
         got = torch.autograd.grad(out, [z, *ws], gout)
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
-    zd, wd = z.detach().double().requires_grad_(), [w.detach().double().requires_grad_() for w in ws]
-    ref = _network(zd, wd, True, proj=True)
-    ref_g = torch.autograd.grad(ref, [zd, *wd], gout.double())
+    ref, ref_g = float64_network(z, ws, gout)
     assert out.dtype == torch.float32 and rel(out, ref) < 1e-5
     for i, (a, b) in enumerate(zip(got, ref_g)):
         assert a.dtype == torch.float32 and a.shape == b.shape
