@@ -11,7 +11,8 @@ inside cuDNN's convolutions (``CUDNN_EPILOGUE``), and in bfloat16 with the
 projection blocks' 1x1 on cuDNN's GEMMs and the passes around them instead
 of the fused projection kernels: both off (session 31's path), only the
 forward's off (session 32's: ``FUSED_PROJ_FORWARD``); and in float32 with
-the projection kernels' TF32 twins (``FUSED_PROJ_TF32``, off by default).
+the projection kernels' TF32 twins (``FUSED_PROJ_TF32``, on since session
+34) or without them ("fused f32 1x1 on cuDNN": its TF32 GEMMs and two passes).
 
     python tools/guide_train_probe.py                 # both sensors, 4 x 512 x 512 mosaics
     python tools/guide_train_probe.py --reps 20
@@ -49,6 +50,8 @@ def main() -> int:
     N, H, W = args.size
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}")
     print(f"{'sensor':<7s} {'path':<34s} {'ms fwd+bwd':>10s} {'out err':>9s} {'max dW err':>10s}")
+    defaults = {name: getattr(guide_train, name) for name in
+                ("CUDNN_EPILOGUE", "FUSED_PROJ_BACKWARD", "FUSED_PROJ_FORWARD", "FUSED_PROJ_TF32")}
     for sensor in ("bayer", "xtrans"):
         m, _ = load_weights(shipped_weights(sensor))
         ws = [w.detach().cuda().requires_grad_() for w in m.sets["guide"]]
@@ -75,7 +78,8 @@ def main() -> int:
             return run
 
         paths = [("autograd f32 (reference)", autograd32), ("autograd bf16 autocast", autograd_bf16),
-                 ("fused f32", fused(torch.float32, False)), ("fused f32 cuDNN epilogue", fused(torch.float32, True)),
+                 ("fused f32 1x1 on cuDNN", fused(torch.float32, False)),
+                 ("fused f32 cuDNN epilogue", fused(torch.float32, True)),
                  ("fused f32 TF32 projection kernels", fused(torch.float32, False, tf32=True)),
                  ("fused bf16 unfused 1x1", fused(torch.bfloat16, False, proj=False, proj_fwd=False)),
                  ("fused bf16 unfused 1x1 fwd", fused(torch.bfloat16, False, proj_fwd=False)),
@@ -106,8 +110,8 @@ def main() -> int:
             except Exception as e:                          # reported; the other paths still run
                 print(f"{sensor:<7s} {name:<34s} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}",
                       flush=True)
-        guide_train.CUDNN_EPILOGUE = guide_train.FUSED_PROJ_TF32 = False
-        guide_train.FUSED_PROJ_BACKWARD = guide_train.FUSED_PROJ_FORWARD = True
+        for name, value in defaults.items():
+            setattr(guide_train, name, value)
         del z, ws, zd, wd, ref
         torch.cuda.empty_cache()
     return 0

@@ -471,13 +471,13 @@ def check_graph_step(chk: Checks, steps=6):
     steps over two CFA phases (two graphs), one of them a NaN step that both
     must skip (graphed: weights and Adam state bitwise unchanged)."""
     from kpnt.model import KPNT
-    from kpnt.train.graph_step import GraphedStep, eager_step
+    from kpnt.train.graph_step import FUSED_ADAM, GraphedStep, adam_for_graphs, eager_step
 
     for sensor, (N, H, W) in ((BAYER, (2, 160, 224)), (XTRANS, (2, 168, 228))):
         me = KPNT(sensor, backend="cuda").cuda()
         mg = KPNT(sensor, backend="cuda").cuda()
-        oe = torch.optim.Adam(me.parameters(), lr=1e-3)
-        og = torch.optim.Adam(mg.parameters(), lr=1e-3, capturable=True)
+        oe = torch.optim.Adam(me.parameters(), lr=1e-3, fused=FUSED_ADAM)   # the same update as the graph's
+        og = adam_for_graphs(mg.parameters(), lr=1e-3)
         gs = GraphedStep(mg, og, step_loss, clip=1.0)
         cfas = step_cfas(sensor)
         dloss, skip_ok, bitwise = 0.0, True, True

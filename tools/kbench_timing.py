@@ -503,7 +503,7 @@ def graph_step_timings(reps, archs=tuple(STEP_ARCHS)):
     eager step, fused eager Trainer-like step (finite check with host sync +
     clip), fused graphed step (finite check + clip + masked Adam commit
     inside the graph)."""
-    from kpnt.train.graph_step import GraphedStep, eager_step
+    from kpnt.train.graph_step import GraphedStep, adam_for_graphs, eager_step
 
     rows, res = [], {}
     N, H, W = 4, 512, 512
@@ -522,7 +522,7 @@ def graph_step_timings(reps, archs=tuple(STEP_ARCHS)):
                                                            warmup=2, batch=3)[0]
             del m, opt
             m = step_model(arch, sensor, "cuda")
-            opt = torch.optim.Adam(m.parameters(), lr=1e-5, capturable=True)
+            opt = adam_for_graphs(m.parameters(), lr=1e-5)
             t0 = time.perf_counter()
             try:
                 gs = GraphedStep(m, opt, step_loss, clip=1.0, example_batch=b)

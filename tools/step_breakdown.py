@@ -142,11 +142,10 @@ def graphed_fn(m, batch):
     as a callable, and the step it captured run eagerly (its ``_body`` on the
     graph's static inputs, masked commit included: what ``--callers``
     attributes, since a replay's kernels have no ops to name)."""
-    import torch
     from kbench_checks import step_loss as bench_loss
-    from kpnt.train.graph_step import GraphedStep
+    from kpnt.train.graph_step import GraphedStep, adam_for_graphs
 
-    opt = torch.optim.Adam(m.parameters(), lr=1e-5, capturable=True)
+    opt = adam_for_graphs(m.parameters(), lr=1e-5)
     gs = GraphedStep(m, opt, bench_loss, clip=1.0, example_batch=batch)
     e = gs._entry(batch)
     return (lambda: gs(batch)), (lambda: gs._body(e.x, e.target, e.noise, e.valid, batch.cfa, masked=True))

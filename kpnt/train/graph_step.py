@@ -44,7 +44,7 @@ replaced Adam state raises); ``p.grad`` after a step is not meaningful
 
 Example::
 
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=True)
+    opt = adam_for_graphs(model.parameters(), lr=1e-3)
     step = GraphedStep(model, opt, lambda o, t, v: smape(o, t, v, 4), clip=1.0)
     for batch in batches:                       # tensors on the model's GPU
         step.set_lr(lr_schedule(i))
@@ -70,6 +70,20 @@ log = logging.getLogger("kpnt.train")
 
 #: Eager warm-up steps before each capture (the PyTorch docs use 3).
 WARMUP_STEPS = 3
+
+#: Whether :func:`adam_for_graphs` makes a fused Adam (one multi-tensor
+#: kernel for the whole update) rather than the capturable foreach Adam,
+#: whose bias corrections (``_foreach_pow`` of a scalar base over the 0-d
+#: step counts) launch about two kernels a parameter (session 33's graphed
+#: Bayer step: 174 small ``BinaryFunctor`` launches for 81 parameters).
+FUSED_ADAM = True
+
+
+def adam_for_graphs(params, lr: float, **kwargs) -> torch.optim.Optimizer:
+    """The Adam a :class:`GraphedStep` takes: capturable (its step count
+    and learning rate live on the GPU), fused when :data:`FUSED_ADAM`.
+    ``kwargs`` go to ``torch.optim.Adam`` (``eps``, ``weight_decay``, ...)."""
+    return torch.optim.Adam(params, lr=lr, capturable=True, fused=FUSED_ADAM, **kwargs)
 
 
 @dataclass
@@ -149,9 +163,10 @@ class GraphedStep:
     Args:
         model: a :class:`~kpnt.model.KPNT` (any module called as
             ``model(x, cfa, noise)``) on a CUDA device.
-        optimizer: ``torch.optim.Adam(..., capturable=True)`` over the
-            parameters to train; a float learning rate is replaced by a 0-d
-            tensor on the model's device (see :meth:`set_lr`).
+        optimizer: ``torch.optim.Adam(..., capturable=True)``, foreach or
+            fused (:func:`adam_for_graphs` makes one), over the parameters
+            to train; a float learning rate is replaced by a 0-d tensor on
+            the model's device (see :meth:`set_lr`).
         loss_fn: ``loss_fn(out, target, valid) -> 0-d tensor``.
         clip: maximal global gradient norm (``<= 0``: no clipping).
         example_batch: if given, its graph is captured now (else on the first
@@ -171,8 +186,6 @@ class GraphedStep:
         if not all(g.get("capturable", False) for g in optimizer.param_groups):
             raise ValueError("GraphedStep: the optimizer must be created with capturable=True "
                              "(its step then runs on the GPU without host synchronisation)")
-        if any(g.get("fused") for g in optimizer.param_groups):
-            raise ValueError("GraphedStep: use Adam(capturable=True) without fused=True")
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         devices = {p.device for p in self.params}
         if len(devices) != 1 or next(iter(devices)).type != "cuda":

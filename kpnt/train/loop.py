@@ -188,13 +188,16 @@ class Trainer:
             and self.shards == 1
             and getattr(model, "backend", "torch") in ("cuda", "auto")
         )
-        self.optim = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay,
-                                      capturable=use_graphs)
-        self.sync = make_sync(cfg.grad_sync, model, self.ctx)
+        adam = dict(lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
         self.graphed = None
         if use_graphs:
-            from kpnt.train.graph_step import GraphedStep
+            from kpnt.train.graph_step import GraphedStep, adam_for_graphs
 
+            self.optim = adam_for_graphs(self.params, **adam)
+        else:
+            self.optim = torch.optim.Adam(self.params, **adam)
+        self.sync = make_sync(cfg.grad_sync, model, self.ctx)
+        if use_graphs:
             self.graphed = GraphedStep(self.model, self.optim, self.step_loss_fn, cfg.grad_clip)
             log.info("training step captured as CUDA graphs (one per CFA phase)")
 

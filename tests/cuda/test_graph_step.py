@@ -41,16 +41,20 @@ def state_tensors(model, opt):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach-adam", "fused-adam"])
 @pytest.mark.parametrize("sensor, cfas, size", [
     ("bayer", (CFA.bayer("RGGB"), CFA.bayer("GBRG")), (2, 96, 128)),
     ("xtrans", (CFA.xtrans(), CFA.xtrans(4, 1)), (2, 102, 120)),
 ])
-def test_graphed_step_equals_eager(sensor, cfas, size):
+def test_graphed_step_equals_eager(sensor, cfas, size, fused):
+    """Both Adams a GraphedStep takes (the capturable foreach one and the
+    fused one adam_for_graphs makes), each against the eager step with the
+    same kind of Adam: a skipped step must restore the fused Adam's state too."""
     N, H, W = size
     me = KPNT(sensor, backend="cuda").cuda()
     mg = KPNT(sensor, backend="cuda").cuda()
-    oe = torch.optim.Adam(me.parameters(), lr=1e-3)
-    og = torch.optim.Adam(mg.parameters(), lr=1e-3, capturable=True)
+    oe = torch.optim.Adam(me.parameters(), lr=1e-3, fused=fused)
+    og = torch.optim.Adam(mg.parameters(), lr=1e-3, capturable=True, fused=fused)
     gs = GraphedStep(mg, og, loss_fn, clip=1.0, example_batch=make_batch(cfas[0], N, H, W, seed=1))
     assert gs.graphs == 1
     for k in range(6):

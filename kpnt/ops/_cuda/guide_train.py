@@ -12,8 +12,8 @@ CUDA kernels (``kernels/guide_train.cu``):
   on an H100, session 31);
 - ``proj_forward`` (bfloat16, widths 32 / 64 / 128): a projection block's
   1x1 convolution, bias, residual add and ReLU in one pass (session 33):
-  the GEMM's output never stored (a float32 twin on TF32, widths 32 / 64,
-  behind :data:`FUSED_PROJ_TF32`, not yet run);
+  the GEMM's output never stored (float32 twins on TF32, widths 32 / 64,
+  :data:`FUSED_PROJ_TF32`, session 34);
 - ``proj_backward`` (bfloat16, widths 32 / 64 / 128): a projection block's
   backward through its 1x1 convolution in one pass (session 32): the two
   ``relu_grad_sum`` passes around it and the 1x1's two gradient GEMMs, with
@@ -37,8 +37,8 @@ KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 #: Whether a bfloat16 guide's projection blocks run their backward through the
 #: 1x1 convolution as one kernel (``guide_proj_backward``: both ReLU backwards,
 #: ``dh = gm P`` and ``dP = gm^T h`` on the tensor cores, the three gradient
-#: sums) instead of two passes and two GEMMs; float32 guides (TF32 GEMMs) and
-#: other widths keep those.
+#: sums) instead of two passes and two GEMMs; float32 guides run it on the
+#: TF32 twins (:data:`FUSED_PROJ_TF32`), other widths keep the two passes.
 FUSED_PROJ_BACKWARD = True
 #: The same for the forward: a bfloat16 guide's projection blocks run their
 #: 1x1 convolution with its bias, residual add and ReLU as one kernel
@@ -52,9 +52,11 @@ PROJ_WIDTHS = (32, 64, 128)
 #: Whether a float32 guide's projection blocks run on the kernels' float32
 #: twins (the products on TF32, as cuDNN runs a float32 1x1 convolution when
 #: ``torch.backends.cudnn.allow_tf32`` is on; never when it is off), at the
-#: widths of :data:`TF32_WIDTHS`.  Off: written in session 33 after its last
-#: GPU call, compiled but not yet run (``tools/gpu_calls/s34_first.sh``).
-FUSED_PROJ_TF32 = False
+#: widths of :data:`TF32_WIDTHS`.  On since session 34's first H100 call
+#: (``docs/bench/*_s34a_h100.txt``): tests/cuda/test_guide_train.py 33 passed
+#: (TF32-rounded float64 within 3e-5), memcheck clean, the shipped Bayer
+#: graphed step (float32 guide, width 64) 17.02 -> 14.84 ms.
+FUSED_PROJ_TF32 = True
 #: Widths of the float32 twins (at 128 the backward's float32 tiles do not fit
 #: in shared memory).
 TF32_WIDTHS = (32, 64)
