@@ -3,18 +3,27 @@
 # projection blocks on the TF32 kernels; FUSED_ADAM: GraphedStep's Adam fused, replacing the capturable foreach
 # Adam's ~2 launches a parameter).
 #   tests    every CUDA test on these defaults
-#   steps    point 2's rows (bench_kernels.py --train-steps-only, shipped and shipped-bf16)
+#   full     the full bench_kernels.py --no-compile --parity-steps 0 (points 1, 2, 3, 5 in one run, point 2's rows
+#            among them; its 151 checks last ran in session 31)
+#   steps    point 2's rows alone (bench_kernels.py --train-steps-only, shipped and shipped-bf16; not in the default
+#            PARTS: full has them)
 #   graphed  the graphed Bayer steps' launches by op (the optimizer's share)
 #   parity   point 4 on the float32 path with the TF32 projection kernels: shipped Bayer, seeds 0-5 (the seeds of
 #            session 33's +0.017 dB)
-PARTS=${PARTS:-tests steps graphed parity}
+PARTS=${PARTS:-tests full parity graphed}
 source "$(dirname "$0")/preamble.sh"
 for part in $PARTS; do
     echo "=== $part"
     case $part in
     tests)
-        timeout 170 python -m pytest -q -p no:cacheprovider tests/cuda > $OUT/tests.txt 2>&1
+        timeout 90 python -m pytest -q -p no:cacheprovider tests/cuda > $OUT/tests.txt 2>&1
         grep -E "^FAILED|^ERROR|passed|failed" $OUT/tests.txt | head -20 ;;
+    full)
+        timeout ${FULL_S:-300} python tools/bench_kernels.py --no-compile --parity-steps 0 --reps 20 \
+            > $OUT/full.txt 2>&1
+        grep -E "checks:|FAIL" $OUT/full.txt | head -12
+        grep -A9 "targets, this run" $OUT/full.txt | head -10
+        grep -A6 "== train step 4x512" $OUT/full.txt ;;
     steps)
         timeout 150 python tools/bench_kernels.py --train-steps-only --step-archs shipped,shipped-bf16 --reps 10 \
             > $OUT/steps.txt 2>&1
