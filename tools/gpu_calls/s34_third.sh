@@ -4,8 +4,10 @@
 #   epilogue  the bf16 step with the 3x3 convolutions' bias + ReLU inside cuDNN (guide_train.CUDNN_EPILOGUE) against
 #             the bias_relu kernel, same run (the guide probe gave -0.36 ms (Bayer, session 34) and +0.57 ms
 #             (session 33): noise or not)
+#   autotune  point 2's rows with cuDNN autotuning on, reference and fused alike (the float32 guide's TF32 weight
+#             gradients ran at ~100 TFLOP/s on cuDNN's default plan in the second call: 2.95 of the 14.45 ms)
 #   parity    the bf16 guide's parity on these kernels, Bayer seeds 11-16 (session 33: -0.063 dB over 5 seeds)
-PARTS=${PARTS:-epilogue parity}
+PARTS=${PARTS:-autotune epilogue parity}
 source "$(dirname "$0")/preamble.sh"
 bench() {  # $1: python statements run first (switches), $2: output file, then bench_kernels.py's arguments
     local pre=$1 out=$2
@@ -33,6 +35,10 @@ for part in $PARTS; do
             echo "CUDNN_EPILOGUE=$on"; grep -E "checks:" $OUT/epilogue_$on.txt; grep -A3 "== train step 4x512" \
                 $OUT/epilogue_$on.txt | tail -2
         done ;;
+    autotune)
+        timeout 150 python tools/bench_kernels.py --train-steps-only --step-archs shipped,shipped-bf16 --reps 10 \
+            --cudnn-benchmark on > $OUT/autotune.txt 2>&1
+        grep -E "checks:|FAIL" $OUT/autotune.txt | head -4; grep -A6 "== train step 4x512" $OUT/autotune.txt ;;
     parity)
         timeout ${PARITY_S:-130} python tools/bench_kernels.py --parity-only --parity-archs shipped-bf16:bayer \
             --parity-seeds 6 --parity-first-seed 11 > $OUT/parity_bf16.txt 2>&1
