@@ -1,13 +1,13 @@
 #!/bin/bash
 # Session 34's third call, on the defaults of its second (FUSED_PROJ_TF32, FUSED_ADAM on):
 #   full      as in s34_second.sh (not in the default PARTS: the second call runs it)
-#   epilogue  the bf16 step with the 3x3 convolutions' bias + ReLU inside cuDNN (guide_train.CUDNN_EPILOGUE) against
-#             the bias_relu kernel, same run (the guide probe gave -0.36 ms (Bayer, session 34) and +0.57 ms
+#   epilogue  (not in the default PARTS: two refused starts left too little device time) the bf16 step with the
+#             3x3 convolutions' bias + ReLU inside cuDNN (guide_train.CUDNN_EPILOGUE) against the bias_relu kernel (the guide probe gave -0.36 ms (Bayer, session 34) and +0.57 ms
 #             (session 33): noise or not)
 #   autotune  point 2's rows with cuDNN autotuning on, reference and fused alike (the float32 guide's TF32 weight
 #             gradients ran at ~100 TFLOP/s on cuDNN's default plan in the second call: 2.95 of the 14.45 ms)
 #   parity    the bf16 guide's parity on these kernels, Bayer seeds 11-16 (session 33: -0.063 dB over 5 seeds)
-PARTS=${PARTS:-autotune epilogue parity}
+PARTS=${PARTS:-autotune parity}
 source "$(dirname "$0")/preamble.sh"
 bench() {  # $1: python statements run first (switches), $2: output file, then bench_kernels.py's arguments
     local pre=$1 out=$2
