@@ -7,7 +7,7 @@
 #   autotune  point 2's rows with cuDNN autotuning on, reference and fused alike (the float32 guide's TF32 weight
 #             gradients ran at ~100 TFLOP/s on cuDNN's default plan in the second call: 2.95 of the 14.45 ms)
 #   parity    the bf16 guide's parity on these kernels, Bayer seeds 11-16 (session 33: -0.063 dB over 5 seeds)
-PARTS=${PARTS:-autotune parity}
+PARTS=${PARTS:-autotune parity}   # session 34 ran PARTS=autotune: three refused starts left ~6 minutes
 source "$(dirname "$0")/preamble.sh"
 bench() {  # $1: python statements run first (switches), $2: output file, then bench_kernels.py's arguments
     local pre=$1 out=$2
