@@ -81,8 +81,8 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 def test_resume_checkpoint_of_an_older_config_and_of_a_gpu_run(tmp_path):
     """A checkpoint written before a ModelConfig key existed (its default
-    then applies) and one written by the graphed GPU step (capturable
-    Adam) both resume on a CPU; another architecture is still refused."""
+    then applies) and one written by the graphed GPU step (capturable,
+    fused Adam) both resume on a CPU with this run's Adam; another architecture is still refused."""
     from kpnt.errors import KpntError
 
     first = _trainer(tmp_path / "a", steps=3)
@@ -91,11 +91,11 @@ def test_resume_checkpoint_of_an_older_config_and_of_a_gpu_run(tmp_path):
     state = torch.load(path, weights_only=False)
     del state["model_config"]["guide_pack"]                   # as written before guide_pack existed
     for g in state["optim"]["param_groups"]:
-        g["capturable"] = True                                 # as written by the graphed CUDA step
+        g["capturable"] = g["fused"] = True                    # as written by the graphed CUDA step
     torch.save(state, path)
     resumed = _trainer(tmp_path / "a", steps=6)
     resumed.load_checkpoint(path)
-    assert all(g["capturable"] is False for g in resumed.optim.param_groups)
+    assert all(g["capturable"] is False and not g["fused"] for g in resumed.optim.param_groups)
     resumed.run(progress=False)
     assert resumed.step == 6
     state["model_config"]["width"] = 32

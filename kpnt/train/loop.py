@@ -277,14 +277,14 @@ class Trainer:
             log.warning("re-sharding the run from %d to %d shards at step %d: the data stream differs from an uninterrupted run's from here on",
                         len(saved), self.cfg.shards, step)
         self.model.load_state_dict(state["model"])
-        capturable = [g.get("capturable", False) for g in self.optim.param_groups]
+        flags = [(g.get("capturable", False), g.get("fused")) for g in self.optim.param_groups]
         self.optim.load_state_dict(state["optim"])
-        for g, c in zip(self.optim.param_groups, capturable):
-            # A run checkpointed by the graphed GPU step (capturable Adam)
-            # may resume on a CPU, and the other way round: the flag is this
-            # run's, not the checkpoint's.  So is Adam's eps (--adam-eps
-            # may change on --resume).
-            g["capturable"] = c
+        for g, (capturable, fused) in zip(self.optim.param_groups, flags):
+            # A run checkpointed by the graphed GPU step (capturable, fused
+            # Adam) may resume on a CPU, and the other way round: the flags
+            # are this run's, not the checkpoint's.  So is Adam's eps
+            # (--adam-eps may change on --resume).
+            g["capturable"], g["fused"] = capturable, fused
             g["eps"] = self.cfg.adam_eps
         if self.graphed is not None:
             self.graphed.reset()  # the graphs captured the old optimiser state
