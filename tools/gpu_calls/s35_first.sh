@@ -1,0 +1,54 @@
+#!/bin/bash
+# For session 35's first call (written in session 34 as its third call; four refused starts used up its device
+# time before it ran), on session 34's defaults (FUSED_PROJ_TF32, FUSED_ADAM on). About 6 minutes.
+#   autotune  point 2's rows with cuDNN autotuning off and on, reference and fused alike, in one call (the float32
+#             guide's TF32 weight gradients of the 3x3s ran at ~100 TFLOP/s on cuDNN's heuristic plan in session
+#             34: 2.95 of the graphed Bayer step's 14.45 ms; their forward and data gradient run at ~200). If
+#             autotuning pays, kpnt-train could turn torch.backends.cudnn.benchmark on (its shapes are fixed).
+#   parity    the bf16 guide's parity on these kernels, Bayer seeds 11-16 (session 33: -0.063 dB over 5 seeds on
+#             them, standard error 0.030; -0.011 over 9 on session 32's)
+#   epilogue  the bf16 step with the 3x3 convolutions' bias + ReLU inside cuDNN (guide_train.CUDNN_EPILOGUE)
+#             against the bias_relu kernel (the guide probe gave -0.36 ms in session 34 and +0.57 in session 33)
+#   full      the full bench_kernels.py --no-compile --parity-steps 0 (not in the default PARTS: session 34 ran it)
+PARTS=${PARTS:-autotune parity epilogue}
+source "$(dirname "$0")/preamble.sh"
+bench() {  # $1: python statements run first (switches), $2: output file, then bench_kernels.py's arguments
+    local pre=$1 out=$2
+    shift 2
+    python -c "
+import runpy, sys
+import kpnt.ops._cuda.guide_train as g
+$pre
+sys.argv = ['bench_kernels.py'] + sys.argv[1:]
+sys.path.insert(0, 'tools')   # bench_kernels.py imports its sibling modules
+runpy.run_path('tools/bench_kernels.py', run_name='__main__')" "$@" > $out 2>&1
+}
+for part in $PARTS; do
+    echo "=== $part"
+    case $part in
+    full)
+        timeout ${FULL_S:-300} python tools/bench_kernels.py --no-compile --parity-steps 0 --reps 20 \
+            > $OUT/full.txt 2>&1
+        grep -E "checks:|FAIL" $OUT/full.txt | head -12
+        grep -A9 "targets, this run" $OUT/full.txt | head -10 ;;
+    epilogue)
+        for on in True False; do
+            timeout 60 bash -c "$(declare -f bench); bench 'g.CUDNN_EPILOGUE = $on' $OUT/epilogue_$on.txt \
+                --train-steps-only --step-archs shipped-bf16 --reps 10"
+            echo "CUDNN_EPILOGUE=$on"; grep -E "checks:" $OUT/epilogue_$on.txt; grep -A3 "== train step 4x512" \
+                $OUT/epilogue_$on.txt | tail -2
+        done ;;
+    autotune)
+        for on in off on; do
+            timeout 150 python tools/bench_kernels.py --train-steps-only --step-archs shipped,shipped-bf16 \
+                --reps 10 --cudnn-benchmark $on > $OUT/autotune_$on.txt 2>&1
+            echo "cuDNN autotuning $on"; grep -E "checks:|FAIL" $OUT/autotune_$on.txt | head -4
+            grep -A5 "== train step 4x512" $OUT/autotune_$on.txt | tail -4
+        done ;;
+    parity)
+        timeout ${PARITY_S:-130} python tools/bench_kernels.py --parity-only --parity-archs shipped-bf16:bayer \
+            --parity-seeds 6 --parity-first-seed 11 > $OUT/parity_bf16.txt 2>&1
+        grep -E "^parity|check" $OUT/parity_bf16.txt | tail -3 ;;
+    esac
+done
+true
