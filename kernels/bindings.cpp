@@ -714,8 +714,8 @@ py::object guide_relu_grad_sum(const torch::Tensor& g, const std::optional<torch
 }
 
 // (gm, gh, d c, d b, d P): the projection block's backward through its 1x1 convolution (GuideProjBwdArgs), bfloat16
-// activations and P (C, C, 1, 1) with C in {32, 64, 128}, or float32 ones (products on TF32) with C in {32, 64}; sums
-// and dP float32 ((C,), (C,), (C, C, 1, 1)); or an error tuple.
+// activations and P (C, C, 1, 1), or float32 ones (products on TF32), with C in {32, 64, 128}; sums and dP float32
+// ((C,), (C,), (C, C, 1, 1)); or an error tuple.
 py::object guide_proj_backward(const torch::Tensor& g, const std::optional<torch::Tensor>& p, const torch::Tensor& y,
                                const torch::Tensor& h, const torch::Tensor& P) {
   return guarded([&]() -> py::object {
@@ -750,7 +750,7 @@ py::object guide_proj_backward(const torch::Tensor& g, const std::optional<torch
 
 // relu(h P^T + c + z): the projection block's 1x1 convolution with its bias, residual add and ReLU
 // (GuideProjFwdArgs), bfloat16 activations and P (C, C, 1, 1) with C in {32, 64, 128}, or float32 ones (the product
-// on TF32) with C in {32, 64}; c float32 (C,); or an error tuple.
+// on TF32) with C in {32, 64, 128}; c float32 (C,); or an error tuple.
 py::object guide_proj_forward(const torch::Tensor& h, const torch::Tensor& P, const torch::Tensor& bias,
                               const torch::Tensor& z) {
   return guarded([&]() -> py::object {
@@ -1153,10 +1153,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("guide_relu_grad_sum", &guide_relu_grad_sum, "((g (+ p)) * (y > 0), its channel sums): the guide's ReLU "
         "backward and bias gradient while training", py::arg("g"), py::arg("p"), py::arg("y"));
   m.def("guide_proj_backward", &guide_proj_backward, "(gm, gh, d c, d b, d P): the guide's projection block backward "
-        "through its 1x1 convolution, bfloat16 (C in {32, 64, 128}) or float32 on TF32 (C in {32, 64})",
+        "through its 1x1 convolution, bfloat16 (C in {32, 64, 128}) or float32 on TF32 (C in {32, 64, 128})",
         py::arg("g"), py::arg("p"), py::arg("y"), py::arg("h"), py::arg("P"));
   m.def("guide_proj_forward", &guide_proj_forward, "relu(h P^T + c + z): the guide's projection block's 1x1 "
-        "convolution with its epilogue, bfloat16 (C in {32, 64, 128}) or float32 on TF32 (C in {32, 64})",
+        "convolution with its epilogue, bfloat16 (C in {32, 64, 128}) or float32 on TF32 (C in {32, 64, 128})",
         py::arg("h"), py::arg("P"), py::arg("bias"), py::arg("z"));
   m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
         "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));

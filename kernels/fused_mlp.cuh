@@ -399,8 +399,8 @@ struct GuideEltArgs {
 
 const char* guide_elementwise(const GuideEltArgs& a);
 
-// The projection block's backward through its 1x1 convolution, bfloat16 with C in {32, 64, 128} or float32 (the
-// products on TF32) with C in {32, 64} (the rows of (M, C) matrices as above; P the 1x1 weights (C, C) row-major
+// The projection block's backward through its 1x1 convolution, bfloat16 or float32 (the products on TF32) with C in
+// {32, 64, 128} (the rows of (M, C) matrices as above; P the 1x1 weights (C, C) row-major
 // [out][in], in the activations' dtype):
 //   gm = (g (+ p)) * (y > 0);  gh = (gm P) * (h > 0);
 //   partial[b] = [sum of gm's columns (C) | sum of gh's columns (C) | gm^T h (C x C, [out][in])] over block b's rows.

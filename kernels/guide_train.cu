@@ -427,13 +427,14 @@ constexpr size_t proj_backward_smem() {
   return sizeof(__nv_bfloat16) * size_t(C + 3 * 16 * (C / 16)) * (C + 8);
 }
 
-// ---- The float32 twins (TF32 tensor cores; session 33, written after its last GPU call, not yet run) ----
+// ---- The float32 twins (TF32 tensor cores; session 33, run in session 34; width 128 written in session 34 after
+// its last GPU call, not yet run) ----
 // A float32 guide's 1x1 convolutions run on cuDNN as TF32 (torch.backends.cudnn.allow_tf32, on by default); these
 // kernels do the same products the same way (inputs rounded to TF32, to nearest, float32 accumulation) with the
 // passes around them, as the bfloat16 kernels above do.  Shared memory holds float32 rows of LD = C + 4 floats, so
 // the fragments' (row g, column t) reads of the two products through P fall in 32 different banks (the dP
-// product's transposed reads conflict two-way).  Widths 32 and 64 (at 128 the backward's four float32 tiles do
-// not fit in shared memory).
+// product's transposed reads conflict two-way).  Widths 32, 64 and 128 (at 128 the backward's tiles have half
+// the rows, tf32_backward_splits; the forward's three 128-row tiles take 203 KB of shared memory).
 
 // x rounded to TF32 (10 mantissa bits, to nearest, ties away: cvt.rna), as a float32 bit pattern.
 __device__ __forceinline__ uint32_t tf32_bits(float x) {
@@ -451,26 +452,34 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// acc = this warp's 16 rows of sA times B, where B[k][n] = sB[n LD + k] (sB = P gives h P^T, sB = P^T gives gm P);
-// sA and sB hold TF32-rounded values.  Fragments (g = lane / 4, t = lane % 4): A (g, t), (g + 8, t), (g, t + 4),
-// (g + 8, t + 4); B (k t, n g), (k t + 4, n g); acc[n] in the bfloat16 kernels' accumulator layout.
-template <int C, int LD>
-__device__ __forceinline__ void warp_rows_times_tf32(float (&acc)[C / 8][4], const float* sA, const float* sB,
-                                                     int warp, int lane) {
+// acc = 16 rows of sA (from row r0) times N columns of B (from column n0), over K, where B[k][n] = sB[n LD + k]
+// (sB = P gives h P^T, sB = P^T gives gm P); sA and sB hold TF32-rounded values.  Fragments (g = lane / 4,
+// t = lane % 4): A (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4); B (k t, n g), (k t + 4, n g); acc[n] in the
+// bfloat16 kernels' accumulator layout.
+template <int K, int N, int LD>
+__device__ __forceinline__ void warp_tile_times_tf32(float (&acc)[N / 8][4], const float* sA, const float* sB,
+                                                     int r0, int n0, int lane) {
   const int g = lane >> 2, t = lane & 3;
 #pragma unroll
-  for (int n = 0; n < C / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  for (int n = 0; n < N / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 #pragma unroll
-  for (int k = 0; k < C / 8; ++k) {
-    const float* a = sA + (warp * 16 + g) * LD + k * 8 + t;
+  for (int k = 0; k < K / 8; ++k) {
+    const float* a = sA + (r0 + g) * LD + k * 8 + t;
     const uint32_t a0 = __float_as_uint(a[0]), a1 = __float_as_uint(a[8 * LD]);
     const uint32_t a2 = __float_as_uint(a[4]), a3 = __float_as_uint(a[8 * LD + 4]);
 #pragma unroll
-    for (int n = 0; n < C / 8; ++n) {
-      const float* b = sB + (n * 8 + g) * LD + k * 8 + t;
+    for (int n = 0; n < N / 8; ++n) {
+      const float* b = sB + (n0 + n * 8 + g) * LD + k * 8 + t;
       mma_tf32(acc[n], a0, a1, a2, a3, __float_as_uint(b[0]), __float_as_uint(b[4]));
     }
   }
+}
+
+// acc = this warp's 16 rows of sA times all C columns of B (warp_tile_times_tf32's whole-width case).
+template <int C, int LD>
+__device__ __forceinline__ void warp_rows_times_tf32(float (&acc)[C / 8][4], const float* sA, const float* sB,
+                                                     int warp, int lane) {
+  warp_tile_times_tf32<C, C, LD>(acc, sA, sB, warp * 16, 0, lane);
 }
 
 // Eight floats rounded to TF32 into shared memory.
@@ -551,13 +560,27 @@ __global__ void __launch_bounds__(2 * C) proj_forward_tf32_kernel(const GuidePro
   }
 }
 
+// Column halves of the float32 backward's dh = gm P: at width 128 its four float32 tiles of 16 W rows would not fit
+// in shared memory, so a tile has half the rows and each warp computes half the columns of 16 of them.
+template <int C>
+__host__ __device__ constexpr int tf32_backward_splits() {
+  return C > 64 ? 2 : 1;
+}
+// Rows of a tile of the float32 projection backward.
+template <int C>
+__host__ __device__ constexpr int proj_backward_tf32_rows() {
+  return C / tf32_backward_splits<C>();
+}
+
 // proj_backward_kernel's float32 twin: gm and gh exact float32 (as relu_grad_sum), dh = gm P and dP = gm^T h on
 // TF32.  P is staged transposed (sPT[i][o] = P[o][i]) so that gm P reads it as the forward reads P.
 template <int C>
 __global__ void __launch_bounds__(2 * C) proj_backward_tf32_kernel(const GuideProjBwdArgs a) {
-  constexpr int W = C / 16, T = 32 * W, TM = 16 * W, LD = C + 4;
+  constexpr int W = C / 16, T = 32 * W, LD = C + 4;
+  constexpr int CS = tf32_backward_splits<C>(), TM = proj_backward_tf32_rows<C>(), NW = C / CS;
   constexpr int G = C / 8, RP = T / G;
   constexpr int S = 2 * C + C * C;
+  static_assert(TM == 16 * W / CS && 2 * T * 8 <= TM * LD, "tile of the float32 projection backward");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   float* sPT = reinterpret_cast<float*>(smem_raw);  // [C][LD], P^T in TF32
   float* sG = sPT + C * LD;                          // [TM][LD], gm in TF32
@@ -599,14 +622,15 @@ __global__ void __launch_bounds__(2 * C) proj_backward_tf32_kernel(const GuidePr
       Vec8<float>::store(sH + r * LD + cg * 8, vh);
     }
     __syncthreads();
-    // 2. dh = gm P, gh = dh * (h > 0)
+    // 2. dh = gm P, gh = dh * (h > 0): warp w computes rows 16 (w / CS) .. + 16, columns NW (w % CS) .. + NW
     {
-      float acc[C / 8][4];
-      warp_rows_times_tf32<C, LD>(acc, sG, sPT, warp, lane);
-      const int ra = warp * 16 + lg;
+      float acc[NW / 8][4];
+      const int rw = (warp / CS) * 16, cw = (warp % CS) * NW;
+      warp_tile_times_tf32<C, NW, LD>(acc, sG, sPT, rw, cw, lane);
+      const int ra = rw + lg;
 #pragma unroll
-      for (int n = 0; n < C / 8; ++n) {
-        const int col = n * 8 + 2 * lt;
+      for (int n = 0; n < NW / 8; ++n) {
+        const int col = cw + n * 8 + 2 * lt;
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           const int row = ra + 8 * half;
@@ -673,7 +697,7 @@ constexpr size_t proj_forward_tf32_smem() {
 }
 template <int C>
 constexpr size_t proj_backward_tf32_smem() {
-  return sizeof(float) * size_t(4 * C) * (C + 4);
+  return sizeof(float) * size_t(C + 3 * proj_backward_tf32_rows<C>()) * (C + 4);
 }
 
 // f(std::integral_constant<int, C>) for the projection kernels' widths, under guarded(); `what` names the kernel
@@ -722,34 +746,33 @@ const char* guide_elementwise(const GuideEltArgs& a) {
   });
 }
 
-// f(kernel, shared memory bytes) of a projection kernel pair's width and dtype (bf16: 32 / 64 / 128; float32 on
-// TF32: 32 / 64), under guarded(), through dispatch_proj_width.
+// f(kernel, shared memory bytes, rows a tile) of a projection kernel pair's width (32 / 64 / 128) and dtype
+// (bfloat16, or float32 on TF32), under guarded(), through dispatch_proj_width.
 template <bool kForward, class F>
 const char* dispatch_proj(int C, bool f32, F&& f) {
   const char* what = kForward ? "guide projection forward" : "guide projection backward";
   return dispatch_proj_width(C, what, [&](auto width) {
     constexpr int W = decltype(width)::value;
     if constexpr (kForward) {
-      if (!f32) return f(proj_forward_kernel<W>, proj_forward_smem<W>());
-      if constexpr (W <= 64) return f(proj_forward_tf32_kernel<W>, proj_forward_tf32_smem<W>());
+      if (!f32) return f(proj_forward_kernel<W>, proj_forward_smem<W>(), W);
+      return f(proj_forward_tf32_kernel<W>, proj_forward_tf32_smem<W>(), W);
     } else {
-      if (!f32) return f(proj_backward_kernel<W>, proj_backward_smem<W>());
-      if constexpr (W <= 64) return f(proj_backward_tf32_kernel<W>, proj_backward_tf32_smem<W>());
+      if (!f32) return f(proj_backward_kernel<W>, proj_backward_smem<W>(), W);
+      return f(proj_backward_tf32_kernel<W>, proj_backward_tf32_smem<W>(), proj_backward_tf32_rows<W>());
     }
-    throw std::invalid_argument(std::string(what) + ": float32 (TF32) takes C = 32 or 64");
   });
 }
 
 const char* guide_proj_backward_blocks(int C, int64_t M, bool f32, int* blocks) {
-  return dispatch_proj<false>(C, f32, [&](auto kernel, size_t smem) {
+  return dispatch_proj<false>(C, f32, [&](auto kernel, size_t smem, int rows) {
     if (M < 0) throw std::invalid_argument("guide projection backward: bad sizes");
     prepare_smem(kernel, smem, "guide projection backward");
-    *blocks = persistent_blocks(kernel, 2 * C, smem, M, C, 1);
+    *blocks = persistent_blocks(kernel, 2 * C, smem, M, rows, 1);
   });
 }
 
 const char* guide_proj_backward(const GuideProjBwdArgs& a, bool f32) {
-  return dispatch_proj<false>(a.C, f32, [&](auto kernel, size_t smem) {
+  return dispatch_proj<false>(a.C, f32, [&](auto kernel, size_t smem, int) {
     if (a.M < 0 || a.blocks < 1) throw std::invalid_argument("guide projection backward: bad sizes");
     prepare_smem(kernel, smem, "guide projection backward");
     kernel<<<a.blocks, 2 * a.C, smem, a.stream>>>(a);
@@ -758,11 +781,11 @@ const char* guide_proj_backward(const GuideProjBwdArgs& a, bool f32) {
 }
 
 const char* guide_proj_forward(const GuideProjFwdArgs& a, bool f32) {
-  return dispatch_proj<true>(a.C, f32, [&](auto kernel, size_t smem) {
+  return dispatch_proj<true>(a.C, f32, [&](auto kernel, size_t smem, int rows) {
     if (a.M < 0) throw std::invalid_argument("guide projection forward: bad sizes");
     if (a.M == 0) return;
     prepare_smem(kernel, smem, "guide projection forward");
-    const int blocks = persistent_blocks(kernel, 2 * a.C, smem, a.M, a.C, 1);
+    const int blocks = persistent_blocks(kernel, 2 * a.C, smem, a.M, rows, 1);
     kernel<<<blocks, 2 * a.C, smem, a.stream>>>(a);
     check_cuda(cudaGetLastError(), "guide projection forward launch");
   });

@@ -136,15 +136,20 @@ def tf32(t):
     return ((b + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
-@pytest.mark.parametrize("C", [32, 64])
-def test_proj_forward_tf32_matches_float64(C):
-    """The float32 twin (written in session 33 after its last GPU call):
-    relu(h P^T + c + z) with the product on TF32 (operands rounded to 10
-    mantissa bits, float32 accumulation), float64's value of the rounded
-    operands within the tensor cores' float32 accumulation (3e-5 of the sum
-    of magnitudes: a wrong element is off by its whole size); a rerun gives
-    the same bits."""
-    shape = (2, C, 23, 31)
+#: Sizes of the float32 twins' checks: partial last tiles at every width; at
+#: 128 (backward tiles of 64 rows, one block an SM) more tiles than an H100's
+#: 132 SMs, so that blocks take a second tile.
+TF32_CASES = [(32, (2, 32, 23, 31)), (64, (2, 64, 23, 31)), (128, (2, 128, 67, 71))]
+
+
+@pytest.mark.parametrize("C, shape", TF32_CASES, ids=[f"C{c}" for c, _ in TF32_CASES])
+def test_proj_forward_tf32_matches_float64(C, shape):
+    """The float32 twin (written in session 33 after its last GPU call; width
+    128 in session 34): relu(h P^T + c + z) with the product on TF32
+    (operands rounded to 10 mantissa bits, float32 accumulation), float64's
+    value of the rounded operands within the tensor cores' float32
+    accumulation (3e-5 of the sum of magnitudes: a wrong element is off by
+    its whole size); a rerun gives the same bits."""
     h, z = activations(shape, torch.float32, 21, positive=True), activations(shape, torch.float32, 22)
     gen = torch.Generator("cuda").manual_seed(23)
     P = torch.randn(C, C, 1, 1, device="cuda", generator=gen) / C ** 0.5
@@ -159,13 +164,14 @@ def test_proj_forward_tf32_matches_float64(C):
     assert torch.equal(out, unwrap(ext().guide_proj_forward(h, P, c, z)))
 
 
-@pytest.mark.parametrize("C", [32, 64])
-def test_proj_backward_tf32_matches_float64(C):
+@pytest.mark.parametrize("C, shape", TF32_CASES, ids=[f"C{c}" for c, _ in TF32_CASES])
+def test_proj_backward_tf32_matches_float64(C, shape):
     """The float32 twin of the projection backward: gm bit for bit PyTorch's
     float32 arithmetic, gh the TF32 product (gm and P rounded) masked by
     h > 0, the sums float64's of the stored values, dP gm^T h on TF32
-    (both rounded), each within float32 accumulation; a fixed order."""
-    shape = (2, C, 23, 31)
+    (both rounded), each within float32 accumulation; a fixed order.  At
+    width 128 each warp computes half the columns of dh (tiles of half the
+    rows): a wrong half would put whole columns off."""
     g, p = activations(shape, torch.float32, 24), activations(shape, torch.float32, 25)
     y, h = activations(shape, torch.float32, 26, positive=True), activations(shape, torch.float32, 27, positive=True)
     P = torch.randn(C, C, 1, 1, device="cuda", generator=torch.Generator("cuda").manual_seed(28)) / C ** 0.5
@@ -189,13 +195,18 @@ def test_proj_backward_tf32_matches_float64(C):
     assert all(torch.equal(a, b) for a, b in zip(again, unwrap(ext().guide_proj_backward(g, p, y, h, P))))
 
 
-def test_float32_network_runs_the_tf32_twins_only_when_switched_on_with_tf32(monkeypatch):
-    """With FUSED_PROJ_TF32 and cuDNN's TF32 on, a float32 width-64 guide
-    runs its projection blocks on the float32 twins, and its gradients are
-    as close to float64's as the unfused TF32 path's; with TF32 off (or the
-    switch off) it keeps the exact float32 passes."""
-    z, ws, gout = network_case(2, 64, 4, (2, 37, 45), seed=14)
+@pytest.mark.parametrize("period, width, size", [(2, 64, (2, 37, 45)), (6, 128, (2, 47, 53))],
+                         ids=["bayer", "xtrans"])
+def test_float32_network_runs_the_tf32_twins_only_when_switched_on_with_tf32(monkeypatch, period, width, size):
+    """With FUSED_PROJ_TF32 and cuDNN's TF32 on, a float32 guide of a routed
+    width (64: the shipped Bayer guide; 128, the X-Trans one, routed here
+    by hand: its backward is new in session 34) runs its projection blocks
+    on the float32 twins, and its gradients are as close to float64's as
+    the unfused TF32 path's; with TF32 off (or the switch off) it keeps the
+    exact float32 passes."""
+    z, ws, gout = network_case(period, width, 4, size, seed=14)
     calls = spy_on_projection_kernels(monkeypatch)
+    monkeypatch.setattr(guide_train, "TF32_WIDTHS", guide_train.PROJ_WIDTHS)
     monkeypatch.setattr(guide_train, "FUSED_PROJ_TF32", True)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     out = guide_train.fused_guide_network(z, ws, torch.float32)
@@ -242,11 +253,11 @@ def test_proj_backward_bad_input_raises_one_line():
         unwrap(ext().guide_proj_backward(a.half(), None, a.half(), a.half(), P.half()))
     with pytest.raises(ValueError, match="P must be"):
         unwrap(ext().guide_proj_backward(a.float(), None, a.float(), a.float(), P))
-    f = activations((1, 128, 5, 7), torch.float32, 1)
-    with pytest.raises(ValueError, match="float32 \\(TF32\\) takes C = 32 or 64"):
-        unwrap(ext().guide_proj_backward(f, None, f, f, torch.zeros(128, 128, 1, 1, device="cuda")))
-    with pytest.raises(ValueError, match="float32 \\(TF32\\) takes C = 32 or 64"):
-        unwrap(ext().guide_proj_forward(f, torch.zeros(128, 128, 1, 1, device="cuda"), torch.zeros(128, device="cuda"), f))
+    f = activations((1, 48, 5, 7), torch.float32, 1)
+    with pytest.raises(ValueError, match="32, 64 or 128"):
+        unwrap(ext().guide_proj_backward(f, None, f, f, torch.zeros(48, 48, 1, 1, device="cuda")))
+    with pytest.raises(ValueError, match="32, 64 or 128"):
+        unwrap(ext().guide_proj_forward(f, torch.zeros(48, 48, 1, 1, device="cuda"), torch.zeros(48, device="cuda"), f))
     with pytest.raises(ValueError, match="P must be"):
         unwrap(ext().guide_proj_backward(a, None, a, a, P[:32]))
     b = activations((1, 48, 5, 7), torch.bfloat16, 1)

@@ -1,6 +1,11 @@
 #!/bin/bash
 # For session 35's first call (written in session 34 as its third call; four refused starts used up its device
-# time before it ran), on session 34's defaults (FUSED_PROJ_TF32, FUSED_ADAM on). About 6 minutes.
+# time before it ran), on session 34's defaults (FUSED_PROJ_TF32, FUSED_ADAM on). About 8 minutes.
+#   tf32x     the float32 twins at width 128 (the X-Trans guide; written in session 34 after its last call, not yet
+#             run, not routed: guide_train.TF32_WIDTHS): tests/cuda/test_guide_train.py, memcheck of the guide's
+#             passes (mlp_sanitize_run.py --guide routes every compiled width), and the shipped step with
+#             TF32_WIDTHS = (32, 64, 128) against the default in one call (X-Trans row; estimate -0.2 to -0.6 ms
+#             of 7.61)
 #   autotune  point 2's rows with cuDNN autotuning off and on, reference and fused alike, in one call (the float32
 #             guide's TF32 weight gradients of the 3x3s ran at ~100 TFLOP/s on cuDNN's heuristic plan in session
 #             34: 2.95 of the graphed Bayer step's 14.45 ms; their forward and data gradient run at ~200). If
@@ -10,7 +15,7 @@
 #   epilogue  the bf16 step with the 3x3 convolutions' bias + ReLU inside cuDNN (guide_train.CUDNN_EPILOGUE)
 #             against the bias_relu kernel (the guide probe gave -0.36 ms in session 34 and +0.57 in session 33)
 #   full      the full bench_kernels.py --no-compile --parity-steps 0 (not in the default PARTS: session 34 ran it)
-PARTS=${PARTS:-autotune parity epilogue}
+PARTS=${PARTS:-tf32x autotune parity epilogue}
 source "$(dirname "$0")/preamble.sh"
 bench() {  # $1: python statements run first (switches), $2: output file, then bench_kernels.py's arguments
     local pre=$1 out=$2
@@ -37,6 +42,18 @@ for part in $PARTS; do
                 --train-steps-only --step-archs shipped-bf16 --reps 10"
             echo "CUDNN_EPILOGUE=$on"; grep -E "checks:" $OUT/epilogue_$on.txt; grep -A3 "== train step 4x512" \
                 $OUT/epilogue_$on.txt | tail -2
+        done ;;
+    tf32x)
+        timeout 90 python -m pytest -q -p no:cacheprovider tests/cuda/test_guide_train.py > $OUT/tests.txt 2>&1
+        grep -E "^FAILED|^E  |passed|failed" $OUT/tests.txt | head -20
+        timeout 90 compute-sanitizer --tool memcheck python tools/mlp_sanitize_run.py --guide --no-mlp \
+            > $OUT/memcheck.txt 2>&1
+        grep -E "ERROR SUMMARY|ok|done" $OUT/memcheck.txt | tail -6
+        for widest in 64 128; do     # TF32_WIDTHS up to this width
+            timeout 100 bash -c "$(declare -f bench); bench 'g.TF32_WIDTHS = tuple(w for w in g.PROJ_WIDTHS if w <= $widest)' \
+                $OUT/tf32x_steps_$widest.txt --train-steps-only --step-archs shipped --reps 10"
+            echo "TF32 twins up to width $widest"; grep -E "checks:" $OUT/tf32x_steps_$widest.txt
+            grep -A3 "== train step 4x512" $OUT/tf32x_steps_$widest.txt | tail -2
         done ;;
     autotune)
         for on in off on; do

@@ -12,8 +12,8 @@ CUDA kernels (``kernels/guide_train.cu``):
   on an H100, session 31);
 - ``proj_forward`` (bfloat16, widths 32 / 64 / 128): a projection block's
   1x1 convolution, bias, residual add and ReLU in one pass (session 33):
-  the GEMM's output never stored (float32 twins on TF32, widths 32 / 64,
-  :data:`FUSED_PROJ_TF32`, session 34);
+  the GEMM's output never stored (float32 twins on TF32,
+  :data:`FUSED_PROJ_TF32` at :data:`TF32_WIDTHS`, session 34);
 - ``proj_backward`` (bfloat16, widths 32 / 64 / 128): a projection block's
   backward through its 1x1 convolution in one pass (session 32): the two
   ``relu_grad_sum`` passes around it and the 1x1's two gradient GEMMs, with
@@ -47,7 +47,8 @@ FUSED_PROJ_BACKWARD = True
 #: one bfloat16 rounding), memcheck clean, the shipped bf16 guide's fwd + bwd
 #: 5.75 -> 5.45 ms (Bayer), 6.96 -> 4.85 (X-Trans) (guide_probe_s33b_h100.txt).
 FUSED_PROJ_FORWARD = True
-#: Hidden widths the fused projection kernels are compiled for (bfloat16).
+#: Hidden widths the fused projection kernels are compiled for (bfloat16
+#: and the float32 twins).
 PROJ_WIDTHS = (32, 64, 128)
 #: Whether a float32 guide's projection blocks run on the kernels' float32
 #: twins (the products on TF32, as cuDNN runs a float32 1x1 convolution when
@@ -57,8 +58,10 @@ PROJ_WIDTHS = (32, 64, 128)
 #: (TF32-rounded float64 within 3e-5), memcheck clean, the shipped Bayer
 #: graphed step (float32 guide, width 64) 17.02 -> 14.84 ms.
 FUSED_PROJ_TF32 = True
-#: Widths of the float32 twins (at 128 the backward's float32 tiles do not fit
-#: in shared memory).
+#: Widths a float32 guide's projection blocks are routed to the twins at.  The
+#: kernels also take 128 (the X-Trans guide: its backward with tiles of half
+#: the rows, written in session 34 after its last GPU call and not yet run,
+#: so not routed; ``tools/gpu_calls/s35_first.sh`` tests and times it).
 TF32_WIDTHS = (32, 64)
 
 
