@@ -12,7 +12,9 @@ projection blocks' 1x1 on cuDNN's GEMMs and the passes around them instead
 of the fused projection kernels: both off (session 31's path), only the
 forward's off (session 32's: ``FUSED_PROJ_FORWARD``); and in float32 with
 the projection kernels' TF32 twins (``FUSED_PROJ_TF32``, on since session
-34) or without them ("fused f32 1x1 on cuDNN": its TF32 GEMMs and two passes).
+34; this row runs them at every compiled width, 128 included, whatever
+``TF32_WIDTHS`` routes) or without them ("fused f32 1x1 on cuDNN": its TF32
+GEMMs and two passes).
 
     python tools/guide_train_probe.py                 # both sensors, 4 x 512 x 512 mosaics
     python tools/guide_train_probe.py --reps 20
@@ -51,7 +53,7 @@ def main() -> int:
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}")
     print(f"{'sensor':<7s} {'path':<34s} {'ms fwd+bwd':>10s} {'out err':>9s} {'max dW err':>10s}")
     defaults = {name: getattr(guide_train, name) for name in
-                ("CUDNN_EPILOGUE", "FUSED_PROJ_BACKWARD", "FUSED_PROJ_FORWARD", "FUSED_PROJ_TF32")}
+                ("CUDNN_EPILOGUE", "FUSED_PROJ_BACKWARD", "FUSED_PROJ_FORWARD", "FUSED_PROJ_TF32", "TF32_WIDTHS")}
     for sensor in ("bayer", "xtrans"):
         m, _ = load_weights(shipped_weights(sensor))
         ws = [w.detach().cuda().requires_grad_() for w in m.sets["guide"]]
@@ -73,6 +75,8 @@ def main() -> int:
                 guide_train.CUDNN_EPILOGUE = epilogue
                 guide_train.FUSED_PROJ_BACKWARD, guide_train.FUSED_PROJ_FORWARD = proj, proj_fwd
                 guide_train.FUSED_PROJ_TF32 = tf32
+                # the TF32 row runs the twins at every width they are compiled for, routed by default or not
+                guide_train.TF32_WIDTHS = guide_train.PROJ_WIDTHS if tf32 else defaults["TF32_WIDTHS"]
                 return guide_train.fused_guide_network(z, ws, dtype)
             run.tf32 = tf32                         # its kernels run only with cuDNN's TF32 on
             return run
