@@ -194,12 +194,11 @@ class Trainer:
             from kpnt.train.graph_step import GraphedStep, adam_for_graphs
 
             self.optim = adam_for_graphs(self.params, **adam)
+            self.graphed = GraphedStep(self.model, self.optim, self.step_loss_fn, cfg.grad_clip)
+            log.info("training step captured as CUDA graphs (one per CFA phase)")
         else:
             self.optim = torch.optim.Adam(self.params, **adam)
         self.sync = make_sync(cfg.grad_sync, model, self.ctx)
-        if use_graphs:
-            self.graphed = GraphedStep(self.model, self.optim, self.step_loss_fn, cfg.grad_clip)
-            log.info("training step captured as CUDA graphs (one per CFA phase)")
 
     def _set_shards(self, shards: int) -> None:
         self.shards = shards
