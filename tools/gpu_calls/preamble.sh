@@ -7,3 +7,17 @@ pip install -q -e . --no-deps --no-build-isolation > /dev/null 2>&1
 python -c "
 import time, kpnt._backend as b
 t = time.time(); b.load(); print('kernels built in %.1f s, arch %s' % (time.time() - t, b.build_flags()['arch']))"
+# bench_kernels.py with module switches set first: $1 python statements (g is kpnt.ops._cuda.guide_train), $2 the
+# output file, then bench_kernels.py's arguments. Exported, so `bash -c "bench ..."` under timeout finds it.
+bench() {
+    local pre=$1 out=$2
+    shift 2
+    python -c "
+import runpy, sys
+import kpnt.ops._cuda.guide_train as g
+$pre
+sys.argv = ['bench_kernels.py'] + sys.argv[1:]
+sys.path.insert(0, 'tools')   # bench_kernels.py imports its sibling modules
+runpy.run_path('tools/bench_kernels.py', run_name='__main__')" "$@" > $out 2>&1
+}
+export -f bench

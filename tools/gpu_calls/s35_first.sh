@@ -17,17 +17,6 @@
 #   full      the full bench_kernels.py --no-compile --parity-steps 0 (not in the default PARTS: session 34 ran it)
 PARTS=${PARTS:-tf32x autotune parity epilogue}
 source "$(dirname "$0")/preamble.sh"
-bench() {  # $1: python statements run first (switches), $2: output file, then bench_kernels.py's arguments
-    local pre=$1 out=$2
-    shift 2
-    python -c "
-import runpy, sys
-import kpnt.ops._cuda.guide_train as g
-$pre
-sys.argv = ['bench_kernels.py'] + sys.argv[1:]
-sys.path.insert(0, 'tools')   # bench_kernels.py imports its sibling modules
-runpy.run_path('tools/bench_kernels.py', run_name='__main__')" "$@" > $out 2>&1
-}
 for part in $PARTS; do
     echo "=== $part"
     case $part in
@@ -38,7 +27,7 @@ for part in $PARTS; do
         grep -A9 "targets, this run" $OUT/full.txt | head -10 ;;
     epilogue)
         for on in True False; do
-            timeout 60 bash -c "$(declare -f bench); bench 'g.CUDNN_EPILOGUE = $on' $OUT/epilogue_$on.txt \
+            timeout 60 bash -c "bench 'g.CUDNN_EPILOGUE = $on' $OUT/epilogue_$on.txt \
                 --train-steps-only --step-archs shipped-bf16 --reps 10"
             echo "CUDNN_EPILOGUE=$on"; grep -E "checks:" $OUT/epilogue_$on.txt; grep -A3 "== train step 4x512" \
                 $OUT/epilogue_$on.txt | tail -2
@@ -50,7 +39,7 @@ for part in $PARTS; do
             > $OUT/memcheck.txt 2>&1
         grep -E "ERROR SUMMARY|ok|done" $OUT/memcheck.txt | tail -6
         for widest in 64 128; do     # TF32_WIDTHS up to this width
-            timeout 100 bash -c "$(declare -f bench); bench 'g.TF32_WIDTHS = tuple(w for w in g.PROJ_WIDTHS if w <= $widest)' \
+            timeout 100 bash -c "bench 'g.TF32_WIDTHS = tuple(w for w in g.PROJ_WIDTHS if w <= $widest)' \
                 $OUT/tf32x_steps_$widest.txt --train-steps-only --step-archs shipped --reps 10"
             echo "TF32 twins up to width $widest"; grep -E "checks:" $OUT/tf32x_steps_$widest.txt
             grep -A3 "== train step 4x512" $OUT/tf32x_steps_$widest.txt | tail -2
