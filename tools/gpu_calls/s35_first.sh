@@ -14,17 +14,11 @@
 #             them, standard error 0.030; -0.011 over 9 on session 32's)
 #   epilogue  the bf16 step with the 3x3 convolutions' bias + ReLU inside cuDNN (guide_train.CUDNN_EPILOGUE)
 #             against the bias_relu kernel (the guide probe gave -0.36 ms in session 34 and +0.57 in session 33)
-#   full      the full bench_kernels.py --no-compile --parity-steps 0 (not in the default PARTS: session 34 ran it)
 PARTS=${PARTS:-tf32x autotune parity epilogue}
 source "$(dirname "$0")/preamble.sh"
 for part in $PARTS; do
     echo "=== $part"
     case $part in
-    full)
-        timeout ${FULL_S:-300} python tools/bench_kernels.py --no-compile --parity-steps 0 --reps 20 \
-            > $OUT/full.txt 2>&1
-        grep -E "checks:|FAIL" $OUT/full.txt | head -12
-        grep -A9 "targets, this run" $OUT/full.txt | head -10 ;;
     epilogue)
         for on in True False; do
             timeout 60 bash -c "bench 'g.CUDNN_EPILOGUE = $on' $OUT/epilogue_$on.txt \
