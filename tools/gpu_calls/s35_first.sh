@@ -1,5 +1,5 @@
 #!/bin/bash
-# For session 35's first call (written in session 34 as its third call; four refused starts used up its device
+# For session 35's first call (written in session 34 as its third call; five refused starts used up its device
 # time before it ran), on session 34's defaults (FUSED_PROJ_TF32, FUSED_ADAM on). About 8 minutes.
 #   tf32x     the float32 twins at width 128 (the X-Trans guide; written in session 34 after its last call, not yet
 #             run, not routed: guide_train.TF32_WIDTHS): tests/cuda/test_guide_train.py, memcheck of the guide's
