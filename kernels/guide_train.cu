@@ -179,6 +179,17 @@ __device__ __forceinline__ void unpack8(const uint4& u, float (&v)[8]) {
   }
 }
 
+// c at the columns of this lane's accumulators: acc[n][0..3] of the m16n8 products hold columns n 8 + 2 (lane & 3)
+// and the next one (rows g and g + 8), in both projection forwards.
+template <int C>
+__device__ __forceinline__ void accumulator_bias(float (&bias)[C / 8][2], const float* c, int lane) {
+#pragma unroll
+  for (int n = 0; n < C / 8; ++n) {
+    const int col = n * 8 + 2 * (lane & 3);
+    bias[n][0] = c[col], bias[n][1] = c[col + 1];
+  }
+}
+
 // acc = this warp's 16 rows of the (rows, C) tile sA times P, or times P^T (kTransposed), P the [out][in] (C, C)
 // weights in shared memory (rows of LD), on the tensor cores (mma.sync m16n8k16, bfloat16 in, float32 accumulation);
 // acc[n] holds columns 8 n .. 8 n + 7 in the mma's accumulator layout.  ldmatrix row addresses: lane l gives row
@@ -234,12 +245,8 @@ __global__ void __launch_bounds__(2 * C) proj_forward_kernel(const GuideProjFwdA
 
   for (int i = tid; i < C * G; i += T)
     *reinterpret_cast<uint4*>(sP + (i / G) * LD + (i % G) * 8) = reinterpret_cast<const uint4*>(P)[i];
-  float bias[C / 8][2];  // c at this thread's accumulator columns
-#pragma unroll
-  for (int n = 0; n < C / 8; ++n) {
-    const int col = n * 8 + 2 * (lane & 3);
-    bias[n][0] = a.bias[col], bias[n][1] = a.bias[col + 1];
-  }
+  float bias[C / 8][2];
+  accumulator_bias<C>(bias, a.bias, lane);
 
   const int64_t tiles = (a.M + TM - 1) / TM;
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
@@ -512,11 +519,7 @@ __global__ void __launch_bounds__(2 * C) proj_forward_tf32_kernel(const GuidePro
     store_tf32(sP + (i / G) * LD + (i % G) * 8, v);
   }
   float bias[C / 8][2];
-#pragma unroll
-  for (int n = 0; n < C / 8; ++n) {
-    const int col = n * 8 + 2 * (lane & 3);
-    bias[n][0] = a.bias[col], bias[n][1] = a.bias[col + 1];
-  }
+  accumulator_bias<C>(bias, a.bias, lane);
   const int64_t tiles = (a.M + TM - 1) / TM;
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const int64_t base = t * TM;

@@ -65,38 +65,39 @@ def grouped(kernels: list[tuple[str, float, float]]) -> list[tuple[str, float, f
     return sorted(((g, ms, n) for g, (ms, n) in acc.items()), key=lambda r: -r[1])
 
 
+def _ancestor(evt, test):
+    """The first of ``evt`` and its CPU parents for which ``test`` holds, or None."""
+    while evt is not None:
+        if test(evt):
+            return evt
+        evt = evt.cpu_parent
+    return None
+
+
+def _kpnt_frame(text: str) -> bool:
+    return ("kpnt/" in text or "tools/" in text) and "dispatch.py" not in text
+
+
 def _frame(evt) -> str | None:
     """The innermost kpnt (or tools) Python frame of a profiler event (its
     recorded stack, or the frames with_stack records as its parent events),
     or None."""
     for entry in evt.stack or ():
-        if ("kpnt/" in entry or "tools/" in entry) and "dispatch.py" not in entry:
+        if _kpnt_frame(entry):
             return entry
-    evt = evt.cpu_parent
-    while evt is not None:
-        name = evt.name
-        if ".py(" in name and ("kpnt/" in name or "tools/" in name) and "dispatch.py" not in name:
-            return name
-        evt = evt.cpu_parent
-    return None
+    parent = _ancestor(evt.cpu_parent, lambda e: ".py(" in e.name and _kpnt_frame(e.name))
+    return None if parent is None else parent.name
 
 
 def _annotation(evt) -> str | None:
     """The optimizer's profiler range an event ran in (``Optimizer.step#Adam.step``), or None."""
-    while evt is not None:
-        if evt.name.startswith("Optimizer."):
-            return evt.name
-        evt = evt.cpu_parent
-    return None
+    scope = _ancestor(evt, lambda e: e.name.startswith("Optimizer."))
+    return None if scope is None else scope.name
 
 
 def _node(evt):
     """The autograd node event (backward function) an event ran under, or None."""
-    while evt is not None:
-        if evt.scope == 1:                          # RecordScope::BACKWARD_FUNCTION
-            return evt
-        evt = evt.cpu_parent
-    return None
+    return _ancestor(evt, lambda e: e.scope == 1)   # RecordScope::BACKWARD_FUNCTION
 
 
 def callers(fn, calls: int = 2, groups=(OTHER,)) -> list[tuple[str, float, float]]:

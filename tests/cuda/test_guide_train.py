@@ -209,12 +209,10 @@ def test_float32_network_runs_the_tf32_twins_only_when_switched_on_with_tf32(mon
     monkeypatch.setattr(guide_train, "TF32_WIDTHS", guide_train.PROJ_WIDTHS)
     monkeypatch.setattr(guide_train, "FUSED_PROJ_TF32", True)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    out = guide_train.fused_guide_network(z, ws, torch.float32)
-    fused = torch.autograd.grad(out, [z, *ws], gout)
+    out, fused = fused_network_grads(z, ws, gout, torch.float32)
     assert sorted(calls) == sorted(3 * list(PROJECTION_KERNELS))
     monkeypatch.setattr(guide_train, "FUSED_PROJ_TF32", False)
-    out2 = guide_train.fused_guide_network(z, ws, torch.float32)
-    unfused = torch.autograd.grad(out2, [z, *ws], gout)
+    out2, unfused = fused_network_grads(z, ws, gout, torch.float32)
     assert len(calls) == 6
     ref, ref_g = float64_network(z, ws, gout)
     assert rel(out.double(), ref) < 2 * rel(out2.double(), ref) + 1e-5
@@ -277,13 +275,11 @@ def test_bfloat16_network_runs_the_fused_projection_kernels(monkeypatch):
     calls = spy_on_projection_kernels(monkeypatch)
     monkeypatch.setattr(guide_train, "FUSED_PROJ_FORWARD", True)
     monkeypatch.setattr(guide_train, "FUSED_PROJ_BACKWARD", True)
-    out = guide_train.fused_guide_network(z, ws, torch.bfloat16)
-    fused = torch.autograd.grad(out, [z, *ws], gout)
+    out, fused = fused_network_grads(z, ws, gout, torch.bfloat16)
     assert sorted(calls) == sorted(3 * list(PROJECTION_KERNELS))     # 4 layers: 3 projection blocks
     monkeypatch.setattr(guide_train, "FUSED_PROJ_FORWARD", False)
     monkeypatch.setattr(guide_train, "FUSED_PROJ_BACKWARD", False)
-    out2 = guide_train.fused_guide_network(z, ws, torch.bfloat16)
-    unfused = torch.autograd.grad(out2, [z, *ws], gout)
+    out2, unfused = fused_network_grads(z, ws, gout, torch.bfloat16)
     assert len(calls) == 6
     ref, ref_g = float64_network(z, ws, gout)
     assert rel(out.double(), ref) < 2 * rel(out2.double(), ref) + 1e-3
@@ -302,6 +298,12 @@ def test_bad_activations_raise_one_line():
     c = torch.randn(1, 12, 5, 5, device="cuda").contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="multiple of 8"):
         unwrap(ext().guide_relu_grad_sum(c, None, c))
+
+
+def fused_network_grads(z, ws, gout, dtype):
+    """``(output, (d z, d weight, ...))`` of the fused network computing in ``dtype``."""
+    out = guide_train.fused_guide_network(z, ws, dtype)
+    return out, torch.autograd.grad(out, [z, *ws], gout)
 
 
 def float64_network(z, ws, gout):
@@ -327,8 +329,7 @@ def test_float32_network_matches_float64(period, width, layers, size):
     tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False    # the check judges the kernels, not TF32's rounding
     try:
-        out = guide_train.fused_guide_network(z, ws, torch.float32)
-        got = torch.autograd.grad(out, [z, *ws], gout)
+        out, got = fused_network_grads(z, ws, gout, torch.float32)
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
     ref, ref_g = float64_network(z, ws, gout)
@@ -345,8 +346,7 @@ def test_bfloat16_network_matches_autocast(period, width, layers, size):
     kpnt-train --guide-dtype bfloat16) is; a wrong network is off by far
     more, a float32 one in disguise by nothing."""
     z, ws, gout = network_case(period, width, layers, size, seed=12)
-    out = guide_train.fused_guide_network(z, ws, torch.bfloat16)
-    got = torch.autograd.grad(out, [z, *ws], gout)
+    out, got = fused_network_grads(z, ws, gout, torch.bfloat16)
     ref = _network(z, ws, True, proj=True)
     ref_g = torch.autograd.grad(ref, [z, *ws], gout)
     with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):

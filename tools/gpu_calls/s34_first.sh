@@ -12,17 +12,6 @@
 #   graphed the graphed step's extra launches by op (step_breakdown.py --graphed --callers)
 PARTS=${PARTS:-tests memcheck tf32 graphed full parity}
 source "$(dirname "$0")/preamble.sh"
-bench() {  # $1: python statements run first (switches), $2: output file, then bench_kernels.py's arguments
-    local pre=$1 out=$2
-    shift 2
-    python -c "
-import runpy, sys
-import kpnt.ops._cuda.guide_train as g
-$pre
-sys.argv = ['bench_kernels.py'] + sys.argv[1:]
-sys.path.insert(0, 'tools')   # bench_kernels.py imports its sibling modules
-runpy.run_path('tools/bench_kernels.py', run_name='__main__')" "$@" > $out 2>&1
-}
 for part in $PARTS; do
     echo "=== $part"
     case $part in
@@ -34,7 +23,7 @@ for part in $PARTS; do
             > $OUT/memcheck.txt 2>&1
         grep -E "ERROR SUMMARY|ok|done" $OUT/memcheck.txt | tail -6 ;;
     tf32)
-        timeout 120 bash -c "$(declare -f bench); bench 'g.FUSED_PROJ_TF32 = True' $OUT/tf32_steps.txt \
+        timeout 120 bash -c "bench 'g.FUSED_PROJ_TF32 = True' $OUT/tf32_steps.txt \
             --train-steps-only --step-archs shipped --reps 10"
         grep -E "checks:|FAIL" $OUT/tf32_steps.txt | head -4; grep -A4 "== train step 4x512" $OUT/tf32_steps.txt
         timeout 60 python tools/guide_train_probe.py --reps 5 > $OUT/probe.txt 2>&1; tail -18 $OUT/probe.txt ;;
@@ -49,7 +38,7 @@ for part in $PARTS; do
         grep -A14 "targets, this run" $OUT/full.txt | head -16 ;;
     parity)
         for on in True False; do
-            timeout ${PARITY_S:-130} bash -c "$(declare -f bench); bench 'g.FUSED_PROJ_FORWARD = $on' \
+            timeout ${PARITY_S:-130} bash -c "bench 'g.FUSED_PROJ_FORWARD = $on' \
                 $OUT/parity_projfwd_$on.txt --parity-only --parity-archs shipped-bf16:bayer --parity-seeds 6 \
                 --parity-first-seed 11"
             grep -E "^parity|check" $OUT/parity_projfwd_$on.txt | tail -3

@@ -13,9 +13,9 @@ a step, no gradient) runs on the kernels too, and so does the colour KPN's
 output on its way up, whose gradient comes from a third kernel, up's
 adjoint (:data:`FUSED_BACKWARD`): on the reference's passes these are
 about 170 small kernel launches a training step (four downs of 18 ops, four
-ups of 8, four ups with a backward of 8 + 8, counted on the CPU), here 12.  ``down`` has no backward kernel (the
-model never needs one): where autograd would need it, it is the
-reference's, by design, and nothing is logged.
+ups of 8, four ups with a backward of 8 + 8, counted on the CPU), here 12.
+``down`` has no backward kernel (the model never needs one): where autograd
+would need it, it is the reference's, by design, and nothing is logged.
 """
 from __future__ import annotations
 
