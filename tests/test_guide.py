@@ -7,7 +7,7 @@ import torch
 from kpnt.errors import ConfigError
 from kpnt.model import KPNT, ModelConfig
 from kpnt.mosaic.cfa import CFA
-from kpnt.ref.guide import guide_radius, guide_residual, init_guide, reference_shift
+from kpnt.ref.guide import block_means, guide_radius, guide_residual, init_guide, reference_shift
 from kpnt.testing import central_difference
 
 NOISE = torch.tensor([[[2e-3, 1e-3, 3e-3], [2e-5, 1e-5, 3e-5]]])
@@ -496,3 +496,19 @@ def test_the_start_hook_replaces_the_input_construction(cfa, pack, skip):
         other = guide_residual(x, U, noise, cfa, ws, skip, pack, fused_start=nudged)
     assert torch.equal(got, want)
     assert not torch.equal(other, want)
+
+
+@pytest.mark.parametrize("Q", [2, 6, 12])
+def test_block_means_are_avg_pool_values_and_gradients(Q):
+    """The guide's start takes its block means with a reshaped mean (a
+    cheaper backward on a GPU): the same values and gradients as
+    ``F.avg_pool2d``, on a channels-last input as training has it."""
+    gen = torch.Generator().manual_seed(Q)
+    t = torch.randn(2, 3, 3 * Q, 5 * Q, generator=gen, dtype=torch.float64)
+    t = t.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    ours, pooled = block_means(t, Q), torch.nn.functional.avg_pool2d(t, Q)
+    assert ours.shape == (2, 3, 3, 5)
+    torch.testing.assert_close(ours, pooled, rtol=0, atol=1e-14)
+    g = torch.randn(ours.shape, generator=gen, dtype=torch.float64)
+    (d_ours,), (d_pooled,) = torch.autograd.grad(ours, t, g), torch.autograd.grad(pooled, t, g)
+    torch.testing.assert_close(d_ours, d_pooled, rtol=0, atol=1e-15)

@@ -406,6 +406,16 @@ def packing(cfa: CFA, pack: int, H: int, W: int) -> tuple[int, int, int, int, in
     return Q, top, (-(top + H)) % Q, left, (-(left + W)) % Q
 
 
+def block_means(t: torch.Tensor, Q: int) -> torch.Tensor:
+    """The means of ``t``'s (N, C, H, W) Q x Q blocks (H and W multiples of
+    ``Q``): ``F.avg_pool2d(t, Q)`` as a reshaped mean, whose backward is one
+    broadcast division.  avg_pool2d's own backward kernel took 55 us of the
+    graphed Bayer training step (4 x 512 x 512 float32, H100, session 34's
+    ``step_breakdown.py``), about ten times what its bytes need."""
+    N, C, H, W = t.shape
+    return t.reshape(N, C, H // Q, Q, W // Q, Q).mean((3, 5))
+
+
 def start(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, pack: int = 1,
           skip: bool = False) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
     """The network's input: ``(z, s, Q, top, left)``.
@@ -423,7 +433,7 @@ def start(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, pack:
     d = x - U.gather(1, col)
     pad = (left, right, top, bottom)
     packed = F.pixel_unshuffle(F.pad(d, pad), Q)                        # (N, Q^2, h, w)
-    smooth = F.avg_pool2d(F.pad(U, pad, mode="replicate"), Q)             # (N, 3, h, w)
+    smooth = block_means(F.pad(U, pad, mode="replicate"), Q)              # (N, 3, h, w)
     s = smooth.mean(1, keepdim=True).clamp_min(0) + BRIGHTNESS_FLOOR
     a, b = noise[:, 0].mean(1), noise[:, 1].mean(1)                        # (N,)
     # The noise feature carries no gradient to s: with a = b = 0 (clean
