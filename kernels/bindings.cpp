@@ -715,9 +715,12 @@ py::object guide_relu_grad_sum(const torch::Tensor& g, const std::optional<torch
 
 // (gm, gh, d c, d b, d P): the projection block's backward through its 1x1 convolution (GuideProjBwdArgs), bfloat16
 // activations and P (C, C, 1, 1), or float32 ones (products on TF32), with C in {32, 64, 128}; sums and dP float32
-// ((C,), (C,), (C, C, 1, 1)); or an error tuple.
+// ((C,), (C,), (C, C, 1, 1)); or an error tuple.  With `partial_out` (float32 contiguous (guide_proj_partial_rows,
+// 2 C + C^2)) the blocks' partial sums go there unreduced and only (gm, gh) come back: a caller with several blocks
+// to backpropagate reduces them all in one launch.
 py::object guide_proj_backward(const torch::Tensor& g, const std::optional<torch::Tensor>& p, const torch::Tensor& y,
-                               const torch::Tensor& h, const torch::Tensor& P) {
+                               const torch::Tensor& h, const torch::Tensor& P,
+                               const std::optional<torch::Tensor>& partial_out) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(g.device());
     kpnt::GuideEltArgs base = guide_elt_args(g, p);  // checks g and p: float32 or bfloat16
@@ -731,7 +734,18 @@ py::object guide_proj_backward(const torch::Tensor& g, const std::optional<torch
     check_launch(kpnt::guide_proj_backward_blocks(a.C, a.M, !base.bf16, &a.blocks));
     torch::Tensor gm = torch::empty_like(g, at::MemoryFormat::ChannelsLast);
     torch::Tensor gh = torch::empty_like(g, at::MemoryFormat::ChannelsLast);
-    torch::Tensor partial = torch::empty({a.blocks, 2 * C + C * C}, g.options().dtype(at::kFloat));
+    torch::Tensor partial;
+    if (partial_out) {
+      partial = *partial_out;
+      KPNT_REQUIRE_GT(partial.is_cuda() && partial.device() == g.device() && partial.scalar_type() == at::kFloat &&
+                          partial.dim() == 2 && partial.size(0) == a.blocks && partial.size(1) == 2 * C + C * C &&
+                          partial.is_contiguous(),
+                      "partial_out must be contiguous float32 (", a.blocks, ", ", 2 * C + C * C, ") on ", g.device(),
+                      " (guide_proj_partial_rows), got ", partial.scalar_type(), " ", shape(partial), " on ",
+                      partial.device());
+    } else {
+      partial = torch::empty({a.blocks, 2 * C + C * C}, g.options().dtype(at::kFloat));
+    }
     a.g = g.data_ptr();
     a.p = base.z;
     a.y = y.data_ptr();
@@ -742,9 +756,21 @@ py::object guide_proj_backward(const torch::Tensor& g, const std::optional<torch
     a.partial = partial.data_ptr<float>();
     a.stream = base.stream;
     check_launch(kpnt::guide_proj_backward(a, !base.bf16));
+    if (partial_out) return py::make_tuple(gm, gh);
     const torch::Tensor sums = partial.sum(0);
     return py::make_tuple(gm, gh, sums.narrow(0, 0, C), sums.narrow(0, C, C),
                           sums.narrow(0, 2 * C, C * C).view({C, C, 1, 1}));
+  });
+}
+
+// The rows of the partial sums guide_proj_backward writes for activations like `g` (its blocks); or an error tuple.
+py::object guide_proj_partial_rows(const torch::Tensor& g) {
+  return guarded([&]() -> py::object {
+    const c10::cuda::CUDAGuard guard(g.device());
+    const kpnt::GuideEltArgs base = guide_elt_args(g, std::nullopt);
+    int blocks = 0;
+    check_launch(kpnt::guide_proj_backward_blocks(base.C, base.M, !base.bf16, &blocks));
+    return py::int_(blocks);
   });
 }
 
@@ -1154,7 +1180,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "backward and bias gradient while training", py::arg("g"), py::arg("p"), py::arg("y"));
   m.def("guide_proj_backward", &guide_proj_backward, "(gm, gh, d c, d b, d P): the guide's projection block backward "
         "through its 1x1 convolution, bfloat16 (C in {32, 64, 128}) or float32 on TF32 (C in {32, 64, 128})",
-        py::arg("g"), py::arg("p"), py::arg("y"), py::arg("h"), py::arg("P"));
+        py::arg("g"), py::arg("p"), py::arg("y"), py::arg("h"), py::arg("P"), py::arg("partial_out") = py::none());
+  m.def("guide_proj_partial_rows", &guide_proj_partial_rows, "the rows of guide_proj_backward's partial sums "
+        "(its blocks) for activations like g", py::arg("g"));
   m.def("guide_proj_forward", &guide_proj_forward, "relu(h P^T + c + z): the guide's projection block's 1x1 "
         "convolution with its epilogue, bfloat16 (C in {32, 64, 128}) or float32 on TF32 (C in {32, 64, 128})",
         py::arg("h"), py::arg("P"), py::arg("bias"), py::arg("z"));

@@ -36,6 +36,8 @@ and :meth:`Primitives.proj_backward` (:mod:`kpnt.ops._cuda.guide_train`).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 
@@ -87,6 +89,14 @@ class Primitives:
         gh, db = self.relu_grad_sum(dh, None, h)
         return gm, gh, dc, db, dp
 
+    @contextmanager
+    def deferred_sums(self, blocks: int):
+        """The backward through ``blocks`` projection blocks: the sums and
+        ``dP`` that :meth:`proj_backward` returns inside may hold their
+        values only once it ends (the fused backend reduces every block's
+        partial sums in one launch there).  PyTorch's ops fill them at once."""
+        yield
+
     def conv_backward(self, grad: torch.Tensor, z: torch.Tensor, w: torch.Tensor, padding: int, need_input: bool,
                       bias: bool = False):
         """``(d input or None, d weight, d bias or None)`` of a convolution."""
@@ -121,13 +131,14 @@ def network_backward(gr: torch.Tensor, saved, weights, prims: Primitives, need_i
     gz, dwf, dbf = prims.conv_backward(gr, z_last, weights[-2], 0, True, bias=True)
     grads = [dwf, dbf]                         # built back to front
     pending = None                             # the block above's gm, to add to gz
-    for i in range(len(layers) - 1, 0, -1):
-        w, b, p, c = layers[i]
-        z_in, h, z_out = saved[2 * i - 1], saved[2 * i], saved[2 * i + 1]
-        gm, gh, dc, db, dp = prims.proj_backward(gz, pending, z_out, h, p)
-        gz, dw, _ = prims.conv_backward(gh, z_in, w, 1, True)
-        pending = gm
-        grads = [dw, db, dp, dc] + grads
+    with prims.deferred_sums(len(layers) - 1):  # dc, db, dp: read after the loop
+        for i in range(len(layers) - 1, 0, -1):
+            w, b, p, c = layers[i]
+            z_in, h, z_out = saved[2 * i - 1], saved[2 * i], saved[2 * i + 1]
+            gm, gh, dc, db, dp = prims.proj_backward(gz, pending, z_out, h, p)
+            gz, dw, _ = prims.conv_backward(gh, z_in, w, 1, True)
+            pending = gm
+            grads = [dw, db, dp, dc] + grads
     w0, b0 = layers[0]
     g0, db0 = prims.relu_grad_sum(gz, pending, saved[1])
     dz, dw0, _ = prims.conv_backward(g0, saved[0], w0, 1, need_input)

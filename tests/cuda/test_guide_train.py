@@ -117,14 +117,15 @@ def test_proj_forward_matches_float64(C):
 PROJECTION_KERNELS = ("guide_proj_forward", "guide_proj_backward")
 
 
-def spy_on_projection_kernels(monkeypatch) -> list:
-    """The names of the projection kernels' calls through kpnt.ops._cuda.guide_train, in order, as they happen."""
+def spy_on_projection_kernels(monkeypatch, names=PROJECTION_KERNELS) -> list:
+    """The names of the projection kernels' calls (or of other ``names``)
+    through kpnt.ops._cuda.guide_train, in order, as they happen."""
     real, calls = ext(), []
 
     class Spy:
         def __getattr__(self, name):
             f = getattr(real, name)
-            return (lambda *a: calls.append(name) or f(*a)) if name in PROJECTION_KERNELS else f
+            return (lambda *a: calls.append(name) or f(*a)) if name in names else f
 
     monkeypatch.setattr(guide_train, "ext", lambda: Spy())
     return calls
@@ -261,6 +262,49 @@ def test_proj_backward_bad_input_raises_one_line():
     b = activations((1, 48, 5, 7), torch.bfloat16, 1)
     with pytest.raises(ValueError, match="32, 64 or 128"):
         unwrap(ext().guide_proj_backward(b, None, b, b, torch.zeros(48, 48, 1, 1, device="cuda", dtype=torch.bfloat16)))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "tf32"])
+def test_proj_backward_writes_its_unreduced_sums_where_asked(dtype):
+    """With ``partial_out`` the projection backward returns only (gm, gh),
+    the same bits as without, and leaves in ``partial_out`` the partial rows
+    whose column sums are the (dc, db, dP) it returns without: bit for bit,
+    as the same reduction of the same rows."""
+    C, shape = 64, (2, 64, 23, 31)
+    g, p = activations(shape, dtype, 6), activations(shape, dtype, 7)
+    y, h = activations(shape, dtype, 8, positive=True), activations(shape, dtype, 9, positive=True)
+    P = (torch.randn(C, C, 1, 1, device="cuda", generator=torch.Generator("cuda").manual_seed(10)) / 8).to(dtype)
+    gm, gh, dc, db, dP = unwrap(ext().guide_proj_backward(g, p, y, h, P))
+    rows = unwrap(ext().guide_proj_partial_rows(g))
+    partial = torch.full((rows, 2 * C + C * C), float("nan"), device="cuda")
+    out = unwrap(ext().guide_proj_backward(g, p, y, h, P, partial))
+    assert len(out) == 2 and torch.equal(out[0], gm) and torch.equal(out[1], gh)
+    assert torch.equal(partial.sum(0), torch.cat([dc, db, dP.reshape(-1)]))       # every row written: no NaN left
+    with pytest.raises(ValueError, match="partial_out must be"):
+        unwrap(ext().guide_proj_backward(g, p, y, h, P, partial[1:]))
+    with pytest.raises(ValueError, match="partial_out must be"):
+        unwrap(ext().guide_proj_backward(g, p, y, h, P, partial.double()))
+
+
+@pytest.mark.parametrize("period, width, layers, size", [(2, 64, 5, (2, 37, 45)), (6, 128, 3, (2, 19, 23))],
+                         ids=["bayer", "xtrans"])
+def test_deferred_sums_give_the_per_block_reductions_gradients(monkeypatch, period, width, layers, size):
+    """The network's backward with the projection blocks' sums reduced once
+    at its end (DEFER_SUMS) gives the gradients of one reduction a block
+    (the same partial rows summed in another launch: equal within float32's
+    summation error), and really defers: each projection block's backward
+    asks for its partial rows' count first (only the deferred path does) and
+    hands the kernel a slot to write them to."""
+    z, ws, gout = network_case(period, width, layers, size, seed=14)
+    monkeypatch.setattr(guide_train, "DEFER_SUMS", False)
+    _, per_block = fused_network_grads(z, ws, gout, torch.bfloat16)
+    calls = spy_on_projection_kernels(monkeypatch, ("guide_proj_partial_rows", "guide_proj_backward"))
+    monkeypatch.setattr(guide_train, "DEFER_SUMS", True)
+    _, deferred = fused_network_grads(z, ws, gout, torch.bfloat16)
+    assert calls == ["guide_proj_partial_rows", "guide_proj_backward"] * (layers - 1)
+    for i, (a, b) in enumerate(zip(deferred, per_block)):
+        assert a.shape == b.shape and a.dtype == b.dtype, i
+        assert rel(a, b) < 1e-6, (i, rel(a, b))
 
 
 def test_bfloat16_network_runs_the_fused_projection_kernels(monkeypatch):

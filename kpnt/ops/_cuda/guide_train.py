@@ -26,6 +26,8 @@ such guides here (others keep autograd's path, logged once).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from kpnt.ops._cuda.extension import ext, unwrap
@@ -58,6 +60,11 @@ PROJ_WIDTHS = (32, 64, 128)
 #: (TF32-rounded float64 within 3e-5), memcheck clean, the shipped Bayer
 #: graphed step (float32 guide, width 64) 17.02 -> 14.84 ms.
 FUSED_PROJ_TF32 = True
+#: Whether a backward pass reduces its projection blocks' gradient sums in
+#: one launch at its end (:meth:`CudaPrimitives.deferred_sums`) instead of
+#: one a block: 15 ``aten::sum`` of ~11 us each in session 34's graphed
+#: Bayer steps (0.19-0.20 ms of the 18 reductions).
+DEFER_SUMS = True
 #: Widths a float32 guide's projection blocks are routed to the twins at.  The
 #: kernels also take 128 (the X-Trans guide: its backward with tiles of half
 #: the rows, written in session 34 after its last GPU call and not yet run,
@@ -90,10 +97,60 @@ class CudaPrimitives(Primitives):
             return super().proj_forward(h, w, bias, z)
         return unwrap(ext().guide_proj_forward(h, w.contiguous(), bias, z))
 
+    def __init__(self):
+        self._sums: _BlockSums | None = None     # the open deferred_sums's buffer
+
     def proj_backward(self, g, p, y, h, w):
         if not (FUSED_PROJ_BACKWARD and _projection_kernels(g)):
             return super().proj_backward(g, p, y, h, w)
-        return unwrap(ext().guide_proj_backward(_channels_last(g), _channels_last(p), y, h, w.contiguous()))
+        args = (_channels_last(g), _channels_last(p), y, h, w.contiguous())
+        slot = self._sums.take(g) if self._sums is not None else None
+        if slot is None:
+            return unwrap(ext().guide_proj_backward(*args))
+        partial, sums = slot
+        gm, gh = unwrap(ext().guide_proj_backward(*args, partial))
+        C = g.shape[1]
+        return gm, gh, sums[:C], sums[C:2 * C], sums[2 * C:].view(C, C, 1, 1)
+
+    @contextmanager
+    def deferred_sums(self, blocks):
+        if not DEFER_SUMS:
+            yield
+            return
+        outer, self._sums = self._sums, _BlockSums(blocks)
+        try:
+            yield
+            self._sums.reduce()
+        finally:
+            self._sums = outer
+
+
+class _BlockSums:
+    """The projection blocks' gradient sums (``dc``, ``db``, ``dP``) of one
+    backward pass: each block's kernel writes its partial rows into a slot
+    of one buffer, and one reduction at the end fills every block's sums."""
+
+    def __init__(self, blocks: int):
+        self.blocks, self.used = blocks, 0
+        self.partial = self.sums = None
+
+    def take(self, g: torch.Tensor):
+        """``(partial rows, sums)`` for the next block like ``g``, or None
+        (the slots are used up, or the block's shape differs from the first
+        one's: the kernel reduces its own)."""
+        rows, C = unwrap(ext().guide_proj_partial_rows(g)), g.shape[1]
+        if self.partial is None:
+            self.partial = torch.empty((self.blocks, rows, 2 * C + C * C), dtype=torch.float32, device=g.device)
+            self.sums = torch.empty((self.blocks, 2 * C + C * C), dtype=torch.float32, device=g.device)
+        if self.used == self.blocks or self.partial.shape[1:] != (rows, 2 * C + C * C):
+            return None
+        k, self.used = self.used, self.used + 1
+        return self.partial[k], self.sums[k]
+
+    def reduce(self):
+        """Every taken slot's sums from its partial rows (one launch)."""
+        if self.used:
+            torch.sum(self.partial[:self.used], 1, out=self.sums[:self.used])
 
 
 def _projection_kernels(t: torch.Tensor) -> bool:
