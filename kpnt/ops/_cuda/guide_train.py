@@ -62,14 +62,18 @@ PROJ_WIDTHS = (32, 64, 128)
 FUSED_PROJ_TF32 = True
 #: Whether a backward pass reduces its projection blocks' gradient sums in
 #: one launch at its end (:meth:`CudaPrimitives.deferred_sums`) instead of
-#: one a block: 15 ``aten::sum`` of ~11 us each in session 34's graphed
-#: Bayer steps (0.19-0.20 ms of the 18 reductions).
+#: one a block.  On since session 35's H100 call
+#: (``docs/bench/*_s35a_h100.txt``, ``tools/gpu_calls/s35_one.sh``): its
+#: tests passed, memcheck clean; the guide backward's ``aten::sum`` launches
+#: 18 -> 4 (0.185 -> 0.057 ms of the graphed float32 Bayer step); the graphed
+#: bf16 steps 8.34 -> 8.21 ms (Bayer), 5.47 -> 5.43 (X-Trans).
 DEFER_SUMS = True
-#: Widths a float32 guide's projection blocks are routed to the twins at.  The
-#: kernels also take 128 (the X-Trans guide: its backward with tiles of half
-#: the rows, written in session 34 after its last GPU call and not yet run,
-#: so not routed; ``tools/gpu_calls/s35_first.sh`` tests and times it).
-TF32_WIDTHS = (32, 64)
+#: Widths a float32 guide's projection blocks are routed to the twins at.
+#: 128 (the X-Trans guide; its backward takes tiles of half the rows) since
+#: session 35's H100 call: tests against float64 of TF32-rounded operands
+#: passed, memcheck clean; with the deferred sums, the graphed float32
+#: X-Trans step 7.59 -> 7.42 ms (``docs/bench/steps_{A,B}_s35a_h100.txt``).
+TF32_WIDTHS = (32, 64, 128)
 
 
 def supported(z: torch.Tensor, weights, dtype: torch.dtype) -> bool:
