@@ -406,14 +406,35 @@ def packing(cfa: CFA, pack: int, H: int, W: int) -> tuple[int, int, int, int, in
     return Q, top, (-(top + H)) % Q, left, (-(left + W)) % Q
 
 
+class _BlockMeans(torch.autograd.Function):
+    """``F.avg_pool2d(t, Q)`` with its backward written out (:func:`block_means`)."""
+
+    @staticmethod
+    def forward(ctx, t, Q):
+        ctx.Q, ctx.shape = Q, t.shape
+        return F.avg_pool2d(t, Q)
+
+    @staticmethod
+    def backward(ctx, g):
+        # avg_pool2d's backward for non-overlapping windows: each element's
+        # gradient is its block's g divided by Q^2 (the same division, so the
+        # same bits), spread over the block.
+        N, C, h, w = g.shape
+        Q = ctx.Q
+        d = (g / (Q * Q))[:, :, :, None, :, None].expand(N, C, h, Q, w, Q)
+        return d.reshape(ctx.shape), None
+
+
 def block_means(t: torch.Tensor, Q: int) -> torch.Tensor:
     """The means of ``t``'s (N, C, H, W) Q x Q blocks (H and W multiples of
-    ``Q``): ``F.avg_pool2d(t, Q)`` as a reshaped mean, whose backward is one
-    broadcast division.  avg_pool2d's own backward kernel took 55 us of the
-    graphed Bayer training step (4 x 512 x 512 float32, H100, session 34's
-    ``step_breakdown.py``), about ten times what its bytes need."""
-    N, C, H, W = t.shape
-    return t.reshape(N, C, H // Q, Q, W // Q, Q).mean((3, 5))
+    ``Q``): ``F.avg_pool2d(t, Q)``, the same values and gradient bits, with
+    the backward as one division and one broadcast copy.  avg_pool2d's own
+    backward kernel took 55 us of the graphed Bayer training step (4 x 512 x
+    512 float32, H100, session 34's ``step_breakdown.py``), about ten times
+    what its bytes need.  (A reshaped mean would do as well but sums in
+    another order: the fused inference start, :mod:`kpnt.ops._cuda.guide_start`,
+    is avg_pool2d's bitwise twin.)"""
+    return _BlockMeans.apply(t, Q)
 
 
 def start(x: torch.Tensor, U: torch.Tensor, noise: torch.Tensor, cfa: CFA, pack: int = 1,

@@ -100,3 +100,20 @@ def test_bad_arguments_are_one_line_errors():
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match=r"^guide start: U must be contiguous float32"):
         unwrap(ext().guide_start(x, U[:, :2], a, b, pattern, 2, [0, 0, 0, 0], False, consts))
+
+
+@pytest.mark.parametrize("Q", [2, 6, 12])
+def test_block_means_gradient_is_avg_pools_bits_on_the_gpu(Q):
+    """Training's start (kpnt.ref.guide.block_means) on CUDA: avg_pool2d's
+    values and, through its written-out backward, avg_pool2d's gradient bits
+    (channels-last float32, as training has it)."""
+    from kpnt.ref.guide import block_means
+
+    gen = torch.Generator("cuda").manual_seed(Q)
+    t = torch.randn(4, 3, 8 * Q, 9 * Q, device="cuda", generator=gen)
+    t = t.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    ours, pooled = block_means(t, Q), torch.nn.functional.avg_pool2d(t, Q)
+    assert torch.equal(ours, pooled)
+    g = torch.randn(ours.shape, device="cuda", generator=gen)
+    (d_ours,), (d_pooled,) = torch.autograd.grad(ours, t, g), torch.autograd.grad(pooled, t, g)
+    assert torch.equal(d_ours, d_pooled)
