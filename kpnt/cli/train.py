@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"weight of the saturated-bias term of the *-satbias losses (default {SATBIAS_WEIGHT:g})")
     opt.add_argument("--guide-dtype", choices=["float32", "bfloat16"], default="float32",
                      help="precision of the guide while training on a GPU: with bfloat16 the shipped Bayer model's "
-                          "graphed step took 8.3 ms (6.5x the reference step) against the float32 guide's 14.5 ms (3.8x) on an H100 "
-                          "(docs/KERNELS.md, session 34); "
+                          "graphed step took 8.2 ms (6.9x the reference step) against the float32 guide's 14.4 ms (3.9x) on an H100 "
+                          "(docs/KERNELS.md, session 35); "
                           "default float32, as the shipped weights were trained. Inference runs the guide in float16 "
                           "on a GPU either way")
     opt.add_argument("--seed", type=int_at_least(0, 2**63 - 1), default=0, help="random seed of data and initialisation (default 0)")
