@@ -774,20 +774,28 @@ py::object guide_proj_partial_rows(const torch::Tensor& g) {
   });
 }
 
+// A guide bias as the kernels take it: contiguous float32 (C,) on the activations' device.
+void check_guide_bias(const torch::Tensor& bias, const torch::Tensor& like, const char* name) {
+  const int64_t C = like.size(1);
+  KPNT_REQUIRE_GT(bias.is_cuda() && bias.device() == like.device() && bias.scalar_type() == at::kFloat &&
+                      bias.dim() == 1 && bias.size(0) == C && bias.is_contiguous(),
+                  name, " must be contiguous float32 (", C, ",) on ", like.device(), ", got ", bias.scalar_type(),
+                  " ", shape(bias), " on ", bias.device());
+}
+
 // relu(h P^T + c + z): the projection block's 1x1 convolution with its bias, residual add and ReLU
 // (GuideProjFwdArgs), bfloat16 activations and P (C, C, 1, 1) with C in {32, 64, 128}, or float32 ones (the product
-// on TF32) with C in {32, 64, 128}; c float32 (C,); or an error tuple.
+// on TF32) with C in {32, 64, 128}; c float32 (C,); or an error tuple.  With h_bias (float32 (C,)) `h` is the 3x3
+// convolution's raw output, made relu(h + h_bias) in place first (bias_relu's arithmetic) and multiplied as that.
 py::object guide_proj_forward(const torch::Tensor& h, const torch::Tensor& P, const torch::Tensor& bias,
-                              const torch::Tensor& z) {
+                              const torch::Tensor& z, const std::optional<torch::Tensor>& h_bias) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(h.device());
     kpnt::GuideEltArgs base = guide_elt_args(h, z);  // checks h and z: float32 or bfloat16
     const int64_t C = h.size(1);
     check_projection(P, h);
-    KPNT_REQUIRE_GT(bias.is_cuda() && bias.device() == h.device() && bias.scalar_type() == at::kFloat &&
-                        bias.dim() == 1 && bias.size(0) == C && bias.is_contiguous(),
-                    "bias must be contiguous float32 (", C, ",) on ", h.device(), ", got ",
-                    bias.scalar_type(), " ", shape(bias), " on ", bias.device());
+    check_guide_bias(bias, h, "bias");
+    if (h_bias) check_guide_bias(*h_bias, h, "h_bias");
     torch::Tensor out = torch::empty_like(h, at::MemoryFormat::ChannelsLast);
     kpnt::GuideProjFwdArgs a;
     a.h = h.data_ptr();
@@ -798,6 +806,10 @@ py::object guide_proj_forward(const torch::Tensor& h, const torch::Tensor& P, co
     a.M = base.M;
     a.C = static_cast<int>(C);
     a.stream = base.stream;
+    if (h_bias) {
+      a.h_bias = h_bias->data_ptr<float>();
+      a.h_out = h.data_ptr();
+    }
     check_launch(kpnt::guide_proj_forward(a, !base.bf16));
     return py::cast(out);
   });
@@ -1184,8 +1196,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("guide_proj_partial_rows", &guide_proj_partial_rows, "the rows of guide_proj_backward's partial sums "
         "(its blocks) for activations like g", py::arg("g"));
   m.def("guide_proj_forward", &guide_proj_forward, "relu(h P^T + c + z): the guide's projection block's 1x1 "
-        "convolution with its epilogue, bfloat16 (C in {32, 64, 128}) or float32 on TF32 (C in {32, 64, 128})",
-        py::arg("h"), py::arg("P"), py::arg("bias"), py::arg("z"));
+        "convolution with its epilogue, bfloat16 (C in {32, 64, 128}) or float32 on TF32 (C in {32, 64, 128}); with "
+        "h_bias, h is first made relu(h + h_bias) in place", py::arg("h"), py::arg("P"), py::arg("bias"), py::arg("z"),
+        py::arg("h_bias") = py::none());
   m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
         "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");

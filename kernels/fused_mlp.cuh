@@ -426,7 +426,9 @@ const char* guide_proj_backward(const GuideProjBwdArgs& a, bool f32);
 
 // The projection block's 1x1 convolution and its epilogue, the same dtypes and widths (rows and P as above, the
 // bias c float32 (C,)):  out = relu(h P^T + c + z), rounded once (session 33: the 1x1's GEMM and the bias_relu
-// pass after it in one pass, the product never stored).
+// pass after it in one pass, the product never stored).  With h_bias (float32 (C,)) `h` holds the block's 3x3
+// convolution's raw output and the kernel first makes it h = relu(h + h_bias), in place, as bias_relu would (the
+// same arithmetic, so the same bits), then multiplies that h: the pass between the two convolutions saved.
 struct GuideProjFwdArgs {
   const void* h = nullptr;
   const void* z = nullptr;
@@ -436,6 +438,8 @@ struct GuideProjFwdArgs {
   int64_t M = 0;
   int C = 0;
   cudaStream_t stream = nullptr;
+  const float* h_bias = nullptr;  // optional (nullptr: h is the block's h already)
+  void* h_out = nullptr;          // with h_bias: where h goes (the caller passes `h` itself: in place)
 };
 
 const char* guide_proj_forward(const GuideProjFwdArgs& a, bool f32);

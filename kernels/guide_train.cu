@@ -13,7 +13,8 @@
 //                     residual stream's gradient add and the bias reduction.
 // and, bfloat16 only, a projection block's 1x1 convolution with its passes:
 //   - proj_forward:   z' = relu(h P^T + c + z) (session 33): the 1x1's GEMM and the
-//                     bias_relu after it, the product never stored;
+//                     bias_relu after it, the product never stored; optionally with the
+//                     3x3's bias_relu before it too (h_bias, session 35);
 //   - proj_backward:  its backward through the 1x1 (session 32).
 // Arithmetic in float32, one rounding to the storage type per stored value; the
 // channel sums add the stored (rounded) values, in a fixed order (a block's rows
@@ -190,6 +191,12 @@ __device__ __forceinline__ void accumulator_bias(float (&bias)[C / 8][2], const 
   }
 }
 
+// The forward prologue's bias (GuideProjFwdArgs::h_bias) for the thread's channel group `cg`.
+__device__ __forceinline__ void prologue_bias(float (&h_bias)[8], const float* b, int cg) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j) h_bias[j] = b[cg * 8 + j];
+}
+
 // acc = this warp's 16 rows of the (rows, C) tile sA times P, or times P^T (kTransposed), P the [out][in] (C, C)
 // weights in shared memory (rows of LD), on the tensor cores (mma.sync m16n8k16, bfloat16 in, float32 accumulation);
 // acc[n] holds columns 8 n .. 8 n + 7 in the mma's accumulator layout.  ldmatrix row addresses: lane l gives row
@@ -227,7 +234,7 @@ __device__ __forceinline__ void warp_rows_times_P(float (&acc)[C / 8][4], const 
 //   3. z' coalesced to device memory.
 // One rounding where the unfused path rounds the product, then the epilogue's result.  Shared memory: P, h, z,
 // rows of C + 8 bfloat16 (as the backward's).
-template <int C>
+template <int C, bool kPrologue>
 __global__ void __launch_bounds__(2 * C) proj_forward_kernel(const GuideProjFwdArgs a) {
   constexpr int W = C / 16, T = 32 * W, TM = 16 * W, LD = C + 8;
   constexpr int G = C / 8, RP = T / G;  // channel groups of 8; rows a pass
@@ -247,6 +254,8 @@ __global__ void __launch_bounds__(2 * C) proj_forward_kernel(const GuideProjFwdA
     *reinterpret_cast<uint4*>(sP + (i / G) * LD + (i % G) * 8) = reinterpret_cast<const uint4*>(P)[i];
   float bias[C / 8][2];
   accumulator_bias<C>(bias, a.bias, lane);
+  float h_bias[8];  // kPrologue: GuideProjFwdArgs::h_bias of the thread's channels
+  if constexpr (kPrologue) prologue_bias(h_bias, a.h_bias, cg);
 
   const int64_t tiles = (a.M + TM - 1) / TM;
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
@@ -257,6 +266,14 @@ __global__ void __launch_bounds__(2 * C) proj_forward_kernel(const GuideProjFwdA
       if (row < a.M) {
         const int64_t at = row * C + cg * 8;
         uh = *reinterpret_cast<const uint4*>(h + at);
+        if constexpr (kPrologue) {  // h = relu(h + h_bias), stored as bias_relu stores it
+          float v[8];
+          Vec8<__nv_bfloat16>::load(h + at, v);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) v[j] = fmaxf(v[j] + h_bias[j], 0.f);
+          uh = Vec8<__nv_bfloat16>::pack(v);
+          *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(a.h_out) + at) = uh;
+        }
         uz = *reinterpret_cast<const uint4*>(z + at);
       }
       *reinterpret_cast<uint4*>(sH + r * LD + cg * 8) = uh;
@@ -498,7 +515,7 @@ __device__ __forceinline__ void store_tf32(float* dst, const float (&v)[8]) {
 }
 
 // proj_forward_kernel's float32 twin: z' = relu(h P^T + c + z), the product on TF32.
-template <int C>
+template <int C, bool kPrologue>
 __global__ void __launch_bounds__(2 * C) proj_forward_tf32_kernel(const GuideProjFwdArgs a) {
   constexpr int W = C / 16, T = 32 * W, TM = 16 * W, LD = C + 4;
   constexpr int G = C / 8, RP = T / G;
@@ -520,6 +537,8 @@ __global__ void __launch_bounds__(2 * C) proj_forward_tf32_kernel(const GuidePro
   }
   float bias[C / 8][2];
   accumulator_bias<C>(bias, a.bias, lane);
+  float h_bias[8];  // kPrologue: GuideProjFwdArgs::h_bias of the thread's channels
+  if constexpr (kPrologue) prologue_bias(h_bias, a.h_bias, cg);
   const int64_t tiles = (a.M + TM - 1) / TM;
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const int64_t base = t * TM;
@@ -528,6 +547,11 @@ __global__ void __launch_bounds__(2 * C) proj_forward_tf32_kernel(const GuidePro
       float vh[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, vz[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
       if (row < a.M) {
         Vec8<float>::load(h + row * C + cg * 8, vh);
+        if constexpr (kPrologue) {  // h = relu(h + h_bias), stored as bias_relu stores it
+#pragma unroll
+          for (int j = 0; j < 8; ++j) vh[j] = fmaxf(vh[j] + h_bias[j], 0.f);
+          Vec8<float>::store(static_cast<float*>(a.h_out) + row * C + cg * 8, vh);
+        }
         Vec8<float>::load(z + row * C + cg * 8, vz);
       }
       store_tf32(sH + r * LD + cg * 8, vh);
@@ -751,14 +775,18 @@ const char* guide_elementwise(const GuideEltArgs& a) {
 
 // f(kernel, shared memory bytes, rows a tile) of a projection kernel pair's width (32 / 64 / 128) and dtype
 // (bfloat16, or float32 on TF32), under guarded(), through dispatch_proj_width.
+// prologue: the forward kernel with the 3x3's bias_relu in front (GuideProjFwdArgs::h_bias).
 template <bool kForward, class F>
-const char* dispatch_proj(int C, bool f32, F&& f) {
+const char* dispatch_proj(int C, bool f32, F&& f, bool prologue = false) {
   const char* what = kForward ? "guide projection forward" : "guide projection backward";
   return dispatch_proj_width(C, what, [&](auto width) {
     constexpr int W = decltype(width)::value;
     if constexpr (kForward) {
-      if (!f32) return f(proj_forward_kernel<W>, proj_forward_smem<W>(), W);
-      return f(proj_forward_tf32_kernel<W>, proj_forward_tf32_smem<W>(), W);
+      if (!f32)
+        return prologue ? f(proj_forward_kernel<W, true>, proj_forward_smem<W>(), W)
+                        : f(proj_forward_kernel<W, false>, proj_forward_smem<W>(), W);
+      return prologue ? f(proj_forward_tf32_kernel<W, true>, proj_forward_tf32_smem<W>(), W)
+                      : f(proj_forward_tf32_kernel<W, false>, proj_forward_tf32_smem<W>(), W);
     } else {
       if (!f32) return f(proj_backward_kernel<W>, proj_backward_smem<W>(), W);
       return f(proj_backward_tf32_kernel<W>, proj_backward_tf32_smem<W>(), proj_backward_tf32_rows<W>());
@@ -787,11 +815,13 @@ const char* guide_proj_forward(const GuideProjFwdArgs& a, bool f32) {
   return dispatch_proj<true>(a.C, f32, [&](auto kernel, size_t smem, int rows) {
     if (a.M < 0) throw std::invalid_argument("guide projection forward: bad sizes");
     if (a.M == 0) return;
+    if ((a.h_bias == nullptr) != (a.h_out == nullptr))
+      throw std::invalid_argument("guide projection forward: h_bias and h_out go together");
     prepare_smem(kernel, smem, "guide projection forward");
     const int blocks = persistent_blocks(kernel, 2 * a.C, smem, a.M, rows, 1);
     kernel<<<blocks, 2 * a.C, smem, a.stream>>>(a);
     check_cuda(cudaGetLastError(), "guide projection forward launch");
-  });
+  }, a.h_bias != nullptr);
 }
 
 }  // namespace kpnt

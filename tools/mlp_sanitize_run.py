@@ -69,15 +69,21 @@ def main() -> int:
             for dtype in (torch.float32, torch.bfloat16):
                 out = fused_guide_network(z, ws, dtype)
                 torch.autograd.grad(out, [z, *ws], torch.randn_like(out))
-            if width in guide_train.PROJ_WIDTHS:       # the float32 projection kernels (TF32 twins), routed or not
-                saved = guide_train.FUSED_PROJ_TF32, guide_train.TF32_WIDTHS, torch.backends.cudnn.allow_tf32
+            if width in guide_train.PROJ_WIDTHS:       # the float32 projection kernels (TF32 twins), routed or not,
+                saved = (guide_train.FUSED_PROJ_TF32, guide_train.TF32_WIDTHS, guide_train.FUSED_PROJ_PROLOGUE,
+                         torch.backends.cudnn.allow_tf32)
                 guide_train.FUSED_PROJ_TF32, guide_train.TF32_WIDTHS = True, guide_train.PROJ_WIDTHS
                 torch.backends.cudnn.allow_tf32 = True
                 try:
                     out = fused_guide_network(z, ws, torch.float32)
                     torch.autograd.grad(out, [z, *ws], torch.randn_like(out))
+                    guide_train.FUSED_PROJ_PROLOGUE = True  # and every projection forward with its prologue
+                    for dtype in (torch.float32, torch.bfloat16):
+                        out = fused_guide_network(z, ws, dtype)
+                        torch.autograd.grad(out, [z, *ws], torch.randn_like(out))
                 finally:
-                    guide_train.FUSED_PROJ_TF32, guide_train.TF32_WIDTHS, torch.backends.cudnn.allow_tf32 = saved
+                    (guide_train.FUSED_PROJ_TF32, guide_train.TF32_WIDTHS, guide_train.FUSED_PROJ_PROLOGUE,
+                     torch.backends.cudnn.allow_tf32) = saved
             print(f"guide width {width}: ok", flush=True)
     if args.adjoints:
         from kpnt.mosaic.cfa import CFA

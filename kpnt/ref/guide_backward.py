@@ -70,6 +70,14 @@ class Primitives:
         pass for bfloat16)."""
         return self.conv_bias_relu(h, w, bias, 0, z)
 
+    def block_forward(self, z: torch.Tensor, w: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
+                      c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h, z')`` of a projection block: ``h = relu(conv3x3(z, w) + b)``
+        (:meth:`conv_bias_relu`), ``z' = relu(conv1x1(h, p) + c + z)``
+        (:meth:`proj_forward`)."""
+        h = self.conv_bias_relu(z, w, b, 1)
+        return h, self.proj_forward(h, p, c, z)
+
     def relu_grad_sum(self, g: torch.Tensor, p: torch.Tensor | None, y: torch.Tensor):
         """``(gm, sum)``: ``gm = (g (+ p)) * (y > 0)`` and its channel sums
         (float32, or the input's dtype if wider)."""
@@ -113,8 +121,7 @@ def network_forward(z: torch.Tensor, weights, prims: Primitives):
     zi = prims.conv_bias_relu(z, w0, b0, 1)
     saved = [z, zi]
     for w, b, p, c in layers[1:]:
-        h = prims.conv_bias_relu(zi, w, b, 1)
-        zi = prims.proj_forward(h, p, c, zi)
+        h, zi = prims.block_forward(zi, w, b, p, c)
         saved += [h, zi]
     r = prims.conv(zi, weights[-2], 0) + weights[-1].to(zi.dtype)[:, None, None]
     return r, saved

@@ -165,6 +165,54 @@ def test_proj_forward_tf32_matches_float64(C, shape):
     assert torch.equal(out, unwrap(ext().guide_proj_forward(h, P, c, z)))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "tf32"])
+@pytest.mark.parametrize("C, shape", TF32_CASES, ids=[f"C{c}" for c, _ in TF32_CASES])
+def test_proj_forward_prologue_is_bias_relu_then_proj_forward(C, shape, dtype):
+    """With h_bias the projection forward takes the 3x3's raw output and
+    leaves in it what guide_bias_relu_ would, then returns what the plain
+    projection forward returns on that h: bit for bit (written in session 35
+    after its last GPU call)."""
+    a, z = activations(shape, dtype, 31), activations(shape, dtype, 32, positive=True)
+    gen = torch.Generator("cuda").manual_seed(33)
+    P = (torch.randn(C, C, 1, 1, device="cuda", generator=gen) / C ** 0.5).to(dtype)
+    c, b = torch.randn(C, device="cuda", generator=gen), torch.randn(C, device="cuda", generator=gen)
+    h_unfused = a.clone(memory_format=torch.channels_last)
+    unwrap(ext().guide_bias_relu_(h_unfused, b, None))
+    want = unwrap(ext().guide_proj_forward(h_unfused, P, c, z))
+    h = a.clone(memory_format=torch.channels_last)
+    got = unwrap(ext().guide_proj_forward(h, P, c, z, b))
+    assert (h_unfused == 0).any() and (h_unfused > 0).any()          # the ReLU cut somewhere, not everywhere
+    assert torch.equal(h, h_unfused) and torch.equal(got, want)
+    with pytest.raises(ValueError, match="h_bias must be"):
+        unwrap(ext().guide_proj_forward(h, P, c, z, b[:-1]))
+    with pytest.raises(ValueError, match="h_bias must be"):
+        unwrap(ext().guide_proj_forward(h, P, c, z, b.double()))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "tf32"])
+@pytest.mark.parametrize("period, width, layers, size", [(2, 64, 5, (2, 37, 45)), (6, 128, 3, (2, 19, 23))],
+                         ids=["bayer", "xtrans"])
+def test_network_with_the_forward_prologue_is_the_same_network(monkeypatch, period, width, layers, size, dtype):
+    """FUSED_PROJ_PROLOGUE: each projection block's 3x3 epilogue moves into
+    the projection kernel (one guide_bias_relu_ call left: layer 0's), and
+    the network's output and gradients are the same bits (float32 with
+    cuDNN's TF32 on, as training runs it; cuDNN's deterministic algorithms,
+    so that only the prologue could make a difference)."""
+    z, ws, gout = network_case(period, width, layers, size, seed=15)
+    monkeypatch.setattr(guide_train, "TF32_WIDTHS", guide_train.PROJ_WIDTHS)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(guide_train, "FUSED_PROJ_PROLOGUE", False)
+    out0, grads0 = fused_network_grads(z, ws, gout, dtype)
+    calls = spy_on_projection_kernels(monkeypatch, ("guide_bias_relu_", "guide_proj_forward"))
+    monkeypatch.setattr(guide_train, "FUSED_PROJ_PROLOGUE", True)
+    out1, grads1 = fused_network_grads(z, ws, gout, dtype)
+    assert calls == ["guide_bias_relu_"] + ["guide_proj_forward"] * (layers - 1)
+    assert torch.equal(out1, out0)
+    for i, (a, b) in enumerate(zip(grads1, grads0)):
+        assert torch.equal(a, b), (i, rel(a, b))
+
+
 @pytest.mark.parametrize("C, shape", TF32_CASES, ids=[f"C{c}" for c, _ in TF32_CASES])
 def test_proj_backward_tf32_matches_float64(C, shape):
     """The float32 twin of the projection backward: gm bit for bit PyTorch's

@@ -13,7 +13,8 @@ CUDA kernels (``kernels/guide_train.cu``):
 - ``proj_forward`` (bfloat16, widths 32 / 64 / 128): a projection block's
   1x1 convolution, bias, residual add and ReLU in one pass (session 33):
   the GEMM's output never stored (float32 twins on TF32,
-  :data:`FUSED_PROJ_TF32` at :data:`TF32_WIDTHS`, session 34);
+  :data:`FUSED_PROJ_TF32` at :data:`TF32_WIDTHS`, session 34); with
+  :data:`FUSED_PROJ_PROLOGUE` also the block's 3x3 epilogue before it;
 - ``proj_backward`` (bfloat16, widths 32 / 64 / 128): a projection block's
   backward through its 1x1 convolution in one pass (session 32): the two
   ``relu_grad_sum`` passes around it and the 1x1's two gradient GEMMs, with
@@ -49,6 +50,14 @@ FUSED_PROJ_BACKWARD = True
 #: one bfloat16 rounding), memcheck clean, the shipped bf16 guide's fwd + bwd
 #: 5.75 -> 5.45 ms (Bayer), 6.96 -> 4.85 (X-Trans) (guide_probe_s33b_h100.txt).
 FUSED_PROJ_FORWARD = True
+#: Whether a projection block's forward also does its 3x3 convolution's bias
+#: and ReLU inside the projection kernel (``guide_proj_forward``'s
+#: ``h_bias``: h made in place from the convolution's raw output as
+#: ``bias_relu`` makes it, the same bits, then multiplied): one pass over h
+#: fewer a block (``bias_relu`` took 0.78 ms of the graphed float32 Bayer
+#: step, 0.35 of the bf16 one: sessions 34-35).  Written in session 35 after
+#: its last GPU call, compiled for sm_90a (no spills), not yet run: off.
+FUSED_PROJ_PROLOGUE = False
 #: Hidden widths the fused projection kernels are compiled for (bfloat16
 #: and the float32 twins).
 PROJ_WIDTHS = (32, 64, 128)
@@ -100,6 +109,12 @@ class CudaPrimitives(Primitives):
         if not (FUSED_PROJ_FORWARD and _projection_kernels(h)):
             return super().proj_forward(h, w, bias, z)
         return unwrap(ext().guide_proj_forward(h, w.contiguous(), bias, z))
+
+    def block_forward(self, z, w, b, p, c):
+        if not (FUSED_PROJ_PROLOGUE and FUSED_PROJ_FORWARD and _projection_kernels(z)):
+            return super().block_forward(z, w, b, p, c)
+        h = self.conv(z, w, 1)            # the 3x3's raw output: the kernel adds b and the ReLU, in place
+        return h, unwrap(ext().guide_proj_forward(h, p.contiguous(), c, z, b))
 
     def __init__(self):
         self._sums: _BlockSums | None = None     # the open deferred_sums's buffer
@@ -179,6 +194,9 @@ class CudnnEpiloguePrimitives(CudaPrimitives):
     (``torch.cudnn_convolution_relu`` / ``_add_relu``, as GPU inference runs
     the guide): one pass fewer a layer, if cuDNN has a fused plan for the
     dtype (:data:`CUDNN_EPILOGUE`)."""
+
+    def block_forward(self, z, w, b, p, c):
+        return Primitives.block_forward(self, z, w, b, p, c)   # cuDNN's epilogue, not the kernel's prologue
 
     def conv_bias_relu(self, z, w, bias, padding, residual=None):
         b = bias.to(z.dtype)
