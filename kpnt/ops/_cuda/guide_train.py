@@ -98,6 +98,9 @@ class CudaPrimitives(Primitives):
     passes on the fused kernels (CUDA float32 / bfloat16 channels-last
     tensors; the extension raises a one-line ValueError for others)."""
 
+    def __init__(self):
+        self._sums: _BlockSums | None = None     # the open deferred_sums's buffer
+
     def bias_relu_(self, a, bias, z=None):
         unwrap(ext().guide_bias_relu_(a, bias, z))      # GuideNetwork passes float32 biases
         return a
@@ -115,9 +118,6 @@ class CudaPrimitives(Primitives):
             return super().block_forward(z, w, b, p, c)
         h = self.conv(z, w, 1)            # the 3x3's raw output: the kernel adds b and the ReLU, in place
         return h, unwrap(ext().guide_proj_forward(h, p.contiguous(), c, z, b))
-
-    def __init__(self):
-        self._sums: _BlockSums | None = None     # the open deferred_sums's buffer
 
     def proj_backward(self, g, p, y, h, w):
         if not (FUSED_PROJ_BACKWARD and _projection_kernels(g)):
