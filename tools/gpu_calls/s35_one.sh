@@ -1,6 +1,7 @@
 #!/bin/bash
-# Session 35's call: s35_first.sh's questions (its four tries were refused) merged with this session's change, in
-# priority order, to fit one call (machines were scarce: every refused start costs device time).
+# Session 35's first call: the questions of s35_first.sh (written in session 34; never ran: its four tries were refused;
+# removed, `git show c9813a1:tools/gpu_calls/s35_first.sh`) merged with this session's change, in priority order, to
+# fit one call (machines were scarce: every refused start costs device time).
 #   tests     tests/cuda/test_guide_train.py: the TF32 twins at width 128 (written in session 34, never run), the
 #             projection backward's partial_out and the deferred sums (guide_train.DEFER_SUMS, this session)
 #   memcheck  the guide's passes at every compiled width (mlp_sanitize_run.py --guide routes the TF32 twins at 128;
