@@ -678,15 +678,21 @@ void check_projection(const torch::Tensor& P, const torch::Tensor& like) {
                   " as the activations, got ", P.scalar_type(), " ", shape(P), " on ", P.device());
 }
 
+// A guide bias as the kernels take it: contiguous float32 (C,) on the activations' device.
+void check_guide_bias(const torch::Tensor& bias, const torch::Tensor& like, const char* name) {
+  const int64_t C = like.size(1);
+  KPNT_REQUIRE_GT(bias.is_cuda() && bias.device() == like.device() && bias.scalar_type() == at::kFloat &&
+                      bias.dim() == 1 && bias.size(0) == C && bias.is_contiguous(),
+                  name, " must be contiguous float32 (", C, ",) on ", like.device(), ", got ", bias.scalar_type(),
+                  " ", shape(bias), " on ", bias.device());
+}
+
 // relu(a + bias (+ z)) written into `a` (the forward epilogue of a guide convolution); None, or an error tuple.
 py::object guide_bias_relu_(const torch::Tensor& a, const torch::Tensor& bias, const std::optional<torch::Tensor>& z) {
   return guarded([&]() -> py::object {
     const c10::cuda::CUDAGuard guard(a.device());
     kpnt::GuideEltArgs args = guide_elt_args(a, z);
-    KPNT_REQUIRE_GT(bias.is_cuda() && bias.device() == a.device() && bias.scalar_type() == at::kFloat &&
-                        bias.dim() == 1 && bias.size(0) == a.size(1) && bias.is_contiguous(),
-                    "bias must be contiguous float32 (", a.size(1), ",) on ", a.device(), ", got ",
-                    bias.scalar_type(), " ", shape(bias), " on ", bias.device());
+    check_guide_bias(bias, a, "bias");
     args.op = kpnt::GuideEltOp::kBiasRelu;
     args.bias = bias.data_ptr<float>();
     args.out = a.data_ptr();
@@ -772,15 +778,6 @@ py::object guide_proj_partial_rows(const torch::Tensor& g) {
     check_launch(kpnt::guide_proj_backward_blocks(base.C, base.M, !base.bf16, &blocks));
     return py::int_(blocks);
   });
-}
-
-// A guide bias as the kernels take it: contiguous float32 (C,) on the activations' device.
-void check_guide_bias(const torch::Tensor& bias, const torch::Tensor& like, const char* name) {
-  const int64_t C = like.size(1);
-  KPNT_REQUIRE_GT(bias.is_cuda() && bias.device() == like.device() && bias.scalar_type() == at::kFloat &&
-                      bias.dim() == 1 && bias.size(0) == C && bias.is_contiguous(),
-                  name, " must be contiguous float32 (", C, ",) on ", like.device(), ", got ", bias.scalar_type(),
-                  " ", shape(bias), " on ", bias.device());
 }
 
 // relu(h P^T + c + z): the projection block's 1x1 convolution with its bias, residual add and ReLU

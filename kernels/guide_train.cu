@@ -265,7 +265,6 @@ __global__ void __launch_bounds__(2 * C) proj_forward_kernel(const GuideProjFwdA
       uint4 uh = make_uint4(0, 0, 0, 0), uz = make_uint4(0, 0, 0, 0);
       if (row < a.M) {
         const int64_t at = row * C + cg * 8;
-        uh = *reinterpret_cast<const uint4*>(h + at);
         if constexpr (kPrologue) {  // h = relu(h + h_bias), stored as bias_relu stores it
           float v[8];
           Vec8<__nv_bfloat16>::load(h + at, v);
@@ -273,6 +272,8 @@ __global__ void __launch_bounds__(2 * C) proj_forward_kernel(const GuideProjFwdA
           for (int j = 0; j < 8; ++j) v[j] = fmaxf(v[j] + h_bias[j], 0.f);
           uh = Vec8<__nv_bfloat16>::pack(v);
           *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(a.h_out) + at) = uh;
+        } else {
+          uh = *reinterpret_cast<const uint4*>(h + at);
         }
         uz = *reinterpret_cast<const uint4*>(z + at);
       }
