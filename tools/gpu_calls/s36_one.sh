@@ -1,0 +1,53 @@
+#!/bin/bash
+# Session 36's first call (s36_first.sh's questions and s35_full.sh's bench in one call: starts were scarce).
+#   tests     every CUDA test: session 35's block-means fix (fd06716) and the projection forward's prologue
+#             (guide_train.FUSED_PROJ_PROLOGUE, written after session 35's last call)
+#   memcheck  the guide's passes, the prologue among them (mlp_sanitize_run.py --guide)
+#   steps     point 2's rows with the prologue off (the committed default) and on, one process each
+#   full      the full bench_kernels.py --no-compile --parity-steps 0, with the prologue on only if every CUDA test
+#             passed and it made both float32 graphed steps faster (the script says which it ran)
+#   parity    point 4 on the float32 X-Trans path with the TF32 twins at width 128: 4 seeds
+PARTS=${PARTS:-tests memcheck steps full parity}
+source "$(dirname "$0")/preamble.sh"
+graphed() {  # the fused graphed step (ms) of sensor $1, arch shipped, in file $2
+    awk -v s="$1" '$1 == s && $2 == "shipped" {print $6}' "$2" | head -1
+}
+PROLOGUE=False
+for part in $PARTS; do
+    echo "=== $part $(date +%T)"
+    case $part in
+    tests)
+        timeout 120 python -m pytest -q -p no:cacheprovider tests/cuda > $OUT/tests.txt 2>&1
+        grep -E "^FAILED|^ERROR|passed|failed" $OUT/tests.txt | head -20 ;;
+    memcheck)
+        timeout 100 compute-sanitizer --tool memcheck python tools/mlp_sanitize_run.py --guide --no-mlp \
+            > $OUT/memcheck.txt 2>&1
+        grep -E "ERROR SUMMARY|ok|done" $OUT/memcheck.txt | tail -6 ;;
+    steps)
+        for on in False True; do
+            timeout 130 bash -c "bench 'g.FUSED_PROJ_PROLOGUE = $on' $OUT/steps_prologue_$on.txt --train-steps-only \
+                --step-archs shipped,shipped-bf16 --reps 10"
+            echo "FUSED_PROJ_PROLOGUE=$on"; grep -E "checks:|FAIL" $OUT/steps_prologue_$on.txt | head -4
+            grep -A5 "== train step 4x512" $OUT/steps_prologue_$on.txt | tail -4
+        done
+        if grep -qE " passed" $OUT/tests.txt 2>/dev/null && ! grep -qE "failed|^ERROR" $OUT/tests.txt; then
+            PROLOGUE=$(python -c "
+b0, x0, b1, x1 = map(float, '$(graphed bayer $OUT/steps_prologue_False.txt) $(graphed xtrans $OUT/steps_prologue_False.txt) $(graphed bayer $OUT/steps_prologue_True.txt) $(graphed xtrans $OUT/steps_prologue_True.txt)'.split())
+print('True' if b1 < b0 and x1 < x0 else 'False')" 2>/dev/null || echo False)
+        fi
+        echo "prologue chosen for the full bench: $PROLOGUE" ;;
+    full)
+        echo "full bench with FUSED_PROJ_PROLOGUE = $PROLOGUE" | tee $OUT/full_switch.txt
+        timeout ${FULL_S:-200} bash -c "bench 'g.FUSED_PROJ_PROLOGUE = $PROLOGUE' $OUT/full.txt --no-compile \
+            --parity-steps 0 --reps 20"
+        grep -E "checks:|FAIL" $OUT/full.txt | head -12
+        grep -A9 "targets, this run" $OUT/full.txt | head -10
+        grep -A6 "== train step 4x512" $OUT/full.txt ;;
+    parity)
+        timeout ${PARITY_S:-120} python tools/bench_kernels.py --parity-only --parity-archs shipped:xtrans \
+            --parity-seeds 4 > $OUT/parity_xtrans.txt 2>&1
+        grep -E "^parity|check" $OUT/parity_xtrans.txt | tail -3 ;;
+    esac
+done
+echo "=== end $(date +%T)"
+true
