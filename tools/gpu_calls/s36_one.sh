@@ -1,5 +1,6 @@
 #!/bin/bash
-# Session 36's first call (s36_first.sh's questions and s35_full.sh's bench in one call: starts were scarce).
+# Session 36's first call: the questions session 35 left (its s36_first.sh, removed unrun) and s35_full.sh's bench in one
+# call, as starts were scarce.
 #   tests     every CUDA test: session 35's block-means fix (fd06716) and the projection forward's prologue
 #             (guide_train.FUSED_PROJ_PROLOGUE, written after session 35's last call)
 #   memcheck  the guide's passes, the prologue among them (mlp_sanitize_run.py --guide)
