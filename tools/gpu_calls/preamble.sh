@@ -21,3 +21,14 @@ sys.path.insert(0, 'tools')   # bench_kernels.py imports its sibling modules
 runpy.run_path('tools/bench_kernels.py', run_name='__main__')" "$@" > $out 2>&1
 }
 export -f bench
+# Every CUDA test under a limit of $1 seconds into $OUT/tests.txt, and its failures and summary line shown.
+cuda_tests() {
+    timeout "$1" python -m pytest -q -p no:cacheprovider tests/cuda > $OUT/tests.txt 2>&1
+    grep -E "^FAILED|^ERROR|passed|failed" $OUT/tests.txt | head -20
+}
+# compute-sanitizer's memcheck over the guide's passes under a limit of $1 seconds into $OUT/memcheck.txt.
+guide_memcheck() {
+    timeout "$1" compute-sanitizer --tool memcheck python tools/mlp_sanitize_run.py --guide --no-mlp \
+        > $OUT/memcheck.txt 2>&1
+    grep -E "ERROR SUMMARY|ok|done" $OUT/memcheck.txt | tail -6
+}

@@ -10,20 +10,26 @@
 #   parity    point 4 on the float32 X-Trans path with the TF32 twins at width 128: 4 seeds
 PARTS=${PARTS:-tests memcheck steps full parity}
 source "$(dirname "$0")/preamble.sh"
-graphed() {  # the fused graphed step (ms) of sensor $1, arch shipped, in file $2
-    awk -v s="$1" '$1 == s && $2 == "shipped" {print $6}' "$2" | head -1
+# True if the graphed float32 step of both sensors (rows "bayer shipped", "xtrans shipped": column 6) is faster in
+# bench file $2 (prologue on) than in $1 (off); False if not, or if a row is missing.
+prologue_pays() {
+    awk '$2 == "shipped" && ($1 == "bayer" || $1 == "xtrans") && !((FILENAME, $1) in t) {t[FILENAME, $1] = $6}
+         END {off = ARGV[1]; on = ARGV[2]; faster = 1
+              split("bayer xtrans", sensors)
+              for (i in sensors) {
+                  k = sensors[i]
+                  if (!((off, k) in t) || !((on, k) in t) || t[on, k] >= t[off, k]) faster = 0
+              }
+              print faster ? "True" : "False"}' "$1" "$2"
 }
 PROLOGUE=False
 for part in $PARTS; do
     echo "=== $part $(date +%T)"
     case $part in
     tests)
-        timeout 120 python -m pytest -q -p no:cacheprovider tests/cuda > $OUT/tests.txt 2>&1
-        grep -E "^FAILED|^ERROR|passed|failed" $OUT/tests.txt | head -20 ;;
+        cuda_tests 120 ;;
     memcheck)
-        timeout 100 compute-sanitizer --tool memcheck python tools/mlp_sanitize_run.py --guide --no-mlp \
-            > $OUT/memcheck.txt 2>&1
-        grep -E "ERROR SUMMARY|ok|done" $OUT/memcheck.txt | tail -6 ;;
+        guide_memcheck 100 ;;
     steps)
         for on in False True; do
             timeout 130 bash -c "bench 'g.FUSED_PROJ_PROLOGUE = $on' $OUT/steps_prologue_$on.txt --train-steps-only \
@@ -32,9 +38,7 @@ for part in $PARTS; do
             grep -A5 "== train step 4x512" $OUT/steps_prologue_$on.txt | tail -4
         done
         if grep -qE " passed" $OUT/tests.txt 2>/dev/null && ! grep -qE "failed|^ERROR" $OUT/tests.txt; then
-            PROLOGUE=$(python -c "
-b0, x0, b1, x1 = map(float, '$(graphed bayer $OUT/steps_prologue_False.txt) $(graphed xtrans $OUT/steps_prologue_False.txt) $(graphed bayer $OUT/steps_prologue_True.txt) $(graphed xtrans $OUT/steps_prologue_True.txt)'.split())
-print('True' if b1 < b0 and x1 < x0 else 'False')" 2>/dev/null || echo False)
+            [ "$(prologue_pays $OUT/steps_prologue_False.txt $OUT/steps_prologue_True.txt 2>&1)" = True ] && PROLOGUE=True
         fi
         echo "prologue chosen for the full bench: $PROLOGUE" ;;
     full)
