@@ -418,10 +418,13 @@ class _BlockMeans(torch.autograd.Function):
     def backward(ctx, g):
         # avg_pool2d's backward for non-overlapping windows: each element's
         # gradient is its block's g divided by Q^2 (the same division, so the
-        # same bits), spread over the block.
+        # same bits), spread over the block.  The divisor is a tensor on g's
+        # device: CUDA turns division by a Python number into multiplication
+        # by its reciprocal, which differs in the last bit when Q^2 is not a
+        # power of two (Q = 6, 12), while avg_pool2d's kernel divides.
         N, C, h, w = g.shape
         Q = ctx.Q
-        d = (g / (Q * Q))[:, :, :, None, :, None].expand(N, C, h, Q, w, Q)
+        d = (g / g.new_full((), Q * Q))[:, :, :, None, :, None].expand(N, C, h, Q, w, Q)
         return d.reshape(ctx.shape), None
 
 
