@@ -55,9 +55,15 @@ FUSED_PROJ_FORWARD = True
 #: ``h_bias``: h made in place from the convolution's raw output as
 #: ``bias_relu`` makes it, the same bits, then multiplied): one pass over h
 #: fewer a block (``bias_relu`` took 0.78 ms of the graphed float32 Bayer
-#: step, 0.35 of the bf16 one: sessions 34-35).  Written in session 35 after
-#: its last GPU call, compiled for sm_90a (no spills), not yet run: off.
-FUSED_PROJ_PROLOGUE = False
+#: step, 0.35 of the bf16 one: sessions 34-35).  On since session 37's H200
+#: calls (``docs/bench/*_s37{a,b}_h200.txt``): its bitwise tests passed,
+#: memcheck clean; graphed steps off -> on over three rounds, float32 Bayer
+#: 13.13 / 13.15 / 13.18 -> 13.02 / 13.03 / 13.06 ms, float32 X-Trans
+#: 7.08 / 7.09 / 7.10 -> 6.95 / 6.98 / 6.99, bf16 X-Trans 5.27 / 5.28 / 5.31
+#: -> 5.22 / 5.24 / 5.27; bf16 Bayer the other way, 7.41 / 7.41 / 7.46 ->
+#: 7.45 / 7.48 / 7.50 (on by default because the float32 guide is training's
+#: default).
+FUSED_PROJ_PROLOGUE = True
 #: Hidden widths the fused projection kernels are compiled for (bfloat16
 #: and the float32 twins).
 PROJ_WIDTHS = (32, 64, 128)
