@@ -77,7 +77,9 @@ def main() -> int:
                 try:
                     out = fused_guide_network(z, ws, torch.float32)
                     torch.autograd.grad(out, [z, *ws], torch.randn_like(out))
-                    guide_train.FUSED_PROJ_PROLOGUE = True  # and every projection forward with its prologue
+                    # and every projection forward the other way: with its prologue if the default has none,
+                    # without it if the default has it (on since session 37), so both kernels run either way
+                    guide_train.FUSED_PROJ_PROLOGUE = not saved[2]
                     for dtype in (torch.float32, torch.bfloat16):
                         out = fused_guide_network(z, ws, dtype)
                         torch.autograd.grad(out, [z, *ws], torch.randn_like(out))
