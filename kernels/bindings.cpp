@@ -987,6 +987,126 @@ py::object shape_table() {
   return out;
 }
 
+// ---- the graphed training step's update (kernels/train_update.cu)
+
+#define KPNT_REQUIRE_TU(cond, ...)                                          \
+  do {                                                                      \
+    if (!(cond)) throw ValueError("train update: " + cat(__VA_ARGS__));     \
+  } while (0)
+
+// A float32 scalar (0-d or one element) CUDA tensor on `device`.
+void check_update_scalar(const torch::Tensor& t, const char* name, const c10::Device& device) {
+  KPNT_REQUIRE_TU(t.is_cuda() && t.device() == device && t.scalar_type() == at::kFloat && t.numel() == 1,
+                  name, " must be a float32 scalar on ", device, ", got ", t.scalar_type(), " ", shape(t), " on ",
+                  t.device());
+}
+
+// A contiguous float32 CUDA tensor of n elements on `device` (n = -1: any).
+void check_update_tensor(const torch::Tensor& t, const char* name, size_t i, const c10::Device& device, int64_t n) {
+  KPNT_REQUIRE_TU(t.is_cuda() && t.device() == device && t.scalar_type() == at::kFloat && t.is_contiguous() &&
+                      (n < 0 || t.numel() == n),
+                  name, " ", i, " must be a contiguous float32 tensor", (n < 0 ? "" : " of the parameter's size"),
+                  " on ", device, ", got ", t.scalar_type(), " ", shape(t), " on ", t.device());
+}
+
+// The tables (kUpdateTableSize tensors each) of parameters, gradients, moments and step counts, index-aligned lists;
+// only the gradients when `grads_only` (the other lists are then empty).
+std::vector<kpnt::UpdateTable> update_tables(const std::vector<torch::Tensor>& params,
+                                             const std::vector<torch::Tensor>& grads,
+                                             const std::vector<torch::Tensor>& exp_avgs,
+                                             const std::vector<torch::Tensor>& exp_avg_sqs,
+                                             const std::vector<torch::Tensor>& steps, bool grads_only,
+                                             const c10::Device& device) {
+  const size_t n = grads.size();
+  KPNT_REQUIRE_TU(grads_only || (params.size() == n && exp_avgs.size() == n && exp_avg_sqs.size() == n &&
+                                 steps.size() == n),
+                  "params, grads, exp_avgs, exp_avg_sqs and steps must be lists of one length, got ", params.size(),
+                  ", ", n, ", ", exp_avgs.size(), ", ", exp_avg_sqs.size(), ", ", steps.size());
+  std::vector<kpnt::UpdateTable> tables;
+  for (size_t i = 0; i < n; ++i) {
+    if (i % kpnt::kUpdateTableSize == 0) tables.emplace_back();
+    kpnt::UpdateTable& tab = tables.back();
+    kpnt::UpdateTensor& t = tab.t[tab.count];
+    check_update_tensor(grads[i], "gradient", i, device, -1);
+    t.n = grads[i].numel();
+    t.g = grads[i].data_ptr<float>();
+    if (!grads_only) {
+      check_update_tensor(params[i], "parameter", i, device, t.n);
+      check_update_tensor(exp_avgs[i], "exp_avg", i, device, t.n);
+      check_update_tensor(exp_avg_sqs[i], "exp_avg_sq", i, device, t.n);
+      check_update_scalar(steps[i], "a step count", device);
+      t.p = params[i].data_ptr<float>();
+      t.m = exp_avgs[i].data_ptr<float>();
+      t.v = exp_avg_sqs[i].data_ptr<float>();
+      t.step = steps[i].data_ptr<float>();
+    }
+    const int64_t blocks = int64_t(tab.chunk_start[tab.count]) + kpnt::update_chunks(t.n);
+    KPNT_REQUIRE_TU(blocks < (int64_t(1) << 31), "too many elements in one table (", blocks, " blocks)");
+    tab.chunk_start[++tab.count] = static_cast<int>(blocks);
+  }
+  return tables;
+}
+
+// [clip coefficient, applied] (float32 (2,)): clip_grad_norm_'s coefficient for the gradients' global norm
+// (clip <= 0: 1) and 1 when `loss` (a float32 scalar) and every gradient are finite, else 0; or an error tuple.
+py::object train_update_check(const std::vector<torch::Tensor>& grads, const torch::Tensor& loss, double clip) {
+  return guarded([&]() -> py::object {
+    KPNT_REQUIRE_TU(!grads.empty(), "no gradients given");
+    const c10::Device device = grads[0].device();
+    KPNT_REQUIRE_TU(device.is_cuda(), "gradients must be on a CUDA device, got ", device);
+    const c10::cuda::CUDAGuard guard(device);
+    check_update_scalar(loss, "the loss", device);
+    const std::vector<torch::Tensor> none;
+    const std::vector<kpnt::UpdateTable> tables = update_tables(none, grads, none, none, none, true, device);
+    int rows = 0;
+    for (const auto& tab : tables) rows += tab.chunk_start[tab.count];
+    torch::Tensor partial = torch::empty({std::max(rows, 1), 2}, loss.options());
+    torch::Tensor state = torch::empty({2}, loss.options());
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+    int row = 0;
+    for (const auto& tab : tables) {
+      check_launch(kpnt::update_stats(tab, partial.data_ptr<float>() + 2 * row, stream));
+      row += tab.chunk_start[tab.count];
+    }
+    check_launch(kpnt::update_finalize(partial.data_ptr<float>(), rows, loss.data_ptr<float>(),
+                                       static_cast<float>(clip), state.data_ptr<float>(), stream));
+    return py::cast(state);
+  });
+}
+
+// Adam on one param group, in place, with the gradients times state[0], when state[1] != 0 (state from
+// train_update_check); every step count + 1 then.  lr a float32 scalar on the device.  None, or an error tuple.
+py::object train_update_adam(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
+                             const std::vector<torch::Tensor>& exp_avgs, const std::vector<torch::Tensor>& exp_avg_sqs,
+                             const std::vector<torch::Tensor>& steps, const torch::Tensor& state,
+                             const torch::Tensor& lr, double beta1, double beta2, double eps, double weight_decay) {
+  return guarded([&]() -> py::object {
+    KPNT_REQUIRE_TU(!grads.empty(), "no gradients given");
+    const c10::Device device = grads[0].device();
+    KPNT_REQUIRE_TU(device.is_cuda(), "gradients must be on a CUDA device, got ", device);
+    const c10::cuda::CUDAGuard guard(device);
+    KPNT_REQUIRE_TU(state.is_cuda() && state.device() == device && state.scalar_type() == at::kFloat &&
+                        state.numel() == 2 && state.is_contiguous(),
+                    "state must be train_update_check's float32 (2,) on ", device, ", got ", state.scalar_type(), " ",
+                    shape(state));
+    check_update_scalar(lr, "the learning rate", device);
+    KPNT_REQUIRE_TU(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 && eps >= 0 && weight_decay >= 0,
+                    "betas must lie in [0, 1), eps and weight_decay be >= 0, got ", beta1, ", ", beta2, ", ", eps,
+                    ", ", weight_decay);
+    const std::vector<kpnt::UpdateTable> tables =
+        update_tables(params, grads, exp_avgs, exp_avg_sqs, steps, false, device);
+    kpnt::UpdateHyper hp;
+    hp.beta1 = static_cast<float>(beta1);
+    hp.beta2 = static_cast<float>(beta2);
+    hp.eps = static_cast<float>(eps);
+    hp.weight_decay = static_cast<float>(weight_decay);
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+    for (const auto& tab : tables)
+      check_launch(kpnt::update_adam(tab, state.data_ptr<float>(), lr.data_ptr<float>(), hp, stream));
+    return py::none();
+  });
+}
+
 // ---- front level (kernels/fused_mlp.cuh, front_*)
 
 #define KPNT_REQUIRE_F(cond, ...)                                           \
@@ -1196,6 +1316,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "convolution with its epilogue, bfloat16 (C in {32, 64, 128}) or float32 on TF32 (C in {32, 64, 128}); with "
         "h_bias, h is first made relu(h + h_bias) in place", py::arg("h"), py::arg("P"), py::arg("bias"), py::arg("z"),
         py::arg("h_bias") = py::none());
+  m.def("train_update_check", &train_update_check, "[clip coefficient, applied]: the graphed step's global "
+        "gradient-norm clip coefficient and finite test (kernels/train_update.cu)", py::arg("grads"), py::arg("loss"),
+        py::arg("clip"));
+  m.def("train_update_adam", &train_update_adam, "Adam on one param group in place, gradients times state[0], "
+        "nothing written unless state[1] != 0 (kernels/train_update.cu)", py::arg("params"), py::arg("grads"),
+        py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("steps"), py::arg("state"), py::arg("lr"),
+        py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"));
   m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
         "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");

@@ -444,6 +444,41 @@ struct GuideProjFwdArgs {
 
 const char* guide_proj_forward(const GuideProjFwdArgs& a, bool f32);
 
+// ---------------------------------------------------------------- training's update (kernels/train_update.cu)
+
+// The graphed training step's finite check, global gradient-norm clip and Adam with its masked commit
+// (kpnt.ops._cuda.train_update).  Tensors go in tables of up to kUpdateTableSize (a table is one launch's
+// argument, under 4 KB); every tensor contiguous float32 of n elements, its step count a float32 scalar.
+constexpr int kUpdateTableSize = 64;
+struct UpdateTensor {
+  float* p = nullptr;        // the parameter
+  const float* g = nullptr;  // its gradient
+  float* m = nullptr;        // Adam's exp_avg
+  float* v = nullptr;        // Adam's exp_avg_sq
+  float* step = nullptr;     // Adam's step count (float32 scalar on the device)
+  int64_t n = 0;
+};
+struct UpdateTable {
+  UpdateTensor t[kUpdateTableSize];
+  int chunk_start[kUpdateTableSize + 1] = {};  // prefix sums of update_chunks(t[i].n): a block per chunk
+  int count = 0;
+};
+struct UpdateHyper {
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.f;
+};
+
+// Blocks (chunks) a tensor of n elements takes.
+int update_chunks(int64_t n);
+// Rows [sum of squares, non-finite flag] of the table's gradients into partial (2 floats a chunk, in chunk order).
+const char* update_stats(const UpdateTable& tab, float* partial, cudaStream_t stream);
+// state = [clip coefficient, applied] from `rows` rows of partial and the loss (float32 scalar); clip <= 0: none.
+const char* update_finalize(const float* partial, int rows, const float* loss, float clip, float* state,
+                            cudaStream_t stream);
+// When state[1] != 0: Adam on the table's tensors with the gradients times state[0] (lr a float32 scalar on the
+// device), then every step count + 1; otherwise nothing is written.
+const char* update_adam(const UpdateTable& tab, const float* state, const float* lr, const UpdateHyper& hp,
+                        cudaStream_t stream);
+
 const char* pyramid_down(const PyramidArgs& a);
 const char* pyramid_up(const PyramidArgs& a);
 const char* pyramid_up_adjoint(const PyramidArgs& a);

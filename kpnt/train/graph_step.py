@@ -30,7 +30,10 @@ capture):
   ``where(finite, new, backup)``, where ``finite`` = loss finite and every
   gradient finite (the Trainer's test, taken before clipping).  A skipped
   step therefore leaves weights and Adam state bitwise unchanged, with no
-  host synchronisation in the step.
+  host synchronisation in the step.  With :data:`FUSED_UPDATE` (the
+  default) kpnt's update kernels do the finite check, clipping and Adam in
+  three kinds of launch and write nothing when the step is not finite, so
+  no backup is needed (:mod:`kpnt.ops._cuda.train_update`).
 * The learning rate is a 0-d device tensor in the optimiser's param group
   (captured by address): change it with :meth:`GraphedStep.set_lr`, never
   by assigning a float to ``param_groups[i]['lr']`` (that raises on the next
@@ -81,6 +84,14 @@ WARMUP_STEPS = 3
 #: 616 -> 437 launches, 8.46 -> 8.17 ms of GPU time
 #: (``docs/bench/graphed_callers_s34{a,b}_h100.txt``).
 FUSED_ADAM = True
+
+#: Whether a captured step's finite check, gradient clipping, Adam update and
+#: masked commit run on kpnt's update kernels (:mod:`kpnt.ops._cuda.train_update`:
+#: three kinds of launch, no backup of the weights and Adam state) instead of
+#: PyTorch's ops (~30 kernels, most of them multi-tensor kernels that run a
+#: few dozen blocks on a GPU of 132 SMs).  Optimisers the kernels cannot take
+#: (:func:`kpnt.ops._cuda.train_update.unsupported`) keep PyTorch's path, logged.
+FUSED_UPDATE = True
 
 
 def adam_for_graphs(params, lr: float, **kwargs) -> torch.optim.Optimizer:
@@ -206,6 +217,7 @@ class GraphedStep:
         self._pool = None
         self._lr: list[Tensor] = []
         self._state_mark = None
+        self._update_note = None            # why the update last ran on PyTorch's ops (logged once)
         self.reset()
         if example_batch is not None:
             self._entry(example_batch)
@@ -286,6 +298,11 @@ class GraphedStep:
         with torch.no_grad():
             if all(p.grad is None for p in self.params):
                 raise RuntimeError("GraphedStep: the loss gave no parameter a gradient")
+            if masked and self._fused_update():
+                from kpnt.ops._cuda.train_update import masked_update
+
+                applied = masked_update(self.params, self.optimizer, self.clip, loss)
+                return torch.stack([loss.detach().float().reshape(()), applied])
             finite = torch.isfinite(loss) & (nonfinite_grads(self.params) == 0)
             # Backups of parameters and Adam state (clipping changes only
             # gradients, so taking them before it is the same).
@@ -302,6 +319,26 @@ class GraphedStep:
                 sel = torch.where(finite, new, backups[dt])
                 torch._foreach_copy_(ts, [v.view_as(t) for v, t in zip(sel.split([t.numel() for t in ts]), ts)])
             return torch.stack([loss.detach().float().reshape(()), finite.float()])
+
+    def _fused_update(self) -> bool:
+        """Whether this step's update runs on the update kernels
+        (:data:`FUSED_UPDATE`); when it cannot, why is logged once."""
+        if not FUSED_UPDATE:
+            return False
+        from kpnt.ops._cuda.train_update import unsupported
+
+        why = unsupported(self.optimizer, [p for p in self.params if p.grad is not None])
+        if why is None:
+            try:
+                from kpnt.ops._cuda.extension import ext
+
+                ext()
+            except Exception as err:    # no compiler, no CUDA toolkit: PyTorch's update does the same
+                why = f"the fused kernels did not load ({err})"
+        if why is not None and why != self._update_note:
+            log.warning("GraphedStep: the update runs on PyTorch's ops, not kpnt's update kernels: %s", why)
+            self._update_note = why
+        return why is None
 
     def _snapshot(self):
         with torch.no_grad():
