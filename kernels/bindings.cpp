@@ -812,6 +812,36 @@ py::object guide_proj_forward(const torch::Tensor& h, const torch::Tensor& P, co
   });
 }
 
+// dW (C, 3, 3, C) float32 [co][ky][kx][ci] of a float32 guide's 3x3 convolution (C -> C, padding 1) on TF32, from
+// its output's gradient gh and its input z (channels-last float32 (N, C, h, w), C 64 or 128); or an error tuple.
+py::object guide_wgrad(const torch::Tensor& gh, const torch::Tensor& z) {
+  return guarded([&]() -> py::object {
+    KPNT_REQUIRE_GT(gh.is_cuda() && gh.scalar_type() == at::kFloat && gh.dim() == 4,
+                    "gh must be a float32 (N, C, h, w) CUDA tensor, got ", gh.scalar_type(), " ", shape(gh));
+    KPNT_REQUIRE_GT(gh.size(1) == 64 || gh.size(1) == 128, "the weight gradient kernel takes 64 or 128 channels, got ",
+                    gh.size(1));
+    check_guide_activation(gh, "gh", gh);
+    check_guide_activation(z, "z", gh);
+    const c10::cuda::CUDAGuard guard(gh.device());
+    KPNT_REQUIRE_GT(gh.size(0) < (1 << 20) && gh.size(2) < (1 << 20) && gh.size(3) < (1 << 20) &&
+                        gh.size(0) * gh.size(2) * gh.size(3) < (int64_t(1) << 31),
+                    "gh is too large for the weight gradient kernel: ", shape(gh));
+    kpnt::GuideWgradArgs a;
+    a.N = static_cast<int>(gh.size(0));
+    a.C = static_cast<int>(gh.size(1));
+    a.H = static_cast<int>(gh.size(2));
+    a.W = static_cast<int>(gh.size(3));
+    check_launch(kpnt::guide_wgrad_groups(a.C, a.N, a.H, a.W, &a.groups));
+    torch::Tensor partial = torch::empty({a.groups, a.C, 3, 3, a.C}, gh.options().memory_format(at::MemoryFormat::Contiguous));
+    a.gh = gh.data_ptr<float>();
+    a.z = z.data_ptr<float>();
+    a.partial = partial.data_ptr<float>();
+    a.stream = c10::cuda::getCurrentCUDAStream(gh.device().index()).stream();
+    check_launch(kpnt::guide_wgrad(a));
+    return py::cast(partial.sum(0));
+  });
+}
+
 // ---- guide start (kernels/guide_start.cu)
 
 #define KPNT_REQUIRE_GS(cond, ...)                                          \
@@ -1323,6 +1353,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "nothing written unless state[1] != 0 (kernels/train_update.cu)", py::arg("params"), py::arg("grads"),
         py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("steps"), py::arg("state"), py::arg("lr"),
         py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"));
+  m.def("guide_wgrad", &guide_wgrad, "dW (C, 3, 3, C) [co][ky][kx][ci] of a float32 guide's 3x3 convolution on TF32 "
+        "from its output's gradient and its input, channels-last, C 64 or 128 (kernels/guide_wgrad.cu)",
+        py::arg("gh"), py::arg("z"));
   m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
         "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");

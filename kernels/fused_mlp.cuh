@@ -444,6 +444,23 @@ struct GuideProjFwdArgs {
 
 const char* guide_proj_forward(const GuideProjFwdArgs& a, bool f32);
 
+// ---------------------------------------------------------------- the guide's 3x3 weight gradient (kernels/guide_wgrad.cu)
+
+// dW of a float32 guide's 3x3 convolution (C -> C, padding 1) on TF32: partial[b][co][ky][kx][ci] = block b's share
+// of sum_p gh[p][co] z[p + (ky - 1, kx - 1)][ci]; the caller sums the `groups` rows.  gh and z channels-last
+// contiguous float32 (N, H, W, C), 16-byte aligned; C 64 or 128.
+struct GuideWgradArgs {
+  const float* gh = nullptr;
+  const float* z = nullptr;
+  float* partial = nullptr;  // (groups, C, 3, 3, C) float32
+  int N = 0, H = 0, W = 0, C = 0;
+  int groups = 0;            // guide_wgrad_groups(C, N, H, W)
+  cudaStream_t stream = nullptr;
+};
+
+const char* guide_wgrad_groups(int C, int N, int H, int W, int* groups);
+const char* guide_wgrad(const GuideWgradArgs& a);
+
 // ---------------------------------------------------------------- training's update (kernels/train_update.cu)
 
 // The graphed training step's finite check, global gradient-norm clip and Adam with its masked commit

@@ -27,9 +27,13 @@
 
 #include "fused_mlp.cuh"
 #include "mlp_core.cuh"
+#include "tf32.cuh"
 
 namespace kpnt {
 namespace {
+
+using tf32::mma_tf32;
+using tf32::tf32_bits;
 
 // Eight consecutive channels of one row: two float4 (float32) or one uint4 (bfloat16).
 template <typename T>
@@ -460,22 +464,6 @@ constexpr size_t proj_backward_smem() {
 // the fragments' (row g, column t) reads of the two products through P fall in 32 different banks (the dP
 // product's transposed reads conflict two-way).  Widths 32, 64 and 128 (at 128 the backward's tiles have half
 // the rows, tf32_backward_splits; the forward's three 128-row tiles take 203 KB of shared memory).
-
-// x rounded to TF32 (10 mantissa bits, to nearest, ties away: cvt.rna), as a float32 bit pattern.
-__device__ __forceinline__ uint32_t tf32_bits(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return r;
-}
-
-// c += a (16x8, row) * b (8x8, col); TF32 in, float32 accumulate.
-__device__ __forceinline__ void mma_tf32(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
-      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 // acc = 16 rows of sA (from row r0) times N columns of B (from column n0), over K, where B[k][n] = sB[n LD + k]
 // (sB = P gives h P^T, sB = P^T gives gm P); sA and sB hold TF32-rounded values.  Fragments (g = lane / 4,

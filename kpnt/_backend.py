@@ -52,7 +52,8 @@ log = logging.getLogger("kpnt.backend")
 #: One per op (kernels/mlp.cu, colour_level.cu, front_level.cu, guide_block.cu) over the shared
 #: core kernels/mlp_core.cuh, instantiated from kernels/shapes.def.
 SOURCES = ("mlp.cu", "colour_level.cu", "front_level.cu", "guide_block.cu", "up_block.cu", "guide_finish.cu",
-           "guide_start.cu", "guide_train.cu", "pyramid.cu", "train_update.cu", "bindings.cpp")
+           "guide_start.cu", "guide_train.cu", "guide_wgrad.cu", "pyramid.cu", "train_update.cu",
+           "bindings.cpp")
 
 _lock = threading.Lock()
 _cache: dict[str, Any] = {}  # build key -> module, or the BackendError that stopped it

@@ -13,7 +13,9 @@ float32 guide (TF32) and 2.2 of 7.5 with the bfloat16 one (session 35's
 breakdown); cuDNN's TF32 weight gradient reached ~100 TFLOP/s there against
 ~420 for bfloat16.  This asks whether another layout (NCHW: cuDNN then runs
 other kernels, at the price of two transposes a pass, timed separately)
-or autotuning (``cudnn.benchmark``) gives a faster pass on this GPU.
+or autotuning (``cudnn.benchmark``) gives a faster pass on this GPU, and
+(unless ``--no-kpnt``) how kpnt's own TF32 weight-gradient kernel
+(kernels/guide_wgrad.cu, session 38) compares.
 
 Errors are relative RMS against the float64 result of the same operands
 (one image of the shape)
@@ -88,12 +90,21 @@ def main() -> int:
                    help="NxCxHxW of the convolution's input (default: the shipped Bayer and X-Trans guides' "
                         "training shapes at 4 x 512 x 512)")
     p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--no-kpnt", action="store_true",
+                   help="leave out kpnt's own TF32 weight-gradient kernel (kernels/guide_wgrad.cu)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("conv_algos.py: needs a CUDA GPU", file=sys.stderr)
         return 1
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+    kpnt_wgrad = None
+    if not args.no_kpnt:
+        from kpnt.ops._cuda.extension import ext, unwrap
+
+        def kpnt_wgrad(gy, z):
+            """kpnt's weight-gradient kernel as (C_out, C_in, 3, 3), like cuDNN's."""
+            return unwrap(ext().guide_wgrad(gy, z)).permute(0, 3, 1, 2)
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
     print("| shape | pass | dtype | layout | cudnn.benchmark | ms | TFLOP/s | rel. RMS error vs float64 |")
     print("| --- | --- | --- | --- | --- | ---: | ---: | ---: |")
@@ -118,6 +129,14 @@ def main() -> int:
                               flush=True)
                 del ops
         torch.backends.cudnn.benchmark = False
+        if kpnt_wgrad is not None and C in (64, 128):
+            z, _, gy = operands(shape, torch.float32, "nhwc")
+            z1, _, gy1 = operands(one, torch.float32, "nhwc")
+            err = rel_rms(kpnt_wgrad(gy1, z1), refs["wgrad"])
+            ms = time_ms(lambda: kpnt_wgrad(gy, z), args.reps)
+            print(f"| {N}x{C}x{H}x{W} | wgrad, kpnt's TF32 kernel (summed blocks included) | float32 | nhwc | - | "
+                  f"{ms:.4f} | {flop / ms / 1e9:.0f} | {err:.2e} |", flush=True)
+            del z, gy
         # What a layout change would cost: one NHWC <-> NCHW transpose of an activation in float32 and bfloat16.
         for dtype in (torch.float32, torch.bfloat16):
             x = torch.randn(N, C, H, W, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)

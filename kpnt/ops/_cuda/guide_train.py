@@ -83,6 +83,15 @@ FUSED_PROJ_TF32 = True
 #: 18 -> 4 (0.185 -> 0.057 ms of the graphed float32 Bayer step); the graphed
 #: bf16 steps 8.34 -> 8.21 ms (Bayer), 5.47 -> 5.43 (X-Trans).
 DEFER_SUMS = True
+#: Whether a float32 guide's 3x3 convolutions (C -> C at :data:`WGRAD_WIDTHS`)
+#: take their weight gradient from kpnt's TF32 kernel (``guide_wgrad``,
+#: kernels/guide_wgrad.cu) instead of cuDNN's, which ran at 87-100 TFLOP/s at
+#: the shipped guides' shapes on an H100 (session 38,
+#: ``docs/bench/convs_s38a_h100.txt``: 2.95 ms of the graphed float32 Bayer
+#: step).  Like the projection twins, only while cuDNN's TF32 is on.
+FUSED_WGRAD = True
+#: Channel counts the weight-gradient kernel is compiled for.
+WGRAD_WIDTHS = (64, 128)
 #: Widths a float32 guide's projection blocks are routed to the twins at.
 #: 128 (the X-Trans guide; its backward takes tiles of half the rows) since
 #: session 35's H100 call: tests against float64 of TF32-rounded operands
@@ -137,6 +146,16 @@ class CudaPrimitives(Primitives):
         C = g.shape[1]
         return gm, gh, sums[:C], sums[C:2 * C], sums[2 * C:].view(C, C, 1, 1)
 
+    def conv_backward(self, grad, z, w, padding, need_input, bias=False):
+        if not (not bias and padding == 1 and _wgrad_kernel(grad, w)):
+            return super().conv_backward(grad, z, w, padding, need_input, bias)
+        dz = None
+        if need_input:
+            dz = torch.ops.aten.convolution_backward(grad, z, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                     [True, False, False])[0]
+        dw = unwrap(ext().guide_wgrad(_channels_last(grad), z))     # (o, kh, kw, i)
+        return dz, dw.permute(0, 3, 1, 2), None                      # (o, i, kh, kw), channels-last as cuDNN's
+
     @contextmanager
     def deferred_sums(self, blocks):
         if not DEFER_SUMS:
@@ -187,6 +206,15 @@ def _projection_kernels(t: torch.Tensor) -> bool:
         return t.shape[1] in PROJ_WIDTHS
     return (t.dtype == torch.float32 and FUSED_PROJ_TF32 and torch.backends.cudnn.allow_tf32
             and t.shape[1] in TF32_WIDTHS)
+
+
+def _wgrad_kernel(g: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether the weight-gradient kernel takes a 3x3 convolution of weights
+    ``w`` whose output gradient is ``g``: float32, C -> C at
+    :data:`WGRAD_WIDTHS`, with :data:`FUSED_WGRAD` and cuDNN's TF32 on."""
+    C = g.shape[1]
+    return (FUSED_WGRAD and g.dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and C in WGRAD_WIDTHS
+            and tuple(w.shape) == (C, C, 3, 3))
 
 
 def _channels_last(t: torch.Tensor | None) -> torch.Tensor | None:

@@ -1,0 +1,250 @@
+// The weight gradient of a float32 guide's 3x3 convolutions on TF32 tensor cores (kpnt.ops._cuda.guide_train,
+// session 38): dW[co][ky][kx][ci] = sum over positions p of gh[p][co] z[p + (ky - 1, kx - 1)][ci], with z zero
+// outside the image, gh and z channels-last float32 (N, H, W, C), C -> C channels.
+//
+// Why: cuDNN's TF32 weight gradient runs at 87 TFLOP/s at the shipped Bayer guide's shape (4 x 64 x 256 x 256)
+// and 100 at the X-Trans one (4 x 128 x 86 x 86) on an H100, against 160-200 for its forward and data gradient
+// and 280 for the bfloat16 weight gradient (tools/conv_algos.py, docs/bench/convs_s38a_h100.txt): 2.95 ms of the
+// graphed float32 Bayer step's 14.
+//
+// How: a GEMM of M = C_out, N = 9 C_in, K = positions.  A block owns an M x N tile of dW (a 64-channel slice of
+// co times TY rows of taps: all three for C = 64, one for C = 128, so a thread's share stays in registers) and
+// walks down strips of TX positions: at each image row it needs one row of gh (TX positions) and TY + 1 rows of z
+// (TX + 2 positions: the taps' dx), kept as a ring in shared memory so a row of z is loaded once per strip
+// (cp.async, the next row in flight while this one multiplies).  Values are rounded to TF32 (to nearest, as the
+// projection kernels' twins) once, in shared memory, when they arrive.  Products on mma.sync m16n8k8 (sm_80+),
+// float32 accumulation; each block writes its partial dW once, and the caller sums the blocks' rows (one
+// reduction, a fixed order: a rerun gives the same bits).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "fused_mlp.cuh"
+#include "mlp_core.cuh"
+#include "tf32.cuh"
+
+namespace kpnt {
+namespace {
+
+using tf32::mma_tf32;
+using tf32::tf32_bits;
+
+// The kernel's shape for C channels: TY rows of taps a block, strips of TX positions, units of R image rows.
+template <int C_, int TY_, int TX_, int R_>
+struct WgradCfg {
+  static constexpr int C = C_, TY = TY_, TX = TX_, R = R_;
+  static constexpr int kThreads = 256, kWarps = kThreads / 32;
+  static constexpr int kCoSlices = C / 64;            // a block's M: 64 output channels
+  static constexpr int kRoles = kCoSlices * (3 / TY);  // blocks a unit of positions is shared by
+  static constexpr int kN = TY * 3 * C;                // a block's N: (tap, input channel)
+  static constexpr int kNT = kN / (kWarps * 8);        // n8 tiles a warp
+  static constexpr int kSz = C + 8;                    // z row stride (floats): fragment reads conflict-free
+  static constexpr int kSg = 64 + 8;                   // gh row stride
+  static constexpr int kSlots = TY + 1;                // the ring of z rows
+  static constexpr int kZRow = (TX + 2) * kSz;
+  static constexpr int kGRow = TX * kSg;
+  static constexpr size_t kSmem = size_t(kSlots * kZRow + 2 * kGRow) * sizeof(float);
+  static_assert(C % 64 == 0 && 3 % TY == 0 && TX % 8 == 0, "unsupported wgrad shape");
+  static_assert(kN % (kWarps * 8) == 0, "a warp's columns must be whole n8 tiles");
+};
+
+// The shapes compiled: the shipped Bayer guide (64 channels) and the X-Trans one (128).
+using Wgrad64 = WgradCfg<64, 3, 64, 16>;
+using Wgrad128 = WgradCfg<128, 1, 32, 8>;
+
+// 16 bytes global -> shared, asynchronously; zeros when not `inside` (src is then not read).
+__device__ __forceinline__ void cp_async16_zfill(float* dst, const float* src, bool inside) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(inside ? 16 : 0)
+               : "memory");
+}
+// Waits for every commit group but the newest (mlp_core.cuh's cp_async_commit closes a group).
+__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
+__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// The ring slot of z row r (r may be -1).
+template <class K>
+__device__ __forceinline__ int slot_of(int r) {
+  return ((r % K::kSlots) + K::kSlots) % K::kSlots;
+}
+
+// z row r of image n, positions x0 - 1 .. x0 + TX, into its slot (zeros outside the image).
+template <class K>
+__device__ __forceinline__ void load_z_row(float* sZ, const GuideWgradArgs& a, int n, int r, int x0) {
+  float* dst = sZ + slot_of<K>(r) * K::kZRow;
+  constexpr int kChunks = K::C / 4;  // 16-byte pieces a position
+  const bool row_in = r >= 0 && r < a.H;
+  const float* src_row = a.z + (int64_t(n) * a.H + (row_in ? r : 0)) * a.W * K::C;
+  for (int i = threadIdx.x; i < (K::TX + 2) * kChunks; i += K::kThreads) {
+    const int p = i / kChunks, c = i % kChunks, x = x0 - 1 + p;
+    const bool inside = row_in && x >= 0 && x < a.W;
+    cp_async16_zfill(dst + p * K::kSz + 4 * c, inside ? src_row + int64_t(x) * K::C + 4 * c : a.z, inside);
+  }
+}
+
+// gh row y of image n, positions x0 .. x0 + TX - 1, channels of the block's co slice, into buffer `buf`.
+template <class K>
+__device__ __forceinline__ void load_gh_row(float* sG, const GuideWgradArgs& a, int n, int y, int x0, int co0) {
+  float* dst = sG + (y & 1) * K::kGRow;
+  const float* src_row = a.gh + (int64_t(n) * a.H + y) * a.W * K::C + co0;
+  for (int i = threadIdx.x; i < K::TX * 16; i += K::kThreads) {
+    const int p = i / 16, c = i % 16, x = x0 + p;
+    const bool inside = x < a.W;
+    cp_async16_zfill(dst + p * K::kSg + 4 * c, inside ? src_row + int64_t(x) * K::C + 4 * c : a.gh, inside);
+  }
+}
+
+// Rounds `count` floats of a row (stride `stride`, `width` used) to TF32 in place.
+template <class K>
+__device__ __forceinline__ void round_rows(float* rows, int count, int stride, int width) {
+  const int quads = width / 4;
+  for (int i = threadIdx.x; i < count * quads; i += K::kThreads) {
+    float4* q = reinterpret_cast<float4*>(rows + (i / quads) * stride + 4 * (i % quads));
+    float4 v = *q;
+    v.x = __uint_as_float(tf32_bits(v.x));
+    v.y = __uint_as_float(tf32_bits(v.y));
+    v.z = __uint_as_float(tf32_bits(v.z));
+    v.w = __uint_as_float(tf32_bits(v.w));
+    *q = v;
+  }
+}
+
+template <class K>
+__global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideWgradArgs a, int units) {
+  extern __shared__ __align__(16) float smem[];
+  float* sZ = smem;
+  float* sG = smem + K::kSlots * K::kZRow;
+  const int role = blockIdx.y, co0 = (role % K::kCoSlices) * 64, dy0 = (role / K::kCoSlices) * K::TY;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+  const int strips = ceil_div(a.W, K::TX), segs = ceil_div(a.H, K::R);
+  const int u0 = int(int64_t(blockIdx.x) * units / gridDim.x), u1 = int(int64_t(blockIdx.x + 1) * units / gridDim.x);
+
+  // This warp's n8 tiles: their tap (row dy - dy0, column dx) and first input channel.
+  int tap_dy[K::kNT], tap_col[K::kNT];  // tap_col = dx * kSz + ci0 + g + t * kSz: the fragment's offset in a row
+#pragma unroll
+  for (int j = 0; j < K::kNT; ++j) {
+    const int col = (warp * K::kNT + j) * 8, tap = col / K::C, ci0 = col % K::C;
+    tap_dy[j] = tap / 3;
+    tap_col[j] = (tap % 3 + t) * K::kSz + ci0 + g;
+  }
+  float acc[4][K::kNT][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < K::kNT; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+
+  for (int u = u0; u < u1; ++u) {
+    const int n = u / (strips * segs), s = (u / segs) % strips, seg = u % segs;
+    const int x0 = s * K::TX, y0 = seg * K::R, y1 = min(a.H, y0 + K::R);
+    for (int j = 0; j < K::TY; ++j) load_z_row<K>(sZ, a, n, y0 + dy0 - 1 + j, x0);
+    load_gh_row<K>(sG, a, n, y0, x0, co0);
+    cp_async_commit();
+    for (int y = y0; y < y1; ++y) {
+      if (y + 1 < y1) {  // the next row's new z row and its gh row, in flight while this row multiplies
+        load_z_row<K>(sZ, a, n, y + dy0 + K::TY - 1, x0);
+        load_gh_row<K>(sG, a, n, y + 1, x0, co0);
+      }
+      cp_async_commit();  // a group every row, empty or not: uniform counting
+      cp_async_wait1();
+      __syncthreads();
+      // Round what arrived for this row: gh row y, and the z rows not seen before (all TY at the unit's start).
+      const int first = y == y0 ? 0 : K::TY - 1;
+      for (int j = first; j < K::TY; ++j)
+        round_rows<K>(sZ + slot_of<K>(y + dy0 - 1 + j) * K::kZRow, K::TX + 2, K::kSz, K::C);
+      round_rows<K>(sG + (y & 1) * K::kGRow, K::TX, K::kSg, 64);
+      __syncthreads();
+
+      const float* gb = sG + (y & 1) * K::kGRow + t * K::kSg + g;
+      int zb[K::kNT];
+#pragma unroll
+      for (int j = 0; j < K::kNT; ++j) zb[j] = slot_of<K>(y + dy0 - 1 + tap_dy[j]) * K::kZRow + tap_col[j];
+#pragma unroll 2
+      for (int kk = 0; kk < K::TX / 8; ++kk) {
+        uint32_t af[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float* p = gb + kk * 8 * K::kSg + 16 * i;
+          af[i][0] = __float_as_uint(p[0]);
+          af[i][1] = __float_as_uint(p[8]);
+          af[i][2] = __float_as_uint(p[4 * K::kSg]);
+          af[i][3] = __float_as_uint(p[4 * K::kSg + 8]);
+        }
+#pragma unroll
+        for (int j = 0; j < K::kNT; ++j) {
+          const float* q = sZ + zb[j] + kk * 8 * K::kSz;
+          const uint32_t b0 = __float_as_uint(q[0]), b1 = __float_as_uint(q[4 * K::kSz]);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) mma_tf32(acc[i][j], af[i][0], af[i][1], af[i][2], af[i][3], b0, b1);
+        }
+      }
+      __syncthreads();  // the next row's loads overwrite what this row read
+    }
+  }
+
+  // The block's partial dW, [co][ky][kx][ci] of row blockIdx.x: accumulator (row g (+ 8), columns 2t, 2t + 1).
+  float* out = a.partial + int64_t(blockIdx.x) * K::C * 9 * K::C;
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < K::kNT; ++j) {
+      const int col = (warp * K::kNT + j) * 8 + 2 * t, tap = col / K::C, ci = col % K::C;
+      const int ky = dy0 + tap / 3, kx = tap % 3;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int co = co0 + 16 * i + g + 8 * h;
+        *reinterpret_cast<float2*>(out + ((int64_t(co) * 3 + ky) * 3 + kx) * K::C + ci) =
+            make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+      }
+    }
+}
+
+template <class K>
+int units_of(int N, int H, int W) {
+  return N * ceil_div(W, K::TX) * ceil_div(H, K::R);
+}
+
+template <class K>
+int groups_of(int N, int H, int W) {
+  return std::max(1, std::min(units_of<K>(N, H, W), std::max(1, multiprocessors() / K::kRoles)));
+}
+
+template <class F>
+void dispatch_wgrad(int C, F&& f) {
+  if (C == 64) return f(Wgrad64{});
+  if (C == 128) return f(Wgrad128{});
+  throw std::invalid_argument("guide wgrad: C must be 64 or 128");
+}
+
+void check_sizes(int N, int H, int W) {
+  if (N < 1 || H < 1 || W < 1) throw std::invalid_argument("guide wgrad: N, H and W must be positive");
+}
+
+}  // namespace
+
+const char* guide_wgrad_groups(int C, int N, int H, int W, int* groups) {
+  return guarded([&] {
+    check_sizes(N, H, W);
+    dispatch_wgrad(C, [&](auto k) { *groups = groups_of<decltype(k)>(N, H, W); });
+  });
+}
+
+const char* guide_wgrad(const GuideWgradArgs& a) {
+  return guarded([&] {
+    check_sizes(a.N, a.H, a.W);
+    dispatch_wgrad(a.C, [&](auto k) {
+      using K = decltype(k);
+      if (a.groups != groups_of<K>(a.N, a.H, a.W))
+        throw std::invalid_argument("guide wgrad: groups must be guide_wgrad_groups' count");
+      check_cuda(cudaFuncSetAttribute(wgrad_tf32_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(K::kSmem)),
+                 "guide wgrad: shared memory attribute");
+      const dim3 grid(a.groups, K::kRoles);
+      wgrad_tf32_kernel<K><<<grid, K::kThreads, K::kSmem, a.stream>>>(a, units_of<K>(a.N, a.H, a.W));
+      check_cuda(cudaGetLastError(), "guide wgrad launch");
+    });
+  });
+}
+
+}  // namespace kpnt

@@ -1,0 +1,113 @@
+"""kernels/guide_wgrad.cu: the float32 guide's 3x3 weight gradient on TF32
+against float64 of TF32-rounded operands (shapes with partial strips and
+row units, both compiled widths, more units than blocks), against cuDNN's
+TF32 weight gradient, the same bits on a rerun, one-line errors for what it
+does not take, and the guide network routing its 3x3s' weight gradients
+through it only for float32 with TF32 on."""
+import pytest
+import torch
+
+from kpnt.ops._cuda import guide_train
+from kpnt.ops._cuda.extension import ext, unwrap
+from kpnt.testing import rel_error as rel
+
+pytestmark = pytest.mark.cuda
+
+
+def tf32(t):
+    """t rounded to TF32 (10 mantissa bits; to nearest, as the kernel's cvt.rna, ties aside)."""
+    b = t.float().contiguous().view(torch.int32)
+    return ((b + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def operands(shape, seed):
+    """(gh, z): channels-last float32 CUDA tensors, z ReLU'd as the guide's activations are."""
+    g = torch.Generator().manual_seed(seed)
+    gh = torch.randn(*shape, generator=g) * 1e-3
+    z = torch.randn(*shape, generator=g).relu()
+    return tuple(t.cuda().contiguous(memory_format=torch.channels_last) for t in (gh, z))
+
+
+def float64_wgrad(gh, z):
+    """dW (C, C, 3, 3) in float64 on the CPU."""
+    C = gh.shape[1]
+    w = torch.zeros(C, C, 3, 3, dtype=torch.float64)
+    return torch.ops.aten.convolution_backward(gh.double().cpu(), z.double().cpu(), w, None, [1, 1], [1, 1], [1, 1],
+                                               False, [0, 0], 1, [False, True, False])[1]
+
+
+# Bayer's 64 channels in strips of 64 positions and units of 16 rows, X-Trans's 128 in strips of 32 and units of
+# 8: widths and heights that are no multiple of either, a strip narrower than a tap's reach, and (last case) more
+# row units than an H100's blocks.
+CASES = [(2, 64, 37, 70), (1, 64, 16, 64), (3, 64, 5, 3), (2, 128, 23, 41), (1, 128, 8, 32), (4, 128, 86, 86)]
+
+
+@pytest.mark.parametrize("shape", CASES, ids=["x".join(map(str, s)) for s in CASES])
+def test_wgrad_matches_float64_of_tf32_operands(shape):
+    gh, z = operands(shape, seed=sum(shape))
+    C = shape[1]
+    dw = unwrap(ext().guide_wgrad(gh, z))
+    assert dw.shape == (C, 3, 3, C) and dw.dtype == torch.float32 and dw.is_contiguous()
+    got = dw.permute(0, 3, 1, 2).double().cpu()
+    want = float64_wgrad(tf32(gh), tf32(z))
+    assert rel(got, want) < 1e-5, rel(got, want)
+    # Every element, against float32 accumulation's bound over the positions it sums.
+    bound = 5e-5 * float64_wgrad(gh.abs(), z.abs()) + 1e-12
+    assert ((got - want).abs() <= bound).all(), ((got - want).abs() / bound).max()
+    assert torch.equal(dw, unwrap(ext().guide_wgrad(gh, z)))
+
+
+@pytest.mark.parametrize("C", [64, 128])
+def test_wgrad_agrees_with_cudnns_tf32(monkeypatch, C):
+    """Against cuDNN's TF32 weight gradient (which rounds its operands its own
+    way): both within TF32's rounding of float64's."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    gh, z = operands((2, C, 40, 52), seed=C)
+    ours = unwrap(ext().guide_wgrad(gh, z)).permute(0, 3, 1, 2).double().cpu()
+    w = torch.zeros(C, C, 3, 3, device="cuda").contiguous(memory_format=torch.channels_last)
+    cudnn = torch.ops.aten.convolution_backward(gh, z, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                [False, True, False])[1].double().cpu()
+    exact = float64_wgrad(gh, z)
+    assert rel(ours, exact) < 2e-3 and rel(cudnn, exact) < 2e-3
+    assert rel(ours, cudnn) < 3e-3
+
+
+def test_wgrad_bad_input_raises_one_line():
+    gh, z = operands((1, 64, 8, 8), seed=1)
+    with pytest.raises(ValueError, match="64 or 128 channels"):
+        unwrap(ext().guide_wgrad(gh[:, :32].contiguous(memory_format=torch.channels_last),
+                                 z[:, :32].contiguous(memory_format=torch.channels_last)))
+    with pytest.raises(ValueError, match="channels-last"):
+        unwrap(ext().guide_wgrad(gh.contiguous(), z))
+    with pytest.raises(ValueError, match="float32"):
+        unwrap(ext().guide_wgrad(gh.double(), z))
+    with pytest.raises(ValueError, match="must be"):
+        unwrap(ext().guide_wgrad(gh, z[:, :, :4].contiguous(memory_format=torch.channels_last)))
+
+
+@pytest.mark.parametrize("period, width, size", [(2, 64, (2, 37, 45)), (6, 128, (2, 19, 23))], ids=["bayer", "xtrans"])
+def test_float32_network_takes_the_wgrad_kernel_with_tf32_only(monkeypatch, period, width, size):
+    """A float32 guide's block 3x3s (C -> C) take their weight gradient from
+    the kernel when FUSED_WGRAD and cuDNN's TF32 are on, and the gradients
+    are as close to float64's as cuDNN's TF32 path's; with TF32 off the
+    kernel is not called."""
+    from test_guide_train import float64_network, fused_network_grads, network_case, spy_on_projection_kernels
+
+    layers = 4
+    z, ws, gout = network_case(period, width, layers, size, seed=21)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    calls = spy_on_projection_kernels(monkeypatch, ("guide_wgrad",))
+    monkeypatch.setattr(guide_train, "FUSED_WGRAD", True)
+    _, fused = fused_network_grads(z, ws, gout, torch.float32)
+    assert calls == ["guide_wgrad"] * (layers - 1)
+    monkeypatch.setattr(guide_train, "FUSED_WGRAD", False)
+    _, cudnn = fused_network_grads(z, ws, gout, torch.float32)
+    assert len(calls) == layers - 1
+    _, ref_g = float64_network(z, ws, gout)
+    for i, (a, b, c) in enumerate(zip(fused, cudnn, ref_g)):
+        assert a.shape == b.shape and a.dtype == b.dtype and a.stride() == b.stride(), i
+        assert rel(a.double(), c) < 2 * rel(b.double(), c) + 1e-5, (i, rel(a.double(), c), rel(b.double(), c))
+    monkeypatch.setattr(guide_train, "FUSED_WGRAD", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    fused_network_grads(z, ws, gout, torch.float32)
+    assert len(calls) == layers - 1            # TF32 off: cuDNN's exact float32 weight gradient
