@@ -29,11 +29,11 @@ def operands(shape, seed):
 
 
 def float64_wgrad(gh, z):
-    """dW (C, C, 3, 3) in float64 on the CPU."""
+    """dW (C, C, 3, 3) in float64 (computed on the operands' device, returned on the CPU)."""
     C = gh.shape[1]
-    w = torch.zeros(C, C, 3, 3, dtype=torch.float64)
-    return torch.ops.aten.convolution_backward(gh.double().cpu(), z.double().cpu(), w, None, [1, 1], [1, 1], [1, 1],
-                                               False, [0, 0], 1, [False, True, False])[1]
+    w = torch.zeros(C, C, 3, 3, dtype=torch.float64, device=gh.device)
+    return torch.ops.aten.convolution_backward(gh.double(), z.double(), w, None, [1, 1], [1, 1], [1, 1],
+                                               False, [0, 0], 1, [False, True, False])[1].cpu()
 
 
 # Bayer's 64 channels in strips of 64 positions and units of 16 rows, X-Trans's 128 in strips of 32 and units of
