@@ -7,8 +7,9 @@
 #   convs     tools/conv_algos.py with kpnt's kernel beside cuDNN's passes
 #   steps     point 2's rows with FUSED_WGRAD off and on, alternated over two rounds (one file, $OUT/steps.txt)
 #   memcheck  compute-sanitizer over the weight-gradient kernel's tests
+#   parity    point 4 on the float32 guide with the kernel: shipped, both sensors, 4 seeds each
 #   full      the full bench_kernels.py --no-compile --parity-steps 0 --reps 20 with everything on by default
-PARTS=${PARTS:-tests convs steps memcheck full}
+PARTS=${PARTS:-tests convs steps memcheck parity full}
 source "$(dirname "$0")/preamble.sh"
 OK=1
 for part in $PARTS; do
@@ -38,6 +39,9 @@ for part in $PARTS; do
         timeout 150 compute-sanitizer --tool memcheck python -m pytest -q -p no:cacheprovider \
             tests/cuda/test_guide_wgrad.py > $OUT/memcheck.txt 2>&1
         grep -E "ERROR SUMMARY|passed|failed" $OUT/memcheck.txt | tail -3 ;;
+    parity)
+        timeout 150 bash -c "bench '' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds 4"
+        grep -E "^parity|check training parity" $OUT/parity.txt ;;
     full)
         timeout ${FULL_S:-240} bash -c "bench '' $OUT/full.txt --no-compile --parity-steps 0 --reps 20"
         grep -E "checks:|FAIL" $OUT/full.txt | head -12
