@@ -11,6 +11,17 @@
 #   full      the full bench_kernels.py --no-compile --parity-steps 0 --reps 20 with everything on by default
 PARTS=${PARTS:-tests convs steps memcheck parity full}
 source "$(dirname "$0")/preamble.sh"
+# True when the graphed shipped steps (both sensors) were faster with FUSED_WGRAD on in both rounds of $OUT/steps.txt.
+wgrad_pays() {
+    awk '/^--- round/ {split($4, kv, "="); on = kv[2]; r = $3; sub(",", "", r)}
+         $2 == "shipped" && ($1 == "bayer" || $1 == "xtrans") && !((r, on, $1) in t) {t[r, on, $1] = $6; n++}
+         END {ok = (n == 8)
+              for (r = 1; r <= 2; r++) {
+                  if (t[r, "True", "bayer"] >= t[r, "False", "bayer"]) ok = 0
+                  if (t[r, "True", "xtrans"] >= t[r, "False", "xtrans"]) ok = 0 }
+              print ok ? "True" : "False"}' $OUT/steps.txt
+}
+WGRAD=True
 OK=1
 for part in $PARTS; do
     echo "=== $part $(date +%T)"
@@ -34,16 +45,18 @@ for part in $PARTS; do
                 grep -A3 "== train step 4x512" $OUT/step.txt | tail -2
             done
         done
-        rm -f $OUT/step.txt ;;
+        rm -f $OUT/step.txt
+        WGRAD=$(wgrad_pays)
+        echo "the weight-gradient kernel pays: $WGRAD (the parity and full parts run with FUSED_WGRAD = $WGRAD)" ;;
     memcheck)
         timeout 150 compute-sanitizer --tool memcheck python -m pytest -q -p no:cacheprovider \
             tests/cuda/test_guide_wgrad.py > $OUT/memcheck.txt 2>&1
         grep -E "ERROR SUMMARY|passed|failed" $OUT/memcheck.txt | tail -3 ;;
     parity)
-        timeout 150 bash -c "bench '' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds 4"
+        timeout 150 bash -c "bench 'g.FUSED_WGRAD = $WGRAD' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds 4"
         grep -E "^parity|check training parity" $OUT/parity.txt ;;
     full)
-        timeout ${FULL_S:-240} bash -c "bench '' $OUT/full.txt --no-compile --parity-steps 0 --reps 20"
+        timeout ${FULL_S:-240} bash -c "bench 'g.FUSED_WGRAD = $WGRAD' $OUT/full.txt --no-compile --parity-steps 0 --reps 20"
         grep -E "checks:|FAIL" $OUT/full.txt | head -12
         grep -A9 "targets, this run" $OUT/full.txt | head -10
         grep -A6 "== train step 4x512" $OUT/full.txt ;;
