@@ -49,11 +49,11 @@ for part in $PARTS; do
         WGRAD=$(wgrad_pays)
         echo "the weight-gradient kernel pays: $WGRAD (the parity and full parts run with FUSED_WGRAD = $WGRAD)" ;;
     memcheck)
-        timeout 150 compute-sanitizer --tool memcheck python -m pytest -q -p no:cacheprovider \
-            tests/cuda/test_guide_wgrad.py > $OUT/memcheck.txt 2>&1
+        timeout 90 compute-sanitizer --tool memcheck python -m pytest -q -p no:cacheprovider \
+            tests/cuda/test_guide_wgrad.py -k "matches_float64 and not 4x128x86x86 or bad_input" > $OUT/memcheck.txt 2>&1
         grep -E "ERROR SUMMARY|passed|failed" $OUT/memcheck.txt | tail -3 ;;
     parity)
-        timeout 150 bash -c "bench 'g.FUSED_WGRAD = $WGRAD' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds 4"
+        timeout 120 bash -c "bench 'g.FUSED_WGRAD = $WGRAD' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds ${SEEDS:-4}"
         grep -E "^parity|check training parity" $OUT/parity.txt ;;
     full)
         timeout ${FULL_S:-240} bash -c "bench 'g.FUSED_WGRAD = $WGRAD' $OUT/full.txt --no-compile --parity-steps 0 --reps 20"
