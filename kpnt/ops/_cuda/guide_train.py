@@ -88,8 +88,10 @@ DEFER_SUMS = True
 #: kernels/guide_wgrad.cu) instead of cuDNN's, which ran at 87-100 TFLOP/s at
 #: the shipped guides' shapes on an H100 (session 38,
 #: ``docs/bench/convs_s38a_h100.txt``: 2.95 ms of the graphed float32 Bayer
-#: step).  Like the projection twins, only while cuDNN's TF32 is on.
-FUSED_WGRAD = True
+#: step).  Like the projection twins, only while cuDNN's TF32 is on.  Off
+#: until a GPU run has checked and timed it (written in session 38 after
+#: its first call; ``tools/gpu_calls/s38_two.sh`` does both).
+FUSED_WGRAD = False
 #: Channel counts the weight-gradient kernel is compiled for.
 WGRAD_WIDTHS = (64, 128)
 #: Widths a float32 guide's projection blocks are routed to the twins at.
