@@ -1247,13 +1247,15 @@ py::object front_backward(const torch::Tensor& x, const torch::Tensor& U, const 
                           const torch::Tensor& noise, const torch::Tensor& w, const std::vector<torch::Tensor>& tables,
                           const torch::Tensor& fmap, const torch::Tensor& dO, const std::vector<int64_t>& dims,
                           const std::vector<int64_t>& ints, double slope, bool plain, bool noise_input,
-                          const std::vector<double>& consts, bool wgmma) {
+                          const std::vector<double>& consts, bool wgmma, int64_t spread) {
   return guarded([&]() -> py::object {
+    KPNT_REQUIRE_F(spread >= 1 && spread <= 64, "spread must be in 1..64, got ", spread);
     const c10::cuda::CUDAGuard guard(x.device());
     torch::Tensor w16;
     kpnt::FrontArgs a = make_front_args(x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts, w16);
     KPNT_REQUIRE(!wgmma || wgmma_built_on(x.device()), kWgmmaBackwardNeeds);
     a.wgmma_bwd = wgmma;
+    a.spread = static_cast<int>(spread);
     const torch::Tensor work = backward_workspace(a.dims, a.N * a.H * a.W, a.groups, x, &a.workspace);
     check_cuda_tensor(fmap, "fmap", at::kFloat, x);
     KPNT_REQUIRE_F(fmap.dim() == 4 && fmap.size(0) == a.N && fmap.size(1) == 4 && fmap.size(2) == a.H &&
@@ -1312,7 +1314,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("front_backward", &front_backward, "fused front level backward: (dU, dw)", py::arg("x"), py::arg("U"),
         py::arg("S"), py::arg("noise"), py::arg("w"), py::arg("tables"), py::arg("fmap"), py::arg("dO"),
         py::arg("dims"), py::arg("ints"), py::arg("slope"), py::arg("plain"), py::arg("noise_input"),
-        py::arg("consts"), py::arg("wgmma") = false);
+        py::arg("consts"), py::arg("wgmma") = false, py::arg("spread") = 1);
   m.def("guide_proj_block", &guide_proj_block, "one projection block of the guide: relu(z + P relu(conv3x3(z) + b) + c)",
         py::arg("z"), py::arg("w3"), py::arg("b3"), py::arg("p"), py::arg("c1"), py::arg("kernel"));
   m.def("up_block", &up_block, "the colour base to full resolution at each colour's sample positions "

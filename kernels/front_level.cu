@@ -511,6 +511,7 @@ MlpArgs front_mlp_args(const FrontArgs& f) {
   a.workspace = f.workspace;
   a.wgmma = f.wgmma;
   a.wgmma_bwd = f.wgmma_bwd;
+  a.spread = f.spread;
   return a;
 }
 

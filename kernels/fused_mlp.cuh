@@ -91,6 +91,8 @@ struct MlpArgs {
   bool wgmma = false;         // forward only: the sm_90a wgmma kernel (hidden width 64; the caller checked that
                               // the GPU runs sm_90a code, kernels/bindings.cpp wgmma_built_on), else mma.sync
   bool wgmma_bwd = false;     // backward only: the same for the backward (kernels/mlp_bwd_wgmma.cuh)
+  int spread = 1;             // in-block backward: blocks a group = spread x (resident blocks / groups), so that
+                              // groups of unequal size (X-Trans's front classes, 4:1:4) end together (>= 1)
 };
 
 // y (P, out) float32 = MLP(x).  With a.workspace set (hidden width 128, the
@@ -239,6 +241,7 @@ struct FrontArgs {
   void* workspace = nullptr;  // backward: mlp_bwd_workspace_bytes(dims, N H W, groups)
   bool wgmma = false;         // forward: the MLP on the wgmma kernel (hidden 64; the caller checked the GPU runs sm_90a)
   bool wgmma_bwd = false;     // backward: the same (MlpArgs::wgmma_bwd)
+  int spread = 1;             // backward: MlpArgs::spread
 };
 
 // fmap (N, 4, H, W) and O (N, 3, H, W) out.  kernels == 3 (per-channel

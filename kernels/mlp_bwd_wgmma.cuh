@@ -397,7 +397,7 @@ int backward_blocks_any(const MlpArgs& a) {
       auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
       constexpr size_t smem = wg_bwd_smem<C, In, Dy>();
       prepare_smem(kernel, smem, "backward (wgmma)");
-      return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
+      return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups, a.spread);
     } else if constexpr (WgDw<C>::shape_ok()) {
       return dw_wgmma_blocks<C>(a);
     }

@@ -1433,12 +1433,14 @@ int occupancy(K kernel, int threads, size_t smem, const char* which) {
   return it->second;
 }
 
-// Blocks per group for a persistent launch: enough to fill the GPU, never
+// Blocks per group for a persistent launch: enough to fill the GPU (`spread`
+// times that: groups of unequal size then share the GPU as their blocks
+// finish, instead of the largest group's blocks running on alone), never
 // more than the tiles of the whole batch (an upper bound for every group).
 template <class K>
-int persistent_blocks(K kernel, int threads, size_t smem, int64_t P, int tile, int groups) {
+int persistent_blocks(K kernel, int threads, size_t smem, int64_t P, int tile, int groups, int spread = 1) {
   const int64_t resident = static_cast<int64_t>(multiprocessors()) * occupancy(kernel, threads, smem, "persistent");
-  const int64_t want = (resident + groups - 1) / groups;
+  const int64_t want = (std::max(1, spread) * resident + groups - 1) / groups;
   const int64_t tiles = std::max<int64_t>(1, (P + tile - 1) / tile);
   return static_cast<int>(std::max<int64_t>(1, std::min(want, tiles)));
 }
@@ -1479,7 +1481,7 @@ int backward_blocks_with(const MlpArgs& a) {
     const size_t smem = Bwd<C>::SMEM_BYTES;
     auto kernel = mlp_bwd_kernel<C, In, Dy>;
     prepare_smem(kernel, smem, "backward");
-    return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups);
+    return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups, a.spread);
   }
 }
 

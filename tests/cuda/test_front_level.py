@@ -98,3 +98,35 @@ def test_radius_other_than_two_is_refused():
     # no KPNT_FRONT line of kernels/shapes.def has radius 1 (9 taps, 16 inputs)
     with pytest.raises(ValueError, match="9 taps|no kernel for \\(in=16"):
         _cuda.fused_front_level(x, U, S, noise, cfa, weight_sets(2, 6), radius1)
+
+
+@pytest.mark.parametrize("cfa", [CFA.xtrans(), CFA.bayer("RGGB")], ids=lambda c: c.kind)
+def test_backward_spread_over_more_blocks_gives_the_same_gradients(monkeypatch, cfa):
+    """UNEVEN_CLASSES_SPREAD (more backward blocks a class when the classes
+    are unequal: X-Trans's 4 : 1 : 4) moves only where the blocks' partial
+    weight gradients are cut: dU the same bits, dw equal within float32
+    summation; Bayer's equal classes keep one spread."""
+    from kpnt.ops._cuda import front_level
+
+    N, H, W = 2, 96, 102                      # enough rows that a class has more tiles than blocks
+    x, U, S, noise = inputs(cfa, N, H, W, seed=5)
+    sets = weight_sets(cfa.n_classes, seed=6)
+    flat = [w for ws in sets for w in ws]
+    gO = torch.randn(N, 3, H, W, device="cuda")
+    spreads = []
+    real = front_level._spread
+    monkeypatch.setattr(front_level, "_spread", lambda p: spreads.append(real(p)) or spreads[-1])
+    got = {}
+    for spread in (1, 4):
+        monkeypatch.setattr(front_level, "UNEVEN_CLASSES_SPREAD", spread)
+        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, SPEC)
+        got[spread] = torch.autograd.grad(O, [U, *flat], gO)
+    assert spreads == [1, 4 if cfa.kind == "xtrans" else 1]
+    assert torch.equal(got[1][0], got[4][0])
+    for a, b in zip(got[1][1:], got[4][1:]):
+        assert rel(b, a) < 1e-6, rel(b, a)
+    with pytest.raises(ValueError, match="spread must be in 1..64"):
+        from kpnt.ops._cuda.extension import ext, unwrap
+
+        unwrap(ext().front_backward(x, U.detach(), S, noise, torch.zeros(1, device="cuda"), [], O.detach(), gO, [],
+                                    [], SLOPE, False, False, [], False, 0))

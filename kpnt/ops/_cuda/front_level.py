@@ -33,6 +33,18 @@ from kpnt.spec import FrontLevelSpec
 #: FrontLevelSpec.kernels name of a kernel count.
 _KERNELS_NAME = {1: "shared", 3: "per_channel"}
 
+#: Blocks a site class gets in the MLP backward, as a multiple of the GPU's
+#: resident blocks over the classes, when the classes are of unequal size
+#: (``MlpArgs::spread``).  Each class gets the same blocks; X-Trans's classes
+#: hold 4 : 1 : 4 of the photosites, so its two large classes' blocks run on
+#: after the small one's are done, and the front backward took 1.00 ms of
+#: the graphed X-Trans step against 0.77 for Bayer's two equal classes (the
+#: same MLP and rows: ``docs/bench/breakdown_s38a_h100.txt``), about the
+#: 4/3 that imbalance predicts.  With 4 the blocks are smaller and the GPU
+#: takes the next as one ends.  Written in session 38 after its last GPU
+#: call: 1 (off) until measured.
+UNEVEN_CLASSES_SPREAD = 1
+
 #: Whether the front level's MLP forward runs on the wgmma kernel
 #: (``kernels/mlp_wgmma.cuh``; Hopper, hidden width 64, 16 / 32 / 64
 #: outputs, as the colour level's with :data:`kpnt.ops._cuda.mlp.WGMMA_FORWARD`).
@@ -123,17 +135,18 @@ def _(x, U, S, noise, w, w16, perm, row_offsets, colour, tap_off, inv, roles, di
 def _front_bwd(
     x: Tensor, U: Tensor, S: Tensor, noise: Tensor, w16: Tensor, perm: Tensor, row_offsets: Tensor, colour: Tensor,
     tap_off: Tensor, inv: Tensor, roles: Tensor, fmap: Tensor, dO: Tensor, dims: list[int], pattern: list[int],
-    radius: int, kernels: int, slope: float, plain: bool, noise_input: bool, wgmma: bool,
+    radius: int, kernels: int, slope: float, plain: bool, noise_input: bool, wgmma: bool, spread: int,
 ) -> tuple[Tensor, Tensor]:
     P, T = int(round(len(pattern) ** 0.5)), (2 * radius + 1) ** 2
     dU, dw = unwrap(ext().front_backward(x, U, S, noise, w16, [perm, row_offsets, colour, tap_off, inv, roles], fmap,
-                                         dO, dims, [P, T, kernels], slope, plain, noise_input, front_consts(), wgmma))
+                                         dO, dims, [P, T, kernels], slope, plain, noise_input, front_consts(), wgmma,
+                                         spread))
     return dU, dw
 
 
 @_front_bwd.register_fake
 def _(x, U, S, noise, w16, perm, row_offsets, colour, tap_off, inv, roles, fmap, dO, dims, pattern, radius, kernels,
-      slope, plain, noise_input, wgmma):
+      slope, plain, noise_input, wgmma, spread):
     return U.new_empty(U.shape), U.new_empty(w16.shape)
 
 
@@ -175,11 +188,21 @@ def _backward(ctx, dO, dfmap):
     if not (need["U"] or need["w"]):
         return grads(FRONT_INPUTS)
     dU, dw = _front_bwd(*(t[n] for n in _SAVED if n != "w"), fmap, dO, a["dims"], a["pattern"], a["radius"],
-                        a["kernels"], a["slope"], a["plain"], a["noise_input"], use_wgmma_backward(t["x"], a["dims"]))
+                        a["kernels"], a["slope"], a["plain"], a["noise_input"], use_wgmma_backward(t["x"], a["dims"]),
+                        _spread(a["pattern"]))
     return grads(FRONT_INPUTS, U=dU if need["U"] else None, w=dw if need["w"] else None)
 
 
 _front_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _spread(pattern: Sequence[int]) -> int:
+    """:data:`UNEVEN_CLASSES_SPREAD` when the site classes of the CFA
+    ``pattern`` (flattened) hold unequal shares of the photosites, else 1."""
+    if UNEVEN_CLASSES_SPREAD == 1:
+        return 1
+    counts = np.bincount(_cfa_from(pattern).site_class.ravel())
+    return UNEVEN_CLASSES_SPREAD if counts.min() != counts.max() else 1
 
 
 def _check_tensors(x: Tensor, U: Tensor, S: Tensor, noise: Tensor) -> None:
