@@ -1,15 +1,18 @@
 #!/bin/bash
-# Session 38's second call: kpnt's TF32 weight gradient of the float32 guide's 3x3s (kernels/guide_wgrad.cu,
+# Session 38's second call (not run in session 38: the device time ran out in refused starts): kpnt's TF32 weight
+# gradient of the float32 guide's 3x3s (kernels/guide_wgrad.cu,
 # guide_train.FUSED_WGRAD) and the update kernels (call 1: their tests passed under memcheck; the graphed X-Trans
 # steps 0.47 ms faster, H100).
 #   tests     every CUDA test (the whole suite: FUSED_WGRAD and FUSED_UPDATE on by default); the later parts run only
 #             if none failed
 #   convs     tools/conv_algos.py with kpnt's kernel beside cuDNN's passes
 #   steps     point 2's rows with FUSED_WGRAD off and on, alternated over two rounds (one file, $OUT/steps.txt)
+#   spread    point 2's rows (shipped, shipped-bf16) with front_level.UNEVEN_CLASSES_SPREAD 1 and 4, alternated over
+#             two rounds ($OUT/spread.txt): the X-Trans front backward's classes (4:1:4) over more blocks
 #   memcheck  compute-sanitizer over the weight-gradient kernel's tests
 #   parity    point 4 on the float32 guide with the kernel: shipped, both sensors, 4 seeds each
 #   full      the full bench_kernels.py --no-compile --parity-steps 0 --reps 20 with everything on by default
-PARTS=${PARTS:-tests convs steps memcheck parity full}
+PARTS=${PARTS:-tests convs steps spread memcheck parity full}
 source "$(dirname "$0")/preamble.sh"
 # True when the graphed shipped steps (both sensors) were faster with FUSED_WGRAD on in both rounds of $OUT/steps.txt.
 wgrad_pays() {
@@ -21,7 +24,19 @@ wgrad_pays() {
                   if (t[r, "True", "xtrans"] >= t[r, "False", "xtrans"]) ok = 0 }
               print ok ? "True" : "False"}' $OUT/steps.txt
 }
+# 4 when the graphed X-Trans steps (float32 and bf16 guide) were faster with a spread of 4 in both rounds of
+# $OUT/spread.txt, else 1.
+spread_pays() {
+    awk '/^--- round/ {split($4, kv, "="); sp = kv[2]; r = $3; sub(",", "", r)}
+         $1 == "xtrans" && ($2 == "shipped" || $2 == "shipped-bf16") && !((r, sp, $2) in t) {t[r, sp, $2] = $6; n++}
+         END {ok = (n == 8)
+              for (r = 1; r <= 2; r++) for (a = 0; a < 2; a++) {
+                  arch = a ? "shipped-bf16" : "shipped"
+                  if (t[r, "4", arch] >= t[r, "1", arch]) ok = 0 }
+              print ok ? 4 : 1}' $OUT/spread.txt
+}
 WGRAD=True
+SPREAD=1
 OK=1
 for part in $PARTS; do
     echo "=== $part $(date +%T)"
@@ -48,15 +63,30 @@ for part in $PARTS; do
         rm -f $OUT/step.txt
         WGRAD=$(wgrad_pays)
         echo "the weight-gradient kernel pays: $WGRAD (the parity and full parts run with FUSED_WGRAD = $WGRAD)" ;;
+    spread)
+        for round in 1 2; do
+            for sp in 1 4; do
+                echo "--- round $round, SPREAD=$sp" >> $OUT/spread.txt
+                timeout 100 bash -c "bench 'import kpnt.ops._cuda.front_level as f; f.UNEVEN_CLASSES_SPREAD = $sp' \
+                    $OUT/step.txt --train-steps-only --step-archs shipped,shipped-bf16 --reps 10"
+                cat $OUT/step.txt >> $OUT/spread.txt
+                echo "round $round, SPREAD=$sp: $(grep -E "checks:" $OUT/step.txt)"
+                grep -E "FAIL" $OUT/step.txt | head -3
+                grep -A5 "== train step 4x512" $OUT/step.txt | tail -4
+            done
+        done
+        rm -f $OUT/step.txt
+        SPREAD=$(spread_pays)
+        echo "spread chosen for the parity and full parts: $SPREAD" ;;
     memcheck)
         timeout 90 compute-sanitizer --tool memcheck python -m pytest -q -p no:cacheprovider \
             tests/cuda/test_guide_wgrad.py -k "matches_float64 and not 4x128x86x86 or bad_input" > $OUT/memcheck.txt 2>&1
         grep -E "ERROR SUMMARY|passed|failed" $OUT/memcheck.txt | tail -3 ;;
     parity)
-        timeout 120 bash -c "bench 'g.FUSED_WGRAD = $WGRAD' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds ${SEEDS:-4}"
+        timeout 120 bash -c "bench 'g.FUSED_WGRAD = $WGRAD; import kpnt.ops._cuda.front_level as f; f.UNEVEN_CLASSES_SPREAD = $SPREAD' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds ${SEEDS:-4}"
         grep -E "^parity|check training parity" $OUT/parity.txt ;;
     full)
-        timeout ${FULL_S:-240} bash -c "bench 'g.FUSED_WGRAD = $WGRAD' $OUT/full.txt --no-compile --parity-steps 0 --reps 20"
+        timeout ${FULL_S:-240} bash -c "bench 'g.FUSED_WGRAD = $WGRAD; import kpnt.ops._cuda.front_level as f; f.UNEVEN_CLASSES_SPREAD = $SPREAD' $OUT/full.txt --no-compile --parity-steps 0 --reps 20"
         grep -E "checks:|FAIL" $OUT/full.txt | head -12
         grep -A9 "targets, this run" $OUT/full.txt | head -10
         grep -A6 "== train step 4x512" $OUT/full.txt ;;
