@@ -10,14 +10,9 @@ import torch
 from kpnt.ops._cuda import guide_train
 from kpnt.ops._cuda.extension import ext, unwrap
 from kpnt.testing import rel_error as rel
+from test_guide_train import tf32
 
 pytestmark = pytest.mark.cuda
-
-
-def tf32(t):
-    """t rounded to TF32 (10 mantissa bits; to nearest, as the kernel's cvt.rna, ties aside)."""
-    b = t.float().contiguous().view(torch.int32)
-    return ((b + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
 def operands(shape, seed):
