@@ -63,20 +63,10 @@ def run_pass(name, z, w, gy):
 
 
 def time_ms(fn, reps: int) -> float:
-    """Median milliseconds of ``fn()`` over ``reps`` CUDA-event samples after a warm-up."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        samples.append(a.elapsed_time(b))
-    samples.sort()
-    return samples[len(samples) // 2]
+    """Median milliseconds a call of ``fn()`` (kbench_common.time_ms: CUDA events over batches after a warm-up)."""
+    from kbench_common import time_ms as timed
+
+    return timed(fn, reps=reps)[0]
 
 
 def rel_rms(x: torch.Tensor, ref: torch.Tensor) -> float:
