@@ -11,8 +11,9 @@
 #             two rounds ($OUT/spread.txt): the X-Trans front backward's classes (4:1:4) over more blocks
 #   memcheck  compute-sanitizer over the weight-gradient kernel's tests
 #   parity    point 4 on the float32 guide with the kernel: shipped, both sensors, 4 seeds each
-#   full      the full bench_kernels.py --no-compile --parity-steps 0 --reps 20 with everything on by default
-PARTS=${PARTS:-tests convs steps spread memcheck parity full}
+#   full      the full bench_kernels.py --no-compile --parity-steps 0 --reps 20 with the switches that paid
+#   profile   where the graphed X-Trans step's small kernels come from (step_breakdown.py --callers), same switches
+PARTS=${PARTS:-tests convs steps spread memcheck parity full profile}
 source "$(dirname "$0")/preamble.sh"
 # True when the graphed shipped steps (both sensors) were faster with FUSED_WGRAD on in both rounds of $OUT/steps.txt.
 wgrad_pays() {
@@ -90,6 +91,15 @@ for part in $PARTS; do
         grep -E "checks:|FAIL" $OUT/full.txt | head -12
         grep -A9 "targets, this run" $OUT/full.txt | head -10
         grep -A6 "== train step 4x512" $OUT/full.txt ;;
+    profile)
+        timeout 120 python -c "
+import runpy, sys
+import kpnt.ops._cuda.guide_train as g, kpnt.ops._cuda.front_level as f
+g.FUSED_WGRAD, f.UNEVEN_CLASSES_SPREAD = $WGRAD, $SPREAD
+sys.argv = ['step_breakdown.py', '--archs', 'shipped', 'shipped-bf16', '--sensors', 'xtrans', '--graphed',
+            '--top', '14', '--callers', '30']
+runpy.run_path('tools/step_breakdown.py', run_name='__main__')" > $OUT/breakdown.txt 2>&1
+        grep -v Warning $OUT/breakdown.txt | grep -vE "^\s*$" | head -60 ;;
     esac
 done
 echo "=== done $(date +%T)"
