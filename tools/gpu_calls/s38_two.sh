@@ -13,6 +13,9 @@
 #   parity    point 4 on the float32 guide with the kernel: shipped, both sensors, 4 seeds each
 #   full      the full bench_kernels.py --no-compile --parity-steps 0 --reps 20 with the switches that paid
 #   profile   where the graphed X-Trans step's small kernels come from (step_breakdown.py --callers), same switches
+# All parts take about 12 minutes, more than a call may: split them over two calls (the first decides the switches),
+#   PARTS="tests convs steps spread memcheck" bash tools/gpu_calls/s38_two.sh      (about 7 minutes)
+#   WGRAD=... SPREAD=... PARTS="parity full profile" bash tools/gpu_calls/s38_two.sh (about 5 minutes)
 PARTS=${PARTS:-tests convs steps spread memcheck parity full profile}
 source "$(dirname "$0")/preamble.sh"
 # True when the graphed shipped steps (both sensors) were faster with FUSED_WGRAD on in both rounds of $OUT/steps.txt.
@@ -36,8 +39,10 @@ spread_pays() {
                   if (t[r, "4", arch] >= t[r, "1", arch]) ok = 0 }
               print ok ? 4 : 1}' $OUT/spread.txt
 }
-WGRAD=True
-SPREAD=1
+# The switches the parity, full and profile parts run with: decided by the steps and spread parts when they run,
+# else given (a second call: WGRAD=True SPREAD=4 PARTS="parity full profile" bash tools/gpu_calls/s38_two.sh).
+WGRAD=${WGRAD:-True}
+SPREAD=${SPREAD:-1}
 OK=1
 for part in $PARTS; do
     echo "=== $part $(date +%T)"
@@ -84,7 +89,7 @@ for part in $PARTS; do
             tests/cuda/test_guide_wgrad.py -k "matches_float64 and not 4x128x86x86 or bad_input" > $OUT/memcheck.txt 2>&1
         grep -E "ERROR SUMMARY|passed|failed" $OUT/memcheck.txt | tail -3 ;;
     parity)
-        timeout 120 bash -c "bench 'g.FUSED_WGRAD = $WGRAD; import kpnt.ops._cuda.front_level as f; f.UNEVEN_CLASSES_SPREAD = $SPREAD' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds ${SEEDS:-4}"
+        timeout 150 bash -c "bench 'g.FUSED_WGRAD = $WGRAD; import kpnt.ops._cuda.front_level as f; f.UNEVEN_CLASSES_SPREAD = $SPREAD' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds ${SEEDS:-4}"
         grep -E "^parity|check training parity" $OUT/parity.txt ;;
     full)
         timeout ${FULL_S:-240} bash -c "bench 'g.FUSED_WGRAD = $WGRAD; import kpnt.ops._cuda.front_level as f; f.UNEVEN_CLASSES_SPREAD = $SPREAD' $OUT/full.txt --no-compile --parity-steps 0 --reps 20"
