@@ -18,7 +18,8 @@ With ``--ref-ms`` (the reference step, one per sensor) and ``--rest-ms``
 (the graphed step's GPU time outside the guide's kernels and convolutions,
 from ``tools/step_breakdown.py --graphed``) it prints the 10x target and
 what the guide may take within it: the fraction of the tensor-core peak its
-whole training would have to run at.  CPU only.
+whole training would have to run at.  Also the front level's MLP (the
+largest part of the rest of the step) against its own floor.  CPU only.
 """
 from __future__ import annotations
 
@@ -46,6 +47,20 @@ def guide_shapes(sensor: str):
     shapes = [tuple(p.shape) for p in model.sets["guide"] if p.dim() == 4]
     cfa = CFA.bayer("RGGB") if sensor == "bayer" else CFA.xtrans()
     return shapes, cfa, cfg.guide_pack
+
+
+def front_mlp_flop(sensor: str, photosites: int) -> float:
+    """FLOP of the front level's MLP in one training step: every photosite's
+    row through one weight set, forward, the backward's recomputed forward,
+    the data gradient and the weight gradient (4 x the forward)."""
+    from kpnt.model import KPNT, ModelConfig
+    from kpnt.weights_io import read_metadata, shipped_weights
+
+    cfg = ModelConfig.from_json(read_metadata(shipped_weights(sensor))["config"])
+    model = KPNT(sensor, cfg, backend="torch")
+    first = next(name for name in model.sets if name.startswith("front"))
+    per_row = sum(2.0 * p.numel() for p in model.sets[first])
+    return 4 * per_row * photosites
 
 
 def step_flop(shapes, positions: int) -> dict[str, float]:
@@ -93,6 +108,11 @@ def main() -> int:
         print(f"| {sensor} | {N} x {h} x {w}, {len(shapes)} convolutions | {f['fprop'] / 1e9:.0f} / "
               f"{f['dgrad'] / 1e9:.0f} / {f['wgrad'] / 1e9:.0f} ({f['total'] / 1e9:.0f}) | "
               f"{100 * f['3x3'] / f['total']:.0f} % | {tf32:.2f} ms | {bf16:.2f} ms |")
+    print("\n| sensor | front MLP, GFLOP a step | its floor at the dense f16 peak |")
+    print("| --- | ---: | ---: |")
+    for sensor in args.sensors:
+        f = front_mlp_flop(sensor, N * H * W)
+        print(f"| {sensor} | {f / 1e9:.0f} | {f / PEAK_BF16 / 1e9:.2f} ms |")
     if args.ref_ms and args.rest_ms:
         print("\n| sensor | reference | 10x target | rest of the step | left for the guide | "
               "guide's rate needed, TF32 / bf16 |")
