@@ -53,15 +53,6 @@ struct WgradCfg {
 using Wgrad64 = WgradCfg<64, 3, 64, 16>;
 using Wgrad128 = WgradCfg<128, 1, 32, 8>;
 
-// 16 bytes global -> shared, asynchronously; zeros when not `inside` (src is then not read).
-__device__ __forceinline__ void cp_async16_zfill(float* dst, const float* src, bool inside) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(inside ? 16 : 0)
-               : "memory");
-}
-// Waits for every commit group but the newest (mlp_core.cuh's cp_async_commit closes a group).
-__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
-
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // The ring slot of z row r (r may be -1).

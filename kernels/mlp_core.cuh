@@ -1230,8 +1230,15 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
 }
+// The same, zeros in place of the source's bytes unless `inside` (src is then not read).
+__device__ __forceinline__ void cp_async16_zfill(void* dst, const void* src, bool inside) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(inside ? 16 : 0)
+               : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// Waits for every commit group but the newest (which stays in flight).
+__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
 // One (matrix m, column chunk) of the weight gradient over the tiles
 // blockIdx.x, + gridDim.x, ... of group g; writes the block's partial sum.

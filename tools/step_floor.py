@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,29 +36,31 @@ PEAK_TF32 = 494.7
 PEAK_BF16 = 989.4
 
 
+@lru_cache(maxsize=None)
+def shipped_model(sensor: str):
+    """A model of the shipped weights' configuration for ``sensor`` (its initial weights: only shapes are read)."""
+    from kpnt.model import KPNT, ModelConfig
+    from kpnt.weights_io import read_metadata, shipped_weights
+
+    return KPNT(sensor, ModelConfig.from_json(read_metadata(shipped_weights(sensor))["config"]), backend="torch")
+
+
 def guide_shapes(sensor: str):
     """The shipped model's guide convolution weights' shapes ``(o, i, kh, kw)``
     and its packing configuration ``(cfa, pack)``."""
-    from kpnt.model import KPNT, ModelConfig
     from kpnt.mosaic.cfa import CFA
-    from kpnt.weights_io import read_metadata, shipped_weights
 
-    cfg = ModelConfig.from_json(read_metadata(shipped_weights(sensor))["config"])
-    model = KPNT(sensor, cfg, backend="torch")
+    model = shipped_model(sensor)
     shapes = [tuple(p.shape) for p in model.sets["guide"] if p.dim() == 4]
     cfa = CFA.bayer("RGGB") if sensor == "bayer" else CFA.xtrans()
-    return shapes, cfa, cfg.guide_pack
+    return shapes, cfa, model.config.guide_pack
 
 
 def front_mlp_flop(sensor: str, photosites: int) -> float:
     """FLOP of the front level's MLP in one training step: every photosite's
     row through one weight set, forward, the backward's recomputed forward,
     the data gradient and the weight gradient (4 x the forward)."""
-    from kpnt.model import KPNT, ModelConfig
-    from kpnt.weights_io import read_metadata, shipped_weights
-
-    cfg = ModelConfig.from_json(read_metadata(shipped_weights(sensor))["config"])
-    model = KPNT(sensor, cfg, backend="torch")
+    model = shipped_model(sensor)
     first = next(name for name in model.sets if name.startswith("front"))
     per_row = sum(2.0 * p.numel() for p in model.sets[first])
     return 4 * per_row * photosites

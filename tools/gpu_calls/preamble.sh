@@ -7,18 +7,25 @@ pip install -q -e . --no-deps --no-build-isolation > /dev/null 2>&1
 python -c "
 import time, kpnt._backend as b
 t = time.time(); b.load(); print('kernels built in %.1f s, arch %s' % (time.time() - t, b.build_flags()['arch']))"
-# bench_kernels.py with module switches set first: $1 python statements (g is kpnt.ops._cuda.guide_train), $2 the
-# output file, then bench_kernels.py's arguments. Exported, so `bash -c "bench ..."` under timeout finds it.
-bench() {
-    local pre=$1 out=$2
-    shift 2
+# A tool of tools/ with module switches set first: $1 python statements (g is kpnt.ops._cuda.guide_train), $2 the
+# output file, $3 the tool's file name, then its arguments. Exported, so `bash -c "tool ..."` under timeout finds it.
+tool() {
+    local pre=$1 out=$2 name=$3
+    shift 3
     python -c "
 import runpy, sys
 import kpnt.ops._cuda.guide_train as g
 $pre
-sys.argv = ['bench_kernels.py'] + sys.argv[1:]
-sys.path.insert(0, 'tools')   # bench_kernels.py imports its sibling modules
-runpy.run_path('tools/bench_kernels.py', run_name='__main__')" "$@" > $out 2>&1
+sys.argv = ['$name'] + sys.argv[1:]
+sys.path.insert(0, 'tools')   # the tools import their sibling modules
+runpy.run_path('tools/$name', run_name='__main__')" "$@" > $out 2>&1
+}
+export -f tool
+# bench_kernels.py through `tool`: $1 python statements, $2 the output file, then bench_kernels.py's arguments.
+bench() {
+    local pre=$1 out=$2
+    shift 2
+    tool "$pre" "$out" bench_kernels.py "$@"
 }
 export -f bench
 # Every CUDA test under a limit of $1 seconds into $OUT/tests.txt, and its failures and summary line shown.

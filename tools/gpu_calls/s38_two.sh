@@ -18,31 +18,42 @@
 #   WGRAD=... SPREAD=... PARTS="parity full profile" bash tools/gpu_calls/s38_two.sh (about 5 minutes)
 PARTS=${PARTS:-tests convs steps spread memcheck parity full profile}
 source "$(dirname "$0")/preamble.sh"
-# True when the graphed shipped steps (both sensors) were faster with FUSED_WGRAD on in both rounds of $OUT/steps.txt.
-wgrad_pays() {
-    awk '/^--- round/ {split($4, kv, "="); on = kv[2]; r = $3; sub(",", "", r)}
-         $2 == "shipped" && ($1 == "bayer" || $1 == "xtrans") && !((r, on, $1) in t) {t[r, on, $1] = $6; n++}
-         END {ok = (n == 8)
-              for (r = 1; r <= 2; r++) {
-                  if (t[r, "True", "bayer"] >= t[r, "False", "bayer"]) ok = 0
-                  if (t[r, "True", "xtrans"] >= t[r, "False", "xtrans"]) ok = 0 }
-              print ok ? "True" : "False"}' $OUT/steps.txt
+# Point 2's rows with a module switch at two values, alternated over two rounds, appended to $OUT/$1.txt under
+# "--- round R, $2=V" headers: $1 the file's stem, $2 the label, $3 the python statement with VALUE for the value,
+# $4 and $5 the values, $6 --step-archs.
+ab_rounds() {
+    local stem=$1 label=$2 statement=$3 archs=$6 value
+    for round in 1 2; do
+        for value in "$4" "$5"; do
+            echo "--- round $round, $label=$value" >> $OUT/$stem.txt
+            timeout 100 bash -c "bench '${statement//VALUE/$value}' $OUT/step.txt --train-steps-only \
+                --step-archs $archs --reps 10"
+            cat $OUT/step.txt >> $OUT/$stem.txt
+            echo "round $round, $label=$value: $(grep -E "checks:" $OUT/step.txt)"
+            grep -E "FAIL" $OUT/step.txt | head -3
+            grep -A5 "== train step 4x512" $OUT/step.txt | tail -4
+        done
+    done
+    rm -f $OUT/step.txt
 }
-# 4 when the graphed X-Trans steps (float32 and bf16 guide) were faster with a spread of 4 in both rounds of
-# $OUT/spread.txt, else 1.
-spread_pays() {
-    awk '/^--- round/ {split($4, kv, "="); sp = kv[2]; r = $3; sub(",", "", r)}
-         $1 == "xtrans" && ($2 == "shipped" || $2 == "shipped-bf16") && !((r, sp, $2) in t) {t[r, sp, $2] = $6; n++}
-         END {ok = (n == 8)
-              for (r = 1; r <= 2; r++) for (a = 0; a < 2; a++) {
-                  arch = a ? "shipped-bf16" : "shipped"
-                  if (t[r, "4", arch] >= t[r, "1", arch]) ok = 0 }
-              print ok ? 4 : 1}' $OUT/spread.txt
+# $3 when every graphed step of sensors $4 and architectures $5 (space-separated) in $OUT/$1.txt (ab_rounds' file)
+# was faster with the value $3 than with $2 in both rounds, else $2.
+faster() {
+    awk -v old="$2" -v new="$3" -v sensors="$4" -v archs="$5" '
+        BEGIN {ns = split(sensors, S, " "); na = split(archs, A, " ")
+               for (i in S) want_s[S[i]] = 1; for (i in A) want_a[A[i]] = 1}
+        /^--- round/ {split($4, kv, "="); v = kv[2]; r = $3; sub(",", "", r)}
+        ($1 in want_s) && ($2 in want_a) && !((r, v, $1, $2) in t) {t[r, v, $1, $2] = $6; n++}
+        END {ok = (n == 2 * 2 * ns * na)
+             for (r = 1; r <= 2; r++) for (i = 1; i <= ns; i++) for (j = 1; j <= na; j++)
+                 if (t[r, new, S[i], A[j]] >= t[r, old, S[i], A[j]]) ok = 0
+             print ok ? new : old}' $OUT/$1.txt
 }
 # The switches the parity, full and profile parts run with: decided by the steps and spread parts when they run,
 # else given (a second call: WGRAD=True SPREAD=4 PARTS="parity full profile" bash tools/gpu_calls/s38_two.sh).
 WGRAD=${WGRAD:-True}
 SPREAD=${SPREAD:-1}
+switches() { echo "g.FUSED_WGRAD = $WGRAD; import kpnt.ops._cuda.front_level as f; f.UNEVEN_CLASSES_SPREAD = $SPREAD"; }
 OK=1
 for part in $PARTS; do
     echo "=== $part $(date +%T)"
@@ -55,55 +66,29 @@ for part in $PARTS; do
         timeout 120 python tools/conv_algos.py --reps 20 > $OUT/convs.txt 2>&1
         grep -E "^#|wgrad|Error|error" $OUT/convs.txt | grep -v bfloat16 | head -20 ;;
     steps)
-        for round in 1 2; do
-            for on in False True; do
-                echo "--- round $round, FUSED_WGRAD=$on" >> $OUT/steps.txt
-                timeout 100 bash -c "bench 'g.FUSED_WGRAD = $on' $OUT/step.txt --train-steps-only --step-archs shipped \
-                    --reps 10"
-                cat $OUT/step.txt >> $OUT/steps.txt
-                echo "round $round, FUSED_WGRAD=$on: $(grep -E "checks:" $OUT/step.txt)"
-                grep -E "FAIL" $OUT/step.txt | head -3
-                grep -A3 "== train step 4x512" $OUT/step.txt | tail -2
-            done
-        done
-        rm -f $OUT/step.txt
-        WGRAD=$(wgrad_pays)
-        echo "the weight-gradient kernel pays: $WGRAD (the parity and full parts run with FUSED_WGRAD = $WGRAD)" ;;
+        ab_rounds steps FUSED_WGRAD "g.FUSED_WGRAD = VALUE" False True shipped
+        WGRAD=$(faster steps False True "bayer xtrans" shipped)
+        echo "the weight-gradient kernel pays: $WGRAD (the parity, full and profile parts run with FUSED_WGRAD = $WGRAD)" ;;
     spread)
-        for round in 1 2; do
-            for sp in 1 4; do
-                echo "--- round $round, SPREAD=$sp" >> $OUT/spread.txt
-                timeout 100 bash -c "bench 'import kpnt.ops._cuda.front_level as f; f.UNEVEN_CLASSES_SPREAD = $sp' \
-                    $OUT/step.txt --train-steps-only --step-archs shipped,shipped-bf16 --reps 10"
-                cat $OUT/step.txt >> $OUT/spread.txt
-                echo "round $round, SPREAD=$sp: $(grep -E "checks:" $OUT/step.txt)"
-                grep -E "FAIL" $OUT/step.txt | head -3
-                grep -A5 "== train step 4x512" $OUT/step.txt | tail -4
-            done
-        done
-        rm -f $OUT/step.txt
-        SPREAD=$(spread_pays)
-        echo "spread chosen for the parity and full parts: $SPREAD" ;;
+        ab_rounds spread SPREAD "import kpnt.ops._cuda.front_level as f; f.UNEVEN_CLASSES_SPREAD = VALUE" 1 4 \
+            shipped,shipped-bf16
+        SPREAD=$(faster spread 1 4 xtrans "shipped shipped-bf16")
+        echo "spread chosen for the parity, full and profile parts: $SPREAD" ;;
     memcheck)
         timeout 90 compute-sanitizer --tool memcheck python -m pytest -q -p no:cacheprovider \
             tests/cuda/test_guide_wgrad.py -k "matches_float64 and not 4x128x86x86 or bad_input" > $OUT/memcheck.txt 2>&1
         grep -E "ERROR SUMMARY|passed|failed" $OUT/memcheck.txt | tail -3 ;;
     parity)
-        timeout 150 bash -c "bench 'g.FUSED_WGRAD = $WGRAD; import kpnt.ops._cuda.front_level as f; f.UNEVEN_CLASSES_SPREAD = $SPREAD' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds ${SEEDS:-4}"
+        timeout 150 bash -c "bench '$(switches)' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds ${SEEDS:-4}"
         grep -E "^parity|check training parity" $OUT/parity.txt ;;
     full)
-        timeout ${FULL_S:-240} bash -c "bench 'g.FUSED_WGRAD = $WGRAD; import kpnt.ops._cuda.front_level as f; f.UNEVEN_CLASSES_SPREAD = $SPREAD' $OUT/full.txt --no-compile --parity-steps 0 --reps 20"
+        timeout ${FULL_S:-240} bash -c "bench '$(switches)' $OUT/full.txt --no-compile --parity-steps 0 --reps 20"
         grep -E "checks:|FAIL" $OUT/full.txt | head -12
         grep -A9 "targets, this run" $OUT/full.txt | head -10
         grep -A6 "== train step 4x512" $OUT/full.txt ;;
     profile)
-        timeout 120 python -c "
-import runpy, sys
-import kpnt.ops._cuda.guide_train as g, kpnt.ops._cuda.front_level as f
-g.FUSED_WGRAD, f.UNEVEN_CLASSES_SPREAD = $WGRAD, $SPREAD
-sys.argv = ['step_breakdown.py', '--archs', 'shipped', 'shipped-bf16', '--sensors', 'xtrans', '--graphed',
-            '--top', '14', '--callers', '30']
-runpy.run_path('tools/step_breakdown.py', run_name='__main__')" > $OUT/breakdown.txt 2>&1
+        timeout 120 bash -c "tool '$(switches)' $OUT/breakdown.txt step_breakdown.py --archs shipped shipped-bf16 \
+            --sensors xtrans --graphed --top 14 --callers 30"
         grep -v Warning $OUT/breakdown.txt | grep -vE "^\s*$" | head -60 ;;
     esac
 done

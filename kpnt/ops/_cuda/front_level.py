@@ -15,6 +15,7 @@ gradients are needed, before it gets here.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -199,10 +200,15 @@ _front_fwd.register_autograd(_backward, setup_context=_setup_context)
 def _spread(pattern: Sequence[int]) -> int:
     """:data:`UNEVEN_CLASSES_SPREAD` when the site classes of the CFA
     ``pattern`` (flattened) hold unequal shares of the photosites, else 1."""
-    if UNEVEN_CLASSES_SPREAD == 1:
-        return 1
+    return UNEVEN_CLASSES_SPREAD if UNEVEN_CLASSES_SPREAD != 1 and _unequal_classes(tuple(pattern)) else 1
+
+
+@lru_cache(maxsize=64)
+def _unequal_classes(pattern: tuple) -> bool:
+    """Whether the site classes of a CFA pattern hold unequal shares of its photosites (once a pattern: every
+    backward asks)."""
     counts = np.bincount(_cfa_from(pattern).site_class.ravel())
-    return UNEVEN_CLASSES_SPREAD if counts.min() != counts.max() else 1
+    return bool(counts.min() != counts.max())
 
 
 def _check_tensors(x: Tensor, U: Tensor, S: Tensor, noise: Tensor) -> None:
