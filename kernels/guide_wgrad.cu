@@ -49,9 +49,11 @@ struct WgradCfg {
   static_assert(kN % (kWarps * 8) == 0, "a warp's columns must be whole n8 tiles");
 };
 
-// The shapes compiled: the shipped Bayer guide (64 channels) and the X-Trans one (128).
+// The shapes compiled: the shipped Bayer guide (64 channels) and the X-Trans one (128).  X-Trans's strips are 88
+// positions (its packed grid is 86 wide): strips of 32 gave a row 96 mma a warp between three barriers and ran at 67
+// TFLOP/s against cuDNN's 118 (H100, docs/bench/convs_s39a_h100.txt); the 64-channel shape's 288 ran at 125.
 using Wgrad64 = WgradCfg<64, 3, 64, 16>;
-using Wgrad128 = WgradCfg<128, 1, 32, 8>;
+using Wgrad128 = WgradCfg<128, 1, 88, 8>;
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 

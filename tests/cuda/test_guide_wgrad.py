@@ -31,7 +31,7 @@ def float64_wgrad(gh, z):
                                                False, [0, 0], 1, [False, True, False])[1].cpu()
 
 
-# Bayer's 64 channels in strips of 64 positions and units of 16 rows, X-Trans's 128 in strips of 32 and units of
+# Bayer's 64 channels in strips of 64 positions and units of 16 rows, X-Trans's 128 in strips of 88 and units of
 # 8: widths and heights that are no multiple of either, a strip narrower than a tap's reach, and (last case) more
 # row units than an H100's blocks.
 CASES = [(2, 64, 37, 70), (1, 64, 16, 64), (3, 64, 5, 3), (2, 128, 23, 41), (1, 128, 8, 32), (4, 128, 86, 86)]
