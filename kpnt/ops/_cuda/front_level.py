@@ -42,8 +42,13 @@ _KERNELS_NAME = {1: "shared", 3: "per_channel"}
 #: the graphed X-Trans step against 0.77 for Bayer's two equal classes (the
 #: same MLP and rows: ``docs/bench/breakdown_s38a_h100.txt``), about the
 #: 4/3 that imbalance predicts.  With 4 the blocks are smaller and the GPU
-#: takes the next as one ends.  Written in session 38 after its last GPU
-#: call: 1 (off) until measured.
+#: takes the next as one ends.  Measured in session 39 (H100, four graphed
+#: X-Trans profiles alternating 1 and 4, float32 and bf16 guide:
+#: ``docs/bench/spread_breakdown{1,4}_s39c_h100.txt``): the front backward's
+#: kernel 0.991-1.000 ms at 1, 0.979-0.986 at 4, about 1 %; the graphed steps
+#: did not move beyond their run-to-run spread
+#: (``docs/bench/spread_steps_s39a_h100.txt``).  So the imbalance is not
+#: what makes X-Trans's front backward slower than Bayer's; 1 (off).
 UNEVEN_CLASSES_SPREAD = 1
 
 #: Whether the front level's MLP forward runs on the wgmma kernel

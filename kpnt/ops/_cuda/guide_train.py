@@ -88,9 +88,17 @@ DEFER_SUMS = True
 #: kernels/guide_wgrad.cu) instead of cuDNN's, which ran at 87-100 TFLOP/s at
 #: the shipped guides' shapes on an H100 (session 38,
 #: ``docs/bench/convs_s38a_h100.txt``: 2.95 ms of the graphed float32 Bayer
-#: step).  Like the projection twins, only while cuDNN's TF32 is on.  Off
-#: until a GPU run has checked and timed it (written in session 38 after
-#: its first call; ``tools/gpu_calls/s38_two.sh`` does both).
+#: step).  Like the projection twins, only while cuDNN's TF32 is on.  Off:
+#: session 39's H100 calls found it exact (its tests, memcheck clean) and
+#: faster than cuDNN alone at the Bayer shape (0.152 against 0.208 ms,
+#: ``docs/bench/wgrad_convs_s39b_h100.txt``), but 0.204 ms a call inside the
+#: graphed step against cuDNN's 0.196, and slower at X-Trans's 128 channels
+#: (0.090 against 0.083 with cuDNN's workspace initialisation): the graphed
+#: steps went 13.91 / 13.93 -> 14.06 / 14.08 ms (Bayer) and 6.84 / 6.85 ->
+#: 7.29 / 7.30 (X-Trans) over two off / on rounds
+#: (``docs/bench/wgrad_steps_s39b_h100.txt``, ``tools/gpu_calls/s39_one.sh``).
+#: Its fragments are single-float shared-memory reads, about one per mma:
+#: that bounds it near cuDNN's rate (docs/KERNELS.md, session 39).
 FUSED_WGRAD = False
 #: Channel counts the weight-gradient kernel is compiled for.
 WGRAD_WIDTHS = (64, 128)
