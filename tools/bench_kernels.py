@@ -119,13 +119,13 @@ def parity_cases(archs: str):
     return cases
 
 
-def run_parity(steps: int, archs: str, seeds: int, first_seed: int = 0) -> dict:
+def run_parity(steps: int, archs: str, seeds: int, first_seed: int = 0, graphed: bool = False) -> dict:
     """``{(arch, sensor): [per-seed parity_run results]}``: each seed draws
     its own batches and initial weights, so the spread over seeds shows
     how far two trajectories drift apart by rounding alone."""
     runs = {}
     for seed in range(first_seed, first_seed + seeds):
-        for case, r in parity_run(steps, seed=seed, cases=parity_cases(archs)).items():
+        for case, r in parity_run(steps, seed=seed, cases=parity_cases(archs), graphed=graphed).items():
             runs.setdefault(case, []).append(r)
     return runs
 
@@ -182,6 +182,9 @@ def main(argv=None) -> int:
                     "takes their mean difference (default 1)")
     ap.add_argument("--parity-first-seed", type=int, default=0, help="seed of the first parity run (default 0)")
     ap.add_argument("--parity-only", action="store_true", help="only the training-parity runs and their checks")
+    ap.add_argument("--parity-graphed", action="store_true",
+                    help="train the fused side of the parity runs as kpnt-train does (CUDA graphs, the update kernels) "
+                         "instead of eagerly")
     ap.add_argument("--json", type=Path, help="write all numbers here")
     ap.add_argument("--compile-step", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--sanitize", action="store_true", help="run small launches of every kernel (compute-sanitizer)")
@@ -213,7 +216,8 @@ def main(argv=None) -> int:
         return 0
     if args.parity_only:
         chk = Checks()
-        parity = run_parity(args.parity_steps, args.parity_archs, args.parity_seeds, args.parity_first_seed)
+        parity = run_parity(args.parity_steps, args.parity_archs, args.parity_seeds, args.parity_first_seed,
+                            args.parity_graphed)
         report_parity(chk, parity)
         if args.json:
             args.json.write_text(json.dumps({f"{a} {s}": v for (a, s), v in parity.items()}, indent=1))
@@ -286,7 +290,8 @@ def main(argv=None) -> int:
                 print(f"  torch.compile of the reference step: {comp['error']}", flush=True)
             print(f"  (compile subprocess {time.perf_counter() - t0:.0f} s)", flush=True)
         if args.parity_steps:
-            parity = run_parity(args.parity_steps, args.parity_archs, args.parity_seeds, args.parity_first_seed)
+            parity = run_parity(args.parity_steps, args.parity_archs, args.parity_seeds, args.parity_first_seed,
+                            args.parity_graphed)
         check_graph_step(chk)
         grows_, gres = graph_step_timings(reps=10)
         mrows += grows_

@@ -412,14 +412,19 @@ def smooth_scenes(n, size, gen):
     return img ** 2.2
 
 
-def parity_run(steps, seed=0, cases=(("default", BAYER),)):
+def parity_run(steps, seed=0, cases=(("default", BAYER),), graphed=False):
     """Same short synthetic training with backend 'torch' and 'cuda', per
     (architecture of :data:`STEP_ARCHS`, sensor) case: validation PSNRs,
-    ``out[(arch, sensor)][backend]``."""
+    ``out[(arch, sensor)][backend]``.  Both train eagerly (autograd,
+    ``clip_grad_norm_``, PyTorch's Adam) unless ``graphed``: then the 'cuda'
+    side trains as ``kpnt-train --backend cuda`` does, through
+    :class:`~kpnt.train.graph_step.GraphedStep` (CUDA graphs, the update
+    kernels, steps with a non-finite loss or gradient skipped)."""
     import numpy as np
 
+    from kpnt.train.graph_step import GraphedStep, adam_for_graphs
     from kpnt.train.loss import psnr_linear, smape
-    from kpnt.train.synthesis import CameraModel, synthesize
+    from kpnt.train.synthesis import Batch, CameraModel, synthesize
 
     xyz_to_srgb = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
     cam = CameraModel("bench", xyz_to_srgb, np.array([[[3e-4] * 3, [2e-6] * 3], [[1e-3] * 3, [1e-5] * 3]]))
@@ -443,17 +448,28 @@ def parity_run(steps, seed=0, cases=(("default", BAYER),)):
             p0 = validate()
             t0 = time.perf_counter()
             losses = []
-            for x, t, nz, v in batches:
-                opt.zero_grad(set_to_none=True)
-                loss = smape(m(x, cfa, nz), t, v)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-                opt.step()
-                losses.append(loss.item())
-            res[be] = {"psnr_init": p0, "psnr": validate(), "loss_last50": sum(losses[-50:]) / 50,
-                       "s": time.perf_counter() - t0}
-            print(f"  parity {arch} {sensor} {be}: val PSNR {p0:.3f} -> {res[be]['psnr']:.3f} dB after {steps} "
-                  f"steps, mean loss (last 50) {res[be]['loss_last50']:.5f}, {res[be]['s']:.1f} s", flush=True)
+            if graphed and be == "cuda":
+                opt = adam_for_graphs(m.parameters(), lr=1e-3)
+                step = GraphedStep(m, opt, smape, clip=1.0)
+                for x, t, nz, v in batches:
+                    loss = step(Batch(x=x, target=t, noise=nz, valid=v, cfa=cfa)).result()
+                    if loss is not None:           # None: a skipped (non-finite) step
+                        losses.append(loss)
+            else:
+                for x, t, nz, v in batches:
+                    opt.zero_grad(set_to_none=True)
+                    loss = smape(m(x, cfa, nz), t, v)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+                    opt.step()
+                    losses.append(loss.item())
+            last = losses[-50:]
+            res[be] = {"psnr_init": p0, "psnr": validate(), "loss_last50": sum(last) / max(1, len(last)),
+                       "steps_applied": len(losses), "s": time.perf_counter() - t0}
+            how = " (graphed)" if graphed and be == "cuda" else ""
+            print(f"  parity {arch} {sensor} {be}{how}: val PSNR {p0:.3f} -> {res[be]['psnr']:.3f} dB after {steps} "
+                  f"steps ({len(losses)} applied), mean loss (last 50) {res[be]['loss_last50']:.5f}, "
+                  f"{res[be]['s']:.1f} s", flush=True)
     return out
 
 
