@@ -1,0 +1,61 @@
+#!/bin/bash
+# Written in session 39 for the next session's first call (about 7 minutes): the three questions session 39 left.
+#   parity     point 4 with the fused side trained through GraphedStep as kpnt-train trains it (the update
+#              kernels included; every earlier parity run trained it eagerly): shipped, both sensors, 4 seeds
+#   front_ncu  Nsight Compute on the front level's MLP backward (Cfg<32, 64, 32, 4>) in an eager shipped step,
+#              Bayer and X-Trans: why X-Trans's takes 1.0 ms against Bayer's 0.77 (the same MLP and rows; not the
+#              classes' imbalance, session 39)
+#   wgrad_ncu  Nsight Compute on kpnt's TF32 weight-gradient kernel inside an eager shipped Bayer step and alone on
+#              random operands of the same shape: why it takes 0.204 ms a call in the step and 0.152 alone
+#              (ncu locks the clocks, so a difference that remains is not the clock)
+PARTS=${PARTS:-parity front_ncu wgrad_ncu}
+source "$(dirname "$0")/preamble.sh"
+SECTIONS="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy"
+# ncu over $2 (a command) for the kernels matching regex $1 (demangled names), skipping $3 launches, into
+# $OUT/$4.txt; the lines that tell memory- from latency-bound shown.
+profile_one() {
+    PYTHONPATH=$PWD timeout 150 ncu --kernel-name-base demangled --kernel-name "regex:$1" --launch-skip $3 --launch-count 1 \
+        $SECTIONS -o /tmp/$4 $2 > /tmp/$4.log 2>&1 || tail -5 /tmp/$4.log
+    ncu -i /tmp/$4.ncu-rep --print-details all > $OUT/$4.txt 2>&1
+    echo "--- $4"
+    grep -E "^\s+(Duration|Memory Throughput|DRAM Throughput|L1/TEX Hit Rate|L2 Hit Rate|Compute \(SM\) Throughput|\
+Warp Cycles Per Issued Instruction|Achieved Occupancy|SM Frequency)" $OUT/$4.txt | head -16
+    # The stall reasons, cycles per issued instruction (as session 30's tools/gpu_calls/s30_stalls.sh read them).
+    ncu -i /tmp/$4.ncu-rep --page raw --csv 2>/dev/null | python -c "
+import csv, sys
+rows = list(csv.reader(sys.stdin))
+stalls = [(n, v) for n, v in zip(rows[0], rows[-1])
+          if 'issue_stalled' in n and 'per_warp_active' in n and 'not_issued' not in n]
+for n, v in sorted(stalls, key=lambda s: -float(s[1] or 0))[:8]: print('   ', n, v)" | tee -a $OUT/$4.txt   # a call returns at most 8 files
+}
+for part in $PARTS; do
+    echo "=== $part $(date +%T)"
+    case $part in
+    parity)
+        timeout 200 bash -c "bench '' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds 4 \
+            --parity-graphed"
+        grep -E "^parity|check training parity" $OUT/parity.txt ;;
+    front_ncu)
+        command -v ncu > /dev/null || { echo "no ncu on this machine"; continue; }
+        for sensor in bayer xtrans; do
+            profile_one "mlp_bwd_wgmma_kernel.*Cfg<32, 64, 32, 4" \
+                "python tools/step_run.py --arch shipped --sensor $sensor --steps 2" 1 front_bwd_$sensor
+        done ;;
+    wgrad_ncu)
+        command -v ncu > /dev/null || { echo "no ncu on this machine"; continue; }
+        profile_one "wgrad_tf32_kernel" "python tools/step_run.py --arch shipped --sensor bayer --steps 2 \
+            --set g.FUSED_WGRAD=True" 15 wgrad_in_step
+        cat > /tmp/wgrad_alone.py <<'PY'
+import torch
+from kpnt.ops._cuda.extension import ext, unwrap
+g = torch.Generator().manual_seed(1)
+gh, z = (t.cuda().contiguous(memory_format=torch.channels_last) for t in
+         (torch.randn(4, 64, 256, 256, generator=g) * 1e-3, torch.randn(4, 64, 256, 256, generator=g).relu()))
+for _ in range(3):
+    unwrap(ext().guide_wgrad(gh, z))
+torch.cuda.synchronize()
+PY
+        profile_one "wgrad_tf32_kernel" "python /tmp/wgrad_alone.py" 1 wgrad_alone ;;
+    esac
+done
+echo "=== done $(date +%T)"

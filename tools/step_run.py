@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Runs eager fused training steps of one bench architecture and sensor and
+nothing else, for a profiler to wrap (Nsight Compute's ``ncu``,
+``compute-sanitizer``, ``nsys``): the kernels a graphed step replays, launched
+one by one.
+
+    ncu --kernel-name regex:wgrad_tf32 --launch-skip 15 --launch-count 1 \\
+        python tools/step_run.py --arch shipped --sensor bayer --steps 2 --set "g.FUSED_WGRAD = True"
+
+``--set`` runs Python statements first, with ``g`` bound to
+kpnt.ops._cuda.guide_train (module switches).  Architectures are
+tools/kbench_timing.py's STEP_ARCHS; batches are the bench's
+(kbench_checks.step_batch).  Needs a CUDA GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="shipped", help="a STEP_ARCHS entry (default shipped)")
+    p.add_argument("--sensor", default="bayer", help="bayer or xtrans (default bayer)")
+    p.add_argument("--size", type=int, nargs=3, default=[4, 512, 512], metavar=("N", "H", "W"))
+    p.add_argument("--steps", type=int, default=2, help="steps to run (default 2)")
+    p.add_argument("--set", default="", metavar="PYTHON", help="statements run first (g: kpnt.ops._cuda.guide_train)")
+    args = p.parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        print("step_run.py: needs a CUDA GPU", file=sys.stderr)
+        return 1
+    from kbench_checks import step_batch, step_cfas
+    from kbench_timing import STEP_ARCHS, step_model, train_step_fn
+    from kpnt.mosaic.kinds import MOSAIC_KINDS
+
+    if args.arch not in STEP_ARCHS or args.sensor not in MOSAIC_KINDS:
+        print(f"step_run.py: --arch is one of {', '.join(STEP_ARCHS)}, --sensor one of {', '.join(MOSAIC_KINDS)}",
+              file=sys.stderr)
+        return 2
+    import kpnt.ops._cuda.guide_train as g
+    exec(args.set, {"g": g})
+    N, H, W = args.size
+    m = step_model(args.arch, args.sensor, "cuda")
+    b = step_batch(args.sensor, step_cfas(args.sensor)[0], N, H, W, seed=3)
+    step = train_step_fn(m, b.x, b.cfa, b.noise, b.target)
+    for _ in range(args.steps):
+        step()
+    torch.cuda.synchronize()
+    print(f"step_run.py: {args.steps} {args.arch} {args.sensor} steps of {N}x{H}x{W} done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
