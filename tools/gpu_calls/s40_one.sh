@@ -26,7 +26,10 @@ import csv, sys
 rows = list(csv.reader(sys.stdin))
 stalls = [(n, v) for n, v in zip(rows[0], rows[-1])
           if 'issue_stalled' in n and 'per_warp_active' in n and 'not_issued' not in n]
-for n, v in sorted(stalls, key=lambda s: -float(s[1] or 0))[:8]: print('   ', n, v)" | tee -a $OUT/$4.txt   # a call returns at most 8 files
+def num(v):
+    try: return float(v.replace(',', ''))
+    except ValueError: return 0.0
+for n, v in sorted(stalls, key=lambda s: -num(s[1]))[:8]: print('   ', n, v)" | tee -a $OUT/$4.txt   # a call returns at most 8 files
 }
 for part in $PARTS; do
     echo "=== $part $(date +%T)"
