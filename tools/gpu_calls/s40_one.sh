@@ -10,7 +10,7 @@
 #              (ncu locks the clocks, so a difference that remains is not the clock)
 PARTS=${PARTS:-parity front_ncu wgrad_ncu}
 source "$(dirname "$0")/preamble.sh"
-SECTIONS="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy"
+SECTIONS="--set full"   # the stall metrics the raw page is read for below (session 30 read them so)
 # ncu over $2 (a command) for the kernels matching regex $1 (demangled names), skipping $3 launches, into
 # $OUT/$4.txt; the lines that tell memory- from latency-bound shown.
 profile_one() {
@@ -25,7 +25,7 @@ Warp Cycles Per Issued Instruction|Achieved Occupancy|SM Frequency)" $OUT/$4.txt
 import csv, sys
 rows = list(csv.reader(sys.stdin))
 stalls = [(n, v) for n, v in zip(rows[0], rows[-1])
-          if 'issue_stalled' in n and 'per_warp_active' in n and 'not_issued' not in n]
+          if 'issue_stalled' in n and ('per_warp_active' in n or 'per_issue_active' in n) and 'not_issued' not in n]
 def num(v):
     try: return float(v.replace(',', ''))
     except ValueError: return 0.0
