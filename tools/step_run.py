@@ -8,7 +8,8 @@ one by one.
         python tools/step_run.py --arch shipped --sensor bayer --steps 2 --set "g.FUSED_WGRAD = True"
 
 ``--set`` runs Python statements first, with ``g`` bound to
-kpnt.ops._cuda.guide_train (module switches).  Architectures are
+kpnt.ops._cuda.guide_train and ``f`` to kpnt.ops._cuda.front_level (their
+module switches: ``--set f.ROWS_BY_SITE=True``).  Architectures are
 tools/kbench_timing.py's STEP_ARCHS; batches are the bench's
 (kbench_checks.step_batch).  Needs a CUDA GPU.
 """
@@ -28,7 +29,7 @@ def main() -> int:
     p.add_argument("--sensor", default="bayer", help="bayer or xtrans (default bayer)")
     p.add_argument("--size", type=int, nargs=3, default=[4, 512, 512], metavar=("N", "H", "W"))
     p.add_argument("--steps", type=int, default=2, help="steps to run (default 2)")
-    p.add_argument("--set", default="", metavar="PYTHON", help="statements run first (g: kpnt.ops._cuda.guide_train)")
+    p.add_argument("--set", default="", metavar="PYTHON", help="statements run first (g: kpnt.ops._cuda.guide_train, f: kpnt.ops._cuda.front_level)")
     args = p.parse_args()
     import torch
 
@@ -43,8 +44,9 @@ def main() -> int:
         print(f"step_run.py: --arch is one of {', '.join(STEP_ARCHS)}, --sensor one of {', '.join(MOSAIC_KINDS)}",
               file=sys.stderr)
         return 2
+    import kpnt.ops._cuda.front_level as f
     import kpnt.ops._cuda.guide_train as g
-    exec(args.set, {"g": g})
+    exec(args.set, {"g": g, "f": f})
     N, H, W = args.size
     m = step_model(args.arch, args.sensor, "cuda")
     b = step_batch(args.sensor, step_cfas(args.sensor)[0], N, H, W, seed=3)

@@ -101,6 +101,29 @@ def test_radius_other_than_two_is_refused():
 
 
 @pytest.mark.parametrize("cfa", [CFA.xtrans(), CFA.bayer("RGGB")], ids=lambda c: c.kind)
+def test_rows_by_site_give_the_same_outputs_and_gradients(monkeypatch, cfa):
+    """ROWS_BY_SITE changes only the order of a class's rows: the output and
+    dU are the same bits (every row's MLP and epilogue are its own), the
+    weight gradients the same sums in another order."""
+    from kpnt.ops._cuda import front_level
+
+    N, H, W = 2, 60, 66
+    x, U, S, noise = inputs(cfa, N, H, W, seed=7)
+    sets = weight_sets(cfa.n_classes, seed=8)
+    flat = [w for ws in sets for w in ws]
+    gO = torch.randn(N, 3, H, W, device="cuda")
+    got = {}
+    for by_site in (False, True):
+        monkeypatch.setattr(front_level, "ROWS_BY_SITE", by_site)
+        O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, SPEC)
+        got[by_site] = (O.detach(), *torch.autograd.grad(O, [U, *flat], gO))
+    assert torch.equal(got[False][0], got[True][0])
+    assert torch.equal(got[False][1], got[True][1])
+    for a, b in zip(got[False][2:], got[True][2:]):
+        assert rel(b, a) < 1e-6, rel(b, a)
+
+
+@pytest.mark.parametrize("cfa", [CFA.xtrans(), CFA.bayer("RGGB")], ids=lambda c: c.kind)
 def test_backward_spread_over_more_blocks_gives_the_same_gradients(monkeypatch, cfa):
     """UNEVEN_CLASSES_SPREAD (more backward blocks a class when the classes
     are unequal: X-Trans's 4 : 1 : 4) moves only where the blocks' partial

@@ -1,15 +1,20 @@
 #!/bin/bash
-# Written in session 39 for the next session's first call (about 7 minutes): the three questions session 39 left.
+# Written in session 39 for the next session's calls: the questions session 39 left. All four parts take about 10
+# minutes, more than a call may: PARTS="rows front_ncu wgrad_ncu" (the default, about 6.5 minutes), then
+# PARTS=parity (about 4).
+#   rows       front_level.ROWS_BY_SITE (new, off): its test, then point 2's rows off / on over two rounds
+#              ($OUT/rows.txt): a class's rows grouped by repeat position, so that a warp's rows share one tap layout
 #   parity     point 4 with the fused side trained through GraphedStep as kpnt-train trains it (the update
 #              kernels included; every earlier parity run trained it eagerly): shipped, both sensors, 4 seeds
 #   front_ncu  Nsight Compute on the front level's MLP backward (Cfg<32, 64, 32, 4>) in an eager shipped step,
 #              Bayer and X-Trans: why X-Trans's takes 1.0 ms against Bayer's 0.77 (the same MLP and rows; not the
-#              classes' imbalance, session 39)
+#              classes' imbalance, session 39), and X-Trans's with ROWS_BY_SITE
 #   wgrad_ncu  Nsight Compute on kpnt's TF32 weight-gradient kernel inside an eager shipped Bayer step and alone on
 #              random operands of the same shape: why it takes 0.204 ms a call in the step and 0.152 alone
 #              (ncu locks the clocks, so a difference that remains is not the clock)
-PARTS=${PARTS:-parity front_ncu wgrad_ncu}
+PARTS=${PARTS:-rows front_ncu wgrad_ncu}
 source "$(dirname "$0")/preamble.sh"
+source "$(dirname "$0")/ab_rounds.sh"
 SECTIONS="--set full"   # the stall metrics the raw page is read for below (session 30 read them so)
 # ncu over $2 (a command) for the kernels matching regex $1 (demangled names), skipping $3 launches, into
 # $OUT/$4.txt; the lines that tell memory- from latency-bound shown.
@@ -34,6 +39,14 @@ for n, v in sorted(stalls, key=lambda s: -num(s[1]))[:8]: print('   ', n, v)" | 
 for part in $PARTS; do
     echo "=== $part $(date +%T)"
     case $part in
+    rows)
+        timeout 90 python -m pytest -q -p no:cacheprovider tests/cuda/test_front_level.py > $OUT/rows_test.txt 2>&1
+        grep -E "^FAILED|^ERROR|passed|failed" $OUT/rows_test.txt | head -6
+        grep -qE "failed|^ERROR" $OUT/rows_test.txt && { echo "rows: a front test failed, no timing"; continue; }
+        ab_rounds rows ROWS_BY_SITE "import kpnt.ops._cuda.front_level as f; f.ROWS_BY_SITE = VALUE" False True \
+            shipped,shipped-bf16
+        echo "rows by site pay (X-Trans, both guides, both rounds): $(faster rows False True xtrans "shipped shipped-bf16")"
+        echo "rows by site pay (Bayer): $(faster rows False True bayer "shipped shipped-bf16")" ;;
     parity)
         timeout 200 bash -c "bench '' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds 4 \
             --parity-graphed"
@@ -43,7 +56,10 @@ for part in $PARTS; do
         for sensor in bayer xtrans; do
             profile_one "mlp_bwd_wgmma_kernel.*Cfg<32, 64, 32, 4" \
                 "python tools/step_run.py --arch shipped --sensor $sensor --steps 2" 1 front_bwd_$sensor
-        done ;;
+        done
+        profile_one "mlp_bwd_wgmma_kernel.*Cfg<32, 64, 32, 4" \
+            "python tools/step_run.py --arch shipped --sensor xtrans --steps 2 --set f.ROWS_BY_SITE=True" 1 \
+            front_bwd_xtrans_by_site ;;
     wgrad_ncu)
         command -v ncu > /dev/null || { echo "no ncu on this machine"; continue; }
         profile_one "wgrad_tf32_kernel" "python tools/step_run.py --arch shipped --sensor bayer --steps 2 \

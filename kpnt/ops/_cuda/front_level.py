@@ -51,6 +51,21 @@ _KERNELS_NAME = {1: "shared", 3: "per_channel"}
 #: what makes X-Trans's front backward slower than Bayer's; 1 (off).
 UNEVEN_CLASSES_SPREAD = 1
 
+#: Whether the front MLP's rows of a site class are grouped by repeat
+#: position (then raster order) rather than in raster order.  Why: the taps
+#: of a site are its class's canonical taps turned by the site's D4
+#: transform, and a warp's rows read tap t together; X-Trans's large classes
+#: mix 4 transforms along an image row (8 over the repeat; Bayer's classes
+#: one a row), so the rows of a warp read tap t at up to 4 different
+#: relative positions, spread over more cache lines.  X-Trans's front backward takes 1.0 ms of the graphed
+#: step against Bayer's 0.77 for the same MLP and rows, and the classes'
+#: imbalance is not why (session 39, :data:`UNEVEN_CLASSES_SPREAD`).  By
+#: site, a warp's rows share one transform and lie a period apart.  Only the
+#: rows' order changes: the outputs are the same bits, the weight gradients
+#: the same sums in another order.  Written in session 39 without a GPU:
+#: False (off) until measured (``tools/gpu_calls/s40_one.sh``, part rows).
+ROWS_BY_SITE = False
+
 #: Whether the front level's MLP forward runs on the wgmma kernel
 #: (``kernels/mlp_wgmma.cuh``; Hopper, hidden width 64, 16 / 32 / 64
 #: outputs, as the colour level's with :data:`kpnt.ops._cuda.mlp.WGMMA_FORWARD`).
@@ -104,14 +119,21 @@ def _tables(pattern: tuple, radius: int, device: str) -> tuple[Tensor, Tensor, T
 
 
 @tensor_cache(16)
-def _partition(pattern: tuple, N: int, H: int, W: int, device: str) -> tuple[Tensor, Tensor]:
-    """Rows (n, y, x) of an N x H x W mosaic grouped by site class (cached)."""
+def _partition(pattern: tuple, N: int, H: int, W: int, device: str, by_site: bool = False) -> tuple[Tensor, Tensor]:
+    """Rows (n, y, x) of an N x H x W mosaic grouped by site class (cached):
+    ``(perm, offsets)`` as :func:`partition_by_class` gives them.  Within a
+    class the rows are in raster order, or with ``by_site`` (see
+    :data:`ROWS_BY_SITE`) grouped by repeat position first, each position's
+    rows in raster order."""
     cfa = _cfa_from(pattern)
     P = cfa.period
-    cls = torch.as_tensor(cfa.site_class, dtype=torch.int64)
     ys, xs = torch.arange(H) % P, torch.arange(W) % P
-    rows = cls[ys[:, None], xs[None, :]].reshape(-1).repeat(N).to(device)
-    return partition_by_class(rows, cfa.n_classes)
+    site = (ys[:, None] * P + xs[None, :]).reshape(-1).repeat(N)        # repeat position of every row
+    cls = torch.as_tensor(cfa.site_class, dtype=torch.int64).reshape(-1)[site]
+    perm, offsets = partition_by_class(cls.to(device), cfa.n_classes)
+    if by_site:
+        perm = torch.argsort(cls * (P * P) + site, stable=True).to(device=device, dtype=torch.int32)
+    return perm, offsets
 
 
 def _front_fwd_impl(
@@ -252,7 +274,7 @@ def front_level(x: Tensor, U: Tensor, S: Tensor, noise: Tensor, cfa: CFA, weight
     pattern = tuple(int(v) for v in cfa.pattern.reshape(-1))
     dev = str(x.device)
     colour, tap_off, inv, roles = _tables(pattern, int(spec.radius), dev)
-    perm, row_offsets = _partition(pattern, N, H, W, dev)
+    perm, row_offsets = _partition(pattern, N, H, W, dev, ROWS_BY_SITE)
     w = as_weight_sets(weights)
     O, _ = _front_fwd(x.contiguous(), U.contiguous(), S.contiguous(), noise.contiguous(), w.packed(), w.half(), perm,
                       row_offsets, colour, tap_off, inv, roles, list(spec.mlp.as_tuple()), list(pattern),
