@@ -119,8 +119,8 @@ def test_rows_by_site_give_the_same_outputs_and_gradients(monkeypatch, cfa):
         got[by_site] = (O.detach(), *torch.autograd.grad(O, [U, *flat], gO))
     assert torch.equal(got[False][0], got[True][0])
     assert torch.equal(got[False][1], got[True][1])
-    for a, b in zip(got[False][2:], got[True][2:]):
-        assert rel(b, a) < 1e-6, rel(b, a)
+    for a, b in zip(got[False][2:], got[True][2:]):     # float32 sums of ~4000 rows a class, regrouped
+        assert rel(b, a) < 1e-5, rel(b, a)
 
 
 @pytest.mark.parametrize("cfa", [CFA.xtrans(), CFA.bayer("RGGB")], ids=lambda c: c.kind)
