@@ -57,13 +57,14 @@ UNEVEN_CLASSES_SPREAD = 1
 #: transform, and a warp's rows read tap t together; X-Trans's large classes
 #: mix 4 transforms along an image row (8 over the repeat; Bayer's classes
 #: one a row), so the rows of a warp read tap t at up to 4 different
-#: relative positions, spread over more cache lines.  X-Trans's front backward takes 1.0 ms of the graphed
-#: step against Bayer's 0.77 for the same MLP and rows, and the classes'
-#: imbalance is not why (session 39, :data:`UNEVEN_CLASSES_SPREAD`).  By
-#: site, a warp's rows share one transform and lie a period apart.  Only the
-#: rows' order changes: the outputs are the same bits, the weight gradients
-#: the same sums in another order.  Written in session 39 without a GPU:
-#: False (off) until measured (``tools/gpu_calls/s40_one.sh``, part rows).
+#: relative positions, spread over more cache lines.  X-Trans's front
+#: backward takes 1.0 ms of the graphed step against Bayer's 0.77 for the
+#: same MLP and rows, and the classes' imbalance is not why (session 39,
+#: :data:`UNEVEN_CLASSES_SPREAD`).  By site, a warp's rows share one
+#: transform and lie a period apart.  Only the rows' order changes: the
+#: outputs are the same bits, the weight gradients the same sums in another
+#: order.  Written in session 39 without a GPU: False (off) until measured
+#: (``tools/gpu_calls/s40_one.sh``, part rows).
 ROWS_BY_SITE = False
 
 #: Whether the front level's MLP forward runs on the wgmma kernel
