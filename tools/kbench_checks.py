@@ -435,22 +435,22 @@ def sanitize_case():
     print("sanitize case done", flush=True)
 
 
-def step_batch(sensor, cfa, N, H, W, seed, nan_target=False):
-    """A training batch (kpnt.train.synthesis.Batch) on the GPU: smooth scene
-    sampled through ``cfa`` plus noise; optionally one NaN target pixel
-    (a step the trainer must skip)."""
+def step_batch(sensor, cfa, N, H, W, seed, nan_target=False, device="cuda"):
+    """A training batch (kpnt.train.synthesis.Batch) on ``device`` (the GPU
+    by default): smooth scene sampled through ``cfa`` plus noise; optionally
+    one NaN target pixel (a step the trainer must skip)."""
     from kpnt.train.synthesis import Batch
 
-    g = torch.Generator("cuda").manual_seed(seed)
-    base = F.interpolate(torch.rand(N, 3, H // 16 + 2, W // 16 + 2, device="cuda", generator=g), size=(H, W),
+    g = torch.Generator(device).manual_seed(seed)
+    base = F.interpolate(torch.rand(N, 3, H // 16 + 2, W // 16 + 2, device=device, generator=g), size=(H, W),
                          mode="bilinear", align_corners=False) * 0.6
-    col = torch.from_numpy(cfa.colour_map(H, W)).to("cuda").long().expand(N, 1, H, W)
-    x = base.gather(1, col) + torch.randn(N, 1, H, W, device="cuda", generator=g) * 0.02
-    noise = torch.tensor([[2e-3] * 3, [1e-5] * 3], device="cuda").expand(N, 2, 3).contiguous()
+    col = torch.from_numpy(cfa.colour_map(H, W)).to(device).long().expand(N, 1, H, W)
+    x = base.gather(1, col) + torch.randn(N, 1, H, W, device=device, generator=g) * 0.02
+    noise = torch.tensor([[2e-3] * 3, [1e-5] * 3], device=device).expand(N, 2, 3).contiguous()
     target = base.clone()
     if nan_target:
         target[0, 1, H // 2, W // 3] = float("nan")
-    valid = torch.ones(N, 1, H, W, dtype=torch.bool, device="cuda")
+    valid = torch.ones(N, 1, H, W, dtype=torch.bool, device=device)
     return Batch(x=x, target=target, noise=noise, valid=valid, cfa=cfa)
 
 

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Written in session 39 for the next session's calls: the questions session 39 left. All four parts take about 10
-# minutes, more than a call may: PARTS="rows front_ncu wgrad_ncu" (the default, about 6.5 minutes), then
+# minutes, more than a call may: PARTS="rows front_ncu wgrad_ncu ops" (the default, about 7 minutes), then
 # PARTS=parity (about 4).
 #   rows       front_level.ROWS_BY_SITE (new, off): its test, then point 2's rows off / on over two rounds
 #              ($OUT/rows.txt): a class's rows grouped by repeat position, so that a warp's rows share one tap layout
@@ -12,7 +12,9 @@
 #   wgrad_ncu  Nsight Compute on kpnt's TF32 weight-gradient kernel inside an eager shipped Bayer step and alone on
 #              random operands of the same shape: why it takes 0.204 ms a call in the step and 0.152 alone
 #              (ncu locks the clocks, so a difference that remains is not the clock)
-PARTS=${PARTS:-rows front_ncu wgrad_ncu}
+#   ops        tools/step_ops.py (new): the ops of the graph's body by call site, X-Trans and Bayer, shipped
+#              ($OUT/ops.txt): where the ~190 small launches come from (the profiler names no frame there)
+PARTS=${PARTS:-rows front_ncu wgrad_ncu ops}
 source "$(dirname "$0")/preamble.sh"
 source "$(dirname "$0")/ab_rounds.sh"
 SECTIONS="--set full"   # the stall metrics the raw page is read for below (session 30 read them so)
@@ -47,6 +49,12 @@ for part in $PARTS; do
             shipped,shipped-bf16
         echo "rows by site pay (X-Trans, both guides, both rounds): $(faster rows False True xtrans "shipped shipped-bf16")"
         echo "rows by site pay (Bayer): $(faster rows False True bayer "shipped shipped-bf16")" ;;
+    ops)
+        for sensor in xtrans bayer; do
+            timeout 90 python tools/step_ops.py --arch shipped --sensor $sensor --graphed-body --top 70 \
+                >> $OUT/ops.txt 2>&1
+        done
+        grep -E "^==|in all" $OUT/ops.txt ;;
     parity)
         timeout 200 bash -c "bench '' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds 4 \
             --parity-graphed"
