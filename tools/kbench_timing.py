@@ -499,6 +499,14 @@ def step_model(arch: str, sensor: str, backend: str):
     return m
 
 
+def step_case_problem(arch: str, sensor: str) -> str | None:
+    """Why ``(arch, sensor)`` is not a training-step case of the bench (an
+    unknown STEP_ARCHS entry or sensor), or None."""
+    if arch not in STEP_ARCHS or sensor not in MOSAIC_KINDS:
+        return f"--arch is one of {', '.join(STEP_ARCHS)}, --sensor one of {', '.join(MOSAIC_KINDS)}"
+    return None
+
+
 def step_config(arch: str, sensor: str):
     """ModelConfig of a STEP_ARCHS entry for ``sensor``."""
     from kpnt.model import ModelConfig

@@ -124,13 +124,12 @@ def main() -> int:
         print("step_ops.py: no CUDA GPU here: --backend torch --device cpu counts the reference's ops", file=sys.stderr)
         return 1
     from kbench_checks import step_batch, step_cfas, step_loss
-    from kbench_timing import STEP_ARCHS, step_config
+    from kbench_timing import step_case_problem, step_config
     from kpnt.model import KPNT
-    from kpnt.mosaic.kinds import MOSAIC_KINDS
 
-    if args.arch not in STEP_ARCHS or args.sensor not in MOSAIC_KINDS:
-        print(f"step_ops.py: --arch is one of {', '.join(STEP_ARCHS)}, --sensor one of {', '.join(MOSAIC_KINDS)}",
-              file=sys.stderr)
+    problem = step_case_problem(args.arch, args.sensor)
+    if problem:
+        print(f"step_ops.py: {problem}", file=sys.stderr)
         return 2
     N, H, W = args.size
     m = KPNT(args.sensor, step_config(args.arch, args.sensor), backend=args.backend).to(args.device)

@@ -29,7 +29,8 @@ def main() -> int:
     p.add_argument("--sensor", default="bayer", help="bayer or xtrans (default bayer)")
     p.add_argument("--size", type=int, nargs=3, default=[4, 512, 512], metavar=("N", "H", "W"))
     p.add_argument("--steps", type=int, default=2, help="steps to run (default 2)")
-    p.add_argument("--set", default="", metavar="PYTHON", help="statements run first (g: kpnt.ops._cuda.guide_train, f: kpnt.ops._cuda.front_level)")
+    p.add_argument("--set", default="", metavar="PYTHON",
+                   help="statements run first (g: kpnt.ops._cuda.guide_train, f: kpnt.ops._cuda.front_level)")
     args = p.parse_args()
     import torch
 
@@ -37,12 +38,11 @@ def main() -> int:
         print("step_run.py: needs a CUDA GPU", file=sys.stderr)
         return 1
     from kbench_checks import step_batch, step_cfas
-    from kbench_timing import STEP_ARCHS, step_model, train_step_fn
-    from kpnt.mosaic.kinds import MOSAIC_KINDS
+    from kbench_timing import step_case_problem, step_model, train_step_fn
 
-    if args.arch not in STEP_ARCHS or args.sensor not in MOSAIC_KINDS:
-        print(f"step_run.py: --arch is one of {', '.join(STEP_ARCHS)}, --sensor one of {', '.join(MOSAIC_KINDS)}",
-              file=sys.stderr)
+    problem = step_case_problem(args.arch, args.sensor)
+    if problem:
+        print(f"step_run.py: {problem}", file=sys.stderr)
         return 2
     import kpnt.ops._cuda.front_level as f
     import kpnt.ops._cuda.guide_train as g
