@@ -291,7 +291,7 @@ def main(argv=None) -> int:
             print(f"  (compile subprocess {time.perf_counter() - t0:.0f} s)", flush=True)
         if args.parity_steps:
             parity = run_parity(args.parity_steps, args.parity_archs, args.parity_seeds, args.parity_first_seed,
-                            args.parity_graphed)
+                                args.parity_graphed)
         check_graph_step(chk)
         grows_, gres = graph_step_timings(reps=10)
         mrows += grows_

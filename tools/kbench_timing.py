@@ -487,16 +487,25 @@ STEP_ARCHS = {
 }
 
 
-def step_model(arch: str, sensor: str, backend: str):
-    """A fresh model of a STEP_ARCHS entry on the GPU (initial weights).
-    '-bf16' entries run the guide in bfloat16 on the fused backend only: the
-    reference they are compared with stays float32."""
+def step_model(arch: str, sensor: str, backend: str, device: str = "cuda"):
+    """A fresh model of a STEP_ARCHS entry on ``device`` (the GPU by
+    default; initial weights).  '-bf16' entries run the guide in bfloat16 on
+    the fused backend only: the reference they are compared with stays
+    float32."""
     from kpnt.model import KPNT
 
-    m = KPNT(sensor, step_config(arch, sensor), backend=backend).cuda()
+    m = KPNT(sensor, step_config(arch, sensor), backend=backend).to(device)
     if arch.endswith("-bf16") and backend != "torch":
         m.guide_train_dtype = torch.bfloat16
     return m
+
+
+def step_case(arch: str, sensor: str, N: int, H: int, W: int, backend: str = "cuda", device: str = "cuda"):
+    """``(model, batch)`` of the profiling tools' training step: a fresh
+    :func:`step_model` and the bench's batch (seed 3) in the sensor's first
+    CFA phase, on ``device``."""
+    return (step_model(arch, sensor, backend, device),
+            step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3, device=device))
 
 
 def step_case_problem(arch: str, sensor: str) -> str | None:

@@ -177,9 +177,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("step_breakdown.py: needs a CUDA GPU", file=sys.stderr)
         return 1
-    from kbench_checks import step_batch, step_cfas
     from kbench_common import gpu_kernels
-    from kbench_timing import STEP_ARCHS, step_model, train_step_fn
+    from kbench_timing import STEP_ARCHS, step_case, train_step_fn
     from kpnt.mosaic.kinds import MOSAIC_KINDS
 
     N, H, W = args.size
@@ -188,8 +187,7 @@ def main() -> int:
             print(f"step_breakdown.py: unknown architecture {arch!r} (one of {', '.join(STEP_ARCHS)})", file=sys.stderr)
             return 2
         for sensor in args.sensors or MOSAIC_KINDS:
-            m = step_model(arch, sensor, "cuda")
-            b = step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3)
+            m, b = step_case(arch, sensor, N, H, W)
             if args.graphed:
                 step, body = graphed_fn(m, b)
             else:

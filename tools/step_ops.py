@@ -123,30 +123,20 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("step_ops.py: no CUDA GPU here: --backend torch --device cpu counts the reference's ops", file=sys.stderr)
         return 1
-    from kbench_checks import step_batch, step_cfas, step_loss
-    from kbench_timing import step_case_problem, step_config
-    from kpnt.model import KPNT
+    from kbench_timing import step_case, step_case_problem, train_step_fn
 
     problem = step_case_problem(args.arch, args.sensor)
     if problem:
         print(f"step_ops.py: {problem}", file=sys.stderr)
         return 2
     N, H, W = args.size
-    m = KPNT(args.sensor, step_config(args.arch, args.sensor), backend=args.backend).to(args.device)
-    if args.arch.endswith("-bf16") and args.backend != "torch":
-        m.guide_train_dtype = torch.bfloat16
-    b = step_batch(args.sensor, step_cfas(args.sensor)[0], N, H, W, seed=3, device=args.device)
+    m, b = step_case(args.arch, args.sensor, N, H, W, args.backend, args.device)
     if args.graphed_body:
         from step_breakdown import graphed_fn
 
         _, step = graphed_fn(m, b)
     else:
-        opt = torch.optim.Adam(m.parameters(), lr=1e-5)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            step_loss(m(b.x, b.cfa, b.noise), b.target, b.valid).backward()
-            opt.step()
+        step = train_step_fn(m, b.x, b.cfa, b.noise, b.target)
 
     step()                                   # warm: caches and lazily built tables out of the count
     other, custom = count_ops(step)

@@ -37,8 +37,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("step_run.py: needs a CUDA GPU", file=sys.stderr)
         return 1
-    from kbench_checks import step_batch, step_cfas
-    from kbench_timing import step_case_problem, step_model, train_step_fn
+    from kbench_timing import step_case, step_case_problem, train_step_fn
 
     problem = step_case_problem(args.arch, args.sensor)
     if problem:
@@ -48,8 +47,7 @@ def main() -> int:
     import kpnt.ops._cuda.guide_train as g
     exec(args.set, {"g": g, "f": f})
     N, H, W = args.size
-    m = step_model(args.arch, args.sensor, "cuda")
-    b = step_batch(args.sensor, step_cfas(args.sensor)[0], N, H, W, seed=3)
+    m, b = step_case(args.arch, args.sensor, N, H, W)
     step = train_step_fn(m, b.x, b.cfa, b.noise, b.target)
     for _ in range(args.steps):
         step()

@@ -157,7 +157,7 @@ class CudaPrimitives(Primitives):
         return gm, gh, sums[:C], sums[C:2 * C], sums[2 * C:].view(C, C, 1, 1)
 
     def conv_backward(self, grad, z, w, padding, need_input, bias=False):
-        if not (not bias and padding == 1 and _wgrad_kernel(grad, w)):
+        if bias or padding != 1 or not _wgrad_kernel(grad, w):
             return super().conv_backward(grad, z, w, padding, need_input, bias)
         dz = None
         if need_input:
