@@ -51,7 +51,7 @@ for part in $PARTS; do
         echo "rows by site pay (Bayer): $(faster rows False True bayer "shipped shipped-bf16")" ;;
     ops)
         for sensor in xtrans bayer; do
-            timeout 90 python tools/step_ops.py --arch shipped --sensor $sensor --graphed-body --top 70 \
+            PYTHONPATH=$PWD timeout 90 python tools/step_ops.py --arch shipped --sensor $sensor --graphed-body --top 70 \
                 >> $OUT/ops.txt 2>&1
         done
         grep -E "^==|in all" $OUT/ops.txt ;;
