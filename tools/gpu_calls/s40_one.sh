@@ -1,7 +1,9 @@
 #!/bin/bash
-# Written in session 39 for the next session's calls: the questions session 39 left. All four parts take about 10
+# Written in session 39 for the next session's calls: the questions session 39 left. All five parts take about 10
 # minutes, more than a call may: PARTS="rows front_ncu wgrad_ncu ops" (the default, about 7 minutes), then
-# PARTS=parity (about 4).
+# PARTS=parity (about 4).  Session 40 got no machine (ten refused starts and one machine taken back before its call
+# finished): it had reordered the first call by what a claim rests on, PARTS="parity rows ops" (about 6 minutes:
+# point 4's graphed parity, then the candidate default, then the census), then PARTS="front_ncu wgrad_ncu".
 #   rows       front_level.ROWS_BY_SITE (new, off): its test, then point 2's rows off / on over two rounds
 #              ($OUT/rows.txt): a class's rows grouped by repeat position, so that a warp's rows share one tap layout
 #   parity     point 4 with the fused side trained through GraphedStep as kpnt-train trains it (the update
