@@ -64,7 +64,11 @@ UNEVEN_CLASSES_SPREAD = 1
 #: transform and lie a period apart.  Only the rows' order changes: the
 #: outputs are the same bits, the weight gradients the same sums in another
 #: order.  Written in session 39 without a GPU: False (off) until measured
-#: (``tools/gpu_calls/s40_one.sh``, part rows).
+#: (``tools/gpu_calls/s40_one.sh``, part rows).  A CPU model of the tap
+#: loads (``python tools/front_sectors.py``, session 40) predicts the
+#: opposite of the hope: by site, a warp's 8 rows of a load span 8 periods
+#: (48 pixels) instead of about 12 pixels, and its loads touch 19.5
+#: 32-byte sectors against 10.7 in raster order (Bayer 7.9 either way).
 ROWS_BY_SITE = False
 
 #: Whether the front level's MLP forward runs on the wgmma kernel
