@@ -66,8 +66,8 @@ UNEVEN_CLASSES_SPREAD = 1
 #: order.  Written in session 39 without a GPU: False (off) until measured
 #: (``tools/gpu_calls/s40_one.sh``, part rows).  A CPU model of the tap
 #: loads (``python tools/front_sectors.py``, session 40) predicts the
-#: opposite of the hope: by site, a warp's 8 rows of a load span 8 periods
-#: (48 pixels) instead of about 12 pixels, and its loads touch 19.5
+#: opposite of the hope: by site, the 8 rows of a warp's load span 7
+#: periods (42 pixels) instead of 10-21 (mean 14), and its loads touch 19.5
 #: 32-byte sectors against 10.7 in raster order (Bayer 7.9 either way).
 ROWS_BY_SITE = False
 
