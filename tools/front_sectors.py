@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     print(f"{'sensor':8s} {'row order':10s} {'sectors':>8s} {'loads':>8s}")
     for sensor, (_, P, tap_off, orders) in cases.items():
         for name, (ys, xs) in orders.items():
-            print(f"{sensor:8s} {name:10s} {sectors_a_load(tap_off, P, ys, xs, W):8.2f} {6 * len(ys):8d}")
+            print(f"{sensor:8s} {name:10s} {sectors_a_load(tap_off, P, ys, xs, W):8.2f} {2 * len(TAP_BLOCKS) * len(ys):8d}")
     if args.search_tap_order:
         order, _ = search_tap_order(list(cases.values()), W, args.search_tap_order)
         print(f"-- tap order found in {args.search_tap_order} steps (column t reads canonical tap order[t]):")

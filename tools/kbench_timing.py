@@ -508,12 +508,14 @@ def step_case(arch: str, sensor: str, N: int, H: int, W: int, backend: str = "cu
             step_batch(sensor, step_cfas(sensor)[0], N, H, W, seed=3, device=device))
 
 
-def step_case_problem(arch: str, sensor: str) -> str | None:
-    """Why ``(arch, sensor)`` is not a training-step case of the bench (an
-    unknown STEP_ARCHS entry or sensor), or None."""
-    if arch not in STEP_ARCHS or sensor not in MOSAIC_KINDS:
-        return f"--arch is one of {', '.join(STEP_ARCHS)}, --sensor one of {', '.join(MOSAIC_KINDS)}"
-    return None
+def add_step_case_args(p, sensor: str) -> None:
+    """``--arch`` (a STEP_ARCHS entry, default shipped), ``--sensor``
+    (default ``sensor``) and ``--size N H W`` (default 4 512 512): the
+    training-step case that step_case builds, for the profiling tools."""
+    p.add_argument("--arch", default="shipped", choices=list(STEP_ARCHS),
+                   help="a STEP_ARCHS entry of tools/kbench_timing.py (default shipped)")
+    p.add_argument("--sensor", default=sensor, choices=list(MOSAIC_KINDS), help=f"default {sensor}")
+    p.add_argument("--size", type=int, nargs=3, default=[4, 512, 512], metavar=("N", "H", "W"))
 
 
 def step_config(arch: str, sensor: str):

@@ -107,10 +107,10 @@ def table(counts: Counter, top: int) -> list[str]:
 
 
 def main() -> int:
+    from kbench_timing import add_step_case_args, step_case, train_step_fn
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="shipped", help="a STEP_ARCHS entry of tools/kbench_timing.py (default shipped)")
-    p.add_argument("--sensor", default="xtrans", help="bayer or xtrans (default xtrans)")
-    p.add_argument("--size", type=int, nargs=3, default=[4, 512, 512], metavar=("N", "H", "W"))
+    add_step_case_args(p, sensor="xtrans")
     p.add_argument("--backend", default="cuda", help="the model's backend (default cuda: the fused kernels)")
     p.add_argument("--device", default="cuda", help="default cuda; cpu with --backend torch")
     p.add_argument("--graphed-body", action="store_true",
@@ -123,12 +123,6 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("step_ops.py: no CUDA GPU here: --backend torch --device cpu counts the reference's ops", file=sys.stderr)
         return 1
-    from kbench_timing import step_case, step_case_problem, train_step_fn
-
-    problem = step_case_problem(args.arch, args.sensor)
-    if problem:
-        print(f"step_ops.py: {problem}", file=sys.stderr)
-        return 2
     N, H, W = args.size
     m, b = step_case(args.arch, args.sensor, N, H, W, args.backend, args.device)
     if args.graphed_body:

@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> int:
+    from kbench_timing import add_step_case_args, step_case, train_step_fn
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="shipped", help="a STEP_ARCHS entry (default shipped)")
-    p.add_argument("--sensor", default="bayer", help="bayer or xtrans (default bayer)")
-    p.add_argument("--size", type=int, nargs=3, default=[4, 512, 512], metavar=("N", "H", "W"))
+    add_step_case_args(p, sensor="bayer")
     p.add_argument("--steps", type=int, default=2, help="steps to run (default 2)")
     p.add_argument("--set", default="", metavar="PYTHON",
                    help="statements run first (g: kpnt.ops._cuda.guide_train, f: kpnt.ops._cuda.front_level)")
@@ -37,12 +37,6 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("step_run.py: needs a CUDA GPU", file=sys.stderr)
         return 1
-    from kbench_timing import step_case, step_case_problem, train_step_fn
-
-    problem = step_case_problem(args.arch, args.sensor)
-    if problem:
-        print(f"step_run.py: {problem}", file=sys.stderr)
-        return 2
     import kpnt.ops._cuda.front_level as f
     import kpnt.ops._cuda.guide_train as g
     exec(args.set, {"g": g, "f": f})
