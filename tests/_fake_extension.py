@@ -78,6 +78,18 @@ class FakeExt:
         spec = FrontLevelSpec(radius=radius, kernels="shared" if K == 1 else "per_channel", width=dims[1],
                               hidden_layers=dims[3], leaky_slope=slope, apply_mode="plain" if plain else "softmax",
                               noise_input=noise_input)
+        # The kernels read the taps in the order of the tap table they are
+        # given (front_level.TAP_ORDER): find it, and put the weights back in
+        # canonical order for the reference.
+        from kpnt.ops._cuda.front_level import _tables, _tap_order_index
+
+        pattern = tuple(int(v) for v in cfa.pattern.reshape(-1))
+        canonical = _tables(pattern, radius, "cpu")[1].tolist()
+        given = tables[3].cpu().tolist()
+        order = tuple(next(t for t in range(T) if all(c[t] == g[j] for c, g in zip(canonical, given)))
+                      for j in range(T))
+        if order != tuple(range(T)):
+            w = w.index_select(1, _tap_order_index(tuple(dims), K, order, str(w.device))[1])
         return front_level(x, U, S, noise, cfa, [unpack(w[g], dims) for g in range(w.shape[0])], spec)
 
     def front_forward(self, x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts, wgmma=False):
@@ -194,6 +206,50 @@ def run() -> dict:
         O = fn(xs, Us, Ss, noise, cfa, sets, m.config.front_spec)
         g.append(torch.autograd.grad(O.square().sum(), [xs, Us, Ss, *sets[0], *sets[1]]))
     out["front dx dU dS dW"] = max(rel(a, b) for a, b in zip(*g))
+    out["tap order"] = tap_order_cases()
+    return out
+
+
+def tap_order_cases() -> dict:
+    """front_level.TAP_ORDER on the fused glue against the reference (which
+    knows only canonical order), for shared and per-channel kernels and
+    both CFA kinds: the output, dU and dW through the fused backward, and
+    dx / dU / dS / dW through the reference fallback, which must put the
+    weights back in canonical order."""
+    import torch
+
+    from kpnt.ops import _cuda
+    from kpnt.ops._cuda import front_level as fl
+    from kpnt.ref.front_level import front_level as ref_front
+    from kpnt.spec import FrontLevelSpec
+    from kpnt.testing import front_level_inputs, rel_error as rel
+
+    out = {}
+    fl.TAP_ORDER = fl.SEARCHED_TAP_ORDER
+    try:
+        for cfa in (CFA.bayer("GBRG"), CFA.xtrans(2, 3)):
+            for kernels in ("shared", "per_channel"):
+                spec = FrontLevelSpec(kernels=kernels, width=64)
+                n_out = (3 if kernels == "per_channel" else 1) * 25 + 1
+                g = torch.Generator().manual_seed(4)
+                shapes = [(64, 32)] + [(64, 64)] * 3 + [(-(-n_out // 16) * 16, 64)]
+                sets = [[(torch.randn(r, c, generator=g) / c ** 0.5).half().float().requires_grad_()
+                         for r, c in shapes] for _ in range(cfa.n_classes)]
+                flat = [w for ws in sets for w in ws]
+                x, U, S, noise = front_level_inputs(cfa, 1, 18, 24, 6, device="cpu")
+                errors = {}
+                for wrt in ("U W", "x U S W"):
+                    grads = []
+                    for fn in (_cuda.fused_front_level, ref_front):
+                        leaves = {n: v.clone().requires_grad_(n in wrt.split()) for n, v in
+                                  (("x", x), ("U", U), ("S", S))}
+                        O = fn(leaves["x"], leaves["U"], leaves["S"], noise, cfa, sets, spec)
+                        want = [leaves[n] for n in wrt.split() if n != "W"] + flat
+                        grads.append((O.detach(), *torch.autograd.grad(O.square().sum(), want)))
+                    errors[wrt] = max(rel(a, b) for a, b in zip(*grads))
+                out[f"{cfa.kind} {kernels}"] = errors
+    finally:
+        fl.TAP_ORDER = None
     return out
 
 

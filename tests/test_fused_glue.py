@@ -38,3 +38,14 @@ def test_model_on_the_fused_glue_equals_the_reference(result, case):
 def test_input_gradients_through_the_reference_around_the_fused_mlp(result):
     assert result["colour dD dvar dW"] < 1e-5
     assert result["front dx dU dS dW"] < 1e-5
+
+
+@pytest.mark.parametrize("case", ["bayer shared", "bayer per_channel", "xtrans shared", "xtrans per_channel"])
+def test_front_taps_in_another_order_give_the_reference_results(result, case):
+    """front_level.TAP_ORDER permutes the tap table and, to match, the
+    packed weights' tap columns and kernel rows; the stand-in reads the tap
+    table it is given, so a permutation applied to one and not the other (or
+    inverted) fails here, on the fused backward and on the reference
+    fallback for gradients to x and S alike."""
+    errors = result["tap order"][case]
+    assert errors["U W"] < 1e-5 and errors["x U S W"] < 1e-5, errors

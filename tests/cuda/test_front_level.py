@@ -48,6 +48,26 @@ def inputs(cfa, N, H, W, seed):
 @pytest.mark.parametrize("cfa", [CFA.bayer("GRBG"), CFA.xtrans(), CFA.xtrans(2, 5)], ids=lambda c: c.kind)
 @pytest.mark.parametrize("size", [(2, 23, 31), (1, 3, 4)], ids=str)
 def test_forward_and_gradients(cfa, size, spec):
+    check_against_the_reference(cfa, size, spec)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"r{s.radius}-{s.kernels}-{s.width}x{s.hidden_layers}")
+@pytest.mark.parametrize("cfa", [CFA.bayer("GBRG"), CFA.xtrans(1, 4)], ids=lambda c: c.kind)
+def test_taps_in_the_searched_order_match_the_reference(monkeypatch, cfa, spec):
+    """front_level.TAP_ORDER: the kernels read the taps in another column
+    order, the packed weights are permuted to match; the reference knows
+    only canonical order."""
+    from kpnt.ops._cuda import front_level
+
+    if spec.radius != 2:
+        pytest.skip("the searched order is of radius 2's 25 taps")
+    monkeypatch.setattr(front_level, "TAP_ORDER", front_level.SEARCHED_TAP_ORDER)
+    check_against_the_reference(cfa, (2, 23, 31), spec)
+
+
+def check_against_the_reference(cfa, size, spec):
+    """The fused level's output and gradients to U and every weight set
+    against float64 references (exact, and with the MLP rounded as f16)."""
     N, H, W = size
     x, U, S, noise = inputs(cfa, N, H, W, seed=H * W)
     sets = weight_sets(cfa.n_classes, seed=W, spec=spec)

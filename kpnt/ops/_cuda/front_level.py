@@ -71,6 +71,25 @@ UNEVEN_CLASSES_SPREAD = 1
 #: 32-byte sectors against 10.7 in raster order (Bayer 7.9 either way).
 ROWS_BY_SITE = False
 
+#: The order of the canonical taps in the front MLP's input columns and in
+#: its kernel-weight outputs (column j reads canonical tap ``order[j]``), or
+#: None for canonical order.  Why: a warp's tap load reads one column for 8
+#: rows x 4 consecutive columns (``kernels/mlp_core.cuh`` ``load_rows``), so
+#: which taps share a load decides how many 32-byte sectors it touches.  The
+#: same math: the tap table and, by one index_select on the packed weights
+#: (:func:`_weights_in_tap_order`), the first layer's columns and the last
+#: layer's kernel rows are permuted together, and autograd returns the
+#: gradients in canonical order.  :data:`SEARCHED_TAP_ORDER` is the order
+#: ``python tools/front_sectors.py --search-tap-order 3000 --size 132 132
+#: --stride 1`` found (session 40): 6.12 sectors a load for Bayer (7.88
+#: canonical) and 8.52 for X-Trans (10.74).  Off until a GPU has measured
+#: it (``tools/gpu_calls/s41_one.sh``, part taps).
+TAP_ORDER: tuple[int, ...] | None = None
+
+#: See :data:`TAP_ORDER` (radius 2: 25 taps; tap 24 stays last, in the
+#: block of 8 columns that holds the noise input).
+SEARCHED_TAP_ORDER = (3, 22, 0, 7, 2, 9, 4, 5, 16, 13, 15, 12, 19, 17, 1, 18, 6, 20, 21, 10, 8, 14, 23, 11, 24)
+
 #: Whether the front level's MLP forward runs on the wgmma kernel
 #: (``kernels/mlp_wgmma.cuh``; Hopper, hidden width 64, 16 / 32 / 64
 #: outputs, as the colour level's with :data:`kpnt.ops._cuda.mlp.WGMMA_FORWARD`).
@@ -88,10 +107,12 @@ def _cfa_from(pattern: Sequence[int]) -> CFA:
 
 
 @tensor_cache(32)
-def _tables(pattern: tuple, radius: int, device: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _tables(pattern: tuple, radius: int, device: str, order: tuple | None = None) -> tuple[Tensor, Tensor, Tensor,
+                                                                                            Tensor]:
     """(colour (P*P,), tap_off (P*P, T, 2), inv (P*P, L, 3), roles (P*P, 3)) int32 of a CFA.
 
-    ``inv`` lists, for each repeat position of a photosite q, the (dy, dx, t)
+    ``tap_off[s, j]`` is the offset of canonical tap ``order[j]`` of repeat
+    position s (canonical order without ``order``).  ``inv`` lists, for each repeat position of a photosite q, the (dy, dx, t)
     of every (pixel p = q - (dy, dx), tap t) that reads q; rows are padded
     with t = -1 to the longest list.  ``roles`` is the output channel of each
     per-channel kernel role (:func:`kpnt.ref.front_layout.front_roles`).
@@ -102,6 +123,10 @@ def _tables(pattern: tuple, radius: int, device: str) -> tuple[Tensor, Tensor, T
     P = cfa.period
     offs = cfa.canonical_offsets(square_taps(radius))                 # (P, P, T, 2)
     T = offs.shape[2]
+    if order is not None:
+        if sorted(order) != list(range(T)):
+            raise ValueError(f"front level tap order {order} is not a permutation of the {T} taps of radius {radius}")
+        offs = offs[:, :, list(order)]
     # The kernels skip the image-bounds checks of rows at least `radius`
     # from every edge (kernels/front_level.cu FGeo::interior).
     if int(np.abs(offs).max()) > radius:
@@ -141,12 +166,43 @@ def _partition(pattern: tuple, N: int, H: int, W: int, device: str, by_site: boo
     return perm, offsets
 
 
+@tensor_cache(16)
+def _tap_order_index(dims: tuple, kernels: int, order: tuple, device: str) -> tuple[Tensor, Tensor]:
+    """(index, inverse) int64 over a packed weight set (:func:`unpack`'s
+    layout): ``packed[..., index]`` has the first layer's tap columns and the
+    last layer's kernel-weight rows (``kernels`` blocks of T) in ``order``,
+    as :func:`_tables` with that order lays out the taps; ``[..., inverse]``
+    of that is the canonical set again."""
+    n_in, hidden, n_out, n_hidden = dims
+    T = len(order)
+    mats = unpack(torch.arange(hidden * (n_in + hidden * (n_hidden - 1) + n_out)), dims)
+    columns = list(order) + list(range(T, n_in))                       # the constant and noise inputs stay
+    rows = [k * T + t for k in range(kernels) for t in order] + list(range(kernels * T, n_out))   # the blend too
+    mats[0], mats[-1] = mats[0][:, columns], mats[-1][rows]
+    index = torch.cat([m.reshape(-1) for m in mats])
+    return index.to(device), torch.argsort(index).to(device)
+
+
+def _weights_in_tap_order(w, dims: tuple, kernels: int, order: tuple | None) -> tuple[Tensor, Tensor]:
+    """(float32, float16) packed weight sets of ``w`` (:class:`MlpWeightSets`)
+    with their columns and rows in the tap ``order`` (:data:`TAP_ORDER`);
+    the float32 one carries autograd back to ``w``'s matrices."""
+    if order is None:
+        return w.packed(), w.half()
+    index, _ = _tap_order_index(dims, kernels, order, str(w.packed().device))
+    packed = w.packed().index_select(1, index)
+    return packed, packed.detach().to(torch.float16)
+
+
 def _front_fwd_impl(
     x: Tensor, U: Tensor, S: Tensor, noise: Tensor, w: Tensor, w16: Tensor, perm: Tensor, row_offsets: Tensor,
     colour: Tensor, tap_off: Tensor, inv: Tensor, roles: Tensor, dims: list[int], pattern: list[int], radius: int,
-    kernels: int, slope: float, plain: bool, noise_input: bool, wgmma: bool,
+    kernels: int, slope: float, plain: bool, noise_input: bool, wgmma: bool, tap_order: list[int],
 ) -> tuple[Tensor, Tensor]:
-    # ``w`` (float32) is the autograd input; the kernels read ``w16``.
+    # ``w`` (float32) is the autograd input; the kernels read ``w16``.  Both
+    # hold the weights in ``tap_order`` (empty: canonical), as ``tap_off``
+    # lays out the taps; only the reference fallback of the backward needs
+    # the order itself.
     P, T = int(round(len(pattern) ** 0.5)), (2 * radius + 1) ** 2
     O, fmap = unwrap(ext().front_forward(x, U, S, noise, w16, [perm, row_offsets, colour, tap_off, inv, roles], dims,
                                          [P, T, kernels], slope, plain, noise_input, front_consts(), wgmma))
@@ -159,7 +215,7 @@ _front_fwd = torch.library.custom_op("kpnt::front_fwd", mutates_args=(), device_
 
 @_front_fwd.register_fake
 def _(x, U, S, noise, w, w16, perm, row_offsets, colour, tap_off, inv, roles, dims, pattern, radius, kernels, slope,
-      plain, noise_input, wgmma):
+      plain, noise_input, wgmma, tap_order):
     N, _, H, W = x.shape
     return U.new_empty(U.shape), x.new_empty((N, 4, H, W))
 
@@ -189,7 +245,8 @@ _SAVED = ("x", "U", "S", "noise", "w", "w16", "perm", "row_offsets", "colour", "
 def _setup_context(ctx, inputs, output):
     a = by_name(FRONT_INPUTS, inputs)
     ctx.save_for_backward(*(a[n] for n in _SAVED), output[1])
-    ctx.args = {n: a[n] for n in ("dims", "pattern", "radius", "kernels", "slope", "plain", "noise_input")}
+    ctx.args = {n: a[n] for n in ("dims", "pattern", "radius", "kernels", "slope", "plain", "noise_input",
+                                  "tap_order")}
 
 
 def _backward(ctx, dO, dfmap):
@@ -212,7 +269,11 @@ def _backward(ctx, dO, dfmap):
         with torch.enable_grad():
             leaves = {n: t[n].detach().requires_grad_(need[n]) for n in names}
             w_ = t["w"].detach().requires_grad_()
-            sets = [unpack(w_[g], dims) for g in range(w_.shape[0])]
+            canonical = w_
+            if a["tap_order"]:
+                _, inverse = _tap_order_index(tuple(dims), a["kernels"], tuple(a["tap_order"]), str(w_.device))
+                canonical = w_.index_select(1, inverse)
+            sets = [unpack(canonical[g], dims) for g in range(w_.shape[0])]
             O_ = front_level(*(leaves[n] for n in names), _cfa_from(a["pattern"]), sets, spec, mlp_fn=dispatch_mlp)
             wrt = {n: leaves[n] for n in names if need[n]}
             wrt["w"] = w_
@@ -241,6 +302,17 @@ def _unequal_classes(pattern: tuple) -> bool:
     backward asks)."""
     counts = np.bincount(_cfa_from(pattern).site_class.ravel())
     return bool(counts.min() != counts.max())
+
+
+def _tap_order(radius: int) -> tuple[int, ...] | None:
+    """:data:`TAP_ORDER` where it is set and has the taps of ``radius``, else
+    None (canonical order)."""
+    if TAP_ORDER is None:
+        return None
+    if len(TAP_ORDER) != (2 * radius + 1) ** 2:
+        raise ValueError(f"front_level.TAP_ORDER has {len(TAP_ORDER)} taps, the front level's radius {radius} has "
+                         f"{(2 * radius + 1) ** 2}: set it to None or to an order of those taps")
+    return tuple(TAP_ORDER)
 
 
 def _check_tensors(x: Tensor, U: Tensor, S: Tensor, noise: Tensor) -> None:
@@ -278,11 +350,13 @@ def front_level(x: Tensor, U: Tensor, S: Tensor, noise: Tensor, cfa: CFA, weight
     N, _, H, W = x.shape
     pattern = tuple(int(v) for v in cfa.pattern.reshape(-1))
     dev = str(x.device)
-    colour, tap_off, inv, roles = _tables(pattern, int(spec.radius), dev)
+    order = _tap_order(int(spec.radius))
+    colour, tap_off, inv, roles = _tables(pattern, int(spec.radius), dev, order)
     perm, row_offsets = _partition(pattern, N, H, W, dev, ROWS_BY_SITE)
-    w = as_weight_sets(weights)
-    O, _ = _front_fwd(x.contiguous(), U.contiguous(), S.contiguous(), noise.contiguous(), w.packed(), w.half(), perm,
-                      row_offsets, colour, tap_off, inv, roles, list(spec.mlp.as_tuple()), list(pattern),
+    dims = spec.mlp.as_tuple()
+    w, w16 = _weights_in_tap_order(as_weight_sets(weights), dims, spec.n_kernels, order)
+    O, _ = _front_fwd(x.contiguous(), U.contiguous(), S.contiguous(), noise.contiguous(), w, w16, perm,
+                      row_offsets, colour, tap_off, inv, roles, list(dims), list(pattern),
                       int(spec.radius), spec.n_kernels, float(spec.leaky_slope), spec.apply_mode == "plain",
-                      bool(spec.noise_input), use_wgmma(x, spec.mlp.as_tuple(), WGMMA_FORWARD))
+                      bool(spec.noise_input), use_wgmma(x, dims, WGMMA_FORWARD), list(order or ()))
     return O
