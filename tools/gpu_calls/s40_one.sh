@@ -69,7 +69,11 @@ for part in $PARTS; do
         done
         profile_one "mlp_bwd_wgmma_kernel.*Cfg<32, 64, 32, 4" \
             "python tools/step_run.py --arch shipped --sensor xtrans --steps 2 --set f.ROWS_BY_SITE=True" 1 \
-            front_bwd_xtrans_by_site ;;
+            front_bwd_xtrans_by_site
+        # Added in session 41 (front_level.TAP_ORDER, new then): X-Trans with the searched tap order.
+        profile_one "mlp_bwd_wgmma_kernel.*Cfg<32, 64, 32, 4" \
+            "python tools/step_run.py --arch shipped --sensor xtrans --steps 2 --set f.TAP_ORDER=f.SEARCHED_TAP_ORDER" 1 \
+            front_bwd_xtrans_taps ;;
     wgrad_ncu)
         command -v ncu > /dev/null || { echo "no ncu on this machine"; continue; }
         profile_one "wgrad_tf32_kernel" "python tools/step_run.py --arch shipped --sensor bayer --steps 2 \
