@@ -107,15 +107,16 @@ def _cfa_from(pattern: Sequence[int]) -> CFA:
 
 
 @tensor_cache(32)
-def _tables(pattern: tuple, radius: int, device: str, order: tuple | None = None) -> tuple[Tensor, Tensor, Tensor,
-                                                                                            Tensor]:
+def _tables(pattern: tuple, radius: int, device: str,
+            order: tuple | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(colour (P*P,), tap_off (P*P, T, 2), inv (P*P, L, 3), roles (P*P, 3)) int32 of a CFA.
 
     ``tap_off[s, j]`` is the offset of canonical tap ``order[j]`` of repeat
-    position s (canonical order without ``order``).  ``inv`` lists, for each repeat position of a photosite q, the (dy, dx, t)
-    of every (pixel p = q - (dy, dx), tap t) that reads q; rows are padded
-    with t = -1 to the longest list.  ``roles`` is the output channel of each
-    per-channel kernel role (:func:`kpnt.ref.front_layout.front_roles`).
+    position s (canonical order without ``order``).  ``inv`` lists, for
+    each repeat position of a photosite q, the (dy, dx, t) of every (pixel
+    p = q - (dy, dx), tap t) that reads q; rows are padded with t = -1 to
+    the longest list.  ``roles`` is the output channel of each per-channel
+    kernel role (:func:`kpnt.ref.front_layout.front_roles`).
     """
     from kpnt.ref.taps import square_taps
 
@@ -305,8 +306,8 @@ def _unequal_classes(pattern: tuple) -> bool:
 
 
 def _tap_order(radius: int) -> tuple[int, ...] | None:
-    """:data:`TAP_ORDER` where it is set and has the taps of ``radius``, else
-    None (canonical order)."""
+    """:data:`TAP_ORDER` as a tuple, or None (canonical order); an error if
+    it does not have the taps of ``radius``."""
     if TAP_ORDER is None:
         return None
     if len(TAP_ORDER) != (2 * radius + 1) ** 2:
