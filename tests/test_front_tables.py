@@ -5,6 +5,7 @@ checks (kernels/front_level.cu ``FGeo::interior``), which is only right if
 every canonical tap offset lies within the radius; and the inverse table
 must list each (pixel, tap) pair once, as the adjoint kernel sums over it."""
 import numpy as np
+import torch
 import pytest
 
 from kpnt.mosaic.cfa import CFA
@@ -29,3 +30,37 @@ def test_tap_offsets_stay_within_the_radius(cfa, radius):
     entries = inv[inv[..., 2] >= 0]
     assert len(entries) == P * P * T
     assert colour.numel() == P * P and roles.shape == (P * P, 3)
+
+
+@pytest.mark.parametrize("cfa", [CFA.bayer("BGGR"), CFA.xtrans(4, 1)], ids=lambda c: c.name)
+def test_a_tap_order_permutes_the_tap_table_and_its_inverse(cfa):
+    """front_level.TAP_ORDER's tables: column j holds canonical tap order[j],
+    and the inverse table names the permuted columns."""
+    from kpnt.ops._cuda.front_level import SEARCHED_TAP_ORDER
+
+    pattern = tuple(int(v) for v in cfa.pattern.reshape(-1))
+    _, canonical, _, _ = _tables(pattern, 2, "cpu")
+    _, ordered, inv, _ = _tables(pattern, 2, "cpu", SEARCHED_TAP_ORDER)
+    assert SEARCHED_TAP_ORDER != tuple(range(25))
+    assert torch.equal(ordered, canonical[:, list(SEARCHED_TAP_ORDER)])
+    # Every (pixel, column) pair once, and each entry's offset is that column's offset at the reading pixel.
+    P = cfa.period
+    entries = inv.numpy()
+    listed = set()
+    for q in range(P * P):
+        for dy, dx, t in entries[q][entries[q, :, 2] >= 0]:
+            p = ((q // P - dy) % P) * P + (q % P - dx) % P
+            assert tuple(ordered[p, t].tolist()) == (dy, dx)
+            listed.add((p, t))
+    assert len(listed) == P * P * 25
+
+
+def test_a_tap_order_that_is_not_a_permutation_is_refused(monkeypatch):
+    from kpnt.ops._cuda import front_level
+
+    pattern = tuple(int(v) for v in CFA.bayer().pattern.reshape(-1))
+    with pytest.raises(ValueError, match="not a permutation"):
+        _tables(pattern, 2, "cpu", (0,) * 25)
+    monkeypatch.setattr(front_level, "TAP_ORDER", tuple(range(9)))
+    with pytest.raises(ValueError, match="has 9 taps.*radius 2 has 25"):
+        front_level._tap_order(2)
