@@ -230,9 +230,9 @@ def tap_order_cases() -> dict:
         for cfa in (CFA.bayer("GBRG"), CFA.xtrans(2, 3)):
             for kernels in ("shared", "per_channel"):
                 spec = FrontLevelSpec(kernels=kernels, width=64)
-                n_out = (3 if kernels == "per_channel" else 1) * 25 + 1
+                n_in, hidden, n_out, n_hidden = spec.mlp.as_tuple()
                 g = torch.Generator().manual_seed(4)
-                shapes = [(64, 32)] + [(64, 64)] * 3 + [(-(-n_out // 16) * 16, 64)]
+                shapes = [(hidden, n_in)] + [(hidden, hidden)] * (n_hidden - 1) + [(n_out, hidden)]
                 sets = [[(torch.randn(r, c, generator=g) / c ** 0.5).half().float().requires_grad_()
                          for r, c in shapes] for _ in range(cfa.n_classes)]
                 flat = [w for ws in sets for w in ws]
