@@ -11,7 +11,11 @@
 // co times TY rows of taps: all three for C = 64, one for C = 128, so a thread's share stays in registers) and
 // walks down strips of TX positions: at each image row it needs one row of gh (TX positions) and TY + 1 rows of z
 // (TX + 2 positions: the taps' dx), kept as a ring in shared memory so a row of z is loaded once per strip
-// (cp.async, the next row in flight while this one multiplies).  Values are rounded to TF32 (to nearest, as the
+// (cp.async, the next row in flight while this one multiplies).  The strips are as wide as W allows at most TX
+// (rounded up to 8), and each block takes an equal run of the (image, strip, row) lines: the shipped Bayer step's
+// grid is 258 wide (the model pads the mosaic by its margin), which in strips of 64 left a fifth strip of 2
+// positions costing a full one, and 16-row units gave blocks 2 or 3 of them (session 42: in the step the kernel
+// ran 26 % more mma than alone at 256 x 256 and took 1.42x as long, ncu on an H100).  Values are rounded to TF32 (to nearest, as the
 // projection kernels' twins) once, in shared memory, when they arrive.  Products on mma.sync m16n8k8 (sm_80+),
 // float32 accumulation; each block writes its partial dW once, and the caller sums the blocks' rows (one
 // reduction, a fixed order: a rerun gives the same bits).
@@ -30,10 +34,10 @@ namespace {
 using tf32::mma_tf32;
 using tf32::tf32_bits;
 
-// The kernel's shape for C channels: TY rows of taps a block, strips of TX positions, units of R image rows.
-template <int C_, int TY_, int TX_, int R_>
+// The kernel's shape for C channels: TY rows of taps a block, strips of at most TX positions.
+template <int C_, int TY_, int TX_>
 struct WgradCfg {
-  static constexpr int C = C_, TY = TY_, TX = TX_, R = R_;
+  static constexpr int C = C_, TY = TY_, TX = TX_;
   static constexpr int kThreads = 256, kWarps = kThreads / 32;
   static constexpr int kCoSlices = C / 64;            // a block's M: 64 output channels
   static constexpr int kRoles = kCoSlices * (3 / TY);  // blocks a unit of positions is shared by
@@ -52,10 +56,21 @@ struct WgradCfg {
 // The shapes compiled: the shipped Bayer guide (64 channels) and the X-Trans one (128).  X-Trans's strips are 88
 // positions (its packed grid is 86 wide): strips of 32 gave a row 96 mma a warp between three barriers and ran at 67
 // TFLOP/s against cuDNN's 118 (H100, docs/bench/convs_s39a_h100.txt); the 64-channel shape's 288 ran at 125.
-using Wgrad64 = WgradCfg<64, 3, 64, 16>;
-using Wgrad128 = WgradCfg<128, 1, 88, 8>;
+using Wgrad64 = WgradCfg<64, 3, 64>;
+using Wgrad128 = WgradCfg<128, 1, 88>;
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// Strips across a row of W positions, and their width: as few strips as TX allows, of equal width rounded up to
+// whole n8 tiles (the last one narrower), so that no strip is mostly past the image's edge.
+template <class K>
+__host__ __device__ int strips_of(int W) {
+  return ceil_div(W, K::TX);
+}
+template <class K>
+__host__ __device__ int strip_width(int W) {
+  return 8 * ceil_div(ceil_div(W, strips_of<K>(W)), 8);
+}
 
 // The ring slot of z row r (r may be -1).
 template <class K>
@@ -63,26 +78,27 @@ __device__ __forceinline__ int slot_of(int r) {
   return ((r % K::kSlots) + K::kSlots) % K::kSlots;
 }
 
-// z row r of image n, positions x0 - 1 .. x0 + TX, into its slot (zeros outside the image).
+// z row r of image n, positions x0 - 1 .. x0 + sw, into its slot (zeros outside the image).
 template <class K>
-__device__ __forceinline__ void load_z_row(float* sZ, const GuideWgradArgs& a, int n, int r, int x0) {
+__device__ __forceinline__ void load_z_row(float* sZ, const GuideWgradArgs& a, int n, int r, int x0, int sw) {
   float* dst = sZ + slot_of<K>(r) * K::kZRow;
   constexpr int kChunks = K::C / 4;  // 16-byte pieces a position
   const bool row_in = r >= 0 && r < a.H;
   const float* src_row = a.z + (int64_t(n) * a.H + (row_in ? r : 0)) * a.W * K::C;
-  for (int i = threadIdx.x; i < (K::TX + 2) * kChunks; i += K::kThreads) {
+  for (int i = threadIdx.x; i < (sw + 2) * kChunks; i += K::kThreads) {
     const int p = i / kChunks, c = i % kChunks, x = x0 - 1 + p;
     const bool inside = row_in && x >= 0 && x < a.W;
     cp_async16_zfill(dst + p * K::kSz + 4 * c, inside ? src_row + int64_t(x) * K::C + 4 * c : a.z, inside);
   }
 }
 
-// gh row y of image n, positions x0 .. x0 + TX - 1, channels of the block's co slice, into buffer `buf`.
+// gh row y of image n, positions x0 .. x0 + sw - 1, channels of the block's co slice, into buffer `buf`.
 template <class K>
-__device__ __forceinline__ void load_gh_row(float* sG, const GuideWgradArgs& a, int n, int y, int x0, int co0) {
+__device__ __forceinline__ void load_gh_row(float* sG, const GuideWgradArgs& a, int n, int y, int x0, int sw,
+                                            int co0) {
   float* dst = sG + (y & 1) * K::kGRow;
   const float* src_row = a.gh + (int64_t(n) * a.H + y) * a.W * K::C + co0;
-  for (int i = threadIdx.x; i < K::TX * 16; i += K::kThreads) {
+  for (int i = threadIdx.x; i < sw * 16; i += K::kThreads) {
     const int p = i / 16, c = i % 16, x = x0 + p;
     const bool inside = x < a.W;
     cp_async16_zfill(dst + p * K::kSg + 4 * c, inside ? src_row + int64_t(x) * K::C + 4 * c : a.gh, inside);
@@ -105,14 +121,16 @@ __device__ __forceinline__ void round_rows(float* rows, int count, int stride, i
 }
 
 template <class K>
-__global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideWgradArgs a, int units) {
+__global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideWgradArgs a) {
   extern __shared__ __align__(16) float smem[];
   float* sZ = smem;
   float* sG = smem + K::kSlots * K::kZRow;
   const int role = blockIdx.y, co0 = (role % K::kCoSlices) * 64, dy0 = (role / K::kCoSlices) * K::TY;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
-  const int strips = ceil_div(a.W, K::TX), segs = ceil_div(a.H, K::R);
-  const int u0 = int(int64_t(blockIdx.x) * units / gridDim.x), u1 = int(int64_t(blockIdx.x + 1) * units / gridDim.x);
+  const int strips = strips_of<K>(a.W), sw = strip_width<K>(a.W);
+  // The block's run [r0, r1) of the lines (image n, strip s, row y), y fastest.
+  const int64_t lines = int64_t(a.N) * strips * a.H;
+  const int64_t r0 = int64_t(blockIdx.x) * lines / gridDim.x, r1 = int64_t(blockIdx.x + 1) * lines / gridDim.x;
 
   // This warp's n8 tiles: their tap (row dy - dy0, column dx) and first input channel.
   int tap_dy[K::kNT], tap_col[K::kNT];  // tap_col = dx * kSz + ci0 + g + t * kSz: the fragment's offset in a row
@@ -128,16 +146,20 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideW
 #pragma unroll
     for (int j = 0; j < K::kNT; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
 
-  for (int u = u0; u < u1; ++u) {
-    const int n = u / (strips * segs), s = (u / segs) % strips, seg = u % segs;
-    const int x0 = s * K::TX, y0 = seg * K::R, y1 = min(a.H, y0 + K::R);
-    for (int j = 0; j < K::TY; ++j) load_z_row<K>(sZ, a, n, y0 + dy0 - 1 + j, x0);
-    load_gh_row<K>(sG, a, n, y0, x0, co0);
+  // One pass a strip the run touches: its rows y0 .. y1 - 1, the z ring primed at y0.
+  for (int64_t r = r0; r < r1;) {
+    const int64_t strip = r / a.H, end = min(r1, (strip + 1) * a.H);
+    const int n = int(strip / strips), x0 = int(strip % strips) * sw;
+    const int y0 = int(r % a.H), y1 = y0 + int(end - r);
+    const int tiles = ceil_div(min(sw, a.W - x0), 8);  // n8 tiles of positions this strip has
+    r = end;
+    for (int j = 0; j < K::TY; ++j) load_z_row<K>(sZ, a, n, y0 + dy0 - 1 + j, x0, sw);
+    load_gh_row<K>(sG, a, n, y0, x0, sw, co0);
     cp_async_commit();
     for (int y = y0; y < y1; ++y) {
       if (y + 1 < y1) {  // the next row's new z row and its gh row, in flight while this row multiplies
-        load_z_row<K>(sZ, a, n, y + dy0 + K::TY - 1, x0);
-        load_gh_row<K>(sG, a, n, y + 1, x0, co0);
+        load_z_row<K>(sZ, a, n, y + dy0 + K::TY - 1, x0, sw);
+        load_gh_row<K>(sG, a, n, y + 1, x0, sw, co0);
       }
       cp_async_commit();  // a group every row, empty or not: uniform counting
       cp_async_wait1();
@@ -145,8 +167,8 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideW
       // Round what arrived for this row: gh row y, and the z rows not seen before (all TY at the unit's start).
       const int first = y == y0 ? 0 : K::TY - 1;
       for (int j = first; j < K::TY; ++j)
-        round_rows<K>(sZ + slot_of<K>(y + dy0 - 1 + j) * K::kZRow, K::TX + 2, K::kSz, K::C);
-      round_rows<K>(sG + (y & 1) * K::kGRow, K::TX, K::kSg, 64);
+        round_rows<K>(sZ + slot_of<K>(y + dy0 - 1 + j) * K::kZRow, sw + 2, K::kSz, K::C);
+      round_rows<K>(sG + (y & 1) * K::kGRow, sw, K::kSg, 64);
       __syncthreads();
 
       const float* gb = sG + (y & 1) * K::kGRow + t * K::kSg + g;
@@ -154,7 +176,7 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideW
 #pragma unroll
       for (int j = 0; j < K::kNT; ++j) zb[j] = slot_of<K>(y + dy0 - 1 + tap_dy[j]) * K::kZRow + tap_col[j];
 #pragma unroll 2
-      for (int kk = 0; kk < K::TX / 8; ++kk) {
+      for (int kk = 0; kk < tiles; ++kk) {  // past the image's edge gh is 0: whole tiles only
         uint32_t af[4][4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -193,14 +215,11 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideW
     }
 }
 
-template <class K>
-int units_of(int N, int H, int W) {
-  return N * ceil_div(W, K::TX) * ceil_div(H, K::R);
-}
-
+// Blocks along the lines (a grid row; the grid's K::kRoles rows share them): a wave, or one a line if fewer.
 template <class K>
 int groups_of(int N, int H, int W) {
-  return std::max(1, std::min(units_of<K>(N, H, W), std::max(1, multiprocessors() / K::kRoles)));
+  const int64_t lines = int64_t(N) * strips_of<K>(W) * H;
+  return int(std::max<int64_t>(1, std::min<int64_t>(lines, std::max(1, multiprocessors() / K::kRoles))));
 }
 
 template <class F>
@@ -234,7 +253,7 @@ const char* guide_wgrad(const GuideWgradArgs& a) {
                                       static_cast<int>(K::kSmem)),
                  "guide wgrad: shared memory attribute");
       const dim3 grid(a.groups, K::kRoles);
-      wgrad_tf32_kernel<K><<<grid, K::kThreads, K::kSmem, a.stream>>>(a, units_of<K>(a.N, a.H, a.W));
+      wgrad_tf32_kernel<K><<<grid, K::kThreads, K::kSmem, a.stream>>>(a);
       check_cuda(cudaGetLastError(), "guide wgrad launch");
     });
   });

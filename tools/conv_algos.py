@@ -6,7 +6,7 @@ layout, dtype and cuDNN algorithm policy, with the rate each reaches and
 the error of its result against float64.
 
     python tools/conv_algos.py                                  # both shipped guide shapes
-    python tools/conv_algos.py --shapes 4x64x256x256 --reps 50
+    python tools/conv_algos.py --shapes 4x64x258x258 --reps 50
 
 The graphed training step spends about 6 ms of 13 in these passes with the
 float32 guide (TF32) and 2.2 of 7.5 with the bfloat16 one (session 35's
@@ -76,7 +76,9 @@ def rel_rms(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", nargs="+", type=parse_shape, default=[(4, 64, 256, 256), (4, 128, 86, 86)],
+    # The guides' grids at a 4 x 512 x 512 batch: the mosaic padded by the front level's margin of 2 on each side
+    # (516 x 516) in whole blocks of 2 (Bayer: 258) or 6 (X-Trans: 86).  Sessions 38-41 timed Bayer's at 256.
+    p.add_argument("--shapes", nargs="+", type=parse_shape, default=[(4, 64, 258, 258), (4, 128, 86, 86)],
                    help="NxCxHxW of the convolution's input (default: the shipped Bayer and X-Trans guides' "
                         "training shapes at 4 x 512 x 512)")
     p.add_argument("--reps", type=int, default=30)

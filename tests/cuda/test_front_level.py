@@ -122,9 +122,15 @@ def test_radius_other_than_two_is_refused():
 
 @pytest.mark.parametrize("cfa", [CFA.xtrans(), CFA.bayer("RGGB")], ids=lambda c: c.kind)
 def test_rows_by_site_give_the_same_outputs_and_gradients(monkeypatch, cfa):
-    """ROWS_BY_SITE changes only the order of a class's rows: the output and
-    dU are the same bits (every row's MLP and epilogue are its own), the
-    weight gradients the same sums in another order."""
+    """ROWS_BY_SITE changes only the order of a class's rows: the output is
+    the same bits (every row's MLP and epilogue are its own); dU and the
+    weight gradients agree to 1e-3, a tenth of the tolerance against the
+    reference.  Not closer: the backward scales each tile's dL/dy by a power
+    of two before rounding it to float16 (``kernels/mlp_core.cuh``
+    ``scale_tile_dy``), regrouped tiles have other maxima, so the values in
+    float16's subnormal range round differently.  Session 42 (H100), the
+    first run of this test: the weight gradients differed by 5.4e-5
+    (Bayer) and 7.3e-5 (X-Trans)."""
     from kpnt.ops._cuda import front_level
 
     N, H, W = 2, 60, 66
@@ -138,9 +144,8 @@ def test_rows_by_site_give_the_same_outputs_and_gradients(monkeypatch, cfa):
         O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, SPEC)
         got[by_site] = (O.detach(), *torch.autograd.grad(O, [U, *flat], gO))
     assert torch.equal(got[False][0], got[True][0])
-    assert torch.equal(got[False][1], got[True][1])
-    for a, b in zip(got[False][2:], got[True][2:]):     # float32 sums of ~4000 rows a class, regrouped
-        assert rel(b, a) < 1e-5, rel(b, a)
+    for a, b in zip(got[False][1:], got[True][1:]):
+        assert rel(b, a) < 1e-3, rel(b, a)
 
 
 @pytest.mark.parametrize("cfa", [CFA.xtrans(), CFA.bayer("RGGB")], ids=lambda c: c.kind)

@@ -1,6 +1,6 @@
 """kernels/guide_wgrad.cu: the float32 guide's 3x3 weight gradient on TF32
-against float64 of TF32-rounded operands (shapes with partial strips and
-row units, both compiled widths, more units than blocks), against cuDNN's
+against float64 of TF32-rounded operands (shapes with partial strips, both
+compiled widths, more lines than blocks), against cuDNN's
 TF32 weight gradient, the same bits on a rerun, one-line errors for what it
 does not take, and the guide network routing its 3x3s' weight gradients
 through it only for float32 with TF32 on."""
@@ -31,10 +31,12 @@ def float64_wgrad(gh, z):
                                                False, [0, 0], 1, [False, True, False])[1].cpu()
 
 
-# Bayer's 64 channels in strips of 64 positions and units of 16 rows, X-Trans's 128 in strips of 88 and units of
-# 8: widths and heights that are no multiple of either, a strip narrower than a tap's reach, and (last case) more
-# row units than an H100's blocks.
-CASES = [(2, 64, 37, 70), (1, 64, 16, 64), (3, 64, 5, 3), (2, 128, 23, 41), (1, 128, 8, 32), (4, 128, 86, 86)]
+# Bayer's 64 channels in strips of at most 64 positions, X-Trans's 128 in strips of at most 88, each block a run of
+# (image, strip, row) lines: widths that are no multiple of 8 or of either strip, a strip narrower than a tap's
+# reach, fewer lines than an H100's blocks, and (last two) the shipped steps' grids, with runs that cross strips and
+# images.
+CASES = [(2, 64, 37, 70), (1, 64, 16, 64), (3, 64, 5, 3), (2, 128, 23, 41), (1, 128, 8, 32), (4, 128, 86, 86),
+         (4, 64, 258, 258)]
 
 
 @pytest.mark.parametrize("shape", CASES, ids=["x".join(map(str, s)) for s in CASES])
@@ -91,6 +93,7 @@ def test_float32_network_takes_the_wgrad_kernel_with_tf32_only(monkeypatch, peri
     layers = 4
     z, ws, gout = network_case(period, width, layers, size, seed=21)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(guide_train, "WGRAD_WIDTHS", guide_train.WGRAD_COMPILED_WIDTHS)   # 128 is compiled, not routed
     calls = spy_on_projection_kernels(monkeypatch, ("guide_wgrad",))
     monkeypatch.setattr(guide_train, "FUSED_WGRAD", True)
     _, fused = fused_network_grads(z, ws, gout, torch.float32)

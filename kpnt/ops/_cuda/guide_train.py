@@ -88,20 +88,24 @@ DEFER_SUMS = True
 #: kernels/guide_wgrad.cu) instead of cuDNN's, which ran at 87-100 TFLOP/s at
 #: the shipped guides' shapes on an H100 (session 38,
 #: ``docs/bench/convs_s38a_h100.txt``: 2.95 ms of the graphed float32 Bayer
-#: step).  Like the projection twins, only while cuDNN's TF32 is on.  Off:
-#: session 39's H100 calls found it exact (its tests, memcheck clean) and
-#: faster than cuDNN alone at the Bayer shape (0.152 against 0.208 ms,
-#: ``docs/bench/wgrad_convs_s39b_h100.txt``), but 0.204 ms a call inside the
-#: graphed step against cuDNN's 0.196, and slower at X-Trans's 128 channels
-#: (0.090 against 0.083 with cuDNN's workspace initialisation): the graphed
-#: steps went 13.91 / 13.93 -> 14.06 / 14.08 ms (Bayer) and 6.84 / 6.85 ->
-#: 7.29 / 7.30 (X-Trans) over two off / on rounds
-#: (``docs/bench/wgrad_steps_s39b_h100.txt``, ``tools/gpu_calls/s39_one.sh``).
-#: Its fragments are single-float shared-memory reads, about one per mma:
-#: that bounds it near cuDNN's rate (docs/KERNELS.md, session 39).
-FUSED_WGRAD = False
+#: step).  Like the projection twins, only while cuDNN's TF32 is on.
+#: Sessions 39-41 left it off: faster than cuDNN alone at 4 x 64 x 256 x 256
+#: but not inside the step (0.204 ms a call against cuDNN's 0.196).  Session
+#: 42 found why with ncu: the step's Bayer grid is 258 wide, not 256, and
+#: strips of 64 left a fifth strip of 2 positions that cost a full one.  With
+#: strips of equal width and equal runs of lines a block (H100,
+#: ``tools/gpu_calls/s42_one.sh``, ``docs/bench/wgrad_s42_h100.txt``): 0.164
+#: ms against cuDNN's 0.215 at 4 x 64 x 258 x 258, and the graphed float32
+#: Bayer step 13.90 / 13.87 -> 13.29 / 13.30 ms over two off / on rounds.
+#: On, for :data:`WGRAD_WIDTHS`.
+FUSED_WGRAD = True
 #: Channel counts the weight-gradient kernel is compiled for.
-WGRAD_WIDTHS = (64, 128)
+WGRAD_COMPILED_WIDTHS = (64, 128)
+#: Of those, the widths routed to it: 64 (the Bayer guide).  Not 128: at the
+#: X-Trans guide's 4 x 128 x 86 x 86 it takes 0.099 ms against cuDNN's 0.074
+#: (same run); with it on, the float32 X-Trans step went 6.84 -> 7.29 ms
+#: in session 39.
+WGRAD_WIDTHS = (64,)
 #: Widths a float32 guide's projection blocks are routed to the twins at.
 #: 128 (the X-Trans guide; its backward takes tiles of half the rows) since
 #: session 35's H100 call: tests against float64 of TF32-rounded operands
