@@ -25,6 +25,8 @@ SECTIONS="--set full"   # the stall metrics the raw page is read for below (sess
 profile_one() {
     PYTHONPATH=$PWD timeout 150 ncu --kernel-name-base demangled --kernel-name "regex:$1" --launch-skip $3 --launch-count 1 \
         $SECTIONS -o /tmp/$4 $2 > /tmp/$4.log 2>&1 || tail -5 /tmp/$4.log
+    # Session 42: the four front_bwd profiles made no report and ncu exited 0 (no kernel matched?): say why.
+    [ -f /tmp/$4.ncu-rep ] || { echo "--- $4: no report; ncu's log ends:"; grep -v "^\s*$" /tmp/$4.log | tail -6; }
     ncu -i /tmp/$4.ncu-rep --print-details all > $OUT/$4.txt 2>&1
     echo "--- $4"
     grep -E "^\s+(Duration|Memory Throughput|DRAM Throughput|L1/TEX Hit Rate|L2 Hit Rate|Compute \(SM\) Throughput|\

@@ -62,13 +62,19 @@ UNEVEN_CLASSES_SPREAD = 1
 #: same MLP and rows, and the classes' imbalance is not why (session 39,
 #: :data:`UNEVEN_CLASSES_SPREAD`).  By site, a warp's rows share one
 #: transform and lie a period apart.  Only the rows' order changes: the
-#: outputs are the same bits, the weight gradients the same sums in another
-#: order.  Written in session 39 without a GPU: False (off) until measured
+#: outputs are the same bits, the gradients the same within float16's
+#: rounding of per-tile scaled dL/dy.  Written in session 39 without a GPU: False (off) until measured
 #: (``tools/gpu_calls/s40_one.sh``, part rows).  A CPU model of the tap
 #: loads (``python tools/front_sectors.py``, session 40) predicts the
 #: opposite of the hope: by site, the 8 rows of a warp's load span 7
 #: periods (42 pixels) instead of 10-21 (mean 14), and its loads touch 19.5
 #: 32-byte sectors against 10.7 in raster order (Bayer 7.9 either way).
+#: Measured in session 42 (H100, ``PARTS=rows bash tools/gpu_calls/s40_one.sh``
+#: via s41_one.sh, ``docs/bench/rows_steps_s42_h100.txt``), off / on over
+#: two rounds: X-Trans 6.83 / 6.92 and 6.81 / 6.94 ms (float32 guide), 4.89 /
+#: 5.02 and 4.89 / 5.01 (bf16); Bayer unchanged.  Slower, as the model said:
+#: off.  (Its test had claimed dU the same bits; the first GPU run showed it
+#: is not, see ``tests/cuda/test_front_level.py``.)
 ROWS_BY_SITE = False
 
 #: The order of the canonical taps in the front MLP's input columns and in
@@ -82,8 +88,14 @@ ROWS_BY_SITE = False
 #: gradients in canonical order.  :data:`SEARCHED_TAP_ORDER` is the order
 #: ``python tools/front_sectors.py --search-tap-order 3000 --size 132 132
 #: --stride 1`` found (session 40): 6.12 sectors a load for Bayer (7.88
-#: canonical) and 8.52 for X-Trans (10.74).  Off until a GPU has measured
-#: it (``tools/gpu_calls/s41_one.sh``, part taps).
+#: canonical) and 8.52 for X-Trans (10.74).  Off: measured in session 42
+#: (H100, ``PARTS=taps bash tools/gpu_calls/s41_one.sh``,
+#: ``docs/bench/taps_steps_s42_h100.txt``; its CUDA tests passed) over two
+#: rounds, canonical / searched, the graphed steps did not get faster:
+#: float32 guide Bayer 13.88 / 13.98 and 13.88 / 13.99 ms, X-Trans 6.79 /
+#: 6.80 and 6.80 / 6.80; bf16 guide Bayer 7.90 / 7.98 and 7.89 / 7.99,
+#: X-Trans 4.89 / 4.89 and 4.91 / 4.91.  Fewer sectors a load did not
+#: move the front backward.
 TAP_ORDER: tuple[int, ...] | None = None
 
 #: See :data:`TAP_ORDER` (radius 2: 25 taps; tap 24 stays last, in the
