@@ -1249,7 +1249,7 @@ py::object front_backward(const torch::Tensor& x, const torch::Tensor& U, const 
                           const std::vector<int64_t>& ints, double slope, bool plain, bool noise_input,
                           const std::vector<double>& consts, bool wgmma, int64_t spread) {
   return guarded([&]() -> py::object {
-    KPNT_REQUIRE_F(spread >= 1 && spread <= 64, "spread must be in 1..64, got ", spread);
+    KPNT_REQUIRE_F(spread >= 0 && spread <= 64, "spread must be in 0..64, got ", spread);
     const c10::cuda::CUDAGuard guard(x.device());
     torch::Tensor w16;
     kpnt::FrontArgs a = make_front_args(x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts, w16);
@@ -1267,7 +1267,9 @@ py::object front_backward(const torch::Tensor& x, const torch::Tensor& U, const 
     const int64_t rows = a.N * a.H * a.W, nw = kpnt::mlp_n_weights(a.dims);
     torch::Tensor abuf = torch::empty({rows, a.dims.out}, x.options());  // dL/dd per tap, MLP-output wide
     torch::Tensor bbuf = torch::empty({rows, a.dims.in}, x.options());   // dL/d(MLP inputs)
-    torch::Tensor partial = torch::empty({a.groups, bx, nw}, x.options());
+    // spread 0: the classes share one row of blocks, and a class's rows past its own blocks stay unwritten.
+    torch::Tensor partial = spread == 0 ? torch::zeros({a.groups, bx, nw}, x.options())
+                                        : torch::empty({a.groups, bx, nw}, x.options());
     torch::Tensor dU = torch::empty_like(U);
     check_launch(kpnt::front_backward(a, fmap.data_ptr<float>(), dO.data_ptr<float>(), abuf.data_ptr<float>(),
                                       bbuf.data_ptr<float>(), partial.data_ptr<float>(), dU.data_ptr<float>()));

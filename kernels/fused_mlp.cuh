@@ -92,7 +92,9 @@ struct MlpArgs {
                               // the GPU runs sm_90a code, kernels/bindings.cpp wgmma_built_on), else mma.sync
   bool wgmma_bwd = false;     // backward only: the same for the backward (kernels/mlp_bwd_wgmma.cuh)
   int spread = 1;             // in-block backward: blocks a group = spread x (resident blocks / groups), so that
-                              // groups of unequal size (X-Trans's front classes, 4:1:4) end together (>= 1)
+                              // groups of unequal size (X-Trans's front classes, 4:1:4) end together (>= 1); 0: one
+                              // wave of blocks the groups share by their rows (the wgmma backward with offsets:
+                              // mlp_bwd_wgmma.cuh block_of_group; dw_partial must then be zeros), elsewhere as 1
 };
 
 // y (P, out) float32 = MLP(x).  With a.workspace set (hidden width 128, the

@@ -146,7 +146,10 @@ __host__ __device__ constexpr size_t wg_stage_off() {
   return (WgBwd<C>::SMEM + 127) / 128 * 128;
 }
 
-// Shared memory of the backward with these policies.
+// Static shared memory of mlp_bwd_wgmma_kernel (ptxas reports 128 bytes for its two ints).
+constexpr size_t kBwdStaticSmem = 128;
+
+// Dynamic shared memory of the backward with these policies.
 template <class C, class In, class Dy>
 constexpr size_t wg_bwd_smem() {
   return kStagedRows<In, Dy> ? wg_stage_off<C>() + StagedRows<C::IN>::BYTES + StagedRows<C::OUT>::BYTES
@@ -157,7 +160,8 @@ constexpr size_t wg_bwd_smem() {
 // the kernel (WgBwd::shape_ok) and its shared memory fits (kSmemOptin).
 template <class C, class In, class Dy>
 constexpr bool wg_bwd_ok() {
-  return WgBwd<C>::shape_ok() && wg_bwd_smem<C, In, Dy>() <= kSmemOptin;
+  // kBwdStaticSmem: the kernel's own __shared__ ints (s_blocks, s_row), which count against the same limit.
+  return WgBwd<C>::shape_ok() && wg_bwd_smem<C, In, Dy>() + kBwdStaticSmem <= kSmemOptin;
 }
 
 // A fragments (16 rows x K, tile rows lr and lr + 8) into a tile buffer of
@@ -287,16 +291,46 @@ __device__ __forceinline__ void store_dw_wg(const float (&dw)[WgBwd<C>::NDW][4],
   }
 }
 
+// A block's group, its index among the group's blocks and their count.  In a
+// grid of (blocks a group, groups) those are blockIdx.y, blockIdx.x and
+// gridDim.x.  With `shared_groups` G > 0 the grid is one row of B >= G
+// blocks that the G groups share in proportion to their rows (offsets):
+// group g gets blocks [c(g), c(g + 1)), c(g) = floor((B - G) r(g) / r(G)) + g
+// with r(g) the rows before group g, so every group at least one.  Why:
+// X-Trans's front classes hold 4 : 1 : 4 of the rows, and with equal blocks a
+// class the small class's SMs idled (session 42, ncu: SM active cycles 62 %
+// below the mean on some, 24 % above on others; spreading more blocks a class
+// in more waves left a tail of large blocks).
+struct BlockOfGroup {
+  int g, j, n;
+};
+__device__ __forceinline__ BlockOfGroup block_of_group(const int32_t* __restrict__ offsets, int shared_groups) {
+  if (shared_groups <= 0) return {static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.x),
+                                  static_cast<int>(gridDim.x)};
+  const int G = shared_groups, spare = static_cast<int>(gridDim.x) - G, b = blockIdx.x;
+  const int64_t first = offsets[0], rows = offsets[G] - first;
+  // c(g); with no rows at all the spare blocks go to the last group (they find no tile).
+  const auto c = [&](int g) -> int {
+    if (rows <= 0) return g == G ? spare + G : g;
+    return static_cast<int>(static_cast<int64_t>(spare) * (offsets[g] - first) / rows) + g;
+  };
+  int g = 0;
+  while (g + 1 < G && c(g + 1) <= b) ++g;
+  const int lo = c(g);
+  return {g, b - lo, c(g + 1) - lo};
+}
+
 template <class C, class In, class Dy>
 __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     mlp_bwd_wgmma_kernel(const In in, const Dy dys, const __half* __restrict__ w, const int32_t* __restrict__ perm,
                          const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ dx,
-                         float* __restrict__ dw_partial, float slope) {
+                         float* __restrict__ dw_partial, float slope, int shared_groups) {
 #if KPNT_WGMMA_BUILT
   using B = WgBwd<C>;
   extern __shared__ __align__(128) unsigned char smem[];
   float* red = reinterpret_cast<float*>(smem + B::RED);
-  const int g = blockIdx.y;
+  const BlockOfGroup bg = block_of_group(offsets, shared_groups);
+  const int g = bg.g;
   load_weights_core<C>(smem, w + static_cast<int64_t>(g) * C::NW);
   wg::fence_async_smem();  // the weights' ordinary stores, seen by the tensor cores' reads
 
@@ -316,9 +350,17 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
   using SY = StagedRows<C::OUT>;
   float* xs = reinterpret_cast<float*>(smem + wg_stage_off<C>());  // STAGED only
   float* ys = xs + kBwdT * SX::STRIDE;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kBwdT;
+  // The group's block count and this block's dw_partial row through shared memory, read where used: held in
+  // registers across the tile loop they made the front's backward (255 registers) spill; gridDim.x, blockIdx.x and
+  // blockIdx.y, which they replace, cost none.
+  __shared__ int s_blocks, s_row;
+  if (threadIdx.x == 0) {  // read after the loop's first barrier, or after the closing one
+    s_blocks = bg.n;
+    s_row = g * static_cast<int>(gridDim.x) + bg.j;
+  }
+  const auto stride = [&] { return static_cast<int64_t>(*static_cast<volatile int*>(&s_blocks)) * kBwdT; };
   if constexpr (STAGED) {
-    const int64_t first = begin + static_cast<int64_t>(blockIdx.x) * kBwdT;
+    const int64_t first = begin + static_cast<int64_t>(bg.j) * kBwdT;
     if (first < end) {
       SX::issue(xs, in.x, first, end, perm);
       SY::issue(ys, dys.dy, first, end, perm);
@@ -327,7 +369,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
   }
 
   // The loop's bounds are the block's: every warp of a group issues its wgmmas together.
-  for (int64_t base = begin + static_cast<int64_t>(blockIdx.x) * kBwdT; base < end; base += stride) {
+  for (int64_t base = begin + static_cast<int64_t>(bg.j) * kBwdT; base < end; base += stride()) {
     if constexpr (STAGED) asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // this tile's rows are in
     // The previous tile's reads of the tile buffers are over (each group
     // waited on its own wgmmas); the first pass waits for the weights.
@@ -365,9 +407,9 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     // The next tile's rows into xs, ys, issued inside the walk's first step (after_dw).
     const auto stage_next = [&] {
       if constexpr (STAGED) {
-        if (base + stride < end) {
-          SX::issue(xs, in.x, base + stride, end, perm);
-          SY::issue(ys, dys.dy, base + stride, end, perm);
+        if (base + stride() < end) {
+          SX::issue(xs, in.x, base + stride(), end, perm);
+          SY::issue(ys, dys.dy, base + stride(), end, perm);
         }
         asm volatile("cp.async.commit_group;\n" ::: "memory");
       }
@@ -382,7 +424,10 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     wg_bwd_step<C, C::NH>(dw, dzf, B::DZ0, B::DZ1, k, stage_next);
   }
 
-  store_dw_wg<C, 0>(dw, dw_partial + (static_cast<int64_t>(g) * gridDim.x + blockIdx.x) * C::NW, warp >> 2,
+  // Row (g, j) of dw_partial (groups, gridDim.x, NW); with shared groups the
+  // rows j >= bg.n of a group are the caller's zeros.
+  __syncthreads();  // s_row written (a block with no tile passed no barrier)
+  store_dw_wg<C, 0>(dw, dw_partial + static_cast<int64_t>(*static_cast<volatile int*>(&s_row)) * C::NW, warp >> 2,
                     warp & 3, lane);
 #elif defined(__CUDA_ARCH__)
   __trap();  // not sm_90a code: the binding never launches it here
@@ -397,6 +442,8 @@ int backward_blocks_any(const MlpArgs& a) {
       auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
       constexpr size_t smem = wg_bwd_smem<C, In, Dy>();
       prepare_smem(kernel, smem, "backward (wgmma)");
+      if (a.spread == 0)  // one row the groups share (block_of_group): a wave, at least a block a group
+        return std::max(a.groups, persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, 1, 1));
       return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups, a.spread);
     } else if constexpr (WgDw<C>::shape_ok()) {
       return dw_wgmma_blocks<C>(a);
@@ -415,8 +462,10 @@ void launch_backward_any(const MlpArgs& a, const In& in, const Dy& dy, float* dx
   if constexpr (wg_bwd_ok<C, In, Dy>()) {
     const int bx = backward_blocks_any<C, In, Dy>(a);
     auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
-    kernel<<<dim3(bx, a.groups), kBwdWarps * 32, wg_bwd_smem<C, In, Dy>(), a.stream>>>(
-        in, dy, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, dx, dw_partial, a.slope);
+    const bool shared = a.spread == 0 && a.offsets != nullptr;
+    kernel<<<dim3(bx, shared ? 1 : a.groups), kBwdWarps * 32, wg_bwd_smem<C, In, Dy>(), a.stream>>>(
+        in, dy, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, dx, dw_partial, a.slope,
+        shared ? a.groups : 0);
     check_cuda(cudaGetLastError(), "backward (wgmma) launch");
   } else if constexpr (WgDw<C>::shape_ok()) {
     launch_split_backward_wgmma<C>(a, in, dy, dx, dw_partial);

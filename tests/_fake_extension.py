@@ -99,7 +99,7 @@ class FakeExt:
 
     def front_backward(self, x, U, S, noise, w, tables, fmap, dO, dims, ints, slope, plain, noise_input, consts,
                        wgmma=False, spread=1):
-        assert 1 <= spread <= 64, spread           # the binding's range (blocks only: the gradients do not change)
+        assert 0 <= spread <= 64, spread           # the binding's range (blocks only: the gradients do not change)
         self.calls.append(("front_backward", w.dtype))
         P = ints[0]
         cfa = CFA(np.asarray(tables[2].tolist(), dtype=np.int64).reshape(P, P))

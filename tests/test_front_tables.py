@@ -64,3 +64,18 @@ def test_a_tap_order_that_is_not_a_permutation_is_refused(monkeypatch):
     monkeypatch.setattr(front_level, "TAP_ORDER", tuple(range(9)))
     with pytest.raises(ValueError, match="has 9 taps.*radius 2 has 25"):
         front_level._tap_order(2)
+
+
+@pytest.mark.parametrize("cfa", [CFA.bayer("GRBG"), CFA.xtrans()], ids=lambda c: c.kind)
+def test_backward_blocks_spread_only_over_unequal_classes(monkeypatch, cfa):
+    """The ``spread`` the front backward passes (kernels: MlpArgs::spread):
+    X-Trans's 4 : 1 : 4 classes take UNEVEN_CLASSES_SPREAD, or 0 (one wave
+    shared by rows) with BALANCED_CLASSES; Bayer's equal classes always 1."""
+    from kpnt.ops._cuda import front_level
+
+    pattern = tuple(int(v) for v in cfa.pattern.reshape(-1))
+    unequal = cfa.kind == "xtrans"
+    for balanced, spread, want in [(False, 1, 1), (False, 4, 4 if unequal else 1), (True, 4, 0 if unequal else 1)]:
+        monkeypatch.setattr(front_level, "BALANCED_CLASSES", balanced)
+        monkeypatch.setattr(front_level, "UNEVEN_CLASSES_SPREAD", spread)
+        assert front_level._spread(pattern) == want, (balanced, spread)

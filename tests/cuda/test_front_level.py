@@ -149,14 +149,18 @@ def test_rows_by_site_give_the_same_outputs_and_gradients(monkeypatch, cfa):
 
 
 @pytest.mark.parametrize("cfa", [CFA.xtrans(), CFA.bayer("RGGB")], ids=lambda c: c.kind)
-def test_backward_spread_over_more_blocks_gives_the_same_gradients(monkeypatch, cfa):
+@pytest.mark.parametrize("size", [(2, 96, 102), (1, 8, 10)], ids=["rows", "tiny"])
+def test_backward_blocks_spread_or_balanced_give_the_same_gradients(monkeypatch, cfa, size):
     """UNEVEN_CLASSES_SPREAD (more backward blocks a class when the classes
-    are unequal: X-Trans's 4 : 1 : 4) moves only where the blocks' partial
-    weight gradients are cut: dU the same bits, dw equal within float32
-    summation; Bayer's equal classes keep one spread."""
+    are unequal: X-Trans's 4 : 1 : 4) and BALANCED_CLASSES (one wave the
+    classes share by their rows: kernels/mlp_bwd_wgmma.cuh block_of_group)
+    move only where the blocks' partial weight gradients are cut: dU the
+    same bits (the same tiles), dw equal within float32 summation; Bayer's
+    equal classes keep one spread.  "rows": a class has more tiles than
+    blocks; "tiny": 80 rows, a tile a class, most blocks without one."""
     from kpnt.ops._cuda import front_level
 
-    N, H, W = 2, 96, 102                      # enough rows that a class has more tiles than blocks
+    N, H, W = size
     x, U, S, noise = inputs(cfa, N, H, W, seed=5)
     sets = weight_sets(cfa.n_classes, seed=6)
     flat = [w for ws in sets for w in ws]
@@ -165,16 +169,18 @@ def test_backward_spread_over_more_blocks_gives_the_same_gradients(monkeypatch, 
     real = front_level._spread
     monkeypatch.setattr(front_level, "_spread", lambda p: spreads.append(real(p)) or spreads[-1])
     got = {}
-    for spread in (1, 4):
+    for name, spread, balanced in [("one", 1, False), ("spread", 4, False), ("balanced", 1, True)]:
         monkeypatch.setattr(front_level, "UNEVEN_CLASSES_SPREAD", spread)
+        monkeypatch.setattr(front_level, "BALANCED_CLASSES", balanced)
         O = _cuda.fused_front_level(x, U, S, noise, cfa, sets, SPEC)
-        got[spread] = torch.autograd.grad(O, [U, *flat], gO)
-    assert spreads == [1, 4 if cfa.kind == "xtrans" else 1]
-    assert torch.equal(got[1][0], got[4][0])
-    for a, b in zip(got[1][1:], got[4][1:]):
-        assert rel(b, a) < 1e-6, rel(b, a)
-    with pytest.raises(ValueError, match="spread must be in 1..64"):
+        got[name] = torch.autograd.grad(O, [U, *flat], gO)
+    assert spreads == ([1, 4, 0] if cfa.kind == "xtrans" else [1, 1, 1])
+    for name in ("spread", "balanced"):
+        assert torch.equal(got["one"][0], got[name][0]), name
+        for a, b in zip(got["one"][1:], got[name][1:]):
+            assert rel(b, a) < 1e-6, (name, rel(b, a))
+    with pytest.raises(ValueError, match="spread must be in 0..64"):
         from kpnt.ops._cuda.extension import ext, unwrap
 
         unwrap(ext().front_backward(x, U.detach(), S, noise, torch.zeros(1, device="cuda"), [], O.detach(), gO, [],
-                                    [], SLOPE, False, False, [], False, 0))
+                                    [], SLOPE, False, False, [], False, 65))

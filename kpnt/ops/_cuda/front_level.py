@@ -47,9 +47,27 @@ _KERNELS_NAME = {1: "shared", 3: "per_channel"}
 #: ``docs/bench/spread_breakdown{1,4}_s39c_h100.txt``): the front backward's
 #: kernel 0.991-1.000 ms at 1, 0.979-0.986 at 4, about 1 %; the graphed steps
 #: did not move beyond their run-to-run spread
-#: (``docs/bench/spread_steps_s39a_h100.txt``).  So the imbalance is not
-#: what makes X-Trans's front backward slower than Bayer's; 1 (off).
+#: (``docs/bench/spread_steps_s39a_h100.txt``); 1 (off).  Session 42's
+#: Nsight Compute profiles showed why, and that the imbalance is the cause
+#: after all (``docs/bench/ncu_front_bwd_*_s42_h100.txt``): X-Trans's kernel
+#: executes the same instructions as Bayer's and its SMs' mean active cycles
+#: are Bayer's (1.31 against 1.30 M), but the SMs of the small class idle
+#: (min 62 % below the mean, max 24 % above), so it takes 1.42x the cycles.
+#: With 4, the mean rose 8 % (more blocks, more partial sums) and the busiest
+#: SM stayed 16 % above it: the large classes' blocks, queued after the small
+#: one's, leave a tail.  :data:`BALANCED_CLASSES` is the alternative.
 UNEVEN_CLASSES_SPREAD = 1
+
+#: Whether the front MLP backward's blocks, when the site classes are of
+#: unequal size, are one wave that the classes share in proportion to their
+#: rows (``MlpArgs::spread`` 0, ``kernels/mlp_bwd_wgmma.cuh``
+#: ``block_of_group``; the wgmma backward only) instead of
+#: :data:`UNEVEN_CLASSES_SPREAD`'s equal blocks a class.  Written in session
+#: 42 after its profiles (above), without a GPU left to run it: off until
+#: ``tests/cuda/test_front_level.py`` and an A/B of point 2's rows have run
+#: (``PARTS=balanced bash tools/gpu_calls/s42_four.sh``).  The hope: the
+#: X-Trans front backward at about Bayer's time (~0.75 of 1.0 ms).
+BALANCED_CLASSES = False
 
 #: Whether the front MLP's rows of a site class are grouped by repeat
 #: position (then raster order) rather than in raster order.  Why: the taps
@@ -304,9 +322,13 @@ _front_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _spread(pattern: Sequence[int]) -> int:
-    """:data:`UNEVEN_CLASSES_SPREAD` when the site classes of the CFA
-    ``pattern`` (flattened) hold unequal shares of the photosites, else 1."""
-    return UNEVEN_CLASSES_SPREAD if UNEVEN_CLASSES_SPREAD != 1 and _unequal_classes(tuple(pattern)) else 1
+    """The backward's ``spread`` for the CFA ``pattern`` (flattened): when
+    its site classes hold unequal shares of the photosites, 0 (one wave of
+    blocks shared by rows) with :data:`BALANCED_CLASSES`, else
+    :data:`UNEVEN_CLASSES_SPREAD`; 1 for equal classes."""
+    if not _unequal_classes(tuple(pattern)):
+        return 1
+    return 0 if BALANCED_CLASSES else UNEVEN_CLASSES_SPREAD
 
 
 @lru_cache(maxsize=64)
