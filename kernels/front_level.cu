@@ -582,8 +582,9 @@ const char* front_bwd_blocks(const FrontArgs& f, int* blocks) {
     if (!dispatch_front(f.dims, f.kernels, f.taps, [&](auto cfg, auto kernels) {
           using C = decltype(cfg);
           if constexpr (!C::BWD) forward_only(f.dims);
-          else if constexpr (decltype(kernels)::value == 1) *blocks = backward_blocks_any<C, FrontIn, FrontDy>(front_mlp_args(f));
-          else *blocks = backward_blocks_any<C, FrontIn, FrontDyRoles>(front_mlp_args(f));  // front_backward's policies
+          else if constexpr (decltype(kernels)::value == 1)
+            *blocks = backward_blocks_any<C, FrontIn, FrontDy, true>(front_mlp_args(f));
+          else *blocks = backward_blocks_any<C, FrontIn, FrontDyRoles, true>(front_mlp_args(f));  // its policies
         }))
       front_not_compiled(f);
   });
@@ -601,11 +602,11 @@ const char* front_backward(const FrontArgs& f, const float* fmap, const float* d
           if constexpr (!C::BWD) {
             forward_only(f.dims);
           } else if constexpr (decltype(kernels)::value == 1) {
-            launch_backward_any<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontDy{fmap, dO, abuf, g, k}, bbuf,
-                                   dw_partial);
+            launch_backward_any<C, true>(front_mlp_args(f), FrontIn{fmap, g}, FrontDy{fmap, dO, abuf, g, k}, bbuf,
+                                         dw_partial);  // true: the classes may share the blocks (spread 0)
           } else {
-            launch_backward_any<C>(front_mlp_args(f), FrontIn{fmap, g}, FrontDyRoles{fmap, dO, abuf, g, k, f.roles},
-                                   bbuf, dw_partial);
+            launch_backward_any<C, true>(front_mlp_args(f), FrontIn{fmap, g},
+                                         FrontDyRoles{fmap, dO, abuf, g, k, f.roles}, bbuf, dw_partial);
           }
         }))
       front_not_compiled(f);

@@ -146,7 +146,7 @@ __host__ __device__ constexpr size_t wg_stage_off() {
   return (WgBwd<C>::SMEM + 127) / 128 * 128;
 }
 
-// Static shared memory of mlp_bwd_wgmma_kernel (ptxas reports 128 bytes for its two ints).
+// Static shared memory of mlp_bwd_wgmma_kernel's shared-groups form (ptxas reports 128 bytes for its two ints).
 constexpr size_t kBwdStaticSmem = 128;
 
 // Dynamic shared memory of the backward with these policies.
@@ -291,10 +291,9 @@ __device__ __forceinline__ void store_dw_wg(const float (&dw)[WgBwd<C>::NDW][4],
   }
 }
 
-// A block's group, its index among the group's blocks and their count.  In a
-// grid of (blocks a group, groups) those are blockIdx.y, blockIdx.x and
-// gridDim.x.  With `shared_groups` G > 0 the grid is one row of B >= G
-// blocks that the G groups share in proportion to their rows (offsets):
+// A block's group, its index among the group's blocks and their count, when
+// the grid is one row of B >= G blocks that the G groups share in proportion
+// to their rows (offsets; the kernel's kShared form, MlpArgs::spread 0):
 // group g gets blocks [c(g), c(g + 1)), c(g) = floor((B - G) r(g) / r(G)) + g
 // with r(g) the rows before group g, so every group at least one.  Why:
 // X-Trans's front classes hold 4 : 1 : 4 of the rows, and with equal blocks a
@@ -305,8 +304,6 @@ struct BlockOfGroup {
   int g, j, n;
 };
 __device__ __forceinline__ BlockOfGroup block_of_group(const int32_t* __restrict__ offsets, int shared_groups) {
-  if (shared_groups <= 0) return {static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.x),
-                                  static_cast<int>(gridDim.x)};
   const int G = shared_groups, spare = static_cast<int>(gridDim.x) - G, b = blockIdx.x;
   const int64_t first = offsets[0], rows = offsets[G] - first;
   // c(g); with no rows at all the spare blocks go to the last group (they find no tile).
@@ -320,7 +317,9 @@ __device__ __forceinline__ BlockOfGroup block_of_group(const int32_t* __restrict
   return {g, b - lo, c(g + 1) - lo};
 }
 
-template <class C, class In, class Dy>
+// kShared: the grid is one row the `shared_groups` groups share (block_of_group); else (blocks a group, groups),
+// and the code is what it was before the shared form existed (session 42: the default path unchanged).
+template <class C, class In, class Dy, bool kShared = false>
 __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     mlp_bwd_wgmma_kernel(const In in, const Dy dys, const __half* __restrict__ w, const int32_t* __restrict__ perm,
                          const int32_t* __restrict__ offsets, int64_t P, float* __restrict__ dx,
@@ -329,7 +328,8 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
   using B = WgBwd<C>;
   extern __shared__ __align__(128) unsigned char smem[];
   float* red = reinterpret_cast<float*>(smem + B::RED);
-  const BlockOfGroup bg = block_of_group(offsets, shared_groups);
+  BlockOfGroup bg{static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.x), static_cast<int>(gridDim.x)};
+  if constexpr (kShared) bg = block_of_group(offsets, shared_groups);
   const int g = bg.g;
   load_weights_core<C>(smem, w + static_cast<int64_t>(g) * C::NW);
   wg::fence_async_smem();  // the weights' ordinary stores, seen by the tensor cores' reads
@@ -350,17 +350,25 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
   using SY = StagedRows<C::OUT>;
   float* xs = reinterpret_cast<float*>(smem + wg_stage_off<C>());  // STAGED only
   float* ys = xs + kBwdT * SX::STRIDE;
-  // The group's block count and this block's dw_partial row through shared memory, read where used: held in
-  // registers across the tile loop they made the front's backward (255 registers) spill; gridDim.x, blockIdx.x and
-  // blockIdx.y, which they replace, cost none.
-  __shared__ int s_blocks, s_row;
-  if (threadIdx.x == 0) {  // read after the loop's first barrier, or after the closing one
-    s_blocks = bg.n;
-    s_row = g * static_cast<int>(gridDim.x) + bg.j;
+  // kShared: the group's block count and this block's dw_partial row through shared memory, read where used:
+  // held in registers across the tile loop they made the front's backward (255 registers) spill; gridDim.x,
+  // blockIdx.x and blockIdx.y, which the unshared form reads, cost none.
+  __shared__ int s_shared[2];  // blocks of the group, dw_partial row
+  if constexpr (kShared) {
+    if (threadIdx.x == 0) {  // read after the loop's first barrier, or after the closing one
+      s_shared[0] = bg.n;
+      s_shared[1] = g * static_cast<int>(gridDim.x) + bg.j;
+    }
   }
-  const auto stride = [&] { return static_cast<int64_t>(*static_cast<volatile int*>(&s_blocks)) * kBwdT; };
+  const auto stride = [&]() -> int64_t {
+    if constexpr (kShared) return static_cast<int64_t>(*static_cast<volatile int*>(&s_shared[0])) * kBwdT;
+    else return static_cast<int64_t>(gridDim.x) * kBwdT;
+  };
+  int64_t first_tile;
+  if constexpr (kShared) first_tile = begin + static_cast<int64_t>(bg.j) * kBwdT;
+  else first_tile = begin + static_cast<int64_t>(blockIdx.x) * kBwdT;
   if constexpr (STAGED) {
-    const int64_t first = begin + static_cast<int64_t>(bg.j) * kBwdT;
+    const int64_t first = first_tile;
     if (first < end) {
       SX::issue(xs, in.x, first, end, perm);
       SY::issue(ys, dys.dy, first, end, perm);
@@ -369,7 +377,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
   }
 
   // The loop's bounds are the block's: every warp of a group issues its wgmmas together.
-  for (int64_t base = begin + static_cast<int64_t>(bg.j) * kBwdT; base < end; base += stride()) {
+  for (int64_t base = first_tile; base < end; base += stride()) {
     if constexpr (STAGED) asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // this tile's rows are in
     // The previous tile's reads of the tile buffers are over (each group
     // waited on its own wgmmas); the first pass waits for the weights.
@@ -426,24 +434,41 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
 
   // Row (g, j) of dw_partial (groups, gridDim.x, NW); with shared groups the
   // rows j >= bg.n of a group are the caller's zeros.
-  __syncthreads();  // s_row written (a block with no tile passed no barrier)
-  store_dw_wg<C, 0>(dw, dw_partial + static_cast<int64_t>(*static_cast<volatile int*>(&s_row)) * C::NW, warp >> 2,
-                    warp & 3, lane);
+  int64_t row;
+  if constexpr (kShared) {
+    __syncthreads();  // s_shared written (a block with no tile passed no barrier)
+    row = *static_cast<volatile int*>(&s_shared[1]);
+  } else {
+    row = static_cast<int64_t>(g) * gridDim.x + blockIdx.x;
+  }
+  store_dw_wg<C, 0>(dw, dw_partial + row * C::NW, warp >> 2, warp & 3, lane);
 #elif defined(__CUDA_ARCH__)
   __trap();  // not sm_90a code: the binding never launches it here
 #endif
 }
 
+// Whether the in-block wgmma backward runs its shared-groups form (MlpArgs::spread 0): only for callers compiled
+// with it (kMayShare: the front level's), with a row partition to share.
+template <bool kMayShare>
+bool shares_blocks(const MlpArgs& a) {
+  return kMayShare && a.spread == 0 && a.offsets != nullptr;
+}
+
 // Blocks per group of the backward that a.wgmma_bwd picks (dw_partial's middle dimension).
-template <class C, class In, class Dy>
+template <class C, class In, class Dy, bool kMayShare = false>
 int backward_blocks_any(const MlpArgs& a) {
   if (a.wgmma_bwd) {
     if constexpr (wg_bwd_ok<C, In, Dy>()) {
-      auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
       constexpr size_t smem = wg_bwd_smem<C, In, Dy>();
+      if constexpr (kMayShare) {
+        if (shares_blocks<kMayShare>(a)) {  // one row the groups share (block_of_group): a wave, a block a group
+          auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy, true>;
+          prepare_smem(kernel, smem, "backward (wgmma)");
+          return std::max(a.groups, persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, 1, 1));
+        }
+      }
+      auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
       prepare_smem(kernel, smem, "backward (wgmma)");
-      if (a.spread == 0)  // one row the groups share (block_of_group): a wave, at least a block a group
-        return std::max(a.groups, persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, 1, 1));
       return persistent_blocks(kernel, kBwdWarps * 32, smem, a.P, kBwdT, a.groups, a.spread);
     } else if constexpr (WgDw<C>::shape_ok()) {
       return dw_wgmma_blocks<C>(a);
@@ -456,13 +481,16 @@ int backward_blocks_any(const MlpArgs& a) {
 // is set (the binding checked that the GPU runs sm_90a code), the in-block
 // wgmma backward (hidden width 64) or the split backward with its dW pass on
 // wgmma (width 128); else mma.sync (in-block or split).
-template <class C, class In, class Dy>
+template <class C, bool kMayShare = false, class In, class Dy>
 void launch_backward_any(const MlpArgs& a, const In& in, const Dy& dy, float* dx, float* dw_partial) {
   if (!a.wgmma_bwd) return launch_backward_with<C>(a, in, dy, dx, dw_partial);
   if constexpr (wg_bwd_ok<C, In, Dy>()) {
-    const int bx = backward_blocks_any<C, In, Dy>(a);
+    const int bx = backward_blocks_any<C, In, Dy, kMayShare>(a);
+    const bool shared = shares_blocks<kMayShare>(a);
     auto kernel = mlp_bwd_wgmma_kernel<C, In, Dy>;
-    const bool shared = a.spread == 0 && a.offsets != nullptr;
+    if constexpr (kMayShare) {
+      if (shared) kernel = mlp_bwd_wgmma_kernel<C, In, Dy, true>;
+    }
     kernel<<<dim3(bx, shared ? 1 : a.groups), kBwdWarps * 32, wg_bwd_smem<C, In, Dy>(), a.stream>>>(
         in, dy, static_cast<const __half*>(a.w), a.perm, a.offsets, a.P, dx, dw_partial, a.slope,
         shared ? a.groups : 0);
