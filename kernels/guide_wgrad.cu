@@ -15,10 +15,10 @@
 // (rounded up to 8), and each block takes an equal run of the (image, strip, row) lines: the shipped Bayer step's
 // grid is 258 wide (the model pads the mosaic by its margin), which in strips of 64 left a fifth strip of 2
 // positions costing a full one, and 16-row units gave blocks 2 or 3 of them (session 42: in the step the kernel
-// ran 26 % more mma than alone at 256 x 256 and took 1.42x as long, ncu on an H100).  Values are rounded to TF32 (to nearest, as the
-// projection kernels' twins) once, in shared memory, when they arrive.  Products on mma.sync m16n8k8 (sm_80+),
-// float32 accumulation; each block writes its partial dW once, and the caller sums the blocks' rows (one
-// reduction, a fixed order: a rerun gives the same bits).
+// ran 26 % more mma than alone at 256 x 256 and took 1.42x as long, ncu on an H100).  Values are rounded to TF32
+// (to nearest, as the projection kernels' twins) once, in shared memory, when they arrive.  Products on mma.sync
+// m16n8k8 (sm_80+), float32 accumulation; each block writes its partial dW once, and the caller sums the blocks'
+// rows (one reduction, a fixed order: a rerun gives the same bits).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -40,7 +40,7 @@ struct WgradCfg {
   static constexpr int C = C_, TY = TY_, TX = TX_;
   static constexpr int kThreads = 256, kWarps = kThreads / 32;
   static constexpr int kCoSlices = C / 64;            // a block's M: 64 output channels
-  static constexpr int kRoles = kCoSlices * (3 / TY);  // blocks a unit of positions is shared by
+  static constexpr int kRoles = kCoSlices * (3 / TY);  // blocks a run of lines is shared by
   static constexpr int kN = TY * 3 * C;                // a block's N: (tap, input channel)
   static constexpr int kNT = kN / (kWarps * 8);        // n8 tiles a warp
   static constexpr int kSz = C + 8;                    // z row stride (floats): fragment reads conflict-free
@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideW
       cp_async_commit();  // a group every row, empty or not: uniform counting
       cp_async_wait1();
       __syncthreads();
-      // Round what arrived for this row: gh row y, and the z rows not seen before (all TY at the unit's start).
+      // Round what arrived for this row: gh row y, and the z rows not seen before (all TY at a pass's start).
       const int first = y == y0 ? 0 : K::TY - 1;
       for (int j = first; j < K::TY; ++j)
         round_rows<K>(sZ + slot_of<K>(y + dy0 - 1 + j) * K::kZRow, sw + 2, K::kSz, K::C);
