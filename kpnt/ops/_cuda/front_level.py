@@ -77,22 +77,21 @@ BALANCED_CLASSES = False
 #: one a row), so the rows of a warp read tap t at up to 4 different
 #: relative positions, spread over more cache lines.  X-Trans's front
 #: backward takes 1.0 ms of the graphed step against Bayer's 0.77 for the
-#: same MLP and rows, and the classes' imbalance is not why (session 39,
-#: :data:`UNEVEN_CLASSES_SPREAD`).  By site, a warp's rows share one
-#: transform and lie a period apart.  Only the rows' order changes: the
-#: outputs are the same bits, the gradients the same within float16's
-#: rounding of per-tile scaled dL/dy.  Written in session 39 without a GPU: False (off) until measured
-#: (``tools/gpu_calls/s40_one.sh``, part rows).  A CPU model of the tap
-#: loads (``python tools/front_sectors.py``, session 40) predicts the
-#: opposite of the hope: by site, the 8 rows of a warp's load span 7
+#: same MLP and rows (session 39 thought the classes' imbalance was not why;
+#: session 42's profiles showed it is: :data:`UNEVEN_CLASSES_SPREAD`).  By
+#: site, a warp's rows share one transform and lie a period apart.  Only the
+#: rows' order changes: the outputs are the same bits, the gradients the
+#: same within float16's rounding of per-tile scaled dL/dy.  A CPU model of
+#: the tap loads (``python tools/front_sectors.py``, session 40) predicted
+#: the opposite of the hope: by site, the 8 rows of a warp's load span 7
 #: periods (42 pixels) instead of 10-21 (mean 14), and its loads touch 19.5
 #: 32-byte sectors against 10.7 in raster order (Bayer 7.9 either way).
-#: Measured in session 42 (H100, ``PARTS=rows bash tools/gpu_calls/s40_one.sh``
-#: via s41_one.sh, ``docs/bench/rows_steps_s42_h100.txt``), off / on over
-#: two rounds: X-Trans 6.83 / 6.92 and 6.81 / 6.94 ms (float32 guide), 4.89 /
-#: 5.02 and 4.89 / 5.01 (bf16); Bayer unchanged.  Slower, as the model said:
-#: off.  (Its test had claimed dU the same bits; the first GPU run showed it
-#: is not, see ``tests/cuda/test_front_level.py``.)
+#: Measured in session 42 (H100, ``PARTS="rows front_ncu wgrad_ncu" bash
+#: tools/gpu_calls/s41_one.sh``, ``docs/bench/rows_steps_s42_h100.txt``),
+#: off / on over two rounds: X-Trans 6.83 / 6.92 and 6.81 / 6.94 ms (float32
+#: guide), 4.89 / 5.02 and 4.89 / 5.01 (bf16); Bayer unchanged.  Slower, as
+#: the model said: off.  (Its test had claimed dU the same bits; the first
+#: GPU run showed it is not, see ``tests/cuda/test_front_level.py``.)
 ROWS_BY_SITE = False
 
 #: The order of the canonical taps in the front MLP's input columns and in

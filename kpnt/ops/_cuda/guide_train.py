@@ -94,9 +94,10 @@ DEFER_SUMS = True
 #: 42 found why with ncu: the step's Bayer grid is 258 wide, not 256, and
 #: strips of 64 left a fifth strip of 2 positions that cost a full one.  With
 #: strips of equal width and equal runs of lines a block (H100,
-#: ``tools/gpu_calls/s42_one.sh``, ``docs/bench/wgrad_{convs,steps}_s42_h100.txt``): 0.164
-#: ms against cuDNN's 0.215 at 4 x 64 x 258 x 258, and the graphed float32
-#: Bayer step 13.90 / 13.87 -> 13.29 / 13.30 ms over two off / on rounds.
+#: ``tools/gpu_calls/s42_one.sh``,
+#: ``docs/bench/wgrad_{convs,steps}_s42_h100.txt``): 0.164 ms against
+#: cuDNN's 0.215 at 4 x 64 x 258 x 258, and the graphed float32 Bayer step
+#: 13.90 / 13.87 -> 13.29 / 13.30 ms over two off / on rounds.
 #: On, for :data:`WGRAD_WIDTHS`.
 FUSED_WGRAD = True
 #: Channel counts the weight-gradient kernel is compiled for.
