@@ -10,7 +10,10 @@
 #             take it: a control
 #   ncu       the X-Trans front backward with it on under Nsight Compute: are the SMs evenly busy now (session
 #             42: min 62 % below and max 24 % above the mean active cycles with equal blocks a class)
-PARTS=${PARTS:-tests balanced ncu}
+#   wgrad128  the TF32 weight-gradient kernel alone at the X-Trans guide's 4 x 128 x 86 x 86 under Nsight Compute:
+#             why it takes 0.099 ms against cuDNN's 0.074 there (it stays routed to cuDNN) while the 64-channel
+#             shape beats cuDNN (session 42)
+PARTS=${PARTS:-tests balanced ncu wgrad128}
 OK=1
 source "$(dirname "$0")/preamble.sh"
 source "$(dirname "$0")/ab_rounds.sh"
@@ -33,6 +36,20 @@ $(faster balanced False True xtrans "shipped shipped-bf16")" ;;
             "python tools/step_run.py --arch shipped --sensor xtrans --steps 2 --set f.BALANCED_CLASSES=True" 5 \
             front_bwd_xtrans_balanced
         grep -E "SM Active Cycles|Grid Size|instance value" $OUT/front_bwd_xtrans_balanced.txt | sort -u | head -8 ;;
+    wgrad128)
+        command -v ncu > /dev/null || { echo "no ncu on this machine"; continue; }
+        cat > /tmp/wgrad128.py <<'PY'
+import torch
+from kpnt.ops._cuda.extension import ext, unwrap
+g = torch.Generator().manual_seed(1)
+gh, z = (t.cuda().contiguous(memory_format=torch.channels_last) for t in
+         (torch.randn(4, 128, 86, 86, generator=g) * 1e-3, torch.randn(4, 128, 86, 86, generator=g).relu()))
+for _ in range(3):
+    unwrap(ext().guide_wgrad(gh, z))
+torch.cuda.synchronize()
+PY
+        profile_one "wgrad_tf32_kernel" "python /tmp/wgrad128.py" 1 wgrad128_alone
+        grep -E "SM Active Cycles|Grid Size|instance value|Executed Instructions  " $OUT/wgrad128_alone.txt | sort -u | head -8 ;;
     esac
 done
 echo "=== done $(date +%T)"
