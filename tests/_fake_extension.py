@@ -81,7 +81,7 @@ class FakeExt:
         # The kernels read the taps in the order of the tap table they are
         # given (front_level.TAP_ORDER): find it, and put the weights back in
         # canonical order for the reference.
-        from kpnt.ops._cuda.front_level import _tables, _tap_order_index
+        from kpnt.ops._cuda.front_level import _tables, _weights_in_canonical_order
 
         pattern = tuple(int(v) for v in cfa.pattern.reshape(-1))
         canonical = _tables(pattern, radius, "cpu")[1].tolist()
@@ -89,7 +89,7 @@ class FakeExt:
         order = tuple(next(t for t in range(T) if all(c[t] == g[j] for c, g in zip(canonical, given)))
                       for j in range(T))
         if order != tuple(range(T)):
-            w = w.index_select(1, _tap_order_index(tuple(dims), K, order, str(w.device))[1])
+            w = _weights_in_canonical_order(w, dims, K, order)
         return front_level(x, U, S, noise, cfa, [unpack(w[g], dims) for g in range(w.shape[0])], spec)
 
     def front_forward(self, x, U, S, noise, w, tables, dims, ints, slope, plain, noise_input, consts, wgmma=False):

@@ -33,6 +33,11 @@ cuda_tests() {
     timeout "$1" python -m pytest -q -p no:cacheprovider tests/cuda > $OUT/tests.txt 2>&1
     grep -E "^FAILED|^ERROR|passed|failed" $OUT/tests.txt | head -20
 }
+# cuda_tests, then success only if some test passed and none failed or errored (the scripts' gate for later parts).
+cuda_tests_pass() {
+    cuda_tests "$1"
+    grep -qE " passed" $OUT/tests.txt && ! grep -qE "failed|^ERROR" $OUT/tests.txt
+}
 # compute-sanitizer's memcheck over the guide's passes under a limit of $1 seconds into $OUT/memcheck.txt.
 guide_memcheck() {
     timeout "$1" compute-sanitizer --tool memcheck python tools/mlp_sanitize_run.py --guide --no-mlp \

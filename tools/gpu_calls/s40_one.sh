@@ -58,16 +58,7 @@ for part in $PARTS; do
         command -v ncu > /dev/null || { echo "no ncu on this machine"; continue; }
         profile_one "wgrad_tf32_kernel" "python tools/step_run.py --arch shipped --sensor bayer --steps 2 \
             --set g.FUSED_WGRAD=True" 15 wgrad_in_step
-        cat > /tmp/wgrad_alone.py <<'PY'
-import torch
-from kpnt.ops._cuda.extension import ext, unwrap
-g = torch.Generator().manual_seed(1)
-gh, z = (t.cuda().contiguous(memory_format=torch.channels_last) for t in
-         (torch.randn(4, 64, 256, 256, generator=g) * 1e-3, torch.randn(4, 64, 256, 256, generator=g).relu()))
-for _ in range(3):
-    unwrap(ext().guide_wgrad(gh, z))
-torch.cuda.synchronize()
-PY
+        wgrad_alone_script /tmp/wgrad_alone.py 4 64 256 256
         profile_one "wgrad_tf32_kernel" "python /tmp/wgrad_alone.py" 1 wgrad_alone ;;
     esac
 done

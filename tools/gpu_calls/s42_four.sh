@@ -23,8 +23,7 @@ for part in $PARTS; do
     [ $OK = 1 ] || { echo "skipped: a CUDA test failed"; continue; }
     case $part in
     tests)
-        cuda_tests 150
-        grep -qE " passed" $OUT/tests.txt && ! grep -qE "failed|^ERROR" $OUT/tests.txt || OK=0 ;;
+        cuda_tests_pass 150 || OK=0 ;;
     balanced)
         ab_rounds balanced BALANCED_CLASSES "import kpnt.ops._cuda.front_level as f; f.BALANCED_CLASSES = VALUE" \
             False True shipped,shipped-bf16
@@ -38,16 +37,7 @@ $(faster balanced False True xtrans "shipped shipped-bf16")" ;;
         grep -E "SM Active Cycles|Grid Size|instance value" $OUT/front_bwd_xtrans_balanced.txt | sort -u | head -8 ;;
     wgrad128)
         command -v ncu > /dev/null || { echo "no ncu on this machine"; continue; }
-        cat > /tmp/wgrad128.py <<'PY'
-import torch
-from kpnt.ops._cuda.extension import ext, unwrap
-g = torch.Generator().manual_seed(1)
-gh, z = (t.cuda().contiguous(memory_format=torch.channels_last) for t in
-         (torch.randn(4, 128, 86, 86, generator=g) * 1e-3, torch.randn(4, 128, 86, 86, generator=g).relu()))
-for _ in range(3):
-    unwrap(ext().guide_wgrad(gh, z))
-torch.cuda.synchronize()
-PY
+        wgrad_alone_script /tmp/wgrad128.py 4 128 86 86
         profile_one "wgrad_tf32_kernel" "python /tmp/wgrad128.py" 1 wgrad128_alone
         grep -E "SM Active Cycles|Grid Size|instance value|Executed Instructions  " $OUT/wgrad128_alone.txt | sort -u | head -8 ;;
     esac

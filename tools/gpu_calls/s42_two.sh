@@ -14,8 +14,7 @@ for part in $PARTS; do
     [ $OK = 1 ] || { echo "skipped: a CUDA test failed"; continue; }
     case $part in
     tests)
-        cuda_tests 150
-        grep -qE " passed" $OUT/tests.txt && ! grep -qE "failed|^ERROR" $OUT/tests.txt || OK=0 ;;
+        cuda_tests_pass 150 || OK=0 ;;
     memcheck)
         timeout 90 compute-sanitizer --tool memcheck python -m pytest -q -p no:cacheprovider \
             tests/cuda/test_guide_wgrad.py -k "matches_float64 and not 4x128x86x86 and not 4x64x258x258 or bad_input" \

@@ -224,6 +224,18 @@ def _weights_in_tap_order(w, dims: tuple, kernels: int, order: tuple | None) -> 
     return packed, packed.detach().to(torch.float16)
 
 
+def _weights_in_canonical_order(packed: Tensor, dims: Sequence[int], kernels: int,
+                                order: Sequence[int] | None) -> Tensor:
+    """Packed weight sets laid out in the tap ``order`` (as
+    :func:`_weights_in_tap_order` gives them) back in canonical order, for
+    the reference, which knows only that; ``packed`` itself when the order
+    is empty or None."""
+    if not order:
+        return packed
+    _, inverse = _tap_order_index(tuple(dims), kernels, tuple(order), str(packed.device))
+    return packed.index_select(1, inverse)
+
+
 def _front_fwd_impl(
     x: Tensor, U: Tensor, S: Tensor, noise: Tensor, w: Tensor, w16: Tensor, perm: Tensor, row_offsets: Tensor,
     colour: Tensor, tap_off: Tensor, inv: Tensor, roles: Tensor, dims: list[int], pattern: list[int], radius: int,
@@ -299,10 +311,7 @@ def _backward(ctx, dO, dfmap):
         with torch.enable_grad():
             leaves = {n: t[n].detach().requires_grad_(need[n]) for n in names}
             w_ = t["w"].detach().requires_grad_()
-            canonical = w_
-            if a["tap_order"]:
-                _, inverse = _tap_order_index(tuple(dims), a["kernels"], tuple(a["tap_order"]), str(w_.device))
-                canonical = w_.index_select(1, inverse)
+            canonical = _weights_in_canonical_order(w_, dims, a["kernels"], a["tap_order"])
             sets = [unpack(canonical[g], dims) for g in range(w_.shape[0])]
             O_ = front_level(*(leaves[n] for n in names), _cfa_from(a["pattern"]), sets, spec, mlp_fn=dispatch_mlp)
             wrt = {n: leaves[n] for n in names if need[n]}
