@@ -63,11 +63,14 @@ UNEVEN_CLASSES_SPREAD = 1
 #: rows (``MlpArgs::spread`` 0, ``kernels/mlp_bwd_wgmma.cuh``
 #: ``block_of_group``; the wgmma backward only) instead of
 #: :data:`UNEVEN_CLASSES_SPREAD`'s equal blocks a class.  Written in session
-#: 42 after its profiles (above), without a GPU left to run it: off until
-#: ``tests/cuda/test_front_level.py`` and an A/B of point 2's rows have run
-#: (``PARTS=balanced bash tools/gpu_calls/s42_four.sh``).  The hope: the
-#: X-Trans front backward at about Bayer's time (~0.75 of 1.0 ms).
-BALANCED_CLASSES = False
+#: 42; measured in session 43 (H100, two off / on rounds of point 2's rows,
+#: ``docs/bench/balanced_steps_s43_h100.txt``): graphed X-Trans step
+#: 6.81 / 6.79 -> 6.60 / 6.60 ms (float32 guide) and 4.88 / 4.90 -> 4.72 /
+#: 4.68 (bf16 guide), Bayer (equal classes, never takes it) unchanged.  Under
+#: Nsight Compute the X-Trans front backward's SMs are now within -3 / +5 %
+#: of the mean active cycles (session 42: -62 / +24 %) and it takes 1.37 M
+#: cycles, 0.96 ms (``docs/bench/ncu_front_bwd_xtrans_balanced_s43_h100.txt``).
+BALANCED_CLASSES = True
 
 #: Whether the front MLP's rows of a site class are grouped by repeat
 #: position (then raster order) rather than in raster order.  Why: the taps
