@@ -460,6 +460,7 @@ struct GuideWgradArgs {
   float* partial = nullptr;  // (groups, C, 3, 3, C) float32
   int N = 0, H = 0, W = 0, C = 0;
   int groups = 0;            // guide_wgrad_groups(C, N, H, W)
+  bool wgmma = false;        // Hopper's warp-group MMA form (C 64; a GPU that runs the build's sm_90a code)
   cudaStream_t stream = nullptr;
 };
 

@@ -23,10 +23,12 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <type_traits>
 
 #include "fused_mlp.cuh"
 #include "mlp_core.cuh"
 #include "tf32.cuh"
+#include "wgmma.cuh"
 
 namespace kpnt {
 namespace {
@@ -58,6 +60,21 @@ struct WgradCfg {
 // TFLOP/s against cuDNN's 118 (H100, docs/bench/convs_s39a_h100.txt); the 64-channel shape's 288 ran at 125.
 using Wgrad64 = WgradCfg<64, 3, 64>;
 using Wgrad128 = WgradCfg<128, 1, 88>;
+
+// The Hopper form for 64 channels (wgrad_wgmma_kernel, below): three warp groups, one a row of taps, the same ring of
+// z rows and strips as Wgrad64, and gh's row once more as B in core matrices (kBRow bytes).
+struct WgradWgmma64 {
+  static constexpr int C = 64, TY = 3, TX = 64;
+  static constexpr int kThreads = 384, kRoles = 1;
+  static constexpr int kSz = C + 8, kSg = 64 + 8, kSlots = TY + 1;
+  static constexpr int kZRow = (TX + 2) * kSz;
+  static constexpr int kGRow = TX * kSg;
+  static constexpr int kBRow = TX * 64 * 4;
+  static constexpr size_t kSmem = size_t(kSlots * kZRow + 2 * kGRow) * sizeof(float) + kBRow;
+  static_assert((kSlots * kZRow + 2 * kGRow) % 32 == 0, "B's core matrices must start 128-byte aligned");
+};
+static_assert(WgradWgmma64::kRoles == Wgrad64::kRoles && WgradWgmma64::TX == Wgrad64::TX,
+              "both forms of the 64-channel kernel take the same blocks (guide_wgrad_groups)");
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -215,6 +232,127 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideW
     }
 }
 
+// gh row `src` ([position][co], stride K::kSg, rounded here to TF32 as it is copied) as B for wgmma: element (co, p)
+// of a 64 x TX K-major matrix in 8 x 4 core matrices, (co / 8, p / 4) at ((co / 8) (TX / 4) + p / 4) x 128 bytes.  A
+// warp moves one core matrix a step: its lanes read 4 positions x 8 channels (banks 8 p + co: all 32 differ) and
+// write 32 consecutive floats.
+template <class K>
+__device__ __forceinline__ void gh_row_as_b(float* sB, const float* src, int sw) {
+  for (int i = threadIdx.x; i < sw * 64; i += K::kThreads) {
+    const int q = i & 31, b = i >> 5;
+    const int p = (b >> 3) * 4 + (q & 3), co = (b & 7) * 8 + (q >> 2);
+    sB[((co >> 3) * (K::TX / 4) + (p >> 2)) * 32 + q] = __uint_as_float(tf32_bits(src[p * K::kSg + co]));
+  }
+}
+
+// The weight gradient on Hopper's warp-group MMA (session 43).  The same GEMM as wgrad_tf32_kernel, turned: M = (tap,
+// input channel), N = the 64 output channels, K = positions.  Warp group ky owns the three taps of tap row ky, an
+// m64n64 accumulator each (96 floats a thread); at each step of 8 positions it loads A, z at the taps' positions,
+// from the ring (two 8-byte loads a tap: a warp's 16 rows are channels 16 w + 2 (row % 8) + row / 8, so a row and
+// its row + 8 are neighbours in memory) and issues three m64n64k8 on B = gh^T, one copy of gh's row in core
+// matrices that all three groups read.  mma.sync's form read 34 shared words a warp for 36 m16n8k8; this one reads
+// 12 for three m64n64k8 (96 m16n8k8), B streaming to the tensor cores without registers.  While one warp group
+// loads its A or waits on its MMAs, the other two keep the tensor cores fed.
+template <class K>
+__global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const GuideWgradArgs a) {
+#if KPNT_WGMMA_BUILT
+  extern __shared__ __align__(128) float smem[];
+  float* sZ = smem;
+  float* sG = sZ + K::kSlots * K::kZRow;
+  float* sB = sG + 2 * K::kGRow;
+  const uint32_t b_field = wg::smem_field(sB);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+  const int ky = warp / 4, ci = 16 * (warp % 4) + 2 * g;  // this thread's A rows: channels ci (row g), ci + 1 (g + 8)
+  const int strips = strips_of<K>(a.W), sw = strip_width<K>(a.W);
+  const int64_t lines = int64_t(a.N) * strips * a.H;
+  const int64_t r0 = int64_t(blockIdx.x) * lines / gridDim.x, r1 = int64_t(blockIdx.x + 1) * lines / gridDim.x;
+
+  float acc[3][8][4];
+#pragma unroll
+  for (int kx = 0; kx < 3; ++kx)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[kx][j][0] = acc[kx][j][1] = acc[kx][j][2] = acc[kx][j][3] = 0.f;
+  uint32_t af[2][3][4];
+
+  for (int64_t r = r0; r < r1;) {
+    const int64_t strip = r / a.H, end = min(r1, (strip + 1) * a.H);
+    const int n = int(strip / strips), x0 = int(strip % strips) * sw;
+    const int y0 = int(r % a.H), y1 = y0 + int(end - r);
+    const int tiles = ceil_div(min(sw, a.W - x0), 8);
+    r = end;
+    __syncthreads();  // the previous strip's last row is read: the ring may be refilled
+    for (int j = 0; j < 3; ++j) load_z_row<K>(sZ, a, n, y0 - 1 + j, x0, sw);
+    load_gh_row<K>(sG, a, n, y0, x0, sw, 0);
+    cp_async_commit();
+    for (int y = y0; y < y1; ++y) {
+      cp_async_wait_all();
+      __syncthreads();  // (1) this row's z and gh rows are in, and every warp is done with the previous row
+      if (y + 1 < y1) {  // the next row's new z row (into the slot of row y - 2) and gh row, in flight meanwhile
+        load_z_row<K>(sZ, a, n, y + 2, x0, sw);
+        load_gh_row<K>(sG, a, n, y + 1, x0, sw, 0);
+      }
+      cp_async_commit();
+      for (int j = y == y0 ? 0 : 2; j < 3; ++j)
+        round_rows<K>(sZ + slot_of<K>(y - 1 + j) * K::kZRow, sw + 2, K::kSz, K::C);
+      gh_row_as_b<K>(sB, sG + (y & 1) * K::kGRow, sw);
+      wg::fence_async_smem();  // B's stores, visible to the tensor cores' reads
+      __syncthreads();         // (2)
+
+      const float* zrow = sZ + slot_of<K>(y + ky - 1) * K::kZRow + ci;
+      // S steps of 8 positions from kk: A (z at position 8 (kk + s) + k + kx, k = t and t + 4) for all of them, then
+      // their MMAs in one commit group, waited on before the next batch's loads (ptxas serializes the MMAs when
+      // registers they read are loaded while a group is in flight).  Two steps: 24 registers of A.
+      auto batch = [&](auto steps, int kk) {
+        constexpr int S = decltype(steps)::value;
+#pragma unroll
+        for (int s = 0; s < S; ++s)
+#pragma unroll
+          for (int kx = 0; kx < 3; ++kx) {
+            const float* p = zrow + (8 * (kk + s) + t + kx) * K::kSz;
+            const float2 lo = *reinterpret_cast<const float2*>(p), hi = *reinterpret_cast<const float2*>(p + 4 * K::kSz);
+            af[s][kx][0] = __float_as_uint(lo.x);
+            af[s][kx][1] = __float_as_uint(lo.y);
+            af[s][kx][2] = __float_as_uint(hi.x);
+            af[s][kx][3] = __float_as_uint(hi.y);
+          }
+        wg::wg_fence();
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          const uint64_t desc = wg::desc_at(b_field, (kk + s) * 256, 128, (K::TX / 4) * 128, false);
+#pragma unroll
+          for (int kx = 0; kx < 3; ++kx) wg::wgmma_tf32_n64_acc(acc[kx], af[s][kx], desc);
+        }
+        wg::wg_commit();
+        wg::wg_wait0();
+#pragma unroll
+        for (int s = 0; s < S; ++s) wg::fence_operands(af[s]);
+      };
+      int kk = 0;
+      for (; kk + 2 <= tiles; kk += 2) batch(std::integral_constant<int, 2>{}, kk);
+      if (kk < tiles) batch(std::integral_constant<int, 1>{}, kk);
+#pragma unroll
+      for (int kx = 0; kx < 3; ++kx) wg::fence_operands(acc[kx]);
+    }
+  }
+
+  // The block's partial dW, [co][ky][kx][ci] of row blockIdx.x: accumulator (row g: channel ci, row g + 8: ci + 1;
+  // column 8 j + 2 t + e: output channel).
+  float* out = a.partial + int64_t(blockIdx.x) * K::C * 9 * K::C;
+#pragma unroll
+  for (int kx = 0; kx < 3; ++kx)
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int co = 8 * j + 2 * t + e;
+        *reinterpret_cast<float2*>(out + ((int64_t(co) * 3 + ky) * 3 + kx) * K::C + ci) =
+            make_float2(acc[kx][j][e], acc[kx][j][2 + e]);
+      }
+#else
+  __trap();  // launched only where wgmma_built_on says the GPU runs this build's sm_90a code
+#endif
+}
+
 // Blocks along the lines (a grid row; the grid's K::kRoles rows share them): a wave, or one a line if fewer.
 template <class K>
 int groups_of(int N, int H, int W) {
@@ -227,6 +365,15 @@ void dispatch_wgrad(int C, F&& f) {
   if (C == 64) return f(Wgrad64{});
   if (C == 128) return f(Wgrad128{});
   throw std::invalid_argument("guide wgrad: C must be 64 or 128");
+}
+
+// One launch of `kernel` (configuration K) on a.groups x K::kRoles blocks.
+template <class K>
+void launch(void (*kernel)(GuideWgradArgs), const GuideWgradArgs& a) {
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(K::kSmem)),
+             "guide wgrad: shared memory attribute");
+  kernel<<<dim3(a.groups, K::kRoles), K::kThreads, K::kSmem, a.stream>>>(a);
+  check_cuda(cudaGetLastError(), "guide wgrad launch");
 }
 
 void check_sizes(int N, int H, int W) {
@@ -249,12 +396,12 @@ const char* guide_wgrad(const GuideWgradArgs& a) {
       using K = decltype(k);
       if (a.groups != groups_of<K>(a.N, a.H, a.W))
         throw std::invalid_argument("guide wgrad: groups must be guide_wgrad_groups' count");
-      check_cuda(cudaFuncSetAttribute(wgrad_tf32_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(K::kSmem)),
-                 "guide wgrad: shared memory attribute");
-      const dim3 grid(a.groups, K::kRoles);
-      wgrad_tf32_kernel<K><<<grid, K::kThreads, K::kSmem, a.stream>>>(a);
-      check_cuda(cudaGetLastError(), "guide wgrad launch");
+      if (a.wgmma) {
+        if (K::C != 64) throw std::invalid_argument("guide wgrad: the wgmma form takes 64 channels");
+        launch<WgradWgmma64>(wgrad_wgmma_kernel<WgradWgmma64>, a);
+      } else {
+        launch<K>(wgrad_tf32_kernel<K>, a);
+      }
     });
   });
 }

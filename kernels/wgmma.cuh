@@ -405,4 +405,16 @@ __device__ __forceinline__ void cp_async16_zfill(void* dst, const void* src, int
 // runs on while dA is used).
 __device__ __forceinline__ void wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 
+// d (m64n64, the accumulator layout) += a * B in TF32 (float32 operands the caller rounded to TF32), a 4 registers
+// in the mma.sync m16n8k8 A layout per warp of the group (row g: a0 column t, a2 column t + 4; row g + 8: a1, a3),
+// B 64 x 8 **K-major** behind `desc` (TF32 takes no transposed operand): 8 x 4 float core matrices of 128 bytes,
+// the same bytes as the f16 ones.  The guide's 3x3 weight gradient on Hopper (kernels/guide_wgrad.cu).
+__device__ __forceinline__ void wgmma_tf32_n64_acc(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, 1, 1, 1;\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+}
+
 }  // namespace wg

@@ -39,11 +39,21 @@ CASES = [(2, 64, 37, 70), (1, 64, 16, 64), (3, 64, 5, 3), (2, 128, 23, 41), (1, 
          (4, 64, 258, 258)]
 
 
+def hopper():
+    """Whether this GPU runs the build's sm_90a code (the kernel's wgmma form)."""
+    from kpnt.ops._cuda.guide_block import wgmma_built
+    return wgmma_built(torch.cuda.current_device())
+
+
+@pytest.mark.parametrize("form", ["mma", "wgmma"])
 @pytest.mark.parametrize("shape", CASES, ids=["x".join(map(str, s)) for s in CASES])
-def test_wgrad_matches_float64_of_tf32_operands(shape):
-    gh, z = operands(shape, seed=sum(shape))
+def test_wgrad_matches_float64_of_tf32_operands(shape, form):
     C = shape[1]
-    dw = unwrap(ext().guide_wgrad(gh, z))
+    if form == "wgmma" and (C != 64 or not hopper()):
+        pytest.skip("the wgmma form takes 64 channels on a GPU that runs sm_90a code")
+    gh, z = operands(shape, seed=sum(shape))
+    wgmma = form == "wgmma"
+    dw = unwrap(ext().guide_wgrad(gh, z, wgmma))
     assert dw.shape == (C, 3, 3, C) and dw.dtype == torch.float32 and dw.is_contiguous()
     got = dw.permute(0, 3, 1, 2).double().cpu()
     want = float64_wgrad(tf32(gh), tf32(z))
@@ -51,7 +61,17 @@ def test_wgrad_matches_float64_of_tf32_operands(shape):
     # Every element, against float32 accumulation's bound over the positions it sums.
     bound = 5e-5 * float64_wgrad(gh.abs(), z.abs()) + 1e-12
     assert ((got - want).abs() <= bound).all(), ((got - want).abs() / bound).max()
-    assert torch.equal(dw, unwrap(ext().guide_wgrad(gh, z)))
+    assert torch.equal(dw, unwrap(ext().guide_wgrad(gh, z, wgmma)))
+
+
+def test_wgrad_forms_agree():
+    """The two forms sum the same products in another order: within float32
+    summation of each other at the shipped Bayer step's grid."""
+    if not hopper():
+        pytest.skip("the wgmma form needs a GPU that runs sm_90a code")
+    gh, z = operands((4, 64, 258, 258), seed=43)
+    mma, wg = (unwrap(ext().guide_wgrad(gh, z, f)).double() for f in (False, True))
+    assert rel(wg, mma) < 1e-6, rel(wg, mma)
 
 
 @pytest.mark.parametrize("C", [64, 128])
@@ -80,10 +100,15 @@ def test_wgrad_bad_input_raises_one_line():
         unwrap(ext().guide_wgrad(gh.double(), z))
     with pytest.raises(ValueError, match="must be"):
         unwrap(ext().guide_wgrad(gh, z[:, :, :4].contiguous(memory_format=torch.channels_last)))
+    g128, z128 = operands((1, 128, 8, 8), seed=2)
+    with pytest.raises(ValueError, match="wgmma form takes 64 channels"):
+        unwrap(ext().guide_wgrad(g128, z128, True))
 
 
-@pytest.mark.parametrize("period, width, size", [(2, 64, (2, 37, 45)), (6, 128, (2, 19, 23))], ids=["bayer", "xtrans"])
-def test_float32_network_takes_the_wgrad_kernel_with_tf32_only(monkeypatch, period, width, size):
+@pytest.mark.parametrize("period, width, size, wgmma", [(2, 64, (2, 37, 45), False), (2, 64, (2, 37, 45), True),
+                                                        (6, 128, (2, 19, 23), True)],
+                         ids=["bayer-mma", "bayer-wgmma", "xtrans"])
+def test_float32_network_takes_the_wgrad_kernel_with_tf32_only(monkeypatch, period, width, size, wgmma):
     """A float32 guide's block 3x3s (C -> C) take their weight gradient from
     the kernel when FUSED_WGRAD and cuDNN's TF32 are on, and the gradients
     are as close to float64's as cuDNN's TF32 path's; with TF32 off the
@@ -94,6 +119,8 @@ def test_float32_network_takes_the_wgrad_kernel_with_tf32_only(monkeypatch, peri
     z, ws, gout = network_case(period, width, layers, size, seed=21)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     monkeypatch.setattr(guide_train, "WGRAD_WIDTHS", guide_train.WGRAD_COMPILED_WIDTHS)   # 128 is compiled, not routed
+    monkeypatch.setattr(guide_train, "WGRAD_WGMMA", wgmma)    # (where sm_90a runs; 128 channels take mma.sync)
+    assert guide_train._wgrad_wgmma(torch.zeros(1, width, 1, 1, device="cuda")) == (wgmma and width == 64 and hopper())
     calls = spy_on_projection_kernels(monkeypatch, ("guide_wgrad",))
     monkeypatch.setattr(guide_train, "FUSED_WGRAD", True)
     _, fused = fused_network_grads(z, ws, gout, torch.float32)

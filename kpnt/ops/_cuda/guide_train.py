@@ -32,6 +32,7 @@ from contextlib import contextmanager
 import torch
 
 from kpnt.ops._cuda.extension import ext, unwrap
+from kpnt.ops._cuda.guide_block import wgmma_built
 from kpnt.ref.guide_backward import GuideNetwork, Primitives
 
 #: Activation dtypes the kernels take.
@@ -107,6 +108,11 @@ WGRAD_COMPILED_WIDTHS = (64, 128)
 #: (same run); with it on, the float32 X-Trans step went 6.84 -> 7.29 ms
 #: in session 39.
 WGRAD_WIDTHS = (64,)
+#: Whether the 64-channel weight gradient runs on the kernel's Hopper form
+#: (``wgrad_wgmma_kernel``: warp-group MMA, A from registers, B = gh^T from
+#: shared memory; session 43) where the GPU runs the build's sm_90a code,
+#: instead of its mma.sync form.  Off until a GPU has run its tests and timed it.
+WGRAD_WGMMA = False
 #: Widths a float32 guide's projection blocks are routed to the twins at.
 #: 128 (the X-Trans guide; its backward takes tiles of half the rows) since
 #: session 35's H100 call: tests against float64 of TF32-rounded operands
@@ -168,7 +174,7 @@ class CudaPrimitives(Primitives):
         if need_input:
             dz = torch.ops.aten.convolution_backward(grad, z, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
                                                      [True, False, False])[0]
-        dw = unwrap(ext().guide_wgrad(_channels_last(grad), z))     # (o, kh, kw, i)
+        dw = unwrap(ext().guide_wgrad(_channels_last(grad), z, _wgrad_wgmma(grad)))     # (o, kh, kw, i)
         return dz, dw.permute(0, 3, 1, 2), None                      # (o, i, kh, kw), channels-last as cuDNN's
 
     @contextmanager
@@ -230,6 +236,15 @@ def _wgrad_kernel(g: torch.Tensor, w: torch.Tensor) -> bool:
     C = g.shape[1]
     return (FUSED_WGRAD and g.dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and C in WGRAD_WIDTHS
             and tuple(w.shape) == (C, C, 3, 3))
+
+
+def _wgrad_wgmma(g: torch.Tensor) -> bool:
+    """Whether the weight-gradient kernel takes ``g`` (64 channels) in its
+    Hopper form: :data:`WGRAD_WGMMA` on and a GPU that runs the build's
+    sm_90a code (elsewhere the mma.sync form, as before)."""
+    if not (WGRAD_WGMMA and g.shape[1] == 64 and g.device.type == "cuda"):
+        return False
+    return wgmma_built(g.device.index if g.device.index is not None else torch.cuda.current_device())
 
 
 def _channels_last(t: torch.Tensor | None) -> torch.Tensor | None:

@@ -1,0 +1,43 @@
+#!/bin/bash
+# Session 43's call on the weight-gradient kernel's Hopper form (kernels/guide_wgrad.cu wgrad_wgmma_kernel,
+# guide_train.WGRAD_WGMMA, off): warp-group MMA m64n64k8 TF32, A (z at the taps) from registers, B (gh^T) from shared
+# memory, three warp groups a block (one a row of taps).
+#   tests     the kernel's tests, both forms (later parts run only if they pass)
+#   memcheck  compute-sanitizer memcheck over the wgmma form at shapes with partial strips and tiny grids
+#   convs     tools/conv_algos.py at the Bayer step's 4 x 64 x 258 x 258: both forms beside cuDNN's passes
+#   steps     point 2's rows with WGRAD_WGMMA off / on over two rounds ($OUT/wgmma_steps.txt); X-Trans's 128
+#             channels stay on cuDNN: a control
+PARTS=${PARTS:-tests memcheck convs steps}
+OK=1
+source "$(dirname "$0")/preamble.sh"
+source "$(dirname "$0")/ab_rounds.sh"
+for part in $PARTS; do
+    echo "=== $part $(date +%T)"
+    [ $OK = 1 ] || { echo "skipped: a test failed"; continue; }
+    case $part in
+    tests)
+        timeout 120 python -m pytest -q -p no:cacheprovider tests/cuda/test_guide_wgrad.py > $OUT/tests.txt 2>&1
+        grep -E "^FAILED|^ERROR|passed|failed|assert|Error" $OUT/tests.txt | head -30
+        grep -qE " passed" $OUT/tests.txt && ! grep -qE "failed|^ERROR" $OUT/tests.txt || OK=0 ;;
+    memcheck)
+        cat > /tmp/wgrad_memcheck.py <<'PY'
+import torch
+from kpnt.ops._cuda.extension import ext, unwrap
+for shape in [(2, 64, 37, 70), (3, 64, 5, 3), (1, 64, 16, 64), (4, 64, 258, 258)]:
+    g = torch.randn(*shape, device="cuda").contiguous(memory_format=torch.channels_last)
+    z = torch.randn(*shape, device="cuda").relu().contiguous(memory_format=torch.channels_last)
+    dw = unwrap(ext().guide_wgrad(g, z, True))
+    torch.cuda.synchronize()
+    print("ok", shape, float(dw.abs().sum()))
+PY
+        timeout 150 compute-sanitizer --tool memcheck python /tmp/wgrad_memcheck.py > $OUT/memcheck.txt 2>&1
+        grep -E "ERROR SUMMARY|^ok|rror" $OUT/memcheck.txt | head -8 ;;
+    convs)
+        timeout 120 bash -c "tool '' $OUT/convs.txt conv_algos.py --reps 20 --shapes 4x64x258x258"
+        grep -E "wgrad.*(float32 \| nhwc \| off|kpnt)|rror" $OUT/convs.txt ;;
+    steps)
+        ab_rounds wgmma_steps WGRAD_WGMMA "g.WGRAD_WGMMA = VALUE" False True shipped
+        echo "the wgmma form pays (Bayer): $(faster wgmma_steps False True bayer shipped)" ;;
+    esac
+done
+echo "=== done $(date +%T)"
