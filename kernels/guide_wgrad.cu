@@ -61,17 +61,17 @@ struct WgradCfg {
 using Wgrad64 = WgradCfg<64, 3, 64>;
 using Wgrad128 = WgradCfg<128, 1, 88>;
 
-// The Hopper form for 64 channels (wgrad_wgmma_kernel, below): three warp groups, one a row of taps, the same ring of
-// z rows and strips as Wgrad64, and gh's row once more as B in core matrices (kBRow bytes).
+// The Hopper form for 64 channels (wgrad_wgmma_kernel, below): three warp groups, one a row of taps, strips as
+// Wgrad64's, a ring of five z rows (three read, one being rounded, one arriving) and two copies of gh's row as B in
+// core matrices (kBRow bytes each: the row being multiplied and the next).
 struct WgradWgmma64 {
   static constexpr int C = 64, TY = 3, TX = 64;
   static constexpr int kThreads = 384, kRoles = 1;
-  static constexpr int kSz = C + 8, kSg = 64 + 8, kSlots = TY + 1;
+  static constexpr int kSz = C + 8, kSg = 64 + 8, kSlots = 5;
   static constexpr int kZRow = (TX + 2) * kSz;
   static constexpr int kGRow = TX * kSg;
   static constexpr int kBRow = TX * 64 * 4;
-  static constexpr size_t kSmem = size_t(kSlots * kZRow + 2 * kGRow) * sizeof(float) + kBRow;
-  static_assert((kSlots * kZRow + 2 * kGRow) % 32 == 0, "B's core matrices must start 128-byte aligned");
+  static constexpr size_t kSmem = 2 * size_t(kBRow) + size_t(kSlots * kZRow + 2 * kGRow) * sizeof(float);
 };
 static_assert(WgradWgmma64::kRoles == Wgrad64::kRoles && WgradWgmma64::TX == Wgrad64::TX,
               "both forms of the 64-channel kernel take the same blocks (guide_wgrad_groups)");
@@ -232,34 +232,25 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideW
     }
 }
 
-// gh row `src` ([position][co], stride K::kSg, rounded here to TF32 as it is copied) as B for wgmma: element (co, p)
-// of a 64 x TX K-major matrix in 8 x 4 core matrices, (co / 8, p / 4) at ((co / 8) (TX / 4) + p / 4) x 128 bytes.  A
-// warp moves one core matrix a step: its lanes read 4 positions x 8 channels (banks 8 p + co: all 32 differ) and
-// write 32 consecutive floats.
-template <class K>
-__device__ __forceinline__ void gh_row_as_b(float* sB, const float* src, int sw) {
-  for (int i = threadIdx.x; i < sw * 64; i += K::kThreads) {
-    const int q = i & 31, b = i >> 5;
-    const int p = (b >> 3) * 4 + (q & 3), co = (b & 7) * 8 + (q >> 2);
-    sB[((co >> 3) * (K::TX / 4) + (p >> 2)) * 32 + q] = __uint_as_float(tf32_bits(src[p * K::kSg + co]));
-  }
-}
-
 // The weight gradient on Hopper's warp-group MMA (session 43).  The same GEMM as wgrad_tf32_kernel, turned: M = (tap,
 // input channel), N = the 64 output channels, K = positions.  Warp group ky owns the three taps of tap row ky, an
 // m64n64 accumulator each (96 floats a thread); at each step of 8 positions it loads A, z at the taps' positions,
 // from the ring (two 8-byte loads a tap: a warp's 16 rows are channels 16 w + 2 (row % 8) + row / 8, so a row and
 // its row + 8 are neighbours in memory) and issues three m64n64k8 on B = gh^T, one copy of gh's row in core
 // matrices that all three groups read.  mma.sync's form read 34 shared words a warp for 36 m16n8k8; this one reads
-// 12 for three m64n64k8 (96 m16n8k8), B streaming to the tensor cores without registers.  While one warp group
-// loads its A or waits on its MMAs, the other two keep the tensor cores fed.
+// 12 for three m64n64k8 (96 m16n8k8), B streaming to the tensor cores without registers.
+//
+// The pipeline, one barrier a row: while row y multiplies, the block rounds row y + 1's new z row and writes its B
+// (the work between a batch's commit and its wait), and rows y + 3 (z) and y + 2 (gh) arrive.  The first form
+// (session 43, rounds and B between two barriers of their own) ran at the mma.sync form's speed: ncu found the
+// tensor cores idle (GMMA stalls 0.08 an instruction) behind barriers (1.72) and the copies' latencies.
 template <class K>
 __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const GuideWgradArgs a) {
 #if KPNT_WGMMA_BUILT
   extern __shared__ __align__(128) float smem[];
-  float* sZ = smem;
+  float* sB = smem;  // two rows of B, kBRow bytes each
+  float* sZ = sB + 2 * K::kBRow / 4;
   float* sG = sZ + K::kSlots * K::kZRow;
-  float* sB = sG + 2 * K::kGRow;
   const uint32_t b_field = wg::smem_field(sB);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const int ky = warp / 4, ci = 16 * (warp % 4) + 2 * g;  // this thread's A rows: channels ci (row g), ci + 1 (g + 8)
@@ -280,28 +271,64 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
     const int y0 = int(r % a.H), y1 = y0 + int(end - r);
     const int tiles = ceil_div(min(sw, a.W - x0), 8);
     r = end;
-    __syncthreads();  // the previous strip's last row is read: the ring may be refilled
-    for (int j = 0; j < 3; ++j) load_z_row<K>(sZ, a, n, y0 - 1 + j, x0, sw);
+    // Row y's preparation, in `parts` parts (part k of them): its new z row y + 1 rounded in place, gh row y as B.
+    // Parts split each loop's iterations, so a warp's lanes keep their pattern.
+    const int z_quads = (sw + 2) * (K::C / 4), b_elems = sw * 64;
+    auto prepare = [&](int y, int k, int parts) {
+      float* zr = sZ + slot_of<K>(y + 1) * K::kZRow;
+      const int zi = ceil_div(z_quads, K::kThreads), bi = ceil_div(b_elems, K::kThreads);
+      for (int it = k * zi / parts; it < (k + 1) * zi / parts; ++it) {
+        const int i = it * K::kThreads + threadIdx.x;
+        if (i < z_quads) {
+          float4* q = reinterpret_cast<float4*>(zr + (i / (K::C / 4)) * K::kSz + 4 * (i % (K::C / 4)));
+          float4 v = *q;
+          v.x = __uint_as_float(tf32_bits(v.x));
+          v.y = __uint_as_float(tf32_bits(v.y));
+          v.z = __uint_as_float(tf32_bits(v.z));
+          v.w = __uint_as_float(tf32_bits(v.w));
+          *q = v;
+        }
+      }
+      float* b = sB + (y & 1) * (K::kBRow / 4);
+      const float* src = sG + (y & 1) * K::kGRow;
+      for (int it = k * bi / parts; it < (k + 1) * bi / parts; ++it) {
+        const int i = it * K::kThreads + threadIdx.x;
+        if (i < b_elems) {  // a warp: one core matrix, 4 positions x 8 channels (banks 8 p + co: all differ)
+          const int q = i & 31, blk = i >> 5;
+          const int p = (blk >> 3) * 4 + (q & 3), co = (blk & 7) * 8 + (q >> 2);
+          b[((co >> 3) * (K::TX / 4) + (p >> 2)) * 32 + q] = __uint_as_float(tf32_bits(src[p * K::kSg + co]));
+        }
+      }
+    };
+
+    // The strip's start: z rows y0 - 1 .. y0 + 2 and gh rows y0, y0 + 1; rows y0 - 1 .. y0 + 1 rounded, row y0's B.
+    __syncthreads();  // the previous strip's last rows are read: the buffers may be refilled
+    for (int j = 0; j < 4; ++j) load_z_row<K>(sZ, a, n, y0 - 1 + j, x0, sw);
     load_gh_row<K>(sG, a, n, y0, x0, sw, 0);
+    if (y0 + 1 < y1) load_gh_row<K>(sG, a, n, y0 + 1, x0, sw, 0);
     cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+    round_rows<K>(sZ + slot_of<K>(y0 - 1) * K::kZRow, sw + 2, K::kSz, K::C);
+    round_rows<K>(sZ + slot_of<K>(y0) * K::kZRow, sw + 2, K::kSz, K::C);
+    prepare(y0, 0, 1);
+    wg::fence_async_smem();
+
     for (int y = y0; y < y1; ++y) {
-      cp_async_wait_all();
-      __syncthreads();  // (1) this row's z and gh rows are in, and every warp is done with the previous row
-      if (y + 1 < y1) {  // the next row's new z row (into the slot of row y - 2) and gh row, in flight meanwhile
-        load_z_row<K>(sZ, a, n, y + 2, x0, sw);
-        load_gh_row<K>(sG, a, n, y + 1, x0, sw, 0);
+      cp_async_wait_all();  // z row y + 2 and gh row y + 1, for row y + 1's preparation below
+      __syncthreads();      // ... from every thread; row y's B and rounds are done, row y - 1's products too
+      if (y + 2 < y1) {     // row y + 2's: z row y + 3 (into row y - 2's slot) and gh row y + 2 (row y's buffer)
+        load_z_row<K>(sZ, a, n, y + 3, x0, sw);
+        load_gh_row<K>(sG, a, n, y + 2, x0, sw, 0);
       }
       cp_async_commit();
-      for (int j = y == y0 ? 0 : 2; j < 3; ++j)
-        round_rows<K>(sZ + slot_of<K>(y - 1 + j) * K::kZRow, sw + 2, K::kSz, K::C);
-      gh_row_as_b<K>(sB, sG + (y & 1) * K::kGRow, sw);
-      wg::fence_async_smem();  // B's stores, visible to the tensor cores' reads
-      __syncthreads();         // (2)
-
+      const bool next = y + 1 < y1;
+      const int batches = ceil_div(tiles, 2);
+      const uint32_t b_row = (y & 1) * K::kBRow;
       const float* zrow = sZ + slot_of<K>(y + ky - 1) * K::kZRow + ci;
-      // S steps of 8 positions from kk: A (z at position 8 (kk + s) + k + kx, k = t and t + 4) for all of them, then
-      // their MMAs in one commit group, waited on before the next batch's loads (ptxas serializes the MMAs when
-      // registers they read are loaded while a group is in flight).  Two steps: 24 registers of A.
+      // S steps of 8 positions from kk: A (z at position 8 (kk + s) + k + kx, k = t and t + 4) for all of them, their
+      // MMAs in one commit group, a part of row y + 1's preparation while they run, then the wait (ptxas serializes
+      // the MMAs when registers they read are loaded while a group is in flight).  Two steps: 24 registers of A.
       auto batch = [&](auto steps, int kk) {
         constexpr int S = decltype(steps)::value;
 #pragma unroll
@@ -318,11 +345,12 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
         wg::wg_fence();
 #pragma unroll
         for (int s = 0; s < S; ++s) {
-          const uint64_t desc = wg::desc_at(b_field, (kk + s) * 256, 128, (K::TX / 4) * 128, false);
+          const uint64_t desc = wg::desc_at(b_field, b_row + (kk + s) * 256, 128, (K::TX / 4) * 128, false);
 #pragma unroll
           for (int kx = 0; kx < 3; ++kx) wg::wgmma_tf32_n64_acc(acc[kx], af[s][kx], desc);
         }
         wg::wg_commit();
+        if (next) prepare(y + 1, kk / 2, batches);
         wg::wg_wait0();
 #pragma unroll
         for (int s = 0; s < S; ++s) wg::fence_operands(af[s]);
@@ -332,6 +360,7 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
       if (kk < tiles) batch(std::integral_constant<int, 1>{}, kk);
 #pragma unroll
       for (int kx = 0; kx < 3; ++kx) wg::fence_operands(acc[kx]);
+      wg::fence_async_smem();  // row y + 1's B, seen by the tensor cores after the next barrier
     }
   }
 

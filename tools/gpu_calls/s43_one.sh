@@ -7,10 +7,12 @@
 #   convs     tools/conv_algos.py at the Bayer step's 4 x 64 x 258 x 258: both forms beside cuDNN's passes
 #   steps     point 2's rows with WGRAD_WGMMA off / on over two rounds ($OUT/wgmma_steps.txt); X-Trans's 128
 #             channels stay on cuDNN: a control
+#   ncu       the wgmma form alone at 4 x 64 x 258 x 258 under Nsight Compute
 PARTS=${PARTS:-tests memcheck convs steps}
 OK=1
 source "$(dirname "$0")/preamble.sh"
 source "$(dirname "$0")/ab_rounds.sh"
+source "$(dirname "$0")/ncu_profile.sh"
 for part in $PARTS; do
     echo "=== $part $(date +%T)"
     [ $OK = 1 ] || { echo "skipped: a test failed"; continue; }
@@ -30,7 +32,7 @@ for shape in [(2, 64, 37, 70), (3, 64, 5, 3), (1, 64, 16, 64), (4, 64, 258, 258)
     torch.cuda.synchronize()
     print("ok", shape, float(dw.abs().sum()))
 PY
-        timeout 150 compute-sanitizer --tool memcheck python /tmp/wgrad_memcheck.py > $OUT/memcheck.txt 2>&1
+        PYTHONPATH=$PWD timeout 150 compute-sanitizer --tool memcheck python /tmp/wgrad_memcheck.py > $OUT/memcheck.txt 2>&1
         grep -E "ERROR SUMMARY|^ok|rror" $OUT/memcheck.txt | head -8 ;;
     convs)
         timeout 120 bash -c "tool '' $OUT/convs.txt conv_algos.py --reps 20 --shapes 4x64x258x258"
@@ -38,6 +40,10 @@ PY
     steps)
         ab_rounds wgmma_steps WGRAD_WGMMA "g.WGRAD_WGMMA = VALUE" False True shipped
         echo "the wgmma form pays (Bayer): $(faster wgmma_steps False True bayer shipped)" ;;
+    ncu)
+        wgrad_alone_script /tmp/wgrad_wgmma.py 4 64 258 258 True
+        profile_one "wgrad_wgmma_kernel" "python /tmp/wgrad_wgmma.py" 1 ncu_wgrad_wgmma
+        grep -E "SM Active Cycles|Grid Size|Executed Instructions  |Registers Per|Block Size" $OUT/ncu_wgrad_wgmma.txt | sort -u | head -8 ;;
     esac
 done
 echo "=== done $(date +%T)"
