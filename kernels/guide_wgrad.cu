@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <type_traits>
 
@@ -64,8 +65,9 @@ using Wgrad128 = WgradCfg<128, 1, 88>;
 // The Hopper form for 64 channels (wgrad_wgmma_kernel, below): three warp groups, one a row of taps, strips as
 // Wgrad64's, a ring of five z rows (three read, one being rounded, one arriving) and two copies of gh's row as B in
 // core matrices (kBRow bytes each: the row being multiplied and the next).
+template <int S_>
 struct WgradWgmma64 {
-  static constexpr int C = 64, TY = 3, TX = 64;
+  static constexpr int C = 64, TY = 3, TX = 64, S = S_;  // S: steps of 8 positions a commit group
   static constexpr int kThreads = 384, kRoles = 1;
   static constexpr int kSz = C + 8, kSg = 64 + 8, kSlots = 5;
   static constexpr int kZRow = (TX + 2) * kSz;
@@ -73,7 +75,7 @@ struct WgradWgmma64 {
   static constexpr int kBRow = TX * 64 * 4;
   static constexpr size_t kSmem = 2 * size_t(kBRow) + size_t(kSlots * kZRow + 2 * kGRow) * sizeof(float);
 };
-static_assert(WgradWgmma64::kRoles == Wgrad64::kRoles && WgradWgmma64::TX == Wgrad64::TX,
+static_assert(WgradWgmma64<1>::kRoles == Wgrad64::kRoles && WgradWgmma64<1>::TX == Wgrad64::TX,
               "both forms of the 64-channel kernel take the same blocks (guide_wgrad_groups)");
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -272,32 +274,31 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
     const int tiles = ceil_div(min(sw, a.W - x0), 8);
     r = end;
     // Row y's preparation, in `parts` parts (part k of them): its new z row y + 1 rounded in place, gh row y as B.
-    // Parts split each loop's iterations, so a warp's lanes keep their pattern.
-    const int z_quads = (sw + 2) * (K::C / 4), b_elems = sw * 64;
+    // A part takes every parts-th pass of each loop (no divisions: ncu counted 60 % more instructions with ranges),
+    // and a pass is kThreads consecutive items, so a warp's lanes keep their pattern.
+    const int z_quads = (sw + 2) * (K::C / 4), b_quads = (sw / 4) * 64;
     auto prepare = [&](int y, int k, int parts) {
       float* zr = sZ + slot_of<K>(y + 1) * K::kZRow;
-      const int zi = ceil_div(z_quads, K::kThreads), bi = ceil_div(b_elems, K::kThreads);
-      for (int it = k * zi / parts; it < (k + 1) * zi / parts; ++it) {
-        const int i = it * K::kThreads + threadIdx.x;
-        if (i < z_quads) {
-          float4* q = reinterpret_cast<float4*>(zr + (i / (K::C / 4)) * K::kSz + 4 * (i % (K::C / 4)));
-          float4 v = *q;
-          v.x = __uint_as_float(tf32_bits(v.x));
-          v.y = __uint_as_float(tf32_bits(v.y));
-          v.z = __uint_as_float(tf32_bits(v.z));
-          v.w = __uint_as_float(tf32_bits(v.w));
-          *q = v;
-        }
+      for (int i = k * K::kThreads + threadIdx.x; i < z_quads; i += parts * K::kThreads) {
+        float4* q = reinterpret_cast<float4*>(zr + (i / (K::C / 4)) * K::kSz + 4 * (i % (K::C / 4)));
+        float4 v = *q;
+        v.x = __uint_as_float(tf32_bits(v.x));
+        v.y = __uint_as_float(tf32_bits(v.y));
+        v.z = __uint_as_float(tf32_bits(v.z));
+        v.w = __uint_as_float(tf32_bits(v.w));
+        *q = v;
       }
-      float* b = sB + (y & 1) * (K::kBRow / 4);
+      // B: element (co, p) of a 64 x TX K-major matrix in 8 x 4 core matrices, (co / 8, p / 4) at
+      // ((co / 8) (TX / 4) + p / 4) x 128 bytes.  An item is one channel's 4 positions of a core matrix: four reads
+      // down gh's row (a warp's lanes: 32 channels, conflict-free) and one 16-byte store (8 lanes fill a core matrix).
+      float4* b = reinterpret_cast<float4*>(sB + (y & 1) * (K::kBRow / 4));
       const float* src = sG + (y & 1) * K::kGRow;
-      for (int it = k * bi / parts; it < (k + 1) * bi / parts; ++it) {
-        const int i = it * K::kThreads + threadIdx.x;
-        if (i < b_elems) {  // a warp: one core matrix, 4 positions x 8 channels (banks 8 p + co: all differ)
-          const int q = i & 31, blk = i >> 5;
-          const int p = (blk >> 3) * 4 + (q & 3), co = (blk & 7) * 8 + (q >> 2);
-          b[((co >> 3) * (K::TX / 4) + (p >> 2)) * 32 + q] = __uint_as_float(tf32_bits(src[p * K::kSg + co]));
-        }
+      for (int i = k * K::kThreads + threadIdx.x; i < b_quads; i += parts * K::kThreads) {
+        const int co = i % 64, pq = i / 64;
+        const float* c = src + 4 * pq * K::kSg + co;
+        b[((co >> 3) * (K::TX / 4) + pq) * 8 + (co & 7)] =
+            make_float4(__uint_as_float(tf32_bits(c[0])), __uint_as_float(tf32_bits(c[K::kSg])),
+                        __uint_as_float(tf32_bits(c[2 * K::kSg])), __uint_as_float(tf32_bits(c[3 * K::kSg])));
       }
     };
 
@@ -323,7 +324,7 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
       }
       cp_async_commit();
       const bool next = y + 1 < y1;
-      const int batches = ceil_div(tiles, 2);
+      const int batches = ceil_div(tiles, K::S);
       const uint32_t b_row = (y & 1) * K::kBRow;
       const float* zrow = sZ + slot_of<K>(y + ky - 1) * K::kZRow + ci;
       // S steps of 8 positions from kk: A (z at position 8 (kk + s) + k + kx, k = t and t + 4) for all of them, their
@@ -350,14 +351,14 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
           for (int kx = 0; kx < 3; ++kx) wg::wgmma_tf32_n64_acc(acc[kx], af[s][kx], desc);
         }
         wg::wg_commit();
-        if (next) prepare(y + 1, kk / 2, batches);
+        if (next) prepare(y + 1, kk / K::S, batches);
         wg::wg_wait0();
 #pragma unroll
         for (int s = 0; s < S; ++s) wg::fence_operands(af[s]);
       };
       int kk = 0;
-      for (; kk + 2 <= tiles; kk += 2) batch(std::integral_constant<int, 2>{}, kk);
-      if (kk < tiles) batch(std::integral_constant<int, 1>{}, kk);
+      for (; kk + K::S <= tiles; kk += K::S) batch(std::integral_constant<int, K::S>{}, kk);
+      if (kk < tiles) batch(std::integral_constant<int, 1>{}, kk);  // (S = 2: an odd step left)
 #pragma unroll
       for (int kx = 0; kx < 3; ++kx) wg::fence_operands(acc[kx]);
       wg::fence_async_smem();  // row y + 1's B, seen by the tensor cores after the next barrier
@@ -427,7 +428,11 @@ const char* guide_wgrad(const GuideWgradArgs& a) {
         throw std::invalid_argument("guide wgrad: groups must be guide_wgrad_groups' count");
       if (a.wgmma) {
         if (K::C != 64) throw std::invalid_argument("guide wgrad: the wgmma form takes 64 channels");
-        launch<WgradWgmma64>(wgrad_wgmma_kernel<WgradWgmma64>, a);
+        const char* steps = std::getenv("KPNT_WGRAD_STEPS");  // session 43's experiment: 1 or 2 steps a group
+        if (steps != nullptr && steps[0] == '1')
+          launch<WgradWgmma64<1>>(wgrad_wgmma_kernel<WgradWgmma64<1>>, a);
+        else
+          launch<WgradWgmma64<2>>(wgrad_wgmma_kernel<WgradWgmma64<2>>, a);
       } else {
         launch<K>(wgrad_tf32_kernel<K>, a);
       }
