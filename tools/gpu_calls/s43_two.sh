@@ -36,7 +36,7 @@ for part in $PARTS; do
         echo "the wgmma form ($STEPS steps a group) pays (Bayer): $(faster wgmma_steps False True bayer shipped)" ;;
     ncu)
         wgrad_alone_script /tmp/wgrad_wgmma.py 4 64 258 258 True
-        KPNT_WGRAD_STEPS=$STEPS profile_one "wgrad_wgmma_kernel" "python /tmp/wgrad_wgmma.py" 1 ncu_wgrad_wgmma
+        export KPNT_WGRAD_STEPS=$STEPS; profile_one "wgrad_wgmma_kernel" "python /tmp/wgrad_wgmma.py" 1 ncu_wgrad_wgmma
         grep -E "SM Active Cycles|Executed Instructions  " $OUT/ncu_wgrad_wgmma.txt | sort -u | head -4 ;;
     esac
 done
