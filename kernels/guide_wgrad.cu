@@ -22,7 +22,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <stdexcept>
 #include <type_traits>
 
@@ -65,9 +64,11 @@ using Wgrad128 = WgradCfg<128, 1, 88>;
 // The Hopper form for 64 channels (wgrad_wgmma_kernel, below): three warp groups, one a row of taps, strips as
 // Wgrad64's, a ring of five z rows (three read, one being rounded, one arriving) and two copies of gh's row as B in
 // core matrices (kBRow bytes each: the row being multiplied and the next).
+// S: steps of 8 positions a commit group.  1 and 2 took the same time (0.1282 / 0.1284 ms at 4 x 64 x 258 x 258,
+// H100, docs/bench/wgrad_wgmma_convs{1,2}_s43_h100.txt); 2 spilled 4 bytes at the 168 registers 384 threads allow.
 template <int S_>
 struct WgradWgmma64 {
-  static constexpr int C = 64, TY = 3, TX = 64, S = S_;  // S: steps of 8 positions a commit group
+  static constexpr int C = 64, TY = 3, TX = 64, S = S_;
   static constexpr int kThreads = 384, kRoles = 1;
   static constexpr int kSz = C + 8, kSg = 64 + 8, kSlots = 5;
   static constexpr int kZRow = (TX + 2) * kSz;
@@ -428,11 +429,7 @@ const char* guide_wgrad(const GuideWgradArgs& a) {
         throw std::invalid_argument("guide wgrad: groups must be guide_wgrad_groups' count");
       if (a.wgmma) {
         if (K::C != 64) throw std::invalid_argument("guide wgrad: the wgmma form takes 64 channels");
-        const char* steps = std::getenv("KPNT_WGRAD_STEPS");  // session 43's experiment: 1 or 2 steps a group
-        if (steps != nullptr && steps[0] == '1')
-          launch<WgradWgmma64<1>>(wgrad_wgmma_kernel<WgradWgmma64<1>>, a);
-        else
-          launch<WgradWgmma64<2>>(wgrad_wgmma_kernel<WgradWgmma64<2>>, a);
+        launch<WgradWgmma64<1>>(wgrad_wgmma_kernel<WgradWgmma64<1>>, a);
       } else {
         launch<K>(wgrad_tf32_kernel<K>, a);
       }

@@ -109,10 +109,16 @@ WGRAD_COMPILED_WIDTHS = (64, 128)
 #: in session 39.
 WGRAD_WIDTHS = (64,)
 #: Whether the 64-channel weight gradient runs on the kernel's Hopper form
-#: (``wgrad_wgmma_kernel``: warp-group MMA, A from registers, B = gh^T from
-#: shared memory; session 43) where the GPU runs the build's sm_90a code,
-#: instead of its mma.sync form.  Off until a GPU has run its tests and timed it.
-WGRAD_WGMMA = False
+#: (``wgrad_wgmma_kernel``: warp-group MMA m64n64k8 in TF32, A (z at the taps)
+#: from registers, B = gh^T from shared memory, the next row prepared under
+#: this row's products; session 43) where the GPU runs the build's sm_90a
+#: code, instead of its mma.sync form (other GPUs).  H100, same runs
+#: (``docs/bench/wgrad_wgmma_{convs2,steps_s43c}*``): 0.128 ms against the
+#: mma.sync form's 0.163 and cuDNN's 0.210 at 4 x 64 x 258 x 258; graphed
+#: float32 Bayer step 13.34 / 13.33 -> 12.79 / 12.83 ms over two off / on
+#: rounds (X-Trans, 128 channels on cuDNN, the control: 6.62 / 6.62 -> 6.61 /
+#: 6.60).  On.
+WGRAD_WGMMA = True
 #: Widths a float32 guide's projection blocks are routed to the twins at.
 #: 128 (the X-Trans guide; its backward takes tiles of half the rows) since
 #: session 35's H100 call: tests against float64 of TF32-rounded operands
