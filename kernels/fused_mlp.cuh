@@ -459,12 +459,12 @@ struct GuideWgradArgs {
   const float* z = nullptr;
   float* partial = nullptr;  // (groups, C, 3, 3, C) float32
   int N = 0, H = 0, W = 0, C = 0;
-  int groups = 0;            // guide_wgrad_groups(C, N, H, W)
-  bool wgmma = false;        // Hopper's warp-group MMA form (C 64; a GPU that runs the build's sm_90a code)
+  int groups = 0;            // guide_wgrad_groups(C, N, H, W, wgmma)
+  bool wgmma = false;        // Hopper's warp-group MMA form (a GPU that runs the build's sm_90a code)
   cudaStream_t stream = nullptr;
 };
 
-const char* guide_wgrad_groups(int C, int N, int H, int W, int* groups);
+const char* guide_wgrad_groups(int C, int N, int H, int W, bool wgmma, int* groups);
 const char* guide_wgrad(const GuideWgradArgs& a);
 
 // ---------------------------------------------------------------- training's update (kernels/train_update.cu)

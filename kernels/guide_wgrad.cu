@@ -45,6 +45,7 @@ struct WgradCfg {
   static constexpr int kRoles = kCoSlices * (3 / TY);  // blocks a run of lines is shared by
   static constexpr int kN = TY * 3 * C;                // a block's N: (tap, input channel)
   static constexpr int kNT = kN / (kWarps * 8);        // n8 tiles a warp
+  static constexpr int kZC = C;                        // channels of z a block keeps: all
   static constexpr int kSz = C + 8;                    // z row stride (floats): fragment reads conflict-free
   static constexpr int kSg = 64 + 8;                   // gh row stride
   static constexpr int kSlots = TY + 1;                // the ring of z rows
@@ -61,23 +62,25 @@ struct WgradCfg {
 using Wgrad64 = WgradCfg<64, 3, 64>;
 using Wgrad128 = WgradCfg<128, 1, 88>;
 
-// The Hopper form for 64 channels (wgrad_wgmma_kernel, below): three warp groups, one a row of taps, strips as
-// Wgrad64's, a ring of five z rows (three read, one being rounded, one arriving) and two copies of gh's row as B in
-// core matrices (kBRow bytes each: the row being multiplied and the next).
-// S: steps of 8 positions a commit group.  1 and 2 took the same time (0.1282 / 0.1284 ms at 4 x 64 x 258 x 258,
-// H100, docs/bench/wgrad_wgmma_convs{1,2}_s43_h100.txt); 2 spilled 4 bytes at the 168 registers 384 threads allow.
-template <int S_>
-struct WgradWgmma64 {
-  static constexpr int C = 64, TY = 3, TX = 64, S = S_;
-  static constexpr int kThreads = 384, kRoles = 1;
-  static constexpr int kSz = C + 8, kSg = 64 + 8, kSlots = 5;
+// The Hopper form (wgrad_wgmma_kernel, below): three warp groups, one a row of taps, strips of at most 64 positions,
+// a ring of five z rows (three read, one being rounded, one arriving) and two copies of gh's row as B in core
+// matrices (kBRow bytes each: the row being multiplied and the next).  A block takes 64 input channels (kZC) and
+// 64 output channels: C = 128 (X-Trans) gives four roles, (output slice, input slice), on the same lines.  S: steps
+// of 8 positions a commit group; 1 and 2 took the same time (0.1282 / 0.1284 ms at 4 x 64 x 258 x 258, H100,
+// docs/bench/wgrad_wgmma_convs{1,2}_s43_h100.txt), and 2 spilled 4 bytes at the 168 registers 384 threads allow.
+template <int C_, int S_>
+struct WgradWgmma {
+  static constexpr int C = C_, TY = 3, TX = 64, S = S_;
+  static constexpr int kThreads = 384, kCoSlices = C / 64, kRoles = kCoSlices * (C / 64);
+  static constexpr int kZC = 64, kSz = kZC + 8, kSg = 64 + 8, kSlots = 5;
   static constexpr int kZRow = (TX + 2) * kSz;
   static constexpr int kGRow = TX * kSg;
   static constexpr int kBRow = TX * 64 * 4;
   static constexpr size_t kSmem = 2 * size_t(kBRow) + size_t(kSlots * kZRow + 2 * kGRow) * sizeof(float);
+  static_assert(C % 64 == 0, "unsupported wgrad shape");
 };
-static_assert(WgradWgmma64<1>::kRoles == Wgrad64::kRoles && WgradWgmma64<1>::TX == Wgrad64::TX,
-              "both forms of the 64-channel kernel take the same blocks (guide_wgrad_groups)");
+using WgradWgmma64 = WgradWgmma<64, 1>;
+using WgradWgmma128 = WgradWgmma<128, 1>;
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -98,13 +101,15 @@ __device__ __forceinline__ int slot_of(int r) {
   return ((r % K::kSlots) + K::kSlots) % K::kSlots;
 }
 
-// z row r of image n, positions x0 - 1 .. x0 + sw, into its slot (zeros outside the image).
+// z row r of image n, positions x0 - 1 .. x0 + sw, channels ci0 .. ci0 + K::kZC - 1, into its slot (zeros outside
+// the image).
 template <class K>
-__device__ __forceinline__ void load_z_row(float* sZ, const GuideWgradArgs& a, int n, int r, int x0, int sw) {
+__device__ __forceinline__ void load_z_row(float* sZ, const GuideWgradArgs& a, int n, int r, int x0, int sw,
+                                           int ci0 = 0) {
   float* dst = sZ + slot_of<K>(r) * K::kZRow;
-  constexpr int kChunks = K::C / 4;  // 16-byte pieces a position
+  constexpr int kChunks = K::kZC / 4;  // 16-byte pieces a position
   const bool row_in = r >= 0 && r < a.H;
-  const float* src_row = a.z + (int64_t(n) * a.H + (row_in ? r : 0)) * a.W * K::C;
+  const float* src_row = a.z + (int64_t(n) * a.H + (row_in ? r : 0)) * a.W * K::C + ci0;
   for (int i = threadIdx.x; i < (sw + 2) * kChunks; i += K::kThreads) {
     const int p = i / kChunks, c = i % kChunks, x = x0 - 1 + p;
     const bool inside = row_in && x >= 0 && x < a.W;
@@ -257,6 +262,7 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
   const uint32_t b_field = wg::smem_field(sB);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const int ky = warp / 4, ci = 16 * (warp % 4) + 2 * g;  // this thread's A rows: channels ci (row g), ci + 1 (g + 8)
+  const int co0 = (blockIdx.y % K::kCoSlices) * 64, ci0 = (blockIdx.y / K::kCoSlices) * 64;  // the block's role
   const int strips = strips_of<K>(a.W), sw = strip_width<K>(a.W);
   const int64_t lines = int64_t(a.N) * strips * a.H;
   const int64_t r0 = int64_t(blockIdx.x) * lines / gridDim.x, r1 = int64_t(blockIdx.x + 1) * lines / gridDim.x;
@@ -277,11 +283,11 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
     // Row y's preparation, in `parts` parts (part k of them): its new z row y + 1 rounded in place, gh row y as B.
     // A part takes every parts-th pass of each loop (no divisions: ncu counted 60 % more instructions with ranges),
     // and a pass is kThreads consecutive items, so a warp's lanes keep their pattern.
-    const int z_quads = (sw + 2) * (K::C / 4), b_quads = (sw / 4) * 64;
+    const int z_quads = (sw + 2) * (K::kZC / 4), b_quads = (sw / 4) * 64;
     auto prepare = [&](int y, int k, int parts) {
       float* zr = sZ + slot_of<K>(y + 1) * K::kZRow;
       for (int i = k * K::kThreads + threadIdx.x; i < z_quads; i += parts * K::kThreads) {
-        float4* q = reinterpret_cast<float4*>(zr + (i / (K::C / 4)) * K::kSz + 4 * (i % (K::C / 4)));
+        float4* q = reinterpret_cast<float4*>(zr + (i / (K::kZC / 4)) * K::kSz + 4 * (i % (K::kZC / 4)));
         float4 v = *q;
         v.x = __uint_as_float(tf32_bits(v.x));
         v.y = __uint_as_float(tf32_bits(v.y));
@@ -305,14 +311,14 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
 
     // The strip's start: z rows y0 - 1 .. y0 + 2 and gh rows y0, y0 + 1; rows y0 - 1 .. y0 + 1 rounded, row y0's B.
     __syncthreads();  // the previous strip's last rows are read: the buffers may be refilled
-    for (int j = 0; j < 4; ++j) load_z_row<K>(sZ, a, n, y0 - 1 + j, x0, sw);
-    load_gh_row<K>(sG, a, n, y0, x0, sw, 0);
-    if (y0 + 1 < y1) load_gh_row<K>(sG, a, n, y0 + 1, x0, sw, 0);
+    for (int j = 0; j < 4; ++j) load_z_row<K>(sZ, a, n, y0 - 1 + j, x0, sw, ci0);
+    load_gh_row<K>(sG, a, n, y0, x0, sw, co0);
+    if (y0 + 1 < y1) load_gh_row<K>(sG, a, n, y0 + 1, x0, sw, co0);
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
-    round_rows<K>(sZ + slot_of<K>(y0 - 1) * K::kZRow, sw + 2, K::kSz, K::C);
-    round_rows<K>(sZ + slot_of<K>(y0) * K::kZRow, sw + 2, K::kSz, K::C);
+    round_rows<K>(sZ + slot_of<K>(y0 - 1) * K::kZRow, sw + 2, K::kSz, K::kZC);
+    round_rows<K>(sZ + slot_of<K>(y0) * K::kZRow, sw + 2, K::kSz, K::kZC);
     prepare(y0, 0, 1);
     wg::fence_async_smem();
 
@@ -320,8 +326,8 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
       cp_async_wait_all();  // z row y + 2 and gh row y + 1, for row y + 1's preparation below
       __syncthreads();      // ... from every thread; row y's B and rounds are done, row y - 1's products too
       if (y + 2 < y1) {     // row y + 2's: z row y + 3 (into row y - 2's slot) and gh row y + 2 (row y's buffer)
-        load_z_row<K>(sZ, a, n, y + 3, x0, sw);
-        load_gh_row<K>(sG, a, n, y + 2, x0, sw, 0);
+        load_z_row<K>(sZ, a, n, y + 3, x0, sw, ci0);
+        load_gh_row<K>(sG, a, n, y + 2, x0, sw, co0);
       }
       cp_async_commit();
       const bool next = y + 1 < y1;
@@ -366,16 +372,16 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
     }
   }
 
-  // The block's partial dW, [co][ky][kx][ci] of row blockIdx.x: accumulator (row g: channel ci, row g + 8: ci + 1;
-  // column 8 j + 2 t + e: output channel).
-  float* out = a.partial + int64_t(blockIdx.x) * K::C * 9 * K::C;
+  // The block's share of partial dW, [co][ky][kx][ci] of row blockIdx.x: accumulator (row g: channel ci0 + ci,
+  // row g + 8: the next; column 8 j + 2 t + e: output channel co0 + that).
+  float* out = a.partial + int64_t(blockIdx.x) * K::C * 9 * K::C + ci0;
 #pragma unroll
   for (int kx = 0; kx < 3; ++kx)
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int co = 8 * j + 2 * t + e;
+        const int co = co0 + 8 * j + 2 * t + e;
         *reinterpret_cast<float2*>(out + ((int64_t(co) * 3 + ky) * 3 + kx) * K::C + ci) =
             make_float2(acc[kx][j][e], acc[kx][j][2 + e]);
       }
@@ -407,33 +413,42 @@ void launch(void (*kernel)(GuideWgradArgs), const GuideWgradArgs& a) {
   check_cuda(cudaGetLastError(), "guide wgrad launch");
 }
 
+template <class F>
+void dispatch_wgrad_wgmma(int C, F&& f) {
+  if (C == 64) return f(WgradWgmma64{});
+  if (C == 128) return f(WgradWgmma128{});
+  throw std::invalid_argument("guide wgrad: C must be 64 or 128");
+}
+
 void check_sizes(int N, int H, int W) {
   if (N < 1 || H < 1 || W < 1) throw std::invalid_argument("guide wgrad: N, H and W must be positive");
 }
 
 }  // namespace
 
-const char* guide_wgrad_groups(int C, int N, int H, int W, int* groups) {
+const char* guide_wgrad_groups(int C, int N, int H, int W, bool wgmma, int* groups) {
   return guarded([&] {
     check_sizes(N, H, W);
-    dispatch_wgrad(C, [&](auto k) { *groups = groups_of<decltype(k)>(N, H, W); });
+    if (wgmma)
+      dispatch_wgrad_wgmma(C, [&](auto k) { *groups = groups_of<decltype(k)>(N, H, W); });
+    else
+      dispatch_wgrad(C, [&](auto k) { *groups = groups_of<decltype(k)>(N, H, W); });
   });
 }
 
 const char* guide_wgrad(const GuideWgradArgs& a) {
   return guarded([&] {
     check_sizes(a.N, a.H, a.W);
-    dispatch_wgrad(a.C, [&](auto k) {
+    auto run = [&](auto k, auto kernel) {
       using K = decltype(k);
       if (a.groups != groups_of<K>(a.N, a.H, a.W))
         throw std::invalid_argument("guide wgrad: groups must be guide_wgrad_groups' count");
-      if (a.wgmma) {
-        if (K::C != 64) throw std::invalid_argument("guide wgrad: the wgmma form takes 64 channels");
-        launch<WgradWgmma64<1>>(wgrad_wgmma_kernel<WgradWgmma64<1>>, a);
-      } else {
-        launch<K>(wgrad_tf32_kernel<K>, a);
-      }
-    });
+      launch<K>(kernel, a);
+    };
+    if (a.wgmma)
+      dispatch_wgrad_wgmma(a.C, [&](auto k) { run(k, wgrad_wgmma_kernel<decltype(k)>); });
+    else
+      dispatch_wgrad(a.C, [&](auto k) { run(k, wgrad_tf32_kernel<decltype(k)>); });
   });
 }
 

@@ -36,14 +36,17 @@ def test_no_kernel_without_tf32_for_bfloat16_or_other_shapes(monkeypatch, tf32_o
     assert not takes_kernel(64)
 
 
-def test_wgmma_form_only_for_64_channels_on_a_gpu(monkeypatch):
-    """The Hopper form is asked for only with WGRAD_WGMMA, 64 channels and a
-    CUDA tensor (whose GPU is then asked whether it runs sm_90a code)."""
+def test_wgmma_form_only_where_routed_on_a_gpu(monkeypatch):
+    """The Hopper form is asked for only with WGRAD_WGMMA, channels in
+    WGRAD_WGMMA_WIDTHS and a CUDA tensor (whose GPU is then asked whether it
+    runs sm_90a code)."""
     monkeypatch.setattr(guide_train, "WGRAD_WGMMA", True)
     assert not guide_train._wgrad_wgmma(torch.zeros(1, 64, 4, 4))            # a CPU tensor: no GPU to ask
     asked = []
     monkeypatch.setattr(guide_train, "wgmma_built", lambda index: asked.append(index) or True)
     cuda_like = torch.zeros(1, 64, 4, 4, device="meta")
     assert not guide_train._wgrad_wgmma(cuda_like) and asked == []
+    monkeypatch.setattr(guide_train, "WGRAD_WGMMA_WIDTHS", (64,))
+    assert not takes_kernel(128)                              # 128 not routed to either form by default
     monkeypatch.setattr(guide_train, "WGRAD_WGMMA", False)
     assert not guide_train._wgrad_wgmma(torch.zeros(1, 64, 4, 4))

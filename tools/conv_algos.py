@@ -126,7 +126,7 @@ def main() -> int:
         if kpnt_wgrad is not None and C in (64, 128):
             z, _, gy = operands(shape, torch.float32, "nhwc")
             z1, _, gy1 = operands(one, torch.float32, "nhwc")
-            forms = [False] + ([True] if C == 64 and wgmma_built(torch.cuda.current_device()) else [])
+            forms = [False] + ([True] if wgmma_built(torch.cuda.current_device()) else [])
             for wgmma in forms:
                 err = rel_rms(kpnt_wgrad(gy1, z1, wgmma), refs["wgrad"])
                 ms = time_ms(lambda: kpnt_wgrad(gy, z, wgmma), args.reps)

@@ -49,8 +49,8 @@ def hopper():
 @pytest.mark.parametrize("shape", CASES, ids=["x".join(map(str, s)) for s in CASES])
 def test_wgrad_matches_float64_of_tf32_operands(shape, form):
     C = shape[1]
-    if form == "wgmma" and (C != 64 or not hopper()):
-        pytest.skip("the wgmma form takes 64 channels on a GPU that runs sm_90a code")
+    if form == "wgmma" and not hopper():
+        pytest.skip("the wgmma form needs a GPU that runs sm_90a code")
     gh, z = operands(shape, seed=sum(shape))
     wgmma = form == "wgmma"
     dw = unwrap(ext().guide_wgrad(gh, z, wgmma))
@@ -64,12 +64,13 @@ def test_wgrad_matches_float64_of_tf32_operands(shape, form):
     assert torch.equal(dw, unwrap(ext().guide_wgrad(gh, z, wgmma)))
 
 
-def test_wgrad_forms_agree():
+@pytest.mark.parametrize("shape", [(4, 64, 258, 258), (4, 128, 86, 86)], ids=["bayer", "xtrans"])
+def test_wgrad_forms_agree(shape):
     """The two forms sum the same products in another order: within float32
-    summation of each other at the shipped Bayer step's grid."""
+    summation of each other at the shipped steps' grids."""
     if not hopper():
         pytest.skip("the wgmma form needs a GPU that runs sm_90a code")
-    gh, z = operands((4, 64, 258, 258), seed=43)
+    gh, z = operands(shape, seed=43)
     mma, wg = (unwrap(ext().guide_wgrad(gh, z, f)).double() for f in (False, True))
     assert rel(wg, mma) < 1e-6, rel(wg, mma)
 
@@ -100,14 +101,15 @@ def test_wgrad_bad_input_raises_one_line():
         unwrap(ext().guide_wgrad(gh.double(), z))
     with pytest.raises(ValueError, match="must be"):
         unwrap(ext().guide_wgrad(gh, z[:, :, :4].contiguous(memory_format=torch.channels_last)))
-    g128, z128 = operands((1, 128, 8, 8), seed=2)
-    with pytest.raises(ValueError, match="wgmma form takes 64 channels"):
-        unwrap(ext().guide_wgrad(g128, z128, True))
+    if hopper():
+        with pytest.raises(ValueError, match="64 or 128 channels"):
+            unwrap(ext().guide_wgrad(gh[:, :32].contiguous(memory_format=torch.channels_last),
+                                     z[:, :32].contiguous(memory_format=torch.channels_last), True))
 
 
 @pytest.mark.parametrize("period, width, size, wgmma", [(2, 64, (2, 37, 45), False), (2, 64, (2, 37, 45), True),
-                                                        (6, 128, (2, 19, 23), True)],
-                         ids=["bayer-mma", "bayer-wgmma", "xtrans"])
+                                                        (6, 128, (2, 19, 23), False), (6, 128, (2, 19, 23), True)],
+                         ids=["bayer-mma", "bayer-wgmma", "xtrans-mma", "xtrans-wgmma"])
 def test_float32_network_takes_the_wgrad_kernel_with_tf32_only(monkeypatch, period, width, size, wgmma):
     """A float32 guide's block 3x3s (C -> C) take their weight gradient from
     the kernel when FUSED_WGRAD and cuDNN's TF32 are on, and the gradients
@@ -119,8 +121,9 @@ def test_float32_network_takes_the_wgrad_kernel_with_tf32_only(monkeypatch, peri
     z, ws, gout = network_case(period, width, layers, size, seed=21)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     monkeypatch.setattr(guide_train, "WGRAD_WIDTHS", guide_train.WGRAD_COMPILED_WIDTHS)   # 128 is compiled, not routed
-    monkeypatch.setattr(guide_train, "WGRAD_WGMMA", wgmma)    # (where sm_90a runs; 128 channels take mma.sync)
-    assert guide_train._wgrad_wgmma(torch.zeros(1, width, 1, 1, device="cuda")) == (wgmma and width == 64 and hopper())
+    monkeypatch.setattr(guide_train, "WGRAD_WGMMA", wgmma)    # (where sm_90a runs)
+    monkeypatch.setattr(guide_train, "WGRAD_WGMMA_WIDTHS", guide_train.WGRAD_COMPILED_WIDTHS)
+    assert guide_train._wgrad_wgmma(torch.zeros(1, width, 1, 1, device="cuda")) == (wgmma and hopper())
     calls = spy_on_projection_kernels(monkeypatch, ("guide_wgrad",))
     monkeypatch.setattr(guide_train, "FUSED_WGRAD", True)
     _, fused = fused_network_grads(z, ws, gout, torch.float32)

@@ -117,8 +117,12 @@ WGRAD_WIDTHS = (64,)
 #: mma.sync form's 0.163 and cuDNN's 0.210 at 4 x 64 x 258 x 258; graphed
 #: float32 Bayer step 13.34 / 13.33 -> 12.79 / 12.83 ms over two off / on
 #: rounds (X-Trans, 128 channels on cuDNN, the control: 6.62 / 6.62 -> 6.61 /
-#: 6.60).  On.
+#: 6.60).  On, for :data:`WGRAD_WGMMA_WIDTHS`.
 WGRAD_WGMMA = True
+#: Widths routed to the Hopper form.  128 (the X-Trans guide, four blocks a run
+#: of lines: 64 output x 64 input channels each) is compiled, not yet routed:
+#: not run on a GPU yet (session 43).
+WGRAD_WGMMA_WIDTHS = (64,)
 #: Widths a float32 guide's projection blocks are routed to the twins at.
 #: 128 (the X-Trans guide; its backward takes tiles of half the rows) since
 #: session 35's H100 call: tests against float64 of TF32-rounded operands
@@ -238,17 +242,19 @@ def _projection_kernels(t: torch.Tensor) -> bool:
 def _wgrad_kernel(g: torch.Tensor, w: torch.Tensor) -> bool:
     """Whether the weight-gradient kernel takes a 3x3 convolution of weights
     ``w`` whose output gradient is ``g``: float32, C -> C at
-    :data:`WGRAD_WIDTHS`, with :data:`FUSED_WGRAD` and cuDNN's TF32 on."""
+    :data:`WGRAD_WIDTHS` (or in its Hopper form at
+    :data:`WGRAD_WGMMA_WIDTHS`), with :data:`FUSED_WGRAD` and cuDNN's TF32 on."""
     C = g.shape[1]
-    return (FUSED_WGRAD and g.dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and C in WGRAD_WIDTHS
-            and tuple(w.shape) == (C, C, 3, 3))
+    return (FUSED_WGRAD and g.dtype == torch.float32 and torch.backends.cudnn.allow_tf32
+            and tuple(w.shape) == (C, C, 3, 3) and (C in WGRAD_WIDTHS or _wgrad_wgmma(g)))
 
 
 def _wgrad_wgmma(g: torch.Tensor) -> bool:
-    """Whether the weight-gradient kernel takes ``g`` (64 channels) in its
-    Hopper form: :data:`WGRAD_WGMMA` on and a GPU that runs the build's
-    sm_90a code (elsewhere the mma.sync form, as before)."""
-    if not (WGRAD_WGMMA and g.shape[1] == 64 and g.device.type == "cuda"):
+    """Whether the weight-gradient kernel takes ``g`` in its Hopper form:
+    :data:`WGRAD_WGMMA` on, ``g``'s channels in :data:`WGRAD_WGMMA_WIDTHS`
+    and a GPU that runs the build's sm_90a code (elsewhere the mma.sync form
+    at :data:`WGRAD_WIDTHS`, cuDNN otherwise)."""
+    if not (WGRAD_WGMMA and g.shape[1] in WGRAD_WGMMA_WIDTHS and g.device.type == "cuda"):
         return False
     return wgmma_built(g.device.index if g.device.index is not None else torch.cuda.current_device())
 
