@@ -6,8 +6,9 @@
 // a pointer, or as a base plus a byte offset), fragments to and from core
 // matrices (stmatrix / ldmatrix), the fences, the m64nNk16 f16 -> f32
 // instructions with A from registers (the mma.sync fragment layout, per warp
-// of the group; B K-major or N-major) or both operands from shared memory, and
-// a 16-byte cp.async.  Checked on an
+// of the group; B K-major or N-major) or both operands from shared memory, a
+// 16-byte cp.async, and one TF32 m64n64k8 (the guide's weight gradient,
+// kernels/guide_wgrad.cu; checked on an H100 in session 43).  Checked on an
 // H100 in session 23 (wgmma_probe's layout check: the K-major descriptor
 // offsets as PTX reads them) and session 28 (the MN-major ones).  sm_90a only: call them only from code compiled under
 // __CUDA_ARCH_FEAT_SM90_ALL (ptxas rejects wgmma for any other target).
