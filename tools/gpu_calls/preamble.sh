@@ -44,3 +44,28 @@ guide_memcheck() {
         > $OUT/memcheck.txt 2>&1
     grep -E "ERROR SUMMARY|ok|done" $OUT/memcheck.txt | tail -6
 }
+# pytest over $2.. (test files) under a limit of $1 seconds into $OUT/tests.txt, its failures shown; success only if
+# some test passed and none failed or errored (session 43's gate for one kernel's tests).
+tests_pass() {
+    local limit=$1
+    shift
+    timeout "$limit" python -m pytest -q -p no:cacheprovider "$@" > $OUT/tests.txt 2>&1
+    grep -E "^FAILED|^ERROR|passed|failed|assert|Error" $OUT/tests.txt | head -30
+    grep -qE " passed" $OUT/tests.txt && ! grep -qE "failed|^ERROR" $OUT/tests.txt
+}
+# compute-sanitizer memcheck under a limit of $1 seconds over the weight-gradient kernel's wgmma form at the shapes
+# $2 (a Python list of (N, C, H, W) tuples), into $OUT/memcheck.txt (session 43).
+wgrad_wgmma_memcheck() {
+    cat > /tmp/wgrad_memcheck.py <<PY
+import torch
+from kpnt.ops._cuda.extension import ext, unwrap
+for shape in $2:
+    g = torch.randn(*shape, device="cuda").contiguous(memory_format=torch.channels_last)
+    z = torch.randn(*shape, device="cuda").relu().contiguous(memory_format=torch.channels_last)
+    dw = unwrap(ext().guide_wgrad(g, z, True))
+    torch.cuda.synchronize()
+    print("ok", shape, float(dw.abs().sum()))
+PY
+    PYTHONPATH=$PWD timeout "$1" compute-sanitizer --tool memcheck python /tmp/wgrad_memcheck.py > $OUT/memcheck.txt 2>&1
+    grep -E "ERROR SUMMARY|^ok|rror" $OUT/memcheck.txt | head -8
+}

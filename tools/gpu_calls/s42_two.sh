@@ -16,7 +16,7 @@ for part in $PARTS; do
     tests)
         cuda_tests_pass 150 || OK=0 ;;
     memcheck)
-        timeout 90 compute-sanitizer --tool memcheck python -m pytest -q -p no:cacheprovider \
+        timeout ${MEMCHECK_S:-90} compute-sanitizer --tool memcheck python -m pytest -q -p no:cacheprovider \
             tests/cuda/test_guide_wgrad.py -k "matches_float64 and not 4x128x86x86 and not 4x64x258x258 or bad_input" \
             > $OUT/memcheck.txt 2>&1
         grep -E "ERROR SUMMARY|passed|failed" $OUT/memcheck.txt | tail -3 ;;

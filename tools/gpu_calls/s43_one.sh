@@ -18,22 +18,9 @@ for part in $PARTS; do
     [ $OK = 1 ] || { echo "skipped: a test failed"; continue; }
     case $part in
     tests)
-        timeout 120 python -m pytest -q -p no:cacheprovider tests/cuda/test_guide_wgrad.py > $OUT/tests.txt 2>&1
-        grep -E "^FAILED|^ERROR|passed|failed|assert|Error" $OUT/tests.txt | head -30
-        grep -qE " passed" $OUT/tests.txt && ! grep -qE "failed|^ERROR" $OUT/tests.txt || OK=0 ;;
+        tests_pass 120 tests/cuda/test_guide_wgrad.py || OK=0 ;;
     memcheck)
-        cat > /tmp/wgrad_memcheck.py <<'PY'
-import torch
-from kpnt.ops._cuda.extension import ext, unwrap
-for shape in [(2, 64, 37, 70), (3, 64, 5, 3), (1, 64, 16, 64), (4, 64, 258, 258)]:
-    g = torch.randn(*shape, device="cuda").contiguous(memory_format=torch.channels_last)
-    z = torch.randn(*shape, device="cuda").relu().contiguous(memory_format=torch.channels_last)
-    dw = unwrap(ext().guide_wgrad(g, z, True))
-    torch.cuda.synchronize()
-    print("ok", shape, float(dw.abs().sum()))
-PY
-        PYTHONPATH=$PWD timeout 150 compute-sanitizer --tool memcheck python /tmp/wgrad_memcheck.py > $OUT/memcheck.txt 2>&1
-        grep -E "ERROR SUMMARY|^ok|rror" $OUT/memcheck.txt | head -8 ;;
+        wgrad_wgmma_memcheck 150 "[(2, 64, 37, 70), (3, 64, 5, 3), (1, 64, 16, 64), (4, 64, 258, 258)]" ;;
     convs)
         timeout 120 bash -c "tool '' $OUT/convs.txt conv_algos.py --reps 20 --shapes 4x64x258x258"
         grep -E "wgrad.*(float32 \| nhwc \| off|kpnt)|rror" $OUT/convs.txt ;;

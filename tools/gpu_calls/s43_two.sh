@@ -18,9 +18,7 @@ for part in $PARTS; do
     [ $OK = 1 ] || { echo "skipped: a test failed"; continue; }
     case $part in
     tests)
-        timeout 120 python -m pytest -q -p no:cacheprovider tests/cuda/test_guide_wgrad.py > $OUT/tests.txt 2>&1
-        grep -E "^FAILED|^ERROR|passed|failed|assert|Error" $OUT/tests.txt | head -30
-        grep -qE " passed" $OUT/tests.txt && ! grep -qE "failed|^ERROR" $OUT/tests.txt || OK=0 ;;
+        tests_pass 120 tests/cuda/test_guide_wgrad.py || OK=0 ;;
     convs)
         for s in 2 1; do
             KPNT_WGRAD_STEPS=$s timeout 120 bash -c "tool '' $OUT/convs$s.txt conv_algos.py --reps 30 --shapes 4x64x258x258"
