@@ -74,7 +74,7 @@ using Wgrad128 = WgradCfg<128, 1, 88>;
 // docs/bench/wgrad_wgmma_convs{1,2}_s43_h100.txt), and 2 spilled 4 bytes at the 168 registers 384 threads allow.
 template <int C_, int S_>
 struct WgradWgmma {
-  static constexpr int C = C_, TY = 3, TX = 64, S = S_;
+  static constexpr int C = C_, TX = 64, S = S_;
   static constexpr int kThreads = 384, kCoSlices = C / 64, kRoles = kCoSlices * (C / 64);
   static constexpr int kZC = 64, kSz = kZC + 8, kSg = 64 + 8, kSlots = 5;
   static constexpr int kZRow = (TX + 2) * kSz;
@@ -151,7 +151,7 @@ __device__ __forceinline__ void round_rows(float* rows, int count, int stride, i
 
 template <class K>
 __global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideWgradArgs a) {
-  extern __shared__ __align__(16) float smem[];
+  extern __shared__ __align__(128) float smem[];
   float* sZ = smem;
   float* sG = smem + K::kSlots * K::kZRow;
   const int role = blockIdx.y, co0 = (role % K::kCoSlices) * 64, dy0 = (role / K::kCoSlices) * K::TY;
@@ -259,7 +259,7 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideW
 template <class K>
 __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const GuideWgradArgs a) {
 #if KPNT_WGMMA_BUILT
-  extern __shared__ __align__(128) float smem[];
+  extern __shared__ __align__(128) float smem[];  // (one symbol with wgrad_tf32_kernel's, declared alike)
   float* sB = smem;  // two rows of B, kBRow bytes each
   float* sZ = sB + 2 * K::kBRow / 4;
   float* sG = sZ + K::kSlots * K::kZRow;
