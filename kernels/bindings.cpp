@@ -815,7 +815,8 @@ py::object guide_proj_forward(const torch::Tensor& h, const torch::Tensor& P, co
 // dW (C, 3, 3, C) float32 [co][ky][kx][ci] of a float32 guide's 3x3 convolution (C -> C, padding 1) on TF32, from
 // its output's gradient gh and its input z (channels-last float32 (N, C, h, w), C 64 or 128); or an error tuple.
 // `wgmma`: Hopper's warp-group MMA form (a GPU that runs the build's sm_90a code), else mma.sync's.
-py::object guide_wgrad(const torch::Tensor& gh, const torch::Tensor& z, bool wgmma) {
+// `specialized` (with wgmma): its warp-specialized form (session 43, not yet run on a GPU).
+py::object guide_wgrad(const torch::Tensor& gh, const torch::Tensor& z, bool wgmma, bool specialized) {
   return guarded([&]() -> py::object {
     KPNT_REQUIRE_GT(gh.is_cuda() && gh.scalar_type() == at::kFloat && gh.dim() == 4,
                     "gh must be a float32 (N, C, h, w) CUDA tensor, got ", gh.scalar_type(), " ", shape(gh));
@@ -823,6 +824,7 @@ py::object guide_wgrad(const torch::Tensor& gh, const torch::Tensor& z, bool wgm
                     gh.size(1));
     check_guide_activation(gh, "gh", gh);
     check_guide_activation(z, "z", gh);
+    KPNT_REQUIRE_GT(!specialized || wgmma, "the weight gradient kernel's specialized form is a wgmma form: pass wgmma too");
     KPNT_REQUIRE_GT(!wgmma || wgmma_built_on(gh.device()),
                     "the weight gradient kernel's wgmma form needs a Hopper GPU and kernels built for 9.0a");
     const c10::cuda::CUDAGuard guard(gh.device());
@@ -835,6 +837,7 @@ py::object guide_wgrad(const torch::Tensor& gh, const torch::Tensor& z, bool wgm
     a.H = static_cast<int>(gh.size(2));
     a.W = static_cast<int>(gh.size(3));
     a.wgmma = wgmma;
+    a.specialized = specialized;
     check_launch(kpnt::guide_wgrad_groups(a.C, a.N, a.H, a.W, a.wgmma, &a.groups));
     torch::Tensor partial = torch::empty({a.groups, a.C, 3, 3, a.C}, gh.options().memory_format(at::MemoryFormat::Contiguous));
     a.gh = gh.data_ptr<float>();
@@ -1363,8 +1366,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"));
   m.def("guide_wgrad", &guide_wgrad, "dW (C, 3, 3, C) [co][ky][kx][ci] of a float32 guide's 3x3 convolution on TF32 "
         "from its output's gradient and its input, channels-last, C 64 or 128 (kernels/guide_wgrad.cu); wgmma: Hopper's "
-        "warp-group MMA form",
-        py::arg("gh"), py::arg("z"), py::arg("wgmma") = false);
+        "warp-group MMA form; specialized: its warp-specialized form",
+        py::arg("gh"), py::arg("z"), py::arg("wgmma") = false, py::arg("specialized") = false);
   m.def("guide_block_wgmma_built", &guide_block_wgmma_built,
         "whether the GPU `device` runs this build's sm_90a code (the guide block's wgmma kernel)", py::arg("device"));
   m.def("colour_taps", &colour_taps, "the colour level's 15 taps (dy, dx) as compiled");

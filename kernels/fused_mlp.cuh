@@ -461,6 +461,7 @@ struct GuideWgradArgs {
   int N = 0, H = 0, W = 0, C = 0;
   int groups = 0;            // guide_wgrad_groups(C, N, H, W, wgmma)
   bool wgmma = false;        // Hopper's warp-group MMA form (a GPU that runs the build's sm_90a code)
+  bool specialized = false;  // with wgmma: its warp-specialized form (a producer warp group; session 43, unrun)
   cudaStream_t stream = nullptr;
 };
 

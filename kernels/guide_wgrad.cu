@@ -394,6 +394,213 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
 #endif
 }
 
+// The wgmma form with its warps specialized (session 43, written after the device time ran out; not yet run on a
+// GPU): session 43's ncu and PTX put the wgmma form at ~5.8 k cycles a row against ~2.0 k of tensor work, bound by
+// the latency of the copies' and preparation's integer chains that every warp runs between its products.  Here
+// warp groups 0-2 (tap rows, as in wgrad_wgmma_kernel) only multiply, and warp group 3 only copies, rounds and
+// writes B, up to two rows ahead, in 32-bit unsigned index arithmetic.  Rows hand over through named barriers:
+// kFull + (y & 1) (row y's B and z rows are ready: the producer arrives, the multipliers wait) and kEmpty + (y & 1)
+// (the multipliers are done with row y: they arrive, the producer waits before it refills row y's buffers).
+template <int C_>
+struct WgradWgmmaWS : WgradWgmma<C_, 1> {
+  static constexpr int kThreads = 512, kProducer = 384;  // threads; the producer group's first thread
+  static constexpr int kProducerRegs = 56, kMultiplierRegs = 152;  // setmaxnreg: 128 x 56 + 384 x 152 = 65536
+  static_assert(128 * kProducerRegs + 384 * kMultiplierRegs <= 65536, "more registers than an SM has");
+};
+
+namespace ws {
+constexpr int kFull = 1, kEmpty = 3, kProducers = 5;  // named barrier ids (kFull, kFull + 1, kEmpty, kEmpty + 1)
+__device__ __forceinline__ void bar_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void bar_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+// The ring slot of z row r >= -1.
+template <class K>
+__device__ __forceinline__ int slot(int r) {
+  return int(unsigned(r + K::kSlots) % unsigned(K::kSlots));
+}
+}  // namespace ws
+
+// Producer (128 threads, pt its thread): z row r of image n, positions x0 - 1 .. x0 + sw, channels ci0 .. ci0 + 63,
+// into its slot (zeros outside the image).
+template <class K>
+__device__ __forceinline__ void ws_load_z_row(float* sZ, const GuideWgradArgs& a, int n, int r, int x0, int sw,
+                                              int ci0, unsigned pt) {
+  float* dst = sZ + ws::slot<K>(r) * K::kZRow;
+  const bool row_in = r >= 0 && r < a.H;
+  const float* src = a.z + (int64_t(n) * a.H + (row_in ? r : 0)) * a.W * K::C + ci0;
+  const unsigned items = unsigned(sw + 2) * 16u;
+  for (unsigned i = pt; i < items; i += 128u) {
+    const unsigned p = i >> 4, c = i & 15u;
+    const int x = x0 - 1 + int(p);
+    const bool inside = row_in && x >= 0 && x < a.W;
+    cp_async16_zfill(dst + p * K::kSz + 4 * c, inside ? src + (unsigned(x) * K::C + 4 * c) : a.z, inside);
+  }
+}
+
+// Producer: gh row y of image n, positions x0 .. x0 + sw - 1, channels co0 .. co0 + 63, into buffer y & 1.
+template <class K>
+__device__ __forceinline__ void ws_load_gh_row(float* sG, const GuideWgradArgs& a, int n, int y, int x0, int sw,
+                                               int co0, unsigned pt) {
+  float* dst = sG + (y & 1) * K::kGRow;
+  const float* src = a.gh + (int64_t(n) * a.H + y) * a.W * K::C + co0;
+  const unsigned items = unsigned(sw) * 16u;
+  for (unsigned i = pt; i < items; i += 128u) {
+    const unsigned p = i >> 4, c = i & 15u;
+    const int x = x0 + int(p);
+    const bool inside = x < a.W;
+    cp_async16_zfill(dst + p * K::kSg + 4 * c, inside ? src + (unsigned(x) * K::C + 4 * c) : a.gh, inside);
+  }
+}
+
+// Producer: z row r's slot rounded to TF32 in place.
+template <class K>
+__device__ __forceinline__ void ws_round_z_row(float* sZ, int r, int sw, unsigned pt) {
+  float* row = sZ + ws::slot<K>(r) * K::kZRow;
+  const unsigned quads = unsigned(sw + 2) * 16u;
+  for (unsigned i = pt; i < quads; i += 128u) {
+    float4* q = reinterpret_cast<float4*>(row + (i >> 4) * K::kSz + 4 * (i & 15u));
+    float4 v = *q;
+    v.x = __uint_as_float(tf32_bits(v.x));
+    v.y = __uint_as_float(tf32_bits(v.y));
+    v.z = __uint_as_float(tf32_bits(v.z));
+    v.w = __uint_as_float(tf32_bits(v.w));
+    *q = v;
+  }
+}
+
+// Producer: gh row y (buffer y & 1) as B in buffer y & 1, as wgrad_wgmma_kernel's preparation writes it.
+template <class K>
+__device__ __forceinline__ void ws_gh_row_as_b(float* sB, const float* sG, int y, int sw, unsigned pt) {
+  float4* b = reinterpret_cast<float4*>(sB + (y & 1) * (K::kBRow / 4));
+  const float* src = sG + (y & 1) * K::kGRow;
+  const unsigned items = unsigned(sw / 4) * 64u;
+  for (unsigned i = pt; i < items; i += 128u) {
+    const unsigned co = i & 63u, pq = i >> 6;
+    const float* c = src + 4 * pq * K::kSg + co;
+    b[((co >> 3) * (K::TX / 4) + pq) * 8 + (co & 7u)] =
+        make_float4(__uint_as_float(tf32_bits(c[0])), __uint_as_float(tf32_bits(c[K::kSg])),
+                    __uint_as_float(tf32_bits(c[2 * K::kSg])), __uint_as_float(tf32_bits(c[3 * K::kSg])));
+  }
+}
+
+template <class K>
+__global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_ws_kernel(const GuideWgradArgs a) {
+#if KPNT_WGMMA_BUILT
+  extern __shared__ __align__(128) float smem[];
+  float* sB = smem;
+  float* sZ = sB + 2 * K::kBRow / 4;
+  float* sG = sZ + K::kSlots * K::kZRow;
+  const int warp = threadIdx.x / 32;
+  const int co0 = (blockIdx.y % K::kCoSlices) * 64, ci0 = (blockIdx.y / K::kCoSlices) * 64;
+  const int strips = strips_of<K>(a.W), sw = strip_width<K>(a.W);
+  const int64_t lines = int64_t(a.N) * strips * a.H;
+  const int64_t r0 = int64_t(blockIdx.x) * lines / gridDim.x, r1 = int64_t(blockIdx.x + 1) * lines / gridDim.x;
+
+  if (threadIdx.x >= K::kProducer) {  // ---- the producer group
+    // 512 threads launch with 128 registers each; the producer gives 72 of its to the multipliers, whose three
+    // accumulators alone are 96 (at 128 ptxas spilled 224 bytes and serialized the MMAs).
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(K::kProducerRegs));
+    const unsigned pt = threadIdx.x - K::kProducer;
+    for (int64_t r = r0; r < r1;) {
+      const int64_t strip = r / a.H, end = min(r1, (strip + 1) * a.H);
+      const int n = int(strip / strips), x0 = int(strip % strips) * sw;
+      const int y0 = int(r % a.H), y1 = y0 + int(end - r);
+      r = end;
+      for (int j = -1; j < 2; ++j) ws_load_z_row<K>(sZ, a, n, y0 + j, x0, sw, ci0, pt);
+      ws_load_gh_row<K>(sG, a, n, y0, x0, sw, co0, pt);
+      cp_async_commit();
+      for (int y = y0; y < y1; ++y) {
+        // The multipliers are done with row y - 2 (its B buffer and the slot row y + 2 goes to are free), and every
+        // producer thread with its own part of row y - 1 (the gh buffer row y + 1 goes to is free).
+        if (y - 2 >= y0) ws::bar_sync(ws::kEmpty + (y & 1), K::kThreads);
+        ws::bar_sync(ws::kProducers, K::kThreads - K::kProducer);
+        if (y + 1 < y1) {  // row y + 1's: z row y + 2, gh row y + 1
+          ws_load_z_row<K>(sZ, a, n, y + 2, x0, sw, ci0, pt);
+          ws_load_gh_row<K>(sG, a, n, y + 1, x0, sw, co0, pt);
+        }
+        cp_async_commit();
+        cp_async_wait1();  // row y's: z row y + 1 and gh row y (this thread's copies)
+        ws::bar_sync(ws::kProducers, K::kThreads - K::kProducer);  // ... and every producer thread's
+        if (y == y0) {
+          ws_round_z_row<K>(sZ, y0 - 1, sw, pt);
+          ws_round_z_row<K>(sZ, y0, sw, pt);
+        }
+        ws_round_z_row<K>(sZ, y + 1, sw, pt);
+        ws_gh_row_as_b<K>(sB, sG, y, sw, pt);
+        wg::fence_async_smem();
+        ws::bar_arrive(ws::kFull + (y & 1), K::kThreads);
+      }
+      // The multipliers' last two rows: done before the next strip refills the buffers.
+      for (int y = max(y0, y1 - 2); y < y1; ++y) ws::bar_sync(ws::kEmpty + (y & 1), K::kThreads);
+    }
+    cp_async_wait_all();  // no copy outlives the block
+    return;
+  }
+
+  // ---- the multipliers: warp group ky, as in wgrad_wgmma_kernel
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(K::kMultiplierRegs));
+  const uint32_t b_field = wg::smem_field(sB);
+  const int lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+  const int ky = warp / 4, ci = 16 * (warp % 4) + 2 * g;
+  float acc[3][8][4];
+#pragma unroll
+  for (int kx = 0; kx < 3; ++kx)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[kx][j][0] = acc[kx][j][1] = acc[kx][j][2] = acc[kx][j][3] = 0.f;
+  uint32_t af[3][4];
+  for (int64_t r = r0; r < r1;) {
+    const int64_t strip = r / a.H, end = min(r1, (strip + 1) * a.H);
+    const int x0 = int(strip % strips) * sw;
+    const int y0 = int(r % a.H), y1 = y0 + int(end - r);
+    const int tiles = ceil_div(min(sw, a.W - x0), 8);
+    r = end;
+    for (int y = y0; y < y1; ++y) {
+      ws::bar_sync(ws::kFull + (y & 1), K::kThreads);
+      const uint32_t b_row = (y & 1) * K::kBRow;
+      const float* zrow = sZ + ws::slot<K>(y + ky - 1) * K::kZRow + ci;
+      for (int kk = 0; kk < tiles; ++kk) {
+#pragma unroll
+        for (int kx = 0; kx < 3; ++kx) {
+          const float* p = zrow + (8 * kk + t + kx) * K::kSz;
+          const float2 lo = *reinterpret_cast<const float2*>(p), hi = *reinterpret_cast<const float2*>(p + 4 * K::kSz);
+          af[kx][0] = __float_as_uint(lo.x);
+          af[kx][1] = __float_as_uint(lo.y);
+          af[kx][2] = __float_as_uint(hi.x);
+          af[kx][3] = __float_as_uint(hi.y);
+        }
+        wg::wg_fence();
+        const uint64_t desc = wg::desc_at(b_field, b_row + kk * 256, 128, (K::TX / 4) * 128, false);
+#pragma unroll
+        for (int kx = 0; kx < 3; ++kx) wg::wgmma_tf32_n64_acc(acc[kx], af[kx], desc);
+        wg::wg_commit();
+        wg::wg_wait0();
+        wg::fence_operands(af);
+      }
+#pragma unroll
+      for (int kx = 0; kx < 3; ++kx) wg::fence_operands(acc[kx]);
+      ws::bar_arrive(ws::kEmpty + (y & 1), K::kThreads);
+    }
+  }
+
+  float* out = a.partial + int64_t(blockIdx.x) * K::C * 9 * K::C + ci0;
+#pragma unroll
+  for (int kx = 0; kx < 3; ++kx)
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int co = co0 + 8 * j + 2 * t + e;
+        *reinterpret_cast<float2*>(out + ((int64_t(co) * 3 + ky) * 3 + kx) * K::C + ci) =
+            make_float2(acc[kx][j][e], acc[kx][j][2 + e]);
+      }
+#else
+  __trap();  // launched only where wgmma_built_on says the GPU runs this build's sm_90a code
+#endif
+}
+
 // Blocks along the lines (a grid row; the grid's K::kRoles rows share them): a wave, or one a line if fewer.
 template <class K>
 int groups_of(int N, int H, int W) {
@@ -424,6 +631,13 @@ void dispatch_wgrad_wgmma(int C, F&& f) {
   throw std::invalid_argument("guide wgrad: C must be 64 or 128");
 }
 
+template <class F>
+void dispatch_wgrad_ws(int C, F&& f) {
+  if (C == 64) return f(WgradWgmmaWS<64>{});
+  if (C == 128) return f(WgradWgmmaWS<128>{});
+  throw std::invalid_argument("guide wgrad: C must be 64 or 128");
+}
+
 void check_sizes(int N, int H, int W) {
   if (N < 1 || H < 1 || W < 1) throw std::invalid_argument("guide wgrad: N, H and W must be positive");
 }
@@ -433,7 +647,7 @@ void check_sizes(int N, int H, int W) {
 const char* guide_wgrad_groups(int C, int N, int H, int W, bool wgmma, int* groups) {
   return guarded([&] {
     check_sizes(N, H, W);
-    if (wgmma)
+    if (wgmma)  // (the warp-specialized form takes the same blocks: its roles are the wgmma form's)
       dispatch_wgrad_wgmma(C, [&](auto k) { *groups = groups_of<decltype(k)>(N, H, W); });
     else
       dispatch_wgrad(C, [&](auto k) { *groups = groups_of<decltype(k)>(N, H, W); });
@@ -449,7 +663,9 @@ const char* guide_wgrad(const GuideWgradArgs& a) {
         throw std::invalid_argument("guide wgrad: groups must be guide_wgrad_groups' count");
       launch<K>(kernel, a);
     };
-    if (a.wgmma)
+    if (a.wgmma && a.specialized)
+      dispatch_wgrad_ws(a.C, [&](auto k) { run(k, wgrad_wgmma_ws_kernel<decltype(k)>); });
+    else if (a.wgmma)
       dispatch_wgrad_wgmma(a.C, [&](auto k) { run(k, wgrad_wgmma_kernel<decltype(k)>); });
     else
       dispatch_wgrad(a.C, [&](auto k) { run(k, wgrad_tf32_kernel<decltype(k)>); });

@@ -96,9 +96,9 @@ def main() -> int:
 
         from kpnt.ops._cuda.guide_block import wgmma_built
 
-        def kpnt_wgrad(gy, z, wgmma=False):
-            """kpnt's weight-gradient kernel as (C_out, C_in, 3, 3), like cuDNN's (``wgmma``: its Hopper form)."""
-            return unwrap(ext().guide_wgrad(gy, z, wgmma)).permute(0, 3, 1, 2)
+        def kpnt_wgrad(gy, z, form=(False, False)):
+            """kpnt's weight-gradient kernel as (C_out, C_in, 3, 3), like cuDNN's (``form``: (wgmma, specialized))."""
+            return unwrap(ext().guide_wgrad(gy, z, *form)).permute(0, 3, 1, 2)
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
     print("| shape | pass | dtype | layout | cudnn.benchmark | ms | TFLOP/s | rel. RMS error vs float64 |")
     print("| --- | --- | --- | --- | --- | ---: | ---: | ---: |")
@@ -126,11 +126,13 @@ def main() -> int:
         if kpnt_wgrad is not None and C in (64, 128):
             z, _, gy = operands(shape, torch.float32, "nhwc")
             z1, _, gy1 = operands(one, torch.float32, "nhwc")
-            forms = [False] + ([True] if wgmma_built(torch.cuda.current_device()) else [])
-            for wgmma in forms:
-                err = rel_rms(kpnt_wgrad(gy1, z1, wgmma), refs["wgrad"])
-                ms = time_ms(lambda: kpnt_wgrad(gy, z, wgmma), args.reps)
-                print(f"| {N}x{C}x{H}x{W} | wgrad, kpnt's TF32 kernel, {'wgmma' if wgmma else 'mma.sync'} form "
+            forms = {"mma.sync": (False, False)}
+            if wgmma_built(torch.cuda.current_device()):
+                forms.update({"wgmma": (True, False), "warp-specialized wgmma": (True, True)})
+            for name, form in forms.items():
+                err = rel_rms(kpnt_wgrad(gy1, z1, form), refs["wgrad"])
+                ms = time_ms(lambda: kpnt_wgrad(gy, z, form), args.reps)
+                print(f"| {N}x{C}x{H}x{W} | wgrad, kpnt's TF32 kernel, {name} form "
                       f"(summed blocks included) | float32 | nhwc | - | {ms:.4f} | {flop / ms / 1e9:.0f} | {err:.2e} |",
                       flush=True)
             del z, gy

@@ -45,15 +45,17 @@ def hopper():
     return wgmma_built(torch.cuda.current_device())
 
 
-@pytest.mark.parametrize("form", ["mma", "wgmma"])
+FORMS = {"mma": (False, False), "wgmma": (True, False), "wgmma-ws": (True, True)}   # (wgmma, specialized)
+
+
+@pytest.mark.parametrize("form", list(FORMS))
 @pytest.mark.parametrize("shape", CASES, ids=["x".join(map(str, s)) for s in CASES])
 def test_wgrad_matches_float64_of_tf32_operands(shape, form):
     C = shape[1]
-    if form == "wgmma" and not hopper():
-        pytest.skip("the wgmma form needs a GPU that runs sm_90a code")
+    if FORMS[form][0] and not hopper():
+        pytest.skip("the wgmma forms need a GPU that runs sm_90a code")
     gh, z = operands(shape, seed=sum(shape))
-    wgmma = form == "wgmma"
-    dw = unwrap(ext().guide_wgrad(gh, z, wgmma))
+    dw = unwrap(ext().guide_wgrad(gh, z, *FORMS[form]))
     assert dw.shape == (C, 3, 3, C) and dw.dtype == torch.float32 and dw.is_contiguous()
     got = dw.permute(0, 3, 1, 2).double().cpu()
     want = float64_wgrad(tf32(gh), tf32(z))
@@ -61,7 +63,7 @@ def test_wgrad_matches_float64_of_tf32_operands(shape, form):
     # Every element, against float32 accumulation's bound over the positions it sums.
     bound = 5e-5 * float64_wgrad(gh.abs(), z.abs()) + 1e-12
     assert ((got - want).abs() <= bound).all(), ((got - want).abs() / bound).max()
-    assert torch.equal(dw, unwrap(ext().guide_wgrad(gh, z, wgmma)))
+    assert torch.equal(dw, unwrap(ext().guide_wgrad(gh, z, *FORMS[form])))
 
 
 @pytest.mark.parametrize("shape", [(4, 64, 258, 258), (4, 128, 86, 86)], ids=["bayer", "xtrans"])
@@ -71,8 +73,9 @@ def test_wgrad_forms_agree(shape):
     if not hopper():
         pytest.skip("the wgmma form needs a GPU that runs sm_90a code")
     gh, z = operands(shape, seed=43)
-    mma, wg = (unwrap(ext().guide_wgrad(gh, z, f)).double() for f in (False, True))
+    mma, wg, ws = (unwrap(ext().guide_wgrad(gh, z, *FORMS[f])).double() for f in FORMS)
     assert rel(wg, mma) < 1e-5, rel(wg, mma)   # (each is within 1e-5 of float64 above; 128 channels: 2.0e-6)
+    assert torch.equal(ws, wg)                 # the specialized form sums in the wgmma form's order
 
 
 @pytest.mark.parametrize("C", [64, 128])
@@ -105,12 +108,16 @@ def test_wgrad_bad_input_raises_one_line():
         with pytest.raises(ValueError, match="64 or 128 channels"):
             unwrap(ext().guide_wgrad(gh[:, :32].contiguous(memory_format=torch.channels_last),
                                      z[:, :32].contiguous(memory_format=torch.channels_last), True))
+    with pytest.raises(ValueError, match="specialized form is a wgmma form"):
+        unwrap(ext().guide_wgrad(gh, z, False, True))
 
 
-@pytest.mark.parametrize("period, width, size, wgmma", [(2, 64, (2, 37, 45), False), (2, 64, (2, 37, 45), True),
-                                                        (6, 128, (2, 19, 23), False), (6, 128, (2, 19, 23), True)],
-                         ids=["bayer-mma", "bayer-wgmma", "xtrans-mma", "xtrans-wgmma"])
-def test_float32_network_takes_the_wgrad_kernel_with_tf32_only(monkeypatch, period, width, size, wgmma):
+@pytest.mark.parametrize("period, width, size, wgmma, specialized",
+                         [(2, 64, (2, 37, 45), False, False), (2, 64, (2, 37, 45), True, False),
+                          (2, 64, (2, 37, 45), True, True), (6, 128, (2, 19, 23), False, False),
+                          (6, 128, (2, 19, 23), True, False)],
+                         ids=["bayer-mma", "bayer-wgmma", "bayer-wgmma-ws", "xtrans-mma", "xtrans-wgmma"])
+def test_float32_network_takes_the_wgrad_kernel_with_tf32_only(monkeypatch, period, width, size, wgmma, specialized):
     """A float32 guide's block 3x3s (C -> C) take their weight gradient from
     the kernel when FUSED_WGRAD and cuDNN's TF32 are on, and the gradients
     are as close to float64's as cuDNN's TF32 path's; with TF32 off the
@@ -122,6 +129,7 @@ def test_float32_network_takes_the_wgrad_kernel_with_tf32_only(monkeypatch, peri
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     monkeypatch.setattr(guide_train, "WGRAD_WIDTHS", guide_train.WGRAD_COMPILED_WIDTHS)   # 128 is compiled, not routed
     monkeypatch.setattr(guide_train, "WGRAD_WGMMA", wgmma)    # (where sm_90a runs)
+    monkeypatch.setattr(guide_train, "WGRAD_WGMMA_SPECIALIZED", specialized)
     monkeypatch.setattr(guide_train, "WGRAD_WGMMA_WIDTHS", guide_train.WGRAD_COMPILED_WIDTHS)
     assert guide_train._wgrad_wgmma(torch.zeros(1, width, 1, 1, device="cuda")) == (wgmma and hopper())
     calls = spy_on_projection_kernels(monkeypatch, ("guide_wgrad",))

@@ -25,7 +25,8 @@ def num(v):
 for n, v in sorted(stalls, key=lambda s: -num(s[1]))[:8]: print('   ', n, v)" | tee -a $OUT/$4.txt   # a call returns at most 8 files
 }
 # Writes to $1 a Python script that runs kpnt's TF32 weight-gradient kernel alone three times on random channels-last
-# operands of shape N C H W ($2..$5), for profile_one to wrap; $6 True for its wgmma form (default False).
+# operands of shape N C H W ($2..$5), for profile_one to wrap; $6 True for its wgmma form (default False), $7 True
+# for the warp-specialized one.
 wgrad_alone_script() {
     cat > "$1" <<PY
 import torch
@@ -34,7 +35,7 @@ g = torch.Generator().manual_seed(1)
 gh, z = (t.cuda().contiguous(memory_format=torch.channels_last) for t in
          (torch.randn($2, $3, $4, $5, generator=g) * 1e-3, torch.randn($2, $3, $4, $5, generator=g).relu()))
 for _ in range(3):
-    unwrap(ext().guide_wgrad(gh, z, ${6:-False}))
+    unwrap(ext().guide_wgrad(gh, z, ${6:-False}, ${7:-False}))
 torch.cuda.synchronize()
 PY
 }

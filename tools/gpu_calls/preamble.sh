@@ -53,19 +53,20 @@ tests_pass() {
     grep -E "^FAILED|^ERROR|passed|failed|assert|Error" $OUT/tests.txt | head -30
     grep -qE " passed" $OUT/tests.txt && ! grep -qE "failed|^ERROR" $OUT/tests.txt
 }
-# compute-sanitizer memcheck under a limit of $1 seconds over the weight-gradient kernel's wgmma form at the shapes
-# $2 (a Python list of (N, C, H, W) tuples), into $OUT/memcheck.txt (session 43).
-wgrad_wgmma_memcheck() {
-    cat > /tmp/wgrad_memcheck.py <<PY
+# compute-sanitizer's tool $1 (memcheck, synccheck, racecheck) under a limit of $2 seconds over the weight-gradient
+# kernel's wgmma form ($4 True: its warp-specialized form) at the shapes $3 (a Python list of (N, C, H, W) tuples),
+# into $OUT/$1.txt (session 43).
+wgrad_sanitize() {
+    cat > /tmp/wgrad_sanitize.py <<PY
 import torch
 from kpnt.ops._cuda.extension import ext, unwrap
-for shape in $2:
+for shape in $3:
     g = torch.randn(*shape, device="cuda").contiguous(memory_format=torch.channels_last)
     z = torch.randn(*shape, device="cuda").relu().contiguous(memory_format=torch.channels_last)
-    dw = unwrap(ext().guide_wgrad(g, z, True))
+    dw = unwrap(ext().guide_wgrad(g, z, True, ${4:-False}))
     torch.cuda.synchronize()
     print("ok", shape, float(dw.abs().sum()))
 PY
-    PYTHONPATH=$PWD timeout "$1" compute-sanitizer --tool memcheck python /tmp/wgrad_memcheck.py > $OUT/memcheck.txt 2>&1
-    grep -E "ERROR SUMMARY|^ok|rror" $OUT/memcheck.txt | head -8
+    PYTHONPATH=$PWD timeout "$2" compute-sanitizer --tool $1 python /tmp/wgrad_sanitize.py > $OUT/$1.txt 2>&1
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^ok|rror" $OUT/$1.txt | head -8
 }

@@ -16,7 +16,7 @@ for part in $PARTS; do
     tests)
         tests_pass 120 tests/cuda/test_guide_wgrad.py || OK=0 ;;
     memcheck)
-        wgrad_wgmma_memcheck 100 "[(2, 128, 23, 41), (1, 128, 8, 32), (3, 128, 5, 3)]" ;;
+        wgrad_sanitize memcheck 100 "[(2, 128, 23, 41), (1, 128, 8, 32), (3, 128, 5, 3)]" ;;
     convs)
         timeout 120 bash -c "tool '' $OUT/convs.txt conv_algos.py --reps 30 --shapes 4x128x86x86 4x64x258x258"
         grep -E "wgrad.*(float32 \| nhwc \| off|kpnt)|rror" $OUT/convs.txt ;;

@@ -20,7 +20,7 @@ for part in $PARTS; do
     tests)
         tests_pass 120 tests/cuda/test_guide_wgrad.py || OK=0 ;;
     memcheck)
-        wgrad_wgmma_memcheck 150 "[(2, 64, 37, 70), (3, 64, 5, 3), (1, 64, 16, 64), (4, 64, 258, 258)]" ;;
+        wgrad_sanitize memcheck 150 "[(2, 64, 37, 70), (3, 64, 5, 3), (1, 64, 16, 64), (4, 64, 258, 258)]" ;;
     convs)
         timeout 120 bash -c "tool '' $OUT/convs.txt conv_algos.py --reps 20 --shapes 4x64x258x258"
         grep -E "wgrad.*(float32 \| nhwc \| off|kpnt)|rror" $OUT/convs.txt ;;

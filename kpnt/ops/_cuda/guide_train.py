@@ -126,6 +126,14 @@ WGRAD_WGMMA = True
 #: and the graphed float32 X-Trans step did not move (6.57 / 6.58 ms with
 #: cuDNN's, 6.59 / 6.59 with it: ``wgrad_wgmma128_steps_s43_h100.txt``).
 WGRAD_WGMMA_WIDTHS = (64,)
+#: Whether the Hopper form runs warp-specialized (``wgrad_wgmma_ws_kernel``:
+#: three warp groups only multiply, a fourth copies, rounds and writes B up
+#: to two rows ahead; setmaxnreg gives the multipliers 152 registers).
+#: Written in session 43 after its device time ran out, from that session's
+#: ncu (the wgmma form latency-bound at ~5.8 k cycles a row against ~2.0 k of
+#: tensor work): off until a GPU has run its tests, synccheck and an A/B
+#: (``tools/gpu_calls/s44_one.sh``).
+WGRAD_WGMMA_SPECIALIZED = False
 #: Widths a float32 guide's projection blocks are routed to the twins at.
 #: 128 (the X-Trans guide; its backward takes tiles of half the rows) since
 #: session 35's H100 call: tests against float64 of TF32-rounded operands
@@ -187,7 +195,8 @@ class CudaPrimitives(Primitives):
         if need_input:
             dz = torch.ops.aten.convolution_backward(grad, z, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
                                                      [True, False, False])[0]
-        dw = unwrap(ext().guide_wgrad(_channels_last(grad), z, _wgrad_wgmma(grad)))     # (o, kh, kw, i)
+        wgmma = _wgrad_wgmma(grad)
+        dw = unwrap(ext().guide_wgrad(_channels_last(grad), z, wgmma, wgmma and WGRAD_WGMMA_SPECIALIZED))  # (o, kh, kw, i)
         return dz, dw.permute(0, 3, 1, 2), None                      # (o, i, kh, kw), channels-last as cuDNN's
 
     @contextmanager
