@@ -8,6 +8,8 @@
 #   convs      conv_algos.py at 4 x 64 x 258 x 258 and 4 x 128 x 86 x 86: the three forms beside cuDNN's
 #   steps      point 2's rows, WGRAD_WGMMA_SPECIALIZED off / on over two rounds (Bayer; X-Trans the control)
 #   ncu        the specialized form alone at the Bayer step's shape
+#   breakdown  (not by default) the graphed float32 and bf16 steps' GPU time by kernel group on today's defaults
+#              (last measured in session 38, before the weight-gradient kernels and the balanced front blocks)
 # Switch it on only if Bayer is faster in both rounds; then at 128 channels, try WGRAD_WGMMA_WIDTHS = (64, 128).
 PARTS=${PARTS:-tests sanitize convs steps ncu}
 OK=1
@@ -33,6 +35,9 @@ for part in $PARTS; do
         wgrad_alone_script /tmp/wgrad_ws.py 4 64 258 258 True True
         profile_one "wgrad_wgmma_ws_kernel" "python /tmp/wgrad_ws.py" 1 ncu_wgrad_ws
         grep -E "SM Active Cycles|Executed Instructions  " $OUT/ncu_wgrad_ws.txt | sort -u | head -4 ;;
+    breakdown)
+        timeout 150 bash -c "tool '' $OUT/breakdown.txt step_breakdown.py --archs shipped shipped-bf16 --graphed --top 10"
+        grep -E "^==|ms|%" $OUT/breakdown.txt | head -40 ;;
     esac
 done
 echo "=== done $(date +%T)"
