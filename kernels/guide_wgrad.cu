@@ -27,7 +27,6 @@
 
 #include <algorithm>
 #include <stdexcept>
-#include <type_traits>
 
 #include "fused_mlp.cuh"
 #include "mlp_core.cuh"
@@ -69,12 +68,12 @@ using Wgrad128 = WgradCfg<128, 1, 88>;
 // The Hopper form (wgrad_wgmma_kernel, below): three warp groups, one a row of taps, strips of at most 64 positions,
 // a ring of five z rows (three read, one being rounded, one arriving) and two copies of gh's row as B in core
 // matrices (kBRow bytes each: the row being multiplied and the next).  A block takes 64 input channels (kZC) and
-// 64 output channels: C = 128 (X-Trans) gives four roles, (output slice, input slice), on the same lines.  S: steps
-// of 8 positions a commit group; 1 and 2 took the same time (0.1282 / 0.1284 ms at 4 x 64 x 258 x 258, H100,
-// docs/bench/wgrad_wgmma_convs{1,2}_s43_h100.txt), and 2 spilled 4 bytes at the 168 registers 384 threads allow.
-template <int C_, int S_>
+// 64 output channels: C = 128 (X-Trans) gives four roles, (output slice, input slice), on the same lines.  One step
+// of 8 positions a commit group: two took the same time (0.1282 / 0.1284 ms at 4 x 64 x 258 x 258, H100,
+// docs/bench/wgrad_wgmma_convs{1,2}_s43_h100.txt) and spilled 4 bytes at the 168 registers 384 threads allow.
+template <int C_>
 struct WgradWgmma {
-  static constexpr int C = C_, TX = 64, S = S_;
+  static constexpr int C = C_, TX = 64;
   static constexpr int kThreads = 384, kCoSlices = C / 64, kRoles = kCoSlices * (C / 64);
   static constexpr int kZC = 64, kSz = kZC + 8, kSg = 64 + 8, kSlots = 5;
   static constexpr int kZRow = (TX + 2) * kSz;
@@ -83,8 +82,8 @@ struct WgradWgmma {
   static constexpr size_t kSmem = 2 * size_t(kBRow) + size_t(kSlots * kZRow + 2 * kGRow) * sizeof(float);
   static_assert(C % 64 == 0, "unsupported wgrad shape");
 };
-using WgradWgmma64 = WgradWgmma<64, 1>;
-using WgradWgmma128 = WgradWgmma<128, 1>;
+using WgradWgmma64 = WgradWgmma<64>;
+using WgradWgmma128 = WgradWgmma<128>;
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -105,16 +104,19 @@ __device__ __forceinline__ int slot_of(int r) {
   return ((r % K::kSlots) + K::kSlots) % K::kSlots;
 }
 
+// The helpers below share their items among a team of threads: the one taking items first, first + step, ... (the
+// whole block by default; the warp-specialized kernel's producer group, or a part of the block's passes).
+
 // z row r of image n, positions x0 - 1 .. x0 + sw, channels ci0 .. ci0 + K::kZC - 1, into its slot (zeros outside
 // the image).
 template <class K>
 __device__ __forceinline__ void load_z_row(float* sZ, const GuideWgradArgs& a, int n, int r, int x0, int sw,
-                                           int ci0 = 0) {
+                                           int ci0 = 0, int first = threadIdx.x, int step = K::kThreads) {
   float* dst = sZ + slot_of<K>(r) * K::kZRow;
   constexpr int kChunks = K::kZC / 4;  // 16-byte pieces a position
   const bool row_in = r >= 0 && r < a.H;
   const float* src_row = a.z + (int64_t(n) * a.H + (row_in ? r : 0)) * a.W * K::C + ci0;
-  for (int i = threadIdx.x; i < (sw + 2) * kChunks; i += K::kThreads) {
+  for (int i = first; i < (sw + 2) * kChunks; i += step) {
     const int p = i / kChunks, c = i % kChunks, x = x0 - 1 + p;
     const bool inside = row_in && x >= 0 && x < a.W;
     cp_async16_zfill(dst + p * K::kSz + 4 * c, inside ? src_row + int64_t(x) * K::C + 4 * c : a.z, inside);
@@ -124,10 +126,10 @@ __device__ __forceinline__ void load_z_row(float* sZ, const GuideWgradArgs& a, i
 // gh row y of image n, positions x0 .. x0 + sw - 1, channels of the block's co slice, into buffer `buf`.
 template <class K>
 __device__ __forceinline__ void load_gh_row(float* sG, const GuideWgradArgs& a, int n, int y, int x0, int sw,
-                                            int co0) {
+                                            int co0, int first = threadIdx.x, int step = K::kThreads) {
   float* dst = sG + (y & 1) * K::kGRow;
   const float* src_row = a.gh + (int64_t(n) * a.H + y) * a.W * K::C + co0;
-  for (int i = threadIdx.x; i < sw * 16; i += K::kThreads) {
+  for (int i = first; i < sw * 16; i += step) {
     const int p = i / 16, c = i % 16, x = x0 + p;
     const bool inside = x < a.W;
     cp_async16_zfill(dst + p * K::kSg + 4 * c, inside ? src_row + int64_t(x) * K::C + 4 * c : a.gh, inside);
@@ -136,9 +138,10 @@ __device__ __forceinline__ void load_gh_row(float* sG, const GuideWgradArgs& a, 
 
 // Rounds `count` floats of a row (stride `stride`, `width` used) to TF32 in place.
 template <class K>
-__device__ __forceinline__ void round_rows(float* rows, int count, int stride, int width) {
+__device__ __forceinline__ void round_rows(float* rows, int count, int stride, int width, int first = threadIdx.x,
+                                           int step = K::kThreads) {
   const int quads = width / 4;
-  for (int i = threadIdx.x; i < count * quads; i += K::kThreads) {
+  for (int i = first; i < count * quads; i += step) {
     float4* q = reinterpret_cast<float4*>(rows + (i / quads) * stride + 4 * (i % quads));
     float4 v = *q;
     v.x = __uint_as_float(tf32_bits(v.x));
@@ -147,6 +150,41 @@ __device__ __forceinline__ void round_rows(float* rows, int count, int stride, i
     v.w = __uint_as_float(tf32_bits(v.w));
     *q = v;
   }
+}
+
+// gh row y (buffer y & 1 of sG, rounded to TF32 here) as the wgmma forms' B, in buffer y & 1 of sB: element (co, p)
+// of a 64 x TX K-major matrix in 8 x 4 core matrices, (co / 8, p / 4) at ((co / 8) (TX / 4) + p / 4) x 128 bytes.  An
+// item is one channel's 4 positions of a core matrix: four reads down gh's row (a warp's lanes: 32 channels,
+// conflict-free) and one 16-byte store (8 lanes fill a core matrix).
+template <class K>
+__device__ __forceinline__ void gh_row_as_b(float* sB, const float* sG, int y, int sw, int first, int step) {
+  float4* b = reinterpret_cast<float4*>(sB + (y & 1) * (K::kBRow / 4));
+  const float* src = sG + (y & 1) * K::kGRow;
+  for (int i = first; i < (sw / 4) * 64; i += step) {
+    const int co = i % 64, pq = i / 64;
+    const float* c = src + 4 * pq * K::kSg + co;
+    b[((co >> 3) * (K::TX / 4) + pq) * 8 + (co & 7)] =
+        make_float4(__uint_as_float(tf32_bits(c[0])), __uint_as_float(tf32_bits(c[K::kSg])),
+                    __uint_as_float(tf32_bits(c[2 * K::kSg])), __uint_as_float(tf32_bits(c[3 * K::kSg])));
+  }
+}
+
+// The rows of one strip that a block's run of lines [r, r1) starts with (image n, strip x0, rows y0 .. y1 - 1, tiles
+// n8 tiles of positions inside the image); r moves on to the run's next strip.
+struct StripRows {
+  int n, x0, y0, y1, tiles;
+};
+__device__ __forceinline__ StripRows next_strip(int64_t& r, int64_t r1, const GuideWgradArgs& a, int strips,
+                                                int sw) {
+  const int64_t strip = r / a.H, end = min(r1, (strip + 1) * a.H);
+  StripRows s;
+  s.n = int(strip / strips);
+  s.x0 = int(strip % strips) * sw;
+  s.y0 = int(r % a.H);
+  s.y1 = s.y0 + int(end - r);
+  s.tiles = ceil_div(min(sw, a.W - s.x0), 8);
+  r = end;
+  return s;
 }
 
 template <class K>
@@ -177,11 +215,7 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideW
 
   // One pass a strip the run touches: its rows y0 .. y1 - 1, the z ring primed at y0.
   for (int64_t r = r0; r < r1;) {
-    const int64_t strip = r / a.H, end = min(r1, (strip + 1) * a.H);
-    const int n = int(strip / strips), x0 = int(strip % strips) * sw;
-    const int y0 = int(r % a.H), y1 = y0 + int(end - r);
-    const int tiles = ceil_div(min(sw, a.W - x0), 8);  // n8 tiles of positions this strip has
-    r = end;
+    const auto [n, x0, y0, y1, tiles] = next_strip(r, r1, a, strips, sw);
     for (int j = 0; j < K::TY; ++j) load_z_row<K>(sZ, a, n, y0 + dy0 - 1 + j, x0, sw);
     load_gh_row<K>(sG, a, n, y0, x0, sw, co0);
     cp_async_commit();
@@ -244,6 +278,63 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideW
     }
 }
 
+// ---- the wgmma forms' multiplying warps (warp group ky of a block: tap row ky)
+
+// A warp group's accumulators: one m64n64 a tap of its row (kx), 96 floats a thread.
+using TapAcc = float[3][8][4];
+
+__device__ __forceinline__ void zero(TapAcc& acc) {
+#pragma unroll
+  for (int kx = 0; kx < 3; ++kx)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[kx][j][0] = acc[kx][j][1] = acc[kx][j][2] = acc[kx][j][3] = 0.f;
+}
+
+// Step kk (8 positions) of a row, issued as one commit group: A, z at positions 8 kk + k + kx (k = t and t + 4) from
+// the row's ring slot `zrow` (already offset by this thread's channel), into `af`, then the three m64n64k8 on B at
+// byte `b_off` of the field `b_field`.  The caller waits (step_end) before it loads `af` again: ptxas serializes the
+// MMAs when registers they read are loaded while a group is in flight.
+template <class K>
+__device__ __forceinline__ void step_begin(TapAcc& acc, uint32_t (&af)[3][4], const float* zrow, int kk, int t,
+                                           uint32_t b_field, uint32_t b_off) {
+#pragma unroll
+  for (int kx = 0; kx < 3; ++kx) {
+    const float* p = zrow + (8 * kk + t + kx) * K::kSz;
+    const float2 lo = *reinterpret_cast<const float2*>(p), hi = *reinterpret_cast<const float2*>(p + 4 * K::kSz);
+    af[kx][0] = __float_as_uint(lo.x);
+    af[kx][1] = __float_as_uint(lo.y);
+    af[kx][2] = __float_as_uint(hi.x);
+    af[kx][3] = __float_as_uint(hi.y);
+  }
+  wg::wg_fence();
+  const uint64_t desc = wg::desc_at(b_field, b_off + kk * 256, 128, (K::TX / 4) * 128, false);
+#pragma unroll
+  for (int kx = 0; kx < 3; ++kx) wg::wgmma_tf32_n64_acc(acc[kx], af[kx], desc);
+  wg::wg_commit();
+}
+__device__ __forceinline__ void step_end(uint32_t (&af)[3][4]) {
+  wg::wg_wait0();
+  wg::fence_operands(af);
+}
+
+// The block's share of partial dW, [co][ky][kx][ci] of row blockIdx.x: accumulator (row g: channel ci0 + ci, row
+// g + 8: the next; column 8 j + 2 t + e: output channel co0 + that).
+template <class K>
+__device__ __forceinline__ void store_partial(const GuideWgradArgs& a, const TapAcc& acc, int co0, int ci0, int ky,
+                                              int ci, int t) {
+  float* out = a.partial + int64_t(blockIdx.x) * K::C * 9 * K::C + ci0;
+#pragma unroll
+  for (int kx = 0; kx < 3; ++kx)
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int co = co0 + 8 * j + 2 * t + e;
+        *reinterpret_cast<float2*>(out + ((int64_t(co) * 3 + ky) * 3 + kx) * K::C + ci) =
+            make_float2(acc[kx][j][e], acc[kx][j][2 + e]);
+      }
+}
+
 // The weight gradient on Hopper's warp-group MMA (session 43).  The same GEMM as wgrad_tf32_kernel, turned: M = (tap,
 // input channel), N = the 64 output channels, K = positions.  Warp group ky owns the three taps of tap row ky, an
 // m64n64 accumulator each (96 floats a thread); at each step of 8 positions it loads A, z at the taps' positions,
@@ -253,7 +344,7 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_tf32_kernel(const GuideW
 // 12 for three m64n64k8 (96 m16n8k8), B streaming to the tensor cores without registers.
 //
 // The pipeline, one barrier a row: while row y multiplies, the block rounds row y + 1's new z row and writes its B
-// (the work between a batch's commit and its wait), and rows y + 3 (z) and y + 2 (gh) arrive.  The first form
+// (the work between a step's commit and its wait), and rows y + 3 (z) and y + 2 (gh) arrive.  The first form
 // (session 43, rounds and B between two barriers of their own) ran at the mma.sync form's speed: ncu found the
 // tensor cores idle (GMMA stalls 0.08 an instruction) behind barriers (1.72) and the copies' latencies.
 template <class K>
@@ -271,46 +362,20 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
   const int64_t lines = int64_t(a.N) * strips * a.H;
   const int64_t r0 = int64_t(blockIdx.x) * lines / gridDim.x, r1 = int64_t(blockIdx.x + 1) * lines / gridDim.x;
 
-  float acc[3][8][4];
-#pragma unroll
-  for (int kx = 0; kx < 3; ++kx)
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[kx][j][0] = acc[kx][j][1] = acc[kx][j][2] = acc[kx][j][3] = 0.f;
-  uint32_t af[2][3][4];
+  TapAcc acc;
+  zero(acc);
+  uint32_t af[3][4];
 
   for (int64_t r = r0; r < r1;) {
-    const int64_t strip = r / a.H, end = min(r1, (strip + 1) * a.H);
-    const int n = int(strip / strips), x0 = int(strip % strips) * sw;
-    const int y0 = int(r % a.H), y1 = y0 + int(end - r);
-    const int tiles = ceil_div(min(sw, a.W - x0), 8);
-    r = end;
-    // Row y's preparation, in `parts` parts (part k of them): its new z row y + 1 rounded in place, gh row y as B.
-    // A part takes every parts-th pass of each loop (no divisions: ncu counted 60 % more instructions with ranges),
+    const StripRows st = next_strip(r, r1, a, strips, sw);
+    const int n = st.n, x0 = st.x0, y0 = st.y0, y1 = st.y1, tiles = st.tiles;
+    // Row y's preparation in `parts` parts (part k of them): its new z row y + 1 rounded in place, gh row y as B. A
+    // part takes every parts-th pass of each loop (no divisions: ncu counted 60 % more instructions with ranges),
     // and a pass is kThreads consecutive items, so a warp's lanes keep their pattern.
-    const int z_quads = (sw + 2) * (K::kZC / 4), b_quads = (sw / 4) * 64;
-    auto prepare = [&](int y, int k, int parts) {
-      float* zr = sZ + slot_of<K>(y + 1) * K::kZRow;
-      for (int i = k * K::kThreads + threadIdx.x; i < z_quads; i += parts * K::kThreads) {
-        float4* q = reinterpret_cast<float4*>(zr + (i / (K::kZC / 4)) * K::kSz + 4 * (i % (K::kZC / 4)));
-        float4 v = *q;
-        v.x = __uint_as_float(tf32_bits(v.x));
-        v.y = __uint_as_float(tf32_bits(v.y));
-        v.z = __uint_as_float(tf32_bits(v.z));
-        v.w = __uint_as_float(tf32_bits(v.w));
-        *q = v;
-      }
-      // B: element (co, p) of a 64 x TX K-major matrix in 8 x 4 core matrices, (co / 8, p / 4) at
-      // ((co / 8) (TX / 4) + p / 4) x 128 bytes.  An item is one channel's 4 positions of a core matrix: four reads
-      // down gh's row (a warp's lanes: 32 channels, conflict-free) and one 16-byte store (8 lanes fill a core matrix).
-      float4* b = reinterpret_cast<float4*>(sB + (y & 1) * (K::kBRow / 4));
-      const float* src = sG + (y & 1) * K::kGRow;
-      for (int i = k * K::kThreads + threadIdx.x; i < b_quads; i += parts * K::kThreads) {
-        const int co = i % 64, pq = i / 64;
-        const float* c = src + 4 * pq * K::kSg + co;
-        b[((co >> 3) * (K::TX / 4) + pq) * 8 + (co & 7)] =
-            make_float4(__uint_as_float(tf32_bits(c[0])), __uint_as_float(tf32_bits(c[K::kSg])),
-                        __uint_as_float(tf32_bits(c[2 * K::kSg])), __uint_as_float(tf32_bits(c[3 * K::kSg])));
-      }
+    const auto prepare = [&](int y, int k, int parts) {
+      const int first = k * K::kThreads + threadIdx.x, step = parts * K::kThreads;
+      round_rows<K>(sZ + slot_of<K>(y + 1) * K::kZRow, sw + 2, K::kSz, K::kZC, first, step);
+      gh_row_as_b<K>(sB, sG, y, sw, first, step);
     };
 
     // The strip's start: z rows y0 - 1 .. y0 + 2 and gh rows y0, y0 + 1; rows y0 - 1 .. y0 + 1 rounded, row y0's B.
@@ -334,61 +399,18 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
         load_gh_row<K>(sG, a, n, y + 2, x0, sw, co0);
       }
       cp_async_commit();
-      const bool next = y + 1 < y1;
-      const int batches = ceil_div(tiles, K::S);
-      const uint32_t b_row = (y & 1) * K::kBRow;
       const float* zrow = sZ + slot_of<K>(y + ky - 1) * K::kZRow + ci;
-      // S steps of 8 positions from kk: A (z at position 8 (kk + s) + k + kx, k = t and t + 4) for all of them, their
-      // MMAs in one commit group, a part of row y + 1's preparation while they run, then the wait (ptxas serializes
-      // the MMAs when registers they read are loaded while a group is in flight).  12 registers of A a step.
-      auto batch = [&](auto steps, int kk) {
-        constexpr int S = decltype(steps)::value;
-#pragma unroll
-        for (int s = 0; s < S; ++s)
-#pragma unroll
-          for (int kx = 0; kx < 3; ++kx) {
-            const float* p = zrow + (8 * (kk + s) + t + kx) * K::kSz;
-            const float2 lo = *reinterpret_cast<const float2*>(p), hi = *reinterpret_cast<const float2*>(p + 4 * K::kSz);
-            af[s][kx][0] = __float_as_uint(lo.x);
-            af[s][kx][1] = __float_as_uint(lo.y);
-            af[s][kx][2] = __float_as_uint(hi.x);
-            af[s][kx][3] = __float_as_uint(hi.y);
-          }
-        wg::wg_fence();
-#pragma unroll
-        for (int s = 0; s < S; ++s) {
-          const uint64_t desc = wg::desc_at(b_field, b_row + (kk + s) * 256, 128, (K::TX / 4) * 128, false);
-#pragma unroll
-          for (int kx = 0; kx < 3; ++kx) wg::wgmma_tf32_n64_acc(acc[kx], af[s][kx], desc);
-        }
-        wg::wg_commit();
-        if (next) prepare(y + 1, kk / K::S, batches);
-        wg::wg_wait0();
-#pragma unroll
-        for (int s = 0; s < S; ++s) wg::fence_operands(af[s]);
-      };
-      int kk = 0;
-      for (; kk + K::S <= tiles; kk += K::S) batch(std::integral_constant<int, K::S>{}, kk);
-      if (kk < tiles) batch(std::integral_constant<int, 1>{}, kk);  // (S = 2: an odd step left)
+      for (int kk = 0; kk < tiles; ++kk) {  // a part of row y + 1's preparation while each step's products run
+        step_begin<K>(acc, af, zrow, kk, t, b_field, (y & 1) * K::kBRow);
+        if (y + 1 < y1) prepare(y + 1, kk, tiles);
+        step_end(af);
+      }
 #pragma unroll
       for (int kx = 0; kx < 3; ++kx) wg::fence_operands(acc[kx]);
       wg::fence_async_smem();  // row y + 1's B, seen by the tensor cores after the next barrier
     }
   }
-
-  // The block's share of partial dW, [co][ky][kx][ci] of row blockIdx.x: accumulator (row g: channel ci0 + ci,
-  // row g + 8: the next; column 8 j + 2 t + e: output channel co0 + that).
-  float* out = a.partial + int64_t(blockIdx.x) * K::C * 9 * K::C + ci0;
-#pragma unroll
-  for (int kx = 0; kx < 3; ++kx)
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int co = co0 + 8 * j + 2 * t + e;
-        *reinterpret_cast<float2*>(out + ((int64_t(co) * 3 + ky) * 3 + kx) * K::C + ci) =
-            make_float2(acc[kx][j][e], acc[kx][j][2 + e]);
-      }
+  store_partial<K>(a, acc, co0, ci0, ky, ci, t);
 #else
   __trap();  // launched only where wgmma_built_on says the GPU runs this build's sm_90a code
 #endif
@@ -398,13 +420,13 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
 // GPU): session 43's ncu and PTX put the wgmma form at ~5.8 k cycles a row against ~2.0 k of tensor work, bound by
 // the latency of the copies' and preparation's integer chains that every warp runs between its products.  Here
 // warp groups 0-2 (tap rows, as in wgrad_wgmma_kernel) only multiply, and warp group 3 only copies, rounds and
-// writes B, up to two rows ahead, in 32-bit unsigned index arithmetic.  Rows hand over through named barriers:
-// kFull + (y & 1) (row y's B and z rows are ready: the producer arrives, the multipliers wait) and kEmpty + (y & 1)
-// (the multipliers are done with row y: they arrive, the producer waits before it refills row y's buffers).
+// writes B, up to two rows ahead.  Rows hand over through named barriers: kFull + (y & 1) (row y's B and z rows are
+// ready: the producer arrives, the multipliers wait) and kEmpty + (y & 1) (the multipliers are done with row y: they
+// arrive, the producer waits before it refills row y's buffers).  tools/wgrad_ws_protocol.py models the protocol.
 template <int C_>
-struct WgradWgmmaWS : WgradWgmma<C_, 1> {
+struct WgradWgmmaWS : WgradWgmma<C_> {
   static constexpr int kThreads = 512, kProducer = 384;  // threads; the producer group's first thread
-  static constexpr int kProducerRegs = 56, kMultiplierRegs = 152;  // setmaxnreg: 128 x 56 + 384 x 152 = 65536
+  static constexpr int kProducerRegs = 80, kMultiplierRegs = 144;  // setmaxnreg: 128 x 80 + 384 x 144 = 65536
   static_assert(128 * kProducerRegs + 384 * kMultiplierRegs <= 65536, "more registers than an SM has");
 };
 
@@ -416,75 +438,7 @@ __device__ __forceinline__ void bar_sync(int id, int count) {
 __device__ __forceinline__ void bar_arrive(int id, int count) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
-// The ring slot of z row r >= -1.
-template <class K>
-__device__ __forceinline__ int slot(int r) {
-  return int(unsigned(r + K::kSlots) % unsigned(K::kSlots));
-}
 }  // namespace ws
-
-// Producer (128 threads, pt its thread): z row r of image n, positions x0 - 1 .. x0 + sw, channels ci0 .. ci0 + 63,
-// into its slot (zeros outside the image).
-template <class K>
-__device__ __forceinline__ void ws_load_z_row(float* sZ, const GuideWgradArgs& a, int n, int r, int x0, int sw,
-                                              int ci0, unsigned pt) {
-  float* dst = sZ + ws::slot<K>(r) * K::kZRow;
-  const bool row_in = r >= 0 && r < a.H;
-  const float* src = a.z + (int64_t(n) * a.H + (row_in ? r : 0)) * a.W * K::C + ci0;
-  const unsigned items = unsigned(sw + 2) * 16u;
-  for (unsigned i = pt; i < items; i += 128u) {
-    const unsigned p = i >> 4, c = i & 15u;
-    const int x = x0 - 1 + int(p);
-    const bool inside = row_in && x >= 0 && x < a.W;
-    cp_async16_zfill(dst + p * K::kSz + 4 * c, inside ? src + (unsigned(x) * K::C + 4 * c) : a.z, inside);
-  }
-}
-
-// Producer: gh row y of image n, positions x0 .. x0 + sw - 1, channels co0 .. co0 + 63, into buffer y & 1.
-template <class K>
-__device__ __forceinline__ void ws_load_gh_row(float* sG, const GuideWgradArgs& a, int n, int y, int x0, int sw,
-                                               int co0, unsigned pt) {
-  float* dst = sG + (y & 1) * K::kGRow;
-  const float* src = a.gh + (int64_t(n) * a.H + y) * a.W * K::C + co0;
-  const unsigned items = unsigned(sw) * 16u;
-  for (unsigned i = pt; i < items; i += 128u) {
-    const unsigned p = i >> 4, c = i & 15u;
-    const int x = x0 + int(p);
-    const bool inside = x < a.W;
-    cp_async16_zfill(dst + p * K::kSg + 4 * c, inside ? src + (unsigned(x) * K::C + 4 * c) : a.gh, inside);
-  }
-}
-
-// Producer: z row r's slot rounded to TF32 in place.
-template <class K>
-__device__ __forceinline__ void ws_round_z_row(float* sZ, int r, int sw, unsigned pt) {
-  float* row = sZ + ws::slot<K>(r) * K::kZRow;
-  const unsigned quads = unsigned(sw + 2) * 16u;
-  for (unsigned i = pt; i < quads; i += 128u) {
-    float4* q = reinterpret_cast<float4*>(row + (i >> 4) * K::kSz + 4 * (i & 15u));
-    float4 v = *q;
-    v.x = __uint_as_float(tf32_bits(v.x));
-    v.y = __uint_as_float(tf32_bits(v.y));
-    v.z = __uint_as_float(tf32_bits(v.z));
-    v.w = __uint_as_float(tf32_bits(v.w));
-    *q = v;
-  }
-}
-
-// Producer: gh row y (buffer y & 1) as B in buffer y & 1, as wgrad_wgmma_kernel's preparation writes it.
-template <class K>
-__device__ __forceinline__ void ws_gh_row_as_b(float* sB, const float* sG, int y, int sw, unsigned pt) {
-  float4* b = reinterpret_cast<float4*>(sB + (y & 1) * (K::kBRow / 4));
-  const float* src = sG + (y & 1) * K::kGRow;
-  const unsigned items = unsigned(sw / 4) * 64u;
-  for (unsigned i = pt; i < items; i += 128u) {
-    const unsigned co = i & 63u, pq = i >> 6;
-    const float* c = src + 4 * pq * K::kSg + co;
-    b[((co >> 3) * (K::TX / 4) + pq) * 8 + (co & 7u)] =
-        make_float4(__uint_as_float(tf32_bits(c[0])), __uint_as_float(tf32_bits(c[K::kSg])),
-                    __uint_as_float(tf32_bits(c[2 * K::kSg])), __uint_as_float(tf32_bits(c[3 * K::kSg])));
-  }
-}
 
 template <class K>
 __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_ws_kernel(const GuideWgradArgs a) {
@@ -498,38 +452,34 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_ws_kernel(const Gu
   const int strips = strips_of<K>(a.W), sw = strip_width<K>(a.W);
   const int64_t lines = int64_t(a.N) * strips * a.H;
   const int64_t r0 = int64_t(blockIdx.x) * lines / gridDim.x, r1 = int64_t(blockIdx.x + 1) * lines / gridDim.x;
+  constexpr int kTeam = K::kThreads - K::kProducer;  // the producer group's threads
 
   if (threadIdx.x >= K::kProducer) {  // ---- the producer group
-    // 512 threads launch with 128 registers each; the producer gives 72 of its to the multipliers, whose three
-    // accumulators alone are 96 (at 128 ptxas spilled 224 bytes and serialized the MMAs).
+    // 512 threads launch with 128 registers each; the producer gives 48 of its to the multipliers, whose three
+    // accumulators alone are 96 (at 128 ptxas spilled 224 bytes and serialized the MMAs; a producer of 56 spilled).
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(K::kProducerRegs));
-    const unsigned pt = threadIdx.x - K::kProducer;
+    const int pt = threadIdx.x - K::kProducer;
     for (int64_t r = r0; r < r1;) {
-      const int64_t strip = r / a.H, end = min(r1, (strip + 1) * a.H);
-      const int n = int(strip / strips), x0 = int(strip % strips) * sw;
-      const int y0 = int(r % a.H), y1 = y0 + int(end - r);
-      r = end;
-      for (int j = -1; j < 2; ++j) ws_load_z_row<K>(sZ, a, n, y0 + j, x0, sw, ci0, pt);
-      ws_load_gh_row<K>(sG, a, n, y0, x0, sw, co0, pt);
+      const StripRows st = next_strip(r, r1, a, strips, sw);
+      const int n = st.n, x0 = st.x0, y0 = st.y0, y1 = st.y1;
+      for (int j = -1; j < 2; ++j) load_z_row<K>(sZ, a, n, y0 + j, x0, sw, ci0, pt, kTeam);
+      load_gh_row<K>(sG, a, n, y0, x0, sw, co0, pt, kTeam);
       cp_async_commit();
       for (int y = y0; y < y1; ++y) {
         // The multipliers are done with row y - 2 (its B buffer and the slot row y + 2 goes to are free), and every
         // producer thread with its own part of row y - 1 (the gh buffer row y + 1 goes to is free).
         if (y - 2 >= y0) ws::bar_sync(ws::kEmpty + (y & 1), K::kThreads);
-        ws::bar_sync(ws::kProducers, K::kThreads - K::kProducer);
+        ws::bar_sync(ws::kProducers, kTeam);
         if (y + 1 < y1) {  // row y + 1's: z row y + 2, gh row y + 1
-          ws_load_z_row<K>(sZ, a, n, y + 2, x0, sw, ci0, pt);
-          ws_load_gh_row<K>(sG, a, n, y + 1, x0, sw, co0, pt);
+          load_z_row<K>(sZ, a, n, y + 2, x0, sw, ci0, pt, kTeam);
+          load_gh_row<K>(sG, a, n, y + 1, x0, sw, co0, pt, kTeam);
         }
         cp_async_commit();
         cp_async_wait1();  // row y's: z row y + 1 and gh row y (this thread's copies)
-        ws::bar_sync(ws::kProducers, K::kThreads - K::kProducer);  // ... and every producer thread's
-        if (y == y0) {
-          ws_round_z_row<K>(sZ, y0 - 1, sw, pt);
-          ws_round_z_row<K>(sZ, y0, sw, pt);
-        }
-        ws_round_z_row<K>(sZ, y + 1, sw, pt);
-        ws_gh_row_as_b<K>(sB, sG, y, sw, pt);
+        ws::bar_sync(ws::kProducers, kTeam);  // ... and every producer thread's
+        for (int j = y == y0 ? -1 : 1; j < 2; ++j)  // z row y + 1 (and at the strip's start rows y0 - 1, y0)
+          round_rows<K>(sZ + slot_of<K>(y + j) * K::kZRow, sw + 2, K::kSz, K::kZC, pt, kTeam);
+        gh_row_as_b<K>(sB, sG, y, sw, pt, kTeam);
         wg::fence_async_smem();
         ws::bar_arrive(ws::kFull + (y & 1), K::kThreads);
       }
@@ -545,57 +495,24 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_ws_kernel(const Gu
   const uint32_t b_field = wg::smem_field(sB);
   const int lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const int ky = warp / 4, ci = 16 * (warp % 4) + 2 * g;
-  float acc[3][8][4];
-#pragma unroll
-  for (int kx = 0; kx < 3; ++kx)
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[kx][j][0] = acc[kx][j][1] = acc[kx][j][2] = acc[kx][j][3] = 0.f;
+  TapAcc acc;
+  zero(acc);
   uint32_t af[3][4];
   for (int64_t r = r0; r < r1;) {
-    const int64_t strip = r / a.H, end = min(r1, (strip + 1) * a.H);
-    const int x0 = int(strip % strips) * sw;
-    const int y0 = int(r % a.H), y1 = y0 + int(end - r);
-    const int tiles = ceil_div(min(sw, a.W - x0), 8);
-    r = end;
-    for (int y = y0; y < y1; ++y) {
+    const StripRows st = next_strip(r, r1, a, strips, sw);
+    for (int y = st.y0; y < st.y1; ++y) {
       ws::bar_sync(ws::kFull + (y & 1), K::kThreads);
-      const uint32_t b_row = (y & 1) * K::kBRow;
-      const float* zrow = sZ + ws::slot<K>(y + ky - 1) * K::kZRow + ci;
-      for (int kk = 0; kk < tiles; ++kk) {
-#pragma unroll
-        for (int kx = 0; kx < 3; ++kx) {
-          const float* p = zrow + (8 * kk + t + kx) * K::kSz;
-          const float2 lo = *reinterpret_cast<const float2*>(p), hi = *reinterpret_cast<const float2*>(p + 4 * K::kSz);
-          af[kx][0] = __float_as_uint(lo.x);
-          af[kx][1] = __float_as_uint(lo.y);
-          af[kx][2] = __float_as_uint(hi.x);
-          af[kx][3] = __float_as_uint(hi.y);
-        }
-        wg::wg_fence();
-        const uint64_t desc = wg::desc_at(b_field, b_row + kk * 256, 128, (K::TX / 4) * 128, false);
-#pragma unroll
-        for (int kx = 0; kx < 3; ++kx) wg::wgmma_tf32_n64_acc(acc[kx], af[kx], desc);
-        wg::wg_commit();
-        wg::wg_wait0();
-        wg::fence_operands(af);
+      const float* zrow = sZ + slot_of<K>(y + ky - 1) * K::kZRow + ci;
+      for (int kk = 0; kk < st.tiles; ++kk) {
+        step_begin<K>(acc, af, zrow, kk, t, b_field, (y & 1) * K::kBRow);
+        step_end(af);
       }
 #pragma unroll
       for (int kx = 0; kx < 3; ++kx) wg::fence_operands(acc[kx]);
       ws::bar_arrive(ws::kEmpty + (y & 1), K::kThreads);
     }
   }
-
-  float* out = a.partial + int64_t(blockIdx.x) * K::C * 9 * K::C + ci0;
-#pragma unroll
-  for (int kx = 0; kx < 3; ++kx)
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int co = co0 + 8 * j + 2 * t + e;
-        *reinterpret_cast<float2*>(out + ((int64_t(co) * 3 + ky) * 3 + kx) * K::C + ci) =
-            make_float2(acc[kx][j][e], acc[kx][j][2 + e]);
-      }
+  store_partial<K>(a, acc, co0, ci0, ky, ci, t);
 #else
   __trap();  // launched only where wgmma_built_on says the GPU runs this build's sm_90a code
 #endif
@@ -608,10 +525,11 @@ int groups_of(int N, int H, int W) {
   return int(std::max<int64_t>(1, std::min<int64_t>(lines, std::max(1, multiprocessors() / K::kRoles))));
 }
 
-template <class F>
-void dispatch_wgrad(int C, F&& f) {
-  if (C == 64) return f(Wgrad64{});
-  if (C == 128) return f(Wgrad128{});
+// f(K64{}) or f(K128{}) by the channel count: the configurations one form of the kernel is compiled for.
+template <class K64, class K128, class F>
+void dispatch_width(int C, F&& f) {
+  if (C == 64) return f(K64{});
+  if (C == 128) return f(K128{});
   throw std::invalid_argument("guide wgrad: C must be 64 or 128");
 }
 
@@ -624,20 +542,6 @@ void launch(void (*kernel)(GuideWgradArgs), const GuideWgradArgs& a) {
   check_cuda(cudaGetLastError(), "guide wgrad launch");
 }
 
-template <class F>
-void dispatch_wgrad_wgmma(int C, F&& f) {
-  if (C == 64) return f(WgradWgmma64{});
-  if (C == 128) return f(WgradWgmma128{});
-  throw std::invalid_argument("guide wgrad: C must be 64 or 128");
-}
-
-template <class F>
-void dispatch_wgrad_ws(int C, F&& f) {
-  if (C == 64) return f(WgradWgmmaWS<64>{});
-  if (C == 128) return f(WgradWgmmaWS<128>{});
-  throw std::invalid_argument("guide wgrad: C must be 64 or 128");
-}
-
 void check_sizes(int N, int H, int W) {
   if (N < 1 || H < 1 || W < 1) throw std::invalid_argument("guide wgrad: N, H and W must be positive");
 }
@@ -648,9 +552,9 @@ const char* guide_wgrad_groups(int C, int N, int H, int W, bool wgmma, int* grou
   return guarded([&] {
     check_sizes(N, H, W);
     if (wgmma)  // (the warp-specialized form takes the same blocks: its roles are the wgmma form's)
-      dispatch_wgrad_wgmma(C, [&](auto k) { *groups = groups_of<decltype(k)>(N, H, W); });
+      dispatch_width<WgradWgmma64, WgradWgmma128>(C, [&](auto k) { *groups = groups_of<decltype(k)>(N, H, W); });
     else
-      dispatch_wgrad(C, [&](auto k) { *groups = groups_of<decltype(k)>(N, H, W); });
+      dispatch_width<Wgrad64, Wgrad128>(C, [&](auto k) { *groups = groups_of<decltype(k)>(N, H, W); });
   });
 }
 
@@ -664,11 +568,12 @@ const char* guide_wgrad(const GuideWgradArgs& a) {
       launch<K>(kernel, a);
     };
     if (a.wgmma && a.specialized)
-      dispatch_wgrad_ws(a.C, [&](auto k) { run(k, wgrad_wgmma_ws_kernel<decltype(k)>); });
+      dispatch_width<WgradWgmmaWS<64>, WgradWgmmaWS<128>>(a.C,
+                                                          [&](auto k) { run(k, wgrad_wgmma_ws_kernel<decltype(k)>); });
     else if (a.wgmma)
-      dispatch_wgrad_wgmma(a.C, [&](auto k) { run(k, wgrad_wgmma_kernel<decltype(k)>); });
+      dispatch_width<WgradWgmma64, WgradWgmma128>(a.C, [&](auto k) { run(k, wgrad_wgmma_kernel<decltype(k)>); });
     else
-      dispatch_wgrad(a.C, [&](auto k) { run(k, wgrad_tf32_kernel<decltype(k)>); });
+      dispatch_width<Wgrad64, Wgrad128>(a.C, [&](auto k) { run(k, wgrad_tf32_kernel<decltype(k)>); });
   });
 }
 

@@ -2,7 +2,7 @@
 # For the session after 43: the warp-specialized wgmma weight gradient (kernels/guide_wgrad.cu
 # wgrad_wgmma_ws_kernel, guide_train.WGRAD_WGMMA_SPECIALIZED, off), written after session 43's device time ran out
 # and never run: three warp groups multiply, a fourth copies, rounds and writes B through named barriers
-# (setmaxnreg 152 / 56). About 5 minutes with the build.
+# (setmaxnreg 144 / 80). About 5 minutes with the build.
 #   tests      the kernel's tests, every form (its results must be the wgmma form's bits); later parts only if they pass
 #   sanitize   synccheck (the named barriers), racecheck and memcheck over the specialized form, small shapes
 #   convs      conv_algos.py at 4 x 64 x 258 x 258 and 4 x 128 x 86 x 86: the three forms beside cuDNN's

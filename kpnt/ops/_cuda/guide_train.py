@@ -128,7 +128,7 @@ WGRAD_WGMMA = True
 WGRAD_WGMMA_WIDTHS = (64,)
 #: Whether the Hopper form runs warp-specialized (``wgrad_wgmma_ws_kernel``:
 #: three warp groups only multiply, a fourth copies, rounds and writes B up
-#: to two rows ahead; setmaxnreg gives the multipliers 152 registers).
+#: to two rows ahead; setmaxnreg gives the multipliers 144 registers).
 #: Written in session 43 after its device time ran out, from that session's
 #: ncu (the wgmma form latency-bound at ~5.8 k cycles a row against ~2.0 k of
 #: tensor work): off until a GPU has run its tests, synccheck and an A/B
@@ -189,14 +189,14 @@ class CudaPrimitives(Primitives):
         return gm, gh, sums[:C], sums[C:2 * C], sums[2 * C:].view(C, C, 1, 1)
 
     def conv_backward(self, grad, z, w, padding, need_input, bias=False):
-        if bias or padding != 1 or not _wgrad_kernel(grad, w):
+        form = None if bias or padding != 1 else _wgrad_form(grad, w)
+        if form is None:
             return super().conv_backward(grad, z, w, padding, need_input, bias)
         dz = None
         if need_input:
             dz = torch.ops.aten.convolution_backward(grad, z, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
                                                      [True, False, False])[0]
-        wgmma = _wgrad_wgmma(grad)
-        dw = unwrap(ext().guide_wgrad(_channels_last(grad), z, wgmma, wgmma and WGRAD_WGMMA_SPECIALIZED))  # (o, kh, kw, i)
+        dw = unwrap(ext().guide_wgrad(_channels_last(grad), z, *form))     # (o, kh, kw, i)
         return dz, dw.permute(0, 3, 1, 2), None                      # (o, i, kh, kw), channels-last as cuDNN's
 
     @contextmanager
@@ -251,14 +251,26 @@ def _projection_kernels(t: torch.Tensor) -> bool:
             and t.shape[1] in TF32_WIDTHS)
 
 
-def _wgrad_kernel(g: torch.Tensor, w: torch.Tensor) -> bool:
-    """Whether the weight-gradient kernel takes a 3x3 convolution of weights
-    ``w`` whose output gradient is ``g``: float32, C -> C at
-    :data:`WGRAD_WIDTHS` (or in its Hopper form at
-    :data:`WGRAD_WGMMA_WIDTHS`), with :data:`FUSED_WGRAD` and cuDNN's TF32 on."""
+def _wgrad_form(g: torch.Tensor, w: torch.Tensor) -> tuple[bool, bool] | None:
+    """The weight-gradient kernel's form, ``(wgmma, specialized)`` as
+    ``guide_wgrad`` takes it, for a 3x3 convolution of weights ``w`` whose
+    output gradient is ``g``; None where cuDNN's weight gradient runs.  The
+    kernel takes float32, C -> C at :data:`WGRAD_WIDTHS` (or in its Hopper
+    form at :data:`WGRAD_WGMMA_WIDTHS`), with :data:`FUSED_WGRAD` and cuDNN's
+    TF32 on."""
     C = g.shape[1]
-    return (FUSED_WGRAD and g.dtype == torch.float32 and torch.backends.cudnn.allow_tf32
-            and tuple(w.shape) == (C, C, 3, 3) and (C in WGRAD_WIDTHS or _wgrad_wgmma(g)))
+    if not (FUSED_WGRAD and g.dtype == torch.float32 and torch.backends.cudnn.allow_tf32
+            and tuple(w.shape) == (C, C, 3, 3)):
+        return None
+    wgmma = _wgrad_wgmma(g)
+    if not (C in WGRAD_WIDTHS or wgmma):
+        return None
+    return wgmma, wgmma and WGRAD_WGMMA_SPECIALIZED
+
+
+def _wgrad_kernel(g: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether the weight-gradient kernel (any form) takes the convolution (:func:`_wgrad_form`)."""
+    return _wgrad_form(g, w) is not None
 
 
 def _wgrad_wgmma(g: torch.Tensor) -> bool:
