@@ -128,12 +128,16 @@ WGRAD_WGMMA = True
 WGRAD_WGMMA_WIDTHS = (64,)
 #: Whether the Hopper form runs warp-specialized (``wgrad_wgmma_ws_kernel``:
 #: three warp groups only multiply, a fourth copies, rounds and writes B up
-#: to two rows ahead; setmaxnreg gives the multipliers 144 registers).
-#: Written in session 43 after its device time ran out, from that session's
-#: ncu (the wgmma form latency-bound at ~5.8 k cycles a row against ~2.0 k of
-#: tensor work): off until a GPU has run its tests, synccheck and an A/B
-#: (``tools/gpu_calls/s44_one.sh``).
-WGRAD_WGMMA_SPECIALIZED = False
+#: to two rows ahead through named barriers; setmaxnreg gives the multipliers
+#: 144 registers).  Written in session 43, first run in session 44 (H100,
+#: ``docs/bench/wgrad_ws_*_s44_h100.txt``): its tests give the wgmma form's
+#: bits; synccheck and memcheck 0 errors; 0.120 ms against the wgmma form's
+#: 0.131 and cuDNN's 0.208 at 4 x 64 x 258 x 258 (0.0656 / 0.0678 / 0.0731 at
+#: 4 x 128 x 86 x 86); graphed float32 Bayer step 12.82 / 12.85 -> 12.69 /
+#: 12.68 ms over two off / on rounds.  racecheck's reports on it are its
+#: handoff through bar.arrive, which racecheck does not model
+#: (``tools/gpu_calls/racecheck_arrive_probe.cu``).  On.
+WGRAD_WGMMA_SPECIALIZED = True
 #: Widths a float32 guide's projection blocks are routed to the twins at.
 #: 128 (the X-Trans guide; its backward takes tiles of half the rows) since
 #: session 35's H100 call: tests against float64 of TF32-rounded operands
