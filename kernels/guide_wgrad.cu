@@ -291,20 +291,20 @@ __device__ __forceinline__ void zero(TapAcc& acc) {
 }
 
 // Step kk (8 positions) of a row, issued as one commit group: A, z at positions 8 kk + k + kx (k = t and t + 4) from
-// the row's ring slot `zrow` (already offset by this thread's channel), into `af`, then the three m64n64k8 on B at
-// byte `b_off` of the field `b_field`.  The caller waits (step_end) before it loads `af` again: ptxas serializes the
-// MMAs when registers they read are loaded while a group is in flight.
-template <class K>
+// the row's ring slot `zrow` (already offset by this thread's channel), into `af` (rounded to TF32 here when
+// kRoundA, else already rounded in the slot), then the three m64n64k8 on B at byte `b_off` of the field `b_field`.
+// The caller waits (step_end) before it loads `af` again: ptxas serializes the MMAs when registers they read are
+// loaded while a group is in flight.
+template <class K, bool kRoundA = false>
 __device__ __forceinline__ void step_begin(TapAcc& acc, uint32_t (&af)[3][4], const float* zrow, int kk, int t,
                                            uint32_t b_field, uint32_t b_off) {
 #pragma unroll
   for (int kx = 0; kx < 3; ++kx) {
     const float* p = zrow + (8 * kk + t + kx) * K::kSz;
     const float2 lo = *reinterpret_cast<const float2*>(p), hi = *reinterpret_cast<const float2*>(p + 4 * K::kSz);
-    af[kx][0] = __float_as_uint(lo.x);
-    af[kx][1] = __float_as_uint(lo.y);
-    af[kx][2] = __float_as_uint(hi.x);
-    af[kx][3] = __float_as_uint(hi.y);
+    const float v[4] = {lo.x, lo.y, hi.x, hi.y};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) af[kx][e] = kRoundA ? tf32_bits(v[e]) : __float_as_uint(v[e]);
   }
   wg::wg_fence();
   const uint64_t desc = wg::desc_at(b_field, b_off + kk * 256, 128, (K::TX / 4) * 128, false);
@@ -426,6 +426,13 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
 template <int C_>
 struct WgradWgmmaWS : WgradWgmma<C_> {
   static constexpr int kThreads = 512, kProducer = 384;  // threads; the producer group's first thread
+  // Whether the multipliers round z (A) to TF32 in their registers after loading it, instead of the producer
+  // rounding each z row in place: ~1/4 of the producer's instructions moved to the multipliers, whose warps wait
+  // on it at the "row ready" barriers (session 44's ncu: barrier stalls 5.2 an instruction).  The same bits.
+#ifndef KPNT_WS_ROUND_A
+#define KPNT_WS_ROUND_A 0
+#endif
+  static constexpr bool kRoundA = KPNT_WS_ROUND_A;
   static constexpr int kProducerRegs = 80, kMultiplierRegs = 144;  // setmaxnreg: 128 x 80 + 384 x 144 = 65536
   static_assert(128 * kProducerRegs + 384 * kMultiplierRegs <= 65536, "more registers than an SM has");
 };
@@ -477,8 +484,9 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_ws_kernel(const Gu
         cp_async_commit();
         cp_async_wait1();  // row y's: z row y + 1 and gh row y (this thread's copies)
         ws::bar_sync(ws::kProducers, kTeam);  // ... and every producer thread's
-        for (int j = y == y0 ? -1 : 1; j < 2; ++j)  // z row y + 1 (and at the strip's start rows y0 - 1, y0)
-          round_rows<K>(sZ + slot_of<K>(y + j) * K::kZRow, sw + 2, K::kSz, K::kZC, pt, kTeam);
+        if (!K::kRoundA)
+          for (int j = y == y0 ? -1 : 1; j < 2; ++j)  // z row y + 1 (and at the strip's start rows y0 - 1, y0)
+            round_rows<K>(sZ + slot_of<K>(y + j) * K::kZRow, sw + 2, K::kSz, K::kZC, pt, kTeam);
         gh_row_as_b<K>(sB, sG, y, sw, pt, kTeam);
         wg::fence_async_smem();
         ws::bar_arrive(ws::kFull + (y & 1), K::kThreads);
@@ -504,7 +512,7 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_ws_kernel(const Gu
       ws::bar_sync(ws::kFull + (y & 1), K::kThreads);
       const float* zrow = sZ + slot_of<K>(y + ky - 1) * K::kZRow + ci;
       for (int kk = 0; kk < st.tiles; ++kk) {
-        step_begin<K>(acc, af, zrow, kk, t, b_field, (y & 1) * K::kBRow);
+        step_begin<K, K::kRoundA>(acc, af, zrow, kk, t, b_field, (y & 1) * K::kBRow);
         step_end(af);
       }
 #pragma unroll

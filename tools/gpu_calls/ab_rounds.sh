@@ -30,3 +30,20 @@ faster() {
                  if (t[r, new, S[i], A[j]] >= t[r, old, S[i], A[j]]) ok = 0
              print ok ? new : old}' $OUT/$1.txt
 }
+# ab_rounds with an environment variable instead of a module switch: $1 the file's stem, $2 the variable, $3 and
+# $4 its values (single words: `faster` reads them back), $5 --step-archs.  E.g. KPNT_KERNELS_DIR, to A/B a build of
+# other kernel sources.
+ab_env_rounds() {
+    local stem=$1 var=$2 archs=$5 value
+    for round in 1 2; do
+        for value in "$3" "$4"; do
+            echo "--- round $round, $var=$value" >> $OUT/$stem.txt
+            timeout 150 env "$var=$value" bash -c "bench '' $OUT/step.txt --train-steps-only --step-archs $archs --reps 10"
+            cat $OUT/step.txt >> $OUT/$stem.txt
+            echo "round $round, $var=$value: $(grep -E "checks:" $OUT/step.txt)"
+            grep -E "FAIL" $OUT/step.txt | head -3
+            grep -A5 "== train step 4x512" $OUT/step.txt | tail -4
+        done
+    done
+    rm -f $OUT/step.txt
+}
