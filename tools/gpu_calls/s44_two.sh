@@ -6,10 +6,12 @@
 #   rounda    the specialized form with z rounded in the multipliers' registers (KPNT_WS_ROUND_A 1, a second build
 #             of the sources in /tmp/kernels_ra): its tests (the same bits), the convolutions beside the others, and
 #             point 2's rows against today's build over two rounds
-#   widths    WGRAD_WGMMA_WIDTHS (64,) / (64,128) over two rounds (X-Trans's 128 channels on the specialized form or
-#             cuDNN's; Bayer the control)
-# About 5 minutes with the two builds.  s44_three.sh (the validation) follows on the winners.
-PARTS=${PARTS:-probe rounda widths}
+#   widths    (not by default) WGRAD_WGMMA_WIDTHS (64,) / (64,128) over two rounds (X-Trans's 128 channels on the
+#             specialized form or cuDNN's; Bayer the control)
+#   validate  s44_three.sh (every CUDA test, memcheck, graphed parity, the full bench) on the sources rounda chose
+# About 8 minutes with the two builds (device starts were scarce: one call instead of two).
+PARTS=${PARTS:-probe rounda validate}
+KERNELS=$PWD/kernels
 source "$(dirname "$0")/preamble.sh"
 source "$(dirname "$0")/ab_rounds.sh"
 RA=/tmp/kernels_ra
@@ -33,10 +35,14 @@ for part in $PARTS; do
             --shapes 4x64x258x258 4x128x86x86"
         grep -E "wgrad.*(float32 \| nhwc \| off|kpnt)|rror" $OUT/rounda_convs.txt
         ab_env_rounds rounda_steps KPNT_KERNELS_DIR $PWD/kernels $RA shipped
-        echo "rounding in registers pays (Bayer): $(faster rounda_steps $PWD/kernels $RA bayer shipped)" ;;
+        KERNELS=$(faster rounda_steps $PWD/kernels $RA bayer shipped)
+        echo "rounding in registers pays (Bayer): $([ $KERNELS = $RA ] && echo True || echo False)" ;;
     widths)
         ab_rounds ws_widths WGRAD_WGMMA_WIDTHS "g.WGRAD_WGMMA_WIDTHS = VALUE" "(64,)" "(64,128)" shipped
         echo "X-Trans takes the specialized form at 128 channels: $(faster ws_widths "(64,)" "(64,128)" xtrans shipped)" ;;
+    validate)
+        echo "sources: $KERNELS"
+        (export KPNT_KERNELS_DIR=$KERNELS; bash "$(dirname "$0")/s44_three.sh") ;;
     esac
 done
 echo "=== done $(date +%T)"
