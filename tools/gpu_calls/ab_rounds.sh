@@ -3,12 +3,20 @@
 # "--- round R, $2=V" headers: $1 the file's stem, $2 the label, $3 the python statement with VALUE for the value,
 # $4 and $5 the values, $6 --step-archs.
 ab_rounds() {
-    local stem=$1 label=$2 statement=$3 archs=$6 value
+    AB_STATEMENT=$3
+    ab_loop "$1" "$2" "$4" "$5" "$6" ab_run_statement
+}
+ab_run_statement() {  # one bench run with the module switch at value $1, architectures $2
+    timeout 100 bash -c "bench '${AB_STATEMENT//VALUE/$1}' $OUT/step.txt --train-steps-only --step-archs $2 --reps 10"
+}
+# The two rounds of two values: $1 the file's stem, $2 the label, $3 and $4 the values, $5 --step-archs, $6 the
+# function that runs one value's bench into $OUT/step.txt (arguments: the value, the architectures).
+ab_loop() {
+    local stem=$1 label=$2 archs=$5 run=$6 value
     for round in 1 2; do
-        for value in "$4" "$5"; do
+        for value in "$3" "$4"; do
             echo "--- round $round, $label=$value" >> $OUT/$stem.txt
-            timeout 100 bash -c "bench '${statement//VALUE/$value}' $OUT/step.txt --train-steps-only \
-                --step-archs $archs --reps 10"
+            $run "$value" "$archs"
             cat $OUT/step.txt >> $OUT/$stem.txt
             echo "round $round, $label=$value: $(grep -E "checks:" $OUT/step.txt)"
             grep -E "FAIL" $OUT/step.txt | head -3
@@ -34,16 +42,9 @@ faster() {
 # $4 its values (single words: `faster` reads them back), $5 --step-archs.  E.g. KPNT_KERNELS_DIR, to A/B a build of
 # other kernel sources.
 ab_env_rounds() {
-    local stem=$1 var=$2 archs=$5 value
-    for round in 1 2; do
-        for value in "$3" "$4"; do
-            echo "--- round $round, $var=$value" >> $OUT/$stem.txt
-            timeout 150 env "$var=$value" bash -c "bench '' $OUT/step.txt --train-steps-only --step-archs $archs --reps 10"
-            cat $OUT/step.txt >> $OUT/$stem.txt
-            echo "round $round, $var=$value: $(grep -E "checks:" $OUT/step.txt)"
-            grep -E "FAIL" $OUT/step.txt | head -3
-            grep -A5 "== train step 4x512" $OUT/step.txt | tail -4
-        done
-    done
-    rm -f $OUT/step.txt
+    AB_VAR=$2
+    ab_loop "$1" "$2" "$3" "$4" "$5" ab_run_env
+}
+ab_run_env() {  # one bench run with the environment variable at value $1, architectures $2
+    timeout 150 env "$AB_VAR=$1" bash -c "bench '' $OUT/step.txt --train-steps-only --step-archs $2 --reps 10"
 }
