@@ -8,7 +8,8 @@
 #             point 2's rows against today's build over two rounds
 #   widths    (not by default) WGRAD_WGMMA_WIDTHS (64,) / (64,128) over two rounds (X-Trans's 128 channels on the
 #             specialized form or cuDNN's; Bayer the control)
-#   validate  s44_three.sh (every CUDA test, memcheck, graphed parity, the full bench) on the sources rounda chose
+#   validate  s44_three.sh (every CUDA test, memcheck, graphed parity, the full bench; VALIDATE_PARTS picks) on the
+#             sources rounda chose
 # About 8 minutes with the two builds (device starts were scarce: one call instead of two).
 PARTS=${PARTS:-probe rounda validate}
 KERNELS=$PWD/kernels
@@ -42,7 +43,8 @@ for part in $PARTS; do
         echo "X-Trans takes the specialized form at 128 channels: $(faster ws_widths "(64,)" "(64,128)" xtrans shipped)" ;;
     validate)
         echo "sources: $KERNELS"
-        (export KPNT_KERNELS_DIR=$KERNELS; bash "$(dirname "$0")/s44_three.sh") ;;
+        (export KPNT_KERNELS_DIR=$KERNELS PARTS="${VALIDATE_PARTS:-tests memcheck parity full}"
+         bash "$(dirname "$0")/s44_three.sh") ;;
     esac
 done
 echo "=== done $(date +%T)"
