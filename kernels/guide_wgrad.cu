@@ -430,7 +430,7 @@ struct WgradWgmmaWS : WgradWgmma<C_> {
   // rounding each z row in place: ~1/4 of the producer's instructions moved to the multipliers, whose warps wait
   // on it at the "row ready" barriers (session 44's ncu: barrier stalls 5.2 an instruction).  The same bits.
 #ifndef KPNT_WS_ROUND_A
-#define KPNT_WS_ROUND_A 0
+#define KPNT_WS_ROUND_A 1
 #endif
   static constexpr bool kRoundA = KPNT_WS_ROUND_A;
   static constexpr int kProducerRegs = 80, kMultiplierRegs = 144;  // setmaxnreg: 128 x 80 + 384 x 144 = 65536

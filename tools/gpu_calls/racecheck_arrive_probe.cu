@@ -6,7 +6,7 @@
 // completion makes each participating thread's prior accesses visible to all participants, bar.arrive included; racecheck
 // reported races on that kernel (session 44).  This probe runs the same handoff in three forms:
 //   0  the kernel's: writers arrive, readers sync; readers arrive, writers sync           (correct)
-//   1  every barrier a bar.sync of all threads                                           (correct)
+//   1  every barrier a bar.sync of all threads, in lock-step                              (correct)
 //   2  form 1 with one buffer and no "empty" barrier: the writers write row y + 1 while the readers read row y
 //      (a real race; its barrier counts still pair up, so it cannot hang)
 // and checks the values the readers saw (a wrong one fails forms 0 and 1 whatever racecheck says).
@@ -33,13 +33,17 @@ __global__ void handoff(int form, float* out) {
   if (writer) {
     for (int y = 0; y < kRows; ++y) {
       const int b = form == 2 ? 0 : y & 1;
-      if (y >= 2 && form != 2) bar_sync(kEmpty + b, 2 * kHalf);
+      if (form == 0 && y >= 2) bar_sync(kEmpty + b, 2 * kHalf);  // row y - 2 read: its buffer is free
       for (int i = t; i < kWidth; i += kHalf) buf[b][i] = float(y * kWidth + i);
+      // Form 1 in lock-step: row y - 1's "empty" (its readers are done: row y + 1 may take its buffer) between
+      // writing row y and handing it over.
+      if (form == 1 && y >= 1) bar_sync(kEmpty + ((y - 1) & 1), 2 * kHalf);
       if (form != 0) bar_sync(kFull + (y & 1), 2 * kHalf);
       else bar_arrive(kFull + (y & 1), 2 * kHalf);
     }
-    if (form != 2)
+    if (form == 0)
       for (int y = kRows - 2; y < kRows; ++y) bar_sync(kEmpty + (y & 1), 2 * kHalf);
+    if (form == 1) bar_sync(kEmpty + ((kRows - 1) & 1), 2 * kHalf);
   } else {
     float bad = 0.f;
     for (int y = 0; y < kRows; ++y) {
