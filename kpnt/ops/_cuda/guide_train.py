@@ -125,7 +125,7 @@ WGRAD_WGMMA = True
 #: 4 x 128 x 86 x 86, H100, ``docs/bench/wgrad_wgmma128_convs_s43_h100.txt``),
 #: and the graphed float32 X-Trans step did not move (6.57 / 6.58 ms with
 #: cuDNN's, 6.59 / 6.59 with it: ``wgrad_wgmma128_steps_s43_h100.txt``).
-WGRAD_WGMMA_WIDTHS = (64,)
+WGRAD_WGMMA_WIDTHS = (64, 128)
 #: Whether the Hopper form runs warp-specialized (``wgrad_wgmma_ws_kernel``:
 #: three warp groups only multiply, a fourth copies, rounds and writes B up
 #: to two rows ahead through named barriers; setmaxnreg gives the multipliers
