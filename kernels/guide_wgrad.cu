@@ -416,23 +416,21 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_kernel(const Guide
 #endif
 }
 
-// The wgmma form with its warps specialized (session 43, written after the device time ran out; not yet run on a
-// GPU): session 43's ncu and PTX put the wgmma form at ~5.8 k cycles a row against ~2.0 k of tensor work, bound by
-// the latency of the copies' and preparation's integer chains that every warp runs between its products.  Here
-// warp groups 0-2 (tap rows, as in wgrad_wgmma_kernel) only multiply, and warp group 3 only copies, rounds and
-// writes B, up to two rows ahead.  Rows hand over through named barriers: kFull + (y & 1) (row y's B and z rows are
-// ready: the producer arrives, the multipliers wait) and kEmpty + (y & 1) (the multipliers are done with row y: they
-// arrive, the producer waits before it refills row y's buffers).  tools/wgrad_ws_protocol.py models the protocol.
+// The wgmma form with its warps specialized (written in session 43, run and on since session 44): session 43's ncu
+// and PTX put the wgmma form at ~5.8 k cycles a row against ~2.0 k of tensor work, bound by the latency of the
+// copies' and preparation's integer chains that every warp runs between its products.  Here warp groups 0-2 (tap
+// rows, as in wgrad_wgmma_kernel) only multiply, and warp group 3 only copies z and gh and writes B, up to two rows
+// ahead.  The multipliers round z (A) to TF32 in their registers as they load it: with the producer rounding each z
+// row in place it was the bottleneck (session 44's ncu: barrier stalls 5.2 an instruction), and moving those ~1/4 of
+// its instructions took the kernel from 0.120 to 0.111 ms at 4 x 64 x 258 x 258 (H100; the same bits).  Rows hand
+// over through named barriers: kFull + (y & 1) (row y's B and z rows are ready: the producer arrives, the
+// multipliers wait) and kEmpty + (y & 1) (the multipliers are done with row y: they arrive, the producer waits before
+// it refills row y's buffers).  tools/wgrad_ws_protocol.py models the protocol.  compute-sanitizer's racecheck
+// reports hazards on this handoff: it does so too on tools/gpu_calls/racecheck_arrive_probe.cu's bar.arrive form of
+// it, whose values are all right, and not on its bar.sync form (docs/bench/racecheck_probe_s44_h100.txt).
 template <int C_>
 struct WgradWgmmaWS : WgradWgmma<C_> {
   static constexpr int kThreads = 512, kProducer = 384;  // threads; the producer group's first thread
-  // Whether the multipliers round z (A) to TF32 in their registers after loading it, instead of the producer
-  // rounding each z row in place: ~1/4 of the producer's instructions moved to the multipliers, whose warps wait
-  // on it at the "row ready" barriers (session 44's ncu: barrier stalls 5.2 an instruction).  The same bits.
-#ifndef KPNT_WS_ROUND_A
-#define KPNT_WS_ROUND_A 1
-#endif
-  static constexpr bool kRoundA = KPNT_WS_ROUND_A;
   static constexpr int kProducerRegs = 80, kMultiplierRegs = 144;  // setmaxnreg: 128 x 80 + 384 x 144 = 65536
   static_assert(128 * kProducerRegs + 384 * kMultiplierRegs <= 65536, "more registers than an SM has");
 };
@@ -484,9 +482,6 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_ws_kernel(const Gu
         cp_async_commit();
         cp_async_wait1();  // row y's: z row y + 1 and gh row y (this thread's copies)
         ws::bar_sync(ws::kProducers, kTeam);  // ... and every producer thread's
-        if (!K::kRoundA)
-          for (int j = y == y0 ? -1 : 1; j < 2; ++j)  // z row y + 1 (and at the strip's start rows y0 - 1, y0)
-            round_rows<K>(sZ + slot_of<K>(y + j) * K::kZRow, sw + 2, K::kSz, K::kZC, pt, kTeam);
         gh_row_as_b<K>(sB, sG, y, sw, pt, kTeam);
         wg::fence_async_smem();
         ws::bar_arrive(ws::kFull + (y & 1), K::kThreads);
@@ -512,7 +507,7 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_ws_kernel(const Gu
       ws::bar_sync(ws::kFull + (y & 1), K::kThreads);
       const float* zrow = sZ + slot_of<K>(y + ky - 1) * K::kZRow + ci;
       for (int kk = 0; kk < st.tiles; ++kk) {
-        step_begin<K, K::kRoundA>(acc, af, zrow, kk, t, b_field, (y & 1) * K::kBRow);
+        step_begin<K, true>(acc, af, zrow, kk, t, b_field, (y & 1) * K::kBRow);
         step_end(af);
       }
 #pragma unroll

@@ -5,7 +5,7 @@ The kernel's producer warp group and its three multiplying warp groups hand rows
 runs the same sequence of barrier operations and buffer reads and writes (each cp.async a write that lands by the
 next row's wait_group 1) for random runs of lines and random interleavings of the four agents, and fails on a
 deadlock, an agent arriving twice at one barrier instance, a write into a buffer another agent is reading or a copy
-is landing in, or a read of a buffer that holds another row's data (or unrounded data).  It checks the protocol, not
+is landing in, or a read of a buffer that holds another row's data.  It checks the protocol, not
 the CUDA code: keep the two in step when either changes.
 
     python tools/wgrad_ws_protocol.py            # prints "ok" and the operations checked
@@ -27,11 +27,7 @@ def producer(strips):
                 yield ("wbegin", ("g", (y + 1) & 1), ("g", y + 1))
             yield ("commit", None)
             yield ("wait1", None)
-            # round + B
-            if y == y0:
-                yield ("rmw", ("z", (y0 - 1 + 5) % 5), ("z", y0 - 1, "raw"), ("z", y0 - 1, "rnd"))
-                yield ("rmw", ("z", (y0 + 5) % 5), ("z", y0, "raw"), ("z", y0, "rnd"))
-            yield ("rmw", ("z", (y + 1 + 5) % 5), ("z", y + 1, "raw"), ("z", y + 1, "rnd"))
+            # B from gh row y (z is rounded by the multipliers as they load it: session 44)
             yield ("readwrite", ("g", y & 1), ("g", y), ("B", y & 1), ("B", y))
             yield ("arrive", ("F", y & 1))
         for y in range(max(y0, y1 - 2), y1):
@@ -42,7 +38,7 @@ def consumer(strips, ky):
         for y in range(y0, y1):
             yield ("sync", ("F", y & 1))
             r = y + ky - 1
-            yield ("begin_read", [(("z", (r + 5) % 5), ("z", r, "rnd")), (("B", y & 1), ("B", y))])
+            yield ("begin_read", [(("z", (r + 5) % 5), ("z", r, "raw")), (("B", y & 1), ("B", y))])
             yield ("end_read", None)
             yield ("arrive", ("E", y & 1))
 
@@ -106,10 +102,6 @@ def run(strips, seed):
                     content[buf] = tag
         elif kind == "write":
             write_check(a, op[1]); content[op[1]] = op[2]
-        elif kind == "rmw":
-            write_check(a, op[1])
-            assert content.get(op[1]) == op[2], f"{a} rounds {op[1]} holding {content.get(op[1])}, wants {op[2]}"
-            content[op[1]] = op[3]
         elif kind == "readwrite":
             assert content.get(op[1]) == op[2], f"{a} reads {op[1]} holding {content.get(op[1])}, wants {op[2]}"
             write_check(a, op[3]); content[op[3]] = op[4]

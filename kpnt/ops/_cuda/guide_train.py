@@ -119,24 +119,30 @@ WGRAD_WIDTHS = (64,)
 #: rounds (X-Trans, 128 channels on cuDNN, the control: 6.62 / 6.62 -> 6.61 /
 #: 6.60).  On, for :data:`WGRAD_WGMMA_WIDTHS`.
 WGRAD_WGMMA = True
-#: Widths routed to the Hopper form.  128 (the X-Trans guide, four blocks a run
-#: of lines: 64 output x 64 input channels each) is compiled and tested, not
-#: routed: alone it beat cuDNN only just (0.0676 ms against 0.0723 at
-#: 4 x 128 x 86 x 86, H100, ``docs/bench/wgrad_wgmma128_convs_s43_h100.txt``),
-#: and the graphed float32 X-Trans step did not move (6.57 / 6.58 ms with
-#: cuDNN's, 6.59 / 6.59 with it: ``wgrad_wgmma128_steps_s43_h100.txt``).
+#: Widths routed to the Hopper form: 64 (Bayer) and, since session 44, 128
+#: (the X-Trans guide, four blocks a run of lines: 64 output x 64 input
+#: channels each).  On the plain wgmma form 128 beat cuDNN only just (0.0676
+#: ms against 0.0723 at 4 x 128 x 86 x 86) and the X-Trans step did not move
+#: (session 43); on the warp-specialized form it takes 0.0589 ms against
+#: cuDNN's 0.0720 (``docs/bench/wgrad_ws_rounda_convs_s44_h100.txt``) and the
+#: graphed float32 X-Trans step went 6.60 / 6.59 -> 6.48 / 6.49 ms over two
+#: rounds (``wgrad_ws_widths_steps_s44_h100.txt``; H100).
 WGRAD_WGMMA_WIDTHS = (64, 128)
 #: Whether the Hopper form runs warp-specialized (``wgrad_wgmma_ws_kernel``:
-#: three warp groups only multiply, a fourth copies, rounds and writes B up
-#: to two rows ahead through named barriers; setmaxnreg gives the multipliers
-#: 144 registers).  Written in session 43, first run in session 44 (H100,
+#: three warp groups only multiply, rounding z to TF32 as they load it; a
+#: fourth copies z and gh and writes B up to two rows ahead, handing rows over
+#: through named barriers; setmaxnreg gives the multipliers 144 registers).
+#: Written in session 43, run in session 44 (H100, same runs,
 #: ``docs/bench/wgrad_ws_*_s44_h100.txt``): its tests give the wgmma form's
-#: bits; synccheck and memcheck 0 errors; 0.120 ms against the wgmma form's
-#: 0.131 and cuDNN's 0.208 at 4 x 64 x 258 x 258 (0.0656 / 0.0678 / 0.0731 at
-#: 4 x 128 x 86 x 86); graphed float32 Bayer step 12.82 / 12.85 -> 12.69 /
-#: 12.68 ms over two off / on rounds.  racecheck's reports on it are its
-#: handoff through bar.arrive, which racecheck does not model
-#: (``tools/gpu_calls/racecheck_arrive_probe.cu``).  On.
+#: bits; synccheck and memcheck 0 errors; 0.111 ms against the wgmma form's
+#: 0.130 and cuDNN's 0.209 at 4 x 64 x 258 x 258.  Graphed float32 Bayer step
+#: 12.82 / 12.85 -> 12.69 / 12.68 ms over two off / on rounds with the
+#: producer rounding z, 12.72 / 12.71 -> 12.59 / 12.59 more with the
+#: multipliers rounding it.  compute-sanitizer's racecheck reports hazards on
+#: its bar.arrive handoff; it does so too on a probe of that handoff whose
+#: values are all right, and not on the probe's bar.sync form
+#: (``tools/gpu_calls/racecheck_arrive_probe.cu``,
+#: ``docs/bench/racecheck_probe_s44_h100.txt``).  On.
 WGRAD_WGMMA_SPECIALIZED = True
 #: Widths a float32 guide's projection blocks are routed to the twins at.
 #: 128 (the X-Trans guide; its backward takes tiles of half the rows) since
