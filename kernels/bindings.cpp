@@ -815,7 +815,7 @@ py::object guide_proj_forward(const torch::Tensor& h, const torch::Tensor& P, co
 // dW (C, 3, 3, C) float32 [co][ky][kx][ci] of a float32 guide's 3x3 convolution (C -> C, padding 1) on TF32, from
 // its output's gradient gh and its input z (channels-last float32 (N, C, h, w), C 64 or 128); or an error tuple.
 // `wgmma`: Hopper's warp-group MMA form (a GPU that runs the build's sm_90a code), else mma.sync's.
-// `specialized` (with wgmma): its warp-specialized form (session 43, not yet run on a GPU).
+// `specialized` (with wgmma): its warp-specialized form (written in session 43, on since session 44).
 py::object guide_wgrad(const torch::Tensor& gh, const torch::Tensor& z, bool wgmma, bool specialized) {
   return guarded([&]() -> py::object {
     KPNT_REQUIRE_GT(gh.is_cuda() && gh.scalar_type() == at::kFloat && gh.dim() == 4,

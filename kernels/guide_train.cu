@@ -456,8 +456,8 @@ constexpr size_t proj_backward_smem() {
   return sizeof(__nv_bfloat16) * size_t(C + 3 * 16 * (C / 16)) * (C + 8);
 }
 
-// ---- The float32 twins (TF32 tensor cores; session 33, run in session 34; width 128 written in session 34 after
-// its last GPU call, not yet run) ----
+// ---- The float32 twins (TF32 tensor cores; session 33, run in session 34; width 128 written in session 34, run and
+// on since session 35) ----
 // A float32 guide's 1x1 convolutions run on cuDNN as TF32 (torch.backends.cudnn.allow_tf32, on by default); these
 // kernels do the same products the same way (inputs rounded to TF32, to nearest, float32 accumulation) with the
 // passes around them, as the bfloat16 kernels above do.  Shared memory holds float32 rows of LD = C + 4 floats, so
