@@ -511,12 +511,12 @@ __device__ __forceinline__ void bulk_rows(float* sZ, float* sG, uint32_t mbar, c
       const int r = zr0 + i / zp, p = i % zp, x = x0 - 1 + p;
       inside = r >= 0 && r < a.H && x >= 0 && x < a.W;
       dst = sZ + slot_of<K>(r) * K::kZRow + p * K::kSz;
-      src = a.z + ((int64_t(n) * a.H + r) * a.W + x) * K::C + ci0;
+      src = inside ? a.z + ((int64_t(n) * a.H + r) * a.W + x) * K::C + ci0 : nullptr;
     } else {
       const int p = i - nz * zp, x = x0 + p;
       inside = x < a.W;
       dst = sG + (gy & 1) * K::kGRow + p * K::kSg;
-      src = a.gh + ((int64_t(n) * a.H + gy) * a.W + x) * K::C + co0;
+      src = inside ? a.gh + ((int64_t(n) * a.H + gy) * a.W + x) * K::C + co0 : nullptr;
     }
     if (inside) {
       ws::mbar_expect_tx(mbar, kBytes);
