@@ -184,7 +184,6 @@ def run(strips, height, m, seed, brk=None):
     agents.update({f"C{ky}": consumer(ky, m, strips) for ky in range(3)})
     model = Model(m, len(agents))
     waits_parity = {a: [0, 0] for a in agents}
-    pending = {a: None for a in agents}
     done, steps = set(), 0
     while len(done) < len(agents) or model.flight:
         runnable = [a for a in agents if a not in done and a not in model.blocked]
@@ -194,13 +193,10 @@ def run(strips, height, m, seed, brk=None):
             model.land(rng)
             continue
         a = rng.choice(runnable)
-        if pending[a] is None:
-            try:
-                pending[a] = next(agents[a])
-            except StopIteration:
-                done.add(a)
-                continue
-        op, pending[a] = pending[a], None
+        op = next(agents[a], None)
+        if op is None:
+            done.add(a)
+            continue
         model.step(a, op, waits_parity)
         steps += 1
     assert not model.blocked and all(not s for s in model.arrived.values()), (model.blocked, model.arrived)

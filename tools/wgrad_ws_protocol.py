@@ -45,7 +45,6 @@ def consumer(strips, ky):
 def run(strips, seed):
     rng = random.Random(seed)
     agents = {"P": producer(strips), "C0": consumer(strips, 0), "C1": consumer(strips, 1), "C2": consumer(strips, 2)}
-    pending = {k: None for k in agents}          # next op not yet executed
     blocked = {}                                  # agent -> barrier id it waits on
     arrived = {}                                  # barrier id -> set of agents arrived in the current instance
     content = {}                                  # buffer -> tag
@@ -78,14 +77,10 @@ def run(strips, seed):
         if not runnable:
             raise AssertionError(f"deadlock: blocked {blocked}")
         a = rng.choice(runnable)
-        if pending[a] is None:
-            try:
-                pending[a] = next(agents[a])
-            except StopIteration:
-                done.add(a)
-                continue
-        op = pending[a]
-        pending[a] = None
+        op = next(agents[a], None)
+        if op is None:
+            done.add(a)
+            continue
         kind = op[0]
         if kind == "sync":
             if not arrive(a, op[1]):
