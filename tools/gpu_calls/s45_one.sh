@@ -2,7 +2,7 @@
 # For the session after 44: the warp-specialized weight gradient's copies on the bulk copy engine
 # (kernels/guide_wgrad.cu KPNT_WS_BULK, written after session 44's device time ran out, never run; off), built as a
 # second copy of the sources in /tmp/kernels_bulk, and X-Trans's parity with its weight gradient on the kernel
-# (routed in session 44 after its parity run).  About 6 minutes with the two builds.
+# (routed in session 44 after its parity run).  About 7 minutes with the two builds.
 #   tests      the weight gradient's tests on the bulk build (its results must be the wgmma form's bits); the bulk
 #              parts after it only if they pass
 #   sanitize   synccheck and memcheck over the bulk build's specialized form, small shapes (racecheck flags its
@@ -13,7 +13,9 @@
 #              both rounds
 #   ncu        the bulk build's specialized form alone at the Bayer step's shape
 #   parity     point 4 on today's defaults, graphed: shipped, both sensors, 4 seeds
-PARTS=${PARTS:-tests sanitize convs steps ncu parity}
+#   breakdown  the graphed float32 and bf16 steps' GPU time by kernel group on today's defaults (last measured in
+#              session 39, before the wgmma weight gradients and the balanced front blocks): where point 2 stands
+PARTS=${PARTS:-tests sanitize convs steps ncu parity breakdown}
 SHAPES="[(2, 64, 37, 70), (3, 64, 5, 3), (1, 64, 16, 64), (2, 128, 23, 41), (1, 128, 8, 32)]"
 source "$(dirname "$0")/preamble.sh"
 source "$(dirname "$0")/ab_rounds.sh"
@@ -49,6 +51,9 @@ for part in $PARTS; do
         timeout 160 bash -c "bench '' $OUT/parity.txt --parity-only --parity-archs shipped --parity-seeds 4 \
             --parity-graphed"
         grep -E "^parity|check training parity" $OUT/parity.txt ;;
+    breakdown)
+        timeout 150 bash -c "tool '' $OUT/breakdown.txt step_breakdown.py --archs shipped shipped-bf16 --graphed --top 10"
+        grep -E "^==|ms|%" $OUT/breakdown.txt | head -60 ;;
     esac
 done
 echo "=== done $(date +%T)"
