@@ -28,7 +28,7 @@ for part in $PARTS; do
     echo "=== $part $(date +%T)"
     case $part in
     tests)
-        (export KPNT_KERNELS_DIR=$BULK; tests_pass 200 tests/cuda/test_guide_wgrad.py) || OK=0 ;;
+        (export KPNT_KERNELS_DIR=$BULK; tests_pass 120 tests/cuda/test_guide_wgrad.py) || OK=0 ;;  # a hang ends here
     sanitize)
         [ $OK = 1 ] || { echo "skipped: a test failed"; continue; }
         for t in synccheck memcheck; do (export KPNT_KERNELS_DIR=$BULK; wgrad_sanitize $t 100 "$SHAPES" True); done ;;
