@@ -18,6 +18,12 @@ def test_names_fall_in_their_groups():
     assert sb.group_of("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdam>") == \
         "optimizer (Adam)"
     assert sb.group_of("void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add<float>>") == sb.OTHER
+    for name in ("void kpnt::(anonymous namespace)::wgrad_wgmma_ws_kernel<kpnt::WgradWgmmaWS<64>>(GuideWgradArgs)",
+                 "void kpnt::(anonymous namespace)::wgrad_tf32_kernel<kpnt::WgradCfg<64, 3, 64>>(GuideWgradArgs)"):
+        assert sb.group_of(name) == "kpnt guide 3x3 weight gradient"
+    assert sb.group_of("sm90_xmma_wgrad_implicit_gemm_f32f32_tf32f32_f32_nhwckrsc") == \
+        "cuDNN / cuBLAS convolutions and GEMMs"
+    assert sb.group_of("kpnt::adam_kernel(kpnt::UpdateTable, float const*)") == "optimizer (Adam)"
     for name in ("void kpnt::(anonymous namespace)::relu_grad_sum_kernel<float>(kpnt::GuideEltArgs)",
                  "void kpnt::(anonymous namespace)::bias_relu_kernel<__nv_bfloat16>(kpnt::GuideEltArgs)"):
         assert sb.group_of(name) == "kpnt guide"

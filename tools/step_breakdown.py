@@ -37,11 +37,13 @@ GROUPS = (
     ("kpnt MLP forward", ("mlp_fwd",)),
     ("kpnt front level (taps, adjoint)", ("front_",)),
     ("kpnt colour level", ("colour_",)),
+    # kpnt's weight gradient of the float32 guide's 3x3s (kernels/guide_wgrad.cu), apart from cuDNN's passes
+    ("kpnt guide 3x3 weight gradient", ("wgrad_tf32_kernel", "wgrad_wgmma_kernel", "wgrad_wgmma_ws_kernel")),
     ("kpnt guide", ("guide_", "up_block", "pyramid", "relu_grad_sum", "bias_relu", "proj_backward", "proj_forward")),
+    ("optimizer (Adam)", ("adam", "multi_tensor", "foreach")),   # kpnt's adam_kernel too, before "kpnt other"
     ("kpnt other", ("kpnt::",)),
     ("cuDNN / cuBLAS convolutions and GEMMs", ("conv", "cudnn", "xmma", "implicit_gemm", "cutlass", "gemm", "wgrad",
                                               "dgrad", "fprop", "nchwToNhwc", "nhwcToNchw", "nvjet")),
-    ("optimizer (Adam)", ("adam", "multi_tensor", "foreach")),
 )
 OTHER = "other (elementwise, reductions, copies)"
 
