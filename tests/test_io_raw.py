@@ -1,4 +1,6 @@
 """read_raw: round trips through our own DNGs and one-line rejections of bad input."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rawpy
@@ -216,3 +218,13 @@ def test_visible_cfa_matches_rawpys_visible_colours(top, left, desc, pattern):
     visible = np.asarray(list(desc))[full[top:, left:]]
     cfa = rawmod.visible_cfa(pattern, desc, top, left)
     assert np.array_equal(np.asarray(list("RGB"))[cfa.colour_map(12, 12)], visible)
+
+
+def test_error_names_the_path_once_when_it_is_bare(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    for given, expected in (("gone.NEF", "gone.NEF: file not found"),
+                            ("sub/gone.NEF", "gone.NEF: file not found (sub/gone.NEF)")):
+        with pytest.raises(RawReadError) as err:
+            read_raw(Path(given))
+        assert str(err.value) == expected

@@ -296,7 +296,9 @@ def _dng_noise_profile(values, plane_colours) -> np.ndarray | None:
 # read_raw
 # ----------------------------------------------------------------------
 def _fail(path: Path, reason: str) -> RawReadError:
-    return RawReadError(f"{path.name}: {reason} ({path})")
+    # The name first (what a batch's report is scanned for), the path after it only where it says more.
+    where = f" ({path})" if str(path) != path.name else ""
+    return RawReadError(f"{path.name}: {reason}{where}")
 
 
 def _colour_index(desc: str, colour: str, path: Path) -> int:
