@@ -332,6 +332,27 @@ def test_cli_bad_photo_is_one_line_and_the_batch_goes_on(table, tmp_path, capsys
     assert not (tmp_path / "out" / "missing").exists()
 
 
+def test_cli_takes_folders_of_photos(table, tmp_path, capsys):
+    shots = tmp_path / "shots"
+    (shots / "day2").mkdir(parents=True)
+    (shots / ".cache").mkdir()
+    cv2.imwrite(str(shots / "a.PNG"), make_photo(48, 48, seed=1))
+    cv2.imwrite(str(shots / "day2" / "b.jpg"), make_photo(48, 48, seed=2))
+    cv2.imwrite(str(shots / ".cache" / "hidden.png"), make_photo(48, 48, seed=3))
+    (shots / "notes.txt").write_text("not a photo")
+    (tmp_path / "empty").mkdir()
+    out = shots / "synth"                      # the ladders inside the photo folder: not searched on a rerun
+    rc = main(_cli_args([shots, tmp_path / "empty"], out, table, "--isos", "100,3200"))
+    assert rc == 1                             # the empty folder failed; the photos went on
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "empty" in errors[0] and "no JPEG, PNG or TIFF" in errors[0]
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
+    assert (out / "b" / "b_ISO3200.dng").is_file()
+    cv2.imwrite(str(out / "a" / "preview.png"), make_photo(48, 48, seed=4))
+    assert main(_cli_args([shots], out, table, "--isos", "100,3200", "--force")) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]      # out's own files were not taken as photos
+
+
 @pytest.mark.parametrize("extra, msg", [
     (["--cfa", "xtrans"], "X-Trans sensor"),
     (["--camera", "Fujifilm X-T1"], "Bayer sensor"),

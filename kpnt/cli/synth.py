@@ -7,13 +7,15 @@ Example::
         --shift-max 3 --exposure-ev 0.3 --moving-object
 
 writes ``synth/<stem>/<stem>_ISO<iso>.dng`` per ISO and
-``synth/<stem>/<stem>_truth.json`` per photo.
+``synth/<stem>/<stem>_truth.json`` per photo.  A folder stands for every
+JPEG, PNG and TIFF under it.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
 import logging
+import os
 import sys
 import zlib
 from pathlib import Path
@@ -32,6 +34,9 @@ from kpnt.mosaic.kinds import BAYER, XTRANS
 
 log = logging.getLogger("kpnt")
 PROG = "kpnt-synth"
+
+#: Suffixes (any case) of the photos a folder given on the command line is searched for.
+PHOTO_SUFFIXES = frozenset((".jpg", ".jpeg", ".png", ".tif", ".tiff"))
 #: Capture times of consecutive photos' ladders lie this far apart, so that
 #: a builder grouping frames by time never merges two scenes.
 LADDER_SPACING = _dt.timedelta(hours=1)
@@ -49,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the exit status is 1 if any failed.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="8- or 16-bit sRGB photos (JPEG, PNG, TIFF)")
+    p.add_argument("photos", nargs="+", type=Path, metavar="PHOTO",
+                   help="8- or 16-bit sRGB photos (JPEG, PNG, TIFF), or folders searched recursively for them")
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder (one subfolder per photo)")
     p.add_argument("--profiles", required=True, type=Path,
                    help="darktable-format noise-profile table (JSON); its a and b are multiplied by --raw-scale")
@@ -130,6 +136,31 @@ def frame_offsets(rng: np.random.Generator, isos: list[int], shift_max: int, ev_
     return shifts, evs
 
 
+def expand_photos(items, out: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The photos ``items`` name: files as given (whatever their suffix: :func:`load_photo` says if OpenCV cannot
+    read one), and for each folder the files under it with a :data:`PHOTO_SUFFIXES` suffix, sorted, leaving out
+    hidden files and folders and the output folder ``out`` (its ladders may lie inside the photo folder).
+
+    Returns:
+        (photos, problems): ``problems`` lists folders without a photo as ``(folder, reason)``.
+    """
+    exclude = out.resolve()
+    photos, problems = [], []
+    for item in items:
+        if not item.is_dir():
+            photos.append(item)
+            continue
+        found = []
+        for root, dirs, files in os.walk(item):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (Path(root) / d).resolve() != exclude)
+            found += [Path(root) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in PHOTO_SUFFIXES]
+        if found:
+            photos += sorted(found)
+        else:
+            problems.append((item, "no JPEG, PNG or TIFF photo in this folder"))
+    return photos, problems
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -145,9 +176,12 @@ def _run(args) -> int:
     for iso in isos:   # fail once, before the batch, on a camera missing from the table
         table.lookup(info["make"], info["model"], iso, raw_scale=args.raw_scale)
 
-    n_ok, n_files, failed = 0, 0, 0
+    photos, problems = expand_photos(args.photos, args.out)
+    for item, reason in problems:
+        tqdm.write(f"{PROG}: error: {item}: {reason}", file=sys.stderr)
+    n_ok, n_files, failed = 0, 0, len(problems)
     stems: dict[str, Path] = {}
-    bar = tqdm(args.photos, desc=PROG, unit="photo", disable=None, file=sys.stderr)
+    bar = tqdm(photos, desc=PROG, unit="photo", disable=None, file=sys.stderr)
     for k, photo_path in enumerate(bar):
         stem = photo_path.stem
         try:
@@ -176,7 +210,7 @@ def _run(args) -> int:
         n_files += len(written)
         log.debug("%s: %d frames in %s", photo_path, len(written), args.out / stem)
     bar.close()
-    log.info("%s: wrote %d ladder(s), %d DNG(s) (%s %s, ISO %s, %s) to %s; %d photo(s) failed",
+    log.info("%s: wrote %d ladder(s), %d DNG(s) (%s %s, ISO %s, %s) to %s; %d failed (photos or folders)",
              PROG, n_ok, n_files, info["make"], info["model"], ",".join(map(str, isos)), cfa.name if cfa.sensor_kind is
              BAYER else XTRANS.label, args.out, failed)
     return 1 if failed else 0
