@@ -197,10 +197,10 @@ def test_rejected_pairs_are_reported_and_not_retried(built, tmp_path):
         shutil.copy2(built["root"] / "bayer" / name, raws / name)
     args = [raws, "-o", tmp_path / "ds", "--profiles", built["table"], "--no-progress", "--min-usable", "0.99"]
     code, stdout, _ = run_cli(args)
-    assert code == 0 and "built 0 pair(s)" in stdout
+    assert code == 1 and "built 0 pair(s)" in stdout          # a dataset without a pair is an error
     assert "rejected pair EOS6D_ISO3200.dng" in stdout and "--min-usable" in stdout
     m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert not m["pairs"] and len(m["rejected_pairs"]) == 1 and not (tmp_path / "ds" / "pairs").exists() or \
         not any((tmp_path / "ds" / "pairs").iterdir())
     code, stdout, _ = run_cli(args)
-    assert "nothing new to build: 0 pair(s) already built, 1 rejected before" in stdout
+    assert code == 1 and "nothing new to build: 0 pair(s) already built, 1 rejected before" in stdout

@@ -89,7 +89,7 @@ def test_identical_frames_tagged_with_two_isos_are_rejected(tmp_path, extra_var,
     frame(raws / "x100.dng", 100, 1, 0.0, img=shot)
     frame(raws / "x1600.dng", 1600, 2, extra_var, img=shot)   # the same frame (or all but rounding) tagged ISO 1600
     code, out, err = run(raws, "-o", tmp_path / "ds", "--scene-dirs")
-    assert "built 0 pair(s)" in out and "rejected pair x1600.dng" in out, out
+    assert code == 1 and "built 0 pair(s)" in out and "rejected pair x1600.dng" in out, out
     assert reason in out, out
     m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert not m["pairs"] and len(m["rejected_pairs"]) == 1
@@ -112,3 +112,5 @@ def test_empty_first_build_says_so(tmp_path):
     first = out.splitlines()[0]
     assert first.startswith("no pairs to build") and "already built" not in first, out
     assert "only1600.dng: alone in its scene" in out
+    errors = err.strip().splitlines()            # nothing to train on: an error that says what to do, exit 1
+    assert code == 1 and len(errors) == 1 and "holds no pair" in errors[0] and "--scene-dirs" in errors[0], err

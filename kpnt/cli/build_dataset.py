@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from kpnt.cli._common import ArgumentParser, add_common_args, finite_float, int_at_least, run_cli, setup_logging
-from kpnt.dataset.build import build_dataset, describe_failure
+from kpnt.dataset.build import build_dataset
 from kpnt.dataset.group import DEFAULT_MAX_GAP, DEFAULT_MIN_SIMILARITY
 from kpnt.dataset.motion import DEFAULT_DILATE, DEFAULT_THRESHOLD
 from kpnt.dataset.options import BuildOptions
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Scenes: frames of one camera in capture-time order, split where the time gap exceeds --max-gap or "
         "the content changes (thumbnail correlation below --min-similarity); or one scene per folder with "
         "--scene-dirs. The lowest-ISO frame of a scene is its reference. Files that fail to read are reported and "
-        "skipped; the exit status is then 1. Re-running builds only pairs not built yet.",
+        "skipped; the exit status is then 1, as it is when the dataset holds no pair. Re-running builds only pairs "
+        "not built yet.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="RAWS",
@@ -89,8 +90,8 @@ def main(argv=None) -> int:
                                progress=not args.no_progress, verbose=args.verbose)
         for line in report.lines():
             print(line)
-        for path, reason in report.failed:
-            print(f"{PROG}: error: {describe_failure(path, reason)}", file=sys.stderr)
+        for line in report.error_lines():
+            print(f"{PROG}: {line}", file=sys.stderr)
         return report.exit_code
 
     return run_cli(PROG, body, args.verbose)

@@ -76,8 +76,19 @@ class BuildReport:
 
     @property
     def exit_code(self) -> int:
-        """1 when a file could not be read or a pair failed unexpectedly."""
-        return 1 if self.failed else 0
+        """1 when a file could not be read, a pair failed unexpectedly, or the dataset holds no pair (nothing to
+        train on)."""
+        return 1 if self.failed or not self.n_pairs_total else 0
+
+    def error_lines(self) -> list[str]:
+        """The one-line errors behind a non-zero :attr:`exit_code`, for stderr."""
+        out = [f"error: {describe_failure(path, reason)}" for path, reason in self.failed]
+        if not self.n_pairs_total:
+            out.append(f"error: dataset {self.out} holds no pair: every scene needs a high-ISO raw and a lower-ISO raw "
+                       "of it from the same camera (see 'not paired' and 'rejected pair' above; scenes group by "
+                       "capture time and content, --max-gap and --min-similarity loosen that, --scene-dirs makes "
+                       "each folder a scene)")
+        return out
 
     def lines(self) -> list[str]:
         out = []
