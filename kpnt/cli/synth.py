@@ -37,6 +37,7 @@ PROG = "kpnt-synth"
 
 #: Suffixes (any case) of the photos a folder given on the command line is searched for.
 PHOTO_SUFFIXES = frozenset((".jpg", ".jpeg", ".png", ".tif", ".tiff"))
+
 #: Capture times of consecutive photos' ladders lie this far apart, so that
 #: a builder grouping frames by time never merges two scenes.
 LADDER_SPACING = _dt.timedelta(hours=1)
@@ -153,7 +154,8 @@ def expand_photos(items, out: Path) -> tuple[list[Path], list[tuple[Path, str]]]
         found = []
         for root, dirs, files in os.walk(item):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (Path(root) / d).resolve() != exclude)
-            found += [Path(root) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in PHOTO_SUFFIXES]
+            found += [Path(root) / f for f in files
+                      if not f.startswith(".") and Path(f).suffix.lower() in PHOTO_SUFFIXES]
         if found:
             photos += sorted(found)
         else:
