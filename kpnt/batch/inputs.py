@@ -62,10 +62,15 @@ def prepare_output_folder(out: Path) -> Path:
     return out
 
 
-def _walk(folder: Path, bad: list, exclude: Path | None) -> list[Path]:
-    """Raw files under ``folder``, sorted.  Reported in ``bad``: unreadable
-    subfolders (``Path.rglob`` would skip them silently) and dangling links
-    with a raw suffix.  ``exclude`` (the output folder) is not entered."""
+def walk_files(folder: Path, bad: list, exclude: Path | None, suffixes=RAW_SUFFIXES, kind: str = "raw",
+               skip_hidden: bool = False) -> list[Path]:
+    """Files under ``folder`` with one of ``suffixes`` (any case; ``kind``
+    names them in messages: raw files by default), folder by folder in
+    sorted order.  Reported in ``bad``: unreadable subfolders
+    (``Path.rglob`` would skip them silently) and dangling links with such a
+    suffix.  ``exclude`` (the output folder) is not entered; with
+    ``skip_hidden``, neither are files and folders whose names start with a
+    dot."""
     found = []
 
     def onerror(exc: OSError):
@@ -74,17 +79,19 @@ def _walk(folder: Path, bad: list, exclude: Path | None) -> list[Path]:
     for root, dirs, files in os.walk(folder, onerror=onerror):
         keep = []
         for d in sorted(dirs):
+            if skip_hidden and d.startswith("."):
+                continue
             sub = Path(root) / d
             if exclude is not None and sub.resolve() == exclude:
                 log.debug("%s: the output folder, not searched for inputs", sub)
                 continue
-            if Path(d).suffix.lower() in RAW_SUFFIXES:
-                log.warning("%s: a folder named like a raw file; searched like any folder", sub)
+            if Path(d).suffix.lower() in suffixes:
+                log.warning("%s: a folder named like a %s file; searched like any folder", sub, kind)
             keep.append(d)
         dirs[:] = keep
         for name in sorted(files):
             f = Path(root) / name
-            if f.suffix.lower() not in RAW_SUFFIXES:
+            if f.suffix.lower() not in suffixes or (skip_hidden and name.startswith(".")):
                 continue
             if f.is_file():
                 found.append(f)
@@ -117,7 +124,7 @@ def collect_inputs(specs, out: Path | None = None) -> tuple[list[tuple[Path, Pat
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            found += [(f, f.relative_to(p).with_suffix("")) for f in _walk(p, bad, exclude)]
+            found += [(f, f.relative_to(p).with_suffix("")) for f in walk_files(p, bad, exclude)]
         elif p.is_file():
             found.append((p, Path(p.stem)))
         elif p.is_symlink() and not p.exists():
@@ -131,7 +138,7 @@ def collect_inputs(specs, out: Path | None = None) -> tuple[list[tuple[Path, Pat
                 if m.is_dir():
                     if exclude is not None and m.resolve() == exclude:
                         continue
-                    files += [(f, f.relative_to(base).with_suffix("")) for f in _walk(m, bad, exclude)]
+                    files += [(f, f.relative_to(base).with_suffix("")) for f in walk_files(m, bad, exclude)]
                 elif m.is_file():
                     files.append((m, m.relative_to(base).with_suffix("")))
             if not files:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import logging
-import os
 import sys
 import zlib
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from kpnt.batch.inputs import walk_files
 from kpnt.cli._common import ArgError, ArgumentParser, add_common_args, finite_float, int_at_least, run_cli, setup_logging
 from kpnt.color import find_camera, known_cameras
 from kpnt.errors import KpntError
@@ -143,7 +143,8 @@ def expand_photos(items, out: Path) -> tuple[list[Path], list[tuple[Path, str]]]
     hidden files and folders and the output folder ``out`` (its ladders may lie inside the photo folder).
 
     Returns:
-        (photos, problems): ``problems`` lists folders without a photo as ``(folder, reason)``.
+        (photos, problems): ``problems`` lists folders without a photo, and unreadable subfolders, as
+        ``(path, reason)``.
     """
     exclude = out.resolve()
     photos, problems = [], []
@@ -151,11 +152,7 @@ def expand_photos(items, out: Path) -> tuple[list[Path], list[tuple[Path, str]]]
         if not item.is_dir():
             photos.append(item)
             continue
-        found = []
-        for root, dirs, files in os.walk(item):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (Path(root) / d).resolve() != exclude)
-            found += [Path(root) / f for f in files
-                      if not f.startswith(".") and Path(f).suffix.lower() in PHOTO_SUFFIXES]
+        found = walk_files(item, problems, exclude, PHOTO_SUFFIXES, "photo", skip_hidden=True)
         if found:
             photos += sorted(found)
         else:

@@ -78,7 +78,7 @@ class BuildReport:
     def exit_code(self) -> int:
         """1 when a file could not be read, a pair failed unexpectedly, or the dataset holds no pair (nothing to
         train on)."""
-        return 1 if self.failed or not self.n_pairs_total else 0
+        return 1 if self.error_lines() else 0
 
     def error_lines(self) -> list[str]:
         """The one-line errors behind a non-zero :attr:`exit_code`, for stderr."""
