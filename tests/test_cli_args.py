@@ -1,7 +1,10 @@
 """Every bad argument of the four CLIs: one stderr line, exit 2, no traceback
 (issue 17 item 6); kpnt-train's way out of a damaged checkpoint; kpnt-train's
-architecture defaults are the shipped model's."""
+architecture defaults are the shipped model's; kpnt-train's output folder:
+checked before any work, earlier weights not replaced silently."""
 import json
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -185,6 +188,44 @@ def test_damaged_checkpoint_names_the_way_out(tmp_path, capsys):
     plain[plain.index("--steps") + 1] = "2"
     rc, cap = run(train, plain + ["--resume"], capsys)
     assert rc == 0 and "trained 2 steps" in cap.out, cap.err
+
+
+def test_weights_without_checkpoint_are_not_clobbered(tmp_path, capsys):
+    # A run folder whose (large) checkpoint was deleted still holds weights:
+    # a new run into it must not replace them unless --restart is passed.
+    args = _tiny_setup(tmp_path)
+    (tmp_path / "run").mkdir()
+    kept = tmp_path / "run" / "weights.safetensors"
+    kept.write_bytes(b"earlier weights")
+    rc, cap = run(train, args, capsys)
+    assert rc == 1 and "--restart" in cap.err and "weights.safetensors" in cap.err, cap.err
+    assert "Traceback" not in cap.err and len(cap.err.strip().splitlines()) == 1
+    assert kept.read_bytes() == b"earlier weights"
+    rc, cap = run(train, args + ["--restart"], capsys)
+    assert rc == 0 and kept.read_bytes() != b"earlier weights", cap.err
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "not_writable"])
+def test_bad_output_folder_is_one_line_before_training(tmp_path, capsys, monkeypatch, where):
+    args = _tiny_setup(tmp_path)
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    out = {"file": blocker, "under_file": blocker / "run", "not_writable": tmp_path / "ro" / "run"}[where]
+    if where == "not_writable":
+        (tmp_path / "ro").mkdir()
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != tmp_path / "ro" and real_access(p, mode, **kw))
+    loaded = []
+    import kpnt.cli.train as train_cli
+
+    real_sources = train_cli._synthetic_sources
+    monkeypatch.setattr(train_cli, "_synthetic_sources", lambda *a, **k: loaded.append(1) or real_sources(*a, **k))
+    args[args.index("-o") + 1] = str(out)
+    rc, cap = run(train, args, capsys)
+    assert rc == 1 and "-o" in cap.err and "Errno" not in cap.err, cap.err
+    assert len(cap.err.strip().splitlines()) == 1, cap.err
+    assert not loaded                     # refused before the photos were read
+    assert not (tmp_path / "ro" / "run").exists()
 
 
 # ----------------------------------------------------------------------

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kpnt.cli._common import ArgError, ArgumentParser, add_common_args, finite_float, int_at_least, run_cli, setup_logging
+from kpnt.cli._common import (ArgError, ArgumentParser, add_common_args, check_output_folder, finite_float, int_at_least, run_cli,
+                              setup_logging)
 from kpnt.errors import KpntError
 from kpnt.mosaic.kinds import BAYER, RGB, SENSORS, period_of
 # The choices of the options below come from the library's registries.
@@ -593,7 +594,7 @@ def main(argv=None) -> int:
         nonlocal ctx
         from kpnt.model import KPNT
         from kpnt.train import distributed
-        from kpnt.train.loop import CHECKPOINT_NAME, Trainer, TrainConfig
+        from kpnt.train.loop import BEST_NAME, CHECKPOINT_NAME, WEIGHTS_NAME, Trainer, TrainConfig
 
         # Checks of the arguments alone come first: before a launch, they
         # fail once here instead of once per process.
@@ -607,9 +608,14 @@ def main(argv=None) -> int:
         init_config = start.config if start is not None else None
         if start is not None:
             start = _start_model(args.init, start, config)
+        check_output_folder(args.out)       # before the data are read
         if not (args.resume or args.restart) and ckpt.exists():
             raise KpntError(f"{args.out} already holds a run: pass --resume to continue it, --restart to start over "
                             f"(keeps its checkpoint as {CHECKPOINT_NAME}.old), or choose another --out")
+        weights = [n for n in (WEIGHTS_NAME, BEST_NAME) if (args.out / n).exists()]
+        if not (args.resume or args.restart) and weights:     # a run whose checkpoint was removed: not clobbered silently
+            raise KpntError(f"{args.out} already holds {' and '.join(weights)} of an earlier run (no checkpoint to resume): "
+                            "pass --restart to replace them, or choose another --out")
         nproc, devices = _processes(args)
         if args.restart and ckpt.exists() and not distributed.in_torchrun():
             # Before any worker starts: they see no checkpoint and start afresh.
