@@ -138,6 +138,45 @@ def test_clear_errors(xtrans_dataset, tmp_path):
         dataset_sources(empty, "xtrans", 48, 4, 4)
 
 
+def _with_manifest(src, dst, edit):
+    """A copy of dataset ``src`` at ``dst`` (pair folders linked, not copied)
+    whose manifest ``edit`` changes in place."""
+    dst.mkdir()
+    (dst / "pairs").symlink_to(src / "pairs")
+    doc = json.loads((src / "manifest.json").read_text())
+    edit(doc)
+    (dst / "manifest.json").write_text(json.dumps(doc))
+    return dst
+
+
+def test_damaged_manifest_records_are_skipped_then_one_error(xtrans_dataset, tmp_path, capsys):
+    from kpnt.cli.train import main as train_main
+
+    ids = sorted(json.loads((xtrans_dataset / "manifest.json").read_text())["pairs"])
+
+    def drop(key):
+        def edit(doc):
+            del doc["pairs"][ids[0]][key]
+        return edit
+
+    for n, key in enumerate(("gain", "camera", "cfa")):       # one record lacks a key: the others train
+        data = _with_manifest(xtrans_dataset, tmp_path / f"one{n}", drop(key))
+        _, val, prov = dataset_sources(data, "xtrans", 48, 2, 2)
+        assert ids[0] not in prov["pairs_train"] + prov["pairs_val"] and len(prov["pairs_train"] + prov["pairs_val"]) == 2
+
+    def wreck(doc):
+        doc["pairs"] = {k: ({} if i % 2 else [1]) for i, k in enumerate(doc["pairs"])}
+    data = _with_manifest(xtrans_dataset, tmp_path / "all", wreck)
+    with pytest.raises(DatasetError, match="damaged record.*rebuild"):
+        dataset_sources(data, "xtrans", 48, 2, 2)
+    capsys.readouterr()
+    rc = train_main(["--sensor", "xtrans", "--data", str(data), "-o", str(tmp_path / "run"), "--steps", "1",
+                     "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and "kpnt-build-dataset" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
 def test_reading_a_dataset_needs_no_rawpy(xtrans_dataset):
     code = (
         "import sys; sys.modules['rawpy'] = None\n"          # any 'import rawpy' now fails

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from kpnt.dataset.manifest import FORMAT_VERSION, MASK_MOTION, PAIR_ARRAYS, load_manifest, pair_dir
-from kpnt.errors import DatasetError
+from kpnt.errors import DatasetError, KpntError
 from kpnt.mosaic import CFA
 from kpnt.mosaic.kinds import MOSAIC_KINDS
 from kpnt.train.synthesis import Batch, random_cfa
@@ -102,41 +102,67 @@ def load_pairs(data_dir, sensor: str) -> tuple[dict, list[Pair]]:
     if sensor not in MOSAIC_KINDS:
         raise DatasetError(f"{data_dir}: built datasets hold raw mosaics ({' or '.join(MOSAIC_KINDS)}); --sensor {sensor} "
                            "cannot train on them")
-    records = sorted(doc["pairs"].values(), key=lambda r: r["id"])
-    if not records:
+    if not isinstance(doc["pairs"], dict):
+        raise DatasetError(f"{data_dir}: damaged manifest.json ('pairs' is not a mapping): rebuild the dataset with "
+                           "kpnt-build-dataset --force")
+    if not doc["pairs"]:
         raise DatasetError(f"{data_dir}: the dataset holds no pairs (see the rejections in its manifest.json); "
                            "add base-ISO and high-ISO raws of the same scenes and rebuild")
-    kinds = sorted({r["cfa"]["kind"] for r in records})
-    mine = [r for r in records if r["cfa"]["kind"] == sensor]
+    records, missing = [], []
+    for key, r in sorted(doc["pairs"].items()):     # the manifest's keys are the pair ids
+        try:
+            records.append((key, r, r["cfa"]["kind"]))
+        except (KeyError, TypeError) as exc:
+            missing.append(f"{key} (damaged manifest record: {type(exc).__name__} {exc})")
+    kinds = sorted({kind for _, _, kind in records})
+    mine = [(key, r) for key, r, kind in records if kind == sensor]
+    if not mine and missing:
+        raise DatasetError(f"{data_dir}: no usable {sensor} pair, {len(missing)} damaged record(s) in manifest.json "
+                           f"({', '.join(missing[:3])}): rebuild the dataset with kpnt-build-dataset --force")
     if not mine:
         raise DatasetError(f"{data_dir}: the dataset holds {', '.join(kinds)} pairs only, not {sensor}: "
                            f"train with --sensor {kinds[0]} or build a dataset from {sensor} raws")
-    pairs, missing = [], []
-    for r in mine:
-        d = pair_dir(data_dir, r["id"])
+    pairs = []
+    for key, r in mine:
         try:
-            arrays = {k: np.load(d / name, mmap_mode="r", allow_pickle=False) for k, (name, _, _) in PAIR_ARRAYS.items()}
-        except (OSError, ValueError) as exc:
-            missing.append(f"{r['id']} ({type(exc).__name__})")
+            pair = _pair(data_dir, key, r)
+        except (KeyError, TypeError, ValueError, KpntError) as exc:
+            missing.append(f"{key} (damaged manifest record: {type(exc).__name__} {exc})")
             continue
-        h, w = r["size"]
-        if (arrays["noisy"].shape != (h, w) or arrays["target"].shape != (3, h, w) or arrays["mask"].shape != (h, w)
-                or arrays["reference"].shape != (h, w)):
-            missing.append(f"{r['id']} (array shapes disagree with the manifest)")
+        if isinstance(pair, str):
+            missing.append(f"{key} ({pair})")
             continue
-        pairs.append(Pair(
-            id=r["id"], noisy=arrays["noisy"], target=arrays["target"], mask=arrays["mask"], reference=arrays["reference"],
-            cfa=CFA.from_json(r["cfa"]), gain=np.asarray(r["gain"], np.float32),
-            offset=np.asarray(r["offset"], np.float32), wb=np.asarray(r["wb"], np.float32),
-            noise=np.asarray([r["noise"]["a"], r["noise"]["b"]], np.float32),
-            usable=float(r["usable_fraction"]), iso=int(r["noisy"]["iso"]),
-        ))
+        pairs.append(pair)
     if missing:
-        log.warning("%s: %d pair(s) skipped, arrays missing or damaged: %s (rebuild with kpnt-build-dataset)",
+        log.warning("%s: %d pair(s) skipped, arrays or manifest records missing or damaged: %s (rebuild with kpnt-build-dataset)",
                     data_dir, len(missing), ", ".join(missing[:3]))
     if not pairs:
         raise DatasetError(f"{data_dir}: none of its {len(mine)} {sensor} pair(s) has its arrays: rebuild the dataset")
     return doc, pairs
+
+
+def _pair(data_dir: Path, key: str, r: dict) -> Pair | str:
+    """The :class:`Pair` of manifest record ``r`` (at ``pairs[key]``), or why
+    its arrays are not usable (missing, damaged, shapes unlike the record's).
+    A record that lacks a key or holds a wrong type raises."""
+    if r["id"] != key or not isinstance(r["camera"], str):
+        raise ValueError(f"id {r['id']!r} or camera {r['camera']!r} does not fit its key")
+    d = pair_dir(data_dir, r["id"])
+    h, w = r["size"]
+    try:
+        arrays = {k: np.load(d / name, mmap_mode="r", allow_pickle=False) for k, (name, _, _) in PAIR_ARRAYS.items()}
+    except (OSError, ValueError) as exc:
+        return type(exc).__name__
+    if (arrays["noisy"].shape != (h, w) or arrays["target"].shape != (3, h, w) or arrays["mask"].shape != (h, w)
+            or arrays["reference"].shape != (h, w)):
+        return "array shapes disagree with the manifest"
+    return Pair(
+        id=r["id"], noisy=arrays["noisy"], target=arrays["target"], mask=arrays["mask"], reference=arrays["reference"],
+        cfa=CFA.from_json(r["cfa"]), gain=np.asarray(r["gain"], np.float32),
+        offset=np.asarray(r["offset"], np.float32), wb=np.asarray(r["wb"], np.float32),
+        noise=np.asarray([r["noise"]["a"], r["noise"]["b"]], np.float32),
+        usable=float(r["usable_fraction"]), iso=int(r["noisy"]["iso"]),
+    )
 
 
 def _offsets(cfa: CFA, want: CFA) -> list[tuple[int, int]]:
