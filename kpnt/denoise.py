@@ -53,7 +53,7 @@ import torch
 
 from kpnt.cpu_memory import keep_freed_memory
 from kpnt.ensemble import ensemble_forward
-from kpnt.errors import KpntError
+from kpnt.errors import KpntError, NoiseProfileError
 from kpnt.mosaic import CFA
 from kpnt.noise.trained import clamp_to_trained_noise
 
@@ -178,7 +178,12 @@ def choose_noise(raw, table=None, given: tuple[float, float] | None = None) -> N
     # uint8 colour map: the int64 one of CFA.colour_map costs 8 bytes a photosite
     colour = np.tile(raw.cfa.pattern.astype(np.uint8), (-(-mosaic.shape[0] // raw.cfa.period), -(-mosaic.shape[1] // raw.cfa.period)))
     colour = colour[: mosaic.shape[0], : mosaic.shape[1]]
-    prof = estimate_blind(mosaic, colour, mask=~raw.saturated[ys, xs])
+    try:
+        prof = estimate_blind(mosaic, colour, mask=~raw.saturated[ys, xs])
+    except NoiseProfileError as exc:    # the last source: say which others there are
+        why = str(exc).removeprefix("estimate_blind: ").split("; pass a noise profile")[0]
+        raise NoiseProfileError(f"cannot estimate the noise level from the image ({why}): pass --noise a,b, or "
+                                "--profiles TABLE (darktable noise profiles with this camera and ISO)") from None
     return NoiseChoice(prof.as_array(), "blind")
 
 

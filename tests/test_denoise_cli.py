@@ -103,6 +103,16 @@ def test_cli_blind_noise_used_without_profile(tmp_path, weights, caplog):
     assert "noise from blind" in caplog.text
 
 
+def test_cli_failed_blind_estimate_names_the_other_noise_sources(tmp_path, weights, capsys):
+    # too small for the blind estimate, no NoiseProfile tag: the user is told
+    # which options give the noise level instead
+    src = write_raw(tmp_path / "small.dng", CFA.bayer("RGGB"), shape=(64, 80))
+    rc = denoise_main([str(src), "-o", str(tmp_path / "o"), "--weights", str(weights["bayer"]), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--noise a,b" in err and "--profiles" in err and "estimate_blind" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
 # ----------------------------------------------------------------------
 # CLI: metadata, noise sources, formats, globs
 # ----------------------------------------------------------------------
