@@ -168,20 +168,26 @@ def read_metadata(path) -> dict:
     from safetensors import safe_open
 
     p = Path(path)
+    if p.is_dir():
+        inside = [p / n for n in ("weights.safetensors", "best.safetensors") if (p / n).is_file()]
+        raise WeightsError(f"{p}: a folder, not a weights file: give "
+                           + (f"a file in it, e.g. {inside[0]}" if inside else "the path of a .safetensors file written by kpnt-train"))
     if not p.is_file():
-        raise WeightsError(f"{p}: no such weights file")
+        raise WeightsError(f"{p}: no such weights file: check the path (kpnt-train writes RUN/weights.safetensors "
+                           "and RUN/best.safetensors)")
     try:
         with safe_open(str(p), framework="pt") as f:
             raw = (f.metadata() or {}).get(META_KEY)
     except Exception as e:   # safetensors raises several types for bad headers
-        raise WeightsError(f"{p}: not a readable safetensors file ({_one_line(e)})") from e
+        raise WeightsError(f"{p}: not a readable safetensors file ({_one_line(e)}): a damaged or partial copy "
+                           "(copy it again) or not a weights file at all") from e
     if raw is None:
-        raise WeightsError(f"{p}: safetensors file without kpnt metadata: not a kpnt weights file")
+        raise WeightsError(f"{p}: safetensors file without kpnt metadata: not a kpnt weights file (give one written by kpnt-train)")
     try:
         meta = json.loads(raw)
         version = int(meta["format_version"])
     except (ValueError, KeyError, TypeError) as e:
-        raise WeightsError(f"{p}: corrupt kpnt metadata ({_one_line(e)})") from e
+        raise WeightsError(f"{p}: corrupt kpnt metadata ({_one_line(e)}): copy the file again") from e
     if version > FORMAT_VERSION:
         raise WeightsError(f"{p}: weights format version {version} is newer than this kpnt "
                            f"{kpnt.__version__} reads ({FORMAT_VERSION}): upgrade kpnt")

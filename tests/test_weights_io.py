@@ -74,6 +74,23 @@ def test_missing_and_corrupt_files(tmp_path):
         load_weights(plain)
 
 
+def test_bad_weights_paths_say_what_to_do(tmp_path):
+    # each message names the fault and the way out
+    with pytest.raises(WeightsError, match="no such weights file: check the path .*RUN/weights.safetensors"):
+        load_weights(tmp_path / "nope.safetensors")
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(WeightsError, match="a folder, not a weights file: give the path of a .safetensors file"):
+        load_weights(run)
+    save_weights(run / "weights.safetensors", KPNT("rgb"), None, {})
+    with pytest.raises(WeightsError, match=f"a folder, not a weights file: give a file in it, e.g. {run / 'weights.safetensors'}"):
+        load_weights(run)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes((run / "weights.safetensors").read_bytes()[:50])
+    with pytest.raises(WeightsError, match="copy it again"):
+        load_weights(junk)
+
+
 def _rewrite(path, out, meta_edit=None, tensor_edit=None):
     tensors = load_file(str(path))
     meta = read_metadata(path)
