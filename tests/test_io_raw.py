@@ -146,7 +146,7 @@ def assert_one_line(err, path, words):
 
 
 def test_reject_missing_and_empty(tmp_path):
-    for path, words in ((tmp_path / "gone.NEF", "not found"), (tmp_path / "empty.NEF", "empty file")):
+    for path, words in ((tmp_path / "gone.NEF", "not found"), (tmp_path / "empty.NEF", "empty file (0 bytes): copy it again")):
         if "empty" in path.name:
             path.write_bytes(b"")
         with pytest.raises(RawReadError) as err:
@@ -160,6 +160,7 @@ def test_reject_text_renamed_nef(tmp_path):
     with pytest.raises(RawReadError) as err:
         read_raw(path)
     assert_one_line(err, path, "not a raw file")
+    assert "leave it out" in str(err.value) and "DNG" in str(err.value)     # and what to do
 
 
 @pytest.mark.parametrize("keep", [0.3, 0.7, 0.999])
@@ -170,6 +171,7 @@ def test_reject_truncated_dng(tmp_path, keep):
     with pytest.raises(RawReadError) as err:
         read_raw(path)
     assert_one_line(err, path, "truncated")
+    assert "copy it again" in str(err.value)
 
 
 def test_reject_linear_dng(tmp_path):

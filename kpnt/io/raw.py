@@ -327,7 +327,7 @@ def read_raw(path) -> RawImage:
     if not path.is_file():
         raise _fail(path, "not a file")
     if path.stat().st_size == 0:
-        raise _fail(path, "empty file (0 bytes)")
+        raise _fail(path, "empty file (0 bytes): copy it again from the card")
     try:
         with rawpy.imread(str(path)) as rp:
             rp.unpack()
@@ -341,11 +341,13 @@ def read_raw(path) -> RawImage:
     except TagError as exc:
         raise _fail(path, f"damaged metadata: {exc}; the file is corrupt (re-copy it, or convert it again)") from None
     except rawpy.LibRawFileUnsupportedError:
-        raise _fail(path, "not a raw file LibRaw can read (unsupported format, not a raw, or damaged header)") from None
+        raise _fail(path, "not a raw file LibRaw can read (unsupported format, not a raw, or damaged header): leave it out; a raw of a camera "
+                    "newer than this LibRaw can be converted to DNG (Adobe DNG Converter)") from None
     except rawpy.LibRawIOError:
-        raise _fail(path, "truncated or unreadable file (LibRaw I/O error)") from None
+        raise _fail(path, "truncated or unreadable file (LibRaw I/O error): copy it again from the card, or leave it "
+                    "out if it is not a raw") from None
     except rawpy.LibRawDataError:
-        raise _fail(path, "corrupt raw data (LibRaw data error)") from None
+        raise _fail(path, "corrupt raw data (LibRaw data error): copy it again from the card") from None
     except rawpy.LibRawTooBigError:
         raise _fail(path, "image too big for LibRaw") from None
     except rawpy.LibRawError as exc:
