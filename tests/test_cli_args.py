@@ -205,6 +205,25 @@ def test_weights_without_checkpoint_are_not_clobbered(tmp_path, capsys):
     assert rc == 0 and kept.read_bytes() != b"earlier weights", cap.err
 
 
+def test_damaged_and_tiny_clean_photos_are_skipped(tmp_path, capsys):
+    # One damaged file and one thumbnail among the --clean photos: training
+    # goes on without them (the thumbnail, sorted last, was the validation
+    # photo: a 6-pixel tile whose PSNR was NaN), and says which were skipped.
+    args = _tiny_setup(tmp_path)
+    photos = tmp_path / "photos"
+    (photos / "b_damaged.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    cv2.imwrite(str(photos / "z_thumb.png"), np.zeros((16, 16, 3), np.uint8))
+    rc, cap = run(train, args, capsys)
+    assert rc == 0, cap.err
+    assert "b_damaged.png (cannot decode)" in cap.err and "z_thumb.png (8x8" in cap.err, cap.err
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["val_psnr"] and all(np.isfinite(history["val_psnr"])), history
+    for f in photos.glob("p*.png"):
+        f.unlink()
+    rc, cap = run(train, args + ["--restart"], capsys)
+    assert rc == 1 and "none of its 2 photo(s)" in cap.err and "--clean" in cap.err, cap.err
+
+
 @pytest.mark.parametrize("where", ["file", "under_file", "not_writable"])
 def test_bad_output_folder_is_one_line_before_training(tmp_path, capsys, monkeypatch, where):
     args = _tiny_setup(tmp_path)

@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sensor", required=True, choices=list(SENSORS), help="sensor layout the weights are for")
     p.add_argument("-o", "--out", required=True, type=Path, help="run folder for weights, checkpoints and curves")
     data = p.add_argument_group("data (--clean with --profiles, --data, or both: real pairs teach denoising, synthetic pairs demosaicing)")
-    data.add_argument("--clean", type=Path, help="folder of clean photos (sRGB JPEG/PNG) to synthesise noisy raws from")
+    data.add_argument("--clean", type=Path, help="folder of clean photos (sRGB JPEG/PNG) to synthesise noisy raws from; "
+                      "photos that do not decode or are smaller than a --tile after --downscale are skipped with a warning")
     data.add_argument("--val", type=Path, help="folder of clean photos for validation (default: a held-out tenth of --clean)")
     data.add_argument("--profiles", type=Path, help="darktable-format noise profile table (JSON); its a, b are multiplied by 12 to reach raw-photosite scale")
     data.add_argument("--camera", action="append", default=[], help="camera 'MAKE MODEL' from the table (repeatable), or 'all' for every camera of the table "
@@ -295,18 +296,52 @@ def _cameras(args, sensor: str):
     return cams, val_cams
 
 
+def _load_photos(folder: Path, flag: str, downscale: int, tile: int, limit: int | None = None):
+    """The photos of a ``--clean``/``--val`` folder that decode and hold a
+    training tile; the others are skipped with one warning that names them
+    (a damaged or tiny file among thousands must not stop a run, nor a
+    tiny one become a validation tile too small to score).
+
+    Raises:
+        KpntError: no photo of the folder is usable.
+    """
+    from kpnt.train.photos import PhotoSource, list_photos, load_linear_photo
+
+    photos, names, skipped = [], [], []
+    for f in list_photos(folder):
+        if limit is not None and len(photos) >= limit:
+            break
+        try:
+            img = load_linear_photo(f, downscale)
+        except KpntError:
+            skipped.append(f"{f.name} (cannot decode)")
+            continue
+        if min(img.shape[1:]) < tile:
+            skipped.append(f"{f.name} ({img.shape[2]}x{img.shape[1]} after --downscale {downscale})")
+            continue
+        photos.append(img)
+        names.append(f.name)
+    if skipped:
+        log.warning("%s: %d photo(s) skipped, damaged or smaller than a %d-pixel tile: %s%s", folder, len(skipped), tile,
+                    ", ".join(skipped[:3]), ", ..." if len(skipped) > 3 else "")
+    if not photos:
+        raise KpntError(f"{folder}: none of its {len(skipped)} photo(s) decodes to at least {tile}x{tile} pixels after "
+                        f"--downscale {downscale}: pass {flag} with larger photos, or a smaller --tile or --downscale")
+    return PhotoSource(photos, names)
+
+
 def _synthetic_sources(args, sensor: str, tile: int, device=None):
     from kpnt.train.photos import PhotoSource
     from kpnt.train.synthesis import random_cfa, synthesize
 
     cams, val_cams = _cameras(args, sensor)
-    train_photos = PhotoSource.from_folder(args.clean, downscale=args.downscale)
+    train_photos = _load_photos(args.clean, "--clean", args.downscale, tile)
     train_photos.zoom_out, train_photos.zoom_share = args.zoom_out, args.zoom_share
     if device is not None and torch.device(device).type == "cuda":
         # Synthesis on the GPU: the CPU would be the slower half of a step.
         train_photos = train_photos.to(device)
     if args.val is not None:
-        val_photos = PhotoSource.from_folder(args.val, downscale=args.downscale, limit=args.val_images)
+        val_photos = _load_photos(args.val, "--val", args.downscale, tile, limit=args.val_images)
     else:
         n_val = max(1, len(train_photos.photos) // 10)
         val_photos = PhotoSource(train_photos.photos[-n_val:][: args.val_images])
