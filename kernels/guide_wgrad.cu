@@ -433,15 +433,6 @@ struct WgradWgmmaWS : WgradWgmma<C_> {
   static constexpr int kThreads = 512, kProducer = 384;  // threads; the producer group's first thread
   static constexpr int kProducerRegs = 80, kMultiplierRegs = 144;  // setmaxnreg: 128 x 80 + 384 x 144 = 65536
   static_assert(128 * kProducerRegs + 384 * kMultiplierRegs <= 65536, "more registers than an SM has");
-  // Whether the producer's copies run on the bulk copy engine (session 44, written after its device time ran out;
-  // not yet run, off): one cp.async.bulk of a position's 64 channels (256 bytes) per position instead of 16
-  // cp.async of 16 bytes, completing on an mbarrier a row (two, by the row's parity), so that the producer's
-  // ~20 instructions of index arithmetic a 16-byte copy (two thirds of its work) become ~10 a position.
-#ifndef KPNT_WS_BULK
-#define KPNT_WS_BULK 0
-#endif
-  static constexpr bool kBulk = KPNT_WS_BULK;
-  static constexpr size_t kSmem = WgradWgmma<C_>::kSmem + (kBulk ? 2 * sizeof(uint64_t) : 0);
 };
 
 namespace ws {
@@ -452,84 +443,7 @@ __device__ __forceinline__ void bar_sync(int id, int count) {
 __device__ __forceinline__ void bar_arrive(int id, int count) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
-
-// The bulk copies' mbarriers (KPNT_WS_BULK).  `mbar` is a shared-memory address (smem_addr).
-[[maybe_unused]] __device__ __forceinline__ void mbar_init(uint32_t mbar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(mbar), "r"(count) : "memory");
-}
-// Makes the initialized mbarriers visible to the bulk copies (the async proxy) and the block's other threads.
-[[maybe_unused]] __device__ __forceinline__ void mbar_init_fence() {
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-// `bytes` more to arrive in the current phase (without arriving).
-[[maybe_unused]] __device__ __forceinline__ void mbar_expect_tx(uint32_t mbar, uint32_t bytes) {
-  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(mbar), "r"(bytes) : "memory");
-}
-[[maybe_unused]] __device__ __forceinline__ void mbar_arrive(uint32_t mbar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(mbar) : "memory");
-}
-// Waits until the phase of parity `parity` has completed (its arrivals made and its bytes landed).
-[[maybe_unused]] __device__ __forceinline__ void mbar_wait(uint32_t mbar, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "WAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n"
-      "}\n" ::"r"(mbar),
-      "r"(parity)
-      : "memory");
-}
-// `bytes` (a multiple of 16) from global `src` to shared `dst` (both 16-byte aligned) on the bulk copy engine,
-// counted on `mbar`'s current phase.
-[[maybe_unused]] __device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t bytes, uint32_t mbar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                   smem_addr(dst)),
-               "l"(src), "r"(bytes), "r"(mbar)
-               : "memory");
-}
 }  // namespace ws
-
-// The bulk form's copies of one handover (KPNT_WS_BULK): `nz` z rows from `zr0` (positions x0 - 1 .. x0 + sw, the
-// block's 64 input channels) and, where gy >= 0, gh row gy (positions x0 .. x0 + sw - 1, its 64 output channels),
-// into their slots, counted on `mbar`: an item a position, spread over the producer group's threads.  Positions
-// outside the image are zeroed by plain stores instead (fenced for the async proxy, which later copies into the
-// same bytes).  Each thread expects its bytes before it copies and arrives after (the mbarrier counts the group's
-// 128 arrivals), so a phase cannot complete before every copy of it is expected.
-template <class K>
-__device__ __forceinline__ void bulk_rows(float* sZ, float* sG, uint32_t mbar, const GuideWgradArgs& a, int n,
-                                          int zr0, int nz, int gy, int x0, int sw, int ci0, int co0, int pt,
-                                          int team) {
-  constexpr uint32_t kBytes = 64 * sizeof(float);  // a position's 64 channels
-  const int zp = sw + 2, items = nz * zp + (gy >= 0 ? sw : 0);
-  bool zeroed = false;
-  for (int i = pt; i < items; i += team) {
-    float* dst;
-    const float* src;
-    bool inside;
-    if (i < nz * zp) {
-      const int r = zr0 + i / zp, p = i % zp, x = x0 - 1 + p;
-      inside = r >= 0 && r < a.H && x >= 0 && x < a.W;
-      dst = sZ + slot_of<K>(r) * K::kZRow + p * K::kSz;
-      src = inside ? a.z + ((int64_t(n) * a.H + r) * a.W + x) * K::C + ci0 : nullptr;
-    } else {
-      const int p = i - nz * zp, x = x0 + p;
-      inside = x < a.W;
-      dst = sG + (gy & 1) * K::kGRow + p * K::kSg;
-      src = inside ? a.gh + ((int64_t(n) * a.H + gy) * a.W + x) * K::C + co0 : nullptr;
-    }
-    if (inside) {
-      ws::mbar_expect_tx(mbar, kBytes);
-      ws::bulk_copy(dst, src, kBytes, mbar);
-    } else {
-#pragma unroll
-      for (int c = 0; c < 16; ++c) reinterpret_cast<float4*>(dst)[c] = make_float4(0.f, 0.f, 0.f, 0.f);
-      zeroed = true;
-    }
-  }
-  if (zeroed) wg::fence_async_smem();
-  ws::mbar_arrive(mbar);
-}
 
 template <class K>
 __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_ws_kernel(const GuideWgradArgs a) {
@@ -544,54 +458,30 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_ws_kernel(const Gu
   const int64_t lines = int64_t(a.N) * strips * a.H;
   const int64_t r0 = int64_t(blockIdx.x) * lines / gridDim.x, r1 = int64_t(blockIdx.x + 1) * lines / gridDim.x;
   constexpr int kTeam = K::kThreads - K::kProducer;  // the producer group's threads
-  // The bulk form's two mbarriers (a row's copies on the one of its parity), after the buffers.
-  const uint32_t mbar0 = smem_addr(sG + 2 * K::kGRow);
-  if constexpr (K::kBulk) {
-    if (threadIdx.x == 0) {
-      ws::mbar_init(mbar0, kTeam);
-      ws::mbar_init(mbar0 + 8, kTeam);
-      ws::mbar_init_fence();
-    }
-    __syncthreads();
-  }
 
   if (threadIdx.x >= K::kProducer) {  // ---- the producer group
     // 512 threads launch with 128 registers each; the producer gives 48 of its to the multipliers, whose three
     // accumulators alone are 96 (at 128 ptxas spilled 224 bytes and serialized the MMAs; a producer of 56 spilled).
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(K::kProducerRegs));
     const int pt = threadIdx.x - K::kProducer;
-    uint32_t parity = 0;  // the bulk form's: bit b, the parity of mbarrier b's next phase
     for (int64_t r = r0; r < r1;) {
       const StripRows st = next_strip(r, r1, a, strips, sw);
       const int n = st.n, x0 = st.x0, y0 = st.y0, y1 = st.y1;
-      if constexpr (K::kBulk) {
-        bulk_rows<K>(sZ, sG, mbar0 + 8 * (y0 & 1), a, n, y0 - 1, 3, y0, x0, sw, ci0, co0, pt, kTeam);
-      } else {
-        for (int j = -1; j < 2; ++j) load_z_row<K>(sZ, a, n, y0 + j, x0, sw, ci0, pt, kTeam);
-        load_gh_row<K>(sG, a, n, y0, x0, sw, co0, pt, kTeam);
-        cp_async_commit();
-      }
+      for (int j = -1; j < 2; ++j) load_z_row<K>(sZ, a, n, y0 + j, x0, sw, ci0, pt, kTeam);
+      load_gh_row<K>(sG, a, n, y0, x0, sw, co0, pt, kTeam);
+      cp_async_commit();
       for (int y = y0; y < y1; ++y) {
         // The multipliers are done with row y - 2 (its B buffer and the slot row y + 2 goes to are free), and every
         // producer thread with its own part of row y - 1 (the gh buffer row y + 1 goes to is free).
         if (y - 2 >= y0) ws::bar_sync(ws::kEmpty + (y & 1), K::kThreads);
         ws::bar_sync(ws::kProducers, kTeam);
-        if constexpr (K::kBulk) {
-          if (y + 1 < y1)  // row y + 1's: z row y + 2, gh row y + 1
-            bulk_rows<K>(sZ, sG, mbar0 + 8 * ((y + 1) & 1), a, n, y + 2, 1, y + 1, x0, sw, ci0, co0, pt, kTeam);
-          // Row y's copies (z row y + 1, gh row y): every producer thread passes row y's mbarrier only once all of
-          // them have landed and every zeroing store is made.
-          ws::mbar_wait(mbar0 + 8 * (y & 1), (parity >> (y & 1)) & 1);
-          parity ^= 1u << (y & 1);
-        } else {
-          if (y + 1 < y1) {  // row y + 1's: z row y + 2, gh row y + 1
-            load_z_row<K>(sZ, a, n, y + 2, x0, sw, ci0, pt, kTeam);
-            load_gh_row<K>(sG, a, n, y + 1, x0, sw, co0, pt, kTeam);
-          }
-          cp_async_commit();
-          cp_async_wait1();  // row y's: z row y + 1 and gh row y (this thread's copies)
-          ws::bar_sync(ws::kProducers, kTeam);  // ... and every producer thread's
+        if (y + 1 < y1) {  // row y + 1's: z row y + 2, gh row y + 1
+          load_z_row<K>(sZ, a, n, y + 2, x0, sw, ci0, pt, kTeam);
+          load_gh_row<K>(sG, a, n, y + 1, x0, sw, co0, pt, kTeam);
         }
+        cp_async_commit();
+        cp_async_wait1();  // row y's: z row y + 1 and gh row y (this thread's copies)
+        ws::bar_sync(ws::kProducers, kTeam);  // ... and every producer thread's
         gh_row_as_b<K>(sB, sG, y, sw, pt, kTeam);
         wg::fence_async_smem();
         ws::bar_arrive(ws::kFull + (y & 1), K::kThreads);
@@ -599,7 +489,7 @@ __global__ void __launch_bounds__(K::kThreads, 1) wgrad_wgmma_ws_kernel(const Gu
       // The multipliers' last two rows: done before the next strip refills the buffers.
       for (int y = max(y0, y1 - 2); y < y1; ++y) ws::bar_sync(ws::kEmpty + (y & 1), K::kThreads);
     }
-    cp_async_wait_all();  // no copy outlives the block (the bulk form waited on each of its own)
+    cp_async_wait_all();  // no copy outlives the block
     return;
   }
 

@@ -7,7 +7,7 @@ build of torch lacks one generated CUDA header, which an empty stub stands in fo
 counts, any spill and any ptxas warning (C7512 / C7513: wgmma serialized), and exits non-zero on an error.
 
     python tools/check_kernels_compile.py                               # sm_90a and sm_80, every unit
-    python tools/check_kernels_compile.py --archs sm_90a --units guide_wgrad -D KPNT_WS_BULK=1
+    python tools/check_kernels_compile.py --archs sm_90a --units guide_wgrad -D NAME=1   # with a macro set
     python tools/check_kernels_compile.py --kernels /tmp/other_kernels      # another copy of the sources
 
 Needs nvcc (found on PATH, under $CUDA_HOME, or the newest /usr/local/cuda-*) and torch (a CPU build will do).

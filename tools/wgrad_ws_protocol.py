@@ -6,13 +6,19 @@ runs the same sequence of barrier operations and buffer reads and writes (each c
 next row's wait_group 1) for random runs of lines and random interleavings of the four agents, and fails on a
 deadlock, an agent arriving twice at one barrier instance, a write into a buffer another agent is reading or a copy
 is landing in, or a read of a buffer that holds another row's data.  It checks the protocol, not
-the CUDA code: keep the two in step when either changes.
+the CUDA code: keep the two in step when either changes.  Each of :data:`BREAKS` leaves one step of the protocol out,
+so that a test can show the model catching a broken hand-over.
 
     python tools/wgrad_ws_protocol.py            # prints "ok" and the operations checked
 """
 import random
 
-def producer(strips):
+#: Deliberate breaks of the producer's side: no wait for the multipliers before refilling a row's buffers, no wait
+#: for its copies before writing B, the "full" arrival before B is written, no wait for the last two rows at a
+#: strip's end.
+BREAKS = ("no-empty-wait", "no-copy-wait", "arrive-first", "no-drain")
+
+def producer(strips, brk=None):
     for (y0, y1) in strips:
         # prologue loads: z rows y0-1..y0+1, gh y0
         for r in (y0 - 1, y0, y0 + 1):
@@ -20,17 +26,21 @@ def producer(strips):
         yield ("wbegin", ("g", y0 & 1), ("g", y0))
         yield ("commit", None)
         for y in range(y0, y1):
-            if y - 2 >= y0:
+            if y - 2 >= y0 and brk != "no-empty-wait":
                 yield ("sync", ("E", y & 1))
             if y + 1 < y1:
                 yield ("wbegin", ("z", (y + 2 + 5) % 5), ("z", y + 2, "raw"))
                 yield ("wbegin", ("g", (y + 1) & 1), ("g", y + 1))
             yield ("commit", None)
-            yield ("wait1", None)
+            if brk != "no-copy-wait":
+                yield ("wait1", None)
+            if brk == "arrive-first":
+                yield ("arrive", ("F", y & 1))
             # B from gh row y (z is rounded by the multipliers as they load it: session 44)
             yield ("readwrite", ("g", y & 1), ("g", y), ("B", y & 1), ("B", y))
-            yield ("arrive", ("F", y & 1))
-        for y in range(max(y0, y1 - 2), y1):
+            if brk != "arrive-first":
+                yield ("arrive", ("F", y & 1))
+        for y in range(max(y0, y1 - 2), y1 if brk != "no-drain" else y0):
             yield ("sync", ("E", y & 1))
 
 def consumer(strips, ky):
@@ -42,9 +52,12 @@ def consumer(strips, ky):
             yield ("end_read", None)
             yield ("arrive", ("E", y & 1))
 
-def run(strips, seed):
+def run(strips, seed, brk=None):
+    """Operations run for one random interleaving of the four agents over ``strips``; AssertionError on a
+    deadlock or a hazard.  ``brk``: one of :data:`BREAKS`, or None for the protocol as the kernel runs it."""
+    assert brk is None or brk in BREAKS, brk
     rng = random.Random(seed)
-    agents = {"P": producer(strips), "C0": consumer(strips, 0), "C1": consumer(strips, 1), "C2": consumer(strips, 2)}
+    agents = {"P": producer(strips, brk), "C0": consumer(strips, 0), "C1": consumer(strips, 1), "C2": consumer(strips, 2)}
     blocked = {}                                  # agent -> barrier id it waits on
     arrived = {}                                  # barrier id -> set of agents arrived in the current instance
     content = {}                                  # buffer -> tag

@@ -1,4 +1,6 @@
 #!/bin/bash
+# (Ran in session 46: the bulk form was slower in both sensors and both rounds, and its switch and code were then
+# removed from kernels/guide_wgrad.cu; git show 7839099:kernels/guide_wgrad.cu has them.)
 # For the session after 44: the warp-specialized weight gradient's copies on the bulk copy engine
 # (kernels/guide_wgrad.cu KPNT_WS_BULK, written after session 44's device time ran out, never run; off), built as a
 # second copy of the sources in /tmp/kernels_bulk, and X-Trans's parity with its weight gradient on the kernel
