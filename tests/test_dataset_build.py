@@ -204,3 +204,18 @@ def test_rejected_pairs_are_reported_and_not_retried(built, tmp_path):
         not any((tmp_path / "ds" / "pairs").iterdir())
     code, stdout, _ = run_cli(args)
     assert code == 1 and "nothing new to build: 0 pair(s) already built, 1 rejected before" in stdout
+
+
+def test_output_that_is_a_file_is_one_line_before_any_work(tmp_path, monkeypatch):
+    raws = tmp_path / "raws"
+    raws.mkdir()
+    (raws / "a.dng").write_bytes(b"not read")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.setattr("kpnt.cli.build_dataset.build_dataset", lambda *a, **k: pytest.fail("the build started"))
+    for out, expect in ((afile, "exists and is not a folder"), (afile / "sub", "afile is not a folder")):
+        code, stdout, stderr = run_cli([raws, "-o", out, "--no-progress"])
+        err = stderr.strip().splitlines()
+        assert code == 1 and not stdout and len(err) == 1 and err[0].startswith("kpnt-build-dataset: error:"), err
+        assert expect in err[0] and "choose a" in err[0] and "-o" in err[0] and "Errno" not in err[0], err
+    assert afile.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "raws"]

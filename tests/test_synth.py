@@ -372,6 +372,19 @@ def test_cli_bad_options_are_one_line_errors(extra, msg, table, tmp_path, capsys
     assert not (tmp_path / "out" / "p").exists()
 
 
+def test_cli_output_that_is_a_file_is_one_line_before_any_work(table, tmp_path, capsys, monkeypatch):
+    cv2.imwrite(str(tmp_path / "p.png"), make_photo(48, 48))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.setattr("kpnt.cli.synth.load_photo", lambda *a: pytest.fail("a photo was read"))
+    for out, expect in ((afile, "exists and is not a folder"), (afile / "sub" / "dir", "afile is not a folder")):
+        assert main(_cli_args([tmp_path / "p.png"], out, table)) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("kpnt-synth: error:"), err
+        assert expect in err[0] and "choose a" in err[0] and "-o" in err[0] and "Errno" not in err[0], err
+    assert afile.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "p.png"]
+
+
 def test_cli_help_explains_every_option(capsys):
     with pytest.raises(SystemExit) as ex:
         main(["--help"])

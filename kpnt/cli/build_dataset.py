@@ -16,7 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
-from kpnt.cli._common import ArgumentParser, add_common_args, finite_float, int_at_least, run_cli, setup_logging
+from kpnt.cli._common import (ArgumentParser, add_common_args, check_output_folder, finite_float, int_at_least, run_cli,
+                              setup_logging)
 from kpnt.dataset.build import build_dataset
 from kpnt.dataset.group import DEFAULT_MAX_GAP, DEFAULT_MIN_SIMILARITY
 from kpnt.dataset.motion import DEFAULT_DILATE, DEFAULT_THRESHOLD
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
 
     def body() -> int:
         out = args.out or Path("datasets") / (args.inputs[0].resolve().name or "dataset")
+        check_output_folder(out)            # before any raw is read; creates nothing
         if args.profiles is not None and not args.profiles.is_file():
             raise FileNotFoundError(2, "no such noise-profile table", str(args.profiles))
         opts = BuildOptions(

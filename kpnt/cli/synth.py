@@ -23,7 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from kpnt.batch.inputs import walk_files
-from kpnt.cli._common import ArgError, ArgumentParser, add_common_args, finite_float, int_at_least, run_cli, setup_logging
+from kpnt.cli._common import (ArgError, ArgumentParser, add_common_args, check_output_folder, finite_float, int_at_least,
+                              run_cli, setup_logging)
 from kpnt.color import find_camera, known_cameras
 from kpnt.errors import KpntError
 from kpnt.mosaic.cfa import BAYER_PHASES, CFA
@@ -171,6 +172,7 @@ def _run(args) -> int:
     isos = parse_isos(args.isos)
     info = check_camera(args.camera, args.cfa)
     cfa = CFA.xtrans() if args.cfa == XTRANS.name else CFA.bayer(args.cfa)
+    check_output_folder(args.out)           # before any photo is read; creates nothing
     table = load_profile_table(args.profiles)
     for iso in isos:   # fail once, before the batch, on a camera missing from the table
         table.lookup(info["make"], info["model"], iso, raw_scale=args.raw_scale)
