@@ -1,5 +1,6 @@
 """darktable profile table: loading, lookup, ISO interpolation, errors."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,6 +113,20 @@ def test_load_errors(tmp_path):
     bad.write_text(json.dumps({"noiseprofiles": [{"maker": "X", "models": []}]}))
     with pytest.raises(NoiseProfileError, match="no usable"):
         load_profile_table(bad)
+
+
+def test_table_that_is_not_json_says_what_it_should_be(tmp_path):
+    import kpnt
+
+    sample = Path(kpnt.__file__).resolve().parent / "data" / "sample_profiles.json"
+    assert load_profile_table(sample).lookup("Nikon", "D750", 3200)       # the example named is a table
+    for name, data in (("notes.json", b"{not json"), ("photo.dng", b"II*\x00\x89\xff\xfe binary")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(NoiseProfileError) as e:
+            load_profile_table(tmp_path / name)
+        msg = str(e.value)
+        assert "\n" not in msg and name in msg and "not valid JSON" in msg
+        assert "darktable's noiseprofiles.json" in msg and str(sample) in msg and "pass such a file instead" in msg
 
 
 def test_canon_regional_names_find_the_european_profile():

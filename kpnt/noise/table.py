@@ -37,6 +37,10 @@ from kpnt.noise.profile import DARKTABLE_RAW_SCALE, NoiseProfile
 
 log = logging.getLogger(__name__)
 
+#: The bundled sample table (two cameras, copied from darktable's), named in
+#: errors as an example of the format.
+SAMPLE_TABLE = Path(__file__).resolve().parent.parent / "data" / "sample_profiles.json"
+
 #: Maker names as EXIF/LibRaw write them, mapped to one key per maker: the
 #: first word of the name, lower case, then these aliases.
 _MAKER_ALIASES = {
@@ -252,5 +256,8 @@ def load_profile_table(path) -> ProfileTable:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise NoiseProfileError(f"noise-profile table {p} is not valid JSON: {exc}") from exc
+        raise NoiseProfileError(
+            f"noise-profile table {p} is not valid JSON ({exc}): it should be darktable's noiseprofiles.json "
+            f"(data/noiseprofiles.json in darktable's source) or a table in its format, like the bundled "
+            f"{SAMPLE_TABLE}: pass such a file instead") from exc
     return _parse(data, str(p))
