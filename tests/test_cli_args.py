@@ -48,6 +48,9 @@ CASES = [
     (train, train_args("--ckpt-every", "0"), "--ckpt-every"),
     (train, train_args("--tile", "0"), "--tile"),
     (train, train_args("--tile", "12", sensor="xtrans"), "at least 24"),
+    (train, train_args("--tile", "17"), "at least 18 photosites (a smaller one can leave no photosite"),
+    (train, train_args("--tile", "16", sensor="rgb"), "at least 18"),
+    (train, train_args("--data", "/nonexistent/ds", "--tile", "26"), "with --data needs at least 28"),
     (train, train_args("--steps", "0"), "--steps"),
     (train, train_args("--steps", "many"), "whole number"),
     (train, train_args("--minutes", "0"), "--minutes"),
@@ -164,7 +167,7 @@ def _tiny_setup(tmp_path):
         {"name": "iso 3200", "iso": 3200, "a": [3e-4, 2e-4, 3e-4], "b": [6e-7, 4e-7, 6e-7]}]}]}]}
     (tmp_path / "p.json").write_text(json.dumps(table))
     return ["--sensor", "bayer", "--clean", str(photos), "--profiles", str(tmp_path / "p.json"), "--camera",
-            "Nikon D750", "--isos", "3200", "--steps", "1", "--batch", "1", "--tile", "16", "--val-images", "1",
+            "Nikon D750", "--isos", "3200", "--steps", "1", "--batch", "1", "--tile", "18", "--val-images", "1",
             "--width", "16", "--front-width", "16", "--no-progress", "-o", str(tmp_path / "run")]
 
 
@@ -222,6 +225,20 @@ def test_damaged_and_tiny_clean_photos_are_skipped(tmp_path, capsys):
         f.unlink()
     rc, cap = run(train, args + ["--restart"], capsys)
     assert rc == 1 and "none of its 2 photo(s)" in cap.err and "--clean" in cap.err, cap.err
+
+
+def test_smallest_tile_scores_its_validation(tmp_path, capsys):
+    # --tile 18 on photos of just 18x18 (after --downscale 2): the
+    # validation tile is 18, and 6x6 photosites inside its 6-photosite
+    # border give a finite PSNR (--tile 16 gave a 12-pixel tile and NaN).
+    args = _tiny_setup(tmp_path)
+    photos = tmp_path / "photos"
+    for f in photos.glob("p*.png"):
+        cv2.imwrite(str(f), np.random.default_rng(1).integers(0, 255, (36, 36, 3), dtype=np.uint8))
+    rc, cap = run(train, args, capsys)
+    assert rc == 0, cap.err
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["val_psnr"] and all(np.isfinite(history["val_psnr"])), history
 
 
 @pytest.mark.parametrize("where", ["file", "under_file", "not_writable"])

@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--minutes", type=finite_float(0, low_open=True), help="stop after this many minutes even if --steps is not reached")
     opt.add_argument("--batch", type=int_at_least(1), default=8, help="tiles per step and shard (default 8; the global batch is --shards times this)")
     opt.add_argument("--tile", type=int_at_least(1), default=96,
-                     help="tile side in photosites, rounded down to the CFA period; at least 4 CFA periods (default 96)")
+                     help="tile side in photosites, rounded down to the CFA period; at least 18 (xtrans 24, bayer with --data 28: "
+                     "validation tiles must keep photosites inside their 6-photosite PSNR border) (default 96)")
     opt.add_argument("--lr", type=finite_float(0, 1, low_open=True), default=1e-3, help="Adam learning rate (default 1e-3, cosine-decayed to 10%%)")
     opt.add_argument("--warmup", type=int_at_least(0), help="steps of linear learning-rate warm-up (default 0, with --init "
                      f"a tenth of --steps up to {INIT_WARMUP})")
@@ -519,12 +520,28 @@ def _check_args(args) -> None:
     _tile(args)
 
 
+#: validate() scores the PSNR inside this border (kpnt.train.loss.psnr_linear's).
+VAL_BORDER = 6
+
+
 def _tile(args) -> int:
-    """--tile rounded down to the CFA period; at least 4 periods."""
+    """--tile rounded down to the CFA period; at least 4 periods, and large
+    enough that a validation tile keeps a photosite inside the border (else
+    the validation PSNR is NaN): a --clean/--val one can be the tile rounded
+    down to 6 (a photo of just the tile's size), so 18; a --data one half
+    the tile rounded down to the period, not under 4 periods (held-out pairs
+    too small or masked for larger ones), so 28 for Bayer."""
     period = period_of(args.sensor)
-    if args.tile < 4 * period:
-        raise ArgError(f"--tile {args.tile}: a {args.sensor} tile needs at least {4 * period} photosites "
-                       f"(4 CFA periods); the default is 96")
+    scored = 2 * VAL_BORDER + 1                 # the smallest validation tile with a photosite to score
+    val_least, where = -(-scored // 6) * 6, ""  # --clean/--val
+    if args.data is not None and args.sensor != RGB and 4 * period < scored:
+        val_least, where = max(val_least, 2 * (-(-scored // period) * period)), " with --data"
+    least, why = 4 * period, "4 CFA periods"
+    if val_least > least:
+        least, why = val_least, f"a smaller one can leave no photosite of a validation tile inside its {VAL_BORDER}-photosite border"
+    if args.tile < least:
+        raise ArgError(f"--tile {args.tile}: a {args.sensor} tile{where if least == val_least else ''} needs at least {least} "
+                       f"photosites ({why}); the default is 96")
     return args.tile // period * period
 
 
