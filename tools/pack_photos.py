@@ -5,7 +5,7 @@ A call to the lent GPU machine carries at most 64 MiB with the working tree,
 and ``photos/train`` is 125 MB of PNG.  Session 8 carried JPEG q93 4:4:4
 copies (36 MB), which are only 39.9 dB PSNR (8-bit sRGB, mean) from the PNGs: their error
 is larger than the demosaicing error being trained away, and training on
-them cost 0.3 dB on clean mosaics (README, "Lossless training photos").
+them cost 0.3 dB on clean mosaics (docs/QUALITY.md, "Lossless training photos").
 This tool writes WebP *lossless* copies (about 98 MB in all), checks each
 one decodes to the original pixels, and splits them into ``--parts``
 folders of about equal size, each small enough to carry in its own call

@@ -9,7 +9,7 @@ count at a fixed ``--minutes`` is its speed.  Run folders land in
 ``--out/<variant>``; with ``--resume`` each continues from its checkpoint
 (training split across device calls).
 
-Recipe (README "Training the defaults"):
+Recipe (README, "The shipped weights and how to retrain them"):
 
 * clean scenes: ``photos/train`` (247 photos, DESIGN.md section 4), no
   further downscaling; validation tiles from ``photos/val`` (never trained

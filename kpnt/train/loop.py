@@ -64,7 +64,7 @@ class TrainConfig:
     #: are ~1e-7 (a mean loss over millions of photosites), so the default
     #: 1e-8 hardly bounds a step whose v has decayed.  A larger eps caps
     #: the step of weights whose gradients were tiny for a long while (the
-    #: suspect in the late upsets of sessions 11 and 14; README).
+    #: suspect in the late upsets of sessions 11 and 14; docs/QUALITY.md).
     adam_eps: float = 1e-8
     loss: str = "smape"
     #: weight of the saturated-bias term of the ``*-satbias`` losses

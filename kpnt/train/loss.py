@@ -80,7 +80,7 @@ SATURATED_FROM = SAT_EDGES[-2]
 SATURATED_MIN_VALUE = SAT_MIN_VALUE
 #: Default weight of :func:`saturated_bias` in the ``*-satbias`` losses
 #: (``--satbias-weight``).  600 CPU steps from the shipped Bayer file
-#: (README, session 12): 2 over-corrects (textured red +0.1..+0.6e-3) and
+#: (docs/QUALITY.md, session 12): 2 over-corrects (textured red +0.1..+0.6e-3) and
 #: costs 0.5 dB sRGB on clean mosaics; 0.5 leaves -0.1..-0.3e-3 (from
 #: -1.4..-2.5) for 0.1-0.24 dB sRGB.  Not tuned beyond that.
 SATBIAS_WEIGHT = 0.5

@@ -1,6 +1,6 @@
 #!/bin/bash
 # session 18 CPU A/B: fine-tune the shipped Bayer file, residual guide (ctrl) vs projection blocks + revived channels (proj)
-# Run from the repository root after making .gpu5/train (tools/pack_photos.py, both halves) and .gpu4/val8w (README); outputs in runs/s18.
+# Run from the repository root after making .gpu5/train (tools/pack_photos.py, both halves) and .gpu4/val8w (docs/QUALITY.md); outputs in runs/s18.
 mkdir -p runs/s18
 C=(--sensor bayer --clean .gpu5/train --val .gpu4/val8w --val-images 4 --downscale 1 --profiles .gpu4/noiseprofiles.json
    --camera all --isos 100-409600 --val-isos 800,3200,12800 --batch 8 --tile 128 --seed 5 --clean-share 0.25 --low-noise-share 0.35

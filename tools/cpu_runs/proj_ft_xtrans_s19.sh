@@ -3,7 +3,7 @@
 #       first: git checkout 57c699a -- kpnt/weights   (and git checkout HEAD -- kpnt/weights afterwards).
 # session 19 CPU A/B on X-Trans (session 18's Bayer A/B, tools/cpu_runs/proj_ft_s18.sh, with the shipped X-Trans loss):
 # fine-tune the shipped X-Trans file, residual guide (ctrl) vs projection blocks + revived channels (proj).
-# Run from the repository root after making .gpu5/train and .gpu4/val8w (README); outputs in runs/s19.
+# Run from the repository root after making .gpu5/train and .gpu4/val8w (docs/QUALITY.md); outputs in runs/s19.
 mkdir -p runs/s19
 C=(--sensor xtrans --clean .gpu5/train --val .gpu4/val8w --val-images 4 --downscale 1 --profiles .gpu4/noiseprofiles.json
    --camera all --isos 100-409600 --val-isos 800,3200,12800 --batch 8 --tile 128 --seed 5 --clean-share 0.25 --low-noise-share 0.35
