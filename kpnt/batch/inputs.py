@@ -35,10 +35,9 @@ class OutputFolderError(KpntError):
     """The output folder cannot be used (a file, a dangling link, not writable)."""
 
 
-def prepare_output_folder(out: Path) -> Path:
-    """Check the output folder once, before any work: create it if missing,
-    refuse a file, a device or a dangling link in its place, and prove it
-    writable by creating (and removing) a file in it.
+def check_output_folder(out: Path) -> None:
+    """Check ``-o`` before any work, creating nothing (a later error leaves
+    no empty folder): it is a folder or can be made one, and is writable.
 
     Raises:
         OutputFolderError: one line saying what is wrong and what to do.
@@ -48,6 +47,27 @@ def prepare_output_folder(out: Path) -> Path:
         raise OutputFolderError(f"output folder {out} is a symbolic link to a missing target: remove it or choose another -o")
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"output folder {out} exists and is not a folder: choose a folder for -o (created if missing)")
+    parent = out.absolute()
+    while not parent.exists():      # the nearest existing folder is where it would be created
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputFolderError(f"cannot create output folder {out}: {parent} is not a folder; choose another -o")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"output folder {out} is not writable ({parent}: permission denied): "
+                                "fix its permissions or choose another -o")
+
+
+def prepare_output_folder(out: Path) -> Path:
+    """Check the output folder once, before any work (:func:`check_output_folder`),
+    create it if missing, and prove it writable by creating (and removing) a
+    file in it (permission bits do not tell everything: a read-only mount,
+    a full disk).
+
+    Raises:
+        OutputFolderError: one line saying what is wrong and what to do.
+    """
+    out = Path(out)
+    check_output_folder(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 import traceback
-from pathlib import Path
 from typing import Callable
 
 from kpnt.errors import ConfigError, KpntError
@@ -85,26 +83,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail and show tracebacks on errors")
 
 
-def check_output_folder(out: Path) -> None:
-    """Check ``-o`` before any work, creating nothing (a later error leaves
-    no empty folder): it is a folder or can be made one, and is writable.
+def check_output_folder(out) -> None:
+    """The commands' check of ``-o`` before any work, creating nothing
+    (:func:`kpnt.batch.inputs.check_output_folder`, imported here only when
+    called: the batch package is slow to import for ``--help``)."""
+    from kpnt.batch.inputs import check_output_folder as check
 
-    Raises:
-        KpntError: one line saying what is wrong and what to do.
-    """
-    out = Path(out)
-    if out.is_symlink() and not out.exists():
-        raise KpntError(f"output folder {out} is a symbolic link to a missing target: remove it or choose another -o")
-    if out.exists() and not out.is_dir():
-        raise KpntError(f"output folder {out} exists and is not a folder: choose a folder for -o (created if missing)")
-    parent = out.absolute()
-    while not parent.exists():      # the nearest existing folder is where it would be created
-        parent = parent.parent
-    if not parent.is_dir():
-        raise KpntError(f"cannot create output folder {out}: {parent} is not a folder; choose another -o")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise KpntError(f"output folder {out} is not writable ({parent}: permission denied): "
-                        "fix its permissions or choose another -o")
+    check(out)
 
 
 class _StderrHandler(logging.StreamHandler):
