@@ -53,7 +53,7 @@ import torch
 
 from kpnt.cpu_memory import keep_freed_memory
 from kpnt.ensemble import ensemble_forward
-from kpnt.errors import KpntError, NoiseProfileError
+from kpnt.errors import BlindEstimateError, KpntError, NoiseProfileError
 from kpnt.mosaic import CFA
 from kpnt.noise.trained import clamp_to_trained_noise
 
@@ -180,9 +180,8 @@ def choose_noise(raw, table=None, given: tuple[float, float] | None = None) -> N
     colour = colour[: mosaic.shape[0], : mosaic.shape[1]]
     try:
         prof = estimate_blind(mosaic, colour, mask=~raw.saturated[ys, xs])
-    except NoiseProfileError as exc:    # the last source: say which others there are
-        why = str(exc).removeprefix("estimate_blind: ").split("; pass a noise profile")[0]
-        raise NoiseProfileError(f"cannot estimate the noise level from the image ({why}): pass --noise a,b, or "
+    except BlindEstimateError as exc:   # the last source: say which others there are
+        raise NoiseProfileError(f"cannot estimate the noise level from the image ({exc.reason}): pass --noise a,b, or "
                                 "--profiles TABLE (darktable noise profiles with this camera and ISO)") from None
     return NoiseChoice(prof.as_array(), "blind")
 

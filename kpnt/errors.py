@@ -25,6 +25,16 @@ class NoiseProfileError(KpntError):
     """A noise-profile table or camera/ISO lookup failed."""
 
 
+class BlindEstimateError(NoiseProfileError):
+    """The blind noise estimate found nothing to measure in the image (too
+    small, mostly masked, texture everywhere).  ``reason`` says why, without
+    advice: the caller knows which other sources of the level it has."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"estimate_blind: {reason}; pass a noise profile instead")
+        self.reason = reason
+
+
 class ConfigError(KpntError, ValueError):
     """A model or op configuration is invalid (bad width, unknown tap set,
     a combination the fused kernels cannot run under ``backend='cuda'``).

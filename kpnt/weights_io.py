@@ -168,13 +168,15 @@ def read_metadata(path) -> dict:
     from safetensors import safe_open
 
     p = Path(path)
-    if p.is_dir():
-        inside = [p / n for n in ("weights.safetensors", "best.safetensors") if (p / n).is_file()]
-        raise WeightsError(f"{p}: a folder, not a weights file: give "
-                           + (f"a file in it, e.g. {inside[0]}" if inside else "the path of a .safetensors file written by kpnt-train"))
     if not p.is_file():
-        raise WeightsError(f"{p}: no such weights file: check the path (kpnt-train writes RUN/weights.safetensors "
-                           "and RUN/best.safetensors)")
+        from kpnt.train.loop import BEST_NAME, WEIGHTS_NAME   # the files a kpnt-train run folder holds
+
+        if p.is_dir():
+            inside = [p / n for n in (WEIGHTS_NAME, BEST_NAME) if (p / n).is_file()]
+            raise WeightsError(f"{p}: a folder, not a weights file: give " + (
+                f"a file in it, e.g. {inside[0]}" if inside else "the path of a .safetensors file written by kpnt-train"))
+        raise WeightsError(f"{p}: no such weights file: check the path (kpnt-train writes RUN/{WEIGHTS_NAME} "
+                           f"and RUN/{BEST_NAME})")
     try:
         with safe_open(str(p), framework="pt") as f:
             raw = (f.metadata() or {}).get(META_KEY)

@@ -520,10 +520,6 @@ def _check_args(args) -> None:
     _tile(args)
 
 
-#: validate() scores the PSNR inside this border (kpnt.train.loss.psnr_linear's).
-VAL_BORDER = 6
-
-
 def _tile(args) -> int:
     """--tile rounded down to the CFA period; at least 4 periods, and large
     enough that a validation tile keeps a photosite inside the border (else
@@ -531,6 +527,8 @@ def _tile(args) -> int:
     down to 6 (a photo of just the tile's size), so 18; a --data one half
     the tile rounded down to the period, not under 4 periods (held-out pairs
     too small or masked for larger ones), so 28 for Bayer."""
+    from kpnt.train.loss import PSNR_BORDER as VAL_BORDER   # what validate() leaves out
+
     period = period_of(args.sensor)
     scored = 2 * VAL_BORDER + 1                 # the smallest validation tile with a photosite to score
     val_least, where = -(-scored // 6) * 6, ""  # --clean/--val

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kpnt.errors import NoiseProfileError
+from kpnt.errors import BlindEstimateError
 from kpnt.noise._linefit import fit_lower_line
 
 
@@ -127,14 +127,11 @@ def intensity_bins(m, s2, dist: PureNoise, colour: int, max_bins: int, min_per_b
     bin's mean intensity with the first pass's line.
     """
     if len(m) // min_per_bin < 2:
-        raise NoiseProfileError(
-            f"estimate_blind: only {len(m)} usable {'RGB'[colour]} blocks (need {2 * min_per_bin}): "
-            "the image is too small or mostly masked; pass a noise profile instead"
+        raise BlindEstimateError(
+            f"only {len(m)} usable {'RGB'[colour]} blocks (need {2 * min_per_bin}): the image is too small or mostly masked"
         )
     first = _bins_once(m, s2, dist, max_bins, min_per_bin)
     if len(first[0]) < 2:
-        raise NoiseProfileError(
-            f"estimate_blind: no {'RGB'[colour]} intensity level looks like pure noise (texture everywhere?); pass a noise profile instead"
-        )
+        raise BlindEstimateError(f"no {'RGB'[colour]} intensity level looks like pure noise (texture everywhere?)")
     second = _bins_once(m, s2, dist, max_bins, min_per_bin, fit_lower_line(*first))
     return second if len(second[0]) >= 2 else first

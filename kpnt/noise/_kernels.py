@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kpnt.errors import NoiseProfileError
+from kpnt.errors import BlindEstimateError
 
 G = 1
 
@@ -90,8 +90,8 @@ def groups(pattern: np.ndarray, radius: int, order: int, colours=(0, 1, 2), guid
     for (c, dy, dx, hy, hx), pos in by_key.items():
         dy, dx, hy, hx = (np.array(a, dtype=np.int64) for a in (dy, dx, hy, hx))
         if len(dy) <= len(moment_rows(dy, dx, order)):
-            raise NoiseProfileError(
-                f"estimate_blind: colour {'RGB'[c]} has too few same-colour neighbours within radius {radius} for an order-{order} residual"
+            raise BlindEstimateError(
+                f"colour {'RGB'[c]} has too few same-colour neighbours within radius {radius} for an order-{order} residual"
             )
         null_guide = _null_basis(hy, hx, order) if len(hy) > len(moment_rows(hy, hx, order)) else None
         if null_guide is None:
@@ -163,8 +163,8 @@ def learn(x, valid, p: int, grps, half, max_samples: int, rng, max_guide_gain: f
         for h in (1, 0):
             s = np.concatenate(samples[h])
             if len(s) < 4 * len(g.dy):
-                raise NoiseProfileError(
-                    f"estimate_blind: only {len(s)} usable {'RGB'[g.colour]} neighbourhoods: image too small or mostly masked"
+                raise BlindEstimateError(
+                    f"only {len(s)} usable {'RGB'[g.colour]} neighbourhoods: image too small or mostly masked"
                 )
             if len(s) > max_samples:
                 s = s[rng.choice(len(s), max_samples, replace=False)]

@@ -144,7 +144,12 @@ def loss_function(name: str, satbias_weight: float = SATBIAS_WEIGHT):
     return fn
 
 
-def psnr_linear(out: torch.Tensor, ref: torch.Tensor, border: int = 6) -> torch.Tensor:
+#: Photosites along each edge that :func:`psnr_linear` (training's validation
+#: score) leaves out.
+PSNR_BORDER = 6
+
+
+def psnr_linear(out: torch.Tensor, ref: torch.Tensor, border: int = PSNR_BORDER) -> torch.Tensor:
     """(N,) PSNR per image, peak 1, both clipped to [0, 1], border ignored."""
     if border:
         out = out[..., border:-border, border:-border]
