@@ -407,3 +407,60 @@ def test_adam_eps_reaches_the_optimiser_the_provenance_and_a_resumed_run(tmp_pat
     with pytest.raises(SystemExit) as bad:                                # argparse: eps must be > 0
         train_main(_cli_args(tmp_path, "bad", "--adam-eps", "0"))
     assert bad.value.code == 2
+
+
+def _clocked_run(tmp_path, monkeypatch, anneal: bool, seconds_per_step: float, resume_from=None):
+    """A run of 10000 scheduled steps under a 1-minute budget on a fake clock
+    that advances ``seconds_per_step`` a call; returns the trainer and the
+    learning rate of each step taken."""
+    import kpnt.train.loop as loop
+
+    clock = iter(np.arange(0.0, 1e6, seconds_per_step))
+    monkeypatch.setattr(loop.time, "monotonic", lambda: float(next(clock)))
+    t = _trainer(tmp_path)
+    t.cfg = dataclasses.replace(t.cfg, steps=10000, minutes=1.0, anneal_by_time=anneal, val_every=1000, ckpt_every=1000)
+    if resume_from is not None:
+        t.load_checkpoint(resume_from)
+    step = t.train_step
+    seen = []
+
+    def record():
+        out = step()
+        seen.append(t.optim.param_groups[0]["lr"])
+        return out
+
+    t.train_step = record
+    t.run(progress=False)
+    return t, seen
+
+
+def test_anneal_by_time_ends_a_time_cut_run_at_the_low_learning_rate(tmp_path, monkeypatch):
+    # 10000 steps cannot fit a minute at 7.5 s a step: the budget stops the run
+    # after about 8 steps.  By step count the learning rate has hardly moved;
+    # annealed by time it falls to lr_final at the budget's end.
+    t, by_steps = _clocked_run(tmp_path / "steps", monkeypatch, anneal=False, seconds_per_step=7.5)
+    assert 5 <= len(by_steps) <= 10
+    assert by_steps[-1] == pytest.approx(t.cfg.lr, rel=1e-3)
+    t, by_time = _clocked_run(tmp_path / "time", monkeypatch, anneal=True, seconds_per_step=7.5)
+    assert 5 <= len(by_time) <= 10
+    assert by_time == sorted(by_time, reverse=True)          # the cosine falls step by step
+    assert by_time[-1] < 0.2 * t.cfg.lr                     # and ends near lr_final (0.1 lr)
+    assert by_time[0] > 0.9 * t.cfg.lr
+    # The checkpoint keeps how far the schedule got; a resumed run spreads
+    # what is left over its new budget instead of starting the decay again.
+    saved = torch.load(tmp_path / "time" / CHECKPOINT_NAME, weights_only=False)["time_progress"]
+    assert saved == pytest.approx(1.0, abs=0.15)
+    _, resumed = _clocked_run(tmp_path / "time", monkeypatch, anneal=True, seconds_per_step=7.5,
+                              resume_from=tmp_path / "time" / CHECKPOINT_NAME)
+    assert max(resumed) <= by_time[-2] + 1e-12
+
+
+def test_anneal_by_time_needs_a_time_budget(tmp_path, capsys):
+    from kpnt.errors import KpntError
+
+    with pytest.raises(KpntError, match="--minutes"):
+        TrainConfig(anneal_by_time=True)
+    code = train_main(["--sensor", "bayer", "--clean", str(tmp_path), "--profiles", str(tmp_path / "p.json"),
+                       "-o", str(tmp_path / "run"), "--anneal-by-time"])
+    assert code == 2
+    assert "--anneal-by-time" in capsys.readouterr().err and not (tmp_path / "run").exists()

@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--steps", type=int_at_least(1), default=2000, help="optimisation steps (default 2000)")
     opt.add_argument("--minutes", type=finite_float(0, low_open=True), help="stop after this many minutes even if --steps is not reached")
+    opt.add_argument("--anneal-by-time", action="store_true",
+                     help="with --minutes: decay the learning rate over the time budget as well as over --steps, whichever "
+                     "runs out first, so a run that --minutes stops still ends at the low learning rate (set --steps above "
+                     "what the budget can reach; the steps then depend on the machine's speed)")
     opt.add_argument("--batch", type=int_at_least(1), default=8, help="tiles per step and shard (default 8; the global batch is --shards times this)")
     opt.add_argument("--tile", type=int_at_least(1), default=96,
                      help="tile side in photosites, rounded down to the CFA period; at least 18 (xtrans 24, bayer with --data 28: "
@@ -506,6 +510,8 @@ def _check_args(args) -> None:
     by their argparse types); one line each, exit 2."""
     if args.clean is None and args.data is None:
         raise ArgError("give --clean DIR (with --profiles), --data DIR (from kpnt-build-dataset), or both to mix them")
+    if args.anneal_by_time and args.minutes is None:
+        raise ArgError("--anneal-by-time decays the learning rate over a time budget: give --minutes too")
     if args.clean is not None and args.profiles is None:
         raise ArgError("--clean needs --profiles TABLE (a darktable noiseprofiles.json) to synthesise noise")
     if args.hard_share > 0 and args.init is None and not args.resume:
@@ -720,7 +726,7 @@ def main(argv=None) -> int:
             loss=args.loss,
             satbias_weight=args.satbias_weight,
             seed=args.seed, val_every=args.val_every, ckpt_every=args.ckpt_every, minutes=args.minutes,
-            shards=args.shards, grad_sync=args.grad_sync, warmup=_warmup(args),
+            anneal_by_time=args.anneal_by_time, shards=args.shards, grad_sync=args.grad_sync, warmup=_warmup(args),
         )
         if args.init is not None:
             prov["init"] = str(args.init)

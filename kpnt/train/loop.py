@@ -76,6 +76,13 @@ class TrainConfig:
     loss_border: int = 4
     #: stop after this many minutes of training (None: run all steps)
     minutes: float | None = None
+    #: with ``minutes``: the cosine schedule also runs on the clock, its
+    #: progress the larger of step / ``steps`` and the share of the time
+    #: budget used, so a run that ``minutes`` stops still ends at the low
+    #: learning rate (a fixed step count must otherwise guess the speed of
+    #: a GPU it has not seen).  On resume the schedule's remaining part is
+    #: spread over the new budget.
+    anneal_by_time: bool = False
     #: shards of the global batch, each from its own generator (None: one
     #: per process for a new run, the checkpoint's number on resume)
     shards: int | None = None
@@ -91,6 +98,8 @@ class TrainConfig:
             raise KpntError(f"--shards must be >= 1, got {self.shards}")
         if self.grad_sync not in GRAD_SYNCS:
             raise KpntError(f"unknown gradient sync {self.grad_sync!r}: choose one of {', '.join(GRAD_SYNCS)}")
+        if self.anneal_by_time and self.minutes is None:
+            raise KpntError("annealing by time needs a time budget: pass --minutes too")
 
 
 @dataclass
@@ -102,10 +111,12 @@ class History:
     skipped: list = field(default_factory=list)  # (step, reason)
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
+def learning_rate(cfg: TrainConfig, step: int, time_progress: float = 0.0) -> float:
     """Cosine decay from ``lr`` to ``lr * lr_final`` over ``steps``, after a
-    linear warm-up over the first ``warmup`` steps."""
-    t = min(step / max(cfg.steps, 1), 1.0)
+    linear warm-up over the first ``warmup`` steps.  ``time_progress``
+    (0..1, ``TrainConfig.anneal_by_time``): the share of the time budget
+    used; the schedule is as far along as the larger of the two."""
+    t = min(max(step / max(cfg.steps, 1), time_progress), 1.0)
     ramp = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
     return ramp * cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
 
@@ -170,6 +181,10 @@ class Trainer:
         self.params = [p for ps in model.weight_sets().values() for p in ps]
         self.step = 0
         self.history = History()
+        # anneal_by_time: the share of the schedule's time reached when this
+        # process began (a resumed run's, from its checkpoint) and now.
+        self._time_base = 0.0
+        self._time_progress = 0.0
         self.loss_fn = loss_function(cfg.loss, cfg.satbias_weight)
         border = cfg.loss_border
         #: (output, target, valid) -> loss, as every step variant calls it (kpnt.train.step).
@@ -224,6 +239,7 @@ class Trainer:
         _atomic_torch_save(
             {
                 "step": self.step,
+                "time_progress": self._time_progress,
                 "model": self.model.state_dict(),
                 "optim": self.optim.state_dict(),
                 "shards": self.shards,
@@ -297,6 +313,7 @@ class Trainer:
             self.gens[s] = g
         self.step = step
         self.history = History(**state["history"])
+        self._time_base = self._time_progress = float(state.get("time_progress", 0.0))
 
     # -- one step --------------------------------------------------------
     def train_step(self) -> float | None:
@@ -307,7 +324,7 @@ class Trainer:
         if self.graphed is not None:
             return self._graphed_step()
         for g in self.optim.param_groups:
-            g["lr"] = learning_rate(self.cfg, self.step)
+            g["lr"] = learning_rate(self.cfg, self.step, self._time_progress)
         self.optim.zero_grad(set_to_none=True)
         weight = self.sync.loss_weight(self.shards)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
@@ -346,7 +363,7 @@ class Trainer:
     def _graphed_step(self) -> float | None:
         """:meth:`train_step` through the captured graph: the non-finite
         skip happens inside the graph (weights and Adam state restored)."""
-        self.graphed.set_lr(learning_rate(self.cfg, self.step))
+        self.graphed.set_lr(learning_rate(self.cfg, self.step, self._time_progress))
         batch = batch_to(self.source(self.gens[self.local[0]]), self.ctx.device)
         loss = self.graphed(batch).result()
         self.step += 1
@@ -368,6 +385,8 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not (progress and main), dynamic_ncols=True)
         last_val = self.history.val_psnr[-1] if self.history.val_psnr else float("nan")
         while self.step < last_step:
+            if cfg.anneal_by_time:
+                self._advance_time_progress(time.monotonic() - start)
             loss = self.train_step()
             if loss is not None:
                 self.history.steps.append(self.step)
@@ -394,6 +413,17 @@ class Trainer:
         self.save_checkpoint()
         self.write_reports()
         return self.history
+
+    def _advance_time_progress(self, elapsed_s: float) -> None:
+        """``anneal_by_time``: the schedule's time progress after
+        ``elapsed_s`` seconds of this process's budget, the checkpoint's
+        progress plus this budget's share of what was left.  Rank 0's clock
+        decides, so every process steps with the same learning rate."""
+        share = min(elapsed_s / (self.cfg.minutes * 60), 1.0)
+        progress = self._time_base + (1.0 - self._time_base) * share
+        if self.ctx.distributed:
+            progress = self.ctx.all_gather_object(progress)[0]
+        self._time_progress = progress
 
     def _record_validation(self, psnr: float) -> None:
         """Append a validation to the history; a new best (above every
