@@ -453,6 +453,11 @@ def test_anneal_by_time_ends_a_time_cut_run_at_the_low_learning_rate(tmp_path, m
     _, resumed = _clocked_run(tmp_path / "time", monkeypatch, anneal=True, seconds_per_step=7.5,
                               resume_from=tmp_path / "time" / CHECKPOINT_NAME)
     assert max(resumed) <= by_time[-2] + 1e-12
+    # Resumed without the flag, the run follows its steps again (10000 of them:
+    # the learning rate is back near lr), whatever the checkpoint's clock says.
+    _, by_steps_again = _clocked_run(tmp_path / "time", monkeypatch, anneal=False, seconds_per_step=7.5,
+                                     resume_from=tmp_path / "time" / CHECKPOINT_NAME)
+    assert min(by_steps_again) > 0.99 * t.cfg.lr
 
 
 def test_anneal_by_time_needs_a_time_budget(tmp_path, capsys):

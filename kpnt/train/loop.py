@@ -324,7 +324,7 @@ class Trainer:
         if self.graphed is not None:
             return self._graphed_step()
         for g in self.optim.param_groups:
-            g["lr"] = learning_rate(self.cfg, self.step, self._time_progress)
+            g["lr"] = self._learning_rate()
         self.optim.zero_grad(set_to_none=True)
         weight = self.sync.loss_weight(self.shards)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
@@ -363,7 +363,7 @@ class Trainer:
     def _graphed_step(self) -> float | None:
         """:meth:`train_step` through the captured graph: the non-finite
         skip happens inside the graph (weights and Adam state restored)."""
-        self.graphed.set_lr(learning_rate(self.cfg, self.step, self._time_progress))
+        self.graphed.set_lr(self._learning_rate())
         batch = batch_to(self.source(self.gens[self.local[0]]), self.ctx.device)
         loss = self.graphed(batch).result()
         self.step += 1
@@ -413,6 +413,11 @@ class Trainer:
         self.save_checkpoint()
         self.write_reports()
         return self.history
+
+    def _learning_rate(self) -> float:
+        """This step's learning rate; the clock counts only with
+        ``anneal_by_time`` (a run resumed without it follows its steps)."""
+        return learning_rate(self.cfg, self.step, self._time_progress if self.cfg.anneal_by_time else 0.0)
 
     def _advance_time_progress(self, elapsed_s: float) -> None:
         """``anneal_by_time``: the schedule's time progress after
