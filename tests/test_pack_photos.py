@@ -30,3 +30,13 @@ def test_pack_photos_is_lossless_and_balanced(tmp_path):
     by_name = dict(zip([n.split(".")[0] for n in original.names], original.photos))
     for name, photo in zip(packed.names, packed.photos):
         assert np.array_equal(photo.numpy(), by_name[name.split(".")[0]].numpy())
+
+
+def test_pack_photos_first_takes_the_first_photos_by_name(tmp_path):
+    rng = np.random.default_rng(1)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, side in (("c", 64), ("a", 32), ("d", 48), ("b", 40)):
+        cv2.imwrite(str(src / f"{name}.png"), rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+    _tool().pack(src, tmp_path / "out", parts=1, first=2)
+    assert sorted(c.name for c in (tmp_path / "out").rglob("*.webp")) == ["a.webp", "b.webp"]

@@ -13,6 +13,7 @@ while the machine stays warm; ``kpnt-train --clean OUT`` reads the parts
 recursively as one set.
 
     python tools/pack_photos.py ../shared/data/photos/train .gpu5/train --parts 2
+    python tools/pack_photos.py ../shared/data/photos/val .gpu4/val8w --parts 1 --first 8   # a validation subset
 """
 from __future__ import annotations
 
@@ -31,11 +32,13 @@ from kpnt.train.photos import list_photos  # noqa: E402
 WEBP_LOSSLESS = [cv2.IMWRITE_WEBP_QUALITY, 101]
 
 
-def pack(src: Path, out: Path, parts: int) -> list[int]:
-    """Write lossless WebP copies of every photo under ``src`` into
-    ``out/a``, ``out/b``, ... (largest first, each into the part holding the
-    fewest bytes so far); returns the bytes per part."""
-    files = sorted(list_photos(src), key=lambda p: p.stat().st_size, reverse=True)
+def pack(src: Path, out: Path, parts: int, first: int | None = None) -> list[int]:
+    """Write lossless WebP copies of every photo under ``src`` (or of the
+    ``first`` of them, by sorted path) into ``out/a``, ``out/b``, ...
+    (largest first, each into the part holding the fewest bytes so far);
+    returns the bytes per part."""
+    chosen = sorted(list_photos(src))[:first]
+    files = sorted(chosen, key=lambda p: p.stat().st_size, reverse=True)
     names = [chr(ord("a") + i) for i in range(parts)]
     sizes = [0] * parts
     for name in names:
@@ -64,10 +67,13 @@ def main() -> int:
     p.add_argument("src", type=Path, help="folder of photos (PNG/JPEG), e.g. ../shared/data/photos/train")
     p.add_argument("out", type=Path, help="output folder (gets subfolders a, b, ...)")
     p.add_argument("--parts", type=int, default=2, help="number of size-balanced subfolders (default 2)")
+    p.add_argument("--first", type=int, help="copy only the first N photos, by sorted path (e.g. a validation subset)")
     args = p.parse_args()
     if args.parts < 1 or args.parts > 26:
         raise SystemExit("--parts must be 1..26")
-    sizes = pack(args.src, args.out, args.parts)
+    if args.first is not None and args.first < 1:
+        raise SystemExit("--first must be at least 1")
+    sizes = pack(args.src, args.out, args.parts, args.first)
     for i, s in enumerate(sizes):
         print(f"{args.out / chr(ord('a') + i)}: {s / 1e6:.1f} MB")
     return 0

@@ -10,7 +10,8 @@
 #          bfloat16 and lost 0.2-0.3 dB on clean mosaics, X-Trans's file was trained in bfloat16 since session 21)
 # Carry $TRAIN, .gpu4/val8w, .gpu4/noiseprofiles.json.
 # The two calls of session 47 (H100; photos from `python tools/pack_photos.py ../shared/data/photos/train .gpu5/train4
-# --parts 4`, .gpu4/val8w the first 8 photos/val as lossless WebP, .gpu4/noiseprofiles.json the shared table):
+# --parts 4`; .gpu4/val8w the first 8 photos/val as lossless WebP, `python tools/pack_photos.py ../shared/data/photos/val
+# .gpu4/val8w --parts 1 --first 8`; .gpu4/noiseprofiles.json a copy of ../shared/data/noiseprofiles.json):
 #   BAYER_GUIDE=bfloat16 bash tools/gpu_calls/s47_train.sh      # t1, part a, the tracked files (Bayer t1 not kept)
 #   cp <xtrans-t1.safetensors> kpnt/weights/xtrans.safetensors  # X-Trans goes on from t1; Bayer starts over
 #   TRAIN=.gpu5/train4/b STAGE=t2 END=540 bash tools/gpu_calls/s47_train.sh      # t2: the shipped files since
