@@ -37,7 +37,7 @@ def pack(src: Path, out: Path, parts: int, first: int | None = None) -> list[int
     ``first`` of them, by sorted path) into ``out/a``, ``out/b``, ...
     (largest first, each into the part holding the fewest bytes so far);
     returns the bytes per part."""
-    chosen = sorted(list_photos(src))[:first]
+    chosen = list_photos(src)[:first]                 # list_photos sorts by path
     files = sorted(chosen, key=lambda p: p.stat().st_size, reverse=True)
     names = [chr(ord("a") + i) for i in range(parts)]
     sizes = [0] * parts
