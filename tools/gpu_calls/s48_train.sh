@@ -9,7 +9,7 @@
 #   BAYER_GUIDE, XTRANS_GUIDE  the guide's training precision (default float32 / bfloat16)
 # Carry $TRAIN and .gpu4 (val8w: `python tools/pack_photos.py ../shared/data/photos/val .gpu4/val8w --parts 1
 # --first 8`; noiseprofiles.json: a copy of ../shared/data/noiseprofiles.json).
-# Session 48's calls (H100):
+# Session 48's calls (an H200: no H100 could be started):
 #   TRAIN=.gpu5/train4/c STAGE=t3 XTRANS_AB=1 END=540 bash tools/gpu_calls/s48_train.sh   # H200, 516 s
 #   cp <bayer-t3.safetensors> kpnt/weights/bayer.safetensors; cp <xtrans-t3.safetensors> kpnt/weights/xtrans.safetensors
 #   TRAIN=.gpu5/train4/d STAGE=t4 END=470 bash tools/gpu_calls/s48_train.sh               # the same warm H200, 446 s
