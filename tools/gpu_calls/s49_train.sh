@@ -10,7 +10,7 @@
 # Carry $TRAIN and .gpu4 (val8w: `python tools/pack_photos.py ../shared/data/photos/val .gpu4/val8w --parts 1
 # --first 8`; noiseprofiles.json: a copy of ../shared/data/noiseprofiles.json).
 # Outputs: $OUT/<sensor>-<stage>.safetensors (last weights), $OUT/<sensor>-<stage>-logs.tgz, $OUT/train.txt.
-T0=$(date +%s); END=${END:-570}; LR=${LR:-1e-4}; TRAIN=${TRAIN:-.gpu5/train4/c}; STAGE=${STAGE:-t3}
+T0=${T0:-$(date +%s)}; END=${END:-570}; LR=${LR:-1e-4}; TRAIN=${TRAIN:-.gpu5/train4/c}; STAGE=${STAGE:-t3}
 source tools/gpu_calls/preamble.sh
 MIN=$(python -c "print(round(($END - $(date +%s) + $T0 - 40) / 60, 2))")
 echo "training $MIN min a run"
