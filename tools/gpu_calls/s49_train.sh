@@ -5,6 +5,7 @@
 #   STAGE  names the runs; END seconds since the call began when training must stop; LR (default 1e-4)
 #   XTRANS_AB=1  also trains X-Trans from the same file with the float32 guide as <stage>f (three runs on the GPU)
 #   BAYER_GUIDE, XTRANS_GUIDE  the guide's training precision (default float32 / bfloat16)
+#   EXTRA  more kpnt-train flags for both runs (e.g. --no-overlap)
 #   INIT_B, INIT_X  the files to start from (default the shipped ones; on a warm machine a stage can start from
 #          the previous call's runs/s49/<sensor>-<stage>/weights.safetensors without a round trip)
 # Carry $TRAIN and .gpu4 (val8w: `python tools/pack_photos.py ../shared/data/photos/val .gpu4/val8w --parts 1
@@ -19,9 +20,9 @@ LX="--clean-share 0.25 --low-noise-share 0.35 --loss smape-lowpass-satbias"
 C="--out runs/s49 --clean $TRAIN --val .gpu4/val8w --val-images 8 --profiles .gpu4/noiseprofiles.json --val-every 2000
    --ckpt-every 2000 --threads 4 --backend cuda --minutes $MIN --steps 400000 --lr $LR --seed 49"
 G="--warmup 300 --anneal-by-time"
-python tools/train_variants.py $C --variant "bayer:$STAGE:--init ${INIT_B:-kpnt/weights/bayer.safetensors} $G --guide-dtype ${BAYER_GUIDE:-float32} $L" \
+python tools/train_variants.py $C --variant "bayer:$STAGE:--init ${INIT_B:-kpnt/weights/bayer.safetensors} $G --guide-dtype ${BAYER_GUIDE:-float32} $L $EXTRA" \
     > $OUT/trainB.txt 2>&1 &
-python tools/train_variants.py $C --variant "xtrans:$STAGE:--init ${INIT_X:-kpnt/weights/xtrans.safetensors} $G --guide-dtype ${XTRANS_GUIDE:-bfloat16} $LX" \
+python tools/train_variants.py $C --variant "xtrans:$STAGE:--init ${INIT_X:-kpnt/weights/xtrans.safetensors} $G --guide-dtype ${XTRANS_GUIDE:-bfloat16} $LX $EXTRA" \
     > $OUT/trainX.txt 2>&1 &
 RUNS="bayer-$STAGE xtrans-$STAGE"
 if [ -n "$XTRANS_AB" ]; then
