@@ -106,10 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --minutes: decay the learning rate over the time budget as well as over --steps, whichever "
                      "runs out first, so a run that --minutes stops still ends at the low learning rate (set --steps above "
                      "what the budget can reach; the steps then depend on the machine's speed)")
-    opt.add_argument("--no-overlap", dest="overlap_steps", action="store_false",
-                     help="CUDA-graph training: wait for each step's loss before building the next batch (default: the next "
-                     "batch is built while the GPU runs the step, and each loss is read one step late; the weights are the "
-                     "same either way; for timing the difference)")
     opt.add_argument("--batch", type=int_at_least(1), default=8, help="tiles per step and shard (default 8; the global batch is --shards times this)")
     opt.add_argument("--tile", type=int_at_least(1), default=96,
                      help="tile side in photosites, rounded down to the CFA period; at least 18 (xtrans 24, bayer with --data 28: "
@@ -731,7 +727,6 @@ def main(argv=None) -> int:
             satbias_weight=args.satbias_weight,
             seed=args.seed, val_every=args.val_every, ckpt_every=args.ckpt_every, minutes=args.minutes,
             anneal_by_time=args.anneal_by_time, shards=args.shards, grad_sync=args.grad_sync, warmup=_warmup(args),
-            overlap_steps=args.overlap_steps,
         )
         if args.init is not None:
             prov["init"] = str(args.init)

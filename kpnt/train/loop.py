@@ -90,9 +90,6 @@ class TrainConfig:
     grad_sync: str = "ddp"
     #: capture the step as CUDA graphs (one process, fused kernels on a GPU)
     cuda_graphs: bool = True
-    #: graphed steps: read each step's loss one step late, so the next
-    #: batch is built while the GPU runs the step (False: read at once)
-    overlap_steps: bool = True
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -112,15 +109,6 @@ class History:
     val_steps: list = field(default_factory=list)
     val_psnr: list = field(default_factory=list)
     skipped: list = field(default_factory=list)  # (step, reason)
-
-
-@dataclass
-class _QueuedStep:
-    """A graphed step queued on the GPU: its number and its result on the
-    device (``StepOutput``), read later by ``Trainer._finish_step``."""
-
-    step: int
-    output: object
 
 
 def learning_rate(cfg: TrainConfig, step: int, time_progress: float = 0.0) -> float:
@@ -375,31 +363,14 @@ class Trainer:
     def _graphed_step(self) -> float | None:
         """:meth:`train_step` through the captured graph: the non-finite
         skip happens inside the graph (weights and Adam state restored)."""
-        return self._finish_step(self._start_graphed_step())
-
-    def _start_graphed_step(self) -> "_QueuedStep":
-        """Queue one graphed step on the GPU without waiting for it: the
-        batch's synthesis (no host synchronisation in it: kpnt.train.synthesis.
-        to_device), the copies into the graph's inputs and the replay."""
         self.graphed.set_lr(self._learning_rate())
         batch = batch_to(self.source(self.gens[self.local[0]]), self.ctx.device)
-        output = self.graphed(batch)
+        loss = self.graphed(batch).result()
         self.step += 1
-        return _QueuedStep(self.step, output)
-
-    def _finish_step(self, queued: "_QueuedStep") -> float | None:
-        """Wait for a queued graphed step: its loss, or None (its skip
-        recorded) when it was not finite."""
-        loss = queued.output.result()
         if loss is None:
-            self.history.skipped.append((queued.step, "non-finite loss or gradient"))
-            log.warning("step %d skipped: non-finite loss or gradient (%d skipped so far)", queued.step, len(self.history.skipped))
+            self.history.skipped.append((self.step, "non-finite loss or gradient"))
+            log.warning("step %d skipped: non-finite loss or gradient (%d skipped so far)", self.step, len(self.history.skipped))
         return loss
-
-    def _record_loss(self, step: int, loss: float | None) -> None:
-        if loss is not None:
-            self.history.steps.append(step)
-            self.history.losses.append(loss)
 
     # -- the run -----------------------------------------------------------
     def run(self, progress: bool = True, until: int | None = None) -> History:
@@ -413,49 +384,26 @@ class Trainer:
         start = time.monotonic()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not (progress and main), dynamic_ncols=True)
         last_val = self.history.val_psnr[-1] if self.history.val_psnr else float("nan")
-        # Graphed steps are read one step late: step k+1's batch is built and
-        # queued while the GPU still runs step k, and only then does the host
-        # wait for step k's loss (the GPU no longer idles while the host
-        # builds a batch).  Before a validation, a checkpoint or the end, the
-        # queued step is read first, so the history is the same as read at once.
-        queued: _QueuedStep | None = None
-        loss = None
         while self.step < last_step:
             if cfg.anneal_by_time:
                 self._advance_time_progress(time.monotonic() - start)
-            if self.graphed is None:
-                loss = self.train_step()
-                self._record_loss(self.step, loss)
-            else:
-                if queued is not None and not cfg.overlap_steps:
-                    loss = self._finish_step(queued)
-                    self._record_loss(queued.step, loss)
-                    queued = None
-                started = self._start_graphed_step()
-                if queued is not None:
-                    loss = self._finish_step(queued)
-                    self._record_loss(queued.step, loss)
-                queued = started
-            # Rank 0's clock decides, for all processes at once.
-            out_of_time = cfg.minutes is not None and self.ctx.any(main and time.monotonic() - start > cfg.minutes * 60)
-            validating = bool(self.val_batches) and (self.step % cfg.val_every == 0 or self.step == cfg.steps)
-            checkpointing = self.step % cfg.ckpt_every == 0
-            if queued is not None and (validating or checkpointing or out_of_time or self.step >= last_step):
-                loss = self._finish_step(queued)
-                self._record_loss(queued.step, loss)
-                queued = None
-            if validating:
+            loss = self.train_step()
+            if loss is not None:
+                self.history.steps.append(self.step)
+                self.history.losses.append(loss)
+            if self.val_batches and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                 last_val = validate(self.model, self.val_batches, self.ctx)
                 self._record_validation(last_val)
                 if not progress and main:  # without a bar, log each validation instead
                     recent = self.history.losses[-cfg.val_every :]
                     log.info("step %d: loss %.4f, validation PSNR %.2f dB, %.1f min", self.step, sum(recent) / max(len(recent), 1), last_val, (time.monotonic() - start) / 60)
-            if checkpointing:
+            if self.step % cfg.ckpt_every == 0:
                 self.save_checkpoint()
                 self.write_reports()
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}" if loss is not None else "skip", val_psnr=f"{last_val:.2f}", skipped=len(self.history.skipped))
-            if out_of_time:
+            # Rank 0's clock decides, for all processes at once.
+            if cfg.minutes is not None and self.ctx.any(main and time.monotonic() - start > cfg.minutes * 60):
                 if main:
                     log.info("time budget of %.1f min reached at step %d", cfg.minutes, self.step)
                 break

@@ -105,22 +105,6 @@ def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor
     return lo + (hi - lo) * torch.rand(n, generator=gen)
 
 
-def to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
-    """``t`` (a small CPU tensor of per-image draws) on ``dev``, without
-    waiting for the GPU.
-
-    A plain ``.to("cuda")`` of pageable memory synchronises the stream, so
-    the host would wait for the training step before it could build the
-    next batch; from pinned memory the copy is queued like a kernel (the
-    pinned block is not reused before the copy has run: PyTorch's host
-    allocator records it on the stream).  Training overlaps the next batch's
-    synthesis with the current step this way (kpnt.train.loop).
-    """
-    if dev.type != "cuda" or t.device.type != "cpu":
-        return t.to(dev)
-    return t.pin_memory().to(dev, non_blocking=True)
-
-
 def synthesize(
     scenes: torch.Tensor,
     cfa: CFA | None,
@@ -137,7 +121,7 @@ def synthesize(
     dev = scenes.device
     cam_idx = torch.randint(len(cameras), (n,), generator=gen).tolist()
     scenes = _augment(scenes, gen, config)
-    to_cam = to_device(torch.stack([cameras[k].to_wb_cam for k in cam_idx]), dev)
+    to_cam = torch.stack([cameras[k].to_wb_cam for k in cam_idx]).to(dev)
     wbcam = torch.einsum("nij,njhw->nihw", to_cam, scenes).clamp_min(0.0)
 
     wb = torch.ones(n, 3)
@@ -148,11 +132,10 @@ def synthesize(
     # (the one that saturates first), then expose by +-2 EV.
     scale = _uniform(gen, n, *config.headroom) / wb.max(dim=1).values
     scale = scale * 2.0 ** _uniform(gen, n, *config.exposure_ev)
-    raw_rgb = wbcam * to_device(scale[:, None] / wb, dev)[:, :, None, None]
+    raw_rgb = wbcam * (scale[:, None] / wb).to(dev)[:, :, None, None]
     saturated = (raw_rgb >= 1.0).any(dim=1, keepdim=True)
     raw_rgb = raw_rgb.clamp_max(1.0)
-    wb_dev = to_device(wb, dev)
-    target = raw_rgb * wb_dev[:, :, None, None]
+    target = raw_rgb * wb.to(dev)[:, :, None, None]
 
     noise = torch.stack(
         [torch.from_numpy(cameras[k].noise[int(torch.randint(len(cameras[k].noise), (1,), generator=gen))]) for k in cam_idx]
@@ -165,11 +148,11 @@ def synthesize(
 
     if cfa is None:
         clean, colour = raw_rgb, None
-        gain = wb_dev[:, :, None, None]
+        gain = wb.to(dev)[:, :, None, None]
     else:
-        colour = to_device(torch.from_numpy(cfa.colour_map(h, w)).long(), dev)
+        colour = torch.from_numpy(cfa.colour_map(h, w)).long().to(dev)
         clean = torch.gather(raw_rgb, 1, colour.expand(n, 1, h, w))
-        gain = wb_dev[:, colour][:, None]
+        gain = wb.to(dev)[:, colour][:, None]
     # Per-photosite draws: from gen itself on the CPU, else from a generator
     # on the device seeded by gen (reproducible from gen's state alike).
     noise_gen = gen
@@ -177,12 +160,12 @@ def synthesize(
         noise_gen = torch.Generator(device=dev).manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
     # Profiles with a negative read variance b exist (darktable fits): the
     # sampler clamps a*x + b at zero.  The sensor clips at the white level.
-    nd = to_device(noise, dev)
+    nd = noise.to(dev)
     noisy = add_noise_torch(clean, nd[:, 0], nd[:, 1], colour, noise_gen).clamp_max(1.0)
     x = noisy * gain
 
-    noise_wb = to_device(torch.stack([noise[:, 0] * wb, noise[:, 1] * wb**2], dim=1), dev)
-    return Batch(x=x, target=target, noise=noise_wb, valid=~saturated, cfa=cfa, wb=wb_dev)
+    noise_wb = torch.stack([noise[:, 0] * wb, noise[:, 1] * wb**2], dim=1).to(dev)
+    return Batch(x=x, target=target, noise=noise_wb, valid=~saturated, cfa=cfa, wb=wb.to(dev))
 
 
 #: Rec. 709 / sRGB luminance weights of linear RGB.
@@ -201,11 +184,11 @@ def _augment(scenes: torch.Tensor, gen: torch.Generator, config: SynthConfig) ->
     sigma = _uniform(gen, n, *config.blur_sigma)
     sigma = torch.where(torch.rand(n, generator=gen) < config.blur_prob, sigma, torch.zeros(n))
     if (sat != 1).any():
-        luma = to_device(torch.tensor(_LUMA, dtype=scenes.dtype), dev)
+        luma = torch.tensor(_LUMA, device=dev, dtype=scenes.dtype)
         y = torch.einsum("c,nchw->nhw", luma, scenes)[:, None]
-        scenes = (y + to_device(sat, dev)[:, None, None, None] * (scenes - y)).clamp_min(0.0)
+        scenes = (y + sat.to(dev)[:, None, None, None] * (scenes - y)).clamp_min(0.0)
     if (sigma > 0).any():
-        scenes = gaussian_blur(scenes, to_device(sigma, dev))
+        scenes = gaussian_blur(scenes, sigma.to(dev))
     return scenes
 
 

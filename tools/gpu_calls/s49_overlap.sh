@@ -5,6 +5,10 @@
 #    /tmp/overlap_ok is written only when they pass;
 # 2. an A/B of training speed in one call: Bayer and X-Trans trained side by side (as the training calls do) for
 #    $AB_S seconds each way, --no-overlap first, then the default; steps reached in the budget, from the logs.
+# Run once (H100, 21:38 UTC, before the t5 training call): the GPU tests did not run (tests/cuda/test_train_overlap.py
+# shared its module name with tests/test_train_overlap.py: a collection error), and the A/B found no gain: in 25 s,
+# Bayer 1107 steps without the overlap and 1098 with it, X-Trans 1451 and 1465 ($OUT/overlap_ab.txt, kept as
+# docs/bench/train_overlap_ab_s49_h100.txt). So the change was taken out again; `git show ca26734` has its code and tests.
 # Carry .gpu5/train4/a and .gpu4 (tools/gpu_calls/s49_train.sh says how to make them).
 AB_S=${AB_S:-25}
 source tools/gpu_calls/preamble.sh
