@@ -4,11 +4,11 @@
 # without MPS share the GPU by time slices, so a run alone may make more than twice its steps beside the other.
 # Three arms of $AB_S seconds each (the time budget counts from the first step: start-up is not in it):
 # Bayer alone, X-Trans alone, both side by side. Steps reached, from the logs, into $OUT/alone_ab.txt.
-# Carry .gpu5/train4/a and .gpu4 (tools/gpu_calls/s49_train.sh says how to make them).
+# Carry $TRAIN (default .gpu5/train4/a) and .gpu4 (tools/gpu_calls/s49_train.sh says how to make them).
 AB_S=${AB_S:-25}
 source tools/gpu_calls/preamble.sh
 MIN=$(python -c "print($AB_S / 60)")
-C="--clean .gpu5/train4/a --profiles .gpu4/noiseprofiles.json --camera all --isos 100-409600 --batch 16 --tile 192
+C="--clean ${TRAIN:-.gpu5/train4/a} --profiles .gpu4/noiseprofiles.json --camera all --isos 100-409600 --batch 16 --tile 192
    --lr 1e-5 --seed 49 --steps 400000 --val-every 100000 --ckpt-every 100000 --threads 4 --backend cuda --no-progress
    --minutes $MIN --downscale 1"
 bayer() { python -m kpnt.train --sensor bayer -o runs/alone49/$1-bayer --init kpnt/weights/bayer.safetensors \
