@@ -3,8 +3,8 @@
 
 Fine-tuning stages that start from one another stay in one basin of the loss, so the mean of their weights
 (uniform, like stochastic weight averaging over checkpoints) can score above each of them. This writes that mean
-as an ordinary weights file: the provenance is the last file's, with ``averaged_from`` listing every input and its
-tensor checksum, and ``steps`` the last file's.
+as an ordinary weights file: the provenance is the last file's (its ``steps`` too), with ``averaged_from`` listing
+every input and its tensor checksum.
 
     python tools/average_weights.py runs/s49/bayer-t8.safetensors runs/s49/bayer-t9.safetensors -o avg.safetensors
 """

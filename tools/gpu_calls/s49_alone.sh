@@ -1,9 +1,13 @@
 #!/bin/bash
-# Written in session 49, not yet run: does a training run go faster alone on the GPU than beside another?
+# Written in session 49: does a training run go faster alone on the GPU than beside another?
 # Session 49's A/B (s49_overlap.sh) found the host's waits irrelevant with two runs side by side; two processes
 # without MPS share the GPU by time slices, so a run alone may make more than twice its steps beside the other.
 # Three arms of $AB_S seconds each (the time budget counts from the first step: start-up is not in it):
 # Bayer alone, X-Trans alone, both side by side. Steps reached, from the logs, into $OUT/alone_ab.txt.
+# Run once, in session 50 (H100, `TRAIN=.gpu5/train4/c AB_S=20`, the start of tools/gpu_calls/s50_train.sh's call 1):
+# in 20 s Bayer made 1484 steps alone and 941 beside X-Trans, X-Trans 1698 and 919, so side by side the two do 1.18x
+# the work of one after the other and the hypothesis is refuted (docs/bench/train_alone_ab_s50_h100.txt;
+# docs/KERNELS.md, "Session 50").
 # Carry $TRAIN (default .gpu5/train4/a) and .gpu4 (tools/gpu_calls/s49_train.sh says how to make them).
 AB_S=${AB_S:-25}
 source tools/gpu_calls/preamble.sh
